@@ -1,0 +1,61 @@
+"""Structured logging: key=value context on every line (or JSON), and secrets redacted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from typing import Any
+
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+# user:password@ in URLs, and token-like query values, never reach a log line.
+_SECRET_PATTERNS = [
+    (re.compile(r"(?<=://)([^:/@\s]*):([^@/\s]+)@"), r"\1:***@"),
+    (re.compile(r"(?i)((?:password|passwd|token|secret|apikey|api_key)=)[^&\s]+"), r"\1***"),
+]
+
+
+def redact(text: str) -> str:
+    for pattern, repl in _SECRET_PATTERNS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def _context(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        ctx = " ".join(f"{k}={v}" for k, v in _context(record).items())
+        text = f"{base} {ctx}" if ctx else base
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return redact(text)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **_context(record),
+        }
+        if record.exc_info:
+            payload["exc"] = self.formatException(record.exc_info)
+        return redact(json.dumps(payload, default=str))
+
+
+def setup_logging(level: str = "INFO", as_json: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if as_json else KeyValueFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Library chatter (transformers' load reports, kafka internals) only at WARNING and above.
+    for noisy in ("transformers", "peft", "urllib3", "aiokafka", "kafka", "faust", "mode", "httpx", "filelock"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

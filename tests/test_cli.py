@@ -1,0 +1,71 @@
+"""The `sentinel` CLI end to end, as a subprocess, on the tiny model (real tokenizer, real loading)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from model.labels import LABELS
+
+
+def sentinel(args: list[str], env_extra: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **env_extra}
+    return subprocess.run(
+        [sys.executable, "-m", "sentinel.cli", *args], input=stdin, capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_env(tiny_model_dir, cache_dir):
+    return {"SENTINEL_BASE": str(tiny_model_dir), "SENTINEL_CACHE_DIR": str(cache_dir), "SENTINEL_DTYPE": "float32"}
+
+
+def test_classify_json_from_args_and_stdin(tiny_env):
+    r = sentinel(["classify", "--json", "BTC to 100k", "ETH is dead"], tiny_env)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["text"] for row in rows] == ["BTC to 100k", "ETH is dead"]
+    for row in rows:
+        assert set(row) == {"text", "label", "probs", "score"}
+        assert row["label"] in LABELS and set(row["probs"]) == set(LABELS)
+        assert row["score"] == pytest.approx(row["probs"]["positive"] - row["probs"]["negative"])
+    piped = sentinel(["classify", "--json"], tiny_env, stdin="BTC to 100k\n\nETH is dead\n")
+    assert [json.loads(line) for line in piped.stdout.splitlines()] == rows
+
+
+def test_classify_table(tiny_env):
+    r = sentinel(["classify", "SOL breaks out"], tiny_env)
+    assert r.returncode == 0, r.stderr
+    assert "SOL breaks out" in r.stdout and "score" in r.stdout
+
+
+def test_classify_empty_text_is_a_clear_error(tiny_env):
+    r = sentinel(["classify", "ok", "   "], tiny_env)
+    assert r.returncode == 2 and "text 2 is empty" in r.stderr
+
+
+def test_classify_4bit_on_cpu_is_a_clear_error(tiny_env):
+    r = sentinel(["classify", "--device", "cpu", "--quantize", "4bit", "x"], tiny_env)
+    assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr
+
+
+def test_eval_json_report(tiny_env, tmp_path):
+    data = tmp_path / "tfns.csv"
+    data.write_text("text,label\nBTC rallies,1\nETH dumps,0\nFed speaks,2\nSOL up,1\n", encoding="utf-8")
+    r = sentinel(["eval", "--data", str(data), "--format", "tfns", "--json", "--limit", "3"], tiny_env)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert {"accuracy", "f1_macro", "f1_weighted", "per_class", "confusion", "n"} <= set(report)
+    assert report["n"] == 3
+    assert sum(sum(row.values()) for row in report["confusion"].values()) == 3
+
+
+def test_eval_malformed_row_names_its_line(tiny_env, tmp_path):
+    data = tmp_path / "bad.csv"
+    data.write_text("text,label\nBTC rallies,1\nETH dumps,9\n", encoding="utf-8")
+    r = sentinel(["eval", "--data", str(data), "--format", "tfns"], tiny_env)
+    assert r.returncode == 2 and f"{data}:3" in r.stderr

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from training.data import DataError, load_examples, parse_label_map
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_tfns_csv_out_of_the_box(tmp_path):
+    f = write(tmp_path / "t.csv", 'text,label\n"$BTC breaks out",1\n"Stocks slide, multi\nline",0\nFed speaks today,2\n')
+    ex = load_examples(f, "tfns").examples
+    assert [e.label for e in ex] == ["positive", "negative", "neutral"]
+    assert ex[1].text == "Stocks slide, multi\nline"
+    assert [e.line for e in ex] == [2, 3, 5]  # the multi-line record moves the next one down
+
+
+def test_alpaca_json_with_case_insensitive_labels(tmp_path):
+    records = [
+        {"instruction": "x", "input": "gm, MC to the moon", "output": "Positive"},
+        {"instruction": "x", "input": "rugged again", "output": "negative"},
+        {"instruction": "x", "input": "wen AMA", "output": "NEUTRAL"},
+    ]
+    f = write(tmp_path / "d.json", json.dumps(records))
+    assert [e.label for e in load_examples(f).examples] == ["positive", "negative", "neutral"]
+
+
+def test_jsonl_with_columns_and_label_map(tmp_path):
+    f = write(tmp_path / "d.jsonl", '{"body": "up only", "y": "b"}\n\n{"body": "down bad", "y": "s"}\n')
+    ex = load_examples(f, "jsonl", text_col="body", label_col="y", label_map=parse_label_map("b=positive,s=negative")).examples
+    assert [(e.text, e.label, e.line) for e in ex] == [("up only", "positive", 1), ("down bad", "negative", 3)]
+
+
+@pytest.mark.parametrize(
+    "content,line,reason",
+    [
+        ("text,label\nok,1\n,1\n", 3, "'text' is empty"),
+        ("text,label\nok,1\nfine,7\n", 3, "not in the label map"),
+        ("text,label\nok,1\ntoo,many,fields\n", 3, "expected 2 fields"),
+    ],
+)
+def test_malformed_csv_rows_name_file_and_line(tmp_path, content, line, reason):
+    f = write(tmp_path / "bad.csv", content)
+    with pytest.raises(DataError) as info:
+        load_examples(f, "tfns")
+    assert info.value.line == line and reason in str(info.value) and str(f) in str(info.value)
+
+
+def test_malformed_jsonl_rows_are_skipped_and_counted_with_skip_bad(tmp_path):
+    f = write(tmp_path / "bad.jsonl", '{"text": "a", "label": "positive"}\nnot json\n{"text": 5, "label": "positive"}\n{"label": "neutral"}\n')
+    result = load_examples(f, "jsonl", skip_bad=True)
+    assert len(result.examples) == 1
+    assert [(e.line, e.reason.split()[0]) for e in result.skipped] == [(2, "invalid"), (3, "'text'"), (4, "missing")]
+
+
+def test_bad_label_map_spec():
+    with pytest.raises(ValueError):
+        parse_label_map("0:negative")

@@ -1,0 +1,152 @@
+"""Labelled-text loaders shared by `sentinel eval` and `sentinel train`.
+
+Formats:
+- `tfns`: the Twitter Financial News Sentiment CSV, `text,label` with 0=negative, 1=positive, 2=neutral.
+- `alpaca`: Alpaca JSON (an array) or JSONL of `{instruction, input, output}`; output is the label.
+- `csv` / `jsonl`: any text and label columns, with an optional label map (`0=negative,1=positive`).
+- `auto`: by file extension (`.json` is Alpaca, `.jsonl` JSONL, anything else CSV).
+
+A malformed row raises DataError naming the file and line, unless skip_bad is set, in which case it
+is skipped and reported in `LoadResult.skipped`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, Mapping
+
+from model.labels import Label, normalize_label
+from model.prompt import EmptyTextError, clean_text
+
+Format = Literal["auto", "tfns", "alpaca", "csv", "jsonl"]
+FORMATS: tuple[str, ...] = ("auto", "tfns", "alpaca", "csv", "jsonl")
+TFNS_LABEL_MAP: dict[str, str] = {"0": "negative", "1": "positive", "2": "neutral"}
+
+
+class DataError(ValueError):
+    """A row that cannot be used, with where it is."""
+
+    def __init__(self, path: Path, line: int, reason: str):
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path, self.line, self.reason = path, line, reason
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: Label
+    line: int
+
+
+@dataclass
+class LoadResult:
+    examples: list[Example] = field(default_factory=list)
+    skipped: list[DataError] = field(default_factory=list)
+
+
+def parse_label_map(spec: str | None) -> dict[str, str] | None:
+    """'0=negative,1=positive,2=neutral' -> {'0': 'negative', ...}."""
+    if not spec:
+        return None
+    mapping: dict[str, str] = {}
+    for part in spec.split(","):
+        raw, sep, label = part.partition("=")
+        if not sep:
+            raise ValueError(f"label map entry {part!r} is not RAW=LABEL")
+        mapping[raw.strip()] = normalize_label(label)
+    return mapping
+
+
+def load_examples(
+    path: str | Path,
+    fmt: str = "auto",
+    *,
+    text_col: str = "text",
+    label_col: str = "label",
+    label_map: Mapping[str, str] | None = None,
+    skip_bad: bool = False,
+    limit: int | None = None,
+) -> LoadResult:
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt == "auto":
+        fmt = {".json": "alpaca", ".jsonl": "jsonl"}.get(path.suffix.lower(), "csv")
+    if fmt == "tfns":
+        label_map = label_map or TFNS_LABEL_MAP
+    if fmt == "alpaca":
+        text_col, label_col = "input", "output"
+    rows = _json_rows(path) if fmt in ("alpaca", "jsonl") else _csv_rows(path)
+    result = LoadResult()
+    for line, row in rows:
+        try:
+            result.examples.append(_example(path, line, row, text_col, label_col, label_map))
+        except DataError as err:
+            if not skip_bad:
+                raise
+            result.skipped.append(err)
+        if limit is not None and len(result.examples) >= limit:
+            break
+    return result
+
+
+def _example(path: Path, line: int, row: Any, text_col: str, label_col: str, label_map: Mapping[str, str] | None) -> Example:
+    if isinstance(row, DataError):
+        raise row
+    if not isinstance(row, dict):
+        raise DataError(path, line, f"expected an object, got {type(row).__name__}")
+    for col in (text_col, label_col):
+        if row.get(col) is None:
+            raise DataError(path, line, f"missing column {col!r}")
+    raw_text, raw_label = row[text_col], str(row[label_col]).strip()
+    if not isinstance(raw_text, str):
+        raise DataError(path, line, f"{text_col!r} must be a string")
+    try:
+        text = clean_text(raw_text)
+    except EmptyTextError:
+        raise DataError(path, line, f"{text_col!r} is empty") from None
+    mapped = label_map.get(raw_label) if label_map else raw_label
+    if mapped is None:
+        raise DataError(path, line, f"label {raw_label!r} is not in the label map")
+    try:
+        label = normalize_label(mapped)
+    except ValueError as exc:
+        raise DataError(path, line, str(exc)) from None
+    return Example(text=text, label=label, line=line)
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(path, 1, "empty file, expected a header row")
+        line = reader.line_num + 1
+        for record in reader:
+            if len(record) != len(header):
+                yield line, DataError(path, line, f"expected {len(header)} fields, got {len(record)}")
+            else:
+                yield line, dict(zip(header, record))
+            line = reader.line_num + 1  # a quoted field can span several lines
+
+
+def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(path, exc.lineno, f"invalid JSON: {exc.msg}") from None
+        # A JSON array has no per-record lines; records are numbered from 1 instead.
+        yield from enumerate(records, start=1)
+        return
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield number, json.loads(raw)
+        except json.JSONDecodeError as exc:
+            yield number, DataError(path, number, f"invalid JSON: {exc.msg}")
