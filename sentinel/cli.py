@@ -202,6 +202,180 @@ def bench_classify_cmd(
     print(json.dumps(result))
 
 
+# ---------------------------------------------------------------------------- streaming
+
+
+def stream_settings() -> Settings:
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_json)
+    return settings
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(2)
+
+
+@app.command()
+def worker() -> None:
+    """The long-running production worker; all configuration comes from the environment."""
+    import asyncio
+
+    from stream.app import create_app
+    from stream.replay import ensure_topics
+    from stream.runner import open_store
+
+    settings = stream_settings()
+    if not settings.kafka_broker or not settings.redis_url:
+        raise fail("the worker needs KAFKA_BROKER and REDIS_URL (sentinel run starts an embedded stack for you)")
+    classifier = load_classifier(settings)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # Faust runs on this loop too
+    loop.run_until_complete(ensure_topics(settings, [settings.topic_posts, settings.topic_sentiment, settings.topic_dlq, settings.topic_alerts]))
+    faust_app = create_app(settings, classifier, open_store(settings))
+    run_faust(faust_app, settings)
+
+
+def run_faust(faust_app: Any, settings: Settings) -> None:
+    import faust
+
+    class Worker(faust.Worker):
+        def _setup_logging(self) -> None:  # keep our structured logging instead of mode's
+            setup_logging(settings.log_level, settings.log_json)
+
+    Worker(faust_app, loglevel=settings.log_level.lower(), redirect_stdouts=False).execute_from_commandline()
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL of posts (or recorded records)")],
+    alerts_out: Annotated[Optional[Path], typer.Option("--alerts-out", help="write alert records here as JSONL")] = None,
+    summary_json: Annotated[Optional[Path], typer.Option("--summary-json", help="write the summary here as JSON")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="give up when processing takes longer (seconds)")] = 3600.0,
+) -> None:
+    """The main job: embedded stack (unless configured), a worker, FILE replayed at full speed, a summary."""
+    import asyncio
+    import tempfile
+
+    from stream.runner import RunError, connected, run_once, write_json
+
+    settings = stream_settings()
+    total = sum(1 for line in file.open("rb") if line.strip())
+    worker_log = Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
+    try:
+        with connected(settings) as (live, embedded), progress() as bar:
+            sent_task = bar.add_task("replayed", total=total)
+            done_task = bar.add_task("processed", total=total)
+            summary = asyncio.run(
+                run_once(
+                    live,
+                    file,
+                    embedded=embedded,
+                    timeout=timeout,
+                    worker_log=worker_log,
+                    on_sent=lambda n: bar.update(sent_task, completed=n),
+                    on_consumed=lambda n: bar.update(done_task, completed=n),
+                )
+            )
+    except RunError as exc:
+        tail = worker_log.read_text(errors="replace").splitlines()[-30:]
+        err.print("\n".join(tail))
+        raise fail(f"{exc} (worker log: {worker_log})") from None
+    worker_log.unlink(missing_ok=True)
+    if alerts_out:
+        alerts_out.write_text("", encoding="utf-8")  # no detector yet: zero alerts, but the file exists
+    if summary_json:
+        write_json(summary_json, summary)
+    table = Table(title=f"sentinel run {file.name}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key in ("consumed", "valid", "dlq", "duplicates", "late_dropped", "processed", "alerts", "wall_s", "posts_per_s"):
+        table.add_row(key, str(summary[key]))
+    for label, count in summary["labels"].items():
+        table.add_row(f"label {label}", str(count))
+    out.print(table)
+
+
+@app.command("replay")
+def replay_cmd(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    topic: Annotated[Optional[str], typer.Option("--topic", help="default: the posts topic")] = None,
+    speed: Annotated[str, typer.Option("--speed", help="X divides event-time gaps by X; max sends at full speed")] = "max",
+) -> None:
+    """Produce a JSONL file of posts (or recorded records) into Kafka."""
+    import asyncio
+
+    from stream.replay import replay
+
+    settings = stream_settings()
+    if not settings.kafka_broker:
+        raise fail("replay needs KAFKA_BROKER")
+    try:
+        pace = None if speed == "max" else float(speed)
+    except ValueError:
+        raise fail(f"--speed must be a number or max, not {speed!r}") from None
+    if pace is not None and pace <= 0:
+        raise fail("--speed must be positive")
+    sent = asyncio.run(replay(settings, file, topic or settings.topic_posts, pace))
+    out.print(f"sent {sent} messages to {topic or settings.topic_posts}")
+
+
+@app.command("record")
+def record_cmd(
+    topic: Annotated[str, typer.Option("--topic")],
+    out_file: Annotated[Path, typer.Option("--out")],
+    max_idle: Annotated[float, typer.Option("--max-idle", help="stop after this many seconds without a message")] = 5.0,
+) -> None:
+    """Write every record of a topic, from the beginning, as JSONL."""
+    import asyncio
+
+    from stream.replay import record
+
+    settings = stream_settings()
+    if not settings.kafka_broker:
+        raise fail("record needs KAFKA_BROKER")
+    count = asyncio.run(record(settings, topic, out_file, max_idle))
+    out.print(f"wrote {count} records to {out_file}")
+
+
+@app.command()
+def windows(
+    scope: Annotated[Optional[str], typer.Option("--scope", help="one scope (all, asset:BTC, channel:x, source:y)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Print the current rolling windows, ending at the newest event time seen."""
+    import asyncio
+
+    from stream.runner import open_store
+    from stream.windows import parse_duration
+
+    settings = stream_settings()
+    if not settings.redis_url:
+        raise fail("windows needs REDIS_URL")
+
+    async def collect() -> list[dict[str, Any]]:
+        store = open_store(settings)
+        try:
+            scopes = [scope] if scope else await store.scopes()
+            specs = [parse_duration(w) for w in settings.windows.split(",")]
+            return [(await store.window(sc, w)).as_dict() for sc in scopes for w in specs]
+        finally:
+            await store.close()
+
+    rows = asyncio.run(collect())
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    table = Table(title="rolling windows")
+    for col in ("scope", "window", "posts", "positive", "negative", "neutral", "mean score"):
+        table.add_column(col)
+    for row in rows:
+        lab = row["labels"]
+        table.add_row(row["scope"], row["window"], str(row["posts"]), str(lab["positive"]), str(lab["negative"]), str(lab["neutral"]), f"{row['mean_score']:+.3f}")
+    out.print(table)
+
+
 @model_app.command("prepare")
 def model_prepare() -> None:
     """Convert the bundled GGUF base into the cache once (containers run this at build time)."""

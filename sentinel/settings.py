@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Quantize = Literal["none", "8bit", "4bit"]
@@ -35,8 +35,43 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="converted base models live here")
 
     # --- connections (used by the streaming worker) ---
-    kafka_broker: str | None = Field(None, validation_alias=AliasChoices("SENTINEL_KAFKA_BROKER", "KAFKA_BROKER"))
-    redis_url: str | None = Field(None, validation_alias=AliasChoices("SENTINEL_REDIS_URL", "REDIS_URL"))
+    kafka_broker: str | None = Field(
+        None, validation_alias=AliasChoices("SENTINEL_KAFKA_BROKER", "KAFKA_BROKER"), description="host:port[,host:port]"
+    )
+    redis_url: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SENTINEL_REDIS_URL", "REDIS_URL"), description="redis:// or rediss:// URL"
+    )
+    redis_password: SecretStr | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+
+    # --- topics and the consumer group ---
+    app_id: str = Field("forum-sentinel", description="Faust app id: the Kafka consumer group")
+    topic_posts: str = "forum-posts"
+    topic_sentiment: str = "post-sentiment"
+    topic_dlq: str = "forum-posts-dlq"
+    topic_alerts: str = "sentiment-alerts"
+    partitions: int = Field(4, ge=1, description="partitions for topics the project creates")
+
+    # --- the worker ---
+    max_batch: int = Field(64, ge=1, description="posts per micro-batch (stream.take)")
+    max_wait: float = Field(0.5, gt=0, description="seconds to wait for a micro-batch to fill")
+    web_port: int = Field(6066, ge=1, le=65535, description="worker HTTP port; give every worker its own")
+    web_host: str = "0.0.0.0"
+    rebalance_timeout: float = Field(30.0, gt=0, description="consumer-group rebalance timeout, seconds")
+    session_timeout: float = Field(30.0, gt=0)
+    heartbeat_interval: float = Field(3.0, gt=0)
+    max_message_bytes: int = Field(65_536, ge=1024)
+    max_text_chars: int = Field(10_000, ge=1)
+    aliases_file: Path | None = Field(None, description="JSON {alias: TICKER}; default: the built-in table")
+
+    # --- windows ---
+    bucket: str = Field("1m", description="event-time bucket width")
+    windows: str = Field("15m,1h,24h", description="rolling windows, comma-separated")
+    retention: str = Field("48h", description="how long buckets and dedupe ids are kept, in event time")
 
     # --- logging ---
     log_level: str = "INFO"

@@ -1,0 +1,117 @@
+"""The Faust app: one agent consumes forum-posts as raw bytes in micro-batches and hands each batch
+to the BatchProcessor. Kafka (through Faust) is the only thing wired here.
+
+Scaling is Kafka's: run more workers with the same `app_id` (the consumer group) and the partitions
+are shared between them; replicas beyond the partition count sit idle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from typing import Any
+
+import faust
+
+from sentinel.settings import Settings
+from stream.assets import load_aliases
+from stream.contracts import Limits
+from stream.processor import BatchProcessor, RawMessage
+from stream.store import WindowStore
+from stream.windows import parse_duration
+
+log = logging.getLogger(__name__)
+
+
+def broker_url(settings: Settings) -> str:
+    if not settings.kafka_broker:
+        raise ValueError("no Kafka broker configured (KAFKA_BROKER)")
+    return ";".join(f"kafka://{host.strip()}" for host in settings.kafka_broker.split(","))
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust credentials for SSL / SASL from settings; None for PLAINTEXT."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    if protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username or "",
+            password=password,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context)
+
+
+def create_app(settings: Settings, classifier: Any, store: WindowStore) -> faust.App:
+    # Faust keeps table state here (in-memory store: only its version marker); one per worker port.
+    datadir = settings.cache_dir / "faust" / f"{settings.app_id}-{settings.web_port}"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=broker_url(settings),
+        broker_credentials=broker_credentials(settings),
+        value_serializer="raw",  # Faust's JSON codec would crash the agent on a non-JSON value
+        key_serializer="raw",
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        web_enabled=False,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        broker_rebalance_timeout=settings.rebalance_timeout,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=settings.heartbeat_interval,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        # A CPU batch can take seconds; the consumer must not be considered dead meanwhile.
+        broker_max_poll_interval=max(300.0, settings.rebalance_timeout),
+        producer_max_request_size=max(1_048_576, settings.max_message_bytes * 2),
+        datadir=str(datadir),
+    )
+    posts = app.topic(settings.topic_posts, value_type=bytes, key_type=bytes, partitions=settings.partitions)
+    outputs = {
+        name: app.topic(name, value_type=bytes, key_type=bytes, partitions=settings.partitions)
+        for name in (settings.topic_sentiment, settings.topic_dlq)
+    }
+
+    async def publish(topic: str, key: str | None, value: bytes) -> None:
+        await outputs[topic].send(key=key.encode() if key else None, value=value)
+
+    processor = BatchProcessor(
+        classifier.classify,
+        store,
+        publish,
+        sentiment_topic=settings.topic_sentiment,
+        dlq_topic=settings.topic_dlq,
+        model_base=classifier.info.base,
+        model_adapter=classifier.info.adapter,
+        limits=Limits(max_message_bytes=settings.max_message_bytes, max_text_chars=settings.max_text_chars),
+        aliases=load_aliases(settings.aliases_file),
+    )
+    app.processor = processor  # type: ignore[attr-defined]
+    # Validate window settings at start-up rather than on the first read.
+    for spec in [settings.bucket, settings.retention, *settings.windows.split(",")]:
+        parse_duration(spec)
+
+    @app.agent(posts, name="classify-posts")
+    async def classify_posts(stream: faust.Stream) -> None:
+        await processor.start()
+        async for events in stream.take_events(settings.max_batch, within=settings.max_wait):
+            messages = [RawMessage(e.message.value, e.message.topic, e.message.partition, e.message.offset) for e in events]
+            try:
+                await processor.handle(messages)
+            except Exception:
+                # Input never raises here (it goes to the DLQ); this is a bug or a lost dependency.
+                # Faust would ack the batch on the way out, so exit hard instead: the offsets stay
+                # uncommitted, the restarted worker redelivers the batch, and windows are idempotent.
+                log.exception("batch failed unexpectedly; exiting without committing", extra={"size": len(messages)})
+                os._exit(70)
+
+    return app

@@ -1,0 +1,205 @@
+"""Message contracts for the three topics, enforced here and nowhere else (pure). See docs/contracts.md.
+
+- forum-posts (input): one JSON object per message; `parse_post` turns raw bytes into a Post or a
+  Rejection with a machine-readable reason.
+- post-sentiment (output): `sentiment_record`.
+- forum-posts-dlq: `dlq_record`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from stream.assets import DEFAULT_ALIASES, detect_assets, normalize_assets
+
+# Every reason the validator can give. Other tools match on these strings: keep them stable.
+REASONS: dict[str, str] = {
+    "too_large": "the message is larger than the byte cap",
+    "invalid_utf8": "the message is not valid UTF-8",
+    "invalid_json": "the message is not valid JSON (NaN and Infinity are not JSON either)",
+    "not_an_object": "the message is JSON but not an object",
+    "missing_field": "a required field (id, text, created_at) is absent or null",
+    "invalid_field": "a field has the wrong type or an unusable value",
+    "empty_text": "text is empty after stripping whitespace",
+    "text_too_long": "text is longer than the character cap",
+    "timestamp_out_of_range": "created_at is before the earliest or after the latest accepted time",
+    "classification_failed": "the classifier failed on this post on its own (after batch splitting)",
+}
+
+OPTIONAL_STRINGS = ("source", "channel", "author")
+MAX_ID_CHARS = 256
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_bytes: int = 65_536
+    max_text_chars: int = 10_000
+    min_created_at: float = 1_230_768_000.0  # 2009-01-01, before which no crypto forum existed
+    max_future_s: float = 86_400.0  # created_at may run ahead of the wall clock by at most a day
+
+
+@dataclass(frozen=True)
+class Post:
+    id: str
+    text: str
+    created_at: float  # epoch seconds, UTC: the event time
+    assets: tuple[str, ...] = ()
+    source: str | None = None
+    channel: str | None = None
+    author: str | None = None
+
+    @property
+    def created_at_iso(self) -> str:
+        return iso(self.created_at)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    message: str
+    field: str | None = None
+    post_id: str | None = None
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not valid JSON")
+
+
+def parse_created_at(value: Any) -> float:
+    """ISO-8601 with an offset (or Z), or epoch seconds as a number. Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError("created_at must be an ISO-8601 string or epoch seconds, not a boolean")
+    if isinstance(value, (int, float)):
+        ts = float(value)
+        if not math.isfinite(ts):
+            raise ValueError("created_at must be finite")
+        return ts
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"created_at {value[:40]!r} is not ISO-8601") from None
+        if parsed.tzinfo is None:
+            raise ValueError("created_at must carry a UTC offset (e.g. 2024-01-01T12:00:00Z)")
+        return parsed.timestamp()
+    raise ValueError(f"created_at must be an ISO-8601 string or epoch seconds, not {type(value).__name__}")
+
+
+def parse_post(
+    raw: bytes | None,
+    *,
+    limits: Limits = Limits(),
+    aliases: Mapping[str, str] = DEFAULT_ALIASES,
+    now: float | None = None,
+) -> Post | Rejection:
+    """Validate one raw message. Size caps come first, before any decoding or parsing."""
+    if raw is None:
+        return Rejection("invalid_json", "the message has no value (a tombstone)")
+    if len(raw) > limits.max_message_bytes:
+        return Rejection("too_large", f"{len(raw)} bytes is over the cap of {limits.max_message_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection("invalid_utf8", f"not UTF-8 at byte {exc.start}")
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        return Rejection("invalid_json", "JSON nested too deeply")
+    except ValueError as exc:
+        return Rejection("invalid_json", str(exc)[:200])
+    if not isinstance(obj, dict):
+        return Rejection("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    return _post_from_object(obj, limits, aliases, now)
+
+
+def _post_from_object(obj: dict[str, Any], limits: Limits, aliases: Mapping[str, str], now: float | None) -> Post | Rejection:
+    for name in ("id", "text", "created_at"):
+        if obj.get(name) is None:
+            return Rejection("missing_field", f"{name} is required", field=name)
+    post_id = obj["id"]
+    if not isinstance(post_id, str) or not post_id.strip() or len(post_id) > MAX_ID_CHARS:
+        return Rejection("invalid_field", f"id must be a non-empty string of at most {MAX_ID_CHARS} characters", field="id")
+    text = obj["text"]
+    if not isinstance(text, str):
+        return Rejection("invalid_field", f"text must be a string, not {type(text).__name__}", field="text", post_id=post_id)
+    if len(text) > limits.max_text_chars:
+        return Rejection("text_too_long", f"{len(text)} characters is over the cap of {limits.max_text_chars}", field="text", post_id=post_id)
+    if not text.strip():
+        return Rejection("empty_text", "text is empty or whitespace only", field="text", post_id=post_id)
+    try:
+        created_at = parse_created_at(obj["created_at"])
+    except ValueError as exc:
+        return Rejection("invalid_field", str(exc), field="created_at", post_id=post_id)
+    latest = (now if now is not None else datetime.now(timezone.utc).timestamp()) + limits.max_future_s
+    if not limits.min_created_at <= created_at <= latest:
+        return Rejection(
+            "timestamp_out_of_range",
+            f"created_at {created_at:.0f} is outside [{iso(limits.min_created_at)}, now + {limits.max_future_s:.0f} s]",
+            field="created_at",
+            post_id=post_id,
+        )
+    optional: dict[str, str | None] = {}
+    for name in OPTIONAL_STRINGS:
+        value = obj.get(name)
+        if value is not None and not isinstance(value, str):
+            return Rejection("invalid_field", f"{name} must be a string", field=name, post_id=post_id)
+        optional[name] = value.strip() or None if isinstance(value, str) else None
+    assets = obj.get("assets")
+    if assets is None:
+        tickers = detect_assets(text, aliases)
+    elif isinstance(assets, list) and all(isinstance(a, str) for a in assets):
+        tickers = normalize_assets(assets)
+    else:
+        return Rejection("invalid_field", "assets must be a list of strings", field="assets", post_id=post_id)
+    return Post(id=post_id, text=text, created_at=created_at, assets=tuple(tickers), **optional)
+
+
+def encode_value(raw: bytes | None) -> dict[str, str | None]:
+    """The original message value for the DLQ: as text when it is UTF-8, else base64."""
+    if raw is None:
+        return {"value": None, "value_encoding": None}
+    try:
+        return {"value": raw.decode("utf-8"), "value_encoding": "utf-8"}
+    except UnicodeDecodeError:
+        return {"value": base64.b64encode(raw).decode("ascii"), "value_encoding": "base64"}
+
+
+def dlq_record(raw: bytes | None, rejection: Rejection, *, topic: str, partition: int, offset: int, at: float) -> dict[str, Any]:
+    return {
+        **encode_value(raw),
+        "reason": rejection.reason,
+        "message": rejection.message,
+        "field": rejection.field,
+        "post_id": rejection.post_id,
+        "source_topic": topic,
+        "source_partition": partition,
+        "source_offset": offset,
+        "at": iso(at),
+    }
+
+
+def sentiment_record(post: Post, judgement: Mapping[str, Any], *, base: str, adapter: str | None, processed_at: float) -> dict[str, Any]:
+    return {
+        "id": post.id,
+        "created_at": post.created_at_iso,
+        "assets": list(post.assets),
+        "source": post.source,
+        "channel": post.channel,
+        "label": judgement["label"],
+        "probs": judgement["probs"],
+        "score": judgement["score"],
+        "model": {"base": base, "adapter": adapter},
+        "processed_at": iso(processed_at),
+    }

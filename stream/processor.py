@@ -1,0 +1,157 @@
+"""One micro-batch, start to finish: validate, classify, publish, write windows.
+
+Kafka and Redis reach it through small interfaces (a `publish` coroutine and a WindowStore), so the
+Faust agent is only wiring. The order is what makes the guarantees:
+
+1. bad messages are published to the DLQ with their reason;
+2. good posts are classified off the event loop (a thread), split and retried if the model raises;
+3. results are published to post-sentiment;
+4. windows and counters are written to Redis (retried with backoff while Redis is down);
+5. only then does the agent return, and Faust acks (commits) the batch's offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping, Sequence
+
+from stream.contracts import Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from stream.store import ApplyResult, Scored, WindowStore
+from stream.windows import is_late
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, str | None, bytes], Awaitable[Any]]
+Classify = Callable[[Sequence[str]], Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class BatchOutcome:
+    consumed: int = 0
+    valid: int = 0
+    dlq: int = 0
+    late_dropped: int = 0
+    processed: int = 0
+    duplicates: int = 0
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        classify: Classify,
+        store: WindowStore,
+        publish: Publish,
+        *,
+        sentiment_topic: str,
+        dlq_topic: str,
+        model_base: str,
+        model_adapter: str | None,
+        limits: Limits = Limits(),
+        aliases: Mapping[str, str] | None = None,
+        redis_retry_max_s: float = 5.0,
+    ):
+        self.classify = classify
+        self.store = store
+        self.publish = publish
+        self.sentiment_topic = sentiment_topic
+        self.dlq_topic = dlq_topic
+        self.model_base = model_base
+        self.model_adapter = model_adapter
+        self.limits = limits
+        self.aliases = aliases
+        self.redis_retry_max_s = redis_retry_max_s
+        self.watermark = float("-inf")
+        self.batches = 0
+
+    async def start(self) -> None:
+        self.watermark = await self.store.watermark()
+
+    async def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
+        self.batches += 1
+        batch_no = self.batches
+        outcome = BatchOutcome(consumed=len(messages))
+        kwargs = {"limits": self.limits, **({"aliases": self.aliases} if self.aliases is not None else {})}
+        posts: list[tuple[Post, RawMessage]] = []
+        for msg in messages:
+            parsed = parse_post(msg.value, **kwargs)
+            if isinstance(parsed, Rejection):
+                await self._dead_letter(msg, parsed)
+                outcome.dlq += 1
+            else:
+                posts.append((parsed, msg))
+        outcome.valid = len(posts)
+        # The watermark moves before the late check, so a batch's own newest post counts.
+        if posts:
+            self.watermark = max(self.watermark, max(p.created_at for p, _ in posts))
+        on_time = [(p, m) for p, m in posts if not is_late(p.created_at, self.watermark, self.store.retention_s)]
+        outcome.late_dropped = len(posts) - len(on_time)
+
+        scored = await self._classify(on_time)
+        outcome.dlq += len(on_time) - len(scored)
+        now = time.time()
+        for item, judgement in scored:
+            record = sentiment_record(item, judgement, base=self.model_base, adapter=self.model_adapter, processed_at=now)
+            await self.publish(self.sentiment_topic, item.id, json.dumps(record, ensure_ascii=False).encode())
+
+        counters = {"consumed": outcome.consumed, "valid": outcome.valid, "dlq": outcome.dlq, "late_dropped": outcome.late_dropped}
+        result = await self._write_windows([Scored(p, j["label"], j["score"]) for p, j in scored], counters)
+        outcome.processed, outcome.duplicates = result.added, result.duplicates
+        log.info(
+            "batch done",
+            extra={"batch": batch_no, "consumed": outcome.consumed, "dlq": outcome.dlq, "processed": outcome.processed,
+                   "duplicates": outcome.duplicates, "late": outcome.late_dropped,
+                   "partitions": sorted({m.partition for m in messages})},
+        )
+        return outcome
+
+    async def _dead_letter(self, msg: RawMessage, rejection: Rejection) -> None:
+        record = dlq_record(msg.value, rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset, at=time.time())
+        log.warning(
+            "dead-lettered",
+            extra={"reason": rejection.reason, "post_id": rejection.post_id, "partition": msg.partition, "offset": msg.offset},
+        )
+        await self.publish(self.dlq_topic, rejection.post_id, json.dumps(record, ensure_ascii=False).encode())
+
+    async def _classify(self, posts: list[tuple[Post, RawMessage]]) -> list[tuple[Post, dict[str, Any]]]:
+        """Classify in a worker thread; on failure split the batch, so one poison post ends in the DLQ alone."""
+        if not posts:
+            return []
+        try:
+            judgements = await asyncio.to_thread(self.classify, [p.text for p, _ in posts])
+            return [(p, j.as_dict()) for (p, _), j in zip(posts, judgements)]
+        except Exception as exc:  # noqa: BLE001 - any model failure (OOM, odd input) is handled by splitting
+            if len(posts) == 1:
+                post, msg = posts[0]
+                log.error("classification failed for one post", extra={"post_id": post.id, "error": type(exc).__name__})
+                reason = Rejection("classification_failed", f"{type(exc).__name__}: {str(exc)[:200]}", post_id=post.id)
+                await self._dead_letter(msg, reason)
+                return []
+            log.warning("classification failed, splitting batch", extra={"size": len(posts), "error": type(exc).__name__})
+            half = len(posts) // 2
+            return await self._classify(posts[:half]) + await self._classify(posts[half:])
+
+    async def _write_windows(self, scored: list[Scored], counters: dict[str, int]) -> ApplyResult:
+        delay = 0.1
+        while True:
+            try:
+                return await self.store.apply(scored, counters, self.watermark)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                # Redis is down: keep the batch (its offsets stay uncommitted) and back off.
+                log.warning("redis unavailable, retrying", extra={"error": type(exc).__name__, "retry_in_s": round(delay, 2)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.redis_retry_max_s)

@@ -1,0 +1,160 @@
+"""Replay JSONL into Kafka and record a topic to JSONL (aiokafka).
+
+A replay file holds one post object per line, or the records `record` writes
+({topic, partition, offset, timestamp, key, value, value_encoding}). A line that is neither is sent
+as-is, so it reaches the DLQ like any bad message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Iterator
+
+from stream.contracts import encode_value, parse_created_at
+
+
+@dataclass(frozen=True)
+class ReplayItem:
+    key: bytes | None
+    value: bytes
+    event_time: float | None  # for --speed pacing; None when the line has none
+
+
+def read_replay_file(path: Path) -> Iterator[ReplayItem]:
+    with path.open("rb") as handle:
+        for raw in handle:
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            yield replay_item(line)
+
+
+def replay_item(line: bytes) -> ReplayItem:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return ReplayItem(None, line, None)
+    if isinstance(obj, dict) and {"topic", "partition", "offset", "value"} <= set(obj):
+        value = obj["value"]
+        data = base64.b64decode(value) if obj.get("value_encoding") == "base64" else (value or "").encode()
+        key = obj.get("key")
+        ts = obj.get("timestamp")
+        return ReplayItem(key.encode() if isinstance(key, str) else None, data, ts / 1000 if isinstance(ts, (int, float)) else None)
+    if isinstance(obj, dict):
+        post_id = obj.get("id")
+        try:
+            event_time: float | None = parse_created_at(obj.get("created_at"))
+        except ValueError:
+            event_time = None
+        return ReplayItem(post_id.encode() if isinstance(post_id, str) else None, line, event_time)
+    return ReplayItem(None, line, None)
+
+
+def kafka_client_kwargs(settings: Any) -> dict[str, Any]:
+    """aiokafka connection options from settings (bootstrap servers, SSL, SASL)."""
+    import ssl
+
+    kwargs: dict[str, Any] = {"bootstrap_servers": settings.kafka_broker, "security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        kwargs.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None,
+        )
+    return kwargs
+
+
+async def ensure_topics(settings: Any, names: list[str]) -> None:
+    """Create the project's topics if they are missing (production creates them with Strimzi)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(n, num_partitions=settings.partitions, replication_factor=1) for n in names if n not in existing]
+        if missing:
+            await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+async def replay(settings: Any, path: Path, topic: str, speed: float | None, progress: Callable[[int], None] | None = None) -> int:
+    """Produce every line of path into topic; speed None is as fast as possible. Returns the count."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        **kafka_client_kwargs(settings),
+        linger_ms=5,
+        max_request_size=max(1_048_576, settings.max_message_bytes * 2),
+        enable_idempotence=False,
+        acks="all",
+    )
+    await producer.start()
+    sent = 0
+    first_event: float | None = None
+    started = time.monotonic()
+    try:
+        pending = []
+        for item in read_replay_file(path):
+            if speed and item.event_time is not None:
+                first_event = item.event_time if first_event is None else first_event
+                due = started + (item.event_time - first_event) / speed
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            pending.append(await producer.send(topic, value=item.value, key=item.key))
+            sent += 1
+            if len(pending) >= 1000:
+                await asyncio.gather(*pending)
+                pending.clear()
+            if progress and sent % 100 == 0:
+                progress(sent)
+        await asyncio.gather(*pending)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    if progress:
+        progress(sent)
+    return sent
+
+
+async def consume_records(settings: Any, topic: str, max_idle: float) -> AsyncIterator[dict[str, Any]]:
+    """Every record of topic from the beginning, until no new one arrives for max_idle seconds."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, **kafka_client_kwargs(settings), group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(max_idle * 1000), max_records=1000)
+            if not batch:
+                return
+            for records in batch.values():
+                for rec in records:
+                    yield {
+                        "topic": rec.topic,
+                        "partition": rec.partition,
+                        "offset": rec.offset,
+                        "timestamp": rec.timestamp,
+                        "key": rec.key.decode("utf-8", "replace") if rec.key is not None else None,
+                        **encode_value(rec.value),
+                    }
+    finally:
+        await consumer.stop()
+
+
+async def record(settings: Any, topic: str, out: Path, max_idle: float) -> int:
+    count = 0
+    with out.open("w", encoding="utf-8") as handle:
+        async for rec in consume_records(settings, topic, max_idle):
+            handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            count += 1
+    return count

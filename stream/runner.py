@@ -1,0 +1,180 @@
+"""`sentinel run FILE`: the one-shot main job.
+
+Start the embedded stack unless Kafka and Redis are configured, start a worker process, replay FILE
+at full speed, wait until the worker has consumed every message and committed its offsets (counters
+and offsets, never a sleep), then summarise and stop everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from pydantic import SecretStr
+
+from sentinel.settings import Settings
+from stream.replay import ensure_topics, kafka_client_kwargs, replay
+from stream.services import embedded_stack, free_port
+from stream.store import COUNTERS, WindowStore
+
+# An embedded single-broker stack needs no 30 s rebalance wait; production keeps its settings.
+EMBEDDED_TIMEOUTS = {"SENTINEL_REBALANCE_TIMEOUT": "5", "SENTINEL_SESSION_TIMEOUT": "6", "SENTINEL_HEARTBEAT_INTERVAL": "1"}
+
+
+class RunError(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def connected(settings: Settings) -> Iterator[tuple[Settings, bool]]:
+    """Settings pointing at real servers: the configured ones, or a fresh embedded stack."""
+    if settings.kafka_broker and settings.redis_url:
+        yield settings, False
+        return
+    if settings.kafka_broker or settings.redis_url:
+        raise RunError("configure both KAFKA_BROKER and REDIS_URL, or neither (for the embedded stack)")
+    with embedded_stack() as stack:
+        yield settings.model_copy(update={"kafka_broker": stack.kafka_broker, "redis_url": SecretStr(stack.redis_url)}), True
+
+
+def redis_url(settings: Settings) -> str:
+    if settings.redis_url is None:
+        raise RunError("no Redis configured (REDIS_URL)")
+    return settings.redis_url.get_secret_value()
+
+
+def open_store(settings: Settings) -> WindowStore:
+    from stream.windows import parse_duration
+
+    import redis.asyncio as aioredis
+
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    client = aioredis.Redis.from_url(redis_url(settings), decode_responses=True, password=password)
+    return WindowStore(client, bucket_s=parse_duration(settings.bucket), retention_s=parse_duration(settings.retention))
+
+
+def worker_env(settings: Settings, embedded: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    if embedded:
+        for key, value in EMBEDDED_TIMEOUTS.items():
+            env.setdefault(key, value)
+    env.update(
+        SENTINEL_KAFKA_BROKER=settings.kafka_broker or "",
+        SENTINEL_REDIS_URL=redis_url(settings),
+        SENTINEL_WEB_PORT=str(free_port()),
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("KAFKA_BROKER", None)
+    env.pop("REDIS_URL", None)
+    return env
+
+
+def start_worker(settings: Settings, embedded: bool, log_path: Path | None = None) -> subprocess.Popen:
+    out = log_path.open("ab") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "sentinel.cli", "worker"],
+        env=worker_env(settings, embedded),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_worker(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+async def committed_lag(settings: Settings) -> int:
+    """Messages in forum-posts beyond the worker group's committed offsets."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=settings.app_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(settings.topic_posts)
+        if not parts:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - first metadata fetch
+            parts = consumer.partitions_for_topic(settings.topic_posts) or set()
+        tps = [TopicPartition(settings.topic_posts, p) for p in sorted(parts)]
+        ends = await consumer.end_offsets(tps)
+        lag = 0
+        for tp in tps:
+            committed = await consumer.committed(tp) or 0
+            lag += max(0, ends[tp] - committed)
+        return lag
+    finally:
+        await consumer.stop()
+
+
+async def wait_processed(
+    settings: Settings, store: WindowStore, before: dict[str, float], sent: int, worker: subprocess.Popen, timeout: float,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = await store.stats()
+        consumed = int(stats["consumed"] - before["consumed"])
+        if on_progress:
+            on_progress(consumed)
+        if consumed >= sent and await committed_lag(settings) == 0:
+            return stats
+        if worker.poll() is not None:
+            raise RunError(f"the worker exited with code {worker.returncode} after consuming {consumed} of {sent}")
+        if time.monotonic() > deadline:
+            raise RunError(f"timed out after {timeout:.0f} s: consumed {consumed} of {sent}")
+        await asyncio.sleep(0.2)
+
+
+def summarise(before: dict[str, float], after: dict[str, float], wall_s: float, alerts: int) -> dict[str, Any]:
+    delta = {name: int(after.get(name, 0) - before.get(name, 0)) for name in COUNTERS}
+    labels = {label: int(after.get(f"label:{label}", 0) - before.get(f"label:{label}", 0)) for label in ("positive", "negative", "neutral")}
+    return {**delta, "labels": labels, "alerts": alerts, "wall_s": round(wall_s, 2), "posts_per_s": round(delta["processed"] / wall_s, 2) if wall_s else 0.0}
+
+
+async def run_once(
+    settings: Settings,
+    path: Path,
+    *,
+    embedded: bool,
+    timeout: float,
+    worker_log: Path | None = None,
+    on_sent: Callable[[int], None] | None = None,
+    on_consumed: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    await ensure_topics(settings, [settings.topic_posts, settings.topic_sentiment, settings.topic_dlq, settings.topic_alerts])
+    store = open_store(settings)
+    try:
+        before = await store.stats()
+        worker = start_worker(settings, embedded, worker_log)
+        try:
+            started = time.monotonic()
+            sent = await replay(settings, path, settings.topic_posts, None, on_sent)
+            after = await wait_processed(settings, store, before, sent, worker, timeout, on_consumed)
+            wall = time.monotonic() - started
+        finally:
+            stop_worker(worker)
+        summary = summarise(before, after, wall, alerts=0)
+        summary["sent"] = sent
+        return summary
+    finally:
+        await store.close()
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
