@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
+	mkdir -p out
+	$(BIN)/sentinel run examples/demo-stream.jsonl --summary-json out/demo-summary.json --alerts-out out/demo-alerts.jsonl
 	$(BIN)/sentinel classify < examples/posts.txt
 
 test: setup

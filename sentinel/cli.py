@@ -305,7 +305,7 @@ def replay_cmd(
     """Produce a JSONL file of posts (or recorded records) into Kafka."""
     import asyncio
 
-    from stream.replay import replay
+    from stream.replay import ensure_topics, replay
 
     settings = stream_settings()
     if not settings.kafka_broker:
@@ -316,7 +316,13 @@ def replay_cmd(
         raise fail(f"--speed must be a number or max, not {speed!r}") from None
     if pace is not None and pace <= 0:
         raise fail("--speed must be positive")
-    sent = asyncio.run(replay(settings, file, topic or settings.topic_posts, pace))
+    target = topic or settings.topic_posts
+
+    async def go() -> int:
+        await ensure_topics(settings, [target])
+        return await replay(settings, file, target, pace)
+
+    sent = asyncio.run(go())
     out.print(f"sent {sent} messages to {topic or settings.topic_posts}")
 
 

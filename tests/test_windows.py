@@ -1,0 +1,36 @@
+"""Window maths and key layout (pure)."""
+
+import pytest
+
+from stream.contracts import Post
+from stream.windows import aggregate, bucket_key, bucket_start, format_duration, index_key, is_late, parse_duration, scopes_for
+
+
+def test_durations():
+    assert [parse_duration(s) for s in ("15m", "1h", "24h", "30s", "2d")] == [900, 3600, 86400, 30, 172800]
+    assert format_duration(900) == "15m" and format_duration(86400) == "1d" and format_duration(45) == "45s"
+    with pytest.raises(ValueError):
+        parse_duration("15 minutes")
+
+
+def test_scopes_and_buckets():
+    post = Post("p", "t", 125.0, ("BTC", "ETH"), source="discord", channel="trading")
+    assert scopes_for(post) == ["all", "asset:BTC", "asset:ETH", "channel:trading", "source:discord"]
+    assert bucket_start(125.0, 60) == 120 and bucket_start(119.999, 60) == 60
+
+
+def test_keys_share_a_cluster_slot_per_scope():
+    assert bucket_key("asset:BTC", 120) == "sentinel:{asset:BTC}:b:120"
+    assert index_key("asset:BTC").startswith("sentinel:{asset:BTC}:")
+
+
+def test_late_rule():
+    assert not is_late(1000.0, 1000.0 + 3600, 3600)
+    assert is_late(999.0, 1000.0 + 3600, 3600)
+
+
+def test_aggregate():
+    w = aggregate("all", 120, 240, [{"n": "2", "positive": "1", "negative": "1", "score_sum": "0.5"}, {"n": "1", "neutral": "1", "score_sum": "-0.2"}])
+    assert (w.posts, w.positive, w.negative, w.neutral) == (3, 1, 1, 1)
+    assert w.mean_score == pytest.approx(0.1) and w.share("negative") == pytest.approx(1 / 3)
+    assert aggregate("all", 60, 60, []).mean_score == 0.0
