@@ -97,44 +97,60 @@ class Classifier:
     @torch.inference_mode()
     def label_probs(self, suffixes: Sequence[Sequence[int]]) -> torch.Tensor:
         """[batch, 3] probabilities over LABELS for suffix token runs (post + marker)."""
-        batch = len(suffixes)
-        prefix_len = len(self.codec.prefix_ids)
-        width = max(len(s) for s in suffixes)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((batch, width), pad, dtype=torch.long)
-        suffix_mask = torch.zeros((batch, width), dtype=torch.long)
-        for row, seq in enumerate(suffixes):
-            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            suffix_mask[row, width - len(seq) :] = 1
-        # Real tokens continue the prefix's positions; pads get a harmless position and are masked.
-        positions = (prefix_len + suffix_mask.cumsum(dim=1) - 1).clamp(min=prefix_len)
-        mask = torch.cat([torch.ones((batch, prefix_len), dtype=torch.long), suffix_mask], dim=1)
-        out = self._decoder(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=positions.to(self.device),
-            past_key_values=self._prefix_cache(batch),
-            use_cache=True,
-        )
+        hidden = suffix_hidden(self._decoder, self._prefix_kv, suffixes, self.tokenizer.pad_token_id, self.device)
         # The three label logits are projected in fp32: in bf16 a logit near 20 is rounded to a
         # multiple of 0.125, which alone moves probabilities by several percent.
-        logits = out.last_hidden_state[:, -1, :].float() @ self._label_head.T
+        logits = hidden.float() @ self._label_head.T
         return torch.softmax(logits, dim=-1).cpu()
 
     # ------------------------------------------------------------------ the shared prefix
 
     @torch.inference_mode()
     def _encode_prefix(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        ids = torch.tensor([self.codec.prefix_ids], dtype=torch.long, device=self.device)
-        out = self._decoder(input_ids=ids, use_cache=True)
-        cache = out.past_key_values
-        return [(layer.keys, layer.values) for layer in cache.layers]
+        return encode_prefix(self._decoder, self.codec.prefix_ids, self.device)
 
-    def _prefix_cache(self, batch: int) -> Any:
-        from transformers import DynamicCache
 
-        # expand() makes views, not copies; the cache's update concatenates into new tensors,
-        # so the shared prefix is never written to.
-        return DynamicCache(
-            ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in self._prefix_kv]
-        )
+PrefixKV = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def encode_prefix(decoder: Any, prefix_ids: Sequence[int], device: torch.device) -> PrefixKV:
+    """Run the shared prompt prefix once; its per-layer keys and values (gradients flow when enabled)."""
+    ids = torch.tensor([list(prefix_ids)], dtype=torch.long, device=device)
+    cache = decoder(input_ids=ids, use_cache=True).past_key_values
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def expand_prefix(prefix_kv: PrefixKV, batch: int) -> Any:
+    from transformers import DynamicCache
+
+    # expand() makes views, not copies; the cache's update concatenates into new tensors,
+    # so the shared prefix is never written to.
+    return DynamicCache(ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix_kv])
+
+
+def pad_suffixes(suffixes: Sequence[Sequence[int]], prefix_len: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-pad suffixes that continue a shared prefix: (input_ids, attention_mask over prefix+suffix, position_ids)."""
+    batch, width = len(suffixes), max(len(s) for s in suffixes)
+    ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    suffix_mask = torch.zeros((batch, width), dtype=torch.long)
+    for row, seq in enumerate(suffixes):
+        ids[row, width - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
+        suffix_mask[row, width - len(seq) :] = 1
+    # Real tokens continue the prefix's positions; pads get a harmless position and are masked.
+    positions = (prefix_len + suffix_mask.cumsum(dim=1) - 1).clamp(min=prefix_len)
+    mask = torch.cat([torch.ones((batch, prefix_len), dtype=torch.long), suffix_mask], dim=1)
+    return ids, mask, positions
+
+
+def suffix_hidden(decoder: Any, prefix_kv: PrefixKV, suffixes: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> torch.Tensor:
+    """[batch, hidden] final hidden state at each suffix's last token (the response position)."""
+    prefix_len = prefix_kv[0][0].shape[-2]
+    ids, mask, positions = pad_suffixes(suffixes, prefix_len, pad_id)
+    out = decoder(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions.to(device),
+        past_key_values=expand_prefix(prefix_kv, len(suffixes)),
+        use_cache=True,
+    )
+    return out.last_hidden_state[:, -1, :]

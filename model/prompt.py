@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from model.labels import LABELS
 
@@ -117,7 +117,3 @@ class PromptCodec:
         """The whole prompt's tokens, ending at the response position."""
         return list(self.prefix_ids) + self.suffix_ids(tokenizer, text)
 
-
-def batch_texts(texts: Sequence[str]) -> list[str]:
-    """Validate a batch up front so that one bad text fails before any model work."""
-    return [clean_text(t) for t in texts]

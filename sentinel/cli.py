@@ -202,6 +202,110 @@ def bench_classify_cmd(
     print(json.dumps(result))
 
 
+# ---------------------------------------------------------------------------- training
+
+
+@app.command()
+def train(
+    data: Annotated[list[Path], typer.Option("--data", exists=True, dir_okay=False, help="training file(s); repeat for several")],
+    out_dir: Annotated[Path, typer.Option("--out", help="where the adapter and its model card go")],
+    fmt: Annotated[str, typer.Option("--format", help="auto | tfns | alpaca | csv | jsonl")] = "auto",
+    text_col: Annotated[str, typer.Option("--text-col")] = "text",
+    label_col: Annotated[str, typer.Option("--label-col")] = "label",
+    label_map: Annotated[Optional[str], typer.Option("--label-map")] = None,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip malformed rows (counted) instead of failing")] = False,
+    val_data: Annotated[Optional[Path], typer.Option("--val-data", help="explicit validation file (else a stratified split)")] = None,
+    val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    r: Annotated[int, typer.Option("--r", min=1)] = 16,
+    alpha: Annotated[int, typer.Option("--alpha", min=1)] = 32,
+    dropout: Annotated[float, typer.Option("--dropout")] = 0.05,
+    target_modules: Annotated[str, typer.Option("--target-modules", help="comma-separated")] = ",".join(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),
+    learning_rate: Annotated[float, typer.Option("--lr")] = 3e-4,
+    epochs: Annotated[float, typer.Option("--epochs")] = 1.0,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1)] = 1,
+    max_length: Annotated[int, typer.Option("--max-length", min=8, help="post tokens kept")] = 128,
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", min=0)] = 20,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.0,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
+    class_weighting: Annotated[str, typer.Option("--class-weighting", help="none | weights | balance")] = "none",
+    eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="optimizer steps between validations")] = 200,
+    patience: Annotated[int, typer.Option("--patience", min=1, help="validations without gain before stopping")] = 3,
+    eval_limit: Annotated[Optional[int], typer.Option("--eval-limit", min=1)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint")] = False,
+    base: BaseOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    quantize: QuantizeOpt = None,
+) -> None:
+    """Fine-tune a LoRA adapter with the classifier's own prompt; writes the adapter and a model card."""
+    from rich.progress import Progress as RichProgress
+
+    from model.base import ModelLoadError
+    from training.data import DataError, load_examples, parse_label_map
+    from training.split import stratified_split
+    from training.trainer import TrainConfig, Trainer, write_model_card
+
+    settings = model_settings(base=base, device=device, dtype=dtype, quantize=quantize)
+    if class_weighting not in ("none", "weights", "balance"):
+        raise fail("--class-weighting must be none, weights or balance")
+    try:
+        mapping = parse_label_map(label_map)
+        examples, skipped = [], 0
+        for path in data:
+            loaded = load_examples(path, fmt, text_col=text_col, label_col=label_col, label_map=mapping, skip_bad=skip_bad)
+            examples += loaded.examples
+            skipped += len(loaded.skipped)
+        if val_data:
+            split_train, validation, overlap = examples, load_examples(val_data, fmt, text_col=text_col, label_col=label_col, label_map=mapping, skip_bad=skip_bad).examples, 0
+            keys = {" ".join(e.text.lower().split()) for e in validation}
+            kept = [e for e in split_train if " ".join(e.text.lower().split()) not in keys]
+            overlap, split_train = len(split_train) - len(kept), kept
+        else:
+            split = stratified_split(examples, val_fraction, seed)
+            split_train, validation, overlap = split.train, split.validation, split.overlap_removed
+    except (DataError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    out.print(f"train {len(split_train)}  validation {len(validation)}  removed from train (also in validation) {overlap}  skipped rows {skipped}")
+    cfg = TrainConfig(
+        base=settings.base, r=r, alpha=alpha, dropout=dropout, target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()),
+        learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
+        max_length=max_length, warmup_steps=warmup_steps, weight_decay=weight_decay, seed=seed,
+        gradient_checkpointing=gradient_checkpointing, quantize=settings.quantize, class_weighting=class_weighting,
+        eval_every=eval_every, patience=patience, eval_limit=eval_limit, device=settings.device, dtype=settings.dtype,
+        cache_dir=settings.cache_dir,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, split_train, validation, out_dir)
+    bar = RichProgress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} samples/s  val F1w {task.fields[f1]}"),
+        TimeRemainingColumn(), console=err,
+    )
+    with bar:
+        task = bar.add_task("training", total=None, loss=float("nan"), rate=0.0, f1="-")
+
+        def on_progress(event: dict[str, Any]) -> None:
+            if "eval" in event:
+                bar.update(task, f1=f"{event['eval']['f1_weighted']:.4f}")
+                err.print(f"step {event['step']}: validation f1_weighted={event['eval']['f1_weighted']:.4f} accuracy={event['eval']['accuracy']:.4f}")
+            else:
+                bar.update(task, total=event["total"], completed=event["step"], loss=event["loss"], rate=event["samples_per_s"])
+
+        try:
+            result = trainer.run(resume=resume, progress=on_progress)
+        except (ModelLoadError, FileNotFoundError) as exc:
+            raise fail(str(exc)) from None
+    split_info = {"train": len(split_train), "validation": len(validation), "overlap_removed": overlap, "seed": seed,
+                  "val_fraction": None if val_data else val_fraction, "skipped_rows": skipped}
+    card = write_model_card(result, cfg, trainer.info, list(data) + ([val_data] if val_data else []), split_info)
+    out.print(json.dumps({"out": str(out_dir), "validation": {k: card["validation_metrics"].get(k) for k in ("f1_weighted", "accuracy", "n")},
+                          "steps": result.state.step, "best_step": result.state.best_step, "seconds": round(result.seconds, 1),
+                          "samples_per_s": round(result.samples_per_s, 2)}))
+
+
 # ---------------------------------------------------------------------------- streaming
 
 
@@ -380,6 +484,35 @@ def windows(
         lab = row["labels"]
         table.add_row(row["scope"], row["window"], str(row["posts"]), str(lab["positive"]), str(lab["negative"]), str(lab["neutral"]), f"{row['mean_score']:+.3f}")
     out.print(table)
+
+
+@app.command("import-discord")
+def import_discord(
+    csv_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="meritcircle_cleaned_discord.csv")],
+    out_file: Annotated[Path, typer.Option("--out", help="JSONL of posts, ready for sentinel run / replay")],
+    channel: Annotated[str, typer.Option("--channel")] = "meritcircle",
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="first N converted posts only")] = None,
+) -> None:
+    """Convert the research's Discord export into posts (repairs the garbled AM/PM times)."""
+    from itertools import islice
+
+    from stream.discord import ImportReport, discord_posts
+
+    report = ImportReport()
+    try:
+        with out_file.open("w", encoding="utf-8") as handle:
+            for post in islice(discord_posts(csv_file, report, channel), limit):
+                handle.write(json.dumps(post, ensure_ascii=False) + "\n")
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    written = min(report.converted, limit) if limit else report.converted
+    out.print(f"wrote {written} posts to {out_file}; {len(report.failed)} rows not converted")
+    for reason, count in sorted(report.reasons().items()):
+        out.print(f"  {reason}: {count}")
+    for line, reason in report.failed[:10]:
+        err.print(f"  {csv_file}:{line}: {reason}")
+    if len(report.failed) > 10:
+        err.print(f"  ... and {len(report.failed) - 10} more")
 
 
 @model_app.command("prepare")

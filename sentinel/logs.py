@@ -57,5 +57,14 @@ def setup_logging(level: str = "INFO", as_json: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Library chatter (transformers' load reports, kafka internals) only at WARNING and above.
-    for noisy in ("transformers", "peft", "urllib3", "aiokafka", "kafka", "faust", "mode", "httpx", "filelock"):
+    for noisy in ("transformers", "peft", "urllib3", "aiokafka", "kafka", "faust", "mode", "httpx", "filelock", "bitsandbytes"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # bitsandbytes warns on every CPU import that an optional 4-bit CPU kernel package is absent.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # transformers' per-tensor progress bars on every model load.
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass

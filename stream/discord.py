@@ -1,0 +1,83 @@
+"""Convert the research's Discord export (meritcircle_cleaned_discord.csv) into forum posts (pure).
+
+The export's `Date_original` holds times like `2022/2/14 上午9:12`: a 12-hour clock whose AM/PM
+marker (上午 = AM, 下午 = PM) was written as UTF-8, read back as Latin-1 and written again as UTF-8.
+Reversing that (encode Latin-1, decode UTF-8) restores the marker. The export carries no time zone;
+times are taken as UTC.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+_TIME = re.compile(r"^\s*(\d{4})/(\d{1,2})/(\d{1,2})\s*(上午|下午)?\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def repair_mojibake(text: str) -> str:
+    """Undo one round of UTF-8-read-as-Latin-1; text that was not garbled comes back unchanged."""
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
+
+
+def parse_discord_time(raw: str) -> datetime:
+    """'2022/2/14 <garbled 下午>9:12' -> 2022-02-14T21:12:00Z. Raises ValueError."""
+    match = _TIME.match(repair_mojibake(raw))
+    if not match:
+        raise ValueError(f"unrecognised time {raw[:40]!r}")
+    year, month, day, marker, hour, minute = match.groups()
+    h = int(hour)
+    if marker and not 1 <= h <= 12:
+        raise ValueError(f"hour {h} on a 12-hour clock")
+    if marker == "上午":
+        h = 0 if h == 12 else h
+    elif marker == "下午":
+        h = 12 if h == 12 else h + 12
+    return datetime(int(year), int(month), int(day), h, int(minute), tzinfo=timezone.utc)
+
+
+@dataclass
+class ImportReport:
+    converted: int = 0
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+
+    def reasons(self) -> Counter:
+        return Counter(reason.split(":")[0] for _, reason in self.failed)
+
+
+def discord_posts(path: Path, report: ImportReport, channel: str = "meritcircle") -> Iterator[dict[str, Any]]:
+    """Posts in file order. Ids are stable (a hash of author, time and content, plus an occurrence
+    number for exact repeats), so importing the same file twice gives the same ids."""
+    seen: Counter = Counter()
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"Author", "Date_original", "Content"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: not a Discord export, missing columns {sorted(missing)}")
+        line = reader.line_num + 1
+        for row in reader:
+            start, line = line, reader.line_num + 1  # a multi-line Content spans several lines
+            content = (row.get("Content") or "").strip()
+            if not content:
+                report.failed.append((start, "empty_content: no text (attachment or reaction only)"))
+                continue
+            try:
+                when = parse_discord_time(row.get("Date_original") or "")
+            except ValueError as exc:
+                report.failed.append((start, f"bad_time: {exc}"))
+                continue
+            author = (row.get("Author") or "").strip()
+            stamp = when.isoformat().replace("+00:00", "Z")
+            digest = hashlib.sha1(f"{author}\x1f{stamp}\x1f{content}".encode()).hexdigest()[:16]
+            seen[digest] += 1
+            post_id = f"discord-{digest}" + (f"-{seen[digest]}" if seen[digest] > 1 else "")
+            report.converted += 1
+            yield {"id": post_id, "text": content, "created_at": stamp, "source": "discord", "channel": channel, "author": author or None}

@@ -1,0 +1,79 @@
+"""The Discord export import: the garbled AM/PM repair, multi-line contents, stable unique ids."""
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pytest
+
+from stream.discord import ImportReport, discord_posts, parse_discord_time, repair_mojibake
+
+AM = "上午".encode("utf-8").decode("latin-1")  # how the export stores the marker
+PM = "下午".encode("utf-8").decode("latin-1")
+
+
+def test_repair_mojibake():
+    assert repair_mojibake(f"2022/2/14 {AM}9:12") == "2022/2/14 上午9:12"
+    assert repair_mojibake("plain ascii") == "plain ascii"
+    assert repair_mojibake("already 上午") == "already 上午"
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        (f"2022/2/14 {AM}9:12", datetime(2022, 2, 14, 9, 12, tzinfo=timezone.utc)),
+        (f"2022/2/14 {PM}9:12", datetime(2022, 2, 14, 21, 12, tzinfo=timezone.utc)),
+        (f"2022/2/14 {AM}12:05", datetime(2022, 2, 14, 0, 5, tzinfo=timezone.utc)),
+        (f"2022/2/14 {PM}12:05", datetime(2022, 2, 14, 12, 5, tzinfo=timezone.utc)),
+        ("2022/12/1 下午1:00", datetime(2022, 12, 1, 13, 0, tzinfo=timezone.utc)),
+    ],
+)
+def test_am_pm_times(raw, expected):
+    assert parse_discord_time(raw) == expected
+
+
+def test_bad_time():
+    with pytest.raises(ValueError):
+        parse_discord_time("yesterday")
+
+
+def write_export(path, rows):
+    import csv
+
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        w = csv.writer(handle)
+        w.writerow(["AuthorID", "Author", "Date_original", "Date", "Content", "Attachments", "Reactions", "Preprocessed"])
+        w.writerows(rows)
+
+
+def test_import_fixture(tmp_path):
+    f = tmp_path / "export.csv"
+    write_export(f, [
+        ["3.03515e+17", "alice", f"2022/2/14 {PM}9:12", "2022/2/14", "MC to the moon\nsecond line", "", "", ""],
+        ["3.03515e+17", "alice", f"2022/2/14 {PM}9:12", "2022/2/14", "gm", "", "", ""],
+        ["3.03515e+17", "alice", f"2022/2/14 {PM}9:12", "2022/2/14", "gm", "", "", ""],
+        ["7.35347e+17", "bob", f"2022/2/14 {AM}9:14", "2022/2/14", "", "img.png", "", ""],
+        ["7.35347e+17", "bob", "garbage", "2022/2/14", "hello", "", "", ""],
+    ])
+    report = ImportReport()
+    posts = list(discord_posts(f, report))
+    assert [p["text"] for p in posts] == ["MC to the moon\nsecond line", "gm", "gm"]
+    assert posts[0]["created_at"] == "2022-02-14T21:12:00Z" and posts[0]["source"] == "discord"
+    assert len({p["id"] for p in posts}) == 3 and posts[2]["id"] == posts[1]["id"] + "-2"
+    assert [p["id"] for p in discord_posts(f, ImportReport())] == [p["id"] for p in posts]  # stable
+    assert [(line, reason.split(":")[0]) for line, reason in report.failed] == [(6, "empty_content"), (7, "bad_time")]
+
+
+def test_import_cli_on_the_real_export(tmp_path):
+    from conftest import shared_file
+
+    src = shared_file("seed", "meritcircle_cleaned_discord.csv")
+    out = tmp_path / "posts.jsonl"
+    r = subprocess.run([sys.executable, "-m", "sentinel.cli", "import-discord", str(src), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    posts = [json.loads(line) for line in out.read_text(encoding="utf-8").split("\n") if line]
+    assert len(posts) > 30_000 and len({p["id"] for p in posts}) == len(posts)
+    assert "rows not converted" in r.stdout and "empty_content" in r.stdout
+    hours = {p["created_at"][11:13] for p in posts}
+    assert len(hours) > 12  # PM times were repaired: not everything lands in the morning

@@ -1,0 +1,137 @@
+"""Fine-tuning on a tiny random Llama with the real tokenizer: it really learns, and what it writes loads back."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from model.base import load_model
+from model.classifier import Classifier
+from model.labels import LABELS
+from training.data import Example
+from training.split import class_weights, stratified_split
+from training.trainer import TrainConfig, Trainer, write_model_card
+
+WORDS = "market chart volume token wallet coin guild pool price week".split()
+CUE = {"positive": "moon", "negative": "rekt", "neutral": "meeting"}
+
+
+def synthetic(n: int, seed: int = 0) -> list[Example]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        label = LABELS[i % 3]
+        words = [rng.choice(WORDS) for _ in range(6)]
+        words.insert(rng.randrange(7), CUE[label])
+        out.append(Example(text=" ".join(words) + f" {i}", label=label, line=i + 1))
+    return out
+
+
+def test_split_is_stratified_seeded_and_removes_overlap():
+    data = synthetic(90) + [Example("duplicate text", "positive", 999), Example("duplicate text", "positive", 1000)]
+    a, b = stratified_split(data, 0.2, seed=1), stratified_split(data, 0.2, seed=1)
+    assert [e.line for e in a.train] == [e.line for e in b.train]
+    counts = {label: sum(e.label == label for e in a.validation) for label in LABELS}
+    assert counts["negative"] == counts["neutral"] == 6 and counts["positive"] in (6, 7)
+    texts_val = {e.text for e in a.validation}
+    assert not any(e.text in texts_val for e in a.train)
+    assert len(a.train) + len(a.validation) + a.overlap_removed == len(data)
+
+
+def test_class_weights_are_inverse_frequency():
+    data = [Example("a", "positive", 1)] * 6 + [Example("b", "negative", 2)] * 3 + [Example("c", "neutral", 3)] * 3
+    w = class_weights(data)
+    assert w["negative"] == pytest.approx(2 * w["positive"]) and sum(w.values()) / 3 == pytest.approx(4 / 3 * 0.75 + 0.0, rel=0.5)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("adapter")
+    split = stratified_split(synthetic(240), 0.25, seed=0)
+    cfg = TrainConfig(
+        base=str(tiny_model_dir), r=8, alpha=16, dropout=0.0, learning_rate=1e-2, epochs=3, batch_size=16,
+        warmup_steps=2, eval_every=10, patience=10, device="cpu", dtype="float32", cache_dir=cache_dir, max_length=32,
+    )
+    losses: list[float] = []
+    evals: list[dict] = []
+
+    def progress(event):
+        (evals.append(event["eval"]) if "eval" in event else losses.append(event["loss"]))
+
+    trainer = Trainer(cfg, split.train, split.validation, out)
+    result = trainer.run(progress=progress)
+    card = write_model_card(result, cfg, trainer.info, [], {"train": len(split.train)})
+    return trainer, result, losses, evals, card, split
+
+
+def test_loss_falls_and_validation_accuracy_rises_above_chance(trained):
+    _, result, losses, evals, _, _ = trained
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    assert evals[-1]["accuracy"] > 0.8 and result.metrics["accuracy"] > 0.8
+
+
+def test_shared_prefix_loss_equals_the_full_sequence_loss(tiny_model_dir, cache_dir, tmp_path):
+    """The per-batch shared prefix is an exact rewrite of the plain forward pass, gradients included."""
+    import torch
+
+    data = synthetic(12)
+    losses, grads = [], []
+    for checkpointing in (False, True):
+        cfg = TrainConfig(base=str(tiny_model_dir), device="cpu", dtype="float32", cache_dir=cache_dir, dropout=0.0,
+                          gradient_checkpointing=checkpointing, max_length=32)
+        trainer = Trainer(cfg, data, data[:3], tmp_path / str(checkpointing))
+        trainer._setup(resume=False)
+        for module in trainer.model.modules():  # a nonzero adapter, so its gradients are informative
+            if hasattr(module, "lora_B"):
+                for b in module.lora_B.values():
+                    torch.nn.init.normal_(b.weight, std=0.02)
+        loss = trainer.loss(trainer.encoded[:8])
+        loss.backward()
+        losses.append(float(loss.detach()))
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.requires_grad]))
+    assert trainer.shared_prefix is False
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_saved_adapter_gives_identical_predictions(trained, tiny_model_dir, cache_dir):
+    trainer, result, _, _, _, split = trained
+    texts = [e.text for e in split.validation]
+    # The best adapter is what was saved; reload it merged, the way the worker does.
+    model, tok, info = load_model(str(tiny_model_dir), str(result.out_dir), device="cpu", dtype="float32", cache_dir=cache_dir)
+    reloaded = Classifier(model, tok, info, max_post_tokens=32).classify(texts)
+    metrics = json.loads((result.out_dir / "validation_metrics.json").read_text())
+    from model.metrics import classification_report
+
+    assert classification_report([e.label for e in split.validation], [j.label for j in reloaded])["accuracy"] == pytest.approx(metrics["accuracy"])
+
+
+def test_model_card_is_complete(trained):
+    card = trained[4]
+    for key in ("base_model", "base_revision", "data", "hyperparameters", "validation_metrics", "training_seconds", "libraries"):
+        assert card[key] is not None, key
+    assert card["hyperparameters"]["r"] == 8 and "f1_weighted" in card["validation_metrics"]
+    assert {"torch", "transformers", "peft"} <= set(card["libraries"])
+    assert (trained[1].out_dir / "README.md").read_text().startswith("# LoRA adapter")
+
+
+def test_resume_continues_from_the_checkpoint(trained, cache_dir):
+    trainer, result, *_ = trained
+    cfg = trainer.cfg
+    more = Trainer(TrainConfig(**{**cfg.__dict__, "epochs": 4}), trainer.train_set, trainer.validation, result.out_dir)
+    resumed = more.run(resume=True)
+    assert resumed.state.step > result.state.step and len(resumed.state.history) > len(result.state.history)
+
+
+def test_4bit_training_without_cuda_is_a_clear_error(tiny_model_dir, cache_dir, tmp_path):
+    import torch
+
+    from model.base import ModelLoadError
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the error on machines without CUDA")
+    cfg = TrainConfig(base=str(tiny_model_dir), quantize="4bit", device="cpu", cache_dir=cache_dir)
+    with pytest.raises(ModelLoadError, match="needs a CUDA GPU"):
+        Trainer(cfg, synthetic(6), synthetic(3), tmp_path).run()

@@ -1,0 +1,54 @@
+"""Stratified train/validation split and class weights (pure)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+from model.labels import LABELS
+from training.data import Example
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[Example]
+    validation: list[Example]
+    overlap_removed: int  # training examples dropped because their text is also in validation
+
+
+def _key(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def stratified_split(examples: Sequence[Example], val_fraction: float, seed: int) -> Split:
+    """Per label, a seeded shuffle and a cut. Texts that also occur in validation leave training,
+    so the validation score never rewards memorised duplicates."""
+    if not 0 < val_fraction < 1:
+        raise ValueError("val_fraction must be between 0 and 1")
+    rng = random.Random(seed)
+    by_label: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        by_label[ex.label].append(ex)
+    train: list[Example] = []
+    validation: list[Example] = []
+    for label in LABELS:
+        group = by_label.get(label, [])
+        rng.shuffle(group)
+        cut = round(len(group) * val_fraction)
+        validation.extend(group[:cut])
+        train.extend(group[cut:])
+    seen = {_key(ex.text) for ex in validation}
+    kept = [ex for ex in train if _key(ex.text) not in seen]
+    rng.shuffle(kept)
+    rng.shuffle(validation)
+    return Split(kept, validation, len(train) - len(kept))
+
+
+def class_weights(examples: Sequence[Example]) -> dict[str, float]:
+    """Inverse-frequency weights normalised to mean 1 over the labels present."""
+    counts = Counter(ex.label for ex in examples)
+    present = [label for label in LABELS if counts[label]]
+    raw = {label: len(examples) / (len(present) * counts[label]) for label in present}
+    return {label: raw.get(label, 0.0) for label in LABELS}
