@@ -95,10 +95,7 @@ class BatchProcessor:
             else:
                 posts.append((parsed, msg))
         outcome.valid = len(posts)
-        # The watermark moves before the late check, so a batch's own newest post counts.
-        if posts:
-            self.watermark = max(self.watermark, max(p.created_at for p, _ in posts))
-        on_time = [(p, m) for p, m in posts if not is_late(p.created_at, self.watermark, self.store.retention_s)]
+        on_time = self._drop_late(posts)
         outcome.late_dropped = len(posts) - len(on_time)
 
         scored = await self._classify(on_time)
@@ -118,6 +115,18 @@ class BatchProcessor:
                    "partitions": sorted({m.partition for m in messages})},
         )
         return outcome
+
+    def _drop_late(self, posts: list[tuple[Post, RawMessage]]) -> list[tuple[Post, RawMessage]]:
+        """Advance the watermark post by post, in offset order, so lateness depends only on the
+        order of the partition and never on where a micro-batch happened to be cut."""
+        on_time = []
+        for post, msg in posts:
+            self.watermark = max(self.watermark, post.created_at)
+            if is_late(post.created_at, self.watermark, self.store.retention_s):
+                log.info("late post dropped", extra={"post_id": post.id, "partition": msg.partition, "offset": msg.offset})
+            else:
+                on_time.append((post, msg))
+        return on_time
 
     async def _dead_letter(self, msg: RawMessage, rejection: Rejection) -> None:
         record = dlq_record(msg.value, rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset, at=time.time())

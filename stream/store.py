@@ -50,6 +50,11 @@ for i = 6, #ARGV, 5 do
   end
 end
 redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. trim_before)
+-- Buckets that fell out of retention (in event time) go now, not when their wall-clock TTL ends,
+-- so replaying a long history keeps only the retention's worth of buckets.
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. trim_before)) do
+  redis.call('DEL', prefix .. old)
+end
 redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. trim_before)
 if added > 0 then
   redis.call('EXPIRE', seen, ttl)

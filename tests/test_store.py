@@ -72,14 +72,15 @@ def test_late_post_within_retention_lands_in_its_own_bucket(store):
     assert run(go()).posts == 1
 
 
-def test_dedupe_ids_and_index_are_trimmed_past_retention(store):
+def test_ids_and_buckets_past_retention_are_removed(store):
     async def go():
         await store.apply([item("a", T0)], {}, T0)
         await store.apply([item("b", T0 + 7200)], {}, T0 + 7200)
         members = await store.redis.zrange(seen_key("all"), 0, -1)
+        old_bucket = await store.redis.exists(bucket_key("all", int(T0)))
         await store.redis.aclose()
-        return members
-    assert run(go()) == ["b"]
+        return members, old_bucket
+    assert run(go()) == (["b"], 0)
 
 
 def test_counters_only_batch_touches_no_window(store, redis_server):

@@ -163,3 +163,49 @@ def test_replay_of_a_recording_reproduces_the_stream(tmp_path, stream_env):
     again = tmp_path / "again.jsonl"
     sentinel(["record", "--topic", env["SENTINEL_TOPIC_POSTS"], "--out", str(again), "--max-idle", "3"], env)
     assert [json.loads(line)["value"] for line in again.read_text().splitlines()] == [row["value"] for row in rows]
+
+
+def test_run_on_discord_import_matches_an_independent_count(tmp_path, stream_env, redis_server):
+    """A few thousand real Discord posts (../shared): exact per-scope counts from the file."""
+    from conftest import shared_file
+
+    from stream.assets import detect_assets
+
+    src = shared_file("seed", "meritcircle_cleaned_discord.csv")
+    posts_file = tmp_path / "discord.jsonl"
+    r = sentinel(["import-discord", str(src), "--out", str(posts_file), "--limit", "3000"], stream_env)
+    assert r.returncode == 0, r.stderr
+    posts = [json.loads(line) for line in posts_file.read_text(encoding="utf-8").split("\n") if line]
+
+    # Retention longer than the data: every bucket stays, so all of them can be compared.
+    env = {**stream_env, "SENTINEL_RETENTION": "3650d", "SENTINEL_MAX_BATCH": "64"}
+    summary_path = tmp_path / "summary.json"
+    r = sentinel(["run", str(posts_file), "--summary-json", str(summary_path)], env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads(summary_path.read_text())
+
+    from datetime import datetime
+
+    expected: Counter = Counter()
+    seen, newest, late = set(), float("-inf"), 0
+    for p in posts:  # one partition: the worker sees the file's order
+        ts = datetime.fromisoformat(p["created_at"].replace("Z", "+00:00")).timestamp()
+        newest = max(newest, ts)
+        if ts < newest - 3650 * 86400:
+            late += 1
+            continue
+        if p["id"] in seen:
+            continue
+        seen.add(p["id"])
+        bucket = int(ts // 60 * 60)
+        for scope in ["all", "channel:meritcircle", "source:discord", *(f"asset:{a}" for a in detect_assets(p["text"]))]:
+            expected[(scope, bucket)] += 1
+    assert summary["consumed"] == len(posts) and summary["dlq"] == 0
+    assert summary["late_dropped"] == late and summary["processed"] == len(seen)
+
+    r_ = redis.Redis.from_url(redis_server, decode_responses=True)
+    actual: Counter = Counter()
+    for scope in {s for s, _ in expected}:
+        for b in r_.zrange(index_key(scope), 0, -1):
+            actual[(scope, int(b))] = int(r_.hget(bucket_key(scope, int(b)), "n"))
+    assert actual == expected
