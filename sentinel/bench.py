@@ -149,3 +149,163 @@ def measure_classify(
     if device.type == "cuda":
         result["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
     return result
+
+
+# ---------------------------------------------------------------------------- the pipeline
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def _process_memory_mb(pid: int) -> dict[str, int]:
+    fields = {}
+    for line in open(f"/proc/{pid}/status"):
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) // 1024
+    return {"worker_rss_mb": fields.get("VmRSS", 0), "worker_peak_rss_mb": fields.get("VmHWM", 0)}
+
+
+def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, latency_rate_fraction: float = 0.5) -> dict[str, Any]:
+    """End-to-end `run` throughput against the classifier alone, on the same posts, in one run;
+    then produce-to-window-update latency at a steady rate below capacity."""
+    import asyncio
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from stream.runner import connected, open_store, start_worker, stop_worker, wait_processed
+    from stream.replay import ensure_topics, replay
+
+    ensure_base_out_of_process(settings.base, settings.cache_dir)
+    classifier = Classifier.load(settings)
+    suffixes = [classifier.codec.suffix_ids(classifier.tokenizer, t) for t in posts]
+    _, classifier_rate = scorer_rate(classifier, suffixes, classifier.batch_size)  # as the worker calls it
+    del classifier  # the worker process holds its own copy
+
+    def write_posts(path: Path, prefix: str, texts: Sequence[str], t0: float) -> None:
+        with path.open("w") as handle:
+            for i, text in enumerate(texts):
+                handle.write(json.dumps({"id": f"{prefix}-{i}", "text": text, "created_at": t0 + i, "channel": "bench"}) + "\n")
+
+    async def measure(live: Any, embedded: bool, workdir: Path) -> dict[str, Any]:
+        topics = [live.topic_posts, live.topic_sentiment, live.topic_dlq, live.topic_alerts]
+        await ensure_topics(live, topics)
+        store = open_store(live)
+        worker = start_worker(live, embedded, workdir / "worker.log")
+        try:
+            base = 1_767_225_600.0
+            warm, main, paced = workdir / "warm.jsonl", workdir / "main.jsonl", workdir / "paced.jsonl"
+            write_posts(warm, "warm", posts[: settings.max_batch], base)
+            write_posts(main, "main", posts, base + 10_000)
+            write_posts(paced, "paced", posts[:latency_posts], base + 20_000)
+            before = await store.stats()
+            sent = await replay(live, warm, live.topic_posts, None)
+            before = await wait_processed(live, store, before, sent, worker, 600)
+            started = time.monotonic()
+            sent = await replay(live, main, live.topic_posts, None)
+            after = await wait_processed(live, store, before, sent, worker, 1800)
+            pipeline_s = time.monotonic() - started
+            # Latency: one post a tick at a fraction of the measured capacity, so queues stay short.
+            rate = max(1.0, latency_rate_fraction * sent / pipeline_s)
+            paced_started = time.time()
+            count = await replay(live, paced, live.topic_posts, rate)
+            await wait_processed(live, store, after, count, worker, 600)
+            latencies = await _latencies(live, "paced-", paced_started)
+            memory = _process_memory_mb(worker.pid)
+        finally:
+            stop_worker(worker)
+            await store.close()
+        return {"pipeline_s": pipeline_s, "sent": sent, "rate": rate, "latencies": latencies, **memory}
+
+    with connected(settings) as (live, embedded), tempfile.TemporaryDirectory() as tmp:
+        m = asyncio.run(measure(live, embedded, Path(tmp)))
+    pipeline_rate = m["sent"] / m["pipeline_s"]
+    lat = m["latencies"]
+    return {
+        "posts": len(posts),
+        "batch_size": settings.max_batch,
+        "classifier_posts_per_s": round(classifier_rate, 2),
+        "pipeline_posts_per_s": round(pipeline_rate, 2),
+        "pipeline_vs_classifier": round(pipeline_rate / classifier_rate, 3),
+        "latency_posts": len(lat),
+        "latency_rate_posts_per_s": round(m["rate"], 2),
+        "latency_p50_ms": round(_percentile(lat, 0.5) * 1000),
+        "latency_p99_ms": round(_percentile(lat, 0.99) * 1000),
+        "worker_rss_mb": m["worker_rss_mb"],
+        "worker_peak_rss_mb": m["worker_peak_rss_mb"],
+        "dtype": settings.dtype,
+    }
+
+
+async def _latencies(settings: Any, id_prefix: str, since: float) -> list[float]:
+    """Produce time (the input's Kafka timestamp) to window update (post-sentiment's processed_at)."""
+    import json
+    from datetime import datetime
+
+    from stream.replay import consume_records
+
+    produced: dict[str, float] = {}
+    async for rec in consume_records(settings, settings.topic_posts, max_idle=2.0):
+        if rec["key"] and rec["key"].startswith(id_prefix):
+            produced[rec["key"]] = rec["timestamp"] / 1000
+    out = []
+    async for rec in consume_records(settings, settings.topic_sentiment, max_idle=2.0):
+        body = json.loads(rec["value"])
+        if body["id"] in produced:
+            done = datetime.fromisoformat(body["processed_at"].replace("Z", "+00:00")).timestamp()
+            out.append(done - produced[body["id"]])
+    return out
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def bench_train(settings: Any, steps: int, batch_size: int, words: int) -> dict[str, Any]:
+    """Training samples/s of one optimizer step (forward, backward, AdamW), shared prefix vs plain, side by side."""
+    import random
+    import tempfile
+    from pathlib import Path
+
+    from model.labels import LABELS
+    from sentinel.synthetic import synthetic_post
+    from training.data import Example
+    from training.trainer import TrainConfig, Trainer
+
+    ensure_base_out_of_process(settings.base, settings.cache_dir)
+    rng = random.Random(0)
+    examples = []
+    for i in range(batch_size * (steps + 2)):
+        label = LABELS[i % 3]
+        examples.append(Example(synthetic_post(rng, label, "BTC", words), label, i + 1))
+    result: dict[str, Any] = {"batch_size": batch_size, "steps": steps, "words_per_post": words}
+    for mode, shared in (("shared_prefix", True), ("full_sequence", False)):
+        cfg = TrainConfig(base=settings.base, device=settings.device, dtype=settings.dtype, quantize=settings.quantize,
+                          cache_dir=settings.cache_dir, batch_size=batch_size, shared_prefix=shared)
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = Trainer(cfg, examples, examples[:3], Path(tmp))
+            trainer._setup(resume=False)  # noqa: SLF001 - the bench times the step itself, not validation
+            device = trainer.device
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            batches = [trainer.encoded[i : i + batch_size] for i in range(0, len(trainer.encoded), batch_size)]
+
+            def step(batch: Any) -> None:
+                trainer.loss(batch).backward()
+                trainer.optimizer.step()
+                trainer.optimizer.zero_grad(set_to_none=True)
+
+            for batch in batches[:2]:  # warm-up
+                step(batch)
+            _, seconds = timed(lambda: [step(b) for b in batches[2 : 2 + steps]], device)
+            result[f"{mode}_samples_per_s"] = round(steps * batch_size / seconds, 2)
+            if device.type == "cuda":
+                result[f"{mode}_peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+            result.update(device=trainer.info.device, dtype=trainer.info.dtype, quantize=trainer.info.quantize,
+                          tokens_per_post=round(sum(len(trainer.codec.prefix_ids) + len(s) for s, _ in trainer.encoded) / len(trainer.encoded), 1))
+            del trainer
+    result["shared_prefix_speedup"] = round(result["shared_prefix_samples_per_s"] / result["full_sequence_samples_per_s"], 2)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return result

@@ -515,6 +515,41 @@ def import_discord(
         err.print(f"  ... and {len(report.failed) - 10} more")
 
 
+@bench_app.command("pipeline")
+def bench_pipeline_cmd(
+    posts: Annotated[int, typer.Option("--posts", min=1, help="posts for the throughput comparison")] = 1024,
+    latency_posts: Annotated[int, typer.Option("--latency-posts", min=1, help="posts replayed at a steady rate for latency")] = 200,
+    words: Annotated[int, typer.Option("--words", min=1)] = 40,
+) -> None:
+    """End-to-end sentinel run throughput vs the classifier alone, produce-to-window latency, worker RSS."""
+    from sentinel.bench import bench_pipeline
+    from sentinel.synthetic import synthetic_posts
+
+    settings = model_settings()
+    with err.status("benchmarking the pipeline ..."):
+        result = bench_pipeline(settings, synthetic_posts(posts, words=words), latency_posts)
+    print(json.dumps(result))
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    steps: Annotated[int, typer.Option("--steps", min=1)] = 5,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    words: Annotated[int, typer.Option("--words", min=1)] = 40,
+    base: BaseOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    quantize: QuantizeOpt = None,
+) -> None:
+    """Training samples/s and peak memory: shared-prefix batches against the plain forward, same run."""
+    from sentinel.bench import bench_train
+
+    settings = model_settings(base=base, device=device, dtype=dtype, quantize=quantize)
+    with err.status("benchmarking training ..."):
+        result = bench_train(settings, steps, batch_size, words)
+    print(json.dumps(result))
+
+
 @model_app.command("prepare")
 def model_prepare() -> None:
     """Convert the bundled GGUF base into the cache once (containers run this at build time)."""

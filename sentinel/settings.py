@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: DType = Field("auto", description="auto picks bf16 on CUDA and on CPUs with native bf16, else fp32")
     quantize: Quantize = Field("none", description="bitsandbytes weight quantisation on CUDA")
-    batch_size: int = Field(32, ge=1, le=4096)
+    batch_size: int = Field(64, ge=1, le=4096, description="posts per forward pass")
     max_post_tokens: int = Field(192, ge=8, le=4096, description="posts are truncated to this many tokens")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="converted base models live here")
 

@@ -5,9 +5,10 @@ Faust agent is only wiring. The order is what makes the guarantees:
 
 1. bad messages are published to the DLQ with their reason;
 2. good posts are classified off the event loop (a thread), split and retried if the model raises;
-3. results are published to post-sentiment;
-4. windows and counters are written to Redis (retried with backoff while Redis is down);
-5. only then does the agent return, and Faust acks (commits) the batch's offsets.
+3. windows and counters are written to Redis (retried with backoff while Redis is down);
+4. results are published to post-sentiment;
+5. only then does the agent return, and Faust acks (commits) the batch's offsets once the producer
+   has flushed.
 """
 
 from __future__ import annotations
@@ -100,14 +101,15 @@ class BatchProcessor:
 
         scored = await self._classify(on_time)
         outcome.dlq += len(on_time) - len(scored)
+        counters = {"consumed": outcome.consumed, "valid": outcome.valid, "dlq": outcome.dlq, "late_dropped": outcome.late_dropped}
+        result = await self._write_windows([Scored(p, j["label"], j["score"]) for p, j in scored], counters)
+        outcome.processed, outcome.duplicates = result.added, result.duplicates
+        # Published after the windows are written, so a post-sentiment record means "counted", and
+        # processed_at marks the window update. A redelivered post is published again (at-least-once).
         now = time.time()
         for item, judgement in scored:
             record = sentiment_record(item, judgement, base=self.model_base, adapter=self.model_adapter, processed_at=now)
             await self.publish(self.sentiment_topic, item.id, json.dumps(record, ensure_ascii=False).encode())
-
-        counters = {"consumed": outcome.consumed, "valid": outcome.valid, "dlq": outcome.dlq, "late_dropped": outcome.late_dropped}
-        result = await self._write_windows([Scored(p, j["label"], j["score"]) for p, j in scored], counters)
-        outcome.processed, outcome.duplicates = result.added, result.duplicates
         log.info(
             "batch done",
             extra={"batch": batch_no, "consumed": outcome.consumed, "dlq": outcome.dlq, "processed": outcome.processed,

@@ -78,10 +78,10 @@ def test_shared_prefix_loss_equals_the_full_sequence_loss(tiny_model_dir, cache_
 
     data = synthetic(12)
     losses, grads = [], []
-    for checkpointing in (False, True):
+    for shared, checkpointing in ((True, False), (False, False), (True, True)):
         cfg = TrainConfig(base=str(tiny_model_dir), device="cpu", dtype="float32", cache_dir=cache_dir, dropout=0.0,
-                          gradient_checkpointing=checkpointing, max_length=32)
-        trainer = Trainer(cfg, data, data[:3], tmp_path / str(checkpointing))
+                          shared_prefix=shared, gradient_checkpointing=checkpointing, max_length=32)
+        trainer = Trainer(cfg, data, data[:3], tmp_path / f"{shared}-{checkpointing}")
         trainer._setup(resume=False)
         for module in trainer.model.modules():  # a nonzero adapter, so its gradients are informative
             if hasattr(module, "lora_B"):
@@ -91,9 +91,9 @@ def test_shared_prefix_loss_equals_the_full_sequence_loss(tiny_model_dir, cache_
         loss.backward()
         losses.append(float(loss.detach()))
         grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.requires_grad]))
-    assert trainer.shared_prefix is False
-    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
-    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+    assert trainer.shared_prefix is False  # checkpointing turns the shared prefix off
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5) and losses[0] == pytest.approx(losses[2], abs=1e-5)
+    assert torch.allclose(grads[0], grads[1], atol=1e-5) and torch.allclose(grads[0], grads[2], atol=1e-5)
 
 
 def test_saved_adapter_gives_identical_predictions(trained, tiny_model_dir, cache_dir):

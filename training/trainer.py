@@ -60,6 +60,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 42
     gradient_checkpointing: bool = False
+    shared_prefix: bool = True  # off, or with gradient checkpointing: every example runs the full prompt
     quantize: str = "none"
     class_weighting: str = "none"  # none | weights | balance
     eval_every: int = 200  # optimizer steps
@@ -151,7 +152,8 @@ class Trainer:
         self.model.train()
         self.device = next(self.model.parameters()).device
         self.codec = PromptCodec.for_tokenizer(self.tokenizer, max_post_tokens=cfg.max_length)
-        self.shared_prefix = not cfg.gradient_checkpointing
+        # Checkpointing recomputes layers without a KV cache, so the prefix cannot be shared then.
+        self.shared_prefix = cfg.shared_prefix and not cfg.gradient_checkpointing
         self.decoder = self.model.get_decoder()
         self.head = self.model.get_output_embeddings()
         weights = class_weights(self.train_set) if cfg.class_weighting == "weights" else {label: 1.0 for label in LABELS}
