@@ -209,11 +209,12 @@ def bench_classify_cmd(
 def train(
     data: Annotated[list[Path], typer.Option("--data", exists=True, dir_okay=False, help="training file(s); repeat for several")],
     out_dir: Annotated[Path, typer.Option("--out", help="where the adapter and its model card go")],
-    fmt: Annotated[str, typer.Option("--format", help="auto | tfns | alpaca | csv | jsonl")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help="auto | tfns | alpaca | csv | jsonl | seed-discord")] = "auto",
     text_col: Annotated[str, typer.Option("--text-col")] = "text",
     label_col: Annotated[str, typer.Option("--label-col")] = "label",
     label_map: Annotated[Optional[str], typer.Option("--label-map")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip malformed rows (counted) instead of failing")] = False,
+    scores: Annotated[Optional[Path], typer.Option("--scores", help="seed-discord: the per-author score CSV (default: beside the export)")] = None,
     val_data: Annotated[Optional[Path], typer.Option("--val-data", help="explicit validation file (else a stratified split)")] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.1,
     seed: Annotated[int, typer.Option("--seed")] = 42,
@@ -255,7 +256,7 @@ def train(
         mapping = parse_label_map(label_map)
         examples, skipped = [], 0
         for path in data:
-            loaded = load_examples(path, fmt, text_col=text_col, label_col=label_col, label_map=mapping, skip_bad=skip_bad)
+            loaded = load_examples(path, fmt, text_col=text_col, label_col=label_col, label_map=mapping, skip_bad=skip_bad, scores_path=scores)
             examples += loaded.examples
             skipped += len(loaded.skipped)
         if val_data:

@@ -59,3 +59,43 @@ def test_malformed_jsonl_rows_are_skipped_and_counted_with_skip_bad(tmp_path):
 def test_bad_label_map_spec():
     with pytest.raises(ValueError):
         parse_label_map("0:negative")
+
+
+def test_seed_discord_reproduces_the_research_labelling(tmp_path):
+    export = write(tmp_path / "export.csv", (
+        "AuthorID,Author,Date_original,Date,Content,Attachments,Reactions,Preprocessed\n"
+        "1.1e+17,a,x,x,gm,,,\n"
+        "2.2e+17,b,x,x,\"rekt\nagain\",,,\n"
+        "1.1e+17,a,x,x,wagmi,,,\n"
+        "3.3e+17,c,x,x," + "long " * 60 + ",,,\n"
+        "4.4e+17,d,x,x,hello,,,\n"
+        "5.5e+17,e,x,x,no score,,,\n"
+    ))
+    write(tmp_path / "meritcircle_user_sentiment.csv", "AuthorID,Average_Sentiment_Score\n1.1e+17,0.4\n2.2e+17,-0.1\n3.3e+17,0.9\n4.4e+17,0\n")
+    ex = load_examples(export, "seed-discord").examples
+    assert [(e.text, e.label, e.line) for e in ex] == [("gm; wagmi;", "positive", 2), ("rekt\nagain;", "negative", 3), ("hello;", "neutral", 7)]
+
+
+def test_seed_discord_bad_score_row_names_its_line(tmp_path):
+    export = write(tmp_path / "export.csv", "AuthorID,Author,Date_original,Date,Content,Attachments,Reactions,Preprocessed\n1,a,x,x,gm,,,\n")
+    write(tmp_path / "meritcircle_user_sentiment.csv", "AuthorID,Average_Sentiment_Score\n1,0.4\n2,lots\n")
+    with pytest.raises(DataError, match="meritcircle_user_sentiment.csv:3"):
+        load_examples(export, "seed-discord")
+    assert len(load_examples(export, "seed-discord", skip_bad=True).skipped) == 1
+
+
+def test_seed_discord_on_the_real_export_matches_most_of_dataset_json():
+    from conftest import shared_file
+
+    export = shared_file("seed", "meritcircle_cleaned_discord.csv")
+    ours = {e.text: e.label for e in load_examples(export, "seed-discord").examples}
+    from model.prompt import clean_text
+
+    research = {clean_text(r["input"]): r["output"].lower() for r in json.loads(shared_file("seed", "dataset.json").read_text())}
+    common = set(ours) & set(research)
+    # Measured: 622 of the research's 800 distinct texts are rebuilt exactly, and 97.7% of those get
+    # the research's label. Our rule yields 1,705 examples where the research kept 981: its pipeline
+    # filtered further in ways the export does not record.
+    assert len(common) >= 0.75 * len(research)
+    agree = sum(ours[t] == research[t] for t in common) / len(common)
+    assert agree >= 0.95, agree

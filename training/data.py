@@ -4,6 +4,10 @@ Formats:
 - `tfns`: the Twitter Financial News Sentiment CSV, `text,label` with 0=negative, 1=positive, 2=neutral.
 - `alpaca`: Alpaca JSON (an array) or JSONL of `{instruction, input, output}`; output is the label.
 - `csv` / `jsonl`: any text and label columns, with an optional label map (`0=negative,1=positive`).
+- `seed-discord`: the research's raw Discord export (meritcircle_cleaned_discord.csv) with its
+  per-author score file (meritcircle_user_sentiment.csv beside it, or `scores_path`), labelled the
+  way the research built dataset.json: each author's messages joined with "; " (plus a final ";"),
+  kept when 255 characters or fewer, labelled by the sign of the author's average score.
 - `auto`: by file extension (`.json` is Alpaca, `.jsonl` JSONL, anything else CSV).
 
 A malformed row raises DataError naming the file and line, unless skip_bad is set, in which case it
@@ -21,8 +25,9 @@ from typing import Any, Iterator, Literal, Mapping
 from model.labels import Label, normalize_label
 from model.prompt import EmptyTextError, clean_text
 
-Format = Literal["auto", "tfns", "alpaca", "csv", "jsonl"]
-FORMATS: tuple[str, ...] = ("auto", "tfns", "alpaca", "csv", "jsonl")
+Format = Literal["auto", "tfns", "alpaca", "csv", "jsonl", "seed-discord"]
+FORMATS: tuple[str, ...] = ("auto", "tfns", "alpaca", "csv", "jsonl", "seed-discord")
+SEED_MAX_CHARS = 255
 TFNS_LABEL_MAP: dict[str, str] = {"0": "negative", "1": "positive", "2": "neutral"}
 
 
@@ -69,10 +74,13 @@ def load_examples(
     label_map: Mapping[str, str] | None = None,
     skip_bad: bool = False,
     limit: int | None = None,
+    scores_path: str | Path | None = None,
 ) -> LoadResult:
     path = Path(path)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt == "seed-discord":
+        return load_seed_discord(path, scores_path, skip_bad=skip_bad, limit=limit)
     if fmt == "auto":
         fmt = {".json": "alpaca", ".jsonl": "jsonl"}.get(path.suffix.lower(), "csv")
     if fmt == "tfns":
@@ -150,3 +158,50 @@ def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
             yield number, json.loads(raw)
         except json.JSONDecodeError as exc:
             yield number, DataError(path, number, f"invalid JSON: {exc.msg}")
+
+
+def load_seed_discord(path: Path, scores_path: str | Path | None = None, *, skip_bad: bool = False, limit: int | None = None) -> LoadResult:
+    """The research's labelling of its Discord export (see the module docstring)."""
+    scores_file = Path(scores_path) if scores_path else path.with_name("meritcircle_user_sentiment.csv")
+    result = LoadResult()
+
+    def bad(file: Path, line: int, reason: str) -> None:
+        err = DataError(file, line, reason)
+        if not skip_bad:
+            raise err
+        result.skipped.append(err)
+
+    scores: dict[str, float] = {}
+    for line, row in _csv_rows(scores_file):
+        if isinstance(row, DataError):
+            bad(row.path, row.line, row.reason)
+            continue
+        try:
+            scores[row["AuthorID"]] = float(row["Average_Sentiment_Score"])
+        except (KeyError, ValueError):
+            bad(scores_file, line, "expected AuthorID and a numeric Average_Sentiment_Score")
+    messages: dict[str, list[str]] = {}
+    first_line: dict[str, int] = {}
+    for line, row in _csv_rows(path):
+        if isinstance(row, DataError):
+            bad(row.path, row.line, row.reason)
+            continue
+        author = row.get("AuthorID")
+        if not author or "Content" not in row:
+            bad(path, line, "expected AuthorID and Content columns")
+            continue
+        messages.setdefault(author, []).append(row["Content"])
+        first_line.setdefault(author, line)
+    for author, msgs in messages.items():
+        joined = "; ".join(msgs) + ";"
+        if len(joined) > SEED_MAX_CHARS or author not in scores:
+            continue
+        score = scores[author]
+        label = "positive" if score > 0 else "negative" if score < 0 else "neutral"
+        try:
+            result.examples.append(Example(text=clean_text(joined), label=label, line=first_line[author]))
+        except EmptyTextError:
+            continue
+        if limit is not None and len(result.examples) >= limit:
+            break
+    return result
