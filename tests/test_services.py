@@ -48,3 +48,34 @@ def test_stack_stops_on_error(started):
         with embedded_stack():
             raise RuntimeError("boom")
     assert started and not any(alive(pid) for pid in started)
+
+
+def test_ctrl_c_during_sentinel_run_leaves_no_process_behind(tmp_path, tiny_model_dir, cache_dir):
+    """Ctrl-C (SIGINT to the foreground process group) mid-run stops the worker, broker and redis-server."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text("\n".join(json.dumps({"id": f"p{i}", "text": "BTC up", "created_at": 1_767_225_600 + i}) for i in range(50)) + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BROKER", "REDIS_URL")}
+    env.update(SENTINEL_BASE=str(tiny_model_dir), SENTINEL_CACHE_DIR=str(cache_dir), SENTINEL_DTYPE="float32")
+    run = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", str(posts)], env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = psutil.Process(run.pid)
+    deadline = time.monotonic() + 120
+    children: list[psutil.Process] = []
+    while time.monotonic() < deadline:  # broker, redis-server and the worker
+        children = parent.children(recursive=True)
+        if len([c for c in children if "sentinel.cli" in " ".join(c.cmdline())]) == 1 and len(children) >= 3:
+            break
+        time.sleep(0.1)
+    assert len(children) >= 3, [c.cmdline() for c in children]
+    os.killpg(run.pid, signal.SIGINT)
+    assert run.wait(60) != 0
+    gone, alive_ = psutil.wait_procs(children, timeout=30)
+    assert not alive_, [p.cmdline() for p in alive_]
