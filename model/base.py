@@ -166,6 +166,26 @@ def ensure_converted_base(cache_dir: Path) -> Path:
     return target
 
 
+DEFAULT_ADAPTER = "default"
+PACKAGED_ADAPTER_DIR = Path(__file__).resolve().parent / "adapters" / "default"
+
+
+def resolve_adapter(adapter: str | None, base: str) -> str | None:
+    """'none' -> None; 'default' -> the adapter shipped in this package when the base is the default
+    base it was trained for (else None: a LoRA only fits the base it was trained on)."""
+    if adapter in (None, "", "none"):
+        return None
+    if adapter != DEFAULT_ADAPTER:
+        return adapter
+    if base != DEFAULT_BASE:
+        log.info("the packaged adapter fits only the default base; running without one", extra={"base": base})
+        return None
+    if not (PACKAGED_ADAPTER_DIR / "adapter_config.json").is_file():
+        log.warning("no packaged default adapter found; running the zero-shot base", extra={"path": str(PACKAGED_ADAPTER_DIR)})
+        return None
+    return str(PACKAGED_ADAPTER_DIR)
+
+
 def resolve_base_path(base: str, cache_dir: Path) -> str:
     return str(ensure_converted_base(cache_dir)) if base == DEFAULT_BASE else base
 
@@ -211,9 +231,10 @@ def load_model(
         raise ModelLoadError(f"cannot load base model {base!r}: {exc}") from exc
     if qconfig is None:
         model.to(dev)
-    adapter = None if adapter in (None, "", "none") else adapter
-    if adapter:
-        model = attach_adapter(model, adapter, merge=qconfig is None)
+    adapter_path = resolve_adapter(adapter, base)
+    if adapter_path:
+        model = attach_adapter(model, adapter_path, merge=qconfig is None)
+    adapter = (DEFAULT_ADAPTER if adapter == DEFAULT_ADAPTER else adapter_path) if adapter_path else None
     model.eval()
     info = ModelInfo(
         base=base,

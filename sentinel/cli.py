@@ -245,30 +245,21 @@ def train(
     from rich.progress import Progress as RichProgress
 
     from model.base import ModelLoadError
-    from training.data import DataError, load_examples, parse_label_map
-    from training.split import stratified_split
+    from training.data import DataError, parse_label_map
+    from training.split import training_split
     from training.trainer import TrainConfig, Trainer, write_model_card
 
     settings = model_settings(base=base, device=device, dtype=dtype, quantize=quantize)
     if class_weighting not in ("none", "weights", "balance"):
         raise fail("--class-weighting must be none, weights or balance")
     try:
-        mapping = parse_label_map(label_map)
-        examples, skipped = [], 0
-        for path in data:
-            loaded = load_examples(path, fmt, text_col=text_col, label_col=label_col, label_map=mapping, skip_bad=skip_bad, scores_path=scores)
-            examples += loaded.examples
-            skipped += len(loaded.skipped)
-        if val_data:
-            split_train, validation, overlap = examples, load_examples(val_data, fmt, text_col=text_col, label_col=label_col, label_map=mapping, skip_bad=skip_bad).examples, 0
-            keys = {" ".join(e.text.lower().split()) for e in validation}
-            kept = [e for e in split_train if " ".join(e.text.lower().split()) not in keys]
-            overlap, split_train = len(split_train) - len(kept), kept
-        else:
-            split = stratified_split(examples, val_fraction, seed)
-            split_train, validation, overlap = split.train, split.validation, split.overlap_removed
+        split, skipped = training_split(
+            data, val_data, val_fraction, seed, fmt=fmt, text_col=text_col, label_col=label_col,
+            label_map=parse_label_map(label_map), skip_bad=skip_bad, scores_path=scores,
+        )
     except (DataError, ValueError) as exc:
         raise fail(str(exc)) from None
+    split_train, validation, overlap = split.train, split.validation, split.overlap_removed
     out.print(f"train {len(split_train)}  validation {len(validation)}  removed from train (also in validation) {overlap}  skipped rows {skipped}")
     cfg = TrainConfig(
         base=settings.base, r=r, alpha=alpha, dropout=dropout, target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()),

@@ -26,7 +26,9 @@ class Settings(BaseSettings):
 
     # --- model ---
     base: str = Field("smollm2", description="'smollm2' (bundled GGUF), a Hugging Face model id or a local directory")
-    adapter: str = Field("none", description="PEFT LoRA adapter: 'none', a directory or a hub id")
+    adapter: str = Field(
+        "default", description="PEFT LoRA adapter: 'default' (shipped, for the default base), 'none', a directory or a hub id"
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: DType = Field("auto", description="auto picks bf16 on CUDA and on CPUs with native bf16, else fp32")
     quantize: Quantize = Field("none", description="bitsandbytes weight quantisation on CUDA")

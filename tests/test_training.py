@@ -135,3 +135,26 @@ def test_4bit_training_without_cuda_is_a_clear_error(tiny_model_dir, cache_dir, 
     cfg = TrainConfig(base=str(tiny_model_dir), quantize="4bit", device="cpu", cache_dir=cache_dir)
     with pytest.raises(ModelLoadError, match="needs a CUDA GPU"):
         Trainer(cfg, synthetic(6), synthetic(3), tmp_path).run()
+
+
+def test_train_cli_writes_adapter_and_card_and_names_bad_lines(tiny_model_dir, cache_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    rows = ["text,label"] + [f"{e.text},{ {'negative': 0, 'positive': 1, 'neutral': 2}[e.label] }" for e in synthetic(60)]
+    data = tmp_path / "train.csv"
+    data.write_text("\n".join(rows) + "\n")
+    env = {**os.environ, "SENTINEL_CACHE_DIR": str(cache_dir)}
+    base = ["--base", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32"]
+    out = tmp_path / "adapter"
+    r = subprocess.run([sys.executable, "-m", "sentinel.cli", "train", "--data", str(data), "--format", "tfns", "--out", str(out),
+                        "--max-steps", "4", "--batch-size", "8", "--eval-every", "2", *base], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["split"]["train"] + card["split"]["validation"] == 60 and card["steps"] == 4
+    assert card["data"][0]["sha256"] and (out / "adapter_model.safetensors").is_file()
+    data.write_text("text,label\nok,1\nbad,7\n")
+    r = subprocess.run([sys.executable, "-m", "sentinel.cli", "train", "--data", str(data), "--format", "tfns", "--out", str(out), *base],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and f"{data}:3" in r.stderr

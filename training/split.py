@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 from model.labels import LABELS
-from training.data import Example
+from training.data import Example, load_examples
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,33 @@ def stratified_split(examples: Sequence[Example], val_fraction: float, seed: int
         cut = round(len(group) * val_fraction)
         validation.extend(group[:cut])
         train.extend(group[cut:])
+    split = remove_overlap(train, validation)
+    rng.shuffle(split.train)
+    rng.shuffle(split.validation)
+    return split
+
+
+def remove_overlap(train: Sequence[Example], validation: Sequence[Example]) -> Split:
+    """Drop training examples whose text (case and spacing folded) is also a validation text."""
     seen = {_key(ex.text) for ex in validation}
     kept = [ex for ex in train if _key(ex.text) not in seen]
-    rng.shuffle(kept)
-    rng.shuffle(validation)
-    return Split(kept, validation, len(train) - len(kept))
+    return Split(kept, list(validation), len(train) - len(kept))
+
+
+def training_split(
+    paths: Sequence[Path], val_path: Path | None, val_fraction: float, seed: int, **loader: Any
+) -> tuple[Split, int]:
+    """(split, skipped rows) for `sentinel train`: an explicit validation file, or a stratified split."""
+    examples: list[Example] = []
+    skipped = 0
+    for path in paths:
+        loaded = load_examples(path, **loader)
+        examples += loaded.examples
+        skipped += len(loaded.skipped)
+    if val_path is None:
+        return stratified_split(examples, val_fraction, seed), skipped
+    validation = load_examples(val_path, **loader)
+    return remove_overlap(examples, validation.examples), skipped + len(validation.skipped)
 
 
 def class_weights(examples: Sequence[Example]) -> dict[str, float]:
