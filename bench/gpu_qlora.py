@@ -1,6 +1,9 @@
 """QLoRA throughput on a Llama-2-7B-shaped model with random weights (nothing downloaded), on CUDA.
 
-    python bench/gpu_qlora.py TOKENIZER_DIR OUT_DIR [STEPS]
+    python bench/gpu_qlora.py TOKENIZER_DIR OUT_DIR [STEPS] [MODES]
+
+MODES is a comma list of `shared` (shared prefix, no checkpointing) and `checkpointing` (plain
+batches with gradient checkpointing); both by default.
 
 Builds the same random 7B-shaped checkpoint as gpu_llama7b.py, then runs the project's Trainer
 with --quantize 4bit (NF4 base, bf16 compute, LoRA r=16 on every attention and MLP projection) for
@@ -29,6 +32,7 @@ from training.trainer import TrainConfig, Trainer  # noqa: E402
 def main() -> None:
     tokenizer_dir, out_dir = sys.argv[1], Path(sys.argv[2])
     steps = int(sys.argv[3]) if len(sys.argv) > 3 else 200
+    modes = sys.argv[4].split(",") if len(sys.argv) > 4 else ["shared", "checkpointing"]
     out_dir.mkdir(parents=True, exist_ok=True)
     target = Path("/tmp/llama2-7b-shaped")
     if not (target / "config.json").is_file():
@@ -37,7 +41,7 @@ def main() -> None:
     batch = 16
     examples = [Example(synthetic_post(rng, LABELS[i % 3], "BTC", 40), LABELS[i % 3], i + 1) for i in range(batch * steps)]
     results = []
-    for checkpointing in (False, True):
+    for checkpointing in [mode == "checkpointing" for mode in modes]:
         cfg = TrainConfig(
             base=str(target), quantize="4bit", device="cuda", dtype="bfloat16", r=16, alpha=32, batch_size=batch,
             max_steps=steps, eval_every=10**9, gradient_checkpointing=checkpointing, cache_dir=Path("/tmp/cache"),

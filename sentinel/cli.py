@@ -116,6 +116,8 @@ def evaluate(
     label_map: Annotated[Optional[str], typer.Option("--label-map", help="e.g. 0=negative,1=positive,2=neutral")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="first N examples only")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip malformed rows (counted) instead of failing")] = False,
+    holdout: Annotated[Optional[float], typer.Option("--holdout", help="evaluate only the stratified validation split sentinel train holds out (its --val-fraction)")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="with --holdout: the split's seed (sentinel train's --seed)")] = 42,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
     base: BaseOpt = None,
     adapter: AdapterOpt = None,
@@ -127,21 +129,23 @@ def evaluate(
     """Accuracy, F1 and the confusion matrix on a labelled file."""
     from model.metrics import classification_report
     from training.data import DataError, load_examples, parse_label_map
+    from training.split import stratified_split
 
     try:
         loaded = load_examples(
-            data, fmt, text_col=text_col, label_col=label_col, label_map=parse_label_map(label_map), skip_bad=skip_bad, limit=limit
+            data, fmt, text_col=text_col, label_col=label_col, label_map=parse_label_map(label_map), skip_bad=skip_bad,
+            limit=None if holdout else limit,
         )
+        examples = loaded.examples
+        if holdout:  # the very split training held out: same loader, same function, same seed
+            examples = stratified_split(examples, holdout, seed).validation[:limit]
     except (DataError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    if not loaded.examples:
-        err.print(f"[red]error:[/red] {data} holds no usable examples")
-        raise typer.Exit(2)
+        raise fail(str(exc)) from None
+    if not examples:
+        raise fail(f"{data} holds no usable examples")
     settings = model_settings(base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
     classifier = load_classifier(settings)
     preds: list[str] = []
-    examples = loaded.examples
     with progress() as bar:
         task = bar.add_task("classifying", total=len(examples))
         step = classifier.batch_size * 4
@@ -350,6 +354,7 @@ def run(
     alerts_out: Annotated[Optional[Path], typer.Option("--alerts-out", help="write alert records here as JSONL")] = None,
     summary_json: Annotated[Optional[Path], typer.Option("--summary-json", help="write the summary here as JSON")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="give up when processing takes longer (seconds)")] = 3600.0,
+    worker_log_path: Annotated[Optional[Path], typer.Option("--worker-log", help="keep the worker's log here (else a temp file, kept only on failure)")] = None,
 ) -> None:
     """The main job: embedded stack (unless configured), a worker, FILE replayed at full speed, a summary."""
     import asyncio
@@ -359,7 +364,7 @@ def run(
 
     settings = stream_settings()
     total = sum(1 for line in file.open("rb") if line.strip())
-    worker_log = Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
+    worker_log = worker_log_path or Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
     try:
         with connected(settings) as (live, embedded), progress() as bar:
             sent_task = bar.add_task("replayed", total=total)
@@ -379,7 +384,8 @@ def run(
         tail = worker_log.read_text(errors="replace").splitlines()[-30:]
         err.print("\n".join(tail))
         raise fail(f"{exc} (worker log: {worker_log})") from None
-    worker_log.unlink(missing_ok=True)
+    if worker_log_path is None:
+        worker_log.unlink(missing_ok=True)
     if alerts_out:
         alerts_out.write_text("", encoding="utf-8")  # no detector yet: zero alerts, but the file exists
     if summary_json:

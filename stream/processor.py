@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 import logging
 import time
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ class BatchOutcome:
     late_dropped: int = 0
     processed: int = 0
     duplicates: int = 0
+    classify_s: float = 0.0
+    windows_s: float = 0.0
+    total_s: float = 0.0
 
 
 class BatchProcessor:
@@ -78,6 +82,10 @@ class BatchProcessor:
         self.redis_retry_max_s = redis_retry_max_s
         self.watermark = float("-inf")
         self.batches = 0
+        # One long-lived thread for every model call: torch's OpenMP pool belongs to the calling
+        # thread, and a shared executor would hand batches to different threads, each spinning up
+        # its own pool. It also keeps model calls strictly one at a time.
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
 
     async def start(self) -> None:
         self.watermark = await self.store.watermark()
@@ -85,6 +93,7 @@ class BatchProcessor:
     async def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         self.batches += 1
         batch_no = self.batches
+        started = time.perf_counter()
         outcome = BatchOutcome(consumed=len(messages))
         kwargs = {"limits": self.limits, **({"aliases": self.aliases} if self.aliases is not None else {})}
         posts: list[tuple[Post, RawMessage]] = []
@@ -99,10 +108,17 @@ class BatchProcessor:
         on_time = self._drop_late(posts)
         outcome.late_dropped = len(posts) - len(on_time)
 
+        mark = time.perf_counter()
         scored = await self._classify(on_time)
+        outcome.classify_s = time.perf_counter() - mark
         outcome.dlq += len(on_time) - len(scored)
-        counters = {"consumed": outcome.consumed, "valid": outcome.valid, "dlq": outcome.dlq, "late_dropped": outcome.late_dropped}
+        counters = {
+            "consumed": outcome.consumed, "valid": outcome.valid, "dlq": outcome.dlq, "late_dropped": outcome.late_dropped,
+            "classify_ms": round(outcome.classify_s * 1000),  # how busy the model is: for benchmarks and capacity
+        }
+        mark = time.perf_counter()
         result = await self._write_windows([Scored(p, j["label"], j["score"]) for p, j in scored], counters)
+        outcome.windows_s = time.perf_counter() - mark
         outcome.processed, outcome.duplicates = result.added, result.duplicates
         # Published after the windows are written, so a post-sentiment record means "counted", and
         # processed_at marks the window update. A redelivered post is published again (at-least-once).
@@ -110,11 +126,13 @@ class BatchProcessor:
         for item, judgement in scored:
             record = sentiment_record(item, judgement, base=self.model_base, adapter=self.model_adapter, processed_at=now)
             await self.publish(self.sentiment_topic, item.id, json.dumps(record, ensure_ascii=False).encode())
+        outcome.total_s = time.perf_counter() - started
         log.info(
             "batch done",
             extra={"batch": batch_no, "consumed": outcome.consumed, "dlq": outcome.dlq, "processed": outcome.processed,
                    "duplicates": outcome.duplicates, "late": outcome.late_dropped,
-                   "partitions": sorted({m.partition for m in messages})},
+                   "partitions": sorted({m.partition for m in messages}), "classify_s": round(outcome.classify_s, 3),
+                   "windows_s": round(outcome.windows_s, 4), "total_s": round(outcome.total_s, 3)},
         )
         return outcome
 
@@ -143,7 +161,8 @@ class BatchProcessor:
         if not posts:
             return []
         try:
-            judgements = await asyncio.to_thread(self.classify, [p.text for p, _ in posts])
+            loop = asyncio.get_running_loop()
+            judgements = await loop.run_in_executor(self._model_thread, self.classify, [p.text for p, _ in posts])
             return [(p, j.as_dict()) for (p, _), j in zip(posts, judgements)]
         except Exception as exc:  # noqa: BLE001 - any model failure (OOM, odd input) is handled by splitting
             if len(posts) == 1:

@@ -59,3 +59,24 @@ def test_batch_invariance(real):
     for text, j in zip(POSTS, together):
         alone = real.classify([text])[0]
         assert max(abs(alone.probs[k] - j.probs[k]) for k in LABELS) < bound
+
+
+def test_packaged_adapter_is_used_by_default_and_judges_clear_posts(base_dir, cache_dir):
+    from model.base import PACKAGED_ADAPTER_DIR
+
+    assert (PACKAGED_ADAPTER_DIR / "adapter_config.json").is_file(), "the default adapter ships in the package"
+    card = json.loads((PACKAGED_ADAPTER_DIR / "model_card.json").read_text())
+    assert card["base_model"] == "smollm2" and card["validation_metrics"]["f1_weighted"] > 0.8
+    model, tok, info = load_model("smollm2", "default", device="cpu", dtype="float32", cache_dir=cache_dir)
+    assert info.adapter == "default" and info.id == "smollm2+default"
+    clf = Classifier(model, tok, info)
+    clear = {
+        "Bitcoin surges 12% to a record high as ETF inflows jump": "positive",
+        "Ethereum plunges 20% after the exchange hack, traders dump": "negative",
+        "The community call is scheduled for Thursday at 5pm UTC": "neutral",
+        "Solana shares rally after strong earnings beat": "positive",
+        "Crypto lender files for bankruptcy, token crashes": "negative",
+        "Fed minutes due on Wednesday": "neutral",
+    }
+    got = [j.label for j in clf.classify(list(clear))]
+    assert sum(g == want for g, want in zip(got, clear.values())) >= 5, got

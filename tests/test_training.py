@@ -99,13 +99,13 @@ def test_shared_prefix_loss_equals_the_full_sequence_loss(tiny_model_dir, cache_
 def test_saved_adapter_gives_identical_predictions(trained, tiny_model_dir, cache_dir):
     trainer, result, _, _, _, split = trained
     texts = [e.text for e in split.validation]
-    # The best adapter is what was saved; reload it merged, the way the worker does.
-    model, tok, info = load_model(str(tiny_model_dir), str(result.out_dir), device="cpu", dtype="float32", cache_dir=cache_dir)
+    trainer.model.eval()
+    in_memory = Classifier(trainer.model, trainer.tokenizer, trainer.info, max_post_tokens=32).classify(texts)
+    # The checkpoint holds the final weights (out_dir holds the best); reload it merged, as the worker does.
+    model, tok, info = load_model(str(tiny_model_dir), str(result.out_dir / "checkpoint"), device="cpu", dtype="float32", cache_dir=cache_dir)
     reloaded = Classifier(model, tok, info, max_post_tokens=32).classify(texts)
-    metrics = json.loads((result.out_dir / "validation_metrics.json").read_text())
-    from model.metrics import classification_report
-
-    assert classification_report([e.label for e in split.validation], [j.label for j in reloaded])["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert [j.label for j in reloaded] == [j.label for j in in_memory]
+    assert max(abs(a.probs[k] - b.probs[k]) for a, b in zip(reloaded, in_memory) for k in LABELS) < 1e-4
 
 
 def test_model_card_is_complete(trained):

@@ -342,7 +342,7 @@ def write_model_card(result: TrainResult, cfg: TrainConfig, info: ModelInfo | No
         "prompt": "Alpaca-LoRA template, model/prompt.py",
         "data": [{"path": str(p), "sha256": sha256_file(p)} for p in data_files],
         "split": split_info,
-        "hyperparameters": {k: (list(v) if isinstance(v, tuple) else (str(v) if isinstance(v, Path) else v)) for k, v in asdict(cfg).items()},
+        "hyperparameters": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k != "cache_dir"},
         "validation_metrics": result.metrics,
         "best_step": result.state.best_step,
         "steps": result.state.step,
