@@ -1,7 +1,8 @@
 """Generate examples/demo-stream.jsonl: three event-days of forum posts with one clear swing.
 
 Deterministic (seeded). About one post every 90 s spread over BTC, ETH, SOL and MC; on day 3 from
-12:00 to 13:00 UTC the posts about ETH turn mostly negative and triple in volume. A few bad lines
+12:00 to 13:00 UTC the posts about ETH turn mostly negative and triple in volume. Texts come from short
+templates per label, so the classifier has real sentiment to find. A few bad lines
 and a duplicate are mixed in so the demo shows the dead-letter queue and dedupe at work.
 
     python examples/make_demo_stream.py > examples/demo-stream.jsonl
@@ -11,11 +12,34 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from datetime import datetime, timedelta, timezone
 
-sys.path.insert(0, __file__.rsplit("/", 2)[0])
-from sentinel.synthetic import synthetic_post  # noqa: E402
+SENTENCES = {
+    "positive": [
+        "{a} just broke through resistance on huge volume, this rally has legs.",
+        "Added more {a} today, the chart looks incredibly strong.",
+        "{a} staking rewards went up after the upgrade, very bullish.",
+        "Big partnership announced for {a}, price already up 10%.",
+        "{a} is outperforming everything this week, holders are happy.",
+        "Whales keep accumulating {a}, I expect a new high soon.",
+    ],
+    "negative": [
+        "{a} is dumping hard, I sold my whole bag at a loss.",
+        "Another exploit hit {a}, the price is crashing.",
+        "{a} keeps bleeding and nobody is buying this dip.",
+        "Liquidations everywhere, {a} dropped 15% in an hour.",
+        "The {a} team went silent and the token keeps falling.",
+        "Terrible news for {a} holders, the listing was cancelled.",
+    ],
+    "neutral": [
+        "Does anyone know when the {a} community call starts?",
+        "Reminder: the {a} snapshot is tomorrow at noon UTC.",
+        "Where can I read the {a} tokenomics document?",
+        "The {a} AMA moved to Thursday in the announcements channel.",
+        "What wallet do you use to store {a}?",
+        "New guide posted on how to bridge {a} to the testnet.",
+    ],
+}
 
 START = datetime(2026, 3, 2, tzinfo=timezone.utc)
 DAYS = 3
@@ -43,7 +67,7 @@ def posts(seed: int = 7) -> list[dict]:
         n += 1
         out.append({
             "id": f"demo-{n:06d}",
-            "text": synthetic_post(rng, label, asset, words=rng.randint(12, 30)),
+            "text": rng.choice(SENTENCES[label]).format(a=asset),
             "created_at": t.isoformat().replace("+00:00", "Z"),
             "source": "discord",
             "channel": rng.choice(CHANNELS),
