@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,17 @@ class Process:
         self._log.close()
 
 
+def start_ready(name: str, argv: Sequence[str], log_path: Path, ready: Callable[[], bool], timeout: float) -> Process:
+    """Start a server and wait until `ready()`; a server that never gets there is stopped."""
+    proc = Process(name, argv, log_path)
+    try:
+        wait_for(ready, timeout, name, proc.proc)
+    except ServiceError:
+        proc.stop()
+        raise
+    return proc
+
+
 def start_redis(workdir: Path, port: int | None = None, appendonly: bool = False) -> tuple[Process, str]:
     port = port or free_port()
     argv = [
@@ -114,12 +125,7 @@ def start_redis(workdir: Path, port: int | None = None, appendonly: bool = False
         "--appendonly", "yes" if appendonly else "no",
         "--protected-mode", "yes",
     ]
-    proc = Process("redis-server", argv, workdir / f"redis-{port}.log")
-    try:
-        wait_for(lambda: _redis_ping(port), 15, "redis-server", proc.proc)
-    except ServiceError:
-        proc.stop()
-        raise
+    proc = start_ready("redis-server", argv, workdir / f"redis-{port}.log", lambda: _redis_ping(port), 15)
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
@@ -135,12 +141,7 @@ def start_tansu(workdir: Path, port: int | None = None) -> tuple[Process, str]:
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
-    proc = Process("tansu", argv, workdir / f"tansu-{port}.log")
-    try:
-        wait_for(lambda: port_open(port), 20, "tansu broker", proc.proc)
-    except ServiceError:
-        proc.stop()
-        raise
+    proc = start_ready("tansu broker", argv, workdir / f"tansu-{port}.log", lambda: port_open(port), 20)
     return proc, f"127.0.0.1:{port}"
 
 

@@ -55,6 +55,16 @@ def write_stream(path: Path, posts: list[dict], late: dict) -> None:
     path.write_bytes(b"\n".join(lines) + b"\n")
 
 
+def bucket_counts(redis_url: str, scopes: set[str]) -> Counter:
+    """(scope, bucket start) -> post count, as the worker left them in Redis."""
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    counts: Counter = Counter()
+    for scope in scopes:
+        for b in r.zrange(index_key(scope), 0, -1):
+            counts[(scope, int(b))] = int(r.hget(bucket_key(scope, int(b)), "n"))
+    return counts
+
+
 def sentinel(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -116,12 +126,7 @@ def test_run_counts_scopes_dlq_and_outputs(tmp_path, stream_env, redis_server):
         bucket = p["created_at"] // 60 * 60
         for scope in ("all", f"asset:{p['text'][1:4]}", f"channel:{p['channel']}", "source:discord"):
             expected[(scope, bucket)] += 1
-    r_ = redis.Redis.from_url(redis_server, decode_responses=True)
-    actual: Counter = Counter()
-    for scope in {s for s, _ in expected}:
-        for b in r_.zrange(index_key(scope), 0, -1):
-            actual[(scope, int(b))] = int(r_.hget(bucket_key(scope, int(b)), "n"))
-    assert actual == expected
+    assert bucket_counts(redis_server, {s for s, _ in expected}) == expected
 
     # The DLQ holds every bad message with its reason and source coordinates.
     dlq_file = tmp_path / "dlq.jsonl"
@@ -203,9 +208,4 @@ def test_run_on_discord_import_matches_an_independent_count(tmp_path, stream_env
     assert summary["consumed"] == len(posts) and summary["dlq"] == 0
     assert summary["late_dropped"] == late and summary["processed"] == len(seen)
 
-    r_ = redis.Redis.from_url(redis_server, decode_responses=True)
-    actual: Counter = Counter()
-    for scope in {s for s, _ in expected}:
-        for b in r_.zrange(index_key(scope), 0, -1):
-            actual[(scope, int(b))] = int(r_.hget(bucket_key(scope, int(b)), "n"))
-    assert actual == expected
+    assert bucket_counts(redis_server, {s for s, _ in expected}) == expected
