@@ -313,7 +313,6 @@ def bench_train(settings: Any, steps: int, batch_size: int, words: int) -> dict[
                 result[f"{mode}_peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
             result.update(device=trainer.info.device, dtype=trainer.info.dtype, quantize=trainer.info.quantize,
                           tokens_per_post=round(sum(len(trainer.codec.prefix_ids) + len(s) for s, _ in trainer.encoded) / len(trainer.encoded), 1))
-            del trainer
     result["shared_prefix_speedup"] = round(result["shared_prefix_samples_per_s"] / result["full_sequence_samples_per_s"], 2)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result

@@ -95,7 +95,6 @@ def create_app(settings: Settings, classifier: Any, store: WindowStore) -> faust
         limits=Limits(max_message_bytes=settings.max_message_bytes, max_text_chars=settings.max_text_chars),
         aliases=load_aliases(settings.aliases_file),
     )
-    app.processor = processor  # type: ignore[attr-defined]
     # Validate window settings at start-up rather than on the first read.
     for spec in [settings.bucket, settings.retention, *settings.windows.split(",")]:
         parse_duration(spec)
