@@ -132,6 +132,8 @@ async def wait_processed(
         consumed = int(stats["consumed"] - before["consumed"])
         if on_progress:
             on_progress(consumed)
+        # Counters first (one Redis read); the offsets check opens a Kafka client, so it runs
+        # only once the counters say everything was consumed.
         if consumed >= sent and await committed_lag(settings) == 0:
             return stats
         if worker.poll() is not None:
