@@ -34,6 +34,7 @@ BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="po
 
 
 def model_settings(**overrides: Any) -> Settings:
+    """The environment's settings with any CLI options laid over them; also sets up logging."""
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_json)
     chosen = {k: v for k, v in overrides.items() if v is not None}
@@ -307,12 +308,6 @@ def train(
 # ---------------------------------------------------------------------------- streaming
 
 
-def stream_settings() -> Settings:
-    settings = get_settings()
-    setup_logging(settings.log_level, settings.log_json)
-    return settings
-
-
 def fail(message: str) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}")
     return typer.Exit(2)
@@ -327,7 +322,7 @@ def worker() -> None:
     from stream.replay import ensure_topics
     from stream.runner import open_store
 
-    settings = stream_settings()
+    settings = model_settings()
     if not settings.kafka_broker or not settings.redis_url:
         raise fail("the worker needs KAFKA_BROKER and REDIS_URL (sentinel run starts an embedded stack for you)")
     classifier = load_classifier(settings)
@@ -362,7 +357,7 @@ def run(
 
     from stream.runner import RunError, connected, run_once, write_json
 
-    settings = stream_settings()
+    settings = model_settings()
     total = sum(1 for line in file.open("rb") if line.strip())
     worker_log = worker_log_path or Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
     try:
@@ -411,7 +406,7 @@ def replay_cmd(
 
     from stream.replay import ensure_topics, replay
 
-    settings = stream_settings()
+    settings = model_settings()
     if not settings.kafka_broker:
         raise fail("replay needs KAFKA_BROKER")
     try:
@@ -441,7 +436,7 @@ def record_cmd(
 
     from stream.replay import record
 
-    settings = stream_settings()
+    settings = model_settings()
     if not settings.kafka_broker:
         raise fail("record needs KAFKA_BROKER")
     count = asyncio.run(record(settings, topic, out_file, max_idle))
@@ -459,7 +454,7 @@ def windows(
     from stream.runner import open_store
     from stream.windows import parse_duration
 
-    settings = stream_settings()
+    settings = model_settings()
     if not settings.redis_url:
         raise fail("windows needs REDIS_URL")
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
+from stream.assets import DEFAULT_ALIASES
 from stream.contracts import Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -67,7 +68,7 @@ class BatchProcessor:
         model_base: str,
         model_adapter: str | None,
         limits: Limits = Limits(),
-        aliases: Mapping[str, str] | None = None,
+        aliases: Mapping[str, str] = DEFAULT_ALIASES,
         redis_retry_max_s: float = 5.0,
     ):
         self.classify = classify
@@ -95,10 +96,9 @@ class BatchProcessor:
         batch_no = self.batches
         started = time.perf_counter()
         outcome = BatchOutcome(consumed=len(messages))
-        kwargs = {"limits": self.limits, **({"aliases": self.aliases} if self.aliases is not None else {})}
         posts: list[tuple[Post, RawMessage]] = []
         for msg in messages:
-            parsed = parse_post(msg.value, **kwargs)
+            parsed = parse_post(msg.value, limits=self.limits, aliases=self.aliases)
             if isinstance(parsed, Rejection):
                 await self._dead_letter(msg, parsed)
                 outcome.dlq += 1
