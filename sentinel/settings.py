@@ -75,6 +75,35 @@ class Settings(BaseSettings):
     windows: str = Field("15m,1h,24h", description="rolling windows, comma-separated")
     retention: str = Field("48h", description="how long buckets and dedupe ids are kept, in event time")
 
+    # --- early warning (stream/detector.py, stream/incidents.py) ---
+    alert_window: str = Field("1h", description="the current window the detector judges")
+    alert_baseline: str = Field("24h", description="trailing baseline before the current window")
+    alert_step: str = Field("5m", description="event-time step between evaluations of a scope")
+    alert_grace: str = Field("2m", description="how far every partition must be past a boundary before it is judged")
+    alert_repeat: str = Field("1h", description="event time between repeat notifications of a still-firing incident")
+    alert_fire_z: float = Field(3.0, gt=0)
+    alert_resolve_z: float = Field(1.5, ge=0)
+    alert_critical_z: float = Field(6.0, gt=0, description="|z| from which an incident is critical rather than warning")
+    alert_min_posts: int = Field(20, ge=1, description="posts the current window needs before it can fire")
+    alert_min_baseline_posts: int = Field(100, ge=1)
+    alert_min_share_delta: float = Field(0.15, ge=0, description="smallest label-share change that can fire")
+    alert_min_score_delta: float = Field(0.15, ge=0, description="smallest mean-score change that can fire")
+    alert_min_volume_ratio: float = Field(2.0, ge=1, description="smallest volume ratio to the baseline that can fire")
+    alert_overrides: str = Field(
+        "", description='JSON {scope pattern: {threshold: value}}, e.g. {"asset:*": {"min_posts": 30}}'
+    )
+    alert_samples: int = Field(3, ge=0, le=10, description="sample posts shown in a notification")
+
+    # --- delivery (stream/notify.py) ---
+    apprise_urls: SecretStr | None = Field(
+        None, description="Apprise URLs, one per line or comma-separated; 'tag1,tag2=URL' routes by severity tag"
+    )
+    apprise_config: Path | None = Field(None, description="an Apprise config file (YAML or text)")
+    notify_attempts: int = Field(5, ge=1, description="delivery attempts per service before giving up")
+    notify_backoff: float = Field(1.0, gt=0, description="first retry delay, doubled per attempt")
+    notify_backoff_max: float = Field(30.0, gt=0)
+    notify_chart: bool = Field(True, description="attach a PNG chart of the scope's last 24 h")
+
     # --- logging ---
     log_level: str = "INFO"
     log_json: bool = False
