@@ -9,12 +9,15 @@ changes nothing.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import redis.asyncio as aioredis
 
 from stream.contracts import Post
+from stream.incidents import Sample
 from stream.windows import (
     STATS_KEY,
     WindowStats,
@@ -28,22 +31,37 @@ from stream.windows import (
 )
 
 # KEYS: idx, seen[, stats]. ARGV: bucket prefix, ttl, trim-before, watermark, counters (JSON),
-# then (id, bucket, label, score, ts)*. Only the `all` scope passes the stats key: it lives in the
-# same slot, so the batch's counters, duplicates and watermark move atomically with its windows.
+# partition watermarks (JSON), wall-clock now, then (id, bucket, label, score, ts, score², text)*.
+# Only the `all` scope passes the stats key: it lives in the same slot, so the batch's counters,
+# duplicates and watermarks move atomically with its windows.
 _APPLY_SCOPE = """
 local idx, seen, stats = KEYS[1], KEYS[2], KEYS[3]
 local prefix, ttl, trim_before = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local added, dups = 0, 0
-for i = 6, #ARGV, 5 do
+local added, dups, first = 0, 0, nil
+for i = 8, #ARGV, 7 do
   local id, bucket, label, score, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   if redis.call('ZADD', seen, 'NX', ts, id) == 1 then
     local key = prefix .. bucket
     redis.call('HINCRBY', key, 'n', 1)
     redis.call('HINCRBY', key, label, 1)
     redis.call('HINCRBYFLOAT', key, 'score_sum', score)
+    redis.call('HINCRBYFLOAT', key, 'score_sq', ARGV[i + 5])
+    -- The bucket's most negative and most positive post, for the samples an alert shows; ties go
+    -- to the smaller id so the choice never depends on arrival order.
+    local s = tonumber(score)
+    local ext = redis.call('HMGET', key, 'lo_score', 'lo_id', 'hi_score', 'hi_id')
+    local lo, hi = tonumber(ext[1]), tonumber(ext[3])
+    if lo == nil or s < lo or (s == lo and id < ext[2]) then
+      redis.call('HSET', key, 'lo_score', score, 'lo_id', id, 'lo_text', ARGV[i + 6], 'lo_label', label)
+    end
+    if hi == nil or s > hi or (s == hi and id < ext[4]) then
+      redis.call('HSET', key, 'hi_score', score, 'hi_id', id, 'hi_text', ARGV[i + 6], 'hi_label', label)
+    end
     redis.call('EXPIRE', key, ttl)
     redis.call('ZADD', idx, bucket, bucket)
     if stats then redis.call('HINCRBY', stats, 'label:' .. label, 1) end
+    local t = tonumber(ts)
+    if first == nil or t < first then first = t end
     added = added + 1
   else
     dups = dups + 1
@@ -67,13 +85,53 @@ if stats then
   for name, value in pairs(cjson.decode(ARGV[5])) do
     if value ~= 0 then redis.call('HINCRBY', stats, name, value) end
   end
+  -- Per-partition event-time watermarks (and when each last reported): the alert evaluation
+  -- judges a boundary only once every partition is past it.
+  for partition, pwm in pairs(cjson.decode(ARGV[6])) do
+    local field = 'pwm:' .. partition
+    local prev = tonumber(redis.call('HGET', stats, field) or '-1')
+    if tonumber(pwm) > prev then redis.call('HSET', stats, field, pwm) end
+    redis.call('HSET', stats, 'pseen:' .. partition, ARGV[7])
+    redis.call('HSETNX', stats, 'pwm_since', ARGV[7])
+  end
+  if first ~= nil then
+    local prev = tonumber(redis.call('HGET', stats, 'first_event') or '')
+    if prev == nil or first < prev then redis.call('HSET', stats, 'first_event', string.format('%.6f', first)) end
+  end
   if dups > 0 then redis.call('HINCRBY', stats, 'duplicates', dups) end
   if added > 0 then redis.call('HINCRBY', stats, 'processed', added) end
 end
 return {added, dups}
 """
 
+# KEYS: idx. ARGV: bucket prefix, first slice start, slice width, slice count. Sums the scope's
+# buckets into consecutive slices server-side, so judging a day of history moves one string instead
+# of 1,440 bucket hashes. Returns 6 comma-separated numbers per slice:
+# n, positive, negative, neutral, score_sum, score_sq.
+_READ_SLICES = """
+local idx, prefix = KEYS[1], ARGV[1]
+local first, width, count = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local sums = {}
+for i = 1, count * 6 do sums[i] = 0 end
+local fields = {'n', 'positive', 'negative', 'neutral', 'score_sum', 'score_sq'}
+for _, b in ipairs(redis.call('ZRANGEBYSCORE', idx, first, '(' .. (first + width * count))) do
+  local slot = math.floor((tonumber(b) - first) / width) * 6
+  local v = redis.call('HMGET', prefix .. b, unpack(fields))
+  for j = 1, 6 do sums[slot + j] = sums[slot + j] + (tonumber(v[j]) or 0) end
+end
+local out = {}
+for i = 1, count * 6 do out[i] = string.format('%.17g', sums[i]) end
+-- One bulk string: a reply of thousands of array elements costs far more to parse client-side.
+return table.concat(out, ',')
+"""
+
 COUNTERS = ("consumed", "valid", "dlq", "duplicates", "late_dropped", "processed")
+SAMPLE_TEXT_CHARS = 280  # post text kept for an alert's samples (per bucket: its two extremes only)
+
+
+def _to_table(joined: str) -> np.ndarray:
+    """Rows of (n, positive, negative, neutral, score_sum, score_sq), one per slice."""
+    return np.array(joined.split(",") if joined else [], dtype=np.float64).reshape(-1, 6)
 
 
 @dataclass(frozen=True)
@@ -95,6 +153,7 @@ class WindowStore:
         self.bucket_s = bucket_s
         self.retention_s = retention_s
         self._apply_scope = client.register_script(_APPLY_SCOPE)
+        self._read_slices = client.register_script(_READ_SLICES)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "WindowStore":
@@ -110,28 +169,74 @@ class WindowStore:
     async def stats(self) -> dict[str, float]:
         raw = await self.redis.hgetall(STATS_KEY)
         out: dict[str, float] = {name: 0 for name in COUNTERS}
-        out.update({k: float(v) if k == "watermark" else int(v) for k, v in raw.items()})
+        # Counters are integers; watermarks, wall-clock marks and first_event are floats.
+        out.update({k: int(v) if v.lstrip("-").isdigit() else float(v) for k, v in raw.items()})
         return out
 
-    async def apply(self, scored: Sequence[Scored], counters: Mapping[str, int], watermark: float) -> ApplyResult:
+    async def apply(
+        self, scored: Sequence[Scored], counters: Mapping[str, int], watermark: float,
+        partition_watermarks: Mapping[int, float] | None = None,
+    ) -> ApplyResult:
         """Write a batch's windows and counters in one round trip (duplicates and processed are counted here)."""
-        by_scope: dict[str, list[str]] = {"all": []}
+        by_scope: dict[str, list[str]] = {}
         for item in scored:
             bucket = str(bucket_start(item.post.created_at, self.bucket_s))
-            row = [item.post.id, bucket, item.label, repr(item.score), repr(item.post.created_at)]
+            row = [
+                item.post.id, bucket, item.label, repr(item.score), repr(item.post.created_at), repr(item.score * item.score),
+                item.post.text[:SAMPLE_TEXT_CHARS],
+            ]
             for scope in scopes_for(item.post):
                 by_scope.setdefault(scope, []).extend(row)
+        all_rows = by_scope.pop("all", [])
         ttl = self.retention_s + self.bucket_s
         has_wm = watermark > float("-inf")
         trim_before = int(watermark - self.retention_s) if has_wm else 0
-        head = [ttl, trim_before, repr(watermark) if has_wm else "-1", json.dumps(dict(counters))]
+        pwm = {str(p): repr(ts) for p, ts in (partition_watermarks or {}).items()}
+        head = [ttl, trim_before, repr(watermark) if has_wm else "-1", json.dumps(dict(counters)), json.dumps(pwm), repr(time.time())]
         async with self.redis.pipeline(transaction=False) as pipe:
             for scope, rows in by_scope.items():
-                keys = [index_key(scope), seen_key(scope)] + ([STATS_KEY] if scope == "all" else [])
-                await self._apply_scope(keys=keys, args=[bucket_prefix(scope), *head, *rows], client=pipe)
+                await self._apply_scope(keys=[index_key(scope), seen_key(scope)], args=[bucket_prefix(scope), *head, *rows], client=pipe)
+            # `all` goes last: once its watermarks are visible, every scope of the batch is written,
+            # so a reader that trusts the watermarks never sees half a batch.
+            keys = [index_key("all"), seen_key("all"), STATS_KEY]
+            await self._apply_scope(keys=keys, args=[bucket_prefix("all"), *head, *all_rows], client=pipe)
             results = await pipe.execute()
-        added, dups = results[0]
+        added, dups = results[-1]
         return ApplyResult(added=int(added), duplicates=int(dups))
+
+    async def slices(self, scope: str, first: int, width: int, count: int) -> np.ndarray:
+        """The scope's buckets summed into `count` consecutive slices of `width` seconds from `first`:
+        rows of (n, positive, negative, neutral, score_sum, score_sq)."""
+        joined = await self._read_slices(keys=[index_key(scope)], args=[bucket_prefix(scope), first, width, count])
+        return _to_table(joined)
+
+    async def slices_many(self, requests: Sequence[tuple[str, int, int, int]]) -> list[np.ndarray]:
+        """Several `slices` calls in one round trip."""
+        if not requests:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for scope, first, width, count in requests:
+                await self._read_slices(keys=[index_key(scope)], args=[bucket_prefix(scope), first, width, count], client=pipe)
+            return [_to_table(joined) for joined in await pipe.execute()]
+
+    async def extremes(self, scope: str, start: int, end: int) -> list[Sample]:
+        """The most negative and most positive post of every bucket in [start, end)."""
+        starts = await self.redis.zrangebyscore(index_key(scope), start, f"({end}")
+        fields = ("lo_id", "lo_text", "lo_label", "lo_score", "hi_id", "hi_text", "hi_label", "hi_score")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for b in starts:
+                pipe.hmget(bucket_key(scope, int(b)), fields)
+            rows = await pipe.execute() if starts else []
+        found: dict[str, Sample] = {}
+        for row in rows:
+            for i in (0, 4):
+                if row[i] is not None:
+                    found[row[i]] = Sample(row[i], row[i + 1] or "", row[i + 2] or "", float(row[i + 3]))
+        return sorted(found.values(), key=lambda s: (s.score, s.id))
+
+    async def earliest_bucket(self, scope: str) -> int | None:
+        first = await self.redis.zrange(index_key(scope), 0, 0)
+        return int(first[0]) if first else None
 
     async def scopes(self, pattern: str = "*") -> list[str]:
         found = set()

@@ -42,7 +42,12 @@ def test_batch_updates_every_scope_bucket(store, redis_server):
     assert every.posts == 3
     r = redis.Redis.from_url(redis_server, decode_responses=True)
     b0 = T0
-    assert r.hgetall(bucket_key("channel:general", int(b0))) == {"n": "2", "positive": "1", "negative": "1", "score_sum": "-0.25"}
+    bucket = r.hgetall(bucket_key("channel:general", int(b0)))
+    assert {k: bucket[k] for k in ("n", "positive", "negative", "score_sum", "score_sq")} == {
+        "n": "2", "positive": "1", "negative": "1", "score_sum": "-0.25", "score_sq": "0.8125"
+    }
+    # The bucket's extremes, kept for an alert's sample posts.
+    assert (bucket["lo_id"], bucket["lo_score"], bucket["hi_id"], bucket["hi_score"]) == ("b", "-0.75", "a", "0.5")
     assert r.hget(bucket_key("source:discord", int(b0) + 60), "n") == "1"
     assert r.ttl(bucket_key("all", int(b0))) > 3600
     assert stats["consumed"] == 3 and stats["processed"] == 3 and stats["label:positive"] == 2 and stats["watermark"] == T0 + 61
@@ -92,3 +97,22 @@ def test_counters_only_batch_touches_no_window(store, redis_server):
     res, stats = run(go())
     assert res.added == 0 and stats["dlq"] == 2 and stats["consumed"] == 2
     assert "watermark" not in redis.Redis.from_url(redis_server, decode_responses=True).hgetall(STATS_KEY)
+
+
+def test_slices_sum_buckets_server_side_and_extremes_break_ties_by_id(store):
+    async def go():
+        batch = [item("a", T0 + 1, "negative", -0.5), item("b", T0 + 2, "negative", -0.5), item("c", T0 + 61, "positive", 0.25),
+                 item("d", T0 + 200, "neutral", 0.0)]
+        await store.apply(batch, {}, T0 + 200, {0: T0 + 61, 1: T0 + 200})
+        slices = await store.slices("asset:BTC", int(T0), 120, 2)
+        samples = await store.extremes("asset:BTC", int(T0), int(T0) + 120)
+        stats = await store.stats()
+        await store.redis.aclose()
+        return slices, samples, stats
+    slices, samples, stats = run(go())
+    # Rows of n, positive, negative, neutral, score_sum, score_sq.
+    assert slices[:, :5].tolist() == [[3, 1, 2, 0, -0.75], [1, 0, 0, 1, 0.0]]
+    assert slices[0, 5] == pytest.approx(0.25 + 0.25 + 0.0625)
+    # a and b tie at -0.5 in one bucket: the smaller id is kept, whatever the order of arrival.
+    assert [s.id for s in samples] == ["a", "c"]
+    assert stats["pwm:0"] == T0 + 61 and stats["pwm:1"] == T0 + 200 and stats["first_event"] == T0 + 1
