@@ -1,0 +1,269 @@
+"""The swing detector (pure, no I/O).
+
+For one scope at one event-time boundary, compare the current window (default the last hour) with
+a trailing baseline (default the 24 h before it), split into bins as wide as the current window.
+
+- The current window's label shares and mean score are weighted towards its recent end (a
+  half-life, default 10 minutes), so a swing shows within minutes rather than once it fills half
+  the window. `n_eff` is the effective sample size of those weights.
+- The baseline's centre is the median of its bins and its spread their MAD, floored by the bins'
+  own sampling noise (24 bins estimate a spread poorly).
+- z = (current - centre) / sqrt(spread^2 + noise^2), where noise is the current window's own
+  sampling noise. Shares are compared on the arcsine-square-root scale and counts on Anscombe's
+  square-root scale, where that noise is known and close to normal whatever the level.
+- Counting both the spread and the noise, plus a minimum effect size, a minimum of `min_posts`
+  effective posts, and (in stream/incidents.py) a condition that must hold for 10 minutes, is what
+  keeps a week of continuous evaluation on a stationary stream quiet at |z| >= 3. Measured rates
+  are in docs/alerts.md.
+
+Kinds:
+- sentiment_drop: the negative share rises, and the mean score agrees (falls by min_score_delta
+  and half the firing z);
+- sentiment_surge: the positive share rises, and the mean score agrees;
+- volume_spike: posts per window rise (by min_volume_ratio at least).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from stream.incidents import Kind
+
+MAD_TO_SIGMA = 1.4826  # MAD of a normal sample times this estimates its standard deviation
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    fire_z: float = 3.0
+    resolve_z: float = 1.5
+    critical_z: float = 6.0
+    min_posts: int = 20
+    min_baseline_posts: int = 100
+    min_share_delta: float = 0.15
+    min_score_delta: float = 0.15
+    min_volume_ratio: float = 2.0
+    # A baseline needs this share of its bins inside the observed history (not before the stream began).
+    min_baseline_coverage: float = 0.75
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What a window or a baseline bin holds (sums of the minute buckets it covers)."""
+
+    posts: int = 0
+    positive: int = 0
+    negative: int = 0
+    neutral: int = 0
+    score_sum: float = 0.0
+    score_sq: float = 0.0
+
+    def __add__(self, other: "Counts") -> "Counts":
+        return Counts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def __sub__(self, other: "Counts") -> "Counts":
+        return Counts(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[str, str]) -> "Counts":
+        """A bucket hash as Redis returns it (field -> string)."""
+        return cls(
+            int(raw.get("n", 0) or 0), int(raw.get("positive", 0) or 0), int(raw.get("negative", 0) or 0),
+            int(raw.get("neutral", 0) or 0), float(raw.get("score_sum", 0) or 0), float(raw.get("score_sq", 0) or 0),
+        )
+
+    def share(self, label: str) -> float:
+        return getattr(self, label) / self.posts if self.posts else 0.0
+
+    @property
+    def mean_score(self) -> float:
+        return self.score_sum / self.posts if self.posts else 0.0
+
+
+@dataclass(frozen=True)
+class Current:
+    """The window being judged. Label shares and the mean score are weighted towards its recent end
+    (exponential decay, `half_life`), so a swing shows within minutes instead of after half the
+    window; `n_eff` is the effective sample size of those weights. `posts` is the plain count."""
+
+    posts: int
+    n_eff: float
+    shares: Mapping[str, float]
+    mean_score: float
+
+    @classmethod
+    def unweighted(cls, counts: Counts) -> "Current":
+        return cls(counts.posts, float(counts.posts), {l: counts.share(l) for l in ("positive", "negative", "neutral")}, counts.mean_score)
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One kind's verdict for one window. `zscore` is signed in the metric's own direction."""
+
+    kind: Kind
+    metric: str
+    value: float
+    baseline: float
+    zscore: float
+    strength: float  # z in the kind's direction (>= 0 means "towards firing")
+    effect_ok: bool
+    enough_data: bool
+    posts: int
+    baseline_posts: int
+
+    def fires(self, th: Thresholds) -> bool:
+        return self.enough_data and self.effect_ok and self.strength >= th.fire_z
+
+    def calm(self, th: Thresholds) -> bool:
+        """Hysteresis: a firing incident resolves only once the swing is clearly over (or data ran out)."""
+        return not self.enough_data or self.strength < th.resolve_z
+
+    def severity(self, th: Thresholds) -> str:
+        return "critical" if self.strength >= th.critical_z else "warning"
+
+
+@dataclass(frozen=True)
+class _Metric:
+    name: str
+    value: float
+    center: float
+    z: float
+    delta_ok: bool
+
+
+def _median(values: list[float]) -> float:
+    # Plain Python: for the couple of dozen bins of a baseline it is several times faster than numpy.
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _median_mad(values: np.ndarray) -> tuple[float, float]:
+    if not len(values):
+        return 0.0, 0.0
+    items = values.tolist()
+    center = _median(items)
+    return center, MAD_TO_SIGMA * _median([abs(v - center) for v in items])
+
+
+def _z(delta: float, spread: float, noise: float) -> float:
+    # Both the window's own sampling noise and the baseline's bin-to-bin spread count. Taking only
+    # the larger would judge every sliding window at |z| >= 3 of pure noise, and a week of
+    # continuous evaluation over a handful of scopes fires several times on a stationary stream
+    # (measured: tests/test_detector.py keeps such a week quiet).
+    sigma = math.sqrt(spread * spread + noise * noise)
+    return delta / sigma if sigma > 0 else 0.0
+
+
+def _asin(p: np.ndarray | float) -> np.ndarray | float:
+    """Arcsine square root: a share's sampling noise becomes 1 / (2 sqrt(n)), whatever the share,
+    and its tails close to normal (a plain binomial z is skewed for a 20% share on 30 posts)."""
+    return np.arcsin(np.sqrt(np.clip(p, 0.0, 1.0)))
+
+
+def _share_metric(label: str, column: int, current: Current, bins: np.ndarray, th: Thresholds) -> _Metric:
+    # Bins too thin to say anything are left out of the median (they would only add noise).
+    usable = bins[bins[:, 0] >= max(1, th.min_posts // 4)]
+    if not len(usable):
+        usable = bins
+    shares = usable[:, column] / np.maximum(usable[:, 0], 1)
+    center, _ = _median_mad(shares)
+    _, spread = _median_mad(_asin(shares))
+    # 24 bins estimate their spread poorly; it cannot be below the bins' own sampling noise.
+    spread = max(spread, 0.5 / math.sqrt(max(_median(usable[:, 0].tolist()) if len(usable) else 1.0, 1.0)))
+    value = current.shares[label]
+    z = _z(float(_asin(value) - _asin(center)), spread, 0.5 / math.sqrt(max(current.n_eff, 1.0)))
+    return _Metric(f"{label}_share", value, center, z, abs(value - center) >= th.min_share_delta)
+
+
+def _score_metric(current: Current, bins: np.ndarray, th: Thresholds) -> _Metric:
+    usable = bins[bins[:, 0] >= max(1, th.min_posts // 4)]
+    if not len(usable):
+        usable = bins
+    center, spread = _median_mad(usable[:, 4] / np.maximum(usable[:, 0], 1))
+    n, total, squares = bins[:, 0].sum(), bins[:, 4].sum(), bins[:, 5].sum()
+    variance = max(squares / n - (total / n) ** 2, 1e-4) if n else 1e-4
+    z = _z(current.mean_score - center, spread, math.sqrt(variance / max(current.n_eff, 1.0)))
+    return _Metric("mean_score", current.mean_score, center, z, abs(current.mean_score - center) >= th.min_score_delta)
+
+
+def _volume_metric(current: Current, bins: np.ndarray, th: Thresholds) -> _Metric:
+    # Anscombe's square root makes Poisson counts near-normal with unit variance, so a scope with
+    # 9 posts an hour is not called a spike at 20.
+    counts = bins[:, 0] if len(bins) else np.zeros(1)
+    center, _ = _median_mad(counts)
+    _, spread = _median_mad(2 * np.sqrt(counts + 0.375))
+    spread = max(spread, 1.0)  # Anscombe counts have unit sampling variance
+    value = float(current.posts)
+    z = _z(2 * math.sqrt(value + 0.375) - 2 * math.sqrt(center + 0.375), spread, 1.0)
+    return _Metric("posts", value, center, z, value >= th.min_volume_ratio * max(center, 1.0))
+
+
+def _signal(kind: Kind, metric: _Metric, direction: int, enough: bool, current: Current, baseline_posts: int) -> Signal:
+    return Signal(
+        kind=kind, metric=metric.name, value=metric.value, baseline=metric.center, zscore=metric.z,
+        strength=direction * metric.z, effect_ok=metric.delta_ok and direction * (metric.value - metric.center) > 0,
+        enough_data=enough, posts=current.posts, baseline_posts=baseline_posts,
+    )
+
+
+def evaluate(current: Current | Counts, bins: np.ndarray | Sequence[Counts], th: Thresholds, expected_bins: int | None = None) -> dict[Kind, Signal]:
+    """Judge the current window against its baseline bins (rows of n, positive, negative, neutral,
+    score_sum, score_sq). `bins` holds only the bins inside the observed history; `expected_bins`
+    is how many a full baseline has (for the coverage rule)."""
+    if isinstance(current, Counts):
+        current = Current.unweighted(current)
+    if not isinstance(bins, np.ndarray):
+        bins = np.array([[b.posts, b.positive, b.negative, b.neutral, b.score_sum, b.score_sq] for b in bins], dtype=np.float64).reshape(-1, 6)
+    baseline_posts = int(bins[:, 0].sum())
+    expected = expected_bins or len(bins)
+    covered = len(bins) > 0 and len(bins) >= th.min_baseline_coverage * expected
+    # Label shares need `min_posts` effective posts: the recency weights make 30 posts an hour
+    # count as about 14, and 14 posts do not make a share worth alerting on.
+    enough = covered and current.n_eff >= th.min_posts and baseline_posts >= th.min_baseline_posts
+    score = _score_metric(current, bins, th)
+    drop = _signal("sentiment_drop", _share_metric("negative", 2, current, bins, th), +1, enough, current, baseline_posts)
+    surge = _signal("sentiment_surge", _share_metric("positive", 1, current, bins, th), +1, enough, current, baseline_posts)
+    # The label shares decide; the mean score must agree (in direction, at half the firing z, and
+    # by at least min_score_delta), so a share that moves while scores barely do (posts moving
+    # between neutral and one side at the margin, or a noise excursion) does not fire on its own.
+    agrees_down = score.delta_ok and -score.z >= th.fire_z / 2
+    agrees_up = score.delta_ok and score.z >= th.fire_z / 2
+    return {
+        "sentiment_drop": replace(drop, effect_ok=drop.effect_ok and agrees_down),
+        "sentiment_surge": replace(surge, effect_ok=surge.effect_ok and agrees_up),
+        # Volume needs no label mix, only enough history; a quiet scope can spike.
+        "volume_spike": _signal("volume_spike", _volume_metric(current, bins, th), +1, covered and current.posts >= th.min_posts, current, baseline_posts),
+    }
+
+
+def parse_overrides(spec: str) -> dict[str, dict[str, float]]:
+    """`{"asset:*": {"min_posts": 30}}` -> validated dict; unknown threshold names are an error."""
+    if not spec.strip():
+        return {}
+    data = json.loads(spec)
+    if not isinstance(data, dict):
+        raise ValueError("alert overrides must be a JSON object {scope pattern: {threshold: value}}")
+    known = {f.name for f in fields(Thresholds)}
+    for pattern, values in data.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"override for {pattern!r} must be an object")
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown threshold(s) {sorted(unknown)} for {pattern!r}; known: {sorted(known)}")
+    return data
+
+
+def thresholds_for(scope: str, base: Thresholds, overrides: Mapping[str, Mapping[str, float]]) -> Thresholds:
+    """Apply every matching pattern, least specific first, so `channel:announcements` beats `channel:*`."""
+    matching = [p for p in overrides if fnmatch.fnmatchcase(scope, p)]
+    matching.sort(key=lambda p: (len(p.replace("*", "").replace("?", "")), p))
+    th = base
+    for pattern in matching:
+        th = replace(th, **{k: type(getattr(base, k))(v) for k, v in overrides[pattern].items()})
+    return th

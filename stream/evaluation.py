@@ -1,0 +1,165 @@
+"""When and how a scope is judged (pure): on a fixed event-time grid, and only once every partition is past it.
+
+A boundary B (a multiple of the step) is judged when the slowest input partition's event time is
+at least B + grace. Partitions are consumed at different paces (a replay at full speed can put one
+partition hours of event time ahead of another), so judging on one worker's newest event time would
+make the alerts depend on consumption order. Judging on the slowest partition makes them a function
+of the input alone, for input that is in event-time order within each partition (disorder up to the
+grace is absorbed). A partition that has reported nothing for `idle_s` of wall time does not hold
+the others back (Flink's idle sources), so one silent partition cannot mute every alert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from stream.detector import Counts, Current, Thresholds, evaluate, thresholds_for
+from stream.incidents import KINDS, AlertRecord, Incident, step
+
+
+def frontier(stats: Mapping[str, float], partitions: int, now: float, idle_s: float) -> float:
+    """The event time every live partition has reached, from the stats hash (pwm:<p>, pseen:<p>)."""
+    reported = {int(k.split(":", 1)[1]): v for k, v in stats.items() if k.startswith("pwm:")}
+    if not reported:
+        return float("-inf")
+    seen = {int(k.split(":", 1)[1]): v for k, v in stats.items() if k.startswith("pseen:")}
+    since = stats.get("pwm_since", now)
+    live = []
+    for p in range(max(partitions, max(reported) + 1)):
+        last_report = seen.get(p, since)
+        if now - last_report > idle_s:
+            continue  # idle: does not hold the others back
+        if p not in reported:
+            return float("-inf")  # not heard from yet, and not idle long enough to be ignored
+        live.append(reported[p])
+    return min(live) if live else max(reported.values())
+
+
+def boundaries(after: int, until: float, step_s: int, limit: int | None = None) -> list[int]:
+    """Grid points B with after < B <= until (B a multiple of step_s)."""
+    first = (after // step_s + 1) * step_s
+    out = list(range(first, int(until // step_s) * step_s + 1, step_s))
+    return out[:limit] if limit else out
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    window_s: int = 3600
+    baseline_s: int = 86400
+    step_s: int = 60
+    grace_s: int = 120
+    repeat_s: int = 3600
+    for_s: int = 600  # how long the firing condition must hold (Prometheus `for:`)
+    half_life_s: int = 600  # recency weighting inside the current window (detector.Current)
+    idle_s: float = 60.0
+    thresholds: Thresholds = Thresholds()
+    overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("window_s", "baseline_s"):
+            if getattr(self, name) % self.step_s:
+                raise ValueError(f"alert {name[:-2]} must be a multiple of the step ({self.step_s} s)")
+        if self.baseline_s % self.window_s:
+            raise ValueError("the alert baseline must be a whole number of windows (e.g. 24h for a 1h window)")
+
+    @property
+    def bins(self) -> int:
+        return self.baseline_s // self.window_s
+
+    @property
+    def lookback_s(self) -> int:
+        """History one boundary needs: the window and the baseline before it."""
+        return self.window_s + self.baseline_s
+
+
+def config_from_settings(settings: Any) -> AlertConfig:
+    from stream.detector import parse_overrides
+    from stream.windows import parse_duration
+
+    th = Thresholds(
+        fire_z=settings.alert_fire_z, resolve_z=settings.alert_resolve_z, critical_z=settings.alert_critical_z,
+        min_posts=settings.alert_min_posts, min_baseline_posts=settings.alert_min_baseline_posts,
+        min_share_delta=settings.alert_min_share_delta, min_score_delta=settings.alert_min_score_delta,
+        min_volume_ratio=settings.alert_min_volume_ratio,
+    )
+    return AlertConfig(
+        window_s=parse_duration(settings.alert_window), baseline_s=parse_duration(settings.alert_baseline),
+        step_s=parse_duration(settings.alert_step), grace_s=parse_duration(settings.alert_grace),
+        repeat_s=parse_duration(settings.alert_repeat), for_s=parse_duration(settings.alert_for),
+        half_life_s=parse_duration(settings.alert_half_life), idle_s=settings.alert_idle_partition,
+        thresholds=th, overrides=parse_overrides(settings.alert_overrides),
+    )
+
+
+def read_span(boundaries_: Sequence[int], config: AlertConfig) -> tuple[int, int]:
+    """(first slice start, slice count) of step-wide slices that judging these boundaries needs."""
+    first = boundaries_[0] - config.lookback_s
+    return first, (boundaries_[-1] - first) // config.step_s
+
+
+def judge_series(
+    scope: str,
+    incidents: dict[str, Incident],
+    slices: np.ndarray,
+    first: int,
+    boundaries_: Sequence[int],
+    history_start: float,
+    config: AlertConfig,
+    now_iso: str,
+) -> tuple[dict[str, Incident], list[AlertRecord]]:
+    """Judge one scope at each boundary in order, from step-wide slices starting at `first` (rows of
+    n, positive, negative, neutral, score_sum, score_sq, as WindowStore.slices returns them).
+
+    Returns the incidents after the last boundary and the records of every transition."""
+    th = thresholds_for(scope, config.thresholds, config.overrides)
+    table = slices
+    sums = _prefix_sums(table)
+    per_window = config.window_s // config.step_s
+    # Newest slice weight 1, halving every half-life back: the recency weighting of detector.Current.
+    ages = np.arange(per_window - 1, -1, -1, dtype=np.float64) * config.step_s
+    weights = 0.5 ** (ages / config.half_life_s)
+    incidents = dict(incidents)
+    records: list[AlertRecord] = []
+    for boundary in boundaries_:
+        end = (boundary - first) // config.step_s
+        current = _weighted(table, end - per_window, end, weights)
+        his = end - per_window * np.arange(1, config.bins + 1)
+        los = his - per_window
+        # Bins before the stream began are unknown, not quiet: leave them out.
+        known = (first + los * config.step_s >= history_start - config.step_s) & (los >= 0)
+        bins = sums[his[known]] - sums[los[known]]
+        signals = evaluate(current, bins, th, expected_bins=config.bins)
+        for kind in KINDS:
+            after, record = step(
+                scope, incidents.get(kind), signals[kind], th,
+                boundary=boundary, window_s=config.window_s, repeat_s=config.repeat_s, for_s=config.for_s, now_iso=now_iso,
+            )
+            if after is None:
+                incidents.pop(kind, None)
+            else:
+                incidents[kind] = after
+            if record is not None:
+                records.append(record)
+    return incidents, records
+
+
+def _prefix_sums(table: np.ndarray) -> np.ndarray:
+    sums = np.zeros((len(table) + 1, 6), dtype=np.float64)
+    sums[1:] = np.cumsum(table, axis=0)
+    return sums
+
+
+def _weighted(table: np.ndarray, lo: int, hi: int, weights: np.ndarray) -> Current:
+    block = table[max(lo, 0) : hi]
+    w = weights[len(weights) - len(block) :]
+    n = block[:, 0]
+    total = float(w @ n)
+    if total <= 0:
+        return Current(0, 0.0, {"positive": 0.0, "negative": 0.0, "neutral": 0.0}, 0.0)
+    sums = w @ block
+    n_eff = total * total / float((w * w) @ n)
+    shares = {"positive": sums[1] / total, "negative": sums[2] / total, "neutral": sums[3] / total}
+    return Current(int(round(n.sum())), n_eff, shares, float(sums[4] / total))

@@ -1,0 +1,169 @@
+"""Incident lifecycle and the alert record contract (pure).
+
+One incident per (scope, kind) at a time: idle -> firing -> (repeat) -> resolved -> idle. Each
+transition yields one `AlertRecord`, published to `sentiment-alerts` and written by
+`sentinel run --alerts-out`. The record's field names are a contract other tools read: keep them.
+
+`step` is a pure function of the previous state and one evaluation, so the Redis adapter can apply
+it atomically (compare-and-set) and every worker that evaluates the same boundary agrees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from stream.contracts import iso
+
+Kind = Literal["sentiment_drop", "sentiment_surge", "volume_spike"]
+KINDS: tuple[Kind, ...] = ("sentiment_drop", "sentiment_surge", "volume_spike")
+State = Literal["firing", "resolved"]
+Severity = Literal["warning", "critical"]
+
+# The fields of an alert record, in order. Other tools read them; keep names and meanings stable.
+RECORD_FIELDS = (
+    "alert_id", "scope", "kind", "state", "severity", "window_start", "window_end", "value", "baseline",
+    "zscore", "posts", "sample_post_ids", "notified", "fired_at",
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A post shown in a notification (text already truncated; escaping is the message's job)."""
+
+    id: str
+    text: str
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    alert_id: str
+    scope: str
+    kind: Kind
+    state: State
+    severity: Severity
+    window_start: str  # ISO-8601 UTC, event time
+    window_end: str
+    value: float  # the current window's value of the metric that decided (see `metric`)
+    baseline: float
+    zscore: float
+    posts: int  # posts in the current window
+    sample_post_ids: list[str]
+    notified: bool
+    fired_at: str  # wall-clock time the incident first fired (ISO-8601 UTC)
+    # Context for the notification; not part of the published record.
+    metric: str = ""  # mean_score | negative_share | positive_share | posts
+    baseline_posts: int = 0
+    window: str = "1h"
+    repeat: bool = False
+    samples: list[Sample] = field(default_factory=list)
+
+    def as_record(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {name: data[name] for name in RECORD_FIELDS}
+
+    def with_delivery(self, notified: bool) -> "AlertRecord":
+        return replace(self, notified=notified)
+
+
+def alert_id(scope: str, kind: str, fired_window_end: float) -> str:
+    """Deterministic, so replays of one input give the same ids and a retried transition is recognisable."""
+    digest = hashlib.sha256(f"{scope}|{kind}|{int(fired_window_end)}".encode()).hexdigest()
+    return digest[:20]
+
+
+def iso_utc(ts: float) -> str:
+    return iso(ts)
+
+
+@dataclass(frozen=True)
+class Incident:
+    """A firing incident, as stored between evaluations."""
+
+    alert_id: str
+    kind: Kind
+    severity: Severity
+    fired_window_end: int  # the boundary that fired it (event time); while pending, when the condition began
+    last_notified: int  # the boundary of the latest firing notification (event time)
+    fired_at: str  # wall clock, ISO-8601 UTC
+    pending: bool = False  # the condition holds but not yet for `for_s` (Prometheus' `for:`)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Incident":
+        return cls(**data)
+
+
+def _record(scope: str, incident: Incident, state: State, signal: Any, boundary: int, window_s: int, repeat: bool) -> AlertRecord:
+    return AlertRecord(
+        alert_id=incident.alert_id, scope=scope, kind=incident.kind, state=state, severity=incident.severity,
+        window_start=iso_utc(boundary - window_s), window_end=iso_utc(boundary),
+        # Rounded so records compare equal across runs whatever the float summation order did.
+        value=round(signal.value, 6), baseline=round(signal.baseline, 6), zscore=round(signal.zscore, 3),
+        posts=signal.posts, sample_post_ids=[], notified=False, fired_at=incident.fired_at,
+        metric=signal.metric, baseline_posts=signal.baseline_posts, window=_duration(window_s), repeat=repeat,
+    )
+
+
+def step(
+    scope: str, incident: Incident | None, signal: Any, th: Any, *,
+    boundary: int, window_s: int, repeat_s: int, for_s: int, now_iso: str,
+) -> tuple[Incident | None, AlertRecord | None]:
+    """One evaluation of one (scope, kind): the incident after it, and the record of a transition if any.
+
+    The firing condition must hold at every evaluation for `for_s` of event time before the incident
+    fires (like a Prometheus rule's `for:`): a noise excursion past |z| >= 3 is brief, a swing is not.
+    `signal` is a detector.Signal and `th` its Thresholds (duck-typed to keep this module free of the maths).
+    """
+    if incident is None:
+        if not signal.fires(th):
+            return None, None
+        incident = Incident("", signal.kind, signal.severity(th), boundary, boundary, "", pending=True)
+    if incident.pending:
+        # Pending survives a dip under the firing threshold but not a return to calm (the same
+        # hysteresis as a firing incident), so a real swing hovering around |z| = 3 is not reset.
+        if signal.calm(th):
+            return None, None
+        since = incident.fired_window_end
+        if boundary - since < for_s or not signal.fires(th):
+            return incident, None
+        fired = Incident(alert_id(scope, signal.kind, boundary), signal.kind, signal.severity(th), boundary, boundary, now_iso)
+        return fired, _record(scope, fired, "firing", signal, boundary, window_s, repeat=False)
+    if signal.calm(th):
+        return None, _record(scope, incident, "resolved", signal, boundary, window_s, repeat=False)
+    if boundary - incident.last_notified >= repeat_s and signal.fires(th):
+        # A swing that is still above the firing threshold is re-announced; severity only escalates.
+        severity: Severity = "critical" if "critical" in (incident.severity, signal.severity(th)) else "warning"
+        again = replace(incident, last_notified=boundary, severity=severity)
+        return again, _record(scope, again, "firing", signal, boundary, window_s, repeat=True)
+    return incident, None
+
+
+def _duration(seconds: int) -> str:
+    from stream.windows import format_duration
+
+    return format_duration(seconds)
+
+
+@dataclass(frozen=True)
+class Silence:
+    id: str
+    scope: str  # a scope or a glob pattern (asset:*)
+    kind: str | None
+    until: float  # wall clock, epoch seconds
+    reason: str
+    created_at: float
+
+    def matches(self, scope: str, kind: str, now: float) -> bool:
+        import fnmatch
+
+        return now < self.until and fnmatch.fnmatchcase(scope, self.scope) and (self.kind is None or self.kind == kind)
+
+
+def silenced_by(silences: list[Silence], scope: str, kind: str, now: float) -> Silence | None:
+    return next((s for s in silences if s.matches(scope, kind, now)), None)

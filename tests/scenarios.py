@@ -1,0 +1,106 @@
+"""Generated acceptance streams for the early-warning tests (pure; no servers).
+
+A stream is a list of `GenPost`: event time, asset, channel and the label the post is built to get.
+Posts arrive as a Poisson process; each post's label is drawn from the label mix in force at its
+time, so the stream has real sampling noise. Texts are attached later (`to_posts`) by a callback
+that returns a text the classifier under test labels as asked.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+T0 = 1_790_812_800  # 2026-10-01T00:00:00Z: a midnight, in the past, so the validator accepts it
+
+BASE_MIX = {"positive": 0.3, "negative": 0.2, "neutral": 0.5}
+SWING_MIX = {"positive": 0.1, "negative": 0.6, "neutral": 0.3}
+
+
+@dataclass(frozen=True)
+class Episode:
+    """From `start` (seconds after T0) for `duration` seconds: `asset`'s posts follow `mix`, and
+    its rate is multiplied by `volume`."""
+
+    asset: str
+    start: int
+    duration: int = 3600
+    mix: dict[str, float] | None = None
+    volume: float = 1.0
+
+    def covers(self, t: float, asset: str) -> bool:
+        return asset == self.asset and T0 + self.start <= t < T0 + self.start + self.duration
+
+
+@dataclass(frozen=True)
+class Scenario:
+    days: int = 7
+    per_minute: dict[str, float] = field(default_factory=lambda: {"BTC": 2.0, "ETH": 1.0, "SOL": 1.0})
+    mix: dict[str, float] = field(default_factory=lambda: dict(BASE_MIX))
+    episodes: tuple[Episode, ...] = ()
+    channels: tuple[str, ...] = ("general", "trading")
+
+
+@dataclass(frozen=True)
+class GenPost:
+    id: str
+    created_at: float
+    asset: str
+    label: str
+    channel: str
+
+
+def generate(scenario: Scenario, seed: int) -> list[GenPost]:
+    rng = random.Random(seed)
+    end = T0 + scenario.days * 86400
+    posts: list[GenPost] = []
+    for asset, rate in scenario.per_minute.items():
+        t = float(T0)
+        while True:
+            boost = next((e.volume for e in scenario.episodes if e.covers(t, asset)), 1.0)
+            t += rng.expovariate(rate * boost / 60.0)
+            if t >= end:
+                break
+            episode = next((e for e in scenario.episodes if e.covers(t, asset) and e.mix), None)
+            mix = episode.mix if episode else scenario.mix
+            label = rng.choices(list(mix), weights=list(mix.values()))[0]
+            posts.append(GenPost("", round(t, 3), asset, label, rng.choice(scenario.channels)))
+    posts.sort(key=lambda p: (p.created_at, p.asset))
+    return [GenPost(f"p{seed}-{i:06d}", p.created_at, p.asset, p.label, p.channel) for i, p in enumerate(posts)]
+
+
+def to_posts(stream: list[GenPost], text_for: Callable[[str, str, random.Random], str], seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    return [
+        {"id": p.id, "text": text_for(p.asset, p.label, rng), "created_at": p.created_at, "source": "forum", "channel": p.channel}
+        for p in stream
+    ]
+
+
+SCORES = {"positive": 0.6, "negative": -0.6, "neutral": 0.0}
+
+
+def simulate(stream: list[GenPost], config, scores: dict[str, float] = SCORES) -> list:
+    """Judge every scope of a generated stream at every boundary, as the worker would, from
+    in-memory step-wide slices instead of Redis. Returns the alert records in event-time order."""
+    import numpy as np
+
+    from stream.evaluation import boundaries, judge_series, read_span
+
+    end = max(p.created_at for p in stream)
+    todo = boundaries(T0, end, config.step_s)
+    first, count = read_span(todo, config)
+    tables: dict[str, np.ndarray] = {}
+    for p in stream:
+        i = int((p.created_at - first) // config.step_s)
+        if i >= count:
+            continue
+        s = scores[p.label]
+        row = np.array([1, p.label == "positive", p.label == "negative", p.label == "neutral", s, s * s], dtype=float)
+        for scope in ("all", f"asset:{p.asset}", f"channel:{p.channel}", "source:forum"):
+            tables.setdefault(scope, np.zeros((count, 6)))[i] += row
+    records = []
+    for scope, table in tables.items():
+        records += judge_series(scope, {}, table, first, todo, T0, config, "-")[1]
+    return sorted(records, key=lambda r: (r.window_end, r.scope, r.kind))

@@ -1,0 +1,153 @@
+"""The detector, the incident lifecycle and the evaluation schedule (pure; no servers), and the
+early-warning acceptance streams judged in memory by the same code the worker runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from scenarios import SWING_MIX, T0, Episode, Scenario, generate, simulate
+from stream.detector import Counts, Thresholds, evaluate, parse_overrides, thresholds_for
+from stream.evaluation import AlertConfig, boundaries, frontier
+from stream.incidents import alert_id, step
+
+TH = Thresholds()
+
+
+def counts(n: int, pos: float, neg: float) -> Counts:
+    p, q = round(n * pos), round(n * neg)
+    return Counts(n, p, q, n - p - q, 0.6 * (p - q), 0.36 * (p + q))
+
+
+BASELINE = [counts(60, 0.3, 0.2 + (0.02 if i % 2 else -0.02)) for i in range(24)]
+
+
+def test_a_handful_of_posts_never_alerts_however_extreme():
+    signals = evaluate(counts(3, 0.0, 1.0), BASELINE, TH)
+    assert not any(s.fires(TH) for s in signals.values())
+
+
+def test_negative_share_swing_fires_a_drop_and_nothing_else():
+    signals = evaluate(counts(60, 0.1, 0.6), BASELINE, TH)
+    drop = signals["sentiment_drop"]
+    assert drop.fires(TH) and drop.metric == "negative_share" and drop.zscore >= 3
+    assert drop.value == pytest.approx(0.6) and drop.baseline == pytest.approx(0.2, abs=0.03)
+    assert not signals["sentiment_surge"].fires(TH) and not signals["volume_spike"].fires(TH)
+
+
+def test_ordinary_noise_does_not_fire():
+    signals = evaluate(counts(60, 0.3, 0.3), BASELINE, TH)  # +10 points of negative share on 60 posts
+    assert not signals["sentiment_drop"].fires(TH)
+
+
+def test_volume_spike_needs_a_real_multiple_not_poisson_noise():
+    quiet = [Counts(9)] * 24
+    assert not evaluate(Counts(20, 0, 0, 20), quiet, TH)["volume_spike"].fires(TH)  # 9/h -> 20: noise at this size
+    assert evaluate(Counts(300, 0, 0, 300), [Counts(60, 0, 0, 60)] * 24, TH)["volume_spike"].fires(TH)
+
+
+def test_no_judgement_without_enough_history():
+    assert not evaluate(counts(60, 0.1, 0.6), BASELINE[:6], TH, expected_bins=24)["sentiment_drop"].fires(TH)
+
+
+def test_overrides_apply_most_specific_last_and_reject_unknown_names():
+    overrides = parse_overrides('{"channel:*": {"min_posts": 50}, "channel:announcements": {"min_posts": 5, "fire_z": 4}}')
+    assert thresholds_for("channel:general", TH, overrides).min_posts == 50
+    special = thresholds_for("channel:announcements", TH, overrides)
+    assert (special.min_posts, special.fire_z) == (5, 4.0)
+    assert thresholds_for("asset:BTC", TH, overrides) == TH
+    with pytest.raises(ValueError, match="unknown threshold"):
+        parse_overrides('{"asset:*": {"min_post": 3}}')
+
+
+class FakeSignal:
+    def __init__(self, strength: float, kind: str = "sentiment_drop"):
+        self.kind, self.metric, self.strength, self.zscore = kind, "negative_share", strength, strength
+        self.value, self.baseline, self.posts, self.baseline_posts = 0.5, 0.2, 60, 1400
+
+    def fires(self, th):
+        return self.strength >= th.fire_z
+
+    def calm(self, th):
+        return self.strength < th.resolve_z
+
+    def severity(self, th):
+        return "critical" if self.strength >= th.critical_z else "warning"
+
+
+def test_lifecycle_pending_firing_repeat_resolved_with_hysteresis():
+    kw = dict(window_s=3600, repeat_s=3600, for_s=600, now_iso="2026-01-01T00:00:00Z")
+    incident, record = step("asset:X", None, FakeSignal(3.5), TH, boundary=T0, **kw)
+    assert incident.pending and record is None
+    incident, record = step("asset:X", incident, FakeSignal(2.0), TH, boundary=T0 + 300, **kw)  # a dip, not calm
+    assert incident.pending and record is None
+    incident, record = step("asset:X", incident, FakeSignal(3.2), TH, boundary=T0 + 600, **kw)
+    assert record.state == "firing" and record.alert_id == alert_id("asset:X", "sentiment_drop", T0 + 600) and not record.repeat
+    incident, again = step("asset:X", incident, FakeSignal(2.0), TH, boundary=T0 + 1200, **kw)  # between 1.5 and 3: still firing
+    assert again is None and not incident.pending
+    incident, again = step("asset:X", incident, FakeSignal(7.0), TH, boundary=T0 + 600 + 3600, **kw)
+    assert again.state == "firing" and again.repeat and again.severity == "critical" and again.alert_id == record.alert_id
+    incident, done = step("asset:X", incident, FakeSignal(1.0), TH, boundary=T0 + 9000, **kw)
+    assert incident is None and done.state == "resolved" and done.alert_id == record.alert_id
+
+
+def test_a_pending_swing_that_calms_down_never_fires():
+    kw = dict(window_s=3600, repeat_s=3600, for_s=600, now_iso="-")
+    incident, _ = step("s", None, FakeSignal(3.5), TH, boundary=T0, **kw)
+    incident, record = step("s", incident, FakeSignal(1.0), TH, boundary=T0 + 60, **kw)
+    assert incident is None and record is None
+
+
+def test_frontier_waits_for_every_partition_unless_it_is_idle():
+    now = 1000.0
+    stats = {"pwm:0": 500.0, "pwm:1": 300.0, "pseen:0": now, "pseen:1": now, "pwm_since": now - 10}
+    assert frontier(stats, 2, now, idle_s=60) == 300.0
+    assert frontier(stats, 3, now, idle_s=60) == float("-inf")  # partition 2 not heard from yet
+    assert frontier(stats, 3, now + 120, idle_s=60) == 500.0  # everyone idle: the newest time
+    stats["pseen:1"] = now - 100  # partition 1 fell silent: it no longer holds the others back
+    assert frontier(stats, 2, now, idle_s=60) == 500.0
+
+
+def test_boundaries_are_a_fixed_grid():
+    assert boundaries(T0 + 30, T0 + 200, 60) == [T0 + 60, T0 + 120, T0 + 180]
+    assert boundaries(T0 + 60, T0 + 119, 60) == []
+
+
+def config_invalid():
+    return AlertConfig(window_s=3600, baseline_s=5400)
+
+
+def test_config_rejects_a_baseline_that_is_not_whole_windows():
+    with pytest.raises(ValueError, match="whole number of windows"):
+        config_invalid()
+
+
+# --- acceptance: generated streams judged by the worker's own code ---------------------------------
+
+def minutes_after(iso: str, offset_s: int) -> float:
+    return (datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() - (T0 + offset_s)) / 60
+
+
+SWING_AT = 5 * 86400 + 12 * 3600
+
+
+def test_a_stationary_week_raises_no_alert():
+    assert simulate(generate(Scenario(), seed=0), AlertConfig()) == []
+
+
+def test_one_assets_swing_fires_within_30_minutes_then_resolves_and_nothing_else_fires():
+    records = simulate(generate(Scenario(episodes=(Episode("BTC", SWING_AT, mix=SWING_MIX),)), seed=0), AlertConfig())
+    btc = [r for r in records if (r.scope, r.kind) == ("asset:BTC", "sentiment_drop")]
+    assert btc[0].state == "firing" and 0 < minutes_after(btc[0].window_end, SWING_AT) <= 30
+    assert btc[-1].state == "resolved" and minutes_after(btc[-1].window_end, SWING_AT) >= 60
+    assert not [r for r in records if r.scope in ("asset:ETH", "asset:SOL")]
+    # The scopes BTC's posts belong to may swing with it, but only during the swing, and only down.
+    assert all(r.kind == "sentiment_drop" and 0 < minutes_after(r.window_end, SWING_AT) < 180 for r in records)
+
+
+def test_a_five_fold_burst_fires_a_volume_spike():
+    records = simulate(generate(Scenario(episodes=(Episode("ETH", SWING_AT, volume=5.0),)), seed=0), AlertConfig())
+    spikes = [r for r in records if (r.scope, r.kind, r.state) == ("asset:ETH", "volume_spike", "firing")]
+    assert spikes and 0 < minutes_after(spikes[0].window_end, SWING_AT) <= 60
+    assert spikes[0].value >= 2 * spikes[0].baseline
