@@ -1,0 +1,106 @@
+"""The words of a notification: title and plain-text body for one `AlertRecord` (pure, no I/O).
+
+The body is plain text so one rendering serves Slack, email and JSON webhooks alike. Everything
+that came from a forum post is untrusted: `escape_post_text` makes it inert before it is shown
+(no Slack mentions or links, no @-pings, no markup, no control characters, one line, bounded length).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from stream.incidents import AlertRecord, Sample
+
+POST_CHARS = 200  # visible characters of one sample post
+ELLIPSIS = "…"
+
+# Carriage returns, tabs, vertical tab, form feed, NEL and the Unicode line/paragraph separators all
+# break a line somewhere; a sample post is shown on one line, so each becomes a space.
+_LINE_BREAKS = re.compile(r"[\r\n\t\v\f\x85\u2028\u2029]+")
+# Remaining C0/C1 controls, plus invisible characters that can hide or reorder text (zero-width
+# space, word joiner, BOM, bidi embeddings/overrides/isolates: "Trojan Source" style spoofing).
+_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b\u2060\ufeff\u202a-\u202e\u2066-\u2069]")
+_SPACES = re.compile(r"[ \u00a0]{2,}")
+# Slack's control sequences: <!channel>, <!here|here>, <@U123>, <@U123|bob>, <#C123|general>,
+# <http://x|label>, <mailto:a@b|label>. Rewritten to readable, inert text before escaping.
+_SLACK_SPECIAL = re.compile(r"<\s*([!@#])([^<>|]*)(?:\|([^<>]*))?>")
+_SLACK_LINK = re.compile(r"<\s*((?:[a-z][a-z0-9+.-]*):[^<>|\s]*)(?:\|([^<>]*))?>", re.IGNORECASE)
+# A full-width at sign reads as "@" but no chat service parses it as a mention (@here, @channel,
+# @everyone, @all, @username) and no mail client turns it into an address.
+_SAFE_AT = "\uff20"
+
+
+def escape_post_text(text: str, limit: int = POST_CHARS) -> str:
+    """Make untrusted post text safe to show in Slack, email or a JSON consumer.
+
+    Order matters: line breaks and invisible characters go first (so they cannot split a pattern
+    apart), Slack syntax is rewritten next, then the text is truncated, and `@`
+    and angle brackets become look-alikes last.
+    """
+    text = _LINE_BREAKS.sub(" ", text)
+    text = _INVISIBLE.sub("", text)
+    text = _SLACK_SPECIAL.sub(_slack_special_text, text)
+    text = _SLACK_LINK.sub(_slack_link_text, text)
+    text = _SPACES.sub(" ", text).strip()
+    if limit > 0 and len(text) > limit:
+        text = text[: max(limit - 1, 0)].rstrip() + ELLIPSIS
+    text = text.replace("@", _SAFE_AT)
+    # Angle brackets become single guillemets: inert as markup in Slack, HTML mail and any JSON
+    # consumer that renders HTML, yet readable, and never double-escaped into visible `&lt;`
+    # by a service that escapes plain text itself (Apprise does, for Slack and HTML email).
+    return text.replace("<", "\u2039").replace(">", "\u203a")
+
+
+def _slack_special_text(match: re.Match[str]) -> str:
+    sigil, ident, label = match.group(1), match.group(2).strip(), (match.group(3) or "").strip()
+    # "<!channel>" -> "!channel"; "<#C1|general>" -> "#general"; "<@U1|bob>" -> "@bob" (made safe later).
+    return f"{sigil}{label or ident}"
+
+
+def _slack_link_text(match: re.Match[str]) -> str:
+    url, label = match.group(1), (match.group(2) or "").strip()
+    # Show where a link goes instead of hiding it behind a label.
+    return f"{label} ({url})" if label and label != url else url
+
+
+def title(record: AlertRecord) -> str:
+    """E.g. "[CRITICAL] sentiment_drop on asset:ETH", "[RESOLVED] sentiment_drop on asset:ETH"."""
+    state = "RESOLVED" if record.state == "resolved" else record.severity.upper()
+    scope = escape_post_text(record.scope, limit=120)  # scopes can carry forum channel names
+    suffix = " (still firing)" if record.repeat and record.state == "firing" else ""
+    return f"[{state}] {record.kind} on {scope}{suffix}"
+
+
+def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS) -> str:
+    """Plain-text body: what moved, by how much, over which window, and up to `samples` posts."""
+    metric = record.metric or "value"
+    status = "resolved" if record.state == "resolved" else f"firing ({record.severity})"
+    lines = [
+        f"{record.kind} on {escape_post_text(record.scope, limit=120)} is {status}.",
+        f"{metric}: {_num(record.value)} vs baseline {_num(record.baseline)} (z = {record.zscore:+.2f})",
+        f"window {record.window}: {record.window_start} .. {record.window_end}",
+        f"posts: {record.posts} in window vs {record.baseline_posts} in baseline",
+        f"alert_id: {record.alert_id}",
+    ]
+    shown = _sample_lines(record.samples, samples, post_chars)
+    if shown:
+        lines += ["", "Sample posts:", *shown]
+    return "\n".join(lines)
+
+
+def _sample_lines(items: Sequence[Sample], n: int, post_chars: int) -> list[str]:
+    out = []
+    for sample in list(items)[: max(n, 0)]:
+        label = escape_post_text(sample.label, limit=20)
+        ident = escape_post_text(sample.id, limit=64)
+        text = escape_post_text(sample.text, limit=post_chars)
+        out.append(f"- [{label} {sample.score:+.2f}] {text} (id {ident})")
+    return out
+
+
+def _num(value: float) -> str:
+    # Volume metrics are counts; scores and shares read best at three decimals.
+    if float(value).is_integer() and abs(value) >= 1:
+        return str(int(value))
+    return f"{value:.3f}"

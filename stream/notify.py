@@ -1,0 +1,337 @@
+"""Deliver alert notifications through Apprise: severity routing, per-service retries, a chart.
+
+Routing (explicit, over Apprise's server objects, because Apprise's own tag filter never selects
+untagged services once a tag is given): a notification of severity S goes to every service tagged
+S, every service tagged `always`, and every untagged service, so one plain URL works out of the
+box. A resolution goes out with the severity of the incident it resolves.
+
+Delivery: every targeted service is tried concurrently, each up to `attempts` times with
+exponential backoff. A service that accepted is never sent to again because another one failed.
+Apprise's calls block (requests, smtplib), so each runs in a thread via `asyncio.to_thread`.
+
+Secrets: only `server.url(privacy=True)` and `service_name` reach our log lines; exception text
+(which can carry full request URLs) is reduced to the exception's type. Apprise's own DEBUG/TRACE
+output includes full webhook URLs (Slack's tokens are path segments) and is dropped; its INFO and
+above lines are passed through `redact`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import apprise
+from apprise import AppriseAsset, AppriseAttachment, NotifyFormat, NotifyType
+from apprise.config.base import ConfigBase
+
+from sentinel.logs import redact
+from stream import message
+from stream.incidents import AlertRecord
+
+if TYPE_CHECKING:
+    from apprise.plugins.base import NotifyBase
+
+    from sentinel.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ALWAYS_TAG = "always"  # Apprise's own "send regardless of the tag filter" convention
+
+# One entry starts with an optional tag list and "=", then a scheme: "critical,warning=json://".
+_ENTRY_START = re.compile(r"(?:[a-z0-9_:-]+(?:,[a-z0-9_:-]+)*=)?[a-z0-9]{1,32}://", re.IGNORECASE)
+_SCHEME = re.compile(r"(?:[^=\s]*=)?([a-z0-9]{1,32})://", re.IGNORECASE)
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+def split_entries(urls: str) -> list[str]:
+    """Split `SENTINEL_APPRISE_URLS` into Apprise TEXT-config lines, one service per line.
+
+    The rule: entries are separated by newlines or whitespace (so no spaces inside an entry), and
+    by a comma only where the comma is followed by the start of a new entry, i.e. `scheme://` or
+    `tags=scheme://`. Commas therefore keep working inside a tag list (`critical,warning=json://h`)
+    and inside a URL (`mailto://...?to=a@x.org,b@x.org`). Lines starting with `#` or `;` are
+    comments, as in an Apprise TEXT config.
+    """
+    entries: list[str] = []
+    for line in urls.splitlines():
+        if line.strip().startswith(("#", ";")):
+            continue
+        for token in line.split():
+            entries.extend(_split_on_entry_commas(token))
+    return [e for e in entries if e]
+
+
+def _split_on_entry_commas(token: str) -> list[str]:
+    parts: list[str] = []
+    start = 0
+    head = _ENTRY_START.match(token)
+    pos = head.end() if head else 0  # commas inside the leading tag list never split
+    while (comma := token.find(",", pos)) >= 0:
+        nxt = _ENTRY_START.match(token, comma + 1)
+        if nxt:
+            parts.append(token[start:comma])
+            start, pos = comma + 1, nxt.end()
+        else:
+            pos = comma + 1
+    parts.append(token[start:])
+    return parts
+
+
+def _scheme_of(entry: str) -> str:
+    # For error messages: the scheme alone, never the URL (it may hold a token or password).
+    match = _SCHEME.match(entry)
+    return f"{match.group(1)}://" if match else "(no scheme)"
+
+
+def build_apprise(urls: str | None, config_path: Path | None, asset: AppriseAsset | None = None) -> apprise.Apprise:
+    """An Apprise object holding every configured service, loaded now (not lazily).
+
+    `urls` uses Apprise's TEXT config syntax per entry (`[tag1,tag2=]URL`), split by
+    `split_entries`. Each entry is parsed on its own by Apprise's TEXT config parser, so a bad
+    entry is reported by position instead of silently emptying the whole list (Apprise drops
+    the entire config on one unparseable line). Tag groups and `include` lines need
+    `config_path`. Raises ValueError on an entry or a file that yields no service: a typo in
+    alert routing should stop the worker at start, not lose alerts quietly.
+
+    Services are materialised once; a config file is read at start, not re-read later.
+    """
+    _install_apprise_log_filter()
+    asset = asset or AppriseAsset()
+    app = apprise.Apprise(asset=asset)
+    for n, entry in enumerate(split_entries(urls or ""), start=1):
+        # The static parser, not AppriseConfig.add_config: the latter DEBUG-logs the raw content.
+        services, _includes = ConfigBase.config_parse_text(entry, asset=asset)
+        if not services:
+            raise ValueError(f"apprise_urls entry {n} ({_scheme_of(entry)}) could not be loaded")
+        app.add(services)
+    if config_path is not None:
+        path = Path(config_path)
+        if not path.is_file():
+            raise ValueError(f"apprise_config {path} is not a file")
+        config = apprise.AppriseConfig(asset=asset)
+        if not config.add(str(path)):
+            raise ValueError(f"apprise_config {path} could not be read")
+        services = config.services()
+        if not services:
+            raise ValueError(f"apprise_config {path} defines no loadable service")
+        app.add(list(services))
+    return app
+
+
+# --- routing --------------------------------------------------------------------------------------
+
+
+def tag_names(server: NotifyBase) -> set[str]:
+    # Apprise tags are AppriseTag objects (with priority/retry metadata) that compare as strings.
+    return {str(tag).lower() for tag in server.tags}
+
+
+def route(servers: Iterable[NotifyBase], severity: str) -> list[NotifyBase]:
+    """Services for a notification of `severity`: tagged with it, tagged `always`, or untagged."""
+    wanted = {severity.lower(), ALWAYS_TAG}
+    return [s for s in servers if not s.tags or tag_names(s) & wanted]
+
+
+def notify_type(record: AlertRecord) -> NotifyType:
+    if record.state == "resolved":
+        return NotifyType.SUCCESS
+    return NotifyType.FAILURE if record.severity == "critical" else NotifyType.WARNING
+
+
+def retry_delays(attempts: int, backoff: float, backoff_max: float) -> list[float]:
+    """Waits between attempts: backoff, doubled each time, capped at backoff_max (attempts - 1 of them)."""
+    return [min(backoff * 2**i, backoff_max) for i in range(max(attempts - 1, 0))]
+
+
+def describe(server: NotifyBase) -> str:
+    """A log-safe name for a service: Apprise's privacy URL (passwords and tokens masked)."""
+    try:
+        return redact(server.url(privacy=True))
+    except Exception:  # a plugin's url() should not take a log line down with it
+        return str(getattr(server, "service_name", type(server).__name__))
+
+
+# --- delivery -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    notified: bool  # at least one service targeted, and every targeted service accepted
+    failures: int  # targeted services that still failed after every attempt
+    attempts: int  # the most attempts any one targeted service needed (the retry rounds used)
+    targeted: int = 0
+    sent: int = 0  # targeted services that accepted
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    ok: bool
+    attempts: int
+
+
+class Notifier:
+    """Formats an `AlertRecord` and delivers it to the services its severity routes to."""
+
+    def __init__(
+        self,
+        app: apprise.Apprise,
+        attempts: int = 5,
+        backoff: float = 1.0,
+        backoff_max: float = 30.0,
+        samples: int = 3,
+        chart: bool = True,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be >= 1")
+        self.app = app
+        self.targets: list[NotifyBase] = list(app)  # flattened once: config files are not re-read
+        self.attempts = attempts
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.samples = samples
+        self.chart = chart  # whether the caller should render a chart; deliver() attaches what it gets
+        # Per-service outcomes since start (for metrics): accepted, and failed after all retries.
+        self.sent_total = 0
+        self.failed_total = 0
+        self.attempts_total = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Notifier":
+        urls = settings.apprise_urls.get_secret_value() if settings.apprise_urls is not None else None
+        return cls(
+            build_apprise(urls, settings.apprise_config),
+            attempts=settings.notify_attempts,
+            backoff=settings.notify_backoff,
+            backoff_max=settings.notify_backoff_max,
+            samples=settings.alert_samples,
+            chart=settings.notify_chart,
+        )
+
+    def targets_for(self, record: AlertRecord) -> list[NotifyBase]:
+        # A resolution carries the incident's severity, so it reaches whoever was told it fired.
+        return route(self.targets, record.severity)
+
+    async def deliver(self, record: AlertRecord, chart_png: bytes | None = None) -> Delivery:
+        targets = self.targets_for(record)
+        if not targets:
+            log.info(
+                "no notification service for this severity",
+                extra={"alert_id": record.alert_id, "scope": record.scope, "severity": record.severity},
+            )
+            return Delivery(notified=False, failures=0, attempts=0)
+        head, text = message.title(record), message.body(record, samples=self.samples)
+        kind = notify_type(record)
+        # Apprise attaches files by path; the chart lives in a private temp dir for this delivery
+        # only (mkdtemp/rmtree of one small file are too quick to be worth a thread).
+        tmp = Path(tempfile.mkdtemp(prefix="sentinel-chart-")) if chart_png else None
+        try:
+            chart_path = await _write_chart(tmp, record.alert_id, chart_png) if tmp else None
+            outcomes = await asyncio.gather(
+                *(self._deliver_one(server, record, head, text, kind, chart_path) for server in targets)
+            )
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        sent = sum(o.ok for o in outcomes)
+        failures = len(outcomes) - sent
+        return Delivery(
+            notified=failures == 0,
+            failures=failures,
+            attempts=max(o.attempts for o in outcomes),
+            targeted=len(outcomes),
+            sent=sent,
+        )
+
+    async def _deliver_one(
+        self,
+        server: NotifyBase,
+        record: AlertRecord,
+        head: str,
+        text: str,
+        kind: NotifyType,
+        chart_path: Path | None,
+    ) -> _Outcome:
+        context: dict[str, Any] = {
+            "alert_id": record.alert_id,
+            "scope": record.scope,
+            "service": server.service_name,
+            "url": describe(server),
+        }
+        delays = retry_delays(self.attempts, self.backoff, self.backoff_max)
+        for attempt in range(1, self.attempts + 1):
+            self.attempts_total += 1
+            ok, error = await asyncio.to_thread(_send, server, head, text, kind, chart_path)
+            if ok:
+                self.sent_total += 1
+                return _Outcome(True, attempt)
+            ctx = {**context, "attempt": attempt, "attempts": self.attempts}
+            if error:
+                ctx["error"] = error
+            if attempt < self.attempts:
+                log.warning("notification attempt failed; retrying", extra={**ctx, "retry_in": delays[attempt - 1]})
+                await asyncio.sleep(delays[attempt - 1])
+            else:
+                log.warning("notification attempt failed", extra=ctx)
+        self.failed_total += 1
+        log.error("notification failed after all attempts", extra={**context, "attempts": self.attempts})
+        return _Outcome(False, self.attempts)
+
+
+async def _write_chart(directory: Path, alert_id: str, png: bytes) -> Path:
+    # The name is what email clients and chat services show; the suffix gives the image/png type.
+    path = directory / f"chart-{re.sub(r'[^A-Za-z0-9_-]', '', alert_id)[:40] or 'alert'}.png"
+    await asyncio.to_thread(path.write_bytes, png)
+    return path
+
+
+def _send(
+    server: NotifyBase, head: str, text: str, kind: NotifyType, chart_path: Path | None
+) -> tuple[bool, str | None]:
+    """One blocking attempt. Returns (accepted, error type name or None)."""
+    try:
+        # A fresh attachment object per attempt and service: attachments keep read state, and
+        # services run concurrently.
+        attach = AppriseAttachment(str(chart_path), asset=server.asset) if chart_path else None
+        # TEXT: the body is plain text. Each plugin then converts it for its medium (Slack escapes
+        # `& < >`, HTML email escapes and keeps line breaks), and nothing is read as markup.
+        ok = server.notify(body=text, title=head, notify_type=kind, body_format=NotifyFormat.TEXT, attach=attach)
+        return bool(ok), None
+    except Exception as exc:  # noqa: BLE001 - a plugin bug is a failed attempt, not a crashed worker
+        return False, type(exc).__name__
+
+
+# --- Apprise's own logging -----------------------------------------------------------------------
+
+
+class _AppriseLogFilter(logging.Filter):
+    """Drops Apprise's DEBUG/TRACE lines (they print full webhook URLs and payloads) and redacts
+    the rest. Installed on the `apprise` logger, which every Apprise plugin logs through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.INFO:
+            return False
+        try:
+            text = record.getMessage()
+        except Exception:  # malformed %-args: let logging report it as it normally would
+            return True
+        record.msg, record.args = redact(text), ()
+        return True
+
+
+def _install_apprise_log_filter() -> None:
+    logger = logging.getLogger("apprise")
+    if not any(isinstance(f, _AppriseLogFilter) for f in logger.filters):
+        logger.addFilter(_AppriseLogFilter())
+
+
+def servers_description(servers: Sequence[NotifyBase]) -> list[str]:
+    """Log-safe descriptions with tags, for a start-up line such as "notifying: ..."."""
+    return [f"{describe(s)} tags={','.join(sorted(tag_names(s))) or '-'}" for s in servers]

@@ -1,0 +1,468 @@
+"""Notifications: message text and escaping, the chart, and Apprise delivery against real local
+servers (aiosmtpd SMTP, stdlib HTTP). Slack is the one service reached without a server: its
+plugin's HTTP call is captured, since the real endpoint is on the internet."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import importlib
+import json
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import requests
+
+from sentinel.logs import JsonFormatter, KeyValueFormatter
+from sentinel.settings import Settings
+from stream import message
+from stream.chart import PNG_SIGNATURE, render_chart
+from stream.incidents import AlertRecord, Sample
+from stream.notify import Notifier, build_apprise, retry_delays, servers_description, split_entries
+
+ROOT = Path(__file__).resolve().parents[1]
+END = 1_714_561_200  # 2024-05-01T11:00:00Z
+SLACK_URL = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"
+SLACK_SECRET = "TIiajkdnlazkcOXrIdevi7FQ"
+
+
+def make_record(**over) -> AlertRecord:
+    fields = dict(
+        alert_id="a1b2c3d4e5f6a7b8c9d0",
+        scope="asset:ETH",
+        kind="sentiment_drop",
+        state="firing",
+        severity="critical",
+        window_start="2024-05-01T10:00:00Z",
+        window_end="2024-05-01T11:00:00Z",
+        value=-0.42,
+        baseline=0.15,
+        zscore=-6.8,
+        posts=57,
+        sample_post_ids=["p1", "p2"],
+        notified=False,
+        fired_at="2024-05-01T11:02:00Z",
+        metric="mean_score",
+        baseline_posts=1200,
+        window="1h",
+        samples=[
+            Sample("p1", "ETH is dumping hard, gas fees insane", "negative", -0.91),
+            Sample("p2", "sold everything, this is the top", "negative", -0.74),
+        ],
+    )
+    fields.update(over)
+    return AlertRecord(**fields)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.01)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch):
+    # requests honours *_PROXY variables; local test servers must be reached directly.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+# --- a local HTTP endpoint ------------------------------------------------------------------------
+
+
+class Endpoint:
+    """Records every POST; answers per path from a script of status codes (then 200)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, bytes]] = []
+        self.script: dict[str, list[int]] = {}
+        self.barrier: threading.Barrier | None = None  # for paths starting with /together
+        self.lock = threading.Lock()
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                path = self.path.split("?", 1)[0]
+                with endpoint.lock:
+                    endpoint.requests.append((path, data))
+                    queue = endpoint.script.get(path)
+                    status = queue.pop(0) if queue else 200
+                if path.startswith("/together") and endpoint.barrier is not None:
+                    try:
+                        endpoint.barrier.wait()
+                    except threading.BrokenBarrierError:
+                        status = 500
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"json://127.0.0.1:{self.port}{path}"
+
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [p for p, _ in self.requests]
+
+    def payloads(self, path: str) -> list[dict]:
+        with self.lock:
+            return [json.loads(d) for p, d in self.requests if p == path]
+
+
+@pytest.fixture()
+def http() -> Iterator[Endpoint]:
+    endpoint = Endpoint()
+    endpoint.thread.start()
+    yield endpoint
+    endpoint.server.shutdown()
+    endpoint.server.server_close()
+
+
+def notifier(urls: str, **kw) -> Notifier:
+    kw.setdefault("backoff", 0.01)
+    kw.setdefault("backoff_max", 0.05)
+    return Notifier(build_apprise(urls, None), **kw)
+
+
+# --- message.py -----------------------------------------------------------------------------------
+
+
+def test_title_names_state_kind_and_scope():
+    assert message.title(make_record()) == "[CRITICAL] sentiment_drop on asset:ETH"
+    assert message.title(make_record(severity="warning")) == "[WARNING] sentiment_drop on asset:ETH"
+    assert message.title(make_record(state="resolved")) == "[RESOLVED] sentiment_drop on asset:ETH"
+    assert message.title(make_record(repeat=True)) == "[CRITICAL] sentiment_drop on asset:ETH (still firing)"
+
+
+def test_body_has_numbers_window_posts_and_id():
+    text = message.body(make_record())
+    assert "mean_score: -0.420 vs baseline 0.150 (z = -6.80)" in text
+    assert "window 1h: 2024-05-01T10:00:00Z .. 2024-05-01T11:00:00Z" in text
+    assert "posts: 57 in window vs 1200 in baseline" in text
+    assert "alert_id: a1b2c3d4e5f6a7b8c9d0" in text
+    assert "- [negative -0.91] ETH is dumping hard, gas fees insane (id p1)" in text
+    resolved = message.body(make_record(state="resolved"))
+    assert "is resolved" in resolved and "firing" not in resolved
+
+
+def test_body_volume_metric_shows_counts():
+    text = message.body(make_record(kind="volume_spike", metric="posts", value=480.0, baseline=40.0, zscore=9.1))
+    assert "posts: 480 vs baseline 40 (z = +9.10)" in text
+
+
+def test_body_shows_at_most_n_samples():
+    samples = [Sample(f"p{i}", f"post number {i}", "neutral", 0.0) for i in range(6)]
+    record = make_record(samples=samples)
+    assert message.body(record, samples=3).count("\n- [") == 3
+    assert "post number 3" not in message.body(record, samples=3)
+    assert "Sample posts" not in message.body(record, samples=0)
+
+
+def test_escape_neutralises_slack_mentions_and_links():
+    out = message.escape_post_text("hey <!channel> and <!here|here> <@U123ABC> <#C99|general> <http://evil.example/x|click me>")
+    assert "<" not in out and ">" not in out and "@" not in out
+    assert "!channel" in out and "#general" in out
+    assert "click me (http://evil.example/x)" in out
+
+
+def test_escape_neutralises_plain_mentions():
+    out = message.escape_post_text("@here @channel @everyone ping @alice")
+    for mention in ("@here", "@channel", "@everyone", "@alice"):
+        assert mention not in out
+    assert "\uff20here" in out  # still readable
+
+
+def test_escape_markup_and_control_characters():
+    out = message.escape_post_text("<script>alert(1)</script> a & b\x00\x07\x1b[31m red\u202e\u200b")
+    assert out == "\u2039script\u203aalert(1)\u2039/script\u203a a & b[31m red"
+
+
+def test_escape_collapses_newlines():
+    assert message.escape_post_text("line one\r\n\n  line two\tthree\u2028four") == "line one line two three four"
+
+
+def test_escape_truncates_long_text():
+    out = message.escape_post_text("x" * 10_000, limit=200)
+    assert len(out) == 200 and out.endswith("…")
+    body = message.body(make_record(samples=[Sample("p", "y" * 10_000, "negative", -1.0)]))
+    assert "y" * 199 + "…" in body and "y" * 200 not in body
+
+
+# --- chart.py -------------------------------------------------------------------------------------
+
+
+def test_chart_png_for_normal_empty_and_single_point():
+    points = [(END - 86_400 + i * 300, 10 + i % 7, (i % 11) / 10 - 0.5) for i in range(288)]
+    for pts in (points, [], [(END - 120, 3, -0.2)]):
+        png = render_chart(pts, END - 3600, END, "asset:ETH", "sentiment_drop")
+        assert png.startswith(PNG_SIGNATURE) and len(png) > 1000
+    assert render_chart([], "2024-05-01T10:00:00Z", "2024-05-01T11:00:00Z", "all", "volume_spike").startswith(PNG_SIGNATURE)
+
+
+def test_importing_chart_and_notify_does_not_import_matplotlib():
+    code = "import sys, stream.chart, stream.notify; assert 'matplotlib' not in sys.modules, 'eager import'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+def test_split_entries_rule():
+    text = "json://h/a,critical,warning=json://h/b\n# a comment\n warning=json://h/c  mailto://h?to=a@x.org,b@x.org"
+    assert split_entries(text) == [
+        "json://h/a",
+        "critical,warning=json://h/b",
+        "warning=json://h/c",
+        "mailto://h?to=a@x.org,b@x.org",
+    ]
+
+
+def test_build_apprise_tags_and_errors(tmp_path):
+    app = build_apprise("json://127.0.0.1:9/a,critical,warning=json://127.0.0.1:9/b", None)
+    tags = [sorted(str(t) for t in s.tags) for s in app]
+    assert tags == [[], ["critical", "warning"]]
+    described = servers_description(list(build_apprise("critical=json://bob:hunter2@127.0.0.1:9/x", None)))
+    assert len(described) == 1 and "tags=critical" in described[0] and "hunter2" not in described[0]
+    with pytest.raises(ValueError, match=r"entry 2 \(nosuch://\)") as err:
+        build_apprise("json://127.0.0.1:9/a nosuch://user:hunter2@x", None)
+    assert "hunter2" not in str(err.value)
+    config = tmp_path / "apprise.yml"
+    config.write_text("urls:\n  - json://127.0.0.1:9/c:\n      tag: critical\n  - json://127.0.0.1:9/d\n")
+    loaded = build_apprise(None, config)
+    assert [sorted(str(t) for t in s.tags) for s in loaded] == [["critical"], []]
+    with pytest.raises(ValueError):
+        build_apprise(None, tmp_path / "missing.yml")
+
+
+def test_from_settings():
+    settings = Settings(apprise_urls="warning=json://127.0.0.1:9/w", notify_attempts=2, notify_backoff=0.5,
+                        notify_backoff_max=4.0, alert_samples=1, notify_chart=False)
+    n = Notifier.from_settings(settings)
+    assert (n.attempts, n.backoff, n.backoff_max, n.samples, n.chart) == (2, 0.5, 4.0, 1, False)
+    assert [sorted(str(t) for t in s.tags) for s in n.targets] == [["warning"]]
+    assert Notifier.from_settings(Settings(apprise_urls=None, apprise_config=None)).targets == []
+
+
+def test_retry_delays_double_and_cap():
+    assert retry_delays(5, 1.0, 3.0) == [1.0, 2.0, 3.0, 3.0]
+    assert retry_delays(1, 1.0, 3.0) == []
+
+
+# --- delivery: email ------------------------------------------------------------------------------
+
+
+@contextmanager
+def smtp_server() -> Iterator[tuple[int, list]]:
+    from aiosmtpd.controller import Controller
+
+    received: list = []
+
+    class Collect:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            received.append(envelope)
+            return "250 Message accepted for delivery"
+
+    port = free_port()
+    controller = Controller(Collect(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, received
+    finally:
+        controller.stop()
+
+
+def test_email_through_local_smtp_with_chart():
+    png = render_chart([(END - 600, 5, -0.3), (END - 300, 9, -0.6)], END - 3600, END, "asset:ETH", "sentiment_drop")
+    record = make_record()
+    with smtp_server() as (port, received):
+        n = notifier(f"mailto://127.0.0.1:{port}?from=sentinel@example.com&to=ops@example.com&mode=insecure")
+        result = run(n.deliver(record, png))
+        wait_until(lambda: len(received) == 1)
+    assert (result.notified, result.failures, result.attempts) == (True, 0, 1)
+    envelope = received[0]
+    assert envelope.mail_from == "sentinel@example.com" and envelope.rcpt_tos == ["ops@example.com"]
+    msg = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+    assert msg["Subject"] == "[CRITICAL] sentiment_drop on asset:ETH"
+    text = msg.get_body(preferencelist=("plain", "html")).get_content()
+    assert "mean_score: -0.420 vs baseline 0.150 (z = -6.80)" in text
+    assert "ETH is dumping hard, gas fees insane" in text
+    images = [part for part in msg.iter_attachments() if part.get_content_type() == "image/png"]
+    assert len(images) == 1
+    assert images[0].get_content() == png and images[0].get_content().startswith(PNG_SIGNATURE)
+
+
+# --- delivery: JSON webhook, routing, concurrency -------------------------------------------------
+
+
+def test_json_webhook_receives_title_and_body(http):
+    result = run(notifier(http.url("/hook")).deliver(make_record(), None))
+    assert result.notified and result.targeted == 1
+    (payload,) = http.payloads("/hook")
+    assert payload["title"] == "[CRITICAL] sentiment_drop on asset:ETH"
+    assert "posts: 57 in window vs 1200 in baseline" in payload["message"]
+    assert payload["type"] == "failure" and payload["attachments"] == []
+
+
+def test_chart_reaches_json_webhook_and_temp_file_is_removed(http, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    png = render_chart([], END - 3600, END, "asset:ETH", "sentiment_drop")
+    result = run(notifier(http.url("/hook")).deliver(make_record(), png))
+    assert result.notified
+    (payload,) = http.payloads("/hook")
+    (attachment,) = payload["attachments"]
+    assert attachment["mimetype"] == "image/png" and attachment["filename"].endswith(".png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_routing_by_severity_tag(http):
+    urls = f"critical={http.url('/critical')},warning={http.url('/warning')},{http.url('/any')} always={http.url('/always')}"
+    n = notifier(urls)
+    assert run(n.deliver(make_record(severity="warning"), None)).notified
+    assert sorted(http.paths()) == ["/always", "/any", "/warning"]
+    http.requests.clear()
+    assert run(n.deliver(make_record(severity="critical"), None)).notified
+    assert sorted(http.paths()) == ["/always", "/any", "/critical"]
+    http.requests.clear()
+    # A resolution reaches whoever was told about the incident: it carries the incident's severity.
+    resolved = run(n.deliver(make_record(severity="warning", state="resolved"), None))
+    assert resolved.targeted == 3 and sorted(http.paths()) == ["/always", "/any", "/warning"]
+    assert {p["type"] for p in http.payloads("/warning")} == {"success"}
+
+
+def test_no_target_is_not_notified(http):
+    for empty in (None, "", " \n# nothing configured\n"):
+        n = Notifier(build_apprise(empty, None))
+        assert n.targets == []
+        result = run(n.deliver(make_record(), None))
+        assert (result.notified, result.failures, result.attempts) == (False, 0, 0)
+    only_critical = notifier(f"critical={http.url('/critical')}")
+    assert run(only_critical.deliver(make_record(severity="warning"), None)).notified is False
+    assert http.paths() == []
+
+
+def test_services_are_delivered_concurrently(http):
+    # Each request waits at a barrier for the other; sent one after the other, both would fail.
+    http.barrier = threading.Barrier(2, timeout=3)
+    n = notifier(f"{http.url('/together/a')} {http.url('/together/b')}", attempts=1)
+    result = run(n.deliver(make_record(), None))
+    assert result.notified and result.sent == 2 and not http.barrier.broken
+
+
+# --- delivery: failures and retries ---------------------------------------------------------------
+
+
+def test_retries_until_the_endpoint_recovers(http, caplog):
+    http.script["/flaky"] = [500, 500]
+    n = notifier(http.url("/flaky"), attempts=5, backoff=0.05, backoff_max=1.0)
+    started = time.monotonic()
+    result = run(n.deliver(make_record(), None))
+    elapsed = time.monotonic() - started
+    assert (result.notified, result.failures, result.attempts) == (True, 0, 3)
+    assert http.paths() == ["/flaky"] * 3
+    assert elapsed >= 0.05 + 0.1  # the backoff was waited: 0.05 s, then doubled
+    retries = [r for r in caplog.records if r.name == "stream.notify" and r.levelno == logging.WARNING]
+    assert [r.attempt for r in retries] == [1, 2]
+    assert all(r.alert_id == "a1b2c3d4e5f6a7b8c9d0" and r.scope == "asset:ETH" for r in retries)
+    assert (n.sent_total, n.failed_total) == (1, 0)
+
+
+def test_refused_service_fails_and_the_other_is_sent_once(http, caplog):
+    dead = f"json://127.0.0.1:{free_port()}/dead"
+    n = notifier(f"{dead} {http.url('/ok')}", attempts=3)
+    result = run(n.deliver(make_record(), None))
+    assert (result.notified, result.failures, result.attempts) == (False, 1, 3)
+    assert (result.targeted, result.sent) == (2, 1)
+    assert http.paths() == ["/ok"]
+    assert (n.sent_total, n.failed_total, n.attempts_total) == (1, 1, 4)
+    errors = [r for r in caplog.records if r.name == "stream.notify" and r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].service == "JSON" and "/dead" in errors[0].url
+    warnings = [r for r in caplog.records if r.name == "stream.notify" and r.levelno == logging.WARNING]
+    assert [r.attempt for r in warnings] == [1, 2, 3]
+
+
+def _log_text(records: list[logging.LogRecord]) -> str:
+    # Everything a handler could print: the message, every extra field, both project formatters.
+    parts = []
+    for r in records:
+        parts += [r.getMessage(), repr(vars(r)), KeyValueFormatter().format(r), JsonFormatter().format(r)]
+    return "\n".join(parts)
+
+
+def test_secrets_never_reach_the_logs(caplog, monkeypatch):
+    caplog.set_level(logging.DEBUG)
+    dead = f"json://alice:HUNTER2SECRET@127.0.0.1:{free_port()}/hook"
+    slack = importlib.import_module("apprise.plugins.slack")
+
+    def refuse(method, url, **kwargs):
+        raise requests.ConnectionError(f"cannot reach {url}")
+
+    monkeypatch.setattr(slack.requests, "request", refuse)
+    result = run(notifier(f"{dead} {SLACK_URL}", attempts=2).deliver(make_record(), None))
+    assert (result.notified, result.failures) == (False, 2)
+    text = _log_text(caplog.records)
+    assert "notification failed after all attempts" in text  # the failure was logged ...
+    assert "json://alice:***@127.0.0.1" in text  # ... with a usable, masked service URL
+    assert "HUNTER2SECRET" not in text and SLACK_SECRET not in text
+
+
+# --- Slack, built by Apprise's own plugin ---------------------------------------------------------
+
+
+def test_slack_payload_is_built_and_neutralised(monkeypatch):
+    slack = importlib.import_module("apprise.plugins.slack")
+    posted: list[tuple[str, dict]] = []
+
+    def capture(method, url, data=None, **kwargs):
+        posted.append((url, json.loads(data)))
+        response = requests.Response()
+        response.status_code, response._content = 200, b"ok"
+        return response
+
+    monkeypatch.setattr(slack.requests, "request", capture)
+    n = notifier(SLACK_URL)
+    assert type(n.targets[0]).__module__ == slack.__name__
+    hostile = Sample("p9", "<!channel> @here wake up <@U024BE7LH> <http://phish.example|free ETH> <b>bold</b>", "negative", -0.99)
+    result = run(n.deliver(make_record(samples=[hostile]), None))
+    assert result.notified
+    ((url, payload),) = posted
+    assert url == "https://hooks.slack.com/services/T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"
+    (attachment,) = payload["attachments"]
+    assert attachment["title"] == "[CRITICAL] sentiment_drop on asset:ETH"
+    text = attachment["text"]
+    assert "mean_score: -0.420 vs baseline 0.150" in text and "wake up" in text
+    assert payload["mrkdwn"] is False
+    # Slack parses mentions and links only inside < >, and @-words only when they start with "@".
+    assert "<" not in text and ">" not in text
+    assert "@here" not in text and "@channel" not in text
