@@ -207,17 +207,17 @@ def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, late
             write_posts(paced, "paced", posts[:latency_posts], base + 20_000)
             before = await store.stats()
             sent = await replay(live, warm, live.topic_posts, None)
-            before = await wait_processed(live, store, before, sent, worker, 600)
+            before = await wait_processed(live, store, before, sent, [worker], 600)
             started = time.monotonic()
             sent = await replay(live, main, live.topic_posts, None)
-            after = await wait_processed(live, store, before, sent, worker, 1800)
+            after = await wait_processed(live, store, before, sent, [worker], 1800)
             pipeline_s = time.monotonic() - started
             classify_s = (after.get("classify_ms", 0) - before.get("classify_ms", 0)) / 1000
             # Latency: one post a tick at a fraction of the measured capacity, so queues stay short.
             rate = max(1.0, latency_rate_fraction * sent / pipeline_s)
             paced_started = time.time()
             count = await replay(live, paced, live.topic_posts, rate)
-            await wait_processed(live, store, after, count, worker, 600)
+            await wait_processed(live, store, after, count, [worker], 600)
             latencies = await _latencies(live, "paced-", paced_started)
             memory = _process_memory_mb(worker.pid)
         finally:

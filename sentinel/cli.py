@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Awaitable, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,6 +20,8 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: side-by-side thr
 model_app = typer.Typer(no_args_is_help=True, help="Model housekeeping.")
 app.add_typer(bench_app, name="bench")
 app.add_typer(model_app, name="model")
+
+T = TypeVar("T")
 
 out = Console()
 err = Console(stderr=True)
@@ -45,6 +47,10 @@ def load_classifier(settings: Settings) -> Any:
     from model.base import ModelLoadError
     from model.classifier import Classifier
 
+    if settings.base == "lexicon":
+        from model.lexicon import LexiconClassifier
+
+        return LexiconClassifier()
     try:
         with err.status(f"loading {settings.base} (adapter: {settings.adapter}) ..."):
             return Classifier.load(settings)
@@ -350,6 +356,7 @@ def run(
     summary_json: Annotated[Optional[Path], typer.Option("--summary-json", help="write the summary here as JSON")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="give up when processing takes longer (seconds)")] = 3600.0,
     worker_log_path: Annotated[Optional[Path], typer.Option("--worker-log", help="keep the worker's log here (else a temp file, kept only on failure)")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="worker processes in the consumer group")] = 1,
 ) -> None:
     """The main job: embedded stack (unless configured), a worker, FILE replayed at full speed, a summary."""
     import asyncio
@@ -364,12 +371,13 @@ def run(
         with connected(settings) as (live, embedded), progress() as bar:
             sent_task = bar.add_task("replayed", total=total)
             done_task = bar.add_task("processed", total=total)
-            summary = asyncio.run(
+            summary, alerts = asyncio.run(
                 run_once(
                     live,
                     file,
                     embedded=embedded,
                     timeout=timeout,
+                    workers=workers,
                     worker_log=worker_log,
                     on_sent=lambda n: bar.update(sent_task, completed=n),
                     on_consumed=lambda n: bar.update(done_task, completed=n),
@@ -382,7 +390,7 @@ def run(
     if worker_log_path is None:
         worker_log.unlink(missing_ok=True)
     if alerts_out:
-        alerts_out.write_text("", encoding="utf-8")  # no detector yet: zero alerts, but the file exists
+        alerts_out.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in alerts), encoding="utf-8")
     if summary_json:
         write_json(summary_json, summary)
     table = Table(title=f"sentinel run {file.name}")
@@ -479,6 +487,84 @@ def windows(
         lab = row["labels"]
         table.add_row(row["scope"], row["window"], str(row["posts"]), str(lab["positive"]), str(lab["negative"]), str(lab["neutral"]), f"{row['mean_score']:+.3f}")
     out.print(table)
+
+
+def with_redis(action: Callable[[Any], Awaitable[T]]) -> T:
+    """Run one coroutine against the configured Redis (for the small admin commands)."""
+    import asyncio
+
+    from stream.runner import open_store
+
+    settings = model_settings()
+    if not settings.redis_url:
+        raise fail("this command needs REDIS_URL (the Redis the workers use)")
+
+    async def go() -> T:
+        store = open_store(settings)
+        try:
+            return await action(store.redis)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+@app.command()
+def silence(
+    scope: Annotated[str, typer.Argument(help="a scope or a pattern: asset:BTC, asset:*, channel:announcements")],
+    duration: Annotated[str, typer.Option("--for", help="how long, e.g. 30m, 2h, 1d")] = "1h",
+    kind: Annotated[Optional[str], typer.Option("--kind", help="sentiment_drop | sentiment_surge | volume_spike (default: all)")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="why, for whoever reads `sentinel silences`")] = "",
+) -> None:
+    """Record incidents of SCOPE but do not notify them, for a while."""
+    from stream.alerting import add_silence
+    from stream.incidents import KINDS
+    from stream.windows import parse_duration
+
+    if kind is not None and kind not in KINDS:
+        raise fail(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    made = with_redis(lambda client: add_silence(client, scope, seconds, kind, reason))
+    out.print(f"silenced {made.scope} ({made.kind or 'every kind'}) until {iso_time(made.until)}: id {made.id}")
+
+
+@app.command()
+def silences(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the silences in force."""
+    from dataclasses import asdict
+
+    from stream.alerting import list_silences
+
+    found = with_redis(list_silences)
+    if as_json:
+        for item in found:
+            print(json.dumps(asdict(item)))
+        return
+    table = Table(title="silences")
+    for col in ("id", "scope", "kind", "until (UTC)", "reason"):
+        table.add_column(col)
+    for item in found:
+        table.add_row(item.id, item.scope, item.kind or "*", iso_time(item.until), item.reason)
+    out.print(table)
+
+
+@app.command()
+def unsilence(silence_id: Annotated[str, typer.Argument(help="the id `sentinel silences` shows")]) -> None:
+    """Lift a silence."""
+    from stream.alerting import remove_silence
+
+    if not with_redis(lambda client: remove_silence(client, silence_id)):
+        raise fail(f"no silence with id {silence_id!r}")
+    out.print(f"lifted silence {silence_id}")
+
+
+def iso_time(ts: float) -> str:
+    from stream.contracts import iso
+
+    return iso(round(ts))
 
 
 @app.command("import-discord")

@@ -25,7 +25,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENTINEL_", extra="ignore", populate_by_name=True)
 
     # --- model ---
-    base: str = Field("smollm2", description="'smollm2' (bundled GGUF), a Hugging Face model id or a local directory")
+    base: str = Field(
+        "smollm2", description="'smollm2' (bundled GGUF), a Hugging Face model id, a local directory, or 'lexicon' (keywords; dry runs)"
+    )
     adapter: str = Field(
         "default", description="PEFT LoRA adapter: 'default' (shipped, for the default base), 'none', a directory or a hub id"
     )
@@ -78,7 +80,10 @@ class Settings(BaseSettings):
     # --- early warning (stream/detector.py, stream/incidents.py) ---
     alert_window: str = Field("1h", description="the current window the detector judges")
     alert_baseline: str = Field("24h", description="trailing baseline before the current window")
-    alert_step: str = Field("5m", description="event-time step between evaluations of a scope")
+    alert_step: str = Field("1m", description="event-time step between evaluations of a scope")
+    alert_for: str = Field("10m", description="how long the firing condition must hold before an incident fires")
+    alert_half_life: str = Field("10m", description="recency weighting of label shares inside the current window")
+    alert_idle_partition: float = Field(60.0, gt=0, description="seconds after which a silent partition stops holding alerts back")
     alert_grace: str = Field("2m", description="how far every partition must be past a boundary before it is judged")
     alert_repeat: str = Field("1h", description="event time between repeat notifications of a still-firing incident")
     alert_fire_z: float = Field(3.0, gt=0)

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import ssl
 from typing import Any
 
 import faust
 
 from sentinel.settings import Settings
+from stream.alerting import AlertDelivery, AlertEngine, public_record
 from stream.assets import load_aliases
 from stream.contracts import Limits
+from stream.evaluation import config_from_settings
+from stream.notify import Notifier
 from stream.processor import BatchProcessor, RawMessage
 from stream.store import WindowStore
 from stream.windows import parse_duration
@@ -78,7 +82,7 @@ def create_app(settings: Settings, classifier: Any, store: WindowStore) -> faust
     posts = app.topic(settings.topic_posts, value_type=bytes, key_type=bytes, partitions=settings.partitions)
     outputs = {
         name: app.topic(name, value_type=bytes, key_type=bytes, partitions=settings.partitions)
-        for name in (settings.topic_sentiment, settings.topic_dlq)
+        for name in (settings.topic_sentiment, settings.topic_dlq, settings.topic_alerts)
     }
 
     async def publish(topic: str, key: str | None, value: bytes) -> None:
@@ -94,7 +98,20 @@ def create_app(settings: Settings, classifier: Any, store: WindowStore) -> faust
         model_adapter=classifier.info.adapter,
         limits=Limits(max_message_bytes=settings.max_message_bytes, max_text_chars=settings.max_text_chars),
         aliases=load_aliases(settings.aliases_file),
+        alerts=AlertEngine(store, config_from_settings(settings), partitions=settings.partitions, samples=settings.alert_samples),
     )
+    delivery = AlertDelivery(
+        store,
+        Notifier.from_settings(settings),
+        lambda record: publish(settings.topic_alerts, record.alert_id, public_record(record)),
+        consumer=f"{socket.gethostname()}-{os.getpid()}",
+        chart=settings.notify_chart,
+    )
+
+    @app.task
+    async def deliver_alerts() -> None:
+        # Notifications run here, beside the agent, never inside a batch.
+        await delivery.run()
     # Validate window settings at start-up rather than on the first read.
     for spec in [settings.bucket, settings.retention, *settings.windows.split(",")]:
         parse_duration(spec)

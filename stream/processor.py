@@ -6,8 +6,10 @@ Faust agent is only wiring. The order is what makes the guarantees:
 1. bad messages are published to the DLQ with their reason;
 2. good posts are classified off the event loop (a thread), split and retried if the model raises;
 3. windows and counters are written to Redis (retried with backoff while Redis is down);
-4. results are published to post-sentiment;
-5. only then does the agent return, and Faust acks (commits) the batch's offsets once the producer
+4. the scopes the batch touched are judged for swings (stream/alerting.py); transitions land in
+   the Redis outbox in the same step, and are notified off this path;
+5. results are published to post-sentiment;
+6. only then does the agent return, and Faust acks (commits) the batch's offsets once the producer
    has flushed.
 """
 
@@ -19,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 from stream.assets import DEFAULT_ALIASES
 from stream.contracts import Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
@@ -27,12 +30,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream.store import ApplyResult, Scored, WindowStore
-from stream.windows import is_late
+from stream.windows import is_late, scopes_for
+
+if TYPE_CHECKING:
+    from stream.alerting import AlertEngine
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, str | None, bytes], Awaitable[Any]]
 Classify = Callable[[Sequence[str]], Sequence[Any]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class BatchOutcome:
     duplicates: int = 0
     classify_s: float = 0.0
     windows_s: float = 0.0
+    alerts: int = 0
+    alerts_s: float = 0.0
     total_s: float = 0.0
 
 
@@ -70,6 +79,7 @@ class BatchProcessor:
         limits: Limits = Limits(),
         aliases: Mapping[str, str] = DEFAULT_ALIASES,
         redis_retry_max_s: float = 5.0,
+        alerts: AlertEngine | None = None,
     ):
         self.classify = classify
         self.store = store
@@ -81,6 +91,7 @@ class BatchProcessor:
         self.limits = limits
         self.aliases = aliases
         self.redis_retry_max_s = redis_retry_max_s
+        self.alerts = alerts
         self.watermark = float("-inf")
         self.batches = 0
         # One long-lived thread for every model call: torch's OpenMP pool belongs to the calling
@@ -117,9 +128,16 @@ class BatchProcessor:
             "classify_ms": round(outcome.classify_s * 1000),  # how busy the model is: for benchmarks and capacity
         }
         mark = time.perf_counter()
-        result = await self._write_windows([Scored(p, j["label"], j["score"]) for p, j in scored], counters)
+        items = [Scored(p, j["label"], j["score"]) for p, j in scored]
+        result = await self._with_redis(lambda: self.store.apply(items, counters, self.watermark, partition_watermarks(posts)))
         outcome.windows_s = time.perf_counter() - mark
         outcome.processed, outcome.duplicates = result.added, result.duplicates
+        if self.alerts is not None:
+            mark = time.perf_counter()
+            touched = {scope for item in items for scope in scopes_for(item.post)}
+            alerts = self.alerts
+            outcome.alerts = len(await self._with_redis(lambda: alerts.evaluate(touched)))
+            outcome.alerts_s = time.perf_counter() - mark
         # Published after the windows are written, so a post-sentiment record means "counted", and
         # processed_at marks the window update. A redelivered post is published again (at-least-once).
         now = time.time()
@@ -132,7 +150,8 @@ class BatchProcessor:
             extra={"batch": batch_no, "consumed": outcome.consumed, "dlq": outcome.dlq, "processed": outcome.processed,
                    "duplicates": outcome.duplicates, "late": outcome.late_dropped,
                    "partitions": sorted({m.partition for m in messages}), "classify_s": round(outcome.classify_s, 3),
-                   "windows_s": round(outcome.windows_s, 4), "total_s": round(outcome.total_s, 3)},
+                   "windows_s": round(outcome.windows_s, 4), "alerts": outcome.alerts, "alerts_s": round(outcome.alerts_s, 4),
+                   "total_s": round(outcome.total_s, 3)},
         )
         return outcome
 
@@ -175,13 +194,23 @@ class BatchProcessor:
             half = len(posts) // 2
             return await self._classify(posts[:half]) + await self._classify(posts[half:])
 
-    async def _write_windows(self, scored: list[Scored], counters: dict[str, int]) -> ApplyResult:
+    async def _with_redis(self, call: Callable[[], Awaitable[T]]) -> T:
         delay = 0.1
         while True:
             try:
-                return await self.store.apply(scored, counters, self.watermark)
+                return await call()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                # Redis is down: keep the batch (its offsets stay uncommitted) and back off.
+                # Redis is down: keep the batch (its offsets stay uncommitted) and back off. Both
+                # steps are idempotent (post ids, compare-and-set on judged boundaries), so a retry
+                # after a write that did land changes nothing.
                 log.warning("redis unavailable, retrying", extra={"error": type(exc).__name__, "retry_in_s": round(delay, 2)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.redis_retry_max_s)
+
+
+def partition_watermarks(posts: Sequence[tuple[Post, RawMessage]]) -> dict[int, float]:
+    """The newest event time per input partition in this batch (late posts included: they were read)."""
+    marks: dict[int, float] = {}
+    for post, msg in posts:
+        marks[msg.partition] = max(marks.get(msg.partition, float("-inf")), post.created_at)
+    return marks

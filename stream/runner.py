@@ -123,7 +123,7 @@ async def committed_lag(settings: Settings) -> int:
 
 
 async def wait_processed(
-    settings: Settings, store: WindowStore, before: dict[str, float], sent: int, worker: subprocess.Popen, timeout: float,
+    settings: Settings, store: WindowStore, before: dict[str, float], sent: int, workers: list[subprocess.Popen], timeout: float,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     deadline = time.monotonic() + timeout
@@ -136,8 +136,9 @@ async def wait_processed(
         # only once the counters say everything was consumed.
         if consumed >= sent and await committed_lag(settings) == 0:
             return stats
-        if worker.poll() is not None:
-            raise RunError(f"the worker exited with code {worker.returncode} after consuming {consumed} of {sent}")
+        for worker in workers:
+            if worker.poll() is not None:
+                raise RunError(f"a worker exited with code {worker.returncode} after consuming {consumed} of {sent}")
         if time.monotonic() > deadline:
             raise RunError(f"timed out after {timeout:.0f} s: consumed {consumed} of {sent}")
         await asyncio.sleep(0.2)
@@ -149,31 +150,62 @@ def summarise(before: dict[str, float], after: dict[str, float], wall_s: float, 
     return {**delta, "labels": labels, "alerts": alerts, "wall_s": round(wall_s, 2), "posts_per_s": round(delta["processed"] / wall_s, 2) if wall_s else 0.0}
 
 
+async def wait_alerts_delivered(store: WindowStore, workers: list[subprocess.Popen], timeout: float) -> None:
+    """Every transition in the outbox has been notified (or given up on) and published."""
+    from stream.alerting import outbox_drained
+
+    deadline = time.monotonic() + timeout
+    while not await outbox_drained(store.redis):
+        if all(w.poll() is not None for w in workers):
+            raise RunError("every worker exited before the alerts were delivered")
+        if time.monotonic() > deadline:
+            raise RunError(f"timed out after {timeout:.0f} s waiting for alert delivery")
+        await asyncio.sleep(0.2)
+
+
+async def read_alerts(settings: Settings, since_ms: int) -> list[dict[str, Any]]:
+    """This run's alert records from the alerts topic, in a stable order (event time, scope, kind, state)."""
+    from stream.replay import consume_records
+
+    found = []
+    async for rec in consume_records(settings, settings.topic_alerts, max_idle=1.0):
+        if rec["timestamp"] >= since_ms and "value" in rec:
+            found.append(json.loads(rec["value"]))
+    order = {"firing": 0, "resolved": 1}
+    return sorted(found, key=lambda r: (r["window_end"], r["scope"], r["kind"], order.get(r["state"], 2)))
+
+
 async def run_once(
     settings: Settings,
     path: Path,
     *,
     embedded: bool,
     timeout: float,
+    workers: int = 1,
     worker_log: Path | None = None,
     on_sent: Callable[[int], None] | None = None,
     on_consumed: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Replay PATH through `workers` worker processes (one consumer group); the summary and the alert records."""
     await ensure_topics(settings, [settings.topic_posts, settings.topic_sentiment, settings.topic_dlq, settings.topic_alerts])
     store = open_store(settings)
     try:
         before = await store.stats()
-        worker = start_worker(settings, embedded, worker_log)
+        since_ms = int(time.time() * 1000)
+        procs = [start_worker(settings, embedded, worker_log) for _ in range(workers)]
         try:
             started = time.monotonic()
             sent = await replay(settings, path, settings.topic_posts, None, on_sent)
-            after = await wait_processed(settings, store, before, sent, worker, timeout, on_consumed)
+            after = await wait_processed(settings, store, before, sent, procs, timeout, on_consumed)
             wall = time.monotonic() - started
+            await wait_alerts_delivered(store, procs, timeout)
         finally:
-            stop_worker(worker)
-        summary = summarise(before, after, wall, alerts=0)
+            for proc in procs:
+                stop_worker(proc)
+        alerts = await read_alerts(settings, since_ms)
+        summary = summarise(before, after, wall, alerts=len(alerts))
         summary["sent"] = sent
-        return summary
+        return summary, alerts
     finally:
         await store.close()
 

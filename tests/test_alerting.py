@@ -1,0 +1,146 @@
+"""The early-warning Redis adapter against a real redis-server: compare-and-set transitions shared
+by several engines, the outbox and its delivery (a real HTTP webhook through Apprise), silences,
+and the silence commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import redis
+
+from scenarios import SWING_MIX, T0, Episode, Scenario, generate
+from stream.alerting import ALERT_STATS_KEY, OUTBOX_KEY, AlertDelivery, AlertEngine, add_silence, outbox_drained
+from stream.contracts import Post
+from stream.evaluation import AlertConfig
+from stream.notify import Notifier, build_apprise
+from stream.store import Scored, WindowStore
+from test_alerts_e2e import Webhook
+
+SCORES = {"positive": 0.6, "negative": -0.6, "neutral": 0.0}
+SWING = Scenario(days=2, episodes=(Episode("BTC", 36 * 3600, mix=SWING_MIX),))
+
+
+async def load(store: WindowStore, engines: list[AlertEngine]) -> list:
+    """Write the generated stream batch by batch; after each batch every engine judges (like
+    several workers racing on the same scopes). Returns what the engines committed."""
+    stream = generate(SWING, seed=3)
+    committed = []
+    for i in range(0, len(stream), 200):
+        batch = stream[i : i + 200]
+        items = [Scored(Post(p.id, f"${p.asset} {p.label}", p.created_at, (p.asset,), "forum", p.channel), p.label, SCORES[p.label]) for p in batch]
+        await store.apply(items, {}, batch[-1].created_at, {0: batch[-1].created_at})
+        touched = {"all", "source:forum"} | {f"asset:{p.asset}" for p in batch} | {f"channel:{p.channel}" for p in batch}
+        results = await asyncio.gather(*(engine.evaluate(touched) for engine in engines))
+        committed += [r for found in results for r in found]
+    return committed
+
+
+def test_two_engines_on_one_redis_commit_each_transition_exactly_once(redis_server):
+    redis.Redis.from_url(redis_server).flushdb()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        engines = [AlertEngine(store, AlertConfig(), partitions=1) for _ in range(3)]
+        committed = await load(store, engines)
+        outbox = await store.redis.xrange(OUTBOX_KEY)
+        transitions = await store.redis.hget(ALERT_STATS_KEY, "transitions")
+        await store.close()
+        return committed, outbox, transitions
+
+    committed, outbox, transitions = asyncio.run(go())
+    keys = [(r.alert_id, r.state, r.window_end) for r in committed]
+    assert keys and len(keys) == len(set(keys)) == len(outbox) == int(transitions)
+    btc = [r for r in committed if r.scope == "asset:BTC"]
+    assert btc[0].state == "firing" and btc[-1].state == "resolved" and len(btc[0].sample_post_ids) == 3
+    # The samples of a drop are the window's most negative posts.
+    samples = json.loads(next(f["record"] for _, f in outbox if json.loads(f["record"])["alert_id"] == btc[0].alert_id))["samples"]
+    assert all(s["label"] == "negative" for s in samples)
+
+
+def test_delivery_notifies_publishes_and_respects_silences(redis_server):
+    redis.Redis.from_url(redis_server).flushdb()
+    hook = Webhook()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        await load(store, [AlertEngine(store, AlertConfig(), partitions=1)])
+        await add_silence(store.redis, "channel:*", 3600, None, "noisy channels")
+        published = []
+
+        async def publish(record):
+            published.append(record)
+
+        notifier = Notifier(build_apprise(hook.url, None), attempts=2, backoff=0.01)
+        delivery = AlertDelivery(store, notifier, publish, consumer="test", chart=True)
+        await delivery.ensure_group()
+        while await delivery.drain_once():
+            pass
+        drained = await outbox_drained(store.redis)
+        stats = await store.redis.hgetall(ALERT_STATS_KEY)
+        await store.close()
+        return published, drained, stats
+
+    try:
+        published, drained, stats = asyncio.run(go())
+    finally:
+        hook.close()
+    assert drained and published
+    silenced = [r for r in published if r.scope.startswith("channel:")]
+    loud = [r for r in published if not r.scope.startswith("channel:")]
+    assert silenced and all(not r.notified for r in silenced)
+    assert loud and all(r.notified for r in loud)
+    assert len(hook.received) == len(loud)  # one notification per transition, none for the silenced
+    # Every notification carries the chart of the scope's last 24 h.
+    assert all(m["attachments"] and m["attachments"][0]["mimetype"] == "image/png" for m in hook.received)
+    assert int(stats["published"]) == len(published) and int(stats["silenced"]) == len(silenced)
+
+
+def test_a_dead_endpoint_is_retried_then_recorded_as_not_notified(redis_server):
+    redis.Redis.from_url(redis_server).flushdb()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        await load(store, [AlertEngine(store, AlertConfig(), partitions=1)])
+        published = []
+
+        async def publish(record):
+            published.append(record)
+
+        # A closed port: connection refused on every attempt.
+        notifier = Notifier(build_apprise("json://127.0.0.1:9/hook", None), attempts=3, backoff=0.01)
+        delivery = AlertDelivery(store, notifier, publish, consumer="test", chart=False)
+        await delivery.ensure_group()
+        while await delivery.drain_once():
+            pass
+        stats = await store.redis.hgetall(ALERT_STATS_KEY)
+        await store.close()
+        return published, stats, notifier
+
+    published, stats, notifier = asyncio.run(go())
+    assert published and not any(r.notified for r in published)
+    assert int(stats["delivery_failed"]) == len(published) and notifier.failed_total == len(published)
+    assert notifier.attempts_total == 3 * len(published)
+
+
+def cli(args: list[str], redis_url: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "REDIS_URL": redis_url}
+    return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_silence_commands(redis_server):
+    redis.Redis.from_url(redis_server).flushdb()
+    made = cli(["silence", "asset:BTC", "--for", "2h", "--kind", "sentiment_drop", "--reason", "exchange maintenance"], redis_server)
+    assert made.returncode == 0, made.stderr
+    listed = cli(["silences", "--json"], redis_server)
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["scope"], r["kind"], r["reason"]) for r in rows] == [("asset:BTC", "sentiment_drop", "exchange maintenance")]
+    assert 7100 < rows[0]["until"] - rows[0]["created_at"] <= 7200
+    assert cli(["unsilence", rows[0]["id"]], redis_server).returncode == 0
+    assert cli(["silences", "--json"], redis_server).stdout.strip() == ""
+    bad = cli(["unsilence", "nope"], redis_server)
+    assert bad.returncode != 0 and "no silence" in bad.stderr
+    assert cli(["silence", "asset:BTC", "--kind", "moon"], redis_server).returncode != 0
