@@ -23,7 +23,7 @@ import logging
 import secrets
 import time
 from dataclasses import asdict, replace
-from typing import Any, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -32,6 +32,9 @@ from stream.evaluation import AlertConfig, boundaries, frontier, judge_series, r
 from stream.incidents import AlertRecord, Incident, Sample, Silence, iso_utc, silenced_by
 from stream.store import WindowStore
 from stream.windows import STATS_KEY
+
+if TYPE_CHECKING:
+    from stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +210,8 @@ class AlertDelivery:
     `sentiment-alerts` with `notified` set, then acknowledge. A worker that dies mid-delivery leaves
     its entries pending; another claims them after `claim_idle_s`."""
 
-    def __init__(self, store: WindowStore, notifier: Any, publish: Publish, *, consumer: str, chart: bool = True, claim_idle_s: float = 60.0):
+    def __init__(self, store: WindowStore, notifier: Any, publish: Publish, *, consumer: str, chart: bool = True, claim_idle_s: float = 60.0,
+                 metrics: WorkerMetrics | None = None):
         self.store = store
         self.redis = store.redis
         self.notifier = notifier
@@ -215,6 +219,7 @@ class AlertDelivery:
         self.consumer = consumer
         self.chart = chart
         self.claim_idle_ms = int(claim_idle_s * 1000)
+        self.metrics = metrics
 
     async def ensure_group(self) -> None:
         try:
@@ -250,11 +255,15 @@ class AlertDelivery:
         if silence is not None:
             log.info("alert silenced", extra={"alert_id": record.alert_id, "scope": record.scope, "silence": silence.id})
             await self.redis.hincrby(ALERT_STATS_KEY, "silenced", 1)
+            if self.metrics is not None:
+                self.metrics.silenced()
         elif self.notifier is not None and self.notifier.targets_for(record):
             png = await self._chart(record) if self.chart else None
             delivery = await self.notifier.deliver(record, png)
             notified = delivery.notified
             await self.redis.hincrby(ALERT_STATS_KEY, "notified" if notified else "delivery_failed", 1)
+            if self.metrics is not None:
+                self.metrics.delivery(notified)
         await self.publish(record.with_delivery(notified))
         await self.redis.hincrby(ALERT_STATS_KEY, "published", 1)
         await self.redis.xack(OUTBOX_KEY, GROUP, entry_id)

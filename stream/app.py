@@ -20,6 +20,8 @@ from stream.alerting import AlertDelivery, AlertEngine, public_record
 from stream.assets import load_aliases
 from stream.contracts import Limits
 from stream.evaluation import config_from_settings
+from stream.http import install as install_http
+from stream.metrics import WorkerMetrics
 from stream.notify import Notifier
 from stream.processor import BatchProcessor, RawMessage
 from stream.store import WindowStore
@@ -53,7 +55,8 @@ def broker_credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(context)
 
 
-def create_app(settings: Settings, classifier: Any, store: WindowStore) -> faust.App:
+def create_app(settings: Settings, classifier: Any, store: WindowStore, metrics: WorkerMetrics | None = None) -> faust.App:
+    metrics = metrics if metrics is not None else WorkerMetrics()
     # Faust keeps table state here (in-memory store: only its version marker); one per worker port.
     datadir = settings.cache_dir / "faust" / f"{settings.app_id}-{settings.web_port}"
     datadir.mkdir(parents=True, exist_ok=True)
@@ -66,9 +69,14 @@ def create_app(settings: Settings, classifier: Any, store: WindowStore) -> faust
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
-        web_enabled=False,
+        # /healthz, /readyz and /metrics (stream/http.py) are served by Faust's web server.
+        web_enabled=True,
         web_port=settings.web_port,
         web_host=settings.web_host,
+        web_bind=settings.web_host,  # Faust binds to web_bind; web_host only names the canonical URL
+        # Faust's /router and /table pages serve table routing and table data; we have no tables.
+        web_router_enabled=False,
+        web_tables_enabled=False,
         broker_rebalance_timeout=settings.rebalance_timeout,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
@@ -99,14 +107,20 @@ def create_app(settings: Settings, classifier: Any, store: WindowStore) -> faust
         limits=Limits(max_message_bytes=settings.max_message_bytes, max_text_chars=settings.max_text_chars),
         aliases=load_aliases(settings.aliases_file),
         alerts=AlertEngine(store, config_from_settings(settings), partitions=settings.partitions, samples=settings.alert_samples),
+        metrics=metrics,
     )
+    notifier = Notifier.from_settings(settings)
+    metrics.watch_notifier(notifier)
     delivery = AlertDelivery(
         store,
-        Notifier.from_settings(settings),
+        notifier,
         lambda record: publish(settings.topic_alerts, record.alert_id, public_record(record)),
         consumer=f"{socket.gethostname()}-{os.getpid()}",
         chart=settings.notify_chart,
+        metrics=metrics,
     )
+    install_http(app, metrics=metrics, redis=store.redis, classifier=classifier, posts_topic=settings.topic_posts,
+                 max_stall_s=settings.health_max_stall)
 
     @app.task
     async def deliver_alerts() -> None:

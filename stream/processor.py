@@ -34,6 +34,7 @@ from stream.windows import is_late, scopes_for
 
 if TYPE_CHECKING:
     from stream.alerting import AlertEngine
+    from stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class BatchProcessor:
         aliases: Mapping[str, str] = DEFAULT_ALIASES,
         redis_retry_max_s: float = 5.0,
         alerts: AlertEngine | None = None,
+        metrics: WorkerMetrics | None = None,
     ):
         self.classify = classify
         self.store = store
@@ -92,6 +94,7 @@ class BatchProcessor:
         self.aliases = aliases
         self.redis_retry_max_s = redis_retry_max_s
         self.alerts = alerts
+        self.metrics = metrics
         self.watermark = float("-inf")
         self.batches = 0
         # One long-lived thread for every model call: torch's OpenMP pool belongs to the calling
@@ -136,8 +139,12 @@ class BatchProcessor:
             mark = time.perf_counter()
             touched = {scope for item in items for scope in scopes_for(item.post)}
             alerts = self.alerts
-            outcome.alerts = len(await self._with_redis(lambda: alerts.evaluate(touched)))
+            records = await self._with_redis(lambda: alerts.evaluate(touched))
+            outcome.alerts = len(records)
             outcome.alerts_s = time.perf_counter() - mark
+            if self.metrics is not None:
+                for record in records:
+                    self.metrics.alert(record)
         # Published after the windows are written, so a post-sentiment record means "counted", and
         # processed_at marks the window update. A redelivered post is published again (at-least-once).
         now = time.time()
@@ -145,6 +152,8 @@ class BatchProcessor:
             record = sentiment_record(item, judgement, base=self.model_base, adapter=self.model_adapter, processed_at=now)
             await self.publish(self.sentiment_topic, item.id, json.dumps(record, ensure_ascii=False).encode())
         outcome.total_s = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.observe_batch(outcome)
         log.info(
             "batch done",
             extra={"batch": batch_no, "consumed": outcome.consumed, "dlq": outcome.dlq, "processed": outcome.processed,
@@ -174,6 +183,8 @@ class BatchProcessor:
             extra={"reason": rejection.reason, "post_id": rejection.post_id, "partition": msg.partition, "offset": msg.offset},
         )
         await self.publish(self.dlq_topic, rejection.post_id, json.dumps(record, ensure_ascii=False).encode())
+        if self.metrics is not None:  # counted once published, so the metric never runs ahead of the DLQ
+            self.metrics.dead_lettered(rejection.reason)
 
     async def _classify(self, posts: list[tuple[Post, RawMessage]]) -> list[tuple[Post, dict[str, Any]]]:
         """Classify in a worker thread; on failure split the batch, so one poison post ends in the DLQ alone."""

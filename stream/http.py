@@ -1,0 +1,216 @@
+"""The worker's HTTP endpoints, served by Faust's own web server on SENTINEL_WEB_PORT.
+
+- `/healthz` (liveness): the process answers and its event loop is not stalled. A heartbeat task
+  wakes every second; if its last beat is older than `max_stall_s` the loop has been starved (a
+  blocking call, a runaway coroutine) and restarting is the cure, so the answer is 503. Kafka and
+  Redis are deliberately not checked here: a restart cannot fix them.
+- `/readyz` (readiness): broker reachable, Redis answers PING, model loaded, and the agent holds at
+  least one partition of the posts topic; else 503 naming the failed checks.
+- `/metrics`: Prometheus text format from the worker's own registry (stream/metrics.py).
+
+The views run on the worker's event loop (Faust's `web_in_thread` is off): a fully blocked loop
+cannot answer at all, and the probe's timeout is then the failure signal; the heartbeat catches
+the loop that still answers but is starved. The decisions (`liveness`, `readiness`,
+`partition_lag`) are pure functions; the probes of Kafka, Redis and Faust's consumer are the shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from stream.metrics import ModelLabels, TopicPartition, WorkerMetrics, partition_lag
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 1.0
+CHECK_TIMEOUT_S = 2.0  # per readiness check; below a typical probe timeout (5 s) with all run at once
+JSON_HEADERS = {"Cache-Control": "no-store"}
+
+
+# --- the functional core -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+def readiness(checks: Sequence[Check]) -> tuple[int, dict[str, Any]]:
+    """HTTP status and body for /readyz: 200 only when every check passed."""
+    failed = [c.name for c in checks if not c.ok]
+    body = {
+        "status": "unready" if failed else "ready",
+        "failed": failed,
+        "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks},
+    }
+    return (503 if failed else 200), body
+
+
+def liveness(since_beat_s: float, loop_lag_s: float, max_stall_s: float) -> tuple[int, dict[str, Any]]:
+    """HTTP status and body for /healthz: 503 once the heartbeat is older than `max_stall_s`."""
+    stalled = since_beat_s > max_stall_s
+    body = {
+        "status": "stalled" if stalled else "ok",
+        "since_heartbeat_s": round(since_beat_s, 3),
+        "loop_lag_s": round(loop_lag_s, 3),
+        "max_stall_s": max_stall_s,
+    }
+    return (503 if stalled else 200), body
+
+
+# --- the loop heartbeat --------------------------------------------------------------------------
+
+
+class LoopWatch:
+    """Stamps the time every `interval_s` from a task on the event loop; how late each wake-up is
+    measures the loop's lag, and the age of the last stamp how long it has been stalled."""
+
+    def __init__(self, interval_s: float = HEARTBEAT_S, clock: Callable[[], float] = time.monotonic,
+                 on_lag: Callable[[float], None] | None = None) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self.on_lag = on_lag
+        # None until the first beat: Faust starts app tasks only once the app is fully started
+        # (first rebalance, table recovery), which can take a while against a slow broker; that
+        # is start-up, not a stall, and the startup probe covers it.
+        self.last_beat: float | None = None
+        self.lag_s = 0.0
+
+    async def run(self) -> None:
+        while True:
+            before = self.clock()
+            await asyncio.sleep(self.interval_s)
+            now = self.clock()
+            self.lag_s = max(0.0, now - before - self.interval_s)
+            self.last_beat = now
+            if self.on_lag is not None:
+                self.on_lag(self.lag_s)
+
+    def since_beat(self) -> float:
+        return 0.0 if self.last_beat is None else max(0.0, self.clock() - self.last_beat)
+
+
+# --- the probes (the imperative shell) -----------------------------------------------------------
+
+
+async def check_broker(app: faust.App, timeout: float = CHECK_TIMEOUT_S) -> Check:
+    """A metadata request over the producer's connection: proves a broker answers right now."""
+    try:
+        # Faust's aiokafka producer lives on this loop; its client is the cheapest live connection.
+        client = app.producer._ensure_producer().client  # noqa: SLF001 - Faust exposes no public handle
+        await asyncio.wait_for(client.fetch_all_metadata(), timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"; the type says why
+        return Check("broker", False, type(exc).__name__)
+    return Check("broker", True)
+
+
+async def check_redis(redis: Any, timeout: float = CHECK_TIMEOUT_S) -> Check:
+    try:
+        # redis-py retries a refused connection with backoff on its own; the timeout bounds it.
+        await asyncio.wait_for(redis.ping(), timeout)
+    except Exception as exc:  # noqa: BLE001
+        return Check("redis", False, type(exc).__name__)
+    return Check("redis", True)
+
+
+def check_model(classifier: Any) -> Check:
+    # A real Classifier holds its torch model; the lexicon scorer has none and needs none.
+    info = getattr(classifier, "info", None)
+    loaded = info is not None and getattr(classifier, "model", True) is not None
+    return Check("model", loaded, getattr(info, "id", "") if loaded else "no model loaded")
+
+
+def check_partitions(app: faust.App, topic: str) -> Check:
+    try:
+        mine = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
+    except Exception as exc:  # noqa: BLE001 - the consumer is not started (or is restarting)
+        return Check("partitions", False, type(exc).__name__)
+    return Check("partitions", bool(mine), f"{topic}: {mine}" if mine else f"no partition of {topic} assigned")
+
+
+async def consumer_lag(app: faust.App, timeout: float = CHECK_TIMEOUT_S) -> dict[TopicPartition, int]:
+    """Lag per assigned partition from Faust's consumer. Highwater and committed offsets are in
+    memory (the fetcher updates the first, every commit the second); only a partition this group
+    has never committed costs a position lookup."""
+    consumer = app.consumer
+    try:
+        assignment = list(consumer.assignment())
+    except Exception:  # noqa: BLE001 - not started yet: no partitions, no lag
+        return {}
+    committed: Mapping[Any, int | None] = {tp: consumer._committed_offset.get(tp) for tp in assignment}  # noqa: SLF001
+
+    async def position(tp: Any) -> int | None:
+        try:
+            return await asyncio.wait_for(consumer.position(tp), timeout)
+        except Exception:  # noqa: BLE001 - revoked meanwhile, or the broker is slow: leave it out
+            return None
+
+    uncommitted = [tp for tp in assignment if committed[tp] is None]
+    positions = dict(zip(uncommitted, await asyncio.gather(*(position(tp) for tp in uncommitted))))
+
+    def highwater(tp: Any) -> int | None:
+        try:
+            return consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - revoked between assignment() and here
+            return None
+
+    return partition_lag(assignment, highwater, committed.get, positions.get)
+
+
+# --- wiring --------------------------------------------------------------------------------------
+
+
+def install(
+    app: faust.App,
+    *,
+    metrics: WorkerMetrics,
+    redis: Any,
+    classifier: Any,
+    posts_topic: str,
+    max_stall_s: float = 30.0,
+) -> LoopWatch:
+    """Register /healthz, /readyz and /metrics on the app's web server and start the heartbeat."""
+    watch = LoopWatch(on_lag=metrics.set_loop_lag)
+    metrics.set_model(ModelLabels.from_info(classifier.info))
+
+    @app.task
+    async def loop_heartbeat() -> None:
+        await watch.run()
+
+    @app.page("/healthz")
+    async def healthz(self: View, request: Request) -> Response:
+        status, body = liveness(watch.since_beat(), watch.lag_s, max_stall_s)
+        return self.json(body, status=status, headers=dict(JSON_HEADERS))
+
+    reported: list[str] | None = None  # the failed checks last logged: log changes, not every probe
+
+    @app.page("/readyz")
+    async def readyz(self: View, request: Request) -> Response:
+        nonlocal reported
+        broker, store = await asyncio.gather(check_broker(app), check_redis(redis))
+        status, body = readiness([broker, store, check_model(classifier), check_partitions(app, posts_topic)])
+        if body["failed"] != reported:
+            reported = body["failed"]
+            (log.warning if reported else log.info)(
+                "readiness changed", extra={"ready": not reported, "failed": reported,
+                                            "details": {c: v["detail"] for c, v in body["checks"].items() if not v["ok"]}}
+            )
+        return self.json(body, status=status, headers=dict(JSON_HEADERS))
+
+    @app.page("/metrics")
+    async def prometheus(self: View, request: Request) -> Response:
+        metrics.set_lag(await consumer_lag(app))
+        # Content-Type goes in the headers: aiohttp refuses a content_type argument with a charset.
+        return self.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return watch

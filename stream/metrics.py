@@ -1,0 +1,173 @@
+"""Prometheus metrics of one worker: the instruments and the functions that update them.
+
+Every `WorkerMetrics` owns its own `CollectorRegistry` (never the process-global one), so several
+apps can live in one process (tests) without "duplicated timeseries" errors, and a scrape shows
+exactly this worker's instruments. Updating is plain function calls from the processor, the alert
+engine's caller and the delivery loop; nothing here touches Kafka, Redis or the event loop.
+
+Consumer lag is a gauge refreshed at scrape time from what Faust's consumer already knows in memory
+(see `partition_lag`), so a scrape never waits on the broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from stream.incidents import AlertRecord
+    from stream.processor import BatchOutcome
+
+# A micro-batch holds 1..max_batch posts (64 by default; benchmarks go to 1024).
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+# Classification ranges from microseconds (lexicon) to tens of seconds (a 7B model on CPU).
+CLASSIFY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# Window updates are a few Redis round trips; seconds only when Redis is retried.
+WINDOWS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class ModelLabels:
+    base: str
+    adapter: str
+    device: str
+    quantize: str
+    dtype: str
+
+    @classmethod
+    def from_info(cls, info: Any) -> "ModelLabels":
+        """From a `model.base.ModelInfo` (or anything with its attributes)."""
+        return cls(
+            base=str(info.base),
+            adapter=str(info.adapter or "none"),
+            device=str(info.device),
+            quantize=str(info.quantize),
+            dtype=str(info.dtype),
+        )
+
+
+def partition_lag(
+    assignment: Iterable[TopicPartition],
+    highwater: Callable[[TopicPartition], int | None],
+    committed: Callable[[TopicPartition], int | None],
+    position: Callable[[TopicPartition], int | None] = lambda tp: None,
+) -> dict[TopicPartition, int]:
+    """Messages behind per assigned partition: highwater (the log end offset, i.e. the offset the
+    next produced message gets) minus the committed offset (the next offset to read). Before the
+    group has committed a partition, the read position stands in. A partition whose highwater or
+    offset is not known yet (no fetch answered since assignment) is left out rather than guessed."""
+    lags: dict[TopicPartition, int] = {}
+    for tp in assignment:
+        end = highwater(tp)
+        done = committed(tp)
+        if done is None:
+            done = position(tp)
+        if end is None or done is None:
+            continue
+        lags[tp] = max(0, end - done)
+    return lags
+
+
+class _NotifierCollector(Collector):
+    """Reads a Notifier's own per-service counters at scrape time (it already keeps them)."""
+
+    def __init__(self, notifier: Any) -> None:
+        self.notifier = notifier
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "sentinel_notify_service_sends",
+            "Per-service notification outcomes (accepted, or failed after every retry)",
+            labels=["result"],
+        )
+        family.add_metric(["sent"], float(self.notifier.sent_total))
+        family.add_metric(["failed"], float(self.notifier.failed_total))
+        yield family
+        yield CounterMetricFamily(
+            "sentinel_notify_attempts", "Send attempts to notification services, retries included", value=float(self.notifier.attempts_total)
+        )
+
+
+class WorkerMetrics:
+    """The worker's instruments in a registry of their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter("sentinel_posts_consumed", "Messages consumed from the posts topic", registry=r)
+        self.processed = Counter("sentinel_posts_processed", "Posts classified and newly counted in the windows", registry=r)
+        self.duplicates = Counter("sentinel_posts_duplicate", "Valid posts already counted (redelivery or repeated id)", registry=r)
+        self.late = Counter("sentinel_posts_late_dropped", "Valid posts dropped as older than the retention behind the watermark", registry=r)
+        self.dead_letter = Counter("sentinel_posts_dead_lettered", "Messages sent to the DLQ, by reason", ["reason"], registry=r)
+        self.batch_size = Histogram("sentinel_batch_size", "Messages per micro-batch", buckets=BATCH_SIZE_BUCKETS, registry=r)
+        self.batch_seconds = Histogram("sentinel_batch_seconds", "Wall time of one micro-batch, end to end", buckets=CLASSIFY_BUCKETS, registry=r)
+        self.classify_seconds = Histogram(
+            "sentinel_classify_seconds", "Model time per micro-batch (batches with posts to classify)", buckets=CLASSIFY_BUCKETS, registry=r
+        )
+        self.windows_seconds = Histogram(
+            "sentinel_window_update_seconds", "Redis window and counter update per micro-batch", buckets=WINDOWS_BUCKETS, registry=r
+        )
+        self.alert_transitions = Counter("sentinel_alert_transitions", "Alert transitions committed by this worker", ["kind", "state"], registry=r)
+        self.deliveries = Counter(
+            "sentinel_alert_deliveries", "Alert deliveries by result (notified, failed after retries, silenced)", ["result"], registry=r
+        )
+        self.lag = Gauge("sentinel_consumer_lag", "Messages behind per assigned partition (highwater - committed)", ["topic", "partition"], registry=r)
+        self.model = Gauge("sentinel_model_info", "The loaded classifier (always 1)", ["base", "adapter", "device", "quantize", "dtype"], registry=r)
+        self.loop_lag = Gauge("sentinel_event_loop_lag_seconds", "How late the last event-loop heartbeat woke up", registry=r)
+        # Pre-create the delivery results so a dashboard's rate() has a zero to start from.
+        for result in ("notified", "failed", "silenced"):
+            self.deliveries.labels(result=result)
+
+    # --- updates (called by the processor, the delivery loop and the HTTP shell) ---
+
+    def observe_batch(self, outcome: BatchOutcome) -> None:
+        self.consumed.inc(outcome.consumed)
+        self.processed.inc(outcome.processed)
+        self.duplicates.inc(outcome.duplicates)
+        self.late.inc(outcome.late_dropped)
+        self.batch_size.observe(outcome.consumed)
+        self.batch_seconds.observe(outcome.total_s)
+        # A batch of only bad messages never reaches the model: observing 0 would drag the
+        # latency distribution down with batches that measured nothing.
+        if outcome.valid - outcome.late_dropped > 0:
+            self.classify_seconds.observe(outcome.classify_s)
+        self.windows_seconds.observe(outcome.windows_s)
+
+    def dead_lettered(self, reason: str) -> None:
+        self.dead_letter.labels(reason=reason).inc()
+
+    def alert(self, record: AlertRecord) -> None:
+        self.alert_transitions.labels(kind=record.kind, state=record.state).inc()
+
+    def delivery(self, notified: bool) -> None:
+        self.deliveries.labels(result="notified" if notified else "failed").inc()
+
+    def silenced(self) -> None:
+        self.deliveries.labels(result="silenced").inc()
+
+    def set_model(self, labels: ModelLabels) -> None:
+        self.model.clear()  # one model per worker: a reload replaces, never adds, a series
+        self.model.labels(**vars(labels)).set(1)
+
+    def set_lag(self, lags: Mapping[TopicPartition, int]) -> None:
+        # Replace the whole set: a partition revoked in a rebalance must disappear, not freeze.
+        self.lag.clear()
+        for (topic, partition), value in lags.items():
+            self.lag.labels(topic=topic, partition=str(partition)).set(value)
+
+    def set_loop_lag(self, seconds: float) -> None:
+        self.loop_lag.set(seconds)
+
+    def watch_notifier(self, notifier: Any) -> None:
+        if notifier is not None:
+            self.registry.register(_NotifierCollector(notifier))
+
+    def render(self) -> bytes:
+        """The registry in Prometheus' text exposition format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,273 @@
+"""The worker's HTTP endpoints end to end: a real broker, real redis-servers, a real worker process.
+
+The classifier is the keyword scorer (`SENTINEL_BASE=lexicon`): no model to load, so a worker is
+up in seconds. Expected numbers come from the input file, not from the worker's code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.http import Check, liveness, readiness
+from stream.metrics import WorkerMetrics, partition_lag
+from stream.processor import BatchOutcome
+from stream.services import free_port, start_redis
+from stream.windows import STATS_KEY
+
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+GOOD = [
+    {"id": f"h{i}", "text": f"${['BTC', 'ETH'][i % 2]} {['bullish', 'dump', 'chart'][i % 3]} today", "created_at": T0 + 60 * i,
+     "channel": "general", "source": "discord"}
+    for i in range(10)
+]
+BAD = {  # line -> the DLQ reason it must be counted under
+    b"not json at all": "invalid_json",
+    b"{broken": "invalid_json",
+    b'{"id": "m1", "created_at": 1767225600}': "missing_field",
+    b'{"id": "e1", "text": "   ", "created_at": 1767225600}': "empty_text",
+}
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def get(port: int, path: str, timeout: float = 3.0) -> tuple[int, bytes]:
+    """(status, body); (0, b"") while nothing listens yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, b""
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, worker: "Worker") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert worker.proc.poll() is None, f"worker exited with {worker.proc.returncode} while waiting for {what}\n{worker.log_tail()}"
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.2)  # a polling interval, not a wait for something to happen
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{worker.log_tail()}")
+
+
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample of a Prometheus scrape, keyed by (sample name, labels)."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def env_for(kafka: str, redis_url: str, cache_dir: Path, name: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SENTINEL_BASE": "lexicon",
+        "SENTINEL_CACHE_DIR": str(cache_dir),
+        "KAFKA_BROKER": kafka,
+        "REDIS_URL": redis_url,
+        "SENTINEL_APP_ID": f"test-{name}",
+        "SENTINEL_TOPIC_POSTS": f"{name}-posts",
+        "SENTINEL_TOPIC_SENTIMENT": f"{name}-sentiment",
+        "SENTINEL_TOPIC_DLQ": f"{name}-dlq",
+        "SENTINEL_TOPIC_ALERTS": f"{name}-alerts",
+        "SENTINEL_PARTITIONS": "1",
+        "SENTINEL_REBALANCE_TIMEOUT": "5",
+        "SENTINEL_SESSION_TIMEOUT": "6",
+        "SENTINEL_HEARTBEAT_INTERVAL": "1",
+        "SENTINEL_MAX_BATCH": "4",  # several batches, so the histograms see more than one
+        "SENTINEL_WEB_PORT": str(free_port()),
+        "SENTINEL_WEB_HOST": "127.0.0.1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = int(env["SENTINEL_WEB_PORT"])
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sentinel.cli", "worker"], env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def terminate(self, grace: float = 30.0) -> int | None:
+        """SIGTERM to the process group (as runner.stop_worker does); the exit code, None if it hung."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            if self.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+            self._log.close()
+
+    def ready(self) -> bool:
+        return get(self.port, "/readyz")[0] == 200
+
+
+@contextlib.contextmanager
+def running_worker(env: dict[str, str], log_path: Path) -> Iterator[Worker]:
+    worker = Worker(env, log_path)
+    try:
+        yield worker
+    finally:
+        if worker.proc.poll() is None:
+            worker.terminate()
+
+
+# --- the pure parts, without servers --------------------------------------------------------------
+
+
+def test_readiness_names_every_failed_check():
+    assert readiness([Check("broker", True), Check("redis", True)])[0] == 200
+    status, body = readiness([Check("broker", True), Check("redis", False, "ConnectionError"), Check("partitions", False, "none")])
+    assert status == 503 and body["failed"] == ["redis", "partitions"]
+    assert body["checks"]["redis"] == {"ok": False, "detail": "ConnectionError"}
+
+
+def test_liveness_fails_only_past_the_stall_threshold():
+    assert liveness(29.9, 0.01, 30.0)[0] == 200
+    status, body = liveness(30.1, 0.0, 30.0)
+    assert status == 503 and body["status"] == "stalled"
+
+
+def test_partition_lag_uses_committed_then_position_and_skips_unknowns():
+    tps = [("posts", 0), ("posts", 1), ("posts", 2), ("posts", 3)]
+    highwater = {("posts", 0): 100, ("posts", 1): 50, ("posts", 2): None, ("posts", 3): 7}.get
+    committed = {("posts", 0): 90, ("posts", 1): None, ("posts", 2): 3, ("posts", 3): 9}.get
+    position = {("posts", 1): 45}.get
+    # 3: committed past a highwater read a moment earlier is no negative lag.
+    assert partition_lag(tps, highwater, committed, position) == {("posts", 0): 10, ("posts", 1): 5, ("posts", 3): 0}
+
+
+def test_each_worker_metrics_has_its_own_registry():
+    a, b = WorkerMetrics(), WorkerMetrics()  # a second set of the same names must not collide
+    a.observe_batch(BatchOutcome(consumed=5, valid=4, dlq=1, processed=4, classify_s=0.01, windows_s=0.002))
+    a.dead_lettered("invalid_json")
+    a.set_lag({("posts", 0): 3})
+    a.set_lag({("posts", 1): 0})  # after a rebalance the revoked partition disappears
+    ma, mb = samples(a.render().decode()), samples(b.render().decode())
+    assert ma[("sentinel_posts_consumed_total", frozenset())] == 5 and mb[("sentinel_posts_consumed_total", frozenset())] == 0
+    assert ma[("sentinel_posts_dead_lettered_total", frozenset({"reason": "invalid_json"}.items()))] == 1
+    lags = {dict(labels)["partition"]: v for (name, labels), v in ma.items() if name == "sentinel_consumer_lag"}
+    assert lags == {"1": 0}
+
+
+# --- a real worker --------------------------------------------------------------------------------
+
+
+def test_metrics_health_and_readiness_of_a_worker(tmp_path, kafka_server, redis_server, cache_dir):
+    redis.Redis.from_url(redis_server).flushdb()
+    env = env_for(kafka_server, redis_server, cache_dir, "http-metrics")
+    lines = [json.dumps(p).encode() for p in GOOD]
+    lines.insert(3, json.dumps(GOOD[0]).encode())  # a redelivered post: consumed and valid, counted once
+    for n, bad in enumerate(BAD):
+        lines.insert(2 + 3 * n, bad)
+    data = tmp_path / "posts.jsonl"
+    data.write_bytes(b"\n".join(lines) + b"\n")
+
+    with running_worker(env, tmp_path / "worker.log") as worker:
+        wait_until(worker.ready, 60, "/readyz 200", worker)
+        status, body = get(worker.port, "/healthz")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+
+        r = subprocess.run([sys.executable, "-m", "sentinel.cli", "replay", str(data)], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and f"sent {len(lines)}" in r.stdout, r.stdout + r.stderr
+
+        store = redis.Redis.from_url(redis_server, decode_responses=True)
+        wait_until(lambda: int(store.hget(STATS_KEY, "consumed") or 0) >= len(lines), 30, "Redis: every message consumed", worker)
+        assert int(store.hget(STATS_KEY, "consumed")) == len(lines)
+
+        # The batch's metrics are updated when the batch returns, and the offsets committed about
+        # a second later: scrape until both show the whole file.
+        lag_key = ("sentinel_consumer_lag", frozenset({"topic": env["SENTINEL_TOPIC_POSTS"], "partition": "0"}.items()))
+
+        def settled() -> dict | None:
+            status, body = get(worker.port, "/metrics")
+            assert status == 200, body
+            found = samples(body.decode())
+            done = found.get(("sentinel_posts_consumed_total", frozenset()), 0) >= len(lines) and found.get(lag_key) == 0
+            return found if done else None
+
+        m = wait_until(settled, 30, "metrics of the whole file and lag 0", worker)
+
+        assert m[("sentinel_posts_consumed_total", frozenset())] == len(lines)
+        assert m[("sentinel_posts_processed_total", frozenset())] == len(GOOD)
+        assert m[("sentinel_posts_duplicate_total", frozenset())] == 1
+        assert m[("sentinel_posts_late_dropped_total", frozenset())] == 0
+        dlq = {dict(labels)["reason"]: v for (name, labels), v in m.items() if name == "sentinel_posts_dead_lettered_total"}
+        assert dlq == dict(Counter(BAD.values()))
+        # Histograms: every batch observed; the batch sizes add up to the file.
+        assert m[("sentinel_batch_size_count", frozenset())] >= 2
+        assert m[("sentinel_batch_size_sum", frozenset())] == len(lines)
+        assert m[("sentinel_classify_seconds_count", frozenset())] >= 1
+        assert m[("sentinel_window_update_seconds_count", frozenset())] == m[("sentinel_batch_size_count", frozenset())]
+        model = [dict(labels) for (name, labels), v in m.items() if name == "sentinel_model_info" and v == 1]
+        assert model == [{"base": "lexicon", "adapter": "none", "device": "cpu", "quantize": "none", "dtype": "none"}]
+        assert lag_key in m
+        assert ("sentinel_alert_deliveries_total", frozenset({"result": "failed"}.items())) in m
+        assert ("sentinel_event_loop_lag_seconds", frozenset()) in m
+
+        status, body = get(worker.port, "/healthz")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        status, body = get(worker.port, "/readyz")
+        assert status == 200 and json.loads(body)["failed"] == []
+
+        code = worker.terminate()
+        assert code is not None, "the worker did not exit within 30 s of SIGTERM"
+
+
+def test_readyz_turns_unready_when_redis_stops(tmp_path, kafka_server, cache_dir):
+    (tmp_path / "redis").mkdir()
+    redis_proc, redis_url = start_redis(tmp_path / "redis")
+    try:
+        env = env_for(kafka_server, redis_url, cache_dir, "http-redis-down")
+        with running_worker(env, tmp_path / "worker.log") as worker:
+            wait_until(worker.ready, 60, "/readyz 200", worker)
+
+            redis_proc.stop()
+
+            def unready() -> dict | None:
+                status, body = get(worker.port, "/readyz")
+                return json.loads(body) if status == 503 else None
+
+            body = wait_until(unready, 20, "/readyz 503", worker)
+            assert body["failed"] == ["redis"], body
+            assert body["checks"]["redis"]["ok"] is False and body["checks"]["broker"]["ok"] is True
+
+            # Liveness is not readiness: the worker keeps running and its loop keeps answering.
+            status, health = get(worker.port, "/healthz")
+            assert status == 200 and json.loads(health)["status"] == "ok"
+            assert worker.proc.poll() is None
+
+            # Redis back on the same address: ready again, without a restart.
+            redis_proc, _ = start_redis(tmp_path / "redis", port=int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+            wait_until(worker.ready, 20, "/readyz 200 after Redis returned", worker)
+    finally:
+        redis_proc.stop()
