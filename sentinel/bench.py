@@ -172,6 +172,37 @@ def _process_memory_mb(pid: int) -> dict[str, int]:
     return {"worker_rss_mb": fields.get("VmRSS", 0), "worker_peak_rss_mb": fields.get("VmHWM", 0)}
 
 
+class _CpuSplit:
+    """CPU time of one process and of the rest of the machine, between construction and stop()."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.t0 = time.monotonic()
+        self.machine0 = self._busy(psutil.cpu_times())
+        self.proc0 = self._own()
+
+    @staticmethod
+    def _busy(times: Any) -> float:
+        return times.user + times.system + getattr(times, "nice", 0.0) + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)
+
+    def _own(self) -> float:
+        t = self.proc.cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def stop(self) -> dict[str, float]:
+        import os
+
+        import psutil
+
+        wall = time.monotonic() - self.t0
+        cores = os.cpu_count() or 1
+        machine = self._busy(psutil.cpu_times()) - self.machine0
+        own = self._own() - self.proc0
+        return {"cpu_cores": cores, "worker_cpu_fraction": round(own / (wall * cores), 3), "other_cpu_fraction": round(max(machine - own, 0.0) / (wall * cores), 3)}
+
+
 def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, latency_rate_fraction: float = 0.5) -> dict[str, Any]:
     """End-to-end `run` throughput against the classifier alone, on the same posts, in one run;
     then produce-to-window-update latency at a steady rate below capacity."""
@@ -208,10 +239,12 @@ def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, late
             before = await store.stats()
             sent = await replay(live, warm, live.topic_posts, None)
             before = await wait_processed(live, store, before, sent, [worker], 600)
+            cpu = _CpuSplit(worker.pid)
             started = time.monotonic()
             sent = await replay(live, main, live.topic_posts, None)
             after = await wait_processed(live, store, before, sent, [worker], 1800)
             pipeline_s = time.monotonic() - started
+            cpu_split = cpu.stop()
             classify_s = (after.get("classify_ms", 0) - before.get("classify_ms", 0)) / 1000
             # Latency: one post a tick at a fraction of the measured capacity, so queues stay short.
             rate = max(1.0, latency_rate_fraction * sent / pipeline_s)
@@ -223,7 +256,7 @@ def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, late
         finally:
             stop_worker(worker)
             await store.close()
-        return {"pipeline_s": pipeline_s, "classify_s": classify_s, "sent": sent, "rate": rate, "latencies": latencies, **memory}
+        return {"pipeline_s": pipeline_s, "classify_s": classify_s, "sent": sent, "rate": rate, "latencies": latencies, **memory, **cpu_split}
 
     with connected(settings) as (live, embedded), tempfile.TemporaryDirectory() as tmp:
         m = asyncio.run(measure(live, embedded, Path(tmp)))
@@ -244,6 +277,12 @@ def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, late
         "latency_p99_ms": round(_percentile(lat, 0.99) * 1000),
         "worker_rss_mb": m["worker_rss_mb"],
         "worker_peak_rss_mb": m["worker_peak_rss_mb"],
+        # Where the machine's CPU went during the throughput phase: the worker, and everything else
+        # (the embedded broker and redis-server, this process's replay and polling). On a small
+        # machine the second share is taken straight from the model.
+        "cpu_cores": m["cpu_cores"],
+        "worker_cpu_fraction": m["worker_cpu_fraction"],
+        "other_cpu_fraction": m["other_cpu_fraction"],
         "dtype": settings.dtype,
     }
 
