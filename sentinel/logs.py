@@ -9,10 +9,13 @@ import sys
 from typing import Any
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
-# user:password@ in URLs, and token-like query values, never reach a log line.
+# user:password@ in URLs, and secret-like key=value pairs, never reach a log line. The key match is
+# a suffix (`access_token=`, `-token=`, `+Authorization=`): Apprise's privacy URLs mask passwords
+# but print a service's custom headers (`+Authorization=Bearer...`) and query params verbatim.
+_SECRET_KEY = r"[\w.+-]*?(?:password|passwd|pwd|token|secret|api[_-]?key|key|authorization|auth|signature|sig|credentials?)"
 _SECRET_PATTERNS = [
     (re.compile(r"(?<=://)([^:/@\s]*):([^@/\s]+)@"), r"\1:***@"),
-    (re.compile(r"(?i)((?:password|passwd|token|secret|apikey|api_key)=)[^&\s]+"), r"\1***"),
+    (re.compile(rf"(?i)((?<![\w.+-]){_SECRET_KEY}=)[^&\s]+"), r"\1***"),
 ]
 
 

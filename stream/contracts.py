@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from model.prompt import EmptyTextError, clean_text
 from stream.assets import DEFAULT_ALIASES, detect_assets, normalize_assets
 
 # Every reason the validator can give. Other tools match on these strings: keep them stable.
@@ -25,7 +27,7 @@ REASONS: dict[str, str] = {
     "not_an_object": "the message is JSON but not an object",
     "missing_field": "a required field (id, text, created_at) is absent or null",
     "invalid_field": "a field has the wrong type or an unusable value",
-    "empty_text": "text is empty after stripping whitespace",
+    "empty_text": "text is empty once whitespace and control/invisible characters are removed",
     "text_too_long": "text is longer than the character cap",
     "timestamp_out_of_range": "created_at is before the earliest or after the latest accepted time",
     "classification_failed": "the classifier failed on this post on its own (after batch splitting)",
@@ -33,6 +35,10 @@ REASONS: dict[str, str] = {
 
 OPTIONAL_STRINGS = ("source", "channel", "author")
 MAX_ID_CHARS = 256
+# A dead letter keeps at most this much of the original value. JSON escaping can grow a value
+# sixfold (a control character becomes \u0001), and 6 x 128 KiB still fits Kafka's default 1 MiB
+# message size, whatever SENTINEL_MAX_MESSAGE_BYTES is set to.
+DLQ_MAX_VALUE_BYTES = 131_072
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,10 @@ class Limits:
     max_text_chars: int = 10_000
     min_created_at: float = 1_230_768_000.0  # 2009-01-01, before which no crypto forum existed
     max_future_s: float = 86_400.0  # created_at may run ahead of the wall clock by at most a day
+    # Nesting cap checked before json.loads. Without it the interpreter's recursion limit decides,
+    # and that depends on how deep the caller's stack already is: the same message could be
+    # invalid_json in the worker and a missing_field in a test. A post is 1-2 levels deep.
+    max_json_depth: int = 32
 
 
 @dataclass(frozen=True)
@@ -74,12 +84,57 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
 
+# A JSON string (escapes included) or one bracket; strings are matched whole so brackets inside
+# them are skipped. Unrolled-loop form: linear time on long strings.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+
+
+def nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether JSON text nests arrays/objects deeper than limit (pure; no parsing)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False  # cannot nest deeper than it has openers: the common case, counted in C
+    depth = 0
+    for match in _JSON_TOKEN.finditer(text):
+        char = match.group()[0]
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def is_unicode(value: str) -> bool:
+    """False for strings holding an unpaired surrogate: JSON lets `\\ud800` through as an escape,
+    but it is not a character, and encoding it (Redis, Kafka, logs) would raise downstream."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def has_visible_text(text: str) -> bool:
+    """The model's own cleaning (model/prompt.py) leaves something to classify. Checked here so
+    a post of control or zero-width characters is an empty_text rejection, not a model failure
+    found only after the batch was split and retried down to that one post."""
+    try:
+        clean_text(text)
+    except EmptyTextError:
+        return False
+    return True
+
+
 def parse_created_at(value: Any) -> float:
     """ISO-8601 with an offset (or Z), or epoch seconds as a number. Raises ValueError."""
     if isinstance(value, bool):
         raise ValueError("created_at must be an ISO-8601 string or epoch seconds, not a boolean")
     if isinstance(value, (int, float)):
-        ts = float(value)
+        try:
+            ts = float(value)
+        except OverflowError:  # an integer beyond float range (JSON allows 400-digit numbers)
+            raise ValueError("created_at is out of any representable range") from None
         if not math.isfinite(ts):
             raise ValueError("created_at must be finite")
         return ts
@@ -113,9 +168,11 @@ def parse_post(
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Rejection("invalid_utf8", f"not UTF-8 at byte {exc.start}")
+    if nesting_exceeds(text, limits.max_json_depth):
+        return Rejection("invalid_json", f"JSON nested deeper than {limits.max_json_depth} levels")
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
+    except RecursionError:  # a backstop: the depth check above comes first
         return Rejection("invalid_json", "JSON nested too deeply")
     except ValueError as exc:
         return Rejection("invalid_json", str(exc)[:200])
@@ -131,13 +188,18 @@ def _post_from_object(obj: dict[str, Any], limits: Limits, aliases: Mapping[str,
     post_id = obj["id"]
     if not isinstance(post_id, str) or not post_id.strip() or len(post_id) > MAX_ID_CHARS:
         return Rejection("invalid_field", f"id must be a non-empty string of at most {MAX_ID_CHARS} characters", field="id")
+    if not is_unicode(post_id):
+        # post_id stays unset: the DLQ uses it as the message key, which must encode.
+        return Rejection("invalid_field", "id holds an unpaired surrogate escape", field="id")
     text = obj["text"]
     if not isinstance(text, str):
         return Rejection("invalid_field", f"text must be a string, not {type(text).__name__}", field="text", post_id=post_id)
     if len(text) > limits.max_text_chars:
         return Rejection("text_too_long", f"{len(text)} characters is over the cap of {limits.max_text_chars}", field="text", post_id=post_id)
-    if not text.strip():
-        return Rejection("empty_text", "text is empty or whitespace only", field="text", post_id=post_id)
+    if not is_unicode(text):
+        return Rejection("invalid_field", "text holds an unpaired surrogate escape", field="text", post_id=post_id)
+    if not has_visible_text(text):
+        return Rejection("empty_text", "text is empty, whitespace or control characters only", field="text", post_id=post_id)
     try:
         created_at = parse_created_at(obj["created_at"])
     except ValueError as exc:
@@ -153,13 +215,13 @@ def _post_from_object(obj: dict[str, Any], limits: Limits, aliases: Mapping[str,
     optional: dict[str, str | None] = {}
     for name in OPTIONAL_STRINGS:
         value = obj.get(name)
-        if value is not None and not isinstance(value, str):
-            return Rejection("invalid_field", f"{name} must be a string", field=name, post_id=post_id)
+        if value is not None and not (isinstance(value, str) and is_unicode(value)):
+            return Rejection("invalid_field", f"{name} must be a string of Unicode characters", field=name, post_id=post_id)
         optional[name] = value.strip() or None if isinstance(value, str) else None
     assets = obj.get("assets")
     if assets is None:
         tickers = detect_assets(text, aliases)
-    elif isinstance(assets, list) and all(isinstance(a, str) for a in assets):
+    elif isinstance(assets, list) and all(isinstance(a, str) and is_unicode(a) for a in assets):
         tickers = normalize_assets(assets)
     else:
         return Rejection("invalid_field", "assets must be a list of strings", field="assets", post_id=post_id)
@@ -176,9 +238,31 @@ def encode_value(raw: bytes | None) -> dict[str, str | None]:
         return {"value": base64.b64encode(raw).decode("ascii"), "value_encoding": "base64"}
 
 
-def dlq_record(raw: bytes | None, rejection: Rejection, *, topic: str, partition: int, offset: int, at: float) -> dict[str, Any]:
+def utf8_head(raw: bytes, cap: int) -> bytes:
+    """The first cap bytes, less a multi-byte character the cut split (so UTF-8 stays text)."""
+    head = raw[:cap]
+    for cut in range(len(head), max(len(head) - 4, 0), -1):
+        try:
+            head[:cut].decode("utf-8")
+            return head[:cut]
+        except UnicodeDecodeError:
+            continue
+    return head
+
+
+def dlq_record(
+    raw: bytes | None, rejection: Rejection, *, topic: str, partition: int, offset: int, at: float, max_value_bytes: int | None = None
+) -> dict[str, Any]:
+    """The dead letter. A value over max_value_bytes (a too_large message) is cut to that many
+    bytes: a 10 MB message copied whole would be over the producer's request size, the publish
+    would fail, and the worker would exit on the same message again after every restart."""
+    size = len(raw) if raw is not None else 0
+    truncated = raw is not None and max_value_bytes is not None and size > max_value_bytes
+    kept = utf8_head(raw, max_value_bytes) if truncated else raw  # type: ignore[arg-type]
     return {
-        **encode_value(raw),
+        **encode_value(kept),
+        "value_bytes": size,
+        "value_truncated": truncated,
         "reason": rejection.reason,
         "message": rejection.message,
         "field": rejection.field,

@@ -17,6 +17,11 @@ from typing import Any, AsyncIterator, Callable, Iterator
 
 from stream.contracts import encode_value, parse_created_at
 
+# Replay sends lines as they are, hostile ones included, so that the worker's own byte cap and the
+# DLQ see them: the client must not refuse a line the broker would take. The broker's limit
+# (message.max.bytes; 1 MiB by default on Kafka) is the one that counts; this only stops a runaway.
+REPLAY_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class ReplayItem:
@@ -37,7 +42,7 @@ def read_replay_file(path: Path) -> Iterator[ReplayItem]:
 def replay_item(line: bytes) -> ReplayItem:
     try:
         obj = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting overflows json's recursion: still a line to send
         return ReplayItem(None, line, None)
     if isinstance(obj, dict) and {"topic", "partition", "offset", "value"} <= set(obj):
         value = obj["value"]
@@ -51,8 +56,19 @@ def replay_item(line: bytes) -> ReplayItem:
             event_time: float | None = parse_created_at(obj.get("created_at"))
         except ValueError:
             event_time = None
-        return ReplayItem(post_id.encode() if isinstance(post_id, str) else None, line, event_time)
+        return ReplayItem(message_key(post_id), line, event_time)
     return ReplayItem(None, line, None)
+
+
+def message_key(post_id: Any) -> bytes | None:
+    """The post id as the Kafka key; none for an id that is not a usable string (an unpaired
+    surrogate escape cannot be encoded): the line still goes out, and the worker dead-letters it."""
+    if not isinstance(post_id, str):
+        return None
+    try:
+        return post_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
 
 
 def kafka_client_kwargs(settings: Any) -> dict[str, Any]:
@@ -93,7 +109,7 @@ async def replay(settings: Any, path: Path, topic: str, speed: float | None, pro
     producer = AIOKafkaProducer(
         **kafka_client_kwargs(settings),
         linger_ms=5,
-        max_request_size=max(1_048_576, settings.max_message_bytes * 2),
+        max_request_size=max(REPLAY_MAX_REQUEST_BYTES, settings.max_message_bytes * 2),
         enable_idempotence=False,
         acks="all",
     )

@@ -114,7 +114,11 @@ def start_ready(name: str, argv: Sequence[str], log_path: Path, ready: Callable[
     return proc
 
 
-def start_redis(workdir: Path, port: int | None = None, appendonly: bool = False) -> tuple[Process, str]:
+def start_redis(
+    workdir: Path, port: int | None = None, appendonly: bool = False, password: str | None = None, *, appendfsync: str | None = None
+) -> tuple[Process, str]:
+    """A redis-server on loopback; with password, clients must AUTH (the URL returned carries it).
+    `appendfsync` (`always`, `everysec`, `no`) sets the AOF fsync policy; None keeps Redis's default."""
     port = port or free_port()
     argv = [
         redis_binary(),
@@ -125,15 +129,21 @@ def start_redis(workdir: Path, port: int | None = None, appendonly: bool = False
         "--appendonly", "yes" if appendonly else "no",
         "--protected-mode", "yes",
     ]
-    proc = start_ready("redis-server", argv, workdir / f"redis-{port}.log", lambda: _redis_ping(port), 15)
-    return proc, f"redis://127.0.0.1:{port}/0"
+    if password:
+        # On the command line, so visible in `ps` to local users: for tests and local stacks only.
+        argv += ["--requirepass", password]
+    if appendfsync is not None:
+        argv += ["--appendfsync", appendfsync]
+    proc = start_ready("redis-server", argv, workdir / f"redis-{port}.log", lambda: _redis_ping(port, password), 15)
+    auth = f":{password}@" if password else ""
+    return proc, f"redis://{auth}127.0.0.1:{port}/0"
 
 
-def _redis_ping(port: int) -> bool:
+def _redis_ping(port: int, password: str | None = None) -> bool:
     import redis
 
     with contextlib.suppress(Exception):
-        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5).ping())
+        return bool(redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=0.5).ping())
     return False
 
 

@@ -113,3 +113,79 @@ def test_sentiment_record_fields():
 )
 def test_asset_detection(text, assets):
     assert detect_assets(text) == assets
+
+
+# --- hostile input (issue 6): each of these crashed the worker, or gave a reason that depended on
+# where parse_post was called from, before stream/contracts.py handled it.
+
+
+@pytest.mark.parametrize("depth", [33, 500, 999, 1000, 5000])
+def test_deep_nesting_is_invalid_json_at_any_depth_over_the_cap(depth):
+    # 500 levels parse fine at the top of a test's stack but overflow inside a busy worker: the
+    # explicit cap makes the reason the same everywhere.
+    assert reason(parse(b"[" * depth + b"]" * depth)) == "invalid_json"
+    assert reason(parse(b'{"a":' * depth + b"1" + b"}" * depth)) == "invalid_json"
+    hidden = json.dumps({**GOOD, "extra": 0}).encode().replace(b"0}", b"[" * depth + b"]" * depth + b"}")
+    assert reason(parse(hidden)) == "invalid_json"
+
+
+def test_nesting_within_the_cap_and_brackets_inside_strings_are_fine():
+    nested: object = 1
+    for _ in range(Limits().max_json_depth - 1):  # the post object itself is the outermost level
+        nested = [nested]
+    assert isinstance(parse({**GOOD, "extra": nested}), Post)
+    assert isinstance(parse({**GOOD, "text": "BTC " + "[{" * 3000 + '\\"'}), Post)
+
+
+def test_too_large_is_decided_before_decoding_or_parsing(monkeypatch):
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("json.loads ran on an oversized message")
+
+    monkeypatch.setattr(json, "loads", no_parsing)
+    # 10 MB that is not UTF-8 either: decoding first would say invalid_utf8.
+    assert reason(parse_post(b"\xff" * 10_000_000, now=NOW)) == "too_large"
+
+
+@pytest.mark.parametrize("created_at", [10**400, -(10**400)])
+def test_integer_beyond_float_range_is_invalid_field_not_an_overflow(created_at):
+    assert reason(parse({**GOOD, "created_at": created_at})) == "invalid_field"
+
+
+@pytest.mark.parametrize("field", ["id", "text", "channel", "source", "author", "assets"])
+def test_unpaired_surrogate_escapes_are_invalid_field(field):
+    lone = "BTC \ud800 moon"
+    obj = {**GOOD, field: [lone] if field == "assets" else lone}
+    result = parse(obj)  # json.dumps writes the escape \ud800, which json.loads accepts
+    assert reason(result) == "invalid_field" and result.field == field
+    assert result.post_id is None or result.post_id.encode()  # the DLQ key must encode
+
+
+def test_a_surrogate_pair_is_a_character():
+    post = parse({**GOOD, "text": "BTC \ud83d\ude80"})
+    assert isinstance(post, Post) and post.text == "BTC \U0001F680"
+
+
+@pytest.mark.parametrize("text", ["\x00\x01\x02", "\u200b\u200b", "\u202e\u2066", "\x1b\x7f \t", "\ufeff"])
+def test_control_or_invisible_only_text_is_empty_text(text):
+    from model.prompt import EmptyTextError, clean_text
+
+    with pytest.raises(EmptyTextError):  # the classifier would fail on it: reject it up front
+        clean_text(text)
+    assert reason(parse({**GOOD, "text": text})) == "empty_text"
+
+
+def test_control_characters_inside_real_text_keep_the_post():
+    text = "\x1b[31m $BTC\x1b[0m \x00 moon \u202egnp\u202c \r\n \x07"
+    post = parse({**GOOD, "text": text})
+    assert isinstance(post, Post) and post.text == text and post.assets == ("BTC",)
+
+
+def test_dlq_record_cuts_an_oversized_value_to_the_cap():
+    rej = Rejection("too_large", "over the cap")
+    raw = ("é" * 6_000_000).encode()  # 12 MB of two-byte characters
+    rec = dlq_record(raw, rej, topic="t", partition=0, offset=1, at=NOW, max_value_bytes=65_537)
+    assert rec["value_truncated"] is True and rec["value_bytes"] == len(raw)
+    # The odd cap splits a character: it is dropped, so the value stays text.
+    assert rec["value_encoding"] == "utf-8" and rec["value"] == "é" * 32_768
+    small = dlq_record(b"not json", Rejection("invalid_json", "x"), topic="t", partition=0, offset=2, at=NOW, max_value_bytes=65_536)
+    assert (small["value"], small["value_truncated"], small["value_bytes"]) == ("not json", False, 8)
