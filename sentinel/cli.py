@@ -12,10 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from sentinel.logs import setup_logging
+from sentinel.logs import redact, setup_logging
 from sentinel.settings import Settings, get_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Forum Sentinel: crypto-forum sentiment early warning.")
+# Tracebacks never print local variables: a frame inside the Redis client holds the password
+# (`auth_args = ['default', '<password>']`). Set here, not left to typer's default.
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
+    help="Forum Sentinel: crypto-forum sentiment early warning.",
+)
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: side-by-side throughput in one run, printed as JSON.")
 model_app = typer.Typer(no_args_is_help=True, help="Model housekeeping.")
 app.add_typer(bench_app, name="bench")
@@ -319,6 +324,12 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def redis_failure(exc: Exception) -> typer.Exit:
+    """A Redis error as one redacted line. Connection and auth failures are configuration
+    problems, and their traceback runs through client frames that hold the URL and password."""
+    return fail(redact(f"Redis: {type(exc).__name__}: {exc}"))
+
+
 @app.command()
 def worker() -> None:
     """The long-running production worker; all configuration comes from the environment."""
@@ -340,11 +351,18 @@ def worker() -> None:
 
 
 def run_faust(faust_app: Any, settings: Settings) -> None:
+    import asyncio
+
     import faust
 
     class Worker(faust.Worker):
         def _setup_logging(self) -> None:  # keep our structured logging instead of mode's
             setup_logging(settings.log_level, settings.log_json)
+
+        def _on_sigterm(self) -> None:  # Kubernetes: drain and commit within the grace period
+            if not getattr(self, "_draining", False):
+                self._draining = True
+                asyncio.ensure_future(faust_app.graceful_exit(settings.shutdown_grace), loop=self.loop)
 
     Worker(faust_app, loglevel=settings.log_level.lower(), redirect_stdouts=False).execute_from_commandline()
 
@@ -361,6 +379,8 @@ def run(
     """The main job: embedded stack (unless configured), a worker, FILE replayed at full speed, a summary."""
     import asyncio
     import tempfile
+
+    from redis.exceptions import RedisError
 
     from stream.runner import RunError, connected, run_once, write_json
 
@@ -387,6 +407,8 @@ def run(
         tail = worker_log.read_text(errors="replace").splitlines()[-30:]
         err.print("\n".join(tail))
         raise fail(f"{exc} (worker log: {worker_log})") from None
+    except RedisError as exc:
+        raise redis_failure(exc) from None
     if worker_log_path is None:
         worker_log.unlink(missing_ok=True)
     if alerts_out:
@@ -459,6 +481,8 @@ def windows(
     """Print the current rolling windows, ending at the newest event time seen."""
     import asyncio
 
+    from redis.exceptions import RedisError
+
     from stream.runner import open_store
     from stream.windows import parse_duration
 
@@ -475,7 +499,10 @@ def windows(
         finally:
             await store.close()
 
-    rows = asyncio.run(collect())
+    try:
+        rows = asyncio.run(collect())
+    except RedisError as exc:
+        raise redis_failure(exc) from None
     if as_json:
         for row in rows:
             print(json.dumps(row))
@@ -493,6 +520,8 @@ def with_redis(action: Callable[[Any], Awaitable[T]]) -> T:
     """Run one coroutine against the configured Redis (for the small admin commands)."""
     import asyncio
 
+    from redis.exceptions import RedisError
+
     from stream.runner import open_store
 
     settings = model_settings()
@@ -506,7 +535,10 @@ def with_redis(action: Callable[[Any], Awaitable[T]]) -> T:
         finally:
             await store.close()
 
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    except RedisError as exc:
+        raise redis_failure(exc) from None
 
 
 @app.command()

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=1, le=65535, description="worker HTTP port; give every worker its own")
     web_host: str = "0.0.0.0"
     health_max_stall: float = Field(30.0, gt=0, description="seconds without an event-loop heartbeat before /healthz answers 503")
+    shutdown_grace: float = Field(
+        45.0, gt=0, description="seconds a worker gives its batch in flight after SIGTERM; below the pod's terminationGracePeriodSeconds"
+    )
     rebalance_timeout: float = Field(30.0, gt=0, description="consumer-group rebalance timeout, seconds")
     session_timeout: float = Field(30.0, gt=0)
     heartbeat_interval: float = Field(3.0, gt=0)

@@ -230,17 +230,40 @@ class AlertDelivery:
 
     async def run(self) -> None:
         await self.ensure_group()
-        while True:
+        self._stopping = asyncio.Event()
+        while not self._stopping.is_set():
             try:
-                await self.drain_once(block_ms=1000)
+                self._current = asyncio.ensure_future(self.drain_once(block_ms=1000))
+                await asyncio.shield(self._current)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - Redis or Kafka trouble: log, back off, keep the loop alive
                 log.exception("alert delivery loop error; retrying")
                 await asyncio.sleep(1.0)
 
+    async def stop(self, timeout: float) -> bool:
+        """Read nothing new, and let the notifications in progress finish (within `timeout`).
+        Entries not finished stay pending in the group; another worker claims them."""
+        stopping = getattr(self, "_stopping", None)
+        if stopping is not None:
+            stopping.set()
+        current = getattr(self, "_current", None)
+        if current is None or current.done():
+            return True
+        done, _ = await asyncio.wait({current}, timeout=max(timeout, 0.0))
+        return bool(done)
+
     async def drain_once(self, block_ms: int = 0) -> int:
-        claimed = await self.redis.xautoclaim(OUTBOX_KEY, GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=20)
+        try:
+            claimed = await self.redis.xautoclaim(OUTBOX_KEY, GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=20)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost the group (restarted without persistence, or the outbox was deleted): without
+            # it every read fails forever. Re-create it at the stream's start and read on next time.
+            log.warning("outbox consumer group missing; re-creating it")
+            await self.ensure_group()
+            return 0
         entries = list(claimed[1]) if claimed else []
         read = await self.redis.xreadgroup(GROUP, self.consumer, {OUTBOX_KEY: ">"}, count=20, block=block_ms or None)
         for _, items in read or []:

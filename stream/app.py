@@ -7,8 +7,10 @@ are shared between them; replicas beyond the partition count sit idle.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 import socket
 import ssl
 from typing import Any
@@ -130,11 +132,18 @@ def create_app(settings: Settings, classifier: Any, store: WindowStore, metrics:
     for spec in [settings.bucket, settings.retention, *settings.windows.split(",")]:
         parse_duration(spec)
 
+    shutdown = Shutdown()
+
     @app.agent(posts, name="classify-posts")
     async def classify_posts(stream: faust.Stream) -> None:
         await processor.start()
         async for events in stream.take_events(settings.max_batch, within=settings.max_wait):
+            if shutdown.requested:
+                # Never handled, never acked: the worker exits before Faust's take() could ack
+                # this batch on its way out, so whoever owns the partition next gets it again.
+                await asyncio.Event().wait()
             messages = [RawMessage(e.message.value, e.message.topic, e.message.partition, e.message.offset) for e in events]
+            shutdown.busy = True
             try:
                 await processor.handle(messages)
             except Exception:
@@ -143,5 +152,38 @@ def create_app(settings: Settings, classifier: Any, store: WindowStore, metrics:
                 # uncommitted, the restarted worker redelivers the batch, and windows are idempotent.
                 log.exception("batch failed unexpectedly; exiting without committing", extra={"size": len(messages)})
                 os._exit(70)
+            for event in events:  # acked now, not when take() resumes, so a shutdown can commit it
+                await stream.ack(event)
+            shutdown.busy = False
 
+    async def graceful_exit(grace_s: float) -> None:
+        """SIGTERM: stop taking batches, finish the one in flight (windows, alerts, outputs), flush
+        the producer, commit, let notifications in progress finish, and exit, all within grace_s."""
+        deadline = time.monotonic() + grace_s
+        log.info("shutting down", extra={"grace_s": grace_s, "batch_in_flight": shutdown.busy})
+        shutdown.requested = True
+        while shutdown.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        finished = not shutdown.busy
+        if finished:
+            await app.producer.flush()
+            await app.consumer.commit()
+        delivered = await delivery.stop(deadline - time.monotonic())
+        log.info("shutdown complete" if finished else "shutdown: grace ran out with a batch in flight (it will be redelivered)",
+                 extra={"committed": finished, "notifications_finished": delivered})
+        logging.shutdown()
+        # Exit here rather than through Faust's stop: its take() would ack a held batch on the way
+        # out and the consumer would commit it unprocessed. The group notices the departure after
+        # the session timeout.
+        os._exit(0 if finished else 75)
+
+    app.graceful_exit = graceful_exit  # type: ignore[attr-defined]  # called by the CLI's SIGTERM handler
     return app
+
+
+class Shutdown:
+    """What the agent and the SIGTERM handler share."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.busy = False

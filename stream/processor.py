@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 from stream.assets import DEFAULT_ALIASES
-from stream.contracts import Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
+from stream.contracts import DLQ_MAX_VALUE_BYTES, Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -100,7 +100,7 @@ class BatchProcessor:
         # One long-lived thread for every model call: torch's OpenMP pool belongs to the calling
         # thread, and a shared executor would hand batches to different threads, each spinning up
         # its own pool. It also keeps model calls strictly one at a time.
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier", initializer=_log_model_threads)
 
     async def start(self) -> None:
         self.watermark = await self.store.watermark()
@@ -177,7 +177,10 @@ class BatchProcessor:
         return on_time
 
     async def _dead_letter(self, msg: RawMessage, rejection: Rejection) -> None:
-        record = dlq_record(msg.value, rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset, at=time.time())
+        record = dlq_record(
+            msg.value, rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset, at=time.time(),
+            max_value_bytes=min(self.limits.max_message_bytes, DLQ_MAX_VALUE_BYTES),
+        )
         log.warning(
             "dead-lettered",
             extra={"reason": rejection.reason, "post_id": rejection.post_id, "partition": msg.partition, "offset": msg.offset},
@@ -217,6 +220,15 @@ class BatchProcessor:
                 log.warning("redis unavailable, retrying", extra={"error": type(exc).__name__, "retry_in_s": round(delay, 2)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.redis_retry_max_s)
+
+
+def _log_model_threads() -> None:
+    """Say how many intra-op threads the model thread gets: throughput depends on it."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        log.info("model thread started", extra={"torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()})
 
 
 def partition_watermarks(posts: Sequence[tuple[Post, RawMessage]]) -> dict[int, float]:
