@@ -29,7 +29,7 @@ import fnmatch
 import json
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 

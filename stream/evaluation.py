@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from stream.detector import Counts, Current, Thresholds, evaluate, thresholds_for
+from stream.detector import Current, Thresholds, evaluate, thresholds_for
 from stream.incidents import KINDS, AlertRecord, Incident, step
 
 

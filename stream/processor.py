@@ -29,7 +29,7 @@ from stream.contracts import DLQ_MAX_VALUE_BYTES, Limits, Post, Rejection, dlq_r
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stream.store import ApplyResult, Scored, WindowStore
+from stream.store import Scored, WindowStore
 from stream.windows import is_late, scopes_for
 
 if TYPE_CHECKING:

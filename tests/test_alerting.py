@@ -12,7 +12,7 @@ import sys
 
 import redis
 
-from scenarios import SWING_MIX, T0, Episode, Scenario, generate
+from scenarios import SWING_MIX, Episode, Scenario, generate
 from stream.alerting import ALERT_STATS_KEY, OUTBOX_KEY, AlertDelivery, AlertEngine, add_silence, outbox_drained
 from stream.contracts import Post
 from stream.evaluation import AlertConfig

@@ -11,7 +11,6 @@ record and one notification per transition, the same records from one worker or 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ import pytest
 import redis
 
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, to_posts
+from workers import worker_env
 
 WORDS = {
     "positive": ["bullish", "moon", "pump", "rally", "breakout"],
@@ -76,24 +76,10 @@ def webhook():
 
 def run_env(kafka_server: str, redis_server: str, cache_dir: Path, name: str, webhook_url: str) -> dict[str, str]:
     redis.Redis.from_url(redis_server).flushdb()
-    return {
-        **os.environ,
-        "SENTINEL_BASE": "lexicon",
-        "SENTINEL_CACHE_DIR": str(cache_dir),
-        "KAFKA_BROKER": kafka_server,
-        "REDIS_URL": redis_server,
-        "SENTINEL_APP_ID": f"test-{name}",
-        "SENTINEL_TOPIC_POSTS": f"{name}-posts",
-        "SENTINEL_TOPIC_SENTIMENT": f"{name}-sentiment",
-        "SENTINEL_TOPIC_DLQ": f"{name}-dlq",
-        "SENTINEL_TOPIC_ALERTS": f"{name}-alerts",
-        "SENTINEL_PARTITIONS": "4",
-        "SENTINEL_REBALANCE_TIMEOUT": "5",
-        "SENTINEL_SESSION_TIMEOUT": "6",
-        "SENTINEL_HEARTBEAT_INTERVAL": "1",
-        "SENTINEL_APPRISE_URLS": webhook_url,
-        "SENTINEL_NOTIFY_CHART": "false",
-    }
+    return worker_env(
+        name, kafka_server, redis_server, cache_dir,
+        SENTINEL_PARTITIONS="4", SENTINEL_APPRISE_URLS=webhook_url, SENTINEL_NOTIFY_CHART="false",
+    )
 
 
 def sentinel_run(path: Path, env: dict[str, str], out: Path, *extra: str) -> tuple[dict, list[dict]]:

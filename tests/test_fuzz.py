@@ -51,11 +51,8 @@ import asyncio
 import base64
 import json
 import math
-import os
 import random
 import string
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -70,6 +67,7 @@ from model.labels import LABELS
 from stream.contracts import Post, parse_post
 from stream.replay import consume_records
 from stream.windows import bucket_key, index_key
+from workers import sentinel, worker_env
 
 SEED = 20_261_127
 T0 = 1_790_812_800  # 2026-10-01T00:00:00Z: in the past, so every good time is accepted
@@ -319,30 +317,13 @@ def valid_lines(lines: tuple[Line, ...]) -> list[Line]:
 # --- the run ----------------------------------------------------------------------------------------
 
 
-def sentinel(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture()
 def fuzz_env(kafka_server: str, redis_server: str, cache_dir: Path) -> dict[str, str]:
     redis.Redis.from_url(redis_server).flushdb()
-    return {
-        **os.environ,
-        "SENTINEL_BASE": "lexicon",
-        "SENTINEL_CACHE_DIR": str(cache_dir),
-        "KAFKA_BROKER": kafka_server,
-        "REDIS_URL": redis_server,
-        "SENTINEL_APP_ID": "test-fuzz",
-        "SENTINEL_TOPIC_POSTS": "fuzz-posts",
-        "SENTINEL_TOPIC_SENTIMENT": "fuzz-sentiment",
-        "SENTINEL_TOPIC_DLQ": "fuzz-dlq",
-        "SENTINEL_TOPIC_ALERTS": "fuzz-alerts",
-        # One partition: offsets follow the file, so each dead letter maps back to its line.
-        "SENTINEL_PARTITIONS": "1",
-        "SENTINEL_REBALANCE_TIMEOUT": "5",
-        "SENTINEL_SESSION_TIMEOUT": "6",
-        "SENTINEL_HEARTBEAT_INTERVAL": "1",
-    }
+    # One partition: offsets follow the file, so each dead letter maps back to its line.
+    return worker_env("fuzz", kafka_server, redis_server, cache_dir)
 
 
 def read_topic(broker: str, topic: str) -> list[dict[str, Any]]:

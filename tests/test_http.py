@@ -19,7 +19,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -28,6 +27,7 @@ from stream.metrics import WorkerMetrics, partition_lag
 from stream.processor import BatchOutcome
 from stream.services import free_port, start_redis
 from stream.windows import STATS_KEY
+from workers import worker_env
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 GOOD = [
@@ -78,27 +78,11 @@ def samples(text: str) -> dict[tuple[str, frozenset], float]:
 
 
 def env_for(kafka: str, redis_url: str, cache_dir: Path, name: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SENTINEL_BASE": "lexicon",
-        "SENTINEL_CACHE_DIR": str(cache_dir),
-        "KAFKA_BROKER": kafka,
-        "REDIS_URL": redis_url,
-        "SENTINEL_APP_ID": f"test-{name}",
-        "SENTINEL_TOPIC_POSTS": f"{name}-posts",
-        "SENTINEL_TOPIC_SENTIMENT": f"{name}-sentiment",
-        "SENTINEL_TOPIC_DLQ": f"{name}-dlq",
-        "SENTINEL_TOPIC_ALERTS": f"{name}-alerts",
-        "SENTINEL_PARTITIONS": "1",
-        "SENTINEL_REBALANCE_TIMEOUT": "5",
-        "SENTINEL_SESSION_TIMEOUT": "6",
-        "SENTINEL_HEARTBEAT_INTERVAL": "1",
-        "SENTINEL_MAX_BATCH": "4",  # several batches, so the histograms see more than one
-        "SENTINEL_WEB_PORT": str(free_port()),
-        "SENTINEL_WEB_HOST": "127.0.0.1",
-        "PYTHONUNBUFFERED": "1",
-    }
-
+    return worker_env(
+        name, kafka, redis_url, cache_dir,
+        SENTINEL_MAX_BATCH="4",  # several batches, so the histograms see more than one
+        SENTINEL_WEB_PORT=str(free_port()), SENTINEL_WEB_HOST="127.0.0.1", PYTHONUNBUFFERED="1",
+    )
 
 class Worker:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:

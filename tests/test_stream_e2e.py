@@ -6,9 +6,6 @@ The expected numbers are computed independently from the input file, not from th
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import pytest
 import redis
 
 from stream.windows import bucket_key, index_key
+from workers import sentinel, worker_env
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 ASSETS = ["BTC", "ETH", "SOL"]
@@ -65,34 +63,16 @@ def bucket_counts(redis_url: str, scopes: set[str]) -> Counter:
     return counts
 
 
-def sentinel(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture()
 def stream_env(tiny_model_dir, cache_dir, kafka_server, redis_server, request):
     redis.Redis.from_url(redis_server).flushdb()
     name = request.node.name.replace("_", "-")[:40]
-    return {
-        **os.environ,
-        "SENTINEL_BASE": str(tiny_model_dir),
-        "SENTINEL_DTYPE": "float32",
-        "SENTINEL_CACHE_DIR": str(cache_dir),
-        "KAFKA_BROKER": kafka_server,
-        "REDIS_URL": redis_server,
-        "SENTINEL_APP_ID": f"test-{name}",
-        "SENTINEL_TOPIC_POSTS": f"{name}-posts",
-        "SENTINEL_TOPIC_SENTIMENT": f"{name}-sentiment",
-        "SENTINEL_TOPIC_DLQ": f"{name}-dlq",
-        "SENTINEL_TOPIC_ALERTS": f"{name}-alerts",
+    return worker_env(
+        name, kafka_server, redis_server, cache_dir,
+        SENTINEL_BASE=str(tiny_model_dir), SENTINEL_DTYPE="float32",
         # One partition gives a total order, so which post is late is decided by the file alone.
-        "SENTINEL_PARTITIONS": "1",
-        "SENTINEL_RETENTION": "2h",
-        "SENTINEL_REBALANCE_TIMEOUT": "5",
-        "SENTINEL_SESSION_TIMEOUT": "6",
-        "SENTINEL_HEARTBEAT_INTERVAL": "1",
-        "SENTINEL_MAX_BATCH": "16",
-    }
+        SENTINEL_RETENTION="2h", SENTINEL_MAX_BATCH="16",
+    )
 
 
 def test_run_counts_scopes_dlq_and_outputs(tmp_path, stream_env, redis_server):
