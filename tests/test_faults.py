@@ -1,0 +1,661 @@
+"""Fault injection (issue 6): real broker, real redis-servers, real worker processes, real faults.
+
+Each test replays the early-warning acceptance stream (tests/test_alerts_e2e.py's SCENARIO: two
+days, ~11,800 posts, a BTC sentiment swing and an ETH volume burst) through worker processes
+(`SENTINEL_BASE=lexicon`: no model to load) and injects one fault: a worker killed with SIGKILL,
+redis-server killed and restarted (with and without AOF), one of two workers in a group killed, a
+notification endpoint answering 500. The final state is compared with ground truth computed from the
+input file alone (per-scope bucket counts), and the alert outbox is checked for one record per
+transition. docs/reliability.md states the guarantees these tests back and the figures they measure.
+
+Waits are conditions with deadlines; the only timed wait is the Redis outage, which is the fault.
+Every process started here is killed at the end of its test, also on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+import warnings
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import pytest
+import redis
+
+from scenarios import generate, to_posts
+from stream.alerting import ALERT_STATS_KEY, GROUP, OUTBOX_KEY
+from stream.runner import committed_lag
+from stream.services import free_port, start_redis
+from stream.windows import STATS_KEY, bucket_key, seen_key
+from test_alerts_e2e import SCENARIO, text_for
+
+# The paced replays spread the two days of event time over about 30 s of wall time, so a fault can
+# be injected at a chosen point of the stream while posts are still arriving.
+PACED_SPEED = 2 * 86400 / 30
+SESSION_TIMEOUT, REBALANCE_TIMEOUT = 6.0, 5.0
+COUNTERS = ("consumed", "valid", "dlq", "duplicates", "late_dropped", "processed")
+
+
+def report(name: str, **figures: Any) -> None:
+    """Measured figures, printed (pytest -s) and kept in out/faults.jsonl for docs/reliability.md."""
+    line = json.dumps({"test": name, **figures})
+    print(f"FAULTS {line}")
+    out = Path(__file__).resolve().parents[1] / "out"
+    with contextlib.suppress(OSError):
+        out.mkdir(exist_ok=True)
+        with (out / "faults.jsonl").open("a") as handle:
+            handle.write(line + "\n")
+
+
+# --- input and ground truth ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stream_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    posts = to_posts(generate(SCENARIO, seed=7), text_for, seed=7)
+    path = tmp_path_factory.mktemp("faults") / "stream.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in posts))
+    return path, posts
+
+
+def expected_counts(posts: list[dict]) -> Counter:
+    """(scope, bucket start) -> posts, from the file alone: the generated texts carry one cashtag."""
+    counts: Counter = Counter()
+    for p in posts:
+        bucket = int(p["created_at"] // 60) * 60
+        asset = re.match(r"\$([A-Z]+) ", p["text"]).group(1)
+        for scope in ("all", f"asset:{asset}", f"channel:{p['channel']}", f"source:{p['source']}"):
+            counts[(scope, bucket)] += 1
+    return counts
+
+
+def window_counts(r: redis.Redis) -> Counter:
+    """(scope, bucket start) -> n for every bucket of every scope the worker left in Redis."""
+    buckets = []
+    for key in r.scan_iter(match="sentinel:{*}:idx", count=1000):
+        scope = key[len("sentinel:{") : -len("}:idx")]
+        buckets += [(scope, int(b)) for b in r.zrange(key, 0, -1)]
+    pipe = r.pipeline(transaction=False)
+    for scope, b in buckets:
+        pipe.hget(bucket_key(scope, b), "n")
+    return Counter({sb: int(n or 0) for sb, n in zip(buckets, pipe.execute())})
+
+
+def stats(r: redis.Redis) -> dict[str, int]:
+    raw = r.hgetall(STATS_KEY)
+    out = {name: 0 for name in COUNTERS}
+    out.update({k: int(v) for k, v in raw.items() if k in COUNTERS or k.startswith("label:")})
+    return out
+
+
+def partition_seen(r: redis.Redis) -> dict[int, float]:
+    """Per input partition, the worker's wall time when a batch holding it was last written."""
+    return {int(k.split(":")[1]): float(v) for k, v in r.hgetall(STATS_KEY).items() if k.startswith("pseen:")}
+
+
+def alert_stats(r: redis.Redis) -> dict[str, int]:
+    return {k: int(v) for k, v in r.hgetall(ALERT_STATS_KEY).items()}
+
+
+def transition_key(record: dict) -> tuple[str, str, str]:
+    return record["alert_id"], record["state"], record["window_end"]
+
+
+def outbox(r: redis.Redis) -> list[dict]:
+    return [json.loads(fields["record"]) for _, fields in r.xrange(OUTBOX_KEY)]
+
+
+def pending_keys(r: redis.Redis, worker: "Worker") -> set[tuple[str, str, str]]:
+    """Transitions handed to `worker`'s notifier and not acknowledged yet (its consumer name is
+    hostname-pid, as stream/app.py names it)."""
+    if not r.exists(OUTBOX_KEY) or not r.xinfo_groups(OUTBOX_KEY):
+        return set()
+    consumer = f"{socket.gethostname()}-{worker.proc.pid}"
+    ids = {p["message_id"] for p in r.xpending_range(OUTBOX_KEY, GROUP, "-", "+", 1000) if p["consumer"] == consumer}
+    return {transition_key(json.loads(fields["record"])) for entry_id, fields in r.xrange(OUTBOX_KEY) if entry_id in ids}
+
+
+def outbox_drained(r: redis.Redis) -> bool:
+    """The worker's own criterion (stream/alerting.py outbox_drained), read synchronously."""
+    if not r.exists(OUTBOX_KEY):
+        return True
+    info = r.xinfo_stream(OUTBOX_KEY)
+    groups = {g["name"]: g for g in r.xinfo_groups(OUTBOX_KEY)}
+    group = groups.get(GROUP)
+    if group is None:
+        return info["length"] == 0
+    return group["pending"] == 0 and group["last-delivered-id"] == info["last-generated-id"]
+
+
+# --- servers and processes -------------------------------------------------------------------------
+
+
+class Hook:
+    """An Apprise json:// receiver that keeps every notification it accepted; answers 500 while
+    `failing` is set (a notification endpoint that is down)."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.accepted: list[dict] = []
+        self.refused = 0
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if hook.failing:
+                    hook.refused += 1
+                    self.send_response(500)
+                else:
+                    hook.accepted.append(json.loads(body))
+                    self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def keys(self, since: int = 0) -> list[tuple[str, str, str]]:
+        """(alert_id, state, window_end) of every accepted notification (from the `since`-th on), read from its text."""
+        found = []
+        for payload in list(self.accepted)[since:]:
+            text = payload["message"]
+            alert_id = re.search(r"^alert_id: (\S+)$", text, re.M).group(1)
+            window_end = re.search(r"^window \S+: \S+ \.\. (\S+)$", text, re.M).group(1)
+            state = "resolved" if " is resolved." in text.splitlines()[0] else "firing"
+            found.append((alert_id, state, window_end))
+        return found
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class RedisServer:
+    """A dedicated redis-server that a test can kill (SIGKILL) and start again on the same port and dir."""
+
+    def __init__(self, workdir: Path, *, appendonly: bool = False, appendfsync: str | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir, self.appendonly, self.appendfsync = workdir, appendonly, appendfsync
+        self.proc, self.url = start_redis(workdir, appendonly=appendonly, appendfsync=appendfsync)
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=10)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.proc.pid, signal.SIGKILL)
+        self.proc.stop()  # reaps it and closes its log
+
+    def start(self) -> None:
+        self.proc, _ = start_redis(self.workdir, port=self.port, appendonly=self.appendonly, appendfsync=self.appendfsync)
+
+    def close(self) -> None:
+        self.proc.stop()
+
+
+class Worker:
+    """`sentinel worker` in its own process group, on its own web port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sentinel.cli", "worker"], env={**env, "SENTINEL_WEB_PORT": str(self.port)},
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def readyz(self) -> dict | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=3) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return json.loads(exc.read() or b"{}")
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+            return None
+
+    def partitions(self) -> set[int]:
+        """The input partitions assigned to this worker, as its /readyz reports them."""
+        body = self.readyz() or {}
+        detail = body.get("checks", {}).get("partitions", {})
+        match = re.search(r"\[([\d, ]*)\]", detail.get("detail", "")) if detail.get("ok") else None
+        return {int(p) for p in match.group(1).split(",") if p.strip()} if match else set()
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group: no shutdown code runs."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def close(self) -> None:
+        self.kill()
+        self._log.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return f"--- {self.log_path.name} ---\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Replay:
+    """`sentinel replay FILE` in the background (paced by event time when speed is given)."""
+
+    def __init__(self, path: Path, env: dict[str, str], speed: float | None = None) -> None:
+        args = [sys.executable, "-m", "sentinel.cli", "replay", str(path)] + (["--speed", str(speed)] if speed else [])
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def done(self) -> bool:
+        if self.proc.poll() is None:
+            return False
+        assert self.proc.returncode == 0, self.proc.stdout.read().decode(errors="replace")
+        return True
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+        self.proc.stdout.close()
+
+
+@pytest.fixture()
+def cleanup():
+    """Everything a test starts goes here and is closed (processes killed) when the test ends."""
+    items: list[Any] = []
+    yield items
+    for item in reversed(items):
+        with contextlib.suppress(Exception):
+            item.close()
+
+
+def started(cleanup: list, item: Any) -> Any:
+    cleanup.append(item)
+    return item
+
+
+def worker_env(kafka: str, redis_url: str, cache_dir: Path, name: str, hook_url: str, **extra: str) -> dict[str, str]:
+    name = f"{name}-{uuid.uuid4().hex[:6]}"  # own topics and consumer group per test and run
+    return {
+        **os.environ,
+        "SENTINEL_BASE": "lexicon",
+        "SENTINEL_CACHE_DIR": str(cache_dir),
+        "KAFKA_BROKER": kafka,
+        "REDIS_URL": redis_url,
+        "SENTINEL_APP_ID": f"test-{name}",
+        "SENTINEL_TOPIC_POSTS": f"{name}-posts",
+        "SENTINEL_TOPIC_SENTIMENT": f"{name}-sentiment",
+        "SENTINEL_TOPIC_DLQ": f"{name}-dlq",
+        "SENTINEL_TOPIC_ALERTS": f"{name}-alerts",
+        "SENTINEL_PARTITIONS": "4",
+        "SENTINEL_REBALANCE_TIMEOUT": str(REBALANCE_TIMEOUT),
+        "SENTINEL_SESSION_TIMEOUT": str(SESSION_TIMEOUT),
+        "SENTINEL_HEARTBEAT_INTERVAL": "1",
+        # Longer than the stream's two days: nothing is late or trimmed, every bucket can be compared.
+        "SENTINEL_RETENTION": "7d",
+        "SENTINEL_APPRISE_URLS": hook_url,
+        "SENTINEL_NOTIFY_CHART": "false",
+        "SENTINEL_WEB_HOST": "127.0.0.1",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def kafka_view(env: dict[str, str]) -> SimpleNamespace:
+    """What stream.runner.committed_lag reads from settings."""
+    return SimpleNamespace(kafka_broker=env["KAFKA_BROKER"], kafka_security_protocol="PLAINTEXT",
+                           app_id=env["SENTINEL_APP_ID"], topic_posts=env["SENTINEL_TOPIC_POSTS"])
+
+
+async def _committed(view: SimpleNamespace) -> dict[int, int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=view.kafka_broker, group_id=view.app_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {p: (await consumer.committed(TopicPartition(view.topic_posts, p))) or 0 for p in range(4)}
+    finally:
+        await consumer.stop()
+
+
+def committed_offsets(env: dict[str, str]) -> dict[int, int]:
+    """The consumer group's committed offset per input partition."""
+    return asyncio.run(_committed(kafka_view(env)))
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, workers: list[Worker], poll: float = 0.05) -> Any:
+    """Poll `condition` until it is truthy; fail at the deadline or as soon as a worker that must stay up exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for w in workers:
+            assert w.alive(), f"a worker exited with {w.proc.returncode} while waiting for {what}\n{w.log_tail()}"
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            tails = "\n".join(w.log_tail() for w in workers)
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
+        time.sleep(poll)
+
+
+def wait_all_committed(env: dict[str, str], r: redis.Redis, replay: Replay, workers: list[Worker], *, processed: int,
+                       timeout: float = 180) -> None:
+    """Every input message replayed, consumed and committed: the counters first (one Redis read),
+    then the group's committed offsets (a Kafka client), as stream.runner.wait_processed does."""
+    wait_until(replay.done, timeout, "the replay to finish", workers, poll=0.2)
+    view = kafka_view(env)
+    wait_until(lambda: stats(r)["processed"] >= processed and asyncio.run(committed_lag(view)) == 0, timeout,
+               f"{processed} posts counted and every offset committed", workers, poll=0.3)
+
+
+def wait_delivered(r: redis.Redis, workers: list[Worker], timeout: float = 120) -> None:
+    wait_until(lambda: outbox_drained(r), timeout, "the alert outbox to drain", workers, poll=0.2)
+
+
+def check_alerts(r: redis.Redis, hook: Hook, *, excused: set[tuple[str, str, str]] = frozenset(), name: str, since: int = 0) -> dict:
+    """One outbox record per transition, every transition notified, no notification twice (except
+    for `excused` transitions: held unacknowledged by a worker at the fault, the documented gap).
+    Notifications before the `since`-th are left out (their records were lost with Redis)."""
+    records = outbox(r)
+    keys = [transition_key(rec) for rec in records]
+    repeated = [k for k, n in Counter(keys).items() if n > 1]
+    assert repeated == [], f"transitions recorded more than once in the outbox: {repeated}"
+    stats_ = alert_stats(r)
+    assert stats_.get("transitions", 0) == len(records)
+    assert stats_.get("delivery_failed", 0) == 0 and stats_.get("notified", 0) >= len(records)
+    notified = Counter(hook.keys(since))
+    assert set(notified) == set(keys), "every transition notified, and nothing else"
+    twice = {k for k, n in notified.items() if n > 1}
+    assert twice <= set(excused), f"notified more than once: {sorted(twice - set(excused))}"
+    if twice:  # the crash-between-notify-and-ack window: allowed, but reported
+        warnings.warn(f"{name}: {len(twice)} transition(s) notified twice after the kill (held unacknowledged by the killed worker): {sorted(twice)}")
+    return {"transitions": len(records), "notified_twice": len(twice)}
+
+
+def assert_alerts_fired(r: redis.Redis) -> None:
+    """The scenario's two episodes, as tests/test_alerts_e2e.py asserts them."""
+    seen = {(rec["scope"], rec["kind"], rec["state"]) for rec in outbox(r)}
+    assert {("asset:BTC", "sentiment_drop", "firing"), ("asset:BTC", "sentiment_drop", "resolved"),
+            ("asset:ETH", "volume_spike", "firing")} <= seen, seen
+
+
+# --- 1. kill -9 ---------------------------------------------------------------------------------------
+
+
+def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path, kafka_server, cache_dir, cleanup, stream_file):
+    """SIGKILL the only worker after an alert has been recorded and before the stream ends, start a
+    new one: the windows equal the ground truth, the redelivered posts are counted as duplicates
+    (consumed = posts + duplicates), and each transition is in the outbox once and notified once."""
+    path, posts = stream_file
+    n = len(posts)
+    hook = started(cleanup, Hook())
+    server = started(cleanup, RedisServer(tmp_path / "redis"))
+    r = server.client()
+    env = worker_env(kafka_server, server.url, cache_dir, "kill9", hook.url)
+    first = started(cleanup, Worker(env, tmp_path / "worker-1.log"))
+    replay = started(cleanup, Replay(path, env, speed=PACED_SPEED))
+
+    # Mid-stream, past the BTC swing's first alert: some posts counted, not all, transitions recorded.
+    wait_until(lambda: stats(r)["processed"] >= 0.8 * n and alert_stats(r).get("transitions", 0) >= 1, 120,
+               "80% of the posts counted and a first alert recorded", [first])
+    first.kill()
+    at_kill = stats(r)
+    excused = pending_keys(r, first)  # transitions the dead worker held unacknowledged
+    assert 0 < at_kill["processed"] < n, at_kill
+
+    second = started(cleanup, Worker(env, tmp_path / "worker-2.log"))
+    wait_all_committed(env, r, replay, [second], processed=n)
+    wait_delivered(r, [second])
+
+    assert window_counts(r) == expected_counts(posts)
+    final = stats(r)
+    assert final["processed"] == n and sum(v for k, v in final.items() if k.startswith("label:")) == n
+    assert final["dlq"] == 0 and final["late_dropped"] == 0
+    # Every redelivered message was consumed twice and counted once: the surplus is all duplicates.
+    assert final["consumed"] == n + final["duplicates"], final
+    assert_alerts_fired(r)
+    alerts = check_alerts(r, hook, excused=excused, name="kill-9")
+    report("kill_9", posts=n, processed_at_kill=at_kill["processed"], duplicates=final["duplicates"],
+           pending_at_kill=len(excused), **alerts)
+
+
+# --- 2. Redis outage ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fsync", ["always", "everysec", None], ids=["aof-always", "aof-everysec", "no-persistence"])
+def test_redis_outage_backs_off_and_resumes(tmp_path, kafka_server, cache_dir, cleanup, stream_file, fsync):
+    """redis-server is killed (SIGKILL) mid-stream, stays down 10 s, and is started again on the
+    same port. The worker stays up, commits no offset while Redis is down, and resumes by itself.
+
+    With AOF (`appendfsync always`, and `everysec` as deploy/k8s/redis-example runs it): Redis
+    comes back with every acknowledged write (it writes the AOF before replying; what `everysec`
+    risks is the last second or two on an OS crash, which this test cannot cause), and the final
+    windows equal the ground truth exactly.
+
+    Without persistence: Redis comes back empty. Writes are paused (CLIENT PAUSE WRITE) just before
+    the kill, and the posts counted by then (the `all` scope's seen set) are what is lost: their
+    offsets are committed, so nothing brings them back. Every other post (the batch that was in
+    flight at the kill included) is counted after the restart: the final windows equal the ground
+    truth of the input minus exactly the lost posts, and `processed` equals posts minus lost.
+    Alert state and the outbox start again empty; delivery recovers (the `notifiers` group is
+    re-created) and drains whatever the worker records after the restart.
+    """
+    path, posts = stream_file
+    n = len(posts)
+    aof = fsync is not None
+    tag = f"aof-{fsync}" if aof else "no-persistence"
+    hook = started(cleanup, Hook())
+    server = started(cleanup, RedisServer(tmp_path / "redis", appendonly=aof, appendfsync=fsync))
+    r = server.client()
+    env = worker_env(kafka_server, server.url, cache_dir, f"redis-{tag}", hook.url)
+    worker = started(cleanup, Worker(env, tmp_path / "worker.log"))
+    replay = started(cleanup, Replay(path, env, speed=PACED_SPEED))
+
+    wait_until(lambda: stats(r)["processed"] >= 0.3 * n, 120, "30% of the posts counted", [worker])
+    # Writes frozen just before the kill, so `before` (and, without persistence, the lost posts:
+    # everything counted so far) is exactly the state the kill hits.
+    r.execute_command("CLIENT", "PAUSE", 30000, "WRITE")
+    before = stats(r)
+    lost = set() if aof else set(r.zrange(seen_key("all"), 0, -1))
+    excused = pending_keys(r, worker)  # a notification in flight now cannot be acknowledged
+    assert aof or len(lost) == before["processed"]
+    server.kill()
+    down_at = time.monotonic()
+
+    # The fault itself: 10 s without Redis. The worker must stay up; once the commits of batches
+    # written before the kill have gone out (commit interval 1 s), no offset may move.
+    frozen: dict[int, int] | None = None
+    while time.monotonic() - down_at < 10:
+        assert worker.alive(), worker.log_tail()
+        if frozen is None and time.monotonic() - down_at > 3:
+            frozen = committed_offsets(env)
+        time.sleep(0.2)
+    assert frozen is not None and committed_offsets(env) == frozen, "offsets were committed while Redis was down"
+    assert sum(frozen.values()) < n
+    server.start()
+    up_at = time.monotonic()
+    r = server.client()
+    # Without persistence the records of notifications sent before the restart are gone with Redis.
+    since = 0 if aof else len(hook.accepted)
+
+    wait_until(lambda: stats(r)["processed"] > (before["processed"] if aof else 0), 60, "the first batch after the restart", [worker])
+    resumed_s = time.monotonic() - up_at
+    # The batch in flight retries with exponential backoff capped at 5 s (BatchProcessor.redis_retry_max_s).
+    assert resumed_s < 5 + 10, f"first write {resumed_s:.1f} s after Redis returned"
+    wait_all_committed(env, r, replay, [worker], processed=n - len(lost))
+    wait_delivered(r, [worker])
+    assert worker.alive(), worker.log_tail()
+
+    final = stats(r)
+    if aof:
+        assert window_counts(r) == expected_counts(posts)
+        assert final["processed"] == n and final["consumed"] == n + final["duplicates"], final
+        assert_alerts_fired(r)
+    else:
+        assert 0 < len(lost) < n
+        kept = [p for p in posts if p["id"] not in lost]
+        assert window_counts(r) == expected_counts(kept)
+        assert final["processed"] == len(kept) and final["consumed"] == len(kept) + final["duplicates"], final
+    alerts = check_alerts(r, hook, excused=excused, name=f"redis-outage-{tag}", since=since)
+    report(f"redis_outage_{tag}", posts=n, processed_before=before["processed"], lost=len(lost),
+           resumed_after_restart_s=round(resumed_s, 2), duplicates=final["duplicates"], **alerts)
+
+
+# --- 3. losing one of two workers -----------------------------------------------------------------------
+
+
+def test_survivor_takes_over_a_killed_workers_partitions(tmp_path, kafka_server, cache_dir, cleanup, stream_file):
+    """Two workers in one group; one is SIGKILLed mid-stream. Takeover time is measured from the
+    kill to the moment every partition the dead worker owned has had a batch written by the
+    survivor (the batch's own wall-clock mark, `pseen:<p>` in the stats hash). It must stay within
+    session timeout + rebalance timeout + 10 s. Windows equal the ground truth; alerts stay one
+    record and one notification per transition."""
+    path, posts = stream_file
+    n = len(posts)
+    hook = started(cleanup, Hook())
+    server = started(cleanup, RedisServer(tmp_path / "redis"))
+    r = server.client()
+    env = worker_env(kafka_server, server.url, cache_dir, "takeover", hook.url)
+    doomed = started(cleanup, Worker(env, tmp_path / "worker-a.log"))
+    survivor = started(cleanup, Worker(env, tmp_path / "worker-b.log"))
+
+    def split() -> tuple[set[int], set[int]] | None:
+        a, b = doomed.partitions(), survivor.partitions()
+        return (a, b) if a and b and not a & b and a | b == {0, 1, 2, 3} else None
+
+    wait_until(split, 90, "the two workers to share the four partitions", [doomed, survivor], poll=0.5)
+    replay = started(cleanup, Replay(path, env, speed=PACED_SPEED))
+    wait_until(lambda: stats(r)["processed"] >= 0.8 * n and alert_stats(r).get("transitions", 0) >= 1, 120,
+               "80% of the posts counted and a first alert recorded", [doomed, survivor])
+    owned, own = split() or (set(), set())
+    assert owned, "the assignment changed before the kill"
+    killed_at = time.time()
+    doomed.kill()
+    excused = pending_keys(r, doomed)
+    at_kill = stats(r)
+    assert at_kill["processed"] < n
+
+    def taken_over() -> float | None:
+        seen = partition_seen(r)
+        marks = [seen.get(p, 0.0) for p in owned]
+        return max(marks) if min(marks) >= killed_at else None
+
+    bound = SESSION_TIMEOUT + REBALANCE_TIMEOUT + 10
+    first_batch = wait_until(taken_over, 90, "the survivor to process the dead worker's partitions", [survivor])
+    takeover_s = first_batch - killed_at
+    assert survivor.partitions() == {0, 1, 2, 3}
+
+    wait_all_committed(env, r, replay, [survivor], processed=n)
+    wait_delivered(r, [survivor])
+    assert window_counts(r) == expected_counts(posts)
+    final = stats(r)
+    assert final["processed"] == n and final["consumed"] == n + final["duplicates"], final
+    assert_alerts_fired(r)
+    alerts = check_alerts(r, hook, excused=excused, name="takeover")
+    report("takeover", posts=n, killed_partitions=sorted(owned), survivor_partitions_before=sorted(own),
+           takeover_s=round(takeover_s, 2), bound_s=bound, duplicates=final["duplicates"], **alerts)
+    assert takeover_s <= bound, f"takeover took {takeover_s:.1f} s (bound {bound} s)"
+
+
+# --- 4. notification endpoint down ----------------------------------------------------------------------
+
+
+def test_failing_alert_endpoint_does_not_slow_the_stream(tmp_path, kafka_server, cache_dir, cleanup, stream_file):
+    """The same stream at full speed, once with a healthy endpoint and once with one that answers
+    500 until the stream has been processed (and has refused at least one notification). Processing
+    wall time (replay start to every offset committed) with the failing endpoint stays under
+    2x the healthy one + 10 s; retries (60 attempts, 0.2 s doubling to 1 s) span the outage, so
+    every transition is notified once the endpoint recovers, and none is given up on."""
+    path, posts = stream_file
+    n = len(posts)
+    figures: dict[str, float] = {}
+    for mode in ("healthy", "failing"):
+        hook = started(cleanup, Hook())
+        hook.failing = mode == "failing"
+        server = started(cleanup, RedisServer(tmp_path / f"redis-{mode}"))
+        r = server.client()
+        env = worker_env(kafka_server, server.url, cache_dir, f"endpoint-{mode}", hook.url, SENTINEL_NOTIFY_ATTEMPTS="60",
+                         SENTINEL_NOTIFY_BACKOFF="0.2", SENTINEL_NOTIFY_BACKOFF_MAX="1")
+        worker = started(cleanup, Worker(env, tmp_path / f"worker-{mode}.log"))
+        wait_until(lambda: (worker.readyz() or {}).get("status") == "ready", 90, "the worker to be ready", [worker], poll=0.3)
+
+        began = time.monotonic()
+        replay = started(cleanup, Replay(path, env))
+        wait_all_committed(env, r, replay, [worker], processed=n)
+        figures[f"{mode}_s"] = round(time.monotonic() - began, 2)
+        if hook.failing:
+            wait_until(lambda: hook.refused >= 1, 60, "a refused notification", [worker])
+            figures["refused_during_stream"] = hook.refused
+            hook.failing = False  # the endpoint recovers
+            recovered = time.monotonic()
+            wait_delivered(r, [worker])
+            figures["delivered_after_recovery_s"] = round(time.monotonic() - recovered, 2)
+        else:
+            wait_delivered(r, [worker])
+        assert window_counts(r) == expected_counts(posts)
+        assert_alerts_fired(r)
+        figures[f"{mode}_transitions"] = check_alerts(r, hook, name=f"endpoint-{mode}")["transitions"]
+        worker.close()
+    report("failing_endpoint", posts=n, **figures)
+    assert figures["failing_s"] < 2 * figures["healthy_s"] + 10, figures
+
+
+# --- the delivery loop after Redis lost the outbox group -------------------------------------------------
+
+
+def test_delivery_recreates_the_outbox_group_that_redis_lost(tmp_path, cleanup):
+    """Regression for the bug the no-persistence outage exposed: the group `notifiers` was created
+    only at start-up, so after Redis came back empty every read failed with NOGROUP and no alert
+    was ever notified again. drain_once re-creates it and the next read delivers the new record."""
+    from dataclasses import asdict
+
+    import redis.asyncio as aioredis
+
+    from stream.alerting import AlertDelivery
+    from stream.incidents import AlertRecord
+    from stream.store import WindowStore
+
+    server = started(cleanup, RedisServer(tmp_path / "redis"))
+    record = AlertRecord("a1", "asset:BTC", "sentiment_drop", "firing", "warning", "2026-10-02T11:00:00Z",
+                         "2026-10-02T12:00:00Z", 0.6, 0.2, 4.0, 40, [], False, "2026-11-27T00:00:00Z")
+    published: list[AlertRecord] = []
+
+    async def scenario() -> list[int]:
+        store = WindowStore(aioredis.Redis.from_url(server.url, decode_responses=True))
+
+        async def publish(rec: AlertRecord) -> None:
+            published.append(rec)
+
+        delivery = AlertDelivery(store, None, publish, consumer="c1")
+        try:
+            await delivery.ensure_group()
+            await store.redis.flushall()  # what a restart without persistence leaves
+            await store.redis.xadd(OUTBOX_KEY, {"record": json.dumps(asdict(record))})  # a transition recorded afterwards
+            return [await delivery.drain_once(), await delivery.drain_once()]
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == [0, 1]
+    assert [r.alert_id for r in published] == ["a1"] and outbox_drained(server.client())
