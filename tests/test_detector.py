@@ -136,6 +136,11 @@ def test_a_stationary_week_raises_no_alert():
     assert simulate(generate(Scenario(), seed=0), AlertConfig()) == []
 
 
+def test_a_stationary_week_at_one_post_a_minute_raises_no_alert():
+    quiet = Scenario(per_minute={"BTC": 0.6, "ETH": 0.25, "SOL": 0.15})
+    assert simulate(generate(quiet, seed=0), AlertConfig()) == []
+
+
 def test_one_assets_swing_fires_within_30_minutes_then_resolves_and_nothing_else_fires():
     records = simulate(generate(Scenario(episodes=(Episode("BTC", SWING_AT, mix=SWING_MIX),)), seed=0), AlertConfig())
     btc = [r for r in records if (r.scope, r.kind) == ("asset:BTC", "sentiment_drop")]
