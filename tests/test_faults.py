@@ -44,6 +44,7 @@ from stream.runner import committed_lag
 from stream.services import free_port, start_redis
 from stream.windows import STATS_KEY, bucket_key, seen_key
 from test_alerts_e2e import SCENARIO, text_for
+import workers
 
 # The paced replays spread the two days of event time over about 30 s of wall time, so a fault can
 # be injected at a chosen point of the stream while posts are still arriving.
@@ -298,21 +299,10 @@ def started(cleanup: list, item: Any) -> Any:
 
 def worker_env(kafka: str, redis_url: str, cache_dir: Path, name: str, hook_url: str, **extra: str) -> dict[str, str]:
     name = f"{name}-{uuid.uuid4().hex[:6]}"  # own topics and consumer group per test and run
-    return {
-        **os.environ,
-        "SENTINEL_BASE": "lexicon",
-        "SENTINEL_CACHE_DIR": str(cache_dir),
-        "KAFKA_BROKER": kafka,
-        "REDIS_URL": redis_url,
-        "SENTINEL_APP_ID": f"test-{name}",
-        "SENTINEL_TOPIC_POSTS": f"{name}-posts",
-        "SENTINEL_TOPIC_SENTIMENT": f"{name}-sentiment",
-        "SENTINEL_TOPIC_DLQ": f"{name}-dlq",
-        "SENTINEL_TOPIC_ALERTS": f"{name}-alerts",
+    env = {
         "SENTINEL_PARTITIONS": "4",
         "SENTINEL_REBALANCE_TIMEOUT": str(REBALANCE_TIMEOUT),
         "SENTINEL_SESSION_TIMEOUT": str(SESSION_TIMEOUT),
-        "SENTINEL_HEARTBEAT_INTERVAL": "1",
         # Longer than the stream's two days: nothing is late or trimmed, every bucket can be compared.
         "SENTINEL_RETENTION": "7d",
         "SENTINEL_APPRISE_URLS": hook_url,
@@ -321,6 +311,7 @@ def worker_env(kafka: str, redis_url: str, cache_dir: Path, name: str, hook_url:
         "PYTHONUNBUFFERED": "1",
         **extra,
     }
+    return workers.worker_env(name, kafka, redis_url, cache_dir, **env)
 
 
 def kafka_view(env: dict[str, str]) -> SimpleNamespace:
