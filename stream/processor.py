@@ -9,8 +9,8 @@ Faust agent is only wiring. The order is what makes the guarantees:
 4. the scopes the batch touched are judged for swings (stream/alerting.py); transitions land in
    the Redis outbox in the same step, and are notified off this path;
 5. results are published to post-sentiment;
-6. only then does the agent return, and Faust acks (commits) the batch's offsets once the producer
-   has flushed.
+6. only then does the agent ack the batch's events (stream/app.py), and Faust commits acked
+   offsets on its next commit tick (or the SIGTERM drain commits them at once).
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 from stream.assets import DEFAULT_ALIASES
 from stream.contracts import DLQ_MAX_VALUE_BYTES, Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
