@@ -29,9 +29,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from stream.evaluation import AlertConfig, boundaries, frontier, judge_series, read_span
-from stream.incidents import AlertRecord, Incident, Sample, Silence, iso_utc, silenced_by
+from stream.contracts import epoch, iso
+from stream.incidents import AlertRecord, Incident, Sample, Silence, silenced_by
 from stream.store import WindowStore
-from stream.windows import STATS_KEY
+from stream.windows import index_key
 
 if TYPE_CHECKING:
     from stream.metrics import WorkerMetrics
@@ -72,10 +73,6 @@ def record_from_json(data: dict[str, Any]) -> AlertRecord:
     return AlertRecord(**data, samples=samples)
 
 
-def _decode_stats(raw: dict[str, str]) -> dict[str, float]:
-    return {k: float(v) for k, v in raw.items() if k.startswith(("pwm:", "pseen:")) or k in ("pwm_since", "first_event")}
-
-
 class AlertEngine:
     """Judges scopes after each batch's window update and commits transitions to the outbox."""
 
@@ -90,7 +87,7 @@ class AlertEngine:
 
     async def evaluate(self, touched: Iterable[str]) -> list[AlertRecord]:
         """Judge every pending boundary of the touched scopes (and of scopes with open incidents)."""
-        stats = _decode_stats(await self.redis.hgetall(STATS_KEY))
+        stats = await self.store.stats()
         now = self.clock()
         until = frontier(stats, self.partitions, now, self.config.idle_s) - self.config.grace_s
         if until == float("-inf"):
@@ -99,7 +96,7 @@ class AlertEngine:
         scopes = sorted(set(touched) | set(await self.redis.smembers(OPEN_KEY)))
         committed: list[AlertRecord] = []
         for _ in range(3):  # a lost compare-and-set means another worker moved on: re-read and continue
-            lost = await self._evaluate_once(scopes, until, history_start, iso_utc(now), committed)
+            lost = await self._evaluate_once(scopes, until, history_start, iso(now), committed)
             if not lost:
                 break
             scopes = lost
@@ -111,10 +108,11 @@ class AlertEngine:
         async with self.redis.pipeline(transaction=False) as pipe:
             for scope in scopes:
                 pipe.hmget(scope_key(scope), "until", "incidents")
-            states = await pipe.execute()
+                pipe.zrange(index_key(scope), 0, 0)  # the earliest bucket, for a scope never judged
+            replies = await pipe.execute()
         plans = []
-        for scope, (done, raw) in zip(scopes, states):
-            after = int(done) if done is not None else await self._start(scope)
+        for scope, (done, raw), earliest in zip(scopes, replies[::2], replies[1::2]):
+            after = int(done) if done is not None else self._start(earliest)
             if after is None:
                 continue
             todo = boundaries(after, until, self.config.step_s, limit=MAX_BOUNDARIES)
@@ -150,18 +148,17 @@ class AlertEngine:
                 lost.append(scope)
         return lost
 
-    async def _start(self, scope: str) -> int | None:
+    def _start(self, earliest: list[str]) -> int | None:
         """A scope never judged starts just before its earliest bucket: earlier windows are empty,
         and an empty window can neither fire nor move an incident that does not exist."""
-        earliest = await self.store.earliest_bucket(scope)
-        if earliest is None:
+        if not earliest:
             return None
-        return (earliest // self.config.step_s) * self.config.step_s
+        return (int(earliest[0]) // self.config.step_s) * self.config.step_s
 
     async def _with_samples(self, record: AlertRecord) -> AlertRecord:
         if self.samples <= 0 or record.state != "firing":
             return record
-        end = _epoch(record.window_end)
+        end = int(epoch(record.window_end))
         found = await self.store.extremes(record.scope, end - self.config.window_s, end)
         if record.kind == "sentiment_drop":
             chosen = found[: self.samples]
@@ -170,12 +167,6 @@ class AlertEngine:
         else:
             chosen = sorted(found, key=lambda s: (-abs(s.score), s.id))[: self.samples]
         return replace(record, samples=chosen, sample_post_ids=[s.id for s in chosen])
-
-
-def _epoch(iso: str) -> int:
-    from datetime import datetime
-
-    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
 
 
 # --- silences -----------------------------------------------------------------------------------
@@ -294,12 +285,12 @@ class AlertDelivery:
     async def _chart(self, record: AlertRecord) -> bytes | None:
         from stream.chart import render_chart
 
-        end = _epoch(record.window_end)
+        end = int(epoch(record.window_end))
         first = end - CHART_SPAN_S
         try:
             slices = await self.store.slices(record.scope, first, CHART_STEP_S, CHART_SPAN_S // CHART_STEP_S)
             points = [(first + i * CHART_STEP_S, int(n), s / n if n else 0.0) for i, (n, *_, s, _) in enumerate(slices.tolist())]
-            return await asyncio.to_thread(render_chart, points, _epoch(record.window_start), end, record.scope, record.kind)
+            return await asyncio.to_thread(render_chart, points, int(epoch(record.window_start)), end, record.scope, record.kind)
         except Exception:  # noqa: BLE001 - a chart is a nicety; the notification goes without it
             log.exception("chart failed; notifying without it", extra={"alert_id": record.alert_id})
             return None

@@ -12,6 +12,8 @@ import io
 from datetime import datetime, timezone
 from typing import Sequence
 
+from stream.contracts import epoch
+
 Point = tuple[int, int, float]  # (bucket_start_epoch_s, posts, mean_score)
 
 SPAN_S = 24 * 3600
@@ -78,12 +80,7 @@ def _bucket_width(points: Sequence[Point]) -> int:
 
 def _epoch(value: float | str) -> float:
     """Epoch seconds from a number or an ISO-8601 string (the record carries ISO strings)."""
-    if isinstance(value, str):
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.timestamp()
-    return float(value)
+    return epoch(value) if isinstance(value, str) else float(value)
 
 
 def _dt(ts: float) -> datetime:

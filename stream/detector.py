@@ -63,20 +63,6 @@ class Counts:
     score_sum: float = 0.0
     score_sq: float = 0.0
 
-    def __add__(self, other: "Counts") -> "Counts":
-        return Counts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
-
-    def __sub__(self, other: "Counts") -> "Counts":
-        return Counts(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
-
-    @classmethod
-    def from_hash(cls, raw: Mapping[str, str]) -> "Counts":
-        """A bucket hash as Redis returns it (field -> string)."""
-        return cls(
-            int(raw.get("n", 0) or 0), int(raw.get("positive", 0) or 0), int(raw.get("negative", 0) or 0),
-            int(raw.get("neutral", 0) or 0), float(raw.get("score_sum", 0) or 0), float(raw.get("score_sq", 0) or 0),
-        )
-
     def share(self, label: str) -> float:
         return getattr(self, label) / self.posts if self.posts else 0.0
 

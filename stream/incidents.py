@@ -10,11 +10,13 @@ it atomically (compare-and-set) and every worker that evaluates the same boundar
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from stream.contracts import iso
+from stream.windows import format_duration
 
 Kind = Literal["sentiment_drop", "sentiment_surge", "volume_spike"]
 KINDS: tuple[Kind, ...] = ("sentiment_drop", "sentiment_surge", "volume_spike")
@@ -75,10 +77,6 @@ def alert_id(scope: str, kind: str, fired_window_end: float) -> str:
     return digest[:20]
 
 
-def iso_utc(ts: float) -> str:
-    return iso(ts)
-
-
 @dataclass(frozen=True)
 class Incident:
     """A firing incident, as stored between evaluations."""
@@ -102,11 +100,11 @@ class Incident:
 def _record(scope: str, incident: Incident, state: State, signal: Any, boundary: int, window_s: int, repeat: bool) -> AlertRecord:
     return AlertRecord(
         alert_id=incident.alert_id, scope=scope, kind=incident.kind, state=state, severity=incident.severity,
-        window_start=iso_utc(boundary - window_s), window_end=iso_utc(boundary),
+        window_start=iso(boundary - window_s), window_end=iso(boundary),
         # Rounded so records compare equal across runs whatever the float summation order did.
         value=round(signal.value, 6), baseline=round(signal.baseline, 6), zscore=round(signal.zscore, 3),
         posts=signal.posts, sample_post_ids=[], notified=False, fired_at=incident.fired_at,
-        metric=signal.metric, baseline_posts=signal.baseline_posts, window=_duration(window_s), repeat=repeat,
+        metric=signal.metric, baseline_posts=signal.baseline_posts, window=format_duration(window_s), repeat=repeat,
     )
 
 
@@ -144,12 +142,6 @@ def step(
     return incident, None
 
 
-def _duration(seconds: int) -> str:
-    from stream.windows import format_duration
-
-    return format_duration(seconds)
-
-
 @dataclass(frozen=True)
 class Silence:
     id: str
@@ -160,8 +152,6 @@ class Silence:
     created_at: float
 
     def matches(self, scope: str, kind: str, now: float) -> bool:
-        import fnmatch
-
         return now < self.until and fnmatch.fnmatchcase(scope, self.scope) and (self.kind is None or self.kind == kind)
 
 

@@ -207,8 +207,7 @@ class WindowStore:
     async def slices(self, scope: str, first: int, width: int, count: int) -> np.ndarray:
         """The scope's buckets summed into `count` consecutive slices of `width` seconds from `first`:
         rows of (n, positive, negative, neutral, score_sum, score_sq)."""
-        joined = await self._read_slices(keys=[index_key(scope)], args=[bucket_prefix(scope), first, width, count])
-        return _to_table(joined)
+        return (await self.slices_many([(scope, first, width, count)]))[0]
 
     async def slices_many(self, requests: Sequence[tuple[str, int, int, int]]) -> list[np.ndarray]:
         """Several `slices` calls in one round trip."""
@@ -234,9 +233,6 @@ class WindowStore:
                     found[row[i]] = Sample(row[i], row[i + 1] or "", row[i + 2] or "", float(row[i + 3]))
         return sorted(found.values(), key=lambda s: (s.score, s.id))
 
-    async def earliest_bucket(self, scope: str) -> int | None:
-        first = await self.redis.zrange(index_key(scope), 0, 0)
-        return int(first[0]) if first else None
 
     async def scopes(self, pattern: str = "*") -> list[str]:
         found = set()
