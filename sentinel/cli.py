@@ -336,17 +336,19 @@ def worker() -> None:
     import asyncio
 
     from stream.app import create_app
+    from stream.model_thread import ModelThread
     from stream.replay import ensure_topics
     from stream.runner import open_store
 
     settings = model_settings()
     if not settings.kafka_broker or not settings.redis_url:
         raise fail("the worker needs KAFKA_BROKER and REDIS_URL (sentinel run starts an embedded stack for you)")
-    classifier = load_classifier(settings)
+    model_thread = ModelThread()
+    classifier = model_thread.load(lambda: load_classifier(settings))  # loaded where it will run
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # Faust runs on this loop too
     loop.run_until_complete(ensure_topics(settings, [settings.topic_posts, settings.topic_sentiment, settings.topic_dlq, settings.topic_alerts]))
-    faust_app = create_app(settings, classifier, open_store(settings))
+    faust_app = create_app(settings, classifier, open_store(settings), model_thread=model_thread)
     run_faust(faust_app, settings)
 
 

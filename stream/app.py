@@ -24,8 +24,9 @@ from stream.contracts import Limits
 from stream.evaluation import config_from_settings
 from stream.http import install as install_http
 from stream.metrics import WorkerMetrics
+from stream.model_thread import ModelThread
 from stream.notify import Notifier
-from stream.processor import BatchProcessor, RawMessage
+from stream.processor import BatchProcessor, Pipeline, RawMessage
 from stream.store import WindowStore
 from stream.windows import parse_duration
 
@@ -57,7 +58,10 @@ def broker_credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(context)
 
 
-def create_app(settings: Settings, classifier: Any, store: WindowStore, metrics: WorkerMetrics | None = None) -> faust.App:
+def create_app(
+    settings: Settings, classifier: Any, store: WindowStore, metrics: WorkerMetrics | None = None, model_thread: ModelThread | None = None,
+) -> faust.App:
+    """The worker's Faust app. Pass the ModelThread that loaded `classifier`, so batches run on it."""
     metrics = metrics if metrics is not None else WorkerMetrics()
     # Faust keeps table state here (in-memory store: only its version marker); one per worker port.
     datadir = settings.cache_dir / "faust" / f"{settings.app_id}-{settings.web_port}"
@@ -110,6 +114,7 @@ def create_app(settings: Settings, classifier: Any, store: WindowStore, metrics:
         aliases=load_aliases(settings.aliases_file),
         alerts=AlertEngine(store, config_from_settings(settings), partitions=settings.partitions, samples=settings.alert_samples),
         metrics=metrics,
+        model_thread=model_thread,
     )
     notifier = Notifier.from_settings(settings)
     metrics.watch_notifier(notifier)
@@ -134,6 +139,16 @@ def create_app(settings: Settings, classifier: Any, store: WindowStore, metrics:
 
     shutdown = Shutdown()
 
+    def batch_failed(exc: BaseException) -> None:
+        # Input never raises here (it goes to the DLQ); this is a bug or a lost dependency. Faust
+        # would ack the batch on the way out, so exit hard instead: the offsets stay uncommitted,
+        # the restarted worker redelivers the batch, and windows are idempotent.
+        log.error("batch failed unexpectedly; exiting without committing", exc_info=exc)
+        os._exit(70)
+
+    pipeline = Pipeline(processor, on_failure=batch_failed)
+    shutdown.pipeline = pipeline
+
     @app.agent(posts, name="classify-posts")
     async def classify_posts(stream: faust.Stream) -> None:
         await processor.start()
@@ -143,22 +158,24 @@ def create_app(settings: Settings, classifier: Any, store: WindowStore, metrics:
                 # this batch on its way out, so whoever owns the partition next gets it again.
                 await asyncio.Event().wait()
             messages = [RawMessage(e.message.value, e.message.topic, e.message.partition, e.message.offset) for e in events]
-            shutdown.busy = True
+            # take() acks a batch's events as soon as this body returns, which with the pipeline is
+            # before its windows are written. One more reference per message keeps them unacked
+            # (so uncommitted) until `done` acks them after the commit.
+            for event in events:
+                event.message.incref()
+
+            async def done(events: list = events) -> None:
+                for event in events:
+                    await stream.ack(event)
+
             try:
-                await processor.handle(messages)
-            except Exception:
-                # Input never raises here (it goes to the DLQ); this is a bug or a lost dependency.
-                # Faust would ack the batch on the way out, so exit hard instead: the offsets stay
-                # uncommitted, the restarted worker redelivers the batch, and windows are idempotent.
-                log.exception("batch failed unexpectedly; exiting without committing", extra={"size": len(messages)})
-                os._exit(70)
-            for event in events:  # acked now, not when take() resumes, so a shutdown can commit it
-                await stream.ack(event)
-            shutdown.busy = False
+                await pipeline.submit(messages, done)
+            except Exception as exc:
+                batch_failed(exc)
 
     async def graceful_exit(grace_s: float) -> None:
-        """SIGTERM: stop taking batches, finish the one in flight (windows, alerts, outputs), flush
-        the producer, commit, let notifications in progress finish, and exit, all within grace_s."""
+        """SIGTERM: stop taking batches, finish those in flight (the one being classified and the
+        one being written: windows, alerts, outputs), flush the producer, commit, let notifications in progress finish, and exit, all within grace_s."""
         deadline = time.monotonic() + grace_s
         log.info("shutting down", extra={"grace_s": grace_s, "batch_in_flight": shutdown.busy})
         shutdown.requested = True
@@ -186,4 +203,9 @@ class Shutdown:
 
     def __init__(self) -> None:
         self.requested = False
-        self.busy = False
+        self.pipeline: Pipeline | None = None
+
+    @property
+    def busy(self) -> bool:
+        """A batch is being classified or written, or is written but not yet acked."""
+        return self.pipeline is not None and self.pipeline.in_flight > 0

@@ -11,13 +11,16 @@ Faust agent is only wiring. The order is what makes the guarantees:
 5. results are published to post-sentiment;
 6. only then does the agent ack the batch's events (stream/app.py), and Faust commits acked
    offsets on its next commit tick (or the SIGTERM drain commits them at once).
+
+Steps 1-2 are `prepare`, steps 3-5 `commit`. The worker runs them through `Pipeline`, which
+classifies the next batch while the previous one is committed, so the model never waits for Redis
+or Kafka.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from concurrent.futures import ThreadPoolExecutor
 import logging
 import time
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from stream.contracts import DLQ_MAX_VALUE_BYTES, Limits, Post, Rejection, dlq_r
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stream.model_thread import ModelThread
 from stream.store import Scored, WindowStore
 from stream.windows import is_late, scopes_for
 
@@ -65,6 +69,19 @@ class BatchOutcome:
     total_s: float = 0.0
 
 
+@dataclass
+class Prepared:
+    """A classified batch waiting for its windows, alerts and outputs."""
+
+    number: int
+    messages: Sequence[RawMessage]
+    posts: list[tuple[Post, RawMessage]]  # every valid post, late ones included (their partitions' watermarks count)
+    scored: list[tuple[Post, dict[str, Any]]]
+    watermark: float
+    outcome: BatchOutcome
+    started: float
+
+
 class BatchProcessor:
     def __init__(
         self,
@@ -81,6 +98,7 @@ class BatchProcessor:
         redis_retry_max_s: float = 5.0,
         alerts: AlertEngine | None = None,
         metrics: WorkerMetrics | None = None,
+        model_thread: ModelThread | None = None,
     ):
         self.classify = classify
         self.store = store
@@ -96,17 +114,20 @@ class BatchProcessor:
         self.metrics = metrics
         self.watermark = float("-inf")
         self.batches = 0
-        # One long-lived thread for every model call: torch's OpenMP pool belongs to the calling
-        # thread, and a shared executor would hand batches to different threads, each spinning up
-        # its own pool. It also keeps model calls strictly one at a time.
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier", initializer=_log_model_threads)
+        # Every model call on one long-lived thread, the one that loaded the model (stream/model_thread.py).
+        self.model_thread = model_thread or ModelThread()
 
     async def start(self) -> None:
         self.watermark = await self.store.watermark()
 
     async def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
+        """One batch start to finish (what Pipeline does in two overlapping halves)."""
+        return await self.commit(await self.prepare(messages))
+
+    async def prepare(self, messages: Sequence[RawMessage]) -> Prepared:
+        """Validate (bad messages go to the DLQ now), drop late posts, classify. Calls must come in
+        batch order: lateness is judged against the watermark this advances."""
         self.batches += 1
-        batch_no = self.batches
         started = time.perf_counter()
         outcome = BatchOutcome(consumed=len(messages))
         posts: list[tuple[Post, RawMessage]] = []
@@ -120,18 +141,26 @@ class BatchProcessor:
         outcome.valid = len(posts)
         on_time = self._drop_late(posts)
         outcome.late_dropped = len(posts) - len(on_time)
+        watermark = self.watermark  # captured: the next batch's prepare may advance it before this commits
 
         mark = time.perf_counter()
         scored = await self._classify(on_time)
         outcome.classify_s = time.perf_counter() - mark
         outcome.dlq += len(on_time) - len(scored)
+        return Prepared(self.batches, messages, posts, scored, watermark, outcome, started)
+
+    async def commit(self, batch: Prepared) -> BatchOutcome:
+        """Write windows and counters, judge the touched scopes, publish the results. Calls must
+        come in batch order, one at a time."""
+        outcome, scored = batch.outcome, batch.scored
         counters = {
             "consumed": outcome.consumed, "valid": outcome.valid, "dlq": outcome.dlq, "late_dropped": outcome.late_dropped,
             "classify_ms": round(outcome.classify_s * 1000),  # how busy the model is: for benchmarks and capacity
         }
         mark = time.perf_counter()
         items = [Scored(p, j["label"], j["score"]) for p, j in scored]
-        result = await self._with_redis(lambda: self.store.apply(items, counters, self.watermark, partition_watermarks(posts)))
+        marks = partition_watermarks(batch.posts)
+        result = await self._with_redis(lambda: self.store.apply(items, counters, batch.watermark, marks))
         outcome.windows_s = time.perf_counter() - mark
         outcome.processed, outcome.duplicates = result.added, result.duplicates
         if self.alerts is not None:
@@ -150,14 +179,14 @@ class BatchProcessor:
         for item, judgement in scored:
             record = sentiment_record(item, judgement, base=self.model_base, adapter=self.model_adapter, processed_at=now)
             await self.publish(self.sentiment_topic, item.id, json.dumps(record, ensure_ascii=False).encode())
-        outcome.total_s = time.perf_counter() - started
+        outcome.total_s = time.perf_counter() - batch.started
         if self.metrics is not None:
             self.metrics.observe_batch(outcome)
         log.info(
             "batch done",
-            extra={"batch": batch_no, "consumed": outcome.consumed, "dlq": outcome.dlq, "processed": outcome.processed,
+            extra={"batch": batch.number, "consumed": outcome.consumed, "dlq": outcome.dlq, "processed": outcome.processed,
                    "duplicates": outcome.duplicates, "late": outcome.late_dropped,
-                   "partitions": sorted({m.partition for m in messages}), "classify_s": round(outcome.classify_s, 3),
+                   "partitions": sorted({m.partition for m in batch.messages}), "classify_s": round(outcome.classify_s, 3),
                    "windows_s": round(outcome.windows_s, 4), "alerts": outcome.alerts, "alerts_s": round(outcome.alerts_s, 4),
                    "total_s": round(outcome.total_s, 3)},
         )
@@ -193,8 +222,7 @@ class BatchProcessor:
         if not posts:
             return []
         try:
-            loop = asyncio.get_running_loop()
-            judgements = await loop.run_in_executor(self._model_thread, self.classify, [p.text for p, _ in posts])
+            judgements = await self.model_thread.run(self.classify, [p.text for p, _ in posts])
             return [(p, j.as_dict()) for (p, _), j in zip(posts, judgements)]
         except Exception as exc:  # noqa: BLE001 - any model failure (OOM, odd input) is handled by splitting
             if len(posts) == 1:
@@ -221,13 +249,41 @@ class BatchProcessor:
                 delay = min(delay * 2, self.redis_retry_max_s)
 
 
-def _log_model_threads() -> None:
-    """Say how many intra-op threads the model thread gets: throughput depends on it."""
-    import sys
+class Pipeline:
+    """Keeps the model busy: batch N+1 is classified while batch N's windows, alerts and outputs are
+    written. At most one batch is written at a time, in the order batches were taken, so Redis sees
+    them in order and a slow Redis holds the next batch back instead of piling batches up.
 
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        log.info("model thread started", extra={"torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()})
+    `done` runs after a batch is committed (the agent acks its events there). A commit that raises
+    is a lost dependency or a bug, not bad input: `on_failure` decides (the worker exits unacked)."""
+
+    def __init__(self, processor: BatchProcessor, on_failure: Callable[[BaseException], None]):
+        self.processor = processor
+        self.on_failure = on_failure
+        self.in_flight = 0  # batches taken and not yet committed and acked
+        self._writing: asyncio.Task[None] | None = None
+
+    async def submit(self, messages: Sequence[RawMessage], done: Callable[[], Awaitable[None]]) -> None:
+        """Classify this batch (the previous one is written meanwhile), then start writing it."""
+        self.in_flight += 1
+        batch = await self.processor.prepare(messages)
+        await self.drain()
+        self._writing = asyncio.create_task(self._write(batch, done))
+
+    async def drain(self) -> None:
+        """Wait for the batch being written, if any."""
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            await writing
+
+    async def _write(self, batch: Prepared, done: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await self.processor.commit(batch)
+            await done()
+        except Exception as exc:
+            self.on_failure(exc)
+            raise
+        self.in_flight -= 1
 
 
 def partition_watermarks(posts: Sequence[tuple[Post, RawMessage]]) -> dict[int, float]:

@@ -56,3 +56,116 @@ def test_a_poison_post_is_split_out_to_the_dlq_and_the_rest_is_processed(redis_s
     assert sorted(rec["id"] for topic, rec in published if topic == "out") == [f"p{i}" for i in range(8) if i != 5]
     assert outcome.processed == 7 and outcome.dlq == 1 and stats["processed"] == 7 and stats["dlq"] == 1
     assert calls[0] == 8 and 1 in calls  # split down to the single poison post, not retried forever
+
+
+class Gated:
+    """A classifier that waits for the test's go-ahead, so the test controls when a batch finishes."""
+
+    def __init__(self):
+        import threading
+
+        self.started: list[int] = []
+        self.gates: dict[int, "threading.Event"] = {}
+        self._threading = threading
+
+    def gate(self, first_offset: int):
+        return self.gates.setdefault(first_offset, self._threading.Event())
+
+    def __call__(self, texts):
+        first = int(texts[0].split()[-1])
+        self.started.append(first)
+        if not self.gate(first).wait(timeout=30):
+            raise TimeoutError("the test never released this batch")
+        return [judgement_from_probs([0.7, 0.2, 0.1]) for _ in texts]
+
+
+async def _until(condition, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def test_the_pipeline_classifies_the_next_batch_while_the_previous_is_written_in_order(redis_server):
+    """Batch 2 is classified while batch 1 is still being written; commits and acks stay in batch
+    order; a batch counts as in flight until it is acked."""
+    from stream.processor import Pipeline
+
+    redis.Redis.from_url(redis_server).flushdb()
+    events: list[str] = []
+
+    async def go():
+        store = WindowStore.from_url(redis_server)
+        classify = Gated()
+        held = asyncio.Event()
+
+        async def publish(topic, key, value):
+            if topic == "out" and key == "p0":
+                await held.wait()  # batch 1's outputs stall until the test lets them through
+            events.append(f"publish {key}")
+
+        proc = BatchProcessor(classify, store, publish, sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
+        await proc.start()
+        failures: list[BaseException] = []
+        pipe = Pipeline(proc, on_failure=failures.append)
+
+        def acker(name):
+            async def done():
+                events.append(f"ack {name}")
+            return done
+
+        batch1 = [message(i, f"post {i}") for i in range(0, 4)]
+        batch2 = [message(i, f"post {i}") for i in range(4, 8)]
+        classify.gate(0).set()
+        await pipe.submit(batch1, acker("batch1"))  # classified; its write has started
+        second = asyncio.create_task(pipe.submit(batch2, acker("batch2")))
+        await _until(lambda: 4 in classify.started)  # batch 2 is in the model...
+        assert "ack batch1" not in events and pipe.in_flight == 2  # ...while batch 1 is still being written
+        held.set()
+        classify.gate(4).set()
+        await second
+        await pipe.drain()
+        stats = await store.stats()
+        await store.close()
+        return stats, failures, pipe.in_flight
+
+    stats, failures, in_flight = asyncio.run(go())
+    assert not failures and in_flight == 0
+    assert events.index("ack batch1") < events.index("publish p4") < events.index("ack batch2")
+    assert [e for e in events if e.startswith("ack")] == ["ack batch1", "ack batch2"]
+    assert stats["processed"] == 8
+
+
+def test_a_failed_write_reaches_on_failure_and_the_batch_stays_in_flight(redis_server):
+    from stream.processor import Pipeline
+
+    redis.Redis.from_url(redis_server).flushdb()
+
+    async def go():
+        store = WindowStore.from_url(redis_server)
+
+        async def publish(topic, key, value):
+            if topic == "out":
+                raise RuntimeError("producer gone")
+
+        proc = BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], store, publish,
+                              sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
+        await proc.start()
+        failures: list[BaseException] = []
+        acked: list[bool] = []
+        pipe = Pipeline(proc, on_failure=failures.append)
+
+        async def done():
+            acked.append(True)
+
+        await pipe.submit([message(0, "post 0")], done)
+        try:
+            await pipe.drain()
+        except RuntimeError:
+            pass
+        await store.close()
+        return failures, acked, pipe.in_flight
+
+    failures, acked, in_flight = asyncio.run(go())
+    assert [str(f) for f in failures] == ["producer gone"]
+    assert acked == [] and in_flight == 1  # never acked: a graceful shutdown would not commit it
