@@ -334,6 +334,7 @@ def redis_failure(exc: Exception) -> typer.Exit:
 def worker() -> None:
     """The long-running production worker; all configuration comes from the environment."""
     import asyncio
+    import logging
 
     from stream.app import create_app
     from stream.model_thread import ModelThread
@@ -347,7 +348,13 @@ def worker() -> None:
     classifier = model_thread.load(lambda: load_classifier(settings))  # loaded where it will run
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # Faust runs on this loop too
-    loop.run_until_complete(ensure_topics(settings, [settings.topic_posts, settings.topic_sentiment, settings.topic_dlq, settings.topic_alerts]))
+    try:
+        loop.run_until_complete(ensure_topics(settings, [settings.topic_posts, settings.topic_sentiment, settings.topic_dlq, settings.topic_alerts]))
+    except Exception as exc:  # noqa: BLE001 - any start-up failure to reach Kafka is reported the same way
+        # One structured line (JSON under SENTINEL_LOG_JSON) and a non-zero exit, so the pod restarts
+        # with backoff; not a traceback through client frames that hold connection settings.
+        logging.getLogger("sentinel.worker").error("cannot reach Kafka at start-up", extra={"error": redact(f"{type(exc).__name__}: {exc}")})
+        raise typer.Exit(1) from None
     faust_app = create_app(settings, classifier, open_store(settings), model_thread=model_thread)
     run_faust(faust_app, settings)
 

@@ -245,3 +245,21 @@ def test_wrong_redis_password_fails_without_echoing_it(tmp_path, kafka_server, s
     assert result.returncode == 2, output[-3000:]
     assert "Redis: AuthenticationError" in output and "Traceback" not in output, output[-3000:]
     assert leaks(output, {**SECRETS, "wrong redis password": WRONG_REDIS_PASSWORD}) == [], output[-3000:]
+
+
+def test_worker_that_cannot_reach_kafka_logs_one_json_line_and_exits_nonzero(tmp_path, cache_dir):
+    """An unreachable broker at start-up (a typo in KAFKA_BROKER, Kafka not up yet) is one structured
+    error line and exit 1, so the pod restarts with backoff; no traceback, no secret."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**secret_env(f"127.0.0.1:{port}", "redis://127.0.0.1:1/0", cache_dir, 1), "SENTINEL_LOG_JSON": "true"}
+    result = sentinel(["worker"], env, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    errors = [json.loads(line) for line in output.splitlines() if line.startswith("{") and '"cannot reach Kafka' in line]
+    assert len(errors) == 1 and errors[0]["level"] == "ERROR" and "KafkaConnectionError" in errors[0]["error"], output[-3000:]
+    assert leaks(output) == [], output[-3000:]
