@@ -203,11 +203,26 @@ class _CpuSplit:
         return {"cpu_cores": cores, "worker_cpu_fraction": round(own / (wall * cores), 3), "other_cpu_fraction": round(max(machine - own, 0.0) / (wall * cores), 3)}
 
 
-def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, latency_rate_fraction: float = 0.5) -> dict[str, Any]:
+def classifier_alone_rate(classifier: Classifier, texts: Sequence[str], batch: int) -> float:
+    """Posts/s of the classifier called as the worker calls it: `classify` on consecutive
+    micro-batches of raw texts (tokenising included), in steady state."""
+    started = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        classifier.classify(texts[i : i + batch])
+    return len(texts) / (time.perf_counter() - started)
+
+
+def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, rounds: int = 2, latency_rate_fraction: float = 0.5) -> dict[str, Any]:
     """End-to-end `run` throughput against the classifier alone, on the same posts, in one run;
-    then produce-to-window-update latency at a steady rate below capacity."""
+    then produce-to-window-update latency at a steady rate below capacity.
+
+    The two are interleaved (classifier, pipeline, classifier, pipeline, ..., classifier) with the
+    worker up throughout, and each pipeline round is compared with the classifier rounds on either
+    side of it: a shared machine drifts in speed by tens of percent over minutes, and a single
+    before/after pair would measure the drift."""
     import asyncio
     import json
+    import statistics
     import tempfile
     from pathlib import Path
 
@@ -216,9 +231,8 @@ def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, late
 
     ensure_base_out_of_process(settings.base, settings.cache_dir)
     classifier = Classifier.load(settings)
-    suffixes = [classifier.codec.suffix_ids(classifier.tokenizer, t) for t in posts]
-    _, classifier_rate = scorer_rate(classifier, suffixes, classifier.batch_size)  # as the worker calls it
-    del classifier  # the worker process holds its own copy
+    batch = settings.max_batch
+    classifier_alone_rate(classifier, posts, batch)  # warm-up: every padded width is a new shape
 
     def write_posts(path: Path, prefix: str, texts: Sequence[str], t0: float) -> None:
         with path.open("w") as handle:
@@ -230,46 +244,64 @@ def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, late
         await ensure_topics(live, topics)
         store = open_store(live)
         worker = start_worker(live, embedded, workdir / "worker.log")
+        alone: list[float] = []
+        piped: list[float] = []
+        classify_s = pipeline_s = 0.0
+        cpu_splits: list[dict[str, float]] = []
         try:
             base = 1_767_225_600.0
-            warm, main, paced = workdir / "warm.jsonl", workdir / "main.jsonl", workdir / "paced.jsonl"
-            write_posts(warm, "warm", posts[: settings.max_batch], base)
-            write_posts(main, "main", posts, base + 10_000)
-            write_posts(paced, "paced", posts[:latency_posts], base + 20_000)
+            warm, paced = workdir / "warm.jsonl", workdir / "paced.jsonl"
+            write_posts(warm, "warm", posts[:batch], base)
+            write_posts(paced, "paced", posts[:latency_posts], base + 10_000 * (rounds + 2))
             before = await store.stats()
             sent = await replay(live, warm, live.topic_posts, None)
             before = await wait_processed(live, store, before, sent, [worker], 600)
-            cpu = _CpuSplit(worker.pid)
-            started = time.monotonic()
-            sent = await replay(live, main, live.topic_posts, None)
-            after = await wait_processed(live, store, before, sent, [worker], 1800)
-            pipeline_s = time.monotonic() - started
-            cpu_split = cpu.stop()
-            classify_s = (after.get("classify_ms", 0) - before.get("classify_ms", 0)) / 1000
+            for r in range(rounds):
+                alone.append(classifier_alone_rate(classifier, posts, batch))  # the worker is idle meanwhile
+                main = workdir / f"main{r}.jsonl"
+                write_posts(main, f"main{r}", posts, base + 10_000 * (r + 1))
+                cpu = _CpuSplit(worker.pid)
+                started = time.monotonic()
+                sent = await replay(live, main, live.topic_posts, None)
+                after = await wait_processed(live, store, before, sent, [worker], 1800)
+                seconds = time.monotonic() - started
+                cpu_splits.append(cpu.stop())
+                piped.append(sent / seconds)
+                pipeline_s += seconds
+                classify_s += (after.get("classify_ms", 0) - before.get("classify_ms", 0)) / 1000
+                before = after
+            alone.append(classifier_alone_rate(classifier, posts, batch))
             # Latency: one post a tick at a fraction of the measured capacity, so queues stay short.
-            rate = max(1.0, latency_rate_fraction * sent / pipeline_s)
+            rate = max(1.0, latency_rate_fraction * statistics.median(piped))
             paced_started = time.time()
             count = await replay(live, paced, live.topic_posts, rate)
-            await wait_processed(live, store, after, count, [worker], 600)
+            await wait_processed(live, store, before, count, [worker], 600)
             latencies = await _latencies(live, "paced-", paced_started)
             memory = _process_memory_mb(worker.pid)
         finally:
             stop_worker(worker)
             await store.close()
-        return {"pipeline_s": pipeline_s, "classify_s": classify_s, "sent": sent, "rate": rate, "latencies": latencies, **memory, **cpu_split}
+        cpu_split = {key: round(statistics.mean(s[key] for s in cpu_splits), 3) for key in cpu_splits[0]}
+        return {"alone": alone, "piped": piped, "pipeline_s": pipeline_s, "classify_s": classify_s, "rate": rate,
+                "latencies": latencies, **memory, **cpu_split}
 
     with connected(settings) as (live, embedded), tempfile.TemporaryDirectory() as tmp:
         m = asyncio.run(measure(live, embedded, Path(tmp)))
-    pipeline_rate = m["sent"] / m["pipeline_s"]
+    alone, piped = m["alone"], m["piped"]
+    ratios = [p / ((alone[i] + alone[i + 1]) / 2) for i, p in enumerate(piped)]
     lat = m["latencies"]
     return {
         "posts": len(posts),
-        "batch_size": settings.max_batch,
-        "classifier_posts_per_s": round(classifier_rate, 2),
-        "pipeline_posts_per_s": round(pipeline_rate, 2),
-        "pipeline_vs_classifier": round(pipeline_rate / classifier_rate, 3),
-        # Measured inside the worker during the same run, so immune to the machine's speed drifting
-        # between the two side-by-side measurements: the share of wall time the model was working.
+        "rounds": rounds,
+        "batch_size": batch,
+        "classifier_posts_per_s": round(statistics.median(alone), 2),
+        "pipeline_posts_per_s": round(statistics.median(piped), 2),
+        # Each pipeline round against the mean of the classifier rounds just before and after it.
+        "pipeline_vs_classifier": round(statistics.median(ratios), 3),
+        "rounds_classifier_posts_per_s": [round(a, 2) for a in alone],
+        "rounds_pipeline_posts_per_s": [round(p, 2) for p in piped],
+        "rounds_ratio": [round(r, 3) for r in ratios],
+        # Measured inside the worker during the pipeline rounds: the share of wall time the model was working.
         "worker_classify_busy_fraction": round(m["classify_s"] / m["pipeline_s"], 3),
         "latency_posts": len(lat),
         "latency_rate_posts_per_s": round(m["rate"], 2),
@@ -277,7 +309,7 @@ def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, late
         "latency_p99_ms": round(_percentile(lat, 0.99) * 1000),
         "worker_rss_mb": m["worker_rss_mb"],
         "worker_peak_rss_mb": m["worker_peak_rss_mb"],
-        # Where the machine's CPU went during the throughput phase: the worker, and everything else
+        # Where the machine's CPU went during the pipeline rounds: the worker, and everything else
         # (the embedded broker and redis-server, this process's replay and polling). On a small
         # machine the second share is taken straight from the model.
         "cpu_cores": m["cpu_cores"],

@@ -641,6 +641,7 @@ def import_discord(
 def bench_pipeline_cmd(
     posts: Annotated[int, typer.Option("--posts", min=1, help="posts for the throughput comparison")] = 1024,
     latency_posts: Annotated[int, typer.Option("--latency-posts", min=1, help="posts replayed at a steady rate for latency")] = 200,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="pipeline rounds, each between two classifier-alone rounds")] = 2,
     words: Annotated[int, typer.Option("--words", min=1)] = 40,
 ) -> None:
     """End-to-end sentinel run throughput vs the classifier alone, produce-to-window latency, worker RSS."""
@@ -649,7 +650,7 @@ def bench_pipeline_cmd(
 
     settings = model_settings()
     with err.status("benchmarking the pipeline ..."):
-        result = bench_pipeline(settings, synthetic_posts(posts, words=words), latency_posts)
+        result = bench_pipeline(settings, synthetic_posts(posts, words=words), latency_posts, rounds=rounds)
     print(json.dumps(result))
 
 
