@@ -5,6 +5,7 @@ tests/scenarios.py: N stationary weeks (false alarms), N weeks with one asset's 
 from 20% to 60% for an hour (detection delay), N weeks with a 5x volume burst. Defaults as shipped.
 
     .venv/bin/python bench/alert_sizing.py --seeds 10
+    .venv/bin/python bench/alert_sizing.py --seeds 6 --first-seed 6 --rates BTC=1,ETH=1,SOL=1   # other volumes
 """
 
 from __future__ import annotations
@@ -32,23 +33,27 @@ def minutes_after(iso: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0, help="to split a long run over processes")
+    parser.add_argument("--rates", default="BTC=2,ETH=1,SOL=1", help="posts per minute per asset; BTC swings, ETH bursts")
     args = parser.parse_args()
+    rates = {asset: float(rate) for asset, rate in (item.split("=") for item in args.rates.split(","))}
     config = AlertConfig()
     calm, delays, missed, bursts = [], [], 0, []
-    for seed in range(args.seeds):
-        calm.append(sum(r.state == "firing" and not r.repeat for r in simulate(generate(Scenario(), seed), config)))
-        records = simulate(generate(Scenario(episodes=(Episode("BTC", AT, mix=SWING_MIX),)), seed), config)
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        calm.append(sum(r.state == "firing" and not r.repeat for r in simulate(generate(Scenario(per_minute=rates), seed), config)))
+        records = simulate(generate(Scenario(per_minute=rates, episodes=(Episode("BTC", AT, mix=SWING_MIX),)), seed), config)
         fired = [minutes_after(r.window_end) for r in records if (r.scope, r.kind, r.state) == ("asset:BTC", "sentiment_drop", "firing") and minutes_after(r.window_end) > 0]
         if fired:
             delays.append(fired[0])
         else:
             missed += 1
-        records = simulate(generate(Scenario(episodes=(Episode("ETH", AT, volume=5.0),)), seed), config)
+        records = simulate(generate(Scenario(per_minute=rates, episodes=(Episode("ETH", AT, volume=5.0),)), seed), config)
         bursts.append(any((r.scope, r.kind) == ("asset:ETH", "volume_spike") and 0 < minutes_after(r.window_end) <= 60 for r in records))
         print(f"seed {seed}: false alarms {calm[-1]}, swing seen after {fired[0] if fired else None} min, burst seen {bursts[-1]}", file=sys.stderr)
     print(json.dumps({
         "weeks": args.seeds,
-        "stream": "BTC 2/min, ETH 1/min, SOL 1/min; 2 channels; labels 30/20/50 positive/negative/neutral",
+        "seeds": [args.first_seed, args.first_seed + args.seeds - 1],
+        "stream": ", ".join(f"{asset} {rate:g}/min" for asset, rate in rates.items()) + "; 2 channels; labels 30/20/50 positive/negative/neutral",
         "stationary_weeks_with_a_false_alarm": sum(c > 0 for c in calm),
         "false_alarms_total": sum(calm),
         "swing_detected": len(delays),
