@@ -365,6 +365,12 @@ def run_faust(faust_app: Any, settings: Settings) -> None:
     import faust
 
     class Worker(faust.Worker):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # Faust's start-up spinner writes terminal control codes and " OK ^" to stdout, a line
+            # that breaks a JSON log pipeline; without it Faust logs "Ready" through our logging.
+            self.spinner = None
+
         def _setup_logging(self) -> None:  # keep our structured logging instead of mode's
             setup_logging(settings.log_level, settings.log_json)
 
@@ -373,7 +379,7 @@ def run_faust(faust_app: Any, settings: Settings) -> None:
                 self._draining = True
                 asyncio.ensure_future(faust_app.graceful_exit(settings.shutdown_grace), loop=self.loop)
 
-    Worker(faust_app, loglevel=settings.log_level.lower(), redirect_stdouts=False).execute_from_commandline()
+    Worker(faust_app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True).execute_from_commandline()
 
 
 @app.command()

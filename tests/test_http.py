@@ -168,7 +168,7 @@ def test_each_worker_metrics_has_its_own_registry():
 
 def test_metrics_health_and_readiness_of_a_worker(tmp_path, kafka_server, redis_server, cache_dir):
     redis.Redis.from_url(redis_server).flushdb()
-    env = env_for(kafka_server, redis_server, cache_dir, "http-metrics")
+    env = {**env_for(kafka_server, redis_server, cache_dir, "http-metrics"), "SENTINEL_LOG_JSON": "true"}
     lines = [json.dumps(p).encode() for p in GOOD]
     lines.insert(3, json.dumps(GOOD[0]).encode())  # a redelivered post: consumed and valid, counted once
     for n, bad in enumerate(BAD):
@@ -225,6 +225,18 @@ def test_metrics_health_and_readiness_of_a_worker(tmp_path, kafka_server, redis_
 
         code = worker.terminate()
         assert code is not None, "the worker did not exit within 30 s of SIGTERM"
+
+    # With JSON logs, everything the worker writes is JSON lines a log pipeline can parse.
+    output = [line for line in (tmp_path / "worker.log").read_text(errors="replace").splitlines() if line.strip()]
+    not_json = [line for line in output if not _is_json_object(line)]
+    assert output and not_json == [], not_json[:5]
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def test_readyz_turns_unready_when_redis_stops(tmp_path, kafka_server, cache_dir):
