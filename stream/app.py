@@ -137,8 +137,6 @@ def create_app(
     for spec in [settings.bucket, settings.retention, *settings.windows.split(",")]:
         parse_duration(spec)
 
-    shutdown = Shutdown()
-
     def batch_failed(exc: BaseException) -> None:
         # Input never raises here (it goes to the DLQ); this is a bug or a lost dependency. Faust
         # would ack the batch on the way out, so exit hard instead: the offsets stay uncommitted,
@@ -147,7 +145,7 @@ def create_app(
         os._exit(70)
 
     pipeline = Pipeline(processor, on_failure=batch_failed)
-    shutdown.pipeline = pipeline
+    shutdown = Shutdown(pipeline)
 
     @app.agent(posts, name="classify-posts")
     async def classify_posts(stream: faust.Stream) -> None:
@@ -201,11 +199,11 @@ def create_app(
 class Shutdown:
     """What the agent and the SIGTERM handler share."""
 
-    def __init__(self) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         self.requested = False
-        self.pipeline: Pipeline | None = None
+        self.pipeline = pipeline
 
     @property
     def busy(self) -> bool:
         """A batch is being classified or written, or is written but not yet acked."""
-        return self.pipeline is not None and self.pipeline.in_flight > 0
+        return self.pipeline.in_flight > 0

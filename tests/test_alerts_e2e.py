@@ -13,16 +13,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import redis
 
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, to_posts
-from workers import worker_env
+from workers import Hook, worker_env
 
 WORDS = {
     "positive": ["bullish", "moon", "pump", "rally", "breakout"],
@@ -43,33 +41,9 @@ def text_for(asset: str, label: str, rng) -> str:
     return f"${asset} {rng.choice(WORDS[label])} {rng.choice(FILLER)}"
 
 
-class Webhook:
-    """A JSON webhook receiver (Apprise's json://) that keeps every payload."""
-
-    def __init__(self) -> None:
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append(json.loads(body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
 @pytest.fixture()
 def webhook():
-    hook = Webhook()
+    hook = Hook()
     yield hook
     hook.close()
 
@@ -130,16 +104,16 @@ def test_swing_and_burst_alert_once_each_with_one_worker_or_two(tmp_path, kafka_
 
     # Exactly one notification per transition, each naming its alert id.
     assert all(r["notified"] for r in records)
-    assert len(webhook.received) == len(records)
-    notified_ids = sorted(next(r["alert_id"] for r in records if r["alert_id"] in m["message"]) for m in webhook.received)
+    assert len(webhook.accepted) == len(records)
+    notified_ids = sorted(next(r["alert_id"] for r in records if r["alert_id"] in m["message"]) for m in webhook.accepted)
     assert notified_ids == sorted(r["alert_id"] for r in records)
 
     # The same file through two workers in one consumer group: the same records (but fired_at),
     # and still one notification per transition.
-    webhook.received.clear()
+    webhook.accepted.clear()
     env = run_env(kafka_server, redis_server, cache_dir, "alerts-two", webhook.url)
     summary2, records2 = sentinel_run(data, env, tmp_path / "two", "--workers", "2")
     assert summary2["processed"] == len(posts)
     strip = lambda rs: [{k: v for k, v in r.items() if k != "fired_at"} for r in rs]  # noqa: E731
     assert strip(records2) == strip(records)
-    assert len(webhook.received) == len(records2)
+    assert len(webhook.accepted) == len(records2)

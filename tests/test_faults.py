@@ -23,14 +23,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 import warnings
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -147,33 +145,8 @@ def outbox_drained(r: redis.Redis) -> bool:
 # --- servers and processes -------------------------------------------------------------------------
 
 
-class Hook:
-    """An Apprise json:// receiver that keeps every notification it accepted; answers 500 while
-    `failing` is set (a notification endpoint that is down)."""
-
-    def __init__(self) -> None:
-        self.failing = False
-        self.accepted: list[dict] = []
-        self.refused = 0
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if hook.failing:
-                    hook.refused += 1
-                    self.send_response(500)
-                else:
-                    hook.accepted.append(json.loads(body))
-                    self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/hook"
+class Hook(workers.Hook):
+    """The shared receiver, plus reading the transitions back out of the notification texts."""
 
     def keys(self, since: int = 0) -> list[tuple[str, str, str]]:
         """(alert_id, state, window_end) of every accepted notification (from the `since`-th on), read from its text."""
@@ -185,10 +158,6 @@ class Hook:
             state = "resolved" if " is resolved." in text.splitlines()[0] else "firing"
             found.append((alert_id, state, window_end))
         return found
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class RedisServer:
