@@ -18,7 +18,7 @@ from stream.contracts import Post
 from stream.evaluation import AlertConfig
 from stream.notify import Notifier, build_apprise
 from stream.store import Scored, WindowStore
-from test_alerts_e2e import Webhook
+from workers import Hook
 
 SCORES = {"positive": 0.6, "negative": -0.6, "neutral": 0.0}
 SWING = Scenario(days=2, episodes=(Episode("BTC", 36 * 3600, mix=SWING_MIX),))
@@ -63,7 +63,7 @@ def test_two_engines_on_one_redis_commit_each_transition_exactly_once(redis_serv
 
 def test_delivery_notifies_publishes_and_respects_silences(redis_server):
     redis.Redis.from_url(redis_server).flushdb()
-    hook = Webhook()
+    hook = Hook()
 
     async def go():
         store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
@@ -93,9 +93,9 @@ def test_delivery_notifies_publishes_and_respects_silences(redis_server):
     loud = [r for r in published if not r.scope.startswith("channel:")]
     assert silenced and all(not r.notified for r in silenced)
     assert loud and all(r.notified for r in loud)
-    assert len(hook.received) == len(loud)  # one notification per transition, none for the silenced
+    assert len(hook.accepted) == len(loud)  # one notification per transition, none for the silenced
     # Every notification carries the chart of the scope's last 24 h.
-    assert all(m["attachments"] and m["attachments"][0]["mimetype"] == "image/png" for m in hook.received)
+    assert all(m["attachments"] and m["attachments"][0]["mimetype"] == "image/png" for m in hook.accepted)
     assert int(stats["published"]) == len(published) and int(stats["silenced"]) == len(silenced)
 
 
