@@ -6,6 +6,7 @@ from 20% to 60% for an hour (detection delay), N weeks with a 5x volume burst. D
 
     .venv/bin/python bench/alert_sizing.py --seeds 10
     .venv/bin/python bench/alert_sizing.py --seeds 6 --first-seed 6 --rates BTC=1,ETH=1,SOL=1   # other volumes
+    .venv/bin/python bench/alert_sizing.py --half-life 10m --for 10m   # other settings
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import statistics
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -22,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, simulate  # noqa: E402
 
 from stream.evaluation import AlertConfig  # noqa: E402
+from stream.windows import parse_duration  # noqa: E402
 
 AT = 5 * 86400 + 12 * 3600
 
@@ -35,9 +38,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0, help="to split a long run over processes")
     parser.add_argument("--rates", default="BTC=2,ETH=1,SOL=1", help="posts per minute per asset; BTC swings, ETH bursts")
+    parser.add_argument("--half-life", help="override SENTINEL_ALERT_HALF_LIFE, e.g. 10m")
+    parser.add_argument("--for", dest="for_", help="override SENTINEL_ALERT_FOR, e.g. 10m")
     args = parser.parse_args()
     rates = {asset: float(rate) for asset, rate in (item.split("=") for item in args.rates.split(","))}
     config = AlertConfig()
+    if args.half_life:
+        config = replace(config, half_life_s=parse_duration(args.half_life))
+    if args.for_:
+        config = replace(config, for_s=parse_duration(args.for_))
     calm, delays, missed, bursts = [], [], 0, []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         calm.append(sum(r.state == "firing" and not r.repeat for r in simulate(generate(Scenario(per_minute=rates), seed), config)))
@@ -53,6 +62,8 @@ def main() -> None:
     print(json.dumps({
         "weeks": args.seeds,
         "seeds": [args.first_seed, args.first_seed + args.seeds - 1],
+        "half_life_s": config.half_life_s,
+        "for_s": config.for_s,
         "stream": ", ".join(f"{asset} {rate:g}/min" for asset, rate in rates.items()) + "; 2 channels; labels 30/20/50 positive/negative/neutral",
         "stationary_weeks_with_a_false_alarm": sum(c > 0 for c in calm),
         "false_alarms_total": sum(calm),
