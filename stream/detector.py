@@ -4,7 +4,7 @@ For one scope at one event-time boundary, compare the current window (default th
 a trailing baseline (default the 24 h before it), split into bins as wide as the current window.
 
 - The current window's label shares and mean score are weighted towards its recent end (a
-  half-life, default 10 minutes), so a swing shows within minutes rather than once it fills half
+  half-life, default 15 minutes), so a swing shows within minutes rather than once it fills half
   the window. `n_eff` is the effective sample size of those weights.
 - The baseline's centre is the median of its bins and its spread their MAD, floored by the bins'
   own sampling noise (24 bins estimate a spread poorly).
@@ -12,9 +12,9 @@ a trailing baseline (default the 24 h before it), split into bins as wide as the
   sampling noise. Shares are compared on the arcsine-square-root scale and counts on Anscombe's
   square-root scale, where that noise is known and close to normal whatever the level.
 - Counting both the spread and the noise, plus a minimum effect size, a minimum of `min_posts`
-  effective posts, and (in stream/incidents.py) a condition that must hold for 10 minutes, is what
-  keeps a week of continuous evaluation on a stationary stream quiet at |z| >= 3. Measured rates
-  are in docs/alerts.md.
+  effective posts, and (in stream/incidents.py) a condition that must hold for 8 minutes, is what
+  keeps most stationary weeks of continuous evaluation quiet at |z| >= 3. Measured rates, and the
+  best any detector can do at a given volume, are in docs/alerts.md.
 
 Kinds:
 - sentiment_drop: the negative share rises, and the mean score agrees (falls by min_score_delta

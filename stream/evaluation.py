@@ -52,8 +52,8 @@ class AlertConfig:
     step_s: int = 60
     grace_s: int = 120
     repeat_s: int = 3600
-    for_s: int = 600  # how long the firing condition must hold (Prometheus `for:`)
-    half_life_s: int = 600  # recency weighting inside the current window (detector.Current)
+    for_s: int = 480  # how long the firing condition must hold (Prometheus `for:`)
+    half_life_s: int = 900  # recency weighting inside the current window (detector.Current)
     idle_s: float = 60.0
     thresholds: Thresholds = Thresholds()
     overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)

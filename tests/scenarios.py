@@ -104,3 +104,23 @@ def simulate(stream: list[GenPost], config, scores: dict[str, float] = SCORES) -
     for scope, table in tables.items():
         records += judge_series(scope, {}, table, first, todo, T0, config, "-")[1]
     return sorted(records, key=lambda r: (r.window_end, r.scope, r.kind))
+
+
+def judged_share(stream: list[GenPost], asset: str, config) -> float:
+    """The share of a generated week's boundaries (after the first day's baseline) at which
+    `asset`'s current window holds enough effective posts for its label mix to be judged at all.
+    A quiet week proves little about a scope that was never judged."""
+    import numpy as np
+
+    from stream.evaluation import _weighted
+
+    per_window = config.window_s // config.step_s
+    steps = int((max(p.created_at for p in stream) - T0) // config.step_s) + 1
+    table = np.zeros((steps, 6))
+    for p in stream:
+        if p.asset == asset:
+            table[int((p.created_at - T0) // config.step_s), 0] += 1
+    weights = 0.5 ** (np.arange(per_window - 1, -1, -1) * config.step_s / config.half_life_s)
+    first = (config.window_s + config.baseline_s) // config.step_s
+    judged = [_weighted(table, end - per_window, end, weights).n_eff >= config.thresholds.min_posts for end in range(first, steps)]
+    return float(np.mean(judged))

@@ -21,7 +21,8 @@ from stream.store import Scored, WindowStore
 from workers import Hook
 
 SCORES = {"positive": 0.6, "negative": -0.6, "neutral": 0.0}
-SWING = Scenario(days=2, episodes=(Episode("BTC", 36 * 3600, mix=SWING_MIX),))
+# A swing on BTC and, six hours later, a 5x burst on ETH: two kinds of incident, one silenced below.
+SWING = Scenario(days=2, episodes=(Episode("BTC", 36 * 3600, mix=SWING_MIX), Episode("ETH", 42 * 3600, volume=5.0)))
 
 
 async def load(store: WindowStore, engines: list[AlertEngine]) -> list:
@@ -68,7 +69,7 @@ def test_delivery_notifies_publishes_and_respects_silences(redis_server):
     async def go():
         store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
         await load(store, [AlertEngine(store, AlertConfig(), partitions=1)])
-        await add_silence(store.redis, "channel:*", 3600, None, "noisy channels")
+        await add_silence(store.redis, "asset:*", 3600, "sentiment_drop", "drops are handled elsewhere")
         published = []
 
         async def publish(record):
@@ -89,10 +90,11 @@ def test_delivery_notifies_publishes_and_respects_silences(redis_server):
     finally:
         hook.close()
     assert drained and published
-    silenced = [r for r in published if r.scope.startswith("channel:")]
-    loud = [r for r in published if not r.scope.startswith("channel:")]
+    # The silence matches a pattern and one kind: BTC's drop is silenced, ETH's spike is not.
+    silenced = [r for r in published if r.scope.startswith("asset:") and r.kind == "sentiment_drop"]
+    loud = [r for r in published if r not in silenced]
     assert silenced and all(not r.notified for r in silenced)
-    assert loud and all(r.notified for r in loud)
+    assert loud and all(r.notified for r in loud) and ("asset:ETH", "volume_spike") in {(r.scope, r.kind) for r in loud}
     assert len(hook.accepted) == len(loud)  # one notification per transition, none for the silenced
     # Every notification carries the chart of the scope's last 24 h.
     assert all(m["attachments"] and m["attachments"][0]["mimetype"] == "image/png" for m in hook.accepted)
