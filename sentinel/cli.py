@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Awaitable, Callable, Optional, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -42,10 +43,42 @@ BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="po
 
 def model_settings(**overrides: Any) -> Settings:
     """The environment's settings with any CLI options laid over them; also sets up logging."""
-    settings = get_settings()
-    setup_logging(settings.log_level, settings.log_json)
-    chosen = {k: v for k, v in overrides.items() if v is not None}
-    return Settings.model_validate({**settings.model_dump(), **chosen}) if chosen else settings
+    try:
+        settings = get_settings()
+        setup_logging(settings.log_level, settings.log_json)
+        chosen = {k: v for k, v in overrides.items() if v is not None}
+        return Settings.model_validate({**settings.model_dump(), **chosen}) if chosen else settings
+    except ValidationError as exc:
+        raise fail(settings_error(exc)) from None
+
+
+def settings_error(exc: ValidationError) -> str:
+    """One line naming each bad variable and what is wrong with it. Never the value: a
+    mistyped variable may hold a secret."""
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        variable = name if name.isupper() else f"SENTINEL_{name.upper()}"
+        problems.append(f"{variable}: {error['msg']}")
+    return "invalid settings: " + "; ".join(problems)
+
+
+def check_stream_settings(settings: Settings) -> None:
+    """Check the window and alert settings before anything slow starts (the model load, the
+    embedded stack), so a bad duration or threshold is one line, not a traceback minutes later."""
+    from stream.evaluation import config_from_settings
+    from stream.windows import parse_duration
+
+    try:
+        for name in ("bucket", "retention", "windows"):
+            for spec in getattr(settings, name).split(","):
+                try:
+                    parse_duration(spec)
+                except ValueError as exc:
+                    raise ValueError(f"SENTINEL_{name.upper()}: {exc}") from None
+        config_from_settings(settings)
+    except ValueError as exc:
+        raise fail(f"invalid settings: {exc}") from None
 
 
 def load_classifier(settings: Settings) -> Any:
@@ -344,6 +377,7 @@ def worker() -> None:
     settings = model_settings()
     if not settings.kafka_broker or not settings.redis_url:
         raise fail("the worker needs KAFKA_BROKER and REDIS_URL (sentinel run starts an embedded stack for you)")
+    check_stream_settings(settings)
     model_thread = ModelThread()
     classifier = model_thread.load(lambda: load_classifier(settings))  # loaded where it will run
     loop = asyncio.new_event_loop()
@@ -400,6 +434,7 @@ def run(
     from stream.runner import RunError, connected, run_once, write_json
 
     settings = model_settings()
+    check_stream_settings(settings)
     total = sum(1 for line in file.open("rb") if line.strip())
     worker_log = worker_log_path or Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
     try:

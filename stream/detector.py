@@ -232,7 +232,10 @@ def parse_overrides(spec: str) -> dict[str, dict[str, float]]:
     """`{"asset:*": {"min_posts": 30}}` -> validated dict; unknown threshold names are an error."""
     if not spec.strip():
         return {}
-    data = json.loads(spec)
+    try:
+        data = json.loads(spec)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"alert overrides are not valid JSON ({exc.msg} at character {exc.pos})") from None
     if not isinstance(data, dict):
         raise ValueError("alert overrides must be a JSON object {scope pattern: {threshold: value}}")
     known = {f.name for f in fields(Thresholds)}

@@ -59,6 +59,13 @@ class AlertConfig:
     overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("window_s", "baseline_s", "step_s", "half_life_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"alert {name[:-2].replace('_', ' ')} must be longer than zero")
+        if min(self.grace_s, self.repeat_s, self.for_s) < 0:
+            raise ValueError("alert grace, repeat and for must not be negative")
+        if self.thresholds.resolve_z >= self.thresholds.fire_z:
+            raise ValueError("the resolve z must be below the fire z (hysteresis), e.g. fire 3, resolve 1.5")
         for name in ("window_s", "baseline_s"):
             if getattr(self, name) % self.step_s:
                 raise ValueError(f"alert {name[:-2]} must be a multiple of the step ({self.step_s} s)")
@@ -85,12 +92,17 @@ def config_from_settings(settings: Any) -> AlertConfig:
         min_share_delta=settings.alert_min_share_delta, min_score_delta=settings.alert_min_score_delta,
         min_volume_ratio=settings.alert_min_volume_ratio,
     )
+
+    def duration(name: str) -> int:
+        try:
+            return parse_duration(getattr(settings, f"alert_{name}"))
+        except ValueError as exc:
+            raise ValueError(f"SENTINEL_ALERT_{name.upper()}: {exc}") from None
+
     return AlertConfig(
-        window_s=parse_duration(settings.alert_window), baseline_s=parse_duration(settings.alert_baseline),
-        step_s=parse_duration(settings.alert_step), grace_s=parse_duration(settings.alert_grace),
-        repeat_s=parse_duration(settings.alert_repeat), for_s=parse_duration(settings.alert_for),
-        half_life_s=parse_duration(settings.alert_half_life), idle_s=settings.alert_idle_partition,
-        thresholds=th, overrides=parse_overrides(settings.alert_overrides),
+        window_s=duration("window"), baseline_s=duration("baseline"), step_s=duration("step"), grace_s=duration("grace"),
+        repeat_s=duration("repeat"), for_s=duration("for"), half_life_s=duration("half_life"),
+        idle_s=settings.alert_idle_partition, thresholds=th, overrides=parse_overrides(settings.alert_overrides),
     )
 
 

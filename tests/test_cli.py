@@ -69,3 +69,24 @@ def test_eval_malformed_row_names_its_line(tiny_env, tmp_path):
     data.write_text("text,label\nBTC rallies,1\nETH dumps,9\n", encoding="utf-8")
     r = sentinel(["eval", "--data", str(data), "--format", "tfns"], tiny_env)
     assert r.returncode == 2 and f"{data}:3" in r.stderr
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable_and_never_its_value():
+    # A value that may be a secret (a password pasted into the wrong variable) must not be echoed.
+    r = sentinel(["worker"], {"SENTINEL_KAFKA_SASL_MECHANISM": "hunter2-secret", "SENTINEL_ALERT_FIRE_Z": "-1"})
+    assert r.returncode == 2, r.stderr
+    assert "SENTINEL_KAFKA_SASL_MECHANISM" in r.stderr and "SENTINEL_ALERT_FIRE_Z" in r.stderr
+    assert "hunter2" not in r.stderr + r.stdout and "Traceback" not in r.stderr
+
+
+def test_bad_window_or_alert_settings_stop_run_and_worker_before_anything_starts():
+    # Checked before the model loads or the embedded stack starts: seconds, not a traceback later.
+    r = sentinel(["run", os.devnull], {"SENTINEL_ALERT_HALF_LIFE": "15"})
+    said = " ".join(r.stderr.split())  # the console wraps long lines
+    assert r.returncode == 2 and "SENTINEL_ALERT_HALF_LIFE: bad duration '15'" in said, r.stderr
+    r = sentinel(["worker"], {"KAFKA_BROKER": "127.0.0.1:9", "REDIS_URL": "redis://127.0.0.1:9", "SENTINEL_ALERT_BASELINE": "90m"})
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "whole number of windows" in said and "Traceback" not in said, r.stderr
+    r = sentinel(["run", os.devnull], {"SENTINEL_WINDOWS": "15m,1 hour"})
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "SENTINEL_WINDOWS: bad duration '1 hour'" in said, r.stderr

@@ -59,6 +59,8 @@ def test_overrides_apply_most_specific_last_and_reject_unknown_names():
     assert thresholds_for("asset:BTC", TH, overrides) == TH
     with pytest.raises(ValueError, match="unknown threshold"):
         parse_overrides('{"asset:*": {"min_post": 3}}')
+    with pytest.raises(ValueError, match="not valid JSON"):
+        parse_overrides("{asset:*: 3}")
 
 
 class FakeSignal:
@@ -121,6 +123,17 @@ def config_invalid():
 def test_config_rejects_a_baseline_that_is_not_whole_windows():
     with pytest.raises(ValueError, match="whole number of windows"):
         config_invalid()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"half_life_s": 0}, "half life must be longer than zero"),
+    ({"step_s": 0}, "step must be longer than zero"),
+    ({"for_s": -60}, "must not be negative"),
+    ({"thresholds": Thresholds(fire_z=2.0, resolve_z=2.0)}, "resolve z must be below the fire z"),
+])
+def test_config_rejects_settings_that_cannot_work(bad, message):
+    with pytest.raises(ValueError, match=message):
+        AlertConfig(**bad)
 
 
 # --- acceptance: generated streams judged by the worker's own code ---------------------------------
