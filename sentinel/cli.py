@@ -10,6 +10,7 @@ from typing import Annotated, Any, Awaitable, Callable, Optional, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -30,7 +31,8 @@ app.add_typer(model_app, name="model")
 T = TypeVar("T")
 
 out = Console()
-err = Console(stderr=True)
+# soft_wrap: an error is one line in a pod log, not cut at 80 columns by a console with no terminal.
+err = Console(stderr=True, soft_wrap=True)
 
 # Shared model options; None means "keep the setting from the environment".
 BaseOpt = Annotated[Optional[str], typer.Option("--base", help="'smollm2' (bundled), a hub id or a local directory")]
@@ -93,8 +95,7 @@ def load_classifier(settings: Settings) -> Any:
         with err.status(f"loading {settings.base} (adapter: {settings.adapter}) ..."):
             return Classifier.load(settings)
     except ModelLoadError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
 
 
 def progress() -> Progress:
@@ -353,7 +354,8 @@ def train(
 
 
 def fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    # Messages carry file paths, exception text and log lines: print them, never parse them as markup.
+    err.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(2)
 
 
@@ -455,7 +457,7 @@ def run(
             )
     except RunError as exc:
         tail = worker_log.read_text(errors="replace").splitlines()[-30:]
-        err.print("\n".join(tail))
+        err.print("\n".join(tail), markup=False, highlight=False)
         raise fail(f"{exc} (worker log: {worker_log})") from None
     except RedisError as exc:
         raise redis_failure(exc) from None
@@ -673,7 +675,7 @@ def import_discord(
     for reason, count in sorted(report.reasons().items()):
         out.print(f"  {reason}: {count}")
     for line, reason in report.failed[:10]:
-        err.print(f"  {csv_file}:{line}: {reason}")
+        err.print(f"  {csv_file}:{line}: {reason}", markup=False)
     if len(report.failed) > 10:
         err.print(f"  ... and {len(report.failed) - 10} more")
 

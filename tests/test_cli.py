@@ -77,16 +77,23 @@ def test_a_bad_setting_is_one_line_naming_the_variable_and_never_its_value():
     assert r.returncode == 2, r.stderr
     assert "SENTINEL_KAFKA_SASL_MECHANISM" in r.stderr and "SENTINEL_ALERT_FIRE_Z" in r.stderr
     assert "hunter2" not in r.stderr + r.stdout and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_bad_window_or_alert_settings_stop_run_and_worker_before_anything_starts():
     # Checked before the model loads or the embedded stack starts: seconds, not a traceback later.
     r = sentinel(["run", os.devnull], {"SENTINEL_ALERT_HALF_LIFE": "15"})
-    said = " ".join(r.stderr.split())  # the console wraps long lines
-    assert r.returncode == 2 and "SENTINEL_ALERT_HALF_LIFE: bad duration '15'" in said, r.stderr
+    assert r.returncode == 2 and "SENTINEL_ALERT_HALF_LIFE: bad duration '15'" in r.stderr, r.stderr
     r = sentinel(["worker"], {"KAFKA_BROKER": "127.0.0.1:9", "REDIS_URL": "redis://127.0.0.1:9", "SENTINEL_ALERT_BASELINE": "90m"})
-    said = " ".join(r.stderr.split())
-    assert r.returncode == 2 and "whole number of windows" in said and "Traceback" not in said, r.stderr
+    assert r.returncode == 2 and "whole number of windows" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = sentinel(["run", os.devnull], {"SENTINEL_WINDOWS": "15m,1 hour"})
-    said = " ".join(r.stderr.split())
-    assert r.returncode == 2 and "SENTINEL_WINDOWS: bad duration '1 hour'" in said, r.stderr
+    assert r.returncode == 2 and "SENTINEL_WINDOWS: bad duration '1 hour'" in r.stderr, r.stderr
+
+
+def test_error_text_with_brackets_is_printed_not_parsed_as_markup(capsys):
+    # Worker log lines and exception texts hold things like Llama's "[/INST]": as rich markup
+    # they raised MarkupError inside the error path itself.
+    from sentinel.cli import fail
+
+    assert fail("worker said [/INST] and [bold]x").exit_code == 2
+    assert "worker said [/INST] and [bold]x" in capsys.readouterr().err
