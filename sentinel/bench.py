@@ -206,10 +206,8 @@ class _CpuSplit:
 def classifier_alone_rate(classifier: Classifier, texts: Sequence[str], batch: int) -> float:
     """Posts/s of the classifier called as the worker calls it: `classify` on consecutive
     micro-batches of raw texts (tokenising included), in steady state."""
-    started = time.perf_counter()
-    for i in range(0, len(texts), batch):
-        classifier.classify(texts[i : i + batch])
-    return len(texts) / (time.perf_counter() - started)
+    _, seconds = timed(lambda: [classifier.classify(texts[i : i + batch]) for i in range(0, len(texts), batch)], classifier.device)
+    return len(texts) / seconds
 
 
 def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, rounds: int = 2, latency_rate_fraction: float = 0.5) -> dict[str, Any]:

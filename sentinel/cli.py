@@ -69,15 +69,10 @@ def check_stream_settings(settings: Settings) -> None:
     """Check the window and alert settings before anything slow starts (the model load, the
     embedded stack), so a bad duration or threshold is one line, not a traceback minutes later."""
     from stream.evaluation import config_from_settings
-    from stream.windows import parse_duration
+    from stream.windows import check_window_settings
 
     try:
-        for name in ("bucket", "retention", "windows"):
-            for spec in getattr(settings, name).split(","):
-                try:
-                    parse_duration(spec)
-                except ValueError as exc:
-                    raise ValueError(f"SENTINEL_{name.upper()}: {exc}") from None
+        check_window_settings(settings)
         config_from_settings(settings)
     except ValueError as exc:
         raise fail(f"invalid settings: {exc}") from None

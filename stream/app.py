@@ -28,7 +28,6 @@ from stream.model_thread import ModelThread
 from stream.notify import Notifier
 from stream.processor import BatchProcessor, Pipeline, RawMessage
 from stream.store import WindowStore
-from stream.windows import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +132,6 @@ def create_app(
     async def deliver_alerts() -> None:
         # Notifications run here, beside the agent, never inside a batch.
         await delivery.run()
-    # Validate window settings at start-up rather than on the first read.
-    for spec in [settings.bucket, settings.retention, *settings.windows.split(",")]:
-        parse_duration(spec)
-
     def batch_failed(exc: BaseException) -> None:
         # Input never raises here (it goes to the DLQ); this is a bug or a lost dependency. Faust
         # would ack the batch on the way out, so exit hard instead: the offsets stay uncommitted,
@@ -173,7 +168,8 @@ def create_app(
 
     async def graceful_exit(grace_s: float) -> None:
         """SIGTERM: stop taking batches, finish those in flight (the one being classified and the
-        one being written: windows, alerts, outputs), flush the producer, commit, let notifications in progress finish, and exit, all within grace_s."""
+        one being written: windows, alerts, outputs), flush the producer, commit, let notifications
+        in progress finish, and exit, all within grace_s."""
         deadline = time.monotonic() + grace_s
         log.info("shutting down", extra={"grace_s": grace_s, "batch_in_flight": shutdown.busy})
         shutdown.requested = True

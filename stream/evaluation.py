@@ -84,7 +84,7 @@ class AlertConfig:
 
 def config_from_settings(settings: Any) -> AlertConfig:
     from stream.detector import parse_overrides
-    from stream.windows import parse_duration
+    from stream.windows import setting_duration
 
     th = Thresholds(
         fire_z=settings.alert_fire_z, resolve_z=settings.alert_resolve_z, critical_z=settings.alert_critical_z,
@@ -94,10 +94,7 @@ def config_from_settings(settings: Any) -> AlertConfig:
     )
 
     def duration(name: str) -> int:
-        try:
-            return parse_duration(getattr(settings, f"alert_{name}"))
-        except ValueError as exc:
-            raise ValueError(f"SENTINEL_ALERT_{name.upper()}: {exc}") from None
+        return setting_duration(f"alert_{name}", getattr(settings, f"alert_{name}"))
 
     return AlertConfig(
         window_s=duration("window"), baseline_s=duration("baseline"), step_s=duration("step"), grace_s=duration("grace"),

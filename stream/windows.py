@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from model.labels import LABELS
 from stream.contracts import Post
@@ -29,6 +29,21 @@ def parse_duration(spec: str) -> int:
     if not match:
         raise ValueError(f"bad duration {spec!r}; use a number and one of s, m, h, d (e.g. 15m)")
     return int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def setting_duration(field: str, spec: str) -> int:
+    """parse_duration for the setting `field` (e.g. "alert_window"): an error names its variable."""
+    try:
+        return parse_duration(spec)
+    except ValueError as exc:
+        raise ValueError(f"SENTINEL_{field.upper()}: {exc}") from None
+
+
+def check_window_settings(settings: Any) -> None:
+    """Parse SENTINEL_BUCKET, SENTINEL_RETENTION and SENTINEL_WINDOWS; a bad one raises ValueError naming it."""
+    for field in ("bucket", "retention", "windows"):
+        for spec in getattr(settings, field).split(","):
+            setting_duration(field, spec)
 
 
 def format_duration(seconds: int) -> str:
