@@ -23,6 +23,7 @@ from stream.assets import load_aliases
 from stream.contracts import Limits
 from stream.evaluation import config_from_settings
 from stream.http import install as install_http
+from stream.kafka import guard_undecodable_batches, undecodable_reason
 from stream.metrics import WorkerMetrics
 from stream.model_thread import ModelThread
 from stream.notify import Notifier
@@ -62,6 +63,7 @@ def create_app(
 ) -> faust.App:
     """The worker's Faust app. Pass the ModelThread that loaded `classifier`, so batches run on it."""
     metrics = metrics if metrics is not None else WorkerMetrics()
+    guard_undecodable_batches()
     # Faust keeps table state here (in-memory store: only its version marker); one per worker port.
     datadir = settings.cache_dir / "faust" / f"{settings.app_id}-{settings.web_port}"
     datadir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +152,8 @@ def create_app(
                 # Never handled, never acked: the worker exits before Faust's take() could ack
                 # this batch on its way out, so whoever owns the partition next gets it again.
                 await asyncio.Event().wait()
-            messages = [RawMessage(e.message.value, e.message.topic, e.message.partition, e.message.offset) for e in events]
+            messages = [RawMessage(e.message.value, e.message.topic, e.message.partition, e.message.offset,
+                                   undecodable_reason(e.message.headers)) for e in events]
             # take() acks a batch's events as soon as this body returns, which with the pipeline is
             # before its windows are written. One more reference per message keeps them unacked
             # (so uncommitted) until `done` acks them after the commit.

@@ -31,6 +31,7 @@ REASONS: dict[str, str] = {
     "text_too_long": "text is longer than the character cap",
     "timestamp_out_of_range": "created_at is before the earliest or after the latest accepted time",
     "classification_failed": "the classifier failed on this post on its own (after batch splitting)",
+    "undecodable": "the consumer could not decode the record batch (corrupt bytes or an unknown codec); one dead letter stands for the whole batch",
 }
 
 OPTIONAL_STRINGS = ("source", "channel", "author")

@@ -52,6 +52,8 @@ class RawMessage:
     topic: str
     partition: int
     offset: int
+    # Set when the consumer could not decode the record batch this stands in for (stream/kafka.py).
+    undecodable: str | None = None
 
 
 @dataclass
@@ -132,7 +134,8 @@ class BatchProcessor:
         outcome = BatchOutcome(consumed=len(messages))
         posts: list[tuple[Post, RawMessage]] = []
         for msg in messages:
-            parsed = parse_post(msg.value, limits=self.limits, aliases=self.aliases)
+            parsed = (Rejection("undecodable", msg.undecodable) if msg.undecodable is not None
+                      else parse_post(msg.value, limits=self.limits, aliases=self.aliases))
             if isinstance(parsed, Rejection):
                 await self._dead_letter(msg, parsed)
                 outcome.dlq += 1

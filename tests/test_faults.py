@@ -24,14 +24,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 import warnings
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import redis
@@ -39,10 +37,11 @@ import redis
 from scenarios import generate, to_posts
 from stream.alerting import ALERT_STATS_KEY, GROUP, OUTBOX_KEY
 from stream.runner import committed_lag
-from stream.services import free_port, start_redis
+from stream.services import start_redis
 from stream.windows import STATS_KEY, bucket_key, seen_key
 from test_alerts_e2e import SCENARIO, text_for
 import workers
+from workers import Worker, wait_until
 
 # The paced replays spread the two days of event time over about 30 s of wall time, so a fault can
 # be injected at a chosen point of the stream while posts are still arriving.
@@ -184,52 +183,6 @@ class RedisServer:
         self.proc.stop()
 
 
-class Worker:
-    """`sentinel worker` in its own process group, on its own web port."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.log_path = log_path
-        self._log = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sentinel.cli", "worker"], env={**env, "SENTINEL_WEB_PORT": str(self.port)},
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def readyz(self) -> dict | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=3) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return json.loads(exc.read() or b"{}")
-        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
-            return None
-
-    def partitions(self) -> set[int]:
-        """The input partitions assigned to this worker, as its /readyz reports them."""
-        body = self.readyz() or {}
-        detail = body.get("checks", {}).get("partitions", {})
-        match = re.search(r"\[([\d, ]*)\]", detail.get("detail", "")) if detail.get("ok") else None
-        return {int(p) for p in match.group(1).split(",") if p.strip()} if match else set()
-
-    def kill(self) -> None:
-        """SIGKILL to the whole process group: no shutdown code runs."""
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
-
-    def close(self) -> None:
-        self.kill()
-        self._log.close()
-
-    def log_tail(self, lines: int = 30) -> str:
-        return f"--- {self.log_path.name} ---\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
 class Replay:
     """`sentinel replay FILE` in the background (paced by event time when speed is given)."""
 
@@ -303,21 +256,6 @@ async def _committed(view: SimpleNamespace) -> dict[int, int]:
 def committed_offsets(env: dict[str, str]) -> dict[int, int]:
     """The consumer group's committed offset per input partition."""
     return asyncio.run(_committed(kafka_view(env)))
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, workers: list[Worker], poll: float = 0.05) -> Any:
-    """Poll `condition` until it is truthy; fail at the deadline or as soon as a worker that must stay up exits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for w in workers:
-            assert w.alive(), f"a worker exited with {w.proc.returncode} while waiting for {what}\n{w.log_tail()}"
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            tails = "\n".join(w.log_tail() for w in workers)
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
-        time.sleep(poll)
 
 
 def wait_all_committed(env: dict[str, str], r: redis.Redis, replay: Replay, workers: list[Worker], *, processed: int,

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, Callable
+
+from stream.services import free_port
 
 
 def worker_env(name: str, kafka: str, redis_url: str, cache_dir: Path, **overrides: str) -> dict[str, str]:
@@ -68,3 +77,64 @@ class Hook:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Worker:
+    """`sentinel worker` in its own process group, on its own web port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sentinel.cli", "worker"], env={**env, "SENTINEL_WEB_PORT": str(self.port)},
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def readyz(self) -> dict | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=3) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return json.loads(exc.read() or b"{}")
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+            return None
+
+    def partitions(self) -> set[int]:
+        """The input partitions assigned to this worker, as its /readyz reports them."""
+        body = self.readyz() or {}
+        detail = body.get("checks", {}).get("partitions", {})
+        match = re.search(r"\[([\d, ]*)\]", detail.get("detail", "")) if detail.get("ok") else None
+        return {int(p) for p in match.group(1).split(",") if p.strip()} if match else set()
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group: no shutdown code runs."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def close(self) -> None:
+        self.kill()
+        self._log.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return f"--- {self.log_path.name} ---\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, workers: list[Worker], poll: float = 0.05) -> Any:
+    """Poll `condition` until it is truthy; fail at the deadline or as soon as a worker that must stay up exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for w in workers:
+            assert w.alive(), f"a worker exited with {w.proc.returncode} while waiting for {what}\n{w.log_tail()}"
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            tails = "\n".join(w.log_tail() for w in workers)
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
+        time.sleep(poll)
