@@ -656,7 +656,7 @@ def import_discord(
     """Convert the research's Discord export into posts (repairs the garbled AM/PM times)."""
     from itertools import islice
 
-    from stream.discord import ImportReport, discord_posts
+    from training.discord import ImportReport, discord_posts
 
     report = ImportReport()
     try:

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from stream.discord import ImportReport, discord_posts, parse_discord_time, repair_mojibake
+from training.discord import ImportReport, discord_posts, parse_discord_time, repair_mojibake
 
 AM = "上午".encode("utf-8").decode("latin-1")  # how the export stores the marker
 PM = "下午".encode("utf-8").decode("latin-1")

@@ -1,0 +1,80 @@
+"""The in-domain labelled set: keys rebuild into texts from the research export, nothing held out is
+labelled, the splits are fixed and disjoint, and the agreement figures in docs/labelling.md hold."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import shared_file
+from training.indomain import DISCORD_LABELS, VOICES, load_discord_labels, load_voices, write_splits
+
+
+def kappa(pairs: list[tuple[str, str]]) -> float:
+    n = len(pairs)
+    observed = sum(a == b for a, b in pairs) / n
+    first, second = Counter(a for a, _ in pairs), Counter(b for _, b in pairs)
+    expected = sum(first[label] * second[label] for label in first) / n / n
+    return (observed - expected) / (1 - expected)
+
+
+def annotations(path: Path) -> list[dict]:
+    if path.suffix == ".csv":
+        with path.open(newline="") as handle:
+            return list(csv.DictReader(handle))
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("path,minimum", [(DISCORD_LABELS, 0.80), (VOICES, 0.99)])
+def test_two_annotators_agree_and_disagreements_were_adjudicated(path, minimum):
+    rows = annotations(path)
+    assert kappa([(r["annotator_1"], r["annotator_2"]) for r in rows]) >= minimum
+    for r in rows:
+        agreed = r["annotator_1"] == r["annotator_2"]
+        assert str(r["adjudicated"]).lower() in (("no", "false") if agreed else ("yes", "true"))
+        if agreed:
+            assert r["label"] == r["annotator_1"]
+
+
+def test_the_labelled_files_hold_no_discord_text_and_keys_are_unique():
+    rows = annotations(DISCORD_LABELS)
+    assert set(rows[0]) == {"key", "label", "annotator_1", "annotator_2", "adjudicated", "pool", "split"}
+    assert len({r["key"] for r in rows}) == len(rows)
+    assert len({r["key"] for r in annotations(VOICES)}) == len(annotations(VOICES))
+
+
+def test_at_least_300_non_neutral_examples_in_all():
+    labels = [r["label"] for r in annotations(DISCORD_LABELS)] + [r["label"] for r in annotations(VOICES)]
+    assert sum(label != "neutral" for label in labels) >= 300
+
+
+def test_discord_keys_rebuild_from_the_export_and_none_is_held_out():
+    export = shared_file("seed", "meritcircle_cleaned_discord.csv")
+    rows = load_discord_labels(export)
+    assert len(rows) == len(annotations(DISCORD_LABELS))
+    assert Counter(r.split for r in rows).keys() == {"train", "select", "test"}
+
+
+def test_splits_are_disjoint_and_written_with_a_manifest(tmp_path):
+    export = shared_file("seed", "meritcircle_cleaned_discord.csv")
+    tfns = shared_file("tfns", "sent_train.csv")
+    manifest = write_splits(tmp_path, tfns, export)
+
+    def texts(name: str) -> set[str]:
+        with (tmp_path / name).open(newline="") as handle:
+            return {" ".join(r["text"].lower().split()) for r in csv.DictReader(handle)}
+
+    train = texts("train.csv")
+    for held in ("select.csv", "test-tfns.csv", "test-discord.csv", "test-voices.csv"):
+        assert not train & texts(held), held
+    assert manifest["files"]["test-tfns.csv"]["tfns"] == {"negative": 144, "neutral": 618, "positive": 192}
+    assert set(manifest["inputs"]) >= {str(tfns), str(export)}
+
+
+def test_voices_load_with_their_splits():
+    rows = load_voices()
+    assert {r.source for r in rows} == {"voices"} and {r.split for r in rows} == {"train", "select", "test"}

@@ -1,0 +1,138 @@
+"""The in-domain labelled set (crypto community chatter) and the splits every adapter is trained,
+selected and tested on.
+
+Two sources, labelled with the rubric in docs/labelling.md by two independent annotators and an
+adjudication of their disagreements:
+- `labels/discord-pre2023.csv`: messages from the research's Discord export dated before 2023, by key
+  (the post id `sentinel import-discord` gives: a hash of author, time and content). The texts are not
+  committed; `load_discord_labels` rebuilds them from the export. Messages dated 2023 or later are
+  held out for evaluation by others and are never labelled here.
+- `labels/community-voices.jsonl`: posts the team wrote in the voices of crypto communities
+  (Discord, Telegram, forums; English, Taglish, Tagalog), texts included.
+
+Each row carries its split (`train`, `select`, `test`), fixed once, stratified by label. `select`
+chooses checkpoints and settings; `test` is only ever reported. TFNS gets the same three-way cut:
+`test` is the stratified 10% (seed 42) the shipped TFNS adapter held out, `select` a further 5%.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from model.labels import normalize_label
+from model.prompt import EmptyTextError, clean_text
+from training.data import DataError, Example, load_examples
+from training.discord import ImportReport, discord_posts
+from training.split import stratified_split
+
+LABELS_DIR = Path(__file__).resolve().parent / "labels"
+DISCORD_LABELS = LABELS_DIR / "discord-pre2023.csv"
+VOICES = LABELS_DIR / "community-voices.jsonl"
+SPLITS = ("train", "select", "test")
+HELD_OUT_FROM = "2023-01-01"  # Discord messages from this date on are never labelled, trained or tuned on
+TFNS_TEST_FRACTION, TFNS_SELECT_FRACTION, TFNS_SEED = 0.1, 0.05, 42
+
+
+@dataclass(frozen=True)
+class Labelled:
+    example: Example
+    source: str  # tfns | discord | voices
+    split: str
+
+
+def load_discord_labels(export: Path, labels: Path = DISCORD_LABELS) -> list[Labelled]:
+    """The labelled Discord messages with their texts rebuilt from the export. A key the export does
+    not hold (another export, or an edited one) is an error naming the label file's line."""
+    posts = {p["id"]: p for p in discord_posts(export, ImportReport())}
+    out: list[Labelled] = []
+    with labels.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            line = reader.line_num
+            post = posts.get(row["key"])
+            if post is None:
+                raise DataError(labels, line, f"key {row['key']} is not in {export}: is it the research's export?")
+            if post["created_at"] >= HELD_OUT_FROM:
+                raise DataError(labels, line, f"key {row['key']} is dated {post['created_at']}: held out, never labelled")
+            out.append(Labelled(Example(clean_text(post["text"]), normalize_label(row["label"]), line), "discord", row["split"]))
+    return out
+
+
+def load_voices(path: Path = VOICES) -> list[Labelled]:
+    out: list[Labelled] = []
+    for line, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        row = json.loads(raw)
+        try:
+            text = clean_text(row["text"])
+        except EmptyTextError:
+            raise DataError(path, line, "empty text") from None
+        out.append(Labelled(Example(text, normalize_label(row["label"]), line), "voices", row["split"]))
+    return out
+
+
+def tfns_splits(path: Path) -> list[Labelled]:
+    examples = load_examples(path, "tfns").examples
+    rest = stratified_split(examples, TFNS_TEST_FRACTION, TFNS_SEED)
+    train = stratified_split(rest.train, TFNS_SELECT_FRACTION, TFNS_SEED)
+    return ([Labelled(ex, "tfns", "test") for ex in rest.validation]
+            + [Labelled(ex, "tfns", "select") for ex in train.validation]
+            + [Labelled(ex, "tfns", "train") for ex in train.train])
+
+
+def write_csv(path: Path, rows: Iterable[Labelled]) -> int:
+    count = 0
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label", "source"])
+        for row in rows:
+            writer.writerow([row.example.text, row.example.label, row.source])
+            count += 1
+    return count
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_splits(out: Path, tfns: Path, export: Path) -> dict:
+    """Write the files `sentinel train` and `sentinel eval` take (CSV: text, label, source):
+    - train.csv, select.csv: all three sources; train-tfns.csv, select-tfns.csv: TFNS alone;
+    - test-tfns.csv, test-discord.csv, test-voices.csv: reported apart, never trained or selected on.
+    Texts in a test or select file are removed from the training files. Returns the manifest."""
+    rows = tfns_splits(tfns) + load_discord_labels(export) + load_voices()
+    held = {_fold(r.example.text) for r in rows if r.split != "train"}
+    train = [r for r in rows if r.split == "train" and _fold(r.example.text) not in held]
+    files = {
+        "train.csv": train,
+        "train-tfns.csv": [r for r in train if r.source == "tfns"],
+        "select.csv": [r for r in rows if r.split == "select"],
+        "select-tfns.csv": [r for r in rows if r.split == "select" and r.source == "tfns"],
+        **{f"test-{s}.csv": [r for r in rows if r.split == "test" and r.source == s] for s in ("tfns", "discord", "voices")},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "inputs": {str(p): sha256(p) for p in (tfns, export, DISCORD_LABELS, VOICES)},
+        "removed_from_train_as_held_out": sum(r.split == "train" for r in rows) - len(train),
+        "files": {name: counts(chosen) for name, chosen in files.items()},
+    }
+    for name, chosen in files.items():
+        write_csv(out / name, chosen)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def counts(rows: Sequence[Labelled]) -> dict[str, dict[str, int]]:
+    by: dict[str, Counter] = {}
+    for r in rows:
+        by.setdefault(r.source, Counter())[r.example.label] += 1
+    return {source: dict(sorted(c.items())) for source, c in sorted(by.items())}
+
+
+def _fold(text: str) -> str:
+    return " ".join(text.lower().split())
