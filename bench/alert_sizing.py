@@ -1,6 +1,6 @@
 """How often the detector cries wolf, and how fast it sees a swing, on generated streams.
 
-Runs the worker's own judging code (stream/evaluation.py) over in-memory streams from
+Runs the worker's own judging code (stream/alerts/judging.py) over in-memory streams from
 tests/scenarios.py: N stationary weeks (false alarms), N weeks with one asset's negative share going
 from 20% to 60% for an hour (detection delay), N weeks with a 5x volume burst. Defaults as shipped.
 
@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, simulate  # noqa: E402
 
-from stream.evaluation import AlertConfig  # noqa: E402
-from stream.windows import parse_duration  # noqa: E402
+from stream.alerts.judging import AlertConfig  # noqa: E402
+from stream.timefmt import parse_duration  # noqa: E402
 
 AT = 5 * 86400 + 12 * 3600
 

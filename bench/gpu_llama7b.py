@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.classifier import Classifier  # noqa: E402
-from sentinel.bench import measure_classify, scorer_rate, timed  # noqa: E402
+from sentinel.benchmarks import measure_classify, scorer_rate, timed  # noqa: E402
 from sentinel.synthetic import synthetic_posts  # noqa: E402
 
 

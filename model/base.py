@@ -13,11 +13,12 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from model.scorer import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +29,6 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 class ModelLoadError(RuntimeError):
     """The requested model, adapter, device or precision cannot be used on this machine."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What is loaded, for logs, metrics and the `model` field of every result."""
-
-    base: str
-    adapter: str | None
-    device: str
-    dtype: str
-    quantize: str
-    load_s: float
-
-    @property
-    def id(self) -> str:
-        return f"{self.base}+{self.adapter}" if self.adapter else self.base
 
 
 # ---------------------------------------------------------------- device and precision

@@ -17,30 +17,27 @@ rounding, well under 1e-4 in fp32).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Protocol, Sequence
 
 import torch
 
-from model.base import ModelInfo, load_model
-from model.labels import LABELS, Label
+from model.base import load_model
 from model.prompt import PromptCodec
+from model.scorer import Judgement, ModelInfo, judgement_from_probs
 
 
-@dataclass(frozen=True)
-class Judgement:
-    label: Label
-    probs: dict[str, float]
-    score: float
+class ModelOptions(Protocol):
+    """The model settings a Classifier is loaded with (the shell's Settings has them all)."""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "probs": dict(self.probs), "score": self.score}
-
-
-def judgement_from_probs(row: Sequence[float]) -> Judgement:
-    probs = {label: float(p) for label, p in zip(LABELS, row)}
-    label = max(LABELS, key=lambda name: probs[name])
-    return Judgement(label=label, probs=probs, score=probs["positive"] - probs["negative"])
+    base: str
+    adapter: str
+    device: str
+    dtype: str
+    quantize: str
+    cache_dir: Path
+    batch_size: int
+    max_post_tokens: int
 
 
 def label_head(model: Any, label_ids: Sequence[int]) -> torch.Tensor:
@@ -64,8 +61,8 @@ class Classifier:
         self._prefix_kv = self._encode_prefix()
 
     @classmethod
-    def load(cls, settings: Any) -> "Classifier":
-        """Build from a Settings object (or anything with the same attributes)."""
+    def load(cls, settings: ModelOptions) -> "Classifier":
+        """Build from the settings object (stream.settings.Settings satisfies ModelOptions)."""
         model, tokenizer, info = load_model(
             settings.base,
             settings.adapter,

@@ -12,9 +12,8 @@ import math
 import re
 from typing import Sequence
 
-from model.base import ModelInfo
-from model.classifier import Judgement
 from model.labels import LABELS
+from model.scorer import Judgement, ModelInfo, judgement_from_probs
 
 POSITIVE = frozenset("bullish moon pump pumping rally breakout ath buy buying long green surge soaring up".split())
 NEGATIVE = frozenset("bearish dump dumping crash rekt sell selling short red fud scam plunge collapse down".split())
@@ -30,9 +29,7 @@ def judge(text: str) -> Judgement:
     top = max(logits.values())
     exp = {k: math.exp(v - top) for k, v in logits.items()}
     total = sum(exp.values())
-    probs = {label: exp[label] / total for label in LABELS}
-    label = max(LABELS, key=lambda name: probs[name])
-    return Judgement(label=label, probs=probs, score=probs["positive"] - probs["negative"])
+    return judgement_from_probs([exp[label] / total for label in LABELS])
 
 
 class LexiconClassifier:

@@ -14,8 +14,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from sentinel.logs import redact, setup_logging
-from sentinel.settings import Settings, get_settings
+from model.scorer import Scorer
+from stream.logs import redact, setup_logging
+from stream.settings import Settings, get_settings
 
 # Tracebacks never print local variables: a frame inside the Redis client holds the password
 # (`auth_args = ['default', '<password>']`). Set here, not left to typer's default.
@@ -68,24 +69,22 @@ def settings_error(exc: ValidationError) -> str:
 def check_stream_settings(settings: Settings) -> None:
     """Check the window and alert settings before anything slow starts (the model load, the
     embedded stack), so a bad duration or threshold is one line, not a traceback minutes later."""
-    from stream.evaluation import config_from_settings
-    from stream.windows import check_window_settings
+    from stream.worker import check_settings
 
     try:
-        check_window_settings(settings)
-        config_from_settings(settings)
+        check_settings(settings)
     except ValueError as exc:
         raise fail(f"invalid settings: {exc}") from None
 
 
-def load_classifier(settings: Settings) -> Any:
-    from model.base import ModelLoadError
-    from model.classifier import Classifier
-
-    if settings.base == "lexicon":
+def load_classifier(settings: Settings) -> Scorer:
+    if settings.base == "lexicon":  # no torch imported on this path (tests/test_layers.py)
         from model.lexicon import LexiconClassifier
 
         return LexiconClassifier()
+    from model.base import ModelLoadError
+    from model.classifier import Classifier
+
     try:
         with err.status(f"loading {settings.base} (adapter: {settings.adapter}) ..."):
             return Classifier.load(settings)
@@ -168,7 +167,7 @@ def evaluate(
     batch_size: BatchOpt = None,
 ) -> None:
     """Accuracy, F1 and the confusion matrix on a labelled file."""
-    from model.metrics import classification_report
+    from model.report import classification_report
     from training.data import DataError, load_examples, parse_label_map
     from training.split import stratified_split
 
@@ -238,7 +237,7 @@ def bench_classify_cmd(
     quantize: QuantizeOpt = None,
 ) -> None:
     """Our batched prefix-cached scorer against per-post generate + parsing, on the same posts."""
-    from sentinel.bench import bench_classify
+    from sentinel.benchmarks import bench_classify
     from sentinel.synthetic import synthetic_posts
 
     settings = model_settings(base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
@@ -366,10 +365,10 @@ def worker() -> None:
     import asyncio
     import logging
 
-    from stream.app import create_app
+    from sentinel.run import open_store
+    from stream.kafka import ensure_topics, worker_topics
     from stream.model_thread import ModelThread
-    from stream.replay import ensure_topics
-    from stream.runner import open_store
+    from stream.worker import build_worker
 
     settings = model_settings()
     if not settings.kafka_broker or not settings.redis_url:
@@ -380,17 +379,17 @@ def worker() -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # Faust runs on this loop too
     try:
-        loop.run_until_complete(ensure_topics(settings, [settings.topic_posts, settings.topic_sentiment, settings.topic_dlq, settings.topic_alerts]))
+        loop.run_until_complete(ensure_topics(settings, worker_topics(settings)))
     except Exception as exc:  # noqa: BLE001 - any start-up failure to reach Kafka is reported the same way
         # One structured line (JSON under SENTINEL_LOG_JSON) and a non-zero exit, so the pod restarts
         # with backoff; not a traceback through client frames that hold connection settings.
         logging.getLogger("sentinel.worker").error("cannot reach Kafka at start-up", extra={"error": redact(f"{type(exc).__name__}: {exc}")})
         raise typer.Exit(1) from None
-    faust_app = create_app(settings, classifier, open_store(settings), model_thread=model_thread)
-    run_faust(faust_app, settings)
+    run_faust(build_worker(settings, classifier, open_store(settings), model_thread=model_thread), settings)
 
 
-def run_faust(faust_app: Any, settings: Settings) -> None:
+def run_faust(worker: Any, settings: Settings) -> None:
+    """Run the worker under Faust's Worker, with our logging and our SIGTERM (stream.worker.Shutdown)."""
     import asyncio
 
     import faust
@@ -408,9 +407,9 @@ def run_faust(faust_app: Any, settings: Settings) -> None:
         def _on_sigterm(self) -> None:  # Kubernetes: drain and commit within the grace period
             if not getattr(self, "_draining", False):
                 self._draining = True
-                asyncio.ensure_future(faust_app.graceful_exit(settings.shutdown_grace), loop=self.loop)
+                asyncio.ensure_future(worker.shutdown.run(settings.shutdown_grace), loop=self.loop)
 
-    Worker(faust_app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True).execute_from_commandline()
+    Worker(worker.app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True).execute_from_commandline()
 
 
 @app.command()
@@ -428,7 +427,7 @@ def run(
 
     from redis.exceptions import RedisError
 
-    from stream.runner import RunError, connected, run_once, write_json
+    from sentinel.run import RunError, connected, run_once, write_json
 
     settings = model_settings()
     check_stream_settings(settings)
@@ -481,7 +480,8 @@ def replay_cmd(
     """Produce a JSONL file of posts (or recorded records) into Kafka."""
     import asyncio
 
-    from stream.replay import ensure_topics, replay
+    from stream.kafka import ensure_topics
+    from stream.tools.replay import replay
 
     settings = model_settings()
     if not settings.kafka_broker:
@@ -511,7 +511,7 @@ def record_cmd(
     """Write every record of a topic, from the beginning, as JSONL."""
     import asyncio
 
-    from stream.replay import record
+    from stream.tools.replay import record
 
     settings = model_settings()
     if not settings.kafka_broker:
@@ -530,8 +530,8 @@ def windows(
 
     from redis.exceptions import RedisError
 
-    from stream.runner import open_store
-    from stream.windows import parse_duration
+    from sentinel.run import open_store
+    from stream.timefmt import parse_duration
 
     settings = model_settings()
     if not settings.redis_url:
@@ -569,7 +569,7 @@ def with_redis(action: Callable[[Any], Awaitable[T]]) -> T:
 
     from redis.exceptions import RedisError
 
-    from stream.runner import open_store
+    from sentinel.run import open_store
 
     settings = model_settings()
     if not settings.redis_url:
@@ -596,9 +596,9 @@ def silence(
     reason: Annotated[str, typer.Option("--reason", help="why, for whoever reads `sentinel silences`")] = "",
 ) -> None:
     """Record incidents of SCOPE but do not notify them, for a while."""
-    from stream.alerting import add_silence
-    from stream.incidents import KINDS
-    from stream.windows import parse_duration
+    from stream.alerts.detector import KINDS
+    from stream.alerts.silences import add_silence
+    from stream.timefmt import parse_duration
 
     if kind is not None and kind not in KINDS:
         raise fail(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
@@ -615,7 +615,7 @@ def silences(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the silences in force."""
     from dataclasses import asdict
 
-    from stream.alerting import list_silences
+    from stream.alerts.silences import list_silences
 
     found = with_redis(list_silences)
     if as_json:
@@ -633,7 +633,7 @@ def silences(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @app.command()
 def unsilence(silence_id: Annotated[str, typer.Argument(help="the id `sentinel silences` shows")]) -> None:
     """Lift a silence."""
-    from stream.alerting import remove_silence
+    from stream.alerts.silences import remove_silence
 
     if not with_redis(lambda client: remove_silence(client, silence_id)):
         raise fail(f"no silence with id {silence_id!r}")
@@ -641,7 +641,7 @@ def unsilence(silence_id: Annotated[str, typer.Argument(help="the id `sentinel s
 
 
 def iso_time(ts: float) -> str:
-    from stream.contracts import iso
+    from stream.timefmt import iso
 
     return iso(round(ts))
 
@@ -683,7 +683,7 @@ def bench_pipeline_cmd(
     words: Annotated[int, typer.Option("--words", min=1)] = 40,
 ) -> None:
     """End-to-end sentinel run throughput vs the classifier alone, produce-to-window latency, worker RSS."""
-    from sentinel.bench import bench_pipeline
+    from sentinel.benchmarks import bench_pipeline
     from sentinel.synthetic import synthetic_posts
 
     settings = model_settings()
@@ -703,7 +703,7 @@ def bench_train_cmd(
     quantize: QuantizeOpt = None,
 ) -> None:
     """Training samples/s and peak memory: shared-prefix batches against the plain forward, same run."""
-    from sentinel.bench import bench_train
+    from sentinel.benchmarks import bench_train
 
     settings = model_settings(base=base, device=device, dtype=dtype, quantize=quantize)
     with err.status("benchmarking training ..."):

@@ -17,7 +17,9 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from model.prompt import EmptyTextError, clean_text
+from model.scorer import Judgement
 from stream.assets import DEFAULT_ALIASES, detect_assets, normalize_assets
+from stream.timefmt import iso
 
 # Every reason the validator can give. Other tools match on these strings: keep them stable.
 REASONS: dict[str, str] = {
@@ -75,16 +77,6 @@ class Rejection:
     message: str
     field: str | None = None
     post_id: str | None = None
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def epoch(text: str) -> float:
-    """The inverse of `iso` (an offset-less time is taken as UTC)."""
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _reject_constant(token: str) -> Any:
@@ -281,16 +273,16 @@ def dlq_record(
     }
 
 
-def sentiment_record(post: Post, judgement: Mapping[str, Any], *, base: str, adapter: str | None, processed_at: float) -> dict[str, Any]:
+def sentiment_record(post: Post, judgement: Judgement, *, base: str, adapter: str | None, processed_at: float) -> dict[str, Any]:
     return {
         "id": post.id,
         "created_at": post.created_at_iso,
         "assets": list(post.assets),
         "source": post.source,
         "channel": post.channel,
-        "label": judgement["label"],
-        "probs": judgement["probs"],
-        "score": judgement["score"],
+        "label": judgement.label,
+        "probs": dict(judgement.probs),
+        "score": judgement.score,
         "model": {"base": base, "adapter": adapter},
         "processed_at": iso(processed_at),
     }

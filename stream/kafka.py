@@ -1,4 +1,9 @@
-"""Kafka as the worker reads it: what arrives on the input topic, whatever producer sent it.
+"""Kafka, in one place: connection options for every client (Faust's and aiokafka's), the
+project's topics, and what arrives on the input topic whatever producer sent it.
+
+Connections: `broker_url` and `broker_credentials` for the worker's Faust app, `kafka_client_kwargs` for
+the aiokafka clients of replay, record, `sentinel run` and the benchmarks; SSL and SASL are built
+once (`ssl_context`), from the `SENTINEL_KAFKA_*` settings.
 
 Codecs: aiokafka decodes gzip itself and snappy, lz4 and zstd through its `snappy`, `lz4` and
 `zstd` extras (cramjam), which `pyproject.toml` declares, so both images have them.
@@ -20,10 +25,77 @@ batch is decoded; a test with a real corrupt batch on a real broker keeps it hon
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+from stream.settings import Settings
+
+if TYPE_CHECKING:
+    import faust
 
 log = logging.getLogger(__name__)
+
+
+def worker_topics(settings: Settings) -> list[str]:
+    """The topics a worker reads and writes, in the order they are created."""
+    return [settings.topic_posts, settings.topic_sentiment, settings.topic_dlq, settings.topic_alerts]
+
+
+def broker_url(settings: Settings) -> str:
+    if not settings.kafka_broker:
+        raise ValueError("no Kafka broker configured (KAFKA_BROKER)")
+    return ";".join(f"kafka://{host.strip()}" for host in settings.kafka_broker.split(","))
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    return ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+
+
+def _sasl_password(settings: Settings) -> str | None:
+    return settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+
+
+def broker_credentials(settings: Settings) -> "faust.types.auth.CredentialsT | None":
+    """Faust credentials for SSL / SASL; None for PLAINTEXT."""
+    import faust
+
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(username=settings.kafka_sasl_username or "", password=_sasl_password(settings) or "",
+                                     mechanism=settings.kafka_sasl_mechanism, ssl_context=ssl_context(settings))
+    return faust.SSLCredentials(ssl_context(settings))
+
+
+def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
+    """aiokafka connection options (bootstrap servers, SSL, SASL)."""
+    options: dict[str, Any] = {"bootstrap_servers": settings.kafka_broker, "security_protocol": settings.kafka_security_protocol}
+    context = ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
+                       sasl_plain_password=_sasl_password(settings))
+    return options
+
+
+async def ensure_topics(settings: Settings, names: list[str]) -> None:
+    """Create the project's topics if they are missing (production creates them with Strimzi)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(n, num_partitions=settings.partitions, replication_factor=1) for n in names if n not in existing]
+        if missing:
+            await admin.create_topics(missing)
+    finally:
+        await admin.close()
 
 # A header only the guard sets. A producer that sets it itself only dead-letters its own message.
 UNDECODABLE_HEADER = "sentinel-undecodable"

@@ -6,13 +6,13 @@ Faust agent is only wiring. The order is what makes the guarantees:
 1. bad messages are published to the DLQ with their reason;
 2. good posts are classified off the event loop (a thread), split and retried if the model raises;
 3. windows and counters are written to Redis (retried with backoff while Redis is down);
-4. the scopes the batch touched are judged for swings (stream/alerting.py); transitions land in
+4. the scopes the batch touched are judged for swings (stream/alerts/engine.py); transitions land in
    the Redis outbox in the same step, and are notified off this path;
 5. results are published to post-sentiment;
-6. only then does the agent ack the batch's events (stream/app.py), and Faust commits acked
+6. only then does the agent ack the batch's events (stream/worker.py), and Faust commits acked
    offsets on its next commit tick (or the SIGTERM drain commits them at once).
 
-Steps 1-2 are `prepare`, steps 3-5 `commit`. The worker runs them through `Pipeline`, which
+Steps 1-2 are `prepare`, steps 3-5 `commit`. The worker runs them through `BatchPipeline`, which
 classifies the next batch while the previous one is committed, so the model never waits for Redis
 or Kafka.
 """
@@ -23,65 +23,52 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
-from stream.assets import DEFAULT_ALIASES
-from stream.contracts import DLQ_MAX_VALUE_BYTES, Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from model.scorer import Judgement
+from stream.alerts.incidents import AlertRecord
+from stream.assets import DEFAULT_ALIASES
+from stream.batch import BatchOutcome, Prepared, RawMessage
+from stream.contracts import DLQ_MAX_VALUE_BYTES, Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
 from stream.model_thread import ModelThread
 from stream.store import Scored, WindowStore
 from stream.windows import is_late, scopes_for
 
-if TYPE_CHECKING:
-    from stream.alerting import AlertEngine
-    from stream.metrics import WorkerMetrics
-
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, str | None, bytes], Awaitable[Any]]
-Classify = Callable[[Sequence[str]], Sequence[Any]]
+Publish = Callable[[str, str | None, bytes], Awaitable[Any]]  # (topic, key, value)
+Classify = Callable[[Sequence[str]], Sequence[Judgement]]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class RawMessage:
-    value: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    # Set when the consumer could not decode the record batch this stands in for (stream/kafka.py).
-    undecodable: str | None = None
+class Judge(Protocol):
+    """Judges the scopes a batch touched (stream/alerts/engine.AlertEngine)."""
+
+    async def judge(self, touched: Iterable[str]) -> Sequence[AlertRecord]: ...
 
 
-@dataclass
-class BatchOutcome:
-    consumed: int = 0
-    valid: int = 0
-    dlq: int = 0
-    late_dropped: int = 0
-    processed: int = 0
-    duplicates: int = 0
-    classify_s: float = 0.0
-    windows_s: float = 0.0
-    alerts: int = 0
-    alerts_s: float = 0.0
-    total_s: float = 0.0
+class BatchObserver(Protocol):
+    """What a batch reports (stream/ops/prometheus.WorkerMetrics implements it)."""
+
+    def observe_batch(self, outcome: BatchOutcome) -> None: ...
+
+    def dead_lettered(self, reason: str) -> None: ...
+
+    def alert(self, record: AlertRecord) -> None: ...
 
 
-@dataclass
-class Prepared:
-    """A classified batch waiting for its windows, alerts and outputs."""
+class _NoObserver:
+    def observe_batch(self, outcome: BatchOutcome) -> None:
+        pass
 
-    number: int
-    messages: Sequence[RawMessage]
-    posts: list[tuple[Post, RawMessage]]  # every valid post, late ones included (their partitions' watermarks count)
-    scored: list[tuple[Post, dict[str, Any]]]
-    watermark: float
-    outcome: BatchOutcome
-    started: float
+    def dead_lettered(self, reason: str) -> None:
+        pass
+
+    def alert(self, record: AlertRecord) -> None:
+        pass
 
 
 class BatchProcessor:
@@ -98,8 +85,8 @@ class BatchProcessor:
         limits: Limits = Limits(),
         aliases: Mapping[str, str] = DEFAULT_ALIASES,
         redis_retry_max_s: float = 5.0,
-        alerts: AlertEngine | None = None,
-        metrics: WorkerMetrics | None = None,
+        alerts: Judge | None = None,
+        metrics: BatchObserver | None = None,
         model_thread: ModelThread | None = None,
     ):
         self.classify = classify
@@ -113,7 +100,7 @@ class BatchProcessor:
         self.aliases = aliases
         self.redis_retry_max_s = redis_retry_max_s
         self.alerts = alerts
-        self.metrics = metrics
+        self.metrics: BatchObserver = metrics if metrics is not None else _NoObserver()
         self.watermark = float("-inf")
         self.batches = 0
         # Every model call on one long-lived thread, the one that loaded the model (stream/model_thread.py).
@@ -123,7 +110,7 @@ class BatchProcessor:
         self.watermark = await self.store.watermark()
 
     async def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
-        """One batch start to finish (what Pipeline does in two overlapping halves)."""
+        """One batch start to finish (what BatchPipeline does in two overlapping halves)."""
         return await self.commit(await self.prepare(messages))
 
     async def prepare(self, messages: Sequence[RawMessage]) -> Prepared:
@@ -161,7 +148,7 @@ class BatchProcessor:
             "classify_ms": round(outcome.classify_s * 1000),  # how busy the model is: for benchmarks and capacity
         }
         mark = time.perf_counter()
-        items = [Scored(p, j["label"], j["score"]) for p, j in scored]
+        items = [Scored(p, j.label, j.score) for p, j in scored]
         marks = partition_watermarks(batch.posts)
         result = await self._with_redis(lambda: self.store.apply(items, counters, batch.watermark, marks))
         outcome.windows_s = time.perf_counter() - mark
@@ -170,12 +157,11 @@ class BatchProcessor:
             mark = time.perf_counter()
             touched = {scope for item in items for scope in scopes_for(item.post)}
             alerts = self.alerts
-            records = await self._with_redis(lambda: alerts.evaluate(touched))
+            records = await self._with_redis(lambda: alerts.judge(touched))
             outcome.alerts = len(records)
             outcome.alerts_s = time.perf_counter() - mark
-            if self.metrics is not None:
-                for record in records:
-                    self.metrics.alert(record)
+            for record in records:
+                self.metrics.alert(record)
         # Published after the windows are written, so a post-sentiment record means "counted", and
         # processed_at marks the window update. A redelivered post is published again (at-least-once).
         now = time.time()
@@ -183,8 +169,7 @@ class BatchProcessor:
             record = sentiment_record(item, judgement, base=self.model_base, adapter=self.model_adapter, processed_at=now)
             await self.publish(self.sentiment_topic, item.id, json.dumps(record, ensure_ascii=False).encode())
         outcome.total_s = time.perf_counter() - batch.started
-        if self.metrics is not None:
-            self.metrics.observe_batch(outcome)
+        self.metrics.observe_batch(outcome)
         log.info(
             "batch done",
             extra={"batch": batch.number, "consumed": outcome.consumed, "dlq": outcome.dlq, "processed": outcome.processed,
@@ -217,16 +202,15 @@ class BatchProcessor:
             extra={"reason": rejection.reason, "post_id": rejection.post_id, "partition": msg.partition, "offset": msg.offset},
         )
         await self.publish(self.dlq_topic, rejection.post_id, json.dumps(record, ensure_ascii=False).encode())
-        if self.metrics is not None:  # counted once published, so the metric never runs ahead of the DLQ
-            self.metrics.dead_lettered(rejection.reason)
+        self.metrics.dead_lettered(rejection.reason)  # once published: the metric never runs ahead of the DLQ
 
-    async def _classify(self, posts: list[tuple[Post, RawMessage]]) -> list[tuple[Post, dict[str, Any]]]:
+    async def _classify(self, posts: list[tuple[Post, RawMessage]]) -> list[tuple[Post, Judgement]]:
         """Classify in a worker thread; on failure split the batch, so one poison post ends in the DLQ alone."""
         if not posts:
             return []
         try:
             judgements = await self.model_thread.run(self.classify, [p.text for p, _ in posts])
-            return [(p, j.as_dict()) for (p, _), j in zip(posts, judgements)]
+            return [(p, j) for (p, _), j in zip(posts, judgements)]
         except Exception as exc:  # noqa: BLE001 - any model failure (OOM, odd input) is handled by splitting
             if len(posts) == 1:
                 post, msg = posts[0]
@@ -252,7 +236,7 @@ class BatchProcessor:
                 delay = min(delay * 2, self.redis_retry_max_s)
 
 
-class Pipeline:
+class BatchPipeline:
     """Keeps the model busy: batch N+1 is classified while batch N's windows, alerts and outputs are
     written. At most one batch is written at a time, in the order batches were taken, so Redis sees
     them in order and a slow Redis holds the next batch back instead of piling batches up.

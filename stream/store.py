@@ -17,18 +17,8 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from stream.contracts import Post
-from stream.incidents import Sample
-from stream.windows import (
-    STATS_KEY,
-    WindowStats,
-    aggregate,
-    bucket_key,
-    bucket_prefix,
-    bucket_start,
-    index_key,
-    scopes_for,
-    seen_key,
-)
+from stream.keys import STATS_KEY, bucket_key, bucket_prefix, index_key, index_pattern, scope_of_index, seen_key
+from stream.windows import Sample, WindowStats, aggregate, bucket_start, scopes_for
 
 # KEYS: idx, seen[, stats]. ARGV: bucket prefix, ttl, trim-before, watermark, counters (JSON),
 # partition watermarks (JSON), wall-clock now, then (id, bucket, label, score, ts, score², text)*.
@@ -85,7 +75,7 @@ if stats then
   for name, value in pairs(cjson.decode(ARGV[5])) do
     if value ~= 0 then redis.call('HINCRBY', stats, name, value) end
   end
-  -- Per-partition event-time watermarks (and when each last reported): the alert evaluation
+  -- Per-partition event-time watermarks (and when each last reported): alert judging
   -- judges a boundary only once every partition is past it.
   for partition, pwm in pairs(cjson.decode(ARGV[6])) do
     local field = 'pwm:' .. partition
@@ -236,8 +226,8 @@ class WindowStore:
 
     async def scopes(self, pattern: str = "*") -> list[str]:
         found = set()
-        async for key in self.redis.scan_iter(match=f"sentinel:{{{pattern}}}:idx", count=500):
-            found.add(key[len("sentinel:{") : -len("}:idx")])
+        async for key in self.redis.scan_iter(match=index_pattern(pattern), count=500):
+            found.add(scope_of_index(key))
         return sorted(found)
 
     async def window(self, scope: str, window_s: int, end: float | None = None) -> WindowStats:

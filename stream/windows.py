@@ -1,56 +1,44 @@
-"""Event-time buckets, scopes, rolling windows and the Redis key layout (pure).
+"""Event-time buckets, scopes and rolling windows (pure).
 
 A post lands in one bucket (default 1 minute) of each of its scopes: `all`, `asset:<TICKER>`,
 `channel:<name>`, `source:<name>`. A bucket holds the count per label, the post count and the sum of
 scores. Rolling windows (15 m, 1 h, 24 h by default) are sums of the buckets they cover.
 
-Redis keys put the scope in a hash tag, `sentinel:{<scope>}:...`, so every key one scope's update
-touches is in one Redis Cluster slot and the per-scope Lua script is cluster-safe.
+Where they live in Redis: stream/keys.py.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from enum import IntEnum
+from typing import Iterable, Mapping
 
 from model.labels import LABELS
 from stream.contracts import Post
-
-KEY_PREFIX = "sentinel"
-STATS_KEY = f"{KEY_PREFIX}:{{all}}:stats"  # in the `all` slot: updated by the same script
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+from stream.timefmt import format_duration
 
 
-def parse_duration(spec: str) -> int:
-    """'15m' -> 900. Units s, m, h, d."""
-    match = _DURATION.match(spec)
-    if not match:
-        raise ValueError(f"bad duration {spec!r}; use a number and one of s, m, h, d (e.g. 15m)")
-    return int(match.group(1)) * _UNIT_S[match.group(2)]
+# A slice table (WindowStore.slices): one row per run of consecutive buckets, these columns.
+SLICE_FIELDS = ("n", "positive", "negative", "neutral", "score_sum", "score_sq")
 
 
-def setting_duration(field: str, spec: str) -> int:
-    """parse_duration for the setting `field` (e.g. "alert_window"): an error names its variable."""
-    try:
-        return parse_duration(spec)
-    except ValueError as exc:
-        raise ValueError(f"SENTINEL_{field.upper()}: {exc}") from None
+class SliceCol(IntEnum):
+    N = 0
+    POSITIVE = 1
+    NEGATIVE = 2
+    NEUTRAL = 3
+    SCORE_SUM = 4
+    SCORE_SQ = 5
 
 
-def check_window_settings(settings: Any) -> None:
-    """Parse SENTINEL_BUCKET, SENTINEL_RETENTION and SENTINEL_WINDOWS; a bad one raises ValueError naming it."""
-    for field in ("bucket", "retention", "windows"):
-        for spec in getattr(settings, field).split(","):
-            setting_duration(field, spec)
+@dataclass(frozen=True)
+class Sample:
+    """A post shown in a notification (text already truncated; escaping is the message's job)."""
 
-
-def format_duration(seconds: int) -> str:
-    for unit in ("d", "h", "m"):
-        if seconds % _UNIT_S[unit] == 0:
-            return f"{seconds // _UNIT_S[unit]}{unit}"
-    return f"{seconds}s"
+    id: str
+    text: str
+    label: str
+    score: float
 
 
 def scopes_for(post: Post) -> list[str]:
@@ -64,24 +52,6 @@ def scopes_for(post: Post) -> list[str]:
 
 def bucket_start(ts: float, bucket_s: int) -> int:
     return int(ts // bucket_s) * bucket_s
-
-
-def bucket_key(scope: str, bucket: int) -> str:
-    return f"{KEY_PREFIX}:{{{scope}}}:b:{bucket}"
-
-
-def bucket_prefix(scope: str) -> str:
-    return f"{KEY_PREFIX}:{{{scope}}}:b:"
-
-
-def index_key(scope: str) -> str:
-    """Sorted set of the scope's bucket starts (member = score = bucket start)."""
-    return f"{KEY_PREFIX}:{{{scope}}}:idx"
-
-
-def seen_key(scope: str) -> str:
-    """Sorted set of post ids counted in this scope (score = event time), for idempotence."""
-    return f"{KEY_PREFIX}:{{{scope}}}:seen"
 
 
 def is_late(created_at: float, watermark: float, retention_s: int) -> bool:

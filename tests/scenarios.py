@@ -86,7 +86,7 @@ def simulate(stream: list[GenPost], config, scores: dict[str, float] = SCORES) -
     in-memory step-wide slices instead of Redis. Returns the alert records in event-time order."""
     import numpy as np
 
-    from stream.evaluation import boundaries, judge_series, read_span
+    from stream.alerts.judging import boundaries, judge_series, read_span
 
     end = max(p.created_at for p in stream)
     todo = boundaries(T0, end, config.step_s)
@@ -112,7 +112,7 @@ def judged_share(stream: list[GenPost], asset: str, config) -> float:
     A quiet week proves little about a scope that was never judged."""
     import numpy as np
 
-    from stream.evaluation import _weighted
+    from stream.alerts.judging import _weighted
 
     per_window = config.window_s // config.step_s
     steps = int((max(p.created_at for p in stream) - T0) // config.step_s) + 1

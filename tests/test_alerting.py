@@ -13,10 +13,13 @@ import sys
 import redis
 
 from scenarios import SWING_MIX, Episode, Scenario, generate
-from stream.alerting import ALERT_STATS_KEY, OUTBOX_KEY, AlertDelivery, AlertEngine, add_silence, outbox_drained
+from stream.alerts.delivery import AlertDelivery, outbox_drained
+from stream.alerts.engine import AlertEngine
+from stream.alerts.silences import add_silence
+from stream.keys import ALERT_STATS_KEY, OUTBOX_KEY
 from stream.contracts import Post
-from stream.evaluation import AlertConfig
-from stream.notify import Notifier, build_apprise
+from stream.alerts.judging import AlertConfig
+from stream.alerts.notify import Notifier, build_apprise
 from stream.store import Scored, WindowStore
 from workers import Hook
 
@@ -35,7 +38,7 @@ async def load(store: WindowStore, engines: list[AlertEngine]) -> list:
         items = [Scored(Post(p.id, f"${p.asset} {p.label}", p.created_at, (p.asset,), "forum", p.channel), p.label, SCORES[p.label]) for p in batch]
         await store.apply(items, {}, batch[-1].created_at, {0: batch[-1].created_at})
         touched = {"all", "source:forum"} | {f"asset:{p.asset}" for p in batch} | {f"channel:{p.channel}" for p in batch}
-        results = await asyncio.gather(*(engine.evaluate(touched) for engine in engines))
+        results = await asyncio.gather(*(engine.judge(touched) for engine in engines))
         committed += [r for found in results for r in found]
     return committed
 

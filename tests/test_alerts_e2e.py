@@ -4,7 +4,7 @@ redis-server, real worker processes, and a real HTTP webhook receiving the Appri
 The classifier is the keyword scorer (`SENTINEL_BASE=lexicon`): the generated posts say plainly
 which way they lean, so the label mix of the stream is the one the scenario asks for and a week of
 posts runs in seconds. The statistics of the detector are covered without servers in
-tests/test_detector.py; this file checks the wiring and the guarantees: event-time evaluation, one
+tests/test_detector.py; this file checks the wiring and the guarantees: event-time judging, one
 record and one notification per transition, the same records from one worker or two.
 """
 

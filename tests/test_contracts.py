@@ -6,6 +6,7 @@ import json
 import pytest
 
 from stream.assets import detect_assets
+from model.scorer import Judgement
 from stream.contracts import REASONS, Limits, Post, Rejection, dlq_record, encode_value, parse_post, sentiment_record
 
 NOW = 1_767_000_000.0
@@ -95,7 +96,7 @@ def test_dlq_record_keeps_the_original_value():
 
 def test_sentiment_record_fields():
     post = parse(GOOD)
-    rec = sentiment_record(post, {"label": "positive", "probs": {"positive": 0.9, "negative": 0.05, "neutral": 0.05}, "score": 0.85},
+    rec = sentiment_record(post, Judgement("positive", {"positive": 0.9, "negative": 0.05, "neutral": 0.05}, 0.85),
                            base="smollm2", adapter=None, processed_at=NOW)
     assert set(rec) == {"id", "created_at", "assets", "source", "channel", "label", "probs", "score", "model", "processed_at"}
     assert rec["model"] == {"base": "smollm2", "adapter": None} and rec["assets"] == ["BTC"]

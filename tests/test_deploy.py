@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from sentinel.settings import Settings
+from stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -426,7 +426,7 @@ def test_every_sentinel_key_is_a_setting(overlay: tuple[str, list[dict[str, Any]
     sentinel = {n for n in names if n.startswith("SENTINEL_")}
     pending = PENDING_SETTINGS - known  # a pending name that has landed is checked like any other
     unknown = sentinel - known - pending
-    assert not unknown, f"not fields of sentinel.settings.Settings (typo?): {sorted(unknown)}"
+    assert not unknown, f"not fields of stream.settings.Settings (typo?): {sorted(unknown)}"
     # The values parse, as the worker would read them from its environment.
     for key in [k for k in list(os.environ) if k.startswith("SENTINEL_") or k in ("KAFKA_BROKER", "REDIS_URL")]:
         monkeypatch.delenv(key)

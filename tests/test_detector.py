@@ -1,4 +1,4 @@
-"""The detector, the incident lifecycle and the evaluation schedule (pure; no servers), and the
+"""The detector, the incident lifecycle and the judging schedule (pure; no servers), and the
 early-warning acceptance streams judged in memory by the same code the worker runs."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from datetime import datetime
 import pytest
 
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, judged_share, simulate
-from stream.detector import Counts, Thresholds, evaluate, parse_overrides, thresholds_for
-from stream.evaluation import AlertConfig, boundaries, frontier
-from stream.incidents import alert_id, step
+from stream.alerts.detector import Counts, Thresholds, parse_overrides, signals, thresholds_for
+from stream.alerts.judging import AlertConfig, boundaries, frontier
+from stream.alerts.incidents import alert_id, step
 
 TH = Thresholds()
 
@@ -24,31 +24,31 @@ BASELINE = [counts(60, 0.3, 0.2 + (0.02 if i % 2 else -0.02)) for i in range(24)
 
 
 def test_a_handful_of_posts_never_alerts_however_extreme():
-    signals = evaluate(counts(3, 0.0, 1.0), BASELINE, TH)
-    assert not any(s.fires(TH) for s in signals.values())
+    judged = signals(counts(3, 0.0, 1.0), BASELINE, TH)
+    assert not any(s.fires(TH) for s in judged.values())
 
 
 def test_negative_share_swing_fires_a_drop_and_nothing_else():
-    signals = evaluate(counts(60, 0.1, 0.6), BASELINE, TH)
-    drop = signals["sentiment_drop"]
+    judged = signals(counts(60, 0.1, 0.6), BASELINE, TH)
+    drop = judged["sentiment_drop"]
     assert drop.fires(TH) and drop.metric == "negative_share" and drop.zscore >= 3
     assert drop.value == pytest.approx(0.6) and drop.baseline == pytest.approx(0.2, abs=0.03)
-    assert not signals["sentiment_surge"].fires(TH) and not signals["volume_spike"].fires(TH)
+    assert not judged["sentiment_surge"].fires(TH) and not judged["volume_spike"].fires(TH)
 
 
 def test_ordinary_noise_does_not_fire():
-    signals = evaluate(counts(60, 0.3, 0.3), BASELINE, TH)  # +10 points of negative share on 60 posts
-    assert not signals["sentiment_drop"].fires(TH)
+    judged = signals(counts(60, 0.3, 0.3), BASELINE, TH)  # +10 points of negative share on 60 posts
+    assert not judged["sentiment_drop"].fires(TH)
 
 
 def test_volume_spike_needs_a_real_multiple_not_poisson_noise():
     quiet = [Counts(9)] * 24
-    assert not evaluate(Counts(20, 0, 0, 20), quiet, TH)["volume_spike"].fires(TH)  # 9/h -> 20: noise at this size
-    assert evaluate(Counts(300, 0, 0, 300), [Counts(60, 0, 0, 60)] * 24, TH)["volume_spike"].fires(TH)
+    assert not signals(Counts(20, 0, 0, 20), quiet, TH)["volume_spike"].fires(TH)  # 9/h -> 20: noise at this size
+    assert signals(Counts(300, 0, 0, 300), [Counts(60, 0, 0, 60)] * 24, TH)["volume_spike"].fires(TH)
 
 
 def test_no_judgement_without_enough_history():
-    assert not evaluate(counts(60, 0.1, 0.6), BASELINE[:6], TH, expected_bins=24)["sentiment_drop"].fires(TH)
+    assert not signals(counts(60, 0.1, 0.6), BASELINE[:6], TH, expected_bins=24)["sentiment_drop"].fires(TH)
 
 
 def test_overrides_apply_most_specific_last_and_reject_unknown_names():

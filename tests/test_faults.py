@@ -35,10 +35,10 @@ import pytest
 import redis
 
 from scenarios import generate, to_posts
-from stream.alerting import ALERT_STATS_KEY, GROUP, OUTBOX_KEY
-from stream.runner import committed_lag
-from stream.services import start_redis
-from stream.windows import STATS_KEY, bucket_key, seen_key
+from stream.keys import ALERT_STATS_KEY, OUTBOX_GROUP as GROUP, OUTBOX_KEY
+from sentinel.run import committed_lag
+from stream.tools.services import start_redis
+from stream.keys import STATS_KEY, bucket_key, seen_key
 from test_alerts_e2e import SCENARIO, text_for
 import workers
 from workers import Worker, wait_until
@@ -121,7 +121,7 @@ def outbox(r: redis.Redis) -> list[dict]:
 
 def pending_keys(r: redis.Redis, worker: "Worker") -> set[tuple[str, str, str]]:
     """Transitions handed to `worker`'s notifier and not acknowledged yet (its consumer name is
-    hostname-pid, as stream/app.py names it)."""
+    hostname-pid, as stream/worker.py names it)."""
     if not r.exists(OUTBOX_KEY) or not r.xinfo_groups(OUTBOX_KEY):
         return set()
     consumer = f"{socket.gethostname()}-{worker.proc.pid}"
@@ -130,7 +130,7 @@ def pending_keys(r: redis.Redis, worker: "Worker") -> set[tuple[str, str, str]]:
 
 
 def outbox_drained(r: redis.Redis) -> bool:
-    """The worker's own criterion (stream/alerting.py outbox_drained), read synchronously."""
+    """The worker's own criterion (stream/alerts/engine.py outbox_drained), read synchronously."""
     if not r.exists(OUTBOX_KEY):
         return True
     info = r.xinfo_stream(OUTBOX_KEY)
@@ -237,7 +237,7 @@ def worker_env(kafka: str, redis_url: str, cache_dir: Path, name: str, hook_url:
 
 
 def kafka_view(env: dict[str, str]) -> SimpleNamespace:
-    """What stream.runner.committed_lag reads from settings."""
+    """What sentinel.run.committed_lag reads from settings."""
     return SimpleNamespace(kafka_broker=env["KAFKA_BROKER"], kafka_security_protocol="PLAINTEXT",
                            app_id=env["SENTINEL_APP_ID"], topic_posts=env["SENTINEL_TOPIC_POSTS"])
 
@@ -261,7 +261,7 @@ def committed_offsets(env: dict[str, str]) -> dict[int, int]:
 def wait_all_committed(env: dict[str, str], r: redis.Redis, replay: Replay, workers: list[Worker], *, processed: int,
                        timeout: float = 180) -> None:
     """Every input message replayed, consumed and committed: the counters first (one Redis read),
-    then the group's committed offsets (a Kafka client), as stream.runner.wait_processed does."""
+    then the group's committed offsets (a Kafka client), as sentinel.run.wait_processed does."""
     wait_until(replay.done, timeout, "the replay to finish", workers, poll=0.2)
     view = kafka_view(env)
     wait_until(lambda: stats(r)["processed"] >= processed and asyncio.run(committed_lag(view)) == 0, timeout,
@@ -531,8 +531,8 @@ def test_delivery_recreates_the_outbox_group_that_redis_lost(tmp_path, cleanup):
 
     import redis.asyncio as aioredis
 
-    from stream.alerting import AlertDelivery
-    from stream.incidents import AlertRecord
+    from stream.alerts.delivery import AlertDelivery
+    from stream.alerts.incidents import AlertRecord
     from stream.store import WindowStore
 
     server = started(cleanup, RedisServer(tmp_path / "redis"))

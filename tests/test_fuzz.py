@@ -65,8 +65,8 @@ import redis
 
 from model.labels import LABELS
 from stream.contracts import Post, parse_post
-from stream.replay import consume_records
-from stream.windows import bucket_key, index_key
+from stream.tools.replay import consume_records
+from stream.keys import bucket_key, index_key
 from workers import sentinel, worker_env
 
 SEED = 20_261_127

@@ -22,11 +22,11 @@ from typing import Any, Callable, Iterator
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.http import Check, liveness, readiness
-from stream.metrics import WorkerMetrics, partition_lag
-from stream.processor import BatchOutcome
-from stream.services import free_port, start_redis
-from stream.windows import STATS_KEY
+from stream.ops.http import Check, liveness, readiness
+from stream.ops.prometheus import WorkerMetrics, partition_lag
+from stream.batch import BatchOutcome
+from stream.tools.services import free_port, start_redis
+from stream.keys import STATS_KEY
 from workers import worker_env
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z

@@ -23,12 +23,13 @@ from typing import Callable, Iterator
 import pytest
 import requests
 
-from sentinel.logs import JsonFormatter, KeyValueFormatter
-from sentinel.settings import Settings
-from stream import message
-from stream.chart import PNG_SIGNATURE, render_chart
-from stream.incidents import AlertRecord, Sample
-from stream.notify import Notifier, build_apprise, retry_delays, servers_description, split_entries
+from stream.logs import JsonFormatter, KeyValueFormatter
+from stream.settings import Settings
+from stream.alerts import message
+from stream.alerts.chart import PNG_SIGNATURE, render_chart
+from stream.alerts.incidents import AlertRecord
+from stream.windows import Sample
+from stream.alerts.notify import Notifier, build_apprise, retry_delays, servers_description, split_entries
 
 ROOT = Path(__file__).resolve().parents[1]
 END = 1_714_561_200  # 2024-05-01T11:00:00Z
@@ -230,7 +231,7 @@ def test_chart_png_for_normal_empty_and_single_point():
 
 
 def test_importing_chart_and_notify_does_not_import_matplotlib():
-    code = "import sys, stream.chart, stream.notify; assert 'matplotlib' not in sys.modules, 'eager import'"
+    code = "import sys, stream.alerts.chart, stream.alerts.notify; assert 'matplotlib' not in sys.modules, 'eager import'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
@@ -392,7 +393,7 @@ def test_retries_until_the_endpoint_recovers(http, caplog):
     assert (result.notified, result.failures, result.attempts) == (True, 0, 3)
     assert http.paths() == ["/flaky"] * 3
     assert elapsed >= 0.05 + 0.1  # the backoff was waited: 0.05 s, then doubled
-    retries = [r for r in caplog.records if r.name == "stream.notify" and r.levelno == logging.WARNING]
+    retries = [r for r in caplog.records if r.name == "stream.alerts.notify" and r.levelno == logging.WARNING]
     assert [r.attempt for r in retries] == [1, 2]
     assert all(r.alert_id == "a1b2c3d4e5f6a7b8c9d0" and r.scope == "asset:ETH" for r in retries)
     assert (n.sent_total, n.failed_total) == (1, 0)
@@ -406,9 +407,9 @@ def test_refused_service_fails_and_the_other_is_sent_once(http, caplog):
     assert (result.targeted, result.sent) == (2, 1)
     assert http.paths() == ["/ok"]
     assert (n.sent_total, n.failed_total, n.attempts_total) == (1, 1, 4)
-    errors = [r for r in caplog.records if r.name == "stream.notify" and r.levelno == logging.ERROR]
+    errors = [r for r in caplog.records if r.name == "stream.alerts.notify" and r.levelno == logging.ERROR]
     assert len(errors) == 1 and errors[0].service == "JSON" and "/dead" in errors[0].url
-    warnings = [r for r in caplog.records if r.name == "stream.notify" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "stream.alerts.notify" and r.levelno == logging.WARNING]
     assert [r.attempt for r in warnings] == [1, 2, 3]
 
 

@@ -7,8 +7,9 @@ import json
 
 import redis
 
-from model.classifier import judgement_from_probs
-from stream.processor import BatchProcessor, RawMessage
+from model.scorer import judgement_from_probs
+from stream.batch import RawMessage
+from stream.processor import BatchProcessor
 from stream.store import WindowStore
 
 
@@ -89,7 +90,7 @@ async def _until(condition, timeout: float = 10.0) -> None:
 def test_the_pipeline_classifies_the_next_batch_while_the_previous_is_written_in_order(redis_server):
     """Batch 2 is classified while batch 1 is still being written; commits and acks stay in batch
     order; a batch counts as in flight until it is acked."""
-    from stream.processor import Pipeline
+    from stream.processor import BatchPipeline
 
     redis.Redis.from_url(redis_server).flushdb()
     events: list[str] = []
@@ -107,7 +108,7 @@ def test_the_pipeline_classifies_the_next_batch_while_the_previous_is_written_in
         proc = BatchProcessor(classify, store, publish, sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
         await proc.start()
         failures: list[BaseException] = []
-        pipe = Pipeline(proc, on_failure=failures.append)
+        pipe = BatchPipeline(proc, on_failure=failures.append)
 
         def acker(name):
             async def done():
@@ -137,7 +138,7 @@ def test_the_pipeline_classifies_the_next_batch_while_the_previous_is_written_in
 
 
 def test_a_failed_write_reaches_on_failure_and_the_batch_stays_in_flight(redis_server):
-    from stream.processor import Pipeline
+    from stream.processor import BatchPipeline
 
     redis.Redis.from_url(redis_server).flushdb()
 
@@ -153,7 +154,7 @@ def test_a_failed_write_reaches_on_failure_and_the_batch_stays_in_flight(redis_s
         await proc.start()
         failures: list[BaseException] = []
         acked: list[bool] = []
-        pipe = Pipeline(proc, on_failure=failures.append)
+        pipe = BatchPipeline(proc, on_failure=failures.append)
 
         async def done():
             acked.append(True)

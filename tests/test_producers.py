@@ -16,7 +16,7 @@ import pytest
 import redis
 
 import workers
-from stream.windows import STATS_KEY
+from stream.keys import STATS_KEY
 from workers import Worker, wait_until
 
 confluent_kafka = pytest.importorskip("confluent_kafka", reason="confluent-kafka (librdkafka) comes with the dev extra")

@@ -36,8 +36,8 @@ import pytest
 import redis
 
 from scenarios import SWING_MIX, Episode, Scenario, generate, to_posts
-from sentinel.logs import redact
-from stream.notify import describe, servers_description
+from stream.logs import redact
+from stream.alerts.notify import describe, servers_description
 
 # Distinctive, URL-safe values: a hit in any output is certainly a leak, never a coincidence.
 REDIS_PASSWORD = "RedisPw7q3ZkX9vB2"
@@ -130,7 +130,7 @@ def failing_hook() -> Iterator[FailingHook]:
 
 @pytest.fixture(scope="module")
 def secure_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from stream.services import start_redis
+    from stream.tools.services import start_redis
 
     proc, url = start_redis(tmp_path_factory.mktemp("redis-auth"), password=REDIS_PASSWORD)
     yield url
@@ -178,7 +178,7 @@ def sentinel(args: list[str], env: dict[str, str], timeout: float = 600) -> subp
 
 
 def read_topic(broker: str, topic: str) -> list[str]:
-    from stream.replay import consume_records
+    from stream.tools.replay import consume_records
 
     settings = SimpleNamespace(kafka_broker=broker, kafka_security_protocol="PLAINTEXT")
 

@@ -14,11 +14,10 @@ import faust
 import pytest
 from pydantic import SecretStr
 
-from sentinel.settings import Settings
-from stream.app import broker_credentials
-from stream.replay import kafka_client_kwargs
-from stream.runner import open_store
-from stream.services import start_redis
+from stream.settings import Settings
+from stream.kafka import broker_credentials, kafka_client_kwargs
+from sentinel.run import open_store
+from stream.tools.services import start_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 

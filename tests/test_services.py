@@ -5,7 +5,7 @@ import os
 import pytest
 import redis
 
-from stream.services import embedded_stack, port_open
+from stream.tools.services import embedded_stack, port_open
 
 
 def alive(pid: int) -> bool:
@@ -22,7 +22,7 @@ def alive(pid: int) -> bool:
 @pytest.fixture()
 def started(monkeypatch) -> list[int]:
     """PIDs of every server process the stack starts (observed, not replaced)."""
-    import stream.services as services
+    import stream.tools.services as services
 
     pids: list[int] = []
     real = services.Process.__init__

@@ -13,9 +13,10 @@ from collections import Counter
 import pytest
 import redis
 
-from sentinel.settings import Settings
-from stream.runner import committed_lag, open_store, start_worker, stop_worker, wait_processed
-from stream.replay import ensure_topics, replay
+from stream.settings import Settings
+from sentinel.run import committed_lag, open_store, start_worker, stop_worker, wait_processed
+from stream.kafka import ensure_topics
+from stream.tools.replay import replay
 from test_stream_e2e import bucket_counts, good_posts
 
 GRACE_S = 20

@@ -7,7 +7,7 @@ import redis
 
 from stream.contracts import Post
 from stream.store import Scored, WindowStore
-from stream.windows import STATS_KEY, bucket_key, seen_key
+from stream.keys import STATS_KEY, bucket_key, seen_key
 
 T0 = 1_699_999_980.0  # a bucket boundary
 

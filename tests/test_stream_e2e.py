@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from stream.windows import bucket_key, index_key
+from stream.keys import bucket_key, index_key
 from workers import sentinel, worker_env
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z

@@ -3,7 +3,9 @@
 import pytest
 
 from stream.contracts import Post
-from stream.windows import aggregate, bucket_key, bucket_start, format_duration, index_key, is_late, parse_duration, scopes_for
+from stream.keys import bucket_key, index_key
+from stream.timefmt import format_duration, parse_duration
+from stream.windows import aggregate, bucket_start, is_late, scopes_for
 
 
 def test_durations():

@@ -4,40 +4,27 @@ One incident per (scope, kind) at a time: idle -> firing -> (repeat) -> resolved
 transition yields one `AlertRecord`, published to `sentiment-alerts` and written by
 `sentinel run --alerts-out`. The record's field names are a contract other tools read: keep them.
 
-`step` is a pure function of the previous state and one evaluation, so the Redis adapter can apply
-it atomically (compare-and-set) and every worker that evaluates the same boundary agrees.
+`step` is a pure function of the previous state and one judgement, so the Redis adapter can apply
+it atomically (compare-and-set) and every worker that judges the same boundary agrees.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from stream.contracts import iso
-from stream.windows import format_duration
+from stream.alerts.detector import Kind, Severity, Signal, Thresholds
+from stream.timefmt import format_duration, iso
+from stream.windows import Sample
 
-Kind = Literal["sentiment_drop", "sentiment_surge", "volume_spike"]
-KINDS: tuple[Kind, ...] = ("sentiment_drop", "sentiment_surge", "volume_spike")
 State = Literal["firing", "resolved"]
-Severity = Literal["warning", "critical"]
 
 # The fields of an alert record, in order. Other tools read them; keep names and meanings stable.
 RECORD_FIELDS = (
     "alert_id", "scope", "kind", "state", "severity", "window_start", "window_end", "value", "baseline",
     "zscore", "posts", "sample_post_ids", "notified", "fired_at",
 )
-
-
-@dataclass(frozen=True)
-class Sample:
-    """A post shown in a notification (text already truncated; escaping is the message's job)."""
-
-    id: str
-    text: str
-    label: str
-    score: float
 
 
 @dataclass(frozen=True)
@@ -79,7 +66,7 @@ def alert_id(scope: str, kind: str, fired_window_end: float) -> str:
 
 @dataclass(frozen=True)
 class Incident:
-    """A firing incident, as stored between evaluations."""
+    """A firing incident, as stored between judgements."""
 
     alert_id: str
     kind: Kind
@@ -97,7 +84,7 @@ class Incident:
         return cls(**data)
 
 
-def _record(scope: str, incident: Incident, state: State, signal: Any, boundary: int, window_s: int, repeat: bool) -> AlertRecord:
+def _record(scope: str, incident: Incident, state: State, signal: Signal, boundary: int, window_s: int, repeat: bool) -> AlertRecord:
     return AlertRecord(
         alert_id=incident.alert_id, scope=scope, kind=incident.kind, state=state, severity=incident.severity,
         window_start=iso(boundary - window_s), window_end=iso(boundary),
@@ -109,14 +96,13 @@ def _record(scope: str, incident: Incident, state: State, signal: Any, boundary:
 
 
 def step(
-    scope: str, incident: Incident | None, signal: Any, th: Any, *,
+    scope: str, incident: Incident | None, signal: Signal, th: Thresholds, *,
     boundary: int, window_s: int, repeat_s: int, for_s: int, now_iso: str,
 ) -> tuple[Incident | None, AlertRecord | None]:
-    """One evaluation of one (scope, kind): the incident after it, and the record of a transition if any.
+    """One judgement of one (scope, kind): the incident after it, and the record of a transition if any.
 
-    The firing condition must hold at every evaluation for `for_s` of event time before the incident
+    The firing condition must hold at every judgement for `for_s` of event time before the incident
     fires (like a Prometheus rule's `for:`): a noise excursion past |z| >= 3 is brief, a swing is not.
-    `signal` is a detector.Signal and `th` its Thresholds (duck-typed to keep this module free of the maths).
     """
     if incident is None:
         if not signal.fires(th):
@@ -140,20 +126,3 @@ def step(
         again = replace(incident, last_notified=boundary, severity=severity)
         return again, _record(scope, again, "firing", signal, boundary, window_s, repeat=True)
     return incident, None
-
-
-@dataclass(frozen=True)
-class Silence:
-    id: str
-    scope: str  # a scope or a glob pattern (asset:*)
-    kind: str | None
-    until: float  # wall clock, epoch seconds
-    reason: str
-    created_at: float
-
-    def matches(self, scope: str, kind: str, now: float) -> bool:
-        return now < self.until and fnmatch.fnmatchcase(scope, self.scope) and (self.kind is None or self.kind == kind)
-
-
-def silenced_by(silences: list[Silence], scope: str, kind: str, now: float) -> Silence | None:
-    return next((s for s in silences if s.matches(scope, kind, now)), None)

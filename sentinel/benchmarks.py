@@ -13,6 +13,7 @@ import torch
 from model.base import DEFAULT_BASE, ensure_converted_base
 from model.classifier import Classifier
 from model.naive import generate_labels
+from stream.settings import Settings
 
 
 def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, size: int | None = None, repeats: int = 20) -> float:
@@ -82,7 +83,7 @@ def ensure_base_out_of_process(base: str, cache_dir: Any) -> None:
         raise RuntimeError(f"converting the default base failed (exit {proc.exitcode})")
 
 
-def bench_classify(settings: Any, posts: Sequence[str], naive_posts: int, max_new_tokens: int = 8) -> dict[str, Any]:
+def bench_classify(settings: Settings, posts: Sequence[str], naive_posts: int, max_new_tokens: int = 8) -> dict[str, Any]:
     """Load the model as configured, then measure it (see measure_classify)."""
     ensure_base_out_of_process(settings.base, settings.cache_dir)
     # Python imports (about 4 s for torch and transformers) are process start-up, not model load.
@@ -210,7 +211,7 @@ def classifier_alone_rate(classifier: Classifier, texts: Sequence[str], batch: i
     return len(texts) / seconds
 
 
-def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, rounds: int = 2, latency_rate_fraction: float = 0.5) -> dict[str, Any]:
+def bench_pipeline(settings: Settings, posts: Sequence[str], latency_posts: int, rounds: int = 2, latency_rate_fraction: float = 0.5) -> dict[str, Any]:
     """End-to-end `run` throughput against the classifier alone, on the same posts, in one run;
     then produce-to-window-update latency at a steady rate below capacity.
 
@@ -224,8 +225,9 @@ def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, roun
     import tempfile
     from pathlib import Path
 
-    from stream.runner import connected, open_store, start_worker, stop_worker, wait_processed
-    from stream.replay import ensure_topics, replay
+    from sentinel.run import connected, open_store, start_worker, stop_worker, wait_processed
+    from stream.kafka import ensure_topics, worker_topics
+    from stream.tools.replay import replay
 
     ensure_base_out_of_process(settings.base, settings.cache_dir)
     classifier = Classifier.load(settings)
@@ -238,7 +240,7 @@ def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, roun
                 handle.write(json.dumps({"id": f"{prefix}-{i}", "text": text, "created_at": t0 + i, "channel": "bench"}) + "\n")
 
     async def measure(live: Any, embedded: bool, workdir: Path) -> dict[str, Any]:
-        topics = [live.topic_posts, live.topic_sentiment, live.topic_dlq, live.topic_alerts]
+        topics = worker_topics(live)
         await ensure_topics(live, topics)
         store = open_store(live)
         worker = start_worker(live, embedded, workdir / "worker.log")
@@ -317,12 +319,12 @@ def bench_pipeline(settings: Any, posts: Sequence[str], latency_posts: int, roun
     }
 
 
-async def _latencies(settings: Any, id_prefix: str, since: float) -> list[float]:
+async def _latencies(settings: Settings, id_prefix: str, since: float) -> list[float]:
     """Produce time (the input's Kafka timestamp) to window update (post-sentiment's processed_at)."""
     import json
     from datetime import datetime
 
-    from stream.replay import consume_records
+    from stream.tools.replay import consume_records
 
     produced: dict[str, float] = {}
     async for rec in consume_records(settings, settings.topic_posts, max_idle=2.0):
@@ -340,7 +342,7 @@ async def _latencies(settings: Any, id_prefix: str, since: float) -> list[float]
 # ---------------------------------------------------------------------------- training
 
 
-def bench_train(settings: Any, steps: int, batch_size: int, words: int) -> dict[str, Any]:
+def bench_train(settings: Settings, steps: int, batch_size: int, words: int) -> dict[str, Any]:
     """Training samples/s of one optimizer step (forward, backward, AdamW), shared prefix vs plain, side by side."""
     import random
     import tempfile

@@ -20,9 +20,10 @@ from typing import Any, Callable, Iterator
 
 from pydantic import SecretStr
 
-from sentinel.settings import Settings
-from stream.replay import ensure_topics, kafka_client_kwargs, replay
-from stream.services import embedded_stack, free_port
+from stream.settings import Settings
+from stream.kafka import ensure_topics, kafka_client_kwargs, worker_topics
+from stream.tools.replay import replay
+from stream.tools.services import embedded_stack, free_port
 from stream.store import COUNTERS, WindowStore
 
 # An embedded single-broker stack needs no 30 s rebalance wait; production keeps its settings.
@@ -52,7 +53,7 @@ def redis_url(settings: Settings) -> str:
 
 
 def open_store(settings: Settings) -> WindowStore:
-    from stream.windows import parse_duration
+    from stream.timefmt import parse_duration
 
     import redis.asyncio as aioredis
 
@@ -152,7 +153,7 @@ def summarise(before: dict[str, float], after: dict[str, float], wall_s: float, 
 
 async def wait_alerts_delivered(store: WindowStore, workers: list[subprocess.Popen], timeout: float) -> None:
     """Every transition in the outbox has been notified (or given up on) and published."""
-    from stream.alerting import outbox_drained
+    from stream.alerts.delivery import outbox_drained
 
     deadline = time.monotonic() + timeout
     while not await outbox_drained(store.redis):
@@ -165,7 +166,7 @@ async def wait_alerts_delivered(store: WindowStore, workers: list[subprocess.Pop
 
 async def read_alerts(settings: Settings, since_ms: int) -> list[dict[str, Any]]:
     """This run's alert records from the alerts topic, in a stable order (event time, scope, kind, state)."""
-    from stream.replay import consume_records
+    from stream.tools.replay import consume_records
 
     found = []
     async for rec in consume_records(settings, settings.topic_alerts, max_idle=1.0):
@@ -187,7 +188,7 @@ async def run_once(
     on_consumed: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Replay PATH through `workers` worker processes (one consumer group); the summary and the alert records."""
-    await ensure_topics(settings, [settings.topic_posts, settings.topic_sentiment, settings.topic_dlq, settings.topic_alerts])
+    await ensure_topics(settings, worker_topics(settings))
     store = open_store(settings)
     try:
         before = await store.stats()

@@ -1,6 +1,6 @@
 import pytest
 
-from model.metrics import classification_report
+from model.report import classification_report
 
 
 def test_report_on_a_hand_computed_example():

@@ -6,7 +6,7 @@
   Redis are deliberately not checked here: a restart cannot fix them.
 - `/readyz` (readiness): broker reachable, Redis answers PING, model loaded, and the agent holds at
   least one partition of the posts topic; else 503 naming the failed checks.
-- `/metrics`: Prometheus text format from the worker's own registry (stream/metrics.py).
+- `/metrics`: Prometheus text format from the worker's own registry (stream/ops/prometheus.py).
 
 The views run on the worker's event loop (Faust's `web_in_thread` is off): a fully blocked loop
 cannot answer at all, and the probe's timeout is then the failure signal; the heartbeat catches
@@ -26,7 +26,8 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from stream.metrics import ModelLabels, TopicPartition, WorkerMetrics, partition_lag
+from model.scorer import Scorer
+from stream.ops.prometheus import ModelLabels, TopicPartition, WorkerMetrics, partition_lag
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,11 @@ async def check_redis(redis: Any, timeout: float = CHECK_TIMEOUT_S) -> Check:
     return Check("redis", True)
 
 
-def check_model(classifier: Any) -> Check:
-    # A real Classifier holds its torch model; the lexicon scorer has none and needs none.
-    info = getattr(classifier, "info", None)
-    loaded = info is not None and getattr(classifier, "model", True) is not None
-    return Check("model", loaded, getattr(info, "id", "") if loaded else "no model loaded")
+def check_model(classifier: Scorer | None) -> Check:
+    # A scorer exists only once its model loaded (Classifier.load raises otherwise); the lexicon needs none.
+    if classifier is None:
+        return Check("model", False, "no model loaded")
+    return Check("model", True, classifier.info.id)
 
 
 def check_partitions(app: faust.App, topic: str) -> Check:
@@ -175,7 +176,7 @@ def install(
     *,
     metrics: WorkerMetrics,
     redis: Any,
-    classifier: Any,
+    classifier: Scorer,
     posts_topic: str,
     max_stall_s: float = 30.0,
 ) -> LoopWatch:

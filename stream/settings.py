@@ -81,10 +81,10 @@ class Settings(BaseSettings):
     windows: str = Field("15m,1h,24h", description="rolling windows, comma-separated")
     retention: str = Field("48h", description="how long buckets and dedupe ids are kept, in event time")
 
-    # --- early warning (stream/detector.py, stream/incidents.py) ---
+    # --- early warning (stream/alerts/detector.py, stream/alerts/incidents.py) ---
     alert_window: str = Field("1h", description="the current window the detector judges")
     alert_baseline: str = Field("24h", description="trailing baseline before the current window")
-    alert_step: str = Field("1m", description="event-time step between evaluations of a scope")
+    alert_step: str = Field("1m", description="event-time step between judgements of a scope")
     alert_for: str = Field("8m", description="how long the firing condition must hold before an incident fires")
     alert_half_life: str = Field("15m", description="recency weighting of label shares inside the current window")
     alert_idle_partition: float = Field(60.0, gt=0, description="seconds after which a silent partition stops holding alerts back")
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     )
     alert_samples: int = Field(3, ge=0, le=10, description="sample posts shown in a notification")
 
-    # --- delivery (stream/notify.py) ---
+    # --- delivery (stream/alerts/notify.py) ---
     apprise_urls: SecretStr | None = Field(
         None, description="Apprise URLs, one per line or comma-separated; 'tag1,tag2=URL' routes by severity tag"
     )

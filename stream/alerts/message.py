@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from stream.incidents import AlertRecord, Sample
+from stream.alerts.incidents import AlertRecord
+from stream.windows import Sample
 
 POST_CHARS = 200  # visible characters of one sample post
 ELLIPSIS = "…"

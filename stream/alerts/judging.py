@@ -12,12 +12,13 @@ the others back (Flink's idle sources), so one silent partition cannot mute ever
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from stream.detector import Current, Thresholds, evaluate, thresholds_for
-from stream.incidents import KINDS, AlertRecord, Incident, step
+from stream.alerts.detector import KINDS, Current, Thresholds, signals, thresholds_for
+from stream.alerts.incidents import AlertRecord, Incident, step
+from stream.windows import SLICE_FIELDS, SliceCol
 
 
 def frontier(stats: Mapping[str, float], partitions: int, now: float, idle_s: float) -> float:
@@ -82,27 +83,6 @@ class AlertConfig:
         return self.window_s + self.baseline_s
 
 
-def config_from_settings(settings: Any) -> AlertConfig:
-    from stream.detector import parse_overrides
-    from stream.windows import setting_duration
-
-    th = Thresholds(
-        fire_z=settings.alert_fire_z, resolve_z=settings.alert_resolve_z, critical_z=settings.alert_critical_z,
-        min_posts=settings.alert_min_posts, min_baseline_posts=settings.alert_min_baseline_posts,
-        min_share_delta=settings.alert_min_share_delta, min_score_delta=settings.alert_min_score_delta,
-        min_volume_ratio=settings.alert_min_volume_ratio,
-    )
-
-    def duration(name: str) -> int:
-        return setting_duration(f"alert_{name}", getattr(settings, f"alert_{name}"))
-
-    return AlertConfig(
-        window_s=duration("window"), baseline_s=duration("baseline"), step_s=duration("step"), grace_s=duration("grace"),
-        repeat_s=duration("repeat"), for_s=duration("for"), half_life_s=duration("half_life"),
-        idle_s=settings.alert_idle_partition, thresholds=th, overrides=parse_overrides(settings.alert_overrides),
-    )
-
-
 def read_span(boundaries_: Sequence[int], config: AlertConfig) -> tuple[int, int]:
     """(first slice start, slice count) of step-wide slices that judging these boundaries needs."""
     first = boundaries_[0] - config.lookback_s
@@ -119,8 +99,8 @@ def judge_series(
     config: AlertConfig,
     now_iso: str,
 ) -> tuple[dict[str, Incident], list[AlertRecord]]:
-    """Judge one scope at each boundary in order, from step-wide slices starting at `first` (rows of
-    n, positive, negative, neutral, score_sum, score_sq, as WindowStore.slices returns them).
+    """Judge one scope at each boundary in order, from step-wide slices starting at `first` (a slice
+    table, windows.SLICE_FIELDS, as WindowStore.slices returns it).
 
     Returns the incidents after the last boundary and the records of every transition."""
     th = thresholds_for(scope, config.thresholds, config.overrides)
@@ -140,10 +120,10 @@ def judge_series(
         # Bins before the stream began are unknown, not quiet: leave them out.
         known = (first + los * config.step_s >= history_start - config.step_s) & (los >= 0)
         bins = sums[his[known]] - sums[los[known]]
-        signals = evaluate(current, bins, th, expected_bins=config.bins)
+        judged = signals(current, bins, th, expected_bins=config.bins)
         for kind in KINDS:
             after, record = step(
-                scope, incidents.get(kind), signals[kind], th,
+                scope, incidents.get(kind), judged[kind], th,
                 boundary=boundary, window_s=config.window_s, repeat_s=config.repeat_s, for_s=config.for_s, now_iso=now_iso,
             )
             if after is None:
@@ -156,7 +136,7 @@ def judge_series(
 
 
 def _prefix_sums(table: np.ndarray) -> np.ndarray:
-    sums = np.zeros((len(table) + 1, 6), dtype=np.float64)
+    sums = np.zeros((len(table) + 1, len(SLICE_FIELDS)), dtype=np.float64)
     sums[1:] = np.cumsum(table, axis=0)
     return sums
 
@@ -164,11 +144,11 @@ def _prefix_sums(table: np.ndarray) -> np.ndarray:
 def _weighted(table: np.ndarray, lo: int, hi: int, weights: np.ndarray) -> Current:
     block = table[max(lo, 0) : hi]
     w = weights[len(weights) - len(block) :]
-    n = block[:, 0]
+    n = block[:, SliceCol.N]
     total = float(w @ n)
     if total <= 0:
         return Current(0, 0.0, {"positive": 0.0, "negative": 0.0, "neutral": 0.0}, 0.0)
     sums = w @ block
     n_eff = total * total / float((w * w) @ n)
-    shares = {"positive": sums[1] / total, "negative": sums[2] / total, "neutral": sums[3] / total}
-    return Current(int(round(n.sum())), n_eff, shares, float(sums[4] / total))
+    shares = {label: sums[SliceCol[label.upper()]] / total for label in ("positive", "negative", "neutral")}
+    return Current(int(round(n.sum())), n_eff, shares, float(sums[SliceCol.SCORE_SUM] / total))

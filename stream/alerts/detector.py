@@ -12,8 +12,8 @@ a trailing baseline (default the 24 h before it), split into bins as wide as the
   sampling noise. Shares are compared on the arcsine-square-root scale and counts on Anscombe's
   square-root scale, where that noise is known and close to normal whatever the level.
 - Counting both the spread and the noise, plus a minimum effect size, a minimum of `min_posts`
-  effective posts, and (in stream/incidents.py) a condition that must hold for 8 minutes, is what
-  keeps most stationary weeks of continuous evaluation quiet at |z| >= 3. Measured rates, and the
+  effective posts, and (in stream/alerts/incidents.py) a condition that must hold for 8 minutes, is what
+  keeps most stationary weeks of continuous judging quiet at |z| >= 3. Measured rates, and the
   best any detector can do at a given volume, are in docs/alerts.md.
 
 Kinds:
@@ -29,12 +29,15 @@ import fnmatch
 import json
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
-from stream.incidents import Kind
+from stream.windows import SLICE_FIELDS, SliceCol
 
+Kind = Literal["sentiment_drop", "sentiment_surge", "volume_spike"]
+KINDS: tuple[Kind, ...] = ("sentiment_drop", "sentiment_surge", "volume_spike")
+Severity = Literal["warning", "critical"]
 MAD_TO_SIGMA = 1.4826  # MAD of a normal sample times this estimates its standard deviation
 
 
@@ -109,7 +112,7 @@ class Signal:
         """Hysteresis: a firing incident resolves only once the swing is clearly over (or data ran out)."""
         return not self.enough_data or self.strength < th.resolve_z
 
-    def severity(self, th: Thresholds) -> str:
+    def severity(self, th: Thresholds) -> Severity:
         return "critical" if self.strength >= th.critical_z else "warning"
 
 
@@ -140,7 +143,7 @@ def _median_mad(values: np.ndarray) -> tuple[float, float]:
 def _z(delta: float, spread: float, noise: float) -> float:
     # Both the window's own sampling noise and the baseline's bin-to-bin spread count. Taking only
     # the larger would judge every sliding window at |z| >= 3 of pure noise, and a week of
-    # continuous evaluation over a handful of scopes fires several times on a stationary stream
+    # continuous judging over a handful of scopes fires several times on a stationary stream
     # (measured: tests/test_detector.py keeps such a week quiet).
     sigma = math.sqrt(spread * spread + noise * noise)
     return delta / sigma if sigma > 0 else 0.0
@@ -154,25 +157,25 @@ def _asin(p: np.ndarray | float) -> np.ndarray | float:
 
 def _share_metric(label: str, column: int, current: Current, bins: np.ndarray, th: Thresholds) -> _Metric:
     # Bins too thin to say anything are left out of the median (they would only add noise).
-    usable = bins[bins[:, 0] >= max(1, th.min_posts // 4)]
+    usable = bins[bins[:, SliceCol.N] >= max(1, th.min_posts // 4)]
     if not len(usable):
         usable = bins
-    shares = usable[:, column] / np.maximum(usable[:, 0], 1)
+    shares = usable[:, column] / np.maximum(usable[:, SliceCol.N], 1)
     center, _ = _median_mad(shares)
     _, spread = _median_mad(_asin(shares))
     # 24 bins estimate their spread poorly; it cannot be below the bins' own sampling noise.
-    spread = max(spread, 0.5 / math.sqrt(max(_median(usable[:, 0].tolist()) if len(usable) else 1.0, 1.0)))
+    spread = max(spread, 0.5 / math.sqrt(max(_median(usable[:, SliceCol.N].tolist()) if len(usable) else 1.0, 1.0)))
     value = current.shares[label]
     z = _z(float(_asin(value) - _asin(center)), spread, 0.5 / math.sqrt(max(current.n_eff, 1.0)))
     return _Metric(f"{label}_share", value, center, z, abs(value - center) >= th.min_share_delta)
 
 
 def _score_metric(current: Current, bins: np.ndarray, th: Thresholds) -> _Metric:
-    usable = bins[bins[:, 0] >= max(1, th.min_posts // 4)]
+    usable = bins[bins[:, SliceCol.N] >= max(1, th.min_posts // 4)]
     if not len(usable):
         usable = bins
-    center, spread = _median_mad(usable[:, 4] / np.maximum(usable[:, 0], 1))
-    n, total, squares = bins[:, 0].sum(), bins[:, 4].sum(), bins[:, 5].sum()
+    center, spread = _median_mad(usable[:, SliceCol.SCORE_SUM] / np.maximum(usable[:, SliceCol.N], 1))
+    n, total, squares = bins[:, SliceCol.N].sum(), bins[:, SliceCol.SCORE_SUM].sum(), bins[:, SliceCol.SCORE_SQ].sum()
     variance = max(squares / n - (total / n) ** 2, 1e-4) if n else 1e-4
     z = _z(current.mean_score - center, spread, math.sqrt(variance / max(current.n_eff, 1.0)))
     return _Metric("mean_score", current.mean_score, center, z, abs(current.mean_score - center) >= th.min_score_delta)
@@ -181,7 +184,7 @@ def _score_metric(current: Current, bins: np.ndarray, th: Thresholds) -> _Metric
 def _volume_metric(current: Current, bins: np.ndarray, th: Thresholds) -> _Metric:
     # Anscombe's square root makes Poisson counts near-normal with unit variance, so a scope with
     # 9 posts an hour is not called a spike at 20.
-    counts = bins[:, 0] if len(bins) else np.zeros(1)
+    counts = bins[:, SliceCol.N] if len(bins) else np.zeros(1)
     center, _ = _median_mad(counts)
     _, spread = _median_mad(2 * np.sqrt(counts + 0.375))
     spread = max(spread, 1.0)  # Anscombe counts have unit sampling variance
@@ -198,23 +201,22 @@ def _signal(kind: Kind, metric: _Metric, direction: int, enough: bool, current: 
     )
 
 
-def evaluate(current: Current | Counts, bins: np.ndarray | Sequence[Counts], th: Thresholds, expected_bins: int | None = None) -> dict[Kind, Signal]:
-    """Judge the current window against its baseline bins (rows of n, positive, negative, neutral,
-    score_sum, score_sq). `bins` holds only the bins inside the observed history; `expected_bins`
+def signals(current: Current | Counts, bins: np.ndarray | Sequence[Counts], th: Thresholds, expected_bins: int | None = None) -> dict[Kind, Signal]:
+    """Judge the current window against its baseline bins (slice-table rows, windows.SLICE_FIELDS). `bins` holds only the bins inside the observed history; `expected_bins`
     is how many a full baseline has (for the coverage rule)."""
     if isinstance(current, Counts):
         current = Current.unweighted(current)
     if not isinstance(bins, np.ndarray):
-        bins = np.array([[b.posts, b.positive, b.negative, b.neutral, b.score_sum, b.score_sq] for b in bins], dtype=np.float64).reshape(-1, 6)
-    baseline_posts = int(bins[:, 0].sum())
+        bins = np.array([[b.posts, b.positive, b.negative, b.neutral, b.score_sum, b.score_sq] for b in bins], dtype=np.float64).reshape(-1, len(SLICE_FIELDS))
+    baseline_posts = int(bins[:, SliceCol.N].sum())
     expected = expected_bins or len(bins)
     covered = len(bins) > 0 and len(bins) >= th.min_baseline_coverage * expected
     # Label shares need `min_posts` effective posts: the recency weights make 30 posts an hour
     # count as about 14, and 14 posts do not make a share worth alerting on.
     enough = covered and current.n_eff >= th.min_posts and baseline_posts >= th.min_baseline_posts
     score = _score_metric(current, bins, th)
-    drop = _signal("sentiment_drop", _share_metric("negative", 2, current, bins, th), +1, enough, current, baseline_posts)
-    surge = _signal("sentiment_surge", _share_metric("positive", 1, current, bins, th), +1, enough, current, baseline_posts)
+    drop = _signal("sentiment_drop", _share_metric("negative", SliceCol.NEGATIVE, current, bins, th), +1, enough, current, baseline_posts)
+    surge = _signal("sentiment_surge", _share_metric("positive", SliceCol.POSITIVE, current, bins, th), +1, enough, current, baseline_posts)
     # The label shares decide; the mean score must agree (in direction, at half the firing z, and
     # by at least min_score_delta), so a share that moves while scores barely do (posts moving
     # between neutral and one side at the margin, or a noise excursion) does not fire on its own.

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator
 
 from stream.contracts import encode_value, parse_created_at
+from stream.kafka import kafka_client_kwargs
+from stream.settings import Settings
 
 # Replay sends lines as they are, hostile ones included, so that the worker's own byte cap and the
 # DLQ see them: the client must not refuse a line the broker would take. The broker's limit
@@ -71,38 +73,7 @@ def message_key(post_id: Any) -> bytes | None:
         return None
 
 
-def kafka_client_kwargs(settings: Any) -> dict[str, Any]:
-    """aiokafka connection options from settings (bootstrap servers, SSL, SASL)."""
-    import ssl
-
-    kwargs: dict[str, Any] = {"bootstrap_servers": settings.kafka_broker, "security_protocol": settings.kafka_security_protocol}
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        kwargs["ssl_context"] = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
-    if settings.kafka_security_protocol.startswith("SASL"):
-        kwargs.update(
-            sasl_mechanism=settings.kafka_sasl_mechanism,
-            sasl_plain_username=settings.kafka_sasl_username,
-            sasl_plain_password=settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None,
-        )
-    return kwargs
-
-
-async def ensure_topics(settings: Any, names: list[str]) -> None:
-    """Create the project's topics if they are missing (production creates them with Strimzi)."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(n, num_partitions=settings.partitions, replication_factor=1) for n in names if n not in existing]
-        if missing:
-            await admin.create_topics(missing)
-    finally:
-        await admin.close()
-
-
-async def replay(settings: Any, path: Path, topic: str, speed: float | None, progress: Callable[[int], None] | None = None) -> int:
+async def replay(settings: Settings, path: Path, topic: str, speed: float | None, progress: Callable[[int], None] | None = None) -> int:
     """Produce every line of path into topic; speed None is as fast as possible. Returns the count."""
     from aiokafka import AIOKafkaProducer
 
@@ -142,7 +113,7 @@ async def replay(settings: Any, path: Path, topic: str, speed: float | None, pro
     return sent
 
 
-async def consume_records(settings: Any, topic: str, max_idle: float) -> AsyncIterator[dict[str, Any]]:
+async def consume_records(settings: Settings, topic: str, max_idle: float) -> AsyncIterator[dict[str, Any]]:
     """Every record of topic from the beginning, until no new one arrives for max_idle seconds."""
     from aiokafka import AIOKafkaConsumer
 
@@ -167,7 +138,7 @@ async def consume_records(settings: Any, topic: str, max_idle: float) -> AsyncIt
         await consumer.stop()
 
 
-async def record(settings: Any, topic: str, out: Path, max_idle: float) -> int:
+async def record(settings: Settings, topic: str, out: Path, max_idle: float) -> int:
     count = 0
     with out.open("w", encoding="utf-8") as handle:
         async for rec in consume_records(settings, topic, max_idle):

@@ -12,7 +12,7 @@ import io
 from datetime import datetime, timezone
 from typing import Sequence
 
-from stream.contracts import epoch
+from stream.timefmt import epoch
 
 Point = tuple[int, int, float]  # (bucket_start_epoch_s, posts, mean_score)
 

@@ -30,14 +30,14 @@ import apprise
 from apprise import AppriseAsset, AppriseAttachment, NotifyFormat, NotifyType
 from apprise.config.base import ConfigBase
 
-from sentinel.logs import redact
-from stream import message
-from stream.incidents import AlertRecord
+from stream.logs import redact
+from stream.alerts import message
+from stream.alerts.incidents import AlertRecord
 
 if TYPE_CHECKING:
     from apprise.plugins.base import NotifyBase
 
-    from sentinel.settings import Settings
+    from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,15 +12,14 @@ Consumer lag is a gauge refreshed at scrape time from what Faust's consumer alre
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from stream.incidents import AlertRecord
-    from stream.processor import BatchOutcome
+from stream.alerts.incidents import AlertRecord
+from stream.batch import BatchOutcome
 
 # A micro-batch holds 1..max_batch posts (64 by default; benchmarks go to 1024).
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)

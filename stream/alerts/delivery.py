@@ -1,0 +1,178 @@
+"""Delivery of alert transitions, off the stream's path: the outbox (a Redis stream, consumer group
+`keys.OUTBOX_GROUP`) is drained by every worker; each entry is notified unless silenced, published to
+`sentiment-alerts` with `notified` set, then acknowledged. A worker that dies mid-delivery leaves its
+entries pending; another claims them after `claim_idle_s`. At least once: a worker killed between
+the notification and the acknowledgement notifies again when the entry is claimed.
+
+The steps of one entry are named: `_silence_of`, `_notify`, `_publish_and_ack`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, Awaitable, Callable, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from stream.alerts.incidents import AlertRecord
+from stream.alerts.notify import Notifier
+from stream.alerts.silences import Silence, list_silences, purge_expired, silenced_by
+from stream.keys import ALERT_STATS_KEY, OUTBOX_GROUP, OUTBOX_KEY
+from stream.store import WindowStore
+from stream.timefmt import epoch
+from stream.windows import Sample, SliceCol
+
+log = logging.getLogger(__name__)
+
+CHART_SPAN_S, CHART_STEP_S = 86400, 900
+PublishRecord = Callable[[AlertRecord], Awaitable[Any]]
+
+
+class DeliveryObserver(Protocol):
+    """What delivery reports (ops/prometheus.WorkerMetrics implements it)."""
+
+    def silenced(self) -> None: ...
+
+    def delivery(self, notified: bool) -> None: ...
+
+
+class _NoObserver:
+    def silenced(self) -> None:
+        pass
+
+    def delivery(self, notified: bool) -> None:
+        pass
+
+
+def record_from_json(data: dict[str, Any]) -> AlertRecord:
+    samples = [Sample(**s) for s in data.pop("samples", [])]
+    return AlertRecord(**data, samples=samples)
+
+
+class AlertDelivery:
+    """Drains the outbox (see the module docstring)."""
+
+    def __init__(self, store: WindowStore, notifier: Notifier | None, publish: PublishRecord, *, consumer: str, chart: bool = True,
+                 claim_idle_s: float = 60.0, metrics: DeliveryObserver | None = None):
+        self.store = store
+        self.redis = store.redis
+        self.notifier = notifier
+        self.publish = publish
+        self.consumer = consumer
+        self.chart = chart
+        self.claim_idle_ms = int(claim_idle_s * 1000)
+        self.metrics: DeliveryObserver = metrics if metrics is not None else _NoObserver()
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(OUTBOX_KEY, OUTBOX_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self) -> None:
+        await self.ensure_group()
+        self._stopping = asyncio.Event()
+        while not self._stopping.is_set():
+            try:
+                self._current = asyncio.ensure_future(self.drain_once(block_ms=1000))
+                await asyncio.shield(self._current)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - Redis or Kafka trouble: log, back off, keep the loop alive
+                log.exception("alert delivery loop error; retrying")
+                await asyncio.sleep(1.0)
+
+    async def stop(self, timeout: float) -> bool:
+        """Read nothing new, and let the notifications in progress finish (within `timeout`).
+        Entries not finished stay pending in the group; another worker claims them."""
+        stopping = getattr(self, "_stopping", None)
+        if stopping is not None:
+            stopping.set()
+        current = getattr(self, "_current", None)
+        if current is None or current.done():
+            return True
+        done, _ = await asyncio.wait({current}, timeout=max(timeout, 0.0))
+        return bool(done)
+
+    async def drain_once(self, block_ms: int = 0) -> int:
+        try:
+            claimed = await self.redis.xautoclaim(OUTBOX_KEY, OUTBOX_GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=20)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost the group (restarted without persistence, or the outbox was deleted): without
+            # it every read fails forever. Re-create it at the stream's start and read on next time.
+            log.warning("outbox consumer group missing; re-creating it")
+            await self.ensure_group()
+            return 0
+        await purge_expired(self.redis)
+        entries = list(claimed[1]) if claimed else []
+        read = await self.redis.xreadgroup(OUTBOX_GROUP, self.consumer, {OUTBOX_KEY: ">"}, count=20, block=block_ms or None)
+        for _, items in read or []:
+            entries.extend(items)
+        await asyncio.gather(*(self._deliver(entry_id, fields) for entry_id, fields in entries if fields))
+        return len(entries)
+
+    async def _deliver(self, entry_id: str, fields: dict[str, str]) -> None:
+        record = record_from_json(json.loads(fields["record"]))
+        silence = await self._silence_of(record)
+        notified = False
+        if silence is not None:
+            log.info("alert silenced", extra={"alert_id": record.alert_id, "scope": record.scope, "silence": silence.id})
+            await self.redis.hincrby(ALERT_STATS_KEY, "silenced", 1)
+            self.metrics.silenced()
+        elif self.notifier is not None and self.notifier.targets_for(record):
+            notified = await self._notify(record)
+        await self._publish_and_ack(entry_id, record.with_delivery(notified))
+
+    async def _silence_of(self, record: AlertRecord) -> Silence | None:
+        return silenced_by(await list_silences(self.redis), record.scope, record.kind, time.time())
+
+    async def _notify(self, record: AlertRecord) -> bool:
+        assert self.notifier is not None
+        png = await self._chart(record) if self.chart else None
+        notified = (await self.notifier.deliver(record, png)).notified
+        await self.redis.hincrby(ALERT_STATS_KEY, "notified" if notified else "delivery_failed", 1)
+        self.metrics.delivery(notified)
+        return notified
+
+    async def _publish_and_ack(self, entry_id: str, record: AlertRecord) -> None:
+        await self.publish(record)
+        await self.redis.hincrby(ALERT_STATS_KEY, "published", 1)
+        await self.redis.xack(OUTBOX_KEY, OUTBOX_GROUP, entry_id)
+
+    async def _chart(self, record: AlertRecord) -> bytes | None:
+        from stream.alerts.chart import render_chart
+
+        end = int(epoch(record.window_end))
+        first = end - CHART_SPAN_S
+        try:
+            slices = await self.store.slices(record.scope, first, CHART_STEP_S, CHART_SPAN_S // CHART_STEP_S)
+            points = [(first + i * CHART_STEP_S, int(row[SliceCol.N]), row[SliceCol.SCORE_SUM] / row[SliceCol.N] if row[SliceCol.N] else 0.0)
+                      for i, row in enumerate(slices.tolist())]
+            return await asyncio.to_thread(render_chart, points, int(epoch(record.window_start)), end, record.scope, record.kind)
+        except Exception:  # noqa: BLE001 - a chart is a nicety; the notification goes without it
+            log.exception("chart failed; notifying without it", extra={"alert_id": record.alert_id})
+            return None
+
+
+async def outbox_drained(client: aioredis.Redis) -> bool:
+    """Every transition record so far has been delivered (or given up on) and published."""
+    try:
+        info = await client.xinfo_stream(OUTBOX_KEY)
+    except ResponseError:
+        return True  # no stream: nothing was ever recorded
+    groups = {g["name"]: g for g in await client.xinfo_groups(OUTBOX_KEY)}
+    group = groups.get(OUTBOX_GROUP)
+    if group is None:
+        return info["length"] == 0
+    return group["pending"] == 0 and group["last-delivered-id"] == info["last-generated-id"]
+
+
+def public_record(record: AlertRecord) -> bytes:
+    return json.dumps(record.as_record(), ensure_ascii=False).encode()

@@ -1,0 +1,57 @@
+"""Silences: a scope pattern (and optionally a kind) whose transitions are still recorded but not
+notified until a wall-clock time. The matching is pure; the rest is their Redis hash
+(`keys.SILENCES_KEY`: silence id -> JSON)."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass
+
+import redis.asyncio as aioredis
+
+from stream.keys import SILENCES_KEY
+
+
+@dataclass(frozen=True)
+class Silence:
+    id: str
+    scope: str  # a scope or a glob pattern (asset:*)
+    kind: str | None
+    until: float  # wall clock, epoch seconds
+    reason: str
+    created_at: float
+
+    def matches(self, scope: str, kind: str, now: float) -> bool:
+        return now < self.until and fnmatch.fnmatchcase(scope, self.scope) and (self.kind is None or self.kind == kind)
+
+
+def silenced_by(silences: list[Silence], scope: str, kind: str, now: float) -> Silence | None:
+    return next((s for s in silences if s.matches(scope, kind, now)), None)
+
+
+async def add_silence(client: aioredis.Redis, scope: str, duration_s: int, kind: str | None, reason: str) -> Silence:
+    now = time.time()
+    silence = Silence(secrets.token_hex(4), scope, kind, now + duration_s, reason, now)
+    await client.hset(SILENCES_KEY, silence.id, json.dumps(asdict(silence)))
+    return silence
+
+
+async def list_silences(client: aioredis.Redis, *, include_expired: bool = False) -> list[Silence]:
+    """Reads only: expired silences go in `purge_expired`."""
+    now = time.time()
+    found = [Silence(**json.loads(v)) for v in (await client.hgetall(SILENCES_KEY)).values()]
+    return sorted((s for s in found if include_expired or s.until > now), key=lambda s: s.until)
+
+
+async def purge_expired(client: aioredis.Redis) -> int:
+    """Drop silences whose time is up; the delivery loop calls this once per drain."""
+    now = time.time()
+    expired = [s.id for s in await list_silences(client, include_expired=True) if s.until <= now]
+    return await client.hdel(SILENCES_KEY, *expired) if expired else 0
+
+
+async def remove_silence(client: aioredis.Redis, silence_id: str) -> bool:
+    return bool(await client.hdel(SILENCES_KEY, silence_id))

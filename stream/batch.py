@@ -1,0 +1,51 @@
+"""The data a batch carries through the worker (pure): what came off the topic, what was prepared,
+and what happened to it. Shared by the processor, the worker and the metrics, so none of them has to
+import another for its types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from model.scorer import Judgement
+from stream.contracts import Post
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    # Set when the consumer could not decode the record batch this stands in for (stream/kafka.py).
+    undecodable: str | None = None
+
+
+@dataclass
+class BatchOutcome:
+    consumed: int = 0
+    valid: int = 0
+    dlq: int = 0
+    late_dropped: int = 0
+    processed: int = 0
+    duplicates: int = 0
+    classify_s: float = 0.0
+    windows_s: float = 0.0
+    alerts: int = 0
+    alerts_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass
+class Prepared:
+    """A classified batch waiting for its windows, alerts and outputs."""
+
+    number: int
+    messages: Sequence[RawMessage]
+    # Every valid post, late ones included: their partitions' watermarks count even though they
+    # change no window.
+    posts: list[tuple[Post, RawMessage]]
+    scored: list[tuple[Post, Judgement]]  # the on-time posts the model judged
+    watermark: float
+    outcome: BatchOutcome
+    started: float

@@ -1,0 +1,58 @@
+"""Every Redis key the project writes, in one place: the code twin of docs/contracts.md, "Redis key
+layout" (pure). Change a key here and there together; nothing else builds a key by hand.
+
+Window keys carry their scope as a hash tag (`sentinel:{<scope>}:...`), so one scope's keys share a
+Redis Cluster slot and its Lua script is cluster-safe. Early-warning keys share the `{alerts}` slot,
+so an incident's compare-and-set and its outbox entry are one atomic script.
+"""
+
+from __future__ import annotations
+
+KEY_PREFIX = "sentinel"
+
+# Windows (stream/store.py)
+STATS_KEY = f"{KEY_PREFIX}:{{all}}:stats"  # in the `all` slot: updated by the same script as `all`
+
+
+def bucket_key(scope: str, bucket: int) -> str:
+    """Hash of one event-time bucket's counts and extreme posts."""
+    return f"{bucket_prefix(scope)}{bucket}"
+
+
+def bucket_prefix(scope: str) -> str:
+    return f"{KEY_PREFIX}:{{{scope}}}:b:"
+
+
+def index_key(scope: str) -> str:
+    """Sorted set of the scope's bucket starts (member = score = bucket start)."""
+    return f"{KEY_PREFIX}:{{{scope}}}:idx"
+
+
+def index_pattern(scope_pattern: str) -> str:
+    """A SCAN pattern over index keys; `scope_of_index` reads the scope back."""
+    return index_key(scope_pattern)
+
+
+def scope_of_index(key: str) -> str:
+    """index_key(scope) -> scope."""
+    before, after = index_key("").split("{}")
+    return key[len(before) + 1: -(len(after) + 1)]
+
+
+def seen_key(scope: str) -> str:
+    """Sorted set of post ids counted in this scope (score = event time), for idempotence."""
+    return f"{KEY_PREFIX}:{{{scope}}}:seen"
+
+
+# Early warning (stream/alerts/engine.py, delivery.py, silences.py)
+ALERTS_PREFIX = f"{KEY_PREFIX}:{{alerts}}"
+OPEN_KEY = f"{ALERTS_PREFIX}:open"  # scopes with a firing or pending incident
+OUTBOX_KEY = f"{ALERTS_PREFIX}:outbox"  # stream of transition records
+SILENCES_KEY = f"{ALERTS_PREFIX}:silences"  # hash id -> silence JSON
+ALERT_STATS_KEY = f"{ALERTS_PREFIX}:stats"  # transitions, notified, silenced, delivery_failed, published
+OUTBOX_GROUP = "notifiers"  # the outbox's consumer group: one consumer per worker
+
+
+def incident_key(scope: str) -> str:
+    """Hash `until` (the last boundary judged) and `incidents` (JSON) of one scope."""
+    return f"{ALERTS_PREFIX}:scope:{scope}"

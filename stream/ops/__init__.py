@@ -1,0 +1,1 @@
+"""Operations: the worker's HTTP endpoints (/healthz, /readyz, /metrics) and its Prometheus metrics."""

@@ -1,0 +1,1 @@
+"""Developer tools around the worker: replay and record topics, the embedded broker and redis-server."""

@@ -1,0 +1,250 @@
+"""The worker: Faust wiring around the BatchProcessor. One agent consumes forum-posts as raw bytes in
+micro-batches; a task beside it delivers notifications. Read it top to bottom:
+
+- `check_settings`: the window and alert settings, checked before anything slow starts;
+- `faust_app`: settings to a Faust app (Kafka, web server, timeouts);
+- `build_worker`: the composition: store, processor, alert engine, delivery, metrics, endpoints;
+- `DeferredAck`: how a batch's offsets stay uncommitted until its windows are written;
+- `Shutdown`: what SIGTERM does (the CLI's Faust worker calls `Shutdown.run`).
+
+Scaling is Kafka's: run more workers with the same `app_id` (the consumer group) and the partitions
+are shared between them; replicas beyond the partition count sit idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from model.scorer import Scorer
+from stream.alerts.delivery import AlertDelivery, public_record
+from stream.alerts.detector import Thresholds, parse_overrides
+from stream.alerts.engine import AlertEngine
+from stream.alerts.judging import AlertConfig
+from stream.alerts.notify import Notifier
+from stream.assets import load_aliases
+from stream.batch import RawMessage
+from stream.contracts import Limits
+from stream.kafka import broker_credentials, broker_url, guard_undecodable_batches, undecodable_reason
+from stream.model_thread import ModelThread
+from stream.ops.http import install as install_http
+from stream.ops.prometheus import WorkerMetrics
+from stream.processor import BatchPipeline, BatchProcessor
+from stream.settings import Settings
+from stream.store import WindowStore
+from stream.timefmt import setting_duration
+
+log = logging.getLogger(__name__)
+
+# Exit codes of a worker that leaves without Faust's own stop (see DeferredAck and Shutdown).
+EXIT_DRAINED, EXIT_BATCH_FAILED, EXIT_GRACE_RAN_OUT = 0, 70, 75
+
+
+def check_settings(settings: Settings) -> None:
+    """Every window and alert setting parsed once; a bad one raises ValueError naming its variable."""
+    for field in ("bucket", "retention", "windows"):
+        for spec in getattr(settings, field).split(","):
+            setting_duration(field, spec)
+    alert_config(settings)
+
+
+def alert_config(settings: Settings) -> AlertConfig:
+    th = Thresholds(
+        fire_z=settings.alert_fire_z, resolve_z=settings.alert_resolve_z, critical_z=settings.alert_critical_z,
+        min_posts=settings.alert_min_posts, min_baseline_posts=settings.alert_min_baseline_posts,
+        min_share_delta=settings.alert_min_share_delta, min_score_delta=settings.alert_min_score_delta,
+        min_volume_ratio=settings.alert_min_volume_ratio,
+    )
+
+    def duration(name: str) -> int:
+        return setting_duration(f"alert_{name}", getattr(settings, f"alert_{name}"))
+
+    return AlertConfig(
+        window_s=duration("window"), baseline_s=duration("baseline"), step_s=duration("step"), grace_s=duration("grace"),
+        repeat_s=duration("repeat"), for_s=duration("for"), half_life_s=duration("half_life"),
+        idle_s=settings.alert_idle_partition, thresholds=th, overrides=parse_overrides(settings.alert_overrides),
+    )
+
+
+def faust_app(settings: Settings) -> faust.App:
+    # Faust keeps table state here (in-memory store: only its version marker); one per worker port.
+    datadir = settings.cache_dir / "faust" / f"{settings.app_id}-{settings.web_port}"
+    datadir.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        settings.app_id,
+        broker=broker_url(settings),
+        broker_credentials=broker_credentials(settings),
+        value_serializer="raw",  # Faust's JSON codec would crash the agent on a non-JSON value
+        key_serializer="raw",
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        # /healthz, /readyz and /metrics (stream/ops/http.py) are served by Faust's web server.
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        web_bind=settings.web_host,  # Faust binds to web_bind; web_host only names the canonical URL
+        # Faust's /router and /table pages serve table routing and table data; we have no tables.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        broker_rebalance_timeout=settings.rebalance_timeout,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=settings.heartbeat_interval,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        # A CPU batch can take seconds; the consumer must not be considered dead meanwhile.
+        broker_max_poll_interval=max(300.0, settings.rebalance_timeout),
+        producer_max_request_size=max(1_048_576, settings.max_message_bytes * 2),
+        datadir=str(datadir),
+    )
+
+
+class DeferredAck:
+    """Faust's `take()` acks a batch's events as soon as the agent body returns, which with the
+    pipeline is before the batch's windows are written; Faust then commits acked offsets on its
+    next tick. So each message gets one more reference when taken (`hold`), and the batch is acked
+    only once it is written (`release`). Offsets of a batch in flight therefore stay uncommitted
+    whatever happens to the process: a crash, or a shutdown that exits without Faust's own stop
+    (which would ack held batches on its way out), leaves them to be redelivered."""
+
+    def __init__(self, stream: faust.Stream) -> None:
+        self.stream = stream
+
+    def hold(self, events: list[Any]) -> Any:
+        for event in events:
+            event.message.incref()
+
+        async def release() -> None:
+            for event in events:
+                await self.stream.ack(event)
+
+        return release
+
+
+class Shutdown:
+    """What the agent and the SIGTERM handler share, and what SIGTERM does (`run`)."""
+
+    def __init__(self, app: faust.App, pipeline: BatchPipeline, delivery: AlertDelivery) -> None:
+        self.requested = False
+        self.app, self.pipeline, self.delivery = app, pipeline, delivery
+
+    @property
+    def busy(self) -> bool:
+        """A batch is being classified or written, or is written but not yet acked."""
+        return self.pipeline.in_flight > 0
+
+    async def run(self, grace_s: float) -> None:
+        """Stop taking batches, finish those in flight (the one being classified and the one being
+        written: windows, alerts, outputs), flush the producer, commit, let notifications in
+        progress finish, and exit, all within grace_s."""
+        deadline = time.monotonic() + grace_s
+        log.info("shutting down", extra={"grace_s": grace_s, "batch_in_flight": self.busy})
+        self.requested = True
+        while self.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        finished = not self.busy
+        if finished:
+            await self.app.producer.flush()
+            await self.app.consumer.commit()
+        delivered = await self.delivery.stop(deadline - time.monotonic())
+        log.info("shutdown complete" if finished else "shutdown: grace ran out with a batch in flight (it will be redelivered)",
+                 extra={"committed": finished, "notifications_finished": delivered})
+        logging.shutdown()
+        # Exit here rather than through Faust's stop: its take() would ack a held batch on the way
+        # out and the consumer would commit it unprocessed. The group notices the departure after
+        # the session timeout.
+        os._exit(EXIT_DRAINED if finished else EXIT_GRACE_RAN_OUT)
+
+
+def batch_failed(exc: BaseException) -> None:
+    # Input never raises here (it goes to the DLQ); this is a bug or a lost dependency. Faust would
+    # ack the batch on the way out, so exit hard instead: the offsets stay uncommitted, the
+    # restarted worker redelivers the batch, and windows are idempotent.
+    log.error("batch failed unexpectedly; exiting without committing", exc_info=exc)
+    os._exit(EXIT_BATCH_FAILED)
+
+
+@dataclass
+class Worker:
+    app: faust.App
+    shutdown: Shutdown
+
+
+def build_worker(
+    settings: Settings, classifier: Scorer, store: WindowStore, metrics: WorkerMetrics | None = None, model_thread: ModelThread | None = None,
+) -> Worker:
+    """The worker's Faust app and its shutdown. Pass the ModelThread that loaded `classifier`, so
+    batches run on it."""
+    metrics = metrics if metrics is not None else WorkerMetrics()
+    guard_undecodable_batches()
+    app = faust_app(settings)
+
+    posts = app.topic(settings.topic_posts, value_type=bytes, key_type=bytes, partitions=settings.partitions)
+    outputs = {
+        name: app.topic(name, value_type=bytes, key_type=bytes, partitions=settings.partitions)
+        for name in (settings.topic_sentiment, settings.topic_dlq, settings.topic_alerts)
+    }
+
+    async def publish(topic: str, key: str | None, value: bytes) -> None:
+        await outputs[topic].send(key=key.encode() if key else None, value=value)
+
+    processor = BatchProcessor(
+        classifier.classify,
+        store,
+        publish,
+        sentiment_topic=settings.topic_sentiment,
+        dlq_topic=settings.topic_dlq,
+        model_base=classifier.info.base,
+        model_adapter=classifier.info.adapter,
+        limits=Limits(max_message_bytes=settings.max_message_bytes, max_text_chars=settings.max_text_chars),
+        aliases=load_aliases(settings.aliases_file),
+        alerts=AlertEngine(store, alert_config(settings), partitions=settings.partitions, samples=settings.alert_samples),
+        metrics=metrics,
+        model_thread=model_thread,
+    )
+    notifier = Notifier.from_settings(settings)
+    metrics.watch_notifier(notifier)
+    delivery = AlertDelivery(
+        store,
+        notifier,
+        lambda record: publish(settings.topic_alerts, record.alert_id, public_record(record)),
+        consumer=f"{socket.gethostname()}-{os.getpid()}",
+        chart=settings.notify_chart,
+        metrics=metrics,
+    )
+    install_http(app, metrics=metrics, redis=store.redis, classifier=classifier, posts_topic=settings.topic_posts,
+                 max_stall_s=settings.health_max_stall)
+
+    @app.task
+    async def deliver_alerts() -> None:
+        # Notifications run here, beside the agent, never inside a batch.
+        await delivery.run()
+
+    pipeline = BatchPipeline(processor, on_failure=batch_failed)
+    shutdown = Shutdown(app, pipeline, delivery)
+
+    @app.agent(posts, name="classify-posts")
+    async def classify_posts(stream: faust.Stream) -> None:
+        await processor.start()
+        acks = DeferredAck(stream)
+        async for events in stream.take_events(settings.max_batch, within=settings.max_wait):
+            if shutdown.requested:
+                # Never handled, never acked: the worker exits before Faust's take() could ack
+                # this batch on its way out, so whoever owns the partition next gets it again.
+                await asyncio.Event().wait()
+            messages = [RawMessage(e.message.value, e.message.topic, e.message.partition, e.message.offset,
+                                   undecodable_reason(e.message.headers)) for e in events]
+            release = acks.hold(events)
+            try:
+                await pipeline.submit(messages, release)
+            except Exception as exc:
+                batch_failed(exc)
+
+    return Worker(app, shutdown)
