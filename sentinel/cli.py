@@ -280,6 +280,7 @@ def train(
     patience: Annotated[int, typer.Option("--patience", min=1, help="validations without gain before stopping")] = 3,
     eval_limit: Annotated[Optional[int], typer.Option("--eval-limit", min=1)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint")] = False,
+    init_adapter: Annotated[Optional[Path], typer.Option("--init-adapter", help="start from this LoRA adapter ('default': the shipped one) instead of a fresh one")] = None,
     base: BaseOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
@@ -288,7 +289,7 @@ def train(
     """Fine-tune a LoRA adapter with the classifier's own prompt; writes the adapter and a model card."""
     from rich.progress import Progress as RichProgress
 
-    from model.base import ModelLoadError
+    from model.base import ModelLoadError, resolve_adapter
     from training.data import DataError, parse_label_map
     from training.split import training_split
     from training.trainer import TrainConfig, Trainer, write_model_card
@@ -311,7 +312,7 @@ def train(
         max_length=max_length, warmup_steps=warmup_steps, weight_decay=weight_decay, seed=seed,
         gradient_checkpointing=gradient_checkpointing, quantize=settings.quantize, class_weighting=class_weighting,
         eval_every=eval_every, patience=patience, eval_limit=eval_limit, device=settings.device, dtype=settings.dtype,
-        cache_dir=settings.cache_dir,
+        cache_dir=settings.cache_dir, init_adapter=Path(resolve_adapter(str(init_adapter), settings.base)) if init_adapter else None,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, split_train, validation, out_dir)

@@ -73,5 +73,6 @@ def class_weights(examples: Sequence[Example]) -> dict[str, float]:
     """Inverse-frequency weights normalised to mean 1 over the labels present."""
     counts = Counter(ex.label for ex in examples)
     present = [label for label in LABELS if counts[label]]
-    raw = {label: len(examples) / (len(present) * counts[label]) for label in present}
-    return {label: raw.get(label, 0.0) for label in LABELS}
+    raw = {label: 1.0 / counts[label] for label in present}
+    mean = sum(raw.values()) / len(present)
+    return {label: raw[label] / mean if label in raw else 0.0 for label in LABELS}

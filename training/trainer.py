@@ -31,11 +31,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from model.base import DEFAULT_BASE, ModelInfo, bundled_gguf, load_model
+from model.base import DEFAULT_BASE, bundled_gguf, load_model
 from model.classifier import Classifier, encode_prefix, pad_suffixes, suffix_hidden
 from model.labels import LABELS
-from model.metrics import classification_report
+from model.report import classification_report
 from model.prompt import PromptCodec
+from model.scorer import ModelInfo
 from training.data import Example
 from training.split import class_weights
 
@@ -73,6 +74,9 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "auto"
     cache_dir: Path | None = None
+    # Start from this LoRA adapter's weights (its r, alpha and targets) instead of a fresh one: a
+    # domain adapter can begin where the finance adapter ended, for a fraction of the steps.
+    init_adapter: Path | None = None
 
 
 @dataclass
@@ -122,6 +126,8 @@ def lora_model(model: Any, cfg: TrainConfig, resume: Path | None) -> Any:
         model.enable_input_require_grads()
     if resume is not None:
         return PeftModel.from_pretrained(model, resume, is_trainable=True)
+    if cfg.init_adapter is not None:
+        return PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
     config = LoraConfig(
         task_type="CAUSAL_LM", r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules)
     )
@@ -342,7 +348,8 @@ def write_model_card(result: TrainResult, cfg: TrainConfig, info: ModelInfo | No
         "prompt": "Alpaca-LoRA template, model/prompt.py",
         "data": [{"path": str(p), "sha256": sha256_file(p)} for p in data_files],
         "split": split_info,
-        "hyperparameters": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k != "cache_dir"},
+        "hyperparameters": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+                            for k, v in asdict(cfg).items() if k != "cache_dir"},
         "validation_metrics": result.metrics,
         "best_step": result.state.best_step,
         "steps": result.state.step,
