@@ -78,3 +78,18 @@ def test_splits_are_disjoint_and_written_with_a_manifest(tmp_path):
 def test_voices_load_with_their_splits():
     rows = load_voices()
     assert {r.source for r in rows} == {"voices"} and {r.split for r in rows} == {"train", "select", "test"}
+
+
+def test_splits_command_writes_the_same_files_twice(tmp_path):
+    import subprocess
+    import sys
+
+    export = shared_file("seed", "meritcircle_cleaned_discord.csv")
+    tfns = shared_file("tfns", "sent_train.csv")
+    for name in ("a", "b"):
+        done = subprocess.run([sys.executable, "-m", "sentinel.cli", "splits", "--out", str(tmp_path / name), "--tfns", str(tfns),
+                               "--export", str(export)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    assert "test-discord.csv: discord 434" in done.stdout
+    for path in sorted((tmp_path / "a").iterdir()):
+        assert path.read_bytes() == (tmp_path / "b" / path.name).read_bytes(), path.name
