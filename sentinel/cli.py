@@ -507,9 +507,9 @@ def replay_cmd(
 def record_cmd(
     topic: Annotated[str, typer.Option("--topic")],
     out_file: Annotated[Path, typer.Option("--out")],
-    max_idle: Annotated[float, typer.Option("--max-idle", help="stop after this many seconds without a message")] = 5.0,
+    max_idle: Annotated[float, typer.Option("--max-idle", help="after the end offsets taken at the start, keep reading until this many seconds pass without a message (0: stop at them)")] = 0.0,
 ) -> None:
-    """Write every record of a topic, from the beginning, as JSONL."""
+    """Write every record of a topic, from the beginning up to its end offsets when reading starts, as JSONL."""
     import asyncio
 
     from stream.tools.replay import record

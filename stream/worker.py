@@ -27,6 +27,7 @@ from model.scorer import Scorer
 from stream.alerts.delivery import AlertDelivery, public_record
 from stream.alerts.detector import Thresholds, parse_overrides
 from stream.alerts.engine import AlertEngine
+from stream.alerts.incidents import AlertRecord
 from stream.alerts.judging import AlertConfig
 from stream.alerts.notify import Notifier
 from stream.assets import load_aliases
@@ -195,6 +196,12 @@ def build_worker(
     async def publish(topic: str, key: str | None, value: bytes) -> None:
         await outputs[topic].send(key=key.encode() if key else None, value=value)
 
+    async def publish_alert(record: AlertRecord) -> None:
+        # Awaited until the broker has it: delivery acks the outbox entry after this, so a drained
+        # outbox means every record is on the topic (`sentinel run` then reads up to its end).
+        sent = await outputs[settings.topic_alerts].send(key=record.alert_id.encode(), value=public_record(record))
+        await sent
+
     processor = BatchProcessor(
         classifier.classify,
         store,
@@ -214,7 +221,7 @@ def build_worker(
     delivery = AlertDelivery(
         store,
         notifier,
-        lambda record: publish(settings.topic_alerts, record.alert_id, public_record(record)),
+        publish_alert,
         consumer=f"{socket.gethostname()}-{os.getpid()}",
         chart=settings.notify_chart,
         metrics=metrics,

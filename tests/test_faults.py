@@ -144,21 +144,6 @@ def outbox_drained(r: redis.Redis) -> bool:
 # --- servers and processes -------------------------------------------------------------------------
 
 
-class Hook(workers.Hook):
-    """The shared receiver, plus reading the transitions back out of the notification texts."""
-
-    def keys(self, since: int = 0) -> list[tuple[str, str, str]]:
-        """(alert_id, state, window_end) of every accepted notification (from the `since`-th on), read from its text."""
-        found = []
-        for payload in list(self.accepted)[since:]:
-            text = payload["message"]
-            alert_id = re.search(r"^alert_id: (\S+)$", text, re.M).group(1)
-            window_end = re.search(r"^window \S+: \S+ \.\. (\S+)$", text, re.M).group(1)
-            state = "resolved" if " is resolved." in text.splitlines()[0] else "firing"
-            found.append((alert_id, state, window_end))
-        return found
-
-
 class RedisServer:
     """A dedicated redis-server that a test can kill (SIGKILL) and start again on the same port and dir."""
 
@@ -272,7 +257,7 @@ def wait_delivered(r: redis.Redis, workers: list[Worker], timeout: float = 120) 
     wait_until(lambda: outbox_drained(r), timeout, "the alert outbox to drain", workers, poll=0.2)
 
 
-def check_alerts(r: redis.Redis, hook: Hook, *, excused: set[tuple[str, str, str]] = frozenset(), name: str, since: int = 0) -> dict:
+def check_alerts(r: redis.Redis, hook: workers.Hook, *, excused: set[tuple[str, str, str]] = frozenset(), name: str, since: int = 0) -> dict:
     """One outbox record per transition, every transition notified, no notification twice (except
     for `excused` transitions: held unacknowledged by a worker at the fault, the documented gap).
     Notifications before the `since`-th are left out (their records were lost with Redis)."""
@@ -308,7 +293,7 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path, kafk
     (consumed = posts + duplicates), and each transition is in the outbox once and notified once."""
     path, posts = stream_file
     n = len(posts)
-    hook = started(cleanup, Hook())
+    hook = started(cleanup, workers.Hook())
     server = started(cleanup, RedisServer(tmp_path / "redis"))
     r = server.client()
     env = worker_env(kafka_server, server.url, cache_dir, "kill9", hook.url)
@@ -364,7 +349,7 @@ def test_redis_outage_backs_off_and_resumes(tmp_path, kafka_server, cache_dir, c
     n = len(posts)
     aof = fsync is not None
     tag = f"aof-{fsync}" if aof else "no-persistence"
-    hook = started(cleanup, Hook())
+    hook = started(cleanup, workers.Hook())
     server = started(cleanup, RedisServer(tmp_path / "redis", appendonly=aof, appendfsync=fsync))
     r = server.client()
     env = worker_env(kafka_server, server.url, cache_dir, f"redis-{tag}", hook.url)
@@ -432,7 +417,7 @@ def test_survivor_takes_over_a_killed_workers_partitions(tmp_path, kafka_server,
     record and one notification per transition."""
     path, posts = stream_file
     n = len(posts)
-    hook = started(cleanup, Hook())
+    hook = started(cleanup, workers.Hook())
     server = started(cleanup, RedisServer(tmp_path / "redis"))
     r = server.client()
     env = worker_env(kafka_server, server.url, cache_dir, "takeover", hook.url)
@@ -490,7 +475,7 @@ def test_failing_alert_endpoint_does_not_slow_the_stream(tmp_path, kafka_server,
     n = len(posts)
     figures: dict[str, float] = {}
     for mode in ("healthy", "failing"):
-        hook = started(cleanup, Hook())
+        hook = started(cleanup, workers.Hook())
         hook.failing = mode == "failing"
         server = started(cleanup, RedisServer(tmp_path / f"redis-{mode}"))
         r = server.client()

@@ -74,6 +74,18 @@ class Hook:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"json://127.0.0.1:{self.server.server_address[1]}/hook"
 
+    def keys(self, since: int = 0) -> list[tuple[str, str, str]]:
+        """(alert_id, state, window_end) of every accepted notification (from the `since`-th on),
+        read from its text: what identifies one transition (an incident's repeats share its id)."""
+        found = []
+        for payload in list(self.accepted)[since:]:
+            text = payload["message"]
+            alert_id = re.search(r"^alert_id: (\S+)$", text, re.M).group(1)
+            window_end = re.search(r"^window \S+: \S+ \.\. (\S+)$", text, re.M).group(1)
+            state = "resolved" if " is resolved." in text.splitlines()[0] else "firing"
+            found.append((alert_id, state, window_end))
+        return found
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()

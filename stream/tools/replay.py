@@ -113,29 +113,46 @@ async def replay(settings: Settings, path: Path, topic: str, speed: float | None
     return sent
 
 
-async def consume_records(settings: Settings, topic: str, max_idle: float) -> AsyncIterator[dict[str, Any]]:
-    """Every record of topic from the beginning, until no new one arrives for max_idle seconds."""
-    from aiokafka import AIOKafkaConsumer
+async def consume_records(settings: Settings, topic: str, max_idle: float = 0.0) -> AsyncIterator[dict[str, Any]]:
+    """Every record of topic from the beginning up to the end offsets taken when reading starts
+    (so a slow broker cannot cut the read short), then, with max_idle > 0, whatever else arrives
+    until no new record comes for max_idle seconds."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(topic, **kafka_client_kwargs(settings), group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:
-        while True:
+        await consumer.topics()  # metadata, so the topic's partitions are known
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            return
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=1000, max_records=1000)).values():
+                for rec in records:
+                    yield _as_record(rec)
+        while max_idle > 0:
             batch = await consumer.getmany(timeout_ms=int(max_idle * 1000), max_records=1000)
             if not batch:
                 return
             for records in batch.values():
                 for rec in records:
-                    yield {
-                        "topic": rec.topic,
-                        "partition": rec.partition,
-                        "offset": rec.offset,
-                        "timestamp": rec.timestamp,
-                        "key": rec.key.decode("utf-8", "replace") if rec.key is not None else None,
-                        **encode_value(rec.value),
-                    }
+                    yield _as_record(rec)
     finally:
         await consumer.stop()
+
+
+def _as_record(rec: Any) -> dict[str, Any]:
+    return {
+        "topic": rec.topic,
+        "partition": rec.partition,
+        "offset": rec.offset,
+        "timestamp": rec.timestamp,
+        "key": rec.key.decode("utf-8", "replace") if rec.key is not None else None,
+        **encode_value(rec.value),
+    }
 
 
 async def record(settings: Settings, topic: str, out: Path, max_idle: float) -> int:
