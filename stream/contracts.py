@@ -32,6 +32,7 @@ REASONS: dict[str, str] = {
     "empty_text": "text is empty once whitespace and control/invisible characters are removed",
     "text_too_long": "text is longer than the character cap",
     "timestamp_out_of_range": "created_at is before the earliest or after the latest accepted time",
+    "too_many_assets": "an explicit assets list names more assets than the cap (each is a scope the post is counted in)",
     "classification_failed": "the classifier failed on this post on its own (after batch splitting)",
     "undecodable": "the consumer could not decode the record batch (corrupt bytes or an unknown codec); one dead letter stands for the whole batch",
 }
@@ -54,6 +55,10 @@ class Limits:
     # and that depends on how deep the caller's stack already is: the same message could be
     # invalid_json in the worker and a missing_field in a test. A post is 1-2 levels deep.
     max_json_depth: int = 32
+    # Every asset is one more scope written per post: an explicit list of thousands would turn one
+    # message into thousands of Redis writes and scopes. Real posts name a handful.
+    max_assets: int = 20
+    max_ticker_chars: int = 32
 
 
 @dataclass(frozen=True)
@@ -220,10 +225,13 @@ def _post_from_object(obj: dict[str, Any], limits: Limits, aliases: Mapping[str,
     assets = obj.get("assets")
     if assets is None:
         tickers = detect_assets(text, aliases)
-    elif isinstance(assets, list) and all(isinstance(a, str) and is_unicode(a) for a in assets):
+    elif isinstance(assets, list) and len(assets) > limits.max_assets:
+        return Rejection("too_many_assets", f"{len(assets)} assets is over the cap of {limits.max_assets}", field="assets", post_id=post_id)
+    elif isinstance(assets, list) and all(isinstance(a, str) and is_unicode(a) and len(a) <= limits.max_ticker_chars for a in assets):
         tickers = normalize_assets(assets)
     else:
-        return Rejection("invalid_field", "assets must be a list of strings", field="assets", post_id=post_id)
+        return Rejection("invalid_field", f"assets must be a list of strings of at most {limits.max_ticker_chars} characters",
+                         field="assets", post_id=post_id)
     return Post(id=post_id, text=text, created_at=created_at, assets=tuple(tickers), **optional)
 
 

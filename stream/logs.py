@@ -25,14 +25,27 @@ def redact(text: str) -> str:
     return text
 
 
+# A key=value value that needs no quoting; anything else (spaces, newlines, quotes, control or
+# non-ASCII characters) is written as a JSON string, so a post id with a newline in it cannot start a
+# forged line in a plain-text log.
+_PLAIN = re.compile(r"^[A-Za-z0-9_.:/@+,()\[\]-]*$")
+_LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _kv(value: Any) -> str:
+    text = str(value)
+    return text if _PLAIN.match(text) else json.dumps(text)
+
+
 def _context(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
 
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        base = f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} {record.levelname:<7} {record.name}: {record.getMessage()}"
-        ctx = " ".join(f"{k}={v}" for k, v in _context(record).items())
+        message = record.getMessage().translate(_LINE_BREAKS)
+        base = f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} {record.levelname:<7} {record.name}: {message}"
+        ctx = " ".join(f"{k}={_kv(v)}" for k, v in _context(record).items())
         text = f"{base} {ctx}" if ctx else base
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)

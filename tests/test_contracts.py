@@ -63,6 +63,8 @@ CASES = [
     ({"id": "a", "text": "x" * 10_001, "created_at": 1_700_000_000}, "text_too_long"),
     ({"id": "a", "text": "x", "created_at": 100}, "timestamp_out_of_range"),
     ({"id": "a", "text": "x", "created_at": "2999-01-01T00:00:00Z"}, "timestamp_out_of_range"),
+    ({"id": "a", "text": "x", "created_at": 1_700_000_000, "assets": [f"T{i}" for i in range(21)]}, "too_many_assets"),
+    ({"id": "a", "text": "x", "created_at": 1_700_000_000, "assets": ["X" * 33]}, "invalid_field"),
 ]
 
 

@@ -1,0 +1,36 @@
+"""Log lines: one event is one line whatever a post id holds, and secrets stay out."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from stream.logs import JsonFormatter, KeyValueFormatter
+
+
+def record(msg: str, **extra) -> logging.LogRecord:
+    rec = logging.LogRecord("stream.processor", logging.WARNING, __file__, 1, msg, (), None)
+    rec.__dict__.update(extra)
+    return rec
+
+
+def test_a_post_id_with_a_newline_cannot_forge_a_plain_text_line():
+    forged = 'x\n2026-01-01T00:00:00 ERROR   stream.worker: batch failed reason=fake'
+    line = KeyValueFormatter().format(record("dead-lettered", post_id=forged, partition=3, reason="invalid_json"))
+    assert "\n" not in line and "\r" not in line
+    assert 'post_id="x\\n2026-01-01T00:00:00 ERROR' in line and "partition=3 reason=invalid_json" in line
+
+
+def test_plain_values_stay_unquoted_and_odd_ones_are_json_strings():
+    line = KeyValueFormatter().format(record("batch done", batch=7, partitions=[1, 3], offset=12, note='say "hi"\u2028there'))
+    assert "batch=7" in line and 'partitions="[1, 3]"' in line and "offset=12" in line
+    assert 'note="say \\"hi\\"\\u2028there"' in line
+
+
+def test_a_message_with_a_line_break_stays_on_one_line():
+    assert "\n" not in KeyValueFormatter().format(record("first\nsecond"))
+
+
+def test_json_lines_escape_by_construction_and_redact():
+    line = JsonFormatter().format(record("connect", post_id="a\nb", url="redis://user:hunter2@redis:6379/0"))
+    assert "\n" not in line and json.loads(line)["post_id"] == "a\nb" and "hunter2" not in line
