@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     alert_idle_partition: float = Field(60.0, gt=0, description="seconds after which a silent partition stops holding alerts back")
     alert_grace: str = Field("2m", description="how far every partition must be past a boundary before it is judged")
     alert_repeat: str = Field("1h", description="event time between repeat notifications of a still-firing incident")
+    alert_detector: Literal["zscore", "sequential"] = Field(
+        "zscore", description="zscore: the window detector; sequential: CUSUM charts per step bin (stream/alerts/sequential.py)"
+    )
+    alert_threshold_nats: float = Field(11.0, gt=0, description="sequential: evidence per chart (nats) before ln(streams) is added")
+    alert_streams: int = Field(20, ge=1, description="sequential: scope-directions sharing the false-alarm budget (adds ln of it)")
+    alert_confirm_z: float = Field(3.0, ge=0, description="sequential: share z that confirms a rate alarm as a drop or surge")
     alert_fire_z: float = Field(3.0, gt=0)
     alert_resolve_z: float = Field(1.5, ge=0)
     alert_critical_z: float = Field(6.0, gt=0, description="|z| from which an incident is critical rather than warning")

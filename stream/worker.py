@@ -29,6 +29,7 @@ from stream.alerts.detector import Thresholds, parse_overrides
 from stream.alerts.engine import AlertEngine
 from stream.alerts.incidents import AlertRecord
 from stream.alerts.judging import AlertConfig
+from stream.alerts.sequential import SeqConfig
 from stream.alerts.notify import Notifier
 from stream.assets import load_aliases
 from stream.batch import RawMessage
@@ -67,11 +68,19 @@ def alert_config(settings: Settings) -> AlertConfig:
     def duration(name: str) -> int:
         return setting_duration(f"alert_{name}", getattr(settings, f"alert_{name}"))
 
-    return AlertConfig(
+    config = AlertConfig(
         window_s=duration("window"), baseline_s=duration("baseline"), step_s=duration("step"), grace_s=duration("grace"),
         repeat_s=duration("repeat"), for_s=duration("for"), half_life_s=duration("half_life"),
         idle_s=settings.alert_idle_partition, thresholds=th, overrides=parse_overrides(settings.alert_overrides),
+        detector=settings.alert_detector,
+        sequential=SeqConfig(threshold_nats=settings.alert_threshold_nats, streams=settings.alert_streams, confirm_z=settings.alert_confirm_z),
     )
+    retention = setting_duration("retention", settings.retention)
+    if config.detector == "sequential" and retention < config.lookback_s + config.step_s:
+        # The baseline's sums drop each bin as it leaves; a bin already trimmed would read as empty.
+        raise ValueError(f"SENTINEL_RETENTION must cover the alert window and baseline ({config.lookback_s + config.step_s} s) "
+                         "for the sequential detector")
+    return config
 
 
 def faust_app(settings: Settings) -> faust.App:

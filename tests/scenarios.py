@@ -86,7 +86,7 @@ def simulate(stream: list[GenPost], config, scores: dict[str, float] = SCORES) -
     in-memory step-wide slices instead of Redis. Returns the alert records in event-time order."""
     import numpy as np
 
-    from stream.alerts.judging import boundaries, judge_series, read_span
+    from stream.alerts.judging import boundaries, judge_sequential, judge_series, read_span, table_bins
 
     end = max(p.created_at for p in stream)
     todo = boundaries(T0, end, config.step_s)
@@ -102,7 +102,10 @@ def simulate(stream: list[GenPost], config, scores: dict[str, float] = SCORES) -
             tables.setdefault(scope, np.zeros((count, 6)))[i] += row
     records = []
     for scope, table in tables.items():
-        records += judge_series(scope, {}, table, first, todo, T0, config, "-")[1]
+        if config.detector == "sequential":
+            records += judge_sequential(scope, {}, None, table_bins(table, first, config.step_s, T0), todo, config, "-")[2]
+        else:
+            records += judge_series(scope, {}, table, first, todo, T0, config, "-")[1]
     return sorted(records, key=lambda r: (r.window_end, r.scope, r.kind))
 
 

@@ -43,6 +43,41 @@ async def load(store: WindowStore, engines: list[AlertEngine]) -> list:
     return committed
 
 
+def test_the_sequential_detector_in_redis_judges_as_it_does_in_memory(redis_server):
+    """Three engines race batch by batch with SENTINEL_ALERT_DETECTOR=sequential: each transition is
+    committed once, and the records are the ones the in-memory judging of the same stream gives.
+    After its first judgement a scope reads three short runs of bins, never its whole history."""
+    from dataclasses import replace
+
+    from scenarios import simulate
+
+    redis.Redis.from_url(redis_server).flushdb()
+    config = replace(AlertConfig(), detector="sequential")
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        engines = [AlertEngine(store, config, partitions=1, samples=0) for _ in range(3)]
+        reads: list[int] = []
+        original = store.slices_many
+
+        async def counted(requests):
+            reads.extend(count for *_, count in requests)
+            return await original(requests)
+
+        store.slices_many = counted
+        committed = await load(store, engines)
+        await store.close()
+        return committed, reads
+
+    committed, reads = asyncio.run(go())
+    strip = lambda records: sorted((r.scope, r.kind, r.state, r.window_end, r.onset, r.severity) for r in records)  # noqa: E731
+    assert strip(committed) == strip(simulate(generate(SWING, seed=3), config, SCORES))
+    assert {(r.scope, r.kind) for r in committed if r.state == "firing"} >= {("asset:BTC", "sentiment_drop"), ("asset:ETH", "volume_spike")}
+    lookback = (config.window_s + config.baseline_s) // config.step_s
+    # Only a scope's first judgement reads its lookback; every later read is as long as the batch's new boundaries.
+    assert sum(n > lookback for n in reads) <= 7 * 3 and max(n for n in reads if n <= lookback) < 100
+
+
 def test_two_engines_on_one_redis_commit_each_transition_exactly_once(redis_server):
     redis.Redis.from_url(redis_server).flushdb()
 

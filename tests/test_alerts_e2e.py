@@ -100,7 +100,7 @@ def test_swing_and_burst_alert_once_each_with_one_worker_or_two(tmp_path, kafka_
     others = [r for r in records if r["scope"] in ("asset:ETH", "asset:SOL") and (r["scope"], r["kind"]) != ("asset:ETH", "volume_spike")]
     assert others == []
     assert all(set(r) == {"alert_id", "scope", "kind", "state", "severity", "window_start", "window_end", "value", "baseline",
-                          "zscore", "posts", "sample_post_ids", "notified", "fired_at"} for r in records)
+                          "zscore", "posts", "sample_post_ids", "notified", "fired_at", "onset"} for r in records)
 
     # Exactly one notification per transition, keyed as a transition is: (incident, state, window).
     assert all(r["notified"] for r in records)

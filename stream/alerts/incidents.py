@@ -23,7 +23,7 @@ State = Literal["firing", "resolved"]
 # The fields of an alert record, in order. Other tools read them; keep names and meanings stable.
 RECORD_FIELDS = (
     "alert_id", "scope", "kind", "state", "severity", "window_start", "window_end", "value", "baseline",
-    "zscore", "posts", "sample_post_ids", "notified", "fired_at",
+    "zscore", "posts", "sample_post_ids", "notified", "fired_at", "onset",
 )
 
 
@@ -43,6 +43,9 @@ class AlertRecord:
     sample_post_ids: list[str]
     notified: bool
     fired_at: str  # wall-clock time the incident first fired (ISO-8601 UTC)
+    # The estimated start of the change (event time, ISO-8601 UTC): the sequential detector's
+    # change-point estimate, or when the window detector's condition began to hold.
+    onset: str = ""
     # Context for the notification; not part of the published record.
     metric: str = ""  # mean_score | negative_share | positive_share | posts
     baseline_posts: int = 0
@@ -75,6 +78,7 @@ class Incident:
     last_notified: int  # the boundary of the latest firing notification (event time)
     fired_at: str  # wall clock, ISO-8601 UTC
     pending: bool = False  # the condition holds but not yet for `for_s` (Prometheus' `for:`)
+    onset: int = 0  # the estimated start of the change (event time)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +91,7 @@ class Incident:
 def _record(scope: str, incident: Incident, state: State, signal: Signal, boundary: int, window_s: int, repeat: bool) -> AlertRecord:
     return AlertRecord(
         alert_id=incident.alert_id, scope=scope, kind=incident.kind, state=state, severity=incident.severity,
-        window_start=iso(boundary - window_s), window_end=iso(boundary),
+        window_start=iso(boundary - window_s), window_end=iso(boundary), onset=iso(incident.onset) if incident.onset else "",
         # Rounded so records compare equal across runs whatever the float summation order did.
         value=round(signal.value, 6), baseline=round(signal.baseline, 6), zscore=round(signal.zscore, 3),
         posts=signal.posts, sample_post_ids=[], notified=False, fired_at=incident.fired_at,
@@ -97,7 +101,7 @@ def _record(scope: str, incident: Incident, state: State, signal: Signal, bounda
 
 def step(
     scope: str, incident: Incident | None, signal: Signal, th: Thresholds, *,
-    boundary: int, window_s: int, repeat_s: int, for_s: int, now_iso: str,
+    boundary: int, window_s: int, repeat_s: int, for_s: int, now_iso: str, onset: int | None = None,
 ) -> tuple[Incident | None, AlertRecord | None]:
     """One judgement of one (scope, kind): the incident after it, and the record of a transition if any.
 
@@ -116,7 +120,8 @@ def step(
         since = incident.fired_window_end
         if boundary - since < for_s or not signal.fires(th):
             return incident, None
-        fired = Incident(alert_id(scope, signal.kind, boundary), signal.kind, signal.severity(th), boundary, boundary, now_iso)
+        fired = Incident(alert_id(scope, signal.kind, boundary), signal.kind, signal.severity(th), boundary, boundary, now_iso,
+                         onset=onset if onset is not None else since)
         return fired, _record(scope, fired, "firing", signal, boundary, window_s, repeat=False)
     if signal.calm(th):
         return None, _record(scope, incident, "resolved", signal, boundary, window_s, repeat=False)

@@ -12,12 +12,14 @@ the others back (Flink's idle sources), so one silent partition cannot mute ever
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from stream.alerts.detector import KINDS, Current, Thresholds, signals, thresholds_for
 from stream.alerts.incidents import AlertRecord, Incident, step
+from stream.alerts.incidents import step as step_incident
+from stream.alerts.sequential import SeqConfig, SeqState, advance, verdicts
 from stream.windows import SLICE_FIELDS, SliceCol
 
 
@@ -58,6 +60,8 @@ class AlertConfig:
     idle_s: float = 60.0
     thresholds: Thresholds = Thresholds()
     overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    detector: str = "zscore"  # zscore (detector.py) | sequential (sequential.py)
+    sequential: SeqConfig = SeqConfig()
 
     def __post_init__(self) -> None:
         for name in ("window_s", "baseline_s", "step_s", "half_life_s"):
@@ -72,6 +76,8 @@ class AlertConfig:
                 raise ValueError(f"alert {name[:-2]} must be a multiple of the step ({self.step_s} s)")
         if self.baseline_s % self.window_s:
             raise ValueError("the alert baseline must be a whole number of windows (e.g. 24h for a 1h window)")
+        if self.detector not in ("zscore", "sequential"):
+            raise ValueError(f"unknown alert detector {self.detector!r}; use zscore or sequential")
 
     @property
     def bins(self) -> int:
@@ -152,3 +158,75 @@ def _weighted(table: np.ndarray, lo: int, hi: int, weights: np.ndarray) -> Curre
     n_eff = total * total / float((w * w) @ n)
     shares = {label: sums[SliceCol[label.upper()]] / total for label in ("positive", "negative", "neutral")}
     return Current(int(round(n.sum())), n_eff, shares, float(sums[SliceCol.SCORE_SUM] / total))
+
+
+BinAt = Callable[[int], "np.ndarray | None"]
+
+
+def table_bins(slices: np.ndarray, first: int, step_s: int, history_start: float) -> BinAt:
+    """The bin starting at a given time, from step-wide slices starting at `first`; None for a bin
+    outside them or before the stream began (unknown, not quiet)."""
+
+    def bin_at(start: int) -> np.ndarray | None:
+        i = (start - first) // step_s
+        if i < 0 or i >= len(slices) or start < history_start - step_s:
+            return None
+        return slices[i]
+
+    return bin_at
+
+
+def sequential_reads(todo: Sequence[int], config: AlertConfig) -> list[tuple[int, int]]:
+    """(first slice start, count) of the step-wide slices a scope with state needs to judge `todo`:
+    its new bins, the bins entering the baseline and those leaving it, whatever its history."""
+    step, count = config.step_s, len(todo)
+    new = todo[0] - step
+    return [(new, count), (new - config.window_s, count), (new - config.window_s - config.baseline_s, count)]
+
+
+def judge_sequential(
+    scope: str,
+    incidents: dict[str, Incident],
+    state: SeqState | None,
+    bin_at: BinAt,
+    boundaries_: Sequence[int],
+    config: AlertConfig,
+    now_iso: str,
+) -> tuple[dict[str, Incident], SeqState | None, list[AlertRecord]]:
+    """judge_series for the sequential detector: the state moves one step bin per boundary. A scope
+    without state first takes its whole baseline (so `bin_at` must then cover the lookback); after
+    that each boundary needs three bins, the new one, the one entering the baseline and the one
+    leaving it (`sequential_reads`), so the cost does not grow with the history."""
+    th = thresholds_for(scope, config.thresholds, config.overrides)
+    step, per_window, base_bins = config.step_s, config.window_s // config.step_s, config.baseline_s // config.step_s
+    incidents = dict(incidents)
+    records: list[AlertRecord] = []
+    empty = np.zeros(len(SLICE_FIELDS))
+    for boundary in boundaries_:
+        new_start = boundary - step
+        entering = new_start - config.window_s
+        leaving = bin_at(entering - config.baseline_s)
+        if state is None:  # take the whole baseline once: every known bin of it enters now
+            state, leaving = SeqState.fresh(boundary), None
+            for start in range(entering - config.baseline_s + step, entering, step):
+                state = advance(state, empty, bin_at(start), None, at=boundary, baseline_bins=base_bins,
+                                config=config.sequential, frozen=False, min_coverage=2.0)
+        is_open = any(not inc.pending for inc in incidents.values())
+        new = bin_at(new_start)
+        state = advance(state, new if new is not None else empty, bin_at(entering), leaving,
+                        at=boundary, baseline_bins=base_bins, config=config.sequential, frozen=is_open,
+                        min_coverage=th.min_baseline_coverage)
+        judged = verdicts(state, at=boundary, step_s=step, per_window=per_window, config=config.sequential, fire_z=th.fire_z)
+        for kind in KINDS:
+            after, record = step_incident(
+                scope, incidents.get(kind), judged[kind].signal, th,
+                boundary=boundary, window_s=config.window_s, repeat_s=config.repeat_s, for_s=0, now_iso=now_iso,
+                onset=judged[kind].onset,
+            )
+            if after is None:
+                incidents.pop(kind, None)
+            else:
+                incidents[kind] = after
+            if record is not None:
+                records.append(record)
+    return incidents, state, records

@@ -79,7 +79,8 @@ def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS) ->
     status = "resolved" if record.state == "resolved" else f"firing ({record.severity})"
     lines = [
         f"{record.kind} on {escape_post_text(record.scope, limit=120)} is {status}.",
-        f"{metric}: {_num(record.value)} vs baseline {_num(record.baseline)} (z = {record.zscore:+.2f})",
+        f"{metric}: {_num(record.value)}" + (f" since {record.onset}" if record.onset else "")
+        + f" vs baseline {_num(record.baseline)} (z = {record.zscore:+.2f})",
         f"window {record.window}: {record.window_start} .. {record.window_end}",
         f"posts: {record.posts} in window vs {record.baseline_posts} in baseline",
         f"alert_id: {record.alert_id}",

@@ -1,0 +1,231 @@
+"""Sequential change detection (pure, no I/O): CUSUM charts updated once per event-time step bin,
+so judging a scope costs O(1) in its history. `SENTINEL_ALERT_DETECTOR=sequential` selects it; the
+window z-score detector (detector.py) stays the default until this one's figures are in.
+
+Per scope, one state (`SeqState`) of a few numbers, updated from each new step bin:
+
+- the baseline: rolling sums over the trailing `baseline` lagged by the `window` (posts, negative,
+  positive, sum of squared bin counts), updated by the bin entering it and the one leaving it;
+  p0 = smoothed label share, lambda = posts per bin, phi = the bins' Pearson dispersion (forum
+  traffic is burstier than Poisson). The baseline used for judging is frozen while the scope has
+  an open incident, so the swing does not teach the detector that it is normal.
+- for each direction (negative for `sentiment_drop`, positive for `sentiment_surge`), a bank of
+  Bernoulli CUSUMs on the label share (odds multipliers 2, 4, 8) and a bank of Poisson CUSUMs on the
+  rate of that label's posts (multipliers 2, 4, 8), and for `volume_spike` a Poisson bank on all
+  posts (2, 3, 5). Page's recursion S <- max(0, S + log-likelihood ratio of the bin), in nats.
+- a kind fires when its statistic reaches `b` nats; `sentiment_drop`/`surge` fire on the share
+  chart alone, or on the rate chart when the label's share among the posts since the rate chart's
+  onset is `confirm_z` standard errors above the baseline share: a sell-off brings more posts and
+  more negative ones, and its negative rate moves far faster than its share, while a pure volume
+  spike with an unchanged mix moves the rate but not the share.
+
+False alarms: a CUSUM's run length to a false alarm is at least e^b observations (Lorden), and a
+bank of K charts costs about ln K. With M scope-directions sharing one budget, each needs about
+b + ln M; `b = threshold + ln(streams)` with `streams` a setting, so the same input gives the same
+records whatever the number of workers (never the number of scopes seen so far).
+
+The statistic maps onto the incident lifecycle's thresholds (incidents.step): strength = S / b x
+fire_z, so the default fire 3 / resolve 1.5 / critical 6 mean fire at b, resolve below b/2 and
+critical at 2b. While a kind fires its statistic is capped at 2b, so the incident resolves within
+about b nats of calm evidence after the swing ends.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from stream.alerts.detector import Kind, Signal
+from stream.windows import SliceCol
+
+SHARE_ODDS = (2.0, 4.0, 8.0)
+RATE_MULTIPLIERS = (2.0, 4.0, 8.0)
+VOLUME_MULTIPLIERS = (2.0, 3.0, 5.0)
+# Prior pseudo-posts for a share: a scope with no history starts from a quarter, and a handful of
+# posts cannot make a share of exactly 0 (which would make one post infinitely surprising).
+PRIOR_POSTS, PRIOR_SHARE = 4.0, 0.25
+
+
+@dataclass(frozen=True)
+class SeqConfig:
+    threshold_nats: float = 11.0  # per chart, before the ln(streams) correction
+    streams: int = 20  # scope-directions expected to share the false-alarm budget
+    # A rate alarm counts as a drop (surge) only if the label's share among the posts since its onset
+    # is this many standard errors above the baseline share: a volume spike with an unchanged mix
+    # raises the negative rate, not the share.
+    confirm_z: float = 3.0
+    min_posts: int = 3  # posts since the estimated onset before a sentiment kind can fire
+
+    @property
+    def b(self) -> float:
+        return self.threshold_nats + math.log(max(self.streams, 1))
+
+
+@dataclass
+class Bank:
+    """One CUSUM per alternative, with Page's onset estimate (the last step the sum was zero) and
+    the posts and hits counted since then."""
+
+    s: list[float]
+    zero_at: list[int]
+    posts: list[float]
+    hits: list[float]
+
+    @classmethod
+    def new(cls, k: int, at: int) -> "Bank":
+        return cls([0.0] * k, [at] * k, [0.0] * k, [0.0] * k)
+
+    def update(self, increments: Sequence[float], n: float, hits: float, at: int, cap: float) -> None:
+        for i, inc in enumerate(increments):
+            value = self.s[i] + inc
+            if value <= 0.0:
+                self.s[i], self.zero_at[i], self.posts[i], self.hits[i] = 0.0, at, 0.0, 0.0
+            else:
+                self.s[i], self.posts[i], self.hits[i] = min(value, cap), self.posts[i] + n, self.hits[i] + hits
+
+    def best(self) -> int:
+        return max(range(len(self.s)), key=lambda i: (self.s[i], -i))
+
+
+@dataclass
+class SeqState:
+    # Rolling baseline sums: posts, negative, positive, sum of squared bin counts, bins seen.
+    base: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0, 0.0])
+    frozen: dict[str, float] | None = None
+    banks: dict[str, Bank] = field(default_factory=dict)
+
+    @classmethod
+    def fresh(cls, at: int) -> "SeqState":
+        return cls(banks={name: Bank.new(len(alternatives), at) for name, alternatives in (
+            ("negative_share", SHARE_ODDS), ("negative_rate", RATE_MULTIPLIERS), ("positive_share", SHARE_ODDS),
+            ("positive_rate", RATE_MULTIPLIERS), ("volume", VOLUME_MULTIPLIERS))})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"base": self.base, "frozen": self.frozen, "banks": {k: asdict(v) for k, v in self.banks.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> "SeqState | None":
+        if not data:
+            return None
+        return cls(list(data["base"]), data.get("frozen"), {k: Bank(**v) for k, v in data["banks"].items()})
+
+
+def baseline_params(base: Sequence[float]) -> dict[str, float]:
+    """p0 for each label share, posts per bin and the dispersion, from the rolling sums over the
+    baseline bins known so far (a bin before the stream began is unknown, not quiet)."""
+    n, neg, pos, squares, seen = base
+    seen = max(seen, 1.0)
+    bins = seen
+    rate = max(n, 0.5) / bins  # never zero: a scope silent for a day still has a finite surprise
+    mean = n / seen
+    variance = (squares - n * n / seen) / (seen - 1) if seen > 1 else mean
+    return {
+        "p_negative": (neg + PRIOR_POSTS * PRIOR_SHARE) / (n + PRIOR_POSTS),
+        "p_positive": (pos + PRIOR_POSTS * PRIOR_SHARE) / (n + PRIOR_POSTS),
+        "rate": rate,
+        "rate_negative": max(neg, 0.5) / bins,
+        "rate_positive": max(pos, 0.5) / bins,
+        "phi": max(1.0, variance / mean) if mean > 0 else 1.0,
+        "posts": n,
+    }
+
+
+def share_increments(p0: float, hits: float, n: float) -> list[float]:
+    out = []
+    for r in SHARE_ODDS:
+        q = r * p0 / (1 - p0 + r * p0)
+        out.append(hits * math.log(q / p0) + (n - hits) * math.log((1 - q) / (1 - p0)))
+    return out
+
+
+def rate_increments(rate: float, count: float, phi: float, multipliers: Sequence[float]) -> list[float]:
+    return [(count * math.log(rho) - (rho - 1) * rate) / phi for rho in multipliers]
+
+
+DIRECTIONS: tuple[tuple[Kind, str, int], ...] = (("sentiment_drop", "negative", SliceCol.NEGATIVE),
+                                                  ("sentiment_surge", "positive", SliceCol.POSITIVE))
+
+
+def advance(state: SeqState | None, new: np.ndarray, entering: np.ndarray | None, leaving: np.ndarray | None, *,
+            at: int, baseline_bins: int, config: SeqConfig, frozen: bool, min_coverage: float = 0.75) -> SeqState:
+    """One step: the bin ending at `at` (`new`), the bin entering the baseline and the one leaving it
+    (None where the bin is before the stream began: unknown, not counted). `frozen`: the scope has
+    an open incident. The charts start once `min_coverage` of the baseline's bins are known."""
+    state = state or SeqState.fresh(at)
+    for row, sign in ((entering, 1.0), (leaving, -1.0)):
+        if row is not None:
+            n_row = float(row[SliceCol.N])
+            state.base = [state.base[0] + sign * n_row, state.base[1] + sign * float(row[SliceCol.NEGATIVE]),
+                          state.base[2] + sign * float(row[SliceCol.POSITIVE]), state.base[3] + sign * n_row * n_row,
+                          state.base[4] + sign]
+    if state.base[4] < min_coverage * baseline_bins:
+        for bank in state.banks.values():  # no baseline yet: nothing to compare with, no onset
+            bank.zero_at = [at] * len(bank.s)
+        return state
+    live = baseline_params(state.base)
+    if frozen and state.frozen is None:
+        state.frozen = live
+    elif not frozen:
+        state.frozen = None
+    p = state.frozen or live
+    cap = 2 * config.b
+    n = float(new[SliceCol.N])
+    for _, label, col in DIRECTIONS:
+        hits = float(new[col])
+        if n > 0:
+            state.banks[f"{label}_share"].update(share_increments(p[f"p_{label}"], hits, n), n, hits, at, cap)
+        state.banks[f"{label}_rate"].update(rate_increments(p[f"rate_{label}"], hits, p["phi"], RATE_MULTIPLIERS), n, hits, at, cap)
+    state.banks["volume"].update(rate_increments(p["rate"], n, p["phi"], VOLUME_MULTIPLIERS), n, n, at, cap)
+    return state
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a kind's charts say now, as a detector.Signal for the incident lifecycle, plus the
+    estimated onset (event time) of the change."""
+
+    signal: Signal
+    onset: int
+
+
+def verdicts(state: SeqState, *, at: int, step_s: int, per_window: int, config: SeqConfig, fire_z: float) -> dict[Kind, Verdict]:
+    """Posts and rates are given per window (per_window steps), as the window detector gives them."""
+    p = state.frozen or baseline_params(state.base)
+    out: dict[Kind, Verdict] = {}
+    for kind, label, _ in DIRECTIONS:
+        share, rate = state.banks[f"{label}_share"], state.banks[f"{label}_rate"]
+        i, j = share.best(), rate.best()
+        s_share, s_rate = share.s[i], rate.s[j]
+        p0 = p[f"p_{label}"]
+        confirmed = _share_z(rate.hits[j], rate.posts[j], p0) >= config.confirm_z
+        stat = max(s_share, s_rate if confirmed else 0.0)
+        bank, k = (share, i) if s_share >= (s_rate if confirmed else 0.0) else (rate, j)
+        posts, hits = bank.posts[k], bank.hits[k]
+        value = hits / posts if posts else p0
+        z = _share_z(hits, posts, p0)
+        enough = posts >= config.min_posts
+        out[kind] = Verdict(_signal(kind, f"{label}_share", value, p0, z, stat, config, fire_z, enough, int(posts), p["posts"]),
+                            bank.zero_at[k])
+    vol = state.banks["volume"]
+    k = vol.best()
+    steps = max((at - vol.zero_at[k]) / step_s, 1.0)
+    value, rate = vol.posts[k] / steps, p["rate"]
+    z = (value - rate) / math.sqrt(p["phi"] * rate / steps)
+    out["volume_spike"] = Verdict(_signal("volume_spike", "posts", value * per_window, rate * per_window, z, vol.s[k], config, fire_z, True,
+                                          int(vol.posts[k]), p["posts"]), vol.zero_at[k])
+    return out
+
+
+def _share_z(hits: float, posts: float, p0: float) -> float:
+    return (hits / posts - p0) / math.sqrt(p0 * (1 - p0) / posts) if posts else 0.0
+
+
+def _signal(kind: Kind, metric: str, value: float, baseline: float, z: float, stat: float, config: SeqConfig, fire_z: float,
+            enough: bool, posts: int, baseline_posts: float) -> Signal:
+    return Signal(kind=kind, metric=metric, value=value, baseline=baseline, zscore=z, strength=stat / config.b * fire_z,
+                  effect_ok=True, enough_data=enough, posts=posts, baseline_posts=int(baseline_posts))
+
+

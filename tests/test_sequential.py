@@ -1,0 +1,122 @@
+"""The sequential detector (pure; no servers): CUSUM charts per step bin against a rolling baseline.
+
+Deterministic streams here (expected counts, fractional where the rate is below one post a bin), so
+each assertion is about the statistics, not about a lucky draw; generated streams with sampling
+noise are in tests/test_detector.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+
+from stream.alerts.judging import AlertConfig, boundaries, judge_sequential, sequential_reads, table_bins
+from stream.alerts.sequential import SeqConfig, SeqState
+from stream.windows import SLICE_FIELDS
+
+STEP = 60
+T = 1_790_812_800
+CONFIG = replace(AlertConfig(), detector="sequential")
+
+
+def row(n: float, negative: float, positive: float) -> np.ndarray:
+    return np.array([n, positive, negative, n - negative - positive, positive - negative, n], dtype=float)
+
+
+def stream(minutes: int, normal: np.ndarray, episodes: dict[range, np.ndarray]) -> np.ndarray:
+    table = np.tile(normal, (minutes, 1))
+    for span, value in episodes.items():
+        table[span.start:span.stop] = value
+    return table
+
+
+def judge(table: np.ndarray, config: AlertConfig = CONFIG):
+    todo = boundaries(T, T + len(table) * STEP, STEP)
+    return judge_sequential("asset:X", {}, None, table_bins(table, T, STEP, T), todo, config, "-")
+
+
+def minute_of(iso: str) -> float:
+    from stream.timefmt import epoch
+
+    return (epoch(iso) - T) / 60
+
+
+ONSET = 2 * 1440 + 600  # minutes: two days of history, then the change
+
+
+def test_a_stationary_stream_never_fires():
+    table = stream(ONSET + 600, row(2, 0.4, 0.6), {})
+    _, state, records = judge(table)
+    assert records == []
+    assert max(max(b.s) for b in state.banks.values()) == 0.0
+
+
+def test_a_swing_fires_a_drop_soon_with_its_onset_and_new_share_and_resolves_after():
+    table = stream(ONSET + 600, row(2, 0.4, 0.6), {range(ONSET, ONSET + 60): row(2, 1.2, 0.2)})
+    _, _, records = judge(table)
+    drops = [r for r in records if r.kind == "sentiment_drop"]
+    assert [r.state for r in drops if not r.repeat] == ["firing", "resolved"]
+    fired = drops[0]
+    # b = 11 + ln 20 = 14 nats at about 0.37 nats a post (r = 8) and 2 posts a minute: 19 minutes.
+    assert 0 < minute_of(fired.window_end) - ONSET <= 20
+    assert minute_of(fired.onset) == ONSET  # Page's estimate: the last minute the chart was at zero
+    assert abs(fired.value - 0.6) < 0.01 and abs(fired.baseline - 0.2) < 0.01 and fired.zscore > 3
+    assert minute_of(drops[-1].window_end) > ONSET + 60  # resolved once the swing is over
+    assert not [r for r in records if r.kind != "sentiment_drop" and r.state == "firing"]
+
+
+def test_a_volume_burst_with_an_unchanged_mix_is_a_spike_not_a_drop():
+    table = stream(ONSET + 300, row(1, 0.2, 0.3), {range(ONSET, ONSET + 60): row(5, 1.0, 1.5)})
+    _, _, records = judge(table)
+    kinds = {r.kind for r in records if r.state == "firing"}
+    assert kinds == {"volume_spike"}
+
+
+def test_a_low_volume_sell_off_is_a_drop_within_30_minutes():
+    # 0.1 posts a minute, 20% negative; then five times the posts, 65% of them negative, for an hour.
+    table = stream(ONSET + 300, row(0.1, 0.02, 0.03), {range(ONSET, ONSET + 60): row(0.5, 0.325, 0.05)})
+    _, _, records = judge(table)
+    drop = next(r for r in records if r.kind == "sentiment_drop" and r.state == "firing")
+    assert minute_of(drop.window_end) - ONSET <= 30
+
+
+def test_no_baseline_no_judgement():
+    table = stream(600, row(2, 0.4, 0.6), {range(300, 360): row(2, 1.2, 0.2)})
+    assert judge(table)[2] == []
+
+
+def test_the_threshold_grows_with_the_streams_that_share_the_budget():
+    assert SeqConfig(threshold_nats=11, streams=1).b == 11
+    assert abs(SeqConfig(threshold_nats=11, streams=20).b - (11 + np.log(20))) < 1e-9
+
+
+def test_three_short_reads_a_boundary_give_what_the_whole_history_gives():
+    """The worker's O(1) path: after the first call a scope reads only its new bins, the bins
+    entering the baseline and those leaving it; records and state must match one long call."""
+    table = stream(ONSET + 240, row(2, 0.4, 0.6), {range(ONSET, ONSET + 60): row(2, 1.2, 0.2),
+                                                   range(ONSET + 100, ONSET + 130): row(8, 1.6, 2.4)})
+    todo = boundaries(T, T + len(table) * STEP, STEP)
+    whole_incidents, whole_state, whole = judge(table)
+    cut = len(todo) // 2
+    incidents, state, records = judge_sequential("asset:X", {}, None, table_bins(table, T, STEP, T), todo[:cut], CONFIG, "-")
+    for chunk in (todo[cut:cut + 7], todo[cut + 7:cut + 300], todo[cut + 300:]):
+        reads = sequential_reads(chunk, CONFIG)
+        assert sum(n for _, n in reads) == 3 * len(chunk)
+        state = SeqState.from_json(json.loads(json.dumps(state.to_json())))  # as stored in Redis
+
+        def bin_at(start, reads=reads):
+            # Only what the three reads cover; before the stream began there is nothing.
+            inside = any(first <= start < first + n * STEP for first, n in reads)
+            return table[(start - T) // STEP] if inside and T <= start < T + len(table) * STEP else None
+
+        incidents, state, more = judge_sequential("asset:X", incidents, state, bin_at, chunk, CONFIG, "-")
+        records += more
+    assert records == whole and incidents == whole_incidents
+    assert state.to_json() == whole_state.to_json()
+    assert {r.kind for r in whole} >= {"sentiment_drop", "volume_spike"}
+
+
+def test_slice_rows_have_the_layout_the_detector_reads():
+    assert len(row(1, 0, 0)) == len(SLICE_FIELDS)
