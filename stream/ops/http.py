@@ -136,7 +136,14 @@ def check_partitions(app: faust.App, topic: str) -> Check:
         mine = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
     except Exception as exc:  # noqa: BLE001 - the consumer is not started (or is restarting)
         return Check("partitions", False, type(exc).__name__)
-    return Check("partitions", bool(mine), f"{topic}: {mine}" if mine else f"no partition of {topic} assigned")
+    if mine:
+        return Check("partitions", True, f"{topic}: {mine}")
+    # In the group with nothing to do (more replicas than partitions, a surge pod in a rolling
+    # update): ready as a standby, so it neither blocks the rollout nor eats the disruption budget.
+    # Faust sets `unassigned` at each assignment; before the first one the worker has not joined.
+    if getattr(app, "unassigned", None) is True and not getattr(app, "rebalancing", False):
+        return Check("partitions", True, f"standby: in the consumer group, no partition of {topic} assigned")
+    return Check("partitions", False, f"no partition of {topic} assigned yet")
 
 
 async def consumer_lag(app: faust.App, timeout: float = CHECK_TIMEOUT_S) -> dict[TopicPartition, int]:

@@ -1,0 +1,63 @@
+"""A rollout-shaped sequence with real worker processes: a second worker on a one-partition topic is
+an idle standby and reports ready (saying so); when the first leaves, the standby takes the partition
+and goes on counting. Waits are conditions with deadlines."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import redis
+
+import workers
+from stream.keys import STATS_KEY
+from workers import Worker, wait_until
+
+
+def readyz(worker: Worker) -> tuple[bool, str]:
+    body = worker.readyz() or {}
+    detail = body.get("checks", {}).get("partitions", {})
+    return body.get("status") == "ready", detail.get("detail", "")
+
+
+def replay(env: dict, path, count: int, start: int) -> None:
+    path.write_text("".join(json.dumps({"id": f"p{i}", "text": f"$BTC post {i}", "created_at": 1_790_812_800 + i})
+                            + "\n" for i in range(start, start + count)))
+    done = subprocess.run([sys.executable, "-m", "sentinel.cli", "replay", str(path)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_standby_is_ready_and_takes_over_when_the_active_worker_leaves(kafka_server, redis_server, cache_dir, tmp_path):
+    redis.Redis.from_url(redis_server).flushdb()
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    env = workers.worker_env("rollout", kafka_server, redis_server, cache_dir, SENTINEL_WEB_HOST="127.0.0.1",
+                             PYTHONUNBUFFERED="1", SENTINEL_SHUTDOWN_GRACE="10")
+    first = Worker(env, tmp_path / "first.log")
+    second = None
+    try:
+        wait_until(lambda: "rollout-posts: [0]" in readyz(first)[1], 120, "the first worker to own the partition", [first])
+        second = Worker(env, tmp_path / "second.log")
+        # The group rebalances; then one of the two owns partition 0 and the other is a ready standby.
+        def settled():
+            details = [readyz(w) for w in (first, second)]
+            owners = [d for d in details if "[0]" in d[1]]
+            standbys = [d for d in details if d[1].startswith("standby")]
+            return len(owners) == 1 and len(standbys) == 1 and all(ready for ready, _ in details)
+        wait_until(settled, 120, "one owner and one ready standby", [first, second])
+        active, standby = (first, second) if "[0]" in readyz(first)[1] else (second, first)
+        replay(env, tmp_path / "a.jsonl", 50, 0)
+        wait_until(lambda: int(r.hget(STATS_KEY, "processed") or 0) == 50, 60, "the first 50 posts counted", [first, second])
+        # The rollout removes the active pod: SIGTERM, as Kubernetes sends it.
+        active.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: active.proc.poll() is not None, 60, "the active worker to drain and exit", [standby])
+        wait_until(lambda: "rollout-posts: [0]" in readyz(standby)[1], 120, "the standby to take the partition", [standby])
+        replay(env, tmp_path / "b.jsonl", 50, 50)
+        wait_until(lambda: int(r.hget(STATS_KEY, "processed") or 0) == 100, 60, "the next 50 posts counted", [standby])
+        assert int(r.hget(STATS_KEY, "duplicates") or 0) == 0
+        assert standby.alive() and active.proc.returncode == 0
+    finally:
+        for w in (first, second):
+            if w is not None:
+                w.close()
