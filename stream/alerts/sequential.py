@@ -11,11 +11,12 @@ Per scope, one state (`SeqState`) of a few numbers, updated from each new step b
   an open incident, so the swing does not teach the detector that it is normal.
 - for each direction (negative for `sentiment_drop`, positive for `sentiment_surge`), a bank of
   Bernoulli CUSUMs on the label share (odds multipliers 2, 4, 8) and a bank of Poisson CUSUMs on the
-  rate of that label's posts (multipliers 2, 4, 8), and for `volume_spike` a Poisson bank on all
+  rate of that label's posts (multipliers 2, 4, 8, 16), and for `volume_spike` a Poisson bank on all
   posts (2, 3, 5). Page's recursion S <- max(0, S + log-likelihood ratio of the bin), in nats.
 - a kind fires when its statistic reaches `b` nats; `sentiment_drop`/`surge` fire on the share
   chart alone, or on the rate chart when the label's share among the posts since the rate chart's
-  onset is `confirm_z` standard errors above the baseline share: a sell-off brings more posts and
+  onset is `confirm_z` standard errors above the baseline share and the share chart holds at least
+  `confirm_nats` (both must lean the same way): a sell-off brings more posts and
   more negative ones, and its negative rate moves far faster than its share, while a pure volume
   spike with an unchanged mix moves the rate but not the share.
 
@@ -42,7 +43,7 @@ from stream.alerts.detector import Kind, Signal
 from stream.windows import SliceCol
 
 SHARE_ODDS = (2.0, 4.0, 8.0)
-RATE_MULTIPLIERS = (2.0, 4.0, 8.0)
+RATE_MULTIPLIERS = (2.0, 4.0, 8.0, 16.0)
 VOLUME_MULTIPLIERS = (2.0, 3.0, 5.0)
 # Prior pseudo-posts for a share: a scope with no history starts from a quarter, and a handful of
 # posts cannot make a share of exactly 0 (which would make one post infinitely surprising).
@@ -57,6 +58,7 @@ class SeqConfig:
     # is this many standard errors above the baseline share: a volume spike with an unchanged mix
     # raises the negative rate, not the share.
     confirm_z: float = 3.0
+    confirm_nats: float = 3.0  # ... and the share chart must hold at least this much evidence
     min_posts: int = 3  # posts since the estimated onset before a sentiment kind can fire
 
     @property
@@ -200,7 +202,8 @@ def verdicts(state: SeqState, *, at: int, step_s: int, per_window: int, config: 
         i, j = share.best(), rate.best()
         s_share, s_rate = share.s[i], rate.s[j]
         p0 = p[f"p_{label}"]
-        confirmed = _share_z(rate.hits[j], rate.posts[j], p0) >= config.confirm_z
+        # Both the share among the rate chart's posts and the share chart itself must lean the same way.
+        confirmed = _share_z(rate.hits[j], rate.posts[j], p0) >= config.confirm_z and s_share >= config.confirm_nats
         stat = max(s_share, s_rate if confirmed else 0.0)
         bank, k = (share, i) if s_share >= (s_rate if confirmed else 0.0) else (rate, j)
         posts, hits = bank.posts[k], bank.hits[k]
