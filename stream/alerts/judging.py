@@ -16,9 +16,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from stream.alerts.detector import KINDS, Current, Thresholds, signals, thresholds_for
+from stream.alerts.detector import KINDS, Current, Signal, Thresholds, signals, thresholds_for
 from stream.alerts.incidents import AlertRecord, Incident, step
-from stream.alerts.incidents import step as step_incident
 from stream.alerts.sequential import SeqConfig, SeqState, advance, verdicts
 from stream.windows import SLICE_FIELDS, SliceCol
 
@@ -127,18 +126,28 @@ def judge_series(
         known = (first + los * config.step_s >= history_start - config.step_s) & (los >= 0)
         bins = sums[his[known]] - sums[los[known]]
         judged = signals(current, bins, th, expected_bins=config.bins)
-        for kind in KINDS:
-            after, record = step(
-                scope, incidents.get(kind), judged[kind], th,
-                boundary=boundary, window_s=config.window_s, repeat_s=config.repeat_s, for_s=config.for_s, now_iso=now_iso,
-            )
-            if after is None:
-                incidents.pop(kind, None)
-            else:
-                incidents[kind] = after
-            if record is not None:
-                records.append(record)
+        records += _step_kinds(scope, incidents, judged, {}, th, boundary, config, config.for_s, now_iso)
     return incidents, records
+
+
+def _step_kinds(
+    scope: str, incidents: dict[str, Incident], judged: Mapping[str, Signal], onsets: Mapping[str, int], th: Thresholds,
+    boundary: int, config: AlertConfig, for_s: int, now_iso: str,
+) -> list[AlertRecord]:
+    """Move every kind's incident one judgement on (in place); the records of its transitions."""
+    records = []
+    for kind in KINDS:
+        after, record = step(
+            scope, incidents.get(kind), judged[kind], th, boundary=boundary, window_s=config.window_s,
+            repeat_s=config.repeat_s, for_s=for_s, now_iso=now_iso, onset=onsets.get(kind),
+        )
+        if after is None:
+            incidents.pop(kind, None)
+        else:
+            incidents[kind] = after
+        if record is not None:
+            records.append(record)
+    return records
 
 
 def _prefix_sums(table: np.ndarray) -> np.ndarray:
@@ -179,8 +188,8 @@ def table_bins(slices: np.ndarray, first: int, step_s: int, history_start: float
 def sequential_reads(todo: Sequence[int], config: AlertConfig) -> list[tuple[int, int]]:
     """(first slice start, count) of the step-wide slices a scope with state needs to judge `todo`:
     its new bins, the bins entering the baseline and those leaving it, whatever its history."""
-    step, count = config.step_s, len(todo)
-    new = todo[0] - step
+    step_s, count = config.step_s, len(todo)
+    new = todo[0] - step_s
     return [(new, count), (new - config.window_s, count), (new - config.window_s - config.baseline_s, count)]
 
 
@@ -198,17 +207,17 @@ def judge_sequential(
     that each boundary needs three bins, the new one, the one entering the baseline and the one
     leaving it (`sequential_reads`), so the cost does not grow with the history."""
     th = thresholds_for(scope, config.thresholds, config.overrides)
-    step, per_window, base_bins = config.step_s, config.window_s // config.step_s, config.baseline_s // config.step_s
+    step_s, per_window, base_bins = config.step_s, config.window_s // config.step_s, config.baseline_s // config.step_s
     incidents = dict(incidents)
     records: list[AlertRecord] = []
     empty = np.zeros(len(SLICE_FIELDS))
     for boundary in boundaries_:
-        new_start = boundary - step
+        new_start = boundary - step_s
         entering = new_start - config.window_s
         leaving = bin_at(entering - config.baseline_s)
         if state is None:  # take the whole baseline once: every known bin of it enters now
             state, leaving = SeqState.fresh(boundary), None
-            for start in range(entering - config.baseline_s + step, entering, step):
+            for start in range(entering - config.baseline_s + step_s, entering, step_s):
                 state = advance(state, empty, bin_at(start), None, at=boundary, baseline_bins=base_bins,
                                 config=config.sequential, frozen=False, min_coverage=2.0)
         is_open = any(not inc.pending for inc in incidents.values())
@@ -216,17 +225,8 @@ def judge_sequential(
         state = advance(state, new if new is not None else empty, bin_at(entering), leaving,
                         at=boundary, baseline_bins=base_bins, config=config.sequential, frozen=is_open,
                         min_coverage=th.min_baseline_coverage)
-        judged = verdicts(state, at=boundary, step_s=step, per_window=per_window, config=config.sequential, fire_z=th.fire_z)
-        for kind in KINDS:
-            after, record = step_incident(
-                scope, incidents.get(kind), judged[kind].signal, th,
-                boundary=boundary, window_s=config.window_s, repeat_s=config.repeat_s, for_s=0, now_iso=now_iso,
-                onset=judged[kind].onset,
-            )
-            if after is None:
-                incidents.pop(kind, None)
-            else:
-                incidents[kind] = after
-            if record is not None:
-                records.append(record)
+        judged = verdicts(state, at=boundary, step_s=step_s, per_window=per_window, config=config.sequential, fire_z=th.fire_z)
+        # The charts are the evidence over time: no `for:` on top of them.
+        records += _step_kinds(scope, incidents, {k: v.signal for k, v in judged.items()}, {k: v.onset for k, v in judged.items()},
+                               th, boundary, config, 0, now_iso)
     return incidents, state, records
