@@ -1,7 +1,8 @@
 """A keyword scorer with the Classifier's interface (`SENTINEL_BASE=lexicon`): no model, no torch.
 
 Not a sentiment model. It exists so the stream and the alert thresholds can be exercised at
-thousands of posts a second: dry-running a week of recorded posts against new alert settings, and
+hundreds of posts a second end to end (362-523 through `sentinel run` on 2 cores, few scopes:
+`bench/scopes.py`, docs/results/scopes_6000.json): dry-running a week of recorded posts against new alert settings, and
 the early-warning tests, whose generated posts say plainly which way they lean. Its judgements are
 deterministic, so a replay gives the same alerts every time.
 """
