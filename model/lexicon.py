@@ -2,7 +2,9 @@
 
 Not a sentiment model. It exists so the stream and the alert thresholds can be exercised at
 hundreds of posts a second end to end (362-523 through `sentinel run` on 2 cores, few scopes:
-`bench/scopes.py`, docs/results/scopes_6000.json): dry-running a week of recorded posts against new alert settings, and
+`bench/scopes.py`, docs/results/scopes_6000.json; 415-423 for 20,000 generated posts through
+`SENTINEL_BASE=lexicon sentinel run FILE --summary-json out.json`, docs/results/lexicon_run.json):
+dry-running a week of recorded posts against new alert settings, and
 the early-warning tests, whose generated posts say plainly which way they lean. Its judgements are
 deterministic, so a replay gives the same alerts every time.
 """
