@@ -36,15 +36,6 @@ from typing import Any
 MODES = ("one_thread", "split")
 
 
-def cpu_description() -> str:
-    """The CPU model and the matmul-relevant instruction sets it has (bf16 speed depends on them)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{model}, {os.cpu_count()} cores, {' '.join(wanted) or 'no AVX2'}"
-
-
 def thread_stats() -> dict[int, dict[str, Any]]:
     """Per thread of this process: name, CPU seconds, voluntary context switches."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -144,6 +135,8 @@ def main() -> None:
         mine = [r for r in runs if r["mode"] == mode]
         summary[mode] = {key: [min(r[key] for r in mine), max(r[key] for r in mine)]
                          for key in ("posts_per_s", "voluntary_switches_per_s", "cores_busy")}
+    from sentinel.benchmarks import cpu_description
+
     print(json.dumps({"command": " ".join(["bench/model_threads.py", *sys.argv[1:]]), "cpu": cpu_description(),
                       "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "summary_min_max": summary, "runs": runs}, indent=1))
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -46,15 +45,6 @@ GROUPS = {
     "copies": ("aten::copy_", "aten::clone", "aten::contiguous", "aten::to", "aten::_to_copy"),
     "dropout": ("aten::bernoulli_", "aten::bernoulli", "aten::native_dropout", "aten::native_dropout_backward"),
 }
-
-
-def cpu_description() -> str:
-    """The CPU model and the matmul-relevant instruction sets it has (bf16 speed depends on them)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{model}, {os.cpu_count()} cores, {' '.join(wanted) or 'no AVX2'}"
 
 
 def op_shares(prof: Any, top: int) -> dict[str, Any]:
@@ -173,6 +163,8 @@ def main() -> None:
     else:
         out = profile_batch(args.batch_size or 64, args.words, args.top)
     out["command"] = " ".join(["bench/profile_batch.py", *sys.argv[1:]])
+    from sentinel.benchmarks import cpu_description
+
     out["cpu"] = cpu_description()
     print(json.dumps(out, indent=1))
 

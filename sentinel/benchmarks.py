@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import resource
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import psutil
@@ -223,7 +225,6 @@ def bench_pipeline(settings: Settings, posts: Sequence[str], latency_posts: int,
     import json
     import statistics
     import tempfile
-    from pathlib import Path
 
     from sentinel.run import connected, open_store, start_worker, stop_worker, wait_processed
     from stream.kafka import ensure_topics, worker_topics
@@ -346,7 +347,6 @@ def bench_train(settings: Settings, steps: int, batch_size: int, words: int) -> 
     """Training samples/s of one optimizer step (forward, backward, AdamW), shared prefix vs plain, side by side."""
     import random
     import tempfile
-    from pathlib import Path
 
     from model.labels import LABELS
     from sentinel.synthetic import synthetic_post
@@ -387,3 +387,12 @@ def bench_train(settings: Settings, steps: int, batch_size: int, words: int) -> 
     result["shared_prefix_speedup"] = round(result["shared_prefix_samples_per_s"] / result["full_sequence_samples_per_s"], 2)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result
+
+
+def cpu_description() -> str:
+    """The CPU model and the matmul-relevant instruction sets it has (bf16 speed depends on them)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {' '.join(wanted) or 'no AVX2'}"
