@@ -641,6 +641,56 @@ def unsilence(silence_id: Annotated[str, typer.Argument(help="the id `sentinel s
     out.print(f"lifted silence {silence_id}")
 
 
+@app.command()
+def incidents(
+    open_only: Annotated[bool, typer.Option("--open", help="only incidents still open")] = False,
+    since: Annotated[str, typer.Option("--since", help="opened within this much event time of the newest post, e.g. 7d")] = "7d",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List incidents (SENTINEL_ALERT_GROUPING=incidents) with their root and member scopes."""
+    from stream.alerts.correlator import list_incidents
+    from stream.keys import STATS_KEY
+    from stream.timefmt import parse_duration
+
+    try:
+        span = parse_duration(since)
+    except ValueError as exc:
+        raise fail(f"--since: {exc}") from None
+
+    async def collect(client: Any) -> list[dict[str, Any]]:
+        newest = await client.hget(STATS_KEY, "watermark")
+        start = float(newest) - span if newest is not None else None
+        return await list_incidents(client, since=start, open_only=open_only)
+
+    found = with_redis(collect)
+    if as_json:
+        for item in found:
+            print(json.dumps(item, ensure_ascii=False))
+        return
+    table = Table(title="incidents")
+    for col in ("id", "root", "state", "severity", "opened", "kinds", "members", "acknowledged"):
+        table.add_column(col)
+    for item in found:
+        kinds = sorted({m["kind"] for m in item["members"] if m["scope"] == item["root_scope"]})
+        members = sorted({m["scope"] for m in item["members"] if m["scope"] != item["root_scope"]})
+        table.add_row(item["incident_id"], item["root_scope"] + (" (market-wide)" if item["market"] else ""), item["state"], item["severity"],
+                      iso_time(item["opened"]), ", ".join(kinds), ", ".join(members), item["acked"] or "")
+    out.print(table)
+
+
+@app.command()
+def ack(
+    incident_id: Annotated[str, typer.Argument(help="the id `sentinel incidents` shows")],
+    reason: Annotated[str, typer.Option("--reason", help="why, for whoever reads `sentinel incidents`")] = "",
+) -> None:
+    """Acknowledge an open incident: no more repeat notifications (updates and the resolution still come)."""
+    from stream.alerts.correlator import acknowledge
+
+    if not with_redis(lambda client: acknowledge(client, incident_id, reason)):
+        raise fail(f"no open incident with id {incident_id!r}")
+    out.print(f"acknowledged incident {incident_id}")
+
+
 def iso_time(ts: float) -> str:
     from stream.timefmt import iso
 

@@ -59,7 +59,8 @@ def open_store(settings: Settings) -> WindowStore:
 
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
     client = aioredis.Redis.from_url(redis_url(settings), decode_responses=True, password=password)
-    return WindowStore(client, bucket_s=parse_duration(settings.bucket), retention_s=parse_duration(settings.retention))
+    return WindowStore(client, bucket_s=parse_duration(settings.bucket), retention_s=parse_duration(settings.retention),
+                       pairs=settings.alert_grouping == "incidents")
 
 
 def worker_env(settings: Settings, embedded: bool) -> dict[str, str]:
@@ -164,6 +165,20 @@ async def wait_alerts_delivered(store: WindowStore, workers: list[subprocess.Pop
         await asyncio.sleep(0.2)
 
 
+async def flush_incidents(settings: Settings, store: WindowStore) -> None:
+    """The replay's input has ended: incidents still in their group wait are announced now (their
+    wait counts event time, and no more event time will pass). Nothing to do without grouping."""
+    if settings.alert_grouping != "incidents":
+        return
+    from stream.alerts.correlator import Correlator
+    from stream.timefmt import setting_duration
+    from stream.worker import alert_config, group_config
+
+    config = alert_config(settings)
+    correlator = Correlator(store, group_config(settings), step_s=config.step_s, history_s=setting_duration("retention", settings.retention))
+    await correlator.flush()
+
+
 async def read_alerts(settings: Settings, since_ms: int) -> list[dict[str, Any]]:
     """This run's alert records from the alerts topic, in a stable order (event time, scope, kind, state)."""
     from stream.tools.replay import consume_records
@@ -201,6 +216,7 @@ async def run_once(
             sent = await replay(settings, path, settings.topic_posts, None, on_sent)
             after = await wait_processed(settings, store, before, sent, procs, timeout, on_consumed)
             wall = time.monotonic() - started
+            await flush_incidents(settings, store)
             await wait_alerts_delivered(store, procs, timeout)
         finally:
             for proc in procs:

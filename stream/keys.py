@@ -50,6 +50,13 @@ OPEN_KEY = f"{ALERTS_PREFIX}:open"  # scopes with a firing or pending incident
 OUTBOX_KEY = f"{ALERTS_PREFIX}:outbox"  # stream of transition records
 SILENCES_KEY = f"{ALERTS_PREFIX}:silences"  # hash id -> silence JSON
 ALERT_STATS_KEY = f"{ALERTS_PREFIX}:stats"  # transitions, notified, silenced, delivery_failed, published
+STAGING_KEY = f"{ALERTS_PREFIX}:staging"  # sorted set: transition records (score = boundary) not yet grouped
+DIRTY_KEY = f"{ALERTS_PREFIX}:dirty"  # sorted set: scope -> event time of its newest post, until judged past it
+ASSETS_KEY = f"{ALERTS_PREFIX}:assets"  # sorted set: asset scope -> event time of its newest post (grouping's candidates)
+CORRELATION_KEY = f"{ALERTS_PREFIX}:correlation"  # hash `until` (grouped through) and `state` (open incidents, JSON)
+ACKS_KEY = f"{ALERTS_PREFIX}:acks"  # hash incident id -> acknowledgement reason
+INCIDENTS_KEY = f"{ALERTS_PREFIX}:incidents"  # hash incident id -> summary JSON (open and closed)
+INCIDENTS_INDEX_KEY = f"{ALERTS_PREFIX}:incidents:idx"  # sorted set: incident id -> opened (event time)
 OUTBOX_GROUP = "notifiers"  # the outbox's consumer group: one consumer per worker
 
 

@@ -47,7 +47,7 @@ T = TypeVar("T")
 class Judge(Protocol):
     """Judges the scopes a batch touched (stream/alerts/engine.AlertEngine)."""
 
-    async def judge(self, touched: Iterable[str]) -> Sequence[AlertRecord]: ...
+    async def judge(self, touched: Iterable[str] | Mapping[str, float]) -> Sequence[AlertRecord]: ...
 
 
 class BatchObserver(Protocol):
@@ -155,7 +155,10 @@ class BatchProcessor:
         outcome.processed, outcome.duplicates = result.added, result.duplicates
         if self.alerts is not None:
             mark = time.perf_counter()
-            touched = {scope for item in items for scope in scopes_for(item.post)}
+            touched: dict[str, float] = {}  # scope -> its newest post in the batch (the engine's dirty set)
+            for item in items:
+                for scope in scopes_for(item.post):
+                    touched[scope] = max(touched.get(scope, float("-inf")), item.post.created_at)
             alerts = self.alerts
             records = await self._with_redis(lambda: alerts.judge(touched))
             outcome.alerts = len(records)

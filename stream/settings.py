@@ -108,6 +108,13 @@ class Settings(BaseSettings):
         "", description='JSON {scope pattern: {threshold: value}}, e.g. {"asset:*": {"min_posts": 30}}'
     )
     alert_samples: int = Field(3, ge=0, le=10, description="sample posts shown in a notification")
+    # --- incidents (stream/alerts/grouping.py) ---
+    alert_grouping: Literal["none", "incidents"] = Field(
+        "none", description="none: one notification per transition; incidents: one incident per event, notified Alertmanager-style"
+    )
+    alert_group_wait: str = Field("5m", description="incidents: event time the first notification waits for related scopes")
+    alert_group_interval: str = Field("15m", description="incidents: event time between updates when scopes or kinds join")
+    alert_group_repeat: str = Field("4h", description="incidents: event time between repeats of an unacknowledged, still-firing incident")
 
     # --- delivery (stream/alerts/notify.py) ---
     apprise_urls: SecretStr | None = Field(

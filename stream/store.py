@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from stream.contracts import Post
 from stream.keys import STATS_KEY, bucket_key, bucket_prefix, index_key, index_pattern, scope_of_index, seen_key
-from stream.windows import Sample, WindowStats, aggregate, bucket_start, scopes_for
+from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair_scope, pair_scopes_for, scopes_for
 
 # KEYS: idx, seen[, stats]. ARGV: bucket prefix, ttl, trim-before, watermark, counters (JSON),
 # partition watermarks (JSON), wall-clock now, then (id, bucket, label, score, ts, score², text)*.
@@ -138,8 +138,9 @@ class ApplyResult:
 
 
 class WindowStore:
-    def __init__(self, client: aioredis.Redis, *, bucket_s: int = 60, retention_s: int = 2 * 86400):
+    def __init__(self, client: aioredis.Redis, *, bucket_s: int = 60, retention_s: int = 2 * 86400, pairs: bool = False):
         self.redis = client
+        self.pairs = pairs  # also write windows.pair_scopes_for (incident grouping reads them)
         self.bucket_s = bucket_s
         self.retention_s = retention_s
         self._apply_scope = client.register_script(_APPLY_SCOPE)
@@ -175,7 +176,7 @@ class WindowStore:
                 item.post.id, bucket, item.label, repr(item.score), repr(item.post.created_at), repr(item.score * item.score),
                 item.post.text[:SAMPLE_TEXT_CHARS],
             ]
-            for scope in scopes_for(item.post):
+            for scope in scopes_for(item.post) + (pair_scopes_for(item.post) if self.pairs else []):
                 by_scope.setdefault(scope, []).extend(row)
         all_rows = by_scope.pop("all", [])
         ttl = self.retention_s + self.bucket_s
@@ -228,7 +229,7 @@ class WindowStore:
         found = set()
         async for key in self.redis.scan_iter(match=index_pattern(pattern), count=500):
             found.add(scope_of_index(key))
-        return sorted(found)
+        return sorted(s for s in found if not is_pair_scope(s))
 
     async def window(self, scope: str, window_s: int, end: float | None = None) -> WindowStats:
         """The window [end - window_s, end) over whole buckets; end defaults to the watermark."""

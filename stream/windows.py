@@ -50,6 +50,18 @@ def scopes_for(post: Post) -> list[str]:
     return scopes
 
 
+def pair_scopes_for(post: Post) -> list[str]:
+    """Hidden scopes of a channel's and a source's posts about one asset (`channel:general|asset:ETH`).
+    Never judged or listed; incident grouping reads them to tell whether a channel moved because of
+    that asset (stream/alerts/grouping.explain). `all`'s share of an asset is the asset scope itself."""
+    parents = [s for s in (f"channel:{post.channel}" if post.channel else "", f"source:{post.source}" if post.source else "") if s]
+    return [f"{parent}|asset:{asset}" for parent in parents for asset in post.assets]
+
+
+def is_pair_scope(scope: str) -> bool:
+    return "|asset:" in scope
+
+
 def bucket_start(ts: float, bucket_s: int) -> int:
     return int(ts // bucket_s) * bucket_s
 

@@ -26,7 +26,9 @@ import faust
 from model.scorer import Scorer
 from stream.alerts.delivery import AlertDelivery, public_record
 from stream.alerts.detector import Thresholds, parse_overrides
+from stream.alerts.correlator import Correlator
 from stream.alerts.engine import AlertEngine
+from stream.alerts.grouping import GroupConfig
 from stream.alerts.incidents import AlertRecord
 from stream.alerts.judging import AlertConfig
 from stream.alerts.sequential import SeqConfig
@@ -81,6 +83,22 @@ def alert_config(settings: Settings) -> AlertConfig:
         raise ValueError(f"SENTINEL_RETENTION must cover the alert window and baseline ({config.lookback_s + config.step_s} s) "
                          "for the sequential detector")
     return config
+
+
+def group_config(settings: Settings) -> GroupConfig:
+    return GroupConfig(group_wait_s=setting_duration("alert_group_wait", settings.alert_group_wait),
+                       group_interval_s=setting_duration("alert_group_interval", settings.alert_group_interval),
+                       repeat_interval_s=setting_duration("alert_group_repeat", settings.alert_group_repeat))
+
+
+def alert_engine(settings: Settings, store: WindowStore) -> AlertEngine:
+    """The alert engine, with incident grouping when SENTINEL_ALERT_GROUPING=incidents."""
+    config = alert_config(settings)
+    correlator = None
+    if settings.alert_grouping == "incidents":
+        correlator = Correlator(store, group_config(settings), step_s=config.step_s,
+                                history_s=setting_duration("retention", settings.retention))
+    return AlertEngine(store, config, partitions=settings.partitions, samples=settings.alert_samples, correlator=correlator)
 
 
 def faust_app(settings: Settings) -> faust.App:
@@ -221,7 +239,7 @@ def build_worker(
         model_adapter=classifier.info.adapter,
         limits=Limits(max_message_bytes=settings.max_message_bytes, max_text_chars=settings.max_text_chars),
         aliases=load_aliases(settings.aliases_file),
-        alerts=AlertEngine(store, alert_config(settings), partitions=settings.partitions, samples=settings.alert_samples),
+        alerts=alert_engine(settings, store),
         metrics=metrics,
         model_thread=model_thread,
     )

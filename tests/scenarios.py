@@ -127,3 +127,80 @@ def judged_share(stream: list[GenPost], asset: str, config) -> float:
     first = (config.window_s + config.baseline_s) // config.step_s
     judged = [_weighted(table, end - per_window, end, weights).n_eff >= config.thresholds.min_posts for end in range(first, steps)]
     return float(np.mean(judged))
+
+
+def simulate_incidents(stream: list[GenPost], config, group, scores: dict[str, float] = SCORES) -> tuple[list, list]:
+    """`simulate`, then the transitions grouped into incidents as the correlator groups them
+    (stream/alerts/grouping.py), the explanations read from in-memory tables of every scope and
+    pair scope. Returns (records as published, notices)."""
+    import numpy as np
+
+    from stream.alerts import grouping
+    from stream.alerts.judging import boundaries, judge_sequential, judge_series, read_span, table_bins
+    from stream.timefmt import epoch
+
+    end = max(p.created_at for p in stream)
+    todo = boundaries(T0, end, config.step_s)
+    first, count = read_span(todo, config)
+    tables: dict[str, np.ndarray] = {}
+    for p in stream:
+        i = int((p.created_at - first) // config.step_s)
+        if i >= count:
+            continue
+        s = scores[p.label]
+        row = np.array([1, p.label == "positive", p.label == "negative", p.label == "neutral", s, s * s], dtype=float)
+        asset = f"asset:{p.asset}"
+        for scope in ("all", asset, f"channel:{p.channel}", "source:forum", f"channel:{p.channel}|{asset}", f"source:forum|{asset}"):
+            tables.setdefault(scope, np.zeros((count, 6)))[i] += row
+    records = []
+    for scope, table in tables.items():
+        if "|" in scope:
+            continue
+        if config.detector == "sequential":
+            records += judge_sequential(scope, {}, None, table_bins(table, first, config.step_s, T0), todo, config, "-")[2]
+        else:
+            records += judge_series(scope, {}, table, first, todo, T0, config, "-")[1]
+    column = {"negative": 2, "positive": 1, "n": 0}
+
+    def total(scope: str, start: int, stop: int, col: int) -> float:
+        table = tables.get(scope)
+        if table is None:
+            return 0.0
+        lo, hi = max((start - first) // config.step_s, 0), max((stop - first) // config.step_s, 0)
+        return float(table[lo:hi, col].sum())
+
+    def answer(q):
+        col = column[grouping.LABEL_OF_KIND[q.kind]]
+        ref = group.reference_s
+
+        def counts(scope):
+            return grouping.Counts(total(scope, q.onset - ref, q.onset, col), total(scope, q.onset, q.boundary, col))
+
+        return grouping.explain(q, counts(q.parent), {a: counts(grouping.pair_scope(q.parent, a)) for a in q.candidates}, group)
+
+    by_boundary: dict[int, list] = {}
+    for r in records:
+        by_boundary.setdefault(int(epoch(r.window_end)), []).append(r)
+    state, published, notices = grouping.GroupState(), [], []
+    after = min(by_boundary) - config.step_s if by_boundary else int(end)
+    limit = int(end // config.step_s) * config.step_s
+    boundary = grouping.next_boundary(state, by_boundary, after, limit, config.step_s, group)
+    while boundary is not None:
+        now = [r for b in sorted(by_boundary) if b <= boundary for r in by_boundary.pop(b)]
+        asked = grouping.questions(state, boundary, now, [s for s in tables if s.startswith("asset:") and "|" not in s])
+        answers = {}
+        for q in asked:
+            found = answer(q)
+            if (q.parent, q.kind) not in answers or (found.asset and not answers[(q.parent, q.kind)].asset):
+                answers[(q.parent, q.kind)] = found
+        state, entries, _ = grouping.advance(state, boundary, now, answers, group)
+        for e in entries:
+            published += [{**r, "notified": e.notice is not None} for r in e.records]
+            if e.notice is not None:
+                notices.append(e.notice)
+        boundary = grouping.next_boundary(state, by_boundary, boundary, limit, config.step_s, group)
+    state, entries, _ = grouping.flush(state, limit)
+    for e in entries:
+        published += [{**r, "notified": True} for r in e.records]
+        notices.append(e.notice)
+    return published, notices

@@ -11,6 +11,7 @@ record and one notification per transition, the same records from one worker or 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -20,6 +21,7 @@ import pytest
 import redis
 
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, to_posts
+from stream.timefmt import iso
 from workers import Hook, worker_env
 
 WORDS = {
@@ -100,7 +102,8 @@ def test_swing_and_burst_alert_once_each_with_one_worker_or_two(tmp_path, kafka_
     others = [r for r in records if r["scope"] in ("asset:ETH", "asset:SOL") and (r["scope"], r["kind"]) != ("asset:ETH", "volume_spike")]
     assert others == []
     assert all(set(r) == {"alert_id", "scope", "kind", "state", "severity", "window_start", "window_end", "value", "baseline",
-                          "zscore", "posts", "sample_post_ids", "notified", "fired_at", "onset"} for r in records)
+                          "zscore", "posts", "sample_post_ids", "notified", "fired_at", "onset", "incident_id", "root_scope"} for r in records)
+    assert all(r["incident_id"] == r["alert_id"] and r["root_scope"] == r["scope"] for r in records)  # ungrouped: each its own
 
     # Exactly one notification per transition, keyed as a transition is: (incident, state, window).
     assert all(r["notified"] for r in records)
@@ -116,3 +119,64 @@ def test_swing_and_burst_alert_once_each_with_one_worker_or_two(tmp_path, kafka_
     strip = lambda rs: [{k: v for k, v in r.items() if k != "fired_at"} for r in rs]  # noqa: E731
     assert strip(records2) == strip(records)
     assert sorted(webhook.keys()) == transitions
+
+
+CASCADE = Scenario(days=2, episodes=(Episode("ETH", SWING_AT, mix=SWING_MIX, volume=3.0),))
+MARKET = Scenario(days=2, episodes=tuple(Episode(a, SWING_AT, mix=SWING_MIX, volume=2.0) for a in ("BTC", "ETH", "SOL")))
+
+
+def test_one_incident_per_event_with_one_worker_or_two(tmp_path, kafka_server, redis_server, cache_dir, webhook):
+    """SENTINEL_ALERT_GROUPING=incidents with the sequential detector: an ETH sell-off that also moves
+    its channels, its source and `all` is one incident rooted at asset:ETH, told to the webhook once
+    (and updated at most once) and resolved once; two workers give the same records, incident ids
+    included, and the same notifications. A sell-off of every asset at once is one market-wide
+    incident rooted at `all`."""
+    posts = to_posts(generate(CASCADE, seed=5), text_for, seed=5)
+    data = tmp_path / "cascade.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in posts))
+    grouped = {"SENTINEL_ALERT_GROUPING": "incidents", "SENTINEL_ALERT_DETECTOR": "sequential"}
+
+    env = {**run_env(kafka_server, redis_server, cache_dir, "incidents-one", webhook.url), **grouped}
+    summary, records = sentinel_run(data, env, tmp_path / "one")
+    assert summary["processed"] == len(posts)
+    during = [r for r in records if r["window_end"] < iso(T0 + SWING_AT + 90 * 60)]
+    scopes = {r["scope"] for r in during}
+    assert {"asset:ETH", "all", "source:forum"} <= scopes and scopes & {"channel:general", "channel:trading"}, during
+    event = {r["incident_id"] for r in during}
+    assert len(event) == 1 and {r["root_scope"] for r in during} == {"asset:ETH"}
+    (incident,) = event
+    of_event = [r for r in records if r["incident_id"] == incident]
+    assert not any(r["notified"] for r in of_event if r["scope"] != "asset:ETH")  # members are never notified themselves
+    assert any(r["notified"] for r in of_event if r["scope"] == "asset:ETH" and r["state"] == "firing")
+    told = [n for n in webhook.notices() if n[0] == incident]
+    firing = [n for n in told if n[1] == "firing" and "(still firing)" not in n[2]]
+    assert [n[1] for n in told].count("resolved") == (1 if of_event[-1]["state"] == "resolved" else 0), told
+    # One first notice; every update brings news (another kind on the root, or a higher severity),
+    # never only a parent scope joining: here at most one of each.
+    news = [re.sub(r" \(\+\d+ related scopes?\)| \(update\)", "", n[2]) for n in firing]
+    assert firing[0][2].startswith("[WARNING]") and "on asset:ETH" in firing[0][2] and 1 <= len(firing) <= 3, told
+    assert len(set(news)) == len(news), told
+    listed = subprocess.run([sys.executable, "-m", "sentinel.cli", "incidents", "--json", "--since", "3d"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    summaries = {i["incident_id"]: i for i in map(json.loads, listed.stdout.splitlines())}
+    assert summaries[incident]["root_scope"] == "asset:ETH" and {m["scope"] for m in summaries[incident]["members"]} >= scopes
+    refused = subprocess.run([sys.executable, "-m", "sentinel.cli", "ack", "no-such-incident"], env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "no open incident" in refused.stdout + refused.stderr
+
+    notices = sorted(webhook.notices())
+    webhook.accepted.clear()
+    env = {**run_env(kafka_server, redis_server, cache_dir, "incidents-two", webhook.url), **grouped}
+    _, records2 = sentinel_run(data, env, tmp_path / "two", "--workers", "2")
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "fired_at"} for r in rs]  # noqa: E731
+    assert strip(records2) == strip(records)
+    assert sorted(webhook.notices()) == notices
+
+    market = tmp_path / "market.jsonl"
+    market.write_text("".join(json.dumps(p) + "\n" for p in to_posts(generate(MARKET, seed=5), text_for, seed=5)))
+    webhook.accepted.clear()
+    env = {**run_env(kafka_server, redis_server, cache_dir, "incidents-market", webhook.url), **grouped}
+    _, records3 = sentinel_run(market, env, tmp_path / "market")
+    drops = [r for r in records3 if r["kind"] == "sentiment_drop" and r["window_end"] < iso(T0 + SWING_AT + 90 * 60)]
+    assert {r["scope"] for r in drops} >= {"all", "asset:BTC", "asset:ETH"}
+    assert {r["root_scope"] for r in drops} == {"all"} and len({r["incident_id"] for r in drops}) == 1, drops

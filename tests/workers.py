@@ -86,6 +86,16 @@ class Hook:
             found.append((alert_id, state, window_end))
         return found
 
+    def notices(self) -> list[tuple[str, str, str]]:
+        """(incident_id, state, title) of every accepted incident notification (SENTINEL_ALERT_GROUPING=incidents)."""
+        found = []
+        for payload in list(self.accepted):
+            text = payload["message"]
+            ident = re.search(r"^incident_id: (\S+)$", text, re.M).group(1)
+            state = "resolved" if " is resolved" in text.splitlines()[0] else "firing"
+            found.append((ident, state, payload["title"]))
+        return found
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()

@@ -18,13 +18,14 @@ from typing import Any, Awaitable, Callable, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from stream.alerts.incidents import AlertRecord
-from stream.alerts.notify import Notifier
+from stream.alerts.grouping import Notice
+from stream.alerts.incidents import AlertRecord, record_from_json
+from stream.alerts.notify import Notifier, route
 from stream.alerts.silences import Silence, list_silences, purge_expired, silenced_by
 from stream.keys import ALERT_STATS_KEY, OUTBOX_GROUP, OUTBOX_KEY
 from stream.store import WindowStore
 from stream.timefmt import epoch
-from stream.windows import Sample, SliceCol
+from stream.windows import SliceCol
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,6 @@ class _NoObserver:
 
     def delivery(self, notified: bool) -> None:
         pass
-
-
-def record_from_json(data: dict[str, Any]) -> AlertRecord:
-    samples = [Sample(**s) for s in data.pop("samples", [])]
-    return AlertRecord(**data, samples=samples)
 
 
 class AlertDelivery:
@@ -119,6 +115,9 @@ class AlertDelivery:
         return len(entries)
 
     async def _deliver(self, entry_id: str, fields: dict[str, str]) -> None:
+        if "entry" in fields:
+            await self._deliver_entry(entry_id, json.loads(fields["entry"]))
+            return
         record = record_from_json(json.loads(fields["record"]))
         silence = await self._silence_of(record)
         notified = False
@@ -129,6 +128,39 @@ class AlertDelivery:
         elif self.notifier is not None and self.notifier.targets_for(record):
             notified = await self._notify(record)
         await self._publish_and_ack(entry_id, record.with_delivery(notified))
+
+    async def _deliver_entry(self, entry_id: str, data: dict[str, Any]) -> None:
+        """An incident entry (SENTINEL_ALERT_GROUPING=incidents): its notice, if any, is notified
+        unless the root is silenced; its records are published, `notified` as the notice went."""
+        records = [record_from_json(r) for r in data.get("records", [])]
+        notice = Notice(**data["notice"]) if data.get("notice") else None
+        notified = False
+        if notice is not None:
+            silences = await list_silences(self.redis)
+            kinds = sorted({m["kind"] for m in notice.members if m["scope"] == notice.root_scope}) or notice.kinds
+            silence = next((found for kind in kinds if (found := silenced_by(silences, notice.root_scope, kind, time.time()))), None)
+            if silence is not None:
+                log.info("incident silenced", extra={"incident_id": notice.incident_id, "scope": notice.root_scope, "silence": silence.id})
+                await self.redis.hincrby(ALERT_STATS_KEY, "silenced", 1)
+                self.metrics.silenced()
+            elif self.notifier is not None and route(self.notifier.targets, notice.severity):
+                notified = await self._notify_notice(notice, records)
+        for record in records:
+            await self.publish(record.with_delivery(notified))
+            await self.redis.hincrby(ALERT_STATS_KEY, "published", 1)
+        await self.redis.xack(OUTBOX_KEY, OUTBOX_GROUP, entry_id)
+
+    async def _notify_notice(self, notice: Notice, records: list[AlertRecord]) -> bool:
+        assert self.notifier is not None
+        samples = [s for r in records for s in r.samples]
+        png = None
+        if self.chart:
+            kind = next((m["kind"] for m in notice.members if m["scope"] == notice.root_scope), notice.kinds[0])
+            png = await self._chart_of(notice.root_scope, kind, int(epoch(notice.opened)), int(epoch(notice.at)), notice.incident_id)
+        notified = (await self.notifier.deliver_notice(notice, samples, png)).notified
+        await self.redis.hincrby(ALERT_STATS_KEY, "notified" if notified else "delivery_failed", 1)
+        self.metrics.delivery(notified)
+        return notified
 
     async def _silence_of(self, record: AlertRecord) -> Silence | None:
         return silenced_by(await list_silences(self.redis), record.scope, record.kind, time.time())
@@ -147,17 +179,20 @@ class AlertDelivery:
         await self.redis.xack(OUTBOX_KEY, OUTBOX_GROUP, entry_id)
 
     async def _chart(self, record: AlertRecord) -> bytes | None:
+        return await self._chart_of(record.scope, record.kind, int(epoch(record.window_start)), int(epoch(record.window_end)),
+                                    record.alert_id)
+
+    async def _chart_of(self, scope: str, kind: str, start: int, end: int, ident: str) -> bytes | None:
         from stream.alerts.chart import render_chart
 
-        end = int(epoch(record.window_end))
         first = end - CHART_SPAN_S
         try:
-            slices = await self.store.slices(record.scope, first, CHART_STEP_S, CHART_SPAN_S // CHART_STEP_S)
+            slices = await self.store.slices(scope, first, CHART_STEP_S, CHART_SPAN_S // CHART_STEP_S)
             points = [(first + i * CHART_STEP_S, int(row[SliceCol.N]), row[SliceCol.SCORE_SUM] / row[SliceCol.N] if row[SliceCol.N] else 0.0)
                       for i, row in enumerate(slices.tolist())]
-            return await asyncio.to_thread(render_chart, points, int(epoch(record.window_start)), end, record.scope, record.kind)
+            return await asyncio.to_thread(render_chart, points, start, end, scope, kind)
         except Exception:  # noqa: BLE001 - a chart is a nicety; the notification goes without it
-            log.exception("chart failed; notifying without it", extra={"alert_id": record.alert_id})
+            log.exception("chart failed; notifying without it", extra={"id": ident})
             return None
 
 

@@ -15,10 +15,11 @@ import json
 import logging
 import time
 from dataclasses import asdict, replace
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from stream.alerts.correlator import Correlator
 from stream.alerts.incidents import AlertRecord, Incident
 from stream.alerts.judging import (
     AlertConfig,
@@ -33,7 +34,7 @@ from stream.alerts.judging import (
 )
 from stream.alerts.sequential import SeqState
 from stream.store import WindowStore
-from stream.keys import ALERT_STATS_KEY, OPEN_KEY, OUTBOX_KEY, incident_key, index_key
+from stream.keys import ALERT_STATS_KEY, ASSETS_KEY, DIRTY_KEY, OPEN_KEY, OUTBOX_KEY, STAGING_KEY, incident_key, index_key
 from stream.timefmt import epoch, iso
 
 log = logging.getLogger(__name__)
@@ -41,17 +42,35 @@ log = logging.getLogger(__name__)
 MAX_BOUNDARIES = 2880  # per scope and call; a scope far behind catches up over a few batches
 
 
-# KEYS: scope state, open set, outbox, stats. ARGV: expected until ('' = never judged), new until,
-# scope, incidents JSON, sequential detector state JSON ('' = none), then one record JSON per transition.
+# KEYS: scope state, open set, outbox, stats, dirty set, staging. ARGV: expected until ('' = never
+# judged), new until, scope, incidents JSON, sequential detector state JSON ('' = none), '1' to stage
+# the records for grouping (else they go to the outbox as they are), then per transition its boundary
+# (the staging score) and its record JSON.
 _COMMIT = """
 local current = redis.call('HGET', KEYS[1], 'until') or ''
 if current ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'until', ARGV[2], 'incidents', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'seq', ARGV[5]) end
 if ARGV[4] == '{}' then redis.call('SREM', KEYS[2], ARGV[3]) else redis.call('SADD', KEYS[2], ARGV[3]) end
-for i = 6, #ARGV do
-  redis.call('XADD', KEYS[3], '*', 'record', ARGV[i])
+-- Judged past its newest post: no longer dirty (a newer post raises the score again, never lowers it).
+local newest = tonumber(redis.call('ZSCORE', KEYS[5], ARGV[3]) or '')
+if newest ~= nil and newest < tonumber(ARGV[2]) then redis.call('ZREM', KEYS[5], ARGV[3]) end
+for i = 7, #ARGV, 2 do
+  if ARGV[6] == '1' then
+    redis.call('ZADD', KEYS[6], ARGV[i], ARGV[i + 1])
+  else
+    redis.call('XADD', KEYS[3], '*', 'record', ARGV[i + 1])
+  end
   redis.call('HINCRBY', KEYS[4], 'transitions', 1)
+end
+return 1
+"""
+
+# KEYS: dirty set. ARGV: (scope, until)*: scopes already judged past their newest post leave the set.
+_CLEAN = """
+for i = 1, #ARGV, 2 do
+  local newest = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i]) or '')
+  if newest ~= nil and newest < tonumber(ARGV[i + 1]) then redis.call('ZREM', KEYS[1], ARGV[i]) end
 end
 return 1
 """
@@ -60,30 +79,52 @@ return 1
 class AlertEngine:
     """Judges scopes after each batch's window update and commits transitions to the outbox."""
 
-    def __init__(self, store: WindowStore, config: AlertConfig, *, partitions: int, samples: int = 3, clock: Callable[[], float] = time.time):
+    def __init__(self, store: WindowStore, config: AlertConfig, *, partitions: int, samples: int = 3, clock: Callable[[], float] = time.time,
+                 correlator: Correlator | None = None):
         self.store = store
+        self.correlator = correlator
         self.redis = store.redis
         self.config = config
         self.partitions = partitions
         self.samples = samples
         self.clock = clock
         self._commit = self.redis.register_script(_COMMIT)
+        self._clean = self.redis.register_script(_CLEAN)
 
-    async def judge(self, touched: Iterable[str]) -> list[AlertRecord]:
-        """Judge every pending boundary of the touched scopes (and of scopes with open incidents)."""
+    async def judge(self, touched: Iterable[str] | Mapping[str, float]) -> list[AlertRecord]:
+        """Judge every pending boundary of the touched scopes, of scopes with open incidents and of
+        scopes with posts not yet judged (`touched` as scope -> newest post time marks them so: a
+        scope whose newest posts were written before every partition had passed them is judged on
+        the next round, not when its next post happens to come)."""
+        if isinstance(touched, Mapping) and touched:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(DIRTY_KEY, dict(touched), gt=True)
+                assets = {s: t for s, t in touched.items() if s.startswith("asset:")}
+                if assets and self.correlator is not None:
+                    pipe.zadd(ASSETS_KEY, assets, gt=True)
+                    pipe.zremrangebyscore(ASSETS_KEY, "-inf", f"({max(assets.values()) - self.correlator.history_s}")
+                await pipe.execute()
         stats = await self.store.stats()
         now = self.clock()
         until = frontier(stats, self.partitions, now, self.config.idle_s) - self.config.grace_s
         if until == float("-inf"):
             return []
         history_start = stats.get("first_event", until)
-        scopes = sorted(set(touched) | set(await self.redis.smembers(OPEN_KEY)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(OPEN_KEY)
+            pipe.zrange(DIRTY_KEY, 0, -1)
+            open_, dirty = await pipe.execute()
+        scopes = sorted(set(touched) | set(open_) | set(dirty))
         committed: list[AlertRecord] = []
+        lost: list[str] = []
         for _ in range(3):  # a lost compare-and-set means another worker moved on: re-read and continue
             lost = await self._judge_once(scopes, until, history_start, iso(now), committed)
             if not lost:
                 break
             scopes = lost
+        if self.correlator is not None and not lost:
+            # Every scope that could have a transition at or before `until` is judged through it.
+            await self.correlator.run(until)
         return committed
 
     async def _judge_once(
@@ -94,16 +135,20 @@ class AlertEngine:
                 pipe.hmget(incident_key(scope), "until", "incidents", "seq")
                 pipe.zrange(index_key(scope), 0, 0)  # the earliest bucket, for a scope never judged
             replies = await pipe.execute()
-        plans = []
+        plans, caught_up = [], []
         for scope, (done, raw, seq), earliest in zip(scopes, replies[::2], replies[1::2]):
             after = int(done) if done is not None else self._start(earliest)
             if after is None:
                 continue
             todo = boundaries(after, until, self.config.step_s, limit=MAX_BOUNDARIES)
+            if not todo and done is not None:
+                caught_up += [scope, done]
             if todo:
                 incidents = {k: Incident.from_json(v) for k, v in json.loads(raw or "{}").items()}
                 state = SeqState.from_json(json.loads(seq)) if seq and done is not None else None
                 plans.append((scope, done or "", todo, incidents, state, self._reads(todo, state)))
+        if caught_up:
+            await self._clean(keys=[DIRTY_KEY], args=caught_up)
         if not plans:
             return []
         step = self.config.step_s
@@ -121,11 +166,12 @@ class AlertEngine:
             commits.append((scope, expected, todo[-1], after, state, records))
         async with self.redis.pipeline(transaction=False) as pipe:
             for scope, expected, last, after, state, records in commits:
+                staged = [item for r in records for item in (str(int(epoch(r.window_end))), json.dumps(asdict(r), ensure_ascii=False))]
                 await self._commit(
-                    keys=[incident_key(scope), OPEN_KEY, OUTBOX_KEY, ALERT_STATS_KEY],
+                    keys=[incident_key(scope), OPEN_KEY, OUTBOX_KEY, ALERT_STATS_KEY, DIRTY_KEY, STAGING_KEY],
                     args=[expected, str(last), scope, json.dumps({k: v.to_json() for k, v in after.items()}),
                           json.dumps(state.to_json()) if state is not None else "",
-                          *(json.dumps(asdict(r), ensure_ascii=False) for r in records)],
+                          "1" if self.correlator is not None else "0", *staged],
                     client=pipe,
                 )
             results = await pipe.execute()

@@ -23,7 +23,7 @@ State = Literal["firing", "resolved"]
 # The fields of an alert record, in order. Other tools read them; keep names and meanings stable.
 RECORD_FIELDS = (
     "alert_id", "scope", "kind", "state", "severity", "window_start", "window_end", "value", "baseline",
-    "zscore", "posts", "sample_post_ids", "notified", "fired_at", "onset",
+    "zscore", "posts", "sample_post_ids", "notified", "fired_at", "onset", "incident_id", "root_scope",
 )
 
 
@@ -46,6 +46,10 @@ class AlertRecord:
     # The estimated start of the change (event time, ISO-8601 UTC): the sequential detector's
     # change-point estimate, or when the window detector's condition began to hold.
     onset: str = ""
+    # The incident (one event, many scopes; stream/alerts/grouping.py) this transition belongs to,
+    # and that incident's root scope. Without grouping: the alert_id and the scope itself.
+    incident_id: str = ""
+    root_scope: str = ""
     # Context for the notification; not part of the published record.
     metric: str = ""  # mean_score | negative_share | positive_share | posts
     baseline_posts: int = 0
@@ -59,6 +63,13 @@ class AlertRecord:
 
     def with_delivery(self, notified: bool) -> "AlertRecord":
         return replace(self, notified=notified)
+
+
+def record_from_json(data: dict[str, Any]) -> AlertRecord:
+    """An AlertRecord back from `asdict` JSON (the outbox's and the staging set's form)."""
+    data = dict(data)
+    samples = [Sample(**s) for s in data.pop("samples", [])]
+    return AlertRecord(**data, samples=samples)
 
 
 def alert_id(scope: str, kind: str, fired_window_end: float) -> str:
@@ -96,6 +107,8 @@ def _record(scope: str, incident: Incident, state: State, signal: Signal, bounda
         value=round(signal.value, 6), baseline=round(signal.baseline, 6), zscore=round(signal.zscore, 3),
         posts=signal.posts, sample_post_ids=[], notified=False, fired_at=incident.fired_at,
         metric=signal.metric, baseline_posts=signal.baseline_posts, window=format_duration(window_s), repeat=repeat,
+        # Ungrouped, each (scope, kind) incident is its own event; grouping (grouping.py) replaces both.
+        incident_id=incident.alert_id, root_scope=scope,
     )
 
 

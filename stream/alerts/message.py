@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord
 from stream.windows import Sample
 
@@ -89,6 +90,58 @@ def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS) ->
     if shown:
         lines += ["", "Sample posts:", *shown]
     return "\n".join(lines)
+
+
+REASON_SUFFIX = {"new": "", "update": " (update)", "repeat": " (still firing)", "resolved": ""}
+
+
+def notice_title(notice: Notice) -> str:
+    """E.g. "[WARNING] sentiment_drop on asset:ETH (+4 related scopes)", "[RESOLVED] ... on asset:ETH"."""
+    state = "RESOLVED" if notice.state == "resolved" else notice.severity.upper()
+    root = escape_post_text(notice.root_scope, limit=120)
+    kinds = ", ".join(_root_kinds(notice))
+    where = f"market-wide {kinds} ({', '.join(escape_post_text(s, limit=40) for s in _related(notice, assets=True))})" if notice.market \
+        else f"{kinds} on {root}"
+    related = len(_related(notice))
+    more = f" (+{related} related scope{'s' if related != 1 else ''})" if related else ""
+    return f"[{state}] {where}{more}{REASON_SUFFIX.get(notice.reason, '')}"
+
+
+def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: int = 3, post_chars: int = POST_CHARS) -> str:
+    """Plain-text body of an incident notification: the root, what moved since when, the members."""
+    status = "resolved" if notice.state == "resolved" else f"firing ({notice.severity})"
+    lines = [f"Incident on {escape_post_text(notice.root_scope, limit=120)} is {status}"
+             + (" (acknowledged: " + escape_post_text(notice.acked, limit=120) + ")" if notice.acked else "") + "."]
+    for m in notice.members:
+        if m["scope"] == notice.root_scope:
+            lines.append(_member_line(m))
+    related = [m for m in notice.members if m["scope"] != notice.root_scope]
+    if related:
+        lines += ["", "Related scopes (moved with the root):" if not notice.market else "Assets and scopes in this market-wide move:"]
+        lines += [_member_line(m, bullet=True) for m in related]
+    lines += ["", f"opened {notice.opened}; as of {notice.at} (event time)", f"incident_id: {notice.incident_id}"]
+    shown = _sample_lines(samples, samples_shown, post_chars)
+    if shown:
+        lines += ["", "Sample posts:", *shown]
+    return "\n".join(lines)
+
+
+def _member_line(m: dict, bullet: bool = False) -> str:
+    state = "firing" if m["firing"] else "resolved"
+    since = f" since {m['onset']}" if m.get("onset") else ""
+    level = f"{m['metric'] or 'value'} {_num(m['value'])}{since} vs baseline {_num(m['baseline'])}"
+    text = f"{m['kind']} on {escape_post_text(m['scope'], limit=120)} ({m['severity']}, {state}): {level}"
+    return f"- {text}" if bullet else text
+
+
+def _root_kinds(notice: Notice) -> list[str]:
+    kinds = sorted({m["kind"] for m in notice.members if m["scope"] == notice.root_scope})
+    return kinds or notice.kinds
+
+
+def _related(notice: Notice, assets: bool = False) -> list[str]:
+    scopes = sorted({m["scope"] for m in notice.members if m["scope"] != notice.root_scope})
+    return [s for s in scopes if s.startswith("asset:")] if assets else scopes
 
 
 def _sample_lines(items: Sequence[Sample], n: int, post_chars: int) -> list[str]:

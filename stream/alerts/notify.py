@@ -32,7 +32,9 @@ from apprise.config.base import ConfigBase
 
 from stream.logs import redact
 from stream.alerts import message
+from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord
+from stream.windows import Sample
 
 if TYPE_CHECKING:
     from apprise.plugins.base import NotifyBase
@@ -140,10 +142,10 @@ def route(servers: Iterable[NotifyBase], severity: str) -> list[NotifyBase]:
     return [s for s in servers if not s.tags or tag_names(s) & wanted]
 
 
-def notify_type(record: AlertRecord) -> NotifyType:
-    if record.state == "resolved":
+def notify_type(state: str, severity: str) -> NotifyType:
+    if state == "resolved":
         return NotifyType.SUCCESS
-    return NotifyType.FAILURE if record.severity == "critical" else NotifyType.WARNING
+    return NotifyType.FAILURE if severity == "critical" else NotifyType.WARNING
 
 
 def retry_delays(attempts: int, backoff: float, backoff_max: float) -> list[float]:
@@ -220,22 +222,31 @@ class Notifier:
         return route(self.targets, record.severity)
 
     async def deliver(self, record: AlertRecord, chart_png: bytes | None = None) -> Delivery:
-        targets = self.targets_for(record)
+        """One transition's notification (`SENTINEL_ALERT_GROUPING=none`)."""
+        context = {"alert_id": record.alert_id, "scope": record.scope, "severity": record.severity}
+        return await self._deliver(context, record.severity, message.title(record), message.body(record, samples=self.samples),
+                                   notify_type(record.state, record.severity), chart_png, record.alert_id)
+
+    async def deliver_notice(self, notice: Notice, samples: Sequence[Sample] = (), chart_png: bytes | None = None) -> Delivery:
+        """One incident's notification (stream/alerts/grouping.py)."""
+        context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
+        text = message.notice_body(notice, samples, samples_shown=self.samples)
+        return await self._deliver(context, notice.severity, message.notice_title(notice), text,
+                                   notify_type(notice.state, notice.severity), chart_png, notice.incident_id)
+
+    async def _deliver(self, context: dict[str, Any], severity: str, head: str, text: str, kind: NotifyType,
+                       chart_png: bytes | None, name: str) -> Delivery:
+        targets = route(self.targets, severity)
         if not targets:
-            log.info(
-                "no notification service for this severity",
-                extra={"alert_id": record.alert_id, "scope": record.scope, "severity": record.severity},
-            )
+            log.info("no notification service for this severity", extra=context)
             return Delivery(notified=False, failures=0, attempts=0)
-        head, text = message.title(record), message.body(record, samples=self.samples)
-        kind = notify_type(record)
         # Apprise attaches files by path; the chart lives in a private temp dir for this delivery
         # only (mkdtemp/rmtree of one small file are too quick to be worth a thread).
         tmp = Path(tempfile.mkdtemp(prefix="sentinel-chart-")) if chart_png else None
         try:
-            chart_path = await _write_chart(tmp, record.alert_id, chart_png) if tmp else None
+            chart_path = await _write_chart(tmp, name, chart_png) if tmp and chart_png else None
             outcomes = await asyncio.gather(
-                *(self._deliver_one(server, record, head, text, kind, chart_path) for server in targets)
+                *(self._deliver_one(server, context, head, text, kind, chart_path) for server in targets)
             )
         finally:
             if tmp is not None:
@@ -253,15 +264,14 @@ class Notifier:
     async def _deliver_one(
         self,
         server: NotifyBase,
-        record: AlertRecord,
+        about: dict[str, Any],
         head: str,
         text: str,
         kind: NotifyType,
         chart_path: Path | None,
     ) -> _Outcome:
         context: dict[str, Any] = {
-            "alert_id": record.alert_id,
-            "scope": record.scope,
+            **{k: v for k, v in about.items() if k != "severity"},
             "service": server.service_name,
             "url": describe(server),
         }

@@ -1,0 +1,208 @@
+"""Redis adapter of the incident grouping (stream/alerts/grouping.py), on when
+`SENTINEL_ALERT_GROUPING=incidents`.
+
+The engine stages each scope's transitions (a sorted set by boundary) instead of writing them to
+the outbox. After a judging round in which every scope with new posts was judged through `until`,
+the worker that holds the correlation cursor groups the staged transitions boundary by boundary up
+to `until` and moves the resulting entries to the outbox, in one compare-and-set on the cursor: of
+two workers grouping the same boundaries only the first writes, and since grouping is a pure
+function of the staged transitions and the windows, the loser would have written the same.
+
+The explanations grouping asks for (is channel:trading's drop ETH's?) are read from the windows:
+for the parent and each candidate asset's share of it (a hidden pair scope, windows.pair_scopes_for),
+the posts of the kind's label in the reference span before the parent's onset and since it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from typing import Any, Sequence
+
+from stream.alerts.grouping import (
+    LABEL_OF_KIND,
+    Counts,
+    Entry,
+    Explanation,
+    GroupConfig,
+    GroupState,
+    Incident,
+    Question,
+    advance,
+    explain,
+    flush,
+    next_boundary,
+    pair_scope,
+    questions,
+)
+from stream.alerts.incidents import AlertRecord, record_from_json
+from stream.keys import ACKS_KEY, ALERT_STATS_KEY, ASSETS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, OUTBOX_KEY, STAGING_KEY
+from stream.store import WindowStore
+from stream.windows import SliceCol
+
+log = logging.getLogger(__name__)
+
+COLUMN = {"negative": SliceCol.NEGATIVE, "positive": SliceCol.POSITIVE, "n": SliceCol.N}
+
+# KEYS: correlation, staging, outbox, incidents, incidents index, stats. ARGV: expected until ('' =
+# never), new until, state JSON, staged members done (JSON list), outbox entries (JSON list of JSON
+# strings), incident summaries (JSON list of [id, opened, summary JSON]), history cut-off (event time).
+_COMMIT = """
+local current = redis.call('HGET', KEYS[1], 'until') or ''
+if current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'until', ARGV[2], 'state', ARGV[3])
+for _, member in ipairs(cjson.decode(ARGV[4])) do redis.call('ZREM', KEYS[2], member) end
+for _, entry in ipairs(cjson.decode(ARGV[5])) do
+  redis.call('XADD', KEYS[3], '*', 'entry', entry)
+  redis.call('HINCRBY', KEYS[6], 'entries', 1)
+end
+for _, item in ipairs(cjson.decode(ARGV[6])) do
+  redis.call('HSET', KEYS[4], item[1], item[3])
+  redis.call('ZADD', KEYS[5], item[2], item[1])
+end
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[7])) do redis.call('HDEL', KEYS[4], old) end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[7])
+return 1
+"""
+
+
+def entry_json(entry: Entry) -> str:
+    return json.dumps({"records": list(entry.records), "notice": entry.notice.to_json() if entry.notice else None}, ensure_ascii=False)
+
+
+def summary(incident: Incident, state: str, at: int) -> dict[str, Any]:
+    """What `sentinel incidents` shows of one incident."""
+    return {
+        "incident_id": incident.id, "root_scope": incident.root, "state": state, "opened": incident.opened, "at": at,
+        "market": incident.market, "severity": incident.severity(), "acked": incident.acked,
+        "members": [{"scope": m.scope, "kind": m.kind, "firing": m.firing, "severity": m.severity, "onset": m.onset}
+                    for m in incident.members.values()],
+    }
+
+
+class Correlator:
+    """Groups staged transitions into incidents (see the module docstring)."""
+
+    def __init__(self, store: WindowStore, config: GroupConfig, *, step_s: int, history_s: int):
+        self.store = store
+        self.redis = store.redis
+        self.config = config
+        self.step_s = step_s
+        self.history_s = history_s
+        self._commit = self.redis.register_script(_COMMIT)
+
+    async def run(self, until: float, *, flush_waiting: bool = False) -> int:
+        """Group every staged transition and due timer up to `until` (a boundary every scope was
+        judged through). `flush_waiting`: the input has ended (a replay), so incidents still in
+        their group wait are announced now. Returns the entries written (0 if another worker won)."""
+        until = int(until // self.step_s) * self.step_s
+        raw = await self.redis.hmget(CORRELATION_KEY, "until", "state")
+        staged_raw = await self.redis.zrangebyscore(STAGING_KEY, "-inf", until, withscores=True)
+        acks = await self.redis.hgetall(ACKS_KEY)
+        # Assets with posts since the reference span began: candidates for explaining a parent's
+        # move, firing or not. Every post up to `until` is written by now, so an asset with posts in
+        # the span is here; one here only for later posts has no excess in it and changes nothing.
+        active = await self.redis.zrangebyscore(ASSETS_KEY, until - self.config.reference_s, "+inf")
+        expected = raw[0] or ""
+        state = GroupState.from_json(json.loads(raw[1]) if raw[1] else None)
+        staged = [(int(score), member) for member, score in staged_raw]
+        if expected:
+            after = int(expected)
+        elif staged:
+            after = min(b for b, _ in staged) - self.step_s
+        else:
+            after = until
+        if after > until or (after == until and not flush_waiting and not staged):
+            return 0
+        entries: list[Entry] = []
+        changed: dict[str, tuple[Incident, str, int]] = {}
+        pending = sorted(staged)
+        boundary = next_boundary(state, [b for b, _ in pending], after, until, self.step_s, self.config)
+        while boundary is not None:
+            now = [record_from_json(json.loads(member)) for b, member in pending if b <= boundary]
+            pending = [(b, m) for b, m in pending if b > boundary]
+            answers = await self.answers(questions(state, boundary, now, active))
+            state, out, touched = advance(state, boundary, now, answers, self.config, acks)
+            entries += out
+            for incident in touched:
+                changed[incident.id] = (incident, "open" if incident.id in state.incidents else "resolved", boundary)
+            after = boundary
+            boundary = next_boundary(state, [b for b, _ in pending], after, until, self.step_s, self.config)
+        if flush_waiting:
+            state, out, touched = flush(state, until)
+            entries += out
+            for incident in touched:
+                changed[incident.id] = (incident, "open", until)
+        items = [[i.id, i.opened, json.dumps(summary(i, st, at), ensure_ascii=False)] for i, st, at in changed.values()]
+        ok = await self._commit(
+            keys=[CORRELATION_KEY, STAGING_KEY, OUTBOX_KEY, INCIDENTS_KEY, INCIDENTS_INDEX_KEY, ALERT_STATS_KEY],
+            args=[expected, str(until), json.dumps(state.to_json(), ensure_ascii=False), json.dumps([m for _, m in staged]),
+                  json.dumps([entry_json(e) for e in entries]), json.dumps(items), str(until - self.history_s)],
+        )
+        if not ok:
+            return 0
+        for entry in entries:
+            if entry.notice is not None:
+                n = entry.notice
+                log.info("incident notice", extra={"incident_id": n.incident_id, "root_scope": n.root_scope, "reason": n.reason,
+                                                   "severity": n.severity, "members": len(n.members), "at": n.at})
+        return len(entries)
+
+    async def flush(self) -> int:
+        """The input has ended: announce the incidents still in their group wait (see `run`)."""
+        done = await self.redis.hget(CORRELATION_KEY, "until")
+        return await self.run(int(done), flush_waiting=True) if done is not None else 0
+
+    async def answers(self, asked: Sequence[Question]) -> dict[tuple[str, str], Explanation]:
+        """Read the counts each question needs (two slices per scope) and run the explain-away test."""
+        if not asked:
+            return {}
+        requests = []
+        for q in asked:
+            for scope in (q.parent, *(pair_scope(q.parent, a) for a in q.candidates)):
+                requests.append((scope, q.onset - self.config.reference_s, self.config.reference_s, 1))
+                requests.append((scope, q.onset, max(q.boundary - q.onset, 1), 1))
+        tables = iter(await self.store.slices_many(requests))
+        out: dict[tuple[str, str], Explanation] = {}
+        for q in asked:
+            column = COLUMN[LABEL_OF_KIND.get(q.kind, "n")]
+
+            def counts() -> Counts:
+                before, since = next(tables), next(tables)
+                return Counts(float(before[0][column]) if len(before) else 0.0, float(since[0][column]) if len(since) else 0.0)
+
+            parent = counts()
+            pairs = {a: counts() for a in q.candidates}
+            found = explain(q, parent, pairs, self.config)
+            previous = out.get((q.parent, q.kind))
+            if previous is None or (not previous.asset and found.asset):
+                out[(q.parent, q.kind)] = found
+        return out
+
+
+def staged_member(record: AlertRecord) -> str:
+    return json.dumps(asdict(record), ensure_ascii=False)
+
+
+async def list_incidents(client: Any, *, since: float | None = None, open_only: bool = False) -> list[dict[str, Any]]:
+    """Incident summaries, newest first: those opened at or after `since` (event time), or only the open ones."""
+    ids = await client.zrevrangebyscore(INCIDENTS_INDEX_KEY, "+inf", since if since is not None else "-inf")
+    raw = await client.hmget(INCIDENTS_KEY, ids) if ids else []
+    found = [json.loads(r) for r in raw if r]
+    return [i for i in found if i["state"] == "open"] if open_only else found
+
+
+async def acknowledge(client: Any, ident: str, reason: str) -> bool:
+    """Stop the repeats of an open incident (the correlator reads the acknowledgement at its next
+    round; the summary shows it at once). False if no such open incident."""
+    raw = await client.hget(INCIDENTS_KEY, ident)
+    if raw is None or json.loads(raw)["state"] != "open":
+        return False
+    data = json.loads(raw)
+    data["acked"] = reason or "acknowledged"
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.hset(ACKS_KEY, ident, data["acked"])
+        pipe.hset(INCIDENTS_KEY, ident, json.dumps(data, ensure_ascii=False))
+        await pipe.execute()
+    return True

@@ -1,0 +1,554 @@
+"""One incident per event (pure, no I/O): the transitions of many (scope, kind) alerts grouped into
+incidents, and when the risk team is told about them.
+
+An incident has a root scope and member scopes. The root is the most specific explanation of the
+event: an asset before a channel, a channel before a source, a source before `all`. A parent scope
+(all, source:, channel:) joins a firing asset's incident when that asset explains its move
+(`explain`: the asset carries most of the parent's excess posts of the label since the parent's
+onset, and the parent without the asset's posts is quiet; Adtributor's explanatory power, and
+the explain-away test of ../shared/design/detection.md). `all` moved by several assets at once, no
+one of which explains it, roots a market-wide incident listing them. Every kind of one root
+(sentiment_drop with volume_spike on asset:ETH) belongs to one incident.
+
+Notifications follow Alertmanager's grouping, in event time so a replay notifies as the live run
+did: the first waits `group_wait` so members can join; after it, an update goes out at most every
+`group_interval`, and only when the news is worth one: another kind on the root, another asset in a
+market-wide move, or a higher severity (a parent joining because the root explains it is listed in
+the next notice but does not cause one: that is what turned one event into a wall of messages); a still-firing,
+unacknowledged incident is repeated every `repeat_interval`; one resolved message closes it. When
+the root has resolved, members still firing get `group_interval` to resolve too; those that do not
+become incidents of their own (nothing is swallowed).
+
+Every transition record is still published (with `incident_id` and `root_scope`); only the
+root's records carry a notification, so members' records say `notified: false`.
+
+`advance` is a pure function of the state, one boundary's transitions and the explanations the
+shell computed for them (`questions` lists what it must compute), so the worker that holds the
+correlation cursor (stream/alerts/correlator.py) and the in-memory simulation agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterable, Mapping, Sequence
+
+from stream.alerts.incidents import AlertRecord
+from stream.timefmt import epoch, iso
+
+PRECEDENCE = {"asset": 0, "channel": 1, "source": 2, "all": 3}
+SEVERITY_RANK = {"warning": 0, "critical": 1}
+# The label whose posts a kind is about: its excess is what an explanation must account for.
+LABEL_OF_KIND = {"sentiment_drop": "negative", "sentiment_surge": "positive", "volume_spike": "n"}
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    group_wait_s: int = 300
+    group_interval_s: int = 900
+    repeat_interval_s: int = 4 * 3600
+    # The asset carries most of the parent's excess posts of the label (Adtributor's explanatory
+    # power, here for one element: a clear majority)...
+    explain_share: float = 0.6
+    # ... and the parent without it could not have fired on its own: its excess below this Poisson z.
+    # A chart fires at b = 14 nats, which a Poisson excess reaches near z = sqrt(2 b) = 5.3; noise in
+    # the rest of `all` reaches z = 3 often enough over a long swing to split one event in two.
+    quiet_z: float = 4.0
+    reference_s: int = 6 * 3600  # the span before the onset that gives the expected rate
+
+    def __post_init__(self) -> None:
+        if min(self.group_wait_s, self.group_interval_s, self.repeat_interval_s) < 0:
+            raise ValueError("group wait, group interval and repeat interval must not be negative")
+        if not 0.5 < self.explain_share <= 1.0:
+            raise ValueError("the explaining share must be above one half (and at most 1)")
+
+
+def rank(scope: str) -> int:
+    return PRECEDENCE.get(scope.split(":", 1)[0], 1)
+
+
+def is_asset(scope: str) -> bool:
+    return scope.startswith("asset:")
+
+
+def pair_scope(parent: str, asset: str) -> str:
+    """The hidden scope of a parent's posts about one asset (stream/windows.pair_scopes_for)."""
+    return asset if parent == "all" else f"{parent}|{asset}"
+
+
+# --- explanations -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Posts of a kind's label in the reference span before the onset and since the onset."""
+
+    before: float
+    since: float
+
+
+@dataclass(frozen=True)
+class Question:
+    """Is `parent`'s `kind` (firing since `onset`) explained by one of `candidates` (asset scopes)?"""
+
+    parent: str
+    kind: str
+    onset: int
+    boundary: int
+    candidates: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    asset: str = ""  # the one asset that explains the parent's move
+    market: tuple[str, ...] = ()  # or: the assets that explain `all`'s move together
+
+
+def excess(counts: Counts, before_s: float, since_s: float) -> float:
+    return counts.since - counts.before / before_s * since_s if before_s > 0 else counts.since
+
+
+def explain(question: Question, parent: Counts, pairs: Mapping[str, Counts], config: GroupConfig) -> Explanation:
+    """The explain-away test on one parent's move (see the module docstring)."""
+    before_s, since_s = config.reference_s, max(question.boundary - question.onset, 1)
+    total = excess(parent, before_s, since_s)
+    if total <= 0:
+        return Explanation()
+    shares = {a: excess(c, before_s, since_s) / total for a, c in pairs.items()}
+    for asset in sorted(shares, key=lambda a: (-shares[a], a)):
+        if shares[asset] < config.explain_share:
+            break
+        rest = Counts(parent.before - pairs[asset].before, parent.since - pairs[asset].since)
+        expected = max(rest.before / before_s * since_s, 1.0)
+        if (rest.since - expected) / math.sqrt(expected) < config.quiet_z:
+            return Explanation(asset=asset)
+    movers = tuple(sorted(a for a, s in shares.items() if s > 0))
+    if len(movers) >= 2 and sum(shares[a] for a in movers) >= config.explain_share:
+        return Explanation(market=movers)
+    return Explanation()
+
+
+# --- incidents --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Member:
+    scope: str
+    kind: str
+    firing: bool
+    severity: str
+    onset: str
+    metric: str
+    value: float
+    baseline: float
+
+    @property
+    def key(self) -> str:
+        return member_key(self.scope, self.kind)
+
+
+def member_key(scope: str, kind: str) -> str:
+    return f"{scope}|{kind}"
+
+
+@dataclass
+class Incident:
+    id: str
+    root: str
+    opened: int  # event time of its first transition
+    members: dict[str, Member] = field(default_factory=dict)
+    market: bool = False
+    notified: int | None = None  # event time of the latest notification; None: not yet told
+    announced: list[str] = field(default_factory=list)  # member keys (and severity) the latest notice covered
+    announced_severity: str = ""
+    changed: bool = False  # scopes or kinds joined, or the severity rose, since the latest notice
+    acked: str | None = None
+    root_resolved: int | None = None  # when the last of the root's kinds resolved
+    held: list[dict[str, Any]] = field(default_factory=list)  # the root's records until the first notice
+    emitted: bool = False  # some record already went out under this id
+
+    def firing(self) -> list[Member]:
+        return [m for m in self.members.values() if m.firing]
+
+    def severity(self) -> str:
+        ranked = [m.severity for m in self.firing()] or [m.severity for m in self.members.values()]
+        return max(ranked, key=lambda s: SEVERITY_RANK.get(s, 0), default="warning")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Incident":
+        members = {k: Member(**m) for k, m in data.pop("members").items()}
+        return cls(**data, members=members)
+
+
+@dataclass
+class GroupState:
+    incidents: dict[str, Incident] = field(default_factory=dict)  # the open ones, by id
+
+    def to_json(self) -> dict[str, Any]:
+        return {"incidents": {k: v.to_json() for k, v in self.incidents.items()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> "GroupState":
+        return cls({k: Incident.from_json(dict(v)) for k, v in (data or {}).get("incidents", {}).items()})
+
+    def holding(self, key: str) -> Incident | None:
+        for incident in self.incidents.values():
+            if key in incident.members:
+                return incident
+        return None
+
+    def rooted_at(self, scope: str) -> Incident | None:
+        for incident in self.incidents.values():
+            if incident.root == scope:
+                return incident
+        return None
+
+    def next_due(self, config: GroupConfig) -> int | None:
+        """The earliest event time at which a timer of some incident falls due."""
+        times = [t for incident in self.incidents.values() for t in _timers(incident, config)]
+        return min(times) if times else None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One notification about one incident."""
+
+    incident_id: str
+    root_scope: str
+    state: str  # firing | resolved
+    reason: str  # new | update | repeat | resolved
+    severity: str
+    at: str  # event time (ISO-8601 UTC) of the boundary that sent it
+    opened: str
+    market: bool
+    members: list[dict[str, Any]]
+    acked: str | None = None
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted({m["kind"] for m in self.members})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What goes to the outbox: records to publish and, optionally, the notice that announces them
+    (their `notified` is then the notice's delivery outcome)."""
+
+    records: tuple[dict[str, Any], ...] = ()
+    notice: Notice | None = None
+
+
+def incident_id(root: str, boundary: int, salt: str = "") -> str:
+    return hashlib.sha256(f"incident|{root}|{boundary}|{salt}".encode()).hexdigest()[:20]
+
+
+def questions(state: GroupState, boundary: int, transitions: Sequence[AlertRecord], active: Iterable[str] = ()) -> list[Question]:
+    """The explanations `advance` needs for this boundary's transitions: one per parent firing anew,
+    and one per parent that roots an incident nobody was told about yet (a better root may take
+    it). Candidates: the assets firing now or in an open incident, and the `active` ones (assets
+    with recent posts): a market-wide move often shows in `all` before any one asset has evidence
+    enough to fire."""
+    firing_assets = {m.scope for i in state.incidents.values() for m in i.firing() if is_asset(m.scope)}
+    new_assets = {t.scope for t in transitions if t.state == "firing" and not t.repeat and is_asset(t.scope)}
+    candidates = tuple(sorted(firing_assets | new_assets | {a for a in active if is_asset(a)}))
+    out = []
+    for t in transitions:
+        if t.state == "firing" and not t.repeat and not is_asset(t.scope) and state.holding(member_key(t.scope, t.kind)) is None:
+            if candidates:
+                out.append(Question(t.scope, t.kind, _onset_of(t), boundary, candidates))
+    if candidates:
+        for incident in state.incidents.values():
+            if _reroutable(incident):
+                for m in incident.firing():
+                    out.append(Question(m.scope, m.kind, int(epoch(m.onset)) if m.onset else incident.opened, boundary, candidates))
+    return out
+
+
+def _reroutable(incident: Incident) -> bool:
+    """Rooted at a parent, not market-wide, and nobody told of it yet: a better root may still take it."""
+    return not is_asset(incident.root) and not incident.market and not incident.emitted and incident.notified is None
+
+
+def advance(
+    state: GroupState, boundary: int, transitions: Sequence[AlertRecord], answers: Mapping[tuple[str, str], Explanation],
+    config: GroupConfig, acks: Mapping[str, str] | None = None,
+) -> tuple[GroupState, list[Entry], list[Incident]]:
+    """Move the incidents one boundary on: this boundary's transitions (any order; they are sorted
+    here), then the timers due at it. Returns the state, the outbox entries and every incident that
+    changed (closed ones included), for the incident history."""
+    state = GroupState({k: _copy(v) for k, v in state.incidents.items()})
+    before = set(state.incidents)
+    for incident_id_, reason in (acks or {}).items():
+        if incident_id_ in state.incidents:
+            state.incidents[incident_id_].acked = reason
+    out: list[Entry] = []
+    touched: dict[str, Incident] = {}
+    for t in sorted(transitions, key=lambda r: (rank(r.scope), r.scope, r.kind, r.state != "resolved")):
+        incident = _place(state, t, boundary, answers, config)
+        touched[incident.id] = incident
+        out += _record(state, incident, t, boundary, config)
+    released = _reroot(state, answers)
+    if released:
+        out.append(Entry(tuple(released)))
+    for incident in sorted(state.incidents.values(), key=lambda i: (i.opened, i.id)):
+        entries = _timers_due(state, incident, boundary, config)
+        if entries:
+            touched[incident.id] = incident
+            out += entries
+    for ident in set(state.incidents) - before:
+        touched.setdefault(ident, state.incidents[ident])
+    return state, out, list(touched.values())
+
+
+def flush(state: GroupState, boundary: int) -> tuple[GroupState, list[Entry], list[Incident]]:
+    """The input has ended (a replay): incidents still in their group wait are announced now, since
+    nothing more can join them."""
+    state = GroupState({k: _copy(v) for k, v in state.incidents.items()})
+    waiting = [i for i in sorted(state.incidents.values(), key=lambda i: (i.opened, i.id)) if i.notified is None]
+    return state, [_announce(i, "new", boundary) for i in waiting], waiting
+
+
+def _copy(incident: Incident) -> Incident:
+    return replace(incident, members={k: replace(m) for k, m in incident.members.items()}, announced=list(incident.announced),
+                   held=list(incident.held))
+
+
+def _member(t: AlertRecord) -> Member:
+    return Member(t.scope, t.kind, t.state == "firing", t.severity, t.onset, t.metric, t.value, t.baseline)
+
+
+def _onset_of(t: AlertRecord) -> int:
+    return int(epoch(t.onset)) if t.onset else int(epoch(t.window_start))
+
+
+def _place(state: GroupState, t: AlertRecord, boundary: int, answers: Mapping[tuple[str, str], Explanation],
+           config: GroupConfig) -> Incident:
+    """The incident a transition belongs to, joining or opening one as the rules say."""
+    key = member_key(t.scope, t.kind)
+    held = state.holding(key)
+    if held is not None:
+        return held
+    own = state.rooted_at(t.scope)
+    if own is not None:
+        return _join(own, t)
+    if is_asset(t.scope):
+        # An asset moving the same way during a market-wide move is part of it.
+        market = next((i for i in state.incidents.values() if i.market and any(m.kind == t.kind for m in i.firing())), None)
+        if market is not None:
+            return _join(market, t)
+        return _open(state, t.scope, boundary, t)
+    found = answers.get((t.scope, t.kind), Explanation())
+    if found.asset:
+        target = _holding_scope(state, found.asset)
+        if target is not None:
+            return _join(target, t)
+    if found.market:
+        market = _market_of(state, t.kind)
+        if market is not None:
+            return _join(market, t)
+        if t.scope == "all":
+            incident = _open(state, "all", boundary, t)
+            _make_market(state, incident, found, t.kind)
+            return incident
+    return _open(state, t.scope, boundary, t)
+
+
+def _market_of(state: GroupState, kind: str) -> Incident | None:
+    return next((i for i in state.incidents.values() if i.market and any(m.kind == kind for m in i.firing())), None)
+
+
+def _make_market(state: GroupState, incident: Incident, found: Explanation, kind: str) -> None:
+    """`all` moved with several assets: its incident becomes the market-wide one. The assets that
+    explain it, and any other asset incident of the same kind nobody was told about yet, fold in."""
+    incident.market = True
+    for other in sorted(state.incidents.values(), key=lambda i: (i.opened, i.id)):
+        if other is incident or not is_asset(other.root) or other.emitted or other.notified is not None:
+            continue
+        if other.root in found.market or any(m.kind == kind for m in other.firing()):
+            _merge(state, other, incident)
+
+
+def _holding_scope(state: GroupState, scope: str) -> Incident | None:
+    for incident in sorted(state.incidents.values(), key=lambda i: (i.opened, i.id)):
+        if any(m.scope == scope and m.firing for m in incident.members.values()):
+            return incident
+    return None
+
+
+def _open(state: GroupState, root: str, boundary: int, t: AlertRecord) -> Incident:
+    ident = incident_id(root, boundary, t.kind)
+    incident = Incident(ident, root, boundary)
+    state.incidents[ident] = incident
+    return _join(incident, t)
+
+
+def _join(incident: Incident, t: AlertRecord) -> Incident:
+    if member_key(t.scope, t.kind) not in incident.members:
+        incident.members[member_key(t.scope, t.kind)] = _member(t)
+        # News worth an update: another kind on the root, or another asset in a market-wide move.
+        # A parent that joins because the root explains it says nothing new; the next notice lists it.
+        if incident.notified is not None and (t.scope == incident.root or is_asset(t.scope)):
+            incident.changed = True
+    return incident
+
+
+def _merge(state: GroupState, source: Incident, target: Incident) -> list[dict[str, Any]]:
+    """Fold an incident nobody has heard of yet into another. Its held records move along, or, if
+    the target was announced already, come back to be published now (as a member's: not notified)."""
+    for key, member in source.members.items():
+        target.members.setdefault(key, member)
+    del state.incidents[source.id]
+    if target.notified is None:
+        target.held += source.held
+        return []
+    target.changed = target.changed or any(is_asset(m.scope) for m in source.members.values())
+    target.emitted = True
+    return [{**r, "incident_id": target.id, "root_scope": target.root} for r in source.held]
+
+
+def _reroot(state: GroupState, answers: Mapping[tuple[str, str], Explanation]) -> list[dict[str, Any]]:
+    """Parents that fired first root incidents nobody was told about yet; once the assets fire, the
+    better root takes them: the one asset that explains them, or, for `all` moved by several,
+    a market-wide incident (which the other parents it explains then join). `all` goes first.
+    Returns the records to publish now (see `_merge`)."""
+    released: list[dict[str, Any]] = []
+    for incident in sorted(state.incidents.values(), key=lambda i: (-rank(i.root), i.opened, i.id)):
+        if incident.id not in state.incidents or not _reroutable(incident) or not incident.firing():
+            continue
+        found = [answers.get((m.scope, m.kind), Explanation()) for m in incident.firing()]
+        assets = {f.asset for f in found}
+        if len(assets) == 1 and "" not in assets:
+            target = _holding_scope(state, assets.pop())
+            if target is not None and target is not incident:
+                released += _merge(state, incident, target)
+            continue
+        if any(f.market for f in found):
+            kind = next(m.kind for m, f in zip(incident.firing(), found) if f.market)
+            market = _market_of(state, kind)
+            if market is not None and market is not incident:
+                released += _merge(state, incident, market)
+            elif incident.root == "all":
+                _make_market(state, incident, next(f for f in found if f.market), kind)
+    return released
+
+
+def _record(state: GroupState, incident: Incident, t: AlertRecord, boundary: int, config: GroupConfig) -> list[Entry]:
+    """Publish (or hold) one transition's record and apply it to the incident."""
+    member = incident.members[member_key(t.scope, t.kind)]
+    before = incident.severity()
+    member.firing = t.state == "firing"
+    if t.state == "firing":
+        member.severity, member.onset, member.value, member.baseline = t.severity, t.onset or member.onset, t.value, t.baseline
+    record = _public(t, incident)
+    entries: list[Entry] = []
+    if incident.notified is None and t.scope == incident.root:
+        incident.held.append(record)
+    else:
+        incident.emitted = True
+        entries.append(Entry((record,)))
+    if incident.notified is not None and SEVERITY_RANK.get(incident.severity(), 0) > SEVERITY_RANK.get(before, 0):
+        incident.changed = True
+    if t.scope == incident.root:
+        root_firing = any(m.firing for m in incident.members.values() if m.scope == incident.root)
+        incident.root_resolved = None if root_firing else boundary
+    if not incident.firing():
+        entries += _close(state, incident, boundary)
+    return entries
+
+
+def _public(t: AlertRecord, incident: Incident) -> dict[str, Any]:
+    """The record as the outbox carries it (asdict: samples and context included)."""
+    return asdict(replace(t, incident_id=incident.id, root_scope=incident.root, notified=False))
+
+
+def _notice(incident: Incident, reason: str, boundary: int) -> Notice:
+    resolved = reason == "resolved"
+    members = [
+        {"scope": m.scope, "kind": m.kind, "firing": m.firing, "severity": m.severity, "onset": m.onset, "metric": m.metric,
+         "value": m.value, "baseline": m.baseline}
+        for m in sorted(incident.members.values(), key=lambda m: (m.scope != incident.root, rank(m.scope), m.scope, m.kind))
+    ]
+    return Notice(incident.id, incident.root, "resolved" if resolved else "firing", reason, incident.severity(), iso(boundary),
+                  iso(incident.opened), incident.market, members, incident.acked)
+
+
+def _announce(incident: Incident, reason: str, boundary: int) -> Entry:
+    notice = _notice(incident, reason, boundary)
+    # Held records learn their incident now: a re-rooted or merged incident changed it since.
+    records = tuple({**r, "incident_id": incident.id, "root_scope": incident.root} for r in incident.held)
+    incident.held = []
+    incident.emitted = incident.emitted or bool(records)
+    incident.notified, incident.changed = boundary, False
+    incident.announced = sorted(incident.members)
+    incident.announced_severity = incident.severity()
+    return Entry(records, notice)
+
+
+def _close(state: GroupState, incident: Incident, boundary: int) -> list[Entry]:
+    entries = []
+    if incident.notified is None:  # over before the wait ended: still told, then resolved
+        entries.append(_announce(incident, "new", boundary))
+    entries.append(Entry((), _notice(incident, "resolved", boundary)))
+    del state.incidents[incident.id]
+    return entries
+
+
+def _timers(incident: Incident, config: GroupConfig) -> list[int]:
+    if incident.notified is None:
+        return [incident.opened + config.group_wait_s]
+    times = []
+    if incident.changed:
+        times.append(incident.notified + config.group_interval_s)
+    if not incident.acked and incident.firing():
+        times.append(incident.notified + config.repeat_interval_s)
+    if incident.root_resolved is not None and incident.firing():
+        times.append(incident.root_resolved + config.group_interval_s)
+    return times
+
+
+def _timers_due(state: GroupState, incident: Incident, boundary: int, config: GroupConfig) -> list[Entry]:
+    if incident.id not in state.incidents:
+        return []
+    if incident.notified is None:
+        return [_announce(incident, "new", boundary)] if boundary >= incident.opened + config.group_wait_s else []
+    if incident.root_resolved is not None and incident.firing() and boundary >= incident.root_resolved + config.group_interval_s:
+        return _split(state, incident, boundary)
+    if incident.changed and boundary >= incident.notified + config.group_interval_s:
+        return [_announce(incident, "update", boundary)]
+    if not incident.acked and incident.firing() and boundary >= incident.notified + config.repeat_interval_s:
+        return [_announce(incident, "repeat", boundary)]
+    return []
+
+
+def _split(state: GroupState, incident: Incident, boundary: int) -> list[Entry]:
+    """The root resolved a while ago and some members still fire: the incident resolves, and each
+    still-firing scope becomes an incident of its own (told about after its own group wait)."""
+    still = incident.firing()
+    entries = [Entry((), _notice(incident, "resolved", boundary))]
+    del state.incidents[incident.id]
+    for scope in sorted({m.scope for m in still}, key=lambda s: (rank(s), s)):
+        ident = incident_id(scope, boundary, incident.id)
+        new = Incident(ident, scope, boundary)
+        for m in still:
+            if m.scope == scope:
+                new.members[m.key] = replace(m)
+        state.incidents[ident] = new
+    return entries
+
+
+def next_boundary(state: GroupState, staged: Iterable[int], after: int, until: int, step_s: int, config: GroupConfig) -> int | None:
+    """The next grid boundary in (after, until] at which something happens: a staged transition
+    (transitions staged late, at or before `after`, are taken at once) or a timer."""
+    candidates = [max(b, after + step_s) for b in staged if b <= until]
+    due = state.next_due(config)
+    if due is not None:
+        candidates.append(max(-(-due // step_s) * step_s, after + step_s))
+    found = min(candidates) if candidates else None
+    return found if found is not None and found <= until else None

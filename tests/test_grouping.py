@@ -1,0 +1,198 @@
+"""Incident grouping (stream/alerts/grouping.py): pure, no servers. Transitions are built by hand;
+explanations are given as the correlator would compute them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from scenarios import SWING_MIX, T0, Episode, Scenario, generate, simulate_incidents
+from stream.alerts.grouping import (
+    Counts,
+    Explanation,
+    GroupConfig,
+    GroupState,
+    Question,
+    advance,
+    explain,
+    flush,
+    next_boundary,
+    questions,
+)
+from stream.alerts.incidents import AlertRecord
+from stream.alerts.judging import AlertConfig
+from stream.timefmt import iso
+
+CONFIG = GroupConfig(group_wait_s=300, group_interval_s=900, repeat_interval_s=4 * 3600)
+B0 = T0 + 36 * 3600
+MIN = 60
+
+
+def transition(scope: str, kind: str, state: str, at: int, severity: str = "warning", repeat: bool = False) -> AlertRecord:
+    return AlertRecord(
+        alert_id=f"{scope}-{kind}", scope=scope, kind=kind, state=state, severity=severity, window_start=iso(at - 3600),
+        window_end=iso(at), value=0.6, baseline=0.2, zscore=5.0, posts=40, sample_post_ids=[], notified=False, fired_at="-",
+        onset=iso(at - 10 * MIN), metric="negative_share", repeat=repeat,
+    )
+
+
+def run(events: dict[int, list[AlertRecord]], answers: dict[tuple[str, str], Explanation] | None = None, until: int | None = None,
+        acks: dict[str, str] | None = None):
+    """Drive `advance` over the boundaries as the correlator does; returns (records, notices, state)."""
+    state, records, notices = GroupState(), [], []
+    pending = dict(events)
+    after = min(pending) - MIN
+    until = until if until is not None else max(pending) + 6 * 3600
+    boundary = next_boundary(state, pending, after, until, MIN, CONFIG)
+    while boundary is not None:
+        now = [t for b in sorted(pending) if b <= boundary for t in pending.pop(b)]
+        state, entries, _ = advance(state, boundary, now, answers or {}, CONFIG, acks)
+        for entry in entries:
+            records += [{**r, "notified": entry.notice is not None} for r in entry.records]
+            if entry.notice is not None:
+                notices.append(entry.notice)
+        boundary = next_boundary(state, pending, boundary, until, MIN, CONFIG)
+    return records, notices, state
+
+
+def test_a_cascade_is_one_incident_rooted_at_the_asset_and_notified_once():
+    explained = Explanation(asset="asset:ETH")
+    events = {
+        B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+        B0 + 2 * MIN: [transition("all", "sentiment_drop", "firing", B0 + 2 * MIN), transition("channel:trading", "sentiment_drop", "firing", B0 + 2 * MIN)],
+        B0 + 3 * MIN: [transition("asset:ETH", "volume_spike", "firing", B0 + 3 * MIN)],
+        B0 + 20 * MIN: [transition("source:forum", "sentiment_drop", "firing", B0 + 20 * MIN)],
+        B0 + 60 * MIN: [transition(s, k, "resolved", B0 + 60 * MIN) for s, k in (("asset:ETH", "sentiment_drop"), ("asset:ETH", "volume_spike"),
+                                                                                ("all", "sentiment_drop"), ("channel:trading", "sentiment_drop"),
+                                                                                ("source:forum", "sentiment_drop"))],
+    }
+    answers = {(s, "sentiment_drop"): explained for s in ("all", "channel:trading", "source:forum")}
+    records, notices, state = run(events, answers)
+    assert len(records) == 10 and len({r["incident_id"] for r in records}) == 1
+    assert {r["root_scope"] for r in records} == {"asset:ETH"}
+    assert [(n.reason, n.state) for n in notices] == [("new", "firing"), ("resolved", "resolved")]
+    first = notices[0]
+    # The wait let the parents and the second kind join before anyone was told.
+    assert {(m["scope"], m["kind"]) for m in first.members} == {
+        ("asset:ETH", "sentiment_drop"), ("asset:ETH", "volume_spike"), ("all", "sentiment_drop"), ("channel:trading", "sentiment_drop")}
+    assert first.at == iso(B0 + 5 * MIN)
+    # Members are never notified themselves; the root's firing records ride on the first notice.
+    assert all(not r["notified"] for r in records if r["scope"] != "asset:ETH")
+    assert [r["kind"] for r in records if r["notified"]] == ["sentiment_drop", "volume_spike"]
+    assert not state.incidents
+
+
+def test_a_parent_not_explained_by_the_asset_is_its_own_incident():
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN)]}
+    records, notices, _ = run(events, {("channel:general", "sentiment_drop"): Explanation()}, until=B0 + 30 * MIN)
+    assert {(r["scope"], r["root_scope"]) for r in records} == {("asset:ETH", "asset:ETH"), ("channel:general", "channel:general")}
+    assert len({r["incident_id"] for r in records}) == 2 and len(notices) == 2
+
+
+def test_a_market_wide_move_is_one_incident_rooted_at_all():
+    events = {B0: [transition("asset:BTC", "sentiment_drop", "firing", B0), transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + MIN: [transition("all", "sentiment_drop", "firing", B0 + MIN), transition("asset:SOL", "sentiment_drop", "firing", B0 + MIN)]}
+    market = Explanation(market=("asset:BTC", "asset:ETH"))
+    records, notices, _ = run(events, {("all", "sentiment_drop"): market}, until=B0 + 30 * MIN)
+    assert {r["root_scope"] for r in records} == {"all"} and len({r["incident_id"] for r in records}) == 1
+    assert len(notices) == 1 and notices[0].market
+    assert {m["scope"] for m in notices[0].members} == {"all", "asset:BTC", "asset:ETH", "asset:SOL"}
+
+
+def test_parents_that_fire_before_the_assets_of_a_market_wide_move_join_it():
+    """`all`, a source and a channel fire first; BTC and ETH a minute later. Nobody was told yet, so
+    `all` becomes the market-wide root and the parents it explains join."""
+    events = {B0: [transition(s, "sentiment_drop", "firing", B0) for s in ("all", "source:forum", "channel:trading")],
+              B0 + MIN: [transition(a, "sentiment_drop", "firing", B0 + MIN) for a in ("asset:BTC", "asset:ETH")]}
+    market = Explanation(market=("asset:BTC", "asset:ETH"))
+    answers = {(s, "sentiment_drop"): market for s in ("all", "source:forum", "channel:trading")}
+    records, notices, _ = run(events, answers, until=B0 + 30 * MIN)
+    assert len(notices) == 1 and notices[0].market and notices[0].root_scope == "all"
+    assert {r["incident_id"] for r in records} == {notices[0].incident_id} and len(records) == 5
+
+
+def test_a_member_still_firing_when_its_root_resolves_becomes_its_own_incident():
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + MIN: [transition("all", "sentiment_drop", "firing", B0 + MIN)],
+              B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN)],
+              B0 + 120 * MIN: [transition("all", "sentiment_drop", "resolved", B0 + 120 * MIN)]}
+    records, notices, state = run(events, {("all", "sentiment_drop"): Explanation(asset="asset:ETH")})
+    first, second = notices[0].incident_id, notices[2].incident_id
+    assert [(n.reason, n.root_scope) for n in notices] == [
+        ("new", "asset:ETH"), ("resolved", "asset:ETH"), ("new", "all"), ("resolved", "all")]
+    # The root's incident resolves group_interval after the root did; `all` is announced on its own.
+    assert notices[1].at == iso(B0 + 55 * MIN) and notices[2].at == iso(B0 + 60 * MIN)
+    assert [r["incident_id"] for r in records if r["scope"] == "all"] == [first, second]
+    assert first != second and not state.incidents
+
+
+def test_updates_come_for_news_only_and_repeats_stop_when_acknowledged():
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + 10 * MIN: [transition("all", "sentiment_drop", "firing", B0 + 10 * MIN)],
+              B0 + 12 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)]}
+    answers = {("all", "sentiment_drop"): Explanation(asset="asset:ETH")}
+    _, notices, state = run(events, answers, until=B0 + 9 * 3600)
+    # A parent joining is not news; a higher severity is (after group_interval); then a repeat every 4 h.
+    assert [(n.reason, n.severity, n.at) for n in notices] == [
+        ("new", "warning", iso(B0 + 5 * MIN)), ("update", "critical", iso(B0 + 20 * MIN)),
+        ("repeat", "critical", iso(B0 + 260 * MIN)), ("repeat", "critical", iso(B0 + 500 * MIN))]
+    ident = notices[0].incident_id
+    _, acked, _ = run(events, answers, until=B0 + 9 * 3600, acks={ident: "on it"})
+    assert [n.reason for n in acked] == ["new", "update"] and acked[-1].acked == "on it"
+
+
+def test_a_parent_that_fires_first_is_re_rooted_at_the_asset_before_anyone_is_told():
+    events = {B0: [transition("all", "volume_spike", "firing", B0)],
+              B0 + 2 * MIN: [transition("asset:ETH", "volume_spike", "firing", B0 + 2 * MIN)]}
+    state = GroupState()
+    state, _, _ = advance(state, B0, events[B0], {}, CONFIG)
+    asked = questions(state, B0 + 2 * MIN, events[B0 + 2 * MIN])
+    assert asked == [Question("all", "volume_spike", B0 - 10 * MIN, B0 + 2 * MIN, ("asset:ETH",))]
+    records, notices, _ = run(events, {("all", "volume_spike"): Explanation(asset="asset:ETH")}, until=B0 + 30 * MIN)
+    assert len(notices) == 1 and notices[0].root_scope == "asset:ETH"
+    assert {r["incident_id"] for r in records} == {notices[0].incident_id}
+
+
+def test_an_incident_over_within_its_wait_is_still_told_then_resolved_and_flush_announces_the_waiting():
+    events = {B0: [transition("asset:SOL", "sentiment_surge", "firing", B0)], B0 + 2 * MIN: [transition("asset:SOL", "sentiment_surge", "resolved", B0 + 2 * MIN)]}
+    _, notices, _ = run(events)
+    assert [n.reason for n in notices] == ["new", "resolved"]
+    state, _, _ = advance(GroupState(), B0, events[B0], {}, CONFIG)
+    state, entries, _ = flush(state, B0 + MIN)
+    assert [e.notice.reason for e in entries] == ["new"] and entries[0].records[0]["root_scope"] == "asset:SOL"
+
+
+def test_explain_takes_the_asset_that_carries_the_excess_and_leaves_the_rest_quiet():
+    q = Question("all", "sentiment_drop", B0, B0 + 20 * MIN, ("asset:BTC", "asset:ETH"))
+    ref = CONFIG.reference_s
+    per_20 = 20 * MIN / ref
+    # all: 60 negatives expected in 20 minutes (from 1080 in 6 h), 110 seen; ETH carries 45 of the 50 extra.
+    parent = Counts(1080, 110)
+    eth, btc = Counts(360, 65), Counts(360, 22)
+    assert abs(360 * per_20 - 20) < 1e-9
+    assert explain(q, parent, {"asset:BTC": btc, "asset:ETH": eth}, CONFIG) == Explanation(asset="asset:ETH")
+    # The same, but the rest of `all` also jumped (40 extra beyond ETH): not explained by ETH alone.
+    assert explain(q, Counts(1080, 150), {"asset:BTC": btc, "asset:ETH": eth}, CONFIG).asset == ""
+    # Two assets sharing the move: market-wide.
+    assert explain(q, Counts(1080, 120), {"asset:BTC": Counts(360, 50), "asset:ETH": Counts(360, 50)}, CONFIG) == Explanation(
+        market=("asset:BTC", "asset:ETH"))
+    # A channel moved by several assets joins a market-wide incident if there is one (grouping decides).
+    assert explain(replace(q, parent="channel:general"), Counts(1080, 120), {"asset:BTC": Counts(360, 50), "asset:ETH": Counts(360, 50)},
+                   CONFIG).market == ("asset:BTC", "asset:ETH")
+    # No excess explains nothing.
+    assert explain(q, Counts(1080, 50), {"asset:ETH": eth}, CONFIG) == Explanation()
+
+
+def test_a_generated_cascade_gives_one_incident_and_few_notices():
+    """The sequential detector on a generated ETH sell-off (3x volume, 60% negative) that moves its
+    channels and `all`: every record of the event carries one incident id, and the risk team gets
+    at most two firing notices and one resolved before the first repeat."""
+    config = replace(AlertConfig(), detector="sequential")
+    scenario = Scenario(days=2, episodes=(Episode("ETH", 36 * 3600, mix=SWING_MIX, volume=3.0),))
+    for seed in range(3):
+        records, notices = simulate_incidents(generate(scenario, seed), config, CONFIG)
+        eth = [r for r in records if r["window_end"] < iso(T0 + 37 * 3600 + 1800)]
+        assert len(eth) >= 4 and {r["root_scope"] for r in eth} == {"asset:ETH"} and len({r["incident_id"] for r in eth}) == 1
+        about = [n for n in notices if n.incident_id == eth[0]["incident_id"]]
+        firing = [n for n in about if n.state == "firing" and n.reason != "repeat"]
+        assert 1 <= len(firing) <= 2 and sum(n.state == "resolved" for n in about) == 1
