@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--for", dest="for_", help="override SENTINEL_ALERT_FOR, e.g. 10m")
     parser.add_argument("--detector", choices=("zscore", "sequential"), default="zscore", help="SENTINEL_ALERT_DETECTOR")
     parser.add_argument("--threshold-nats", type=float, help="sequential: override SENTINEL_ALERT_THRESHOLD_NATS")
+    parser.add_argument("--confirm-z", type=float, help="sequential: override SENTINEL_ALERT_CONFIRM_Z")
     parser.add_argument("--z-spread", action="store_true", help="also report the mean and standard deviation of z on the stationary weeks, per kind")
     args = parser.parse_args()
     rates = {asset: float(rate) for asset, rate in (item.split("=") for item in args.rates.split(","))}
@@ -93,6 +94,8 @@ def main() -> None:
     config = replace(config, detector=args.detector)
     if args.threshold_nats is not None:
         config = replace(config, sequential=replace(config.sequential, threshold_nats=args.threshold_nats))
+    if args.confirm_z is not None:
+        config = replace(config, sequential=replace(config.sequential, confirm_z=args.confirm_z))
     calm, delays, missed, bursts, burst_drops, selloffs = [], [], 0, [], [], []
     spread = ZSpread() if args.z_spread else None
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -120,7 +123,8 @@ def main() -> None:
         "weeks": args.seeds,
         "seeds": [args.first_seed, args.first_seed + args.seeds - 1],
         "detector": config.detector,
-        **({"threshold_nats": config.sequential.threshold_nats, "b_nats": round(config.sequential.b, 2)} if config.detector == "sequential" else {}),
+        **({"threshold_nats": config.sequential.threshold_nats, "b_nats": round(config.sequential.b, 2),
+            "confirm_z": config.sequential.confirm_z} if config.detector == "sequential" else {}),
         "half_life_s": config.half_life_s,
         "for_s": config.for_s,
         "stream": ", ".join(f"{asset} {rate:g}/min" for asset, rate in rates.items()) + "; 2 channels; labels 30/20/50 positive/negative/neutral",

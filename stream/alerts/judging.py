@@ -219,12 +219,12 @@ def judge_sequential(
             state, leaving = SeqState.fresh(boundary), None
             for start in range(entering - config.baseline_s + step_s, entering, step_s):
                 state = advance(state, empty, bin_at(start), None, at=boundary, baseline_bins=base_bins,
-                                config=config.sequential, frozen=False, min_coverage=2.0)
+                                config=config.sequential, frozen=False, min_coverage=2.0, step_s=step_s)
         is_open = any(not inc.pending for inc in incidents.values())
         new = bin_at(new_start)
         state = advance(state, new if new is not None else empty, bin_at(entering), leaving,
                         at=boundary, baseline_bins=base_bins, config=config.sequential, frozen=is_open,
-                        min_coverage=th.min_baseline_coverage)
+                        min_coverage=th.min_baseline_coverage, step_s=step_s)
         judged = verdicts(state, at=boundary, step_s=step_s, per_window=per_window, config=config.sequential, fire_z=th.fire_z)
         # The charts are the evidence over time: no `for:` on top of them.
         records += _step_kinds(scope, incidents, {k: v.signal for k, v in judged.items()}, {k: v.onset for k, v in judged.items()},

@@ -98,6 +98,11 @@ class SeqState:
     base: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0, 0.0])
     frozen: dict[str, float] | None = None
     banks: dict[str, Bank] = field(default_factory=dict)
+    # The end of a change (`ended`): per direction and for volume, the post-change estimate taken
+    # when the charts first held half the threshold, and the reverse CUSUM's evidence that the
+    # stream is back at its baseline.
+    after: dict[str, float] = field(default_factory=dict)
+    back: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def fresh(cls, at: int) -> "SeqState":
@@ -106,13 +111,15 @@ class SeqState:
             ("positive_rate", RATE_MULTIPLIERS), ("volume", VOLUME_MULTIPLIERS))})
 
     def to_json(self) -> dict[str, Any]:
-        return {"base": self.base, "frozen": self.frozen, "banks": {k: asdict(v) for k, v in self.banks.items()}}
+        return {"base": self.base, "frozen": self.frozen, "banks": {k: asdict(v) for k, v in self.banks.items()},
+                "after": self.after, "back": self.back}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> "SeqState | None":
         if not data:
             return None
-        return cls(list(data["base"]), data.get("frozen"), {k: Bank(**v) for k, v in data["banks"].items()})
+        return cls(list(data["base"]), data.get("frozen"), {k: Bank(**v) for k, v in data["banks"].items()},
+                   dict(data.get("after") or {}), dict(data.get("back") or {}))
 
 
 def baseline_params(base: Sequence[float]) -> dict[str, float]:
@@ -152,7 +159,7 @@ DIRECTIONS: tuple[tuple[Kind, str, int], ...] = (("sentiment_drop", "negative", 
 
 
 def advance(state: SeqState | None, new: np.ndarray, entering: np.ndarray | None, leaving: np.ndarray | None, *,
-            at: int, baseline_bins: int, config: SeqConfig, frozen: bool, min_coverage: float = 0.75) -> SeqState:
+            at: int, baseline_bins: int, config: SeqConfig, frozen: bool, min_coverage: float = 0.75, step_s: int = 60) -> SeqState:
     """One step: the bin ending at `at` (`new`), the bin entering the baseline and the one leaving it
     (None where the bin is before the stream began: unknown, not counted). `frozen`: the scope has
     an open incident. The charts start once `min_coverage` of the baseline's bins are known."""
@@ -181,7 +188,63 @@ def advance(state: SeqState | None, new: np.ndarray, entering: np.ndarray | None
             state.banks[f"{label}_share"].update(share_increments(p[f"p_{label}"], hits, n), n, hits, at, cap)
         state.banks[f"{label}_rate"].update(rate_increments(p[f"rate_{label}"], hits, p["phi"], RATE_MULTIPLIERS), n, hits, at, cap)
     state.banks["volume"].update(rate_increments(p["rate"], n, p["phi"], VOLUME_MULTIPLIERS), n, n, at, cap)
+    ended(state, new, p, at, config, step_s)
     return state
+
+
+def ended(state: SeqState, new: np.ndarray, p: dict[str, float], at: int, config: SeqConfig, step_s: int) -> None:
+    """Has the change ended? Page's CUSUM run the other way: once a direction's charts reached b
+    (fired), and while they hold at least b/2 (enough to keep the incident firing), each bin adds the log-likelihood ratio of the
+    baseline against the post-change estimate; at b/2 nats of that evidence the direction's charts
+    restart from zero, so the incident resolves. Without it a chart capped at 2b only drains at the
+    rate the baseline contradicts its weakest alternative: hours for a swing of one hour."""
+    level, n = config.b / 2, float(new[SliceCol.N])
+    for _, label, col in DIRECTIONS:
+        share, rate = state.banks[f"{label}_share"], state.banks[f"{label}_rate"]
+        p0 = p[f"p_{label}"]
+        if max(max(share.s), max(rate.s)) < level:
+            state.after.pop(label, None)
+            state.back.pop(label, None)
+            continue
+        if label not in state.after:
+            if max(max(share.s), max(rate.s)) < config.b:
+                continue  # not fired: detection alone decides until then
+            bank = share if max(share.s) >= max(rate.s) else rate
+            k = bank.best()
+            state.after[label] = bank.hits[k] / bank.posts[k] if bank.posts[k] else p0
+        q = state.after[label]
+        if n <= 0 or q <= p0 or q >= 1:
+            continue
+        hits = float(new[col])
+        llr = hits * math.log(p0 / q) + (n - hits) * math.log((1 - p0) / (1 - q))
+        state.back[label] = max(0.0, state.back.get(label, 0.0) + llr)
+        if state.back[label] >= level:
+            for bank in (share, rate):
+                bank.s, bank.zero_at = [0.0] * len(bank.s), [at] * len(bank.s)
+                bank.posts, bank.hits = [0.0] * len(bank.s), [0.0] * len(bank.s)
+            state.after.pop(label, None)
+            state.back.pop(label, None)
+    vol = state.banks["volume"]
+    if max(vol.s) < level:
+        state.after.pop("volume", None)
+        state.back.pop("volume", None)
+        return
+    rate0 = p["rate"]
+    if "volume" not in state.after:
+        if max(vol.s) < config.b:
+            return
+        k = vol.best()
+        state.after["volume"] = vol.posts[k] / max((at - vol.zero_at[k]) / step_s, 1.0)  # posts per bin since the onset
+    lam = state.after["volume"]
+    if lam <= rate0:
+        return
+    llr = (n * math.log(rate0 / lam) - (rate0 - lam)) / p["phi"]
+    state.back["volume"] = max(0.0, state.back.get("volume", 0.0) + llr)
+    if state.back["volume"] >= level:
+        vol.s, vol.zero_at = [0.0] * len(vol.s), [at] * len(vol.s)
+        vol.posts, vol.hits = [0.0] * len(vol.s), [0.0] * len(vol.s)
+        state.after.pop("volume", None)
+        state.back.pop("volume", None)
 
 
 @dataclass(frozen=True)
