@@ -60,6 +60,11 @@ INCIDENTS_INDEX_KEY = f"{ALERTS_PREFIX}:incidents:idx"  # sorted set: incident i
 OUTBOX_GROUP = "notifiers"  # the outbox's consumer group: one consumer per worker
 
 
+def caps_key(day: str) -> str:
+    """Hash service -> notifications sent that UTC day (SENTINEL_NOTIFY_DAILY_CAP)."""
+    return f"{ALERTS_PREFIX}:caps:{day}"
+
+
 def incident_key(scope: str) -> str:
     """Hash `until` (the last boundary judged) and `incidents` (JSON) of one scope."""
     return f"{ALERTS_PREFIX}:scope:{scope}"

@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     alert_samples: int = Field(3, ge=0, le=10, description="sample posts shown in a notification")
     # --- incidents (stream/alerts/grouping.py) ---
     alert_grouping: Literal["none", "incidents"] = Field(
-        "none", description="none: one notification per transition; incidents: one incident per event, notified Alertmanager-style"
+        "incidents", description="incidents: one incident per event, notified Alertmanager-style; none: one notification per transition"
     )
     alert_group_wait: str = Field("5m", description="incidents: event time the first notification waits for related scopes")
     alert_group_interval: str = Field("15m", description="incidents: event time between updates when scopes or kinds join")
@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     notify_backoff: float = Field(1.0, gt=0, description="first retry delay, doubled per attempt")
     notify_backoff_max: float = Field(30.0, gt=0)
     notify_chart: bool = Field(True, description="attach a PNG chart of the scope's last 24 h")
+    notify_daily_cap: int = Field(0, ge=0, description="notifications per service per UTC day, then one 'limit reached' notice (0: no cap)")
+    notify_claim_idle: float = Field(
+        60.0, gt=0, description="seconds before another worker claims an outbox entry a worker took and did not finish"
+    )
 
     # --- logging ---
     log_level: str = "INFO"

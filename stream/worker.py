@@ -32,7 +32,7 @@ from stream.alerts.grouping import GroupConfig
 from stream.alerts.incidents import AlertRecord
 from stream.alerts.judging import AlertConfig
 from stream.alerts.sequential import SeqConfig
-from stream.alerts.notify import Notifier
+from stream.alerts.notify import Notifier, retry_delays
 from stream.assets import load_aliases
 from stream.batch import RawMessage
 from stream.contracts import Limits
@@ -51,12 +51,21 @@ log = logging.getLogger(__name__)
 EXIT_DRAINED, EXIT_BATCH_FAILED, EXIT_GRACE_RAN_OUT = 0, 70, 75
 
 
+CLAIM_MARGIN_S = 30.0  # room for the attempts themselves (an HTTP timeout or an SMTP exchange) beyond the delays
+
+
 def check_settings(settings: Settings) -> None:
     """Every window and alert setting parsed once; a bad one raises ValueError naming its variable."""
     for field in ("bucket", "retention", "windows"):
         for spec in getattr(settings, field).split(","):
             setting_duration(field, spec)
     alert_config(settings)
+    group_config(settings)
+    budget = sum(retry_delays(settings.notify_attempts, settings.notify_backoff, settings.notify_backoff_max))
+    if settings.notify_claim_idle <= budget + CLAIM_MARGIN_S:
+        # A worker still retrying a notification must not see its entry claimed and sent again.
+        raise ValueError(f"SENTINEL_NOTIFY_CLAIM_IDLE ({settings.notify_claim_idle:g} s) must exceed the notification retry "
+                         f"delays ({budget:g} s) by more than {CLAIM_MARGIN_S:g} s")
 
 
 def alert_config(settings: Settings) -> AlertConfig:
@@ -251,6 +260,7 @@ def build_worker(
         publish_alert,
         consumer=f"{socket.gethostname()}-{os.getpid()}",
         chart=settings.notify_chart,
+        claim_idle_s=settings.notify_claim_idle,
         metrics=metrics,
     )
     install_http(app, metrics=metrics, redis=store.redis, classifier=classifier, posts_topic=settings.topic_posts,

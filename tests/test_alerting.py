@@ -184,3 +184,36 @@ def test_silence_commands(redis_server):
     bad = cli(["unsilence", "nope"], redis_server)
     assert bad.returncode != 0 and "no silence" in bad.stderr
     assert cli(["silence", "asset:BTC", "--kind", "moon"], redis_server).returncode != 0
+
+
+def test_a_daily_cap_per_service_sends_one_limit_notice_then_drops(redis_server):
+    """SENTINEL_NOTIFY_DAILY_CAP: two notifications reach the webhook, the third becomes the one
+    'limit reached' notice, the rest are not sent; every record is still published, those not sent
+    with `notified: false`."""
+    redis.Redis.from_url(redis_server).flushdb()
+    hook = Hook()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        await load(store, [AlertEngine(store, AlertConfig(), partitions=1)])
+        published = []
+
+        async def publish(record):
+            published.append(record)
+
+        notifier = Notifier(build_apprise(hook.url, None), attempts=1, backoff=0.01, daily_cap=2)
+        delivery = AlertDelivery(store, notifier, publish, consumer="test", chart=False)
+        await delivery.ensure_group()
+        while await delivery.drain_once():
+            pass
+        await store.close()
+        return published
+
+    try:
+        published = asyncio.run(go())
+    finally:
+        hook.close()
+    assert len(published) >= 4
+    titles = [p["title"] for p in hook.accepted]
+    assert len(titles) == 3 and sum(t.startswith("[NOTICE] daily notification limit") for t in titles) == 1
+    assert sum(r.notified for r in published) == 2

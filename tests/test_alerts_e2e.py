@@ -55,6 +55,7 @@ def run_env(kafka_server: str, redis_server: str, cache_dir: Path, name: str, we
     return worker_env(
         name, kafka_server, redis_server, cache_dir,
         SENTINEL_PARTITIONS="4", SENTINEL_APPRISE_URLS=webhook_url, SENTINEL_NOTIFY_CHART="false",
+        SENTINEL_ALERT_GROUPING="none",  # one notification per transition; the grouped test sets incidents
     )
 
 

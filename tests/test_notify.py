@@ -467,3 +467,30 @@ def test_slack_payload_is_built_and_neutralised(monkeypatch):
     # Slack parses mentions and links only inside < >, and @-words only when they start with "@".
     assert "<" not in text and ">" not in text
     assert "@here" not in text and "@channel" not in text
+
+
+def test_pagerduty_and_opsgenie_get_the_incident_id_as_dedup_key_and_alias():
+    from stream.alerts.notify import keyed
+
+    app = build_apprise("pagerduty://integration@apikey opsgenie://apikey json://127.0.0.1:9/h", None)
+    pagerduty, opsgenie, hook = list(app)
+    assert keyed(pagerduty, "inc123").dedup == "inc123" and pagerduty.dedup is None  # a copy: the shared one is untouched
+    assert keyed(opsgenie, "inc123").alias == "inc123" and opsgenie.alias is None
+    assert keyed(hook, "inc123") is hook and keyed(pagerduty, None) is pagerduty
+
+
+def test_an_incident_notice_names_root_kinds_members_onset_and_level_and_escapes_scopes():
+    from stream.alerts.grouping import Notice
+
+    member = {"kind": "sentiment_drop", "firing": True, "severity": "warning", "onset": "2026-10-02T11:50:00Z",
+              "metric": "negative_share", "value": 0.583, "baseline": 0.2}
+    notice = Notice("inc1", "asset:ETH", "firing", "update", "critical", "2026-10-02T12:20:00Z", "2026-10-02T12:00:00Z", False,
+                    [{**member, "scope": "asset:ETH"}, {**member, "scope": "asset:ETH", "kind": "volume_spike", "metric": "posts",
+                                                           "value": 90.0, "baseline": 30.0},
+                     {**member, "scope": "channel:<!channel> @here", "severity": "critical"}])
+    head, text = message.notice_title(notice), message.notice_body(notice)
+    assert head == "[CRITICAL] sentiment_drop, volume_spike on asset:ETH (+1 related scope) (update)"
+    assert "negative_share 0.583 since 2026-10-02T11:50:00Z vs baseline 0.200" in text and "posts 90 since" in text
+    assert "incident_id: inc1" in text and "<!channel>" not in text and "@here" not in text and "!channel" in text
+    resolved = Notice(**{**notice.to_json(), "state": "resolved", "reason": "resolved"})
+    assert message.notice_title(resolved).startswith("[RESOLVED] ") and " is resolved." in message.notice_body(resolved)

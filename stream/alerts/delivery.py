@@ -13,19 +13,22 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord, record_from_json
-from stream.alerts.notify import Notifier, route
+from stream.alerts.notify import Notifier, route, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silenced_by
-from stream.keys import ALERT_STATS_KEY, OUTBOX_GROUP, OUTBOX_KEY
+from stream.keys import ALERT_STATS_KEY, OUTBOX_GROUP, OUTBOX_KEY, caps_key
 from stream.store import WindowStore
 from stream.timefmt import epoch
 from stream.windows import SliceCol
+
+if TYPE_CHECKING:
+    from apprise.plugins.base import NotifyBase
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,8 @@ class AlertDelivery:
         self.chart = chart
         self.claim_idle_ms = int(claim_idle_s * 1000)
         self.metrics: DeliveryObserver = metrics if metrics is not None else _NoObserver()
+        if notifier is not None and notifier.daily_cap > 0:
+            notifier.admit = self._admit
 
     async def ensure_group(self) -> None:
         try:
@@ -161,6 +166,19 @@ class AlertDelivery:
         await self.redis.hincrby(ALERT_STATS_KEY, "notified" if notified else "delivery_failed", 1)
         self.metrics.delivery(notified)
         return notified
+
+    async def _admit(self, server: NotifyBase) -> str:
+        """The daily cap per service (SENTINEL_NOTIFY_DAILY_CAP): a counter per service and UTC day in
+        Redis, shared by every worker. The notification one past the cap becomes the one 'limit
+        reached' notice; later ones are dropped until the day ends."""
+        assert self.notifier is not None
+        key = caps_key(time.strftime("%Y-%m-%d", time.gmtime()))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(key, service_key(server), 1)
+            pipe.expire(key, 2 * 86400)
+            count, _ = await pipe.execute()
+        cap = self.notifier.daily_cap
+        return "send" if count <= cap else "limit" if count == cap + 1 else "drop"
 
     async def _silence_of(self, record: AlertRecord) -> Silence | None:
         return silenced_by(await list_silences(self.redis), record.scope, record.kind, time.time())

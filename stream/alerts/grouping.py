@@ -447,20 +447,20 @@ def _record(state: GroupState, incident: Incident, t: AlertRecord, boundary: int
     if t.state == "firing":
         member.severity, member.onset, member.value, member.baseline = t.severity, t.onset or member.onset, t.value, t.baseline
     record = _public(t, incident)
-    entries: list[Entry] = []
-    if incident.notified is None and t.scope == incident.root:
-        incident.held.append(record)
-    else:
-        incident.emitted = True
-        entries.append(Entry((record,)))
-    if incident.notified is not None and SEVERITY_RANK.get(incident.severity(), 0) > SEVERITY_RANK.get(before, 0):
-        incident.changed = True
-    if t.scope == incident.root:
+    is_root = t.scope == incident.root
+    if is_root:
         root_firing = any(m.firing for m in incident.members.values() if m.scope == incident.root)
         incident.root_resolved = None if root_firing else boundary
     if not incident.firing():
-        entries += _close(state, incident, boundary)
-    return entries
+        return _close(state, incident, boundary, record, is_root)
+    news = is_root and t.state == "firing" and not t.repeat
+    if incident.notified is not None and (news or SEVERITY_RANK.get(incident.severity(), 0) > SEVERITY_RANK.get(before, 0)):
+        incident.changed = True
+    if is_root and (incident.notified is None or news):
+        incident.held.append(record)  # announced by the next notice, which sets its `notified`
+        return []
+    incident.emitted = True
+    return [Entry((record,))]
 
 
 def _public(t: AlertRecord, incident: Incident) -> dict[str, Any]:
@@ -481,9 +481,7 @@ def _notice(incident: Incident, reason: str, boundary: int) -> Notice:
 
 def _announce(incident: Incident, reason: str, boundary: int) -> Entry:
     notice = _notice(incident, reason, boundary)
-    # Held records learn their incident now: a re-rooted or merged incident changed it since.
-    records = tuple({**r, "incident_id": incident.id, "root_scope": incident.root} for r in incident.held)
-    incident.held = []
+    records = _release(incident)
     incident.emitted = incident.emitted or bool(records)
     incident.notified, incident.changed = boundary, False
     incident.announced = sorted(incident.members)
@@ -491,13 +489,26 @@ def _announce(incident: Incident, reason: str, boundary: int) -> Entry:
     return Entry(records, notice)
 
 
-def _close(state: GroupState, incident: Incident, boundary: int) -> list[Entry]:
+def _close(state: GroupState, incident: Incident, boundary: int, record: dict[str, Any], is_root: bool) -> list[Entry]:
+    """The last firing member resolved: one resolved notice, riding on the closing record if it is
+    the root's. An incident over before its wait ended is still told first."""
     entries = []
-    if incident.notified is None:  # over before the wait ended: still told, then resolved
+    if incident.notified is None:
         entries.append(_announce(incident, "new", boundary))
-    entries.append(Entry((), _notice(incident, "resolved", boundary)))
+    elif incident.held:
+        entries.append(Entry(_release(incident)))
+    incident.emitted = True
+    notice = _notice(incident, "resolved", boundary)
+    entries += [Entry((record,), notice)] if is_root else [Entry((record,)), Entry((), notice)]
     del state.incidents[incident.id]
     return entries
+
+
+def _release(incident: Incident) -> tuple[dict[str, Any], ...]:
+    # Held records learn their incident now: a re-rooted or merged incident changed it since.
+    records = tuple({**r, "incident_id": incident.id, "root_scope": incident.root} for r in incident.held)
+    incident.held = []
+    return records
 
 
 def _timers(incident: Incident, config: GroupConfig) -> list[int]:
@@ -531,7 +542,8 @@ def _split(state: GroupState, incident: Incident, boundary: int) -> list[Entry]:
     """The root resolved a while ago and some members still fire: the incident resolves, and each
     still-firing scope becomes an incident of its own (told about after its own group wait)."""
     still = incident.firing()
-    entries = [Entry((), _notice(incident, "resolved", boundary))]
+    entries = [Entry(_release(incident))] if incident.held else []
+    entries.append(Entry((), _notice(incident, "resolved", boundary)))
     del state.incidents[incident.id]
     for scope in sorted({m.scope for m in still}, key=lambda s: (rank(s), s)):
         ident = incident_id(scope, boundary, incident.id)

@@ -92,6 +92,14 @@ def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS) ->
     return "\n".join(lines)
 
 
+LIMIT_TITLE = "[NOTICE] daily notification limit reached"
+
+
+def limit_body(cap: int) -> str:
+    return (f"This service has had its {cap} notifications for today (UTC). Further alerts are still recorded on "
+            "sentiment-alerts and in `sentinel incidents`, but not sent here until 00:00 UTC.")
+
+
 REASON_SUFFIX = {"new": "", "update": " (update)", "repeat": " (still firing)", "resolved": ""}
 
 

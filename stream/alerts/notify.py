@@ -18,13 +18,15 @@ above lines are passed through `redact`.
 from __future__ import annotations
 
 import asyncio
+import copy
+import hashlib
 import logging
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence
 
 import apprise
 from apprise import AppriseAsset, AppriseAttachment, NotifyFormat, NotifyType
@@ -153,6 +155,31 @@ def retry_delays(attempts: int, backoff: float, backoff_max: float) -> list[floa
     return [min(backoff * 2**i, backoff_max) for i in range(max(attempts - 1, 0))]
 
 
+def keyed(server: NotifyBase, key: str | None) -> NotifyBase:
+    """The service as it should send one incident's notification: PagerDuty gets the incident id as
+    its dedup key and Opsgenie as its alias, so every notification of one incident (and its
+    resolution) lands on one page there. A shallow copy: the configured object is shared by
+    concurrent deliveries and must not change."""
+    field = {"pagerduty": "dedup", "opsgenie": "alias"}.get(str(getattr(server, "secure_protocol", "")))
+    if not key or field is None:
+        return server
+    copy_ = copy.copy(server)
+    setattr(copy_, field, key)
+    return copy_
+
+
+def service_key(server: NotifyBase) -> str:
+    """A stable, secret-free name for one configured service (its URL, hashed)."""
+    try:
+        url = server.url(privacy=False)
+    except Exception:  # a plugin whose url() fails: fall back on the log-safe name
+        url = describe(server)
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+Admit = Callable[["NotifyBase"], Awaitable[str]]  # -> "send" | "limit" (send the limit notice instead) | "drop"
+
+
 def describe(server: NotifyBase) -> str:
     """A log-safe name for a service: Apprise's privacy URL (passwords and tokens masked)."""
     try:
@@ -190,6 +217,7 @@ class Notifier:
         backoff_max: float = 30.0,
         samples: int = 3,
         chart: bool = True,
+        daily_cap: int = 0,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be >= 1")
@@ -199,6 +227,10 @@ class Notifier:
         self.backoff = backoff
         self.backoff_max = backoff_max
         self.samples = samples
+        self.daily_cap = daily_cap
+        # Asked per service before each notification (AlertDelivery counts per service and day in
+        # Redis); None sends everything.
+        self.admit: Admit | None = None
         self.chart = chart  # whether the caller should render a chart; deliver() attaches what it gets
         # Per-service outcomes since start (for metrics): accepted, and failed after all retries.
         self.sent_total = 0
@@ -215,6 +247,7 @@ class Notifier:
             backoff_max=settings.notify_backoff_max,
             samples=settings.alert_samples,
             chart=settings.notify_chart,
+            daily_cap=settings.notify_daily_cap,
         )
 
     def targets_for(self, record: AlertRecord) -> list[NotifyBase]:
@@ -225,21 +258,35 @@ class Notifier:
         """One transition's notification (`SENTINEL_ALERT_GROUPING=none`)."""
         context = {"alert_id": record.alert_id, "scope": record.scope, "severity": record.severity}
         return await self._deliver(context, record.severity, message.title(record), message.body(record, samples=self.samples),
-                                   notify_type(record.state, record.severity), chart_png, record.alert_id)
+                                   notify_type(record.state, record.severity), chart_png, record.alert_id, key=record.incident_id)
 
     async def deliver_notice(self, notice: Notice, samples: Sequence[Sample] = (), chart_png: bytes | None = None) -> Delivery:
         """One incident's notification (stream/alerts/grouping.py)."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
         text = message.notice_body(notice, samples, samples_shown=self.samples)
         return await self._deliver(context, notice.severity, message.notice_title(notice), text,
-                                   notify_type(notice.state, notice.severity), chart_png, notice.incident_id)
+                                   notify_type(notice.state, notice.severity), chart_png, notice.incident_id, key=notice.incident_id)
 
     async def _deliver(self, context: dict[str, Any], severity: str, head: str, text: str, kind: NotifyType,
-                       chart_png: bytes | None, name: str) -> Delivery:
-        targets = route(self.targets, severity)
-        if not targets:
+                       chart_png: bytes | None, name: str, key: str | None = None) -> Delivery:
+        routed = route(self.targets, severity)
+        if not routed:
             log.info("no notification service for this severity", extra=context)
             return Delivery(notified=False, failures=0, attempts=0)
+        targets, capped = [], []
+        for server in routed:
+            verdict = await self.admit(server) if self.admit is not None else "send"
+            if verdict == "send":
+                targets.append(keyed(server, key))
+            elif verdict == "limit":
+                capped.append(server)
+        if capped:
+            await asyncio.gather(*(self._deliver_one(server, {**context, "limit": "daily"}, message.LIMIT_TITLE, message.limit_body(self.daily_cap),
+                                                     NotifyType.WARNING, None) for server in capped))
+        if len(targets) < len(routed):
+            log.warning("daily notification cap reached for some services", extra={**context, "capped": len(routed) - len(targets)})
+        if not targets:
+            return Delivery(notified=False, failures=0, attempts=0, targeted=len(routed))
         # Apprise attaches files by path; the chart lives in a private temp dir for this delivery
         # only (mkdtemp/rmtree of one small file are too quick to be worth a thread).
         tmp = Path(tempfile.mkdtemp(prefix="sentinel-chart-")) if chart_png else None
@@ -254,7 +301,7 @@ class Notifier:
         sent = sum(o.ok for o in outcomes)
         failures = len(outcomes) - sent
         return Delivery(
-            notified=failures == 0,
+            notified=failures == 0 and len(targets) == len(routed),
             failures=failures,
             attempts=max(o.attempts for o in outcomes),
             targeted=len(outcomes),
