@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from scenarios import SWING_MIX, T0, Episode, Scenario, generate, simulate  # noqa: E402
+from scenarios import SWING_MIX, T0, Episode, Scenario, generate, simulate, through_confusion  # noqa: E402
 
 import stream.alerts.judging as judging  # noqa: E402
 from stream.alerts.judging import AlertConfig  # noqa: E402
@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--detector", choices=("zscore", "sequential"), default="zscore", help="SENTINEL_ALERT_DETECTOR")
     parser.add_argument("--threshold-nats", type=float, help="sequential: override SENTINEL_ALERT_THRESHOLD_NATS")
     parser.add_argument("--confirm-z", type=float, help="sequential: override SENTINEL_ALERT_CONFIRM_Z")
+    parser.add_argument("--confusion", type=Path, help="label every post through this evaluation JSON's confusion matrix "
+                        "(a realistic classifier's errors), e.g. docs/results/indomain/shipped-tfns.json")
     parser.add_argument("--z-spread", action="store_true", help="also report the mean and standard deviation of z on the stationary weeks, per kind")
     args = parser.parse_args()
     rates = {asset: float(rate) for asset, rate in (item.split("=") for item in args.rates.split(","))}
@@ -97,25 +99,31 @@ def main() -> None:
     if args.confirm_z is not None:
         config = replace(config, sequential=replace(config.sequential, confirm_z=args.confirm_z))
     calm, delays, missed, bursts, burst_drops, selloffs = [], [], 0, [], [], []
+    confusion = json.loads(args.confusion.read_text())["confusion"] if args.confusion else None
+
+    def make(scenario: Scenario, seed: int) -> list:
+        stream = generate(scenario, seed)
+        return through_confusion(stream, confusion, seed) if confusion else stream
+
     spread = ZSpread() if args.z_spread else None
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         if spread:
             spread.active = True
-        calm.append(sum(r.state == "firing" and not r.repeat for r in simulate(generate(Scenario(per_minute=rates), seed), config)))
+        calm.append(sum(r.state == "firing" and not r.repeat for r in simulate(make(Scenario(per_minute=rates), seed), config)))
         if spread:
             spread.active = False
-        records = simulate(generate(Scenario(per_minute=rates, episodes=(Episode("BTC", AT, mix=SWING_MIX),)), seed), config)
+        records = simulate(make(Scenario(per_minute=rates, episodes=(Episode("BTC", AT, mix=SWING_MIX),)), seed), config)
         fired = [minutes_after(r.window_end) for r in records if (r.scope, r.kind, r.state) == ("asset:BTC", "sentiment_drop", "firing") and minutes_after(r.window_end) > 0]
         if fired:
             delays.append(fired[0])
         else:
             missed += 1
-        records = simulate(generate(Scenario(per_minute=rates, episodes=(Episode("ETH", AT, volume=5.0),)), seed), config)
+        records = simulate(make(Scenario(per_minute=rates, episodes=(Episode("ETH", AT, volume=5.0),)), seed), config)
         bursts.append(any((r.scope, r.kind) == ("asset:ETH", "volume_spike") and 0 < minutes_after(r.window_end) <= 60 for r in records))
         burst_drops.append(any((r.scope, r.kind, r.state) == ("asset:ETH", "sentiment_drop", "firing") for r in records))
         # A low-volume asset (0.1 posts/min) whose posts jump fivefold for an hour, 65% of them negative.
         selloff = Scenario(per_minute={**rates, "LOW": 0.1}, episodes=(Episode("LOW", AT, mix=SELL_OFF_MIX, volume=5.0),))
-        records = simulate(generate(selloff, seed), config)
+        records = simulate(make(selloff, seed), config)
         selloffs.append(any((r.scope, r.kind, r.state) == ("asset:LOW", "sentiment_drop", "firing") and 0 < minutes_after(r.window_end) <= 30
                             for r in records))
         print(f"seed {seed}: false alarms {calm[-1]}, swing seen after {fired[0] if fired else None} min, burst seen {bursts[-1]}", file=sys.stderr)
@@ -125,6 +133,7 @@ def main() -> None:
         "detector": config.detector,
         **({"threshold_nats": config.sequential.threshold_nats, "b_nats": round(config.sequential.b, 2),
             "confirm_z": config.sequential.confirm_z} if config.detector == "sequential" else {}),
+        "labels": f"through the confusion matrix of {args.confusion}" if args.confusion else "perfect (as generated)",
         "half_life_s": config.half_life_s,
         "for_s": config.for_s,
         "stream": ", ".join(f"{asset} {rate:g}/min" for asset, rate in rates.items()) + "; 2 channels; labels 30/20/50 positive/negative/neutral",

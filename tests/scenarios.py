@@ -204,3 +204,14 @@ def simulate_incidents(stream: list[GenPost], config, group, scores: dict[str, f
         published += [{**r, "notified": True} for r in e.records]
         notices.append(e.notice)
     return published, notices
+
+
+def through_confusion(stream: list[GenPost], confusion: dict[str, dict[str, int]], seed: int) -> list[GenPost]:
+    """The stream as a real classifier would label it: each post's label redrawn from the row of a
+    measured confusion matrix (true label -> predicted label -> count), e.g. the `confusion` of an
+    evaluation JSON in docs/results/. Seeded, so a run is repeatable."""
+    from dataclasses import replace as _replace
+
+    rng = random.Random(seed * 7919 + 17)
+    rows = {true: ([p for p in row], [row[p] for p in row]) for true, row in confusion.items()}
+    return [_replace(p, label=rng.choices(*rows[p.label])[0]) for p in stream]

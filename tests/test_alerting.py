@@ -217,3 +217,85 @@ def test_a_daily_cap_per_service_sends_one_limit_notice_then_drops(redis_server)
     titles = [p["title"] for p in hook.accepted]
     assert len(titles) == 3 and sum(t.startswith("[NOTICE] daily notification limit") for t in titles) == 1
     assert sum(r.notified for r in published) == 2
+
+
+def test_incidents_are_listed_and_an_open_one_can_be_acknowledged(redis_server):
+    """`sentinel incidents` and `sentinel ack` read and write these keys: an open incident takes an
+    acknowledgement (the correlator reads it next round), a resolved or unknown one does not."""
+    from stream.alerts.correlator import acknowledge, list_incidents
+    from stream.keys import ACKS_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY
+
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    for ident, state, opened in (("open1", "open", 100), ("done1", "resolved", 50)):
+        r.hset(INCIDENTS_KEY, ident, json.dumps({"incident_id": ident, "state": state, "acked": None, "opened": opened}))
+        r.zadd(INCIDENTS_INDEX_KEY, {ident: opened})
+
+    async def go():
+        client = redis.asyncio.Redis.from_url(redis_server, decode_responses=True)
+        try:
+            every = [i["incident_id"] for i in await list_incidents(client)]
+            recent = [i["incident_id"] for i in await list_incidents(client, since=80)]
+            opened = [i["incident_id"] for i in await list_incidents(client, open_only=True)]
+            results = [await acknowledge(client, i, "desk on it") for i in ("open1", "done1", "nope")]
+            return every, recent, opened, results
+        finally:
+            await client.aclose()
+
+    every, recent, opened, results = asyncio.run(go())
+    assert every == ["open1", "done1"] and recent == ["open1"] and opened == ["open1"]
+    assert results == [True, False, False]
+    assert r.hget(ACKS_KEY, "open1") == "desk on it" and json.loads(r.hget(INCIDENTS_KEY, "open1"))["acked"] == "desk on it"
+
+
+def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_server):
+    """Grouping on a real redis-server, delivered to a real webhook: a three-hour BTC swing repeats
+    every 30 minutes of event time; acknowledged after its first notice, it is not repeated, and
+    its resolution still comes (saying who acknowledged it)."""
+    from dataclasses import replace
+
+    from stream.alerts.correlator import Correlator, acknowledge, list_incidents
+    from stream.alerts.grouping import GroupConfig
+
+    long_swing = Scenario(days=2, episodes=(Episode("BTC", 36 * 3600, duration=3 * 3600, mix=SWING_MIX),))
+    stream = generate(long_swing, seed=4)
+    config = replace(AlertConfig(), detector="sequential")
+
+    async def go(ack: bool) -> list[dict]:
+        redis.Redis.from_url(redis_server).flushdb()
+        store = WindowStore(redis.asyncio.Redis.from_url(redis_server, decode_responses=True), retention_s=48 * 3600, pairs=True)
+        correlator = Correlator(store, GroupConfig(repeat_interval_s=1800), step_s=60, history_s=48 * 3600)
+        engine = AlertEngine(store, config, partitions=1, correlator=correlator)
+        hook = Hook()
+        notifier = Notifier(build_apprise(hook.url, None), attempts=2, backoff=0.01)
+        delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="test", chart=False)
+        await delivery.ensure_group()
+        acked = False
+        try:
+            for i in range(0, len(stream), 200):
+                batch = stream[i : i + 200]
+                items = [Scored(Post(p.id, f"${p.asset} {p.label}", p.created_at, (p.asset,), "forum", p.channel), p.label, SCORES[p.label])
+                         for p in batch]
+                await store.apply(items, {}, batch[-1].created_at, {0: batch[-1].created_at})
+                touched: dict[str, float] = {}
+                for item in items:
+                    for scope in ("all", "source:forum", f"asset:{item.post.assets[0]}", f"channel:{item.post.channel}"):
+                        touched[scope] = max(touched.get(scope, 0.0), item.post.created_at)
+                await engine.judge(touched)
+                while await delivery.drain_once():
+                    pass
+                if ack and not acked and hook.accepted:
+                    (btc,) = [i for i in await list_incidents(store.redis, open_only=True) if i["root_scope"] == "asset:BTC"]
+                    acked = await acknowledge(store.redis, btc["incident_id"], "desk on it")
+            return [p for p in hook.accepted]
+        finally:
+            hook.close()
+            await store.close()
+
+    plain = asyncio.run(go(ack=False))
+    acked = asyncio.run(go(ack=True))
+    repeats = lambda told: [p for p in told if "(still firing)" in p["title"]]  # noqa: E731
+    btc_resolved = lambda told: [p for p in told if p["message"].startswith("Incident on asset:BTC is resolved")]  # noqa: E731
+    assert len(repeats(plain)) >= 2 and len(btc_resolved(plain)) == 1, [p["title"] for p in plain]
+    assert repeats(acked) == [] and len(btc_resolved(acked)) == 1, [p["title"] for p in acked]
+    assert "(acknowledged: desk on it)" in btc_resolved(acked)[0]["message"]

@@ -120,3 +120,35 @@ def test_three_short_reads_a_boundary_give_what_the_whole_history_gives():
 
 def test_slice_rows_have_the_layout_the_detector_reads():
     assert len(row(1, 0, 0)) == len(SLICE_FIELDS)
+
+
+def test_through_confusion_relabels_as_the_matrix_says():
+    from scenarios import Scenario, generate, through_confusion
+
+    stream = generate(Scenario(days=1), seed=1)
+    identity = {t: {p: int(p == t) for p in ("positive", "negative", "neutral")} for t in ("positive", "negative", "neutral")}
+    assert through_confusion(stream, identity, seed=1) == stream
+    blind = {**identity, "negative": {"positive": 0, "negative": 1, "neutral": 3}}
+    out = through_confusion(stream, blind, seed=1)
+    kept = sum(a.label == b.label == "negative" for a, b in zip(stream, out)) / sum(p.label == "negative" for p in stream)
+    assert 0.2 < kept < 0.3 and all(b.label in ("negative", "neutral") for a, b in zip(stream, out) if a.label == "negative")
+
+
+def test_a_swing_that_ends_resolves_within_the_hour_after_it():
+    """The reverse CUSUM: a one-hour BTC swing at 2 posts a minute resolves within 75 minutes of its
+    end (left to drain, the capped chart took 5-7 hours), and fires once."""
+    from dataclasses import replace
+
+    from scenarios import SWING_MIX, T0, Episode, Scenario, generate, simulate
+    from stream.alerts.judging import AlertConfig
+    from stream.timefmt import epoch
+
+    config = replace(AlertConfig(), detector="sequential")
+    for seed in (0, 1):
+        records = simulate(generate(Scenario(days=2, episodes=(Episode("BTC", 36 * 3600, mix=SWING_MIX),)), seed), config)
+        drop = [r for r in records if (r.scope, r.kind) == ("asset:BTC", "sentiment_drop")]
+        fired = [r for r in drop if r.state == "firing" and not r.repeat]
+        resolved = [r for r in drop if r.state == "resolved"]
+        assert len(fired) == 1 and resolved, drop
+        ended = T0 + 37 * 3600
+        assert 0 < (epoch(resolved[0].window_end) - ended) / 60 <= 75, resolved[0].window_end

@@ -27,8 +27,10 @@ records whatever the number of workers (never the number of scopes seen so far).
 
 The statistic maps onto the incident lifecycle's thresholds (incidents.step): strength = S / b x
 fire_z, so the default fire 3 / resolve 1.5 / critical 6 mean fire at b, resolve below b/2 and
-critical at 2b. While a kind fires its statistic is capped at 2b, so the incident resolves within
-about b nats of calm evidence after the swing ends.
+critical at 2b. A chart is capped at 2b; once it has fired, a reverse CUSUM (`ended`) weighs the
+baseline against the post-change estimate bin by bin, and at b/2 nats for the baseline the
+direction's charts restart, so the incident resolves soon after the swing ends (a chart left to
+drain on its own would take hours: its weakest alternative is the one that holds on).
 """
 
 from __future__ import annotations
