@@ -51,12 +51,13 @@ def batch_shares(log: str) -> dict[str, float]:
             "batch_s": round(totals["total_s"], 1)}
 
 
-def run_case(posts: int, assets: int, channels: int, detector: str, per_minute: float, workdir: Path) -> dict:
+def run_case(posts: int, assets: int, channels: int, detector: str, per_minute: float, workdir: Path, grouping: str = "incidents") -> dict:
     data = workdir / f"posts-{assets}x{channels}.jsonl"
     if not data.exists():
         write_posts(data, posts, assets, channels, per_minute)
-    summary, log = workdir / "summary.json", workdir / f"worker-{assets}x{channels}-{detector}.log"
-    env = {**os.environ, "SENTINEL_BASE": "lexicon", "SENTINEL_ALERT_DETECTOR": detector, "SENTINEL_LOG_JSON": "false"}
+    summary, log = workdir / "summary.json", workdir / f"worker-{assets}x{channels}-{detector}-{grouping}.log"
+    env = {**os.environ, "SENTINEL_BASE": "lexicon", "SENTINEL_ALERT_DETECTOR": detector, "SENTINEL_ALERT_GROUPING": grouping,
+           "SENTINEL_LOG_JSON": "false"}
     env.pop("KAFKA_BROKER", None)
     env.pop("REDIS_URL", None)
     done = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", str(data), "--summary-json", str(summary), "--worker-log", str(log)],
@@ -64,7 +65,7 @@ def run_case(posts: int, assets: int, channels: int, detector: str, per_minute: 
     if done.returncode != 0:
         raise SystemExit(done.stdout[-2000:] + done.stderr[-2000:])
     result = json.loads(summary.read_text())
-    return {"scopes": f"{assets} assets x {channels} channels", "detector": detector, "posts": result["processed"],
+    return {"scopes": f"{assets} assets x {channels} channels", "detector": detector, "grouping": grouping, "posts": result["processed"],
             "posts_per_s": result["posts_per_s"], "alerts": result["alerts"], **batch_shares(log.read_text())}
 
 
@@ -74,14 +75,16 @@ def main() -> None:
     parser.add_argument("--cases", default="3x3,300x100", help="assets x channels, comma-separated")
     parser.add_argument("--detectors", default="zscore,sequential")
     parser.add_argument("--per-minute", type=float, default=60.0, help="event-time post rate (posts per minute)")
+    parser.add_argument("--grouping", default="incidents", help="SENTINEL_ALERT_GROUPING values, comma-separated (none,incidents)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases.split(","):
             assets, channels = (int(x) for x in case.split("x"))
             for detector in args.detectors.split(","):
-                rows.append(run_case(args.posts, assets, channels, detector, args.per_minute, Path(tmp)))
-                print(json.dumps(rows[-1]), file=sys.stderr)
+                for grouping in args.grouping.split(","):
+                    rows.append(run_case(args.posts, assets, channels, detector, args.per_minute, Path(tmp), grouping))
+                    print(json.dumps(rows[-1]), file=sys.stderr)
     print(json.dumps(rows, indent=1))
 
 

@@ -109,6 +109,11 @@ def test_parents_that_fire_before_the_assets_of_a_market_wide_move_join_it():
     records, notices, _ = run(events, answers, until=B0 + 30 * MIN)
     assert len(notices) == 1 and notices[0].market and notices[0].root_scope == "all"
     assert {r["incident_id"] for r in records} == {notices[0].incident_id} and len(records) == 5
+    # The incidents folded away are reported as merged (the history drops them), the rest as they are.
+    state, _, touched = advance(GroupState(), B0, events[B0], answers, CONFIG)
+    assert {i.root: i.merged_into for i in touched} == {"all": None, "source:forum": state.rooted_at("all").id,
+                                                        "channel:trading": state.rooted_at("all").id}
+    assert list(state.incidents) == [state.rooted_at("all").id] and not state.merged
 
 
 def test_a_member_still_firing_when_its_root_resolves_becomes_its_own_incident():

@@ -47,7 +47,7 @@ COLUMN = {"negative": SliceCol.NEGATIVE, "positive": SliceCol.POSITIVE, "n": Sli
 
 # KEYS: correlation, staging, outbox, incidents, incidents index, stats. ARGV: expected until ('' =
 # never), new until, state JSON, staged members done (JSON list), outbox entries (JSON list of JSON
-# strings), incident summaries (JSON list of [id, opened, summary JSON]), history cut-off (event time).
+# strings), incident summaries (JSON list of [id, opened, summary JSON or '' to drop it]), history cut-off (event time).
 _COMMIT = """
 local current = redis.call('HGET', KEYS[1], 'until') or ''
 if current ~= ARGV[1] then return 0 end
@@ -58,8 +58,13 @@ for _, entry in ipairs(cjson.decode(ARGV[5])) do
   redis.call('HINCRBY', KEYS[6], 'entries', 1)
 end
 for _, item in ipairs(cjson.decode(ARGV[6])) do
-  redis.call('HSET', KEYS[4], item[1], item[3])
-  redis.call('ZADD', KEYS[5], item[2], item[1])
+  if item[3] == '' then
+    redis.call('HDEL', KEYS[4], item[1])
+    redis.call('ZREM', KEYS[5], item[1])
+  else
+    redis.call('HSET', KEYS[4], item[1], item[3])
+    redis.call('ZADD', KEYS[5], item[2], item[1])
+  end
 end
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[7])) do redis.call('HDEL', KEYS[4], old) end
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[7])
@@ -126,7 +131,8 @@ class Correlator:
             state, out, touched = advance(state, boundary, now, answers, self.config, acks)
             entries += out
             for incident in touched:
-                changed[incident.id] = (incident, "open" if incident.id in state.incidents else "resolved", boundary)
+                status = "merged" if incident.merged_into else "open" if incident.id in state.incidents else "resolved"
+                changed[incident.id] = (incident, status, boundary)
             after = boundary
             boundary = next_boundary(state, [b for b, _ in pending], after, until, self.step_s, self.config)
         if flush_waiting:
@@ -134,7 +140,9 @@ class Correlator:
             entries += out
             for incident in touched:
                 changed[incident.id] = (incident, "open", until)
-        items = [[i.id, i.opened, json.dumps(summary(i, st, at), ensure_ascii=False)] for i, st, at in changed.values()]
+        # A merged incident was never told to anyone nor published under its id: its summary goes ('').
+        items = [[i.id, i.opened, json.dumps(summary(i, st, at), ensure_ascii=False) if st != "merged" else ""]
+                 for i, st, at in changed.values()]
         ok = await self._commit(
             keys=[CORRELATION_KEY, STAGING_KEY, OUTBOX_KEY, INCIDENTS_KEY, INCIDENTS_INDEX_KEY, ALERT_STATS_KEY],
             args=[expected, str(until), json.dumps(state.to_json(), ensure_ascii=False), json.dumps([m for _, m in staged]),

@@ -167,6 +167,7 @@ class Incident:
     root_resolved: int | None = None  # when the last of the root's kinds resolved
     held: list[dict[str, Any]] = field(default_factory=list)  # the root's records until the first notice
     emitted: bool = False  # some record already went out under this id
+    merged_into: str | None = None  # folded into another incident before anyone heard of it
 
     def firing(self) -> list[Member]:
         return [m for m in self.members.values() if m.firing]
@@ -187,6 +188,7 @@ class Incident:
 @dataclass
 class GroupState:
     incidents: dict[str, Incident] = field(default_factory=dict)  # the open ones, by id
+    merged: list[Incident] = field(default_factory=list)  # folded away during the current `advance` (not stored)
 
     def to_json(self) -> dict[str, Any]:
         return {"incidents": {k: v.to_json() for k, v in self.incidents.items()}}
@@ -304,6 +306,9 @@ def advance(
             out += entries
     for ident in set(state.incidents) - before:
         touched.setdefault(ident, state.incidents[ident])
+    for gone in state.merged:  # nobody heard of it: the history drops it (see Incident.merged_into)
+        touched[gone.id] = gone
+    state.merged = []
     return state, out, list(touched.values())
 
 
@@ -405,6 +410,8 @@ def _merge(state: GroupState, source: Incident, target: Incident) -> list[dict[s
     for key, member in source.members.items():
         target.members.setdefault(key, member)
     del state.incidents[source.id]
+    source.merged_into = target.id
+    state.merged.append(source)
     if target.notified is None:
         target.held += source.held
         return []
