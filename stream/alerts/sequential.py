@@ -59,7 +59,7 @@ class SeqConfig:
     # A rate alarm counts as a drop (surge) only if the label's share among the posts since its onset
     # is this many standard errors above the baseline share: a volume spike with an unchanged mix
     # raises the negative rate, not the share.
-    confirm_z: float = 3.0
+    confirm_z: float = 3.5
     confirm_nats: float = 3.0  # ... and the share chart must hold at least this much evidence
     min_posts: int = 3  # posts since the estimated onset before a sentiment kind can fire
 
