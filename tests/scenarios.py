@@ -84,6 +84,14 @@ SCORES = {"positive": 0.6, "negative": -0.6, "neutral": 0.0}
 def simulate(stream: list[GenPost], config, scores: dict[str, float] = SCORES) -> list:
     """Judge every scope of a generated stream at every boundary, as the worker would, from
     in-memory step-wide slices instead of Redis. Returns the alert records in event-time order."""
+    _, _, _, records = _judge_all(stream, config, scores, pairs=False)
+    return records
+
+
+def _judge_all(stream: list[GenPost], config, scores: dict[str, float], pairs: bool):
+    """(tables by scope, first slice start, the boundaries, the records of every judged scope):
+    step-wide slice tables of every scope (and, with `pairs`, of the hidden pair scopes that incident
+    grouping reads), and every scope judged at every boundary."""
     import numpy as np
 
     from stream.alerts.judging import boundaries, judge_sequential, judge_series, read_span, table_bins
@@ -98,15 +106,21 @@ def simulate(stream: list[GenPost], config, scores: dict[str, float] = SCORES) -
             continue
         s = scores[p.label]
         row = np.array([1, p.label == "positive", p.label == "negative", p.label == "neutral", s, s * s], dtype=float)
-        for scope in ("all", f"asset:{p.asset}", f"channel:{p.channel}", "source:forum"):
+        asset = f"asset:{p.asset}"
+        scopes = ["all", asset, f"channel:{p.channel}", "source:forum"]
+        if pairs:
+            scopes += [f"channel:{p.channel}|{asset}", f"source:forum|{asset}"]
+        for scope in scopes:
             tables.setdefault(scope, np.zeros((count, 6)))[i] += row
     records = []
     for scope, table in tables.items():
+        if "|" in scope:
+            continue  # a pair scope: read by grouping, never judged
         if config.detector == "sequential":
             records += judge_sequential(scope, {}, None, table_bins(table, first, config.step_s, T0), todo, config, "-")[2]
         else:
             records += judge_series(scope, {}, table, first, todo, T0, config, "-")[1]
-    return sorted(records, key=lambda r: (r.window_end, r.scope, r.kind))
+    return tables, first, todo, sorted(records, key=lambda r: (r.window_end, r.scope, r.kind))
 
 
 def judged_share(stream: list[GenPost], asset: str, config) -> float:
@@ -133,33 +147,11 @@ def simulate_incidents(stream: list[GenPost], config, group, scores: dict[str, f
     """`simulate`, then the transitions grouped into incidents as the correlator groups them
     (stream/alerts/grouping.py), the explanations read from in-memory tables of every scope and
     pair scope. Returns (records as published, notices)."""
-    import numpy as np
-
     from stream.alerts import grouping
-    from stream.alerts.judging import boundaries, judge_sequential, judge_series, read_span, table_bins
     from stream.timefmt import epoch
 
+    tables, first, todo, records = _judge_all(stream, config, scores, pairs=True)
     end = max(p.created_at for p in stream)
-    todo = boundaries(T0, end, config.step_s)
-    first, count = read_span(todo, config)
-    tables: dict[str, np.ndarray] = {}
-    for p in stream:
-        i = int((p.created_at - first) // config.step_s)
-        if i >= count:
-            continue
-        s = scores[p.label]
-        row = np.array([1, p.label == "positive", p.label == "negative", p.label == "neutral", s, s * s], dtype=float)
-        asset = f"asset:{p.asset}"
-        for scope in ("all", asset, f"channel:{p.channel}", "source:forum", f"channel:{p.channel}|{asset}", f"source:forum|{asset}"):
-            tables.setdefault(scope, np.zeros((count, 6)))[i] += row
-    records = []
-    for scope, table in tables.items():
-        if "|" in scope:
-            continue
-        if config.detector == "sequential":
-            records += judge_sequential(scope, {}, None, table_bins(table, first, config.step_s, T0), todo, config, "-")[2]
-        else:
-            records += judge_series(scope, {}, table, first, todo, T0, config, "-")[1]
     column = {"negative": 2, "positive": 1, "n": 0}
 
     def total(scope: str, start: int, stop: int, col: int) -> float:

@@ -78,6 +78,25 @@ def test_the_sequential_detector_in_redis_judges_as_it_does_in_memory(redis_serv
     assert sum(n > lookback for n in reads) <= 7 * 3 and max(n for n in reads if n <= lookback) < 100
 
 
+async def delivered(redis_server: str, notifier: Notifier) -> tuple[list, dict]:
+    """Load the generated stream with one engine, deliver every outbox entry through `notifier`;
+    the records published and the alert stats."""
+    store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+    await load(store, [AlertEngine(store, AlertConfig(), partitions=1)])
+    published = []
+
+    async def publish(record):
+        published.append(record)
+
+    delivery = AlertDelivery(store, notifier, publish, consumer="test", chart=False)
+    await delivery.ensure_group()
+    while await delivery.drain_once():
+        pass
+    stats = await store.redis.hgetall(ALERT_STATS_KEY)
+    await store.close()
+    return published, stats
+
+
 def test_two_engines_on_one_redis_commit_each_transition_exactly_once(redis_server):
     redis.Redis.from_url(redis_server).flushdb()
 
@@ -142,25 +161,9 @@ def test_delivery_notifies_publishes_and_respects_silences(redis_server):
 def test_a_dead_endpoint_is_retried_then_recorded_as_not_notified(redis_server):
     redis.Redis.from_url(redis_server).flushdb()
 
-    async def go():
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
-        await load(store, [AlertEngine(store, AlertConfig(), partitions=1)])
-        published = []
-
-        async def publish(record):
-            published.append(record)
-
-        # A closed port: connection refused on every attempt.
-        notifier = Notifier(build_apprise("json://127.0.0.1:9/hook", None), attempts=3, backoff=0.01)
-        delivery = AlertDelivery(store, notifier, publish, consumer="test", chart=False)
-        await delivery.ensure_group()
-        while await delivery.drain_once():
-            pass
-        stats = await store.redis.hgetall(ALERT_STATS_KEY)
-        await store.close()
-        return published, stats, notifier
-
-    published, stats, notifier = asyncio.run(go())
+    # A closed port: connection refused on every attempt.
+    notifier = Notifier(build_apprise("json://127.0.0.1:9/hook", None), attempts=3, backoff=0.01)
+    published, stats = asyncio.run(delivered(redis_server, notifier))
     assert published and not any(r.notified for r in published)
     assert int(stats["delivery_failed"]) == len(published) and notifier.failed_total == len(published)
     assert notifier.attempts_total == 3 * len(published)
@@ -193,24 +196,8 @@ def test_a_daily_cap_per_service_sends_one_limit_notice_then_drops(redis_server)
     redis.Redis.from_url(redis_server).flushdb()
     hook = Hook()
 
-    async def go():
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
-        await load(store, [AlertEngine(store, AlertConfig(), partitions=1)])
-        published = []
-
-        async def publish(record):
-            published.append(record)
-
-        notifier = Notifier(build_apprise(hook.url, None), attempts=1, backoff=0.01, daily_cap=2)
-        delivery = AlertDelivery(store, notifier, publish, consumer="test", chart=False)
-        await delivery.ensure_group()
-        while await delivery.drain_once():
-            pass
-        await store.close()
-        return published
-
     try:
-        published = asyncio.run(go())
+        published, _ = asyncio.run(delivered(redis_server, Notifier(build_apprise(hook.url, None), attempts=1, backoff=0.01, daily_cap=2)))
     finally:
         hook.close()
     assert len(published) >= 4
