@@ -166,17 +166,14 @@ async def wait_alerts_delivered(store: WindowStore, workers: list[subprocess.Pop
 
 
 async def flush_incidents(settings: Settings, store: WindowStore) -> None:
-    """The replay's input has ended: incidents still in their group wait are announced now (their
-    wait counts event time, and no more event time will pass). Nothing to do without grouping."""
+    """The replay's input has ended: scopes the workers left for a later round are judged, and
+    incidents still in their group wait are announced now (their wait counts event time, and no
+    more event time will pass). Nothing to do without grouping."""
     if settings.alert_grouping != "incidents":
         return
-    from stream.alerts.correlator import Correlator
-    from stream.timefmt import setting_duration
-    from stream.worker import alert_config, group_config
+    from stream.worker import alert_engine
 
-    config = alert_config(settings)
-    correlator = Correlator(store, group_config(settings), step_s=config.step_s, history_s=setting_duration("retention", settings.retention))
-    await correlator.flush()
+    await alert_engine(settings, store).settle()
 
 
 async def read_alerts(settings: Settings, since_ms: int) -> list[dict[str, Any]]:

@@ -52,6 +52,7 @@ SILENCES_KEY = f"{ALERTS_PREFIX}:silences"  # hash id -> silence JSON
 ALERT_STATS_KEY = f"{ALERTS_PREFIX}:stats"  # transitions, notified, silenced, delivery_failed, published
 STAGING_KEY = f"{ALERTS_PREFIX}:staging"  # sorted set: transition records (score = boundary) not yet grouped
 DIRTY_KEY = f"{ALERTS_PREFIX}:dirty"  # sorted set: scope -> event time of its newest post, until judged past it
+JUDGED_KEY = f"{ALERTS_PREFIX}:judged"  # sorted set: scope -> the last boundary judged (its `until`)
 ASSETS_KEY = f"{ALERTS_PREFIX}:assets"  # sorted set: asset scope -> event time of its newest post (grouping's candidates)
 CORRELATION_KEY = f"{ALERTS_PREFIX}:correlation"  # hash `until` (grouped through) and `state` (open incidents, JSON)
 ACKS_KEY = f"{ALERTS_PREFIX}:acks"  # hash incident id -> acknowledgement reason

@@ -34,15 +34,19 @@ from stream.alerts.judging import (
 )
 from stream.alerts.sequential import SeqState
 from stream.store import WindowStore
-from stream.keys import ALERT_STATS_KEY, ASSETS_KEY, DIRTY_KEY, OPEN_KEY, OUTBOX_KEY, STAGING_KEY, incident_key, index_key
+from stream.keys import ALERT_STATS_KEY, ASSETS_KEY, DIRTY_KEY, JUDGED_KEY, OPEN_KEY, OUTBOX_KEY, STAGING_KEY, incident_key, index_key
 from stream.timefmt import epoch, iso
 
 log = logging.getLogger(__name__)
 
+# A dirty scope not touched by a batch is judged once its newest post is judgeable, or when it has
+# fallen this many steps behind: so grouping, which waits for the slowest, lags by a few minutes at
+# most, and a scope with posts is not re-judged every batch while it waits for the grace to pass.
+DIRTY_LAG_STEPS = 5
 MAX_BOUNDARIES = 2880  # per scope and call; a scope far behind catches up over a few batches
 
 
-# KEYS: scope state, open set, outbox, stats, dirty set, staging. ARGV: expected until ('' = never
+# KEYS: scope state, open set, outbox, stats, dirty set, staging, judged. ARGV: expected until ('' = never
 # judged), new until, scope, incidents JSON, sequential detector state JSON ('' = none), '1' to stage
 # the records for grouping (else they go to the outbox as they are), then per transition its boundary
 # (the staging score) and its record JSON.
@@ -52,6 +56,7 @@ if current ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'until', ARGV[2], 'incidents', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'seq', ARGV[5]) end
 if ARGV[4] == '{}' then redis.call('SREM', KEYS[2], ARGV[3]) else redis.call('SADD', KEYS[2], ARGV[3]) end
+redis.call('ZADD', KEYS[7], ARGV[2], ARGV[3])
 -- Judged past its newest post: no longer dirty (a newer post raises the score again, never lowers it).
 local newest = tonumber(redis.call('ZSCORE', KEYS[5], ARGV[3]) or '')
 if newest ~= nil and newest < tonumber(ARGV[2]) then redis.call('ZREM', KEYS[5], ARGV[3]) end
@@ -64,6 +69,29 @@ for i = 7, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[4], 'transitions', 1)
 end
 return 1
+"""
+
+# KEYS: dirty set, judged. ARGV: until, lag limit. Returns {due, waiting}: the dirty scopes to judge
+# this round (their newest post is before `until`, so one judgement takes all their posts; or they
+# were judged no further than the lag limit), and for every other dirty scope judged short of
+# `until` the scope and the boundary it was judged through, flattened. Incident grouping goes no
+# further than the least of those (unless the round judges that scope anyway). Scopes never judged
+# have no post before `until` and hold nothing back.
+_PLAN = """
+local upto, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local due, waiting = {}, {}
+local dirty = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #dirty, 2 do
+  local scope, newest = dirty[i], tonumber(dirty[i + 1])
+  local done = tonumber(redis.call('ZSCORE', KEYS[2], scope) or '')
+  if newest < upto or (done ~= nil and done <= limit) then
+    table.insert(due, scope)
+  elseif done ~= nil and done < upto then
+    table.insert(waiting, scope)
+    table.insert(waiting, string.format('%d', done))
+  end
+end
+return {due, waiting}
 """
 
 # KEYS: dirty set. ARGV: (scope, until)*: scopes already judged past their newest post leave the set.
@@ -90,6 +118,7 @@ class AlertEngine:
         self.clock = clock
         self._commit = self.redis.register_script(_COMMIT)
         self._clean = self.redis.register_script(_CLEAN)
+        self._plan = self.redis.register_script(_PLAN)
 
     async def judge(self, touched: Iterable[str] | Mapping[str, float]) -> list[AlertRecord]:
         """Judge every pending boundary of the touched scopes, of scopes with open incidents and of
@@ -110,11 +139,13 @@ class AlertEngine:
         if until == float("-inf"):
             return []
         history_start = stats.get("first_event", until)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.smembers(OPEN_KEY)
-            pipe.zrange(DIRTY_KEY, 0, -1)
-            open_, dirty = await pipe.execute()
-        scopes = sorted(set(touched) | set(open_) | set(dirty))
+        open_ = await self.redis.smembers(OPEN_KEY)
+        due, waiting = await self._plan(keys=[DIRTY_KEY, JUDGED_KEY], args=[repr(until), repr(until - DIRTY_LAG_STEPS * self.config.step_s)])
+        scopes = sorted(set(touched) | set(open_) | set(due))
+        judged_now = set(scopes)
+        # Grouping goes as far as every scope's transitions are known: until, or the least boundary a
+        # dirty scope this round leaves alone was judged through.
+        least = min((float(done) for scope, done in zip(waiting[::2], waiting[1::2]) if scope not in judged_now), default=until)
         committed: list[AlertRecord] = []
         lost: list[str] = []
         for _ in range(3):  # a lost compare-and-set means another worker moved on: re-read and continue
@@ -123,9 +154,16 @@ class AlertEngine:
                 break
             scopes = lost
         if self.correlator is not None and not lost:
-            # Every scope that could have a transition at or before `until` is judged through it.
-            await self.correlator.run(until)
+            # Every scope that could have a transition at or before this boundary is judged through it.
+            await self.correlator.run(min(until, float(least)))
         return committed
+
+    async def settle(self) -> None:
+        """The input has ended (a replay): judge every scope with posts not yet judged, group every
+        transition up to the frontier, and announce the incidents still in their group wait."""
+        await self.judge(list(await self.redis.zrange(DIRTY_KEY, 0, -1)))
+        if self.correlator is not None:
+            await self.correlator.flush()
 
     async def _judge_once(
         self, scopes: list[str], until: float, history_start: float, now_iso: str, committed: list[AlertRecord]
@@ -168,7 +206,7 @@ class AlertEngine:
             for scope, expected, last, after, state, records in commits:
                 staged = [item for r in records for item in (str(int(epoch(r.window_end))), json.dumps(asdict(r), ensure_ascii=False))]
                 await self._commit(
-                    keys=[incident_key(scope), OPEN_KEY, OUTBOX_KEY, ALERT_STATS_KEY, DIRTY_KEY, STAGING_KEY],
+                    keys=[incident_key(scope), OPEN_KEY, OUTBOX_KEY, ALERT_STATS_KEY, DIRTY_KEY, STAGING_KEY, JUDGED_KEY],
                     args=[expected, str(last), scope, json.dumps({k: v.to_json() for k, v in after.items()}),
                           json.dumps(state.to_json()) if state is not None else "",
                           "1" if self.correlator is not None else "0", *staged],

@@ -28,7 +28,7 @@ records whatever the number of workers (never the number of scopes seen so far).
 The statistic maps onto the incident lifecycle's thresholds (incidents.step): strength = S / b x
 fire_z, so the default fire 3 / resolve 1.5 / critical 6 mean fire at b, resolve below b/2 and
 critical at 2b. A chart is capped at 2b; once it has fired, a reverse CUSUM (`ended`) weighs the
-baseline against the post-change estimate bin by bin, and at b/2 nats for the baseline the
+baseline against (most of the way to) the post-change estimate bin by bin, and at b nats for the baseline the
 direction's charts restart, so the incident resolves soon after the swing ends (a chart left to
 drain on its own would take hours: its weakest alternative is the one that holds on).
 """
@@ -197,10 +197,14 @@ def advance(state: SeqState | None, new: np.ndarray, entering: np.ndarray | None
 def ended(state: SeqState, new: np.ndarray, p: dict[str, float], at: int, config: SeqConfig, step_s: int) -> None:
     """Has the change ended? Page's CUSUM run the other way: once a direction's charts reached b
     (fired), and while they hold at least b/2 (enough to keep the incident firing), each bin adds the log-likelihood ratio of the
-    baseline against the post-change estimate; at b/2 nats of that evidence the direction's charts
+    baseline against a share (rate) most of the way to the post-change estimate (`_midway`); at b
+    nats of that evidence the direction's charts
     restart from zero, so the incident resolves. Without it a chart capped at 2b only drains at the
     rate the baseline contradicts its weakest alternative: hours for a swing of one hour."""
-    level, n = config.b / 2, float(new[SliceCol.N])
+    # Ending early costs a flap (resolved, then firing again), so the reverse test needs the same
+    # evidence as the forward one: b nats. (At b/2 a single bin of nine posts with one negative ended
+    # a 60% sell-off halfway through.) Its charts stay in play while they hold b/2.
+    level, enough, n = config.b / 2, config.b, float(new[SliceCol.N])
     for _, label, col in DIRECTIONS:
         share, rate = state.banks[f"{label}_share"], state.banks[f"{label}_rate"]
         p0 = p[f"p_{label}"]
@@ -214,13 +218,13 @@ def ended(state: SeqState, new: np.ndarray, p: dict[str, float], at: int, config
             bank = share if max(share.s) >= max(rate.s) else rate
             k = bank.best()
             state.after[label] = bank.hits[k] / bank.posts[k] if bank.posts[k] else p0
-        q = state.after[label]
+        q = _midway(p0, state.after[label])
         if n <= 0 or q <= p0 or q >= 1:
             continue
         hits = float(new[col])
         llr = hits * math.log(p0 / q) + (n - hits) * math.log((1 - p0) / (1 - q))
         state.back[label] = max(0.0, state.back.get(label, 0.0) + llr)
-        if state.back[label] >= level:
+        if state.back[label] >= enough:
             for bank in (share, rate):
                 bank.s, bank.zero_at = [0.0] * len(bank.s), [at] * len(bank.s)
                 bank.posts, bank.hits = [0.0] * len(bank.s), [0.0] * len(bank.s)
@@ -237,16 +241,30 @@ def ended(state: SeqState, new: np.ndarray, p: dict[str, float], at: int, config
             return
         k = vol.best()
         state.after["volume"] = vol.posts[k] / max((at - vol.zero_at[k]) / step_s, 1.0)  # posts per bin since the onset
-    lam = state.after["volume"]
+    lam = rate0 ** (1 - BACK_TOWARD) * state.after["volume"] ** BACK_TOWARD  # in log rate, as _midway
     if lam <= rate0:
         return
     llr = (n * math.log(rate0 / lam) - (rate0 - lam)) / p["phi"]
     state.back["volume"] = max(0.0, state.back.get("volume", 0.0) + llr)
-    if state.back["volume"] >= level:
+    if state.back["volume"] >= enough:
         vol.s, vol.zero_at = [0.0] * len(vol.s), [at] * len(vol.s)
         vol.posts, vol.hits = [0.0] * len(vol.s), [0.0] * len(vol.s)
         state.after.pop("volume", None)
         state.back.pop("volume", None)
+
+
+BACK_TOWARD = 0.75  # how far towards the post-change estimate (in log odds or log rate) the reverse test looks
+
+
+def _midway(p0: float, q: float) -> float:
+    """The share BACK_TOWARD of the way from the baseline to the post-change estimate, in log odds.
+    The estimate is taken when a chart fires, so it is biased high (charts fire on lucky runs);
+    weighing the baseline against it would call a change that merely settled a little lower "over"
+    and flap. Halfway is safer still but took 2-3 hours to resolve a one-hour swing."""
+    if not 0 < q < 1 or q <= p0:
+        return q
+    logit = (1 - BACK_TOWARD) * math.log(p0 / (1 - p0)) + BACK_TOWARD * math.log(q / (1 - q))
+    return 1 / (1 + math.exp(-logit))
 
 
 @dataclass(frozen=True)
