@@ -148,14 +148,15 @@ class AlertEngine:
         least = min((float(done) for scope, done in zip(waiting[::2], waiting[1::2]) if scope not in judged_now), default=until)
         committed: list[AlertRecord] = []
         lost: list[str] = []
+        short: list[float] = []  # where scopes too far behind to catch up in one call stopped
         for _ in range(3):  # a lost compare-and-set means another worker moved on: re-read and continue
-            lost = await self._judge_once(scopes, until, history_start, iso(now), committed)
+            lost = await self._judge_once(scopes, until, history_start, iso(now), committed, short)
             if not lost:
                 break
             scopes = lost
         if self.correlator is not None and not lost:
             # Every scope that could have a transition at or before this boundary is judged through it.
-            await self.correlator.run(min(until, float(least)))
+            await self.correlator.run(min(until, float(least), *short))
         return committed
 
     async def settle(self) -> None:
@@ -166,7 +167,7 @@ class AlertEngine:
             await self.correlator.flush()
 
     async def _judge_once(
-        self, scopes: list[str], until: float, history_start: float, now_iso: str, committed: list[AlertRecord]
+        self, scopes: list[str], until: float, history_start: float, now_iso: str, committed: list[AlertRecord], short: list[float],
     ) -> list[str]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for scope in scopes:
@@ -179,6 +180,8 @@ class AlertEngine:
             if after is None:
                 continue
             todo = boundaries(after, until, self.config.step_s, limit=MAX_BOUNDARIES)
+            if len(todo) == MAX_BOUNDARIES and todo[-1] + self.config.step_s <= until:
+                short.append(todo[-1])
             if not todo and done is not None:
                 caught_up += [scope, done]
             if todo:
