@@ -122,7 +122,7 @@ def profile_train_step(dropouts: list[float], batch_size: int, words: int, steps
             trainer._setup(resume=False)  # noqa: SLF001 - as sentinel bench train: the step alone
             batches = [trainer.encoded[i : i + batch_size] for i in range(0, len(trainer.encoded), batch_size)]
 
-            def step(batch: Any) -> None:
+            def step(batch: Any, trainer: Trainer = trainer) -> None:  # bound now: the loop rebinds the name
                 trainer.loss(batch).backward()
                 trainer.optimizer.step()
                 trainer.optimizer.zero_grad(set_to_none=True)

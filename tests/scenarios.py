@@ -161,14 +161,9 @@ def simulate_incidents(stream: list[GenPost], config, group, scores: dict[str, f
         lo, hi = max((start - first) // config.step_s, 0), max((stop - first) // config.step_s, 0)
         return float(table[lo:hi, col].sum())
 
-    def answer(q):
-        col = column[grouping.LABEL_OF_KIND[q.kind]]
-        ref = group.reference_s
-
-        def counts(scope):
-            return grouping.Counts(total(scope, q.onset - ref, q.onset, col), total(scope, q.onset, q.boundary, col))
-
-        return grouping.explain(q, counts(q.parent), {a: counts(grouping.pair_scope(q.parent, a)) for a in q.candidates}, group)
+    def counts(q, scope):
+        col, ref = column[grouping.LABEL_OF_KIND[q.kind]], group.reference_s
+        return grouping.Counts(total(scope, q.onset - ref, q.onset, col), total(scope, q.onset, q.boundary, col))
 
     by_boundary: dict[int, list] = {}
     for r in records:
@@ -180,11 +175,7 @@ def simulate_incidents(stream: list[GenPost], config, group, scores: dict[str, f
     while boundary is not None:
         now = [r for b in sorted(by_boundary) if b <= boundary for r in by_boundary.pop(b)]
         asked = grouping.questions(state, boundary, now, [s for s in tables if s.startswith("asset:") and "|" not in s])
-        answers = {}
-        for q in asked:
-            found = answer(q)
-            if (q.parent, q.kind) not in answers or (found.asset and not answers[(q.parent, q.kind)].asset):
-                answers[(q.parent, q.kind)] = found
+        answers = grouping.explanations(asked, counts, group)
         state, entries, _ = grouping.advance(state, boundary, now, answers, group)
         for e in entries:
             published += [{**r, "notified": e.notice is not None} for r in e.records]

@@ -12,7 +12,7 @@ import sys
 
 import redis
 
-from scenarios import SWING_MIX, Episode, Scenario, generate
+from scenarios import SWING_MIX, T0, Episode, Scenario, generate
 from stream.alerts.delivery import AlertDelivery, outbox_drained
 from stream.alerts.engine import AlertEngine
 from stream.alerts.silences import add_silence
@@ -287,3 +287,29 @@ def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_serve
     assert len(repeats(plain)) >= 2 and len(btc_resolved(plain)) == 1, [p["title"] for p in plain]
     assert repeats(acked) == [] and len(btc_resolved(acked)) == 1, [p["title"] for p in acked]
     assert "(acknowledged: desk on it)" in btc_resolved(acked)[0]["message"]
+
+
+def test_a_scope_with_posts_is_judged_on_the_next_round_not_at_its_next_post(redis_server):
+    """The dirty set: a quiet scope's post, written before every partition had passed it, is judged
+    by a later round that touches other scopes only (before, it waited for the scope's next post)."""
+    from stream.keys import incident_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    start = T0 + 3600
+    quiet = Scored(Post("low-1", "$LOW dump", start, ("LOW",), "forum", "general"), "negative", -0.6)
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        engine = AlertEngine(store, AlertConfig(), partitions=1, samples=0)
+        try:
+            await store.apply([quiet], {}, start, {0: start})
+            await engine.judge({"asset:LOW": start, "all": start})
+            busy = [Scored(Post(f"btc-{i}", "$BTC up", start + 60 * i, ("BTC",), "forum", "general"), "positive", 0.6) for i in range(1, 11)]
+            await store.apply(busy, {}, busy[-1].post.created_at, {0: busy[-1].post.created_at})
+            await engine.judge({"asset:BTC": busy[-1].post.created_at})
+            return await store.redis.hget(incident_key("asset:LOW"), "until")
+        finally:
+            await store.close()
+
+    done = asyncio.run(go())
+    assert done is not None and int(done) > start, done

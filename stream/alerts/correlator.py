@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
 from typing import Any, Sequence
 
 from stream.alerts.grouping import (
@@ -30,13 +29,13 @@ from stream.alerts.grouping import (
     Incident,
     Question,
     advance,
-    explain,
+    explanations,
     flush,
     next_boundary,
     pair_scope,
     questions,
 )
-from stream.alerts.incidents import AlertRecord, record_from_json
+from stream.alerts.incidents import record_from_json
 from stream.keys import ACKS_KEY, ALERT_STATS_KEY, ASSETS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, OUTBOX_KEY, STAGING_KEY
 from stream.store import WindowStore
 from stream.windows import SliceCol
@@ -172,25 +171,14 @@ class Correlator:
                 requests.append((scope, q.onset - self.config.reference_s, self.config.reference_s, 1))
                 requests.append((scope, q.onset, max(q.boundary - q.onset, 1), 1))
         tables = iter(await self.store.slices_many(requests))
-        out: dict[tuple[str, str], Explanation] = {}
-        for q in asked:
+        read: dict[tuple[int, str], Counts] = {}
+        for i, q in enumerate(asked):
             column = COLUMN[LABEL_OF_KIND.get(q.kind, "n")]
-
-            def counts() -> Counts:
+            for scope in (q.parent, *(pair_scope(q.parent, a) for a in q.candidates)):
                 before, since = next(tables), next(tables)
-                return Counts(float(before[0][column]) if len(before) else 0.0, float(since[0][column]) if len(since) else 0.0)
-
-            parent = counts()
-            pairs = {a: counts() for a in q.candidates}
-            found = explain(q, parent, pairs, self.config)
-            previous = out.get((q.parent, q.kind))
-            if previous is None or (not previous.asset and found.asset):
-                out[(q.parent, q.kind)] = found
-        return out
-
-
-def staged_member(record: AlertRecord) -> str:
-    return json.dumps(asdict(record), ensure_ascii=False)
+                read[(i, scope)] = Counts(float(before[0][column]) if len(before) else 0.0, float(since[0][column]) if len(since) else 0.0)
+        index = {id(q): i for i, q in enumerate(asked)}
+        return explanations(asked, lambda q, scope: read[(index[id(q)], scope)], self.config)
 
 
 async def list_incidents(client: Any, *, since: float | None = None, open_only: bool = False) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from redis.exceptions import ResponseError
 
 from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord, record_from_json
-from stream.alerts.notify import Notifier, route, service_key
+from stream.alerts.notify import Notifier, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silenced_by
 from stream.keys import ALERT_STATS_KEY, OUTBOX_GROUP, OUTBOX_KEY, caps_key
 from stream.store import WindowStore
@@ -124,13 +124,13 @@ class AlertDelivery:
             await self._deliver_entry(entry_id, json.loads(fields["entry"]))
             return
         record = record_from_json(json.loads(fields["record"]))
-        silence = await self._silence_of(record)
+        silence = await self._silence_of(record.scope, [record.kind])
         notified = False
         if silence is not None:
             log.info("alert silenced", extra={"alert_id": record.alert_id, "scope": record.scope, "silence": silence.id})
             await self.redis.hincrby(ALERT_STATS_KEY, "silenced", 1)
             self.metrics.silenced()
-        elif self.notifier is not None and self.notifier.targets_for(record):
+        elif self.notifier is not None and self.notifier.targets_for(record.severity):
             notified = await self._notify(record)
         await self._publish_and_ack(entry_id, record.with_delivery(notified))
 
@@ -141,14 +141,13 @@ class AlertDelivery:
         notice = Notice(**data["notice"]) if data.get("notice") else None
         notified = False
         if notice is not None:
-            silences = await list_silences(self.redis)
             kinds = sorted({m["kind"] for m in notice.members if m["scope"] == notice.root_scope}) or notice.kinds
-            silence = next((found for kind in kinds if (found := silenced_by(silences, notice.root_scope, kind, time.time()))), None)
+            silence = await self._silence_of(notice.root_scope, kinds)
             if silence is not None:
                 log.info("incident silenced", extra={"incident_id": notice.incident_id, "scope": notice.root_scope, "silence": silence.id})
                 await self.redis.hincrby(ALERT_STATS_KEY, "silenced", 1)
                 self.metrics.silenced()
-            elif self.notifier is not None and route(self.notifier.targets, notice.severity):
+            elif self.notifier is not None and self.notifier.targets_for(notice.severity):
                 notified = await self._notify_notice(notice, records)
         for record in records:
             await self.publish(record.with_delivery(notified))
@@ -180,8 +179,10 @@ class AlertDelivery:
         cap = self.notifier.daily_cap
         return "send" if count <= cap else "limit" if count == cap + 1 else "drop"
 
-    async def _silence_of(self, record: AlertRecord) -> Silence | None:
-        return silenced_by(await list_silences(self.redis), record.scope, record.kind, time.time())
+    async def _silence_of(self, scope: str, kinds: list[str]) -> Silence | None:
+        """The silence in force over `scope` for any of `kinds` (an incident is silenced by its root)."""
+        silences = await list_silences(self.redis)
+        return next((found for kind in kinds if (found := silenced_by(silences, scope, kind, time.time()))), None)
 
     async def _notify(self, record: AlertRecord) -> bool:
         assert self.notifier is not None

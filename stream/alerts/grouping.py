@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from stream.alerts.incidents import AlertRecord
 from stream.timefmt import epoch, iso
@@ -129,6 +129,18 @@ def explain(question: Question, parent: Counts, pairs: Mapping[str, Counts], con
     return Explanation()
 
 
+def explanations(asked: Sequence[Question], counts: Callable[[Question, str], Counts], config: GroupConfig) -> dict[tuple[str, str], Explanation]:
+    """Every question's answer, by (parent, kind), from `counts(question, scope)` (the parent's and
+    each candidate's pair scope). A parent asked twice keeps the answer that names an asset."""
+    out: dict[tuple[str, str], Explanation] = {}
+    for q in asked:
+        found = explain(q, counts(q, q.parent), {a: counts(q, pair_scope(q.parent, a)) for a in q.candidates}, config)
+        previous = out.get((q.parent, q.kind))
+        if previous is None or (not previous.asset and found.asset):
+            out[(q.parent, q.kind)] = found
+    return out
+
+
 # --- incidents --------------------------------------------------------------------------------------
 
 
@@ -160,8 +172,6 @@ class Incident:
     members: dict[str, Member] = field(default_factory=dict)
     market: bool = False
     notified: int | None = None  # event time of the latest notification; None: not yet told
-    announced: list[str] = field(default_factory=list)  # member keys (and severity) the latest notice covered
-    announced_severity: str = ""
     changed: bool = False  # scopes or kinds joined, or the severity rose, since the latest notice
     acked: str | None = None
     root_resolved: int | None = None  # when the last of the root's kinds resolved
@@ -321,7 +331,7 @@ def flush(state: GroupState, boundary: int) -> tuple[GroupState, list[Entry], li
 
 
 def _copy(incident: Incident) -> Incident:
-    return replace(incident, members={k: replace(m) for k, m in incident.members.items()}, announced=list(incident.announced),
+    return replace(incident, members={k: replace(m) for k, m in incident.members.items()},
                    held=list(incident.held))
 
 
@@ -491,8 +501,6 @@ def _announce(incident: Incident, reason: str, boundary: int) -> Entry:
     records = _release(incident)
     incident.emitted = incident.emitted or bool(records)
     incident.notified, incident.changed = boundary, False
-    incident.announced = sorted(incident.members)
-    incident.announced_severity = incident.severity()
     return Entry(records, notice)
 
 

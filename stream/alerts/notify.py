@@ -250,9 +250,9 @@ class Notifier:
             daily_cap=settings.notify_daily_cap,
         )
 
-    def targets_for(self, record: AlertRecord) -> list[NotifyBase]:
+    def targets_for(self, severity: str) -> list[NotifyBase]:
         # A resolution carries the incident's severity, so it reaches whoever was told it fired.
-        return route(self.targets, record.severity)
+        return route(self.targets, severity)
 
     async def deliver(self, record: AlertRecord, chart_png: bytes | None = None) -> Delivery:
         """One transition's notification (`SENTINEL_ALERT_GROUPING=none`)."""
@@ -269,7 +269,7 @@ class Notifier:
 
     async def _deliver(self, context: dict[str, Any], severity: str, head: str, text: str, kind: NotifyType,
                        chart_png: bytes | None, name: str, key: str | None = None) -> Delivery:
-        routed = route(self.targets, severity)
+        routed = self.targets_for(severity)
         if not routed:
             log.info("no notification service for this severity", extra=context)
             return Delivery(notified=False, failures=0, attempts=0)
