@@ -98,30 +98,52 @@ return {added, dups}
 # buckets into consecutive slices server-side, so judging a day of history moves one string instead
 # of 1,440 bucket hashes. Returns 6 comma-separated numbers per slice:
 # n, positive, negative, neutral, score_sum, score_sq.
+# ARGV: bucket key prefix, slice width, then (first, count) per run of slices.
 _READ_SLICES = """
-local idx, prefix = KEYS[1], ARGV[1]
-local first, width, count = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local sums = {}
-for i = 1, count * 6 do sums[i] = 0 end
+local idx, prefix, width = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local fields = {'n', 'positive', 'negative', 'neutral', 'score_sum', 'score_sq'}
-for _, b in ipairs(redis.call('ZRANGEBYSCORE', idx, first, '(' .. (first + width * count))) do
-  local slot = math.floor((tonumber(b) - first) / width) * 6
-  local v = redis.call('HMGET', prefix .. b, unpack(fields))
-  for j = 1, 6 do sums[slot + j] = sums[slot + j] + (tonumber(v[j]) or 0) end
+local runs = {}
+for r = 3, #ARGV, 2 do
+  local first, count = tonumber(ARGV[r]), tonumber(ARGV[r + 1])
+  local sums, slots = {}, {}
+  for _, b in ipairs(redis.call('ZRANGEBYSCORE', idx, first, '(' .. (first + width * count))) do
+    local slot = math.floor((tonumber(b) - first) / width)
+    local row = sums[slot]
+    if row == nil then
+      row = {0, 0, 0, 0, 0, 0}
+      sums[slot] = row
+      table.insert(slots, slot)
+    end
+    local v = redis.call('HMGET', prefix .. b, unpack(fields))
+    for j = 1, 6 do row[j] = row[j] + (tonumber(v[j]) or 0) end
+  end
+  -- Only the slices that have buckets, as 'slot,n,...,score_sq' joined by ';': a first judgement
+  -- spans a day of mostly empty slices, and formatting thousands of zeros per scope is wasted.
+  local out = {}
+  for _, slot in ipairs(slots) do
+    local row = sums[slot]
+    local cells = {tostring(slot)}
+    for j = 1, 6 do cells[j + 1] = string.format('%.17g', row[j]) end
+    table.insert(out, table.concat(cells, ','))
+  end
+  table.insert(runs, table.concat(out, ';'))
 end
-local out = {}
-for i = 1, count * 6 do out[i] = string.format('%.17g', sums[i]) end
--- One bulk string: a reply of thousands of array elements costs far more to parse client-side.
-return table.concat(out, ',')
+-- One bulk string (runs joined by '|'): a reply of many elements costs far more to parse.
+return table.concat(runs, '|')
 """
 
 COUNTERS = ("consumed", "valid", "dlq", "duplicates", "late_dropped", "processed")
 SAMPLE_TEXT_CHARS = 280  # post text kept for an alert's samples (per bucket: its two extremes only)
 
 
-def _to_table(joined: str) -> np.ndarray:
-    """Rows of (n, positive, negative, neutral, score_sum, score_sq), one per slice."""
-    return np.array(joined.split(",") if joined else [], dtype=np.float64).reshape(-1, 6)
+def _to_table(sparse: str, count: int) -> np.ndarray:
+    """Rows of (n, positive, negative, neutral, score_sum, score_sq), one per slice, from the
+    read script's 'slot,values...' rows of the slices that have buckets (the rest are zeros)."""
+    table = np.zeros((count, 6), dtype=np.float64)
+    if sparse:
+        rows = np.array([row.split(",") for row in sparse.split(";")], dtype=np.float64)
+        table[rows[:, 0].astype(np.int64)] = rows[:, 1:]
+    return table
 
 
 @dataclass(frozen=True)
@@ -201,13 +223,23 @@ class WindowStore:
         return (await self.slices_many([(scope, first, width, count)]))[0]
 
     async def slices_many(self, requests: Sequence[tuple[str, int, int, int]]) -> list[np.ndarray]:
-        """Several `slices` calls in one round trip."""
-        if not requests:
+        """Several `slices` calls in one round trip; consecutive requests for one scope and width
+        share one script call (the commands, not the bytes, are what a pipeline pays for)."""
+        calls: list[tuple[str, int, list[tuple[int, int]]]] = []
+        for scope, first, width, count in requests:
+            if calls and calls[-1][:2] == (scope, width):
+                calls[-1][2].append((first, count))
+            else:
+                calls.append((scope, width, [(first, count)]))
+        if not calls:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            for scope, first, width, count in requests:
-                await self._read_slices(keys=[index_key(scope)], args=[bucket_prefix(scope), first, width, count], client=pipe)
-            return [_to_table(joined) for joined in await pipe.execute()]
+            for scope, width, runs in calls:
+                args = [bucket_prefix(scope), width, *(x for run in runs for x in run)]
+                await self._read_slices(keys=[index_key(scope)], args=args, client=pipe)
+            replies = await pipe.execute()
+        return [_to_table(sparse, count) for reply, (_, _, runs) in zip(replies, calls)
+                for sparse, (_, count) in zip(reply.split("|"), runs)]
 
     async def extremes(self, scope: str, start: int, end: int) -> list[Sample]:
         """The most negative and most positive post of every bucket in [start, end)."""

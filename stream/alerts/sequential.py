@@ -36,7 +36,7 @@ drain on its own would take hours: its weakest alternative is the one that holds
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -113,8 +113,9 @@ class SeqState:
             ("positive_rate", RATE_MULTIPLIERS), ("volume", VOLUME_MULTIPLIERS))})
 
     def to_json(self) -> dict[str, Any]:
-        return {"base": self.base, "frozen": self.frozen, "banks": {k: asdict(v) for k, v in self.banks.items()},
-                "after": self.after, "back": self.back}
+        # By hand, not dataclasses.asdict: its deep copy was a sixth of judging's time with many scopes.
+        banks = {k: {"s": v.s, "zero_at": v.zero_at, "posts": v.posts, "hits": v.hits} for k, v in self.banks.items()}
+        return {"base": self.base, "frozen": self.frozen, "banks": banks, "after": self.after, "back": self.back}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> "SeqState | None":
