@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     alert_grace: str = Field("2m", description="how far every partition must be past a boundary before it is judged")
     alert_repeat: str = Field("1h", description="event time between repeat notifications of a still-firing incident")
     alert_detector: Literal["zscore", "sequential"] = Field(
-        "zscore", description="zscore: the window detector; sequential: CUSUM charts per step bin (stream/alerts/sequential.py)"
+        "sequential", description="sequential: CUSUM charts per step bin (stream/alerts/sequential.py); zscore: the older window detector"
     )
     alert_threshold_nats: float = Field(11.0, gt=0, description="sequential: evidence per chart (nats) before ln(streams) is added")
     alert_streams: int = Field(20, ge=1, description="sequential: scope-directions sharing the false-alarm budget (adds ln of it)")

@@ -3,6 +3,7 @@ early-warning acceptance streams judged in memory by the same code the worker ru
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
@@ -137,6 +138,9 @@ def test_config_rejects_settings_that_cannot_work(bad, message):
 
 
 # --- acceptance: generated streams judged by the worker's own code ---------------------------------
+# The window detector, kept behind SENTINEL_ALERT_DETECTOR=zscore for comparison; the default
+# (sequential) has the same acceptance tests in tests/test_sequential.py.
+WINDOW = replace(AlertConfig(), detector="zscore")
 
 def minutes_after(iso: str, offset_s: int) -> float:
     return (datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() - (T0 + offset_s)) / 60
@@ -146,19 +150,19 @@ SWING_AT = 5 * 86400 + 12 * 3600
 
 
 def test_a_stationary_week_raises_no_alert():
-    assert simulate(generate(Scenario(), seed=0), AlertConfig()) == []
+    assert simulate(generate(Scenario(), seed=0), WINDOW) == []
 
 
 def test_a_stationary_week_at_one_post_a_minute_raises_no_alert():
     quiet = generate(Scenario(per_minute={"BTC": 0.6, "ETH": 0.25, "SOL": 0.15}), seed=0)
-    assert simulate(quiet, AlertConfig()) == []
+    assert simulate(quiet, WINDOW) == []
     # Quiet although judged: at 0.6 posts a minute BTC's label mix is judged most of the week (a
     # 10-minute half-life judged it 21% of the time, which made this test nearly vacuous).
-    assert judged_share(quiet, "BTC", AlertConfig()) > 0.5
+    assert judged_share(quiet, "BTC", WINDOW) > 0.5
 
 
 def test_one_assets_swing_fires_within_30_minutes_then_resolves_and_nothing_else_fires():
-    records = simulate(generate(Scenario(episodes=(Episode("BTC", SWING_AT, mix=SWING_MIX),)), seed=0), AlertConfig())
+    records = simulate(generate(Scenario(episodes=(Episode("BTC", SWING_AT, mix=SWING_MIX),)), seed=0), WINDOW)
     btc = [r for r in records if (r.scope, r.kind) == ("asset:BTC", "sentiment_drop")]
     assert btc[0].state == "firing" and 0 < minutes_after(btc[0].window_end, SWING_AT) <= 30
     assert btc[-1].state == "resolved" and minutes_after(btc[-1].window_end, SWING_AT) >= 60
@@ -168,7 +172,7 @@ def test_one_assets_swing_fires_within_30_minutes_then_resolves_and_nothing_else
 
 
 def test_a_five_fold_burst_fires_a_volume_spike():
-    records = simulate(generate(Scenario(episodes=(Episode("ETH", SWING_AT, volume=5.0),)), seed=0), AlertConfig())
+    records = simulate(generate(Scenario(episodes=(Episode("ETH", SWING_AT, volume=5.0),)), seed=0), WINDOW)
     spikes = [r for r in records if (r.scope, r.kind, r.state) == ("asset:ETH", "volume_spike", "firing")]
     assert spikes and 0 < minutes_after(spikes[0].window_end, SWING_AT) <= 60
     assert spikes[0].value >= 2 * spikes[0].baseline

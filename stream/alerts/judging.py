@@ -59,7 +59,7 @@ class AlertConfig:
     idle_s: float = 60.0
     thresholds: Thresholds = Thresholds()
     overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-    detector: str = "zscore"  # zscore (detector.py) | sequential (sequential.py)
+    detector: str = "sequential"  # sequential (sequential.py) | zscore (detector.py, the older window detector)
     sequential: SeqConfig = SeqConfig()
 
     def __post_init__(self) -> None:
