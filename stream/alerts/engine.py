@@ -71,15 +71,21 @@ end
 return 1
 """
 
-# KEYS: dirty set, judged. ARGV: until, lag limit. Returns {due, waiting}: the dirty scopes to judge
-# this round (their newest post is before `until`, so one judgement takes all their posts; or they
-# were judged no further than the lag limit), and for every other dirty scope judged short of
-# `until` the scope and the boundary it was judged through, flattened. Incident grouping goes no
-# further than the least of those (unless the round judges that scope anyway). Scopes never judged
-# have no post before `until` and hold nothing back.
+# KEYS: dirty set, judged. ARGV: until, lag limit, the last boundary at or before until, then the
+# scopes this batch touched. Returns {due, waiting}: the scopes to judge this round and, for every
+# other dirty scope judged short of `until`, the scope and the boundary it was judged through,
+# flattened. Due are the touched scopes not yet judged through the last boundary (a batch that
+# crosses no boundary judges nothing), and the dirty scopes whose newest post is before `until` (so
+# one judgement takes all their posts) or that were judged no further than the lag limit. Incident
+# grouping goes no further than the least waiting boundary (unless the round judges that scope
+# anyway). Scopes never judged have no post before `until` and hold nothing back.
 _PLAN = """
-local upto, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local upto, limit, last = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local due, waiting = {}, {}
+for i = 4, #ARGV do
+  local done = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[i]) or '')
+  if done == nil or done < last then table.insert(due, ARGV[i]) end
+end
 local dirty = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 for i = 1, #dirty, 2 do
   local scope, newest = dirty[i], tonumber(dirty[i + 1])
@@ -140,8 +146,10 @@ class AlertEngine:
             return []
         history_start = stats.get("first_event", until)
         open_ = await self.redis.smembers(OPEN_KEY)
-        due, waiting = await self._plan(keys=[DIRTY_KEY, JUDGED_KEY], args=[repr(until), repr(until - DIRTY_LAG_STEPS * self.config.step_s)])
-        scopes = sorted(set(touched) | set(open_) | set(due))
+        last = int(until // self.config.step_s) * self.config.step_s
+        due, waiting = await self._plan(keys=[DIRTY_KEY, JUDGED_KEY],
+                                        args=[repr(until), repr(until - DIRTY_LAG_STEPS * self.config.step_s), str(last), *touched])
+        scopes = sorted(set(open_) | set(due))
         judged_now = set(scopes)
         # Grouping goes as far as every scope's transitions are known: until, or the least boundary a
         # dirty scope this round leaves alone was judged through.
