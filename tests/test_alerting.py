@@ -255,7 +255,12 @@ def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_serve
         engine = AlertEngine(store, config, partitions=1, correlator=correlator)
         hook = Hook()
         notifier = Notifier(build_apprise(hook.url, None), attempts=2, backoff=0.01)
-        delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="test", chart=False)
+        published: list = []
+
+        async def publish(record) -> None:
+            published.append(record)
+
+        delivery = AlertDelivery(store, notifier, publish, consumer="test", chart=False)
         await delivery.ensure_group()
         acked = False
         try:
@@ -274,19 +279,23 @@ def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_serve
                 if ack and not acked and hook.accepted:
                     (btc,) = [i for i in await list_incidents(store.redis, open_only=True) if i["root_scope"] == "asset:BTC"]
                     acked = await acknowledge(store.redis, btc["incident_id"], "desk on it")
-            return [p for p in hook.accepted]
+            return [p for p in hook.accepted], published
         finally:
             hook.close()
             await store.close()
 
-    plain = asyncio.run(go(ack=False))
-    acked = asyncio.run(go(ack=True))
+    plain, plain_records = asyncio.run(go(ack=False))
+    acked, acked_records = asyncio.run(go(ack=True))
     # Only BTC's incident is acknowledged; a member split off into its own incident repeats on its own.
     repeats = lambda told: [p for p in told if "(still firing)" in p["title"] and p["message"].startswith("Incident on asset:BTC ")]  # noqa: E731
     btc_resolved = lambda told: [p for p in told if p["message"].startswith("Incident on asset:BTC is resolved")]  # noqa: E731
     assert len(repeats(plain)) >= 2 and len(btc_resolved(plain)) == 1, [p["title"] for p in plain]
     assert repeats(acked) == [] and len(btc_resolved(acked)) == 1, [p["title"] for p in acked]
     assert "(acknowledged: desk on it)" in btc_resolved(acked)[0]["message"]
+    # And in the records: BTC's resolution, published after the acknowledgement, carries it.
+    closing = lambda records: [r for r in records if (r.scope, r.state) == ("asset:BTC", "resolved") and r.root_scope == "asset:BTC"]  # noqa: E731
+    assert [r.acknowledged for r in closing(plain_records)] == [""]
+    assert [r.acknowledged for r in closing(acked_records)] == ["desk on it"]
 
 
 def test_a_scope_with_posts_is_judged_on_the_next_round_not_at_its_next_post(redis_server):

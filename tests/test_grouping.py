@@ -136,14 +136,17 @@ def test_updates_come_for_news_only_and_repeats_stop_when_acknowledged():
               B0 + 10 * MIN: [transition("all", "sentiment_drop", "firing", B0 + 10 * MIN)],
               B0 + 12 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)]}
     answers = {("all", "sentiment_drop"): Explanation(asset="asset:ETH")}
-    _, notices, state = run(events, answers, until=B0 + 9 * 3600)
+    records, notices, state = run(events, answers, until=B0 + 9 * 3600)
     # A parent joining is not news; a higher severity is (after group_interval); then a repeat every 4 h.
     assert [(n.reason, n.severity, n.at) for n in notices] == [
         ("new", "warning", iso(B0 + 5 * MIN)), ("update", "critical", iso(B0 + 20 * MIN)),
         ("repeat", "critical", iso(B0 + 260 * MIN)), ("repeat", "critical", iso(B0 + 500 * MIN))]
     ident = notices[0].incident_id
-    _, acked, _ = run(events, answers, until=B0 + 9 * 3600, acks={ident: "on it"})
+    acked_records, acked, _ = run(events, answers, until=B0 + 9 * 3600, acks={ident: "on it"})
     assert [n.reason for n in acked] == ["new", "update"] and acked[-1].acked == "on it"
+    # The acknowledgement is in the records too (here it came before any of them was published).
+    assert {r["acknowledged"] for r in records} == {""}
+    assert acked_records and {r["acknowledged"] for r in acked_records} == {"on it"}
 
 
 def test_a_parent_that_fires_first_is_re_rooted_at_the_asset_before_anyone_is_told():

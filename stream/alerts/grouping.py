@@ -427,7 +427,7 @@ def _merge(state: GroupState, source: Incident, target: Incident) -> list[dict[s
         return []
     target.changed = target.changed or any(is_asset(m.scope) for m in source.members.values())
     target.emitted = True
-    return [{**r, "incident_id": target.id, "root_scope": target.root} for r in source.held]
+    return [_about(r, target) for r in source.held]
 
 
 def _reroot(state: GroupState, answers: Mapping[tuple[str, str], Explanation]) -> list[dict[str, Any]]:
@@ -482,7 +482,12 @@ def _record(state: GroupState, incident: Incident, t: AlertRecord, boundary: int
 
 def _public(t: AlertRecord, incident: Incident) -> dict[str, Any]:
     """The record as the outbox carries it (asdict: samples and context included)."""
-    return asdict(replace(t, incident_id=incident.id, root_scope=incident.root, notified=False))
+    return _about(asdict(replace(t, notified=False)), incident)
+
+
+def _about(record: dict[str, Any], incident: Incident) -> dict[str, Any]:
+    """A record as one of this incident's: its id and root, and its acknowledgement if any."""
+    return {**record, "incident_id": incident.id, "root_scope": incident.root, "acknowledged": incident.acked or ""}
 
 
 def _notice(incident: Incident, reason: str, boundary: int) -> Notice:
@@ -521,7 +526,7 @@ def _close(state: GroupState, incident: Incident, boundary: int, record: dict[st
 
 def _release(incident: Incident) -> tuple[dict[str, Any], ...]:
     # Held records learn their incident now: a re-rooted or merged incident changed it since.
-    records = tuple({**r, "incident_id": incident.id, "root_scope": incident.root} for r in incident.held)
+    records = tuple(_about(r, incident) for r in incident.held)
     incident.held = []
     return records
 

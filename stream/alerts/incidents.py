@@ -23,7 +23,7 @@ State = Literal["firing", "resolved"]
 # The fields of an alert record, in order. Other tools read them; keep names and meanings stable.
 RECORD_FIELDS = (
     "alert_id", "scope", "kind", "state", "severity", "window_start", "window_end", "value", "baseline",
-    "zscore", "posts", "sample_post_ids", "notified", "fired_at", "onset", "incident_id", "root_scope",
+    "zscore", "posts", "sample_post_ids", "notified", "fired_at", "onset", "incident_id", "root_scope", "acknowledged",
 )
 
 
@@ -50,6 +50,8 @@ class AlertRecord:
     # and that incident's root scope. Without grouping: the alert_id and the scope itself.
     incident_id: str = ""
     root_scope: str = ""
+    # `sentinel ack`'s reason, on the records of an incident published after it was acknowledged.
+    acknowledged: str = ""
     # Context for the notification; not part of the published record.
     metric: str = ""  # mean_score | negative_share | positive_share | posts
     baseline_posts: int = 0
