@@ -102,7 +102,9 @@ class Settings(BaseSettings):
     alert_min_posts: int = Field(20, ge=1, description="posts the current window needs before it can fire")
     alert_min_baseline_posts: int = Field(100, ge=1)
     alert_min_share_delta: float = Field(0.15, ge=0, description="smallest label-share change that can fire")
-    alert_min_score_delta: float = Field(0.15, ge=0, description="smallest mean-score change that can fire")
+    alert_min_score_effect: float = Field(
+        0.35, ge=0, description="zscore detector: smallest mean-score change that can fire, in the baseline's per-post score standard deviations"
+    )
     alert_min_volume_ratio: float = Field(2.0, ge=1, description="smallest volume ratio to the baseline that can fire")
     alert_overrides: str = Field(
         "", description='JSON {scope pattern: {threshold: value}}, e.g. {"asset:*": {"min_posts": 30}}'

@@ -59,6 +59,9 @@ def check_settings(settings: Settings) -> None:
     for field in ("bucket", "retention", "windows"):
         for spec in getattr(settings, field).split(","):
             setting_duration(field, spec)
+    if "SENTINEL_ALERT_MIN_SCORE_DELTA" in os.environ:  # renamed: an ignored setting would change the detector unnoticed
+        raise ValueError("SENTINEL_ALERT_MIN_SCORE_DELTA was replaced by SENTINEL_ALERT_MIN_SCORE_EFFECT, in standard deviations of the "
+                         "baseline's per-post scores (0.35 is the old 0.15 at scores of +-0.6)")
     alert_config(settings)
     group_config(settings)
     budget = sum(retry_delays(settings.notify_attempts, settings.notify_backoff, settings.notify_backoff_max))
@@ -72,7 +75,7 @@ def alert_config(settings: Settings) -> AlertConfig:
     th = Thresholds(
         fire_z=settings.alert_fire_z, resolve_z=settings.alert_resolve_z, critical_z=settings.alert_critical_z,
         min_posts=settings.alert_min_posts, min_baseline_posts=settings.alert_min_baseline_posts,
-        min_share_delta=settings.alert_min_share_delta, min_score_delta=settings.alert_min_score_delta,
+        min_share_delta=settings.alert_min_share_delta, min_score_effect=settings.alert_min_score_effect,
         min_volume_ratio=settings.alert_min_volume_ratio,
     )
 

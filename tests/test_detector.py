@@ -16,9 +16,9 @@ from stream.alerts.incidents import alert_id, step
 TH = Thresholds()
 
 
-def counts(n: int, pos: float, neg: float) -> Counts:
+def counts(n: int, pos: float, neg: float, score: float = 0.6) -> Counts:
     p, q = round(n * pos), round(n * neg)
-    return Counts(n, p, q, n - p - q, 0.6 * (p - q), 0.36 * (p + q))
+    return Counts(n, p, q, n - p - q, score * (p - q), score * score * (p + q))
 
 
 BASELINE = [counts(60, 0.3, 0.2 + (0.02 if i % 2 else -0.02)) for i in range(24)]
@@ -35,6 +35,18 @@ def test_negative_share_swing_fires_a_drop_and_nothing_else():
     assert drop.fires(TH) and drop.metric == "negative_share" and drop.zscore >= 3
     assert drop.value == pytest.approx(0.6) and drop.baseline == pytest.approx(0.2, abs=0.03)
     assert not judged["sentiment_surge"].fires(TH) and not judged["volume_spike"].fires(TH)
+
+
+@pytest.mark.parametrize("mix", [(0.1, 0.6), (0.22, 0.32), (0.3, 0.3), (0.45, 0.1)])
+def test_no_verdict_depends_on_the_classifier_score_scale(mix):
+    """Scores of +-0.6 (perfect labels), +-0.32 (the lexicon) or +-0.1: the same label mix gives the
+    same verdicts. (With an absolute minimum score change, 0.15, a +-0.32 scorer fired later or never.)"""
+    verdicts = []
+    for scale in (0.6, 0.32, 0.1):
+        judged = signals(counts(60, *mix, score=scale), [counts(60, 0.3, 0.2 + (0.02 if i % 2 else -0.02), score=scale) for i in range(24)], TH)
+        verdicts.append({k: (s.fires(TH), s.effect_ok, round(s.zscore, 6)) for k, s in judged.items()})
+    assert verdicts[0] == verdicts[1] == verdicts[2]
+    assert verdicts[0]["sentiment_drop"][0] == (mix == (0.1, 0.6))
 
 
 def test_ordinary_noise_does_not_fire():

@@ -17,8 +17,8 @@ a trailing baseline (default the 24 h before it), split into bins as wide as the
   best any detector can do at a given volume, are in docs/alerts.md.
 
 Kinds:
-- sentiment_drop: the negative share rises, and the mean score agrees (falls by min_score_delta
-  and half the firing z);
+- sentiment_drop: the negative share rises, and the mean score agrees (falls by min_score_effect
+  of the baseline's per-post score standard deviation, and by half the firing z);
 - sentiment_surge: the positive share rises, and the mean score agrees;
 - volume_spike: posts per window rise (by min_volume_ratio at least).
 """
@@ -49,7 +49,9 @@ class Thresholds:
     min_posts: int = 20
     min_baseline_posts: int = 100
     min_share_delta: float = 0.15
-    min_score_delta: float = 0.15
+    # In standard deviations of the baseline's per-post scores, so no rule depends on the
+    # classifier's score scale (0.35 is the old absolute 0.15 at scores of +-0.6).
+    min_score_effect: float = 0.35
     min_volume_ratio: float = 2.0
     # A baseline needs this share of its bins inside the observed history (not before the stream began).
     min_baseline_coverage: float = 0.75
@@ -178,7 +180,7 @@ def _score_metric(current: Current, bins: np.ndarray, th: Thresholds) -> _Metric
     n, total, squares = bins[:, SliceCol.N].sum(), bins[:, SliceCol.SCORE_SUM].sum(), bins[:, SliceCol.SCORE_SQ].sum()
     variance = max(squares / n - (total / n) ** 2, 1e-4) if n else 1e-4
     z = _z(current.mean_score - center, spread, math.sqrt(variance / max(current.n_eff, 1.0)))
-    return _Metric("mean_score", current.mean_score, center, z, abs(current.mean_score - center) >= th.min_score_delta)
+    return _Metric("mean_score", current.mean_score, center, z, abs(current.mean_score - center) >= th.min_score_effect * math.sqrt(variance))
 
 
 def _volume_metric(current: Current, bins: np.ndarray, th: Thresholds) -> _Metric:
@@ -218,7 +220,7 @@ def signals(current: Current | Counts, bins: np.ndarray | Sequence[Counts], th: 
     drop = _signal("sentiment_drop", _share_metric("negative", SliceCol.NEGATIVE, current, bins, th), +1, enough, current, baseline_posts)
     surge = _signal("sentiment_surge", _share_metric("positive", SliceCol.POSITIVE, current, bins, th), +1, enough, current, baseline_posts)
     # The label shares decide; the mean score must agree (in direction, at half the firing z, and
-    # by at least min_score_delta), so a share that moves while scores barely do (posts moving
+    # by at least min_score_effect), so a share that moves while scores barely do (posts moving
     # between neutral and one side at the margin, or a noise excursion) does not fire on its own.
     agrees_down = score.delta_ok and -score.z >= th.fire_z / 2
     agrees_up = score.delta_ok and score.z >= th.fire_z / 2
