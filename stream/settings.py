@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     alert_group_wait: str = Field("5m", description="incidents: event time the first notification waits for related scopes")
     alert_group_interval: str = Field("15m", description="incidents: event time between updates when scopes or kinds join")
     alert_group_repeat: str = Field("4h", description="incidents: event time between repeats of an unacknowledged, still-firing incident")
+    alert_settle_after: float = Field(
+        300.0, ge=0, description="seconds of wall-clock silence (no batch on any partition) after which scopes with posts are judged and "
+                                 "incidents in their group wait announced, since event time stands still (0: only at a replay's end)",
+    )
 
     # --- delivery (stream/alerts/notify.py) ---
     apprise_urls: SecretStr | None = Field(

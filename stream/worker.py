@@ -241,6 +241,7 @@ def build_worker(
         sent = await outputs[settings.topic_alerts].send(key=record.alert_id.encode(), value=public_record(record))
         await sent
 
+    engine = alert_engine(settings, store)
     processor = BatchProcessor(
         classifier.classify,
         store,
@@ -251,7 +252,7 @@ def build_worker(
         model_adapter=classifier.info.adapter,
         limits=Limits(max_message_bytes=settings.max_message_bytes, max_text_chars=settings.max_text_chars),
         aliases=load_aliases(settings.aliases_file),
-        alerts=alert_engine(settings, store),
+        alerts=engine,
         metrics=metrics,
         model_thread=model_thread,
     )
@@ -276,6 +277,18 @@ def build_worker(
 
     pipeline = BatchPipeline(processor, on_failure=batch_failed)
     shutdown = Shutdown(app, pipeline, delivery)
+
+    if settings.alert_settle_after > 0:
+        @app.timer(interval=min(settings.alert_settle_after, 60.0))
+        async def settle_when_silent() -> None:
+            # Event time stands still while no post comes: without this an incident in its group
+            # wait would be announced only with the next post.
+            if shutdown.requested or pipeline.in_flight:
+                return
+            written = await engine.settle_if_silent(settings.alert_settle_after)
+            if written:
+                log.info("stream silent: scopes with posts judged and waiting incidents announced",
+                         extra={"silent_s": settings.alert_settle_after, "written": written})
 
     @app.agent(posts, name="classify-posts")
     async def classify_posts(stream: faust.Stream) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import subprocess
+import time
 import sys
 
 import redis
@@ -16,7 +17,7 @@ from scenarios import SWING_MIX, T0, Episode, Scenario, generate
 from stream.alerts.delivery import AlertDelivery, outbox_drained
 from stream.alerts.engine import AlertEngine
 from stream.alerts.silences import add_silence
-from stream.keys import ALERT_STATS_KEY, OUTBOX_KEY
+from stream.keys import ALERT_STATS_KEY, CORRELATION_KEY, OUTBOX_KEY
 from stream.contracts import Post
 from stream.alerts.judging import AlertConfig
 from stream.alerts.notify import Notifier, build_apprise
@@ -322,3 +323,57 @@ def test_a_scope_with_posts_is_judged_on_the_next_round_not_at_its_next_post(red
 
     done = asyncio.run(go())
     assert done is not None and int(done) > start, done
+
+
+def test_a_stream_that_stops_mid_wait_announces_its_incident_once_it_has_been_silent(redis_server):
+    """Grouping waits in event time, which stands still when posts stop. A BTC sell-off is fed until
+    just after its drop fires (past the grace, within the 5-minute group wait), then nothing more:
+    no notice is written while the stream is merely between posts; once no batch has come for the
+    quiet time (wall clock, pseen:<p>), settling announces the incident, without another post."""
+    from dataclasses import replace
+
+    from scenarios import simulate
+    from stream.alerts.correlator import Correlator
+    from stream.alerts.grouping import GroupConfig
+    from stream.timefmt import epoch
+
+    redis.Redis.from_url(redis_server).flushdb()
+    stream = generate(Scenario(days=2, episodes=(Episode("BTC", 36 * 3600, duration=3 * 3600, mix=SWING_MIX),)), seed=4)
+    config = replace(AlertConfig(), detector="sequential")
+    fired = next(r for r in simulate(stream, config, SCORES) if (r.scope, r.kind, r.state) == ("asset:BTC", "sentiment_drop", "firing"))
+    cut = epoch(fired.window_end) + config.grace_s + 120  # judged through the firing boundary, not 5 minutes past it
+    offset = [0.0]
+
+    async def notices(store: WindowStore) -> list[dict]:
+        entries = [json.loads(fields["entry"]) for _, fields in await store.redis.xrange(OUTBOX_KEY) if "entry" in fields]
+        return [e["notice"] for e in entries if e["notice"]]
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600, pairs=True)
+        correlator = Correlator(store, GroupConfig(), step_s=60, history_s=48 * 3600)
+        engine = AlertEngine(store, config, partitions=1, samples=0, correlator=correlator, clock=lambda: time.time() + offset[0])
+        try:
+            fed = [p for p in stream if p.created_at < cut]
+            for i in range(0, len(fed), 200):
+                batch = fed[i : i + 200]
+                items = [Scored(Post(p.id, f"${p.asset} {p.label}", p.created_at, (p.asset,), "forum", p.channel), p.label, SCORES[p.label])
+                         for p in batch]
+                await store.apply(items, {}, batch[-1].created_at, {0: batch[-1].created_at})
+                touched: dict[str, float] = {}
+                for item in items:
+                    for scope in ("all", "source:forum", f"asset:{item.post.assets[0]}", f"channel:{item.post.channel}"):
+                        touched[scope] = max(touched.get(scope, 0.0), item.post.created_at)
+                await engine.judge(touched)
+            staged = await store.redis.hget(CORRELATION_KEY, "state")
+            before = await notices(store)
+            between_posts = await engine.settle_if_silent(300)  # the last batch was just written
+            offset[0] = 301.0
+            after_silence = await engine.settle_if_silent(300)
+            return staged, before, between_posts, after_silence, await notices(store)
+        finally:
+            await store.close()
+
+    staged, before, between_posts, after_silence, after = asyncio.run(go())
+    assert staged and "asset:BTC" in staged, "the incident is open and waiting when the stream stops"
+    assert before == [] and between_posts == 0, before
+    assert after_silence > 0 and [(n["root_scope"], n["reason"]) for n in after] == [("asset:BTC", "new")], after

@@ -30,6 +30,7 @@ from stream.alerts.judging import (
     judge_series,
     read_span,
     sequential_reads,
+    silent,
     table_bins,
 )
 from stream.alerts.sequential import SeqState
@@ -167,12 +168,23 @@ class AlertEngine:
             await self.correlator.run(min(until, float(least), *short))
         return committed
 
-    async def settle(self) -> None:
+    async def settle(self) -> int:
         """The input has ended (a replay): judge every scope with posts not yet judged, group every
-        transition up to the frontier, and announce the incidents still in their group wait."""
-        await self.judge(list(await self.redis.zrange(DIRTY_KEY, 0, -1)))
+        transition up to the frontier, and announce the incidents still in their group wait.
+        Returns the transitions and outbox entries this wrote."""
+        written = len(await self.judge(list(await self.redis.zrange(DIRTY_KEY, 0, -1))))
         if self.correlator is not None:
-            await self.correlator.flush()
+            written += await self.correlator.flush()
+        return written
+
+    async def settle_if_silent(self, quiet_s: float) -> int:
+        """A live stream that has paused (no batch on any partition for `quiet_s`, wall clock) is
+        settled like the end of a replay, so an incident in its group wait is announced now rather
+        than with the next post, however long that takes. Safe on every worker at once (both
+        steps are compare-and-sets). Returns the transitions and outbox entries it wrote."""
+        if not silent(await self.store.stats(), self.clock(), quiet_s):
+            return 0
+        return await self.settle()
 
     async def _judge_once(
         self, scopes: list[str], until: float, history_start: float, now_iso: str, committed: list[AlertRecord], short: list[float],

@@ -40,6 +40,13 @@ def frontier(stats: Mapping[str, float], partitions: int, now: float, idle_s: fl
     return min(live) if live else max(reported.values())
 
 
+def silent(stats: Mapping[str, float], now: float, quiet_s: float) -> bool:
+    """No partition has had a batch written for `quiet_s` of wall-clock time (pseen:<p>): the
+    stream has paused, and event time, which every group wait counts in, stands still."""
+    seen = [v for k, v in stats.items() if k.startswith("pseen:")]
+    return bool(seen) and now - max(seen) > quiet_s
+
+
 def boundaries(after: int, until: float, step_s: int, limit: int | None = None) -> list[int]:
     """Grid points B with after < B <= until (B a multiple of step_s)."""
     first = (after // step_s + 1) * step_s
