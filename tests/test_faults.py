@@ -4,9 +4,10 @@ Each test replays the early-warning acceptance stream (tests/test_alerts_e2e.py'
 days, ~11,800 posts, a BTC sentiment swing and an ETH volume burst) through worker processes
 (`SENTINEL_BASE=lexicon`: no model to load) and injects one fault: a worker killed with SIGKILL,
 redis-server killed and restarted (with and without AOF), one of two workers in a group killed, a
-notification endpoint answering 500. The final state is compared with ground truth computed from the
-input file alone (per-scope bucket counts), and the alert outbox is checked for one record per
-transition. docs/reliability.md states the guarantees these tests back and the figures they measure.
+notification endpoint answering 500; the kill once more with incident grouping on. The final state
+is compared with ground truth computed from the input file alone (per-scope bucket counts), and the
+alert outbox is checked for one record per transition. Last, a stream that pauses while an incident
+waits is announced after the silence. docs/reliability.md states the guarantees these tests back and the figures they measure.
 
 Waits are conditions with deadlines; the only timed wait is the Redis outage, which is the fault.
 Every process started here is killed at the end of its test, also on failure.
@@ -35,7 +36,7 @@ import pytest
 import redis
 
 from scenarios import generate, to_posts
-from stream.keys import ALERT_STATS_KEY, OUTBOX_GROUP as GROUP, OUTBOX_KEY
+from stream.keys import ALERT_STATS_KEY, OUTBOX_GROUP as GROUP, OUTBOX_KEY, STAGING_KEY
 from sentinel.run import committed_lag
 from stream.tools.services import start_redis
 from stream.keys import STATS_KEY, bucket_key, seen_key
@@ -72,13 +73,16 @@ def stream_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[di
     return path, posts
 
 
-def expected_counts(posts: list[dict]) -> Counter:
-    """(scope, bucket start) -> posts, from the file alone: the generated texts carry one cashtag."""
+def expected_counts(posts: list[dict], pairs: bool = False) -> Counter:
+    """(scope, bucket start) -> posts, from the file alone: the generated texts carry one cashtag.
+    `pairs`: with the hidden channel|asset and source|asset scopes incident grouping writes."""
     counts: Counter = Counter()
     for p in posts:
         bucket = int(p["created_at"] // 60) * 60
         asset = re.match(r"\$([A-Z]+) ", p["text"]).group(1)
-        for scope in ("all", f"asset:{asset}", f"channel:{p['channel']}", f"source:{p['source']}"):
+        parents = (f"channel:{p['channel']}", f"source:{p['source']}")
+        hidden = tuple(f"{parent}|asset:{asset}" for parent in parents) if pairs else ()
+        for scope in ("all", f"asset:{asset}", *parents, *hidden):
             counts[(scope, bucket)] += 1
     return counts
 
@@ -119,14 +123,19 @@ def outbox(r: redis.Redis) -> list[dict]:
     return [json.loads(fields["record"]) for _, fields in r.xrange(OUTBOX_KEY)]
 
 
-def pending_keys(r: redis.Redis, worker: "Worker") -> set[tuple[str, str, str]]:
-    """Transitions handed to `worker`'s notifier and not acknowledged yet (its consumer name is
-    hostname-pid, as stream/worker.py names it)."""
+def pending_entries(r: redis.Redis, worker: "Worker") -> list[dict[str, str]]:
+    """The outbox entries handed to `worker`'s notifier and not acknowledged yet (its consumer name
+    is hostname-pid, as stream/worker.py names it)."""
     if not r.exists(OUTBOX_KEY) or not r.xinfo_groups(OUTBOX_KEY):
-        return set()
+        return []
     consumer = f"{socket.gethostname()}-{worker.proc.pid}"
     ids = {p["message_id"] for p in r.xpending_range(OUTBOX_KEY, GROUP, "-", "+", 1000) if p["consumer"] == consumer}
-    return {transition_key(json.loads(fields["record"])) for entry_id, fields in r.xrange(OUTBOX_KEY) if entry_id in ids}
+    return [fields for entry_id, fields in r.xrange(OUTBOX_KEY) if entry_id in ids]
+
+
+def pending_keys(r: redis.Redis, worker: "Worker") -> set[tuple[str, str, str]]:
+    """The transitions `worker` held unacknowledged (ungrouped entries)."""
+    return {transition_key(json.loads(fields["record"])) for fields in pending_entries(r, worker) if "record" in fields}
 
 
 def outbox_drained(r: redis.Redis) -> bool:
@@ -325,6 +334,67 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path, kafk
     alerts = check_alerts(r, hook, excused=excused, name="kill-9")
     report("kill_9", posts=n, processed_at_kill=at_kill["processed"], duplicates=final["duplicates"],
            pending_at_kill=len(excused), **alerts)
+
+
+def test_kill_9_with_incidents_records_each_transition_once_and_tells_each_notice(tmp_path, kafka_server, cache_dir, cleanup, stream_file):
+    """The same kill with incident grouping on (the default): the dead worker may have been
+    judging, grouping (the correlation cursor's compare-and-set) or delivering. Windows equal the
+    ground truth; every transition is in exactly one outbox entry's records; every notice is told,
+    none twice but those the dead worker held unacknowledged. The silence timer
+    (SENTINEL_ALERT_SETTLE_AFTER, 5 s here) settles whatever waits when the stream ends (in this
+    stream nothing does: the test also passes with the timer off)."""
+    path, posts = stream_file
+    n = len(posts)
+    hook = started(cleanup, workers.Hook())
+    server = started(cleanup, RedisServer(tmp_path / "redis"))
+    r = server.client()
+    env = worker_env(kafka_server, server.url, cache_dir, "kill9-incidents", hook.url,
+                     SENTINEL_ALERT_GROUPING="incidents", SENTINEL_ALERT_SETTLE_AFTER="5")
+    first = started(cleanup, Worker(env, tmp_path / "worker-1.log"))
+    replay = started(cleanup, Replay(path, env, speed=PACED_SPEED))
+    wait_until(lambda: stats(r)["processed"] >= 0.8 * n and alert_stats(r).get("entries", 0) >= 1, 120,
+               "80% of the posts counted and a first incident entry written", [first])
+    first.kill()
+    excused = pending_notices(r, first)
+    assert 0 < stats(r)["processed"] < n
+
+    second = started(cleanup, Worker(env, tmp_path / "worker-2.log"))
+    wait_all_committed(env, r, replay, [second], processed=n)
+
+    def settled() -> bool:
+        recorded = sum(len(e["records"]) for e in outbox_entries(r))
+        return not r.zcard(STAGING_KEY) and recorded == alert_stats(r).get("transitions", -1) and outbox_drained(r)
+
+    wait_until(settled, 120, "every staged transition grouped into the outbox and delivered", [second], poll=0.5)
+    assert window_counts(r) == expected_counts(posts, pairs=True)
+    entries = outbox_entries(r)
+    records = [rec for e in entries for rec in e["records"]]
+    repeated = [k for k, c in Counter(transition_key(rec) for rec in records).items() if c > 1]
+    assert repeated == [], f"transitions in more than one outbox entry: {repeated}"
+    assert {("asset:BTC", "sentiment_drop", "firing"), ("asset:BTC", "sentiment_drop", "resolved"),
+            ("asset:ETH", "volume_spike", "firing")} <= {(rec["scope"], rec["kind"], rec["state"]) for rec in records}
+    expected = {notice_key(e["notice"]) for e in entries if e["notice"]}
+    told = Counter(hook.notice_keys())
+    assert expected and set(told) == expected, "every notice told, and nothing else"
+    twice = {k for k, c in told.items() if c > 1}
+    assert twice <= excused, f"notices told twice: {sorted(twice - excused)}"
+    assert alert_stats(r).get("delivery_failed", 0) == 0
+    report("kill_9_incidents", posts=n, transitions=len(records), notices=len(expected), notified_twice=len(twice))
+
+
+def outbox_entries(r: redis.Redis) -> list[dict]:
+    """The grouped outbox's entries ({records, notice}), oldest first."""
+    return [json.loads(fields["entry"]) for _, fields in r.xrange(OUTBOX_KEY) if "entry" in fields]
+
+
+def notice_key(notice: dict) -> tuple[str, str, str]:
+    return notice["incident_id"], "resolved" if notice["state"] == "resolved" else "firing", notice["at"]
+
+
+def pending_notices(r: redis.Redis, worker: "Worker") -> set[tuple[str, str, str]]:
+    """The notices `worker` held unacknowledged (grouped entries)."""
+    found = (json.loads(fields["entry"]) for fields in pending_entries(r, worker) if "entry" in fields)
+    return {notice_key(e["notice"]) for e in found if e["notice"]}
 
 
 # --- 2. Redis outage ----------------------------------------------------------------------------------
@@ -546,3 +616,36 @@ def test_delivery_recreates_the_outbox_group_that_redis_lost(tmp_path, cleanup):
 
     assert asyncio.run(scenario()) == [0, 1]
     assert [r.alert_id for r in published] == ["a1"] and outbox_drained(server.client())
+
+
+# --- a live stream that pauses while an incident waits ---------------------------------------------------
+
+
+def test_a_stream_that_pauses_mid_wait_is_announced_after_the_silence(tmp_path, kafka_server, cache_dir, cleanup, stream_file):
+    """Group waits count event time, which stands still when posts stop. The stream is cut two
+    minutes past the grace after BTC's drop fires, inside its 5-minute group wait, and nothing
+    more comes: the worker's silence timer (SENTINEL_ALERT_SETTLE_AFTER, 3 s here) announces the
+    incident, as of an event time before its wait would have ended, which only settling does."""
+    from dataclasses import replace
+
+    from scenarios import simulate
+    from stream.alerts.judging import AlertConfig
+    from stream.timefmt import epoch
+
+    _, posts = stream_file
+    config = replace(AlertConfig(), detector="sequential")  # labels only: the lexicon's scores do not matter
+    fired = next(r for r in simulate(generate(SCENARIO, seed=7), config) if (r.scope, r.kind, r.state) == ("asset:BTC", "sentiment_drop", "firing"))
+    cut = epoch(fired.window_end) + config.grace_s + 120
+    path = tmp_path / "cut.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in posts if p["created_at"] < cut))
+    hook = started(cleanup, workers.Hook())
+    server = started(cleanup, RedisServer(tmp_path / "redis"))
+    env = worker_env(kafka_server, server.url, cache_dir, "pause", hook.url, SENTINEL_ALERT_GROUPING="incidents", SENTINEL_ALERT_SETTLE_AFTER="3")
+    worker = started(cleanup, Worker(env, tmp_path / "worker.log"))
+    started(cleanup, Replay(path, env))
+    told = wait_until(lambda: hook.notice_keys() or None, 180, "the waiting incident to be announced after the silence", [worker], poll=0.3)
+    (ident, state, at), = told
+    assert state == "firing" and epoch(at) < epoch(fired.window_end) + 300, told
+    notice = next(e["notice"] for e in outbox_entries(server.client()) if e["notice"])
+    assert (notice["root_scope"], notice["reason"], notice["incident_id"]) == ("asset:BTC", "new", ident)
+    assert "stream silent" in worker.log_path.read_text()

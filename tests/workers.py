@@ -88,17 +88,23 @@ class Hook:
 
     def notices(self) -> list[tuple[str, str, str]]:
         """(incident_id, state, title) of every accepted incident notification (SENTINEL_ALERT_GROUPING=incidents)."""
-        found = []
-        for payload in list(self.accepted):
-            text = payload["message"]
-            ident = re.search(r"^incident_id: (\S+)$", text, re.M).group(1)
-            state = "resolved" if " is resolved" in text.splitlines()[0] else "firing"
-            found.append((ident, state, payload["title"]))
-        return found
+        return [(*_incident_of(p["message"]), p["title"]) for p in list(self.accepted)]
+
+    def notice_keys(self) -> list[tuple[str, str, str]]:
+        """(incident_id, state, as-of event time) of every accepted incident notification: what
+        identifies one notice (an incident's repeats differ in their as-of time)."""
+        return [(*_incident_of(p["message"]), re.search(r"; as of (\S+) \(event time\)$", p["message"], re.M).group(1))
+                for p in list(self.accepted)]
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _incident_of(text: str) -> tuple[str, str]:
+    """(incident_id, firing | resolved) of an incident notification's text."""
+    ident = re.search(r"^incident_id: (\S+)$", text, re.M).group(1)
+    return ident, "resolved" if " is resolved" in text.splitlines()[0] else "firing"
 
 
 class Worker:
