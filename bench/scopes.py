@@ -6,6 +6,11 @@ Each case reports posts/s end to end and, from the worker's own "batch done" log
 batch time spent judging alerts (`alerts_s / total_s`) and windows (`windows_s / total_s`).
 
     .venv/bin/python bench/scopes.py --posts 20000 --cases 3x3,300x100 --detectors zscore,sequential
+    .venv/bin/python bench/scopes.py --posts 20000 --cases 3x3,300x100,900x100,4900x100 --detectors sequential --per-minute 60,30000
+
+The event-time rate decides how often a scope crosses a minute boundary, where the sequential
+detector does its work: at 60 posts a minute that is once per 60 posts (far more judging per post
+than any live deployment), at 30,000 (500 posts/s, stamped as they arrive) once per 30,000.
 """
 
 from __future__ import annotations
@@ -74,17 +79,22 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=20000)
     parser.add_argument("--cases", default="3x3,300x100", help="assets x channels, comma-separated")
     parser.add_argument("--detectors", default="zscore,sequential")
-    parser.add_argument("--per-minute", type=float, default=60.0, help="event-time post rate (posts per minute)")
+    parser.add_argument("--per-minute", default="60", help="event-time post rates (posts per minute), comma-separated: 60 crosses a "
+                        "minute boundary every 60 posts (a stress test of per-boundary judging); 30000 is 500 posts/s stamped as they arrive")
     parser.add_argument("--grouping", default="incidents", help="SENTINEL_ALERT_GROUPING values, comma-separated (none,incidents)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for case in args.cases.split(","):
-            assets, channels = (int(x) for x in case.split("x"))
-            for detector in args.detectors.split(","):
-                for grouping in args.grouping.split(","):
-                    rows.append(run_case(args.posts, assets, channels, detector, args.per_minute, Path(tmp), grouping))
-                    print(json.dumps(rows[-1]), file=sys.stderr)
+        for per_minute in (float(x) for x in args.per_minute.split(",")):
+            workdir = Path(tmp) / f"{per_minute:g}"
+            workdir.mkdir()
+            for case in args.cases.split(","):
+                assets, channels = (int(x) for x in case.split("x"))
+                for detector in args.detectors.split(","):
+                    for grouping in args.grouping.split(","):
+                        rows.append({"per_minute": per_minute,
+                                     **run_case(args.posts, assets, channels, detector, per_minute, workdir, grouping)})
+                        print(json.dumps(rows[-1]), file=sys.stderr)
     print(json.dumps(rows, indent=1))
 
 
