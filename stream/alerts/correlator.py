@@ -103,13 +103,7 @@ class Correlator:
         until = int(until // self.step_s) * self.step_s
         raw = await self.redis.hmget(CORRELATION_KEY, "until", "state")
         staged_raw = await self.redis.zrangebyscore(STAGING_KEY, "-inf", until, withscores=True)
-        acks = await self.redis.hgetall(ACKS_KEY)
-        # Assets with posts since the reference span began: candidates for explaining a parent's
-        # move, firing or not. Every post up to `until` is written by now, so an asset with posts in
-        # the span is here; one here only for later posts has no excess in it and changes nothing.
-        active = await self.redis.zrangebyscore(ASSETS_KEY, until - self.config.reference_s, "+inf")
         expected = raw[0] or ""
-        state = GroupState.from_json(json.loads(raw[1]) if raw[1] else None)
         staged = [(int(score), member) for member, score in staged_raw]
         if expected:
             after = int(expected)
@@ -119,6 +113,14 @@ class Correlator:
             after = until
         if after > until or (after == until and not flush_waiting and not staged):
             return 0
+        state = GroupState.from_json(json.loads(raw[1]) if raw[1] else None)
+        acks = await self.redis.hgetall(ACKS_KEY)
+        # Assets with posts since the reference span began: candidates for explaining a parent's
+        # move, firing or not. Every post up to `until` is written by now, so an asset with posts in
+        # the span is here; one here only for later posts has no excess in it and changes nothing.
+        # Only questions read them, and there are none without a transition or an open incident:
+        # with thousands of assets this read was most of a quiet round's cost.
+        active = await self.redis.zrangebyscore(ASSETS_KEY, until - self.config.reference_s, "+inf") if staged or state.incidents else []
         entries: list[Entry] = []
         changed: dict[str, tuple[Incident, str, int]] = {}
         pending = sorted(staged)

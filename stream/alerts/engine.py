@@ -72,30 +72,38 @@ end
 return 1
 """
 
-# KEYS: dirty set, judged. ARGV: until, lag limit, the last boundary at or before until, then the
-# scopes this batch touched. Returns {due, waiting}: the scopes to judge this round and, for every
-# other dirty scope judged short of `until`, the scope and the boundary it was judged through,
-# flattened. Due are the touched scopes not yet judged through the last boundary (a batch that
-# crosses no boundary judges nothing), and the dirty scopes whose newest post is before `until` (so
-# one judgement takes all their posts) or that were judged no further than the lag limit. Incident
-# grouping goes no further than the least waiting boundary (unless the round judges that scope
-# anyway). Scopes never judged have no post before `until` and hold nothing back.
+# KEYS: dirty set, judged. ARGV: until, lag limit, the last boundary at or before until, the count
+# of touched scopes, the touched scopes, then the scopes with an open incident. Returns {due,
+# waiting}. Due: the open scopes; the touched scopes not yet judged through the last boundary (a
+# batch that crosses no boundary judges nothing); the dirty scopes whose newest post is before
+# `until` (one judgement takes all their posts) or that were judged no further than the lag limit.
+# Waiting: the dirty scope judged least far short of `until` among the rest, and that boundary (or
+# nothing): incident grouping goes no further. Scopes never judged have no post before `until` and
+# hold nothing back. Range reads only, so a round costs what is due, not every scope with posts.
 _PLAN = """
-local upto, limit, last = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local due, waiting = {}, {}
-for i = 4, #ARGV do
-  local done = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[i]) or '')
-  if done == nil or done < last then table.insert(due, ARGV[i]) end
-end
-local dirty = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-for i = 1, #dirty, 2 do
-  local scope, newest = dirty[i], tonumber(dirty[i + 1])
-  local done = tonumber(redis.call('ZSCORE', KEYS[2], scope) or '')
-  if newest < upto or (done ~= nil and done <= limit) then
+local upto, limit, last, touched = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local due, seen = {}, {}
+local function add(scope)
+  if not seen[scope] then
+    seen[scope] = true
     table.insert(due, scope)
-  elseif done ~= nil and done < upto then
-    table.insert(waiting, scope)
-    table.insert(waiting, string.format('%d', done))
+  end
+end
+for i = 5, 4 + touched do
+  local done = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[i]) or '')
+  if done == nil or done < last then add(ARGV[i]) end
+end
+for i = 5 + touched, #ARGV do add(ARGV[i]) end
+for _, scope in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])) do add(scope) end
+for _, scope in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])) do
+  if redis.call('ZSCORE', KEYS[1], scope) then add(scope) end
+end
+local waiting = {}
+local behind = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[2], '(' .. ARGV[1], 'WITHSCORES')
+for i = 1, #behind, 2 do
+  if not seen[behind[i]] and redis.call('ZSCORE', KEYS[1], behind[i]) then
+    waiting = {behind[i], behind[i + 1]}
+    break
   end
 end
 return {due, waiting}
@@ -148,13 +156,13 @@ class AlertEngine:
         history_start = stats.get("first_event", until)
         open_ = await self.redis.smembers(OPEN_KEY)
         last = int(until // self.config.step_s) * self.config.step_s
-        due, waiting = await self._plan(keys=[DIRTY_KEY, JUDGED_KEY],
-                                        args=[repr(until), repr(until - DIRTY_LAG_STEPS * self.config.step_s), str(last), *touched])
-        scopes = sorted(set(open_) | set(due))
-        judged_now = set(scopes)
+        touched = list(touched)
+        due, waiting = await self._plan(keys=[DIRTY_KEY, JUDGED_KEY], args=[
+            repr(until), repr(until - DIRTY_LAG_STEPS * self.config.step_s), str(last), str(len(touched)), *touched, *open_])
+        scopes = sorted(due)
         # Grouping goes as far as every scope's transitions are known: until, or the least boundary a
         # dirty scope this round leaves alone was judged through.
-        least = min((float(done) for scope, done in zip(waiting[::2], waiting[1::2]) if scope not in judged_now), default=until)
+        least = float(waiting[1]) if waiting else until
         committed: list[AlertRecord] = []
         lost: list[str] = []
         short: list[float] = []  # where scopes too far behind to catch up in one call stopped
