@@ -146,6 +146,14 @@ def _to_table(sparse: str, count: int) -> np.ndarray:
     return table
 
 
+def parse_stats(raw: Mapping[str, str]) -> dict[str, float]:
+    """The stats hash (STATS_KEY) as numbers: counters are integers; watermarks, wall-clock marks
+    and first_event are floats."""
+    out: dict[str, float] = {name: 0 for name in COUNTERS}
+    out.update({k: int(v) if v.lstrip("-").isdigit() else float(v) for k, v in raw.items()})
+    return out
+
+
 @dataclass(frozen=True)
 class Scored:
     post: Post
@@ -180,11 +188,7 @@ class WindowStore:
         return float(value) if value is not None else float("-inf")
 
     async def stats(self) -> dict[str, float]:
-        raw = await self.redis.hgetall(STATS_KEY)
-        out: dict[str, float] = {name: 0 for name in COUNTERS}
-        # Counters are integers; watermarks, wall-clock marks and first_event are floats.
-        out.update({k: int(v) if v.lstrip("-").isdigit() else float(v) for k, v in raw.items()})
-        return out
+        return parse_stats(await self.redis.hgetall(STATS_KEY))
 
     async def apply(
         self, scored: Sequence[Scored], counters: Mapping[str, int], watermark: float,

@@ -101,8 +101,10 @@ class Correlator:
         judged through). `flush_waiting`: the input has ended (a replay), so incidents still in
         their group wait are announced now. Returns the entries written (0 if another worker won)."""
         until = int(until // self.step_s) * self.step_s
-        raw = await self.redis.hmget(CORRELATION_KEY, "until", "state")
-        staged_raw = await self.redis.zrangebyscore(STAGING_KEY, "-inf", until, withscores=True)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(CORRELATION_KEY, "until", "state")
+            pipe.zrangebyscore(STAGING_KEY, "-inf", until, withscores=True)
+            raw, staged_raw = await pipe.execute()
         expected = raw[0] or ""
         staged = [(int(score), member) for member, score in staged_raw]
         if expected:

@@ -34,8 +34,10 @@ from stream.alerts.judging import (
     table_bins,
 )
 from stream.alerts.sequential import SeqState
-from stream.store import WindowStore
-from stream.keys import ALERT_STATS_KEY, ASSETS_KEY, DIRTY_KEY, JUDGED_KEY, OPEN_KEY, OUTBOX_KEY, STAGING_KEY, incident_key, index_key
+from stream.store import WindowStore, parse_stats
+from stream.keys import (
+    ALERT_STATS_KEY, ASSETS_KEY, DIRTY_KEY, JUDGED_KEY, OPEN_KEY, OUTBOX_KEY, STAGING_KEY, STATS_KEY, incident_key, index_key,
+)
 from stream.timefmt import epoch, iso
 
 log = logging.getLogger(__name__)
@@ -140,21 +142,23 @@ class AlertEngine:
         scopes with posts not yet judged (`touched` as scope -> newest post time marks them so: a
         scope whose newest posts were written before every partition had passed them is judged on
         the next round, not when its next post happens to come)."""
-        if isinstance(touched, Mapping) and touched:
-            async with self.redis.pipeline(transaction=False) as pipe:
+        # One round trip: mark the touched scopes dirty, read the stats and the open scopes.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if isinstance(touched, Mapping) and touched:
                 pipe.zadd(DIRTY_KEY, dict(touched), gt=True)
                 assets = {s: t for s, t in touched.items() if s.startswith("asset:")}
                 if assets and self.correlator is not None:
                     pipe.zadd(ASSETS_KEY, assets, gt=True)
                     pipe.zremrangebyscore(ASSETS_KEY, "-inf", f"({max(assets.values()) - self.correlator.history_s}")
-                await pipe.execute()
-        stats = await self.store.stats()
+            pipe.hgetall(STATS_KEY)
+            pipe.smembers(OPEN_KEY)
+            *_, raw_stats, open_ = await pipe.execute()
+        stats = parse_stats(raw_stats)
         now = self.clock()
         until = frontier(stats, self.partitions, now, self.config.idle_s) - self.config.grace_s
         if until == float("-inf"):
             return []
         history_start = stats.get("first_event", until)
-        open_ = await self.redis.smembers(OPEN_KEY)
         last = int(until // self.config.step_s) * self.config.step_s
         touched = list(touched)
         due, waiting = await self._plan(keys=[DIRTY_KEY, JUDGED_KEY], args=[
