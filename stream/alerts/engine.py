@@ -206,7 +206,7 @@ class AlertEngine:
                 pipe.hmget(incident_key(scope), "until", "incidents", "seq")
                 pipe.zrange(index_key(scope), 0, 0)  # the earliest bucket, for a scope never judged
             replies = await pipe.execute()
-        plans, caught_up = [], []
+        plans, caught_up, commits = [], [], []
         for scope, (done, raw, seq), earliest in zip(scopes, replies[::2], replies[1::2]):
             after = int(done) if done is not None else self._start(earliest)
             if after is None:
@@ -216,19 +216,23 @@ class AlertEngine:
                 short.append(todo[-1])
             if not todo and done is not None:
                 caught_up += [scope, done]
+            if not todo and done is None:
+                # A new scope with no boundary to judge yet: record where it starts (what a judgement
+                # would assume), so the plan leaves it alone until a boundary passes instead of
+                # re-reading it every batch.
+                commits.append((scope, "", after, {}, None, []))
             if todo:
                 incidents = {k: Incident.from_json(v) for k, v in json.loads(raw or "{}").items()}
                 state = SeqState.from_json(json.loads(seq)) if seq and done is not None else None
                 plans.append((scope, done or "", todo, incidents, state, self._reads(todo, state)))
         if caught_up:
             await self._clean(keys=[DIRTY_KEY], args=caught_up)
-        if not plans:
+        if not plans and not commits:
             return []
         step = self.config.step_s
-        series = await self.store.slices_many([(scope, first, step, count) for scope, *_, reads in plans for first, count in reads])
-        commits = []
+        series = iter(await self.store.slices_many([(scope, first, step, count) for scope, *_, reads in plans for first, count in reads]))
         for scope, expected, todo, incidents, state, reads in plans:
-            tables = [(first, series.pop(0)) for first, _ in reads]
+            tables = [(first, next(series)) for first, _ in reads]
             if self.config.detector == "sequential":
                 after, state, records = judge_sequential(scope, incidents, state, _bins_from(tables, step, history_start),
                                                          todo, self.config, now_iso)
