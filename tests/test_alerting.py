@@ -44,6 +44,18 @@ async def load(store: WindowStore, engines: list[AlertEngine]) -> list:
     return committed
 
 
+async def feed(store: WindowStore, engine: AlertEngine, batch: list) -> None:
+    """One batch of generated posts written as the worker writes it, then judged with its touched scopes
+    (each with its newest post, the engine's dirty marks)."""
+    items = [Scored(Post(p.id, f"${p.asset} {p.label}", p.created_at, (p.asset,), "forum", p.channel), p.label, SCORES[p.label]) for p in batch]
+    await store.apply(items, {}, batch[-1].created_at, {0: batch[-1].created_at})
+    touched: dict[str, float] = {}
+    for item in items:
+        for scope in ("all", "source:forum", f"asset:{item.post.assets[0]}", f"channel:{item.post.channel}"):
+            touched[scope] = max(touched.get(scope, 0.0), item.post.created_at)
+    await engine.judge(touched)
+
+
 def test_the_sequential_detector_in_redis_judges_as_it_does_in_memory(redis_server):
     """Three engines race batch by batch with SENTINEL_ALERT_DETECTOR=sequential: each transition is
     committed once, and the records are the ones the in-memory judging of the same stream gives.
@@ -267,14 +279,7 @@ def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_serve
         try:
             for i in range(0, len(stream), 200):
                 batch = stream[i : i + 200]
-                items = [Scored(Post(p.id, f"${p.asset} {p.label}", p.created_at, (p.asset,), "forum", p.channel), p.label, SCORES[p.label])
-                         for p in batch]
-                await store.apply(items, {}, batch[-1].created_at, {0: batch[-1].created_at})
-                touched: dict[str, float] = {}
-                for item in items:
-                    for scope in ("all", "source:forum", f"asset:{item.post.assets[0]}", f"channel:{item.post.channel}"):
-                        touched[scope] = max(touched.get(scope, 0.0), item.post.created_at)
-                await engine.judge(touched)
+                await feed(store, engine, batch)
                 while await delivery.drain_once():
                     pass
                 if ack and not acked and hook.accepted:
@@ -356,14 +361,7 @@ def test_a_stream_that_stops_mid_wait_announces_its_incident_once_it_has_been_si
             fed = [p for p in stream if p.created_at < cut]
             for i in range(0, len(fed), 200):
                 batch = fed[i : i + 200]
-                items = [Scored(Post(p.id, f"${p.asset} {p.label}", p.created_at, (p.asset,), "forum", p.channel), p.label, SCORES[p.label])
-                         for p in batch]
-                await store.apply(items, {}, batch[-1].created_at, {0: batch[-1].created_at})
-                touched: dict[str, float] = {}
-                for item in items:
-                    for scope in ("all", "source:forum", f"asset:{item.post.assets[0]}", f"channel:{item.post.channel}"):
-                        touched[scope] = max(touched.get(scope, 0.0), item.post.created_at)
-                await engine.judge(touched)
+                await feed(store, engine, batch)
             staged = await store.redis.hget(CORRELATION_KEY, "state")
             before = await notices(store)
             between_posts = await engine.settle_if_silent(300)  # the last batch was just written

@@ -103,8 +103,10 @@ def test_swing_and_burst_alert_once_each_with_one_worker_or_two(tmp_path, kafka_
     others = [r for r in records if r["scope"] in ("asset:ETH", "asset:SOL") and (r["scope"], r["kind"]) != ("asset:ETH", "volume_spike")]
     assert others == []
     assert all(set(r) == {"alert_id", "scope", "kind", "state", "severity", "window_start", "window_end", "value", "baseline",
-                          "zscore", "posts", "sample_post_ids", "notified", "fired_at", "onset", "incident_id", "root_scope"} for r in records)
-    assert all(r["incident_id"] == r["alert_id"] and r["root_scope"] == r["scope"] for r in records)  # ungrouped: each its own
+                          "zscore", "posts", "sample_post_ids", "notified", "fired_at", "onset", "incident_id", "root_scope",
+                          "acknowledged"} for r in records)
+    # Ungrouped: each its own incident, never acknowledged.
+    assert all(r["incident_id"] == r["alert_id"] and r["root_scope"] == r["scope"] and r["acknowledged"] == "" for r in records)
 
     # Exactly one notification per transition, keyed as a transition is: (incident, state, window).
     assert all(r["notified"] for r in records)
