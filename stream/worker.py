@@ -285,7 +285,11 @@ def build_worker(
             # wait would be announced only with the next post.
             if shutdown.requested or pipeline.in_flight:
                 return
-            written = await engine.settle_if_silent(settings.alert_settle_after)
+            try:
+                written = await engine.settle_if_silent(settings.alert_settle_after)
+            except Exception as exc:  # Redis away: the batches' own retries report it; try again next tick
+                log.warning("settling a silent stream failed; retrying at the next tick", extra={"error": repr(exc)})
+                return
             if written:
                 log.info("stream silent: scopes with posts judged and waiting incidents announced",
                          extra={"silent_s": settings.alert_settle_after, "written": written})
