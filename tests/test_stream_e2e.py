@@ -71,14 +71,15 @@ def stream_env(tiny_model_dir, cache_dir, kafka_server, redis_server, request):
         name, kafka_server, redis_server, cache_dir,
         SENTINEL_BASE=str(tiny_model_dir), SENTINEL_DTYPE="float32",
         # One partition gives a total order, so which post is late is decided by the file alone.
-        SENTINEL_RETENTION="2h", SENTINEL_MAX_BATCH="16",
+        # Retention is the least the sequential detector accepts (window + baseline, 90,060 s).
+        SENTINEL_RETENTION="26h", SENTINEL_MAX_BATCH="16",
     )
 
 
 def test_run_counts_scopes_dlq_and_outputs(tmp_path, stream_env, redis_server):
     posts = good_posts(150)
     newest = max(p["created_at"] for p in posts)
-    late = {"id": "late", "text": "$BTC very old news", "created_at": newest - 3 * 3600}
+    late = {"id": "late", "text": "$BTC very old news", "created_at": newest - 27 * 3600}
     data = tmp_path / "stream.jsonl"
     write_stream(data, posts, late)
 
