@@ -60,7 +60,7 @@ def open_store(settings: Settings) -> WindowStore:
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
     client = aioredis.Redis.from_url(redis_url(settings), decode_responses=True, password=password)
     return WindowStore(client, bucket_s=parse_duration(settings.bucket), retention_s=parse_duration(settings.retention),
-                       pairs=settings.alert_grouping == "incidents")
+                       pairs=settings.alert_grouping == "incidents", day_retention_s=parse_duration(settings.report_retention))
 
 
 def worker_env(settings: Settings, embedded: bool) -> dict[str, str]:

@@ -39,6 +39,25 @@ def scope_of_index(key: str) -> str:
     return key[len(before) + 1: -(len(after) + 1)]
 
 
+def day_prefix(scope: str) -> str:
+    """Prefix of the daily roll-up hashes (`n`, labels, `score_sum`, `score_sq` per UTC day)."""
+    return f"{KEY_PREFIX}:{{{scope}}}:d:"
+
+
+def day_index_key(scope: str) -> str:
+    """Sorted set of the scope's day starts with a roll-up (member = score = day start)."""
+    return f"{KEY_PREFIX}:{{{scope}}}:days"
+
+
+def day_index_pattern(scope_pattern: str) -> str:
+    return day_index_key(scope_pattern)
+
+
+def scope_of_day_index(key: str) -> str:
+    before, after = day_index_key("").split("{}")
+    return key[len(before) + 1: -(len(after) + 1)]
+
+
 def seen_key(scope: str) -> str:
     """Sorted set of post ids counted in this scope (score = event time), for idempotence."""
     return f"{KEY_PREFIX}:{{{scope}}}:seen"

@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     bucket: str = Field("1m", description="event-time bucket width")
     windows: str = Field("15m,1h,24h", description="rolling windows, comma-separated")
     retention: str = Field("48h", description="how long buckets and dedupe ids are kept, in event time")
+    report_retention: str = Field("90d", description="how long daily roll-ups per scope are kept for `sentinel report`, in event time (0d: none)")
 
     # --- early warning (stream/alerts/detector.py, stream/alerts/incidents.py) ---
     alert_window: str = Field("1h", description="the current window the detector judges")

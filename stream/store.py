@@ -17,18 +17,23 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from stream.contracts import Post
-from stream.keys import STATS_KEY, bucket_key, bucket_prefix, index_key, index_pattern, scope_of_index, seen_key
+from stream.keys import (
+    STATS_KEY, bucket_key, bucket_prefix, day_index_key, day_index_pattern, day_prefix, index_key, index_pattern, scope_of_day_index,
+    scope_of_index, seen_key,
+)
 from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair_scope, pair_scopes_for, scopes_for
 
-# KEYS: idx, seen[, stats]. ARGV: bucket prefix, ttl, trim-before, watermark, counters (JSON),
-# partition watermarks (JSON), wall-clock now, then (id, bucket, label, score, ts, score², text)*.
+# KEYS: idx, seen, days[, stats]. ARGV: bucket prefix, ttl, trim-before, watermark, counters (JSON),
+# partition watermarks (JSON), wall-clock now, day prefix, day ttl (0: no daily roll-up), day
+# trim-before, then (id, bucket, label, score, ts, score², text)*.
 # Only the `all` scope passes the stats key: it lives in the same slot, so the batch's counters,
 # duplicates and watermarks move atomically with its windows.
 _APPLY_SCOPE = """
-local idx, seen, stats = KEYS[1], KEYS[2], KEYS[3]
+local idx, seen, days, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, ttl, trim_before = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local day_prefix, day_ttl, day_trim = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
 local added, dups, first = 0, 0, nil
-for i = 8, #ARGV, 7 do
+for i = 11, #ARGV, 7 do
   local id, bucket, label, score, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   if redis.call('ZADD', seen, 'NX', ts, id) == 1 then
     local key = prefix .. bucket
@@ -49,6 +54,17 @@ for i = 8, #ARGV, 7 do
     end
     redis.call('EXPIRE', key, ttl)
     redis.call('ZADD', idx, bucket, bucket)
+    -- The daily roll-up outlives the buckets (SENTINEL_REPORT_RETENTION): `sentinel report` reads it.
+    if day_ttl > 0 then
+      local day = tostring(math.floor(tonumber(bucket) / 86400) * 86400)
+      local dkey = day_prefix .. day
+      redis.call('HINCRBY', dkey, 'n', 1)
+      redis.call('HINCRBY', dkey, label, 1)
+      redis.call('HINCRBYFLOAT', dkey, 'score_sum', score)
+      redis.call('HINCRBYFLOAT', dkey, 'score_sq', ARGV[i + 5])
+      redis.call('EXPIRE', dkey, day_ttl)
+      redis.call('ZADD', days, day, day)
+    end
     if stats then redis.call('HINCRBY', stats, 'label:' .. label, 1) end
     local t = tonumber(ts)
     if first == nil or t < first then first = t end
@@ -64,9 +80,16 @@ for _, old in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. trim_before
   redis.call('DEL', prefix .. old)
 end
 redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. trim_before)
+if day_ttl > 0 then
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', days, '-inf', '(' .. day_trim)) do
+    redis.call('DEL', day_prefix .. old)
+  end
+  redis.call('ZREMRANGEBYSCORE', days, '-inf', '(' .. day_trim)
+end
 if added > 0 then
   redis.call('EXPIRE', seen, ttl)
   redis.call('EXPIRE', idx, ttl)
+  if day_ttl > 0 then redis.call('EXPIRE', days, day_ttl) end
 end
 if stats then
   local wm = tonumber(ARGV[4])
@@ -134,6 +157,8 @@ return table.concat(runs, '|')
 
 COUNTERS = ("consumed", "valid", "dlq", "duplicates", "late_dropped", "processed")
 SAMPLE_TEXT_CHARS = 280  # post text kept for an alert's samples (per bucket: its two extremes only)
+DAY_S = 86400
+DAY_RETENTION_S = 90 * DAY_S  # SENTINEL_REPORT_RETENTION's default
 
 
 def _to_table(sparse: str, count: int) -> np.ndarray:
@@ -168,11 +193,15 @@ class ApplyResult:
 
 
 class WindowStore:
-    def __init__(self, client: aioredis.Redis, *, bucket_s: int = 60, retention_s: int = 2 * 86400, pairs: bool = False):
+    def __init__(
+        self, client: aioredis.Redis, *, bucket_s: int = 60, retention_s: int = 2 * 86400, pairs: bool = False,
+        day_retention_s: int = DAY_RETENTION_S,
+    ):
         self.redis = client
         self.pairs = pairs  # also write windows.pair_scopes_for (incident grouping reads them)
         self.bucket_s = bucket_s
         self.retention_s = retention_s
+        self.day_retention_s = day_retention_s  # daily roll-ups (sentinel report); 0: none
         self._apply_scope = client.register_script(_APPLY_SCOPE)
         self._read_slices = client.register_script(_READ_SLICES)
 
@@ -210,13 +239,21 @@ class WindowStore:
         trim_before = int(watermark - self.retention_s) if has_wm else 0
         pwm = {str(p): repr(ts) for p, ts in (partition_watermarks or {}).items()}
         head = [ttl, trim_before, repr(watermark) if has_wm else "-1", json.dumps(dict(counters)), json.dumps(pwm), repr(time.time())]
+        day_ttl = self.day_retention_s + DAY_S if self.day_retention_s else 0
+        day_trim = int(watermark - self.day_retention_s) if has_wm else 0
+
+        def day_args(scope: str) -> list[Any]:
+            # Hidden pair scopes are never reported: no roll-up for them.
+            return [day_prefix(scope), 0 if is_pair_scope(scope) else day_ttl, day_trim]
+
         async with self.redis.pipeline(transaction=False) as pipe:
             for scope, rows in by_scope.items():
-                await self._apply_scope(keys=[index_key(scope), seen_key(scope)], args=[bucket_prefix(scope), *head, *rows], client=pipe)
+                keys = [index_key(scope), seen_key(scope), day_index_key(scope)]
+                await self._apply_scope(keys=keys, args=[bucket_prefix(scope), *head, *day_args(scope), *rows], client=pipe)
             # `all` goes last: once its watermarks are visible, every scope of the batch is written,
             # so a reader that trusts the watermarks never sees half a batch.
-            keys = [index_key("all"), seen_key("all"), STATS_KEY]
-            await self._apply_scope(keys=keys, args=[bucket_prefix("all"), *head, *all_rows], client=pipe)
+            keys = [index_key("all"), seen_key("all"), day_index_key("all"), STATS_KEY]
+            await self._apply_scope(keys=keys, args=[bucket_prefix("all"), *head, *day_args("all"), *all_rows], client=pipe)
             results = await pipe.execute()
         added, dups = results[-1]
         return ApplyResult(added=int(added), duplicates=int(dups))
@@ -244,6 +281,24 @@ class WindowStore:
             replies = await pipe.execute()
         return [_to_table(sparse, count) for reply, (_, _, runs) in zip(replies, calls)
                 for sparse, (_, count) in zip(reply.split("|"), runs)]
+
+    async def days_many(self, requests: Sequence[tuple[str, int, int]]) -> list[np.ndarray]:
+        """Daily roll-ups, one table per (scope, first day start, day count): rows of (n, positive,
+        negative, neutral, score_sum, score_sq) per UTC day. They outlive the buckets."""
+        if not requests:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for scope, first, count in requests:
+                await self._read_slices(keys=[day_index_key(scope)], args=[day_prefix(scope), DAY_S, first, count], client=pipe)
+            replies = await pipe.execute()
+        return [_to_table(reply, count) for reply, (_, _, count) in zip(replies, requests)]
+
+    async def day_scopes(self, pattern: str = "*") -> list[str]:
+        """Scopes with daily roll-ups (also those whose buckets are gone)."""
+        found = set()
+        async for key in self.redis.scan_iter(match=day_index_pattern(pattern), count=500):
+            found.add(scope_of_day_index(key))
+        return sorted(s for s in found if not is_pair_scope(s))
 
     async def extremes(self, scope: str, start: int, end: int) -> list[Sample]:
         """The most negative and most positive post of every bucket in [start, end)."""

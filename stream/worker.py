@@ -56,7 +56,7 @@ CLAIM_MARGIN_S = 30.0  # room for the attempts themselves (an HTTP timeout or an
 
 def check_settings(settings: Settings) -> None:
     """Every window and alert setting parsed once; a bad one raises ValueError naming its variable."""
-    for field in ("bucket", "retention", "windows"):
+    for field in ("bucket", "retention", "windows", "report_retention"):
         for spec in getattr(settings, field).split(","):
             setting_duration(field, spec)
     if "SENTINEL_ALERT_MIN_SCORE_DELTA" in os.environ:  # renamed: an ignored setting would change the detector unnoticed

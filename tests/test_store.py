@@ -116,3 +116,33 @@ def test_slices_sum_buckets_server_side_and_extremes_break_ties_by_id(store):
     # a and b tie at -0.5 in one bucket: the smaller id is kept, whatever the order of arrival.
     assert [s.id for s in samples] == ["a", "c"]
     assert stats["pwm:0"] == T0 + 61 and stats["pwm:1"] == T0 + 200 and stats["first_event"] == T0 + 1
+
+
+def test_daily_roll_ups_outlive_the_buckets_and_skip_pair_scopes(redis_server):
+    """`sentinel report` reads per-day sums that stay after the buckets (1 h here) are trimmed."""
+    redis.Redis.from_url(redis_server).flushdb()
+    day0 = 1_700_006_400  # a UTC midnight
+    s = WindowStore.from_url(redis_server, bucket_s=60, retention_s=3600, day_retention_s=3 * 86400, pairs=True)
+
+    async def go():
+        await s.apply([item("a", day0 + 10), item("b", day0 + 7200, "negative", -0.5)], {}, day0 + 7200)
+        await s.apply([item("c", day0 + 86400 + 5, "neutral", 0.0)], {}, day0 + 86400 + 5)
+        # A redelivery changes no roll-up either (older posts never reach the store: they are late).
+        await s.apply([item("c", day0 + 86400 + 5, "neutral", 0.0)], {}, day0 + 86400 + 5)
+        tables = await s.days_many([("asset:BTC", day0, 3), ("channel:general|asset:BTC", day0, 3)])
+        scopes = await s.day_scopes()
+        buckets_left = await s.window("asset:BTC", 86400, end=day0 + 7200)
+        late = await s.days_many([("all", day0, 1)])
+        # Five days on, day0 is beyond the roll-up retention and goes.
+        await s.apply([item("d", day0 + 5 * 86400)], {}, day0 + 5 * 86400)
+        gone = await s.days_many([("all", day0, 1)])
+        await s.close()
+        return tables, scopes, buckets_left, late, gone
+
+    (btc, pair), scopes, buckets_left, late, gone = run(go())
+    assert btc[0].tolist() == [2, 1, 1, 0, 0.0, 0.5]
+    assert btc[1].tolist() == [1, 0, 0, 1, 0.0, 0.0] and btc[2].tolist() == [0] * 6
+    assert buckets_left.posts == 0  # day 0's buckets fell out of the 1 h retention; its roll-up did not
+    assert pair.sum() == 0 and "channel:general|asset:BTC" not in scopes
+    assert {"all", "asset:BTC", "channel:general", "source:discord"} <= set(scopes)
+    assert late[0][0][0] == 2 and gone[0][0][0] == 0
