@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # CPU build of torch from local disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean browser screenshots
 
 setup: $(STAMP)
 
@@ -27,8 +27,23 @@ demo: setup
 	$(BIN)/sentinel run examples/demo-stream.jsonl --summary-json out/demo-summary.json --alerts-out out/demo-alerts.jsonl
 	$(BIN)/sentinel classify < examples/posts.txt
 
-test: setup
+# The console's browser test drives Debian's Chromium through Playwright (Playwright's own browser
+# download host is unreachable from these machines). Installed once where apt-get runs as root;
+# elsewhere the test skips and prints why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; } || \
+	    echo "could not install chromium: the console's browser test will skip"; \
+	  else echo "no chromium and no root apt-get: the console's browser test will skip"; fi; }
+
+test: setup browser
 	$(BIN)/python -m pytest
+
+# The README's console screenshots, taken by the browser test itself.
+screenshots: setup browser
+	SENTINEL_SCREENSHOTS=docs/images $(BIN)/python -m pytest -q tests/test_console.py -k real_browser
 
 bench: setup
 	$(BIN)/sentinel bench classify

@@ -421,6 +421,8 @@ def run(
     timeout: Annotated[float, typer.Option("--timeout", help="give up when processing takes longer (seconds)")] = 3600.0,
     worker_log_path: Annotated[Optional[Path], typer.Option("--worker-log", help="keep the worker's log here (else a temp file, kept only on failure)")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="worker processes in the consumer group")] = 1,
+    with_console: Annotated[bool, typer.Option("--console", help="after the run, keep the stack up and serve the console until Ctrl-C")] = False,
+    report_path: Annotated[Optional[Path], typer.Option("--report", dir_okay=False, help="also write the daily report of every day in the data (html, md or csv by suffix)")] = None,
 ) -> None:
     """The main job: embedded stack (unless configured), a worker, FILE replayed at full speed, a summary."""
     import asyncio
@@ -428,28 +430,38 @@ def run(
 
     from redis.exceptions import RedisError
 
-    from sentinel.run import RunError, connected, run_once, write_json
+    from sentinel.run import RunError, connected, run_once
 
     settings = model_settings()
     check_stream_settings(settings)
     total = sum(1 for line in file.open("rb") if line.strip())
     worker_log = worker_log_path or Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
     try:
-        with connected(settings) as (live, embedded), progress() as bar:
-            sent_task = bar.add_task("replayed", total=total)
-            done_task = bar.add_task("processed", total=total)
-            summary, alerts = asyncio.run(
-                run_once(
-                    live,
-                    file,
-                    embedded=embedded,
-                    timeout=timeout,
-                    workers=workers,
-                    worker_log=worker_log,
-                    on_sent=lambda n: bar.update(sent_task, completed=n),
-                    on_consumed=lambda n: bar.update(done_task, completed=n),
+        with connected(settings) as (live, embedded):
+            with progress() as bar:
+                sent_task = bar.add_task("replayed", total=total)
+                done_task = bar.add_task("processed", total=total)
+                summary, alerts = asyncio.run(
+                    run_once(
+                        live,
+                        file,
+                        embedded=embedded,
+                        timeout=timeout,
+                        workers=workers,
+                        worker_log=worker_log,
+                        on_sent=lambda n: bar.update(sent_task, completed=n),
+                        on_consumed=lambda n: bar.update(done_task, completed=n),
+                    )
                 )
-            )
+            if report_path:  # here, while an embedded stack's Redis still holds the run's roll-ups
+                write_run_report(live, report_path)
+            print_run_summary(file, summary, alerts, alerts_out=alerts_out, summary_json=summary_json)
+            if with_console:
+                # The stack stays up for exploring what the run saw; Ctrl-C ends both.
+                from sentinel.run import serve_console
+
+                announce_console(live)
+                serve_console(live)
     except RunError as exc:
         tail = worker_log.read_text(errors="replace").splitlines()[-30:]
         err.print("\n".join(tail), markup=False, highlight=False)
@@ -458,6 +470,12 @@ def run(
         raise redis_failure(exc) from None
     if worker_log_path is None:
         worker_log.unlink(missing_ok=True)
+
+
+def print_run_summary(file: Path, summary: dict[str, Any], alerts: list[dict[str, Any]], *, alerts_out: Path | None,
+                      summary_json: Path | None) -> None:
+    from sentinel.run import write_json
+
     if alerts_out:
         alerts_out.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in alerts), encoding="utf-8")
     if summary_json:
@@ -590,6 +608,29 @@ def with_redis(action: Callable[[Any], Awaitable[T]]) -> T:
 
 
 @app.command()
+def console(
+    port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535, help="default: SENTINEL_CONSOLE_PORT (8080)")] = None,
+) -> None:
+    """Serve the risk console (web pages and a JSON API) from the Redis the workers write."""
+    from sentinel.run import serve_console
+
+    settings = model_settings()
+    if not settings.redis_url:
+        raise fail("the console needs REDIS_URL (the Redis the workers use); `sentinel run FILE --console` brings its own")
+    check_stream_settings(settings)
+    if port is not None:
+        settings = settings.model_copy(update={"console_port": port})
+    announce_console(settings)
+    serve_console(settings)
+
+
+def announce_console(settings: Settings) -> None:
+    host = "127.0.0.1" if settings.console_host in ("0.0.0.0", "::") else settings.console_host
+    mode = "read-only" if not settings.console_operator_token else "operators may acknowledge and silence"
+    out.print(f"console on http://{host}:{settings.console_port}/ ({mode}); Ctrl-C to stop")
+
+
+@app.command()
 def silence(
     scope: Annotated[str, typer.Argument(help="a scope or a pattern: asset:BTC, asset:*, channel:announcements")],
     duration: Annotated[str, typer.Option("--for", help="how long, e.g. 30m, 2h, 1d")] = "1h",
@@ -689,6 +730,105 @@ def ack(
     if not with_redis(lambda client: acknowledge(client, incident_id, reason)):
         raise fail(f"no open incident with id {incident_id!r}")
     out.print(f"acknowledged incident {incident_id}")
+
+
+@app.command()
+def report(
+    since: Annotated[str, typer.Option("--since", help="the UTC days within this much event time of the newest post, e.g. 7d")] = "7d",
+    out_path: Annotated[Optional[Path], typer.Option("--out", dir_okay=False, help="write the report here (default: stdout)")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="html | md | csv (default: from --out's suffix, else html)")] = None,
+    prices: Annotated[Optional[Path], typer.Option("--prices", exists=True, dir_okay=False, help="CSV date,asset,close: adds returns and lead-lag")] = None,
+    notify: Annotated[bool, typer.Option("--notify", help="send the report as an attachment through the Apprise services")] = False,
+) -> None:
+    """Daily report per asset and UTC day: posts, label shares, sentiment index, incidents; one offline file."""
+    import tempfile
+
+    from stream.reporting.prices import PriceError, parse_prices, with_prices
+    from stream.reporting.render import format_for, render, title
+    from stream.timefmt import parse_duration
+
+    try:
+        span = parse_duration(since)
+        kind = format_for(out_path.name if out_path else None, fmt)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    try:  # before anything connects: a bad price row is the user's to fix, named by its line
+        closes = parse_prices(prices.read_text(encoding="utf-8"), str(prices)) if prices else None
+    except PriceError as exc:
+        raise fail(str(exc)) from None
+    except UnicodeDecodeError:
+        raise fail(f"{prices}: not UTF-8 text") from None
+    settings = model_settings()
+    if not settings.redis_url:
+        raise fail("report needs REDIS_URL (the Redis the workers use)")
+    targets = report_targets(settings) if notify else []
+    made = load_report(settings, span, since)
+    made = with_prices(made, closes) if closes is not None else made
+    text = render(made, kind)
+    if out_path is None and not notify:
+        sys.stdout.write(text)
+        return
+    path = out_path or Path(tempfile.mkdtemp(prefix="sentinel-report-")) / f"forum-sentinel-report.{kind}"
+    path.write_text(text, encoding="utf-8")
+    err.print(f"wrote {path} ({len(made.scopes)} scopes, {made.days} days)", markup=False, highlight=False)
+    if notify:
+        try:
+            send_report(settings, targets, path, title(made), made)
+        finally:
+            if out_path is None:  # our temp copy, made only to attach
+                path.unlink(missing_ok=True)
+                path.parent.rmdir()
+
+
+def load_report(settings: Settings, since_s: int | None, since: str | None) -> Any:
+    """The report's data from Redis: the days within `since_s` of the newest post, or all of them."""
+    import asyncio
+    import time
+
+    from redis.exceptions import RedisError
+
+    from sentinel.run import open_store
+    from stream.reporting.collect import collect_report
+
+    async def go() -> Any:
+        store = open_store(settings)
+        try:
+            return await collect_report(store, since_s=since_s, since=since, now=time.time())
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(go())
+    except RedisError as exc:
+        raise redis_failure(exc) from None
+
+
+def report_targets(settings: Settings) -> list[Any]:
+    """The Apprise services a report goes to, checked before Redis is read (a typo fails fast)."""
+    from stream.reporting.deliver import report_services
+
+    try:
+        return report_services(settings)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+def send_report(settings: Settings, targets: list[Any], path: Path, head: str, made: Any) -> None:
+    from stream.reporting.deliver import deliver_report
+    from stream.reporting.render import summary_text
+
+    done = deliver_report(targets, path, head, summary_text(made), attempts=settings.notify_attempts,
+                          backoff=settings.notify_backoff, backoff_max=settings.notify_backoff_max)
+    if not done.ok:  # a non-zero exit, so a CronJob's failed run shows (and is retried)
+        raise fail(f"report not delivered to {len(done.failed)} of {done.targeted} service(s): {', '.join(done.failed)}")
+    err.print(f"sent {path.name} to {done.sent} service(s)", markup=False, highlight=False)
+
+
+def write_run_report(settings: Settings, path: Path) -> None:
+    """`sentinel run --report`: every day in the data, read while the run's stack is still up."""
+    from stream.reporting.render import format_for, render
+
+    path.write_text(render(load_report(settings, None, None), format_for(path.name, None)), encoding="utf-8")
 
 
 def iso_time(ts: float) -> str:

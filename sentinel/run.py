@@ -228,3 +228,27 @@ async def run_once(
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def console_app(settings: Settings) -> Any:
+    """The risk console's ASGI app on the configured Redis (stream/console)."""
+    from stream.console.app import build_app
+    from stream.console.auth import Tokens
+    from stream.console.data import ConsoleData
+    from stream.worker import alert_config
+
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value else None
+
+    tokens = Tokens(read=secret(settings.console_read_token), operator=secret(settings.console_operator_token))
+    return build_app(ConsoleData(open_store(settings), alert_config(settings)), tokens)
+
+
+def serve_console(settings: Settings) -> None:
+    """Serve the console until SIGINT or SIGTERM (uvicorn's own handlers)."""
+    import uvicorn
+
+    # Our structured logging stays; uvicorn's access log would repeat every poll.
+    uvicorn.run(console_app(settings), host=settings.console_host, port=settings.console_port, log_config=None,
+                access_log=False, lifespan="off")
+

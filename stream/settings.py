@@ -137,6 +137,16 @@ class Settings(BaseSettings):
         60.0, gt=0, description="seconds before another worker claims an outbox entry a worker took and did not finish"
     )
 
+    # --- the risk console (stream/console; `sentinel console`) ---
+    console_host: str = "0.0.0.0"
+    console_port: int = Field(8080, ge=1, le=65535)
+    console_read_token: SecretStr | None = Field(
+        None, description="token (Bearer, or the Basic-auth password) that may read; unset: anyone may read"
+    )
+    console_operator_token: SecretStr | None = Field(
+        None, description="token that may also acknowledge and silence; unset: the console is read-only for everyone"
+    )
+
     # --- logging ---
     log_level: str = "INFO"
     log_json: bool = False

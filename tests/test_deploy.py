@@ -257,7 +257,7 @@ def test_selectors_match_the_pods(overlay: tuple[str, list[dict[str, Any]]]) -> 
     deployment = worker(docs)
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    service = one(docs, "Service")
+    service = one(docs, "Service", "forum-sentinel-metrics")
     assert service["spec"]["selector"].items() <= labels.items()
     pdb = one(docs, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -369,6 +369,31 @@ def test_security_context(overlay: tuple[str, list[dict[str, Any]]]) -> None:
     empty_dirs = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
     assert mounts["/tmp"]["name"] in empty_dirs
     assert all(mounts[p].get("readOnly", False) is False for p in ("/tmp", f"{env['SENTINEL_CACHE_DIR']}/faust"))
+
+
+def test_console_runs_like_the_worker_and_reads_its_tokens_from_the_secret(overlay: tuple[str, list[dict[str, Any]]]) -> None:
+    _, docs = overlay
+    deployment, service = one(docs, "Deployment", "forum-sentinel-console"), one(docs, "Service", "forum-sentinel-console")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items() and labels["app.kubernetes.io/component"] == "console"
+    assert service["spec"]["selector"].items() <= labels.items()
+    # The worker's selectors must not pick up console pods, nor the console's the workers.
+    assert not worker(docs)["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (c,) = pod_spec(deployment)["containers"]
+    assert c["args"] == ["console"] and c["image"] == worker_container(docs)["image"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    env = {v["name"]: v for v in c["env"]}
+    assert ports["http"] == int(env["SENTINEL_CONSOLE_PORT"]["value"]) and service["spec"]["ports"][0]["targetPort"] == "http"
+    for probe, path in {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}.items():
+        assert c[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+    for key in ("SENTINEL_REDIS_URL", "SENTINEL_CONSOLE_READ_TOKEN", "SENTINEL_CONSOLE_OPERATOR_TOKEN"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "sentinel-secrets", "key": key, **({"optional": True} if "TOKEN" in key else {})}
+    spec = pod_spec(deployment)
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["automountServiceAccountToken"] is False
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+    assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp"}
+    assert "nvidia.com/gpu" not in c["resources"]["limits"]  # never on a GPU, whatever the overlay
 
 
 def test_graceful_shutdown_fits_the_grace_period(overlay: tuple[str, list[dict[str, Any]]]) -> None:

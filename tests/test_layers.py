@@ -25,7 +25,7 @@ PACKAGE_RANK = {"sentinel": 2, "stream": 1, "training": 1, "model": 0}
 # Inside stream/, top first; a module may import its own layer's siblings only through lower layers.
 LAYERS: list[set[str]] = [
     {"stream.worker"},
-    {"stream.ops", "stream.tools"},
+    {"stream.ops", "stream.tools", "stream.reporting", "stream.console"},
     {"stream.processor"},
     {"stream.alerts"},
     {"stream.store", "stream.model_thread", "stream.kafka"},
@@ -41,8 +41,10 @@ PURE = {
     "stream.contracts", "stream.windows", "stream.assets", "stream.timefmt", "stream.keys", "stream.batch",
     "stream.alerts.detector", "stream.alerts.sequential", "stream.alerts.incidents", "stream.alerts.judging", "stream.alerts.grouping", "stream.alerts.message",
     "model.labels", "model.prompt", "model.scorer", "model.lexicon",
+    "stream.console.views", "stream.console.auth",
+    "stream.reporting.daily", "stream.reporting.prices", "stream.reporting.svg", "stream.reporting.render",
 }
-IO_LIBRARIES = {"redis", "faust", "aiokafka", "apprise", "torch", "transformers", "peft"}
+IO_LIBRARIES = {"redis", "faust", "aiokafka", "apprise", "torch", "transformers", "peft", "starlette", "uvicorn"}
 
 
 def module_name(path: Path) -> str:

@@ -1,0 +1,220 @@
+"""The risk console: a Starlette app of server-rendered pages (Jinja2, autoescaped) and a small JSON
+API over `ConsoleData`. Charts are drawn in the browser by uPlot, shipped in `static/` (no CDN:
+the console must work with no internet). Auth and CSRF rules: auth.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import quote
+
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from stream.console import auth, views
+from stream.console.data import ConsoleData
+from stream.timefmt import iso, parse_duration
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+KINDS = ("sentiment_drop", "sentiment_surge", "volume_spike")
+MAX_SILENCE_S = 30 * 86400
+MAX_REASON_CHARS = 500
+# Scripts and styles only from the console itself; nothing may frame it or receive its forms.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
+                               "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _when(ts: float | None) -> str:
+    return iso(round(ts)) if ts is not None else "-"
+
+
+def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters["when"] = _when
+    templates.env.filters["pct"] = lambda x: f"{100 * x:.1f}%"
+    templates.env.filters["urlpart"] = lambda s: quote(s, safe=":|")
+    templates.env.globals["spark"] = views.spark_points
+
+    def who(request: Request) -> auth.Caller:
+        return auth.caller(request.headers.get("authorization"), tokens)
+
+    def challenge(detail: str) -> Response:
+        return PlainTextResponse(detail, status_code=401, headers={"WWW-Authenticate": 'Basic realm="Forum Sentinel console"'})
+
+    def reader(handler: Callable[[Request, auth.Caller], Awaitable[Response]]) -> Handler:
+        async def wrapped(request: Request) -> Response:
+            caller = who(request)
+            if not caller.may_read(tokens):
+                return challenge("viewer or operator credentials required")
+            return await handler(request, caller)
+        return wrapped
+
+    def writer(handler: Callable[[Request, auth.Caller, dict[str, Any]], Awaitable[Any]]) -> Handler:
+        async def wrapped(request: Request) -> Response:
+            caller = who(request)
+            form = await _body(request)
+            refusal = auth.write_refusal(caller, tokens, csrf=form.get("csrf") or request.headers.get("x-csrf-token"),
+                                         origin=request.headers.get("origin"), host=request.headers.get("host"))
+            if refusal:
+                log.warning("console write refused", extra={"path": request.url.path, "reason": refusal, "user": caller.user})
+                return challenge(refusal) if caller.role == "anonymous" else PlainTextResponse(refusal, status_code=403)
+            result = await handler(request, caller, form)
+            log.info("console write", extra={"path": request.url.path, "user": caller.user})
+            if form.get("_form"):
+                return RedirectResponse(_local(form.get("next")), status_code=303)
+            return JSONResponse(result)
+        return wrapped
+
+    def page(name: str, request: Request, caller: auth.Caller, **context: Any) -> Response:
+        context |= {"caller": caller, "csrf": auth.csrf_token(tokens) if caller.may_write else "", "writes": bool(tokens.operator)}
+        return templates.TemplateResponse(request, name, context)
+
+    # --- pages ---
+    async def overview_page(request: Request, caller: auth.Caller) -> Response:
+        return page("overview.html", request, caller, data=await data.overview())
+
+    async def scope_page(request: Request, caller: auth.Caller) -> Response:
+        found = await data.scope(request.path_params["scope"])
+        if found is None:
+            raise HTTPException(404, "no such scope")
+        return page("scope.html", request, caller, data=found, kinds=KINDS)
+
+    async def incidents_page(request: Request, caller: auth.Caller) -> Response:
+        return page("incidents.html", request, caller, data=await data.incidents(), kinds=KINDS)
+
+    async def incident_page(request: Request, caller: auth.Caller) -> Response:
+        found = await data.incident(request.path_params["ident"])
+        if found is None:
+            raise HTTPException(404, "no such incident")
+        return page("incident.html", request, caller, data=found, kinds=KINDS)
+
+    async def login(request: Request) -> Response:
+        if not who(request).may_write:
+            return challenge("sign in with the operator token as the password")
+        return RedirectResponse(_local(request.query_params.get("next")), status_code=303)
+
+    # --- API ---
+    def api(fetch: Callable[[Request], Awaitable[Any]]) -> Handler:
+        async def handler(request: Request, caller: auth.Caller) -> Response:
+            found = await fetch(request)
+            if found is None:
+                return JSONResponse({"error": "not found"}, status_code=404)
+            return JSONResponse(found)
+        return reader(handler)
+
+    async def ack(request: Request, caller: auth.Caller, form: dict[str, Any]) -> Any:
+        reason = _reason(form, caller)
+        if not await data.acknowledge(request.path_params["ident"], reason):
+            raise HTTPException(404, "no open incident with that id")
+        return {"acknowledged": request.path_params["ident"], "reason": reason}
+
+    async def silence(request: Request, caller: auth.Caller, form: dict[str, Any]) -> Any:
+        scope = str(form.get("scope") or "").strip()
+        kind = str(form.get("kind") or "").strip() or None
+        if not scope or len(scope) > 200:
+            raise HTTPException(400, "scope: a scope or pattern such as asset:ETH or asset:*")
+        if kind is not None and kind not in KINDS:
+            raise HTTPException(400, f"kind: one of {', '.join(KINDS)} or empty for all")
+        try:
+            duration = parse_duration(str(form.get("duration") or ""))
+        except ValueError as exc:
+            raise HTTPException(400, f"duration: {exc}") from None
+        if not 0 < duration <= MAX_SILENCE_S:
+            raise HTTPException(400, "duration: more than zero and at most 30d")
+        return await data.silence(scope, duration, kind, _reason(form, caller))
+
+    async def unsilence(request: Request, caller: auth.Caller, form: dict[str, Any]) -> Any:
+        if not await data.unsilence(request.path_params["sid"]):
+            raise HTTPException(404, "no such silence")
+        return {"lifted": request.path_params["sid"]}
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await data.redis.ping()
+        except (RedisError, OSError) as exc:
+            return PlainTextResponse(f"redis: {type(exc).__name__}", status_code=503)
+        return PlainTextResponse("ready")
+
+    routes = [
+        Route("/", reader(overview_page)),
+        Route("/scope/{scope:path}", reader(scope_page)),
+        Route("/incidents", reader(incidents_page)),
+        Route("/incidents/{ident}", reader(incident_page)),
+        Route("/login", login),
+        Route("/api/overview", api(lambda r: data.overview())),
+        Route("/api/scopes/{scope:path}", api(lambda r: data.scope(r.path_params["scope"]))),
+        Route("/api/incidents", api(lambda r: data.incidents())),
+        Route("/api/incidents/{ident}", api(lambda r: data.incident(r.path_params["ident"]))),
+        Route("/api/version", api(lambda r: data.version())),
+        Route("/api/incidents/{ident}/ack", writer(ack), methods=["POST"]),
+        Route("/api/silences", writer(silence), methods=["POST"]),
+        Route("/api/silences/{sid}/delete", writer(unsilence), methods=["POST"]),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    return Starlette(routes=routes, exception_handlers={RedisError: _redis_down},
+                     middleware=[Middleware(BaseHTTPMiddleware, dispatch=_security_headers)])
+
+
+async def _security_headers(request: Request, call_next: Handler) -> Response:
+    response = await call_next(request)
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+async def _redis_down(request: Request, exc: Exception) -> Response:
+    log.error("console: redis unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
+    return PlainTextResponse("Redis is unavailable; retry shortly", status_code=503)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """A write's fields, from a browser form (then answered with a redirect) or a JSON body."""
+    kind = request.headers.get("content-type", "")
+    if kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        return {k: v for k, v in form.items() if isinstance(v, str)} | {"_form": True}
+    if kind.startswith("application/json"):
+        try:
+            body = await request.json()
+        except ValueError:
+            raise HTTPException(400, "body: invalid JSON") from None
+        if not isinstance(body, dict):
+            raise HTTPException(400, "body: a JSON object")
+        return {k: v for k, v in body.items() if k != "_form"}
+    return {}
+
+
+def _reason(form: dict[str, Any], caller: auth.Caller) -> str:
+    reason = " ".join(str(form.get("reason") or "").split())[:MAX_REASON_CHARS]
+    # A Basic-auth user name is recorded (it is not a secret); a bearer token's caller is its role.
+    named = caller.user if caller.user not in ("", caller.role) else ""
+    return f"{reason} (by {named})".strip() if named else reason
+
+
+def _local(target: Any) -> str:
+    """Only a path on this console: a form's `next` must not send the browser elsewhere."""
+    target = str(target or "/")
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"

@@ -1,0 +1,131 @@
+"""The console's Redis adapter: reads windows, incidents and silences the workers write; writes only
+acknowledgements and silences (through the same functions as `sentinel ack` and `sentinel silence`).
+
+Every page is a handful of round trips whatever the number of scopes: one pipeline of slice reads
+(one server-side script call per scope, stream/store.py), one read of the incident summaries.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from typing import Any
+
+from stream.alerts.correlator import acknowledge, list_incidents
+from stream.alerts.judging import AlertConfig
+from stream.alerts.silences import add_silence, list_silences, remove_silence
+from stream.console import views
+from stream.keys import ACKS_KEY, ALERT_STATS_KEY, INCIDENTS_KEY, OUTBOX_KEY, SILENCES_KEY, STATS_KEY, incident_key, index_key
+from stream.store import WindowStore
+from stream.windows import bucket_start
+
+CHART_POINTS = 288  # points per chart: 5-minute slices over 24 h
+TIMELINE_ENTRIES = 5000  # newest outbox entries searched for an incident's timeline
+SAMPLE_POSTS = 5
+
+
+class ConsoleData:
+    def __init__(self, store: WindowStore, config: AlertConfig):
+        self.store = store
+        self.redis = store.redis
+        self.config = config
+
+    async def end(self) -> int | None:
+        """The end of the newest bucket (the watermark's), or None before the first post."""
+        wm = await self.store.watermark()
+        if wm == float("-inf"):
+            return None
+        return bucket_start(wm, self.store.bucket_s) + self.store.bucket_s
+
+    async def overview(self) -> dict[str, Any]:
+        end = await self.end()
+        incidents = await list_incidents(self.redis, open_only=True)
+        if end is None:
+            return {"end": None, "rows": [], "open_incidents": incidents}
+        window = self.config.window_s
+        count = self.config.baseline_s // window + 1
+        scopes = await self.store.scopes()
+        tables = await self.store.slices_many([(scope, end - count * window, window, count) for scope in scopes])
+        rows = [views.overview_row(scope, table) for scope, table in zip(scopes, tables)]
+        return {"end": end, "window_s": window, "baseline_s": self.config.baseline_s,
+                "rows": [r.as_dict() for r in views.overview(rows, incidents)], "open_incidents": incidents}
+
+    def _width(self, span: int) -> int:
+        bucket = self.store.bucket_s
+        return max(bucket, -(-span // CHART_POINTS) // bucket * bucket)
+
+    async def scope(self, scope: str) -> dict[str, Any] | None:
+        end = await self.end()
+        if end is None or not await self.redis.exists(index_key(scope)):
+            return None
+        day_w, all_w = self._width(86400), self._width(self.store.retention_s)
+        day_n, all_n = 86400 // day_w, self.store.retention_s // all_w
+        window = self.config.window_s
+        count = self.config.baseline_s // window + 1
+        day, whole, table = await self.store.slices_many([
+            (scope, end - day_n * day_w, day_w, day_n), (scope, end - all_n * all_w, all_w, all_n), (scope, end - count * window, window, count)])
+        incidents = await list_incidents(self.redis, since=end - self.store.retention_s)
+        until, seq = await self.redis.hmget(incident_key(scope), "until", "seq")
+        evidence = []
+        if seq and until:
+            evidence = [asdict(e) | {"ratio": round(e.ratio, 3)} for e in views.evidence(
+                json.loads(seq), at=int(until), step_s=self.config.step_s, per_window=window // self.config.step_s,
+                config=self.config.sequential, fire_z=self.config.thresholds.fire_z)]
+        found = await self.store.extremes(scope, end - window, end)
+        return {
+            "scope": scope, "end": end, "window_s": window,
+            "row": views.overview([views.overview_row(scope, table)], incidents)[0].as_dict(),
+            "day": views.series(day, end - day_n * day_w, day_w).as_dict(),
+            "whole": views.series(whole, end - all_n * all_w, all_w).as_dict(),
+            "spans": [asdict(s) for s in views.spans(incidents, scope)],
+            "evidence": evidence, "detector": self.config.detector, "judged_until": int(until) if until else None,
+            "samples": views.samples(found, SAMPLE_POSTS),
+        }
+
+    async def incidents(self) -> dict[str, Any]:
+        end = await self.end()
+        since = end - self.store.retention_s if end is not None else None
+        found = await list_incidents(self.redis, since=since)
+        silences = await list_silences(self.redis)
+        return {"open": [i for i in found if i["state"] == "open"], "recent": [i for i in found if i["state"] != "open"],
+                "silences": [asdict(s) for s in silences], "now": time.time()}
+
+    async def incident(self, ident: str) -> dict[str, Any] | None:
+        raw = await self.redis.hget(INCIDENTS_KEY, ident)
+        if raw is None:
+            return None
+        entries = await self.redis.xrevrange(OUTBOX_KEY, count=TIMELINE_ENTRIES)
+        parsed = [_entry(fields) for _, fields in entries]
+        return {"incident": json.loads(raw), "timeline": views.timeline(reversed(parsed), ident)}
+
+    async def version(self) -> dict[str, Any]:
+        """Cheap marks that change when something the pages show changes; pages poll it."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(STATS_KEY, "watermark")
+            pipe.hgetall(ALERT_STATS_KEY)
+            pipe.hlen(INCIDENTS_KEY)
+            pipe.hlen(ACKS_KEY)
+            pipe.hlen(SILENCES_KEY)
+            pipe.xlen(OUTBOX_KEY)
+            wm, stats, incidents, acks, silences, outbox = await pipe.execute()
+        alerts = f"{stats.get('entries', 0)}.{stats.get('transitions', 0)}.{incidents}.{acks}.{silences}.{outbox}"
+        return {"watermark": float(wm) if wm else None, "alerts": alerts}
+
+    async def acknowledge(self, ident: str, reason: str) -> bool:
+        return await acknowledge(self.redis, ident, reason)
+
+    async def silence(self, scope: str, duration_s: int, kind: str | None, reason: str) -> dict[str, Any]:
+        return asdict(await add_silence(self.redis, scope, duration_s, kind, reason))
+
+    async def unsilence(self, silence_id: str) -> bool:
+        return await remove_silence(self.redis, silence_id)
+
+
+def _entry(fields: dict[str, str]) -> dict[str, Any]:
+    """An outbox entry in either form: grouped (`entry`) or one record per entry (`record`)."""
+    if "entry" in fields:
+        return json.loads(fields["entry"])
+    if "record" in fields:
+        return {"records": [json.loads(fields["record"])], "notice": None}
+    return {}

@@ -1,0 +1,78 @@
+// Forum Sentinel console: charts (uPlot, shipped beside this file) and live updates by polling.
+// Everything shown comes from the server already escaped; this script only moves server HTML
+// (parsed inertly by DOMParser) and sets text, never builds markup from data.
+"use strict";
+
+const POLL_MS = 2000;
+
+function shadeSpans(spans, end) {
+  // A uPlot hook drawing each incident span as a band behind the series.
+  return (u) => {
+    const ctx = u.ctx;
+    ctx.save();
+    ctx.fillStyle = "rgba(220, 60, 60, 0.12)";
+    for (const s of spans) {
+      const x0 = u.valToPos(s.start, "x", true);
+      const x1 = u.valToPos(s.end === null ? end : s.end, "x", true);
+      const left = Math.max(x0, u.bbox.left), right = Math.min(x1, u.bbox.left + u.bbox.width);
+      if (right > left) ctx.fillRect(left, u.bbox.top, right - left, u.bbox.height);
+    }
+    ctx.restore();
+  };
+}
+
+function drawCharts() {
+  const holder = document.getElementById("chart-data");
+  if (!holder || typeof uPlot === "undefined") return;
+  const data = JSON.parse(holder.textContent);
+  for (const el of document.querySelectorAll(".chart")) {
+    const s = data[el.dataset.chart];
+    const end = s.t.length ? s.t[s.t.length - 1] : 0;
+    const width = Math.max(el.clientWidth, 320);
+    let series, values;
+    if (el.dataset.kind === "shares") {
+      series = [{}, {label: "negative", stroke: "#c0392b"}, {label: "positive", stroke: "#27ae60"}, {label: "neutral", stroke: "#7f8c8d"}];
+      values = [s.t, s.negative, s.positive, s.neutral];
+    } else if (el.dataset.kind === "volume") {
+      series = [{}, {label: "posts", stroke: "#2c3e50", fill: "rgba(44, 62, 80, 0.15)"}];
+      values = [s.t, s.posts];
+    } else {
+      series = [{}, {label: "mean score", stroke: "#8e44ad"}];
+      values = [s.t, s.mean_score];
+    }
+    const opts = {width, height: 180, series, hooks: {drawClear: [shadeSpans(data.spans, end)]},
+                  scales: el.dataset.kind === "shares" ? {y: {range: [0, 1]}} : {}};
+    new uPlot(opts, values, el);
+  }
+}
+
+async function poll() {
+  const kind = document.body.dataset.live;
+  if (!kind) return;
+  let last = null;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, POLL_MS));
+    try {
+      const v = await (await fetch("/api/version", {credentials: "same-origin"})).json();
+      // The overview follows new posts too; incident pages only alert changes.
+      const mark = kind === "overview" ? `${v.alerts}|${v.watermark}` : v.alerts;
+      if (last !== null && mark !== last) await refresh();
+      last = mark;
+    } catch (e) {
+      // The console or Redis is briefly away: keep the page and try again.
+    }
+  }
+}
+
+async function refresh() {
+  const response = await fetch(location.href, {credentials: "same-origin"});
+  if (!response.ok) return;
+  const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+  const fresh = doc.getElementById("live"), here = document.getElementById("live");
+  if (fresh && here) here.replaceWith(document.importNode(fresh, true));
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  drawCharts();
+  poll();
+});

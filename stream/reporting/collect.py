@@ -1,0 +1,33 @@
+"""Read what a daily report needs from Redis (the one I/O module of the report's reading side):
+the newest event time, the daily roll-ups of `all` and every asset, and the incidents opened.
+
+Two round trips for the roll-ups whatever the number of days (one `days_many` pipeline), plus a
+SCAN for the scopes and one read of the incident index.
+"""
+
+from __future__ import annotations
+
+from stream.alerts.correlator import list_incidents
+from stream.keys import day_index_key
+from stream.reporting.daily import ALL, Report, build_report, day_span, report_scopes
+from stream.store import WindowStore
+
+
+async def oldest_day(store: WindowStore) -> float | None:
+    """The first UTC day with a roll-up of `all` (every post is counted there)."""
+    first = await store.redis.zrange(day_index_key(ALL), 0, 0, withscores=True)
+    return float(first[0][1]) if first else None
+
+
+async def collect_report(store: WindowStore, *, since_s: int | None, since: str | None, now: float) -> Report:
+    """The report of the days overlapping the last `since_s` seconds of event time before the
+    newest post, or of every day with a roll-up when `since_s` is None. With no posts yet, an empty
+    report of the wall clock's day (a scheduled run on an idle system still says so)."""
+    stats = await store.stats()
+    watermark = float(stats["watermark"]) if "watermark" in stats and stats["watermark"] >= 0 else None
+    newest = watermark if watermark is not None else now
+    first, days = day_span(newest, since_s, await oldest_day(store) if since_s is None else None)
+    scopes = report_scopes(await store.day_scopes())
+    tables = await store.days_many([(scope, first, days) for scope in scopes])
+    incidents = await list_incidents(store.redis, since=first)
+    return build_report(first, days, dict(zip(scopes, tables)), incidents, watermark=watermark, generated_at=now, since=since)

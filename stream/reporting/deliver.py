@@ -1,0 +1,84 @@
+"""Send a report file through the configured Apprise services, as an attachment (`sentinel report
+--notify`, the daily CronJob).
+
+The services and the secret-safe logging are the alerts' (stream/alerts/notify.py: the same
+`SENTINEL_APPRISE_URLS` / `SENTINEL_APPRISE_CONFIG`, parsed and escaped the same way). Routing: a
+report is no alert and has no severity, so it goes to services tagged `report` or `always` and to
+untagged ones; a pager tagged `critical` is not woken by a daily report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from apprise import AppriseAttachment, NotifyFormat, NotifyType
+
+from stream.alerts.notify import build_apprise, describe, retry_delays, route
+
+if TYPE_CHECKING:
+    from apprise.plugins.base import NotifyBase
+
+    from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REPORT_TAG = "report"
+
+
+@dataclass(frozen=True)
+class ReportDelivery:
+    targeted: int  # services the report was routed to
+    sent: int  # services that accepted it
+    failed: list[str] = field(default_factory=list)  # log-safe names of those that never did
+
+    @property
+    def ok(self) -> bool:
+        return self.targeted > 0 and not self.failed
+
+
+def report_services(settings: Settings) -> list[NotifyBase]:
+    """The services a report goes to. ValueError when none is configured or an entry is bad."""
+    urls = settings.apprise_urls.get_secret_value() if settings.apprise_urls is not None else None
+    if not urls and settings.apprise_config is None:
+        raise ValueError("--notify needs SENTINEL_APPRISE_URLS or SENTINEL_APPRISE_CONFIG")
+    targets = route(list(build_apprise(urls, settings.apprise_config)), REPORT_TAG)
+    if not targets:
+        raise ValueError("no Apprise service takes the report: tag one `report` or `always`, or leave one untagged")
+    return targets
+
+
+def deliver_report(
+    targets: Sequence[NotifyBase], path: Path, title: str, body: str, *, attempts: int = 5, backoff: float = 1.0, backoff_max: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ReportDelivery:
+    """Each service in turn, up to `attempts` tries with doubling waits; one that accepted is
+    never sent to again because another failed."""
+    delays = retry_delays(attempts, backoff, backoff_max)
+    failed = []
+    for server in targets:
+        for attempt in range(1, attempts + 1):
+            ok, error = _send(server, path, title, body)
+            if ok:
+                break
+            log.warning("report delivery attempt failed", extra={"url": describe(server), "attempt": attempt, "attempts": attempts,
+                                                                  **({"error": error} if error else {})})
+            if attempt < attempts:
+                sleep(delays[attempt - 1])
+        else:
+            failed.append(describe(server))
+    return ReportDelivery(targeted=len(targets), sent=len(targets) - len(failed), failed=failed)
+
+
+def _send(server: NotifyBase, path: Path, title: str, body: str) -> tuple[bool, str | None]:
+    """One blocking attempt: (accepted, error type name or None). Exception text can carry a full
+    request URL with its token, so only the type is kept."""
+    try:
+        # A fresh attachment per attempt: an attachment object keeps read state.
+        attach = AppriseAttachment(str(path), asset=server.asset)
+        return bool(server.notify(body=body, title=title, notify_type=NotifyType.INFO, body_format=NotifyFormat.TEXT, attach=attach)), None
+    except Exception as exc:  # noqa: BLE001 - a plugin bug is a failed attempt, not a crash
+        return False, type(exc).__name__

@@ -1,0 +1,435 @@
+"""The risk console (stream/console).
+
+- Pure logic without servers: the overview's numbers and order, incident spans and timelines,
+  inert sample text, who may read and write.
+- The JSON API of a real `sentinel console` process on a real redis-server: numbers against counts
+  computed here, and the write rules (no anonymous writes, roles, CSRF, origin).
+- A real Chromium driven by Playwright against a console over a real worker fed by a replay: the
+  overview loads, a swing's incident appears without a reload, acknowledging and silencing from the
+  page change Redis, a hostile post renders as text. The same test takes the screenshots in docs/
+  when SENTINEL_SCREENSHOTS names a folder (`make screenshots`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from stream.console import auth, views
+from stream.contracts import Post
+from stream.keys import ACKS_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, SILENCES_KEY, STATS_KEY
+from stream.store import Scored, WindowStore
+from stream.tools.services import free_port
+from stream.windows import Sample
+
+OPERATOR, VIEWER = "op-token-123", "read-token-456"
+TOKENS = auth.Tokens(read=VIEWER, operator=OPERATOR)
+HOSTILE = "$BTC crash rekt <script>alert(1)</script> <img src=x onerror=alert(2)> <!channel> @everyone \u202eevil\u202c"
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+# --- pure ------------------------------------------------------------------------------------
+
+
+def table(rows: list[tuple[int, int, int, int, float]]) -> np.ndarray:
+    """(n, positive, negative, neutral, score_sum) rows -> a slice table."""
+    return np.array([[n, p, ng, nu, s, 0.0] for n, p, ng, nu, s in rows], dtype=np.float64)
+
+
+def test_overview_row_compares_the_current_window_with_the_baseline():
+    base = [(100, 30, 20, 50, 10.0)] * 24
+    row = views.overview_row("asset:ETH", table(base + [(100, 10, 60, 30, -50.0)]))
+    assert (row.posts, row.negative, row.baseline_negative, row.positive, row.baseline_positive) == (100, 0.6, 0.2, 0.1, 0.3)
+    assert row.mean_score == -0.5 and row.baseline_mean_score == 0.1 and row.baseline_posts_per_window == 100
+    # (0.6 - 0.2) / sqrt(0.2 * 0.8 / 100) = 10
+    assert row.abnormality == pytest.approx(10.0)
+    assert len(row.spark) == 25 and row.spark[-1] == 0.6 and row.spark[0] == 0.2
+    calm = views.overview_row("asset:BTC", table(base + [(100, 30, 20, 50, 10.0)]))
+    assert calm.abnormality == 0.0
+
+
+def test_overview_puts_scopes_in_open_incidents_first_then_the_most_abnormal():
+    base = [(100, 30, 20, 50, 10.0)] * 24
+    rows = [views.overview_row("asset:A", table(base + [(100, 30, 30, 40, 0.0)])),
+            views.overview_row("asset:B", table(base + [(100, 30, 40, 30, 0.0)])),
+            views.overview_row("channel:c", table(base + [(100, 30, 20, 50, 10.0)]))]
+    incidents = [
+        {"incident_id": "i1", "state": "open", "root_scope": "asset:A", "severity": "critical", "members": [{"scope": "channel:c", "kind": "sentiment_drop"}]},
+        {"incident_id": "old", "state": "resolved", "root_scope": "asset:B", "severity": "warning", "members": []},
+    ]
+    ordered = views.overview(rows, incidents)
+    assert [r.scope for r in ordered] == ["asset:A", "channel:c", "asset:B"]
+    assert [r.incident for r in ordered] == ["i1", "i1", None] and ordered[0].incident_severity == "critical"
+
+
+def test_spans_and_timeline_follow_one_incident():
+    incidents = [
+        {"incident_id": "a", "state": "resolved", "root_scope": "asset:ETH", "opened": 100, "at": 500, "severity": "warning",
+         "members": [{"scope": "asset:ETH", "kind": "sentiment_drop"}, {"scope": "channel:x", "kind": "volume_spike"}]},
+        {"incident_id": "b", "state": "open", "root_scope": "asset:BTC", "opened": 900, "at": 950, "severity": "critical",
+         "members": [{"scope": "asset:BTC", "kind": "sentiment_drop"}]},
+    ]
+    assert [(s.incident_id, s.start, s.end, s.kinds) for s in views.spans(incidents, "channel:x")] == [("a", 100, 500, ["volume_spike"])]
+    assert [(s.incident_id, s.end) for s in views.spans(incidents, "asset:BTC")] == [("b", None)]
+    assert views.spans(incidents, "asset:SOL") == []
+    entries = [
+        {"records": [{"incident_id": "b", "scope": "asset:BTC", "kind": "sentiment_drop", "state": "firing", "window_end": "2026-01-01T00:10:00Z"}],
+         "notice": None},
+        {"records": [], "notice": {"incident_id": "b", "at": "2026-01-01T00:15:00Z", "reason": "new", "state": "firing", "severity": "critical"}},
+        {"records": [{"incident_id": "a", "scope": "asset:ETH", "window_end": "2026-01-01T00:01:00Z"}], "notice": None},
+    ]
+    events = views.timeline(entries, "b")
+    assert [(e["type"], e["at"]) for e in events] == [("transition", "2026-01-01T00:10:00Z"), ("notice", "2026-01-01T00:15:00Z")]
+
+
+def test_sample_posts_are_made_inert_as_in_notifications():
+    shown = views.samples([Sample("p1", HOSTILE, "negative", -0.9), Sample("p2", "$BTC moon", "positive", 0.8)], 5)
+    text = shown["negative"][0]["text"]
+    assert "<" not in text and ">" not in text and "\u202e" not in text and "@" not in text
+    assert "‹script›alert(1)‹/script›" in text and "!channel" in text
+    assert [s["id"] for s in shown["positive"]] == ["p2"]
+
+
+def test_spark_points_stay_inside_the_box():
+    points = [tuple(map(float, p.split(","))) for p in views.spark_points([0.0, 0.5, 1.0, 2.0], 120, 24).split()]
+    assert points[0] == (0.0, 24.0) and points[1] == (40.0, 12.0) and points[-1] == (120.0, 0.0)
+
+
+@pytest.mark.parametrize("header, role", [
+    (None, "anonymous"), ("Bearer " + OPERATOR, "operator"), ("Bearer " + VIEWER, "viewer"), ("Bearer wrong", "anonymous"),
+    (basic("alice", OPERATOR), "operator"), (basic("bob", VIEWER), "viewer"), (basic("eve", "nope"), "anonymous"),
+    ("Basic !!!notbase64", "anonymous"), ("Digest x", "anonymous"),
+])
+def test_a_token_proves_a_role(header, role):
+    assert auth.caller(header, TOKENS).role == role
+
+
+def test_writes_need_the_operator_and_from_a_browser_the_csrf_token_and_same_origin():
+    csrf = auth.csrf_token(TOKENS)
+    op_bearer, op_basic = auth.caller("Bearer " + OPERATOR, TOKENS), auth.caller(basic("alice", OPERATOR), TOKENS)
+    viewer, nobody = auth.caller("Bearer " + VIEWER, TOKENS), auth.caller(None, TOKENS)
+    refuse = lambda who, **kw: auth.write_refusal(who, TOKENS, **({"csrf": None, "origin": None, "host": "h:1"} | kw))  # noqa: E731
+    assert refuse(op_bearer) is None  # a bearer header is never sent by a browser on its own
+    assert refuse(op_basic) == "missing or wrong CSRF token"
+    assert refuse(op_basic, csrf="0" * 32) == "missing or wrong CSRF token"
+    assert refuse(op_basic, csrf=csrf) is None
+    assert refuse(op_basic, csrf=csrf, origin="http://evil.example") == "cross-origin write refused"
+    assert refuse(op_basic, csrf=csrf, origin="http://h:1") is None
+    assert refuse(viewer) == refuse(nobody) == "operator credentials required"
+    read_only = auth.Tokens(read=None, operator=None)
+    assert auth.write_refusal(auth.caller("Bearer x", read_only), read_only, csrf=None, origin=None, host=None).startswith("writes are disabled")
+    assert auth.caller(None, read_only).may_read(read_only) and not nobody.may_read(TOKENS)
+
+
+# --- the API of a real console on a real redis-server --------------------------------------------
+
+T0 = 1_790_812_800  # a midnight
+
+
+def console_env(redis_url: str, **extra: str) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": redis_url, "SENTINEL_BASE": "lexicon", **extra}
+
+
+class Console:
+    """`sentinel console` in its own process on a free port."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log.open("wb")
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "console", "--port", str(self.port)], env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while self.call("GET", "/healthz")[0] != 200:
+            assert self.proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+
+    def call(self, method: str, path: str, body: dict | None = None, headers: dict | None = None, form: bool = False) -> tuple[int, str, dict]:
+        data, head = None, dict(headers or {})
+        if body is not None:
+            data = (urllib.parse.urlencode(body) if form else json.dumps(body)).encode()
+            head["Content-Type"] = "application/x-www-form-urlencoded" if form else "application/json"
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=head)
+        opener = urllib.request.build_opener(NoRedirect)
+        try:
+            with opener.open(request, timeout=10) as resp:
+                return resp.status, resp.read().decode(), resp.headers
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(), exc.headers
+        except OSError:
+            return 0, "", {}
+
+    def json(self, path: str, token: str | None = VIEWER) -> dict:
+        status, body, _ = self.call("GET", path, headers={"Authorization": f"Bearer {token}"} if token else None)
+        assert status == 200, body
+        return json.loads(body)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self._log.close()
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # a 303 is the answer under test, not something to follow
+        return None
+
+
+def seeded_store(redis_url: str) -> Counter:
+    """Two days of posts for three assets written through the real store; returns the counts of
+    the last hour per (scope, label), as the overview must show them."""
+    redis.Redis.from_url(redis_url).flushdb()
+    rng = np.random.default_rng(3)
+    items, last_hour = [], Counter()
+    end = T0 + 2 * 86400
+    for i in range(6000):
+        ts = T0 + float(rng.uniform(0, 2 * 86400))
+        asset = ["BTC", "ETH", "SOL"][i % 3]
+        label = rng.choice(["positive", "negative", "neutral"], p=[0.3, 0.2, 0.5])
+        text = HOSTILE if i == 0 else f"${asset} post {i}"
+        ts = end - 30 if i == 0 else ts
+        items.append(Scored(Post(f"p{i:05d}", text, ts, (asset,), source="forum", channel="general"), str(label),
+                            {"positive": 0.5, "negative": -0.5, "neutral": 0.0}[str(label)] if i else -0.99))
+        if ts >= end - 3600:
+            for scope in ("all", f"asset:{asset}"):
+                last_hour[(scope, str(label))] += 1
+    items.sort(key=lambda s: s.post.created_at)
+
+    async def write() -> None:
+        store = WindowStore.from_url(redis_url, bucket_s=60, retention_s=2 * 86400 + 3600)
+        for k in range(0, len(items), 500):
+            chunk = items[k: k + 500]
+            await store.apply(chunk, {}, chunk[-1].post.created_at)
+        await store.close()
+
+    asyncio.run(write())
+    return last_hour
+
+
+def put_incident(redis_url: str, ident: str, root: str, state: str = "open") -> None:
+    r = redis.Redis.from_url(redis_url)
+    summary = {"incident_id": ident, "root_scope": root, "state": state, "opened": T0 + 86400, "at": T0 + 86400 + 600, "market": False,
+               "severity": "warning", "acked": None, "members": [{"scope": root, "kind": "sentiment_drop", "firing": True, "severity": "warning",
+                                                                   "onset": "2026-10-02T00:00:00Z"}]}
+    r.hset(INCIDENTS_KEY, ident, json.dumps(summary))
+    r.zadd(INCIDENTS_INDEX_KEY, {ident: T0 + 86400})
+
+
+@pytest.fixture()
+def api_console(redis_server, tmp_path):
+    counts = seeded_store(redis_server)
+    put_incident(redis_server, "inc1", "asset:ETH")
+    console = Console(console_env(redis_server, SENTINEL_CONSOLE_READ_TOKEN=VIEWER, SENTINEL_CONSOLE_OPERATOR_TOKEN=OPERATOR), tmp_path / "console.log")
+    yield console, counts
+    console.close()
+
+
+def test_api_reports_what_the_store_holds(api_console, redis_server):
+    console, counts = api_console
+    data = console.json("/api/overview")
+    rows = {r["scope"]: r for r in data["rows"]}
+    assert set(rows) == {"all", "asset:BTC", "asset:ETH", "asset:SOL", "channel:general", "source:forum"}
+    for scope in ("all", "asset:BTC", "asset:ETH"):
+        n = sum(counts[(scope, label)] for label in ("positive", "negative", "neutral"))
+        assert rows[scope]["posts"] == n
+        assert rows[scope]["negative"] == round(counts[(scope, "negative")] / n, 4)
+    assert data["rows"][0]["scope"] == "asset:ETH" and data["rows"][0]["incident"] == "inc1"
+    assert [i["incident_id"] for i in data["open_incidents"]] == ["inc1"]
+
+    scope = console.json("/api/scopes/asset:BTC")
+    seen = redis.Redis.from_url(redis_server)
+    end = scope["end"]
+    assert sum(scope["day"]["posts"]) == seen.zcount("sentinel:{asset:BTC}:seen", end - 86400, f"({end}")
+    assert sum(scope["whole"]["posts"]) == seen.zcard("sentinel:{asset:BTC}:seen")
+    assert scope["samples"]["negative"][0]["id"] == "p00000"  # the hostile post, its text made inert
+    assert "<" not in scope["samples"]["negative"][0]["text"]
+    assert console.call("GET", "/api/scopes/asset:NOPE", headers={"Authorization": "Bearer " + VIEWER})[0] == 404
+
+
+def test_reads_need_the_read_token_when_one_is_set(api_console):
+    console, _ = api_console
+    status, _, headers = console.call("GET", "/api/overview")
+    assert status == 401 and headers.get("WWW-Authenticate", "").startswith("Basic")
+    assert console.call("GET", "/", headers={"Authorization": basic("bob", VIEWER)})[0] == 200
+    assert console.call("GET", "/api/overview", headers={"Authorization": "Bearer " + OPERATOR})[0] == 200
+
+
+def test_writes_are_refused_unless_an_operator_asks_from_this_console(api_console, redis_server):
+    console, _ = api_console
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    ack = "/api/incidents/inc1/ack"
+    assert console.call("POST", ack, {"reason": "x"})[0] == 401
+    assert console.call("POST", ack, {"reason": "x"}, headers={"Authorization": "Bearer " + VIEWER})[0] == 403
+    # A browser's Basic credentials alone: a cross-site form could send those.
+    op = {"Authorization": basic("alice", OPERATOR)}
+    assert console.call("POST", ack, {"reason": "x", "next": "/"}, headers=op, form=True)[0] == 403
+    csrf = auth.csrf_token(TOKENS)
+    evil = {**op, "Origin": "http://evil.example"}
+    assert console.call("POST", ack, {"reason": "x", "csrf": csrf}, headers=evil, form=True)[0] == 403
+    assert r.hget(ACKS_KEY, "inc1") is None  # nothing refused changed anything
+
+    status, _, headers = console.call("POST", ack, {"reason": "on it", "csrf": csrf, "next": "//evil.example/"}, headers=op, form=True)
+    assert status == 303 and headers["location"] == "/"  # never redirected off the console
+    assert r.hget(ACKS_KEY, "inc1") == "on it (by alice)"
+    assert console.call("POST", "/api/incidents/none/ack", {"reason": "x"}, headers={"Authorization": "Bearer " + OPERATOR})[0] == 404
+
+    bearer = {"Authorization": "Bearer " + OPERATOR}
+    status, body, _ = console.call("POST", "/api/silences", {"scope": "asset:*", "duration": "2h", "kind": "volume_spike", "reason": "listing"}, headers=bearer)
+    assert status == 200, body
+    silence = json.loads(body)
+    stored = json.loads(r.hget(SILENCES_KEY, silence["id"]))
+    assert (stored["scope"], stored["kind"], stored["reason"]) == ("asset:*", "volume_spike", "listing")
+    assert stored["until"] - stored["created_at"] == 7200
+    for bad in ({"scope": "", "duration": "1h"}, {"scope": "asset:X", "duration": "forever"}, {"scope": "asset:X", "duration": "90d"},
+                {"scope": "asset:X", "duration": "1h", "kind": "bogus"}):
+        assert console.call("POST", "/api/silences", bad, headers=bearer)[0] == 400
+    assert [s["id"] for s in console.json("/api/incidents")["silences"]] == [silence["id"]]
+    assert console.call("POST", f"/api/silences/{silence['id']}/delete", {}, headers=bearer)[0] == 200
+    assert r.hlen(SILENCES_KEY) == 0
+
+
+def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):
+    redis.Redis.from_url(redis_server).flushdb()
+    put_incident(redis_server, "inc2", "asset:SOL")
+    console = Console(console_env(redis_server), tmp_path / "console.log")
+    try:
+        assert console.call("GET", "/api/overview")[0] == 200  # anonymous reads: no read token set
+        status, body, _ = console.call("POST", "/api/incidents/inc2/ack", {"reason": "x"}, headers={"Authorization": "Bearer anything"})
+        assert status == 401 and "writes are disabled" in body
+        assert redis.Redis.from_url(redis_server).hget(ACKS_KEY, "inc2") is None
+        assert console.json("/api/overview", token=None)["end"] is None  # no posts yet: an empty overview, not an error
+    finally:
+        console.close()
+
+
+# --- a real browser over a real worker ------------------------------------------------------------
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def chromium() -> str | None:
+    return os.environ.get("SENTINEL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture()
+def browser():
+    path = chromium()
+    if path is None:
+        pytest.skip("no Chromium here: `make test` installs Debian's chromium package where apt-get can run; "
+                    "or set SENTINEL_CHROMIUM to a Chromium binary")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_dir, browser):
+    from scenarios import T0 as SCENARIO_T0, generate, to_posts
+    from test_alerts_e2e import SCENARIO, SWING_AT, text_for
+    from workers import Worker, sentinel, wait_until, worker_env
+
+    shots = Path(os.environ.get("SENTINEL_SCREENSHOTS") or tmp_path)
+    posts = to_posts(generate(SCENARIO, seed=7), text_for, seed=7)
+    swing_at = SCENARIO_T0 + SWING_AT
+    calm = [p for p in posts if p["created_at"] < swing_at]
+    swing = [p for p in posts if swing_at <= p["created_at"] < swing_at + 45 * 60]  # the swing lasts an hour: still open
+    calm.append({"id": "hostile", "text": HOSTILE, "created_at": calm[-1]["created_at"] - 60, "source": "forum", "channel": "general"})
+    for name, part in (("calm", calm), ("swing", swing)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in part))
+
+    redis.Redis.from_url(redis_server).flushdb()
+    # Settle after 3 s without posts: the end of each replayed part is judged at once.
+    env = worker_env("console-ui", kafka_server, redis_server, cache_dir, SENTINEL_ALERT_SETTLE_AFTER="3",
+                     SENTINEL_CONSOLE_OPERATOR_TOKEN=OPERATOR)
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    worker = Worker(env, tmp_path / "worker.log")
+    console = None
+    try:
+        def processed() -> int:
+            return int(r.hget(STATS_KEY, "processed") or 0)
+
+        assert sentinel(["replay", str(tmp_path / "calm.jsonl")], env).returncode == 0
+        wait_until(lambda: processed() == len(calm), 180, "the calm part processed", [worker])
+        console = Console(env, tmp_path / "console.log")
+
+        page = browser.new_context(viewport={"width": 1300, "height": 900}).new_page()
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+        # A hostile post renders as text: no script runs, no element is injected, no bidi override.
+        page.goto(console.url + "/scope/asset:BTC")
+        first = page.locator("#samples-negative li .post").first
+        shown = first.inner_text()
+        assert "‹script›alert(1)‹/script›" in shown and "!channel" in shown and "\u202e" not in shown and "@everyone" not in shown
+        assert page.locator("#samples-negative script, #samples-negative img").count() == 0
+        page.wait_for_function("typeof uPlot !== 'undefined' && document.querySelectorAll('.uplot').length === 5")
+
+        # The overview loads; after a swing, its incident appears without a reload.
+        page.goto(console.url + "/")
+        page.locator('#scopes tr[data-scope="asset:BTC"]').wait_for()
+        page.evaluate("window.sameDocument = true")
+        assert sentinel(["replay", str(tmp_path / "swing.jsonl")], env).returncode == 0
+        row = page.locator('tr.incident[data-root="asset:BTC"]')
+        row.wait_for(timeout=180_000)
+        assert page.evaluate("window.sameDocument") is True
+        ident = row.get_attribute("data-incident")
+        assert page.locator('#scopes tr[data-scope="asset:BTC"] a.badge').count() == 1
+        page.screenshot(path=str(shots / "console-overview.png"))
+
+        # No anonymous write: the same endpoint the page's form uses, without credentials.
+        refused = page.context.request.post(f"{console.url}/api/incidents/{ident}/ack", form={"reason": "anonymous"})
+        assert refused.status == 401 and r.hget(ACKS_KEY, ident) is None
+
+        # An operator signs in, acknowledges and silences from the incident page.
+        operator = browser.new_context(viewport={"width": 1300, "height": 900}, http_credentials={"username": "alice", "password": OPERATOR})
+        op = operator.new_page()
+        op.goto(f"{console.url}/login?next=/incidents/{ident}")
+        op.fill("form.ack input[name=reason]", "desk is on it")
+        op.click("form.ack button")
+        op.locator("#acked").wait_for()
+        assert r.hget(ACKS_KEY, ident) == "desk is on it (by alice)"
+        op.fill("form.silence input[name=duration]", "2h")
+        op.fill("form.silence input[name=reason]", "known listing news")
+        op.click("form.silence button")
+        silences = wait_until(lambda: [json.loads(v) for v in r.hvals(SILENCES_KEY)], 10, "a silence stored", [worker])
+        assert [(s["scope"], s["reason"]) for s in silences] == [("asset:BTC", "known listing news (by alice)")]
+        op.goto(f"{console.url}/incidents/{ident}")
+        op.screenshot(path=str(shots / "console-incident.png"), full_page=True)
+
+        # A form on another page, posted with the operator's cached credentials: refused (CSRF).
+        op.set_content(f'<form method="post" action="{console.url}/api/silences"><input name="scope" value="all">'
+                       '<input name="duration" value="1h"></form>')
+        with op.expect_navigation() as nav:
+            op.evaluate("document.forms[0].submit()")
+        assert nav.value.status == 403 and r.hlen(SILENCES_KEY) == 1
+
+        op.goto(f"{console.url}/incidents")
+        op.click(f'tr[data-silence="{silences[0]["id"]}"] button')
+        wait_until(lambda: r.hlen(SILENCES_KEY) == 0, 10, "the silence lifted", [worker])
+        assert dialogs == []
+    finally:
+        if console is not None:
+            console.close()
+        worker.close()

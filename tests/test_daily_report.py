@@ -1,0 +1,498 @@
+"""`sentinel report`: the daily report per asset and UTC day.
+
+Pure parts first (rows and shares from roll-up tables, the price CSV and its line-numbered errors,
+lead-lag on a generated series with a known answer, escaping), then the real CLI against a real
+redis-server (numbers checked against counts made here from the same generated posts), delivery
+to a real local webhook through Apprise, and one `sentinel run --report` on the embedded stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import io
+import json
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from html.parser import HTMLParser
+
+import pytest
+import redis
+
+from stream.contracts import Post
+from stream.keys import INCIDENTS_INDEX_KEY, INCIDENTS_KEY
+from stream.reporting.daily import DAY_S, build_report, day_span, rows_from_table
+from stream.reporting.prices import (
+    MEANINGFUL_PAIRS, LagResult, PriceError, daily_returns, fisher_interval, fisher_p, lead_lag, parse_prices, verdict,
+)
+from stream.reporting.render import format_for, md_escape, render_csv, render_html, render_markdown
+from stream.store import Scored, WindowStore
+from stream.timefmt import iso
+from workers import Hook
+
+T0 = 1_790_812_800  # 2026-10-01T00:00:00Z, a UTC midnight in the past
+SCORES = {"positive": 0.6, "negative": -0.6, "neutral": 0.0}
+HOSTILE = "<B>ONK|[X](Y)"  # a ticker that is markup in every format
+
+
+# ------------------------------------------------------------------------------------------------ pure
+
+
+def test_rows_shares_and_index_come_from_the_rollup_table():
+    # (n, positive, negative, neutral, score_sum, score_sq) per day; the middle day has no posts.
+    table = [[4, 2, 1, 1, 0.9, 0.61], [0, 0, 0, 0, 0, 0], [2, 0, 2, 0, -1.2, 0.72]]
+    rows = rows_from_table("asset:BTC", T0, table)
+    assert [r.date for r in rows] == ["2026-10-01", "2026-10-02", "2026-10-03"]
+    first, empty, last = rows
+    assert (first.posts, first.share("positive"), first.share("negative"), first.share("neutral")) == (4, 0.5, 0.25, 0.25)
+    assert first.index == pytest.approx(0.225)
+    assert first.score_sd == pytest.approx((0.61 / 4 - 0.225**2) ** 0.5)
+    # A day without posts has unknown shares and index, not zeros.
+    assert empty.posts == 0 and empty.index is None and empty.share("positive") is None
+    assert last.index == pytest.approx(-0.6) and last.share("negative") == 1.0
+
+
+def test_day_span_covers_every_utc_day_the_period_touches():
+    newest = T0 + 7 * DAY_S + 3600  # 01:00 on day 7
+    assert day_span(newest, 7 * DAY_S) == (T0, 8)  # day 0 (partly in the last 7 d) to day 7
+    assert day_span(newest, DAY_S) == (T0 + 6 * DAY_S, 2)
+    assert day_span(T0 + 5 * DAY_S - 1, None, oldest=T0 + 2 * DAY_S + 10) == (T0 + 2 * DAY_S, 3)  # all days in the data
+
+
+def incident(ident: str, root: str, opened: float, members: tuple[str, ...] = (), **over) -> dict:
+    summary = {"incident_id": ident, "root_scope": root, "state": "open", "opened": int(opened), "at": int(opened) + 60,
+               "market": root == "all", "severity": "warning", "acked": None,
+               "members": [{"scope": s, "kind": "sentiment_drop", "firing": True, "severity": "warning", "onset": iso(opened)}
+                           for s in (root, *members)]}
+    summary.update(over)
+    return summary
+
+
+def test_the_report_orders_scopes_drops_quiet_assets_and_places_incidents_by_day():
+    zero = [[0] * 6] * 2
+    tables = {"asset:SOL": zero, "asset:BTC": [[1, 1, 0, 0, 0.6, 0.36], [0] * 6], "all": [[3, 1, 1, 1, 0, 0.72], [0] * 6],
+              "channel:general": [[3, 1, 1, 1, 0, 0.72], [0] * 6]}
+    found = [incident("a1", "asset:BTC", T0 + 100), incident("c1", "channel:general", T0 + DAY_S + 5, ("asset:BTC",)),
+             incident("old", "asset:BTC", T0 - 10), incident("late", "all", T0 + 2 * DAY_S)]
+    report = build_report(T0, 2, tables, found, watermark=T0 + DAY_S + 5, generated_at=T0 + 2 * DAY_S)
+    assert report.scopes == ("all", "asset:BTC")  # channels are not the report's business; SOL had no posts
+    assert [i.incident_id for i in report.incidents] == ["a1", "c1"]  # the others opened outside the days
+    assert [i.incident_id for i in report.incidents_on("asset:BTC", T0)] == ["a1"]
+    assert [i.incident_id for i in report.incidents_on("asset:BTC", T0 + DAY_S)] == ["c1"]  # BTC moved with it
+    assert [i.incident_id for i in report.incidents_on("all", T0 + DAY_S)] == ["c1"]  # the whole market's row has all
+
+
+PRICE_ROWS = "date,asset,close\n2026-10-01,BTC,100\n2026-10-02,BTC,110\n"
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("day,asset,close\n2026-10-01,BTC,1\n", 1, "expected the header"),
+    ("", 1, "empty file"),
+    (PRICE_ROWS + "2026-13-01,BTC,5\n", 4, "not a YYYY-MM-DD date"),
+    (PRICE_ROWS + "\n2026-10-03,BTC,abc\n", 5, "'abc' is not a number"),
+    (PRICE_ROWS + "2026-10-03,BTC,-4\n", 4, "must be a positive number"),
+    (PRICE_ROWS + "2026-10-03,BTC,nan\n", 4, "must be a positive number"),
+    (PRICE_ROWS + "2026-10-03,BTC\n", 4, "expected 3 columns"),
+    (PRICE_ROWS + "2026-10-03,,5\n", 4, "empty asset"),
+    (PRICE_ROWS + "2026-10-02,btc,111\n", 4, "second close for BTC on 2026-10-02 (the first is on line 3)"),
+])
+def test_a_bad_price_row_is_an_error_naming_its_line(text, line, words):
+    with pytest.raises(PriceError) as caught:
+        parse_prices(text, "prices.csv")
+    assert f"prices.csv line {line}:" in str(caught.value) and words in str(caught.value)
+
+
+def test_prices_parse_with_bom_blank_lines_quotes_and_any_case():
+    closes = parse_prices('\ufeffDate, Asset ,Close\n\n2026-10-01,$btc,"100.5"\n2026-10-02,ETH,2000\n2026-10-03,BTC,120.6\n')
+    assert closes == {"BTC": {T0: 100.5, T0 + 2 * DAY_S: 120.6}, "ETH": {T0 + DAY_S: 2000.0}}
+    # A missing day is missing data: no return bridges the gap.
+    assert daily_returns({T0: 100.0, T0 + DAY_S: 110.0, T0 + 3 * DAY_S: 99.0}) == {T0 + DAY_S: pytest.approx(0.1)}
+
+
+def generated_prices(index: dict[int, float], lag: int, seed: int) -> str:
+    """A price file whose returns follow the index `lag` days later, plus a little noise; closes
+    from the day before the index's first to three days after its last (every lag has its pairs)."""
+    rng = random.Random(seed)
+    days = sorted(index)
+    close = 100.0
+    lines = ["date,asset,close", f"{iso(days[0] - DAY_S)[:10]},BTC,{close}"]
+    for day in range(days[0], days[-1] + 4 * DAY_S, DAY_S):
+        ret = 0.04 * index.get(day - lag * DAY_S, 0.0) + rng.gauss(0, 0.002)
+        close *= 1 + ret
+        lines.append(f"{iso(day)[:10]},BTC,{close:.10f}")
+    return "\n".join(lines) + "\n"
+
+
+def test_lead_lag_finds_the_lag_the_prices_were_built_with():
+    rng = random.Random(5)
+    index = {T0 + d * DAY_S: rng.uniform(-0.5, 0.5) for d in range(60)}
+    closes = parse_prices(generated_prices(index, lag=1, seed=6))["BTC"]
+    results = {r.lag: r for r in lead_lag(index, daily_returns(closes))}
+    one = results[1]
+    assert one.n == 60 and one.r > 0.95 and one.meaningful
+    assert one.low < one.r < one.high and one.low > 0.9 and one.p < 1e-9
+    assert "beyond noise" in verdict(one)
+    for lag in (0, 2, 3):  # the index says nothing about those days' returns
+        assert abs(results[lag].r) < 0.35 and results[lag].low < 0 < results[lag].high, results[lag]
+        assert verdict(results[lag]).startswith("within noise")
+    assert max(results.values(), key=lambda r: abs(r.r)).lag == 1
+
+
+def test_fisher_interval_and_p_value_match_the_formula():
+    # r = 0.5, n = 28: z = atanh(0.5) = 0.5493, standard error 1 / sqrt(25) = 0.2.
+    low, high = fisher_interval(0.5, 28)
+    assert low == pytest.approx(0.1568, abs=1e-3) and high == pytest.approx(0.7364, abs=1e-3)
+    assert fisher_p(0.5, 28) == pytest.approx(0.00603, abs=2e-4)
+    assert fisher_interval(0.5, 3) is None and fisher_p(0.5, 3) is None
+
+
+def test_small_samples_say_so():
+    few = lead_lag({T0 + d * DAY_S: float(d % 3) for d in range(6)}, {T0 + d * DAY_S: 0.01 * d for d in range(1, 9)}, lags=[1])[0]
+    assert few.n == 6 and few.r is not None and few.low is not None and not few.meaningful
+    assert verdict(few) == f"not meaningful: only 6 day pairs (need about {MEANINGFUL_PAIRS})"
+    assert "undefined" in verdict(LagResult(0, 2, None)) and "constant" in verdict(LagResult(0, 9, None))
+
+
+def test_format_comes_from_the_flag_then_the_suffix():
+    assert format_for("r.html", None) == "html" and format_for("r.md", None) == "md" and format_for("r.CSV", None) == "csv"
+    assert format_for("report", None) == "html" and format_for(None, None) == "html" and format_for("r.html", "md") == "md"
+    with pytest.raises(ValueError, match="unknown format"):
+        format_for("r.html", "pdf")
+
+
+def hostile_report():
+    scope = f"asset:{HOSTILE}"
+    tables = {"all": [[2, 1, 1, 0, 0.0, 0.72]], scope: [[2, 1, 1, 0, 0.0, 0.72]]}
+    bad = incident("=HYPERLINK(\"http://evil\")", scope, T0 + 60, acked="<img src=x onerror=alert(1)> **ok** | done\nnext")
+    return build_report(T0, 1, tables, [bad], watermark=T0 + 60, generated_at=T0 + 120)
+
+
+class Cells(HTMLParser):
+    """Every table row of an HTML report: its data- attributes and its cells' text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[dict[str, str], list[str]]] = []
+        self.tags: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "tr":
+            self.rows.append(({k: v or "" for k, v in attrs if k.startswith("data-")}, []))
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1][1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def html_rows(text: str) -> dict[tuple[str, str], list[str]]:
+    parser = Cells()
+    parser.feed(text)
+    return {(a["data-scope"], a["data-date"]): cells for a, cells in parser.rows if "data-scope" in a}
+
+
+def test_rendering_escapes_hostile_scopes_and_incident_text():
+    report = hostile_report()
+    page = render_html(report)
+    assert "<img" not in page and "<B>" not in page and "&lt;B&gt;ONK|[X](Y)" in page
+    parser = Cells()
+    parser.feed(page)
+    assert set(parser.tags) <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "table", "tr", "th", "td", "br",
+                                "svg", "rect", "text", "line", "path", "title", "polyline", "circle"}
+    # The scope reads back exactly as it was, through the escaping.
+    assert html_rows(page)[(f"asset:{HOSTILE}", "2026-10-01")][1] == "2"
+
+    md = render_markdown(report)
+    assert "<img" not in md and "<B>" not in md and "](" not in md and "**ok**" not in md
+    assert md_escape(HOSTILE) == r"&lt;B&gt;ONK\|\[X\]\(Y\)"
+    for line in md.splitlines():
+        if line.startswith("| 2026-10-01") or "HYPERLINK" in line:
+            cells = re.split(r"(?<!\\)\|", line)[1:-1]  # unescaped bars only: the column count holds
+            assert len(cells) in (7, 8), line
+    assert r"&lt;img src=x onerror=alert\(1\)&gt; \*\*ok\*\* \| done next |" in md  # one line, inert, the bar escaped
+
+    rows = list(csv.reader(io.StringIO(render_csv(report))))
+    (hostile_row,) = [r for r in rows if r[1] == f"asset:{HOSTILE}"]
+    assert hostile_row[11].startswith("'=HYPERLINK")  # a spreadsheet shows it; it does not run it
+
+
+def test_the_html_report_is_one_self_contained_file():
+    page = render_html(hostile_report())
+    assert "<svg" in page and "</html>" in page
+    for fetch in ("<script", "<link", " src=", "href=", "@import", "url(", "<iframe", "<object"):
+        assert fetch not in page.replace("&lt;img src=x", ""), fetch  # the escaped hostile text is the only 'src='
+
+
+# ------------------------------------------------------------------------------------------------ real redis, real CLI
+
+
+def cli(args: list[str], redis_url: str | None, timeout: float = 180, **env_extra: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KAFKA_BROKER", "SENTINEL_REDIS_URL", "SENTINEL_KAFKA_BROKER",
+                                                           "SENTINEL_APPRISE_URLS", "SENTINEL_APPRISE_CONFIG")}
+    env.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", **env_extra})
+    if redis_url:
+        env["SENTINEL_REDIS_URL"] = redis_url
+    return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def generated_posts(seed: int, days: int) -> list[Scored]:
+    """Posts over `days` days: BTC every day, ETH on most, a hostile ticker on one day, some posts
+    about two assets and some about none; labels and scores drawn at random."""
+    rng = random.Random(seed)
+    posts = []
+    for i in range(40 * days):
+        ts = T0 + rng.uniform(0, days * DAY_S)
+        day = int((ts - T0) // DAY_S)
+        assets = rng.choice([("BTC",), ("BTC",), ("ETH",), ("BTC", "ETH"), ()])
+        if day == 3 and "ETH" in assets:
+            assets = ("BTC",)  # ETH is quiet on day 3: an empty day in its row
+        if day == days - 1 and i % 7 == 0:
+            assets = (HOSTILE,)
+        label = rng.choice(["positive", "negative", "neutral"])
+        score = round(SCORES[label] + rng.uniform(-0.3, 0.3), 3)
+        posts.append(Scored(Post(f"p{i}", f"${' $'.join(assets) or 'nothing'} {label}", ts, assets, "forum", "general"), label, score))
+    return sorted(posts, key=lambda s: s.post.created_at)
+
+
+def load_posts(url: str, posts: list[Scored]) -> None:
+    async def go() -> None:
+        store = WindowStore.from_url(url, retention_s=30 * DAY_S)
+        try:
+            for i in range(0, len(posts), 50):
+                batch = posts[i: i + 50]
+                await store.apply(batch, {}, batch[-1].post.created_at, {0: batch[-1].post.created_at})
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def expected_rows(posts: list[Scored], first: int, days: int) -> dict[tuple[str, str], dict]:
+    """(scope, date) -> posts, label counts and mean score, counted here from the posts."""
+    acc: dict[tuple[str, int], list[Scored]] = defaultdict(list)
+    for s in posts:
+        for scope in ("all", *(f"asset:{a}" for a in s.post.assets)):
+            acc[scope, int(s.post.created_at // DAY_S * DAY_S)].append(s)
+    out = {}
+    for scope in {k[0] for k in acc}:
+        for d in range(days):
+            day = first + d * DAY_S
+            found = acc.get((scope, day), [])
+            counts = {lab: sum(s.label == lab for s in found) for lab in SCORES}
+            out[scope, iso(day)[:10]] = {"posts": len(found), **counts,
+                                         "index": sum(s.score for s in found) / len(found) if found else None}
+    return out
+
+
+def pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else ""
+
+
+@pytest.fixture()
+def loaded(redis_server):
+    """Nine days of posts and three incidents in a flushed Redis; the report of the last 7 days
+    covers days 1..8 (the newest post is on day 8)."""
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    posts = generated_posts(seed=11, days=9)
+    load_posts(redis_server, posts)
+    newest = posts[-1].post.created_at
+    first, days = day_span(newest, 7 * DAY_S)
+    found = [incident("eth1", "asset:ETH", T0 + 6 * DAY_S + 300, ("channel:general",), severity="critical"),
+             incident("mkt1", "all", T0 + 7 * DAY_S + 60, ("asset:BTC", "asset:ETH"), state="resolved"),
+             incident("gone", "asset:BTC", T0 + 10)]  # day 0: before the report's days
+    for summary in found:
+        r.hset(INCIDENTS_KEY, summary["incident_id"], json.dumps(summary))
+        r.zadd(INCIDENTS_INDEX_KEY, {summary["incident_id"]: summary["opened"]})
+    return posts, first, days
+
+
+def test_report_cli_numbers_match_an_independent_count(loaded, redis_server, tmp_path):
+    posts, first, days = loaded
+    assert first == T0 + DAY_S and days == 8, (first, days)
+    expected = expected_rows(posts, first, days)
+    scopes = sorted({s for s, _ in expected if any(expected[s, iso(first + d * DAY_S)[:10]]["posts"] for d in range(days))})
+    assert {"all", "asset:BTC", "asset:ETH", f"asset:{HOSTILE}"} <= set(scopes)
+    incidents = {("asset:ETH", "2026-10-07"): 1, ("all", "2026-10-07"): 1, ("all", "2026-10-08"): 1, ("asset:BTC", "2026-10-08"): 1,
+                 ("asset:ETH", "2026-10-08"): 1}
+
+    runs = {fmt: cli(["report", "--since", "7d", "--out", str(tmp_path / f"r.{fmt}")], redis_server) for fmt in ("html", "md", "csv")}
+    for fmt, done in runs.items():
+        assert done.returncode == 0, f"{fmt}: {done.stderr}"
+
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text(encoding="utf-8"))))
+    assert len(rows) == days * len(scopes)
+    for row in rows:
+        want = expected[row["scope"], row["date"]]
+        assert int(row["posts"]) == want["posts"], row
+        assert [int(row[lab]) for lab in SCORES] == [want[lab] for lab in SCORES], row
+        if want["posts"]:
+            assert float(row["positive_share"]) == pytest.approx(want["positive"] / want["posts"], abs=1e-6)
+            assert float(row["sentiment_index"]) == pytest.approx(want["index"], abs=1e-6)
+        else:
+            assert row["sentiment_index"] == "" and row["positive_share"] == ""
+        assert int(row["incidents"]) == incidents.get((row["scope"], row["date"]), 0), row
+    assert "gone" not in (tmp_path / "r.csv").read_text()
+
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    table = html_rows(page)
+    for (scope, date), want in expected.items():
+        if scope not in scopes:
+            continue
+        cells = table[scope, date]
+        assert cells[1] == str(want["posts"]), (scope, date, cells)
+        assert cells[2:5] == [pct(want[lab], want["posts"]) for lab in ("positive", "negative", "neutral")]
+        assert cells[5] == ("" if want["index"] is None else f"{want['index']:+.3f}")
+        assert cells[6].startswith(str(incidents.get((scope, date), 0)))
+    assert "eth1 asset:ETH critical open" in table["asset:ETH", "2026-10-07"][6]
+    assert table["asset:BTC", "period"][1] == str(sum(expected["asset:BTC", iso(first + d * DAY_S)[:10]]["posts"] for d in range(days)))
+    assert page.count("<svg") >= len(scopes) and "<B>ONK" not in page
+
+    md = (tmp_path / "r.md").read_text(encoding="utf-8")
+    sections = re.split(r"^## ", md, flags=re.M)
+    for scope in scopes:
+        heading = "all (whole market)" if scope == "all" else md_escape(scope)
+        (section,) = [s for s in sections if s.startswith(heading + "\n")]
+        dated = [line for line in section.splitlines() if re.match(r"^\| 2026-", line)]
+        assert len(dated) == days
+        for line in dated:
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            want = expected[scope, cells[0]]
+            assert cells[1] == str(want["posts"]) and cells[5] == ("" if want["index"] is None else f"{want['index']:+.3f}"), line
+
+
+def test_report_with_prices_and_bad_prices(loaded, redis_server, tmp_path):
+    posts, first, days = loaded
+    expected = expected_rows(posts, first, days)
+    index = {first + d * DAY_S: expected["asset:BTC", iso(first + d * DAY_S)[:10]]["index"] for d in range(days)}
+    prices = tmp_path / "prices.csv"
+    prices.write_text(generated_prices(index, lag=1, seed=3), encoding="utf-8")
+    done = cli(["report", "--since", "7d", "--format", "md", "--prices", str(prices)], redis_server)
+    assert done.returncode == 0, done.stderr
+    closes = parse_prices(prices.read_text())["BTC"]
+    returns = daily_returns(closes)
+    for lag in range(4):
+        pairs = [(index[d], returns[d + lag * DAY_S]) for d in sorted(index) if d + lag * DAY_S in returns]
+        r = statistics.correlation(*zip(*pairs))
+        row = re.search(rf"^\| {lag} \| (\d+) \| ([+-]\d\.\d\d) \|.*$", done.stdout, re.M)
+        assert row, done.stdout[-3000:]
+        assert int(row.group(1)) == len(pairs) == days and row.group(2) == f"{r:+.2f}"
+        assert "not meaningful: only 8 day pairs" in row.group(0)  # eight days are too few, and it says so
+    assert re.search(r"^No prices in the file for: .*ETH\.$", done.stdout, re.M)
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("date,asset,close\n2026-10-01,BTC,100\n2026-10-02,BTC,1o1\n", encoding="utf-8")
+    failed = cli(["report", "--prices", str(bad), "--out", str(tmp_path / "x.html")], redis_server)
+    assert failed.returncode == 2 and f"{bad} line 3: close '1o1' is not a number" in failed.stderr.replace("\n", "")
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_report_on_an_empty_redis_says_so(redis_server):
+    redis.Redis.from_url(redis_server).flushdb()
+    done = cli(["report", "--format", "csv"], redis_server)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert len(rows) == 8 and {(r["scope"], r["posts"], r["sentiment_index"]) for r in rows} == {("all", "0", "")}
+    assert "no posts yet" in cli(["report", "--format", "md"], redis_server).stdout
+
+
+def test_notify_sends_the_report_as_an_attachment(loaded, redis_server, tmp_path):
+    hook, pager = Hook(), Hook()
+    try:
+        out = tmp_path / "report.html"
+        # The pager only takes critical alerts: a daily report must not page anyone.
+        urls = f"{hook.url} critical={pager.url}"
+        done = cli(["report", "--since", "1d", "--notify", "--out", str(out)], redis_server, SENTINEL_APPRISE_URLS=urls)
+        assert done.returncode == 0, done.stderr
+        (payload,) = hook.accepted
+        assert pager.accepted == []
+        (attachment,) = payload["attachments"]
+        assert attachment["filename"] == "report.html" and attachment["mimetype"] == "text/html"
+        assert base64.b64decode(attachment["base64"]) == out.read_bytes()
+        assert payload["title"].startswith("Forum Sentinel daily report: 2026-10-08 to 2026-10-09")
+        assert re.search(r"^asset:BTC: \d+ posts, index [+-]\d\.\d{3}, 1 incident\(s\)$", payload["message"], re.M)
+
+        # An endpoint that stays down: retried, then a failed command (the CronJob run fails).
+        hook.failing = True
+        failed = cli(["report", "--notify", "--format", "csv"], redis_server, SENTINEL_APPRISE_URLS=hook.url,
+                     SENTINEL_NOTIFY_ATTEMPTS="2", SENTINEL_NOTIFY_BACKOFF="0.01")
+        assert failed.returncode == 2 and "not delivered to 1 of 1 service" in failed.stderr and hook.refused == 2
+        assert cli(["report", "--notify"], redis_server).returncode == 2  # nothing configured: said, not ignored
+    finally:
+        hook.close()
+        pager.close()
+
+
+def test_run_writes_the_report_of_what_it_saw(tmp_path):
+    """`sentinel run FILE --report`: the embedded stack, the keyword scorer, three days of posts."""
+    rng = random.Random(2)
+    posts, counts = [], defaultdict(lambda: defaultdict(int))
+    for i in range(300):
+        ts = T0 + rng.uniform(0, 3 * DAY_S)
+        assets = rng.choice([["BTC"], ["ETH"], ["BTC", "SOL"], []])
+        posts.append({"id": f"r{i}", "text": f"{' '.join('$' + a for a in assets) or 'market'} looks bullish today",
+                      "created_at": iso(ts), "assets": assets, "source": "forum", "channel": "general"})
+        for scope in ("all", *(f"asset:{a}" for a in assets)):
+            counts[scope][iso(ts)[:10]] += 1
+    data = tmp_path / "posts.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in sorted(posts, key=lambda p: p["created_at"])), encoding="utf-8")
+    out = tmp_path / "run-report.html"
+    done = cli(["run", str(data), "--report", str(out), "--timeout", "300"], None, timeout=600, SENTINEL_BASE="lexicon",
+               SENTINEL_CACHE_DIR=str(tmp_path / "cache"), SENTINEL_PARTITIONS="1", SENTINEL_RETENTION="30d")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = html_rows(out.read_text(encoding="utf-8"))
+    assert {s for s, _ in table} == {"all", "asset:BTC", "asset:ETH", "asset:SOL"}
+    for scope, by_day in counts.items():
+        assert table[scope, "period"][1] == str(sum(by_day.values())), scope
+        for date, n in by_day.items():
+            assert table[scope, date][1] == str(n), (scope, date)
+    assert sorted({d for _, d in table if d != "period"}) == ["2026-10-01", "2026-10-02", "2026-10-03"]
+
+
+def test_the_report_cronjob_runs_the_daily_command_with_the_deployed_settings(loaded, redis_server, tmp_path):
+    """Both overlays: a daily CronJob with the worker's image, Secret keys and security rules, a
+    writable /tmp for --out; and its exact command, run here with the overlay's ConfigMap (the gpu
+    one names a CUDA model: the report must not care), delivers the report."""
+    from test_deploy import OVERLAYS, check_references, config, one, render, worker_container
+
+    hook = Hook()
+    try:
+        for name, path in sorted(OVERLAYS.items()):
+            docs = render(path)
+            job = one(docs, "CronJob", "forum-sentinel-report")
+            assert re.fullmatch(r"\d+ \d+ \* \* \*", job["spec"]["schedule"]) and job["spec"]["concurrencyPolicy"] == "Forbid"
+            pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+            (c,) = pod["containers"]
+            assert c["args"] == ["report", "--since", "1d", "--notify", "--out", "/tmp/report.html"]
+            assert c["image"] == worker_container(docs)["image"], name
+            assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+            (tmp,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
+            assert any(v["name"] == tmp["name"] and "emptyDir" in v for v in pod["volumes"])
+            assert {e["name"] for e in c["env"]} >= {"SENTINEL_REDIS_URL", "SENTINEL_APPRISE_URLS"}
+            check_references([{"kind": "Job", "spec": job["spec"]["jobTemplate"]["spec"]}], docs)
+
+            before = len(hook.accepted)
+            args = [*c["args"][:-1], str(tmp_path / f"{name}.html")]
+            done = cli(args, redis_server, SENTINEL_APPRISE_URLS=hook.url, **config(docs))
+            assert done.returncode == 0, f"{name}: {done.stderr}"
+            assert len(hook.accepted) == before + 1
+            (attachment,) = hook.accepted[-1]["attachments"]
+            assert base64.b64decode(attachment["base64"]) == (tmp_path / f"{name}.html").read_bytes()
+    finally:
+        hook.close()
