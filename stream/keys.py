@@ -12,6 +12,7 @@ KEY_PREFIX = "sentinel"
 
 # Windows (stream/store.py)
 STATS_KEY = f"{KEY_PREFIX}:{{all}}:stats"  # in the `all` slot: updated by the same script as `all`
+SCOPES_KEY = f"{KEY_PREFIX}:{{all}}:scopes"  # sorted set: scope -> its newest post's event time (same script)
 
 
 def bucket_key(scope: str, bucket: int) -> str:
@@ -39,14 +40,26 @@ def scope_of_index(key: str) -> str:
     return key[len(before) + 1: -(len(after) + 1)]
 
 
+# Roll-up levels: a hash per scope and slot (`n`, labels, `score_sum`, `score_sq`) and a sorted set
+# of the slots, beside the buckets. Hours feed the console's overview, days the daily report.
+ROLLUP_INDEX = {"h": "hours", "d": "days"}
+
+
+def rollup_prefix(scope: str, level: str) -> str:
+    return f"{KEY_PREFIX}:{{{scope}}}:{level}:"
+
+
+def rollup_index_key(scope: str, level: str) -> str:
+    """Sorted set of the scope's slot starts at this level (member = score = slot start)."""
+    return f"{KEY_PREFIX}:{{{scope}}}:{ROLLUP_INDEX[level]}"
+
+
 def day_prefix(scope: str) -> str:
-    """Prefix of the daily roll-up hashes (`n`, labels, `score_sum`, `score_sq` per UTC day)."""
-    return f"{KEY_PREFIX}:{{{scope}}}:d:"
+    return rollup_prefix(scope, "d")
 
 
 def day_index_key(scope: str) -> str:
-    """Sorted set of the scope's day starts with a roll-up (member = score = day start)."""
-    return f"{KEY_PREFIX}:{{{scope}}}:days"
+    return rollup_index_key(scope, "d")
 
 
 def day_index_pattern(scope_pattern: str) -> str:

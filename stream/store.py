@@ -8,6 +8,7 @@ changes nothing.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import time
 from dataclasses import dataclass
@@ -18,22 +19,29 @@ import redis.asyncio as aioredis
 
 from stream.contracts import Post
 from stream.keys import (
-    STATS_KEY, bucket_key, bucket_prefix, day_index_key, day_index_pattern, day_prefix, index_key, index_pattern, scope_of_day_index,
-    scope_of_index, seen_key,
+    SCOPES_KEY, STATS_KEY, bucket_key, bucket_prefix, day_index_key, day_index_pattern, day_prefix, index_key, index_pattern, rollup_index_key,
+    rollup_prefix, scope_of_day_index, scope_of_index, seen_key,
 )
 from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair_scope, pair_scopes_for, scopes_for
 
-# KEYS: idx, seen, days[, stats]. ARGV: bucket prefix, ttl, trim-before, watermark, counters (JSON),
-# partition watermarks (JSON), wall-clock now, day prefix, day ttl (0: no daily roll-up), day
-# trim-before, then (id, bucket, label, score, ts, score², text)*.
-# Only the `all` scope passes the stats key: it lives in the same slot, so the batch's counters,
-# duplicates and watermarks move atomically with its windows.
+# KEYS: idx, seen, one index per roll-up level[, stats]. ARGV: bucket prefix, ttl, trim-before,
+# watermark, counters (JSON), partition watermarks (JSON), wall-clock now, the batch's scopes
+# (JSON {scope: newest event time}; `all` only), roll-up level count L, then per level (prefix,
+# width, ttl, trim-before), then (id, bucket, label, score, ts, score², text)*.
+# Only the `all` scope passes the stats and scope-registry keys: they live in its slot, so the
+# batch's counters, duplicates, watermarks and scopes move atomically with its windows.
 _APPLY_SCOPE = """
-local idx, seen, days, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local idx, seen = KEYS[1], KEYS[2]
 local prefix, ttl, trim_before = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local day_prefix, day_ttl, day_trim = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
+local levels = {}
+for l = 1, tonumber(ARGV[9]) do
+  local a = 9 + (l - 1) * 4
+  levels[l] = {index = KEYS[2 + l], prefix = ARGV[a + 1], width = tonumber(ARGV[a + 2]), ttl = tonumber(ARGV[a + 3]), trim = tonumber(ARGV[a + 4])}
+end
+local stats, registry = KEYS[3 + #levels], KEYS[4 + #levels]
+local first_row = 10 + #levels * 4
 local added, dups, first = 0, 0, nil
-for i = 11, #ARGV, 7 do
+for i = first_row, #ARGV, 7 do
   local id, bucket, label, score, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   if redis.call('ZADD', seen, 'NX', ts, id) == 1 then
     local key = prefix .. bucket
@@ -54,16 +62,17 @@ for i = 11, #ARGV, 7 do
     end
     redis.call('EXPIRE', key, ttl)
     redis.call('ZADD', idx, bucket, bucket)
-    -- The daily roll-up outlives the buckets (SENTINEL_REPORT_RETENTION): `sentinel report` reads it.
-    if day_ttl > 0 then
-      local day = tostring(math.floor(tonumber(bucket) / 86400) * 86400)
-      local dkey = day_prefix .. day
-      redis.call('HINCRBY', dkey, 'n', 1)
-      redis.call('HINCRBY', dkey, label, 1)
-      redis.call('HINCRBYFLOAT', dkey, 'score_sum', score)
-      redis.call('HINCRBYFLOAT', dkey, 'score_sq', ARGV[i + 5])
-      redis.call('EXPIRE', dkey, day_ttl)
-      redis.call('ZADD', days, day, day)
+    -- Roll-ups: hourly (the console's overview reads 25 of them per scope, not 1,500 buckets)
+    -- and daily (`sentinel report`; they outlive the buckets).
+    for _, level in ipairs(levels) do
+      local slot = tostring(math.floor(tonumber(bucket) / level.width) * level.width)
+      local rkey = level.prefix .. slot
+      redis.call('HINCRBY', rkey, 'n', 1)
+      redis.call('HINCRBY', rkey, label, 1)
+      redis.call('HINCRBYFLOAT', rkey, 'score_sum', score)
+      redis.call('HINCRBYFLOAT', rkey, 'score_sq', ARGV[i + 5])
+      redis.call('EXPIRE', rkey, level.ttl)
+      redis.call('ZADD', level.index, slot, slot)
     end
     if stats then redis.call('HINCRBY', stats, 'label:' .. label, 1) end
     local t = tonumber(ts)
@@ -80,16 +89,21 @@ for _, old in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. trim_before
   redis.call('DEL', prefix .. old)
 end
 redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. trim_before)
-if day_ttl > 0 then
-  for _, old in ipairs(redis.call('ZRANGEBYSCORE', days, '-inf', '(' .. day_trim)) do
-    redis.call('DEL', day_prefix .. old)
+for _, level in ipairs(levels) do
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', level.index, '-inf', '(' .. level.trim)) do
+    redis.call('DEL', level.prefix .. old)
   end
-  redis.call('ZREMRANGEBYSCORE', days, '-inf', '(' .. day_trim)
+  redis.call('ZREMRANGEBYSCORE', level.index, '-inf', '(' .. level.trim)
 end
 if added > 0 then
   redis.call('EXPIRE', seen, ttl)
   redis.call('EXPIRE', idx, ttl)
-  if day_ttl > 0 then redis.call('EXPIRE', days, day_ttl) end
+  for _, level in ipairs(levels) do redis.call('EXPIRE', level.index, level.ttl) end
+end
+if registry then
+  -- The scopes and their newest post: listing scopes reads this, not a SCAN of every bucket key.
+  for scope, newest in pairs(cjson.decode(ARGV[8])) do redis.call('ZADD', registry, 'GT', newest, scope) end
+  redis.call('ZREMRANGEBYSCORE', registry, '-inf', '(' .. trim_before)
 end
 if stats then
   local wm = tonumber(ARGV[4])
@@ -155,8 +169,23 @@ end
 return table.concat(runs, '|')
 """
 
+# KEYS: a roll-up index. ARGV: roll-up prefix, slot width, first slot start, slot count. Each slot
+# is one hash, so its fields go out as Redis holds them (no number formatting, the bulk of a summing
+# script's time): rows 'slot,n,positive,negative,neutral,score_sum,score_sq' joined by ';'.
+_READ_ROLLUP = """
+local prefix, width, first, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = {}
+for _, slot in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], first, '(' .. (first + width * count))) do
+  local v = redis.call('HMGET', prefix .. slot, 'n', 'positive', 'negative', 'neutral', 'score_sum', 'score_sq')
+  out[#out + 1] = string.format('%d', (tonumber(slot) - first) / width) .. ',' .. (v[1] or '0') .. ',' .. (v[2] or '0') .. ','
+    .. (v[3] or '0') .. ',' .. (v[4] or '0') .. ',' .. (v[5] or '0') .. ',' .. (v[6] or '0')
+end
+return table.concat(out, ';')
+"""
+
 COUNTERS = ("consumed", "valid", "dlq", "duplicates", "late_dropped", "processed")
 SAMPLE_TEXT_CHARS = 280  # post text kept for an alert's samples (per bucket: its two extremes only)
+HOUR_S = 3600
 DAY_S = 86400
 DAY_RETENTION_S = 90 * DAY_S  # SENTINEL_REPORT_RETENTION's default
 
@@ -204,6 +233,7 @@ class WindowStore:
         self.day_retention_s = day_retention_s  # daily roll-ups (sentinel report); 0: none
         self._apply_scope = client.register_script(_APPLY_SCOPE)
         self._read_slices = client.register_script(_READ_SLICES)
+        self._read_rollup = client.register_script(_READ_ROLLUP)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "WindowStore":
@@ -225,6 +255,7 @@ class WindowStore:
     ) -> ApplyResult:
         """Write a batch's windows and counters in one round trip (duplicates and processed are counted here)."""
         by_scope: dict[str, list[str]] = {}
+        newest: dict[str, float] = {}
         for item in scored:
             bucket = str(bucket_start(item.post.created_at, self.bucket_s))
             row = [
@@ -233,27 +264,36 @@ class WindowStore:
             ]
             for scope in scopes_for(item.post) + (pair_scopes_for(item.post) if self.pairs else []):
                 by_scope.setdefault(scope, []).extend(row)
+            for scope in scopes_for(item.post):
+                newest[scope] = max(newest.get(scope, item.post.created_at), item.post.created_at)
         all_rows = by_scope.pop("all", [])
         ttl = self.retention_s + self.bucket_s
         has_wm = watermark > float("-inf")
         trim_before = int(watermark - self.retention_s) if has_wm else 0
         pwm = {str(p): repr(ts) for p, ts in (partition_watermarks or {}).items()}
         head = [ttl, trim_before, repr(watermark) if has_wm else "-1", json.dumps(dict(counters)), json.dumps(pwm), repr(time.time())]
-        day_ttl = self.day_retention_s + DAY_S if self.day_retention_s else 0
-        day_trim = int(watermark - self.day_retention_s) if has_wm else 0
+        # (level, width, ttl, trim-before); a slot is dropped only once all of it is out of retention.
+        levels = [("h", HOUR_S, self.retention_s + HOUR_S, trim_before // HOUR_S * HOUR_S)]
+        if self.day_retention_s:
+            day_trim = int(watermark - self.day_retention_s) // DAY_S * DAY_S if has_wm else 0
+            levels.append(("d", DAY_S, self.day_retention_s + DAY_S, day_trim))
 
-        def day_args(scope: str) -> list[Any]:
-            # Hidden pair scopes are never reported: no roll-up for them.
-            return [day_prefix(scope), 0 if is_pair_scope(scope) else day_ttl, day_trim]
+        def level_args(scope: str) -> tuple[list[str], list[Any]]:
+            # Hidden pair scopes are never shown or reported: no roll-ups for them.
+            mine = [] if is_pair_scope(scope) else levels
+            return ([rollup_index_key(scope, name) for name, *_ in mine],
+                    [len(mine), *(x for name, width, lttl, trim in mine for x in (rollup_prefix(scope, name), width, lttl, trim))])
 
         async with self.redis.pipeline(transaction=False) as pipe:
             for scope, rows in by_scope.items():
-                keys = [index_key(scope), seen_key(scope), day_index_key(scope)]
-                await self._apply_scope(keys=keys, args=[bucket_prefix(scope), *head, *day_args(scope), *rows], client=pipe)
+                indexes, largs = level_args(scope)
+                keys = [index_key(scope), seen_key(scope), *indexes]
+                await self._apply_scope(keys=keys, args=[bucket_prefix(scope), *head, "{}", *largs, *rows], client=pipe)
             # `all` goes last: once its watermarks are visible, every scope of the batch is written,
             # so a reader that trusts the watermarks never sees half a batch.
-            keys = [index_key("all"), seen_key("all"), day_index_key("all"), STATS_KEY]
-            await self._apply_scope(keys=keys, args=[bucket_prefix("all"), *head, *day_args("all"), *all_rows], client=pipe)
+            indexes, largs = level_args("all")
+            keys = [index_key("all"), seen_key("all"), *indexes, STATS_KEY, SCOPES_KEY]
+            await self._apply_scope(keys=keys, args=[bucket_prefix("all"), *head, json.dumps(newest), *largs, *all_rows], client=pipe)
             results = await pipe.execute()
         added, dups = results[-1]
         return ApplyResult(added=int(added), duplicates=int(dups))
@@ -285,11 +325,20 @@ class WindowStore:
     async def days_many(self, requests: Sequence[tuple[str, int, int]]) -> list[np.ndarray]:
         """Daily roll-ups, one table per (scope, first day start, day count): rows of (n, positive,
         negative, neutral, score_sum, score_sq) per UTC day. They outlive the buckets."""
+        return await self._rollups("d", DAY_S, requests)
+
+    async def hours_many(self, requests: Sequence[tuple[str, int, int]]) -> list[np.ndarray]:
+        """Hourly roll-ups, one table per (scope, first hour start, hour count): a day per scope
+        costs 24 reads instead of 1,440 buckets."""
+        return await self._rollups("h", HOUR_S, requests)
+
+    async def _rollups(self, level: str, width: int, requests: Sequence[tuple[str, int, int]]) -> list[np.ndarray]:
         if not requests:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for scope, first, count in requests:
-                await self._read_slices(keys=[day_index_key(scope)], args=[day_prefix(scope), DAY_S, first, count], client=pipe)
+                args = [rollup_prefix(scope, level), width, first, count]
+                await self._read_rollup(keys=[rollup_index_key(scope, level)], args=args, client=pipe)
             replies = await pipe.execute()
         return [_to_table(reply, count) for reply, (_, _, count) in zip(replies, requests)]
 
@@ -317,10 +366,14 @@ class WindowStore:
 
 
     async def scopes(self, pattern: str = "*") -> list[str]:
-        found = set()
-        async for key in self.redis.scan_iter(match=index_pattern(pattern), count=500):
-            found.add(scope_of_index(key))
-        return sorted(s for s in found if not is_pair_scope(s))
+        """Scopes with posts within retention, from the registry the `all` script keeps; windows
+        written before the registry existed are found by a SCAN of the index keys (slow with many
+        buckets: it walks the whole keyspace)."""
+        found = set(await self.redis.zrange(SCOPES_KEY, 0, -1))
+        if not found:
+            async for key in self.redis.scan_iter(match=index_pattern("*"), count=500):
+                found.add(scope_of_index(key))
+        return sorted(s for s in found if not is_pair_scope(s) and fnmatch.fnmatchcase(s, pattern))
 
     async def window(self, scope: str, window_s: int, end: float | None = None) -> WindowStats:
         """The window [end - window_s, end) over whole buckets; end defaults to the watermark."""

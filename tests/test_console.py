@@ -195,8 +195,8 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def seeded_store(redis_url: str) -> Counter:
-    """Two days of posts for three assets written through the real store; returns the counts of
-    the last hour per (scope, label), as the overview must show them."""
+    """Two days of posts for three assets written through the real store; returns the counts per
+    (scope, label) of the overview's current window (the last clock hour and the one in progress)."""
     redis.Redis.from_url(redis_url).flushdb()
     rng = np.random.default_rng(3)
     items, last_hour = [], Counter()
@@ -209,7 +209,7 @@ def seeded_store(redis_url: str) -> Counter:
         ts = end - 30 if i == 0 else ts
         items.append(Scored(Post(f"p{i:05d}", text, ts, (asset,), source="forum", channel="general"), str(label),
                             {"positive": 0.5, "negative": -0.5, "neutral": 0.0}[str(label)] if i else -0.99))
-        if ts >= end - 3600:
+        if ts >= end - 2 * 3600:  # the data ends at a midnight: the two hours before it
             for scope in ("all", f"asset:{asset}"):
                 last_hour[(scope, str(label))] += 1
     items.sort(key=lambda s: s.post.created_at)

@@ -2,6 +2,8 @@
 
 import asyncio
 
+import numpy as np
+
 import pytest
 import redis
 
@@ -146,3 +148,43 @@ def test_daily_roll_ups_outlive_the_buckets_and_skip_pair_scopes(redis_server):
     assert pair.sum() == 0 and "channel:general|asset:BTC" not in scopes
     assert {"all", "asset:BTC", "channel:general", "source:discord"} <= set(scopes)
     assert late[0][0][0] == 2 and gone[0][0][0] == 0
+
+
+def test_hourly_roll_ups_equal_the_sum_of_their_buckets(redis_server):
+    redis.Redis.from_url(redis_server).flushdb()
+    store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=6 * 3600)
+    rng = __import__("random").Random(5)
+    items = [item(f"x{i}", T0 + rng.uniform(0, 3 * 3600), rng.choice(["positive", "negative", "neutral"]), rng.uniform(-1, 1))
+             for i in range(400)]
+    items.sort(key=lambda s: s.post.created_at)
+
+    async def go():
+        for k in range(0, 400, 50):
+            await store.apply(items[k: k + 50], {}, items[k + 49].post.created_at)
+        first = int(T0) // 3600 * 3600
+        hours = (await store.hours_many([("asset:BTC", first, 5)]))[0]
+        minutes = await store.slices("asset:BTC", first, 3600, 5)
+        await store.close()
+        return hours, minutes
+
+    hours, minutes = run(go())
+    assert hours[:, 0].sum() == 400 and (hours[:, 0] > 0).sum() >= 3
+    assert np.allclose(hours, minutes)
+
+
+def test_scopes_come_from_the_registry_and_leave_it_with_retention(redis_server):
+    redis.Redis.from_url(redis_server).flushdb()
+    store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=3600, pairs=True)
+
+    async def go():
+        await store.apply([item("a", T0), item("b", T0 + 5, assets=("ETH",), channel="trading")], {}, T0 + 5)
+        early = await store.scopes(), await store.scopes("asset:*")
+        await store.apply([item("c", T0 + 7200, assets=("SOL",))], {}, T0 + 7200)
+        late = await store.scopes()
+        await store.close()
+        return early, late
+
+    (every, assets), late = run(go())
+    assert every == ["all", "asset:BTC", "asset:ETH", "channel:general", "channel:trading", "source:discord"]  # no pair scopes
+    assert assets == ["asset:BTC", "asset:ETH"]
+    assert late == ["all", "asset:SOL", "channel:general", "source:discord"]  # BTC, ETH and trading fell out of retention

@@ -12,7 +12,7 @@ detector's verdict: the detector's own evidence is shown beside it (`evidence`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -47,34 +47,47 @@ class ScopeRow:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def _share(hits: float, n: float) -> float:
-    return hits / n if n else 0.0
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
 
 
-def _z_share(p: float, p0: float, n: float) -> float:
-    if n <= 0 or p0 <= 0.0 or p0 >= 1.0:
-        return 0.0
-    return (p - p0) / math.sqrt(p0 * (1 - p0) / n)
+def _z_share(p: np.ndarray, p0: np.ndarray, n: np.ndarray) -> np.ndarray:
+    ok = (n > 0) & (p0 > 0.0) & (p0 < 1.0)
+    se = np.sqrt(np.where(ok, p0 * (1 - p0) / np.where(n > 0, n, 1.0), 1.0))
+    return np.where(ok, (p - p0) / se, 0.0)
 
 
-def overview_row(scope: str, table: np.ndarray, *, window_slices: int = 1) -> ScopeRow:
-    """The last `window_slices` rows are the current window, the rows before it the baseline."""
-    now, base = table[-window_slices:].sum(axis=0), table[:-window_slices].sum(axis=0)
-    n, nb = float(now[SliceCol.N]), float(base[SliceCol.N])
-    base_windows = max((len(table) - window_slices) / window_slices, 1.0)
-    neg, pos = _share(now[SliceCol.NEGATIVE], n), _share(now[SliceCol.POSITIVE], n)
-    neg0, pos0 = _share(base[SliceCol.NEGATIVE], nb), _share(base[SliceCol.POSITIVE], nb)
+def overview_rows(scopes: Sequence[str], tables: np.ndarray, *, window_slices: int = 1, covered: float = 1.0) -> list[ScopeRow]:
+    """One row per scope from `tables` (scopes x slices x SLICE_FIELDS), all scopes at once (500
+    scopes one by one cost more than reading them). The last `window_slices` slices of each are the
+    current window, the slices before it the baseline. `covered`: the fraction of the current window
+    that has happened (its last slice may be the hour in progress), so the expected volume is not
+    that of a whole window."""
+    if not len(scopes):
+        return []
+    now, base = tables[:, -window_slices:].sum(axis=1), tables[:, :-window_slices].sum(axis=1)
+    n, nb = now[:, SliceCol.N], base[:, SliceCol.N]
+    base_windows = max((tables.shape[1] - window_slices) / window_slices, 1.0) / max(min(covered, 1.0), 1e-3)
+    neg, pos = _ratio(now[:, SliceCol.NEGATIVE], n), _ratio(now[:, SliceCol.POSITIVE], n)
+    neg0, pos0 = _ratio(base[:, SliceCol.NEGATIVE], nb), _ratio(base[:, SliceCol.POSITIVE], nb)
+    mean, mean0 = _ratio(now[:, SliceCol.SCORE_SUM], n), _ratio(base[:, SliceCol.SCORE_SUM], nb)
     rate = nb / base_windows
-    z_volume = (n - rate) / math.sqrt(rate) if rate > 0 else 0.0
-    abnormality = max(abs(_z_share(neg, neg0, n)), abs(_z_share(pos, pos0, n)), abs(z_volume))
-    counts = table[:, SliceCol.N]
-    spark = [round(_share(row[SliceCol.NEGATIVE], row[SliceCol.N]), 4) for row in table]
-    return ScopeRow(
-        scope=scope, posts=int(n), baseline_posts_per_window=round(rate, 2), negative=round(neg, 4), positive=round(pos, 4),
-        baseline_negative=round(neg0, 4), baseline_positive=round(pos0, 4),
-        mean_score=round(_share(now[SliceCol.SCORE_SUM], n), 4), baseline_mean_score=round(_share(base[SliceCol.SCORE_SUM], nb), 4),
-        abnormality=round(abnormality, 2), spark=spark, spark_posts=[int(c) for c in counts],
-    )
+    z_volume = np.where(rate > 0, (n - rate) / np.sqrt(np.where(rate > 0, rate, 1.0)), 0.0)
+    abnormality = np.max(np.abs([_z_share(neg, neg0, n), _z_share(pos, pos0, n), z_volume]), axis=0)
+    spark = np.round(_ratio(tables[:, :, SliceCol.NEGATIVE], tables[:, :, SliceCol.N]), 4).tolist()
+    counts = tables[:, :, SliceCol.N].astype(np.int64).tolist()
+    cols = [np.round(c, digits).tolist() for c, digits in
+            ((rate, 2), (neg, 4), (pos, 4), (neg0, 4), (pos0, 4), (mean, 4), (mean0, 4), (abnormality, 2))]
+    return [
+        ScopeRow(scope=scope, posts=int(n[i]), baseline_posts_per_window=cols[0][i], negative=cols[1][i], positive=cols[2][i],
+                 baseline_negative=cols[3][i], baseline_positive=cols[4][i], mean_score=cols[5][i], baseline_mean_score=cols[6][i],
+                 abnormality=cols[7][i], spark=spark[i], spark_posts=counts[i])
+        for i, scope in enumerate(scopes)
+    ]
+
+
+def overview_row(scope: str, table: np.ndarray, *, window_slices: int = 1, covered: float = 1.0) -> ScopeRow:
+    return overview_rows([scope], table[np.newaxis], window_slices=window_slices, covered=covered)[0]
 
 
 def open_incident_of(incidents: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -92,7 +105,7 @@ def overview(rows: Sequence[ScopeRow], incidents: Iterable[dict[str, Any]]) -> l
     """Rows with their open incident, scopes in an open incident first, then the most abnormal."""
     by_scope = open_incident_of(incidents)
     marked = [
-        ScopeRow(**{**row.as_dict(), "incident": by_scope[row.scope]["incident_id"], "incident_severity": by_scope[row.scope]["severity"]})
+        replace(row, incident=by_scope[row.scope]["incident_id"], incident_severity=by_scope[row.scope]["severity"])
         if row.scope in by_scope else row
         for row in rows
     ]
