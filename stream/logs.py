@@ -8,7 +8,8 @@ import re
 import sys
 from typing import Any
 
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+# Not context: the record's own attributes, and uvicorn's terminal-coloured copy of its message.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName", "color_message"}
 # user:password@ in URLs, and secret-like key=value pairs, never reach a log line. The key match is
 # a suffix (`access_token=`, `-token=`, `+Authorization=`): Apprise's privacy URLs mask passwords
 # but print a service's custom headers (`+Authorization=Bearer...`) and query params verbatim.

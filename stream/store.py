@@ -174,13 +174,15 @@ return table.concat(runs, '|')
 # script's time): rows 'slot,n,positive,negative,neutral,score_sum,score_sq' joined by ';'.
 _READ_ROLLUP = """
 local prefix, width, first, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local out = {}
+-- One flat list joined once: building each row by concatenation made a string per `..`.
+local out, k = {}, 0
 for _, slot in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], first, '(' .. (first + width * count))) do
   local v = redis.call('HMGET', prefix .. slot, 'n', 'positive', 'negative', 'neutral', 'score_sum', 'score_sq')
-  out[#out + 1] = string.format('%d', (tonumber(slot) - first) / width) .. ',' .. (v[1] or '0') .. ',' .. (v[2] or '0') .. ','
-    .. (v[3] or '0') .. ',' .. (v[4] or '0') .. ',' .. (v[5] or '0') .. ',' .. (v[6] or '0')
+  out[k + 1] = string.format('%d', (tonumber(slot) - first) / width)
+  for j = 1, 6 do out[k + 1 + j] = v[j] or '0' end
+  k = k + 7
 end
-return table.concat(out, ';')
+return table.concat(out, ',')
 """
 
 COUNTERS = ("consumed", "valid", "dlq", "duplicates", "late_dropped", "processed")
@@ -196,6 +198,15 @@ def _to_table(sparse: str, count: int) -> np.ndarray:
     table = np.zeros((count, 6), dtype=np.float64)
     if sparse:
         rows = np.array([row.split(",") for row in sparse.split(";")], dtype=np.float64)
+        table[rows[:, 0].astype(np.int64)] = rows[:, 1:]
+    return table
+
+
+def _flat_table(flat: str, count: int) -> np.ndarray:
+    """`_to_table` for the roll-up script's reply: 'slot,n,...,score_sq' values in one comma list."""
+    table = np.zeros((count, 6), dtype=np.float64)
+    if flat:
+        rows = np.array(flat.split(","), dtype=np.float64).reshape(-1, 7)
         table[rows[:, 0].astype(np.int64)] = rows[:, 1:]
     return table
 
@@ -340,7 +351,7 @@ class WindowStore:
                 args = [rollup_prefix(scope, level), width, first, count]
                 await self._read_rollup(keys=[rollup_index_key(scope, level)], args=args, client=pipe)
             replies = await pipe.execute()
-        return [_to_table(reply, count) for reply, (_, _, count) in zip(replies, requests)]
+        return [_flat_table(reply, count) for reply, (_, _, count) in zip(replies, requests)]
 
     async def day_scopes(self, pattern: str = "*") -> list[str]:
         """Scopes with daily roll-ups (also those whose buckets are gone)."""

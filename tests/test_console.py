@@ -109,7 +109,7 @@ def test_sample_posts_are_made_inert_as_in_notifications():
 
 
 def test_spark_points_stay_inside_the_box():
-    points = [tuple(map(float, p.split(","))) for p in views.spark_points([0.0, 0.5, 1.0, 2.0], 120, 24).split()]
+    points = [tuple(map(float, p.split(","))) for p in views.spark_points(np.array([[0.0, 0.5, 1.0, 2.0]]))[0].split()]
     assert points[0] == (0.0, 24.0) and points[1] == (40.0, 12.0) and points[-1] == (120.0, 0.0)
 
 

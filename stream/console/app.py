@@ -50,7 +50,6 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
     templates.env.filters["when"] = _when
     templates.env.filters["pct"] = lambda x: f"{100 * x:.1f}%"
     templates.env.filters["urlpart"] = lambda s: quote(s, safe=":|")
-    templates.env.globals["spark"] = views.spark_points
 
     def who(request: Request) -> auth.Caller:
         return auth.caller(request.headers.get("authorization"), tokens)

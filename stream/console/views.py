@@ -40,6 +40,7 @@ class ScopeRow:
     abnormality: float  # max |z| (see the module docstring)
     spark: list[float]  # negative share per slice, oldest first (None-free: empty slices give 0)
     spark_posts: list[int]
+    spark_points: str  # the sparkline as SVG polyline points
     incident: str | None = None  # the open incident this scope is part of
     incident_severity: str | None = None
 
@@ -74,14 +75,15 @@ def overview_rows(scopes: Sequence[str], tables: np.ndarray, *, window_slices: i
     rate = nb / base_windows
     z_volume = np.where(rate > 0, (n - rate) / np.sqrt(np.where(rate > 0, rate, 1.0)), 0.0)
     abnormality = np.max(np.abs([_z_share(neg, neg0, n), _z_share(pos, pos0, n), z_volume]), axis=0)
-    spark = np.round(_ratio(tables[:, :, SliceCol.NEGATIVE], tables[:, :, SliceCol.N]), 4).tolist()
+    shares = _ratio(tables[:, :, SliceCol.NEGATIVE], tables[:, :, SliceCol.N])
+    spark, points = np.round(shares, 4).tolist(), spark_points(shares)
     counts = tables[:, :, SliceCol.N].astype(np.int64).tolist()
     cols = [np.round(c, digits).tolist() for c, digits in
             ((rate, 2), (neg, 4), (pos, 4), (neg0, 4), (pos0, 4), (mean, 4), (mean0, 4), (abnormality, 2))]
     return [
         ScopeRow(scope=scope, posts=int(n[i]), baseline_posts_per_window=cols[0][i], negative=cols[1][i], positive=cols[2][i],
                  baseline_negative=cols[3][i], baseline_positive=cols[4][i], mean_score=cols[5][i], baseline_mean_score=cols[6][i],
-                 abnormality=cols[7][i], spark=spark[i], spark_posts=counts[i])
+                 abnormality=cols[7][i], spark=spark[i], spark_posts=counts[i], spark_points=points[i])
         for i, scope in enumerate(scopes)
     ]
 
@@ -215,10 +217,17 @@ def timeline(entries: Iterable[dict[str, Any]], incident_id: str) -> list[dict[s
     return sorted(events, key=lambda e: e["at"])
 
 
-def spark_points(values: Sequence[float], width: int = 120, height: int = 24) -> str:
-    """An SVG polyline's points for a sparkline of shares in [0, 1] (drawn server-side: a table of
-    500 scopes would be slow as 500 chart objects)."""
-    if not values:
-        return ""
-    step = width / max(len(values) - 1, 1)
-    return " ".join(f"{i * step:.1f},{height - min(max(v, 0.0), 1.0) * height:.1f}" for i, v in enumerate(values))
+SPARK_W, SPARK_H = 120, 24
+
+
+def spark_points(shares: np.ndarray) -> list[str]:
+    """Per row of `shares` (scopes x slices, each in [0, 1]), an SVG polyline's points for its
+    sparkline. Drawn server-side (500 chart objects would be slow in the browser), one format call
+    per scope: one per point cost more than reading the data."""
+    if shares.size == 0:
+        return [""] * len(shares)
+    n = shares.shape[1]
+    step = SPARK_W / max(n - 1, 1)
+    row = " ".join(f"{round(i * step, 1)},{{}}" for i in range(n))
+    ys = np.round(SPARK_H - np.clip(shares, 0.0, 1.0) * SPARK_H, 1).tolist()
+    return [row.format(*y) for y in ys]
