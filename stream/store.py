@@ -36,7 +36,8 @@ local prefix, ttl, trim_before = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local levels = {}
 for l = 1, tonumber(ARGV[9]) do
   local a = 9 + (l - 1) * 4
-  levels[l] = {index = KEYS[2 + l], prefix = ARGV[a + 1], width = tonumber(ARGV[a + 2]), ttl = tonumber(ARGV[a + 3]), trim = tonumber(ARGV[a + 4])}
+  levels[l] = {index = KEYS[2 + l], prefix = ARGV[a + 1], width = tonumber(ARGV[a + 2]), ttl = tonumber(ARGV[a + 3]),
+               trim = tonumber(ARGV[a + 4]), sums = {}}
 end
 local stats, registry = KEYS[3 + #levels], KEYS[4 + #levels]
 local first_row = 10 + #levels * 4
@@ -62,17 +63,20 @@ for i = first_row, #ARGV, 7 do
     end
     redis.call('EXPIRE', key, ttl)
     redis.call('ZADD', idx, bucket, bucket)
-    -- Roll-ups: hourly (the console's overview reads 25 of them per scope, not 1,500 buckets)
-    -- and daily (`sentinel report`; they outlive the buckets).
+    -- Roll-ups: hourly (the console's overview reads 26 of them per scope, not 1,560 buckets)
+    -- and daily (`sentinel report`; they outlive the buckets). Summed here and written once per
+    -- slot below: a batch's posts mostly share one hour and one day.
     for _, level in ipairs(levels) do
-      local slot = tostring(math.floor(tonumber(bucket) / level.width) * level.width)
-      local rkey = level.prefix .. slot
-      redis.call('HINCRBY', rkey, 'n', 1)
-      redis.call('HINCRBY', rkey, label, 1)
-      redis.call('HINCRBYFLOAT', rkey, 'score_sum', score)
-      redis.call('HINCRBYFLOAT', rkey, 'score_sq', ARGV[i + 5])
-      redis.call('EXPIRE', rkey, level.ttl)
-      redis.call('ZADD', level.index, slot, slot)
+      local slot = math.floor(tonumber(bucket) / level.width) * level.width
+      local acc = level.sums[slot]
+      if acc == nil then
+        acc = {n = 0, positive = 0, negative = 0, neutral = 0, score_sum = 0, score_sq = 0}
+        level.sums[slot] = acc
+      end
+      acc.n = acc.n + 1
+      acc[label] = (acc[label] or 0) + 1
+      acc.score_sum = acc.score_sum + s
+      acc.score_sq = acc.score_sq + tonumber(ARGV[i + 5])
     end
     if stats then redis.call('HINCRBY', stats, 'label:' .. label, 1) end
     local t = tonumber(ts)
@@ -80,6 +84,18 @@ for i = first_row, #ARGV, 7 do
     added = added + 1
   else
     dups = dups + 1
+  end
+end
+for _, level in ipairs(levels) do
+  for slot, acc in pairs(level.sums) do
+    local rkey, member = level.prefix .. string.format('%d', slot), string.format('%d', slot)
+    for _, field in ipairs({'n', 'positive', 'negative', 'neutral'}) do
+      if acc[field] > 0 then redis.call('HINCRBY', rkey, field, acc[field]) end
+    end
+    redis.call('HINCRBYFLOAT', rkey, 'score_sum', string.format('%.17g', acc.score_sum))
+    redis.call('HINCRBYFLOAT', rkey, 'score_sq', string.format('%.17g', acc.score_sq))
+    redis.call('EXPIRE', rkey, level.ttl)
+    redis.call('ZADD', level.index, member, member)
   end
 end
 redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. trim_before)

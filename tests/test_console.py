@@ -384,7 +384,7 @@ def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_d
         shown = first.inner_text()
         assert "‹script›alert(1)‹/script›" in shown and "!channel" in shown and "\u202e" not in shown and "@everyone" not in shown
         assert page.locator("#samples-negative script, #samples-negative img").count() == 0
-        page.wait_for_function("typeof uPlot !== 'undefined' && document.querySelectorAll('.uplot').length === 5")
+        page.wait_for_function("typeof uPlot !== 'undefined' && document.querySelectorAll('.uplot').length === 6")
 
         # The overview loads; after a swing, its incident appears without a reload.
         page.goto(console.url + "/")
@@ -433,3 +433,42 @@ def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_d
         if console is not None:
             console.close()
         worker.close()
+
+
+def test_run_with_console_keeps_the_stack_up_for_exploring_until_ctrl_c(tmp_path, cache_dir):
+    """`sentinel run FILE --console` on the embedded stack: the console answers with what the run
+    saw, and Ctrl-C (SIGINT) ends the console and the stack cleanly."""
+    import signal
+
+    from scenarios import T0 as START
+
+    posts = [{"id": f"r{i}", "text": f"${'BTC' if i % 2 else 'ETH'} {'moon' if i % 3 else 'dump'} today", "created_at": START + 30 * i,
+              "source": "forum", "channel": "general"} for i in range(300)]
+    data = tmp_path / "posts.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in posts))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BROKER", "REDIS_URL", "SENTINEL_KAFKA_BROKER", "SENTINEL_REDIS_URL")}
+    env |= {"SENTINEL_BASE": "lexicon", "SENTINEL_CACHE_DIR": str(cache_dir), "SENTINEL_CONSOLE_PORT": str(port)}
+    log = (tmp_path / "run.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", str(data), "--console"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        rows: dict = {}
+        while not rows:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "run.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/scopes/asset:BTC", timeout=5) as resp:
+                    rows = json.loads(resp.read())
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        assert sum(rows["whole"]["posts"]) == 150  # every BTC post of the run, read back through the console
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, (tmp_path / "run.log").read_text()[-3000:]
+        output = (tmp_path / "run.log").read_text()
+        assert "processed" in output and f"console on http://127.0.0.1:{port}/" in output
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
