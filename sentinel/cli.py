@@ -583,21 +583,25 @@ def windows(
 
 
 def with_redis(action: Callable[[Any], Awaitable[T]]) -> T:
-    """Run one coroutine against the configured Redis (for the small admin commands)."""
+    """Run one coroutine against the configured Redis client (for the small admin commands)."""
+    settings = model_settings()
+    if not settings.redis_url:
+        raise fail("this command needs REDIS_URL (the Redis the workers use)")
+    return with_store(settings, lambda store: action(store.redis))
+
+
+def with_store(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
+    """Run one coroutine against a WindowStore on `settings`' Redis; a Redis error is one line."""
     import asyncio
 
     from redis.exceptions import RedisError
 
     from sentinel.run import open_store
 
-    settings = model_settings()
-    if not settings.redis_url:
-        raise fail("this command needs REDIS_URL (the Redis the workers use)")
-
     async def go() -> T:
         store = open_store(settings)
         try:
-            return await action(store.redis)
+            return await action(store)
         finally:
             await store.close()
 
@@ -782,25 +786,11 @@ def report(
 
 def load_report(settings: Settings, since_s: int | None, since: str | None) -> Any:
     """The report's data from Redis: the days within `since_s` of the newest post, or all of them."""
-    import asyncio
     import time
 
-    from redis.exceptions import RedisError
-
-    from sentinel.run import open_store
     from stream.reporting.collect import collect_report
 
-    async def go() -> Any:
-        store = open_store(settings)
-        try:
-            return await collect_report(store, since_s=since_s, since=since, now=time.time())
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(go())
-    except RedisError as exc:
-        raise redis_failure(exc) from None
+    return with_store(settings, lambda store: collect_report(store, since_s=since_s, since=since, now=time.time()))
 
 
 def report_targets(settings: Settings) -> list[Any]:

@@ -100,6 +100,29 @@ def test_spans_and_timeline_follow_one_incident():
     assert [(e["type"], e["at"]) for e in events] == [("transition", "2026-01-01T00:10:00Z"), ("notice", "2026-01-01T00:15:00Z")]
 
 
+def test_evidence_series_replays_the_detector_and_crosses_its_threshold_only_after_a_swing():
+    from stream.alerts.judging import AlertConfig, table_bins
+
+    config = AlertConfig()
+    step, first = config.step_s, 1_790_812_800
+    rng = np.random.default_rng(4)
+    hours = 49
+    bins = np.zeros((hours * 60, 6))
+    for i in range(len(bins)):
+        swing = i >= (hours - 2) * 60  # the last two hours: negative share 0.2 -> 0.7
+        n = rng.poisson(4)
+        neg = rng.binomial(n, 0.7 if swing else 0.2)
+        pos = rng.binomial(n - neg, 0.3)
+        bins[i] = [n, pos, neg, n - neg - pos, 0.5 * pos - 0.5 * neg, 0.25 * (pos + neg)]
+    end = first + hours * 3600
+    boundaries = list(range(end - 86400 + step, end + 1, step))
+    series = views.evidence_series("asset:ETH", table_bins(bins, first, step, first), boundaries, config)
+    drop = np.array(series["sentiment_drop"])
+    assert series["threshold"] == round(config.sequential.b, 2) and len(drop) == len(series["t"]) == 1440
+    swing_at = boundaries.index(end - 2 * 3600 + step)
+    assert drop[:swing_at].max() < series["threshold"] <= drop[swing_at:].max()
+
+
 def test_sample_posts_are_made_inert_as_in_notifications():
     shown = views.samples([Sample("p1", HOSTILE, "negative", -0.9), Sample("p2", "$BTC moon", "positive", 0.8)], 5)
     text = shown["negative"][0]["text"]
@@ -384,7 +407,8 @@ def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_d
         shown = first.inner_text()
         assert "‹script›alert(1)‹/script›" in shown and "!channel" in shown and "\u202e" not in shown and "@everyone" not in shown
         assert page.locator("#samples-negative script, #samples-negative img").count() == 0
-        page.wait_for_function("typeof uPlot !== 'undefined' && document.querySelectorAll('.uplot').length === 6")
+        page.wait_for_function("typeof uPlot !== 'undefined' && document.querySelectorAll('.uplot').length === 7")
+        page.screenshot(path=str(shots / "console-scope.png"), full_page=True)
 
         # The overview loads; after a swing, its incident appears without a reload.
         page.goto(console.url + "/")

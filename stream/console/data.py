@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from stream.alerts.correlator import acknowledge, list_incidents
-from stream.alerts.judging import AlertConfig
+from stream.alerts.judging import AlertConfig, table_bins
 from stream.alerts.silences import add_silence, list_silences, remove_silence
 from stream.console import views
 from stream.keys import ACKS_KEY, ALERT_STATS_KEY, INCIDENTS_KEY, OUTBOX_KEY, SILENCES_KEY, STATS_KEY, incident_key, index_key
@@ -23,6 +23,7 @@ from stream.store import HOUR_S, WindowStore
 from stream.windows import SLICE_FIELDS, bucket_start
 
 OVERVIEW_BASELINE_H = 24
+EVIDENCE_SPAN_S = 86400  # the scope page's chart of the detector's statistic
 CHART_POINTS = 288  # points per chart: 5-minute slices over 24 h
 TIMELINE_ENTRIES = 5000  # newest outbox entries searched for an incident's timeline
 SAMPLE_POSTS = 5
@@ -79,16 +80,28 @@ class ConsoleData:
             evidence = [asdict(e) | {"ratio": round(e.ratio, 3)} for e in views.evidence(
                 json.loads(seq), at=int(until), step_s=self.config.step_s, per_window=window // self.config.step_s,
                 config=self.config.sequential, fire_z=self.config.thresholds.fire_z)]
+        series = await self._evidence_series(scope, end) if self.config.detector == "sequential" else None
         found = await self.store.extremes(scope, end - window, end)
         return {
             "scope": scope, "end": end, "window_s": window,
             "row": views.overview([views.overview_row(scope, table)], incidents)[0].as_dict(),
             "day": views.series(day, end - day_n * day_w, day_w).as_dict(),
             "whole": views.series(whole, end - all_n * all_w, all_w).as_dict(),
-            "spans": [asdict(s) for s in views.spans(incidents, scope)],
+            "spans": [asdict(s) for s in views.spans(incidents, scope)], "evidence_series": series,
             "evidence": evidence, "detector": self.config.detector, "judged_until": int(until) if until else None,
             "samples": views.samples(found, SAMPLE_POSTS),
         }
+
+    async def _evidence_series(self, scope: str, end: int) -> dict[str, Any]:
+        """The detector's statistic over the last 24 h at every step: one read of the step bins
+        (24 h plus the window and baseline before them), then the pure replay."""
+        step = self.config.step_s
+        boundaries = list(range(end - EVIDENCE_SPAN_S + step, end + 1, step))
+        first = boundaries[0] - step - self.config.lookback_s
+        count = (end - first) // step
+        bins = await self.store.slices(scope, first, step, count)
+        started = (await self.store.stats()).get("first_event", first)
+        return views.evidence_series(scope, table_bins(bins, first, step, started), boundaries, self.config)
 
     async def incidents(self) -> dict[str, Any]:
         end = await self.end()

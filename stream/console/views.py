@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from stream.alerts.judging import AlertConfig, BinAt, judge_sequential
 from stream.alerts.message import escape_post_text
 from stream.alerts.sequential import SeqConfig, SeqState, verdicts
 from stream.windows import Sample, SliceCol
@@ -180,13 +181,34 @@ class Evidence:
 def evidence(state_json: dict[str, Any] | None, *, at: int, step_s: int, per_window: int, config: SeqConfig, fire_z: float) -> list[Evidence]:
     """Per kind, the evidence (nats) the detector holds now and the threshold b it fires at."""
     state = SeqState.from_json(state_json)
-    if state is None:
-        return []
+    return [] if state is None else evidence_of(state, at=at, step_s=step_s, per_window=per_window, config=config, fire_z=fire_z)
+
+
+def evidence_of(state: SeqState, *, at: int, step_s: int, per_window: int, config: SeqConfig, fire_z: float) -> list[Evidence]:
     b = config.b
     out = []
     for kind, verdict in verdicts(state, at=at, step_s=step_s, per_window=per_window, config=config, fire_z=fire_z).items():
         nats = verdict.signal.strength / fire_z * b
         out.append(Evidence(kind, round(nats, 2), round(b, 2), nats >= b))
+    return out
+
+
+def evidence_series(scope: str, bin_at: BinAt, boundaries: Sequence[int], config: AlertConfig) -> dict[str, Any]:
+    """The sequential detector replayed over `boundaries` from the scope's step bins: its evidence
+    per kind at each boundary, for the chart of the statistic against its threshold. It starts
+    fresh at the first boundary with the baseline the bins hold, as a new scope would, so its
+    first hours can differ from the live detector's, which has carried its state longer."""
+    incidents: dict[str, Any] = {}
+    state: SeqState | None = None
+    per_window = config.window_s // config.step_s
+    out: dict[str, Any] = {"t": [], "threshold": round(config.sequential.b, 2)}
+    for boundary in boundaries:
+        incidents, state, _ = judge_sequential(scope, incidents, state, bin_at, [boundary], config, "")
+        assert state is not None
+        out["t"].append(boundary)
+        for e in evidence_of(state, at=boundary, step_s=config.step_s, per_window=per_window, config=config.sequential,
+                             fire_z=config.thresholds.fire_z):
+            out.setdefault(e.kind, []).append(e.nats)
     return out
 
 

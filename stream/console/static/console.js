@@ -30,7 +30,12 @@ function drawCharts() {
     const end = s.t.length ? s.t[s.t.length - 1] : 0;
     const width = Math.max(el.clientWidth, 320);
     let series, values;
-    if (el.dataset.kind === "shares") {
+    if (el.dataset.kind === "evidence") {
+      const line = s.t.map(() => s.threshold);
+      series = [{}, {label: "sentiment_drop (nats)", stroke: "#c0392b"}, {label: "sentiment_surge (nats)", stroke: "#27ae60"},
+                {label: "volume_spike (nats)", stroke: "#2c3e50"}, {label: "threshold", stroke: "#7f8c8d", dash: [6, 4]}];
+      values = [s.t, s.sentiment_drop, s.sentiment_surge, s.volume_spike, line];
+    } else if (el.dataset.kind === "shares") {
       series = [{}, {label: "negative", stroke: "#c0392b"}, {label: "positive", stroke: "#27ae60"}, {label: "neutral", stroke: "#7f8c8d"}];
       values = [s.t, s.negative, s.positive, s.neutral];
     } else if (el.dataset.kind === "volume") {
