@@ -131,6 +131,40 @@ def test_sample_posts_are_made_inert_as_in_notifications():
     assert [s["id"] for s in shown["positive"]] == ["p2"]
 
 
+def test_the_fuzz_and_injection_texts_render_as_inert_text():
+    """Every hostile text of the fuzz test, as a sample post and as a post id, through the real
+    template: the page's markup is the template's alone."""
+    from html.parser import HTMLParser
+
+    from jinja2 import Environment, FileSystemLoader
+
+    from test_fuzz import CONTROLS, INJECTIONS
+
+    texts = INJECTIONS + CONTROLS + [HOSTILE, '"><svg onload=alert(1)>', "javascript:alert(1)", "&lt;b&gt;", "<!here|here> <@U1|bob>"]
+    found = [Sample(f"{t}-{i}", f"$BTC dump {t}", "negative", -0.5 - i / 1000) for i, t in enumerate(texts)]
+    env = Environment(loader=FileSystemLoader(str(Path(views.__file__).parent / "templates")), autoescape=True)
+    html = env.from_string("<ul>{% for s in samples.negative %}<li><span>{{ s.text }}</span><span>{{ s.id }}</span></li>{% endfor %}</ul>")
+    page = html.render(samples=views.samples(found, len(found)))
+
+    class Tags(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.text = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append((tag, attrs))
+
+        def handle_data(self, data):
+            self.text.append(data)
+
+    parsed = Tags()
+    parsed.feed(page)
+    assert {t for t, _ in parsed.tags} == {"ul", "li", "span"} and all(not attrs for _, attrs in parsed.tags)
+    assert len([t for t, _ in parsed.tags if t == "li"]) == len(texts)
+    shown = "".join(parsed.text)
+    assert not any(ch in shown for ch in "\u202e\u2066\u200b\ufeff\x00\x1b\r\n@")
+
+
 def test_spark_points_stay_inside_the_box():
     points = [tuple(map(float, p.split(","))) for p in views.spark_points(np.array([[0.0, 0.5, 1.0, 2.0]]))[0].split()]
     assert points[0] == (0.0, 24.0) and points[1] == (40.0, 12.0) and points[-1] == (120.0, 0.0)
