@@ -193,18 +193,21 @@ def evidence_of(state: SeqState, *, at: int, step_s: int, per_window: int, confi
     return out
 
 
-def evidence_series(scope: str, bin_at: BinAt, boundaries: Sequence[int], config: AlertConfig) -> dict[str, Any]:
+def evidence_series(scope: str, bin_at: BinAt, boundaries: Sequence[int], config: AlertConfig, points: int = 288) -> dict[str, Any]:
     """The sequential detector replayed over `boundaries` from the scope's step bins: its evidence
-    per kind at each boundary, for the chart of the statistic against its threshold. It starts
-    fresh at the first boundary with the baseline the bins hold, as a new scope would, so its
+    per kind at about `points` of them, for the chart of the statistic against its threshold. It
+    starts fresh at the first boundary with the baseline the bins hold, as a new scope would, so its
     first hours can differ from the live detector's, which has carried its state longer."""
     incidents: dict[str, Any] = {}
     state: SeqState | None = None
     per_window = config.window_s // config.step_s
+    every = max(len(boundaries) // points, 1)  # the state moves every step; the chart needs fewer
     out: dict[str, Any] = {"t": [], "threshold": round(config.sequential.b, 2)}
-    for boundary in boundaries:
+    for i, boundary in enumerate(boundaries):
         incidents, state, _ = judge_sequential(scope, incidents, state, bin_at, [boundary], config, "")
         assert state is not None
+        if (len(boundaries) - 1 - i) % every:
+            continue
         out["t"].append(boundary)
         for e in evidence_of(state, at=boundary, step_s=config.step_s, per_window=per_window, config=config.sequential,
                              fire_z=config.thresholds.fire_z):
