@@ -17,7 +17,7 @@ from scenarios import SWING_MIX, T0, Episode, Scenario, generate
 from stream.alerts.delivery import AlertDelivery, outbox_drained
 from stream.alerts.engine import AlertEngine
 from stream.alerts.silences import add_silence
-from stream.keys import ALERT_STATS_KEY, CORRELATION_KEY, OUTBOX_KEY
+from stream.keys import ALERT_STATS_KEY, CORRELATION_KEY, OUTBOX_GROUP, OUTBOX_KEY
 from stream.contracts import Post
 from stream.alerts.judging import AlertConfig
 from stream.alerts.notify import Notifier, build_apprise
@@ -375,3 +375,36 @@ def test_a_stream_that_stops_mid_wait_announces_its_incident_once_it_has_been_si
     assert staged and "asset:BTC" in staged, "the incident is open and waiting when the stream stops"
     assert before == [] and between_posts == 0, before
     assert after_silence > 0 and [(n["root_scope"], n["reason"]) for n in after] == [("asset:BTC", "new")], after
+
+
+def test_the_outbox_drops_delivered_entries_past_retention_but_never_pending_or_unread_ones(redis_server):
+    redis.Redis.from_url(redis_server).flushdb()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=3600)
+        r = store.redis
+        for ms in (1000, 2000, 3000, 4000):
+            await r.xadd(OUTBOX_KEY, {"entry": "{}"}, id=f"{ms}-0")
+        delivery = AlertDelivery(store, None, lambda record: None, consumer="test", chart=False)
+        await delivery.ensure_group()
+        await r.xreadgroup(OUTBOX_GROUP, "test", {OUTBOX_KEY: ">"}, count=3)  # 1000-3000 read, 4000 unread
+        await r.xack(OUTBOX_KEY, OUTBOX_GROUP, "1000-0", "3000-0")  # 2000 stays pending
+        late = 10_000_000  # wall clock far past all of them
+        steps = [await delivery.trim_outbox(now_ms=late)]
+        left = [[i for i, _ in await r.xrange(OUTBOX_KEY)]]
+        await r.xack(OUTBOX_KEY, OUTBOX_GROUP, "2000-0")
+        steps.append(await delivery.trim_outbox(now_ms=late))
+        left.append([i for i, _ in await r.xrange(OUTBOX_KEY)])
+        # Within retention nothing goes, read and acknowledged or not.
+        await r.xreadgroup(OUTBOX_GROUP, "test", {OUTBOX_KEY: ">"})
+        await r.xack(OUTBOX_KEY, OUTBOX_GROUP, "4000-0")
+        steps.append(await delivery.trim_outbox(now_ms=3600 * 1000 + 2500))
+        left.append([i for i, _ in await r.xrange(OUTBOX_KEY)])
+        await store.close()
+        return steps, left
+
+    steps, left = asyncio.run(go())
+    assert left[0] == ["2000-0", "3000-0", "4000-0"]  # 1000 went; pending 2000 and what follows stay
+    assert left[1] == ["3000-0", "4000-0"]  # 3000 is the group's last read: kept with its millisecond
+    assert left[2] == ["3000-0", "4000-0"]  # cutoff 2500 ms: both are within retention
+    assert steps == [1, 1, 0]

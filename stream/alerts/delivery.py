@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHART_SPAN_S, CHART_STEP_S = 86400, 900
+TRIM_EVERY_S = 60.0  # how often a worker trims the delivered part of the outbox
 PublishRecord = Callable[[AlertRecord], Awaitable[Any]]
 
 
@@ -52,6 +53,11 @@ class _NoObserver:
         pass
 
 
+def _ms_of(entry_id: str) -> int:
+    """The millisecond part of a stream entry id ('1700000000000-3')."""
+    return int(str(entry_id).split("-", 1)[0])
+
+
 class AlertDelivery:
     """Drains the outbox (see the module docstring)."""
 
@@ -65,6 +71,7 @@ class AlertDelivery:
         self.chart = chart
         self.claim_idle_ms = int(claim_idle_s * 1000)
         self.metrics: DeliveryObserver = metrics if metrics is not None else _NoObserver()
+        self._trimmed_at = time.monotonic()
         if notifier is not None and notifier.daily_cap > 0:
             notifier.admit = self._admit
 
@@ -117,7 +124,31 @@ class AlertDelivery:
         for _, items in read or []:
             entries.extend(items)
         await asyncio.gather(*(self._deliver(entry_id, fields) for entry_id, fields in entries if fields))
+        if time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
+            self._trimmed_at = time.monotonic()
+            await self.trim_outbox()
         return len(entries)
+
+    async def trim_outbox(self, now_ms: int | None = None) -> int:
+        """Drop delivered entries older than the retention (wall clock): the outbox would otherwise
+        grow with every transition for good. Never an entry still pending in the group or not yet
+        read by it, whatever its age. Returns the number of entries removed."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        cutoff = now_ms - self.store.retention_s * 1000
+        groups = {g["name"]: g for g in await self.redis.xinfo_groups(OUTBOX_KEY)}
+        group = groups.get(OUTBOX_GROUP)
+        if group is None:
+            return 0
+        # Entries after the group's last-delivered id are unread; the oldest pending one is unfinished.
+        # MINID keeps every entry of the limit's millisecond: ids share one when added together.
+        limits = [cutoff, _ms_of(group["last-delivered-id"])]
+        pending = await self.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP)
+        if pending["pending"]:
+            limits.append(_ms_of(pending["min"]))
+        removed = int(await self.redis.execute_command("XTRIM", OUTBOX_KEY, "MINID", min(limits)))
+        if removed:
+            log.info("outbox trimmed", extra={"removed": removed})
+        return removed
 
     async def _deliver(self, entry_id: str, fields: dict[str, str]) -> None:
         if "entry" in fields:
