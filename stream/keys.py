@@ -54,10 +54,6 @@ def rollup_index_key(scope: str, level: str) -> str:
     return f"{KEY_PREFIX}:{{{scope}}}:{ROLLUP_INDEX[level]}"
 
 
-def day_prefix(scope: str) -> str:
-    return rollup_prefix(scope, "d")
-
-
 def day_index_key(scope: str) -> str:
     return rollup_index_key(scope, "d")
 

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from stream.contracts import Post
 from stream.keys import (
-    SCOPES_KEY, STATS_KEY, bucket_key, bucket_prefix, day_index_key, day_index_pattern, day_prefix, index_key, index_pattern, rollup_index_key,
+    SCOPES_KEY, STATS_KEY, bucket_key, bucket_prefix, day_index_pattern, index_key, index_pattern, rollup_index_key,
     rollup_prefix, scope_of_day_index, scope_of_index, seen_key,
 )
 from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair_scope, pair_scopes_for, scopes_for

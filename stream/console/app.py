@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from stream.console import auth, views
+from stream.console import auth
 from stream.console.data import ConsoleData
 from stream.timefmt import iso, parse_duration
 

@@ -11,7 +11,6 @@ detector's verdict: the detector's own evidence is shown beside it (`evidence`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
