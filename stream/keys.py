@@ -36,7 +36,12 @@ def index_pattern(scope_pattern: str) -> str:
 
 def scope_of_index(key: str) -> str:
     """index_key(scope) -> scope."""
-    before, after = index_key("").split("{}")
+    return _scope_of(key, index_key(""))
+
+
+def _scope_of(key: str, empty: str) -> str:
+    """The scope of `key`, given the same key built for the empty scope (its `{}` marks the slot)."""
+    before, after = empty.split("{}")
     return key[len(before) + 1: -(len(after) + 1)]
 
 
@@ -63,8 +68,7 @@ def day_index_pattern(scope_pattern: str) -> str:
 
 
 def scope_of_day_index(key: str) -> str:
-    before, after = day_index_key("").split("{}")
-    return key[len(before) + 1: -(len(after) + 1)]
+    return _scope_of(key, day_index_key(""))
 
 
 def seen_key(scope: str) -> str:

@@ -289,9 +289,10 @@ class WindowStore:
                 item.post.id, bucket, item.label, repr(item.score), repr(item.post.created_at), repr(item.score * item.score),
                 item.post.text[:SAMPLE_TEXT_CHARS],
             ]
-            for scope in scopes_for(item.post) + (pair_scopes_for(item.post) if self.pairs else []):
+            scopes = scopes_for(item.post)
+            for scope in scopes + (pair_scopes_for(item.post) if self.pairs else []):
                 by_scope.setdefault(scope, []).extend(row)
-            for scope in scopes_for(item.post):
+            for scope in scopes:
                 newest[scope] = max(newest.get(scope, item.post.created_at), item.post.created_at)
         all_rows = by_scope.pop("all", [])
         ttl = self.retention_s + self.bucket_s
