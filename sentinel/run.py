@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 from pydantic import SecretStr
 
@@ -28,6 +29,10 @@ from stream.store import COUNTERS, WindowStore
 
 # An embedded single-broker stack needs no 30 s rebalance wait; production keeps its settings.
 EMBEDDED_TIMEOUTS = {"SENTINEL_REBALANCE_TIMEOUT": "5", "SENTINEL_SESSION_TIMEOUT": "6", "SENTINEL_HEARTBEAT_INTERVAL": "1"}
+
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class RunError(RuntimeError):
@@ -42,7 +47,7 @@ def connected(settings: Settings) -> Iterator[tuple[Settings, bool]]:
         return
     if settings.kafka_broker or settings.redis_url:
         raise RunError("configure both KAFKA_BROKER and REDIS_URL, or neither (for the embedded stack)")
-    with embedded_stack() as stack:
+    with embedded_stack(redis_cluster=settings.redis_cluster) as stack:
         yield settings.model_copy(update={"kafka_broker": stack.kafka_broker, "redis_url": SecretStr(stack.redis_url)}), True
 
 
@@ -53,13 +58,17 @@ def redis_url(settings: Settings) -> str:
 
 
 def open_store(settings: Settings) -> WindowStore:
+    """The window store on the configured Redis: one server, or a cluster (SENTINEL_REDIS_CLUSTER)."""
+    from stream.redis_client import ReplicaWait, open_redis
     from stream.timefmt import parse_duration
 
-    import redis.asyncio as aioredis
-
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    client = aioredis.Redis.from_url(redis_url(settings), decode_responses=True, password=password)
-    return WindowStore(client, bucket_s=parse_duration(settings.bucket), retention_s=parse_duration(settings.retention),
+    try:
+        client = open_redis(redis_url(settings), password=password, cluster=settings.redis_cluster)
+    except ValueError as exc:
+        raise RunError(f"REDIS_URL: {exc}") from None
+    wait = ReplicaWait(client, settings.redis_wait_replicas, round(settings.redis_wait_timeout * 1000)) if settings.redis_wait_replicas else None
+    return WindowStore(client, bucket_s=parse_duration(settings.bucket), retention_s=parse_duration(settings.retention), replica_wait=wait,
                        pairs=settings.alert_grouping == "incidents", day_retention_s=parse_duration(settings.report_retention))
 
 
@@ -124,13 +133,28 @@ async def committed_lag(settings: Settings) -> int:
         await consumer.stop()
 
 
+async def unless_transient(call: Callable[[], Awaitable[T]]) -> T | None:
+    """`call()`, or None while Redis is away (stream/redis_client.is_transient)."""
+    from stream.redis_client import is_transient
+
+    try:
+        return await call()
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        log.warning("redis unavailable while waiting; polling on", extra={"error": type(exc).__name__})
+        return None
+
+
 async def wait_processed(
     settings: Settings, store: WindowStore, before: dict[str, float], sent: int, workers: list[subprocess.Popen], timeout: float,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     deadline = time.monotonic() + timeout
+    stats: dict[str, float] | None = dict(before)
     while True:
-        stats = await store.stats()
+        # The workers ride out a Redis outage or a cluster failover; so does this wait.
+        stats = await unless_transient(store.stats) or stats
         consumed = int(stats["consumed"] - before["consumed"])
         if on_progress:
             on_progress(consumed)
@@ -157,7 +181,7 @@ async def wait_alerts_delivered(store: WindowStore, workers: list[subprocess.Pop
     from stream.alerts.delivery import outbox_drained
 
     deadline = time.monotonic() + timeout
-    while not await outbox_drained(store.redis):
+    while not await unless_transient(lambda: outbox_drained(store.redis)):
         if all(w.poll() is not None for w in workers):
             raise RunError("every worker exited before the alerts were delivered")
         if time.monotonic() > deadline:

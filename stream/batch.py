@@ -33,6 +33,8 @@ class BatchOutcome:
     windows_s: float = 0.0
     alerts: int = 0
     alerts_s: float = 0.0
+    replicas_s: float = 0.0  # waiting for Redis replicas (SENTINEL_REDIS_WAIT_REPLICAS)
+    replicas_short: bool = False  # some master had fewer replicas than asked when the wait timed out
     total_s: float = 0.0
 
 

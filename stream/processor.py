@@ -25,15 +25,13 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from model.scorer import Judgement
 from stream.alerts.incidents import AlertRecord
 from stream.assets import DEFAULT_ALIASES
 from stream.batch import BatchOutcome, Prepared, RawMessage
 from stream.contracts import DLQ_MAX_VALUE_BYTES, Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
 from stream.model_thread import ModelThread
+from stream.redis_client import is_transient
 from stream.store import Scored, WindowStore
 from stream.windows import is_late, scopes_for
 
@@ -147,24 +145,38 @@ class BatchProcessor:
             "consumed": outcome.consumed, "valid": outcome.valid, "dlq": outcome.dlq, "late_dropped": outcome.late_dropped,
             "classify_ms": round(outcome.classify_s * 1000),  # how busy the model is: for benchmarks and capacity
         }
-        mark = time.perf_counter()
         items = [Scored(p, j.label, j.score) for p, j in scored]
         marks = partition_watermarks(batch.posts)
-        result = await self._with_redis(lambda: self.store.apply(items, counters, batch.watermark, marks))
-        outcome.windows_s = time.perf_counter() - mark
-        outcome.processed, outcome.duplicates = result.added, result.duplicates
-        if self.alerts is not None:
+        token = batch_token(batch.messages)
+        committed: dict[str, AlertRecord] = {}
+        touched: dict[str, float] = {}  # scope -> its newest post in the batch (the engine's dirty set)
+        for item in items:
+            for scope in scopes_for(item.post):
+                touched[scope] = max(touched.get(scope, float("-inf")), item.post.created_at)
+
+        async def write() -> None:
+            # Windows, then judging, then the replicas: all idempotent, so a failure anywhere
+            # (Redis away, a failover, replicas behind) writes the whole batch again.
             mark = time.perf_counter()
-            touched: dict[str, float] = {}  # scope -> its newest post in the batch (the engine's dirty set)
-            for item in items:
-                for scope in scopes_for(item.post):
-                    touched[scope] = max(touched.get(scope, float("-inf")), item.post.created_at)
-            alerts = self.alerts
-            records = await self._with_redis(lambda: alerts.judge(touched))
-            outcome.alerts = len(records)
-            outcome.alerts_s = time.perf_counter() - mark
-            for record in records:
-                self.metrics.alert(record)
+            result = await self.store.apply(items, counters, batch.watermark, marks, batch=token)
+            outcome.windows_s = time.perf_counter() - mark
+            outcome.processed, outcome.duplicates = max(outcome.processed, result.added), max(outcome.duplicates, result.duplicates)
+            if self.alerts is not None:
+                mark = time.perf_counter()
+                committed.update((r.alert_id, r) for r in await self.alerts.judge(touched))
+                outcome.alerts_s = time.perf_counter() - mark
+            # Before anything says "counted" (the results, then the offsets): a master that dies
+            # now must not take writes its replica never saw (SENTINEL_REDIS_WAIT_REPLICAS).
+            mark = time.perf_counter()
+            outcome.replicas_short = not await self.store.replicated()
+            outcome.replicas_s = time.perf_counter() - mark
+
+        await self._with_redis(write)
+        if outcome.replicas_short:
+            log.warning("redis replicas short: batch committed with writes on a master alone", extra={"batch": batch.number})
+        outcome.alerts = len(committed)
+        for record in committed.values():
+            self.metrics.alert(record)
         # Published after the windows are written, so a post-sentiment record means "counted", and
         # processed_at marks the window update. A redelivered post is published again (at-least-once).
         now = time.time()
@@ -179,6 +191,7 @@ class BatchProcessor:
                    "duplicates": outcome.duplicates, "late": outcome.late_dropped,
                    "partitions": sorted({m.partition for m in batch.messages}), "classify_s": round(outcome.classify_s, 3),
                    "windows_s": round(outcome.windows_s, 4), "alerts": outcome.alerts, "alerts_s": round(outcome.alerts_s, 4),
+                   "replicas_s": round(outcome.replicas_s, 4),
                    "total_s": round(outcome.total_s, 3)},
         )
         return outcome
@@ -230,10 +243,12 @@ class BatchProcessor:
         while True:
             try:
                 return await call()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                # Redis is down: keep the batch (its offsets stay uncommitted) and back off. Both
-                # steps are idempotent (post ids, compare-and-set on judged boundaries), so a retry
-                # after a write that did land changes nothing.
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # Redis is down (or a cluster is promoting a replica): keep the batch (its offsets
+                # stay uncommitted) and back off. Every step is idempotent (post ids, compare-and-set
+                # on judged boundaries), so a retry after a write that did land changes nothing.
                 log.warning("redis unavailable, retrying", extra={"error": type(exc).__name__, "retry_in_s": round(delay, 2)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.redis_retry_max_s)
@@ -274,6 +289,15 @@ class BatchPipeline:
             self.on_failure(exc)
             raise
         self.in_flight -= 1
+
+
+def batch_token(messages: Sequence[RawMessage]) -> str:
+    """The batch's identity: its offset range per partition (the same messages give the same token)."""
+    ranges: dict[tuple[str, int], tuple[int, int]] = {}
+    for m in messages:
+        lo, hi = ranges.get((m.topic, m.partition), (m.offset, m.offset))
+        ranges[(m.topic, m.partition)] = (min(lo, m.offset), max(hi, m.offset))
+    return ";".join(f"{t}/{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(ranges.items()))
 
 
 def partition_watermarks(posts: Sequence[tuple[Post, RawMessage]]) -> dict[int, float]:

@@ -46,6 +46,13 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("SENTINEL_REDIS_URL", "REDIS_URL"), description="redis:// or rediss:// URL"
     )
     redis_password: SecretStr | None = None
+    redis_cluster: bool = Field(False, description="Redis Cluster: REDIS_URL lists startup nodes (host:port, comma-separated)")
+    redis_wait_replicas: int = Field(
+        0, ge=0, description="replicas every Redis master must acknowledge a batch's writes to (WAIT) before its offsets commit; 0: no wait"
+    )
+    redis_wait_timeout: float = Field(
+        1.0, gt=0, description="seconds a batch waits for those replicas; past it the batch commits and the shortfall is logged and counted"
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     kafka_sasl_username: str | None = None

@@ -18,8 +18,9 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from stream.contracts import Post
+from stream.redis_client import ReplicaWait, ScriptCall, is_cluster, run_scripts
 from stream.keys import (
-    SCOPES_KEY, STATS_KEY, bucket_key, bucket_prefix, day_index_pattern, index_key, index_pattern, rollup_index_key,
+    BATCHES_KEY, SCOPES_KEY, STATS_KEY, bucket_key, bucket_prefix, day_index_pattern, index_key, index_pattern, rollup_index_key,
     rollup_prefix, scope_of_day_index, scope_of_index, seen_key,
 )
 from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair_scope, pair_scopes_for, scopes_for
@@ -28,8 +29,9 @@ from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair
 # watermark, counters (JSON), partition watermarks (JSON), wall-clock now, the batch's scopes
 # (JSON {scope: newest event time}; `all` only), roll-up level count L, then per level (prefix,
 # width, ttl, trim-before), then (id, bucket, label, score, ts, score², text)*.
-# Only the `all` scope passes the stats and scope-registry keys: they live in its slot, so the
-# batch's counters, duplicates, watermarks and scopes move atomically with its windows.
+# Only the `all` scope passes the stats, scope-registry and batch-token keys: they live in its slot,
+# so the batch's counters, duplicates, watermarks and scopes move atomically with its windows.
+# The counters JSON may carry `batch`, a token that makes a batch written twice count once.
 _APPLY_SCOPE = """
 local idx, seen = KEYS[1], KEYS[2]
 local prefix, ttl, trim_before = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -125,7 +127,19 @@ if stats then
   local wm = tonumber(ARGV[4])
   local old = tonumber(redis.call('HGET', stats, 'watermark') or '-1')
   if wm > old then redis.call('HSET', stats, 'watermark', ARGV[4]) end
-  for name, value in pairs(cjson.decode(ARGV[5])) do
+  -- A batch written again (its reply was lost, or its replicas were behind) counts once: its
+  -- token (partition offsets) is remembered for a day of wall-clock time.
+  local counters = cjson.decode(ARGV[5])
+  local fresh = true
+  if counters.batch then
+    local batches = KEYS[5 + #levels]
+    fresh = redis.call('ZADD', batches, 'NX', ARGV[7], counters.batch) == 1
+    redis.call('ZREMRANGEBYSCORE', batches, '-inf', tonumber(ARGV[7]) - 86400)
+    redis.call('EXPIRE', batches, 2 * 86400)
+    counters.batch = nil
+  end
+  if not fresh then counters, dups = {}, 0 end
+  for name, value in pairs(counters) do
     if value ~= 0 then redis.call('HINCRBY', stats, name, value) end
   end
   -- Per-partition event-time watermarks (and when each last reported): alert judging
@@ -251,9 +265,10 @@ class ApplyResult:
 class WindowStore:
     def __init__(
         self, client: aioredis.Redis, *, bucket_s: int = 60, retention_s: int = 2 * 86400, pairs: bool = False,
-        day_retention_s: int = DAY_RETENTION_S,
+        day_retention_s: int = DAY_RETENTION_S, replica_wait: ReplicaWait | None = None,
     ):
         self.redis = client
+        self.replica_wait = replica_wait  # WAIT before a batch's offsets commit (SENTINEL_REDIS_WAIT_REPLICAS)
         self.pairs = pairs  # also write windows.pair_scopes_for (incident grouping reads them)
         self.bucket_s = bucket_s
         self.retention_s = retention_s
@@ -267,7 +282,16 @@ class WindowStore:
         return cls(aioredis.Redis.from_url(url, decode_responses=True), **kwargs)
 
     async def close(self) -> None:
+        if self.replica_wait is not None:
+            await self.replica_wait.close()
         await self.redis.aclose()
+
+    async def replicated(self) -> bool:
+        """Wait until every master's replicas hold this worker's writes so far; False when some
+        master had fewer than asked at the timeout. True at once without a replica wait."""
+        if self.replica_wait is None or self.replica_wait.replicas <= 0:
+            return True
+        return await self.replica_wait() >= self.replica_wait.replicas
 
     async def watermark(self) -> float:
         value = await self.redis.hget(STATS_KEY, "watermark")
@@ -278,9 +302,10 @@ class WindowStore:
 
     async def apply(
         self, scored: Sequence[Scored], counters: Mapping[str, int], watermark: float,
-        partition_watermarks: Mapping[int, float] | None = None,
+        partition_watermarks: Mapping[int, float] | None = None, batch: str | None = None,
     ) -> ApplyResult:
-        """Write a batch's windows and counters in one round trip (duplicates and processed are counted here)."""
+        """Write a batch's windows and counters in one round trip (duplicates and processed are
+        counted here). With a `batch` token (its partition offsets), writing it again is harmless."""
         by_scope: dict[str, list[str]] = {}
         newest: dict[str, float] = {}
         for item in scored:
@@ -299,7 +324,8 @@ class WindowStore:
         has_wm = watermark > float("-inf")
         trim_before = int(watermark - self.retention_s) if has_wm else 0
         pwm = {str(p): repr(ts) for p, ts in (partition_watermarks or {}).items()}
-        head = [ttl, trim_before, repr(watermark) if has_wm else "-1", json.dumps(dict(counters)), json.dumps(pwm), repr(time.time())]
+        counted = {**counters, "batch": batch} if batch else dict(counters)
+        head = [ttl, trim_before, repr(watermark) if has_wm else "-1", json.dumps(counted), json.dumps(pwm), repr(time.time())]
         # (level, width, ttl, trim-before); a slot is dropped only once all of it is out of retention.
         levels = [("h", HOUR_S, self.retention_s + HOUR_S, trim_before // HOUR_S * HOUR_S)]
         if self.day_retention_s:
@@ -312,17 +338,20 @@ class WindowStore:
             return ([rollup_index_key(scope, name) for name, *_ in mine],
                     [len(mine), *(x for name, width, lttl, trim in mine for x in (rollup_prefix(scope, name), width, lttl, trim))])
 
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for scope, rows in by_scope.items():
-                indexes, largs = level_args(scope)
-                keys = [index_key(scope), seen_key(scope), *indexes]
-                await self._apply_scope(keys=keys, args=[bucket_prefix(scope), *head, "{}", *largs, *rows], client=pipe)
-            # `all` goes last: once its watermarks are visible, every scope of the batch is written,
-            # so a reader that trusts the watermarks never sees half a batch.
-            indexes, largs = level_args("all")
-            keys = [index_key("all"), seen_key("all"), *indexes, STATS_KEY, SCOPES_KEY]
-            await self._apply_scope(keys=keys, args=[bucket_prefix("all"), *head, json.dumps(newest), *largs, *all_rows], client=pipe)
-            results = await pipe.execute()
+        calls: list[ScriptCall] = []
+        for scope, rows in by_scope.items():
+            indexes, largs = level_args(scope)
+            calls.append((self._apply_scope, [index_key(scope), seen_key(scope), *indexes], [bucket_prefix(scope), *head, "{}", *largs, *rows]))
+        # `all` goes last: once its watermarks are visible, every scope of the batch is written, so
+        # a reader that trusts the watermarks never sees half a batch. One server runs a pipeline
+        # in order; a cluster runs each node's part concurrently, so there `all` waits for the rest.
+        indexes, largs = level_args("all")
+        last = (self._apply_scope, [index_key("all"), seen_key("all"), *indexes, STATS_KEY, SCOPES_KEY, BATCHES_KEY],
+                [bucket_prefix("all"), *head, json.dumps(newest), *largs, *all_rows])
+        if is_cluster(self.redis):
+            await run_scripts(self.redis, calls)
+            calls = []
+        results = await run_scripts(self.redis, [*calls, last])
         added, dups = results[-1]
         return ApplyResult(added=int(added), duplicates=int(dups))
 
@@ -342,11 +371,10 @@ class WindowStore:
                 calls.append((scope, width, [(first, count)]))
         if not calls:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for scope, width, runs in calls:
-                args = [bucket_prefix(scope), width, *(x for run in runs for x in run)]
-                await self._read_slices(keys=[index_key(scope)], args=args, client=pipe)
-            replies = await pipe.execute()
+        replies = await run_scripts(self.redis, [
+            (self._read_slices, [index_key(scope)], [bucket_prefix(scope), width, *(x for run in runs for x in run)])
+            for scope, width, runs in calls
+        ])
         return [_to_table(sparse, count) for reply, (_, _, runs) in zip(replies, calls)
                 for sparse, (_, count) in zip(reply.split("|"), runs)]
 
@@ -363,11 +391,10 @@ class WindowStore:
     async def _rollups(self, level: str, width: int, requests: Sequence[tuple[str, int, int]]) -> list[np.ndarray]:
         if not requests:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for scope, first, count in requests:
-                args = [rollup_prefix(scope, level), width, first, count]
-                await self._read_rollup(keys=[rollup_index_key(scope, level)], args=args, client=pipe)
-            replies = await pipe.execute()
+        replies = await run_scripts(self.redis, [
+            (self._read_rollup, [rollup_index_key(scope, level)], [rollup_prefix(scope, level), width, first, count])
+            for scope, first, count in requests
+        ])
         return [_flat_table(reply, count) for reply, (_, _, count) in zip(replies, requests)]
 
     async def day_scopes(self, pattern: str = "*") -> list[str]:

@@ -69,6 +69,24 @@ def test_redelivered_posts_count_once_and_are_counted_as_duplicates(store):
     assert w.posts == 3 and stats["duplicates"] == 2 and stats["processed"] == 3
 
 
+def test_a_batch_written_again_counts_once(store):
+    """The same batch token (its offsets) a second time: a lost reply or replicas behind made the
+    worker write it again. Counters and duplicates stay as after the first write; another token counts."""
+    async def go():
+        batch = [item("a", T0), item("b", T0)]
+        await store.apply(batch, {"consumed": 2, "valid": 2}, T0, batch="posts/0:0-1")
+        again = await store.apply(batch, {"consumed": 2, "valid": 2}, T0, batch="posts/0:0-1")
+        after_again = await store.stats()
+        redelivered = await store.apply(batch, {"consumed": 2, "valid": 2}, T0, batch="posts/0:0-2")
+        stats = await store.stats()
+        await store.redis.aclose()
+        return again, after_again, redelivered, stats
+    again, after_again, redelivered, stats = run(go())
+    assert (again.added, again.duplicates) == (0, 0)
+    assert (after_again["consumed"], after_again["duplicates"], after_again["processed"]) == (2, 0, 2)
+    assert redelivered.duplicates == 2 and (stats["consumed"], stats["duplicates"], stats["processed"]) == (4, 2, 2)
+
+
 def test_late_post_within_retention_lands_in_its_own_bucket(store):
     async def go():
         await store.apply([item("new", T0 + 1800)], {}, T0 + 1800)

@@ -34,6 +34,7 @@ from stream.alerts.judging import (
     table_bins,
 )
 from stream.alerts.sequential import SeqState
+from stream.redis_client import run_scripts
 from stream.store import WindowStore, parse_stats
 from stream.keys import (
     ALERT_STATS_KEY, ASSETS_KEY, DIRTY_KEY, JUDGED_KEY, OPEN_KEY, OUTBOX_KEY, STAGING_KEY, STATS_KEY, incident_key, index_key,
@@ -241,17 +242,16 @@ class AlertEngine:
                 after, records = judge_series(scope, incidents, slices, first, todo, history_start, self.config, now_iso)
             records = [await self._with_samples(r) for r in records]
             commits.append((scope, expected, todo[-1], after, state, records))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for scope, expected, last, after, state, records in commits:
-                staged = [item for r in records for item in (str(int(epoch(r.window_end))), json.dumps(asdict(r), ensure_ascii=False))]
-                await self._commit(
-                    keys=[incident_key(scope), OPEN_KEY, OUTBOX_KEY, ALERT_STATS_KEY, DIRTY_KEY, STAGING_KEY, JUDGED_KEY],
-                    args=[expected, str(last), scope, json.dumps({k: v.to_json() for k, v in after.items()}),
-                          json.dumps(state.to_json()) if state is not None else "",
-                          "1" if self.correlator is not None else "0", *staged],
-                    client=pipe,
-                )
-            results = await pipe.execute()
+        calls = []
+        for scope, expected, last, after, state, records in commits:
+            staged = [item for r in records for item in (str(int(epoch(r.window_end))), json.dumps(asdict(r), ensure_ascii=False))]
+            calls.append((
+                self._commit,
+                [incident_key(scope), OPEN_KEY, OUTBOX_KEY, ALERT_STATS_KEY, DIRTY_KEY, STAGING_KEY, JUDGED_KEY],
+                [expected, str(last), scope, json.dumps({k: v.to_json() for k, v in after.items()}),
+                 json.dumps(state.to_json()) if state is not None else "", "1" if self.correlator is not None else "0", *staged],
+            ))
+        results = await run_scripts(self.redis, calls)
         lost = []
         for (scope, _, _, _, _, records), ok in zip(commits, results):
             if ok:

@@ -112,6 +112,13 @@ class WorkerMetrics:
         self.windows_seconds = Histogram(
             "sentinel_window_update_seconds", "Redis window and counter update per micro-batch", buckets=WINDOWS_BUCKETS, registry=r
         )
+        self.replica_wait_seconds = Histogram(
+            "sentinel_redis_replica_wait_seconds", "WAIT for Redis replicas per micro-batch (SENTINEL_REDIS_WAIT_REPLICAS)",
+            buckets=WINDOWS_BUCKETS, registry=r,
+        )
+        self.replica_wait_short = Counter(
+            "sentinel_redis_replica_wait_short", "Batches committed with fewer Redis replicas than asked (the WAIT timed out)", registry=r
+        )
         self.alert_transitions = Counter("sentinel_alert_transitions", "Alert transitions committed by this worker", ["kind", "state"], registry=r)
         self.deliveries = Counter(
             "sentinel_alert_deliveries", "Alert deliveries by result (notified, failed after retries, silenced)", ["result"], registry=r
@@ -137,6 +144,10 @@ class WorkerMetrics:
         if outcome.valid - outcome.late_dropped > 0:
             self.classify_seconds.observe(outcome.classify_s)
         self.windows_seconds.observe(outcome.windows_s)
+        if outcome.replicas_s:
+            self.replica_wait_seconds.observe(outcome.replicas_s)
+        if outcome.replicas_short:
+            self.replica_wait_short.inc()
 
     def dead_lettered(self, reason: str) -> None:
         self.dead_letter.labels(reason=reason).inc()

@@ -115,7 +115,8 @@ def start_ready(name: str, argv: Sequence[str], log_path: Path, ready: Callable[
 
 
 def start_redis(
-    workdir: Path, port: int | None = None, appendonly: bool = False, password: str | None = None, *, appendfsync: str | None = None
+    workdir: Path, port: int | None = None, appendonly: bool = False, password: str | None = None, *, appendfsync: str | None = None,
+    extra: Sequence[str] = (),
 ) -> tuple[Process, str]:
     """A redis-server on loopback; with password, clients must AUTH (the URL returned carries it).
     `appendfsync` (`always`, `everysec`, `no`) sets the AOF fsync policy; None keeps Redis's default."""
@@ -134,6 +135,7 @@ def start_redis(
         argv += ["--requirepass", password]
     if appendfsync is not None:
         argv += ["--appendfsync", appendfsync]
+    argv += list(extra)
     proc = start_ready("redis-server", argv, workdir / f"redis-{port}.log", lambda: _redis_ping(port, password), 15)
     auth = f":{password}@" if password else ""
     return proc, f"redis://{auth}127.0.0.1:{port}/0"
@@ -147,6 +149,96 @@ def _redis_ping(port: int, password: str | None = None) -> bool:
     return False
 
 
+CLUSTER_BUS_OFFSET = 10_000  # Redis 6.2 listens for its cluster bus on port + 10000
+
+
+def free_cluster_port() -> int:
+    """A loopback port whose cluster-bus port (+10000) is free as well."""
+    for _ in range(200):
+        port = 20_000 + int.from_bytes(os.urandom(2), "big") % 20_000
+        if not port_open(port) and not port_open(port + CLUSTER_BUS_OFFSET):
+            with contextlib.suppress(OSError), socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
+                return port
+    raise ServiceError("no free port pair for a Redis Cluster node")
+
+
+@dataclass
+class RedisClusterNodes:
+    """A local Redis Cluster: its node processes by port, and the startup URL (every node, comma-separated)."""
+
+    workdir: Path
+    nodes: dict[int, Process]
+    node_timeout_ms: int
+
+    @property
+    def url(self) -> str:
+        return "redis://" + ",".join(f"127.0.0.1:{port}" for port in self.nodes)
+
+    def start_node(self, port: int) -> Process:
+        """(Re)start the node on `port` from its own config file (a restarted node rejoins as it was)."""
+        argv = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                "--cluster-node-timeout", str(self.node_timeout_ms)]
+        (self.workdir / str(port)).mkdir(parents=True, exist_ok=True)
+        proc, _ = start_redis(self.workdir / str(port), port, extra=argv)
+        self.nodes[port] = proc
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.nodes.values():
+            proc.stop()
+
+
+def cluster_info(port: int) -> dict[str, str]:
+    import redis
+
+    with contextlib.suppress(Exception):
+        info = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, decode_responses=True).cluster("info")
+        return {key: str(value) for key, value in info.items()}
+    return {}
+
+
+def replication_info(port: int) -> dict:
+    import redis
+
+    with contextlib.suppress(Exception):
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, decode_responses=True).info("replication")
+    return {}
+
+
+def cluster_healthy(ports: Sequence[int], masters: int) -> bool:
+    """Every node sees the cluster OK with `masters` masters, and every replica's link is up."""
+    roles = [replication_info(port) for port in ports]
+    if any(not r for r in roles) or sum(r.get("role") == "master" for r in roles) != masters:
+        return False
+    if any(r.get("role") == "slave" and r.get("master_link_status") != "up" for r in roles):
+        return False
+    return all(cluster_info(port).get("cluster_state") == "ok" for port in ports)
+
+
+def start_redis_cluster(workdir: Path, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 2000) -> RedisClusterNodes:
+    """`masters` x (1 + `replicas`) redis-server nodes in cluster mode, joined by
+    `redis-cli --cluster create`; returns once the cluster is OK and every replica is in sync."""
+    cluster = RedisClusterNodes(Path(workdir), {}, node_timeout_ms)
+    try:
+        for _ in range(masters * (1 + replicas)):
+            cluster.start_node(free_cluster_port())
+        cli = str(Path(redis_binary()).with_name("redis-cli"))
+        cli = cli if os.access(cli, os.X_OK) else (shutil.which("redis-cli") or "redis-cli")
+        create = subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in cluster.nodes), "--cluster-replicas", str(replicas), "--cluster-yes"],
+            capture_output=True, text=True, timeout=60,
+        )
+        if create.returncode != 0:
+            raise ServiceError(f"redis-cli --cluster create failed: {create.stdout[-500:]} {create.stderr[-500:]}")
+        wait_for(lambda: cluster_healthy(list(cluster.nodes), masters), 60, "the Redis Cluster")
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
 def start_tansu(workdir: Path, port: int | None = None) -> tuple[Process, str]:
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
@@ -156,14 +248,19 @@ def start_tansu(workdir: Path, port: int | None = None) -> tuple[Process, str]:
 
 
 @contextlib.contextmanager
-def embedded_stack(workdir: Path | None = None) -> Iterator[Stack]:
-    """Start Tansu and redis-server, yield their addresses, always stop both."""
+def embedded_stack(workdir: Path | None = None, *, redis_cluster: bool = False) -> Iterator[Stack]:
+    """Start Tansu and redis-server (or a 6-node Redis Cluster), yield their addresses, always stop them."""
     own_dir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="sentinel-stack-")) if own_dir else Path(workdir)  # type: ignore[arg-type]
     procs: list[Process] = []
     try:
-        redis_proc, redis_url = start_redis(root)
-        procs.append(redis_proc)
+        if redis_cluster:
+            cluster = start_redis_cluster(root / "redis-cluster")
+            procs.extend(cluster.nodes.values())
+            redis_url = cluster.url
+        else:
+            redis_proc, redis_url = start_redis(root)
+            procs.append(redis_proc)
         kafka_proc, broker = start_tansu(root)
         procs.append(kafka_proc)
         log.info("embedded stack up", extra={"kafka": broker, "redis": redis_url})

@@ -1,0 +1,217 @@
+"""Redis connections: one server, or a Redis Cluster (`SENTINEL_REDIS_CLUSTER`), and the replica
+acknowledgement (`WAIT`) a batch waits for before its Kafka offsets may be committed.
+
+Every key the project writes carries a hash tag (stream/keys.py), and every Lua script touches the
+keys of one tag, so the same code runs on one server and on a cluster; only the client differs.
+
+Why WAIT needs care: it covers the writes made on *its own connection* (Redis records the
+replication offset per client), and a pooled client spreads a batch over several connections. A
+write followed by WAIT on one connection covers everything the master replicated before that write,
+whoever made it, because the replication stream is ordered. So each master gets a tiny write of its
+own (a key whose hash tag lands in its slots) and a WAIT, pipelined on one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import ClusterError, NoScriptError, ReadOnlyError, RedisClusterException, ResponseError, SlotNotCoveredError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from stream.keys import KEY_PREFIX
+
+log = logging.getLogger(__name__)
+
+# Errors a retry can outlive: the server is away, or a cluster is moving a slot or promoting a
+# replica. Everything else (a bad script, a wrong type) is a bug and must surface.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError, RedisTimeoutError, OSError, ClusterError, TryAgainError, SlotNotCoveredError,
+    ReadOnlyError,  # a write reached a master that has just become a replica
+)
+
+WAIT_KEY_TTL_MS = 60_000
+
+
+class ReplicasBehind(TryAgainError):
+    """A master's connected replicas had not all caught up when WAIT timed out: the batch is
+    written again and waited for again (its offsets stay uncommitted meanwhile)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A Redis failure that waiting can cure. redis-py's cluster client says "no node reachable"
+    with the same exception class it uses for misuse, so that one case is told by its message."""
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    return isinstance(exc, RedisClusterException) and "cannot be connected" in str(exc)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+def split_url(url: str) -> tuple[str, list[Endpoint]]:
+    """`redis://[:pw@]h1:p1,h2:p2/0` or `redis://h1:p1,redis://h2:p2` -> (the first URL, every
+    endpoint). Later entries inherit the first's scheme and credentials (pure)."""
+    parts = [part.strip() for part in url.split(",") if part.strip()]
+    if not parts:
+        raise ValueError("empty Redis URL")
+    first = parts[0]
+    scheme = urlsplit(first).scheme or "redis"
+    endpoints = []
+    for part in parts:
+        parsed = urlsplit(part if "://" in part else f"{scheme}://{part}")
+        if not parsed.hostname:
+            raise ValueError(f"no host in Redis URL entry {part.split('@')[-1]!r}")
+        endpoints.append(Endpoint(parsed.hostname, parsed.port or 6379))
+    return first, endpoints
+
+
+def open_redis(url: str, *, password: str | None = None, cluster: bool = False, **kwargs: Any) -> Any:
+    """The asyncio client for `url`: redis-py's cluster client when `cluster`, with every listed
+    endpoint as a startup node; otherwise a plain client for the first (and only) URL."""
+    first, endpoints = split_url(url)
+    if not cluster:
+        if len(endpoints) > 1:
+            raise ValueError("several Redis endpoints need SENTINEL_REDIS_CLUSTER=1")
+        extra = {"password": password} if password else {}
+        return aioredis.Redis.from_url(first, decode_responses=True, **extra, **kwargs)
+    parsed = urlsplit(first)
+    if parsed.path.strip("/") not in ("", "0"):
+        raise ValueError("Redis Cluster has only database 0: drop the /N from REDIS_URL")
+    return RedisCluster(
+        startup_nodes=[ClusterNode(e.host, e.port) for e in endpoints],
+        username=parsed.username or None,
+        password=password or parsed.password or None,
+        ssl=parsed.scheme == "rediss",
+        decode_responses=True,
+        **kwargs,
+    )
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+ScriptCall = tuple[Any, Sequence[Any], Sequence[Any]]  # (a registered Script, keys, args)
+
+
+async def run_scripts(client: Any, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Run Lua scripts in one pipeline and return their replies in order.
+
+    On a cluster the pipeline splits by node and the nodes run their parts concurrently, so calls
+    on different slots have no order among them. redis-py's cluster pipeline refuses its `evalsha`
+    method (not the command), and a node that was restarted or promoted may lack a script: so
+    EVALSHA goes in as a raw command, and a NoScriptError loads every script on every master and
+    runs the pipeline once more (each script here is idempotent)."""
+    if not calls:
+        return []
+    if not is_cluster(client):
+        async with client.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                await script(keys=list(keys), args=list(args), client=pipe)
+            return list(await pipe.execute())
+    for attempt in range(2):
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for script, keys, args in calls:
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return list(await pipe.execute())
+        except NoScriptError:
+            if attempt:
+                raise
+            for text in {script.script for script, _, _ in calls}:
+                await client.script_load(text)
+    raise AssertionError("unreachable")
+
+
+def tag_for_slots(owned: set[int], start: int = 0) -> str:
+    """The first `wait<i>` hash tag whose slot is in `owned` (pure): a key the master owning
+    those slots accepts."""
+    i = start
+    while key_slot(f"wait{i}".encode()) not in owned:
+        i += 1
+    return f"wait{i}"
+
+
+def wait_key(tag: str) -> str:
+    return f"{KEY_PREFIX}:{{{tag}}}:wait"
+
+
+class ReplicaWait:
+    """WAIT for `replicas` replicas on every master (`SENTINEL_REDIS_WAIT_REPLICAS`), at most
+    `timeout_ms` (`SENTINEL_REDIS_WAIT_TIMEOUT`). Calling it returns the fewest replicas any master
+    reached; a result below `replicas` means some write is on a master alone."""
+
+    def __init__(self, client: Any, replicas: int, timeout_ms: int):
+        self.client = client
+        self.replicas = replicas
+        self.timeout_ms = timeout_ms
+        self._direct: dict[str, aioredis.Redis] = {}  # master name -> a plain client to it
+        self._tags: tuple[frozenset[str], list[tuple[ClusterNode, str]]] = (frozenset(), [])
+
+    async def __call__(self) -> int:
+        if self.replicas <= 0:
+            return 0
+        if not is_cluster(self.client):
+            return await self._wait_on(self.client, wait_key("wait"))
+        try:
+            acks = await asyncio.gather(*(self._wait_on(self._client_of(node), wait_key(tag)) for node, tag in self._masters()))
+        except ResponseError as exc:
+            if "MOVED" not in str(exc):
+                raise
+            self._tags = (frozenset(), [])  # a slot moved under the same masters: map again on the retry
+            raise TryAgainError(str(exc)) from exc
+        return min(acks, default=0)
+
+    async def close(self) -> None:
+        for direct in self._direct.values():
+            await direct.aclose()
+        self._direct.clear()
+
+    def _masters(self) -> list[tuple[ClusterNode, str]]:
+        primaries = frozenset(node.name for node in self.client.get_primaries())
+        if primaries != self._tags[0]:  # a failover or a reshard: map the slots again
+            self._tags = (primaries, _master_tags(self.client))
+        return self._tags[1]
+
+    def _client_of(self, node: ClusterNode) -> aioredis.Redis:
+        # The cluster client hands out connections per command; WAIT needs its own write's connection.
+        if node.name not in self._direct:
+            pool = aioredis.ConnectionPool(connection_class=node.connection_class, max_connections=4, **node.connection_kwargs)
+            self._direct[node.name] = aioredis.Redis(connection_pool=pool)
+        return self._direct[node.name]
+
+    async def _wait_on(self, client: Any, key: str) -> int:
+        """A write and WAIT pipelined on one connection (see the module's note). A replica that is
+        connected and still behind at the timeout raises ReplicasBehind; one that is not there at
+        all (the master was just promoted, or lost its replica) cannot be waited for: fewer acks."""
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.set(key, 1, px=WAIT_KEY_TTL_MS)
+            pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
+            pipe.info("replication")
+            _, acked, info = await pipe.execute()
+        acked = int(acked)
+        if acked < min(self.replicas, int(info.get("connected_slaves", 0))):
+            raise ReplicasBehind(f"{acked} of {info.get('connected_slaves')} connected replicas acknowledged within {self.timeout_ms} ms")
+        return acked
+
+
+def _master_tags(client: RedisCluster) -> list[tuple[ClusterNode, str]]:
+    """Each master with a hash tag in its slots, from the client's current slot map."""
+    owned: dict[str, set[int]] = {}
+    nodes: dict[str, ClusterNode] = {}
+    for slot, holders in client.nodes_manager.slots_cache.items():
+        if holders:
+            owned.setdefault(holders[0].name, set()).add(slot)
+            nodes[holders[0].name] = holders[0]
+    return [(nodes[name], tag_for_slots(slots)) for name, slots in owned.items()]
