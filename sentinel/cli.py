@@ -892,6 +892,22 @@ def bench_pipeline_cmd(
     print(json.dumps(result))
 
 
+@bench_app.command("store")
+def bench_store_cmd(
+    batches: Annotated[int, typer.Option("--batches", min=10, help="batches measured per target (after a warm-up)")] = 300,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    assets: Annotated[int, typer.Option("--assets", min=1)] = 3,
+    channels: Annotated[int, typer.Option("--channels", min=1)] = 3,
+    rate: Annotated[float, typer.Option("--rate", min=0.001, help="posts per second of event time")] = 100.0,
+) -> None:
+    """Redis per batch on one server, a 6-node cluster and the cluster with WAIT: write time, WAIT time, commands, memory."""
+    from sentinel.bench_store import bench_store
+
+    with err.status("benchmarking the store on one server and on a cluster ..."):
+        result = bench_store(batches, batch_size, assets, channels, rate)
+    print(json.dumps(result))
+
+
 @bench_app.command("train")
 def bench_train_cmd(
     steps: Annotated[int, typer.Option("--steps", min=1)] = 5,
