@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -84,11 +85,11 @@ def redis_binary() -> str:
 class Process:
     """A child server in its own process group, stopped with SIGTERM then SIGKILL."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path):
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None):
         self.name = name
         self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(list(argv), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(list(argv), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
     def stop(self, grace: float = 5.0) -> None:
         if self.proc.poll() is None:
@@ -103,9 +104,10 @@ class Process:
         self._log.close()
 
 
-def start_ready(name: str, argv: Sequence[str], log_path: Path, ready: Callable[[], bool], timeout: float) -> Process:
+def start_ready(name: str, argv: Sequence[str], log_path: Path, ready: Callable[[], bool], timeout: float,
+                env: dict[str, str] | None = None) -> Process:
     """Start a server and wait until `ready()`; a server that never gets there is stopped."""
-    proc = Process(name, argv, log_path)
+    proc = Process(name, argv, log_path, env)
     try:
         wait_for(ready, timeout, name, proc.proc)
     except ServiceError:
@@ -239,12 +241,43 @@ def start_redis_cluster(workdir: Path, masters: int = 3, replicas: int = 1, node
     return cluster
 
 
-def start_tansu(workdir: Path, port: int | None = None) -> tuple[Process, str]:
+def start_tansu(workdir: Path, port: int | None = None, *, s3: "S3Store | None" = None) -> tuple[Process, str]:
+    """A Tansu broker on loopback: in memory, or on `s3` (a bucket that outlives the broker, so a
+    broker killed and started again on it keeps its topics, offsets and groups)."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
-    proc = start_ready("tansu broker", argv, workdir / f"tansu-{port}.log", lambda: port_open(port), 20)
+    storage = f"s3://{s3.bucket}/" if s3 else "memory://tansu/"
+    argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", storage]
+    env = {**os.environ, **s3.env} if s3 else None
+    proc = start_ready("tansu broker", argv, workdir / f"tansu-{port}.log", lambda: port_open(port), 20, env=env)
     return proc, f"127.0.0.1:{port}"
+
+
+@dataclass(frozen=True)
+class S3Store:
+    """An S3 bucket served by moto on loopback, and the environment Tansu's object store reads."""
+
+    endpoint: str
+    bucket: str = "tansu"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ENDPOINT": self.endpoint, "AWS_ALLOW_HTTP": "true"}
+
+
+def start_s3(workdir: Path, bucket: str = "tansu") -> tuple[Process, S3Store]:
+    """moto's S3 server (moto[server], with the conditional writes Tansu needs) and one bucket."""
+    import urllib.request
+
+    server = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+    port = free_port()
+    proc = start_ready("moto_server", [server, "-H", "127.0.0.1", "-p", str(port)], workdir / f"moto-{port}.log",
+                       lambda: port_open(port), 30)
+    endpoint = f"http://127.0.0.1:{port}"
+    # An unsigned PUT creates the bucket: moto does not check signatures by default.
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=10).close()
+    return proc, S3Store(endpoint, bucket)
 
 
 @contextlib.contextmanager
