@@ -78,6 +78,9 @@ def test_sigterm_finishes_the_batch_in_flight_commits_and_exits(tmp_path, base_d
     sent = asyncio.run(go())
     log = (tmp_path / "first.log").read_text()
     assert "shutdown complete" in log
+    # SIGTERM came once a first batch was counted: with the real model a batch of 32 takes seconds
+    # to classify, and the pipeline had taken the next one, so the drain had a batch to finish.
+    assert "batch_in_flight=True" in log, log[-3000:]
     final = stats(redis_server)
     # No duplicates: every post the first worker counted was committed before it exited (an
     # uncommitted one would have been redelivered to the successor and counted as a duplicate).
