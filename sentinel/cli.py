@@ -357,7 +357,12 @@ def fail(message: str) -> typer.Exit:
 def redis_failure(exc: Exception) -> typer.Exit:
     """A Redis error as one redacted line. Connection and auth failures are configuration
     problems, and their traceback runs through client frames that hold the URL and password."""
-    return fail(redact(f"Redis: {type(exc).__name__}: {exc}"))
+    hint = ""
+    url = get_settings().redis_url
+    if url is not None and url.get_secret_value().startswith("rediss://") and "reset by peer" in str(exc):
+        # TLS 1.3 reports a refused client certificate only as a closed connection.
+        hint = " (the server closed the TLS connection: does it require a client certificate? ssl_certfile and ssl_keyfile in REDIS_URL's query)"
+    return fail(redact(f"Redis: {type(exc).__name__}: {exc}{hint}"))
 
 
 @app.command()
