@@ -56,6 +56,15 @@ def command_calls(ports: list[int]) -> dict[int, tuple[int, int]]:
     return calls
 
 
+def cpu_seconds(ports: list[int]) -> dict[int, float]:
+    """redis-server CPU time so far per node (user + system)."""
+    out = {}
+    for port in ports:
+        info = redis.Redis(host="127.0.0.1", port=port).info("cpu")
+        out[port] = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return out
+
+
 def used_memory(ports: list[int]) -> int:
     return sum(int(redis.Redis(host="127.0.0.1", port=port).info("memory")["used_memory"]) for port in ports)
 
@@ -104,9 +113,10 @@ def bench_store(batch_count: int = 300, batch_size: int = 64, assets: int = 3, c
                 for port in ports:
                     redis.Redis(host="127.0.0.1", port=port).flushall()
                 asyncio.run(_run(url, is_cluster, wait, work[:warmup], retention_s))
-                before, memory_before = command_calls(ports), used_memory(ports)
+                before, memory_before, cpu_before = command_calls(ports), used_memory(ports), cpu_seconds(ports)
                 timings = asyncio.run(_run(url, is_cluster, wait, work[warmup:], retention_s))
-                after = command_calls(ports)
+                after, cpu_after = command_calls(ports), cpu_seconds(ports)
+                busiest_cpu = max(cpu_after[p] - cpu_before[p] for p in ports) / batch_count
                 per_node = {str(p): round((after[p][0] - before[p][0]) / batch_count, 1) for p in ports}
                 grown = used_memory(ports) - memory_before
                 results[name] = {
@@ -116,6 +126,10 @@ def bench_store(batch_count: int = 300, batch_size: int = 64, assets: int = 3, c
                     "scripts_per_batch": round(sum(after[p][1] - before[p][1] for p in ports) / batch_count, 1),
                     "commands_per_batch_by_node": per_node,
                     "busiest_node_share": round(max(per_node.values()) / max(1e-9, sum(per_node.values())), 3),
+                    # Redis's own CPU per batch on its busiest node: that node saturates one core at
+                    # batch_size / this posts a second, whatever the clients do.
+                    "redis_cpu_ms_per_batch_busiest_node": round(busiest_cpu * 1000, 3),
+                    "posts_per_s_at_one_busy_core": round(batch_size / busiest_cpu) if busiest_cpu else None,
                     # Mostly the dedupe ids (one per post and scope, kept for the retention).
                     "memory_bytes_per_post": round(grown / (batch_count * batch_size)),
                 }
