@@ -151,7 +151,7 @@ async def wait_processed(
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     deadline = time.monotonic() + timeout
-    stats: dict[str, float] | None = dict(before)
+    stats = dict(before)
     while True:
         # The workers ride out a Redis outage or a cluster failover; so does this wait.
         stats = await unless_transient(store.stats) or stats

@@ -14,7 +14,6 @@ own (a key whose hash tag lands in its slots) and a WAIT, pipelined on one conne
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 from urllib.parse import urlsplit
@@ -27,8 +26,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream.keys import KEY_PREFIX
-
-log = logging.getLogger(__name__)
 
 # Errors a retry can outlive: the server is away, or a cluster is moving a slot or promoting a
 # replica. Everything else (a bad script, a wrong type) is a bug and must surface.
