@@ -19,16 +19,11 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot
 
+from sentinel.bench_store import command_calls
 from stream.keys import OUTBOX_KEY, STATS_KEY
 from stream.tools.services import start_redis_cluster, start_tansu, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def stats_of(port: int) -> tuple[int, int]:
-    stats = redis.Redis(host="127.0.0.1", port=port).info("commandstats")
-    scripts = sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
-    return sum(int(v["calls"]) for v in stats.values()), scripts
 
 
 def slot_map(port: int) -> dict[int, set[int]]:
@@ -61,14 +56,14 @@ def main() -> None:
                     redis.Redis(host="127.0.0.1", port=port).execute_command("CLUSTER SETSLOT", alerts_slot, "NODE", target_id)
                 wait_for(lambda: all(owner(slot_map(p), OUTBOX_KEY) == target for p in cluster.nodes), 30, "the slot move")
                 masters = slot_map(next(iter(cluster.nodes)))
-            before = {port: stats_of(port) for port in masters}
+            before = command_calls(list(masters))
             env = {**os.environ, "KAFKA_BROKER": broker, "REDIS_URL": cluster.url, "SENTINEL_REDIS_CLUSTER": "1",
                    "SENTINEL_BASE": "lexicon", "SENTINEL_REBALANCE_TIMEOUT": "5", "SENTINEL_SESSION_TIMEOUT": "6",
                    "SENTINEL_HEARTBEAT_INTERVAL": "1"}
             summary = Path(tmp) / "summary.json"
             subprocess.run([sys.executable, "-m", "sentinel.cli", "run", str(data), "--summary-json", str(summary)],
                            env=env, check=True, capture_output=True)
-            after = {port: stats_of(port) for port in masters}
+            after = command_calls(list(masters))
             run = json.loads(summary.read_text())
         finally:
             tansu.stop()

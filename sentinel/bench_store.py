@@ -4,7 +4,7 @@ WAIT for one replica per master (SENTINEL_REDIS_WAIT_REPLICAS=1).
 
 Per target: the window write of a batch (WindowStore.apply, which is what the worker runs per
 batch before judging), the WAIT after it, the Redis commands per batch on each master (INFO
-commandstats) and memory per post.
+commandstats), Redis's own CPU per batch on its busiest node, and memory per post.
 Alert judging is not in it: its cost per touched scope is measured by bench/scopes.py.
 """
 

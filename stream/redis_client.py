@@ -117,24 +117,25 @@ async def run_scripts(client: Any, calls: Sequence[ScriptCall]) -> list[Any]:
             for script, keys, args in calls:
                 await script(keys=list(keys), args=list(args), client=pipe)
             return list(await pipe.execute())
-    for attempt in range(2):
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                for script, keys, args in calls:
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                return list(await pipe.execute())
-        except NoScriptError:
-            if attempt:
-                raise
-            for text in {script.script for script, _, _ in calls}:
-                await client.script_load(text)
-    raise AssertionError("unreachable")
+    try:
+        return await _evalsha_pipeline(client, calls)
+    except NoScriptError:
+        for text in {script.script for script, _, _ in calls}:
+            await client.script_load(text)
+    return await _evalsha_pipeline(client, calls)
 
 
-def tag_for_slots(owned: set[int], start: int = 0) -> str:
+async def _evalsha_pipeline(client: RedisCluster, calls: Sequence[ScriptCall]) -> list[Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        for script, keys, args in calls:
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return list(await pipe.execute())
+
+
+def tag_for_slots(owned: set[int]) -> str:
     """The first `wait<i>` hash tag whose slot is in `owned` (pure): a key the master owning
     those slots accepts."""
-    i = start
+    i = 0
     while key_slot(f"wait{i}".encode()) not in owned:
         i += 1
     return f"wait{i}"

@@ -289,7 +289,7 @@ class WindowStore:
     async def replicated(self) -> bool:
         """Wait until every master's replicas hold this worker's writes so far; False when some
         master had fewer than asked at the timeout. True at once without a replica wait."""
-        if self.replica_wait is None or self.replica_wait.replicas <= 0:
+        if self.replica_wait is None:
             return True
         return await self.replica_wait() >= self.replica_wait.replicas
 
