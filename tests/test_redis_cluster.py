@@ -28,7 +28,7 @@ from redis.crc import key_slot
 from stream.batch import RawMessage
 from stream.keys import SCOPES_KEY, STATS_KEY, bucket_key, index_key
 from stream.processor import batch_token
-from stream.redis_client import Endpoint, ReplicaWait, open_redis, split_url, tag_for_slots
+from stream.redis_client import Endpoint, ReplicasBehind, ReplicaWait, open_redis, split_url, tag_for_slots
 from stream.tools.services import cluster_healthy, free_port, replication_info, start_redis_cluster
 from workers import sentinel, wait_until, worker_env
 
@@ -190,7 +190,8 @@ def test_a_master_killed_mid_stream_loses_nothing_with_wait(tmp_path, kafka_serv
 
 def test_wait_counts_the_replicas_of_every_master(redis_cluster):
     """WAIT as the worker sends it: a write and WAIT on one connection per master. One replica
-    each is there; asking for two comes back short at the timeout instead of blocking."""
+    each is there; asking for two comes back short at the timeout instead of blocking; a frozen
+    replica that is still connected makes the wait fail (the batch is then written again)."""
     async def acks(replicas: int) -> int:
         client = open_redis(redis_cluster.url, cluster=True)
         wait = ReplicaWait(client, replicas, 200)
@@ -203,3 +204,16 @@ def test_wait_counts_the_replicas_of_every_master(redis_cluster):
     wait_until(lambda: cluster_healthy(list(redis_cluster.nodes), 3), 60, "every replica in sync", [])
     assert asyncio.run(acks(1)) == 1
     assert asyncio.run(acks(2)) == 1
+
+    # A replica that is connected but frozen cannot have the write: the wait must say so. (A WAIT
+    # on a connection that wrote nothing would answer 1 at once: this is what the own write is for.)
+    master = cluster_client(redis_cluster.url).get_node_from_key("sentinel:{probe}:x").port
+    replica = next(port for port in redis_cluster.nodes if replication_info(port).get("master_port") == master)
+    frozen = redis_cluster.nodes[replica].proc
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(ReplicasBehind):
+            asyncio.run(acks(1))
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    wait_until(lambda: cluster_healthy(list(redis_cluster.nodes), 3), 60, "the replica back in sync", [])
