@@ -13,7 +13,7 @@ KEY_PREFIX = "sentinel"
 # Windows (stream/store.py)
 STATS_KEY = f"{KEY_PREFIX}:{{all}}:stats"  # in the `all` slot: updated by the same script as `all`
 SCOPES_KEY = f"{KEY_PREFIX}:{{all}}:scopes"  # sorted set: scope -> its newest post's event time (same script)
-BATCHES_KEY = f"{KEY_PREFIX}:{{all}}:batches"  # sorted set: batch token -> wall time written (a day; same script)
+BATCHES_KEY = f"{KEY_PREFIX}:{{all}}:batches"  # sorted set: batch token -> its newest event time (the retention; same script)
 
 
 def bucket_key(scope: str, bucket: int) -> str:

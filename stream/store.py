@@ -128,14 +128,16 @@ if stats then
   local old = tonumber(redis.call('HGET', stats, 'watermark') or '-1')
   if wm > old then redis.call('HSET', stats, 'watermark', ARGV[4]) end
   -- A batch written again (its reply was lost, or its replicas were behind) counts once: its
-  -- token (partition offsets) is remembered for a day of wall-clock time.
+  -- token (partition offsets) is remembered for the retention in event time, like a post id, so
+  -- the set holds a retention's worth of batches however fast a replay runs.
   local counters = cjson.decode(ARGV[5])
   local fresh = true
   if counters.batch then
     local batches = KEYS[5 + #levels]
-    fresh = redis.call('ZADD', batches, 'NX', ARGV[7], counters.batch) == 1
-    redis.call('ZREMRANGEBYSCORE', batches, '-inf', tonumber(ARGV[7]) - 86400)
-    redis.call('EXPIRE', batches, 2 * 86400)
+    local at = wm >= 0 and wm or math.max(old, 0)
+    fresh = redis.call('ZADD', batches, 'NX', at, counters.batch) == 1
+    redis.call('ZREMRANGEBYSCORE', batches, '-inf', '(' .. trim_before)
+    redis.call('EXPIRE', batches, ttl)
     counters.batch = nil
   end
   if not fresh then counters, dups = {}, 0 end

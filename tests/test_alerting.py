@@ -330,6 +330,38 @@ def test_a_scope_with_posts_is_judged_on_the_next_round_not_at_its_next_post(red
     assert done is not None and int(done) > start, done
 
 
+def test_a_scope_that_stops_posting_is_forgotten(redis_server):
+    """Scopes come and go (a delisted asset, a renamed channel): a scope's judging state expires
+    after its buckets would, and once judged last more than a retention ago it leaves the `judged`
+    set, so neither grows with every scope ever seen."""
+    from stream.keys import JUDGED_KEY, incident_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    start, retention = T0 + 3600, 2 * 3600
+    gone = Scored(Post("old-1", "$OLD dump", start, ("OLD",), "forum", "general"), "negative", -0.6)
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=retention)
+        engine = AlertEngine(store, AlertConfig(), partitions=1, samples=0)
+        try:
+            await store.apply([gone], {}, start, {0: start})
+            await engine.judge({"asset:OLD": start, "all": start})
+            judged_early = await store.redis.zscore(JUDGED_KEY, "asset:OLD")
+            for first in range(1, 240, 20):  # four hours of BTC posts, a minute apart
+                busy = [Scored(Post(f"btc-{i}", "$BTC up", start + 60 * i, ("BTC",), "forum", "general"), "positive", 0.6)
+                        for i in range(first, first + 20)]
+                await store.apply(busy, {}, busy[-1].post.created_at, {0: busy[-1].post.created_at})
+                await engine.judge({"asset:BTC": busy[-1].post.created_at})
+            return judged_early, await store.redis.ttl(incident_key("asset:OLD")), await store.redis.zrange(JUDGED_KEY, 0, -1)
+        finally:
+            await store.close()
+
+    judged_early, ttl, judged = asyncio.run(go())
+    assert judged_early is not None, "the scope was judged once"
+    assert 0 < ttl <= 2 * retention
+    assert "asset:OLD" not in judged and "asset:BTC" in judged, judged
+
+
 def test_a_stream_that_stops_mid_wait_announces_its_incident_once_it_has_been_silent(redis_server):
     """Grouping waits in event time, which stands still when posts stop. A BTC sell-off is fed until
     just after its drop fires (past the grace, within the 5-minute group wait), then nothing more:

@@ -87,6 +87,24 @@ def test_a_batch_written_again_counts_once(store):
     assert redelivered.duplicates == 2 and (stats["consumed"], stats["duplicates"], stats["processed"]) == (4, 2, 2)
 
 
+def test_batch_tokens_are_kept_for_the_retention_in_event_time(store, redis_server):
+    """A replay runs days of event time in minutes: the tokens must wrap with the retention (3600 s
+    here), as the post ids do, not pile up for a day of wall time. A batch of only bad messages (no
+    watermark of its own) is stamped with the stored watermark."""
+    async def go():
+        for i in range(5):
+            ts = T0 + i * 1800
+            await store.apply([item(f"p{i}", ts)], {"consumed": 1}, ts, batch=f"posts/0:{i}-{i}")
+        await store.apply([], {"consumed": 1, "dlq": 1}, float("-inf"), batch="posts/0:5-5")
+        await store.redis.aclose()
+    run(go())
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    tokens = dict(r.zrange("sentinel:{all}:batches", 0, -1, withscores=True))
+    # Watermark T0 + 7200: everything before T0 + 3600 is out of retention.
+    assert tokens == {"posts/0:2-2": T0 + 3600, "posts/0:3-3": T0 + 5400, "posts/0:4-4": T0 + 7200, "posts/0:5-5": T0 + 7200}
+    assert 0 < r.ttl("sentinel:{all}:batches") <= 3600 + 60
+
+
 def test_late_post_within_retention_lands_in_its_own_bucket(store):
     async def go():
         await store.apply([item("new", T0 + 1800)], {}, T0 + 1800)

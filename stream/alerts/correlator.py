@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 COLUMN = {"negative": SliceCol.NEGATIVE, "positive": SliceCol.POSITIVE, "n": SliceCol.N}
 
-# KEYS: correlation, staging, outbox, incidents, incidents index, stats. ARGV: expected until ('' =
+# KEYS: correlation, staging, outbox, incidents, incidents index, stats, acknowledgements. ARGV: expected until ('' =
 # never), new until, state JSON, staged members done (JSON list), outbox entries (JSON list of JSON
 # strings), incident summaries (JSON list of [id, opened, summary JSON or '' to drop it]), history cut-off (event time).
 _COMMIT = """
@@ -65,7 +65,11 @@ for _, item in ipairs(cjson.decode(ARGV[6])) do
     redis.call('ZADD', KEYS[5], item[2], item[1])
   end
 end
-for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[7])) do redis.call('HDEL', KEYS[4], old) end
+-- Incidents older than the history go, and their acknowledgements with them.
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[7])) do
+  redis.call('HDEL', KEYS[4], old)
+  redis.call('HDEL', KEYS[7], old)
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[7])
 return 1
 """
@@ -147,7 +151,7 @@ class Correlator:
         items = [[i.id, i.opened, json.dumps(summary(i, st, at), ensure_ascii=False) if st != "merged" else ""]
                  for i, st, at in changed.values()]
         ok = await self._commit(
-            keys=[CORRELATION_KEY, STAGING_KEY, OUTBOX_KEY, INCIDENTS_KEY, INCIDENTS_INDEX_KEY, ALERT_STATS_KEY],
+            keys=[CORRELATION_KEY, STAGING_KEY, OUTBOX_KEY, INCIDENTS_KEY, INCIDENTS_INDEX_KEY, ALERT_STATS_KEY, ACKS_KEY],
             args=[expected, str(until), json.dumps(state.to_json(), ensure_ascii=False), json.dumps([m for _, m in staged]),
                   json.dumps([entry_json(e) for e in entries]), json.dumps(items), str(until - self.history_s)],
         )

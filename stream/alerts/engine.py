@@ -52,19 +52,22 @@ MAX_BOUNDARIES = 2880  # per scope and call; a scope far behind catches up over 
 
 # KEYS: scope state, open set, outbox, stats, dirty set, staging, judged. ARGV: expected until ('' = never
 # judged), new until, scope, incidents JSON, sequential detector state JSON ('' = none), '1' to stage
-# the records for grouping (else they go to the outbox as they are), then per transition its boundary
-# (the staging score) and its record JSON.
+# the records for grouping (else they go to the outbox as they are), the state's TTL, then per
+# transition its boundary (the staging score) and its record JSON.
 _COMMIT = """
 local current = redis.call('HGET', KEYS[1], 'until') or ''
 if current ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'until', ARGV[2], 'incidents', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'seq', ARGV[5]) end
+-- A scope that stops posting is forgotten after its buckets are (an open one is judged every
+-- round, so its state lives while the incident does).
+redis.call('EXPIRE', KEYS[1], ARGV[7])
 if ARGV[4] == '{}' then redis.call('SREM', KEYS[2], ARGV[3]) else redis.call('SADD', KEYS[2], ARGV[3]) end
 redis.call('ZADD', KEYS[7], ARGV[2], ARGV[3])
 -- Judged past its newest post: no longer dirty (a newer post raises the score again, never lowers it).
 local newest = tonumber(redis.call('ZSCORE', KEYS[5], ARGV[3]) or '')
 if newest ~= nil and newest < tonumber(ARGV[2]) then redis.call('ZREM', KEYS[5], ARGV[3]) end
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   if ARGV[6] == '1' then
     redis.call('ZADD', KEYS[6], ARGV[i], ARGV[i + 1])
   else
@@ -75,8 +78,10 @@ end
 return 1
 """
 
-# KEYS: dirty set, judged. ARGV: until, lag limit, the last boundary at or before until, the count
-# of touched scopes, the touched scopes, then the scopes with an open incident. Returns {due,
+# KEYS: dirty set, judged. ARGV: until, lag limit, the last boundary at or before until, the forget
+# line, the count of touched scopes, the touched scopes, then the scopes with an open incident.
+# Scopes judged last before the forget line (a retention ago) and not dirty leave `judged`, so it
+# holds the live scopes, not every scope ever seen (their state keys expire too). Returns {due,
 # waiting}. Due: the open scopes; the touched scopes not yet judged through the last boundary (a
 # batch that crosses no boundary judges nothing); the dirty scopes whose newest post is before
 # `until` (one judgement takes all their posts) or that were judged no further than the lag limit.
@@ -84,7 +89,10 @@ return 1
 # nothing): incident grouping goes no further. Scopes never judged have no post before `until` and
 # hold nothing back. Range reads only, so a round costs what is due, not every scope with posts.
 _PLAN = """
-local upto, limit, last, touched = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local upto, limit, last, touched = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
+for _, scope in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])) do
+  if not redis.call('ZSCORE', KEYS[1], scope) then redis.call('ZREM', KEYS[2], scope) end
+end
 local due, seen = {}, {}
 local function add(scope)
   if not seen[scope] then
@@ -92,11 +100,11 @@ local function add(scope)
     table.insert(due, scope)
   end
 end
-for i = 5, 4 + touched do
+for i = 6, 5 + touched do
   local done = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[i]) or '')
   if done == nil or done < last then add(ARGV[i]) end
 end
-for i = 5 + touched, #ARGV do add(ARGV[i]) end
+for i = 6 + touched, #ARGV do add(ARGV[i]) end
 for _, scope in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])) do add(scope) end
 for _, scope in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])) do
   if redis.call('ZSCORE', KEYS[1], scope) then add(scope) end
@@ -134,6 +142,9 @@ class AlertEngine:
         self.partitions = partitions
         self.samples = samples
         self.clock = clock
+        # Wall clock, from the scope's last judgement: longer than its buckets live after their last
+        # write (retention + one bucket), so a scope's state never goes before its windows do.
+        self.state_ttl_s = 2 * int(store.retention_s)
         self._commit = self.redis.register_script(_COMMIT)
         self._clean = self.redis.register_script(_CLEAN)
         self._plan = self.redis.register_script(_PLAN)
@@ -163,7 +174,8 @@ class AlertEngine:
         last = int(until // self.config.step_s) * self.config.step_s
         touched = list(touched)
         due, waiting = await self._plan(keys=[DIRTY_KEY, JUDGED_KEY], args=[
-            repr(until), repr(until - DIRTY_LAG_STEPS * self.config.step_s), str(last), str(len(touched)), *touched, *open_])
+            repr(until), repr(until - DIRTY_LAG_STEPS * self.config.step_s), str(last), repr(until - self.store.retention_s),
+            str(len(touched)), *touched, *open_])
         scopes = sorted(due)
         # Grouping goes as far as every scope's transitions are known: until, or the least boundary a
         # dirty scope this round leaves alone was judged through.
@@ -249,7 +261,8 @@ class AlertEngine:
                 self._commit,
                 [incident_key(scope), OPEN_KEY, OUTBOX_KEY, ALERT_STATS_KEY, DIRTY_KEY, STAGING_KEY, JUDGED_KEY],
                 [expected, str(last), scope, json.dumps({k: v.to_json() for k, v in after.items()}),
-                 json.dumps(state.to_json()) if state is not None else "", "1" if self.correlator is not None else "0", *staged],
+                 json.dumps(state.to_json()) if state is not None else "", "1" if self.correlator is not None else "0",
+                 str(self.state_ttl_s), *staged],
             ))
         results = await run_scripts(self.redis, calls)
         lost = []
