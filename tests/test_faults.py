@@ -512,10 +512,18 @@ def test_broker_killed_and_restarted_on_its_storage(tmp_path, cache_dir, cleanup
     down_at = time.monotonic()
     at_kill = stats(r)
     assert at_kill["processed"] < n
+    broker_label = frozenset({("dependency", "broker")})
+
     def broker_unready() -> bool:
         body = worker.readyz() or {}
         return body.get("status") != "ready" and not body.get("checks", {}).get("broker", {}).get("ok", True)
+
+    def broker_metric(name: str) -> float | None:
+        return worker.metrics().get((name, broker_label))
+
     wait_until(lambda: broker_unready() and time.monotonic() - down_at >= 5, 60, "the worker to report the broker down", [worker])
+    # The metrics show it too, from the worker's own probe (nothing here reads /readyz for them).
+    wait_until(lambda: broker_metric("sentinel_dependency_up") == 0, 30, "sentinel_dependency_up{broker} 0", [worker])
     down_s = time.monotonic() - down_at
 
     # Batches fetched before the kill may still be written while the broker is down; the stream
@@ -529,6 +537,10 @@ def test_broker_killed_and_restarted_on_its_storage(tmp_path, cache_dir, cleanup
     wait_all_committed(env, r, replay, [worker], processed=n)
     wait_delivered(r, [worker])
     assert worker.alive(), worker.log_tail()
+    wait_until(lambda: broker_metric("sentinel_dependency_up") == 1, 30, "sentinel_dependency_up{broker} 1 again", [worker])
+    assert broker_metric("sentinel_dependency_outages_total") == 1
+    metric_down_s = broker_metric("sentinel_dependency_down_seconds_total")
+    assert metric_down_s >= 5, metric_down_s
 
     assert window_counts(r) == expected_counts(posts)
     final = stats(r)
@@ -536,7 +548,7 @@ def test_broker_killed_and_restarted_on_its_storage(tmp_path, cache_dir, cleanup
     assert_alerts_fired(r)
     alerts = check_alerts(r, hook, name="broker-restart")
     report("broker_restart", posts=n, processed_at_kill=at_kill["processed"], processed_at_restart=at_restart["processed"], down_s=round(down_s, 1),
-           resumed_after_restart_s=round(resumed_s, 2), duplicates=final["duplicates"], **alerts)
+           resumed_after_restart_s=round(resumed_s, 2), metric_down_s=round(metric_down_s, 1), duplicates=final["duplicates"], **alerts)
 
 
 def test_survivor_takes_over_a_killed_workers_partitions(tmp_path, kafka_server, cache_dir, cleanup, stream_file):

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.ops.http import Check, liveness, readiness
+from stream.ops.http import Check, Outages, liveness, readiness
 from stream.ops.prometheus import WorkerMetrics, partition_lag
 from stream.batch import BatchOutcome
 from stream.tools.services import free_port, start_redis
@@ -139,6 +139,29 @@ def test_liveness_fails_only_past_the_stall_threshold():
     assert liveness(29.9, 0.01, 30.0)[0] == 200
     status, body = liveness(30.1, 0.0, 30.0)
     assert status == 503 and body["status"] == "stalled"
+
+
+def test_outages_count_each_outage_once_and_its_seconds():
+    watch = Outages()
+    assert watch.observe(True, 0.0) == (False, 0.0)
+    assert watch.observe(False, 5.0) == (True, 0.0)  # down since this probe: nothing counted yet
+    assert watch.observe(False, 10.0) == (False, 5.0)
+    assert watch.observe(True, 12.0) == (False, 2.0)  # the interval that began down counts
+    assert watch.observe(True, 17.0) == (False, 0.0)
+    assert watch.observe(False, 20.0)[0] is True  # a second outage
+    starting = Outages()
+    assert starting.observe(False, 0.0) == (True, 0.0)  # down at start-up is an outage too
+
+
+def test_dependency_metrics_show_an_outage():
+    m = WorkerMetrics()
+    m.observe_dependency("broker", False, started=True, down_s=0.0)
+    m.observe_dependency("broker", False, started=False, down_s=5.0)
+    got = samples(m.render().decode())
+    broker = frozenset({("dependency", "broker")})
+    assert got[("sentinel_dependency_up", broker)] == 0
+    assert got[("sentinel_dependency_outages_total", broker)] == 1 and got[("sentinel_dependency_down_seconds_total", broker)] == 5
+    assert got[("sentinel_dependency_outages_total", frozenset({("dependency", "redis")}))] == 0
 
 
 def test_partition_lag_uses_committed_then_position_and_skips_unknowns():
@@ -265,5 +288,12 @@ def test_readyz_turns_unready_when_redis_stops(tmp_path, kafka_server, cache_dir
             # Redis back on the same address: ready again, without a restart.
             redis_proc, _ = start_redis(tmp_path / "redis", port=int(redis_url.rsplit(":", 1)[1].split("/")[0]))
             wait_until(worker.ready, 20, "/readyz 200 after Redis returned", worker)
+
+            # The outage is in the metrics: one of it, its seconds, and Redis up again; not the broker.
+            m = samples(get(worker.port, "/metrics")[1].decode())
+            redis_, broker = frozenset({("dependency", "redis")}), frozenset({("dependency", "broker")})
+            assert m[("sentinel_dependency_up", redis_)] == 1 and m[("sentinel_dependency_outages_total", redis_)] == 1
+            assert m[("sentinel_dependency_down_seconds_total", redis_)] > 0
+            assert m[("sentinel_dependency_up", broker)] == 1 and m[("sentinel_dependency_outages_total", broker)] == 0
     finally:
         redis_proc.stop()

@@ -138,6 +138,17 @@ class Worker:
         match = re.search(r"\[([\d, ]*)\]", detail.get("detail", "")) if detail.get("ok") else None
         return {int(p) for p in match.group(1).split(",") if p.strip()} if match else set()
 
+    def metrics(self) -> dict[tuple[str, frozenset], float]:
+        """(sample name, labels) -> value from /metrics; empty while the worker does not answer."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return {}
+        return {(s.name, frozenset(s.labels.items())): s.value for family in text_string_to_metric_families(text) for s in family.samples}
+
     def kill(self) -> None:
         """SIGKILL to the whole process group: no shutdown code runs."""
         if self.alive():

@@ -7,6 +7,8 @@
 - `/readyz` (readiness): broker reachable, Redis answers PING, model loaded, and the agent holds at
   least one partition of the posts topic; else 503 naming the failed checks.
 - `/metrics`: Prometheus text format from the worker's own registry (stream/ops/prometheus.py).
+  Broker and Redis are probed every few seconds for it (`sentinel_dependency_up`, outages and
+  seconds down), so an outage shows in the metrics whether or not anything calls /readyz.
 
 The views run on the worker's event loop (Faust's `web_in_thread` is off): a fully blocked loop
 cannot answer at all, and the probe's timeout is then the failure signal; the heartbeat catches
@@ -32,6 +34,7 @@ from stream.ops.prometheus import ModelLabels, TopicPartition, WorkerMetrics, pa
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 1.0
+DEPENDENCY_PROBE_S = 5.0  # broker and Redis are probed this often for the metrics, scraped or not
 CHECK_TIMEOUT_S = 2.0  # per readiness check; below a typical probe timeout (5 s) with all run at once
 JSON_HEADERS = {"Cache-Control": "no-store"}
 
@@ -67,6 +70,26 @@ def liveness(since_beat_s: float, loop_lag_s: float, max_stall_s: float) -> tupl
         "max_stall_s": max_stall_s,
     }
     return (503 if stalled else 200), body
+
+
+class Outages:
+    """Up/down bookkeeping of one dependency from its successive probe results (the periodic probe
+    and /readyz both feed it): an outage starts at the first failed probe after a good one (or at
+    start-up) and counts, in seconds, every interval that began down."""
+
+    def __init__(self) -> None:
+        self.up: bool | None = None  # unknown until the first probe
+        self.last: float | None = None
+        self.down_since: float | None = None
+
+    def observe(self, ok: bool, now: float) -> tuple[bool, float]:
+        """(an outage started with this probe, seconds of outage since the previous probe)."""
+        down_s = max(0.0, now - self.last) if self.last is not None and self.up is False else 0.0
+        started = not ok and self.up is not False
+        if started:
+            self.down_since = now
+        self.up, self.last = ok, now
+        return started, down_s
 
 
 # --- the loop heartbeat --------------------------------------------------------------------------
@@ -200,12 +223,36 @@ def install(
         status, body = liveness(watch.since_beat(), watch.lag_s, max_stall_s)
         return self.json(body, status=status, headers=dict(JSON_HEADERS))
 
+    outages = {"broker": Outages(), "redis": Outages()}
+
+    def observed(*checks: Check) -> None:
+        """Probe results into the dependency metrics (and a log line when one goes or comes back)."""
+        now = time.monotonic()
+        for check in checks:
+            tracker = outages[check.name]
+            was_down_since = tracker.down_since if tracker.up is False else None
+            started, down_s = tracker.observe(check.ok, now)
+            metrics.observe_dependency(check.name, check.ok, started=started, down_s=down_s)
+            if started:
+                log.warning("dependency unreachable", extra={"dependency": check.name, "error": check.detail})
+            elif check.ok and was_down_since is not None:
+                log.info("dependency reachable again", extra={"dependency": check.name, "down_s": round(now - was_down_since, 1)})
+
+    @app.task
+    async def dependency_probe() -> None:
+        # /readyz answers only when asked; Prometheus scrapes only /metrics: without this, an outage
+        # between readiness probes, or on a worker nobody probes, would never reach the metrics.
+        while True:
+            observed(*await asyncio.gather(check_broker(app), check_redis(redis)))
+            await asyncio.sleep(DEPENDENCY_PROBE_S)
+
     reported: list[str] | None = None  # the failed checks last logged: log changes, not every probe
 
     @app.page("/readyz")
     async def readyz(self: View, request: Request) -> Response:
         nonlocal reported
         broker, store = await asyncio.gather(check_broker(app), check_redis(redis))
+        observed(broker, store)
         status, body = readiness([broker, store, check_model(classifier), check_partitions(app, posts_topic)])
         if body["failed"] != reported:
             reported = body["failed"]

@@ -126,6 +126,16 @@ class WorkerMetrics:
         self.lag = Gauge("sentinel_consumer_lag", "Messages behind per assigned partition (highwater - committed)", ["topic", "partition"], registry=r)
         self.model = Gauge("sentinel_model_info", "The loaded classifier (always 1)", ["base", "adapter", "device", "quantize", "dtype"], registry=r)
         self.loop_lag = Gauge("sentinel_event_loop_lag_seconds", "How late the last event-loop heartbeat woke up", registry=r)
+        self.dependency_up = Gauge("sentinel_dependency_up", "1 if the dependency answered the worker's last probe, else 0", ["dependency"], registry=r)
+        self.dependency_outages = Counter(
+            "sentinel_dependency_outages", "Times a dependency stopped answering the worker's probes", ["dependency"], registry=r
+        )
+        self.dependency_down_seconds = Counter(
+            "sentinel_dependency_down_seconds", "Seconds a dependency has not answered the worker's probes", ["dependency"], registry=r
+        )
+        for dependency in ("broker", "redis"):
+            self.dependency_outages.labels(dependency=dependency)
+            self.dependency_down_seconds.labels(dependency=dependency)
         # Pre-create the delivery results so a dashboard's rate() has a zero to start from.
         for result in ("notified", "failed", "silenced"):
             self.deliveries.labels(result=result)
@@ -173,6 +183,13 @@ class WorkerMetrics:
 
     def set_loop_lag(self, seconds: float) -> None:
         self.loop_lag.set(seconds)
+
+    def observe_dependency(self, name: str, ok: bool, *, started: bool, down_s: float) -> None:
+        self.dependency_up.labels(dependency=name).set(1 if ok else 0)
+        if started:
+            self.dependency_outages.labels(dependency=name).inc()
+        if down_s:
+            self.dependency_down_seconds.labels(dependency=name).inc(down_s)
 
     def watch_notifier(self, notifier: Any) -> None:
         if notifier is not None:
