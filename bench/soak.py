@@ -1,8 +1,8 @@
 """Soak: a million posts through the whole pipeline (real broker, real redis-server, one `sentinel
 worker` with the lexicon scorer) over several retentions of event time, sampling the worker's RSS,
 Redis `used_memory`, the key count and the throughput as it goes. Memory must level off once the
-retention has wrapped, and at the end no key may lack an expiry but the fixed singletons
-docs/contracts.md lists.
+retention has wrapped, and at the end no key may lack an expiry (docs/contracts.md, "Redis key
+layout"): the run exits 1 if one does.
 
     PYTHONPATH=. .venv/bin/python bench/soak.py --posts 1000000 --out docs/results/soak.json --plot docs/images/soak.png
 
@@ -206,6 +206,8 @@ def main() -> None:
     if args.plot:
         plot(samples, parse_duration(args.retention), t0, args.plot)
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
+    if expiry["without_expiry"]:
+        raise SystemExit(f"keys without an expiry: {sorted(expiry['without_expiry'])}")
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ if registry then
   -- The scopes and their newest post: listing scopes reads this, not a SCAN of every bucket key.
   for scope, newest in pairs(cjson.decode(ARGV[8])) do redis.call('ZADD', registry, 'GT', newest, scope) end
   redis.call('ZREMRANGEBYSCORE', registry, '-inf', '(' .. trim_before)
+  redis.call('EXPIRE', registry, 2 * ttl)
 end
 if stats then
   local wm = tonumber(ARGV[4])
@@ -159,6 +160,7 @@ if stats then
   end
   if dups > 0 then redis.call('HINCRBY', stats, 'duplicates', dups) end
   if added > 0 then redis.call('HINCRBY', stats, 'processed', added) end
+  redis.call('EXPIRE', stats, 2 * ttl)
 end
 return {added, dups}
 """
@@ -274,6 +276,9 @@ class WindowStore:
         self.pairs = pairs  # also write windows.pair_scopes_for (incident grouping reads them)
         self.bucket_s = bucket_s
         self.retention_s = retention_s
+        # Wall clock, renewed by every write: keys that are not per bucket (counters, registries, the
+        # alert state) outlive the windows by a retention, and a deployment left idle cleans itself.
+        self.idle_ttl_s = 2 * retention_s
         self.day_retention_s = day_retention_s  # daily roll-ups (sentinel report); 0: none
         self._apply_scope = client.register_script(_APPLY_SCOPE)
         self._read_slices = client.register_script(_READ_SLICES)

@@ -195,6 +195,10 @@ def test_silence_commands(redis_server):
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [(r["scope"], r["kind"], r["reason"]) for r in rows] == [("asset:BTC", "sentiment_drop", "exchange maintenance")]
     assert 7100 < rows[0]["until"] - rows[0]["created_at"] <= 7200
+    # The hash expires just after its longest silence ends, so an unused deployment keeps nothing.
+    longer = cli(["silence", "asset:ETH", "--for", "3h"], redis_server)
+    assert longer.returncode == 0 and 3 * 3600 < redis.Redis.from_url(redis_server).ttl("sentinel:{alerts}:silences") <= 3 * 3600 + 60
+    assert cli(["unsilence", json.loads(cli(["silences", "--json"], redis_server).stdout.splitlines()[-1])["id"]], redis_server).returncode == 0
     assert cli(["unsilence", rows[0]["id"]], redis_server).returncode == 0
     assert cli(["silences", "--json"], redis_server).stdout.strip() == ""
     bad = cli(["unsilence", "nope"], redis_server)

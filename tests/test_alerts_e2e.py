@@ -166,6 +166,11 @@ def test_one_incident_per_event_with_one_worker_or_two(tmp_path, kafka_server, r
     assert summaries[incident]["root_scope"] == "asset:ETH" and {m["scope"] for m in summaries[incident]["members"]} >= scopes
     refused = subprocess.run([sys.executable, "-m", "sentinel.cli", "ack", "no-such-incident"], env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "no open incident" in refused.stdout + refused.stderr
+    # Every key the run left expires (docs/contracts.md): windows by retention, everything else when
+    # nothing has written it for twice the retention, so no key accumulates for good.
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    keys = list(r.scan_iter(count=1000))
+    assert len(keys) > 100 and [k for k in keys if r.ttl(k) == -1] == []
 
     notices = sorted(webhook.notices())
     webhook.accepted.clear()

@@ -46,7 +46,8 @@ COLUMN = {"negative": SliceCol.NEGATIVE, "positive": SliceCol.POSITIVE, "n": Sli
 
 # KEYS: correlation, staging, outbox, incidents, incidents index, stats, acknowledgements. ARGV: expected until ('' =
 # never), new until, state JSON, staged members done (JSON list), outbox entries (JSON list of JSON
-# strings), incident summaries (JSON list of [id, opened, summary JSON or '' to drop it]), history cut-off (event time).
+# strings), incident summaries (JSON list of [id, opened, summary JSON or '' to drop it]), history cut-off (event time),
+# the keys' idle TTL.
 _COMMIT = """
 local current = redis.call('HGET', KEYS[1], 'until') or ''
 if current ~= ARGV[1] then return 0 end
@@ -71,6 +72,7 @@ for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[7]
   redis.call('HDEL', KEYS[7], old)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[7])
+for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[8]) end
 return 1
 """
 
@@ -153,7 +155,8 @@ class Correlator:
         ok = await self._commit(
             keys=[CORRELATION_KEY, STAGING_KEY, OUTBOX_KEY, INCIDENTS_KEY, INCIDENTS_INDEX_KEY, ALERT_STATS_KEY, ACKS_KEY],
             args=[expected, str(until), json.dumps(state.to_json(), ensure_ascii=False), json.dumps([m for _, m in staged]),
-                  json.dumps([entry_json(e) for e in entries]), json.dumps(items), str(until - self.history_s)],
+                  json.dumps([entry_json(e) for e in entries]), json.dumps(items), str(until - self.history_s),
+                  str(self.store.idle_ttl_s)],
         )
         if not ok:
             return 0
@@ -208,5 +211,8 @@ async def acknowledge(client: Any, ident: str, reason: str) -> bool:
     async with client.pipeline(transaction=True) as pipe:
         pipe.hset(ACKS_KEY, ident, data["acked"])
         pipe.hset(INCIDENTS_KEY, ident, json.dumps(data, ensure_ascii=False))
-        await pipe.execute()
+        pipe.pttl(INCIDENTS_KEY)
+        *_, ttl_ms = await pipe.execute()
+    if ttl_ms > 0:  # the acknowledgements live as long as the incidents they belong to
+        await client.pexpire(ACKS_KEY, ttl_ms)
     return True

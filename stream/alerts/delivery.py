@@ -81,6 +81,14 @@ class AlertDelivery:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+            return
+        await self.redis.expire(OUTBOX_KEY, self.store.idle_ttl_s)  # made empty here: no write has set it yet
+
+    async def _count(self, field: str) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(ALERT_STATS_KEY, field, 1)
+            pipe.expire(ALERT_STATS_KEY, self.store.idle_ttl_s)
+            await pipe.execute()
 
     async def run(self) -> None:
         await self.ensure_group()
@@ -159,7 +167,7 @@ class AlertDelivery:
         notified = False
         if silence is not None:
             log.info("alert silenced", extra={"alert_id": record.alert_id, "scope": record.scope, "silence": silence.id})
-            await self.redis.hincrby(ALERT_STATS_KEY, "silenced", 1)
+            await self._count("silenced")
             self.metrics.silenced()
         elif self.notifier is not None and self.notifier.targets_for(record.severity):
             notified = await self._notify(record)
@@ -176,13 +184,13 @@ class AlertDelivery:
             silence = await self._silence_of(notice.root_scope, kinds)
             if silence is not None:
                 log.info("incident silenced", extra={"incident_id": notice.incident_id, "scope": notice.root_scope, "silence": silence.id})
-                await self.redis.hincrby(ALERT_STATS_KEY, "silenced", 1)
+                await self._count("silenced")
                 self.metrics.silenced()
             elif self.notifier is not None and self.notifier.targets_for(notice.severity):
                 notified = await self._notify_notice(notice, records)
         for record in records:
             await self.publish(record.with_delivery(notified))
-            await self.redis.hincrby(ALERT_STATS_KEY, "published", 1)
+            await self._count("published")
         await self.redis.xack(OUTBOX_KEY, OUTBOX_GROUP, entry_id)
 
     async def _notify_notice(self, notice: Notice, records: list[AlertRecord]) -> bool:
@@ -193,7 +201,7 @@ class AlertDelivery:
             kind = next((m["kind"] for m in notice.members if m["scope"] == notice.root_scope), notice.kinds[0])
             png = await self._chart_of(notice.root_scope, kind, int(epoch(notice.opened)), int(epoch(notice.at)), notice.incident_id)
         notified = (await self.notifier.deliver_notice(notice, samples, png)).notified
-        await self.redis.hincrby(ALERT_STATS_KEY, "notified" if notified else "delivery_failed", 1)
+        await self._count("notified" if notified else "delivery_failed")
         self.metrics.delivery(notified)
         return notified
 
@@ -219,13 +227,13 @@ class AlertDelivery:
         assert self.notifier is not None
         png = await self._chart(record) if self.chart else None
         notified = (await self.notifier.deliver(record, png)).notified
-        await self.redis.hincrby(ALERT_STATS_KEY, "notified" if notified else "delivery_failed", 1)
+        await self._count("notified" if notified else "delivery_failed")
         self.metrics.delivery(notified)
         return notified
 
     async def _publish_and_ack(self, entry_id: str, record: AlertRecord) -> None:
         await self.publish(record)
-        await self.redis.hincrby(ALERT_STATS_KEY, "published", 1)
+        await self._count("published")
         await self.redis.xack(OUTBOX_KEY, OUTBOX_GROUP, entry_id)
 
     async def _chart(self, record: AlertRecord) -> bytes | None:

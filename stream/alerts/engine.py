@@ -60,8 +60,7 @@ if current ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'until', ARGV[2], 'incidents', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'seq', ARGV[5]) end
 -- A scope that stops posting is forgotten after its buckets are (an open one is judged every
--- round, so its state lives while the incident does).
-redis.call('EXPIRE', KEYS[1], ARGV[7])
+-- round, so its state lives while the incident does); the shared keys live while judging goes on.
 if ARGV[4] == '{}' then redis.call('SREM', KEYS[2], ARGV[3]) else redis.call('SADD', KEYS[2], ARGV[3]) end
 redis.call('ZADD', KEYS[7], ARGV[2], ARGV[3])
 -- Judged past its newest post: no longer dirty (a newer post raises the score again, never lowers it).
@@ -75,6 +74,7 @@ for i = 8, #ARGV, 2 do
   end
   redis.call('HINCRBY', KEYS[4], 'transitions', 1)
 end
+for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
 return 1
 """
 
@@ -142,9 +142,6 @@ class AlertEngine:
         self.partitions = partitions
         self.samples = samples
         self.clock = clock
-        # Wall clock, from the scope's last judgement: longer than its buckets live after their last
-        # write (retention + one bucket), so a scope's state never goes before its windows do.
-        self.state_ttl_s = 2 * int(store.retention_s)
         self._commit = self.redis.register_script(_COMMIT)
         self._clean = self.redis.register_script(_CLEAN)
         self._plan = self.redis.register_script(_PLAN)
@@ -158,10 +155,12 @@ class AlertEngine:
         async with self.redis.pipeline(transaction=False) as pipe:
             if isinstance(touched, Mapping) and touched:
                 pipe.zadd(DIRTY_KEY, dict(touched), gt=True)
+                pipe.expire(DIRTY_KEY, self.store.idle_ttl_s)
                 assets = {s: t for s, t in touched.items() if s.startswith("asset:")}
                 if assets and self.correlator is not None:
                     pipe.zadd(ASSETS_KEY, assets, gt=True)
                     pipe.zremrangebyscore(ASSETS_KEY, "-inf", f"({max(assets.values()) - self.correlator.history_s}")
+                    pipe.expire(ASSETS_KEY, self.store.idle_ttl_s)
             pipe.hgetall(STATS_KEY)
             pipe.smembers(OPEN_KEY)
             *_, raw_stats, open_ = await pipe.execute()
@@ -262,7 +261,7 @@ class AlertEngine:
                 [incident_key(scope), OPEN_KEY, OUTBOX_KEY, ALERT_STATS_KEY, DIRTY_KEY, STAGING_KEY, JUDGED_KEY],
                 [expected, str(last), scope, json.dumps({k: v.to_json() for k, v in after.items()}),
                  json.dumps(state.to_json()) if state is not None else "", "1" if self.correlator is not None else "0",
-                 str(self.state_ttl_s), *staged],
+                 str(self.store.idle_ttl_s), *staged],
             ))
         results = await run_scripts(self.redis, calls)
         lost = []

@@ -36,7 +36,15 @@ async def add_silence(client: aioredis.Redis, scope: str, duration_s: int, kind:
     now = time.time()
     silence = Silence(secrets.token_hex(4), scope, kind, now + duration_s, reason, now)
     await client.hset(SILENCES_KEY, silence.id, json.dumps(asdict(silence)))
+    await _expire_with_the_last(client)
     return silence
+
+
+async def _expire_with_the_last(client: aioredis.Redis) -> None:
+    """The hash goes when its longest silence ends (expired ones are purged before that)."""
+    current = await list_silences(client)
+    if current:
+        await client.expireat(SILENCES_KEY, int(current[-1].until) + 60)
 
 
 async def list_silences(client: aioredis.Redis, *, include_expired: bool = False) -> list[Silence]:
