@@ -52,15 +52,13 @@ MAX_BOUNDARIES = 2880  # per scope and call; a scope far behind catches up over 
 
 # KEYS: scope state, open set, outbox, stats, dirty set, staging, judged. ARGV: expected until ('' = never
 # judged), new until, scope, incidents JSON, sequential detector state JSON ('' = none), '1' to stage
-# the records for grouping (else they go to the outbox as they are), the state's TTL, then per
+# the records for grouping (else they go to the outbox as they are), the keys' idle TTL, then per
 # transition its boundary (the staging score) and its record JSON.
 _COMMIT = """
 local current = redis.call('HGET', KEYS[1], 'until') or ''
 if current ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'until', ARGV[2], 'incidents', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'seq', ARGV[5]) end
--- A scope that stops posting is forgotten after its buckets are (an open one is judged every
--- round, so its state lives while the incident does); the shared keys live while judging goes on.
 if ARGV[4] == '{}' then redis.call('SREM', KEYS[2], ARGV[3]) else redis.call('SADD', KEYS[2], ARGV[3]) end
 redis.call('ZADD', KEYS[7], ARGV[2], ARGV[3])
 -- Judged past its newest post: no longer dirty (a newer post raises the score again, never lowers it).
@@ -74,6 +72,8 @@ for i = 8, #ARGV, 2 do
   end
   redis.call('HINCRBY', KEYS[4], 'transitions', 1)
 end
+-- A scope that stops posting is forgotten after its buckets are (an open one is judged every
+-- round, so its state lives while the incident does); the shared keys live while judging goes on.
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
 return 1
 """
