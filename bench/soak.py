@@ -102,7 +102,27 @@ def keys_without_expiry(r: redis.Redis) -> dict[str, Any]:
         kind = r.type(key)
         size = {"hash": r.hlen, "zset": r.zcard, "set": r.scard, "stream": r.xlen, "list": r.llen}.get(kind, lambda k: 1)(key)
         sizes[key] = {"type": kind, "entries": size, "bytes": r.memory_usage(key)}
-    return {"without_expiry": sizes, "key_shapes": dict(shapes.most_common(20))}
+    return {"without_expiry": sizes, "key_shapes": dict(shapes.most_common(20)), "memory_by_shape": memory_by_shape(r)}
+
+
+def memory_by_shape(r: redis.Redis, per_shape: int = 300) -> dict[str, dict[str, float]]:
+    """Where the memory goes: per key shape, its count, the mean MEMORY USAGE of up to `per_shape`
+    keys sampled across the keyspace, and the estimated total (count x mean), in MiB."""
+    rng = random.Random(0)
+    keys: dict[str, list[str]] = {}
+    for key in r.scan_iter(count=5000):
+        tail = key.split("}", 1)[-1]
+        shape = {":b": "bucket", ":h": "hour roll-up", ":d": "day roll-up"}.get(tail.rsplit(":", 1)[0], tail if tail.count(":") == 1 else "other")
+        if key.startswith("sentinel:{alerts}:scope:"):
+            shape = "alert state per scope"
+        pair = "|" in key.split("}", 1)[0]
+        keys.setdefault(f"{shape} (pair scope)" if pair and shape in ("bucket", ":seen", ":idx") else shape, []).append(key)
+    out = {}
+    for shape, found in sorted(keys.items(), key=lambda kv: -len(kv[1])):
+        sample = rng.sample(found, min(per_shape, len(found)))
+        mean = sum(r.memory_usage(k) or 0 for k in sample) / len(sample)
+        out[shape] = {"keys": len(found), "mean_bytes": round(mean), "total_mib": round(mean * len(found) / 2**20, 1)}
+    return out
 
 
 def plot(samples: list[dict[str, Any]], retention_s: float, t0: float, path: Path) -> None:
