@@ -28,7 +28,8 @@ from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair
 # KEYS: idx, seen, one index per roll-up level[, stats]. ARGV: bucket prefix, ttl, trim-before,
 # watermark, counters (JSON), partition watermarks (JSON), wall-clock now, the batch's scopes
 # (JSON {scope: newest event time}; `all` only), roll-up level count L, then per level (prefix,
-# width, ttl, trim-before), then (id, bucket, label, score, ts, score², text)*.
+# width, ttl, trim-before), '1' to keep each bucket's extreme posts (not for the hidden pair scopes:
+# nothing reads theirs), then (id, bucket, label, score, ts, score², text)*.
 # Only the `all` scope passes the stats, scope-registry and batch-token keys: they live in its slot,
 # so the batch's counters, duplicates, watermarks and scopes move atomically with its windows.
 # The counters JSON may carry `batch`, a token that makes a batch written twice count once.
@@ -42,7 +43,8 @@ for l = 1, tonumber(ARGV[9]) do
                trim = tonumber(ARGV[a + 4]), sums = {}}
 end
 local stats, registry = KEYS[3 + #levels], KEYS[4 + #levels]
-local first_row = 10 + #levels * 4
+local keep_samples = ARGV[10 + #levels * 4] == '1'
+local first_row = 11 + #levels * 4
 local added, dups, first = 0, 0, nil
 for i = first_row, #ARGV, 7 do
   local id, bucket, label, score, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -55,13 +57,15 @@ for i = first_row, #ARGV, 7 do
     -- The bucket's most negative and most positive post, for the samples an alert shows; ties go
     -- to the smaller id so the choice never depends on arrival order.
     local s = tonumber(score)
-    local ext = redis.call('HMGET', key, 'lo_score', 'lo_id', 'hi_score', 'hi_id')
-    local lo, hi = tonumber(ext[1]), tonumber(ext[3])
-    if lo == nil or s < lo or (s == lo and id < ext[2]) then
-      redis.call('HSET', key, 'lo_score', score, 'lo_id', id, 'lo_text', ARGV[i + 6], 'lo_label', label)
-    end
-    if hi == nil or s > hi or (s == hi and id < ext[4]) then
-      redis.call('HSET', key, 'hi_score', score, 'hi_id', id, 'hi_text', ARGV[i + 6], 'hi_label', label)
+    if keep_samples then
+      local ext = redis.call('HMGET', key, 'lo_score', 'lo_id', 'hi_score', 'hi_id')
+      local lo, hi = tonumber(ext[1]), tonumber(ext[3])
+      if lo == nil or s < lo or (s == lo and id < ext[2]) then
+        redis.call('HSET', key, 'lo_score', score, 'lo_id', id, 'lo_text', ARGV[i + 6], 'lo_label', label)
+      end
+      if hi == nil or s > hi or (s == hi and id < ext[4]) then
+        redis.call('HSET', key, 'hi_score', score, 'hi_id', id, 'hi_text', ARGV[i + 6], 'hi_label', label)
+      end
     end
     redis.call('EXPIRE', key, ttl)
     redis.call('ZADD', idx, bucket, bucket)
@@ -340,10 +344,12 @@ class WindowStore:
             levels.append(("d", DAY_S, self.day_retention_s + DAY_S, day_trim))
 
         def level_args(scope: str) -> tuple[list[str], list[Any]]:
-            # Hidden pair scopes are never shown or reported: no roll-ups for them.
-            mine = [] if is_pair_scope(scope) else levels
+            # Hidden pair scopes are never shown, reported or judged: no roll-ups and no samples.
+            pair = is_pair_scope(scope)
+            mine = [] if pair else levels
             return ([rollup_index_key(scope, name) for name, *_ in mine],
-                    [len(mine), *(x for name, width, lttl, trim in mine for x in (rollup_prefix(scope, name), width, lttl, trim))])
+                    [len(mine), *(x for name, width, lttl, trim in mine for x in (rollup_prefix(scope, name), width, lttl, trim)),
+                     "0" if pair else "1"])
 
         calls: list[ScriptCall] = []
         for scope, rows in by_scope.items():

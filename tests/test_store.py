@@ -224,3 +224,20 @@ def test_scopes_come_from_the_registry_and_leave_it_with_retention(redis_server)
     assert every == ["all", "asset:BTC", "asset:ETH", "channel:general", "channel:trading", "source:discord"]  # no pair scopes
     assert assets == ["asset:BTC", "asset:ETH"]
     assert late == ["all", "asset:SOL", "channel:general", "source:discord"]  # BTC, ETH and trading fell out of retention
+
+
+def test_pair_scope_buckets_count_posts_but_keep_no_samples(redis_server):
+    """The hidden pair scopes are read for their counts only (incident grouping), so their buckets
+    carry no extreme posts: the memory they would take is most of a sparse bucket's."""
+    redis.Redis.from_url(redis_server).flushdb()
+    store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=3600, pairs=True)
+
+    async def go():
+        await store.apply([item("a", T0, label="negative", score=-0.7), item("b", T0 + 5)], {}, T0 + 5)
+        await store.close()
+
+    run(go())
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    pair, asset = r.hgetall(bucket_key("channel:general|asset:BTC", int(T0))), r.hgetall(bucket_key("asset:BTC", int(T0)))
+    assert pair["n"] == "2" and pair["negative"] == "1" and not any(k.startswith(("lo_", "hi_")) for k in pair), pair
+    assert (asset["n"], asset["lo_id"], asset["hi_id"], asset["lo_text"]) == ("2", "a", "b", "t")
