@@ -521,9 +521,9 @@ def test_broker_killed_and_restarted_on_its_storage(tmp_path, cache_dir, cleanup
     def broker_metric(name: str) -> float | None:
         return worker.metrics().get((name, broker_label))
 
-    wait_until(lambda: broker_unready() and time.monotonic() - down_at >= 5, 60, "the worker to report the broker down", [worker])
-    # The metrics show it too, from the worker's own probe (nothing here reads /readyz for them).
+    # The metrics show the outage from the worker's own probe: nothing has called /readyz since the kill.
     wait_until(lambda: broker_metric("sentinel_dependency_up") == 0, 30, "sentinel_dependency_up{broker} 0", [worker])
+    wait_until(lambda: broker_unready() and time.monotonic() - down_at >= 5, 60, "the worker to report the broker down", [worker])
     down_s = time.monotonic() - down_at
 
     # Batches fetched before the kill may still be written while the broker is down; the stream
