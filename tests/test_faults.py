@@ -540,7 +540,9 @@ def test_broker_killed_and_restarted_on_its_storage(tmp_path, cache_dir, cleanup
     wait_until(lambda: broker_metric("sentinel_dependency_up") == 1, 30, "sentinel_dependency_up{broker} 1 again", [worker])
     assert broker_metric("sentinel_dependency_outages_total") == 1
     metric_down_s = broker_metric("sentinel_dependency_down_seconds_total")
-    assert metric_down_s >= 5, metric_down_s
+    # Down at least 5 s, seen by probes 5 s apart: at least one probe interval (less the event
+    # loop's timer slack), whatever the phase of the probes against the kill.
+    assert metric_down_s >= 4, metric_down_s
 
     assert window_counts(r) == expected_counts(posts)
     final = stats(r)
