@@ -22,13 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
 import psutil
 import redis
 
+from sentinel.synthetic import synthetic_post
 from stream.settings import Settings
 from stream.kafka import ensure_topics, kafka_client_kwargs, worker_topics
 from stream.keys import STATS_KEY
@@ -39,10 +40,13 @@ WORDS = {"positive": ("pump", "moon", "breakout", "bullish"), "negative": ("dump
          "neutral": ("update", "thread", "question", "chart")}
 
 
-def post(rng: random.Random, i: int, ts: float, assets: int, channels: int) -> bytes:
+def post(rng: random.Random, i: int, ts: float, assets: int, channels: int, words: int = 0) -> bytes:
     label = rng.choices(list(WORDS), weights=(0.3, 0.2, 0.5))[0]
     asset = f"A{rng.randrange(assets):03d}"
-    text = f"${asset} {rng.choice(WORDS[label])} {rng.choice(WORDS['neutral'])} {i}"
+    if words:  # forum-length posts: the two sample posts a bucket keeps cost what real ones would
+        text = f"{synthetic_post(rng, label, '$' + asset, words)} {rng.choice(WORDS[label])} {i}"
+    else:
+        text = f"${asset} {rng.choice(WORDS[label])} {rng.choice(WORDS['neutral'])} {i}"
     return json.dumps({"id": f"s{i}", "text": text, "created_at": round(ts, 3), "assets": [asset],
                        "channel": f"c{rng.randrange(channels):02d}", "source": rng.choice(("forum", "discord"))}).encode()
 
@@ -58,16 +62,18 @@ async def produce(settings: Settings, r: redis.Redis, args: argparse.Namespace, 
     span = args.event_days * 86400.0
     producer = AIOKafkaProducer(**kafka_client_kwargs(settings), linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
+    recent: deque[bytes] = deque(maxlen=500)  # a repeat is a post sent about 500 messages earlier, unchanged
     try:
         for i in range(args.posts):
             ts = t0 + span * i / args.posts
             roll = rng.random()
             if roll < args.bad_share:
                 value = b'{"id": "bad-' + str(i).encode() + b'", "text": '  # not JSON: the DLQ
-            elif roll < args.bad_share + args.repeat_share and i > 1000:
-                value = post(random.Random(i - 500), i - 500, t0 + span * (i - 500) / args.posts, args.assets, args.channels)
+            elif roll < args.bad_share + args.repeat_share and len(recent) == recent.maxlen:
+                value = recent[0]
             else:
-                value = post(rng, i, ts, args.assets, args.channels)
+                value = post(rng, i, ts, args.assets, args.channels, args.words)
+                recent.append(value)
             await producer.send(settings.topic_posts, value, key=str(i % 997).encode())
             sent[0] = i + 1
             if i % 2000 == 0:
@@ -163,6 +169,7 @@ def main() -> None:
     parser.add_argument("--event-days", type=float, default=6.0, help="event time the posts span")
     parser.add_argument("--retention", default="26h", help="SENTINEL_RETENTION (the sequential detector needs 25 h and a minute)")
     parser.add_argument("--report-retention", default="2d")
+    parser.add_argument("--words", type=int, default=0, help="0: short posts (about 25 characters); N: forum-like posts of N words")
     parser.add_argument("--bad-share", type=float, default=0.001)
     parser.add_argument("--repeat-share", type=float, default=0.01)
     parser.add_argument("--ahead", type=int, default=20000)
@@ -219,7 +226,7 @@ def main() -> None:
             broker_proc.stop()
             redis_proc.stop()
 
-    result = {"command": " ".join(["bench/soak.py", *sys.argv[1:]]), "posts": args.posts, "assets": args.assets, "channels": args.channels,
+    result = {"command": " ".join(["bench/soak.py", *sys.argv[1:]]), "posts": args.posts, "assets": args.assets, "channels": args.channels, "words": args.words,
               "event_days": args.event_days, "retention": args.retention, "samples": samples, **expiry}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
