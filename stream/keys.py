@@ -21,6 +21,13 @@ def bucket_key(scope: str, bucket: int) -> str:
     return f"{bucket_prefix(scope)}{bucket}"
 
 
+def sample_key(scope: str, bucket: int, end: str) -> str:
+    """The text of a bucket's most negative (`lo`) or most positive (`hi`) post. Kept apart from the
+    bucket's hash: one long value would turn the whole hash from Redis' compact encoding into a
+    hash table, several times its size."""
+    return f"{bucket_key(scope, bucket)}:{end}"
+
+
 def bucket_prefix(scope: str) -> str:
     return f"{KEY_PREFIX}:{{{scope}}}:b:"
 

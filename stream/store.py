@@ -21,7 +21,7 @@ from stream.contracts import Post
 from stream.redis_client import ReplicaWait, ScriptCall, is_cluster, run_scripts
 from stream.keys import (
     BATCHES_KEY, SCOPES_KEY, STATS_KEY, bucket_key, bucket_prefix, day_index_pattern, index_key, index_pattern, rollup_index_key,
-    rollup_prefix, scope_of_day_index, scope_of_index, seen_key,
+    rollup_prefix, sample_key, scope_of_day_index, scope_of_index, seen_key,
 )
 from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair_scope, pair_scopes_for, scopes_for
 
@@ -60,11 +60,15 @@ for i = first_row, #ARGV, 7 do
     if keep_samples then
       local ext = redis.call('HMGET', key, 'lo_score', 'lo_id', 'hi_score', 'hi_id')
       local lo, hi = tonumber(ext[1]), tonumber(ext[3])
+      -- The texts go in keys of their own (keys.sample_key): in the hash, one value over 64 bytes
+      -- would make Redis store the whole bucket as a hash table, several times its compact size.
       if lo == nil or s < lo or (s == lo and id < ext[2]) then
-        redis.call('HSET', key, 'lo_score', score, 'lo_id', id, 'lo_text', ARGV[i + 6], 'lo_label', label)
+        redis.call('HSET', key, 'lo_score', score, 'lo_id', id, 'lo_label', label)
+        redis.call('SET', key .. ':lo', ARGV[i + 6], 'EX', ttl)
       end
       if hi == nil or s > hi or (s == hi and id < ext[4]) then
-        redis.call('HSET', key, 'hi_score', score, 'hi_id', id, 'hi_text', ARGV[i + 6], 'hi_label', label)
+        redis.call('HSET', key, 'hi_score', score, 'hi_id', id, 'hi_label', label)
+        redis.call('SET', key .. ':hi', ARGV[i + 6], 'EX', ttl)
       end
     end
     redis.call('EXPIRE', key, ttl)
@@ -108,7 +112,7 @@ redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. trim_before)
 -- Buckets that fell out of retention (in event time) go now, not when their wall-clock TTL ends,
 -- so replaying a long history keeps only the retention's worth of buckets.
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. trim_before)) do
-  redis.call('DEL', prefix .. old)
+  redis.call('DEL', prefix .. old, prefix .. old .. ':lo', prefix .. old .. ':hi')
 end
 redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. trim_before)
 for _, level in ipairs(levels) do
@@ -420,16 +424,19 @@ class WindowStore:
     async def extremes(self, scope: str, start: int, end: int) -> list[Sample]:
         """The most negative and most positive post of every bucket in [start, end)."""
         starts = await self.redis.zrangebyscore(index_key(scope), start, f"({end}")
+        # `*_text` in the hash: buckets written before the texts had keys of their own.
         fields = ("lo_id", "lo_text", "lo_label", "lo_score", "hi_id", "hi_text", "hi_label", "hi_score")
         async with self.redis.pipeline(transaction=False) as pipe:
             for b in starts:
                 pipe.hmget(bucket_key(scope, int(b)), fields)
-            rows = await pipe.execute() if starts else []
+                pipe.get(sample_key(scope, int(b), "lo"))
+                pipe.get(sample_key(scope, int(b), "hi"))
+            replies = await pipe.execute() if starts else []
         found: dict[str, Sample] = {}
-        for row in rows:
-            for i in (0, 4):
+        for row, *texts in zip(replies[::3], replies[1::3], replies[2::3]):
+            for i, text in zip((0, 4), texts):
                 if row[i] is not None:
-                    found[row[i]] = Sample(row[i], row[i + 1] or "", row[i + 2] or "", float(row[i + 3]))
+                    found[row[i]] = Sample(row[i], text or row[i + 1] or "", row[i + 2] or "", float(row[i + 3]))
         return sorted(found.values(), key=lambda s: (s.score, s.id))
 
 

@@ -240,4 +240,27 @@ def test_pair_scope_buckets_count_posts_but_keep_no_samples(redis_server):
     r = redis.Redis.from_url(redis_server, decode_responses=True)
     pair, asset = r.hgetall(bucket_key("channel:general|asset:BTC", int(T0))), r.hgetall(bucket_key("asset:BTC", int(T0)))
     assert pair["n"] == "2" and pair["negative"] == "1" and not any(k.startswith(("lo_", "hi_")) for k in pair), pair
-    assert (asset["n"], asset["lo_id"], asset["hi_id"], asset["lo_text"]) == ("2", "a", "b", "t")
+    assert (asset["n"], asset["lo_id"], asset["hi_id"]) == ("2", "a", "b")
+    assert r.get(bucket_key("asset:BTC", int(T0)) + ":lo") == "t" and not r.exists(bucket_key("channel:general|asset:BTC", int(T0)) + ":lo")
+
+
+def test_sample_texts_live_beside_the_bucket_and_keep_it_compact(store, redis_server):
+    """A forum-length text in the bucket's hash would turn it into a hash table (over 64 bytes a
+    value); kept in keys of their own, the bucket stays a listpack, the samples read back whole, and
+    the texts go when their bucket falls out of retention."""
+    long_text = "ETH keeps bleeding and nobody is buying, " * 6
+    async def go():
+        lo = Scored(Post("lo", long_text, T0, ("ETH",), source="discord", channel="general"), "negative", -0.9)
+        hi = Scored(Post("hi", "ETH up", T0 + 1, ("ETH",), source="discord", channel="general"), "positive", 0.8)
+        await store.apply([lo, hi], {}, T0 + 1)
+        found = await store.extremes("asset:ETH", int(T0), int(T0) + 60)
+        encoding = await store.redis.object("encoding", bucket_key("asset:ETH", int(T0)))
+        await store.apply([item("later", T0 + 7200, assets=("ETH",))], {}, T0 + 7200)  # the first bucket falls out of retention
+        await store.redis.aclose()
+        return found, encoding
+    found, encoding = run(go())
+    assert encoding in ("ziplist", "listpack"), encoding  # Redis 6 / 7 names for the compact encoding
+    assert [(s.id, s.text, s.label) for s in found] == [("lo", long_text[:280], "negative"), ("hi", "ETH up", "positive")]
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    assert not r.exists(bucket_key("asset:ETH", int(T0)), bucket_key("asset:ETH", int(T0)) + ":lo", bucket_key("asset:ETH", int(T0)) + ":hi")
+    assert r.get(bucket_key("asset:ETH", int(T0) + 7200) + ":lo") == "t"
