@@ -121,6 +121,8 @@ def memory_by_shape(r: redis.Redis, per_shape: int = 300) -> dict[str, dict[str,
         shape = {":b": "bucket", ":h": "hour roll-up", ":d": "day roll-up"}.get(tail.rsplit(":", 1)[0], tail if tail.count(":") == 1 else "other")
         if key.startswith("sentinel:{alerts}:scope:"):
             shape = "alert state per scope"
+        elif ":b:" in tail and tail.endswith((":lo", ":hi")):
+            shape = "sample text"
         pair = "|" in key.split("}", 1)[0]
         keys.setdefault(f"{shape} (pair scope)" if pair and shape in ("bucket", ":seen", ":idx") else shape, []).append(key)
     out = {}
