@@ -61,7 +61,9 @@ def test_ctrl_c_during_sentinel_run_leaves_no_process_behind(tmp_path, tiny_mode
     import psutil
 
     posts = tmp_path / "posts.jsonl"
-    posts.write_text("\n".join(json.dumps({"id": f"p{i}", "text": "BTC up", "created_at": 1_767_225_600 + i}) for i in range(50)) + "\n")
+    # Far more posts than the run can finish before the interrupt: with 50, a fast run had already
+    # ended (exit 0) when Ctrl-C arrived on a CI machine.
+    posts.write_text("\n".join(json.dumps({"id": f"p{i}", "text": "BTC up", "created_at": 1_767_225_600 + i}) for i in range(20000)) + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BROKER", "REDIS_URL")}
     env.update(SENTINEL_BASE=str(tiny_model_dir), SENTINEL_CACHE_DIR=str(cache_dir), SENTINEL_DTYPE="float32")
     run = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", str(posts)], env=env, start_new_session=True,
