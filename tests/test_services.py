@@ -61,13 +61,15 @@ def test_ctrl_c_during_sentinel_run_leaves_no_process_behind(tmp_path, tiny_mode
     import psutil
 
     posts = tmp_path / "posts.jsonl"
-    # Far more posts than the run can finish before the interrupt: with 50, a fast run had already
-    # ended (exit 0) when Ctrl-C arrived on a CI machine.
-    posts.write_text("\n".join(json.dumps({"id": f"p{i}", "text": "BTC up", "created_at": 1_767_225_600 + i}) for i in range(20000)) + "\n")
+    posts.write_text("\n".join(json.dumps({"id": f"p{i}", "text": "BTC up", "created_at": 1_767_225_600 + i}) for i in range(50)) + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BROKER", "REDIS_URL")}
     env.update(SENTINEL_BASE=str(tiny_model_dir), SENTINEL_CACHE_DIR=str(cache_dir), SENTINEL_DTYPE="float32")
+    # SIGINT as a terminal leaves it. An ignored SIGINT is inherited through exec: a test run started
+    # in the background by a non-interactive shell (`cmd &`) ignores it, and so, before this, did the
+    # `sentinel run` here, which then finished normally (exit 0) despite the Ctrl-C.
     run = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", str(posts)], env=env, start_new_session=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     parent = psutil.Process(run.pid)
     deadline = time.monotonic() + 120
     children: list[psutil.Process] = []
