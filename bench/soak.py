@@ -51,7 +51,7 @@ def post(rng: random.Random, i: int, ts: float, assets: int, channels: int, word
                        "channel": f"c{rng.randrange(channels):02d}", "source": rng.choice(("forum", "discord"))}).encode()
 
 
-def processed(r: redis.Redis) -> int:
+def consumed(r: redis.Redis) -> int:
     return int(r.hget(STATS_KEY, "consumed") or 0)
 
 
@@ -77,7 +77,7 @@ async def produce(settings: Settings, r: redis.Redis, args: argparse.Namespace, 
             await producer.send(settings.topic_posts, value, key=str(i % 997).encode())
             sent[0] = i + 1
             if i % 2000 == 0:
-                while sent[0] - processed(r) > args.ahead:
+                while sent[0] - consumed(r) > args.ahead:
                     await asyncio.sleep(0.2)
         await producer.flush()
     finally:

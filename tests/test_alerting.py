@@ -252,6 +252,27 @@ def test_incidents_are_listed_and_an_open_one_can_be_acknowledged(redis_server):
     assert r.hget(ACKS_KEY, "open1") == "desk on it" and json.loads(r.hget(INCIDENTS_KEY, "open1"))["acked"] == "desk on it"
 
 
+def test_acknowledgements_expire_with_the_incidents(redis_server):
+    """`sentinel ack` writes a key of its own: it takes the incidents' expiry, so it never outlives them."""
+    from stream.alerts.correlator import acknowledge
+    from stream.keys import ACKS_KEY, INCIDENTS_KEY
+
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    r.hset(INCIDENTS_KEY, "open1", json.dumps({"incident_id": "open1", "state": "open", "acked": None, "opened": 100}))
+    r.expire(INCIDENTS_KEY, 3600)
+
+    async def go():
+        client = redis.asyncio.Redis.from_url(redis_server, decode_responses=True)
+        try:
+            return await acknowledge(client, "open1", "desk on it")
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(go())
+    assert 3500 < r.ttl(ACKS_KEY) <= 3600
+
+
 def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_server):
     """Grouping on a real redis-server, delivered to a real webhook: a three-hour BTC swing repeats
     every 30 minutes of event time; acknowledged after its first notice, it is not repeated, and

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
 from stream.ops.http import Check, Outages, liveness, readiness
 from stream.ops.prometheus import WorkerMetrics, partition_lag
 from stream.batch import BatchOutcome
 from stream.tools.services import free_port, start_redis
 from stream.keys import STATS_KEY
-from workers import worker_env
+from workers import metric_samples as samples, worker_env
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 GOOD = [
@@ -66,15 +65,6 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, worker: 
             return result
         time.sleep(0.2)  # a polling interval, not a wait for something to happen
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{worker.log_tail()}")
-
-
-def samples(text: str) -> dict[tuple[str, frozenset], float]:
-    """Every sample of a Prometheus scrape, keyed by (sample name, labels)."""
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def env_for(kafka: str, redis_url: str, cache_dir: Path, name: str) -> dict[str, str]:

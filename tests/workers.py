@@ -140,14 +140,11 @@ class Worker:
 
     def metrics(self) -> dict[tuple[str, frozenset], float]:
         """(sample name, labels) -> value from /metrics; empty while the worker does not answer."""
-        from prometheus_client.parser import text_string_to_metric_families
-
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
-                text = resp.read().decode()
+                return metric_samples(resp.read().decode())
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return {}
-        return {(s.name, frozenset(s.labels.items())): s.value for family in text_string_to_metric_families(text) for s in family.samples}
 
     def kill(self) -> None:
         """SIGKILL to the whole process group: no shutdown code runs."""
@@ -162,6 +159,13 @@ class Worker:
 
     def log_tail(self, lines: int = 30) -> str:
         return f"--- {self.log_path.name} ---\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def metric_samples(text: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample of a Prometheus scrape, keyed by (sample name, labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, frozenset(s.labels.items())): s.value for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, workers: list[Worker], poll: float = 0.05) -> Any:
