@@ -9,6 +9,7 @@ from 20% to 60% for an hour (detection delay), N weeks with a 5x volume burst. D
     .venv/bin/python bench/alert_sizing.py --half-life 10m --for 10m   # other settings
     .venv/bin/python bench/alert_sizing.py --detector sequential   # the CUSUM detector (stream/alerts/sequential.py)
     .venv/bin/python bench/alert_sizing.py --seeds 4 --z-spread   # also the z's spread on stationary weeks
+    .venv/bin/python bench/alert_sizing.py --detector sequential --stationary-only --seeds 16   # which charts cry wolf
 
 Each seed's swing delay is in `swing_delays_min`, so runs split over processes can be pooled.
 """
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--confusion", type=Path, help="label every post through this evaluation JSON's confusion matrix "
                         "(a realistic classifier's errors), e.g. docs/results/indomain/shipped-tfns.json")
     parser.add_argument("--z-spread", action="store_true", help="also report the mean and standard deviation of z on the stationary weeks, per kind")
+    parser.add_argument("--stationary-only", action="store_true", help="run the stationary weeks alone (false alarms, and which chart raised each)")
     args = parser.parse_args()
     rates = {asset: float(rate) for asset, rate in (item.split("=") for item in args.rates.split(","))}
     config = AlertConfig()
@@ -99,6 +101,7 @@ def main() -> None:
     if args.confirm_z is not None:
         config = replace(config, sequential=replace(config.sequential, confirm_z=args.confirm_z))
     calm, delays, missed, bursts, burst_drops, selloffs = [], [], 0, [], [], []
+    false_alarms: list[dict] = []
     confusion = json.loads(args.confusion.read_text())["confusion"] if args.confusion else None
 
     def make(scenario: Scenario, seed: int) -> list:
@@ -109,9 +112,15 @@ def main() -> None:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         if spread:
             spread.active = True
-        calm.append(sum(r.state == "firing" and not r.repeat for r in simulate(make(Scenario(per_minute=rates), seed), config)))
+        fired = [r for r in simulate(make(Scenario(per_minute=rates), seed), config) if r.state == "firing" and not r.repeat]
+        calm.append(len(fired))
+        false_alarms += [{"seed": seed, "scope": r.scope, "kind": r.kind, "metric": r.metric, "value": r.value, "baseline": r.baseline,
+                          "posts": r.posts, "onset": r.onset, "window_end": r.window_end} for r in fired]
         if spread:
             spread.active = False
+        if args.stationary_only:
+            print(f"seed {seed}: false alarms {calm[-1]}", file=sys.stderr)
+            continue
         records = simulate(make(Scenario(per_minute=rates, episodes=(Episode("BTC", AT, mix=SWING_MIX),)), seed), config)
         fired = [minutes_after(r.window_end) for r in records if (r.scope, r.kind, r.state) == ("asset:BTC", "sentiment_drop", "firing") and minutes_after(r.window_end) > 0]
         if fired:
@@ -139,6 +148,7 @@ def main() -> None:
         "stream": ", ".join(f"{asset} {rate:g}/min" for asset, rate in rates.items()) + "; 2 channels; labels 30/20/50 positive/negative/neutral",
         "stationary_weeks_with_a_false_alarm": sum(c > 0 for c in calm),
         "false_alarms_total": sum(calm),
+        "false_alarms": false_alarms,
         "swing_detected": len(delays),
         "swing_missed": missed,
         "swing_delay_min": {"median": statistics.median(delays), "max": max(delays), "within_30": sum(d <= 30 for d in delays)} if delays else None,
@@ -147,6 +157,10 @@ def main() -> None:
         "burst_called_a_drop": sum(burst_drops),
         "low_volume_selloff_drop_within_30_min": sum(selloffs),
     }
+    if args.stationary_only:
+        for key in ("swing_detected", "swing_missed", "swing_delay_min", "swing_delays_min", "burst_detected_within_60_min",
+                    "burst_called_a_drop", "low_volume_selloff_drop_within_30_min"):
+            del result[key]
     if spread:
         result["stationary_z"] = spread.summary()
     print(json.dumps(result, indent=2))
