@@ -159,6 +159,7 @@ def evaluate(
     holdout: Annotated[Optional[float], typer.Option("--holdout", help="evaluate only the stratified validation split sentinel train holds out (its --val-fraction)")] = None,
     seed: Annotated[int, typer.Option("--seed", help="with --holdout: the split's seed (sentinel train's --seed)")] = 42,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
+    card: Annotated[bool, typer.Option("--card", help="also record the report in the adapter's model_card.json (evaluations, keyed by the data file's name, with its sha256)")] = False,
     base: BaseOpt = None,
     adapter: AdapterOpt = None,
     device: DeviceOpt = None,
@@ -184,6 +185,7 @@ def evaluate(
     if not examples:
         raise fail(f"{data} holds no usable examples")
     settings = model_settings(base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
+    card_path = adapter_card(settings) if card else None
     classifier = load_classifier(settings)
     preds: list[str] = []
     with progress() as bar:
@@ -195,10 +197,26 @@ def evaluate(
             bar.advance(task, len(chunk))
     report = classification_report([e.label for e in examples], preds)
     report.update(model=classifier.info.id, data=str(data), skipped=len(loaded.skipped))
+    if card_path:
+        from training.trainer import record_evaluation
+
+        record_evaluation(card_path, data, report)
+        err.print(f"recorded in {card_path} under evaluations.{data.stem}")
     if as_json:
         print(json.dumps(report))
         return
     print_report(report)
+
+
+def adapter_card(settings: Settings) -> Path:
+    """The model card `sentinel eval --card` writes to; checked before the model loads."""
+    from model.base import resolve_adapter
+
+    path = resolve_adapter(settings.adapter, settings.base)
+    card = Path(path) / "model_card.json" if path else None
+    if card is None or not card.is_file():
+        raise fail(f"--card needs an adapter directory with a model_card.json (adapter: {settings.adapter!r})")
+    return card
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -159,6 +159,16 @@ def test_train_cli_writes_adapter_and_card_and_names_bad_lines(tiny_model_dir, c
     card = json.loads((out / "model_card.json").read_text())
     assert card["split"]["train"] + card["split"]["validation"] == 60 and card["steps"] == 4
     assert card["data"][0]["sha256"] and (out / "adapter_model.safetensors").is_file()
+    # `sentinel eval --card` records its report in the adapter's card, keyed by the file, with its hash.
+    r = subprocess.run([sys.executable, "-m", "sentinel.cli", "eval", "--data", str(data), "--format", "tfns", "--adapter", str(out),
+                        "--card", "--json", *base], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    recorded = json.loads((out / "model_card.json").read_text())["evaluations"]["train"]
+    assert recorded["data"]["sha256"] == card["data"][0]["sha256"] and recorded["n"] == 60
+    assert recorded["f1_weighted"] == json.loads(r.stdout)["f1_weighted"] and "per_class" in recorded
+    r = subprocess.run([sys.executable, "-m", "sentinel.cli", "eval", "--data", str(data), "--format", "tfns", "--adapter", "none",
+                        "--card", *base], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0 and "--card needs an adapter directory" in r.stderr
     data.write_text("text,label\nok,1\nbad,7\n")
     r = subprocess.run([sys.executable, "-m", "sentinel.cli", "train", "--data", str(data), "--format", "tfns", "--out", str(out), *base],
                        capture_output=True, text=True, env=env, timeout=300)

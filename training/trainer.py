@@ -340,6 +340,18 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
 
 
+def record_evaluation(card_path: Path, data: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """Add one `sentinel eval` report to an adapter's model card under `evaluations`, keyed by the
+    data file's name and carrying its hash, so the figures a README quotes are the card's own, on
+    data named by content (a later run on the same file replaces the entry)."""
+    card = json.loads(card_path.read_text())
+    keep = ("n", "accuracy", "f1_macro", "f1_weighted", "per_class", "confusion", "model", "skipped")
+    card.setdefault("evaluations", {})[data.stem] = {
+        "data": {"path": str(data), "sha256": sha256_file(data)}, **{k: report[k] for k in keep if k in report}}
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
 def write_model_card(result: TrainResult, cfg: TrainConfig, info: ModelInfo | None, data_files: Sequence[Path], split_info: dict[str, Any]) -> dict[str, Any]:
     card = {
         "base_model": cfg.base,
