@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from model.scorer import Scorer
+from model.scorer import Judgement, Scorer
 from stream.logs import redact, setup_logging
 from stream.settings import Settings, get_settings
 
@@ -159,6 +159,7 @@ def evaluate(
     holdout: Annotated[Optional[float], typer.Option("--holdout", help="evaluate only the stratified validation split sentinel train holds out (its --val-fraction)")] = None,
     seed: Annotated[int, typer.Option("--seed", help="with --holdout: the split's seed (sentinel train's --seed)")] = 42,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
+    predictions: Annotated[Optional[Path], typer.Option("--predictions", dir_okay=False, help="also write each example's line, gold label, predicted label and probabilities here (JSON lines; no texts)")] = None,
     card: Annotated[bool, typer.Option("--card", help="also record the report in the adapter's model_card.json (evaluations, keyed by the data file's name, with its sha256)")] = False,
     base: BaseOpt = None,
     adapter: AdapterOpt = None,
@@ -187,14 +188,20 @@ def evaluate(
     settings = model_settings(base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
     card_path = adapter_card(settings) if card else None
     classifier = load_classifier(settings)
-    preds: list[str] = []
+    judgements: list[Judgement] = []
     with progress() as bar:
         task = bar.add_task("classifying", total=len(examples))
         step = classifier.batch_size * 4
         for start in range(0, len(examples), step):
             chunk = examples[start : start + step]
-            preds.extend(j.label for j in classifier.classify([e.text for e in chunk]))
+            judgements.extend(classifier.classify([e.text for e in chunk]))
             bar.advance(task, len(chunk))
+    preds = [j.label for j in judgements]
+    if predictions:
+        with predictions.open("w") as out_file:
+            for example, judgement in zip(examples, judgements):
+                out_file.write(json.dumps({"line": example.line, "label": example.label, "predicted": judgement.label,
+                                           "probs": judgement.probs}) + "\n")
     report = classification_report([e.label for e in examples], preds)
     report.update(model=classifier.info.id, data=str(data), skipped=len(loaded.skipped))
     if card_path:

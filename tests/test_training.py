@@ -161,11 +161,14 @@ def test_train_cli_writes_adapter_and_card_and_names_bad_lines(tiny_model_dir, c
     assert card["data"][0]["sha256"] and (out / "adapter_model.safetensors").is_file()
     # `sentinel eval --card` records its report in the adapter's card, keyed by the file, with its hash.
     r = subprocess.run([sys.executable, "-m", "sentinel.cli", "eval", "--data", str(data), "--format", "tfns", "--adapter", str(out),
-                        "--card", "--json", *base], capture_output=True, text=True, env=env, timeout=300)
+                        "--card", "--json", "--predictions", str(tmp_path / "preds.jsonl"), *base], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
+    preds = [json.loads(line) for line in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    assert [p["line"] for p in preds] == list(range(2, 62)) and all(abs(sum(p["probs"].values()) - 1) < 1e-4 for p in preds)
+    accuracy = sum(p["label"] == p["predicted"] for p in preds) / 60
     recorded = json.loads((out / "model_card.json").read_text())["evaluations"]["train"]
     assert recorded["data"]["sha256"] == card["data"][0]["sha256"] and recorded["n"] == 60
-    assert recorded["f1_weighted"] == json.loads(r.stdout)["f1_weighted"] and "per_class" in recorded
+    assert recorded["f1_weighted"] == json.loads(r.stdout)["f1_weighted"] and recorded["accuracy"] == pytest.approx(accuracy)
     r = subprocess.run([sys.executable, "-m", "sentinel.cli", "eval", "--data", str(data), "--format", "tfns", "--adapter", "none",
                         "--card", *base], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode != 0 and "--card needs an adapter directory" in r.stderr
