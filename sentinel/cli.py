@@ -207,8 +207,9 @@ def evaluate(
     if card_path:
         from training.trainer import record_evaluation
 
-        record_evaluation(card_path, data, report)
-        err.print(f"recorded in {card_path} under evaluations.{data.stem}")
+        subset = ", ".join(part for part in (f"holdout {holdout:g} seed {seed}" if holdout else "", f"first {limit}" if limit else "") if part)
+        card_data = record_evaluation(card_path, data, report, subset)
+        err.print(f"recorded in {card_path} ({len(card_data['evaluations'])} evaluations)")
     if as_json:
         print(json.dumps(report))
         return

@@ -12,7 +12,7 @@ from model.classifier import Classifier
 from model.labels import LABELS
 from training.data import Example
 from training.split import class_weights, stratified_split
-from training.trainer import TrainConfig, Trainer, write_model_card
+from training.trainer import TrainConfig, Trainer, record_evaluation, sha256_file, write_model_card
 
 WORDS = "market chart volume token wallet coin guild pool price week".split()
 CUE = {"positive": "moon", "negative": "rekt", "neutral": "meeting"}
@@ -116,6 +116,20 @@ def test_model_card_is_complete(trained):
     assert card["hyperparameters"]["r"] == 8 and "f1_weighted" in card["validation_metrics"]
     assert {"torch", "transformers", "peft"} <= set(card["libraries"])
     assert (trained[1].out_dir / "README.md").read_text().startswith("# LoRA adapter")
+
+
+def test_an_evaluation_is_recorded_in_the_card_per_file_and_subset(tmp_path):
+    card, data = tmp_path / "model_card.json", tmp_path / "test-discord.csv"
+    card.write_text(json.dumps({"base_model": "x"}))
+    data.write_text("text,label\nup only,positive\n")
+    report = {"n": 1, "accuracy": 1.0, "f1_macro": 1.0, "f1_weighted": 1.0, "per_class": {}, "confusion": {}, "data": "ignored"}
+    record_evaluation(card, data, {**report, "accuracy": 0.5})
+    record_evaluation(card, data, report)  # the same file again replaces its entry
+    record_evaluation(card, data, {**report, "n": 0}, "first 1")
+    saved = json.loads(card.read_text())
+    assert saved["base_model"] == "x" and set(saved["evaluations"]) == {"test-discord", "test-discord (first 1)"}
+    entry = saved["evaluations"]["test-discord"]
+    assert entry["accuracy"] == 1.0 and entry["data"] == {"path": str(data), "sha256": sha256_file(data)}
 
 
 def test_resume_continues_from_the_checkpoint(trained, cache_dir):

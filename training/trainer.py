@@ -340,13 +340,14 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
 
 
-def record_evaluation(card_path: Path, data: Path, report: dict[str, Any]) -> dict[str, Any]:
+def record_evaluation(card_path: Path, data: Path, report: dict[str, Any], subset: str = "") -> dict[str, Any]:
     """Add one `sentinel eval` report to an adapter's model card under `evaluations`, keyed by the
-    data file's name and carrying its hash, so the figures a README quotes are the card's own, on
-    data named by content (a later run on the same file replaces the entry)."""
+    data file's name (and the `subset` of it evaluated, e.g. a holdout) and carrying its hash, so the
+    figures a README quotes are the card's own, on data named by content (a later run on the same
+    file and subset replaces the entry)."""
     card = json.loads(card_path.read_text())
     keep = ("n", "accuracy", "f1_macro", "f1_weighted", "per_class", "confusion", "model", "skipped")
-    card.setdefault("evaluations", {})[data.stem] = {
+    card.setdefault("evaluations", {})[data.stem + (f" ({subset})" if subset else "")] = {
         "data": {"path": str(data), "sha256": sha256_file(data)}, **{k: report[k] for k in keep if k in report}}
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card
