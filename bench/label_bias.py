@@ -48,7 +48,10 @@ def summary(rep: dict) -> dict:
 
 def main() -> None:
     splits, preds = Path(sys.argv[1]), Path(sys.argv[2])
-    load = lambda name: [json.loads(line) for line in (preds / f"{name}.jsonl").read_text().splitlines()]  # noqa: E731
+
+    def load(name: str) -> list[dict]:
+        return [json.loads(line) for line in (preds / f"{name}.jsonl").read_text().splitlines()]
+
     select = load("select")
     with (splits / "select.csv").open(newline="", encoding="utf-8") as handle:
         sources = [row["source"] for row in csv.DictReader(handle)]

@@ -9,7 +9,7 @@ import redis
 
 from stream.contracts import Post
 from stream.store import Scored, WindowStore
-from stream.keys import STATS_KEY, bucket_key, seen_key
+from stream.keys import STATS_KEY, bucket_key, sample_key, seen_key
 
 T0 = 1_699_999_980.0  # a bucket boundary
 
@@ -241,7 +241,7 @@ def test_pair_scope_buckets_count_posts_but_keep_no_samples(redis_server):
     pair, asset = r.hgetall(bucket_key("channel:general|asset:BTC", int(T0))), r.hgetall(bucket_key("asset:BTC", int(T0)))
     assert pair["n"] == "2" and pair["negative"] == "1" and not any(k.startswith(("lo_", "hi_")) for k in pair), pair
     assert (asset["n"], asset["lo_id"], asset["hi_id"]) == ("2", "a", "b")
-    assert r.get(bucket_key("asset:BTC", int(T0)) + ":lo") == "t" and not r.exists(bucket_key("channel:general|asset:BTC", int(T0)) + ":lo")
+    assert r.get(sample_key("asset:BTC", int(T0), "lo")) == "t" and not r.exists(sample_key("channel:general|asset:BTC", int(T0), "lo"))
 
 
 def test_sample_texts_live_beside_the_bucket_and_keep_it_compact(store, redis_server):
@@ -262,5 +262,5 @@ def test_sample_texts_live_beside_the_bucket_and_keep_it_compact(store, redis_se
     assert encoding in ("ziplist", "listpack"), encoding  # Redis 6 / 7 names for the compact encoding
     assert [(s.id, s.text, s.label) for s in found] == [("lo", long_text[:280], "negative"), ("hi", "ETH up", "positive")]
     r = redis.Redis.from_url(redis_server, decode_responses=True)
-    assert not r.exists(bucket_key("asset:ETH", int(T0)), bucket_key("asset:ETH", int(T0)) + ":lo", bucket_key("asset:ETH", int(T0)) + ":hi")
-    assert r.get(bucket_key("asset:ETH", int(T0) + 7200) + ":lo") == "t"
+    assert not r.exists(bucket_key("asset:ETH", int(T0)), sample_key("asset:ETH", int(T0), "lo"), sample_key("asset:ETH", int(T0), "hi"))
+    assert r.get(sample_key("asset:ETH", int(T0) + 7200, "lo")) == "t"
