@@ -73,6 +73,10 @@ def test_splits_are_disjoint_and_written_with_a_manifest(tmp_path):
         assert not train & texts(held), held
     assert manifest["files"]["test-tfns.csv"]["tfns"] == {"negative": 144, "neutral": 618, "positive": 192}
     assert set(manifest["inputs"]) >= {str(tfns), str(export)}
+    # The per-source training files partition the in-domain one.
+    files = manifest["files"]
+    assert set(files["train-discord.csv"]) == {"discord"} and set(files["train-voices.csv"]) == {"voices"}
+    assert texts("train-discord.csv") | texts("train-voices.csv") == texts("train-indomain.csv")
 
 
 def test_voices_load_with_their_splits():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
+import shutil
 
 import pytest
 
@@ -116,6 +118,22 @@ def test_model_card_is_complete(trained):
     assert card["hyperparameters"]["r"] == 8 and "f1_weighted" in card["validation_metrics"]
     assert {"torch", "transformers", "peft"} <= set(card["libraries"])
     assert (trained[1].out_dir / "README.md").read_text().startswith("# LoRA adapter")
+
+
+def test_a_warm_started_card_records_the_shape_trained_and_the_parent_data(trained, tmp_path):
+    """--r/--alpha are ignored when starting from an adapter: the card says what was trained."""
+    trainer, result, _, _, _, _ = trained
+    parent, child_dir = tmp_path / "parent", tmp_path / "child"
+    parent.mkdir(), child_dir.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(result.out_dir / name, parent / name)
+    (parent / "model_card.json").write_text(json.dumps({"data": [{"path": "tfns.csv", "sha256": "ab"}]}))
+    cfg = TrainConfig(base="tiny", r=16, alpha=32, init_adapter=parent)
+    child = dataclasses.replace(result, out_dir=child_dir)
+    card = write_model_card(child, cfg, trainer.info, [], {"train": 1})
+    assert card["hyperparameters"]["r"] == 8 and card["hyperparameters"]["alpha"] == 16
+    assert card["init_adapter"]["data"] == [{"path": "tfns.csv", "sha256": "ab"}]
+    assert card["init_adapter"]["weights_sha256"] == sha256_file(parent / "adapter_model.safetensors")
 
 
 def test_an_evaluation_is_recorded_in_the_card_per_file_and_subset(tmp_path):

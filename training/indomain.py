@@ -103,7 +103,8 @@ def sha256(path: Path) -> str:
 def write_splits(out: Path, tfns: Path, export: Path) -> dict:
     """Write the files `sentinel train` and `sentinel eval` take (CSV: text, label, source):
     - train.csv, select.csv: all three sources; train-tfns.csv, select-tfns.csv: TFNS alone;
-      train-indomain.csv: Discord and voices (repeat `--data` to weight it);
+      train-indomain.csv: Discord and voices (repeat `--data` to weight it); train-discord.csv and
+      train-voices.csv: each alone, to measure what each source adds;
     - test-tfns.csv, test-discord.csv, test-voices.csv: reported apart, never trained or selected on.
     Texts in a test or select file are removed from the training files. Returns the manifest."""
     rows = tfns_splits(tfns) + load_discord_labels(export) + load_voices()
@@ -113,6 +114,7 @@ def write_splits(out: Path, tfns: Path, export: Path) -> dict:
         "train.csv": train,
         "train-tfns.csv": [r for r in train if r.source == "tfns"],
         "train-indomain.csv": [r for r in train if r.source != "tfns"],
+        **{f"train-{s}.csv": [r for r in train if r.source == s] for s in ("discord", "voices")},
         "select.csv": [r for r in rows if r.split == "select"],
         "select-tfns.csv": [r for r in rows if r.split == "select" and r.source == "tfns"],
         **{f"test-{s}.csv": [r for r in rows if r.split == "test" and r.source == s] for s in ("tfns", "discord", "voices")},

@@ -353,7 +353,28 @@ def record_evaluation(card_path: Path, data: Path, report: dict[str, Any], subse
     return card
 
 
+def warm_start(init_adapter: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a warm start inherits, for the card: the LoRA shape actually trained (the init adapter's,
+    not the command's --r/--alpha) and the adapter's own lineage (its weights' hash, the data it was
+    trained on and the checkpoint choice it carries), since its data is part of the new adapter's."""
+    config = json.loads((init_adapter / "adapter_config.json").read_text())
+    shape = {"r": config["r"], "alpha": config["lora_alpha"], "dropout": config.get("lora_dropout", 0.0),
+             "target_modules": sorted(config["target_modules"])}
+    weights = init_adapter / "adapter_model.safetensors"
+    card_path = init_adapter / "model_card.json"
+    parent = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    lineage = {"path": str(init_adapter), "weights_sha256": sha256_file(weights) if weights.is_file() else None,
+               **{k: parent[k] for k in ("data", "split", "init_adapter") if k in parent}}
+    return shape, lineage
+
+
 def write_model_card(result: TrainResult, cfg: TrainConfig, info: ModelInfo | None, data_files: Sequence[Path], split_info: dict[str, Any]) -> dict[str, Any]:
+    hyperparameters = {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+                       for k, v in asdict(cfg).items() if k != "cache_dir"}
+    lineage = None
+    if cfg.init_adapter is not None:
+        shape, lineage = warm_start(cfg.init_adapter)
+        hyperparameters.update(shape)
     card = {
         "base_model": cfg.base,
         "base_revision": base_revision(cfg.base),
@@ -361,8 +382,8 @@ def write_model_card(result: TrainResult, cfg: TrainConfig, info: ModelInfo | No
         "prompt": "Alpaca-LoRA template, model/prompt.py",
         "data": [{"path": str(p), "sha256": sha256_file(p)} for p in data_files],
         "split": split_info,
-        "hyperparameters": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
-                            for k, v in asdict(cfg).items() if k != "cache_dir"},
+        "hyperparameters": hyperparameters,
+        **({"init_adapter": lineage} if lineage else {}),
         "validation_metrics": result.metrics,
         "best_step": result.state.best_step,
         "steps": result.state.step,
