@@ -863,18 +863,21 @@ def splits(
     out_dir: Annotated[Path, typer.Option("--out", help="where the split CSVs and manifest.json go")],
     tfns: Annotated[Path, typer.Option("--tfns", exists=True, dir_okay=False, help="TFNS sent_train.csv")],
     export: Annotated[Path, typer.Option("--export", exists=True, dir_okay=False, help="meritcircle_cleaned_discord.csv (texts of the labelled keys)")],
+    research: Annotated[Optional[Path], typer.Option("--research", exists=True, dir_okay=False, help="the research's dataset.json: also write train-research.csv without held-out or split texts")] = None,
 ) -> None:
     """Write the fixed train/select/test splits (TFNS, Discord, community voices) as CSVs for train and eval."""
     from training.data import DataError
     from training.indomain import write_splits
 
     try:
-        manifest = write_splits(out_dir, tfns, export)
+        manifest = write_splits(out_dir, tfns, export, research)
     except (DataError, ValueError) as exc:
         raise fail(str(exc)) from None
     for name, by_source in manifest["files"].items():
         out.print(f"{name}: " + ", ".join(f"{source} {sum(c.values())} ({', '.join(f'{k} {v}' for k, v in c.items())})"
                                            for source, c in by_source.items()))
+    if "research_records_dropped" in manifest:
+        out.print(f"research records dropped: {manifest['research_records_dropped']}")
 
 
 @app.command("import-discord")

@@ -97,3 +97,27 @@ def test_splits_command_writes_the_same_files_twice(tmp_path):
     assert "test-discord.csv: discord 434" in done.stdout
     for path in sorted((tmp_path / "a").iterdir()):
         assert path.read_bytes() == (tmp_path / "b" / path.name).read_bytes(), path.name
+
+
+def test_research_records_drop_the_held_out_period_and_split_texts(tmp_path):
+    """A record is kept only when none of its messages is known only from 2023 on, or is held out."""
+    from test_discord import PM, write_export
+
+    from training.indomain import research_records
+
+    export = tmp_path / "export.csv"
+    write_export(export, [
+        ["1.0e+17", "a", f"2022/3/1 {PM}1:00", "2022/3/1", "MC pumping", "", "", ""],
+        ["1.0e+17", "a", f"2023/2/1 {PM}1:00", "2023/2/1", "MC dumping hard", "", "", ""],
+        ["1.0e+17", "a", f"2022/3/1 {PM}1:00", "2022/3/1", "gm", "", "", ""],
+        ["1.0e+17", "a", f"2023/3/1 {PM}1:00", "2023/3/1", "gm", "", "", ""],  # seen before 2023 too: kept
+    ])
+    dataset = tmp_path / "dataset.json"
+    dataset.write_text(json.dumps([
+        {"instruction": "i", "input": "MC pumping; gm;", "output": "Positive"},
+        {"instruction": "i", "input": "gm; MC  dumping hard;", "output": "Negative"},
+        {"instruction": "i", "input": "a test text;", "output": "Neutral"},
+    ]))
+    kept, dropped = research_records(dataset, export, held={"a test text"})
+    assert [(r.example.text, r.example.label, r.source) for r in kept] == [("MC pumping; gm;", "positive", "research")]
+    assert dropped == {"held_out_period": 1, "select_or_test_text": 1}

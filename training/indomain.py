@@ -100,12 +100,35 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_splits(out: Path, tfns: Path, export: Path) -> dict:
+def research_records(dataset: Path, export: Path, held: set[str]) -> tuple[list[Labelled], dict[str, int]]:
+    """The research's `dataset.json` made fit to train on beside the splits. Each record joins one
+    author's messages with ';' and carries that author's weak label. A record is dropped when one of
+    its messages is known only from 2023 or later (held out for evaluation) or is a select or test
+    text, so training on it neither sees the held-out period nor leaks the splits."""
+    first_seen: dict[str, str] = {}
+    for post in discord_posts(export, ImportReport()):
+        key = _fold(post["text"])
+        first_seen[key] = min(first_seen.get(key, post["created_at"]), post["created_at"])
+    kept: list[Labelled] = []
+    dropped = Counter()
+    for example in load_examples(dataset, "alpaca", skip_bad=True).examples:
+        messages = [_fold(m) for m in example.text.split(";") if m.strip()]
+        if any(first_seen.get(m, "") >= HELD_OUT_FROM for m in messages):
+            dropped["held_out_period"] += 1
+        elif any(m in held for m in messages):
+            dropped["select_or_test_text"] += 1
+        else:
+            kept.append(Labelled(example, "research", "train"))
+    return kept, dict(dropped)
+
+
+def write_splits(out: Path, tfns: Path, export: Path, research: Path | None = None) -> dict:
     """Write the files `sentinel train` and `sentinel eval` take (CSV: text, label, source):
     - train.csv, select.csv: all three sources; train-tfns.csv, select-tfns.csv: TFNS alone;
       train-indomain.csv: Discord and voices (repeat `--data` to weight it); train-discord.csv and
       train-voices.csv: each alone, to measure what each source adds;
-    - test-tfns.csv, test-discord.csv, test-voices.csv: reported apart, never trained or selected on.
+    - test-tfns.csv, test-discord.csv, test-voices.csv: reported apart, never trained or selected on;
+    - with `research` (the research's dataset.json): train-research.csv, see `research_records`.
     Texts in a test or select file are removed from the training files. Returns the manifest."""
     rows = tfns_splits(tfns) + load_discord_labels(export) + load_voices()
     held = {_fold(r.example.text) for r in rows if r.split != "train"}
@@ -119,10 +142,16 @@ def write_splits(out: Path, tfns: Path, export: Path) -> dict:
         "select-tfns.csv": [r for r in rows if r.split == "select" and r.source == "tfns"],
         **{f"test-{s}.csv": [r for r in rows if r.split == "test" and r.source == s] for s in ("tfns", "discord", "voices")},
     }
+    inputs = [tfns, export, DISCORD_LABELS, VOICES]
+    research_dropped = None
+    if research is not None:
+        files["train-research.csv"], research_dropped = research_records(research, export, held)
+        inputs.append(research)
     out.mkdir(parents=True, exist_ok=True)
     manifest = {
-        "inputs": {str(p): sha256(p) for p in (tfns, export, DISCORD_LABELS, VOICES)},
+        "inputs": {str(p): sha256(p) for p in inputs},
         "removed_from_train_as_held_out": sum(r.split == "train" for r in rows) - len(train),
+        **({"research_records_dropped": research_dropped} if research_dropped is not None else {}),
         "files": {name: counts(chosen) for name, chosen in files.items()},
     }
     for name, chosen in files.items():
