@@ -21,3 +21,30 @@ def test_report_on_a_hand_computed_example():
 def test_mismatched_lengths_are_an_error():
     with pytest.raises(ValueError):
         classification_report(["positive"], [])
+
+
+def _paired_bootstrap():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "paired_bootstrap.py"
+    spec = importlib.util.spec_from_file_location("paired_bootstrap", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_bootstrap_tells_a_real_gain_from_none():
+    compare = _paired_bootstrap().compare
+    gold = ["positive", "negative", "neutral"] * 40
+
+    def rows(preds: list[str]) -> list[dict]:
+        return [{"line": i, "label": g, "predicted": p} for i, (g, p) in enumerate(zip(gold, preds))]
+
+    weak = rows(["neutral"] * len(gold))
+    same = compare(weak, weak, resamples=200, seed=0)["figures"]["f1_macro"]
+    assert same["b_minus_a"] == 0 and same["ci95"] == [0, 0]
+    better = compare(weak, rows(gold), resamples=200, seed=0)["figures"]["negative_recall"]
+    assert better["b_minus_a"] == 1.0 and better["ci95"][0] == 1.0
+    with pytest.raises(SystemExit):
+        compare(weak, rows(gold)[:-1], resamples=10, seed=0)
