@@ -134,6 +134,7 @@ def test_a_warm_started_card_records_the_shape_trained_and_the_parent_data(train
     assert card["hyperparameters"]["r"] == 8 and card["hyperparameters"]["alpha"] == 16
     assert card["init_adapter"]["data"] == [{"path": "tfns.csv", "sha256": "ab"}]
     assert card["init_adapter"]["weights_sha256"] == sha256_file(parent / "adapter_model.safetensors")
+    assert "LoRA r=8, alpha=16" in (child_dir / "README.md").read_text()
 
 
 def test_an_evaluation_is_recorded_in_the_card_per_file_and_subset(tmp_path):

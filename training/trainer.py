@@ -405,7 +405,8 @@ def write_model_card(result: TrainResult, cfg: TrainConfig, info: ModelInfo | No
         "",
         f"- validation weighted F1: {metrics.get('f1_weighted', float('nan')):.4f}, accuracy {metrics.get('accuracy', float('nan')):.4f} (n={metrics.get('n', 0)})",
         f"- data: {', '.join(Path(p).name for p in data_files)}",
-        f"- LoRA r={cfg.r}, alpha={cfg.alpha}, dropout={cfg.dropout}, targets {', '.join(cfg.target_modules)}",
+        f"- LoRA r={hyperparameters['r']}, alpha={hyperparameters['alpha']}, dropout={hyperparameters['dropout']}, targets {', '.join(hyperparameters['target_modules'])}"
+        + (f" (warm-started from {Path(lineage['path']).name})" if lineage else ""),
         f"- {result.state.step} steps in {result.seconds / 60:.1f} min on {info.device if info else '?'} ({result.samples_per_s:.1f} samples/s)",
         "",
         "Full details: model_card.json.",
