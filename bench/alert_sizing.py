@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--threshold-nats", type=float, help="sequential: override SENTINEL_ALERT_THRESHOLD_NATS")
     parser.add_argument("--confirm-z", type=float, help="sequential: override SENTINEL_ALERT_CONFIRM_Z")
     parser.add_argument("--confusion", type=Path, help="label every post through this evaluation JSON's confusion matrix "
-                        "(a realistic classifier's errors), e.g. docs/results/indomain/shipped-tfns.json")
+                        "(a realistic classifier's errors), e.g. docs/results/indomain/warm-both-tfns.json")
     parser.add_argument("--z-spread", action="store_true", help="also report the mean and standard deviation of z on the stationary weeks, per kind")
     parser.add_argument("--stationary-only", action="store_true", help="run the stationary weeks alone (false alarms, and which chart raised each)")
     args = parser.parse_args()
