@@ -61,7 +61,9 @@ async function poll() {
       const v = await (await fetch("/api/version", {credentials: "same-origin"})).json();
       // The overview follows new posts too; incident pages only alert changes.
       const mark = kind === "overview" ? `${v.alerts}|${v.watermark}` : v.alerts;
-      if (last !== null && mark !== last) await refresh();
+      // The first mark refreshes too: what changed between rendering the page and this first poll
+      // would otherwise never show (a swing judged within those two seconds stayed off the page).
+      if (mark !== last) await refresh();
       last = mark;
     } catch (e) {
       // The console or Redis is briefly away: keep the page and try again.
