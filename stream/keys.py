@@ -88,6 +88,7 @@ def seen_key(scope: str) -> str:
 ALERTS_PREFIX = f"{KEY_PREFIX}:{{alerts}}"
 OPEN_KEY = f"{ALERTS_PREFIX}:open"  # scopes with a firing or pending incident
 OUTBOX_KEY = f"{ALERTS_PREFIX}:outbox"  # stream of transition records
+NOTIFIED_KEY = f"{ALERTS_PREFIX}:notified"  # hash outbox entry id -> 1: notified, not yet acknowledged
 SILENCES_KEY = f"{ALERTS_PREFIX}:silences"  # hash id -> silence JSON
 ALERT_STATS_KEY = f"{ALERTS_PREFIX}:stats"  # transitions, notified, silenced, delivery_failed, published
 STAGING_KEY = f"{ALERTS_PREFIX}:staging"  # sorted set: transition records (score = boundary) not yet grouped

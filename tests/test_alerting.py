@@ -11,13 +11,14 @@ import subprocess
 import time
 import sys
 
+import pytest
 import redis
 
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate
 from stream.alerts.delivery import AlertDelivery, outbox_drained
 from stream.alerts.engine import AlertEngine
 from stream.alerts.silences import add_silence
-from stream.keys import ALERT_STATS_KEY, CORRELATION_KEY, OUTBOX_GROUP, OUTBOX_KEY
+from stream.keys import ALERT_STATS_KEY, CORRELATION_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY
 from stream.contracts import Post
 from stream.alerts.judging import AlertConfig
 from stream.alerts.notify import Notifier, build_apprise
@@ -169,6 +170,55 @@ def test_delivery_notifies_publishes_and_respects_silences(redis_server):
     # Every notification carries the chart of the scope's last 24 h.
     assert all(m["attachments"] and m["attachments"][0]["mimetype"] == "image/png" for m in hook.accepted)
     assert int(stats["published"]) == len(published) and int(stats["silenced"]) == len(silenced)
+
+
+def test_a_claimed_entry_whose_publish_failed_is_published_without_notifying_again(redis_server):
+    """The notification went out, then publishing the record failed: the entry stays pending and is
+    claimed (here at once, claim_idle_s=0, as another worker would after 60 s). The claim publishes
+    it, marked notified, and the endpoint hears of each transition once."""
+    redis.Redis.from_url(redis_server).flushdb()
+    hook = Hook()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        await load(store, [AlertEngine(store, AlertConfig(), partitions=1)])
+        published, failures = [], []
+
+        async def flaky_publish(record):
+            if not failures:
+                failures.append(record)
+                raise ConnectionError("broker unavailable")
+            published.append(record)
+
+        notifier = Notifier(build_apprise(hook.url, None), attempts=1)
+        first = AlertDelivery(store, notifier, flaky_publish, consumer="first", chart=False)
+        await first.ensure_group()
+        with pytest.raises(ConnectionError):
+            while await first.drain_once():
+                pass
+        while await first.drain_once():  # the rest of the outbox; the failed entry stays pending
+            pass
+        pending = await store.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP)
+        second = AlertDelivery(store, notifier, flaky_publish, consumer="second", chart=False, claim_idle_s=0)
+        while await second.drain_once():
+            pass
+        drained = await outbox_drained(store.redis)
+        left = await store.redis.hlen(NOTIFIED_KEY)
+        outbox = await store.redis.xrange(OUTBOX_KEY)
+        await store.close()
+        return published, failures, pending, drained, left, outbox
+
+    try:
+        published, failures, pending, drained, left, outbox = asyncio.run(go())
+    finally:
+        hook.close()
+    assert pending["pending"] == 1 and len(failures) == 1
+    assert drained and left == 0  # acknowledged, and its mark gone with the acknowledgement
+    assert len(published) == len(outbox) and all(r.notified for r in published)
+    (again,) = [r for r in published if r.alert_id == failures[0].alert_id and r.state == failures[0].state
+                and r.window_end == failures[0].window_end]
+    assert again.notified
+    assert len(hook.accepted) == len(outbox)  # once per transition: the claim did not notify again
 
 
 def test_a_dead_endpoint_is_retried_then_recorded_as_not_notified(redis_server):

@@ -1,8 +1,10 @@
 """Delivery of alert transitions, off the stream's path: the outbox (a Redis stream, consumer group
 `keys.OUTBOX_GROUP`) is drained by every worker; each entry is notified unless silenced, published to
 `sentiment-alerts` with `notified` set, then acknowledged. A worker that dies mid-delivery leaves its
-entries pending; another claims them after `claim_idle_s`. At least once: a worker killed between
-the notification and the acknowledgement notifies again when the entry is claimed.
+entries pending; another claims them after `claim_idle_s`. An entry notified is marked so in Redis
+(`keys.NOTIFIED_KEY`) before it is published, so a claim after a failed publish or acknowledgement,
+or after a crash in those steps, publishes without notifying again. At least once: a worker killed
+between the notification and that mark notifies again when the entry is claimed.
 
 The steps of one entry are named: `_silence_of`, `_notify`, `_publish_and_ack`.
 """
@@ -22,7 +24,7 @@ from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord, record_from_json
 from stream.alerts.notify import Notifier, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silenced_by
-from stream.keys import ALERT_STATS_KEY, OUTBOX_GROUP, OUTBOX_KEY, caps_key
+from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, caps_key
 from stream.store import WindowStore
 from stream.timefmt import epoch
 from stream.windows import SliceCol
@@ -128,10 +130,18 @@ class AlertDelivery:
             return 0
         await purge_expired(self.redis)
         entries = list(claimed[1]) if claimed else []
+        if entries:  # a worker died or stalled mid-delivery: these may be notified a second time
+            log.warning("outbox entries claimed after %d s idle", self.claim_idle_ms // 1000,
+                        extra={"count": len(entries), "entries": [entry_id for entry_id, _ in entries][:20]})
         read = await self.redis.xreadgroup(OUTBOX_GROUP, self.consumer, {OUTBOX_KEY: ">"}, count=20, block=block_ms or None)
         for _, items in read or []:
             entries.extend(items)
-        await asyncio.gather(*(self._deliver(entry_id, fields) for entry_id, fields in entries if fields))
+        # Every entry's delivery runs to its end before the next read, even when one fails: an
+        # orphaned delivery would still be notifying while the next round claims or reads.
+        results = await asyncio.gather(*(self._deliver(entry_id, fields) for entry_id, fields in entries if fields), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
         if time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
             self._trimmed_at = time.monotonic()
             await self.trim_outbox()
@@ -163,6 +173,10 @@ class AlertDelivery:
             await self._deliver_entry(entry_id, json.loads(fields["entry"]))
             return
         record = record_from_json(json.loads(fields["record"]))
+        if await self._notified_before(entry_id):
+            log.info("alert already notified; publishing it", extra={"alert_id": record.alert_id, "entry": entry_id})
+            await self._publish_and_ack(entry_id, record.with_delivery(True))
+            return
         silence = await self._silence_of(record.scope, [record.kind])
         notified = False
         if silence is not None:
@@ -171,6 +185,8 @@ class AlertDelivery:
             self.metrics.silenced()
         elif self.notifier is not None and self.notifier.targets_for(record.severity):
             notified = await self._notify(record)
+            if notified:
+                await self._remember_notified(entry_id)
         await self._publish_and_ack(entry_id, record.with_delivery(notified))
 
     async def _deliver_entry(self, entry_id: str, data: dict[str, Any]) -> None:
@@ -179,7 +195,10 @@ class AlertDelivery:
         records = [record_from_json(r) for r in data.get("records", [])]
         notice = Notice(**data["notice"]) if data.get("notice") else None
         notified = False
-        if notice is not None:
+        if notice is not None and await self._notified_before(entry_id):
+            log.info("incident already notified; publishing it", extra={"incident_id": notice.incident_id, "entry": entry_id})
+            notified = True
+        elif notice is not None:
             kinds = sorted({m["kind"] for m in notice.members if m["scope"] == notice.root_scope}) or notice.kinds
             silence = await self._silence_of(notice.root_scope, kinds)
             if silence is not None:
@@ -188,10 +207,12 @@ class AlertDelivery:
                 self.metrics.silenced()
             elif self.notifier is not None and self.notifier.targets_for(notice.severity):
                 notified = await self._notify_notice(notice, records)
+                if notified:
+                    await self._remember_notified(entry_id)
         for record in records:
             await self.publish(record.with_delivery(notified))
             await self._count("published")
-        await self.redis.xack(OUTBOX_KEY, OUTBOX_GROUP, entry_id)
+        await self._ack(entry_id)
 
     async def _notify_notice(self, notice: Notice, records: list[AlertRecord]) -> bool:
         assert self.notifier is not None
@@ -231,10 +252,26 @@ class AlertDelivery:
         self.metrics.delivery(notified)
         return notified
 
+    async def _notified_before(self, entry_id: str) -> bool:
+        """Whether an earlier delivery of this entry (this worker's or a dead one's) notified it."""
+        return bool(await self.redis.hexists(NOTIFIED_KEY, entry_id))
+
+    async def _remember_notified(self, entry_id: str) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(NOTIFIED_KEY, entry_id, 1)
+            pipe.expire(NOTIFIED_KEY, self.store.idle_ttl_s)
+            await pipe.execute()
+
+    async def _ack(self, entry_id: str) -> None:
+        await self.redis.xack(OUTBOX_KEY, OUTBOX_GROUP, entry_id)
+        await self.redis.hdel(NOTIFIED_KEY, entry_id)  # left behind by a crash here, it expires with the key
+
     async def _publish_and_ack(self, entry_id: str, record: AlertRecord) -> None:
         await self.publish(record)
         await self._count("published")
-        await self.redis.xack(OUTBOX_KEY, OUTBOX_GROUP, entry_id)
+        await self._ack(entry_id)
+        log.info("alert delivered", extra={"alert_id": record.alert_id, "state": record.state, "window_end": record.window_end,
+                                           "notified": record.notified, "entry": entry_id})
 
     async def _chart(self, record: AlertRecord) -> bytes | None:
         return await self._chart_of(record.scope, record.kind, int(epoch(record.window_start)), int(epoch(record.window_end)),
