@@ -269,7 +269,24 @@ def wait_delivered(r: redis.Redis, workers: list[Worker], timeout: float = 120) 
     wait_until(lambda: outbox_drained(r), timeout, "the alert outbox to drain", workers, poll=0.2)
 
 
-def check_alerts(r: redis.Redis, hook: workers.Hook, *, excused: set[tuple[str, str, str]] = frozenset(), name: str, since: int = 0) -> dict:
+def _twice_evidence(hook: workers.Hook, keys: set[tuple[str, str, str]], since: int, logs: list[Path]) -> str:
+    """When each repeated notification arrived, and what the workers logged about its alert: what a
+    flaky failure needs to be explained afterwards (the pytest temp dirs do not outlive CI)."""
+    lines = []
+    for key, at in zip(hook.keys(since), hook.arrived[since:]):
+        if key in keys:
+            lines.append(f"hook: {key} arrived {time.strftime('%H:%M:%S', time.gmtime(at))}.{int(at % 1 * 1000):03d}")
+    ids = {k[0] for k in keys}
+    for path in logs:
+        with contextlib.suppress(OSError):
+            for line in path.read_text(errors="replace").splitlines():
+                if any(i in line for i in ids) or "attempt failed" in line or "entries claimed" in line or "delivery loop error" in line:
+                    lines.append(f"{path.name}: {line[:300]}")
+    return "\n".join(lines[:80])
+
+
+def check_alerts(r: redis.Redis, hook: workers.Hook, *, excused: set[tuple[str, str, str]] = frozenset(), name: str, since: int = 0,
+                 logs: list[Path] = ()) -> dict:
     """One outbox record per transition, every transition notified, no notification twice (except
     for `excused` transitions: held unacknowledged by a worker at the fault, the documented gap).
     Notifications before the `since`-th are left out (their records were lost with Redis)."""
@@ -283,7 +300,7 @@ def check_alerts(r: redis.Redis, hook: workers.Hook, *, excused: set[tuple[str, 
     notified = Counter(hook.keys(since))
     assert set(notified) == set(keys), "every transition notified, and nothing else"
     twice = {k for k, n in notified.items() if n > 1}
-    assert twice <= set(excused), f"notified more than once: {sorted(twice - set(excused))}"
+    assert twice <= set(excused), f"notified more than once: {sorted(twice - set(excused))}\n{_twice_evidence(hook, twice - set(excused), since, logs)}"
     if twice:  # the crash-between-notify-and-ack window: allowed, but reported
         warnings.warn(f"{name}: {len(twice)} transition(s) notified twice after the kill (held unacknowledged by the killed worker): {sorted(twice)}")
     return {"transitions": len(records), "notified_twice": len(twice)}
@@ -331,7 +348,7 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path, kafk
     # Every redelivered message was consumed twice and counted once: the surplus is all duplicates.
     assert final["consumed"] == n + final["duplicates"], final
     assert_alerts_fired(r)
-    alerts = check_alerts(r, hook, excused=excused, name="kill-9")
+    alerts = check_alerts(r, hook, excused=excused, name="kill-9", logs=[first.log_path, second.log_path])
     report("kill_9", posts=n, processed_at_kill=at_kill["processed"], duplicates=final["duplicates"],
            pending_at_kill=len(excused), **alerts)
 
@@ -477,7 +494,7 @@ def test_redis_outage_backs_off_and_resumes(tmp_path, kafka_server, cache_dir, c
         kept = [p for p in posts if p["id"] not in missing]
         assert window_counts(r) == expected_counts(kept)
         assert final["processed"] == len(kept) and final["consumed"] == len(kept) + final["duplicates"], final
-    alerts = check_alerts(r, hook, excused=excused, name=f"redis-outage-{tag}", since=since)
+    alerts = check_alerts(r, hook, excused=excused, name=f"redis-outage-{tag}", since=since, logs=[worker.log_path])
     report(f"redis_outage_{tag}", posts=n, processed_before=before["processed"], lost=len(lost),
            resumed_after_restart_s=round(resumed_s, 2), duplicates=final["duplicates"], **alerts)
 
@@ -548,7 +565,7 @@ def test_broker_killed_and_restarted_on_its_storage(tmp_path, cache_dir, cleanup
     final = stats(r)
     assert final["processed"] == n and final["consumed"] == n + final["duplicates"], final
     assert_alerts_fired(r)
-    alerts = check_alerts(r, hook, name="broker-restart")
+    alerts = check_alerts(r, hook, name="broker-restart", logs=[worker.log_path])
     report("broker_restart", posts=n, processed_at_kill=at_kill["processed"], processed_at_restart=at_restart["processed"], down_s=round(down_s, 1),
            resumed_after_restart_s=round(resumed_s, 2), metric_down_s=round(metric_down_s, 1), duplicates=final["duplicates"], **alerts)
 
@@ -600,7 +617,7 @@ def test_survivor_takes_over_a_killed_workers_partitions(tmp_path, kafka_server,
     final = stats(r)
     assert final["processed"] == n and final["consumed"] == n + final["duplicates"], final
     assert_alerts_fired(r)
-    alerts = check_alerts(r, hook, excused=excused, name="takeover")
+    alerts = check_alerts(r, hook, excused=excused, name="takeover", logs=[doomed.log_path, survivor.log_path])
     report("takeover", posts=n, killed_partitions=sorted(owned), survivor_partitions_before=sorted(own),
            takeover_s=round(takeover_s, 2), bound_s=bound, duplicates=final["duplicates"], **alerts)
     if takeover_s > bound:  # a speed, so reported rather than asserted; the deadline above is the test's
@@ -649,7 +666,7 @@ def test_failing_alert_endpoint_does_not_slow_the_stream(tmp_path, kafka_server,
             wait_delivered(r, [worker])
         assert window_counts(r) == expected_counts(posts)
         assert_alerts_fired(r)
-        figures[f"{mode}_transitions"] = check_alerts(r, hook, name=f"endpoint-{mode}")["transitions"]
+        figures[f"{mode}_transitions"] = check_alerts(r, hook, name=f"endpoint-{mode}", logs=[worker.log_path])["transitions"]
         worker.close()
     report("failing_endpoint", posts=n, **figures)  # the two wall times side by side, for docs/reliability.md
 

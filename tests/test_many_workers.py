@@ -138,7 +138,7 @@ def test_workers_join_leave_and_die_mid_stream(tmp_path, kafka_server, cache_dir
     # Every message consumed again after a revocation or the kill was counted once: the surplus is duplicates.
     assert final["consumed"] == n + final["duplicates"], final
     assert_alerts_fired(r)
-    alerts = check_alerts(r, hook, excused=excused, name="many-workers")
+    alerts = check_alerts(r, hook, excused=excused, name="many-workers", logs=sorted(tmp_path.glob("worker-*.log")))
     report("many_workers", posts=n, partitions=6, calm_longest_stall_s=calm, duplicates=final["duplicates"],
            session_timeout_s=float(env["SENTINEL_SESSION_TIMEOUT"]), rebalance_timeout_s=float(env["SENTINEL_REBALANCE_TIMEOUT"]),
            changes=figures, **alerts)

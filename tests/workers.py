@@ -53,6 +53,7 @@ class Hook:
     def __init__(self) -> None:
         self.failing = False
         self.accepted: list[dict] = []
+        self.arrived: list[float] = []  # wall-clock time of each accepted notification (diagnostics)
         self.refused = 0
         hook = self
 
@@ -63,6 +64,7 @@ class Hook:
                     hook.refused += 1
                     self.send_response(500)
                 else:
+                    hook.arrived.append(time.time())
                     hook.accepted.append(json.loads(body))
                     self.send_response(200)
                 self.end_headers()
