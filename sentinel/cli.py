@@ -304,6 +304,7 @@ def train(
     class_weighting: Annotated[str, typer.Option("--class-weighting", help="none | weights | balance")] = "none",
     eval_every: Annotated[int, typer.Option("--eval-every", min=1, help="optimizer steps between validations")] = 200,
     patience: Annotated[int, typer.Option("--patience", min=1, help="validations without gain before stopping")] = 3,
+    select_metric: Annotated[str, typer.Option("--select-metric", help="f1_weighted | f1_macro: what chooses the checkpoint")] = "f1_weighted",
     eval_limit: Annotated[Optional[int], typer.Option("--eval-limit", min=1)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint")] = False,
     init_adapter: Annotated[Optional[Path], typer.Option("--init-adapter", help="start from this LoRA adapter ('default': the shipped one) instead of a fresh one")] = None,
@@ -323,6 +324,8 @@ def train(
     settings = model_settings(base=base, device=device, dtype=dtype, quantize=quantize)
     if class_weighting not in ("none", "weights", "balance"):
         raise fail("--class-weighting must be none, weights or balance")
+    if select_metric not in ("f1_weighted", "f1_macro"):
+        raise fail("--select-metric must be f1_weighted or f1_macro")
     try:
         split, skipped = training_split(
             data, val_data, val_fraction, seed, fmt=fmt, text_col=text_col, label_col=label_col,
@@ -337,7 +340,7 @@ def train(
         learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
         max_length=max_length, warmup_steps=warmup_steps, weight_decay=weight_decay, seed=seed,
         gradient_checkpointing=gradient_checkpointing, quantize=settings.quantize, class_weighting=class_weighting,
-        eval_every=eval_every, patience=patience, eval_limit=eval_limit, device=settings.device, dtype=settings.dtype,
+        eval_every=eval_every, patience=patience, select_metric=select_metric, eval_limit=eval_limit, device=settings.device, dtype=settings.dtype,
         cache_dir=settings.cache_dir, init_adapter=Path(resolve_adapter(str(init_adapter), settings.base)) if init_adapter else None,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -353,7 +356,8 @@ def train(
         def on_progress(event: dict[str, Any]) -> None:
             if "eval" in event:
                 bar.update(task, f1=f"{event['eval']['f1_weighted']:.4f}")
-                err.print(f"step {event['step']}: validation f1_weighted={event['eval']['f1_weighted']:.4f} accuracy={event['eval']['accuracy']:.4f}")
+                err.print(f"step {event['step']}: validation f1_weighted={event['eval']['f1_weighted']:.4f} "
+                          f"f1_macro={event['eval']['f1_macro']:.4f} accuracy={event['eval']['accuracy']:.4f}")
             else:
                 bar.update(task, total=event["total"], completed=event["step"], loss=event["loss"], rate=event["samples_per_s"])
                 if not err.is_terminal and event["step"] % 20 == 0:  # logs and CI get a line now and then
@@ -366,7 +370,7 @@ def train(
     split_info = {"train": len(split_train), "validation": len(validation), "overlap_removed": overlap, "seed": seed,
                   "val_fraction": None if val_data else val_fraction, "skipped_rows": skipped}
     card = write_model_card(result, cfg, trainer.info, list(data) + ([val_data] if val_data else []), split_info)
-    out.print(json.dumps({"out": str(out_dir), "validation": {k: card["validation_metrics"].get(k) for k in ("f1_weighted", "accuracy", "n")},
+    out.print(json.dumps({"out": str(out_dir), "validation": {k: card["validation_metrics"].get(k) for k in ("f1_weighted", "f1_macro", "accuracy", "n")},
                           "steps": result.state.step, "best_step": result.state.best_step, "seconds": round(result.seconds, 1),
                           "samples_per_s": round(result.samples_per_s, 2)}))
 

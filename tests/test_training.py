@@ -6,6 +6,7 @@ import dataclasses
 import json
 import random
 import shutil
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,7 +15,7 @@ from model.classifier import Classifier
 from model.labels import LABELS
 from training.data import Example
 from training.split import class_weights, stratified_split
-from training.trainer import TrainConfig, Trainer, record_evaluation, sha256_file, write_model_card
+from training.trainer import TrainConfig, Trainer, TrainState, record_evaluation, sha256_file, write_model_card
 
 WORDS = "market chart volume token wallet coin guild pool price week".split()
 CUE = {"positive": "moon", "negative": "rekt", "neutral": "meeting"}
@@ -161,6 +162,29 @@ def test_resume_continues_from_the_checkpoint(trained, cache_dir):
     # It starts where the first run stopped (a fresh run would start at step 1) and keeps its history.
     assert steps[0] == result.state.step + 1
     assert resumed.state.step > result.state.step and resumed.state.history[: len(result.state.history)] == result.state.history
+
+
+def test_the_checkpoint_is_chosen_by_the_select_metric(tmp_path):
+    """Weighted F1 follows the majority class; macro F1 can prefer another step. The adapter saved is
+    the one the chosen metric ranks best, and the history keeps both."""
+    reports = [{"f1_weighted": 0.90, "f1_macro": 0.50, "accuracy": 0.9}, {"f1_weighted": 0.85, "f1_macro": 0.70, "accuracy": 0.85},
+               {"f1_weighted": 0.80, "f1_macro": 0.60, "accuracy": 0.8}]
+    for metric, best in (("f1_weighted", 10), ("f1_macro", 20)):
+        trainer = Trainer(TrainConfig(base="tiny", select_metric=metric, patience=5), synthetic(6), synthetic(3), tmp_path / metric)
+        saved: list[int] = []
+        scripted = iter(reports)
+        trainer.evaluate = lambda: next(scripted)
+        trainer.model = SimpleNamespace(save_pretrained=lambda _dir: saved.append(trainer.state.step))
+        trainer._save_checkpoint = lambda: None
+        trainer.state = TrainState()
+        trainer.out_dir.mkdir()
+        for step in (10, 20, 30):
+            trainer.state.step = step
+            trainer._evaluate_and_checkpoint(None)
+        assert trainer.state.best_step == best and saved[-1] == best
+        assert [h["f1_macro"] for h in trainer.state.history] == [0.5, 0.7, 0.6]
+    with pytest.raises(ValueError, match="select_metric"):
+        Trainer(TrainConfig(base="tiny", select_metric="accuracy"), synthetic(6), synthetic(3), tmp_path / "bad")
 
 
 def test_4bit_training_without_cuda_is_a_clear_error(tiny_model_dir, cache_dir, tmp_path):
