@@ -54,6 +54,7 @@ class Hook:
         self.failing = False
         self.accepted: list[dict] = []
         self.arrived: list[float] = []  # wall-clock time of each accepted notification (diagnostics)
+        self._lock = threading.Lock()  # keeps `arrived` in step with `accepted` across handler threads
         self.refused = 0
         hook = self
 
@@ -64,8 +65,9 @@ class Hook:
                     hook.refused += 1
                     self.send_response(500)
                 else:
-                    hook.arrived.append(time.time())
-                    hook.accepted.append(json.loads(body))
+                    with hook._lock:
+                        hook.arrived.append(time.time())
+                        hook.accepted.append(json.loads(body))
                     self.send_response(200)
                 self.end_headers()
 

@@ -6,7 +6,8 @@ entries pending; another claims them after `claim_idle_s`. An entry notified is 
 or after a crash in those steps, publishes without notifying again. At least once: a worker killed
 between the notification and that mark notifies again when the entry is claimed.
 
-The steps of one entry are named: `_silence_of`, `_notify`, `_publish_and_ack`.
+The steps of one entry are named: `_notified_before`, `_silence_of`, `_notify`, `_remember_notified`,
+`_publish_and_ack`.
 """
 
 from __future__ import annotations
