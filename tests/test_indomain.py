@@ -77,6 +77,11 @@ def test_splits_are_disjoint_and_written_with_a_manifest(tmp_path):
     files = manifest["files"]
     assert set(files["train-discord.csv"]) == {"discord"} and set(files["train-voices.csv"]) == {"voices"}
     assert texts("train-discord.csv") | texts("train-voices.csv") == texts("train-indomain.csv")
+    # The second round of voices is a file of its own: the other training files are as before it.
+    second = {" ".join(r.example.text.lower().split()) for r in load_voices() if r.round == 2}
+    assert texts("train-voices-round2.csv") == second and not second & texts("train.csv")
+    for held in ("select.csv", "test-voices.csv"):
+        assert not second & texts(held), held
 
 
 def test_voices_load_with_their_splits():

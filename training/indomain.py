@@ -44,6 +44,7 @@ class Labelled:
     example: Example
     source: str  # tfns | discord | voices
     split: str
+    round: int = 1  # voices: the writing round (docs/labelling.md); round 2 is kept in a file of its own
 
 
 def load_discord_labels(export: Path, labels: Path = DISCORD_LABELS) -> list[Labelled]:
@@ -72,7 +73,7 @@ def load_voices(path: Path = VOICES) -> list[Labelled]:
             text = clean_text(row["text"])
         except EmptyTextError:
             raise DataError(path, line, "empty text") from None
-        out.append(Labelled(Example(text, normalize_label(row["label"]), line), "voices", row["split"]))
+        out.append(Labelled(Example(text, normalize_label(row["label"]), line), "voices", row["split"], int(row.get("round", 1))))
     return out
 
 
@@ -128,10 +129,15 @@ def write_splits(out: Path, tfns: Path, export: Path, research: Path | None = No
       train-indomain.csv: Discord and voices (repeat `--data` to weight it); train-discord.csv and
       train-voices.csv: each alone, to measure what each source adds;
     - test-tfns.csv, test-discord.csv, test-voices.csv: reported apart, never trained or selected on;
-    - with `research` (the research's dataset.json): train-research.csv, see `research_records`.
+    - with `research` (the research's dataset.json): train-research.csv, see `research_records`;
+    - train-voices-round2.csv: the second round of community voices (all `train`), apart from every
+      other file: it did not help on Discord (docs/results/indomain/README.md), and the shipped
+      adapter's recipe reads train-indomain.csv as it was before it.
     Texts in a test or select file are removed from the training files. Returns the manifest."""
     rows = tfns_splits(tfns) + load_discord_labels(export) + load_voices()
     held = {_fold(r.example.text) for r in rows if r.split != "train"}
+    round2 = [r for r in rows if r.round == 2 and r.split == "train" and _fold(r.example.text) not in held]
+    rows = [r for r in rows if r.round != 2]
     train = [r for r in rows if r.split == "train" and _fold(r.example.text) not in held]
     files = {
         "train.csv": train,
@@ -141,6 +147,7 @@ def write_splits(out: Path, tfns: Path, export: Path, research: Path | None = No
         "select.csv": [r for r in rows if r.split == "select"],
         "select-tfns.csv": [r for r in rows if r.split == "select" and r.source == "tfns"],
         **{f"test-{s}.csv": [r for r in rows if r.split == "test" and r.source == s] for s in ("tfns", "discord", "voices")},
+        "train-voices-round2.csv": round2,
     }
     inputs = [tfns, export, DISCORD_LABELS, VOICES]
     research_dropped = None
