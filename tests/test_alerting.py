@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import time
@@ -219,6 +220,51 @@ def test_a_claimed_entry_whose_publish_failed_is_published_without_notifying_aga
                 and r.window_end == failures[0].window_end]
     assert again.notified
     assert len(hook.accepted) == len(outbox)  # once per transition: the claim did not notify again
+
+
+def test_delivery_outlives_redis_being_away_when_it_starts(tmp_path):
+    """The worker's delivery task starts while Redis is unreachable (a restart, a failover): it keeps
+    retrying instead of ending (which ends the worker), and makes its group once Redis answers."""
+    from stream.tools.services import free_port, start_redis
+
+    port = free_port()
+    failures: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = failures.append
+    logging.getLogger("stream.alerts.delivery").addHandler(handler)
+
+    async def go() -> tuple[bool, list]:
+        groups: list = []
+        store = WindowStore.from_url(f"redis://127.0.0.1:{port}/0", retention_s=48 * 3600)
+        delivery = AlertDelivery(store, None, lambda record: None, consumer="test", chart=False)
+        task = asyncio.ensure_future(delivery.run())
+        proc = None
+        try:
+            deadline = time.monotonic() + 30
+            while not task.done() and time.monotonic() < deadline:
+                if proc is None and failures:  # a first try failed against the closed port: Redis comes up
+                    proc, _ = await asyncio.to_thread(start_redis, tmp_path, port=port)
+                if proc is not None:
+                    try:
+                        groups = await store.redis.xinfo_groups(OUTBOX_KEY)
+                    except redis.exceptions.ResponseError:  # no stream yet
+                        groups = []
+                    if groups:
+                        break
+                await asyncio.sleep(0.1)
+            alive = not task.done()
+            await delivery.stop(5)
+            task.cancel()
+            return alive, groups
+        finally:
+            logging.getLogger("stream.alerts.delivery").removeHandler(handler)
+            await store.close()
+            if proc is not None:
+                proc.stop()
+
+    alive, groups = asyncio.run(go())
+    assert alive, "the delivery task ended while Redis was away"
+    assert [g["name"] for g in groups] == [OUTBOX_GROUP]
 
 
 def test_a_dead_endpoint_is_retried_then_recorded_as_not_notified(redis_server):

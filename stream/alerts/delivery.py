@@ -94,10 +94,13 @@ class AlertDelivery:
             await pipe.execute()
 
     async def run(self) -> None:
-        await self.ensure_group()
         self._stopping = asyncio.Event()
+        grouped = False
         while not self._stopping.is_set():
             try:
+                if not grouped:  # inside the loop: Redis away when the worker starts must not crash it
+                    await self.ensure_group()
+                    grouped = True
                 self._current = asyncio.ensure_future(self.drain_once(block_ms=1000))
                 await asyncio.shield(self._current)
             except asyncio.CancelledError:
