@@ -105,7 +105,7 @@ class BatchProcessor:
         self.model_thread = model_thread or ModelThread()
 
     async def start(self) -> None:
-        self.watermark = await self.store.watermark()
+        self.watermark = await self._with_redis(self.store.watermark)  # Redis may be away as the agent starts
 
     async def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         """One batch start to finish (what BatchPipeline does in two overlapping halves)."""

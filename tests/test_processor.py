@@ -170,3 +170,42 @@ def test_a_failed_write_reaches_on_failure_and_the_batch_stays_in_flight(redis_s
     failures, acked, in_flight = asyncio.run(go())
     assert [str(f) for f in failures] == ["producer gone"]
     assert acked == [] and in_flight == 1  # never acked: a graceful shutdown would not commit it
+
+
+def test_start_waits_for_redis_instead_of_failing(tmp_path):
+    """The agent starts the processor while Redis is unreachable: start() backs off like a batch does
+    and returns once Redis answers, instead of raising (which would end the agent)."""
+    import logging
+
+    from stream.tools.services import free_port, start_redis
+
+    port = free_port()
+    retries: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = retries.append
+    logger = logging.getLogger("stream.processor")
+    logger.addHandler(handler)
+
+    async def go():
+        store = WindowStore.from_url(f"redis://127.0.0.1:{port}/0")
+        proc = BatchProcessor(lambda texts: [], store, None, sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
+        proc.redis_retry_max_s = 0.2
+        task = asyncio.ensure_future(proc.start())
+        server = None
+        try:
+            for _ in range(300):  # a 30 s deadline
+                if task.done():
+                    break
+                if server is None and retries:  # it failed once against the closed port: Redis comes up
+                    server, _ = await asyncio.to_thread(start_redis, tmp_path, port=port)
+                await asyncio.sleep(0.1)
+            return task.done() and task.exception() is None, len(retries)
+        finally:
+            task.cancel()
+            await store.close()
+            if server is not None:
+                server.stop()
+            logger.removeHandler(handler)
+
+    started, tries = asyncio.run(go())
+    assert started and tries >= 1, (started, tries)
