@@ -222,19 +222,13 @@ def test_a_claimed_entry_whose_publish_failed_is_published_without_notifying_aga
     assert len(hook.accepted) == len(outbox)  # once per transition: the claim did not notify again
 
 
-def test_delivery_outlives_redis_being_away_when_it_starts(tmp_path):
+def test_delivery_outlives_redis_being_away_when_it_starts(tmp_path, caplog):
     """The worker's delivery task starts while Redis is unreachable (a restart, a failover): it keeps
     retrying instead of ending (which ends the worker), and makes its group once Redis answers."""
     from stream.tools.services import free_port, start_redis
 
     port = free_port()
-    failures: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = failures.append
-    logger = logging.getLogger("stream.alerts.delivery")
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.WARNING)  # the loop's error line is what this test waits on, whatever others set
+    caplog.set_level(logging.WARNING, logger="stream.alerts.delivery")  # the loop's error line is what this waits on
 
     async def go() -> tuple[bool, list]:
         groups: list = []
@@ -245,7 +239,7 @@ def test_delivery_outlives_redis_being_away_when_it_starts(tmp_path):
         try:
             deadline = time.monotonic() + 30
             while not task.done() and time.monotonic() < deadline:
-                if proc is None and failures:  # a first try failed against the closed port: Redis comes up
+                if proc is None and caplog.records:  # a first try failed against the closed port: Redis comes up
                     proc, _ = await asyncio.to_thread(start_redis, tmp_path, port=port)
                 if proc is not None:
                     try:
@@ -260,8 +254,6 @@ def test_delivery_outlives_redis_being_away_when_it_starts(tmp_path):
             task.cancel()
             return alive, groups
         finally:
-            logger.removeHandler(handler)
-            logger.setLevel(level)
             await store.close()
             if proc is not None:
                 proc.stop()

@@ -173,7 +173,7 @@ def test_a_failed_write_reaches_on_failure_and_the_batch_stays_in_flight(redis_s
     assert acked == [] and in_flight == 1  # never acked: a graceful shutdown would not commit it
 
 
-def test_start_waits_for_redis_instead_of_failing(tmp_path):
+def test_start_waits_for_redis_instead_of_failing(tmp_path, caplog):
     """The agent starts the processor while Redis is unreachable: start() backs off like a batch does
     and returns once Redis answers, instead of raising (which would end the agent)."""
     import logging
@@ -181,13 +181,7 @@ def test_start_waits_for_redis_instead_of_failing(tmp_path):
     from stream.tools.services import free_port, start_redis
 
     port = free_port()
-    retries: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = retries.append
-    logger = logging.getLogger("stream.processor")
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.WARNING)  # the retry warning is what this test waits on, whatever others set
+    caplog.set_level(logging.WARNING, logger="stream.processor")  # the retry warning is what this waits on
 
     async def go():
         store = WindowStore.from_url(f"redis://127.0.0.1:{port}/0")
@@ -198,17 +192,15 @@ def test_start_waits_for_redis_instead_of_failing(tmp_path):
         try:
             deadline = time.monotonic() + 30
             while not task.done() and time.monotonic() < deadline:
-                if server is None and retries:  # it failed once against the closed port: Redis comes up
+                if server is None and caplog.records:  # it failed once against the closed port: Redis comes up
                     server, _ = await asyncio.to_thread(start_redis, tmp_path, port=port)
                 await asyncio.sleep(0.1)
-            return task.done() and task.exception() is None, len(retries)
+            return task.done() and task.exception() is None, len(caplog.records)
         finally:
             task.cancel()
             await store.close()
             if server is not None:
                 server.stop()
-            logger.removeHandler(handler)
-            logger.setLevel(level)
 
     started, tries = asyncio.run(go())
     assert started and tries >= 1, (started, tries)
