@@ -133,16 +133,18 @@ class AlertDelivery:
             await self.ensure_group()
             return 0
         await purge_expired(self.redis)
-        entries = list(claimed[1]) if claimed else []
-        if entries:  # a worker died or stalled mid-delivery: these may be notified a second time
+        # (entry id, fields, claimed): only a claimed entry can have been notified before.
+        entries = [(entry_id, fields, True) for entry_id, fields in (claimed[1] if claimed else [])]
+        if entries:  # a worker died or stalled mid-delivery: those it had notified are only published now
             log.warning("outbox entries claimed after %d s idle", self.claim_idle_ms // 1000,
-                        extra={"count": len(entries), "entries": [entry_id for entry_id, _ in entries][:20]})
+                        extra={"count": len(entries), "entries": [entry_id for entry_id, _, _ in entries][:20]})
         read = await self.redis.xreadgroup(OUTBOX_GROUP, self.consumer, {OUTBOX_KEY: ">"}, count=20, block=block_ms or None)
         for _, items in read or []:
-            entries.extend(items)
+            entries.extend((entry_id, fields, False) for entry_id, fields in items)
         # Every entry's delivery runs to its end before the next read, even when one fails: an
         # orphaned delivery would still be notifying while the next round claims or reads.
-        results = await asyncio.gather(*(self._deliver(entry_id, fields) for entry_id, fields in entries if fields), return_exceptions=True)
+        results = await asyncio.gather(*(self._deliver(entry_id, fields, claimed) for entry_id, fields, claimed in entries if fields),
+                                       return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             raise failed[0]
@@ -172,12 +174,12 @@ class AlertDelivery:
             log.info("outbox trimmed", extra={"removed": removed})
         return removed
 
-    async def _deliver(self, entry_id: str, fields: dict[str, str]) -> None:
+    async def _deliver(self, entry_id: str, fields: dict[str, str], claimed: bool) -> None:
         if "entry" in fields:
-            await self._deliver_entry(entry_id, json.loads(fields["entry"]))
+            await self._deliver_entry(entry_id, json.loads(fields["entry"]), claimed)
             return
         record = record_from_json(json.loads(fields["record"]))
-        if await self._notified_before(entry_id):
+        if claimed and await self._notified_before(entry_id):
             log.info("alert already notified; publishing it", extra={"alert_id": record.alert_id, "entry": entry_id})
             await self._publish_and_ack(entry_id, record.with_delivery(True))
             return
@@ -193,13 +195,13 @@ class AlertDelivery:
                 await self._remember_notified(entry_id)
         await self._publish_and_ack(entry_id, record.with_delivery(notified))
 
-    async def _deliver_entry(self, entry_id: str, data: dict[str, Any]) -> None:
+    async def _deliver_entry(self, entry_id: str, data: dict[str, Any], claimed: bool) -> None:
         """An incident entry (SENTINEL_ALERT_GROUPING=incidents): its notice, if any, is notified
         unless the root is silenced; its records are published, `notified` as the notice went."""
         records = [record_from_json(r) for r in data.get("records", [])]
         notice = Notice(**data["notice"]) if data.get("notice") else None
         notified = False
-        if notice is not None and await self._notified_before(entry_id):
+        if notice is not None and claimed and await self._notified_before(entry_id):
             log.info("incident already notified; publishing it", extra={"incident_id": notice.incident_id, "entry": entry_id})
             notified = True
         elif notice is not None:
@@ -267,8 +269,10 @@ class AlertDelivery:
             await pipe.execute()
 
     async def _ack(self, entry_id: str) -> None:
-        await self.redis.xack(OUTBOX_KEY, OUTBOX_GROUP, entry_id)
-        await self.redis.hdel(NOTIFIED_KEY, entry_id)  # left behind by a crash here, it expires with the key
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip; both keys in the {alerts} slot
+            pipe.xack(OUTBOX_KEY, OUTBOX_GROUP, entry_id)
+            pipe.hdel(NOTIFIED_KEY, entry_id)  # a mark left by a crash between the two expires with the key
+            await pipe.execute()
 
     async def _publish_and_ack(self, entry_id: str, record: AlertRecord) -> None:
         await self.publish(record)
