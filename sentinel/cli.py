@@ -98,6 +98,18 @@ def progress() -> Progress:
     )
 
 
+def classify_all(classifier: Scorer, texts: list[str], batch_size: int, what: str) -> list[Judgement]:
+    """Judge many texts with a progress bar, a few batches per call so the bar moves."""
+    judgements: list[Judgement] = []
+    with progress() as bar:
+        task = bar.add_task(what, total=len(texts))
+        for start in range(0, len(texts), batch_size * 4):
+            chunk = texts[start : start + batch_size * 4]
+            judgements.extend(classifier.classify(chunk))
+            bar.advance(task, len(chunk))
+    return judgements
+
+
 @app.command()
 def classify(
     texts: Annotated[Optional[list[str]], typer.Argument(help="posts to judge; stdin lines when none")] = None,
@@ -188,14 +200,7 @@ def evaluate(
     settings = model_settings(base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
     card_path = adapter_card(settings) if card else None
     classifier = load_classifier(settings)
-    judgements: list[Judgement] = []
-    with progress() as bar:
-        task = bar.add_task("classifying", total=len(examples))
-        step = classifier.batch_size * 4
-        for start in range(0, len(examples), step):
-            chunk = examples[start : start + step]
-            judgements.extend(classifier.classify([e.text for e in chunk]))
-            bar.advance(task, len(chunk))
+    judgements = classify_all(classifier, [e.text for e in examples], settings.batch_size, "classifying")
     preds = [j.label for j in judgements]
     if predictions:
         with predictions.open("w") as out_file:
@@ -882,6 +887,44 @@ def splits(
                                            for source, c in by_source.items()))
     if "research_records_dropped" in manifest:
         out.print(f"research records dropped: {manifest['research_records_dropped']}")
+
+
+@app.command("label-pool")
+def label_pool_command(
+    export: Annotated[Path, typer.Option("--export", exists=True, dir_okay=False, help="meritcircle_cleaned_discord.csv")],
+    out_dir: Annotated[Path, typer.Option("--out", help="where batch.jsonl (n, text: for the annotators) and keys.csv (n, key, pool, p_neutral) go")],
+    top: Annotated[int, typer.Option("--top", min=0, help="the messages the adapter finds least neutral")] = 1400,
+    sample: Annotated[int, typer.Option("--random", min=0, help="plus this many drawn at random from the rest")] = 300,
+    seed: Annotated[int, typer.Option("--seed")] = 20261201,
+    base: BaseOpt = None,
+    adapter: AdapterOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    quantize: QuantizeOpt = None,
+    batch_size: BatchOpt = None,
+) -> None:
+    """Choose the next pre-2023 Discord messages to label (docs/labelling.md): every unlabelled one is
+    scored, and the least neutral plus a random sample are written, shuffled, for two annotators."""
+    import csv
+
+    from training.indomain import label_pool, unlabelled_posts
+
+    try:
+        posts = unlabelled_posts(export)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    settings = model_settings(base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
+    judgements = classify_all(load_classifier(settings), [text for _, text in posts], settings.batch_size, "scoring unlabelled messages")
+    p_neutral = [j.probs["neutral"] for j in judgements]
+    chosen = label_pool([key for key, _ in posts], p_neutral, top, sample, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "batch.jsonl").open("w", encoding="utf-8") as batch, (out_dir / "keys.csv").open("w", newline="", encoding="utf-8") as keys:
+        writer = csv.writer(keys)
+        writer.writerow(["n", "key", "pool", "p_neutral"])
+        for n, (index, pool) in enumerate(chosen, start=1):
+            batch.write(json.dumps({"n": n, "text": posts[index][1]}, ensure_ascii=False) + "\n")
+            writer.writerow([n, posts[index][0], pool, round(p_neutral[index], 4)])
+    out.print(f"{len(chosen)} of {len(posts)} unlabelled messages chosen ({out_dir}/batch.jsonl holds their texts: never commit it)")
 
 
 @app.command("import-discord")

@@ -64,6 +64,30 @@ def test_eval_json_report(tiny_env, tmp_path):
     assert sum(sum(row.values()) for row in report["confusion"].values()) == 3
 
 
+def test_eval_and_label_pool_run_on_the_keyword_scorer(tmp_path):
+    """The keyword scorer has no torch and no batch size of its own: both commands still work on it."""
+    from test_discord import PM, write_export
+
+    data = tmp_path / "tfns.csv"
+    data.write_text("text,label\nBTC rallies,1\nETH dumps,0\n", encoding="utf-8")
+    r = sentinel(["eval", "--data", str(data), "--format", "tfns", "--json", "--base", "lexicon"], {})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n"] == 2
+
+    export = tmp_path / "export.csv"
+    write_export(export, [["1.0e+17", "a", f"2022/3/{day} {PM}1:00", "2022/3/1", text, "", "", ""]
+                          for day, text in enumerate(["gm", "MC is dumping hard", "new map tonight", "wen moon"], start=1)]
+                 + [["1.0e+17", "a", f"2023/3/1 {PM}1:00", "2023/3/1", "held out: crash", "", "", ""]])
+    r = sentinel(["label-pool", "--export", str(export), "--out", str(tmp_path / "pool"), "--top", "1", "--random", "2", "--base", "lexicon"], {})
+    assert r.returncode == 0, r.stderr
+    batch = [json.loads(line) for line in (tmp_path / "pool" / "batch.jsonl").read_text().splitlines()]
+    keys = (tmp_path / "pool" / "keys.csv").read_text().splitlines()
+    assert [b["n"] for b in batch] == [1, 2, 3] and len(keys) == 4 and keys[0] == "n,key,pool,p_neutral"
+    ranked = [b["text"] for b, row in zip(batch, keys[1:]) if ",model-ranked," in row]
+    assert ranked == ["MC is dumping hard"]  # the one the keywords find least neutral
+    assert all("held out" not in b["text"] for b in batch)
+
+
 def test_eval_malformed_row_names_its_line(tiny_env, tmp_path):
     data = tmp_path / "bad.csv"
     data.write_text("text,label\nBTC rallies,1\nETH dumps,9\n", encoding="utf-8")

@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 
 from conftest import shared_file
-from training.indomain import DISCORD_LABELS, VOICES, load_discord_labels, load_voices, write_splits
+from training.data import DataError
+from training.indomain import (
+    DISCORD_LABELS,
+    DISCORD_LABELS_ROUND2,
+    DISCORD_ROUNDS,
+    VOICES,
+    label_pool,
+    load_discord_labels,
+    load_voices,
+    unlabelled_posts,
+    write_splits,
+)
 
 
 def kappa(pairs: list[tuple[str, str]]) -> float:
@@ -29,7 +40,9 @@ def annotations(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("path,minimum", [(DISCORD_LABELS, 0.80), (VOICES, 0.99)])
+# Round 2 of Discord is 99.6% raw agreement, but with 10 non-neutral messages in 1,700 every
+# disagreement weighs heavily on kappa (docs/labelling.md).
+@pytest.mark.parametrize("path,minimum", [(DISCORD_LABELS, 0.80), (DISCORD_LABELS_ROUND2, 0.70), (VOICES, 0.99)])
 def test_two_annotators_agree_and_disagreements_were_adjudicated(path, minimum):
     rows = annotations(path)
     assert kappa([(r["annotator_1"], r["annotator_2"]) for r in rows]) >= minimum
@@ -41,10 +54,16 @@ def test_two_annotators_agree_and_disagreements_were_adjudicated(path, minimum):
 
 
 def test_the_labelled_files_hold_no_discord_text_and_keys_are_unique():
-    rows = annotations(DISCORD_LABELS)
-    assert set(rows[0]) == {"key", "label", "annotator_1", "annotator_2", "adjudicated", "pool", "split"}
+    rows = [row for path in DISCORD_ROUNDS for row in annotations(path)]
+    for path in DISCORD_ROUNDS:
+        assert set(annotations(path)[0]) == {"key", "label", "annotator_1", "annotator_2", "adjudicated", "pool", "split"}
     assert len({r["key"] for r in rows}) == len(rows)
     assert len({r["key"] for r in annotations(VOICES)}) == len(annotations(VOICES))
+
+
+def test_the_second_discord_round_is_all_train():
+    rows = annotations(DISCORD_LABELS_ROUND2)
+    assert {r["split"] for r in rows} == {"train"} and {r["pool"] for r in rows} == {"model-ranked", "random"}
 
 
 def test_at_least_300_non_neutral_examples_in_all():
@@ -55,7 +74,7 @@ def test_at_least_300_non_neutral_examples_in_all():
 def test_discord_keys_rebuild_from_the_export_and_none_is_held_out():
     export = shared_file("seed", "meritcircle_cleaned_discord.csv")
     rows = load_discord_labels(export)
-    assert len(rows) == len(annotations(DISCORD_LABELS))
+    assert Counter(r.round for r in rows) == {1: len(annotations(DISCORD_LABELS)), 2: len(annotations(DISCORD_LABELS_ROUND2))}
     assert Counter(r.split for r in rows).keys() == {"train", "select", "test"}
 
 
@@ -77,11 +96,15 @@ def test_splits_are_disjoint_and_written_with_a_manifest(tmp_path):
     files = manifest["files"]
     assert set(files["train-discord.csv"]) == {"discord"} and set(files["train-voices.csv"]) == {"voices"}
     assert texts("train-discord.csv") | texts("train-voices.csv") == texts("train-indomain.csv")
-    # The second round of voices is a file of its own: the other training files are as before it.
+    # Each source's second round is a file of its own: the other training files are as before it.
     second = {" ".join(r.example.text.lower().split()) for r in load_voices() if r.round == 2}
     assert texts("train-voices-round2.csv") == second and not second & texts("train.csv")
     for held in ("select.csv", "test-voices.csv"):
         assert not second & texts(held), held
+    discord2 = texts("train-discord-round2.csv")
+    assert files["train-discord-round2.csv"]["discord"]["neutral"] > 1000 and not discord2 & texts("train.csv")
+    for held in ("select.csv", "test-discord.csv"):
+        assert not discord2 & texts(held), held
 
 
 def test_voices_load_with_their_splits():
@@ -126,3 +149,55 @@ def test_research_records_drop_the_held_out_period_and_split_texts(tmp_path):
     kept, dropped = research_records(dataset, export, held={"a test text"})
     assert [(r.example.text, r.example.label, r.source) for r in kept] == [("MC pumping; gm;", "positive", "research")]
     assert dropped == {"held_out_period": 1, "select_or_test_text": 1}
+
+
+def _label_file(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["key", "label", "annotator_1", "annotator_2", "adjudicated", "pool", "split"])
+        writer.writerows([key, label, label, label, "no", "random", "train"] for key, label in rows)
+    return path
+
+
+def test_the_pool_holds_each_unlabelled_pre_2023_text_once(tmp_path):
+    from test_discord import PM, write_export
+
+    from training.discord import ImportReport, discord_posts
+
+    export = tmp_path / "export.csv"
+    write_export(export, [
+        ["1.0e+17", "a", f"2022/3/1 {PM}1:00", "2022/3/1", "MC pumping", "", "", ""],
+        ["1.0e+17", "b", f"2022/3/1 {PM}2:00", "2022/3/1", "mc  PUMPING", "", "", ""],  # a repeat of a labelled text
+        ["1.0e+17", "a", f"2022/3/2 {PM}1:00", "2022/3/2", "gm", "", "", ""],
+        ["1.0e+17", "b", f"2022/3/2 {PM}2:00", "2022/3/2", "GM", "", "", ""],  # a repeat of an unlabelled one
+        ["1.0e+17", "a", f"2023/2/1 {PM}1:00", "2023/2/1", "MC dumping hard", "", "", ""],  # held out
+        ["1.0e+17", "a", f"2022/3/3 {PM}1:00", "2022/3/3", "why down?", "", "", ""],
+    ])
+    keys = [p["id"] for p in discord_posts(export, ImportReport())]
+    labels = _label_file(tmp_path / "labels.csv", [(keys[0], "positive")])
+    assert unlabelled_posts(export, {labels: 1}) == [(keys[2], "gm"), (keys[5], "why down?")]
+
+
+def test_a_key_labelled_in_two_rounds_is_an_error_naming_its_line(tmp_path):
+    from test_discord import PM, write_export
+
+    from training.discord import ImportReport, discord_posts
+
+    export = tmp_path / "export.csv"
+    write_export(export, [["1.0e+17", "a", f"2022/3/1 {PM}1:00", "2022/3/1", "MC pumping", "", "", ""]])
+    key = next(discord_posts(export, ImportReport()))["id"]
+    first, second = _label_file(tmp_path / "one.csv", [(key, "positive")]), _label_file(tmp_path / "two.csv", [(key, "neutral")])
+    with pytest.raises(DataError, match=r"two.csv:2: .*labelled twice"):
+        load_discord_labels(export, {first: 1, second: 2})
+
+
+def test_the_label_pool_takes_the_least_neutral_and_a_random_sample_of_the_rest():
+    keys = [f"k{i:02d}" for i in range(20)]
+    p_neutral = [i / 20 for i in range(20)][::-1]  # k19 is the least neutral
+    chosen = label_pool(keys, p_neutral, top=3, sample=4, seed=7)
+    ranked = {keys[i] for i, pool in chosen if pool == "model-ranked"}
+    sampled = [i for i, pool in chosen if pool == "random"]
+    assert ranked == {"k19", "k18", "k17"} and len(sampled) == 4 and not {keys[i] for i in sampled} & ranked
+    assert chosen == label_pool(keys, p_neutral, top=3, sample=4, seed=7)
+    assert len({i for i, _ in chosen}) == 7
+    assert chosen != sorted(chosen)  # shuffled: an annotator cannot read the pool from the order

@@ -7,6 +7,8 @@ adjudication of their disagreements:
   (the post id `sentinel import-discord` gives: a hash of author, time and content). The texts are not
   committed; `load_discord_labels` rebuilds them from the export. Messages dated 2023 or later are
   held out for evaluation by others and are never labelled here.
+- `labels/discord-pre2023-round2.csv`: a second round of pre-2023 messages, chosen by `label_pool`
+  (the messages an adapter finds least neutral, plus a random sample), all `train`.
 - `labels/community-voices.jsonl`: posts the team wrote in the voices of crypto communities
   (Discord, Telegram, forums; English, Taglish, Tagalog), texts included.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,8 @@ from training.split import stratified_split
 
 LABELS_DIR = Path(__file__).resolve().parent / "labels"
 DISCORD_LABELS = LABELS_DIR / "discord-pre2023.csv"
+DISCORD_LABELS_ROUND2 = LABELS_DIR / "discord-pre2023-round2.csv"
+DISCORD_ROUNDS = {DISCORD_LABELS: 1, DISCORD_LABELS_ROUND2: 2}
 VOICES = LABELS_DIR / "community-voices.jsonl"
 SPLITS = ("train", "select", "test")
 HELD_OUT_FROM = "2023-01-01"  # Discord messages from this date on are never labelled, trained or tuned on
@@ -44,25 +49,67 @@ class Labelled:
     example: Example
     source: str  # tfns | discord | voices
     split: str
-    round: int = 1  # voices: the writing round (docs/labelling.md); round 2 is kept in a file of its own
+    round: int = 1  # the labelling round (docs/labelling.md); each source's round 2 is kept in a file of its own
 
 
-def load_discord_labels(export: Path, labels: Path = DISCORD_LABELS) -> list[Labelled]:
-    """The labelled Discord messages with their texts rebuilt from the export. A key the export does
-    not hold (another export, or an edited one) is an error naming the label file's line."""
+def load_discord_labels(export: Path, rounds: dict[Path, int] | None = None) -> list[Labelled]:
+    """The labelled Discord messages of every round with their texts rebuilt from the export. A key
+    the export does not hold (another export, or an edited one), or one labelled twice, is an error
+    naming the label file's line."""
     posts = {p["id"]: p for p in discord_posts(export, ImportReport())}
     out: list[Labelled] = []
-    with labels.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        for row in reader:
-            line = reader.line_num
-            post = posts.get(row["key"])
-            if post is None:
-                raise DataError(labels, line, f"key {row['key']} is not in {export}: is it the research's export?")
-            if post["created_at"] >= HELD_OUT_FROM:
-                raise DataError(labels, line, f"key {row['key']} is dated {post['created_at']}: held out, never labelled")
-            out.append(Labelled(Example(clean_text(post["text"]), normalize_label(row["label"]), line), "discord", row["split"]))
+    seen: set[str] = set()
+    for labels, number in (rounds or DISCORD_ROUNDS).items():
+        with labels.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            for row in reader:
+                line = reader.line_num
+                post = posts.get(row["key"])
+                if post is None:
+                    raise DataError(labels, line, f"key {row['key']} is not in {export}: is it the research's export?")
+                if post["created_at"] >= HELD_OUT_FROM:
+                    raise DataError(labels, line, f"key {row['key']} is dated {post['created_at']}: held out, never labelled")
+                if row["key"] in seen:
+                    raise DataError(labels, line, f"key {row['key']} is labelled twice")
+                seen.add(row["key"])
+                example = Example(clean_text(post["text"]), normalize_label(row["label"]), line)
+                out.append(Labelled(example, "discord", row["split"], number))
     return out
+
+
+def unlabelled_posts(export: Path, rounds: dict[Path, int] | None = None) -> list[tuple[str, str]]:
+    """(key, text) of every pre-2023 message not yet labelled, in export order, one per text:
+    exact repeats (after folding case and spaces) and repeats of a labelled text are left out."""
+    labelled: set[str] = set()
+    for labels in rounds or DISCORD_ROUNDS:
+        with labels.open(newline="", encoding="utf-8") as handle:
+            labelled.update(row["key"] for row in csv.DictReader(handle))
+    posts = list(discord_posts(export, ImportReport()))
+    seen = {_fold(p["text"]) for p in posts if p["id"] in labelled}
+    out: list[tuple[str, str]] = []
+    for post in posts:
+        folded = _fold(post["text"])
+        if post["created_at"] >= HELD_OUT_FROM or post["id"] in labelled or folded in seen:
+            continue
+        seen.add(folded)
+        try:
+            out.append((post["id"], clean_text(post["text"])))
+        except EmptyTextError:
+            continue
+    return out
+
+
+def label_pool(keys: Sequence[str], p_neutral: Sequence[float], top: int, sample: int, seed: int) -> list[tuple[int, str]]:
+    """Which messages to label next: the `top` an adapter finds least neutral (where its mistakes and
+    the rare positive and negative posts are), plus `sample` drawn at random from the rest (what
+    the ranking misses), shuffled so an annotator cannot tell one from the other.
+    Returns (index into keys, "model-ranked" | "random")."""
+    order = sorted(range(len(keys)), key=lambda i: (p_neutral[i], keys[i]))
+    rest = sorted(order[top:], key=lambda i: keys[i])
+    rng = random.Random(seed)
+    chosen = [(i, "model-ranked") for i in order[:top]] + [(i, "random") for i in rng.sample(rest, min(sample, len(rest)))]
+    rng.shuffle(chosen)
+    return chosen
 
 
 def load_voices(path: Path = VOICES) -> list[Labelled]:
@@ -130,13 +177,15 @@ def write_splits(out: Path, tfns: Path, export: Path, research: Path | None = No
       train-voices.csv: each alone, to measure what each source adds;
     - test-tfns.csv, test-discord.csv, test-voices.csv: reported apart, never trained or selected on;
     - with `research` (the research's dataset.json): train-research.csv, see `research_records`;
-    - train-voices-round2.csv: the second round of community voices (all `train`), apart from every
-      other file: it did not help on Discord (docs/results/indomain/README.md), and the shipped
-      adapter's recipe reads train-indomain.csv as it was before it.
+    - train-voices-round2.csv, train-discord-round2.csv: each source's second round (all `train`),
+      apart from every other file, so an adapter's recipe reads train-indomain.csv as it was before
+      them (docs/results/indomain/README.md says what each round did).
     Texts in a test or select file are removed from the training files. Returns the manifest."""
     rows = tfns_splits(tfns) + load_discord_labels(export) + load_voices()
     held = {_fold(r.example.text) for r in rows if r.split != "train"}
-    round2 = [r for r in rows if r.round == 2 and r.split == "train" and _fold(r.example.text) not in held]
+    if any(r.round == 2 and r.split != "train" for r in rows):
+        raise ValueError("a second-round label is not in train: the select and test splits are fixed")
+    round2 = [r for r in rows if r.round == 2 and _fold(r.example.text) not in held]
     rows = [r for r in rows if r.round != 2]
     train = [r for r in rows if r.split == "train" and _fold(r.example.text) not in held]
     files = {
@@ -147,9 +196,9 @@ def write_splits(out: Path, tfns: Path, export: Path, research: Path | None = No
         "select.csv": [r for r in rows if r.split == "select"],
         "select-tfns.csv": [r for r in rows if r.split == "select" and r.source == "tfns"],
         **{f"test-{s}.csv": [r for r in rows if r.split == "test" and r.source == s] for s in ("tfns", "discord", "voices")},
-        "train-voices-round2.csv": round2,
+        **{f"train-{s}-round2.csv": [r for r in round2 if r.source == s] for s in ("voices", "discord")},
     }
-    inputs = [tfns, export, DISCORD_LABELS, VOICES]
+    inputs = [tfns, export, *DISCORD_ROUNDS, VOICES]
     research_dropped = None
     if research is not None:
         files["train-research.csv"], research_dropped = research_records(research, export, held)
