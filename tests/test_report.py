@@ -48,3 +48,15 @@ def test_paired_bootstrap_tells_a_real_gain_from_none():
     assert better["b_minus_a"] == 1.0 and better["ci95"][0] == 1.0
     with pytest.raises(SystemExit):
         compare(weak, rows(gold)[:-1], resamples=10, seed=0)
+
+
+def test_the_flag_curve_counts_what_ranks_above_each_budget_of_neutral_flags():
+    from bench.flag_curve import curve
+
+    def row(label: str, neutral: float, positive: float) -> dict:
+        return {"label": label, "probs": {"neutral": neutral, "positive": positive, "negative": 1 - neutral - positive}}
+
+    rows = [row("negative", 0.1, 0.1), row("neutral", 0.2, 0.4), row("positive", 0.3, 0.1),  # found with the wrong sign
+            row("neutral", 0.5, 0.2), row("neutral", 0.6, 0.2), row("positive", 0.9, 0.1)]
+    assert curve(rows, budgets=(1, 2, 3)) == {"1": {"found": 1, "right_sign": 1}, "2": {"found": 2, "right_sign": 1},
+                                              "3": {"found": 2, "right_sign": 1}}
