@@ -65,6 +65,9 @@ def main() -> None:
     out = {"chosen_on_select": {"negative": negative, "positive": positive,
                                 "select_indomain_f1_macro": [round(report(indomain)["f1_macro"], 3), round(report(indomain, negative, positive)["f1_macro"], 3)],
                                 "select_tfns_f1_weighted": [round(report(tfns)["f1_weighted"], 3), round(report(tfns, negative, positive)["f1_weighted"], 3)]},
+           # Without a shift, per source: what chooses between adapters (docs/results/indomain/README.md, session 14).
+           "select_without_shift": {source: summary(report([r for r, s in zip(select, sources) if s == source]))
+                                    for source in ("tfns", "discord", "voices")},
            "test": {}}
     for name in ("test-discord", "test-voices", "test-tfns"):
         rows = load(name)

@@ -201,3 +201,6 @@ def test_the_label_pool_takes_the_least_neutral_and_a_random_sample_of_the_rest(
     assert chosen == label_pool(keys, p_neutral, top=3, sample=4, seed=7)
     assert len({i for i, _ in chosen}) == 7
     assert chosen != sorted(chosen)  # shuffled: an annotator cannot read the pool from the order
+    # With the rest only as large as the sample, a draw from anywhere but the rest would show.
+    squeezed = label_pool(keys, p_neutral, top=16, sample=4, seed=7)
+    assert {keys[i] for i, pool in squeezed if pool == "random"} == {"k00", "k01", "k02", "k03"}
