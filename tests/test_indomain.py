@@ -96,11 +96,15 @@ def test_splits_are_disjoint_and_written_with_a_manifest(tmp_path):
     files = manifest["files"]
     assert set(files["train-discord.csv"]) == {"discord"} and set(files["train-voices.csv"]) == {"voices"}
     assert texts("train-discord.csv") | texts("train-voices.csv") == texts("train-indomain.csv")
-    # Each source's second round is a file of its own: the other training files are as before it.
-    second = {" ".join(r.example.text.lower().split()) for r in load_voices() if r.round == 2}
-    assert texts("train-voices-round2.csv") == second and not second & texts("train.csv")
-    for held in ("select.csv", "test-voices.csv"):
-        assert not second & texts(held), held
+    # Each source's later rounds are files of their own: the other training files are as before them.
+    later = Counter(r.round for r in load_voices() if r.round > 1)
+    assert sorted(later) == list(range(2, 2 + len(later)))
+    for number in later:
+        written = {" ".join(r.example.text.lower().split()) for r in load_voices() if r.round == number}
+        assert texts(f"train-voices-round{number}.csv") == written and not written & texts("train.csv")
+        for held in ("select.csv", "test-voices.csv"):
+            assert not written & texts(held), (number, held)
+    assert not {name for name in files if "round" in name} - {f"train-voices-round{n}.csv" for n in later} - {"train-discord-round2.csv"}
     discord2 = texts("train-discord-round2.csv")
     assert files["train-discord-round2.csv"]["discord"]["neutral"] > 1000 and not discord2 & texts("train.csv")
     for held in ("select.csv", "test-discord.csv"):

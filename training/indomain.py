@@ -49,7 +49,7 @@ class Labelled:
     example: Example
     source: str  # tfns | discord | voices
     split: str
-    round: int = 1  # the labelling round (docs/labelling.md); each source's round 2 is kept in a file of its own
+    round: int = 1  # the labelling round (docs/labelling.md); each later round is kept in a file of its own
 
 
 def load_discord_labels(export: Path, rounds: dict[Path, int] | None = None) -> list[Labelled]:
@@ -177,16 +177,17 @@ def write_splits(out: Path, tfns: Path, export: Path, research: Path | None = No
       train-voices.csv: each alone, to measure what each source adds;
     - test-tfns.csv, test-discord.csv, test-voices.csv: reported apart, never trained or selected on;
     - with `research` (the research's dataset.json): train-research.csv, see `research_records`;
-    - train-voices-round2.csv, train-discord-round2.csv: each source's second round (all `train`),
-      apart from every other file, so an adapter's recipe reads train-indomain.csv as it was before
-      them (docs/results/indomain/README.md says what each round did).
+    - train-{source}-round{N}.csv (train-voices-round2.csv, train-discord-round2.csv, ...): each
+      source's later rounds (all `train`), one file per round apart from every other file, so an
+      adapter's recipe reads train-indomain.csv as it was before them
+      (docs/results/indomain/README.md says what each round did).
     Texts in a test or select file are removed from the training files. Returns the manifest."""
     rows = tfns_splits(tfns) + load_discord_labels(export) + load_voices()
     held = {_fold(r.example.text) for r in rows if r.split != "train"}
-    if any(r.round == 2 and r.split != "train" for r in rows):
-        raise ValueError("a second-round label is not in train: the select and test splits are fixed")
-    round2 = [r for r in rows if r.round == 2 and _fold(r.example.text) not in held]
-    rows = [r for r in rows if r.round != 2]
+    if any(r.round > 1 and r.split != "train" for r in rows):
+        raise ValueError("a later-round label is not in train: the select and test splits are fixed")
+    later = [r for r in rows if r.round > 1 and _fold(r.example.text) not in held]
+    rows = [r for r in rows if r.round == 1]
     train = [r for r in rows if r.split == "train" and _fold(r.example.text) not in held]
     files = {
         "train.csv": train,
@@ -196,7 +197,8 @@ def write_splits(out: Path, tfns: Path, export: Path, research: Path | None = No
         "select.csv": [r for r in rows if r.split == "select"],
         "select-tfns.csv": [r for r in rows if r.split == "select" and r.source == "tfns"],
         **{f"test-{s}.csv": [r for r in rows if r.split == "test" and r.source == s] for s in ("tfns", "discord", "voices")},
-        **{f"train-{s}-round2.csv": [r for r in round2 if r.source == s] for s in ("voices", "discord")},
+        **{f"train-{s}-round{n}.csv": [r for r in later if (r.source, r.round) == (s, n)]
+           for s, n in sorted({(r.source, r.round) for r in later})},
     }
     inputs = [tfns, export, *DISCORD_ROUNDS, VOICES]
     research_dropped = None
