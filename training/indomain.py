@@ -7,8 +7,9 @@ adjudication of their disagreements:
   (the post id `sentinel import-discord` gives: a hash of author, time and content). The texts are not
   committed; `load_discord_labels` rebuilds them from the export. Messages dated 2023 or later are
   held out for evaluation by others and are never labelled here.
-- `labels/discord-pre2023-round2.csv`: a second round of pre-2023 messages, chosen by `label_pool`
-  (the messages an adapter finds least neutral, plus a random sample), all `train`.
+- `labels/discord-pre2023-round2.csv`, `labels/discord-pre2023-round3.csv`: later rounds of pre-2023
+  messages, each chosen by `label_pool` (the messages the adapter then shipped finds least neutral,
+  plus a random sample), all `train`.
 - `labels/community-voices.jsonl`: posts the team wrote in the voices of crypto communities
   (Discord, Telegram, forums; English, Taglish, Tagalog), texts included.
 
@@ -37,7 +38,8 @@ from training.split import stratified_split
 LABELS_DIR = Path(__file__).resolve().parent / "labels"
 DISCORD_LABELS = LABELS_DIR / "discord-pre2023.csv"
 DISCORD_LABELS_ROUND2 = LABELS_DIR / "discord-pre2023-round2.csv"
-DISCORD_ROUNDS = {DISCORD_LABELS: 1, DISCORD_LABELS_ROUND2: 2}
+DISCORD_LABELS_ROUND3 = LABELS_DIR / "discord-pre2023-round3.csv"
+DISCORD_ROUNDS = {DISCORD_LABELS: 1, DISCORD_LABELS_ROUND2: 2, DISCORD_LABELS_ROUND3: 3}
 VOICES = LABELS_DIR / "community-voices.jsonl"
 SPLITS = ("train", "select", "test")
 HELD_OUT_FROM = "2023-01-01"  # Discord messages from this date on are never labelled, trained or tuned on
