@@ -214,3 +214,17 @@ def test_the_label_pool_takes_the_least_neutral_and_a_random_sample_of_the_rest(
     # With the rest only as large as the sample, a draw from anywhere but the rest would show.
     squeezed = label_pool(keys, p_neutral, top=16, sample=4, seed=7)
     assert {keys[i] for i, pool in squeezed if pool == "random"} == {"k00", "k01", "k02", "k03"}
+
+
+@pytest.mark.parametrize("round_", [2, 3])
+def test_a_later_round_outside_train_is_an_error(tmp_path, monkeypatch, round_):
+    import training.indomain as indomain
+    from training.data import Example
+
+    stray = indomain.Labelled(Example("MC to the moon", "positive", 1), "voices", "select", round_)
+    monkeypatch.setattr(indomain, "tfns_splits", lambda path: [])
+    monkeypatch.setattr(indomain, "load_discord_labels", lambda export: [])
+    monkeypatch.setattr(indomain, "load_voices", lambda: [stray])
+    with pytest.raises(ValueError, match="later-round label is not in train"):
+        write_splits(tmp_path / "out", tmp_path / "tfns.csv", tmp_path / "export.csv")
+    assert not (tmp_path / "out").exists()
