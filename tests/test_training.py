@@ -128,10 +128,13 @@ def test_a_warm_started_card_records_the_shape_trained_and_the_parent_data(train
     parent.mkdir(), child_dir.mkdir()
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         shutil.copy(result.out_dir / name, parent / name)
+    shutil.copy(result.out_dir / "adapter_config.json", child_dir / "adapter_config.json")
     (parent / "model_card.json").write_text(json.dumps({"data": [{"path": "tfns.csv", "sha256": "ab"}]}))
     cfg = TrainConfig(base="tiny", r=16, alpha=32, init_adapter=parent)
     child = dataclasses.replace(result, out_dir=child_dir)
     card = write_model_card(child, cfg, trainer.info, [], {"train": 1})
+    # the base as the user named it, not the directory it was loaded from on this machine
+    assert json.loads((child_dir / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
     assert card["hyperparameters"]["r"] == 8 and card["hyperparameters"]["alpha"] == 16
     assert card["init_adapter"]["data"] == [{"path": "tfns.csv", "sha256": "ab"}]
     assert card["init_adapter"]["weights_sha256"] == sha256_file(parent / "adapter_model.safetensors")

@@ -374,6 +374,17 @@ def warm_start(init_adapter: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return shape, lineage
 
 
+def name_the_base(out_dir: Path, base: str) -> None:
+    """Record the base in adapter_config.json as the user named it. PEFT writes the directory the
+    base was loaded from, which for the bundled base is a cache path on the training machine: it
+    would leak that path into a shipped adapter and name a directory no other machine has."""
+    path = out_dir / "adapter_config.json"
+    if path.is_file():
+        config = json.loads(path.read_text())
+        config["base_model_name_or_path"] = base
+        path.write_text(json.dumps(config, indent=2) + "\n")
+
+
 def write_model_card(result: TrainResult, cfg: TrainConfig, info: ModelInfo | None, data_files: Sequence[Path], split_info: dict[str, Any]) -> dict[str, Any]:
     hyperparameters = {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
                        for k, v in asdict(cfg).items() if k != "cache_dir"}
@@ -402,6 +413,7 @@ def write_model_card(result: TrainResult, cfg: TrainConfig, info: ModelInfo | No
     }
     out = result.out_dir
     (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    name_the_base(out, cfg.base)
     metrics = result.metrics or {}
     readme = [
         f"# LoRA adapter: {cfg.base}",
