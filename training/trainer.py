@@ -377,7 +377,10 @@ def warm_start(init_adapter: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 def name_the_base(out_dir: Path, base: str) -> None:
     """Record the base in adapter_config.json as the user named it. PEFT writes the directory the
     base was loaded from, which for the bundled base is a cache path on the training machine: it
-    would leak that path into a shipped adapter and name a directory no other machine has."""
+    would leak that path into a shipped adapter and name a directory no other machine has. It is
+    rewritten once the run is over, not set on the PEFT config at the start: PEFT reads that entry at
+    every save to find the base's config.json, and a bare name would send each checkpoint's save to
+    the Hub for it (or, offline, to a failed lookup and a warning)."""
     path = out_dir / "adapter_config.json"
     if path.is_file():
         config = json.loads(path.read_text())
