@@ -31,7 +31,7 @@ from stream.assets import DEFAULT_ALIASES
 from stream.batch import BatchOutcome, Prepared, RawMessage
 from stream.contracts import DLQ_MAX_VALUE_BYTES, Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
 from stream.model_thread import ModelThread
-from stream.redis_client import is_transient
+from stream.redis_client import retry_transient
 from stream.store import Scored, WindowStore
 from stream.windows import is_late, scopes_for
 
@@ -239,19 +239,10 @@ class BatchProcessor:
             return await self._classify(posts[:half]) + await self._classify(posts[half:])
 
     async def _with_redis(self, call: Callable[[], Awaitable[T]]) -> T:
-        delay = 0.1
-        while True:
-            try:
-                return await call()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                # Redis is down (or a cluster is promoting a replica): keep the batch (its offsets
-                # stay uncommitted) and back off. Every step is idempotent (post ids, compare-and-set
-                # on judged boundaries), so a retry after a write that did land changes nothing.
-                log.warning("redis unavailable, retrying", extra={"error": type(exc).__name__, "retry_in_s": round(delay, 2)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.redis_retry_max_s)
+        # Redis is down (or a cluster is promoting a replica): keep the batch (its offsets stay
+        # uncommitted) and back off. Every step is idempotent (post ids, compare-and-set on judged
+        # boundaries), so a retry after a write that did land changes nothing.
+        return await retry_transient(call, what="batch", max_delay_s=self.redis_retry_max_s)
 
 
 class BatchPipeline:

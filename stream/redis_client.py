@@ -14,8 +14,10 @@ own (a key whose hash tag lands in its slots) and a WAIT, pipelined on one conne
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -26,6 +28,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream.keys import KEY_PREFIX
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Errors a retry can outlive: the server is away, or a cluster is moving a slot or promoting a
 # replica. Everything else (a bad script, a wrong type) is a bug and must surface.
@@ -48,6 +53,25 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TRANSIENT_ERRORS):
         return True
     return isinstance(exc, RedisClusterException) and "cannot be connected" in str(exc)
+
+
+async def retry_transient(call: Callable[[], Awaitable[T]], *, what: str, first_delay_s: float = 0.1, max_delay_s: float = 5.0,
+                          give_up_after_s: float | None = None) -> T:
+    """`call()` until it succeeds, backing off (doubled, capped at `max_delay_s`) while Redis is away
+    (`is_transient`). Any other error is raised at once; a transient one too once the next try would
+    start past `give_up_after_s` (None: never give up). Only for calls that may safely run twice: a
+    write whose reply was lost has landed."""
+    delay = first_delay_s
+    deadline = None if give_up_after_s is None else time.monotonic() + give_up_after_s
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not is_transient(exc) or (deadline is not None and time.monotonic() + delay > deadline):
+                raise
+            log.warning("redis unavailable, retrying", extra={"what": what, "error": type(exc).__name__, "retry_in_s": round(delay, 2)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
 
 
 @dataclass(frozen=True)

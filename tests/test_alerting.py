@@ -173,10 +173,12 @@ def test_delivery_notifies_publishes_and_respects_silences(redis_server):
     assert int(stats["published"]) == len(published) and int(stats["silenced"]) == len(silenced)
 
 
-def test_a_claimed_entry_whose_publish_failed_is_published_without_notifying_again(redis_server):
-    """The notification went out, then publishing the record failed: the entry stays pending and is
-    claimed (here at once, claim_idle_s=0, as another worker would after 60 s). The claim publishes
-    it, marked notified, and the endpoint hears of each transition once."""
+@pytest.mark.parametrize("finisher", ["claim", "same-worker"])
+def test_an_entry_whose_publish_failed_is_published_without_notifying_again(redis_server, finisher):
+    """The notification went out, then publishing the record failed: the entry stays pending. Either
+    the worker dies there and another claims the entry (here at once, claim_idle_s=0, as it would
+    after 60 s), or the same worker delivers it again in its next round. Both publish it marked
+    notified, and the endpoint hears of each transition once."""
     redis.Redis.from_url(redis_server).flushdb()
     hook = Hook()
 
@@ -197,11 +199,10 @@ def test_a_claimed_entry_whose_publish_failed_is_published_without_notifying_aga
         with pytest.raises(ConnectionError):
             while await first.drain_once():
                 pass
-        while await first.drain_once():  # the rest of the outbox; the failed entry stays pending
-            pass
         pending = await store.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP)
-        second = AlertDelivery(store, notifier, flaky_publish, consumer="second", chart=False, claim_idle_s=0)
-        while await second.drain_once():
+        # "claim": the first worker is gone; "same-worker": it goes on.
+        finishing = AlertDelivery(store, notifier, flaky_publish, consumer="second", chart=False, claim_idle_s=0) if finisher == "claim" else first
+        while await finishing.drain_once():
             pass
         drained = await outbox_drained(store.redis)
         left = await store.redis.hlen(NOTIFIED_KEY)
@@ -219,7 +220,59 @@ def test_a_claimed_entry_whose_publish_failed_is_published_without_notifying_aga
     (again,) = [r for r in published if r.alert_id == failures[0].alert_id and r.state == failures[0].state
                 and r.window_end == failures[0].window_end]
     assert again.notified
-    assert len(hook.accepted) == len(outbox)  # once per transition: the claim did not notify again
+    assert len(hook.accepted) == len(outbox)  # once per transition: the second delivery did not notify again
+
+
+def test_a_connection_cut_just_after_a_notification_neither_repeats_it_nor_holds_it_back(redis_server):
+    """Redis drops every client connection at the instant the first notification is accepted (what a
+    restart does to the pooled connections). The notification is out, so its mark must still land:
+    it is retried, and no later round sends that notification again. Entries whose round failed are
+    delivered in the next rounds, not 60 s later when a claim would pick them up."""
+    redis.Redis.from_url(redis_server).flushdb()
+    admin = redis.Redis.from_url(redis_server)
+    hook = Hook()
+    cut: list[int] = []
+
+    def cut_once() -> None:
+        if not cut:
+            cut.append(admin.client_kill_filter(_type="normal", skipme=True))
+
+    hook.on_accept = cut_once
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        await load(store, [AlertEngine(store, AlertConfig(), partitions=1)])
+        published = []
+
+        async def publish(record):
+            published.append(record)
+
+        notifier = Notifier(build_apprise(hook.url, None), attempts=1)
+        # The default claim delay (60 s) is far past the deadline: nothing here is delivered by a claim.
+        delivery = AlertDelivery(store, notifier, publish, consumer="test", chart=False)
+        await delivery.ensure_group()
+        drained, deadline = False, time.monotonic() + 30
+        while not drained and time.monotonic() < deadline:
+            try:
+                await delivery.drain_once()
+                drained = await outbox_drained(store.redis)
+            except redis.exceptions.ConnectionError:  # a round cut before its notification; the worker's loop retries it
+                await asyncio.sleep(0.1)
+        stats = await store.redis.hgetall(ALERT_STATS_KEY)
+        left = await store.redis.hlen(NOTIFIED_KEY)
+        outbox = await store.redis.xrange(OUTBOX_KEY)
+        await store.close()
+        return drained, published, stats, left, outbox
+
+    try:
+        drained, published, stats, left, outbox = asyncio.run(go())
+    finally:
+        hook.close()
+    assert cut and cut[0] >= 1, "the fault was injected: the worker's connections were cut"
+    assert drained, "every entry delivered well before a claim could have picked it up"
+    assert len(published) == len(outbox) and all(r.notified for r in published)
+    assert len(hook.accepted) == len(outbox), "one notification per transition, the cut one included"
+    assert int(stats["notified"]) == len(outbox) and left == 0
 
 
 def test_delivery_outlives_redis_being_away_when_it_starts(tmp_path, caplog):

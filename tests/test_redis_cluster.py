@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -28,7 +29,7 @@ from redis.crc import key_slot
 from stream.batch import RawMessage
 from stream.keys import SCOPES_KEY, STATS_KEY, bucket_key, index_key
 from stream.processor import batch_token
-from stream.redis_client import Endpoint, ReplicasBehind, ReplicaWait, open_redis, split_url, tag_for_slots
+from stream.redis_client import Endpoint, ReplicasBehind, ReplicaWait, open_redis, retry_transient, split_url, tag_for_slots
 from stream.tools.services import cluster_healthy, free_port, replication_info, start_redis_cluster
 from workers import sentinel, wait_until, worker_env
 
@@ -52,6 +53,37 @@ def test_redis_urls_list_startup_nodes():
         open_redis("redis://a:1,b:2")
     with pytest.raises(ValueError, match="database 0"):
         open_redis("redis://a:1/2", cluster=True)
+
+
+def test_retry_transient_outlives_redis_away_but_not_a_bug_or_its_deadline():
+    calls: list[int] = []
+
+    async def away_twice() -> str:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        return "done"
+
+    assert asyncio.run(retry_transient(away_twice, what="test", first_delay_s=0.001)) == "done" and len(calls) == 3
+
+    async def bug() -> None:
+        calls.append(1)
+        raise redis.exceptions.ResponseError("WRONGTYPE")
+
+    calls.clear()
+    with pytest.raises(redis.exceptions.ResponseError):
+        asyncio.run(retry_transient(bug, what="test", first_delay_s=0.001))
+    assert len(calls) == 1  # a bug is raised at once
+
+    async def away() -> None:
+        calls.append(1)
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+    calls.clear()
+    started = time.monotonic()
+    with pytest.raises(redis.exceptions.ConnectionError):  # wait_for: a retry that ignored its deadline would never end
+        asyncio.run(asyncio.wait_for(retry_transient(away, what="test", first_delay_s=0.01, max_delay_s=0.05, give_up_after_s=0.2), 10))
+    assert len(calls) >= 2 and time.monotonic() - started < 5  # retried, then given up near its deadline
 
 
 def test_a_wait_tag_lands_in_the_masters_slots():

@@ -48,10 +48,12 @@ def sentinel(args: list[str], env: dict[str, str], timeout: float = 600) -> subp
 
 class Hook:
     """An Apprise json:// receiver that keeps every notification it accepted; answers 500 while
-    `failing` is set (a notification endpoint that is down)."""
+    `failing` is set (a notification endpoint that is down). `on_accept`, when set, runs after a
+    notification is kept and before the answer goes back (a fault injected at that instant)."""
 
     def __init__(self) -> None:
         self.failing = False
+        self.on_accept: Callable[[], None] | None = None
         self.accepted: list[dict] = []
         self.arrived: list[float] = []  # wall-clock time of each accepted notification (diagnostics)
         self._lock = threading.Lock()  # keeps `arrived` in step with `accepted` across handler threads
@@ -68,6 +70,8 @@ class Hook:
                     with hook._lock:
                         hook.arrived.append(time.time())
                         hook.accepted.append(json.loads(body))
+                    if hook.on_accept is not None:
+                        hook.on_accept()
                     self.send_response(200)
                 self.end_headers()
 

@@ -1,12 +1,16 @@
 """Delivery of alert transitions, off the stream's path: the outbox (a Redis stream, consumer group
 `keys.OUTBOX_GROUP`) is drained by every worker; each entry is notified unless silenced, published to
 `sentiment-alerts` with `notified` set, then acknowledged. A worker that dies mid-delivery leaves its
-entries pending; another claims them after `claim_idle_s`. An entry notified is marked so in Redis
-(`keys.NOTIFIED_KEY`) before it is published, so a claim after a failed publish or acknowledgement,
-or after a crash in those steps, publishes without notifying again. At least once: a worker killed
-between the notification and that mark notifies again when the entry is claimed.
+entries pending; another claims them after `claim_idle_s`. A round that fails (Redis or Kafka away)
+leaves its entries pending too, and this worker delivers them again in its next rounds.
 
-The steps of one entry are named: `_notified_before`, `_silence_of`, `_notify`, `_remember_notified`,
+An entry notified is marked so in Redis (`keys.NOTIFIED_KEY`) before it is published, so a delivery
+after a failed publish or acknowledgement, or after a crash in those steps, publishes without
+notifying again. The mark is retried while Redis is briefly away (a restart leaves the pool's
+connections dead): the notification is out, and without the mark it would go out twice. At least
+once: a worker killed between the notification and that mark notifies again when the entry is claimed.
+
+The steps of one entry are named: `_notified_before`, `_silence_of`, `_notify`, `_settle`,
 `_publish_and_ack`.
 """
 
@@ -26,6 +30,7 @@ from stream.alerts.incidents import AlertRecord, record_from_json
 from stream.alerts.notify import Notifier, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silenced_by
 from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, caps_key
+from stream.redis_client import retry_transient
 from stream.store import WindowStore
 from stream.timefmt import epoch
 from stream.windows import SliceCol
@@ -37,7 +42,29 @@ log = logging.getLogger(__name__)
 
 CHART_SPAN_S, CHART_STEP_S = 86400, 900
 TRIM_EVERY_S = 60.0  # how often a worker trims the delivered part of the outbox
+READ_COUNT = 20  # outbox entries taken per round
 PublishRecord = Callable[[AlertRecord], Awaitable[Any]]
+
+# The two steps after a notification or a publish, each safe to run twice: a retry after a reply
+# lost with its connection must not count again. All their keys share the {alerts} slot.
+# KEYS: notified marks, alert stats. ARGV: entry id, TTL (s).
+_MARK_NOTIFIED = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], 1) == 1 then
+  redis.call('HINCRBY', KEYS[2], 'notified', 1)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+# KEYS: outbox, notified marks, alert stats. ARGV: group, entry id, records published, TTL (s).
+_ACK_PUBLISHED = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[3], 'published', ARGV[3])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
+redis.call('HDEL', KEYS[2], ARGV[2])
+return 1
+"""
 
 
 class DeliveryObserver(Protocol):
@@ -75,6 +102,12 @@ class AlertDelivery:
         self.claim_idle_ms = int(claim_idle_s * 1000)
         self.metrics: DeliveryObserver = metrics if metrics is not None else _NoObserver()
         self._trimmed_at = time.monotonic()
+        self._mark_script = self.redis.register_script(_MARK_NOTIFIED)
+        self._ack_script = self.redis.register_script(_ACK_PUBLISHED)
+        # This consumer's own pending entries are read again first: at start (a restarted process
+        # may keep its name) and after a failed round, so they wait a round, not `claim_idle_s`.
+        self._redeliver_own = True
+        self._round_started = time.monotonic()
         if notifier is not None and notifier.daily_cap > 0:
             notifier.admit = self._admit
 
@@ -122,8 +155,16 @@ class AlertDelivery:
         return bool(done)
 
     async def drain_once(self, block_ms: int = 0) -> int:
+        if self._redeliver_own:
+            # Entries this consumer holds from a failed round: they may have been notified already.
+            read = await self.redis.xreadgroup(OUTBOX_GROUP, self.consumer, {OUTBOX_KEY: "0"}, count=READ_COUNT)
+            entries = [(entry_id, fields, True) for _, items in read or [] for entry_id, fields in items]
+            self._redeliver_own = len(entries) >= READ_COUNT  # more of them left for the next round
+            if entries:
+                log.info("outbox entries delivered again", extra={"count": len(entries), "entries": [e for e, _, _ in entries]})
+                return await self._deliver_all(entries)
         try:
-            claimed = await self.redis.xautoclaim(OUTBOX_KEY, OUTBOX_GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=20)
+            claimed = await self.redis.xautoclaim(OUTBOX_KEY, OUTBOX_GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=READ_COUNT)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -138,19 +179,25 @@ class AlertDelivery:
         if entries:  # a worker died or stalled mid-delivery: those it had notified are only published now
             log.warning("outbox entries claimed after %d s idle", self.claim_idle_ms // 1000,
                         extra={"count": len(entries), "entries": [entry_id for entry_id, _, _ in entries][:20]})
-        read = await self.redis.xreadgroup(OUTBOX_GROUP, self.consumer, {OUTBOX_KEY: ">"}, count=20, block=block_ms or None)
+        read = await self.redis.xreadgroup(OUTBOX_GROUP, self.consumer, {OUTBOX_KEY: ">"}, count=READ_COUNT, block=block_ms or None)
         for _, items in read or []:
             entries.extend((entry_id, fields, False) for entry_id, fields in items)
+        delivered = await self._deliver_all(entries)
+        if time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
+            self._trimmed_at = time.monotonic()
+            await self.trim_outbox()
+        return delivered
+
+    async def _deliver_all(self, entries: list[tuple[str, dict[str, str] | None, bool]]) -> int:
         # Every entry's delivery runs to its end before the next read, even when one fails: an
         # orphaned delivery would still be notifying while the next round claims or reads.
+        self._round_started = time.monotonic()
         results = await asyncio.gather(*(self._deliver(entry_id, fields, claimed) for entry_id, fields, claimed in entries if fields),
                                        return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
+            self._redeliver_own = True
             raise failed[0]
-        if time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
-            self._trimmed_at = time.monotonic()
-            await self.trim_outbox()
         return len(entries)
 
     async def trim_outbox(self, now_ms: int | None = None) -> int:
@@ -191,8 +238,7 @@ class AlertDelivery:
             self.metrics.silenced()
         elif self.notifier is not None and self.notifier.targets_for(record.severity):
             notified = await self._notify(record)
-            if notified:
-                await self._remember_notified(entry_id)
+            await self._settle(entry_id, notified)
         await self._publish_and_ack(entry_id, record.with_delivery(notified))
 
     async def _deliver_entry(self, entry_id: str, data: dict[str, Any], claimed: bool) -> None:
@@ -213,12 +259,10 @@ class AlertDelivery:
                 self.metrics.silenced()
             elif self.notifier is not None and self.notifier.targets_for(notice.severity):
                 notified = await self._notify_notice(notice, records)
-                if notified:
-                    await self._remember_notified(entry_id)
+                await self._settle(entry_id, notified)
         for record in records:
             await self.publish(record.with_delivery(notified))
-            await self._count("published")
-        await self._ack(entry_id)
+        await self._ack(entry_id, published=len(records))
 
     async def _notify_notice(self, notice: Notice, records: list[AlertRecord]) -> bool:
         assert self.notifier is not None
@@ -227,10 +271,7 @@ class AlertDelivery:
         if self.chart:
             kind = next((m["kind"] for m in notice.members if m["scope"] == notice.root_scope), notice.kinds[0])
             png = await self._chart_of(notice.root_scope, kind, int(epoch(notice.opened)), int(epoch(notice.at)), notice.incident_id)
-        notified = (await self.notifier.deliver_notice(notice, samples, png)).notified
-        await self._count("notified" if notified else "delivery_failed")
-        self.metrics.delivery(notified)
-        return notified
+        return (await self.notifier.deliver_notice(notice, samples, png)).notified
 
     async def _admit(self, server: NotifyBase) -> str:
         """The daily cap per service (SENTINEL_NOTIFY_DAILY_CAP): a counter per service and UTC day in
@@ -253,31 +294,39 @@ class AlertDelivery:
     async def _notify(self, record: AlertRecord) -> bool:
         assert self.notifier is not None
         png = await self._chart(record) if self.chart else None
-        notified = (await self.notifier.deliver(record, png)).notified
-        await self._count("notified" if notified else "delivery_failed")
-        self.metrics.delivery(notified)
-        return notified
+        return (await self.notifier.deliver(record, png)).notified
 
     async def _notified_before(self, entry_id: str) -> bool:
         """Whether an earlier delivery of this entry (this worker's or a dead one's) notified it."""
         return bool(await self.redis.hexists(NOTIFIED_KEY, entry_id))
 
-    async def _remember_notified(self, entry_id: str) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(NOTIFIED_KEY, entry_id, 1)
-            pipe.expire(NOTIFIED_KEY, self.store.idle_ttl_s)
-            await pipe.execute()
+    async def _settle(self, entry_id: str, notified: bool) -> None:
+        """Count the notification's outcome; a sent one is also marked on its entry (retried while
+        Redis is away, see `_after_sending`)."""
+        self.metrics.delivery(notified)
+        if not notified:
+            await self._count("delivery_failed")
+            return
+        await self._after_sending(lambda: self._mark_script(keys=[NOTIFIED_KEY, ALERT_STATS_KEY], args=[entry_id, self.store.idle_ttl_s]),
+                                  "notified mark")
 
-    async def _ack(self, entry_id: str) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip; both keys in the {alerts} slot
-            pipe.xack(OUTBOX_KEY, OUTBOX_GROUP, entry_id)
-            pipe.hdel(NOTIFIED_KEY, entry_id)  # a mark left by a crash between the two expires with the key
-            await pipe.execute()
+    async def _after_sending(self, call: Callable[[], Awaitable[Any]], what: str) -> None:
+        """A step that follows something sent (a notification, a record), retried while Redis is
+        away: failing it would send that again. Until about when another worker may claim the entry
+        (the claim delay after the round began, less a second; at least 1 s): past that, the entry
+        is that worker's to finish."""
+        left_s = self.claim_idle_ms / 1000 - (time.monotonic() - self._round_started) - 1.0
+        await retry_transient(call, what=what, first_delay_s=0.05, max_delay_s=1.0, give_up_after_s=max(left_s, 1.0))
+
+    async def _ack(self, entry_id: str, published: int) -> None:
+        """Acknowledge the entry, count its `published` records once, and drop its mark (a mark left
+        by a crash before this expires with its key)."""
+        await self._after_sending(lambda: self._ack_script(keys=[OUTBOX_KEY, NOTIFIED_KEY, ALERT_STATS_KEY],
+                                                           args=[OUTBOX_GROUP, entry_id, published, self.store.idle_ttl_s]), "acknowledgement")
 
     async def _publish_and_ack(self, entry_id: str, record: AlertRecord) -> None:
         await self.publish(record)
-        await self._count("published")
-        await self._ack(entry_id)
+        await self._ack(entry_id, published=1)
         log.info("alert delivered", extra={"alert_id": record.alert_id, "state": record.state, "window_end": record.window_end,
                                            "notified": record.notified, "entry": entry_id})
 
