@@ -155,16 +155,8 @@ class AlertDelivery:
         return bool(done)
 
     async def drain_once(self, block_ms: int = 0) -> int:
-        if self._redeliver_own:
-            # Entries this consumer holds from a failed round: they may have been notified already.
-            read = await self.redis.xreadgroup(OUTBOX_GROUP, self.consumer, {OUTBOX_KEY: "0"}, count=READ_COUNT)
-            entries = [(entry_id, fields, True) for _, items in read or [] for entry_id, fields in items]
-            self._redeliver_own = len(entries) >= READ_COUNT  # more of them left for the next round
-            if entries:
-                log.info("outbox entries delivered again", extra={"count": len(entries), "entries": [e for e, _, _ in entries]})
-                return await self._deliver_all(entries)
         try:
-            claimed = await self.redis.xautoclaim(OUTBOX_KEY, OUTBOX_GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=READ_COUNT)
+            entries = await self._take(block_ms)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -173,8 +165,24 @@ class AlertDelivery:
             log.warning("outbox consumer group missing; re-creating it")
             await self.ensure_group()
             return 0
+        delivered = await self._deliver_all(entries)
+        if time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
+            self._trimmed_at = time.monotonic()
+            await self.trim_outbox()
+        return delivered
+
+    async def _take(self, block_ms: int) -> list[tuple[str, dict[str, str] | None, bool]]:
+        """This round's entries as (entry id, fields, claimed): only a claimed entry (or one this
+        worker failed to finish) can have been notified before."""
+        if self._redeliver_own:
+            read = await self.redis.xreadgroup(OUTBOX_GROUP, self.consumer, {OUTBOX_KEY: "0"}, count=READ_COUNT)
+            own = [(entry_id, fields, True) for _, items in read or [] for entry_id, fields in items]
+            self._redeliver_own = len(own) >= READ_COUNT  # more of them left for the next round
+            if own:
+                log.info("outbox entries delivered again", extra={"count": len(own), "entries": [e for e, _, _ in own]})
+                return own
+        claimed = await self.redis.xautoclaim(OUTBOX_KEY, OUTBOX_GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=READ_COUNT)
         await purge_expired(self.redis)
-        # (entry id, fields, claimed): only a claimed entry can have been notified before.
         entries = [(entry_id, fields, True) for entry_id, fields in (claimed[1] if claimed else [])]
         if entries:  # a worker died or stalled mid-delivery: those it had notified are only published now
             log.warning("outbox entries claimed after %d s idle", self.claim_idle_ms // 1000,
@@ -182,11 +190,7 @@ class AlertDelivery:
         read = await self.redis.xreadgroup(OUTBOX_GROUP, self.consumer, {OUTBOX_KEY: ">"}, count=READ_COUNT, block=block_ms or None)
         for _, items in read or []:
             entries.extend((entry_id, fields, False) for entry_id, fields in items)
-        delivered = await self._deliver_all(entries)
-        if time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
-            self._trimmed_at = time.monotonic()
-            await self.trim_outbox()
-        return delivered
+        return entries
 
     async def _deliver_all(self, entries: list[tuple[str, dict[str, str] | None, bool]]) -> int:
         # Every entry's delivery runs to its end before the next read, even when one fails: an
