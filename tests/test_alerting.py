@@ -275,6 +275,33 @@ def test_a_connection_cut_just_after_a_notification_neither_repeats_it_nor_holds
     assert int(stats["notified"]) == len(outbox) and left == 0
 
 
+def test_the_mark_and_the_acknowledgement_count_once_when_run_twice(redis_server):
+    """What a retry after a reply lost with its connection does: the step runs again. The notified
+    mark and the acknowledgement each move their counter once."""
+    redis.Redis.from_url(redis_server).flushdb()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        delivery = AlertDelivery(store, None, lambda record: None, consumer="test", chart=False)
+        await delivery.ensure_group()
+        entry = await store.redis.xadd(OUTBOX_KEY, {"record": "{}"})
+        await store.redis.xreadgroup(OUTBOX_GROUP, "test", {OUTBOX_KEY: ">"})
+        for _ in range(2):
+            await delivery._settle(entry, True)
+        marked = await store.redis.hexists(NOTIFIED_KEY, entry)
+        for _ in range(2):
+            await delivery._ack(entry, published=3)
+        stats = await store.redis.hgetall(ALERT_STATS_KEY)
+        pending = await store.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP)
+        left = await store.redis.hlen(NOTIFIED_KEY)
+        await store.close()
+        return marked, stats, pending, left
+
+    marked, stats, pending, left = asyncio.run(go())
+    assert marked and int(stats["notified"]) == 1 and int(stats["published"]) == 3
+    assert pending["pending"] == 0 and left == 0
+
+
 def test_delivery_outlives_redis_being_away_when_it_starts(tmp_path, caplog):
     """The worker's delivery task starts while Redis is unreachable (a restart, a failover): it keeps
     retrying instead of ending (which ends the worker), and makes its group once Redis answers."""
