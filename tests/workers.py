@@ -46,10 +46,6 @@ def sentinel(args: list[str], env: dict[str, str], timeout: float = 600) -> subp
     return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-class _Backlogged(ThreadingHTTPServer):
-    request_queue_size = 64  # a delivery round sends up to 20 at once; the default 5 refuses some on a busy machine
-
-
 class Hook:
     """An Apprise json:// receiver that keeps every notification it accepted; answers 500 while
     `failing` is set (a notification endpoint that is down). `on_accept`, when set, runs after a
@@ -82,7 +78,7 @@ class Hook:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = _Backlogged(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"json://127.0.0.1:{self.server.server_address[1]}/hook"
 
