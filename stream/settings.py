@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     console_operator_token: SecretStr | None = Field(
         None, description="token that may also acknowledge and silence; unset: the console is read-only for everyone"
     )
+    console_overview_max_age: float = Field(
+        5.0, ge=0, description="seconds the overview's scope figures may lag new posts (one read shared by every page of a console "
+        "process; longer while a read takes over a tenth of it; 0: every request reads); incidents are always read fresh"
+    )
 
     # --- logging ---
     log_level: str = "INFO"

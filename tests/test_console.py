@@ -31,6 +31,7 @@ import pytest
 import redis
 
 from stream.console import auth, views
+from stream.console.shared_result import SharedResult
 from stream.contracts import Post
 from stream.keys import ACKS_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, SILENCES_KEY, STATS_KEY
 from stream.store import Scored, WindowStore
@@ -169,6 +170,81 @@ def test_the_fuzz_and_injection_texts_render_as_inert_text():
 def test_spark_points_stay_inside_the_box():
     points = [tuple(map(float, p.split(","))) for p in views.spark_points(np.array([[0.0, 0.5, 1.0, 2.0]]))[0].split()]
     assert points[0] == (0.0, 24.0) and points[1] == (40.0, 12.0) and points[-1] == (120.0, 0.0)
+
+
+def test_the_overview_filter_takes_a_part_of_a_name_or_a_glob_and_pages_in_order():
+    base = [(100, 30, 20, 50, 10.0)] * 25
+    rows = [views.overview_row(scope, table(base)) for scope in ("asset:BTC", "asset:ETH", "channel:btc-talk", "source:forum", "all")]
+    assert [r.scope for r in views.page_of(rows, "btc")[0]] == ["asset:BTC", "channel:btc-talk"]  # any case
+    assert [r.scope for r in views.page_of(rows, "asset:*")[0]] == ["asset:BTC", "asset:ETH"]
+    assert views.page_of(rows, "*:btc")[0] == []  # a glob matches the whole name, with case
+    shown, matching = views.page_of(rows, "", offset=1, limit=2)
+    assert [r.scope for r in shown] == ["asset:ETH", "channel:btc-talk"] and matching == 5
+    assert views.page_of(rows, ":", offset=3, limit=10) == (rows[3:4], 4)
+    assert views.page_of(rows, "", offset=9, limit=10) == ([], 5)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_shared_read_is_reused_until_the_data_changed_and_it_is_old_enough():
+    clock = Clock()
+    shared: SharedResult[str] = SharedResult(5.0, duty=10, clock=clock)
+    reads: list[str] = []
+
+    async def read(took: float = 0.0) -> str:
+        reads.append("r")
+        clock.now += took
+        return f"rows{len(reads)}"
+
+    async def get(version: str, took: float = 0.0) -> tuple[str, str]:
+        found = await shared.get(version, lambda: read(took))
+        return found.value, found.version
+
+    assert asyncio.run(get("v1")) == ("rows1", "v1")
+    clock.now += 60
+    assert asyncio.run(get("v1")) == ("rows1", "v1")  # nothing changed: reused however old
+    assert asyncio.run(get("v2")) == ("rows2", "v2")  # changed and older than 5 s: read again
+    clock.now += 4.9
+    assert asyncio.run(get("v3")) == ("rows2", "v2")  # changed, but younger than 5 s
+    clock.now += 0.2
+    assert asyncio.run(get("v3", took=2.0)) == ("rows3", "v3")
+    clock.now += 15  # a read of 2 s stands for 10 times that, 20 s from its start
+    assert asyncio.run(get("v4")) == ("rows3", "v3")
+    clock.now += 3.1
+    assert asyncio.run(get("v4")) == ("rows4", "v4")
+    assert shared.reads == len(reads) == 4
+    off: SharedResult[str] = SharedResult(0.0, clock=clock)  # a maximum age of 0: nothing shared
+    assert [asyncio.run(off.get("v1", read)).value for _ in range(2)] == ["rows5", "rows6"]
+
+
+def test_concurrent_requests_wait_for_the_one_read_in_flight_and_a_failed_read_is_not_kept():
+    shared: SharedResult[int] = SharedResult(0.001, duty=0)
+    calls = 0
+
+    async def slow() -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return calls
+
+    async def failing() -> int:
+        raise ConnectionError("redis went away")
+
+    async def main() -> None:
+        found = await asyncio.gather(*(shared.get("v1", slow) for _ in range(10)))
+        assert [f.value for f in found] == [1] * 10 and calls == 1
+        with pytest.raises(ConnectionError):
+            await shared.get("v2", failing)
+        assert shared.cached is not None and shared.cached.version == "v1"  # the last good read stays
+        assert (await shared.get("v2", slow)).value == 2
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize("header, role", [
@@ -323,6 +399,47 @@ def test_api_reports_what_the_store_holds(api_console, redis_server):
     assert console.call("GET", "/api/scopes/asset:NOPE", headers={"Authorization": "Bearer " + VIEWER})[0] == 404
 
 
+def test_the_overview_pages_and_filters_and_its_pages_share_one_read_while_incidents_stay_fresh(redis_server, tmp_path):
+    counts = seeded_store(redis_server)
+    # An hour's maximum age: every request here shares the first read of the rows.
+    console = Console(console_env(redis_server, SENTINEL_CONSOLE_OVERVIEW_MAX_AGE="3600"), tmp_path / "console.log")
+    try:
+        full = console.json("/api/overview", token=None)
+        assert full["scopes"] == full["matching"] == len(full["rows"]) == 6 and full["limit"] is None
+        assets = [r["scope"] for r in full["rows"] if r["scope"].startswith("asset:")]
+        page = console.json("/api/overview?q=asset:*&offset=1&limit=2", token=None)
+        assert [r["scope"] for r in page["rows"]] == assets[1:3] and (page["matching"], page["scopes"]) == (3, 6)
+        assert [r["scope"] for r in console.json("/api/overview?q=eth", token=None)["rows"]] == ["asset:ETH"]
+        for bad in ("limit=0", "offset=-1", "limit=ten"):
+            assert console.call("GET", f"/api/overview?{bad}")[0] == 400, bad
+
+        status, html, _ = console.call("GET", "/?q=BTC")
+        assert status == 200 and 'data-scope="asset:BTC"' in html and 'data-scope="asset:ETH"' not in html
+        assert f'data-version="{full["version"]}"' in html and "Scopes 1–1 of 1 matching" in html
+
+        # A new post: the data's version moves at once; the rows stay the shared read, the
+        # incidents do not.
+        version = console.json("/api/version", token=None)["data"]
+        assert version == full["version"]
+
+        async def one_more() -> None:
+            store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=2 * 86400 + 3600)
+            post = Post("late1", "$BTC dump", T0 + 2 * 86400 - 20, ("BTC",), source="forum", channel="general")
+            await store.apply([Scored(post, "negative", -0.5)], {}, post.created_at)
+            await store.close()
+
+        asyncio.run(one_more())
+        assert console.json("/api/version", token=None)["data"] != version
+        put_incident(redis_server, "inc2", "asset:BTC")
+        again = console.json("/api/overview", token=None)
+        assert again["version"] == version
+        btc = next(r for r in again["rows"] if r["scope"] == "asset:BTC")
+        assert btc["posts"] == sum(counts[("asset:BTC", label)] for label in ("positive", "negative", "neutral"))
+        assert btc["incident"] == "inc2" and again["rows"][0]["scope"] == "asset:BTC"
+    finally:
+        console.close()
+
+
 def test_reads_need_the_read_token_when_one_is_set(api_console):
     console, _ = api_console
     status, _, headers = console.call("GET", "/api/overview")
@@ -455,6 +572,12 @@ def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_d
         assert page.evaluate("window.sameDocument") is True
         ident = row.get_attribute("data-incident")
         assert page.locator('#scopes tr[data-scope="asset:BTC"] a.badge').count() == 1
+        # The rows are a read shared by every page, up to SENTINEL_CONSOLE_OVERVIEW_MAX_AGE (5 s)
+        # behind the data: the page keeps refreshing until they have caught up, with no post after.
+        wait_until(lambda: processed() == len(calm) + len(swing), 180, "the swing processed", [worker])
+        wait_until(lambda: page.get_attribute("#live", "data-version") == console.json("/api/version", token=None)["data"], 30,
+                   "the overview's rows caught up", [worker])
+        assert page.evaluate("window.sameDocument") is True
         page.screenshot(path=str(shots / "console-overview.png"))
 
         # No anonymous write: the same endpoint the page's form uses, without credentials.

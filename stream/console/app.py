@@ -31,6 +31,8 @@ HERE = Path(__file__).parent
 KINDS = ("sentiment_drop", "sentiment_surge", "volume_spike")
 MAX_SILENCE_S = 30 * 86400
 MAX_REASON_CHARS = 500
+PAGE_ROWS = 100  # overview rows per page in the browser; the API gives every row unless asked
+MAX_QUERY_CHARS = 200
 # Scripts and styles only from the console itself; nothing may frame it or receive its forms.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
@@ -87,7 +89,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
 
     # --- pages ---
     async def overview_page(request: Request, caller: auth.Caller) -> Response:
-        return page("overview.html", request, caller, data=await data.overview())
+        return page("overview.html", request, caller, data=await data.overview(*_overview_args(request, PAGE_ROWS)))
 
     async def scope_page(request: Request, caller: auth.Caller) -> Response:
         found = await data.scope(request.path_params["scope"])
@@ -160,7 +162,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         Route("/incidents", reader(incidents_page)),
         Route("/incidents/{ident}", reader(incident_page)),
         Route("/login", login),
-        Route("/api/overview", api(lambda r: data.overview())),
+        Route("/api/overview", api(lambda r: data.overview(*_overview_args(r, None)))),
         Route("/api/scopes/{scope:path}", api(lambda r: data.scope(r.path_params["scope"]))),
         Route("/api/incidents", api(lambda r: data.incidents())),
         Route("/api/incidents/{ident}", api(lambda r: data.incident(r.path_params["ident"]))),
@@ -204,6 +206,19 @@ async def _body(request: Request) -> dict[str, Any]:
             raise HTTPException(400, "body: a JSON object")
         return {k: v for k, v in body.items() if k != "_form"}
     return {}
+
+
+def _overview_args(request: Request, default_limit: int | None) -> tuple[str, int, int | None]:
+    """`q` (a part of a scope's name, or a glob such as `asset:*`), `offset` and `limit`."""
+    params = request.query_params
+    try:
+        offset = int(params.get("offset", "0"))
+        limit = int(params["limit"]) if params.get("limit") else default_limit
+    except ValueError:
+        raise HTTPException(400, "offset and limit must be whole numbers") from None
+    if offset < 0 or (limit is not None and limit < 1):
+        raise HTTPException(400, "offset must be 0 or more and limit 1 or more")
+    return params.get("q", "").strip()[:MAX_QUERY_CHARS], offset, limit
 
 
 def _reason(form: dict[str, Any], caller: auth.Caller) -> str:

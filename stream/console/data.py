@@ -2,14 +2,16 @@
 acknowledgements and silences (through the same functions as `sentinel ack` and `sentinel silence`).
 
 Every page is a handful of round trips whatever the number of scopes: one pipeline of slice reads
-(one server-side script call per scope, stream/store.py), one read of the incident summaries.
+(one server-side script call per scope, stream/store.py), one read of the incident summaries. The
+overview's scope rows are the one read that grows with the scopes: it is shared by every request of
+the process and repeated only when new posts came and it is old enough (`shared_result`).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,7 @@ from stream.alerts.correlator import acknowledge, list_incidents
 from stream.alerts.judging import AlertConfig, table_bins
 from stream.alerts.silences import add_silence, list_silences, remove_silence
 from stream.console import views
+from stream.console.shared_result import SharedResult
 from stream.keys import ACKS_KEY, ALERT_STATS_KEY, INCIDENTS_KEY, OUTBOX_KEY, SILENCES_KEY, STATS_KEY, incident_key, index_key
 from stream.store import HOUR_S, WindowStore
 from stream.windows import SLICE_FIELDS, bucket_start
@@ -29,11 +32,26 @@ TIMELINE_ENTRIES = 5000  # newest outbox entries searched for an incident's time
 SAMPLE_POSTS = 5
 
 
+def data_mark(processed: str | None, watermark: str | None) -> str:
+    """The version of the windows: it changes with every post counted, late ones included."""
+    return f"{processed or 0}|{watermark or ''}"
+
+
+@dataclass(frozen=True)
+class ScopeRows:
+    """Every scope's overview row, in no order and without incidents (they are read per request)."""
+
+    end: int | None
+    since: int | None
+    rows: list[views.ScopeRow]
+
+
 class ConsoleData:
-    def __init__(self, store: WindowStore, config: AlertConfig):
+    def __init__(self, store: WindowStore, config: AlertConfig, overview_max_age_s: float = 5.0):
         self.store = store
         self.redis = store.redis
         self.config = config
+        self.scope_rows: SharedResult[ScopeRows] = SharedResult(overview_max_age_s)
 
     async def end(self) -> int | None:
         """The end of the newest bucket (the watermark's), or None before the first post."""
@@ -42,11 +60,26 @@ class ConsoleData:
             return None
         return bucket_start(wm, self.store.bucket_s) + self.store.bucket_s
 
-    async def overview(self) -> dict[str, Any]:
-        end = await self.end()
+    async def data_version(self) -> str:
+        return data_mark(*await self.redis.hmget(STATS_KEY, "processed", "watermark"))
+
+    async def overview(self, query: str = "", offset: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """Scopes in open incidents first, then the most abnormal; the page of them that matches
+        `query` (views.page_of). `version` is the data the rows were read at (`/api/version`'s `data`
+        once they are up to date)."""
+        shared = await self.scope_rows.get(await self.data_version(), self._read_scope_rows)
         incidents = await list_incidents(self.redis, open_only=True)
+        found = shared.value
+        ranked = views.overview(found.rows, incidents)
+        shown, matching = views.page_of(ranked, query, offset, limit)
+        return {"end": found.end, "since": found.since, "baseline_h": OVERVIEW_BASELINE_H, "version": shared.version,
+                "scopes": len(ranked), "matching": matching, "query": query, "offset": offset, "limit": limit,
+                "rows": [r.as_dict() for r in shown], "open_incidents": incidents}
+
+    async def _read_scope_rows(self) -> ScopeRows:
+        end = await self.end()
         if end is None:
-            return {"end": None, "rows": [], "open_incidents": incidents}
+            return ScopeRows(None, None, [])
         # From the hourly roll-ups: the current window is the previous clock hour and the hour in
         # progress, the baseline the 24 hours before them (26 reads per scope, not 1,560 buckets).
         hour = (end - 1) // HOUR_S * HOUR_S
@@ -55,9 +88,7 @@ class ConsoleData:
         tables = await self.store.hours_many([(scope, since - OVERVIEW_BASELINE_H * HOUR_S, OVERVIEW_BASELINE_H + 2) for scope in scopes])
         covered = (end - since) / (2 * HOUR_S)
         stacked = np.stack(tables) if tables else np.zeros((0, OVERVIEW_BASELINE_H + 2, len(SLICE_FIELDS)))
-        rows = views.overview_rows(scopes, stacked, window_slices=2, covered=covered)
-        return {"end": end, "since": since, "baseline_h": OVERVIEW_BASELINE_H,
-                "rows": [r.as_dict() for r in views.overview(rows, incidents)], "open_incidents": incidents}
+        return ScopeRows(end, since, views.overview_rows(scopes, stacked, window_slices=2, covered=covered))
 
     def _width(self, span: int) -> int:
         bucket = self.store.bucket_s
@@ -122,15 +153,15 @@ class ConsoleData:
     async def version(self) -> dict[str, Any]:
         """Cheap marks that change when something the pages show changes; pages poll it."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(STATS_KEY, "watermark")
+            pipe.hmget(STATS_KEY, "processed", "watermark")
             pipe.hgetall(ALERT_STATS_KEY)
             pipe.hlen(INCIDENTS_KEY)
             pipe.hlen(ACKS_KEY)
             pipe.hlen(SILENCES_KEY)
             pipe.xlen(OUTBOX_KEY)
-            wm, stats, incidents, acks, silences, outbox = await pipe.execute()
+            (processed, wm), stats, incidents, acks, silences, outbox = await pipe.execute()
         alerts = f"{stats.get('entries', 0)}.{stats.get('transitions', 0)}.{incidents}.{acks}.{silences}.{outbox}"
-        return {"watermark": float(wm) if wm else None, "alerts": alerts}
+        return {"watermark": float(wm) if wm else None, "data": data_mark(processed, wm), "alerts": alerts}
 
     async def acknowledge(self, ident: str, reason: str) -> bool:
         return await acknowledge(self.redis, ident, reason)

@@ -11,6 +11,7 @@ detector's verdict: the detector's own evidence is shown beside it (`evidence`).
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
@@ -112,6 +113,22 @@ def overview(rows: Sequence[ScopeRow], incidents: Iterable[dict[str, Any]]) -> l
         for row in rows
     ]
     return sorted(marked, key=lambda r: (r.incident is None, -r.abnormality, r.scope))
+
+
+def scope_matches(scope: str, query: str) -> bool:
+    """The overview's filter: a glob such as `asset:*` (as silences take) when the query holds one,
+    else a case-insensitive part of the scope's name."""
+    if any(c in query for c in "*?["):
+        return fnmatch.fnmatchcase(scope, query)
+    return query.casefold() in scope.casefold()
+
+
+def page_of(rows: Sequence[ScopeRow], query: str = "", offset: int = 0, limit: int | None = None) -> tuple[list[ScopeRow], int]:
+    """The rows matching `query`, in their order, from `offset` for at most `limit` (None: all),
+    and how many match in all."""
+    found = [r for r in rows if scope_matches(r.scope, query)] if query else list(rows)
+    end = None if limit is None else offset + limit
+    return found[offset:end], len(found)
 
 
 @dataclass(frozen=True)

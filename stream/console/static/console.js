@@ -60,23 +60,33 @@ async function poll() {
     try {
       const v = await (await fetch("/api/version", {credentials: "same-origin"})).json();
       // The overview follows new posts too; incident pages only alert changes.
-      const mark = kind === "overview" ? `${v.alerts}|${v.watermark}` : v.alerts;
+      const mark = kind === "overview" ? `${v.alerts}|${v.data}` : v.alerts;
       // The first mark refreshes too: what changed between rendering the page and this first poll
       // would otherwise never show (a swing judged within those two seconds stayed off the page).
-      if (mark !== last) await refresh();
-      last = mark;
+      if (mark !== last && !(await refresh())) continue;  // not shown: the next poll tries again
+      // The overview's rows may be a shared read a few seconds older than the data (its
+      // data-version): remember what the page shows, so the next poll refreshes again until the
+      // rows have caught up, even if no post comes after.
+      last = kind === "overview" ? `${v.alerts}|${shownVersion()}` : mark;
     } catch (e) {
       // The console or Redis is briefly away: keep the page and try again.
     }
   }
 }
 
+function shownVersion() {
+  const live = document.getElementById("live");
+  return live ? live.dataset.version : "";
+}
+
 async function refresh() {
   const response = await fetch(location.href, {credentials: "same-origin"});
-  if (!response.ok) return;
+  if (!response.ok) return false;
   const doc = new DOMParser().parseFromString(await response.text(), "text/html");
   const fresh = doc.getElementById("live"), here = document.getElementById("live");
-  if (fresh && here) here.replaceWith(document.importNode(fresh, true));
+  if (!fresh || !here) return false;
+  here.replaceWith(document.importNode(fresh, true));
+  return true;
 }
 
 document.addEventListener("DOMContentLoaded", () => {
