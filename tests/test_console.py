@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html as html_lib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +33,7 @@ import pytest
 import redis
 
 from stream.console import auth, views
-from stream.console.shared_result import SharedResult
+from stream.console.shared_result import Cached, SharedResult, reusable
 from stream.contracts import Post
 from stream.keys import ACKS_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, SILENCES_KEY, STATS_KEY
 from stream.store import Scored, WindowStore
@@ -219,11 +221,13 @@ def test_a_shared_read_is_reused_until_the_data_changed_and_it_is_old_enough():
     clock.now += 3.1
     assert asyncio.run(get("v4")) == ("rows4", "v4")
     assert shared.reads == len(reads) == 4
+    stalled = Cached("rows", "v1", started=0.0, took=100.0)  # a read Redis stalled: a minute at most, not 1,000 s
+    assert reusable(stalled, "v2", now=59.0, max_age_s=5.0) and not reusable(stalled, "v2", now=61.0, max_age_s=5.0)
     off: SharedResult[str] = SharedResult(0.0, clock=clock)  # a maximum age of 0: nothing shared
     assert [asyncio.run(off.get("v1", read)).value for _ in range(2)] == ["rows5", "rows6"]
 
 
-def test_concurrent_requests_wait_for_the_one_read_in_flight_and_a_failed_read_is_not_kept():
+def test_concurrent_requests_share_the_one_read_in_flight_its_result_or_its_failure():
     shared: SharedResult[int] = SharedResult(0.001, duty=0)
     calls = 0
 
@@ -234,15 +238,24 @@ def test_concurrent_requests_wait_for_the_one_read_in_flight_and_a_failed_read_i
         return calls
 
     async def failing() -> int:
-        raise ConnectionError("redis went away")
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        raise ConnectionError("redis timed out")
 
     async def main() -> None:
         found = await asyncio.gather(*(shared.get("v1", slow) for _ in range(10)))
         assert [f.value for f in found] == [1] * 10 and calls == 1
-        with pytest.raises(ConnectionError):
-            await shared.get("v2", failing)
+        failed = await asyncio.gather(*(shared.get("v2", failing) for _ in range(5)), return_exceptions=True)
+        assert all(isinstance(f, ConnectionError) for f in failed) and calls == 2  # one read failed for all five
         assert shared.cached is not None and shared.cached.version == "v1"  # the last good read stays
-        assert (await shared.get("v2", slow)).value == 2
+        assert (await shared.get("v2", slow)).value == 3
+        # A caller that goes away does not cancel the read the others wait for.
+        first = asyncio.ensure_future(shared.get("v3", slow))
+        second = asyncio.ensure_future(shared.get("v3", slow))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        assert (await second).value == 4 and calls == 4
 
     asyncio.run(main())
 
@@ -416,6 +429,12 @@ def test_the_overview_pages_and_filters_and_its_pages_share_one_read_while_incid
         status, html, _ = console.call("GET", "/?q=BTC")
         assert status == 200 and 'data-scope="asset:BTC"' in html and 'data-scope="asset:ETH"' not in html
         assert f'data-version="{full["version"]}"' in html and "Scopes 1–1 of 1 matching" in html
+        status, html, _ = console.call("GET", "/?" + urllib.parse.urlencode({"q": "asset:*", "offset": 1, "limit": 1}))
+        links = dict(re.findall(r'rel="(prev|next)" href="/\?([^"]+)"', html))
+        assert {rel: urllib.parse.parse_qs(html_lib.unescape(q)) for rel, q in links.items()} == {
+            "prev": {"q": ["asset:*"], "offset": ["0"], "limit": ["1"]}, "next": {"q": ["asset:*"], "offset": ["2"], "limit": ["1"]}}
+        status, html, _ = console.call("GET", "/?" + urllib.parse.urlencode({"q": '"><script>alert(1)</script>'}))
+        assert status == 200 and "<script>alert" not in html and "No scope matches" in html
 
         # A new post: the data's version moves at once; the rows stay the shared read, the
         # incidents do not.

@@ -6,8 +6,10 @@ server-side script call per scope, about 0.3 ms each with the page's work), and 
 refreshes whenever a batch is written. Without sharing, ten open pages over 10,000 scopes would
 ask Redis for ten full reads every few seconds, beside the workers. Shared, the rows are read again
 only when the data changed (a new version) and the last read is older than `max_age_s`, or than
-`duty` times that read's own duration if longer, so the reads take at most about 1/`duty` of the
-console's time however many pages poll. Concurrent requests wait for the one read in flight.
+`duty` times that read's own duration if longer (at most `MAX_STRETCH_S`), so the reads take at most
+about 1/`duty` of the console's time however many pages poll. Concurrent requests wait for the one
+read in flight, and share its failure too: behind a Redis that times out, each answers after one
+timeout, not after a queue of them.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 DUTY = 10  # a read that takes 1 s is reused for at least 10 s
+MAX_STRETCH_S = 60.0  # however slow one read was (a stalled Redis), the next may start a minute on
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ def reusable(cached: Cached[T] | None, version: str, now: float, max_age_s: floa
         return False
     if cached.version == version:
         return True
-    return now - cached.started < max(max_age_s, duty * cached.took)
+    return now - cached.started < max(max_age_s, min(duty * cached.took, MAX_STRETCH_S))
 
 
 class SharedResult(Generic[T]):
@@ -47,24 +50,25 @@ class SharedResult(Generic[T]):
         self.clock = clock
         self.cached: Cached[T] | None = None
         self.reads = 0  # how many times `compute` ran (for tests and the bench)
-        self._lock = asyncio.Lock()
+        self._inflight: asyncio.Future[Cached[T]] | None = None
 
     def _fresh(self, version: str) -> Cached[T] | None:
         cached = self.cached
         return cached if cached is not None and reusable(cached, version, self.clock(), self.max_age_s, self.duty) else None
 
     async def get(self, version: str, compute: Callable[[], Awaitable[T]]) -> Cached[T]:
-        """The shared result for data at `version`: reused, or computed once for every waiting caller.
-        A failed computation is not kept; each waiting caller then tries its own. With a maximum age
-        of 0 nothing is shared: every call computes."""
+        """The shared result for data at `version`: reused, or computed once for every caller that
+        asks while it runs (they all get its result or its error). A failed computation is not kept.
+        With a maximum age of 0 nothing is shared: every call computes."""
         if self.max_age_s <= 0:
             return await self._compute(version, compute)
         if found := self._fresh(version):
             return found
-        async with self._lock:
-            if found := self._fresh(version):  # computed by the request we waited behind
-                return found
-            return await self._compute(version, compute)
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.ensure_future(self._compute(version, compute))
+            self._inflight.add_done_callback(_retrieved)
+        # Shielded: a caller that goes away (a closed page) does not cancel the others' read.
+        return await asyncio.shield(self._inflight)
 
     async def _compute(self, version: str, compute: Callable[[], Awaitable[T]]) -> Cached[T]:
         started = self.clock()
@@ -72,3 +76,9 @@ class SharedResult(Generic[T]):
         self.reads += 1
         self.cached = Cached(value, version, started, self.clock() - started)
         return self.cached
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Read a finished read's error, so that one every caller left logs no "never retrieved"."""
+    if not task.cancelled():
+        task.exception()
