@@ -60,3 +60,34 @@ def test_the_flag_curve_counts_what_ranks_above_each_budget_of_neutral_flags():
             row("neutral", 0.5, 0.2), row("neutral", 0.6, 0.2), row("positive", 0.9, 0.1)]
     assert curve(rows, budgets=(1, 2, 3)) == {"1": {"found": 1, "right_sign": 1}, "2": {"found": 2, "right_sign": 1},
                                               "3": {"found": 2, "right_sign": 1}}
+
+
+def test_the_targets_check_reads_each_target_from_its_split_and_says_whether_it_is_met():
+    import json
+    from pathlib import Path
+
+    from bench.indomain_run import TARGETS, check
+
+    stored = Path(__file__).resolve().parents[1] / "docs" / "results" / "indomain"
+    reports = {"test-discord": json.loads((stored / "fresh-r8-discord.json").read_text()),
+               "test-tfns": json.loads((stored / "fresh-r8-tfns.json").read_text())}
+    found = {t["name"]: (round(t["value"], 3), t["met"]) for t in check(reports)}
+    # The shipped adapter's figures, as the README's targets table gives them.
+    assert found == {"Discord negative precision": (0.333, False), "Discord negative recall": (0.4, False),
+                     "Discord positive precision": (0.4, False), "Discord positive recall": (0.25, False),
+                     "Discord macro F1": (0.549, False), "Discord neutral precision": (0.974, True), "TFNS weighted F1": (0.871, True)}
+    assert [t["met"] for t in check({})] == [False] * len(TARGETS)  # a missing report meets nothing
+
+
+def test_the_recipe_is_the_cards_train_command_with_the_splits_and_the_adapter_filled_in():
+    import json
+    from pathlib import Path
+
+    from bench.indomain_run import SHIPPED_CARD, recipe
+
+    args = recipe(json.loads(SHIPPED_CARD.read_text()), Path("/splits"), Path("/run/adapter"))
+    assert args[args.index("--out") + 1] == "/run/adapter" and args[args.index("--val-data") + 1] == "/splits/select.csv"
+    assert args.count("/splits/train-indomain.csv") == 3 and args[args.index("--lr") + 1] == "5e-4"
+    assert not any("SPLITS" in a or "ADAPTER_DIR" in a for a in args)
+    with pytest.raises(SystemExit):
+        recipe({"commands": []}, Path("/splits"), Path("/a"))
