@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import shlex
 import subprocess
 import sys
@@ -62,14 +63,37 @@ TARGETS = (
 )
 
 
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion k/n (95% by default): honest at n = 8 or 10."""
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def counts(report: dict[str, Any], label: str, kind: str) -> tuple[int, int] | None:
+    """(hits, trials) behind a per-class precision or recall, from the report's confusion matrix
+    (gold label -> predicted label -> count)."""
+    confusion = report.get("confusion")
+    if not confusion or label not in confusion:
+        return None
+    hits = confusion[label][label]
+    trials = sum(confusion[label].values()) if kind == "recall" else sum(row.get(label, 0) for row in confusion.values())
+    return hits, trials
+
+
 def check(reports: dict[str, dict[str, Any]], targets: tuple[Target, ...] = TARGETS) -> list[dict[str, Any]]:
-    """Each target with its measured value (None where the report lacks it) and whether it is met."""
+    """Each target with its measured value (None where the report lacks it), whether it is met, and
+    for a precision or recall the counts behind it and their 95% Wilson interval."""
     out = []
     for target in targets:
-        value: Any = reports.get(target.split)
+        report = reports.get(target.split, {})
+        value: Any = report
         for key in target.path:
             value = value.get(key) if isinstance(value, dict) else None
-        out.append(asdict(target) | {"value": value, "met": value is not None and value >= target.floor})
+        found = asdict(target) | {"value": value, "met": value is not None and value >= target.floor}
+        if target.path[0] == "per_class" and (hk := counts(report, target.path[1], target.path[2])) and hk[1]:
+            found |= {"hits": hk[0], "of": hk[1], "interval_95": [round(x, 3) for x in wilson(*hk)]}
+        out.append(found)
     return out
 
 
@@ -134,7 +158,10 @@ def main() -> None:
 
     width = max(len(t["name"]) for t in results)
     for t in results:
-        print(f"{t['name']:<{width}}  needed {t['floor']:.2f}  measured {t['value']:.3f}  {'met' if t['met'] else 'NOT met'}")
+        shown = "absent" if t["value"] is None else f"{t['value']:.3f}"
+        if "of" in t:
+            shown += f" ({t['hits']} of {t['of']}; 95% {t['interval_95'][0]:.2f}-{t['interval_95'][1]:.2f})"
+        print(f"{t['name']:<{width}}  needed {t['floor']:.2f}  measured {shown}  {'met' if t['met'] else 'NOT met'}")
     found = {budget: c["found"] for budget, c in curve["by_neutral_flagged"].items()}
     print(f"Discord positive and negative messages found ({curve['non_neutral']} in all), by neutral ones flagged: {found}")
     print(f"{sum(t['met'] for t in results)} of {len(results)} targets met; outputs in {args.run}")

@@ -77,6 +77,20 @@ def test_the_targets_check_reads_each_target_from_its_split_and_says_whether_it_
                      "Discord positive precision": (0.4, False), "Discord positive recall": (0.25, False),
                      "Discord macro F1": (0.549, False), "Discord neutral precision": (0.974, True), "TFNS weighted F1": (0.871, True)}
     assert [t["met"] for t in check({})] == [False] * len(TARGETS)  # a missing report meets nothing
+    # The counts behind each precision and recall, and how little 8 or 10 messages pin them down.
+    by_name = {t["name"]: t for t in check(reports)}
+    assert (by_name["Discord negative recall"]["hits"], by_name["Discord negative recall"]["of"]) == (4, 10)
+    assert (by_name["Discord negative precision"]["hits"], by_name["Discord negative precision"]["of"]) == (4, 12)
+    assert by_name["Discord negative recall"]["interval_95"] == [0.168, 0.687]
+    assert "interval_95" not in by_name["Discord macro F1"]
+
+
+def test_the_wilson_interval_matches_its_textbook_values():
+    from bench.indomain_run import wilson
+
+    low, high = wilson(4, 10)  # Wilson 1927; as statsmodels' proportion_confint(4, 10, method="wilson")
+    assert (round(low, 4), round(high, 4)) == (0.1682, 0.6873)
+    assert wilson(0, 8)[0] == 0.0 and 0.0 < wilson(0, 8)[1] < 0.4
 
 
 def test_the_recipe_is_the_cards_train_command_with_the_splits_and_the_adapter_filled_in():
