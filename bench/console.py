@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,7 +42,7 @@ import redis
 
 from stream.contracts import Post
 from stream.store import Scored, WindowStore
-from stream.tools.services import free_port, start_redis
+from stream.tools.services import free_port, port_open, start_ready, start_redis
 
 T0 = 1_790_812_800  # 2026-10-01T00:00:00Z
 LABELS = (("positive", 0.5), ("negative", -0.5), ("neutral", 0.0))
@@ -77,14 +76,20 @@ def get(url: str) -> tuple[float, int]:
     return (time.perf_counter() - start) * 1000, len(body)
 
 
+def quantiles(latencies: list[float]) -> dict[str, float | None]:
+    """Median and 95th percentile in milliseconds."""
+    ms = sorted(latencies)
+    if not ms:
+        return {"median_ms": None, "p95_ms": None}
+    return {"median_ms": round(statistics.median(ms), 1), "p95_ms": round(ms[max(int(0.95 * len(ms)) - 1, 0)], 1)}
+
+
 def time_pages(base: str, requests: int) -> dict[str, dict[str, float]]:
     out = {}
     for name, path in PAGES.items():
         get(base + path)  # warm: template compilation, script load into Redis
         samples = [get(base + path) for _ in range(requests)]
-        ms = sorted(s[0] for s in samples)
-        out[name] = {"median_ms": round(statistics.median(ms), 1), "p95_ms": round(ms[max(int(0.95 * len(ms)) - 1, 0)], 1),
-                     "bytes": samples[-1][1]}
+        out[name] = quantiles([s[0] for s in samples]) | {"bytes": samples[-1][1]}
     return out
 
 
@@ -132,35 +137,23 @@ def open_pages(base: str, url: str, console_pid: int, tabs: int, seconds: float,
     took = time.perf_counter() - started
     redis1, console1 = redis_cpu_s(client), cpu_s(console_pid)
     client.close()
-    ms = sorted(latencies)
-    return {"tabs": tabs, "seconds": round(took, 1), "requests": len(ms), "requests_per_s": round(len(ms) / took, 2),
-            "median_ms": round(statistics.median(ms), 1) if ms else None, "p95_ms": round(ms[max(int(0.95 * len(ms)) - 1, 0)], 1) if ms else None,
+    return {"tabs": tabs, "seconds": round(took, 1), "requests": len(latencies), "requests_per_s": round(len(latencies) / took, 2),
+            **quantiles(latencies),
             "redis_cpu_s_per_s": round((redis1 - redis0) / took, 3), "console_cpu_s_per_s": round((console1 - console0) / took, 3)}
 
 
 @contextlib.contextmanager
-def running_console(url: str, hours: int, max_age: str) -> Iterator[tuple[str, int]]:
+def running_console(url: str, hours: int, max_age: str, log: Path) -> Iterator[tuple[str, int]]:
     """A real `sentinel console` process; yields its base URL and pid."""
     port = free_port()
     env = {**os.environ, "REDIS_URL": url, "SENTINEL_BASE": "lexicon", "SENTINEL_RETENTION": f"{hours + 2}h",
            "SENTINEL_CONSOLE_OVERVIEW_MAX_AGE": max_age}
-    console = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "console", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    console = start_ready("console", [sys.executable, "-m", "sentinel.cli", "console", "--port", str(port)], log,
+                          lambda: port_open(port), 60, env)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                get(base + "/healthz")
-                break
-            except OSError:
-                if time.monotonic() > deadline or console.poll() is not None:
-                    raise SystemExit("the console did not start")
-                time.sleep(0.2)
-        yield base, console.pid
+        yield f"http://127.0.0.1:{port}", console.proc.pid
     finally:
-        console.terminate()
-        console.wait(30)
+        console.stop(30)
 
 
 def main() -> None:
@@ -184,7 +177,7 @@ def main() -> None:
                 case = {"scopes": total, "buckets_per_scope": args.hours * 60 // args.every, "posts": posts,
                         "fill_s": round(time.perf_counter() - started, 1), "by_max_age": {}}
                 for max_age in args.max_age.split(","):
-                    with running_console(url, args.hours, max_age) as (base, pid):
+                    with running_console(url, args.hours, max_age, Path(tmp) / "console.log") as (base, pid):
                         measured: dict = {"pages": time_pages(base, args.requests)}
                         if args.tabs:
                             measured["open_pages"] = open_pages(base, url, pid, args.tabs, args.seconds, args.hours)

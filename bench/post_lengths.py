@@ -3,8 +3,8 @@ longer posts")
 
 Training keeps a post's first 128 tokens (`sentinel train --max-length`, the shipped card's
 `max_length`) and the worker its first 192 (`SENTINEL_MAX_POST_TOKENS`). This counts, per split file
-and label, the posts whose cleaned text (`model.prompt.clean_text`, as the classifier sees it) is
-longer than each budget, with the base's own tokenizer:
+and label, the posts whose tokens, as the prompt encodes them (`PromptCodec.post_ids`), pass
+each budget, with the base's own tokenizer:
 
     .venv/bin/python bench/post_lengths.py SPLITS/test-discord.csv SPLITS/select.csv ... [--out F]
 
@@ -21,27 +21,29 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.base import ensure_converted_base, load_tokenizer  # noqa: E402
-from model.prompt import EmptyTextError, clean_text  # noqa: E402
+from model.prompt import EmptyTextError, PromptCodec  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 
 TRAIN_BUDGET = 128
 SERVE_BUDGET = 192
+UNCUT = 1_000_000  # count every token: the budgets are applied here, not by the codec
 
 
-def lengths(tokenizer: object, path: Path) -> dict[str, list[int]]:
-    """Token counts of each row's cleaned text, by label."""
+def lengths(tokenizer: Any, path: Path) -> dict[str, list[int]]:
+    """Token counts of each row's post as the prompt encodes it (cleaned, untruncated), by label."""
+    codec = PromptCodec.for_tokenizer(tokenizer, max_post_tokens=UNCUT)
     found: dict[str, list[int]] = defaultdict(list)
     with path.open(newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             try:
-                text = clean_text(row["text"])
+                found[row["label"]].append(len(codec.post_ids(tokenizer, row["text"])))
             except EmptyTextError:
                 continue
-            found[row["label"]].append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))  # type: ignore[operator]
     return dict(found)
 
 

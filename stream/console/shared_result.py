@@ -49,7 +49,7 @@ class SharedResult(Generic[T]):
         self.duty = duty
         self.clock = clock
         self.cached: Cached[T] | None = None
-        self.reads = 0  # how many times `compute` ran (for tests and the bench)
+        self.reads = 0  # how many times `compute` ran (the tests count it)
         self._inflight: asyncio.Future[Cached[T]] | None = None
 
     def _fresh(self, version: str) -> Cached[T] | None:
