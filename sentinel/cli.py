@@ -159,6 +159,27 @@ def classify(
     out.print(table)
 
 
+@app.command()
+def soup(
+    adapters: Annotated[list[Path], typer.Argument(help="two or more adapter directories trained on the same base and targets")],
+    out_dir: Annotated[Path, typer.Option("--out", help="where the soup adapter and its model card go")],
+    weights: Annotated[Optional[str], typer.Option("--weights", help="comma-separated, one per adapter, summing to 1 (default: equal)")] = None,
+) -> None:
+    """Average adapters (e.g. the same recipe at several seeds) into one: the mean of their LoRA weight
+    changes, exactly, as one adapter of the summed rank. Merged at load, it runs as fast as one."""
+    from training.soup import SoupError, make_soup
+
+    try:
+        chosen = [float(w) for w in weights.split(",")] if weights else None
+    except ValueError:
+        raise fail(f"--weights: not a comma-separated list of numbers: {weights!r}") from None
+    try:
+        card = make_soup(adapters, out_dir, chosen)
+    except SoupError as exc:
+        raise fail(str(exc)) from None
+    print(f"wrote {out_dir}: rank {card['soup']['rank']}, {len(adapters)} members")
+
+
 @app.command("eval")
 def evaluate(
     data: Annotated[Path, typer.Option("--data", exists=True, dir_okay=False, help="labelled CSV / JSONL / Alpaca JSON")],
