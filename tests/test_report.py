@@ -105,3 +105,19 @@ def test_the_recipe_is_the_cards_train_command_with_the_splits_and_the_adapter_f
     assert not any("SPLITS" in a or "ADAPTER_DIR" in a for a in args)
     with pytest.raises(SystemExit):
         recipe({"commands": []}, Path("/splits"), Path("/a"))
+
+
+def test_the_probability_ensemble_averages_each_example_and_refuses_other_files():
+    from bench.prob_ensemble import mean_rows
+
+    def row(line: int, label: str, pos: float, neg: float) -> dict:
+        return {"line": line, "label": label, "predicted": "?", "probs": {"positive": pos, "negative": neg, "neutral": 1 - pos - neg}}
+
+    a = [row(2, "negative", 0.1, 0.5), row(3, "neutral", 0.3, 0.0)]
+    b = [row(2, "negative", 0.1, 0.1), row(3, "neutral", 0.9, 0.0)]
+    mean = mean_rows([a, b])
+    assert mean[0]["probs"] == pytest.approx({"positive": 0.1, "negative": 0.3, "neutral": 0.6})
+    assert [r["predicted"] for r in mean] == ["neutral", "positive"]  # p(positive) 0.6 on line 3
+    assert [(r["line"], r["label"]) for r in mean] == [(2, "negative"), (3, "neutral")]
+    with pytest.raises(ValueError, match="other examples"):
+        mean_rows([a, [b[1], b[0]]])
