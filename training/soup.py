@@ -7,9 +7,10 @@ soup is exact, not an approximation, and it loads like any adapter. Merged into 
 (every unquantised path), it costs nothing at inference; kept as a side branch (4-bit) it costs the
 summed rank instead of one adapter's.
 
-Averaging the weight changes of runs that differ only by seed is the cheap form of an ensemble: the
-seeds' errors are partly independent, and a mean of small changes to one base behaves close to the
-mean of their outputs, without running the model once per member.
+Averaging the weight changes of runs that differ only by seed is the cheap form of an ensemble: a
+mean of small changes to one base behaves close to the mean of their outputs, without running the
+model once per member. It helps only where the seeds' errors differ; on the shipped recipe they
+mostly did not (docs/results/indomain/README.md, session 20).
 """
 
 from __future__ import annotations
