@@ -202,7 +202,7 @@ class BatchProcessor:
         on_time = []
         for post, msg in posts:
             self.watermark = max(self.watermark, post.created_at)
-            if is_late(post.created_at, self.watermark, self.store.retention_s):
+            if is_late(post.created_at, self.watermark, self.store.dedupe_s):
                 log.info("late post dropped", extra={"post_id": post.id, "partition": msg.partition, "offset": msg.offset})
             else:
                 on_time.append((post, msg))

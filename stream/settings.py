@@ -86,7 +86,11 @@ class Settings(BaseSettings):
     # --- windows ---
     bucket: str = Field("1m", description="event-time bucket width")
     windows: str = Field("15m,1h,24h", description="rolling windows, comma-separated")
-    retention: str = Field("48h", description="how long buckets and dedupe ids are kept, in event time")
+    retention: str = Field("48h", description="how long buckets are kept, in event time")
+    dedupe_window: str = Field(
+        "", description="how long post ids are kept to drop redeliveries, in event time, and so how late a post may come "
+                        "(older ones count as late_dropped); at most the retention; empty: the retention"
+    )
     report_retention: str = Field("90d", description="how long daily roll-ups per scope are kept for `sentinel report`, in event time (0d: none)")
 
     # --- early warning (stream/alerts/detector.py, stream/alerts/incidents.py) ---

@@ -29,7 +29,8 @@ from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair
 # watermark, counters (JSON), partition watermarks (JSON), wall-clock now, the batch's scopes
 # (JSON {scope: newest event time}; `all` only), roll-up level count L, then per level (prefix,
 # width, ttl, trim-before), '1' to keep each bucket's extreme posts (not for the hidden pair scopes:
-# nothing reads theirs), then (id, bucket, label, score, ts, score², text)*.
+# nothing reads theirs), the seen set's trim-before (the dedupe window's edge), then
+# (id, bucket, label, score, ts, score², text)*.
 # Only the `all` scope passes the stats, scope-registry and batch-token keys: they live in its slot,
 # so the batch's counters, duplicates, watermarks and scopes move atomically with its windows.
 # The counters JSON may carry `batch`, a token that makes a batch written twice count once.
@@ -44,7 +45,8 @@ for l = 1, tonumber(ARGV[9]) do
 end
 local stats, registry = KEYS[3 + #levels], KEYS[4 + #levels]
 local keep_samples = ARGV[10 + #levels * 4] == '1'
-local first_row = 11 + #levels * 4
+local seen_trim = tonumber(ARGV[11 + #levels * 4])
+local first_row = 12 + #levels * 4
 local added, dups, first = 0, 0, nil
 for i = first_row, #ARGV, 7 do
   local id, bucket, label, score, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -108,7 +110,9 @@ for _, level in ipairs(levels) do
     redis.call('ZADD', level.index, member, member)
   end
 end
-redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. trim_before)
+-- Post ids need keeping only as long as a post can still arrive on time (the dedupe window), which
+-- may be shorter than the buckets' retention: at 6 scopes a post they are most of a dense store.
+redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. seen_trim)
 -- Buckets that fell out of retention (in event time) go now, not when their wall-clock TTL ends,
 -- so replaying a long history keeps only the retention's worth of buckets.
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. trim_before)) do
@@ -277,13 +281,18 @@ class ApplyResult:
 class WindowStore:
     def __init__(
         self, client: aioredis.Redis, *, bucket_s: int = 60, retention_s: int = 2 * 86400, pairs: bool = False,
-        day_retention_s: int = DAY_RETENTION_S, replica_wait: ReplicaWait | None = None,
+        day_retention_s: int = DAY_RETENTION_S, replica_wait: ReplicaWait | None = None, dedupe_s: int | None = None,
     ):
         self.redis = client
         self.replica_wait = replica_wait  # WAIT before a batch's offsets commit (SENTINEL_REDIS_WAIT_REPLICAS)
         self.pairs = pairs  # also write windows.pair_scopes_for (incident grouping reads them)
         self.bucket_s = bucket_s
         self.retention_s = retention_s
+        # How long post ids are kept, and so the lateness limit (SENTINEL_DEDUPE_WINDOW): a post
+        # further behind the watermark could not be told from a redelivery, so it is dropped.
+        self.dedupe_s = retention_s if dedupe_s is None else dedupe_s
+        if not 0 < self.dedupe_s <= retention_s:
+            raise ValueError(f"the dedupe window ({self.dedupe_s} s) must be positive and within the retention ({retention_s} s)")
         # Wall clock, renewed by every write: keys that are not per bucket (counters, registries, the
         # alert state) outlive the windows by a retention, and a deployment left idle cleans itself.
         self.idle_ttl_s = 2 * retention_s
@@ -338,6 +347,7 @@ class WindowStore:
         ttl = self.retention_s + self.bucket_s
         has_wm = watermark > float("-inf")
         trim_before = int(watermark - self.retention_s) if has_wm else 0
+        seen_trim = int(watermark - self.dedupe_s) if has_wm else 0
         pwm = {str(p): repr(ts) for p, ts in (partition_watermarks or {}).items()}
         counted = {**counters, "batch": batch} if batch else dict(counters)
         head = [ttl, trim_before, repr(watermark) if has_wm else "-1", json.dumps(counted), json.dumps(pwm), repr(time.time())]
@@ -353,7 +363,7 @@ class WindowStore:
             mine = [] if pair else levels
             return ([rollup_index_key(scope, name) for name, *_ in mine],
                     [len(mine), *(x for name, width, lttl, trim in mine for x in (rollup_prefix(scope, name), width, lttl, trim)),
-                     "0" if pair else "1"])
+                     "0" if pair else "1", seen_trim])
 
         calls: list[ScriptCall] = []
         for scope, rows in by_scope.items():

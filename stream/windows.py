@@ -15,7 +15,7 @@ from typing import Iterable, Mapping
 
 from model.labels import LABELS
 from stream.contracts import Post
-from stream.timefmt import format_duration
+from stream.timefmt import format_duration, setting_duration
 
 
 # A slice table (WindowStore.slices): one row per run of consecutive buckets, these columns.
@@ -66,9 +66,22 @@ def bucket_start(ts: float, bucket_s: int) -> int:
     return int(ts // bucket_s) * bucket_s
 
 
-def is_late(created_at: float, watermark: float, retention_s: int) -> bool:
-    """Older than retention behind the newest event time seen: its buckets may be gone already."""
-    return created_at < watermark - retention_s
+def dedupe_window_s(retention: str, window: str) -> int:
+    """SENTINEL_DEDUPE_WINDOW in seconds: the retention when empty, never beyond it (a post older than
+    the retention would land in buckets already trimmed)."""
+    retention_s = setting_duration("retention", retention)
+    if not window.strip():
+        return retention_s
+    window_s = setting_duration("dedupe_window", window)
+    if not 0 < window_s <= retention_s:
+        raise ValueError(f"SENTINEL_DEDUPE_WINDOW must be above zero and at most SENTINEL_RETENTION ({retention_s} s)")
+    return window_s
+
+
+def is_late(created_at: float, watermark: float, limit_s: int) -> bool:
+    """Further behind the newest event time seen than the dedupe window (at most the retention):
+    its id may be forgotten already, so a redelivery could not be told from a first delivery."""
+    return created_at < watermark - limit_s
 
 
 @dataclass(frozen=True)

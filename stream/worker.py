@@ -44,6 +44,7 @@ from stream.processor import BatchPipeline, BatchProcessor
 from stream.settings import Settings
 from stream.store import WindowStore
 from stream.timefmt import setting_duration
+from stream.windows import dedupe_window_s
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def check_settings(settings: Settings) -> None:
     for field in ("bucket", "retention", "windows", "report_retention"):
         for spec in getattr(settings, field).split(","):
             setting_duration(field, spec)
+    dedupe_window_s(settings.retention, settings.dedupe_window)
     if "SENTINEL_ALERT_MIN_SCORE_DELTA" in os.environ:  # renamed: an ignored setting would change the detector unnoticed
         raise ValueError("SENTINEL_ALERT_MIN_SCORE_DELTA was replaced by SENTINEL_ALERT_MIN_SCORE_EFFECT, in standard deviations of the "
                          "baseline's per-post scores (0.35 is the old 0.15 at scores of +-0.6)")

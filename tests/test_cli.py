@@ -112,6 +112,23 @@ def test_bad_window_or_alert_settings_stop_run_and_worker_before_anything_starts
     assert r.returncode == 2 and "whole number of windows" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = sentinel(["run", os.devnull], {"SENTINEL_WINDOWS": "15m,1 hour"})
     assert r.returncode == 2 and "SENTINEL_WINDOWS: bad duration '1 hour'" in r.stderr, r.stderr
+    # Ids kept longer than the buckets would accept posts into buckets already trimmed.
+    r = sentinel(["run", os.devnull], {"SENTINEL_RETENTION": "48h", "SENTINEL_DEDUPE_WINDOW": "72h"})
+    assert r.returncode == 2 and "SENTINEL_DEDUPE_WINDOW must be above zero and at most SENTINEL_RETENTION" in r.stderr, r.stderr
+    r = sentinel(["run", os.devnull], {"SENTINEL_DEDUPE_WINDOW": "0m"})
+    assert r.returncode == 2 and "SENTINEL_DEDUPE_WINDOW" in r.stderr, r.stderr
+
+
+def test_the_dedupe_window_defaults_to_the_retention():
+    from sentinel.run import open_store  # the worker's store
+    from stream.settings import Settings
+    from stream.windows import dedupe_window_s
+
+    assert dedupe_window_s("48h", "") == 48 * 3600
+    assert dedupe_window_s("48h", "2h") == 7200
+
+    store = open_store(Settings(retention="48h", dedupe_window="2h", redis_url="redis://127.0.0.1:9/0"))
+    assert (store.retention_s, store.dedupe_s) == (48 * 3600, 7200)
 
 
 def test_error_text_with_brackets_is_printed_not_parsed_as_markup(capsys):

@@ -60,6 +60,36 @@ def test_a_poison_post_is_split_out_to_the_dlq_and_the_rest_is_processed(redis_s
     assert calls[0] == 8 and 1 in calls  # split down to the single poison post, not retried forever
 
 
+def test_with_a_dedupe_window_a_redelivery_inside_it_counts_once_and_an_older_post_is_late(redis_server):
+    """SENTINEL_DEDUPE_WINDOW 10 minutes, retention an hour: a post further behind the watermark
+    than the window is dropped as late (its id may be gone), one inside it is deduped or counted."""
+    redis.Redis.from_url(redis_server).flushdb()
+    t = 1_767_225_600
+
+    def at(pid: str, ts: int, offset: int) -> RawMessage:
+        return RawMessage(json.dumps({"id": pid, "text": "post", "created_at": ts}).encode(), "forum-posts", 0, offset)
+
+    async def publish(topic, key, value):
+        pass
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=3600, dedupe_s=600)
+        proc = BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], store, publish,
+                              sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
+        await proc.start()
+        first = await proc.handle([at("a", t, 0), at("b", t + 1000, 1)])
+        # b again (a redelivery), one 900 s behind the watermark (past the window), one 500 s behind.
+        second = await proc.handle([at("b", t + 1000, 1), at("old", t + 100, 2), at("inside", t + 500, 3)])
+        stats = await store.stats()
+        await store.close()
+        return first, second, stats
+
+    first, second, stats = asyncio.run(go())
+    assert (first.processed, first.late_dropped) == (2, 0)
+    assert (second.processed, second.duplicates, second.late_dropped) == (1, 1, 1)
+    assert (stats["processed"], stats["duplicates"], stats["late_dropped"]) == (3, 1, 1)
+
+
 class Gated:
     """A classifier that waits for the test's go-ahead, so the test controls when a batch finishes."""
 

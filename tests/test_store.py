@@ -126,6 +126,29 @@ def test_ids_and_buckets_past_retention_are_removed(store):
     assert run(go()) == (["b"], 0)
 
 
+def test_ids_leave_with_the_dedupe_window_while_buckets_stay_for_the_retention(redis_server):
+    """SENTINEL_DEDUPE_WINDOW shorter than the retention: the seen sets (most of a dense store's
+    memory) keep 10 minutes of ids, the buckets an hour of counts."""
+    redis.Redis.from_url(redis_server).flushdb()
+    store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=3600, dedupe_s=600)
+
+    async def go():
+        await store.apply([item("a", T0), item("b", T0 + 500)], {}, T0 + 500)
+        await store.apply([item("c", T0 + 1200)], {}, T0 + 1200)
+        members = await store.redis.zrange(seen_key("asset:BTC"), 0, -1)
+        whole = await store.window("asset:BTC", 3600, end=T0 + 1200)
+        await store.close()
+        return members, whole
+    members, whole = run(go())
+    assert members == ["c"]  # a and b are more than 600 s behind the watermark
+    assert whole.posts == 3
+
+
+def test_a_dedupe_window_beyond_the_retention_is_refused(redis_server):
+    with pytest.raises(ValueError, match="within the retention"):
+        WindowStore.from_url(redis_server, retention_s=3600, dedupe_s=7200)
+
+
 def test_counters_only_batch_touches_no_window(store, redis_server):
     async def go():
         res = await store.apply([], {"consumed": 2, "dlq": 2}, float("-inf"))

@@ -29,6 +29,7 @@ def test_keys_share_a_cluster_slot_per_scope():
 def test_late_rule():
     assert not is_late(1000.0, 1000.0 + 3600, 3600)
     assert is_late(999.0, 1000.0 + 3600, 3600)
+    assert is_late(999.0, 1000.0 + 600, 600) and not is_late(1000.0, 1000.0 + 600, 600)
 
 
 def test_aggregate():

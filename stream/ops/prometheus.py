@@ -102,7 +102,7 @@ class WorkerMetrics:
         self.consumed = Counter("sentinel_posts_consumed", "Messages consumed from the posts topic", registry=r)
         self.processed = Counter("sentinel_posts_processed", "Posts classified and newly counted in the windows", registry=r)
         self.duplicates = Counter("sentinel_posts_duplicate", "Valid posts already counted (redelivery or repeated id)", registry=r)
-        self.late = Counter("sentinel_posts_late_dropped", "Valid posts dropped as older than the retention behind the watermark", registry=r)
+        self.late = Counter("sentinel_posts_late_dropped", "Valid posts dropped as further behind the watermark than the dedupe window", registry=r)
         self.dead_letter = Counter("sentinel_posts_dead_lettered", "Messages sent to the DLQ, by reason", ["reason"], registry=r)
         self.batch_size = Histogram("sentinel_batch_size", "Messages per micro-batch", buckets=BATCH_SIZE_BUCKETS, registry=r)
         self.batch_seconds = Histogram("sentinel_batch_seconds", "Wall time of one micro-batch, end to end", buckets=CLASSIFY_BUCKETS, registry=r)
