@@ -610,7 +610,7 @@ def windows(
 
     from redis.exceptions import RedisError
 
-    from sentinel.run import open_store
+    from sentinel.run import RunError, open_store
     from stream.timefmt import parse_duration
 
     settings = model_settings()
@@ -630,6 +630,8 @@ def windows(
         rows = asyncio.run(collect())
     except RedisError as exc:
         raise redis_failure(exc) from None
+    except RunError as exc:
+        raise fail(str(exc)) from None
     if as_json:
         for row in rows:
             print(json.dumps(row))
@@ -657,7 +659,7 @@ def with_store(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
 
     from redis.exceptions import RedisError
 
-    from sentinel.run import open_store
+    from sentinel.run import RunError, open_store
 
     async def go() -> T:
         store = open_store(settings)
@@ -670,6 +672,8 @@ def with_store(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
         return asyncio.run(go())
     except RedisError as exc:
         raise redis_failure(exc) from None
+    except RunError as exc:
+        raise fail(str(exc)) from None
 
 
 @app.command()

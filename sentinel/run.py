@@ -63,6 +63,10 @@ def open_store(settings: Settings) -> WindowStore:
     from stream.timefmt import parse_duration
     from stream.windows import dedupe_window_s
 
+    try:
+        dedupe_s = dedupe_window_s(settings.retention, settings.dedupe_window)
+    except ValueError as exc:
+        raise RunError(f"invalid settings: {exc}") from None
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
     try:
         client = open_redis(redis_url(settings), password=password, cluster=settings.redis_cluster)
@@ -71,7 +75,7 @@ def open_store(settings: Settings) -> WindowStore:
     wait = ReplicaWait(client, settings.redis_wait_replicas, round(settings.redis_wait_timeout * 1000)) if settings.redis_wait_replicas else None
     return WindowStore(client, bucket_s=parse_duration(settings.bucket), retention_s=parse_duration(settings.retention), replica_wait=wait,
                        pairs=settings.alert_grouping == "incidents", day_retention_s=parse_duration(settings.report_retention),
-                       dedupe_s=dedupe_window_s(settings.retention, settings.dedupe_window))
+                       dedupe_s=dedupe_s)
 
 
 def worker_env(settings: Settings, embedded: bool) -> dict[str, str]:

@@ -160,6 +160,9 @@ class BatchProcessor:
             mark = time.perf_counter()
             result = await self.store.apply(items, counters, batch.watermark, marks, batch=token)
             outcome.windows_s = time.perf_counter() - mark
+            # Other workers' progress: their writes trim the shared dedupe sets at their watermark,
+            # so a post that far behind is dropped here as late, counted, not counted twice.
+            self.watermark = max(self.watermark, result.watermark)
             outcome.processed, outcome.duplicates = max(outcome.processed, result.added), max(outcome.duplicates, result.duplicates)
             if self.alerts is not None:
                 mark = time.perf_counter()

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(65_536, ge=1024)
     max_text_chars: int = Field(10_000, ge=1)
     aliases_file: Path | None = Field(None, description="JSON {alias: TICKER}; default: the built-in table")
+    max_future: str = Field(
+        "1d", description="how far created_at may run ahead of the wall clock (later posts are dead-lettered); below SENTINEL_DEDUPE_WINDOW"
+    )
 
     # --- windows ---
     bucket: str = Field("1m", description="event-time bucket width")

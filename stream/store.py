@@ -141,8 +141,8 @@ if stats then
   local old = tonumber(redis.call('HGET', stats, 'watermark') or '-1')
   if wm > old then redis.call('HSET', stats, 'watermark', ARGV[4]) end
   -- A batch written again (its reply was lost, or its replicas were behind) counts once: its
-  -- token (partition offsets) is remembered for the retention in event time, like a post id, so
-  -- the set holds a retention's worth of batches however fast a replay runs.
+  -- token (partition offsets) is remembered for the retention in event time, so the set holds a
+  -- retention's worth of batches however fast a replay runs.
   local counters = cjson.decode(ARGV[5])
   local fresh = true
   if counters.batch then
@@ -173,6 +173,10 @@ if stats then
   if dups > 0 then redis.call('HINCRBY', stats, 'duplicates', dups) end
   if added > 0 then redis.call('HINCRBY', stats, 'processed', added) end
   redis.call('EXPIRE', stats, 2 * ttl)
+  -- The stored watermark, so a worker judges lateness against every worker's progress: the ids
+  -- it would dedupe against are trimmed by the fastest of them. A string: Lua numbers reach the
+  -- client as integers.
+  return {added, dups, redis.call('HGET', stats, 'watermark') or '-inf'}
 end
 return {added, dups}
 """
@@ -276,6 +280,7 @@ class Scored:
 class ApplyResult:
     added: int  # posts newly counted (in scope `all`)
     duplicates: int
+    watermark: float = float("-inf")  # the stored watermark after the write (every worker's newest post)
 
 
 class WindowStore:
@@ -347,7 +352,11 @@ class WindowStore:
         ttl = self.retention_s + self.bucket_s
         has_wm = watermark > float("-inf")
         trim_before = int(watermark - self.retention_s) if has_wm else 0
-        seen_trim = int(watermark - self.dedupe_s) if has_wm else 0
+        # Never past the batch's own oldest post: a post on time where it stood in its partition may
+        # sit further behind the batch's final watermark than the window, and if its id went now, a
+        # retried write of this batch (a lost reply, a failover) would count it again.
+        oldest = min((item.post.created_at for item in scored), default=watermark)
+        seen_trim = int(min(watermark - self.dedupe_s, oldest)) if has_wm else 0
         pwm = {str(p): repr(ts) for p, ts in (partition_watermarks or {}).items()}
         counted = {**counters, "batch": batch} if batch else dict(counters)
         head = [ttl, trim_before, repr(watermark) if has_wm else "-1", json.dumps(counted), json.dumps(pwm), repr(time.time())]
@@ -379,8 +388,8 @@ class WindowStore:
             await run_scripts(self.redis, calls)
             calls = []
         results = await run_scripts(self.redis, [*calls, last])
-        added, dups = results[-1]
-        return ApplyResult(added=int(added), duplicates=int(dups))
+        added, dups, stored = results[-1]
+        return ApplyResult(added=int(added), duplicates=int(dups), watermark=float(stored))
 
     async def slices(self, scope: str, first: int, width: int, count: int) -> np.ndarray:
         """The scope's buckets summed into `count` consecutive slices of `width` seconds from `first`:

@@ -60,7 +60,11 @@ def check_settings(settings: Settings) -> None:
     for field in ("bucket", "retention", "windows", "report_retention"):
         for spec in getattr(settings, field).split(","):
             setting_duration(field, spec)
-    dedupe_window_s(settings.retention, settings.dedupe_window)
+    window = dedupe_window_s(settings.retention, settings.dedupe_window)
+    if post_limits(settings).max_future_s >= window:
+        # One post dated that far ahead moves the watermark there, and every post then further
+        # behind it than the window would be dropped as late until the clock catches up.
+        raise ValueError(f"SENTINEL_MAX_FUTURE must be below SENTINEL_DEDUPE_WINDOW ({window} s)")
     if "SENTINEL_ALERT_MIN_SCORE_DELTA" in os.environ:  # renamed: an ignored setting would change the detector unnoticed
         raise ValueError("SENTINEL_ALERT_MIN_SCORE_DELTA was replaced by SENTINEL_ALERT_MIN_SCORE_EFFECT, in standard deviations of the "
                          "baseline's per-post scores (0.35 is the old 0.15 at scores of +-0.6)")
@@ -71,6 +75,11 @@ def check_settings(settings: Settings) -> None:
         # A worker still retrying a notification must not see its entry claimed and sent again.
         raise ValueError(f"SENTINEL_NOTIFY_CLAIM_IDLE ({settings.notify_claim_idle:g} s) must exceed the notification retry "
                          f"delays ({budget:g} s) by more than {CLAIM_MARGIN_S:g} s")
+
+
+def post_limits(settings: Settings) -> Limits:
+    return Limits(max_message_bytes=settings.max_message_bytes, max_text_chars=settings.max_text_chars,
+                  max_future_s=setting_duration("max_future", settings.max_future))
 
 
 def alert_config(settings: Settings) -> AlertConfig:
@@ -252,7 +261,7 @@ def build_worker(
         dlq_topic=settings.topic_dlq,
         model_base=classifier.info.base,
         model_adapter=classifier.info.adapter,
-        limits=Limits(max_message_bytes=settings.max_message_bytes, max_text_chars=settings.max_text_chars),
+        limits=post_limits(settings),
         aliases=load_aliases(settings.aliases_file),
         alerts=engine,
         metrics=metrics,

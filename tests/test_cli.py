@@ -117,6 +117,11 @@ def test_bad_window_or_alert_settings_stop_run_and_worker_before_anything_starts
     assert r.returncode == 2 and "SENTINEL_DEDUPE_WINDOW must be above zero and at most SENTINEL_RETENTION" in r.stderr, r.stderr
     r = sentinel(["run", os.devnull], {"SENTINEL_DEDUPE_WINDOW": "0m"})
     assert r.returncode == 2 and "SENTINEL_DEDUPE_WINDOW" in r.stderr, r.stderr
+    # One post a day ahead of the clock would hold the watermark there, and a 2 h window would drop everything else.
+    r = sentinel(["run", os.devnull], {"SENTINEL_DEDUPE_WINDOW": "2h"})
+    assert r.returncode == 2 and "SENTINEL_MAX_FUTURE must be below SENTINEL_DEDUPE_WINDOW" in r.stderr, r.stderr
+    r = sentinel(["windows"], {"SENTINEL_DEDUPE_WINDOW": "72h", "REDIS_URL": "redis://127.0.0.1:9/0"})
+    assert r.returncode == 2 and "SENTINEL_DEDUPE_WINDOW" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_the_dedupe_window_defaults_to_the_retention():
@@ -126,6 +131,11 @@ def test_the_dedupe_window_defaults_to_the_retention():
 
     assert dedupe_window_s("48h", "") == 48 * 3600
     assert dedupe_window_s("48h", "2h") == 7200
+    from stream.worker import check_settings, post_limits
+
+    short = Settings(retention="48h", dedupe_window="2h", max_future="10m")
+    check_settings(short)  # posts at most 10 minutes ahead: fits a 2 h window
+    assert post_limits(short).max_future_s == 600
 
     store = open_store(Settings(retention="48h", dedupe_window="2h", redis_url="redis://127.0.0.1:9/0"))
     assert (store.retention_s, store.dedupe_s) == (48 * 3600, 7200)

@@ -79,6 +79,13 @@ def test_every_documented_reason_is_tested():
     assert tested == set(REASONS)
 
 
+def test_how_far_ahead_of_the_clock_a_post_may_be_dated_is_a_limit():
+    post = json.dumps({"id": "a", "text": "x", "created_at": 1_700_000_000 + 1200}).encode()
+    short = Limits(max_future_s=600)  # SENTINEL_MAX_FUTURE=10m, as a 2 h dedupe window wants
+    assert reason(parse_post(post, limits=short, now=1_700_000_000)) == "timestamp_out_of_range"
+    assert isinstance(parse_post(post, now=1_700_000_000), Post)  # a day by default
+
+
 def test_none_value_is_rejected():
     assert reason(parse_post(None)) == "invalid_json"
 

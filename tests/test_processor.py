@@ -90,6 +90,39 @@ def test_with_a_dedupe_window_a_redelivery_inside_it_counts_once_and_an_older_po
     assert (stats["processed"], stats["duplicates"], stats["late_dropped"]) == (3, 1, 1)
 
 
+def test_a_worker_behind_another_judges_lateness_by_the_stored_watermark(redis_server):
+    """Two workers share the dedupe sets. The one ahead trims ids at its watermark minus the window,
+    so the one behind must drop (and count) a post that far back instead of counting it again."""
+    redis.Redis.from_url(redis_server).flushdb()
+    t = 1_767_225_600
+
+    def at(pid: str, ts: int, partition: int, offset: int) -> RawMessage:
+        return RawMessage(json.dumps({"id": pid, "text": "post", "created_at": ts}).encode(), "forum-posts", partition, offset)
+
+    async def publish(topic, key, value):
+        pass
+
+    async def go():
+        stores = [WindowStore.from_url(redis_server, retention_s=3600, dedupe_s=600) for _ in range(2)]
+        ahead, behind = (BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], s, publish,
+                                        sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None) for s in stores)
+        for proc in (ahead, behind):
+            await proc.start()
+        await behind.handle([at("b0", t, 1, 0)])
+        await ahead.handle([at("a0", t, 0, 0)])
+        await ahead.handle([at("a1", t + 2000, 0, 1)])  # trims a0 and b0 from `all`: more than 600 s behind
+        await behind.handle([at("b1", t + 10, 1, 1)])  # on time by its own watermark; it learns the stored one here
+        late = await behind.handle([at("b0", t, 1, 0)])  # b0 redelivered: its id is gone from `all`
+        stats = await stores[0].stats()
+        for store in stores:
+            await store.close()
+        return late, stats
+
+    late, stats = asyncio.run(go())
+    assert (late.processed, late.late_dropped) == (0, 1)
+    assert stats["processed"] == 4  # b0, a0, a1, b1: b0 once
+
+
 class Gated:
     """A classifier that waits for the test's go-ahead, so the test controls when a batch finishes."""
 

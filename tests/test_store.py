@@ -144,6 +144,26 @@ def test_ids_leave_with_the_dedupe_window_while_buckets_stay_for_the_retention(r
     assert whole.posts == 3
 
 
+def test_a_batch_wider_than_the_dedupe_window_written_twice_counts_once(redis_server):
+    """Post a was on time where it stood, b then moved the watermark 1,000 s on: the write must not
+    trim a's id, or the same batch written again (a lost reply, a failover) counts a twice."""
+    redis.Redis.from_url(redis_server).flushdb()
+    store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=3600, dedupe_s=600)
+
+    async def go():
+        batch = [item("a", T0), item("b", T0 + 1000)]
+        first = await store.apply(batch, {"consumed": 2}, T0 + 1000, batch="posts/0:0-1")
+        again = await store.apply(batch, {"consumed": 2}, T0 + 1000, batch="posts/0:0-1")
+        whole = await store.window("asset:BTC", 3600, end=T0 + 1000)
+        stats = await store.stats()
+        await store.close()
+        return first, again, whole, stats
+    first, again, whole, stats = run(go())
+    assert (first.added, again.added, again.duplicates) == (2, 0, 0)  # the token makes the retry count nothing
+    assert whole.posts == 2 and stats["processed"] == 2
+    assert first.watermark == again.watermark == T0 + 1000  # the stored watermark comes back with the write
+
+
 def test_a_dedupe_window_beyond_the_retention_is_refused(redis_server):
     with pytest.raises(ValueError, match="within the retention"):
         WindowStore.from_url(redis_server, retention_s=3600, dedupe_s=7200)
