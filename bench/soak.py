@@ -188,7 +188,9 @@ def main() -> None:
         redis_proc, redis_url = start_redis(work / "redis")
         broker_proc, broker = start_tansu(work)
         env = {**os.environ, "KAFKA_BROKER": broker, "REDIS_URL": redis_url, "SENTINEL_BASE": "lexicon", "SENTINEL_RETENTION": args.retention,
-               "SENTINEL_REPORT_RETENTION": args.report_retention, "SENTINEL_DEDUPE_WINDOW": args.dedupe_window, "SENTINEL_APPRISE_URLS": "", "SENTINEL_WEB_PORT": str(free_port()),
+               "SENTINEL_REPORT_RETENTION": args.report_retention, "SENTINEL_DEDUPE_WINDOW": args.dedupe_window,
+               "SENTINEL_MAX_FUTURE": "10m",  # every post is dated in the past; below any --dedupe-window worth trying
+               "SENTINEL_APPRISE_URLS": "", "SENTINEL_WEB_PORT": str(free_port()),
                "SENTINEL_LOG_JSON": "false", "SENTINEL_REBALANCE_TIMEOUT": "5", "SENTINEL_SESSION_TIMEOUT": "6",
                "SENTINEL_HEARTBEAT_INTERVAL": "1", "PYTHONUNBUFFERED": "1"}
         os.environ.update({k: v for k, v in env.items() if k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))})

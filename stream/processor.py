@@ -100,12 +100,22 @@ class BatchProcessor:
         self.alerts = alerts
         self.metrics: BatchObserver = metrics if metrics is not None else _NoObserver()
         self.watermark = float("-inf")
+        # Lateness against the dedupe window is judged per input partition: partitions are read
+        # unevenly (a catch-up can run one hours of event time ahead of another), and each
+        # partition's redeliveries find their ids, which are kept a window behind the slowest one.
+        self.partition_marks: dict[int, float] = {}
+        self.low = float("-inf")  # the slowest partition's watermark at the last write (ApplyResult.low)
         self.batches = 0
         # Every model call on one long-lived thread, the one that loaded the model (stream/model_thread.py).
         self.model_thread = model_thread or ModelThread()
 
     async def start(self) -> None:
-        self.watermark = await self._with_redis(self.store.watermark)  # Redis may be away as the agent starts
+        stats = await self._with_redis(self.store.stats)  # Redis may be away as the agent starts
+        self.watermark = float(stats.get("watermark", float("-inf")))
+        # Each partition's stored progress: a worker restarted on offsets reset hours back (a
+        # rebuild in place) drops what is older than the window, counted already, instead of
+        # counting it again against dedupe sets that hold only the window.
+        self.partition_marks = {int(k.split(":", 1)[1]): float(v) for k, v in stats.items() if k.startswith("pwm:")}
 
     async def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         """One batch start to finish (what BatchPipeline does in two overlapping halves)."""
@@ -158,11 +168,11 @@ class BatchProcessor:
             # Windows, then judging, then the replicas: all idempotent, so a failure anywhere
             # (Redis away, a failover, replicas behind) writes the whole batch again.
             mark = time.perf_counter()
-            result = await self.store.apply(items, counters, batch.watermark, marks, batch=token)
+            result = await self.store.apply(items, counters, batch.watermark, marks, batch=token, low=self.low)
             outcome.windows_s = time.perf_counter() - mark
-            # Other workers' progress: their writes trim the shared dedupe sets at their watermark,
-            # so a post that far behind is dropped here as late, counted, not counted twice.
+            # Other workers' progress: their writes trim the shared buckets a retention behind it.
             self.watermark = max(self.watermark, result.watermark)
+            self.low = result.low
             outcome.processed, outcome.duplicates = max(outcome.processed, result.added), max(outcome.duplicates, result.duplicates)
             if self.alerts is not None:
                 mark = time.perf_counter()
@@ -200,12 +210,15 @@ class BatchProcessor:
         return outcome
 
     def _drop_late(self, posts: list[tuple[Post, RawMessage]]) -> list[tuple[Post, RawMessage]]:
-        """Advance the watermark post by post, in offset order, so lateness depends only on the
-        order of the partition and never on where a micro-batch happened to be cut."""
+        """Advance the watermarks post by post, in offset order, so lateness depends only on the
+        order of the partition and never on where a micro-batch happened to be cut. Late: further
+        behind its partition's newest post than the dedupe window (its id may be gone), or behind
+        every worker's newest post by more than the retention (its buckets may be gone)."""
         on_time = []
         for post, msg in posts:
             self.watermark = max(self.watermark, post.created_at)
-            if is_late(post.created_at, self.watermark, self.store.dedupe_s):
+            mark = self.partition_marks[msg.partition] = max(self.partition_marks.get(msg.partition, float("-inf")), post.created_at)
+            if is_late(post.created_at, mark, self.store.dedupe_s) or is_late(post.created_at, self.watermark, self.store.retention_s):
                 log.info("late post dropped", extra={"post_id": post.id, "partition": msg.partition, "offset": msg.offset})
             else:
                 on_time.append((post, msg))

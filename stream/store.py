@@ -173,10 +173,18 @@ if stats then
   if dups > 0 then redis.call('HINCRBY', stats, 'duplicates', dups) end
   if added > 0 then redis.call('HINCRBY', stats, 'processed', added) end
   redis.call('EXPIRE', stats, 2 * ttl)
-  -- The stored watermark, so a worker judges lateness against every worker's progress: the ids
-  -- it would dedupe against are trimmed by the fastest of them. A string: Lua numbers reach the
-  -- client as integers.
-  return {added, dups, redis.call('HGET', stats, 'watermark') or '-inf'}
+  -- The stored watermark, and the slowest partition's (every worker trims the shared dedupe sets
+  -- no further than that partition allows, so its redeliveries still find their ids). Strings:
+  -- Lua numbers reach the client as integers.
+  local low = nil
+  local fields = redis.call('HGETALL', stats)
+  for f = 1, #fields, 2 do
+    if string.sub(fields[f], 1, 4) == 'pwm:' then
+      local v = tonumber(fields[f + 1])
+      if low == nil or v < low then low = v end
+    end
+  end
+  return {added, dups, redis.call('HGET', stats, 'watermark') or '-inf', low and string.format('%.17g', low) or '-inf'}
 end
 return {added, dups}
 """
@@ -281,6 +289,7 @@ class ApplyResult:
     added: int  # posts newly counted (in scope `all`)
     duplicates: int
     watermark: float = float("-inf")  # the stored watermark after the write (every worker's newest post)
+    low: float = float("-inf")  # the slowest input partition's watermark after the write (-inf: none reported)
 
 
 class WindowStore:
@@ -331,10 +340,12 @@ class WindowStore:
 
     async def apply(
         self, scored: Sequence[Scored], counters: Mapping[str, int], watermark: float,
-        partition_watermarks: Mapping[int, float] | None = None, batch: str | None = None,
+        partition_watermarks: Mapping[int, float] | None = None, batch: str | None = None, low: float | None = None,
     ) -> ApplyResult:
         """Write a batch's windows and counters in one round trip (duplicates and processed are
-        counted here). With a `batch` token (its partition offsets), writing it again is harmless."""
+        counted here). With a `batch` token (its partition offsets), writing it again is harmless.
+        `low` is the slowest input partition's watermark (ApplyResult.low of the last write; None:
+        `watermark`, one partition): post ids are kept a dedupe window behind it."""
         by_scope: dict[str, list[str]] = {}
         newest: dict[str, float] = {}
         for item in scored:
@@ -352,11 +363,14 @@ class WindowStore:
         ttl = self.retention_s + self.bucket_s
         has_wm = watermark > float("-inf")
         trim_before = int(watermark - self.retention_s) if has_wm else 0
-        # Never past the batch's own oldest post: a post on time where it stood in its partition may
-        # sit further behind the batch's final watermark than the window, and if its id went now, a
-        # retried write of this batch (a lost reply, a failover) would count it again.
+        # Ids go a window behind the slowest partition (a redelivery on it is judged by its own
+        # watermark), but never later than the retention: a partition that went quiet holds them
+        # back that far at most. And never past the batch's own oldest post: a post on time where it
+        # stood may sit further behind the batch's final watermark than the window, and if its id
+        # went now, a retried write of this batch (a lost reply, a failover) would count it again.
+        floor = watermark if low is None else min(watermark, low)
         oldest = min((item.post.created_at for item in scored), default=watermark)
-        seen_trim = int(min(watermark - self.dedupe_s, oldest)) if has_wm else 0
+        seen_trim = int(min(max(floor - self.dedupe_s, watermark - self.retention_s), oldest)) if has_wm else 0
         pwm = {str(p): repr(ts) for p, ts in (partition_watermarks or {}).items()}
         counted = {**counters, "batch": batch} if batch else dict(counters)
         head = [ttl, trim_before, repr(watermark) if has_wm else "-1", json.dumps(counted), json.dumps(pwm), repr(time.time())]
@@ -388,8 +402,8 @@ class WindowStore:
             await run_scripts(self.redis, calls)
             calls = []
         results = await run_scripts(self.redis, [*calls, last])
-        added, dups, stored = results[-1]
-        return ApplyResult(added=int(added), duplicates=int(dups), watermark=float(stored))
+        added, dups, stored, low_mark = results[-1]
+        return ApplyResult(added=int(added), duplicates=int(dups), watermark=float(stored), low=float(low_mark))
 
     async def slices(self, scope: str, first: int, width: int, count: int) -> np.ndarray:
         """The scope's buckets summed into `count` consecutive slices of `width` seconds from `first`:

@@ -90,9 +90,10 @@ def test_with_a_dedupe_window_a_redelivery_inside_it_counts_once_and_an_older_po
     assert (stats["processed"], stats["duplicates"], stats["late_dropped"]) == (3, 1, 1)
 
 
-def test_a_worker_behind_another_judges_lateness_by_the_stored_watermark(redis_server):
-    """Two workers share the dedupe sets. The one ahead trims ids at its watermark minus the window,
-    so the one behind must drop (and count) a post that far back instead of counting it again."""
+def test_a_partition_behind_the_others_keeps_its_posts_and_its_redeliveries_count_once(redis_server):
+    """Dedupe window 10 minutes. Partition 1 (one worker) runs 2,000 s of event time behind partition
+    0 (another): its posts are on time by its own watermark, and the worker ahead keeps the shared
+    ids a window behind the slowest partition, so a redelivery on partition 1 is still a duplicate."""
     redis.Redis.from_url(redis_server).flushdb()
     t = 1_767_225_600
 
@@ -110,17 +111,80 @@ def test_a_worker_behind_another_judges_lateness_by_the_stored_watermark(redis_s
             await proc.start()
         await behind.handle([at("b0", t, 1, 0)])
         await ahead.handle([at("a0", t, 0, 0)])
-        await ahead.handle([at("a1", t + 2000, 0, 1)])  # trims a0 and b0 from `all`: more than 600 s behind
-        await behind.handle([at("b1", t + 10, 1, 1)])  # on time by its own watermark; it learns the stored one here
-        late = await behind.handle([at("b0", t, 1, 0)])  # b0 redelivered: its id is gone from `all`
+        await ahead.handle([at("a1", t + 2000, 0, 1)])  # partition 0 is 2,000 s on; partition 1 holds b0's id
+        more = await behind.handle([at("b1", t + 10, 1, 1)])  # 1,990 s behind the stored watermark: on time
+        # b0 redelivered, in a batch cut differently (so its offsets' token is new and only its id can tell).
+        again = await behind.handle([at("b0", t, 1, 0), at("b2", t + 20, 1, 2)])
         stats = await stores[0].stats()
+        members = await stores[0].redis.zrange("sentinel:{all}:seen", 0, -1)
         for store in stores:
             await store.close()
-        return late, stats
+        return more, again, stats, members
 
-    late, stats = asyncio.run(go())
-    assert (late.processed, late.late_dropped) == (0, 1)
-    assert stats["processed"] == 4  # b0, a0, a1, b1: b0 once
+    more, again, stats, members = asyncio.run(go())
+    assert (more.processed, more.late_dropped) == (1, 0)
+    assert (again.processed, again.duplicates, again.late_dropped) == (1, 1, 0)
+    assert (stats["processed"], stats["duplicates"], stats["late_dropped"]) == (5, 1, 0)
+    assert "b0" in members
+
+
+def test_a_worker_restarted_on_offsets_reset_back_drops_what_the_window_no_longer_dedupes(redis_server):
+    """A rebuild in place with a 10-minute dedupe window: the restarted worker takes each partition's
+    stored progress, so posts older than the window (counted already, their ids gone) are late,
+    not counted again."""
+    redis.Redis.from_url(redis_server).flushdb()
+    t = 1_767_225_600
+    posts = [RawMessage(json.dumps({"id": f"p{i}", "text": "post", "created_at": t + ts}).encode(), "forum-posts", 0, i)
+             for i, ts in enumerate((0, 500, 1000, 2000))]
+
+    async def publish(topic, key, value):
+        pass
+
+    def processor(store):
+        return BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], store, publish,
+                              sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=3600, dedupe_s=600)
+        first = processor(store)
+        await first.start()
+        for msg in posts:
+            await first.handle([msg])
+        again = processor(store)  # the restart, its offsets reset to the start
+        await again.start()
+        replay = await again.handle(posts)
+        stats = await store.stats()
+        await store.close()
+        return replay, stats
+
+    replay, stats = asyncio.run(go())
+    assert (replay.processed, replay.duplicates, replay.late_dropped) == (0, 1, 3)
+    assert stats["processed"] == 4
+
+
+def test_a_post_behind_every_worker_by_more_than_the_retention_is_late_whatever_its_partition(redis_server):
+    redis.Redis.from_url(redis_server).flushdb()
+    t = 1_767_225_600
+
+    def at(pid: str, ts: int, partition: int, offset: int) -> RawMessage:
+        return RawMessage(json.dumps({"id": pid, "text": "post", "created_at": ts}).encode(), "forum-posts", partition, offset)
+
+    async def publish(topic, key, value):
+        pass
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=3600, dedupe_s=600)
+        proc = BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], store, publish,
+                              sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
+        await proc.start()
+        outcome = await proc.handle([at("new", t + 4000, 0, 0), at("behind", t + 1000, 1, 0), at("gone", t, 1, 1)])
+        await store.close()
+        return outcome
+
+    outcome = asyncio.run(go())
+    # "behind" is 3,000 s behind partition 0 but first on partition 1: counted. "gone" is 4,000 s
+    # behind the watermark, past the 3,600 s retention: its buckets may be trimmed already.
+    assert (outcome.processed, outcome.late_dropped) == (2, 1)
 
 
 class Gated:
