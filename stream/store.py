@@ -303,7 +303,8 @@ class WindowStore:
         self.bucket_s = bucket_s
         self.retention_s = retention_s
         # How long post ids are kept, and so the lateness limit (SENTINEL_DEDUPE_WINDOW): a post
-        # further behind the watermark could not be told from a redelivery, so it is dropped.
+        # further behind its partition's watermark could not be told from a redelivery, so the
+        # worker drops it.
         self.dedupe_s = retention_s if dedupe_s is None else dedupe_s
         if not 0 < self.dedupe_s <= retention_s:
             raise ValueError(f"the dedupe window ({self.dedupe_s} s) must be positive and within the retention ({retention_s} s)")

@@ -79,8 +79,9 @@ def dedupe_window_s(retention: str, window: str) -> int:
 
 
 def is_late(created_at: float, watermark: float, limit_s: int) -> bool:
-    """Further behind the newest event time seen than the dedupe window (at most the retention):
-    its id may be forgotten already, so a redelivery could not be told from a first delivery."""
+    """Further behind `watermark` than `limit_s`. Against its partition's newest post and the dedupe
+    window: its id may be forgotten, so a redelivery could not be told from a first delivery.
+    Against every worker's newest post and the retention: its buckets may be gone."""
     return created_at < watermark - limit_s
 
 
