@@ -32,6 +32,23 @@ def message(i: int, text: str) -> RawMessage:
     return RawMessage(value, "forum-posts", 0, i)
 
 
+T = 1_767_225_600  # event time of the lateness tests
+
+
+def post_at(pid: str, ts: float, partition: int = 0, offset: int = 0) -> RawMessage:
+    return RawMessage(json.dumps({"id": pid, "text": "post", "created_at": ts}).encode(), "forum-posts", partition, offset)
+
+
+async def discard(topic, key, value):
+    pass
+
+
+def neutral_processor(store: WindowStore) -> BatchProcessor:
+    """A processor whose stand-in classifier calls every post neutral, publishing nowhere."""
+    return BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], store, discard,
+                          sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
+
+
 def test_a_poison_post_is_split_out_to_the_dlq_and_the_rest_is_processed(redis_server):
     redis.Redis.from_url(redis_server).flushdb()
     published: list[tuple[str, dict]] = []
@@ -64,22 +81,14 @@ def test_with_a_dedupe_window_a_redelivery_inside_it_counts_once_and_an_older_po
     """SENTINEL_DEDUPE_WINDOW 10 minutes, retention an hour: a post further behind the watermark
     than the window is dropped as late (its id may be gone), one inside it is deduped or counted."""
     redis.Redis.from_url(redis_server).flushdb()
-    t = 1_767_225_600
-
-    def at(pid: str, ts: int, offset: int) -> RawMessage:
-        return RawMessage(json.dumps({"id": pid, "text": "post", "created_at": ts}).encode(), "forum-posts", 0, offset)
-
-    async def publish(topic, key, value):
-        pass
 
     async def go():
         store = WindowStore.from_url(redis_server, retention_s=3600, dedupe_s=600)
-        proc = BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], store, publish,
-                              sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
+        proc = neutral_processor(store)
         await proc.start()
-        first = await proc.handle([at("a", t, 0), at("b", t + 1000, 1)])
+        first = await proc.handle([post_at("a", T, offset=0), post_at("b", T + 1000, offset=1)])
         # b again (a redelivery), one 900 s behind the watermark (past the window), one 500 s behind.
-        second = await proc.handle([at("b", t + 1000, 1), at("old", t + 100, 2), at("inside", t + 500, 3)])
+        second = await proc.handle([post_at("b", T + 1000, offset=1), post_at("old", T + 100, offset=2), post_at("inside", T + 500, offset=3)])
         stats = await store.stats()
         await store.close()
         return first, second, stats
@@ -95,26 +104,18 @@ def test_a_partition_behind_the_others_keeps_its_posts_and_its_redeliveries_coun
     0 (another): its posts are on time by its own watermark, and the worker ahead keeps the shared
     ids a window behind the slowest partition, so a redelivery on partition 1 is still a duplicate."""
     redis.Redis.from_url(redis_server).flushdb()
-    t = 1_767_225_600
-
-    def at(pid: str, ts: int, partition: int, offset: int) -> RawMessage:
-        return RawMessage(json.dumps({"id": pid, "text": "post", "created_at": ts}).encode(), "forum-posts", partition, offset)
-
-    async def publish(topic, key, value):
-        pass
 
     async def go():
         stores = [WindowStore.from_url(redis_server, retention_s=3600, dedupe_s=600) for _ in range(2)]
-        ahead, behind = (BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], s, publish,
-                                        sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None) for s in stores)
+        ahead, behind = (neutral_processor(s) for s in stores)
         for proc in (ahead, behind):
             await proc.start()
-        await behind.handle([at("b0", t, 1, 0)])
-        await ahead.handle([at("a0", t, 0, 0)])
-        await ahead.handle([at("a1", t + 2000, 0, 1)])  # partition 0 is 2,000 s on; partition 1 holds b0's id
-        more = await behind.handle([at("b1", t + 10, 1, 1)])  # 1,990 s behind the stored watermark: on time
+        await behind.handle([post_at("b0", T, 1, 0)])
+        await ahead.handle([post_at("a0", T, 0, 0)])
+        await ahead.handle([post_at("a1", T + 2000, 0, 1)])  # partition 0 is 2,000 s on; partition 1 holds b0's id
+        more = await behind.handle([post_at("b1", T + 10, 1, 1)])  # 1,990 s behind the stored watermark: on time
         # b0 redelivered, in a batch cut differently (so its offsets' token is new and only its id can tell).
-        again = await behind.handle([at("b0", t, 1, 0), at("b2", t + 20, 1, 2)])
+        again = await behind.handle([post_at("b0", T, 1, 0), post_at("b2", T + 20, 1, 2)])
         stats = await stores[0].stats()
         members = await stores[0].redis.zrange("sentinel:{all}:seen", 0, -1)
         for store in stores:
@@ -133,24 +134,15 @@ def test_a_worker_restarted_on_offsets_reset_back_drops_what_the_window_no_longe
     stored progress, so posts older than the window (counted already, their ids gone) are late,
     not counted again."""
     redis.Redis.from_url(redis_server).flushdb()
-    t = 1_767_225_600
-    posts = [RawMessage(json.dumps({"id": f"p{i}", "text": "post", "created_at": t + ts}).encode(), "forum-posts", 0, i)
-             for i, ts in enumerate((0, 500, 1000, 2000))]
-
-    async def publish(topic, key, value):
-        pass
-
-    def processor(store):
-        return BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], store, publish,
-                              sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
+    posts = [post_at(f"p{i}", T + ts, offset=i) for i, ts in enumerate((0, 500, 1000, 2000))]
 
     async def go():
         store = WindowStore.from_url(redis_server, retention_s=3600, dedupe_s=600)
-        first = processor(store)
+        first = neutral_processor(store)
         await first.start()
         for msg in posts:
             await first.handle([msg])
-        again = processor(store)  # the restart, its offsets reset to the start
+        again = neutral_processor(store)  # the restart, its offsets reset to the start
         await again.start()
         replay = await again.handle(posts)
         stats = await store.stats()
@@ -164,20 +156,12 @@ def test_a_worker_restarted_on_offsets_reset_back_drops_what_the_window_no_longe
 
 def test_a_post_behind_every_worker_by_more_than_the_retention_is_late_whatever_its_partition(redis_server):
     redis.Redis.from_url(redis_server).flushdb()
-    t = 1_767_225_600
-
-    def at(pid: str, ts: int, partition: int, offset: int) -> RawMessage:
-        return RawMessage(json.dumps({"id": pid, "text": "post", "created_at": ts}).encode(), "forum-posts", partition, offset)
-
-    async def publish(topic, key, value):
-        pass
 
     async def go():
         store = WindowStore.from_url(redis_server, retention_s=3600, dedupe_s=600)
-        proc = BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], store, publish,
-                              sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
+        proc = neutral_processor(store)
         await proc.start()
-        outcome = await proc.handle([at("new", t + 4000, 0, 0), at("behind", t + 1000, 1, 0), at("gone", t, 1, 1)])
+        outcome = await proc.handle([post_at("new", T + 4000, 0, 0), post_at("behind", T + 1000, 1, 0), post_at("gone", T, 1, 1)])
         await store.close()
         return outcome
 
