@@ -176,15 +176,17 @@ if stats then
   -- The stored watermark, and the slowest partition's (every worker trims the shared dedupe sets
   -- no further than that partition allows, so its redeliveries still find their ids). Strings:
   -- Lua numbers reach the client as integers.
-  local low = nil
+  local low, stored = nil, '-inf'
   local fields = redis.call('HGETALL', stats)
   for f = 1, #fields, 2 do
-    if string.sub(fields[f], 1, 4) == 'pwm:' then
+    if fields[f] == 'watermark' then
+      stored = fields[f + 1]
+    elseif string.sub(fields[f], 1, 4) == 'pwm:' then
       local v = tonumber(fields[f + 1])
       if low == nil or v < low then low = v end
     end
   end
-  return {added, dups, redis.call('HGET', stats, 'watermark') or '-inf', low and string.format('%.17g', low) or '-inf'}
+  return {added, dups, stored, low and string.format('%.17g', low) or '-inf'}
 end
 return {added, dups}
 """
