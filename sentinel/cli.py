@@ -401,6 +401,57 @@ def train(
                           "samples_per_s": round(result.samples_per_s, 2)}))
 
 
+@app.command()
+def adapt(
+    export: Annotated[Path, typer.Option("--export", exists=True, dir_okay=False, help="meritcircle_cleaned_discord.csv: its pre-2023 messages, less the select and test texts")],
+    out_dir: Annotated[Path, typer.Option("--out", help="where the adapter and its card go")],
+    r: Annotated[int, typer.Option("--r", min=1, help="LoRA rank: the classifier trained from it keeps it")] = 8,
+    alpha: Annotated[int, typer.Option("--alpha", min=1)] = 16,
+    target_modules: Annotated[str, typer.Option("--target-modules", help="comma-separated")] = ",".join(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),
+    learning_rate: Annotated[float, typer.Option("--lr")] = 2e-4,
+    epochs: Annotated[float, typer.Option("--epochs")] = 1.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    block: Annotated[int, typer.Option("--block", min=2, help="tokens per packed training sequence")] = 128,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    base: BaseOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Domain-adaptive pretraining: a LoRA adapter that learns the community's language from unlabelled
+    messages (next-token loss), for `sentinel train --init-adapter` to fine-tune the classifier from."""
+    from rich.progress import Progress as RichProgress
+
+    from model.base import ModelLoadError
+    from training.adapt import AdaptConfig, adapt as run_adapt, export_corpus
+    from training.data import DataError
+
+    settings = model_settings(base=base, device=device, dtype=dtype)
+    try:
+        texts, source = export_corpus(export)
+    except (DataError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    out.print(f"{len(texts)} messages to adapt on ({source['select_and_test_texts_left_out']} select and test texts left out)")
+    cfg = AdaptConfig(base=settings.base, r=r, alpha=alpha, target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()),
+                      learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, block=block, seed=seed,
+                      device=settings.device, dtype=settings.dtype, cache_dir=settings.cache_dir)
+    bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=err)
+    with bar:
+        task = bar.add_task("adapting", total=None, loss=float("nan"))
+
+        def on_progress(event: dict[str, Any]) -> None:
+            bar.update(task, total=event["total"], completed=event["step"], loss=event["loss"])
+            if not err.is_terminal and event["step"] % 20 == 0:
+                err.print(f"step {event['step']}/{event['total']} loss {event['loss']:.4f}")
+
+        try:
+            card = run_adapt(cfg, texts, out_dir, source, on_progress)
+        except (ModelLoadError, ValueError) as exc:
+            raise fail(str(exc)) from None
+    out.print(json.dumps({"out": str(out_dir), "held_out_perplexity": card["held_out_perplexity"], "steps": card["steps"],
+                          "seconds": card["training_seconds"]}))
+
+
 # ---------------------------------------------------------------------------- streaming
 
 

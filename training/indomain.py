@@ -87,10 +87,10 @@ def unlabelled_posts(export: Path, rounds: dict[Path, int] | None = None) -> lis
         with labels.open(newline="", encoding="utf-8") as handle:
             labelled.update(row["key"] for row in csv.DictReader(handle))
     posts = list(discord_posts(export, ImportReport()))
-    seen = {_fold(p["text"]) for p in posts if p["id"] in labelled}
+    seen = {fold(p["text"]) for p in posts if p["id"] in labelled}
     out: list[tuple[str, str]] = []
     for post in posts:
-        folded = _fold(post["text"])
+        folded = fold(post["text"])
         if post["created_at"] >= HELD_OUT_FROM or post["id"] in labelled or folded in seen:
             continue
         seen.add(folded)
@@ -157,12 +157,12 @@ def research_records(dataset: Path, export: Path, held: set[str]) -> tuple[list[
     text, so training on it neither sees the held-out period nor leaks the splits."""
     first_seen: dict[str, str] = {}
     for post in discord_posts(export, ImportReport()):
-        key = _fold(post["text"])
+        key = fold(post["text"])
         first_seen[key] = min(first_seen.get(key, post["created_at"]), post["created_at"])
     kept: list[Labelled] = []
     dropped = Counter()
     for example in load_examples(dataset, "alpaca", skip_bad=True).examples:
-        messages = [_fold(m) for m in example.text.split(";") if m.strip()]
+        messages = [fold(m) for m in example.text.split(";") if m.strip()]
         if any(first_seen.get(m, "") >= HELD_OUT_FROM for m in messages):
             dropped["held_out_period"] += 1
         elif any(m in held for m in messages):
@@ -185,12 +185,12 @@ def write_splits(out: Path, tfns: Path, export: Path, research: Path | None = No
       (docs/results/indomain/README.md says what each round did).
     Texts in a test or select file are removed from the training files. Returns the manifest."""
     rows = tfns_splits(tfns) + load_discord_labels(export) + load_voices()
-    held = {_fold(r.example.text) for r in rows if r.split != "train"}
+    held = {fold(r.example.text) for r in rows if r.split != "train"}
     if any(r.round > 1 and r.split != "train" for r in rows):
         raise ValueError("a later-round label is not in train: the select and test splits are fixed")
-    later = [r for r in rows if r.round > 1 and _fold(r.example.text) not in held]
+    later = [r for r in rows if r.round > 1 and fold(r.example.text) not in held]
     rows = [r for r in rows if r.round == 1]
-    train = [r for r in rows if r.split == "train" and _fold(r.example.text) not in held]
+    train = [r for r in rows if r.split == "train" and fold(r.example.text) not in held]
     files = {
         "train.csv": train,
         "train-tfns.csv": [r for r in train if r.source == "tfns"],
@@ -227,5 +227,5 @@ def counts(rows: Sequence[Labelled]) -> dict[str, dict[str, int]]:
     return {source: dict(sorted(c.items())) for source, c in sorted(by.items())}
 
 
-def _fold(text: str) -> str:
+def fold(text: str) -> str:
     return " ".join(text.lower().split())

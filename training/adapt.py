@@ -1,0 +1,191 @@
+"""Domain-adaptive pretraining: a LoRA adapter that learns the community's own language (slang,
+Taglish, game and token talk) from unlabelled messages, before the classifier is fine-tuned from it
+(`sentinel train --init-adapter`).
+
+The labelled in-domain set is small (a few hundred positive and negative messages), while the
+export holds about 17,000 unlabelled pre-2023 messages. Next-token prediction over those teaches
+the base their vocabulary without any label (Gururangan et al. 2020, "Don't Stop Pretraining").
+
+What it never reads: messages dated 2023 or later (held out for evaluation) and the texts of the
+`select` and `test` splits, so neither checkpoint choice nor the reported figures have seen them.
+
+Pure parts (`domain_corpus`, `pack`, `held_out_blocks`) take plain values; `adapt` is the torch shell.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+from model.base import DEFAULT_BASE, load_model
+from model.prompt import EmptyTextError, clean_text
+from training.discord import ImportReport, discord_posts
+from training.indomain import HELD_OUT_FROM, fold, load_discord_labels
+from training.trainer import name_the_base, sha256_file
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class AdaptConfig:
+    base: str = DEFAULT_BASE
+    # The classifier's recipe continues from this adapter, so its shape is the classifier's:
+    # r, alpha and targets here are what the card's `sentinel train` line would otherwise set.
+    r: int = 8
+    alpha: int = 16
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    learning_rate: float = 2e-4
+    epochs: float = 1.0
+    batch_size: int = 16
+    block: int = 128  # tokens per training sequence; messages are packed end to end
+    warmup_steps: int = 20
+    holdout_every: int = 20  # every 20th block is kept apart to measure perplexity before and after
+    seed: int = 42
+    device: str = "auto"
+    dtype: str = "auto"
+    cache_dir: Path | None = None
+
+
+def domain_corpus(posts: Iterable[dict[str, str]], held: set[str], before: str) -> list[str]:
+    """The messages to learn from, in order: dated before `before`, cleaned, one per text (folding
+    case and spaces), and none whose folded text is in `held` (the select and test texts)."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for post in posts:
+        if post["created_at"] >= before:
+            continue
+        try:
+            text = clean_text(post["text"])
+        except EmptyTextError:
+            continue
+        folded = fold(text)
+        if folded in seen or folded in held:
+            continue
+        seen.add(folded)
+        out.append(text)
+    return out
+
+
+def pack(token_lists: Iterable[Sequence[int]], block: int, separator: int) -> list[list[int]]:
+    """Messages end to end, each followed by `separator` (the end-of-text token), cut into blocks of
+    `block` tokens; the ragged tail is dropped. Short chat messages would otherwise be mostly padding."""
+    if block < 2:
+        raise ValueError("block must be at least 2 tokens")
+    stream: list[int] = []
+    for tokens in token_lists:
+        stream.extend(tokens)
+        stream.append(separator)
+    return [stream[i : i + block] for i in range(0, len(stream) - block + 1, block)]
+
+
+def held_out_blocks(blocks: Sequence[list[int]], every: int) -> tuple[list[list[int]], list[list[int]]]:
+    """(train, held out): every `every`-th block is held out, spread over the whole corpus."""
+    if every < 2:
+        raise ValueError("holdout_every must be at least 2")
+    held = [b for i, b in enumerate(blocks) if i % every == every - 1]
+    train = [b for i, b in enumerate(blocks) if i % every != every - 1]
+    return train, held
+
+
+def export_corpus(export: Path) -> tuple[list[str], dict[str, Any]]:
+    """The pre-2023 messages of the research's Discord export, less every text of a labelled
+    message in `select` or `test`; and what the card records of it."""
+    held = {fold(row.example.text) for row in load_discord_labels(export) if row.split != "train"}
+    texts = domain_corpus(discord_posts(export, ImportReport()), held, HELD_OUT_FROM)
+    return texts, {"export": {"path": str(export), "sha256": sha256_file(export)}, "before": HELD_OUT_FROM,
+                   "select_and_test_texts_left_out": len(held), "messages": len(texts)}
+
+
+# -------------------------------------------------------------------- the torch shell
+
+
+def perplexity(model: Any, blocks: Sequence[list[int]], batch_size: int, device: torch.device) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(blocks), batch_size):
+            ids = torch.tensor(blocks[start : start + batch_size], device=device)
+            loss = model(input_ids=ids, labels=ids).loss
+            positions = ids.shape[0] * (ids.shape[1] - 1)
+            total += float(loss) * positions
+            count += positions
+    model.train()
+    return math.exp(total / count) if count else float("nan")
+
+
+def adapt(cfg: AdaptConfig, texts: Sequence[str], out_dir: Path, source: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
+    """Train the adapter on `texts` with the next-token loss; save it to `out_dir` with its card.
+    `source` says where the texts came from (`export_corpus`'s second value). Returns the card."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import get_linear_schedule_with_warmup
+
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model, tokenizer, info = load_model(cfg.base, None, device=cfg.device, dtype=cfg.dtype, cache_dir=cfg.cache_dir)
+    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    blocks = pack(encoded, cfg.block, tokenizer.eos_token_id)
+    train, held = held_out_blocks(blocks, cfg.holdout_every)
+    if not train or not held:
+        raise ValueError(f"{len(texts)} messages make {len(blocks)} blocks of {cfg.block} tokens: too few to adapt on")
+    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=0.0,
+                                             target_modules=list(cfg.target_modules)))
+    device = next(model.parameters()).device
+    if device.type == "cpu":
+        model.set_attn_implementation("eager")  # as in training/trainer.py: faster backward for short blocks on CPU
+    steps = math.ceil(math.ceil(len(train) / cfg.batch_size) * cfg.epochs)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(optimizer, min(cfg.warmup_steps, steps // 2), steps)
+    before = perplexity(model, held, cfg.batch_size, device)
+    model.train()
+    rng = random.Random(cfg.seed)
+    started, step, losses = time.perf_counter(), 0, []
+    while step < steps:
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        for start in range(0, len(order), cfg.batch_size):
+            if step >= steps:
+                break
+            ids = torch.tensor([train[i] for i in order[start : start + cfg.batch_size]], device=device)
+            loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(float(loss.detach()))
+            if progress:
+                progress({"step": step, "total": steps, "loss": losses[-1]})
+    seconds = time.perf_counter() - started
+    after = perplexity(model, held, cfg.batch_size, device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    card = {
+        "base_model": cfg.base,
+        "task": "domain-adaptive pretraining (next-token loss on unlabelled messages); a start for `sentinel train --init-adapter`",
+        # `data` and `split` are the keys `sentinel train --init-adapter` copies into the classifier's card.
+        "data": [source["export"]] if "export" in source else [],
+        "split": {**source, "blocks": len(blocks), "train_blocks": len(train), "held_out_blocks": len(held),
+                  "tokens": sum(len(b) for b in blocks)},
+        "hyperparameters": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+                            for k, v in asdict(cfg).items() if k != "cache_dir"},
+        "held_out_perplexity": {"before": round(before, 3), "after": round(after, 3)},
+        "steps": step,
+        "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
+        "training_seconds": round(seconds, 1),
+        "device": info.device,
+        "dtype": info.dtype,
+    }
+    (out_dir / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    name_the_base(out_dir, cfg.base)
+    return card
