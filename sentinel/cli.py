@@ -409,7 +409,7 @@ def adapt(
     alpha: Annotated[int, typer.Option("--alpha", min=1)] = 16,
     target_modules: Annotated[str, typer.Option("--target-modules", help="comma-separated")] = ",".join(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),
     learning_rate: Annotated[float, typer.Option("--lr")] = 2e-4,
-    epochs: Annotated[float, typer.Option("--epochs")] = 1.0,
+    epochs: Annotated[float, typer.Option("--epochs", min=0.0001)] = 1.0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
     block: Annotated[int, typer.Option("--block", min=2, help="tokens per packed training sequence")] = 128,
     seed: Annotated[int, typer.Option("--seed")] = 42,
@@ -430,7 +430,7 @@ def adapt(
         texts, source = export_corpus(export)
     except (DataError, ValueError) as exc:
         raise fail(str(exc)) from None
-    out.print(f"{len(texts)} messages to adapt on ({source['select_and_test_texts_left_out']} select and test texts left out)")
+    out.print(f"{len(texts)} messages to adapt on; left out: " + ", ".join(f"{why} {n}" for why, n in source["left_out"].items()))
     cfg = AdaptConfig(base=settings.base, r=r, alpha=alpha, target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()),
                       learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, block=block, seed=seed,
                       device=settings.device, dtype=settings.dtype, cache_dir=settings.cache_dir)

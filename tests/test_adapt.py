@@ -9,10 +9,12 @@ import subprocess
 import sys
 
 import pytest
+from safetensors.torch import load_file
 
 from conftest import shared_file
-from training.adapt import AdaptConfig, adapt, domain_corpus, held_out_blocks, pack
+from training.adapt import AdaptConfig, adapt, domain_corpus, every_nth_apart, likeness_key, pack
 from training.data import Example
+from training.discord import ImportReport, discord_posts
 from training.indomain import HELD_OUT_FROM, fold, load_discord_labels
 from training.trainer import TrainConfig, Trainer, write_model_card
 
@@ -21,11 +23,24 @@ def post(text: str, when: str = "2022-05-01T10:00:00Z") -> dict[str, str]:
     return {"text": text, "created_at": when}
 
 
-def test_the_corpus_leaves_out_the_held_out_period_the_split_texts_repeats_and_empty_messages():
+def test_the_corpus_leaves_out_the_held_out_period_texts_like_the_splits_repeats_and_empty_messages():
     posts = [post("wen moon"), post("WEN  moon"), post("gm 2023", "2023-01-01T00:00:00Z"), post("   "),
-             post("is this a rug?"), post("staking unlock next week"), post("Staking unlock next week\n")]
-    held = {fold("is this a rug?")}
-    assert domain_corpus(posts, held, HELD_OUT_FROM) == ["wen moon", "staking unlock next week"]
+             post("is this a rug?"), post("Is this a RUG"), post("is\u0007 this a rug?"), post("<@123> is this a ruuug!!"),
+             post("pano mag join sa duckrace if ever na meron pa?"), post("staking unlock next week"),
+             post("Staking unlock next week\n"), post("gm")]
+    held = ["is this a rug?", "pano mag join sa duckrace", "gm fam"]
+    texts, dropped = domain_corpus(posts, held, HELD_OUT_FROM)
+    # "gm" is kept: a held text is left out inside another message only from 20 characters on.
+    assert texts == ["wen moon", "staking unlock next week", "gm"]
+    assert dropped == {"held_out_period": 1, "empty": 1, "like_a_select_or_test_text": 5, "repeat": 2}
+
+
+def test_the_likeness_key_folds_punctuation_mentions_and_stretched_letters_but_not_words():
+    assert likeness_key("Lezgooooo Merit Circle!!! <@8812> @mod") == likeness_key("lezgo merit circle")
+    assert likeness_key("Bakit papa - Sexbomb") == likeness_key("bakit papa? sexbomb")
+    assert likeness_key("ｗｅｎ moon") == likeness_key("wen moon")
+    assert likeness_key("wen moon") != likeness_key("wen lambo")
+    assert likeness_key("🚀🚀") == ""
 
 
 def test_messages_are_packed_end_to_end_with_a_separator_and_the_ragged_tail_dropped():
@@ -36,10 +51,11 @@ def test_messages_are_packed_end_to_end_with_a_separator_and_the_ragged_tail_dro
         pack([[1]], block=1, separator=0)
 
 
-def test_every_nth_block_is_held_out_across_the_corpus():
-    blocks = [[i] for i in range(10)]
-    train, held = held_out_blocks(blocks, every=4)
-    assert held == [[3], [7]] and len(train) == 8 and not {3, 7} & {b[0] for b in train}
+def test_every_nth_message_is_set_apart_across_the_corpus():
+    kept, apart = every_nth_apart(list(range(10)), every=4)
+    assert apart == [3, 7] and kept == [0, 1, 2, 4, 5, 6, 8, 9]
+    with pytest.raises(ValueError):
+        every_nth_apart([1, 2], every=1)
 
 
 CHATTER = [
@@ -82,7 +98,11 @@ def test_the_classifier_trains_on_from_the_adapted_weights_and_names_them(adapte
     trainer = Trainer(cfg, data, data[:6], tmp_path / "clf")
     result = trainer.run()
     card = write_model_card(result, cfg, trainer.info, [], {"train": len(data)})
-    # The adapted shape is what trains (not --r 16), and the lineage names the adapted corpus.
+    # The adapted weights are what trains (not a fresh r=16 adapter), and the lineage names the corpus.
+    assert json.loads((tmp_path / "clf" / "adapter_config.json").read_text())["r"] == 4
+    parent, child = (load_file(d / "adapter_model.safetensors") for d in (out, tmp_path / "clf"))
+    moved = max(float((child[k] - parent[k]).norm() / parent[k].norm()) for k in parent if "lora_B" in k)
+    assert set(child) == set(parent) and moved < 0.1, moved  # two small steps on from the adapted B, not from zero
     assert card["hyperparameters"]["r"] == 4
     assert card["init_adapter"]["data"] == [{"path": "export.csv", "sha256": "ab"}]
     assert card["init_adapter"]["split"]["messages"] == len(CHATTER) * 8
@@ -95,7 +115,11 @@ def test_adapt_cli_on_the_research_export_never_reads_a_held_out_or_split_text(t
     texts, source = export_corpus(export)
     held = {fold(r.example.text) for r in load_discord_labels(export) if r.split != "train"}
     assert len(held) > 500 and not {fold(t) for t in texts} & held
-    assert source["messages"] == len(texts) > 10_000
+    assert not {likeness_key(t) for t in texts} & {likeness_key(t) for t in held} - {""}
+    assert source["messages"] == len(texts) > 10_000 and source["left_out"]["held_out_period"] > 1_000
+    later = {fold(p["text"]) for p in discord_posts(export, ImportReport()) if p["created_at"] >= HELD_OUT_FROM}
+    earlier = {fold(p["text"]) for p in discord_posts(export, ImportReport()) if p["created_at"] < HELD_OUT_FROM}
+    assert not {fold(t) for t in texts} & (later - earlier)  # no text known only from the held-out period
     env = {**os.environ, "SENTINEL_CACHE_DIR": str(cache_dir)}
     out = tmp_path / "adapted"
     r = subprocess.run([sys.executable, "-m", "sentinel.cli", "adapt", "--export", str(export), "--out", str(out), "--epochs", "0.002",

@@ -9,7 +9,7 @@ the base their vocabulary without any label (Gururangan et al. 2020, "Don't Stop
 What it never reads: messages dated 2023 or later (held out for evaluation) and the texts of the
 `select` and `test` splits, so neither checkpoint choice nor the reported figures have seen them.
 
-Pure parts (`domain_corpus`, `pack`, `held_out_blocks`) take plain values; `adapt` is the torch shell.
+Pure parts (`domain_corpus`, `likeness_key`, `pack`, `every_nth_apart`) take plain values; `adapt` is the torch shell.
 """
 
 from __future__ import annotations
@@ -18,10 +18,13 @@ import json
 import logging
 import math
 import random
+import re
 import time
+import unicodedata
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import torch
 
@@ -49,31 +52,58 @@ class AdaptConfig:
     batch_size: int = 16
     block: int = 128  # tokens per training sequence; messages are packed end to end
     warmup_steps: int = 20
-    holdout_every: int = 20  # every 20th block is kept apart to measure perplexity before and after
+    weight_decay: float = 0.01
+    holdout_every: int = 20  # every 20th message is kept apart to measure perplexity before and after
     seed: int = 42
     device: str = "auto"
     dtype: str = "auto"
     cache_dir: Path | None = None
 
 
-def domain_corpus(posts: Iterable[dict[str, str]], held: set[str], before: str) -> list[str]:
-    """The messages to learn from, in order: dated before `before`, cleaned, one per text (folding
-    case and spaces), and none whose folded text is in `held` (the select and test texts)."""
+# A corpus message that contains a select or test text this long is left out whole: it would teach
+# the held text verbatim. Shorter ones ("gm", "wen moon") are everyday phrases, not the held message.
+CONTAINED_MIN = 20
+_MENTION = re.compile(r"<[@#][!&]?\d+>|@\S+")
+_NOT_WORD = re.compile(r"[\W_]+")
+_RUN = re.compile(r"(.)\1+")
+
+
+def likeness_key(text: str) -> str:
+    """A key under which two messages that differ only in case, punctuation, mentions, compatibility
+    forms or stretched letters ("Lezgooooo!!" and "lezgo") are the same message."""
+    text = _MENTION.sub(" ", unicodedata.normalize("NFKC", text).lower())
+    return _RUN.sub(r"\1", " ".join(_NOT_WORD.sub(" ", text).split()))
+
+
+def domain_corpus(posts: Iterable[dict[str, str]], held_texts: Iterable[str], before: str) -> tuple[list[str], Counter]:
+    """The messages to learn from, in order, cleaned, one per text (folding case and spaces); and
+    why the others were left out. Left out: messages dated `before` or later, messages like a
+    select or test text (`held_texts`: the same text folded or by `likeness_key`, or one containing
+    a held text of `CONTAINED_MIN` characters or more), repeats and empty messages."""
+    held_folded = {fold(t) for t in held_texts}
+    held_keys = {likeness_key(t) for t in held_folded} - {""}
+    contained = [t for t in held_folded if len(t) >= CONTAINED_MIN]
     seen: set[str] = set()
     out: list[str] = []
+    dropped: Counter = Counter()
     for post in posts:
         if post["created_at"] >= before:
+            dropped["held_out_period"] += 1
             continue
         try:
             text = clean_text(post["text"])
         except EmptyTextError:
+            dropped["empty"] += 1
             continue
         folded = fold(text)
-        if folded in seen or folded in held:
-            continue
-        seen.add(folded)
-        out.append(text)
-    return out
+        if folded in held_folded or likeness_key(folded) in held_keys or any(t in folded for t in contained):
+            dropped["like_a_select_or_test_text"] += 1
+        elif folded in seen:
+            dropped["repeat"] += 1
+        else:
+            seen.add(folded)
+            out.append(text)
+    return out, dropped
 
 
 def pack(token_lists: Iterable[Sequence[int]], block: int, separator: int) -> list[list[int]]:
@@ -88,28 +118,35 @@ def pack(token_lists: Iterable[Sequence[int]], block: int, separator: int) -> li
     return [stream[i : i + block] for i in range(0, len(stream) - block + 1, block)]
 
 
-def held_out_blocks(blocks: Sequence[list[int]], every: int) -> tuple[list[list[int]], list[list[int]]]:
-    """(train, held out): every `every`-th block is held out, spread over the whole corpus."""
+T = TypeVar("T")
+
+
+def every_nth_apart(items: Sequence[T], every: int) -> tuple[list[T], list[T]]:
+    """(kept, apart): every `every`-th item is set apart, spread over the whole corpus. Messages are
+    set apart before packing, so no held-out message shares a block with a trained one."""
     if every < 2:
         raise ValueError("holdout_every must be at least 2")
-    held = [b for i, b in enumerate(blocks) if i % every == every - 1]
-    train = [b for i, b in enumerate(blocks) if i % every != every - 1]
-    return train, held
+    apart = [x for i, x in enumerate(items) if i % every == every - 1]
+    kept = [x for i, x in enumerate(items) if i % every != every - 1]
+    return kept, apart
 
 
 def export_corpus(export: Path) -> tuple[list[str], dict[str, Any]]:
-    """The pre-2023 messages of the research's Discord export, less every text of a labelled
-    message in `select` or `test`; and what the card records of it."""
-    held = {fold(row.example.text) for row in load_discord_labels(export) if row.split != "train"}
-    texts = domain_corpus(discord_posts(export, ImportReport()), held, HELD_OUT_FROM)
+    """The pre-2023 messages of the research's Discord export, less every message like a labelled
+    `select` or `test` text; and what the card records of it."""
+    held = [row.example.text for row in load_discord_labels(export) if row.split != "train"]
+    texts, dropped = domain_corpus(discord_posts(export, ImportReport()), held, HELD_OUT_FROM)
     return texts, {"export": {"path": str(export), "sha256": sha256_file(export)}, "before": HELD_OUT_FROM,
-                   "select_and_test_texts_left_out": len(held), "messages": len(texts)}
+                   "select_and_test_texts": len({fold(t) for t in held}), "left_out": dict(sorted(dropped.items())),
+                   "messages": len(texts)}
 
 
 # -------------------------------------------------------------------- the torch shell
 
 
 def perplexity(model: Any, blocks: Sequence[list[int]], batch_size: int, device: torch.device) -> float:
+    """exp of the mean next-token loss per predicted token. Every block is full (packed, no padding),
+    so each batch's mean loss covers rows x (block - 1) predictions and is weighted by that."""
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
@@ -132,18 +169,22 @@ def adapt(cfg: AdaptConfig, texts: Sequence[str], out_dir: Path, source: dict[st
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model, tokenizer, info = load_model(cfg.base, None, device=cfg.device, dtype=cfg.dtype, cache_dir=cfg.cache_dir)
-    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-    blocks = pack(encoded, cfg.block, tokenizer.eos_token_id)
-    train, held = held_out_blocks(blocks, cfg.holdout_every)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the base {cfg.base!r} has no end-of-text token to separate messages with")
+    kept, apart = every_nth_apart(texts, cfg.holdout_every)
+    train, held = ([pack([tokenizer(t, add_special_tokens=False)["input_ids"] for t in part], cfg.block, tokenizer.eos_token_id)
+                    for part in (kept, apart)])
     if not train or not held:
-        raise ValueError(f"{len(texts)} messages make {len(blocks)} blocks of {cfg.block} tokens: too few to adapt on")
+        raise ValueError(f"{len(texts)} messages make {len(train)} training and {len(held)} held-out blocks of {cfg.block} tokens: too few to adapt on")
     model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=0.0,
                                              target_modules=list(cfg.target_modules)))
     device = next(model.parameters()).device
     if device.type == "cpu":
         model.set_attn_implementation("eager")  # as in training/trainer.py: faster backward for short blocks on CPU
     steps = math.ceil(math.ceil(len(train) / cfg.batch_size) * cfg.epochs)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
+    if steps < 1:
+        raise ValueError(f"--epochs {cfg.epochs} makes no training step")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, min(cfg.warmup_steps, steps // 2), steps)
     before = perplexity(model, held, cfg.batch_size, device)
     model.train()
@@ -175,8 +216,8 @@ def adapt(cfg: AdaptConfig, texts: Sequence[str], out_dir: Path, source: dict[st
         "task": "domain-adaptive pretraining (next-token loss on unlabelled messages); a start for `sentinel train --init-adapter`",
         # `data` and `split` are the keys `sentinel train --init-adapter` copies into the classifier's card.
         "data": [source["export"]] if "export" in source else [],
-        "split": {**source, "blocks": len(blocks), "train_blocks": len(train), "held_out_blocks": len(held),
-                  "tokens": sum(len(b) for b in blocks)},
+        "split": {**{k: v for k, v in source.items() if k != "export"}, "held_out_messages": len(apart),
+                  "train_blocks": len(train), "held_out_blocks": len(held), "tokens": sum(len(b) for b in train + held)},
         "hyperparameters": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
                             for k, v in asdict(cfg).items() if k != "cache_dir"},
         "held_out_perplexity": {"before": round(before, 3), "after": round(after, 3)},
