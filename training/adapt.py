@@ -6,8 +6,9 @@ The labelled in-domain set is small (a few hundred positive and negative message
 export holds about 17,000 unlabelled pre-2023 messages. Next-token prediction over those teaches
 the base their vocabulary without any label (Gururangan et al. 2020, "Don't Stop Pretraining").
 
-What it never reads: messages dated 2023 or later (held out for evaluation) and the texts of the
-`select` and `test` splits, so neither checkpoint choice nor the reported figures have seen them.
+What it never reads: messages dated 2023 or later (held out for evaluation), and the texts of the
+`select` and `test` splits or any message like one (`domain_corpus`), so neither checkpoint choice
+nor the reported figures have seen them.
 
 Pure parts (`domain_corpus`, `likeness_key`, `pack`, `every_nth_apart`) take plain values; `adapt` is the torch shell.
 """
@@ -229,4 +230,6 @@ def adapt(cfg: AdaptConfig, texts: Sequence[str], out_dir: Path, source: dict[st
     }
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
     name_the_base(out_dir, cfg.base)
+    log.info("adapted", extra={"out": str(out_dir), "steps": step, "perplexity_before": card["held_out_perplexity"]["before"],
+                               "perplexity_after": card["held_out_perplexity"]["after"], "seconds": card["training_seconds"]})
     return card
