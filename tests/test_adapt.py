@@ -85,6 +85,7 @@ def test_the_adapter_learns_the_corpus_and_its_card_says_so(adapted):
     assert card["held_out_perplexity"]["after"] < 0.75 * card["held_out_perplexity"]["before"], card
     assert card["data"] == [{"path": "export.csv", "sha256": "ab"}] and card["split"]["held_out_blocks"] >= 1
     assert card["hyperparameters"]["r"] == 4 and (out / "adapter_model.safetensors").is_file()
+    assert card["base_revision"].startswith("config-sha256:") and {"torch", "peft"} <= set(card["libraries"])
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
     assert json.loads((out / "model_card.json").read_text()) == card
 

@@ -33,7 +33,7 @@ from model.base import DEFAULT_BASE, load_model
 from model.prompt import EmptyTextError, clean_text
 from training.discord import ImportReport, discord_posts
 from training.indomain import HELD_OUT_FROM, fold, load_discord_labels
-from training.trainer import name_the_base, sha256_file
+from training.trainer import base_revision, library_versions, name_the_base, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,7 @@ def adapt(cfg: AdaptConfig, texts: Sequence[str], out_dir: Path, source: dict[st
     model.save_pretrained(out_dir)
     card = {
         "base_model": cfg.base,
+        "base_revision": base_revision(cfg.base),
         "task": "domain-adaptive pretraining (next-token loss on unlabelled messages); a start for `sentinel train --init-adapter`",
         # `data` and `split` are the keys `sentinel train --init-adapter` copies into the classifier's card.
         "data": [source["export"]] if "export" in source else [],
@@ -227,6 +228,7 @@ def adapt(cfg: AdaptConfig, texts: Sequence[str], out_dir: Path, source: dict[st
         "training_seconds": round(seconds, 1),
         "device": info.device,
         "dtype": info.dtype,
+        "libraries": library_versions(),
     }
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
     name_the_base(out_dir, cfg.base)
