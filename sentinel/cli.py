@@ -301,6 +301,10 @@ def bench_classify_cmd(
 # ---------------------------------------------------------------------------- training
 
 
+# Every linear layer: training.trainer.DEFAULT_TARGETS, spelled out so the CLI starts without torch.
+LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+
+
 @app.command()
 def train(
     data: Annotated[list[Path], typer.Option("--data", exists=True, dir_okay=False, help="training file(s); repeat for several")],
@@ -317,7 +321,7 @@ def train(
     r: Annotated[int, typer.Option("--r", min=1)] = 16,
     alpha: Annotated[int, typer.Option("--alpha", min=1)] = 32,
     dropout: Annotated[float, typer.Option("--dropout", help="LoRA dropout; costly on CPU")] = 0.0,
-    target_modules: Annotated[str, typer.Option("--target-modules", help="comma-separated")] = ",".join(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),
+    target_modules: Annotated[str, typer.Option("--target-modules", help="comma-separated")] = LORA_TARGETS,
     learning_rate: Annotated[float, typer.Option("--lr")] = 3e-4,
     epochs: Annotated[float, typer.Option("--epochs")] = 1.0,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1)] = None,
@@ -407,7 +411,7 @@ def adapt(
     out_dir: Annotated[Path, typer.Option("--out", help="where the adapter and its card go")],
     r: Annotated[int, typer.Option("--r", min=1, help="LoRA rank: the classifier trained from it keeps it")] = 8,
     alpha: Annotated[int, typer.Option("--alpha", min=1)] = 16,
-    target_modules: Annotated[str, typer.Option("--target-modules", help="comma-separated")] = ",".join(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),
+    target_modules: Annotated[str, typer.Option("--target-modules", help="comma-separated")] = LORA_TARGETS,
     learning_rate: Annotated[float, typer.Option("--lr")] = 2e-4,
     epochs: Annotated[float, typer.Option("--epochs", min=0.0001)] = 1.0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,

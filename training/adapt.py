@@ -23,9 +23,9 @@ import re
 import time
 import unicodedata
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Iterable, Sequence, TypeVar
 
 import torch
 
@@ -33,12 +33,9 @@ from model.base import DEFAULT_BASE, load_model
 from model.prompt import EmptyTextError, clean_text
 from training.discord import ImportReport, discord_posts
 from training.indomain import HELD_OUT_FROM, fold, load_discord_labels
-from training.trainer import base_revision, library_versions, name_the_base, sha256_file
+from training.trainer import DEFAULT_TARGETS, Progress, base_revision, library_versions, name_the_base, recorded_settings, seed_everything, sha256_file
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[dict[str, Any]], None]
-
 
 @dataclass
 class AdaptConfig:
@@ -47,7 +44,7 @@ class AdaptConfig:
     # r, alpha and targets here are what the card's `sentinel train` line would otherwise set.
     r: int = 8
     alpha: int = 16
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS
     learning_rate: float = 2e-4
     epochs: float = 1.0
     batch_size: int = 16
@@ -167,8 +164,7 @@ def adapt(cfg: AdaptConfig, texts: Sequence[str], out_dir: Path, source: dict[st
     from peft import LoraConfig, get_peft_model
     from transformers import get_linear_schedule_with_warmup
 
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     model, tokenizer, info = load_model(cfg.base, None, device=cfg.device, dtype=cfg.dtype, cache_dir=cfg.cache_dir)
     if tokenizer.eos_token_id is None:
         raise ValueError(f"the base {cfg.base!r} has no end-of-text token to separate messages with")
@@ -188,7 +184,6 @@ def adapt(cfg: AdaptConfig, texts: Sequence[str], out_dir: Path, source: dict[st
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, min(cfg.warmup_steps, steps // 2), steps)
     before = perplexity(model, held, cfg.batch_size, device)
-    model.train()
     rng = random.Random(cfg.seed)
     started, step, losses = time.perf_counter(), 0, []
     while step < steps:
@@ -220,8 +215,7 @@ def adapt(cfg: AdaptConfig, texts: Sequence[str], out_dir: Path, source: dict[st
         "data": [source["export"]] if "export" in source else [],
         "split": {**{k: v for k, v in source.items() if k != "export"}, "held_out_messages": len(apart),
                   "train_blocks": len(train), "held_out_blocks": len(held), "tokens": sum(len(b) for b in train + held)},
-        "hyperparameters": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
-                            for k, v in asdict(cfg).items() if k != "cache_dir"},
+        "hyperparameters": recorded_settings(cfg),
         "held_out_perplexity": {"before": round(before, 3), "after": round(after, 3)},
         "steps": step,
         "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),

@@ -388,9 +388,14 @@ def name_the_base(out_dir: Path, base: str) -> None:
         path.write_text(json.dumps(config, indent=2) + "\n")
 
 
+def recorded_settings(cfg: Any) -> dict[str, Any]:
+    """A run's config dataclass as a card records it: JSON values, and no machine-local cache path."""
+    return {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(cfg).items() if k != "cache_dir"}
+
+
 def write_model_card(result: TrainResult, cfg: TrainConfig, info: ModelInfo | None, data_files: Sequence[Path], split_info: dict[str, Any]) -> dict[str, Any]:
-    hyperparameters = {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
-                       for k, v in asdict(cfg).items() if k != "cache_dir"}
+    hyperparameters = recorded_settings(cfg)
     lineage = None
     if cfg.init_adapter is not None:
         shape, lineage = warm_start(cfg.init_adapter)
