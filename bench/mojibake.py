@@ -1,10 +1,12 @@
-"""How much of the Discord export's text is garbled emoji (docs/labelling.md), per split file:
+"""How much of the Discord export's text is garbled emoji (docs/labelling.md), and how much of
+it is left in each split file:
 
     .venv/bin/python bench/mojibake.py EXPORT SPLITS [--out docs/results/indomain/mojibake.json]
 
-A raw message is garbled when `repair_mojibake` changes it; a split file's text (already through
-`clean_text`, which drops the control bytes, so it no longer repairs) when it carries the residue's
-lead characters, `ð` (4-byte emoji) or `â` (symbols such as ❤ and ™).
+A stored message is garbled when `repair_mojibake` changes it (`discord_posts` repairs every
+message). A split file's text still carries the residue when it holds the residue's lead
+characters, `ð` (4-byte emoji) or `â` (symbols such as ❤ and ™): splits written before the repair
+did, for every garbled message.
 """
 
 from __future__ import annotations
@@ -17,10 +19,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.discord import ImportReport, discord_posts, repair_mojibake  # noqa: E402
+from training.discord import parse_discord_time, repair_mojibake  # noqa: E402
 from training.indomain import HELD_OUT_FROM  # noqa: E402
 
 FILES = ("test-discord", "select", "train-discord", "train-discord-round2", "train-discord-round3")
+
+
+def stored_before(export: Path, before: str) -> list[str]:
+    """The export's message texts as stored (not repaired), of the messages dated before `before`."""
+    out = []
+    with export.open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            content = (row.get("Content") or "").strip()
+            try:
+                when = parse_discord_time(row.get("Date_original") or "").strftime("%Y-%m-%d")
+            except ValueError:
+                continue
+            if content and when < before:
+                out.append(content)
+    return out
 
 
 def main() -> None:
@@ -29,8 +46,8 @@ def main() -> None:
     parser.add_argument("splits", type=Path)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    earlier = [p for p in discord_posts(args.export, ImportReport()) if p["created_at"] < HELD_OUT_FROM]
-    result: dict = {"pre2023_messages": len(earlier), "pre2023_repairable": sum(repair_mojibake(p["text"]) != p["text"] for p in earlier)}
+    earlier = stored_before(args.export, HELD_OUT_FROM)
+    result: dict = {"pre2023_messages": len(earlier), "pre2023_repairable": sum(repair_mojibake(t) != t for t in earlier)}
     for name in FILES:
         path = args.splits / f"{name}.csv"
         if not path.is_file():

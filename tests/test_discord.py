@@ -1,4 +1,4 @@
-"""The Discord export import: the garbled AM/PM repair, multi-line contents, stable unique ids."""
+"""The Discord export import: the garbled AM/PM and emoji repair, multi-line contents, stable unique ids."""
 
 import json
 import subprocess
@@ -13,10 +13,30 @@ AM = "上午".encode("utf-8").decode("latin-1")  # how the export stores the mar
 PM = "下午".encode("utf-8").decode("latin-1")
 
 
+def garble(text: str) -> str:
+    """How the export stores text: UTF-8 read back as Latin-1."""
+    return text.encode("utf-8").decode("latin-1")
+
+
 def test_repair_mojibake():
     assert repair_mojibake(f"2022/2/14 {AM}9:12") == "2022/2/14 上午9:12"
     assert repair_mojibake("plain ascii") == "plain ascii"
     assert repair_mojibake("already 上午") == "already 上午"
+    assert repair_mojibake(garble("Congrats 👏 ❤️ MC’s pump")) == "Congrats 👏 ❤️ MC’s pump"
+
+
+def test_genuine_latin_1_text_is_left_alone():
+    for text in ("café at 5€", "naïve señor", "ðe old spelling", "1 ETH ≈ 2k · ok", "déjà vu 😂"):
+        assert repair_mojibake(text) == text
+
+
+def test_an_emoji_that_lost_its_last_byte_is_dropped_and_none_is_invented():
+    """The export lost the last byte of some emoji; the rest of the message is still repaired, and
+    the space after the stump is not read as that byte (which would make 😂 + stump + space a 😠)."""
+    stump = garble("😂")[:-1]
+    assert repair_mojibake(f"Naol may jowa {stump}") == "Naol may jowa "
+    assert repair_mojibake(f"Sir tips {garble('😂')}{stump} ok") == "Sir tips 😂 ok"
+    assert repair_mojibake(f"thanks {garble('❤')[:-1]}") == "thanks "
 
 
 @pytest.mark.parametrize(
@@ -63,6 +83,19 @@ def test_import_fixture(tmp_path):
     assert len({p["id"] for p in posts}) == 3 and posts[2]["id"] == posts[1]["id"] + "-2"
     assert [p["id"] for p in discord_posts(f, ImportReport())] == [p["id"] for p in posts]  # stable
     assert [(line, reason.split(":")[0]) for line, reason in report.failed] == [(6, "empty_content"), (7, "bad_time")]
+
+
+def test_import_repairs_the_text_but_keys_the_stored_content(tmp_path):
+    """Label files name messages by id: the repair must not change an id, only the text."""
+    import hashlib
+
+    f = tmp_path / "export.csv"
+    stored = garble("MC to the moon 🚀🚀")
+    write_export(f, [["3.03515e+17", "alice", f"2022/2/14 {PM}9:12", "2022/2/14", stored, "", "", ""]])
+    [post] = discord_posts(f, ImportReport())
+    assert post["text"] == "MC to the moon 🚀🚀"
+    digest = hashlib.sha1(f"alice\x1f2022-02-14T21:12:00Z\x1f{stored}".encode()).hexdigest()[:16]
+    assert post["id"] == f"discord-{digest}"
 
 
 def test_import_cli_on_the_real_export(tmp_path):

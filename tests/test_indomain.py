@@ -141,7 +141,7 @@ def test_splits_command_writes_the_same_files_twice(tmp_path):
 
 def test_research_records_drop_the_held_out_period_and_split_texts(tmp_path):
     """A record is kept only when none of its messages is known only from 2023 on, or is held out."""
-    from test_discord import PM, write_export
+    from test_discord import PM, garble, write_export
 
     from training.indomain import research_records
 
@@ -151,16 +151,20 @@ def test_research_records_drop_the_held_out_period_and_split_texts(tmp_path):
         ["1.0e+17", "a", f"2023/2/1 {PM}1:00", "2023/2/1", "MC dumping hard", "", "", ""],
         ["1.0e+17", "a", f"2022/3/1 {PM}1:00", "2022/3/1", "gm", "", "", ""],
         ["1.0e+17", "a", f"2023/3/1 {PM}1:00", "2023/3/1", "gm", "", "", ""],  # seen before 2023 too: kept
+        # The research kept ASCII only: its copy of this 2023 message has no emoji, and still matches.
+        ["1.0e+17", "a", f"2023/3/2 {PM}1:00", "2023/3/2", garble("sell now 📉📉"), "", "", ""],
     ])
     dataset = tmp_path / "dataset.json"
     dataset.write_text(json.dumps([
         {"instruction": "i", "input": "MC pumping; gm;", "output": "Positive"},
         {"instruction": "i", "input": "gm; MC  dumping hard;", "output": "Negative"},
         {"instruction": "i", "input": "a test text;", "output": "Neutral"},
+        {"instruction": "i", "input": "gm; sell now ;", "output": "Negative"},
+        {"instruction": "i", "input": "gm; wen moon;", "output": "Positive"},
     ]))
-    kept, dropped = research_records(dataset, export, held={"a test text"})
+    kept, dropped = research_records(dataset, export, held={"a test text", "wen moon 🌕"})
     assert [(r.example.text, r.example.label, r.source) for r in kept] == [("MC pumping; gm;", "positive", "research")]
-    assert dropped == {"held_out_period": 1, "select_or_test_text": 1}
+    assert dropped == {"held_out_period": 2, "select_or_test_text": 2}
 
 
 def _label_file(path: Path, rows: list[tuple[str, str]]) -> Path:

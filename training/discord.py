@@ -1,9 +1,14 @@
 """Convert the research's Discord export (meritcircle_cleaned_discord.csv) into forum posts (pure).
 
-The export's `Date_original` holds times like `2022/2/14 上午9:12`: a 12-hour clock whose AM/PM
-marker (上午 = AM, 下午 = PM) was written as UTF-8, read back as Latin-1 and written again as UTF-8.
-Reversing that (encode Latin-1, decode UTF-8) restores the marker. The export carries no time zone;
-times are taken as UTC.
+The export's text was written as UTF-8, read back as Latin-1 and written again as UTF-8, in both
+columns we read:
+- `Date_original` holds times like `2022/2/14 上午9:12`, a 12-hour clock whose AM/PM marker
+  (上午 = AM, 下午 = PM) arrives garbled;
+- `Content` carries its emoji as that residue: "Congrats 👏" is stored as "Congrats ð\x9f\x91\x8f".
+`repair_mojibake` reverses the round (ftfy's `fix_encoding`, which also mends a message that mixes
+garbled and intact text) and drops an emoji whose last byte the export lost, which no repair can
+restore. Post ids hash the stored content, so they are the same before and after the repair and the
+label files' keys stay valid. The export carries no time zone; times are taken as UTC.
 """
 
 from __future__ import annotations
@@ -17,15 +22,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+import ftfy
+
 _TIME = re.compile(r"^\s*(\d{4})/(\d{1,2})/(\d{1,2})\s*(上午|下午)?\s*(\d{1,2}):(\d{2})\s*$")
 
 
+# A UTF-8 sequence whose last byte the export lost: an emoji's lead (F0) with one or two of its three
+# continuation bytes, or a symbol's (E0-EF) with one of two. No repair can restore it, and left in
+# place ftfy would read the space after it as a lost 0xA0 byte and invent an emoji (😠 from 😂's
+# neighbour). Genuine text never puts a C1 control after these letters, so nothing real matches.
+_TRUNCATED = re.compile("(?:ð[\x80-\xbf]{1,2}|[à-ï][\x80-\x9f])(?![\x80-\xbf])")
+
+
 def repair_mojibake(text: str) -> str:
-    """Undo one round of UTF-8-read-as-Latin-1; text that was not garbled comes back unchanged."""
-    try:
-        return text.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return text
+    """Undo the export's UTF-8-read-as-Latin-1 round; text that was not garbled comes back unchanged."""
+    return ftfy.fix_encoding(_TRUNCATED.sub("", text))
 
 
 def parse_discord_time(raw: str) -> datetime:
@@ -80,4 +91,4 @@ def discord_posts(path: Path, report: ImportReport, channel: str = "meritcircle"
             seen[digest] += 1
             post_id = f"discord-{digest}" + (f"-{seen[digest]}" if seen[digest] > 1 else "")
             report.converted += 1
-            yield {"id": post_id, "text": content, "created_at": stamp, "source": "discord", "channel": channel, "author": author or None}
+            yield {"id": post_id, "text": repair_mojibake(content), "created_at": stamp, "source": "discord", "channel": channel, "author": author or None}
