@@ -346,7 +346,7 @@ def train(
     """Fine-tune a LoRA adapter with the classifier's own prompt; writes the adapter and a model card."""
     from rich.progress import Progress as RichProgress
 
-    from model.base import ModelLoadError, resolve_adapter
+    from model.base import DEFAULT_ADAPTER, ModelLoadError, resolve_adapter
     from training.data import DataError, parse_label_map
     from training.split import training_split
     from training.trainer import TrainConfig, Trainer, write_model_card
@@ -365,13 +365,16 @@ def train(
         raise fail(str(exc)) from None
     split_train, validation, overlap = split.train, split.validation, split.overlap_removed
     out.print(f"train {len(split_train)}  validation {len(validation)}  removed from train (also in validation) {overlap}  skipped rows {skipped}")
+    init_dir = resolve_adapter(str(init_adapter), settings.base) if init_adapter else None
+    if str(init_adapter) == DEFAULT_ADAPTER and init_dir is None:
+        raise fail(f"--init-adapter {DEFAULT_ADAPTER}: the shipped adapter fits only the default base, not {settings.base}")
     cfg = TrainConfig(
         base=settings.base, r=r, alpha=alpha, dropout=dropout, target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()),
         learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
         max_length=max_length, warmup_steps=warmup_steps, weight_decay=weight_decay, seed=seed,
         gradient_checkpointing=gradient_checkpointing, quantize=settings.quantize, class_weighting=class_weighting,
         eval_every=eval_every, patience=patience, select_metric=select_metric, eval_limit=eval_limit, device=settings.device, dtype=settings.dtype,
-        cache_dir=settings.cache_dir, init_adapter=Path(resolve_adapter(str(init_adapter), settings.base)) if init_adapter else None,
+        cache_dir=settings.cache_dir, init_adapter=Path(init_dir) if init_dir else None,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, split_train, validation, out_dir)

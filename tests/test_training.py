@@ -141,6 +141,23 @@ def test_a_warm_started_card_records_the_shape_trained_and_the_parent_data(train
     assert "LoRA r=8, alpha=16" in (child_dir / "README.md").read_text()
 
 
+def test_a_warm_start_from_an_adapter_of_another_base_is_refused(trained, tiny_model_dir, cache_dir, tmp_path):
+    """Two bases of one shape load each other's LoRA without a word; the parent's card says which
+    base it was trained on, and training refuses another before any work is done."""
+    from model.base import ModelLoadError
+    from training.trainer import base_revision, check_warm_start_base
+
+    parent = tmp_path / "parent"
+    shutil.copytree(trained[1].out_dir, parent, ignore=shutil.ignore_patterns("checkpoint"))
+    card = json.loads((parent / "model_card.json").read_text())
+    assert card["base_revision"] == base_revision(str(tiny_model_dir))
+    check_warm_start_base(parent, str(tiny_model_dir))  # its own base: fine
+    (parent / "model_card.json").write_text(json.dumps({**card, "base_revision": "config-sha256:another"}))
+    cfg = TrainConfig(base=str(tiny_model_dir), device="cpu", dtype="float32", cache_dir=cache_dir, init_adapter=parent)
+    with pytest.raises(ModelLoadError, match="a LoRA fits only its own base"):
+        Trainer(cfg, synthetic(6), synthetic(3), tmp_path / "child").run()
+
+
 def test_an_evaluation_is_recorded_in_the_card_per_file_and_subset(tmp_path):
     card, data = tmp_path / "model_card.json", tmp_path / "test-discord.csv"
     card.write_text(json.dumps({"base_model": "x"}))
@@ -232,6 +249,14 @@ def test_train_cli_writes_adapter_and_card_and_names_bad_lines(tiny_model_dir, c
     r = subprocess.run([sys.executable, "-m", "sentinel.cli", "eval", "--data", str(data), "--format", "tfns", "--adapter", "none",
                         "--card", *base], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode != 0 and "--card needs an adapter directory" in r.stderr
+    # Training on from an adapter made for another base is one line, not a traceback or a silent fresh start.
+    other = tmp_path / "other-base"
+    shutil.copytree(out, other, ignore=shutil.ignore_patterns("checkpoint"))
+    (other / "model_card.json").write_text(json.dumps({**card, "base_revision": "config-sha256:another"}))
+    for init, says in (("default", "fits only the default base"), (str(other), "a LoRA fits only its own base")):
+        r = subprocess.run([sys.executable, "-m", "sentinel.cli", "train", "--data", str(data), "--format", "tfns", "--out", str(tmp_path / "child"),
+                            "--max-steps", "1", "--init-adapter", init, *base], capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
     data.write_text("text,label\nok,1\nbad,7\n")
     r = subprocess.run([sys.executable, "-m", "sentinel.cli", "train", "--data", str(data), "--format", "tfns", "--out", str(out), *base],
                        capture_output=True, text=True, env=env, timeout=300)

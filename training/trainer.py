@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from model.base import DEFAULT_BASE, bundled_gguf, load_model
+from model.base import DEFAULT_BASE, ModelLoadError, bundled_gguf, load_model
 from model.classifier import Classifier, encode_prefix, pad_suffixes, suffix_hidden
 from model.labels import LABELS
 from model.report import classification_report
@@ -157,6 +157,8 @@ class Trainer:
     def _setup(self, resume: bool) -> None:
         cfg = self.cfg
         seed_everything(cfg.seed)
+        if cfg.init_adapter is not None and not resume:
+            check_warm_start_base(cfg.init_adapter, cfg.base)
         model, self.tokenizer, self.info = load_model(
             cfg.base, None, device=cfg.device, dtype=cfg.dtype, quantize=cfg.quantize, cache_dir=cfg.cache_dir
         )
@@ -372,6 +374,25 @@ def warm_start(init_adapter: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     lineage = {"path": str(init_adapter), "weights_sha256": sha256_file(weights) if weights.is_file() else None,
                **{k: parent[k] for k in ("data", "split", "init_adapter") if k in parent}}
     return shape, lineage
+
+
+def check_warm_start_base(init_adapter: Path, base: str) -> None:
+    """Refuse to train on from an adapter made for another base. PEFT catches a base of another
+    shape, but two bases of one shape (another revision or fine-tune of the same model) would load
+    silently and train a LoRA on weights it was never fitted to. The parent's card names its base's
+    revision; where either revision is unknown (a hub id), the names are compared instead."""
+    card_path = init_adapter / "model_card.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    theirs, ours = card.get("base_revision"), base_revision(base)
+    if theirs and ours:
+        if theirs != ours:
+            raise ModelLoadError(f"--init-adapter {init_adapter} was trained on base {card.get('base_model')!r} "
+                                 f"({theirs}), not on {base!r} ({ours}): a LoRA fits only its own base")
+        return
+    named = card.get("base_model")
+    if named and named != base:
+        log.warning("the init adapter's card names another base; their revisions cannot be compared",
+                    extra={"init_adapter": str(init_adapter), "its_base": named, "base": base})
 
 
 def name_the_base(out_dir: Path, base: str) -> None:
