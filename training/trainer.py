@@ -380,7 +380,8 @@ def check_warm_start_base(init_adapter: Path, base: str) -> None:
     """Refuse to train on from an adapter made for another base. PEFT catches a base of another
     shape, but two bases of one shape (another revision or fine-tune of the same model) would load
     silently and train a LoRA on weights it was never fitted to. The parent's card names its base's
-    revision; where either revision is unknown (a hub id), the names are compared instead."""
+    revision. Where either revision is unknown (a hub id has none here), only a warning is given
+    when the names differ: a hub id and a local copy of it name one base two ways."""
     card_path = init_adapter / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     theirs, ours = card.get("base_revision"), base_revision(base)
