@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.discord import parse_discord_time, repair_mojibake  # noqa: E402
+from training.discord import ImportReport, discord_posts, repair_mojibake  # noqa: E402
 from training.indomain import HELD_OUT_FROM  # noqa: E402
 
 FILES = ("test-discord", "select", "train-discord", "train-discord-round2", "train-discord-round3")
@@ -27,17 +27,7 @@ FILES = ("test-discord", "select", "train-discord", "train-discord-round2", "tra
 
 def stored_before(export: Path, before: str) -> list[str]:
     """The export's message texts as stored (not repaired), of the messages dated before `before`."""
-    out = []
-    with export.open(encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle):
-            content = (row.get("Content") or "").strip()
-            try:
-                when = parse_discord_time(row.get("Date_original") or "").strftime("%Y-%m-%d")
-            except ValueError:
-                continue
-            if content and when < before:
-                out.append(content)
-    return out
+    return [p["text"] for p in discord_posts(export, ImportReport(), repair=False) if p["created_at"] < before]
 
 
 def main() -> None:

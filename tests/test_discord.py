@@ -96,6 +96,9 @@ def test_import_repairs_the_text_but_keys_the_stored_content(tmp_path):
     assert post["text"] == "MC to the moon 🚀🚀"
     digest = hashlib.sha1(f"alice\x1f2022-02-14T21:12:00Z\x1f{stored}".encode()).hexdigest()[:16]
     assert post["id"] == f"discord-{digest}"
+    # repair=False: the text the id hashes, for finding the messages the repair changed.
+    [as_stored] = discord_posts(f, ImportReport(), repair=False)
+    assert (as_stored["id"], as_stored["text"]) == (post["id"], stored)
 
 
 def test_import_cli_on_the_real_export(tmp_path):

@@ -17,6 +17,7 @@ from training.indomain import (
     DISCORD_LABELS_ROUND2,
     DISCORD_LABELS_ROUND3,
     DISCORD_ROUNDS,
+    EMOJI_RELABEL,
     VOICES,
     label_pool,
     load_discord_labels,
@@ -45,7 +46,7 @@ def annotations(path: Path) -> list[dict]:
 # disagreement weighs heavily on kappa (docs/labelling.md).
 # Round 3 (2,000 messages, 2 not neutral) is 99.95% raw agreement: its one disagreement sets kappa.
 @pytest.mark.parametrize("path,minimum", [(DISCORD_LABELS, 0.80), (DISCORD_LABELS_ROUND2, 0.70), (DISCORD_LABELS_ROUND3, 0.60),
-                                          (VOICES, 0.99)])
+                                          (EMOJI_RELABEL, 0.90), (VOICES, 0.99)])
 def test_two_annotators_agree_and_disagreements_were_adjudicated(path, minimum):
     rows = annotations(path)
     assert kappa([(r["annotator_1"], r["annotator_2"]) for r in rows]) >= minimum
@@ -62,6 +63,27 @@ def test_the_labelled_files_hold_no_discord_text_and_keys_are_unique():
         assert set(annotations(path)[0]) == {"key", "label", "annotator_1", "annotator_2", "adjudicated", "pool", "split"}
     assert len({r["key"] for r in rows}) == len(rows)
     assert len({r["key"] for r in annotations(VOICES)}) == len(annotations(VOICES))
+
+
+def test_the_emoji_relabel_replaces_only_labels_the_rounds_hold_and_says_which():
+    rounds = {r["key"]: r["label"] for path in DISCORD_ROUNDS for r in annotations(path)}
+    relabels = annotations(EMOJI_RELABEL)
+    assert set(relabels[0]) == {"key", "label", "annotator_1", "annotator_2", "adjudicated", "label_before"}
+    assert len({r["key"] for r in relabels}) == len(relabels) == 713
+    assert all(rounds[r["key"]] == r["label_before"] for r in relabels)
+    # docs/labelling.md: with the emoji in view, one label changed (a test message, negative -> neutral).
+    changed = [(r["label_before"], r["label"]) for r in relabels if r["label"] != r["label_before"]]
+    assert changed == [("negative", "neutral")]
+
+
+def test_the_emoji_relabel_holds_every_labelled_message_the_repair_changes():
+    from training.discord import ImportReport, discord_posts
+
+    export = shared_file("seed", "meritcircle_cleaned_discord.csv")
+    stored = {p["id"]: p["text"] for p in discord_posts(export, ImportReport(), repair=False)}
+    repaired = {p["id"]: p["text"] for p in discord_posts(export, ImportReport())}
+    labelled = {r["key"] for path in DISCORD_ROUNDS for r in annotations(path)}
+    assert {key for key in labelled if stored[key] != repaired[key]} == {r["key"] for r in annotations(EMOJI_RELABEL)}
 
 
 @pytest.mark.parametrize("path", [DISCORD_LABELS_ROUND2, DISCORD_LABELS_ROUND3])
@@ -205,6 +227,38 @@ def test_a_key_labelled_in_two_rounds_is_an_error_naming_its_line(tmp_path):
     first, second = _label_file(tmp_path / "one.csv", [(key, "positive")]), _label_file(tmp_path / "two.csv", [(key, "neutral")])
     with pytest.raises(DataError, match=r"two.csv:2: .*labelled twice"):
         load_discord_labels(export, {first: 1, second: 2})
+
+
+def _relabel_file(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["key", "label", "annotator_1", "annotator_2", "adjudicated", "label_before"])
+        writer.writerows([key, label, label, label, "no", before] for key, label, before in rows)
+    return path
+
+
+def test_a_relabel_replaces_its_rounds_label_and_a_stale_or_stray_one_is_an_error_naming_its_line(tmp_path):
+    from test_discord import PM, write_export
+
+    from training.discord import ImportReport, discord_posts
+
+    export = tmp_path / "export.csv"
+    write_export(export, [
+        ["1.0e+17", "a", f"2022/3/1 {PM}1:00", "2022/3/1", "lost profit", "", "", ""],
+        ["1.0e+17", "a", f"2022/3/2 {PM}1:00", "2022/3/2", "gm", "", "", ""],
+    ])
+    lost, gm = (p["id"] for p in discord_posts(export, ImportReport()))
+    rounds = {_label_file(tmp_path / "labels.csv", [(lost, "negative"), (gm, "neutral")]): 1}
+    relabel = _relabel_file(tmp_path / "relabel.csv", [(lost, "neutral", "negative")])
+    loaded = load_discord_labels(export, rounds, [relabel])
+    assert [(r.example.text, r.example.label) for r in loaded] == [("lost profit", "neutral"), ("gm", "neutral")]
+    assert [r.example.label for r in load_discord_labels(export, rounds)] == ["negative", "neutral"]
+    stale = _relabel_file(tmp_path / "stale.csv", [(gm, "positive", "neutral"), (lost, "neutral", "positive")])
+    with pytest.raises(DataError, match=r"stale.csv:3: .*replaces 'positive', but labels.csv labels it 'negative'"):
+        load_discord_labels(export, rounds, [stale])
+    stray = _relabel_file(tmp_path / "stray.csv", [(gm, "positive", "neutral"), ("discord-0000000000000000", "neutral", "negative")])
+    with pytest.raises(DataError, match=r"stray.csv:3: key discord-0+ is in no labelling round"):
+        load_discord_labels(export, rounds, [stray])
 
 
 def test_the_label_pool_takes_the_least_neutral_and_a_random_sample_of_the_rest():

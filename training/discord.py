@@ -64,9 +64,10 @@ class ImportReport:
         return Counter(reason.split(":")[0] for _, reason in self.failed)
 
 
-def discord_posts(path: Path, report: ImportReport, channel: str = "meritcircle") -> Iterator[dict[str, Any]]:
+def discord_posts(path: Path, report: ImportReport, channel: str = "meritcircle", repair: bool = True) -> Iterator[dict[str, Any]]:
     """Posts in file order. Ids are stable (a hash of author, time and content, plus an occurrence
-    number for exact repeats), so importing the same file twice gives the same ids."""
+    number for exact repeats), so importing the same file twice gives the same ids. `repair=False`
+    yields the text as stored, garbled emoji and all: what the ids hash."""
     seen: Counter = Counter()
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
@@ -91,4 +92,4 @@ def discord_posts(path: Path, report: ImportReport, channel: str = "meritcircle"
             seen[digest] += 1
             post_id = f"discord-{digest}" + (f"-{seen[digest]}" if seen[digest] > 1 else "")
             report.converted += 1
-            yield {"id": post_id, "text": repair_mojibake(content), "created_at": stamp, "source": "discord", "channel": channel, "author": author or None}
+            yield {"id": post_id, "text": repair_mojibake(content) if repair else content, "created_at": stamp, "source": "discord", "channel": channel, "author": author or None}

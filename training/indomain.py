@@ -10,6 +10,8 @@ adjudication of their disagreements:
 - `labels/discord-pre2023-round2.csv`, `labels/discord-pre2023-round3.csv`: later rounds of pre-2023
   messages, each chosen by `label_pool` (the messages the adapter then shipped finds least neutral,
   plus a random sample), all `train`.
+- `labels/discord-emoji-relabel.csv`: every message of those rounds whose emoji the export had
+  garbled, labelled again with its emoji in view; its label replaces the earlier round's (`label_before`).
 - `labels/community-voices.jsonl`: posts the team wrote in the voices of crypto communities
   (Discord, Telegram, forums; English, Taglish, Tagalog), texts included.
 
@@ -40,6 +42,10 @@ DISCORD_LABELS = LABELS_DIR / "discord-pre2023.csv"
 DISCORD_LABELS_ROUND2 = LABELS_DIR / "discord-pre2023-round2.csv"
 DISCORD_LABELS_ROUND3 = LABELS_DIR / "discord-pre2023-round3.csv"
 DISCORD_ROUNDS = {DISCORD_LABELS: 1, DISCORD_LABELS_ROUND2: 2, DISCORD_LABELS_ROUND3: 3}
+# Labels given again to messages of the rounds above, each superseding the round's own: the
+# annotators of the rounds read the export's garbled emoji (docs/labelling.md).
+EMOJI_RELABEL = LABELS_DIR / "discord-emoji-relabel.csv"
+DISCORD_RELABELS = (EMOJI_RELABEL,)
 VOICES = LABELS_DIR / "community-voices.jsonl"
 SPLITS = ("train", "select", "test")
 HELD_OUT_FROM = "2023-01-01"  # Discord messages from this date on are never labelled, trained or tuned on
@@ -54,14 +60,20 @@ class Labelled:
     round: int = 1  # the labelling round (docs/labelling.md); each later round is kept in a file of its own
 
 
-def load_discord_labels(export: Path, rounds: dict[Path, int] | None = None) -> list[Labelled]:
+def load_discord_labels(export: Path, rounds: dict[Path, int] | None = None,
+                        relabels: Sequence[Path] | None = None) -> list[Labelled]:
     """The labelled Discord messages of every round with their texts rebuilt from the export. A key
     the export does not hold (another export, or an edited one), or one labelled twice, is an error
-    naming the label file's line."""
+    naming the label file's line. `relabels` (by default `DISCORD_RELABELS`, with the default rounds)
+    give some keys a later label; each row names the label it replaces (`label_before`), so a
+    relabel that no longer matches its round, or names a key no round holds, is an error too."""
+    if rounds is None:
+        rounds, relabels = DISCORD_ROUNDS, DISCORD_RELABELS if relabels is None else relabels
+    later = read_relabels(relabels or ())
     posts = {p["id"]: p for p in discord_posts(export, ImportReport())}
     out: list[Labelled] = []
     seen: set[str] = set()
-    for labels, number in (rounds or DISCORD_ROUNDS).items():
+    for labels, number in rounds.items():
         with labels.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             for row in reader:
@@ -74,8 +86,39 @@ def load_discord_labels(export: Path, rounds: dict[Path, int] | None = None) -> 
                 if row["key"] in seen:
                     raise DataError(labels, line, f"key {row['key']} is labelled twice")
                 seen.add(row["key"])
-                example = Example(clean_text(post["text"]), normalize_label(row["label"]), line)
+                label = row["label"]
+                if row["key"] in later:
+                    relabel = later[row["key"]]
+                    if relabel.before != label:
+                        raise DataError(relabel.path, relabel.line,
+                                        f"key {row['key']} replaces {relabel.before!r}, but {labels.name} labels it {label!r}")
+                    label = relabel.label
+                example = Example(clean_text(post["text"]), normalize_label(label), line)
                 out.append(Labelled(example, "discord", row["split"], number))
+    for key, relabel in later.items():
+        if key not in seen:
+            raise DataError(relabel.path, relabel.line, f"key {key} is in no labelling round")
+    return out
+
+
+@dataclass(frozen=True)
+class Relabel:
+    label: str
+    before: str  # the round's label it replaces
+    path: Path
+    line: int
+
+
+def read_relabels(paths: Iterable[Path]) -> dict[str, Relabel]:
+    """key -> its later label, from files with the rounds' columns plus `label_before`."""
+    out: dict[str, Relabel] = {}
+    for path in paths:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            for row in reader:
+                if row["key"] in out:
+                    raise DataError(path, reader.line_num, f"key {row['key']} is relabelled twice")
+                out[row["key"]] = Relabel(row["label"], row["label_before"], path, reader.line_num)
     return out
 
 
@@ -205,7 +248,7 @@ def write_splits(out: Path, tfns: Path, export: Path, research: Path | None = No
         **{f"train-{s}-round{n}.csv": [r for r in later if (r.source, r.round) == (s, n)]
            for s, n in sorted({(r.source, r.round) for r in later})},
     }
-    inputs = [tfns, export, *DISCORD_ROUNDS, VOICES]
+    inputs = [tfns, export, *DISCORD_ROUNDS, *DISCORD_RELABELS, VOICES]
     research_dropped = None
     if research is not None:
         files["train-research.csv"], research_dropped = research_records(research, export, held)
