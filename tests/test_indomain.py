@@ -259,6 +259,9 @@ def test_a_relabel_replaces_its_rounds_label_and_a_stale_or_stray_one_is_an_erro
     stray = _relabel_file(tmp_path / "stray.csv", [(gm, "positive", "neutral"), ("discord-0000000000000000", "neutral", "negative")])
     with pytest.raises(DataError, match=r"stray.csv:3: key discord-0+ is in no labelling round"):
         load_discord_labels(export, rounds, [stray])
+    twice = _relabel_file(tmp_path / "twice.csv", [(lost, "neutral", "negative")])
+    with pytest.raises(DataError, match=r"twice.csv:2: .*relabelled twice"):
+        load_discord_labels(export, rounds, [relabel, twice])
 
 
 def test_the_label_pool_takes_the_least_neutral_and_a_random_sample_of_the_rest():

@@ -110,7 +110,8 @@ class Relabel:
 
 
 def read_relabels(paths: Iterable[Path]) -> dict[str, Relabel]:
-    """key -> its later label, from files with the rounds' columns plus `label_before`."""
+    """key -> its later label, from files of key, label, annotator_1, annotator_2, adjudicated and
+    label_before. A key relabelled twice is an error naming its line."""
     out: dict[str, Relabel] = {}
     for path in paths:
         with path.open(newline="", encoding="utf-8") as handle:
