@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--retention", default="26h", help="SENTINEL_RETENTION (the sequential detector needs 25 h and a minute)")
     parser.add_argument("--report-retention", default="2d")
     parser.add_argument("--dedupe-window", default="", help="SENTINEL_DEDUPE_WINDOW (empty: the retention)")
+    parser.add_argument("--pair-retention", default="12h", help="SENTINEL_PAIR_RETENTION (capped at the retention)")
     parser.add_argument("--words", type=int, default=0, help="0: short posts (about 25 characters); N: forum-like posts of N words")
     parser.add_argument("--bad-share", type=float, default=0.001)
     parser.add_argument("--repeat-share", type=float, default=0.01)
@@ -189,6 +190,7 @@ def main() -> None:
         broker_proc, broker = start_tansu(work)
         env = {**os.environ, "KAFKA_BROKER": broker, "REDIS_URL": redis_url, "SENTINEL_BASE": "lexicon", "SENTINEL_RETENTION": args.retention,
                "SENTINEL_REPORT_RETENTION": args.report_retention, "SENTINEL_DEDUPE_WINDOW": args.dedupe_window,
+               "SENTINEL_PAIR_RETENTION": args.pair_retention,
                "SENTINEL_MAX_FUTURE": "10m",  # every post is dated in the past; below any --dedupe-window worth trying
                "SENTINEL_APPRISE_URLS": "", "SENTINEL_WEB_PORT": str(free_port()),
                "SENTINEL_LOG_JSON": "false", "SENTINEL_REBALANCE_TIMEOUT": "5", "SENTINEL_SESSION_TIMEOUT": "6",
@@ -233,6 +235,7 @@ def main() -> None:
 
     result = {"command": " ".join(["bench/soak.py", *sys.argv[1:]]), "posts": args.posts, "assets": args.assets, "channels": args.channels, "words": args.words,
               "event_days": args.event_days, "retention": args.retention, "dedupe_window": args.dedupe_window or args.retention,
+              "pair_retention": args.pair_retention,
               "samples": samples, **expiry}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

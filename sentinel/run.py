@@ -61,10 +61,12 @@ def open_store(settings: Settings) -> WindowStore:
     """The window store on the configured Redis: one server, or a cluster (SENTINEL_REDIS_CLUSTER)."""
     from stream.redis_client import ReplicaWait, open_redis
     from stream.timefmt import parse_duration
-    from stream.windows import dedupe_window_s
+    from stream.alerts.grouping import GroupConfig
+    from stream.windows import dedupe_window_s, pair_retention_s
 
     try:
         dedupe_s = dedupe_window_s(settings.retention, settings.dedupe_window)
+        pair_s = pair_retention_s(settings.retention, settings.pair_retention, GroupConfig().reference_s)
     except ValueError as exc:
         raise RunError(f"invalid settings: {exc}") from None
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
@@ -75,7 +77,7 @@ def open_store(settings: Settings) -> WindowStore:
     wait = ReplicaWait(client, settings.redis_wait_replicas, round(settings.redis_wait_timeout * 1000)) if settings.redis_wait_replicas else None
     return WindowStore(client, bucket_s=parse_duration(settings.bucket), retention_s=parse_duration(settings.retention), replica_wait=wait,
                        pairs=settings.alert_grouping == "incidents", day_retention_s=parse_duration(settings.report_retention),
-                       dedupe_s=dedupe_s)
+                       dedupe_s=dedupe_s, pair_retention_s=pair_s)
 
 
 def worker_env(settings: Settings, embedded: bool) -> dict[str, str]:

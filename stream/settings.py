@@ -94,6 +94,10 @@ class Settings(BaseSettings):
         "", description="how long post ids are kept to drop redeliveries, in event time, and so how late a post may come "
                         "(older ones count as late_dropped); at most the retention; empty: the retention"
     )
+    pair_retention: str = Field(
+        "12h", description="incidents: how long the hidden channel|asset and source|asset counts (and their post ids) are kept, in event "
+                           "time; grouping reads them from 6 h before an onset, so above 6h; capped at the retention"
+    )
     report_retention: str = Field("90d", description="how long daily roll-ups per scope are kept for `sentinel report`, in event time (0d: none)")
 
     # --- early warning (stream/alerts/detector.py, stream/alerts/incidents.py) ---

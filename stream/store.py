@@ -298,6 +298,7 @@ class WindowStore:
     def __init__(
         self, client: aioredis.Redis, *, bucket_s: int = 60, retention_s: int = 2 * 86400, pairs: bool = False,
         day_retention_s: int = DAY_RETENTION_S, replica_wait: ReplicaWait | None = None, dedupe_s: int | None = None,
+        pair_retention_s: int | None = None,
     ):
         self.redis = client
         self.replica_wait = replica_wait  # WAIT before a batch's offsets commit (SENTINEL_REDIS_WAIT_REPLICAS)
@@ -310,6 +311,11 @@ class WindowStore:
         self.dedupe_s = retention_s if dedupe_s is None else dedupe_s
         if not 0 < self.dedupe_s <= retention_s:
             raise ValueError(f"the dedupe window ({self.dedupe_s} s) must be positive and within the retention ({retention_s} s)")
+        # The hidden pair scopes are read only by incident grouping, over hours, not the retention
+        # (SENTINEL_PAIR_RETENTION): their buckets and post ids go sooner.
+        self.pair_retention_s = retention_s if pair_retention_s is None else min(pair_retention_s, retention_s)
+        if self.pair_retention_s <= 0:
+            raise ValueError(f"the pair retention ({self.pair_retention_s} s) must be positive")
         # Wall clock, renewed by every write: keys that are not per bucket (counters, registries, the
         # alert state) outlive the windows by a retention, and a deployment left idle cleans itself.
         self.idle_ttl_s = 2 * retention_s
@@ -376,7 +382,14 @@ class WindowStore:
         seen_trim = int(min(max(floor - self.dedupe_s, watermark - self.retention_s), oldest)) if has_wm else 0
         pwm = {str(p): repr(ts) for p, ts in (partition_watermarks or {}).items()}
         counted = {**counters, "batch": batch} if batch else dict(counters)
-        head = [ttl, trim_before, repr(watermark) if has_wm else "-1", json.dumps(counted), json.dumps(pwm), repr(time.time())]
+        tail = [repr(watermark) if has_wm else "-1", json.dumps(counted), json.dumps(pwm), repr(time.time())]
+        head = [ttl, trim_before, *tail]
+        # Pair scopes: their buckets a pair retention behind the watermark, and their ids with them.
+        # An id may go before the batch's oldest post here: that post's pair bucket goes too, so a
+        # retried write that counts it again leaves nothing behind.
+        pair_trim = int(watermark - self.pair_retention_s) if has_wm else 0
+        pair_head = [self.pair_retention_s + self.bucket_s, pair_trim, *tail]
+        pair_seen_trim = max(seen_trim, pair_trim)
         # (level, width, ttl, trim-before); a slot is dropped only once all of it is out of retention.
         levels = [("h", HOUR_S, self.retention_s + HOUR_S, trim_before // HOUR_S * HOUR_S)]
         if self.day_retention_s:
@@ -389,12 +402,13 @@ class WindowStore:
             mine = [] if pair else levels
             return ([rollup_index_key(scope, name) for name, *_ in mine],
                     [len(mine), *(x for name, width, lttl, trim in mine for x in (rollup_prefix(scope, name), width, lttl, trim)),
-                     "0" if pair else "1", seen_trim])
+                     "0" if pair else "1", pair_seen_trim if pair else seen_trim])
 
         calls: list[ScriptCall] = []
         for scope, rows in by_scope.items():
             indexes, largs = level_args(scope)
-            calls.append((self._apply_scope, [index_key(scope), seen_key(scope), *indexes], [bucket_prefix(scope), *head, "{}", *largs, *rows]))
+            calls.append((self._apply_scope, [index_key(scope), seen_key(scope), *indexes],
+                          [bucket_prefix(scope), *(pair_head if is_pair_scope(scope) else head), "{}", *largs, *rows]))
         # `all` goes last: once its watermarks are visible, every scope of the batch is written, so
         # a reader that trusts the watermarks never sees half a batch. One server runs a pipeline
         # in order; a cluster runs each node's part concurrently, so there `all` waits for the rest.

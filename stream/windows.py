@@ -78,6 +78,18 @@ def dedupe_window_s(retention: str, window: str) -> int:
     return window_s
 
 
+def pair_retention_s(retention: str, pair_retention: str, reference_s: int) -> int:
+    """SENTINEL_PAIR_RETENTION in seconds, capped at the retention. Incident grouping reads the pair
+    scopes from `reference_s` before a parent's onset, so they must outlive that span; what is kept
+    beyond it is how far before the boundary an onset may lie and still be read whole."""
+    retention_s = setting_duration("retention", retention)
+    kept = min(setting_duration("pair_retention", pair_retention), retention_s)
+    if kept <= reference_s:
+        raise ValueError(f"SENTINEL_PAIR_RETENTION ({kept} s, capped at SENTINEL_RETENTION) must exceed incident grouping's "
+                         f"reference span ({reference_s} s)")
+    return kept
+
+
 def is_late(created_at: float, watermark: float, limit_s: int) -> bool:
     """Further behind `watermark` than `limit_s`. Against its partition's newest post and the dedupe
     window: its id may be forgotten, so a redelivery could not be told from a first delivery.

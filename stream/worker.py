@@ -44,7 +44,7 @@ from stream.processor import BatchPipeline, BatchProcessor
 from stream.settings import Settings
 from stream.store import WindowStore
 from stream.timefmt import setting_duration
-from stream.windows import dedupe_window_s
+from stream.windows import dedupe_window_s, pair_retention_s
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def check_settings(settings: Settings) -> None:
         raise ValueError("SENTINEL_ALERT_MIN_SCORE_DELTA was replaced by SENTINEL_ALERT_MIN_SCORE_EFFECT, in standard deviations of the "
                          "baseline's per-post scores (0.35 is the old 0.15 at scores of +-0.6)")
     alert_config(settings)
-    group_config(settings)
+    pair_retention_s(settings.retention, settings.pair_retention, group_config(settings).reference_s)
     budget = sum(retry_delays(settings.notify_attempts, settings.notify_backoff, settings.notify_backoff_max))
     if settings.notify_claim_idle <= budget + CLAIM_MARGIN_S:
         # A worker still retrying a notification must not see its entry claimed and sent again.

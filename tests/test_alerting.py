@@ -640,3 +640,37 @@ def test_the_outbox_drops_delivered_entries_past_retention_but_never_pending_or_
     assert left[1] == ["3000-0", "4000-0"]  # 3000 is the group's last read: kept with its millisecond
     assert left[2] == ["3000-0", "4000-0"]  # cutoff 2500 ms: both are within retention
     assert steps == [1, 1, 0]
+
+
+def test_grouping_reads_an_old_onset_from_where_the_pair_scopes_still_hold_counts(redis_server, caplog):
+    """SENTINEL_PAIR_RETENTION: a question whose onset lies beyond the pair scopes' retention is
+    read from the earliest onset they hold whole, for the parent and its pairs alike. Read from the
+    old onset, ETH's pair (its reference span trimmed away) would seem to carry a move that is BTC's."""
+    from stream.alerts.correlator import Correlator
+    from stream.alerts.grouping import Explanation, GroupConfig, Question
+
+    redis.Redis.from_url(redis_server).flushdb()
+    end = T0 + 36 * 3600
+    posts = [Scored(Post(f"{asset}-{i}", "sell", end - i * 600, (asset,), "discord", "general"), "negative", -0.6)
+             for asset in ("BTC", "ETH") for i in range(36 * 6)]
+    posts += [Scored(Post(f"BTC-x{i}", "dump", end - i * 60, ("BTC",), "discord", "general"), "negative", -0.8) for i in range(60)]
+
+    async def go() -> dict:
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600, pairs=True, pair_retention_s=8 * 3600)
+        try:
+            for start in range(0, len(posts), 100):
+                chunk = sorted(posts, key=lambda p: p.post.created_at)[start : start + 100]
+                await store.apply(chunk, {}, chunk[-1].post.created_at)
+            correlator = Correlator(store, GroupConfig(), step_s=60, history_s=48 * 3600)
+            question = Question("channel:general", "sentiment_drop", int(end - 30 * 3600), int(end), ("asset:ETH",))
+            return await correlator.answers([question])
+        finally:
+            await store.close()
+
+    with caplog.at_level(logging.INFO, logger="stream.alerts.correlator"):
+        answers = asyncio.run(go())
+    # From an hour before the end (8 h kept, 6 h of reference, an hour's margin): BTC's 60 extra posts,
+    # none of them ETH's, so ETH explains nothing.
+    assert answers == {("channel:general", "sentiment_drop"): Explanation()}
+    (read,) = [r for r in caplog.records if r.getMessage().startswith("explanation read from a later onset")]
+    assert (read.onset, read.read_from) == (int(end - 30 * 3600), int(end) - 3600)

@@ -122,6 +122,11 @@ def test_bad_window_or_alert_settings_stop_run_and_worker_before_anything_starts
     assert r.returncode == 2 and "SENTINEL_MAX_FUTURE must be below SENTINEL_DEDUPE_WINDOW" in r.stderr, r.stderr
     r = sentinel(["windows"], {"SENTINEL_DEDUPE_WINDOW": "72h", "REDIS_URL": "redis://127.0.0.1:9/0"})
     assert r.returncode == 2 and "SENTINEL_DEDUPE_WINDOW" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # Grouping reads the pair scopes from 6 h before an onset: kept for less, every read would be short.
+    r = sentinel(["run", os.devnull], {"SENTINEL_PAIR_RETENTION": "6h"})
+    assert r.returncode == 2 and "SENTINEL_PAIR_RETENTION (21600 s, capped at SENTINEL_RETENTION) must exceed" in r.stderr, r.stderr
+    r = sentinel(["windows"], {"SENTINEL_PAIR_RETENTION": "soon", "REDIS_URL": "redis://127.0.0.1:9/0"})
+    assert r.returncode == 2 and "SENTINEL_PAIR_RETENTION: bad duration 'soon'" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_the_dedupe_window_defaults_to_the_retention():
@@ -139,6 +144,15 @@ def test_the_dedupe_window_defaults_to_the_retention():
 
     store = open_store(Settings(retention="48h", dedupe_window="2h", redis_url="redis://127.0.0.1:9/0"))
     assert (store.retention_s, store.dedupe_s) == (48 * 3600, 7200)
+
+
+def test_the_pair_scopes_are_kept_twelve_hours_by_default_and_never_beyond_the_retention():
+    from sentinel.run import open_store
+    from stream.settings import Settings
+    from stream.windows import pair_retention_s
+
+    assert open_store(Settings(redis_url="redis://127.0.0.1:9/0")).pair_retention_s == 12 * 3600
+    assert pair_retention_s("10h", "12h", 6 * 3600) == 10 * 3600
 
 
 def test_error_text_with_brackets_is_printed_not_parsed_as_markup(capsys):

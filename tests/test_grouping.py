@@ -17,6 +17,7 @@ from stream.alerts.grouping import (
     flush,
     next_boundary,
     questions,
+    within,
 )
 from stream.alerts.incidents import AlertRecord
 from stream.alerts.judging import AlertConfig
@@ -189,6 +190,14 @@ def test_explain_takes_the_asset_that_carries_the_excess_and_leaves_the_rest_qui
                    CONFIG).market == ("asset:BTC", "asset:ETH")
     # No excess explains nothing.
     assert explain(q, Counts(1080, 50), {"asset:ETH": eth}, CONFIG) == Explanation()
+
+
+def test_a_question_older_than_the_pair_scopes_is_read_from_the_earliest_kept_onset():
+    q = Question("channel:general", "sentiment_drop", B0, B0 + 20 * MIN, ("asset:ETH",))
+    assert within(q, B0) is q and within(q, B0 - MIN) is q
+    assert within(q, B0 + 5 * MIN) == replace(q, onset=B0 + 5 * MIN)  # the move's last 15 minutes
+    assert within(q, B0 + 30 * MIN).onset == B0 + 20 * MIN  # never past the boundary: nothing since, nothing explained
+    assert explain(within(q, B0 + 30 * MIN), Counts(1080, 0), {"asset:ETH": Counts(360, 0)}, CONFIG) == Explanation()
 
 
 def test_a_generated_cascade_gives_one_incident_and_few_notices():

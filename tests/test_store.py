@@ -287,6 +287,43 @@ def test_pair_scope_buckets_count_posts_but_keep_no_samples(redis_server):
     assert r.get(sample_key("asset:BTC", int(T0), "lo")) == "t" and not r.exists(sample_key("channel:general|asset:BTC", int(T0), "lo"))
 
 
+def test_pair_scopes_keep_their_counts_and_ids_for_the_pair_retention_only(redis_server):
+    """SENTINEL_PAIR_RETENTION: the hidden pair scopes drop buckets and ids a pair retention behind
+    the watermark, the shown scopes keep the whole retention, and a post redelivered from beyond
+    the pair retention leaves no pair bucket behind."""
+    redis.Redis.from_url(redis_server).flushdb()
+    store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=3600, pairs=True, pair_retention_s=1200)
+    pair = "channel:general|asset:BTC"
+
+    async def go():
+        await store.apply([item("a", T0), item("b", T0 + 600)], {}, T0 + 600)
+        before = await store.slices(pair, int(T0), 60, 11)
+        await store.apply([item("c", T0 + 1500)], {}, T0 + 1500)  # horizon T0 + 300: a's pair bucket goes, b's stays
+        after = (await store.slices(pair, int(T0), 1560, 1))[0], (await store.slices("asset:BTC", int(T0), 1560, 1))[0]
+        ids = await store.redis.zrange(seen_key(pair), 0, -1), await store.redis.zrange(seen_key("asset:BTC"), 0, -1)
+        again = await store.apply([item("a", T0), item("c", T0 + 1500)], {}, T0 + 1500)  # redelivered
+        recounted = (await store.slices(pair, int(T0), 1560, 1))[0], (await store.slices("asset:BTC", int(T0), 1560, 1))[0]
+        ttl = await store.redis.ttl(bucket_key(pair, int(T0) + 1500 // 60 * 60)), await store.redis.ttl(bucket_key("asset:BTC", int(T0)))
+        await store.close()
+        return before, after, ids, again, recounted, ttl
+
+    before, (pair_n, asset_n), (pair_ids, asset_ids), again, (pair_again, asset_again), (pair_ttl, asset_ttl) = run(go())
+    assert before[0][0] == 1 and before[10][0] == 1
+    assert (pair_n[0], asset_n[0]) == (2, 3)  # the pair lost a's bucket; the asset kept everything
+    assert pair_ids == ["b", "c"] and asset_ids == ["a", "b", "c"]
+    assert (again.added, again.duplicates) == (0, 2)
+    # a's id left the pair scope, so its redelivery was counted there, into a bucket dropped at once.
+    assert (pair_again[0], asset_again[0]) == (2, 3)
+    assert not redis.Redis.from_url(redis_server).exists(bucket_key(pair, int(T0)))
+    assert 1200 < pair_ttl <= 1260 and asset_ttl > 3600
+
+
+def test_a_pair_retention_beyond_the_retention_is_capped(redis_server):
+    assert WindowStore.from_url(redis_server, retention_s=3600, pair_retention_s=7200).pair_retention_s == 3600
+    with pytest.raises(ValueError, match="pair retention"):
+        WindowStore.from_url(redis_server, retention_s=3600, pair_retention_s=0)
+
+
 def test_sample_texts_live_beside_the_bucket_and_keep_it_compact(store, redis_server):
     """A forum-length text in the bucket's hash would turn it into a hash table (over 64 bytes a
     value); kept in keys of their own, the bucket stays a listpack, the samples read back whole, and

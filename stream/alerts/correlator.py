@@ -34,6 +34,7 @@ from stream.alerts.grouping import (
     next_boundary,
     pair_scope,
     questions,
+    within,
 )
 from stream.alerts.incidents import record_from_json
 from stream.keys import ACKS_KEY, ALERT_STATS_KEY, ASSETS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, OUTBOX_KEY, STAGING_KEY
@@ -42,6 +43,7 @@ from stream.windows import SliceCol
 
 log = logging.getLogger(__name__)
 
+PAIR_READ_MARGIN_S = 3600
 COLUMN = {"negative": SliceCol.NEGATIVE, "positive": SliceCol.POSITIVE, "n": SliceCol.N}
 
 # KEYS: correlation, staging, outbox, incidents, incidents index, stats, acknowledgements. ARGV: expected until ('' =
@@ -176,6 +178,16 @@ class Correlator:
         """Read the counts each question needs (two slices per scope) and run the explain-away test."""
         if not asked:
             return {}
+        # The pair scopes' oldest buckets go a pair retention behind the watermark, which other
+        # workers' writes move on while this reads: an hour's margin keeps every read whole.
+        watermark = await self.store.watermark()
+        earliest = int(watermark) - self.store.pair_retention_s + PAIR_READ_MARGIN_S + self.config.reference_s if watermark > float("-inf") else None
+        clamped = [within(q, earliest) if earliest is not None else q for q in asked]
+        for q, c in zip(asked, clamped):
+            if c is not q:
+                log.info("explanation read from a later onset: the pair scopes are kept for SENTINEL_PAIR_RETENTION",
+                         extra={"parent": q.parent, "kind": q.kind, "onset": q.onset, "read_from": c.onset})
+        asked = clamped
         requests = []
         for q in asked:
             for scope in (q.parent, *(pair_scope(q.parent, a) for a in q.candidates)):

@@ -129,6 +129,16 @@ def explain(question: Question, parent: Counts, pairs: Mapping[str, Counts], con
     return Explanation()
 
 
+def within(question: Question, earliest_onset: int) -> Question:
+    """The question read from `earliest_onset` at the latest: the pair scopes are kept for less than
+    the windows (SENTINEL_PAIR_RETENTION), and a parent and its pairs must be read over the same
+    spans. An onset that old is rare (a detector reports a change within the hour or two after it),
+    and the test then asks whether one asset explains the move's most recent part."""
+    if question.onset >= earliest_onset:
+        return question
+    return replace(question, onset=min(earliest_onset, question.boundary))
+
+
 def explanations(asked: Sequence[Question], counts: Callable[[Question, str], Counts], config: GroupConfig) -> dict[tuple[str, str], Explanation]:
     """Every question's answer, by (parent, kind), from `counts(question, scope)` (the parent's and
     each candidate's pair scope). A parent asked twice keeps the answer that names an asset."""
