@@ -23,7 +23,7 @@ from stream.keys import (
     BATCHES_KEY, SCOPES_KEY, STATS_KEY, bucket_key, bucket_prefix, day_index_pattern, index_key, index_pattern, rollup_index_key,
     rollup_prefix, sample_key, scope_of_day_index, scope_of_index, seen_key,
 )
-from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair_scope, pair_scopes_for, scopes_for
+from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair_scope, pair_horizon, pair_scopes_for, scopes_for
 
 # KEYS: idx, seen, one index per roll-up level[, stats]. ARGV: bucket prefix, ttl, trim-before,
 # watermark, counters (JSON), partition watermarks (JSON), wall-clock now, the batch's scopes
@@ -347,6 +347,16 @@ class WindowStore:
     async def stats(self) -> dict[str, float]:
         return parse_stats(await self.redis.hgetall(STATS_KEY))
 
+    async def pair_horizon(self) -> int | None:
+        """Where the pair scopes' buckets may already be gone (windows.pair_horizon, from the stored
+        watermarks); None before the first post."""
+        stats = await self.stats()
+        watermark = float(stats.get("watermark", float("-inf")))
+        if watermark == float("-inf"):
+            return None
+        low = min((float(v) for k, v in stats.items() if k.startswith("pwm:")), default=watermark)
+        return pair_horizon(watermark, low, self.pair_retention_s, self.retention_s)
+
     async def apply(
         self, scored: Sequence[Scored], counters: Mapping[str, int], watermark: float,
         partition_watermarks: Mapping[int, float] | None = None, batch: str | None = None, low: float | None = None,
@@ -384,10 +394,10 @@ class WindowStore:
         counted = {**counters, "batch": batch} if batch else dict(counters)
         tail = [repr(watermark) if has_wm else "-1", json.dumps(counted), json.dumps(pwm), repr(time.time())]
         head = [ttl, trim_before, *tail]
-        # Pair scopes: their buckets a pair retention behind the watermark, and their ids with them.
-        # An id may go before the batch's oldest post here: that post's pair bucket goes too, so a
-        # retried write that counts it again leaves nothing behind.
-        pair_trim = int(watermark - self.pair_retention_s) if has_wm else 0
+        # Pair scopes: their buckets a pair retention behind the slowest partition, and their ids
+        # with them. An id may go before the batch's oldest post here: that post's pair bucket goes
+        # too, so a retried write that counts it again leaves nothing behind.
+        pair_trim = pair_horizon(watermark, floor, self.pair_retention_s, self.retention_s) if has_wm else 0
         pair_head = [self.pair_retention_s + self.bucket_s, pair_trim, *tail]
         pair_seen_trim = max(seen_trim, pair_trim)
         # (level, width, ttl, trim-before); a slot is dropped only once all of it is out of retention.

@@ -90,6 +90,14 @@ def pair_retention_s(retention: str, pair_retention: str, reference_s: int) -> i
     return kept
 
 
+def pair_horizon(watermark: float, low: float, pair_retention_s: int, retention_s: int) -> int:
+    """The event time before which the pair scopes' buckets and ids are dropped: a pair retention
+    behind the slowest input partition (`low`), whose boundaries grouping is still reading, but
+    never later than a retention behind the newest post: a partition gone quiet holds them back
+    that far at most."""
+    return int(max(min(watermark, low) - pair_retention_s, watermark - retention_s))
+
+
 def is_late(created_at: float, watermark: float, limit_s: int) -> bool:
     """Further behind `watermark` than `limit_s`. Against its partition's newest post and the dedupe
     window: its id may be forgotten, so a redelivery could not be told from a first delivery.

@@ -318,6 +318,28 @@ def test_pair_scopes_keep_their_counts_and_ids_for_the_pair_retention_only(redis
     assert 1200 < pair_ttl <= 1260 and asset_ttl > 3600
 
 
+def test_pair_scopes_are_kept_a_pair_retention_behind_the_slowest_partition(redis_server):
+    """Grouping reads boundaries every partition has passed: a partition hours behind the others (a
+    catch-up) keeps the pair counts it still needs, up to the retention."""
+    redis.Redis.from_url(redis_server).flushdb()
+    store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=3600, pairs=True, pair_retention_s=1200)
+    pair = "channel:general|asset:BTC"
+
+    async def go():
+        await store.apply([item("a", T0)], {}, T0, {0: T0, 1: T0})
+        lagging = await store.apply([item("c", T0 + 1500)], {}, T0 + 1500, {0: T0 + 1500}, low=T0)
+        kept = (await store.slices(pair, int(T0), 60, 1))[0][0], await store.pair_horizon()
+        await store.apply([item("d", T0 + 4000)], {}, T0 + 4000, {0: T0 + 4000}, low=lagging.low)  # partition 1 still at T0
+        capped = (await store.slices(pair, int(T0), 60, 1))[0][0], await store.pair_horizon()
+        await store.close()
+        return lagging.low, kept, capped
+
+    low, (kept_n, kept_horizon), (capped_n, capped_horizon) = run(go())
+    assert low == T0
+    assert (kept_n, kept_horizon) == (1, int(T0) - 1200)  # 1,200 s behind partition 1, not behind the newest post
+    assert (capped_n, capped_horizon) == (0, int(T0) + 4000 - 3600)  # never longer than the retention
+
+
 def test_a_pair_retention_beyond_the_retention_is_capped(redis_server):
     assert WindowStore.from_url(redis_server, retention_s=3600, pair_retention_s=7200).pair_retention_s == 3600
     with pytest.raises(ValueError, match="pair retention"):

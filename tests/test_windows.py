@@ -5,7 +5,7 @@ import pytest
 from stream.contracts import Post
 from stream.keys import bucket_key, index_key
 from stream.timefmt import format_duration, parse_duration
-from stream.windows import aggregate, bucket_start, is_late, scopes_for
+from stream.windows import aggregate, bucket_start, is_late, pair_horizon, pair_retention_s, scopes_for
 
 
 def test_durations():
@@ -37,3 +37,18 @@ def test_aggregate():
     assert (w.posts, w.positive, w.negative, w.neutral) == (3, 1, 1, 1)
     assert w.mean_score == pytest.approx(0.1) and w.share("negative") == pytest.approx(1 / 3)
     assert aggregate("all", 60, 60, []).mean_score == 0.0
+
+
+def test_pair_horizon_follows_the_slowest_partition_within_the_retention():
+    assert pair_horizon(10_000.0, 10_000.0, 1200, 3600) == 8800
+    assert pair_horizon(10_000.0, 9_000.0, 1200, 3600) == 7800  # a partition behind keeps what it still needs
+    assert pair_horizon(10_000.0, 1_000.0, 1200, 3600) == 6400  # but no more than the retention
+
+
+def test_pair_retention_is_capped_at_the_retention_and_must_outlive_the_reference_span():
+    assert pair_retention_s("48h", "12h", 6 * 3600) == 12 * 3600
+    assert pair_retention_s("8h", "12h", 6 * 3600) == 8 * 3600
+    with pytest.raises(ValueError, match="must exceed incident grouping's reference span"):
+        pair_retention_s("48h", "6h", 6 * 3600)
+    with pytest.raises(ValueError, match="SENTINEL_PAIR_RETENTION: bad duration"):
+        pair_retention_s("48h", "half a day", 6 * 3600)

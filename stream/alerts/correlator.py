@@ -178,11 +178,10 @@ class Correlator:
         """Read the counts each question needs (two slices per scope) and run the explain-away test."""
         if not asked:
             return {}
-        # The pair scopes' oldest buckets go a pair retention behind the watermark, which other
-        # workers' writes move on while this reads: an hour's margin keeps every read whole.
-        watermark = await self.store.watermark()
-        earliest = int(watermark) - self.store.pair_retention_s + PAIR_READ_MARGIN_S + self.config.reference_s if watermark > float("-inf") else None
-        clamped = [within(q, earliest) if earliest is not None else q for q in asked]
+        # The pair scopes' oldest buckets go a pair retention behind the slowest partition, which
+        # other workers' writes move on while this reads: an hour's margin keeps every read whole.
+        horizon = await self.store.pair_horizon()
+        clamped = [within(q, horizon + PAIR_READ_MARGIN_S + self.config.reference_s) if horizon is not None else q for q in asked]
         for q, c in zip(asked, clamped):
             if c is not q:
                 log.info("explanation read from a later onset: the pair scopes are kept for SENTINEL_PAIR_RETENTION",
