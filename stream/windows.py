@@ -93,7 +93,7 @@ def pair_retention_s(retention: str, pair_retention: str, reference_s: int) -> i
 def pair_horizon(watermark: float, low: float, pair_retention_s: int, retention_s: int) -> int:
     """The event time before which the pair scopes' buckets and ids are dropped: a pair retention
     behind the slowest input partition (`low`), whose boundaries grouping is still reading, but
-    never later than a retention behind the newest post: a partition gone quiet holds them back
+    never more than a retention behind the newest post: a partition gone quiet holds them back
     that far at most."""
     return int(max(min(watermark, low) - pair_retention_s, watermark - retention_s))
 
