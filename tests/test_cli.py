@@ -153,6 +153,11 @@ def test_the_pair_scopes_are_kept_twelve_hours_by_default_and_never_beyond_the_r
 
     assert open_store(Settings(redis_url="redis://127.0.0.1:9/0")).pair_retention_s == 12 * 3600
     assert pair_retention_s("10h", "12h", 6 * 3600) == 10 * 3600
+    # The worker's start-up check refuses it too, before the model loads (open_store comes later).
+    from stream.worker import check_settings
+
+    with pytest.raises(ValueError, match="SENTINEL_PAIR_RETENTION"):
+        check_settings(Settings(pair_retention="6h"))
 
 
 def test_error_text_with_brackets_is_printed_not_parsed_as_markup(capsys):
