@@ -17,7 +17,8 @@ are added to training and to every evaluation, and `--train-arg` adds anything e
 - `label-bias.json` (`bench/label_bias.py`: the select figures per source), `flag-curve.json`
   (`bench/flag_curve.py` on test-discord);
 - `targets.json`: each target, its measured value and whether it is met.
-A step whose output exists is not run again, so an interrupted run resumes where it stopped.
+A step whose output exists is not run again, so an interrupted run resumes where it stopped; an
+interrupted training resumes from its last checkpoint (every `--eval-every` steps) with `--resume`.
 """
 
 from __future__ import annotations
@@ -106,6 +107,14 @@ def recipe(card: dict[str, Any], splits: Path, adapter: Path) -> list[str]:
     return [str(adapter) if w == "ADAPTER_DIR" else str(splits / w[len("SPLITS/"):]) if w.startswith("SPLITS/") else w for w in words]
 
 
+def resuming(adapter: Path) -> list[str]:
+    """`--resume` where an interrupted training left a checkpoint: a run on a slow CPU can be stopped
+    and taken up again (in a later session) from its last validation, ending as one run would."""
+    from training.trainer import checkpoint_to_resume
+
+    return ["--resume"] if checkpoint_to_resume(adapter) is not None else []
+
+
 def sentinel(args: list[str], log: Path, stdout: Path | None = None) -> None:
     """Run one `sentinel` command: its messages go to `log`, its output to `stdout` (else `log`)."""
     print("+ sentinel " + shlex.join(args), flush=True)
@@ -137,7 +146,7 @@ def main() -> None:
     adapter = args.adapter.resolve() if args.adapter else args.run / "adapter"
     if args.adapter is None and not (adapter / "model_card.json").is_file():
         card = json.loads(args.card.read_text())
-        sentinel(["train", *recipe(card, args.splits, adapter), *model, *args.train_arg], args.run / "train.log")
+        sentinel(["train", *recipe(card, args.splits, adapter), *model, *args.train_arg, *resuming(adapter)], args.run / "train.log")
 
     reports = {}
     for split in SPLITS:

@@ -107,6 +107,17 @@ def test_the_recipe_is_the_cards_train_command_with_the_splits_and_the_adapter_f
         recipe({"commands": []}, Path("/splits"), Path("/a"))
 
 
+
+def test_an_interrupted_training_is_resumed_not_started_again(tmp_path):
+    from bench.indomain_run import resuming
+
+    adapter = tmp_path / "adapter"
+    assert resuming(adapter) == []  # nothing yet: a fresh run
+    (adapter / "checkpoint").mkdir(parents=True)
+    assert resuming(adapter) == []  # a save that never wrote its state is not a checkpoint
+    (adapter / "checkpoint" / "trainer_state.json").write_text("{}")
+    assert resuming(adapter) == ["--resume"]
+
 def test_the_probability_ensemble_averages_each_example_and_refuses_other_files():
     from bench.prob_ensemble import mean_rows
 

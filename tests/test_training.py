@@ -184,6 +184,59 @@ def test_resume_continues_from_the_checkpoint(trained, cache_dir):
     assert resumed.state.step > result.state.step and resumed.state.history[: len(result.state.history)] == result.state.history
 
 
+
+class Killed(Exception):
+    """Stands for the process being killed: the run stops between two steps, nothing is saved."""
+
+
+def test_a_run_killed_and_resumed_ends_with_the_weights_of_a_run_never_stopped(tiny_model_dir, cache_dir, tmp_path):
+    """A long CPU run can span sessions: killed after a checkpoint and resumed, it redoes the steps
+    since that checkpoint and ends where one run would have, weights and choice of step alike, and
+    its card counts the time of both parts."""
+    import torch
+    from safetensors.torch import load_file
+
+    split = stratified_split(synthetic(120), 0.25, seed=0)
+    cfg = TrainConfig(base=str(tiny_model_dir), r=4, alpha=8, learning_rate=1e-2, epochs=2, batch_size=16, warmup_steps=2,
+                      eval_every=4, patience=10, device="cpu", dtype="float32", cache_dir=cache_dir, max_length=32)
+    whole = Trainer(cfg, split.train, split.validation, tmp_path / "whole").run()
+
+    def kill_at_step_6(event: dict) -> None:
+        if event.get("step") == 6 and "eval" not in event:
+            raise Killed
+
+    with pytest.raises(Killed):
+        Trainer(cfg, split.train, split.validation, tmp_path / "parts").run(progress=kill_at_step_6)
+    assert json.loads((tmp_path / "parts" / "checkpoint" / "trainer_state.json").read_text())["step"] == 4
+    events: list[dict] = []
+    parts = Trainer(cfg, split.train, split.validation, tmp_path / "parts").run(resume=True, progress=events.append)
+    assert [e["step"] for e in events if "eval" not in e][0] == 5  # steps 5 and 6 are done again
+    assert parts.state.step == whole.state.step and parts.state.best_step == whole.state.best_step
+    assert parts.state.history == whole.state.history
+    for name in ("checkpoint/adapter_model.safetensors", "adapter_model.safetensors"):
+        mine, theirs = load_file(tmp_path / "parts" / name), load_file(tmp_path / "whole" / name)
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine), name
+    first_part = json.loads((tmp_path / "parts" / "checkpoint" / "trainer_state.json").read_text())
+    assert parts.seconds >= first_part["seconds"] > 0 and parts.state.samples == whole.state.samples
+
+
+def test_a_kill_while_a_checkpoint_is_saved_resumes_from_the_whole_one_before(tmp_path):
+    """A save writes `checkpoint.new`, moves the last one to `checkpoint.old`, then renames: a kill
+    at any point leaves one whole checkpoint to resume from."""
+    from training.trainer import checkpoint_to_resume
+
+    def checkpoint(name: str, step: int) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "trainer_state.json").write_text(json.dumps({"step": step}))
+
+    assert checkpoint_to_resume(tmp_path) is None
+    checkpoint("checkpoint.old", 100)
+    (tmp_path / "checkpoint.new").mkdir()  # its weights written, its state not yet
+    assert checkpoint_to_resume(tmp_path) == tmp_path / "checkpoint.old"  # killed between the renames
+    checkpoint("checkpoint", 200)
+    assert checkpoint_to_resume(tmp_path) == tmp_path / "checkpoint"  # killed before the old one was removed
+
+
 def test_the_checkpoint_is_chosen_by_the_select_metric(tmp_path):
     """Weighted F1 follows the majority class; macro F1 can prefer another step. The adapter saved is
     the one the chosen metric ranks best, and the history keeps both."""

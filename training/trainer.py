@@ -24,6 +24,7 @@ import logging
 import math
 import platform
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -91,6 +92,9 @@ class TrainState:
     best_step: int = 0
     evals_without_gain: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Training time and samples up to the checkpoint, so a resumed run's card counts the whole run.
+    seconds: float = 0.0
+    samples: int = 0
 
 
 @dataclass
@@ -162,7 +166,7 @@ class Trainer:
         model, self.tokenizer, self.info = load_model(
             cfg.base, None, device=cfg.device, dtype=cfg.dtype, quantize=cfg.quantize, cache_dir=cfg.cache_dir
         )
-        ckpt = self.checkpoint_dir if resume and (self.checkpoint_dir / "adapter_config.json").is_file() else None
+        ckpt = checkpoint_to_resume(self.out_dir) if resume else None
         if resume and ckpt is None:
             raise FileNotFoundError(f"nothing to resume: no checkpoint in {self.checkpoint_dir}")
         self.model = lora_model(model, cfg, ckpt)
@@ -190,7 +194,7 @@ class Trainer:
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, min(cfg.warmup_steps, self.total_steps // 2), self.total_steps)
         self.state = TrainState()
         if ckpt is not None:
-            self._load_checkpoint()
+            self._load_checkpoint(ckpt)
 
     def planned_steps(self) -> int:
         per_epoch = math.ceil(len(self.train_set) / self.cfg.batch_size / self.cfg.grad_accum)
@@ -236,7 +240,7 @@ class Trainer:
     def run(self, resume: bool = False, progress: Progress | None = None) -> TrainResult:
         self._setup(resume)
         cfg, state = self.cfg, self.state
-        started = time.perf_counter()
+        started, seconds_before, samples_before = time.perf_counter(), state.seconds, state.samples
         samples = 0
         stopped_early = False
         while state.step < self.total_steps and not stopped_early:
@@ -259,13 +263,14 @@ class Trainer:
                 if progress:
                     progress({"step": state.step, "total": self.total_steps, "loss": loss_value, "samples_per_s": samples / elapsed, "epoch": state.epoch})
                 if state.step % cfg.eval_every == 0 or state.step == self.total_steps:
+                    state.seconds, state.samples = seconds_before + time.perf_counter() - started, samples_before + samples
                     stopped_early = self._evaluate_and_checkpoint(progress)
                     if stopped_early:
                         break
             if state.batch_in_epoch >= len(batches):
                 state.epoch += 1
                 state.batch_in_epoch = 0
-        seconds = time.perf_counter() - started
+        seconds, samples = seconds_before + time.perf_counter() - started, samples_before + samples
         best = self._best_metrics()
         return TrainResult(self.out_dir, best, state, seconds, samples / seconds if seconds else 0.0, stopped_early)
 
@@ -303,17 +308,35 @@ class Trainer:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def _save_checkpoint(self) -> None:
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(self.checkpoint_dir)
-        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}, self.checkpoint_dir / "optim.pt")
-        (self.checkpoint_dir / "trainer_state.json").write_text(json.dumps(asdict(self.state), indent=2))
+        """Weights, optimizer and state of one step, swapped in whole: a run killed while saving
+        resumes from the checkpoint before, never from one step's weights and another's state."""
+        fresh, previous = self.checkpoint_dir.with_name("checkpoint.new"), self.checkpoint_dir.with_name("checkpoint.old")
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir(parents=True)
+        self.model.save_pretrained(fresh)
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}, fresh / "optim.pt")
+        (fresh / "trainer_state.json").write_text(json.dumps(asdict(self.state), indent=2))
+        if self.checkpoint_dir.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+            self.checkpoint_dir.rename(previous)
+        fresh.rename(self.checkpoint_dir)
+        shutil.rmtree(previous, ignore_errors=True)
 
-    def _load_checkpoint(self) -> None:
-        blob = torch.load(self.checkpoint_dir / "optim.pt", map_location=self.device, weights_only=True)
+    def _load_checkpoint(self, ckpt: Path) -> None:
+        blob = torch.load(ckpt / "optim.pt", map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
-        self.state = TrainState(**json.loads((self.checkpoint_dir / "trainer_state.json").read_text()))
-        log.info("resumed", extra={"step": self.state.step, "epoch": self.state.epoch})
+        self.state = TrainState(**json.loads((ckpt / "trainer_state.json").read_text()))
+        log.info("resumed", extra={"step": self.state.step, "epoch": self.state.epoch, "checkpoint": str(ckpt)})
+
+
+def checkpoint_to_resume(out_dir: Path) -> Path | None:
+    """A run's whole checkpoint: `checkpoint`, or `checkpoint.old` where a kill fell between the two
+    renames of a save (`Trainer._save_checkpoint`). A `checkpoint.new` is a save that did not finish."""
+    for candidate in (Path(out_dir) / "checkpoint", Path(out_dir) / "checkpoint.old"):
+        if (candidate / "trainer_state.json").is_file():
+            return candidate
+    return None
 
 
 def balanced(examples: list[Example], seed: int) -> list[Example]:
