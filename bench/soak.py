@@ -40,9 +40,17 @@ WORDS = {"positive": ("pump", "moon", "breakout", "bullish"), "negative": ("dump
          "neutral": ("update", "thread", "question", "chart")}
 
 
-def post(rng: random.Random, i: int, ts: float, assets: int, channels: int, words: int = 0) -> bytes:
+def asset_weights(assets: int, skew: float) -> list[float] | None:
+    """Zipf weights for the assets (the k-th most talked about in proportion to 1/k^skew), or None
+    for a uniform mix. Real chatter is dominated by a few assets: at skew 1 over 20 assets the first
+    takes 28% of the posts and the last 1.4%."""
+    return None if skew == 0 else [1.0 / (k + 1) ** skew for k in range(assets)]
+
+
+def post(rng: random.Random, i: int, ts: float, assets: int, channels: int, words: int = 0, weights: list[float] | None = None) -> bytes:
     label = rng.choices(list(WORDS), weights=(0.3, 0.2, 0.5))[0]
-    asset = f"A{rng.randrange(assets):03d}"
+    # A uniform mix draws as before, so the stored uniform runs are the same stream.
+    asset = f"A{rng.randrange(assets) if weights is None else rng.choices(range(assets), weights)[0]:03d}"
     if words:  # forum-length posts: the two sample posts a bucket keeps cost what real ones would
         text = f"{synthetic_post(rng, label, '$' + asset, words)} {rng.choice(WORDS[label])} {i}"
     else:
@@ -59,6 +67,7 @@ async def produce(settings: Settings, r: redis.Redis, args: argparse.Namespace, 
     from aiokafka import AIOKafkaProducer
 
     rng = random.Random(args.seed)
+    weights = asset_weights(args.assets, args.asset_skew)
     span = args.event_days * 86400.0
     producer = AIOKafkaProducer(**kafka_client_kwargs(settings), linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
@@ -72,7 +81,7 @@ async def produce(settings: Settings, r: redis.Redis, args: argparse.Namespace, 
             elif roll < args.bad_share + args.repeat_share and len(recent) == recent.maxlen:
                 value = recent[0]
             else:
-                value = post(rng, i, ts, args.assets, args.channels, args.words)
+                value = post(rng, i, ts, args.assets, args.channels, args.words, weights)
                 recent.append(value)
             await producer.send(settings.topic_posts, value, key=str(i % 997).encode())
             sent[0] = i + 1
@@ -167,6 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--posts", type=int, default=1_000_000)
     parser.add_argument("--assets", type=int, default=20)
+    parser.add_argument("--asset-skew", type=float, default=0.0, help="Zipf exponent of the asset mix (0: uniform; 1: the first of 20 assets in 28%% of posts)")
     parser.add_argument("--channels", type=int, default=10)
     parser.add_argument("--event-days", type=float, default=6.0, help="event time the posts span")
     parser.add_argument("--retention", default="26h", help="SENTINEL_RETENTION (the sequential detector needs 25 h and a minute)")
@@ -233,7 +243,8 @@ def main() -> None:
             broker_proc.stop()
             redis_proc.stop()
 
-    result = {"command": " ".join(["bench/soak.py", *sys.argv[1:]]), "posts": args.posts, "assets": args.assets, "channels": args.channels, "words": args.words,
+    result = {"command": " ".join(["bench/soak.py", *sys.argv[1:]]), "posts": args.posts, "assets": args.assets, "asset_skew": args.asset_skew,
+              "channels": args.channels, "words": args.words,
               "event_days": args.event_days, "retention": args.retention, "dedupe_window": args.dedupe_window or args.retention,
               "pair_retention": args.pair_retention,
               "samples": samples, **expiry}
