@@ -116,14 +116,19 @@ def resuming(adapter: Path) -> list[str]:
 
 
 def sentinel(args: list[str], log: Path, stdout: Path | None = None) -> None:
-    """Run one `sentinel` command: its messages go to `log`, its output to `stdout` (else `log`)."""
+    """Run one `sentinel` command: its messages go to `log`, its output to `stdout` (else `log`).
+    The output is renamed into place once the command succeeds, so a run killed meanwhile leaves no
+    half report to be taken for a finished step."""
     print("+ sentinel " + shlex.join(args), flush=True)
-    with log.open("a") as err, (stdout.open("w") if stdout else contextlib.nullcontext(err)) as out:
+    partial = stdout.with_name(stdout.name + ".part") if stdout else None
+    with log.open("a") as err, (partial.open("w") if partial else contextlib.nullcontext(err)) as out:
         done = subprocess.run([sys.executable, "-m", "sentinel.cli", *args], cwd=ROOT, stdout=out, stderr=err)
     if done.returncode:
-        if stdout:
-            stdout.unlink(missing_ok=True)  # no half report to be taken for a finished step
+        if partial:
+            partial.unlink(missing_ok=True)
         raise SystemExit(f"sentinel {args[0]} failed (exit {done.returncode}); see {log}")
+    if partial and stdout:
+        partial.replace(stdout)
 
 
 def main() -> None:

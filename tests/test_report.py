@@ -118,6 +118,18 @@ def test_an_interrupted_training_is_resumed_not_started_again(tmp_path):
     (adapter / "checkpoint" / "trainer_state.json").write_text("{}")
     assert resuming(adapter) == ["--resume"]
 
+
+def test_a_steps_output_appears_only_once_its_command_succeeded(tmp_path):
+    """A report is how a resumed run knows a step is done: it is written aside and renamed at the end."""
+    from bench.indomain_run import sentinel
+
+    report, log = tmp_path / "select.json", tmp_path / "select.err"
+    with pytest.raises(SystemExit, match="failed"):
+        sentinel(["no-such-command"], log, stdout=report)
+    assert not report.exists() and not (tmp_path / "select.json.part").exists()
+    sentinel(["--help"], log, stdout=report)
+    assert "Usage" in report.read_text() and not (tmp_path / "select.json.part").exists()
+
 def test_the_probability_ensemble_averages_each_example_and_refuses_other_files():
     from bench.prob_ensemble import mean_rows
 
