@@ -116,17 +116,22 @@ def resuming(adapter: Path) -> list[str]:
 
 
 def sentinel(args: list[str], log: Path, stdout: Path | None = None) -> None:
-    """Run one `sentinel` command: its messages go to `log`, its output to `stdout` (else `log`).
-    The output is renamed into place once the command succeeds, so a run killed meanwhile leaves no
-    half report to be taken for a finished step."""
+    """Run one `sentinel` command: its messages go to `log`, its output to `stdout` (else `log`)."""
     print("+ sentinel " + shlex.join(args), flush=True)
+    run_into([sys.executable, "-m", "sentinel.cli", *args], log, stdout, name=f"sentinel {args[0]}")
+
+
+def run_into(command: list[str], log: Path, stdout: Path | None = None, name: str = "") -> None:
+    """Run `command` from the project's root, its stderr appended to `log` and its stdout written to
+    `stdout` (else `log`). The output is written aside (`.part`) and renamed into place once the
+    command succeeds, so a run killed meanwhile leaves no half report to be taken for a finished step."""
     partial = stdout.with_name(stdout.name + ".part") if stdout else None
     with log.open("a") as err, (partial.open("w") if partial else contextlib.nullcontext(err)) as out:
-        done = subprocess.run([sys.executable, "-m", "sentinel.cli", *args], cwd=ROOT, stdout=out, stderr=err)
+        done = subprocess.run(command, cwd=ROOT, stdout=out, stderr=err)
     if done.returncode:
         if partial:
             partial.unlink(missing_ok=True)
-        raise SystemExit(f"sentinel {args[0]} failed (exit {done.returncode}); see {log}")
+        raise SystemExit(f"{name or command[0]} failed (exit {done.returncode}); see {log}")
     if partial and stdout:
         partial.replace(stdout)
 

@@ -1,3 +1,10 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from model.report import classification_report
@@ -120,15 +127,34 @@ def test_an_interrupted_training_is_resumed_not_started_again(tmp_path):
 
 
 def test_a_steps_output_appears_only_once_its_command_succeeded(tmp_path):
-    """A report is how a resumed run knows a step is done: it is written aside and renamed at the end."""
-    from bench.indomain_run import sentinel
+    """A report is how a resumed run knows a step is done: it is written aside and renamed at the end.
+    So a run killed while the command is still writing leaves no report, and a failed command none."""
+    from bench.indomain_run import run_into, sentinel
 
     report, log = tmp_path / "select.json", tmp_path / "select.err"
+    partial = tmp_path / "select.json.part"
+    # The runner itself killed (-9, with its command) after the command has written half its output.
+    half_then_wait = [sys.executable, "-c", "import sys, time; print('half', flush=True); time.sleep(120)"]
+    script = f"from pathlib import Path\nfrom bench.indomain_run import run_into\nrun_into({half_then_wait!r}, Path({str(log)!r}), Path({str(report)!r}))"
+    runner = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(f.exists() and "half" in f.read_text() for f in (partial, report)):
+            assert runner.poll() is None and time.monotonic() < deadline, "the command never wrote its first line"
+            time.sleep(0.05)
+    finally:
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait()
+    assert not report.exists(), "a killed step left a report a resumed run would take for a finished one"
+
     with pytest.raises(SystemExit, match="failed"):
         sentinel(["no-such-command"], log, stdout=report)
-    assert not report.exists() and not (tmp_path / "select.json.part").exists()
+    assert not report.exists() and not partial.exists()
+    run_into([sys.executable, "-c", "print('whole')"], log, stdout=report)
+    assert report.read_text() == "whole\n" and not partial.exists()
     sentinel(["--help"], log, stdout=report)
-    assert "Usage" in report.read_text() and not (tmp_path / "select.json.part").exists()
+    assert "Usage" in report.read_text()
+
 
 def test_the_probability_ensemble_averages_each_example_and_refuses_other_files():
     from bench.prob_ensemble import mean_rows
