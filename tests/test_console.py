@@ -253,7 +253,10 @@ def test_concurrent_requests_share_the_one_read_in_flight_its_result_or_its_fail
         # A caller that goes away does not cancel the read the others wait for.
         first = asyncio.ensure_future(shared.get("v3", slow))
         second = asyncio.ensure_future(shared.get("v3", slow))
-        await asyncio.sleep(0.01)
+        deadline = time.monotonic() + 5
+        while calls < 4:  # the read has started, so both callers have asked (they were scheduled first)
+            assert time.monotonic() < deadline, "the shared read never started"
+            await asyncio.sleep(0)
         first.cancel()
         assert (await second).value == 4 and calls == 4
 
