@@ -79,6 +79,11 @@ def scope_of_day_index(key: str) -> str:
     return _scope_of(key, day_index_key(""))
 
 
+def wait_key(tag: str) -> str:
+    """The key SENTINEL_REDIS_WAIT_REPLICAS writes before a WAIT; `tag` puts it on one master's slots."""
+    return f"{KEY_PREFIX}:{{{tag}}}:wait"
+
+
 def seen_key(scope: str) -> str:
     """Sorted set of post ids counted in this scope (score = event time), for idempotence."""
     return f"{KEY_PREFIX}:{{{scope}}}:seen"
@@ -90,7 +95,7 @@ OPEN_KEY = f"{ALERTS_PREFIX}:open"  # scopes with a firing or pending incident
 OUTBOX_KEY = f"{ALERTS_PREFIX}:outbox"  # stream of transition records
 NOTIFIED_KEY = f"{ALERTS_PREFIX}:notified"  # hash outbox entry id -> 1: notified, not yet acknowledged
 SILENCES_KEY = f"{ALERTS_PREFIX}:silences"  # hash id -> silence JSON
-ALERT_STATS_KEY = f"{ALERTS_PREFIX}:stats"  # transitions, notified, silenced, delivery_failed, published
+ALERT_STATS_KEY = f"{ALERTS_PREFIX}:stats"  # transitions, notified, silenced, delivery_failed, published, entries
 STAGING_KEY = f"{ALERTS_PREFIX}:staging"  # sorted set: transition records (score = boundary) not yet grouped
 DIRTY_KEY = f"{ALERTS_PREFIX}:dirty"  # sorted set: scope -> event time of its newest post, until judged past it
 JUDGED_KEY = f"{ALERTS_PREFIX}:judged"  # sorted set: scope -> the last boundary judged (its `until`)

@@ -27,7 +27,7 @@ from redis.exceptions import ClusterError, NoScriptError, ReadOnlyError, RedisCl
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from stream.keys import KEY_PREFIX
+from stream.keys import wait_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -163,10 +163,6 @@ def tag_for_slots(owned: set[int]) -> str:
     while key_slot(f"wait{i}".encode()) not in owned:
         i += 1
     return f"wait{i}"
-
-
-def wait_key(tag: str) -> str:
-    return f"{KEY_PREFIX}:{{{tag}}}:wait"
 
 
 class ReplicaWait:

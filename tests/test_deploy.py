@@ -465,6 +465,14 @@ def test_every_sentinel_key_is_a_setting(overlay: tuple[str, list[dict[str, Any]
     assert parsed.web_port == int(cfg["SENTINEL_WEB_PORT"])
 
 
+def test_every_setting_is_documented() -> None:
+    """An operator finds every setting by its variable name in the README, docs/ or deploy/."""
+    texts = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(p for p in DEPLOY.rglob("*") if p.is_file() and p.suffix in (".env", ".yaml", ".md", ""))]
+    written = "\n".join(p.read_text(errors="replace") for p in texts)
+    missing = sorted(n for n in (f"SENTINEL_{f.upper()}" for f in Settings.model_fields) if not re.search(rf"\b{n}\b", written))
+    assert not missing, f"settings no document names: {missing}"
+
+
 # ---------------------------------------------------------------------------- optional pieces
 
 
