@@ -220,21 +220,67 @@ def test_a_run_killed_and_resumed_ends_with_the_weights_of_a_run_never_stopped(t
     assert parts.seconds >= first_part["seconds"] > 0 and parts.state.samples == whole.state.samples
 
 
-def test_a_kill_while_a_checkpoint_is_saved_resumes_from_the_whole_one_before(tmp_path):
-    """A save writes `checkpoint.new`, moves the last one to `checkpoint.old`, then renames: a kill
-    at any point leaves one whole checkpoint to resume from."""
+def test_a_kill_while_a_checkpoint_is_saved_resumes_from_the_whole_one_before(tmp_path, monkeypatch):
+    """`Trainer._save_checkpoint` killed at each of its file operations in turn: what is left to
+    resume from is always one whole checkpoint, its weights and its state of the same step (the one
+    before the save, or the one saved), and the next save completes over what the kill left."""
+    import pathlib
+
+    import training.trainer as trainer_module
     from training.trainer import checkpoint_to_resume
 
-    def checkpoint(name: str, step: int) -> None:
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "trainer_state.json").write_text(json.dumps({"step": step}))
+    ops = {"count": 0, "kill_at": None}
 
-    assert checkpoint_to_resume(tmp_path) is None
-    checkpoint("checkpoint.old", 100)
-    (tmp_path / "checkpoint.new").mkdir()  # its weights written, its state not yet
-    assert checkpoint_to_resume(tmp_path) == tmp_path / "checkpoint.old"  # killed between the renames
-    checkpoint("checkpoint", 200)
-    assert checkpoint_to_resume(tmp_path) == tmp_path / "checkpoint"  # killed before the old one was removed
+    def killable(fn):
+        def op(*args, **kwargs):
+            ops["count"] += 1
+            if ops["count"] == ops["kill_at"]:
+                raise Killed
+            return fn(*args, **kwargs)
+        return op
+
+    for name in ("mkdir", "rename", "write_text"):
+        monkeypatch.setattr(pathlib.Path, name, killable(getattr(pathlib.Path, name)))
+    monkeypatch.setattr(trainer_module.shutil, "rmtree", killable(shutil.rmtree))
+    monkeypatch.setattr(trainer_module.torch, "save", killable(trainer_module.torch.save))
+
+    def trainer_at(out: Path, step: int) -> Trainer:
+        trainer = Trainer(TrainConfig(base="tiny"), synthetic(6), synthetic(3), out)
+        trainer.state = TrainState(step=step)
+        weights = killable(lambda folder: pathlib.Path(folder, "adapter_model.safetensors").write_bytes(str(trainer.state.step).encode()))
+        trainer.model = SimpleNamespace(save_pretrained=weights)
+        trainer.optimizer = trainer.scheduler = SimpleNamespace(state_dict=lambda: {"step": trainer.state.step})
+        return trainer
+
+    def whole_step(out: Path) -> int:
+        found = checkpoint_to_resume(out)
+        assert found is not None, "no checkpoint left to resume from"
+        state = json.loads((found / "trainer_state.json").read_text())["step"]
+        assert int((found / "adapter_model.safetensors").read_bytes()) == state, "weights of one step, state of another"
+        return state
+
+    operations = None
+    for kill_at in range(1, 20):
+        out = tmp_path / f"kill{kill_at}"
+        trainer = trainer_at(out, 100)
+        ops.update(count=0, kill_at=None)
+        trainer._save_checkpoint()
+        trainer.state.step = 200
+        ops.update(count=0, kill_at=kill_at)
+        try:
+            trainer._save_checkpoint()
+        except Killed:
+            assert whole_step(out) in (100, 200)
+            ops.update(count=0, kill_at=None)
+            trainer.state.step = 300
+            trainer._save_checkpoint()  # the next save over whatever the kill left
+            assert whole_step(out) == 300
+            assert not (out / "checkpoint.new").exists() and not (out / "checkpoint.old").exists()
+        else:
+            operations = kill_at - 1
+            break
+    assert operations is not None and operations >= 6, operations  # every operation of a save was killed once
+    assert whole_step(out) == 200
 
 
 def test_the_checkpoint_is_chosen_by_the_select_metric(tmp_path):
