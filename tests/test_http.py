@@ -238,6 +238,7 @@ def test_metrics_health_and_readiness_of_a_worker(tmp_path, kafka_server, redis_
 
         code = worker.terminate()
         assert code is not None, "the worker did not exit within 30 s of SIGTERM"
+        assert code == 0, f"SIGTERM is a clean stop, not a crash (exit {code}):\n{worker.log_tail()}"
 
     # With JSON logs, everything the worker writes is JSON lines a log pipeline can parse.
     output = [line for line in (tmp_path / "worker.log").read_text(errors="replace").splitlines() if line.strip()]
