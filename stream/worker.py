@@ -269,11 +269,12 @@ def build_worker(
     )
     notifier = Notifier.from_settings(settings)
     metrics.watch_notifier(notifier)
+    worker_id = f"{socket.gethostname()}-{os.getpid()}"
     delivery = AlertDelivery(
         store,
         notifier,
         publish_alert,
-        consumer=f"{socket.gethostname()}-{os.getpid()}",
+        consumer=worker_id,
         chart=settings.notify_chart,
         claim_idle_s=settings.notify_claim_idle,
         metrics=metrics,
@@ -288,6 +289,13 @@ def build_worker(
 
     pipeline = BatchPipeline(processor, on_failure=batch_failed)
     shutdown = Shutdown(app, pipeline, delivery)
+
+    @app.on_partitions_assigned.connect
+    async def log_assignment(_app: faust.App, assigned: set[Any], **_: Any) -> None:
+        # Which worker holds which partitions after each rebalance: the first question when one
+        # partition's lag grows. An empty list is a standby (more workers than partitions).
+        mine = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_posts)
+        log.info("partitions assigned", extra={"worker": worker_id, "topic": settings.topic_posts, "partitions": mine})
 
     if settings.alert_settle_after > 0:
         @app.timer(interval=min(settings.alert_settle_after, 60.0))

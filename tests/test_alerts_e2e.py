@@ -71,6 +71,24 @@ def sentinel_run(path: Path, env: dict[str, str], out: Path, *extra: str) -> tup
     return json.loads(summary.read_text()), [json.loads(line) for line in alerts.read_text().splitlines()]
 
 
+ASSIGNED = re.compile(r'partitions assigned worker=(\S+) topic=\S+ partitions="\[([0-9, ]*)\]"')
+
+
+def shared_by_two_workers(log: Path) -> None:
+    """Two workers held partitions while posts were processed: each one's first assignment comes
+    before the last batch in their common log, and their last ones split the 4 partitions."""
+    lines = log.read_text(errors="replace").splitlines()
+    last_batch = max(i for i, line in enumerate(lines) if "batch done" in line)
+    held: dict[str, list[tuple[int, set[int]]]] = {}
+    for i, line in enumerate(lines):
+        if m := ASSIGNED.search(line):
+            held.setdefault(m[1], []).append((i, {int(p) for p in m[2].split(",") if p.strip()}))
+    assert len(held) == 2, held
+    assert all(any(i < last_batch and parts for i, parts in seen) for seen in held.values()), held
+    a, b = (seen[-1][1] for seen in held.values())
+    assert a and b and not a & b and a | b == {0, 1, 2, 3}, held
+
+
 def minutes_after(iso: str, offset_s: int) -> float:
     return (datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() - (T0 + offset_s)) / 60
 
@@ -119,6 +137,7 @@ def test_swing_and_burst_alert_once_each_with_one_worker_or_two(tmp_path, kafka_
     env = run_env(kafka_server, redis_server, cache_dir, "alerts-two", webhook.url)
     summary2, records2 = sentinel_run(data, env, tmp_path / "two", "--workers", "2")
     assert summary2["processed"] == len(posts)
+    shared_by_two_workers(tmp_path / "two" / "worker.log")
     strip = lambda rs: [{k: v for k, v in r.items() if k != "fired_at"} for r in rs]  # noqa: E731
     assert strip(records2) == strip(records)
     assert sorted(webhook.keys()) == transitions
@@ -153,7 +172,7 @@ def test_one_incident_per_event_with_one_worker_or_two(tmp_path, kafka_server, r
     assert any(r["notified"] for r in of_event if r["scope"] == "asset:ETH" and r["state"] == "firing")
     told = [n for n in webhook.notices() if n[0] == incident]
     firing = [n for n in told if n[1] == "firing" and "(still firing)" not in n[2]]
-    assert [n[1] for n in told].count("resolved") == (1 if of_event[-1]["state"] == "resolved" else 0), told
+    assert of_event[-1]["state"] == "resolved" and [n[1] for n in told].count("resolved") == 1, told  # the two-day stream outlives the swing
     # One first notice; every update brings news (another kind on the root, or a higher severity),
     # never only a parent scope joining: here at most one of each.
     news = [re.sub(r" \(\+\d+ related scopes?\)| \(update\)", "", n[2]) for n in firing]
@@ -176,6 +195,7 @@ def test_one_incident_per_event_with_one_worker_or_two(tmp_path, kafka_server, r
     webhook.accepted.clear()
     env = {**run_env(kafka_server, redis_server, cache_dir, "incidents-two", webhook.url), **grouped}
     _, records2 = sentinel_run(data, env, tmp_path / "two", "--workers", "2")
+    shared_by_two_workers(tmp_path / "two" / "worker.log")
     strip = lambda rs: [{k: v for k, v in r.items() if k != "fired_at"} for r in rs]  # noqa: E731
     assert strip(records2) == strip(records)
     assert sorted(webhook.notices()) == notices
