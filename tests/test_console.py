@@ -642,7 +642,10 @@ def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_d
 def test_run_with_console_keeps_the_stack_up_for_exploring_until_ctrl_c(tmp_path, cache_dir):
     """`sentinel run FILE --console` on the embedded stack: the console answers with what the run
     saw, and Ctrl-C (SIGINT) ends the console and the stack cleanly."""
+    import contextlib
     import signal
+
+    import psutil
 
     from scenarios import T0 as START
 
@@ -655,6 +658,7 @@ def test_run_with_console_keeps_the_stack_up_for_exploring_until_ctrl_c(tmp_path
     env |= {"SENTINEL_BASE": "lexicon", "SENTINEL_CACHE_DIR": str(cache_dir), "SENTINEL_CONSOLE_PORT": str(port)}
     log = (tmp_path / "run.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", str(data), "--console"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    stack: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 300
         rows: dict = {}
@@ -666,8 +670,12 @@ def test_run_with_console_keeps_the_stack_up_for_exploring_until_ctrl_c(tmp_path
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.5)
         assert sum(rows["whole"]["posts"]) == 150  # every BTC post of the run, read back through the console
+        stack = psutil.Process(proc.pid).children(recursive=True)  # the broker and redis-server it started
+        assert {"redis-server", "tansu"} <= {p.name().split("-v")[0] for p in stack}, [p.name() for p in stack]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0, (tmp_path / "run.log").read_text()[-3000:]
+        _, left = psutil.wait_procs(stack, timeout=30)
+        assert left == [], f"Ctrl-C left the stack running: {[p.name() for p in left]}"
         output = (tmp_path / "run.log").read_text()
         assert "processed" in output and f"console on http://127.0.0.1:{port}/" in output
         with pytest.raises(urllib.error.URLError):
@@ -675,4 +683,7 @@ def test_run_with_console_keeps_the_stack_up_for_exploring_until_ctrl_c(tmp_path
     finally:
         if proc.poll() is None:
             proc.kill()
+        for p in stack:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
         log.close()
