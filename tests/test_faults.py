@@ -419,6 +419,17 @@ def pending_notices(r: redis.Redis, worker: "Worker") -> set[tuple[str, str, str
 # --- 2. Redis outage ----------------------------------------------------------------------------------
 
 
+def assert_backed_off(log: str, cap_s: float) -> None:
+    """The batch's retries while Redis was down, as the worker logged them: each delay double the
+    one before (or 0.1 s, a new call's first), never above the cap, which a 10 s outage reaches; so
+    a few retries, not a tight loop."""
+    delays = [float(m[1]) for line in log.splitlines() if "redis unavailable, retrying" in line and "what=batch" in line
+              if (m := re.search(r"retry_in_s=([0-9.]+)", line))]
+    assert cap_s in delays and max(delays) == cap_s, delays
+    assert all(d == 0.1 or d == min(2 * prev, cap_s) for prev, d in zip(delays, delays[1:])), delays
+    assert len(delays) <= 20, f"{len(delays)} retries in a 10 s outage"
+
+
 @pytest.mark.parametrize("fsync", ["always", "everysec", None], ids=["aof-always", "aof-everysec", "no-persistence"])
 def test_redis_outage_backs_off_and_resumes(tmp_path, kafka_server, cache_dir, cleanup, stream_file, fsync):
     """redis-server is killed (SIGKILL) mid-stream, stays down 10 s, and is started again on the
@@ -478,6 +489,7 @@ def test_redis_outage_backs_off_and_resumes(tmp_path, kafka_server, cache_dir, c
     # the deadline is a condition's, the delay itself is reported, not asserted.
     wait_until(lambda: stats(r)["processed"] > (before["processed"] if aof else 0), 60, "the first batch after the restart", [worker])
     resumed_s = time.monotonic() - up_at
+    assert_backed_off(worker.log_path.read_text(errors="replace"), cap_s=5.0)
     wait_all_committed(env, r, replay, [worker], processed=n - len(lost))
     wait_delivered(r, [worker])
     assert worker.alive(), worker.log_tail()
