@@ -382,20 +382,38 @@ def test_silence_commands(redis_server):
 
 
 def test_a_daily_cap_per_service_sends_one_limit_notice_then_drops(redis_server):
-    """SENTINEL_NOTIFY_DAILY_CAP: two notifications reach the webhook, the third becomes the one
-    'limit reached' notice, the rest are not sent; every record is still published, those not sent
-    with `notified: false`."""
-    redis.Redis.from_url(redis_server).flushdb()
-    hook = Hook()
+    """SENTINEL_NOTIFY_DAILY_CAP, counted per service: two notifications reach a webhook, the third
+    becomes its one 'limit reached' notice, the rest are not sent; a second webhook that had already
+    used its day's notifications (another worker's, say) gets only its notice. Every record is still
+    published; `notified` means every service it was routed to took it: two alone, none beside the
+    second webhook."""
+    from stream.alerts.notify import service_key
+    from stream.keys import caps_key
 
+    r = redis.Redis.from_url(redis_server)
+    r.flushdb()
+    alone = Hook()
     try:
-        published, _ = asyncio.run(delivered(redis_server, Notifier(build_apprise(hook.url, None), attempts=1, backoff=0.01, daily_cap=2)))
+        published, _ = asyncio.run(delivered(redis_server, Notifier(build_apprise(alone.url, None), attempts=1, backoff=0.01, daily_cap=2)))
     finally:
-        hook.close()
+        alone.close()
+    assert len(alone.accepted) == 3 and sum(r.notified for r in published) == 2
+    r.flushdb()
+    fresh, used = Hook(), Hook()
+    (used_service,) = build_apprise(used.url, None)
+    r.hset(caps_key(time.strftime("%Y-%m-%d", time.gmtime())), service_key(used_service), 2)
+    try:
+        notifier = Notifier(build_apprise(f"{fresh.url},{used.url}", None), attempts=1, backoff=0.01, daily_cap=2)
+        published, _ = asyncio.run(delivered(redis_server, notifier))
+    finally:
+        fresh.close()
+        used.close()
     assert len(published) >= 4
-    titles = [p["title"] for p in hook.accepted]
-    assert len(titles) == 3 and sum(t.startswith("[NOTICE] daily notification limit") for t in titles) == 1
-    assert sum(r.notified for r in published) == 2
+    limit = "[NOTICE] daily notification limit"
+    titles = [p["title"] for p in fresh.accepted]
+    assert len(titles) == 3 and sum(t.startswith(limit) for t in titles) == 1 and not titles[0].startswith(limit)
+    assert [p["title"][:len(limit)] for p in used.accepted] == [limit]  # its own count, not the other's
+    assert not any(r.notified for r in published)
 
 
 def test_incidents_are_listed_and_an_open_one_can_be_acknowledged(redis_server):
