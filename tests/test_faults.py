@@ -667,11 +667,11 @@ def test_failing_alert_endpoint_does_not_slow_the_stream(tmp_path, kafka_server,
         wait_all_committed(env, r, replay, [worker], processed=n)
         figures[f"{mode}_s"] = round(time.monotonic() - began, 2)
         if hook.failing:
-            # The whole stream was counted and committed while every notification was refused:
-            # delivery never held the stream back.
-            assert not hook.accepted
-            wait_until(lambda: hook.refused >= 1, 60, "a refused notification", [worker])
+            # The whole stream was counted and committed while notifications were being refused
+            # (the first alerts fire a quarter of the stream before its end): delivery was failing
+            # during the stream and never held it back.
             figures["refused_during_stream"] = hook.refused
+            assert not hook.accepted and hook.refused >= 1, figures
             hook.failing = False  # the endpoint recovers
             recovered = time.monotonic()
             wait_delivered(r, [worker])
