@@ -1100,7 +1100,7 @@ def model_prepare() -> None:
     if settings.base != DEFAULT_BASE:
         out.print(f"base is {settings.base!r}; nothing to convert")
         return
-    with err.status("converting the bundled GGUF (about 30 s, once) ..."):
+    with err.status("converting the bundled GGUF (under a minute, once) ..."):
         path = ensure_converted_base(settings.cache_dir)
     out.print(str(path))
 
