@@ -174,7 +174,7 @@ def simulate_incidents(stream: list[GenPost], config, group, scores: dict[str, f
     boundary = grouping.next_boundary(state, by_boundary, after, limit, config.step_s, group)
     while boundary is not None:
         now = [r for b in sorted(by_boundary) if b <= boundary for r in by_boundary.pop(b)]
-        asked = grouping.questions(state, boundary, now, [s for s in tables if s.startswith("asset:") and "|" not in s])
+        asked = grouping.questions(state, boundary, now, group, [s for s in tables if s.startswith("asset:") and "|" not in s])
         answers = grouping.explanations(asked, counts, group)
         state, entries, _ = grouping.advance(state, boundary, now, answers, group)
         for e in entries:

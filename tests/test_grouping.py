@@ -4,6 +4,7 @@ explanations are given as the correlator would compute them."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, simulate_incidents
 from stream.alerts.grouping import (
@@ -17,6 +18,7 @@ from stream.alerts.grouping import (
     flush,
     next_boundary,
     questions,
+    tail_questions,
     within,
 )
 from stream.alerts.incidents import AlertRecord
@@ -37,16 +39,21 @@ def transition(scope: str, kind: str, state: str, at: int, severity: str = "warn
 
 
 def run(events: dict[int, list[AlertRecord]], answers: dict[tuple[str, str], Explanation] | None = None, until: int | None = None,
-        acks: dict[str, str] | None = None):
-    """Drive `advance` over the boundaries as the correlator does; returns (records, notices, state)."""
+        acks: dict[str, str] | None = None, tail: Callable[[Question], Explanation] | None = None):
+    """Drive `advance` over the boundaries as the correlator does; returns (records, notices, state).
+    `answers` answer the questions about parents; `tail` the tail checks (`tail_questions`), which
+    without it find nothing explained. Every boundary looked at is kept in `run.boundaries`."""
     state, records, notices = GroupState(), [], []
     pending = dict(events)
     after = min(pending) - MIN
     until = until if until is not None else max(pending) + 6 * 3600
     boundary = next_boundary(state, pending, after, until, MIN, CONFIG)
+    run.boundaries = []
     while boundary is not None:
+        run.boundaries.append(boundary)
         now = [t for b in sorted(pending) if b <= boundary for t in pending.pop(b)]
-        state, entries, _ = advance(state, boundary, now, answers or {}, CONFIG, acks)
+        tails = {(q.parent, q.kind): (tail(q) if tail else Explanation()) for q in tail_questions(state, boundary, CONFIG)}
+        state, entries, _ = advance(state, boundary, now, {**(answers or {}), **tails}, CONFIG, acks)
         for entry in entries:
             records += [{**r, "notified": entry.notice is not None} for r in entry.records]
             if entry.notice is not None:
@@ -132,6 +139,59 @@ def test_a_member_still_firing_when_its_root_resolves_becomes_its_own_incident()
     assert first != second and not state.incidents
 
 
+def test_a_member_the_resolved_root_still_explains_is_its_tail_and_the_incident_resolves_with_it():
+    """A channel's detector clears later than its asset's. While the asset still carries the
+    channel's move, the channel is the event's tail: one incident, one resolved notice, at its end."""
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN)],
+              B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN)],
+              B0 + 90 * MIN: [transition("channel:general", "sentiment_drop", "resolved", B0 + 90 * MIN)]}
+    answers = {("channel:general", "sentiment_drop"): Explanation(asset="asset:ETH")}
+    asked: list[Question] = []
+    records, notices, state = run(events, answers, tail=lambda q: asked.append(q) or Explanation(asset="asset:ETH"))
+    assert [(n.reason, n.root_scope, n.at) for n in notices] == [("new", "asset:ETH", iso(B0 + 5 * MIN)),
+                                                                 ("resolved", "asset:ETH", iso(B0 + 90 * MIN))]
+    assert {r["incident_id"] for r in records} == {notices[0].incident_id} and not state.incidents
+    # Asked about the root asset alone, from the member's onset, each group_interval after the root resolved.
+    assert [(q.parent, q.candidates, q.onset, q.boundary) for q in asked] == [
+        ("channel:general", ("asset:ETH",), B0 - 9 * MIN, B0 + t * MIN) for t in (55, 70, 85)]
+    assert B0 + 56 * MIN not in run.boundaries  # a tail costs a boundary per check, not one per step
+
+
+def test_a_tail_the_asset_stops_explaining_leaves_as_its_own_incident():
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN),
+                         transition("channel:trading", "sentiment_drop", "firing", B0 + MIN)],
+              B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN)],
+              B0 + 100 * MIN: [transition("channel:general", "sentiment_drop", "resolved", B0 + 100 * MIN)],
+              B0 + 110 * MIN: [transition("channel:trading", "sentiment_drop", "resolved", B0 + 110 * MIN)]}
+    answers = {(c, "sentiment_drop"): Explanation(asset="asset:ETH") for c in ("channel:general", "channel:trading")}
+    # General's move is the asset's throughout; trading's is no longer from the second check on.
+    tail = lambda q: Explanation(asset="asset:ETH") if q.parent == "channel:general" or q.boundary < B0 + 70 * MIN else Explanation()  # noqa: E731
+    records, notices, _ = run(events, answers, tail=tail)
+    assert [(n.reason, n.root_scope, n.at) for n in notices] == [
+        ("new", "asset:ETH", iso(B0 + 5 * MIN)), ("new", "channel:trading", iso(B0 + 75 * MIN)),
+        ("resolved", "asset:ETH", iso(B0 + 100 * MIN)), ("resolved", "channel:trading", iso(B0 + 110 * MIN))]
+    by_scope = {r["scope"]: r["incident_id"] for r in records if r["state"] == "resolved"}
+    assert by_scope["channel:general"] == notices[0].incident_id and by_scope["channel:trading"] == notices[1].incident_id
+
+
+def test_no_reminder_goes_once_the_root_resolved():
+    """The repeat falls due 4 h after the first notice; the root resolved 5 min before it, a member
+    still fires. Neither the member left nor the tail is told as the root 'still firing'."""
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0, severity="critical")],
+              B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN)],
+              B0 + 240 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 240 * MIN)],
+              B0 + 300 * MIN: [transition("channel:general", "sentiment_drop", "resolved", B0 + 300 * MIN)]}
+    answers = {("channel:general", "sentiment_drop"): Explanation(asset="asset:ETH")}
+    _, split, _ = run(events, answers)
+    assert [(n.reason, n.root_scope, n.at) for n in split] == [
+        ("new", "asset:ETH", iso(B0 + 5 * MIN)), ("resolved", "asset:ETH", iso(B0 + 255 * MIN)),
+        ("new", "channel:general", iso(B0 + 260 * MIN)), ("resolved", "channel:general", iso(B0 + 300 * MIN))]
+    _, tailed, _ = run(events, answers, tail=lambda q: Explanation(asset="asset:ETH"))
+    assert [(n.reason, n.at) for n in tailed] == [("new", iso(B0 + 5 * MIN)), ("resolved", iso(B0 + 300 * MIN))]
+
+
 def test_updates_come_for_news_only_and_repeats_stop_when_acknowledged():
     events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
               B0 + 10 * MIN: [transition("all", "sentiment_drop", "firing", B0 + 10 * MIN)],
@@ -155,7 +215,7 @@ def test_a_parent_that_fires_first_is_re_rooted_at_the_asset_before_anyone_is_to
               B0 + 2 * MIN: [transition("asset:ETH", "volume_spike", "firing", B0 + 2 * MIN)]}
     state = GroupState()
     state, _, _ = advance(state, B0, events[B0], {}, CONFIG)
-    asked = questions(state, B0 + 2 * MIN, events[B0 + 2 * MIN])
+    asked = questions(state, B0 + 2 * MIN, events[B0 + 2 * MIN], CONFIG)
     assert asked == [Question("all", "volume_spike", B0 - 10 * MIN, B0 + 2 * MIN, ("asset:ETH",))]
     records, notices, _ = run(events, {("all", "volume_spike"): Explanation(asset="asset:ETH")}, until=B0 + 30 * MIN)
     assert len(notices) == 1 and notices[0].root_scope == "asset:ETH"

@@ -138,7 +138,7 @@ class Correlator:
         while boundary is not None:
             now = [record_from_json(json.loads(member)) for b, member in pending if b <= boundary]
             pending = [(b, m) for b, m in pending if b > boundary]
-            answers = await self.answers(questions(state, boundary, now, active))
+            answers = await self.answers(questions(state, boundary, now, self.config, active))
             state, out, touched = advance(state, boundary, now, answers, self.config, acks)
             entries += out
             for incident in touched:

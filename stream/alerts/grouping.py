@@ -15,9 +15,13 @@ did: the first waits `group_wait` so members can join; after it, an update goes 
 `group_interval`, and only when the news is worth one: another kind on the root, another asset in a
 market-wide move, or a higher severity (a parent joining because the root explains it is listed in
 the next notice but does not cause one: that is what turned one event into a wall of messages); a still-firing,
-unacknowledged incident is repeated every `repeat_interval`; one resolved message closes it. When
-the root has resolved, members still firing get `group_interval` to resolve too; those that do not
-become incidents of their own (nothing is swallowed).
+unacknowledged incident is repeated every `repeat_interval` while its root fires; one resolved
+message closes it. When the root has resolved, members still firing get `group_interval` to resolve
+too. Those still firing then are asked the explain-away question again, about the root asset alone:
+one whose move the asset still carries is the event's tail (a channel's detector is slower to clear
+than the asset's) and keeps the incident open until it resolves, asked again every
+`group_interval`; one the asset no longer explains becomes an incident of its own (nothing is
+swallowed).
 
 Every transition record is still published (with `incident_id` and `root_scope`); only the
 root's records carry a notification, so members' records say `notified: false`.
@@ -185,6 +189,7 @@ class Incident:
     changed: bool = False  # scopes or kinds joined, or the severity rose, since the latest notice
     acked: str | None = None
     root_resolved: int | None = None  # when the last of the root's kinds resolved
+    tail_checked: int | None = None  # when the members still firing after the root were last found its tail
     held: list[dict[str, Any]] = field(default_factory=list)  # the root's records until the first notice
     emitted: bool = False  # some record already went out under this id
     merged_into: str | None = None  # folded into another incident before anyone heard of it
@@ -271,12 +276,13 @@ def incident_id(root: str, boundary: int, salt: str = "") -> str:
     return hashlib.sha256(f"incident|{root}|{boundary}|{salt}".encode()).hexdigest()[:20]
 
 
-def questions(state: GroupState, boundary: int, transitions: Sequence[AlertRecord], active: Iterable[str] = ()) -> list[Question]:
+def questions(state: GroupState, boundary: int, transitions: Sequence[AlertRecord], config: GroupConfig,
+              active: Iterable[str] = ()) -> list[Question]:
     """The explanations `advance` needs for this boundary's transitions: one per parent firing anew,
     and one per parent that roots an incident nobody was told about yet (a better root may take
     it). Candidates: the assets firing now or in an open incident, and the `active` ones (assets
     with recent posts): a market-wide move often shows in `all` before any one asset has evidence
-    enough to fire."""
+    enough to fire. And the tail checks due at `boundary` (`tail_questions`)."""
     firing_assets = {m.scope for i in state.incidents.values() for m in i.firing() if is_asset(m.scope)}
     new_assets = {t.scope for t in transitions if t.state == "firing" and not t.repeat and is_asset(t.scope)}
     candidates = tuple(sorted(firing_assets | new_assets | {a for a in active if is_asset(a)}))
@@ -289,8 +295,32 @@ def questions(state: GroupState, boundary: int, transitions: Sequence[AlertRecor
         for incident in state.incidents.values():
             if _reroutable(incident):
                 for m in incident.firing():
-                    out.append(Question(m.scope, m.kind, int(epoch(m.onset)) if m.onset else incident.opened, boundary, candidates))
-    return out
+                    out.append(Question(m.scope, m.kind, _member_onset(m, incident), boundary, candidates))
+    return out + tail_questions(state, boundary, config)
+
+
+def tail_questions(state: GroupState, boundary: int, config: GroupConfig) -> list[Question]:
+    """Members still firing after their asset root resolved, due for the tail check at `boundary`:
+    does the root asset alone still explain each one's move since its onset?"""
+    return [Question(m.scope, m.kind, _member_onset(m, incident), boundary, (incident.root,))
+            for incident in state.incidents.values() if _tail_due(incident, boundary, config)
+            for m in incident.firing() if m.scope != incident.root]
+
+
+def _member_onset(m: Member, incident: Incident) -> int:
+    return int(epoch(m.onset)) if m.onset else incident.opened
+
+
+def _tail_check_at(incident: Incident, config: GroupConfig) -> int | None:
+    """When the members still firing after the root resolved are next looked at (None: not pending)."""
+    if incident.root_resolved is None or not incident.firing():
+        return None
+    return max(incident.root_resolved, incident.tail_checked or incident.root_resolved) + config.group_interval_s
+
+
+def _tail_due(incident: Incident, boundary: int, config: GroupConfig) -> bool:
+    at = _tail_check_at(incident, config)
+    return at is not None and boundary >= at
 
 
 def _reroutable(incident: Incident) -> bool:
@@ -320,7 +350,7 @@ def advance(
     if released:
         out.append(Entry(tuple(released)))
     for incident in sorted(state.incidents.values(), key=lambda i: (i.opened, i.id)):
-        entries = _timers_due(state, incident, boundary, config)
+        entries = _timers_due(state, incident, boundary, config, answers)
         if entries:
             touched[incident.id] = incident
             out += entries
@@ -478,6 +508,7 @@ def _record(state: GroupState, incident: Incident, t: AlertRecord, boundary: int
     if is_root:
         root_firing = any(m.firing for m in incident.members.values() if m.scope == incident.root)
         incident.root_resolved = None if root_firing else boundary
+        incident.tail_checked = None
     if not incident.firing():
         return _close(state, incident, boundary, record, is_root)
     news = is_root and t.state == "firing" and not t.repeat
@@ -547,42 +578,67 @@ def _timers(incident: Incident, config: GroupConfig) -> list[int]:
     times = []
     if incident.changed:
         times.append(incident.notified + config.group_interval_s)
-    if not incident.acked and incident.firing():
+    if _repeats(incident):
         times.append(incident.notified + config.repeat_interval_s)
-    if incident.root_resolved is not None and incident.firing():
-        times.append(incident.root_resolved + config.group_interval_s)
+    tail = _tail_check_at(incident, config)
+    if tail is not None:
+        times.append(tail)
     return times
 
 
-def _timers_due(state: GroupState, incident: Incident, boundary: int, config: GroupConfig) -> list[Entry]:
+def _repeats(incident: Incident) -> bool:
+    """Reminders go while the root fires and nobody acknowledged it: once the root resolved, the
+    members left are told about by the resolution or by incidents of their own."""
+    return not incident.acked and incident.root_resolved is None and bool(incident.firing())
+
+
+def _timers_due(state: GroupState, incident: Incident, boundary: int, config: GroupConfig,
+                answers: Mapping[tuple[str, str], Explanation]) -> list[Entry]:
     if incident.id not in state.incidents:
         return []
     if incident.notified is None:
         return [_announce(incident, "new", boundary)] if boundary >= incident.opened + config.group_wait_s else []
-    if incident.root_resolved is not None and incident.firing() and boundary >= incident.root_resolved + config.group_interval_s:
-        return _split(state, incident, boundary)
+    if _tail_due(incident, boundary, config):
+        entries = _split(state, incident, boundary, answers)
+        if entries or incident.id not in state.incidents:
+            return entries
     if incident.changed and boundary >= incident.notified + config.group_interval_s:
         return [_announce(incident, "update", boundary)]
-    if not incident.acked and incident.firing() and boundary >= incident.notified + config.repeat_interval_s:
+    if _repeats(incident) and boundary >= incident.notified + config.repeat_interval_s:
         return [_announce(incident, "repeat", boundary)]
     return []
 
 
-def _split(state: GroupState, incident: Incident, boundary: int) -> list[Entry]:
-    """The root resolved a while ago and some members still fire: the incident resolves, and each
-    still-firing scope becomes an incident of its own (told about after its own group wait)."""
-    still = incident.firing()
+def _split(state: GroupState, incident: Incident, boundary: int, answers: Mapping[tuple[str, str], Explanation]) -> list[Entry]:
+    """The root resolved a while ago and some members still fire. Those the root asset still
+    explains are the event's tail: they keep the incident open (nothing is sent; asked again after
+    `group_interval`). The others leave it, each scope an incident of its own (told about after its
+    own group wait); with no tail left, the incident resolves."""
+    tail = {m.key for m in incident.firing()
+            if m.scope != incident.root and is_asset(incident.root) and answers.get((m.scope, m.kind), Explanation()).asset == incident.root}
+    still = [m for m in incident.firing() if m.key not in tail]
+    if tail:
+        incident.tail_checked = boundary
+        for m in still:
+            del incident.members[m.key]
+        _open_each(state, still, boundary, incident.id)
+        return []
     entries = [Entry(_release(incident))] if incident.held else []
     entries.append(Entry((), _notice(incident, "resolved", boundary)))
     del state.incidents[incident.id]
-    for scope in sorted({m.scope for m in still}, key=lambda s: (rank(s), s)):
-        ident = incident_id(scope, boundary, incident.id)
+    _open_each(state, still, boundary, incident.id)
+    return entries
+
+
+def _open_each(state: GroupState, members: Sequence[Member], boundary: int, salt: str) -> None:
+    """Each scope of `members` an incident of its own, opened at `boundary`."""
+    for scope in sorted({m.scope for m in members}, key=lambda s: (rank(s), s)):
+        ident = incident_id(scope, boundary, salt)
         new = Incident(ident, scope, boundary)
-        for m in still:
+        for m in members:
             if m.scope == scope:
                 new.members[m.key] = replace(m)
         state.incidents[ident] = new
-    return entries
 
 
 def next_boundary(state: GroupState, staged: Iterable[int], after: int, until: int, step_s: int, config: GroupConfig) -> int | None:
