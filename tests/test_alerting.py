@@ -215,13 +215,91 @@ def test_an_entry_whose_publish_failed_is_published_without_notifying_again(redi
         published, failures, pending, drained, left, outbox = asyncio.run(go())
     finally:
         hook.close()
-    assert pending["pending"] == 1 and len(failures) == 1
+    # Pending: the failed entry, and the later ones of its scope and kind read in that round (they follow it).
+    assert pending["pending"] >= 1 and len(failures) == 1
     assert drained and left == 0  # acknowledged, and its mark gone with the acknowledgement
     assert len(published) == len(outbox) and all(r.notified for r in published)
     (again,) = [r for r in published if r.alert_id == failures[0].alert_id and r.state == failures[0].state
                 and r.window_end == failures[0].window_end]
     assert again.notified
     assert len(hook.accepted) == len(outbox)  # once per transition: the second delivery did not notify again
+
+
+def test_one_incidents_notices_go_out_in_order_and_different_incidents_side_by_side(redis_server):
+    """Two incidents' notices in one round (a replay or a backlog reads many at once): each incident's
+    go one after another, in outbox order, while the other incident's go at the same time. A publish
+    that fails stops its incident's chain: the entries after it wait, and follow it next round."""
+    from stream.alerts.correlator import entry_json
+    from stream.alerts.grouping import Entry, Notice
+
+    redis.Redis.from_url(redis_server).flushdb()
+    member = {"kind": "sentiment_drop", "firing": True, "severity": "warning", "onset": "2026-10-02T11:50:00Z",
+              "metric": "negative_share", "value": 0.583, "baseline": 0.2}
+
+    def notice(ident: str, root: str, reason: str) -> Notice:
+        state = "resolved" if reason == "resolved" else "firing"
+        return Notice(ident, root, state, reason, "warning", "2026-10-02T12:20:00Z", "2026-10-02T12:00:00Z", False,
+                      [{**member, "scope": root, "firing": state == "firing"}])
+
+    reasons = ("new", "update", "repeat", "resolved")
+    hook = Hook()
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        for reason in reasons:  # interleaved in the outbox, as two incidents' boundaries come
+            for ident, root in (("incA", "asset:ETH"), ("incB", "asset:SOL")):
+                await store.redis.xadd(OUTBOX_KEY, {"entry": entry_json(Entry((), notice(ident, root, reason)))})
+        published, failed = [], []
+
+        async def publish(record):
+            published.append(record)
+
+        notifier = Notifier(build_apprise(hook.url, None), attempts=1)
+        delivery = AlertDelivery(store, notifier, publish, consumer="test", chart=False)
+        await delivery.ensure_group()
+        hook.hold_s = 0.4  # each answer held a while, as a slow endpoint holds it
+        assert await delivery.drain_once() == 8
+        # The failing case: incC's first entry is notified, then its acknowledgement fails once.
+        await store.redis.delete(OUTBOX_KEY)
+        await delivery.ensure_group()
+        ids = [await store.redis.xadd(OUTBOX_KEY, {"entry": entry_json(Entry((), notice(ident, root, reason)))})
+               for reason in reasons for ident, root in (("incC", "asset:BTC"), ("incD", "asset:ADA"))]
+        acking = delivery._ack
+
+        async def ack_failing_once(entry_id, published):
+            if entry_id == ids[0] and not failed:
+                failed.append(entry_id)
+                raise ConnectionError("redis away")
+            await acking(entry_id, published)
+
+        delivery._ack = ack_failing_once
+        hook.hold_s = 0.0
+        with pytest.raises(ConnectionError):
+            await delivery.drain_once()
+        after_failure = [p["message"].split()[2] for p in hook.accepted[8:]]
+        while await delivery.drain_once():
+            pass
+        drained = await outbox_drained(store.redis)
+        await store.close()
+        return after_failure, drained
+
+    try:
+        after_failure, drained = asyncio.run(go())
+    finally:
+        hook.close()
+    told = [(p["message"].split()[2], p["title"]) for p in hook.accepted]
+    for root in ("asset:ETH", "asset:SOL"):
+        titles = [t for r, t in told[:8] if r == root]
+        assert [t.rsplit(" (", 1)[-1] if "(" in t else t.split("]")[0][1:] for t in titles] == [
+            "WARNING", "update)", "still firing)", "RESOLVED"], titles
+        # Each notice of the incident arrived only after the one before it was answered.
+        mine = [i for i, (r, _) in enumerate(told[:8]) if r == root]
+        assert all(hook.arrived[b] >= hook.answered[a] for a, b in zip(mine, mine[1:]))
+    # The two incidents were told side by side: the second notice arrived before the first was answered.
+    assert told[0][0] != told[1][0] and hook.arrived[1] < hook.answered[0]
+    # incC stopped at its failed entry (notified, not acknowledged); incD went on to its end.
+    assert after_failure.count("asset:BTC") == 1 and after_failure.count("asset:ADA") == 4
+    btc = [t for r, t in told[8:] if r == "asset:BTC"]
+    assert len(btc) == 4 and btc[-1].startswith("[RESOLVED]") and "(still firing)" in btc[2] and drained
 
 
 def test_a_connection_cut_just_after_a_notification_neither_repeats_it_nor_holds_it_back(redis_server):

@@ -56,6 +56,8 @@ class Hook:
         self.on_accept: Callable[[], None] | None = None
         self.accepted: list[dict] = []
         self.arrived: list[float] = []  # wall-clock time of each accepted notification (diagnostics)
+        self.hold_s = 0.0  # how long each answer is held back (a slow endpoint)
+        self.answered: dict[int, float] = {}  # index in `accepted` -> wall-clock time of its answer
         self._lock = threading.Lock()  # keeps `arrived` in step with `accepted` across handler threads
         self.refused = 0
         hook = self
@@ -70,8 +72,12 @@ class Hook:
                     with hook._lock:
                         hook.arrived.append(time.time())
                         hook.accepted.append(json.loads(body))
+                        index = len(hook.accepted) - 1
                     if hook.on_accept is not None:
                         hook.on_accept()
+                    if hook.hold_s:
+                        time.sleep(hook.hold_s)
+                    hook.answered[index] = time.time()
                     self.send_response(200)
                 self.end_headers()
 

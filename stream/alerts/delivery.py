@@ -10,6 +10,11 @@ notifying again. The mark is retried while Redis is briefly away (a restart leav
 connections dead): the notification is out, and without the mark it would go out twice. At least
 once: a worker killed between the notification and that mark notifies again when the entry is claimed.
 
+Within a worker's round, entries of one incident (or, without grouping, of one scope and kind) are
+delivered one after another in outbox order, and different incidents at once (`order_key`). Across
+workers the order holds only as far as their reads do: two workers that read one incident's entries
+in the same instant, during a backlog, may deliver them side by side.
+
 The steps of one entry are named: `_notified_before`, `_silence_of`, `_notify`, `_settle`,
 `_publish_and_ack`.
 """
@@ -193,16 +198,26 @@ class AlertDelivery:
         return entries
 
     async def _deliver_all(self, entries: list[tuple[str, dict[str, str] | None, bool]]) -> int:
-        # Every entry's delivery runs to its end before the next read, even when one fails: an
+        # Every chain's delivery runs to its end before the next read, even when one fails: an
         # orphaned delivery would still be notifying while the next round claims or reads.
         self._round_started = time.monotonic()
-        results = await asyncio.gather(*(self._deliver(entry_id, fields, claimed) for entry_id, fields, claimed in entries if fields),
-                                       return_exceptions=True)
+        chains: dict[str, list[tuple[str, dict[str, str], bool]]] = {}
+        for entry_id, fields, claimed in entries:
+            if fields:
+                chains.setdefault(order_key(entry_id, fields), []).append((entry_id, fields, claimed))
+        results = await asyncio.gather(*(self._deliver_chain(chain) for chain in chains.values()), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             self._redeliver_own = True
             raise failed[0]
         return len(entries)
+
+    async def _deliver_chain(self, chain: list[tuple[str, dict[str, str], bool]]) -> None:
+        """One incident's (or one scope and kind's) entries, one after another in outbox order: a
+        risk team must never read 'resolved' before the 'still firing' it ends. A failure stops the
+        chain; the rest stay pending and follow the failed one in this worker's next round."""
+        for entry_id, fields, claimed in chain:
+            await self._deliver(entry_id, fields, claimed)
 
     async def trim_outbox(self, now_ms: int | None = None) -> int:
         """Drop delivered entries older than the retention (wall clock): the outbox would otherwise
@@ -350,6 +365,18 @@ class AlertDelivery:
         except Exception:  # noqa: BLE001 - a chart is a nicety; the notification goes without it
             log.exception("chart failed; notifying without it", extra={"id": ident})
             return None
+
+
+def order_key(entry_id: str, fields: dict[str, str]) -> str:
+    """What an entry's delivery must keep its order within: its incident (grouping on), or its
+    record's scope and kind (grouping off: one scope's resolution and its next firing)."""
+    if "entry" in fields:
+        data = json.loads(fields["entry"])
+        notice, records = data.get("notice"), data.get("records") or []
+        ident = notice["incident_id"] if notice else records[0].get("incident_id", "") if records else ""
+        return f"incident:{ident}" if ident else f"entry:{entry_id}"
+    record = json.loads(fields["record"])
+    return f"alert:{record['scope']}|{record['kind']}"
 
 
 async def outbox_drained(client: aioredis.Redis) -> bool:
