@@ -124,6 +124,33 @@ def test_parents_that_fire_before_the_assets_of_a_market_wide_move_join_it():
     assert list(state.incidents) == [state.rooted_at("all").id] and not state.merged
 
 
+def test_parents_an_asset_explains_before_it_fires_are_one_incident_that_the_asset_roots_when_it_fires():
+    """A real classifier dilutes a sell-off, so `all` and the source (more posts) fire well before the
+    asset does. The explain test already names the asset: one incident, rooted at the asset once it
+    fires, told as an update; nobody gets three incidents for one event."""
+    events = {B0: [transition("all", "sentiment_drop", "firing", B0), transition("source:forum", "sentiment_drop", "firing", B0)],
+              B0 + 10 * MIN: [transition("asset:BTC", "sentiment_drop", "firing", B0 + 10 * MIN)],
+              B0 + 70 * MIN: [transition(s, "sentiment_drop", "resolved", B0 + 70 * MIN) for s in ("asset:BTC", "all", "source:forum")]}
+    answers = {(s, "sentiment_drop"): Explanation(asset="asset:BTC") for s in ("all", "source:forum")}
+    records, notices, state = run(events, answers)
+    assert [(n.reason, n.root_scope, n.at) for n in notices] == [
+        ("new", "source:forum", iso(B0 + 5 * MIN)), ("update", "asset:BTC", iso(B0 + 20 * MIN)), ("resolved", "asset:BTC", iso(B0 + 70 * MIN))]
+    assert {r["incident_id"] for r in records} == {notices[0].incident_id} and not state.incidents
+    assert {m["scope"] for m in notices[1].members} == {"asset:BTC", "all", "source:forum"}
+    # Records keep the root they were published with: the parents' first ones, before the asset fired.
+    assert [(r["scope"], r["state"], r["root_scope"]) for r in records] == [
+        ("all", "firing", "source:forum"), ("source:forum", "firing", "source:forum"), ("asset:BTC", "firing", "asset:BTC"),
+        ("asset:BTC", "resolved", "asset:BTC"), ("source:forum", "resolved", "asset:BTC"), ("all", "resolved", "asset:BTC")]
+    # Within the wait, the asset simply roots it: one notice about the asset.
+    early = {**events, B0 + 10 * MIN: [], B0 + 3 * MIN: [transition("asset:BTC", "sentiment_drop", "firing", B0 + 3 * MIN)]}
+    _, told, _ = run(early, answers)
+    assert [(n.reason, n.root_scope) for n in told] == [("new", "asset:BTC"), ("resolved", "asset:BTC")]
+    # A parent the asset does not explain stays apart.
+    apart = {**answers, ("source:forum", "sentiment_drop"): Explanation()}
+    _, separate, _ = run(events, apart)
+    assert {n.root_scope for n in separate if n.reason == "new"} == {"all", "source:forum"}
+
+
 def test_a_member_still_firing_when_its_root_resolves_becomes_its_own_incident():
     events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
               B0 + MIN: [transition("all", "sentiment_drop", "firing", B0 + MIN)],

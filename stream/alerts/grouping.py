@@ -8,7 +8,9 @@ event: an asset before a channel, a channel before a source, a source before `al
 onset, and the parent without the asset's posts is quiet; Adtributor's explanatory power, and
 the explain-away test of ../shared/design/detection.md). `all` moved by several assets at once, no
 one of which explains it, roots a market-wide incident listing them. Every kind of one root
-(sentiment_drop with volume_spike on asset:ETH) belongs to one incident.
+(sentiment_drop with volume_spike on asset:ETH) belongs to one incident. Parents an asset explains
+before it has fired (a classifier's errors dilute its move, and they have more posts) share one
+incident, which the asset roots when it fires (`explained_by`).
 
 Notifications follow Alertmanager's grouping, in event time so a replay notifies as the live run
 did: the first waits `group_wait` so members can join; after it, an update goes out at most every
@@ -193,6 +195,9 @@ class Incident:
     held: list[dict[str, Any]] = field(default_factory=list)  # the root's records until the first notice
     emitted: bool = False  # some record already went out under this id
     merged_into: str | None = None  # folded into another incident before anyone heard of it
+    # Rooted at a parent whose move an asset explains before that asset has fired itself: other
+    # parents it explains join here, and the asset becomes the root when it fires.
+    explained_by: str = ""
 
     def firing(self) -> list[Member]:
         return [m for m in self.members.values() if m.firing]
@@ -398,12 +403,18 @@ def _place(state: GroupState, t: AlertRecord, boundary: int, answers: Mapping[tu
         market = next((i for i in state.incidents.values() if i.market and any(m.kind == t.kind for m in i.firing())), None)
         if market is not None:
             return _join(market, t)
+        waiting = _explained_by(state, t.scope)
+        if waiting is not None:
+            return _root_at_asset(waiting, t)
         return _open(state, t.scope, boundary, t)
     found = answers.get((t.scope, t.kind), Explanation())
     if found.asset:
-        target = _holding_scope(state, found.asset)
+        target = _holding_scope(state, found.asset) or _explained_by(state, found.asset)
         if target is not None:
             return _join(target, t)
+        incident = _open(state, t.scope, boundary, t)
+        incident.explained_by = found.asset
+        return incident
     if found.market:
         market = _market_of(state, t.kind)
         if market is not None:
@@ -413,6 +424,22 @@ def _place(state: GroupState, t: AlertRecord, boundary: int, answers: Mapping[tu
             _make_market(state, incident, found, t.kind)
             return incident
     return _open(state, t.scope, boundary, t)
+
+
+def _explained_by(state: GroupState, asset: str) -> Incident | None:
+    """The incident of parents `asset` explains, opened before the asset fired (see `_root_at_asset`)."""
+    return next((i for i in sorted(state.incidents.values(), key=lambda i: (i.opened, i.id)) if i.explained_by == asset), None)
+
+
+def _root_at_asset(incident: Incident, t: AlertRecord) -> Incident:
+    """The asset that explained the parents' move fires: it becomes the incident's root, the most
+    specific explanation. Once anyone was told, that is news (the next update says where the move
+    is); the records published so far keep the root they were published with."""
+    incident.root, incident.explained_by, incident.root_resolved, incident.tail_checked = t.scope, "", None, None
+    _join(incident, t)
+    if incident.notified is not None:
+        incident.changed = True
+    return incident
 
 
 def _market_of(state: GroupState, kind: str) -> Incident | None:
