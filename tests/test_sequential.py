@@ -152,3 +152,45 @@ def test_a_swing_that_ends_resolves_within_the_hour_after_it():
         assert len(fired) == 1 and resolved, drop
         ended = T0 + 37 * 3600
         assert 0 < (epoch(resolved[0].window_end) - ended) / 60 <= 75, resolved[0].window_end
+
+
+def test_a_confirmation_once_fired_holds_at_half_its_bars_until_the_change_ends():
+    """The rate chart counts for a drop only when the share among its posts and the share chart
+    confirm it; once it fired that way, a z dipping under the bar must not resolve the drop."""
+    from stream.alerts.sequential import _latch, confirmed
+
+    config = SeqConfig()
+    state = SeqState.fresh(T)
+    share, rate = state.banks["negative_share"], state.banks["negative_rate"]
+    p0 = 0.2
+    rate.s[0], rate.posts[0], rate.hits[0] = config.b, 60.0, 24.0  # 40% of 60 posts: z = 3.87
+    share.s[0] = 4.0
+    _latch(state, {"p_negative": p0, "p_positive": p0}, config)
+    assert state.latched == ["negative"]
+    rate.hits[0] = 20.0  # 33%: z = 2.58, under the bar of 3.5 but over half of it
+    assert confirmed(state, "negative", p0, config)
+    assert not confirmed(replace(state, latched=[]), "negative", p0, config)
+    rate.hits[0] = 15.0  # 25%: z = 0.97, under half the bar: not confirmed even latched
+    assert not confirmed(state, "negative", p0, config)
+    rate.s[0] = config.b / 2 - 0.1  # the chart fell to where the incident resolves: released
+    _latch(state, {"p_negative": p0, "p_positive": p0}, config)
+    assert state.latched == [] and SeqState.from_json(json.loads(json.dumps(state.to_json()))).latched == []
+
+
+def test_a_sell_off_through_the_shipped_classifiers_errors_fires_once():
+    """A found case: a three-fold BTC sell-off with its labels drawn through the shipped adapter's
+    confusion matrix (seed 21) fired at minute 4, resolved at 6 (the share z fell from 3.6 under the
+    bar of 3.5) and fired again at 7: three notices for one change."""
+    from pathlib import Path
+
+    from scenarios import SWING_MIX, T0, Episode, Scenario, generate, simulate, through_confusion
+    from stream.timefmt import epoch
+
+    confusion = json.loads((Path(__file__).parents[1] / "docs/results/indomain/fresh-r8-voices.json").read_text())["confusion"]
+    at = 5 * 86400 + 12 * 3600
+    scenario = Scenario(days=7, episodes=(Episode("BTC", at, mix=SWING_MIX, volume=3.0),))
+    records = simulate(through_confusion(generate(scenario, 21), confusion, 21), CONFIG)
+    drop = [r for r in records if (r.scope, r.kind) == ("asset:BTC", "sentiment_drop") and epoch(r.window_end) >= T0 + at - 3600]
+    fired = [r for r in drop if r.state == "firing" and not r.repeat]
+    assert len(fired) == 1 and (epoch(fired[0].window_end) - T0 - at) / 60 <= 10, [(r.state, r.window_end) for r in drop]
+    assert [r.state for r in drop if not r.repeat] == ["firing", "resolved"]

@@ -18,7 +18,10 @@ Per scope, one state (`SeqState`) of a few numbers, updated from each new step b
   onset is `confirm_z` standard errors above the baseline share and the share chart holds at least
   `confirm_nats` (both must lean the same way): a sell-off brings more posts and
   more negative ones, and its negative rate moves far faster than its share, while a pure volume
-  spike with an unchanged mix moves the rate but not the share.
+  spike with an unchanged mix moves the rate but not the share. Once a kind has fired on the
+  confirmed rate chart, the confirmation holds at half those bars (`confirmed`) until the change
+  ends: a share z hovering at the bar (3.6, 3.4, 3.6) made a firing drop resolve and fire again
+  within minutes.
 
 False alarms: a CUSUM's run length to a false alarm is at least e^b observations (Lorden), and a
 bank of K charts costs about ln K. With M scope-directions sharing one budget, each needs about
@@ -105,6 +108,9 @@ class SeqState:
     # stream is back at its baseline.
     after: dict[str, float] = field(default_factory=dict)
     back: dict[str, float] = field(default_factory=dict)
+    # Directions whose rate chart fired confirmed: the confirmation holds at half its bars until the
+    # charts fall back under b/2 or `ended` restarts them.
+    latched: list[str] = field(default_factory=list)
 
     @classmethod
     def fresh(cls, at: int) -> "SeqState":
@@ -115,14 +121,14 @@ class SeqState:
     def to_json(self) -> dict[str, Any]:
         # By hand, not dataclasses.asdict: its deep copy was a sixth of judging's time with many scopes.
         banks = {k: {"s": v.s, "zero_at": v.zero_at, "posts": v.posts, "hits": v.hits} for k, v in self.banks.items()}
-        return {"base": self.base, "frozen": self.frozen, "banks": banks, "after": self.after, "back": self.back}
+        return {"base": self.base, "frozen": self.frozen, "banks": banks, "after": self.after, "back": self.back, "latched": self.latched}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> "SeqState | None":
         if not data:
             return None
         return cls(list(data["base"]), data.get("frozen"), {k: Bank(**v) for k, v in data["banks"].items()},
-                   dict(data.get("after") or {}), dict(data.get("back") or {}))
+                   dict(data.get("after") or {}), dict(data.get("back") or {}), list(data.get("latched") or []))
 
 
 def baseline_params(base: Sequence[float]) -> dict[str, float]:
@@ -192,7 +198,30 @@ def advance(state: SeqState | None, new: np.ndarray, entering: np.ndarray | None
         state.banks[f"{label}_rate"].update(rate_increments(p[f"rate_{label}"], hits, p["phi"], RATE_MULTIPLIERS), n, hits, at, cap)
     state.banks["volume"].update(rate_increments(p["rate"], n, p["phi"], VOLUME_MULTIPLIERS), n, n, at, cap)
     ended(state, new, p, at, config, step_s)
+    _latch(state, p, config)
     return state
+
+
+def _latch(state: SeqState, p: dict[str, float], config: SeqConfig) -> None:
+    """Latch a direction whose rate chart holds b nats on a full confirmation; release it once its
+    rate chart is under b/2 (the incident resolves there) or was restarted."""
+    for _, label, _ in DIRECTIONS:
+        share, rate = state.banks[f"{label}_share"], state.banks[f"{label}_rate"]
+        j = rate.best()
+        if rate.s[j] < config.b / 2:
+            if label in state.latched:
+                state.latched.remove(label)
+        elif label not in state.latched and rate.s[j] >= config.b and confirmed(state, label, p[f"p_{label}"], config):
+            state.latched.append(label)
+
+
+def confirmed(state: SeqState, label: str, p0: float, config: SeqConfig) -> bool:
+    """Do the share among the rate chart's posts and the share chart lean the same way as the rate
+    chart? At `confirm_z` and `confirm_nats`; at half of each once the direction is latched."""
+    share, rate = state.banks[f"{label}_share"], state.banks[f"{label}_rate"]
+    j = rate.best()
+    scale = 0.5 if label in state.latched else 1.0
+    return _share_z(rate.hits[j], rate.posts[j], p0) >= scale * config.confirm_z and max(share.s) >= scale * config.confirm_nats
 
 
 def ended(state: SeqState, new: np.ndarray, p: dict[str, float], at: int, config: SeqConfig, step_s: int) -> None:
@@ -286,10 +315,9 @@ def verdicts(state: SeqState, *, at: int, step_s: int, per_window: int, config: 
         i, j = share.best(), rate.best()
         s_share, s_rate = share.s[i], rate.s[j]
         p0 = p[f"p_{label}"]
-        # Both the share among the rate chart's posts and the share chart itself must lean the same way.
-        confirmed = _share_z(rate.hits[j], rate.posts[j], p0) >= config.confirm_z and s_share >= config.confirm_nats
-        stat = max(s_share, s_rate if confirmed else 0.0)
-        bank, k = (share, i) if s_share >= (s_rate if confirmed else 0.0) else (rate, j)
+        counted = s_rate if confirmed(state, label, p0, config) else 0.0
+        stat = max(s_share, counted)
+        bank, k = (share, i) if s_share >= counted else (rate, j)
         posts, hits = bank.posts[k], bank.hits[k]
         value = hits / posts if posts else p0
         z = _share_z(hits, posts, p0)
