@@ -163,7 +163,7 @@ def simulate_incidents(stream: list[GenPost], config, group, scores: dict[str, f
 
     def counts(q, scope):
         col, ref = column[grouping.LABEL_OF_KIND[q.kind]], group.reference_s
-        return grouping.Counts(total(scope, q.onset - ref, q.onset, col), total(scope, q.onset, q.boundary, col))
+        return grouping.Counts(total(scope, q.onset - ref, q.onset, col), total(scope, *q.span(), col))
 
     by_boundary: dict[int, list] = {}
     for r in records:

@@ -770,3 +770,44 @@ def test_grouping_reads_an_old_onset_from_where_the_pair_scopes_still_hold_count
     assert answers == {("channel:general", "sentiment_drop"): Explanation()}
     (read,) = [r for r in caplog.records if r.getMessage().startswith("explanation read from a later onset")]
     assert (read.onset, read.read_from) == (int(end - 30 * 3600), int(end) - 3600)
+
+
+def test_a_tail_check_reads_its_own_windows_from_before_the_onset_however_old(redis_server, caplog):
+    """A tail check asks whether a member still firing hours after its asset resolved has moved on
+    its own since: its posts since the root resolved against its rate before the onset, read from
+    the member's own windows. Read through the pair scopes' clamp instead (the demo's channels, five
+    hours into an ETH incident), the reference span held the swing itself and no channel looked like
+    a tail."""
+    from stream.alerts.correlator import Correlator
+    from stream.alerts.grouping import Explanation, GroupConfig, Question
+
+    end = T0 + 36 * 3600
+    background = [Scored(Post(f"bg-{i}", "meh", end - i * 600, ("BTC",), "discord", "general"), "negative", -0.6) for i in range(36 * 6)]
+    swing = [Scored(Post(f"eth-{i}", "dump", end - 6 * 3600 + i * 60, ("ETH",), "discord", "general"), "negative", -0.8) for i in range(60)]
+    fresh = [Scored(Post(f"new-{i}", "crash", end - 25 * 60 + i * 60, ("SOL",), "discord", "general"), "negative", -0.8) for i in range(20)]
+
+    async def go(posts: list) -> dict:
+        redis.Redis.from_url(redis_server).flushdb()
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600, pairs=True, pair_retention_s=8 * 3600)
+        try:
+            ordered = sorted(posts, key=lambda p: p.post.created_at)
+            for start in range(0, len(ordered), 100):
+                chunk = ordered[start : start + 100]
+                await store.apply(chunk, {}, chunk[-1].post.created_at)
+            correlator = Correlator(store, GroupConfig(), step_s=60, history_s=48 * 3600)
+            question = Question("channel:general", "sentiment_drop", int(end - 6 * 3600), int(end), ("asset:ETH",), since=int(end - 30 * 60))
+            return await correlator.answers([question])
+        finally:
+            await store.close()
+
+    with caplog.at_level(logging.INFO, logger="stream.alerts.correlator"):
+        quiet = asyncio.run(go(background + swing))
+        moved = asyncio.run(go(background + swing + fresh))
+    # 3 negatives expected in the half hour (36 in the 6 h before the onset), 3 seen: the tail.
+    assert quiet == {("channel:general", "sentiment_drop"): Explanation(asset="asset:ETH")}
+    assert quiet[("channel:general", "sentiment_drop")].rest_z == 0.0
+    # 20 more from SOL in that half hour: the channel moved on its own.
+    assert moved == {("channel:general", "sentiment_drop"): Explanation()}
+    assert not [r for r in caplog.records if r.getMessage().startswith("explanation read from a later onset")]
+    logged = [r for r in caplog.records if r.getMessage() == "explanation"]
+    assert [(r.parent, r.asset) for r in logged] == [("channel:general", "asset:ETH"), ("channel:general", "")]

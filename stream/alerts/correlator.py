@@ -181,7 +181,9 @@ class Correlator:
         # The pair scopes' oldest buckets go a pair retention behind the slowest partition, which
         # other workers' writes move on while this reads: an hour's margin keeps every read whole.
         horizon = await self.store.pair_horizon()
-        clamped = [within(q, horizon + PAIR_READ_MARGIN_S + self.config.reference_s) if horizon is not None else q for q in asked]
+        # A tail check reads its parent's own windows (kept for the retention), never a pair scope.
+        clamped = [within(q, horizon + PAIR_READ_MARGIN_S + self.config.reference_s) if horizon is not None and q.since is None else q
+                   for q in asked]
         for q, c in zip(asked, clamped):
             if c is not q:
                 log.info("explanation read from a later onset: the pair scopes are kept for SENTINEL_PAIR_RETENTION",
@@ -189,18 +191,31 @@ class Correlator:
         asked = clamped
         requests = []
         for q in asked:
-            for scope in (q.parent, *(pair_scope(q.parent, a) for a in q.candidates)):
+            start, end = q.span()
+            for scope in read_scopes(q):
                 requests.append((scope, q.onset - self.config.reference_s, self.config.reference_s, 1))
-                requests.append((scope, q.onset, max(q.boundary - q.onset, 1), 1))
+                requests.append((scope, start, max(end - start, 1), 1))
         tables = iter(await self.store.slices_many(requests))
         read: dict[tuple[int, str], Counts] = {}
         for i, q in enumerate(asked):
             column = COLUMN[LABEL_OF_KIND.get(q.kind, "n")]
-            for scope in (q.parent, *(pair_scope(q.parent, a) for a in q.candidates)):
+            for scope in read_scopes(q):
                 before, since = next(tables), next(tables)
                 read[(i, scope)] = Counts(float(before[0][column]) if len(before) else 0.0, float(since[0][column]) if len(since) else 0.0)
         index = {id(q): i for i, q in enumerate(asked)}
-        return explanations(asked, lambda q, scope: read[(index[id(q)], scope)], self.config)
+        found = explanations(asked, lambda q, scope: read[(index[id(q)], scope)], self.config)
+        for q in asked:
+            e = found.get((q.parent, q.kind))
+            if e is not None:  # why scopes were grouped or not: what an operator asks of an incident
+                log.info("explanation", extra={"parent": q.parent, "kind": q.kind, "onset": q.onset, "boundary": q.boundary,
+                                               "candidates": len(q.candidates), "asset": e.asset, "market": list(e.market),
+                                               "excess": e.excess, "top": e.top, "share": e.share, "rest_z": e.rest_z})
+        return found
+
+
+def read_scopes(q: Question) -> tuple[str, ...]:
+    """The scopes a question reads: the parent and, unless it is a tail check, each candidate's pair scope."""
+    return (q.parent,) if q.since is not None else (q.parent, *(pair_scope(q.parent, a) for a in q.candidates))
 
 
 async def list_incidents(client: Any, *, since: float | None = None, open_only: bool = False) -> list[dict[str, Any]]:

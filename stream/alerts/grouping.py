@@ -19,11 +19,11 @@ market-wide move, or a higher severity (a parent joining because the root explai
 the next notice but does not cause one: that is what turned one event into a wall of messages); a still-firing,
 unacknowledged incident is repeated every `repeat_interval` while its root fires; one resolved
 message closes it. When the root has resolved, members still firing get `group_interval` to resolve
-too. Those still firing then are asked the explain-away question again, about the root asset alone:
-one whose move the asset still carries is the event's tail (a channel's detector is slower to clear
-than the asset's) and keeps the incident open until it resolves, asked again every
-`group_interval`; one the asset no longer explains becomes an incident of its own (nothing is
-swallowed).
+too. Those still firing then are checked (`still_tail`): one that has not moved on its own since
+the root resolved (its posts of the label since then within its rate before the onset) is the
+event's tail (a channel's detector is slower to clear than the asset's) and keeps the incident
+open until it resolves, checked again every `group_interval`; one that has moved becomes an
+incident of its own (nothing is swallowed).
 
 Every transition record is still published (with `incident_id` and `root_scope`); only the
 root's records carry a notification, so members' records say `notified: false`.
@@ -96,19 +96,33 @@ class Counts:
 
 @dataclass(frozen=True)
 class Question:
-    """Is `parent`'s `kind` (firing since `onset`) explained by one of `candidates` (asset scopes)?"""
+    """Is `parent`'s `kind` (firing since `onset`) explained by one of `candidates` (asset scopes)?
+    With `since` (a tail check, `tail_questions`): has `parent` moved on its own since `since`, when
+    its root asset (the one candidate) resolved? Read from `parent` alone: its rate before `onset`
+    against its posts since `since`, so no pair scope, and no `within`, is involved."""
 
     parent: str
     kind: str
     onset: int
     boundary: int
     candidates: tuple[str, ...]
+    since: int | None = None
+
+    def span(self) -> tuple[int, int]:
+        """The read that `Counts.since` counts: from the onset, or from `since` for a tail check."""
+        return (self.onset if self.since is None else self.since), self.boundary
 
 
 @dataclass(frozen=True)
 class Explanation:
     asset: str = ""  # the one asset that explains the parent's move
     market: tuple[str, ...] = ()  # or: the assets that explain `all`'s move together
+    # Why, for the logs (not part of the answer): the parent's excess posts, the largest asset share
+    # of it and that asset, and the Poisson z of the parent without that asset.
+    excess: float = field(default=0.0, compare=False)
+    top: str = field(default="", compare=False)
+    share: float = field(default=0.0, compare=False)
+    rest_z: float = field(default=0.0, compare=False)
 
 
 def excess(counts: Counts, before_s: float, since_s: float) -> float:
@@ -120,19 +134,37 @@ def explain(question: Question, parent: Counts, pairs: Mapping[str, Counts], con
     before_s, since_s = config.reference_s, max(question.boundary - question.onset, 1)
     total = excess(parent, before_s, since_s)
     if total <= 0:
-        return Explanation()
+        return Explanation(excess=round(total, 1))
     shares = {a: excess(c, before_s, since_s) / total for a, c in pairs.items()}
-    for asset in sorted(shares, key=lambda a: (-shares[a], a)):
+    ranked = sorted(shares, key=lambda a: (-shares[a], a))
+    why: dict[str, Any] = {"excess": round(total, 1)}
+    for asset in ranked:
         if shares[asset] < config.explain_share:
             break
         rest = Counts(parent.before - pairs[asset].before, parent.since - pairs[asset].since)
         expected = max(rest.before / before_s * since_s, 1.0)
-        if (rest.since - expected) / math.sqrt(expected) < config.quiet_z:
-            return Explanation(asset=asset)
+        rest_z = (rest.since - expected) / math.sqrt(expected)
+        if not why.get("top"):
+            why.update(top=asset, share=round(shares[asset], 3), rest_z=round(rest_z, 2))
+        if rest_z < config.quiet_z:
+            return Explanation(asset=asset, **why)
+    if ranked and not why.get("top"):
+        why.update(top=ranked[0], share=round(shares[ranked[0]], 3))
     movers = tuple(sorted(a for a, s in shares.items() if s > 0))
     if len(movers) >= 2 and sum(shares[a] for a in movers) >= config.explain_share:
-        return Explanation(market=movers)
-    return Explanation()
+        return Explanation(market=movers, **why)
+    return Explanation(**why)
+
+
+def still_tail(question: Question, parent: Counts, config: GroupConfig) -> Explanation:
+    """A tail check: the member is the event's tail (its root asset, the one candidate, is named) if
+    its posts of the label since the root resolved are no more than its rate before the onset
+    allows (Poisson z under `quiet_z`); otherwise it has moved on its own since."""
+    start, end = question.span()
+    expected = max(parent.before / config.reference_s * max(end - start, 1), 1.0)
+    z = (parent.since - expected) / math.sqrt(expected)
+    why = {"excess": round(parent.since - expected, 1), "top": question.candidates[0], "rest_z": round(z, 2)}
+    return Explanation(asset=question.candidates[0], **why) if z < config.quiet_z else Explanation(**why)
 
 
 def within(question: Question, earliest_onset: int) -> Question:
@@ -150,7 +182,10 @@ def explanations(asked: Sequence[Question], counts: Callable[[Question, str], Co
     each candidate's pair scope). A parent asked twice keeps the answer that names an asset."""
     out: dict[tuple[str, str], Explanation] = {}
     for q in asked:
-        found = explain(q, counts(q, q.parent), {a: counts(q, pair_scope(q.parent, a)) for a in q.candidates}, config)
+        if q.since is not None:
+            found = still_tail(q, counts(q, q.parent), config)
+        else:
+            found = explain(q, counts(q, q.parent), {a: counts(q, pair_scope(q.parent, a)) for a in q.candidates}, config)
         previous = out.get((q.parent, q.kind))
         if previous is None or (not previous.asset and found.asset):
             out[(q.parent, q.kind)] = found
@@ -306,8 +341,8 @@ def questions(state: GroupState, boundary: int, transitions: Sequence[AlertRecor
 
 def tail_questions(state: GroupState, boundary: int, config: GroupConfig) -> list[Question]:
     """Members still firing after their asset root resolved, due for the tail check at `boundary`:
-    does the root asset alone still explain each one's move since its onset?"""
-    return [Question(m.scope, m.kind, _member_onset(m, incident), boundary, (incident.root,))
+    has each one moved on its own since the root resolved (`still_tail`)?"""
+    return [Question(m.scope, m.kind, _member_onset(m, incident), boundary, (incident.root,), since=incident.root_resolved)
             for incident in state.incidents.values() if _tail_due(incident, boundary, config)
             for m in incident.firing() if m.scope != incident.root]
 
