@@ -262,12 +262,15 @@ def test_an_incident_over_within_its_wait_is_still_told_then_resolved_and_flush_
 
 def test_a_tail_check_asks_whether_the_member_moved_since_the_root_resolved():
     """36 negatives in the 6 h before the onset (one in 10 minutes): 3 expected in the half hour
-    since the root resolved. 3 seen is the tail; 20 is a move of its own."""
+    since the root resolved. 3 seen is the tail; 20 is a move of its own. Hours later, the rate's
+    own noise counts: 122 in 4 h against 125 in the 6 h before (83 expected) is z 3.3, not 4.2."""
     q = Question("channel:general", "sentiment_drop", B0 - 6 * 3600, B0, ("asset:ETH",), since=B0 - 30 * MIN)
     assert q.span() == (B0 - 30 * MIN, B0) and replace(q, since=None).span() == (B0 - 6 * 3600, B0)
     assert still_tail(q, Counts(36, 3), CONFIG) == Explanation(asset="asset:ETH")
     moved = still_tail(q, Counts(36, 20), CONFIG)
-    assert moved == Explanation() and moved.rest_z == 9.81
+    assert moved == Explanation() and moved.rest_z == 9.43  # 17 over sqrt(3 + 36 / 12**2)
+    late = replace(q, since=B0 - 4 * 3600)
+    assert still_tail(late, Counts(125, 122), CONFIG).rest_z == 3.28 and still_tail(late, Counts(125, 122), CONFIG).asset
     # The same through `explanations`, which reads only the member for a tail check.
     read: list[str] = []
     assert explanations([q], lambda question, scope: read.append(scope) or Counts(36, 3), CONFIG) == {

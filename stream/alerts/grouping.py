@@ -159,10 +159,13 @@ def explain(question: Question, parent: Counts, pairs: Mapping[str, Counts], con
 def still_tail(question: Question, parent: Counts, config: GroupConfig) -> Explanation:
     """A tail check: the member is the event's tail (its root asset, the one candidate, is named) if
     its posts of the label since the root resolved are no more than its rate before the onset
-    allows (Poisson z under `quiet_z`); otherwise it has moved on its own since."""
+    allows (z under `quiet_z`); otherwise it has moved on its own since. The z counts the noise of
+    the rate as well as of the count: checked hours after the onset, the span since is as long as
+    the reference, and a reference that came out low by chance made a quiet channel look moved."""
     start, end = question.span()
-    expected = max(parent.before / config.reference_s * max(end - start, 1), 1.0)
-    z = (parent.since - expected) / math.sqrt(expected)
+    ratio = max(end - start, 1) / config.reference_s
+    expected = max(parent.before * ratio, 1.0)
+    z = (parent.since - expected) / math.sqrt(expected + ratio * ratio * parent.before)
     why = {"excess": round(parent.since - expected, 1), "top": question.candidates[0], "rest_z": round(z, 2)}
     return Explanation(asset=question.candidates[0], **why) if z < config.quiet_z else Explanation(**why)
 
