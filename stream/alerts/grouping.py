@@ -118,7 +118,8 @@ class Explanation:
     asset: str = ""  # the one asset that explains the parent's move
     market: tuple[str, ...] = ()  # or: the assets that explain `all`'s move together
     # Why, for the logs (not part of the answer): the parent's excess posts, the largest asset share
-    # of it and that asset, and the Poisson z of the parent without that asset.
+    # of it and that asset, and the Poisson z of the parent without that asset (a tail check: the
+    # member's z since its root resolved).
     excess: float = field(default=0.0, compare=False)
     top: str = field(default="", compare=False)
     share: float = field(default=0.0, compare=False)
@@ -346,7 +347,7 @@ def tail_questions(state: GroupState, boundary: int, config: GroupConfig) -> lis
     """Members still firing after their asset root resolved, due for the tail check at `boundary`:
     has each one moved on its own since the root resolved (`still_tail`)?"""
     return [Question(m.scope, m.kind, _member_onset(m, incident), boundary, (incident.root,), since=incident.root_resolved)
-            for incident in state.incidents.values() if _tail_due(incident, boundary, config)
+            for incident in state.incidents.values() if is_asset(incident.root) and _tail_due(incident, boundary, config)
             for m in incident.firing() if m.scope != incident.root]
 
 
@@ -675,12 +676,13 @@ def _timers_due(state: GroupState, incident: Incident, boundary: int, config: Gr
 
 
 def _split(state: GroupState, incident: Incident, boundary: int, answers: Mapping[tuple[str, str], Explanation]) -> list[Entry]:
-    """The root resolved a while ago and some members still fire. Those the root asset still
-    explains are the event's tail: they keep the incident open (nothing is sent; asked again after
-    `group_interval`). The others leave it, each scope an incident of its own (told about after its
-    own group wait); with no tail left, the incident resolves."""
+    """The root resolved a while ago and some members still fire. Those that have not moved on
+    their own since (`still_tail` named the root) are the event's tail: they keep the incident open
+    (nothing is sent; checked again after `group_interval`). The others leave it, each scope an
+    incident of its own (told about after its own group wait); with no tail left, the incident
+    resolves."""
     tail = {m.key for m in incident.firing()
-            if m.scope != incident.root and is_asset(incident.root) and answers.get((m.scope, m.kind), Explanation()).asset == incident.root}
+            if m.scope != incident.root and answers.get((m.scope, m.kind), Explanation()).asset == incident.root}
     still = [m for m in incident.firing() if m.key not in tail]
     if tail:
         incident.tail_checked = boundary
