@@ -227,8 +227,9 @@ def test_an_entry_whose_publish_failed_is_published_without_notifying_again(redi
 
 def test_one_incidents_notices_go_out_in_order_and_different_incidents_side_by_side(redis_server):
     """Two incidents' notices in one round (a replay or a backlog reads many at once): each incident's
-    go one after another, in outbox order, while the other incident's go at the same time. A publish
-    that fails stops its incident's chain: the entries after it wait, and follow it next round."""
+    go one after another, in outbox order, while the other incident's go at the same time. A step
+    that fails (here an acknowledgement) stops its incident's chain: the entries after it wait, and
+    follow it next round."""
     from stream.alerts.correlator import entry_json
     from stream.alerts.grouping import Entry, Notice
 
@@ -243,6 +244,7 @@ def test_one_incidents_notices_go_out_in_order_and_different_incidents_side_by_s
 
     reasons = ("new", "update", "repeat", "resolved")
     hook = Hook()
+
     async def go():
         store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
         for reason in reasons:  # interleaved in the outbox, as two incidents' boundaries come
