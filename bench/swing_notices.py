@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, simulate_incidents, through_confusion  # noqa: E402
+import stream.alerts.grouping as grouping  # noqa: E402
 from stream.alerts.grouping import GroupConfig  # noqa: E402
 from stream.alerts.judging import AlertConfig  # noqa: E402
 from stream.timefmt import iso  # noqa: E402
@@ -57,8 +58,6 @@ def main() -> None:
     args = parser.parse_args()
     confusion = json.loads(args.confusion.read_text())["confusion"]
     config = replace(AlertConfig(), detector="sequential")
-    import stream.alerts.grouping as grouping
-
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for volume in (1.0, 3.0):

@@ -139,18 +139,18 @@ def explain(question: Question, parent: Counts, pairs: Mapping[str, Counts], con
     shares = {a: excess(c, before_s, since_s) / total for a, c in pairs.items()}
     ranked = sorted(shares, key=lambda a: (-shares[a], a))
     why: dict[str, Any] = {"excess": round(total, 1)}
+    if ranked:
+        why.update(top=ranked[0], share=round(shares[ranked[0]], 3))
     for asset in ranked:
         if shares[asset] < config.explain_share:
             break
         rest = Counts(parent.before - pairs[asset].before, parent.since - pairs[asset].since)
         expected = max(rest.before / before_s * since_s, 1.0)
         rest_z = (rest.since - expected) / math.sqrt(expected)
-        if not why.get("top"):
-            why.update(top=asset, share=round(shares[asset], 3), rest_z=round(rest_z, 2))
+        if asset == ranked[0]:
+            why["rest_z"] = round(rest_z, 2)
         if rest_z < config.quiet_z:
             return Explanation(asset=asset, **why)
-    if ranked and not why.get("top"):
-        why.update(top=ranked[0], share=round(shares[ranked[0]], 3))
     movers = tuple(sorted(a for a, s in shares.items() if s > 0))
     if len(movers) >= 2 and sum(shares[a] for a in movers) >= config.explain_share:
         return Explanation(market=movers, **why)
@@ -359,7 +359,7 @@ def _tail_check_at(incident: Incident, config: GroupConfig) -> int | None:
     """When the members still firing after the root resolved are next looked at (None: not pending)."""
     if incident.root_resolved is None or not incident.firing():
         return None
-    return max(incident.root_resolved, incident.tail_checked or incident.root_resolved) + config.group_interval_s
+    return (incident.tail_checked or incident.root_resolved) + config.group_interval_s  # a check comes after the resolution
 
 
 def _tail_due(incident: Incident, boundary: int, config: GroupConfig) -> bool:

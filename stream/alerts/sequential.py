@@ -206,7 +206,7 @@ def _latch(state: SeqState, p: dict[str, float], config: SeqConfig) -> None:
     """Latch a direction whose rate chart holds b nats on a full confirmation; release it once its
     rate chart is under b/2 (the incident resolves there) or was restarted."""
     for _, label, _ in DIRECTIONS:
-        share, rate = state.banks[f"{label}_share"], state.banks[f"{label}_rate"]
+        rate = state.banks[f"{label}_rate"]
         j = rate.best()
         if rate.s[j] < config.b / 2:
             if label in state.latched:
