@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from stream.settings import Settings
 from stream.kafka import ensure_topics, kafka_client_kwargs, worker_topics
 from stream.tools.replay import replay
-from stream.tools.services import embedded_stack, free_port
+from stream.tools.services import embedded_stack, free_port, sigterm_unwinds
 from stream.store import COUNTERS, WindowStore
 
 # An embedded single-broker stack needs no 30 s rebalance wait; production keeps its settings.
@@ -41,13 +41,15 @@ class RunError(RuntimeError):
 
 @contextlib.contextmanager
 def connected(settings: Settings) -> Iterator[tuple[Settings, bool]]:
-    """Settings pointing at real servers: the configured ones, or a fresh embedded stack."""
+    """Settings pointing at real servers: the configured ones, or a fresh embedded stack. Inside, a
+    SIGTERM stops the stack and the workers started under it before the command exits."""
     if settings.kafka_broker and settings.redis_url:
-        yield settings, False
+        with sigterm_unwinds():
+            yield settings, False
         return
     if settings.kafka_broker or settings.redis_url:
         raise RunError("configure both KAFKA_BROKER and REDIS_URL, or neither (for the embedded stack)")
-    with embedded_stack(redis_cluster=settings.redis_cluster) as stack:
+    with sigterm_unwinds(), embedded_stack(redis_cluster=settings.redis_cluster) as stack:
         yield settings.model_copy(update={"kafka_broker": stack.kafka_broker, "redis_url": SecretStr(stack.redis_url)}), True
 
 

@@ -1,5 +1,6 @@
 """The embedded stack starts real servers and never leaves one behind."""
 
+import contextlib
 import os
 
 import pytest
@@ -50,8 +51,11 @@ def test_stack_stops_on_error(started):
     assert started and not any(alive(pid) for pid in started)
 
 
-def test_ctrl_c_during_sentinel_run_leaves_no_process_behind(tmp_path, tiny_model_dir, cache_dir):
-    """Ctrl-C (SIGINT to the foreground process group) mid-run stops the worker, broker and redis-server."""
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_stopping_sentinel_run_mid_run_leaves_no_process_behind(how, tmp_path, tiny_model_dir, cache_dir):
+    """Ctrl-C (SIGINT to the foreground process group) or SIGTERM to the command alone (`kill PID`,
+    `timeout`, a deleted Job) mid-run stops the worker, broker and redis-server. The servers and the
+    worker run in their own sessions, so a SIGTERM reaches only `sentinel run`, which must stop them."""
     import json
     import signal
     import subprocess
@@ -79,7 +83,16 @@ def test_ctrl_c_during_sentinel_run_leaves_no_process_behind(tmp_path, tiny_mode
             break
         time.sleep(0.1)
     assert len(children) >= 3, [c.cmdline() for c in children]
-    os.killpg(run.pid, signal.SIGINT)
-    assert run.wait(60) != 0
-    gone, alive_ = psutil.wait_procs(children, timeout=30)
-    assert not alive_, [p.cmdline() for p in alive_]
+    try:
+        if how == "ctrl-c":
+            os.killpg(run.pid, signal.SIGINT)
+            assert run.wait(60) != 0
+        else:
+            run.send_signal(signal.SIGTERM)
+            assert run.wait(60) == 128 + signal.SIGTERM
+        gone, alive_ = psutil.wait_procs(children, timeout=30)
+        assert not alive_, [p.cmdline() for p in alive_]
+    finally:  # a failure here must not leave the servers running for the rest of the suite
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()

@@ -2,7 +2,8 @@
 loopback ports, for the demo, tests and local replays. Production points at real Kafka and Redis.
 
 `embedded_stack()` is a context manager: both servers are ready when it yields and are stopped on
-exit, also on Ctrl-C or an exception. Each runs in its own process group, so nothing is orphaned.
+exit, also on Ctrl-C or an exception. Each runs in its own process group, so a signal meant for the
+command does not reach it half-way; `sigterm_unwinds()` makes a SIGTERM to the command stop them too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,31 @@ class ServiceError(RuntimeError):
 class Stack:
     kafka_broker: str  # host:port
     redis_url: str
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Inside: SIGTERM exits through `finally` blocks (SystemExit 143), like Ctrl-C does.
+
+    Python's default SIGTERM ends the process at once, and the servers and workers a command started
+    live in their own sessions, so `kill PID`, `timeout` or a Job's deletion would orphan them. The
+    first SIGTERM unwinds; later ones are ignored, so the clean-up (each step with its own timeout)
+    is not cut short. Only the main thread can set handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def unwind(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log.warning("SIGTERM: stopping what this command started")
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def free_port() -> int:
