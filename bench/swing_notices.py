@@ -3,7 +3,8 @@
 60% negative on day 6, at its usual volume and at three times it, every post's label redrawn
 through a measured confusion matrix (the real classifier's errors dilute a swing). Runs the
 worker's own judging (sequential detector) and grouping code (`tests/scenarios.simulate_incidents`)
-and counts the incidents and notices from an hour before the swing to twelve after it.
+and counts the incidents and notices from an hour before the swing to twelve after it, and the
+minutes from the swing's end to the last resolved notice (when the risk team is told it is over).
 
     .venv/bin/python bench/swing_notices.py --seeds 24 --out docs/results/swing_notices.json
     PYTHONPATH=/path/to/older/checkout .venv/bin/python bench/swing_notices.py ...   # an older grouping, same streams
@@ -41,6 +42,30 @@ def one(seed: int, volume: float, confusion: dict, config: AlertConfig) -> dict:
     return {"seed": seed, "volume": volume, "incidents": len(incidents), "notices": len(told), "told": told}
 
 
+def last_resolved_min(told: list) -> float | None:
+    """Minutes from the swing's end (13:00) to the last resolved notice: when the risk team is told it is over."""
+    times = [at for reason, _, at in told if reason == "resolved"]
+    if not times:
+        return None
+    hours, minutes = (int(x) for x in max(times).split(":"))
+    return hours * 60 + minutes - 13 * 60
+
+
+def summarise(rows: list[dict]) -> dict:
+    summary = {}
+    for volume in (1.0, 3.0):
+        mine = [r for r in rows if r["volume"] == volume]
+        counts = [r["notices"] for r in mine]
+        ends = [m for m in (last_resolved_min(r["told"]) for r in mine) if m is not None]
+        summary[f"volume_{volume:g}x"] = {
+            "swings": len(mine), "incidents": sum(r["incidents"] for r in mine), "notices": sum(counts),
+            "notices_median": statistics.median(counts), "notices_max": max(counts),
+            "swings_with_more_than_one_incident": sum(r["incidents"] > 1 for r in mine), "swings_not_told": counts.count(0),
+            "resolved_min_after_end_median": statistics.median(ends) if ends else None, "resolved_min_after_end_max": max(ends, default=None),
+        }
+    return summary
+
+
 def checkout(module: Path) -> str:
     """The commit of the code that grouped (it may be an older checkout on PYTHONPATH), '+' if changed since."""
     git = ["git", "-C", str(module.parent)]
@@ -63,15 +88,7 @@ def main() -> None:
         for volume in (1.0, 3.0):
             rows.append(one(seed, volume, confusion, config))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    summary = {}
-    for volume in (1.0, 3.0):
-        mine = [r for r in rows if r["volume"] == volume]
-        counts = [r["notices"] for r in mine]
-        summary[f"volume_{volume:g}x"] = {
-            "swings": len(mine), "incidents": sum(r["incidents"] for r in mine), "notices": sum(counts),
-            "notices_median": statistics.median(counts), "notices_max": max(counts),
-            "swings_with_more_than_one_incident": sum(r["incidents"] > 1 for r in mine), "swings_not_told": counts.count(0),
-        }
+    summary = summarise(rows)
     result = {"command": " ".join(["bench/swing_notices.py", *sys.argv[1:]]), "grouping_code": checkout(Path(grouping.__file__)),
               "confusion": str(args.confusion.relative_to(ROOT) if args.confusion.is_relative_to(ROOT) else args.confusion),
               "summary": summary, "runs": rows}

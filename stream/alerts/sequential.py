@@ -230,7 +230,13 @@ def ended(state: SeqState, new: np.ndarray, p: dict[str, float], at: int, config
     baseline against a share (rate) most of the way to the post-change estimate (`_midway`); at b
     nats of that evidence the direction's charts
     restart from zero, so the incident resolves. Without it a chart capped at 2b only drains at the
-    rate the baseline contradicts its weakest alternative: hours for a swing of one hour."""
+    rate the baseline contradicts its weakest alternative: hours for a swing of one hour.
+
+    The share's estimate is first taken when the charts fire and rises with the evidence while this
+    test holds none (the change is still on); it never falls. A three-fold sell-off fires its rate
+    chart on its first few posts, at a share well under the swing's (0.39 against 0.49, through the
+    shipped adapter's errors), and weighed against that the baseline took up to three hours to end
+    a one-hour swing."""
     # Ending early costs a flap (resolved, then firing again), so the reverse test needs the same
     # evidence as the forward one: b nats. (At b/2 a single bin of nine posts with one negative ended
     # a 60% sell-off halfway through.) Its charts stay in play while they hold b/2.
@@ -242,12 +248,13 @@ def ended(state: SeqState, new: np.ndarray, p: dict[str, float], at: int, config
             state.after.pop(label, None)
             state.back.pop(label, None)
             continue
-        if label not in state.after:
-            if max(max(share.s), max(rate.s)) < config.b:
-                continue  # not fired: detection alone decides until then
+        if label not in state.after and max(max(share.s), max(rate.s)) < config.b:
+            continue  # not fired: detection alone decides until then
+        if not state.back.get(label):
             bank = share if max(share.s) >= max(rate.s) else rate
             k = bank.best()
-            state.after[label] = bank.hits[k] / bank.posts[k] if bank.posts[k] else p0
+            estimate = bank.hits[k] / bank.posts[k] if bank.posts[k] else p0
+            state.after[label] = max(estimate, state.after.get(label, 0.0))
         q = _midway(p0, state.after[label])
         if n <= 0 or q <= p0 or q >= 1:
             continue
