@@ -17,6 +17,7 @@ from stream.alerts.grouping import (
     explain,
     explanations,
     flush,
+    history_status,
     next_boundary,
     questions,
     still_tail,
@@ -168,9 +169,11 @@ def test_a_member_still_firing_when_its_root_resolves_becomes_its_own_incident()
     assert first != second and not state.incidents
 
 
-def test_a_member_still_firing_after_its_root_is_the_events_tail_and_the_incident_resolves_with_it():
-    """A channel's detector clears later than its asset's. While the channel has not moved on its
-    own since the asset resolved, it is the event's tail: one incident, one resolved notice, at its end."""
+def test_a_member_still_firing_after_its_root_is_the_events_tail_and_the_incident_is_told_over_without_it():
+    """A channel's detector clears later than its asset's (its swing is diluted by the other
+    assets' posts). While the channel has not moved on its own since the asset resolved, it is the
+    event's tail: one incident, told over at the first check after the asset resolved, and the
+    channel's own resolution published under it later, with no notice."""
     events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
               B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN)],
               B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN)],
@@ -179,8 +182,17 @@ def test_a_member_still_firing_after_its_root_is_the_events_tail_and_the_inciden
     asked: list[Question] = []
     records, notices, state = run(events, answers, tail=lambda q: asked.append(q) or Explanation(asset="asset:ETH"))
     assert [(n.reason, n.root_scope, n.at) for n in notices] == [("new", "asset:ETH", iso(B0 + 5 * MIN)),
-                                                                 ("resolved", "asset:ETH", iso(B0 + 90 * MIN))]
+                                                                 ("resolved", "asset:ETH", iso(B0 + 55 * MIN))]
+    assert [m["firing"] for m in notices[1].members] == [False, True]  # the root, then the tail still clearing
     assert {r["incident_id"] for r in records} == {notices[0].incident_id} and not state.incidents
+    assert [(r["scope"], r["state"], r["notified"]) for r in records if r["window_end"] == iso(B0 + 90 * MIN)] == [
+        ("channel:general", "resolved", False)]
+    # While the tail clears, the history says resolved: that is what the risk team was told.
+    _, _, told_over = run(events, answers, until=B0 + 60 * MIN, tail=lambda q: Explanation(asset="asset:ETH"))
+    (incident,) = told_over.incidents.values()
+    assert history_status(told_over, incident) == "resolved" and incident.firing()[0].scope == "channel:general"
+    _, _, before = run(events, answers, until=B0 + 50 * MIN, tail=lambda q: Explanation(asset="asset:ETH"))
+    assert history_status(before, next(iter(before.incidents.values()))) == "open"
     # Checked since the root resolved, against the rate before the member's onset, each group_interval.
     assert [(q.parent, q.candidates, q.onset, q.since, q.boundary) for q in asked] == [
         ("channel:general", ("asset:ETH",), B0 - 9 * MIN, B0 + 40 * MIN, B0 + t * MIN) for t in (55, 70, 85)]
@@ -199,10 +211,34 @@ def test_a_tail_that_moves_on_its_own_leaves_as_its_own_incident():
     tail = lambda q: Explanation(asset="asset:ETH") if q.parent == "channel:general" or q.boundary < B0 + 70 * MIN else Explanation()  # noqa: E731
     records, notices, _ = run(events, answers, tail=tail)
     assert [(n.reason, n.root_scope, n.at) for n in notices] == [
-        ("new", "asset:ETH", iso(B0 + 5 * MIN)), ("new", "channel:trading", iso(B0 + 75 * MIN)),
-        ("resolved", "asset:ETH", iso(B0 + 100 * MIN)), ("resolved", "channel:trading", iso(B0 + 110 * MIN))]
+        ("new", "asset:ETH", iso(B0 + 5 * MIN)), ("resolved", "asset:ETH", iso(B0 + 55 * MIN)),
+        ("new", "channel:trading", iso(B0 + 75 * MIN)), ("resolved", "channel:trading", iso(B0 + 110 * MIN))]
     by_scope = {r["scope"]: r["incident_id"] for r in records if r["state"] == "resolved"}
-    assert by_scope["channel:general"] == notices[0].incident_id and by_scope["channel:trading"] == notices[1].incident_id
+    assert by_scope["channel:general"] == notices[0].incident_id and by_scope["channel:trading"] == notices[2].incident_id
+
+
+def test_a_root_that_fires_again_after_its_incident_was_told_over_is_a_new_incident():
+    """The team heard the event end while a channel still cleared: the asset firing again is news
+    (a new incident), the old incident takes only its tail's records, and the channel, once it
+    resolved and fired again, joins the new event as the asset explains it now."""
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN)],
+              B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN)],
+              B0 + 80 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 80 * MIN)],
+              B0 + 90 * MIN: [transition("channel:general", "sentiment_drop", "resolved", B0 + 90 * MIN)],
+              B0 + 100 * MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + 100 * MIN)],
+              B0 + 130 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 130 * MIN),
+                               transition("channel:general", "sentiment_drop", "resolved", B0 + 130 * MIN)]}
+    answers = {("channel:general", "sentiment_drop"): Explanation(asset="asset:ETH")}
+    records, notices, state = run(events, answers, tail=lambda q: Explanation(asset="asset:ETH"))
+    assert [(n.reason, n.root_scope, n.at) for n in notices] == [
+        ("new", "asset:ETH", iso(B0 + 5 * MIN)), ("resolved", "asset:ETH", iso(B0 + 55 * MIN)),
+        ("new", "asset:ETH", iso(B0 + 85 * MIN)), ("resolved", "asset:ETH", iso(B0 + 130 * MIN))]
+    first, second = notices[0].incident_id, notices[2].incident_id
+    assert first != second and not state.incidents
+    general = [(r["window_end"], r["state"], r["incident_id"]) for r in records if r["scope"] == "channel:general"]
+    assert general == [(iso(B0 + MIN), "firing", first), (iso(B0 + 90 * MIN), "resolved", first),
+                       (iso(B0 + 100 * MIN), "firing", second), (iso(B0 + 130 * MIN), "resolved", second)]
 
 
 def test_no_reminder_goes_once_the_root_resolved():
@@ -218,7 +254,7 @@ def test_no_reminder_goes_once_the_root_resolved():
         ("new", "asset:ETH", iso(B0 + 5 * MIN)), ("resolved", "asset:ETH", iso(B0 + 255 * MIN)),
         ("new", "channel:general", iso(B0 + 260 * MIN)), ("resolved", "channel:general", iso(B0 + 300 * MIN))]
     _, tailed, _ = run(events, answers, tail=lambda q: Explanation(asset="asset:ETH"))
-    assert [(n.reason, n.at) for n in tailed] == [("new", iso(B0 + 5 * MIN)), ("resolved", iso(B0 + 300 * MIN))]
+    assert [(n.reason, n.at) for n in tailed] == [("new", iso(B0 + 5 * MIN)), ("resolved", iso(B0 + 255 * MIN))]
 
 
 def test_updates_come_for_news_only_and_repeats_stop_when_acknowledged():
@@ -324,3 +360,18 @@ def test_a_generated_cascade_gives_one_incident_and_few_notices():
         about = [n for n in notices if n.incident_id == eth[0]["incident_id"]]
         firing = [n for n in about if n.state == "firing" and n.reason != "repeat"]
         assert 1 <= len(firing) <= 2 and sum(n.state == "resolved" for n in about) == 1
+
+
+def test_the_state_reads_back_and_a_field_from_a_newer_version_is_dropped():
+    """A worker left behind in a rolling upgrade reads a newer worker's state instead of failing
+    every correlation round on a field it does not know."""
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN)],
+              B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN)]}
+    answers = {("channel:general", "sentiment_drop"): Explanation(asset="asset:ETH")}
+    _, _, state = run(events, answers, until=B0 + 60 * MIN, tail=lambda q: Explanation(asset="asset:ETH"))
+    data = state.to_json()
+    assert GroupState.from_json(data) == state and next(iter(state.incidents.values())).over_told == B0 + 55 * MIN
+    for incident in data["incidents"].values():
+        incident["from_the_future"] = 1
+    assert GroupState.from_json(data) == state

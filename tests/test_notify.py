@@ -494,3 +494,8 @@ def test_an_incident_notice_names_root_kinds_members_onset_and_level_and_escapes
     assert "incident_id: inc1" in text and "<!channel>" not in text and "@here" not in text and "!channel" in text
     resolved = Notice(**{**notice.to_json(), "state": "resolved", "reason": "resolved"})
     assert message.notice_title(resolved).startswith("[RESOLVED] ") and " is resolved." in message.notice_body(resolved)
+    # Told over while a related scope still clears (grouping's tail): the body says what that means.
+    assert "have not moved on their own since the root resolved" in message.notice_body(resolved)
+    assert "have not moved" not in text
+    cleared = Notice(**{**resolved.to_json(), "members": [{**m, "firing": False} for m in resolved.members]})
+    assert "have not moved" not in message.notice_body(cleared)

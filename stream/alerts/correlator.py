@@ -31,6 +31,7 @@ from stream.alerts.grouping import (
     advance,
     explanations,
     flush,
+    history_status,
     next_boundary,
     pair_scope,
     questions,
@@ -142,8 +143,7 @@ class Correlator:
             state, out, touched = advance(state, boundary, now, answers, self.config, acks)
             entries += out
             for incident in touched:
-                status = "merged" if incident.merged_into else "open" if incident.id in state.incidents else "resolved"
-                changed[incident.id] = (incident, status, boundary)
+                changed[incident.id] = (incident, history_status(state, incident), boundary)
             after = boundary
             boundary = next_boundary(state, [b for b, _ in pending], after, until, self.step_s, self.config)
         if flush_waiting:

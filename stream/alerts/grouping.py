@@ -21,9 +21,11 @@ unacknowledged incident is repeated every `repeat_interval` while its root fires
 message closes it. When the root has resolved, members still firing get `group_interval` to resolve
 too. Those still firing then are checked (`still_tail`): one that has not moved on its own since
 the root resolved (its posts of the label since then within its rate before the onset) is the
-event's tail (a channel's detector is slower to clear than the asset's) and keeps the incident
-open until it resolves, checked again every `group_interval`; one that has moved becomes an
-incident of its own (nothing is swallowed).
+event's tail (a channel's detector is slower to clear than the asset's: its swing is diluted by
+the other assets' posts); one that has moved becomes an incident of its own (nothing is
+swallowed). With only the tail left, the incident is told over then (`over_told`): the tail's
+records go out under its id without a notice, its members are checked again every
+`group_interval` (one that moves leaves as above), and a new firing on the root is a new incident.
 
 Every transition record is still published (with `incident_id` and `root_scope`); only the
 root's records carry a notification, so members' records say `notified: false`.
@@ -37,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from stream.alerts.incidents import AlertRecord
@@ -237,6 +239,9 @@ class Incident:
     # Rooted at a parent whose move an asset explains before that asset has fired itself: other
     # parents it explains join here, and the asset becomes the root when it fires.
     explained_by: str = ""
+    # When it was told over while its tail still fired (see `_split`); it stays only to take the
+    # tail's records and checks, and tells nobody anything more.
+    over_told: int | None = None
 
     def firing(self) -> list[Member]:
         return [m for m in self.members.values() if m.firing]
@@ -250,8 +255,11 @@ class Incident:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Incident":
-        members = {k: Member(**m) for k, m in data.pop("members").items()}
-        return cls(**data, members=members)
+        # Fields a newer version added are dropped, so a worker left behind in a rolling upgrade
+        # reads the state instead of failing every correlation round.
+        known = {f.name for f in fields(cls)} - {"members"}
+        members = {k: Member(**m) for k, m in data["members"].items()}
+        return cls(**{k: v for k, v in data.items() if k in known}, members=members)
 
 
 @dataclass
@@ -274,7 +282,7 @@ class GroupState:
 
     def rooted_at(self, scope: str) -> Incident | None:
         for incident in self.incidents.values():
-            if incident.root == scope:
+            if incident.root == scope and incident.over_told is None:
                 return incident
         return None
 
@@ -332,7 +340,7 @@ def questions(state: GroupState, boundary: int, transitions: Sequence[AlertRecor
     candidates = tuple(sorted(firing_assets | new_assets | {a for a in active if is_asset(a)}))
     out = []
     for t in transitions:
-        if t.state == "firing" and not t.repeat and not is_asset(t.scope) and state.holding(member_key(t.scope, t.kind)) is None:
+        if t.state == "firing" and not t.repeat and not is_asset(t.scope) and _holder(state, t) is None:
             if candidates:
                 out.append(Question(t.scope, t.kind, _onset_of(t), boundary, candidates))
     if candidates:
@@ -406,6 +414,15 @@ def advance(
     return state, out, list(touched.values())
 
 
+def history_status(state: GroupState, incident: Incident) -> str:
+    """What the incident history says of an incident `advance` touched: `merged` (folded into
+    another before anyone heard of it), `open`, or `resolved` (closed, or told over while its
+    tail still clears)."""
+    if incident.merged_into:
+        return "merged"
+    return "open" if incident.id in state.incidents and incident.over_told is None else "resolved"
+
+
 def flush(state: GroupState, boundary: int) -> tuple[GroupState, list[Entry], list[Incident]]:
     """The input has ended (a replay): incidents still in their group wait are announced now, since
     nothing more can join them."""
@@ -430,10 +447,10 @@ def _onset_of(t: AlertRecord) -> int:
 def _place(state: GroupState, t: AlertRecord, boundary: int, answers: Mapping[tuple[str, str], Explanation],
            config: GroupConfig) -> Incident:
     """The incident a transition belongs to, joining or opening one as the rules say."""
-    key = member_key(t.scope, t.kind)
-    held = state.holding(key)
+    held = _holder(state, t)
     if held is not None:
         return held
+    _leave_over_told(state, t)
     own = state.rooted_at(t.scope)
     if own is not None:
         return _join(own, t)
@@ -463,6 +480,26 @@ def _place(state: GroupState, t: AlertRecord, boundary: int, answers: Mapping[tu
             _make_market(state, incident, found, t.kind)
             return incident
     return _open(state, t.scope, boundary, t)
+
+
+def _holder(state: GroupState, t: AlertRecord) -> Incident | None:
+    """The incident that holds `t`'s scope and kind, unless it was told over and `t` fires anew:
+    the risk team heard that event end, so this is news (a new incident, or another's)."""
+    held = state.holding(member_key(t.scope, t.kind))
+    if held is not None and held.over_told is not None and t.state == "firing" and not t.repeat:
+        return None
+    return held
+
+
+def _leave_over_told(state: GroupState, t: AlertRecord) -> None:
+    """`t` fires anew on a member of an incident told over: the member leaves it, and an incident
+    with no tail left goes (nobody is told: it was told over)."""
+    held = state.holding(member_key(t.scope, t.kind))
+    if held is None or held.over_told is None:
+        return
+    del held.members[member_key(t.scope, t.kind)]
+    if not held.firing():
+        del state.incidents[held.id]
 
 
 def _explained_by(state: GroupState, asset: str) -> Incident | None:
@@ -618,7 +655,11 @@ def _announce(incident: Incident, reason: str, boundary: int) -> Entry:
 
 def _close(state: GroupState, incident: Incident, boundary: int, record: dict[str, Any], is_root: bool) -> list[Entry]:
     """The last firing member resolved: one resolved notice, riding on the closing record if it is
-    the root's. An incident over before its wait ended is still told first."""
+    the root's (none if the incident was told over already). An incident over before its wait ended
+    is still told first."""
+    if incident.over_told is not None:
+        del state.incidents[incident.id]
+        return [Entry((record,))]
     entries = []
     if incident.notified is None:
         entries.append(_announce(incident, "new", boundary))
@@ -641,12 +682,14 @@ def _release(incident: Incident) -> tuple[dict[str, Any], ...]:
 def _timers(incident: Incident, config: GroupConfig) -> list[int]:
     if incident.notified is None:
         return [incident.opened + config.group_wait_s]
+    tail = _tail_check_at(incident, config)
+    if incident.over_told is not None:
+        return [tail] if tail is not None else []
     times = []
     if incident.changed:
         times.append(incident.notified + config.group_interval_s)
     if _repeats(incident):
         times.append(incident.notified + config.repeat_interval_s)
-    tail = _tail_check_at(incident, config)
     if tail is not None:
         times.append(tail)
     return times
@@ -668,6 +711,8 @@ def _timers_due(state: GroupState, incident: Incident, boundary: int, config: Gr
         entries = _split(state, incident, boundary, answers)
         if entries or incident.id not in state.incidents:
             return entries
+    if incident.over_told is not None:
+        return []
     if incident.changed and boundary >= incident.notified + config.group_interval_s:
         return [_announce(incident, "update", boundary)]
     if _repeats(incident) and boundary >= incident.notified + config.repeat_interval_s:
@@ -677,23 +722,25 @@ def _timers_due(state: GroupState, incident: Incident, boundary: int, config: Gr
 
 def _split(state: GroupState, incident: Incident, boundary: int, answers: Mapping[tuple[str, str], Explanation]) -> list[Entry]:
     """The root resolved a while ago and some members still fire. Those that have not moved on
-    their own since (`still_tail` named the root) are the event's tail: they keep the incident open
-    (nothing is sent; checked again after `group_interval`). The others leave it, each scope an
-    incident of its own (told about after its own group wait); with no tail left, the incident
-    resolves."""
+    their own since (`still_tail` named the root) are the event's tail; the others leave it, each
+    scope an incident of its own (told about after its own group wait). The incident is told over
+    now: with no tail left it closes; with a tail it stays, silent, for the tail's records and
+    checks (again after `group_interval`) until the tail resolves."""
     tail = {m.key for m in incident.firing()
             if m.scope != incident.root and answers.get((m.scope, m.kind), Explanation()).asset == incident.root}
     still = [m for m in incident.firing() if m.key not in tail]
+    for m in still:
+        del incident.members[m.key]
+    _open_each(state, still, boundary, incident.id)
     if tail:
         incident.tail_checked = boundary
-        for m in still:
-            del incident.members[m.key]
-        _open_each(state, still, boundary, incident.id)
+    else:
+        del state.incidents[incident.id]
+    if incident.over_told is not None:
         return []
+    incident.over_told = boundary
     entries = [Entry(_release(incident))] if incident.held else []
     entries.append(Entry((), _notice(incident, "resolved", boundary)))
-    del state.incidents[incident.id]
-    _open_each(state, still, boundary, incident.id)
     return entries
 
 

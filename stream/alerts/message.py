@@ -127,6 +127,9 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
     if related:
         lines += ["", "Related scopes (moved with the root):" if not notice.market else "Assets and scopes in this market-wide move:"]
         lines += [_member_line(m, bullet=True) for m in related]
+        if notice.state == "resolved" and any(m["firing"] for m in related):
+            # grouping._split: told over while these clear, each quiet since the root resolved.
+            lines.append("Those still firing have not moved on their own since the root resolved; one that does will be a new incident.")
     lines += ["", f"opened {notice.opened}; as of {notice.at} (event time)", f"incident_id: {notice.incident_id}"]
     shown = _sample_lines(samples, samples_shown, post_chars)
     if shown:
