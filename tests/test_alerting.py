@@ -491,7 +491,10 @@ def test_a_daily_cap_per_service_sends_one_limit_notice_then_drops(redis_server)
     assert len(published) >= 4
     limit = "[NOTICE] daily notification limit"
     titles = [p["title"] for p in fresh.accepted]
-    assert len(titles) == 3 and sum(t.startswith(limit) for t in titles) == 1 and not titles[0].startswith(limit)
+    # Two notifications and the one notice, in any order of arrival: different scopes' notifications
+    # go side by side, and on a busy machine the notice (no chart, no samples) reached the webhook
+    # first (the admission order, which the counter keeps, is what the cap is about).
+    assert len(titles) == 3 and sum(t.startswith(limit) for t in titles) == 1
     assert [p["title"][:len(limit)] for p in used.accepted] == [limit]  # its own count, not the other's
     assert not any(r.notified for r in published)
 
