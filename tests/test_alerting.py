@@ -777,6 +777,59 @@ def test_grouping_reads_an_old_onset_from_where_the_pair_scopes_still_hold_count
     assert (read.onset, read.read_from) == (int(end - 30 * 3600), int(end) - 3600)
 
 
+def test_an_incidents_entry_waits_for_an_earlier_one_pending_at_another_worker(redis_server):
+    """Across workers: a worker died holding an incident's first notice (pending in the group, not
+    yet claimable); another worker reads that incident's resolution and a second incident's notice.
+    The second incident goes at once; the resolution waits until the first notice, claimed once
+    idle, has gone before it. Before, the resolution went first and the team read "resolved" of an
+    incident it had never been told about."""
+    import time
+
+    from stream.alerts.correlator import entry_json
+    from stream.alerts.grouping import Entry, Notice
+
+    redis.Redis.from_url(redis_server).flushdb()
+    member = {"kind": "sentiment_drop", "firing": True, "severity": "warning", "onset": "2026-10-02T11:50:00Z",
+              "metric": "negative_share", "value": 0.583, "baseline": 0.2}
+
+    def notice(ident: str, root: str, reason: str) -> str:
+        state = "resolved" if reason == "resolved" else "firing"
+        return entry_json(Entry((), Notice(ident, root, state, reason, "warning", "2026-10-02T12:20:00Z", "2026-10-02T12:00:00Z",
+                                           False, [{**member, "scope": root, "firing": state == "firing"}])))
+
+    hook = Hook()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            notifier = Notifier(build_apprise(hook.url, None), attempts=1)
+            delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="alive", chart=False, claim_idle_s=1.0)
+            await delivery.ensure_group()
+            first = await store.redis.xadd(OUTBOX_KEY, {"entry": notice("incX", "asset:ETH", "new")})
+            # The worker that read it dies before delivering it.
+            await store.redis.xreadgroup(OUTBOX_GROUP, "dead", {OUTBOX_KEY: ">"}, count=1)
+            await store.redis.xadd(OUTBOX_KEY, {"entry": notice("incX", "asset:ETH", "resolved")})
+            await store.redis.xadd(OUTBOX_KEY, {"entry": notice("incY", "asset:SOL", "new")})
+            delivered = await delivery.drain_once()
+            after_first_round = [p["title"] for p in hook.accepted]
+            deadline = time.monotonic() + 20
+            while len(hook.accepted) < 3 and time.monotonic() < deadline:
+                await delivery.drain_once(block_ms=100)
+            pending = await store.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP)
+            return first, delivered, after_first_round, pending["pending"]
+        finally:
+            await store.close()
+
+    try:
+        first, delivered, after_first_round, pending = asyncio.run(go())
+    finally:
+        hook.close()
+    assert after_first_round == ["[WARNING] sentiment_drop on asset:SOL"] and delivered == 1
+    assert [p["title"] for p in hook.accepted] == ["[WARNING] sentiment_drop on asset:SOL", "[WARNING] sentiment_drop on asset:ETH",
+                                                 "[RESOLVED] sentiment_drop on asset:ETH"]
+    assert pending == 0 and first
+
+
 def test_a_tail_check_reads_its_own_windows_from_before_the_onset_however_old(redis_server, caplog):
     """A tail check asks whether a member still firing hours after its asset resolved has moved on
     its own since: its posts since the root resolved against its rate before the onset, read from

@@ -12,8 +12,9 @@ once: a worker killed between the notification and that mark notifies again when
 
 Within a worker's round, entries of one incident (or, without grouping, of one scope and kind) are
 delivered one after another in outbox order, and different incidents at once (`order_key`). Across
-workers the order holds only as far as their reads do: two workers that read one incident's entries
-in the same instant, during a backlog, may deliver them side by side.
+workers too: a chain whose incident has an earlier entry still pending elsewhere in the group
+(another worker delivering it, or a dead worker's, until it is claimed) is held back
+(`_held_back`) and checked again next round, so "resolved" never overtakes the notice it ends.
 
 The steps of one entry are named: `_notified_before`, `_silence_of`, `_notify`, `_settle`,
 `_publish_and_ack`.
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 CHART_SPAN_S, CHART_STEP_S = 86400, 900
 TRIM_EVERY_S = 60.0  # how often a worker trims the delivered part of the outbox
 READ_COUNT = 20  # outbox entries taken per round
+PENDING_SCAN = 1000  # pending entries looked at for an earlier one of the same incident
 PublishRecord = Callable[[AlertRecord], Awaitable[Any]]
 
 # The two steps after a notification or a publish, each safe to run twice: a retry after a reply
@@ -88,6 +90,12 @@ class _NoObserver:
         pass
 
 
+def _id_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id ('1700000000000-3') as a sortable pair."""
+    ms, _, seq = str(entry_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _ms_of(entry_id: str) -> int:
     """The millisecond part of a stream entry id ('1700000000000-3')."""
     return int(str(entry_id).split("-", 1)[0])
@@ -112,6 +120,9 @@ class AlertDelivery:
         # This consumer's own pending entries are read again first: at start (a restarted process
         # may keep its name) and after a failed round, so they wait a round, not `claim_idle_s`.
         self._redeliver_own = True
+        # Chains held back behind an earlier entry pending elsewhere (`_held_back`): their entries
+        # stay pending with this consumer and are read again with the next round's.
+        self._held = False
         self._round_started = time.monotonic()
         if notifier is not None and notifier.daily_cap > 0:
             notifier.admit = self._admit
@@ -179,16 +190,22 @@ class AlertDelivery:
     async def _take(self, block_ms: int) -> list[tuple[str, dict[str, str] | None, bool]]:
         """This round's entries as (entry id, fields, claimed): only a claimed entry (or one this
         worker failed to finish) can have been notified before."""
-        if self._redeliver_own:
+        entries: list[tuple[str, dict[str, str] | None, bool]] = []
+        if self._redeliver_own or self._held:
             read = await self.redis.xreadgroup(OUTBOX_GROUP, self.consumer, {OUTBOX_KEY: "0"}, count=READ_COUNT)
             own = [(entry_id, fields, True) for _, items in read or [] for entry_id, fields in items]
-            self._redeliver_own = len(own) >= READ_COUNT  # more of them left for the next round
-            if own:
+            if self._redeliver_own and own:  # a failed round's entries go again first, alone
+                self._redeliver_own = len(own) >= READ_COUNT  # more of them left for the next round
                 log.info("outbox entries delivered again", extra={"count": len(own), "entries": [e for e, _, _ in own]})
                 return own
+            self._redeliver_own = False
+            # Held back last round: checked again with what this round claims and reads, which may
+            # bring the earlier entry they wait for (claimed from a dead worker).
+            entries = own
         claimed = await self.redis.xautoclaim(OUTBOX_KEY, OUTBOX_GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=READ_COUNT)
         await purge_expired(self.redis)
-        entries = [(entry_id, fields, True) for entry_id, fields in (claimed[1] if claimed else [])]
+        mine = {entry_id for entry_id, _, _ in entries}
+        entries += [(entry_id, fields, True) for entry_id, fields in (claimed[1] if claimed else []) if entry_id not in mine]
         if entries:  # a worker died or stalled mid-delivery: those it had notified are only published now
             log.warning("outbox entries claimed after %d s idle", self.claim_idle_ms // 1000,
                         extra={"count": len(entries), "entries": [entry_id for entry_id, _, _ in entries][:20]})
@@ -202,15 +219,45 @@ class AlertDelivery:
         # orphaned delivery would still be notifying while the next round claims or reads.
         self._round_started = time.monotonic()
         chains: dict[str, list[tuple[str, dict[str, str], bool]]] = {}
-        for entry_id, fields, claimed in entries:
+        for entry_id, fields, claimed in sorted(entries, key=lambda e: _id_order(e[0])):
             if fields:
                 chains.setdefault(order_key(entry_id, fields), []).append((entry_id, fields, claimed))
-        results = await asyncio.gather(*(self._deliver_chain(chain) for chain in chains.values()), return_exceptions=True)
+        held = await self._held_back(chains)
+        self._held = bool(held)
+        if held:
+            log.info("outbox entries held back behind an earlier one of their incident pending elsewhere",
+                     extra={"keys": sorted(held)[:20], "entries": [e for key in sorted(held) for e, _, _ in chains[key]][:20]})
+        going = [chain for key, chain in chains.items() if key not in held]
+        results = await asyncio.gather(*(self._deliver_chain(chain) for chain in going), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             self._redeliver_own = True
             raise failed[0]
-        return len(entries)
+        return sum(len(chain) for chain in going) + sum(1 for _, fields, _ in entries if not fields)
+
+    async def _held_back(self, chains: dict[str, list[tuple[str, dict[str, str], bool]]]) -> set[str]:
+        """The order keys whose chain must wait: an earlier entry of the same incident (or scope and
+        kind) is pending in the group outside this round, read by another worker that is delivering
+        it or died with it. Without this, two workers in a backlog, or one that took over new
+        entries while a dead one's waited `claim_idle_s`, sent "resolved" before "new"."""
+        if not chains:
+            return set()
+        ours = {entry_id for chain in chains.values() for entry_id, _, _ in chain}
+        last = max((chain[0][0] for chain in chains.values()), key=_id_order)
+        pending = await self.redis.xpending_range(OUTBOX_KEY, OUTBOX_GROUP, min="-", max=last, count=PENDING_SCAN)
+        others = [str(p["message_id"]) for p in pending if str(p["message_id"]) not in ours]
+        if not others:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in others:
+                pipe.xrange(OUTBOX_KEY, entry_id, entry_id)
+            found = await pipe.execute()
+        earliest: dict[str, tuple[int, int]] = {}
+        for items in found:
+            for entry_id, fields in items or []:
+                key = order_key(entry_id, fields)
+                earliest[key] = min(earliest.get(key, _id_order(entry_id)), _id_order(entry_id))
+        return {key for key, chain in chains.items() if key in earliest and earliest[key] < _id_order(chain[0][0])}
 
     async def _deliver_chain(self, chain: list[tuple[str, dict[str, str], bool]]) -> None:
         """One incident's (or one scope and kind's) entries, one after another in outbox order: a
