@@ -30,11 +30,12 @@ from stream.alerts.judging import AlertConfig  # noqa: E402
 from stream.timefmt import iso  # noqa: E402
 
 AT = 5 * 86400 + 12 * 3600
+SWING_S = 3600
 CONFUSION = ROOT / "docs" / "results" / "indomain" / "fresh-r8-voices.json"
 
 
 def one(seed: int, volume: float, confusion: dict, config: AlertConfig) -> dict:
-    scenario = Scenario(days=7, episodes=(Episode("BTC", AT, mix=SWING_MIX, volume=volume),))
+    scenario = Scenario(days=7, episodes=(Episode("BTC", AT, duration=SWING_S, mix=SWING_MIX, volume=volume),))
     records, notices = simulate_incidents(through_confusion(generate(scenario, seed), confusion, seed), config, GroupConfig())
     lo, hi = iso(T0 + AT - 3600), iso(T0 + AT + 12 * 3600)
     told = [(n.reason, n.root_scope, n.at[11:16]) for n in notices if lo <= n.at <= hi]
@@ -43,12 +44,13 @@ def one(seed: int, volume: float, confusion: dict, config: AlertConfig) -> dict:
 
 
 def last_resolved_min(told: list) -> float | None:
-    """Minutes from the swing's end (13:00) to the last resolved notice: when the risk team is told it is over."""
+    """Minutes from the swing's end to the last resolved notice (`told` gives times of day, HH:MM):
+    when the risk team is told it is over."""
     times = [at for reason, _, at in told if reason == "resolved"]
     if not times:
         return None
     hours, minutes = (int(x) for x in max(times).split(":"))
-    return hours * 60 + minutes - 13 * 60
+    return hours * 60 + minutes - (AT + SWING_S) % 86400 // 60
 
 
 def summarise(rows: list[dict]) -> dict:

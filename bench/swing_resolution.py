@@ -60,8 +60,10 @@ def main() -> None:
     out = {"command": " ".join(["bench/swing_resolution.py", *sys.argv[1:]]), "rows": rows,
            "median_min": statistics.median(after) if after else None}
     if any("scopes" in r for r in rows):
-        last = [max((s["resolved_min_after_end"] or 0) for s in r["scopes"].values() if s["fired"]) for r in rows
-                if any(s["fired"] for s in r["scopes"].values())]
+        fired = [[s["resolved_min_after_end"] for s in r["scopes"].values() if s["fired"]] for r in rows]
+        # A scope that fired and never resolved has no minutes to count: it is counted apart.
+        out["never_resolved"] = sum(None in ends for ends in fired)
+        last = [max(ends) for ends in fired if ends and None not in ends]
         out["last_scope_median_min"] = statistics.median(last) if last else None
         out["last_scope_max_min"] = max(last) if last else None
         out["flapped"] = sum(any(s["fired"] > 1 for s in r["scopes"].values()) for r in rows)

@@ -43,14 +43,14 @@ class RunError(RuntimeError):
 def connected(settings: Settings) -> Iterator[tuple[Settings, bool]]:
     """Settings pointing at real servers: the configured ones, or a fresh embedded stack. Inside, a
     SIGTERM stops the stack and the workers started under it before the command exits."""
-    if settings.kafka_broker and settings.redis_url:
-        with sigterm_unwinds():
+    with sigterm_unwinds():
+        if settings.kafka_broker and settings.redis_url:
             yield settings, False
-        return
-    if settings.kafka_broker or settings.redis_url:
-        raise RunError("configure both KAFKA_BROKER and REDIS_URL, or neither (for the embedded stack)")
-    with sigterm_unwinds(), embedded_stack(redis_cluster=settings.redis_cluster) as stack:
-        yield settings.model_copy(update={"kafka_broker": stack.kafka_broker, "redis_url": SecretStr(stack.redis_url)}), True
+            return
+        if settings.kafka_broker or settings.redis_url:
+            raise RunError("configure both KAFKA_BROKER and REDIS_URL, or neither (for the embedded stack)")
+        with embedded_stack(redis_cluster=settings.redis_cluster) as stack:
+            yield settings.model_copy(update={"kafka_broker": stack.kafka_broker, "redis_url": SecretStr(stack.redis_url)}), True
 
 
 def redis_url(settings: Settings) -> str:

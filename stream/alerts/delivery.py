@@ -98,7 +98,7 @@ def _id_order(entry_id: str) -> tuple[int, int]:
 
 def _ms_of(entry_id: str) -> int:
     """The millisecond part of a stream entry id ('1700000000000-3')."""
-    return int(str(entry_id).split("-", 1)[0])
+    return _id_order(entry_id)[0]
 
 
 class AlertDelivery:
@@ -205,10 +205,11 @@ class AlertDelivery:
         claimed = await self.redis.xautoclaim(OUTBOX_KEY, OUTBOX_GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=READ_COUNT)
         await purge_expired(self.redis)
         mine = {entry_id for entry_id, _, _ in entries}
-        entries += [(entry_id, fields, True) for entry_id, fields in (claimed[1] if claimed else []) if entry_id not in mine]
-        if entries:  # a worker died or stalled mid-delivery: those it had notified are only published now
+        taken = [(entry_id, fields, True) for entry_id, fields in (claimed[1] if claimed else []) if entry_id not in mine]
+        if taken:  # a worker died or stalled mid-delivery: those it had notified are only published now
             log.warning("outbox entries claimed after %d s idle", self.claim_idle_ms // 1000,
-                        extra={"count": len(entries), "entries": [entry_id for entry_id, _, _ in entries][:20]})
+                        extra={"count": len(taken), "entries": [entry_id for entry_id, _, _ in taken][:20]})
+        entries += taken
         read = await self.redis.xreadgroup(OUTBOX_GROUP, self.consumer, {OUTBOX_KEY: ">"}, count=READ_COUNT, block=block_ms or None)
         for _, items in read or []:
             entries.extend((entry_id, fields, False) for entry_id, fields in items)

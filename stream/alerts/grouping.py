@@ -447,10 +447,14 @@ def _onset_of(t: AlertRecord) -> int:
 def _place(state: GroupState, t: AlertRecord, boundary: int, answers: Mapping[tuple[str, str], Explanation],
            config: GroupConfig) -> Incident:
     """The incident a transition belongs to, joining or opening one as the rules say."""
-    held = _holder(state, t)
-    if held is not None:
+    key = member_key(t.scope, t.kind)
+    held = state.holding(key)
+    if held is not None and not _anew_after_over(held, t):
         return held
-    _leave_over_told(state, t)
+    if held is not None:  # the member leaves the incident told over; one with no tail left goes
+        del held.members[key]
+        if not held.firing():
+            del state.incidents[held.id]
     own = state.rooted_at(t.scope)
     if own is not None:
         return _join(own, t)
@@ -482,24 +486,16 @@ def _place(state: GroupState, t: AlertRecord, boundary: int, answers: Mapping[tu
     return _open(state, t.scope, boundary, t)
 
 
+def _anew_after_over(held: Incident, t: AlertRecord) -> bool:
+    """`t` fires anew on a member of an incident that was told over: the risk team heard that event
+    end, so this is news (a new incident, or another's), not part of the old one."""
+    return held.over_told is not None and t.state == "firing" and not t.repeat
+
+
 def _holder(state: GroupState, t: AlertRecord) -> Incident | None:
-    """The incident that holds `t`'s scope and kind, unless it was told over and `t` fires anew:
-    the risk team heard that event end, so this is news (a new incident, or another's)."""
+    """The incident that takes `t`: the one holding its scope and kind, unless `_anew_after_over`."""
     held = state.holding(member_key(t.scope, t.kind))
-    if held is not None and held.over_told is not None and t.state == "firing" and not t.repeat:
-        return None
-    return held
-
-
-def _leave_over_told(state: GroupState, t: AlertRecord) -> None:
-    """`t` fires anew on a member of an incident told over: the member leaves it, and an incident
-    with no tail left goes (nobody is told: it was told over)."""
-    held = state.holding(member_key(t.scope, t.kind))
-    if held is None or held.over_told is None:
-        return
-    del held.members[member_key(t.scope, t.kind)]
-    if not held.firing():
-        del state.incidents[held.id]
+    return None if held is not None and _anew_after_over(held, t) else held
 
 
 def _explained_by(state: GroupState, asset: str) -> Incident | None:
