@@ -166,22 +166,26 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))] if ordered else float("nan")
 
 
-def _process_memory_mb(pid: int) -> dict[str, int]:
-    fields = {}
-    for line in open(f"/proc/{pid}/status"):
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) // 1024
-    return {"worker_rss_mb": fields.get("VmRSS", 0), "worker_peak_rss_mb": fields.get("VmHWM", 0)}
+def _process_memory_mb(pids: Sequence[int]) -> dict[str, int]:
+    """The largest worker's RSS and peak RSS (each worker holds its own model)."""
+    rss = peak = 0
+    for pid in pids:
+        for line in open(f"/proc/{pid}/status"):
+            key, _, value = line.partition(":")
+            if key == "VmRSS":
+                rss = max(rss, int(value.split()[0]) // 1024)
+            elif key == "VmHWM":
+                peak = max(peak, int(value.split()[0]) // 1024)
+    return {"worker_rss_mb": rss, "worker_peak_rss_mb": peak}
 
 
 class _CpuSplit:
-    """CPU time of one process and of the rest of the machine, between construction and stop()."""
+    """CPU time of the workers and of the rest of the machine, between construction and stop()."""
 
-    def __init__(self, pid: int):
+    def __init__(self, pids: Sequence[int]):
         import psutil
 
-        self.proc = psutil.Process(pid)
+        self.procs = [psutil.Process(pid) for pid in pids]
         self.t0 = time.monotonic()
         self.machine0 = self._busy(psutil.cpu_times())
         self.proc0 = self._own()
@@ -191,8 +195,8 @@ class _CpuSplit:
         return times.user + times.system + getattr(times, "nice", 0.0) + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)
 
     def _own(self) -> float:
-        t = self.proc.cpu_times()
-        return t.user + t.system + t.children_user + t.children_system
+        times = [p.cpu_times() for p in self.procs]
+        return sum(t.user + t.system + t.children_user + t.children_system for t in times)
 
     def stop(self) -> dict[str, float]:
         import os
@@ -213,9 +217,14 @@ def classifier_alone_rate(classifier: Classifier, texts: Sequence[str], batch: i
     return len(texts) / seconds
 
 
-def bench_pipeline(settings: Settings, posts: Sequence[str], latency_posts: int, rounds: int = 2, latency_rate_fraction: float = 0.5) -> dict[str, Any]:
+def bench_pipeline(
+    settings: Settings, posts: Sequence[str], latency_posts: int, rounds: int = 2, latency_rate_fraction: float = 0.5, workers: int = 1
+) -> dict[str, Any]:
     """End-to-end `run` throughput against the classifier alone, on the same posts, in one run;
     then produce-to-window-update latency at a steady rate below capacity.
+
+    With `workers` > 1 that many worker processes share the input's partitions (and the machine's
+    accelerator), each with its own model, and the pipeline rate is theirs together.
 
     The two are interleaved (classifier, pipeline, classifier, pipeline, ..., classifier) with the
     worker up throughout, and each pipeline round is compared with the classifier rounds on either
@@ -226,7 +235,7 @@ def bench_pipeline(settings: Settings, posts: Sequence[str], latency_posts: int,
     import statistics
     import tempfile
 
-    from sentinel.run import connected, open_store, start_worker, stop_worker, wait_processed
+    from sentinel.run import connected, free_port, open_store, start_worker, stop_worker, wait_processed
     from stream.kafka import ensure_topics, worker_topics
     from stream.tools.replay import replay
 
@@ -244,7 +253,8 @@ def bench_pipeline(settings: Settings, posts: Sequence[str], latency_posts: int,
         topics = worker_topics(live)
         await ensure_topics(live, topics)
         store = open_store(live)
-        worker = start_worker(live, embedded, workdir / "worker.log")
+        ports = [free_port() for _ in range(workers)]
+        procs = [start_worker(live, embedded, workdir / f"worker{i}.log", web_port=port) for i, port in enumerate(ports)]
         alone: list[float] = []
         piped: list[float] = []
         classify_s = pipeline_s = 0.0
@@ -256,15 +266,16 @@ def bench_pipeline(settings: Settings, posts: Sequence[str], latency_posts: int,
             write_posts(paced, "paced", posts[:latency_posts], base + 10_000 * (rounds + 2))
             before = await store.stats()
             sent = await replay(live, warm, live.topic_posts, None)
-            before = await wait_processed(live, store, before, sent, [worker], 600)
+            before = await wait_processed(live, store, before, sent, procs, 600)
+            await _wait_partitions_shared(ports, live.partitions, procs)
             for r in range(rounds):
                 alone.append(classifier_alone_rate(classifier, posts, batch))  # the worker is idle meanwhile
                 main = workdir / f"main{r}.jsonl"
                 write_posts(main, f"main{r}", posts, base + 10_000 * (r + 1))
-                cpu = _CpuSplit(worker.pid)
+                cpu = _CpuSplit([w.pid for w in procs])
                 started = time.monotonic()
                 sent = await replay(live, main, live.topic_posts, None)
-                after = await wait_processed(live, store, before, sent, [worker], 1800)
+                after = await wait_processed(live, store, before, sent, procs, 1800)
                 seconds = time.monotonic() - started
                 cpu_splits.append(cpu.stop())
                 piped.append(sent / seconds)
@@ -276,11 +287,12 @@ def bench_pipeline(settings: Settings, posts: Sequence[str], latency_posts: int,
             rate = max(1.0, latency_rate_fraction * statistics.median(piped))
             paced_started = time.time()
             count = await replay(live, paced, live.topic_posts, rate)
-            await wait_processed(live, store, before, count, [worker], 600)
+            await wait_processed(live, store, before, count, procs, 600)
             latencies = await _latencies(live, "paced-", paced_started)
-            memory = _process_memory_mb(worker.pid)
+            memory = _process_memory_mb([w.pid for w in procs])
         finally:
-            stop_worker(worker)
+            for worker in procs:
+                stop_worker(worker)
             await store.close()
         cpu_split = {key: round(statistics.mean(s[key] for s in cpu_splits), 3) for key in cpu_splits[0]}
         return {"alone": alone, "piped": piped, "pipeline_s": pipeline_s, "classify_s": classify_s, "rate": rate,
@@ -294,6 +306,8 @@ def bench_pipeline(settings: Settings, posts: Sequence[str], latency_posts: int,
     return {
         "posts": len(posts),
         "rounds": rounds,
+        "workers": workers,
+        "partitions": settings.partitions,
         "batch_size": batch,
         "classifier_posts_per_s": round(statistics.median(alone), 2),
         "pipeline_posts_per_s": round(statistics.median(piped), 2),
@@ -303,7 +317,7 @@ def bench_pipeline(settings: Settings, posts: Sequence[str], latency_posts: int,
         "rounds_pipeline_posts_per_s": [round(p, 2) for p in piped],
         "rounds_ratio": [round(r, 3) for r in ratios],
         # Measured inside the worker during the pipeline rounds: the share of wall time the model was working.
-        "worker_classify_busy_fraction": round(m["classify_s"] / m["pipeline_s"], 3),
+        "worker_classify_busy_fraction": round(m["classify_s"] / (m["pipeline_s"] * workers), 3),
         "latency_posts": len(lat),
         "latency_rate_posts_per_s": round(m["rate"], 2),
         "latency_p50_ms": round(_percentile(lat, 0.5) * 1000),
@@ -318,6 +332,38 @@ def bench_pipeline(settings: Settings, posts: Sequence[str], latency_posts: int,
         "other_cpu_fraction": m["other_cpu_fraction"],
         "dtype": settings.dtype,
     }
+
+
+async def _wait_partitions_shared(ports: Sequence[int], partitions: int, procs: Sequence[Any], timeout: float = 120.0) -> None:
+    """Until every worker reports partitions of its own on /readyz and together they hold all of
+    them: a round measured while the group still rebalances would measure the rebalance."""
+    import asyncio
+    import json
+    import re
+    import urllib.error
+    import urllib.request
+
+    def owned(port: int) -> list[int]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:  # 503 while a check fails: the body still says which
+            body = json.loads(exc.read() or b"{}")
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+            return []
+        found = re.search(r"\[([\d, ]*)\]", body.get("checks", {}).get("partitions", {}).get("detail", ""))
+        return [int(x) for x in found.group(1).split(",") if x.strip()] if found else []
+
+    deadline = time.monotonic() + timeout
+    while True:
+        held = [await asyncio.to_thread(owned, port) for port in ports]
+        if all(held) and sorted(sum(held, [])) == list(range(partitions)):
+            return
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("a worker exited while the group formed")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the workers' partitions never covered all {partitions}: {held}")
+        await asyncio.sleep(0.5)
 
 
 async def _latencies(settings: Settings, id_prefix: str, since: float) -> list[float]:

@@ -1045,6 +1045,7 @@ def bench_pipeline_cmd(
     latency_posts: Annotated[int, typer.Option("--latency-posts", min=1, help="posts replayed at a steady rate for latency")] = 200,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="pipeline rounds, each between two classifier-alone rounds")] = 2,
     words: Annotated[int, typer.Option("--words", min=1)] = 40,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="worker processes sharing the partitions (and the accelerator)")] = 1,
 ) -> None:
     """End-to-end sentinel run throughput vs the classifier alone, produce-to-window latency, worker RSS."""
     from sentinel.benchmarks import bench_pipeline
@@ -1052,7 +1053,7 @@ def bench_pipeline_cmd(
 
     settings = model_settings()
     with err.status("benchmarking the pipeline ..."):
-        result = bench_pipeline(settings, synthetic_posts(posts, words=words), latency_posts, rounds=rounds)
+        result = bench_pipeline(settings, synthetic_posts(posts, words=words), latency_posts, rounds=rounds, workers=workers)
     print(json.dumps(result))
 
 

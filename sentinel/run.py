@@ -82,7 +82,7 @@ def open_store(settings: Settings) -> WindowStore:
                        dedupe_s=dedupe_s, pair_retention_s=pair_s)
 
 
-def worker_env(settings: Settings, embedded: bool) -> dict[str, str]:
+def worker_env(settings: Settings, embedded: bool, web_port: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if embedded:
         for key, value in EMBEDDED_TIMEOUTS.items():
@@ -90,7 +90,7 @@ def worker_env(settings: Settings, embedded: bool) -> dict[str, str]:
     env.update(
         SENTINEL_KAFKA_BROKER=settings.kafka_broker or "",
         SENTINEL_REDIS_URL=redis_url(settings),
-        SENTINEL_WEB_PORT=str(free_port()),
+        SENTINEL_WEB_PORT=str(web_port or free_port()),
         PYTHONUNBUFFERED="1",
     )
     env.pop("KAFKA_BROKER", None)
@@ -98,11 +98,11 @@ def worker_env(settings: Settings, embedded: bool) -> dict[str, str]:
     return env
 
 
-def start_worker(settings: Settings, embedded: bool, log_path: Path | None = None) -> subprocess.Popen:
+def start_worker(settings: Settings, embedded: bool, log_path: Path | None = None, web_port: int | None = None) -> subprocess.Popen:
     out = log_path.open("ab") if log_path else subprocess.DEVNULL
     return subprocess.Popen(
         [sys.executable, "-m", "sentinel.cli", "worker"],
-        env=worker_env(settings, embedded),
+        env=worker_env(settings, embedded, web_port),
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,

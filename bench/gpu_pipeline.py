@@ -1,0 +1,92 @@
+"""The whole pipeline on a GPU: `sentinel bench pipeline` with a Llama-2-7B-shaped model (random weights).
+
+Run on a CUDA machine from the repository root, with the project's dependencies importable:
+    python bench/gpu_pipeline.py TOKENIZER_DIR OUT_DIR [--posts N] [--rounds R] [--runs 64x1,64x2,256x1] [--tiny]
+It builds the decoder as `bench/gpu_llama7b.py` does (nothing downloaded), then runs the pipeline
+benchmark once per micro-batch size and worker count: the embedded Tansu broker and redis-server, a worker process
+with the model on the GPU, classifier-alone rounds interleaved with pipeline rounds on the same
+posts. Weights are random, so labels mean nothing; the work per post (tokens, forward passes,
+window writes, judging, publishing) is what a trained 7B adapter would do. `--tiny` builds a
+two-layer model instead, to try the script on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("tokenizer_dir")
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--posts", type=int, default=8192)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runs", default="64x1,64x2,256x1", help="micro-batch size x worker processes, one pipeline benchmark each")
+    parser.add_argument("--deadline-s", type=float, default=420.0, help="start no new batch size after this many seconds")
+    parser.add_argument("--tiny", action="store_true")
+    args = parser.parse_args()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+
+    import torch
+
+    target = Path("/tmp/llama2-7b-shaped")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.tiny:
+        build_tiny(args.tokenizer_dir, target)
+    else:
+        from gpu_llama7b import build_random_llama7b
+
+        build_random_llama7b(args.tokenizer_dir, target)
+    print(f"model built and saved in {time.monotonic() - started:.1f}s", flush=True)
+
+    from sentinel.benchmarks import bench_pipeline
+    from sentinel.synthetic import synthetic_posts
+    from stream.logs import setup_logging
+    from stream.settings import Settings
+
+    setup_logging("WARNING", False)
+    posts = synthetic_posts(args.posts, words=40)
+    results = []
+    for run in args.runs.split(","):
+        batch, workers = (int(x) for x in run.split("x"))
+        if results and time.monotonic() - started > args.deadline_s:
+            print(f"deadline: {run} not run", flush=True)
+            break
+        # The worker process reads its settings from the environment (worker_env copies it).
+        env = {"SENTINEL_BASE": str(target), "SENTINEL_ADAPTER": "none", "SENTINEL_DEVICE": device, "SENTINEL_DTYPE": "bfloat16",
+               "SENTINEL_MAX_BATCH": str(batch), "SENTINEL_BATCH_SIZE": str(batch), "SENTINEL_LOG_LEVEL": "WARNING"}
+        os.environ.update(env)
+        settings = Settings()
+        t0 = time.monotonic()
+        result = bench_pipeline(settings, posts, latency_posts=400, rounds=args.rounds, workers=workers)
+        result.update(seconds=round(time.monotonic() - t0, 1), device=device, model="llama2-7b-shaped" if not args.tiny else "tiny",
+                      gpu=torch.cuda.get_device_name() if device == "cuda" else None, torch=torch.__version__)
+        print(json.dumps(result), flush=True)
+        results.append(result)
+        (args.out_dir / "gpu_pipeline.json").write_text(json.dumps(results, indent=2))
+    print(f"done in {time.monotonic() - started:.1f}s", flush=True)
+
+
+def build_tiny(tokenizer_dir: str, target: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                         vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(target)
+    tok.save_pretrained(target)
+
+
+if __name__ == "__main__":
+    main()
