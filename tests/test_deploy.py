@@ -31,6 +31,7 @@ OVERLAYS = {"cpu": K8S / "overlays" / "cpu", "gpu": K8S / "overlays" / "gpu"}
 REDIS_EXAMPLE = K8S / "redis-example"
 EXAMPLE_SECRET = K8S / "components" / "example-secret" / "secret.example.yaml"
 MODEL_FETCH_JOB = K8S / "overlays" / "gpu" / "model-fetch-job.yaml"
+TIME_SLICING = K8S / "overlays" / "gpu" / "time-slicing.example.yaml"
 DOCKERFILES = {"cpu": DEPLOY / "Dockerfile", "cuda": DEPLOY / "Dockerfile.cuda"}
 
 WORKER = "forum-sentinel"  # the Deployment
@@ -163,6 +164,7 @@ def all_targets() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     yield "redis-example", render(REDIS_EXAMPLE)
     yield "model-fetch-job.yaml", load_yaml(MODEL_FETCH_JOB)
     yield "secret.example.yaml", load_yaml(EXAMPLE_SECRET)
+    yield "time-slicing.example.yaml", load_yaml(TIME_SLICING)
 
 
 def test_core_manifests_validate_strictly(k8s_version: str) -> None:
@@ -425,6 +427,20 @@ def test_resources(overlay: tuple[str, list[dict[str, Any]]]) -> None:
         assert "nvidia.com/gpu" not in requests and "nvidia.com/gpu" not in limits
         assert cfg["SENTINEL_QUANTIZE"] == "none" and cfg["SENTINEL_DEVICE"] == "cpu"
         assert cfg["SENTINEL_BASE"] == "smollm2"
+
+
+def test_time_slicing_example_gives_two_slices_of_each_gpu() -> None:
+    """The device plugin config that docs/operations.md applies for two workers per GPU: it must
+    parse as the plugin's config, share nvidia.com/gpu two ways, and the overlay must take one slice."""
+    (doc,) = load_yaml(TIME_SLICING)
+    assert doc["kind"] == "ConfigMap" and doc["metadata"]["namespace"] == "gpu-operator"
+    plugin = yaml.safe_load(doc["data"]["any"])
+    assert plugin["version"] == "v1"
+    (shared,) = plugin["sharing"]["timeSlicing"]["resources"]
+    assert shared == {"name": "nvidia.com/gpu", "replicas": 2}
+    assert doc["metadata"]["name"] in TIME_SLICING.read_text().split("clusterpolicies.nvidia.com")[1]
+    requests = worker_container(render(OVERLAYS["gpu"]))["resources"]["requests"]
+    assert int(requests["nvidia.com/gpu"]) == 1
 
 
 # ---------------------------------------------------------------------------- settings names
