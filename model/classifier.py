@@ -77,7 +77,7 @@ class Classifier:
 
     def classify(self, texts: Sequence[str], batch_size: int | None = None) -> list[Judgement]:
         """Judge each text. Raises EmptyTextError for an empty text before any model work."""
-        encoded = [self.codec.suffix_ids(self.tokenizer, t) for t in texts]
+        encoded = self.codec.suffix_ids_many(self.tokenizer, list(texts))
         return self.classify_encoded(encoded, batch_size)
 
     def classify_encoded(self, suffixes: Sequence[Sequence[int]], batch_size: int | None = None) -> list[Judgement]:

@@ -46,7 +46,7 @@ class EmptyTextError(ValueError):
 
 
 class Tokenizer(Protocol):
-    def __call__(self, text: str, add_special_tokens: bool = ...) -> object: ...
+    def __call__(self, text: str | list[str], add_special_tokens: bool = ...) -> object: ...
 
 
 def clean_text(text: str) -> str:
@@ -112,6 +112,17 @@ class PromptCodec:
     def suffix_ids(self, tokenizer: Tokenizer, text: str) -> list[int]:
         """Everything after the shared prefix: post tokens then the response marker."""
         return self.post_ids(tokenizer, text) + list(self.marker_ids)
+
+    def suffix_ids_many(self, tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+        """`suffix_ids` of each text, tokenised in one call: a fast tokenizer encodes a list in
+        Rust, outside the interpreter lock, at well under half the cost of a call per post, and
+        that lock is what a GPU worker runs short of. Same tokens as one call per text."""
+        cleaned = [clean_text(t) for t in texts]
+        if not cleaned:
+            return []
+        rows = tokenizer(cleaned, add_special_tokens=False)["input_ids"]  # type: ignore[index]
+        marker = list(self.marker_ids)
+        return [list(row[: self.max_post_tokens]) + marker for row in rows]
 
     def encode(self, tokenizer: Tokenizer, text: str) -> list[int]:
         """The whole prompt's tokens, ending at the response position."""

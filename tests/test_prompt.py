@@ -44,6 +44,15 @@ def test_overlong_text_is_truncated_but_marker_survives(tokenizer):
     assert tuple(ids[: len(codec.prefix_ids)]) == codec.prefix_ids
 
 
+def test_many_texts_tokenised_in_one_call_give_each_texts_own_tokens(tokenizer):
+    texts = ["BTC 🚀🚀 lalabas na sa wakas", "moon " * 400, "  $ETH\x00 dump\n\n\n\nrug?  ", "比特币 Ã¤ hodl", "a", "Ang taas ng gas fee ngayon, bagsak presyo"]
+    codec = PromptCodec.for_tokenizer(tokenizer, max_post_tokens=32)
+    assert codec.suffix_ids_many(tokenizer, texts) == [codec.suffix_ids(tokenizer, t) for t in texts]
+    assert codec.suffix_ids_many(tokenizer, []) == []
+    with pytest.raises(EmptyTextError):
+        codec.suffix_ids_many(tokenizer, ["fine", " \u200b "])
+
+
 def test_encode_matches_rendered_prompt_text(tokenizer):
     codec = PromptCodec.for_tokenizer(tokenizer)
     assert tokenizer.decode(codec.encode(tokenizer, "SOL looks weak")) == render("SOL looks weak")
