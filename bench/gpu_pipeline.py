@@ -56,8 +56,16 @@ def main() -> None:
     setup_logging("WARNING", False)
     posts = synthetic_posts(args.posts, words=40)
     results = []
+    applied: dict[str, str] = {}
     for run in args.runs.split(","):
-        batch, workers = (int(x) for x in run.split("x"))
+        # "64x2" or "64x2@NAME=VALUE@...": extra environment for that run's workers (an A/B of a setting).
+        shape, *extra = run.split("@")
+        batch, workers = (int(x) for x in shape.split("x"))
+        for name in list(os.environ):
+            if name in applied:
+                del os.environ[name]
+        applied = dict(item.split("=", 1) for item in extra)
+        os.environ.update(applied)
         if results and time.monotonic() - started > args.deadline_s:
             print(f"deadline: {run} not run", flush=True)
             break
@@ -68,7 +76,7 @@ def main() -> None:
         settings = Settings()
         t0 = time.monotonic()
         result = bench_pipeline(settings, posts, latency_posts=400, rounds=args.rounds, workers=workers)
-        result.update(seconds=round(time.monotonic() - t0, 1), device=device, model="llama2-7b-shaped" if not args.tiny else "tiny",
+        result.update(run=run, seconds=round(time.monotonic() - t0, 1), device=device, model="llama2-7b-shaped" if not args.tiny else "tiny",
                       gpu=torch.cuda.get_device_name() if device == "cuda" else None, torch=torch.__version__)
         print(json.dumps(result), flush=True)
         results.append(result)

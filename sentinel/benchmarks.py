@@ -259,6 +259,7 @@ def bench_pipeline(
         piped: list[float] = []
         classify_s = pipeline_s = 0.0
         cpu_splits: list[dict[str, float]] = []
+        batch_sizes: list[float] = []
         try:
             base = 1_767_225_600.0
             warm, paced = workdir / "warm.jsonl", workdir / "paced.jsonl"
@@ -273,11 +274,14 @@ def bench_pipeline(
                 main = workdir / f"main{r}.jsonl"
                 write_posts(main, f"main{r}", posts, base + 10_000 * (r + 1))
                 cpu = _CpuSplit([w.pid for w in procs])
+                batches0 = await _batch_totals(ports)
                 started = time.monotonic()
                 sent = await replay(live, main, live.topic_posts, None)
                 after = await wait_processed(live, store, before, sent, procs, 1800)
                 seconds = time.monotonic() - started
                 cpu_splits.append(cpu.stop())
+                batches = [b - a for a, b in zip(batches0, await _batch_totals(ports))]
+                batch_sizes.append(batches[0] / batches[1] if batches[1] else 0.0)
                 piped.append(sent / seconds)
                 pipeline_s += seconds
                 classify_s += (after.get("classify_ms", 0) - before.get("classify_ms", 0)) / 1000
@@ -295,7 +299,7 @@ def bench_pipeline(
                 stop_worker(worker)
             await store.close()
         cpu_split = {key: round(statistics.mean(s[key] for s in cpu_splits), 3) for key in cpu_splits[0]}
-        return {"alone": alone, "piped": piped, "pipeline_s": pipeline_s, "classify_s": classify_s, "rate": rate,
+        return {"alone": alone, "piped": piped, "pipeline_s": pipeline_s, "classify_s": classify_s, "rate": rate, "batch_sizes": batch_sizes,
                 "latencies": latencies, **memory, **cpu_split}
 
     with connected(settings) as (live, embedded), tempfile.TemporaryDirectory() as tmp:
@@ -318,6 +322,9 @@ def bench_pipeline(
         "rounds_ratio": [round(r, 3) for r in ratios],
         # Measured inside the worker during the pipeline rounds: the share of wall time the model was working.
         "worker_classify_busy_fraction": round(m["classify_s"] / (m["pipeline_s"] * workers), 3),
+        # Messages per micro-batch the workers took (their sentinel_batch_size histogram): a batch
+        # short of the maximum wastes the accelerator's width.
+        "rounds_mean_batch": [round(b, 1) for b in m["batch_sizes"]],
         "latency_posts": len(lat),
         "latency_rate_posts_per_s": round(m["rate"], 2),
         "latency_p50_ms": round(_percentile(lat, 0.5) * 1000),
@@ -332,6 +339,23 @@ def bench_pipeline(
         "other_cpu_fraction": m["other_cpu_fraction"],
         "dtype": settings.dtype,
     }
+
+
+async def _batch_totals(ports: Sequence[int]) -> tuple[float, float]:
+    """Messages and micro-batches so far, over the workers, from their /metrics."""
+    import asyncio
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def read(port: int) -> tuple[float, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        found = {s.name: s.value for f in text_string_to_metric_families(text) if f.name == "sentinel_batch_size" for s in f.samples}
+        return found.get("sentinel_batch_size_sum", 0.0), found.get("sentinel_batch_size_count", 0.0)
+
+    totals = [await asyncio.to_thread(read, port) for port in ports]
+    return sum(t[0] for t in totals), sum(t[1] for t in totals)
 
 
 async def _wait_partitions_shared(ports: Sequence[int], partitions: int, procs: Sequence[Any], timeout: float = 120.0) -> None:
