@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from stream.settings import Settings
 from stream.kafka import ensure_topics, kafka_client_kwargs, worker_topics
 from stream.tools.replay import replay
-from stream.tools.services import embedded_stack, free_port, sigterm_unwinds
+from stream.tools.services import dying_with_parent, embedded_stack, free_port, sigterm_unwinds
 from stream.store import COUNTERS, WindowStore
 
 # An embedded single-broker stack needs no 30 s rebalance wait; production keeps its settings.
@@ -101,7 +101,7 @@ def worker_env(settings: Settings, embedded: bool, web_port: int | None = None) 
 def start_worker(settings: Settings, embedded: bool, log_path: Path | None = None, web_port: int | None = None) -> subprocess.Popen:
     out = log_path.open("ab") if log_path else subprocess.DEVNULL
     return subprocess.Popen(
-        [sys.executable, "-m", "sentinel.cli", "worker"],
+        dying_with_parent([sys.executable, "-m", "sentinel.cli", "worker"]),
         env=worker_env(settings, embedded, web_port),
         stdout=out,
         stderr=subprocess.STDOUT,

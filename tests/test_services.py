@@ -51,11 +51,12 @@ def test_stack_stops_on_error(started):
     assert started and not any(alive(pid) for pid in started)
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigkill"])
 def test_stopping_sentinel_run_mid_run_leaves_no_process_behind(how, tmp_path, tiny_model_dir, cache_dir):
     """Ctrl-C (SIGINT to the foreground process group) or SIGTERM to the command alone (`kill PID`,
     `timeout`, a deleted Job) mid-run stops the worker, broker and redis-server. The servers and the
-    worker run in their own sessions, so a SIGTERM reaches only `sentinel run`, which must stop them."""
+    worker run in their own sessions, so a SIGTERM reaches only `sentinel run`, which must stop them.
+    A SIGKILL leaves it no chance to: the kernel sends them SIGTERM when it dies (`dying_with_parent`)."""
     import json
     import signal
     import subprocess
@@ -87,9 +88,12 @@ def test_stopping_sentinel_run_mid_run_leaves_no_process_behind(how, tmp_path, t
         if how == "ctrl-c":
             os.killpg(run.pid, signal.SIGINT)
             assert run.wait(60) != 0
-        else:
+        elif how == "sigterm":
             run.send_signal(signal.SIGTERM)
             assert run.wait(60) == 128 + signal.SIGTERM
+        else:
+            run.kill()
+            assert run.wait(60) == -signal.SIGKILL
         gone, alive_ = psutil.wait_procs(children, timeout=30)
         assert not alive_, [p.cmdline() for p in alive_]
     finally:  # a failure here must not leave the servers running for the rest of the suite

