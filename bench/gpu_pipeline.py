@@ -3,7 +3,8 @@
 Run on a CUDA machine from the repository root, with the project's dependencies importable:
     python bench/gpu_pipeline.py TOKENIZER_DIR OUT_DIR [--posts N] [--rounds R] [--runs 64x1,64x2,256x1] [--tiny]
 It builds the decoder as `bench/gpu_llama7b.py` does (nothing downloaded), then runs the pipeline
-benchmark once per micro-batch size and worker count: the embedded Tansu broker and redis-server, a worker process
+benchmark once per run (micro-batch size x worker processes, optionally with extra environment
+for the workers: `64x1@NAME=VALUE`): the embedded Tansu broker and redis-server, worker processes
 with the model on the GPU, classifier-alone rounds interleaved with pipeline rounds on the same
 posts. Weights are random, so labels mean nothing; the work per post (tokens, forward passes,
 window writes, judging, publishing) is what a trained 7B adapter would do. `--tiny` builds a
@@ -30,7 +31,7 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=8192)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", default="64x1,64x2,256x1", help="micro-batch size x worker processes, one pipeline benchmark each")
-    parser.add_argument("--deadline-s", type=float, default=420.0, help="start no new batch size after this many seconds")
+    parser.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     parser.add_argument("--tiny", action="store_true")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -115,8 +115,9 @@ class PromptCodec:
 
     def suffix_ids_many(self, tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
         """`suffix_ids` of each text, tokenised in one call: a fast tokenizer encodes a list in
-        Rust, outside the interpreter lock, at well under half the cost of a call per post, and
-        that lock is what a GPU worker runs short of. Same tokens as one call per text."""
+        Rust threads, and the calling thread (which the worker's event loop shares the interpreter
+        with) spends about a fifth of the time of a call per post (`bench/tokenise.py`). Same
+        tokens as one call per text."""
         cleaned = [clean_text(t) for t in texts]
         if not cleaned:
             return []
