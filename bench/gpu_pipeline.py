@@ -8,7 +8,9 @@ for the workers: `64x1@NAME=VALUE`): the embedded Tansu broker and redis-server,
 with the model on the GPU, classifier-alone rounds interleaved with pipeline rounds on the same
 posts. Weights are random, so labels mean nothing; the work per post (tokens, forward passes,
 window writes, judging, publishing) is what a trained 7B adapter would do. `--tiny` builds a
-two-layer model instead, to try the script on a CPU.
+small model instead (`--tiny-shape`, hidden size x layers), to try the script on a CPU; with
+OMP_NUM_THREADS=1 its forward passes run on one core outside the interpreter lock, a stand-in for
+an accelerator that a 2-core machine can compare code changes with.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--runs", default="64x1,64x2,256x1", help="micro-batch size x worker processes, one pipeline benchmark each")
     parser.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--tiny-shape", default="64x2", help="hidden size x layers of the --tiny model")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -42,7 +45,8 @@ def main() -> None:
     target = Path("/tmp/llama2-7b-shaped")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.tiny:
-        build_tiny(args.tokenizer_dir, target)
+        hidden, layers = (int(x) for x in args.tiny_shape.split("x"))
+        build_tiny(args.tokenizer_dir, target, hidden, layers)
     else:
         from gpu_llama7b import build_random_llama7b
 
@@ -85,12 +89,12 @@ def main() -> None:
     print(f"done in {time.monotonic() - started:.1f}s", flush=True)
 
 
-def build_tiny(tokenizer_dir: str, target: Path) -> None:
+def build_tiny(tokenizer_dir: str, target: Path, hidden: int = 64, layers: int = 2) -> None:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+    config = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
                          vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(target)

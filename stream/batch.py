@@ -39,6 +39,19 @@ class BatchOutcome:
 
 
 @dataclass
+class Admitted:
+    """A validated batch waiting for the model: bad messages dead-lettered, late posts dropped."""
+
+    number: int
+    messages: Sequence[RawMessage]
+    posts: list[tuple[Post, RawMessage]]  # every valid post, late ones included
+    on_time: list[tuple[Post, RawMessage]]  # what the model will judge
+    watermark: float
+    outcome: BatchOutcome
+    started: float
+
+
+@dataclass
 class Prepared:
     """A classified batch waiting for its windows, alerts and outputs."""
 

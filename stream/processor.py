@@ -12,9 +12,10 @@ Faust agent is only wiring. The order is what makes the guarantees:
 6. only then does the agent ack the batch's events (stream/worker.py), and Faust commits acked
    offsets on its next commit tick (or the SIGTERM drain commits them at once).
 
-Steps 1-2 are `prepare`, steps 3-5 `commit`. The worker runs them through `BatchPipeline`, which
-classifies the next batch while the previous one is committed, so the model never waits for Redis
-or Kafka.
+Step 1 is `admit`, step 2 `classify` (the two together `prepare`), steps 3-5 `commit`. The worker
+runs them through `BatchPipeline`, which keeps the next batch queued for the model while it
+classifies one and the one before is committed, so the model waits neither for Redis and Kafka nor
+for the agent to take and validate its next batch.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequen
 from model.scorer import Judgement
 from stream.alerts.incidents import AlertRecord
 from stream.assets import DEFAULT_ALIASES
-from stream.batch import BatchOutcome, Prepared, RawMessage
+from stream.batch import Admitted, BatchOutcome, Prepared, RawMessage
 from stream.contracts import DLQ_MAX_VALUE_BYTES, Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
 from stream.model_thread import ModelThread
 from stream.redis_client import retry_transient
@@ -122,8 +123,12 @@ class BatchProcessor:
         return await self.commit(await self.prepare(messages))
 
     async def prepare(self, messages: Sequence[RawMessage]) -> Prepared:
-        """Validate (bad messages go to the DLQ now), drop late posts, classify. Calls must come in
-        batch order: lateness is judged against the watermark this advances."""
+        """Validate (bad messages go to the DLQ now), drop late posts, classify."""
+        return await self.classify_batch(await self.admit(messages))
+
+    async def admit(self, messages: Sequence[RawMessage]) -> Admitted:
+        """Validate (bad messages go to the DLQ now) and drop late posts. Calls must come in batch
+        order, each finished before the next: lateness is judged against the watermark this advances."""
         self.batches += 1
         started = time.perf_counter()
         outcome = BatchOutcome(consumed=len(messages))
@@ -139,13 +144,14 @@ class BatchProcessor:
         outcome.valid = len(posts)
         on_time = self._drop_late(posts)
         outcome.late_dropped = len(posts) - len(on_time)
-        watermark = self.watermark  # captured: the next batch's prepare may advance it before this commits
+        watermark = self.watermark  # captured: the next batch's admit may advance it before this commits
+        return Admitted(self.batches, messages, posts, on_time, watermark, outcome, started)
 
-        mark = time.perf_counter()
-        scored = await self._classify(on_time)
-        outcome.classify_s = time.perf_counter() - mark
-        outcome.dlq += len(on_time) - len(scored)
-        return Prepared(self.batches, messages, posts, scored, watermark, outcome, started)
+    async def classify_batch(self, batch: Admitted) -> Prepared:
+        """The model's part. Batches may queue for it; `classify_s` counts only the model's time."""
+        scored = await self._classify(batch.on_time, batch.outcome)
+        batch.outcome.dlq += len(batch.on_time) - len(scored)
+        return Prepared(batch.number, batch.messages, batch.posts, scored, batch.watermark, batch.outcome, batch.started)
 
     async def commit(self, batch: Prepared) -> BatchOutcome:
         """Write windows and counters, judge the touched scopes, publish the results. Calls must
@@ -236,12 +242,21 @@ class BatchProcessor:
         await self.publish(self.dlq_topic, rejection.post_id, json.dumps(record, ensure_ascii=False).encode())
         self.metrics.dead_lettered(rejection.reason)  # once published: the metric never runs ahead of the DLQ
 
-    async def _classify(self, posts: list[tuple[Post, RawMessage]]) -> list[tuple[Post, Judgement]]:
+    async def _classify(self, posts: list[tuple[Post, RawMessage]], outcome: BatchOutcome) -> list[tuple[Post, Judgement]]:
         """Classify in a worker thread; on failure split the batch, so one poison post ends in the DLQ alone."""
         if not posts:
             return []
+
+        def timed(texts: list[str]) -> list[Judgement]:
+            # Timed on the model's thread: the call may have waited there behind another batch.
+            mark = time.perf_counter()
+            try:
+                return self.classify(texts)
+            finally:
+                outcome.classify_s += time.perf_counter() - mark
+
         try:
-            judgements = await self.model_thread.run(self.classify, [p.text for p, _ in posts])
+            judgements = await self.model_thread.run(timed, [p.text for p, _ in posts])
             return [(p, j) for (p, _), j in zip(posts, judgements)]
         except Exception as exc:  # noqa: BLE001 - any model failure (OOM, odd input) is handled by splitting
             if len(posts) == 1:
@@ -252,7 +267,7 @@ class BatchProcessor:
                 return []
             log.warning("classification failed, splitting batch", extra={"size": len(posts), "error": type(exc).__name__})
             half = len(posts) // 2
-            return await self._classify(posts[:half]) + await self._classify(posts[half:])
+            return await self._classify(posts[:half], outcome) + await self._classify(posts[half:], outcome)
 
     async def _with_redis(self, call: Callable[[], Awaitable[T]]) -> T:
         # Redis is down (or a cluster is promoting a replica): keep the batch (its offsets stay
@@ -262,40 +277,59 @@ class BatchProcessor:
 
 
 class BatchPipeline:
-    """Keeps the model busy: batch N+1 is classified while batch N's windows, alerts and outputs are
-    written. At most one batch is written at a time, in the order batches were taken, so Redis sees
-    them in order and a slow Redis holds the next batch back instead of piling batches up.
+    """Keeps the model busy. While it classifies batch N+1, batch N is written and batch N+2 is
+    taken, validated and queued behind N+1, so the model starts N+2 the moment N+1 is done instead
+    of waiting for the agent to take and validate it. Batches are written one at a time, in the
+    order they were taken, so Redis sees them in order; `submit` returns only while at most `depth`
+    batches are in flight, so a slow Redis (or model) holds the agent back instead of piling
+    batches up.
 
     `done` runs after a batch is committed (the agent acks its events there). A commit that raises
     is a lost dependency or a bug, not bad input: `on_failure` decides (the worker exits unacked)."""
 
-    def __init__(self, processor: BatchProcessor, on_failure: Callable[[BaseException], None]):
+    def __init__(self, processor: BatchProcessor, on_failure: Callable[[BaseException], None], depth: int = 2):
         self.processor = processor
         self.on_failure = on_failure
+        self.depth = depth
         self.in_flight = 0  # batches taken and not yet committed and acked
-        self._writing: asyncio.Task[None] | None = None
+        self._last: asyncio.Task[None] | None = None  # the newest batch's write; each waits for the one before
+        self._committed = asyncio.Event()
 
     async def submit(self, messages: Sequence[RawMessage], done: Callable[[], Awaitable[None]]) -> None:
-        """Classify this batch (the previous one is written meanwhile), then start writing it."""
+        """Validate this batch, queue it for the model and for its write after the previous one;
+        return once no more than `depth` batches are in flight."""
         self.in_flight += 1
-        batch = await self.processor.prepare(messages)
-        await self.drain()
-        self._writing = asyncio.create_task(self._write(batch, done))
+        admitted = await self.processor.admit(messages)
+        # Tasks start in the order they are made, so batches reach the model's thread in order.
+        classified = asyncio.create_task(self.processor.classify_batch(admitted))
+        self._last = asyncio.create_task(self._write(self._last, classified, done))
+        while self.in_flight > self.depth:
+            self._committed.clear()
+            await self._committed.wait()
 
     async def drain(self) -> None:
-        """Wait for the batch being written, if any."""
-        if self._writing is not None:
-            writing, self._writing = self._writing, None
-            await writing
+        """Wait until every batch submitted so far is written (raises what a write raised)."""
+        if self._last is not None:
+            last, self._last = self._last, None
+            await last
 
-    async def _write(self, batch: Prepared, done: Callable[[], Awaitable[None]]) -> None:
+    async def _write(self, previous: asyncio.Task[None] | None, classified: asyncio.Task[Prepared],
+                     done: Callable[[], Awaitable[None]]) -> None:
+        if previous is not None:
+            try:
+                await previous
+            except Exception:
+                # The earlier batch failed and was reported: this one is never written or acked.
+                classified.cancel()
+                raise
         try:
-            await self.processor.commit(batch)
+            await self.processor.commit(await classified)
             await done()
         except Exception as exc:
             self.on_failure(exc)
             raise
         self.in_flight -= 1
+        self._committed.set()
 
 
 def batch_token(messages: Sequence[RawMessage]) -> str:

@@ -250,6 +250,57 @@ def test_the_pipeline_classifies_the_next_batch_while_the_previous_is_written_in
     assert stats["processed"] == 8
 
 
+def test_the_next_batch_waits_at_the_model_and_a_third_waits_for_the_first_commit(redis_server):
+    """While the model holds batch 1, batch 2 is taken, validated and queued behind it, so the model
+    starts batch 2 the moment batch 1 is done instead of waiting for the agent; a third submit
+    (over the depth of 2) returns only once batch 1 is committed."""
+    from stream.processor import BatchPipeline
+
+    redis.Redis.from_url(redis_server).flushdb()
+    events: list[str] = []
+
+    async def go():
+        store = WindowStore.from_url(redis_server)
+        classify = Gated()
+
+        async def publish(topic, key, value):
+            events.append(f"publish {key}")
+
+        proc = BatchProcessor(classify, store, publish, sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
+        await proc.start()
+        failures: list[BaseException] = []
+        pipe = BatchPipeline(proc, on_failure=failures.append)
+
+        def acker(name):
+            async def done():
+                events.append(f"ack {name}")
+            return done
+
+        batches = [[message(i, f"post {i}") for i in range(start, start + 4)] for start in (0, 4, 8)]
+        await asyncio.wait_for(pipe.submit(batches[0], acker("batch1")), 10)  # not held while the model works
+        await _until(lambda: classify.started == [0])
+        await asyncio.wait_for(pipe.submit(batches[1], acker("batch2")), 10)  # queued behind batch 1
+        third = asyncio.create_task(pipe.submit(batches[2], acker("batch3")))
+        await _until(lambda: pipe.in_flight == 3)
+        assert not third.done() and classify.started == [0]  # batch 1 cannot commit while the model holds it
+        classify.gate(0).set()
+        await _until(lambda: 4 in classify.started)  # the queued batch went straight in
+        await asyncio.wait_for(third, 10)
+        assert "ack batch1" in events and "ack batch2" not in events
+        classify.gate(4).set()
+        classify.gate(8).set()
+        await pipe.drain()
+        stats = await store.stats()
+        await store.close()
+        return stats, failures, pipe.in_flight, classify.started
+
+    stats, failures, in_flight, started = asyncio.run(go())
+    assert not failures and in_flight == 0 and started == [0, 4, 8]
+    assert [e for e in events if e.startswith("ack")] == ["ack batch1", "ack batch2", "ack batch3"]
+    assert events.index("ack batch1") < events.index("publish p4") < events.index("ack batch2") < events.index("publish p8")
+    assert stats["processed"] == 12
+
+
 def test_a_failed_write_reaches_on_failure_and_the_batch_stays_in_flight(redis_server):
     from stream.processor import BatchPipeline
 
