@@ -200,39 +200,45 @@ async def _until(condition, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def gated_pipeline(redis_server: str, events: list[str], held: asyncio.Event | None = None):
+    """A BatchPipeline over a real store and a Gated model; outputs are logged in `events`, and
+    batch 1's (post p0's) wait for `held` when given."""
+    from stream.processor import BatchPipeline
+
+    store = WindowStore.from_url(redis_server)
+    classify = Gated()
+
+    async def publish(topic, key, value):
+        if held is not None and topic == "out" and key == "p0":
+            await held.wait()
+        events.append(f"publish {key}")
+
+    proc = BatchProcessor(classify, store, publish, sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
+    await proc.start()
+    failures: list[BaseException] = []
+    return store, classify, BatchPipeline(proc, on_failure=failures.append), failures
+
+
+def acker(events: list[str], name: str):
+    async def done():
+        events.append(f"ack {name}")
+    return done
+
+
 def test_the_pipeline_classifies_the_next_batch_while_the_previous_is_written_in_order(redis_server):
     """Batch 2 is classified while batch 1 is still being written; commits and acks stay in batch
     order; a batch counts as in flight until it is acked."""
-    from stream.processor import BatchPipeline
-
     redis.Redis.from_url(redis_server).flushdb()
     events: list[str] = []
 
     async def go():
-        store = WindowStore.from_url(redis_server)
-        classify = Gated()
-        held = asyncio.Event()
-
-        async def publish(topic, key, value):
-            if topic == "out" and key == "p0":
-                await held.wait()  # batch 1's outputs stall until the test lets them through
-            events.append(f"publish {key}")
-
-        proc = BatchProcessor(classify, store, publish, sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
-        await proc.start()
-        failures: list[BaseException] = []
-        pipe = BatchPipeline(proc, on_failure=failures.append)
-
-        def acker(name):
-            async def done():
-                events.append(f"ack {name}")
-            return done
-
+        held = asyncio.Event()  # batch 1's outputs stall until the test lets them through
+        store, classify, pipe, failures = await gated_pipeline(redis_server, events, held)
         batch1 = [message(i, f"post {i}") for i in range(0, 4)]
         batch2 = [message(i, f"post {i}") for i in range(4, 8)]
         classify.gate(0).set()
-        await pipe.submit(batch1, acker("batch1"))  # classified; its write has started
-        second = asyncio.create_task(pipe.submit(batch2, acker("batch2")))
+        await pipe.submit(batch1, acker(events, "batch1"))  # queued for the model, then written
+        second = asyncio.create_task(pipe.submit(batch2, acker(events, "batch2")))
         await _until(lambda: 4 in classify.started)  # batch 2 is in the model...
         assert "ack batch1" not in events and pipe.in_flight == 2  # ...while batch 1 is still being written
         held.set()
@@ -254,33 +260,16 @@ def test_the_next_batch_waits_at_the_model_and_a_third_waits_for_the_first_commi
     """While the model holds batch 1, batch 2 is taken, validated and queued behind it, so the model
     starts batch 2 the moment batch 1 is done instead of waiting for the agent; a third submit
     (over the depth of 2) returns only once batch 1 is committed."""
-    from stream.processor import BatchPipeline
-
     redis.Redis.from_url(redis_server).flushdb()
     events: list[str] = []
 
     async def go():
-        store = WindowStore.from_url(redis_server)
-        classify = Gated()
-
-        async def publish(topic, key, value):
-            events.append(f"publish {key}")
-
-        proc = BatchProcessor(classify, store, publish, sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
-        await proc.start()
-        failures: list[BaseException] = []
-        pipe = BatchPipeline(proc, on_failure=failures.append)
-
-        def acker(name):
-            async def done():
-                events.append(f"ack {name}")
-            return done
-
+        store, classify, pipe, failures = await gated_pipeline(redis_server, events)
         batches = [[message(i, f"post {i}") for i in range(start, start + 4)] for start in (0, 4, 8)]
-        await asyncio.wait_for(pipe.submit(batches[0], acker("batch1")), 10)  # not held while the model works
+        await asyncio.wait_for(pipe.submit(batches[0], acker(events, "batch1")), 10)  # not held while the model works
         await _until(lambda: classify.started == [0])
-        await asyncio.wait_for(pipe.submit(batches[1], acker("batch2")), 10)  # queued behind batch 1
-        third = asyncio.create_task(pipe.submit(batches[2], acker("batch3")))
+        await asyncio.wait_for(pipe.submit(batches[1], acker(events, "batch2")), 10)  # queued behind batch 1
+        third = asyncio.create_task(pipe.submit(batches[2], acker(events, "batch3")))
         await _until(lambda: pipe.in_flight == 3)
         assert not third.done() and classify.started == [0]  # batch 1 cannot commit while the model holds it
         classify.gate(0).set()
