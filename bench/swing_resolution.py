@@ -56,9 +56,18 @@ def main() -> None:
         if args.volume != 1.0 or confusion:
             row["scopes"] = {scope: dict(zip(("resolved_min_after_end", "fired"), drop_story(records, scope))) for scope in SCOPES}
         rows.append(row)
+    out = {"command": " ".join(["bench/swing_resolution.py", *sys.argv[1:]]), **summarise(rows)}
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+def summarise(rows: list[dict]) -> dict:
+    """The rows and, over seeds, BTC's median minutes to resolution; with per-scope stories, the
+    last scope to clear (median and most) and the streams that flapped or never resolved."""
     after = [r["resolved_min_after_end"] for r in rows if r["resolved_min_after_end"] is not None]
-    out = {"command": " ".join(["bench/swing_resolution.py", *sys.argv[1:]]), "rows": rows,
-           "median_min": statistics.median(after) if after else None}
+    out: dict = {"rows": rows, "median_min": statistics.median(after) if after else None}
     if any("scopes" in r for r in rows):
         fired = [[s["resolved_min_after_end"] for s in r["scopes"].values() if s["fired"]] for r in rows]
         # A scope that fired and never resolved has no minutes to count: it is counted apart.
@@ -67,10 +76,7 @@ def main() -> None:
         out["last_scope_median_min"] = statistics.median(last) if last else None
         out["last_scope_max_min"] = max(last) if last else None
         out["flapped"] = sum(any(s["fired"] > 1 for s in r["scopes"].values()) for r in rows)
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    return out
 
 
 if __name__ == "__main__":

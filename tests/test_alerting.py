@@ -777,13 +777,17 @@ def test_grouping_reads_an_old_onset_from_where_the_pair_scopes_still_hold_count
     assert (read.onset, read.read_from) == (int(end - 30 * 3600), int(end) - 3600)
 
 
-def test_an_incidents_entry_waits_for_an_earlier_one_pending_at_another_worker(redis_server):
+def test_an_incidents_entry_waits_for_an_earlier_one_pending_at_another_worker(redis_server, caplog):
     """Across workers: a worker died holding an incident's first notice (pending in the group, not
     yet claimable); another worker reads that incident's resolution and a second incident's notice.
     The second incident goes at once; the resolution waits until the first notice, claimed once
     idle, has gone before it. Before, the resolution went first and the team read "resolved" of an
-    incident it had never been told about."""
+    incident it had never been told about. The "claimed after idle" warning names the dead
+    worker's entry alone, not the held one this worker reads again each round."""
+    import logging
     import time
+
+    caplog.set_level(logging.INFO, logger="stream.alerts.delivery")
 
     from stream.alerts.correlator import entry_json
     from stream.alerts.grouping import Entry, Notice
@@ -828,6 +832,9 @@ def test_an_incidents_entry_waits_for_an_earlier_one_pending_at_another_worker(r
     assert [p["title"] for p in hook.accepted] == ["[WARNING] sentiment_drop on asset:SOL", "[WARNING] sentiment_drop on asset:ETH",
                                                  "[RESOLVED] sentiment_drop on asset:ETH"]
     assert pending == 0 and first
+    claims = [r for r in caplog.records if r.getMessage().startswith("outbox entries claimed after")]
+    assert [(r.count, r.entries) for r in claims] == [(1, [first])]
+    assert any(r.getMessage().startswith("outbox entries held back") for r in caplog.records)
 
 
 def test_a_tail_check_reads_its_own_windows_from_before_the_onset_however_old(redis_server, caplog):

@@ -170,3 +170,26 @@ def test_the_probability_ensemble_averages_each_example_and_refuses_other_files(
     assert [(r["line"], r["label"]) for r in mean] == [(2, "negative"), (3, "neutral")]
     with pytest.raises(ValueError, match="other examples"):
         mean_rows([a, [b[1], b[0]]])
+
+
+def test_swing_resolution_counts_a_scope_that_never_resolved_apart_not_as_minutes():
+    """A scope that fired and never resolved has no minutes: the summary counts its stream in
+    `never_resolved` and leaves it out of the last-scope figures, instead of reading it as 0."""
+    from bench.swing_resolution import summarise
+
+    def row(seed, btc, scopes):
+        return {"seed": seed, "resolved_min_after_end": btc, "fired": 1,
+                "scopes": {name: {"resolved_min_after_end": m, "fired": f} for name, (m, f) in scopes.items()}}
+
+    rows = [
+        row(0, 30.0, {"asset:BTC": (30.0, 1), "all": (80.0, 1), "channel:general": (None, 0)}),  # never fired: not counted
+        row(1, 40.0, {"asset:BTC": (40.0, 1), "all": (None, 1)}),  # fired, never resolved
+        row(2, None, {"asset:BTC": (None, 1), "all": (20.0, 2)}),  # BTC never resolved; `all` flapped
+        row(3, 50.0, {"asset:BTC": (50.0, 1), "all": (120.0, 1)}),
+    ]
+    out = summarise(rows)
+    assert out["median_min"] == 40.0  # over the seeds whose BTC resolved
+    assert out["never_resolved"] == 2
+    assert (out["last_scope_median_min"], out["last_scope_max_min"]) == (100.0, 120.0)
+    assert out["flapped"] == 1
+
