@@ -63,21 +63,19 @@ def main() -> None:
     results = []
     applied: dict[str, str] = {}
     for run in args.runs.split(","):
-        # "64x2" or "64x2@NAME=VALUE@...": extra environment for that run's workers (an A/B of a setting).
-        shape, *extra = run.split("@")
-        batch, workers = (int(x) for x in shape.split("x"))
-        for name in list(os.environ):
-            if name in applied:
-                del os.environ[name]
-        applied = dict(item.split("=", 1) for item in extra)
-        os.environ.update(applied)
         if results and time.monotonic() - started > args.deadline_s:
             print(f"deadline: {run} not run", flush=True)
             break
-        # The worker process reads its settings from the environment (worker_env copies it).
+        # "64x2" or "64x2@NAME=VALUE@...": extra environment for that run's workers (an A/B of a setting).
+        shape, *extra = run.split("@")
+        batch, workers = (int(x) for x in shape.split("x"))
+        for name in applied:
+            os.environ.pop(name, None)
+        applied = dict(item.split("=", 1) for item in extra)
+        # The worker processes read their settings from the environment (worker_env copies it).
         env = {"SENTINEL_BASE": str(target), "SENTINEL_ADAPTER": "none", "SENTINEL_DEVICE": device, "SENTINEL_DTYPE": "bfloat16",
                "SENTINEL_MAX_BATCH": str(batch), "SENTINEL_BATCH_SIZE": str(batch), "SENTINEL_LOG_LEVEL": "WARNING"}
-        os.environ.update(env)
+        os.environ.update(env | applied)
         settings = Settings()
         t0 = time.monotonic()
         result = bench_pipeline(settings, posts, latency_posts=400, rounds=args.rounds, workers=workers)

@@ -787,11 +787,10 @@ def test_an_incidents_entry_waits_for_an_earlier_one_pending_at_another_worker(r
     import logging
     import time
 
-    caplog.set_level(logging.INFO, logger="stream.alerts.delivery")
-
     from stream.alerts.correlator import entry_json
     from stream.alerts.grouping import Entry, Notice
 
+    caplog.set_level(logging.INFO, logger="stream.alerts.delivery")
     redis.Redis.from_url(redis_server).flushdb()
     member = {"kind": "sentiment_drop", "firing": True, "severity": "warning", "onset": "2026-10-02T11:50:00Z",
               "metric": "negative_share", "value": 0.583, "baseline": 0.2}
