@@ -1,16 +1,22 @@
 """The whole pipeline on a GPU: `sentinel bench pipeline` with a Llama-2-7B-shaped model (random weights).
 
 Run on a CUDA machine from the repository root, with the project's dependencies importable:
-    python bench/gpu_pipeline.py TOKENIZER_DIR OUT_DIR [--posts N] [--rounds R] [--runs 64x1,64x2,256x1] [--tiny]
+    python bench/gpu_pipeline.py TOKENIZER_DIR OUT_DIR [--posts N] [--rounds R] [--runs 64x1,64x2,256x1]
+        [--tiny] [--py-spy S]
 It builds the decoder as `bench/gpu_llama7b.py` does (nothing downloaded), then runs the pipeline
-benchmark once per run (micro-batch size x worker processes, optionally with extra environment
-for the workers: `64x1@NAME=VALUE`): the embedded Tansu broker and redis-server, worker processes
-with the model on the GPU, classifier-alone rounds interleaved with pipeline rounds on the same
-posts. Weights are random, so labels mean nothing; the work per post (tokens, forward passes,
-window writes, judging, publishing) is what a trained 7B adapter would do. `--tiny` builds a
+benchmark once per run (micro-batch size x worker processes, optionally posts spread over many
+scopes, `64x1/300x100` for 300 assets x 100 channels, and extra environment for the workers,
+`64x1@NAME=VALUE`): the embedded Tansu broker and redis-server, worker processes with the model
+on the GPU, classifier-alone rounds interleaved with pipeline rounds on the same posts. Weights
+are random, so labels mean nothing; the work per post (tokens, forward passes, window writes,
+judging, publishing) is what a trained 7B adapter would do. `--tiny` builds a
 small model instead (`--tiny-shape`, hidden size x layers), to try the script on a CPU; with
 OMP_NUM_THREADS=1 its forward passes run on one core outside the interpreter lock, a stand-in for
-an accelerator that a 2-core machine can compare code changes with.
+an accelerator that a 2-core machine can compare code changes with. `--py-spy S` samples the first
+worker's threads for S seconds from the start of each pipeline round (py-spy on PATH; with the
+model in its own process, SENTINEL_MODEL_PROCESS, that is the worker's side only): round 1 only
+the thread holding the interpreter lock (`--gil`), later rounds every thread, waiting or not
+(`--idle`); collapsed stacks in OUT_DIR/pyspy-RUN-rROUND.txt (`bench/pyspy_summary.py` reads them).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +44,7 @@ def main() -> None:
     parser.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--tiny-shape", default="64x2", help="hidden size x layers of the --tiny model")
+    parser.add_argument("--py-spy", type=float, default=0.0, help="sample the first worker for this many seconds each round")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -67,8 +76,11 @@ def main() -> None:
             print(f"deadline: {run} not run", flush=True)
             break
         # "64x2" or "64x2@NAME=VALUE@...": extra environment for that run's workers (an A/B of a setting).
+        # "64x1/300x100": that run's posts spread over 300 assets and 100 channels (bench_pipeline's `spread`).
         shape, *extra = run.split("@")
+        shape, _, spread_text = shape.partition("/")
         batch, workers = (int(x) for x in shape.split("x"))
+        spread = tuple(int(x) for x in spread_text.split("x")) if spread_text else None
         for name in applied:
             os.environ.pop(name, None)
         applied = dict(item.split("=", 1) for item in extra)
@@ -78,13 +90,31 @@ def main() -> None:
         os.environ.update(env | applied)
         settings = Settings()
         t0 = time.monotonic()
-        result = bench_pipeline(settings, posts, latency_posts=400, rounds=args.rounds, workers=workers)
+        on_round = sampler(args.out_dir, run, args.py_spy) if args.py_spy else None
+        result = bench_pipeline(settings, posts, latency_posts=400, rounds=args.rounds, workers=workers, on_round=on_round, spread=spread)
         result.update(run=run, seconds=round(time.monotonic() - t0, 1), device=device, model="llama2-7b-shaped" if not args.tiny else "tiny",
                       gpu=torch.cuda.get_device_name() if device == "cuda" else None, torch=torch.__version__)
         print(json.dumps(result), flush=True)
         results.append(result)
         (args.out_dir / "gpu_pipeline.json").write_text(json.dumps(results, indent=2))
     print(f"done in {time.monotonic() - started:.1f}s", flush=True)
+
+
+def sampler(out_dir: Path, run: str, seconds: float):
+    """An on_round hook that starts py-spy on the first worker; it stops by itself after `seconds`."""
+    binary = shutil.which("py-spy")
+    if binary is None:
+        raise SystemExit("--py-spy: no py-spy on PATH")
+    name = run.replace("@", "_").replace("=", "-").replace("/", "_")
+
+    def on_round(round_index: int, pids: list[int]) -> None:
+        mode = "--gil" if round_index == 0 else "--idle"
+        out = out_dir / f"pyspy-{name}-r{round_index + 1}.txt"
+        # Non-blocking: pausing the worker for each sample would slow what is being measured.
+        subprocess.Popen([binary, "record", "--pid", str(pids[0]), "--duration", str(int(seconds)), "--rate", "100", "--threads",
+                          "--nonblocking", mode, "--format", "raw", "--output", str(out)], stdout=subprocess.DEVNULL)
+
+    return on_round
 
 
 def build_tiny(tokenizer_dir: str, target: Path, hidden: int = 64, layers: int = 2) -> None:

@@ -218,7 +218,8 @@ def classifier_alone_rate(classifier: Classifier, texts: Sequence[str], batch: i
 
 
 def bench_pipeline(
-    settings: Settings, posts: Sequence[str], latency_posts: int, rounds: int = 2, latency_rate_fraction: float = 0.5, workers: int = 1
+    settings: Settings, posts: Sequence[str], latency_posts: int, rounds: int = 2, latency_rate_fraction: float = 0.5, workers: int = 1,
+    on_round: Callable[[int, list[int]], object] | None = None, spread: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """End-to-end `run` throughput against the classifier alone, on the same posts, in one run;
     then produce-to-window-update latency at a steady rate below capacity.
@@ -229,9 +230,16 @@ def bench_pipeline(
     The two are interleaved (classifier, pipeline, classifier, pipeline, ..., classifier) with the
     worker up throughout, and each pipeline round is compared with the classifier rounds on either
     side of it: a shared machine drifts in speed by tens of percent over minutes, and a single
-    before/after pair would measure the drift."""
+    before/after pair would measure the drift.
+
+    `spread` (assets, channels) tags each post with one of that many assets and channels at random,
+    so the windows and judging work of many scopes runs beside the model; by default every post is in
+    channel `bench` with the assets its text names.
+
+    `on_round(round, worker_pids)` is called as each pipeline round starts (a profiler attaches there)."""
     import asyncio
     import json
+    import random
     import statistics
     import tempfile
 
@@ -245,9 +253,13 @@ def bench_pipeline(
     classifier_alone_rate(classifier, posts, batch)  # warm-up: every padded width is a new shape
 
     def write_posts(path: Path, prefix: str, texts: Sequence[str], t0: float) -> None:
+        rng = random.Random(prefix)
         with path.open("w") as handle:
             for i, text in enumerate(texts):
-                handle.write(json.dumps({"id": f"{prefix}-{i}", "text": text, "created_at": t0 + i, "channel": "bench"}) + "\n")
+                post: dict[str, Any] = {"id": f"{prefix}-{i}", "text": text, "created_at": t0 + i, "channel": "bench"}
+                if spread is not None:
+                    post |= {"assets": [f"A{rng.randrange(spread[0]):04d}"], "channel": f"c{rng.randrange(spread[1]):03d}"}
+                handle.write(json.dumps(post) + "\n")
 
     async def measure(live: Any, embedded: bool, workdir: Path) -> dict[str, Any]:
         topics = worker_topics(live)
@@ -260,6 +272,7 @@ def bench_pipeline(
         classify_s = pipeline_s = 0.0
         cpu_splits: list[dict[str, float]] = []
         batch_sizes: list[float] = []
+        stage_ms: list[dict[str, float]] = []
         try:
             base = 1_767_225_600.0
             warm, paced = workdir / "warm.jsonl", workdir / "paced.jsonl"
@@ -277,14 +290,18 @@ def bench_pipeline(
                 main = workdir / f"main{r}.jsonl"
                 write_posts(main, f"main{r}", posts, base + 10_000 * (r + 1))
                 cpu = _CpuSplit([w.pid for w in procs])
-                batches0 = await _batch_totals(ports)
+                sums0 = await _metric_sums(ports)
+                if on_round is not None:
+                    on_round(r, [w.pid for w in procs])
                 started = time.monotonic()
                 sent = await replay(live, main, live.topic_posts, None)
                 after = await wait_processed(live, store, before, sent, procs, 1800)
                 seconds = time.monotonic() - started
                 cpu_splits.append(cpu.stop())
-                batches = [b - a for a, b in zip(batches0, await _batch_totals(ports))]
-                batch_sizes.append(batches[0] / batches[1] if batches[1] else 0.0)
+                sums = {name: value - sums0.get(name, 0.0) for name, value in (await _metric_sums(ports)).items()}
+                batches = sums.get("sentinel_batch_size_count", 0.0) or 1.0
+                batch_sizes.append(sums.get("sentinel_batch_size_sum", 0.0) / batches)
+                stage_ms.append({stage: round(1000 * sums.get(f"sentinel_{stage}_seconds_sum", 0.0) / batches, 1) for stage in ("classify", "commit")})
                 piped.append(sent / seconds)
                 pipeline_s += seconds
                 classify_s += (after.get("classify_ms", 0) - before.get("classify_ms", 0)) / 1000
@@ -303,6 +320,7 @@ def bench_pipeline(
             await store.close()
         cpu_split = {key: round(statistics.mean(s[key] for s in cpu_splits), 3) for key in cpu_splits[0]}
         return {"alone": alone, "piped": piped, "pipeline_s": pipeline_s, "classify_s": classify_s, "rate": rate, "batch_sizes": batch_sizes,
+                "stage_ms": stage_ms,
                 "latencies": latencies, **memory, **cpu_split}
 
     with connected(settings) as (live, embedded), tempfile.TemporaryDirectory() as tmp:
@@ -314,6 +332,7 @@ def bench_pipeline(
         "posts": len(posts),
         "rounds": rounds,
         "workers": workers,
+        "spread": f"{spread[0]} assets x {spread[1]} channels" if spread else None,
         "partitions": settings.partitions,
         "batch_size": batch,
         "classifier_posts_per_s": round(statistics.median(alone), 2),
@@ -328,6 +347,9 @@ def bench_pipeline(
         # Messages per micro-batch the workers took (their sentinel_batch_size histogram): a batch
         # short of the maximum wastes the accelerator's width.
         "rounds_mean_batch": [round(b, 1) for b in m["batch_sizes"]],
+        # Per micro-batch, the model's call and the half after it (windows, judging, publishing):
+        # each batch waits for both, so the longer one sets the worker's pace.
+        "rounds_stage_ms": m["stage_ms"],
         "latency_posts": len(lat),
         "latency_rate_posts_per_s": round(m["rate"], 2),
         "latency_p50_ms": round(_percentile(lat, 0.5) * 1000),
@@ -344,21 +366,27 @@ def bench_pipeline(
     }
 
 
-async def _batch_totals(ports: Sequence[int]) -> tuple[float, float]:
-    """Messages and micro-batches so far, over the workers, from their /metrics."""
+async def _metric_sums(ports: Sequence[int]) -> dict[str, float]:
+    """The workers' histogram sums and counts so far (batch size, model and commit seconds), added
+    over the workers, from their /metrics."""
     import asyncio
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    def read(port: int) -> tuple[float, float]:
+    wanted = {"sentinel_batch_size", "sentinel_classify_seconds", "sentinel_commit_seconds"}
+
+    def read(port: int) -> dict[str, float]:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
-        found = {s.name: s.value for f in text_string_to_metric_families(text) if f.name == "sentinel_batch_size" for s in f.samples}
-        return found.get("sentinel_batch_size_sum", 0.0), found.get("sentinel_batch_size_count", 0.0)
+        return {s.name: s.value for f in text_string_to_metric_families(text) if f.name in wanted for s in f.samples
+                if s.name.endswith(("_sum", "_count"))}
 
-    totals = [await asyncio.to_thread(read, port) for port in ports]
-    return sum(t[0] for t in totals), sum(t[1] for t in totals)
+    totals: dict[str, float] = {}
+    for port in ports:
+        for name, value in (await asyncio.to_thread(read, port)).items():
+            totals[name] = totals.get(name, 0.0) + value
+    return totals
 
 
 async def _wait_partitions_shared(ports: Sequence[int], partitions: int, procs: Sequence[Any], timeout: float = 120.0) -> None:

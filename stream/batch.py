@@ -35,6 +35,7 @@ class BatchOutcome:
     alerts_s: float = 0.0
     replicas_s: float = 0.0  # waiting for Redis replicas (SENTINEL_REDIS_WAIT_REPLICAS)
     replicas_short: bool = False  # some master had fewer replicas than asked when the wait timed out
+    commit_s: float = 0.0  # the half after the model: windows, judging, replicas, publishing
     total_s: float = 0.0
 
 

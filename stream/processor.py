@@ -157,6 +157,7 @@ class BatchProcessor:
         """Write windows and counters, judge the touched scopes, publish the results. Calls must
         come in batch order, one at a time."""
         outcome, scored = batch.outcome, batch.scored
+        committing = time.perf_counter()
         counters = {
             "consumed": outcome.consumed, "valid": outcome.valid, "dlq": outcome.dlq, "late_dropped": outcome.late_dropped,
             "classify_ms": round(outcome.classify_s * 1000),  # how busy the model is: for benchmarks and capacity
@@ -202,6 +203,7 @@ class BatchProcessor:
         for item, judgement in scored:
             record = sentiment_record(item, judgement, base=self.model_base, adapter=self.model_adapter, processed_at=now)
             await self.publish(self.sentiment_topic, item.id, json.dumps(record, ensure_ascii=False).encode())
+        outcome.commit_s = time.perf_counter() - committing
         outcome.total_s = time.perf_counter() - batch.started
         self.metrics.observe_batch(outcome)
         log.info(
@@ -210,7 +212,7 @@ class BatchProcessor:
                    "duplicates": outcome.duplicates, "late": outcome.late_dropped,
                    "partitions": sorted({m.partition for m in batch.messages}), "classify_s": round(outcome.classify_s, 3),
                    "windows_s": round(outcome.windows_s, 4), "alerts": outcome.alerts, "alerts_s": round(outcome.alerts_s, 4),
-                   "replicas_s": round(outcome.replicas_s, 4),
+                   "replicas_s": round(outcome.replicas_s, 4), "commit_s": round(outcome.commit_s, 4),
                    "total_s": round(outcome.total_s, 3)},
         )
         return outcome

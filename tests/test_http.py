@@ -225,6 +225,9 @@ def test_metrics_health_and_readiness_of_a_worker(tmp_path, kafka_server, redis_
         assert m[("sentinel_batch_size_sum", frozenset())] == len(lines)
         assert m[("sentinel_classify_seconds_count", frozenset())] >= 1
         assert m[("sentinel_window_update_seconds_count", frozenset())] == m[("sentinel_batch_size_count", frozenset())]
+        assert m[("sentinel_commit_seconds_count", frozenset())] == m[("sentinel_batch_size_count", frozenset())]
+        # The commit half holds the window write: never shorter than it.
+        assert m[("sentinel_commit_seconds_sum", frozenset())] >= m[("sentinel_window_update_seconds_sum", frozenset())] > 0
         model = [dict(labels) for (name, labels), v in m.items() if name == "sentinel_model_info" and v == 1]
         assert model == [{"base": "lexicon", "adapter": "none", "device": "cpu", "quantize": "none", "dtype": "none"}]
         assert lag_key in m

@@ -112,6 +112,12 @@ class WorkerMetrics:
         self.windows_seconds = Histogram(
             "sentinel_window_update_seconds", "Redis window and counter update per micro-batch", buckets=WINDOWS_BUCKETS, registry=r
         )
+        # Against sentinel_classify_seconds it says which half limits a worker: commits that take
+        # as long as the model's calls leave the model waiting (docs/operations.md, "Which half").
+        self.commit_seconds = Histogram(
+            "sentinel_commit_seconds", "Windows, judging, replica wait and publishing per micro-batch: the half after the model",
+            buckets=CLASSIFY_BUCKETS, registry=r,
+        )
         self.replica_wait_seconds = Histogram(
             "sentinel_redis_replica_wait_seconds", "WAIT for Redis replicas per micro-batch (SENTINEL_REDIS_WAIT_REPLICAS)",
             buckets=WINDOWS_BUCKETS, registry=r,
@@ -154,6 +160,7 @@ class WorkerMetrics:
         if outcome.valid - outcome.late_dropped > 0:
             self.classify_seconds.observe(outcome.classify_s)
         self.windows_seconds.observe(outcome.windows_s)
+        self.commit_seconds.observe(outcome.commit_s)
         if outcome.replicas_s:
             self.replica_wait_seconds.observe(outcome.replicas_s)
         if outcome.replicas_short:
