@@ -93,12 +93,17 @@ async def produce(settings: Settings, r: redis.Redis, args: argparse.Namespace, 
         await producer.stop()
 
 
+def worker_rss(worker: psutil.Process) -> int:
+    """The worker's RSS and its model process's (stream/model_process.py)."""
+    return sum(p.memory_info().rss for p in [worker, *worker.children(recursive=True)])
+
+
 def sample(r: redis.Redis, worker: psutil.Process, started: float, sent: int) -> dict[str, Any]:
     info = r.info("memory")
     stats = r.hgetall(STATS_KEY)
     return {"t": round(time.monotonic() - started, 1), "sent": sent, "consumed": int(stats.get("consumed", 0)),
             "processed": int(stats.get("processed", 0)), "duplicates": int(stats.get("duplicates", 0)), "dlq": int(stats.get("dlq", 0)),
-            "watermark": float(stats.get("watermark", 0) or 0), "worker_rss_mb": round(worker.memory_info().rss / 2**20, 1),
+            "watermark": float(stats.get("watermark", 0) or 0), "worker_rss_mb": round(worker_rss(worker) / 2**20, 1),
             "redis_used_mb": round(info["used_memory"] / 2**20, 2), "redis_rss_mb": round(info["used_memory_rss"] / 2**20, 1),
             "keys": r.dbsize()}
 

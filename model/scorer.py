@@ -46,6 +46,11 @@ def judgement_from_probs(row: Sequence[float]) -> Judgement:
     return Judgement(label=label, probs=probs, score=probs["positive"] - probs["negative"])
 
 
+class ModelGone(RuntimeError):
+    """The model's process is gone (stream/model_process.py): a lost dependency, not bad input, so
+    the batch is neither split nor dead-lettered; the worker stops with it unacked."""
+
+
 class Scorer(Protocol):
     info: ModelInfo
 

@@ -166,26 +166,33 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))] if ordered else float("nan")
 
 
+def _with_children(pids: Sequence[int]) -> list[list[int]]:
+    """Each worker's pid with its children's: the model runs in a child (stream/model_process.py)."""
+    return [[pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))] for pid in pids]
+
+
 def _process_memory_mb(pids: Sequence[int]) -> dict[str, int]:
-    """The largest worker's RSS and peak RSS (each worker holds its own model)."""
+    """The largest worker's RSS and peak RSS, its model process included (each worker holds its own model)."""
     rss = peak = 0
-    for pid in pids:
-        for line in open(f"/proc/{pid}/status"):
-            key, _, value = line.partition(":")
-            if key == "VmRSS":
-                rss = max(rss, int(value.split()[0]) // 1024)
-            elif key == "VmHWM":
-                peak = max(peak, int(value.split()[0]) // 1024)
+    for group in _with_children(pids):
+        group_rss = group_peak = 0
+        for pid in group:
+            for line in open(f"/proc/{pid}/status"):
+                key, _, value = line.partition(":")
+                if key == "VmRSS":
+                    group_rss += int(value.split()[0]) // 1024
+                elif key == "VmHWM":
+                    group_peak += int(value.split()[0]) // 1024
+        rss, peak = max(rss, group_rss), max(peak, group_peak)
     return {"worker_rss_mb": rss, "worker_peak_rss_mb": peak}
 
 
 class _CpuSplit:
-    """CPU time of the workers and of the rest of the machine, between construction and stop()."""
+    """CPU time of the workers (their model processes included) and of the rest of the machine,
+    between construction and stop()."""
 
     def __init__(self, pids: Sequence[int]):
-        import psutil
-
-        self.procs = [psutil.Process(pid) for pid in pids]
+        self.procs = [psutil.Process(pid) for group in _with_children(pids) for pid in group]
         self.t0 = time.monotonic()
         self.machine0 = self._busy(psutil.cpu_times())
         self.proc0 = self._own()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -487,6 +488,7 @@ def worker() -> None:
 
     from sentinel.run import open_store
     from stream.kafka import ensure_topics, worker_topics
+    from stream.model_process import ModelProcess
     from stream.model_thread import ModelThread
     from stream.worker import build_worker
 
@@ -494,8 +496,11 @@ def worker() -> None:
     if not settings.kafka_broker or not settings.redis_url:
         raise fail("the worker needs KAFKA_BROKER and REDIS_URL (sentinel run starts an embedded stack for you)")
     check_stream_settings(settings)
-    model_thread = ModelThread()
-    classifier = model_thread.load(lambda: load_classifier(settings))  # loaded where it will run
+    model_thread = ModelThread()  # makes the model calls, one at a time, off the event loop
+    if settings.model_process:
+        classifier: Scorer = ModelProcess.start(functools.partial(scorer_in_child, settings))
+    else:
+        classifier = model_thread.load(lambda: load_classifier(settings))  # loaded where it will run
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # Faust runs on this loop too
     try:
@@ -505,7 +510,17 @@ def worker() -> None:
         # with backoff; not a traceback through client frames that hold connection settings.
         logging.getLogger("sentinel.worker").error("cannot reach Kafka at start-up", extra={"error": redact(f"{type(exc).__name__}: {exc}")})
         raise typer.Exit(1) from None
-    run_faust(build_worker(settings, classifier, open_store(settings), model_thread=model_thread), settings)
+    try:
+        run_faust(build_worker(settings, classifier, open_store(settings), model_thread=model_thread), settings)
+    finally:
+        if isinstance(classifier, ModelProcess):
+            classifier.close()
+
+
+def scorer_in_child(settings: Settings) -> Scorer:
+    """The model process's factory (stream/model_process.py): its logs go where the worker's go."""
+    setup_logging(settings.log_level, settings.log_json)
+    return load_classifier(settings)
 
 
 def run_faust(worker: Any, settings: Settings) -> None:

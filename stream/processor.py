@@ -26,7 +26,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
-from model.scorer import Judgement
+from model.scorer import Judgement, ModelGone
 from stream.alerts.incidents import AlertRecord
 from stream.assets import DEFAULT_ALIASES
 from stream.batch import Admitted, BatchOutcome, Prepared, RawMessage
@@ -260,6 +260,8 @@ class BatchProcessor:
         try:
             judgements = await self.model_thread.run(timed, [p.text for p, _ in posts])
             return [(p, j) for (p, _), j in zip(posts, judgements)]
+        except ModelGone:
+            raise  # no post is to blame: the batch stays unacked and the worker stops (BatchPipeline.on_failure)
         except Exception as exc:  # noqa: BLE001 - any model failure (OOM, odd input) is handled by splitting
             if len(posts) == 1:
                 post, msg = posts[0]

@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"stream.ops", "stream.tools", "stream.reporting", "stream.console"},
     {"stream.processor"},
     {"stream.alerts"},
-    {"stream.store", "stream.model_thread", "stream.kafka"},
+    {"stream.store", "stream.model_thread", "stream.model_process", "stream.kafka"},
     {"stream.redis_client"},
     {"stream.batch", "stream.windows"},
     {"stream.contracts"},

@@ -151,6 +151,8 @@ def check_model(classifier: Scorer | None) -> Check:
     # A scorer exists only once its model loaded (Classifier.load raises otherwise); the lexicon needs none.
     if classifier is None:
         return Check("model", False, "no model loaded")
+    if not getattr(classifier, "alive", True):  # its own process (stream/model_process.py) is gone
+        return Check("model", False, "the model process exited")
     return Check("model", True, classifier.info.id)
 
 

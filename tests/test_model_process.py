@@ -1,0 +1,174 @@
+"""The model in a child process (stream/model_process.py): real processes and pipes, the keyword
+scorer or stand-ins as the model, so no test here loads torch."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from model.lexicon import LexiconClassifier
+from model.scorer import ModelGone, ModelInfo, judgement_from_probs
+from stream.batch import RawMessage
+from stream.model_process import ModelProcess
+from stream.ops.http import check_model
+from stream.processor import BatchProcessor
+from stream.store import WindowStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class RaisesOnPoison:
+    """A scorer that fails a batch holding the word POISON, as a CUDA OOM would."""
+
+    info = ModelInfo(base="stand-in", adapter=None, device="cpu", dtype="none", quantize="none", load_s=0.0)
+
+    def classify(self, texts):
+        if any("POISON" in t for t in texts):
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return [judgement_from_probs([0.1, 0.1, 0.8]) for _ in texts]  # LABELS order: neutral
+
+
+class SleepsOnSlow(RaisesOnPoison):
+    """A scorer that works for ten minutes on a batch holding the word SLOW, after creating the file
+    named by $SLOW_MARK (how a test sees it is inside the call)."""
+
+    def classify(self, texts):
+        if any("SLOW" in t for t in texts):
+            Path(os.environ["SLOW_MARK"]).touch()
+            time.sleep(600)
+        return super().classify(texts)
+
+
+def fails_to_load() -> None:
+    raise SystemExit(3)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purposes.
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s: {what}")
+        time.sleep(0.05)
+
+
+def test_judgements_and_info_come_back_as_the_scorer_gives_them_in_process():
+    texts = ["BTC pump to the moon", "ETH dump, rekt", "staking question", "bullish bullish but red"]
+    model = ModelProcess.start(LexiconClassifier)
+    try:
+        assert model.pid != os.getpid()
+        assert model.info == LexiconClassifier().info
+        assert list(model.classify(texts)) == list(LexiconClassifier().classify(texts))
+        assert list(model.classify(texts[:1])) == list(LexiconClassifier().classify(texts[:1]))  # the pipe carries call after call
+    finally:
+        model.close()
+    assert not pid_alive(model.pid)
+
+
+def test_the_models_own_error_is_raised_in_the_worker_and_the_process_goes_on():
+    model = ModelProcess.start(RaisesOnPoison)
+    try:
+        with pytest.raises(RuntimeError, match="CUDA out of memory"):
+            model.classify(["fine", "POISON"])
+        assert [j.label for j in model.classify(["fine"])] == ["neutral"]
+    finally:
+        model.close()
+
+
+def test_a_failed_load_is_raised_where_the_process_was_started():
+    with pytest.raises(SystemExit) as raised:
+        ModelProcess.start(fails_to_load)
+    assert raised.value.code == 3
+
+
+def test_a_dead_model_process_is_model_gone_and_no_post_is_dead_lettered(redis_server):
+    """A model process killed (the kernel's OOM killer, a driver fault) is a lost dependency: the
+    processor raises instead of splitting the batch down and dead-lettering every post in it."""
+    redis.Redis.from_url(redis_server).flushdb()
+    published: list[str] = []
+
+    async def publish(topic, key, value):
+        published.append(topic)
+
+    model = ModelProcess.start(LexiconClassifier)
+    assert check_model(model).ok
+    os.kill(model.pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(model.pid), 10, "the model process dies")
+    assert not check_model(model).ok  # /readyz says so before any batch comes
+
+    async def go():
+        store = WindowStore.from_url(redis_server)
+        proc = BatchProcessor(model.classify, store, publish, sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
+        await proc.start()
+        messages = [RawMessage(json.dumps({"id": f"p{i}", "text": "pump", "created_at": 1_767_225_600 + i}).encode(), "forum-posts", 0, i)
+                    for i in range(4)]
+        try:
+            with pytest.raises(ModelGone, match="exit code -9"):
+                await proc.handle(messages)
+            return await store.stats()
+        finally:
+            await store.close()
+
+    stats = asyncio.run(go())
+    model.close()
+    assert published == []
+    assert stats.get("processed", 0) == 0 and stats.get("dlq", 0) == 0
+
+
+def test_the_model_process_dies_with_a_worker_killed_by_sigkill_mid_batch(tmp_path):
+    """The pipe's end is seen only between batches; the kernel's parent-death signal covers a worker
+    SIGKILLed while its model works (a GPU must not stay held by an orphan)."""
+    script = textwrap.dedent("""
+        import sys
+        sys.path.insert(0, "tests")
+        from test_model_process import SleepsOnSlow
+        from stream.model_process import ModelProcess
+        model = ModelProcess.start(SleepsOnSlow)
+        print(model.pid, flush=True)
+        model.classify(["SLOW"])
+    """)
+    mark = tmp_path / "inside"
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=os.environ | {"SLOW_MARK": str(mark)})
+    try:
+        child = int(parent.stdout.readline())
+        wait_until(mark.exists, 10, "the model process is inside the slow batch")
+        parent.kill()
+        parent.wait(10)
+        wait_until(lambda: not pid_alive(child), 10, "the model process follows its SIGKILLed parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def test_a_factory_with_arguments_travels_to_the_child():
+    """The worker passes functools.partial(scorer_in_child, settings): settings must survive the trip."""
+    from sentinel.cli import scorer_in_child
+    from stream.settings import Settings
+
+    settings = Settings(base="lexicon", redis_url="redis://:secret@localhost:1/0", log_level="WARNING")
+    model = ModelProcess.start(functools.partial(scorer_in_child, settings))
+    try:
+        assert model.info.base == "lexicon"
+        assert [j.label for j in model.classify(["pump pump", "dump"])] == ["positive", "negative"]
+    finally:
+        model.close()
