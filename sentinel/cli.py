@@ -497,7 +497,7 @@ def worker() -> None:
         raise fail("the worker needs KAFKA_BROKER and REDIS_URL (sentinel run starts an embedded stack for you)")
     check_stream_settings(settings)
     model_thread = ModelThread()  # makes the model calls, one at a time, off the event loop
-    if settings.model_process:
+    if model_apart(settings):
         classifier: Scorer = ModelProcess.start(functools.partial(scorer_in_child, settings))
     else:
         classifier = model_thread.load(lambda: load_classifier(settings))  # loaded where it will run
@@ -515,6 +515,22 @@ def worker() -> None:
     finally:
         if isinstance(classifier, ModelProcess):
             classifier.close()
+
+
+def model_apart(settings: Settings) -> bool:
+    """SENTINEL_MODEL_PROCESS resolved. On a GPU the model's kernel launches wait for the event loop
+    at one interpreter lock (1.2-1.5 times as long a call on an H200), so `auto` gives it a process of
+    its own there; on CPU the same measured 8-10% slower (docs/benchmarks.md, "The pipeline on a
+    GPU"), and the keyword scorer has no model to move."""
+    if settings.model_process != "auto":
+        return settings.model_process == "true"
+    if settings.base == "lexicon" or settings.device == "cpu":
+        return False
+    if settings.device.startswith("cuda"):
+        return True
+    import torch  # device auto: the loader picks CUDA when there is one
+
+    return torch.cuda.is_available()
 
 
 def scorer_in_child(settings: Settings) -> Scorer:

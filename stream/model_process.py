@@ -8,6 +8,8 @@ on a GPU"): the event loop held the lock 19% of the time with a few scopes and 4
 worker got 0.78 and 0.60 of what the model does alone, while the model was busy 90-97% of the time:
 each call was slower, not waiting for work. In its own process the model has an interpreter of its
 own; the worker sends a batch's texts and gets its judgements back over a pipe (kilobytes a batch).
+On CPU the same measured 8-10% slower, so SENTINEL_MODEL_PROCESS=auto uses it on CUDA devices only
+(sentinel.cli.model_apart).
 
 The child is started with `spawn` (a fork would copy the worker's threads and locks), loads the model
 on its main thread and classifies there (one OpenMP pool: stream/model_thread.py), ignores SIGINT (a

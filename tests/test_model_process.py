@@ -172,3 +172,77 @@ def test_a_factory_with_arguments_travels_to_the_child():
         assert [j.label for j in model.classify(["pump pump", "dump"])] == ["positive", "negative"]
     finally:
         model.close()
+
+
+@pytest.mark.parametrize(("setting", "base", "device", "apart"), [
+    ("auto", "smollm2", "cuda", True), ("auto", "smollm2", "cuda:1", True), ("auto", "smollm2", "cpu", False),
+    ("auto", "lexicon", "cuda", False), ("true", "smollm2", "cpu", True), ("false", "smollm2", "cuda", False),
+])
+def test_auto_gives_the_model_a_process_of_its_own_on_a_gpu_only(setting, base, device, apart):
+    from sentinel.cli import model_apart
+    from stream.settings import Settings
+
+    assert model_apart(Settings(model_process=setting, base=base, device=device)) is apart
+
+
+def test_device_auto_on_a_machine_without_cuda_keeps_the_model_on_a_thread():
+    import torch
+
+    from sentinel.cli import model_apart
+    from stream.settings import Settings
+
+    assert model_apart(Settings(model_process="auto", base="smollm2", device="auto")) is torch.cuda.is_available()
+
+
+def test_a_worker_whose_model_process_dies_stops_unacked_and_its_successor_counts_every_post_once(
+        tmp_path, cache_dir, kafka_server, redis_server, monkeypatch):
+    """The whole path with real processes: a running worker's model process is SIGKILLed; /readyz
+    says so; the next batch stops the worker (exit 70) without counting, acking or dead-lettering
+    it; a new worker then counts both files' posts exactly once."""
+    import psutil
+
+    from stream.kafka import ensure_topics, worker_topics
+    from stream.settings import Settings
+    from stream.tools.replay import replay
+    from workers import Worker, wait_until, worker_env
+
+    redis.Redis.from_url(redis_server).flushdb()
+    env = worker_env("modelproc", kafka_server, redis_server, cache_dir, SENTINEL_MODEL_PROCESS="true")
+    for key in ("KAFKA_BROKER", "REDIS_URL", *(k for k in env if k.startswith("SENTINEL_"))):
+        monkeypatch.setenv(key, env[key])
+    settings = Settings()
+    files = []
+    for part in range(2):
+        path = tmp_path / f"posts{part}.jsonl"
+        path.write_text("".join(json.dumps({"id": f"m{part}-{i}", "text": f"$BTC pump number {i}", "created_at": 1_767_225_600 + 60 * part + i})
+                                + "\n" for i in range(20)))
+        files.append(path)
+    asyncio.run(ensure_topics(settings, worker_topics(settings)))
+    stats = redis.Redis.from_url(redis_server, decode_responses=True)
+
+    def counted(key: str) -> int:
+        return int(stats.hget("sentinel:{all}:stats", key) or 0)
+
+    first = Worker(env, tmp_path / "first.log")
+    try:
+        asyncio.run(replay(settings, files[0], settings.topic_posts, None))
+        wait_until(lambda: counted("processed") == 20, 120, "the first file counted", [first])
+        model = next(p for p in psutil.Process(first.proc.pid).children() if "spawn_main" in " ".join(p.cmdline()))
+        assert first.readyz()["checks"]["model"]["ok"]
+        model.kill()
+        wait_until(lambda: not (first.readyz() or {"checks": {"model": {"ok": True}}})["checks"]["model"]["ok"], 30,
+                   "/readyz to report the model process gone", [first])
+        asyncio.run(replay(settings, files[1], settings.topic_posts, None))
+        wait_until(lambda: not first.alive(), 60, "the worker to stop at its next batch", [])
+        assert first.proc.returncode == 70, first.log_tail()
+        assert "ModelGone" in first.log_path.read_text()
+    finally:
+        first.close()
+    assert (counted("processed"), counted("dlq")) == (20, 0)
+
+    successor = Worker(env, tmp_path / "second.log")
+    try:
+        wait_until(lambda: counted("processed") == 40, 120, "the successor to count the second file", [successor])
+    finally:
+        successor.close()
+    assert (counted("processed"), counted("dlq"), counted("duplicates")) == (40, 0, 0)

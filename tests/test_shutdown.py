@@ -28,9 +28,11 @@ def stats(url: str) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_sigterm_finishes_the_batch_in_flight_commits_and_exits(tmp_path, base_dir, cache_dir, kafka_server, redis_server, monkeypatch):
+@pytest.mark.parametrize("model_process", ["false", "true"], ids=["model-on-a-thread", "model-in-its-own-process"])
+def test_sigterm_finishes_the_batch_in_flight_commits_and_exits(tmp_path, base_dir, cache_dir, kafka_server, redis_server, monkeypatch, model_process):
     redis.Redis.from_url(redis_server).flushdb()
     env = {
+        "SENTINEL_MODEL_PROCESS": model_process,  # in its own process the batches in flight drain through the pipe
         "SENTINEL_CACHE_DIR": str(cache_dir), "KAFKA_BROKER": kafka_server, "REDIS_URL": redis_server,
         "SENTINEL_APP_ID": "test-shutdown", "SENTINEL_TOPIC_POSTS": "shutdown-posts", "SENTINEL_TOPIC_SENTIMENT": "shutdown-sentiment",
         "SENTINEL_TOPIC_DLQ": "shutdown-dlq", "SENTINEL_TOPIC_ALERTS": "shutdown-alerts", "SENTINEL_PARTITIONS": "2",
