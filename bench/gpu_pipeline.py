@@ -17,6 +17,8 @@ worker's threads for S seconds from the start of each pipeline round (py-spy on 
 model in its own process, SENTINEL_MODEL_PROCESS, that is the worker's side only): round 1 only
 the thread holding the interpreter lock (`--gil`), later rounds every thread, waiting or not
 (`--idle`); collapsed stacks in OUT_DIR/pyspy-RUN-rROUND.txt (`bench/pyspy_summary.py` reads them).
+`--worker-alone 3x3,300x100` first measures the worker's own side on this host with the keyword
+scorer (`bench/scopes.py`), to tell the host's share of a gap from the model's.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -45,6 +48,9 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--tiny-shape", default="64x2", help="hidden size x layers of the --tiny model")
     parser.add_argument("--py-spy", type=float, default=0.0, help="sample the first worker for this many seconds each round")
+    parser.add_argument("--worker-alone", default="", help="ASSETSxCHANNELS cases, comma-separated: the worker's own side with the "
+                        "keyword scorer on this host first (bench/scopes.py, 1 post a second of event time, as the pipeline's posts)")
+    parser.add_argument("--worker-alone-posts", type=int, default=20000)
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -70,8 +76,14 @@ def main() -> None:
     setup_logging("WARNING", False)
     posts = synthetic_posts(args.posts, words=40)
     results = []
+    # The host: a sandboxed kernel (gVisor reports 4.4.0) makes every loopback round trip dearer.
+    host = {"kernel": platform.release(), "cpus": os.cpu_count()}
+    for case in filter(None, args.worker_alone.split(",")):
+        results.append({"run": f"worker alone {case}", **host, **worker_alone(case, args.worker_alone_posts)})
+        print(json.dumps(results[-1]), flush=True)
+        (args.out_dir / "gpu_pipeline.json").write_text(json.dumps(results, indent=2))
     applied: dict[str, str] = {}
-    for run in args.runs.split(","):
+    for run in filter(None, args.runs.split(",")):
         if results and time.monotonic() - started > args.deadline_s:
             print(f"deadline: {run} not run", flush=True)
             break
@@ -93,11 +105,22 @@ def main() -> None:
         on_round = sampler(args.out_dir, run, args.py_spy) if args.py_spy else None
         result = bench_pipeline(settings, posts, latency_posts=400, rounds=args.rounds, workers=workers, on_round=on_round, spread=spread)
         result.update(run=run, seconds=round(time.monotonic() - t0, 1), device=device, model="llama2-7b-shaped" if not args.tiny else "tiny",
-                      gpu=torch.cuda.get_device_name() if device == "cuda" else None, torch=torch.__version__)
+                      gpu=torch.cuda.get_device_name() if device == "cuda" else None, torch=torch.__version__, **host)
         print(json.dumps(result), flush=True)
         results.append(result)
         (args.out_dir / "gpu_pipeline.json").write_text(json.dumps(results, indent=2))
     print(f"done in {time.monotonic() - started:.1f}s", flush=True)
+
+
+def worker_alone(case: str, posts: int) -> dict:
+    """How fast this host's worker does its own side (windows, judging, publishing) with no model."""
+    import tempfile
+
+    from scopes import run_case
+
+    assets, channels = (int(x) for x in case.split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        return run_case(posts, assets, channels, "sequential", 60.0, Path(tmp))
 
 
 def sampler(out_dir: Path, run: str, seconds: float):
