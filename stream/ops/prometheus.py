@@ -113,7 +113,7 @@ class WorkerMetrics:
             "sentinel_window_update_seconds", "Redis window and counter update per micro-batch", buckets=WINDOWS_BUCKETS, registry=r
         )
         # Against sentinel_classify_seconds it says which half limits a worker: commits that take
-        # as long as the model's calls leave the model waiting (docs/operations.md, "Which half").
+        # as long as the model's calls leave the model waiting (docs/operations.md, "Capacity planning").
         self.commit_seconds = Histogram(
             "sentinel_commit_seconds", "Windows, judging, replica wait and publishing per micro-batch: the half after the model",
             buckets=CLASSIFY_BUCKETS, registry=r,
