@@ -24,6 +24,7 @@ from stream.model_process import ModelProcess
 from stream.ops.http import check_model
 from stream.processor import BatchProcessor
 from stream.store import WindowStore
+from workers import pid_alive, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,24 +53,6 @@ class SleepsOnSlow(RaisesOnPoison):
 
 def fails_to_load() -> None:
     raise SystemExit(3)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is dead for our purposes.
-    with open(f"/proc/{pid}/stat") as handle:
-        return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_until(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s: {what}")
-        time.sleep(0.05)
 
 
 def test_judgements_and_info_come_back_as_the_scorer_gives_them_in_process():
@@ -113,7 +96,7 @@ def test_a_dead_model_process_is_model_gone_and_no_post_is_dead_lettered(redis_s
     model = ModelProcess.start(LexiconClassifier)
     assert check_model(model).ok
     os.kill(model.pid, signal.SIGKILL)
-    wait_until(lambda: not pid_alive(model.pid), 10, "the model process dies")
+    wait_until(lambda: not pid_alive(model.pid), 10, "the model process dies", [])
     assert not check_model(model).ok  # /readyz says so before any batch comes
 
     async def go():
@@ -151,10 +134,10 @@ def test_the_model_process_dies_with_a_worker_killed_by_sigkill_mid_batch(tmp_pa
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=os.environ | {"SLOW_MARK": str(mark)})
     try:
         child = int(parent.stdout.readline())
-        wait_until(mark.exists, 10, "the model process is inside the slow batch")
+        wait_until(mark.exists, 10, "the model process is inside the slow batch", [])
         parent.kill()
         parent.wait(10)
-        wait_until(lambda: not pid_alive(child), 10, "the model process follows its SIGKILLed parent")
+        wait_until(lambda: not pid_alive(child), 10, "the model process follows its SIGKILLed parent", [])
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -204,7 +187,7 @@ def test_a_worker_whose_model_process_dies_stops_unacked_and_its_successor_count
     from stream.kafka import ensure_topics, worker_topics
     from stream.settings import Settings
     from stream.tools.replay import replay
-    from workers import Worker, wait_until, worker_env
+    from workers import Worker, worker_env
 
     redis.Redis.from_url(redis_server).flushdb()
     env = worker_env("modelproc", kafka_server, redis_server, cache_dir, SENTINEL_MODEL_PROCESS="true")

@@ -7,16 +7,7 @@ import pytest
 import redis
 
 from stream.tools.services import embedded_stack, port_open
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purposes; Popen.wait reaps ours.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split()[2] != "Z"
+from workers import pid_alive
 
 
 
@@ -40,15 +31,15 @@ def test_stack_starts_serves_and_stops(started):
     with embedded_stack() as stack:
         assert redis.Redis.from_url(stack.redis_url).ping()
         assert port_open(int(stack.kafka_broker.rsplit(":", 1)[1]))
-        assert len(started) == 2 and all(alive(pid) for pid in started)
-    assert not any(alive(pid) for pid in started)
+        assert len(started) == 2 and all(pid_alive(pid) for pid in started)
+    assert not any(pid_alive(pid) for pid in started)
 
 
 def test_stack_stops_on_error(started):
     with pytest.raises(RuntimeError, match="boom"):
         with embedded_stack():
             raise RuntimeError("boom")
-    assert started and not any(alive(pid) for pid in started)
+    assert started and not any(pid_alive(pid) for pid in started)
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigkill"])

@@ -175,6 +175,16 @@ class Worker:
         return f"--- {self.log_path.name} ---\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (a zombie still answers kill(0); it is dead for our purposes)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def metric_samples(text: str) -> dict[tuple[str, frozenset], float]:
     """Every sample of a Prometheus scrape, keyed by (sample name, labels)."""
     from prometheus_client.parser import text_string_to_metric_families
