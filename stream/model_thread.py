@@ -7,6 +7,8 @@ CPUs and stops spin-waiting between kernels: its threads sleep and wake a thousa
 and the cores idle in between (measured on 2 cores: about 1,000-1,500 voluntary context switches a
 second and 1.75 cores busy, against 2-4 and 1.99 with one thread doing both). Loading and
 classifying on this one thread keeps a single pool. It also keeps model calls strictly one at a time.
+With the model in a process of its own (stream/model_process.py, on a GPU) this thread makes the
+calls to it, each a wait on the pipe that leaves the interpreter lock to the event loop.
 """
 
 from __future__ import annotations
