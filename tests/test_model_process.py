@@ -187,7 +187,7 @@ def test_a_worker_whose_model_process_dies_stops_unacked_and_its_successor_count
     from stream.kafka import ensure_topics, worker_topics
     from stream.settings import Settings
     from stream.tools.replay import replay
-    from workers import Worker, worker_env
+    from workers import Worker, command_line, worker_env
 
     redis.Redis.from_url(redis_server).flushdb()
     env = worker_env("modelproc", kafka_server, redis_server, cache_dir, SENTINEL_MODEL_PROCESS="true")
@@ -210,7 +210,7 @@ def test_a_worker_whose_model_process_dies_stops_unacked_and_its_successor_count
     try:
         asyncio.run(replay(settings, files[0], settings.topic_posts, None))
         wait_until(lambda: counted("processed") == 20, 120, "the first file counted", [first])
-        model = next(p for p in psutil.Process(first.proc.pid).children() if "spawn_main" in " ".join(p.cmdline()))
+        model = next(p for p in psutil.Process(first.proc.pid).children() if "spawn_main" in command_line(p))
         assert first.readyz()["checks"]["model"]["ok"]
         model.kill()
         wait_until(lambda: not (first.readyz() or {"checks": {"model": {"ok": True}}})["checks"]["model"]["ok"], 30,

@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from stream.tools.services import embedded_stack, port_open
-from workers import pid_alive
+from workers import command_line, pid_alive
 
 
 
@@ -71,10 +71,10 @@ def test_stopping_sentinel_run_mid_run_leaves_no_process_behind(how, tmp_path, t
     children: list[psutil.Process] = []
     while time.monotonic() < deadline:  # broker, redis-server and the worker
         children = parent.children(recursive=True)
-        if len([c for c in children if "sentinel.cli" in " ".join(c.cmdline())]) == 1 and len(children) >= 3:
+        if len([c for c in children if "sentinel.cli" in command_line(c)]) == 1 and len(children) >= 3:
             break
         time.sleep(0.1)
-    assert len(children) >= 3, [c.cmdline() for c in children]
+    assert len(children) >= 3, [command_line(c) for c in children]
     try:
         if how == "ctrl-c":
             os.killpg(run.pid, signal.SIGINT)
@@ -86,7 +86,7 @@ def test_stopping_sentinel_run_mid_run_leaves_no_process_behind(how, tmp_path, t
             run.kill()
             assert run.wait(60) == -signal.SIGKILL
         gone, alive_ = psutil.wait_procs(children, timeout=30)
-        assert not alive_, [p.cmdline() for p in alive_]
+        assert not alive_, [command_line(p) for p in alive_]
     finally:  # a failure here must not leave the servers running for the rest of the suite
         for child in children:
             with contextlib.suppress(psutil.NoSuchProcess):

@@ -185,6 +185,17 @@ def pid_alive(pid: int) -> bool:
         return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def command_line(process: Any) -> str:
+    """A psutil.Process's command line, or "" once it has exited: a short-lived helper process can be
+    a zombie between listing the children and reading its command line."""
+    import psutil
+
+    try:
+        return " ".join(process.cmdline())
+    except psutil.NoSuchProcess:  # ZombieProcess included
+        return ""
+
+
 def metric_samples(text: str) -> dict[tuple[str, frozenset], float]:
     """Every sample of a Prometheus scrape, keyed by (sample name, labels)."""
     from prometheus_client.parser import text_string_to_metric_families
