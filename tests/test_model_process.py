@@ -211,10 +211,15 @@ def test_a_worker_whose_model_process_dies_stops_unacked_and_its_successor_count
         asyncio.run(replay(settings, files[0], settings.topic_posts, None))
         wait_until(lambda: counted("processed") == 20, 120, "the first file counted", [first])
         model = next(p for p in psutil.Process(first.proc.pid).children() if "spawn_main" in command_line(p))
-        assert first.readyz()["checks"]["model"]["ok"]
+
+        def model_check() -> bool | None:
+            """/readyz's model check; None while the worker does not answer."""
+            body = first.readyz()
+            return None if body is None else body["checks"]["model"]["ok"]
+
+        wait_until(lambda: model_check() is True, 30, "/readyz to report the model loaded", [first])
         model.kill()
-        wait_until(lambda: not (first.readyz() or {"checks": {"model": {"ok": True}}})["checks"]["model"]["ok"], 30,
-                   "/readyz to report the model process gone", [first])
+        wait_until(lambda: model_check() is False, 30, "/readyz to report the model process gone", [first])
         asyncio.run(replay(settings, files[1], settings.topic_posts, None))
         wait_until(lambda: not first.alive(), 60, "the worker to stop at its next batch", [])
         assert first.proc.returncode == 70, first.log_tail()
