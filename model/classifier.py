@@ -130,7 +130,8 @@ def pad_suffixes(suffixes: Sequence[Sequence[int]], prefix_len: int, pad_id: int
     batch, width = len(suffixes), max(len(s) for s in suffixes)
     # Two tensors from Python lists, not two torch calls per row: each call lets go of the
     # interpreter lock and waits to take it back, which behind a busy event loop (the model on a
-    # worker thread, SENTINEL_MODEL_PROCESS=false) cost 10% of the model thread's time on a GPU.
+    # worker thread) took 12% of the model thread's time on an H200 with 400 scopes
+    # (docs/results/gpu_pipeline_h200_pyspy.json).
     ids = torch.tensor([[pad_id] * (width - len(s)) + list(s) for s in suffixes], dtype=torch.long)
     suffix_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], dtype=torch.long)
     # Real tokens continue the prefix's positions; pads get a harmless position and are masked.

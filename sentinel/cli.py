@@ -524,13 +524,13 @@ def model_apart(settings: Settings) -> bool:
     GPU"), and the keyword scorer has no model to move."""
     if settings.model_process != "auto":
         return settings.model_process == "true"
-    if settings.base == "lexicon" or settings.device == "cpu":
+    if settings.base == "lexicon":
         return False
-    if settings.device.startswith("cuda"):
-        return True
-    import torch  # device auto: the loader picks CUDA when there is one
+    if settings.device == "auto":
+        from model.base import resolve_device  # the device the loader will pick
 
-    return torch.cuda.is_available()
+        return resolve_device("auto").type == "cuda"
+    return settings.device.startswith("cuda")
 
 
 def scorer_in_child(settings: Settings) -> Scorer:
