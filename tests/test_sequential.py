@@ -235,3 +235,49 @@ def test_a_three_fold_sell_off_through_the_shipped_classifiers_errors_resolves_w
     drop = [r for r in records if (r.scope, r.kind) == ("asset:BTC", "sentiment_drop") and epoch(r.window_end) >= T0 + 35 * 3600]
     assert [r.state for r in drop if not r.repeat] == ["firing", "resolved"]
     assert (epoch(drop[-1].window_end) - T0 - 37 * 3600) / 60 <= 100, drop[-1].window_end
+
+
+def test_skipping_the_verdicts_of_a_quiet_scope_changes_nothing(monkeypatch):
+    """judge_sequential skips `verdicts` where no chart could fire and no incident is open
+    (sequential.quiet). Noisy streams with drops, surges, bursts and lulls, at thresholds that fire
+    often: the records, incidents and state must be those of judging every boundary in full."""
+    import stream.alerts.judging as judging
+    from stream.alerts.detector import Thresholds
+
+    skipped = 0
+    real_quiet = judging.quiet
+
+    def counting_quiet(*args):
+        nonlocal skipped
+        answer = real_quiet(*args)
+        skipped += answer
+        return answer
+
+    fired = 0
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        minutes = 1440 + 900
+        rate, neg, pos = rng.uniform(0.3, 4), rng.uniform(0.1, 0.4), rng.uniform(0.1, 0.4)
+        counts = np.stack([rng.poisson(rate * m, minutes) for m in (neg, pos, 1 - neg - pos)], axis=1).astype(float)
+        for _ in range(3):  # episodes: a few minutes to two hours of another mix or rate
+            start, length = int(rng.integers(1440, minutes - 10)), int(rng.integers(3, 120))
+            counts[start:start + length] = rng.poisson(rate * rng.uniform(0, 6) * rng.dirichlet([1, 1, 1]), (len(counts[start:start + length]), 3))
+        table = np.array([row(c.sum(), c[0], c[1]) for c in counts])
+        config = replace(CONFIG, thresholds=Thresholds(fire_z=float(rng.uniform(1.2, 3)), resolve_z=0.8, critical_z=4.0))
+        todo = boundaries(T, T + len(table) * STEP, STEP)
+        monkeypatch.setattr(judging, "quiet", counting_quiet)
+        fast = judge_sequential("asset:X", {}, None, table_bins(table, T, STEP, T), todo, config, "-")
+        monkeypatch.setattr(judging, "quiet", lambda *args: False)
+        full = judge_sequential("asset:X", {}, None, table_bins(table, T, STEP, T), todo, config, "-")
+        assert fast[0] == full[0] and fast[2] == full[2]
+        assert fast[1].to_json() == full[1].to_json()
+        fired += sum(r.state == "firing" for r in full[2])
+    assert fired >= 6 and skipped > 1000  # both paths taken: transitions, and quiet boundaries skipped
+
+
+def test_the_strongest_alternative_is_the_first_of_equals():
+    from stream.alerts.sequential import Bank
+
+    assert Bank([0.0, 2.0, 2.0, 1.0], [0] * 4, [0.0] * 4, [0.0] * 4).best() == 1
+    assert Bank([0.0, 0.0, 0.0], [0] * 3, [0.0] * 3, [0.0] * 3).best() == 0
+    assert Bank([3.0, 2.0, 5.0], [0] * 3, [0.0] * 3, [0.0] * 3).best() == 2

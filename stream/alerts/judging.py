@@ -18,7 +18,7 @@ import numpy as np
 
 from stream.alerts.detector import KINDS, Current, Signal, Thresholds, signals, thresholds_for
 from stream.alerts.incidents import AlertRecord, Incident, step
-from stream.alerts.sequential import SeqConfig, SeqState, advance, verdicts
+from stream.alerts.sequential import SeqConfig, SeqState, advance, quiet, verdicts
 from stream.windows import SLICE_FIELDS, SliceCol
 
 
@@ -232,6 +232,8 @@ def judge_sequential(
         state = advance(state, new if new is not None else empty, bin_at(entering), leaving,
                         at=boundary, baseline_bins=base_bins, config=config.sequential, frozen=is_open,
                         min_coverage=th.min_baseline_coverage, step_s=step_s)
+        if not incidents and quiet(state, config.sequential, th.fire_z):
+            continue
         judged = verdicts(state, at=boundary, step_s=step_s, per_window=per_window, config=config.sequential, fire_z=th.fire_z)
         # The charts are the evidence over time: no `for:` on top of them.
         records += _step_kinds(scope, incidents, {k: v.signal for k, v in judged.items()}, {k: v.onset for k, v in judged.items()},
