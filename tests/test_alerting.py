@@ -59,14 +59,19 @@ async def feed(store: WindowStore, engine: AlertEngine, batch: list) -> None:
     await engine.judge(touched)
 
 
-def test_the_sequential_detector_in_redis_judges_as_it_does_in_memory(redis_server):
+@pytest.mark.parametrize("chunk", [None, 2], ids=["one-script-a-round", "two-scopes-a-script"])
+def test_the_sequential_detector_in_redis_judges_as_it_does_in_memory(redis_server, chunk, monkeypatch):
     """Three engines race batch by batch with SENTINEL_ALERT_DETECTOR=sequential: each transition is
     committed once, and the records are the ones the in-memory judging of the same stream gives.
-    After its first judgement a scope reads three short runs of bins, never its whole history."""
+    After its first judgement a scope reads three short runs of bins, never its whole history.
+    Scopes are read and committed a chunk per script: split into many, nothing changes."""
     from dataclasses import replace
 
+    import stream.alerts.engine as engine_module
     from scenarios import simulate
 
+    if chunk is not None:
+        monkeypatch.setattr(engine_module, "CHUNK", chunk)
     redis.Redis.from_url(redis_server).flushdb()
     config = replace(AlertConfig(), detector="sequential")
 
@@ -92,6 +97,43 @@ def test_the_sequential_detector_in_redis_judges_as_it_does_in_memory(redis_serv
     lookback = (config.window_s + config.baseline_s) // config.step_s
     # Only a scope's first judgement reads its lookback; every later read is as long as the batch's new boundaries.
     assert sum(n > lookback for n in reads) <= 7 * 3 and max(n for n in reads if n <= lookback) < 100
+
+
+def test_one_commit_script_sets_each_scope_apart(redis_server):
+    """Scopes judged in one round share one commit script, but each is its own compare-and-set: a
+    scope another worker has moved on is left as that worker wrote it and reported lost, and the
+    others, and their transitions, are written."""
+    from stream.alerts.incidents import AlertRecord, Incident
+    from stream.keys import JUDGED_KEY, OPEN_KEY, incident_key
+    from stream.redis_client import run_scripts
+    from stream.timefmt import iso
+
+    redis.Redis.from_url(redis_server).flushdb()
+    record = AlertRecord("id1", "asset:C", "sentiment_drop", "firing", "warning", iso(T0), iso(T0 + 3600), 0.5, 0.2, 4.0, 10, [],
+                         False, iso(T0))
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        engine = AlertEngine(store, AlertConfig(), partitions=1)
+        await store.redis.hset(incident_key("asset:B"), "until", str(T0 + 7200))  # another worker judged B further
+        incident = {"sentiment_drop": Incident("id1", "sentiment_drop", "warning", T0 + 3600, T0 + 3600, iso(T0))}
+        commits = [("asset:A", "", T0 + 3600, {}, None, []), ("asset:B", "", T0 + 3600, {}, None, []),
+                   ("asset:C", "", T0 + 3600, incident, None, [record])]
+        engine.correlator = None  # straight to the outbox
+        results = await run_scripts(store.redis, [engine._commit_call(commits)])
+        states = [await store.redis.hget(incident_key(s), "until") for s in ("asset:A", "asset:B", "asset:C")]
+        judged = await store.redis.zrange(JUDGED_KEY, 0, -1)
+        open_ = await store.redis.smembers(OPEN_KEY)
+        outbox = await store.redis.xrange(OUTBOX_KEY)
+        transitions = await store.redis.hget(ALERT_STATS_KEY, "transitions")
+        await store.close()
+        return results, states, judged, open_, outbox, transitions
+
+    results, states, judged, open_, outbox, transitions = asyncio.run(go())
+    assert results == [[1, 0, 1]]
+    assert states == [str(T0 + 3600), str(T0 + 7200), str(T0 + 3600)]
+    assert sorted(judged) == ["asset:A", "asset:C"] and open_ == {"asset:C"}
+    assert [json.loads(f["record"])["alert_id"] for _, f in outbox] == ["id1"] and transitions == "1"
 
 
 async def delivered(redis_server: str, notifier: Notifier) -> tuple[list, dict]:

@@ -18,6 +18,7 @@ from dataclasses import asdict, replace
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
+import orjson
 
 from stream.alerts.correlator import Correlator
 from stream.alerts.incidents import AlertRecord, Incident
@@ -50,32 +51,59 @@ DIRTY_LAG_STEPS = 5
 MAX_BOUNDARIES = 2880  # per scope and call; a scope far behind catches up over a few batches
 
 
-# KEYS: scope state, open set, outbox, stats, dirty set, staging, judged. ARGV: expected until ('' = never
-# judged), new until, scope, incidents JSON, sequential detector state JSON ('' = none), '1' to stage
-# the records for grouping (else they go to the outbox as they are), the keys' idle TTL, then per
-# transition its boundary (the staging score) and its record JSON.
+# Scopes per read or commit script: each runs in one go on the `{alerts}` node, so a few hundred at
+# a time keeps every call short however many scopes a round judges.
+CHUNK = 256
+
+# KEYS: the scopes' state keys. Returns each one's {until, incidents, seq} (nil where unset).
+_READ = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, 'until', 'incidents', 'seq') end
+return out
+"""
+
+# KEYS: open set, outbox, stats, dirty set, staging, judged, then the scopes' state keys. ARGV: '1' to
+# stage the records for grouping (else they go to the outbox as they are), the keys' idle TTL, then
+# per scope: expected until ('' = never judged), new until, scope, incidents JSON, sequential
+# detector state JSON ('' = none), its transition count, and per transition its boundary (the
+# staging score) and its record JSON. Each scope is a compare-and-set of its own: returns 1 per
+# scope committed, 0 per scope another worker had moved on.
 _COMMIT = """
-local current = redis.call('HGET', KEYS[1], 'until') or ''
-if current ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'until', ARGV[2], 'incidents', ARGV[4])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'seq', ARGV[5]) end
-if ARGV[4] == '{}' then redis.call('SREM', KEYS[2], ARGV[3]) else redis.call('SADD', KEYS[2], ARGV[3]) end
-redis.call('ZADD', KEYS[7], ARGV[2], ARGV[3])
--- Judged past its newest post: no longer dirty (a newer post raises the score again, never lowers it).
-local newest = tonumber(redis.call('ZSCORE', KEYS[5], ARGV[3]) or '')
-if newest ~= nil and newest < tonumber(ARGV[2]) then redis.call('ZREM', KEYS[5], ARGV[3]) end
-for i = 8, #ARGV, 2 do
-  if ARGV[6] == '1' then
-    redis.call('ZADD', KEYS[6], ARGV[i], ARGV[i + 1])
+local stage, ttl, at, done, any = ARGV[1], ARGV[2], 3, {}, false
+for k = 7, #KEYS do
+  local key, expected, upto, scope = KEYS[k], ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  local incidents, seq, count = ARGV[at + 3], ARGV[at + 4], tonumber(ARGV[at + 5])
+  local first = at + 6
+  at = first + 2 * count
+  local current = redis.call('HGET', key, 'until') or ''
+  if current ~= expected then
+    done[#done + 1] = 0
   else
-    redis.call('XADD', KEYS[3], '*', 'record', ARGV[i + 1])
+    any = true
+    redis.call('HSET', key, 'until', upto, 'incidents', incidents)
+    if seq ~= '' then redis.call('HSET', key, 'seq', seq) end
+    if incidents == '{}' then redis.call('SREM', KEYS[1], scope) else redis.call('SADD', KEYS[1], scope) end
+    redis.call('ZADD', KEYS[6], upto, scope)
+    -- Judged past its newest post: no longer dirty (a newer post raises the score again, never lowers it).
+    local newest = tonumber(redis.call('ZSCORE', KEYS[4], scope) or '')
+    if newest ~= nil and newest < tonumber(upto) then redis.call('ZREM', KEYS[4], scope) end
+    for i = first, at - 1, 2 do
+      if stage == '1' then
+        redis.call('ZADD', KEYS[5], ARGV[i], ARGV[i + 1])
+      else
+        redis.call('XADD', KEYS[2], '*', 'record', ARGV[i + 1])
+      end
+      redis.call('HINCRBY', KEYS[3], 'transitions', 1)
+    end
+    -- A scope that stops posting is forgotten after its buckets are (an open one is judged every
+    -- round, so its state lives while the incident does).
+    redis.call('EXPIRE', key, ttl)
+    done[#done + 1] = 1
   end
-  redis.call('HINCRBY', KEYS[4], 'transitions', 1)
 end
--- A scope that stops posting is forgotten after its buckets are (an open one is judged every
--- round, so its state lives while the incident does); the shared keys live while judging goes on.
-for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
-return 1
+-- The shared keys live while judging goes on.
+if any then for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ttl) end end
+return done
 """
 
 # KEYS: dirty set, judged. ARGV: until, lag limit, the last boundary at or before until, the forget
@@ -142,6 +170,7 @@ class AlertEngine:
         self.partitions = partitions
         self.samples = samples
         self.clock = clock
+        self._read = self.redis.register_script(_READ)
         self._commit = self.redis.register_script(_COMMIT)
         self._clean = self.redis.register_script(_CLEAN)
         self._plan = self.redis.register_script(_PLAN)
@@ -213,14 +242,11 @@ class AlertEngine:
     async def _judge_once(
         self, scopes: list[str], until: float, history_start: float, now_iso: str, committed: list[AlertRecord], short: list[float],
     ) -> list[str]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for scope in scopes:
-                pipe.hmget(incident_key(scope), "until", "incidents", "seq")
-                pipe.zrange(index_key(scope), 0, 0)  # the earliest bucket, for a scope never judged
-            replies = await pipe.execute()
+        replies = await self._states(scopes)
+        earliest = await self._earliest([scope for scope, (done, _, _) in zip(scopes, replies) if done is None])
         plans, caught_up, commits = [], [], []
-        for scope, (done, raw, seq), earliest in zip(scopes, replies[::2], replies[1::2]):
-            after = int(done) if done is not None else self._start(earliest)
+        for scope, (done, raw, seq) in zip(scopes, replies):
+            after = int(done) if done is not None else self._start(earliest.get(scope, []))
             if after is None:
                 continue
             todo = boundaries(after, until, self.config.step_s, limit=MAX_BOUNDARIES)
@@ -234,8 +260,8 @@ class AlertEngine:
                 # re-reading it every batch.
                 commits.append((scope, "", after, {}, None, []))
             if todo:
-                incidents = {k: Incident.from_json(v) for k, v in json.loads(raw or "{}").items()}
-                state = SeqState.from_json(json.loads(seq)) if seq and done is not None else None
+                incidents = {k: Incident.from_json(v) for k, v in orjson.loads(raw or "{}").items()}
+                state = SeqState.from_json(orjson.loads(seq)) if seq and done is not None else None
                 plans.append((scope, done or "", todo, incidents, state, self._reads(todo, state)))
         if caught_up:
             await self._clean(keys=[DIRTY_KEY], args=caught_up)
@@ -253,17 +279,8 @@ class AlertEngine:
                 after, records = judge_series(scope, incidents, slices, first, todo, history_start, self.config, now_iso)
             records = [await self._with_samples(r) for r in records]
             commits.append((scope, expected, todo[-1], after, state, records))
-        calls = []
-        for scope, expected, last, after, state, records in commits:
-            staged = [item for r in records for item in (str(int(epoch(r.window_end))), json.dumps(asdict(r), ensure_ascii=False))]
-            calls.append((
-                self._commit,
-                [incident_key(scope), OPEN_KEY, OUTBOX_KEY, ALERT_STATS_KEY, DIRTY_KEY, STAGING_KEY, JUDGED_KEY],
-                [expected, str(last), scope, json.dumps({k: v.to_json() for k, v in after.items()}),
-                 json.dumps(state.to_json()) if state is not None else "", "1" if self.correlator is not None else "0",
-                 str(self.store.idle_ttl_s), *staged],
-            ))
-        results = await run_scripts(self.redis, calls)
+        calls = [self._commit_call(commits[i:i + CHUNK]) for i in range(0, len(commits), CHUNK)]
+        results = [ok for reply in await run_scripts(self.redis, calls) for ok in reply]
         lost = []
         for (scope, _, _, _, _, records), ok in zip(commits, results):
             if ok:
@@ -274,6 +291,32 @@ class AlertEngine:
             else:
                 lost.append(scope)
         return lost
+
+    def _commit_call(self, commits: list[tuple]) -> tuple:
+        """One _COMMIT call for these scopes' (scope, expected until, new until, incidents, state, records)."""
+        keys = [OPEN_KEY, OUTBOX_KEY, ALERT_STATS_KEY, DIRTY_KEY, STAGING_KEY, JUDGED_KEY]
+        args = ["1" if self.correlator is not None else "0", str(self.store.idle_ttl_s)]
+        for scope, expected, last, after, state, records in commits:
+            keys.append(incident_key(scope))
+            args += [expected, str(last), scope, _encode({k: v.to_json() for k, v in after.items()}),
+                     _encode(state.to_json()) if state is not None else "", str(len(records))]
+            args += [item for r in records for item in (str(int(epoch(r.window_end))), json.dumps(asdict(r), ensure_ascii=False))]
+        return self._commit, keys, args
+
+    async def _states(self, scopes: list[str]) -> list[tuple[str | None, str | None, str | None]]:
+        """Each scope's (until, incidents, seq) as stored, a few hundred scopes a script."""
+        calls = [(self._read, [incident_key(scope) for scope in scopes[i:i + CHUNK]], []) for i in range(0, len(scopes), CHUNK)]
+        return [tuple(found) for reply in await run_scripts(self.redis, calls) for found in reply]
+
+    async def _earliest(self, scopes: list[str]) -> dict[str, list[str]]:
+        """The earliest bucket of each scope never judged, where it starts (one round trip; none
+        when every scope has been judged before, as almost all have)."""
+        if not scopes:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for scope in scopes:
+                pipe.zrange(index_key(scope), 0, 0)
+            return dict(zip(scopes, await pipe.execute()))
 
     def _reads(self, todo: list[int], state: SeqState | None) -> list[tuple[int, int]]:
         """The slices judging `todo` needs: the whole lookback for the window detector (and for a
@@ -301,6 +344,11 @@ class AlertEngine:
         else:
             chosen = sorted(found, key=lambda s: (-abs(s.score), s.id))[: self.samples]
         return replace(record, samples=chosen, sample_post_ids=[s.id for s in chosen])
+
+
+def _encode(value: object) -> bytes:
+    # A numpy scalar from a slice table must not stop a commit (the standard library's encoder took them).
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _bins_from(tables: list[tuple[int, np.ndarray]], step_s: int, history_start: float) -> BinAt:
