@@ -199,6 +199,36 @@ def test_slices_sum_buckets_server_side_and_extremes_break_ties_by_id(store):
     assert stats["pwm:0"] == T0 + 61 and stats["pwm:1"] == T0 + 200 and stats["first_event"] == T0 + 1
 
 
+def test_slices_of_many_scopes_read_together_are_each_scopes_own(store, monkeypatch):
+    """slices_many packs many scopes into each script call, up to a count of scopes and of slices:
+    split every way (one scope a call, several, one over the slice cap alone), every table is the
+    one that scope's own read gives, in the order asked."""
+    import stream.store as store_module
+
+    assets = [f"A{i}" for i in range(7)]
+    batch = [item(f"p{i}", T0 + 37 * i, ("positive", "negative", "neutral")[i % 3], 0.1 * (i % 5), assets=(assets[i % 7],),
+                  channel=f"c{i % 3}") for i in range(120)]
+    requests = [(f"asset:{a}", int(T0) + 60 * k, 60, 3 + 70 * k) for a in assets for k in range(2)]
+    requests += [("channel:c1", int(T0), 120, 40), ("asset:A3", int(T0), 30, 9), ("source:forum", int(T0), 60, 80)]
+
+    async def go():
+        await store.apply(batch, {}, T0 + 37 * 120)
+        alone = [await store.slices(scope, first, width, count) for scope, first, width, count in requests]
+        together = {}
+        for scopes, slices in ((256, 4096), (2, 4096), (3, 10), (1, 1)):
+            monkeypatch.setattr(store_module, "READ_SCOPES_PER_CALL", scopes)
+            monkeypatch.setattr(store_module, "READ_SLICES_PER_CALL", slices)
+            together[scopes, slices] = await store.slices_many(requests)
+        await store.redis.aclose()
+        return alone, together
+
+    alone, together = run(go())
+    assert sum(float(t[:, 0].sum()) for t in alone) > 100  # the reads find posts
+    assert len({tuple(t[:, 0]) for t in alone}) > 10  # ... and differ from scope to scope
+    for tables in together.values():
+        assert len(tables) == len(alone) and all(np.array_equal(a, b) for a, b in zip(alone, tables))
+
+
 def test_daily_roll_ups_outlive_the_buckets_and_skip_pair_scopes(redis_server):
     """`sentinel report` reads per-day sums that stay after the buckets (1 h here) are trimmed."""
     redis.Redis.from_url(redis_server).flushdb()
