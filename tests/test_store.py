@@ -396,3 +396,25 @@ def test_sample_texts_live_beside_the_bucket_and_keep_it_compact(store, redis_se
     r = redis.Redis.from_url(redis_server, decode_responses=True)
     assert not r.exists(bucket_key("asset:ETH", int(T0)), sample_key("asset:ETH", int(T0), "lo"), sample_key("asset:ETH", int(T0), "hi"))
     assert r.get(sample_key("asset:ETH", int(T0) + 7200, "lo")) == "t"
+
+
+def test_any_text_and_id_survive_the_write_byte_for_byte(store):
+    """Whatever a post holds reaches the write script and comes back as it went in: quotes,
+    backslashes, newlines, a NUL, emoji, Tagalog and right-to-left text in the samples, scores with
+    every digit, and ids that look like numbers stay strings."""
+    texts = ['he said "dump" \\ then\nleft', "nul\x00inside", "🚀🚀 wen moon 💎🙌", "bakit bagsak ang presyo? 😭",
+             "هبوط حاد", "\u2028line sep\ttab"]
+    async def go():
+        batch = [Scored(Post(f"0{i}e5" if i == 0 else f"id-{i}", text, T0 + i * 60, ("ETH",), source="forum", channel="general"),
+                        "negative" if i % 2 else "positive", (-1) ** i * (0.1 + i / 7))
+                 for i, text in enumerate(texts)]
+        await store.apply(batch, {}, T0 + 600)
+        found = [await store.extremes("asset:ETH", int(T0) + i * 60, int(T0) + i * 60 + 60) for i in range(len(texts))]
+        table = await store.slices("asset:ETH", int(T0), 60, len(texts))
+        await store.redis.aclose()
+        return batch, found, table
+
+    batch, found, table = run(go())
+    assert [f[0].text for f in found] == texts
+    assert [f[0].id for f in found] == [s.post.id for s in batch]
+    assert table[:, 4].tolist() == [s.score for s in batch]  # score_sum of one post a slice: exact
