@@ -819,19 +819,24 @@ def test_grouping_reads_an_old_onset_from_where_the_pair_scopes_still_hold_count
     assert (read.onset, read.read_from) == (int(end - 30 * 3600), int(end) - 3600)
 
 
-def test_an_incidents_entry_waits_for_an_earlier_one_pending_at_another_worker(redis_server, caplog):
+@pytest.mark.parametrize("backlog", [0, 3], ids=["no-backlog", "a-backlog-longer-than-a-page"])
+def test_an_incidents_entry_waits_for_an_earlier_one_pending_at_another_worker(redis_server, caplog, backlog, monkeypatch):
     """Across workers: a worker died holding an incident's first notice (pending in the group, not
     yet claimable); another worker reads that incident's resolution and a second incident's notice.
     The second incident goes at once; the resolution waits until the first notice, claimed once
     idle, has gone before it. Before, the resolution went first and the team read "resolved" of an
     incident it had never been told about. The "claimed after idle" warning names the dead
-    worker's entry alone, not the held one this worker reads again each round."""
+    worker's entry alone, not the held one this worker reads again each round. With a backlog of
+    other entries pending before that notice, more than a page of the pending list (two here), the
+    notice is found all the same (a single page once missed it)."""
     import logging
     import time
 
+    import stream.alerts.delivery as delivery_module
     from stream.alerts.correlator import entry_json
     from stream.alerts.grouping import Entry, Notice
 
+    monkeypatch.setattr(delivery_module, "PENDING_SCAN", 2)
     caplog.set_level(logging.INFO, logger="stream.alerts.delivery")
     redis.Redis.from_url(redis_server).flushdb()
     member = {"kind": "sentiment_drop", "firing": True, "severity": "warning", "onset": "2026-10-02T11:50:00Z",
@@ -850,6 +855,10 @@ def test_an_incidents_entry_waits_for_an_earlier_one_pending_at_another_worker(r
             notifier = Notifier(build_apprise(hook.url, None), attempts=1)
             delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="alive", chart=False, claim_idle_s=1.0)
             await delivery.ensure_group()
+            # Other incidents' notices pending at another worker, before the dead one's.
+            busy = [await store.redis.xadd(OUTBOX_KEY, {"entry": notice(f"incB{i}", f"asset:B{i}", "new")}) for i in range(backlog)]
+            if backlog:
+                await store.redis.xreadgroup(OUTBOX_GROUP, "busy", {OUTBOX_KEY: ">"}, count=backlog)
             first = await store.redis.xadd(OUTBOX_KEY, {"entry": notice("incX", "asset:ETH", "new")})
             # The worker that read it dies before delivering it.
             await store.redis.xreadgroup(OUTBOX_GROUP, "dead", {OUTBOX_KEY: ">"}, count=1)
@@ -858,23 +867,26 @@ def test_an_incidents_entry_waits_for_an_earlier_one_pending_at_another_worker(r
             delivered = await delivery.drain_once()
             after_first_round = [p["title"] for p in hook.accepted]
             deadline = time.monotonic() + 20
-            while len(hook.accepted) < 3 and time.monotonic() < deadline:
+            while len(hook.accepted) < 3 + backlog and time.monotonic() < deadline:
                 await delivery.drain_once(block_ms=100)
             pending = await store.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP)
-            return first, delivered, after_first_round, pending["pending"]
+            return busy + [first], delivered, after_first_round, pending["pending"]
         finally:
             await store.close()
 
     try:
-        first, delivered, after_first_round, pending = asyncio.run(go())
+        claimable, delivered, after_first_round, pending = asyncio.run(go())
     finally:
         hook.close()
     assert after_first_round == ["[WARNING] sentiment_drop on asset:SOL"] and delivered == 1
-    assert [p["title"] for p in hook.accepted] == ["[WARNING] sentiment_drop on asset:SOL", "[WARNING] sentiment_drop on asset:ETH",
-                                                 "[RESOLVED] sentiment_drop on asset:ETH"]
-    assert pending == 0 and first
+    titles = [p["title"] for p in hook.accepted]
+    assert [t for t in titles if "asset:B" not in t] == ["[WARNING] sentiment_drop on asset:SOL", "[WARNING] sentiment_drop on asset:ETH",
+                                                         "[RESOLVED] sentiment_drop on asset:ETH"]
+    assert sorted(t for t in titles if "asset:B" in t) == [f"[WARNING] sentiment_drop on asset:B{i}" for i in range(backlog)]
+    assert pending == 0
     claims = [r for r in caplog.records if r.getMessage().startswith("outbox entries claimed after")]
-    assert [(r.count, r.entries) for r in claims] == [(1, [first])]
+    # The dead worker's and the busy one's entries, each claimed once (in one round or over two).
+    assert [e for r in claims for e in r.entries] == claimable and sum(r.count for r in claims) == 1 + backlog
     assert any(r.getMessage().startswith("outbox entries held back") for r in caplog.records)
 
 

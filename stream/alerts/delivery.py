@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 CHART_SPAN_S, CHART_STEP_S = 86400, 900
 TRIM_EVERY_S = 60.0  # how often a worker trims the delivered part of the outbox
 READ_COUNT = 20  # outbox entries taken per round
-PENDING_SCAN = 1000  # pending entries looked at for an earlier one of the same incident
+PENDING_SCAN = 1000  # pending entries read a page while looking for an earlier one of the same incident
 PublishRecord = Callable[[AlertRecord], Awaitable[Any]]
 
 # The two steps after a notification or a publish, each safe to run twice: a retry after a reply
@@ -245,8 +245,7 @@ class AlertDelivery:
             return set()
         ours = {entry_id for chain in chains.values() for entry_id, _, _ in chain}
         last = max((chain[0][0] for chain in chains.values()), key=_id_order)
-        pending = await self.redis.xpending_range(OUTBOX_KEY, OUTBOX_GROUP, min="-", max=last, count=PENDING_SCAN)
-        others = [str(p["message_id"]) for p in pending if str(p["message_id"]) not in ours]
+        others = [entry_id for entry_id in await self._pending_through(last) if entry_id not in ours]
         if not others:
             return set()
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -259,6 +258,19 @@ class AlertDelivery:
                 key = order_key(entry_id, fields)
                 earliest[key] = min(earliest.get(key, _id_order(entry_id)), _id_order(entry_id))
         return {key for key, chain in chains.items() if key in earliest and earliest[key] < _id_order(chain[0][0])}
+
+    async def _pending_through(self, last: str) -> list[str]:
+        """Every entry pending in the group up to `last`, page by page: in a backlog (a notifier
+        down, entries failing round after round) the first page can be all this worker's own, and
+        an earlier entry pending elsewhere behind it must still hold its incident back."""
+        found: list[str] = []
+        low = "-"
+        while True:
+            page = await self.redis.xpending_range(OUTBOX_KEY, OUTBOX_GROUP, min=low, max=last, count=PENDING_SCAN)
+            found += [str(p["message_id"]) for p in page]
+            if len(page) < PENDING_SCAN:
+                return found
+            low = "(" + found[-1]
 
     async def _deliver_chain(self, chain: list[tuple[str, dict[str, str], bool]]) -> None:
         """One incident's (or one scope and kind's) entries, one after another in outbox order: a
