@@ -18,7 +18,9 @@ model in its own process, SENTINEL_MODEL_PROCESS, that is the worker's side only
 the thread holding the interpreter lock (`--gil`), later rounds every thread, waiting or not
 (`--idle`); collapsed stacks in OUT_DIR/pyspy-RUN-rROUND.txt (`bench/pyspy_summary.py` reads them).
 `--worker-alone 3x3,300x100` first measures the worker's own side on this host with the keyword
-scorer (`bench/scopes.py`), to tell the host's share of a gap from the model's.
+scorer (`bench/scopes.py`), to tell the host's share of a gap from the model's; `--judging
+3x3,300x100` measures judging alone in one process (`bench/judging.py`: CPU per scope judged), to
+set this host's CPU beside another's.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def main() -> None:
     parser.add_argument("--worker-alone", default="", help="ASSETSxCHANNELS cases, comma-separated: the worker's own side with the "
                         "keyword scorer on this host first (bench/scopes.py, 1 post a second of event time, as the pipeline's posts)")
     parser.add_argument("--worker-alone-posts", type=int, default=20000)
+    parser.add_argument("--judging", default="", help="ASSETSxCHANNELS cases, comma-separated: bench/judging.py on this host first")
+    parser.add_argument("--judging-warmup", type=int, default=1500, help="bench/judging.py's --warmup (batches)")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -78,6 +82,12 @@ def main() -> None:
     results = []
     # The host: a sandboxed kernel (gVisor reports 4.4.0) makes every loopback round trip dearer.
     host = {"kernel": platform.release(), "cpus": os.cpu_count()}
+    for case in filter(None, args.judging.split(",")):
+        from judging import run_case as judging_case
+
+        results.append({"run": f"judging {case}", **host, **judging_case(case, 300, 64, args.judging_warmup)})
+        print(json.dumps(results[-1]), flush=True)
+        (args.out_dir / "gpu_pipeline.json").write_text(json.dumps(results, indent=2))
     for case in filter(None, args.worker_alone.split(",")):
         results.append({"run": f"worker alone {case}", **host, **worker_alone(case, args.worker_alone_posts)})
         print(json.dumps(results[-1]), flush=True)
