@@ -114,12 +114,11 @@ def test_one_commit_script_sets_each_scope_apart(redis_server):
 
     async def go():
         store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
-        engine = AlertEngine(store, AlertConfig(), partitions=1)
+        engine = AlertEngine(store, AlertConfig(), partitions=1)  # no correlator: records go straight to the outbox
         await store.redis.hset(incident_key("asset:B"), "until", str(T0 + 7200))  # another worker judged B further
         incident = {"sentiment_drop": Incident("id1", "sentiment_drop", "warning", T0 + 3600, T0 + 3600, iso(T0))}
         commits = [("asset:A", "", T0 + 3600, {}, None, []), ("asset:B", "", T0 + 3600, {}, None, []),
                    ("asset:C", "", T0 + 3600, incident, None, [record])]
-        engine.correlator = None  # straight to the outbox
         results = await run_scripts(store.redis, [engine._commit_call(commits)])
         states = [await store.redis.hget(incident_key(s), "until") for s in ("asset:A", "asset:B", "asset:C")]
         judged = await store.redis.zrange(JUDGED_KEY, 0, -1)

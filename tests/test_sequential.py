@@ -239,8 +239,8 @@ def test_a_three_fold_sell_off_through_the_shipped_classifiers_errors_resolves_w
 
 def test_skipping_the_verdicts_of_a_quiet_scope_changes_nothing(monkeypatch):
     """judge_sequential skips `verdicts` where no chart could fire and no incident is open
-    (sequential.quiet). Noisy streams with drops, surges, bursts and lulls, at thresholds that fire
-    often: the records, incidents and state must be those of judging every boundary in full."""
+    (sequential.quiet). Noisy streams with drops, surges, bursts and lulls, at varied fire and
+    resolve bars: the records, incidents and state must be those of judging every boundary in full."""
     import stream.alerts.judging as judging
     from stream.alerts.detector import Thresholds
 
