@@ -310,8 +310,9 @@ def quiet(state: SeqState, config: SeqConfig, fire_z: float) -> bool:
     """Can no kind fire at this boundary? Every verdict's strength is its statistic / b x fire_z,
     and no statistic exceeds the largest chart, so if that is under the bar (computed the same way,
     and rounding is monotone), a scope with no incident gets no transition from `verdicts`. Almost
-    every scope is quiet at almost every boundary; skipping its verdicts was a twelfth of a worker's
-    time with hundreds of scopes (docs/results/scopes_judging.json)."""
+    every scope is quiet at almost every boundary; its verdicts were a twelfth of a worker's CPU
+    with hundreds of scopes (py-spy on bench/scopes.py 300x100; docs/results/scopes_judging.json
+    has the figures before and after)."""
     top = max(max(bank.s) for bank in state.banks.values())
     return top / config.b * fire_z < fire_z
 
