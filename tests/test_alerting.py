@@ -135,6 +135,47 @@ def test_one_commit_script_sets_each_scope_apart(redis_server):
     assert [json.loads(f["record"])["alert_id"] for _, f in outbox] == ["id1"] and transitions == "1"
 
 
+def test_a_round_retries_exactly_the_scope_another_worker_moved_on(redis_server):
+    """Mid-round (after the engine read the states, before it commits) another worker judges one
+    scope further. The round's commit reports that scope, and only it, lost: the engine judges it
+    again from where the other worker left it, and the rest of the round stands."""
+    from stream.keys import incident_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    stream = generate(SWING, seed=3)
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        engine = AlertEngine(store, AlertConfig(), partitions=1, samples=0)
+        for i in range(0, 2400, 200):
+            await feed(store, engine, stream[i:i + 200])
+        rounds: list[list[str]] = []
+        moved: list[str] = []
+        real_once, real_slices = engine._judge_once, store.slices_many
+
+        async def recording_once(scopes, *args):
+            rounds.append(list(scopes))
+            return await real_once(scopes, *args)
+
+        async def slices_then_another_worker(requests):
+            found = await real_slices(requests)
+            if not moved:  # once: the scope judged last in the round's order moves on elsewhere
+                moved.append(requests[-1][0])
+                await store.redis.hset(incident_key(moved[0]), "until", str(T0 + 9 * 86400))
+            return found
+
+        engine._judge_once, store.slices_many = recording_once, slices_then_another_worker
+        await feed(store, engine, stream[2400:2600])
+        until = await store.redis.hget(incident_key(moved[0]), "until")
+        await store.close()
+        return rounds, moved, until
+
+    rounds, moved, until = asyncio.run(go())
+    assert len(rounds[0]) > 2 and moved[0] in rounds[0] and moved[0] != rounds[0][0]
+    assert rounds[1:] == [[moved[0]]]  # retried alone, once
+    assert until == str(T0 + 9 * 86400)  # the other worker's judgement stands
+
+
 async def delivered(redis_server: str, notifier: Notifier) -> tuple[list, dict]:
     """Load the generated stream with one engine, deliver every outbox entry through `notifier`;
     the records published and the alert stats."""
