@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import redis
-
 from sentinel.bench_store import batches, cpu_seconds
 from stream.alerts.engine import AlertEngine
 from stream.redis_client import open_redis
@@ -80,7 +78,6 @@ def run_case(case: str, batch_count: int, batch_size: int, warmup: int) -> dict:
             before = cpu_seconds([port])[port]
             found = asyncio.run(_run(url, work[warmup:], settings))
             redis_cpu = cpu_seconds([port])[port] - before
-            redis.Redis(host="127.0.0.1", port=port).close()
         finally:
             server.stop()
     per_batch = found["scopes_judged"] / batch_count

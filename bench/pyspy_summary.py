@@ -6,6 +6,12 @@ Reads py-spy's raw collapsed stacks (`--threads --format raw`: `thread (TID): NA
 and prints per file the samples per thread and, per thread, the leaf frames and the innermost frames
 of the project's own code that took the most samples. A `--gil` recording holds only samples where
 some thread held the interpreter lock, so its total against duration x rate is how busy the lock was.
+
+    python bench/pyspy_summary.py PROFILE.txt ... --inclusive 'AlertEngine.judge (' --inclusive 'verdicts ('
+
+`--inclusive PATTERN` (repeatable) instead prints, per file, the share of all samples whose stack
+holds a frame containing PATTERN (a function with everything it calls); it reads recordings made
+with or without `--threads`.
 """
 
 from __future__ import annotations
@@ -44,13 +50,34 @@ def summarise(text: str, top: int = 12) -> dict[str, dict]:
     }
 
 
+def inclusive(text: str, patterns: list[str]) -> dict:
+    """Samples in all, and per pattern the share of them whose stack holds a frame containing it."""
+    total, hits = 0, dict.fromkeys(patterns, 0)
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        for pattern in patterns:
+            if pattern in stack:
+                hits[pattern] += int(count)
+    return {"samples": total, "share": {pattern: round(n / max(total, 1), 3) for pattern, n in hits.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--inclusive", action="append", default=[], help="share of samples with a frame containing this")
     args = parser.parse_args()
     out = {}
+    if args.inclusive:
+        out = {path.name: inclusive(path.read_text(), args.inclusive) for path in args.files}
+        print(json.dumps(out, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=1))
+        return
     for path in args.files:
         summary = summarise(path.read_text(), args.top)
         out[path.name] = summary

@@ -237,9 +237,9 @@ return replies
 """
 
 # One slice-reading script call reads scopes of one hash slot (all of them on one server) until it
-# holds this many scopes or slices: many scopes a call saves the client a command each (a tenth of
-# a worker's CPU with hundreds of scopes, py-spy on bench/judging.py), and the cap keeps each call short
-# (a scope's first judgement reads a day of slices).
+# holds this many scopes or slices: many scopes a call save the client a command each (its packing
+# and reply reading), and the cap keeps each call short (a scope's first judgement reads a day of
+# slices).
 READ_SCOPES_PER_CALL = 256
 READ_SLICES_PER_CALL = 4096
 

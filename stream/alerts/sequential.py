@@ -311,8 +311,7 @@ def quiet(state: SeqState, config: SeqConfig, fire_z: float) -> bool:
     and no statistic exceeds the largest chart, so if that is under the bar (computed the same way,
     and rounding is monotone), a scope with no incident gets no transition from `verdicts`. Almost
     every scope is quiet at almost every boundary; its verdicts were a twelfth of a worker's CPU
-    with hundreds of scopes (py-spy on bench/scopes.py 300x100; docs/results/scopes_judging.json
-    has the figures before and after)."""
+    with hundreds of scopes (docs/results/judging_pyspy.json)."""
     top = max(max(bank.s) for bank in state.banks.values())
     return top / config.b * fire_z < fire_z
 
