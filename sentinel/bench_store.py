@@ -3,7 +3,8 @@ itself: one redis-server, a 6-node Redis Cluster (3 masters, 3 replicas), and th
 WAIT for one replica per master (SENTINEL_REDIS_WAIT_REPLICAS=1).
 
 Per target: the window write of a batch (WindowStore.apply, which is what the worker runs per
-batch before judging), the WAIT after it, the Redis commands per batch on each master (INFO
+batch before judging) and the client's CPU for it (its arguments' packing and the replies), the
+WAIT after it, the Redis commands per batch on each master (INFO
 commandstats), Redis's own CPU per batch on its busiest node, and memory per post.
 Alert judging is not in it: its cost per touched scope is measured by bench/scopes.py.
 """
@@ -69,22 +70,23 @@ def used_memory(ports: list[int]) -> int:
     return sum(int(redis.Redis(host="127.0.0.1", port=port).info("memory")["used_memory"]) for port in ports)
 
 
-async def _run(url: str, cluster: bool, wait: int, work: list[list[Scored]], retention_s: int) -> dict[str, list[float]]:
+async def _run(url: str, cluster: bool, wait: int, work: list[list[Scored]], retention_s: int, pairs: bool) -> dict[str, list[float]]:
     client = open_redis(url, cluster=cluster)
-    store = WindowStore(client, retention_s=retention_s, replica_wait=ReplicaWait(client, wait, 1000) if wait else None)
-    apply_s, wait_s = [], []
+    store = WindowStore(client, retention_s=retention_s, replica_wait=ReplicaWait(client, wait, 1000) if wait else None, pairs=pairs)
+    apply_s, apply_cpu_s, wait_s = [], [], []
     try:
         for i, rows in enumerate(work):
             newest = max(r.post.created_at for r in rows)
-            mark = time.perf_counter()
+            mark, cpu = time.perf_counter(), time.process_time()
             await store.apply(rows, {"consumed": len(rows), "valid": len(rows)}, newest, {0: newest}, batch=f"bench/0:{i}")
             apply_s.append(time.perf_counter() - mark)
+            apply_cpu_s.append(time.process_time() - cpu)
             mark = time.perf_counter()
             await store.replicated()
             wait_s.append(time.perf_counter() - mark)
     finally:
         await store.close()
-    return {"apply": apply_s, "wait": wait_s}
+    return {"apply": apply_s, "apply_cpu": apply_cpu_s, "wait": wait_s}
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -93,11 +95,14 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def bench_store(batch_count: int = 300, batch_size: int = 64, assets: int = 3, channels: int = 3, posts_per_s: float = 100.0,
-                warmup: int = 20) -> dict[str, Any]:
+                warmup: int = 20, pairs: bool = False) -> dict[str, Any]:
+    """`pairs`: also write the hidden pair scopes, as a worker with incident grouping (the default) does."""
     work = batches(batch_count + warmup, batch_size, assets, channels, posts_per_s)
     scopes = 1 + 1 + assets + channels  # all, source, assets, channels
     retention_s = 2 * 86400
-    results: dict[str, Any] = {"batches": batch_count, "batch_size": batch_size, "scopes": scopes, "posts_per_s_event_time": posts_per_s}
+    results: dict[str, Any] = {"batches": batch_count, "batch_size": batch_size, "scopes": scopes,
+                               "pair_scopes": assets * channels + assets if pairs else 0,
+                               "posts_per_s_event_time": posts_per_s}
     with tempfile.TemporaryDirectory(prefix="sentinel-bench-store-") as tmp:
         (Path(tmp) / "single").mkdir()
         single, single_url = start_redis(Path(tmp) / "single")
@@ -112,15 +117,17 @@ def bench_store(batch_count: int = 300, batch_size: int = 64, assets: int = 3, c
             ):
                 for port in ports:
                     redis.Redis(host="127.0.0.1", port=port).flushall()
-                asyncio.run(_run(url, is_cluster, wait, work[:warmup], retention_s))
+                asyncio.run(_run(url, is_cluster, wait, work[:warmup], retention_s, pairs))
                 before, memory_before, cpu_before = command_calls(ports), used_memory(ports), cpu_seconds(ports)
-                timings = asyncio.run(_run(url, is_cluster, wait, work[warmup:], retention_s))
+                timings = asyncio.run(_run(url, is_cluster, wait, work[warmup:], retention_s, pairs))
                 after, cpu_after = command_calls(ports), cpu_seconds(ports)
                 busiest_cpu = max(cpu_after[p] - cpu_before[p] for p in ports) / batch_count
                 per_node = {str(p): round((after[p][0] - before[p][0]) / batch_count, 1) for p in ports}
                 grown = used_memory(ports) - memory_before
                 results[name] = {
                     "apply": _summary(timings["apply"]),
+                    # This process's CPU for a write: on a GPU worker its event loop is the limit.
+                    "apply_client_cpu_ms_per_batch": round(statistics.fmean(timings["apply_cpu"]) * 1000, 3),
                     "wait": _summary(timings["wait"]),
                     "commands_per_batch": round(sum(after[p][0] - before[p][0] for p in ports) / batch_count, 1),
                     "scripts_per_batch": round(sum(after[p][1] - before[p][1] for p in ports) / batch_count, 1),

@@ -1095,12 +1095,13 @@ def bench_store_cmd(
     assets: Annotated[int, typer.Option("--assets", min=1)] = 3,
     channels: Annotated[int, typer.Option("--channels", min=1)] = 3,
     rate: Annotated[float, typer.Option("--rate", min=0.001, help="posts per second of event time")] = 100.0,
+    pairs: Annotated[bool, typer.Option("--pairs", help="also write the hidden pair scopes, as a worker with incident grouping does")] = False,
 ) -> None:
-    """Redis per batch on one server, a 6-node cluster and the cluster with WAIT: write time, WAIT time, commands, memory."""
+    """Redis per batch on one server, a 6-node cluster and the cluster with WAIT: write time and the client's CPU, WAIT time, commands, memory."""
     from sentinel.bench_store import bench_store
 
     with err.status("benchmarking the store on one server and on a cluster ..."):
-        result = bench_store(batches, batch_size, assets, channels, rate)
+        result = bench_store(batches, batch_size, assets, channels, rate, pairs=pairs)
     print(json.dumps(result))
 
 
