@@ -26,37 +26,41 @@ from stream.keys import (
 )
 from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair_scope, pair_horizon, pair_scopes_for, scopes_for
 
-# KEYS: idx, seen, one index per roll-up level[, stats]. ARGV: bucket prefix, ttl, trim-before,
-# watermark, counters (JSON), partition watermarks (JSON), wall-clock now, the batch's scopes
-# (JSON {scope: newest event time}; `all` only), roll-up level count L, then per level (prefix,
-# width, ttl, trim-before), '1' to keep each bucket's extreme posts (not for the hidden pair scopes:
-# nothing reads theirs), the seen set's trim-before (the dedupe window's edge), then
-# (id, bucket, label, score, ts, score², text)*.
+# KEYS: idx, seen, one index per roll-up level[, stats, scope registry, batch tokens]. ARGV: the
+# bucket prefix; the numbers 'ttl trim-before keep seen-trim L' and per roll-up level 'width ttl
+# trim-before' in one space-separated argument (keep: 1 to keep each bucket's extreme posts, not for
+# the hidden pair scopes: nothing reads theirs; seen-trim: the dedupe window's edge); each level's
+# key prefix; for `all` alone the watermark, counters (JSON), partition watermarks (JSON), wall-clock
+# now and the batch's scopes (JSON {scope: newest event time}); then one argument per post
+# (`_packed_row`): 'bucket label score ts score² idbytes ' then the id and the text. Each argument
+# costs the client its encoding and packing in Python, so the numbers travel together.
 # Only the `all` scope passes the stats, scope-registry and batch-token keys: they live in its slot,
 # so the batch's counters, duplicates, watermarks and scopes move atomically with its windows.
 # The counters JSON may carry `batch`, a token that makes a batch written twice count once.
 _APPLY_SCOPE = """
-local idx, seen = KEYS[1], KEYS[2]
-local prefix, ttl, trim_before = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local idx, seen, prefix = KEYS[1], KEYS[2], ARGV[1]
+local nums = {}
+for word in string.gmatch(ARGV[2], '%S+') do nums[#nums + 1] = tonumber(word) end
+local ttl, trim_before, keep_samples, seen_trim = nums[1], nums[2], nums[3] == 1, nums[4]
 local levels = {}
-for l = 1, tonumber(ARGV[9]) do
-  local a = 9 + (l - 1) * 4
-  levels[l] = {index = KEYS[2 + l], prefix = ARGV[a + 1], width = tonumber(ARGV[a + 2]), ttl = tonumber(ARGV[a + 3]),
-               trim = tonumber(ARGV[a + 4]), sums = {}}
+for l = 1, nums[5] do
+  local a = 5 + (l - 1) * 3
+  levels[l] = {index = KEYS[2 + l], prefix = ARGV[2 + l], width = nums[a + 1], ttl = nums[a + 2], trim = nums[a + 3], sums = {}}
 end
 local stats, registry = KEYS[3 + #levels], KEYS[4 + #levels]
-local keep_samples = ARGV[10 + #levels * 4] == '1'
-local seen_trim = tonumber(ARGV[11 + #levels * 4])
-local first_row = 12 + #levels * 4
+local extra = 3 + #levels  -- `all` alone: watermark, counters, partition watermarks, now, scopes
+local first_row = stats and extra + 5 or extra
 local added, dups, first = 0, 0, nil
-for i = first_row, #ARGV, 7 do
-  local id, bucket, label, score, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+for i = first_row, #ARGV do
+  local row = ARGV[i]
+  local bucket, label, score, ts, sq, idlen, at = string.match(row, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%d+) ()')
+  local id = string.sub(row, at, at + tonumber(idlen) - 1)
   if redis.call('ZADD', seen, 'NX', ts, id) == 1 then
     local key = prefix .. bucket
     redis.call('HINCRBY', key, 'n', 1)
     redis.call('HINCRBY', key, label, 1)
     redis.call('HINCRBYFLOAT', key, 'score_sum', score)
-    redis.call('HINCRBYFLOAT', key, 'score_sq', ARGV[i + 5])
+    redis.call('HINCRBYFLOAT', key, 'score_sq', sq)
     -- The bucket's most negative and most positive post, for the samples an alert shows; ties go
     -- to the smaller id so the choice never depends on arrival order.
     local s = tonumber(score)
@@ -67,11 +71,11 @@ for i = first_row, #ARGV, 7 do
       -- would make Redis store the whole bucket as a hash table, several times its compact size.
       if lo == nil or s < lo or (s == lo and id < ext[2]) then
         redis.call('HSET', key, 'lo_score', score, 'lo_id', id, 'lo_label', label)
-        redis.call('SET', key .. ':lo', ARGV[i + 6], 'EX', ttl)
+        redis.call('SET', key .. ':lo', string.sub(row, at + tonumber(idlen)), 'EX', ttl)
       end
       if hi == nil or s > hi or (s == hi and id < ext[4]) then
         redis.call('HSET', key, 'hi_score', score, 'hi_id', id, 'hi_label', label)
-        redis.call('SET', key .. ':hi', ARGV[i + 6], 'EX', ttl)
+        redis.call('SET', key .. ':hi', string.sub(row, at + tonumber(idlen)), 'EX', ttl)
       end
     end
     redis.call('EXPIRE', key, ttl)
@@ -89,7 +93,7 @@ for i = first_row, #ARGV, 7 do
       acc.n = acc.n + 1
       acc[label] = (acc[label] or 0) + 1
       acc.score_sum = acc.score_sum + s
-      acc.score_sq = acc.score_sq + tonumber(ARGV[i + 5])
+      acc.score_sq = acc.score_sq + tonumber(sq)
     end
     if stats then redis.call('HINCRBY', stats, 'label:' .. label, 1) end
     local t = tonumber(ts)
@@ -133,18 +137,18 @@ if added > 0 then
 end
 if registry then
   -- The scopes and their newest post: listing scopes reads this, not a SCAN of every bucket key.
-  for scope, newest in pairs(cjson.decode(ARGV[8])) do redis.call('ZADD', registry, 'GT', newest, scope) end
+  for scope, newest in pairs(cjson.decode(ARGV[extra + 4])) do redis.call('ZADD', registry, 'GT', newest, scope) end
   redis.call('ZREMRANGEBYSCORE', registry, '-inf', '(' .. trim_before)
   redis.call('EXPIRE', registry, 2 * ttl)
 end
 if stats then
-  local wm = tonumber(ARGV[4])
+  local wm = tonumber(ARGV[extra])
   local old = tonumber(redis.call('HGET', stats, 'watermark') or '-1')
-  if wm > old then redis.call('HSET', stats, 'watermark', ARGV[4]) end
+  if wm > old then redis.call('HSET', stats, 'watermark', ARGV[extra]) end
   -- A batch written again (its reply was lost, or its replicas were behind) counts once: its
   -- token (partition offsets) is remembered for the retention in event time, so the set holds a
   -- retention's worth of batches however fast a replay runs.
-  local counters = cjson.decode(ARGV[5])
+  local counters = cjson.decode(ARGV[extra + 1])
   local fresh = true
   if counters.batch then
     local batches = KEYS[5 + #levels]
@@ -160,12 +164,12 @@ if stats then
   end
   -- Per-partition event-time watermarks (and when each last reported): alert judging
   -- judges a boundary only once every partition is past it.
-  for partition, pwm in pairs(cjson.decode(ARGV[6])) do
+  for partition, pwm in pairs(cjson.decode(ARGV[extra + 2])) do
     local field = 'pwm:' .. partition
     local prev = tonumber(redis.call('HGET', stats, field) or '-1')
     if tonumber(pwm) > prev then redis.call('HSET', stats, field, pwm) end
-    redis.call('HSET', stats, 'pseen:' .. partition, ARGV[7])
-    redis.call('HSETNX', stats, 'pwm_since', ARGV[7])
+    redis.call('HSET', stats, 'pseen:' .. partition, ARGV[extra + 3])
+    redis.call('HSETNX', stats, 'pwm_since', ARGV[extra + 3])
   end
   if first ~= nil then
     local prev = tonumber(redis.call('HGET', stats, 'first_event') or '')
@@ -295,6 +299,16 @@ def _flat_table(flat: str, count: int) -> np.ndarray:
     return table
 
 
+def _packed_row(item: "Scored", bucket: int) -> str:
+    """A post as one argument of the window script: its numbers, then the id's length in UTF-8
+    bytes (Lua counts bytes), then the id and the text as they are, so neither needs escaping.
+    Seven arguments a post and scope cost the client more than anything else in a write: redis-py
+    encodes and packs each one in Python."""
+    post = item.post
+    return (f"{bucket} {item.label} {item.score!r} {post.created_at!r} {item.score * item.score!r} "
+            f"{len(post.id.encode())} {post.id}{post.text[:SAMPLE_TEXT_CHARS]}")
+
+
 def parse_stats(raw: Mapping[str, str]) -> dict[str, float]:
     """The stats hash (STATS_KEY) as numbers: counters are integers; watermarks, wall-clock marks
     and first_event are floats."""
@@ -392,14 +406,10 @@ class WindowStore:
         by_scope: dict[str, list[str]] = {}
         newest: dict[str, float] = {}
         for item in scored:
-            bucket = str(bucket_start(item.post.created_at, self.bucket_s))
-            row = [
-                item.post.id, bucket, item.label, repr(item.score), repr(item.post.created_at), repr(item.score * item.score),
-                item.post.text[:SAMPLE_TEXT_CHARS],
-            ]
+            row = _packed_row(item, bucket_start(item.post.created_at, self.bucket_s))
             scopes = scopes_for(item.post)
             for scope in scopes + (pair_scopes_for(item.post) if self.pairs else []):
-                by_scope.setdefault(scope, []).extend(row)
+                by_scope.setdefault(scope, []).append(row)
             for scope in scopes:
                 newest[scope] = max(newest.get(scope, item.post.created_at), item.post.created_at)
         all_rows = by_scope.pop("all", [])
@@ -416,39 +426,32 @@ class WindowStore:
         seen_trim = int(min(max(floor - self.dedupe_s, watermark - self.retention_s), oldest)) if has_wm else 0
         pwm = {str(p): repr(ts) for p, ts in (partition_watermarks or {}).items()}
         counted = {**counters, "batch": batch} if batch else dict(counters)
-        tail = [repr(watermark) if has_wm else "-1", json.dumps(counted), json.dumps(pwm), repr(time.time())]
-        head = [ttl, trim_before, *tail]
+        stats_args = [repr(watermark) if has_wm else "-1", json.dumps(counted), json.dumps(pwm), repr(time.time()), json.dumps(newest)]
         # Pair scopes: their buckets a pair retention behind the slowest partition, and their ids
         # with them. An id may go before the batch's oldest post here: that post's pair bucket goes
         # too, so a retried write that counts it again leaves nothing behind.
         pair_trim = pair_horizon(watermark, floor, self.pair_retention_s, self.retention_s) if has_wm else 0
-        pair_head = [self.pair_retention_s + self.bucket_s, pair_trim, *tail]
-        pair_seen_trim = max(seen_trim, pair_trim)
+        # Hidden pair scopes are never shown, reported or judged: no roll-ups and no samples.
+        pair_numbers = f"{self.pair_retention_s + self.bucket_s} {pair_trim} 0 {max(seen_trim, pair_trim)} 0"
         # (level, width, ttl, trim-before); a slot is dropped only once all of it is out of retention.
         levels = [("h", HOUR_S, self.retention_s + HOUR_S, trim_before // HOUR_S * HOUR_S)]
         if self.day_retention_s:
             day_trim = int(watermark - self.day_retention_s) // DAY_S * DAY_S if has_wm else 0
             levels.append(("d", DAY_S, self.day_retention_s + DAY_S, day_trim))
+        numbers = " ".join(str(x) for x in (ttl, trim_before, 1, seen_trim, len(levels), *(v for _, *spec in levels for v in spec)))
 
-        def level_args(scope: str) -> tuple[list[str], list[Any]]:
-            # Hidden pair scopes are never shown, reported or judged: no roll-ups and no samples.
-            pair = is_pair_scope(scope)
-            mine = [] if pair else levels
-            return ([rollup_index_key(scope, name) for name, *_ in mine],
-                    [len(mine), *(x for name, width, lttl, trim in mine for x in (rollup_prefix(scope, name), width, lttl, trim)),
-                     "0" if pair else "1", pair_seen_trim if pair else seen_trim])
+        def call(scope: str, rows: list[str], *stats_keys: str) -> ScriptCall:
+            if is_pair_scope(scope):
+                return (self._apply_scope, [index_key(scope), seen_key(scope)], [bucket_prefix(scope), pair_numbers, *rows])
+            return (self._apply_scope, [index_key(scope), seen_key(scope), *(rollup_index_key(scope, name) for name, *_ in levels), *stats_keys],
+                    [bucket_prefix(scope), numbers, *(rollup_prefix(scope, name) for name, *_ in levels),
+                     *(stats_args if stats_keys else ()), *rows])
 
-        calls: list[ScriptCall] = []
-        for scope, rows in by_scope.items():
-            indexes, largs = level_args(scope)
-            calls.append((self._apply_scope, [index_key(scope), seen_key(scope), *indexes],
-                          [bucket_prefix(scope), *(pair_head if is_pair_scope(scope) else head), "{}", *largs, *rows]))
+        calls = [call(scope, rows) for scope, rows in by_scope.items()]
         # `all` goes last: once its watermarks are visible, every scope of the batch is written, so
         # a reader that trusts the watermarks never sees half a batch. One server runs a pipeline
         # in order; a cluster runs each node's part concurrently, so there `all` waits for the rest.
-        indexes, largs = level_args("all")
-        last = (self._apply_scope, [index_key("all"), seen_key("all"), *indexes, STATS_KEY, SCOPES_KEY, BATCHES_KEY],
-                [bucket_prefix("all"), *head, json.dumps(newest), *largs, *all_rows])
+        last = call("all", all_rows, STATS_KEY, SCOPES_KEY, BATCHES_KEY)
         if is_cluster(self.redis):
             await run_scripts(self.redis, calls)
             calls = []

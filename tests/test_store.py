@@ -401,11 +401,14 @@ def test_sample_texts_live_beside_the_bucket_and_keep_it_compact(store, redis_se
 def test_any_text_and_id_survive_the_write_byte_for_byte(store):
     """Whatever a post holds reaches the write script and comes back as it went in: quotes,
     backslashes, newlines, a NUL, emoji, Tagalog and right-to-left text in the samples, scores with
-    every digit, and ids that look like numbers stay strings."""
+    every digit, and ids that look like numbers, hold spaces or more bytes than characters stay as
+    they are (the script gets each post as one argument: numbers, the id's length, id and text)."""
     texts = ['he said "dump" \\ then\nleft', "nul\x00inside", "🚀🚀 wen moon 💎🙌", "bakit bagsak ang presyo? 😭",
-             "هبوط حاد", "\u2028line sep\ttab"]
+             "هبوط حاد", "\u2028line sep\ttab", "", " 12 0.5 starts like the numbers"]
+    ids = ["00e5", "id with spaces", "ид-🚀 2", "id-3", " x ", "id-5", "7 7", "id-7"]
+
     async def go():
-        batch = [Scored(Post(f"0{i}e5" if i == 0 else f"id-{i}", text, T0 + i * 60, ("ETH",), source="forum", channel="general"),
+        batch = [Scored(Post(ids[i], text, T0 + i * 60, ("ETH",), source="forum", channel="general"),
                         "negative" if i % 2 else "positive", (-1) ** i * (0.1 + i / 7))
                  for i, text in enumerate(texts)]
         await store.apply(batch, {}, T0 + 600)
