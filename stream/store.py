@@ -26,174 +26,188 @@ from stream.keys import (
 )
 from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair_scope, pair_horizon, pair_scopes_for, scopes_for
 
-# KEYS: idx, seen, one index per roll-up level[, stats, scope registry, batch tokens]. ARGV: the
-# bucket prefix; the numbers 'ttl trim-before keep seen-trim L' and per roll-up level 'width ttl
-# trim-before' in one space-separated argument (keep: 1 to keep each bucket's extreme posts, not for
-# the hidden pair scopes: nothing reads theirs; seen-trim: the dedupe window's edge); each level's
-# key prefix; for `all` alone the watermark, counters (JSON), partition watermarks (JSON), wall-clock
-# now and the batch's scopes (JSON {scope: newest event time}); then one argument per post
-# (`_packed_row`): 'bucket label score ts score² idbytes ' then the id and the text. Each argument
-# costs the client its encoding and packing in Python, so the numbers travel together.
-# Only the `all` scope passes the stats, scope-registry and batch-token keys: they live in its slot,
-# so the batch's counters, duplicates, watermarks and scopes move atomically with its windows.
+# Writes one or more scopes' windows, each scope's keys and arguments after the previous one's.
+# A scope's KEYS: idx, seen, one index per roll-up level[, stats, scope registry, batch tokens].
+# Its ARGV: the bucket prefix; the numbers 'ttl trim-before keep seen-trim rows stats L' and per
+# roll-up level 'width ttl trim-before' in one space-separated argument (keep: 1 to keep each
+# bucket's extreme posts, not for the hidden pair scopes: nothing reads theirs; seen-trim: the
+# dedupe window's edge; rows: how many posts follow; stats: 1 for `all`, which alone passes the
+# last three keys); each level's key prefix; for `all` alone the watermark, counters (JSON),
+# partition watermarks (JSON), wall-clock now and the batch's scopes (JSON {scope: newest event
+# time}); then one argument per post (`_packed_row`): 'bucket label score ts score² idbytes ' then
+# the id and the text. Each argument and each command costs the client its packing in Python, so
+# the numbers travel together and scopes share calls (`WindowStore._apply_calls`).
+# The stats, scope-registry and batch-token keys live in the `all` scope's slot, so the batch's
+# counters, duplicates, watermarks and scopes move atomically with its windows. The reply is the
+# last scope's: (added, duplicates), and for `all` also the stored watermark and the slowest
+# partition's.
 # The counters JSON may carry `batch`, a token that makes a batch written twice count once.
-_APPLY_SCOPE = """
-local idx, seen, prefix = KEYS[1], KEYS[2], ARGV[1]
-local nums = {}
-for word in string.gmatch(ARGV[2], '%S+') do nums[#nums + 1] = tonumber(word) end
-local ttl, trim_before, keep_samples, seen_trim = nums[1], nums[2], nums[3] == 1, nums[4]
-local levels = {}
-for l = 1, nums[5] do
-  local a = 5 + (l - 1) * 3
-  levels[l] = {index = KEYS[2 + l], prefix = ARGV[2 + l], width = nums[a + 1], ttl = nums[a + 2], trim = nums[a + 3], sums = {}}
-end
-local stats, registry = KEYS[3 + #levels], KEYS[4 + #levels]
-local extra = 3 + #levels  -- `all` alone: watermark, counters, partition watermarks, now, scopes
-local first_row = stats and extra + 5 or extra
-local added, dups, first = 0, 0, nil
-for i = first_row, #ARGV do
-  local row = ARGV[i]
-  local bucket, label, score, ts, sq, idlen, at = string.match(row, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%d+) ()')
-  local id = string.sub(row, at, at + tonumber(idlen) - 1)
-  if redis.call('ZADD', seen, 'NX', ts, id) == 1 then
-    local key = prefix .. bucket
-    redis.call('HINCRBY', key, 'n', 1)
-    redis.call('HINCRBY', key, label, 1)
-    redis.call('HINCRBYFLOAT', key, 'score_sum', score)
-    redis.call('HINCRBYFLOAT', key, 'score_sq', sq)
-    -- The bucket's most negative and most positive post, for the samples an alert shows; ties go
-    -- to the smaller id so the choice never depends on arrival order.
-    local s = tonumber(score)
-    if keep_samples then
-      local ext = redis.call('HMGET', key, 'lo_score', 'lo_id', 'hi_score', 'hi_id')
-      local lo, hi = tonumber(ext[1]), tonumber(ext[3])
-      -- The texts go in keys of their own (keys.sample_key): in the hash, one value over 64 bytes
-      -- would make Redis store the whole bucket as a hash table, several times its compact size.
-      if lo == nil or s < lo or (s == lo and id < ext[2]) then
-        redis.call('HSET', key, 'lo_score', score, 'lo_id', id, 'lo_label', label)
-        redis.call('SET', key .. ':lo', string.sub(row, at + tonumber(idlen)), 'EX', ttl)
+_APPLY_SCOPES = """
+-- One scope: its keys from KEYS[k], its arguments from ARGV[a]. Returns its reply and where the
+-- next scope's keys and arguments start.
+local function apply_scope(k, a)
+  local idx, seen, prefix = KEYS[k], KEYS[k + 1], ARGV[a]
+  local nums = {}
+  for word in string.gmatch(ARGV[a + 1], '%S+') do nums[#nums + 1] = tonumber(word) end
+  local ttl, trim_before, keep_samples, seen_trim, nrows = nums[1], nums[2], nums[3] == 1, nums[4], nums[5]
+  local levels = {}
+  for l = 1, nums[7] do
+    local n = 7 + (l - 1) * 3
+    levels[l] = {index = KEYS[k + 1 + l], prefix = ARGV[a + 1 + l], width = nums[n + 1], ttl = nums[n + 2], trim = nums[n + 3], sums = {}}
+  end
+  local stats, registry, batches
+  if nums[6] == 1 then stats, registry, batches = KEYS[k + 2 + #levels], KEYS[k + 3 + #levels], KEYS[k + 4 + #levels] end
+  local extra = a + 2 + #levels  -- `all` alone: watermark, counters, partition watermarks, now, scopes
+  local first_row = stats and extra + 5 or extra
+  local next_k, next_a = k + 2 + #levels + (stats and 3 or 0), first_row + nrows
+  local added, dups, first = 0, 0, nil
+  for i = first_row, next_a - 1 do
+    local row = ARGV[i]
+    local bucket, label, score, ts, sq, idlen, at = string.match(row, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%d+) ()')
+    local id = string.sub(row, at, at + tonumber(idlen) - 1)
+    if redis.call('ZADD', seen, 'NX', ts, id) == 1 then
+      local key = prefix .. bucket
+      redis.call('HINCRBY', key, 'n', 1)
+      redis.call('HINCRBY', key, label, 1)
+      redis.call('HINCRBYFLOAT', key, 'score_sum', score)
+      redis.call('HINCRBYFLOAT', key, 'score_sq', sq)
+      -- The bucket's most negative and most positive post, for the samples an alert shows; ties go
+      -- to the smaller id so the choice never depends on arrival order.
+      local s = tonumber(score)
+      if keep_samples then
+        local ext = redis.call('HMGET', key, 'lo_score', 'lo_id', 'hi_score', 'hi_id')
+        local lo, hi = tonumber(ext[1]), tonumber(ext[3])
+        -- The texts go in keys of their own (keys.sample_key): in the hash, one value over 64 bytes
+        -- would make Redis store the whole bucket as a hash table, several times its compact size.
+        if lo == nil or s < lo or (s == lo and id < ext[2]) then
+          redis.call('HSET', key, 'lo_score', score, 'lo_id', id, 'lo_label', label)
+          redis.call('SET', key .. ':lo', string.sub(row, at + tonumber(idlen)), 'EX', ttl)
+        end
+        if hi == nil or s > hi or (s == hi and id < ext[4]) then
+          redis.call('HSET', key, 'hi_score', score, 'hi_id', id, 'hi_label', label)
+          redis.call('SET', key .. ':hi', string.sub(row, at + tonumber(idlen)), 'EX', ttl)
+        end
       end
-      if hi == nil or s > hi or (s == hi and id < ext[4]) then
-        redis.call('HSET', key, 'hi_score', score, 'hi_id', id, 'hi_label', label)
-        redis.call('SET', key .. ':hi', string.sub(row, at + tonumber(idlen)), 'EX', ttl)
+      redis.call('EXPIRE', key, ttl)
+      redis.call('ZADD', idx, bucket, bucket)
+      -- Roll-ups: hourly (the console's overview reads 26 of them per scope, not 1,560 buckets)
+      -- and daily (`sentinel report`; they outlive the buckets). Summed here and written once per
+      -- slot below: a batch's posts mostly share one hour and one day.
+      for _, level in ipairs(levels) do
+        local slot = math.floor(tonumber(bucket) / level.width) * level.width
+        local acc = level.sums[slot]
+        if acc == nil then
+          acc = {n = 0, positive = 0, negative = 0, neutral = 0, score_sum = 0, score_sq = 0}
+          level.sums[slot] = acc
+        end
+        acc.n = acc.n + 1
+        acc[label] = (acc[label] or 0) + 1
+        acc.score_sum = acc.score_sum + s
+        acc.score_sq = acc.score_sq + tonumber(sq)
+      end
+      if stats then redis.call('HINCRBY', stats, 'label:' .. label, 1) end
+      local t = tonumber(ts)
+      if first == nil or t < first then first = t end
+      added = added + 1
+    else
+      dups = dups + 1
+    end
+  end
+  for _, level in ipairs(levels) do
+    for slot, acc in pairs(level.sums) do
+      local rkey, member = level.prefix .. string.format('%d', slot), string.format('%d', slot)
+      for _, field in ipairs({'n', 'positive', 'negative', 'neutral'}) do
+        if acc[field] > 0 then redis.call('HINCRBY', rkey, field, acc[field]) end
+      end
+      redis.call('HINCRBYFLOAT', rkey, 'score_sum', string.format('%.17g', acc.score_sum))
+      redis.call('HINCRBYFLOAT', rkey, 'score_sq', string.format('%.17g', acc.score_sq))
+      redis.call('EXPIRE', rkey, level.ttl)
+      redis.call('ZADD', level.index, member, member)
+    end
+  end
+  -- Post ids need keeping only as long as a post can still arrive on time (the dedupe window), which
+  -- may be shorter than the buckets' retention: at 6 scopes a post they are most of a dense store.
+  redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. seen_trim)
+  -- Buckets that fell out of retention (in event time) go now, not when their wall-clock TTL ends,
+  -- so replaying a long history keeps only the retention's worth of buckets.
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. trim_before)) do
+    redis.call('DEL', prefix .. old, prefix .. old .. ':lo', prefix .. old .. ':hi')
+  end
+  redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. trim_before)
+  for _, level in ipairs(levels) do
+    for _, old in ipairs(redis.call('ZRANGEBYSCORE', level.index, '-inf', '(' .. level.trim)) do
+      redis.call('DEL', level.prefix .. old)
+    end
+    redis.call('ZREMRANGEBYSCORE', level.index, '-inf', '(' .. level.trim)
+  end
+  if added > 0 then
+    redis.call('EXPIRE', seen, ttl)
+    redis.call('EXPIRE', idx, ttl)
+    for _, level in ipairs(levels) do redis.call('EXPIRE', level.index, level.ttl) end
+  end
+  if registry then
+    -- The scopes and their newest post: listing scopes reads this, not a SCAN of every bucket key.
+    for scope, newest in pairs(cjson.decode(ARGV[extra + 4])) do redis.call('ZADD', registry, 'GT', newest, scope) end
+    redis.call('ZREMRANGEBYSCORE', registry, '-inf', '(' .. trim_before)
+    redis.call('EXPIRE', registry, 2 * ttl)
+  end
+  if stats then
+    local wm = tonumber(ARGV[extra])
+    local old = tonumber(redis.call('HGET', stats, 'watermark') or '-1')
+    if wm > old then redis.call('HSET', stats, 'watermark', ARGV[extra]) end
+    -- A batch written again (its reply was lost, or its replicas were behind) counts once: its
+    -- token (partition offsets) is remembered for the retention in event time, so the set holds a
+    -- retention's worth of batches however fast a replay runs.
+    local counters = cjson.decode(ARGV[extra + 1])
+    local fresh = true
+    if counters.batch then
+      local at = wm >= 0 and wm or math.max(old, 0)
+      fresh = redis.call('ZADD', batches, 'NX', at, counters.batch) == 1
+      redis.call('ZREMRANGEBYSCORE', batches, '-inf', '(' .. trim_before)
+      redis.call('EXPIRE', batches, ttl)
+      counters.batch = nil
+    end
+    if not fresh then counters, dups = {}, 0 end
+    for name, value in pairs(counters) do
+      if value ~= 0 then redis.call('HINCRBY', stats, name, value) end
+    end
+    -- Per-partition event-time watermarks (and when each last reported): alert judging
+    -- judges a boundary only once every partition is past it.
+    for partition, pwm in pairs(cjson.decode(ARGV[extra + 2])) do
+      local field = 'pwm:' .. partition
+      local prev = tonumber(redis.call('HGET', stats, field) or '-1')
+      if tonumber(pwm) > prev then redis.call('HSET', stats, field, pwm) end
+      redis.call('HSET', stats, 'pseen:' .. partition, ARGV[extra + 3])
+      redis.call('HSETNX', stats, 'pwm_since', ARGV[extra + 3])
+    end
+    if first ~= nil then
+      local prev = tonumber(redis.call('HGET', stats, 'first_event') or '')
+      if prev == nil or first < prev then redis.call('HSET', stats, 'first_event', string.format('%.6f', first)) end
+    end
+    if dups > 0 then redis.call('HINCRBY', stats, 'duplicates', dups) end
+    if added > 0 then redis.call('HINCRBY', stats, 'processed', added) end
+    redis.call('EXPIRE', stats, 2 * ttl)
+    -- The stored watermark, and the slowest partition's (every worker trims the shared dedupe sets
+    -- no further than that partition allows, so its redeliveries still find their ids). Strings:
+    -- Lua numbers reach the client as integers.
+    local low, stored = nil, '-inf'
+    local fields = redis.call('HGETALL', stats)
+    for f = 1, #fields, 2 do
+      if fields[f] == 'watermark' then
+        stored = fields[f + 1]
+      elseif string.sub(fields[f], 1, 4) == 'pwm:' then
+        local v = tonumber(fields[f + 1])
+        if low == nil or v < low then low = v end
       end
     end
-    redis.call('EXPIRE', key, ttl)
-    redis.call('ZADD', idx, bucket, bucket)
-    -- Roll-ups: hourly (the console's overview reads 26 of them per scope, not 1,560 buckets)
-    -- and daily (`sentinel report`; they outlive the buckets). Summed here and written once per
-    -- slot below: a batch's posts mostly share one hour and one day.
-    for _, level in ipairs(levels) do
-      local slot = math.floor(tonumber(bucket) / level.width) * level.width
-      local acc = level.sums[slot]
-      if acc == nil then
-        acc = {n = 0, positive = 0, negative = 0, neutral = 0, score_sum = 0, score_sq = 0}
-        level.sums[slot] = acc
-      end
-      acc.n = acc.n + 1
-      acc[label] = (acc[label] or 0) + 1
-      acc.score_sum = acc.score_sum + s
-      acc.score_sq = acc.score_sq + tonumber(sq)
-    end
-    if stats then redis.call('HINCRBY', stats, 'label:' .. label, 1) end
-    local t = tonumber(ts)
-    if first == nil or t < first then first = t end
-    added = added + 1
-  else
-    dups = dups + 1
+    return {added, dups, stored, low and string.format('%.17g', low) or '-inf'}, next_k, next_a
   end
+  return {added, dups}, next_k, next_a
 end
-for _, level in ipairs(levels) do
-  for slot, acc in pairs(level.sums) do
-    local rkey, member = level.prefix .. string.format('%d', slot), string.format('%d', slot)
-    for _, field in ipairs({'n', 'positive', 'negative', 'neutral'}) do
-      if acc[field] > 0 then redis.call('HINCRBY', rkey, field, acc[field]) end
-    end
-    redis.call('HINCRBYFLOAT', rkey, 'score_sum', string.format('%.17g', acc.score_sum))
-    redis.call('HINCRBYFLOAT', rkey, 'score_sq', string.format('%.17g', acc.score_sq))
-    redis.call('EXPIRE', rkey, level.ttl)
-    redis.call('ZADD', level.index, member, member)
-  end
-end
--- Post ids need keeping only as long as a post can still arrive on time (the dedupe window), which
--- may be shorter than the buckets' retention: at 6 scopes a post they are most of a dense store.
-redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. seen_trim)
--- Buckets that fell out of retention (in event time) go now, not when their wall-clock TTL ends,
--- so replaying a long history keeps only the retention's worth of buckets.
-for _, old in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. trim_before)) do
-  redis.call('DEL', prefix .. old, prefix .. old .. ':lo', prefix .. old .. ':hi')
-end
-redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. trim_before)
-for _, level in ipairs(levels) do
-  for _, old in ipairs(redis.call('ZRANGEBYSCORE', level.index, '-inf', '(' .. level.trim)) do
-    redis.call('DEL', level.prefix .. old)
-  end
-  redis.call('ZREMRANGEBYSCORE', level.index, '-inf', '(' .. level.trim)
-end
-if added > 0 then
-  redis.call('EXPIRE', seen, ttl)
-  redis.call('EXPIRE', idx, ttl)
-  for _, level in ipairs(levels) do redis.call('EXPIRE', level.index, level.ttl) end
-end
-if registry then
-  -- The scopes and their newest post: listing scopes reads this, not a SCAN of every bucket key.
-  for scope, newest in pairs(cjson.decode(ARGV[extra + 4])) do redis.call('ZADD', registry, 'GT', newest, scope) end
-  redis.call('ZREMRANGEBYSCORE', registry, '-inf', '(' .. trim_before)
-  redis.call('EXPIRE', registry, 2 * ttl)
-end
-if stats then
-  local wm = tonumber(ARGV[extra])
-  local old = tonumber(redis.call('HGET', stats, 'watermark') or '-1')
-  if wm > old then redis.call('HSET', stats, 'watermark', ARGV[extra]) end
-  -- A batch written again (its reply was lost, or its replicas were behind) counts once: its
-  -- token (partition offsets) is remembered for the retention in event time, so the set holds a
-  -- retention's worth of batches however fast a replay runs.
-  local counters = cjson.decode(ARGV[extra + 1])
-  local fresh = true
-  if counters.batch then
-    local batches = KEYS[5 + #levels]
-    local at = wm >= 0 and wm or math.max(old, 0)
-    fresh = redis.call('ZADD', batches, 'NX', at, counters.batch) == 1
-    redis.call('ZREMRANGEBYSCORE', batches, '-inf', '(' .. trim_before)
-    redis.call('EXPIRE', batches, ttl)
-    counters.batch = nil
-  end
-  if not fresh then counters, dups = {}, 0 end
-  for name, value in pairs(counters) do
-    if value ~= 0 then redis.call('HINCRBY', stats, name, value) end
-  end
-  -- Per-partition event-time watermarks (and when each last reported): alert judging
-  -- judges a boundary only once every partition is past it.
-  for partition, pwm in pairs(cjson.decode(ARGV[extra + 2])) do
-    local field = 'pwm:' .. partition
-    local prev = tonumber(redis.call('HGET', stats, field) or '-1')
-    if tonumber(pwm) > prev then redis.call('HSET', stats, field, pwm) end
-    redis.call('HSET', stats, 'pseen:' .. partition, ARGV[extra + 3])
-    redis.call('HSETNX', stats, 'pwm_since', ARGV[extra + 3])
-  end
-  if first ~= nil then
-    local prev = tonumber(redis.call('HGET', stats, 'first_event') or '')
-    if prev == nil or first < prev then redis.call('HSET', stats, 'first_event', string.format('%.6f', first)) end
-  end
-  if dups > 0 then redis.call('HINCRBY', stats, 'duplicates', dups) end
-  if added > 0 then redis.call('HINCRBY', stats, 'processed', added) end
-  redis.call('EXPIRE', stats, 2 * ttl)
-  -- The stored watermark, and the slowest partition's (every worker trims the shared dedupe sets
-  -- no further than that partition allows, so its redeliveries still find their ids). Strings:
-  -- Lua numbers reach the client as integers.
-  local low, stored = nil, '-inf'
-  local fields = redis.call('HGETALL', stats)
-  for f = 1, #fields, 2 do
-    if fields[f] == 'watermark' then
-      stored = fields[f + 1]
-    elseif string.sub(fields[f], 1, 4) == 'pwm:' then
-      local v = tonumber(fields[f + 1])
-      if low == nil or v < low then low = v end
-    end
-  end
-  return {added, dups, stored, low and string.format('%.17g', low) or '-inf'}
-end
-return {added, dups}
+
+local k, a, reply = 1, 1, nil
+while k <= #KEYS do reply, k, a = apply_scope(k, a) end
+return reply
 """
 
 # KEYS: the index of each scope read. ARGV per scope: its bucket key prefix, the slice width, the
@@ -239,6 +253,10 @@ for k, idx in ipairs(KEYS) do
 end
 return replies
 """
+
+# Scopes a window-writing script call takes (`WindowStore._apply_calls`): a few milliseconds of
+# Redis's time a call at most.
+APPLY_SCOPES_PER_CALL = 128
 
 # One slice-reading script call reads scopes of one hash slot (all of them on one server) until it
 # holds this many scopes or slices: many scopes a call save the client a command each (its packing
@@ -358,7 +376,7 @@ class WindowStore:
         # alert state) outlive the windows by a retention, and a deployment left idle cleans itself.
         self.idle_ttl_s = 2 * retention_s
         self.day_retention_s = day_retention_s  # daily roll-ups (sentinel report); 0: none
-        self._apply_scope = client.register_script(_APPLY_SCOPE)
+        self._apply_scopes = client.register_script(_APPLY_SCOPES)
         self._read_slices = client.register_script(_READ_SLICES)
         self._read_rollup = client.register_script(_READ_ROLLUP)
 
@@ -431,33 +449,55 @@ class WindowStore:
         # with them. An id may go before the batch's oldest post here: that post's pair bucket goes
         # too, so a retried write that counts it again leaves nothing behind.
         pair_trim = pair_horizon(watermark, floor, self.pair_retention_s, self.retention_s) if has_wm else 0
-        # Hidden pair scopes are never shown, reported or judged: no roll-ups and no samples.
-        pair_numbers = f"{self.pair_retention_s + self.bucket_s} {pair_trim} 0 {max(seen_trim, pair_trim)} 0"
         # (level, width, ttl, trim-before); a slot is dropped only once all of it is out of retention.
         levels = [("h", HOUR_S, self.retention_s + HOUR_S, trim_before // HOUR_S * HOUR_S)]
         if self.day_retention_s:
             day_trim = int(watermark - self.day_retention_s) // DAY_S * DAY_S if has_wm else 0
             levels.append(("d", DAY_S, self.day_retention_s + DAY_S, day_trim))
-        numbers = " ".join(str(x) for x in (ttl, trim_before, 1, seen_trim, len(levels), *(v for _, *spec in levels for v in spec)))
+        shown = (f"{ttl} {trim_before} 1 {seen_trim}", " ".join(str(x) for x in (len(levels), *(v for _, *spec in levels for v in spec))))
+        # Hidden pair scopes are never shown, reported or judged: no roll-ups and no samples.
+        pair = (f"{self.pair_retention_s + self.bucket_s} {pair_trim} 0 {max(seen_trim, pair_trim)}", "0")
 
-        def call(scope: str, rows: list[str], *stats_keys: str) -> ScriptCall:
+        def segment(scope: str, rows: list[str], *stats_keys: str) -> tuple[list[str], list[str]]:
             if is_pair_scope(scope):
-                return (self._apply_scope, [index_key(scope), seen_key(scope)], [bucket_prefix(scope), pair_numbers, *rows])
-            return (self._apply_scope, [index_key(scope), seen_key(scope), *(rollup_index_key(scope, name) for name, *_ in levels), *stats_keys],
-                    [bucket_prefix(scope), numbers, *(rollup_prefix(scope, name) for name, *_ in levels),
-                     *(stats_args if stats_keys else ()), *rows])
+                return [index_key(scope), seen_key(scope)], [bucket_prefix(scope), f"{pair[0]} {len(rows)} 0 {pair[1]}", *rows]
+            return ([index_key(scope), seen_key(scope), *(rollup_index_key(scope, name) for name, *_ in levels), *stats_keys],
+                    [bucket_prefix(scope), f"{shown[0]} {len(rows)} {1 if stats_keys else 0} {shown[1]}",
+                     *(rollup_prefix(scope, name) for name, *_ in levels), *(stats_args if stats_keys else ()), *rows])
 
-        calls = [call(scope, rows) for scope, rows in by_scope.items()]
         # `all` goes last: once its watermarks are visible, every scope of the batch is written, so
         # a reader that trusts the watermarks never sees half a batch. One server runs a pipeline
         # in order; a cluster runs each node's part concurrently, so there `all` waits for the rest.
-        last = call("all", all_rows, STATS_KEY, SCOPES_KEY, BATCHES_KEY)
+        last = segment("all", all_rows, STATS_KEY, SCOPES_KEY, BATCHES_KEY)
+        calls = self._apply_calls([segment(scope, rows) for scope, rows in by_scope.items()], last)
         if is_cluster(self.redis):
-            await run_scripts(self.redis, calls)
-            calls = []
-        results = await run_scripts(self.redis, [*calls, last])
+            await run_scripts(self.redis, calls[:-1])
+            calls = calls[-1:]
+        results = await run_scripts(self.redis, calls)
         added, dups, stored, low_mark = results[-1]
         return ApplyResult(added=int(added), duplicates=int(dups), watermark=float(stored), low=float(low_mark))
+
+    def _apply_calls(self, segments: list[tuple[list[str], list[str]]], last: tuple[list[str], list[str]]) -> list[ScriptCall]:
+        """Scopes share script calls, up to APPLY_SCOPES_PER_CALL a call: each call costs the
+        client a command (redis-py's packing and reply reading in Python), and with hundreds of
+        scopes a batch those were most of a write. On a cluster only scopes of one hash slot share
+        a call; `last` (the `all` scope) ends the last call, alone on a cluster."""
+        cluster = is_cluster(self.redis)
+        filling: dict[int, list[tuple[list[str], list[str]]]] = {}
+        groups: list[list[tuple[list[str], list[str]]]] = []
+        for keys, args in segments:
+            slot = key_slot(keys[0].encode()) if cluster else 0
+            group = filling.get(slot)
+            if group is None or len(group) >= APPLY_SCOPES_PER_CALL:
+                group = filling[slot] = []
+                groups.append(group)
+            group.append((keys, args))
+        if cluster or not groups or len(groups[-1]) >= APPLY_SCOPES_PER_CALL:
+            groups.append([last])
+        else:
+            groups[-1].append(last)
+        return [(self._apply_scopes, [key for keys, _ in group for key in keys], [arg for _, args in group for arg in args])
+                for group in groups]
 
     async def slices(self, scope: str, first: int, width: int, count: int) -> np.ndarray:
         """The scope's buckets summed into `count` consecutive slices of `width` seconds from `first`:

@@ -421,3 +421,54 @@ def test_any_text_and_id_survive_the_write_byte_for_byte(store):
     assert [f[0].text for f in found] == texts
     assert [f[0].id for f in found] == [s.post.id for s in batch]
     assert table[:, 4].tolist() == [s.score for s in batch]  # score_sum of one post a slice: exact
+
+
+def _keyspace(url: str) -> dict[str, object]:
+    """Every key and its contents (wall-clock marks left out: they differ from run to run)."""
+    r = redis.Redis.from_url(url, decode_responses=True)
+    found: dict[str, object] = {}
+    for key in r.scan_iter(count=1000):
+        kind = r.type(key)
+        if kind == "hash":
+            found[key] = {f: v for f, v in r.hgetall(key).items() if not f.startswith(("pseen:", "pwm_since"))}
+        elif kind == "zset":
+            found[key] = r.zrange(key, 0, -1, withscores=True)
+        else:
+            found[key] = r.get(key)
+    return found
+
+
+def test_scopes_written_together_leave_what_each_written_alone_leaves(redis_server, monkeypatch):
+    """The write packs many scopes into each script call (up to APPLY_SCOPES_PER_CALL, `all` last):
+    one scope a call, three, or all of them leave the same keys with the same contents and give
+    the same replies, through duplicates, a batch written twice, pair scopes, roll-ups and buckets
+    trimmed out of retention."""
+    import stream.store as store_module
+
+    assets = [f"A{i}" for i in range(5)]
+    batches = [[item(f"p{b}-{i}", T0 + 900 * b + 7 * i, ("positive", "negative", "neutral")[(i + b) % 3], 0.1 * ((i * b) % 7) - 0.3,
+                     assets=(assets[(i + b) % 5],) if i % 4 else (), channel=f"c{i % 3}") for i in range(40)] for b in range(8)]
+    batches[3] = batches[3] + batches[2][:10]  # redelivered posts: duplicates
+    base = redis_server.rsplit("/", 1)[0]
+    keyspaces, replies = {}, {}
+    for db, per_call in ((1, 1), (2, 3), (3, 128)):
+        url = f"{base}/{db}"
+        redis.Redis.from_url(url).flushdb()
+        monkeypatch.setattr(store_module, "APPLY_SCOPES_PER_CALL", per_call)
+        s = WindowStore.from_url(url, bucket_s=60, retention_s=3600, pairs=True, day_retention_s=3 * 86400)
+
+        async def go():
+            out = []
+            for b, batch in enumerate(batches):
+                newest = max(x.post.created_at for x in batch)
+                out.append(await s.apply(batch, {"consumed": len(batch)}, newest, {0: newest}, batch=f"t/0:{b}"))
+            out.append(await s.apply(batches[5], {"consumed": len(batches[5])}, T0 + 900 * 5 + 300, {0: T0 + 900 * 5 + 300}, batch="t/0:5"))
+            await s.close()
+            return out
+
+        replies[per_call] = [(r.added, r.duplicates, r.watermark, r.low) for r in run(go())]
+        keyspaces[per_call] = _keyspace(url)
+    assert replies[1][3][:2] == (40, 10) and replies[1][-1][:2] == (0, 0)  # the duplicates and the batch written twice
+    assert len(keyspaces[1]) > 200 and any("|asset:" in k for k in keyspaces[1])  # pair scopes and roll-ups among them
+    assert replies[3] == replies[128] == replies[1]
+    assert keyspaces[3] == keyspaces[128] == keyspaces[1]
