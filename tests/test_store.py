@@ -450,10 +450,11 @@ def test_scopes_written_together_leave_what_each_written_alone_leaves(redis_serv
                      assets=(assets[(i + b) % 5],) if i % 4 else (), channel=f"c{i % 3}") for i in range(40)] for b in range(8)]
     batches[3] = batches[3] + batches[2][:10]  # redelivered posts: duplicates
     base = redis_server.rsplit("/", 1)[0]
-    keyspaces, replies = {}, {}
+    keyspaces, replies, calls = {}, {}, {}
     for db, per_call in ((1, 1), (2, 3), (3, 128)):
         url = f"{base}/{db}"
         redis.Redis.from_url(url).flushdb()
+        redis.Redis.from_url(url).config_resetstat()
         monkeypatch.setattr(store_module, "APPLY_SCOPES_PER_CALL", per_call)
         s = WindowStore.from_url(url, bucket_s=60, retention_s=3600, pairs=True, day_retention_s=3 * 86400)
 
@@ -468,6 +469,9 @@ def test_scopes_written_together_leave_what_each_written_alone_leaves(redis_serv
 
         replies[per_call] = [(r.added, r.duplicates, r.watermark, r.low) for r in run(go())]
         keyspaces[per_call] = _keyspace(url)
+        calls[per_call] = int(redis.Redis.from_url(url).info("commandstats")["cmdstat_evalsha"]["calls"])
+    # The scopes did share calls: one a scope, about a third as many, one a batch.
+    assert calls[1] > 2 * calls[3] > 2 * calls[128] and calls[128] == len(batches) + 1
     assert replies[1][3][:2] == (40, 10) and replies[1][-1][:2] == (0, 0)  # the duplicates and the batch written twice
     assert len(keyspaces[1]) > 200 and any("|asset:" in k for k in keyspaces[1])  # pair scopes and roll-ups among them
     assert replies[3] == replies[128] == replies[1]
