@@ -455,15 +455,18 @@ class WindowStore:
         if self.day_retention_s:
             day_trim = int(watermark - self.day_retention_s) // DAY_S * DAY_S if has_wm else 0
             levels.append(("d", DAY_S, self.day_retention_s + DAY_S, day_trim))
-        shown = (f"{ttl} {trim_before} 1 {seen_trim}", " ".join(str(x) for x in (len(levels), *(v for _, *spec in levels for v in spec))))
+        # The script's numbers (see _APPLY_SCOPES): 'ttl trim-before keep seen-trim', the scope's row
+        # count and stats flag, then 'L' and each level's spec.
+        head = f"{ttl} {trim_before} 1 {seen_trim}"
+        level_specs = " ".join(str(x) for x in (len(levels), *(v for _, *spec in levels for v in spec)))
         # Hidden pair scopes are never shown, reported or judged: no roll-ups and no samples.
-        pair = (f"{self.pair_retention_s + self.bucket_s} {pair_trim} 0 {max(seen_trim, pair_trim)}", "0")
+        pair_head = f"{self.pair_retention_s + self.bucket_s} {pair_trim} 0 {max(seen_trim, pair_trim)}"
 
         def segment(scope: str, rows: list[str], *stats_keys: str) -> tuple[list[str], list[str]]:
             if is_pair_scope(scope):
-                return [index_key(scope), seen_key(scope)], [bucket_prefix(scope), f"{pair[0]} {len(rows)} 0 {pair[1]}", *rows]
+                return [index_key(scope), seen_key(scope)], [bucket_prefix(scope), f"{pair_head} {len(rows)} 0 0", *rows]
             return ([index_key(scope), seen_key(scope), *(rollup_index_key(scope, name) for name, *_ in levels), *stats_keys],
-                    [bucket_prefix(scope), f"{shown[0]} {len(rows)} {1 if stats_keys else 0} {shown[1]}",
+                    [bucket_prefix(scope), f"{head} {len(rows)} {1 if stats_keys else 0} {level_specs}",
                      *(rollup_prefix(scope, name) for name, *_ in levels), *(stats_args if stats_keys else ()), *rows])
 
         # `all` goes last: once its watermarks are visible, every scope of the batch is written, so
