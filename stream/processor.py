@@ -38,7 +38,7 @@ from stream.windows import is_late, scopes_for
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, str | None, bytes], Awaitable[Any]]  # (topic, key, value)
+Publish = Callable[[str, Sequence[tuple[str | None, bytes]]], Awaitable[Any]]  # (topic, [(key, value), ...])
 Classify = Callable[[Sequence[str]], Sequence[Judgement]]
 T = TypeVar("T")
 
@@ -200,9 +200,10 @@ class BatchProcessor:
         # Published after the windows are written, so a post-sentiment record means "counted", and
         # processed_at marks the window update. A redelivered post is published again (at-least-once).
         now = time.time()
-        for item, judgement in scored:
-            record = sentiment_record(item, judgement, base=self.model_base, adapter=self.model_adapter, processed_at=now)
-            await self.publish(self.sentiment_topic, item.id, json.dumps(record, ensure_ascii=False).encode())
+        records = [(item.id, json.dumps(sentiment_record(item, judgement, base=self.model_base, adapter=self.model_adapter,
+                                                         processed_at=now), ensure_ascii=False).encode())
+                   for item, judgement in scored]
+        await self.publish(self.sentiment_topic, records)
         outcome.commit_s = time.perf_counter() - committing
         outcome.total_s = time.perf_counter() - batch.started
         self.metrics.observe_batch(outcome)
@@ -241,7 +242,7 @@ class BatchProcessor:
             "dead-lettered",
             extra={"reason": rejection.reason, "post_id": rejection.post_id, "partition": msg.partition, "offset": msg.offset},
         )
-        await self.publish(self.dlq_topic, rejection.post_id, json.dumps(record, ensure_ascii=False).encode())
+        await self.publish(self.dlq_topic, [(rejection.post_id, json.dumps(record, ensure_ascii=False).encode())])
         self.metrics.dead_lettered(rejection.reason)  # once published: the metric never runs ahead of the DLQ
 
     async def _classify(self, posts: list[tuple[Post, RawMessage]], outcome: BatchOutcome) -> list[tuple[Post, Judgement]]:

@@ -19,7 +19,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import faust
 
@@ -36,7 +36,7 @@ from stream.alerts.notify import Notifier, retry_delays
 from stream.assets import load_aliases
 from stream.batch import RawMessage
 from stream.contracts import Limits
-from stream.kafka import broker_credentials, broker_url, guard_undecodable_batches, undecodable_reason
+from stream.kafka import broker_credentials, broker_url, guard_undecodable_batches, publish_records, undecodable_reason
 from stream.model_thread import ModelThread
 from stream.ops.http import install as install_http
 from stream.ops.prometheus import WorkerMetrics
@@ -238,18 +238,16 @@ def build_worker(
     app = faust_app(settings)
 
     posts = app.topic(settings.topic_posts, value_type=bytes, key_type=bytes, partitions=settings.partitions)
-    outputs = {
-        name: app.topic(name, value_type=bytes, key_type=bytes, partitions=settings.partitions)
-        for name in (settings.topic_sentiment, settings.topic_dlq, settings.topic_alerts)
-    }
+    alerts = app.topic(settings.topic_alerts, value_type=bytes, key_type=bytes, partitions=settings.partitions)
 
-    async def publish(topic: str, key: str | None, value: bytes) -> None:
-        await outputs[topic].send(key=key.encode() if key else None, value=value)
+    async def publish(topic: str, records: Sequence[tuple[str | None, bytes]]) -> None:
+        # post-sentiment and the DLQ: a batch's records at once (stream/kafka.py, publish_records)
+        await publish_records(app.producer, topic, [(key.encode() if key else None, value) for key, value in records])
 
     async def publish_alert(record: AlertRecord) -> None:
         # Awaited until the broker has it: delivery acks the outbox entry after this, so a drained
         # outbox means every record is on the topic (`sentinel run` then reads up to its end).
-        sent = await outputs[settings.topic_alerts].send(key=record.alert_id.encode(), value=public_record(record))
+        sent = await alerts.send(key=record.alert_id.encode(), value=public_record(record))
         await sent
 
     engine = alert_engine(settings, store)

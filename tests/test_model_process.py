@@ -90,8 +90,8 @@ def test_a_dead_model_process_is_model_gone_and_no_post_is_dead_lettered(redis_s
     redis.Redis.from_url(redis_server).flushdb()
     published: list[str] = []
 
-    async def publish(topic, key, value):
-        published.append(topic)
+    async def publish(topic, records):
+        published.extend(topic for _ in records)
 
     model = ModelProcess.start(LexiconClassifier)
     assert check_model(model).ok

@@ -40,7 +40,7 @@ def post_at(pid: str, ts: float, partition: int = 0, offset: int = 0) -> RawMess
     return RawMessage(json.dumps({"id": pid, "text": "post", "created_at": ts}).encode(), "forum-posts", partition, offset)
 
 
-async def discard(topic, key, value):
+async def discard(topic, records):
     pass
 
 
@@ -54,8 +54,8 @@ def test_a_poison_post_is_split_out_to_the_dlq_and_the_rest_is_processed(redis_s
     redis.Redis.from_url(redis_server).flushdb()
     published: list[tuple[str, dict]] = []
 
-    async def publish(topic, key, value):
-        published.append((topic, json.loads(value)))
+    async def publish(topic, records):
+        published.extend((topic, json.loads(value)) for _, value in records)
 
     async def go():
         store = WindowStore.from_url(redis_server)
@@ -208,10 +208,11 @@ async def gated_pipeline(redis_server: str, events: list[str], held: asyncio.Eve
     store = WindowStore.from_url(redis_server)
     classify = Gated()
 
-    async def publish(topic, key, value):
-        if held is not None and topic == "out" and key == "p0":
-            await held.wait()
-        events.append(f"publish {key}")
+    async def publish(topic, records):
+        for key, _ in records:
+            if held is not None and topic == "out" and key == "p0":
+                await held.wait()
+            events.append(f"publish {key}")
 
     proc = BatchProcessor(classify, store, publish, sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
     await proc.start()
@@ -298,7 +299,7 @@ def test_a_failed_write_reaches_on_failure_and_the_batch_stays_in_flight(redis_s
     async def go():
         store = WindowStore.from_url(redis_server)
 
-        async def publish(topic, key, value):
+        async def publish(topic, records):
             if topic == "out":
                 raise RuntimeError("producer gone")
 
