@@ -469,6 +469,14 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def redis_errors() -> tuple[type[Exception], ...]:
+    """What a Redis client raises. redis-py's cluster client raises some of its own (no node
+    reachable, a TLS handshake refused) outside RedisError."""
+    from redis.exceptions import RedisClusterException, RedisError
+
+    return (RedisError, RedisClusterException)
+
+
 def redis_failure(exc: Exception) -> typer.Exit:
     """A Redis error as one redacted line. Connection and auth failures are configuration
     problems, and their traceback runs through client frames that hold the URL and password."""
@@ -578,8 +586,6 @@ def run(
     import asyncio
     import tempfile
 
-    from redis.exceptions import RedisError
-
     from sentinel.run import RunError, connected, run_once
 
     settings = model_settings()
@@ -616,7 +622,7 @@ def run(
         tail = worker_log.read_text(errors="replace").splitlines()[-30:]
         err.print("\n".join(tail), markup=False, highlight=False)
         raise fail(f"{exc} (worker log: {worker_log})") from None
-    except RedisError as exc:
+    except redis_errors() as exc:
         raise redis_failure(exc) from None
     if worker_log_path is None:
         worker_log.unlink(missing_ok=True)
@@ -697,8 +703,6 @@ def windows(
     """Print the current rolling windows, ending at the newest event time seen."""
     import asyncio
 
-    from redis.exceptions import RedisError
-
     from sentinel.run import RunError, open_store
     from stream.timefmt import parse_duration
 
@@ -717,7 +721,7 @@ def windows(
 
     try:
         rows = asyncio.run(collect())
-    except RedisError as exc:
+    except redis_errors() as exc:
         raise redis_failure(exc) from None
     except RunError as exc:
         raise fail(str(exc)) from None
@@ -746,8 +750,6 @@ def with_store(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
     """Run one coroutine against a WindowStore on `settings`' Redis; a Redis error is one line."""
     import asyncio
 
-    from redis.exceptions import RedisError
-
     from sentinel.run import RunError, open_store
 
     async def go() -> T:
@@ -759,7 +761,7 @@ def with_store(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(go())
-    except RedisError as exc:
+    except redis_errors() as exc:
         raise redis_failure(exc) from None
     except RunError as exc:
         raise fail(str(exc)) from None

