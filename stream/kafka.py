@@ -97,16 +97,17 @@ async def ensure_topics(settings: Settings, names: list[str]) -> None:
     finally:
         await admin.close()
 
+
 async def publish_records(producer: "faust.types.ProducerT", topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
     """Hand `records` (key, value) to the producer as one record batch per partition (more when a
     batch fills), partitioned by key as a single send would be. Returns once they are queued, not
     delivered: Faust flushes the producer before it commits offsets, as for its own sends.
 
     A batch's results went through Faust's `Topic.send`, record by record, which wraps each in two
-    message objects, a callback and a sensor call: about 12% of a worker's CPU at 64 records a
-    batch (`docs/benchmarks.md`). This builds aiokafka's record batches directly. It reaches the
-    aiokafka producer inside Faust's (`_ensure_producer`, faust-streaming 0.15, pinned); the worker's
-    end-to-end tests publish through it."""
+    message objects, a callback and a sensor call: 12-14% of a worker's CPU at 64 records a batch
+    (`docs/results/publish_batches.json`). This builds aiokafka's record batches directly. It
+    reaches the aiokafka producer inside Faust's (`_ensure_producer`, faust-streaming 0.15,
+    pinned); `tests/test_publish.py` holds it to a plain send's partitions and order."""
     if not records:
         return
     kafka = producer._ensure_producer()  # type: ignore[attr-defined]
