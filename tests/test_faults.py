@@ -257,6 +257,18 @@ def committed_offsets(env: dict[str, str]) -> dict[int, int]:
     return asyncio.run(_committed(kafka_view(env)))
 
 
+async def _published(broker: str, topic: str) -> Counter:
+    from stream.settings import Settings
+    from stream.tools.replay import consume_records
+
+    return Counter([json.loads(rec["value"])["id"] async for rec in consume_records(Settings(kafka_broker=broker), topic)])
+
+
+def published_ids(env: dict[str, str]) -> Counter:
+    """Post ids on the workers' post-sentiment topic, read to its end: outputs are at-least-once."""
+    return asyncio.run(_published(env["KAFKA_BROKER"], env["SENTINEL_TOPIC_SENTIMENT"]))
+
+
 def wait_all_committed(env: dict[str, str], r: redis.Redis, replay: Replay, workers: list[Worker], *, processed: int,
                        timeout: float = 180) -> None:
     """Every input message replayed, consumed and committed: the counters first (one Redis read),
@@ -349,6 +361,8 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path, kafk
     assert final["dlq"] == 0 and final["late_dropped"] == 0
     # Every redelivered message was consumed twice and counted once: the surplus is all duplicates.
     assert final["consumed"] == n + final["duplicates"], final
+    # Every post's result published, the killed worker's unacknowledged ones by its successor.
+    assert set(published_ids(env)) == {p["id"] for p in posts}
     assert_alerts_fired(r)
     alerts = check_alerts(r, hook, excused=excused, name="kill-9", logs=[first.log_path, second.log_path])
     report("kill_9", posts=n, processed_at_kill=at_kill["processed"], duplicates=final["duplicates"],
@@ -578,6 +592,8 @@ def test_broker_killed_and_restarted_on_its_storage(tmp_path, cache_dir, cleanup
     assert window_counts(r) == expected_counts(posts)
     final = stats(r)
     assert final["processed"] == n and final["consumed"] == n + final["duplicates"], final
+    # Results handed to the producer while the broker was down reached it once it was back.
+    assert set(published_ids(env)) == {p["id"] for p in posts}
     assert_alerts_fired(r)
     alerts = check_alerts(r, hook, name="broker-restart", logs=[worker.log_path])
     report("broker_restart", posts=n, processed_at_kill=at_kill["processed"], processed_at_restart=at_restart["processed"], down_s=round(down_s, 1),
