@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import ssl
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from stream.settings import Settings
 
@@ -98,10 +98,20 @@ async def ensure_topics(settings: Settings, names: list[str]) -> None:
         await admin.close()
 
 
-async def publish_records(producer: "faust.types.ProducerT", topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+class RecordsNotDelivered(Exception):
+    """The producer gave up on records (after its retries, `producer_request_timeout`)."""
+
+
+async def publish_records(producer: "faust.types.ProducerT", topic: str, records: Sequence[tuple[bytes | None, bytes]],
+                          on_lost: Callable[[RecordsNotDelivered], None] | None = None) -> None:
     """Hand `records` (key, value) to the producer as one record batch per partition (more when a
     batch fills), partitioned by key as a single send would be. Returns once they are queued, not
     delivered: Faust flushes the producer before it commits offsets, as for its own sends.
+
+    A batch the producer gives up on is logged and passed to `on_lost`, from the batch's own done
+    callback. That runs before a flush waiting on the batch resumes (asyncio runs a future's
+    callbacks in the order they were added, and the flush's resumption is queued behind this one),
+    so a worker that exits there has committed none of the batch's offsets.
 
     A batch's results went through Faust's `Topic.send`, record by record, which wraps each in two
     message objects, a callback and a sensor call: 13.7% of a worker's CPU samples at 64 records a batch
@@ -119,22 +129,24 @@ async def publish_records(producer: "faust.types.ProducerT", topic: str, records
         batch, count = kafka.create_batch(), 0
         for key, value in rows:
             if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next
-                await _send_batch(kafka, batch, topic, partition, count)
+                await _send_batch(kafka, batch, topic, partition, count, on_lost)
                 batch, count = kafka.create_batch(), 0
                 batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any one record
             count += 1
-        await _send_batch(kafka, batch, topic, partition, count)
+        await _send_batch(kafka, batch, topic, partition, count, on_lost)
 
 
-async def _send_batch(kafka: Any, batch: Any, topic: str, partition: int, count: int) -> None:
+async def _send_batch(kafka: Any, batch: Any, topic: str, partition: int, count: int,
+                      on_lost: Callable[[RecordsNotDelivered], None] | None) -> None:
     delivered = await kafka.send_batch(batch, topic, partition=partition)
 
     def check(future: Any) -> None:
-        # As Faust's own sends do: the producer gave up on the records (after its retries). Their
-        # offsets may still commit, so say which were lost.
-        if not future.cancelled() and future.exception() is not None:
-            log.error("records not delivered", extra={"topic": topic, "partition": partition, "records": count,
-                                                       "error": repr(future.exception())})
+        if future.cancelled() or future.exception() is None:
+            return
+        log.error("records not delivered", extra={"topic": topic, "partition": partition, "records": count,
+                                                   "error": repr(future.exception())})
+        if on_lost is not None:
+            on_lost(RecordsNotDelivered(f"{count} records to {topic}[{partition}] not delivered: {future.exception()!r}"))
 
     delivered.add_done_callback(check)
 

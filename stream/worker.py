@@ -242,7 +242,9 @@ def build_worker(
 
     async def publish(topic: str, records: Sequence[tuple[str | None, bytes]]) -> None:
         # post-sentiment and the DLQ: a batch's records at once (stream/kafka.py, publish_records)
-        await publish_records(app.producer, topic, [(key.encode() if key else None, value) for key, value in records])
+        # Records the producer gives up on stop the worker before their offsets can commit.
+        await publish_records(app.producer, topic, [(key.encode() if key else None, value) for key, value in records],
+                              on_lost=batch_failed)
 
     async def publish_alert(record: AlertRecord) -> None:
         # Awaited until the broker has it: delivery acks the outbox entry after this, so a drained

@@ -59,3 +59,46 @@ def test_records_arrive_once_on_their_keys_partitions_in_order(kafka_server, tmp
     for partition in everywhere:
         order = [r.value[:4] for r in sorted(received, key=lambda r: r.offset) if r.partition == partition and r.key is not None]
         assert order == sorted(order), f"partition {partition} out of order"
+
+
+def test_records_the_producer_gives_up_on_reach_on_lost(tmp_path):
+    """The broker dies with records queued; once the producer's request timeout passes they come
+    to `on_lost`, before a flush waiting on them returns (the worker exits there, so a commit
+    behind that flush never runs)."""
+    from stream.tools.services import start_tansu
+
+    broker_proc, broker = start_tansu(tmp_path)
+    topic = "publish-lost"
+    settings = Settings(kafka_broker=broker, partitions=1, cache_dir=tmp_path, app_id="test-publish-lost")
+    lost: list[Exception] = []
+    flushed_first: list[bool] = []  # whether a flush waiting on the lost records had returned first
+
+    async def go() -> None:
+        await ensure_topics(settings, [topic])
+        app = faust_app(settings)
+        app.conf.producer_request_timeout = 3.0  # Faust's 20 minutes, shortened
+        await app.producer.start()
+        await publish_records(app.producer, topic, [(b"a", b"delivered")], on_lost=lost.append)
+        await app.producer.flush()
+        assert not lost
+        broker_proc.stop()
+        flush: asyncio.Task | None = None
+
+        def on_lost(exc: Exception) -> None:
+            lost.append(exc)
+            flushed_first.append(flush is not None and flush.done())
+
+        await publish_records(app.producer, topic, [(b"b", b"1"), (b"c", b"2")], on_lost=on_lost)
+        flush = asyncio.create_task(app.producer.flush())  # as Faust's commit does before committing
+        await asyncio.wait_for(flush, 60)
+        deadline = time.monotonic() + 10
+        while not lost and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(app.producer.stop(), 30)
+
+    try:
+        asyncio.run(go())
+    finally:
+        broker_proc.stop()
+    assert len(lost) == 1 and f"2 records to {topic}[0] not delivered" in str(lost[0]), lost
+    assert flushed_first == [False]  # so a commit behind that flush never ran
