@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Awaitable, Callable, Optional, TypeVar
 
@@ -611,6 +612,7 @@ def run(
                 )
             if report_path:  # here, while an embedded stack's Redis still holds the run's roll-ups
                 write_run_report(live, report_path)
+                out.print(f"report written to {report_path}", soft_wrap=True, markup=False, highlight=False)
             print_run_summary(file, summary, alerts, alerts_out=alerts_out, summary_json=summary_json)
             if with_console:
                 # The stack stays up for exploring what the run saw; Ctrl-C ends both.
@@ -641,9 +643,24 @@ def print_run_summary(file: Path, summary: dict[str, Any], alerts: list[dict[str
     table.add_column("value", justify="right")
     for key in ("consumed", "valid", "dlq", "duplicates", "late_dropped", "processed", "alerts", "wall_s", "posts_per_s"):
         table.add_row(key, str(summary[key]))
+        if key == "alerts" and (incidents := incident_summary(alerts)):
+            table.add_row("incidents (roots)", incidents)
     for label, count in summary["labels"].items():
         table.add_row(f"label {label}", str(count))
     out.print(table)
+
+
+def incident_summary(alerts: list[dict[str, Any]], shown: int = 3) -> str | None:
+    """'1 (asset:ETH)': how many incidents the alert records make and their commonest roots; None
+    without grouping (no record carries an incident)."""
+    roots = {a["incident_id"]: a.get("root_scope") or a["scope"] for a in alerts if a.get("incident_id")}
+    if not roots:
+        return None
+    common = Counter(roots.values()).most_common()
+    named = ", ".join(root if n == 1 else f"{root} x{n}" for root, n in common[:shown])
+    rest = len(common) - shown
+    more = f", {rest} more root{'s' if rest > 1 else ''}" if rest > 0 else ""
+    return f"{len(roots)} ({named}{more})"
 
 
 @app.command("replay")

@@ -167,3 +167,17 @@ def test_error_text_with_brackets_is_printed_not_parsed_as_markup(capsys):
 
     assert fail("worker said [/INST] and [bold]x").exit_code == 2
     assert "worker said [/INST] and [bold]x" in capsys.readouterr().err
+
+
+def test_the_run_summary_names_the_incidents_and_their_roots():
+    from sentinel.cli import incident_summary
+
+    def record(incident: str, root: str, scope: str = "all") -> dict:
+        return {"incident_id": incident, "root_scope": root, "scope": scope}
+
+    assert incident_summary([]) is None
+    assert incident_summary([{"scope": "asset:BTC", "incident_id": ""}]) is None  # ungrouped records
+    # The demo's swing: many transitions, one incident.
+    assert incident_summary([record("i1", "asset:ETH", s) for s in ("all", "asset:ETH", "source:discord")]) == "1 (asset:ETH)"
+    many = [record(f"b{i}", "asset:BTC") for i in range(3)] + [record("e", "asset:ETH"), record("s", "asset:SOL"), record("x", "channel:x")]
+    assert incident_summary(many) == "6 (asset:BTC x3, asset:ETH, asset:SOL, 1 more root)"

@@ -454,6 +454,7 @@ def test_run_writes_the_report_of_what_it_saw(tmp_path):
     done = cli(["run", str(data), "--report", str(out), "--timeout", "300"], None, timeout=600, SENTINEL_BASE="lexicon",
                SENTINEL_CACHE_DIR=str(tmp_path / "cache"), SENTINEL_PARTITIONS="1", SENTINEL_RETENTION="30d")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"report written to {out}" in done.stdout, done.stdout[-3000:]
     table = html_rows(out.read_text(encoding="utf-8"))
     assert {s for s, _ in table} == {"all", "asset:BTC", "asset:ETH", "asset:SOL"}
     for scope, by_day in counts.items():
