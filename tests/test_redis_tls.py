@@ -84,7 +84,7 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip(f"no TLS-capable redis-server and redis-cli under {TLS_ROOT}: run `make redis-tls` (Debian's, extracted)")
     work = tmp_path_factory.mktemp("redis-tls-cluster")
     pki = make_pki(work / "pki")
-    procs, ports = [], [free_cluster_port() for _ in range(3)]
+    procs, logs, ports = [], [], [free_cluster_port() for _ in range(3)]
     try:
         for port in ports:
             node = work / str(port)
@@ -92,8 +92,8 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory):
             argv = [str(SERVER), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                     "--dir", str(node), "--cluster-enabled", "yes", "--cluster-port", str(port + 10_000),
                     "--tls-cluster", "yes", *tls_args(pki)]
-            procs.append(subprocess.Popen(argv, env=TLS_ENV, stdout=(node / "redis.log").open("wb"), stderr=subprocess.STDOUT,
-                                          start_new_session=True))
+            logs.append((node / "redis.log").open("wb"))
+            procs.append(subprocess.Popen(argv, env=TLS_ENV, stdout=logs[-1], stderr=subprocess.STDOUT, start_new_session=True))
         for port, proc in zip(ports, procs):
             wait_for(lambda: port_open(port), 20, "a TLS cluster node", proc)
         created = cli(ports[0], pki, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes")
@@ -105,6 +105,8 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory):
             proc.terminate()
         for proc in procs:
             proc.wait(10)
+        for log in logs:
+            log.close()
 
 
 def tls_url(port: int, pki: Path, *, client_cert: bool = True) -> str:
