@@ -133,14 +133,17 @@ class BatchProcessor:
         started = time.perf_counter()
         outcome = BatchOutcome(consumed=len(messages))
         posts: list[tuple[Post, RawMessage]] = []
+        rejected: list[tuple[RawMessage, Rejection]] = []
         for msg in messages:
             parsed = (Rejection("undecodable", msg.undecodable) if msg.undecodable is not None
                       else parse_post(msg.value, limits=self.limits, aliases=self.aliases))
             if isinstance(parsed, Rejection):
-                await self._dead_letter(msg, parsed)
-                outcome.dlq += 1
+                rejected.append((msg, parsed))
             else:
                 posts.append((parsed, msg))
+        # In one publish: each publish of a partition's records waits for its previous one to leave.
+        await self._dead_letter(rejected)
+        outcome.dlq += len(rejected)
         outcome.valid = len(posts)
         on_time = self._drop_late(posts)
         outcome.late_dropped = len(posts) - len(on_time)
@@ -233,17 +236,23 @@ class BatchProcessor:
                 on_time.append((post, msg))
         return on_time
 
-    async def _dead_letter(self, msg: RawMessage, rejection: Rejection) -> None:
-        record = dlq_record(
-            msg.value, rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset, at=time.time(),
-            max_value_bytes=min(self.limits.max_message_bytes, DLQ_MAX_VALUE_BYTES),
-        )
-        log.warning(
-            "dead-lettered",
-            extra={"reason": rejection.reason, "post_id": rejection.post_id, "partition": msg.partition, "offset": msg.offset},
-        )
-        await self.publish(self.dlq_topic, [(rejection.post_id, json.dumps(record, ensure_ascii=False).encode())])
-        self.metrics.dead_lettered(rejection.reason)  # once published: the metric never runs ahead of the DLQ
+    async def _dead_letter(self, rejected: Sequence[tuple[RawMessage, Rejection]]) -> None:
+        if not rejected:
+            return
+        records = []
+        for msg, rejection in rejected:
+            record = dlq_record(
+                msg.value, rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset, at=time.time(),
+                max_value_bytes=min(self.limits.max_message_bytes, DLQ_MAX_VALUE_BYTES),
+            )
+            log.warning(
+                "dead-lettered",
+                extra={"reason": rejection.reason, "post_id": rejection.post_id, "partition": msg.partition, "offset": msg.offset},
+            )
+            records.append((rejection.post_id, json.dumps(record, ensure_ascii=False).encode()))
+        await self.publish(self.dlq_topic, records)
+        for _, rejection in rejected:  # once published: the metric never runs ahead of the DLQ
+            self.metrics.dead_lettered(rejection.reason)
 
     async def _classify(self, posts: list[tuple[Post, RawMessage]], outcome: BatchOutcome) -> list[tuple[Post, Judgement]]:
         """Classify in a worker thread; on failure split the batch, so one poison post ends in the DLQ alone."""
@@ -268,7 +277,7 @@ class BatchProcessor:
                 post, msg = posts[0]
                 log.error("classification failed for one post", extra={"post_id": post.id, "error": type(exc).__name__})
                 reason = Rejection("classification_failed", f"{type(exc).__name__}: {str(exc)[:200]}", post_id=post.id)
-                await self._dead_letter(msg, reason)
+                await self._dead_letter([(msg, reason)])
                 return []
             log.warning("classification failed, splitting batch", extra={"size": len(posts), "error": type(exc).__name__})
             half = len(posts) // 2

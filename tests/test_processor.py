@@ -355,3 +355,30 @@ def test_start_waits_for_redis_instead_of_failing(tmp_path, caplog):
 
     started, tries = asyncio.run(go())
     assert started and tries >= 1, (started, tries)
+
+
+def test_a_batchs_bad_messages_go_to_the_dlq_in_one_publish(redis_server):
+    """Each publish of a partition's records waits for the previous one to leave the producer, so
+    a batch's rejections are published together, each with its reason, and counted once published."""
+    events: list[str] = []
+
+    async def publish(topic, records):
+        events.append(f"publish {topic} " + ",".join(sorted(json.loads(value)["reason"] for _, value in records)))
+
+    class Observer:
+        def dead_lettered(self, reason):
+            events.append(f"count {reason}")
+
+    bad = [RawMessage(b"not json", "forum-posts", 0, 1), RawMessage(b'{"id": "x"}', "forum-posts", 0, 2),
+           RawMessage(b"\xff\xfe", "forum-posts", 0, 3)]
+
+    async def go():
+        proc = BatchProcessor(lambda texts: [], WindowStore.from_url(redis_server), publish, sentiment_topic="out",
+                              dlq_topic="dlq", model_base="m", model_adapter=None, metrics=Observer())
+        return await proc.admit([message(0, "fine"), *bad, message(4, "also fine")])
+
+    admitted = asyncio.run(go())
+    assert [p.id for p, _ in admitted.posts] == ["p0", "p4"] and admitted.outcome.dlq == 3
+    # One publish of all three, then their counts.
+    assert len(events) == 4 and events[0].startswith("publish dlq ") and all(e.startswith("count ") for e in events[1:]), events
+    assert sorted(e.split()[1] for e in events[1:]) == events[0].split()[2].split(",")
