@@ -14,6 +14,7 @@ own (a key whose hash tag lands in its slots) and a WAIT, pipelined on one conne
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from dataclasses import dataclass
@@ -92,10 +93,12 @@ def split_url(url: str) -> tuple[str, list[Endpoint]]:
     first = parts[0] if "://" in parts[0] else f"redis://{parts[0]}"
     scheme = urlsplit(first).scheme
     endpoints = []
-    for part in parts:
+    for i, part in enumerate(parts):
         parsed = urlsplit(part if "://" in part else f"{scheme}://{part}")
         if not parsed.hostname:
             raise ValueError(f"no host in Redis URL entry {part.split('@')[-1]!r}")
+        if i > 0 and parsed.query:  # read from the first entry only: here it would be dropped unseen
+            raise ValueError("Redis URL: put the options (?ssl_ca_certs=... and the like) on the first entry")
         endpoints.append(Endpoint(parsed.hostname, parsed.port or 6379))
     return first, endpoints
 
@@ -115,6 +118,8 @@ def open_redis(url: str, *, password: str | None = None, cluster: bool = False, 
     # The URL's TLS options (?ssl_ca_certs=...&ssl_certfile=...&ssl_keyfile=...), parsed as a
     # single server's client would: the cluster client takes them as arguments, not from a URL.
     tls = {k: v for k, v in parse_url(first).items() if k.startswith("ssl_")} if parsed.scheme == "rediss" else {}
+    if unknown := sorted(set(tls) - set(inspect.signature(RedisCluster.__init__).parameters)):
+        raise ValueError(f"Redis Cluster's client does not take {', '.join(unknown)} (REDIS_URL's query)")
     return RedisCluster(
         startup_nodes=[ClusterNode(e.host, e.port) for e in endpoints],
         username=parsed.username or None,

@@ -52,6 +52,14 @@ def test_redis_urls_list_startup_nodes():
     # The form deploy/k8s/base/sentinel.env shows: no scheme at all means redis://.
     first, nodes = split_url("h1:7000,h2:7001")
     assert first == "redis://h1:7000" and nodes == [Endpoint("h1", 7000), Endpoint("h2", 7001)]
+    # Options are read from the first entry; elsewhere they would be dropped unseen.
+    with pytest.raises(ValueError, match="first entry"):
+        split_url("rediss://:pw@h1:7000,h2:7001?ssl_ca_certs=/ca.pem")
+    tls = open_redis("rediss://:pw@h1:7000?ssl_ca_certs=/ca.pem&ssl_cert_reqs=none&ssl_check_hostname=false,h2:7001", cluster=True)
+    options = tls.connection_kwargs
+    assert options["ssl_ca_certs"] == "/ca.pem" and options["ssl_cert_reqs"] == "none" and options["ssl_check_hostname"] is False
+    with pytest.raises(ValueError, match="ssl_password"):  # a single server's option the cluster client lacks
+        open_redis("rediss://h1:7000?ssl_password=x", cluster=True)
     with pytest.raises(ValueError, match="SENTINEL_REDIS_CLUSTER"):
         open_redis("redis://a:1,b:2")
     with pytest.raises(ValueError, match="database 0"):
