@@ -1,5 +1,6 @@
 """Kafka, in one place: connection options for every client (Faust's and aiokafka's), the
-project's topics, and what arrives on the input topic whatever producer sent it.
+project's topics, publishing a batch's results (`publish_records`), and what arrives on the input
+topic whatever producer sent it.
 
 Connections: `broker_url` and `broker_credentials` for the worker's Faust app, `kafka_client_kwargs` for
 the aiokafka clients of replay, record, `sentinel run` and the benchmarks; SSL and SASL are built
