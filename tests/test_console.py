@@ -462,6 +462,25 @@ def test_the_overview_pages_and_filters_and_its_pages_share_one_read_while_incid
         console.close()
 
 
+def test_pages_link_assets_by_path_and_list_each_member_scope_once(api_console, redis_server):
+    """Behind a TLS Ingress the console sees http requests: absolute asset URLs would be http://
+    on an https:// page (blocked as mixed content), and would echo whatever Host was sent."""
+    console, _ = api_console
+    r = redis.Redis.from_url(redis_server)
+    summary = json.loads(r.hget(INCIDENTS_KEY, "inc1"))
+    summary["members"] += [{"scope": "all", "kind": kind, "firing": True, "severity": "warning", "onset": "2026-10-02T00:00:00Z"}
+                           for kind in ("sentiment_drop", "volume_spike")]
+    r.hset(INCIDENTS_KEY, "inc1", json.dumps(summary))
+    status, page, _ = console.call("GET", "/", headers={"Authorization": f"Bearer {VIEWER}", "Host": "evil.example:1",
+                                                        "X-Forwarded-Proto": "https"})
+    assert status == 200, page
+    assert 'href="/static/console.css"' in page and 'src="/static/console.js"' in page
+    assert "evil.example" not in page and "http://" not in page
+    row = page[page.index('data-incident="inc1"'):]
+    members = row[: row.index("</tr>")].split("<td>")[-2]  # the members cell, before the acknowledgement
+    assert members.count(">all</a>") == 1, members
+
+
 def test_reads_need_the_read_token_when_one_is_set(api_console):
     console, _ = api_console
     status, _, headers = console.call("GET", "/api/overview")
@@ -540,6 +559,25 @@ def browser():
         launched = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+def test_charts_show_utc_whatever_the_browsers_time_zone(api_console, browser):
+    """The pages say times are UTC: a chart's time under the cursor reads the same in a browser set
+    to New York as in one set to UTC."""
+    console, _ = api_console
+    shown = []
+    for zone in ("Etc/UTC", "America/New_York"):
+        context = browser.new_context(viewport={"width": 1300, "height": 900}, timezone_id=zone,
+                                      extra_http_headers={"Authorization": f"Bearer {VIEWER}"})
+        page = context.new_page()
+        page.goto(console.url + "/scope/asset:ETH")
+        page.wait_for_function("typeof uPlot !== 'undefined' && document.querySelectorAll('.uplot').length > 0")
+        chart = page.locator(".uplot").first
+        box = chart.locator(".u-over").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        shown.append(chart.locator(".u-legend .u-series").first.locator(".u-value").inner_text())
+        context.close()
+    assert shown[0] == shown[1] and shown[0] not in ("", "--"), shown
 
 
 def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_dir, browser):
