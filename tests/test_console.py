@@ -708,6 +708,10 @@ def test_run_with_console_keeps_the_stack_up_for_exploring_until_ctrl_c(tmp_path
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.5)
         assert sum(rows["whole"]["posts"]) == 150  # every BTC post of the run, read back through the console
+        # A local look at a run listens on loopback only (SENTINEL_CONSOLE_HOST not set).
+        listening = {c.laddr.ip for c in psutil.Process(proc.pid).net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        assert listening == {"127.0.0.1"}, listening
         stack = psutil.Process(proc.pid).children(recursive=True)  # the broker and redis-server it started
         assert {"redis-server", "tansu"} <= {p.name().split("-v")[0] for p in stack}, [p.name() for p in stack]
         proc.send_signal(signal.SIGINT)
