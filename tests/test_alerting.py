@@ -969,3 +969,22 @@ def test_a_tail_check_reads_its_own_windows_from_before_the_onset_however_old(re
     assert not [r for r in caplog.records if r.getMessage().startswith("explanation read from a later onset")]
     logged = [r for r in caplog.records if r.getMessage() == "explanation"]
     assert [(r.parent, r.asset) for r in logged] == [("channel:general", "asset:ETH"), ("channel:general", "")]
+
+
+def test_an_incident_is_silenced_by_a_silence_over_its_root_for_a_kind_the_root_fired():
+    """One rule for delivery (which holds the notice back) and the console (which says so)."""
+    from stream.alerts.silences import Silence, silence_of_incident
+
+    now = 1_000.0
+    members = [{"scope": "asset:ETH", "kind": "sentiment_drop"}, {"scope": "channel:trading", "kind": "volume_spike"}]
+
+    def silence(scope: str, kind: str | None = None, until: float = now + 60) -> Silence:
+        return Silence("s1", scope, kind, until, "why", now - 60)
+
+    assert silence_of_incident([silence("asset:*")], "asset:ETH", members, now).scope == "asset:*"
+    assert silence_of_incident([silence("asset:ETH", "sentiment_drop")], "asset:ETH", members, now) is not None
+    assert silence_of_incident([silence("asset:ETH", "volume_spike")], "asset:ETH", members, now) is None  # a member's kind, not the root's
+    assert silence_of_incident([silence("channel:trading")], "asset:ETH", members, now) is None  # a member, not the root
+    assert silence_of_incident([silence("asset:ETH", until=now)], "asset:ETH", members, now) is None  # over
+    # No member is the root (a notice built before it fired): the notice's own kinds decide.
+    assert silence_of_incident([silence("all", "volume_spike")], "all", members, now, ["volume_spike"]) is not None

@@ -481,6 +481,21 @@ def test_pages_link_assets_by_path_and_list_each_member_scope_once(api_console, 
     assert members.count(">all</a>") == 1, members
 
 
+def test_an_incident_page_says_a_silence_holds_its_notifications(api_console, redis_server):
+    console, _ = api_console
+    bearer = {"Authorization": f"Bearer {OPERATOR}"}
+    other = {"scope": "asset:ETH", "duration": "2h", "kind": "volume_spike", "reason": "not this incident's kind"}
+    assert console.call("POST", "/api/silences", other, headers=bearer)[0] == 200
+    assert console.json("/api/incidents/inc1")["silence"] is None
+    assert 'id="silenced"' not in console.call("GET", "/incidents/inc1", headers={"Authorization": f"Bearer {VIEWER}"})[1]
+    status, body, _ = console.call("POST", "/api/silences", {"scope": "asset:*", "duration": "2h", "reason": "listing news"}, headers=bearer)
+    assert status == 200, body
+    held = console.json("/api/incidents/inc1")["silence"]
+    assert held["scope"] == "asset:*" and held["reason"].startswith("listing news")
+    page = console.call("GET", "/incidents/inc1", headers={"Authorization": f"Bearer {VIEWER}"})[1]
+    assert 'id="silenced"' in page and "asset:*" in page and held["id"] in page
+
+
 def test_reads_need_the_read_token_when_one_is_set(api_console):
     console, _ = api_console
     status, _, headers = console.call("GET", "/api/overview")

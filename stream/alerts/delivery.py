@@ -34,7 +34,7 @@ from redis.exceptions import ResponseError
 from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord, record_from_json
 from stream.alerts.notify import Notifier, service_key
-from stream.alerts.silences import Silence, list_silences, purge_expired, silenced_by
+from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
 from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, caps_key
 from stream.redis_client import retry_transient
 from stream.store import WindowStore
@@ -330,8 +330,8 @@ class AlertDelivery:
             log.info("incident already notified; publishing it", extra={"incident_id": notice.incident_id, "entry": entry_id})
             notified = True
         elif notice is not None:
-            kinds = sorted({m["kind"] for m in notice.members if m["scope"] == notice.root_scope}) or notice.kinds
-            silence = await self._silence_of(notice.root_scope, kinds)
+            silence = silence_of_incident(await list_silences(self.redis), notice.root_scope, notice.members, time.time(),
+                                          notice.kinds)
             if silence is not None:
                 log.info("incident silenced", extra={"incident_id": notice.incident_id, "scope": notice.root_scope, "silence": silence.id})
                 await self._count("silenced")
@@ -366,7 +366,7 @@ class AlertDelivery:
         return "send" if count <= cap else "limit" if count == cap + 1 else "drop"
 
     async def _silence_of(self, scope: str, kinds: list[str]) -> Silence | None:
-        """The silence in force over `scope` for any of `kinds` (an incident is silenced by its root)."""
+        """The silence in force over `scope` for any of `kinds`."""
         silences = await list_silences(self.redis)
         return next((found for kind in kinds if (found := silenced_by(silences, scope, kind, time.time()))), None)
 

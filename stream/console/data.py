@@ -18,7 +18,7 @@ import numpy as np
 
 from stream.alerts.correlator import acknowledge, list_incidents
 from stream.alerts.judging import AlertConfig, table_bins
-from stream.alerts.silences import add_silence, list_silences, remove_silence
+from stream.alerts.silences import add_silence, list_silences, remove_silence, silence_of_incident
 from stream.console import views
 from stream.console.shared_result import SharedResult
 from stream.keys import ACKS_KEY, ALERT_STATS_KEY, INCIDENTS_KEY, OUTBOX_KEY, SILENCES_KEY, STATS_KEY, incident_key, index_key
@@ -148,7 +148,12 @@ class ConsoleData:
             return None
         entries = await self.redis.xrevrange(OUTBOX_KEY, count=TIMELINE_ENTRIES)
         parsed = [_entry(fields) for _, fields in entries]
-        return {"incident": json.loads(raw), "timeline": views.timeline(reversed(parsed), ident)}
+        incident = json.loads(raw)
+        members = incident.get("members", [])
+        silence = silence_of_incident(await list_silences(self.redis), incident["root_scope"], members, time.time(),
+                                      [m["kind"] for m in members])
+        return {"incident": incident, "timeline": views.timeline(reversed(parsed), ident),
+                "silence": asdict(silence) if silence else None}
 
     async def version(self) -> dict[str, Any]:
         """Cheap marks that change when something the pages show changes; pages poll it."""
