@@ -101,6 +101,12 @@ def test_spans_and_timeline_follow_one_incident():
     ]
     events = views.timeline(entries, "b")
     assert [(e["type"], e["at"]) for e in events] == [("transition", "2026-01-01T00:10:00Z"), ("notice", "2026-01-01T00:15:00Z")]
+    # What moved, in words, as the notification says it.
+    drop = {"metric": "negative_share", "value": 0.75, "baseline": 0.199, "onset": "2026-01-01T00:00:00Z"}
+    assert views.measure(drop) == "negative share 75.0% since 2026-01-01T00:00:00Z against 19.9%"
+    assert views.measure({"metric": "posts", "value": 149.0, "baseline": 31.2, "window": "1h"}) == "149 posts per 1h against 31"
+    assert views.measure({"metric": "mean_score", "value": -0.31, "baseline": 0.05}) == "mean score -0.31 against +0.05"
+    assert views.measure({"scope": "asset:ETH"}) == ""  # an older record without the metric
 
 
 def test_evidence_series_replays_the_detector_and_crosses_its_threshold_only_after_a_swing():

@@ -250,12 +250,26 @@ def timeline(entries: Iterable[dict[str, Any]], incident_id: str) -> list[dict[s
             if record.get("incident_id") == incident_id:
                 events.append({"type": "transition", "at": record.get("window_end", ""), "scope": record.get("scope"),
                                "kind": record.get("kind"), "state": record.get("state"), "severity": record.get("severity"),
-                               "zscore": record.get("zscore"), "posts": record.get("posts")})
+                               "zscore": record.get("zscore"), "posts": record.get("posts"), "measure": measure(record)})
         notice = entry.get("notice")
         if notice and notice.get("incident_id") == incident_id:
             events.append({"type": "notice", "at": notice.get("at", ""), "reason": notice.get("reason"), "state": notice.get("state"),
                            "severity": notice.get("severity")})
     return sorted(events, key=lambda e: e["at"])
+
+
+def measure(record: dict[str, Any]) -> str:
+    """What moved, in words, from an alert record: 'negative share 75.0% since 12:00Z against
+    19.9%', '149 posts per 1h since ... against 31'. Empty when the record does not say."""
+    metric, value, baseline = record.get("metric") or "", record.get("value"), record.get("baseline")
+    if not metric or value is None or baseline is None:
+        return ""
+    since = f" since {record['onset']}" if record.get("onset") else ""
+    if metric.endswith("_share"):
+        return f"{metric.replace('_', ' ')} {100 * value:.1f}%{since} against {100 * baseline:.1f}%"
+    if metric == "posts":
+        return f"{value:.0f} posts per {record.get('window') or 'window'}{since} against {baseline:.0f}"
+    return f"{metric.replace('_', ' ')} {value:+.2f}{since} against {baseline:+.2f}"
 
 
 SPARK_W, SPARK_H = 120, 24
