@@ -109,6 +109,17 @@ def test_spans_and_timeline_follow_one_incident():
     assert views.measure({"scope": "asset:ETH"}) == ""  # an older record without the metric
 
 
+def test_an_incidents_summary_carries_what_moved_for_the_console_to_show():
+    from stream.alerts.correlator import summary
+    from stream.alerts.grouping import Incident, Member
+
+    root = Member("asset:ETH", "sentiment_drop", True, "warning", "2026-03-04T12:00:00Z", "negative_share", 0.75, 0.199)
+    incident = Incident("i1", "asset:ETH", 100, {root.key: root})
+    member = summary(incident, "open", 200)["members"][0]
+    assert views.measure(member) == "negative share 75.0% since 2026-03-04T12:00:00Z against 19.9%"
+    assert views.measure(member, since=False) == "negative share 75.0% against 19.9%"
+
+
 def test_evidence_series_replays_the_detector_and_crosses_its_threshold_only_after_a_swing():
     from stream.alerts.judging import AlertConfig, table_bins
 
@@ -468,7 +479,7 @@ def test_the_overview_pages_and_filters_and_its_pages_share_one_read_while_incid
         console.close()
 
 
-def test_pages_link_assets_by_path_and_list_each_member_scope_once(api_console, redis_server):
+def test_pages_link_assets_by_path_and_list_each_member_scope_once_with_what_moved(api_console, redis_server):
     """Behind a TLS Ingress the console sees http requests: absolute asset URLs would be http://
     on an https:// page (blocked as mixed content), and would echo whatever Host was sent."""
     console, _ = api_console
@@ -476,6 +487,7 @@ def test_pages_link_assets_by_path_and_list_each_member_scope_once(api_console, 
     summary = json.loads(r.hget(INCIDENTS_KEY, "inc1"))
     summary["members"] += [{"scope": "all", "kind": kind, "firing": True, "severity": "warning", "onset": "2026-10-02T00:00:00Z"}
                            for kind in ("sentiment_drop", "volume_spike")]
+    summary["members"][0] |= {"metric": "negative_share", "value": 0.75, "baseline": 0.199}  # the root: what moved
     r.hset(INCIDENTS_KEY, "inc1", json.dumps(summary))
     status, page, _ = console.call("GET", "/", headers={"Authorization": f"Bearer {VIEWER}", "Host": "evil.example:1",
                                                         "X-Forwarded-Proto": "https"})
@@ -485,6 +497,7 @@ def test_pages_link_assets_by_path_and_list_each_member_scope_once(api_console, 
     row = page[page.index('data-incident="inc1"'):]
     members = row[: row.index("</tr>")].split("<td>")[-2]  # the members cell, before the acknowledgement
     assert members.count(">all</a>") == 1, members
+    assert "negative share 75.0% against 19.9%" in row[: row.index("</tr>")]
 
 
 def test_an_incident_page_says_a_silence_holds_its_notifications(api_console, redis_server):

@@ -89,7 +89,8 @@ def summary(incident: Incident, state: str, at: int) -> dict[str, Any]:
     return {
         "incident_id": incident.id, "root_scope": incident.root, "state": state, "opened": incident.opened, "at": at,
         "market": incident.market, "severity": incident.severity(), "acked": incident.acked,
-        "members": [{"scope": m.scope, "kind": m.kind, "firing": m.firing, "severity": m.severity, "onset": m.onset}
+        "members": [{"scope": m.scope, "kind": m.kind, "firing": m.firing, "severity": m.severity, "onset": m.onset,
+                     "metric": m.metric, "value": m.value, "baseline": m.baseline}
                     for m in incident.members.values()],
     }
 

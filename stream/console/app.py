@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from stream.console import auth
+from stream.console import auth, views
 from stream.console.data import ConsoleData
 from stream.timefmt import iso, parse_duration
 
@@ -52,6 +52,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
     templates.env.filters["when"] = _when
     templates.env.filters["pct"] = lambda x: f"{100 * x:.1f}%"
     templates.env.filters["urlpart"] = lambda s: quote(s, safe=":|")
+    templates.env.filters["measure"] = views.measure
 
     def who(request: Request) -> auth.Caller:
         return auth.caller(request.headers.get("authorization"), tokens)

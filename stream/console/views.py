@@ -258,13 +258,14 @@ def timeline(entries: Iterable[dict[str, Any]], incident_id: str) -> list[dict[s
     return sorted(events, key=lambda e: e["at"])
 
 
-def measure(record: dict[str, Any]) -> str:
-    """What moved, in words, from an alert record: 'negative share 75.0% since 12:00Z against
-    19.9%', '149 posts per 1h since ... against 31'. Empty when the record does not say."""
+def measure(record: dict[str, Any], since: bool = True) -> str:
+    """What moved, in words, from an alert record or an incident's member: 'negative share 75.0%
+    since 12:00Z against 19.9%', '149 posts per 1h since ... against 31'. Empty when it does not say
+    (summaries written before session 34 hold no metric)."""
     metric, value, baseline = record.get("metric") or "", record.get("value"), record.get("baseline")
     if not metric or value is None or baseline is None:
         return ""
-    since = f" since {record['onset']}" if record.get("onset") else ""
+    since = f" since {record['onset']}" if since and record.get("onset") else ""
     if metric.endswith("_share"):
         return f"{metric.replace('_', ' ')} {100 * value:.1f}%{since} against {100 * baseline:.1f}%"
     if metric == "posts":
