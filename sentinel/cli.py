@@ -618,7 +618,7 @@ def run(
                 # The stack stays up for exploring what the run saw; Ctrl-C ends both.
                 from sentinel.run import serve_console
 
-                if "console_host" not in settings.model_fields_set:
+                if "console_host" not in settings.model_fields_set or not settings.console_host:
                     # A local look at one run: loopback unless asked (the deployed console's default is every interface).
                     live = live.model_copy(update={"console_host": "127.0.0.1"})
                 announce_console(live)

@@ -107,6 +107,7 @@ def test_spans_and_timeline_follow_one_incident():
     assert views.measure({"metric": "posts", "value": 149.0, "baseline": 31.2, "window": "1h"}) == "149 posts per 1h against 31"
     assert views.measure({"metric": "mean_score", "value": -0.31, "baseline": 0.05}) == "mean score -0.31 against +0.05"
     assert views.measure({"scope": "asset:ETH"}) == ""  # an older record without the metric
+    assert views.measure({"metric": "posts", "value": 149.0, "baseline": 31.2}, window="1h") == "149 posts per 1h against 31"
 
 
 def test_an_incidents_summary_carries_what_moved_for_the_console_to_show():
@@ -485,8 +486,9 @@ def test_pages_link_assets_by_path_and_list_each_member_scope_once_with_what_mov
     console, _ = api_console
     r = redis.Redis.from_url(redis_server)
     summary = json.loads(r.hget(INCIDENTS_KEY, "inc1"))
-    summary["members"] += [{"scope": "all", "kind": kind, "firing": True, "severity": "warning", "onset": "2026-10-02T00:00:00Z"}
-                           for kind in ("sentiment_drop", "volume_spike")]
+    summary["members"] += [{"scope": scope, "kind": kind, "firing": True, "severity": "warning", "onset": "2026-10-02T00:00:00Z"}
+                           for scope, kind in (("all", "sentiment_drop"), ("all", "volume_spike"), ("channel:General", "volume_spike"),
+                                               ("channel:general", "volume_spike"))]  # channel names keep their case
     summary["members"][0] |= {"metric": "negative_share", "value": 0.75, "baseline": 0.199}  # the root: what moved
     r.hset(INCIDENTS_KEY, "inc1", json.dumps(summary))
     status, page, _ = console.call("GET", "/", headers={"Authorization": f"Bearer {VIEWER}", "Host": "evil.example:1",
@@ -496,7 +498,7 @@ def test_pages_link_assets_by_path_and_list_each_member_scope_once_with_what_mov
     assert "evil.example" not in page and "http://" not in page
     row = page[page.index('data-incident="inc1"'):]
     members = row[: row.index("</tr>")].split("<td>")[-2]  # the members cell, before the acknowledgement
-    assert members.count(">all</a>") == 1, members
+    assert members.count(">all</a>") == 1 and ">channel:General</a>" in members and ">channel:general</a>" in members, members
     assert "negative share 75.0% against 19.9%" in row[: row.index("</tr>")]
 
 

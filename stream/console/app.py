@@ -23,7 +23,7 @@ from starlette.templating import Jinja2Templates
 
 from stream.console import auth, views
 from stream.console.data import ConsoleData
-from stream.timefmt import iso, parse_duration
+from stream.timefmt import format_duration, iso, parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
     templates.env.filters["when"] = _when
     templates.env.filters["pct"] = lambda x: f"{100 * x:.1f}%"
     templates.env.filters["urlpart"] = lambda s: quote(s, safe=":|")
-    templates.env.filters["measure"] = views.measure
+    window = format_duration(data.config.window_s)
+    templates.env.filters["measure"] = lambda record, since=True: views.measure(record, since, window)
 
     def who(request: Request) -> auth.Caller:
         return auth.caller(request.headers.get("authorization"), tokens)

@@ -258,10 +258,11 @@ def timeline(entries: Iterable[dict[str, Any]], incident_id: str) -> list[dict[s
     return sorted(events, key=lambda e: e["at"])
 
 
-def measure(record: dict[str, Any], since: bool = True) -> str:
+def measure(record: dict[str, Any], since: bool = True, window: str = "window") -> str:
     """What moved, in words, from an alert record or an incident's member: 'negative share 75.0%
-    since 12:00Z against 19.9%', '149 posts per 1h since ... against 31'. Empty when it does not say
-    (summaries written before session 34 hold no metric)."""
+    since 2026-03-04T12:00:00Z against 19.9%', '149 posts per 1h ... against 31' (`window` when the
+    record names none). Empty when it does not say (incident summaries written before 2026-12 hold
+    no metric)."""
     metric, value, baseline = record.get("metric") or "", record.get("value"), record.get("baseline")
     if not metric or value is None or baseline is None:
         return ""
@@ -269,7 +270,7 @@ def measure(record: dict[str, Any], since: bool = True) -> str:
     if metric.endswith("_share"):
         return f"{metric.replace('_', ' ')} {100 * value:.1f}%{since} against {100 * baseline:.1f}%"
     if metric == "posts":
-        return f"{value:.0f} posts per {record.get('window') or 'window'}{since} against {baseline:.0f}"
+        return f"{value:.0f} posts per {record.get('window') or window}{since} against {baseline:.0f}"
     return f"{metric.replace('_', ' ')} {value:+.2f}{since} against {baseline:+.2f}"
 
 
