@@ -266,12 +266,12 @@ def measure(record: dict[str, Any], since: bool = True, window: str = "window") 
     metric, value, baseline = record.get("metric") or "", record.get("value"), record.get("baseline")
     if not metric or value is None or baseline is None:
         return ""
-    since = f" since {record['onset']}" if since and record.get("onset") else ""
+    onset = f" since {record['onset']}" if since and record.get("onset") else ""
     if metric.endswith("_share"):
-        return f"{metric.replace('_', ' ')} {100 * value:.1f}%{since} against {100 * baseline:.1f}%"
+        return f"{metric.replace('_', ' ')} {100 * value:.1f}%{onset} against {100 * baseline:.1f}%"
     if metric == "posts":
-        return f"{value:.0f} posts per {record.get('window') or window}{since} against {baseline:.0f}"
-    return f"{metric.replace('_', ' ')} {value:+.2f}{since} against {baseline:+.2f}"
+        return f"{value:.0f} posts per {record.get('window') or window}{onset} against {baseline:.0f}"
+    return f"{metric.replace('_', ' ')} {value:+.2f}{onset} against {baseline:+.2f}"
 
 
 SPARK_W, SPARK_H = 120, 24
