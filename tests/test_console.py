@@ -694,6 +694,8 @@ def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_d
         silences = wait_until(lambda: [json.loads(v) for v in r.hvals(SILENCES_KEY)], 10, "a silence stored", [worker])
         assert [(s["scope"], s["reason"]) for s in silences] == [("asset:BTC", "known listing news (by alice)")]
         op.goto(f"{console.url}/incidents/{ident}")
+        # The timeline says what moved, from the worker's own records.
+        assert "negative share" in op.locator("ol.timeline").inner_text()
         op.screenshot(path=str(shots / "console-incident.png"), full_page=True)
 
         # A form on another page, posted with the operator's cached credentials: refused (CSRF).
