@@ -330,8 +330,7 @@ class AlertDelivery:
             log.info("incident already notified; publishing it", extra={"incident_id": notice.incident_id, "entry": entry_id})
             notified = True
         elif notice is not None:
-            silence = silence_of_incident(await list_silences(self.redis), notice.root_scope, notice.members, time.time(),
-                                          notice.kinds)
+            silence = silence_of_incident(await list_silences(self.redis), notice.root_scope, notice.members, time.time())
             if silence is not None:
                 log.info("incident silenced", extra={"incident_id": notice.incident_id, "scope": notice.root_scope, "silence": silence.id})
                 await self._count("silenced")

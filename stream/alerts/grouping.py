@@ -311,8 +311,18 @@ class Notice:
     def kinds(self) -> list[str]:
         return sorted({m["kind"] for m in self.members})
 
+    @property
+    def root_kinds(self) -> list[str]:
+        return root_kinds(self.root_scope, self.members)
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def root_kinds(root_scope: str, members: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What an incident is about: the kinds its root fired, or every member's while no member is the
+    root. A notice's title names them, and a silence over the root for one of them holds it back."""
+    return sorted({m["kind"] for m in members if m["scope"] == root_scope}) or sorted({m["kind"] for m in members})
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ def notice_title(notice: Notice) -> str:
     """E.g. "[WARNING] sentiment_drop on asset:ETH (+4 related scopes)", "[RESOLVED] ... on asset:ETH"."""
     state = "RESOLVED" if notice.state == "resolved" else notice.severity.upper()
     root = escape_post_text(notice.root_scope, limit=120)
-    kinds = ", ".join(_root_kinds(notice))
+    kinds = ", ".join(notice.root_kinds)
     where = f"market-wide {kinds} ({', '.join(escape_post_text(s, limit=40) for s in _related(notice, assets=True))})" if notice.market \
         else f"{kinds} on {root}"
     related = len(_related(notice))
@@ -143,11 +143,6 @@ def _member_line(m: dict, bullet: bool = False) -> str:
     level = f"{m['metric'] or 'value'} {_num(m['value'])}{since} vs baseline {_num(m['baseline'])}"
     text = f"{m['kind']} on {escape_post_text(m['scope'], limit=120)} ({m['severity']}, {state}): {level}"
     return f"- {text}" if bullet else text
-
-
-def _root_kinds(notice: Notice) -> list[str]:
-    kinds = sorted({m["kind"] for m in notice.members if m["scope"] == notice.root_scope})
-    return kinds or notice.kinds
 
 
 def _related(notice: Notice, assets: bool = False) -> list[str]:

@@ -9,10 +9,11 @@ import json
 import secrets
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping, Sequence
 
 import redis.asyncio as aioredis
 
+from stream.alerts.grouping import root_kinds
 from stream.keys import SILENCES_KEY
 
 
@@ -33,12 +34,10 @@ def silenced_by(silences: list[Silence], scope: str, kind: str, now: float) -> S
     return next((s for s in silences if s.matches(scope, kind, now)), None)
 
 
-def silence_of_incident(silences: list[Silence], root_scope: str, members: Iterable[Mapping[str, Any]], now: float,
-                        fallback_kinds: Iterable[str] = ()) -> Silence | None:
-    """The silence holding an incident's notices back: one over its root, for a kind the root fired
-    (`fallback_kinds` when no member is the root). Delivery applies it; the console shows it."""
-    kinds = sorted({m["kind"] for m in members if m["scope"] == root_scope}) or sorted(set(fallback_kinds))
-    return next((found for kind in kinds if (found := silenced_by(silences, root_scope, kind, now))), None)
+def silence_of_incident(silences: list[Silence], root_scope: str, members: Sequence[Mapping[str, Any]], now: float) -> Silence | None:
+    """The silence holding an incident's notices back: one over its root, for a kind the incident is
+    about (`grouping.root_kinds`). Delivery applies it; the console shows it."""
+    return next((found for kind in root_kinds(root_scope, members) if (found := silenced_by(silences, root_scope, kind, now))), None)
 
 
 async def add_silence(client: aioredis.Redis, scope: str, duration_s: int, kind: str | None, reason: str) -> Silence:

@@ -150,8 +150,7 @@ class ConsoleData:
         parsed = [_entry(fields) for _, fields in entries]
         incident = json.loads(raw)
         members = incident.get("members", [])
-        silence = silence_of_incident(await list_silences(self.redis), incident["root_scope"], members, time.time(),
-                                      [m["kind"] for m in members])
+        silence = silence_of_incident(await list_silences(self.redis), incident["root_scope"], members, time.time())
         return {"incident": incident, "timeline": views.timeline(reversed(parsed), ident),
                 "silence": asdict(silence) if silence else None}
 
