@@ -25,6 +25,7 @@ batch is decoded; a test with a real corrupt batch on a real broker keeps it hon
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass, field
@@ -103,11 +104,38 @@ class RecordsNotDelivered(Exception):
     """The producer gave up on records (after its retries, `producer_request_timeout`)."""
 
 
+class Deliveries:
+    """Record batches handed to the producer whose fate is not known yet.
+
+    A flush waits for the producer's queue to empty, and a batch the producer gives up on leaves
+    that queue one event-loop step before its `on_lost` runs: a commit right behind a flush started
+    in that step would commit the batch's offsets without its records. `settled` waits for the
+    batches themselves, so their `on_lost` has run when it returns."""
+
+    def __init__(self) -> None:
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    def track(self, futures: Sequence[asyncio.Future[Any]]) -> None:
+        for future in futures:
+            self._pending.add(future)
+            future.add_done_callback(self._pending.discard)
+
+    async def settled(self, timeout_s: float) -> bool:
+        """Whether every batch tracked so far was delivered or reported lost within timeout_s."""
+        pending = list(self._pending)
+        if not pending:
+            return True
+        # asyncio.wait's callback was added after each batch's on_lost check, so that has run.
+        _, left = await asyncio.wait(pending, timeout=max(timeout_s, 0.0))
+        return not left
+
+
 async def publish_records(producer: "faust.types.ProducerT", topic: str, records: Sequence[tuple[bytes | None, bytes]],
-                          on_lost: Callable[[RecordsNotDelivered], None] | None = None) -> None:
+                          on_lost: Callable[[RecordsNotDelivered], None] | None = None) -> list[asyncio.Future[Any]]:
     """Hand `records` (key, value) to the producer as one record batch per partition (more when a
     batch fills), partitioned by key as a single send would be. Returns once they are queued, not
-    delivered: Faust flushes the producer before it commits offsets, as for its own sends.
+    delivered, with each record batch's delivery future (for `Deliveries`): Faust flushes the
+    producer before it commits offsets, as for its own sends.
 
     A batch the producer gives up on is logged and passed to `on_lost`, from the batch's own done
     callback. That runs before a flush waiting on the batch resumes (asyncio runs a future's
@@ -120,25 +148,27 @@ async def publish_records(producer: "faust.types.ProducerT", topic: str, records
     reaches the aiokafka producer inside Faust's (`_ensure_producer`, faust-streaming 0.15,
     pinned); `tests/test_publish.py` holds it to a plain send's partitions and order."""
     if not records:
-        return
+        return []
     kafka = producer._ensure_producer()  # type: ignore[attr-defined]
     await kafka.partitions_for(topic)  # the partitioner needs the topic's metadata
     by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+    sent: list[asyncio.Future[Any]] = []
     for key, value in records:
         by_partition.setdefault(producer.key_partition(topic, key).partition, []).append((key, value))
     for partition, rows in by_partition.items():
         batch, count = kafka.create_batch(), 0
         for key, value in rows:
             if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next
-                await _send_batch(kafka, batch, topic, partition, count, on_lost)
+                sent.append(await _send_batch(kafka, batch, topic, partition, count, on_lost))
                 batch, count = kafka.create_batch(), 0
                 batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any one record
             count += 1
-        await _send_batch(kafka, batch, topic, partition, count, on_lost)
+        sent.append(await _send_batch(kafka, batch, topic, partition, count, on_lost))
+    return sent
 
 
 async def _send_batch(kafka: Any, batch: Any, topic: str, partition: int, count: int,
-                      on_lost: Callable[[RecordsNotDelivered], None] | None) -> None:
+                      on_lost: Callable[[RecordsNotDelivered], None] | None) -> asyncio.Future[Any]:
     delivered = await kafka.send_batch(batch, topic, partition=partition)
 
     def check(future: Any) -> None:
@@ -150,6 +180,7 @@ async def _send_batch(kafka: Any, batch: Any, topic: str, partition: int, count:
             on_lost(RecordsNotDelivered(f"{count} records to {topic}[{partition}] not delivered: {future.exception()!r}"))
 
     delivered.add_done_callback(check)
+    return delivered
 
 
 # A header only the guard sets. A producer that sets it itself only dead-letters its own message.

@@ -36,7 +36,7 @@ from stream.alerts.notify import Notifier, retry_delays
 from stream.assets import load_aliases
 from stream.batch import RawMessage
 from stream.contracts import Limits
-from stream.kafka import broker_credentials, broker_url, guard_undecodable_batches, publish_records, undecodable_reason
+from stream.kafka import Deliveries, broker_credentials, broker_url, guard_undecodable_batches, publish_records, undecodable_reason
 from stream.model_thread import ModelThread
 from stream.ops.http import install as install_http
 from stream.ops.prometheus import WorkerMetrics
@@ -182,9 +182,9 @@ class DeferredAck:
 class Shutdown:
     """What the agent and the SIGTERM handler share, and what SIGTERM does (`run`)."""
 
-    def __init__(self, app: faust.App, pipeline: BatchPipeline, delivery: AlertDelivery) -> None:
+    def __init__(self, app: faust.App, pipeline: BatchPipeline, delivery: AlertDelivery, outputs: Deliveries) -> None:
         self.requested = False
-        self.app, self.pipeline, self.delivery = app, pipeline, delivery
+        self.app, self.pipeline, self.delivery, self.outputs = app, pipeline, delivery, outputs
 
     @property
     def busy(self) -> bool:
@@ -203,9 +203,13 @@ class Shutdown:
         finished = not self.busy
         if finished:
             await self.app.producer.flush()
+            # A batch given up on just before the flush has left the producer's queue but may not
+            # have reached batch_failed yet; settled() returns after it has (and the worker exited).
+            finished = await self.outputs.settled(deadline - time.monotonic())
+        if finished:
             await self.app.consumer.commit()
         delivered = await self.delivery.stop(deadline - time.monotonic())
-        log.info("shutdown complete" if finished else "shutdown: grace ran out with a batch in flight (it will be redelivered)",
+        log.info("shutdown complete" if finished else "shutdown: grace ran out before the batch in flight and its outputs settled (it will be redelivered)",
                  extra={"committed": finished, "notifications_finished": delivered})
         logging.shutdown()
         # Exit here rather than through Faust's stop: its take() would ack a held batch on the way
@@ -240,11 +244,13 @@ def build_worker(
     posts = app.topic(settings.topic_posts, value_type=bytes, key_type=bytes, partitions=settings.partitions)
     alerts = app.topic(settings.topic_alerts, value_type=bytes, key_type=bytes, partitions=settings.partitions)
 
+    outputs = Deliveries()
+
     async def publish(topic: str, records: Sequence[tuple[str | None, bytes]]) -> None:
         # post-sentiment and the DLQ: a batch's records at once (stream/kafka.py, publish_records)
         # Records the producer gives up on stop the worker before their offsets can commit.
-        await publish_records(app.producer, topic, [(key.encode() if key else None, value) for key, value in records],
-                              on_lost=batch_failed)
+        outputs.track(await publish_records(app.producer, topic, [(key.encode() if key else None, value) for key, value in records],
+                                            on_lost=batch_failed))
 
     async def publish_alert(record: AlertRecord) -> None:
         # Awaited until the broker has it: delivery acks the outbox entry after this, so a drained
@@ -288,7 +294,7 @@ def build_worker(
         await delivery.run()
 
     pipeline = BatchPipeline(processor, on_failure=batch_failed)
-    shutdown = Shutdown(app, pipeline, delivery)
+    shutdown = Shutdown(app, pipeline, delivery, outputs)
 
     @app.on_partitions_assigned.connect
     async def log_assignment(_app: faust.App, assigned: set[Any], **_: Any) -> None:

@@ -11,7 +11,7 @@ import time
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
-from stream.kafka import ensure_topics, publish_records
+from stream.kafka import Deliveries, ensure_topics, publish_records
 from stream.settings import Settings
 from stream.worker import faust_app
 
@@ -64,7 +64,8 @@ def test_records_arrive_once_on_their_keys_partitions_in_order(kafka_server, tmp
 def test_records_the_producer_gives_up_on_reach_on_lost(tmp_path):
     """The broker dies with records queued; once the producer's request timeout passes they come
     to `on_lost`, before a flush waiting on them returns (the worker exits there, so a commit
-    behind that flush never runs)."""
+    behind that flush never runs). `Deliveries.settled`, which shutdown awaits before its commit,
+    says False while they are still in doubt and returns only after their `on_lost` has run."""
     from stream.tools.services import start_tansu
 
     broker_proc, broker = start_tansu(tmp_path)
@@ -72,25 +73,33 @@ def test_records_the_producer_gives_up_on_reach_on_lost(tmp_path):
     settings = Settings(kafka_broker=broker, partitions=1, cache_dir=tmp_path, app_id="test-publish-lost")
     lost: list[Exception] = []
     flushed_first: list[bool] = []  # whether a flush waiting on the lost records had returned first
+    settled_first: list[bool] = []  # whether Deliveries.settled had returned first
+    deliveries = Deliveries()
 
     async def go() -> None:
         await ensure_topics(settings, [topic])
         app = faust_app(settings)
         app.conf.producer_request_timeout = 3.0  # Faust's 20 minutes, shortened
         await app.producer.start()
-        await publish_records(app.producer, topic, [(b"a", b"delivered")], on_lost=lost.append)
+        deliveries.track(await publish_records(app.producer, topic, [(b"a", b"delivered")], on_lost=lost.append))
+        assert await deliveries.settled(30)
         await app.producer.flush()
         assert not lost
         broker_proc.stop()
         flush: asyncio.Task | None = None
+        settle: asyncio.Task | None = None
 
         def on_lost(exc: Exception) -> None:
             lost.append(exc)
             flushed_first.append(flush is not None and flush.done())
+            settled_first.append(settle is not None and settle.done())
 
-        await publish_records(app.producer, topic, [(b"b", b"1"), (b"c", b"2")], on_lost=on_lost)
+        deliveries.track(await publish_records(app.producer, topic, [(b"b", b"1"), (b"c", b"2")], on_lost=on_lost))
+        assert not await deliveries.settled(0.5)  # still being retried: shutdown must not commit
+        settle = asyncio.create_task(deliveries.settled(60))
         flush = asyncio.create_task(app.producer.flush())  # as Faust's commit does before committing
         await asyncio.wait_for(flush, 60)
+        assert await settle
         deadline = time.monotonic() + 10
         while not lost and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -102,3 +111,4 @@ def test_records_the_producer_gives_up_on_reach_on_lost(tmp_path):
         broker_proc.stop()
     assert len(lost) == 1 and f"2 records to {topic}[0] not delivered" in str(lost[0]), lost
     assert flushed_first == [False]  # so a commit behind that flush never ran
+    assert settled_first == [False]  # nor one behind shutdown's settled()
