@@ -903,11 +903,19 @@ def incidents(
 def ack(
     incident_id: Annotated[str, typer.Argument(help="the id `sentinel incidents` shows")],
     reason: Annotated[str, typer.Option("--reason", help="why, for whoever reads `sentinel incidents`")] = "",
+    by: Annotated[Optional[str], typer.Option("--by", help="who, for the incident's acknowledgement log (default: the login name)")] = None,
 ) -> None:
     """Acknowledge an open incident: no more repeat notifications (updates and the resolution still come)."""
+    import getpass
+
     from stream.alerts.correlator import acknowledge
 
-    if not with_redis(lambda client: acknowledge(client, incident_id, reason)):
+    if by is None:
+        try:
+            by = getpass.getuser()
+        except (KeyError, OSError):  # a container user without a passwd entry
+            by = ""
+    if not with_redis(lambda client: acknowledge(client, incident_id, reason, by=by, via="cli")):
         raise fail(f"no open incident with id {incident_id!r}")
     out.print(f"acknowledged incident {incident_id}")
 

@@ -611,9 +611,9 @@ def test_incidents_are_listed_and_an_open_one_can_be_acknowledged(redis_server):
 
 
 def test_acknowledgements_expire_with_the_incidents(redis_server):
-    """`sentinel ack` writes a key of its own: it takes the incidents' expiry, so it never outlives them."""
+    """`sentinel ack` writes keys of its own: they take the incidents' expiry, so they never outlive them."""
     from stream.alerts.correlator import acknowledge
-    from stream.keys import ACKS_KEY, INCIDENTS_KEY
+    from stream.keys import ACK_LOG_KEY, ACKS_KEY, INCIDENTS_KEY
 
     r = redis.Redis.from_url(redis_server, decode_responses=True)
     r.flushdb()
@@ -629,6 +629,88 @@ def test_acknowledgements_expire_with_the_incidents(redis_server):
 
     assert asyncio.run(go())
     assert 3500 < r.ttl(ACKS_KEY) <= 3600
+    assert 3500 < r.ttl(ACK_LOG_KEY) <= 3600
+
+
+def test_acknowledgements_are_logged_with_when_and_who_and_go_with_their_incident(redis_server):
+    """Each acknowledgement is kept (the reason alone was overwritten by the next): wall-clock time,
+    who, through what; the latest ACK_LOG_ENTRIES of them; and the correlator's history cut-off
+    removes them with their incident."""
+    from stream.alerts.correlator import _COMMIT, ACK_LOG_ENTRIES, acknowledge, acknowledgements
+    from stream.keys import ACK_LOG_KEY, ACKS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY
+
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    for ident, opened in (("old1", 100), ("new1", 5000)):
+        r.hset(INCIDENTS_KEY, ident, json.dumps({"incident_id": ident, "state": "open", "acked": None, "opened": opened}))
+        r.zadd(INCIDENTS_INDEX_KEY, {ident: opened})
+    clock = iter(range(T0, T0 + 1000)).__next__
+
+    async def go():
+        client = redis.asyncio.Redis.from_url(redis_server, decode_responses=True)
+        try:
+            assert await acknowledge(client, "new1", "desk on it", by="alice", via="console", clock=clock)
+            assert await acknowledge(client, "new1", "", by="bob", via="cli", clock=clock)
+            first = await acknowledgements(client, "new1")
+            for i in range(ACK_LOG_ENTRIES):
+                await acknowledge(client, "old1", f"note {i}\nwith a newline", by="carol", clock=clock)
+            await acknowledge(client, "old1", "the last", by="carol", clock=clock)
+            kept = await acknowledgements(client, "old1")
+            # A correlator round whose history starts at 1000: old1 leaves, new1 stays.
+            commit = client.register_script(_COMMIT)
+            await commit(keys=[CORRELATION_KEY, "s", "o", INCIDENTS_KEY, INCIDENTS_INDEX_KEY, "st", ACKS_KEY, ACK_LOG_KEY],
+                         args=["", "2000", "{}", "[]", "[]", "[]", "1000", "3600"])
+            return first, kept, await acknowledgements(client, "old1"), await acknowledgements(client, "new1")
+        finally:
+            await client.aclose()
+
+    first, kept, pruned, survived = asyncio.run(go())
+    assert first == [{"at": "2026-10-01T00:00:00Z", "by": "alice", "via": "console", "reason": "desk on it"},
+                     {"at": "2026-10-01T00:00:01Z", "by": "bob", "via": "cli", "reason": "acknowledged"}]
+    assert r.hget(ACKS_KEY, "new1") == "acknowledged"  # what the records and notices carry: the latest
+    assert len(kept) == ACK_LOG_ENTRIES and kept[0]["reason"] == "note 1\nwith a newline" and kept[-1]["reason"] == "the last"
+    assert pruned == [] and r.hget(ACKS_KEY, "old1") is None and r.hget(INCIDENTS_KEY, "old1") is None
+    assert survived == first
+
+
+def test_sentinel_ack_logs_who_from_the_command_line(redis_server):
+    from stream.keys import ACK_LOG_KEY, INCIDENTS_KEY
+
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    r.hset(INCIDENTS_KEY, "open1", json.dumps({"incident_id": "open1", "state": "open", "acked": None, "opened": 100}))
+    env = {**os.environ, "REDIS_URL": redis_server, "SENTINEL_BASE": "lexicon"}
+    done = subprocess.run([sys.executable, "-m", "sentinel.cli", "ack", "open1", "--by", "dana", "--reason", "rumour, checking"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (logged,) = [json.loads(line) for line in r.hget(ACK_LOG_KEY, "open1").splitlines()]
+    assert (logged["by"], logged["via"], logged["reason"]) == ("dana", "cli", "rumour, checking")
+
+
+def test_an_acknowledgement_never_writes_back_a_summary_the_correlator_changed(redis_server):
+    """The summary is rewritten only if it is still the one read: a correlator round between the
+    read and the write (here, the incident resolved) wins, and acknowledge reads it again."""
+    from stream.alerts.correlator import _ACKNOWLEDGE, acknowledge
+    from stream.keys import ACK_LOG_KEY, ACKS_KEY, INCIDENTS_KEY
+
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    read = json.dumps({"incident_id": "inc1", "state": "open", "acked": None, "opened": 100})
+    resolved = json.dumps({"incident_id": "inc1", "state": "resolved", "acked": None, "opened": 100})
+    r.hset(INCIDENTS_KEY, "inc1", resolved)  # what the correlator wrote after `read` was taken
+    stale = json.dumps(json.loads(read) | {"acked": "late"})
+    assert r.eval(_ACKNOWLEDGE, 3, INCIDENTS_KEY, ACKS_KEY, ACK_LOG_KEY, "inc1", read, stale, "late", "{}", 50) == 0
+    assert r.hget(INCIDENTS_KEY, "inc1") == resolved and r.hget(ACKS_KEY, "inc1") is None and r.hget(ACK_LOG_KEY, "inc1") is None
+
+    async def go():
+        client = redis.asyncio.Redis.from_url(redis_server, decode_responses=True)
+        try:
+            return await acknowledge(client, "inc1", "late")
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(go()) is False  # read again: resolved, so nothing to acknowledge
+    assert r.hget(INCIDENTS_KEY, "inc1") == resolved
 
 
 def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_server):

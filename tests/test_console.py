@@ -37,6 +37,7 @@ from stream.console.shared_result import Cached, SharedResult, reusable
 from stream.contracts import Post
 from stream.keys import ACKS_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, SILENCES_KEY, STATS_KEY
 from stream.store import Scored, WindowStore
+from stream.timefmt import epoch
 from stream.tools.services import free_port
 from stream.windows import Sample
 
@@ -143,6 +144,18 @@ def test_evidence_series_replays_the_detector_and_crosses_its_threshold_only_aft
     assert series["t"][-1] == end and series["t"][1] - series["t"][0] == 5 * step  # every 5th step, ending now
     swing_at = series["t"].index(end - 2 * 3600)
     assert drop[:swing_at + 1].max() < series["threshold"] <= drop[swing_at:].max()
+
+
+def test_an_incidents_posts_are_looked_for_from_its_roots_onset():
+    def member(scope: str, onset: str | None) -> dict:
+        return {"scope": scope, "kind": "sentiment_drop", **({"onset": onset} if onset is not None else {})}
+
+    root_late = {"root_scope": "asset:ETH", "members": [member("all", "2026-10-02T00:00:00Z"), member("asset:ETH", "2026-10-02T00:30:00Z"),
+                                                        member("asset:ETH", "2026-10-02T00:20:00Z")]}
+    assert views.incident_posts_span(root_late, 3600) == (T0 + 86400 + 1200, T0 + 86400 + 1200 + 3600)  # the root's earliest
+    no_root_onset = {"root_scope": "asset:ETH", "members": [member("asset:ETH", None), member("all", "garbled"), member("all", "2026-10-02T00:00:00Z")]}
+    assert views.incident_posts_span(no_root_onset, 600) == (T0 + 86400, T0 + 86400 + 600)
+    assert views.incident_posts_span({"root_scope": "asset:ETH", "members": [member("asset:ETH", None)]}, 600) is None
 
 
 def test_sample_posts_are_made_inert_as_in_notifications():
@@ -517,6 +530,34 @@ def test_an_incident_page_says_a_silence_holds_its_notifications(api_console, re
     assert 'id="silenced"' in page and "asset:*" in page and held["id"] in page
 
 
+def test_an_incident_page_shows_the_posts_from_its_roots_onset(api_console, redis_server):
+    """Not the scope's last hour: the root's posts over one alert window from its onset (inc1's
+    root, asset:ETH, from 2026-10-02T00:00:00Z)."""
+    console, _ = api_console
+    onset = T0 + 86400
+
+    async def write() -> None:
+        store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=2 * 86400 + 3600)
+        posts = [Scored(Post("eth-before", "$ETH before the onset", onset - 600, ("ETH",), source="forum", channel="general"), "negative", -1.0),
+                 Scored(Post("eth-inside", "$ETH <b>team</b> is dumping", onset + 600, ("ETH",), source="forum", channel="general"), "negative", -0.999),
+                 Scored(Post("eth-after", "$ETH an hour later", onset + 3600 + 600, ("ETH",), source="forum", channel="general"), "negative", -1.0)]
+        await store.apply(posts, {}, T0 + 2 * 86400)
+        await store.close()
+
+    asyncio.run(write())
+    posts = console.json("/api/incidents/inc1")["posts"]
+    assert (posts["from"], posts["to"]) == ("2026-10-02T00:00:00Z", "2026-10-02T01:00:00Z")
+    assert posts["negative"][0]["id"] == "eth-inside"
+    shown = {p["id"] for p in posts["negative"] + posts["positive"]}
+    assert "eth-before" not in shown and "eth-after" not in shown
+    page = console.call("GET", "/incidents/inc1", headers={"Authorization": f"Bearer {VIEWER}"})[1]
+    section = page[page.index('id="incident-posts-negative"'):]
+    assert "eth-inside" in section[: section.index("</ul>")] and "<b>team" not in page
+    # A viewer is told how to act, and an operator gets the forms instead.
+    assert 'id="read-only"' in page and "Sign in" in page[page.index('id="read-only"'):]
+    assert 'id="read-only"' not in console.call("GET", "/incidents/inc1", headers={"Authorization": f"Bearer {OPERATOR}"})[1]
+
+
 def test_reads_need_the_read_token_when_one_is_set(api_console):
     console, _ = api_console
     status, _, headers = console.call("GET", "/api/overview")
@@ -542,6 +583,14 @@ def test_writes_are_refused_unless_an_operator_asks_from_this_console(api_consol
     status, _, headers = console.call("POST", ack, {"reason": "on it", "csrf": csrf, "next": "//evil.example/"}, headers=op, form=True)
     assert status == 303 and headers["location"] == "/"  # never redirected off the console
     assert r.hget(ACKS_KEY, "inc1") == "on it (by alice)"
+    (logged,) = console.json("/api/incidents/inc1")["acknowledgements"]
+    assert (logged["by"], logged["via"], logged["reason"]) == ("alice", "console", "on it (by alice)")
+    assert abs(epoch(logged["at"]) - time.time()) < 60  # wall clock, when it was given
+    assert console.call("POST", ack, {"reason": "second look"}, headers={"Authorization": "Bearer " + OPERATOR})[0] == 200
+    page = console.call("GET", "/incidents/inc1", headers={"Authorization": f"Bearer {VIEWER}"})[1]
+    log = page[page.index('id="acknowledgements"'):]
+    log = log[: log.index("</ul>")]
+    assert "(wall clock) by alice (console): on it (by alice)" in log and "by operator token (console): second look" in log, log
     assert console.call("POST", "/api/incidents/none/ack", {"reason": "x"}, headers={"Authorization": "Bearer " + OPERATOR})[0] == 404
 
     bearer = {"Authorization": "Bearer " + OPERATOR}
@@ -569,6 +618,9 @@ def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):
         assert status == 401 and "writes are disabled" in body
         assert redis.Redis.from_url(redis_server).hget(ACKS_KEY, "inc2") is None
         assert console.json("/api/overview", token=None)["end"] is None  # no posts yet: an empty overview, not an error
+        page = console.call("GET", "/incidents/inc2")[1]
+        hint = page[page.index('id="read-only"'):]
+        assert "read-only" in hint[: hint.index("</p>")] and "sentinel ack inc2" in hint[: hint.index("</p>")]
     finally:
         console.close()
 

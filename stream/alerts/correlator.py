@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Sequence
+import time
+from typing import Any, Callable, Sequence
 
 from stream.alerts.grouping import (
     LABEL_OF_KIND,
@@ -38,8 +39,9 @@ from stream.alerts.grouping import (
     within,
 )
 from stream.alerts.incidents import record_from_json
-from stream.keys import ACKS_KEY, ALERT_STATS_KEY, ASSETS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, OUTBOX_KEY, STAGING_KEY
+from stream.keys import ACK_LOG_KEY, ACKS_KEY, ALERT_STATS_KEY, ASSETS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, OUTBOX_KEY, STAGING_KEY
 from stream.store import WindowStore
+from stream.timefmt import iso
 from stream.windows import SliceCol
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ log = logging.getLogger(__name__)
 PAIR_READ_MARGIN_S = 3600
 COLUMN = {"negative": SliceCol.NEGATIVE, "positive": SliceCol.POSITIVE, "n": SliceCol.N}
 
-# KEYS: correlation, staging, outbox, incidents, incidents index, stats, acknowledgements. ARGV: expected until ('' =
+# KEYS: correlation, staging, outbox, incidents, incidents index, stats, acknowledgements, their log. ARGV: expected until ('' =
 # never), new until, state JSON, staged members done (JSON list), outbox entries (JSON list of JSON
 # strings), incident summaries (JSON list of [id, opened, summary JSON or '' to drop it]), history cut-off (event time),
 # the keys' idle TTL.
@@ -73,6 +75,7 @@ end
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[7])) do
   redis.call('HDEL', KEYS[4], old)
   redis.call('HDEL', KEYS[7], old)
+  redis.call('HDEL', KEYS[8], old)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[7])
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[8]) end
@@ -156,7 +159,7 @@ class Correlator:
         items = [[i.id, i.opened, json.dumps(summary(i, st, at), ensure_ascii=False) if st != "merged" else ""]
                  for i, st, at in changed.values()]
         ok = await self._commit(
-            keys=[CORRELATION_KEY, STAGING_KEY, OUTBOX_KEY, INCIDENTS_KEY, INCIDENTS_INDEX_KEY, ALERT_STATS_KEY, ACKS_KEY],
+            keys=[CORRELATION_KEY, STAGING_KEY, OUTBOX_KEY, INCIDENTS_KEY, INCIDENTS_INDEX_KEY, ALERT_STATS_KEY, ACKS_KEY, ACK_LOG_KEY],
             args=[expected, str(until), json.dumps(state.to_json(), ensure_ascii=False), json.dumps([m for _, m in staged]),
                   json.dumps([entry_json(e) for e in entries]), json.dumps(items), str(until - self.history_s),
                   str(self.store.idle_ttl_s)],
@@ -227,19 +230,55 @@ async def list_incidents(client: Any, *, since: float | None = None, open_only: 
     return [i for i in found if i["state"] == "open"] if open_only else found
 
 
-async def acknowledge(client: Any, ident: str, reason: str) -> bool:
+ACK_LOG_ENTRIES = 50  # an incident's acknowledgements kept: the latest; each is one short line
+
+# KEYS: incidents, acknowledgements, their log. ARGV: incident id, its summary as read, the summary
+# acknowledged, the reason, the log line, ACK_LOG_ENTRIES. Written only if the summary is still the
+# one read: a correlator round may have rewritten it since (resolved it, added a member), and
+# writing the old one back would undo that.
+_ACKNOWLEDGE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+local lines = redis.call('HGET', KEYS[3], ARGV[1])
+lines = lines and (lines .. '\\n' .. ARGV[5]) or ARGV[5]
+local count = select(2, string.gsub(lines, '\\n', '')) + 1
+while count > tonumber(ARGV[6]) do
+  lines = string.sub(lines, string.find(lines, '\\n', 1, true) + 1)
+  count = count - 1
+end
+redis.call('HSET', KEYS[3], ARGV[1], lines)
+-- The acknowledgements live as long as the incidents they belong to.
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+return 1
+"""
+
+
+async def acknowledge(client: Any, ident: str, reason: str, *, by: str = "", via: str = "",
+                      clock: Callable[[], float] = time.time) -> bool:
     """Stop the repeats of an open incident (the correlator reads the acknowledgement at its next
-    round; the summary shows it at once). False if no such open incident."""
-    raw = await client.hget(INCIDENTS_KEY, ident)
-    if raw is None or json.loads(raw)["state"] != "open":
-        return False
-    data = json.loads(raw)
-    data["acked"] = reason or "acknowledged"
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.hset(ACKS_KEY, ident, data["acked"])
-        pipe.hset(INCIDENTS_KEY, ident, json.dumps(data, ensure_ascii=False))
-        pipe.pttl(INCIDENTS_KEY)
-        *_, ttl_ms = await pipe.execute()
-    if ttl_ms > 0:  # the acknowledgements live as long as the incidents they belong to
-        await client.pexpire(ACKS_KEY, ttl_ms)
-    return True
+    round; the summary shows it at once), and add it to the incident's acknowledgement log with
+    the wall-clock time, who (`by`) and through what (`via`: console, cli). False if no such open
+    incident."""
+    script = client.register_script(_ACKNOWLEDGE)
+    acked = reason or "acknowledged"
+    line = json.dumps({"at": iso(int(clock())), "by": by, "via": via, "reason": acked}, ensure_ascii=False)
+    while True:
+        raw = await client.hget(INCIDENTS_KEY, ident)
+        if raw is None or json.loads(raw)["state"] != "open":
+            return False
+        data = json.loads(raw) | {"acked": acked}
+        if await script(keys=[INCIDENTS_KEY, ACKS_KEY, ACK_LOG_KEY],
+                        args=[ident, raw, json.dumps(data, ensure_ascii=False), acked, line, ACK_LOG_ENTRIES]):
+            return True
+        # The correlator rewrote the summary in between: read it again.
+
+
+async def acknowledgements(client: Any, ident: str) -> list[dict[str, Any]]:
+    """An incident's acknowledgements, oldest first: {at (ISO, wall clock), by, via, reason}."""
+    lines = await client.hget(ACK_LOG_KEY, ident)
+    return [json.loads(line) for line in lines.split("\n")] if lines else []

@@ -124,7 +124,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
 
     async def ack(request: Request, caller: auth.Caller, form: dict[str, Any]) -> Any:
         reason = _reason(form, caller)
-        if not await data.acknowledge(request.path_params["ident"], reason):
+        if not await data.acknowledge(request.path_params["ident"], reason, by=_named(caller) or "operator token"):
             raise HTTPException(404, "no open incident with that id")
         return {"acknowledged": request.path_params["ident"], "reason": reason}
 
@@ -225,9 +225,13 @@ def _overview_args(request: Request, default_limit: int | None) -> tuple[str, in
 
 def _reason(form: dict[str, Any], caller: auth.Caller) -> str:
     reason = " ".join(str(form.get("reason") or "").split())[:MAX_REASON_CHARS]
-    # A Basic-auth user name is recorded (it is not a secret); a bearer token's caller is its role.
-    named = caller.user if caller.user not in ("", caller.role) else ""
+    named = _named(caller)
     return f"{reason} (by {named})".strip() if named else reason
+
+
+def _named(caller: auth.Caller) -> str:
+    # A Basic-auth user name is recorded (it is not a secret); a bearer token's caller is its role.
+    return caller.user if caller.user not in ("", caller.role) else ""
 
 
 def _local(target: Any) -> str:

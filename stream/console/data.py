@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from stream.alerts.correlator import acknowledge, list_incidents
+from stream.alerts.correlator import acknowledge, acknowledgements, list_incidents
 from stream.alerts.judging import AlertConfig, table_bins
 from stream.alerts.silences import add_silence, list_silences, remove_silence, silence_of_incident
 from stream.console import views
 from stream.console.shared_result import SharedResult
 from stream.keys import ACKS_KEY, ALERT_STATS_KEY, INCIDENTS_KEY, OUTBOX_KEY, SILENCES_KEY, STATS_KEY, incident_key, index_key
 from stream.store import HOUR_S, WindowStore
+from stream.timefmt import iso
 from stream.windows import SLICE_FIELDS, bucket_start
 
 OVERVIEW_BASELINE_H = 24
@@ -151,8 +152,12 @@ class ConsoleData:
         incident = json.loads(raw)
         members = incident.get("members", [])
         silence = silence_of_incident(await list_silences(self.redis), incident["root_scope"], members, time.time())
+        span = views.incident_posts_span(incident, self.config.window_s)
+        found = await self.store.extremes(incident["root_scope"], *span) if span else []
         return {"incident": incident, "timeline": views.timeline(reversed(parsed), ident),
-                "silence": asdict(silence) if silence else None}
+                "silence": asdict(silence) if silence else None, "acknowledgements": await acknowledgements(self.redis, ident),
+                "posts": {"from": iso(span[0]) if span else None, "to": iso(span[1]) if span else None,
+                          **views.samples(found, SAMPLE_POSTS)}}
 
     async def version(self) -> dict[str, Any]:
         """Cheap marks that change when something the pages show changes; pages poll it."""
@@ -167,8 +172,8 @@ class ConsoleData:
         alerts = f"{stats.get('entries', 0)}.{stats.get('transitions', 0)}.{incidents}.{acks}.{silences}.{outbox}"
         return {"watermark": float(wm) if wm else None, "data": data_mark(processed, wm), "alerts": alerts}
 
-    async def acknowledge(self, ident: str, reason: str) -> bool:
-        return await acknowledge(self.redis, ident, reason)
+    async def acknowledge(self, ident: str, reason: str, by: str) -> bool:
+        return await acknowledge(self.redis, ident, reason, by=by, via="console")
 
     async def silence(self, scope: str, duration_s: int, kind: str | None, reason: str) -> dict[str, Any]:
         return asdict(await add_silence(self.redis, scope, duration_s, kind, reason))

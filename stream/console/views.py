@@ -20,6 +20,7 @@ import numpy as np
 from stream.alerts.judging import AlertConfig, BinAt, judge_sequential
 from stream.alerts.message import escape_post_text
 from stream.alerts.sequential import SeqConfig, SeqState, verdicts
+from stream.timefmt import epoch
 from stream.windows import Sample, SliceCol
 
 SAMPLE_CHARS = 280  # a sample post on the scope page: longer than in a chat message
@@ -229,6 +230,23 @@ def evidence_series(scope: str, bin_at: BinAt, boundaries: Sequence[int], config
                              fire_z=config.thresholds.fire_z):
             out.setdefault(e.kind, []).append(e.nats)
     return out
+
+
+def incident_posts_span(incident: dict[str, Any], window_s: int) -> tuple[int, int] | None:
+    """Where to find the posts behind an incident: its root's posts over one alert window from the
+    root's earliest onset (the posts that made it fire), or from any member's if the root has none.
+    None for a summary without onsets."""
+    members = incident.get("members") or []
+    for chosen in ([m for m in members if m.get("scope") == incident.get("root_scope")], members):
+        onsets = []
+        for m in chosen:
+            try:
+                onsets.append(int(epoch(m["onset"])))
+            except (KeyError, TypeError, ValueError):
+                continue
+        if onsets:
+            return min(onsets), min(onsets) + window_s
+    return None
 
 
 def samples(found: Sequence[Sample], count: int) -> dict[str, list[dict[str, Any]]]:
