@@ -258,15 +258,16 @@ return 1
 """
 
 
-async def acknowledge(client: Any, ident: str, reason: str, *, by: str = "", via: str = "",
+async def acknowledge(client: Any, ident: str, reason: str, *, by: str = "", via: str = "", note: str | None = None,
                       clock: Callable[[], float] = time.time) -> bool:
     """Stop the repeats of an open incident (the correlator reads the acknowledgement at its next
     round; the summary shows it at once), and add it to the incident's acknowledgement log with
-    the wall-clock time, who (`by`) and through what (`via`: console, cli). False if no such open
-    incident."""
+    the wall-clock time, who (`by`), through what (`via`: console, cli) and `note` (default: the
+    reason). False if no such open incident."""
     script = client.register_script(_ACKNOWLEDGE)
     acked = reason or "acknowledged"
-    line = json.dumps({"at": iso(int(clock())), "by": by, "via": via, "reason": acked}, ensure_ascii=False)
+    logged = acked if note is None else (note or "acknowledged")
+    line = json.dumps({"at": iso(int(clock())), "by": by, "via": via, "reason": logged}, ensure_ascii=False)
     while True:
         raw = await client.hget(INCIDENTS_KEY, ident)
         if raw is None or json.loads(raw)["state"] != "open":

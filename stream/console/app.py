@@ -124,7 +124,8 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
 
     async def ack(request: Request, caller: auth.Caller, form: dict[str, Any]) -> Any:
         reason = _reason(form, caller)
-        if not await data.acknowledge(request.path_params["ident"], reason, by=_named(caller) or "operator token"):
+        # The log keeps who apart: its entry's reason is what was typed.
+        if not await data.acknowledge(request.path_params["ident"], reason, by=_named(caller) or "operator token", note=_typed(form)):
             raise HTTPException(404, "no open incident with that id")
         return {"acknowledged": request.path_params["ident"], "reason": reason}
 
@@ -223,8 +224,12 @@ def _overview_args(request: Request, default_limit: int | None) -> tuple[str, in
     return params.get("q", "").strip()[:MAX_QUERY_CHARS], offset, limit
 
 
+def _typed(form: dict[str, Any]) -> str:
+    return " ".join(str(form.get("reason") or "").split())[:MAX_REASON_CHARS]
+
+
 def _reason(form: dict[str, Any], caller: auth.Caller) -> str:
-    reason = " ".join(str(form.get("reason") or "").split())[:MAX_REASON_CHARS]
+    reason = _typed(form)
     named = _named(caller)
     return f"{reason} (by {named})".strip() if named else reason
 

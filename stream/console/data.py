@@ -172,8 +172,8 @@ class ConsoleData:
         alerts = f"{stats.get('entries', 0)}.{stats.get('transitions', 0)}.{incidents}.{acks}.{silences}.{outbox}"
         return {"watermark": float(wm) if wm else None, "data": data_mark(processed, wm), "alerts": alerts}
 
-    async def acknowledge(self, ident: str, reason: str, by: str) -> bool:
-        return await acknowledge(self.redis, ident, reason, by=by, via="console")
+    async def acknowledge(self, ident: str, reason: str, by: str, note: str) -> bool:
+        return await acknowledge(self.redis, ident, reason, by=by, via="console", note=note)
 
     async def silence(self, scope: str, duration_s: int, kind: str | None, reason: str) -> dict[str, Any]:
         return asdict(await add_silence(self.redis, scope, duration_s, kind, reason))
