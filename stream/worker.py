@@ -191,6 +191,18 @@ class Shutdown:
         """A batch is being classified or written, or is written but not yet acked."""
         return self.pipeline.in_flight > 0
 
+    async def _outputs_settled(self, deadline: float) -> bool:
+        """Flush the producer, within the grace period: with the broker away a flush waits for the
+        producer's own timeout (20 minutes). Then the batches themselves: one given up on just
+        before the flush has left the producer's queue but may not have reached batch_failed yet;
+        settled() returns after it has (and the worker has exited)."""
+        try:
+            # shield: a flush cut short must not cancel what the producer is sending
+            await asyncio.wait_for(asyncio.shield(self.app.producer.flush()), max(deadline - time.monotonic(), 0.0))
+        except asyncio.TimeoutError:
+            return False
+        return await self.outputs.settled(deadline - time.monotonic())
+
     async def run(self, grace_s: float) -> None:
         """Stop taking batches, finish those in flight (the one being classified and the one being
         written: windows, alerts, outputs), flush the producer, commit, let notifications in
@@ -200,12 +212,7 @@ class Shutdown:
         self.requested = True
         while self.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        finished = not self.busy
-        if finished:
-            await self.app.producer.flush()
-            # A batch given up on just before the flush has left the producer's queue but may not
-            # have reached batch_failed yet; settled() returns after it has (and the worker exited).
-            finished = await self.outputs.settled(deadline - time.monotonic())
+        finished = not self.busy and await self._outputs_settled(deadline)
         if finished:
             await self.app.consumer.commit()
         delivered = await self.delivery.stop(deadline - time.monotonic())

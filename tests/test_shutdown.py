@@ -92,3 +92,86 @@ def test_sigterm_finishes_the_batch_in_flight_commits_and_exits(tmp_path, base_d
     for p in posts:
         expected[("all", p["created_at"] // 60 * 60)] += 1
     assert bucket_counts(redis_server, {"all"}) == expected
+
+
+# --- Shutdown.run's order, with stand-ins for Faust's producer and consumer (no servers) ----------
+
+
+class Exited(Exception):
+    def __init__(self, code: int):
+        self.code = code
+
+
+def run_shutdown(monkeypatch, flush, outputs, grace_s: float) -> tuple[int, list[str], float]:
+    """Shutdown.run with a producer whose flush is `flush(events)` and a consumer that records its
+    commit; returns the exit code, the events in order and the seconds it took."""
+    from types import SimpleNamespace
+
+    from stream import worker
+
+    events: list[str] = []
+
+    async def commit() -> None:
+        events.append("commit")
+
+    async def stop(_timeout: float) -> bool:
+        return True
+
+    monkeypatch.setattr(worker.os, "_exit", lambda code: (_ for _ in ()).throw(Exited(code)))
+    monkeypatch.setattr(worker.logging, "shutdown", lambda: None)  # pytest's log capture stays open
+    app = SimpleNamespace(producer=SimpleNamespace(flush=lambda: flush(events)), consumer=SimpleNamespace(commit=commit))
+    shutdown = worker.Shutdown(app, SimpleNamespace(in_flight=0), SimpleNamespace(stop=stop), outputs)
+    started = time.monotonic()
+    with pytest.raises(Exited) as exited:
+        asyncio.run(shutdown.run(grace_s))
+    return exited.value.code, events, time.monotonic() - started
+
+
+def test_shutdown_commits_only_after_every_published_batch_settled(monkeypatch):
+    from stream.kafka import Deliveries
+
+    async def quick(events: list[str]) -> None:
+        events.append("flush")
+
+    # Everything delivered: flush, commit, exit 0.
+    assert run_shutdown(monkeypatch, quick, Deliveries(), 5)[:2] == (0, ["flush", "commit"])
+
+    # A batch still in doubt when the grace runs out (the broker has not answered): no commit,
+    # exit 75, and the batch is redelivered.
+    outputs = Deliveries()
+
+    async def flush_leaving_one_in_doubt(events: list[str]) -> None:
+        outputs.track([asyncio.get_running_loop().create_future()])
+        events.append("flush")
+
+    code, events, took = run_shutdown(monkeypatch, flush_leaving_one_in_doubt, outputs, 0.5)
+    assert (code, events) == (75, ["flush"]) and took < 5
+
+    # A flush that would wait for the producer's own timeout (the broker away): cut at the grace.
+    async def hangs(events: list[str]) -> None:
+        events.append("flush")
+        await asyncio.sleep(600)
+
+    code, events, took = run_shutdown(monkeypatch, hangs, Deliveries(), 0.5)
+    assert (code, events) == (75, ["flush"]) and took < 5
+
+
+def test_a_batch_given_up_on_as_the_flush_returns_stops_the_worker_before_the_commit(monkeypatch):
+    """The producer's queue is empty, so the flush returns, but the outcome of a batch that left it
+    reaches the future the worker holds only later (behind aiokafka's shield, here a little later
+    still). Shutdown waits for that outcome: the batch's on_lost (batch_failed, which exits in the
+    worker) comes before the commit."""
+    from stream.kafka import Deliveries
+
+    outputs = Deliveries()
+
+    async def gives_up(events: list[str]) -> None:
+        loop = asyncio.get_running_loop()
+        handed_out = loop.create_future()
+        handed_out.add_done_callback(lambda f: events.append("on_lost") if f.exception() else None)
+        outputs.track([handed_out])
+        loop.call_later(0.05, handed_out.set_exception, RuntimeError("producer gave up"))
+        events.append("flush")
+
+    code, events, _ = run_shutdown(monkeypatch, gives_up, outputs, 5)
+    assert events == ["flush", "on_lost", "commit"], events
