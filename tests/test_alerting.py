@@ -691,7 +691,7 @@ def test_an_acknowledgement_never_writes_back_a_summary_the_correlator_changed(r
     """The summary is rewritten only if it is still the one read: a correlator round between the
     read and the write (here, the incident resolved) wins, and acknowledge reads it again."""
     from stream.alerts.correlator import _ACKNOWLEDGE, acknowledge
-    from stream.keys import ACK_LOG_KEY, ACKS_KEY, INCIDENTS_KEY
+    from stream.keys import ACK_LOG_KEY, ACKS_KEY, ALERT_STATS_KEY, INCIDENTS_KEY
 
     r = redis.Redis.from_url(redis_server, decode_responses=True)
     r.flushdb()
@@ -699,7 +699,7 @@ def test_an_acknowledgement_never_writes_back_a_summary_the_correlator_changed(r
     resolved = json.dumps({"incident_id": "inc1", "state": "resolved", "acked": None, "opened": 100})
     r.hset(INCIDENTS_KEY, "inc1", resolved)  # what the correlator wrote after `read` was taken
     stale = json.dumps(json.loads(read) | {"acked": "late"})
-    assert r.eval(_ACKNOWLEDGE, 3, INCIDENTS_KEY, ACKS_KEY, ACK_LOG_KEY, "inc1", read, stale, "late", "{}", 50) == 0
+    assert r.eval(_ACKNOWLEDGE, 4, INCIDENTS_KEY, ACKS_KEY, ACK_LOG_KEY, ALERT_STATS_KEY, "inc1", read, stale, "late", "{}", 50) == 0
     assert r.hget(INCIDENTS_KEY, "inc1") == resolved and r.hget(ACKS_KEY, "inc1") is None and r.hget(ACK_LOG_KEY, "inc1") is None
 
     async def go():
@@ -711,6 +711,83 @@ def test_an_acknowledgement_never_writes_back_a_summary_the_correlator_changed(r
 
     assert asyncio.run(go()) is False  # read again: resolved, so nothing to acknowledge
     assert r.hget(INCIDENTS_KEY, "inc1") == resolved
+
+    # A round that lands between acknowledge's read and its write (here: a member joins): the
+    # write is refused, acknowledge reads the new summary and acknowledges that.
+    before = {"incident_id": "inc2", "state": "open", "acked": None, "opened": 100, "members": [{"scope": "asset:BTC"}]}
+    after = before | {"members": [{"scope": "asset:BTC"}, {"scope": "all"}]}
+    r.hset(INCIDENTS_KEY, "inc2", json.dumps(before))
+
+    class RoundInBetween(redis.asyncio.Redis):
+        rounds = 0
+
+        async def hget(self, name, key):
+            found = await super().hget(name, key)
+            if name == INCIDENTS_KEY and not self.rounds:  # a real write to the server, right after the read
+                self.rounds += 1
+                await super().hset(INCIDENTS_KEY, "inc2", json.dumps(after))
+            return found
+
+    async def acknowledged_across_a_round():
+        client = RoundInBetween.from_url(redis_server, decode_responses=True)
+        try:
+            return await acknowledge(client, "inc2", "desk on it")
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(acknowledged_across_a_round())
+    assert json.loads(r.hget(INCIDENTS_KEY, "inc2")) == after | {"acked": "desk on it"}
+
+
+def test_a_summary_written_by_a_round_that_missed_the_acknowledgement_is_read_with_it(redis_server):
+    """A correlator round reads the acknowledgements, then writes its summaries: one given in
+    between is not in them. Readers lay the acknowledgements over the summaries."""
+    from stream.alerts.correlator import _COMMIT, acknowledge, incident_summary, list_incidents
+    from stream.keys import ACK_LOG_KEY, ACKS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY
+
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    summary = {"incident_id": "inc1", "state": "open", "acked": None, "opened": 100}
+    r.hset(INCIDENTS_KEY, "inc1", json.dumps(summary))
+    r.zadd(INCIDENTS_INDEX_KEY, {"inc1": 100})
+
+    async def go():
+        client = redis.asyncio.Redis.from_url(redis_server, decode_responses=True)
+        try:
+            assert await acknowledge(client, "inc1", "desk on it")
+            commit = client.register_script(_COMMIT)  # the round, with the summary it built before
+            await commit(keys=[CORRELATION_KEY, "s", "o", INCIDENTS_KEY, INCIDENTS_INDEX_KEY, "st", ACKS_KEY, ACK_LOG_KEY],
+                         args=["", "2000", "{}", "[]", "[]", json.dumps([["inc1", 100, json.dumps(summary | {"state": "resolved"})]]), "0", "3600"])
+            return await list_incidents(client), await incident_summary(client, "inc1")
+        finally:
+            await client.aclose()
+
+    (listed,), shown = asyncio.run(go())
+    assert json.loads(r.hget(INCIDENTS_KEY, "inc1"))["acked"] is None  # as the round wrote it
+    assert listed["acked"] == shown["acked"] == "desk on it" and listed["state"] == "resolved"
+
+
+def test_a_merged_incident_takes_its_acknowledgements_with_it(redis_server):
+    from stream.alerts.correlator import _COMMIT, acknowledge
+    from stream.keys import ACK_LOG_KEY, ACKS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY
+
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    r.hset(INCIDENTS_KEY, "waiting", json.dumps({"incident_id": "waiting", "state": "open", "acked": None, "opened": 100}))
+    r.zadd(INCIDENTS_INDEX_KEY, {"waiting": 100})
+
+    async def go():
+        client = redis.asyncio.Redis.from_url(redis_server, decode_responses=True)
+        try:
+            assert await acknowledge(client, "waiting", "seen")
+            commit = client.register_script(_COMMIT)  # merged into another: its summary goes ('')
+            await commit(keys=[CORRELATION_KEY, "s", "o", INCIDENTS_KEY, INCIDENTS_INDEX_KEY, "st", ACKS_KEY, ACK_LOG_KEY],
+                         args=["", "2000", "{}", "[]", "[]", json.dumps([["waiting", 100, ""]]), "0", "3600"])
+        finally:
+            await client.aclose()
+
+    asyncio.run(go())
+    assert [r.hget(key, "waiting") for key in (INCIDENTS_KEY, ACKS_KEY, ACK_LOG_KEY)] == [None, None, None]
 
 
 def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_server):

@@ -586,7 +586,9 @@ def test_writes_are_refused_unless_an_operator_asks_from_this_console(api_consol
     (logged,) = console.json("/api/incidents/inc1")["acknowledgements"]
     assert (logged["by"], logged["via"], logged["reason"]) == ("alice", "console", "on it")  # who apart from what was typed
     assert abs(epoch(logged["at"]) - time.time()) < 60  # wall clock, when it was given
+    version = console.json("/api/version")["alerts"]
     assert console.call("POST", ack, {"reason": "second look"}, headers={"Authorization": "Bearer " + OPERATOR})[0] == 200
+    assert console.json("/api/version")["alerts"] != version  # open pages refresh to show it
     page = console.call("GET", "/incidents/inc1", headers={"Authorization": f"Bearer {VIEWER}"})[1]
     log = page[page.index('id="acknowledgements"'):]
     log = log[: log.index("</ul>")]

@@ -66,6 +66,8 @@ for _, item in ipairs(cjson.decode(ARGV[6])) do
   if item[3] == '' then
     redis.call('HDEL', KEYS[4], item[1])
     redis.call('ZREM', KEYS[5], item[1])
+    redis.call('HDEL', KEYS[7], item[1])
+    redis.call('HDEL', KEYS[8], item[1])
   else
     redis.call('HSET', KEYS[4], item[1], item[3])
     redis.call('ZADD', KEYS[5], item[2], item[1])
@@ -225,14 +227,31 @@ def read_scopes(q: Question) -> tuple[str, ...]:
 async def list_incidents(client: Any, *, since: float | None = None, open_only: bool = False) -> list[dict[str, Any]]:
     """Incident summaries, newest first: those opened at or after `since` (event time), or only the open ones."""
     ids = await client.zrevrangebyscore(INCIDENTS_INDEX_KEY, "+inf", since if since is not None else "-inf")
-    raw = await client.hmget(INCIDENTS_KEY, ids) if ids else []
-    found = [json.loads(r) for r in raw if r]
+    found = await _summaries(client, ids)
     return [i for i in found if i["state"] == "open"] if open_only else found
+
+
+async def incident_summary(client: Any, ident: str) -> dict[str, Any] | None:
+    found = await _summaries(client, [ident])
+    return found[0] if found else None
+
+
+async def _summaries(client: Any, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Summaries with their latest acknowledgement: a correlator round that read the
+    acknowledgements before one was given writes its summaries without it."""
+    if not ids:
+        return []
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hmget(INCIDENTS_KEY, ids)
+        pipe.hmget(ACKS_KEY, ids)
+        raw, acks = await pipe.execute()
+    return [json.loads(r) | ({"acked": a} if a else {}) for r, a in zip(raw, acks) if r]
 
 
 ACK_LOG_ENTRIES = 50  # an incident's acknowledgements kept: the latest; each is one short line
 
-# KEYS: incidents, acknowledgements, their log. ARGV: incident id, its summary as read, the summary
+# KEYS: incidents, acknowledgements, their log, the alert stats (`acks` counts them: the console's
+# pages refresh on it). ARGV: incident id, its summary as read, the summary
 # acknowledged, the reason, the log line, ACK_LOG_ENTRIES. Written only if the summary is still the
 # one read: a correlator round may have rewritten it since (resolved it, added a member), and
 # writing the old one back would undo that.
@@ -248,6 +267,7 @@ while count > tonumber(ARGV[6]) do
   count = count - 1
 end
 redis.call('HSET', KEYS[3], ARGV[1], lines)
+redis.call('HINCRBY', KEYS[4], 'acks', 1)
 -- The acknowledgements live as long as the incidents they belong to.
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then
@@ -273,7 +293,7 @@ async def acknowledge(client: Any, ident: str, reason: str, *, by: str = "", via
         if raw is None or json.loads(raw)["state"] != "open":
             return False
         data = json.loads(raw) | {"acked": acked}
-        if await script(keys=[INCIDENTS_KEY, ACKS_KEY, ACK_LOG_KEY],
+        if await script(keys=[INCIDENTS_KEY, ACKS_KEY, ACK_LOG_KEY, ALERT_STATS_KEY],
                         args=[ident, raw, json.dumps(data, ensure_ascii=False), acked, line, ACK_LOG_ENTRIES]):
             return True
         # The correlator rewrote the summary in between: read it again.

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.alerts.correlator import acknowledge, acknowledgements, list_incidents
+from stream.alerts.correlator import acknowledge, acknowledgements, incident_summary, list_incidents
 from stream.alerts.judging import AlertConfig, table_bins
 from stream.alerts.silences import add_silence, list_silences, remove_silence, silence_of_incident
 from stream.console import views
@@ -144,12 +144,11 @@ class ConsoleData:
                 "silences": [asdict(s) for s in silences], "now": time.time()}
 
     async def incident(self, ident: str) -> dict[str, Any] | None:
-        raw = await self.redis.hget(INCIDENTS_KEY, ident)
-        if raw is None:
+        incident = await incident_summary(self.redis, ident)
+        if incident is None:
             return None
         entries = await self.redis.xrevrange(OUTBOX_KEY, count=TIMELINE_ENTRIES)
         parsed = [_entry(fields) for _, fields in entries]
-        incident = json.loads(raw)
         members = incident.get("members", [])
         silence = silence_of_incident(await list_silences(self.redis), incident["root_scope"], members, time.time())
         span = views.incident_posts_span(incident, self.config.window_s)
@@ -169,7 +168,7 @@ class ConsoleData:
             pipe.hlen(SILENCES_KEY)
             pipe.xlen(OUTBOX_KEY)
             (processed, wm), stats, incidents, acks, silences, outbox = await pipe.execute()
-        alerts = f"{stats.get('entries', 0)}.{stats.get('transitions', 0)}.{incidents}.{acks}.{silences}.{outbox}"
+        alerts = f"{stats.get('entries', 0)}.{stats.get('transitions', 0)}.{stats.get('acks', 0)}.{incidents}.{acks}.{silences}.{outbox}"
         return {"watermark": float(wm) if wm else None, "data": data_mark(processed, wm), "alerts": alerts}
 
     async def acknowledge(self, ident: str, reason: str, by: str, note: str) -> bool:
