@@ -155,6 +155,8 @@ def test_an_incidents_posts_are_looked_for_from_its_roots_onset():
     assert views.incident_posts_span(root_late, 3600) == (T0 + 86400 + 1200, T0 + 86400 + 1200 + 3600)  # the root's earliest
     no_root_onset = {"root_scope": "asset:ETH", "members": [member("asset:ETH", None), member("all", "garbled"), member("all", "2026-10-02T00:00:00Z")]}
     assert views.incident_posts_span(no_root_onset, 600) == (T0 + 86400, T0 + 86400 + 600)
+    zscore = {"root_scope": "asset:ETH", "opened": T0 + 7200, "members": [member("asset:ETH", "")]}  # that detector records no onset
+    assert views.incident_posts_span(zscore, 3600) == (T0 + 3600, T0 + 7200)
     assert views.incident_posts_span({"root_scope": "asset:ETH", "members": [member("asset:ETH", None)]}, 600) is None
 
 

@@ -235,7 +235,8 @@ def evidence_series(scope: str, bin_at: BinAt, boundaries: Sequence[int], config
 def incident_posts_span(incident: dict[str, Any], window_s: int) -> tuple[int, int] | None:
     """Where to find the posts behind an incident: its root's posts over one alert window from the
     root's earliest onset (the posts that made it fire), or from any member's if the root has none.
-    None for a summary without onsets."""
+    Without onsets (the zscore detector records none) the window that ended when it opened: the
+    one that fired. None for a summary with neither."""
     members = incident.get("members") or []
     for chosen in ([m for m in members if m.get("scope") == incident.get("root_scope")], members):
         onsets = []
@@ -246,7 +247,8 @@ def incident_posts_span(incident: dict[str, Any], window_s: int) -> tuple[int, i
                 continue
         if onsets:
             return min(onsets), min(onsets) + window_s
-    return None
+    opened = incident.get("opened")
+    return (int(opened) - window_s, int(opened)) if isinstance(opened, (int, float)) else None
 
 
 def samples(found: Sequence[Sample], count: int) -> dict[str, list[dict[str, Any]]]:
