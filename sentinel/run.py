@@ -134,6 +134,15 @@ async def committed_lag(settings: Settings) -> int:
             parts = consumer.partitions_for_topic(settings.topic_posts) or set()
         tps = [TopicPartition(settings.topic_posts, p) for p in sorted(parts)]
         ends = await consumer.end_offsets(tps)
+        # Tansu on S3 storage can report an end short of the last records (stream/tools/replay.py,
+        # consume_records); a fetch from there answers with the right high watermark.
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, ends[tp])
+        deadline = time.monotonic() + 2.0
+        while any(consumer.highwater(tp) is None for tp in tps) and time.monotonic() < deadline:
+            await consumer.getmany(timeout_ms=200, max_records=1)
+        ends = {tp: max(ends[tp], consumer.highwater(tp) or 0) for tp in tps}
         lag = 0
         for tp in tps:
             committed = await consumer.committed(tp) or 0

@@ -114,9 +114,15 @@ async def replay(settings: Settings, path: Path, topic: str, speed: float | None
 
 
 async def consume_records(settings: Settings, topic: str, max_idle: float = 0.0) -> AsyncIterator[dict[str, Any]]:
-    """Every record of topic from the beginning up to the end offsets taken when reading starts
-    (so a slow broker cannot cut the read short), then, with max_idle > 0, whatever else arrives
-    until no new record comes for max_idle seconds."""
+    """Every record of topic from the beginning up to its end when reading starts (so a slow
+    broker cannot cut the read short), then, with max_idle > 0, whatever else arrives until no new
+    record comes for max_idle seconds.
+
+    The end is the larger of the end offset ListOffsets reports and the high watermark of the
+    partition's first fetch. Tansu 0.6 on S3 storage reports, as a partition's end, the base offset
+    + 1 of the oldest record batch of the last second that had writes, until a write lands in a
+    later second: a read that stopped there missed the newest records (hundreds after a busy
+    second). Its fetch responses carry the right high watermark."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
@@ -128,11 +134,16 @@ async def consume_records(settings: Settings, topic: str, max_idle: float = 0.0)
             return
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
+        fetched: set[Any] = set()
         ends = await consumer.end_offsets(partitions)
         while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             for records in (await consumer.getmany(timeout_ms=1000, max_records=1000)).values():
                 for rec in records:
                     yield _as_record(rec)
+            for tp in partitions:
+                if tp not in fetched and consumer.highwater(tp) is not None:  # this partition's first fetch
+                    fetched.add(tp)
+                    ends[tp] = max(ends[tp], consumer.highwater(tp) or 0)
         while max_idle > 0:
             batch = await consumer.getmany(timeout_ms=int(max_idle * 1000), max_records=1000)
             if not batch:
