@@ -489,6 +489,25 @@ def redis_failure(exc: Exception) -> typer.Exit:
     return fail(redact(f"Redis: {type(exc).__name__}: {exc}{hint}"))
 
 
+def kafka_errors() -> tuple[type[Exception], ...]:
+    """What reaching Kafka raises: the client's errors, and the OS's (a refused connection, a CA
+    file that is not there)."""
+    from aiokafka.errors import KafkaError
+
+    return (KafkaError, OSError)
+
+
+def kafka_failure(exc: Exception) -> typer.Exit:
+    return fail(redact(f"Kafka: {type(exc).__name__}: {exc} (KAFKA_BROKER, SENTINEL_KAFKA_*)"))
+
+
+def writable_outputs(*paths: Path | None) -> None:
+    """Output options checked before the work that fills them, not after."""
+    for path in paths:
+        if path is not None and (path.is_dir() or not path.parent.is_dir()):
+            raise fail(f"cannot write {path}: " + ("it is a directory" if path.is_dir() else f"{path.parent} is not a directory"))
+
+
 @app.command()
 def worker() -> None:
     """The long-running production worker; all configuration comes from the environment."""
@@ -591,6 +610,7 @@ def run(
 
     settings = model_settings()
     check_stream_settings(settings)
+    writable_outputs(alerts_out, summary_json, report_path, worker_log_path)
     total = sum(1 for line in file.open("rb") if line.strip())
     worker_log = worker_log_path or Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
     try:
@@ -629,6 +649,8 @@ def run(
         raise fail(f"{exc} (worker log: {worker_log})") from None
     except redis_errors() as exc:
         raise redis_failure(exc) from None
+    except kafka_errors()[:1] as exc:  # the client's own errors only: an OSError here may be a file's
+        raise kafka_failure(exc) from None
     if worker_log_path is None:
         worker_log.unlink(missing_ok=True)
 
@@ -693,7 +715,10 @@ def replay_cmd(
         await ensure_topics(settings, [target])
         return await replay(settings, file, target, pace)
 
-    sent = asyncio.run(go())
+    try:
+        sent = asyncio.run(go())
+    except kafka_errors() as exc:
+        raise kafka_failure(exc) from None
     out.print(f"sent {sent} messages to {topic or settings.topic_posts}")
 
 
@@ -711,7 +736,12 @@ def record_cmd(
     settings = model_settings()
     if not settings.kafka_broker:
         raise fail("record needs KAFKA_BROKER")
-    count = asyncio.run(record(settings, topic, out_file, max_idle))
+    try:
+        count = asyncio.run(record(settings, topic, out_file, max_idle))
+    except ValueError as exc:  # the output path
+        raise fail(str(exc)) from None
+    except kafka_errors() as exc:
+        raise kafka_failure(exc) from None
     out.print(f"wrote {count} records to {out_file}")
 
 
@@ -727,6 +757,7 @@ def windows(
     from stream.timefmt import parse_duration
 
     settings = model_settings()
+    check_stream_settings(settings)
     if not settings.redis_url:
         raise fail("windows needs REDIS_URL")
 
@@ -819,15 +850,16 @@ def silence(
 ) -> None:
     """Record incidents of SCOPE but do not notify them, for a while."""
     from stream.alerts.detector import KINDS
-    from stream.alerts.silences import add_silence
+    from stream.alerts.silences import add_silence, silence_request
     from stream.timefmt import parse_duration
 
     if kind is not None and kind not in KINDS:
         raise fail(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     try:
         seconds = parse_duration(duration)
+        silence_request(scope, seconds)  # refused before anything is stored
     except ValueError as exc:
-        raise fail(str(exc)) from None
+        raise fail(str(exc).replace("duration:", "--for:")) from None
     made = with_redis(lambda client: add_silence(client, scope, seconds, kind, reason))
     out.print(f"silenced {made.scope} ({made.kind or 'every kind'}) until {iso_time(made.until)}: id {made.id}")
 
@@ -947,8 +979,11 @@ def report(
     except UnicodeDecodeError:
         raise fail(f"{prices}: not UTF-8 text") from None
     settings = model_settings()
+    check_stream_settings(settings)
     if not settings.redis_url:
         raise fail("report needs REDIS_URL (the Redis the workers use)")
+    if out_path is not None and not out_path.parent.is_dir():
+        raise fail(f"--out: {out_path.parent} is not a directory")
     targets = report_targets(settings) if notify else []
     made = load_report(settings, span, since)
     made = with_prices(made, closes) if closes is not None else made
@@ -1081,13 +1116,16 @@ def import_discord(
     """Convert the research's Discord export into posts (repairs the garbled AM/PM times)."""
     from itertools import islice
 
+    from stream.tools.files import replaced_when_done
     from training.discord import ImportReport, discord_posts
 
     report = ImportReport()
     try:
-        with out_file.open("w", encoding="utf-8") as handle:
+        with replaced_when_done(out_file, source=csv_file) as handle:
             for post in islice(discord_posts(csv_file, report, channel), limit):
                 handle.write(json.dumps(post, ensure_ascii=False) + "\n")
+    except UnicodeDecodeError:
+        raise fail(f"{csv_file}: not UTF-8 text") from None
     except ValueError as exc:
         raise fail(str(exc)) from None
     written = min(report.converted, limit) if limit else report.converted

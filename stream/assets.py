@@ -39,7 +39,10 @@ def load_aliases(path: str | Path | None) -> dict[str, str]:
     """The alias table: the defaults, or a JSON object {alias: TICKER} from a file."""
     if path is None:
         return dict(DEFAULT_ALIASES)
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise ValueError(f"{path}: the alias table must be a JSON object of strings")
     return {k.lower(): v.upper() for k, v in data.items()}

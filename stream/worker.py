@@ -60,6 +60,12 @@ def check_settings(settings: Settings) -> None:
     for field in ("bucket", "retention", "windows", "report_retention"):
         for spec in getattr(settings, field).split(","):
             setting_duration(field, spec)
+    if setting_duration("bucket", settings.bucket) < 1:
+        raise ValueError("SENTINEL_BUCKET: must be at least 1s")
+    try:
+        load_aliases(settings.aliases_file)
+    except (OSError, ValueError) as exc:  # a missing file, not JSON, not a table of strings
+        raise ValueError(f"SENTINEL_ALIASES_FILE: {exc}") from None
     window = dedupe_window_s(settings.retention, settings.dedupe_window)
     if post_limits(settings).max_future_s >= window:
         # One post dated that far ahead moves the watermark there, and every post then further

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -181,3 +182,61 @@ def test_the_run_summary_names_the_incidents_and_their_roots():
     assert incident_summary([record("i1", "asset:ETH", s) for s in ("all", "asset:ETH", "source:discord")]) == "1 (asset:ETH)"
     many = [record(f"b{i}", "asset:BTC") for i in range(3)] + [record("e", "asset:ETH"), record("s", "asset:SOL"), record("x", "channel:x")]
     assert incident_summary(many) == "6 (asset:BTC x3, asset:ETH, asset:SOL, 1 more root)"
+
+
+def test_settings_that_would_crash_later_are_refused_up_front(tmp_path):
+    from pydantic import ValidationError
+
+    from stream.settings import Settings
+    from stream.worker import check_settings
+
+    assert Settings(log_level="debug").log_level == "DEBUG"  # any case, as logging takes it
+    for bad in ({"log_level": "verbose"}, {"device": "gpu"}, {"device": "cuda:x"}):
+        with pytest.raises(ValidationError):
+            Settings(**bad)
+    assert Settings(device="cuda:1").device == "cuda:1"
+    bad_json = tmp_path / "aliases.json"
+    bad_json.write_text("{bad")
+    for overrides, message in (({"bucket": "0m"}, "SENTINEL_BUCKET: must be at least 1s"),
+                               ({"aliases_file": tmp_path / "missing.json"}, "SENTINEL_ALIASES_FILE: [Errno 2]"),
+                               ({"aliases_file": bad_json}, "aliases.json: not valid JSON")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check_settings(Settings(**overrides))
+
+
+def test_a_silence_that_would_silence_nothing_or_forever_is_refused():
+    from stream.alerts.silences import silence_request
+
+    assert silence_request(" asset:btc ", 3600) == "asset:BTC"  # tickers are upper case in every scope
+    assert silence_request("asset:*", 3600) == "asset:*" and silence_request("channel:General", 60) == "channel:General"
+    for scope, seconds in (("", 3600), ("   ", 3600), ("asset:ETH", 0), ("asset:ETH", 31 * 86400)):
+        with pytest.raises(ValueError):
+            silence_request(scope, seconds)
+
+
+def test_bad_input_on_the_command_line_is_one_line_and_loses_no_file(tmp_path):
+    lexicon = {"SENTINEL_BASE": "lexicon"}
+    r = sentinel(["worker"], {**lexicon, "SENTINEL_LOG_LEVEL": "verbose", "KAFKA_BROKER": "127.0.0.1:9", "REDIS_URL": "redis://127.0.0.1:9"})
+    assert r.returncode == 2 and "SENTINEL_LOG_LEVEL" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = sentinel(["windows"], {**lexicon, "SENTINEL_BUCKET": "0m", "REDIS_URL": "redis://127.0.0.1:9/0"})
+    assert r.returncode == 2 and "SENTINEL_BUCKET: must be at least 1s" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # import-discord into its own input, or from a file that is not an export: the files stay as they were.
+    export = tmp_path / "export.csv"
+    export.write_text("Date_original,Content\n", encoding="utf-8")
+    r = sentinel(["import-discord", str(export), "--out", str(export)], lexicon)
+    assert r.returncode == 2 and "is the input file" in r.stderr and export.read_text() == "Date_original,Content\n", r.stderr
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text("earlier output\n")
+    r = sentinel(["import-discord", str(export), "--out", str(kept)], lexicon)
+    assert r.returncode == 2 and kept.read_text() == "earlier output\n", r.stderr
+    # A broker that is not there: one line, and the earlier recording is kept.
+    r = sentinel(["record", "--topic", "post-sentiment", "--out", str(kept)], {**lexicon, "KAFKA_BROKER": "127.0.0.1:9"})
+    assert r.returncode == 2 and "error: Kafka: KafkaConnectionError" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert kept.read_text() == "earlier output\n" and [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+    r = sentinel(["replay", os.devnull], {**lexicon, "KAFKA_BROKER": "127.0.0.1:9"})
+    assert r.returncode == 2 and "error: Kafka:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # Output paths are checked before the run, not after it.
+    r = sentinel(["run", os.devnull, "--alerts-out", str(tmp_path / "no" / "alerts.jsonl")], lexicon)
+    assert r.returncode == 2 and "is not a directory" in r.stderr, r.stderr
+    r = sentinel(["silence", "asset:ETH", "--for", "3000000d"], {**lexicon, "REDIS_URL": "redis://127.0.0.1:9/0"})
+    assert r.returncode == 2 and "--for: more than zero and at most 30d" in r.stderr, r.stderr

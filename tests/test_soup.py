@@ -120,6 +120,9 @@ def test_lora_variants_and_bad_weights_are_refused(tiny_model_dir, tmp_path):
         make_soup([plain, dora], tmp_path / "out")
     with pytest.raises(SoupError, match="sum to 1"):
         make_soup([plain, plain], tmp_path / "out", [0.5, 0.6])
+    for not_numbers in ([float("nan"), float("nan")], [0.5, float("nan")], [float("inf"), 0.5]):  # NaN passed every comparison
+        with pytest.raises(SoupError, match="sum to 1"):
+            make_soup([plain, plain], tmp_path / "out", not_numbers)
     with pytest.raises(SoupError, match="at least two"):
         make_soup([plain], tmp_path / "out")
     with pytest.raises(SoupError, match="not a saved LoRA adapter"):

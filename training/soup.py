@@ -109,7 +109,8 @@ def make_soup(adapters: Sequence[Path], out_dir: Path, weights: Sequence[float] 
     if len(adapters) < 2:
         raise SoupError("a soup needs at least two adapters")
     weights = list(weights) if weights is not None else [1.0 / len(adapters)] * len(adapters)
-    if len(weights) != len(adapters) or any(w <= 0 for w in weights) or abs(sum(weights) - 1.0) > 1e-6:
+    # `not w > 0` and `not ... <= 1e-6`: NaN fails every comparison, and must fail this check too
+    if len(weights) != len(adapters) or any(not w > 0 for w in weights) or not abs(sum(weights) - 1.0) <= 1e-6:
         raise SoupError(f"weights must be positive, one per adapter, and sum to 1; got {weights}")
     for path in adapters:
         for name in (CONFIG, WEIGHTS):

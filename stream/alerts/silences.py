@@ -30,6 +30,22 @@ class Silence:
         return now < self.until and fnmatch.fnmatchcase(scope, self.scope) and (self.kind is None or self.kind == kind)
 
 
+MAX_SILENCE_S = 30 * 86400  # longer is a configuration change, not a silence
+
+
+def silence_request(scope: str, duration_s: int) -> str:
+    """The scope pattern a silence is stored with, or ValueError. Asset tickers are upper case in
+    every scope (`asset:BTC`), and a silence matches case-sensitively, so `asset:btc` would
+    silence nothing: the ticker part is upper-cased. Channel and source names keep their case."""
+    scope = scope.strip()
+    if not scope or len(scope) > 200:
+        raise ValueError("scope: a scope or pattern such as asset:ETH or asset:*")
+    if not 0 < duration_s <= MAX_SILENCE_S:
+        raise ValueError("duration: more than zero and at most 30d")
+    prefix, sep, rest = scope.partition(":")
+    return f"{prefix}{sep}{rest.upper()}" if prefix == "asset" and sep else scope
+
+
 def silenced_by(silences: list[Silence], scope: str, kind: str, now: float) -> Silence | None:
     return next((s for s in silences if s.matches(scope, kind, now)), None)
 
@@ -41,6 +57,8 @@ def silence_of_incident(silences: list[Silence], root_scope: str, members: Seque
 
 
 async def add_silence(client: aioredis.Redis, scope: str, duration_s: int, kind: str | None, reason: str) -> Silence:
+    """Store a silence; ValueError for a request `silence_request` refuses."""
+    scope = silence_request(scope, duration_s)
     now = time.time()
     silence = Silence(secrets.token_hex(4), scope, kind, now + duration_s, reason, now)
     await client.hset(SILENCES_KEY, silence.id, json.dumps(asdict(silence)))

@@ -126,8 +126,8 @@ async def consume_records(settings: Settings, topic: str, max_idle: float = 0.0)
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         await consumer.topics()  # metadata, so the topic's partitions are known
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
@@ -167,8 +167,11 @@ def _as_record(rec: Any) -> dict[str, Any]:
 
 
 async def record(settings: Settings, topic: str, out: Path, max_idle: float) -> int:
+    """Write the topic's records to `out` (replaced only once the read is done)."""
+    from stream.tools.files import replaced_when_done
+
     count = 0
-    with out.open("w", encoding="utf-8") as handle:
+    with replaced_when_done(out) as handle:
         async for rec in consume_records(settings, topic, max_idle):
             handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
             count += 1
