@@ -208,6 +208,8 @@ def evaluate(
     from training.data import DataError, load_examples, parse_label_map
     from training.split import stratified_split
 
+    writable_outputs(predictions)  # before the classifying, not after it
+
     try:
         loaded = load_examples(
             data, fmt, text_col=text_col, label_col=label_col, label_map=parse_label_map(label_map), skip_bad=skip_bad,
@@ -316,8 +318,8 @@ def train(
     label_col: Annotated[str, typer.Option("--label-col")] = "label",
     label_map: Annotated[Optional[str], typer.Option("--label-map")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip malformed rows (counted) instead of failing")] = False,
-    scores: Annotated[Optional[Path], typer.Option("--scores", help="seed-discord: the per-author score CSV (default: beside the export)")] = None,
-    val_data: Annotated[Optional[Path], typer.Option("--val-data", help="explicit validation file (else a stratified split)")] = None,
+    scores: Annotated[Optional[Path], typer.Option("--scores", exists=True, dir_okay=False, help="seed-discord: the per-author score CSV (default: beside the export)")] = None,
+    val_data: Annotated[Optional[Path], typer.Option("--val-data", exists=True, dir_okay=False, help="explicit validation file (else a stratified split)")] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.1,
     seed: Annotated[int, typer.Option("--seed")] = 42,
     r: Annotated[int, typer.Option("--r", min=1)] = 16,

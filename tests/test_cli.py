@@ -238,5 +238,9 @@ def test_bad_input_on_the_command_line_is_one_line_and_loses_no_file(tmp_path):
     # Output paths are checked before the run, not after it.
     r = sentinel(["run", os.devnull, "--alerts-out", str(tmp_path / "no" / "alerts.jsonl")], lexicon)
     assert r.returncode == 2 and "is not a directory" in r.stderr, r.stderr
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("text,label\n$BTC up,positive\n", encoding="utf-8")
+    r = sentinel(["eval", "--data", str(labelled), "--predictions", str(tmp_path / "no" / "p.jsonl")], lexicon)
+    assert r.returncode == 2 and "is not a directory" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = sentinel(["silence", "asset:ETH", "--for", "3000000d"], {**lexicon, "REDIS_URL": "redis://127.0.0.1:9/0"})
     assert r.returncode == 2 and "--for: more than zero and at most 30d" in r.stderr, r.stderr

@@ -49,6 +49,19 @@ def test_malformed_csv_rows_name_file_and_line(tmp_path, content, line, reason):
     assert info.value.line == line and reason in str(info.value) and str(f) in str(info.value)
 
 
+def test_a_spreadsheets_byte_order_mark_is_not_part_of_the_header_and_other_encodings_name_their_line(tmp_path):
+    f = tmp_path / "excel.csv"
+    f.write_bytes("text,label\n$BTC up,positive\n".encode("utf-8-sig"))  # Excel's "CSV UTF-8"
+    assert [e.text for e in load_examples(f).examples] == ["$BTC up"]
+    for name in ("latin.csv", "latin.jsonl"):
+        f = tmp_path / name
+        f.write_bytes(b'{"text": "ok", "label": "neutral"}\n{"text": "caf\xe9", "label": "neutral"}\n' if name.endswith("jsonl")
+                      else b"text,label\nok,neutral\ncaf\xe9,neutral\n")
+        with pytest.raises(DataError) as info:
+            load_examples(f)
+        assert str(info.value).endswith(("latin.csv:3: not UTF-8 text", "latin.jsonl:2: not UTF-8 text")), info.value
+
+
 def test_malformed_jsonl_rows_are_skipped_and_counted_with_skip_bad(tmp_path):
     f = write(tmp_path / "bad.jsonl", '{"text": "a", "label": "positive"}\nnot json\n{"text": 5, "label": "positive"}\n{"label": "neutral"}\n')
     result = load_examples(f, "jsonl", skip_bad=True)

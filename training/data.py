@@ -17,6 +17,7 @@ is skipped and reported in `LoadResult.skipped`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,8 +127,18 @@ def _example(path: Path, line: int, row: Any, text_col: str, label_col: str, lab
     return Example(text=text, label=label, line=line)
 
 
+def _read_text(path: Path) -> str:
+    """The file's text; a byte that is not UTF-8 is an error naming its line. A byte-order mark
+    (spreadsheets' "CSV UTF-8") is dropped, or it would be part of the first column's name."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(path, data[: exc.start].count(b"\n") + 1, "not UTF-8 text") from None
+
+
 def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(_read_text(path), newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
@@ -142,7 +153,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)
