@@ -369,9 +369,16 @@ def train(
         raise fail(str(exc)) from None
     split_train, validation, overlap = split.train, split.validation, split.overlap_removed
     out.print(f"train {len(split_train)}  validation {len(validation)}  removed from train (also in validation) {overlap}  skipped rows {skipped}")
+    if not split_train or not validation:  # before the model loads and OUT is made
+        raise fail(f"{len(split_train)} training and {len(validation)} validation examples: both need some "
+                   "(more data, another --val-fraction, or --val-data)")
     init_dir = resolve_adapter(str(init_adapter), settings.base) if init_adapter else None
     if str(init_adapter) == DEFAULT_ADAPTER and init_dir is None:
         raise fail(f"--init-adapter {DEFAULT_ADAPTER}: the shipped adapter fits only the default base, not {settings.base}")
+    if init_dir is not None and (Path(init_dir).exists() or not looks_like_hub_id(init_dir)) and not (Path(init_dir) / "adapter_config.json").is_file():
+        raise fail(f"--init-adapter {init_adapter}: not a saved LoRA adapter (no adapter_config.json there)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise fail(f"--out {out_dir}: a file, not a directory")
     cfg = TrainConfig(
         base=settings.base, r=r, alpha=alpha, dropout=dropout, target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()),
         learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
@@ -501,6 +508,13 @@ def kafka_errors() -> tuple[type[Exception], ...]:
 
 def kafka_failure(exc: Exception) -> typer.Exit:
     return fail(redact(f"Kafka: {type(exc).__name__}: {exc} (KAFKA_BROKER, SENTINEL_KAFKA_*)"))
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """owner/name, as a model hub spells it (a local path that does not exist is not one)."""
+    import re
+
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name)) and not name.startswith(".")
 
 
 def writable_outputs(*paths: Path | None) -> None:
