@@ -68,13 +68,14 @@ def settings_error(exc: ValidationError) -> str:
     return "invalid settings: " + "; ".join(problems)
 
 
-def check_stream_settings(settings: Settings) -> None:
+def check_stream_settings(settings: Settings, *, aliases: bool = True) -> None:
     """Check the window and alert settings before anything slow starts (the model load, the
-    embedded stack), so a bad duration or threshold is one line, not a traceback minutes later."""
+    embedded stack), so a bad duration or threshold is one line, not a traceback minutes later.
+    `aliases=False` for commands that only read what workers wrote."""
     from stream.worker import check_settings
 
     try:
-        check_settings(settings)
+        check_settings(settings, aliases=aliases)
     except ValueError as exc:
         raise fail(f"invalid settings: {exc}") from None
 
@@ -375,7 +376,8 @@ def train(
     init_dir = resolve_adapter(str(init_adapter), settings.base) if init_adapter else None
     if str(init_adapter) == DEFAULT_ADAPTER and init_dir is None:
         raise fail(f"--init-adapter {DEFAULT_ADAPTER}: the shipped adapter fits only the default base, not {settings.base}")
-    if init_dir is not None and (Path(init_dir).exists() or not looks_like_hub_id(init_dir)) and not (Path(init_dir) / "adapter_config.json").is_file():
+    # A local adapter only: its card records the warm start from the adapter's own config file.
+    if init_dir is not None and not (Path(init_dir) / "adapter_config.json").is_file():
         raise fail(f"--init-adapter {init_adapter}: not a saved LoRA adapter (no adapter_config.json there)")
     if out_dir.exists() and not out_dir.is_dir():
         raise fail(f"--out {out_dir}: a file, not a directory")
@@ -499,22 +501,19 @@ def redis_failure(exc: Exception) -> typer.Exit:
 
 
 def kafka_errors() -> tuple[type[Exception], ...]:
-    """What reaching Kafka raises: the client's errors, and the OS's (a refused connection, a CA
-    file that is not there)."""
+    """What the Kafka client raises (a refused connection included)."""
     from aiokafka.errors import KafkaError
 
-    return (KafkaError, OSError)
+    return (KafkaError,)
 
 
 def kafka_failure(exc: Exception) -> typer.Exit:
     return fail(redact(f"Kafka: {type(exc).__name__}: {exc} (KAFKA_BROKER, SENTINEL_KAFKA_*)"))
 
 
-def looks_like_hub_id(name: str) -> bool:
-    """owner/name, as a model hub spells it (a local path that does not exist is not one)."""
-    import re
-
-    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name)) and not name.startswith(".")
+def os_failure(exc: OSError) -> typer.Exit:
+    """A file the command reads or writes (a TLS CA file among them), as one line."""
+    return fail(redact(f"{exc.strerror or type(exc).__name__}: {exc.filename or exc}"))
 
 
 def writable_outputs(*paths: Path | None) -> None:
@@ -665,7 +664,7 @@ def run(
         raise fail(f"{exc} (worker log: {worker_log})") from None
     except redis_errors() as exc:
         raise redis_failure(exc) from None
-    except kafka_errors()[:1] as exc:  # the client's own errors only: an OSError here may be a file's
+    except kafka_errors() as exc:
         raise kafka_failure(exc) from None
     if worker_log_path is None:
         worker_log.unlink(missing_ok=True)
@@ -735,6 +734,8 @@ def replay_cmd(
         sent = asyncio.run(go())
     except kafka_errors() as exc:
         raise kafka_failure(exc) from None
+    except OSError as exc:
+        raise os_failure(exc) from None
     out.print(f"sent {sent} messages to {topic or settings.topic_posts}")
 
 
@@ -758,6 +759,8 @@ def record_cmd(
         raise fail(str(exc)) from None
     except kafka_errors() as exc:
         raise kafka_failure(exc) from None
+    except OSError as exc:
+        raise os_failure(exc) from None
     out.print(f"wrote {count} records to {out_file}")
 
 
@@ -773,7 +776,7 @@ def windows(
     from stream.timefmt import parse_duration
 
     settings = model_settings()
-    check_stream_settings(settings)
+    check_stream_settings(settings, aliases=False)
     if not settings.redis_url:
         raise fail("windows needs REDIS_URL")
 
@@ -844,7 +847,7 @@ def console(
     settings = model_settings()
     if not settings.redis_url:
         raise fail("the console needs REDIS_URL (the Redis the workers use); `sentinel run FILE --console` brings its own")
-    check_stream_settings(settings)
+    check_stream_settings(settings, aliases=False)
     if port is not None:
         settings = settings.model_copy(update={"console_port": port})
     announce_console(settings)
@@ -995,7 +998,7 @@ def report(
     except UnicodeDecodeError:
         raise fail(f"{prices}: not UTF-8 text") from None
     settings = model_settings()
-    check_stream_settings(settings)
+    check_stream_settings(settings, aliases=False)
     if not settings.redis_url:
         raise fail("report needs REDIS_URL (the Redis the workers use)")
     if out_path is not None and not out_path.parent.is_dir():
@@ -1144,6 +1147,8 @@ def import_discord(
         raise fail(f"{csv_file}: not UTF-8 text") from None
     except ValueError as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:
+        raise os_failure(exc) from None
     written = min(report.converted, limit) if limit else report.converted
     out.print(f"wrote {written} posts to {out_file}; {len(report.failed)} rows not converted")
     for reason, count in sorted(report.reasons().items()):

@@ -121,8 +121,9 @@ def stop_worker(proc: subprocess.Popen, grace: float = 30.0) -> None:
             proc.wait(10)
 
 
-async def committed_lag(settings: Settings) -> int:
-    """Messages in forum-posts beyond the worker group's committed offsets."""
+async def committed_lag(settings: Settings) -> int | None:
+    """Messages in forum-posts beyond the worker group's committed offsets; None while a
+    partition's end cannot be read (the broker slow to answer a fetch)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=settings.app_id, enable_auto_commit=False)
@@ -139,9 +140,16 @@ async def committed_lag(settings: Settings) -> int:
         consumer.assign(tps)
         for tp in tps:
             consumer.seek(tp, ends[tp])
-        deadline = time.monotonic() + 2.0
+        from aiokafka.errors import KafkaError
+
+        deadline = time.monotonic() + 5.0
         while any(consumer.highwater(tp) is None for tp in tps) and time.monotonic() < deadline:
-            await consumer.getmany(timeout_ms=200, max_records=1)
+            try:
+                await consumer.getmany(timeout_ms=200, max_records=1)
+            except KafkaError:  # a record past the end that cannot be decoded: the high watermark came first
+                pass
+        if any(consumer.highwater(tp) is None for tp in tps):
+            return None
         ends = {tp: max(ends[tp], consumer.highwater(tp) or 0) for tp in tps}
         lag = 0
         for tp in tps:

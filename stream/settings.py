@@ -188,7 +188,8 @@ class Settings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _level_in_any_case(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
+        # logging's own aliases too, which it and Faust took before this was checked
+        return {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(value.upper(), value.upper()) if isinstance(value, str) else value
 
 
 @lru_cache(maxsize=1)

@@ -55,17 +55,22 @@ EXIT_DRAINED, EXIT_BATCH_FAILED, EXIT_GRACE_RAN_OUT = 0, 70, 75
 CLAIM_MARGIN_S = 30.0  # room for the attempts themselves (an HTTP timeout or an SMTP exchange) beyond the delays
 
 
-def check_settings(settings: Settings) -> None:
-    """Every window and alert setting parsed once; a bad one raises ValueError naming its variable."""
+def check_settings(settings: Settings, *, aliases: bool = True) -> None:
+    """Every window and alert setting parsed once; a bad one raises ValueError naming its variable.
+    `aliases`: also read the alias table (a worker's; not a command that only reads Redis)."""
     for field in ("bucket", "retention", "windows", "report_retention"):
         for spec in getattr(settings, field).split(","):
             setting_duration(field, spec)
     if setting_duration("bucket", settings.bucket) < 1:
         raise ValueError("SENTINEL_BUCKET: must be at least 1s")
-    try:
-        load_aliases(settings.aliases_file)
-    except (OSError, ValueError) as exc:  # a missing file, not JSON, not a table of strings
-        raise ValueError(f"SENTINEL_ALIASES_FILE: {exc}") from None
+    if aliases:
+        # The messages leave the path out: never a setting's value (it may be a misplaced secret).
+        try:
+            load_aliases(settings.aliases_file)
+        except OSError as exc:
+            raise ValueError(f"SENTINEL_ALIASES_FILE: cannot read the file ({exc.strerror})") from None
+        except ValueError:
+            raise ValueError("SENTINEL_ALIASES_FILE: not a JSON object of alias: TICKER strings") from None
     window = dedupe_window_s(settings.retention, settings.dedupe_window)
     if post_limits(settings).max_future_s >= window:
         # One post dated that far ahead moves the watermark there, and every post then further

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 import os
 import subprocess
 import sys
@@ -191,6 +192,7 @@ def test_settings_that_would_crash_later_are_refused_up_front(tmp_path):
     from stream.worker import check_settings
 
     assert Settings(log_level="debug").log_level == "DEBUG"  # any case, as logging takes it
+    assert Settings(log_level="warn").log_level == "WARNING"  # and logging's aliases
     for bad in ({"log_level": "verbose"}, {"device": "gpu"}, {"device": "cuda:x"}):
         with pytest.raises(ValidationError):
             Settings(**bad)
@@ -198,10 +200,43 @@ def test_settings_that_would_crash_later_are_refused_up_front(tmp_path):
     bad_json = tmp_path / "aliases.json"
     bad_json.write_text("{bad")
     for overrides, message in (({"bucket": "0m"}, "SENTINEL_BUCKET: must be at least 1s"),
-                               ({"aliases_file": tmp_path / "missing.json"}, "SENTINEL_ALIASES_FILE: [Errno 2]"),
-                               ({"aliases_file": bad_json}, "aliases.json: not valid JSON")):
-        with pytest.raises(ValueError, match=re.escape(message)):
+                               ({"aliases_file": tmp_path / "hunter2"}, "SENTINEL_ALIASES_FILE: cannot read the file (No such file"),
+                               ({"aliases_file": bad_json}, "SENTINEL_ALIASES_FILE: not a JSON object")):
+        with pytest.raises(ValueError, match=re.escape(message)) as info:
             check_settings(Settings(**overrides))
+        assert "hunter2" not in str(info.value) and str(tmp_path) not in str(info.value)  # never a setting's value
+    check_settings(Settings(aliases_file=tmp_path / "hunter2"), aliases=False)  # a command that only reads Redis
+
+
+def test_an_output_replaced_when_done_keeps_its_mode_its_link_and_what_is_not_a_plain_file(tmp_path):
+    from stream.tools.files import replaced_when_done
+
+    shared = tmp_path / "shared.jsonl"
+    shared.write_text("old\n")
+    shared.chmod(0o664)
+    with replaced_when_done(shared) as handle:
+        handle.write("new\n")
+    assert shared.read_text() == "new\n" and shared.stat().st_mode & 0o777 == 0o664
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(shared)
+    with replaced_when_done(link) as handle:
+        handle.write("via the link\n")
+    assert link.is_symlink() and shared.read_text() == "via the link\n"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with replaced_when_done(tmp_path / "fresh.jsonl") as handle:
+        handle.write("x\n")
+    assert (tmp_path / "fresh.jsonl").stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open makes it
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    with replaced_when_done(fifo) as handle:  # written to, not replaced by a file
+        handle.write("through the pipe\n")
+    assert reader.communicate(timeout=10)[0] == "through the pipe\n" and fifo.is_fifo()
+    with pytest.raises(ValueError, match="cannot write"):
+        with replaced_when_done(Path("/proc/sentinel-out.jsonl")):
+            pass
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
 
 
 def test_a_silence_that_would_silence_nothing_or_forever_is_refused():

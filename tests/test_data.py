@@ -60,6 +60,16 @@ def test_a_spreadsheets_byte_order_mark_is_not_part_of_the_header_and_other_enco
         with pytest.raises(DataError) as info:
             load_examples(f)
         assert str(info.value).endswith(("latin.csv:3: not UTF-8 text", "latin.jsonl:2: not UTF-8 text")), info.value
+    f = tmp_path / "excel-latin.csv"  # the line is counted after the byte-order mark too
+    f.write_bytes(b"\xef\xbb\xbftext,label\nok,neutral\ncaf\xe9,neutral\n")
+    with pytest.raises(DataError, match="excel-latin.csv:3: not UTF-8 text"):
+        load_examples(f)
+
+
+def test_a_jsonl_line_holding_a_raw_line_separator_is_one_record(tmp_path):
+    # JSON writers leave U+2028 raw inside strings (ensure_ascii=False); str.splitlines() broke the line there.
+    f = write(tmp_path / "d.jsonl", json.dumps({"text": "moon\u2028soon", "label": "positive"}, ensure_ascii=False) + "\n")
+    assert [(e.text, e.line) for e in load_examples(f, "jsonl").examples] == [("moon\u2028soon", 1)]
 
 
 def test_malformed_jsonl_rows_are_skipped_and_counted_with_skip_bad(tmp_path):

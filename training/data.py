@@ -134,7 +134,8 @@ def _read_text(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(path, data[: exc.start].count(b"\n") + 1, "not UTF-8 text") from None
+        # exc.object: the bytes decoded, after any byte-order mark, which exc.start counts in
+        raise DataError(path, exc.object[: exc.start].count(b"\n") + 1, "not UTF-8 text") from None
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
@@ -162,7 +163,9 @@ def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
         # A JSON array has no per-record lines; records are numbered from 1 instead.
         yield from enumerate(records, start=1)
         return
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Lines end at \n only: splitlines() also breaks at U+2028 and U+0085, which JSON writers
+    # leave raw inside strings (ensure_ascii=False).
+    for number, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import stat
+import uuid
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -13,18 +14,41 @@ from typing import IO, Iterator
 def replaced_when_done(path: Path, *, source: Path | None = None) -> Iterator[IO[str]]:
     """A text handle whose content replaces `path` only when the block ends without an error: a
     command that fails half-way (bad input, a broker away) leaves the file as it was, and never
-    empties `source`, the file it reads. Raises ValueError for an output that cannot be."""
-    if source is not None and path.resolve() == source.resolve():
+    empties `source`, the file it reads. A target that is not a regular file (/dev/stdout, a pipe)
+    is written directly, as before. Raises ValueError for an output that cannot be written."""
+    target = Path(os.path.realpath(path))  # a symlink's file is replaced, not the link
+    if source is not None and target == Path(os.path.realpath(source)):
         raise ValueError(f"--out {path} is the input file")
-    if path.is_dir():
+    if target.is_dir():
         raise ValueError(f"--out {path} is a directory")
-    if not path.parent.is_dir():
-        raise ValueError(f"--out {path}: {path.parent} is not a directory")
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    if not target.parent.is_dir():
+        raise ValueError(f"--out {path}: {target.parent} is not a directory")
+    if target.exists() and not target.is_file():
+        with _writable(path):
+            direct = target.open("w", encoding="utf-8")
+        with direct:
+            yield direct
+        return
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+    # The mode a plain open would give: 0666 less the umask, or the existing file's.
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o666
+    with _writable(path):
+        fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
+        if target.exists():
+            os.chmod(temp, mode)  # the umask must not narrow an existing file's mode
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             yield handle
-        os.replace(temp, path)
+        with _writable(path):
+            os.replace(temp, target)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def _writable(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None
