@@ -36,7 +36,7 @@ from stream.alerts.notify import Notifier, retry_delays
 from stream.assets import load_aliases
 from stream.batch import RawMessage
 from stream.contracts import Limits
-from stream.kafka import Deliveries, broker_credentials, broker_url, guard_undecodable_batches, publish_records, undecodable_reason
+from stream.kafka import Deliveries, broker_credentials, broker_url, guard_undecodable_batches, publish_records, ssl_context, undecodable_reason
 from stream.model_thread import ModelThread
 from stream.ops.http import install as install_http
 from stream.ops.prometheus import WorkerMetrics
@@ -79,7 +79,18 @@ def check_settings(settings: Settings, *, aliases: bool = True) -> None:
     if "SENTINEL_ALERT_MIN_SCORE_DELTA" in os.environ:  # renamed: an ignored setting would change the detector unnoticed
         raise ValueError("SENTINEL_ALERT_MIN_SCORE_DELTA was replaced by SENTINEL_ALERT_MIN_SCORE_EFFECT, in standard deviations of the "
                          "baseline's per-post scores (0.35 is the old 0.15 at scores of +-0.6)")
+    try:
+        parse_overrides(settings.alert_overrides)
+    except ValueError as exc:
+        raise ValueError(f"SENTINEL_ALERT_OVERRIDES: {exc}") from None
     alert_config(settings)
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        try:
+            ssl_context(settings)
+        except OSError as exc:  # a missing file, or one ssl cannot read (ssl.SSLError is an OSError)
+            # The path stays out of the message (never a setting's value).
+            why = exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
+            raise ValueError(f"SENTINEL_KAFKA_SSL_CAFILE: cannot load the CA file ({why})") from None
     pair_retention_s(settings.retention, settings.pair_retention, group_config(settings).reference_s)
     budget = sum(retry_delays(settings.notify_attempts, settings.notify_backoff, settings.notify_backoff_max))
     if settings.notify_claim_idle <= budget + CLAIM_MARGIN_S:

@@ -201,7 +201,11 @@ def test_settings_that_would_crash_later_are_refused_up_front(tmp_path):
     bad_json.write_text("{bad")
     for overrides, message in (({"bucket": "0m"}, "SENTINEL_BUCKET: must be at least 1s"),
                                ({"aliases_file": tmp_path / "hunter2"}, "SENTINEL_ALIASES_FILE: cannot read the file (No such file"),
-                               ({"aliases_file": bad_json}, "SENTINEL_ALIASES_FILE: not a JSON object")):
+                               ({"aliases_file": bad_json}, "SENTINEL_ALIASES_FILE: not a JSON object"),
+                               ({"kafka_security_protocol": "SSL", "kafka_ssl_cafile": tmp_path / "hunter2"},
+                                "SENTINEL_KAFKA_SSL_CAFILE: cannot load the CA file (No such file"),
+                               ({"kafka_security_protocol": "SASL_SSL", "kafka_ssl_cafile": bad_json}, "SENTINEL_KAFKA_SSL_CAFILE: cannot load"),
+                               ({"alert_overrides": "{hunter2"}, "SENTINEL_ALERT_OVERRIDES: alert overrides are not valid JSON")):
         with pytest.raises(ValueError, match=re.escape(message)) as info:
             check_settings(Settings(**overrides))
         assert "hunter2" not in str(info.value) and str(tmp_path) not in str(info.value)  # never a setting's value
