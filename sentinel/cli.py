@@ -722,7 +722,7 @@ def replay_cmd(
         pace = None if speed == "max" else float(speed)
     except ValueError:
         raise fail(f"--speed must be a number or max, not {speed!r}") from None
-    if pace is not None and pace <= 0:
+    if pace is not None and not pace > 0:  # NaN too
         raise fail("--speed must be positive")
     target = topic or settings.topic_posts
 
@@ -743,7 +743,7 @@ def replay_cmd(
 def record_cmd(
     topic: Annotated[str, typer.Option("--topic")],
     out_file: Annotated[Path, typer.Option("--out")],
-    max_idle: Annotated[float, typer.Option("--max-idle", help="after the end offsets taken at the start, keep reading until this many seconds pass without a message (0: stop at them)")] = 0.0,
+    max_idle: Annotated[float, typer.Option("--max-idle", min=0, help="after the end offsets taken at the start, keep reading until this many seconds pass without a message (0: stop at them)")] = 0.0,
 ) -> None:
     """Write every record of a topic, from the beginning up to its end offsets when reading starts, as JSONL."""
     import asyncio
