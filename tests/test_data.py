@@ -99,6 +99,12 @@ def test_seed_discord_reproduces_the_research_labelling(tmp_path):
     assert [(e.text, e.label, e.line) for e in ex] == [("gm; wagmi;", "positive", 2), ("rekt\nagain;", "negative", 3), ("hello;", "neutral", 7)]
 
 
+def test_seed_discord_without_its_scores_file_says_which_it_needs(tmp_path):
+    export = write(tmp_path / "export.csv", "Username,Content,Date_original\n")
+    with pytest.raises(ValueError, match="meritcircle_user_sentiment.csv: not found; seed-discord needs"):
+        load_examples(export, "seed-discord")
+
+
 def test_seed_discord_bad_score_row_names_its_line(tmp_path):
     export = write(tmp_path / "export.csv", "AuthorID,Author,Date_original,Date,Content,Attachments,Reactions,Preprocessed\n1,a,x,x,gm,,,\n")
     write(tmp_path / "meritcircle_user_sentiment.csv", "AuthorID,Average_Sentiment_Score\n1,0.4\n2,lots\n")

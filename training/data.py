@@ -185,6 +185,9 @@ def load_seed_discord(path: Path, scores_path: str | Path | None = None, *, skip
             raise err
         result.skipped.append(err)
 
+    if not scores_file.is_file():
+        raise ValueError(f"{scores_file}: not found; seed-discord needs the research's per-author scores "
+                         "(meritcircle_user_sentiment.csv beside the export, or train's --scores)")
     scores: dict[str, float] = {}
     for line, row in _csv_rows(scores_file):
         if isinstance(row, DataError):
