@@ -127,6 +127,18 @@ def test_lora_variants_and_bad_weights_are_refused(tiny_model_dir, tmp_path):
         make_soup([plain], tmp_path / "out")
     with pytest.raises(SoupError, match="not a saved LoRA adapter"):
         make_soup([plain, tmp_path], tmp_path / "out")
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(plain, broken)
+    (broken / "adapter_config.json").write_text("{not json")
+    with pytest.raises(SoupError, match="adapter_config.json: not valid JSON"):
+        make_soup([plain, broken], tmp_path / "out")
+    shutil.copy(plain / "adapter_config.json", broken / "adapter_config.json")
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with pytest.raises(SoupError, match="cannot be read as safetensors"):
+        make_soup([plain, broken], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -101,6 +101,20 @@ def soup_config(configs: Sequence[Mapping[str, Any]], rank: int) -> dict[str, An
     return {**configs[0], "r": rank, "lora_alpha": rank, "lora_dropout": 0.0, "inference_mode": True}
 
 
+def _config(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SoupError(f"{path / CONFIG}: not valid JSON ({exc})") from None
+
+
+def _weights(path: Path, load_file: Any) -> dict[str, Any]:
+    try:
+        return load_file(str(path / WEIGHTS))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own SafetensorError (and OSError) for a damaged file
+        raise SoupError(f"{path / WEIGHTS}: cannot be read as safetensors ({exc})") from None
+
+
 def make_soup(adapters: Sequence[Path], out_dir: Path, weights: Sequence[float] | None = None) -> dict[str, Any]:
     """Write the soup of `adapters` (equal weights unless given) to `out_dir`, with a model card that
     names each member by its weights' hash and carries its card."""
@@ -116,9 +130,9 @@ def make_soup(adapters: Sequence[Path], out_dir: Path, weights: Sequence[float] 
         for name in (CONFIG, WEIGHTS):
             if not (path / name).is_file():
                 raise SoupError(f"{path} has no {name}: not a saved LoRA adapter")
-    configs = [json.loads((p / CONFIG).read_text()) for p in adapters]
+    configs = [_config(p) for p in adapters]
     check_configs(configs)
-    states = [load_file(str(p / WEIGHTS)) for p in adapters]
+    states = [_weights(p, load_file) for p in adapters]
     tensors = soup_tensors(states, [scaling_of(c) for c in configs], weights)
     rank = sum(int(c["r"]) for c in configs)
     out_dir.mkdir(parents=True, exist_ok=True)
