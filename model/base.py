@@ -212,7 +212,7 @@ def load_model(
         if qconfig is not None:
             kwargs.update(quantization_config=qconfig, device_map={"": dev.index or 0})
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a directory without tokenizer or config files
         raise ModelLoadError(f"cannot load base model {base!r}: {exc}") from exc
     if qconfig is None:
         model.to(dev)

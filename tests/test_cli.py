@@ -281,6 +281,9 @@ def test_bad_input_on_the_command_line_is_one_line_and_loses_no_file(tmp_path):
     labelled.write_text("text,label\n$BTC up,positive\n", encoding="utf-8")
     r = sentinel(["eval", "--data", str(labelled), "--predictions", str(tmp_path / "no" / "p.jsonl")], lexicon)
     assert r.returncode == 2 and "is not a directory" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    (tmp_path / "empty-model").mkdir()
+    r = sentinel(["classify", "--base", str(tmp_path / "empty-model"), "$BTC up"], {})
+    assert r.returncode == 2 and "cannot load base model" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
     # train: too little data, or a warm start that is not there, before the model loads and OUT is made.
     r = sentinel(["train", "--data", str(labelled), "--out", str(tmp_path / "adapter")], lexicon)
     assert r.returncode == 2 and "0 validation examples" in r.stderr and not (tmp_path / "adapter").exists(), r.stderr
