@@ -210,6 +210,8 @@ def evaluate(
     from training.split import stratified_split
 
     writable_outputs(predictions)  # before the classifying, not after it
+    if holdout is not None and not 0 < holdout < 1:  # 0 would quietly evaluate the whole file
+        raise fail("--holdout: a fraction between 0 and 1, as sentinel train's --val-fraction")
 
     try:
         loaded = load_examples(

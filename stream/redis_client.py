@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
@@ -107,6 +108,9 @@ def open_redis(url: str, *, password: str | None = None, cluster: bool = False, 
     """The asyncio client for `url`: redis-py's cluster client when `cluster`, with every listed
     endpoint as a startup node; otherwise a plain client for the first (and only) URL."""
     first, endpoints = split_url(url)
+    if urlsplit(first).scheme in ("redis", "rediss") and not re.fullmatch(r"/?\d*", urlsplit(first).path):
+        # redis-py ignores a path it cannot read as a number and uses database 0 (a unix:// path is the socket's).
+        raise ValueError("the database in REDIS_URL's path must be a number (redis://host:6379/0)")
     if not cluster:
         if len(endpoints) > 1:
             raise ValueError("several Redis endpoints need SENTINEL_REDIS_CLUSTER=1")

@@ -279,6 +279,8 @@ def test_bad_input_on_the_command_line_is_one_line_and_loses_no_file(tmp_path):
     assert r.returncode == 2 and "is not a directory" in r.stderr, r.stderr
     labelled = tmp_path / "labelled.csv"
     labelled.write_text("text,label\n$BTC up,positive\n", encoding="utf-8")
+    r = sentinel(["eval", "--data", str(labelled), "--holdout", "0"], lexicon)
+    assert r.returncode == 2 and "--holdout: a fraction between 0 and 1" in r.stderr, r.stderr
     r = sentinel(["eval", "--data", str(labelled), "--predictions", str(tmp_path / "no" / "p.jsonl")], lexicon)
     assert r.returncode == 2 and "is not a directory" in r.stderr and "Traceback" not in r.stderr, r.stderr
     (tmp_path / "empty-model").mkdir()

@@ -64,6 +64,9 @@ def test_redis_urls_list_startup_nodes():
         open_redis("redis://a:1,b:2")
     with pytest.raises(ValueError, match="database 0"):
         open_redis("redis://a:1/2", cluster=True)
+    with pytest.raises(ValueError, match="must be a number"):
+        open_redis("redis://a:1/abc")  # redis-py would use database 0 without a word
+    assert open_redis("redis://a:1/3").connection_pool.connection_kwargs["db"] == 3
 
 
 def test_retry_transient_outlives_redis_away_but_not_a_bug_or_its_deadline():
