@@ -662,6 +662,9 @@ def run(
                 serve_console(live)
     except RunError as exc:
         tail = worker_log.read_text(errors="replace").splitlines()[-30:]
+        if not tail and worker_log_path is None:  # no worker got to write: nothing to point at or keep
+            worker_log.unlink(missing_ok=True)
+            raise fail(str(exc)) from None
         err.print("\n".join(tail), markup=False, highlight=False)
         raise fail(f"{exc} (worker log: {worker_log})") from None
     except redis_errors() as exc:

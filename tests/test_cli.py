@@ -274,6 +274,11 @@ def test_bad_input_on_the_command_line_is_one_line_and_loses_no_file(tmp_path):
     assert kept.read_text() == "earlier output\n" and [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
     r = sentinel(["replay", os.devnull], {**lexicon, "KAFKA_BROKER": "127.0.0.1:9"})
     assert r.returncode == 2 and "error: Kafka:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # A run that fails before any worker writes leaves no empty worker log behind, nor names one.
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    r = sentinel(["run", os.devnull], {**lexicon, "KAFKA_BROKER": "127.0.0.1:9", "TMPDIR": str(temp)})
+    assert r.returncode == 2 and "configure both" in r.stderr and "worker log" not in r.stderr and list(temp.iterdir()) == [], r.stderr
     # Output paths are checked before the run, not after it.
     r = sentinel(["run", os.devnull, "--alerts-out", str(tmp_path / "no" / "alerts.jsonl")], lexicon)
     assert r.returncode == 2 and "is not a directory" in r.stderr, r.stderr
