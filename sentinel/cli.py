@@ -1065,9 +1065,9 @@ def write_run_report(settings: Settings, path: Path) -> None:
 
 
 def iso_time(ts: float) -> str:
-    from stream.timefmt import iso
+    from stream.timefmt import shown
 
-    return iso(round(ts))
+    return shown(ts)
 
 
 @app.command("splits")
@@ -1223,10 +1223,18 @@ def model_prepare() -> None:
     """Convert the bundled GGUF base into the cache once (containers run this at build time)."""
     from model.base import DEFAULT_BASE, ensure_converted_base
 
+    import os
+
     settings = model_settings()
     if settings.base != DEFAULT_BASE:
         out.print(f"base is {settings.base!r}; nothing to convert")
         return
+    try:  # before the conversion, not after it
+        settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"SENTINEL_CACHE_DIR: cannot create it ({exc.strerror})") from None
+    if not os.access(settings.cache_dir, os.W_OK):
+        raise fail("SENTINEL_CACHE_DIR: not writable by this user")
     with err.status("converting the bundled GGUF (under a minute, once) ..."):
         path = ensure_converted_base(settings.cache_dir)
     out.print(str(path))

@@ -13,6 +13,15 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def shown(ts: float) -> str:
+    """For people: `iso`, or the number itself when no date can hold it (a silence stored by an
+    older version for 3,000,000 days broke every page that listed it)."""
+    try:
+        return iso(round(ts))
+    except (ValueError, OverflowError, OSError):
+        return f"{ts:.0f} (epoch seconds)"
+
+
 def epoch(text: str) -> float:
     """The inverse of `iso` (an offset-less time is taken as UTC)."""
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -4,7 +4,7 @@ import pytest
 
 from stream.contracts import Post
 from stream.keys import bucket_key, index_key
-from stream.timefmt import format_duration, parse_duration
+from stream.timefmt import format_duration, parse_duration, shown
 from stream.windows import aggregate, bucket_start, is_late, pair_horizon, pair_retention_s, scopes_for
 
 
@@ -13,6 +13,12 @@ def test_durations():
     assert format_duration(900) == "15m" and format_duration(86400) == "1d" and format_duration(45) == "45s"
     with pytest.raises(ValueError):
         parse_duration("15 minutes")
+
+
+def test_a_time_past_any_date_is_shown_as_its_number():
+    assert shown(1_790_812_800.4) == "2026-10-01T00:00:00Z"
+    far = 1_790_812_800 + 3_000_000 * 86400  # a silence for 3,000,000 days, stored by an older version
+    assert shown(far) == f"{far} (epoch seconds)"
 
 
 def test_scopes_and_buckets():

@@ -24,7 +24,7 @@ from starlette.templating import Jinja2Templates
 from stream.alerts.silences import silence_request
 from stream.console import auth, views
 from stream.console.data import ConsoleData
-from stream.timefmt import format_duration, iso, parse_duration
+from stream.timefmt import format_duration, parse_duration, shown
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _when(ts: float | None) -> str:
-    return iso(round(ts)) if ts is not None else "-"
+    return shown(ts) if ts is not None else "-"
 
 
 def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
