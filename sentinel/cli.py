@@ -499,6 +499,8 @@ def redis_failure(exc: Exception) -> typer.Exit:
     if url is not None and url.get_secret_value().startswith("rediss://") and "reset by peer" in str(exc):
         # TLS 1.3 reports a refused client certificate only as a closed connection.
         hint = " (the server closed the TLS connection: does it require a client certificate? ssl_certfile and ssl_keyfile in REDIS_URL's query)"
+    elif "NOAUTH" in str(exc) or "HELLO must be called" in str(exc):
+        hint = " (the server needs a password: in REDIS_URL, redis://:PASSWORD@host:port, or SENTINEL_REDIS_PASSWORD)"
     return fail(redact(f"Redis: {type(exc).__name__}: {exc}{hint}"))
 
 

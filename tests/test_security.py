@@ -84,6 +84,14 @@ def test_redis_password_from_the_url_or_the_setting(tmp_path, where):
 
         with pytest.raises(Exception, match="(?i)auth"):
             asyncio.run(refused())
+        if where == "url":  # the CLI says what is missing, in one line
+            import os
+            import subprocess
+            import sys
+
+            told = subprocess.run([sys.executable, "-m", "sentinel.cli", "silences"], capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, "REDIS_URL": bare, "SENTINEL_BASE": "lexicon"})
+            assert told.returncode == 2 and "the server needs a password" in told.stderr and "Traceback" not in told.stderr, told.stderr
     finally:
         proc.stop()
 
