@@ -63,7 +63,8 @@ def settings_error(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else "?"
-        variable = name if name.isupper() else f"SENTINEL_{name.upper()}"
+        conventional = {"kafka_broker": "KAFKA_BROKER", "redis_url": "REDIS_URL"}  # the names the docs use for these
+        variable = name if name.isupper() else conventional.get(name, f"SENTINEL_{name.upper()}")
         problems.append(f"{variable}: {error['msg']}")
     return "invalid settings: " + "; ".join(problems)
 
@@ -176,10 +177,14 @@ def soup(
         chosen = [float(w) for w in weights.split(",")] if weights else None
     except ValueError:
         raise fail(f"--weights: not a comma-separated list of numbers: {weights!r}") from None
+    if out_dir.exists() and not out_dir.is_dir():
+        raise fail(f"--out {out_dir}: a file, not a directory")
     try:
         card = make_soup(adapters, out_dir, chosen)
     except SoupError as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:  # --out cannot be made or written
+        raise os_failure(exc) from None
     print(f"wrote {out_dir}: rank {card['soup']['rank']}, {len(adapters)} members")
 
 

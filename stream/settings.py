@@ -178,6 +178,16 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool = False
 
+    @field_validator("kafka_broker")
+    @classmethod
+    def _broker_addresses(cls, value: str | None) -> str | None:
+        # aiokafka reads a bad port only when it first connects, as a traceback (or, in the worker,
+        # as "cannot reach Kafka" and a restart loop).
+        if value is not None and not all(re.fullmatch(r"[^\s:,/]+(:\d{1,5})?|\[[0-9a-fA-F:.]+\](:\d{1,5})?", part.strip())
+                                         for part in value.split(",")):
+            raise ValueError("a comma-separated list of host:port, the port a number (kafka-0:9092,kafka-1:9092)")
+        return value
+
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:

@@ -197,6 +197,7 @@ def test_settings_that_would_crash_later_are_refused_up_front(tmp_path):
         with pytest.raises(ValidationError):
             Settings(**bad)
     assert Settings(device="cuda:1").device == "cuda:1"
+    assert Settings(kafka_broker="kafka-0:9092, kafka-1:9092,[::1]:9093,kafka-2").kafka_broker  # a port may be left to the default
     bad_json = tmp_path / "aliases.json"
     bad_json.write_text("{bad")
     for overrides, message in (({"bucket": "0m"}, "SENTINEL_BUCKET: must be at least 1s"),
@@ -274,6 +275,8 @@ def test_bad_input_on_the_command_line_is_one_line_and_loses_no_file(tmp_path):
     assert kept.read_text() == "earlier output\n" and [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
     r = sentinel(["replay", os.devnull], {**lexicon, "KAFKA_BROKER": "127.0.0.1:9"})
     assert r.returncode == 2 and "error: Kafka:" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = sentinel(["replay", os.devnull], {**lexicon, "KAFKA_BROKER": "kafka-0:9092,127.0.0.1:abc"})
+    assert r.returncode == 2 and "KAFKA_BROKER: Value error, a comma-separated list of host:port" in r.stderr and "abc" not in r.stderr, r.stderr
     r = sentinel(["model", "prepare"], {"SENTINEL_BASE": "smollm2", "SENTINEL_CACHE_DIR": "/proc/sentinel-cache"})
     assert r.returncode == 2 and "SENTINEL_CACHE_DIR: cannot create it" in r.stderr and "Traceback" not in r.stderr, r.stderr
     # A run that fails before any worker writes leaves no empty worker log behind, nor names one.
@@ -290,6 +293,9 @@ def test_bad_input_on_the_command_line_is_one_line_and_loses_no_file(tmp_path):
     assert r.returncode == 2 and "--holdout: a fraction between 0 and 1" in r.stderr, r.stderr
     r = sentinel(["eval", "--data", str(labelled), "--predictions", str(tmp_path / "no" / "p.jsonl")], lexicon)
     assert r.returncode == 2 and "is not a directory" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    shipped = str(Path(__file__).resolve().parents[1] / "model" / "adapters" / "default")
+    r = sentinel(["soup", shipped, shipped, "--out", str(kept)], lexicon)
+    assert r.returncode == 2 and "a file, not a directory" in r.stderr and kept.read_text() == "earlier output\n", r.stderr
     (tmp_path / "empty-model").mkdir()
     r = sentinel(["classify", "--base", str(tmp_path / "empty-model"), "$BTC up"], {})
     assert r.returncode == 2 and "cannot load base model" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
