@@ -1228,9 +1228,9 @@ def bench_train_cmd(
 @model_app.command("prepare")
 def model_prepare() -> None:
     """Convert the bundled GGUF base into the cache once (containers run this at build time)."""
-    from model.base import DEFAULT_BASE, ensure_converted_base
-
     import os
+
+    from model.base import DEFAULT_BASE, ensure_converted_base
 
     settings = model_settings()
     if settings.base != DEFAULT_BASE:

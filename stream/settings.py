@@ -183,7 +183,7 @@ class Settings(BaseSettings):
     def _broker_addresses(cls, value: str | None) -> str | None:
         # aiokafka reads a bad port only when it first connects, as a traceback (or, in the worker,
         # as "cannot reach Kafka" and a restart loop).
-        if value is not None and not all(re.fullmatch(r"[^\s:,/]+(:\d{1,5})?|\[[0-9a-fA-F:.]+\](:\d{1,5})?", part.strip())
+        if value and not all(re.fullmatch(r"[^\s:,/]+(:\d{1,5})?|\[[0-9a-fA-F:.]+\](:\d{1,5})?", part.strip())
                                          for part in value.split(",")):
             raise ValueError("a comma-separated list of host:port, the port a number (kafka-0:9092,kafka-1:9092)")
         return value
