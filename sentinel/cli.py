@@ -388,6 +388,8 @@ def train(
         raise fail(f"--init-adapter {init_adapter}: not a saved LoRA adapter (no adapter_config.json there)")
     if out_dir.exists() and not out_dir.is_dir():
         raise fail(f"--out {out_dir}: a file, not a directory")
+    if not [t for t in target_modules.split(",") if t.strip()]:
+        raise fail("--target-modules: name at least one module, e.g. q_proj,v_proj")
     cfg = TrainConfig(
         base=settings.base, r=r, alpha=alpha, dropout=dropout, target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()),
         learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,

@@ -305,5 +305,7 @@ def test_bad_input_on_the_command_line_is_one_line_and_loses_no_file(tmp_path):
     labelled.write_text("text,label\n" + "".join(f"post {i},{('positive', 'negative', 'neutral')[i % 3]}\n" for i in range(60)), encoding="utf-8")
     r = sentinel(["train", "--data", str(labelled), "--out", str(tmp_path / "adapter"), "--init-adapter", str(tmp_path / "nope")], lexicon)
     assert r.returncode == 2 and "not a saved LoRA adapter" in r.stderr and not (tmp_path / "adapter").exists(), r.stderr
+    r = sentinel(["train", "--data", str(labelled), "--out", str(tmp_path / "adapter"), "--target-modules", ","], lexicon)
+    assert r.returncode == 2 and "--target-modules: name at least one module" in r.stderr and not (tmp_path / "adapter").exists(), r.stderr
     r = sentinel(["silence", "asset:ETH", "--for", "3000000d"], {**lexicon, "REDIS_URL": "redis://127.0.0.1:9/0"})
     assert r.returncode == 2 and "--for: more than zero and at most 30d" in r.stderr, r.stderr

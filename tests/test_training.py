@@ -318,6 +318,14 @@ def test_4bit_training_without_cuda_is_a_clear_error(tiny_model_dir, cache_dir, 
         Trainer(cfg, synthetic(6), synthetic(3), tmp_path).run()
 
 
+def test_a_target_module_the_base_lacks_is_a_clear_error(tiny_model_dir, cache_dir, tmp_path):
+    from model.base import ModelLoadError
+
+    cfg = TrainConfig(base=str(tiny_model_dir), device="cpu", dtype="float32", cache_dir=cache_dir, target_modules=("foo_proj",))
+    with pytest.raises(ModelLoadError, match="--target-modules foo_proj: .*not found"):
+        Trainer(cfg, synthetic(6), synthetic(3), tmp_path).run()
+
+
 def test_train_cli_writes_adapter_and_card_and_names_bad_lines(tiny_model_dir, cache_dir, tmp_path):
     import os
     import subprocess

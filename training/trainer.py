@@ -138,7 +138,10 @@ def lora_model(model: Any, cfg: TrainConfig, resume: Path | None) -> Any:
     config = LoraConfig(
         task_type="CAUSAL_LM", r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules)
     )
-    return get_peft_model(model, config)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:  # PEFT: a target module the base does not have (NoMatchingPeftModuleError among them)
+        raise ModelLoadError(f"--target-modules {','.join(cfg.target_modules)}: {exc}") from None
 
 
 class Trainer:
