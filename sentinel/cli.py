@@ -19,6 +19,7 @@ from rich.table import Table
 from model.scorer import Judgement, Scorer
 from stream.logs import redact, setup_logging
 from stream.settings import Settings, get_settings
+from stream.timefmt import shown
 
 # Tracebacks never print local variables: a frame inside the Redis client holds the password
 # (`auth_args = ['default', '<password>']`). Set here, not left to typer's default.
@@ -529,9 +530,11 @@ def os_failure(exc: OSError) -> typer.Exit:
 
 def writable_outputs(*paths: Path | None) -> None:
     """Output options checked before the work that fills them, not after."""
+    from stream.tools.files import output_problem
+
     for path in paths:
-        if path is not None and (path.is_dir() or not path.parent.is_dir()):
-            raise fail(f"cannot write {path}: " + ("it is a directory" if path.is_dir() else f"{path.parent} is not a directory"))
+        if path is not None and (problem := output_problem(path)):
+            raise fail(f"cannot write {path}: {problem}")
 
 
 @app.command()
@@ -894,7 +897,7 @@ def silence(
     except ValueError as exc:
         raise fail(str(exc).replace("duration:", "--for:")) from None
     made = with_redis(lambda client: add_silence(client, scope, seconds, kind, reason))
-    out.print(f"silenced {made.scope} ({made.kind or 'every kind'}) until {iso_time(made.until)}: id {made.id}")
+    out.print(f"silenced {made.scope} ({made.kind or 'every kind'}) until {shown(made.until)}: id {made.id}")
 
 
 @app.command()
@@ -913,7 +916,7 @@ def silences(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     for col in ("id", "scope", "kind", "until (UTC)", "reason"):
         table.add_column(col)
     for item in found:
-        table.add_row(item.id, item.scope, item.kind or "*", iso_time(item.until), item.reason)
+        table.add_row(item.id, item.scope, item.kind or "*", shown(item.until), item.reason)
     out.print(table)
 
 
@@ -960,7 +963,7 @@ def incidents(
         kinds = sorted({m["kind"] for m in item["members"] if m["scope"] == item["root_scope"]})
         members = sorted({m["scope"] for m in item["members"] if m["scope"] != item["root_scope"]})
         table.add_row(item["incident_id"], item["root_scope"] + (" (market-wide)" if item["market"] else ""), item["state"], item["severity"],
-                      iso_time(item["opened"]), ", ".join(kinds), ", ".join(members), item["acked"] or "")
+                      shown(item["opened"]), ", ".join(kinds), ", ".join(members), item["acked"] or "")
     out.print(table)
 
 
@@ -1015,8 +1018,7 @@ def report(
     check_stream_settings(settings, aliases=False)
     if not settings.redis_url:
         raise fail("report needs REDIS_URL (the Redis the workers use)")
-    if out_path is not None and not out_path.parent.is_dir():
-        raise fail(f"--out: {out_path.parent} is not a directory")
+    writable_outputs(out_path)
     targets = report_targets(settings) if notify else []
     made = load_report(settings, span, since)
     made = with_prices(made, closes) if closes is not None else made
@@ -1071,12 +1073,6 @@ def write_run_report(settings: Settings, path: Path) -> None:
     from stream.reporting.render import format_for, render
 
     path.write_text(render(load_report(settings, None, None), format_for(path.name, None)), encoding="utf-8")
-
-
-def iso_time(ts: float) -> str:
-    from stream.timefmt import shown
-
-    return shown(ts)
 
 
 @app.command("splits")

@@ -10,6 +10,15 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def output_problem(path: Path) -> str | None:
+    """Why `path` cannot be written as an output file, checked before the work that fills it."""
+    if path.is_dir():
+        return "it is a directory"
+    if not path.parent.is_dir():
+        return f"{path.parent} is not a directory"
+    return None
+
+
 @contextlib.contextmanager
 def replaced_when_done(path: Path, *, source: Path | None = None) -> Iterator[IO[str]]:
     """A text handle whose content replaces `path` only when the block ends without an error: a
@@ -19,10 +28,8 @@ def replaced_when_done(path: Path, *, source: Path | None = None) -> Iterator[IO
     target = Path(os.path.realpath(path))  # a symlink's file is replaced, not the link
     if source is not None and target == Path(os.path.realpath(source)):
         raise ValueError(f"--out {path} is the input file")
-    if target.is_dir():
-        raise ValueError(f"--out {path} is a directory")
-    if not target.parent.is_dir():
-        raise ValueError(f"--out {path}: {target.parent} is not a directory")
+    if problem := output_problem(target):
+        raise ValueError(f"cannot write {path}: {problem}")
     if target.exists() and not target.is_file():
         with _writable(path):
             direct = target.open("w", encoding="utf-8")
