@@ -125,6 +125,7 @@ async def committed_lag(settings: Settings) -> int | None:
     """Messages in forum-posts beyond the worker group's committed offsets; None while a
     partition's end cannot be read (the broker slow to answer a fetch)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
 
     consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=settings.app_id, enable_auto_commit=False)
     await consumer.start()
@@ -140,8 +141,6 @@ async def committed_lag(settings: Settings) -> int | None:
         consumer.assign(tps)
         for tp in tps:
             consumer.seek(tp, ends[tp])
-        from aiokafka.errors import KafkaError
-
         deadline = time.monotonic() + 5.0
         while any(consumer.highwater(tp) is None for tp in tps) and time.monotonic() < deadline:
             try:
