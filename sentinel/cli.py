@@ -883,6 +883,7 @@ def silence(
     duration: Annotated[str, typer.Option("--for", help="how long, e.g. 30m, 2h, 1d")] = "1h",
     kind: Annotated[Optional[str], typer.Option("--kind", help="sentiment_drop | sentiment_surge | volume_spike (default: all)")] = None,
     reason: Annotated[str, typer.Option("--reason", help="why, for whoever reads `sentinel silences`")] = "",
+    by: Annotated[Optional[str], typer.Option("--by", help="who, for the audit log (default: the login name)")] = None,
 ) -> None:
     """Record incidents of SCOPE but do not notify them, for a while."""
     from stream.alerts.detector import KINDS
@@ -896,7 +897,8 @@ def silence(
         silence_request(scope, seconds)  # refused before anything is stored
     except ValueError as exc:
         raise fail(str(exc).replace("duration:", "--for:")) from None
-    made = with_redis(lambda client: add_silence(client, scope, seconds, kind, reason))
+    who = login_name() if by is None else by
+    made = with_redis(lambda client: add_silence(client, scope, seconds, kind, reason, by=who, via="cli"))
     out.print(f"silenced {made.scope} ({made.kind or 'every kind'}) until {shown(made.until)}: id {made.id}")
 
 
@@ -913,19 +915,23 @@ def silences(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             print(json.dumps(asdict(item)))
         return
     table = Table(title="silences")
-    for col in ("id", "scope", "kind", "until (UTC)", "reason"):
+    for col in ("id", "scope", "kind", "until (UTC)", "reason", "by"):
         table.add_column(col)
     for item in found:
-        table.add_row(item.id, item.scope, item.kind or "*", shown(item.until), item.reason)
+        table.add_row(item.id, item.scope, item.kind or "*", shown(item.until), item.reason, item.by)
     out.print(table)
 
 
 @app.command()
-def unsilence(silence_id: Annotated[str, typer.Argument(help="the id `sentinel silences` shows")]) -> None:
+def unsilence(
+    silence_id: Annotated[str, typer.Argument(help="the id `sentinel silences` shows")],
+    by: Annotated[Optional[str], typer.Option("--by", help="who, for the audit log (default: the login name)")] = None,
+) -> None:
     """Lift a silence."""
     from stream.alerts.silences import remove_silence
 
-    if not with_redis(lambda client: remove_silence(client, silence_id)):
+    who = login_name() if by is None else by
+    if not with_redis(lambda client: remove_silence(client, silence_id, by=who, via="cli")):
         raise fail(f"no silence with id {silence_id!r}")
     out.print(f"lifted silence {silence_id}")
 
@@ -974,18 +980,56 @@ def ack(
     by: Annotated[Optional[str], typer.Option("--by", help="who, for the incident's acknowledgement log (default: the login name)")] = None,
 ) -> None:
     """Acknowledge an open incident: no more repeat notifications (updates and the resolution still come)."""
-    import getpass
-
     from stream.alerts.correlator import acknowledge
 
-    if by is None:
-        try:
-            by = getpass.getuser()
-        except (KeyError, OSError):  # a container user without a passwd entry
-            by = ""
-    if not with_redis(lambda client: acknowledge(client, incident_id, reason, by=by, via="cli")):
+    who = login_name() if by is None else by
+    if not with_redis(lambda client: acknowledge(client, incident_id, reason, by=who, via="cli")):
         raise fail(f"no open incident with id {incident_id!r}")
     out.print(f"acknowledged incident {incident_id}")
+
+
+def login_name() -> str:
+    """Who runs an operator command, for the audit log when --by is not given."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        return ""
+
+
+@app.command()
+def audit(
+    since: Annotated[str, typer.Option("--since", help="actions within this much wall-clock time, e.g. 7d")] = "7d",
+    by: Annotated[Optional[str], typer.Option("--by", help="only this person's actions")] = None,
+    action: Annotated[Optional[list[str]], typer.Option("--action", help="acknowledge | silence | unsilence (repeatable; default: all)")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many, newest first")] = 200,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Who acknowledged, silenced or lifted what, when and why: the operators' audit log, newest first."""
+    import time
+
+    from stream.alerts import audit as audit_log
+    from stream.timefmt import parse_duration
+
+    try:
+        span = parse_duration(since)
+    except ValueError as exc:
+        raise fail(f"--since: {exc}") from None
+    unknown = sorted(set(action or ()) - set(audit_log.ACTIONS))
+    if unknown:
+        raise fail(f"--action: unknown {', '.join(unknown)}; use {', '.join(audit_log.ACTIONS)}")
+    found = with_redis(lambda client: audit_log.read(client, since=time.time() - span, by=by, actions=action or (), limit=limit))
+    if as_json:
+        for item in found:
+            print(json.dumps(item, ensure_ascii=False))
+        return
+    table = Table(title=f"audit log, newest first (wall clock, the last {since})")
+    for col in ("at (UTC)", "by", "action", "what", "reason"):
+        table.add_column(col)
+    for item in found:
+        table.add_row(item["at"], f"{item['by'] or '-'} ({item['via']})", item["action"], audit_log.what(item), item["reason"])
+    out.print(table)
 
 
 @app.command()

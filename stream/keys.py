@@ -95,6 +95,8 @@ OPEN_KEY = f"{ALERTS_PREFIX}:open"  # scopes with a firing or pending incident
 OUTBOX_KEY = f"{ALERTS_PREFIX}:outbox"  # stream of transition records
 NOTIFIED_KEY = f"{ALERTS_PREFIX}:notified"  # hash outbox entry id -> 1: notified, not yet acknowledged
 SILENCES_KEY = f"{ALERTS_PREFIX}:silences"  # hash id -> silence JSON
+SILENCE_AUTHORS_KEY = f"{ALERTS_PREFIX}:silences:by"  # hash silence id -> {"by", "via"} JSON (apart: older readers refuse unknown silence fields)
+AUDIT_KEY = f"{ALERTS_PREFIX}:audit"  # stream: operators' actions (acknowledge, silence, unsilence); alerts/audit.py
 ALERT_STATS_KEY = f"{ALERTS_PREFIX}:stats"  # transitions, notified, silenced, delivery_failed, published, entries
 STAGING_KEY = f"{ALERTS_PREFIX}:staging"  # sorted set: transition records (score = boundary) not yet grouped
 DIRTY_KEY = f"{ALERTS_PREFIX}:dirty"  # sorted set: scope -> event time of its newest post, until judged past it

@@ -691,7 +691,7 @@ def test_an_acknowledgement_never_writes_back_a_summary_the_correlator_changed(r
     """The summary is rewritten only if it is still the one read: a correlator round between the
     read and the write (here, the incident resolved) wins, and acknowledge reads it again."""
     from stream.alerts.correlator import _ACKNOWLEDGE, acknowledge
-    from stream.keys import ACK_LOG_KEY, ACKS_KEY, ALERT_STATS_KEY, INCIDENTS_KEY
+    from stream.keys import ACK_LOG_KEY, ACKS_KEY, ALERT_STATS_KEY, AUDIT_KEY, INCIDENTS_KEY
 
     r = redis.Redis.from_url(redis_server, decode_responses=True)
     r.flushdb()
@@ -699,8 +699,10 @@ def test_an_acknowledgement_never_writes_back_a_summary_the_correlator_changed(r
     resolved = json.dumps({"incident_id": "inc1", "state": "resolved", "acked": None, "opened": 100})
     r.hset(INCIDENTS_KEY, "inc1", resolved)  # what the correlator wrote after `read` was taken
     stale = json.dumps(json.loads(read) | {"acked": "late"})
-    assert r.eval(_ACKNOWLEDGE, 4, INCIDENTS_KEY, ACKS_KEY, ACK_LOG_KEY, ALERT_STATS_KEY, "inc1", read, stale, "late", "{}", 50) == 0
+    assert r.eval(_ACKNOWLEDGE, 5, INCIDENTS_KEY, ACKS_KEY, ACK_LOG_KEY, ALERT_STATS_KEY, AUDIT_KEY, "inc1", read, stale, "late", "{}", 50,
+                  100, "action", "acknowledge") == 0
     assert r.hget(INCIDENTS_KEY, "inc1") == resolved and r.hget(ACKS_KEY, "inc1") is None and r.hget(ACK_LOG_KEY, "inc1") is None
+    assert r.xlen(AUDIT_KEY) == 0  # a refused acknowledgement is not in the audit log
 
     async def go():
         client = redis.asyncio.Redis.from_url(redis_server, decode_responses=True)

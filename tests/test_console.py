@@ -35,7 +35,7 @@ import redis
 from stream.console import auth, views
 from stream.console.shared_result import Cached, SharedResult, reusable
 from stream.contracts import Post
-from stream.keys import ACKS_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, SILENCES_KEY, STATS_KEY
+from stream.keys import ACKS_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY, STATS_KEY
 from stream.store import Scored, WindowStore
 from stream.timefmt import epoch
 from stream.tools.services import free_port
@@ -612,6 +612,45 @@ def test_writes_are_refused_unless_an_operator_asks_from_this_console(api_consol
     assert r.hlen(SILENCES_KEY) == 0
 
 
+def test_the_audit_log_shows_who_did_what_from_the_console(api_console, redis_server):
+    """Acknowledged, silenced and lifted from the console by a signed-in user and by the operator
+    token: the audit log (API and page, for viewers too) names who and what; a refused write is not in it."""
+    console, _ = api_console
+    csrf = auth.csrf_token(TOKENS)
+    alice = {"Authorization": basic("alice", OPERATOR)}
+    bearer = {"Authorization": "Bearer " + OPERATOR}
+    assert console.call("POST", "/api/incidents/inc1/ack", {"reason": "x"}, headers={"Authorization": "Bearer " + VIEWER})[0] == 403
+    assert console.call("POST", "/api/incidents/inc1/ack", {"reason": "on it", "csrf": csrf}, headers=alice, form=True)[0] == 303
+    version = console.json("/api/version")["alerts"]
+    status, body, _ = console.call("POST", "/api/silences", {"scope": "asset:eth", "duration": "2h", "reason": "listing", "csrf": csrf},
+                                   headers=alice, form=True)
+    assert status == 303, body
+    (silence,) = console.json("/api/incidents")["silences"]
+    assert (silence["scope"], silence["reason"], silence["by"], silence["via"]) == ("asset:ETH", "listing", "alice", "console")
+    assert console.call("POST", f"/api/silences/{silence['id']}/delete", {}, headers=bearer)[0] == 200
+    # Made and lifted between two polls: the counts are as they were, the pages refresh all the same.
+    assert console.json("/api/version")["alerts"] != version
+
+    logged = console.json("/api/audit")["entries"]
+    assert [(e["action"], e["by"], e["via"], e["target"], e["scope"], e["reason"]) for e in logged] == [
+        ("unsilence", "operator token", "console", silence["id"], "asset:ETH", ""),
+        ("silence", "alice", "console", silence["id"], "asset:ETH", "listing"),
+        ("acknowledge", "alice", "console", "inc1", "asset:ETH", "on it"),
+    ]
+    assert [e["action"] for e in console.json("/api/audit?by=alice&action=acknowledge")["entries"]] == ["acknowledge"]
+    assert [e["action"] for e in console.json("/api/audit?action=silence&action=unsilence&limit=1")["entries"]] == ["unsilence"]
+    assert console.json("/api/audit?since=0s")["entries"] == []
+    for bad in ("since=forever", "limit=0", "limit=many", "action=mute"):
+        assert console.call("GET", f"/api/audit?{bad}", headers={"Authorization": "Bearer " + VIEWER})[0] == 400, bad
+    assert console.call("GET", "/api/audit")[0] == 401  # a reader's token, as every page
+
+    page = console.call("GET", "/audit?by=alice", headers={"Authorization": "Bearer " + VIEWER})[1]
+    table = page[page.index('id="audit"'):page.index("</table>")]
+    rows = re.findall(r"<tr data-entry=.*?</tr>", table, re.S)
+    assert len(rows) == 2 and "silence" in rows[0] and "listing" in rows[0] and '<a href="/incidents/inc1">inc1</a>' in rows[1], table
+    assert 'href="/audit"' in page  # in the navigation of every page
+
+
 def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):
     redis.Redis.from_url(redis_server).flushdb()
     put_incident(redis_server, "inc2", "asset:SOL")
@@ -748,7 +787,11 @@ def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_d
         op.fill("form.silence input[name=reason]", "known listing news")
         op.click("form.silence button")
         silences = wait_until(lambda: [json.loads(v) for v in r.hvals(SILENCES_KEY)], 10, "a silence stored", [worker])
-        assert [(s["scope"], s["reason"]) for s in silences] == [("asset:BTC", "known listing news (by alice)")]
+        assert [(s["scope"], s["reason"]) for s in silences] == [("asset:BTC", "known listing news")]
+        assert [json.loads(v)["by"] for v in r.hvals(SILENCE_AUTHORS_KEY)] == ["alice"]
+        op.goto(f"{console.url}/audit")
+        logged = op.locator("#audit tbody").inner_text()
+        assert logged.count("alice") == 2 and "known listing news" in logged and "desk is on it" in logged, logged
         op.goto(f"{console.url}/incidents/{ident}")
         # The timeline says what moved, from the worker's own records.
         assert "negative share" in op.locator("ol.timeline").inner_text()

@@ -263,3 +263,29 @@ def test_wait_counts_the_replicas_of_every_master(redis_cluster):
     finally:
         frozen.send_signal(signal.SIGCONT)
     wait_until(lambda: cluster_healthy(list(redis_cluster.nodes), 3), 60, "the replica back in sync", [])
+
+
+def test_operator_actions_and_their_audit_log_run_on_the_cluster(redis_cluster):
+    """The acknowledgement and silence scripts touch several keys and the audit stream: all in the
+    `{alerts}` slot, so each runs on one master."""
+    from stream.alerts import audit
+    from stream.alerts.correlator import acknowledge
+    from stream.alerts.silences import add_silence, list_silences, remove_silence
+    from stream.keys import AUDIT_KEY, INCIDENTS_KEY
+
+    async def act() -> tuple[list[str], list[dict]]:
+        client = open_redis(redis_cluster.url, cluster=True)
+        try:
+            await client.delete(AUDIT_KEY)
+            await client.hset(INCIDENTS_KEY, "inc9", json.dumps({"incident_id": "inc9", "root_scope": "all", "state": "open", "acked": None}))
+            made = await add_silence(client, "asset:*", 600, None, "maintenance", by="erin", via="cli")
+            assert await acknowledge(client, "inc9", "on it", by="dana", via="cli")
+            assert [s.by for s in await list_silences(client)] == ["erin"]
+            assert await remove_silence(client, made.id, by="frank", via="cli")
+            return [s.id for s in await list_silences(client)], await audit.read(client)
+        finally:
+            await client.aclose()
+
+    left, logged = asyncio.run(act())
+    assert left == [] and [(e["action"], e["by"]) for e in logged] == [("unsilence", "frank"), ("acknowledge", "dana"), ("silence", "erin")]
+

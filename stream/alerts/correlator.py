@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Any, Callable, Sequence
 
+from stream.alerts import audit
 from stream.alerts.grouping import (
     LABEL_OF_KIND,
     Counts,
@@ -39,7 +40,7 @@ from stream.alerts.grouping import (
     within,
 )
 from stream.alerts.incidents import record_from_json
-from stream.keys import ACK_LOG_KEY, ACKS_KEY, ALERT_STATS_KEY, ASSETS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, OUTBOX_KEY, STAGING_KEY
+from stream.keys import ACK_LOG_KEY, ACKS_KEY, ALERT_STATS_KEY, ASSETS_KEY, AUDIT_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, OUTBOX_KEY, STAGING_KEY
 from stream.store import WindowStore
 from stream.timefmt import iso
 from stream.windows import SliceCol
@@ -251,10 +252,10 @@ async def _summaries(client: Any, ids: Sequence[str]) -> list[dict[str, Any]]:
 ACK_LOG_ENTRIES = 50  # an incident's acknowledgements kept: the latest; each is one short line
 
 # KEYS: incidents, acknowledgements, their log, the alert stats (`acks` counts them: the console's
-# pages refresh on it). ARGV: incident id, its summary as read, the summary
-# acknowledged, the reason, the log line, ACK_LOG_ENTRIES. Written only if the summary is still the
-# one read: a correlator round may have rewritten it since (resolved it, added a member), and
-# writing the old one back would undo that.
+# pages refresh on it), the audit stream. ARGV: incident id, its summary as read, the summary
+# acknowledged, the reason, the log line, ACK_LOG_ENTRIES, AUDIT_ENTRIES, then the audit entry's
+# fields. Written only if the summary is still the one read: a correlator round may have rewritten
+# it since (resolved it, added a member), and writing the old one back would undo that.
 _ACKNOWLEDGE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
@@ -268,6 +269,7 @@ while count > tonumber(ARGV[6]) do
 end
 redis.call('HSET', KEYS[3], ARGV[1], lines)
 redis.call('HINCRBY', KEYS[4], 'acks', 1)
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', unpack(ARGV, 8))
 -- The acknowledgements live as long as the incidents they belong to.
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then
@@ -293,8 +295,10 @@ async def acknowledge(client: Any, ident: str, reason: str, *, by: str = "", via
         if raw is None or json.loads(raw)["state"] != "open":
             return False
         data = json.loads(raw) | {"acked": acked}
-        if await script(keys=[INCIDENTS_KEY, ACKS_KEY, ACK_LOG_KEY, ALERT_STATS_KEY],
-                        args=[ident, raw, json.dumps(data, ensure_ascii=False), acked, line, ACK_LOG_ENTRIES]):
+        audited = audit.entry("acknowledge", by=by, via=via, target=ident, scope=data.get("root_scope", ""), reason=logged)
+        if await script(keys=[INCIDENTS_KEY, ACKS_KEY, ACK_LOG_KEY, ALERT_STATS_KEY, AUDIT_KEY],
+                        args=[ident, raw, json.dumps(data, ensure_ascii=False), acked, line, ACK_LOG_ENTRIES,
+                              audit.AUDIT_ENTRIES, *audit.flat(audited)]):
             return True
         # The correlator rewrote the summary in between: read it again.
 

@@ -1,6 +1,7 @@
 """Silences: a scope pattern (and optionally a kind) whose transitions are still recorded but not
 notified until a wall-clock time. The matching is pure; the rest is their Redis hash
-(`keys.SILENCES_KEY`: silence id -> JSON)."""
+(`keys.SILENCES_KEY`: silence id -> JSON), who made each (`keys.SILENCE_AUTHORS_KEY`), and the
+audit log's entries for made and lifted (`audit`)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import fnmatch
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import redis.asyncio as aioredis
 
+from stream.alerts import audit
 from stream.alerts.grouping import root_kinds
-from stream.keys import SILENCES_KEY
+from stream.keys import AUDIT_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY
+from stream.timefmt import shown
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class Silence:
     until: float  # wall clock, epoch seconds
     reason: str
     created_at: float
+    by: str = ""  # who made it; "" for a silence made before this was kept
+    via: str = ""  # console | cli
 
     def matches(self, scope: str, kind: str, now: float) -> bool:
         return now < self.until and fnmatch.fnmatchcase(scope, self.scope) and (self.kind is None or self.kind == kind)
@@ -56,36 +61,93 @@ def silence_of_incident(silences: list[Silence], root_scope: str, members: Seque
     return next((found for kind in root_kinds(root_scope, members) if (found := silenced_by(silences, root_scope, kind, now))), None)
 
 
-async def add_silence(client: aioredis.Redis, scope: str, duration_s: int, kind: str | None, reason: str) -> Silence:
-    """Store a silence; ValueError for a request `silence_request` refuses."""
+# The silence hash holds exactly these fields: a version that reads a silence with one more (its
+# author, say) refuses it, and during a rolling upgrade old and new versions share the hash. The
+# author lives in SILENCE_AUTHORS_KEY instead.
+STORED_FIELDS = ("id", "scope", "kind", "until", "reason", "created_at")
+
+# KEYS: silences, their authors, the audit stream. ARGV: id, the silence, its author, AUDIT_ENTRIES,
+# then the audit entry's fields. One script: a silence in force is always in the audit log.
+_ADD = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+return 1
+"""
+
+# KEYS as _ADD. ARGV: id, AUDIT_ENTRIES, then the audit entry's fields. Logged only by the call that
+# removed it: two operators lifting one silence at once log it once.
+_REMOVE = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+return 1
+"""
+
+
+async def add_silence(client: aioredis.Redis, scope: str, duration_s: int, kind: str | None, reason: str,
+                      *, by: str = "", via: str = "") -> Silence:
+    """Store a silence, who made it (`by`) and through what (`via`), and log it; ValueError for a
+    request `silence_request` refuses."""
     scope = silence_request(scope, duration_s)
     now = time.time()
-    silence = Silence(secrets.token_hex(4), scope, kind, now + duration_s, reason, now)
-    await client.hset(SILENCES_KEY, silence.id, json.dumps(asdict(silence)))
+    silence = Silence(secrets.token_hex(4), scope, kind, now + duration_s, reason, now, by, via)
+    stored = {name: getattr(silence, name) for name in STORED_FIELDS}
+    logged = audit.entry("silence", by=by, via=via, target=silence.id, scope=scope, kind=kind or "",
+                         until=shown(silence.until), reason=reason)
+    await client.register_script(_ADD)(
+        keys=[SILENCES_KEY, SILENCE_AUTHORS_KEY, AUDIT_KEY],
+        args=[silence.id, json.dumps(stored), json.dumps({"by": by, "via": via}), audit.AUDIT_ENTRIES, *audit.flat(logged)])
     await _expire_with_the_last(client)
     return silence
 
 
 async def _expire_with_the_last(client: aioredis.Redis) -> None:
-    """The hash goes when its longest silence ends (expired ones are purged before that)."""
+    """The hashes go when their longest silence ends (expired ones are purged before that)."""
     current = await list_silences(client)
     if current:
-        await client.expireat(SILENCES_KEY, int(current[-1].until) + 60)
+        for key in (SILENCES_KEY, SILENCE_AUTHORS_KEY):
+            await client.expireat(key, int(current[-1].until) + 60)
 
 
 async def list_silences(client: aioredis.Redis, *, include_expired: bool = False) -> list[Silence]:
     """Reads only: expired silences go in `purge_expired`."""
     now = time.time()
-    found = [Silence(**json.loads(v)) for v in (await client.hgetall(SILENCES_KEY)).values()]
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(SILENCES_KEY)
+        pipe.hgetall(SILENCE_AUTHORS_KEY)
+        stored, authors = await pipe.execute()
+    found = [_silence(raw, authors.get(ident)) for ident, raw in stored.items()]
     return sorted((s for s in found if include_expired or s.until > now), key=lambda s: s.until)
 
 
+def _silence(raw: str, author: str | None) -> Silence:
+    # Only the known fields: a later version may store more.
+    fields = json.loads(raw)
+    made = json.loads(author) if author else {}
+    return Silence(**{name: fields[name] for name in STORED_FIELDS}, by=made.get("by", ""), via=made.get("via", ""))
+
+
 async def purge_expired(client: aioredis.Redis) -> int:
-    """Drop silences whose time is up; the delivery loop calls this once per drain."""
+    """Drop silences whose time is up; the delivery loop calls this once per drain. Not logged: the
+    entry that made a silence says when it ends."""
     now = time.time()
     expired = [s.id for s in await list_silences(client, include_expired=True) if s.until <= now]
-    return await client.hdel(SILENCES_KEY, *expired) if expired else 0
+    if not expired:
+        return 0
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hdel(SILENCES_KEY, *expired)
+        pipe.hdel(SILENCE_AUTHORS_KEY, *expired)
+        removed, _ = await pipe.execute()
+    return int(removed)
 
 
-async def remove_silence(client: aioredis.Redis, silence_id: str) -> bool:
-    return bool(await client.hdel(SILENCES_KEY, silence_id))
+async def remove_silence(client: aioredis.Redis, silence_id: str, *, by: str = "", via: str = "") -> bool:
+    """Lift a silence and log who did; False if there is none with that id."""
+    found = next((s for s in await list_silences(client, include_expired=True) if s.id == silence_id), None)
+    if found is None:
+        return False
+    logged = audit.entry("unsilence", by=by, via=via, target=found.id, scope=found.scope, kind=found.kind or "",
+                         until=shown(found.until), reason="")
+    return bool(await client.register_script(_REMOVE)(
+        keys=[SILENCES_KEY, SILENCE_AUTHORS_KEY, AUDIT_KEY], args=[silence_id, audit.AUDIT_ENTRIES, *audit.flat(logged)]))

@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from stream.alerts.audit import ACTIONS
 from stream.alerts.silences import silence_request
 from stream.console import auth, views
 from stream.console.data import ConsoleData
@@ -33,6 +34,7 @@ KINDS = ("sentiment_drop", "sentiment_surge", "volume_spike")
 MAX_REASON_CHARS = 500
 PAGE_ROWS = 500  # overview rows per browser page: every scope at the 500 the console is benchmarked for; the API gives all unless asked
 MAX_QUERY_CHARS = 200
+AUDIT_ROWS, MAX_AUDIT_ROWS = 200, 5000  # audit log entries per page: the default, the most a request may ask
 # Scripts and styles only from the console itself; nothing may frame it or receive its forms.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
@@ -108,6 +110,9 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
             raise HTTPException(404, "no such incident")
         return page("incident.html", request, caller, data=found, kinds=KINDS)
 
+    async def audit_page(request: Request, caller: auth.Caller) -> Response:
+        return page("audit.html", request, caller, data=await data.audit(*_audit_args(request)), actions=ACTIONS)
+
     async def login(request: Request) -> Response:
         if not who(request).may_write:
             return challenge("sign in with the operator token as the password")
@@ -142,10 +147,10 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
             scope = silence_request(scope, duration)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
-        return await data.silence(scope, duration, kind, _reason(form, caller))
+        return await data.silence(scope, duration, kind, _typed(form), by=_named(caller) or "operator token")
 
     async def unsilence(request: Request, caller: auth.Caller, form: dict[str, Any]) -> Any:
-        if not await data.unsilence(request.path_params["sid"]):
+        if not await data.unsilence(request.path_params["sid"], by=_named(caller) or "operator token"):
             raise HTTPException(404, "no such silence")
         return {"lifted": request.path_params["sid"]}
 
@@ -164,12 +169,14 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         Route("/scope/{scope:path}", reader(scope_page)),
         Route("/incidents", reader(incidents_page)),
         Route("/incidents/{ident}", reader(incident_page)),
+        Route("/audit", reader(audit_page)),
         Route("/login", login),
         Route("/api/overview", api(lambda r: data.overview(*_overview_args(r, None)))),
         Route("/api/scopes/{scope:path}", api(lambda r: data.scope(r.path_params["scope"]))),
         Route("/api/incidents", api(lambda r: data.incidents())),
         Route("/api/incidents/{ident}", api(lambda r: data.incident(r.path_params["ident"]))),
         Route("/api/version", api(lambda r: data.version())),
+        Route("/api/audit", api(lambda r: data.audit(*_audit_args(r)))),
         Route("/api/incidents/{ident}/ack", writer(ack), methods=["POST"]),
         Route("/api/silences", writer(silence), methods=["POST"]),
         Route("/api/silences/{sid}/delete", writer(unsilence), methods=["POST"]),
@@ -222,6 +229,20 @@ def _overview_args(request: Request, default_limit: int | None) -> tuple[str, in
     if offset < 0 or (limit is not None and limit < 1):
         raise HTTPException(400, "offset must be 0 or more and limit 1 or more")
     return params.get("q", "").strip()[:MAX_QUERY_CHARS], offset, limit
+
+
+def _audit_args(request: Request) -> tuple[int, str | None, list[str], int]:
+    """`since` (a duration, wall clock; default 7d), `by` (one person), `action` (repeatable) and `limit`."""
+    params = request.query_params
+    try:
+        since = parse_duration(params.get("since") or "7d")
+        limit = int(params.get("limit") or AUDIT_ROWS)
+    except ValueError:
+        raise HTTPException(400, "since: a duration such as 7d; limit: a whole number") from None
+    actions = [a for a in params.getlist("action") if a]
+    if not 1 <= limit <= MAX_AUDIT_ROWS or not set(actions) <= set(ACTIONS):
+        raise HTTPException(400, f"limit: 1 to {MAX_AUDIT_ROWS}; action: {', '.join(ACTIONS)}")
+    return since, (params.get("by") or "").strip()[:MAX_QUERY_CHARS] or None, actions, limit
 
 
 def _typed(form: dict[str, Any]) -> str:

@@ -1,5 +1,6 @@
-"""The console's Redis adapter: reads windows, incidents and silences the workers write; writes only
-acknowledgements and silences (through the same functions as `sentinel ack` and `sentinel silence`).
+"""The console's Redis adapter: reads windows, incidents and silences the workers write, and the
+operators' audit log; writes only acknowledgements and silences (through the same functions as
+`sentinel ack` and `sentinel silence`, which log them).
 
 Every page is a handful of round trips whatever the number of scopes: one pipeline of slice reads
 (one server-side script call per scope, stream/store.py), one read of the incident summaries. The
@@ -16,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from stream.alerts import audit
 from stream.alerts.correlator import acknowledge, acknowledgements, incident_summary, list_incidents
 from stream.alerts.judging import AlertConfig, table_bins
 from stream.alerts.silences import add_silence, list_silences, remove_silence, silence_of_incident
 from stream.console import views
 from stream.console.shared_result import SharedResult
-from stream.keys import ACKS_KEY, ALERT_STATS_KEY, INCIDENTS_KEY, OUTBOX_KEY, SILENCES_KEY, STATS_KEY, incident_key, index_key
+from stream.keys import ACKS_KEY, ALERT_STATS_KEY, AUDIT_KEY, INCIDENTS_KEY, OUTBOX_KEY, SILENCES_KEY, STATS_KEY, incident_key, index_key
 from stream.store import HOUR_S, WindowStore
 from stream.timefmt import iso
 from stream.windows import SLICE_FIELDS, bucket_start
@@ -167,18 +169,27 @@ class ConsoleData:
             pipe.hlen(ACKS_KEY)
             pipe.hlen(SILENCES_KEY)
             pipe.xlen(OUTBOX_KEY)
-            (processed, wm), stats, incidents, acks, silences, outbox = await pipe.execute()
-        alerts = f"{stats.get('entries', 0)}.{stats.get('transitions', 0)}.{stats.get('acks', 0)}.{incidents}.{acks}.{silences}.{outbox}"
+            pipe.xrevrange(AUDIT_KEY, count=1)
+            (processed, wm), stats, incidents, acks, silences, outbox, audited = await pipe.execute()
+        # The newest audit entry: a silence made and another lifted between two polls leave the counts as they were.
+        newest = audited[0][0] if audited else ""
+        alerts = f"{stats.get('entries', 0)}.{stats.get('transitions', 0)}.{stats.get('acks', 0)}.{incidents}.{acks}.{silences}.{outbox}.{newest}"
         return {"watermark": float(wm) if wm else None, "data": data_mark(processed, wm), "alerts": alerts}
 
     async def acknowledge(self, ident: str, reason: str, by: str, note: str) -> bool:
         return await acknowledge(self.redis, ident, reason, by=by, via="console", note=note)
 
-    async def silence(self, scope: str, duration_s: int, kind: str | None, reason: str) -> dict[str, Any]:
-        return asdict(await add_silence(self.redis, scope, duration_s, kind, reason))
+    async def silence(self, scope: str, duration_s: int, kind: str | None, reason: str, by: str) -> dict[str, Any]:
+        return asdict(await add_silence(self.redis, scope, duration_s, kind, reason, by=by, via="console"))
 
-    async def unsilence(self, silence_id: str) -> bool:
-        return await remove_silence(self.redis, silence_id)
+    async def unsilence(self, silence_id: str, by: str) -> bool:
+        return await remove_silence(self.redis, silence_id, by=by, via="console")
+
+    async def audit(self, since_s: int, by: str | None, actions: list[str], limit: int) -> dict[str, Any]:
+        """The audit log's entries of the last `since_s` seconds (wall clock), newest first."""
+        now = time.time()
+        entries = await audit.read(self.redis, since=now - since_s, by=by, actions=actions, limit=limit)
+        return {"since": iso(int(now - since_s)), "by": by, "actions": actions, "limit": limit, "entries": entries}
 
 
 def _entry(fields: dict[str, str]) -> dict[str, Any]:

@@ -1,0 +1,65 @@
+"""The operators' audit log: who acknowledged an incident, silenced a scope or lifted a silence,
+when, through what (console or cli) and why.
+
+One Redis stream (`keys.AUDIT_KEY`). Each action is appended by the write that makes it, in the
+same script or transaction, so the log holds exactly the actions that took effect. An entry's id is
+the Redis server's clock in milliseconds: one clock for every console and command line, whatever
+their own clocks say. The stream keeps the latest AUDIT_ENTRIES (trimmed approximately, as Redis
+does cheaply), years of actions at human pace; it does not expire with the incidents, whose own
+acknowledgement log (`correlator.acknowledgements`) does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from stream.keys import AUDIT_KEY
+from stream.timefmt import iso
+
+AUDIT_ENTRIES = 100_000
+ACTIONS = ("acknowledge", "silence", "unsilence")
+READ_CHUNK = 1000  # entries per XREVRANGE while filtering
+
+
+def entry(action: str, *, by: str, via: str, target: str, scope: str, reason: str, kind: str = "", until: str = "") -> dict[str, str]:
+    """The stream fields of one action. `target` is the incident or silence id; `until` (ISO, wall
+    clock) is a silence's end."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
+    return {"action": action, "by": by, "via": via, "target": target, "scope": scope, "kind": kind, "until": until, "reason": reason}
+
+
+def flat(fields: dict[str, str]) -> list[str]:
+    """Field, value, field, value...: the form a Lua script's XADD takes."""
+    return [part for pair in fields.items() for part in pair]
+
+
+def parsed(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """One entry as readers get it: `at` (ISO, wall clock, from the entry id) first."""
+    return {"at": iso(int(entry_id.split("-")[0]) / 1000), "id": entry_id, **fields}
+
+
+def what(entry: dict[str, Any]) -> str:
+    """What an entry acted on, in a few words: `incident inc7 over asset:BTC`, `silence 1a2b over
+    asset:* (volume_spike) until 2026-12-05T10:00:00Z`."""
+    noun = "incident" if entry["action"] == "acknowledge" else "silence"
+    kind = f" ({entry['kind']})" if entry.get("kind") else ""
+    until = f" until {entry['until']}" if entry.get("until") else ""
+    return f"{noun} {entry['target']}" + (f" over {entry['scope']}" if entry.get("scope") else "") + kind + until
+
+
+async def read(client: Any, *, since: float | None = None, by: str | None = None, actions: Sequence[str] = (),
+               limit: int = 200) -> list[dict[str, Any]]:
+    """Entries newest first: from wall-clock `since` (epoch seconds) on, by one person, of the given
+    actions, at most `limit`. A `client` that decodes responses."""
+    newest, oldest = "+", f"{int(since * 1000)}" if since is not None else "-"
+    found: list[dict[str, Any]] = []
+    while len(found) < limit:
+        chunk = await client.xrevrange(AUDIT_KEY, max=newest, min=oldest, count=READ_CHUNK)
+        for entry_id, fields in chunk:
+            if (by is None or fields.get("by") == by) and (not actions or fields.get("action") in actions):
+                found.append(parsed(entry_id, fields))
+        if len(chunk) < READ_CHUNK:
+            break
+        newest = f"({chunk[-1][0]}"  # exclusive: the next chunk starts below the last entry read
+    return found[:limit]

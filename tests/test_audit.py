@@ -1,0 +1,135 @@
+"""The operators' audit log (stream/alerts/audit.py) on a real redis-server: every acknowledgement,
+silence and lift, by whom, through what, read back across incidents by the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import redis
+
+from stream.alerts import audit
+from stream.alerts.silences import _REMOVE, STORED_FIELDS, add_silence, list_silences, remove_silence
+from stream.keys import AUDIT_KEY, INCIDENTS_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY
+from stream.timefmt import epoch, shown
+
+
+def cli(args: list[str], redis_url: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "REDIS_URL": redis_url, "SENTINEL_BASE": "lexicon"}
+    return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def lines(done: subprocess.CompletedProcess) -> list[dict[str, Any]]:
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def run(redis_url: str, action):
+    async def go():
+        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            return await action(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def test_the_command_line_logs_who_acknowledged_silenced_and_lifted_what(redis_server):
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    r.hset(INCIDENTS_KEY, "inc7", json.dumps({"incident_id": "inc7", "root_scope": "asset:BTC", "state": "open", "acked": None, "opened": 100}))
+    started = time.time()
+    assert cli(["silence", "asset:eth", "--for", "2h", "--kind", "volume_spike", "--reason", "listing day", "--by", "erin"], redis_server).returncode == 0
+    (made,) = lines(cli(["silences", "--json"], redis_server))
+    assert (made["by"], made["via"]) == ("erin", "cli")
+    assert cli(["ack", "inc7", "--by", "dana", "--reason", "desk on it"], redis_server).returncode == 0
+    assert cli(["unsilence", made["id"], "--by", "frank"], redis_server).returncode == 0
+    assert cli(["unsilence", made["id"], "--by", "frank"], redis_server).returncode != 0  # gone: nothing more is logged
+    assert cli(["ack", "nope", "--by", "dana"], redis_server).returncode != 0
+
+    logged = lines(cli(["audit", "--json"], redis_server))
+    assert [(e["action"], e["by"], e["via"], e["target"], e["scope"]) for e in logged] == [
+        ("unsilence", "frank", "cli", made["id"], "asset:ETH"),
+        ("acknowledge", "dana", "cli", "inc7", "asset:BTC"),
+        ("silence", "erin", "cli", made["id"], "asset:ETH"),
+    ]
+    silence, ack = logged[2], logged[1]
+    assert (silence["kind"], silence["reason"], silence["until"]) == ("volume_spike", "listing day", shown(made["until"]))
+    assert ack["reason"] == "desk on it" and logged[0]["until"] == silence["until"]
+    for entry in logged:  # the Redis server's clock, when it was done
+        assert started - 2 <= epoch(entry["at"]) <= time.time() + 2, entry
+    assert [e["action"] for e in lines(cli(["audit", "--json", "--by", "dana"], redis_server))] == ["acknowledge"]
+    assert [e["by"] for e in lines(cli(["audit", "--json", "--action", "silence", "--action", "unsilence"], redis_server))] == ["frank", "erin"]
+    assert lines(cli(["audit", "--json", "--limit", "1"], redis_server))[0]["action"] == "unsilence"
+    assert lines(cli(["audit", "--json", "--since", "0s"], redis_server)) == []
+    table = cli(["audit"], redis_server)
+    rows = [row for row in table.stdout.splitlines() if "(cli)" in row]
+    assert table.returncode == 0 and len(rows) == 3 and "frank" in rows[0] and "inc7" in rows[1] and "erin" in rows[2], table.stdout
+    for bad, says in ((["--action", "mute"], "--action"), (["--since", "a week"], "--since")):
+        refused = cli(["audit", *bad], redis_server)
+        assert refused.returncode != 0 and says in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_reading_filters_across_chunks_and_stops_at_the_limit_and_the_start(redis_server, monkeypatch):
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    for i in range(20):
+        who = "dana" if i % 4 == 0 else "erin"
+        r.xadd(AUDIT_KEY, audit.entry("acknowledge", by=who, via="cli", target=f"inc{i}", scope="all", reason=""), id=f"{1_000_000 + i * 1000}-0")
+    monkeypatch.setattr(audit, "READ_CHUNK", 3)  # filters applied across many reads
+    dana = run(redis_server, lambda c: audit.read(c, by="dana"))
+    assert [e["target"] for e in dana] == ["inc16", "inc12", "inc8", "inc4", "inc0"]
+    assert [e["target"] for e in run(redis_server, lambda c: audit.read(c, by="dana", limit=2))] == ["inc16", "inc12"]
+    # From 1,008 s on (wall clock): inc8 onwards, the entry at the start included.
+    assert [e["target"] for e in run(redis_server, lambda c: audit.read(c, since=1008, by="dana"))] == ["inc16", "inc12", "inc8"]
+    assert dana[-1]["at"] == "1970-01-01T00:16:40Z"
+    assert run(redis_server, lambda c: audit.read(c, actions=["silence"])) == []
+
+
+def test_the_log_is_trimmed_to_its_latest_entries(redis_server, monkeypatch):
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    monkeypatch.setattr(audit, "AUDIT_ENTRIES", 10)
+
+    async def many(client):
+        return [(await add_silence(client, "asset:BTC", 60, None, "", by="erin", via="cli")).id for _ in range(300)]
+
+    made = run(redis_server, many)
+    # Approximate trimming drops whole stream nodes (100 entries by default), never one of the latest 10.
+    assert 10 <= r.xlen(AUDIT_KEY) <= 110
+    assert made[-10:] == [f["target"] for _, f in r.xrange(AUDIT_KEY)][-10:]
+    assert len(run(redis_server, lambda c: audit.read(c, limit=1000))) == r.xlen(AUDIT_KEY)
+
+
+def test_a_silence_is_stored_as_older_versions_read_it_and_its_author_apart(redis_server):
+    """During a rolling upgrade older workers read the same hash with `Silence(**fields)`: one field
+    more would make them refuse every silence. The author is kept in its own hash, lifted with it."""
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    made = run(redis_server, lambda c: add_silence(c, "asset:*", 3600, None, "maintenance", by="erin", via="console"))
+    assert set(json.loads(r.hget(SILENCES_KEY, made.id))) == set(STORED_FIELDS)
+    assert json.loads(r.hget(SILENCE_AUTHORS_KEY, made.id)) == {"by": "erin", "via": "console"}
+    assert 3500 < r.ttl(SILENCE_AUTHORS_KEY) <= 3660  # goes with the silences
+    # A silence stored by a later version with a field this one does not know, and one made before
+    # authors were kept: both read.
+    later = json.loads(r.hget(SILENCES_KEY, made.id)) | {"id": "later1", "note": "from the future"}
+    earlier = json.loads(r.hget(SILENCES_KEY, made.id)) | {"id": "early1"}
+    r.hset(SILENCES_KEY, mapping={"later1": json.dumps(later), "early1": json.dumps(earlier)})
+    found = {s.id: s for s in run(redis_server, list_silences)}
+    assert set(found) == {made.id, "later1", "early1"} and found["early1"].by == "" and found[made.id].by == "erin"
+
+    # Two operators lift it at once: the one whose script removed it logs it.
+    fields = audit.flat(audit.entry("unsilence", by="frank", via="cli", target=made.id, scope="asset:*", reason=""))
+    keys = [SILENCES_KEY, SILENCE_AUTHORS_KEY, AUDIT_KEY]
+    assert r.eval(_REMOVE, 3, *keys, made.id, 100, *fields) == 1
+    assert r.eval(_REMOVE, 3, *keys, made.id, 100, *fields) == 0
+    assert [f["action"] for _, f in r.xrange(AUDIT_KEY)] == ["silence", "unsilence"]
+    assert r.hget(SILENCE_AUTHORS_KEY, made.id) is None
+    assert run(redis_server, lambda c: remove_silence(c, made.id, by="gus")) is False
+    assert r.xlen(AUDIT_KEY) == 2
