@@ -10,6 +10,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -169,6 +170,10 @@ class Settings(BaseSettings):
     console_operator_token: SecretStr | None = Field(
         None, description="token that may also acknowledge and silence; unset: the console is read-only for everyone"
     )
+    console_url: str = Field(
+        "", description="the console's address as the risk team reaches it (https://sentinel.example.com); notifications "
+        "link to the incident or scope page there. Unset: no link"
+    )
     console_overview_max_age: float = Field(
         5.0, ge=0, description="seconds the overview's scope figures may lag new posts (one read shared by every page of a console "
         "process; longer while a read takes over a tenth of it; 0: every request reads); incidents are always read fresh"
@@ -186,6 +191,16 @@ class Settings(BaseSettings):
         if value and not all(re.fullmatch(r"[^\s:,/]+(:\d{1,5})?|\[[0-9a-fA-F:.]+\](:\d{1,5})?", part.strip())
                                          for part in value.split(",")):
             raise ValueError("a comma-separated list of host:port, the port a number (kafka-0:9092,kafka-1:9092)")
+        return value
+
+    @field_validator("console_url")
+    @classmethod
+    def _console_url(cls, value: str) -> str:
+        # Checked at start-up: a typo would otherwise ship a dead link in every notification.
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment):
+            raise ValueError("an http(s) address such as https://sentinel.example.com (a path is allowed; no query)")
         return value
 
     @field_validator("device")

@@ -325,6 +325,28 @@ def test_email_through_local_smtp_with_chart():
 # --- delivery: JSON webhook, routing, concurrency -------------------------------------------------
 
 
+def test_a_notification_links_to_its_console_page_when_the_console_url_is_set(http):
+    """SENTINEL_CONSOLE_URL: a notice links to its incident's page, a transition (no grouping) to its
+    scope's, quoted as the console quotes its own links; unset, no link."""
+    from stream.alerts.grouping import Notice
+
+    member = {"scope": "channel:price talk/#1", "kind": "sentiment_drop", "firing": True, "severity": "warning", "onset": None,
+              "metric": "negative_share", "value": 0.5, "baseline": 0.2}
+    notice = Notice("inc 1", "channel:price talk/#1", "firing", "new", "warning", "2026-10-02T12:20:00Z", "2026-10-02T12:00:00Z", False, [member])
+    linked = message.notice_body(notice, console_url="https://s.example.com/risk")
+    assert linked.splitlines()[-1] == "console: https://s.example.com/risk/incidents/inc%201"
+    assert "console:" not in message.notice_body(notice)
+    record = make_record(scope="channel:price talk/#1")
+    assert "console: https://s.example.com/risk/scope/channel:price%20talk%2F%231" in message.body(record, console_url="https://s.example.com/risk")
+    assert "console:" not in message.body(record)
+    # Through Apprise to a real webhook, from the setting.
+    settings = Settings(apprise_urls=http.url("/hook"), console_url="https://s.example.com/", notify_chart=False)
+    n = Notifier.from_settings(settings)
+    assert run(n.deliver(make_record(), None)).notified and run(n.deliver_notice(notice)).notified
+    told = [p["message"] for p in http.payloads("/hook")]
+    assert "console: https://s.example.com/scope/asset:ETH" in told[0] and "console: https://s.example.com/incidents/inc%201" in told[1]
+
+
 def test_json_webhook_receives_title_and_body(http):
     result = run(notifier(http.url("/hook")).deliver(make_record(), None))
     assert result.notified and result.targeted == 1

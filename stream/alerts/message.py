@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Sequence
+from urllib.parse import quote
 
 from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord
@@ -74,8 +75,20 @@ def title(record: AlertRecord) -> str:
     return f"[{state}] {record.kind} on {scope}{suffix}"
 
 
-def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS) -> str:
-    """Plain-text body: what moved, by how much, over which window, and up to `samples` posts."""
+def incident_link(console_url: str, incident_id: str) -> str:
+    """The incident's page on the console (SENTINEL_CONSOLE_URL), or "" when none is configured."""
+    return f"{console_url}/incidents/{quote(incident_id, safe='')}" if console_url else ""
+
+
+def scope_link(console_url: str, scope: str) -> str:
+    """The scope's page on the console, or "". Quoted as the console's own links are: a channel
+    name may hold spaces, slashes or anything a forum allows."""
+    return f"{console_url}/scope/{quote(scope, safe=':|')}" if console_url else ""
+
+
+def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, console_url: str = "") -> str:
+    """Plain-text body: what moved, by how much, over which window, a link to the scope's console
+    page, and up to `samples` posts."""
     metric = record.metric or "value"
     status = "resolved" if record.state == "resolved" else f"firing ({record.severity})"
     lines = [
@@ -86,6 +99,8 @@ def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS) ->
         f"posts: {record.posts} in window vs {record.baseline_posts} in baseline",
         f"alert_id: {record.alert_id}",
     ]
+    if console_url:
+        lines.append(f"console: {scope_link(console_url, record.scope)}")
     shown = _sample_lines(record.samples, samples, post_chars)
     if shown:
         lines += ["", "Sample posts:", *shown]
@@ -115,8 +130,10 @@ def notice_title(notice: Notice) -> str:
     return f"[{state}] {where}{more}{REASON_SUFFIX.get(notice.reason, '')}"
 
 
-def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: int = 3, post_chars: int = POST_CHARS) -> str:
-    """Plain-text body of an incident notification: the root, what moved since when, the members."""
+def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: int = 3, post_chars: int = POST_CHARS,
+                console_url: str = "") -> str:
+    """Plain-text body of an incident notification: the root, what moved since when, the members,
+    a link to the incident's console page (where it can be acknowledged or silenced)."""
     status = "resolved" if notice.state == "resolved" else f"firing ({notice.severity})"
     lines = [f"Incident on {escape_post_text(notice.root_scope, limit=120)} is {status}"
              + (" (acknowledged: " + escape_post_text(notice.acked, limit=120) + ")" if notice.acked else "") + "."]
@@ -131,6 +148,8 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
             # grouping._split: told over while these clear, each quiet since the root resolved.
             lines.append("Those still firing have not moved on their own since the root resolved; one that does will be a new incident.")
     lines += ["", f"opened {notice.opened}; as of {notice.at} (event time)", f"incident_id: {notice.incident_id}"]
+    if console_url:
+        lines.append(f"console: {incident_link(console_url, notice.incident_id)}")
     shown = _sample_lines(samples, samples_shown, post_chars)
     if shown:
         lines += ["", "Sample posts:", *shown]

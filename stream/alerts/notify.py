@@ -218,6 +218,7 @@ class Notifier:
         samples: int = 3,
         chart: bool = True,
         daily_cap: int = 0,
+        console_url: str = "",
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be >= 1")
@@ -228,6 +229,7 @@ class Notifier:
         self.backoff_max = backoff_max
         self.samples = samples
         self.daily_cap = daily_cap
+        self.console_url = console_url  # SENTINEL_CONSOLE_URL: each notification links to its page there
         # Asked per service before each notification (AlertDelivery counts per service and day in
         # Redis); None sends everything.
         self.admit: Admit | None = None
@@ -248,6 +250,7 @@ class Notifier:
             samples=settings.alert_samples,
             chart=settings.notify_chart,
             daily_cap=settings.notify_daily_cap,
+            console_url=settings.console_url,
         )
 
     def targets_for(self, severity: str) -> list[NotifyBase]:
@@ -257,13 +260,13 @@ class Notifier:
     async def deliver(self, record: AlertRecord, chart_png: bytes | None = None) -> Delivery:
         """One transition's notification (`SENTINEL_ALERT_GROUPING=none`)."""
         context = {"alert_id": record.alert_id, "scope": record.scope, "severity": record.severity}
-        return await self._deliver(context, record.severity, message.title(record), message.body(record, samples=self.samples),
+        return await self._deliver(context, record.severity, message.title(record), message.body(record, samples=self.samples, console_url=self.console_url),
                                    notify_type(record.state, record.severity), chart_png, record.alert_id, key=record.incident_id)
 
     async def deliver_notice(self, notice: Notice, samples: Sequence[Sample] = (), chart_png: bytes | None = None) -> Delivery:
         """One incident's notification (stream/alerts/grouping.py)."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
-        text = message.notice_body(notice, samples, samples_shown=self.samples)
+        text = message.notice_body(notice, samples, samples_shown=self.samples, console_url=self.console_url)
         return await self._deliver(context, notice.severity, message.notice_title(notice), text,
                                    notify_type(notice.state, notice.severity), chart_png, notice.incident_id, key=notice.incident_id)
 
