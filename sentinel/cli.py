@@ -963,13 +963,14 @@ def incidents(
             print(json.dumps(item, ensure_ascii=False))
         return
     table = Table(title="incidents")
-    for col in ("id", "root", "state", "severity", "opened", "kinds", "members", "acknowledged"):
+    for col in ("id", "root", "state", "severity", "opened", "kinds", "members", "acknowledged", "verdict"):
         table.add_column(col)
     for item in found:
         kinds = sorted({m["kind"] for m in item["members"] if m["scope"] == item["root_scope"]})
         members = sorted({m["scope"] for m in item["members"] if m["scope"] != item["root_scope"]})
+        verdict = item.get("verdict") or {}
         table.add_row(item["incident_id"], item["root_scope"] + (" (market-wide)" if item["market"] else ""), item["state"], item["severity"],
-                      shown(item["opened"]), ", ".join(kinds), ", ".join(members), item["acked"] or "")
+                      shown(item["opened"]), ", ".join(kinds), ", ".join(members), item["acked"] or "", verdict.get("verdict", ""))
     out.print(table)
 
 
@@ -988,6 +989,55 @@ def ack(
     out.print(f"acknowledged incident {incident_id}")
 
 
+@app.command()
+def verdict(
+    incident_id: Annotated[str, typer.Argument(help="the id `sentinel incidents` shows (open or resolved)")],
+    value: Annotated[str, typer.Argument(metavar="VERDICT", help="real | false-alarm")],
+    reason: Annotated[str, typer.Option("--reason", help="why, for whoever tunes the alerts")] = "",
+    by: Annotated[Optional[str], typer.Option("--by", help="who, for the audit log (default: the login name)")] = None,
+) -> None:
+    """Say whether an incident was a real move or a false alarm: `sentinel verdicts` then measures the alerts' precision."""
+    from stream.alerts.verdicts import VERDICTS, give_verdict
+
+    if value not in VERDICTS:
+        raise fail(f"VERDICT: one of {', '.join(VERDICTS)}")
+    who = login_name() if by is None else by
+    if not with_redis(lambda client: give_verdict(client, incident_id, value, reason, by=who, via="cli")):
+        raise fail(f"no incident with id {incident_id!r} in the history (SENTINEL_RETENTION)")
+    out.print(f"incident {incident_id}: {value}")
+
+
+@app.command()
+def verdicts(
+    since: Annotated[str, typer.Option("--since", help="verdicts given within this much wall-clock time, e.g. 30d")] = "30d",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The alerts' precision as the risk team judged them: real and false alarms per root kind, each incident's latest verdict."""
+    import time
+
+    from stream.alerts import audit as audit_log
+    from stream.alerts.verdicts import tally
+    from stream.timefmt import parse_duration
+
+    try:
+        span = parse_duration(since)
+    except ValueError as exc:
+        raise fail(f"--since: {exc}") from None
+    # Every verdict in the span: the log holds the latest AUDIT_ENTRIES actions, far more than a span's verdicts.
+    entries = with_redis(lambda client: audit_log.read(client, since=time.time() - span, actions=["verdict"], limit=audit_log.AUDIT_ENTRIES))
+    rows = tally(entries).rows()
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    table = Table(title=f"verdicts of the last {since} (each incident's latest)")
+    for col in ("root kind", "real", "false alarms", "precision"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["kind"], str(row["real"]), str(row["false_alarm"]), f"{row['precision']:.2f}" if row["precision"] is not None else "-")
+    out.print(table if rows else f"no verdicts in the last {since}: `sentinel verdict INCIDENT real|false-alarm`")
+
+
 def login_name() -> str:
     """Who runs an operator command, for the audit log when --by is not given."""
     import getpass
@@ -1002,11 +1052,11 @@ def login_name() -> str:
 def audit(
     since: Annotated[str, typer.Option("--since", help="actions within this much wall-clock time, e.g. 7d")] = "7d",
     by: Annotated[Optional[str], typer.Option("--by", help="only this person's actions")] = None,
-    action: Annotated[Optional[list[str]], typer.Option("--action", help="acknowledge | silence | unsilence (repeatable; default: all)")] = None,
+    action: Annotated[Optional[list[str]], typer.Option("--action", help="acknowledge | verdict | silence | unsilence (repeatable; default: all)")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many, newest first")] = 200,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Who acknowledged, silenced or lifted what, when and why: the operators' audit log, newest first."""
+    """Who acknowledged or judged an incident, silenced or lifted what, when and why: the operators' audit log, newest first."""
     import time
 
     from stream.alerts import audit as audit_log

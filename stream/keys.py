@@ -105,6 +105,7 @@ ASSETS_KEY = f"{ALERTS_PREFIX}:assets"  # sorted set: asset scope -> event time 
 CORRELATION_KEY = f"{ALERTS_PREFIX}:correlation"  # hash `until` (grouped through) and `state` (open incidents, JSON)
 ACKS_KEY = f"{ALERTS_PREFIX}:acks"  # hash incident id -> acknowledgement reason
 ACK_LOG_KEY = f"{ALERTS_PREFIX}:ack-log"  # hash incident id -> its acknowledgements, one JSON object a line (at, by, via, reason)
+VERDICTS_KEY = f"{ALERTS_PREFIX}:verdicts"  # hash incident id -> its latest verdict JSON (verdict, by, via, reason, at); alerts/verdicts.py
 INCIDENTS_KEY = f"{ALERTS_PREFIX}:incidents"  # hash incident id -> summary JSON (open and closed)
 INCIDENTS_INDEX_KEY = f"{ALERTS_PREFIX}:incidents:idx"  # sorted set: incident id -> opened (event time)
 OUTBOX_GROUP = "notifiers"  # the outbox's consumer group: one consumer per worker

@@ -637,7 +637,8 @@ def test_acknowledgements_are_logged_with_when_and_who_and_go_with_their_inciden
     who, through what; the latest ACK_LOG_ENTRIES of them; and the correlator's history cut-off
     removes them with their incident."""
     from stream.alerts.correlator import _COMMIT, ACK_LOG_ENTRIES, acknowledge, acknowledgements
-    from stream.keys import ACK_LOG_KEY, ACKS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY
+    from stream.alerts.verdicts import give_verdict
+    from stream.keys import ACK_LOG_KEY, ACKS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, VERDICTS_KEY
 
     r = redis.Redis.from_url(redis_server, decode_responses=True)
     r.flushdb()
@@ -655,10 +656,11 @@ def test_acknowledgements_are_logged_with_when_and_who_and_go_with_their_inciden
             for i in range(ACK_LOG_ENTRIES):
                 await acknowledge(client, "old1", f"note {i}\nwith a newline", by="carol", clock=clock)
             await acknowledge(client, "old1", "the last", by="carol", clock=clock)
+            assert await give_verdict(client, "old1", "real", "", by="carol") and await give_verdict(client, "new1", "false-alarm", "", by="bob")
             kept = await acknowledgements(client, "old1")
             # A correlator round whose history starts at 1000: old1 leaves, new1 stays.
             commit = client.register_script(_COMMIT)
-            await commit(keys=[CORRELATION_KEY, "s", "o", INCIDENTS_KEY, INCIDENTS_INDEX_KEY, "st", ACKS_KEY, ACK_LOG_KEY],
+            await commit(keys=[CORRELATION_KEY, "s", "o", INCIDENTS_KEY, INCIDENTS_INDEX_KEY, "st", ACKS_KEY, ACK_LOG_KEY, VERDICTS_KEY],
                          args=["", "2000", "{}", "[]", "[]", "[]", "1000", "3600"])
             return first, kept, await acknowledgements(client, "old1"), await acknowledgements(client, "new1")
         finally:
@@ -670,6 +672,7 @@ def test_acknowledgements_are_logged_with_when_and_who_and_go_with_their_inciden
     assert r.hget(ACKS_KEY, "new1") == "acknowledged"  # what the records and notices carry: the latest
     assert len(kept) == ACK_LOG_ENTRIES and kept[0]["reason"] == "note 1\nwith a newline" and kept[-1]["reason"] == "the last"
     assert pruned == [] and r.hget(ACKS_KEY, "old1") is None and r.hget(INCIDENTS_KEY, "old1") is None
+    assert r.hget(VERDICTS_KEY, "old1") is None and json.loads(r.hget(VERDICTS_KEY, "new1"))["verdict"] == "false-alarm"
     assert survived == first
 
 
@@ -745,7 +748,7 @@ def test_a_summary_written_by_a_round_that_missed_the_acknowledgement_is_read_wi
     """A correlator round reads the acknowledgements, then writes its summaries: one given in
     between is not in them. Readers lay the acknowledgements over the summaries."""
     from stream.alerts.correlator import _COMMIT, acknowledge, incident_summary, list_incidents
-    from stream.keys import ACK_LOG_KEY, ACKS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY
+    from stream.keys import ACK_LOG_KEY, ACKS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, VERDICTS_KEY
 
     r = redis.Redis.from_url(redis_server, decode_responses=True)
     r.flushdb()
@@ -758,7 +761,7 @@ def test_a_summary_written_by_a_round_that_missed_the_acknowledgement_is_read_wi
         try:
             assert await acknowledge(client, "inc1", "desk on it")
             commit = client.register_script(_COMMIT)  # the round, with the summary it built before
-            await commit(keys=[CORRELATION_KEY, "s", "o", INCIDENTS_KEY, INCIDENTS_INDEX_KEY, "st", ACKS_KEY, ACK_LOG_KEY],
+            await commit(keys=[CORRELATION_KEY, "s", "o", INCIDENTS_KEY, INCIDENTS_INDEX_KEY, "st", ACKS_KEY, ACK_LOG_KEY, VERDICTS_KEY],
                          args=["", "2000", "{}", "[]", "[]", json.dumps([["inc1", 100, json.dumps(summary | {"state": "resolved"})]]), "0", "3600"])
             return await list_incidents(client), await incident_summary(client, "inc1")
         finally:
@@ -769,9 +772,10 @@ def test_a_summary_written_by_a_round_that_missed_the_acknowledgement_is_read_wi
     assert listed["acked"] == shown["acked"] == "desk on it" and listed["state"] == "resolved"
 
 
-def test_a_merged_incident_takes_its_acknowledgements_with_it(redis_server):
+def test_a_merged_incident_takes_its_acknowledgements_and_verdict_with_it(redis_server):
     from stream.alerts.correlator import _COMMIT, acknowledge
-    from stream.keys import ACK_LOG_KEY, ACKS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY
+    from stream.alerts.verdicts import give_verdict
+    from stream.keys import ACK_LOG_KEY, ACKS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, VERDICTS_KEY
 
     r = redis.Redis.from_url(redis_server, decode_responses=True)
     r.flushdb()
@@ -782,14 +786,15 @@ def test_a_merged_incident_takes_its_acknowledgements_with_it(redis_server):
         client = redis.asyncio.Redis.from_url(redis_server, decode_responses=True)
         try:
             assert await acknowledge(client, "waiting", "seen")
+            assert await give_verdict(client, "waiting", "real", "")
             commit = client.register_script(_COMMIT)  # merged into another: its summary goes ('')
-            await commit(keys=[CORRELATION_KEY, "s", "o", INCIDENTS_KEY, INCIDENTS_INDEX_KEY, "st", ACKS_KEY, ACK_LOG_KEY],
+            await commit(keys=[CORRELATION_KEY, "s", "o", INCIDENTS_KEY, INCIDENTS_INDEX_KEY, "st", ACKS_KEY, ACK_LOG_KEY, VERDICTS_KEY],
                          args=["", "2000", "{}", "[]", "[]", json.dumps([["waiting", 100, ""]]), "0", "3600"])
         finally:
             await client.aclose()
 
     asyncio.run(go())
-    assert [r.hget(key, "waiting") for key in (INCIDENTS_KEY, ACKS_KEY, ACK_LOG_KEY)] == [None, None, None]
+    assert [r.hget(key, "waiting") for key in (INCIDENTS_KEY, ACKS_KEY, ACK_LOG_KEY, VERDICTS_KEY)] == [None, None, None, None]
 
 
 def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_server):

@@ -640,7 +640,8 @@ def test_the_audit_log_shows_who_did_what_from_the_console(api_console, redis_se
     assert [e["action"] for e in console.json("/api/audit?by=alice&action=acknowledge")["entries"]] == ["acknowledge"]
     assert [e["action"] for e in console.json("/api/audit?action=silence&action=unsilence&limit=1")["entries"]] == ["unsilence"]
     assert console.json("/api/audit?since=0s")["entries"] == []
-    for bad in ("since=forever", "limit=0", "limit=many", "action=mute"):
+    assert len(console.json("/api/audit?since=3000000d")["entries"]) == 3  # everything, not "Redis is unavailable"
+    for bad in ("since=forever", "limit=0", "limit=many", "limit=1_0", "limit=99999", "action=mute"):
         assert console.call("GET", f"/api/audit?{bad}", headers={"Authorization": "Bearer " + VIEWER})[0] == 400, bad
     assert console.call("GET", "/api/audit")[0] == 401  # a reader's token, as every page
 
@@ -649,6 +650,34 @@ def test_the_audit_log_shows_who_did_what_from_the_console(api_console, redis_se
     rows = re.findall(r"<tr data-entry=.*?</tr>", table, re.S)
     assert len(rows) == 2 and "silence" in rows[0] and "listing" in rows[0] and '<a href="/incidents/inc1">inc1</a>' in rows[1], table
     assert 'href="/audit"' in page  # in the navigation of every page
+
+
+def test_an_operator_records_a_verdict_on_an_incident_open_or_resolved(api_console, redis_server):
+    console, _ = api_console
+    put_incident(redis_server, "old1", "asset:BTC", state="resolved")
+    csrf = auth.csrf_token(TOKENS)
+    alice = {"Authorization": basic("alice", OPERATOR)}
+    viewer = {"Authorization": "Bearer " + VIEWER}
+    assert console.call("POST", "/api/incidents/old1/verdict", {"verdict": "real"}, headers=viewer)[0] == 403
+    assert console.call("POST", "/api/incidents/old1/verdict", {"verdict": "maybe", "csrf": csrf}, headers=alice, form=True)[0] == 400
+    assert console.call("POST", "/api/incidents/none/verdict", {"verdict": "real", "csrf": csrf}, headers=alice, form=True)[0] == 404
+    page = console.call("GET", "/incidents/old1", headers=alice)[1]
+    assert 'class="verdict"' in page and 'id="verdict"' not in page  # the form, on a resolved incident too
+    assert 'class="verdict"' not in console.call("GET", "/incidents/old1", headers=viewer)[1]
+    status, _, headers = console.call("POST", "/api/incidents/old1/verdict", {"verdict": "false-alarm", "reason": "one whale's posts", "csrf": csrf,
+                                                                               "next": "/incidents/old1"}, headers=alice, form=True)
+    assert status == 303 and headers["location"] == "/incidents/old1"
+    shown = console.json("/api/incidents/old1")["incident"]["verdict"]
+    assert (shown["verdict"], shown["by"], shown["via"], shown["reason"]) == ("false-alarm", "alice", "console", "one whale's posts")
+    assert console.json("/api/incidents/inc1")["incident"]["verdict"] is None
+    page = console.call("GET", "/incidents/old1", headers=viewer)[1]
+    said = page[page.index('id="verdict"'):]
+    assert said[: said.index("</p>")].count("false-alarm") == 1 and "by alice (console): one whale&#39;s posts" in said
+    listing = console.call("GET", "/incidents", headers=viewer)[1]
+    recent = listing[listing.index("Recent incidents"):]
+    assert "<td>false-alarm</td>" in recent
+    (logged,) = console.json("/api/audit?action=verdict")["entries"]
+    assert (logged["target"], logged["verdict"], logged["by"], logged["kind"]) == ("old1", "false-alarm", "alice", "sentiment_drop")
 
 
 def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):

@@ -169,7 +169,8 @@ def test_format_comes_from_the_flag_then_the_suffix():
 def hostile_report():
     scope = f"asset:{HOSTILE}"
     tables = {"all": [[2, 1, 1, 0, 0.0, 0.72]], scope: [[2, 1, 1, 0, 0.0, 0.72]]}
-    bad = incident("=HYPERLINK(\"http://evil\")", scope, T0 + 60, acked="<img src=x onerror=alert(1)> **ok** | done\nnext")
+    bad = incident("=HYPERLINK(\"http://evil\")", scope, T0 + 60, acked="<img src=x onerror=alert(1)> **ok** | done\nnext",
+                   verdict={"verdict": "false-alarm", "by": "dana", "via": "cli", "reason": "", "at": "2026-10-01T02:00:00Z"})
     return build_report(T0, 1, tables, [bad], watermark=T0 + 60, generated_at=T0 + 120)
 
 
@@ -222,8 +223,10 @@ def test_rendering_escapes_hostile_scopes_and_incident_text():
     for line in md.splitlines():
         if line.startswith("| 2026-10-01") or "HYPERLINK" in line:
             cells = re.split(r"(?<!\\)\|", line)[1:-1]  # unescaped bars only: the column count holds
-            assert len(cells) in (7, 8), line
-    assert r"&lt;img src=x onerror=alert\(1\)&gt; \*\*ok\*\* \| done next |" in md  # one line, inert, the bar escaped
+            assert len(cells) in (7, 9), line
+    assert r"&lt;img src=x onerror=alert\(1\)&gt; \*\*ok\*\* \| done next | false\-alarm |" in md  # one line, inert, the bar escaped
+    (cells,) = [cells for a, cells in parser.rows if "data-incident" in a]
+    assert cells[-2:] == ["<img src=x onerror=alert(1)> **ok** | done\nnext", "false-alarm"]  # the verdict beside the acknowledgement
 
     rows = list(csv.reader(io.StringIO(render_csv(report))))
     (hostile_row,) = [r for r in rows if r[1] == f"asset:{HOSTILE}"]

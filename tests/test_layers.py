@@ -36,7 +36,7 @@ LAYERS: list[set[str]] = [
 ]
 # Inside stream/alerts/, the pure modules never import the I/O ones.
 ALERTS_PURE = {"stream.alerts.detector", "stream.alerts.sequential", "stream.alerts.incidents", "stream.alerts.judging", "stream.alerts.grouping", "stream.alerts.message", "stream.alerts.chart"}
-ALERTS_IO = {"stream.alerts.engine", "stream.alerts.correlator", "stream.alerts.audit", "stream.alerts.delivery", "stream.alerts.silences", "stream.alerts.notify"}
+ALERTS_IO = {"stream.alerts.engine", "stream.alerts.correlator", "stream.alerts.audit", "stream.alerts.verdicts", "stream.alerts.delivery", "stream.alerts.silences", "stream.alerts.notify"}
 
 PURE = {
     "stream.contracts", "stream.windows", "stream.assets", "stream.timefmt", "stream.keys", "stream.batch",

@@ -1,5 +1,5 @@
-"""The operators' audit log: who acknowledged an incident, silenced a scope or lifted a silence,
-when, through what (console or cli) and why.
+"""The operators' audit log: who acknowledged an incident or gave it a verdict, silenced a scope or
+lifted a silence, when, through what (console or cli) and why.
 
 One Redis stream (`keys.AUDIT_KEY`). Each action is appended by the write that makes it, in the
 same script or transaction, so the log holds exactly the actions that took effect. An entry's id is
@@ -11,22 +11,25 @@ acknowledgement log (`correlator.acknowledgements`) does.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from stream.keys import AUDIT_KEY
-from stream.timefmt import iso
 
 AUDIT_ENTRIES = 100_000
-ACTIONS = ("acknowledge", "silence", "unsilence")
+ACTIONS = ("acknowledge", "silence", "unsilence", "verdict")
 READ_CHUNK = 1000  # entries per XREVRANGE while filtering
 
 
-def entry(action: str, *, by: str, via: str, target: str, scope: str, reason: str, kind: str = "", until: str = "") -> dict[str, str]:
-    """The stream fields of one action. `target` is the incident or silence id; `until` (ISO, wall
-    clock) is a silence's end."""
+def entry(action: str, *, by: str, via: str, target: str, scope: str, reason: str, kind: str = "", until: str = "",
+          verdict: str = "") -> dict[str, str]:
+    """The stream fields of one action. `target` is the incident or silence id; `kind` a silence's
+    kind or an incident's root kinds (comma-separated); `until` (ISO, wall clock) a silence's end;
+    `verdict` an incident's (`verdicts.VERDICTS`)."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
-    return {"action": action, "by": by, "via": via, "target": target, "scope": scope, "kind": kind, "until": until, "reason": reason}
+    fields = {"action": action, "by": by, "via": via, "target": target, "scope": scope, "kind": kind, "until": until, "reason": reason}
+    return fields | ({"verdict": verdict} if verdict else {})
 
 
 def flat(fields: dict[str, str]) -> list[str]:
@@ -35,24 +38,28 @@ def flat(fields: dict[str, str]) -> list[str]:
 
 
 def parsed(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
-    """One entry as readers get it: `at` (ISO, wall clock, from the entry id) first."""
-    return {"at": iso(int(entry_id.split("-")[0]) / 1000), "id": entry_id, **fields}
+    """One entry as readers get it: `at` (ISO, wall clock, from the entry id, always to the
+    millisecond so a fixed format parses every one) first."""
+    at = datetime.fromtimestamp(int(entry_id.split("-")[0]) / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return {"at": at.replace("+00:00", "Z"), "id": entry_id, **fields}
 
 
 def what(entry: dict[str, Any]) -> str:
     """What an entry acted on, in a few words: `incident inc7 over asset:BTC`, `silence 1a2b over
     asset:* (volume_spike) until 2026-12-05T10:00:00Z`."""
-    noun = "incident" if entry["action"] == "acknowledge" else "silence"
+    noun = "silence" if entry["action"] in ("silence", "unsilence") else "incident"
     kind = f" ({entry['kind']})" if entry.get("kind") else ""
     until = f" until {entry['until']}" if entry.get("until") else ""
-    return f"{noun} {entry['target']}" + (f" over {entry['scope']}" if entry.get("scope") else "") + kind + until
+    verdict = f": {entry['verdict']}" if entry.get("verdict") else ""
+    return f"{noun} {entry['target']}" + (f" over {entry['scope']}" if entry.get("scope") else "") + kind + until + verdict
 
 
 async def read(client: Any, *, since: float | None = None, by: str | None = None, actions: Sequence[str] = (),
                limit: int = 200) -> list[dict[str, Any]]:
     """Entries newest first: from wall-clock `since` (epoch seconds) on, by one person, of the given
     actions, at most `limit`. A `client` that decodes responses."""
-    newest, oldest = "+", f"{int(since * 1000)}" if since is not None else "-"
+    # A span longer than the epoch (`--since 30000d`) reads everything; a negative id is an error.
+    newest, oldest = "+", f"{max(0, int(since * 1000))}" if since is not None else "-"
     found: list[dict[str, Any]] = []
     while len(found) < limit:
         chunk = await client.xrevrange(AUDIT_KEY, max=newest, min=oldest, count=READ_CHUNK)

@@ -40,7 +40,7 @@ from stream.alerts.grouping import (
     within,
 )
 from stream.alerts.incidents import record_from_json
-from stream.keys import ACK_LOG_KEY, ACKS_KEY, ALERT_STATS_KEY, ASSETS_KEY, AUDIT_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, OUTBOX_KEY, STAGING_KEY
+from stream.keys import ACK_LOG_KEY, ACKS_KEY, ALERT_STATS_KEY, ASSETS_KEY, AUDIT_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, OUTBOX_KEY, STAGING_KEY, VERDICTS_KEY
 from stream.store import WindowStore
 from stream.timefmt import iso
 from stream.windows import SliceCol
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 PAIR_READ_MARGIN_S = 3600
 COLUMN = {"negative": SliceCol.NEGATIVE, "positive": SliceCol.POSITIVE, "n": SliceCol.N}
 
-# KEYS: correlation, staging, outbox, incidents, incidents index, stats, acknowledgements, their log. ARGV: expected until ('' =
+# KEYS: correlation, staging, outbox, incidents, incidents index, stats, acknowledgements, their log, verdicts. ARGV: expected until ('' =
 # never), new until, state JSON, staged members done (JSON list), outbox entries (JSON list of JSON
 # strings), incident summaries (JSON list of [id, opened, summary JSON or '' to drop it]), history cut-off (event time),
 # the keys' idle TTL.
@@ -69,16 +69,18 @@ for _, item in ipairs(cjson.decode(ARGV[6])) do
     redis.call('ZREM', KEYS[5], item[1])
     redis.call('HDEL', KEYS[7], item[1])
     redis.call('HDEL', KEYS[8], item[1])
+    redis.call('HDEL', KEYS[9], item[1])
   else
     redis.call('HSET', KEYS[4], item[1], item[3])
     redis.call('ZADD', KEYS[5], item[2], item[1])
   end
 end
--- Incidents older than the history go, and their acknowledgements with them.
+-- Incidents older than the history go, and their acknowledgements and verdicts with them.
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[7])) do
   redis.call('HDEL', KEYS[4], old)
   redis.call('HDEL', KEYS[7], old)
   redis.call('HDEL', KEYS[8], old)
+  redis.call('HDEL', KEYS[9], old)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[7])
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[8]) end
@@ -162,7 +164,8 @@ class Correlator:
         items = [[i.id, i.opened, json.dumps(summary(i, st, at), ensure_ascii=False) if st != "merged" else ""]
                  for i, st, at in changed.values()]
         ok = await self._commit(
-            keys=[CORRELATION_KEY, STAGING_KEY, OUTBOX_KEY, INCIDENTS_KEY, INCIDENTS_INDEX_KEY, ALERT_STATS_KEY, ACKS_KEY, ACK_LOG_KEY],
+            keys=[CORRELATION_KEY, STAGING_KEY, OUTBOX_KEY, INCIDENTS_KEY, INCIDENTS_INDEX_KEY, ALERT_STATS_KEY, ACKS_KEY, ACK_LOG_KEY,
+                  VERDICTS_KEY],
             args=[expected, str(until), json.dumps(state.to_json(), ensure_ascii=False), json.dumps([m for _, m in staged]),
                   json.dumps([entry_json(e) for e in entries]), json.dumps(items), str(until - self.history_s),
                   str(self.store.idle_ttl_s)],
@@ -238,15 +241,18 @@ async def incident_summary(client: Any, ident: str) -> dict[str, Any] | None:
 
 
 async def _summaries(client: Any, ids: Sequence[str]) -> list[dict[str, Any]]:
-    """Summaries with their latest acknowledgement: a correlator round that read the
-    acknowledgements before one was given writes its summaries without it."""
+    """Summaries with their latest acknowledgement (a correlator round that read the
+    acknowledgements before one was given writes its summaries without it) and their verdict
+    (`verdicts`: {verdict, by, via, reason, at}, or None)."""
     if not ids:
         return []
     async with client.pipeline(transaction=False) as pipe:
         pipe.hmget(INCIDENTS_KEY, ids)
         pipe.hmget(ACKS_KEY, ids)
-        raw, acks = await pipe.execute()
-    return [json.loads(r) | ({"acked": a} if a else {}) for r, a in zip(raw, acks) if r]
+        pipe.hmget(VERDICTS_KEY, ids)
+        raw, acks, verdicts = await pipe.execute()
+    return [json.loads(r) | ({"acked": a} if a else {}) | {"verdict": json.loads(v) if v else None}
+            for r, a, v in zip(raw, acks, verdicts) if r]
 
 
 ACK_LOG_ENTRIES = 50  # an incident's acknowledgements kept: the latest; each is one short line

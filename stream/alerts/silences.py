@@ -129,17 +129,23 @@ def _silence(raw: str, author: str | None) -> Silence:
 
 
 async def purge_expired(client: aioredis.Redis) -> int:
-    """Drop silences whose time is up; the delivery loop calls this once per drain. Not logged: the
-    entry that made a silence says when it ends."""
+    """Drop silences whose time is up, and authors whose silence is gone (a version from before
+    authors were kept lifts or purges without them); the delivery loop calls this once per drain.
+    Not logged: the entry that made a silence says when it ends."""
     now = time.time()
     expired = [s.id for s in await list_silences(client, include_expired=True) if s.until <= now]
-    if not expired:
-        return 0
     async with client.pipeline(transaction=False) as pipe:
-        pipe.hdel(SILENCES_KEY, *expired)
-        pipe.hdel(SILENCE_AUTHORS_KEY, *expired)
-        removed, _ = await pipe.execute()
-    return int(removed)
+        pipe.hkeys(SILENCES_KEY)
+        pipe.hkeys(SILENCE_AUTHORS_KEY)
+        stored, authors = await pipe.execute()
+    orphans = set(authors) - set(stored)
+    async with client.pipeline(transaction=False) as pipe:
+        if expired:
+            pipe.hdel(SILENCES_KEY, *expired)
+        if expired or orphans:
+            pipe.hdel(SILENCE_AUTHORS_KEY, *expired, *orphans)
+        done = await pipe.execute()
+    return int(done[0]) if expired else 0
 
 
 async def remove_silence(client: aioredis.Redis, silence_id: str, *, by: str = "", via: str = "") -> bool:

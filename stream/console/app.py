@@ -23,6 +23,7 @@ from starlette.templating import Jinja2Templates
 
 from stream.alerts.audit import ACTIONS
 from stream.alerts.silences import silence_request
+from stream.alerts.verdicts import VERDICTS
 from stream.console import auth, views
 from stream.console.data import ConsoleData
 from stream.timefmt import format_duration, parse_duration, shown
@@ -108,7 +109,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         found = await data.incident(request.path_params["ident"])
         if found is None:
             raise HTTPException(404, "no such incident")
-        return page("incident.html", request, caller, data=found, kinds=KINDS)
+        return page("incident.html", request, caller, data=found, kinds=KINDS, verdicts=VERDICTS)
 
     async def audit_page(request: Request, caller: auth.Caller) -> Response:
         return page("audit.html", request, caller, data=await data.audit(*_audit_args(request)), actions=ACTIONS)
@@ -133,6 +134,14 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         if not await data.acknowledge(request.path_params["ident"], reason, by=_named(caller) or "operator token", note=_typed(form)):
             raise HTTPException(404, "no open incident with that id")
         return {"acknowledged": request.path_params["ident"], "reason": reason}
+
+    async def verdict(request: Request, caller: auth.Caller, form: dict[str, Any]) -> Any:
+        ident, value = request.path_params["ident"], str(form.get("verdict") or "")
+        if value not in VERDICTS:
+            raise HTTPException(400, f"verdict: one of {', '.join(VERDICTS)}")
+        if not await data.verdict(ident, value, _typed(form), by=_named(caller) or "operator token"):
+            raise HTTPException(404, "no incident with that id in the history")
+        return {"incident": ident, "verdict": value}
 
     async def silence(request: Request, caller: auth.Caller, form: dict[str, Any]) -> Any:
         scope = str(form.get("scope") or "")
@@ -178,6 +187,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         Route("/api/version", api(lambda r: data.version())),
         Route("/api/audit", api(lambda r: data.audit(*_audit_args(r)))),
         Route("/api/incidents/{ident}/ack", writer(ack), methods=["POST"]),
+        Route("/api/incidents/{ident}/verdict", writer(verdict), methods=["POST"]),
         Route("/api/silences", writer(silence), methods=["POST"]),
         Route("/api/silences/{sid}/delete", writer(unsilence), methods=["POST"]),
         Route("/favicon.ico", lambda request: Response(status_code=204)),
@@ -236,12 +246,15 @@ def _audit_args(request: Request) -> tuple[int, str | None, list[str], int]:
     params = request.query_params
     try:
         since = parse_duration(params.get("since") or "7d")
-        limit = int(params.get("limit") or AUDIT_ROWS)
-    except ValueError:
-        raise HTTPException(400, "since: a duration such as 7d; limit: a whole number") from None
+    except ValueError as exc:
+        raise HTTPException(400, f"since: {exc}") from None
+    limit_text = params.get("limit") or str(AUDIT_ROWS)
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_AUDIT_ROWS:
+        raise HTTPException(400, f"limit: a whole number from 1 to {MAX_AUDIT_ROWS}")
     actions = [a for a in params.getlist("action") if a]
-    if not 1 <= limit <= MAX_AUDIT_ROWS or not set(actions) <= set(ACTIONS):
-        raise HTTPException(400, f"limit: 1 to {MAX_AUDIT_ROWS}; action: {', '.join(ACTIONS)}")
+    if not set(actions) <= set(ACTIONS):
+        raise HTTPException(400, f"action: {', '.join(ACTIONS)}")
+    limit = int(limit_text)
     return since, (params.get("by") or "").strip()[:MAX_QUERY_CHARS] or None, actions, limit
 
 

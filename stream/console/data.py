@@ -21,6 +21,7 @@ from stream.alerts import audit
 from stream.alerts.correlator import acknowledge, acknowledgements, incident_summary, list_incidents
 from stream.alerts.judging import AlertConfig, table_bins
 from stream.alerts.silences import add_silence, list_silences, remove_silence, silence_of_incident
+from stream.alerts.verdicts import give_verdict
 from stream.console import views
 from stream.console.shared_result import SharedResult
 from stream.keys import ACKS_KEY, ALERT_STATS_KEY, AUDIT_KEY, INCIDENTS_KEY, OUTBOX_KEY, SILENCES_KEY, STATS_KEY, incident_key, index_key
@@ -179,6 +180,9 @@ class ConsoleData:
     async def acknowledge(self, ident: str, reason: str, by: str, note: str) -> bool:
         return await acknowledge(self.redis, ident, reason, by=by, via="console", note=note)
 
+    async def verdict(self, ident: str, verdict: str, reason: str, by: str) -> bool:
+        return await give_verdict(self.redis, ident, verdict, reason, by=by, via="console")
+
     async def silence(self, scope: str, duration_s: int, kind: str | None, reason: str, by: str) -> dict[str, Any]:
         return asdict(await add_silence(self.redis, scope, duration_s, kind, reason, by=by, via="console"))
 
@@ -189,7 +193,7 @@ class ConsoleData:
         """The audit log's entries of the last `since_s` seconds (wall clock), newest first."""
         now = time.time()
         entries = await audit.read(self.redis, since=now - since_s, by=by, actions=actions, limit=limit)
-        return {"since": iso(int(now - since_s)), "by": by, "actions": actions, "limit": limit, "entries": entries}
+        return {"since": iso(max(0, int(now - since_s))), "by": by, "actions": actions, "limit": limit, "entries": entries}
 
 
 def _entry(fields: dict[str, str]) -> dict[str, Any]:

@@ -114,6 +114,7 @@ class IncidentRow:
     kinds: tuple[str, ...]  # the kinds that fired on the root scope
     scopes: tuple[str, ...]  # every member scope, root included
     acked: str | None = None
+    verdict: str | None = None  # the team's latest: real | false-alarm (stream/alerts/verdicts.py)
 
     @property
     def day(self) -> int:
@@ -134,6 +135,7 @@ def incident_from_summary(summary: Mapping[str, Any]) -> IncidentRow:
         incident_id=str(summary["incident_id"]), root_scope=root, opened=int(summary["opened"]),
         severity=str(summary.get("severity", "")), state=str(summary.get("state", "")), market=bool(summary.get("market", False)),
         kinds=tuple(kinds), scopes=tuple(scopes), acked=summary.get("acked") or None,
+        verdict=(summary.get("verdict") or {}).get("verdict") or None,
     )
 
 

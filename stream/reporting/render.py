@@ -173,16 +173,19 @@ def _html_scope(report: Report, scope: str) -> list[str]:
     return out + ["</table>"]
 
 
+INCIDENT_COLUMNS = ["opened (UTC)", "incident", "root scope", "severity", "state", "kinds", "scopes", "acknowledged", "verdict"]
+
+
 def _html_incidents(report: Report) -> list[str]:
     out = ["<h2>Incidents opened</h2>"]
     if not report.incidents:
         return out + ['<p class="note">None in these days.</p>']
-    out += ["<table>", _tr([("text", h) for h in ("opened (UTC)", "incident", "root scope", "severity", "state", "kinds", "scopes", "acknowledged")], head=True)]
+    out += ["<table>", _tr([("text", h) for h in INCIDENT_COLUMNS], head=True)]
     for inc in report.incidents:
         root = _e(inc.root_scope) + (" (market-wide)" if inc.market else "")
         out.append(_tr([("text", iso(inc.opened)), ("text", _e(inc.incident_id)), ("text", root), ("text", _e(inc.severity)),
                         ("text", _e(inc.state)), ("text", _e(", ".join(inc.kinds))), ("text", _e(", ".join(inc.scopes))),
-                        ("text", _e(inc.acked or ""))], f' data-incident="{_e(inc.incident_id)}"'))
+                        ("text", _e(inc.acked or "")), ("text", _e(inc.verdict or ""))], f' data-incident="{_e(inc.incident_id)}"'))
     return out + ["</table>"]
 
 
@@ -244,9 +247,10 @@ def render_markdown(report: Report) -> str:
         out += _md_table(DAY_COLUMNS, [_md_day_cells(r, report.incidents_on(scope, r.day), r.date) for r in rows])
     out += ["## Incidents opened", ""]
     if report.incidents:
-        out += _md_table(["opened (UTC)", "incident", "root scope", "severity", "state", "kinds", "scopes", "acknowledged"], [
+        out += _md_table(INCIDENT_COLUMNS, [
             [iso(i.opened), md_escape(i.incident_id), md_escape(i.root_scope) + (" (market-wide)" if i.market else ""), md_escape(i.severity),
-             md_escape(i.state), md_escape(", ".join(i.kinds)), md_escape(", ".join(i.scopes)), md_escape(i.acked or "")]
+             md_escape(i.state), md_escape(", ".join(i.kinds)), md_escape(", ".join(i.scopes)), md_escape(i.acked or ""),
+             md_escape(i.verdict or "")]
             for i in report.incidents])
     else:
         out += ["None in these days.", ""]
