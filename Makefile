@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # CPU build of torch from local disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test bench clean browser screenshots
+.PHONY: setup demo test bench clean browser screenshots redis-tls promtool
 
 setup: $(STAMP)
 
@@ -50,7 +50,19 @@ redis-tls:
 	  for deb in *.deb; do dpkg -x "$$deb" root; done && rm -f *.deb || \
 	  echo "could not fetch Debian's redis-server: the rediss:// test will skip"; }
 
-test: setup browser redis-tls
+# promtool (from Debian's prometheus package, extracted into .cache/promtool; nothing installed or
+# started) checks and unit-tests the alert rules of deploy/k8s/components/monitoring
+# (tests/test_monitoring.py, which skips with the reason when it is absent).
+PROMTOOL := .cache/promtool
+promtool:
+	@test -x $(PROMTOOL)/promtool || { \
+	  mkdir -p $(PROMTOOL)/deb && cd $(PROMTOOL)/deb && \
+	  { apt-get download prometheus >/dev/null 2>&1 || \
+	    { [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null 2>&1 && apt-get download prometheus >/dev/null 2>&1; }; } && \
+	  dpkg -x prometheus_*.deb root && mv root/usr/bin/promtool .. && cd .. && rm -rf deb || \
+	  { rm -rf $(PROMTOOL)/deb; echo "could not fetch Debian's prometheus (promtool): the alert rules' test will skip"; }; }
+
+test: setup browser redis-tls promtool
 	$(BIN)/python -m pytest
 
 # The README's console screenshots, taken by the browser test itself.

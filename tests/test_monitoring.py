@@ -1,0 +1,96 @@
+"""The alert rules that watch the early warning itself (deploy/k8s/components/monitoring): every
+metric they read is one the worker exports, promtool accepts them, and promtool's rule unit tests
+(tests/monitoring/rules_test.yml: synthetic series, each alert firing and not) pass. promtool is
+Debian's (`make promtool`); without it those two tests skip and say so."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from prometheus_client.core import Metric
+
+from stream.ops.prometheus import WorkerMetrics
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPONENT = ROOT / "deploy" / "k8s" / "components" / "monitoring"
+PROMTOOL = ROOT / ".cache" / "promtool" / "promtool"
+SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count", "")}
+
+
+def rule_groups() -> list[dict]:
+    return yaml.safe_load((COMPONENT / "prometheusrule.yaml").read_text())["spec"]["groups"]
+
+
+def exported_series() -> set[str]:
+    """Every series name the worker's /metrics can carry, labelled families included (they show
+    only once set), with the notifier's collector registered as the worker registers it."""
+    metrics = WorkerMetrics()
+    metrics.watch_notifier(SimpleNamespace(sent_total=0, failed_total=0, attempts_total=0))
+    families: list[Metric] = list(metrics.registry.collect())
+    return {family.name + suffix for family in families for suffix in SUFFIXES[family.type]}
+
+
+def test_every_metric_the_rules_read_is_one_the_worker_exports():
+    read = {name for group in rule_groups() for rule in group["rules"] for name in re.findall(r"\bsentinel_[a-z_]+", rule["expr"])}
+    assert read and read <= exported_series(), sorted(read - exported_series())
+    # A rename in stream/ops/prometheus.py must fail here, not silence an alert in production.
+    assert {"sentinel_consumer_lag", "sentinel_posts_consumed_total", "sentinel_alert_deliveries_total",
+            "sentinel_notify_service_sends_total", "sentinel_dependency_up"} <= read
+
+
+def test_the_service_monitor_scrapes_the_workers_metrics_service():
+    monitor = yaml.safe_load((COMPONENT / "servicemonitor.yaml").read_text())
+    service = next(doc for doc in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "base" / "service.yaml").read_text())
+                   if doc["metadata"]["name"] == "forum-sentinel-metrics")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]]
+    # SentinelWorkersDown looks for the job Prometheus names after the Service.
+    assert any('job="forum-sentinel-metrics"' in r["expr"] for g in rule_groups() for r in g["rules"])
+    kustomization = yaml.safe_load((COMPONENT / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Component" and sorted(kustomization["resources"]) == ["prometheusrule.yaml", "servicemonitor.yaml"]
+
+
+def promtool() -> str:
+    found = str(PROMTOOL) if PROMTOOL.exists() else shutil.which("promtool")
+    if found is None:
+        pytest.skip(f"no promtool at {PROMTOOL} or on PATH: run `make promtool` (Debian's prometheus package, extracted)")
+    return found
+
+
+def test_promtool_accepts_the_rules_and_their_unit_tests_pass(tmp_path):
+    tool = promtool()
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": rule_groups()}, sort_keys=False))
+    shutil.copy(ROOT / "tests" / "monitoring" / "rules_test.yml", tmp_path / "rules_test.yml")
+    checked = subprocess.run([tool, "check", "rules", "rules.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run([tool, "test", "rules", "rules_test.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+    # Every alert is exercised by the unit tests.
+    alerts = {r["alert"] for g in rule_groups() for r in g["rules"]}
+    tests = yaml.safe_load((tmp_path / "rules_test.yml").read_text())["tests"]
+    assert alerts == {case["alertname"] for t in tests for case in t.get("alert_rule_test", [])}
+
+
+def test_an_overlay_that_adds_the_component_renders_it_beside_the_workers(tmp_path):
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not on PATH: cannot render the kustomize overlay (install kubectl >= 1.27)")
+    up = Path(*[".."] * len(tmp_path.parts[1:]))  # kustomize takes relative directories only
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "forum-sentinel",
+        "resources": [str(up / ROOT.relative_to("/") / "deploy/k8s/overlays/cpu")],
+        "components": [str(up / COMPONENT.relative_to("/"))]}))
+    done = subprocess.run([kubectl, "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    kinds = {d["kind"]: d for d in docs}
+    assert kinds["ServiceMonitor"]["metadata"]["namespace"] == kinds["PrometheusRule"]["metadata"]["namespace"] == "forum-sentinel"
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "forum-sentinel-metrics")
+    assert service["metadata"]["namespace"] == "forum-sentinel"
+    assert kinds["ServiceMonitor"]["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
