@@ -821,6 +821,7 @@ def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_d
         op.goto(f"{console.url}/audit")
         logged = op.locator("#audit tbody").inner_text()
         assert logged.count("alice") == 2 and "known listing news" in logged and "desk is on it" in logged, logged
+        op.screenshot(path=str(shots / "console-audit.png"))
         op.goto(f"{console.url}/incidents/{ident}")
         # The timeline says what moved, from the worker's own records.
         assert "negative share" in op.locator("ol.timeline").inner_text()
