@@ -196,11 +196,20 @@ class Settings(BaseSettings):
     @field_validator("console_url")
     @classmethod
     def _console_url(cls, value: str) -> str:
-        # Checked at start-up: a typo would otherwise ship a dead link in every notification.
+        # Checked at start-up: a typo would otherwise ship a dead link in every notification, and a
+        # password in the address would go to every Slack channel and mailbox.
         value = value.strip().rstrip("/")
-        parts = urlsplit(value)
-        if value and (parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment):
-            raise ValueError("an http(s) address such as https://sentinel.example.com (a path is allowed; no query)")
+        if not value:
+            return value
+        problem = "an http(s) address such as https://sentinel.example.com, without a path (the console serves from /), query or credentials"
+        try:
+            parts = urlsplit(value)
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            raise ValueError(problem) from None
+        if (parts.scheme.lower() not in ("http", "https") or not parts.hostname or not port_ok or parts.path or parts.username is not None
+                or "?" in value or "#" in value):
+            raise ValueError(problem)
         return value
 
     @field_validator("device")

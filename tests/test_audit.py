@@ -178,6 +178,14 @@ def test_verdicts_are_kept_with_their_incident_and_counted_into_the_alerts_preci
     table = cli(["verdicts"], redis_server)
     assert table.returncode == 0 and "0.67" in table.stdout and "volume_spike" in table.stdout
 
+    # The script itself refuses an incident the history no longer holds (pruned between the read and the write).
+    from stream.alerts.verdicts import _GIVE
+    from stream.keys import ALERT_STATS_KEY, VERDICTS_KEY
+
+    before = r.xlen(AUDIT_KEY)
+    assert r.eval(_GIVE, 4, INCIDENTS_KEY, VERDICTS_KEY, ALERT_STATS_KEY, AUDIT_KEY, "gone1", "{}", 100, "action", "verdict") == 0
+    assert r.hget(VERDICTS_KEY, "gone1") is None and r.xlen(AUDIT_KEY) == before
+
 
 def test_a_tally_counts_each_incidents_latest_verdict_once_per_root_kind():
     from stream.alerts.verdicts import tally

@@ -197,10 +197,12 @@ def test_settings_that_would_crash_later_are_refused_up_front(tmp_path):
         with pytest.raises(ValidationError):
             Settings(**bad)
     assert Settings(device="cuda:1").device == "cuda:1"
-    for bad in ("sentinel.example.com", "ftp://sentinel.example.com", "https://", "https://s.example.com/?token=x"):
+    for bad in ("sentinel.example.com", "ftp://sentinel.example.com", "https://", "https://s.example.com/?token=x", "https://x/?", "https://x/#",
+                "https://host:abc", "https://u:hunter2@s.example.com", "https://s.example.com/risk", "http://[::1"):
         with pytest.raises(ValidationError, match="console_url"):
             Settings(console_url=bad)  # a dead link in every notification otherwise
-    assert Settings(console_url=" https://s.example.com/risk/ ").console_url == "https://s.example.com/risk"
+    assert Settings(console_url=" https://s.example.com/ ").console_url == "https://s.example.com"
+    assert Settings(console_url="HTTP://[::1]:8080").console_url == "HTTP://[::1]:8080"
     assert Settings(kafka_broker="kafka-0:9092, kafka-1:9092,[::1]:9093,kafka-2").kafka_broker  # a port may be left to the default
     bad_json = tmp_path / "aliases.json"
     bad_json.write_text("{bad")

@@ -641,7 +641,7 @@ def test_the_audit_log_shows_who_did_what_from_the_console(api_console, redis_se
     assert [e["action"] for e in console.json("/api/audit?action=silence&action=unsilence&limit=1")["entries"]] == ["unsilence"]
     assert console.json("/api/audit?since=0s")["entries"] == []
     assert len(console.json("/api/audit?since=3000000d")["entries"]) == 3  # everything, not "Redis is unavailable"
-    for bad in ("since=forever", "limit=0", "limit=many", "limit=1_0", "limit=99999", "action=mute"):
+    for bad in ("since=forever", "limit=0", "limit=many", "limit=1_0", "limit=%C2%B2", "limit=99999", "action=mute"):
         assert console.call("GET", f"/api/audit?{bad}", headers={"Authorization": "Bearer " + VIEWER})[0] == 400, bad
     assert console.call("GET", "/api/audit")[0] == 401  # a reader's token, as every page
 

@@ -333,11 +333,11 @@ def test_a_notification_links_to_its_console_page_when_the_console_url_is_set(ht
     member = {"scope": "channel:price talk/#1", "kind": "sentiment_drop", "firing": True, "severity": "warning", "onset": None,
               "metric": "negative_share", "value": 0.5, "baseline": 0.2}
     notice = Notice("inc 1", "channel:price talk/#1", "firing", "new", "warning", "2026-10-02T12:20:00Z", "2026-10-02T12:00:00Z", False, [member])
-    linked = message.notice_body(notice, console_url="https://s.example.com/risk")
-    assert linked.splitlines()[-1] == "console: https://s.example.com/risk/incidents/inc%201"
+    linked = message.notice_body(notice, console_url="https://s.example.com")
+    assert linked.splitlines()[-1] == "console: https://s.example.com/incidents/inc%201"
     assert "console:" not in message.notice_body(notice)
-    record = make_record(scope="channel:price talk/#1")
-    assert "console: https://s.example.com/risk/scope/channel:price%20talk%2F%231" in message.body(record, console_url="https://s.example.com/risk")
+    record = make_record(scope="channel:price talk/#1|x")
+    assert "console: https://s.example.com/scope/channel:price%20talk%2F%231%7Cx" in message.body(record, console_url="https://s.example.com")
     assert "console:" not in message.body(record)
     # Through Apprise to a real webhook, from the setting.
     settings = Settings(apprise_urls=http.url("/hook"), console_url="https://s.example.com/", notify_chart=False)

@@ -81,9 +81,10 @@ def incident_link(console_url: str, incident_id: str) -> str:
 
 
 def scope_link(console_url: str, scope: str) -> str:
-    """The scope's page on the console, or "". Quoted as the console's own links are: a channel
-    name may hold spaces, slashes or anything a forum allows."""
-    return f"{console_url}/scope/{quote(scope, safe=':|')}" if console_url else ""
+    """The scope's page on the console, or "". Quoted: a channel name may hold spaces, slashes or
+    anything a forum allows, and a mail or chat client cuts a link at a character URLs do not take
+    (`|` too, which the console's own links keep)."""
+    return f"{console_url}/scope/{quote(scope, safe=':')}" if console_url else ""
 
 
 def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, console_url: str = "") -> str:

@@ -134,7 +134,8 @@ async def purge_expired(client: aioredis.Redis) -> int:
     Not logged: the entry that made a silence says when it ends."""
     now = time.time()
     expired = [s.id for s in await list_silences(client, include_expired=True) if s.until <= now]
-    async with client.pipeline(transaction=False) as pipe:
+    # One snapshot of both (MULTI): a silence made between two separate reads would look orphaned.
+    async with client.pipeline(transaction=True) as pipe:
         pipe.hkeys(SILENCES_KEY)
         pipe.hkeys(SILENCE_AUTHORS_KEY)
         stored, authors = await pipe.execute()

@@ -23,8 +23,8 @@ from stream.timefmt import iso
 VERDICTS = ("real", "false-alarm")
 EVERY_KIND = "every kind"
 
-# KEYS: incidents, verdicts, the alert stats (`verdicts` counts them: the console's pages refresh on
-# it), the audit stream. ARGV: incident id, the verdict JSON, AUDIT_ENTRIES, then the audit entry's
+# KEYS: incidents, verdicts, the alert stats (`verdicts` counts them), the audit stream (whose newest
+# entry the console's pages refresh on). ARGV: incident id, the verdict JSON, AUDIT_ENTRIES, then the audit entry's
 # fields. Nothing is written for an incident the history no longer holds.
 _GIVE = """
 if not redis.call('HGET', KEYS[1], ARGV[1]) then return 0 end

@@ -249,7 +249,7 @@ def _audit_args(request: Request) -> tuple[int, str | None, list[str], int]:
     except ValueError as exc:
         raise HTTPException(400, f"since: {exc}") from None
     limit_text = params.get("limit") or str(AUDIT_ROWS)
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_AUDIT_ROWS:
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= MAX_AUDIT_ROWS:
         raise HTTPException(400, f"limit: a whole number from 1 to {MAX_AUDIT_ROWS}")
     actions = [a for a in params.getlist("action") if a]
     if not set(actions) <= set(ACTIONS):
