@@ -1038,6 +1038,57 @@ def verdicts(
     out.print(table if rows else f"no verdicts in the last {since}: `sentinel verdict INCIDENT real|false-alarm`")
 
 
+@app.command("compare-alerts")
+def compare_alerts(
+    baseline: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="alert records: `sentinel run --alerts-out`, or `sentinel record --topic sentiment-alerts`")],
+    candidate: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="the same stretch under the change being tried")],
+    verdicts_file: Annotated[Optional[Path], typer.Option("--verdicts", exists=True, dir_okay=False,
+                                                          help="the team's verdicts on the baseline's incidents: `sentinel audit --action verdict --json`")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Two runs' incidents side by side: raised by both, by one only, and told how much earlier or later; with --verdicts,
+    whether the incidents a change would lose were real or false alarms."""
+    from stream.alerts.comparison import compare, episodes, summary
+    from stream.timefmt import iso
+    from stream.tools.alert_records import read_alert_records, read_verdicts
+
+    try:
+        runs = [episodes(read_alert_records(path)) for path in (baseline, candidate)]
+        said = read_verdicts(verdicts_file) if verdicts_file is not None else None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    result = compare(*runs)
+    figures = summary(result, said)
+
+    def row(e: Any) -> dict[str, Any]:
+        return {"incident_id": e.incident_id, "root_scope": e.root_scope, "kinds": list(e.kinds), "first": iso(e.first),
+                "last": iso(e.last), "verdict": (said or {}).get(e.incident_id)}
+
+    if as_json:
+        print(json.dumps({**figures, "only_baseline_incidents": [row(e) for e in result.lost],
+                          "only_candidate_incidents": [row(e) for e in result.new]}))
+        return
+    shift = figures["told_later_min"]
+    out.print(f"{figures['baseline']} incidents in {baseline.name}, {figures['candidate']} in {candidate.name}: {figures['both']} in both, "
+              f"{figures['only_baseline']} only in {baseline.name}, {figures['only_candidate']} only in {candidate.name}")
+    if shift:
+        out.print(f"of those in both, {candidate.name} told {figures['earlier']} earlier and {figures['later']} later: "
+                  f"median {shift['median']:+.1f} min (from {shift['min']:+.1f} to {shift['max']:+.1f})")
+    if figures["verdicts"]:
+        lost, kept = figures["verdicts"]["only_baseline"], figures["verdicts"]["both"]
+        out.print(f"lost ({baseline.name} only): {lost['real']} real, {lost['false-alarm']} false alarms, {lost['unjudged']} unjudged; "
+                  f"kept: {kept['real']} real, {kept['false-alarm']} false alarms, {kept['unjudged']} unjudged")
+    for title, items in ((f"only in {baseline.name}", result.lost), (f"only in {candidate.name}", result.new)):
+        if items:
+            table = Table(title=title)
+            for col in ("incident", "root", "kinds", "first told (event time)", "verdict"):
+                table.add_column(col)
+            for e in items:
+                r = row(e)
+                table.add_row(r["incident_id"], r["root_scope"], ", ".join(r["kinds"]), r["first"], r["verdict"] or "")
+            out.print(table)
+
+
 def login_name() -> str:
     """Who runs an operator command, for the audit log when --by is not given."""
     import getpass

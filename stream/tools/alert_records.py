@@ -1,0 +1,71 @@
+"""Alert records and verdicts from files, for `sentinel compare-alerts`: what `sentinel run
+--alerts-out` writes (one record a line), what `sentinel record --topic sentiment-alerts` writes (the
+record's `value`), and verdicts as `sentinel audit --action verdict --json` or `sentinel incidents
+--json` print them. A line that is none of these is an error naming its file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from stream.timefmt import epoch
+
+REQUIRED = ("alert_id", "scope", "kind", "state", "window_end")
+
+
+def _objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for n, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from None
+        if not isinstance(item, dict):
+            raise ValueError(f"{path}:{n}: not a JSON object")
+        yield n, item
+
+
+def read_alert_records(path: Path) -> list[dict[str, Any]]:
+    records = []
+    for n, item in _objects(path):
+        if "topic" in item and "value" in item:  # `sentinel record`: the alert is the record's value
+            if item.get("value_encoding") not in (None, "utf-8") or not isinstance(item["value"], str):
+                raise ValueError(f"{path}:{n}: a recorded value that is not UTF-8 JSON text")
+            try:
+                item = json.loads(item["value"])
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{n}: the recorded value is not JSON ({exc.msg})") from None
+            if not isinstance(item, dict):
+                raise ValueError(f"{path}:{n}: the recorded value is not a JSON object")
+        missing = [f for f in REQUIRED if not isinstance(item.get(f), str) or not item[f]]
+        if missing:
+            raise ValueError(f"{path}:{n}: not an alert record (no {', '.join(missing)})")
+        if item["state"] not in ("firing", "resolved"):
+            raise ValueError(f"{path}:{n}: state {item['state']!r} is neither firing nor resolved")
+        try:
+            epoch(item["window_end"])
+        except ValueError:
+            raise ValueError(f"{path}:{n}: window_end {item['window_end']!r} is not an ISO 8601 time") from None
+        records.append(item)
+    return records
+
+
+def read_verdicts(path: Path) -> dict[str, str]:
+    """Incident id -> its latest verdict. Audit entries come newest first (the first one of an
+    incident wins); `sentinel incidents --json` lines carry the latest already."""
+    found: dict[str, str] = {}
+    for n, item in _objects(path):
+        if item.get("action") == "verdict" and isinstance(item.get("target"), str):
+            found.setdefault(item["target"], str(item.get("verdict", "")))
+        elif isinstance(item.get("incident_id"), str) and "verdict" in item:
+            if isinstance(item["verdict"], dict):
+                found.setdefault(item["incident_id"], str(item["verdict"].get("verdict", "")))
+        else:
+            raise ValueError(f"{path}:{n}: neither a verdict from `sentinel audit --action verdict --json` nor an incident from `sentinel incidents --json`")
+    return found

@@ -1,0 +1,114 @@
+"""`sentinel compare-alerts`: two runs' incidents side by side (stream/alerts/comparison.py, pure;
+stream/tools/alert_records.py, the files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stream.alerts.comparison import compare, episodes, summary
+from stream.timefmt import iso
+from stream.tools.alert_records import read_alert_records, read_verdicts
+
+T0 = 1_790_000_000 // 3600 * 3600
+
+
+def rec(incident: str, scope: str, minute: int, state: str = "firing", kind: str = "sentiment_drop", root: str | None = None,
+        notified: bool = False) -> dict:
+    return {"alert_id": f"{incident}-{scope}-{kind}", "scope": scope, "kind": kind, "state": state, "severity": "warning",
+            "window_start": iso(T0 + minute * 60 - 3600), "window_end": iso(T0 + minute * 60), "value": 0.5, "baseline": 0.2,
+            "zscore": 4.0, "posts": 40, "sample_post_ids": [], "notified": notified, "fired_at": iso(T0), "incident_id": incident,
+            "root_scope": root or scope, "onset": iso(T0), "acknowledged": ""}
+
+
+# Baseline: a BTC drop with `all` as a member (told at 10, over at 70), an ETH spike (100-130), a
+# SOL drop (200-240) and a resolution of something older than the recording.
+BASELINE = [rec("b1", "asset:BTC", 10, notified=True), rec("b1", "all", 15, root="asset:BTC"), rec("b1", "asset:BTC", 70, "resolved"),
+            rec("b1", "all", 75, "resolved", root="asset:BTC"),
+            rec("b2", "asset:ETH", 100, kind="volume_spike", notified=True), rec("b2", "asset:ETH", 130, "resolved", kind="volume_spike"),
+            rec("b3", "asset:SOL", 200), rec("b3", "asset:SOL", 240, "resolved"),
+            rec("b0", "asset:XRP", 5, "resolved")]
+# Candidate: the same BTC event told 4 minutes earlier but rooted at `all` (BTC never fired alone),
+# the ETH spike 3 minutes later, no SOL, and a new DOGE drop.
+CANDIDATE = [rec("c1", "all", 6), rec("c1", "all", 66, "resolved"),
+             rec("c2", "asset:ETH", 103, kind="volume_spike"), rec("c2", "asset:ETH", 131, "resolved", kind="volume_spike"),
+             rec("c4", "asset:DOGE", 300)]
+
+
+def test_incidents_are_paired_by_time_and_a_shared_scope_whatever_their_root():
+    base, cand = episodes(BASELINE), episodes(CANDIDATE)
+    assert [e.incident_id for e in base] == ["b1", "b2", "b3"]  # b0 only resolves: it fired before the recording
+    b1 = base[0]
+    assert (b1.root_scope, b1.scopes, b1.kinds, b1.first, b1.last, b1.resolved, b1.notified) == (
+        "asset:BTC", frozenset({"asset:BTC", "all"}), ("sentiment_drop",), T0 + 600, T0 + 75 * 60, True, True)
+    assert not cand[-1].resolved  # DOGE still firing at the end
+    result = compare(base, cand)
+    assert [(b.incident_id, c.incident_id) for b, c in result.matched] == [("b1", "c1"), ("b2", "c2")]
+    assert [e.incident_id for e in result.lost] == ["b3"] and [e.incident_id for e in result.new] == ["c4"]
+    figures = summary(result, {"b1": "real", "b3": "false-alarm", "b9": "real"})
+    assert figures["told_later_min"] == {"median": -0.5, "min": -4.0, "max": 3.0} and (figures["earlier"], figures["later"]) == (1, 1)
+    assert figures["verdicts"] == {"both": {"real": 1, "false-alarm": 0, "unjudged": 1}, "only_baseline": {"real": 0, "false-alarm": 1, "unjudged": 0}}
+    assert summary(result)["verdicts"] is None
+    # Same time, no shared scope: two events, not one.
+    other = episodes([rec("x1", "asset:ADA", 10), rec("x1", "asset:ADA", 70, "resolved")])
+    assert compare(base[:1], other).matched == []
+
+
+def test_each_candidate_incident_pairs_once_with_the_closest():
+    base = episodes([rec("b1", "all", 10), rec("b1", "all", 40, "resolved"), rec("b2", "all", 30), rec("b2", "all", 60, "resolved")])
+    cand = episodes([rec("c1", "all", 28), rec("c1", "all", 70, "resolved")])
+    result = compare(base, cand)
+    assert [(b.incident_id, c.incident_id) for b, c in result.matched] == [("b1", "c1")] and [e.incident_id for e in result.lost] == ["b2"]
+
+
+def write(path: Path, items: list) -> Path:
+    path.write_text("".join(json.dumps(i) + "\n" for i in items), encoding="utf-8")
+    return path
+
+
+def test_files_from_run_and_from_record_read_alike_and_a_bad_line_is_named(tmp_path):
+    plain = write(tmp_path / "a.jsonl", BASELINE)
+    recorded = write(tmp_path / "r.jsonl", [{"topic": "sentiment-alerts", "partition": 0, "offset": i, "timestamp": 0, "key": r["alert_id"],
+                                             "value": json.dumps(r), "value_encoding": "utf-8"} for i, r in enumerate(BASELINE)])
+    assert read_alert_records(plain) == read_alert_records(recorded) == BASELINE
+    for line, says in (("{bad", "not JSON"), ("[1]", "not a JSON object"), (json.dumps({"scope": "all"}), "not an alert record (no alert_id, kind"),
+                       (json.dumps({**BASELINE[0], "state": "pending"}), "neither firing nor resolved"),
+                       (json.dumps({**BASELINE[0], "window_end": "yesterday"}), "not an ISO 8601 time"),
+                       (json.dumps({"topic": "t", "value": "{no", "value_encoding": "utf-8"}), "recorded value is not JSON"),
+                       (json.dumps({"topic": "t", "value": "AAEC", "value_encoding": "base64"}), "not UTF-8 JSON text")):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(json.dumps(BASELINE[0]) + "\n\n" + line + "\n", encoding="utf-8")
+        with pytest.raises(ValueError, match=re.escape(f"bad.jsonl:3: ") + ".*" + re.escape(says)):
+            read_alert_records(bad)
+    audit = write(tmp_path / "v.jsonl", [{"action": "verdict", "target": "b1", "verdict": "real"}, {"action": "verdict", "target": "b1", "verdict": "false-alarm"}])
+    listed = write(tmp_path / "i.jsonl", [{"incident_id": "b3", "verdict": {"verdict": "false-alarm"}}, {"incident_id": "b2", "verdict": None}])
+    assert read_verdicts(audit) == {"b1": "real"} and read_verdicts(listed) == {"b3": "false-alarm"}  # the newest audit entry wins
+    with pytest.raises(ValueError, match="v2.jsonl:1: neither a verdict"):
+        read_verdicts(write(tmp_path / "v2.jsonl", [{"action": "silence", "target": "x"}]))
+
+
+def test_sentinel_compare_alerts_prints_what_a_change_loses_and_gains(tmp_path):
+    base, cand = write(tmp_path / "base.jsonl", BASELINE), write(tmp_path / "cand.jsonl", CANDIDATE)
+    verdicts = write(tmp_path / "verdicts.jsonl", [{"action": "verdict", "target": "b3", "verdict": "false-alarm", "by": "dana"}])
+    env = {**os.environ, "SENTINEL_BASE": "lexicon", "COLUMNS": "200"}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "sentinel.cli", "compare-alerts", *map(str, args)],  # noqa: E731
+                                       env=env, capture_output=True, text=True, timeout=120)
+    done = run(base, cand, "--verdicts", verdicts, "--json")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert (shown["both"], shown["only_baseline"], shown["only_candidate"]) == (2, 1, 1)
+    assert shown["only_baseline_incidents"] == [{"incident_id": "b3", "root_scope": "asset:SOL", "kinds": ["sentiment_drop"],
+                                                 "first": iso(T0 + 200 * 60), "last": iso(T0 + 240 * 60), "verdict": "false-alarm"}]
+    assert shown["verdicts"]["only_baseline"] == {"real": 0, "false-alarm": 1, "unjudged": 0}
+    text = run(base, cand, "--verdicts", verdicts)
+    assert text.returncode == 0 and "2 in both, 1 only in base.jsonl, 1 only in cand.jsonl" in text.stdout
+    assert "lost (base.jsonl only): 0 real, 1 false alarms" in text.stdout and "asset:DOGE" in text.stdout
+    (tmp_path / "broken.jsonl").write_text(json.dumps(BASELINE[0]) + "\nnot json\n")
+    refused = run(tmp_path / "broken.jsonl", cand)
+    assert refused.returncode != 0 and "broken.jsonl:2: not JSON" in refused.stderr and "Traceback" not in refused.stderr
