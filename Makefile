@@ -53,14 +53,15 @@ redis-tls:
 # promtool (from Debian's prometheus package, extracted into .cache/promtool; nothing installed or
 # started) checks and unit-tests the alert rules of deploy/k8s/components/monitoring
 # (tests/test_monitoring.py, which skips with the reason when it is absent).
-PROMTOOL := .cache/promtool
+PROMTOOL := $(CURDIR)/.cache/promtool
 promtool:
 	@test -x $(PROMTOOL)/promtool || { \
-	  mkdir -p $(PROMTOOL)/deb && cd $(PROMTOOL)/deb && \
+	  rm -rf $(PROMTOOL)/deb && mkdir -p $(PROMTOOL)/deb && cd $(PROMTOOL)/deb && \
 	  { apt-get download prometheus >/dev/null 2>&1 || \
 	    { [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null 2>&1 && apt-get download prometheus >/dev/null 2>&1; }; } && \
-	  dpkg -x prometheus_*.deb root && mv root/usr/bin/promtool .. && cd .. && rm -rf deb || \
-	  { rm -rf $(PROMTOOL)/deb; echo "could not fetch Debian's prometheus (promtool): the alert rules' test will skip"; }; }
+	  dpkg -x prometheus_*.deb root && mv root/usr/bin/promtool $(PROMTOOL)/; \
+	  rm -rf $(PROMTOOL)/deb; test -x $(PROMTOOL)/promtool || \
+	  echo "could not fetch Debian's prometheus (promtool): the alert rules' test will skip"; }
 
 test: setup browser redis-tls promtool
 	$(BIN)/python -m pytest

@@ -40,8 +40,12 @@ def test_every_metric_the_rules_read_is_one_the_worker_exports():
     read = {name for group in rule_groups() for rule in group["rules"] for name in re.findall(r"\bsentinel_[a-z_]+", rule["expr"])}
     assert read and read <= exported_series(), sorted(read - exported_series())
     # A rename in stream/ops/prometheus.py must fail here, not silence an alert in production.
-    assert {"sentinel_consumer_lag", "sentinel_posts_consumed_total", "sentinel_alert_deliveries_total",
-            "sentinel_notify_service_sends_total", "sentinel_dependency_up"} <= read
+    assert {"sentinel_consumer_lag", "sentinel_posts_consumed_total", "sentinel_notify_service_sends_total", "sentinel_dependency_up"} <= read
+    # Each reads this install's job only: another install's series (staging) neither hide nor double production's.
+    for group in rule_groups():
+        for rule in group["rules"]:
+            for selector in re.findall(r"\b(sentinel_[a-z_]+|up)(\{[^}]*\})?", rule["expr"]):
+                assert 'job="forum-sentinel-metrics"' in selector[1], (rule["alert"], selector)
 
 
 def test_the_service_monitor_scrapes_the_workers_metrics_service():

@@ -127,7 +127,9 @@ class WorkerMetrics:
         )
         self.alert_transitions = Counter("sentinel_alert_transitions", "Alert transitions committed by this worker", ["kind", "state"], registry=r)
         self.deliveries = Counter(
-            "sentinel_alert_deliveries", "Alert deliveries by result (notified, failed after retries, silenced)", ["result"], registry=r
+            "sentinel_alert_deliveries",
+            "Alert deliveries by result (notified: every routed service accepted; failed: not every one did, whether a service failed, "
+            "the daily cap held it back or no service is routed its severity; silenced)", ["result"], registry=r
         )
         self.lag = Gauge("sentinel_consumer_lag", "Messages behind per assigned partition (highwater - committed)", ["topic", "partition"], registry=r)
         self.model = Gauge("sentinel_model_info", "The loaded classifier (always 1)", ["base", "adapter", "device", "quantize", "dtype"], registry=r)
