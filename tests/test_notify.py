@@ -336,6 +336,9 @@ def test_a_notification_links_to_its_console_page_when_the_console_url_is_set(ht
     linked = message.notice_body(notice, console_url="https://s.example.com")
     assert linked.splitlines()[-1] == "console: https://s.example.com/incidents/inc%201"
     assert "console:" not in message.notice_body(notice)
+    over = Notice(**{**notice.to_json(), "state": "resolved", "reason": "resolved"})
+    assert message.notice_body(over, console_url="https://s.example.com").splitlines()[-1] == (
+        "console: https://s.example.com/incidents/inc%201 (real or a false alarm? record a verdict there)")
     record = make_record(scope="channel:price talk/#1|x")
     assert "console: https://s.example.com/scope/channel:price%20talk%2F%231%7Cx" in message.body(record, console_url="https://s.example.com")
     assert "console:" not in message.body(record)

@@ -150,7 +150,9 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
             lines.append("Those still firing have not moved on their own since the root resolved; one that does will be a new incident.")
     lines += ["", f"opened {notice.opened}; as of {notice.at} (event time)", f"incident_id: {notice.incident_id}"]
     if console_url:
-        lines.append(f"console: {incident_link(console_url, notice.incident_id)}")
+        # Once over, the team can say whether it was real: the alerts' precision is counted from that.
+        ask = " (real or a false alarm? record a verdict there)" if notice.state == "resolved" else ""
+        lines.append(f"console: {incident_link(console_url, notice.incident_id)}{ask}")
     shown = _sample_lines(samples, samples_shown, post_chars)
     if shown:
         lines += ["", "Sample posts:", *shown]
