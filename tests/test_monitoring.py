@@ -5,6 +5,7 @@ Debian's (`make promtool`); without it those two tests skip and say so."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -60,6 +61,21 @@ def test_the_service_monitor_scrapes_the_workers_metrics_service():
     assert kustomization["kind"] == "Component" and sorted(kustomization["resources"]) == ["prometheusrule.yaml", "servicemonitor.yaml"]
 
 
+def dashboard_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads((COMPONENT / "dashboard.json").read_text())
+    return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def test_the_dashboard_reads_only_what_the_worker_exports_for_this_install():
+    queries = dashboard_queries()
+    assert len(queries) >= 10
+    for title, expr in queries:
+        used = set(re.findall(r"\bsentinel_[a-z_]+", expr))
+        assert used <= exported_series(), (title, sorted(used - exported_series()))
+        for selector in re.findall(r"\b(sentinel_[a-z_]+|up)(\{[^}]*\})?", expr):
+            assert 'job="forum-sentinel-metrics"' in selector[1] and 'namespace=~"$namespace"' in selector[1], (title, selector)
+
+
 def promtool() -> str:
     found = str(PROMTOOL) if PROMTOOL.exists() else shutil.which("promtool")
     if found is None:
@@ -75,6 +91,11 @@ def test_promtool_accepts_the_rules_and_their_unit_tests_pass(tmp_path):
     assert checked.returncode == 0, checked.stdout + checked.stderr
     tested = subprocess.run([tool, "test", "rules", "rules_test.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+    # The dashboard's queries parse too: promtool checks them as recording rules ($namespace as a regex).
+    recorded = [{"record": f"dashboard:query_{i}", "expr": expr.replace("$namespace", ".*")} for i, (_, expr) in enumerate(dashboard_queries())]
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": recorded}]}, sort_keys=False))
+    parsed = subprocess.run([tool, "check", "rules", "dashboard.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert parsed.returncode == 0, parsed.stdout + parsed.stderr
     # Every alert is exercised by the unit tests.
     alerts = {r["alert"] for g in rule_groups() for r in g["rules"]}
     tests = yaml.safe_load((tmp_path / "rules_test.yml").read_text())["tests"]
@@ -94,6 +115,8 @@ def test_an_overlay_that_adds_the_component_renders_it_beside_the_workers(tmp_pa
     assert done.returncode == 0, done.stderr
     docs = [d for d in yaml.safe_load_all(done.stdout) if d]
     kinds = {d["kind"]: d for d in docs}
+    dashboard = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "forum-sentinel-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1" and json.loads(dashboard["data"]["forum-sentinel.json"])["uid"] == "forum-sentinel"
     assert kinds["ServiceMonitor"]["metadata"]["namespace"] == kinds["PrometheusRule"]["metadata"]["namespace"] == "forum-sentinel"
     service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "forum-sentinel-metrics")
     assert service["metadata"]["namespace"] == "forum-sentinel"
