@@ -945,12 +945,8 @@ def incidents(
     """List incidents (SENTINEL_ALERT_GROUPING=incidents) with their root and member scopes."""
     from stream.alerts.correlator import list_incidents
     from stream.keys import STATS_KEY
-    from stream.timefmt import parse_duration
 
-    try:
-        span = parse_duration(since)
-    except ValueError as exc:
-        raise fail(f"--since: {exc}") from None
+    span = since_seconds(since)
 
     async def collect(client: Any) -> list[dict[str, Any]]:
         newest = await client.hget(STATS_KEY, "watermark")
@@ -1017,12 +1013,8 @@ def verdicts(
 
     from stream.alerts import audit as audit_log
     from stream.alerts.verdicts import tally
-    from stream.timefmt import parse_duration
 
-    try:
-        span = parse_duration(since)
-    except ValueError as exc:
-        raise fail(f"--since: {exc}") from None
+    span = since_seconds(since)
     # Every verdict in the span: the log holds the latest AUDIT_ENTRIES actions, far more than a span's verdicts.
     entries = with_redis(lambda client: audit_log.read(client, since=time.time() - span, actions=["verdict"], limit=audit_log.AUDIT_ENTRIES))
     rows = tally(entries).rows()
@@ -1089,6 +1081,16 @@ def compare_alerts(
             out.print(table)
 
 
+def since_seconds(since: str) -> int:
+    """A command's --since duration, or its one-line error."""
+    from stream.timefmt import parse_duration
+
+    try:
+        return parse_duration(since)
+    except ValueError as exc:
+        raise fail(f"--since: {exc}") from None
+
+
 def login_name() -> str:
     """Who runs an operator command, for the audit log when --by is not given."""
     import getpass
@@ -1111,12 +1113,8 @@ def audit(
     import time
 
     from stream.alerts import audit as audit_log
-    from stream.timefmt import parse_duration
 
-    try:
-        span = parse_duration(since)
-    except ValueError as exc:
-        raise fail(f"--since: {exc}") from None
+    span = since_seconds(since)
     unknown = sorted(set(action or ()) - set(audit_log.ACTIONS))
     if unknown:
         raise fail(f"--action: unknown {', '.join(unknown)}; use {', '.join(audit_log.ACTIONS)}")
