@@ -21,7 +21,7 @@ from stream.alerts import audit
 from stream.alerts.correlator import acknowledge, acknowledgements, incident_summary, list_incidents
 from stream.alerts.judging import AlertConfig, table_bins
 from stream.alerts.silences import add_silence, list_silences, remove_silence, silence_of_incident
-from stream.alerts.verdicts import give_verdict
+from stream.alerts.verdicts import give_verdict, tally
 from stream.console import views
 from stream.console.shared_result import SharedResult
 from stream.keys import ACKS_KEY, ALERT_STATS_KEY, AUDIT_KEY, INCIDENTS_KEY, OUTBOX_KEY, SILENCES_KEY, STATS_KEY, incident_key, index_key
@@ -34,6 +34,7 @@ EVIDENCE_SPAN_S = 86400  # the scope page's chart of the detector's statistic
 CHART_POINTS = 288  # points per chart: 5-minute slices over 24 h
 TIMELINE_ENTRIES = 5000  # newest outbox entries searched for an incident's timeline
 SAMPLE_POSTS = 5
+PRECISION_SPAN_S = 30 * 86400  # the incidents page's alert precision: verdicts given in the last 30 days (wall clock)
 
 
 def data_mark(processed: str | None, watermark: str | None) -> str:
@@ -143,8 +144,10 @@ class ConsoleData:
         since = end - self.store.retention_s if end is not None else None
         found = await list_incidents(self.redis, since=since)
         silences = await list_silences(self.redis)
+        now = time.time()
+        judged = await audit.read(self.redis, since=now - PRECISION_SPAN_S, actions=["verdict"], limit=audit.AUDIT_ENTRIES)
         return {"open": [i for i in found if i["state"] == "open"], "recent": [i for i in found if i["state"] != "open"],
-                "silences": [asdict(s) for s in silences], "now": time.time()}
+                "silences": [asdict(s) for s in silences], "now": now, "precision": tally(judged).rows()}
 
     async def incident(self, ident: str) -> dict[str, Any] | None:
         incident = await incident_summary(self.redis, ident)
