@@ -1036,21 +1036,26 @@ def compare_alerts(
     candidate: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="the same stretch under the change being tried")],
     verdicts_file: Annotated[Optional[Path], typer.Option("--verdicts", exists=True, dir_okay=False,
                                                           help="the team's verdicts on the baseline's incidents: `sentinel audit --action verdict --json`")] = None,
+    start: Annotated[Optional[str], typer.Option("--from", help="only incidents that reach into the stretch from this event time (ISO 8601): the replayed stretch, when the baseline is a recorded topic")] = None,
+    end: Annotated[Optional[str], typer.Option("--until", help="... to this event time")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Two runs' incidents side by side: raised by both, by one only, and told how much earlier or later; with --verdicts,
-    whether the incidents a change would lose were real or false alarms."""
-    from stream.alerts.comparison import compare, episodes, summary
-    from stream.timefmt import iso
+    """Two runs' incidents side by side: raised by both, by one only, and first fired how much earlier or later; with
+    --verdicts, whether the incidents a change would lose were real or false alarms."""
+    import math
+
+    from stream.alerts.comparison import compare, episodes, spans_differ, summary
+    from stream.timefmt import epoch, iso
     from stream.tools.alert_records import read_alert_records, read_verdicts
 
     try:
         runs = [episodes(read_alert_records(path)) for path in (baseline, candidate)]
         said = read_verdicts(verdicts_file) if verdicts_file is not None else None
+        lo, hi = (epoch(start) if start else -math.inf), (epoch(end) if end else math.inf)
     except ValueError as exc:
-        raise fail(str(exc)) from None
-    result = compare(*runs)
-    figures = summary(result, said)
+        raise fail(str(exc).replace("Invalid isoformat string", "--from/--until: not an ISO 8601 time")) from None
+    result = compare(*runs, lo, hi)
+    figures = summary(result, said) | {"from": start and iso(lo), "until": end and iso(hi)}
 
     def row(e: Any) -> dict[str, Any]:
         return {"incident_id": e.incident_id, "root_scope": e.root_scope, "kinds": list(e.kinds), "first": iso(e.first),
@@ -1060,20 +1065,34 @@ def compare_alerts(
         print(json.dumps({**figures, "only_baseline_incidents": [row(e) for e in result.lost],
                           "only_candidate_incidents": [row(e) for e in result.new]}))
         return
-    shift = figures["told_later_min"]
-    out.print(f"{figures['baseline']} incidents in {baseline.name}, {figures['candidate']} in {candidate.name}: {figures['both']} in both, "
-              f"{figures['only_baseline']} only in {baseline.name}, {figures['only_candidate']} only in {candidate.name}")
+
+    shown_base, shown_cand = escape(str(baseline)), escape(str(candidate))  # a path is not markup
+
+    def n(count: int, noun: str) -> str:
+        return f"{count} {noun}{'' if count == 1 else 's'}"
+
+    if runs[0].grouped != runs[1].grouped:
+        out.print("[yellow]one run grouped transitions into incidents and the other did not (SENTINEL_ALERT_GROUPING): "
+                  "counts compare incidents with single alerts[/yellow]", soft_wrap=True)
+    if spans_differ(*runs) and not (start or end):
+        out.print("[yellow]the two files cover different stretches (more than a day apart at either end): pass the replayed "
+                  "stretch as --from/--until, or incidents outside it count as lost or new[/yellow]", soft_wrap=True)
+    if start or end:
+        out.print(f"incidents reaching into {figures['from'] or 'the start'} .. {figures['until'] or 'the end'} (event time)", soft_wrap=True)
+    out.print(f"{n(figures['baseline'], 'incident')} in {shown_base}, {figures['candidate']} in {shown_cand}: {figures['both']} in both, "
+              f"{figures['only_baseline']} only in {shown_base}, {figures['only_candidate']} only in {shown_cand}", soft_wrap=True)
+    shift = figures["fired_later_min"]
     if shift:
-        out.print(f"of those in both, {candidate.name} told {figures['earlier']} earlier and {figures['later']} later: "
-                  f"median {shift['median']:+.1f} min (from {shift['min']:+.1f} to {shift['max']:+.1f})")
-    if figures["verdicts"]:
+        out.print(f"of those in both, the candidate's fired {figures['earlier']} earlier and {figures['later']} later: "
+                  f"median {shift['median']:+.1f} min (from {shift['min']:+.1f} to {shift['max']:+.1f})", soft_wrap=True)
+    if figures["verdicts"] is not None:
         lost, kept = figures["verdicts"]["only_baseline"], figures["verdicts"]["both"]
-        out.print(f"lost ({baseline.name} only): {lost['real']} real, {lost['false-alarm']} false alarms, {lost['unjudged']} unjudged; "
-                  f"kept: {kept['real']} real, {kept['false-alarm']} false alarms, {kept['unjudged']} unjudged")
-    for title, items in ((f"only in {baseline.name}", result.lost), (f"only in {candidate.name}", result.new)):
+        out.print(f"lost (only in the baseline): {lost['real']} real, {n(lost['false-alarm'], 'false alarm')}, {lost['unjudged']} unjudged; "
+                  f"kept: {kept['real']} real, {n(kept['false-alarm'], 'false alarm')}, {kept['unjudged']} unjudged", soft_wrap=True)
+    for title, items in ((f"only in {shown_base}", result.lost), (f"only in {shown_cand}", result.new)):
         if items:
             table = Table(title=title)
-            for col in ("incident", "root", "kinds", "first told (event time)", "verdict"):
+            for col in ("incident", "root", "kinds", "first fired (event time)", "verdict"):
                 table.add_column(col)
             for e in items:
                 r = row(e)
@@ -1144,10 +1163,9 @@ def report(
 
     from stream.reporting.prices import PriceError, parse_prices, with_prices
     from stream.reporting.render import format_for, render, title
-    from stream.timefmt import parse_duration
 
+    span = since_seconds(since)
     try:
-        span = parse_duration(since)
         kind = format_for(out_path.name if out_path else None, fmt)
     except ValueError as exc:
         raise fail(str(exc)) from None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.alerts.comparison import compare, episodes, summary
+from stream.alerts.comparison import compare, episodes, spans_differ, summary
 from stream.timefmt import iso
 from stream.tools.alert_records import read_alert_records, read_verdicts
 
@@ -41,30 +41,61 @@ CANDIDATE = [rec("c1", "all", 6), rec("c1", "all", 66, "resolved"),
              rec("c4", "asset:DOGE", 300)]
 
 
-def test_incidents_are_paired_by_time_and_a_shared_scope_whatever_their_root():
+def test_incidents_are_paired_by_time_and_a_shared_alert_whatever_their_root():
     base, cand = episodes(BASELINE), episodes(CANDIDATE)
-    assert [e.incident_id for e in base] == ["b1", "b2", "b3"]  # b0 only resolves: it fired before the recording
-    b1 = base[0]
-    assert (b1.root_scope, b1.scopes, b1.kinds, b1.first, b1.last, b1.resolved, b1.notified) == (
-        "asset:BTC", frozenset({"asset:BTC", "all"}), ("sentiment_drop",), T0 + 600, T0 + 75 * 60, True, True)
-    assert not cand[-1].resolved  # DOGE still firing at the end
-    result = compare(base, cand)
+    assert [e.incident_id for e in base.episodes] == ["b1", "b2", "b3"]  # b0 only resolves: it fired before the records begin
+    b1 = base.episodes[0]
+    assert (b1.root_scope, b1.alerts, b1.kinds, b1.first, b1.last) == (
+        "asset:BTC", frozenset({("asset:BTC", "sentiment_drop"), ("all", "sentiment_drop")}), ("sentiment_drop",), T0 + 600, T0 + 75 * 60)
+    assert base.grouped and (base.start, base.end) == (T0 + 300, T0 + 240 * 60)
+    assert cand.episodes[-1].last == cand.end  # DOGE still firing: its span runs to the end of the records
+    result = compare(base, cand, T0, T0 + 400 * 60)
     assert [(b.incident_id, c.incident_id) for b, c in result.matched] == [("b1", "c1"), ("b2", "c2")]
     assert [e.incident_id for e in result.lost] == ["b3"] and [e.incident_id for e in result.new] == ["c4"]
     figures = summary(result, {"b1": "real", "b3": "false-alarm", "b9": "real"})
-    assert figures["told_later_min"] == {"median": -0.5, "min": -4.0, "max": 3.0} and (figures["earlier"], figures["later"]) == (1, 1)
+    assert figures["fired_later_min"] == {"median": -0.5, "min": -4.0, "max": 3.0} and (figures["earlier"], figures["later"]) == (1, 1)
     assert figures["verdicts"] == {"both": {"real": 1, "false-alarm": 0, "unjudged": 1}, "only_baseline": {"real": 0, "false-alarm": 1, "unjudged": 0}}
-    assert summary(result)["verdicts"] is None
-    # Same time, no shared scope: two events, not one.
+    assert summary(result)["verdicts"] is None and summary(result, {})["verdicts"]["only_baseline"]["unjudged"] == 1
+    # A span keeps the incidents that reach into it: to 150 minutes, SOL (200) and DOGE (300) are out.
+    early = compare(base, cand, T0, T0 + 150 * 60)
+    assert len(early.matched) == 2 and early.lost == [] and early.new == []
+    assert compare(base, cand).new == result.new  # no span: everything
+    assert not spans_differ(base, cand)
+    year_of_production = episodes([rec("p0", "asset:BTC", -400 * 24 * 60), rec("p0", "asset:BTC", -400 * 24 * 60 + 30, "resolved"), *BASELINE])
+    assert spans_differ(year_of_production, cand)
+    # Same time, no shared alert: two events, not one.
     other = episodes([rec("x1", "asset:ADA", 10), rec("x1", "asset:ADA", 70, "resolved")])
-    assert compare(base[:1], other).matched == []
+    assert compare(episodes(BASELINE[:4]), other).matched == []
 
 
-def test_each_candidate_incident_pairs_once_with_the_closest():
+def test_as_many_events_pair_as_possible_the_nearest_first():
+    # b1 overlaps both candidates, b2 only the first: a greedy pairing of b1 with its nearest left b2 alone.
+    base = episodes([rec("b1", "all", 10), rec("b1", "all", 100, "resolved"), rec("b2", "all", 30), rec("b2", "all", 45, "resolved")])
+    cand = episodes([rec("c1", "all", 12), rec("c1", "all", 40, "resolved"), rec("c2", "all", 50), rec("c2", "all", 90, "resolved")])
+    result = compare(base, cand, T0, T0 + 86400)
+    assert sorted((b.incident_id, c.incident_id) for b, c in result.matched) == [("b1", "c2"), ("b2", "c1")]
+    # One partner for two: the nearer takes it.
     base = episodes([rec("b1", "all", 10), rec("b1", "all", 40, "resolved"), rec("b2", "all", 30), rec("b2", "all", 60, "resolved")])
     cand = episodes([rec("c1", "all", 28), rec("c1", "all", 70, "resolved")])
-    result = compare(base, cand)
-    assert [(b.incident_id, c.incident_id) for b, c in result.matched] == [("b1", "c1")] and [e.incident_id for e in result.lost] == ["b2"]
+    result = compare(base, cand, T0, T0 + 86400)
+    assert [(b.incident_id, c.incident_id) for b, c in result.matched] == [("b2", "c1")] and [e.incident_id for e in result.lost] == ["b1"]
+
+
+def test_kinds_pair_with_their_own_kind_and_a_split_tail_keeps_its_first_firing():
+    # Without grouping, a drop and a spike on one scope: each pairs with its own kind, not the nearer other.
+    base = episodes([rec("d", "asset:BTC", 10), rec("s", "asset:BTC", 12, kind="volume_spike"),
+                     rec("d", "asset:BTC", 60, "resolved"), rec("s", "asset:BTC", 60, "resolved", kind="volume_spike")])
+    cand = episodes([rec("d2", "asset:BTC", 13), rec("s2", "asset:BTC", 11, kind="volume_spike"),
+                     rec("d2", "asset:BTC", 60, "resolved"), rec("s2", "asset:BTC", 60, "resolved", kind="volume_spike")])
+    result = compare(base, cand, T0, T0 + 86400)
+    assert sorted((b.incident_id, c.incident_id, (c.first - b.first) / 60) for b, c in result.matched) == [("d", "d2", 3.0), ("s", "s2", -1.0)]
+    # A member still firing when its root resolved splits off under a new incident id but its own
+    # alert id: its first firing is the earlier one, and a split-off that only resolves still counts.
+    tail = [rec("i1", "asset:ETH", 10, root="asset:ETH"), rec("i1", "channel:x", 12, root="asset:ETH"),
+            rec("i1", "asset:ETH", 60, "resolved", root="asset:ETH")]
+    split = {**rec("i2", "channel:x", 90, "resolved"), "alert_id": tail[1]["alert_id"]}
+    run = episodes([*tail, split])
+    assert [(e.incident_id, e.first) for e in run.episodes] == [("i1", T0 + 600), ("i2", T0 + 720)]
 
 
 def write(path: Path, items: list) -> Path:
@@ -77,9 +108,12 @@ def test_files_from_run_and_from_record_read_alike_and_a_bad_line_is_named(tmp_p
     recorded = write(tmp_path / "r.jsonl", [{"topic": "sentiment-alerts", "partition": 0, "offset": i, "timestamp": 0, "key": r["alert_id"],
                                              "value": json.dumps(r), "value_encoding": "utf-8"} for i, r in enumerate(BASELINE)])
     assert read_alert_records(plain) == read_alert_records(recorded) == BASELINE
+    tombstone = write(tmp_path / "t.jsonl", [{"topic": "sentiment-alerts", "partition": 0, "offset": 0, "key": "a", "value": None, "value_encoding": None}])
+    assert read_alert_records(tombstone) == []  # a deleted key carries no alert
     for line, says in (("{bad", "not JSON"), ("[1]", "not a JSON object"), (json.dumps({"scope": "all"}), "not an alert record (no alert_id, kind"),
                        (json.dumps({**BASELINE[0], "state": "pending"}), "neither firing nor resolved"),
                        (json.dumps({**BASELINE[0], "window_end": "yesterday"}), "not an ISO 8601 time"),
+                       (json.dumps({**BASELINE[0], "window_end": "2026-03-04"}), "not an ISO 8601 time"),
                        (json.dumps({"topic": "t", "value": "{no", "value_encoding": "utf-8"}), "recorded value is not JSON"),
                        (json.dumps({"topic": "t", "value": "AAEC", "value_encoding": "base64"}), "not UTF-8 JSON text")):
         bad = tmp_path / "bad.jsonl"
@@ -102,13 +136,20 @@ def test_sentinel_compare_alerts_prints_what_a_change_loses_and_gains(tmp_path):
     done = run(base, cand, "--verdicts", verdicts, "--json")
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
-    assert (shown["both"], shown["only_baseline"], shown["only_candidate"]) == (2, 1, 1)
+    assert (shown["both"], shown["only_baseline"], shown["only_candidate"]) == (2, 1, 1) and shown["from"] is None
     assert shown["only_baseline_incidents"] == [{"incident_id": "b3", "root_scope": "asset:SOL", "kinds": ["sentiment_drop"],
                                                  "first": iso(T0 + 200 * 60), "last": iso(T0 + 240 * 60), "verdict": "false-alarm"}]
     assert shown["verdicts"]["only_baseline"] == {"real": 0, "false-alarm": 1, "unjudged": 0}
-    text = run(base, cand, "--verdicts", verdicts)
-    assert text.returncode == 0 and "2 in both, 1 only in base.jsonl, 1 only in cand.jsonl" in text.stdout
-    assert "lost (base.jsonl only): 0 real, 1 false alarms" in text.stdout and "asset:DOGE" in text.stdout
+    text = run(base, cand, "--verdicts", verdicts, "--from", iso(T0), "--until", iso(T0 + 400 * 60))
+    assert text.returncode == 0 and f"2 in both, 1 only in {base}, 1 only in {cand}" in text.stdout, text.stdout
+    assert "lost (only in the baseline): 0 real, 1 false alarm, 0 unjudged" in text.stdout and "asset:DOGE" in text.stdout
+    assert "one run grouped" not in text.stdout and "different stretches" not in text.stdout
+    assert f"incidents reaching into {iso(T0)} .. {iso(T0 + 400 * 60)}" in text.stdout
+    old = write(tmp_path / "production.jsonl", [rec("p0", "asset:BTC", -3 * 24 * 60), *BASELINE])
+    assert "cover different stretches" in run(old, cand).stdout
+    ungrouped = write(tmp_path / "ungrouped.jsonl", [{**r, "incident_id": r["alert_id"]} for r in CANDIDATE])
+    assert "one run grouped transitions into incidents and the other did not" in run(base, ungrouped).stdout
+    assert "not an ISO 8601 time" in run(base, cand, "--from", "noon").stderr
     (tmp_path / "broken.jsonl").write_text(json.dumps(BASELINE[0]) + "\nnot json\n")
     refused = run(tmp_path / "broken.jsonl", cand)
     assert refused.returncode != 0 and "broken.jsonl:2: not JSON" in refused.stderr and "Traceback" not in refused.stderr

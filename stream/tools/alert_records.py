@@ -19,6 +19,8 @@ def _objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
@@ -35,6 +37,8 @@ def read_alert_records(path: Path) -> list[dict[str, Any]]:
     records = []
     for n, item in _objects(path):
         if "topic" in item and "value" in item:  # `sentinel record`: the alert is the record's value
+            if item["value"] is None:
+                continue  # a tombstone (a key deleted): no alert in it
             if item.get("value_encoding") not in (None, "utf-8") or not isinstance(item["value"], str):
                 raise ValueError(f"{path}:{n}: a recorded value that is not UTF-8 JSON text")
             try:
@@ -49,6 +53,8 @@ def read_alert_records(path: Path) -> list[dict[str, Any]]:
         if item["state"] not in ("firing", "resolved"):
             raise ValueError(f"{path}:{n}: state {item['state']!r} is neither firing nor resolved")
         try:
+            if "T" not in item["window_end"]:
+                raise ValueError("a date without a time")
             epoch(item["window_end"])
         except ValueError:
             raise ValueError(f"{path}:{n}: window_end {item['window_end']!r} is not an ISO 8601 time") from None
