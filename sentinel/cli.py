@@ -993,7 +993,8 @@ def verdict(
     by: Annotated[Optional[str], typer.Option("--by", help="who, for the audit log (default: the login name)")] = None,
 ) -> None:
     """Say whether an incident was a real move or a false alarm: `sentinel verdicts` then measures the alerts' precision."""
-    from stream.alerts.verdicts import VERDICTS, give_verdict
+    from stream.alerts.precision import VERDICTS
+    from stream.alerts.verdicts import give_verdict
 
     if value not in VERDICTS:
         raise fail(f"VERDICT: one of {', '.join(VERDICTS)}")
@@ -1012,7 +1013,7 @@ def verdicts(
     import time
 
     from stream.alerts import audit as audit_log
-    from stream.alerts.verdicts import tally
+    from stream.alerts.precision import tally
 
     span = since_seconds(since)
     # Every verdict in the span: the log holds the latest AUDIT_ENTRIES actions, far more than a span's verdicts.

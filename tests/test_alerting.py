@@ -803,8 +803,10 @@ def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_serve
     its resolution still comes (saying who acknowledged it)."""
     from dataclasses import replace
 
+    from stream.alerts import audit
     from stream.alerts.correlator import Correlator, acknowledge, list_incidents
     from stream.alerts.grouping import GroupConfig
+    from stream.keys import AUDIT_KEY
 
     long_swing = Scenario(days=2, episodes=(Episode("BTC", 36 * 3600, duration=3 * 3600, mix=SWING_MIX),))
     stream = generate(long_swing, seed=4)
@@ -812,6 +814,10 @@ def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_serve
 
     async def go(ack: bool) -> list[dict]:
         redis.Redis.from_url(redis_server).flushdb()
+        # The team's verdicts on two earlier BTC drops and a volume spike: the notices carry them.
+        for target, said, kind in (("old1", "real", "sentiment_drop"), ("old2", "false-alarm", "sentiment_drop"), ("old3", "real", "volume_spike")):
+            redis.Redis.from_url(redis_server).xadd(AUDIT_KEY, audit.entry("verdict", by="dana", via="cli", target=target, scope="asset:BTC",
+                                                                           kind=kind, reason="", verdict=said))
         store = WindowStore(redis.asyncio.Redis.from_url(redis_server, decode_responses=True), retention_s=48 * 3600, pairs=True)
         correlator = Correlator(store, GroupConfig(repeat_interval_s=1800), step_s=60, history_s=48 * 3600)
         engine = AlertEngine(store, config, partitions=1, correlator=correlator)
@@ -845,6 +851,10 @@ def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_serve
     repeats = lambda told: [p for p in told if "(still firing)" in p["title"] and p["message"].startswith("Incident on asset:BTC ")]  # noqa: E731
     btc_resolved = lambda told: [p for p in told if p["message"].startswith("Incident on asset:BTC is resolved")]  # noqa: E731
     assert len(repeats(plain)) >= 2 and len(btc_resolved(plain)) == 1, [p["title"] for p in plain]
+    btc_told = [p for p in plain if p["message"].startswith("Incident on asset:BTC is firing")]
+    assert btc_told and all("Earlier sentiment_drop incidents, as judged (30 days): on asset:BTC 1 real, 1 false alarm; "
+                            "on every scope 1 real, 1 false alarm" in p["message"] for p in btc_told), btc_told[0]["message"]
+    assert "as judged" not in btc_resolved(plain)[0]["message"]
     assert repeats(acked) == [] and len(btc_resolved(acked)) == 1, [p["title"] for p in acked]
     assert "(acknowledged: desk on it)" in btc_resolved(acked)[0]["message"]
     # And in the records: BTC's resolution, published after the acknowledgement, carries it.

@@ -188,7 +188,7 @@ def test_verdicts_are_kept_with_their_incident_and_counted_into_the_alerts_preci
 
 
 def test_a_tally_counts_each_incidents_latest_verdict_once_per_root_kind():
-    from stream.alerts.verdicts import tally
+    from stream.alerts.precision import tally
 
     def judged(target: str, verdict: str, kind: str = "sentiment_drop") -> dict[str, str]:
         return {"action": "verdict", "target": target, "verdict": verdict, "kind": kind}
@@ -200,3 +200,27 @@ def test_a_tally_counts_each_incidents_latest_verdict_once_per_root_kind():
     assert counted.precision() == 0.5 and counted.precision("sentiment_drop") == 1.0 and counted.precision("sentiment_surge") is None
     assert [row["kind"] for row in counted.rows()] == ["every kind", "sentiment_drop", "volume_spike"]
     assert tally([]).rows() == []
+
+
+def test_a_notices_track_record_counts_earlier_verdicts_of_its_kinds_here_and_anywhere():
+    from stream.alerts import message
+    from stream.alerts.grouping import Notice
+    from stream.alerts.precision import track_record
+
+    def judged(target: str, verdict: str, scope: str, kind: str = "sentiment_drop") -> dict[str, str]:
+        return {"action": "verdict", "target": target, "verdict": verdict, "scope": scope, "kind": kind}
+
+    newest_first = [judged("a", "real", "asset:BTC"), judged("b", "false-alarm", "asset:ETH", "sentiment_drop,volume_spike"),
+                    judged("a", "false-alarm", "asset:BTC"), judged("c", "false-alarm", "asset:BTC", "volume_spike"),
+                    judged("now", "real", "asset:BTC"), judged("d", "false-alarm", "asset:BTC")]
+    track = track_record(newest_first, "asset:BTC", ["sentiment_drop"], exclude="now")
+    # a: its latest (real); b: a drop among its kinds, elsewhere; c: another kind; the incident told about is not its own record.
+    assert (track.here, track.anywhere) == ((1, 1), (1, 2))
+    assert track_record(newest_first, "asset:BTC", ["sentiment_surge"]) is None
+    member = {"scope": "asset:BTC", "kind": "sentiment_drop", "firing": True, "severity": "warning", "onset": None,
+              "metric": "negative_share", "value": 0.5, "baseline": 0.2}
+    notice = Notice("now", "asset:BTC", "firing", "new", "warning", "2026-10-02T12:20:00Z", "2026-10-02T12:00:00Z", False, [member])
+    text = message.notice_body(notice, track=track)
+    assert ("Earlier sentiment_drop incidents, as judged (30 days): on asset:BTC 1 real, 1 false alarm; "
+            "on every scope 1 real, 2 false alarms") in text
+    assert "as judged" not in message.notice_body(Notice(**{**notice.to_json(), "state": "resolved", "reason": "resolved"}), track=track)

@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from stream.alerts import audit
 from stream.alerts.grouping import Notice
+from stream.alerts.precision import TrackRecord, track_record
 from stream.alerts.incidents import AlertRecord, record_from_json
 from stream.alerts.notify import Notifier, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
@@ -101,6 +103,10 @@ def _ms_of(entry_id: str) -> int:
     return _id_order(entry_id)[0]
 
 
+TRACK_RECORD_SPAN_S = 30 * 86400  # verdicts a notification's track record counts (wall clock)
+TRACK_RECORD_TTL_S = 300.0  # how long one read of them serves the notifications that follow
+
+
 class AlertDelivery:
     """Drains the outbox (see the module docstring)."""
 
@@ -124,6 +130,7 @@ class AlertDelivery:
         # stay pending with this consumer and are read again with the next round's.
         self._held = False
         self._round_started = time.monotonic()
+        self._verdicts: tuple[float, list[dict[str, Any]]] = (-TRACK_RECORD_TTL_S, [])  # (read at, monotonic; entries)
         if notifier is not None and notifier.daily_cap > 0:
             notifier.admit = self._admit
 
@@ -349,7 +356,17 @@ class AlertDelivery:
         if self.chart:
             kind = next((m["kind"] for m in notice.members if m["scope"] == notice.root_scope), notice.kinds[0])
             png = await self._chart_of(notice.root_scope, kind, int(epoch(notice.opened)), int(epoch(notice.at)), notice.incident_id)
-        return (await self.notifier.deliver_notice(notice, samples, png)).notified
+        track = await self._track_record(notice) if notice.state != "resolved" else None
+        return (await self.notifier.deliver_notice(notice, samples, png, track=track)).notified
+
+    async def _track_record(self, notice: Notice) -> TrackRecord | None:
+        """How the team judged earlier incidents of the notice's kinds, from the audit log's verdicts
+        of the last 30 days (read at most every five minutes: verdicts come at human pace)."""
+        read_at, entries = self._verdicts
+        if time.monotonic() - read_at >= TRACK_RECORD_TTL_S:
+            entries = await audit.read(self.redis, since=time.time() - TRACK_RECORD_SPAN_S, actions=["verdict"], limit=audit.AUDIT_ENTRIES)
+            self._verdicts = (time.monotonic(), entries)
+        return track_record(entries, notice.root_scope, notice.root_kinds, exclude=notice.incident_id)
 
     async def _admit(self, server: NotifyBase) -> str:
         """The daily cap per service (SENTINEL_NOTIFY_DAILY_CAP): a counter per service and UTC day in

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord
+from stream.alerts.precision import TrackRecord
 from stream.windows import Sample
 
 POST_CHARS = 200  # visible characters of one sample post
@@ -132,9 +133,10 @@ def notice_title(notice: Notice) -> str:
 
 
 def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: int = 3, post_chars: int = POST_CHARS,
-                console_url: str = "") -> str:
+                console_url: str = "", track: TrackRecord | None = None) -> str:
     """Plain-text body of an incident notification: the root, what moved since when, the members,
-    a link to the incident's console page (where it can be acknowledged or silenced)."""
+    how often earlier incidents like it were judged real (`track`), a link to the incident's
+    console page (where it can be acknowledged or silenced)."""
     status = "resolved" if notice.state == "resolved" else f"firing ({notice.severity})"
     lines = [f"Incident on {escape_post_text(notice.root_scope, limit=120)} is {status}"
              + (" (acknowledged: " + escape_post_text(notice.acked, limit=120) + ")" if notice.acked else "") + "."]
@@ -148,6 +150,8 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
         if notice.state == "resolved" and any(m["firing"] for m in related):
             # grouping._split: told over while these clear, each quiet since the root resolved.
             lines.append("Those still firing have not moved on their own since the root resolved; one that does will be a new incident.")
+    if track is not None and notice.state != "resolved":
+        lines += ["", track_line(track)]
     lines += ["", f"opened {notice.opened}; as of {notice.at} (event time)", f"incident_id: {notice.incident_id}"]
     if console_url:
         # Once over, the team can say whether it was real: the alerts' precision is counted from that.
@@ -157,6 +161,16 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
     if shown:
         lines += ["", "Sample posts:", *shown]
     return "\n".join(lines)
+
+
+def track_line(track: TrackRecord) -> str:
+    """E.g. "Earlier sentiment_drop incidents, as judged (30 days): on asset:BTC 3 real, 1 false
+    alarm; on every scope 12 real, 4 false alarms"."""
+    def counts(pair: tuple[int, int]) -> str:
+        return f"{pair[0]} real, {pair[1]} false alarm{'' if pair[1] == 1 else 's'}"
+
+    here = f"on {escape_post_text(track.scope, limit=120)} {counts(track.here)}; " if any(track.here) else ""
+    return f"Earlier {', '.join(track.kinds)} incidents, as judged (30 days): {here}on every scope {counts(track.anywhere)}"
 
 
 def _member_line(m: dict, bullet: bool = False) -> str:

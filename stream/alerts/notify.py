@@ -36,6 +36,7 @@ from stream.logs import redact
 from stream.alerts import message
 from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord
+from stream.alerts.precision import TrackRecord
 from stream.windows import Sample
 
 if TYPE_CHECKING:
@@ -263,10 +264,11 @@ class Notifier:
         return await self._deliver(context, record.severity, message.title(record), message.body(record, samples=self.samples, console_url=self.console_url),
                                    notify_type(record.state, record.severity), chart_png, record.alert_id, key=record.incident_id)
 
-    async def deliver_notice(self, notice: Notice, samples: Sequence[Sample] = (), chart_png: bytes | None = None) -> Delivery:
-        """One incident's notification (stream/alerts/grouping.py)."""
+    async def deliver_notice(self, notice: Notice, samples: Sequence[Sample] = (), chart_png: bytes | None = None,
+                             track: TrackRecord | None = None) -> Delivery:
+        """One incident's notification (stream/alerts/grouping.py), with the track record of its kinds."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
-        text = message.notice_body(notice, samples, samples_shown=self.samples, console_url=self.console_url)
+        text = message.notice_body(notice, samples, samples_shown=self.samples, console_url=self.console_url, track=track)
         return await self._deliver(context, notice.severity, message.notice_title(notice), text,
                                    notify_type(notice.state, notice.severity), chart_png, notice.incident_id, key=notice.incident_id)
 

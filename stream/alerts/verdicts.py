@@ -3,25 +3,22 @@ is measured in production rather than assumed from the benchmarks.
 
 An incident's latest verdict is kept beside it (`keys.VERDICTS_KEY`, pruned with it, shown by
 `sentinel incidents`, the console and the daily report). Every verdict is also an audit entry
-(`audit`) carrying the incident's root scope and kinds, so `tally` can count them long after the
-incidents themselves have left the history.
+(`audit`) carrying the incident's root scope and kinds, so `precision.tally` can count them long
+after the incidents themselves have left the history.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from stream.alerts import audit
 from stream.alerts.grouping import root_kinds
+from stream.alerts.precision import VERDICTS
 from stream.keys import ALERT_STATS_KEY, AUDIT_KEY, INCIDENTS_KEY, VERDICTS_KEY
 from stream.timefmt import iso
 
-VERDICTS = ("real", "false-alarm")
-EVERY_KIND = "every kind"
 
 # KEYS: incidents, verdicts, the alert stats (`verdicts` counts them), the audit stream (whose newest
 # entry the console's pages refresh on). ARGV: incident id, the verdict JSON, AUDIT_ENTRIES, then the audit entry's
@@ -55,36 +52,3 @@ async def give_verdict(client: Any, ident: str, verdict: str, reason: str, *, by
     return bool(await client.register_script(_GIVE)(
         keys=[INCIDENTS_KEY, VERDICTS_KEY, ALERT_STATS_KEY, AUDIT_KEY],
         args=[ident, json.dumps(stored, ensure_ascii=False), audit.AUDIT_ENTRIES, *audit.flat(logged)]))
-
-
-@dataclass(frozen=True)
-class Tally:
-    """Verdicts counted per root kind (EVERY_KIND for every incident): the latest verdict of each incident."""
-
-    real: dict[str, int]
-    false_alarm: dict[str, int]
-
-    def precision(self, kind: str = EVERY_KIND) -> float | None:
-        judged = self.real.get(kind, 0) + self.false_alarm.get(kind, 0)
-        return self.real.get(kind, 0) / judged if judged else None
-
-    def rows(self) -> list[dict[str, Any]]:
-        kinds = sorted(set(self.real) | set(self.false_alarm), key=lambda k: (k != EVERY_KIND, k))
-        return [{"kind": k, "real": self.real.get(k, 0), "false_alarm": self.false_alarm.get(k, 0), "precision": self.precision(k)}
-                for k in kinds]
-
-
-def tally(entries: Iterable[dict[str, Any]]) -> Tally:
-    """Count audit entries newest first (as `audit.read` gives them): only each incident's latest
-    verdict counts, and an incident counts once under each of its root kinds."""
-    seen: set[str] = set()
-    real: dict[str, int] = defaultdict(int)
-    false_alarm: dict[str, int] = defaultdict(int)
-    for e in entries:
-        if e.get("action") != "verdict" or e["target"] in seen or e.get("verdict") not in VERDICTS:
-            continue
-        seen.add(e["target"])
-        counts = real if e["verdict"] == "real" else false_alarm
-        for kind in [EVERY_KIND, *filter(None, e.get("kind", "").split(","))]:
-            counts[kind] += 1
-    return Tally(dict(real), dict(false_alarm))

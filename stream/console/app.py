@@ -23,7 +23,7 @@ from starlette.templating import Jinja2Templates
 
 from stream.alerts.audit import ACTIONS
 from stream.alerts.silences import silence_request
-from stream.alerts.verdicts import VERDICTS
+from stream.alerts.precision import VERDICTS
 from stream.console import auth, views
 from stream.console.data import ConsoleData
 from stream.timefmt import format_duration, parse_duration, shown

@@ -21,7 +21,8 @@ from stream.alerts import audit
 from stream.alerts.correlator import acknowledge, acknowledgements, incident_summary, list_incidents
 from stream.alerts.judging import AlertConfig, table_bins
 from stream.alerts.silences import add_silence, list_silences, remove_silence, silence_of_incident
-from stream.alerts.verdicts import give_verdict, tally
+from stream.alerts.precision import tally
+from stream.alerts.verdicts import give_verdict
 from stream.console import views
 from stream.console.shared_result import SharedResult
 from stream.keys import ACKS_KEY, ALERT_STATS_KEY, AUDIT_KEY, INCIDENTS_KEY, OUTBOX_KEY, SILENCES_KEY, STATS_KEY, incident_key, index_key

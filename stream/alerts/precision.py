@@ -1,0 +1,81 @@
+"""The alerts' precision as the risk team judged them (pure): each incident's latest verdict,
+counted per root kind (`tally`, for `sentinel verdicts` and the console), and the track record a
+notification carries (`track_record`: how often earlier incidents like it were real). Both read
+the audit log's verdict entries (`audit.read`, newest first), which outlive the incidents.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+VERDICTS = ("real", "false-alarm")
+EVERY_KIND = "every kind"
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Verdicts counted per root kind (EVERY_KIND for every incident): the latest verdict of each incident."""
+
+    real: dict[str, int]
+    false_alarm: dict[str, int]
+
+    def precision(self, kind: str = EVERY_KIND) -> float | None:
+        judged = self.real.get(kind, 0) + self.false_alarm.get(kind, 0)
+        return self.real.get(kind, 0) / judged if judged else None
+
+    def rows(self) -> list[dict[str, Any]]:
+        kinds = sorted(set(self.real) | set(self.false_alarm), key=lambda k: (k != EVERY_KIND, k))
+        return [{"kind": k, "real": self.real.get(k, 0), "false_alarm": self.false_alarm.get(k, 0), "precision": self.precision(k)}
+                for k in kinds]
+
+
+def tally(entries: Iterable[dict[str, Any]]) -> Tally:
+    """Count audit entries newest first (as `audit.read` gives them): only each incident's latest
+    verdict counts, and an incident counts once under each of its root kinds."""
+    seen: set[str] = set()
+    real: dict[str, int] = defaultdict(int)
+    false_alarm: dict[str, int] = defaultdict(int)
+    for e in entries:
+        if e.get("action") != "verdict" or e["target"] in seen or e.get("verdict") not in VERDICTS:
+            continue
+        seen.add(e["target"])
+        counts = real if e["verdict"] == "real" else false_alarm
+        for kind in [EVERY_KIND, *filter(None, e.get("kind", "").split(","))]:
+            counts[kind] += 1
+    return Tally(dict(real), dict(false_alarm))
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """How the team judged earlier incidents of these kinds (each incident's latest verdict): on
+    this root scope, and anywhere. A notification carries it, so whoever reads an alert knows how
+    often alerts like it were real."""
+
+    kinds: tuple[str, ...]
+    scope: str
+    here: tuple[int, int]  # (real, false alarms) rooted at `scope`
+    anywhere: tuple[int, int]
+
+
+def track_record(entries: Iterable[dict[str, Any]], root_scope: str, kinds: Iterable[str], exclude: str = "") -> TrackRecord | None:
+    """From audit entries newest first; None when no incident of these kinds was judged.
+    `exclude`: the incident being told about (its own verdict is not its track record)."""
+    wanted = set(kinds)
+    seen: set[str] = {exclude}
+    here, anywhere = [0, 0], [0, 0]
+    for e in entries:
+        if e.get("action") != "verdict" or e["target"] in seen or e.get("verdict") not in VERDICTS:
+            continue
+        seen.add(e["target"])
+        if not wanted & set(filter(None, e.get("kind", "").split(","))):
+            continue
+        slot = 0 if e["verdict"] == "real" else 1
+        anywhere[slot] += 1
+        if e.get("scope") == root_scope:
+            here[slot] += 1
+    if not any(anywhere):
+        return None
+    return TrackRecord(tuple(sorted(wanted)), root_scope, (here[0], here[1]), (anywhere[0], anywhere[1]))
+
