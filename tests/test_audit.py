@@ -222,5 +222,8 @@ def test_a_notices_track_record_counts_earlier_verdicts_of_its_kinds_here_and_an
     notice = Notice("now", "asset:BTC", "firing", "new", "warning", "2026-10-02T12:20:00Z", "2026-10-02T12:00:00Z", False, [member])
     text = message.notice_body(notice, track=track)
     assert ("Earlier sentiment_drop incidents, as judged (30 days): on asset:BTC 1 real, 1 false alarm; "
-            "on every scope 1 real, 2 false alarms") in text
+            "anywhere 1 real, 2 false alarms") in text
+    elsewhere = track_record(newest_first, "asset:SOL", ["sentiment_drop", "volume_spike"])
+    assert message.track_line(elsewhere) == "Earlier sentiment_drop or volume_spike incidents, as judged (30 days): anywhere 2 real, 3 false alarms"
+    assert track_record([{"action": "verdict"}, *newest_first], "asset:BTC", ["sentiment_drop"]) is not None  # a malformed entry is passed over
     assert "as judged" not in message.notice_body(Notice(**{**notice.to_json(), "state": "resolved", "reason": "resolved"}), track=track)

@@ -153,3 +153,13 @@ def test_sentinel_compare_alerts_prints_what_a_change_loses_and_gains(tmp_path):
     (tmp_path / "broken.jsonl").write_text(json.dumps(BASELINE[0]) + "\nnot json\n")
     refused = run(tmp_path / "broken.jsonl", cand)
     assert refused.returncode != 0 and "broken.jsonl:2: not JSON" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_free_partner_is_taken_before_anyone_is_moved():
+    # b1 (4) and b2 (10) both overlap c1 (5) and c3 (16); c1 is nearest to both, c3 is free for b2.
+    base = episodes([rec("b1", "all", 4), rec("b1", "all", 70, "resolved"), rec("b2", "all", 10), rec("b2", "all", 30, "resolved")])
+    cand = episodes([rec("c1", "all", 5), rec("c1", "all", 40, "resolved"), rec("c2", "all", 60), rec("c2", "all", 80, "resolved"),
+                     rec("c3", "all", 16), rec("c3", "all", 30, "resolved")])
+    result = compare(base, cand)
+    assert sorted((b.incident_id, c.incident_id) for b, c in result.matched) == [("b1", "c1"), ("b2", "c3")]
+    assert [e.incident_id for e in result.new] == ["c2"]

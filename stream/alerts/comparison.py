@@ -118,16 +118,24 @@ def _max_matching(base: Sequence[Episode], cand: Sequence[Episode]) -> dict[int,
     owner: dict[int, int] = {}  # candidate -> baseline
 
     def claim(i: int, seen: set[int]) -> bool:
+        # A free partner first, in order of preference; only then move an owner to another of its own.
+        free = next((j for j in prefer[i] if j not in owner and j not in seen), None)
+        if free is not None:
+            owner[free] = i
+            return True
         for j in prefer[i]:
             if j not in seen:
                 seen.add(j)
-                if j not in owner or claim(owner[j], seen):
+                if claim(owner[j], seen):
                     owner[j] = i
                     return True
         return False
 
     # The closest pairs claim first: of two incidents after one partner, the nearer gets it.
-    for i in sorted(range(len(base)), key=lambda i: abs(cand[prefer[i][0]].first - base[i].first) if prefer[i] else 0.0):
+    def nearest(i: int) -> float:
+        return min((abs(cand[j].first - base[i].first) for j in prefer[i]), default=0.0)
+
+    for i in sorted(range(len(base)), key=nearest):
         claim(i, set())
     return {i: j for j, i in owner.items()}
 

@@ -131,6 +131,7 @@ class AlertDelivery:
         self._held = False
         self._round_started = time.monotonic()
         self._verdicts: tuple[float, list[dict[str, Any]]] = (-TRACK_RECORD_TTL_S, [])  # (read at, monotonic; entries)
+        self._verdicts_lock = asyncio.Lock()
         if notifier is not None and notifier.daily_cap > 0:
             notifier.admit = self._admit
 
@@ -361,12 +362,21 @@ class AlertDelivery:
 
     async def _track_record(self, notice: Notice) -> TrackRecord | None:
         """How the team judged earlier incidents of the notice's kinds, from the audit log's verdicts
-        of the last 30 days (read at most every five minutes: verdicts come at human pace)."""
-        read_at, entries = self._verdicts
-        if time.monotonic() - read_at >= TRACK_RECORD_TTL_S:
-            entries = await audit.read(self.redis, since=time.time() - TRACK_RECORD_SPAN_S, actions=["verdict"], limit=audit.AUDIT_ENTRIES)
-            self._verdicts = (time.monotonic(), entries)
-        return track_record(entries, notice.root_scope, notice.root_kinds, exclude=notice.incident_id)
+        of the last 30 days (read at most every five minutes, once for the chains delivered side by
+        side: verdicts come at human pace). Optional, as the chart is: a read that fails sends the
+        notice without it."""
+        try:
+            async with self._verdicts_lock:
+                read_at, entries = self._verdicts
+                if time.monotonic() - read_at >= TRACK_RECORD_TTL_S:
+                    entries = await audit.read(self.redis, since=time.time() - TRACK_RECORD_SPAN_S, actions=["verdict"],
+                                               limit=audit.AUDIT_ENTRIES)
+                    self._verdicts = (time.monotonic(), entries)
+            return track_record(entries, notice.root_scope, notice.root_kinds, exclude=notice.incident_id)
+        except Exception as exc:  # noqa: BLE001 - the notice matters more than its track record
+            log.warning("track record unavailable; notifying without it",
+                        extra={"incident_id": notice.incident_id, "error": type(exc).__name__})
+            return None
 
     async def _admit(self, server: NotifyBase) -> str:
         """The daily cap per service (SENTINEL_NOTIFY_DAILY_CAP): a counter per service and UTC day in

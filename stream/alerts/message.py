@@ -165,12 +165,12 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
 
 def track_line(track: TrackRecord) -> str:
     """E.g. "Earlier sentiment_drop incidents, as judged (30 days): on asset:BTC 3 real, 1 false
-    alarm; on every scope 12 real, 4 false alarms"."""
+    alarm; anywhere 12 real, 4 false alarms" (the root's part left out when it has none)."""
     def counts(pair: tuple[int, int]) -> str:
         return f"{pair[0]} real, {pair[1]} false alarm{'' if pair[1] == 1 else 's'}"
 
     here = f"on {escape_post_text(track.scope, limit=120)} {counts(track.here)}; " if any(track.here) else ""
-    return f"Earlier {', '.join(track.kinds)} incidents, as judged (30 days): {here}on every scope {counts(track.anywhere)}"
+    return f"Earlier {' or '.join(track.kinds)} incidents, as judged (30 days): {here}anywhere {counts(track.anywhere)}"
 
 
 def _member_line(m: dict, bullet: bool = False) -> str:

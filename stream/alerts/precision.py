@@ -38,9 +38,9 @@ def tally(entries: Iterable[dict[str, Any]]) -> Tally:
     real: dict[str, int] = defaultdict(int)
     false_alarm: dict[str, int] = defaultdict(int)
     for e in entries:
-        if e.get("action") != "verdict" or e["target"] in seen or e.get("verdict") not in VERDICTS:
+        if e.get("action") != "verdict" or e.get("target") in seen or e.get("verdict") not in VERDICTS:
             continue
-        seen.add(e["target"])
+        seen.add(str(e.get("target")))
         counts = real if e["verdict"] == "real" else false_alarm
         for kind in [EVERY_KIND, *filter(None, e.get("kind", "").split(","))]:
             counts[kind] += 1
@@ -66,9 +66,9 @@ def track_record(entries: Iterable[dict[str, Any]], root_scope: str, kinds: Iter
     seen: set[str] = {exclude}
     here, anywhere = [0, 0], [0, 0]
     for e in entries:
-        if e.get("action") != "verdict" or e["target"] in seen or e.get("verdict") not in VERDICTS:
+        if e.get("action") != "verdict" or e.get("target") in seen or e.get("verdict") not in VERDICTS:
             continue
-        seen.add(e["target"])
+        seen.add(str(e.get("target")))
         if not wanted & set(filter(None, e.get("kind", "").split(","))):
             continue
         slot = 0 if e["verdict"] == "real" else 1

@@ -58,6 +58,7 @@ class ConsoleData:
         self.redis = store.redis
         self.config = config
         self.scope_rows: SharedResult[ScopeRows] = SharedResult(overview_max_age_s)
+        self._precision: tuple[tuple[str, int], list[dict[str, Any]]] | None = None  # ((newest audit id, hour), rows)
 
     async def end(self) -> int | None:
         """The end of the newest bucket (the watermark's), or None before the first post."""
@@ -146,9 +147,19 @@ class ConsoleData:
         found = await list_incidents(self.redis, since=since)
         silences = await list_silences(self.redis)
         now = time.time()
-        judged = await audit.read(self.redis, since=now - PRECISION_SPAN_S, actions=["verdict"], limit=audit.AUDIT_ENTRIES)
         return {"open": [i for i in found if i["state"] == "open"], "recent": [i for i in found if i["state"] != "open"],
-                "silences": [asdict(s) for s in silences], "now": now, "precision": tally(judged).rows()}
+                "silences": [asdict(s) for s in silences], "now": now, "precision": await self.precision(now)}
+
+    async def precision(self, now: float) -> list[dict[str, Any]]:
+        """The alerts' precision over the last 30 days of verdicts. Read again only when the audit log
+        has a new entry or the hour turned (old verdicts age out): the incidents page renders again
+        on every alert transition, and the log's read scans every action of the span."""
+        newest = await self.redis.xrevrange(AUDIT_KEY, count=1)
+        key = (newest[0][0] if newest else "", int(now // 3600))
+        if self._precision is None or self._precision[0] != key:
+            judged = await audit.read(self.redis, since=now - PRECISION_SPAN_S, actions=["verdict"], limit=audit.AUDIT_ENTRIES)
+            self._precision = (key, tally(judged).rows())
+        return self._precision[1]
 
     async def incident(self, ident: str) -> dict[str, Any] | None:
         incident = await incident_summary(self.redis, ident)
