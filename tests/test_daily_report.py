@@ -225,6 +225,8 @@ def test_rendering_escapes_hostile_scopes_and_incident_text():
             cells = re.split(r"(?<!\\)\|", line)[1:-1]  # unescaped bars only: the column count holds
             assert len(cells) in (7, 9), line
     assert r"&lt;img src=x onerror=alert\(1\)&gt; \*\*ok\*\* \| done next | false\-alarm |" in md  # one line, inert, the bar escaped
+    assert '<p class="note" id="judged">Verdicts on the 1 incident below: 0 real, 1 false alarm, 0 not judged.</p>' in page
+    assert "\nVerdicts on the 1 incident below: 0 real, 1 false alarm, 0 not judged.\n" in md
     (cells,) = [cells for a, cells in parser.rows if "data-incident" in a]
     assert cells[-2:] == ["<img src=x onerror=alert(1)> **ok** | done\nnext", "false-alarm"]  # the verdict beside the acknowledgement
 

@@ -161,6 +161,19 @@ class Report:
     def last_day(self) -> int:
         return self.first_day + (self.days - 1) * DAY_S
 
+    def judged(self) -> str:
+        """One sentence on the verdicts of the incidents listed ("" when none is)."""
+        listed = len(self.incidents)
+        if not listed:
+            return ""
+        real = sum(i.verdict == "real" for i in self.incidents)
+        false_alarms = sum(i.verdict == "false-alarm" for i in self.incidents)
+        incidents = f"{listed} incident{'' if listed == 1 else 's'}"
+        if not real + false_alarms:
+            return f"Verdicts: none yet on the {incidents} below (`sentinel verdict INCIDENT real|false-alarm`, or the console)."
+        return f"Verdicts on the {incidents} below: {real} real, {false_alarms} false alarm{'' if false_alarms == 1 else 's'}, " \
+               f"{listed - real - false_alarms} not judged."
+
     def incidents_on(self, scope: str, day: int) -> list[IncidentRow]:
         return [i for i in self.incidents if i.day == day and i.involves(scope)]
 

@@ -180,7 +180,7 @@ def _html_incidents(report: Report) -> list[str]:
     out = ["<h2>Incidents opened</h2>"]
     if not report.incidents:
         return out + ['<p class="note">None in these days.</p>']
-    out += ["<table>", _tr([("text", h) for h in INCIDENT_COLUMNS], head=True)]
+    out += [f'<p class="note" id="judged">{_e(report.judged())}</p>', "<table>", _tr([("text", h) for h in INCIDENT_COLUMNS], head=True)]
     for inc in report.incidents:
         root = _e(inc.root_scope) + (" (market-wide)" if inc.market else "")
         out.append(_tr([("text", iso(inc.opened)), ("text", _e(inc.incident_id)), ("text", root), ("text", _e(inc.severity)),
@@ -247,6 +247,7 @@ def render_markdown(report: Report) -> str:
         out += _md_table(DAY_COLUMNS, [_md_day_cells(r, report.incidents_on(scope, r.day), r.date) for r in rows])
     out += ["## Incidents opened", ""]
     if report.incidents:
+        out += [md_escape(report.judged()), ""]
         out += _md_table(INCIDENT_COLUMNS, [
             [iso(i.opened), md_escape(i.incident_id), md_escape(i.root_scope) + (" (market-wide)" if i.market else ""), md_escape(i.severity),
              md_escape(i.state), md_escape(", ".join(i.kinds)), md_escape(", ".join(i.scopes)), md_escape(i.acked or ""),
