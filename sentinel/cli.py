@@ -1101,6 +1101,38 @@ def compare_alerts(
             out.print(table)
 
 
+@app.command("notify-test")
+def notify_test(
+    severity: Annotated[str, typer.Option("--severity", help="warning | critical: the services this severity is routed to")] = "warning",
+    attempts: Annotated[int, typer.Option("--attempts", min=1, help="tries per service (default 1: a quick answer)")] = 1,
+) -> None:
+    """Send a test notification through the configured Apprise services and say which accepted it."""
+    import asyncio
+
+    from stream.alerts.notify import Notifier
+
+    if severity not in ("warning", "critical"):
+        raise fail("--severity: warning or critical")
+    settings = model_settings()
+    try:
+        notifier = Notifier.from_settings(settings)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    notifier.attempts = attempts
+    results = asyncio.run(notifier.test_each(severity))
+    if not results:
+        raise fail(f"no notification service is routed {severity} alerts: set SENTINEL_APPRISE_URLS or SENTINEL_APPRISE_CONFIG "
+                   "(a URL tagged with another severity only gets that one)")
+    table = Table(title=f"test notification ({severity})")
+    table.add_column("service")
+    table.add_column("result")
+    for service, ok in results:
+        table.add_row(escape(service), "sent" if ok else "[red]failed[/red] (the log above says why)")
+    out.print(table)
+    if not all(ok for _, ok in results):
+        raise typer.Exit(1)
+
+
 def since_seconds(since: str) -> int:
     """A command's --since duration, or its one-line error."""
     from stream.timefmt import parse_duration

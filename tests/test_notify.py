@@ -524,3 +524,38 @@ def test_an_incident_notice_names_root_kinds_members_onset_and_level_and_escapes
     assert "have not moved" not in text
     cleared = Notice(**{**resolved.to_json(), "members": [{**m, "firing": False} for m in resolved.members]})
     assert "have not moved" not in message.notice_body(cleared)
+
+
+def test_sentinel_notify_test_sends_one_test_to_each_routed_service_and_says_which_failed():
+    """Operators check their Apprise routing before an alert depends on it: a real webhook accepts
+    the test, one that is down is named as failed (exit 1), one tagged for another severity is not
+    sent to."""
+    import os
+
+    from workers import Hook
+
+    up, down, pager = Hook(), Hook(), Hook()
+    down.failing = True
+    env = {**os.environ, "SENTINEL_BASE": "lexicon", "COLUMNS": "200", "SENTINEL_CONSOLE_URL": "https://s.example.com",
+           "SENTINEL_APPRISE_URLS": f"{up.url},{down.url},critical={pager.url}"}
+    env.pop("SENTINEL_APPRISE_CONFIG", None)
+    run = lambda *args, **extra: subprocess.run([sys.executable, "-m", "sentinel.cli", "notify-test", *args],  # noqa: E731
+                                                env={**env, **extra}, capture_output=True, text=True, timeout=120)
+    try:
+        warning = run()
+        assert warning.returncode == 1, warning.stderr
+        rows = [line for line in warning.stdout.splitlines() if "json://" in line]
+        assert len(rows) == 2 and sum("sent" in r for r in rows) == 1 and sum("failed" in r for r in rows) == 1, warning.stdout
+        (test,) = up.accepted
+        assert test["title"] == "[TEST] Forum Sentinel notifications (warning)" and "Nothing fired" in test["message"]
+        assert "console: https://s.example.com/incidents" in test["message"] and pager.accepted == []
+        down.failing = False
+        critical = run("--severity", "critical")
+        assert critical.returncode == 0, critical.stdout + critical.stderr
+        assert [p["title"] for p in pager.accepted] == ["[TEST] Forum Sentinel notifications (critical)"] and len(up.accepted) == 2
+        nothing = run(SENTINEL_APPRISE_URLS="")
+        assert nothing.returncode != 0 and "no notification service is routed warning alerts" in nothing.stderr
+        assert run("--severity", "info").returncode != 0
+    finally:
+        for hook in (up, down, pager):
+            hook.close()

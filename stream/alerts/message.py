@@ -112,6 +112,18 @@ def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, co
 LIMIT_TITLE = "[NOTICE] daily notification limit reached"
 
 
+def test_title(severity: str) -> str:
+    return f"[TEST] Forum Sentinel notifications ({severity})"
+
+
+def test_body(severity: str, console_url: str = "") -> str:
+    """`sentinel notify-test`: says what reaching this service proves, and that nothing fired."""
+    lines = [f"A test from `sentinel notify-test`: {severity} alerts reach this service. Nothing fired; no incident is open because of this."]
+    if console_url:
+        lines.append(f"console: {console_url}/incidents")
+    return "\n".join(lines)
+
+
 def limit_body(cap: int) -> str:
     return (f"This service has had its {cap} notifications for today (UTC). Further alerts are still recorded on "
             "sentiment-alerts and in `sentinel incidents`, but not sent here until 00:00 UTC.")

@@ -264,6 +264,15 @@ class Notifier:
         return await self._deliver(context, record.severity, message.title(record), message.body(record, samples=self.samples, console_url=self.console_url),
                                    notify_type(record.state, record.severity), chart_png, record.alert_id, key=record.incident_id)
 
+    async def test_each(self, severity: str) -> list[tuple[str, bool]]:
+        """One test notification to every service `severity` routes to, side by side (no daily cap:
+        a test is not an alert): (the service, log-safe, and whether it accepted)."""
+        routed = self.targets_for(severity)
+        outcomes = await asyncio.gather(*(self._deliver_one(server, {"test": severity}, message.test_title(severity),
+                                                            message.test_body(severity, self.console_url), NotifyType.INFO, None)
+                                          for server in routed))
+        return [(describe(server), outcome.ok) for server, outcome in zip(routed, outcomes)]
+
     async def deliver_notice(self, notice: Notice, samples: Sequence[Sample] = (), chart_png: bytes | None = None,
                              track: TrackRecord | None = None) -> Delivery:
         """One incident's notification (stream/alerts/grouping.py), with the track record of its kinds."""
