@@ -1007,27 +1007,30 @@ def verdict(
 @app.command()
 def verdicts(
     since: Annotated[str, typer.Option("--since", help="verdicts given within this much wall-clock time, e.g. 30d")] = "30d",
+    per: Annotated[str, typer.Option("--per", help="kind | scope: count per root kind, or per root scope (which scopes raise false alarms)")] = "kind",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """The alerts' precision as the risk team judged them: real and false alarms per root kind, each incident's latest verdict."""
+    """The alerts' precision as the risk team judged them: real and false alarms per root kind (or scope), each incident's latest verdict."""
     import time
 
     from stream.alerts import audit as audit_log
     from stream.alerts.precision import tally
 
+    if per not in ("kind", "scope"):
+        raise fail("--per: kind or scope")
     span = since_seconds(since)
     # Every verdict in the span: the log holds the latest AUDIT_ENTRIES actions, far more than a span's verdicts.
     entries = with_redis(lambda client: audit_log.read(client, since=time.time() - span, actions=["verdict"], limit=audit_log.AUDIT_ENTRIES))
-    rows = tally(entries).rows()
+    rows = tally(entries, per).rows()
     if as_json:
         for row in rows:
             print(json.dumps(row))
         return
     table = Table(title=f"verdicts of the last {since} (each incident's latest)")
-    for col in ("root kind", "real", "false alarms", "precision"):
+    for col in (f"root {per}", "real", "false alarms", "precision"):
         table.add_column(col)
     for row in rows:
-        table.add_row(row["kind"], str(row["real"]), str(row["false_alarm"]), f"{row['precision']:.2f}" if row["precision"] is not None else "-")
+        table.add_row(escape(row[per]), str(row["real"]), str(row["false_alarm"]), f"{row['precision']:.2f}" if row["precision"] is not None else "-")
     out.print(table if rows else f"no verdicts in the last {since}: `sentinel verdict INCIDENT real|false-alarm`")
 
 

@@ -166,9 +166,12 @@ def test_verdicts_are_kept_with_their_incident_and_counted_into_the_alerts_preci
 
     rows = {row["kind"]: row for row in lines(cli(["verdicts", "--json"], redis_server))}
     # Each incident's latest verdict, once under each of its root kinds (the channel's surge is not a root kind).
-    assert rows == {"every kind": {"kind": "every kind", "real": 2, "false_alarm": 1, "precision": 2 / 3},
+    assert rows == {"all incidents": {"kind": "all incidents", "real": 2, "false_alarm": 1, "precision": 2 / 3},
                     "sentiment_drop": {"kind": "sentiment_drop", "real": 2, "false_alarm": 0, "precision": 1.0},
                     "volume_spike": {"kind": "volume_spike", "real": 1, "false_alarm": 1, "precision": 0.5}}
+    per_scope = {row["scope"]: (row["real"], row["false_alarm"]) for row in lines(cli(["verdicts", "--json", "--per", "scope"], redis_server))}
+    assert per_scope == {"all incidents": (2, 1), "asset:BTC": (1, 0), "asset:ETH": (0, 1), "all": (1, 0)}  # which scopes raise false alarms
+    assert "--per: kind or scope" in cli(["verdicts", "--per", "day"], redis_server).stderr
     listed = {i["incident_id"]: i["verdict"] for i in lines(cli(["incidents", "--json"], redis_server))}
     assert listed["inc1"]["verdict"] == "real" and listed["inc2"]["verdict"] == "false-alarm"
     assert (listed["inc1"]["by"], listed["inc1"]["via"], listed["inc1"]["reason"]) == ("dana", "cli", "checked the posts")
@@ -196,9 +199,9 @@ def test_a_tally_counts_each_incidents_latest_verdict_once_per_root_kind():
     newest_first = [judged("a", "real"), {"action": "acknowledge", "target": "b"}, judged("b", "false-alarm", "volume_spike"),
                     judged("a", "false-alarm"), judged("c", "bogus")]
     counted = tally(newest_first)
-    assert (counted.real, counted.false_alarm) == ({"every kind": 1, "sentiment_drop": 1}, {"every kind": 1, "volume_spike": 1})
+    assert (counted.real, counted.false_alarm) == ({"all incidents": 1, "sentiment_drop": 1}, {"all incidents": 1, "volume_spike": 1})
     assert counted.precision() == 0.5 and counted.precision("sentiment_drop") == 1.0 and counted.precision("sentiment_surge") is None
-    assert [row["kind"] for row in counted.rows()] == ["every kind", "sentiment_drop", "volume_spike"]
+    assert [row["kind"] for row in counted.rows()] == ["all incidents", "sentiment_drop", "volume_spike"]
     assert tally([]).rows() == []
 
 

@@ -680,10 +680,10 @@ def test_an_operator_records_a_verdict_on_an_incident_open_or_resolved(api_conso
     assert (logged["target"], logged["verdict"], logged["by"], logged["kind"]) == ("old1", "false-alarm", "alice", "sentiment_drop")
     # The incidents page counts them into the alerts' precision.
     assert console.call("POST", "/api/incidents/inc1/verdict", {"verdict": "real", "csrf": csrf}, headers=alice, form=True)[0] == 303
-    assert console.json("/api/incidents")["precision"][0] == {"kind": "every kind", "real": 1, "false_alarm": 1, "precision": 0.5}
+    assert console.json("/api/incidents")["precision"][0] == {"kind": "all incidents", "real": 1, "false_alarm": 1, "precision": 0.5}
     listing = console.call("GET", "/incidents", headers=viewer)[1]
     table = listing[listing.index('id="precision"'):]
-    assert "<tr><td>every kind</td><td>1</td><td>1</td><td>0.50</td></tr>" in table[: table.index("</table>")]
+    assert "<tr><td>all incidents</td><td>1</td><td>1</td><td>0.50</td></tr>" in table[: table.index("</table>")]
 
 
 def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):

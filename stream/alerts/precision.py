@@ -11,29 +11,34 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 VERDICTS = ("real", "false-alarm")
-EVERY_KIND = "every kind"
+ALL_INCIDENTS = "all incidents"  # the total row
 
 
 @dataclass(frozen=True)
 class Tally:
-    """Verdicts counted per root kind (EVERY_KIND for every incident): the latest verdict of each incident."""
+    """Verdicts counted per root kind, or per root scope (ALL_INCIDENTS for every incident): the latest
+    verdict of each incident."""
 
     real: dict[str, int]
     false_alarm: dict[str, int]
+    per: str = "kind"
 
-    def precision(self, kind: str = EVERY_KIND) -> float | None:
+    def precision(self, kind: str = ALL_INCIDENTS) -> float | None:
         judged = self.real.get(kind, 0) + self.false_alarm.get(kind, 0)
         return self.real.get(kind, 0) / judged if judged else None
 
     def rows(self) -> list[dict[str, Any]]:
-        kinds = sorted(set(self.real) | set(self.false_alarm), key=lambda k: (k != EVERY_KIND, k))
-        return [{"kind": k, "real": self.real.get(k, 0), "false_alarm": self.false_alarm.get(k, 0), "precision": self.precision(k)}
+        kinds = sorted(set(self.real) | set(self.false_alarm), key=lambda k: (k != ALL_INCIDENTS, k))
+        return [{self.per: k, "real": self.real.get(k, 0), "false_alarm": self.false_alarm.get(k, 0), "precision": self.precision(k)}
                 for k in kinds]
 
 
-def tally(entries: Iterable[dict[str, Any]]) -> Tally:
+def tally(entries: Iterable[dict[str, Any]], per: str = "kind") -> Tally:
     """Count audit entries newest first (as `audit.read` gives them): only each incident's latest
-    verdict counts, and an incident counts once under each of its root kinds."""
+    verdict counts, once under each of its root kinds (`per="kind"`) or under its root scope
+    (`per="scope"`: which scopes raise the false alarms)."""
+    if per not in ("kind", "scope"):
+        raise ValueError("per: kind or scope")
     seen: set[str] = set()
     real: dict[str, int] = defaultdict(int)
     false_alarm: dict[str, int] = defaultdict(int)
@@ -42,9 +47,10 @@ def tally(entries: Iterable[dict[str, Any]]) -> Tally:
             continue
         seen.add(str(e.get("target")))
         counts = real if e["verdict"] == "real" else false_alarm
-        for kind in [EVERY_KIND, *filter(None, e.get("kind", "").split(","))]:
-            counts[kind] += 1
-    return Tally(dict(real), dict(false_alarm))
+        groups = filter(None, e.get("kind", "").split(",")) if per == "kind" else filter(None, [e.get("scope", "")])
+        for group in [ALL_INCIDENTS, *groups]:
+            counts[group] += 1
+    return Tally(dict(real), dict(false_alarm), per)
 
 
 @dataclass(frozen=True)
