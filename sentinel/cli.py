@@ -1030,7 +1030,8 @@ def verdicts(
     for col in (f"root {per}", "real", "false alarms", "precision"):
         table.add_column(col)
     for row in rows:
-        table.add_row(escape(row[per]), str(row["real"]), str(row["false_alarm"]), f"{row['precision']:.2f}" if row["precision"] is not None else "-")
+        label = "all (whole market)" if per == "scope" and row[per] == "all" else row[per]  # not the total row beside it
+        table.add_row(escape(label), str(row["real"]), str(row["false_alarm"]), f"{row['precision']:.2f}" if row["precision"] is not None else "-")
     out.print(table if rows else f"no verdicts in the last {since}: `sentinel verdict INCIDENT real|false-alarm`")
 
 
@@ -1127,10 +1128,11 @@ def notify_test(
         raise fail(f"no notification service is routed {severity} alerts: set SENTINEL_APPRISE_URLS or SENTINEL_APPRISE_CONFIG "
                    "(a URL tagged with another severity only gets that one)")
     table = Table(title=f"test notification ({severity})")
-    table.add_column("service")
+    table.add_column("#")
+    table.add_column("service (as configured, secrets masked)", overflow="fold")
     table.add_column("result")
-    for service, ok in results:
-        table.add_row(escape(service), "sent" if ok else "[red]failed[/red] (the log above says why)")
+    for n, (service, ok) in enumerate(results, start=1):
+        table.add_row(str(n), escape(service), "sent" if ok else "[red]failed[/red] (the warnings above say why)")
     out.print(table)
     if not all(ok for _, ok in results):
         raise typer.Exit(1)

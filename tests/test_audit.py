@@ -172,6 +172,7 @@ def test_verdicts_are_kept_with_their_incident_and_counted_into_the_alerts_preci
     per_scope = {row["scope"]: (row["real"], row["false_alarm"]) for row in lines(cli(["verdicts", "--json", "--per", "scope"], redis_server))}
     assert per_scope == {"all incidents": (2, 1), "asset:BTC": (1, 0), "asset:ETH": (0, 1), "all": (1, 0)}  # which scopes raise false alarms
     assert "--per: kind or scope" in cli(["verdicts", "--per", "day"], redis_server).stderr
+    assert "all (whole market)" in cli(["verdicts", "--per", "scope"], redis_server).stdout  # the scope `all`, not the total row
     listed = {i["incident_id"]: i["verdict"] for i in lines(cli(["incidents", "--json"], redis_server))}
     assert listed["inc1"]["verdict"] == "real" and listed["inc2"]["verdict"] == "false-alarm"
     assert (listed["inc1"]["by"], listed["inc1"]["via"], listed["inc1"]["reason"]) == ("dana", "cli", "checked the posts")

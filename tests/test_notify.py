@@ -504,6 +504,22 @@ def test_pagerduty_and_opsgenie_get_the_incident_id_as_dedup_key_and_alias():
     assert keyed(hook, "inc123") is hook and keyed(pagerduty, None) is pagerduty
 
 
+def test_a_test_notification_to_a_pager_always_lands_on_one_page(monkeypatch):
+    from stream.alerts import notify
+
+    sent = []
+
+    async def capture(self, server, *args):
+        sent.append(server)
+        return notify._Outcome(True, 1)
+
+    monkeypatch.setattr(notify.Notifier, "_deliver_one", capture)
+    n = Notifier(build_apprise("pagerduty://integration@apikey opsgenie://apikey", None))
+    results = run(n.test_each("warning"))
+    assert [s.dedup if hasattr(s, "dedup") else s.alias for s in sent] == ["sentinel-notify-test"] * 2
+    assert all(ok for _, ok in results) and all("tags=-" in service for service, _ in results)
+
+
 def test_an_incident_notice_names_root_kinds_members_onset_and_level_and_escapes_scopes():
     from stream.alerts.grouping import Notice
 
@@ -553,6 +569,7 @@ def test_sentinel_notify_test_sends_one_test_to_each_routed_service_and_says_whi
         critical = run("--severity", "critical")
         assert critical.returncode == 0, critical.stdout + critical.stderr
         assert [p["title"] for p in pager.accepted] == ["[TEST] Forum Sentinel notifications (critical)"] and len(up.accepted) == 2
+        assert "tags=critical" in critical.stdout
         nothing = run(SENTINEL_APPRISE_URLS="")
         assert nothing.returncode != 0 and "no notification service is routed warning alerts" in nothing.stderr
         assert run("--severity", "info").returncode != 0

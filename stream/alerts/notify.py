@@ -181,6 +181,9 @@ def service_key(server: NotifyBase) -> str:
 Admit = Callable[["NotifyBase"], Awaitable[str]]  # -> "send" | "limit" (send the limit notice instead) | "drop"
 
 
+TEST_KEY = "sentinel-notify-test"  # the dedup key (alias) of `sentinel notify-test`'s page
+
+
 def describe(server: NotifyBase) -> str:
     """A log-safe name for a service: Apprise's privacy URL (passwords and tokens masked)."""
     try:
@@ -266,12 +269,13 @@ class Notifier:
 
     async def test_each(self, severity: str) -> list[tuple[str, bool]]:
         """One test notification to every service `severity` routes to, side by side (no daily cap:
-        a test is not an alert): (the service, log-safe, and whether it accepted)."""
+        a test is not an alert): (the service, log-safe with its tags, and whether it accepted).
+        A pager (PagerDuty, Opsgenie) gets one fixed key, so repeated tests land on one page there."""
         routed = self.targets_for(severity)
-        outcomes = await asyncio.gather(*(self._deliver_one(server, {"test": severity}, message.test_title(severity),
+        outcomes = await asyncio.gather(*(self._deliver_one(keyed(server, TEST_KEY), {"test": severity}, message.test_title(severity),
                                                             message.test_body(severity, self.console_url), NotifyType.INFO, None)
                                           for server in routed))
-        return [(describe(server), outcome.ok) for server, outcome in zip(routed, outcomes)]
+        return [(described, outcome.ok) for described, outcome in zip(servers_description(routed), outcomes)]
 
     async def deliver_notice(self, notice: Notice, samples: Sequence[Sample] = (), chart_png: bytes | None = None,
                              track: TrackRecord | None = None) -> Delivery:

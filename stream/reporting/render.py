@@ -247,7 +247,7 @@ def render_markdown(report: Report) -> str:
         out += _md_table(DAY_COLUMNS, [_md_day_cells(r, report.incidents_on(scope, r.day), r.date) for r in rows])
     out += ["## Incidents opened", ""]
     if report.incidents:
-        out += [md_escape(report.judged()), ""]
+        out += [report.judged(), ""]  # the report's own wording, written as is
         out += _md_table(INCIDENT_COLUMNS, [
             [iso(i.opened), md_escape(i.incident_id), md_escape(i.root_scope) + (" (market-wide)" if i.market else ""), md_escape(i.severity),
              md_escape(i.state), md_escape(", ".join(i.kinds)), md_escape(", ".join(i.scopes)), md_escape(i.acked or ""),
