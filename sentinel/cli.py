@@ -58,14 +58,16 @@ def model_settings(**overrides: Any) -> Settings:
         raise fail(settings_error(exc)) from None
 
 
+CONVENTIONAL_NAMES = {"kafka_broker": "KAFKA_BROKER", "redis_url": "REDIS_URL"}  # the names the docs use for these
+
+
 def settings_error(exc: ValidationError) -> str:
     """One line naming each bad variable and what is wrong with it. Never the value: a
     mistyped variable may hold a secret."""
     problems = []
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else "?"
-        conventional = {"kafka_broker": "KAFKA_BROKER", "redis_url": "REDIS_URL"}  # the names the docs use for these
-        variable = name if name.isupper() else conventional.get(name, f"SENTINEL_{name.upper()}")
+        variable = name if name.isupper() else CONVENTIONAL_NAMES.get(name, f"SENTINEL_{name.upper()}")
         problems.append(f"{variable}: {error['msg']}")
     return "invalid settings: " + "; ".join(problems)
 
@@ -897,7 +899,7 @@ def silence(
         silence_request(scope, seconds)  # refused before anything is stored
     except ValueError as exc:
         raise fail(str(exc).replace("duration:", "--for:")) from None
-    who = login_name() if by is None else by
+    who = operator_name(by)
     made = with_redis(lambda client: add_silence(client, scope, seconds, kind, reason, by=who, via="cli"))
     out.print(f"silenced {made.scope} ({made.kind or 'every kind'}) until {shown(made.until)}: id {made.id}")
 
@@ -930,7 +932,7 @@ def unsilence(
     """Lift a silence."""
     from stream.alerts.silences import remove_silence
 
-    who = login_name() if by is None else by
+    who = operator_name(by)
     if not with_redis(lambda client: remove_silence(client, silence_id, by=who, via="cli")):
         raise fail(f"no silence with id {silence_id!r}")
     out.print(f"lifted silence {silence_id}")
@@ -979,7 +981,7 @@ def ack(
     """Acknowledge an open incident: no more repeat notifications (updates and the resolution still come)."""
     from stream.alerts.correlator import acknowledge
 
-    who = login_name() if by is None else by
+    who = operator_name(by)
     if not with_redis(lambda client: acknowledge(client, incident_id, reason, by=who, via="cli")):
         raise fail(f"no open incident with id {incident_id!r}")
     out.print(f"acknowledged incident {incident_id}")
@@ -998,7 +1000,7 @@ def verdict(
 
     if value not in VERDICTS:
         raise fail(f"VERDICT: one of {', '.join(VERDICTS)}")
-    who = login_name() if by is None else by
+    who = operator_name(by)
     if not with_redis(lambda client: give_verdict(client, incident_id, value, reason, by=who, via="cli")):
         raise fail(f"no incident with id {incident_id!r} in the history (SENTINEL_RETENTION)")
     out.print(f"incident {incident_id}: {value}")
@@ -1011,17 +1013,13 @@ def verdicts(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The alerts' precision as the risk team judged them: real and false alarms per root kind (or scope), each incident's latest verdict."""
-    import time
-
     from stream.alerts import audit as audit_log
     from stream.alerts.precision import tally
 
     if per not in ("kind", "scope"):
         raise fail("--per: kind or scope")
     span = since_seconds(since)
-    # Every verdict in the span: the log holds the latest AUDIT_ENTRIES actions, far more than a span's verdicts.
-    entries = with_redis(lambda client: audit_log.read(client, since=time.time() - span, actions=["verdict"], limit=audit_log.AUDIT_ENTRIES))
-    rows = tally(entries, per).rows()
+    rows = tally(with_redis(lambda client: audit_log.verdicts_within(client, span)), per).rows()
     if as_json:
         for row in rows:
             print(json.dumps(row))
@@ -1148,10 +1146,12 @@ def since_seconds(since: str) -> int:
         raise fail(f"--since: {exc}") from None
 
 
-def login_name() -> str:
-    """Who runs an operator command, for the audit log when --by is not given."""
+def operator_name(by: str | None) -> str:
+    """Who runs an operator command, for the audit log: --by, else the login name."""
     import getpass
 
+    if by is not None:
+        return by
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # a container user without a passwd entry

@@ -11,6 +11,7 @@ acknowledgement log (`correlator.acknowledgements`) does.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
@@ -52,6 +53,12 @@ def what(entry: dict[str, Any]) -> str:
     until = f" until {entry['until']}" if entry.get("until") else ""
     verdict = f": {entry['verdict']}" if entry.get("verdict") else ""
     return f"{noun} {entry['target']}" + (f" over {entry['scope']}" if entry.get("scope") else "") + kind + until + verdict
+
+
+async def verdicts_within(client: Any, seconds: float) -> list[dict[str, Any]]:
+    """Every verdict entry of the last `seconds` (wall clock), newest first: what the precision
+    and a notice's track record count (the log holds far more actions than a span's verdicts)."""
+    return await read(client, since=time.time() - seconds, actions=["verdict"], limit=AUDIT_ENTRIES)
 
 
 async def read(client: Any, *, since: float | None = None, by: str | None = None, actions: Sequence[str] = (),

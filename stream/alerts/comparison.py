@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any, Iterable, Mapping, Sequence
 
+from stream.alerts.precision import VERDICTS
 from stream.timefmt import epoch
 
 
@@ -91,21 +92,18 @@ class Comparison:
     matched: list[tuple[Episode, Episode]]  # (baseline, candidate)
     lost: list[Episode]  # only in the baseline
     new: list[Episode]  # only in the candidate
-    start: float  # the span compared (event time; infinite when not asked)
-    end: float
 
 
 def compare(baseline: Run, candidate: Run, start: float = -math.inf, end: float = math.inf) -> Comparison:
     """Pair the incidents that reach into [start, end] (event time): as many pairs as the events
     allow, each incident preferring, in order, the other run's incident with the same root, then
     the one that fired closest in time."""
-    lo, hi = start, end
-    base = [e for e in baseline.episodes if e.first <= hi and e.last >= lo]
-    cand = [e for e in candidate.episodes if e.first <= hi and e.last >= lo]
+    base = [e for e in baseline.episodes if e.first <= end and e.last >= start]
+    cand = [e for e in candidate.episodes if e.first <= end and e.last >= start]
     pairs = _max_matching(base, cand)
     paired = set(pairs.values())
     matched = [(b, cand[pairs[i]]) for i, b in enumerate(base) if i in pairs]
-    return Comparison(matched, [b for i, b in enumerate(base) if i not in pairs], [c for j, c in enumerate(cand) if j not in paired], lo, hi)
+    return Comparison(matched, [b for i, b in enumerate(base) if i not in pairs], [c for j, c in enumerate(cand) if j not in paired])
 
 
 def _max_matching(base: Sequence[Episode], cand: Sequence[Episode]) -> dict[int, int]:
@@ -156,7 +154,7 @@ def summary(result: Comparison, verdicts: Mapping[str, str] | None = None) -> di
         counts = {"real": 0, "false-alarm": 0, "unjudged": 0}
         for e in items:
             said = (verdicts or {}).get(e.incident_id)
-            counts[said if said in ("real", "false-alarm") else "unjudged"] += 1
+            counts[said if said in VERDICTS else "unjudged"] += 1
         return counts
 
     return {

@@ -369,8 +369,7 @@ class AlertDelivery:
             async with self._verdicts_lock:
                 read_at, entries = self._verdicts
                 if time.monotonic() - read_at >= TRACK_RECORD_TTL_S:
-                    entries = await audit.read(self.redis, since=time.time() - TRACK_RECORD_SPAN_S, actions=["verdict"],
-                                               limit=audit.AUDIT_ENTRIES)
+                    entries = await audit.verdicts_within(self.redis, TRACK_RECORD_SPAN_S)
                     self._verdicts = (time.monotonic(), entries)
             return track_record(entries, notice.root_scope, notice.root_kinds, exclude=notice.incident_id)
         except Exception as exc:  # noqa: BLE001 - the notice matters more than its track record

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 VERDICTS = ("real", "false-alarm")
 ALL_INCIDENTS = "all incidents"  # the total row
@@ -33,19 +33,26 @@ class Tally:
                 for k in kinds]
 
 
+def latest_verdicts(entries: Iterable[dict[str, Any]], exclude: str = "") -> Iterator[dict[str, Any]]:
+    """Each incident's latest verdict entry, from audit entries newest first; other actions,
+    malformed entries and the incident `exclude` passed over."""
+    seen: set[str] = {exclude}
+    for e in entries:
+        if e.get("action") != "verdict" or e.get("target") in seen or e.get("verdict") not in VERDICTS:
+            continue
+        seen.add(str(e.get("target")))
+        yield e
+
+
 def tally(entries: Iterable[dict[str, Any]], per: str = "kind") -> Tally:
     """Count audit entries newest first (as `audit.read` gives them): only each incident's latest
     verdict counts, once under each of its root kinds (`per="kind"`) or under its root scope
     (`per="scope"`: which scopes raise the false alarms)."""
     if per not in ("kind", "scope"):
         raise ValueError("per: kind or scope")
-    seen: set[str] = set()
     real: dict[str, int] = defaultdict(int)
     false_alarm: dict[str, int] = defaultdict(int)
-    for e in entries:
-        if e.get("action") != "verdict" or e.get("target") in seen or e.get("verdict") not in VERDICTS:
-            continue
-        seen.add(str(e.get("target")))
+    for e in latest_verdicts(entries):
         counts = real if e["verdict"] == "real" else false_alarm
         groups = filter(None, e.get("kind", "").split(",")) if per == "kind" else filter(None, [e.get("scope", "")])
         for group in [ALL_INCIDENTS, *groups]:
@@ -69,12 +76,8 @@ def track_record(entries: Iterable[dict[str, Any]], root_scope: str, kinds: Iter
     """From audit entries newest first; None when no incident of these kinds was judged.
     `exclude`: the incident being told about (its own verdict is not its track record)."""
     wanted = set(kinds)
-    seen: set[str] = {exclude}
     here, anywhere = [0, 0], [0, 0]
-    for e in entries:
-        if e.get("action") != "verdict" or e.get("target") in seen or e.get("verdict") not in VERDICTS:
-            continue
-        seen.add(str(e.get("target")))
+    for e in latest_verdicts(entries, exclude):
         if not wanted & set(filter(None, e.get("kind", "").split(","))):
             continue
         slot = 0 if e["verdict"] == "real" else 1

@@ -157,8 +157,7 @@ class ConsoleData:
         newest = await self.redis.xrevrange(AUDIT_KEY, count=1)
         key = (newest[0][0] if newest else "", int(now // 3600))
         if self._precision is None or self._precision[0] != key:
-            judged = await audit.read(self.redis, since=now - PRECISION_SPAN_S, actions=["verdict"], limit=audit.AUDIT_ENTRIES)
-            self._precision = (key, tally(judged).rows())
+            self._precision = (key, tally(await audit.verdicts_within(self.redis, PRECISION_SPAN_S)).rows())
         return self._precision[1]
 
     async def incident(self, ident: str) -> dict[str, Any] | None:
