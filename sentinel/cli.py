@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from model.scorer import Judgement, Scorer
 from stream.logs import redact, setup_logging
@@ -59,6 +60,12 @@ def model_settings(**overrides: Any) -> Settings:
 
 
 CONVENTIONAL_NAMES = {"kafka_broker": "KAFKA_BROKER", "redis_url": "REDIS_URL"}  # the names the docs use for these
+
+
+def inert(value: str) -> Text:
+    """A table cell of text that came from posts, files or operators: shown as written, never read
+    as Rich markup (`[/]` in a reason made the whole table raise)."""
+    return Text(value)
 
 
 def settings_error(exc: ValidationError) -> str:
@@ -161,7 +168,7 @@ def classify(
             f"{p['negative']:.3f}",
             f"{p['neutral']:.3f}",
             f"{j.score:+.3f}",
-            text if len(text) <= 160 else text[:157] + "...",
+            inert(text if len(text) <= 160 else text[:157] + "..."),
         )
     out.print(table)
 
@@ -703,7 +710,7 @@ def print_run_summary(file: Path, summary: dict[str, Any], alerts: list[dict[str
     for key in ("consumed", "valid", "dlq", "duplicates", "late_dropped", "processed", "alerts", "wall_s", "posts_per_s"):
         table.add_row(key, str(summary[key]))
         if key == "alerts" and (incidents := incident_summary(alerts)):
-            table.add_row("incidents (roots)", incidents)
+            table.add_row("incidents (roots)", inert(incidents))
     for label, count in summary["labels"].items():
         table.add_row(f"label {label}", str(count))
     out.print(table)
@@ -823,7 +830,7 @@ def windows(
         table.add_column(col)
     for row in rows:
         lab = row["labels"]
-        table.add_row(row["scope"], row["window"], str(row["posts"]), str(lab["positive"]), str(lab["negative"]), str(lab["neutral"]), f"{row['mean_score']:+.3f}")
+        table.add_row(inert(row["scope"]), row["window"], str(row["posts"]), str(lab["positive"]), str(lab["negative"]), str(lab["neutral"]), f"{row['mean_score']:+.3f}")
     out.print(table)
 
 
@@ -920,7 +927,7 @@ def silences(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     for col in ("id", "scope", "kind", "until (UTC)", "reason", "by"):
         table.add_column(col)
     for item in found:
-        table.add_row(item.id, item.scope, item.kind or "*", shown(item.until), item.reason, item.by)
+        table.add_row(item.id, *map(inert, (item.scope, item.kind or "*", shown(item.until), item.reason, item.by)))
     out.print(table)
 
 
@@ -967,8 +974,8 @@ def incidents(
         kinds = sorted({m["kind"] for m in item["members"] if m["scope"] == item["root_scope"]})
         members = sorted({m["scope"] for m in item["members"] if m["scope"] != item["root_scope"]})
         verdict = item.get("verdict") or {}
-        table.add_row(item["incident_id"], item["root_scope"] + (" (market-wide)" if item["market"] else ""), item["state"], item["severity"],
-                      shown(item["opened"]), ", ".join(kinds), ", ".join(members), item["acked"] or "", verdict.get("verdict", ""))
+        table.add_row(item["incident_id"], inert(item["root_scope"] + (" (market-wide)" if item["market"] else "")), item["state"], item["severity"],
+                      shown(item["opened"]), ", ".join(kinds), inert(", ".join(members)), inert(item["acked"] or ""), verdict.get("verdict", ""))
     out.print(table)
 
 
@@ -1029,7 +1036,7 @@ def verdicts(
         table.add_column(col)
     for row in rows:
         label = "all (whole market)" if per == "scope" and row[per] == "all" else row[per]  # not the total row beside it
-        table.add_row(escape(label), str(row["real"]), str(row["false_alarm"]), f"{row['precision']:.2f}" if row["precision"] is not None else "-")
+        table.add_row(inert(label), str(row["real"]), str(row["false_alarm"]), f"{row['precision']:.2f}" if row["precision"] is not None else "-")
     out.print(table if rows else f"no verdicts in the last {since}: `sentinel verdict INCIDENT real|false-alarm`")
 
 
@@ -1099,7 +1106,7 @@ def compare_alerts(
                 table.add_column(col)
             for e in items:
                 r = row(e)
-                table.add_row(r["incident_id"], r["root_scope"], ", ".join(r["kinds"]), r["first"], r["verdict"] or "")
+                table.add_row(*map(inert, (r["incident_id"], r["root_scope"], ", ".join(r["kinds"]), r["first"], r["verdict"] or "")))
             out.print(table)
 
 
@@ -1130,7 +1137,7 @@ def notify_test(
     table.add_column("service (as configured, secrets masked)", overflow="fold")
     table.add_column("result")
     for n, (service, ok) in enumerate(results, start=1):
-        table.add_row(str(n), escape(service), "sent" if ok else "[red]failed[/red] (the warnings above say why)")
+        table.add_row(str(n), inert(service), "sent" if ok else "[red]failed[/red] (the warnings above say why)")
     out.print(table)
     if not all(ok for _, ok in results):
         raise typer.Exit(1)
@@ -1184,7 +1191,7 @@ def audit(
     for col in ("at (UTC)", "by", "action", "what", "reason"):
         table.add_column(col)
     for item in found:
-        table.add_row(item["at"], f"{item['by'] or '-'} ({item['via']})", item["action"], audit_log.what(item), item["reason"])
+        table.add_row(item["at"], *map(inert, (f"{item['by'] or '-'} ({item['via']})", item["action"], audit_log.what(item), item["reason"])))
     out.print(table)
 
 

@@ -231,3 +231,18 @@ def test_a_notices_track_record_counts_earlier_verdicts_of_its_kinds_here_and_an
     assert message.track_line(elsewhere) == "Earlier sentiment_drop or volume_spike incidents, as judged (30 days): anywhere 2 real, 3 false alarms"
     assert track_record([{"action": "verdict"}, *newest_first], "asset:BTC", ["sentiment_drop"]) is not None  # a malformed entry is passed over
     assert "as judged" not in message.notice_body(Notice(**{**notice.to_json(), "state": "resolved", "reason": "resolved"}), track=track)
+
+
+def test_text_from_operators_and_posts_is_shown_as_written_not_read_as_markup(redis_server):
+    """A reason with `[/]` made every table that listed it raise (Rich read it as a closing tag)."""
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    reason = "[/] rumour [bold]not bold[/bold]"
+    assert cli(["silence", "channel:[x]", "--for", "1h", "--reason", reason, "--by", "[erin]"], redis_server).returncode == 0
+    env = {**os.environ, "REDIS_URL": redis_server, "SENTINEL_BASE": "lexicon", "COLUMNS": "300"}
+    for args in (["silences"], ["audit"]):
+        shown = subprocess.run([sys.executable, "-m", "sentinel.cli", *args], env=env, capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0 and reason in shown.stdout and "[erin]" in shown.stdout and "channel:[x]" in shown.stdout, shown.stderr[-800:]
+    classified = subprocess.run([sys.executable, "-m", "sentinel.cli", "classify", "[/] $BTC to the moon [red]"], env=env,
+                                capture_output=True, text=True, timeout=120)
+    assert classified.returncode == 0 and "[/] $BTC to the moon [red]" in classified.stdout, classified.stderr[-800:]
