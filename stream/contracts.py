@@ -12,6 +12,7 @@ import base64
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -38,7 +39,21 @@ REASONS: dict[str, str] = {
 }
 
 OPTIONAL_STRINGS = ("source", "channel", "author")
+# Source and channel names become scopes (`channel:<name>`), Redis keys and alert targets.
+SCOPE_NAMED = ("source", "channel")
 MAX_ID_CHARS = 256
+MAX_NAME_CHARS = 100
+# Characters a scope name cannot hold: `|` joins a channel or source to an asset in the hidden pair
+# scopes (`channel:x|asset:ETH`, which a name holding `|asset:` would write into), and braces are
+# Redis Cluster hash tags in every key of the scope.
+_NAME_RESERVED = frozenset("|{}")
+# Letters and symbols that render as blank space (Hangul fillers, the braille blank): a post of only
+# these shows nothing to a reader, as one of zero-width characters does.
+_BLANK_GLYPHS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Categories that show nothing alone: control, format, surrogates, separators and combining marks
+# (a combining accent or a variation selector needs a base character to show). Unassigned code
+# points are not among them: an emoji newer than this Python's Unicode tables is one.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"})
 # A dead letter keeps at most this much of the original value. JSON escaping can grow a value
 # sixfold (a control character becomes \u0001), and 6 x 128 KiB still fits Kafka's default 1 MiB
 # message size, whatever SENTINEL_MAX_MESSAGE_BYTES is set to.
@@ -120,14 +135,27 @@ def is_unicode(value: str) -> bool:
 
 
 def has_visible_text(text: str) -> bool:
-    """The model's own cleaning (model/prompt.py) leaves something to classify. Checked here so
-    a post of control or zero-width characters is an empty_text rejection, not a model failure
-    found only after the batch was split and retried down to that one post."""
+    """The model's own cleaning (model/prompt.py) leaves something to classify, and something a
+    reader would see. Checked here so a post of control or zero-width characters is an empty_text
+    rejection, not a model failure found only after the batch was split and retried down to that
+    one post, nor a blank post counted as neutral chatter."""
     try:
         clean_text(text)
     except EmptyTextError:
         return False
-    return True
+    return any(char not in _BLANK_GLYPHS and unicodedata.category(char) not in _INVISIBLE_CATEGORIES for char in text)
+
+
+def name_problem(name: str) -> str | None:
+    """Why a source, channel or asset name cannot be a scope's name, or None when it can."""
+    if len(name) > MAX_NAME_CHARS:
+        return f"is {len(name)} characters, over the cap of {MAX_NAME_CHARS}"
+    reserved = sorted(_NAME_RESERVED.intersection(name))
+    if reserved:
+        return f"holds {' '.join(reserved)}, reserved in scope names"
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp") for char in name):
+        return "holds a control or invisible formatting character"
+    return None
 
 
 def parse_created_at(value: Any) -> float:
@@ -185,10 +213,16 @@ def parse_post(
     return _post_from_object(obj, limits, aliases, now)
 
 
+def _usable_id(value: Any) -> str | None:
+    """The post id when it could be read: a dead letter names its post wherever it can."""
+    ok = isinstance(value, str) and bool(value.strip()) and len(value) <= MAX_ID_CHARS and is_unicode(value)
+    return value if ok else None
+
+
 def _post_from_object(obj: dict[str, Any], limits: Limits, aliases: Mapping[str, str], now: float | None) -> Post | Rejection:
     for name in ("id", "text", "created_at"):
         if obj.get(name) is None:
-            return Rejection("missing_field", f"{name} is required", field=name)
+            return Rejection("missing_field", f"{name} is required", field=name, post_id=_usable_id(obj.get("id")))
     post_id = obj["id"]
     if not isinstance(post_id, str) or not post_id.strip() or len(post_id) > MAX_ID_CHARS:
         return Rejection("invalid_field", f"id must be a non-empty string of at most {MAX_ID_CHARS} characters", field="id")
@@ -222,6 +256,10 @@ def _post_from_object(obj: dict[str, Any], limits: Limits, aliases: Mapping[str,
         if value is not None and not (isinstance(value, str) and is_unicode(value)):
             return Rejection("invalid_field", f"{name} must be a string of Unicode characters", field=name, post_id=post_id)
         optional[name] = value.strip() or None if isinstance(value, str) else None
+    for name in SCOPE_NAMED:
+        problem = optional[name] and name_problem(optional[name])
+        if problem:
+            return Rejection("invalid_field", f"{name} {problem}", field=name, post_id=post_id)
     assets = obj.get("assets")
     if assets is None:
         tickers = detect_assets(text, aliases)
@@ -229,6 +267,9 @@ def _post_from_object(obj: dict[str, Any], limits: Limits, aliases: Mapping[str,
         return Rejection("too_many_assets", f"{len(assets)} assets is over the cap of {limits.max_assets}", field="assets", post_id=post_id)
     elif isinstance(assets, list) and all(isinstance(a, str) and is_unicode(a) and len(a) <= limits.max_ticker_chars for a in assets):
         tickers = normalize_assets(assets)
+        problem = next((f"asset {t!r} {p}" for t in tickers if (p := name_problem(t))), None)
+        if problem:
+            return Rejection("invalid_field", problem, field="assets", post_id=post_id)
     else:
         return Rejection("invalid_field", f"assets must be a list of strings of at most {limits.max_ticker_chars} characters",
                          field="assets", post_id=post_id)

@@ -8,7 +8,6 @@ changes nothing.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from stream.keys import (
     BATCHES_KEY, SCOPES_KEY, STATS_KEY, bucket_key, bucket_prefix, day_index_pattern, index_key, index_pattern, rollup_index_key,
     rollup_prefix, sample_key, scope_of_day_index, scope_of_index, seen_key,
 )
-from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair_scope, pair_horizon, pair_scopes_for, scopes_for
+from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair_scope, matches_scope, pair_horizon, pair_scopes_for, scopes_for
 
 # Writes one or more scopes' windows, each scope's keys and arguments after the previous one's.
 # A scope's KEYS: idx, seen, one index per roll-up level[, stats, scope registry, batch tokens].
@@ -594,7 +593,7 @@ class WindowStore:
         if not found:
             async for key in self.redis.scan_iter(match=index_pattern("*"), count=500):
                 found.add(scope_of_index(key))
-        return sorted(s for s in found if not is_pair_scope(s) and fnmatch.fnmatchcase(s, pattern))
+        return sorted(s for s in found if not is_pair_scope(s) and matches_scope(s, pattern))
 
     async def window(self, scope: str, window_s: int, end: float | None = None) -> WindowStats:
         """The window [end - window_s, end) over whole buckets; end defaults to the watermark."""

@@ -9,6 +9,7 @@ Where they live in Redis: stream/keys.py.
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Iterable, Mapping
@@ -60,6 +61,12 @@ def pair_scopes_for(post: Post) -> list[str]:
 
 def is_pair_scope(scope: str) -> bool:
     return "|asset:" in scope
+
+
+def matches_scope(scope: str, pattern: str) -> bool:
+    """A scope against a silence's, override's or filter's pattern: a glob (`asset:*`), or the
+    scope's own name, which matches itself even where it reads as a glob (`channel:[EN] general`)."""
+    return scope == pattern or fnmatch.fnmatchcase(scope, pattern)
 
 
 def bucket_start(ts: float, bucket_s: int) -> int:

@@ -200,3 +200,49 @@ def test_dlq_record_cuts_an_oversized_value_to_the_cap():
     assert rec["value_encoding"] == "utf-8" and rec["value"] == "é" * 32_768
     small = dlq_record(b"not json", Rejection("invalid_json", "x"), topic="t", partition=0, offset=2, at=NOW, max_value_bytes=65_536)
     assert (small["value"], small["value_truncated"], small["value_bytes"]) == ("not json", False, 8)
+
+
+@pytest.mark.parametrize("text", ["\u2060\u2060", "\u00ad", "\u3164\u3164", "\u2800", "\ufe0f", "\U000e0041\U000e0042", "\u0301\u0301", " \u3000 "])
+def test_text_a_reader_would_see_as_blank_is_empty_text(text):
+    # These pass the model's cleaning (it keeps them, so the prompt is unchanged) but show nothing:
+    # counted, such a post would be one more neutral message in every window it touches.
+    assert reason(parse({**GOOD, "text": text})) == "empty_text"
+
+
+@pytest.mark.parametrize("text", ["a\u0301", "\U0001fae8", "\u2800 BTC", "\U0001F680\ufe0f"])
+def test_visible_text_beside_invisible_characters_keeps_the_post(text):
+    # A combining accent on a letter, an emoji newer than Python's Unicode tables (unassigned to it).
+    assert isinstance(parse({**GOOD, "text": text}), Post)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("channel", "trading|asset:ETH"),  # would write into the hidden pair scope of trading and ETH
+    ("source", "discord|asset:BTC"),
+    ("channel", "a}b"),
+    ("channel", "{all}"),
+    ("channel", "x" * 101),
+    ("channel", "general\nchat"),
+    ("source", "a\x00b"),
+    ("channel", "hidden\u2066"),
+])
+def test_a_source_or_channel_that_cannot_be_a_scope_name_is_invalid_field(field, value):
+    result = parse({**GOOD, field: value})
+    assert reason(result) == "invalid_field" and result.field == field and result.post_id == GOOD["id"]
+
+
+@pytest.mark.parametrize("assets", [["B|TC"], ["{ETH}"]])
+def test_an_asset_that_cannot_be_a_scope_name_is_invalid_field(assets):
+    result = parse({**GOOD, "assets": assets})
+    assert reason(result) == "invalid_field" and result.field == "assets"
+
+
+@pytest.mark.parametrize("channel", ["💰-price talk", "[EN] general", "wen moon?", "x" * 100, "général"])
+def test_names_real_communities_use_are_scopes(channel):
+    post = parse({**GOOD, "channel": channel})
+    assert isinstance(post, Post) and post.channel == channel
+
+
+def test_a_missing_field_still_names_the_post_when_its_id_could_be_read():
+    assert parse({"id": "m1", "text": "x"}).post_id == "m1"
+    assert parse({"id": 5, "text": "x"}).post_id is None
+    assert parse({"text": "x", "created_at": GOOD["created_at"]}).post_id is None

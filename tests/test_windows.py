@@ -58,3 +58,11 @@ def test_pair_retention_is_capped_at_the_retention_and_must_outlive_the_referenc
         pair_retention_s("48h", "6h", 6 * 3600)
     with pytest.raises(ValueError, match="SENTINEL_PAIR_RETENTION: bad duration"):
         pair_retention_s("48h", "half a day", 6 * 3600)
+
+
+def test_a_scope_matches_its_own_name_even_where_the_name_reads_as_a_glob():
+    from stream.windows import matches_scope
+
+    assert matches_scope("channel:[EN] general", "channel:[EN] general")  # as a glob, [EN] is one letter
+    assert matches_scope("asset:BTC", "asset:*") and not matches_scope("channel:x", "asset:*")
+    assert matches_scope("channel:E general", "channel:[EN] general")  # and still a glob

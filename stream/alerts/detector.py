@@ -25,7 +25,6 @@ Kinds:
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 from dataclasses import dataclass, fields, replace
@@ -33,7 +32,7 @@ from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
-from stream.windows import SLICE_FIELDS, SliceCol
+from stream.windows import SLICE_FIELDS, SliceCol, matches_scope
 
 Kind = Literal["sentiment_drop", "sentiment_surge", "volume_spike"]
 KINDS: tuple[Kind, ...] = ("sentiment_drop", "sentiment_surge", "volume_spike")
@@ -254,7 +253,7 @@ def parse_overrides(spec: str) -> dict[str, dict[str, float]]:
 
 def thresholds_for(scope: str, base: Thresholds, overrides: Mapping[str, Mapping[str, float]]) -> Thresholds:
     """Apply every matching pattern, least specific first, so `channel:announcements` beats `channel:*`."""
-    matching = [p for p in overrides if fnmatch.fnmatchcase(scope, p)]
+    matching = [p for p in overrides if matches_scope(scope, p)]
     matching.sort(key=lambda p: (len(p.replace("*", "").replace("?", "")), p))
     th = base
     for pattern in matching:

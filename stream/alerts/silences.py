@@ -5,7 +5,6 @@ audit log's entries for made and lifted (`audit`)."""
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import secrets
 import time
@@ -18,6 +17,7 @@ from stream.alerts import audit
 from stream.alerts.grouping import root_kinds
 from stream.keys import AUDIT_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY
 from stream.timefmt import shown
+from stream.windows import matches_scope
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Silence:
     via: str = ""  # console | cli
 
     def matches(self, scope: str, kind: str, now: float) -> bool:
-        return now < self.until and fnmatch.fnmatchcase(scope, self.scope) and (self.kind is None or self.kind == kind)
+        return now < self.until and matches_scope(scope, self.scope) and (self.kind is None or self.kind == kind)
 
 
 MAX_SILENCE_S = 30 * 86400  # longer is a configuration change, not a silence

@@ -11,7 +11,6 @@ detector's verdict: the detector's own evidence is shown beside it (`evidence`).
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
@@ -21,7 +20,7 @@ from stream.alerts.judging import AlertConfig, BinAt, judge_sequential
 from stream.alerts.message import escape_post_text
 from stream.alerts.sequential import SeqConfig, SeqState, verdicts
 from stream.timefmt import epoch
-from stream.windows import Sample, SliceCol
+from stream.windows import Sample, SliceCol, matches_scope
 
 SAMPLE_CHARS = 280  # a sample post on the scope page: longer than in a chat message
 
@@ -120,7 +119,7 @@ def scope_matches(scope: str, query: str) -> bool:
     """The overview's filter: a glob such as `asset:*` (as silences take) when the query holds one,
     else a case-insensitive part of the scope's name."""
     if any(c in query for c in "*?["):
-        return fnmatch.fnmatchcase(scope, query)
+        return matches_scope(scope, query)
     return query.casefold() in scope.casefold()
 
 
