@@ -1175,7 +1175,23 @@ def test_an_incident_is_silenced_by_a_silence_over_its_root_for_a_kind_the_root_
     assert silence_of_incident([silence("channel:trading")], "asset:ETH", members, now) is None  # a member, not the root
     assert silence_of_incident([silence("asset:ETH", until=now)], "asset:ETH", members, now) is None  # over
     # No member is the root (a notice built before it fired): every member's kind counts.
-    assert silence_of_incident([silence("all", "volume_spike")], "all", members, now) is not None
+    assert silence_of_incident([silence("all", "volume_spike"), silence("all", "sentiment_drop")], "all", members, now) is not None
+    assert silence_of_incident([silence("all", "volume_spike")], "all", members, now) is None
+
+
+def test_a_silence_of_one_kind_does_not_hold_back_an_incident_about_another_kind_too():
+    # The team silenced ETH's volume for a listing: the sentiment drop beside it is still news.
+    from stream.alerts.silences import Silence, silence_of_incident
+
+    now = 1_000.0
+    both = [{"scope": "asset:ETH", "kind": "sentiment_drop"}, {"scope": "asset:ETH", "kind": "volume_spike"}]
+
+    def silence(kind: str | None) -> Silence:
+        return Silence(f"s-{kind}", "asset:ETH", kind, now + 60, "listing", now - 60)
+
+    assert silence_of_incident([silence("volume_spike")], "asset:ETH", both, now) is None
+    assert silence_of_incident([silence("volume_spike"), silence("sentiment_drop")], "asset:ETH", both, now).id == "s-sentiment_drop"
+    assert silence_of_incident([silence(None)], "asset:ETH", both, now).id == "s-None"
 
 
 def test_a_notice_goes_out_without_its_track_record_when_the_audit_log_cannot_be_read(redis_server, monkeypatch, caplog):

@@ -56,9 +56,13 @@ def silenced_by(silences: list[Silence], scope: str, kind: str, now: float) -> S
 
 
 def silence_of_incident(silences: list[Silence], root_scope: str, members: Sequence[Mapping[str, Any]], now: float) -> Silence | None:
-    """The silence holding an incident's notices back: one over its root, for a kind the incident is
-    about (`grouping.root_kinds`). Delivery applies it; the console shows it."""
-    return next((found for kind in root_kinds(root_scope, members) if (found := silenced_by(silences, root_scope, kind, now))), None)
+    """The silence holding an incident's notices back: every kind the incident is about
+    (`grouping.root_kinds`) is silenced over its root, and this is the first kind's silence. A
+    silence of one kind does not hide news of another (a volume spike silenced for a listing, the
+    sentiment drop beside it is still told), as a silenced alert in a notification group does in
+    Alertmanager. Delivery applies it; the console shows it."""
+    found = [silenced_by(silences, root_scope, kind, now) for kind in root_kinds(root_scope, members)]
+    return found[0] if found and all(found) else None
 
 
 # The silence hash holds exactly these fields: a version that reads a silence with one more (its
