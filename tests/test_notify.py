@@ -167,18 +167,21 @@ def test_title_names_state_kind_and_scope():
 
 def test_body_has_numbers_window_posts_and_id():
     text = message.body(make_record())
-    assert "mean_score: -0.420 vs baseline 0.150 (z = -6.80)" in text
+    # The console's words for what moved (message.measure): no metric names, no rates as counts.
+    assert "mean score -0.42 against +0.15; z -6.8 over 57 posts (1200 in the baseline)" in text
     assert "window 1h: 2024-05-01T10:00:00Z .. 2024-05-01T11:00:00Z" in text
-    assert "posts: 57 in window vs 1200 in baseline" in text
     assert "alert_id: a1b2c3d4e5f6a7b8c9d0" in text
     assert "- [negative -0.91] ETH is dumping hard, gas fees insane (id p1)" in text
     resolved = message.body(make_record(state="resolved"))
     assert "is resolved" in resolved and "firing" not in resolved
+    # A resolution with no posts behind it (the sequential chart restarted) says no level at all.
+    restarted = message.body(make_record(state="resolved", posts=0))
+    assert "against" not in restarted and "z " not in restarted
 
 
 def test_body_volume_metric_shows_counts():
     text = message.body(make_record(kind="volume_spike", metric="posts", value=480.0, baseline=40.0, zscore=9.1))
-    assert "posts: 480 vs baseline 40 (z = +9.10)" in text
+    assert "480 posts per 1h against 40; z +9.1 over 57 posts" in text  # a rate, told as one
 
 
 def test_body_shows_at_most_n_samples():
@@ -315,7 +318,7 @@ def test_email_through_local_smtp_with_chart():
     msg = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
     assert msg["Subject"] == "[CRITICAL] sentiment_drop on asset:ETH"
     text = msg.get_body(preferencelist=("plain", "html")).get_content()
-    assert "mean_score: -0.420 vs baseline 0.150 (z = -6.80)" in text
+    assert "mean score -0.42 against +0.15; z -6.8 over 57 posts" in text
     assert "ETH is dumping hard, gas fees insane" in text
     images = [part for part in msg.iter_attachments() if part.get_content_type() == "image/png"]
     assert len(images) == 1
@@ -355,7 +358,7 @@ def test_json_webhook_receives_title_and_body(http):
     assert result.notified and result.targeted == 1
     (payload,) = http.payloads("/hook")
     assert payload["title"] == "[CRITICAL] sentiment_drop on asset:ETH"
-    assert "posts: 57 in window vs 1200 in baseline" in payload["message"]
+    assert "over 57 posts (1200 in the baseline)" in payload["message"]
     assert payload["type"] == "failure" and payload["attachments"] == []
 
 
@@ -487,7 +490,7 @@ def test_slack_payload_is_built_and_neutralised(monkeypatch):
     (attachment,) = payload["attachments"]
     assert attachment["title"] == "[CRITICAL] sentiment_drop on asset:ETH"
     text = attachment["text"]
-    assert "mean_score: -0.420 vs baseline 0.150" in text and "wake up" in text
+    assert "mean score -0.42 against +0.15" in text and "wake up" in text
     assert payload["mrkdwn"] is False
     # Slack parses mentions and links only inside < >, and @-words only when they start with "@".
     assert "<" not in text and ">" not in text
@@ -531,7 +534,8 @@ def test_an_incident_notice_names_root_kinds_members_onset_and_level_and_escapes
                      {**member, "scope": "channel:<!channel> @here", "severity": "critical"}])
     head, text = message.notice_title(notice), message.notice_body(notice)
     assert head == "[CRITICAL] sentiment_drop, volume_spike on asset:ETH (+1 related scope) (update)"
-    assert "negative_share 0.583 since 2026-10-02T11:50:00Z vs baseline 0.200" in text and "posts 90 since" in text
+    assert "sentiment_drop on asset:ETH (warning, firing): negative share 58.3% since 2026-10-02T11:50:00Z against 20.0%" in text
+    assert "volume_spike on asset:ETH (warning, firing): 90 posts per 1h since 2026-10-02T11:50:00Z against 30" in text
     assert "incident_id: inc1" in text and "<!channel>" not in text and "@here" not in text and "!channel" in text
     resolved = Notice(**{**notice.to_json(), "state": "resolved", "reason": "resolved"})
     assert message.notice_title(resolved).startswith("[RESOLVED] ") and " is resolved." in message.notice_body(resolved)
@@ -540,6 +544,20 @@ def test_an_incident_notice_names_root_kinds_members_onset_and_level_and_escapes
     assert "have not moved" not in text
     cleared = Notice(**{**resolved.to_json(), "members": [{**m, "firing": False} for m in resolved.members]})
     assert "have not moved" not in message.notice_body(cleared)
+    # A member that resolved keeps the level it had reached, said as such.
+    assert "sentiment_drop on asset:ETH (warning, resolved; when last firing: negative share 58.3% since" in message.notice_body(cleared)
+
+
+def test_a_notice_title_names_the_kinds_the_root_fires_now_not_those_that_ended():
+    from stream.alerts.grouping import Notice
+
+    member = {"scope": "asset:ETH", "severity": "warning", "onset": "", "metric": "negative_share", "value": 0.5, "baseline": 0.2}
+    members = [{**member, "kind": "sentiment_drop", "firing": True}, {**member, "kind": "volume_spike", "firing": False}]
+    repeat = Notice("inc1", "asset:ETH", "firing", "repeat", "warning", "2026-10-02T16:00:00Z", "2026-10-02T12:00:00Z", False, members)
+    assert message.notice_title(repeat) == "[WARNING] sentiment_drop on asset:ETH (still firing)"
+    over = Notice(**{**repeat.to_json(), "state": "resolved", "reason": "resolved",
+                     "members": [{**m, "firing": False} for m in members]})
+    assert message.notice_title(over) == "[RESOLVED] sentiment_drop, volume_spike on asset:ETH"
 
 
 def test_sentinel_notify_test_sends_one_test_to_each_routed_service_and_says_which_failed():

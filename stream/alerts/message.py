@@ -8,7 +8,8 @@ that came from a forum post is untrusted: `escape_post_text` makes it inert befo
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from dataclasses import asdict
+from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
 from stream.alerts.grouping import Notice
@@ -91,14 +92,12 @@ def scope_link(console_url: str, scope: str) -> str:
 def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, console_url: str = "") -> str:
     """Plain-text body: what moved, by how much, over which window, a link to the scope's console
     page, and up to `samples` posts."""
-    metric = record.metric or "value"
     status = "resolved" if record.state == "resolved" else f"firing ({record.severity})"
+    level = measure(asdict(record), window=record.window)
     lines = [
         f"{record.kind} on {escape_post_text(record.scope, limit=120)} is {status}.",
-        f"{metric}: {_num(record.value)}" + (f" since {record.onset}" if record.onset else "")
-        + f" vs baseline {_num(record.baseline)} (z = {record.zscore:+.2f})",
+        *([f"{level}; z {record.zscore:+.1f} over {record.posts} posts ({record.baseline_posts} in the baseline)"] if level else []),
         f"window {record.window}: {record.window_start} .. {record.window_end}",
-        f"posts: {record.posts} in window vs {record.baseline_posts} in baseline",
         f"alert_id: {record.alert_id}",
     ]
     if console_url:
@@ -136,7 +135,10 @@ def notice_title(notice: Notice) -> str:
     """E.g. "[WARNING] sentiment_drop on asset:ETH (+4 related scopes)", "[RESOLVED] ... on asset:ETH"."""
     state = "RESOLVED" if notice.state == "resolved" else notice.severity.upper()
     root = escape_post_text(notice.root_scope, limit=120)
-    kinds = ", ".join(notice.root_kinds)
+    # The kinds the root fires now: a kind that ended is not moving "still", and is listed as
+    # resolved in the body. A resolution names what the incident was about.
+    firing = sorted({m["kind"] for m in notice.members if m["scope"] == notice.root_scope and m["firing"]})
+    kinds = ", ".join(firing if firing and notice.state != "resolved" else notice.root_kinds)
     where = f"market-wide {kinds} ({', '.join(escape_post_text(s, limit=40) for s in _related(notice, assets=True))})" if notice.market \
         else f"{kinds} on {root}"
     related = len(_related(notice))
@@ -145,7 +147,7 @@ def notice_title(notice: Notice) -> str:
 
 
 def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: int = 3, post_chars: int = POST_CHARS,
-                console_url: str = "", track: TrackRecord | None = None) -> str:
+                console_url: str = "", track: TrackRecord | None = None, window: str = "1h") -> str:
     """Plain-text body of an incident notification: the root, what moved since when, the members,
     how often earlier incidents like it were judged real (`track`), a link to the incident's
     console page (where it can be acknowledged or silenced)."""
@@ -154,11 +156,11 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
              + (" (acknowledged: " + escape_post_text(notice.acked, limit=120) + ")" if notice.acked else "") + "."]
     for m in notice.members:
         if m["scope"] == notice.root_scope:
-            lines.append(_member_line(m))
+            lines.append(_member_line(m, window=window))
     related = [m for m in notice.members if m["scope"] != notice.root_scope]
     if related:
         lines += ["", "Related scopes (moved with the root):" if not notice.market else "Assets and scopes in this market-wide move:"]
-        lines += [_member_line(m, bullet=True) for m in related]
+        lines += [_member_line(m, window, bullet=True) for m in related]
         if notice.state == "resolved" and any(m["firing"] for m in related):
             # grouping._split: told over while these clear, each quiet since the root resolved.
             lines.append("Those still firing have not moved on their own since the root resolved; one that does will be a new incident.")
@@ -185,12 +187,35 @@ def track_line(track: TrackRecord) -> str:
     return f"Earlier {' or '.join(track.kinds)} incidents, as judged (30 days): {here}anywhere {counts(track.anywhere)}"
 
 
-def _member_line(m: dict, bullet: bool = False) -> str:
-    state = "firing" if m["firing"] else "resolved"
-    since = f" since {m['onset']}" if m.get("onset") else ""
-    level = f"{m['metric'] or 'value'} {_num(m['value'])}{since} vs baseline {_num(m['baseline'])}"
-    text = f"{m['kind']} on {escape_post_text(m['scope'], limit=120)} ({m['severity']}, {state}): {level}"
+def _member_line(m: dict, window: str, bullet: bool = False) -> str:
+    # A member keeps the level of its last firing judgement: once resolved, that is what it had
+    # reached, not where it is now.
+    level = measure(m, window=window)
+    if m["firing"]:
+        text = f"{m['kind']} on {escape_post_text(m['scope'], limit=120)} ({m['severity']}, firing)" + (f": {level}" if level else "")
+    else:
+        text = f"{m['kind']} on {escape_post_text(m['scope'], limit=120)} ({m['severity']}, resolved" + (f"; when last firing: {level})" if level else ")")
     return f"- {text}" if bullet else text
+
+
+def measure(record: Mapping[str, Any], since: bool = True, window: str = "window") -> str:
+    """What moved, in words, from an alert record or an incident's member, as the notices and the
+    console both say it: 'negative share 75.0% since 2026-03-04T12:00:00Z against 19.9%',
+    '149 posts per 1h ... against 31' (a rate over `window` when the record names none), 'mean
+    score -0.31 against +0.05'. Empty when it says nothing: no metric (incident summaries written
+    before 2026-12 hold none), or a resolved record with no posts behind it (the sequential
+    detector's chart has started again: its level is the baseline's own)."""
+    metric, value, baseline = record.get("metric") or "", record.get("value"), record.get("baseline")
+    if not metric or value is None or baseline is None:
+        return ""
+    if record.get("state") == "resolved" and not record.get("posts"):
+        return ""
+    onset = f" since {record['onset']}" if since and record.get("onset") else ""
+    if metric.endswith("_share"):
+        return f"{metric.replace('_', ' ')} {100 * value:.1f}%{onset} against {100 * baseline:.1f}%"
+    if metric == "posts":
+        return f"{value:.0f} posts per {record.get('window') or window}{onset} against {baseline:.0f}"
+    return f"{metric.replace('_', ' ')} {value:+.2f}{onset} against {baseline:+.2f}"
 
 
 def _related(notice: Notice, assets: bool = False) -> list[str]:
@@ -208,8 +233,3 @@ def _sample_lines(items: Sequence[Sample], n: int, post_chars: int) -> list[str]
     return out
 
 
-def _num(value: float) -> str:
-    # Volume metrics are counts; scores and shares read best at three decimals.
-    if float(value).is_integer() and abs(value) >= 1:
-        return str(int(value))
-    return f"{value:.3f}"

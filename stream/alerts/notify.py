@@ -223,6 +223,7 @@ class Notifier:
         chart: bool = True,
         daily_cap: int = 0,
         console_url: str = "",
+        window: str = "1h",
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be >= 1")
@@ -234,6 +235,7 @@ class Notifier:
         self.samples = samples
         self.daily_cap = daily_cap
         self.console_url = console_url  # SENTINEL_CONSOLE_URL: each notification links to its page there
+        self.window = window  # SENTINEL_ALERT_WINDOW: a volume is told as posts per this window
         # Asked per service before each notification (AlertDelivery counts per service and day in
         # Redis); None sends everything.
         self.admit: Admit | None = None
@@ -255,6 +257,7 @@ class Notifier:
             chart=settings.notify_chart,
             daily_cap=settings.notify_daily_cap,
             console_url=settings.console_url,
+            window=settings.alert_window,
         )
 
     def targets_for(self, severity: str) -> list[NotifyBase]:
@@ -281,7 +284,8 @@ class Notifier:
                              track: TrackRecord | None = None) -> Delivery:
         """One incident's notification (stream/alerts/grouping.py), with the track record of its kinds."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
-        text = message.notice_body(notice, samples, samples_shown=self.samples, console_url=self.console_url, track=track)
+        text = message.notice_body(notice, samples, samples_shown=self.samples, console_url=self.console_url, track=track,
+                                   window=self.window)
         return await self._deliver(context, notice.severity, message.notice_title(notice), text,
                                    notify_type(notice.state, notice.severity), chart_png, notice.incident_id, key=notice.incident_id)
 

@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from stream.alerts.audit import ACTIONS
+from stream.alerts.message import measure
 from stream.alerts.silences import silence_request
 from stream.alerts.precision import VERDICTS
 from stream.console import auth, views
@@ -56,7 +57,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
     templates.env.filters["pct"] = lambda x: f"{100 * x:.1f}%"
     templates.env.filters["urlpart"] = lambda s: quote(s, safe=":|")
     window = format_duration(data.config.window_s)
-    templates.env.filters["measure"] = lambda record, since=True: views.measure(record, since, window)
+    templates.env.filters["measure"] = lambda record, since=True: measure(record, since, window)
 
     def who(request: Request) -> auth.Caller:
         return auth.caller(request.headers.get("authorization"), tokens)

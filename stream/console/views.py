@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from stream.alerts.judging import AlertConfig, BinAt, judge_sequential
-from stream.alerts.message import escape_post_text
+from stream.alerts.message import escape_post_text, measure
 from stream.alerts.sequential import SeqConfig, SeqState, verdicts
 from stream.timefmt import epoch
 from stream.windows import Sample, SliceCol, matches_scope
@@ -275,22 +275,6 @@ def timeline(entries: Iterable[dict[str, Any]], incident_id: str) -> list[dict[s
             events.append({"type": "notice", "at": notice.get("at", ""), "reason": notice.get("reason"), "state": notice.get("state"),
                            "severity": notice.get("severity")})
     return sorted(events, key=lambda e: e["at"])
-
-
-def measure(record: dict[str, Any], since: bool = True, window: str = "window") -> str:
-    """What moved, in words, from an alert record or an incident's member: 'negative share 75.0%
-    since 2026-03-04T12:00:00Z against 19.9%', '149 posts per 1h ... against 31' (`window` when the
-    record names none). Empty when it does not say (incident summaries written before 2026-12 hold
-    no metric)."""
-    metric, value, baseline = record.get("metric") or "", record.get("value"), record.get("baseline")
-    if not metric or value is None or baseline is None:
-        return ""
-    onset = f" since {record['onset']}" if since and record.get("onset") else ""
-    if metric.endswith("_share"):
-        return f"{metric.replace('_', ' ')} {100 * value:.1f}%{onset} against {100 * baseline:.1f}%"
-    if metric == "posts":
-        return f"{value:.0f} posts per {record.get('window') or window}{onset} against {baseline:.0f}"
-    return f"{metric.replace('_', ' ')} {value:+.2f}{onset} against {baseline:+.2f}"
 
 
 SPARK_W, SPARK_H = 120, 24
