@@ -275,6 +275,16 @@ def test_updates_come_for_news_only_and_repeats_stop_when_acknowledged():
     assert acked_records and {r["acknowledged"] for r in acked_records} == {"on it"}
 
 
+def test_the_update_that_the_root_turned_critical_carries_the_record_that_made_it_so():
+    # Its record (and so its sample posts) rides on the update notice, not published beside it.
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + 12 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)]}
+    records, notices, _ = run(events, until=B0 + 60 * MIN)
+    assert [(n.reason, n.severity) for n in notices] == [("new", "warning"), ("update", "critical")]
+    critical = [r for r in records if r["severity"] == "critical"]
+    assert len(critical) == 1 and critical[0]["notified"] is True
+
+
 def test_a_parent_that_fires_first_is_re_rooted_at_the_asset_before_anyone_is_told():
     events = {B0: [transition("all", "volume_spike", "firing", B0)],
               B0 + 2 * MIN: [transition("asset:ETH", "volume_spike", "firing", B0 + 2 * MIN)]}

@@ -621,10 +621,13 @@ def _record(state: GroupState, incident: Incident, t: AlertRecord, boundary: int
     if not incident.firing():
         return _close(state, incident, boundary, record, is_root)
     news = is_root and t.state == "firing" and not t.repeat
-    if incident.notified is not None and (news or SEVERITY_RANK.get(incident.severity(), 0) > SEVERITY_RANK.get(before, 0)):
+    escalated = SEVERITY_RANK.get(incident.severity(), 0) > SEVERITY_RANK.get(before, 0)
+    if incident.notified is not None and (news or escalated):
         incident.changed = True
-    if is_root and (incident.notified is None or news):
-        incident.held.append(record)  # announced by the next notice, which sets its `notified`
+    if is_root and (incident.notified is None or news or escalated):
+        # Announced by the next notice, which sets its `notified` and shows its sample posts: the
+        # update saying the root turned critical carries the posts that made it so.
+        incident.held.append(record)
         return []
     incident.emitted = True
     return [Entry((record,))]
