@@ -385,3 +385,13 @@ def test_the_state_reads_back_and_a_field_from_a_newer_version_is_dropped():
     for incident in data["incidents"].values():
         incident["from_the_future"] = 1
     assert GroupState.from_json(data) == state
+
+
+def test_a_resolved_incident_closed_when_the_team_was_told_not_when_its_tail_cleared():
+    from stream.alerts.correlator import summary
+    from stream.alerts.grouping import Incident
+
+    told = Incident("inc1", "asset:ETH", B0, over_told=B0 + 60 * MIN)
+    assert summary(told, "resolved", B0 + 150 * MIN)["at"] == B0 + 60 * MIN  # the channel cleared 90 min later
+    assert summary(told, "open", B0 + 150 * MIN)["at"] == B0 + 150 * MIN
+    assert summary(Incident("inc2", "asset:ETH", B0), "resolved", B0 + 30 * MIN)["at"] == B0 + 30 * MIN

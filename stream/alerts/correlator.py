@@ -93,9 +93,12 @@ def entry_json(entry: Entry) -> str:
 
 
 def summary(incident: Incident, state: str, at: int) -> dict[str, Any]:
-    """What `sentinel incidents` shows of one incident."""
+    """What `sentinel incidents` shows of one incident. A resolved one's `at` is when the team was
+    told it was over, which its tail's later records do not move."""
+    told_over = state == "resolved" and incident.over_told is not None
     return {
-        "incident_id": incident.id, "root_scope": incident.root, "state": state, "opened": incident.opened, "at": at,
+        "incident_id": incident.id, "root_scope": incident.root, "state": state, "opened": incident.opened,
+        "at": incident.over_told if told_over else at,
         "market": incident.market, "severity": incident.severity(), "acked": incident.acked,
         "members": [{"scope": m.scope, "kind": m.kind, "firing": m.firing, "severity": m.severity, "onset": m.onset,
                      "metric": m.metric, "value": m.value, "baseline": m.baseline}
