@@ -216,14 +216,12 @@ async def wait_alerts_delivered(store: WindowStore, workers: list[subprocess.Pop
 
 
 async def flush_incidents(settings: Settings, store: WindowStore) -> None:
-    """The replay's input has ended: scopes the workers left for a later round are judged, and
-    incidents still in their group wait are announced now (their wait counts event time, and no
-    more event time will pass). Nothing to do without grouping."""
-    if settings.alert_grouping != "incidents":
-        return
+    """The replay's input has ended: every scope is judged up to the newest post of any partition
+    (less the grace), not only as far as the partition that ended first, and incidents still in
+    their group wait are announced now (their wait counts event time, and no more will pass)."""
     from stream.worker import alert_engine
 
-    await alert_engine(settings, store).settle()
+    await alert_engine(settings, store).settle(ended=True)
 
 
 async def read_alerts(settings: Settings, since_ms: int) -> list[dict[str, Any]]:

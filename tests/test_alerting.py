@@ -980,6 +980,49 @@ def test_a_stream_that_stops_mid_wait_announces_its_incident_once_it_has_been_si
     assert after_silence > 0 and [(n["root_scope"], n["reason"]) for n in after] == [("asset:BTC", "new")], after
 
 
+def test_the_end_of_a_replay_is_judged_through_the_newest_post_of_any_partition(redis_server):
+    """A replayed file's partitions end at different event times (posts are spread by id). While
+    the stream runs, the partition that ended first holds judging back; once the input has ended
+    (`settle(ended=True)`, what `sentinel run` calls), every partition is through its last post, so
+    a sell-off in the last half hour still fires."""
+    from dataclasses import replace
+
+    from scenarios import simulate
+    from stream.timefmt import epoch
+
+    redis.Redis.from_url(redis_server).flushdb()
+    stream = generate(Scenario(days=2, episodes=(Episode("BTC", 36 * 3600, duration=3 * 3600, mix=SWING_MIX),)), seed=4)
+    config = replace(AlertConfig(), detector="sequential")
+    fired = next(r for r in simulate(stream, config, SCORES) if (r.scope, r.kind, r.state) == ("asset:BTC", "sentiment_drop", "firing"))
+    end = epoch(fired.window_end) + config.grace_s + 120
+    early = epoch(fired.window_end) - 3600  # where the other partition's posts ended
+
+    async def drops(store: WindowStore) -> list[dict]:
+        records = [json.loads(f["record"]) for _, f in await store.redis.xrange(OUTBOX_KEY) if "record" in f]
+        return [r for r in records if (r["scope"], r["kind"], r["state"]) == ("asset:BTC", "sentiment_drop", "firing")]
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        engine = AlertEngine(store, config, partitions=2, samples=0)
+        try:
+            fed = [p for p in stream if p.created_at < end]
+            for i in range(0, len(fed), 200):
+                batch = fed[i : i + 200]
+                items = [Scored(Post(p.id, f"${p.asset} {p.label}", p.created_at, (p.asset,), "forum", p.channel), p.label, SCORES[p.label])
+                         for p in batch]
+                await store.apply(items, {}, batch[-1].created_at, {0: batch[-1].created_at, 1: min(batch[-1].created_at, early)})
+                await engine.judge({"asset:BTC": batch[-1].created_at, "all": batch[-1].created_at})
+            running = await drops(store)
+            await engine.settle(ended=True)
+            return running, await drops(store)
+        finally:
+            await store.close()
+
+    running, ended = asyncio.run(go())
+    assert running == [], "held back by the partition that ended an hour before the drop"
+    assert [r["window_end"] for r in ended] == [fired.window_end]
+
+
 def test_the_outbox_drops_delivered_entries_past_retention_but_never_pending_or_unread_ones(redis_server):
     redis.Redis.from_url(redis_server).flushdb()
 

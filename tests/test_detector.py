@@ -124,6 +124,13 @@ def test_frontier_waits_for_every_partition_unless_it_is_idle():
     assert frontier(stats, 2, now, idle_s=60) == 500.0
 
 
+def test_once_the_input_has_ended_no_partition_holds_the_frontier_back():
+    now = 1000.0
+    stats = {"pwm:0": 500.0, "pwm:1": 300.0, "pseen:0": now, "pseen:1": now, "pwm_since": now - 10}
+    assert frontier(stats, 2, now, idle_s=60, ended=True) == 500.0
+    assert frontier({}, 2, now, idle_s=60, ended=True) == float("-inf")
+
+
 def test_boundaries_are_a_fixed_grid():
     assert boundaries(T0 + 30, T0 + 200, 60) == [T0 + 60, T0 + 120, T0 + 180]
     assert boundaries(T0 + 60, T0 + 119, 60) == []

@@ -175,11 +175,12 @@ class AlertEngine:
         self._clean = self.redis.register_script(_CLEAN)
         self._plan = self.redis.register_script(_PLAN)
 
-    async def judge(self, touched: Iterable[str] | Mapping[str, float]) -> list[AlertRecord]:
+    async def judge(self, touched: Iterable[str] | Mapping[str, float], *, ended: bool = False) -> list[AlertRecord]:
         """Judge every pending boundary of the touched scopes, of scopes with open incidents and of
         scopes with posts not yet judged (`touched` as scope -> newest post time marks them so: a
         scope whose newest posts were written before every partition had passed them is judged on
-        the next round, not when its next post happens to come)."""
+        the next round, not when its next post happens to come). `ended`: the input has ended, so
+        every partition counts as through its newest post (`judging.frontier`)."""
         # One round trip: mark the touched scopes dirty, read the stats and the open scopes.
         async with self.redis.pipeline(transaction=False) as pipe:
             if isinstance(touched, Mapping) and touched:
@@ -195,7 +196,7 @@ class AlertEngine:
             *_, raw_stats, open_ = await pipe.execute()
         stats = parse_stats(raw_stats)
         now = self.clock()
-        until = frontier(stats, self.partitions, now, self.config.idle_s) - self.config.grace_s
+        until = frontier(stats, self.partitions, now, self.config.idle_s, ended) - self.config.grace_s
         if until == float("-inf"):
             return []
         history_start = stats.get("first_event", until)
@@ -221,11 +222,13 @@ class AlertEngine:
             await self.correlator.run(min(until, float(least), *short))
         return committed
 
-    async def settle(self) -> int:
-        """The input has ended (a replay): judge every scope with posts not yet judged, group every
-        transition up to the frontier, and announce the incidents still in their group wait.
-        Returns the transitions and outbox entries this wrote."""
-        written = len(await self.judge(list(await self.redis.zrange(DIRTY_KEY, 0, -1))))
+    async def settle(self, *, ended: bool = False) -> int:
+        """The input has paused, or `ended` (a replay, whose partitions end at different event
+        times: each is through its last post, so judging goes to the newest post of any): judge
+        every scope with posts not yet judged, group every transition up to the frontier, and
+        announce the incidents still in their group wait. Returns the transitions and outbox
+        entries this wrote."""
+        written = len(await self.judge(list(await self.redis.zrange(DIRTY_KEY, 0, -1)), ended=ended))
         if self.correlator is not None:
             written += await self.correlator.flush()
         return written

@@ -22,11 +22,15 @@ from stream.alerts.sequential import SeqConfig, SeqState, advance, quiet, verdic
 from stream.windows import SLICE_FIELDS, SliceCol
 
 
-def frontier(stats: Mapping[str, float], partitions: int, now: float, idle_s: float) -> float:
-    """The event time every live partition has reached, from the stats hash (pwm:<p>, pseen:<p>)."""
+def frontier(stats: Mapping[str, float], partitions: int, now: float, idle_s: float, ended: bool = False) -> float:
+    """The event time every live partition has reached, from the stats hash (pwm:<p>, pseen:<p>).
+    `ended`: the input has ended (a replay), so no partition holds the others back: the newest
+    post any of them carried."""
     reported = {int(k.split(":", 1)[1]): v for k, v in stats.items() if k.startswith("pwm:")}
     if not reported:
         return float("-inf")
+    if ended:
+        return max(reported.values())
     seen = {int(k.split(":", 1)[1]): v for k, v in stats.items() if k.startswith("pseen:")}
     since = stats.get("pwm_since", now)
     live = []
