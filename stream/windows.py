@@ -42,6 +42,21 @@ class Sample:
     score: float
 
 
+def distinct_samples(samples: Iterable[Sample], n: int) -> list[Sample]:
+    """The first `n` samples whose texts differ (ignoring case and surrounding space): a message
+    copied again and again, or a bot's, is shown once, and the next different post takes its place."""
+    out: list[Sample] = []
+    seen: set[str] = set()
+    for sample in samples:
+        if len(out) >= n:
+            break
+        key = " ".join(sample.text.split()).casefold()
+        if key not in seen:
+            seen.add(key)
+            out.append(sample)
+    return out
+
+
 def scopes_for(post: Post) -> list[str]:
     scopes = ["all", *(f"asset:{a}" for a in post.assets)]
     if post.channel:

@@ -39,7 +39,7 @@ async def load(store: WindowStore, engines: list[AlertEngine]) -> list:
     committed = []
     for i in range(0, len(stream), 200):
         batch = stream[i : i + 200]
-        items = [Scored(Post(p.id, f"${p.asset} {p.label}", p.created_at, (p.asset,), "forum", p.channel), p.label, SCORES[p.label]) for p in batch]
+        items = [Scored(Post(p.id, f"${p.asset} {p.label} #{p.id}", p.created_at, (p.asset,), "forum", p.channel), p.label, SCORES[p.label]) for p in batch]
         await store.apply(items, {}, batch[-1].created_at, {0: batch[-1].created_at})
         touched = {"all", "source:forum"} | {f"asset:{p.asset}" for p in batch} | {f"channel:{p.channel}" for p in batch}
         results = await asyncio.gather(*(engine.judge(touched) for engine in engines))
@@ -50,7 +50,7 @@ async def load(store: WindowStore, engines: list[AlertEngine]) -> list:
 async def feed(store: WindowStore, engine: AlertEngine, batch: list) -> None:
     """One batch of generated posts written as the worker writes it, then judged with its touched scopes
     (each with its newest post, the engine's dirty marks)."""
-    items = [Scored(Post(p.id, f"${p.asset} {p.label}", p.created_at, (p.asset,), "forum", p.channel), p.label, SCORES[p.label]) for p in batch]
+    items = [Scored(Post(p.id, f"${p.asset} {p.label} #{p.id}", p.created_at, (p.asset,), "forum", p.channel), p.label, SCORES[p.label]) for p in batch]
     await store.apply(items, {}, batch[-1].created_at, {0: batch[-1].created_at})
     touched: dict[str, float] = {}
     for item in items:
@@ -1008,7 +1008,7 @@ def test_the_end_of_a_replay_is_judged_through_the_newest_post_of_any_partition(
             fed = [p for p in stream if p.created_at < end]
             for i in range(0, len(fed), 200):
                 batch = fed[i : i + 200]
-                items = [Scored(Post(p.id, f"${p.asset} {p.label}", p.created_at, (p.asset,), "forum", p.channel), p.label, SCORES[p.label])
+                items = [Scored(Post(p.id, f"${p.asset} {p.label} #{p.id}", p.created_at, (p.asset,), "forum", p.channel), p.label, SCORES[p.label])
                          for p in batch]
                 await store.apply(items, {}, batch[-1].created_at, {0: batch[-1].created_at, 1: min(batch[-1].created_at, early)})
                 await engine.judge({"asset:BTC": batch[-1].created_at, "all": batch[-1].created_at})

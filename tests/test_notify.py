@@ -594,3 +594,14 @@ def test_sentinel_notify_test_sends_one_test_to_each_routed_service_and_says_whi
     finally:
         for hook in (up, down, pager):
             hook.close()
+
+
+def test_a_text_posted_again_and_again_is_one_sample_and_the_next_different_post_takes_its_place():
+    from stream.windows import distinct_samples
+
+    copies = [Sample(f"c{i}", "The ETH team went silent  and the token keeps falling.", "negative", -0.9) for i in range(5)]
+    others = [Sample("o1", "the ETH team went silent and the token keeps falling.", "negative", -0.8),
+              Sample("o2", "dumping everything", "negative", -0.7), Sample("o3", "rug?", "negative", -0.6)]
+    assert [s.id for s in distinct_samples(copies + others, 3)] == ["c0", "o2", "o3"]
+    body = message.body(make_record(samples=copies + others), samples=3)
+    assert body.count("team went silent") == 1 and "dumping everything" in body and "rug?" in body

@@ -41,6 +41,7 @@ from stream.keys import (
     ALERT_STATS_KEY, ASSETS_KEY, DIRTY_KEY, JUDGED_KEY, OPEN_KEY, OUTBOX_KEY, STAGING_KEY, STATS_KEY, incident_key, index_key,
 )
 from stream.timefmt import epoch, iso
+from stream.windows import distinct_samples
 
 log = logging.getLogger(__name__)
 
@@ -340,12 +341,15 @@ class AlertEngine:
             return record
         end = int(epoch(record.window_end))
         found = await self.store.extremes(record.scope, end - self.config.window_s, end)
+        # Posts of the direction that fired, each text once (`distinct_samples`): when copies fill
+        # the most negative places, the next different negative post takes one, never a neutral one.
         if record.kind == "sentiment_drop":
-            chosen = found[: self.samples]
+            ranked = [s for s in found if s.label == "negative"]
         elif record.kind == "sentiment_surge":
-            chosen = list(reversed(found))[: self.samples]
+            ranked = [s for s in reversed(found) if s.label == "positive"]
         else:
-            chosen = sorted(found, key=lambda s: (-abs(s.score), s.id))[: self.samples]
+            ranked = sorted(found, key=lambda s: (-abs(s.score), s.id))
+        chosen = distinct_samples(ranked, self.samples)
         return replace(record, samples=chosen, sample_post_ids=[s.id for s in chosen])
 
 

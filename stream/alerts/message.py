@@ -15,7 +15,7 @@ from urllib.parse import quote
 from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord
 from stream.alerts.precision import TrackRecord
-from stream.windows import Sample
+from stream.windows import Sample, distinct_samples
 
 POST_CHARS = 200  # visible characters of one sample post
 ELLIPSIS = "…"
@@ -225,7 +225,8 @@ def _related(notice: Notice, assets: bool = False) -> list[str]:
 
 def _sample_lines(items: Sequence[Sample], n: int, post_chars: int) -> list[str]:
     out = []
-    for sample in list(items)[: max(n, 0)]:
+    # An incident's notice gathers the samples of several records: one post can be in more than one.
+    for sample in distinct_samples(items, max(n, 0)):
         label = escape_post_text(sample.label, limit=20)
         ident = escape_post_text(sample.id, limit=64)
         text = escape_post_text(sample.text, limit=post_chars)
