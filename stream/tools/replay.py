@@ -1,21 +1,35 @@
 """Replay JSONL into Kafka and record a topic to JSONL (aiokafka).
 
 A replay file holds one post object per line, or the records `record` writes
-({topic, partition, offset, timestamp, key, value, value_encoding}). A line that is neither is sent
-as-is, so it reaches the DLQ like any bad message.
+({topic, partition, offset, timestamp, key, value, value_encoding}). A line is taken for a record
+when it has `topic`, `partition`, `offset` and `value` and no `text` or `id` (a post that merely
+carries fields of those names is sent as the post it is). A line that is neither, and a record line
+that cannot be decoded (a value that is not text, bad base64, a key or value with an unpaired
+surrogate escape), is sent as-is, so it reaches the DLQ like any bad message. A recorded tombstone
+(`"value": null` without an encoding) is replayed as a tombstone.
+
+With --speed, the gaps between event times are paced; a time the post contract rejects (before
+2009-01-01, beyond SENTINEL_MAX_FUTURE ahead of the wall clock, not finite) is not a pace: that
+line goes out at once and the lines after it keep their own times. A line the broker refuses as
+too large is skipped with a warning naming FILE:LINE and its size, and counted as not sent; the
+rest of the file still goes out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import json
+import math
+import sys
 import time
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
-from stream.contracts import encode_value, parse_created_at
+from stream.contracts import Limits, encode_value, parse_created_at
 from stream.kafka import kafka_client_kwargs
 from stream.settings import Settings
 
@@ -23,22 +37,93 @@ from stream.settings import Settings
 # DLQ see them: the client must not refuse a line the broker would take. The broker's limit
 # (message.max.bytes; 1 MiB by default on Kafka) is the one that counts; this only stops a runaway.
 REPLAY_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+RECORD_FIELDS = frozenset({"topic", "partition", "offset", "value"})
+POST_FIELDS = frozenset({"text", "id"})
 
 
 @dataclass(frozen=True)
 class ReplayItem:
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone (a recorded null value)
     event_time: float | None  # for --speed pacing; None when the line has none
+    line: int = 0  # the line's number in its file (1-based)
+
+
+@dataclass
+class ReplayResult:
+    """What a replay sent. `placed` maps where each sent line landed, per partition: parallel arrays
+    of offsets and line numbers (16 bytes a line, so a large file stays cheap)."""
+
+    sent: int = 0
+    not_sent: list[tuple[int, str]] = field(default_factory=list)  # (line, why)
+    placed: dict[int, tuple[array, array]] = field(default_factory=dict)
+
+    def place(self, partition: int, offset: int, line: int) -> None:
+        offsets, lines = self.placed.setdefault(partition, (array("q"), array("q")))
+        offsets.append(offset)
+        lines.append(line)
+
+    def lines_at(self, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
+        """(partition, offset) -> the line sent there, for the wanted places this replay sent."""
+        by_partition: dict[int, set[int]] = {}
+        for partition, offset in wanted:
+            by_partition.setdefault(partition, set()).add(offset)
+        found = {}
+        for partition, offsets_wanted in by_partition.items():
+            offsets, lines = self.placed.get(partition, (array("q"), array("q")))
+            for offset, line in zip(offsets, lines):
+                if offset in offsets_wanted:
+                    found[(partition, offset)] = line
+        return found
 
 
 def read_replay_file(path: Path) -> Iterator[ReplayItem]:
     with path.open("rb") as handle:
-        for raw in handle:
+        for number, raw in enumerate(handle, start=1):
             line = raw.rstrip(b"\r\n")
             if not line.strip():
                 continue
-            yield replay_item(line)
+            item = replay_item(line)
+            yield ReplayItem(item.key, item.value, item.event_time, number)
+
+
+def is_record(obj: Any) -> bool:
+    """A line `record` wrote: its fields, and none of a post's."""
+    return isinstance(obj, dict) and RECORD_FIELDS <= obj.keys() and not (POST_FIELDS & obj.keys())
+
+
+def record_item(obj: dict[str, Any]) -> ReplayItem:
+    """The message a recorded record holds. Raises ValueError for one that cannot be decoded."""
+    value, encoding = obj["value"], obj.get("value_encoding")
+    if encoding == "base64":
+        if not isinstance(value, str):
+            raise ValueError("a base64 value that is not a string")
+        try:
+            data: bytes | None = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"the value is not base64 ({exc})") from None
+    elif encoding in (None, "utf-8"):
+        if value is None and encoding is None:
+            data = None  # a tombstone
+        elif isinstance(value, str):
+            try:
+                data = value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("the value holds an unpaired surrogate") from None
+        else:
+            raise ValueError(f"a value that is not text ({type(value).__name__})")
+    else:
+        raise ValueError(f"unknown value_encoding {encoding!r}")
+    key = obj.get("key")
+    if key is not None and not isinstance(key, str):
+        raise ValueError("a key that is not text")
+    try:
+        key_bytes = key.encode("utf-8") if key is not None else None
+    except UnicodeEncodeError:
+        raise ValueError("the key holds an unpaired surrogate") from None
+    ts = obj.get("timestamp")
+    event_time = ts / 1000 if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None
+    return ReplayItem(key_bytes, data, event_time)
 
 
 def replay_item(line: bytes) -> ReplayItem:
@@ -46,12 +131,11 @@ def replay_item(line: bytes) -> ReplayItem:
         obj = json.loads(line)
     except (ValueError, RecursionError):  # deep nesting overflows json's recursion: still a line to send
         return ReplayItem(None, line, None)
-    if isinstance(obj, dict) and {"topic", "partition", "offset", "value"} <= set(obj):
-        value = obj["value"]
-        data = base64.b64decode(value) if obj.get("value_encoding") == "base64" else (value or "").encode()
-        key = obj.get("key")
-        ts = obj.get("timestamp")
-        return ReplayItem(key.encode() if isinstance(key, str) else None, data, ts / 1000 if isinstance(ts, (int, float)) else None)
+    if is_record(obj):
+        try:
+            return record_item(obj)
+        except (ValueError, OverflowError):  # a record line that cannot be used: sent as-is, for the DLQ
+            return ReplayItem(None, line, None)
     if isinstance(obj, dict):
         post_id = obj.get("id")
         try:
@@ -73,9 +157,40 @@ def message_key(post_id: Any) -> bytes | None:
         return None
 
 
-async def replay(settings: Settings, path: Path, topic: str, speed: float | None, progress: Callable[[int], None] | None = None) -> int:
-    """Produce every line of path into topic; speed None is as fast as possible. Returns the count."""
+def pace_time(event_time: float | None, now: float, max_future_s: float = Limits.max_future_s) -> float | None:
+    """The event time to pace by, or None for one the post contract rejects (before 2009-01-01,
+    more than max_future_s after now) or that is not finite: one bad time must not hold the replay."""
+    if event_time is None or not math.isfinite(event_time):
+        return None
+    if not Limits.min_created_at <= event_time <= now + max_future_s:
+        return None
+    return event_time
+
+
+def max_future_s(settings: Settings) -> float:
+    from stream.timefmt import parse_duration
+
+    try:
+        return float(parse_duration(settings.max_future))
+    except (ValueError, TypeError):
+        return Limits.max_future_s
+
+
+def warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+async def replay(settings: Settings, path: Path, topic: str, speed: float | None, progress: Callable[[int], None] | None = None,
+                 warn: Callable[[str], None] = warn_stderr) -> int:
+    """Produce every line of path into topic; speed None is as fast as possible. Returns the count sent."""
+    return (await replay_lines(settings, path, topic, speed, progress, warn)).sent
+
+
+async def replay_lines(settings: Settings, path: Path, topic: str, speed: float | None, progress: Callable[[int], None] | None = None,
+                       warn: Callable[[str], None] = warn_stderr) -> ReplayResult:
+    """As replay, and where each line landed and which were not sent."""
     from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import MessageSizeTooLargeError
 
     producer = AIOKafkaProducer(
         **kafka_client_kwargs(settings),
@@ -85,32 +200,57 @@ async def replay(settings: Settings, path: Path, topic: str, speed: float | None
         acks="all",
     )
     await producer.start()
-    sent = 0
+    result = ReplayResult()
+    future_s = max_future_s(settings)
     first_event: float | None = None
     started = time.monotonic()
+
+    def too_large(item: ReplayItem, exc: Exception) -> None:
+        size = len(item.value or b"")
+        why = f"{size} bytes, refused as too large ({type(exc).__name__})"
+        result.not_sent.append((item.line, why))
+        warn(f"{path}:{item.line}: not sent: {why}")
+
+    async def settle(pending: list[tuple[ReplayItem, Any]]) -> None:
+        outcomes = await asyncio.gather(*(fut for _, fut in pending), return_exceptions=True)
+        for (item, _), outcome in zip(pending, outcomes):
+            if isinstance(outcome, MessageSizeTooLargeError):
+                too_large(item, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                result.sent += 1
+                result.place(outcome.partition, outcome.offset, item.line)
+        pending.clear()
+
     try:
-        pending = []
+        pending: list[tuple[ReplayItem, Any]] = []
+        queued = 0
         for item in read_replay_file(path):
-            if speed and item.event_time is not None:
-                first_event = item.event_time if first_event is None else first_event
-                due = started + (item.event_time - first_event) / speed
+            event_time = pace_time(item.event_time, time.time(), future_s) if speed else None
+            if event_time is not None:
+                first_event = event_time if first_event is None else first_event
+                due = started + (event_time - first_event) / speed  # type: ignore[operator]
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            pending.append(await producer.send(topic, value=item.value, key=item.key))
-            sent += 1
+            try:
+                pending.append((item, await producer.send(topic, value=item.value, key=item.key)))
+            except MessageSizeTooLargeError as exc:  # over the client's own cap
+                too_large(item, exc)
+                continue
+            queued += 1
             if len(pending) >= 1000:
-                await asyncio.gather(*pending)
-                pending.clear()
-            if progress and sent % 100 == 0:
-                progress(sent)
-        await asyncio.gather(*pending)
+                await settle(pending)
+            if progress and queued % 100 == 0:
+                progress(queued)
+        await settle(pending)
         await producer.flush()
     finally:
         await producer.stop()
     if progress:
-        progress(sent)
-    return sent
+        progress(queued)
+    return result
 
 
 async def consume_records(settings: Settings, topic: str, max_idle: float = 0.0) -> AsyncIterator[dict[str, Any]]:
