@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from stream.settings import Settings
 from stream.kafka import ensure_topics, kafka_client_kwargs, worker_topics
-from stream.tools.replay import replay
+from stream.tools.replay import ReplayResult, replay_lines
 from stream.tools.services import dying_with_parent, embedded_stack, free_port, sigterm_unwinds
 from stream.store import COUNTERS, WindowStore
 
@@ -258,7 +258,8 @@ async def run_once(
         procs = [start_worker(settings, embedded, worker_log) for _ in range(workers)]
         try:
             started = time.monotonic()
-            sent = await replay(settings, path, settings.topic_posts, None, on_sent)
+            replayed = await replay_lines(settings, path, settings.topic_posts, None, on_sent)
+            sent = replayed.sent
             after = await wait_processed(settings, store, before, sent, procs, timeout, on_consumed)
             wall = time.monotonic() - started
             await flush_incidents(settings, store)
@@ -267,11 +268,66 @@ async def run_once(
             for proc in procs:
                 stop_worker(proc)
         alerts = await read_alerts(settings, since_ms)
+        letters = await read_dead_letters(settings, since_ms, replayed) if after.get("dlq", 0) > before.get("dlq", 0) else []
         summary = summarise(before, after, wall, alerts=len(alerts))
         summary["sent"] = sent
+        summary["not_sent"] = len(replayed.not_sent)
+        summary["not_sent_lines"] = [{"line": line, "reason": why} for line, why in replayed.not_sent]
+        summary["dead_lettered_lines"] = letters
+        if letters:
+            # The embedded stack's DLQ topic goes with it: say here which lines were bad, and why.
+            print(f"{len(letters)} line{'s' if len(letters) != 1 else ''} dead-lettered:", file=sys.stderr)
+            print("\n".join(dead_letter_lines(path, letters)), file=sys.stderr, flush=True)
+        if replayed.not_sent:
+            print(f"{len(replayed.not_sent)} line{'s' if len(replayed.not_sent) != 1 else ''} not sent (too large; warned above)",
+                  file=sys.stderr, flush=True)
         return summary, alerts
     finally:
         await store.close()
+
+
+DEAD_LETTERS_SHOWN = 20
+DEAD_LETTER_MESSAGE_CHARS = 300
+
+
+async def read_dead_letters(settings: Settings, since_ms: int, sent: ReplayResult) -> list[dict[str, Any]]:
+    """This run's dead letters, each with the file line it came from, in line order. A dead letter
+    names where its message was (source_partition, source_offset); the replay knows which line it
+    sent there. One from another producer, or from before this run, places no line and is left out."""
+    from stream.tools.replay import consume_records
+
+    letters = []
+    # The workers flush their dead letters before they commit, and the run waited for the commits.
+    async for rec in consume_records(settings, settings.topic_dlq):
+        if rec["timestamp"] < since_ms or rec.get("value_encoding") != "utf-8":
+            continue
+        try:
+            letter = json.loads(rec["value"])
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(letter, dict) or letter.get("source_topic") != settings.topic_posts:
+            continue
+        where = (letter.get("source_partition"), letter.get("source_offset"))
+        if all(isinstance(n, int) and not isinstance(n, bool) for n in where):
+            letters.append((where, letter))
+    lines = sent.lines_at(where for where, _ in letters)
+    found = []
+    for where, letter in letters:
+        if (line := lines.get(where)) is None:
+            continue
+        message = " ".join(str(letter.get("message") or "").split())  # one line
+        if len(message) > DEAD_LETTER_MESSAGE_CHARS:
+            message = message[: DEAD_LETTER_MESSAGE_CHARS - 3] + "..."
+        found.append({"line": line, "reason": str(letter.get("reason") or "unknown"), "message": message})
+    return sorted(found, key=lambda d: d["line"])
+
+
+def dead_letter_lines(path: Path, letters: list[dict[str, Any]], shown: int = DEAD_LETTERS_SHOWN) -> list[str]:
+    """`FILE:LINE: reason: message` for the first `shown`, then how many more."""
+    lines = [f"{path}:{d['line']}: {d['reason']}: {d['message']}" for d in letters[:shown]]
+    if len(letters) > shown:
+        lines.append(f"... and {len(letters) - shown} more")
+    return lines
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -1,0 +1,56 @@
+"""`sentinel run FILE` names the lines it dead-lettered (FILE:LINE: reason: message) and puts
+them in --summary-json: with the embedded stack the DLQ topic goes when the run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sentinel.run import dead_letter_lines
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def test_dead_letter_lines_are_capped_with_how_many_more():
+    letters = [{"line": n, "reason": "invalid_json", "message": "not JSON"} for n in range(1, 24)]
+    lines = dead_letter_lines(Path("posts.jsonl"), letters, shown=20)
+    assert lines[0] == "posts.jsonl:1: invalid_json: not JSON"
+    assert len(lines) == 21 and lines[-1] == "... and 3 more"
+    assert dead_letter_lines(Path("p"), letters[:2], shown=20) == ["p:1: invalid_json: not JSON", "p:2: invalid_json: not JSON"]
+
+
+def test_run_names_each_dead_lettered_line_and_its_reason(tmp_path):
+    now = time.time() - 3600
+    good = [json.dumps({"id": f"g{i}", "text": "btc pumping hard", "created_at": iso(now + i)}) for i in range(30)]
+    bad = {
+        3: "this is not json",
+        7: json.dumps({"id": "m1", "created_at": iso(now)}),  # no text
+        12: json.dumps({"topic": "forum-posts", "partition": 0, "offset": 1, "value": 5}),  # a record line that cannot be decoded
+    }
+    bad.update({20 + i: "[1, 2]" for i in range(22)})  # 22 more: the printed list stops at 20
+    lines, g = [], iter(good)
+    for n in range(1, 50):
+        lines.append(bad[n] if n in bad else next(g))
+    data = tmp_path / "posts.jsonl"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary_path = tmp_path / "summary.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KAFKA_BROKER", "SENTINEL_REDIS_URL", "SENTINEL_KAFKA_BROKER")}
+    env.update(SENTINEL_BASE="lexicon", SENTINEL_CACHE_DIR=str(tmp_path / "cache"), SENTINEL_PARTITIONS="2",
+               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    done = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", str(data), "--summary-json", str(summary_path), "--timeout", "300"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["dlq"] == len(bad) and summary["sent"] == 49 and summary["not_sent"] == 0
+    named = {d["line"]: d["reason"] for d in summary["dead_lettered_lines"]}
+    assert named == {3: "invalid_json", 7: "missing_field", 12: "missing_field",
+                     **{20 + i: "not_an_object" for i in range(22)}}
+    assert f"{data}:3: invalid_json: " in done.stderr
+    assert f"{data}:7: missing_field: " in done.stderr
+    assert "... and 5 more" in done.stderr
