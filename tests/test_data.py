@@ -128,3 +128,51 @@ def test_seed_discord_on_the_real_export_matches_most_of_dataset_json():
     assert len(common) >= 0.75 * len(research)
     agree = sum(ours[t] == research[t] for t in common) / len(common)
     assert agree >= 0.95, agree
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+OK = '{"text": "btc up", "label": "positive"}'
+
+
+@pytest.mark.parametrize("name, content, line, reason", [
+    ("deep.jsonl", f"{OK}\n{DEEP}\n{OK}\n", 2, "invalid JSON: nested too deeply"),
+    ("digits.jsonl", f'{OK}\n{{"text": "b", "label": {"9" * 5000}}}\n{OK}\n', 2, "invalid JSON: Exceeds the limit (4300 digits)"),
+    ("surrogate.jsonl", f'{OK}\n{{"text": "\\ud800 btc", "label": "positive"}}\n{OK}\n', 2, "text holds an unpaired surrogate"),
+    ("array-first.jsonl", f'[{OK}]\n{OK}\n', 1, "expected an object, got list"),
+    ("long-label.csv", f"text,label\nbtc,positive\neth,{'9' * 5000}\n", 3, "'label' is 5000 characters long, not a label"),
+])
+def test_a_hostile_row_is_its_own_line_error_and_skip_bad_reads_on(tmp_path, name, content, line, reason):
+    f = write(tmp_path / name, content)
+    with pytest.raises(DataError) as info:
+        load_examples(f)
+    assert info.value.line == line and info.value.reason.startswith(reason), info.value
+    result = load_examples(f, skip_bad=True)
+    assert [e.line for e in result.skipped] == [line]
+    assert len(result.examples) == {"array-first.jsonl": 1, "long-label.csv": 1}.get(name, 2)
+
+
+def test_a_deeply_nested_alpaca_file_is_an_error_naming_it(tmp_path):
+    f = write(tmp_path / "deep.json", DEEP)
+    with pytest.raises(DataError, match=r"deep.json:1: invalid JSON: nested too deeply"):
+        load_examples(f, skip_bad=True)
+
+
+def test_a_csv_field_over_the_csv_modules_default_limit_is_a_row(tmp_path):
+    f = write(tmp_path / "long.csv", f"text,label\n{'x' * 200_000},positive\nok,negative\n")
+    assert [(len(e.text) > 1000, e.line) for e in load_examples(f).examples] == [(True, 2), (False, 3)]
+
+
+@pytest.mark.parametrize("row, line", [('"eth down,negative', 5), ('eth down,"negative', 5), ('"eth ""down"", and up,negative', 5)])
+def test_a_quote_never_closed_is_fatal_even_with_skip_bad(tmp_path, row, line):
+    rows = ["text,label", *(f"row {i} btc up,positive" for i in range(1000))]
+    rows[4] = row
+    f = write(tmp_path / "quote.csv", "\n".join(rows) + "\n")
+    for skip_bad in (False, True):
+        with pytest.raises(DataError) as info:
+            load_examples(f, skip_bad=skip_bad)
+        assert (info.value.line, info.value.reason.split(" (")[0]) == (line, "a quote opened here is never closed")
+
+
+def test_quoted_fields_spanning_lines_to_the_end_of_the_file_are_fine(tmp_path):
+    f = write(tmp_path / "multi.csv", 'text,label\nbtc up,positive\n"eth\n""down""\nhard",negative\n"sol, flat",neutral')
+    assert [(e.line, e.label) for e in load_examples(f).examples] == [(2, "positive"), (3, "negative"), (6, "neutral")]

@@ -11,7 +11,10 @@ Formats:
 - `auto`: by file extension (`.json` is Alpaca, `.jsonl` JSONL, anything else CSV).
 
 A malformed row raises DataError naming the file and line, unless skip_bad is set, in which case it
-is skipped and reported in `LoadResult.skipped`.
+is skipped and reported in `LoadResult.skipped`. A `.jsonl` file is read line by line, each line one
+object, whatever its first character. Two faults end the read even with skip_bad, as the rows after
+them cannot be read: a CSV quote that is never closed (it swallowed the rest of the file), and a
+CSV the reader cannot parse at all.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ Format = Literal["auto", "tfns", "alpaca", "csv", "jsonl", "seed-discord"]
 FORMATS: tuple[str, ...] = ("auto", "tfns", "alpaca", "csv", "jsonl", "seed-discord")
 SEED_MAX_CHARS = 255
 TFNS_LABEL_MAP: dict[str, str] = {"0": "negative", "1": "positive", "2": "neutral"}
+# The csv module refuses a field over 131,072 characters by default. A long text is a row like any
+# other (too long for a post, the model's cleaning cuts it): the file is in memory already.
+CSV_FIELD_LIMIT = 64 * 1024 * 1024
+csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
 
 
 class DataError(ValueError):
@@ -88,7 +95,7 @@ def load_examples(
         label_map = label_map or TFNS_LABEL_MAP
     if fmt == "alpaca":
         text_col, label_col = "input", "output"
-    rows = _json_rows(path) if fmt in ("alpaca", "jsonl") else _csv_rows(path)
+    rows = _json_rows(path, array_ok=fmt == "alpaca") if fmt in ("alpaca", "jsonl") else _csv_rows(path)
     result = LoadResult()
     for line, row in rows:
         try:
@@ -113,10 +120,14 @@ def _example(path: Path, line: int, row: Any, text_col: str, label_col: str, lab
     raw_text, raw_label = row[text_col], str(row[label_col]).strip()
     if not isinstance(raw_text, str):
         raise DataError(path, line, f"{text_col!r} must be a string")
+    if not _encodable(raw_text):  # a JSON escape of half a surrogate pair: the tokenizer would fail on it
+        raise DataError(path, line, "text holds an unpaired surrogate")
     try:
         text = clean_text(raw_text)
     except EmptyTextError:
         raise DataError(path, line, f"{text_col!r} is empty") from None
+    if len(raw_label) > 64:  # no label is this long; the error must not echo a 5000-digit number
+        raise DataError(path, line, f"{label_col!r} is {len(raw_label)} characters long, not a label")
     mapped = label_map.get(raw_label) if label_map else raw_label
     if mapped is None:
         raise DataError(path, line, f"label {raw_label!r} is not in the label map")
@@ -138,28 +149,77 @@ def _read_text(path: Path) -> str:
         raise DataError(path, exc.object[: exc.start].count(b"\n") + 1, "not UTF-8 text") from None
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
     with io.StringIO(_read_text(path), newline="") as handle:
-        reader = csv.reader(handle)
+        lines = handle.readlines()  # as the reader splits them, so a line number indexes this list
+    reader = csv.reader(lines)
+    try:
         header = next(reader, None)
         if header is None:
             raise DataError(path, 1, "empty file, expected a header row")
+        _check_quotes_closed(path, lines, 1, reader.line_num)
         line = reader.line_num + 1
         for record in reader:
+            _check_quotes_closed(path, lines, line, reader.line_num)
             if len(record) != len(header):
                 yield line, DataError(path, line, f"expected {len(header)} fields, got {len(record)}")
             else:
                 yield line, dict(zip(header, record))
             line = reader.line_num + 1  # a quoted field can span several lines
+    except csv.Error as exc:
+        raise DataError(path, reader.line_num, f"unreadable CSV: {exc}") from None
 
 
-def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
+def _check_quotes_closed(path: Path, lines: list[str], first: int, last: int) -> None:
+    """A record (lines first..last) that runs to the end of the file may hold a quote never closed,
+    which swallowed every row after it: fatal, skip_bad or not."""
+    if last == len(lines) and (opened := _unclosed_quote(lines, first)) is not None:
+        raise DataError(path, opened, "a quote opened here is never closed (the rows after it cannot be read)")
+
+
+def _unclosed_quote(lines: list[str], start: int, quote: str = '"', delimiter: str = ",") -> int | None:
+    """The line of the quote still open at the end of the file, reading as the csv module's default
+    dialect does from line `start` (a record's first line), or None when every quote is closed."""
+    state, opened = "start", None  # start of a field, unquoted, quoted, a quote inside a quoted field
+    for number, text in enumerate(lines[start - 1 :], start=start):
+        for char in text:
+            if state == "quoted":
+                if char == quote:
+                    state = "quote"
+            elif char in "\r\n":
+                state = "start"
+            elif char == delimiter:
+                state = "start"
+            elif state == "start" and char == quote:
+                state, opened = "quoted", number
+            elif state == "quote" and char == quote:
+                state = "quoted"  # a doubled quote
+            else:
+                state = "unquoted"
+    return opened if state == "quoted" else None
+
+
+def _json_rows(path: Path, array_ok: bool = True) -> Iterator[tuple[int, Any]]:
+    """An Alpaca file's records (array_ok: one JSON array, or one object a line); a JSONL file's,
+    one a line, where a line that is an array is that line's error."""
     text = _read_text(path)
-    if text.lstrip().startswith("["):
+    if array_ok and text.lstrip().startswith("["):
         try:
             records = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(path, exc.lineno, f"invalid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise DataError(path, 1, "invalid JSON: nested too deeply") from None
+        except ValueError as exc:  # an integer over the interpreter's digit limit
+            raise DataError(path, 1, f"invalid JSON: {str(exc).split(':')[0]}") from None
         # A JSON array has no per-record lines; records are numbered from 1 instead.
         yield from enumerate(records, start=1)
         return
@@ -169,9 +229,14 @@ def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
         if not raw.strip():
             continue
         try:
-            yield number, json.loads(raw)
+            row = json.loads(raw)
         except json.JSONDecodeError as exc:
-            yield number, DataError(path, number, f"invalid JSON: {exc.msg}")
+            row = DataError(path, number, f"invalid JSON: {exc.msg}")
+        except RecursionError:
+            row = DataError(path, number, "invalid JSON: nested too deeply")
+        except ValueError as exc:  # an integer over the interpreter's digit limit (4300)
+            row = DataError(path, number, f"invalid JSON: {str(exc).split(':')[0]}")
+        yield number, row
 
 
 def load_seed_discord(path: Path, scores_path: str | Path | None = None, *, skip_bad: bool = False, limit: int | None = None) -> LoadResult:
