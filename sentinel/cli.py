@@ -144,7 +144,11 @@ def classify(
         raise typer.Exit(2)
     for number, text in enumerate(items, start=1):
         try:
+            text.encode("utf-8")  # stdin and arguments come with undecodable bytes as surrogate escapes
             clean_text(text)
+        except UnicodeEncodeError:
+            err.print(f"[red]error:[/red] text {number} is not UTF-8 text")
+            raise typer.Exit(2) from None
         except EmptyTextError:
             err.print(f"[red]error:[/red] text {number} is empty or whitespace only")
             raise typer.Exit(2) from None

@@ -315,3 +315,11 @@ def test_bad_input_on_the_command_line_is_one_line_and_loses_no_file(tmp_path):
     assert r.returncode == 2 and "--target-modules: name at least one module" in r.stderr and not (tmp_path / "adapter").exists(), r.stderr
     r = sentinel(["silence", "asset:ETH", "--for", "3000000d"], {**lexicon, "REDIS_URL": "redis://127.0.0.1:9/0"})
     assert r.returncode == 2 and "--for: more than zero and at most 30d" in r.stderr, r.stderr
+
+
+def test_classify_names_a_stdin_line_that_is_not_utf8(tiny_env):
+    """stdin comes with an undecodable byte as a surrogate escape: the tokenizer raised on it."""
+    r = subprocess.run([sys.executable, "-m", "sentinel.cli", "classify", "--json"], input=b"btc up\nbtc \xff up\n",
+                       capture_output=True, env={**os.environ, **tiny_env}, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.decode().strip() == "error: text 2 is not UTF-8 text"
