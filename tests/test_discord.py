@@ -113,3 +113,36 @@ def test_import_cli_on_the_real_export(tmp_path):
     assert "rows not converted" in r.stdout and "empty_content" in r.stdout
     hours = {p["created_at"][11:13] for p in posts}
     assert len(hours) > 12  # PM times were repaired: not everything lands in the morning
+
+
+def test_a_quote_never_closed_is_an_error_naming_its_line_not_a_merged_post(tmp_path):
+    f = tmp_path / "export.csv"
+    rows = [["1", "alice", f"2022/2/14 {PM}9:{m:02d}", "2022/2/14", f"msg {m}", "", "", ""] for m in range(50)]
+    write_export(f, rows)
+    lines = f.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[3] = lines[3].replace("msg 2", '"msg 2', 1)  # the export's row 3, file line 4
+    f.write_text("".join(lines), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"export.csv:4: a quote opened here is never closed"):
+        list(discord_posts(f, ImportReport()))
+
+
+def test_a_row_short_of_fields_or_without_visible_text_is_not_converted(tmp_path):
+    f = tmp_path / "export.csv"
+    write_export(f, [
+        ["1", "alice", f"2022/2/14 {PM}9:12", "2022/2/14", "gm", "", "", ""],
+        ["1", "alice", f"2022/2/14 {PM}9:13"],  # no Content column at all
+        ["1", "alice", f"2022/2/14 {PM}9:14", "2022/2/14", "\u200b\u200d\x07", "", "", ""],  # invisible and control only
+        ["1", "alice", f"2022/2/14 {PM}9:15", "2022/2/14", "ð\x9f\x91", "", "", ""],  # an emoji that lost its last byte: nothing once repaired
+        ["1", "alice", f"2022/2/14 {PM}9:16", "2022/2/14", "wagmi", "", "", ""],
+    ])
+    report = ImportReport()
+    assert [p["text"] for p in discord_posts(f, report)] == ["gm", "wagmi"]
+    assert [(line, reason.split(":")[0]) for line, reason in report.failed] == [(3, "wrong_fields"), (4, "empty_content"), (5, "empty_content")]
+    assert report.failed[0][1] == "wrong_fields: expected 8 fields, got 3"
+    assert "no visible text" in report.failed[1][1] and "no visible text" in report.failed[2][1]
+
+
+def test_a_content_over_the_csv_modules_default_field_limit_is_read(tmp_path):
+    f = tmp_path / "export.csv"
+    write_export(f, [["1", "alice", f"2022/2/14 {PM}9:12", "2022/2/14", "x" * 200_000, "", "", ""]])
+    assert [len(p["text"]) for p in discord_posts(f, ImportReport())] == [200_000]

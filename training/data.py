@@ -181,11 +181,11 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
 def _check_quotes_closed(path: Path, lines: list[str], first: int, last: int) -> None:
     """A record (lines first..last) that runs to the end of the file may hold a quote never closed,
     which swallowed every row after it: fatal, skip_bad or not."""
-    if last == len(lines) and (opened := _unclosed_quote(lines, first)) is not None:
+    if last == len(lines) and (opened := unclosed_quote(lines, first)) is not None:
         raise DataError(path, opened, "a quote opened here is never closed (the rows after it cannot be read)")
 
 
-def _unclosed_quote(lines: list[str], start: int, quote: str = '"', delimiter: str = ",") -> int | None:
+def unclosed_quote(lines: list[str], start: int, quote: str = '"', delimiter: str = ",") -> int | None:
     """The line of the quote still open at the end of the file, reading as the csv module's default
     dialect does from line `start` (a record's first line), or None when every quote is closed."""
     state, opened = "start", None  # start of a field, unquoted, quoted, a quote inside a quoted field

@@ -24,6 +24,11 @@ from typing import Any, Iterator
 
 import ftfy
 
+from stream.contracts import has_visible_text
+from training.data import CSV_FIELD_LIMIT, unclosed_quote
+
+csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+
 _TIME = re.compile(r"^\s*(\d{4})/(\d{1,2})/(\d{1,2})\s*(上午|下午)?\s*(\d{1,2}):(\d{2})\s*$")
 
 
@@ -70,16 +75,30 @@ def discord_posts(path: Path, report: ImportReport, channel: str = "meritcircle"
     yields the text as stored, garbled emoji and all: what the ids hash."""
     seen: Counter = Counter()
     with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"Author", "Date_original", "Content"} - set(reader.fieldnames or [])
+        lines = handle.readlines()
+    reader = csv.reader(lines)
+    try:
+        header = next(reader, [])
+        missing = {"Author", "Date_original", "Content"} - set(header)
         if missing:
             raise ValueError(f"{path}: not a Discord export, missing columns {sorted(missing)}")
         line = reader.line_num + 1
-        for row in reader:
+        for record in reader:
             start, line = line, reader.line_num + 1  # a multi-line Content spans several lines
+            if reader.line_num == len(lines) and (opened := unclosed_quote(lines, start)) is not None:
+                # Every row after the quote was read into this one's text: nothing after it can be trusted.
+                raise ValueError(f"{path}:{opened}: a quote opened here is never closed (the rows after it cannot be read)")
+            if len(record) != len(header):
+                report.failed.append((start, f"wrong_fields: expected {len(header)} fields, got {len(record)}"))
+                continue
+            row = dict(zip(header, record))
             content = (row.get("Content") or "").strip()
             if not content:
                 report.failed.append((start, "empty_content: no text (attachment or reaction only)"))
+                continue
+            repaired = repair_mojibake(content)
+            if not has_visible_text(repaired):
+                report.failed.append((start, "empty_content: no visible text once its garbled characters are repaired"))
                 continue
             try:
                 when = parse_discord_time(row.get("Date_original") or "")
@@ -92,4 +111,6 @@ def discord_posts(path: Path, report: ImportReport, channel: str = "meritcircle"
             seen[digest] += 1
             post_id = f"discord-{digest}" + (f"-{seen[digest]}" if seen[digest] > 1 else "")
             report.converted += 1
-            yield {"id": post_id, "text": repair_mojibake(content) if repair else content, "created_at": stamp, "source": "discord", "channel": channel, "author": author or None}
+            yield {"id": post_id, "text": repaired if repair else content, "created_at": stamp, "source": "discord", "channel": channel, "author": author or None}
+    except csv.Error as exc:
+        raise ValueError(f"{path}:{reader.line_num}: unreadable CSV: {exc}") from None
