@@ -163,3 +163,36 @@ def test_a_free_partner_is_taken_before_anyone_is_moved():
     result = compare(base, cand)
     assert sorted((b.incident_id, c.incident_id) for b, c in result.matched) == [("b1", "c1"), ("b2", "c3")]
     assert [e.incident_id for e in result.new] == ["c2"]
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("line, says", [
+    (json.dumps({**BASELINE[0], "window_end": "9999-12-31T23:59:59-23:59"}), "window_end '9999-12-31T23:59:59-23:59' is out of range"),
+    (json.dumps({**BASELINE[0], "window_end": "0001-01-01T00:00:00+14:00"}), "window_end '0001-01-01T00:00:00+14:00' is out of range"),
+    (DEEP, "not JSON (nested too deeply)"),
+    (json.dumps({"topic": "t", "partition": 0, "offset": 0, "value": DEEP, "value_encoding": "utf-8"}), "the recorded value is not JSON (nested too deeply)"),
+    ('{"alert_id": ' + "9" * 5000 + "}", "not JSON (Exceeds the limit (4300 digits)"),
+])
+def test_a_hostile_alert_line_is_an_error_naming_it(tmp_path, line, says):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(BASELINE[0]) + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(ValueError) as info:
+        read_alert_records(bad)
+    assert str(info.value).startswith(f"{bad}:2: ") and says in str(info.value), info.value
+
+
+def test_a_deeply_nested_verdicts_line_is_an_error_naming_it(tmp_path):
+    bad = tmp_path / "v.jsonl"
+    bad.write_text(json.dumps({"action": "verdict", "target": "b1", "verdict": "real"}) + "\n" + DEEP + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(f"{bad}:2: not JSON (nested too deeply)")):
+        read_verdicts(bad)
+
+
+def test_compare_alerts_names_an_out_of_range_window_end_without_a_traceback(tmp_path):
+    base = write(tmp_path / "a.jsonl", BASELINE)
+    bad = write(tmp_path / "b.jsonl", [{**BASELINE[0], "window_end": "9999-12-31T23:59:59-23:59"}])
+    done = subprocess.run([sys.executable, "-m", "sentinel.cli", "compare-alerts", str(base), str(bad)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"{bad}:1: window_end" in " ".join(done.stderr.split()), done.stderr

@@ -6,6 +6,7 @@ record's `value`), and verdicts as `sentinel audit --action verdict --json` or `
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,13 +25,34 @@ def _objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from None
+        item = _json(path, n, line, "not JSON")
         if not isinstance(item, dict):
             raise ValueError(f"{path}:{n}: not a JSON object")
         yield n, item
+
+
+def _json(path: Path, n: int, text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{n}: {what} ({exc.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{path}:{n}: {what} (nested too deeply)") from None
+    except ValueError as exc:  # an integer over the interpreter's digit limit
+        raise ValueError(f"{path}:{n}: {what} ({str(exc).split(':')[0]})") from None
+
+
+def _utc_time(text: str) -> float:
+    """epoch(text) for a time whose UTC date a datetime can hold: an offset can carry year 9999 into
+    10000 (or year 1 into 0), which reads but cannot be written back. Raises ValueError."""
+    if "T" not in text:
+        raise ValueError("a date without a time")
+    t = epoch(text)
+    try:
+        datetime.fromtimestamp(t, timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise ValueError("out of range") from None
+    return t
 
 
 def read_alert_records(path: Path) -> list[dict[str, Any]]:
@@ -41,10 +63,7 @@ def read_alert_records(path: Path) -> list[dict[str, Any]]:
                 continue  # a tombstone (a key deleted): no alert in it
             if item.get("value_encoding") not in (None, "utf-8") or not isinstance(item["value"], str):
                 raise ValueError(f"{path}:{n}: a recorded value that is not UTF-8 JSON text")
-            try:
-                item = json.loads(item["value"])
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: the recorded value is not JSON ({exc.msg})") from None
+            item = _json(path, n, item["value"], "the recorded value is not JSON")
             if not isinstance(item, dict):
                 raise ValueError(f"{path}:{n}: the recorded value is not a JSON object")
         missing = [f for f in REQUIRED if not isinstance(item.get(f), str) or not item[f]]
@@ -53,11 +72,10 @@ def read_alert_records(path: Path) -> list[dict[str, Any]]:
         if item["state"] not in ("firing", "resolved"):
             raise ValueError(f"{path}:{n}: state {item['state']!r} is neither firing nor resolved")
         try:
-            if "T" not in item["window_end"]:
-                raise ValueError("a date without a time")
-            epoch(item["window_end"])
-        except ValueError:
-            raise ValueError(f"{path}:{n}: window_end {item['window_end']!r} is not an ISO 8601 time") from None
+            _utc_time(item["window_end"])
+        except ValueError as exc:
+            what = "is out of range (in UTC, before year 1 or after 9999)" if str(exc) == "out of range" else "is not an ISO 8601 time"
+            raise ValueError(f"{path}:{n}: window_end {item['window_end']!r} {what}") from None
         records.append(item)
     return records
 
