@@ -1068,8 +1068,12 @@ def compare_alerts(
         lo, hi = (epoch(start) if start else -math.inf), (epoch(end) if end else math.inf)
     except ValueError as exc:
         raise fail(str(exc).replace("Invalid isoformat string", "--from/--until: not an ISO 8601 time")) from None
+    try:
+        shown = {"from": start and iso(lo), "until": end and iso(hi)}
+    except (ValueError, OverflowError):  # an offset carries the time past year 9999 or before year 1
+        raise fail("--from/--until: out of range (years 1 to 9999 in UTC)") from None
     result = compare(*runs, lo, hi)
-    figures = summary(result, said) | {"from": start and iso(lo), "until": end and iso(hi)}
+    figures = summary(result, said) | shown
 
     def row(e: Any) -> dict[str, Any]:
         return {"incident_id": e.incident_id, "root_scope": e.root_scope, "kinds": list(e.kinds), "first": iso(e.first),

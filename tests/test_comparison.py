@@ -196,3 +196,11 @@ def test_compare_alerts_names_an_out_of_range_window_end_without_a_traceback(tmp
     done = subprocess.run([sys.executable, "-m", "sentinel.cli", "compare-alerts", str(base), str(bad)], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert f"{bad}:1: window_end" in " ".join(done.stderr.split()), done.stderr
+
+
+def test_compare_alerts_says_a_from_time_out_of_range_without_a_traceback(tmp_path):
+    base = write(tmp_path / "a.jsonl", BASELINE)
+    done = subprocess.run([sys.executable, "-m", "sentinel.cli", "compare-alerts", str(base), str(base), "--from", "9999-12-31T23:59:59-23:59"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "--from/--until: out of range" in " ".join(done.stderr.split()), done.stderr

@@ -18,7 +18,7 @@ import io
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from stream.reporting.daily import DAY_S, Report, ticker
 
@@ -41,7 +41,7 @@ def parse_prices(text: str, source: str = "prices") -> Closes:
     closes: Closes = {}
     first_line: dict[tuple[str, int], int] = {}
     header_seen = False
-    for cells in reader:
+    for cells in _rows(reader, source):
         line = reader.line_num
         if not any(c.strip() for c in cells):
             continue  # blank lines (a trailing newline, a spreadsheet's empty row)
@@ -58,6 +58,18 @@ def parse_prices(text: str, source: str = "prices") -> Closes:
     if not header_seen:
         raise PriceError(f"{source} line 1: empty file; expected the header {','.join(HEADER)}")
     return closes
+
+
+def _rows(reader: Any, source: str) -> Iterator[list[str]]:
+    """The CSV's rows; a row the csv module cannot read (a field over its size limit, a NUL) is a
+    PriceError naming its line."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise PriceError(f"{source} line {reader.line_num}: {exc}") from None
 
 
 def _parse_row(cells: Sequence[str], where: str) -> tuple[int, str, float]:
