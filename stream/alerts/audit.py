@@ -12,6 +12,7 @@ acknowledgement log (`correlator.acknowledgements`) does.
 from __future__ import annotations
 
 import time
+import unicodedata
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
@@ -20,6 +21,22 @@ from stream.keys import AUDIT_KEY
 AUDIT_ENTRIES = 100_000
 ACTIONS = ("acknowledge", "silence", "unsilence", "verdict")
 READ_CHUNK = 1000  # entries per XREVRANGE while filtering
+MAX_REASON_CHARS = 500  # an operator's reason (acknowledge, verdict, silence): the console's forms, its API and the CLI
+# Zero-width joiners are format characters too, but join emoji and some scripts' letters; every
+# other control or format character (U+202E and the other bidi overrides among them) is refused.
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def reason_text(reason: str) -> str:
+    """An operator's reason as stored: its whitespace (line breaks, tabs) collapsed to single
+    spaces; ValueError when it is over MAX_REASON_CHARS or holds a control or invisible formatting
+    character (a right-to-left override reversed the rest of a table row wherever it was shown)."""
+    text = " ".join(reason.split())
+    if len(text) > MAX_REASON_CHARS:
+        raise ValueError(f"reason: at most {MAX_REASON_CHARS} characters (this one has {len(text)})")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") and c not in _JOINERS for c in text):
+        raise ValueError("reason: holds a control or invisible formatting character (a bidi override, say)")
+    return text
 
 
 def entry(action: str, *, by: str, via: str, target: str, scope: str, reason: str, kind: str = "", until: str = "",
@@ -47,12 +64,20 @@ def parsed(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
 
 def what(entry: dict[str, Any]) -> str:
     """What an entry acted on, in a few words: `incident inc7 over asset:BTC`, `silence 1a2b over
-    asset:* (volume_spike) until 2026-12-05T10:00:00Z`."""
+    asset:* (volume_spike) until 2026-12-05T10:00:00Z`, `incident inc7 over asset:BTC
+    (sentiment_drop): false-alarm`."""
+    noun, target, rest = what_parts(entry)
+    return f"{noun} {target}{rest}"
+
+
+def what_parts(entry: dict[str, Any]) -> tuple[str, str, str]:
+    """`what` in three parts, the noun (`incident` or `silence`), the id and the rest, for the
+    console's audit page to link an incident's id to its page."""
     noun = "silence" if entry["action"] in ("silence", "unsilence") else "incident"
     kind = f" ({entry['kind']})" if entry.get("kind") else ""
     until = f" until {entry['until']}" if entry.get("until") else ""
     verdict = f": {entry['verdict']}" if entry.get("verdict") else ""
-    return f"{noun} {entry['target']}" + (f" over {entry['scope']}" if entry.get("scope") else "") + kind + until + verdict
+    return noun, entry["target"], (f" over {entry['scope']}" if entry.get("scope") else "") + kind + until + verdict
 
 
 async def verdicts_within(client: Any, seconds: float) -> list[dict[str, Any]]:

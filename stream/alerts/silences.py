@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from stream.alerts import audit
 from stream.alerts.grouping import root_kinds
+from stream.contracts import name_problem
 from stream.keys import AUDIT_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY
 from stream.timefmt import shown
 from stream.windows import matches_scope
@@ -36,19 +37,46 @@ class Silence:
 
 
 MAX_SILENCE_S = 30 * 86400  # longer is a configuration change, not a silence
+SCOPE_PREFIXES = ("asset", "channel", "source")
+SCOPE_FORMS = "all, or asset:, channel: or source: and a name or a glob (asset:ETH, asset:*, channel:general, source:reddit)"
+
+
+def scope_name(scope: str) -> str:
+    """A scope as its windows are named, or ValueError: `all`, or `asset:`, `channel:` or `source:`
+    and a name (`contracts.name_problem`), which may be a glob (`* ? [ ]`: no scope name holds
+    those reserved characters' meaning otherwise, and a name matches itself anyway). The prefix
+    and `all` in any case (`ALL`, `Asset:ETH`); an asset's ticker upper-cased, as in every scope
+    (`asset:btc` would match nothing); channel and source names keep their case, as posts give
+    them."""
+    scope = scope.strip()
+    if scope.casefold() == "all":
+        return "all"
+    prefix, sep, name = scope.partition(":")
+    prefix = prefix.strip().lower()
+    if not sep or prefix not in SCOPE_PREFIXES or not name.strip():
+        raise ValueError(f"scope: {SCOPE_FORMS}")
+    problem = name_problem(name)
+    if problem:
+        raise ValueError(f"scope: the name after {prefix}: {problem}")
+    return f"{prefix}:{name.upper() if prefix == 'asset' else name}"
 
 
 def silence_request(scope: str, duration_s: int) -> str:
-    """The scope pattern a silence is stored with, or ValueError. Asset tickers are upper case in
-    every scope (`asset:BTC`), and a silence matches case-sensitively, so `asset:btc` would
-    silence nothing: the ticker part is upper-cased. Channel and source names keep their case."""
-    scope = scope.strip()
-    if not scope or len(scope) > 200:
-        raise ValueError("scope: a scope or pattern such as asset:ETH or asset:*")
+    """The scope pattern a silence is stored with (`scope_name`), or ValueError."""
+    scope = scope_name(scope)
     if not 0 < duration_s <= MAX_SILENCE_S:
         raise ValueError("duration: more than zero and at most 30d")
-    prefix, sep, rest = scope.partition(":")
-    return f"{prefix}{sep}{rest.upper()}" if prefix == "asset" and sep else scope
+    return scope
+
+
+def unmatched(pattern: str, known: Sequence[str]) -> str | None:
+    """A warning when `pattern` matches none of the scopes seen so far (`WindowStore.scopes`): a
+    silence may be set ahead of an expected event, but a typo silences nothing."""
+    if any(matches_scope(scope, pattern) for scope in known):
+        return None
+    near = [scope for scope in known if scope.casefold() == pattern.casefold()]
+    hint = f" (did you mean {', '.join(near[:3])}? names are case-sensitive)" if near else ""
+    return f"no scope seen so far matches {pattern}{hint}: the silence holds back nothing until posts come for it"
 
 
 def silenced_by(silences: list[Silence], scope: str, kind: str, now: float) -> Silence | None:
@@ -92,8 +120,9 @@ return 1
 async def add_silence(client: aioredis.Redis, scope: str, duration_s: int, kind: str | None, reason: str,
                       *, by: str = "", via: str = "") -> Silence:
     """Store a silence, who made it (`by`) and through what (`via`), and log it; ValueError for a
-    request `silence_request` refuses."""
+    request `silence_request` or a reason `audit.reason_text` refuses."""
     scope = silence_request(scope, duration_s)
+    reason = audit.reason_text(reason)
     now = time.time()
     silence = Silence(secrets.token_hex(4), scope, kind, now + duration_s, reason, now, by, via)
     stored = {name: getattr(silence, name) for name in STORED_FIELDS}

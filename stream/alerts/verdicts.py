@@ -38,9 +38,11 @@ return 1
 async def give_verdict(client: Any, ident: str, verdict: str, reason: str, *, by: str = "", via: str = "",
                        clock: Callable[[], float] = time.time) -> bool:
     """Record the team's verdict on an incident, open or resolved (a later one replaces it; the audit
-    log keeps each). False if the history holds no such incident; ValueError for an unknown verdict."""
+    log keeps each). False if the history holds no such incident; ValueError for an unknown verdict or a reason
+    `audit.reason_text` refuses."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict: one of {', '.join(VERDICTS)}")
+    reason = audit.reason_text(reason)
     raw = await client.hget(INCIDENTS_KEY, ident)
     if raw is None:
         return False
