@@ -686,6 +686,84 @@ def test_an_operator_records_a_verdict_on_an_incident_open_or_resolved(api_conso
     assert "<tr><td>all incidents</td><td>1</td><td>1</td><td>0.50</td></tr>" in table[: table.index("</table>")]
 
 
+def test_the_api_refuses_operator_input_the_forms_would_refuse_and_says_when_a_silence_matches_no_scope(api_console, redis_server):
+    """The forms' limits are the server's too: an API client is held to them. A silence that could
+    never match is refused saying what is accepted; one that matches no scope seen yet is kept, and said."""
+    console, _ = api_console
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    bearer = {"Authorization": "Bearer " + OPERATOR}
+    for scope in ("Nonexistent:scope", "<img src=x onerror=alert(1)>", "asset:E\u202eTH", "asset:", "asset:a|b"):
+        status, body, _ = console.call("POST", "/api/silences", {"scope": scope, "duration": "1h"}, headers=bearer)
+        assert status == 400 and body.startswith("scope: "), (scope, body)
+    status, body, _ = console.call("POST", "/api/silences", {"scope": "all", "duration": "1h"}, headers=bearer)
+    assert status == 200 and json.loads(body)["warning"] is None  # posts came for `all`
+    for silence in ({"scope": "asset:ETH", "duration": "1h", "reason": "x" * 6000}, {"scope": "asset:ETH", "duration": "1h", "reason": "a \u202eb"}):
+        status, body, _ = console.call("POST", "/api/silences", silence, headers=bearer)
+        assert status == 400 and body.startswith("reason: "), body
+    status, body, _ = console.call("POST", "/api/incidents/inc1/verdict", {"verdict": "real", "reason": "y" * 5000}, headers=bearer)
+    assert status == 400 and "at most 500" in body
+    assert console.call("POST", "/api/incidents/inc1/ack", {"reason": "z" * 501}, headers=bearer)[0] == 400
+    assert r.hlen(SILENCES_KEY) == 1 and r.hget(ACKS_KEY, "inc1") is None
+    assert console.json("/api/incidents/inc1")["incident"]["verdict"] is None
+
+    made = json.loads(console.call("POST", "/api/silences", {"scope": "ASSET:eth", "duration": "1h", "reason": " " + "w" * 500}, headers=bearer)[1])
+    assert (made["scope"], made["reason"], made["warning"]) == ("asset:ETH", "w" * 500, None)  # at the limit: kept
+    made = json.loads(console.call("POST", "/api/silences", {"scope": "channel:General", "duration": "1h"}, headers=bearer)[1])
+    assert made["scope"] == "channel:General" and "did you mean channel:general" in made["warning"]  # case kept, and said
+
+
+def test_a_browsers_refused_form_goes_back_to_its_page_saying_why_while_api_clients_get_the_status(api_console, redis_server):
+    console, _ = api_console
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    browser_op = {"Authorization": basic("alice", OPERATOR), "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    form = {"scope": "asset:BTC", "duration": "0m", "reason": "r", "csrf": auth.csrf_token(TOKENS), "next": "/incidents/inc1"}
+    status, body, headers = console.call("POST", "/api/silences", form, headers=browser_op, form=True)
+    assert status == 303 and headers["location"] == "/incidents/inc1", body
+    cookie = headers["set-cookie"].split(";")[0]
+    assert r.hlen(SILENCES_KEY) == 0
+    status, page, headers = console.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": cookie})
+    flash = page[page.index('id="flash"'):]
+    assert status == 200 and "Not done: duration: more than zero and at most 30d</p>" in flash[: flash.index("</p>") + 4], flash[:300]
+    assert page.index('id="flash"') < page.index('id="live"')  # not replaced by the page's live refresh
+    assert 'sentinel_flash=""' in headers["set-cookie"] or "Max-Age=0" in headers["set-cookie"]  # shown once
+    assert 'id="flash"' not in console.call("GET", "/incidents/inc1", headers=browser_op)[1]
+    # A cookie the console did not write shows nothing.
+    assert 'id="flash"' not in console.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": "sentinel_flash=%7B%22kind%22%3A%22evil%22%7D"})[1]
+
+    # Kept, but matching no scope seen yet: said on the page it goes back to.
+    status, _, headers = console.call("POST", "/api/silences", form | {"scope": "asset:NOPE", "duration": "1h"}, headers=browser_op, form=True)
+    assert status == 303 and r.hlen(SILENCES_KEY) == 1
+    page = console.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": headers["set-cookie"].split(";")[0]})[1]
+    flash = page[page.index('id="flash"'):]
+    assert "no scope seen so far matches asset:NOPE" in flash[: flash.index("</p>")] and "Not done" not in flash[: flash.index("</p>")]
+
+    # API clients, JSON or a form posted without asking for HTML (curl -d): the status and text as before.
+    bearer = {"Authorization": "Bearer " + OPERATOR}
+    assert console.call("POST", "/api/silences", {"scope": "asset:BTC", "duration": "0m"}, headers=bearer) [:2] == (
+        400, "duration: more than zero and at most 30d")
+    assert console.call("POST", "/api/silences", {"scope": "asset:BTC", "duration": "0m"}, headers=bearer, form=True)[:2] == (
+        400, "duration: more than zero and at most 30d")
+
+
+def test_the_audit_page_says_what_the_command_line_says_and_links_every_incident(api_console, redis_server):
+    console, _ = api_console
+    from stream.alerts import audit
+
+    bearer = {"Authorization": "Bearer " + OPERATOR}
+    assert console.call("POST", "/api/incidents/inc1/verdict", {"verdict": "false-alarm", "reason": "one whale"}, headers=bearer)[0] == 200
+    assert console.call("POST", "/api/incidents/inc1/ack", {"reason": "seen"}, headers=bearer)[0] == 200
+    assert console.call("POST", "/api/silences", {"scope": "asset:ETH", "duration": "1h"}, headers=bearer)[0] == 200
+    entries = console.json("/api/audit")["entries"]
+    page = console.call("GET", "/audit", headers={"Authorization": f"Bearer {VIEWER}"})[1]
+    rows = re.findall(r"<tr data-entry=.*?</tr>", page[page.index('id="audit"'):], re.S)
+    assert len(rows) == len(entries) == 3
+    for row, entry in zip(rows, entries):
+        cells = re.findall(r"<td>(.*?)</td>", row, re.S)
+        assert html_lib.unescape(re.sub(r"<[^>]+>", "", cells[4])) == audit.what(entry), (cells, entry)
+    assert '<td>incident <a href="/incidents/inc1">inc1</a> over asset:ETH (sentiment_drop): false-alarm</td>' in rows[2], rows[2]
+    assert '<a href="/incidents/inc1">inc1</a>' in rows[1] and "<a " not in rows[0] and rows[0].count("silence ") == 1
+
+
 def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):
     redis.Redis.from_url(redis_server).flushdb()
     put_incident(redis_server, "inc2", "asset:SOL")
@@ -843,6 +921,15 @@ def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_d
         op.goto(f"{console.url}/incidents")
         op.click(f'tr[data-silence="{silences[0]["id"]}"] button')
         wait_until(lambda: r.hlen(SILENCES_KEY) == 0, 10, "the silence lifted", [worker])
+        # A silence the server refuses: back on the page, saying why, nothing stored.
+        op.fill("form.silence input[name=scope]", "asset:BTC")
+        op.fill("form.silence input[name=duration]", "0m")
+        op.click("form.silence button")
+        op.locator("#flash").wait_for()
+        assert op.url == f"{console.url}/incidents" and "Not done: duration: more than zero" in op.locator("#flash").inner_text()
+        assert r.hlen(SILENCES_KEY) == 0
+        op.reload()
+        assert op.locator("#flash").count() == 0  # shown once
         assert dialogs == []
     finally:
         if console is not None:

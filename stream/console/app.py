@@ -5,10 +5,11 @@ the console must work with no internet). Auth and CSRF rules: auth.py.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Awaitable, Callable
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -21,9 +22,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from stream.alerts.audit import ACTIONS
+from stream.alerts import audit
+from stream.alerts.audit import ACTIONS, MAX_REASON_CHARS
 from stream.alerts.message import measure
-from stream.alerts.silences import silence_request
+from stream.alerts.silences import silence_request, unmatched
 from stream.alerts.precision import VERDICTS
 from stream.console import auth, views
 from stream.console.data import ConsoleData
@@ -33,7 +35,6 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 KINDS = ("sentiment_drop", "sentiment_surge", "volume_spike")
-MAX_REASON_CHARS = 500
 PAGE_ROWS = 500  # overview rows per browser page: every scope at the 500 the console is benchmarked for; the API gives all unless asked
 MAX_QUERY_CHARS = 200
 AUDIT_ROWS, MAX_AUDIT_ROWS = 200, 5000  # audit log entries per page: the default, the most a request may ask
@@ -45,6 +46,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 Handler = Callable[[Request], Awaitable[Response]]
+# A browser form's outcome worth saying (a refused request's reason, a silence that matches no scope
+# yet), carried across the redirect back to its page in a short-lived cookie and shown there once.
+FLASH_COOKIE, FLASH_MAX_AGE_S, FLASH_CHARS = "sentinel_flash", 60, 600
 
 
 def _when(ts: float | None) -> str:
@@ -56,6 +60,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
     templates.env.filters["when"] = _when
     templates.env.filters["pct"] = lambda x: f"{100 * x:.1f}%"
     templates.env.filters["urlpart"] = lambda s: quote(s, safe=":|")
+    templates.env.filters["what"] = audit.what_parts  # the audit page says what `sentinel audit` says
     window = format_duration(data.config.window_s)
     templates.env.filters["measure"] = lambda record, since=True: measure(record, since, window)
 
@@ -82,16 +87,28 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
             if refusal:
                 log.warning("console write refused", extra={"path": request.url.path, "reason": refusal, "user": caller.user})
                 return challenge(refusal) if caller.role == "anonymous" else PlainTextResponse(refusal, status_code=403)
-            result = await handler(request, caller, form)
+            try:
+                result = await handler(request, caller, form)
+            except HTTPException as exc:
+                if not _from_browser(request, form):
+                    raise  # API clients: the status and the text as ever
+                # A browser's form: back to its page, saying why, not a bare text page with no way back.
+                return _flashed(RedirectResponse(_local(form.get("next")), status_code=303), "error", str(exc.detail))
             log.info("console write", extra={"path": request.url.path, "user": caller.user})
             if form.get("_form"):
-                return RedirectResponse(_local(form.get("next")), status_code=303)
+                back = RedirectResponse(_local(form.get("next")), status_code=303)
+                return _flashed(back, "note", result["warning"]) if isinstance(result, dict) and result.get("warning") else back
             return JSONResponse(result)
         return wrapped
 
     def page(name: str, request: Request, caller: auth.Caller, **context: Any) -> Response:
-        context |= {"caller": caller, "csrf": auth.csrf_token(tokens) if caller.may_write else "", "writes": bool(tokens.operator)}
-        return templates.TemplateResponse(request, name, context)
+        flash = _flash(request)
+        context |= {"caller": caller, "csrf": auth.csrf_token(tokens) if caller.may_write else "", "writes": bool(tokens.operator),
+                    "flash": flash}
+        response = templates.TemplateResponse(request, name, context)
+        if FLASH_COOKIE in request.cookies:
+            response.delete_cookie(FLASH_COOKIE, path="/")  # shown once
+        return response
 
     # --- pages ---
     async def overview_page(request: Request, caller: auth.Caller) -> Response:
@@ -157,7 +174,10 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
             scope = silence_request(scope, duration)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
-        return await data.silence(scope, duration, kind, _typed(form), by=_named(caller) or "operator token")
+        reason = _typed(form)
+        # Set ahead of an expected event it is kept, but a pattern nothing matches may be a typo: said.
+        warning = unmatched(scope, await data.store.scopes())
+        return await data.silence(scope, duration, kind, reason, by=_named(caller) or "operator token") | {"warning": warning}
 
     async def unsilence(request: Request, caller: auth.Caller, form: dict[str, Any]) -> Any:
         if not await data.unsilence(request.path_params["sid"], by=_named(caller) or "operator token"):
@@ -260,7 +280,38 @@ def _audit_args(request: Request) -> tuple[int, str | None, list[str], int]:
 
 
 def _typed(form: dict[str, Any]) -> str:
-    return " ".join(str(form.get("reason") or "").split())[:MAX_REASON_CHARS]
+    """The reason typed, whitespace collapsed; 400 when over MAX_REASON_CHARS (the forms' own
+    limit, which an API client does not meet) or holding a control or bidi character."""
+    try:
+        return audit.reason_text(str(form.get("reason") or ""))
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+def _from_browser(request: Request, form: dict[str, Any]) -> bool:
+    """A console page's form, posted by a browser navigating (it asks for HTML), rather than an API
+    client: those keep their status codes whatever content type they post."""
+    return bool(form.get("_form")) and "text/html" in request.headers.get("accept", "")
+
+
+def _flashed(response: Response, kind: str, text: str) -> Response:
+    value = quote(json.dumps({"kind": kind, "text": text[:FLASH_CHARS]}), safe="")
+    response.set_cookie(FLASH_COOKIE, value, max_age=FLASH_MAX_AGE_S, path="/", httponly=True, samesite="strict")
+    return response
+
+
+def _flash(request: Request) -> dict[str, str] | None:
+    """The flash cookie's message, or None (absent or not one the console wrote)."""
+    raw = request.cookies.get(FLASH_COOKIE)
+    if not raw:
+        return None
+    try:
+        found = json.loads(unquote(raw))
+    except ValueError:
+        return None
+    if not isinstance(found, dict) or found.get("kind") not in ("error", "note") or not isinstance(found.get("text"), str):
+        return None
+    return {"kind": found["kind"], "text": found["text"][:FLASH_CHARS]}
 
 
 def _reason(form: dict[str, Any], caller: auth.Caller) -> str:
