@@ -796,7 +796,7 @@ def record_cmd(
 
 @app.command()
 def windows(
-    scope: Annotated[Optional[str], typer.Option("--scope", help="one scope (all, asset:BTC, channel:x, source:y)")] = None,
+    scope: Annotated[Optional[str], typer.Option("--scope", help="one scope (all, asset:BTC, channel:x, source:y) or a glob (asset:*)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Print the current rolling windows, ending at the newest event time seen."""
@@ -810,21 +810,36 @@ def windows(
     if not settings.redis_url:
         raise fail("windows needs REDIS_URL")
 
-    async def collect() -> list[dict[str, Any]]:
+    from stream.alerts.silences import scope_name
+    from stream.windows import matches_scope
+
+    wanted = None
+    if scope is not None:
+        try:
+            wanted = scope_name(scope)  # asset:eth is asset:ETH, as the windows name it
+        except ValueError:
+            wanted = scope.strip()  # no scope is named so: said below, with those there are
+
+    async def collect() -> tuple[list[dict[str, Any]], list[str]]:
         store = open_store(settings)
         try:
-            scopes = [scope] if scope else await store.scopes()
+            known = await store.scopes()
+            chosen = [sc for sc in known if wanted is None or matches_scope(sc, wanted)]
             specs = [parse_duration(w) for w in settings.windows.split(",")]
-            return [(await store.window(sc, w)).as_dict() for sc in scopes for w in specs]
+            return [(await store.window(sc, w)).as_dict() for sc in chosen for w in specs], known
         finally:
             await store.close()
 
     try:
-        rows = asyncio.run(collect())
+        rows, known = asyncio.run(collect())
     except redis_errors() as exc:
         raise redis_failure(exc) from None
     except RunError as exc:
         raise fail(str(exc)) from None
+    if wanted is not None and not rows:
+        # Not a table of zeros: the console's page for it is a 404 too.
+        err.print(f"[red]error:[/red] {escape(no_posts_for(wanted, known))}")
+        raise typer.Exit(1)
     if as_json:
         for row in rows:
             print(json.dumps(row))
@@ -836,6 +851,16 @@ def windows(
         lab = row["labels"]
         table.add_row(inert(row["scope"]), row["window"], str(row["posts"]), str(lab["positive"]), str(lab["negative"]), str(lab["neutral"]), f"{row['mean_score']:+.3f}")
     out.print(table)
+
+
+def no_posts_for(scope: str, known: list[str], shown_at_most: int = 10) -> str:
+    """`sentinel windows --scope` for a scope with no posts within the retention: which there are,
+    names differing only in case first (channel and source names are case-sensitive)."""
+    if not known:
+        return f"no posts for scope {scope}: none for any scope yet (within the retention)"
+    near = sorted(known, key=lambda s: (s.casefold() != scope.casefold(), s))
+    more = f" and {len(known) - shown_at_most} more" if len(known) > shown_at_most else ""
+    return f"no posts for scope {scope} (known scopes: {', '.join(near[:shown_at_most])}{more})"
 
 
 def with_redis(action: Callable[[Any], Awaitable[T]]) -> T:
@@ -900,18 +925,26 @@ def silence(
 ) -> None:
     """Record incidents of SCOPE but do not notify them, for a while."""
     from stream.alerts.detector import KINDS
-    from stream.alerts.silences import add_silence, silence_request
+    from stream.alerts.silences import add_silence, silence_request, unmatched
     from stream.timefmt import parse_duration
 
     if kind is not None and kind not in KINDS:
         raise fail(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     try:
         seconds = parse_duration(duration)
-        silence_request(scope, seconds)  # refused before anything is stored
+        pattern = silence_request(scope, seconds)  # refused before anything is stored
+        reason = operator_reason(reason)
     except ValueError as exc:
-        raise fail(str(exc).replace("duration:", "--for:")) from None
+        raise fail(str(exc).replace("duration:", "--for:").replace("reason:", "--reason:")) from None
     who = operator_name(by)
-    made = with_redis(lambda client: add_silence(client, scope, seconds, kind, reason, by=who, via="cli"))
+
+    async def make(store: Any) -> tuple[Any, str | None]:
+        made = await add_silence(store.redis, pattern, seconds, kind, reason, by=who, via="cli")
+        return made, unmatched(made.scope, await store.scopes())
+
+    made, warning = with_store(redis_settings(), make)
+    if warning:  # kept (it may be set ahead of an event), but it may be a typo
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     out.print(f"silenced {made.scope} ({made.kind or 'every kind'}) until {shown(made.until)}: id {made.id}")
 
 
@@ -972,7 +1005,9 @@ def incidents(
             print(json.dumps(item, ensure_ascii=False))
         return
     table = Table(title="incidents")
-    for col in ("id", "root", "state", "severity", "opened", "kinds", "members", "acknowledged", "verdict"):
+    # The id whole on any terminal: it is what `sentinel ack` and `sentinel verdict` take.
+    table.add_column("id", no_wrap=True, min_width=max((len(i["incident_id"]) for i in found), default=2))
+    for col in ("root", "state", "severity", "opened", "kinds", "members", "acknowledged", "verdict"):
         table.add_column(col)
     for item in found:
         kinds = sorted({m["kind"] for m in item["members"] if m["scope"] == item["root_scope"]})
@@ -992,10 +1027,17 @@ def ack(
     """Acknowledge an open incident: no more repeat notifications (updates and the resolution still come)."""
     from stream.alerts.correlator import acknowledge
 
+    reason = checked_reason(reason)
     who = operator_name(by)
-    if not with_redis(lambda client: acknowledge(client, incident_id, reason, by=who, via="cli")):
+
+    async def act(client: Any) -> str | None:
+        ident = await incident_id_of(client, incident_id)
+        return ident if await acknowledge(client, ident, reason, by=who, via="cli") else None
+
+    ident = with_redis(act)
+    if ident is None:
         raise fail(f"no open incident with id {incident_id!r}")
-    out.print(f"acknowledged incident {incident_id}")
+    out.print(f"acknowledged incident {ident}")
 
 
 @app.command()
@@ -1011,10 +1053,17 @@ def verdict(
 
     if value not in VERDICTS:
         raise fail(f"VERDICT: one of {', '.join(VERDICTS)}")
+    reason = checked_reason(reason)
     who = operator_name(by)
-    if not with_redis(lambda client: give_verdict(client, incident_id, value, reason, by=who, via="cli")):
+
+    async def act(client: Any) -> str | None:
+        ident = await incident_id_of(client, incident_id)
+        return ident if await give_verdict(client, ident, value, reason, by=who, via="cli") else None
+
+    ident = with_redis(act)
+    if ident is None:
         raise fail(f"no incident with id {incident_id!r} in the history (SENTINEL_RETENTION)")
-    out.print(f"incident {incident_id}: {value}")
+    out.print(f"incident {ident}: {value}")
 
 
 @app.command()
@@ -1162,15 +1211,67 @@ def since_seconds(since: str) -> int:
 
 
 def operator_name(by: str | None) -> str:
-    """Who runs an operator command, for the audit log: --by, else the login name."""
+    """Who runs an operator command, for the audit log: --by, else (omitted, empty or blank) the
+    login name."""
     import getpass
 
-    if by is not None:
-        return by
+    if by is not None and by.strip():
+        return by.strip()
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # a container user without a passwd entry
         return ""
+
+
+def operator_reason(reason: str) -> str:
+    """A --reason as stored (`audit.reason_text`: whitespace collapsed), or ValueError."""
+    from stream.alerts.audit import reason_text
+
+    return reason_text(reason)
+
+
+def checked_reason(reason: str) -> str:
+    try:
+        return operator_reason(reason)
+    except ValueError as exc:
+        raise fail(str(exc).replace("reason:", "--reason:", 1)) from None
+
+
+def redis_settings() -> Settings:
+    settings = model_settings()
+    if not settings.redis_url:
+        raise fail("this command needs REDIS_URL (the Redis the workers use)")
+    return settings
+
+
+MIN_ID_PREFIX = 6
+
+
+def incident_by_prefix(given: str, idents: Any) -> str:
+    """The incident `given` names: its whole id, or a unique start of it of at least MIN_ID_PREFIX
+    characters (a narrow terminal's table once cut ids short). ValueError when the start is shorter
+    or several ids begin with it; `given` itself when none does (the caller says it is unknown)."""
+    idents = set(idents)
+    if given in idents:
+        return given
+    found = sorted(i for i in idents if i.startswith(given))
+    if not found:
+        return given
+    if len(given) < MIN_ID_PREFIX:
+        raise ValueError(f"{given!r} is shorter than an id: give its first {MIN_ID_PREFIX} characters or more, or the whole id")
+    if len(found) > 1:
+        raise ValueError(f"{given!r} starts several incidents' ids: {', '.join(found[:10])}{' ...' if len(found) > 10 else ''}; give more of it")
+    return found[0]
+
+
+async def incident_id_of(client: Any, given: str) -> str:
+    """`incident_by_prefix` over the incidents the history holds."""
+    from stream.keys import INCIDENTS_KEY
+
+    try:
+        return incident_by_prefix(given, await client.hkeys(INCIDENTS_KEY))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
 
 @app.command()
@@ -1190,7 +1291,8 @@ def audit(
     unknown = sorted(set(action or ()) - set(audit_log.ACTIONS))
     if unknown:
         raise fail(f"--action: unknown {', '.join(unknown)}; use {', '.join(audit_log.ACTIONS)}")
-    found = with_redis(lambda client: audit_log.read(client, since=time.time() - span, by=by, actions=action or (), limit=limit))
+    person = by.strip() if by and by.strip() else None  # --by "" filters nobody out, as the console's empty field
+    found = with_redis(lambda client: audit_log.read(client, since=time.time() - span, by=person, actions=action or (), limit=limit))
     if as_json:
         for item in found:
             print(json.dumps(item, ensure_ascii=False))

@@ -246,3 +246,83 @@ def test_text_from_operators_and_posts_is_shown_as_written_not_read_as_markup(re
     classified = subprocess.run([sys.executable, "-m", "sentinel.cli", "classify", "[/] $BTC to the moon [red]"], env=env,
                                 capture_output=True, text=True, timeout=120)
     assert classified.returncode == 0 and "[/] $BTC to the moon [red]" in classified.stdout, classified.stderr[-800:]
+
+
+def test_operator_input_the_command_line_refuses_is_refused_before_anything_is_stored(redis_server):
+    """A silence that could never match, a reason over the limit or with a bidi override: one line
+    saying what is accepted, nothing stored or logged. A pattern no scope matches yet is kept, with a warning."""
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    r.hset(INCIDENTS_KEY, "36ae68f000a534b25d04", json.dumps({"incident_id": "36ae68f000a534b25d04", "root_scope": "asset:ETH", "state": "open",
+                                                               "acked": None, "opened": 100, "members": []}))
+    for args, says in ((["silence", "Nonexistent:scope"], "asset:, channel: or source:"), (["silence", "<img src=x onerror=alert(1)>"], "asset:ETH, asset:*"),
+                       (["silence", "asset:E\u202eTH"], "control or invisible"), (["silence", "all", "--reason", "x" * 501], "--reason: at most 500"),
+                       (["silence", "all", "--reason", "ok \u202eevil"], "--reason: holds a control"),
+                       (["verdict", "36ae68f000a534b25d04", "real", "--reason", "y" * 5000], "--reason: at most 500"),
+                       (["ack", "36ae68f000a534b25d04", "--reason", "\u2067"], "--reason: holds a control")):
+        refused = cli(args, redis_server)
+        assert refused.returncode == 2 and says in refused.stderr and "Traceback" not in refused.stderr, (args, refused.stderr)
+    assert r.hlen(SILENCES_KEY) == 0 and r.xlen(AUDIT_KEY) == 0 and r.hget("sentinel:{alerts}:acks", "36ae68f000a534b25d04") is None
+
+    made = cli(["silence", "ALL", "--for", "1h", "--reason", "  two\n lines "], redis_server)
+    assert made.returncode == 0 and "silenced all " in made.stdout
+    assert "warning: no scope seen so far matches all" in made.stderr  # no posts at all yet: kept, but said
+    (stored,) = lines(cli(["silences", "--json"], redis_server))
+    assert (stored["scope"], stored["reason"]) == ("all", "two lines")
+
+
+def test_an_empty_by_is_the_login_name_and_an_incident_is_named_by_a_unique_start_of_its_id(redis_server):
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    ids = ["36ae68f000a534b25d04", "36ae68f111a534b25d04", "9c01d2e3f4a5b6c7d8e9"]
+    for ident in ids:
+        r.hset(INCIDENTS_KEY, ident, json.dumps({"incident_id": ident, "root_scope": "asset:ETH", "state": "open", "acked": None, "opened": 100,
+                                                 "severity": "warning", "market": False, "at": 100,
+                                                 "members": [{"scope": "asset:ETH", "kind": "sentiment_drop"}]}))
+        r.zadd(INCIDENTS_INDEX_KEY, {ident: 100})
+    env = {**os.environ, "REDIS_URL": redis_server, "SENTINEL_BASE": "lexicon", "LOGNAME": "carol", "USER": "carol", "COLUMNS": "80"}
+
+    def run_cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], env=env, capture_output=True, text=True, timeout=120)
+
+    listed = run_cli("incidents")
+    assert listed.returncode == 0 and all(ident in listed.stdout for ident in ids), listed.stdout  # whole on 80 columns
+    assert max(map(len, listed.stdout.splitlines())) <= 80
+    judged = run_cli("verdict", "9c01d2", "real", "--by", "")
+    assert judged.returncode == 0 and "incident 9c01d2e3f4a5b6c7d8e9: real" in judged.stdout, judged.stderr
+    assert run_cli("ack", "36ae68f0", "--by", "  ").returncode == 0
+    ambiguous = run_cli("ack", "36ae68")
+    assert ambiguous.returncode == 2 and "36ae68f000a534b25d04, 36ae68f111a534b25d04" in ambiguous.stderr
+    assert "6 characters" in run_cli("verdict", "9c01", "real").stderr
+    logged = lines(run_cli("audit", "--json", "--by", ""))  # a blank filter is no filter
+    assert [(e["action"], e["target"], e["by"]) for e in logged] == [("acknowledge", "36ae68f000a534b25d04", "carol"),
+                                                                     ("verdict", "9c01d2e3f4a5b6c7d8e9", "carol")]
+
+
+def test_windows_of_one_scope_take_a_ticker_in_any_case_and_refuse_a_scope_with_no_posts(redis_server):
+    from sentinel.run import open_store
+    from stream.contracts import Post
+    from stream.settings import Settings
+    from stream.store import Scored
+
+    redis.Redis.from_url(redis_server).flushdb()
+
+    async def write() -> None:
+        store = open_store(Settings(redis_url=redis_server))
+        try:
+            posts = [Scored(Post(f"p{i}", "$ETH up", 1_800_000_000 + i, ("ETH",), source="forum", channel="general"), "positive", 0.5)
+                     for i in range(3)]
+            await store.apply(posts, {}, posts[-1].post.created_at)
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+    shown = lines(cli(["windows", "--scope", "asset:eth", "--json"], redis_server))
+    assert shown and {row["scope"] for row in shown} == {"asset:ETH"} and max(row["posts"] for row in shown) == 3
+    for scope in ("nonexistent", "channel:General", "asset:BTC"):
+        refused = cli(["windows", "--scope", scope], redis_server)
+        assert refused.returncode != 0 and "no posts for scope" in refused.stderr and "posts" not in refused.stdout, (scope, refused.stdout)
+    said = cli(["windows", "--scope", "channel:General"], redis_server)
+    assert said.returncode == 1 and "(known scopes: channel:general, all, asset:ETH, source:forum)" in said.stderr, said.stderr
+    assert "no posts for scope nonexistent (known scopes: all, asset:ETH, channel:general, source:forum)" in cli(
+        ["windows", "--scope", "nonexistent"], redis_server).stderr
