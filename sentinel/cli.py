@@ -1317,13 +1317,16 @@ def report(
     import tempfile
 
     from stream.reporting.prices import PriceError, parse_prices, with_prices
-    from stream.reporting.render import format_for, render, title
+    from stream.reporting.render import SUFFIXES, format_for, render, title
 
     span = since_seconds(since)
     try:
         kind = format_for(out_path.name if out_path else None, fmt)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    if out_path is not None and fmt is None and out_path.suffix and out_path.suffix.lower() not in SUFFIXES:
+        err.print(f"note: {out_path.name}: writing {kind} (the format follows --format, else a {', '.join(SUFFIXES)} name)",
+                  markup=False, highlight=False)
     try:  # before anything connects: a bad price row is the user's to fix, named by its line
         closes = parse_prices(prices.read_text(encoding="utf-8"), str(prices)) if prices else None
     except PriceError as exc:

@@ -336,9 +336,12 @@ def test_report_cli_numbers_match_an_independent_count(loaded, redis_server, tmp
     incidents = {("asset:ETH", "2026-10-07"): 1, ("all", "2026-10-07"): 1, ("all", "2026-10-08"): 1, ("asset:BTC", "2026-10-08"): 1,
                  ("asset:ETH", "2026-10-08"): 1}
 
-    runs = {fmt: cli(["report", "--since", "7d", "--out", str(tmp_path / f"r.{fmt}")], redis_server) for fmt in ("html", "md", "csv")}
+    runs = {fmt: cli(["report", "--since", "7d", "--out", str(tmp_path / f"r.{fmt}")], redis_server) for fmt in ("html", "md", "csv", "txt")}
     for fmt, done in runs.items():
         assert done.returncode == 0, f"{fmt}: {done.stderr}"
+    # A name whose suffix says no format gets html, and is told so.
+    assert "note: r.txt: writing html" in runs["txt"].stderr and "note:" not in runs["md"].stderr
+    assert (tmp_path / "r.txt").read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
 
     rows = list(csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text(encoding="utf-8"))))
     assert len(rows) == days * len(scopes)
