@@ -238,13 +238,31 @@ class Shutdown:
         if finished:
             await self.app.consumer.commit()
         delivered = await self.delivery.stop(deadline - time.monotonic())
+        left = finished and await self._leave_group(deadline)
         log.info("shutdown complete" if finished else "shutdown: grace ran out before the batch in flight and its outputs settled (it will be redelivered)",
-                 extra={"committed": finished, "notifications_finished": delivered})
+                 extra={"committed": finished, "notifications_finished": delivered, "left_group": left})
         logging.shutdown()
         # Exit here rather than through Faust's stop: its take() would ack a held batch on the way
-        # out and the consumer would commit it unprocessed. The group notices the departure after
-        # the session timeout.
+        # out and the consumer would commit it unprocessed.
         os._exit(EXIT_DRAINED if finished else EXIT_GRACE_RAN_OUT)
+
+    async def _leave_group(self, deadline: float) -> bool:
+        """Stop the Kafka consumer, which leaves the consumer group (aiokafka sends LeaveGroup), so
+        the other workers take this one's partitions at once: without it they wait out the session
+        timeout, and every rolling update or scale-down paused those partitions' alerts. Only after
+        the commit: a consumer stopped cannot commit, and nothing after it can ack a held batch.
+        A worker whose grace ran out leaves it to the session timeout, as a crash would."""
+        thread = getattr(self.app.consumer, "_thread", None)  # Faust runs aiokafka on a thread of its own
+        consumer = getattr(thread, "_consumer", None)
+        if thread is None or consumer is None:
+            return False
+        try:
+            await asyncio.wait_for(thread.call_thread(consumer.stop), max(deadline - time.monotonic(), 1.0))
+        except Exception as exc:  # best effort: the session timeout still ends the membership
+            log.warning("could not leave the consumer group; the others take over after the session timeout",
+                        extra={"error": f"{type(exc).__name__}: {exc}"})
+            return False
+        return True
 
 
 def batch_failed(exc: BaseException) -> None:
