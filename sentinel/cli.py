@@ -22,9 +22,26 @@ from stream.logs import redact, setup_logging
 from stream.settings import Settings, get_settings
 from stream.timefmt import shown
 
+class _App(typer.Typer):
+    """The `sentinel` app: a RunError (sentinel/run.py: a configuration or stack problem, already in
+    words) that a command did not turn into a line itself is one `error:` line and exit 2, never a
+    traceback, whichever command raised it."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            from sentinel.run import RunError
+
+            if not isinstance(exc, RunError):
+                raise
+            fail(redact(str(exc)))
+            raise SystemExit(2) from None
+
+
 # Tracebacks never print local variables: a frame inside the Redis client holds the password
 # (`auth_args = ['default', '<password>']`). Set here, not left to typer's default.
-app = typer.Typer(
+app = _App(
     no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
     help="Forum Sentinel: crypto-forum sentiment early warning.",
 )
@@ -59,9 +76,6 @@ def model_settings(**overrides: Any) -> Settings:
         raise fail(settings_error(exc)) from None
 
 
-CONVENTIONAL_NAMES = {"kafka_broker": "KAFKA_BROKER", "redis_url": "REDIS_URL"}  # the names the docs use for these
-
-
 def inert(value: str) -> Text:
     """A table cell of text that came from posts, files or operators: shown as written, never read
     as Rich markup (`[/]` in a reason made the whole table raise)."""
@@ -71,11 +85,19 @@ def inert(value: str) -> Text:
 def settings_error(exc: ValidationError) -> str:
     """One line naming each bad variable and what is wrong with it. Never the value: a
     mistyped variable may hold a secret."""
+    from stream.settings import variable_name
+
+    fields = {name.upper(): name for name, field in Settings.model_fields.items()}
+    for name, field in Settings.model_fields.items():  # the alias names errors come back under (SENTINEL_KAFKA_BROKER)
+        fields.update({str(choice).upper(): name for choice in getattr(field.validation_alias, "choices", ())})
     problems = []
     for error in exc.errors():
-        name = str(error["loc"][0]) if error["loc"] else "?"
-        variable = name if name.isupper() else CONVENTIONAL_NAMES.get(name, f"SENTINEL_{name.upper()}")
-        problems.append(f"{variable}: {error['msg']}")
+        text = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a check of several settings together: its message names them
+            problems.append(text)
+            continue
+        name = str(error["loc"][0])
+        problems.append(f"{variable_name(fields.get(name.upper(), name))}: {text}")
     return "invalid settings: " + "; ".join(problems)
 
 

@@ -20,11 +20,11 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.crc import key_slot
 from redis.exceptions import ClusterError, NoScriptError, ReadOnlyError, RedisClusterException, ResponseError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -104,26 +104,73 @@ def split_url(url: str) -> tuple[str, list[Endpoint]]:
     return first, endpoints
 
 
+def _init_parameters(*classes: type) -> set[str]:
+    """The keyword arguments the __init__ of each class (and its bases) names."""
+    names: set[str] = set()
+    for cls in classes:
+        for base in cls.__mro__:
+            if "__init__" in vars(base):
+                names |= {name for name, p in inspect.signature(base.__init__).parameters.items()
+                          if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names
+
+
+def url_problem(url: str, *, cluster: bool = False) -> str | None:
+    """What is wrong with a Redis URL (pure; None: nothing), found before any client is made, so a
+    bad REDIS_URL is one line at start-up and not a traceback at the first connection. Never the
+    URL itself in the answer: it may hold a password. Checks the scheme, that the database is a
+    number (and 0 on a cluster), one endpoint unless `cluster`, and that every option in the query
+    is one the client for that scheme takes (TLS options only with rediss://)."""
+    try:
+        first, endpoints = split_url(url)
+    except ValueError as exc:
+        return str(exc)
+    schemes = {urlsplit(part if "://" in part else first).scheme.lower() for part in url.split(",") if part.strip()}
+    if bad := sorted(schemes - {"redis", "rediss", "unix"}):
+        return f"scheme {bad[0]}:// is not one of redis://, rediss:// (TLS), unix://"
+    if len(schemes) > 1:
+        return "every entry needs the same scheme"
+    parsed = urlsplit(first)
+    if parsed.scheme in ("redis", "rediss") and not re.fullmatch(r"/?\d*", parsed.path):
+        # redis-py ignores a path it cannot read as a number and uses database 0 (a unix:// path is the socket's).
+        return "the database in the path must be a number (redis://host:6379/0)"
+    if not cluster and len(endpoints) > 1:
+        return "several Redis endpoints need SENTINEL_REDIS_CLUSTER=1"
+    if cluster and parsed.scheme == "unix":
+        return "a Redis Cluster is reached over redis:// or rediss://, not unix://"
+    if cluster and parsed.path.strip("/") not in ("", "0"):
+        return "Redis Cluster has only database 0: drop the /N"
+    try:
+        options = parse_url(first)
+    except ValueError as exc:  # "Invalid value for 'db' in connection URL.": the option's name, not its value
+        return str(exc)
+    given = sorted(set(parse_qs(parsed.query)))
+    if cluster:
+        # The URL's TLS options (?ssl_ca_certs=...), parsed as a single server's client would: the
+        # cluster client takes them as arguments, not from a URL.
+        taken = {k for k in _init_parameters(RedisCluster) if k.startswith("ssl_")} if parsed.scheme == "rediss" else set()
+        given = sorted(set(given) - ({"db"} if options.get("db", 0) == 0 else set()))
+    else:
+        connection = {"rediss": SSLConnection, "unix": UnixDomainSocketConnection}.get(parsed.scheme, Connection)
+        taken = _init_parameters(connection, ConnectionPool)
+    if unknown := [name for name in given if name not in taken]:
+        if parsed.scheme != "rediss" and all(name in _init_parameters(SSLConnection) for name in unknown):
+            return f"TLS options ({', '.join(unknown)}) need a rediss:// URL"
+        return f"{'Redis Cluster' if cluster else 'the Redis'} client does not take {', '.join(unknown)} (the URL's query)"
+    return None
+
+
 def open_redis(url: str, *, password: str | None = None, cluster: bool = False, **kwargs: Any) -> Any:
     """The asyncio client for `url`: redis-py's cluster client when `cluster`, with every listed
     endpoint as a startup node; otherwise a plain client for the first (and only) URL."""
+    if problem := url_problem(url, cluster=cluster):
+        raise ValueError(problem)
     first, endpoints = split_url(url)
-    if urlsplit(first).scheme in ("redis", "rediss") and not re.fullmatch(r"/?\d*", urlsplit(first).path):
-        # redis-py ignores a path it cannot read as a number and uses database 0 (a unix:// path is the socket's).
-        raise ValueError("the database in REDIS_URL's path must be a number (redis://host:6379/0)")
     if not cluster:
-        if len(endpoints) > 1:
-            raise ValueError("several Redis endpoints need SENTINEL_REDIS_CLUSTER=1")
         extra = {"password": password} if password else {}
         return aioredis.Redis.from_url(first, decode_responses=True, **extra, **kwargs)
     parsed = urlsplit(first)
-    if parsed.path.strip("/") not in ("", "0"):
-        raise ValueError("Redis Cluster has only database 0: drop the /N from REDIS_URL")
-    # The URL's TLS options (?ssl_ca_certs=...&ssl_certfile=...&ssl_keyfile=...), parsed as a
-    # single server's client would: the cluster client takes them as arguments, not from a URL.
     tls = {k: v for k, v in parse_url(first).items() if k.startswith("ssl_")} if parsed.scheme == "rediss" else {}
-    if unknown := sorted(set(tls) - set(inspect.signature(RedisCluster.__init__).parameters)):
-        raise ValueError(f"Redis Cluster's client does not take {', '.join(unknown)} (REDIS_URL's query)")
     return RedisCluster(
         startup_nodes=[ClusterNode(e.host, e.port) for e in endpoints],
         username=parsed.username or None,

@@ -6,13 +6,16 @@ Variables are `SENTINEL_<FIELD>`; the connection URLs also accept their conventi
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from stream.timefmt import parse_duration
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Quantize = Literal["none", "8bit", "4bit"]
@@ -24,7 +27,10 @@ def _default_cache_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SENTINEL_", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a ValidationError's text leaves the values out; a check of several
+    # settings together would otherwise print all of them, every secret included, if it ever
+    # reached a traceback.
+    model_config = SettingsConfigDict(env_prefix="SENTINEL_", extra="ignore", populate_by_name=True, hide_input_in_errors=True)
 
     # --- model ---
     base: str = Field(
@@ -224,6 +230,50 @@ class Settings(BaseSettings):
     def _level_in_any_case(cls, value: object) -> object:
         # logging's own aliases too, which it and Faust took before this was checked
         return {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(value.upper(), value.upper()) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _settings_together(self) -> "Settings":
+        # Settings that are wrong only together, and the connection URLs, checked when the settings
+        # are read: one line naming the variables at start-up, before the model loads or anything
+        # connects. The messages name variables, never a value that could be a secret.
+        if self.redis_url is not None:
+            from stream.redis_client import url_problem  # imports redis only when a URL is set
+
+            if problem := url_problem(self.redis_url.get_secret_value(), cluster=self.redis_cluster):
+                raise ValueError(f"{variable_name('redis_url')}: {problem}")
+        if self.kafka_security_protocol.startswith("SASL_") and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(f"SENTINEL_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs SENTINEL_KAFKA_SASL_USERNAME "
+                             "and SENTINEL_KAFKA_SASL_PASSWORD")
+        if self.alert_resolve_z >= self.alert_fire_z:
+            raise ValueError(f"SENTINEL_ALERT_RESOLVE_Z ({self.alert_resolve_z:g}) must be below SENTINEL_ALERT_FIRE_Z "
+                             f"({self.alert_fire_z:g}) (hysteresis), e.g. fire 3, resolve 1.5")
+        seconds = {}
+        for name in ("window", "baseline", "step", "half_life"):
+            try:
+                seconds[name] = parse_duration(getattr(self, f"alert_{name}"))
+            except ValueError:
+                continue  # said with its variable by stream.worker.check_settings
+            if seconds[name] <= 0:
+                raise ValueError(f"SENTINEL_ALERT_{name.upper()} must be longer than zero")
+        if len(seconds) == 4:
+            for name in ("window", "baseline"):
+                if seconds[name] % seconds["step"]:
+                    raise ValueError(f"SENTINEL_ALERT_{name.upper()} must be a multiple of SENTINEL_ALERT_STEP ({seconds['step']} s)")
+            if seconds["baseline"] % seconds["window"]:
+                raise ValueError("SENTINEL_ALERT_BASELINE must be a whole number of windows (SENTINEL_ALERT_WINDOW), "
+                                 "e.g. 24h for a 1h window")
+        return self
+
+
+def variable_name(field: str) -> str:
+    """The environment variable that set `field`: one of its alias names if that is the one set
+    (REDIS_URL for SENTINEL_REDIS_URL), else SENTINEL_<FIELD>. For messages: the name the user wrote."""
+    alias = Settings.model_fields[field].validation_alias if field in Settings.model_fields else None
+    if isinstance(alias, AliasChoices):
+        names = [str(choice) for choice in alias.choices]
+        set_now = {key.upper() for key in os.environ}
+        return next((name for name in names if name.upper() in set_now), names[-1])
+    return f"SENTINEL_{field.upper()}"
 
 
 @lru_cache(maxsize=1)

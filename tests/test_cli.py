@@ -211,7 +211,8 @@ def test_settings_that_would_crash_later_are_refused_up_front(tmp_path):
                                ({"aliases_file": bad_json}, "SENTINEL_ALIASES_FILE: not a JSON object"),
                                ({"kafka_security_protocol": "SSL", "kafka_ssl_cafile": tmp_path / "hunter2"},
                                 "SENTINEL_KAFKA_SSL_CAFILE: cannot load the CA file (No such file"),
-                               ({"kafka_security_protocol": "SASL_SSL", "kafka_ssl_cafile": bad_json}, "SENTINEL_KAFKA_SSL_CAFILE: cannot load"),
+                               ({"kafka_security_protocol": "SASL_SSL", "kafka_ssl_cafile": bad_json, "kafka_sasl_username": "u",
+                                 "kafka_sasl_password": "p"}, "SENTINEL_KAFKA_SSL_CAFILE: cannot load"),
                                ({"alert_overrides": "{hunter2"}, "SENTINEL_ALERT_OVERRIDES: alert overrides are not valid JSON")):
         with pytest.raises(ValueError, match=re.escape(message)) as info:
             check_settings(Settings(**overrides))

@@ -1,0 +1,123 @@
+"""Start-up checks: a setting that could only fail later (a Redis URL the client cannot use, SASL
+without its credentials, alert durations that do not fit together, an Apprise URL Apprise cannot
+load) is one `error:` line naming the variable the user set, exit 2, before the model loads or
+anything connects, and never echoes a secret. No servers: nothing here may get as far as connecting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from stream.redis_client import url_problem
+from stream.settings import Settings
+
+SECRET = "s3cretZq8Wm2"
+
+
+def sentinel(args: list[str], env_extra: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    # No broker or Redis listens on port 9: a check that let a bad setting through would fail later,
+    # differently (a connection error, exit 1, or a traceback).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_") and k not in ("KAFKA_BROKER", "REDIS_URL")}
+    env.update({"SENTINEL_BASE": "lexicon", **env_extra})
+    return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def one_error_line(r: subprocess.CompletedProcess) -> str:
+    output = r.stdout + r.stderr
+    assert r.returncode == 2, output
+    assert "Traceback" not in output and SECRET not in output, output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    return lines[0]
+
+
+# --- Redis URLs (pure) ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url, cluster, expected", [
+    (f"http://user:{SECRET}@x/0", False, "scheme http:// is not one of redis://, rediss://"),
+    (f"redis://:{SECRET}@h:6379/1", True, "Redis Cluster has only database 0"),
+    (f"redis://:{SECRET}@host:6379?ssl_ca_certs=/etc/ssl/certs/ca-certificates.crt", False, "TLS options (ssl_ca_certs) need a rediss:// URL"),
+    (f"redis://:{SECRET}@host:6379?sssl_ca_certs=/x", False, "client does not take sssl_ca_certs"),
+    (f"rediss://:{SECRET}@h1:7000?ssl_password=x", True, "Redis Cluster client does not take ssl_password"),
+    (f"redis://:{SECRET}@h/abc", False, "the database in the path must be a number"),
+    ("redis://a:1,b:2", False, "several Redis endpoints need SENTINEL_REDIS_CLUSTER=1"),
+])
+def test_a_redis_url_the_client_cannot_use_is_named_without_its_secret(url, cluster, expected):
+    problem = url_problem(url, cluster=cluster)
+    assert problem is not None and expected in problem and SECRET not in problem, problem
+
+
+@pytest.mark.parametrize("url, cluster", [
+    (f"redis://:{SECRET}@h:6379/3", False),
+    (f"rediss://:{SECRET}@h:6379?ssl_ca_certs=/ca.pem&ssl_cert_reqs=none&ssl_check_hostname=false", False),
+    ("redis://h:6379?socket_timeout=3&max_connections=20", False),
+    ("rediss://:pw@h1:7000?ssl_ca_certs=/ca.pem,h2:7001", True),
+    ("h1:7000,h2:7001", True),
+])
+def test_a_redis_url_the_client_takes_passes(url, cluster):
+    assert url_problem(url, cluster=cluster) is None
+
+
+# --- settings checked together (pure) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values, expected", [
+    ({"alert_resolve_z": 3.0, "alert_fire_z": 3.0}, "SENTINEL_ALERT_RESOLVE_Z (3) must be below SENTINEL_ALERT_FIRE_Z (3)"),
+    ({"alert_baseline": "90m"}, "SENTINEL_ALERT_BASELINE must be a whole number of windows (SENTINEL_ALERT_WINDOW)"),
+    ({"alert_half_life": "0m"}, "SENTINEL_ALERT_HALF_LIFE must be longer than zero"),
+    ({"alert_window": "7m", "alert_step": "2m"}, "SENTINEL_ALERT_WINDOW must be a multiple of SENTINEL_ALERT_STEP"),
+    ({"kafka_security_protocol": "SASL_SSL"}, "SENTINEL_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs SENTINEL_KAFKA_SASL_USERNAME and SENTINEL_KAFKA_SASL_PASSWORD"),
+    ({"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_password": SECRET}, "needs SENTINEL_KAFKA_SASL_USERNAME"),
+    ({"redis_url": f"redis://:{SECRET}@h:6379/1", "redis_cluster": True}, "Redis Cluster has only database 0"),
+])
+def test_settings_wrong_together_name_their_variables(values, expected):
+    with pytest.raises(ValidationError) as info:
+        Settings(**values)
+    assert expected in str(info.value) and SECRET not in str(info.value), str(info.value)
+
+
+def test_settings_right_together_pass():
+    Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_username="u", kafka_sasl_password=SECRET,
+             alert_window="30m", alert_baseline="12h", alert_step="5m", alert_fire_z=2.5, alert_resolve_z=1.0)
+
+
+# --- the command line: the variable the user set, exit 2, before the model loads ----------------------
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"KAFKA_BROKER": "kafka:abc", "REDIS_URL": "redis://127.0.0.1:9/0"}, "error: invalid settings: KAFKA_BROKER: a comma-separated list"),
+    ({"SENTINEL_KAFKA_BROKER": "kafka:abc", "REDIS_URL": "redis://127.0.0.1:9/0"}, "error: invalid settings: SENTINEL_KAFKA_BROKER: a comma"),
+    ({"KAFKA_BROKER": "127.0.0.1:9", "REDIS_URL": f"http://user:{SECRET}@x/0"}, "error: invalid settings: REDIS_URL: scheme http://"),
+    ({"KAFKA_BROKER": "127.0.0.1:9", "SENTINEL_REDIS_URL": f"redis://:{SECRET}@127.0.0.1:9?ssl_ca_certs=/etc/ssl/certs/ca.crt"},
+     "error: invalid settings: SENTINEL_REDIS_URL: TLS options (ssl_ca_certs) need a rediss:// URL"),
+    ({"KAFKA_BROKER": "127.0.0.1:9", "REDIS_URL": "redis://127.0.0.1:9/1", "SENTINEL_REDIS_CLUSTER": "1"},
+     "error: invalid settings: REDIS_URL: Redis Cluster has only database 0"),
+    ({"KAFKA_BROKER": "127.0.0.1:9", "REDIS_URL": "redis://127.0.0.1:9/0", "SENTINEL_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+      "SENTINEL_KAFKA_SASL_PASSWORD": SECRET}, "needs SENTINEL_KAFKA_SASL_USERNAME and SENTINEL_KAFKA_SASL_PASSWORD"),
+    ({"KAFKA_BROKER": "127.0.0.1:9", "REDIS_URL": "redis://127.0.0.1:9/0", "SENTINEL_ALERT_RESOLVE_Z": "3.5"},
+     "SENTINEL_ALERT_RESOLVE_Z (3.5) must be below SENTINEL_ALERT_FIRE_Z (3)"),
+])
+def test_the_worker_refuses_a_bad_setting_in_one_line_naming_the_variable_set(env, expected):
+    line = one_error_line(sentinel(["worker"], env))
+    assert expected in line, line
+
+
+def test_a_command_that_reads_redis_refuses_a_redis_url_with_tls_options_on_redis_scheme():
+    line = one_error_line(sentinel(["windows"], {"REDIS_URL": f"redis://:{SECRET}@127.0.0.1:9?ssl_ca_certs=/etc/ssl/certs/ca.crt"}))
+    assert "REDIS_URL: TLS options (ssl_ca_certs) need a rediss:// URL" in line, line
+
+
+def test_a_run_error_no_command_caught_is_one_line_and_exit_2():
+    # Whatever command raises it: the app itself turns a RunError into an `error:` line.
+    script = ("from sentinel.cli import app\nfrom sentinel.run import RunError\n"
+              "@app.command('boom')\ndef boom() -> None:\n    raise RunError('REDIS_URL: the server went away')\n"
+              "app(['boom'], prog_name='sentinel')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == "error: REDIS_URL: the server went away", r.stderr
