@@ -109,8 +109,20 @@ def check_stream_settings(settings: Settings, *, aliases: bool = True) -> None:
 
     try:
         check_settings(settings, aliases=aliases)
+        if aliases:  # a worker's settings: the services it notifies, loaded as it will load them
+            check_notify_settings(settings)
     except ValueError as exc:
         raise fail(f"invalid settings: {exc}") from None
+
+
+def check_notify_settings(settings: Settings) -> None:
+    """SENTINEL_APPRISE_URLS and SENTINEL_APPRISE_CONFIG loaded (no network): a ValueError naming
+    the variable and the entry, never a URL's secret parts."""
+    if settings.apprise_urls is None and settings.apprise_config is None:
+        return
+    from stream.alerts.notify import build_apprise
+
+    build_apprise(settings.apprise_urls.get_secret_value() if settings.apprise_urls is not None else None, settings.apprise_config)
 
 
 def load_classifier(settings: Settings) -> Scorer:

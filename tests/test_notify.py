@@ -257,15 +257,21 @@ def test_build_apprise_tags_and_errors(tmp_path):
     assert tags == [[], ["critical", "warning"]]
     described = servers_description(list(build_apprise("critical=json://bob:hunter2@127.0.0.1:9/x", None)))
     assert len(described) == 1 and "tags=critical" in described[0] and "hunter2" not in described[0]
-    with pytest.raises(ValueError, match=r"entry 2 \(nosuch://\)") as err:
+    with pytest.raises(ValueError, match=r"SENTINEL_APPRISE_URLS entry 2: scheme nosuch:// is not a known service") as err:
         build_apprise("json://127.0.0.1:9/a nosuch://user:hunter2@x", None)
+    assert "hunter2" not in str(err.value)
+    with pytest.raises(ValueError, match=r"SENTINEL_APPRISE_URLS entry 1: slack:// is a known service, but Apprise cannot load") as err:
+        build_apprise("critical=slack://hunter2", None)
     assert "hunter2" not in str(err.value)
     config = tmp_path / "apprise.yml"
     config.write_text("urls:\n  - json://127.0.0.1:9/c:\n      tag: critical\n  - json://127.0.0.1:9/d\n")
     loaded = build_apprise(None, config)
     assert [sorted(str(t) for t in s.tags) for s in loaded] == [["critical"], []]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^SENTINEL_APPRISE_CONFIG: not a file$"):
         build_apprise(None, tmp_path / "missing.yml")
+    config.write_text("urls:\n  - slack://hunter2\n")
+    with pytest.raises(ValueError, match="^SENTINEL_APPRISE_CONFIG: the file defines no service Apprise can load"):
+        build_apprise(None, config)
 
 
 def test_from_settings():

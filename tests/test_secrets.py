@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -91,6 +92,81 @@ def test_service_descriptions_and_redaction_hide_every_token():
     ]:
         assert leaks(redact(line)) == [], redact(line)
     assert redact("alert_id=a1 scope=asset:BTC retry_in=2") == "alert_id=a1 scope=asset:BTC retry_in=2"
+
+
+# --- a malformed Apprise URL: refused at start-up, its secret in no log line -----------------------
+
+# Each shape Apprise refuses, with a secret where the token goes: an unknown scheme (Apprise logs
+# "Unparseable URL <the URL>"), and known schemes with too few parts (it logs "Could not load URL
+# <the URL>", "Unparseable Telegram URL <the URL>").
+BAD_APPRISE = {
+    "slak://T0BADAAAA1/B0BADBBBB2/BadSlakTok9Qw2": "scheme slak:// is not a known service",
+    "slack://BadSlackOnly7Xc4Vb": "slack:// is a known service, but Apprise cannot load",
+    "pagerduty://BadPagerKey3Ty6Ui": "pagerduty:// is a known service, but Apprise cannot load",
+    "critical=discord://BadDiscordHook8Op1As": "discord:// is a known service, but Apprise cannot load",
+    "tgram://BadTgramBot5Df9Gh": "tgram:// is a known service, but Apprise cannot load",
+}
+BAD_APPRISE_SECRETS = {f"token in {url.split('://')[0]}": url.split("://")[1].split("/")[-1] for url in BAD_APPRISE}
+BAD_APPRISE_SECRETS["slak team"] = "T0BADAAAA1"
+
+
+@pytest.mark.parametrize("url", list(BAD_APPRISE))
+def test_a_malformed_apprise_url_is_refused_by_position_and_apprise_logs_none_of_it(url, caplog):
+    from stream.alerts.notify import build_apprise
+
+    caplog.set_level(logging.DEBUG)  # every record Apprise lets through, DEBUG included
+    with pytest.raises(ValueError) as info:
+        build_apprise(f"{hook_url(9)}\n{url}", None)
+    assert str(info.value).startswith("SENTINEL_APPRISE_URLS entry 2: ") and BAD_APPRISE[url] in str(info.value), str(info.value)
+    text = str(info.value) + "\n".join(f"{r.name} {r.getMessage()}" for r in caplog.records)
+    assert leaks(text, {**SECRETS, **BAD_APPRISE_SECRETS}) == [], text
+    # Apprise's own load errors quote the URL whole: silenced, as ours says which entry failed.
+    assert [r.getMessage() for r in caplog.records if r.name == "apprise"] == [], text
+
+
+def test_apprise_log_lines_after_loading_keep_no_url_secret(caplog):
+    from stream.alerts.notify import build_apprise, redact_apprise
+
+    build_apprise(hook_url(9), None)  # installs the filter on the `apprise` logger
+    caplog.set_level(logging.INFO)
+    apprise_log = logging.getLogger("apprise")
+    apprise_log.error("Unparseable URL %s", f"slak://{SLACK_A}/{SLACK_B}/{SLACK_C}")
+    apprise_log.warning("Could not load URL %s on line 1.", SLACK_URL)
+    apprise_log.warning("Failed to send to https://%s:%s@hooks.example.com/services/%s/%s?token=%s.", HOOK_USER, HOOK_PASSWORD, SLACK_B,
+                        SLACK_C, HOOK_TOKEN)
+    messages = [r.getMessage() for r in caplog.records if r.name == "apprise"]
+    assert len(messages) == 3 and leaks("\n".join(messages)) == [], messages
+    assert messages[0] == "Unparseable URL slak://***" and "https://hooks.example.com/***" in messages[2], messages  # still says what
+    assert redact_apprise("Sent Slack notification.") == "Sent Slack notification."
+
+
+@pytest.mark.parametrize("log_json", ["false", "true"])
+@pytest.mark.parametrize("command", [["worker"], ["notify-test"]])
+def test_a_malformed_apprise_url_stops_the_command_in_one_line_with_no_secret(tmp_path, command, log_json):
+    # Nothing listens on port 9: a check that let the URL through would reach Kafka or the URL later.
+    env = {**os.environ, "SENTINEL_BASE": "lexicon", "SENTINEL_LOG_LEVEL": "DEBUG", "SENTINEL_LOG_JSON": log_json,
+           "KAFKA_BROKER": "127.0.0.1:9", "REDIS_URL": "redis://127.0.0.1:9/0", "SENTINEL_CACHE_DIR": str(tmp_path),
+           "SENTINEL_APPRISE_URLS": "\n".join([hook_url(9), *BAD_APPRISE])}
+    result = sentinel(command, env, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in output, output[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        f"error: {'invalid settings: ' if command == ['worker'] else ''}SENTINEL_APPRISE_URLS entry 2: scheme slak:// is not a known service"
+    ], output[-3000:]
+    assert leaks(output, {**SECRETS, **BAD_APPRISE_SECRETS}) == [], output[-3000:]
+    for url, expected in list(BAD_APPRISE.items())[1:]:  # each shape on its own
+        result = sentinel(command, {**env, "SENTINEL_APPRISE_URLS": url}, timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode == 2 and "entry 1: " + expected in output and "Traceback" not in output, output[-3000:]
+        assert leaks(output, BAD_APPRISE_SECRETS) == [], output[-3000:]
+
+
+def test_an_apprise_config_that_is_not_there_stops_the_worker_in_one_line(tmp_path):
+    env = {**os.environ, "SENTINEL_BASE": "lexicon", "KAFKA_BROKER": "127.0.0.1:9", "REDIS_URL": "redis://127.0.0.1:9/0",
+           "SENTINEL_CACHE_DIR": str(tmp_path), "SENTINEL_APPRISE_CONFIG": str(tmp_path / "nonexistent" / "x.yml")}
+    result = sentinel(["worker"], env, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip() == "error: invalid settings: SENTINEL_APPRISE_CONFIG: not a file", result.stderr[-3000:]
 
 
 # --- the real worker ----------------------------------------------------------------------------

@@ -18,6 +18,8 @@ above lines are passed through `redact`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import copy
 import hashlib
 import logging
@@ -26,7 +28,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Iterator, Sequence
 
 import apprise
 from apprise import AppriseAsset, AppriseAttachment, NotifyFormat, NotifyType
@@ -90,12 +92,6 @@ def _split_on_entry_commas(token: str) -> list[str]:
     return parts
 
 
-def _scheme_of(entry: str) -> str:
-    # For error messages: the scheme alone, never the URL (it may hold a token or password).
-    match = _SCHEME.match(entry)
-    return f"{match.group(1)}://" if match else "(no scheme)"
-
-
 def build_apprise(urls: str | None, config_path: Path | None, asset: AppriseAsset | None = None) -> apprise.Apprise:
     """An Apprise object holding every configured service, loaded now (not lazily).
 
@@ -103,8 +99,10 @@ def build_apprise(urls: str | None, config_path: Path | None, asset: AppriseAsse
     `split_entries`. Each entry is parsed on its own by Apprise's TEXT config parser, so a bad
     entry is reported by position instead of silently emptying the whole list (Apprise drops
     the entire config on one unparseable line). Tag groups and `include` lines need
-    `config_path`. Raises ValueError on an entry or a file that yields no service: a typo in
-    alert routing should stop the worker at start, not lose alerts quietly.
+    `config_path`. Raises ValueError on an entry or a file that yields no service, naming the
+    variable and the entry's position and scheme, never the URL (its tokens are secrets): a typo in
+    alert routing should stop the worker at start, not lose alerts quietly. Apprise's own messages
+    while loading are silenced: they print the URL whole ("Unparseable URL slack://T000/B000/...").
 
     Services are materialised once; a config file is read at start, not re-read later.
     """
@@ -113,22 +111,39 @@ def build_apprise(urls: str | None, config_path: Path | None, asset: AppriseAsse
     app = apprise.Apprise(asset=asset)
     for n, entry in enumerate(split_entries(urls or ""), start=1):
         # The static parser, not AppriseConfig.add_config: the latter DEBUG-logs the raw content.
-        services, _includes = ConfigBase.config_parse_text(entry, asset=asset)
+        with _apprise_quiet():
+            services, _includes = ConfigBase.config_parse_text(entry, asset=asset)
         if not services:
-            raise ValueError(f"apprise_urls entry {n} ({_scheme_of(entry)}) could not be loaded")
+            raise ValueError(f"SENTINEL_APPRISE_URLS entry {n}: {_entry_problem(entry)}")
         app.add(services)
     if config_path is not None:
         path = Path(config_path)
         if not path.is_file():
-            raise ValueError(f"apprise_config {path} is not a file")
+            raise ValueError("SENTINEL_APPRISE_CONFIG: not a file")
         config = apprise.AppriseConfig(asset=asset)
-        if not config.add(str(path)):
-            raise ValueError(f"apprise_config {path} could not be read")
-        services = config.services()
+        with _apprise_quiet():
+            added = config.add(str(path))
+            services = config.services() if added else []
+        if not added:
+            raise ValueError("SENTINEL_APPRISE_CONFIG: the file could not be read")
         if not services:
-            raise ValueError(f"apprise_config {path} defines no loadable service")
+            raise ValueError("SENTINEL_APPRISE_CONFIG: the file defines no service Apprise can load (is every URL in it well formed?)")
         app.add(list(services))
     return app
+
+
+def _entry_problem(entry: str) -> str:
+    """Why an entry of SENTINEL_APPRISE_URLS loaded no service, in words safe to print: its scheme,
+    never the rest (a token or password)."""
+    match = _SCHEME.match(entry)
+    if not match:
+        return "no scheme:// (an Apprise URL such as slack://... or json://...)"
+    scheme = match.group(1).lower()
+    from apprise.manager_plugins import NotificationManager
+
+    if scheme not in NotificationManager().schemas():
+        return f"scheme {scheme}:// is not a known service"
+    return f"{scheme}:// is a known service, but Apprise cannot load this URL: a part is missing or malformed (Apprise's wiki gives each service's URL form)"
 
 
 # --- routing --------------------------------------------------------------------------------------
@@ -390,18 +405,49 @@ def _send(
 # --- Apprise's own logging -----------------------------------------------------------------------
 
 
+# While a service is being loaded, Apprise's messages about it quote its URL whole: none go out.
+_APPRISE_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("apprise_quiet", default=False)
+# Any URL in an Apprise message: a web address keeps its host (what failed is worth knowing), an
+# Apprise service URL keeps only its scheme (its "host" is often a token: slack://T000/..., tgram://BOT).
+_APPRISE_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,31})://([^\s'\"<>()]*)")
+
+
+def _cut_url(match: re.Match[str]) -> str:
+    scheme, rest = match.group(1), match.group(2)
+    if scheme.lower() in ("http", "https"):
+        host = re.split(r"[/?#]", rest.rpartition("@")[2], maxsplit=1)[0]
+        return f"{scheme}://{host}/***" if host else f"{scheme}://***"
+    return f"{scheme}://***"
+
+
+@contextlib.contextmanager
+def _apprise_quiet() -> Iterator[None]:
+    token = _APPRISE_QUIET.set(True)
+    try:
+        yield
+    finally:
+        _APPRISE_QUIET.reset(token)
+
+
+def redact_apprise(text: str) -> str:
+    """An Apprise log message with no URL's secret in it (pure): `redact`, then every URL cut to its
+    scheme (and the host of an http(s) one)."""
+    return _APPRISE_URL.sub(_cut_url, redact(text))
+
+
 class _AppriseLogFilter(logging.Filter):
-    """Drops Apprise's DEBUG/TRACE lines (they print full webhook URLs and payloads) and redacts
-    the rest. Installed on the `apprise` logger, which every Apprise plugin logs through."""
+    """Drops Apprise's DEBUG/TRACE lines (they print full webhook URLs and payloads) and every line
+    logged while a service is loaded (they quote its URL), and cuts the URLs out of the rest.
+    Installed on the `apprise` logger, which every Apprise plugin logs through."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.INFO:
+        if record.levelno < logging.INFO or _APPRISE_QUIET.get():
             return False
         try:
             text = record.getMessage()
         except Exception:  # malformed %-args: let logging report it as it normally would
             return True
-        record.msg, record.args = redact(text), ()
+        record.msg, record.args = redact_apprise(text), ()
         return True
 
 
