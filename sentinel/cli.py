@@ -812,13 +812,15 @@ def record_cmd(
     """Write every record of a topic, from the beginning up to its end offsets when reading starts, as JSONL."""
     import asyncio
 
-    from stream.tools.replay import record
+    from stream.tools.replay import UnknownTopic, record
 
     settings = model_settings()
     if not settings.kafka_broker:
         raise fail("record needs KAFKA_BROKER")
     try:
         count = asyncio.run(record(settings, topic, out_file, max_idle))
+    except UnknownTopic as exc:  # a typo in --topic: not "wrote 0 records" and an empty file
+        raise fail(f"--topic: {exc}") from None
     except ValueError as exc:  # the output path
         raise fail(str(exc)) from None
     except kafka_errors() as exc:

@@ -89,3 +89,42 @@ def test_reads_to_the_last_record_where_the_broker_reports_a_short_end(tmp_path)
     print(f"ListOffsets(latest) summed to {reported} of {COUNT} records")  # the broker's short answer, when it gives one
     assert sorted(r["value"] for r in records) == sorted(f"m{i}" for i in range(COUNT))
     assert lag == sum(end - end // 2 for end in ends.values())
+
+
+def test_record_of_a_topic_the_broker_lacks_is_an_error_naming_it_and_creates_nothing(kafka_server, tmp_path):
+    """`sentinel record --topic` with a typo: an error naming the topic and the broker's topics, exit
+    2 and no file (not "wrote 0 records" and an empty one), and the topic is not created by the read."""
+    import os
+    import subprocess
+    import sys
+
+    from aiokafka import AIOKafkaConsumer
+
+    settings = Settings(kafka_broker=kafka_server, partitions=2)
+    present, missing = f"record-{uuid.uuid4().hex[:6]}", f"record-typo-{uuid.uuid4().hex[:6]}"
+
+    async def topics() -> set[str]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_server)
+        await consumer.start()
+        try:
+            return await consumer.topics()
+        finally:
+            await consumer.stop()
+
+    asyncio.run(asyncio.wait_for(ensure_topics(settings, [present]), 60))
+    env = {**os.environ, "KAFKA_BROKER": kafka_server}
+    out = tmp_path / "x.jsonl"
+
+    def record(topic: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sentinel.cli", "record", "--topic", topic, "--out", str(out)],
+                              capture_output=True, text=True, env=env, timeout=120)
+
+    r = record(missing)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    line = r.stderr.strip()
+    assert line.startswith(f"error: --topic: topic '{missing}' does not exist on the broker (its topics: ") and present in line, line
+    assert not out.exists()
+    assert missing not in asyncio.run(asyncio.wait_for(topics(), 60))  # the read created nothing
+    r = record(present)  # an empty topic that is there: an empty file, and it says so
+    shown = "".join(r.stdout.split())  # Rich wraps a long path at 80 columns
+    assert r.returncode == 0 and f"wrote0recordsto{out}" in shown and out.read_text() == "", r.stdout + r.stderr

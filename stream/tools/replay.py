@@ -253,7 +253,17 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
     return result
 
 
-async def consume_records(settings: Settings, topic: str, max_idle: float = 0.0) -> AsyncIterator[dict[str, Any]]:
+class UnknownTopic(LookupError):
+    """The topic to read is not on the broker (`sentinel record --topic` with a typo)."""
+
+    def __init__(self, topic: str, known: set[str]):
+        self.topic, self.known = topic, sorted(t for t in known if not t.startswith("__"))
+        shown = ", ".join(self.known[:10]) + (f" and {len(self.known) - 10} more" if len(self.known) > 10 else "")
+        super().__init__(f"topic {topic!r} does not exist on the broker ({'its topics: ' + shown if shown else 'it has no topics'})")
+
+
+async def consume_records(settings: Settings, topic: str, max_idle: float = 0.0, *,
+                          must_exist: bool = False) -> AsyncIterator[dict[str, Any]]:
     """Every record of topic from the beginning up to its end when reading starts (so a slow
     broker cannot cut the read short), then, with max_idle > 0, whatever else arrives until no new
     record comes for max_idle seconds.
@@ -262,15 +272,20 @@ async def consume_records(settings: Settings, topic: str, max_idle: float = 0.0)
     partition's first fetch. Tansu 0.6 on S3 storage reports, as a partition's end, the base offset
     + 1 of the oldest record batch of the last second that had writes, until a write lands in a
     later second: a read that stopped there missed the newest records (hundreds after a busy
-    second). Its fetch responses carry the right high watermark."""
+    second). Its fetch responses carry the right high watermark.
+
+    A topic the broker does not have yields nothing, or, with `must_exist`, raises UnknownTopic. It is
+    never created: the metadata asked for is every topic's, which no broker answers by creating one."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
     try:
         await consumer.start()
-        await consumer.topics()  # metadata, so the topic's partitions are known
+        known = await consumer.topics()  # metadata, so the topic's partitions are known
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
+            if must_exist and topic not in known:
+                raise UnknownTopic(topic, known)
             return
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -307,12 +322,13 @@ def _as_record(rec: Any) -> dict[str, Any]:
 
 
 async def record(settings: Settings, topic: str, out: Path, max_idle: float) -> int:
-    """Write the topic's records to `out` (replaced only once the read is done)."""
+    """Write the topic's records to `out` (replaced only once the read is done). UnknownTopic for a
+    topic the broker does not have: an empty file would look like an empty topic."""
     from stream.tools.files import replaced_when_done
 
     count = 0
     with replaced_when_done(out) as handle:
-        async for rec in consume_records(settings, topic, max_idle):
+        async for rec in consume_records(settings, topic, max_idle, must_exist=True):
             handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
             count += 1
     return count
