@@ -591,7 +591,7 @@ def worker() -> None:
     import logging
 
     from sentinel.run import open_store
-    from stream.kafka import ensure_topics, worker_topics
+    from stream.kafka import ensure_topics, partition_count, worker_topics
     from stream.model_process import ModelProcess
     from stream.model_thread import ModelThread
     from stream.worker import build_worker
@@ -609,11 +609,20 @@ def worker() -> None:
     asyncio.set_event_loop(loop)  # Faust runs on this loop too
     try:
         loop.run_until_complete(ensure_topics(settings, worker_topics(settings)))
+        partitions = loop.run_until_complete(partition_count(settings, settings.topic_posts))
     except Exception as exc:  # noqa: BLE001 - any start-up failure to reach Kafka is reported the same way
         # One structured line (JSON under SENTINEL_LOG_JSON) and a non-zero exit, so the pod restarts
         # with backoff; not a traceback through client frames that hold connection settings.
         logging.getLogger("sentinel.worker").error("cannot reach Kafka at start-up", extra={"error": redact(f"{type(exc).__name__}: {exc}")})
         raise typer.Exit(1) from None
+    if partitions is not None and partitions != settings.partitions:
+        # The alert frontier waits for partitions 0..SENTINEL_PARTITIONS-1: fewer than the topic has
+        # and boundaries are judged before the others are past them, more and it waits on partitions
+        # that never come. Refused, not warned: judging would be wrong for as long as it ran.
+        if isinstance(classifier, ModelProcess):
+            classifier.close()
+        raise fail(f"SENTINEL_PARTITIONS is {settings.partitions} but topic {settings.topic_posts} has {partitions} partitions: set "
+                   f"SENTINEL_PARTITIONS={partitions} (docs/operations.md, \"Partitions bound replicas\")")
     try:
         run_faust(build_worker(settings, classifier, open_store(settings), model_thread=model_thread), settings)
     finally:

@@ -100,6 +100,21 @@ async def ensure_topics(settings: Settings, names: list[str]) -> None:
         await admin.close()
 
 
+async def partition_count(settings: Settings, topic: str) -> int | None:
+    """How many partitions `topic` has on the broker (None: no such topic). Read with every topic's
+    metadata, which creates none."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = consumer.partitions_for_topic(topic)
+        return len(partitions) if partitions else None
+    finally:
+        await consumer.stop()
+
+
 class RecordsNotDelivered(Exception):
     """The producer gave up on records (after its retries, `producer_request_timeout`)."""
 
