@@ -1357,6 +1357,10 @@ def report(
     fmt: Annotated[Optional[str], typer.Option("--format", help="html | md | csv (default: from --out's suffix, else html)")] = None,
     prices: Annotated[Optional[Path], typer.Option("--prices", exists=True, dir_okay=False, help="CSV date,asset,close: adds returns and lead-lag")] = None,
     notify: Annotated[bool, typer.Option("--notify", help="send the report as an attachment through the Apprise services")] = False,
+    notify_if_configured: Annotated[bool, typer.Option(
+        "--notify-if-configured",
+        help="as --notify where an Apprise service is configured; where none is, write the report, say it was not sent, exit 0 (the CronJob)",
+    )] = False,
 ) -> None:
     """Daily report per asset and UTC day: posts, label shares, sentiment index, incidents; one offline file."""
     import tempfile
@@ -1383,23 +1387,26 @@ def report(
     if not settings.redis_url:
         raise fail("report needs REDIS_URL (the Redis the workers use)")
     writable_outputs(out_path)
-    targets = report_targets(settings) if notify else []
+    targets = report_targets(settings, required=notify) if notify or notify_if_configured else None
     made = load_report(settings, span, since)
     made = with_prices(made, closes) if closes is not None else made
     text = render(made, kind)
-    if out_path is None and not notify:
+    if out_path is None and targets is None:
         sys.stdout.write(text)
-        return
-    path = out_path or Path(tempfile.mkdtemp(prefix="sentinel-report-")) / f"forum-sentinel-report.{kind}"
-    path.write_text(text, encoding="utf-8")
-    err.print(f"wrote {path} ({len(made.scopes)} scopes, {made.days} days)", markup=False, highlight=False)
-    if notify:
-        try:
-            send_report(settings, targets, path, title(made), made)
-        finally:
-            if out_path is None:  # our temp copy, made only to attach
-                path.unlink(missing_ok=True)
-                path.parent.rmdir()
+    else:
+        path = out_path or Path(tempfile.mkdtemp(prefix="sentinel-report-")) / f"forum-sentinel-report.{kind}"
+        path.write_text(text, encoding="utf-8")
+        err.print(f"wrote {path} ({len(made.scopes)} scopes, {made.days} days)", markup=False, highlight=False)
+        if targets is not None:
+            try:
+                send_report(settings, targets, path, title(made), made)
+            finally:
+                if out_path is None:  # our temp copy, made only to attach
+                    path.unlink(missing_ok=True)
+                    path.parent.rmdir()
+    if targets is None and notify_if_configured:  # said once, so a quiet CronJob log is not a mystery
+        err.print("note: report not sent: no Apprise service is configured (SENTINEL_APPRISE_URLS, SENTINEL_APPRISE_CONFIG)",
+                  markup=False, highlight=False)
 
 
 def load_report(settings: Settings, since_s: int | None, since: str | None) -> Any:
@@ -1411,12 +1418,19 @@ def load_report(settings: Settings, since_s: int | None, since: str | None) -> A
     return with_store(settings, lambda store: collect_report(store, since_s=since_s, since=since, now=time.time()))
 
 
-def report_targets(settings: Settings) -> list[Any]:
-    """The Apprise services a report goes to, checked before Redis is read (a typo fails fast)."""
-    from stream.reporting.deliver import report_services
+def report_targets(settings: Settings, *, required: bool) -> list[Any] | None:
+    """The Apprise services a report goes to, checked before Redis is read (a typo fails fast).
+    None when no service is configured at all and sending is not `required` (--notify-if-configured);
+    services that take no report, or a bad entry, are an error either way."""
+    from stream.reporting.deliver import NotConfigured, report_services
 
     try:
         return report_services(settings)
+    except NotConfigured:
+        if not required:
+            return None
+        raise fail("--notify needs SENTINEL_APPRISE_URLS or SENTINEL_APPRISE_CONFIG (none is set; "
+                   "--notify-if-configured writes the report and exits 0 without a service)") from None
     except ValueError as exc:
         raise fail(str(exc)) from None
 

@@ -440,9 +440,34 @@ def test_notify_sends_the_report_as_an_attachment(loaded, redis_server, tmp_path
         failed = cli(["report", "--notify", "--format", "csv"], redis_server, SENTINEL_APPRISE_URLS=hook.url,
                      SENTINEL_NOTIFY_ATTEMPTS="2", SENTINEL_NOTIFY_BACKOFF="0.01")
         assert failed.returncode == 2 and "not delivered to 1 of 1 service" in failed.stderr and hook.refused == 2
-        assert cli(["report", "--notify"], redis_server).returncode == 2  # nothing configured: said, not ignored
+        nothing = cli(["report", "--notify"], redis_server)  # nothing configured: said, not ignored
+        assert nothing.returncode == 2 and "--notify needs SENTINEL_APPRISE_URLS" in nothing.stderr, nothing.stderr
     finally:
         hook.close()
+        pager.close()
+
+
+def test_notify_if_configured_writes_and_succeeds_without_services_but_not_when_none_takes_the_report(loaded, redis_server, tmp_path):
+    """The CronJob's flag: no service at all is the documented default (a note, exit 0); services
+    that all refuse reports by their tags are a routing mistake (exit 2, nobody sent anything)."""
+    for urls in ("", " \n# no services yet\n"):  # unset-as-empty, and blank or comments only
+        out = tmp_path / "quiet.html"
+        out.unlink(missing_ok=True)
+        done = cli(["report", "--since", "1d", "--notify-if-configured", "--out", str(out)], redis_server, SENTINEL_APPRISE_URLS=urls)
+        assert done.returncode == 0, done.stderr
+        assert "note: report not sent: no Apprise service is configured" in done.stderr
+        assert out.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+    # Without --out it is the plain command: the report on stdout, and the note.
+    shown = cli(["report", "--since", "1d", "--notify-if-configured", "--format", "csv"], redis_server)
+    assert shown.returncode == 0 and shown.stdout.startswith("date,scope,") and "report not sent" in shown.stderr, shown.stderr
+
+    pager = Hook()
+    try:
+        routed_nowhere = cli(["report", "--since", "1d", "--notify-if-configured", "--out", str(tmp_path / "x.html")], redis_server,
+                             SENTINEL_APPRISE_URLS=f"critical={pager.url}")
+        assert routed_nowhere.returncode == 2 and "no Apprise service takes the report" in routed_nowhere.stderr, routed_nowhere.stderr
+        assert pager.accepted == [] and not (tmp_path / "x.html").exists()
+    finally:
         pager.close()
 
 
@@ -487,7 +512,7 @@ def test_the_report_cronjob_runs_the_daily_command_with_the_deployed_settings(lo
             assert re.fullmatch(r"\d+ \d+ \* \* \*", job["spec"]["schedule"]) and job["spec"]["concurrencyPolicy"] == "Forbid"
             pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
             (c,) = pod["containers"]
-            assert c["args"] == ["report", "--since", "1d", "--notify", "--out", "/tmp/report.html"]
+            assert c["args"] == ["report", "--since", "1d", "--notify-if-configured", "--out", "/tmp/report.html"]
             assert c["image"] == worker_container(docs)["image"], name
             assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
             sc = c["securityContext"]
@@ -504,5 +529,13 @@ def test_the_report_cronjob_runs_the_daily_command_with_the_deployed_settings(lo
             assert len(hook.accepted) == before + 1
             (attachment,) = hook.accepted[-1]["attachments"]
             assert base64.b64decode(attachment["base64"]) == (tmp_path / f"{name}.html").read_bytes()
+
+            # The rendered Secret's Apprise URLs (empty in the example, optional in the docs): the
+            # daily run writes the report and succeeds, rather than failing every day.
+            urls = one(docs, "Secret", "sentinel-secrets")["stringData"]["SENTINEL_APPRISE_URLS"]
+            quiet = cli([*c["args"][:-1], str(tmp_path / f"{name}-quiet.html")], redis_server, SENTINEL_APPRISE_URLS=urls, **config(docs))
+            assert quiet.returncode == 0, f"{name}: {quiet.stderr}"
+            assert "report not sent" in quiet.stderr and (tmp_path / f"{name}-quiet.html").is_file()
+            assert len(hook.accepted) == before + 1
     finally:
         hook.close()

@@ -5,6 +5,10 @@ The services and the secret-safe logging are the alerts' (stream/alerts/notify.p
 `SENTINEL_APPRISE_URLS` / `SENTINEL_APPRISE_CONFIG`, parsed and escaped the same way). Routing: a
 report is no alert and has no severity, so it goes to services tagged `report` or `always` and to
 untagged ones; a pager tagged `critical` is not woken by a daily report.
+
+Nothing configured at all (the documented default: alerts stay in Kafka and notify nobody) is
+`NotConfigured`, so a caller that sends only where a service exists (the CronJob's
+`--notify-if-configured`) can tell it from services that take no report, a routing mistake.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from apprise import AppriseAttachment, NotifyFormat, NotifyType
 
-from stream.alerts.notify import build_apprise, describe, retry_delays, route
+from stream.alerts.notify import build_apprise, describe, retry_delays, route, split_entries
 
 if TYPE_CHECKING:
     from apprise.plugins.base import NotifyBase
@@ -40,11 +44,17 @@ class ReportDelivery:
         return self.targeted > 0 and not self.failed
 
 
+class NotConfigured(ValueError):
+    """No Apprise service is configured at all: no URL entry and no config file."""
+
+
 def report_services(settings: Settings) -> list[NotifyBase]:
-    """The services a report goes to. ValueError when none is configured or an entry is bad."""
+    """The services a report goes to. NotConfigured when there are none at all (empty, blank or
+    comments-only URLs and no config file); ValueError when an entry is bad or services exist but
+    none takes a report."""
     urls = settings.apprise_urls.get_secret_value() if settings.apprise_urls is not None else None
-    if not urls and settings.apprise_config is None:
-        raise ValueError("--notify needs SENTINEL_APPRISE_URLS or SENTINEL_APPRISE_CONFIG")
+    if not split_entries(urls or "") and settings.apprise_config is None:
+        raise NotConfigured("no Apprise service is configured (SENTINEL_APPRISE_URLS and SENTINEL_APPRISE_CONFIG are unset or empty)")
     targets = route(list(build_apprise(urls, settings.apprise_config)), REPORT_TAG)
     if not targets:
         raise ValueError("no Apprise service takes the report: tag one `report` or `always`, or leave one untagged")
