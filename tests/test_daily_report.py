@@ -499,10 +499,10 @@ def test_run_writes_the_report_of_what_it_saw(tmp_path):
 
 
 def test_the_report_cronjob_runs_the_daily_command_with_the_deployed_settings(loaded, redis_server, tmp_path):
-    """Both overlays: a daily CronJob with the worker's image, Secret keys and security rules, a
+    """Both overlays: a daily CronJob with the CPU image, the worker's Secret keys and security rules, a
     writable /tmp for --out; and its exact command, run here with the overlay's ConfigMap (the gpu
     one names a CUDA model: the report must not care), delivers the report."""
-    from test_deploy import OVERLAYS, check_references, config, one, render, worker_container
+    from test_deploy import OVERLAYS, check_references, config, one, render
 
     hook = Hook()
     try:
@@ -513,7 +513,9 @@ def test_the_report_cronjob_runs_the_daily_command_with_the_deployed_settings(lo
             pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
             (c,) = pod["containers"]
             assert c["args"] == ["report", "--since", "1d", "--notify-if-configured", "--out", "/tmp/report.html"]
-            assert c["image"] == worker_container(docs)["image"], name
+            # The console's image: the workers' on cpu, the CPU one beside CUDA workers on gpu (no GPU needed).
+            console = one(docs, "Deployment", "forum-sentinel-console")["spec"]["template"]["spec"]["containers"][0]
+            assert c["image"] == console["image"] and not c["image"].endswith("-cuda"), name
             assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
             sc = c["securityContext"]
             assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]

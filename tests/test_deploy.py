@@ -30,7 +30,10 @@ K8S = DEPLOY / "k8s"
 OVERLAYS = {"cpu": K8S / "overlays" / "cpu", "gpu": K8S / "overlays" / "gpu"}
 REDIS_EXAMPLE = K8S / "redis-example"
 EXAMPLE_SECRET = K8S / "components" / "example-secret" / "secret.example.yaml"
-MODEL_FETCH_JOB = K8S / "overlays" / "gpu" / "model-fetch-job.yaml"
+MODEL_FETCH = K8S / "overlays" / "gpu" / "model-fetch"  # its own kustomization, applied once with -k
+GPU_IMAGES = K8S / "overlays" / "gpu" / "images"  # the gpu images component: the overlay and MODEL_FETCH
+# Every kustomization an operator applies; each image in deploy/k8s reaches a cluster through one.
+ENTRY_POINTS = {**{f"overlay-{n}": p for n, p in OVERLAYS.items()}, "redis-example": K8S / "redis-example", "model-fetch": MODEL_FETCH}
 TIME_SLICING = K8S / "overlays" / "gpu" / "time-slicing.example.yaml"
 DOCKERFILES = {"cpu": DEPLOY / "Dockerfile", "cuda": DEPLOY / "Dockerfile.cuda"}
 
@@ -162,7 +165,7 @@ def all_targets() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     for name, path in sorted(OVERLAYS.items()):
         yield f"overlay {name}", render(path)
     yield "redis-example", render(REDIS_EXAMPLE)
-    yield "model-fetch-job.yaml", load_yaml(MODEL_FETCH_JOB)
+    yield "model-fetch", render(MODEL_FETCH)
     yield "secret.example.yaml", load_yaml(EXAMPLE_SECRET)
     yield "time-slicing.example.yaml", load_yaml(TIME_SLICING)
 
@@ -382,7 +385,10 @@ def test_console_runs_like_the_worker_and_reads_its_tokens_from_the_secret(overl
     # The worker's selectors must not pick up console pods, nor the console's the workers.
     assert not worker(docs)["spec"]["selector"]["matchLabels"].items() <= labels.items()
     (c,) = pod_spec(deployment)["containers"]
-    assert c["args"] == ["console"] and c["image"] == worker_container(docs)["image"]
+    # The image the report CronJob runs too: the workers' on cpu, the CPU image beside CUDA workers on
+    # gpu (test_each_container_gets_its_image says which name each container maps to).
+    report = one(docs, "CronJob", "forum-sentinel-report")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"] == ["console"] and c["image"] == report["image"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     env = {v["name"]: v for v in c["env"]}
     assert ports["http"] == int(env["SENTINEL_CONSOLE_PORT"]["value"]) and service["spec"]["ports"][0]["targetPort"] == "http"
@@ -524,7 +530,94 @@ def test_example_secret_is_marked_and_complete() -> None:
     assert "CHANGE-ME" in secret["stringData"]["SENTINEL_REDIS_PASSWORD"]
     assert "EXAMPLE ONLY" in EXAMPLE_SECRET.read_text()
     # The one-off model download Job reads its token from it.
-    check_references(load_yaml(MODEL_FETCH_JOB), [secret, *render(OVERLAYS["gpu"])])
+    check_references(render(MODEL_FETCH), [secret, *render(OVERLAYS["gpu"])])
+
+
+# ---------------------------------------------------------------------------- images
+
+
+def pod_specs(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod specs a manifest holds: a workload's template, a CronJob's job template, a Pod."""
+    spec = doc.get("spec", {})
+    if doc["kind"] == "Pod":
+        return [spec]
+    if doc["kind"] == "CronJob":
+        return [spec["jobTemplate"]["spec"]["template"]["spec"]]
+    template = spec.get("template", {})
+    return [template["spec"]] if "spec" in template else []
+
+
+def images(docs: list[dict[str, Any]]) -> dict[tuple[str, str, str], str]:
+    """(kind, name, container) -> image, init containers included (a patch's containers without one skipped)."""
+    return {(d["kind"], d["metadata"]["name"], c["name"]): c["image"]
+            for d in docs for spec in pod_specs(d) for c in spec.get("initContainers", []) + spec.get("containers", []) if "image" in c}
+
+
+def raw_manifests() -> Iterator[tuple[Path, dict[str, Any]]]:
+    for path in sorted(K8S.rglob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            for doc in load_yaml(path):
+                if "kind" in doc:  # not a JSON patch
+                    yield path, doc
+
+
+def probe_tree(tmp_path: Path) -> Path:
+    """A copy of deploy/k8s in which every kustomize `images:` entry maps NAME to
+    probe.invalid/NAME:probe, as `kustomize edit set image` would: what an operator's edit reaches."""
+    tree = tmp_path / "k8s"
+    shutil.copytree(K8S, tree)
+    for kustomization in tree.rglob("kustomization.yaml"):
+        data = yaml.safe_load(kustomization.read_text())
+        if data.get("images"):
+            data["images"] = [{"name": e["name"], "newName": f"probe.invalid/{e['name']}", "newTag": "probe"} for e in data["images"]]
+            kustomization.write_text(yaml.safe_dump(data, sort_keys=False))
+    return tree
+
+
+def test_every_image_goes_through_the_image_transformer(tmp_path: Path) -> None:
+    """No manifest names a registry or tag of its own (the model download's hard-coded CUDA image
+    never followed `kustomize edit set image`), every manifest with a container is rendered by a
+    kustomization an operator applies, and an edit of the `images:` entries reaches every container."""
+    raw = list(raw_manifests())
+    for path, doc in raw:
+        for where, image in images([doc]).items():
+            assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", image), f"{path.relative_to(ROOT)} {where}: image {image!r} bypasses kustomize `images:`"
+    tree = probe_tree(tmp_path)
+    rendered = {name: render(tree / entry.relative_to(K8S)) for name, entry in ENTRY_POINTS.items()}
+    reached = {key for docs in rendered.values() for key in images(docs)}
+    with_images = {key for _, doc in raw for key in images([doc])}
+    assert with_images and with_images <= reached, f"never rendered by an entry point: {sorted(with_images - reached)}"
+    for name, docs in rendered.items():
+        for where, image in images(docs).items():
+            assert re.fullmatch(r"probe\.invalid/[a-z0-9-]+:probe", image), f"{name} {where}: {image} not set by an `images:` entry"
+    # What the docs tell an operator to apply with -f holds no image (a -f skips kustomize).
+    texts = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(p for p, _ in raw)]
+    for text in texts:
+        for target in re.findall(r"apply -f (deploy/\S+\.yaml)", text.read_text()):
+            assert (ROOT / target).is_file(), f"{text.name}: `kubectl apply -f {target}`: no such file"
+            assert not images(load_yaml(ROOT / target)), f"{text.name}: `kubectl apply -f {target}` bypasses the image transformer"
+
+
+def test_each_container_gets_its_image(tmp_path: Path) -> None:
+    """cpu: one image for all. gpu: the CUDA image for the workers and the model download (the same
+    entry, so they cannot drift), the CPU one for the console and the report, which need no GPU."""
+    tree = probe_tree(tmp_path)
+    mapped = {n: images(render(tree / entry.relative_to(K8S))) for n, entry in ENTRY_POINTS.items()}
+    cpu, cuda = "probe.invalid/forum-sentinel:probe", "probe.invalid/forum-sentinel-cuda:probe"
+    assert set(mapped["overlay-cpu"].values()) == {cpu}
+    gpu = mapped["overlay-gpu"]
+    assert gpu[("Deployment", WORKER, "worker")] == cuda
+    assert gpu[("Deployment", "forum-sentinel-console", "console")] == cpu
+    assert gpu[("CronJob", "forum-sentinel-report", "report")] == cpu
+    assert set(gpu.values()) == {cpu, cuda}
+    assert mapped["model-fetch"] == {("Job", "sentinel-model-fetch", "fetch"): cuda}
+    assert mapped["redis-example"] == {("StatefulSet", "sentinel-redis", "redis"): "probe.invalid/redis:probe"}
+    # And as shipped: the two gpu entries are one release's CPU and CUDA tags of one repository.
+    shipped = images(render(OVERLAYS["gpu"]))
+    worker_image, console_image = shipped[("Deployment", WORKER, "worker")], shipped[("Deployment", "forum-sentinel-console", "console")]
+    assert worker_image == f"{console_image}-cuda", (worker_image, console_image)
+    assert images(render(MODEL_FETCH)) == {("Job", "sentinel-model-fetch", "fetch"): worker_image}
+    assert console_image == worker_container(render(OVERLAYS["cpu"]))["image"]
 
 
 # ---------------------------------------------------------------------------- Dockerfiles
