@@ -515,11 +515,85 @@ def test_redis_example() -> None:
     sc = redis["securityContext"]
     assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
     assert sc["capabilities"]["drop"] == ["ALL"]
-    assert {m["mountPath"] for m in redis["volumeMounts"]} == {"/data"}
+    assert {m["mountPath"] for m in redis["volumeMounts"]} == {"/data", "/config"}
     # Its password comes from the worker's Secret (the example one, when rendered standalone).
     check_references(docs, load_yaml(EXAMPLE_SECRET))
     url = load_yaml(EXAMPLE_SECRET)[0]["stringData"]["SENTINEL_REDIS_URL"]
     assert url.startswith(f"redis://{service['metadata']['name']}.")
+
+
+def test_redis_example_keeps_its_password_off_the_command_line(tmp_path: Path) -> None:
+    """The password reaches redis-server through a config file an init step writes from the Secret
+    (mounted as a file), not `--requirepass $(VAR)`, which any process list in the pod shows. Run
+    here: that init script on a hostile password, then the container's own arguments on a real
+    redis-server, which must demand exactly that password."""
+    import redis
+
+    from stream.tools.services import free_port, redis_binary, wait_for
+
+    sts = one(render(REDIS_EXAMPLE), "StatefulSet", "sentinel-redis")
+    spec = pod_spec(sts)
+    (init,) = spec["initContainers"]
+    (server,) = spec["containers"]
+    example = load_yaml(EXAMPLE_SECRET)[0]["stringData"]
+    for c in (init, server):
+        # The argv the kubelet hands the runtime (and `crictl inspect` shows): $(VAR) expanded.
+        env = {v["name"]: v.get("value") or example.get(v.get("valueFrom", {}).get("secretKeyRef", {}).get("key"), "") for v in c.get("env", [])}
+        argv = [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), w) for w in c.get("command", []) + c.get("args", [])]
+        assert not any(example["SENTINEL_REDIS_PASSWORD"] in w for w in argv), f"{c['name']}: the password is on its command line"
+        assert not any("$(" in w for w in argv), f"{c['name']}: an environment variable expanded onto the command line"
+        secret_env = [v["name"] for v in c.get("env", []) if "secretKeyRef" in v.get("valueFrom", {})]
+        assert secret_env == (["REDISCLI_AUTH"] if c is server else []), secret_env  # redis-cli's, read from the environment
+    assert not any("requirepass" in w.lower() for w in server["args"])
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    (password_mount,) = [m for m in init["volumeMounts"] if volumes[m["name"]].get("secret")]
+    assert volumes[password_mount["name"]]["secret"]["items"] == [{"key": "SENTINEL_REDIS_PASSWORD", "path": "password"}]
+    (config_mount,) = [m for m in server["volumeMounts"] if m["mountPath"] == "/config"]
+    assert volumes[config_mount["name"]]["emptyDir"]["medium"] == "Memory"
+    assert server["args"][0] == "/config/redis.conf"  # the image's entrypoint runs redis-server for a .conf first argument
+    check_references([sts], load_yaml(EXAMPLE_SECRET))
+
+    secret, config_dir, data = tmp_path / "secret", tmp_path / "config", tmp_path / "data"
+    for d in (secret, config_dir, data):
+        d.mkdir()
+    here = {password_mount["mountPath"]: str(secret), "/config": str(config_dir)}
+
+    def local(text: str) -> str:
+        for path, there in here.items():
+            text = text.replace(f"{path}/", f"{there}/")
+        return text
+
+    def init_step() -> subprocess.CompletedProcess:
+        return subprocess.run([*init["command"], local(init["args"][0])], capture_output=True, text=True, timeout=30)
+
+    password = 'pa"ss\\ w$rd\'#;x'  # quotes, backslashes, a space, $ and comment characters
+    (secret / "password").write_text(password)
+    made = init_step()
+    assert made.returncode == 0, made.stderr
+    args = [local(a) for a in server["args"]]
+    args[args.index("--dir") + 1] = str(data)
+    port = free_port()
+    proc = subprocess.Popen([redis_binary(), *args, "--port", str(port), "--bind", "127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def authed() -> bool:
+            try:
+                return bool(redis.Redis(port=port, password=password, socket_timeout=0.5).ping())
+            except redis.exceptions.ConnectionError:
+                return False
+
+        wait_for(authed, 15, "redis-server with the example's config", proc)
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=port, socket_timeout=2).ping()
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=port, password=password[:-1], socket_timeout=2).ping()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    # An empty password fails the init step, so Redis never starts open.
+    (secret / "password").write_text("")
+    refused = init_step()
+    assert refused.returncode != 0 and "empty" in refused.stderr
 
 
 def test_example_secret_is_marked_and_complete() -> None:
@@ -611,7 +685,8 @@ def test_each_container_gets_its_image(tmp_path: Path) -> None:
     assert gpu[("CronJob", "forum-sentinel-report", "report")] == cpu
     assert set(gpu.values()) == {cpu, cuda}
     assert mapped["model-fetch"] == {("Job", "sentinel-model-fetch", "fetch"): cuda}
-    assert mapped["redis-example"] == {("StatefulSet", "sentinel-redis", "redis"): "probe.invalid/redis:probe"}
+    assert set(mapped["redis-example"]) >= {("StatefulSet", "sentinel-redis", "redis")}
+    assert set(mapped["redis-example"].values()) == {"probe.invalid/redis:probe"}
     # And as shipped: the two gpu entries are one release's CPU and CUDA tags of one repository.
     shipped = images(render(OVERLAYS["gpu"]))
     worker_image, console_image = shipped[("Deployment", WORKER, "worker")], shipped[("Deployment", "forum-sentinel-console", "console")]
