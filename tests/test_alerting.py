@@ -1260,3 +1260,33 @@ def test_a_notice_goes_out_without_its_track_record_when_the_audit_log_cannot_be
     with caplog.at_level(logging.WARNING):
         assert asyncio.run(go()) is None
     assert any("track record unavailable" in r.getMessage() for r in caplog.records)
+
+
+def test_the_delivery_loop_backs_off_and_logs_one_line_a_try_while_redis_is_away(caplog):
+    """Redis down for hours must not mean a traceback a second in the worker's log."""
+    from stream.alerts.delivery import AlertDelivery, loop_backoff_s
+    from stream.tools.services import free_port
+
+    assert [loop_backoff_s(n) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
+
+    async def go():
+        store = WindowStore.from_url(f"redis://127.0.0.1:{free_port()}/0", retention_s=3600)  # nothing listens there
+
+        async def publish(record):
+            pass
+
+        delivery = AlertDelivery(store, None, publish, consumer="test", chart=False)
+        task = asyncio.create_task(delivery.run())
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len([r for r in caplog.records if "delivery loop error" in r.getMessage()]) < 3:
+            await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(go())
+    tries = [r for r in caplog.records if "delivery loop error" in r.getMessage()]
+    assert len(tries) >= 3, "three tries within 1 + 2 s of back-off"
+    assert all(r.exc_info is None and r.levelno == logging.WARNING for r in tries)
+    assert [r.retry_in_s for r in tries[:3]] == [1, 2, 4]

@@ -38,7 +38,7 @@ from stream.alerts.incidents import AlertRecord, record_from_json
 from stream.alerts.notify import Notifier, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
 from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, caps_key
-from stream.redis_client import retry_transient
+from stream.redis_client import is_transient, retry_transient
 from stream.store import WindowStore
 from stream.timefmt import epoch
 from stream.windows import SliceCol
@@ -107,6 +107,14 @@ TRACK_RECORD_SPAN_S = 30 * 86400  # verdicts a notification's track record count
 TRACK_RECORD_TTL_S = 300.0  # how long one read of them serves the notifications that follow
 
 
+LOOP_BACKOFF_MAX_S = 10.0  # alerts wait at most this long once Redis is back
+
+
+def loop_backoff_s(failures: int) -> float:
+    """Seconds before the delivery loop tries again after `failures` in a row: 1, 2, 4, 8, 10 ..."""
+    return min(2.0 ** (failures - 1), LOOP_BACKOFF_MAX_S)
+
+
 class AlertDelivery:
     """Drains the outbox (see the module docstring)."""
 
@@ -153,6 +161,7 @@ class AlertDelivery:
     async def run(self) -> None:
         self._stopping = asyncio.Event()
         grouped = False
+        failures = 0
         while not self._stopping.is_set():
             try:
                 if not grouped:  # inside the loop: Redis away when the worker starts must not crash it
@@ -160,11 +169,21 @@ class AlertDelivery:
                     grouped = True
                 self._current = asyncio.ensure_future(self.drain_once(block_ms=1000))
                 await asyncio.shield(self._current)
+                if failures:
+                    log.info("alert delivery recovered", extra={"failures": failures})
+                    failures = 0
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - Redis or Kafka trouble: log, back off, keep the loop alive
-                log.exception("alert delivery loop error; retrying")
-                await asyncio.sleep(1.0)
+            except Exception as exc:  # noqa: BLE001 - Redis or Kafka trouble: log, back off, keep the loop alive
+                failures += 1
+                delay = loop_backoff_s(failures)
+                if failures == 1 and not is_transient(exc):
+                    log.exception("alert delivery loop error; retrying", extra={"retry_in_s": delay})
+                else:
+                    # Redis away for hours: one line per try, backing off, not a traceback a second.
+                    log.warning("alert delivery loop error; retrying",
+                                extra={"error": f"{type(exc).__name__}: {exc}"[:300], "failures": failures, "retry_in_s": delay})
+                await asyncio.sleep(delay)
 
     async def stop(self, timeout: float) -> bool:
         """Read nothing new, and let the notifications in progress finish (within `timeout`).
