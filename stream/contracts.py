@@ -42,11 +42,15 @@ OPTIONAL_STRINGS = ("source", "channel", "author")
 # Source and channel names become scopes (`channel:<name>`), Redis keys and alert targets.
 SCOPE_NAMED = ("source", "channel")
 MAX_ID_CHARS = 256
-MAX_NAME_CHARS = 100
-# Characters a scope name cannot hold: `|` joins a channel or source to an asset in the hidden pair
-# scopes (`channel:x|asset:ETH`, which a name holding `|asset:` would write into), and braces are
-# Redis Cluster hash tags in every key of the scope.
+MAX_NAME_CHARS = 128  # Telegram's longest group title; Discord's channel names stop at 100
+# Characters a scope name cannot hold, and the look-alikes a source or channel name gets instead, so
+# "Crypto | Signals" still counts as itself: `|` joins a channel or source to an asset in the hidden
+# pair scopes (`channel:x|asset:ETH`, which a name holding `|asset:` would write into), and braces
+# are Redis Cluster hash tags in every key of the scope.
+_NAME_LOOKALIKES = str.maketrans({"|": "\u00a6", "{": "(", "}": ")"})
 _NAME_RESERVED = frozenset("|{}")
+# Joiners are format characters that emoji sequences (👨\u200d💻) and some scripts need in a name.
+_JOINERS = frozenset("\u200c\u200d")
 # Letters and symbols that render as blank space (Hangul fillers, the braille blank): a post of only
 # these shows nothing to a reader, as one of zero-width characters does.
 _BLANK_GLYPHS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
@@ -146,14 +150,30 @@ def has_visible_text(text: str) -> bool:
     return any(char not in _BLANK_GLYPHS and unicodedata.category(char) not in _INVISIBLE_CATEGORIES for char in text)
 
 
+def normal_name(name: str) -> str:
+    """A source's or channel's name as its scope holds it: the reserved characters as look-alikes
+    (`|` as `¦`, braces as parentheses), line breaks and other controls as spaces, invisible
+    formatting (bidi overrides, marks) dropped but the joiners, whitespace collapsed. A name is
+    shown on the console and in every notification about its scope: nothing in it may hide or
+    reorder the text around it."""
+    kept = []
+    for char in name.translate(_NAME_LOOKALIKES):
+        category = unicodedata.category(char)
+        if category in ("Cc", "Zl", "Zp"):
+            kept.append(" ")
+        elif category not in ("Cf", "Cs") or char in _JOINERS:
+            kept.append(char)
+    return " ".join("".join(kept).split())
+
+
 def name_problem(name: str) -> str | None:
-    """Why a source, channel or asset name cannot be a scope's name, or None when it can."""
+    """Why a name cannot be a scope's as it is, or None when it can (`normal_name` of it is itself)."""
     if len(name) > MAX_NAME_CHARS:
         return f"is {len(name)} characters, over the cap of {MAX_NAME_CHARS}"
     reserved = sorted(_NAME_RESERVED.intersection(name))
     if reserved:
         return f"holds {' '.join(reserved)}, reserved in scope names"
-    if any(unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp") for char in name):
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp") and char not in _JOINERS for char in name):
         return "holds a control or invisible formatting character"
     return None
 
@@ -257,9 +277,12 @@ def _post_from_object(obj: dict[str, Any], limits: Limits, aliases: Mapping[str,
             return Rejection("invalid_field", f"{name} must be a string of Unicode characters", field=name, post_id=post_id)
         optional[name] = value.strip() or None if isinstance(value, str) else None
     for name in SCOPE_NAMED:
-        problem = optional[name] and name_problem(optional[name])
-        if problem:
-            return Rejection("invalid_field", f"{name} {problem}", field=name, post_id=post_id)
+        # A name with a reserved or invisible character is counted under its `normal_name`, not
+        # dead-lettered: the post still belongs in `all` and its assets, and the name is the producer's.
+        optional[name] = normal_name(optional[name]) or None if optional[name] else None
+        if optional[name] and len(optional[name]) > MAX_NAME_CHARS:
+            return Rejection("invalid_field", f"{name} is {len(optional[name])} characters, over the cap of {MAX_NAME_CHARS}",
+                             field=name, post_id=post_id)
     assets = obj.get("assets")
     if assets is None:
         tickers = detect_assets(text, aliases)

@@ -215,19 +215,25 @@ def test_visible_text_beside_invisible_characters_keeps_the_post(text):
     assert isinstance(parse({**GOOD, "text": text}), Post)
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("channel", "trading|asset:ETH"),  # would write into the hidden pair scope of trading and ETH
-    ("source", "discord|asset:BTC"),
-    ("channel", "a}b"),
-    ("channel", "{all}"),
-    ("channel", "x" * 101),
-    ("channel", "general\nchat"),
-    ("source", "a\x00b"),
-    ("channel", "hidden\u2066"),
+@pytest.mark.parametrize(("field", "value", "counted_as"), [
+    ("channel", "trading|asset:ETH", "trading\u00a6asset:ETH"),  # never the hidden pair scope of trading and ETH
+    ("source", "Crypto | Signals", "Crypto \u00a6 Signals"),
+    ("channel", "{all}", "(all)"),  # no hash tag in the scope's keys
+    ("channel", "general\nchat", "general chat"),
+    ("source", "a\x00b", "a b"),
+    ("channel", "hidden\u2066 \u202eevil", "hidden evil"),  # nothing that reorders the text around it
+    ("channel", "\U0001F468\u200d\U0001F4BB-dev", "\U0001F468\u200d\U0001F4BB-dev"),  # an emoji's joiner stays
 ])
-def test_a_source_or_channel_that_cannot_be_a_scope_name_is_invalid_field(field, value):
-    result = parse({**GOOD, field: value})
-    assert reason(result) == "invalid_field" and result.field == field and result.post_id == GOOD["id"]
+def test_a_source_or_channel_name_is_counted_under_a_name_that_can_be_a_scope(field, value, counted_as):
+    # Not dead-lettered: the post still belongs in `all` and its assets, and the name is the producer's.
+    post = parse({**GOOD, field: value})
+    assert isinstance(post, Post) and getattr(post, field) == counted_as
+
+
+def test_a_name_too_long_to_be_a_scope_is_invalid_field():
+    result = parse({**GOOD, "channel": "x" * 129})
+    assert reason(result) == "invalid_field" and result.field == "channel" and result.post_id == GOOD["id"]
+    assert isinstance(parse({**GOOD, "channel": "x" * 128}), Post)
 
 
 @pytest.mark.parametrize("assets", [["B|TC"], ["{ETH}"]])
@@ -236,7 +242,7 @@ def test_an_asset_that_cannot_be_a_scope_name_is_invalid_field(assets):
     assert reason(result) == "invalid_field" and result.field == "assets"
 
 
-@pytest.mark.parametrize("channel", ["💰-price talk", "[EN] general", "wen moon?", "x" * 100, "général"])
+@pytest.mark.parametrize("channel", ["💰-price talk", "[EN] general", "wen moon?", "x" * 100, "général", "العربية"])
 def test_names_real_communities_use_are_scopes(channel):
     post = parse({**GOOD, "channel": channel})
     assert isinstance(post, Post) and post.channel == channel

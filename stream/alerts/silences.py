@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from stream.alerts import audit
 from stream.alerts.grouping import root_kinds
-from stream.contracts import name_problem
+from stream.contracts import name_problem, normal_name
 from stream.keys import AUDIT_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY
 from stream.timefmt import shown
 from stream.windows import matches_scope
@@ -55,6 +55,8 @@ def scope_name(scope: str) -> str:
     prefix = prefix.strip().lower()
     if not sep or prefix not in SCOPE_PREFIXES or not name.strip():
         raise ValueError(f"scope: {SCOPE_FORMS}")
+    if prefix != "asset":
+        name = normal_name(name)  # as a post's channel or source name is counted: `Crypto | Signals` as `Crypto ¦ Signals`
     problem = name_problem(name)
     if problem:
         raise ValueError(f"scope: the name after {prefix}: {problem}")
