@@ -100,16 +100,23 @@ async def ensure_topics(settings: Settings, names: list[str]) -> None:
         await admin.close()
 
 
+async def every_topic(consumer: Any) -> Any:
+    """The broker's metadata for every topic, read now (aiokafka's ClusterMetadata: `topics()`,
+    `partitions_for_topic`). Not `consumer.topics()` then `consumer.partitions_for_topic`: that reads
+    into a copy and leaves the consumer's own view as bootstrap fetched it, which on Apache Kafka is
+    no topic at all (an empty topic list asks for none from MetadataRequest v1 on; Tansu answers it
+    with every topic, so the embedded stack never showed it). Asking for every topic creates none."""
+    return await consumer._client.fetch_all_metadata()  # noqa: SLF001 - aiokafka has no public call for it
+
+
 async def partition_count(settings: Settings, topic: str) -> int | None:
-    """How many partitions `topic` has on the broker (None: no such topic). Read with every topic's
-    metadata, which creates none."""
+    """How many partitions `topic` has on the broker (None: no such topic)."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = consumer.partitions_for_topic(topic)
+        partitions = (await every_topic(consumer)).partitions_for_topic(topic)
         return len(partitions) if partitions else None
     finally:
         await consumer.stop()

@@ -128,3 +128,30 @@ def test_record_of_a_topic_the_broker_lacks_is_an_error_naming_it_and_creates_no
     r = record(present)  # an empty topic that is there: an empty file, and it says so
     shown = "".join(r.stdout.split())  # Rich wraps a long path at 80 columns
     assert r.returncode == 0 and f"wrote0recordsto{out}" in shown and out.read_text() == "", r.stdout + r.stderr
+
+
+def test_topics_are_read_from_fresh_metadata_not_the_consumers_bootstrap_view():
+    """On Apache Kafka the consumer's own view after bootstrap holds no topic (an empty topic list
+    asks for none); Tansu answers it with every topic, so only a stand-in shows the difference."""
+    from aiokafka.cluster import ClusterMetadata
+
+    from stream.kafka import every_topic
+
+    class Fresh:  # what every topic's metadata, asked for now, says
+        def partitions_for_topic(self, topic):
+            return {0, 1} if topic == "forum-posts" else None
+
+    class Client:
+        cluster = ClusterMetadata()  # what bootstrap left: nothing
+
+        async def fetch_all_metadata(self):
+            return Fresh()
+
+    class Consumer:
+        _client = Client()
+
+        def partitions_for_topic(self, topic):
+            return self._client.cluster.partitions_for_topic(topic)
+
+    cluster = asyncio.run(every_topic(Consumer()))
+    assert cluster.partitions_for_topic("forum-posts") == {0, 1} and Consumer().partitions_for_topic("forum-posts") is None

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
 from stream.contracts import Limits, encode_value, parse_created_at
-from stream.kafka import kafka_client_kwargs
+from stream.kafka import every_topic, kafka_client_kwargs
 from stream.settings import Settings
 
 # Replay sends lines as they are, hostile ones included, so that the worker's own byte cap and the
@@ -281,8 +281,9 @@ async def consume_records(settings: Settings, topic: str, max_idle: float = 0.0,
     consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
     try:
         await consumer.start()
-        known = await consumer.topics()  # metadata, so the topic's partitions are known
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        cluster = await every_topic(consumer)
+        known = cluster.topics()
+        partitions = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
         if not partitions:
             if must_exist and topic not in known:
                 raise UnknownTopic(topic, known)
