@@ -98,7 +98,8 @@ def settings_error(exc: ValidationError) -> str:
             continue
         name = str(error["loc"][0])
         problems.append(f"{variable_name(fields.get(name.upper(), name))}: {text}")
-    return "invalid settings: " + "; ".join(problems)
+    # A backstop: no check quotes a value, but a library's message inside one might.
+    return redact("invalid settings: " + "; ".join(problems))
 
 
 def check_stream_settings(settings: Settings, *, aliases: bool = True) -> None:

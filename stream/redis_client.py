@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, UnixDomainSocketConnection, parse_url
+from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, parse_url
 from redis.crc import key_slot
 from redis.exceptions import ClusterError, NoScriptError, ReadOnlyError, RedisClusterException, ResponseError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -94,13 +94,18 @@ def split_url(url: str) -> tuple[str, list[Endpoint]]:
     first = parts[0] if "://" in parts[0] else f"redis://{parts[0]}"
     scheme = urlsplit(first).scheme
     endpoints = []
-    for i, part in enumerate(parts):
+    for i, part in enumerate(parts, start=1):
         parsed = urlsplit(part if "://" in part else f"{scheme}://{part}")
-        if not parsed.hostname:
-            raise ValueError(f"no host in Redis URL entry {part.split('@')[-1]!r}")
-        if i > 0 and parsed.query:  # read from the first entry only: here it would be dropped unseen
+        try:
+            host, port = parsed.hostname, parsed.port
+        except ValueError:  # urllib's message quotes the "port", which may be part of a password
+            host, port = None, None
+        if not host:
+            # Never the entry itself: a password holding / ? # or @ unencoded is read as host or port.
+            raise ValueError(f"entry {i}: its host:port cannot be read (percent-encode / ? # @ : in a password)")
+        if i > 1 and parsed.query:  # read from the first entry only: here it would be dropped unseen
             raise ValueError("Redis URL: put the options (?ssl_ca_certs=... and the like) on the first entry")
-        endpoints.append(Endpoint(parsed.hostname, parsed.port or 6379))
+        endpoints.append(Endpoint(host, port or 6379))
     return first, endpoints
 
 
@@ -115,29 +120,38 @@ def _init_parameters(*classes: type) -> set[str]:
     return names
 
 
+def cluster_options(scheme: str) -> set[str]:
+    """The URL options (`?socket_timeout=5`) a cluster client takes: the arguments it names (it
+    hands them to each node's connection, and takes no others); TLS ones only over rediss://."""
+    names = _init_parameters(RedisCluster) - {"host", "port", "db", "path", "startup_nodes"}
+    return names if scheme == "rediss" else {n for n in names if not n.startswith("ssl")}
+
+
 def url_problem(url: str, *, cluster: bool = False) -> str | None:
     """What is wrong with a Redis URL (pure; None: nothing), found before any client is made, so a
     bad REDIS_URL is one line at start-up and not a traceback at the first connection. Never the
     URL itself in the answer: it may hold a password. Checks the scheme, that the database is a
     number (and 0 on a cluster), one endpoint unless `cluster`, and that every option in the query
     is one the client for that scheme takes (TLS options only with rediss://)."""
+    for part in url.split(","):  # before the host is read: a unix:// socket path has none
+        scheme = part.strip().split("://", 1)[0].lower() if "://" in part else "redis"
+        if scheme not in ("redis", "rediss"):
+            return f"scheme {scheme}:// is not one of redis://, rediss:// (TLS)"
     try:
         first, endpoints = split_url(url)
     except ValueError as exc:
         return str(exc)
     schemes = {urlsplit(part if "://" in part else first).scheme.lower() for part in url.split(",") if part.strip()}
-    if bad := sorted(schemes - {"redis", "rediss", "unix"}):
-        return f"scheme {bad[0]}:// is not one of redis://, rediss:// (TLS), unix://"
+    if bad := sorted(schemes - {"redis", "rediss"}):
+        return f"scheme {bad[0]}:// is not one of redis://, rediss:// (TLS)"
     if len(schemes) > 1:
         return "every entry needs the same scheme"
     parsed = urlsplit(first)
-    if parsed.scheme in ("redis", "rediss") and not re.fullmatch(r"/?\d*", parsed.path):
-        # redis-py ignores a path it cannot read as a number and uses database 0 (a unix:// path is the socket's).
+    if not re.fullmatch(r"/?\d*", parsed.path):
+        # redis-py ignores a path it cannot read as a number and uses database 0.
         return "the database in the path must be a number (redis://host:6379/0)"
     if not cluster and len(endpoints) > 1:
         return "several Redis endpoints need SENTINEL_REDIS_CLUSTER=1"
-    if cluster and parsed.scheme == "unix":
-        return "a Redis Cluster is reached over redis:// or rediss://, not unix://"
     if cluster and parsed.path.strip("/") not in ("", "0"):
         return "Redis Cluster has only database 0: drop the /N"
     try:
@@ -145,14 +159,9 @@ def url_problem(url: str, *, cluster: bool = False) -> str | None:
     except ValueError as exc:  # "Invalid value for 'db' in connection URL.": the option's name, not its value
         return str(exc)
     given = sorted(set(parse_qs(parsed.query)))
+    taken = cluster_options(parsed.scheme) if cluster else _init_parameters(SSLConnection if parsed.scheme == "rediss" else Connection, ConnectionPool)
     if cluster:
-        # The URL's TLS options (?ssl_ca_certs=...), parsed as a single server's client would: the
-        # cluster client takes them as arguments, not from a URL.
-        taken = {k for k in _init_parameters(RedisCluster) if k.startswith("ssl_")} if parsed.scheme == "rediss" else set()
         given = sorted(set(given) - ({"db"} if options.get("db", 0) == 0 else set()))
-    else:
-        connection = {"rediss": SSLConnection, "unix": UnixDomainSocketConnection}.get(parsed.scheme, Connection)
-        taken = _init_parameters(connection, ConnectionPool)
     if unknown := [name for name in given if name not in taken]:
         if parsed.scheme != "rediss" and all(name in _init_parameters(SSLConnection) for name in unknown):
             return f"TLS options ({', '.join(unknown)}) need a rediss:// URL"
@@ -170,15 +179,17 @@ def open_redis(url: str, *, password: str | None = None, cluster: bool = False, 
         extra = {"password": password} if password else {}
         return aioredis.Redis.from_url(first, decode_responses=True, **extra, **kwargs)
     parsed = urlsplit(first)
-    tls = {k: v for k, v in parse_url(first).items() if k.startswith("ssl_")} if parsed.scheme == "rediss" else {}
+    # The URL's options as a single server's client would read them (typed: socket_timeout=5.0),
+    # given to the cluster client as arguments: it takes none from a URL.
+    taken = cluster_options(parsed.scheme)
+    options = {k: v for k, v in parse_url(first).items() if k in taken and k not in ("username", "password")}
     return RedisCluster(
         startup_nodes=[ClusterNode(e.host, e.port) for e in endpoints],
         username=parsed.username or None,
         password=password or parsed.password or None,
         ssl=parsed.scheme == "rediss",
         decode_responses=True,
-        **tls,
-        **kwargs,
+        **{**options, **kwargs},
     )
 
 

@@ -46,6 +46,14 @@ def one_error_line(r: subprocess.CompletedProcess) -> str:
     (f"rediss://:{SECRET}@h1:7000?ssl_password=x", True, "Redis Cluster client does not take ssl_password"),
     (f"redis://:{SECRET}@h/abc", False, "the database in the path must be a number"),
     ("redis://a:1,b:2", False, "several Redis endpoints need SENTINEL_REDIS_CLUSTER=1"),
+    # A password holding / ? or # unencoded: urllib would read part of it as the port and say so.
+    (f"redis://u:s3c/{SECRET}@h:6379/0", False, "its host:port cannot be read"),
+    (f"redis://u:{SECRET}?x@h:6379/0", False, "its host:port cannot be read"),
+    (f"redis://:{SECRET}#x@h:6379/0", False, "its host:port cannot be read"),
+    (f"redis://:{SECRET}", False, "its host:port cannot be read"),
+    ("unix:///var/run/redis.sock", False, "scheme unix:// is not one of redis://, rediss://"),
+    ("redis://a:6379?ssl_ca_certs=/ca.pem,b:6379", True, "TLS options (ssl_ca_certs) need a rediss:// URL"),
+    ("redis://a:6379?bogus=1,b:6379", True, "Redis Cluster client does not take bogus"),
 ])
 def test_a_redis_url_the_client_cannot_use_is_named_without_its_secret(url, cluster, expected):
     problem = url_problem(url, cluster=cluster)
@@ -58,6 +66,9 @@ def test_a_redis_url_the_client_cannot_use_is_named_without_its_secret(url, clus
     ("redis://h:6379?socket_timeout=3&max_connections=20", False),
     ("rediss://:pw@h1:7000?ssl_ca_certs=/ca.pem,h2:7001", True),
     ("h1:7000,h2:7001", True),
+    # What a cluster client takes besides TLS: its own arguments and each node connection's.
+    ("redis://a:6379?socket_timeout=5&health_check_interval=10&max_connections=50,b:6379", True),
+    ("rediss://a:6379?socket_timeout=5&ssl_ca_certs=/ca.pem,b:6379", True),
 ])
 def test_a_redis_url_the_client_takes_passes(url, cluster):
     assert url_problem(url, cluster=cluster) is None
@@ -121,3 +132,11 @@ def test_a_run_error_no_command_caught_is_one_line_and_exit_2():
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip() == "error: REDIS_URL: the server went away", r.stderr
+
+
+def test_a_cluster_client_gets_the_urls_options_typed():
+    from stream.redis_client import open_redis
+
+    client = open_redis("redis://a:6379?socket_timeout=5&health_check_interval=10,b:6379", cluster=True)
+    kwargs = client.nodes_manager.connection_kwargs
+    assert kwargs["socket_timeout"] == 5.0 and kwargs["health_check_interval"] == 10
