@@ -256,6 +256,9 @@ class Shutdown:
         consumer = getattr(thread, "_consumer", None)
         if thread is None or consumer is None:
             return False
+        # Faust's fetcher would go on asking the stopped consumer for records, raise and log a crash
+        # before the exit: with the flow stopped it asks for none.
+        self.app.consumer.stop_flow()
         try:
             await asyncio.wait_for(thread.call_thread(consumer.stop), max(deadline - time.monotonic(), 1.0))
         except Exception as exc:  # best effort: the session timeout still ends the membership
