@@ -101,7 +101,9 @@ PRICE_ROWS = "date,asset,close\n2026-10-01,BTC,100\n2026-10-02,BTC,110\n"
     (PRICE_ROWS + "2026-10-03,BTC\n", 4, "expected 3 columns"),
     (PRICE_ROWS + "2026-10-03,,5\n", 4, "empty asset"),
     (PRICE_ROWS + "2026-10-02,btc,111\n", 4, "second close for BTC on 2026-10-02 (the first is on line 3)"),
-    (PRICE_ROWS + "2026-10-03,BTC," + "9" * 200_000 + "\n", 4, "field larger than field limit"),  # the csv module's own error
+    # Over the csv module's field limit, or within it where another module raised it (it is
+    # process-wide): either way an error naming the line, not a traceback.
+    (PRICE_ROWS + "2026-10-03,BTC," + "x" * 200_000 + "\n", 4, ""),
 ])
 def test_a_bad_price_row_is_an_error_naming_its_line(text, line, words):
     with pytest.raises(PriceError) as caught:
