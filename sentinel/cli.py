@@ -601,13 +601,9 @@ def worker() -> None:
     if not settings.kafka_broker or not settings.redis_url:
         raise fail("the worker needs KAFKA_BROKER and REDIS_URL (sentinel run starts an embedded stack for you)")
     check_stream_settings(settings)
-    model_thread = ModelThread()  # makes the model calls, one at a time, off the event loop
-    if model_apart(settings):
-        classifier: Scorer = ModelProcess.start(functools.partial(scorer_in_child, settings))
-    else:
-        classifier = model_thread.load(lambda: load_classifier(settings))  # loaded where it will run
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # Faust runs on this loop too
+    # The topics before the model: a restart that will stop on them should not load a 7B model first.
     try:
         loop.run_until_complete(ensure_topics(settings, worker_topics(settings)))
         partitions = loop.run_until_complete(partition_count(settings, settings.topic_posts))
@@ -620,10 +616,13 @@ def worker() -> None:
         # The alert frontier waits for partitions 0..SENTINEL_PARTITIONS-1: fewer than the topic has
         # and boundaries are judged before the others are past them, more and it waits on partitions
         # that never come. Refused, not warned: judging would be wrong for as long as it ran.
-        if isinstance(classifier, ModelProcess):
-            classifier.close()
         raise fail(f"SENTINEL_PARTITIONS is {settings.partitions} but topic {settings.topic_posts} has {partitions} partitions: set "
                    f"SENTINEL_PARTITIONS={partitions} (docs/operations.md, \"Partitions bound replicas\")")
+    model_thread = ModelThread()  # makes the model calls, one at a time, off the event loop
+    if model_apart(settings):
+        classifier: Scorer = ModelProcess.start(functools.partial(scorer_in_child, settings))
+    else:
+        classifier = model_thread.load(lambda: load_classifier(settings))  # loaded where it will run
     try:
         run_faust(build_worker(settings, classifier, open_store(settings), model_thread=model_thread), settings)
     finally:

@@ -215,13 +215,15 @@ async def wait_alerts_delivered(store: WindowStore, workers: list[subprocess.Pop
         await asyncio.sleep(0.2)
 
 
-async def flush_incidents(settings: Settings, store: WindowStore) -> None:
-    """The replay's input has ended: every scope is judged up to the newest post of any partition
-    (less the grace), not only as far as the partition that ended first, and incidents still in
-    their group wait are announced now (their wait counts event time, and no more will pass)."""
+async def flush_incidents(settings: Settings, store: WindowStore, *, embedded: bool) -> None:
+    """The replay's input has ended: incidents still in their group wait are announced now (their
+    wait counts event time, and no more will pass). On the run's own embedded stack every scope is
+    judged up to the newest post of any partition (less the grace), not only as far as the
+    partition that ended first; on a configured one other producers may still be writing, so no
+    partition is taken for ended."""
     from stream.worker import alert_engine
 
-    await alert_engine(settings, store).settle(ended=True)
+    await alert_engine(settings, store).settle(ended=embedded)
 
 
 async def read_alerts(settings: Settings, since_ms: int) -> list[dict[str, Any]]:
@@ -262,7 +264,7 @@ async def run_once(
             sent = replayed.sent
             after = await wait_processed(settings, store, before, sent, procs, timeout, on_consumed)
             wall = time.monotonic() - started
-            await flush_incidents(settings, store)
+            await flush_incidents(settings, store, embedded=embedded)
             await wait_alerts_delivered(store, procs, timeout)
         finally:
             for proc in procs:
