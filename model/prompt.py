@@ -65,6 +65,28 @@ def clean_text(text: str) -> str:
     return text
 
 
+# Letters and symbols that render as blank space (Hangul fillers, the braille blank): a post of only
+# these shows nothing to a reader, as one of zero-width characters does.
+_BLANK_GLYPHS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Categories that show nothing alone: control, format, surrogates, separators and combining marks
+# (a combining accent or a variation selector needs a base character to show). Unassigned code
+# points are not among them: an emoji newer than this Python's Unicode tables is one.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"})
+
+
+def has_visible_text(text: str) -> bool:
+    """`clean_text` leaves something to classify, and something a reader would see. The worker
+    checks it when it validates a post (stream/contracts.py), so a post of control or zero-width
+    characters is an empty_text rejection, not a model failure found only after the batch was split
+    and retried down to that one post, nor a blank post counted as neutral chatter; the Discord
+    import checks it too."""
+    try:
+        clean_text(text)
+    except EmptyTextError:
+        return False
+    return any(char not in _BLANK_GLYPHS and unicodedata.category(char) not in _INVISIBLE_CATEGORIES for char in text)
+
+
 def render(text: str, label: str | None = None) -> str:
     """The prompt as one string (for logs, docs and the naive generate baseline)."""
     body = f"{PREFIX}{clean_text(text)}{MARKER}"

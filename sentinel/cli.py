@@ -71,9 +71,14 @@ def model_settings(**overrides: Any) -> Settings:
         settings = get_settings()
         setup_logging(settings.log_level, settings.log_json)
         chosen = {k: v for k, v in overrides.items() if v is not None}
-        return Settings.model_validate({**settings.model_dump(), **chosen}) if chosen else settings
+        settings = Settings.model_validate({**settings.model_dump(), **chosen}) if chosen else settings
     except ValidationError as exc:
         raise fail(settings_error(exc)) from None
+    from stream.redis_client import settings_problem  # redis is imported with it
+
+    if problem := settings_problem(settings):
+        raise fail(f"invalid settings: {problem}")
+    return settings
 
 
 def inert(value: str) -> Text:

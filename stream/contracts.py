@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from model.prompt import EmptyTextError, clean_text
+from model.prompt import has_visible_text
 from model.scorer import Judgement
 from stream.assets import DEFAULT_ALIASES, detect_assets, normalize_assets
 from stream.timefmt import iso
@@ -51,13 +51,6 @@ _NAME_LOOKALIKES = str.maketrans({"|": "\u00a6", "{": "(", "}": ")"})
 _NAME_RESERVED = frozenset("|{}")
 # Joiners are format characters that emoji sequences (👨\u200d💻) and some scripts need in a name.
 _JOINERS = frozenset("\u200c\u200d")
-# Letters and symbols that render as blank space (Hangul fillers, the braille blank): a post of only
-# these shows nothing to a reader, as one of zero-width characters does.
-_BLANK_GLYPHS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
-# Categories that show nothing alone: control, format, surrogates, separators and combining marks
-# (a combining accent or a variation selector needs a base character to show). Unassigned code
-# points are not among them: an emoji newer than this Python's Unicode tables is one.
-_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"})
 # A dead letter keeps at most this much of the original value. JSON escaping can grow a value
 # sixfold (a control character becomes \u0001), and 6 x 128 KiB still fits Kafka's default 1 MiB
 # message size, whatever SENTINEL_MAX_MESSAGE_BYTES is set to.
@@ -136,18 +129,6 @@ def is_unicode(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def has_visible_text(text: str) -> bool:
-    """The model's own cleaning (model/prompt.py) leaves something to classify, and something a
-    reader would see. Checked here so a post of control or zero-width characters is an empty_text
-    rejection, not a model failure found only after the batch was split and retried down to that
-    one post, nor a blank post counted as neutral chatter."""
-    try:
-        clean_text(text)
-    except EmptyTextError:
-        return False
-    return any(char not in _BLANK_GLYPHS and unicodedata.category(char) not in _INVISIBLE_CATEGORIES for char in text)
 
 
 def normal_name(name: str) -> str:

@@ -30,6 +30,8 @@ from redis.exceptions import ClusterError, NoScriptError, ReadOnlyError, RedisCl
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from stream.settings import Settings, variable_name
+
 from stream.keys import wait_key
 
 log = logging.getLogger(__name__)
@@ -167,6 +169,14 @@ def url_problem(url: str, *, cluster: bool = False) -> str | None:
             return f"TLS options ({', '.join(unknown)}) need a rediss:// URL"
         return f"{'Redis Cluster' if cluster else 'the Redis'} client does not take {', '.join(unknown)} (the URL's query)"
     return None
+
+
+def settings_problem(settings: Settings) -> str | None:
+    """What is wrong with the settings' Redis URL, naming its variable (None: nothing or no URL)."""
+    if settings.redis_url is None:
+        return None
+    problem = url_problem(settings.redis_url.get_secret_value(), cluster=settings.redis_cluster)
+    return f"{variable_name('redis_url')}: {problem}" if problem else None
 
 
 def open_redis(url: str, *, password: str | None = None, cluster: bool = False, **kwargs: Any) -> Any:

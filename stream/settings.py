@@ -233,14 +233,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _settings_together(self) -> "Settings":
-        # Settings that are wrong only together, and the connection URLs, checked when the settings
-        # are read: one line naming the variables at start-up, before the model loads or anything
-        # connects. The messages name variables, never a value that could be a secret.
-        if self.redis_url is not None:
-            from stream.redis_client import url_problem  # imports redis only when a URL is set
-
-            if problem := url_problem(self.redis_url.get_secret_value(), cluster=self.redis_cluster):
-                raise ValueError(f"{variable_name('redis_url')}: {problem}")
+        # Settings that are wrong only together, checked when the settings are read: one line
+        # naming the variables at start-up, before the model loads or anything connects. The
+        # messages name variables, never a value that could be a secret. (REDIS_URL is checked by
+        # the commands, with the client that will use it: stream.redis_client.settings_problem.)
         if self.kafka_security_protocol.startswith("SASL_") and not (self.kafka_sasl_username and self.kafka_sasl_password):
             raise ValueError(f"SENTINEL_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs SENTINEL_KAFKA_SASL_USERNAME "
                              "and SENTINEL_KAFKA_SASL_PASSWORD")

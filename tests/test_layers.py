@@ -32,7 +32,8 @@ LAYERS: list[set[str]] = [
     {"stream.redis_client"},
     {"stream.batch", "stream.windows"},
     {"stream.contracts"},
-    {"stream.assets", "stream.timefmt", "stream.keys", "stream.settings", "stream.logs"},
+    {"stream.assets", "stream.keys", "stream.settings", "stream.logs"},
+    {"stream.timefmt"},
 ]
 # Inside stream/alerts/, the pure modules never import the I/O ones.
 ALERTS_PURE = {"stream.alerts.comparison", "stream.alerts.precision", "stream.alerts.detector", "stream.alerts.sequential", "stream.alerts.incidents", "stream.alerts.judging", "stream.alerts.grouping", "stream.alerts.message", "stream.alerts.chart"}

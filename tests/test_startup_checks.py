@@ -84,12 +84,19 @@ def test_a_redis_url_the_client_takes_passes(url, cluster):
     ({"alert_window": "7m", "alert_step": "2m"}, "SENTINEL_ALERT_WINDOW must be a multiple of SENTINEL_ALERT_STEP"),
     ({"kafka_security_protocol": "SASL_SSL"}, "SENTINEL_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs SENTINEL_KAFKA_SASL_USERNAME and SENTINEL_KAFKA_SASL_PASSWORD"),
     ({"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_password": SECRET}, "needs SENTINEL_KAFKA_SASL_USERNAME"),
-    ({"redis_url": f"redis://:{SECRET}@h:6379/1", "redis_cluster": True}, "Redis Cluster has only database 0"),
 ])
 def test_settings_wrong_together_name_their_variables(values, expected):
     with pytest.raises(ValidationError) as info:
         Settings(**values)
     assert expected in str(info.value) and SECRET not in str(info.value), str(info.value)
+
+
+def test_the_settings_redis_url_is_judged_naming_its_variable():
+    from stream.redis_client import settings_problem
+
+    problem = settings_problem(Settings(redis_url=f"redis://:{SECRET}@h:6379/1", redis_cluster=True))
+    assert problem is not None and "REDIS_URL: " in problem and "Redis Cluster has only database 0" in problem and SECRET not in problem
+    assert settings_problem(Settings(redis_url="redis://h:6379/1")) is None and settings_problem(Settings()) is None
 
 
 def test_settings_right_together_pass():

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import ftfy
 
-from stream.contracts import has_visible_text
+from model.prompt import has_visible_text
 from training.data import CSV_FIELD_LIMIT, unclosed_quote
 
 csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
