@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import difflib
 import json
 import math
 import sys
@@ -257,7 +258,9 @@ class UnknownTopic(LookupError):
     """The topic to read is not on the broker (`sentinel record --topic` with a typo)."""
 
     def __init__(self, topic: str, known: set[str]):
-        self.topic, self.known = topic, sorted(t for t in known if not t.startswith("__"))
+        # The names nearest the one asked for first: on a broker of hundreds, the one meant is shown.
+        self.topic = topic
+        self.known = sorted((t for t in known if not t.startswith("__")), key=lambda t: (-difflib.SequenceMatcher(None, topic, t).ratio(), t))
         shown = ", ".join(self.known[:10]) + (f" and {len(self.known) - 10} more" if len(self.known) > 10 else "")
         super().__init__(f"topic {topic!r} does not exist on the broker ({'its topics: ' + shown if shown else 'it has no topics'})")
 
