@@ -247,20 +247,19 @@ class Shutdown:
         os._exit(EXIT_DRAINED if finished else EXIT_GRACE_RAN_OUT)
 
     async def _leave_group(self, deadline: float) -> bool:
-        """Stop the Kafka consumer, which leaves the consumer group (aiokafka sends LeaveGroup), so
-        the other workers take this one's partitions at once: without it they wait out the session
-        timeout, and every rolling update or scale-down paused those partitions' alerts. Only after
-        the commit: a consumer stopped cannot commit, and nothing after it can ack a held batch.
-        A worker whose grace ran out leaves it to the session timeout, as a crash would."""
+        """Leave the Kafka consumer group (aiokafka's coordinator sends LeaveGroup as it closes), so
+        the other workers take this one's partitions with the next rebalance: without it they wait
+        out the session timeout, and every rolling update or scale-down paused those partitions'
+        alerts. Only after the commit. The coordinator alone is closed, not the consumer: Faust's
+        fetcher would ask a stopped consumer for records and log a crash on the way out. A worker
+        whose grace ran out leaves it to the session timeout, as a crash would."""
         thread = getattr(self.app.consumer, "_thread", None)  # Faust runs aiokafka on a thread of its own
-        consumer = getattr(thread, "_consumer", None)
-        if thread is None or consumer is None:
+        coordinator = getattr(getattr(thread, "_consumer", None), "_coordinator", None)
+        if thread is None or coordinator is None:
             return False
-        # Faust's fetcher would go on asking the stopped consumer for records, raise and log a crash
-        # before the exit: with the flow stopped it asks for none.
-        self.app.consumer.stop_flow()
+        self.app.consumer.stop_flow()  # no more records taken: nothing after the commit is processed
         try:
-            await asyncio.wait_for(thread.call_thread(consumer.stop), max(deadline - time.monotonic(), 1.0))
+            await asyncio.wait_for(thread.call_thread(coordinator.close), max(deadline - time.monotonic(), 1.0))
         except Exception as exc:  # best effort: the session timeout still ends the membership
             log.warning("could not leave the consumer group; the others take over after the session timeout",
                         extra={"error": f"{type(exc).__name__}: {exc}"})
