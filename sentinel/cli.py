@@ -74,10 +74,11 @@ def model_settings(**overrides: Any) -> Settings:
         settings = Settings.model_validate({**settings.model_dump(), **chosen}) if chosen else settings
     except ValidationError as exc:
         raise fail(settings_error(exc)) from None
-    from stream.redis_client import settings_problem  # redis is imported with it
+    if settings.redis_url is not None:
+        from stream.redis_client import settings_problem  # imports redis: only where a URL is set
 
-    if problem := settings_problem(settings):
-        raise fail(f"invalid settings: {problem}")
+        if problem := settings_problem(settings):
+            raise fail(f"invalid settings: {problem}")
     return settings
 
 

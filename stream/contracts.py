@@ -134,9 +134,10 @@ def is_unicode(value: str) -> bool:
 def normal_name(name: str) -> str:
     """A source's or channel's name as its scope holds it: the reserved characters as look-alikes
     (`|` as `¦`, braces as parentheses), line breaks and other controls as spaces, invisible
-    formatting (bidi overrides, marks) dropped but the joiners, whitespace collapsed. A name is
-    shown on the console and in every notification about its scope: nothing in it may hide or
-    reorder the text around it."""
+    formatting (bidi overrides, marks) dropped but the joiners an emoji sequence needs. Spaces are
+    left as they are (a name that was a scope before stays that scope). A name is shown on the
+    console and in every notification about its scope: nothing in it may hide or reorder the text
+    around it."""
     kept = []
     for char in name.translate(_NAME_LOOKALIKES):
         category = unicodedata.category(char)
@@ -144,17 +145,19 @@ def normal_name(name: str) -> str:
             kept.append(" ")
         elif category not in ("Cf", "Cs") or char in _JOINERS:
             kept.append(char)
-    return " ".join("".join(kept).split())
+    return "".join(kept).strip()
 
 
-def name_problem(name: str) -> str | None:
-    """Why a name cannot be a scope's as it is, or None when it can (`normal_name` of it is itself)."""
+def name_problem(name: str, *, joiners: bool = False) -> str | None:
+    """Why a name cannot be a scope's as it is, or None when it can. `joiners`: a channel's or
+    source's name may hold the zero-width joiners of an emoji sequence (`normal_name` keeps them);
+    a ticker may not (`ETH` and `ETH` with a joiner would look alike)."""
     if len(name) > MAX_NAME_CHARS:
         return f"is {len(name)} characters, over the cap of {MAX_NAME_CHARS}"
     reserved = sorted(_NAME_RESERVED.intersection(name))
     if reserved:
         return f"holds {' '.join(reserved)}, reserved in scope names"
-    if any(unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp") and char not in _JOINERS for char in name):
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp") and not (joiners and char in _JOINERS) for char in name):
         return "holds a control or invisible formatting character"
     return None
 

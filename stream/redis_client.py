@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, parse_url
+from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS, Connection, ConnectionPool, SSLConnection, parse_url
 from redis.crc import key_slot
 from redis.exceptions import ClusterError, NoScriptError, ReadOnlyError, RedisClusterException, ResponseError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -102,6 +102,8 @@ def split_url(url: str) -> tuple[str, list[Endpoint]]:
             host, port = parsed.hostname, parsed.port
         except ValueError:  # urllib's message quotes the "port", which may be part of a password
             host, port = None, None
+        if parsed.fragment or "@" in parsed.path + parsed.query:
+            host = None  # a password's # ? or / cut it short: what urllib took for host and port is part of it
         if not host:
             # Never the entry itself: a password holding / ? # or @ unencoded is read as host or port.
             raise ValueError(f"entry {i}: its host:port cannot be read (percent-encode / ? # @ : in a password)")
@@ -122,10 +124,16 @@ def _init_parameters(*classes: type) -> set[str]:
     return names
 
 
+# Options a cluster URL may carry as text: the rest of what the cluster client names are objects
+# (retry, address_remap ...), flags parse_url would leave as the string "false", or set here.
+_CLUSTER_TEXT_OPTIONS = {"client_name", "ssl_ca_certs", "ssl_ca_data", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_ciphers"}
+
+
 def cluster_options(scheme: str) -> set[str]:
-    """The URL options (`?socket_timeout=5`) a cluster client takes: the arguments it names (it
-    hands them to each node's connection, and takes no others); TLS ones only over rediss://."""
-    names = _init_parameters(RedisCluster) - {"host", "port", "db", "path", "startup_nodes"}
+    """The URL options (`?socket_timeout=5`) a cluster client takes: those parse_url reads into
+    their types (`URL_QUERY_ARGUMENT_PARSERS`) and the text ones, each one the cluster client names
+    (it hands them to every node's connection); TLS ones only over rediss://."""
+    names = (set(URL_QUERY_ARGUMENT_PARSERS) | _CLUSTER_TEXT_OPTIONS) & _init_parameters(RedisCluster) - {"db"}
     return names if scheme == "rediss" else {n for n in names if not n.startswith("ssl")}
 
 
@@ -165,7 +173,7 @@ def url_problem(url: str, *, cluster: bool = False) -> str | None:
     if cluster:
         given = sorted(set(given) - ({"db"} if options.get("db", 0) == 0 else set()))
     if unknown := [name for name in given if name not in taken]:
-        if parsed.scheme != "rediss" and all(name in _init_parameters(SSLConnection) for name in unknown):
+        if parsed.scheme != "rediss" and all(name.startswith("ssl_") and name in _init_parameters(SSLConnection) for name in unknown):
             return f"TLS options ({', '.join(unknown)}) need a rediss:// URL"
         return f"{'Redis Cluster' if cluster else 'the Redis'} client does not take {', '.join(unknown)} (the URL's query)"
     return None

@@ -257,6 +257,8 @@ class Shutdown:
         coordinator = getattr(getattr(thread, "_consumer", None), "_coordinator", None)
         if thread is None or coordinator is None:
             return False
+        if getattr(coordinator, "generation", 0) <= 0:
+            return False  # mid-rebalance, not a member: aiokafka would send no LeaveGroup
         self.app.consumer.stop_flow()  # no more records taken: nothing after the commit is processed
         try:
             await asyncio.wait_for(thread.call_thread(coordinator.close), max(deadline - time.monotonic(), 1.0))

@@ -236,13 +236,14 @@ def test_a_name_too_long_to_be_a_scope_is_invalid_field():
     assert isinstance(parse({**GOOD, "channel": "x" * 128}), Post)
 
 
-@pytest.mark.parametrize("assets", [["B|TC"], ["{ETH}"]])
+@pytest.mark.parametrize("assets", [["B|TC"], ["{ETH}"], ["ETH\u200d"]])  # a joiner: a ticker that looks like ETH
 def test_an_asset_that_cannot_be_a_scope_name_is_invalid_field(assets):
     result = parse({**GOOD, "assets": assets})
     assert reason(result) == "invalid_field" and result.field == "assets"
 
 
-@pytest.mark.parametrize("channel", ["💰-price talk", "[EN] general", "wen moon?", "x" * 100, "général", "العربية"])
+@pytest.mark.parametrize("channel", ["💰-price talk", "[EN] general", "wen moon?", "x" * 100, "général", "العربية",
+                                     "a  b", "a\u00a0b", "東京\u3000チャット"])  # spaces as given: a scope before stays that scope
 def test_names_real_communities_use_are_scopes(channel):
     post = parse({**GOOD, "channel": channel})
     assert isinstance(post, Post) and post.channel == channel

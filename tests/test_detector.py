@@ -197,3 +197,11 @@ def test_a_five_fold_burst_fires_a_volume_spike():
     spikes = [r for r in records if (r.scope, r.kind, r.state) == ("asset:ETH", "volume_spike", "firing")]
     assert spikes and 0 < minutes_after(spikes[0].window_end, SWING_AT) <= 60
     assert spikes[0].value >= 2 * spikes[0].baseline
+
+
+def test_an_override_for_a_channel_matches_the_name_its_posts_are_counted_under():
+    from stream.alerts.detector import parse_overrides
+
+    overrides = parse_overrides('{"channel:Crypto | Signals": {"min_posts": 40}, "asset:*": {"min_posts": 30}}')
+    assert thresholds_for("channel:Crypto \u00a6 Signals", TH, overrides).min_posts == 40
+    assert thresholds_for("asset:BTC", TH, overrides).min_posts == 30

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+
 from stream.kafka import ensure_topics
 from stream.settings import Settings
 from stream.tools.replay import consume_records
@@ -131,14 +133,20 @@ def test_record_of_a_topic_the_broker_lacks_is_an_error_naming_it_and_creates_no
     assert r.returncode == 0 and f"wrote0recordsto{out}" in shown and out.read_text() == "", r.stdout + r.stderr
 
 
-def test_topics_are_read_from_fresh_metadata_not_the_consumers_bootstrap_view():
+def test_topics_are_read_from_fresh_metadata_not_the_consumers_bootstrap_view(monkeypatch):
     """On Apache Kafka the consumer's own view after bootstrap holds no topic (an empty topic list
-    asks for none); Tansu answers it with every topic, so only a stand-in shows the difference."""
+    asks for none); Tansu answers it with every topic, so only a stand-in consumer shows the
+    difference: the partition count and an unknown topic are read from every topic's metadata."""
+    import aiokafka
     from aiokafka.cluster import ClusterMetadata
 
-    from stream.kafka import every_topic
+    from stream.kafka import partition_count
+    from stream.tools.replay import UnknownTopic, consume_records
 
     class Fresh:  # what every topic's metadata, asked for now, says
+        def topics(self):
+            return {"forum-posts"}
+
         def partitions_for_topic(self, topic):
             return {0, 1} if topic == "forum-posts" else None
 
@@ -149,10 +157,40 @@ def test_topics_are_read_from_fresh_metadata_not_the_consumers_bootstrap_view():
             return Fresh()
 
     class Consumer:
-        _client = Client()
+        def __init__(self, *args, **kwargs):
+            self._client = Client()
+
+        async def start(self):
+            pass
+
+        async def stop(self):
+            pass
+
+        async def topics(self):  # aiokafka's: fetches into a copy, leaves _client.cluster as it was
+            return {"forum-posts"}
 
         def partitions_for_topic(self, topic):
             return self._client.cluster.partitions_for_topic(topic)
 
-    cluster = asyncio.run(every_topic(Consumer()))
-    assert cluster.partitions_for_topic("forum-posts") == {0, 1} and Consumer().partitions_for_topic("forum-posts") is None
+        def assign(self, partitions):
+            assigned.extend(partitions)
+
+        async def seek_to_beginning(self, *partitions):
+            raise Assigned  # far enough: the read found the topic's partitions
+
+    class Assigned(Exception):
+        pass
+
+    assigned = []
+    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", Consumer)
+    settings = Settings(kafka_broker="127.0.0.1:9")
+    assert asyncio.run(partition_count(settings, "forum-posts")) == 2
+
+    async def read(topic):
+        return [rec async for rec in consume_records(settings, topic, must_exist=True)]
+
+    with pytest.raises(Assigned):
+        asyncio.run(read("forum-posts"))
+    assert sorted((tp.topic, tp.partition) for tp in assigned) == [("forum-posts", 0), ("forum-posts", 1)]
+    with pytest.raises(UnknownTopic, match="its topics: forum-posts"):
+        asyncio.run(read("forum-postz"))

@@ -54,6 +54,12 @@ def one_error_line(r: subprocess.CompletedProcess) -> str:
     ("unix:///var/run/redis.sock", False, "scheme unix:// is not one of redis://, rediss://"),
     ("redis://a:6379?ssl_ca_certs=/ca.pem,b:6379", True, "TLS options (ssl_ca_certs) need a rediss:// URL"),
     ("redis://a:6379?bogus=1,b:6379", True, "Redis Cluster client does not take bogus"),
+    # Would reach the cluster client as the string "false" (true), or twice (decode_responses).
+    ("redis://a:6379?read_from_replicas=false,b:6379", True, "Redis Cluster client does not take read_from_replicas"),
+    ("redis://a:6379?decode_responses=false,b:6379", True, "Redis Cluster client does not take decode_responses"),
+    # A password whose part before an unencoded # or ? is all digits reads as a port.
+    ("redis://user:1234#x@h:6379", False, "its host:port cannot be read"),
+    ("redis://user:1234?x@h:6379", False, "its host:port cannot be read"),
 ])
 def test_a_redis_url_the_client_cannot_use_is_named_without_its_secret(url, cluster, expected):
     problem = url_problem(url, cluster=cluster)
@@ -146,4 +152,4 @@ def test_a_cluster_client_gets_the_urls_options_typed():
 
     client = open_redis("redis://a:6379?socket_timeout=5&health_check_interval=10,b:6379", cluster=True)
     kwargs = client.nodes_manager.connection_kwargs
-    assert kwargs["socket_timeout"] == 5.0 and kwargs["health_check_interval"] == 10
+    assert kwargs["socket_timeout"] == 5.0 and kwargs["health_check_interval"] == 10  # typed, as a single server's client reads them

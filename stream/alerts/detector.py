@@ -32,6 +32,7 @@ from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
+from stream.contracts import normal_name
 from stream.windows import SLICE_FIELDS, SliceCol, matches_scope
 
 Kind = Literal["sentiment_drop", "sentiment_surge", "volume_spike"]
@@ -231,6 +232,13 @@ def signals(current: Current | Counts, bins: np.ndarray | Sequence[Counts], th: 
     }
 
 
+def _counted_as(pattern: str) -> str:
+    """A channel's or source's pattern as posts' names are counted (`contracts.normal_name`), so an
+    override for `channel:Crypto | Signals` matches the scope `channel:Crypto ¦ Signals`."""
+    prefix, sep, name = pattern.partition(":")
+    return f"{prefix}:{normal_name(name)}" if sep and prefix in ("channel", "source") else pattern
+
+
 def parse_overrides(spec: str) -> dict[str, dict[str, float]]:
     """`{"asset:*": {"min_posts": 30}}` -> validated dict; unknown threshold names are an error."""
     if not spec.strip():
@@ -242,6 +250,7 @@ def parse_overrides(spec: str) -> dict[str, dict[str, float]]:
     if not isinstance(data, dict):
         raise ValueError("alert overrides must be a JSON object {scope pattern: {threshold: value}}")
     known = {f.name for f in fields(Thresholds)}
+    data = {_counted_as(pattern): values for pattern, values in data.items()}
     for pattern, values in data.items():
         if not isinstance(values, dict):
             raise ValueError(f"override for {pattern!r} must be an object")

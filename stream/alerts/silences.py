@@ -57,7 +57,7 @@ def scope_name(scope: str) -> str:
         raise ValueError(f"scope: {SCOPE_FORMS}")
     if prefix != "asset":
         name = normal_name(name)  # as a post's channel or source name is counted: `Crypto | Signals` as `Crypto ¦ Signals`
-    problem = name_problem(name)
+    problem = name_problem(name, joiners=prefix != "asset")
     if problem:
         raise ValueError(f"scope: the name after {prefix}: {problem}")
     return f"{prefix}:{name.upper() if prefix == 'asset' else name}"
