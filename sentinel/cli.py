@@ -1267,7 +1267,12 @@ def operator_name(by: str | None) -> str:
     import getpass
 
     if by is not None and by.strip():
-        return by.strip()
+        from stream.alerts.audit import author_text
+
+        try:
+            return author_text(by)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # a container user without a passwd entry

@@ -82,6 +82,22 @@ def test_an_empty_or_blank_by_is_the_login_name(monkeypatch):
     assert operator_name(" dana ") == "dana"
 
 
+@pytest.mark.parametrize("by, words", [("mallory\u202eecila", "control or invisible formatting"), ("x" * 101, "at most 100 characters"),
+                                       ("eve\nalice", None)])
+def test_a_by_is_held_to_the_rules_of_a_reason(by, words, capsys):
+    # A right-to-left override in --by reversed the rest of the row in `sentinel audit`.
+    import typer
+
+    from sentinel.cli import operator_name
+
+    if words is None:
+        assert operator_name(by) == "eve alice"  # one line, as a reason
+        return
+    with pytest.raises(typer.Exit):
+        operator_name(by)
+    assert words in " ".join(capsys.readouterr().err.split())
+
+
 def test_a_scope_with_no_posts_names_the_known_ones_same_name_in_another_case_first():
     from sentinel.cli import no_posts_for
 

@@ -21,6 +21,7 @@ from stream.keys import AUDIT_KEY
 AUDIT_ENTRIES = 100_000
 ACTIONS = ("acknowledge", "silence", "unsilence", "verdict")
 READ_CHUNK = 1000  # entries per XREVRANGE while filtering
+MAX_AUTHOR_CHARS = 100  # who acted, as --by gives it
 MAX_REASON_CHARS = 500  # an operator's reason (acknowledge, verdict, silence): the console's forms, its API and the CLI
 # Zero-width joiners are format characters too, but join emoji and some scripts' letters; every
 # other control or format character (U+202E and the other bidi overrides among them) is refused.
@@ -31,11 +32,21 @@ def reason_text(reason: str) -> str:
     """An operator's reason as stored: its whitespace (line breaks, tabs) collapsed to single
     spaces; ValueError when it is over MAX_REASON_CHARS or holds a control or invisible formatting
     character (a right-to-left override reversed the rest of a table row wherever it was shown)."""
-    text = " ".join(reason.split())
-    if len(text) > MAX_REASON_CHARS:
-        raise ValueError(f"reason: at most {MAX_REASON_CHARS} characters (this one has {len(text)})")
+    return _operator_text("reason", reason, MAX_REASON_CHARS)
+
+
+def author_text(by: str) -> str:
+    """Who acted (`--by`), as stored and shown in the audit log: the same rules as a reason, at
+    most MAX_AUTHOR_CHARS."""
+    return _operator_text("--by", by, MAX_AUTHOR_CHARS)
+
+
+def _operator_text(what: str, value: str, cap: int) -> str:
+    text = " ".join(value.split())
+    if len(text) > cap:
+        raise ValueError(f"{what}: at most {cap} characters (this one has {len(text)})")
     if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") and c not in _JOINERS for c in text):
-        raise ValueError("reason: holds a control or invisible formatting character (a bidi override, say)")
+        raise ValueError(f"{what}: holds a control or invisible formatting character (a bidi override, say)")
     return text
 
 
