@@ -48,7 +48,7 @@ MAX_NAME_CHARS = 128  # Telegram's longest group title; Discord's channel names 
 # pair scopes (`channel:x|asset:ETH`, which a name holding `|asset:` would write into), and braces
 # are Redis Cluster hash tags in every key of the scope.
 _NAME_LOOKALIKES = str.maketrans({"|": "\u00a6", "{": "(", "}": ")"})
-_NAME_RESERVED = frozenset("|{}")
+_NAME_RESERVED = frozenset(map(chr, _NAME_LOOKALIKES))
 # Joiners are format characters that emoji sequences (👨\u200d💻) and some scripts need in a name.
 _JOINERS = frozenset("\u200c\u200d")
 # A dead letter keeps at most this much of the original value. JSON escaping can grow a value
@@ -157,9 +157,16 @@ def name_problem(name: str, *, joiners: bool = False) -> str | None:
     reserved = sorted(_NAME_RESERVED.intersection(name))
     if reserved:
         return f"holds {' '.join(reserved)}, reserved in scope names"
-    if any(unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp") and not (joiners and char in _JOINERS) for char in name):
+    if has_hidden_characters(name, joiners=joiners):
         return "holds a control or invisible formatting character"
     return None
+
+
+def has_hidden_characters(text: str, *, joiners: bool = True) -> bool:
+    """A control or invisible formatting character (a line break, a bidi override) in a name or an
+    operator's text, which would hide or reorder what is shown around it; the zero-width joiners of
+    an emoji sequence are allowed where `joiners`."""
+    return any(unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp") and not (joiners and char in _JOINERS) for char in text)
 
 
 def parse_created_at(value: Any) -> float:

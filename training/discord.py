@@ -25,9 +25,7 @@ from typing import Any, Iterator
 import ftfy
 
 from model.prompt import has_visible_text
-from training.data import CSV_FIELD_LIMIT, unclosed_quote
-
-csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+from training.data import unclosed_quote  # importing training.data raises the csv field limit for this reader too
 
 _TIME = re.compile(r"^\s*(\d{4})/(\d{1,2})/(\d{1,2})\s*(上午|下午)?\s*(\d{1,2}):(\d{2})\s*$")
 

@@ -12,10 +12,10 @@ acknowledgement log (`correlator.acknowledgements`) does.
 from __future__ import annotations
 
 import time
-import unicodedata
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
+from stream.contracts import has_hidden_characters
 from stream.keys import AUDIT_KEY
 
 AUDIT_ENTRIES = 100_000
@@ -23,9 +23,6 @@ ACTIONS = ("acknowledge", "silence", "unsilence", "verdict")
 READ_CHUNK = 1000  # entries per XREVRANGE while filtering
 MAX_AUTHOR_CHARS = 100  # who acted, as --by gives it
 MAX_REASON_CHARS = 500  # an operator's reason (acknowledge, verdict, silence): the console's forms, its API and the CLI
-# Zero-width joiners are format characters too, but join emoji and some scripts' letters; every
-# other control or format character (U+202E and the other bidi overrides among them) is refused.
-_JOINERS = frozenset("\u200c\u200d")
 
 
 def reason_text(reason: str) -> str:
@@ -45,7 +42,7 @@ def _operator_text(what: str, value: str, cap: int) -> str:
     text = " ".join(value.split())
     if len(text) > cap:
         raise ValueError(f"{what}: at most {cap} characters (this one has {len(text)})")
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") and c not in _JOINERS for c in text):
+    if has_hidden_characters(text):
         raise ValueError(f"{what}: holds a control or invisible formatting character (a bidi override, say)")
     return text
 
