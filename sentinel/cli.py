@@ -1300,32 +1300,13 @@ def redis_settings() -> Settings:
     return settings
 
 
-MIN_ID_PREFIX = 6
-
-
-def incident_by_prefix(given: str, idents: Any) -> str:
-    """The incident `given` names: its whole id, or a unique start of it of at least MIN_ID_PREFIX
-    characters (a narrow terminal's table once cut ids short). ValueError when the start is shorter
-    or several ids begin with it; `given` itself when none does (the caller says it is unknown)."""
-    idents = set(idents)
-    if given in idents:
-        return given
-    found = sorted(i for i in idents if i.startswith(given))
-    if not found:
-        return given
-    if len(given) < MIN_ID_PREFIX:
-        raise ValueError(f"{given!r} is shorter than an id: give its first {MIN_ID_PREFIX} characters or more, or the whole id")
-    if len(found) > 1:
-        raise ValueError(f"{given!r} starts several incidents' ids: {', '.join(found[:10])}{' ...' if len(found) > 10 else ''}; give more of it")
-    return found[0]
-
-
 async def incident_id_of(client: Any, given: str) -> str:
-    """`incident_by_prefix` over the incidents the history holds."""
-    from stream.keys import INCIDENTS_KEY
+    """The incident `given` names in the history: its whole id or a unique start of it (the rule
+    the console's URLs follow too: stream.alerts.incidents.incident_by_prefix)."""
+    from stream.alerts.correlator import incident_id
 
     try:
-        return incident_by_prefix(given, await client.hkeys(INCIDENTS_KEY))
+        return await incident_id(client, given)
     except ValueError as exc:
         raise fail(str(exc)) from None
 

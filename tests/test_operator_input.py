@@ -59,7 +59,7 @@ def test_the_audit_pages_description_is_the_command_lines_in_parts():
 
 
 def test_an_incident_is_named_by_its_id_or_a_unique_start_of_six_characters_or_more():
-    from sentinel.cli import incident_by_prefix
+    from stream.alerts.incidents import incident_by_prefix
 
     ids = ["36ae68f000a534b25d04", "36ae68f111a534b25d04", "9c01d2e3f4a5b6c7d8e9", "inc7"]
     assert incident_by_prefix("inc7", ids) == "inc7"  # a whole id, however short

@@ -39,7 +39,7 @@ from stream.alerts.grouping import (
     questions,
     within,
 )
-from stream.alerts.incidents import record_from_json
+from stream.alerts.incidents import incident_by_prefix, record_from_json
 from stream.keys import ACK_LOG_KEY, ACKS_KEY, ALERT_STATS_KEY, ASSETS_KEY, AUDIT_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, OUTBOX_KEY, STAGING_KEY, VERDICTS_KEY
 from stream.store import WindowStore
 from stream.timefmt import iso
@@ -236,6 +236,15 @@ async def list_incidents(client: Any, *, since: float | None = None, open_only: 
     ids = await client.zrevrangebyscore(INCIDENTS_INDEX_KEY, "+inf", since if since is not None else "-inf")
     found = await _summaries(client, ids)
     return [i for i in found if i["state"] == "open"] if open_only else found
+
+
+async def incident_id(client: Any, given: str) -> str:
+    """The id of the incident `given` names in the history: `incident_by_prefix` over every incident
+    kept (ValueError when `given` is too short or ambiguous; itself when nothing starts with it).
+    A whole id is answered without reading every id: a page and its polls ask by the whole id."""
+    if await client.hexists(INCIDENTS_KEY, given):
+        return given
+    return incident_by_prefix(given, await client.hkeys(INCIDENTS_KEY))
 
 
 async def incident_summary(client: Any, ident: str) -> dict[str, Any] | None:

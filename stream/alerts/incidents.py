@@ -12,13 +12,33 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 from stream.alerts.detector import Kind, Severity, Signal, Thresholds
 from stream.timefmt import format_duration, iso
 from stream.windows import Sample
 
 State = Literal["firing", "resolved"]
+
+MIN_ID_PREFIX = 6
+
+
+def incident_by_prefix(given: str, idents: Iterable[str]) -> str:
+    """The incident `given` names: its whole id, or a unique start of it of at least MIN_ID_PREFIX
+    characters (a narrow terminal's table once cut ids short). ValueError when the start is shorter
+    or several ids begin with it; `given` itself when none does (the caller says it is unknown).
+    The one rule for `sentinel ack`/`verdict` and the console's URLs and forms."""
+    idents = set(idents)
+    if given in idents:
+        return given
+    found = sorted(i for i in idents if i.startswith(given))
+    if not found:
+        return given
+    if len(given) < MIN_ID_PREFIX:
+        raise ValueError(f"{given!r} is shorter than an id: give its first {MIN_ID_PREFIX} characters or more, or the whole id")
+    if len(found) > 1:
+        raise ValueError(f"{given!r} starts several incidents' ids: {', '.join(found[:10])}{' ...' if len(found) > 10 else ''}; give more of it")
+    return found[0]
 
 # The fields of an alert record, in order. Other tools read them; keep names and meanings stable.
 RECORD_FIELDS = (
