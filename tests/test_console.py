@@ -495,6 +495,51 @@ def test_the_overview_pages_and_filters_and_its_pages_share_one_read_while_incid
         console.close()
 
 
+def test_an_incident_is_named_in_the_consoles_urls_by_its_id_or_a_unique_start_of_six_characters(api_console, redis_server):
+    """As `sentinel ack 36ae68f0`: a unique start of 6 or more characters names the incident in the
+    ack and verdict URLs and the incident pages; a shorter or ambiguous one is a 400 saying so, and
+    a browser's form goes back to its page saying it."""
+    console, _ = api_console
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    for ident in ("36ae68f000a534b25d04", "36ae68f111a534b25d04", "9c01d2e3f4a5b6c7d8e9"):
+        put_incident(redis_server, ident, "asset:BTC")
+    bearer = {"Authorization": "Bearer " + OPERATOR}
+
+    status, body, _ = console.call("POST", "/api/incidents/9c01d2/ack", {"reason": "on it"}, headers=bearer)
+    assert status == 200 and json.loads(body)["acknowledged"] == "9c01d2e3f4a5b6c7d8e9", body
+    assert r.hget(ACKS_KEY, "9c01d2e3f4a5b6c7d8e9") == "on it" and r.hget(ACKS_KEY, "9c01d2") is None
+    status, body, _ = console.call("POST", "/api/incidents/36ae68f1/verdict", {"verdict": "real"}, headers=bearer)
+    assert status == 200 and json.loads(body)["incident"] == "36ae68f111a534b25d04", body
+    assert console.json("/api/incidents/36ae68f111a534b25d04")["incident"]["verdict"]["verdict"] == "real"
+
+    status, body, _ = console.call("POST", "/api/incidents/36ae68/ack", {"reason": "x"}, headers=bearer)
+    assert status == 400 and "starts several incidents' ids: 36ae68f000a534b25d04, 36ae68f111a534b25d04" in body, body
+    status, body, _ = console.call("POST", "/api/incidents/9c01/verdict", {"verdict": "real"}, headers=bearer)
+    assert status == 400 and "give its first 6 characters or more" in body, body
+    assert r.hget(ACKS_KEY, "36ae68f000a534b25d04") is None and console.json("/api/incidents/9c01d2e3f4a5b6c7d8e9")["incident"]["verdict"] is None
+    assert console.call("POST", "/api/incidents/ffffff/ack", {"reason": "x"}, headers=bearer)[0] == 404  # none: unknown, as before
+
+    # Pages and the API read by a unique start too: the page moves to its whole id (its address,
+    # its forms' way back and its polls name the incident in full).
+    viewer = {"Authorization": "Bearer " + VIEWER}
+    status, _, headers = console.call("GET", "/incidents/9c01d2e3", headers=viewer)
+    assert status == 303 and headers["location"] == "/incidents/9c01d2e3f4a5b6c7d8e9"
+    assert console.json("/api/incidents/9c01d2")["incident"]["incident_id"] == "9c01d2e3f4a5b6c7d8e9"
+    status, body, _ = console.call("GET", "/incidents/36ae68", headers=viewer)
+    assert status == 400 and "starts several incidents' ids" in body
+    assert console.call("GET", "/api/incidents/9c01", headers=viewer)[0] == 400
+    assert console.call("GET", "/incidents/inc1", headers=viewer)[0] == 200  # a whole id, however short
+
+    browser_op = {"Authorization": basic("alice", OPERATOR), "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    form = {"reason": "x", "csrf": auth.csrf_token(TOKENS), "next": "/incidents/36ae68f000a534b25d04"}
+    status, _, headers = console.call("POST", "/api/incidents/36ae68/ack", form, headers=browser_op, form=True)
+    assert status == 303 and headers["location"] == "/incidents/36ae68f000a534b25d04"
+    page = console.call("GET", "/incidents/36ae68f000a534b25d04", headers={**browser_op, "Cookie": headers["set-cookie"].split(";")[0]})[1]
+    flash = page[page.index('id="flash"'):]
+    assert "Not done: &#39;36ae68&#39; starts several incidents&#39; ids" in flash[: flash.index("</p>")], flash[:300]
+    assert r.hget(ACKS_KEY, "36ae68f000a534b25d04") is None
+
+
 def test_pages_link_assets_by_path_and_list_each_member_scope_once_with_what_moved(api_console, redis_server):
     """Behind a TLS Ingress the console sees http requests: absolute asset URLs would be http://
     on an https:// page (blocked as mixed content), and would echo whatever Host was sent."""

@@ -123,8 +123,20 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
     async def incidents_page(request: Request, caller: auth.Caller) -> Response:
         return page("incidents.html", request, caller, data=await data.incidents(), kinds=KINDS)
 
+    async def incident_id(given: str) -> str:
+        """The whole id a URL's `ident` names, as `sentinel ack` takes it: whole or a unique start of
+        6 characters or more; a 400 saying why for one too short or ambiguous."""
+        try:
+            return await data.incident_id(given)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+
     async def incident_page(request: Request, caller: auth.Caller) -> Response:
-        found = await data.incident(request.path_params["ident"])
+        given = request.path_params["ident"]
+        ident = await incident_id(given)
+        if ident != given:  # the page's own address, its forms' way back and its polls name the whole id
+            return RedirectResponse(f"/incidents/{quote(ident, safe='')}", status_code=303)
+        found = await data.incident(ident)
         if found is None:
             raise HTTPException(404, "no such incident")
         return page("incident.html", request, caller, data=found, kinds=KINDS, verdicts=VERDICTS)
@@ -148,15 +160,17 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
 
     async def ack(request: Request, caller: auth.Caller, form: dict[str, Any]) -> Any:
         reason = _reason(form, caller)
+        ident = await incident_id(request.path_params["ident"])
         # The log keeps who apart: its entry's reason is what was typed.
-        if not await data.acknowledge(request.path_params["ident"], reason, by=_named(caller) or "operator token", note=_typed(form)):
+        if not await data.acknowledge(ident, reason, by=_named(caller) or "operator token", note=_typed(form)):
             raise HTTPException(404, "no open incident with that id")
-        return {"acknowledged": request.path_params["ident"], "reason": reason}
+        return {"acknowledged": ident, "reason": reason}
 
     async def verdict(request: Request, caller: auth.Caller, form: dict[str, Any]) -> Any:
-        ident, value = request.path_params["ident"], str(form.get("verdict") or "")
+        value = str(form.get("verdict") or "")
         if value not in VERDICTS:
             raise HTTPException(400, f"verdict: one of {', '.join(VERDICTS)}")
+        ident = await incident_id(request.path_params["ident"])
         if not await data.verdict(ident, value, _typed(form), by=_named(caller) or "operator token"):
             raise HTTPException(404, "no incident with that id in the history")
         return {"incident": ident, "verdict": value}
@@ -184,6 +198,9 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
             raise HTTPException(404, "no such silence")
         return {"lifted": request.path_params["sid"]}
 
+    async def incident_of(given: str) -> dict[str, Any] | None:
+        return await data.incident(await incident_id(given))
+
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
@@ -204,7 +221,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         Route("/api/overview", api(lambda r: data.overview(*_overview_args(r, None)))),
         Route("/api/scopes/{scope:path}", api(lambda r: data.scope(r.path_params["scope"]))),
         Route("/api/incidents", api(lambda r: data.incidents())),
-        Route("/api/incidents/{ident}", api(lambda r: data.incident(r.path_params["ident"]))),
+        Route("/api/incidents/{ident}", api(lambda r: incident_of(r.path_params["ident"]))),
         Route("/api/version", api(lambda r: data.version())),
         Route("/api/audit", api(lambda r: data.audit(*_audit_args(r)))),
         Route("/api/incidents/{ident}/ack", writer(ack), methods=["POST"]),

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from stream.alerts import audit
-from stream.alerts.correlator import acknowledge, acknowledgements, incident_summary, list_incidents
+from stream.alerts.correlator import acknowledge, acknowledgements, incident_id, incident_summary, list_incidents
 from stream.alerts.judging import AlertConfig, table_bins
 from stream.alerts.silences import add_silence, list_silences, remove_silence, silence_of_incident
 from stream.alerts.precision import tally
@@ -159,6 +159,11 @@ class ConsoleData:
         if self._precision is None or self._precision[0] != key:
             self._precision = (key, tally(await audit.verdicts_within(self.redis, PRECISION_SPAN_S)).rows())
         return self._precision[1]
+
+    async def incident_id(self, given: str) -> str:
+        """The incident id `given` names: whole, or a unique start of 6 characters or more, as
+        `sentinel ack` takes it (ValueError when too short or ambiguous; itself when unknown)."""
+        return await incident_id(self.redis, given)
 
     async def incident(self, ident: str) -> dict[str, Any] | None:
         incident = await incident_summary(self.redis, ident)
