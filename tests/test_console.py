@@ -859,12 +859,21 @@ def test_charts_show_utc_whatever_the_browsers_time_zone(api_console, browser):
         context = browser.new_context(viewport={"width": 1300, "height": 900}, timezone_id=zone,
                                       extra_http_headers={"Authorization": f"Bearer {VIEWER}"})
         page = context.new_page()
+        # uPlot draws its axes' labels on the canvas: note every text drawn.
+        page.add_init_script("window.drawn = []; const fill = CanvasRenderingContext2D.prototype.fillText;"
+                             "CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {"
+                             " window.drawn.push(String(text)); return fill.call(this, text, ...rest); };")
         page.goto(console.url + "/scope/asset:ETH")
         page.wait_for_function("typeof uPlot !== 'undefined' && document.querySelectorAll('.uplot').length > 0")
         chart = page.locator(".uplot").first
         box = chart.locator(".u-over").bounding_box()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         shown.append(chart.locator(".u-legend .u-series").first.locator(".u-value").inner_text())
+        # Every chart names its times' zone, its time axis and the legend's time alike.
+        names = page.locator(".uplot .u-legend .u-series:first-child .u-label").all_inner_texts()
+        assert names == ["time (UTC)"] * page.locator(".uplot").count() and len(names) >= 6, names
+        drawn = page.evaluate("window.drawn")
+        assert drawn.count("time (UTC)") >= len(names), drawn  # each chart's time axis (drawn again on a resize)
         context.close()
     assert shown[0] == shown[1] and shown[0] not in ("", "--"), shown
 

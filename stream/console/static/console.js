@@ -45,8 +45,11 @@ function drawCharts() {
       series = [{}, {label: "mean score", stroke: "#8e44ad"}];
       values = [s.t, s.mean_score];
     }
-    // Axes and legend in UTC, as the page says, whatever the browser's own time zone.
-    const opts = {width, height: 180, series, hooks: {drawClear: [shadeSpans(data.spans, end)]},
+    // Axes and legend in UTC, as the page says, whatever the browser's own time zone; the time
+    // axis and the legend's time name it, as a chart read on its own carries no page footer.
+    series[0] = {label: "time (UTC)"};
+    const opts = {width, height: 200, series, hooks: {drawClear: [shadeSpans(data.spans, end)]},
+                  axes: [{label: "time (UTC)"}, {}],
                   tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
                   scales: el.dataset.kind === "shares" ? {y: {range: [0, 1]}} : {}};
     new uPlot(opts, values, el);
