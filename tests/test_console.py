@@ -207,6 +207,35 @@ def test_spark_points_stay_inside_the_box():
     assert points[0] == (0.0, 24.0) and points[1] == (40.0, 12.0) and points[-1] == (120.0, 0.0)
 
 
+def test_a_charts_points_are_coarse_enough_to_read_and_short_spans_keep_their_minutes():
+    """A day's chart of minute buckets is drawn an hour a point (24 points, not the 288 of about one
+    post each the demo's asset:ETH had); an hour's chart keeps its minutes; every step is whole buckets."""
+    assert views.chart_step(86400, 60) == 3600 and views.step_words(3600) == "hour"
+    assert views.chart_step(3600, 60) == 60 and views.step_words(60) == "minute"
+    assert views.chart_step(2 * 3600, 60) == 300 and views.step_words(300) == "5 minutes"
+    assert views.chart_step(48 * 3600, 60) == 3600  # the default retention: hourly too
+    assert views.chart_step(7 * 86400, 60) == 3 * 3600 and views.step_words(3 * 3600) == "3 hours"
+    assert views.chart_step(90 * 86400, 60) == 2 * 86400 and views.step_words(2 * 86400) == "2 days"
+    assert views.chart_step(3600, 120) == 120  # never finer than the store's bucket
+    assert views.step_words(90) == "90 seconds" and views.step_words(86400) == "day"
+    for bucket in (1, 7, 60, 120, 300, 3600):
+        for span in (bucket, 3600, 5000, 86400, 2 * 86400 + 3600, 30 * 86400, 400 * 86400):
+            if span < bucket:
+                continue
+            step = views.chart_step(span, bucket)
+            assert step % bucket == 0 and span / step <= views.CHART_MAX_POINTS, (span, bucket, step)
+            assert step == bucket or span / step > views.CHART_MAX_POINTS / 5, (span, bucket, step)  # no coarser than it needs
+
+
+def test_a_charts_point_takes_its_shares_from_its_posts_and_says_what_it_covers():
+    # An hour of one negative post in one minute and nine positive in another: 10% negative (the
+    # mean of its two minutes' shares would say 50%); an hour without posts is a gap, not a zero.
+    hours = views.series(table([(10, 9, 1, 0, 4.0), (0, 0, 0, 0, 0.0)]), first=T0, width=3600)
+    assert hours.t == [T0, T0 + 3600] and hours.posts == [10, 0]
+    assert hours.negative == [0.1, None] and hours.positive == [0.9, None] and hours.mean_score == [0.4, None]
+    assert (hours.step, hours.per) == (3600, "hour") and hours.as_dict()["per"] == "hour"
+
+
 def test_the_overview_filter_takes_a_part_of_a_name_or_a_glob_and_pages_in_order():
     base = [(100, 30, 20, 50, 10.0)] * 25
     rows = [views.overview_row(scope, table(base)) for scope in ("asset:BTC", "asset:ETH", "channel:btc-talk", "source:forum", "all")]
@@ -491,6 +520,39 @@ def test_the_overview_pages_and_filters_and_its_pages_share_one_read_while_incid
         btc = next(r for r in again["rows"] if r["scope"] == "asset:BTC")
         assert btc["posts"] == sum(counts[("asset:BTC", label)] for label in ("positive", "negative", "neutral"))
         assert btc["incident"] == "inc2" and again["rows"][0]["scope"] == "asset:BTC"
+    finally:
+        console.close()
+
+
+def test_a_scopes_day_is_charted_an_hour_a_point_from_its_posts_counts(redis_server, tmp_path):
+    """At the demo's volumes, minute points are noise: the day's charts are 24 hourly points, each
+    hour's shares from all its posts, and the page says a point is an hour, in UTC."""
+    redis.Redis.from_url(redis_server).flushdb()
+    end = T0 + 86400
+    hour = end - 3 * 3600  # the hour 21:00-22:00 UTC: one negative post in its first minute, nine positive half an hour on
+    posts = [(hour + 5, "negative", -0.5)] + [(hour + 1800 + i, "positive", 0.5) for i in range(9)] + [(end - 30, "neutral", 0.0)]
+
+    async def write() -> None:
+        store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=48 * 3600)
+        items = [Scored(Post(f"d{i}", "$DOGE", ts, ("DOGE",), source="forum", channel="general"), label, score)
+                 for i, (ts, label, score) in enumerate(posts)]
+        await store.apply(items, {}, items[-1].post.created_at)
+        await store.close()
+
+    asyncio.run(write())
+    console = Console(console_env(redis_server), tmp_path / "console.log")
+    try:
+        scope = console.json("/api/scopes/asset:DOGE", token=None)
+        day, whole = scope["day"], scope["whole"]
+        assert (day["step"], day["per"], whole["step"], whole["per"]) == (3600, "hour", 3600, "hour")
+        assert day["t"] == list(range(end - 86400, end, 3600)) and len(whole["t"]) == 48
+        at = day["t"].index(hour)
+        assert day["posts"][at] == 10 and day["negative"][at] == 0.1 and day["positive"][at] == 0.9  # not (1/1 + 0/9) / 2
+        assert day["negative"][at - 1] is None and day["posts"][-1] == 1  # no posts: a gap; the last hour ends at the data's end
+        page = console.call("GET", "/scope/asset:DOGE")[1]
+        assert "<h2>Last 24 h, per hour</h2>" in page and "<h2>Whole retention, per hour</h2>" in page
+        said = page[page.index('id="chart-step"'):]
+        assert "A point is the hour from its time on, UTC;" in said[: said.index("</p>")]
     finally:
         console.close()
 
@@ -874,6 +936,7 @@ def test_charts_show_utc_whatever_the_browsers_time_zone(api_console, browser):
         assert names == ["time (UTC)"] * page.locator(".uplot").count() and len(names) >= 6, names
         drawn = page.evaluate("window.drawn")
         assert drawn.count("time (UTC)") >= len(names), drawn  # each chart's time axis (drawn again on a resize)
+        assert {"share per hour", "posts per hour", "mean score per hour"} <= set(drawn), drawn  # what one point is
         context.close()
     assert shown[0] == shown[1] and shown[0] not in ("", "--"), shown
 

@@ -32,7 +32,6 @@ from stream.windows import SLICE_FIELDS, bucket_start
 
 OVERVIEW_BASELINE_H = 24
 EVIDENCE_SPAN_S = 86400  # the scope page's chart of the detector's statistic
-CHART_POINTS = 288  # points per chart: 5-minute slices over 24 h
 TIMELINE_ENTRIES = 5000  # newest outbox entries searched for an incident's timeline
 SAMPLE_POSTS = 5
 PRECISION_SPAN_S = 30 * 86400  # the incidents page's alert precision: verdicts given in the last 30 days (wall clock)
@@ -97,15 +96,13 @@ class ConsoleData:
         stacked = np.stack(tables) if tables else np.zeros((0, OVERVIEW_BASELINE_H + 2, len(SLICE_FIELDS)))
         return ScopeRows(end, since, views.overview_rows(scopes, stacked, window_slices=2, covered=covered))
 
-    def _width(self, span: int) -> int:
-        bucket = self.store.bucket_s
-        return max(bucket, -(-span // CHART_POINTS) // bucket * bucket)
-
     async def scope(self, scope: str) -> dict[str, Any] | None:
         end = await self.end()
         if end is None or not await self.redis.exists(index_key(scope)):
             return None
-        day_w, all_w = self._width(86400), self._width(self.store.retention_s)
+        # Coarse enough to read at the demo's volumes (an hour a point over a day); the store sums
+        # each slice's buckets, and the shares are taken from those sums (views.series).
+        day_w, all_w = (views.chart_step(span, self.store.bucket_s) for span in (86400, self.store.retention_s))
         day_n, all_n = 86400 // day_w, self.store.retention_s // all_w
         window = self.config.window_s
         count = self.config.baseline_s // window + 1

@@ -131,9 +131,41 @@ def page_of(rows: Sequence[ScopeRow], query: str = "", offset: int = 0, limit: i
     return found[offset:end], len(found)
 
 
+# The time one point of a scope's share, volume and score charts may cover, finest first: spans a
+# reader can name ("per hour"), each a whole number of the store's buckets where the bucket divides it.
+CHART_STEPS = (60, 5 * 60, 15 * 60, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400)
+# At most this many points a chart. On the demo stream asset:ETH has 1.4 posts a 5-minute point over
+# its last day: its shares jumped between 0 and 100% from point to point, noise that hid the swing. An
+# hour holds about 16, so a day's chart at 24 hourly points reads as a curve; an hour's span (60
+# points) still keeps its minutes.
+CHART_MAX_POINTS = 60
+
+
+def chart_step(span_s: int, bucket_s: int) -> int:
+    """The time one point covers on a chart over `span_s`: the finest of the store's bucket and
+    CHART_STEPS (those a whole number of buckets) that draws the span in CHART_MAX_POINTS points or
+    fewer. A span longer than CHART_MAX_POINTS days gets a whole number of days a point.
+    Shorter spans keep finer points: an hour's chart stays per minute."""
+    steps = [bucket_s, *(s for s in CHART_STEPS if s > bucket_s and s % bucket_s == 0)]
+    for step in steps:
+        if span_s <= step * CHART_MAX_POINTS:
+            return step
+    coarsest = steps[-1]
+    return -(-span_s // (coarsest * CHART_MAX_POINTS)) * coarsest
+
+
+def step_words(step_s: int) -> str:
+    """What one point covers, for a chart's labels: `hour`, `5 minutes`, `day`, `90 seconds`."""
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if step_s % size == 0:
+            return unit if step_s == size else f"{step_s // size} {unit}s"
+    return "second" if step_s == 1 else f"{step_s} seconds"
+
+
 @dataclass(frozen=True)
 class Series:
-    """Columns for a chart: slice starts (epoch s) and per-slice values (None where no posts)."""
+    """Columns for a chart: slice starts (epoch s) and per-slice values (None where no posts), and
+    what one slice covers (`step` seconds, `per` in words) for the chart to say."""
 
     t: list[int]
     posts: list[int]
@@ -141,19 +173,25 @@ class Series:
     positive: list[float | None]
     neutral: list[float | None]
     mean_score: list[float | None]
+    step: int
+    per: str
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 def series(table: np.ndarray, first: int, width: int) -> Series:
+    """A chart's columns from a slice table whose rows are `width` seconds from `first`. Each slice's
+    shares and mean score are its summed counts divided by its posts (the store sums a slice's
+    buckets), so an hour weighs every post in it alike; an average of its minutes' shares would let
+    a minute of one post count as much as a minute of a hundred."""
     def col(c: SliceCol) -> list[float | None]:
         return [round(float(row[c]) / row[SliceCol.N], 4) if row[SliceCol.N] else None for row in table]
 
     return Series(
         t=[first + i * width for i in range(len(table))], posts=[int(row[SliceCol.N]) for row in table],
         negative=col(SliceCol.NEGATIVE), positive=col(SliceCol.POSITIVE), neutral=col(SliceCol.NEUTRAL),
-        mean_score=col(SliceCol.SCORE_SUM),
+        mean_score=col(SliceCol.SCORE_SUM), step=width, per=step_words(width),
     )
 
 

@@ -30,6 +30,10 @@ function drawCharts() {
     const end = s.t.length ? s.t[s.t.length - 1] : 0;
     const width = Math.max(el.clientWidth, 320);
     let series, values;
+    // A share, volume or score point covers one slice of `s.per` (an hour over 24 h): its axis says
+    // so, since a point's posts per hour and per minute differ sixtyfold.
+    const per = s.per ? ` per ${s.per}` : "";
+    const yLabel = {evidence: "evidence (nats)", shares: `share${per}`, volume: `posts${per}`}[el.dataset.kind] || `mean score${per}`;
     if (el.dataset.kind === "evidence") {
       const line = s.t.map(() => s.threshold);
       series = [{}, {label: "sentiment_drop (nats)", stroke: "#c0392b"}, {label: "sentiment_surge (nats)", stroke: "#27ae60"},
@@ -49,7 +53,7 @@ function drawCharts() {
     // axis and the legend's time name it, as a chart read on its own carries no page footer.
     series[0] = {label: "time (UTC)"};
     const opts = {width, height: 200, series, hooks: {drawClear: [shadeSpans(data.spans, end)]},
-                  axes: [{label: "time (UTC)"}, {}],
+                  axes: [{label: "time (UTC)"}, {label: yLabel}],
                   tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
                   scales: el.dataset.kind === "shares" ? {y: {range: [0, 1]}} : {}};
     new uPlot(opts, values, el);
