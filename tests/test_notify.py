@@ -26,9 +26,9 @@ import requests
 from stream.logs import JsonFormatter, KeyValueFormatter
 from stream.settings import Settings
 from stream.alerts import message
-from stream.alerts.chart import PNG_SIGNATURE, render_chart
+from stream.alerts.chart import PNG_SIGNATURE, chart_points, render_chart
 from stream.alerts.incidents import AlertRecord
-from stream.windows import Sample
+from stream.windows import Sample, SliceCol
 from stream.alerts.notify import Notifier, build_apprise, retry_delays, servers_description, split_entries
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,6 +231,16 @@ def test_chart_png_for_normal_empty_and_single_point():
         png = render_chart(pts, END - 3600, END, "asset:ETH", "sentiment_drop")
         assert png.startswith(PNG_SIGNATURE) and len(png) > 1000
     assert render_chart([], "2024-05-01T10:00:00Z", "2024-05-01T11:00:00Z", "all", "volume_spike").startswith(PNG_SIGNATURE)
+
+
+def test_chart_points_leave_a_gap_where_a_slice_has_no_posts():
+    # A quiet scope has many empty 15-minute slices; drawn as score 0 they were a dip to neutral in each.
+    n, score = int(SliceCol.N), int(SliceCol.SCORE_SUM)
+    rows = [[0.0] * len(SliceCol) for _ in range(3)]
+    rows[0][n], rows[0][score] = 4, -2.0
+    rows[2][n], rows[2][score] = 1, 0.5
+    assert chart_points(rows, END, 900) == [(END, 4, -0.5), (END + 900, 0, None), (END + 1800, 1, 0.5)]
+    assert render_chart(chart_points(rows, END - 2700, 900), END - 900, END, "asset:ETH", "sentiment_drop").startswith(PNG_SIGNATURE)
 
 
 def test_importing_chart_and_notify_does_not_import_matplotlib():

@@ -9,12 +9,16 @@ is safe from `asyncio.to_thread` workers, and it never needs a display.
 from __future__ import annotations
 
 import io
+import math
 from datetime import datetime, timezone
 from typing import Sequence
 
 from stream.timefmt import epoch
+from stream.windows import SliceCol
 
-Point = tuple[int, int, float]  # (bucket_start_epoch_s, posts, mean_score)
+# (slice start epoch s, posts, mean score; None where the slice holds no posts: a gap in the line,
+# not a score of 0, which at a quiet scope's volumes drew a neutral dip in most slices)
+Point = tuple[int, int, float | None]
 
 SPAN_S = 24 * 3600
 _DEFAULT_BUCKET_S = 60
@@ -45,8 +49,9 @@ def render_chart(
     if ordered:
         times = [_dt(p[0]) for p in ordered]
         posts = [p[1] for p in ordered]
-        scores = [p[2] for p in ordered]
-        score_ax.plot(times, scores, color="tab:blue", linewidth=1.2, marker="o" if len(ordered) == 1 else None)
+        scores = [math.nan if p[2] is None else p[2] for p in ordered]  # NaN breaks the line
+        # Dots as well as the line: a slice between two empty ones has no neighbour to draw a line to.
+        score_ax.plot(times, scores, color="tab:blue", linewidth=1.2, marker="o", markersize=2.5)
         # Bars start at the bucket start; matplotlib's date unit is days.
         volume_ax.bar(times, posts, width=bucket_s / 86400, align="edge", color="tab:gray")
     else:
@@ -70,6 +75,12 @@ def render_chart(
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def chart_points(slices: Sequence[Sequence[float]], first: int, step_s: int) -> list[Point]:
+    """The chart's points from a slice table whose rows are `step_s` seconds from `first`."""
+    return [(first + i * step_s, int(row[SliceCol.N]), row[SliceCol.SCORE_SUM] / row[SliceCol.N] if row[SliceCol.N] else None)
+            for i, row in enumerate(slices)]
 
 
 def _bucket_width(points: Sequence[Point]) -> int:

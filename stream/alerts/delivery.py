@@ -41,7 +41,6 @@ from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY,
 from stream.redis_client import is_transient, retry_transient
 from stream.store import WindowStore
 from stream.timefmt import epoch
-from stream.windows import SliceCol
 
 if TYPE_CHECKING:
     from apprise.plugins.base import NotifyBase
@@ -458,13 +457,12 @@ class AlertDelivery:
                                     record.alert_id)
 
     async def _chart_of(self, scope: str, kind: str, start: int, end: int, ident: str) -> bytes | None:
-        from stream.alerts.chart import render_chart
+        from stream.alerts.chart import chart_points, render_chart
 
         first = end - CHART_SPAN_S
         try:
             slices = await self.store.slices(scope, first, CHART_STEP_S, CHART_SPAN_S // CHART_STEP_S)
-            points = [(first + i * CHART_STEP_S, int(row[SliceCol.N]), row[SliceCol.SCORE_SUM] / row[SliceCol.N] if row[SliceCol.N] else 0.0)
-                      for i, row in enumerate(slices.tolist())]
+            points = chart_points(slices.tolist(), first, CHART_STEP_S)
             return await asyncio.to_thread(render_chart, points, start, end, scope, kind)
         except Exception:  # noqa: BLE001 - a chart is a nicety; the notification goes without it
             log.exception("chart failed; notifying without it", extra={"id": ident})
