@@ -101,6 +101,10 @@ PRICE_ROWS = "date,asset,close\n2026-10-01,BTC,100\n2026-10-02,BTC,110\n"
     (PRICE_ROWS + "2026-10-03,BTC\n", 4, "expected 3 columns"),
     (PRICE_ROWS + "2026-10-03,,5\n", 4, "empty asset"),
     (PRICE_ROWS + "2026-10-02,btc,111\n", 4, "second close for BTC on 2026-10-02 (the first is on line 3)"),
+    # A stray quote: closed by another three rows on (the rows between would be one asset's name,
+    # their closes gone unsaid), or never (every row after it).
+    (PRICE_ROWS + '2026-10-03,"BTC,120\n2026-10-04,BTC,130\n2026-10-05,B"TC,140\n', 4, "a quote opened here runs on over line 5"),
+    (PRICE_ROWS + '2026-10-03,"BTC,120\n2026-10-04,BTC,130\n', 4, "a quote opened here is never closed"),
     # Over the csv module's field limit, or within it where another module raised it (it is
     # process-wide): either way an error naming the line, not a traceback.
     (PRICE_ROWS + "2026-10-03,BTC," + "x" * 200_000 + "\n", 4, ""),

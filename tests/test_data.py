@@ -173,6 +173,32 @@ def test_a_quote_never_closed_is_fatal_even_with_skip_bad(tmp_path, row, line):
         assert (info.value.line, info.value.reason.split(" (")[0]) == (line, "a quote opened here is never closed")
 
 
+@pytest.mark.parametrize("fmt, header, label", [("tfns", "text,label", "1"), ("csv", "label,text,source", "positive")])
+def test_a_stray_quote_closed_rows_later_is_fatal_even_with_skip_bad(tmp_path, fmt, header, label):
+    """The quote on line 5 is closed only by the stray one on line 301: the csv module reads the
+    296 rows between as one text, of the right width, and nothing else would say so."""
+    def row(text: str) -> str:
+        return f"{text},{label}" if fmt == "tfns" else f"{label},{text},x"
+
+    rows = [header, *(row(f"row {i} btc up") for i in range(1000))]
+    rows[4] = row('"eth down')
+    rows[300] = row('sol "flat')
+    f = write(tmp_path / "stray.csv", "\n".join(rows) + "\n")
+    for skip_bad in (False, True):
+        with pytest.raises(DataError) as info:
+            load_examples(f, fmt, skip_bad=skip_bad)
+        assert info.value.line == 5
+        assert info.value.reason.startswith("a quote opened here runs on over line 6, which reads as a row of its own"), info.value
+
+
+def test_multi_line_texts_whose_lines_hold_commas_or_labels_are_fine(tmp_path):
+    """A line inside a quoted text is a row only when it is, on its own, a whole row with a label:
+    not `AAPL, MSFT` (no label), not `1,2,3` (three fields), not the text's last line `up 3%",1`
+    (its quote closes the text)."""
+    f = write(tmp_path / "t.csv", 'text,label\n"Top movers:\nAAPL, MSFT\nup 3%",1\n"said ""sell"",\n1,2,3\nthen left",0\nok,2\n')
+    assert [(e.line, e.label) for e in load_examples(f, "tfns").examples] == [(2, "positive"), (5, "negative"), (8, "neutral")]
+
+
 def test_quoted_fields_spanning_lines_to_the_end_of_the_file_are_fine(tmp_path):
     f = write(tmp_path / "multi.csv", 'text,label\nbtc up,positive\n"eth\n""down""\nhard",negative\n"sol, flat",neutral')
     assert [(e.line, e.label) for e in load_examples(f).examples] == [(2, "positive"), (3, "negative"), (6, "neutral")]

@@ -126,6 +126,30 @@ def test_a_quote_never_closed_is_an_error_naming_its_line_not_a_merged_post(tmp_
         list(discord_posts(f, ImportReport()))
 
 
+def test_a_stray_quote_closed_rows_later_is_an_error_naming_its_line_not_a_merged_post(tmp_path):
+    """A message that begins with a quote opens a quoted field that the next stray quote closes,
+    rows on: every row between would be one post's text, said nowhere."""
+    f = tmp_path / "export.csv"
+    rows = [["1", "alice", f"2022/2/14 {PM}9:{m:02d}", "2022/2/14", f"msg {m}", "", "", ""] for m in range(50)]
+    write_export(f, rows)
+    lines = f.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[3] = lines[3].replace("msg 2", '"msg 2', 1)  # the export's row 3, file line 4
+    lines[30] = lines[30].replace("msg 29", 'msg 29"', 1)  # closes it, 27 rows on
+    f.write_text("".join(lines), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"export.csv:4: a quote opened here runs on over line 5, which reads as a row of its own"):
+        list(discord_posts(f, ImportReport()))
+
+
+def test_multi_line_messages_with_commas_numbers_and_dates_are_converted(tmp_path):
+    """What a real message's lines hold (a list, a price, a date) is not the start of a row: only a
+    line that starts with an id, an author and a date is."""
+    f = tmp_path / "export.csv"
+    texts = ["wen moon?\n1,2,3 go\n2022/2/14 was the day", '"quoted" reply\nETH, 3000,2022/2/14\nok', "gm\n\n,,\nend"]
+    write_export(f, [["1", "alice", f"2022/2/14 {PM}9:{m:02d}", "2022/2/14", text, "", "", ""] for m, text in enumerate(texts)])
+    report = ImportReport()
+    assert [p["text"] for p in discord_posts(f, report)] == texts and not report.failed
+
+
 def test_a_row_short_of_fields_or_without_visible_text_is_not_converted(tmp_path):
     f = tmp_path / "export.csv"
     write_export(f, [

@@ -42,7 +42,7 @@ ALERTS_IO = {"stream.alerts.engine", "stream.alerts.correlator", "stream.alerts.
 PURE = {
     "stream.contracts", "stream.windows", "stream.assets", "stream.timefmt", "stream.keys", "stream.batch",
     "stream.alerts.comparison", "stream.alerts.precision", "stream.alerts.detector", "stream.alerts.sequential", "stream.alerts.incidents", "stream.alerts.judging", "stream.alerts.grouping", "stream.alerts.message",
-    "model.labels", "model.prompt", "model.scorer", "model.lexicon",
+    "model.labels", "model.prompt", "model.scorer", "model.lexicon", "model.csvquotes",
     "stream.console.views", "stream.console.auth",
     "stream.reporting.daily", "stream.reporting.prices", "stream.reporting.svg", "stream.reporting.render",
 }

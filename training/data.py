@@ -12,9 +12,12 @@ Formats:
 
 A malformed row raises DataError naming the file and line, unless skip_bad is set, in which case it
 is skipped and reported in `LoadResult.skipped`. A `.jsonl` file is read line by line, each line one
-object, whatever its first character. Two faults end the read even with skip_bad, as the rows after
-them cannot be read: a CSV quote that is never closed (it swallowed the rest of the file), and a
-CSV the reader cannot parse at all.
+object, whatever its first character. Three faults end the read even with skip_bad, as the rows
+after them cannot be read or trusted: a CSV quote that is never closed (it swallowed the rest of
+the file), one closed only by a later stray quote, so that a line inside its field reads as a row of
+its own (model/csvquotes.py: for a labelled file, a whole record of the header's width with a label
+in its label column; for the Discord export, a line that starts with an id, an author and a date),
+and a CSV the reader cannot parse at all. Each names the line where the quote opened.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Callable, Iterator, Literal, Mapping
 
+from model.csvquotes import quote_fault, whole_record
 from model.labels import Label, normalize_label
 from model.prompt import EmptyTextError, clean_text
 
@@ -37,6 +42,18 @@ TFNS_LABEL_MAP: dict[str, str] = {"0": "negative", "1": "positive", "2": "neutra
 # other (too long for a post, the model's cleaning cuts it): the file is in memory already.
 CSV_FIELD_LIMIT = 64 * 1024 * 1024
 csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+# A row of the research's Discord export starts with its AuthorID (3.03515e+17), the author (quoted
+# when it holds a comma) and Date_original (2022/2/14 ...): a line inside a quoted field that starts
+# so is a row a stray quote swallowed (every row of the export does; no line of a real multi-line
+# message does).
+DISCORD_ROW_START = re.compile(r'\d[\d.]*(?:[eE][+-]?\d+)?,(?:"(?:[^"]|"")*"|[^",\r\n]*),\d{4}/\d{1,2}/\d{1,2}\b')
+# The header -> whether a line, on its own, reads as a row of that file (model/csvquotes.py).
+RowShape = Callable[[list[str]], Callable[[str], bool]]
+
+
+def discord_row(_header: list[str]) -> Callable[[str], bool]:
+    """A line that starts as a row of the Discord export does (DISCORD_ROW_START)."""
+    return lambda line: DISCORD_ROW_START.match(line) is not None
 
 
 class DataError(ValueError):
@@ -95,7 +112,8 @@ def load_examples(
         label_map = label_map or TFNS_LABEL_MAP
     if fmt == "alpaca":
         text_col, label_col = "input", "output"
-    rows = _json_rows(path, array_ok=fmt == "alpaca") if fmt in ("alpaca", "jsonl") else _csv_rows(path)
+    rows = (_json_rows(path, array_ok=fmt == "alpaca") if fmt in ("alpaca", "jsonl")
+            else _csv_rows(path, labelled_row(label_col, label_map)))
     result = LoadResult()
     for line, row in rows:
         try:
@@ -157,7 +175,40 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
+def whole_row(header: list[str]) -> Callable[[str], bool]:
+    """A line that is, on its own, a whole record of the header's width."""
+    return lambda line: whole_record(line, len(header)) is not None
+
+
+def labelled_row(label_col: str, label_map: Mapping[str, str] | None) -> RowShape:
+    """A line that is, on its own, a whole record of the header's width with a label in its label
+    column (TFNS: `text,1`); a line of a genuine multi-line text rarely is both."""
+    def shape(header: list[str]) -> Callable[[str], bool]:
+        if label_col not in header:
+            return whole_row(header)
+        index = header.index(label_col)
+
+        def looks_like_row(line: str) -> bool:
+            cells = whole_record(line, len(header))
+            return cells is not None and _is_label(cells[index].strip(), label_map)
+
+        return looks_like_row
+
+    return shape
+
+
+def _is_label(raw: str, label_map: Mapping[str, str] | None) -> bool:
+    mapped = label_map.get(raw) if label_map else raw
+    if mapped is None:
+        return False
+    try:
+        normalize_label(mapped)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_rows(path: Path, shape: RowShape = whole_row) -> Iterator[tuple[int, Any]]:
     with io.StringIO(_read_text(path), newline="") as handle:
         lines = handle.readlines()  # as the reader splits them, so a line number indexes this list
     reader = csv.reader(lines)
@@ -165,10 +216,11 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
         header = next(reader, None)
         if header is None:
             raise DataError(path, 1, "empty file, expected a header row")
-        _check_quotes_closed(path, lines, 1, reader.line_num)
+        looks_like_row = shape(header)
+        _check_quotes(path, lines, 1, reader.line_num, looks_like_row)
         line = reader.line_num + 1
         for record in reader:
-            _check_quotes_closed(path, lines, line, reader.line_num)
+            _check_quotes(path, lines, line, reader.line_num, looks_like_row)
             if len(record) != len(header):
                 yield line, DataError(path, line, f"expected {len(header)} fields, got {len(record)}")
             else:
@@ -178,33 +230,11 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
         raise DataError(path, reader.line_num, f"unreadable CSV: {exc}") from None
 
 
-def _check_quotes_closed(path: Path, lines: list[str], first: int, last: int) -> None:
-    """A record (lines first..last) that runs to the end of the file may hold a quote never closed,
-    which swallowed every row after it: fatal, skip_bad or not."""
-    if last == len(lines) and (opened := unclosed_quote(lines, first)) is not None:
-        raise DataError(path, opened, "a quote opened here is never closed (the rows after it cannot be read)")
-
-
-def unclosed_quote(lines: list[str], start: int, quote: str = '"', delimiter: str = ",") -> int | None:
-    """The line of the quote still open at the end of the file, reading as the csv module's default
-    dialect does from line `start` (a record's first line), or None when every quote is closed."""
-    state, opened = "start", None  # start of a field, unquoted, quoted, a quote inside a quoted field
-    for number, text in enumerate(lines[start - 1 :], start=start):
-        for char in text:
-            if state == "quoted":
-                if char == quote:
-                    state = "quote"
-            elif char in "\r\n":
-                state = "start"
-            elif char == delimiter:
-                state = "start"
-            elif state == "start" and char == quote:
-                state, opened = "quoted", number
-            elif state == "quote" and char == quote:
-                state = "quoted"  # a doubled quote
-            else:
-                state = "unquoted"
-    return opened if state == "quoted" else None
+def _check_quotes(path: Path, lines: list[str], first: int, last: int, looks_like_row: Callable[[str], bool]) -> None:
+    """A stray quote in the record on lines first..last swallowed rows after it (to the end of the
+    file, or to another stray quote): fatal, skip_bad or not, named where the quote opened."""
+    if fault := quote_fault(lines, first, last, looks_like_row):
+        raise DataError(path, fault.opened, fault.reason)
 
 
 def _json_rows(path: Path, array_ok: bool = True) -> Iterator[tuple[int, Any]]:
@@ -264,7 +294,7 @@ def load_seed_discord(path: Path, scores_path: str | Path | None = None, *, skip
             bad(scores_file, line, "expected AuthorID and a numeric Average_Sentiment_Score")
     messages: dict[str, list[str]] = {}
     first_line: dict[str, int] = {}
-    for line, row in _csv_rows(path):
+    for line, row in _csv_rows(path, discord_row):
         if isinstance(row, DataError):
             bad(row.path, row.line, row.reason)
             continue

@@ -25,7 +25,8 @@ from typing import Any, Iterator
 import ftfy
 
 from model.prompt import has_visible_text
-from training.data import unclosed_quote  # importing training.data raises the csv field limit for this reader too
+from model.csvquotes import quote_fault
+from training.data import discord_row  # importing training.data raises the csv field limit for this reader too
 
 _TIME = re.compile(r"^\s*(\d{4})/(\d{1,2})/(\d{1,2})\s*(上午|下午)?\s*(\d{1,2}):(\d{2})\s*$")
 
@@ -80,12 +81,14 @@ def discord_posts(path: Path, report: ImportReport, channel: str = "meritcircle"
         missing = {"Author", "Date_original", "Content"} - set(header)
         if missing:
             raise ValueError(f"{path}: not a Discord export, missing columns {sorted(missing)}")
+        looks_like_row = discord_row(header)
         line = reader.line_num + 1
         for record in reader:
             start, line = line, reader.line_num + 1  # a multi-line Content spans several lines
-            if reader.line_num == len(lines) and (opened := unclosed_quote(lines, start)) is not None:
-                # Every row after the quote was read into this one's text: nothing after it can be trusted.
-                raise ValueError(f"{path}:{opened}: a quote opened here is never closed (the rows after it cannot be read)")
+            if fault := quote_fault(lines, start, reader.line_num, looks_like_row):
+                # Rows after the quote were read into this one's text (to the end of the file, or to
+                # another stray quote): the import would be missing them without a word.
+                raise ValueError(f"{path}:{fault.opened}: {fault.reason}")
             if len(record) != len(header):
                 report.failed.append((start, f"wrong_fields: expected {len(header)} fields, got {len(record)}"))
                 continue

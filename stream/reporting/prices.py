@@ -16,16 +16,21 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from model.csvquotes import quote_fault
 from stream.reporting.daily import DAY_S, Report, ticker
 
 HEADER = ("date", "asset", "close")
 LAGS = (0, 1, 2, 3)  # days between the index and the return it is compared with
 MEANINGFUL_PAIRS = 20  # below this, the report says a correlation means nothing
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+# A price row starts with its date: a line inside a quoted field that does is a row a stray quote
+# swallowed (model/csvquotes.py).
+ROW_START = re.compile(r'\s*"?\d{4}-\d{1,2}-\d{1,2}"?\s*,')
 
 
 class PriceError(ValueError):
@@ -37,12 +42,10 @@ Closes = dict[str, dict[int, float]]  # ticker -> UTC day start -> close
 
 def parse_prices(text: str, source: str = "prices") -> Closes:
     """Closing prices by ticker (upper case, as asset scopes are) and UTC day start."""
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
     closes: Closes = {}
     first_line: dict[tuple[str, int], int] = {}
     header_seen = False
-    for cells in _rows(reader, source):
-        line = reader.line_num
+    for line, cells in _rows(text.lstrip("\ufeff"), source):
         if not any(c.strip() for c in cells):
             continue  # blank lines (a trailing newline, a spreadsheet's empty row)
         if not header_seen:
@@ -60,16 +63,28 @@ def parse_prices(text: str, source: str = "prices") -> Closes:
     return closes
 
 
-def _rows(reader: Any, source: str) -> Iterator[list[str]]:
-    """The CSV's rows; a row the csv module cannot read (a field over its size limit, a NUL) is a
-    PriceError naming its line."""
+def _rows(text: str, source: str) -> Iterator[tuple[int, list[str]]]:
+    """The CSV's rows with the line each starts on. A row the csv module cannot read (a field over
+    its size limit, a NUL) is a PriceError naming its line, and so is a stray quote that read the
+    rows after it into one field (model/csvquotes.py): a close would otherwise go missing unsaid."""
+    lines = io.StringIO(text, newline="").readlines()  # as the reader splits them, so a line number indexes this list
+    reader = csv.reader(lines)
+    first = 1
     while True:
         try:
-            yield next(reader)
+            cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
             raise PriceError(f"{source} line {reader.line_num}: {exc}") from None
+        if fault := quote_fault(lines, first, reader.line_num, _looks_like_row):
+            raise PriceError(f"{source} line {fault.opened}: {fault.reason}")
+        yield first, cells
+        first = reader.line_num + 1
+
+
+def _looks_like_row(line: str) -> bool:
+    return ROW_START.match(line) is not None
 
 
 def _parse_row(cells: Sequence[str], where: str) -> tuple[int, str, float]:
