@@ -19,7 +19,7 @@ from rich.text import Text
 
 from model.scorer import Judgement, Scorer
 from stream.logs import redact, setup_logging
-from stream.settings import Settings, get_settings
+from stream.settings import Settings, get_settings, redis_given
 from stream.timefmt import shown
 
 class _App(typer.Typer):
@@ -66,20 +66,33 @@ BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="po
 
 
 def model_settings(**overrides: Any) -> Settings:
-    """The environment's settings with any CLI options laid over them; also sets up logging."""
+    """The environment's settings with any CLI options laid over them; also sets up logging. Every
+    setting that is wrong is named in one line, the Redis URL's problem among the others: fixing one
+    and only then hearing of the next costs a pod restart each."""
     try:
         settings = get_settings()
         setup_logging(settings.log_level, settings.log_json)
         chosen = {k: v for k, v in overrides.items() if v is not None}
         settings = Settings.model_validate({**settings.model_dump(), **chosen}) if chosen else settings
     except ValidationError as exc:
-        raise fail(settings_error(exc)) from None
-    if settings.redis_url is not None:
-        from stream.redis_client import settings_problem  # imports redis: only where a URL is set
-
-        if problem := settings_problem(settings):
-            raise fail(f"invalid settings: {problem}")
+        raise fail(settings_error(exc, redis_url_problem())) from None
+    if problem := redis_url_problem():
+        raise fail(f"invalid settings: {problem}")
     return settings
+
+
+def redis_url_problem() -> str | None:
+    """What is wrong with the Redis URL the environment sets, naming its variable, whether or not
+    the other settings validate (None: nothing, or no URL). The URL is judged by the client that
+    will use it (stream.redis_client), which Settings sits below, so it is not one of Settings'
+    own checks; redis is imported only where a URL is set. With SENTINEL_REDIS_CLUSTER itself not a
+    boolean the URL waits for it: whether several endpoints are right depends on it."""
+    given = redis_given()
+    if given is None or given[1] is None:
+        return None
+    from stream.redis_client import url_setting_problem  # imports redis: only where a URL is set
+
+    return url_setting_problem(given[0], cluster=given[1])
 
 
 def inert(value: str) -> Text:
@@ -88,9 +101,9 @@ def inert(value: str) -> Text:
     return Text(value)
 
 
-def settings_error(exc: ValidationError) -> str:
-    """One line naming each bad variable and what is wrong with it. Never the value: a
-    mistyped variable may hold a secret."""
+def settings_error(exc: ValidationError, *more: str | None) -> str:
+    """One line naming each bad variable and what is wrong with it, then `more` problems found
+    outside Settings (the Redis URL's). Never the value: a mistyped variable may hold a secret."""
     from stream.settings import variable_name
 
     fields = {name.upper(): name for name, field in Settings.model_fields.items()}
@@ -104,6 +117,7 @@ def settings_error(exc: ValidationError) -> str:
             continue
         name = str(error["loc"][0])
         problems.append(f"{variable_name(fields.get(name.upper(), name))}: {text}")
+    problems.extend(problem for problem in more if problem)
     # A backstop: no check quotes a value, but a library's message inside one might.
     return redact("invalid settings: " + "; ".join(problems))
 

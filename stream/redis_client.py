@@ -183,7 +183,12 @@ def settings_problem(settings: Settings) -> str | None:
     """What is wrong with the settings' Redis URL, naming its variable (None: nothing or no URL)."""
     if settings.redis_url is None:
         return None
-    problem = url_problem(settings.redis_url.get_secret_value(), cluster=settings.redis_cluster)
+    return url_setting_problem(settings.redis_url.get_secret_value(), cluster=settings.redis_cluster)
+
+
+def url_setting_problem(url: str, *, cluster: bool) -> str | None:
+    """What is wrong with `url` as the Redis URL setting, naming the variable that set it."""
+    problem = url_problem(url, cluster=cluster)
     return f"{variable_name('redis_url')}: {problem}" if problem else None
 
 

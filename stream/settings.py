@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 from stream.timefmt import parse_duration
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 Quantize = Literal["none", "8bit", "4bit"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -236,7 +236,8 @@ class Settings(BaseSettings):
         # Settings that are wrong only together, checked when the settings are read: one line
         # naming the variables at start-up, before the model loads or anything connects. The
         # messages name variables, never a value that could be a secret. (REDIS_URL is checked by
-        # the commands, with the client that will use it: stream.redis_client.settings_problem.)
+        # the commands, with the client that will use it, and named in the same line as these:
+        # sentinel.cli.redis_url_problem, from `redis_given` when the settings do not validate.)
         if self.kafka_security_protocol.startswith("SASL_") and not (self.kafka_sasl_username and self.kafka_sasl_password):
             raise ValueError(f"SENTINEL_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs SENTINEL_KAFKA_SASL_USERNAME "
                              "and SENTINEL_KAFKA_SASL_PASSWORD")
@@ -270,6 +271,22 @@ def variable_name(field: str) -> str:
         set_now = {key.upper() for key in os.environ}
         return next((name for name in names if name.upper() in set_now), names[-1])
     return f"SENTINEL_{field.upper()}"
+
+
+def redis_given() -> tuple[str, bool | None] | None:
+    """The Redis URL and SENTINEL_REDIS_CLUSTER as the environment sets them, read by Settings' own
+    environment source (its aliases, any case) and nothing else validated: so a command whose other
+    settings do not validate can still judge the URL, and name every bad setting in one line. None:
+    no URL set. The flag is None when it is set but not a boolean (its own error says so)."""
+    found = {name.lower(): value for name, value in EnvSettingsSource(Settings)().items()}
+    url = found.get("sentinel_redis_url", found.get("redis_url"))
+    if not isinstance(url, str):
+        return None
+    try:
+        cluster: bool | None = TypeAdapter(bool).validate_python(found.get("redis_cluster", False))
+    except ValidationError:
+        cluster = None
+    return url, cluster
 
 
 @lru_cache(maxsize=1)

@@ -131,6 +131,29 @@ def test_the_worker_refuses_a_bad_setting_in_one_line_naming_the_variable_set(en
     assert expected in line, line
 
 
+@pytest.mark.parametrize("args, env, expected", [
+    (["worker"], {"KAFKA_BROKER": "kafka:abc", "REDIS_URL": f"http://user:{SECRET}@x/0", "SENTINEL_BATCH_SIZE": "0"},
+     ["KAFKA_BROKER: a comma-separated list", "SENTINEL_BATCH_SIZE: ", "REDIS_URL: scheme http://"]),
+    # Settings wrong together, beside the URL.
+    (["worker"], {"KAFKA_BROKER": "127.0.0.1:9", "SENTINEL_REDIS_URL": f"redis://:{SECRET}@127.0.0.1:9/x", "SENTINEL_ALERT_RESOLVE_Z": "3.5"},
+     ["SENTINEL_ALERT_RESOLVE_Z (3.5) must be below", "SENTINEL_REDIS_URL: the database in the path must be a number"]),
+    # A command's option that does not validate, beside the URL.
+    (["classify", "--device", "tpu", "BTC up"], {"REDIS_URL": f"redis://:{SECRET}@127.0.0.1:9?ssl_ca_certs=/ca.crt"},
+     ["SENTINEL_DEVICE: use auto, cpu, cuda or cuda:N", "REDIS_URL: TLS options (ssl_ca_certs) need a rediss:// URL"]),
+    (["windows", "--scope", "all"], {"REDIS_URL": "redis://h1:6379,h2:6379", "SENTINEL_REDIS_CLUSTER": "maybe", "SENTINEL_DEVICE": "tpu"},
+     ["SENTINEL_REDIS_CLUSTER: ", "SENTINEL_DEVICE: use auto"]),  # the URL waits for the flag it is judged by
+    # The URL the settings take (SENTINEL_REDIS_URL before REDIS_URL) is the one judged.
+    (["worker"], {"KAFKA_BROKER": "kafka:abc", "SENTINEL_REDIS_URL": "redis://127.0.0.1:9/0", "REDIS_URL": f"http://user:{SECRET}@x/0"},
+     ["KAFKA_BROKER: a comma-separated list"]),
+])
+def test_every_bad_setting_and_the_redis_url_are_named_in_one_line(args, env, expected):
+    """A bad REDIS_URL is named with the other bad settings, not after they are fixed."""
+    line = one_error_line(sentinel(args, env))
+    assert line.startswith("error: invalid settings: "), line
+    problems = line.removeprefix("error: invalid settings: ").split("; ")
+    assert len(problems) == len(expected) and all(any(p.startswith(e) for p in problems) for e in expected), line
+
+
 def test_a_command_that_reads_redis_refuses_a_redis_url_with_tls_options_on_redis_scheme():
     line = one_error_line(sentinel(["windows"], {"REDIS_URL": f"redis://:{SECRET}@127.0.0.1:9?ssl_ca_certs=/etc/ssl/certs/ca.crt"}))
     assert "REDIS_URL: TLS options (ssl_ca_certs) need a rediss:// URL" in line, line
