@@ -73,6 +73,20 @@ def broker_credentials(settings: Settings) -> "faust.types.auth.CredentialsT | N
     return faust.SSLCredentials(ssl_context(settings))
 
 
+def max_request_bytes(settings: Settings) -> int:
+    """The largest record the worker's producer sends (its max_request_size): SENTINEL_KAFKA_MAX_REQUEST_BYTES,
+    else 1 MiB (Kafka's default message.max.bytes is 1 MiB and some bytes), or twice the input's byte cap."""
+    return settings.kafka_max_request_bytes or max(1_048_576, settings.max_message_bytes * 2)
+
+
+def record_bytes(key: bytes | None, value: bytes | None) -> int:
+    """A record's size as the producer measures it against max_request_size: alone in a record
+    batch, headers and all (aiokafka's own estimate, which `AIOKafkaProducer.send` checks)."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, []))
+
+
 def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
     """aiokafka connection options (bootstrap servers, SSL, SASL)."""
     options: dict[str, Any] = {"bootstrap_servers": settings.kafka_broker, "security_protocol": settings.kafka_security_protocol}
@@ -171,10 +185,21 @@ async def publish_records(producer: "faust.types.ProducerT", topic: str, records
     message objects, a callback and a sensor call: 13.7% of a worker's CPU samples at 64 records a batch
     (`docs/results/publish_batches.json`). This builds aiokafka's record batches directly. It
     reaches the aiokafka producer inside Faust's (`_ensure_producer`, faust-streaming 0.15,
-    pinned); `tests/test_publish.py` holds it to a plain send's partitions and order."""
+    pinned); `tests/test_publish.py` holds it to a plain send's partitions and order.
+
+    A record over the producer's max_request_size is refused before any record of the call is
+    queued, as `AIOKafkaProducer.send` refuses it (send_batch checks nothing): the broker would
+    refuse it anyway, after the batch's offsets may have moved on. The processor fits its records
+    under that size first (`BatchProcessor`'s max_record_bytes), so this is a backstop."""
     if not records:
         return []
     kafka = producer._ensure_producer()  # type: ignore[attr-defined]
+    for key, value in records:
+        if (size := record_bytes(key, value)) > kafka._max_request_size:  # noqa: SLF001 - the producer's own setting
+            from aiokafka.errors import MessageSizeTooLargeError
+
+            raise MessageSizeTooLargeError(f"a record of {size} bytes to {topic} is over the producer's max_request_size "
+                                           f"({kafka._max_request_size}); nothing of this call was queued")
     await kafka.partitions_for(topic)  # the partitioner needs the topic's metadata
     by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
     sent: list[asyncio.Future[Any]] = []

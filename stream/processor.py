@@ -31,6 +31,7 @@ from stream.alerts.incidents import AlertRecord
 from stream.assets import DEFAULT_ALIASES
 from stream.batch import Admitted, BatchOutcome, Prepared, RawMessage
 from stream.contracts import DLQ_MAX_VALUE_BYTES, Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
+from stream.kafka import record_bytes
 from stream.model_thread import ModelThread
 from stream.redis_client import retry_transient
 from stream.store import Scored, WindowStore
@@ -87,6 +88,7 @@ class BatchProcessor:
         alerts: Judge | None = None,
         metrics: BatchObserver | None = None,
         model_thread: ModelThread | None = None,
+        max_record_bytes: int | None = None,
     ):
         self.classify = classify
         self.store = store
@@ -109,6 +111,9 @@ class BatchProcessor:
         self.batches = 0
         # Every model call on one long-lived thread, the one that loaded the model (stream/model_thread.py).
         self.model_thread = model_thread or ModelThread()
+        # The producer's max_request_size (stream.kafka.max_request_bytes): a dead letter over it is
+        # cut to fit. A post-sentiment record holds no text and stays far under its 64 KiB floor.
+        self.max_record_bytes = max_record_bytes
 
     async def start(self) -> None:
         stats = await self._with_redis(self.store.stats)  # Redis may be away as the agent starts
@@ -241,18 +246,45 @@ class BatchProcessor:
             return
         records = []
         for msg, rejection in rejected:
-            record = dlq_record(
-                msg.value, rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset, at=time.time(),
-                max_value_bytes=min(self.limits.max_message_bytes, DLQ_MAX_VALUE_BYTES),
-            )
             log.warning(
                 "dead-lettered",
                 extra={"reason": rejection.reason, "post_id": rejection.post_id, "partition": msg.partition, "offset": msg.offset},
             )
-            records.append((rejection.post_id, json.dumps(record, ensure_ascii=False).encode()))
+            records.append((rejection.post_id, self._dead_letter_value(msg, rejection)))
         await self.publish(self.dlq_topic, records)
         for _, rejection in rejected:  # once published: the metric never runs ahead of the DLQ
             self.metrics.dead_lettered(rejection.reason)
+
+    def _dead_letter_value(self, msg: RawMessage, rejection: Rejection) -> bytes:
+        """The dead letter, under the producer's max_record_bytes. Escaping can make up to 768 KiB
+        of the 128 KiB of the original it keeps; where the limit is lower (a broker's or topic's
+        smaller message size, SENTINEL_KAFKA_MAX_REQUEST_BYTES) the original is cut further, to
+        the most that fits (to nothing at worst), so the reason, post id and offsets still reach the
+        DLQ. Refused whole, the batch would stop the worker unacked, and the worker would stop on it
+        again after every restart."""
+        at, full = time.time(), min(self.limits.max_message_bytes, DLQ_MAX_VALUE_BYTES)
+        key = rejection.post_id.encode() if rejection.post_id else None  # as the publish encodes it
+
+        def encoded(cap: int) -> bytes:
+            record = dlq_record(msg.value, rejection, topic=msg.topic, partition=msg.partition, offset=msg.offset, at=at,
+                                max_value_bytes=cap)
+            return json.dumps(record, ensure_ascii=False).encode()
+
+        def fits(value: bytes) -> bool:
+            return self.max_record_bytes is None or record_bytes(key, value) <= self.max_record_bytes
+
+        if fits(value := encoded(full)):
+            return value
+        # A dead letter's size grows with the bytes kept: the most that fits, by bisection (a rare
+        # path: ~17 encodings of a dead letter that is over the limit).
+        low, high = 0, full - 1
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(encoded(middle)) else (low, middle - 1)
+        log.warning("dead letter cut to fit the producer's max request size",
+                    extra={"post_id": rejection.post_id, "partition": msg.partition, "offset": msg.offset,
+                           "value_bytes": len(msg.value or b""), "kept_bytes": low, "max_record_bytes": self.max_record_bytes})
+        return encoded(low)
 
     async def _classify(self, posts: list[tuple[Post, RawMessage]], outcome: BatchOutcome) -> list[tuple[Post, Judgement]]:
         """Classify in a worker thread; on failure split the batch, so one poison post ends in the DLQ alone."""

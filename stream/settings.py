@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
+    kafka_max_request_bytes: int | None = Field(
+        None, ge=65_536, description="the largest record the worker produces (the producer's max_request_size): where the broker's "
+        "message.max.bytes or the output topics' max.message.bytes is lower, set it to that, and a dead letter keeps less of its "
+        "message instead of being refused; unset: 1 MiB, or twice SENTINEL_MAX_MESSAGE_BYTES where that is more"
+    )
 
     # --- topics and the consumer group ---
     app_id: str = Field("forum-sentinel", description="Faust app id: the Kafka consumer group")

@@ -36,7 +36,8 @@ from stream.alerts.notify import Notifier, retry_delays
 from stream.assets import load_aliases
 from stream.batch import RawMessage
 from stream.contracts import Limits
-from stream.kafka import Deliveries, broker_credentials, broker_url, guard_undecodable_batches, publish_records, ssl_context, undecodable_reason
+from stream.kafka import (Deliveries, broker_credentials, broker_url, guard_undecodable_batches, max_request_bytes, publish_records, ssl_context,
+                          undecodable_reason)
 from stream.model_thread import ModelThread
 from stream.ops.http import install as install_http
 from stream.ops.prometheus import WorkerMetrics
@@ -174,7 +175,7 @@ def faust_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         # A CPU batch can take seconds; the consumer must not be considered dead meanwhile.
         broker_max_poll_interval=max(300.0, settings.rebalance_timeout),
-        producer_max_request_size=max(1_048_576, settings.max_message_bytes * 2),
+        producer_max_request_size=max_request_bytes(settings),
         datadir=str(datadir),
     )
 
@@ -323,6 +324,7 @@ def build_worker(
         alerts=engine,
         metrics=metrics,
         model_thread=model_thread,
+        max_record_bytes=max_request_bytes(settings),
     )
     notifier = Notifier.from_settings(settings)
     metrics.watch_notifier(notifier)

@@ -1,7 +1,9 @@
 """`publish_records` (stream/kafka.py) on a real broker, through the worker's own Faust producer:
 every record arrives once, with its key and value, on the partition a single send of its key would
 have chosen and in the order given, including when a partition's records fill several of the
-producer's batches; records without a key arrive too."""
+producer's batches; records without a key arrive too. A record over the producer's max_request_size
+is refused before any of its call is queued, and the worker fits its dead letters under that size
+so it never gets there."""
 
 from __future__ import annotations
 
@@ -112,3 +114,109 @@ def test_records_the_producer_gives_up_on_reach_on_lost(tmp_path):
     assert len(lost) == 1 and f"2 records to {topic}[0] not delivered" in str(lost[0]), lost
     assert flushed_first == [False]  # so a commit behind that flush never ran
     assert settled_first == [False]  # nor one behind shutdown's settled()
+
+
+def test_a_record_over_the_producers_max_request_size_is_refused_before_any_is_queued(kafka_server, tmp_path):
+    """The producer's own limit, as `AIOKafkaProducer.send` holds it: send_batch checks none, so a
+    record over it went to the broker, which Kafka refuses (message.max.bytes) and Tansu takes."""
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    topic = "publish-too-large"
+    settings = Settings(kafka_broker=kafka_server, partitions=1, cache_dir=tmp_path, app_id="test-publish-large",
+                        kafka_max_request_bytes=65_536)
+    records = [(b"a", b"small"), (b"b", b"x" * 70_000), (b"c", b"small too")]
+
+    async def go() -> list:
+        await ensure_topics(settings, [topic])
+        app = faust_app(settings)
+        await app.producer.start()
+        try:
+            try:
+                await publish_records(app.producer, topic, records)
+            except MessageSizeTooLargeError as exc:
+                refused = str(exc)
+            else:
+                refused = ""
+            await publish_records(app.producer, topic, [records[0], records[2]])
+            await app.producer.flush()
+        finally:
+            await app.producer.stop()
+        return [refused, await read_all(kafka_server, topic, 2, timeout_s=20)]
+
+    refused, received = asyncio.run(go())
+    assert "a record of 700" in refused and "over the producer's max_request_size (65536)" in refused, refused
+    # None of the refused call's records went out: only the second call's two.
+    assert [(r.key, r.value) for r in sorted(received, key=lambda r: r.offset)] == [records[0], records[2]]
+
+
+def test_a_dead_letter_over_the_producers_limit_is_cut_to_fit_and_the_worker_goes_on(kafka_server, redis_server, cache_dir, tmp_path):
+    """A broker or topic whose message size is under what a dead letter can grow to (escaping makes
+    up to 768 KiB of the 128 KiB of the original it keeps), told to the worker as
+    SENTINEL_KAFKA_MAX_REQUEST_BYTES; Tansu takes 12 MB, so the producer's own limit stands for it.
+    Each dead letter reaches the DLQ with its reason, post id and offset, its original cut to fit;
+    the worker does not stop, its offsets pass them, and the good posts on either side are counted
+    and published."""
+    import json
+    import uuid
+
+    import redis
+    from aiokafka import TopicPartition
+
+    from stream.kafka import record_bytes
+    from stream.timefmt import iso
+    from stream.tools.replay import consume_records
+    from workers import sentinel, worker_env
+
+    redis.Redis.from_url(redis_server).flushdb()
+    limit = 65_536
+    env = worker_env(f"large-{uuid.uuid4().hex[:6]}", kafka_server, redis_server, cache_dir, SENTINEL_KAFKA_MAX_REQUEST_BYTES=str(limit))
+    at = iso(time.time() - 3600)
+
+    def post(post_id: str, text: str) -> bytes:
+        return json.dumps({"id": post_id, "text": text, "created_at": at, "assets": ["BTC"]}).encode()
+
+    lines = [
+        (post("p1", "BTC breaks out"), None, None),
+        (post("long-1", "\x01" * 10_500), "text_too_long", "long-1"),  # 63 KB as JSON escapes, 74 KB as a dead letter
+        (b"\x01" * 60_000, "invalid_json", None),  # 360 KB as a dead letter
+        (post("big-1", "A" * 70_000), "too_large", None),  # decided before parsing; 64 KiB kept: over the limit with the fields
+        (post("p5", "BTC dumps hard"), None, None),
+    ]
+    assert all(b"\n" not in raw and len(raw) for raw, _, _ in lines)
+    data = tmp_path / "posts.jsonl"
+    data.write_bytes(b"".join(raw + b"\n" for raw, _, _ in lines))
+
+    summary_path, worker_log = tmp_path / "summary.json", tmp_path / "worker.log"
+    r = sentinel(["run", str(data), "--summary-json", str(summary_path), "--worker-log", str(worker_log), "--timeout", "180"], env)
+    log_text = worker_log.read_text(errors="replace")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + log_text[-3000:]
+    assert "batch failed unexpectedly" not in log_text and "Traceback" not in log_text, log_text[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert {k: summary[k] for k in ("sent", "consumed", "dlq", "processed")} == {"sent": 5, "consumed": 5, "dlq": 3, "processed": 2}
+
+    settings = Settings(kafka_broker=kafka_server)
+
+    async def outputs() -> tuple[list, list, int | None]:
+        dead = [rec async for rec in consume_records(settings, env["SENTINEL_TOPIC_DLQ"])]
+        results = [rec async for rec in consume_records(settings, env["SENTINEL_TOPIC_SENTIMENT"])]
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_server, group_id=env["SENTINEL_APP_ID"], enable_auto_commit=False)
+        await consumer.start()
+        try:
+            committed = await consumer.committed(TopicPartition(env["SENTINEL_TOPIC_POSTS"], 0))
+        finally:
+            await consumer.stop()
+        return dead, results, committed
+
+    dead, results, committed = asyncio.run(outputs())
+    assert committed == len(lines)  # the offsets passed the dead letters
+    assert sorted(json.loads(rec["value"])["id"] for rec in results) == ["p1", "p5"]
+    letters = sorted((json.loads(rec["value"]) for rec in dead), key=lambda d: d["source_offset"])
+    assert [(d["source_offset"], d["reason"], d["post_id"]) for d in letters] == [
+        (offset, reason, post_id) for offset, (_, reason, post_id) in enumerate(lines) if reason]
+    for rec, d in zip(sorted(dead, key=lambda rec: json.loads(rec["value"])["source_offset"]), letters):
+        raw = lines[d["source_offset"]][0]
+        assert record_bytes(rec["key"].encode() if rec["key"] else None, rec["value"].encode()) <= limit
+        assert d["value_truncated"] and d["value_bytes"] == len(raw) and raw.startswith(d["value"].encode()), d["message"]
+        # Cut to fit, and no more: a few more bytes kept would not have fitted.
+        assert limit - 512 < record_bytes(rec["key"].encode() if rec["key"] else None, rec["value"].encode()), d["message"]
+    assert log_text.count("dead letter cut to fit the producer's max request size") == 3, log_text[-3000:]
