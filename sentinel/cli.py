@@ -1166,28 +1166,32 @@ def compare_alerts(
                                                           help="the team's verdicts on the baseline's incidents: `sentinel audit --action verdict --json`")] = None,
     start: Annotated[Optional[str], typer.Option("--from", help="only incidents that reach into the stretch from this event time (ISO 8601): the replayed stretch, when the baseline is a recorded topic")] = None,
     end: Annotated[Optional[str], typer.Option("--until", help="... to this event time")] = None,
+    max_shift: Annotated[str, typer.Option("--max-shift", help="two incidents are one event only when they first fired at most this far apart (s, m, h, d)")] = "2h",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Two runs' incidents side by side: raised by both, by one only, and first fired how much earlier or later; with
-    --verdicts, whether the incidents a change would lose were real or false alarms."""
+    """Two runs' incidents side by side: raised by both, by one only, and first fired how much earlier or later; of those
+    in both, how their severity, members and resolution moved; with --verdicts, whether the incidents a change would lose
+    were real or false alarms."""
     import math
 
-    from stream.alerts.comparison import compare, episodes, spans_differ, summary
-    from stream.timefmt import epoch, iso
+    from stream.alerts.comparison import change_row, changed, compare, episodes, grouping_differs, pair_change, spans_differ, summary
+    from stream.timefmt import epoch, iso, parse_duration
     from stream.tools.alert_records import read_alert_records, read_verdicts
 
     try:
         runs = [episodes(read_alert_records(path)) for path in (baseline, candidate)]
         said = read_verdicts(verdicts_file) if verdicts_file is not None else None
         lo, hi = (epoch(start) if start else -math.inf), (epoch(end) if end else math.inf)
+        shift_s = _max_shift(max_shift, parse_duration)
     except ValueError as exc:
         raise fail(str(exc).replace("Invalid isoformat string", "--from/--until: not an ISO 8601 time")) from None
     try:
         shown = {"from": start and iso(lo), "until": end and iso(hi)}
     except (ValueError, OverflowError):  # an offset carries the time past year 9999 or before year 1
         raise fail("--from/--until: out of range (years 1 to 9999 in UTC)") from None
-    result = compare(*runs, lo, hi)
-    figures = summary(result, said) | shown
+    result = compare(*runs, lo, hi, shift_s)
+    figures = summary(result, said) | shown | {"max_shift": max_shift, "baseline_records": runs[0].records, "candidate_records": runs[1].records}
+    changes = [pair_change(b, c) for b, c in result.matched]
 
     def row(e: Any) -> dict[str, Any]:
         return {"incident_id": e.incident_id, "root_scope": e.root_scope, "kinds": list(e.kinds), "first": iso(e.first),
@@ -1195,7 +1199,8 @@ def compare_alerts(
 
     if as_json:
         print(json.dumps({**figures, "only_baseline_incidents": [row(e) for e in result.lost],
-                          "only_candidate_incidents": [row(e) for e in result.new]}))
+                          "only_candidate_incidents": [row(e) for e in result.new],
+                          "both_incidents": [change_row(pc) for pc in changes]}))
         return
 
     shown_base, shown_cand = escape(str(baseline)), escape(str(candidate))  # a path is not markup
@@ -1203,7 +1208,10 @@ def compare_alerts(
     def n(count: int, noun: str) -> str:
         return f"{count} {noun}{'' if count == 1 else 's'}"
 
-    if runs[0].grouped != runs[1].grouped:
+    for path, run in ((shown_base, runs[0]), (shown_cand, runs[1])):
+        if not run.records:
+            out.print(f"[yellow]{path} holds no alert records[/yellow]", soft_wrap=True)
+    if grouping_differs(*runs):
         out.print("[yellow]one run grouped transitions into incidents and the other did not (SENTINEL_ALERT_GROUPING): "
                   "counts compare incidents with single alerts[/yellow]", soft_wrap=True)
     if spans_differ(*runs) and not (start or end):
@@ -1217,10 +1225,61 @@ def compare_alerts(
     if shift:
         out.print(f"of those in both, the candidate's fired {figures['earlier']} earlier and {figures['later']} later: "
                   f"median {shift['median']:+.1f} min (from {shift['min']:+.1f} to {shift['max']:+.1f})", soft_wrap=True)
+        sev, mem, res = figures["severity"], figures["members"], figures["resolution"]
+        out.print(f"of those in both, the candidate's severity: {sev['raised']} raised, {sev['lowered']} lowered; critical: "
+                  f"{sev['critical_newly']} newly, {sev['critical_no_longer']} no longer, {sev['critical_earlier']} earlier, "
+                  f"{sev['critical_later']} later", soft_wrap=True)
+        moved = f" (at most {mem['resolution_moved_max_min']:.0f} min)" if mem["resolution_moved_max_min"] is not None else ""
+        out.print(f"of those in both, the candidate's members (scope, kind): {mem['gained']} gained, {mem['lost']} lost, in "
+                  f"{n(mem['incidents_changed'], 'incident')}; {n(mem['resolution_moved'], 'member')} resolved at another time{moved}",
+                  soft_wrap=True)
+        out.print(f"of those in both, the candidate's resolved {res['earlier']} earlier, {res['later']} later, {res['never']} never "
+                  f"(still firing at the end), {res['newly']} newly (the baseline's never did); {res['same'] + res['neither']} unchanged",
+                  soft_wrap=True)
     if figures["verdicts"] is not None:
         lost, kept = figures["verdicts"]["only_baseline"], figures["verdicts"]["both"]
         out.print(f"lost (only in the baseline): {lost['real']} real, {n(lost['false-alarm'], 'false alarm')}, {lost['unjudged']} unjudged; "
                   f"kept: {kept['real']} real, {n(kept['false-alarm'], 'false alarm')}, {kept['unjudged']} unjudged", soft_wrap=True)
+    shown_changes = [change_row(pc) for pc in changes if changed(pc)]
+    if shown_changes:
+        table = Table(title="in both, changed (candidate against baseline; min: candidate minus baseline)")
+        for col in ("incident", "root", "fired", "severity", "critical", "members gained", "members lost", "resolved", "members resolved"):
+            table.add_column(col)
+
+        def critical(r: dict[str, Any]) -> str:
+            at, said = r["critical_at"], r["critical"]
+            if said is None:
+                return ""
+            if said == "newly":
+                return f"newly, at {at['candidate']}"
+            if said == "no longer":
+                return f"no longer (was at {at['baseline']})"
+            return f"{said} ({r['critical_later_min']:+.1f} min), at {at['candidate']}"
+
+        def resolved(r: dict[str, Any]) -> str:
+            at, said = r["resolved"], r["resolution"]
+            if said == "neither":
+                return "still firing in both"
+            if said == "never":
+                return f"never (was at {at['baseline']})"
+            if said == "newly":
+                return f"newly, at {at['candidate']}"
+            return f"{said} ({r['resolved_later_min']:+.1f} min), at {at['candidate']}"
+
+        def member_end(m: dict[str, Any]) -> str:
+            moved = f"{m['later_min']:+.0f} min" if m["later_min"] is not None else "never" if m["candidate"] is None else "newly"
+            return f"{m['scope']} {m['kind']}: {moved}"
+
+        for r in shown_changes:
+            roots = r["baseline_root"] if r["baseline_root"] == r["candidate_root"] else f"{r['baseline_root']} -> {r['candidate_root']}"
+            severity = r["severity"]["baseline"] if r["severity"]["baseline"] == r["severity"]["candidate"] else \
+                f"{r['severity']['baseline']} -> {r['severity']['candidate']}"
+            table.add_row(*map(inert, (
+                f"{r['baseline_incident']} / {r['candidate_incident']}", roots, f"{r['fired_later_min']:+.1f} min", severity,
+                critical(r), "\n".join(" ".join(m) for m in r["members_gained"]),
+                "\n".join(" ".join(m) for m in r["members_lost"]), resolved(r),
+                "\n".join(member_end(m) for m in r["member_resolutions"]))))
+        out.print(table)
     for title, items in ((f"only in {shown_base}", result.lost), (f"only in {shown_cand}", result.new)):
         if items:
             table = Table(title=title)
@@ -1230,6 +1289,14 @@ def compare_alerts(
                 r = row(e)
                 table.add_row(*map(inert, (r["incident_id"], r["root_scope"], ", ".join(r["kinds"]), r["first"], r["verdict"] or "")))
             out.print(table)
+
+
+def _max_shift(spec: str, parse: Any) -> int:
+    """compare-alerts' --max-shift in seconds: a duration, as the settings' (15m, 2h)."""
+    try:
+        return parse(spec)
+    except ValueError as exc:
+        raise ValueError(f"--max-shift: {exc}") from None
 
 
 @app.command("notify-test")

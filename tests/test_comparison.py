@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.alerts.comparison import compare, episodes, spans_differ, summary
+from stream.alerts.comparison import change_row, changed, compare, episodes, grouping_differs, pair_change, spans_differ, summary
 from stream.timefmt import iso
 from stream.tools.alert_records import read_alert_records, read_verdicts
 
@@ -140,10 +140,15 @@ def test_sentinel_compare_alerts_prints_what_a_change_loses_and_gains(tmp_path):
     assert shown["only_baseline_incidents"] == [{"incident_id": "b3", "root_scope": "asset:SOL", "kinds": ["sentiment_drop"],
                                                  "first": iso(T0 + 200 * 60), "last": iso(T0 + 240 * 60), "verdict": "false-alarm"}]
     assert shown["verdicts"]["only_baseline"] == {"real": 0, "false-alarm": 1, "unjudged": 0}
+    assert [(r["baseline_incident"], r["candidate_incident"], r["members_gained"], r["members_lost"]) for r in shown["both_incidents"]] == [
+        ("b1", "c1", [], [["asset:BTC", "sentiment_drop"]]), ("b2", "c2", [], [])]
+    assert shown["members"]["lost"] == 1 and shown["resolution"]["earlier"] == 1 and shown["max_shift"] == "2h"
     text = run(base, cand, "--verdicts", verdicts, "--from", iso(T0), "--until", iso(T0 + 400 * 60))
     assert text.returncode == 0 and f"2 in both, 1 only in {base}, 1 only in {cand}" in text.stdout, text.stdout
     assert "lost (only in the baseline): 0 real, 1 false alarm, 0 unjudged" in text.stdout and "asset:DOGE" in text.stdout
     assert "one run grouped" not in text.stdout and "different stretches" not in text.stdout
+    assert "the candidate's members (scope, kind): 0 gained, 1 lost, in 1 incident" in text.stdout
+    assert "the candidate's resolved 1 earlier, 1 later" in text.stdout and "in both, changed" in text.stdout
     assert f"incidents reaching into {iso(T0)} .. {iso(T0 + 400 * 60)}" in text.stdout
     old = write(tmp_path / "production.jsonl", [rec("p0", "asset:BTC", -3 * 24 * 60), *BASELINE])
     assert "cover different stretches" in run(old, cand).stdout
@@ -204,3 +209,75 @@ def test_compare_alerts_says_a_from_time_out_of_range_without_a_traceback(tmp_pa
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "--from/--until: out of range" in " ".join(done.stderr.split()), done.stderr
+
+
+def test_a_severity_change_is_reported_per_incident_and_counted():
+    # The same BTC drop: warning throughout in the baseline; critical from minute 14 in the candidate.
+    base = episodes([rec("b1", "asset:BTC", 10), rec("b1", "asset:BTC", 60, "resolved")])
+    cand = episodes([rec("c1", "asset:BTC", 10), {**rec("c1", "asset:BTC", 14), "severity": "critical"}, rec("c1", "asset:BTC", 60, "resolved")])
+    assert (base.episodes[0].severity, cand.episodes[0].severity, cand.episodes[0].critical_at) == ("warning", "critical", T0 + 14 * 60)
+    result = compare(base, cand)
+    pc = pair_change(*result.matched[0])
+    assert (pc.severity, pc.critical, pc.critical_shift) == (("warning", "critical"), "newly", None) and changed(pc)
+    assert change_row(pc)["critical_at"] == {"baseline": None, "candidate": iso(T0 + 14 * 60)}
+    figures = summary(result)
+    assert figures["severity"] == {"raised": 1, "lowered": 0, "critical_newly": 1, "critical_no_longer": 0, "critical_earlier": 0,
+                                   "critical_later": 0, "critical_same": 0}
+    assert (figures["earlier"], figures["later"]) == (0, 0)  # first fired at the same minute: only the severity moved
+    back = pair_change(*compare(cand, base).matched[0])
+    assert (back.critical, summary(compare(cand, base))["severity"]["lowered"]) == ("no longer", 1)
+    sooner = episodes([{**rec("s1", "asset:BTC", 10), "severity": "critical"}, rec("s1", "asset:BTC", 60, "resolved")])
+    pc = pair_change(*compare(cand, sooner).matched[0])
+    assert (pc.severity, pc.critical, pc.critical_shift) == (("critical", "critical"), "earlier", -240.0)
+
+
+def test_members_gained_and_lost_and_resolutions_moved_are_reported():
+    # Baseline: BTC with channel:x as a member, resolved at 60 (BTC) and 50 (channel:x). Candidate:
+    # BTC without channel:x but with all, BTC resolving at 75; a second event resolved in the
+    # baseline still fires at the candidate's end.
+    base = episodes([rec("b1", "asset:BTC", 10), rec("b1", "channel:x", 12, root="asset:BTC"), rec("b1", "channel:x", 50, "resolved", root="asset:BTC"),
+                     rec("b1", "asset:BTC", 60, "resolved"), rec("b2", "asset:ETH", 100), rec("b2", "asset:ETH", 130, "resolved")])
+    cand = episodes([rec("c1", "asset:BTC", 10), rec("c1", "all", 20, root="asset:BTC"), rec("c1", "all", 70, "resolved", root="asset:BTC"),
+                     rec("c1", "asset:BTC", 75, "resolved"), rec("c2", "asset:ETH", 100), rec("c2", "asset:ETH", 160)])
+    assert base.episodes[0].resolved == T0 + 3600 and cand.episodes[1].resolved is None
+    result = compare(base, cand)
+    btc, eth = (pair_change(b, c) for b, c in result.matched)
+    assert (btc.gained, btc.lost) == ((("all", "sentiment_drop"),), (("channel:x", "sentiment_drop"),))
+    assert (btc.resolution, btc.resolution_shift) == ("later", 15 * 60.0)
+    assert btc.member_ends == (("asset:BTC", "sentiment_drop", T0 + 3600, T0 + 75 * 60),)
+    assert (eth.gained, eth.lost, eth.resolution, eth.resolution_shift) == ((), (), "never", None)
+    assert change_row(eth)["member_resolutions"] == [{"scope": "asset:ETH", "kind": "sentiment_drop", "baseline": iso(T0 + 130 * 60),
+                                                      "candidate": None, "later_min": None}]
+    figures = summary(result)
+    assert figures["members"] == {"gained": 1, "lost": 1, "incidents_changed": 1, "resolution_moved": 2, "resolution_moved_max_min": 15.0}
+    assert figures["resolution"] == {"earlier": 0, "later": 1, "same": 0, "never": 1, "newly": 0, "neither": 0}
+    assert summary(compare(cand, base))["resolution"]["newly"] == 1
+
+
+def test_an_incident_days_older_is_not_the_same_event():
+    # Production's ETH drop fired 2.7 days before the stretch and still fires through it; the
+    # replay of the stretch raises ETH anew at minute 10. They overlap and share an alert, but
+    # one is not the other: lost and new, not "in both, 3,900 minutes later".
+    old = -int(2.7 * 24 * 60)
+    base = episodes([rec("p0", "asset:ETH", old), *(rec("p0", "asset:ETH", m) for m in range(old + 60, 61, 60 * 24)), rec("p0", "asset:ETH", 60)])
+    cand = episodes([rec("c1", "asset:ETH", 10), rec("c1", "asset:ETH", 50, "resolved")])
+    result = compare(base, cand, T0, T0 + 86400)
+    assert result.matched == [] and [e.incident_id for e in result.lost] == ["p0"] and [e.incident_id for e in result.new] == ["c1"]
+    # Within the bound (2 h by default, or as given) the same pair is one event, the nearest first.
+    assert len(compare(base, cand, T0, T0 + 86400, max_shift_s=3 * 86400).matched) == 1
+    near = episodes([rec("b1", "asset:ETH", -100), rec("b1", "asset:ETH", 40, "resolved"), rec("b2", "asset:ETH", 5), rec("b2", "asset:ETH", 45, "resolved")])
+    paired = compare(near, cand)
+    assert [(b.incident_id, c.incident_id) for b, c in paired.matched] == [("b2", "c1")] and [e.incident_id for e in paired.lost] == ["b1"]
+
+
+def test_an_empty_file_is_said_to_hold_no_records_not_to_differ_in_grouping(tmp_path):
+    empty, grouped = episodes([]), episodes(BASELINE)
+    assert empty.records == 0 and grouped.records == len(BASELINE)
+    assert not grouping_differs(empty, grouped) and not grouping_differs(grouped, empty)
+    ungrouped = episodes([{**r, "incident_id": r["alert_id"]} for r in CANDIDATE])
+    assert grouping_differs(grouped, ungrouped)
+    base, cand = write(tmp_path / "empty.jsonl", []), write(tmp_path / "cand.jsonl", CANDIDATE)
+    done = subprocess.run([sys.executable, "-m", "sentinel.cli", "compare-alerts", str(base), str(cand)],
+                          env={**os.environ, "COLUMNS": "300"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and f"{base} holds no alert records" in done.stdout, done.stdout
+    assert "one run grouped" not in done.stdout
