@@ -716,7 +716,11 @@ def run(
     settings = model_settings()
     check_stream_settings(settings)
     writable_outputs(alerts_out, summary_json, report_path, worker_log_path)
-    total = sum(1 for line in file.open("rb") if line.strip())
+    with file.open("rb") as handle:
+        total = sum(1 for line in handle if line.strip())
+    if not total:  # a summary of nothing, after starting a stack and loading a model, would read as a run
+        raise fail(f"{file} holds no lines: nothing to run")
+    settings = recording_partitions(settings, file)
     worker_log = worker_log_path or Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
     try:
         with connected(settings) as (live, embedded):
@@ -763,6 +767,22 @@ def run(
         worker_log.unlink(missing_ok=True)
 
 
+def recording_partitions(settings: Settings, file: Path) -> Settings:
+    """A recording keeps its per-partition order only on as many partitions as it names: the
+    embedded stack takes its count unless SENTINEL_PARTITIONS is set; a count set that differs is
+    warned about (fewer: the records go where their keys hash)."""
+    from stream.tools.replay import recorded_partitions
+
+    recorded = recorded_partitions(file)
+    if recorded is None or recorded == settings.partitions:
+        return settings
+    if "partitions" not in settings.model_fields_set and not settings.kafka_broker:
+        return settings.model_copy(update={"partitions": recorded})
+    err.print(f"[yellow]warning:[/yellow] {escape(str(file))} was recorded from {recorded} partitions but SENTINEL_PARTITIONS is "
+              f"{settings.partitions}" + (": per-partition order is not kept" if recorded > settings.partitions else ""))
+    return settings
+
+
 def print_run_summary(file: Path, summary: dict[str, Any], alerts: list[dict[str, Any]], *, alerts_out: Path | None,
                       summary_json: Path | None) -> None:
     from sentinel.run import write_json
@@ -799,14 +819,18 @@ def incident_summary(alerts: list[dict[str, Any]], shown: int = 3) -> str | None
 @app.command("replay")
 def replay_cmd(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
-    topic: Annotated[Optional[str], typer.Option("--topic", help="default: the posts topic")] = None,
+    topic: Annotated[Optional[str], typer.Option("--topic", help="default: the posts topic (created if missing); another topic must exist unless --create-topic")] = None,
     speed: Annotated[str, typer.Option("--speed", help="X divides event-time gaps by X; max sends at full speed")] = "max",
+    max_gap: Annotated[float, typer.Option("--max-gap", min=0, help="with --speed: the longest wait between two lines, in seconds of replay time (a longer gap is cut to it, with a warning)")] = 60.0,
+    from_line: Annotated[int, typer.Option("--from-line", min=1, help="skip the lines before this one (to resume an interrupted replay)")] = 1,
+    create_topic: Annotated[bool, typer.Option("--create-topic", help="create --topic if the broker lacks it (with the recording's partition count, else SENTINEL_PARTITIONS)")] = False,
+    repartition: Annotated[bool, typer.Option("--repartition", help="send a recording into a topic with fewer partitions than it names (by key: per-partition order is not kept)")] = False,
 ) -> None:
     """Produce a JSONL file of posts (or recorded records) into Kafka."""
     import asyncio
 
     from stream.kafka import ensure_topics
-    from stream.tools.replay import replay
+    from stream.tools.replay import PartitionMismatch, ReplayResult, UnknownTopic, broker_topics, recorded_partitions, replay_lines
 
     settings = model_settings()
     if not settings.kafka_broker:
@@ -818,18 +842,38 @@ def replay_cmd(
     if pace is not None and not pace > 0:  # NaN too
         raise fail("--speed must be positive")
     target = topic or settings.topic_posts
+    with file.open("rb") as handle:
+        lines = sum(1 for line in handle if line.strip())
+    if not lines:
+        err.print(f"[yellow]warning:[/yellow] {escape(str(file))} holds no lines: nothing to send")
+        out.print(f"sent 0 messages to {target}")
+        return
+    result = ReplayResult()
 
-    async def go() -> int:
-        await ensure_topics(settings, [target])
-        return await replay(settings, file, target, pace)
+    async def go() -> None:
+        known = await broker_topics(settings)
+        if target not in known:
+            if topic is not None and not create_topic:
+                raise UnknownTopic(target, set(known))
+            recorded = recorded_partitions(file)
+            await ensure_topics(settings.model_copy(update={"partitions": recorded or settings.partitions}), [target])
+        await replay_lines(settings, file, target, pace, max_gap_s=max_gap, from_line=from_line, repartition=repartition, result=result)
 
     try:
-        sent = asyncio.run(go())
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        err.print(f"interrupted: {result.sent} messages sent; lines before {result.resume_line} are all in {target}: "
+                  f"resume with --from-line {result.resume_line}", markup=False, highlight=False)
+        raise typer.Exit(130) from None
+    except UnknownTopic as exc:
+        raise fail(f"--topic: {exc} (--create-topic creates it)") from None
+    except PartitionMismatch as exc:
+        raise fail(f"{exc}: replay into a topic with at least {exc.recorded} partitions, or pass --repartition") from None
     except kafka_errors() as exc:
         raise kafka_failure(exc) from None
     except OSError as exc:
         raise os_failure(exc) from None
-    out.print(f"sent {sent} messages to {topic or settings.topic_posts}")
+    out.print(f"sent {result.sent} messages to {target}")
 
 
 @app.command("record")

@@ -260,7 +260,7 @@ async def run_once(
         procs = [start_worker(settings, embedded, worker_log) for _ in range(workers)]
         try:
             started = time.monotonic()
-            replayed = await replay_lines(settings, path, settings.topic_posts, None, on_sent)
+            replayed = await replay_lines(settings, path, settings.topic_posts, None, on_sent, repartition=True)  # warned
             sent = replayed.sent
             after = await wait_processed(settings, store, before, sent, procs, timeout, on_consumed)
             wall = time.monotonic() - started

@@ -131,3 +131,252 @@ def test_a_recorded_tombstone_replays_as_a_tombstone(kafka_server, tmp_path):
 
     records = asyncio.run(asyncio.wait_for(scenario(), 60))
     assert [(r["key"], r["value"], r["value_encoding"]) for r in records] == [("k1", None, None)]
+
+
+# --- record order, pacing, partitions and the round trip (the record/replay audit)
+
+from stream.tools.replay import (  # noqa: E402
+    Pacer,
+    PartitionMismatch,
+    ReplayResult,
+    merge_by_time,
+    record,
+    record_item,
+    recorded_partitions,
+)
+
+
+def rec(partition: int, offset: int, ts: int) -> dict:
+    return {"partition": partition, "offset": offset, "timestamp": ts}
+
+
+def test_partitions_merge_by_timestamp_then_partition_then_offset_keeping_each_partitions_order():
+    p0 = [rec(0, 0, 10), rec(0, 1, 30), rec(0, 2, 20), rec(0, 3, 40)]  # a CreateTime that goes back stays in place
+    p1 = [rec(1, 0, 10), rec(1, 1, 25), rec(1, 2, 50)]
+    p2 = [rec(2, 0, 5)]
+    merged = [(r["partition"], r["offset"]) for r in merge_by_time([p0, p1, p2])]
+    assert merged == [(2, 0), (0, 0), (1, 0), (1, 1), (0, 1), (0, 2), (0, 3), (1, 2)]
+    for p in (0, 1):
+        assert [o for q, o in merged if q == p] == sorted(o for q, o in merged if q == p)
+
+
+def test_pacing_never_waits_backwards_and_cuts_a_long_gap():
+    pacer = Pacer(speed=60, max_gap_s=60)
+    assert pacer.due(1000.0) == (0.0, None)
+    assert pacer.due(1060.0) == (1.0, None)  # a minute of event time at 60x
+    assert pacer.due(931.0) == (1.0, None)  # another partition's older record: at once, 129 s back
+    assert pacer.due(1120.0) == (2.0, None)  # paced from the newest sent, not from the older one
+    assert pacer.due(None) == (2.0, None)
+    assert pacer.due(1120.0 + 86_400) == (62.0, "cut")  # a day at 60x is 24 min: cut to the bound
+    assert pacer.due(1120.0) == (62.0, "behind")
+
+
+def test_a_first_line_a_year_before_the_rest_does_not_hold_the_pacing():
+    pacer = Pacer(speed=60, max_gap_s=60)
+    year_before = 1_767_225_600.0 - 365 * 86_400
+    dues = [pacer.due(t) for t in (year_before, 1_767_225_600.0, 1_767_225_660.0)]
+    assert dues == [(0.0, None), (60.0, "cut"), (61.0, None)]
+
+
+def test_a_record_line_keeps_its_binary_key_headers_partition_and_timestamp():
+    item = record_item({**RECORD, "partition": 5, "key": "\ufffd\ufffdbin", "key_b64": base64.b64encode(b"\xff\xfebin").decode(),
+                        "value": "v", "value_encoding": "utf-8",
+                        "headers": [{"key": "trace", "value": "t1"}, {"key": "raw", "value_b64": base64.b64encode(b"\x00\xff").decode()},
+                                    {"key": "none", "value": None}]})
+    assert (item.key, item.partition, item.timestamp_ms) == (b"\xff\xfebin", 5, RECORD["timestamp"])
+    assert item.headers == (("trace", b"t1"), ("raw", b"\x00\xff"), ("none", None))
+
+
+async def produce_recorded(settings: Settings, topic: str, messages: list[tuple]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_broker, acks="all")
+    await producer.start()
+    try:
+        for partition, key, value, ts, headers in messages:
+            await producer.send(topic, value, key=key, partition=partition, timestamp_ms=ts, headers=headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def test_record_writes_the_partitions_merged_in_timestamp_order(kafka_server, tmp_path):
+    settings = Settings(kafka_broker=kafka_server, partitions=4)
+    topic = f"merge-{uuid.uuid4().hex[:6]}"
+    base = 1_767_225_600_000
+    # Partition p holds the posts at seconds p, p+4, p+8, ...: written in one time, recorded in it.
+    messages = [(i % 4, f"k{i}".encode(), f"m{i}".encode(), base + i * 1000, None) for i in range(40)]
+    out = tmp_path / "rec.jsonl"
+
+    async def scenario() -> int:
+        await ensure_topics(settings, [topic])
+        await produce_recorded(settings, topic, messages)
+        return await record(settings, topic, out, 0)
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 120)) == 40
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["value"] for r in lines] == [f"m{i}" for i in range(40)]
+    assert [r["timestamp"] for r in lines] == sorted(r["timestamp"] for r in lines)
+
+
+def test_record_replay_record_keeps_keys_values_partitions_timestamps_and_headers(kafka_server, tmp_path):
+    """Produced with aiokafka (a binary key, a null key, headers, set timestamps, three partitions),
+    recorded, replayed into a fresh topic, recorded again: the same records, partition for partition."""
+    settings = Settings(kafka_broker=kafka_server, partitions=3)
+    source, copy = f"rt-{uuid.uuid4().hex[:6]}", f"rt-copy-{uuid.uuid4().hex[:6]}"
+    base = 1_767_225_600_000
+    messages = [
+        (0, b"\xff\xfebin", b'{"id":"p0"}', base, [("trace", b"t0"), ("raw", b"\x00\xff")]),
+        (2, None, b'{"id":"p1"}', base + 1000, None),
+        (1, b"k2", b"\xff\x00binary value", base + 2000, [("empty", b"")]),
+        (2, None, b'{"id":"p3"}', base + 3000, None),
+        (1, "é".encode(), b'{"id":"p4"}', base + 4000, None),
+        (0, b"k5", None, base + 5000, None),  # a tombstone
+    ]
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+
+    async def scenario() -> None:
+        await ensure_topics(settings, [source, copy])
+        await produce_recorded(settings, source, messages)
+        await record(settings, source, first, 0)
+        await replay(settings, first, copy, None)
+        await record(settings, copy, second, 0)
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+    def essentials(path: Path) -> list[tuple]:
+        items = [replay_item(line.encode()) for line in path.read_text().splitlines()]
+        return [(i.partition, i.key, i.value, i.timestamp_ms, i.headers) for i in items]
+
+    expected = [(p, k, v, ts, tuple(h or ())) for p, k, v, ts, h in messages]
+    assert essentials(first) == expected
+    assert essentials(second) == expected
+    assert json.loads(first.read_text().splitlines()[0])["key_b64"] == base64.b64encode(b"\xff\xfebin").decode()
+
+
+def test_a_recording_goes_to_its_recorded_partitions_and_not_into_fewer(kafka_server, tmp_path):
+    settings = Settings(kafka_broker=kafka_server, partitions=4)
+    topic, fewer = f"parts-{uuid.uuid4().hex[:6]}", f"fewer-{uuid.uuid4().hex[:6]}"
+    path = tmp_path / "rec.jsonl"
+    # Null keys, and keys that do not hash to the partitions they were recorded on.
+    path.write_text("".join(json.dumps({**RECORD, "partition": i % 4, "offset": i // 4, "timestamp": RECORD["timestamp"] + i,
+                                        "key": None if i % 2 else "same", "value": post(i, iso(1_767_225_600 + i))}) + "\n"
+                            for i in range(16)))
+    assert recorded_partitions(path) == 4
+    warnings: list[str] = []
+
+    async def scenario():
+        await ensure_topics(settings, [topic])
+        await ensure_topics(settings.model_copy(update={"partitions": 2}), [fewer])
+        await replay(settings, path, topic, None)
+        with pytest.raises(PartitionMismatch, match="recorded from 4 partitions but topic .* has 2"):
+            await replay(settings, path, fewer, None)
+        refused = [r async for r in consume_records(settings, fewer)]
+        sent = await replay(settings, path, fewer, None, warn=warnings.append, repartition=True)
+        return [r async for r in consume_records(settings, topic)], refused, sent
+
+    records, refused, sent = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert sorted((r["partition"], json.loads(r["value"])["id"]) for r in records) == sorted((i % 4, f"p{i}") for i in range(16))
+    assert refused == [] and sent == 16
+    assert len(warnings) == 1 and "recorded from 4 partitions" in warnings[0] and "has 2" in warnings[0]
+
+
+def test_a_paced_replay_cuts_a_long_gap_with_a_warning_naming_the_line_and_resumes_from_a_line(kafka_server, tmp_path):
+    settings = Settings(kafka_broker=kafka_server, partitions=1)
+    topic = f"gap-{uuid.uuid4().hex[:6]}"
+    now = time.time() - 3600
+    path = tmp_path / "gap.jsonl"
+    path.write_text("\n".join([post(1, iso(now - 365 * 86_400)), post(2, iso(now)), post(3, iso(now + 1)), post(4, iso(now + 2))]) + "\n")
+    warnings: list[str] = []
+
+    async def scenario():
+        await ensure_topics(settings, [topic])
+        first = await replay_lines(settings, path, topic, 60, warn=warnings.append, max_gap_s=1)
+        resumed = await replay_lines(settings, path, topic, None, from_line=3)
+        return first, resumed, [json.loads(r["value"])["id"] async for r in consume_records(settings, topic)]
+
+    started = time.monotonic()
+    first, resumed, ids = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert time.monotonic() - started < 30  # a year at 60x is 6 days
+    assert first.sent == 4 and first.resume_line == 5 and resumed.sent == 2
+    assert ids == ["p1", "p2", "p3", "p4", "p3", "p4"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{path}:2: ") and "--max-gap" in warnings[0]
+
+
+def sentinel(*args: str, broker: str | None, timeout: float = 120):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    if broker:
+        env["KAFKA_BROKER"] = broker
+    return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_replay_refuses_a_topic_the_broker_lacks_unless_asked_to_create_it(kafka_server, tmp_path):
+    from stream.tools.replay import broker_topics
+
+    settings = Settings(kafka_broker=kafka_server, partitions=2)
+    present = f"replay-{uuid.uuid4().hex[:6]}"
+    missing, created = present + "s", f"made-{uuid.uuid4().hex[:6]}"
+    asyncio.run(asyncio.wait_for(ensure_topics(settings, [present]), 60))
+    path = tmp_path / "rec.jsonl"
+    path.write_text("".join(json.dumps({**RECORD, "partition": p, "value": post(p, iso(1_767_225_600))}) + "\n" for p in range(3)))
+
+    r = sentinel("replay", str(path), "--topic", missing, broker=kafka_server)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"topic '{missing}' does not exist on the broker (its topics: {present}" in r.stderr and "--create-topic" in r.stderr
+    r = sentinel("replay", str(path), "--topic", created, "--create-topic", broker=kafka_server)
+    assert r.returncode == 0, r.stderr
+    topics = asyncio.run(asyncio.wait_for(broker_topics(settings), 60))
+    assert missing not in topics and topics[created] == 3  # the recording's partition count
+    r = sentinel("replay", str(path), "--topic", present, broker=kafka_server)  # 3 recorded partitions into 2
+    assert r.returncode == 2 and "recorded from 3 partitions" in r.stderr and "--repartition" in r.stderr, r.stderr
+
+
+def test_an_empty_file_is_a_warning_for_replay_and_an_error_for_run(kafka_server, tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n  \n")
+    r = sentinel("replay", str(path), "--topic", "never-made", broker=kafka_server)
+    assert r.returncode == 0 and "holds no lines: nothing to send" in r.stderr, r.stdout + r.stderr
+    r = sentinel("run", str(path), broker=None)
+    assert r.returncode == 2 and "holds no lines: nothing to run" in r.stderr, r.stdout + r.stderr
+
+
+def test_ctrl_c_on_a_paced_replay_names_the_line_to_resume_from(kafka_server, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    settings = Settings(kafka_broker=kafka_server, partitions=1)
+    topic = f"intr-{uuid.uuid4().hex[:6]}"
+    asyncio.run(asyncio.wait_for(ensure_topics(settings, [topic]), 60))
+    now = time.time() - 3600
+    path = tmp_path / "slow.jsonl"
+    path.write_text("".join(post(i, iso(now + i)) + "\n" for i in range(1, 101)))  # a second apart at --speed 1
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "replay", str(path), "--topic", topic, "--speed", "1"],
+                            env={**env, "KAFKA_BROKER": kafka_server}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    async def count() -> int:
+        return len([r async for r in consume_records(settings, topic)])
+
+    try:
+        deadline = time.monotonic() + 60
+        while asyncio.run(count()) < 3:
+            assert time.monotonic() < deadline and proc.poll() is None, "the replay sent nothing"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    resume = int(stderr.rsplit("--from-line ", 1)[1].split()[0])
+    ids = [json.loads(r["value"])["id"] for r in asyncio.run(count_records(settings, topic))]
+    assert resume >= 4 and ids[:resume - 1] == [f"p{i}" for i in range(1, resume)]
+
+
+async def count_records(settings: Settings, topic: str) -> list[dict]:
+    return [r async for r in consume_records(settings, topic)]

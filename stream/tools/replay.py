@@ -1,14 +1,18 @@
 """Replay JSONL into Kafka and record a topic to JSONL (aiokafka).
 
 A replay file holds one post object per line, or the records `record` writes
-({topic, partition, offset, timestamp, key, value, value_encoding}). A line is taken for a record
+({topic, partition, offset, timestamp, key, value, value_encoding}, and key_b64 for a key that is
+not UTF-8, headers when there are any; docs/operations.md has the format), merged in timestamp
+order across partitions. A record line is replayed to its recorded partition with its recorded
+timestamp and headers. A line is taken for a record
 when it has `topic`, `partition`, `offset` and `value` and no `text` or `id` (a post that merely
 carries fields of those names is sent as the post it is). A line that is neither, and a record line
 that cannot be decoded (a value that is not text, bad base64, a key or value with an unpaired
 surrogate escape), is sent as-is, so it reaches the DLQ like any bad message. A recorded tombstone
 (`"value": null` without an encoding) is replayed as a tombstone.
 
-With --speed, the gaps between event times are paced; a time the post contract rejects (before
+With --speed, the gaps between event times are paced from the newest time sent so far (an older
+line goes out at once; a gap over max_gap_s of replay time is cut to it, with a warning); a time the post contract rejects (before
 2009-01-01, beyond SENTINEL_MAX_FUTURE ahead of the wall clock, not finite) is not a pace: that
 line goes out at once and the lines after it keep their own times. A line the broker refuses as
 too large is skipped with a warning naming FILE:LINE and its size, and counted as not sent; the
@@ -20,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
+import heapq
 import difflib
 import json
 import math
@@ -48,6 +54,9 @@ class ReplayItem:
     value: bytes | None  # None: a tombstone (a recorded null value)
     event_time: float | None  # for --speed pacing; None when the line has none
     line: int = 0  # the line's number in its file (1-based)
+    partition: int | None = None  # a record line's recorded partition
+    timestamp_ms: int | None = None  # a record line's recorded Kafka timestamp, sent with it
+    headers: tuple[tuple[str, bytes | None], ...] = ()  # a record line's recorded headers
 
 
 @dataclass
@@ -58,6 +67,7 @@ class ReplayResult:
     sent: int = 0
     not_sent: list[tuple[int, str]] = field(default_factory=list)  # (line, why)
     placed: dict[int, tuple[array, array]] = field(default_factory=dict)
+    resume_line: int = 1  # every line before it was acknowledged (or refused as too large)
 
     def place(self, partition: int, offset: int, line: int) -> None:
         offsets, lines = self.placed.setdefault(partition, (array("q"), array("q")))
@@ -84,8 +94,7 @@ def read_replay_file(path: Path) -> Iterator[ReplayItem]:
             line = raw.rstrip(b"\r\n")
             if not line.strip():
                 continue
-            item = replay_item(line)
-            yield ReplayItem(item.key, item.value, item.event_time, number)
+            yield dataclasses.replace(replay_item(line), line=number)
 
 
 def is_record(obj: Any) -> bool:
@@ -115,16 +124,65 @@ def record_item(obj: dict[str, Any]) -> ReplayItem:
             raise ValueError(f"a value that is not text ({type(value).__name__})")
     else:
         raise ValueError(f"unknown value_encoding {encoding!r}")
-    key = obj.get("key")
-    if key is not None and not isinstance(key, str):
-        raise ValueError("a key that is not text")
-    try:
-        key_bytes = key.encode("utf-8") if key is not None else None
-    except UnicodeEncodeError:
-        raise ValueError("the key holds an unpaired surrogate") from None
+    key_bytes = record_key(obj)
     ts = obj.get("timestamp")
     event_time = ts / 1000 if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None
-    return ReplayItem(key_bytes, data, event_time)
+    timestamp_ms = ts if isinstance(ts, int) and not isinstance(ts, bool) and 0 <= ts < 2**63 else None
+    partition = obj.get("partition")
+    partition = partition if isinstance(partition, int) and not isinstance(partition, bool) and 0 <= partition < 2**31 else None
+    return ReplayItem(key_bytes, data, event_time, partition=partition, timestamp_ms=timestamp_ms, headers=record_headers(obj.get("headers")))
+
+
+def _b64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError(f"a base64 {what} that is not a string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"the {what} is not base64 ({exc})") from None
+
+
+def _utf8(value: Any, what: str) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"a {what} that is not text")
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"the {what} holds an unpaired surrogate") from None
+
+
+def record_key(obj: dict[str, Any]) -> bytes | None:
+    """The recorded key's bytes: `key_b64` where the key is not UTF-8 (`key` then holds a readable
+    rendering only), else `key` as UTF-8."""
+    if "key_b64" in obj:
+        return _b64(obj["key_b64"], "key")
+    return _utf8(obj.get("key"), "key")
+
+
+def record_headers(headers: Any) -> tuple[tuple[str, bytes | None], ...]:
+    """A record line's `headers`: [{"key": name, "value": text or null} or {"key": name, "value_b64": ...}]."""
+    if headers is None:
+        return ()
+    if not isinstance(headers, list):
+        raise ValueError("headers that are not a list")
+    out = []
+    for header in headers:
+        if not isinstance(header, dict) or not isinstance(header.get("key"), str):
+            raise ValueError("a header that is not {key, value}")
+        _utf8(header["key"], "header name")
+        value = _b64(header["value_b64"], "header value") if "value_b64" in header else _utf8(header.get("value"), "header value")
+        out.append((header["key"], value))
+    return tuple(out)
+
+
+def text_or_b64(data: bytes, field: str) -> dict[str, Any]:
+    """{field: text} for UTF-8 bytes; else {field: a readable rendering, field_b64: the bytes}."""
+    try:
+        return {field: data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {field: data.decode("utf-8", "replace"), f"{field}_b64": base64.b64encode(data).decode("ascii")}
 
 
 def replay_item(line: bytes) -> ReplayItem:
@@ -181,15 +239,78 @@ def warn_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+MAX_GAP_S = 60.0  # --max-gap: the longest wait between two lines, in replay seconds
+
+
+class Pacer:
+    """When each line of a paced replay is due, in seconds of replay time from the start.
+
+    Paced by the newest event time sent so far, not by the first line's: a line newer than it waits
+    for the gap (divided by speed, and cut to max_gap_s); a line as old or older is due at once (no
+    backwards waits), so one partition's records cannot hold the others back or run ahead of them.
+    A line without a time to pace by (None) is due at once. `due` also says why, for a warning:
+    "cut" (a gap longer than max_gap_s, waited max_gap_s) or "behind" (older than the newest sent by
+    more than max_gap_s of replay time, sent at once)."""
+
+    def __init__(self, speed: float, max_gap_s: float = MAX_GAP_S):
+        self.speed = speed
+        self.max_gap_s = max_gap_s
+        self.newest: float | None = None
+        self.at = 0.0
+
+    def due(self, event_time: float | None) -> tuple[float, str | None]:
+        if event_time is None:
+            return self.at, None
+        if self.newest is None:
+            self.newest = event_time
+            return self.at, None
+        gap = (event_time - self.newest) / self.speed
+        if gap <= 0:
+            return self.at, "behind" if -gap > self.max_gap_s else None
+        self.newest = event_time
+        if gap > self.max_gap_s:
+            self.at += self.max_gap_s
+            return self.at, "cut"
+        self.at += gap
+        return self.at, None
+
+
+def recorded_partitions(path: Path) -> int | None:
+    """How many partitions the recording in path names (its highest record line's partition + 1);
+    None when no line is a record that names one (posts, or an empty file)."""
+    highest = -1
+    for item in read_replay_file(path):
+        if item.partition is not None:
+            highest = max(highest, item.partition)
+    return highest + 1 if highest >= 0 else None
+
+
+class PartitionMismatch(ValueError):
+    """The recording names more partitions than the target topic has."""
+
+    def __init__(self, path: Path, recorded: int, topic: str, target: int):
+        self.recorded, self.target = recorded, target
+        super().__init__(f"{path} was recorded from {recorded} partitions but topic {topic!r} has {target}: its records "
+                         f"cannot go to their recorded partitions, so per-partition order would not be kept")
+
+
 async def replay(settings: Settings, path: Path, topic: str, speed: float | None, progress: Callable[[int], None] | None = None,
-                 warn: Callable[[str], None] = warn_stderr) -> int:
+                 warn: Callable[[str], None] = warn_stderr, **options: Any) -> int:
     """Produce every line of path into topic; speed None is as fast as possible. Returns the count sent."""
-    return (await replay_lines(settings, path, topic, speed, progress, warn)).sent
+    return (await replay_lines(settings, path, topic, speed, progress, warn, **options)).sent
 
 
 async def replay_lines(settings: Settings, path: Path, topic: str, speed: float | None, progress: Callable[[int], None] | None = None,
-                       warn: Callable[[str], None] = warn_stderr) -> ReplayResult:
-    """As replay, and where each line landed and which were not sent."""
+                       warn: Callable[[str], None] = warn_stderr, *, max_gap_s: float = MAX_GAP_S, from_line: int = 1,
+                       repartition: bool = False, result: ReplayResult | None = None) -> ReplayResult:
+    """As replay, and where each line landed and which were not sent.
+
+    A record line goes to its recorded partition, with its recorded timestamp and headers. A
+    recording that names more partitions than the topic has raises PartitionMismatch before
+    anything is sent, unless `repartition` (then one warning, and every line goes where its key
+    hashes). Lines before `from_line` are skipped (to resume). `result`, when given, is filled in
+    as lines are acknowledged, so a caller interrupted (Ctrl-C) can say where to resume:
+    `result.resume_line`."""
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import MessageSizeTooLargeError
 
@@ -200,10 +321,14 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
         enable_idempotence=False,
         acks="all",
     )
+    recorded = recorded_partitions(path)
     await producer.start()
-    result = ReplayResult()
+    result = result if result is not None else ReplayResult()
+    result.resume_line = max(result.resume_line, from_line)
     future_s = max_future_s(settings)
-    first_event: float | None = None
+    pacer = Pacer(speed, max_gap_s) if speed else None
+    cut: list[int] = []
+    behind: list[int] = []
     started = time.monotonic()
 
     def too_large(item: ReplayItem, exc: Exception) -> None:
@@ -212,31 +337,58 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
         result.not_sent.append((item.line, why))
         warn(f"{path}:{item.line}: not sent: {why}")
 
-    async def settle(pending: list[tuple[ReplayItem, Any]]) -> None:
-        outcomes = await asyncio.gather(*(fut for _, fut in pending), return_exceptions=True)
-        for (item, _), outcome in zip(pending, outcomes):
-            if isinstance(outcome, MessageSizeTooLargeError):
-                too_large(item, outcome)
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                result.sent += 1
-                result.place(outcome.partition, outcome.offset, item.line)
-        pending.clear()
+    def settled(item: ReplayItem, outcome: Any) -> None:
+        if isinstance(outcome, MessageSizeTooLargeError):
+            too_large(item, outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            result.sent += 1
+            result.place(outcome.partition, outcome.offset, item.line)
+        result.resume_line = item.line + 1
 
+    async def settle(pending: list[tuple[ReplayItem, Any]]) -> None:
+        if pending:  # asyncio.wait, not gather: an interrupted wait leaves the sends' futures as they are
+            await asyncio.wait([fut for _, fut in pending])
+        batch = pending[:]
+        pending.clear()
+        for item, fut in batch:
+            settled(item, fut.exception() or fut.result())
+
+    pending: list[tuple[ReplayItem, Any]] = []
+    queued = 0
     try:
-        pending: list[tuple[ReplayItem, Any]] = []
-        queued = 0
+        keep_partitions = True
+        if recorded is not None:
+            target = len(await producer.partitions_for(topic))
+            if recorded > target:
+                if not repartition:
+                    raise PartitionMismatch(path, recorded, topic, target)
+                keep_partitions = False
+                warn(f"{path} was recorded from {recorded} partitions but topic {topic!r} has {target}: "
+                     f"records go where their keys hash, so per-partition order is not kept")
         for item in read_replay_file(path):
-            event_time = pace_time(item.event_time, time.time(), future_s) if speed else None
-            if event_time is not None:
-                first_event = event_time if first_event is None else first_event
-                due = started + (event_time - first_event) / speed  # type: ignore[operator]
-                delay = due - time.monotonic()
+            if item.line < from_line:
+                continue
+            if pacer is not None:
+                due, why = pacer.due(pace_time(item.event_time, time.time(), future_s))
+                if why == "cut":
+                    cut.append(item.line)
+                    if len(cut) == 1:
+                        warn(f"{path}:{item.line}: its time is more than {max_gap_s:g} s of replay time after the "
+                             f"newest line sent before it: waited {max_gap_s:g} s instead (--max-gap)")
+                elif why == "behind":
+                    behind.append(item.line)
+                    if len(behind) == 1:
+                        warn(f"{path}:{item.line}: its time is more than {max_gap_s * speed:g} s older than the "  # type: ignore[operator]
+                             f"newest line sent before it: sent at once (a file not in time order?)")
+                delay = started + due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
+            partition = item.partition if keep_partitions else None
             try:
-                pending.append((item, await producer.send(topic, value=item.value, key=item.key)))
+                pending.append((item, await producer.send(topic, value=item.value, key=item.key, partition=partition,
+                                                          timestamp_ms=item.timestamp_ms, headers=list(item.headers) or None)))
             except MessageSizeTooLargeError as exc:  # over the client's own cap
                 too_large(item, exc)
                 continue
@@ -248,7 +400,20 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
         await settle(pending)
         await producer.flush()
     finally:
-        await producer.stop()
+        await producer.stop()  # delivers what was queued, also when interrupted
+        for item, fut in pending:  # interrupted: what was acknowledged, in order, up to the first that was not
+            if not fut.done() or fut.cancelled():
+                break
+            exc = fut.exception()
+            if exc is not None and not isinstance(exc, MessageSizeTooLargeError):
+                break
+            settled(item, exc or fut.result())
+    if len(cut) > 1:
+        warn(f"{path}: {len(cut)} gaps longer than {max_gap_s:g} s of replay time were cut to it (lines {', '.join(map(str, cut[:5]))}"
+             f"{', ...' if len(cut) > 5 else ''})")
+    if len(behind) > 1:
+        warn(f"{path}: {len(behind)} lines were more than {max_gap_s * speed:g} s older than the newest sent before them"  # type: ignore[operator]
+             f" (lines {', '.join(map(str, behind[:5]))}{', ...' if len(behind) > 5 else ''})")
     if progress:
         progress(queued)
     return result
@@ -263,6 +428,19 @@ class UnknownTopic(LookupError):
         self.known = sorted((t for t in known if not t.startswith("__")), key=lambda t: (-difflib.SequenceMatcher(None, topic, t).ratio(), t))
         shown = ", ".join(self.known[:10]) + (f" and {len(self.known) - 10} more" if len(self.known) > 10 else "")
         super().__init__(f"topic {topic!r} does not exist on the broker ({'its topics: ' + shown if shown else 'it has no topics'})")
+
+
+async def broker_topics(settings: Settings) -> dict[str, int]:
+    """The broker's topics and their partition counts (creates none)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        cluster = await every_topic(consumer)
+        return {t: len(cluster.partitions_for_topic(t) or ()) for t in cluster.topics()}
+    finally:
+        await consumer.stop()
 
 
 async def consume_records(settings: Settings, topic: str, max_idle: float = 0.0, *,
@@ -315,24 +493,64 @@ async def consume_records(settings: Settings, topic: str, max_idle: float = 0.0,
 
 
 def _as_record(rec: Any) -> dict[str, Any]:
-    return {
+    record: dict[str, Any] = {
         "topic": rec.topic,
         "partition": rec.partition,
         "offset": rec.offset,
         "timestamp": rec.timestamp,
-        "key": rec.key.decode("utf-8", "replace") if rec.key is not None else None,
+        **(text_or_b64(rec.key, "key") if rec.key is not None else {"key": None}),
         **encode_value(rec.value),
     }
+    if rec.headers:
+        record["headers"] = [{"key": name, **(text_or_b64(value, "value") if value is not None else {"value": None})}
+                             for name, value in rec.headers]
+    return record
+
+
+def record_order(rec: dict[str, Any]) -> tuple[int, int, int]:
+    """A record's place in a recording: Kafka timestamp, then partition, then offset."""
+    ts = rec.get("timestamp")
+    return (ts if isinstance(ts, int) else -1, rec["partition"], rec["offset"])
+
+
+def merge_by_time(partitions: Iterable[Iterable[Any]], order: Callable[[Any], Any] = record_order) -> Iterator[Any]:
+    """The partitions' records merged into one sequence in `order` (by default Kafka timestamp, then
+    partition, then offset). Each partition's own order is kept, even where its timestamps go back
+    (a producer's CreateTime): a record is taken only from the head of its partition."""
+    return heapq.merge(*partitions, key=order)
 
 
 async def record(settings: Settings, topic: str, out: Path, max_idle: float) -> int:
-    """Write the topic's records to `out` (replaced only once the read is done). UnknownTopic for a
-    topic the broker does not have: an empty file would look like an empty topic."""
+    """Write the topic's records to `out` (replaced only once the read is done), merged in timestamp
+    order across partitions (merge_by_time): a paced replay sends the partitions side by side, as
+    they were written. UnknownTopic for a topic the broker does not have: an empty file would look
+    like an empty topic."""
+    import tempfile
+
     from stream.tools.files import replaced_when_done
 
     count = 0
-    with replaced_when_done(out) as handle:
-        async for rec in consume_records(settings, topic, max_idle, must_exist=True):
-            handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            count += 1
+    with tempfile.TemporaryDirectory(prefix="sentinel-record-", dir=out.parent if out.parent.is_dir() else None) as spill:
+        # Each partition's lines spill to a file of their own (a retained topic need not fit in memory),
+        # each line led by its order: "timestamp partition offset\t{json}".
+        files: dict[int, Any] = {}
+        try:
+            async for rec in consume_records(settings, topic, max_idle, must_exist=True):
+                handle = files.get(rec["partition"])
+                if handle is None:
+                    handle = files[rec["partition"]] = open(Path(spill) / f"{rec['partition']}.jsonl", "w+", encoding="utf-8")
+                handle.write(" ".join(map(str, record_order(rec))) + "\t" + json.dumps(rec, ensure_ascii=False) + "\n")
+            for handle in files.values():
+                handle.seek(0)
+
+            def order(line: str) -> tuple[int, ...]:
+                return tuple(map(int, line[:line.index("\t")].split()))
+
+            with replaced_when_done(out) as handle:
+                for line in merge_by_time([files[p] for p in sorted(files)], order):
+                    handle.write(line[line.index("\t") + 1:])
+                    count += 1
+        finally:
+            for handle in files.values():
+                handle.close()
     return count
