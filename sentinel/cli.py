@@ -718,12 +718,12 @@ def run(
     writable_outputs(alerts_out, summary_json, report_path, worker_log_path)
     with file.open("rb") as handle:
         total = sum(1 for line in handle if line.strip())
-    if not total:  # a summary of nothing, after starting a stack and loading a model, would read as a run
-        raise fail(f"{file} holds no lines: nothing to run")
     settings = recording_partitions(settings, file)
     worker_log = worker_log_path or Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
     try:
         with connected(settings) as (live, embedded):
+            if not total:  # after the settings' own errors; a summary of nothing would read as a run
+                raise RunError(f"{file} holds no lines: nothing to run")
             with progress() as bar:
                 sent_task = bar.add_task("replayed", total=total)
                 done_task = bar.add_task("processed", total=total)
@@ -844,14 +844,13 @@ def replay_cmd(
     target = topic or settings.topic_posts
     with file.open("rb") as handle:
         lines = sum(1 for line in handle if line.strip())
-    if not lines:
-        err.print(f"[yellow]warning:[/yellow] {escape(str(file))} holds no lines: nothing to send")
-        out.print(f"sent 0 messages to {target}")
-        return
     result = ReplayResult()
 
     async def go() -> None:
-        known = await broker_topics(settings)
+        known = await broker_topics(settings)  # an unreachable broker is an error, even for an empty file
+        if not lines:
+            err.print(f"[yellow]warning:[/yellow] {escape(str(file))} holds no lines: nothing to send")
+            return
         if target not in known:
             if topic is not None and not create_topic:
                 raise UnknownTopic(target, set(known))
