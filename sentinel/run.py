@@ -26,6 +26,7 @@ from stream.kafka import ensure_topics, kafka_client_kwargs, worker_topics
 from stream.tools.replay import ReplayResult, replay_lines
 from stream.tools.services import dying_with_parent, embedded_stack, free_port, sigterm_unwinds
 from stream.store import COUNTERS, WindowStore
+from stream.timefmt import shown
 
 # An embedded single-broker stack needs no 30 s rebalance wait; production keeps its settings.
 EMBEDDED_TIMEOUTS = {"SENTINEL_REBALANCE_TIMEOUT": "5", "SENTINEL_SESSION_TIMEOUT": "6", "SENTINEL_HEARTBEAT_INTERVAL": "1"}
@@ -202,6 +203,22 @@ def summarise(before: dict[str, float], after: dict[str, float], wall_s: float, 
     return {**delta, "labels": labels, "alerts": alerts, "wall_s": round(wall_s, 2), "posts_per_s": round(delta["processed"] / wall_s, 2) if wall_s else 0.0}
 
 
+def run_warnings(before: dict[str, float], summary: dict[str, Any], *, embedded: bool) -> list[str]:
+    """What a reader of the summary must know to trust it. A second run into a configured Redis
+    that already counted this input counts nothing again (its ids are duplicates, its older posts
+    late) and fires nothing: without a word it read as a run whose change silenced every alert."""
+    warnings = []
+    held = before.get("watermark", float("-inf"))
+    if not embedded and held > float("-inf"):
+        warnings.append(f"this Redis already held posts up to {shown(held)} before the run: posts it had counted are duplicates "
+                        "and are not counted or judged again; to compare runs, run each on a fresh Redis (or the embedded stack)")
+    if summary.get("late_dropped"):
+        warnings.append(f"{summary['late_dropped']} posts were dropped as late (further behind the newest post than the retention, "
+                        "SENTINEL_RETENTION, or behind their partition's newest by more than the dedupe window): "
+                        "their buckets were gone, so they are not in the windows or the alerts")
+    return warnings
+
+
 async def wait_alerts_delivered(store: WindowStore, workers: list[subprocess.Popen], timeout: float) -> None:
     """Every transition in the outbox has been notified (or given up on) and published."""
     from stream.alerts.delivery import outbox_drained
@@ -276,6 +293,8 @@ async def run_once(
         summary["not_sent"] = len(replayed.not_sent)
         summary["not_sent_lines"] = [{"line": line, "reason": why} for line, why in replayed.not_sent]
         summary["dead_lettered_lines"] = letters
+        for warning in run_warnings(before, summary, embedded=embedded):
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         if letters:
             # The embedded stack's DLQ topic goes with it: say here which lines were bad, and why.
             print(f"{len(letters)} line{'s' if len(letters) != 1 else ''} dead-lettered:", file=sys.stderr)

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from sentinel.run import dead_letter_lines
+from sentinel.run import dead_letter_lines, run_warnings
 
 
 def iso(t: float) -> str:
@@ -23,6 +23,17 @@ def test_dead_letter_lines_are_capped_with_how_many_more():
     assert lines[0] == "posts.jsonl:1: invalid_json: not JSON"
     assert len(lines) == 21 and lines[-1] == "... and 3 more"
     assert dead_letter_lines(Path("p"), letters[:2], shown=20) == ["p:1: invalid_json: not JSON", "p:2: invalid_json: not JSON"]
+
+
+def test_a_run_into_a_redis_that_already_counted_posts_says_so():
+    # The audit's second run into the same configured Redis: 2,104 duplicates, 979 late, nothing
+    # processed, no alert and no word; compare-alerts then called every incident lost.
+    counted = {"watermark": 1_772_668_800.0}
+    summary = {"duplicates": 2104, "late_dropped": 979, "processed": 0}
+    warned = run_warnings(counted, summary, embedded=False)
+    assert len(warned) == 2 and "already held posts up to 2026-03-05T00:00:00Z" in warned[0] and "979 posts were dropped as late" in warned[1]
+    assert run_warnings({}, {"duplicates": 1, "late_dropped": 0}, embedded=False) == []  # a fresh Redis: the demo's one duplicate is its own
+    assert run_warnings(counted, {"late_dropped": 0}, embedded=True) == []  # the embedded stack is fresh by construction
 
 
 def test_run_names_each_dead_lettered_line_and_its_reason(tmp_path):
