@@ -324,3 +324,21 @@ def test_classify_names_a_stdin_line_that_is_not_utf8(tiny_env):
                        capture_output=True, env={**os.environ, **tiny_env}, timeout=300)
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.decode().strip() == "error: text 2 is not UTF-8 text"
+
+
+def test_run_on_a_recording_keeps_its_partition_count(tmp_path, capsys):
+    # A recording keeps each partition's order only on as many partitions as it names: on the
+    # embedded stack `sentinel run` takes its count; a SENTINEL_PARTITIONS set otherwise is warned about.
+    from sentinel.cli import recording_partitions
+    from stream.settings import Settings
+
+    lines = [{"topic": "forum-posts", "partition": p, "offset": 0, "timestamp": 0, "key": f"k{p}", "value": "{}"} for p in (0, 7, 3)]
+    recording = tmp_path / "rec.jsonl"
+    recording.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert recording_partitions(Settings(), recording).partitions == 8
+    chosen = Settings(partitions=4)
+    assert recording_partitions(chosen, recording).partitions == 4
+    assert "recorded from 8 partitions but SENTINEL_PARTITIONS is 4: per-partition order is not kept" in capsys.readouterr().err
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text(json.dumps({"id": "a", "text": "x", "created_at": "2026-03-01T00:00:00Z"}) + "\n")
+    assert recording_partitions(Settings(), posts).partitions == Settings().partitions  # posts name no partition
