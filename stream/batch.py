@@ -50,6 +50,7 @@ class Admitted:
     watermark: float
     outcome: BatchOutcome
     started: float
+    horizon: float = float("-inf")  # where its write may trim buckets (BatchProcessor.horizon when it was admitted)
 
 
 @dataclass
@@ -65,3 +66,4 @@ class Prepared:
     watermark: float
     outcome: BatchOutcome
     started: float
+    horizon: float = float("-inf")  # where its write may trim buckets (BatchProcessor.horizon when it was admitted)

@@ -35,7 +35,7 @@ from stream.kafka import record_bytes
 from stream.model_thread import ModelThread
 from stream.redis_client import retry_transient
 from stream.store import Scored, WindowStore
-from stream.windows import is_late, scopes_for
+from stream.windows import frontier, is_late, scopes_for, trim_horizon
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ class BatchProcessor:
         metrics: BatchObserver | None = None,
         model_thread: ModelThread | None = None,
         max_record_bytes: int | None = None,
+        partitions: int = 1,
+        idle_s: float = 60.0,
     ):
         self.classify = classify
         self.store = store
@@ -108,6 +110,14 @@ class BatchProcessor:
         # partition's redeliveries find their ids, which are kept a window behind the slowest one.
         self.partition_marks: dict[int, float] = {}
         self.low = float("-inf")  # the slowest partition's watermark at the last write (ApplyResult.low)
+        # Where buckets may go, and so the retention's lateness limit (windows.trim_horizon): a
+        # retention behind the slowest live partition as judging counts them (the topic's partition
+        # count, SENTINEL_ALERT_IDLE_PARTITION), from the stats each write returns. -inf until every
+        # partition has reported or gone idle: a partition read behind another (a catch-up, a
+        # rebuild in place) then finds its baselines whole and its posts on time.
+        self.partitions = partitions
+        self.idle_s = idle_s
+        self.horizon = float("-inf")
         self.batches = 0
         # Every model call on one long-lived thread, the one that loaded the model (stream/model_thread.py).
         self.model_thread = model_thread or ModelThread()
@@ -122,6 +132,13 @@ class BatchProcessor:
         # rebuild in place) drops what is older than the window, counted already, instead of
         # counting it again against dedupe sets that hold only the window.
         self.partition_marks = {int(k.split(":", 1)[1]): float(v) for k, v in stats.items() if k.startswith("pwm:")}
+        self._advance_horizon(stats)
+
+    def _advance_horizon(self, stats: Mapping[str, float]) -> None:
+        """The horizon from the stats of the last write (or of the start). Not kept monotone: a
+        partition heard from again after it went idle moves the floor back, and trimming waits."""
+        floor = frontier(stats, self.partitions, time.time(), self.idle_s)
+        self.horizon = trim_horizon(self.watermark, floor, self.store.retention_s)
 
     async def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         """One batch start to finish (what BatchPipeline does in two overlapping halves)."""
@@ -153,13 +170,15 @@ class BatchProcessor:
         on_time = self._drop_late(posts)
         outcome.late_dropped = len(posts) - len(on_time)
         watermark = self.watermark  # captured: the next batch's admit may advance it before this commits
-        return Admitted(self.batches, messages, posts, on_time, watermark, outcome, started)
+        # The horizon its posts were judged against goes with it to the write, which trims no further.
+        return Admitted(self.batches, messages, posts, on_time, watermark, outcome, started, self.horizon)
 
     async def classify_batch(self, batch: Admitted) -> Prepared:
         """The model's part. Batches may queue for it; `classify_s` counts only the model's time."""
         scored = await self._classify(batch.on_time, batch.outcome)
         batch.outcome.dlq += len(batch.on_time) - len(scored)
-        return Prepared(batch.number, batch.messages, batch.posts, scored, batch.watermark, batch.outcome, batch.started)
+        return Prepared(batch.number, batch.messages, batch.posts, scored, batch.watermark, batch.outcome, batch.started,
+                        batch.horizon)
 
     async def commit(self, batch: Prepared) -> BatchOutcome:
         """Write windows and counters, judge the touched scopes, publish the results. Calls must
@@ -183,11 +202,14 @@ class BatchProcessor:
             # Windows, then judging, then the replicas: all idempotent, so a failure anywhere
             # (Redis away, a failover, replicas behind) writes the whole batch again.
             mark = time.perf_counter()
-            result = await self.store.apply(items, counters, batch.watermark, marks, batch=token, low=self.low)
+            result = await self.store.apply(items, counters, batch.watermark, marks, batch=token, low=self.low,
+                                            horizon=batch.horizon)
             outcome.windows_s = time.perf_counter() - mark
-            # Other workers' progress: their writes trim the shared buckets a retention behind it.
+            # Every partition's progress (other workers' too): the next batches are judged, and
+            # trim, a retention behind the slowest live one.
             self.watermark = max(self.watermark, result.watermark)
             self.low = result.low
+            self._advance_horizon(result.marks)
             outcome.processed, outcome.duplicates = max(outcome.processed, result.added), max(outcome.duplicates, result.duplicates)
             if self.alerts is not None:
                 mark = time.perf_counter()
@@ -229,13 +251,15 @@ class BatchProcessor:
     def _drop_late(self, posts: list[tuple[Post, RawMessage]]) -> list[tuple[Post, RawMessage]]:
         """Advance the watermarks post by post, in offset order, so lateness depends only on the
         order of the partition and never on where a micro-batch happened to be cut. Late: further
-        behind its partition's newest post than the dedupe window (its id may be gone), or behind
-        every worker's newest post by more than the retention (its buckets may be gone)."""
+        behind its partition's newest post than the dedupe window (its id may be gone), or before
+        the horizon (its buckets may be gone): a retention behind the slowest live partition,
+        which this batch's write trims to and no further, not behind the newest post of any (a
+        partition read days behind another would lose its posts)."""
         on_time = []
         for post, msg in posts:
             self.watermark = max(self.watermark, post.created_at)
             mark = self.partition_marks[msg.partition] = max(self.partition_marks.get(msg.partition, float("-inf")), post.created_at)
-            if is_late(post.created_at, mark, self.store.dedupe_s) or is_late(post.created_at, self.watermark, self.store.retention_s):
+            if is_late(post.created_at, mark, self.store.dedupe_s) or is_late(post.created_at, self.horizon, 0):
                 log.info("late post dropped", extra={"post_id": post.id, "partition": msg.partition, "offset": msg.offset})
             else:
                 on_time.append((post, msg))

@@ -38,8 +38,8 @@ from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair
 # the numbers travel together and scopes share calls (`WindowStore._apply_calls`).
 # The stats, scope-registry and batch-token keys live in the `all` scope's slot, so the batch's
 # counters, duplicates, watermarks and scopes move atomically with its windows. The reply is the
-# last scope's: (added, duplicates), and for `all` also the stored watermark and the slowest
-# partition's.
+# last scope's: (added, duplicates), and for `all` also the stored watermark, the slowest
+# partition's, and the stats fields judging.frontier reads (pwm:<p>, pseen:<p>, pwm_since).
 # The counters JSON may carry `batch`, a token that makes a batch written twice count once.
 _APPLY_SCOPES = """
 -- One scope: its keys from KEYS[k], its arguments from ARGV[a]. Returns its reply and where the
@@ -154,6 +154,11 @@ local function apply_scope(k, a)
     local wm = tonumber(ARGV[extra])
     local old = tonumber(redis.call('HGET', stats, 'watermark') or '-1')
     if wm > old then redis.call('HSET', stats, 'watermark', ARGV[extra]) end
+    -- The furthest any write has trimmed buckets (its trim-before): where the pair scopes' readers
+    -- may find buckets gone (WindowStore.pair_horizon).
+    if trim_before > tonumber(redis.call('HGET', stats, 'trimmed') or '-1') then
+      redis.call('HSET', stats, 'trimmed', string.format('%d', trim_before))
+    end
     -- A batch written again (its reply was lost, or its replicas were behind) counts once: its
     -- token (partition offsets) is remembered for the retention in event time, so the set holds a
     -- retention's worth of batches however fast a replay runs.
@@ -188,18 +193,25 @@ local function apply_scope(k, a)
     redis.call('EXPIRE', stats, 2 * ttl)
     -- The stored watermark, and the slowest partition's (every worker trims the shared dedupe sets
     -- no further than that partition allows, so its redeliveries still find their ids). Strings:
-    -- Lua numbers reach the client as integers.
-    local low, stored = nil, '-inf'
+    -- Lua numbers reach the client as integers. Then the fields judging's frontier reads (pwm:<p>,
+    -- pseen:<p>, pwm_since) as field, value pairs: the worker trims behind that frontier, and
+    -- learns it here instead of in a round trip of its own.
+    local low, stored, marks = nil, '-inf', {}
     local fields = redis.call('HGETALL', stats)
     for f = 1, #fields, 2 do
-      if fields[f] == 'watermark' then
+      local name = fields[f]
+      if name == 'watermark' then
         stored = fields[f + 1]
-      elseif string.sub(fields[f], 1, 4) == 'pwm:' then
+      elseif string.sub(name, 1, 4) == 'pwm:' then
         local v = tonumber(fields[f + 1])
         if low == nil or v < low then low = v end
       end
+      if string.sub(name, 1, 4) == 'pwm:' or string.sub(name, 1, 6) == 'pseen:' or name == 'pwm_since' then
+        marks[#marks + 1] = name
+        marks[#marks + 1] = fields[f + 1]
+      end
     end
-    return {added, dups, stored, low and string.format('%.17g', low) or '-inf'}, next_k, next_a
+    return {added, dups, stored, low and string.format('%.17g', low) or '-inf', marks}, next_k, next_a
   end
   return {added, dups}, next_k, next_a
 end
@@ -348,6 +360,8 @@ class ApplyResult:
     duplicates: int
     watermark: float = float("-inf")  # the stored watermark after the write (every worker's newest post)
     low: float = float("-inf")  # the slowest input partition's watermark after the write (-inf: none reported)
+    # The stats fields windows.frontier reads (pwm:<p>, pseen:<p>, pwm_since) after the write.
+    marks: Mapping[str, float] = field(default_factory=dict)
 
 
 class WindowStore:
@@ -411,16 +425,24 @@ class WindowStore:
         if watermark == float("-inf"):
             return None
         low = min((float(v) for k, v in stats.items() if k.startswith("pwm:")), default=watermark)
-        return pair_horizon(watermark, low, self.pair_retention_s, self.retention_s)
+        # Writes trim the pair scopes no further than their buckets' horizon allows (`apply`), which
+        # trails the newest post by more than the retention while a partition is read behind.
+        trimmed = float(stats["trimmed"]) if "trimmed" in stats else None
+        return pair_horizon(watermark, low, self.pair_retention_s, self.retention_s, horizon=trimmed)
 
     async def apply(
         self, scored: Sequence[Scored], counters: Mapping[str, int], watermark: float,
         partition_watermarks: Mapping[int, float] | None = None, batch: str | None = None, low: float | None = None,
+        horizon: float | None = None,
     ) -> ApplyResult:
         """Write a batch's windows and counters in one round trip (duplicates and processed are
         counted here). With a `batch` token (its partition offsets), writing it again is harmless.
         `low` is the slowest input partition's watermark (ApplyResult.low of the last write; None:
-        `watermark`, one partition): post ids are kept a dedupe window behind it."""
+        `watermark`, one partition): post ids are kept a dedupe window behind it.
+        `horizon` is where buckets may go (windows.trim_horizon: a retention behind the slowest live
+        partition; -inf: not known, nothing goes by event time), never later than a retention
+        behind `watermark`; None: that, for one input partition read in order. The caller judges
+        lateness against the same horizon, so no post it admits is trimmed by its own write."""
         by_scope: dict[str, list[str]] = {}
         newest: dict[str, float] = {}
         for item in scored:
@@ -433,26 +455,31 @@ class WindowStore:
         all_rows = by_scope.pop("all", [])
         ttl = self.retention_s + self.bucket_s
         has_wm = watermark > float("-inf")
-        trim_before = int(watermark - self.retention_s) if has_wm else 0
+        edge = watermark - self.retention_s if horizon is None else min(horizon, watermark - self.retention_s)
+        trims = has_wm and edge > float("-inf")
+        # Whole buckets only: a post at or after the horizon keeps its bucket, however the minute falls.
+        trim_before = bucket_start(edge, self.bucket_s) if trims else 0
         # Ids go a window behind the slowest partition (a redelivery on it is judged by its own
-        # watermark), but never later than the retention: a partition that went quiet holds them
-        # back that far at most. And never past the batch's own oldest post: a post on time where it
+        # watermark), but never later than the buckets' horizon: a partition that went quiet (idle,
+        # so the horizon passes it) holds them back that far at most. And never past the batch's own oldest post: a post on time where it
         # stood may sit further behind the batch's final watermark than the window, and if its id
         # went now, a retried write of this batch (a lost reply, a failover) would count it again.
         floor = watermark if low is None else min(watermark, low)
         oldest = min((item.post.created_at for item in scored), default=watermark)
-        seen_trim = int(min(max(floor - self.dedupe_s, watermark - self.retention_s), oldest)) if has_wm else 0
+        seen_edge = min(max(floor - self.dedupe_s, trim_before if trims else float("-inf")), oldest)
+        seen_trim = int(seen_edge) if has_wm and seen_edge > float("-inf") else 0
         pwm = {str(p): repr(ts) for p, ts in (partition_watermarks or {}).items()}
         counted = {**counters, "batch": batch} if batch else dict(counters)
         stats_args = [repr(watermark) if has_wm else "-1", json.dumps(counted), json.dumps(pwm), repr(time.time()), json.dumps(newest)]
         # Pair scopes: their buckets a pair retention behind the slowest partition, and their ids
         # with them. An id may go before the batch's oldest post here: that post's pair bucket goes
         # too, so a retried write that counts it again leaves nothing behind.
-        pair_trim = pair_horizon(watermark, floor, self.pair_retention_s, self.retention_s) if has_wm else 0
+        pair_trim = pair_horizon(watermark, floor, self.pair_retention_s, self.retention_s, horizon=trim_before) if trims else 0
         # (level, width, ttl, trim-before); a slot is dropped only once all of it is out of retention.
         levels = [("h", HOUR_S, self.retention_s + HOUR_S, trim_before // HOUR_S * HOUR_S)]
         if self.day_retention_s:
-            day_trim = int(watermark - self.day_retention_s) // DAY_S * DAY_S if has_wm else 0
+            # A day retention behind the same floor the buckets' horizon trails (min(watermark, floor)).
+            day_trim = int(edge + self.retention_s - self.day_retention_s) // DAY_S * DAY_S if trims else 0
             levels.append(("d", DAY_S, self.day_retention_s + DAY_S, day_trim))
         # The script's numbers (see _APPLY_SCOPES): 'ttl trim-before keep seen-trim', the scope's row
         # count and stats flag, then 'L' and each level's spec.
@@ -477,8 +504,9 @@ class WindowStore:
             await run_scripts(self.redis, calls[:-1])
             calls = calls[-1:]
         results = await run_scripts(self.redis, calls)
-        added, dups, stored, low_mark = results[-1]
-        return ApplyResult(added=int(added), duplicates=int(dups), watermark=float(stored), low=float(low_mark))
+        added, dups, stored, low_mark, flat = results[-1]
+        marks = {name: float(value) for name, value in zip(flat[::2], flat[1::2])}
+        return ApplyResult(added=int(added), duplicates=int(dups), watermark=float(stored), low=float(low_mark), marks=marks)
 
     def _apply_calls(self, segments: list[tuple[list[str], list[str]]], last: tuple[list[str], list[str]]) -> list[ScriptCall]:
         """Scopes share script calls, up to APPLY_SCOPES_PER_CALL a call: each call costs the

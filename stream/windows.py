@@ -112,18 +112,55 @@ def pair_retention_s(retention: str, pair_retention: str, reference_s: int) -> i
     return kept
 
 
-def pair_horizon(watermark: float, low: float, pair_retention_s: int, retention_s: int) -> int:
+def pair_horizon(watermark: float, low: float, pair_retention_s: int, retention_s: int, horizon: float | None = None) -> int:
     """The event time before which the pair scopes' buckets and ids are dropped: a pair retention
     behind the slowest input partition (`low`), whose boundaries grouping is still reading, but
-    never more than a retention behind the newest post: a partition gone quiet holds them back
-    that far at most."""
-    return int(max(min(watermark, low) - pair_retention_s, watermark - retention_s))
+    never more than a retention behind the newest post (or behind `horizon`, the buckets' own
+    edge, `trim_horizon`, where the caller knows it): a partition gone quiet holds them back that
+    far at most."""
+    bound = watermark - retention_s if horizon is None else min(horizon, watermark - retention_s)
+    return int(max(min(watermark, low) - pair_retention_s, bound))
+
+
+def frontier(stats: Mapping[str, float], partitions: int, now: float, idle_s: float, ended: bool = False) -> float:
+    """The event time every live partition has reached, from the stats hash (pwm:<p>, pseen:<p>).
+    `ended`: the input has ended (a replay), so no partition holds the others back: the newest
+    post any of them carried."""
+    reported = {int(k.split(":", 1)[1]): v for k, v in stats.items() if k.startswith("pwm:")}
+    if not reported:
+        return float("-inf")
+    if ended:
+        return max(reported.values())
+    seen = {int(k.split(":", 1)[1]): v for k, v in stats.items() if k.startswith("pseen:")}
+    since = stats.get("pwm_since", now)
+    live = []
+    for p in range(max(partitions, max(reported) + 1)):
+        last_report = seen.get(p, since)
+        if now - last_report > idle_s:
+            continue  # idle: does not hold the others back
+        if p not in reported:
+            return float("-inf")  # not heard from yet, and not idle long enough to be ignored
+        live.append(reported[p])
+    return min(live) if live else max(reported.values())
+
+
+def trim_horizon(watermark: float, floor: float, retention_s: int) -> float:
+    """The event time before which buckets may go: a retention behind `floor`, the event time every
+    live input partition has reached (`frontier`), and never later than a retention behind the
+    newest post. Judging reads a boundary's baseline behind the slowest live partition, so trimming
+    behind the newest post alone would empty the baselines of a partition read days behind another
+    (a catch-up) and drop its posts as late. -inf where no floor is known (a partition of the topic
+    not heard from yet and not idle): nothing goes by event time, only by the buckets' wall-clock
+    TTL (the watermark-low rule of Flink's min over inputs with idleness)."""
+    if floor == float("-inf") or watermark == float("-inf"):
+        return float("-inf")
+    return min(watermark, floor) - retention_s
 
 
 def is_late(created_at: float, watermark: float, limit_s: int) -> bool:
     """Further behind `watermark` than `limit_s`. Against its partition's newest post and the dedupe
     window: its id may be forgotten, so a redelivery could not be told from a first delivery.
-    Against every worker's newest post and the retention: its buckets may be gone."""
+    Against the trim horizon (`trim_horizon`, limit 0): its buckets may be gone."""
     return created_at < watermark - limit_s
 
 

@@ -325,6 +325,9 @@ def build_worker(
         metrics=metrics,
         model_thread=model_thread,
         max_record_bytes=max_request_bytes(settings),
+        # Trimming follows the partitions judging waits for (judging.frontier), as the engine counts them.
+        partitions=settings.partitions,
+        idle_s=engine.config.idle_s,
     )
     notifier = Notifier.from_settings(settings)
     metrics.watch_notifier(notifier)

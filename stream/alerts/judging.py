@@ -19,29 +19,8 @@ import numpy as np
 from stream.alerts.detector import KINDS, Current, Signal, Thresholds, signals, thresholds_for
 from stream.alerts.incidents import AlertRecord, Incident, step
 from stream.alerts.sequential import SeqConfig, SeqState, advance, quiet, verdicts
-from stream.windows import SLICE_FIELDS, SliceCol
-
-
-def frontier(stats: Mapping[str, float], partitions: int, now: float, idle_s: float, ended: bool = False) -> float:
-    """The event time every live partition has reached, from the stats hash (pwm:<p>, pseen:<p>).
-    `ended`: the input has ended (a replay), so no partition holds the others back: the newest
-    post any of them carried."""
-    reported = {int(k.split(":", 1)[1]): v for k, v in stats.items() if k.startswith("pwm:")}
-    if not reported:
-        return float("-inf")
-    if ended:
-        return max(reported.values())
-    seen = {int(k.split(":", 1)[1]): v for k, v in stats.items() if k.startswith("pseen:")}
-    since = stats.get("pwm_since", now)
-    live = []
-    for p in range(max(partitions, max(reported) + 1)):
-        last_report = seen.get(p, since)
-        if now - last_report > idle_s:
-            continue  # idle: does not hold the others back
-        if p not in reported:
-            return float("-inf")  # not heard from yet, and not idle long enough to be ignored
-        live.append(reported[p])
-    return min(live) if live else max(reported.values())
+# frontier lives with the windows: the batch processor trims buckets by the same partitions it counts.
+from stream.windows import SLICE_FIELDS, SliceCol, frontier  # noqa: F401 - judging's rule, imported from here too
 
 
 def silent(stats: Mapping[str, float], now: float, quiet_s: float) -> bool:
