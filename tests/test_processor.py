@@ -382,3 +382,70 @@ def test_a_batchs_bad_messages_go_to_the_dlq_in_one_publish(redis_server):
     # One publish of all three, then their counts.
     assert len(events) == 4 and events[0].startswith("publish dlq ") and all(e.startswith("count ") for e in events[1:]), events
     assert sorted(e.split()[1] for e in events[1:]) == events[0].split()[2].split(",")
+
+
+def test_a_partition_read_hours_behind_another_loses_no_post_and_judges_on_whole_baselines(redis_server):
+    """Two workers, a 3-hour retention, 8 hours of posts on each of two partitions. Read in order
+    (the partitions chunk by chunk), and read skewed (a catch-up: partition 0 through all 8 hours
+    before partition 1 begins). The horizon trails the slowest live partition, so skewed: no post is
+    late, partition 0's buckets all stay while partition 1 is unheard, and the judge ends with the
+    baselines, state and transitions of the in-order run. (Trimming behind the newest post dropped
+    the first 5 hours of partition 1 as late.)"""
+    from dataclasses import replace
+
+    from stream.alerts.engine import AlertEngine
+    from stream.alerts.judging import AlertConfig
+    from stream.keys import incident_key, index_key
+
+    retention, step, hours = 3 * 3600, 120, 8
+    config = replace(AlertConfig(), window_s=1800, baseline_s=7200, grace_s=120, idle_s=3600)  # no partition idles here
+
+    def posts(partition: int) -> list[RawMessage]:
+        # A negative share that moves with the hour, so the baselines matter; partition 1 a minute after 0.
+        return [post_at(f"p{partition}-{k}", T + k * step + 60 * partition, partition, k)
+                for k in range(hours * 3600 // step)]
+
+    def label(texts):
+        return [judgement_from_probs([0.8, 0.1, 0.1] if "neg" in t else [0.1, 0.1, 0.8]) for t in texts]
+
+    def with_text(msg: RawMessage) -> RawMessage:
+        value = json.loads(msg.value)
+        k = msg.offset
+        value["text"] = "neg post" if k % (2 + (k // 30) % 4) == 0 else "post"
+        return RawMessage(json.dumps(value).encode(), msg.topic, msg.partition, msg.offset)
+
+    chunks = [[[with_text(m) for m in posts(p)[i:i + 20]] for i in range(0, hours * 3600 // step, 20)] for p in (0, 1)]
+
+    async def run_order(skewed: bool):
+        redis.Redis.from_url(redis_server).flushdb()
+        stores = [WindowStore.from_url(redis_server, retention_s=retention) for _ in range(2)]
+        procs = [BatchProcessor(label, s, discard, sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None,
+                                alerts=AlertEngine(s, config, partitions=2, samples=0), partitions=2, idle_s=config.idle_s)
+                 for s in stores]
+        for proc in procs:
+            await proc.start()
+        outcomes, buckets_ahead = [], None
+        order = ([(0, c) for c in chunks[0]] + [(1, c) for c in chunks[1]] if skewed
+                 else [(p, chunks[p][i]) for i in range(len(chunks[0])) for p in (0, 1)])
+        for partition, chunk in order:
+            if skewed and partition == 1 and buckets_ahead is None:
+                buckets_ahead = await stores[0].redis.zcard(index_key("all"))
+            outcomes.append(await procs[partition].handle(chunk))
+        judged = {field: value for field, value in (await stores[0].redis.hgetall(incident_key("all"))).items()}
+        stats = await stores[0].stats()
+        until = int(float(judged["until"]))
+        table = await stores[0].slices("all", until - retention + step, 60, retention // 60)
+        for store in stores:
+            await store.close()
+        return outcomes, buckets_ahead, judged, stats, table
+
+    in_order = asyncio.run(run_order(skewed=False))
+    skewed = asyncio.run(run_order(skewed=True))
+    total = 2 * hours * 3600 // step
+    for outcomes, _, _, stats, _ in (in_order, skewed):
+        assert sum(o.late_dropped for o in outcomes) == 0 and sum(o.processed for o in outcomes) == total
+        assert (stats["late_dropped"], stats["processed"]) == (0, total)
+    assert skewed[1] == hours * 3600 // step  # partition 0's every bucket, while partition 1 was unheard
+    (_, _, judged, _, table), (_, _, judged_skewed, _, table_skewed) = in_order, skewed
+    assert judged["seq"] and judged_skewed == judged  # the judge's last boundary, baseline state and incidents
+    assert table.sum() > 0 and (table_skewed == table).all()  # the buckets a retention behind it, whole

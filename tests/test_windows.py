@@ -5,7 +5,7 @@ import pytest
 from stream.contracts import Post
 from stream.keys import bucket_key, index_key
 from stream.timefmt import format_duration, parse_duration, shown
-from stream.windows import aggregate, bucket_start, is_late, pair_horizon, pair_retention_s, scopes_for
+from stream.windows import aggregate, bucket_start, frontier, is_late, pair_horizon, pair_retention_s, scopes_for, trim_horizon
 
 
 def test_durations():
@@ -66,3 +66,23 @@ def test_a_scope_matches_its_own_name_even_where_the_name_reads_as_a_glob():
     assert matches_scope("channel:[EN] general", "channel:[EN] general")  # as a glob, [EN] is one letter
     assert matches_scope("asset:BTC", "asset:*") and not matches_scope("channel:x", "asset:*")
     assert matches_scope("channel:E general", "channel:[EN] general")  # and still a glob
+
+
+def test_the_trim_horizon_trails_the_slowest_live_partition_by_the_retention():
+    """Buckets go a retention behind the event time every live partition has reached (judging's
+    frontier), never later than a retention behind the newest post; not at all while a partition
+    of the topic is unheard and not yet idle."""
+    now, day = 1_000.0, 86_400
+    ahead = {"watermark": 10 * day, "pwm:0": 10 * day, "pwm:1": 3 * day, "pseen:0": now, "pseen:1": now, "pwm_since": now - 5}
+
+    def horizon(stats, partitions=2, at=now):
+        return trim_horizon(stats["watermark"], frontier(stats, partitions, at, idle_s=60), 2 * day)
+
+    assert horizon(ahead) == 1 * day  # partition 1, read 7 days behind partition 0, keeps its 2 days
+    assert horizon({**ahead, "pwm:1": 10 * day}) == 8 * day  # in step: the newest post's rule, as before
+    assert horizon(ahead, partitions=3) == float("-inf")  # partition 2 unheard and not idle: nothing goes
+    assert horizon(ahead, partitions=3, at=now + 120) == 8 * day  # all idle by wall clock: the newest post's
+    assert horizon({**ahead, "pseen:1": now - 120}) == 8 * day  # partition 1 idle: it holds nothing back
+    assert trim_horizon(10 * day, 12 * day, 2 * day) == 8 * day  # never later than a retention behind the newest post
+    assert trim_horizon(10 * day, float("-inf"), 2 * day) == float("-inf")
+    assert is_late(1 * day - 1, horizon(ahead), 0) and not is_late(1 * day, horizon(ahead), 0)
