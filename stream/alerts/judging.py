@@ -7,6 +7,11 @@ make the alerts depend on consumption order. Judging on the slowest partition ma
 of the input alone, for input that is in event-time order within each partition (disorder up to the
 grace is absorbed). A partition that has reported nothing for `idle_s` of wall time does not hold
 the others back (Flink's idle sources), so one silent partition cannot mute every alert.
+
+The frontier (stream.windows.frontier, imported here) is also where the buckets' retention is
+counted from (windows.trim_horizon): the worker trims a retention behind it, never behind the newest
+post of any partition, so the baselines a boundary reads are whole however far apart the partitions
+are read, and a slower partition's posts are not dropped as late.
 """
 
 from __future__ import annotations
