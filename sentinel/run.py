@@ -213,8 +213,8 @@ def run_warnings(before: dict[str, float], summary: dict[str, Any], *, embedded:
         warnings.append(f"this Redis already held posts up to {shown(held)} before the run: posts it had counted are duplicates "
                         "and are not counted or judged again; to compare runs, run each on a fresh Redis (or the embedded stack)")
     if summary.get("late_dropped"):
-        warnings.append(f"{summary['late_dropped']} posts were dropped as late (further behind the newest post than the retention, "
-                        "SENTINEL_RETENTION, or behind their partition's newest by more than the dedupe window): "
+        warnings.append(f"{summary['late_dropped']} posts were dropped as late (further behind the slowest live partition than the "
+                        "retention, SENTINEL_RETENTION, or behind their partition's newest by more than the dedupe window): "
                         "their buckets were gone, so they are not in the windows or the alerts")
     return warnings
 
