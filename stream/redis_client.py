@@ -53,9 +53,16 @@ class ReplicasBehind(TryAgainError):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A Redis failure that waiting can cure. redis-py's cluster client says "no node reachable"
-    with the same exception class it uses for misuse, so that one case is told by its message."""
+    """A Redis failure that waiting can cure. Two are told by their message, their classes being
+    the ones redis-py uses for misuse too: the cluster client's "no node reachable", and a blocking
+    command's `UNBLOCKED` (a plain ResponseError: redis-py maps no class to it), which the server
+    answers to a client blocked on a master that has just become a replica (`CLUSTER FAILOVER`,
+    the delivery loop's XREADGROUP BLOCK); the next try reaches the new master."""
     if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    # The code, where redis-py keeps it (status_code; older versions lack it): the message of an "ERR ..."
+    # reply has lost its code, and "ERR UNBLOCKED ..." would read as the same thing.
+    if isinstance(exc, ResponseError) and getattr(exc, "status_code", "UNBLOCKED") == "UNBLOCKED" and str(exc).startswith("UNBLOCKED "):
         return True
     return isinstance(exc, RedisClusterException) and "cannot be connected" in str(exc)
 

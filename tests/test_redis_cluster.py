@@ -29,7 +29,7 @@ from redis.crc import key_slot
 from stream.batch import RawMessage
 from stream.keys import SCOPES_KEY, STATS_KEY, bucket_key, index_key
 from stream.processor import batch_token
-from stream.redis_client import Endpoint, ReplicasBehind, ReplicaWait, open_redis, retry_transient, split_url, tag_for_slots
+from stream.redis_client import Endpoint, ReplicasBehind, ReplicaWait, is_transient, open_redis, retry_transient, split_url, tag_for_slots
 from stream.tools.services import cluster_healthy, free_port, replication_info, start_redis_cluster
 from workers import sentinel, wait_until, worker_env
 
@@ -98,6 +98,18 @@ def test_retry_transient_outlives_redis_away_but_not_a_bug_or_its_deadline():
     with pytest.raises(redis.exceptions.ConnectionError):  # wait_for: a retry that ignored its deadline would never end
         asyncio.run(asyncio.wait_for(retry_transient(away, what="test", first_delay_s=0.01, max_delay_s=0.05, give_up_after_s=0.2), 10))
     assert len(calls) >= 2 and time.monotonic() - started < 5  # retried, then given up near its deadline
+
+
+def test_a_blocked_read_unblocked_by_a_failover_is_transient():
+    """The reply a client blocked on a master gets when a planned CLUSTER FAILOVER makes it a replica
+    (seen on the delivery loop's XREADGROUP BLOCK), parsed as redis-py parses every error reply
+    (hiredis's reader calls the same parse_error): a plain ResponseError, which alone is a bug."""
+    from redis._parsers.base import BaseParser
+
+    unblocked = BaseParser.parse_error("UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)")
+    assert type(unblocked) is redis.exceptions.ResponseError and is_transient(unblocked)
+    assert not is_transient(BaseParser.parse_error("WRONGTYPE Operation against a key holding the wrong kind of value"))
+    assert not is_transient(BaseParser.parse_error("ERR UNBLOCKED is not a command here"))
 
 
 def test_a_wait_tag_lands_in_the_masters_slots():
