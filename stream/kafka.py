@@ -114,6 +114,36 @@ async def ensure_topics(settings: Settings, names: list[str]) -> None:
         await admin.close()
 
 
+def group_member(generation: int, member_id: str) -> bool:
+    """Whether a consumer is a member of its group, by its coordinator's state: it holds a member id
+    and a generation (aiokafka resets the two to "" and -1, DEFAULT_GENERATION_ID, when it is not
+    one). Generation 0 is a member too: Tansu numbers a group's first generation 0, Kafka 1. This is
+    Kafka's Java client's rule for sending LeaveGroup (a member id is known), not aiokafka's
+    (`generation > 0`), which on Tansu never leaves a group that formed in one go."""
+    return member_id != "" and generation >= 0
+
+
+async def leave_group(coordinator: Any) -> bool:
+    """Close aiokafka's group coordinator (`GroupCoordinator`, aiokafka 0.11-0.14) of a group member
+    (`group_member`) and make sure a LeaveGroup went out for it: aiokafka's close sends one past
+    generation 0 only, so for a generation-0 member (Tansu) it is sent here, after the close (the
+    heartbeat, stopped by then, would otherwise answer the broker's "unknown member" by joining
+    again). True when the leave was sent (past generation 0 aiokafka sends it and logs a refusal);
+    False when the broker refused it."""
+    from aiokafka.errors import for_code
+    from aiokafka.protocol.group import LeaveGroupRequest
+
+    generation, member_id = coordinator.generation, coordinator.member_id
+    await coordinator.close()
+    if generation > 0:
+        return True  # aiokafka sent it
+    response = await coordinator._send_req(LeaveGroupRequest(coordinator.group_id, member_id))  # noqa: SLF001 - aiokafka has no public call for it
+    if response.error_code:
+        log.warning("the broker refused LeaveGroup", extra={"error": for_code(response.error_code).__name__})
+        return False
+    return True
+
+
 async def every_topic(consumer: Any) -> Any:
     """The broker's metadata for every topic, read now (aiokafka's ClusterMetadata: `topics()`,
     `partitions_for_topic`). Not `consumer.topics()` then `consumer.partitions_for_topic`: that reads

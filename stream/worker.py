@@ -36,7 +36,7 @@ from stream.alerts.notify import Notifier, retry_delays
 from stream.assets import load_aliases
 from stream.batch import RawMessage
 from stream.contracts import Limits
-from stream.kafka import (Deliveries, broker_credentials, broker_url, guard_undecodable_batches, max_request_bytes, publish_records, ssl_context,
+from stream.kafka import (Deliveries, broker_credentials, broker_url, group_member, guard_undecodable_batches, leave_group, max_request_bytes, publish_records, ssl_context,
                           undecodable_reason)
 from stream.model_thread import ModelThread
 from stream.ops.http import install as install_http
@@ -248,7 +248,8 @@ class Shutdown:
         os._exit(EXIT_DRAINED if finished else EXIT_GRACE_RAN_OUT)
 
     async def _leave_group(self, deadline: float) -> bool:
-        """Leave the Kafka consumer group (aiokafka's coordinator sends LeaveGroup as it closes), so
+        """Leave the Kafka consumer group (stream.kafka.leave_group: LeaveGroup as the coordinator
+        closes, for a first-generation member of Tansu's generation 0 too), so
         the other workers take this one's partitions with the next rebalance: without it they wait
         out the session timeout, and every rolling update or scale-down paused those partitions'
         alerts. Only after the commit. The coordinator alone is closed, not the consumer: Faust's
@@ -258,16 +259,15 @@ class Shutdown:
         coordinator = getattr(getattr(thread, "_consumer", None), "_coordinator", None)
         if thread is None or coordinator is None:
             return False
-        if getattr(coordinator, "generation", 0) <= 0:
-            return False  # mid-rebalance, not a member: aiokafka would send no LeaveGroup
+        if not group_member(coordinator.generation, coordinator.member_id) or coordinator._group_instance_id is not None:
+            return False  # mid-rebalance, not a member (or a static one, which keeps its place by design): nothing to leave
         self.app.consumer.stop_flow()  # no more records taken: nothing after the commit is processed
         try:
-            await asyncio.wait_for(thread.call_thread(coordinator.close), max(deadline - time.monotonic(), 1.0))
+            return bool(await asyncio.wait_for(thread.call_thread(leave_group, coordinator), max(deadline - time.monotonic(), 1.0)))
         except Exception as exc:  # best effort: the session timeout still ends the membership
             log.warning("could not leave the consumer group; the others take over after the session timeout",
                         extra={"error": f"{type(exc).__name__}: {exc}"})
             return False
-        return True
 
 
 def batch_failed(exc: BaseException) -> None:

@@ -12,6 +12,7 @@ import sys
 import redis
 
 import workers
+from stream.kafka import group_member
 from stream.keys import STATS_KEY
 from workers import Worker, wait_until
 
@@ -66,5 +67,36 @@ def test_a_standby_is_ready_and_takes_over_when_the_active_worker_leaves(kafka_s
         assert standby.alive() and active.proc.returncode == 0
     finally:
         for w in (first, second):
+            if w is not None:
+                w.close()
+
+
+
+def test_a_member_holds_a_member_id_and_a_generation_from_0():
+    assert group_member(0, "m-1") and group_member(1, "m-1")  # Tansu's first generation, and Kafka's
+    # aiokafka's "not a member" (reset, or mid-join after MEMBER_ID_REQUIRED): nothing to leave
+    assert not group_member(-1, "") and not group_member(-1, "m-1") and not group_member(2, "")
+
+
+def test_a_lone_worker_leaves_the_group_on_sigterm(kafka_server, redis_server, cache_dir, tmp_path):
+    """A group formed in one go is generation 0 on the embedded broker (Tansu; Kafka numbers its
+    first generation 1), where aiokafka's close sends no LeaveGroup: the worker sends it. Without it
+    a worker started next, as a rollout's replacement pod, waited out the old member (over 120 s with
+    an 85 s session timeout)."""
+    env = workers.worker_env("lone", kafka_server, redis_server, cache_dir, SENTINEL_WEB_HOST="127.0.0.1",
+                             PYTHONUNBUFFERED="1", SENTINEL_SHUTDOWN_GRACE="10", SENTINEL_SESSION_TIMEOUT="85")
+    lone = Worker(env, tmp_path / "lone.log")
+    successor = None
+    try:
+        wait_until(lambda: "lone-posts: [0]" in readyz(lone)[1], 120, "the worker to own the partition", [lone])
+        lone.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: lone.proc.poll() is not None, 60, "the worker to drain and exit", [])
+        exited = lone.log_path.read_text(errors="replace")
+        assert "left_group=True" in exited and "Traceback" not in exited and lone.proc.returncode == 0, lone.log_tail()
+        successor = Worker(env, tmp_path / "successor.log")
+        wait_until(lambda: "lone-posts: [0]" in readyz(successor)[1], 75, "the next worker to take the partition before the 85 s session timeout ran out",
+                   [successor])
+    finally:
+        for w in (lone, successor):
             if w is not None:
                 w.close()
