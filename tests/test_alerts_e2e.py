@@ -76,7 +76,8 @@ ASSIGNED = re.compile(r'partitions assigned worker=(\S+) topic=\S+ partitions="\
 
 def shared_by_two_workers(log: Path) -> None:
     """Two workers held partitions while posts were processed: each one's first assignment comes
-    before the last batch in their common log, and their last ones split the 4 partitions."""
+    before the last batch in their common log, and their last ones before it split the 4 partitions
+    (after it the run stops them: the first to leave the group hands its partitions to the other)."""
     lines = log.read_text(errors="replace").splitlines()
     last_batch = max(i for i, line in enumerate(lines) if "batch done" in line)
     held: dict[str, list[tuple[int, set[int]]]] = {}
@@ -85,7 +86,7 @@ def shared_by_two_workers(log: Path) -> None:
             held.setdefault(m[1], []).append((i, {int(p) for p in m[2].split(",") if p.strip()}))
     assert len(held) == 2, held
     assert all(any(i < last_batch and parts for i, parts in seen) for seen in held.values()), held
-    a, b = (seen[-1][1] for seen in held.values())
+    a, b = ([parts for i, parts in seen if i < last_batch][-1] for seen in held.values())
     assert a and b and not a & b and a | b == {0, 1, 2, 3}, held
 
 
