@@ -19,6 +19,21 @@ class RawMessage:
     offset: int
     # Set when the consumer could not decode the record batch this stands in for (stream/kafka.py).
     undecodable: str | None = None
+    # The partition's end offset as the consumer knew it when the batch was taken (None: not known):
+    # what is left to read after it (partition_lags), so a partition with a backlog is never taken
+    # as idle (windows.frontier).
+    highwater: int | None = None
+
+
+def partition_lags(messages: Sequence[RawMessage]) -> dict[int, int | None]:
+    """Per input partition of the batch, the messages left to read after its last one there:
+    highwater - (offset + 1), never below 0 (a highwater read before a later fetch); None where the
+    highwater is not known."""
+    last: dict[int, RawMessage] = {}
+    for msg in messages:
+        if msg.partition not in last or msg.offset >= last[msg.partition].offset:
+            last[msg.partition] = msg
+    return {p: None if m.highwater is None else max(m.highwater - (m.offset + 1), 0) for p, m in last.items()}
 
 
 @dataclass

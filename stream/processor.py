@@ -29,13 +29,13 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequen
 from model.scorer import Judgement, ModelGone
 from stream.alerts.incidents import AlertRecord
 from stream.assets import DEFAULT_ALIASES
-from stream.batch import Admitted, BatchOutcome, Prepared, RawMessage
+from stream.batch import Admitted, BatchOutcome, Prepared, RawMessage, partition_lags
 from stream.contracts import DLQ_MAX_VALUE_BYTES, Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
 from stream.kafka import record_bytes
 from stream.model_thread import ModelThread
 from stream.redis_client import retry_transient
 from stream.store import Scored, WindowStore
-from stream.windows import frontier, is_late, scopes_for, trim_horizon
+from stream.windows import LAGGING_IDLE_S, frontier, is_late, scopes_for, trim_horizon
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class BatchProcessor:
         max_record_bytes: int | None = None,
         partitions: int = 1,
         idle_s: float = 60.0,
+        lagging_idle_s: float = LAGGING_IDLE_S,
     ):
         self.classify = classify
         self.store = store
@@ -117,6 +118,7 @@ class BatchProcessor:
         # rebuild in place) then finds its baselines whole and its posts on time.
         self.partitions = partitions
         self.idle_s = idle_s
+        self.lagging_idle_s = lagging_idle_s  # SENTINEL_ALERT_LAGGING_PARTITION: a partition left with lag waits this long
         self.horizon = float("-inf")
         self.batches = 0
         # Every model call on one long-lived thread, the one that loaded the model (stream/model_thread.py).
@@ -137,7 +139,7 @@ class BatchProcessor:
     def _advance_horizon(self, stats: Mapping[str, float]) -> None:
         """The horizon from the stats of the last write (or of the start). Not kept monotone: a
         partition heard from again after it went idle moves the floor back, and trimming waits."""
-        floor = frontier(stats, self.partitions, time.time(), self.idle_s)
+        floor = frontier(stats, self.partitions, time.time(), self.idle_s, lagging_idle_s=self.lagging_idle_s)
         self.horizon = trim_horizon(self.watermark, floor, self.store.retention_s)
 
     async def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
@@ -191,6 +193,9 @@ class BatchProcessor:
         }
         items = [Scored(p, j.label, j.score) for p, j in scored]
         marks = partition_watermarks(batch.posts)
+        # What each partition has left to read: one with a backlog holds judging and trimming back
+        # however long it goes unwritten (windows.frontier).
+        lags = partition_lags(batch.messages)
         token = batch_token(batch.messages)
         committed: dict[str, AlertRecord] = {}
         touched: dict[str, float] = {}  # scope -> its newest post in the batch (the engine's dirty set)
@@ -203,7 +208,7 @@ class BatchProcessor:
             # (Redis away, a failover, replicas behind) writes the whole batch again.
             mark = time.perf_counter()
             result = await self.store.apply(items, counters, batch.watermark, marks, batch=token, low=self.low,
-                                            horizon=batch.horizon)
+                                            horizon=batch.horizon, partition_lags=lags)
             outcome.windows_s = time.perf_counter() - mark
             # Every partition's progress (other workers' too): the next batches are judged, and
             # trim, a retention behind the slowest live one.

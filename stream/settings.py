@@ -123,7 +123,11 @@ class Settings(BaseSettings):
     alert_step: str = Field("1m", description="event-time step between judgements of a scope")
     alert_for: str = Field("8m", description="how long the firing condition must hold before an incident fires")
     alert_half_life: str = Field("15m", description="recency weighting of label shares inside the current window")
-    alert_idle_partition: float = Field(60.0, gt=0, description="seconds after which a silent partition stops holding alerts back")
+    alert_idle_partition: float = Field(
+        60.0, gt=0, description="seconds after which a silent partition with nothing left to read stops holding alerts back")
+    alert_lagging_partition: float = Field(
+        1800.0, gt=0, description="seconds a partition whose last write left posts unread (consumer lag) holds alerts and trimming "
+                                  "back while unwritten (a catch-up reads partitions a chunk at a time); then it is taken as idle")
     alert_grace: str = Field("2m", description="how far every partition must be past a boundary before it is judged")
     alert_repeat: str = Field("1h", description="event time between repeat notifications of a still-firing incident")
     alert_detector: Literal["zscore", "sequential"] = Field(

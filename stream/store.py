@@ -39,7 +39,7 @@ from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair
 # The stats, scope-registry and batch-token keys live in the `all` scope's slot, so the batch's
 # counters, duplicates, watermarks and scopes move atomically with its windows. The reply is the
 # last scope's: (added, duplicates), and for `all` also the stored watermark, the slowest
-# partition's, and the stats fields judging.frontier reads (pwm:<p>, pseen:<p>, pwm_since).
+# partition's, and the stats fields judging.frontier reads (pwm:<p>, pseen:<p>, plag:<p>, pwm_since).
 # The counters JSON may carry `batch`, a token that makes a batch written twice count once.
 _APPLY_SCOPES = """
 -- One scope: its keys from KEYS[k], its arguments from ARGV[a]. Returns its reply and where the
@@ -56,8 +56,8 @@ local function apply_scope(k, a)
   end
   local stats, registry, batches
   if nums[6] == 1 then stats, registry, batches = KEYS[k + 2 + #levels], KEYS[k + 3 + #levels], KEYS[k + 4 + #levels] end
-  local extra = a + 2 + #levels  -- `all` alone: watermark, counters, partition watermarks, now, scopes
-  local first_row = stats and extra + 5 or extra
+  local extra = a + 2 + #levels  -- `all` alone: watermark, counters, partition watermarks, now, scopes, lags
+  local first_row = stats and extra + 6 or extra
   local next_k, next_a = k + 2 + #levels + (stats and 3 or 0), first_row + nrows
   local added, dups, first = 0, 0, nil
   for i = first_row, next_a - 1 do
@@ -184,6 +184,17 @@ local function apply_scope(k, a)
       redis.call('HSET', stats, 'pseen:' .. partition, ARGV[extra + 3])
       redis.call('HSETNX', stats, 'pwm_since', ARGV[extra + 3])
     end
+    -- Each partition's consumer lag after the batch (plag:<p>; -1: not known, the field goes): a
+    -- partition with posts left to read is not idle however long it goes unwritten (frontier).
+    -- Every partition the batch read, posts or not: one whose last messages were all bad still
+    -- says it has caught up.
+    for partition, lag in pairs(cjson.decode(ARGV[extra + 5])) do
+      if tonumber(lag) < 0 then
+        redis.call('HDEL', stats, 'plag:' .. partition)
+      else
+        redis.call('HSET', stats, 'plag:' .. partition, string.format('%d', lag))
+      end
+    end
     if first ~= nil then
       local prev = tonumber(redis.call('HGET', stats, 'first_event') or '')
       if prev == nil or first < prev then redis.call('HSET', stats, 'first_event', string.format('%.6f', first)) end
@@ -194,7 +205,7 @@ local function apply_scope(k, a)
     -- The stored watermark, and the slowest partition's (every worker trims the shared dedupe sets
     -- no further than that partition allows, so its redeliveries still find their ids). Strings:
     -- Lua numbers reach the client as integers. Then the fields judging's frontier reads (pwm:<p>,
-    -- pseen:<p>, pwm_since) as field, value pairs: the worker trims behind that frontier, and
+    -- pseen:<p>, plag:<p>, pwm_since) as field, value pairs: the worker trims behind that frontier, and
     -- learns it here instead of in a round trip of its own.
     local low, stored, marks = nil, '-inf', {}
     local fields = redis.call('HGETALL', stats)
@@ -206,7 +217,8 @@ local function apply_scope(k, a)
         local v = tonumber(fields[f + 1])
         if low == nil or v < low then low = v end
       end
-      if string.sub(name, 1, 4) == 'pwm:' or string.sub(name, 1, 6) == 'pseen:' or name == 'pwm_since' then
+      if string.sub(name, 1, 4) == 'pwm:' or string.sub(name, 1, 6) == 'pseen:' or string.sub(name, 1, 5) == 'plag:'
+          or name == 'pwm_since' then
         marks[#marks + 1] = name
         marks[#marks + 1] = fields[f + 1]
       end
@@ -360,7 +372,7 @@ class ApplyResult:
     duplicates: int
     watermark: float = float("-inf")  # the stored watermark after the write (every worker's newest post)
     low: float = float("-inf")  # the slowest input partition's watermark after the write (-inf: none reported)
-    # The stats fields windows.frontier reads (pwm:<p>, pseen:<p>, pwm_since) after the write.
+    # The stats fields windows.frontier reads (pwm:<p>, pseen:<p>, plag:<p>, pwm_since) after the write.
     marks: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -433,7 +445,7 @@ class WindowStore:
     async def apply(
         self, scored: Sequence[Scored], counters: Mapping[str, int], watermark: float,
         partition_watermarks: Mapping[int, float] | None = None, batch: str | None = None, low: float | None = None,
-        horizon: float | None = None,
+        horizon: float | None = None, partition_lags: Mapping[int, int | None] | None = None,
     ) -> ApplyResult:
         """Write a batch's windows and counters in one round trip (duplicates and processed are
         counted here). With a `batch` token (its partition offsets), writing it again is harmless.
@@ -442,7 +454,9 @@ class WindowStore:
         `horizon` is where buckets may go (windows.trim_horizon: a retention behind the slowest live
         partition; -inf: not known, nothing goes by event time), never later than a retention
         behind `watermark`; None: that, for one input partition read in order. The caller judges
-        lateness against the same horizon, so no post it admits is trimmed by its own write."""
+        lateness against the same horizon, so no post it admits is trimmed by its own write.
+        `partition_lags`: each input partition the batch read, and the posts left to read on it
+        after the batch (None: not known), stored as plag:<p> for windows.frontier."""
         by_scope: dict[str, list[str]] = {}
         newest: dict[str, float] = {}
         for item in scored:
@@ -470,7 +484,9 @@ class WindowStore:
         seen_trim = int(seen_edge) if has_wm and seen_edge > float("-inf") else 0
         pwm = {str(p): repr(ts) for p, ts in (partition_watermarks or {}).items()}
         counted = {**counters, "batch": batch} if batch else dict(counters)
-        stats_args = [repr(watermark) if has_wm else "-1", json.dumps(counted), json.dumps(pwm), repr(time.time()), json.dumps(newest)]
+        lags = {str(p): -1 if lag is None else max(int(lag), 0) for p, lag in (partition_lags or {}).items()}
+        stats_args = [repr(watermark) if has_wm else "-1", json.dumps(counted), json.dumps(pwm), repr(time.time()), json.dumps(newest),
+                      json.dumps(lags)]
         # Pair scopes: their buckets a pair retention behind the slowest partition, and their ids
         # with them. An id may go before the batch's oldest post here: that post's pair bucket goes
         # too, so a retried write that counts it again leaves nothing behind.

@@ -122,8 +122,26 @@ def pair_horizon(watermark: float, low: float, pair_retention_s: int, retention_
     return int(max(min(watermark, low) - pair_retention_s, bound))
 
 
-def frontier(stats: Mapping[str, float], partitions: int, now: float, idle_s: float, ended: bool = False) -> float:
-    """The event time every live partition has reached, from the stats hash (pwm:<p>, pseen:<p>).
+# How long a partition whose last write left posts unread (plag:<p> > 0) may go unwritten and still
+# hold the others back (SENTINEL_ALERT_LAGGING_PARTITION). Idle should mean "nothing left to read":
+# in a catch-up Faust reads one partition at a time in large chunks, so one with a backlog goes
+# unwritten for minutes while another races hours ahead, and taking it as idle judges boundaries
+# (final) without its posts and trims its baselines. Capped, not forever: a partition that is never
+# read again (the topic shrank, the stats outlived its consumer) would otherwise mute every alert
+# with no alert of its own (the lag metric covers assigned partitions only). A dead worker's
+# partitions are handed over within the group's session timeout; SentinelWorkersDown (5 min) and
+# SentinelFallingBehind (10 min) have fired well before this.
+LAGGING_IDLE_S = 1800.0
+
+
+def frontier(stats: Mapping[str, float], partitions: int, now: float, idle_s: float, ended: bool = False,
+             lagging_idle_s: float = LAGGING_IDLE_S) -> float:
+    """The event time every live partition has reached, from the stats hash (pwm:<p>, pseen:<p>,
+    plag:<p>). A partition is idle, and does not hold the others back, when nothing is left to read
+    on it: its last write left no lag (plag:<p> 0, or unknown: never heard from, or stats written
+    before the field) and it has not been written for `idle_s` of wall time (Flink's idle sources).
+    One whose last write left posts unread is being read however long since (Kafka Streams' rule,
+    KIP-695), up to `lagging_idle_s` (LAGGING_IDLE_S says why a cap).
     `ended`: the input has ended (a replay), so no partition holds the others back: the newest
     post any of them carried."""
     reported = {int(k.split(":", 1)[1]): v for k, v in stats.items() if k.startswith("pwm:")}
@@ -132,11 +150,13 @@ def frontier(stats: Mapping[str, float], partitions: int, now: float, idle_s: fl
     if ended:
         return max(reported.values())
     seen = {int(k.split(":", 1)[1]): v for k, v in stats.items() if k.startswith("pseen:")}
+    lag = {int(k.split(":", 1)[1]): v for k, v in stats.items() if k.startswith("plag:")}
     since = stats.get("pwm_since", now)
     live = []
     for p in range(max(partitions, max(reported) + 1)):
         last_report = seen.get(p, since)
-        if now - last_report > idle_s:
+        patience = max(idle_s, lagging_idle_s) if p in reported and lag.get(p, 0) > 0 else idle_s
+        if now - last_report > patience:
             continue  # idle: does not hold the others back
         if p not in reported:
             return float("-inf")  # not heard from yet, and not idle long enough to be ignored

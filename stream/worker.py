@@ -100,6 +100,16 @@ def check_settings(settings: Settings, *, aliases: bool = True) -> None:
                          f"delays ({budget:g} s) by more than {CLAIM_MARGIN_S:g} s")
 
 
+def highwater(app: faust.App, tp: Any) -> int | None:
+    """The partition's highwater as the consumer last fetched it (aiokafka keeps it from each fetch
+    response); None before the first fetch or once the partition was revoked."""
+    try:
+        end = app.consumer.highwater(tp)
+    except Exception:  # noqa: BLE001 - revoked since the batch was taken, or the consumer is restarting
+        return None
+    return end if isinstance(end, int) else None
+
+
 def post_limits(settings: Settings) -> Limits:
     return Limits(max_message_bytes=settings.max_message_bytes, max_text_chars=settings.max_text_chars,
                   max_future_s=setting_duration("max_future", settings.max_future))
@@ -119,7 +129,7 @@ def alert_config(settings: Settings) -> AlertConfig:
     config = AlertConfig(
         window_s=duration("window"), baseline_s=duration("baseline"), step_s=duration("step"), grace_s=duration("grace"),
         repeat_s=duration("repeat"), for_s=duration("for"), half_life_s=duration("half_life"),
-        idle_s=settings.alert_idle_partition, thresholds=th, overrides=parse_overrides(settings.alert_overrides),
+        idle_s=settings.alert_idle_partition, lagging_idle_s=settings.alert_lagging_partition, thresholds=th, overrides=parse_overrides(settings.alert_overrides),
         detector=settings.alert_detector,
         sequential=SeqConfig(threshold_nats=settings.alert_threshold_nats, streams=settings.alert_streams, confirm_z=settings.alert_confirm_z),
     )
@@ -328,6 +338,7 @@ def build_worker(
         # Trimming follows the partitions judging waits for (judging.frontier), as the engine counts them.
         partitions=settings.partitions,
         idle_s=engine.config.idle_s,
+        lagging_idle_s=engine.config.lagging_idle_s,
     )
     notifier = Notifier.from_settings(settings)
     metrics.watch_notifier(notifier)
@@ -384,8 +395,12 @@ def build_worker(
                 # Never handled, never acked: the worker exits before Faust's take() could ack
                 # this batch on its way out, so whoever owns the partition next gets it again.
                 await asyncio.Event().wait()
+            # Each partition's end offset as the consumer knows it now (from its fetches): the
+            # batch says what is left to read after it, so a partition with a backlog is not taken
+            # as idle while another is read ahead of it (windows.frontier).
+            ends = {tp: highwater(app, tp) for tp in {e.message.tp for e in events}}
             messages = [RawMessage(e.message.value, e.message.topic, e.message.partition, e.message.offset,
-                                   undecodable_reason(e.message.headers)) for e in events]
+                                   undecodable_reason(e.message.headers), ends[e.message.tp]) for e in events]
             release = acks.hold(events)
             try:
                 await pipeline.submit(messages, release)

@@ -197,7 +197,7 @@ class AlertEngine:
             *_, raw_stats, open_ = await pipe.execute()
         stats = parse_stats(raw_stats)
         now = self.clock()
-        until = frontier(stats, self.partitions, now, self.config.idle_s, ended) - self.config.grace_s
+        until = frontier(stats, self.partitions, now, self.config.idle_s, ended, self.config.lagging_idle_s) - self.config.grace_s
         if until == float("-inf"):
             return []
         history_start = stats.get("first_event", until)

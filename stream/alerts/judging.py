@@ -5,8 +5,10 @@ at least B + grace. Partitions are consumed at different paces (a replay at full
 partition hours of event time ahead of another), so judging on one worker's newest event time would
 make the alerts depend on consumption order. Judging on the slowest partition makes them a function
 of the input alone, for input that is in event-time order within each partition (disorder up to the
-grace is absorbed). A partition that has reported nothing for `idle_s` of wall time does not hold
-the others back (Flink's idle sources), so one silent partition cannot mute every alert.
+grace is absorbed). A partition with nothing left to read that has reported nothing for `idle_s`
+of wall time does not hold the others back (Flink's idle sources), so one silent partition cannot
+mute every alert; one whose last write left posts unread (consumer lag) holds them back while it is
+read, up to `lagging_idle_s` (Kafka Streams' rule: a catch-up reads partitions a chunk at a time).
 
 The frontier (stream.windows.frontier, imported here) is also where the buckets' retention is
 counted from (windows.trim_horizon): the worker trims a retention behind it, never behind the newest
@@ -25,7 +27,7 @@ from stream.alerts.detector import KINDS, Current, Signal, Thresholds, signals, 
 from stream.alerts.incidents import AlertRecord, Incident, step
 from stream.alerts.sequential import SeqConfig, SeqState, advance, quiet, verdicts
 # frontier lives with the windows: the batch processor trims buckets by the same partitions it counts.
-from stream.windows import SLICE_FIELDS, SliceCol, frontier  # noqa: F401 - judging's rule, imported from here too
+from stream.windows import LAGGING_IDLE_S, SLICE_FIELDS, SliceCol, frontier  # noqa: F401 - judging's rule, imported from here too
 
 
 def silent(stats: Mapping[str, float], now: float, quiet_s: float) -> bool:
@@ -52,6 +54,7 @@ class AlertConfig:
     for_s: int = 480  # how long the firing condition must hold (Prometheus `for:`)
     half_life_s: int = 900  # recency weighting inside the current window (detector.Current)
     idle_s: float = 60.0
+    lagging_idle_s: float = LAGGING_IDLE_S  # a partition with posts left to read waits this long (windows.frontier)
     thresholds: Thresholds = Thresholds()
     overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     detector: str = "sequential"  # sequential (sequential.py) | zscore (detector.py, the older window detector)
