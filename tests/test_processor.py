@@ -449,3 +449,67 @@ def test_a_partition_read_hours_behind_another_loses_no_post_and_judges_on_whole
     (_, _, judged, _, table), (_, _, judged_skewed, _, table_skewed) = in_order, skewed
     assert judged["seq"] and judged_skewed == judged  # the judge's last boundary, baseline state and incidents
     assert table.sum() > 0 and (table_skewed == table).all()  # the buckets a retention behind it, whole
+
+
+def test_a_partition_unwritten_past_the_idle_time_with_posts_left_to_read_holds_the_frontier(redis_server):
+    """Two workers, partitions 0 and 1, a 1-hour retention and a 1-second idle time. Worker B writes
+    10 minutes of partition 1, then goes unwritten for longer than the idle time (a catch-up reading
+    one partition at a time, or B gone), while worker A writes 5 hours of partition 0; then A reads
+    partition 1's next 2 hours (handed over by a rebalance). While B's last write left posts to read
+    (lag > 0), partition 1 is not idle: the judge and A's trim horizon stay behind it, every bucket
+    stays, and none of its posts is dropped as late. Caught up (lag 0), it is idle as before: the
+    frontier passes it and those posts are late (the wall-clock rule, which a backlog got too)."""
+    from dataclasses import replace
+
+    from stream.alerts.engine import AlertEngine
+    from stream.alerts.judging import AlertConfig
+    from stream.keys import incident_key, index_key
+    from stream.windows import frontier
+
+    retention, step, idle_s = 3600, 60, 1.0
+    config = replace(AlertConfig(), window_s=600, baseline_s=1800, grace_s=120, idle_s=idle_s)
+
+    def posts(partition: int, start: float, count: int, offset: int, end: int) -> list[RawMessage]:
+        # `end`: the partition's highwater as the consumer knew it when the batch was taken.
+        return [replace(post_at(f"p{partition}-{offset + k}", start + k * step, partition, offset + k), highwater=end)
+                for k in range(count)]
+
+    def label(texts):
+        return [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts]
+
+    async def run(backlog: int):
+        redis.Redis.from_url(redis_server).flushdb()
+        stores = [WindowStore.from_url(redis_server, retention_s=retention) for _ in range(2)]
+        procs = [BatchProcessor(label, s, discard, sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None,
+                                alerts=AlertEngine(s, config, partitions=2, samples=0), partitions=2, idle_s=idle_s)
+                 for s in stores]
+        for proc in procs:
+            await proc.start()
+        first = await procs[1].handle(posts(1, T, 10, 0, end=10 + backlog))
+        # Worker B's partition goes unwritten past the idle time (the wall clock its write stamped).
+        deadline = time.time() + 10
+        while time.time() - (await stores[0].stats())["pseen:1"] <= 2 * idle_s:
+            assert time.time() < deadline, "the wall clock did not move past the idle time"
+            await asyncio.sleep(0.05)
+        ahead = [await procs[0].handle(chunk) for chunk in
+                 (posts(0, T + i * 3600, 60, i * 60, end=5 * 60) for i in range(5))]
+        stats = await stores[0].stats()
+        held = frontier(stats, 2, time.time(), idle_s)
+        judged = float((await stores[0].redis.hgetall(incident_key("all"))).get("until", "-inf"))
+        buckets, horizon = await stores[0].redis.zcard(index_key("all")), procs[0].horizon
+        resumed = await procs[0].handle(posts(1, T + 600, 120, 10, end=130 + backlog))
+        for store in stores:
+            await store.close()
+        return [first, *ahead], stats, held, judged, horizon, buckets, resumed
+
+    outcomes, stats, held, judged, horizon, buckets, resumed = asyncio.run(run(backlog=500))
+    assert stats["plag:1"] == 500 and stats["plag:0"] == 0
+    newest_1 = T + 9 * step
+    assert held == newest_1 and judged <= newest_1 - config.grace_s  # partition 1 holds judging back
+    assert horizon <= newest_1 - retention and buckets == 5 * 60  # and trimming: every minute of the 5 hours kept
+    assert sum(o.late_dropped for o in outcomes) == 0 and (resumed.late_dropped, resumed.processed) == (0, 120)
+
+    _, stats, held, judged, horizon, _, resumed = asyncio.run(run(backlog=0))
+    assert stats["plag:1"] == 0 and held == T + 4 * 3600 + 59 * step  # caught up and silent: idle, passed
+    assert judged > newest_1 and horizon > T + 600
+    assert resumed.late_dropped > 0

@@ -86,3 +86,37 @@ def test_the_trim_horizon_trails_the_slowest_live_partition_by_the_retention():
     assert trim_horizon(10 * day, 12 * day, 2 * day) == 8 * day  # never later than a retention behind the newest post
     assert trim_horizon(10 * day, float("-inf"), 2 * day) == float("-inf")
     assert is_late(1 * day - 1, horizon(ahead), 0) and not is_late(1 * day, horizon(ahead), 0)
+
+
+def test_a_partition_left_with_posts_to_read_is_not_idle_however_long_it_goes_unwritten():
+    """Idle means nothing left to read (Kafka Streams, KIP-695), not "not written lately": in a
+    catch-up a partition with a backlog goes unwritten for minutes while another is read hours
+    ahead. One whose last write left lag holds the frontier (and so judging and trimming) back up
+    to the lagging cap; lag 0, or none recorded (stats from before the field, a partition never
+    heard from), keeps the wall-clock rule."""
+    now, hour = 10_000.0, 3600.0
+    stats = {"pwm:0": 9 * hour, "pwm:1": 2 * hour, "pseen:0": now, "pseen:1": now - 300, "pwm_since": now - 900}
+    assert frontier(stats, 2, now, idle_s=60) == 9 * hour  # no lag recorded: idle after 60 s, as before
+    assert frontier({**stats, "plag:1": 0}, 2, now, idle_s=60) == 9 * hour  # caught up and silent: idle
+    assert frontier({**stats, "plag:1": 4_000}, 2, now, idle_s=60) == 2 * hour  # a backlog: it holds the others back
+    assert frontier({**stats, "plag:1": 4_000}, 2, now, idle_s=60, lagging_idle_s=600) == 2 * hour
+    assert frontier({**stats, "plag:1": 4_000, "pseen:0": now + 301}, 2, now + 301, idle_s=60, lagging_idle_s=600) == 9 * hour  # past the cap
+    assert frontier({**stats, "plag:1": 4_000}, 2, now, idle_s=600, lagging_idle_s=60) == 2 * hour  # the cap never shortens idle_s
+    assert frontier({**stats, "plag:0": 7}, 2, now, idle_s=60) == 9 * hour  # the reading partition's own lag changes nothing
+    # A partition never heard from has no lag of its own: the same wait from pwm_since, and a lag
+    # recorded without a post (every message it read was bad) does not hold the frontier at -inf.
+    assert frontier({**stats, "plag:1": 4_000}, 3, now, idle_s=60) == 2 * hour
+    assert frontier({**stats, "plag:1": 4_000, "plag:2": 9}, 3, now, idle_s=60) == 2 * hour
+    assert frontier({**stats, "plag:1": 4_000}, 3, now - 890, idle_s=60) == float("-inf")  # 2 unheard, not yet idle
+    # The trim horizon follows: a retention (1 h) behind the lagging partition, not behind partition 0.
+    assert trim_horizon(9 * hour, frontier({**stats, "plag:1": 1}, 2, now, idle_s=60), 3600) == 1 * hour
+    assert trim_horizon(9 * hour, frontier(stats, 2, now, idle_s=60), 3600) == 8 * hour
+
+
+def test_a_batch_says_what_each_partition_has_left_to_read():
+    from stream.batch import RawMessage, partition_lags
+
+    msgs = [RawMessage(b"", "t", 0, 10, highwater=50), RawMessage(b"", "t", 1, 3, highwater=4), RawMessage(b"", "t", 0, 11, highwater=50),
+            RawMessage(b"", "t", 2, 7), RawMessage(b"", "t", 3, 9, highwater=5)]
+    assert partition_lags(msgs) == {0: 38, 1: 0, 2: None, 3: 0}  # 3: a highwater read before a later fetch is no negative lag
+    assert partition_lags([]) == {}
