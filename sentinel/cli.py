@@ -752,6 +752,14 @@ def run(
                     live = live.model_copy(update={"console_host": "127.0.0.1"})
                 announce_console(live)
                 serve_console(live)
+    except KeyboardInterrupt:
+        # The stack and the workers are stopped by now; say where their log is, or that it went.
+        if worker_log_path is None and not worker_log.stat().st_size:
+            worker_log.unlink(missing_ok=True)
+            err.print("interrupted", markup=False, highlight=False)
+        else:
+            err.print(f"interrupted (worker log: {worker_log})", markup=False, highlight=False)
+        raise typer.Exit(130) from None
     except RunError as exc:
         tail = worker_log.read_text(errors="replace").splitlines()[-30:]
         if not tail and worker_log_path is None:  # no worker got to write: nothing to point at or keep

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import re
 
 import pytest
 import redis
@@ -63,8 +64,9 @@ def test_stopping_sentinel_run_mid_run_leaves_no_process_behind(how, tmp_path, t
     # SIGINT as a terminal leaves it. An ignored SIGINT is inherited through exec: a test run started
     # in the background by a non-interactive shell (`cmd &`) ignores it, and so, before this, did the
     # `sentinel run` here, which then finished normally (exit 0) despite the Ctrl-C.
+    said = (tmp_path / "stderr").open("w")
     run = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", str(posts)], env=env, start_new_session=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=said,
                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     parent = psutil.Process(run.pid)
     deadline = time.monotonic() + 120
@@ -78,7 +80,9 @@ def test_stopping_sentinel_run_mid_run_leaves_no_process_behind(how, tmp_path, t
     try:
         if how == "ctrl-c":
             os.killpg(run.pid, signal.SIGINT)
-            assert run.wait(60) != 0
+            assert run.wait(60) == 130
+            # Says so, and where the worker's log is (it was left in /tmp without a word).
+            assert re.search(r"^interrupted( \(worker log: \S+\))?$", (tmp_path / "stderr").read_text(), re.M)
         elif how == "sigterm":
             run.send_signal(signal.SIGTERM)
             assert run.wait(60) == 128 + signal.SIGTERM
