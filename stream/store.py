@@ -184,14 +184,15 @@ local function apply_scope(k, a)
       redis.call('HSET', stats, 'pseen:' .. partition, ARGV[extra + 3])
       redis.call('HSETNX', stats, 'pwm_since', ARGV[extra + 3])
     end
-    -- Each partition's consumer lag after the batch (plag:<p>; -1: not known, the field goes): a
-    -- partition with posts left to read is not idle however long it goes unwritten (frontier).
+    -- Each partition's consumer lag after the batch (plag:<p>; -1: not known, the last known one
+    -- stays): a partition with posts left to read is not idle however long it goes unwritten
+    -- (frontier). Not known is what a rebalance leaves until the next fetch, even where the worker
+    -- keeps the partition; forgetting the backlog then would pass the partition after the short
+    -- idle time, mid catch-up. A stale value is bounded by SENTINEL_ALERT_LAGGING_PARTITION.
     -- Every partition the batch read, posts or not: one whose last messages were all bad still
     -- says it has caught up.
     for partition, lag in pairs(cjson.decode(ARGV[extra + 5])) do
-      if tonumber(lag) < 0 then
-        redis.call('HDEL', stats, 'plag:' .. partition)
-      else
+      if tonumber(lag) >= 0 then
         redis.call('HSET', stats, 'plag:' .. partition, string.format('%d', lag))
       end
     end

@@ -70,6 +70,20 @@ def test_redelivered_posts_count_once_and_are_counted_as_duplicates(store):
     assert w.posts == 3 and stats["duplicates"] == 2 and stats["processed"] == 3
 
 
+def test_a_partitions_backlog_is_kept_when_a_batch_does_not_know_its_lag(store):
+    """After a rebalance the consumer knows no highwater until its next fetch, even for a partition
+    it keeps: a batch then says nothing of the backlog, and the last one known stays, so the
+    partition is not taken as idle after the short idle time mid catch-up. A known lag replaces it."""
+    async def go():
+        seen = []
+        for n, lag in enumerate((500, None, 0)):
+            await store.apply([item(f"x{n}", T0 + n)], {}, T0 + n, {1: T0 + n}, partition_lags={1: lag})
+            seen.append((await store.stats()).get("plag:1"))
+        await store.redis.aclose()
+        return seen
+    assert run(go()) == [500, 500, 0]
+
+
 def test_a_batch_written_again_counts_once(store):
     """The same batch token (its offsets) a second time: a lost reply or replicas behind made the
     worker write it again. Counters and duplicates stay as after the first write; another token counts."""
