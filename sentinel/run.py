@@ -92,6 +92,9 @@ def worker_env(settings: Settings, embedded: bool, web_port: int | None = None) 
         SENTINEL_KAFKA_BROKER=settings.kafka_broker or "",
         SENTINEL_REDIS_URL=redis_url(settings),
         SENTINEL_WEB_PORT=str(web_port or free_port()),
+        # The count the run created the topics with (a recording's own, on the embedded stack):
+        # a worker refuses a topic whose partitions differ from its setting.
+        SENTINEL_PARTITIONS=str(settings.partitions),
         PYTHONUNBUFFERED="1",
     )
     env.pop("KAFKA_BROKER", None)
@@ -215,7 +218,7 @@ def run_warnings(before: dict[str, float], summary: dict[str, Any], *, embedded:
     if summary.get("late_dropped"):
         warnings.append(f"{summary['late_dropped']} posts were dropped as late (further behind the slowest live partition than the "
                         "retention, SENTINEL_RETENTION, or behind their partition's newest by more than the dedupe window): "
-                        "their buckets were gone, so they are not in the windows or the alerts")
+                        "they are not in the windows or the alerts")
     return warnings
 
 
