@@ -831,7 +831,7 @@ def replay_cmd(
     speed: Annotated[str, typer.Option("--speed", help="X divides event-time gaps by X; max sends at full speed")] = "max",
     max_gap: Annotated[float, typer.Option("--max-gap", min=0, help="with --speed: the longest wait between two lines, in seconds of replay time (a longer gap is cut to it, with a warning)")] = 60.0,
     from_line: Annotated[int, typer.Option("--from-line", min=1, help="skip the lines before this one (to resume an interrupted replay)")] = 1,
-    create_topic: Annotated[bool, typer.Option("--create-topic", help="create --topic if the broker lacks it (with the recording's partition count, else SENTINEL_PARTITIONS)")] = False,
+    create_topic: Annotated[bool, typer.Option("--create-topic", help="create --topic if the broker lacks it (with the recording's partition count, else SENTINEL_PARTITIONS; the posts topic always with SENTINEL_PARTITIONS)")] = False,
     repartition: Annotated[bool, typer.Option("--repartition", help="send a recording into a topic with fewer partitions than it names (by key: per-partition order is not kept)")] = False,
 ) -> None:
     """Produce a JSONL file of posts (or recorded records) into Kafka."""
@@ -852,7 +852,7 @@ def replay_cmd(
     target = topic or settings.topic_posts
     with file.open("rb") as handle:
         lines = sum(1 for line in handle if line.strip())
-    result = ReplayResult()
+    result = ReplayResult(resume_line=from_line)  # a Ctrl-C before the first send resumes where this began
 
     async def go() -> None:
         known = await broker_topics(settings)  # an unreachable broker is an error, even for an empty file
@@ -862,7 +862,10 @@ def replay_cmd(
         if target not in known:
             if topic is not None and not create_topic:
                 raise UnknownTopic(target, set(known))
-            recorded = recorded_partitions(file)
+            # The posts topic is the workers': SENTINEL_PARTITIONS, which they check it against (a
+            # recording naming more is refused below unless --repartition). Another topic, asked
+            # for by --create-topic, takes the recording's count.
+            recorded = recorded_partitions(file) if topic is not None and topic != settings.topic_posts else None
             await ensure_topics(settings.model_copy(update={"partitions": recorded or settings.partitions}), [target])
         await replay_lines(settings, file, target, pace, max_gap_s=max_gap, from_line=from_line, repartition=repartition, result=result)
 

@@ -303,7 +303,7 @@ def test_a_paced_replay_cuts_a_long_gap_with_a_warning_naming_the_line_and_resum
     assert len(warnings) == 1 and warnings[0].startswith(f"{path}:2: ") and "--max-gap" in warnings[0]
 
 
-def sentinel(*args: str, broker: str | None, timeout: float = 120):
+def sentinel(*args: str, broker: str | None, timeout: float = 120, extra: dict[str, str] | None = None):
     import os
     import subprocess
     import sys
@@ -311,6 +311,7 @@ def sentinel(*args: str, broker: str | None, timeout: float = 120):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
     if broker:
         env["KAFKA_BROKER"] = broker
+    env.update(extra or {})
     return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -333,6 +334,12 @@ def test_replay_refuses_a_topic_the_broker_lacks_unless_asked_to_create_it(kafka
     assert missing not in topics and topics[created] == 3  # the recording's partition count
     r = sentinel("replay", str(path), "--topic", present, broker=kafka_server)  # 3 recorded partitions into 2
     assert r.returncode == 2 and "recorded from 3 partitions" in r.stderr and "--repartition" in r.stderr, r.stderr
+    # The posts topic is the workers': made with SENTINEL_PARTITIONS, which they check it against,
+    # not the recording's count (a recording names only the partitions it holds records of).
+    posts_topic = f"posts-{uuid.uuid4().hex[:6]}"
+    r = sentinel("replay", str(path), broker=kafka_server, extra={"SENTINEL_TOPIC_POSTS": posts_topic, "SENTINEL_PARTITIONS": "4"})
+    assert r.returncode == 0, r.stderr
+    assert asyncio.run(asyncio.wait_for(broker_topics(settings), 60))[posts_topic] == 4
 
 
 def test_an_empty_file_is_a_warning_for_replay_and_an_error_for_run(kafka_server, tmp_path):
