@@ -137,10 +137,13 @@ class BatchProcessor:
         self._advance_horizon(stats)
 
     def _advance_horizon(self, stats: Mapping[str, float]) -> None:
-        """The horizon from the stats of the last write (or of the start). Not kept monotone: a
-        partition heard from again after it went idle moves the floor back, and trimming waits."""
+        """The horizon from the stats of the last write (or of the start). A partition heard from
+        again after it was passed as idle moves the floor back, and trimming waits for it; but what
+        any write has trimmed already (`trimmed`) is gone, so a post before it is late however the
+        floor moved: written, it would land in an emptied bucket, and whether it did would depend
+        on which worker read it and where its batch was cut."""
         floor = frontier(stats, self.partitions, time.time(), self.idle_s, lagging_idle_s=self.lagging_idle_s)
-        self.horizon = trim_horizon(self.watermark, floor, self.store.retention_s)
+        self.horizon = max(trim_horizon(self.watermark, floor, self.store.retention_s), stats.get("trimmed", float("-inf")))
 
     async def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         """One batch start to finish (what BatchPipeline does in two overlapping halves)."""

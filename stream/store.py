@@ -206,8 +206,8 @@ local function apply_scope(k, a)
     -- The stored watermark, and the slowest partition's (every worker trims the shared dedupe sets
     -- no further than that partition allows, so its redeliveries still find their ids). Strings:
     -- Lua numbers reach the client as integers. Then the fields judging's frontier reads (pwm:<p>,
-    -- pseen:<p>, plag:<p>, pwm_since) as field, value pairs: the worker trims behind that frontier, and
-    -- learns it here instead of in a round trip of its own.
+    -- pseen:<p>, plag:<p>, pwm_since) and how far buckets were trimmed (trimmed) as field, value
+    -- pairs: the worker trims behind that frontier, and learns it here instead of in a round trip of its own.
     local low, stored, marks = nil, '-inf', {}
     local fields = redis.call('HGETALL', stats)
     for f = 1, #fields, 2 do
@@ -219,7 +219,7 @@ local function apply_scope(k, a)
         if low == nil or v < low then low = v end
       end
       if string.sub(name, 1, 4) == 'pwm:' or string.sub(name, 1, 6) == 'pseen:' or string.sub(name, 1, 5) == 'plag:'
-          or name == 'pwm_since' then
+          or name == 'pwm_since' or name == 'trimmed' then
         marks[#marks + 1] = name
         marks[#marks + 1] = fields[f + 1]
       end

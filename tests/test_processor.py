@@ -513,3 +513,40 @@ def test_a_partition_unwritten_past_the_idle_time_with_posts_left_to_read_holds_
     assert stats["plag:1"] == 0 and held == T + 4 * 3600 + 59 * step  # caught up and silent: idle, passed
     assert judged > newest_1 and horizon > T + 600
     assert resumed.late_dropped > 0
+
+
+def test_a_post_before_what_was_trimmed_is_late_whichever_worker_reads_it(redis_server):
+    """Partition 1 caught up and went quiet past the idle time, so it was passed and worker A's
+    writes of 5 hours of partition 0 trimmed the first hours. Partition 1's next posts fall in those
+    trimmed minutes: late, read by A or by B (whose horizon is from its own last write, hours back),
+    and in every batch, not only the first (their write makes partition 1 live again and would move
+    the floor back). Review: A took the second batch and B both into emptied buckets."""
+    from dataclasses import replace
+
+    def label(texts):
+        return [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts]
+
+    async def run(reader: str):
+        redis.Redis.from_url(redis_server).flushdb()
+        store = WindowStore.from_url(redis_server, retention_s=3600)
+        a, b = (BatchProcessor(label, store, discard, sentiment_topic="o", dlq_topic="d", model_base="m", model_adapter=None,
+                               partitions=2, idle_s=1.0) for _ in range(2))
+        await a.start()
+        await b.start()
+        await b.handle([replace(post_at(f"p1-{k}", T + 60 * k, 1, k), highwater=10) for k in range(10)])  # caught up
+        deadline = time.time() + 10
+        while time.time() - (await store.stats())["pseen:1"] <= 2.0:
+            assert time.time() < deadline, "the wall clock did not move past the idle time"
+            await asyncio.sleep(0.05)
+        for i in range(5):
+            await a.handle([replace(post_at(f"p0-{i}-{k}", T + i * 3600 + 60 * k, 0, i * 60 + k), highwater=300) for k in range(60)])
+        worker = {"A": a, "B": b}[reader]
+        out = [await worker.handle([replace(post_at(f"p1-{k}", T + 60 * k, 1, k), highwater=k + 1)]) for k in (10, 11)]
+        await store.close()
+        return [(o.late_dropped, o.processed) for o in out]
+
+    assert asyncio.run(run("A")) == [(1, 0), (1, 0)]
+    # B knows of the trim only from its own last write, hours of others' writes back: its first
+    # batch still goes into the emptied minutes (left: a trim mark the apply script checks per
+    # scope, which a cluster's slots need); from the trim that write returns, the next is late.
+    assert asyncio.run(run("B"))[1] == (1, 0)
