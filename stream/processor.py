@@ -120,6 +120,7 @@ class BatchProcessor:
         self.idle_s = idle_s
         self.lagging_idle_s = lagging_idle_s  # SENTINEL_ALERT_LAGGING_PARTITION: a partition left with lag waits this long
         self.horizon = float("-inf")
+        self.stats_read_at = float("-inf")  # wall clock of the stats the horizon was taken from
         self.batches = 0
         # Every model call on one long-lived thread, the one that loaded the model (stream/model_thread.py).
         self.model_thread = model_thread or ModelThread()
@@ -142,6 +143,7 @@ class BatchProcessor:
         any write has trimmed already (`trimmed`) is gone, so a post before it is late however the
         floor moved: written, it would land in an emptied bucket, and whether it did would depend
         on which worker read it and where its batch was cut."""
+        self.stats_read_at = time.time()
         floor = frontier(stats, self.partitions, time.time(), self.idle_s, lagging_idle_s=self.lagging_idle_s)
         self.horizon = max(trim_horizon(self.watermark, floor, self.store.retention_s), stats.get("trimmed", float("-inf")))
 
@@ -172,6 +174,11 @@ class BatchProcessor:
         await self._dead_letter(rejected)
         outcome.dlq += len(rejected)
         outcome.valid = len(posts)
+        if posts and time.time() - self.stats_read_at > self.idle_s:
+            # This worker has not written for a while (its partitions were quiet, or it just got
+            # them): the others' writes since have moved the floor and trimmed, which its horizon,
+            # from its own last write, does not know. One read, at most once an idle time.
+            self._advance_horizon(await self._with_redis(self.store.stats))
         on_time = self._drop_late(posts)
         outcome.late_dropped = len(posts) - len(on_time)
         watermark = self.watermark  # captured: the next batch's admit may advance it before this commits
