@@ -143,8 +143,8 @@ class BatchProcessor:
         any write has trimmed already (`trimmed`) is gone, so a post before it is late however the
         floor moved: written, it would land in an emptied bucket, and whether it did would depend
         on which worker read it and where its batch was cut."""
-        self.stats_read_at = time.time()
-        floor = frontier(stats, self.partitions, time.time(), self.idle_s, lagging_idle_s=self.lagging_idle_s)
+        self.stats_read_at = now = time.time()
+        floor = frontier(stats, self.partitions, now, self.idle_s, lagging_idle_s=self.lagging_idle_s)
         self.horizon = max(trim_horizon(self.watermark, floor, self.store.retention_s), stats.get("trimmed", float("-inf")))
 
     async def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:

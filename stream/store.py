@@ -38,8 +38,8 @@ from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair
 # the numbers travel together and scopes share calls (`WindowStore._apply_calls`).
 # The stats, scope-registry and batch-token keys live in the `all` scope's slot, so the batch's
 # counters, duplicates, watermarks and scopes move atomically with its windows. The reply is the
-# last scope's: (added, duplicates), and for `all` also the stored watermark, the slowest
-# partition's, and the stats fields judging.frontier reads (pwm:<p>, pseen:<p>, plag:<p>, pwm_since).
+# last scope's: (added, duplicates), and for `all` also the stored watermark and the stats fields
+# windows.frontier reads (pwm:<p>, pseen:<p>, plag:<p>, pwm_since) with `trimmed`.
 # The counters JSON may carry `batch`, a token that makes a batch written twice count once.
 _APPLY_SCOPES = """
 -- One scope: its keys from KEYS[k], its arguments from ARGV[a]. Returns its reply and where the
@@ -203,28 +203,24 @@ local function apply_scope(k, a)
     if dups > 0 then redis.call('HINCRBY', stats, 'duplicates', dups) end
     if added > 0 then redis.call('HINCRBY', stats, 'processed', added) end
     redis.call('EXPIRE', stats, 2 * ttl)
-    -- The stored watermark, and the slowest partition's (every worker trims the shared dedupe sets
-    -- no further than that partition allows, so its redeliveries still find their ids). Strings:
-    -- Lua numbers reach the client as integers. Then the fields judging's frontier reads (pwm:<p>,
-    -- pseen:<p>, plag:<p>, pwm_since) and how far buckets were trimmed (trimmed) as field, value
-    -- pairs: the worker trims behind that frontier, and learns it here instead of in a round trip of its own.
-    local low, stored, marks = nil, '-inf', {}
+    -- The stored watermark, then the fields judging's frontier reads (pwm:<p>, pseen:<p>, plag:<p>,
+    -- pwm_since) and how far buckets were trimmed (trimmed) as field, value pairs, as stored
+    -- (strings: Lua numbers reach the client as integers). The worker trims behind that frontier
+    -- and the slowest partition's watermark (ApplyResult.low), and learns them here instead of in
+    -- a round trip of its own.
+    local stored, marks = '-inf', {}
     local fields = redis.call('HGETALL', stats)
     for f = 1, #fields, 2 do
       local name = fields[f]
       if name == 'watermark' then
         stored = fields[f + 1]
-      elseif string.sub(name, 1, 4) == 'pwm:' then
-        local v = tonumber(fields[f + 1])
-        if low == nil or v < low then low = v end
-      end
-      if string.sub(name, 1, 4) == 'pwm:' or string.sub(name, 1, 6) == 'pseen:' or string.sub(name, 1, 5) == 'plag:'
+      elseif string.sub(name, 1, 4) == 'pwm:' or string.sub(name, 1, 6) == 'pseen:' or string.sub(name, 1, 5) == 'plag:'
           or name == 'pwm_since' or name == 'trimmed' then
         marks[#marks + 1] = name
         marks[#marks + 1] = fields[f + 1]
       end
     end
-    return {added, dups, stored, low and string.format('%.17g', low) or '-inf', marks}, next_k, next_a
+    return {added, dups, stored, marks}, next_k, next_a
   end
   return {added, dups}, next_k, next_a
 end
@@ -372,9 +368,14 @@ class ApplyResult:
     added: int  # posts newly counted (in scope `all`)
     duplicates: int
     watermark: float = float("-inf")  # the stored watermark after the write (every worker's newest post)
-    low: float = float("-inf")  # the slowest input partition's watermark after the write (-inf: none reported)
-    # The stats fields windows.frontier reads (pwm:<p>, pseen:<p>, plag:<p>, pwm_since) after the write.
+    # The stats fields windows.frontier reads (pwm:<p>, pseen:<p>, plag:<p>, pwm_since) and `trimmed`
+    # (how far any write has trimmed buckets), after the write.
     marks: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def low(self) -> float:
+        """The slowest input partition's watermark after the write (-inf: none reported)."""
+        return min((v for k, v in self.marks.items() if k.startswith("pwm:")), default=float("-inf"))
 
 
 class WindowStore:
@@ -521,9 +522,9 @@ class WindowStore:
             await run_scripts(self.redis, calls[:-1])
             calls = calls[-1:]
         results = await run_scripts(self.redis, calls)
-        added, dups, stored, low_mark, flat = results[-1]
+        added, dups, stored, flat = results[-1]
         marks = {name: float(value) for name, value in zip(flat[::2], flat[1::2])}
-        return ApplyResult(added=int(added), duplicates=int(dups), watermark=float(stored), low=float(low_mark), marks=marks)
+        return ApplyResult(added=int(added), duplicates=int(dups), watermark=float(stored), marks=marks)
 
     def _apply_calls(self, segments: list[tuple[list[str], list[str]]], last: tuple[list[str], list[str]]) -> list[ScriptCall]:
         """Scopes share script calls, up to APPLY_SCOPES_PER_CALL a call: each call costs the
