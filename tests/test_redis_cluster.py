@@ -28,6 +28,8 @@ from redis.crc import key_slot
 
 from stream.batch import RawMessage
 from stream.keys import SCOPES_KEY, STATS_KEY, bucket_key, index_key
+from stream.settings import Settings
+from stream.timefmt import parse_duration
 from stream.processor import batch_token
 from stream.redis_client import Endpoint, ReplicasBehind, ReplicaWait, is_transient, open_redis, retry_transient, split_url, tag_for_slots
 from stream.tools.services import cluster_healthy, free_port, replication_info, start_redis_cluster
@@ -185,9 +187,15 @@ def test_a_run_on_the_cluster_matches_one_server(tmp_path, kafka_server, redis_s
             ["windows", "--json"], ["incidents", "--since", "3650d", "--json"], ["report", "--since", "3650d", "--format", "csv"])]
         views[name].append(console_overview(env))
     assert views["cluster"] == views["single"] and "asset:ETH" in views["single"][0]
+    # Every bucket within the retention behind the newest post is equal. Older ones go once the
+    # slowest live partition is a retention past them, and whether a partition that ended first
+    # still counts as live at the last write is wall-clock idleness (SENTINEL_ALERT_IDLE_PARTITION):
+    # one run may keep a few minutes at that edge that the other has trimmed.
     single = windows(redis.Redis.from_url(redis_server, decode_responses=True))
     on_cluster = windows(cluster_client(redis_cluster.url))
-    assert len(single) > 100 and on_cluster == single
+    edge = max(start for _, start in single) - parse_duration(Settings.model_fields["retention"].default)  # the runs keep the default
+    kept = {k: v for k, v in single.items() if k[1] >= edge}
+    assert len(kept) > 100 and {k: v for k, v in on_cluster.items() if k[1] >= edge} == kept
     (s_summary, s_alerts), (c_summary, c_alerts) = results["single"], results["cluster"]
     assert len(s_alerts) > 0 and c_alerts == s_alerts
     same = ("consumed", "valid", "dlq", "duplicates", "processed", "labels", "alerts")
