@@ -44,6 +44,7 @@ class BatchOutcome:
     late_dropped: int = 0
     processed: int = 0
     duplicates: int = 0
+    capped: int = 0  # processed, but over their author's hourly cap in `all` (not in its windows)
     classify_s: float = 0.0
     windows_s: float = 0.0
     alerts: int = 0

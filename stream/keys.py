@@ -84,6 +84,19 @@ def wait_key(tag: str) -> str:
     return f"{KEY_PREFIX}:{{{tag}}}:wait"
 
 
+def author_cells_prefix(scope: str) -> str:
+    """Hashes `<prefix><hour start>`: author key -> the author's posts counted in that hour (the
+    author cap). The window script builds it from bucket_prefix (its last two characters, `b:`,
+    replaced), so the two change together."""
+    return f"{KEY_PREFIX}:{{{scope}}}:ac:"
+
+
+def author_cells_key(scope: str) -> str:
+    """Sorted set of the hours that have author cells (member = score = hour start), for trimming;
+    built by the window script like author_cells_prefix."""
+    return f"{KEY_PREFIX}:{{{scope}}}:acells"
+
+
 def seen_key(scope: str) -> str:
     """Sorted set of post ids counted in this scope (score = event time), for idempotence."""
     return f"{KEY_PREFIX}:{{{scope}}}:seen"

@@ -115,6 +115,10 @@ class Settings(BaseSettings):
         "12h", description="incidents: how long the hidden channel|asset and source|asset counts (and their post ids) are kept, in event "
                            "time; grouping reads them from 6 h before an onset, so above 6h; capped at the retention"
     )
+    author_cap: int = Field(
+        3, ge=0, description="posts one author counts per scope and event-time hour (the rest are classified and published, not "
+                             "counted), so one account cannot make a swing alone; the same name on two sources is two authors; 0: no cap"
+    )
     report_retention: str = Field("90d", description="how long daily roll-ups per scope are kept for `sentinel report`, in event time (0d: none)")
 
     # --- early warning (stream/alerts/detector.py, stream/alerts/incidents.py) ---

@@ -23,23 +23,31 @@ from stream.keys import (
     BATCHES_KEY, SCOPES_KEY, STATS_KEY, bucket_key, bucket_prefix, day_index_pattern, index_key, index_pattern, rollup_index_key,
     rollup_prefix, sample_key, scope_of_day_index, scope_of_index, seen_key,
 )
-from stream.windows import Sample, WindowStats, aggregate, bucket_start, is_pair_scope, matches_scope, pair_horizon, pair_scopes_for, scopes_for
+from stream.windows import Sample, WindowStats, aggregate, author_key, bucket_start, is_pair_scope, matches_scope, pair_horizon, pair_scopes_for, scopes_for
 
 # Writes one or more scopes' windows, each scope's keys and arguments after the previous one's.
 # A scope's KEYS: idx, seen, one index per roll-up level[, stats, scope registry, batch tokens].
-# Its ARGV: the bucket prefix; the numbers 'ttl trim-before keep seen-trim rows stats L' and per
-# roll-up level 'width ttl trim-before' in one space-separated argument (keep: 1 to keep each
-# bucket's extreme posts, not for the hidden pair scopes: nothing reads theirs; seen-trim: the
+# Its ARGV: the bucket prefix; the numbers 'ttl trim-before keep seen-trim rows stats L', per
+# roll-up level 'width ttl trim-before', then 'cap' in one space-separated argument (keep: 1 to keep
+# each bucket's extreme posts, not for the hidden pair scopes: nothing reads theirs; seen-trim: the
 # dedupe window's edge; rows: how many posts follow; stats: 1 for `all`, which alone passes the
-# last three keys); each level's key prefix; for `all` alone the watermark, counters (JSON),
-# partition watermarks (JSON), wall-clock now and the batch's scopes (JSON {scope: newest event
-# time}); then one argument per post (`_packed_row`): 'bucket label score ts score² idbytes ' then
-# the id and the text. Each argument and each command costs the client its packing in Python, so
+# last three keys; cap: posts an author counts per event-time hour, 0 for no cap); each level's key
+# prefix; for `all` alone the watermark, counters (JSON), partition watermarks (JSON), wall-clock
+# now and the batch's scopes (JSON {scope: newest event time}); then one argument per post
+# (`_packed_row`): 'bucket label score ts score² author idbytes ' then the id and the text. Each argument and each command costs the client its packing in Python, so
 # the numbers travel together and scopes share calls (`WindowStore._apply_calls`).
 # The stats, scope-registry and batch-token keys live in the `all` scope's slot, so the batch's
 # counters, duplicates, watermarks and scopes move atomically with its windows. The reply is the
-# last scope's: (added, duplicates), and for `all` also the stored watermark and the stats fields
-# windows.frontier reads (pwm:<p>, pseen:<p>, plag:<p>, pwm_since) with `trimmed`.
+# last scope's: (added, duplicates), and for `all` also the stored watermark, the stats fields
+# windows.frontier reads (pwm:<p>, pseen:<p>, plag:<p>, pwm_since) with `trimmed`, and how many of
+# the batch's posts their author's cap kept out of `all`.
+# The author cap (windows.author_key, SENTINEL_AUTHOR_CAP): per scope, event-time hour and label, an
+# author's first `cap` posts by (event time, id) are counted, whatever order they arrive in. The
+# counted ones are kept in a hash per hour (keys.author_cells_prefix, derived from the bucket
+# prefix here); an earlier post that arrives late takes the place of the author's latest counted
+# one, which is taken back out of its bucket and roll-ups. Only a post later than one already
+# counted is taken out, and a later post sits in a boundary judging has not reached yet (every
+# partition must be past it), so the records are the same in any arrival order.
 # The counters JSON may carry `batch`, a token that makes a batch written twice count once.
 _APPLY_SCOPES = """
 -- One scope: its keys from KEYS[k], its arguments from ARGV[a]. Returns its reply and where the
@@ -54,25 +62,100 @@ local function apply_scope(k, a)
     local n = 7 + (l - 1) * 3
     levels[l] = {index = KEYS[k + 1 + l], prefix = ARGV[a + 1 + l], width = nums[n + 1], ttl = nums[n + 2], trim = nums[n + 3], sums = {}}
   end
+  local cap, cells_trim = nums[8 + 3 * nums[7]] or 0, nums[9 + 3 * nums[7]] or 0
+  local cells, cells_idx
+  if cap > 0 then
+    local base = string.sub(prefix, 1, -3)  -- 'sentinel:{<scope>}:' (the bucket prefix ends 'b:')
+    cells, cells_idx = base .. 'ac:', base .. 'acells'
+  end
   local stats, registry, batches
   if nums[6] == 1 then stats, registry, batches = KEYS[k + 2 + #levels], KEYS[k + 3 + #levels], KEYS[k + 4 + #levels] end
   local extra = a + 2 + #levels  -- `all` alone: watermark, counters, partition watermarks, now, scopes, lags
   local first_row = stats and extra + 6 or extra
   local next_k, next_a = k + 2 + #levels + (stats and 3 or 0), first_row + nrows
-  local added, dups, first = 0, 0, nil
+  local added, dups, first, capped = 0, 0, nil, 0
+  -- Roll-ups: hourly (the console's overview reads 26 of them per scope, not 1,560 buckets)
+  -- and daily (`sentinel report`; they outlive the buckets). Summed here and written once per
+  -- slot below: a batch's posts mostly share one hour and one day.
+  local function roll(bucket, label, s, sq, sign)
+    for _, level in ipairs(levels) do
+      local slot = math.floor(tonumber(bucket) / level.width) * level.width
+      local acc = level.sums[slot]
+      if acc == nil then
+        acc = {n = 0, positive = 0, negative = 0, neutral = 0, score_sum = 0, score_sq = 0}
+        level.sums[slot] = acc
+      end
+      acc.n = acc.n + sign
+      acc[label] = (acc[label] or 0) + sign
+      acc.score_sum = acc.score_sum + sign * s
+      acc.score_sq = acc.score_sq + sign * tonumber(sq)
+    end
+  end
+  -- A counted post taken back out (the author cap): its bucket and roll-ups lose it. A sample it
+  -- is stays one (samples are drawn from every post, below).
+  local function uncount(e)
+    local key = prefix .. e.bucket
+    redis.call('HINCRBY', key, 'n', -1)
+    redis.call('HINCRBY', key, e.label, -1)
+    redis.call('HINCRBYFLOAT', key, 'score_sum', string.format('%.17g', -tonumber(e.score)))
+    redis.call('HINCRBYFLOAT', key, 'score_sq', string.format('%.17g', -tonumber(e.sq)))
+    roll(e.bucket, e.label, tonumber(e.score), e.sq, -1)
+  end
+  -- An author's counted posts of one label in one hour: 'bucket ts score sq label idbytes ' then
+  -- the id, each.
+  local function entries(value)
+    local out, p = {}, 1
+    while value and p <= #value do
+      local b, t, sc, q, lab, n, at = string.match(value, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%d+) ()', p)
+      local e = {bucket = b, ts = t, t = tonumber(t), score = sc, sq = q, label = lab, id = string.sub(value, at, at + tonumber(n) - 1)}
+      out[#out + 1] = e
+      p = at + tonumber(n)
+    end
+    return out
+  end
+  local function earlier(x, y) return x.t < y.t or (x.t == y.t and x.id < y.id) end
+  local touched = {}  -- the hours whose cells this call wrote: their expiry and index, once each
+  -- Whether the author's cap lets this post be counted; takes out the one it replaces. The cap is
+  -- per label, so an author's morning chatter never uses up the posts that count when they turn.
+  local function within_cap(akey, e)
+    local hour = string.format('%d', math.floor(e.t / 3600) * 3600)
+    local cell, who = cells .. hour, akey .. ':' .. e.label
+    local list = entries(redis.call('HGET', cell, who))
+    if #list >= cap then
+      capped = capped + 1
+      local last = list[#list]
+      if not earlier(e, last) then return false end
+      table.remove(list)
+      uncount(last)
+    end
+    local at = #list + 1
+    while at > 1 and earlier(e, list[at - 1]) do at = at - 1 end
+    table.insert(list, at, e)
+    local parts = {}
+    for j, x in ipairs(list) do
+      parts[j] = string.format('%s %s %s %s %s %d ', x.bucket, x.ts, x.score, x.sq, x.label, #x.id) .. x.id
+    end
+    redis.call('HSET', cell, who, table.concat(parts))
+    touched[hour] = true
+    return true
+  end
   for i = first_row, next_a - 1 do
     local row = ARGV[i]
-    local bucket, label, score, ts, sq, idlen, at = string.match(row, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%d+) ()')
+    local bucket, label, score, ts, sq, akey, idlen, at = string.match(row, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%d+) ()')
     local id = string.sub(row, at, at + tonumber(idlen) - 1)
     if redis.call('ZADD', seen, 'NX', ts, id) == 1 then
-      local key = prefix .. bucket
-      redis.call('HINCRBY', key, 'n', 1)
-      redis.call('HINCRBY', key, label, 1)
-      redis.call('HINCRBYFLOAT', key, 'score_sum', score)
-      redis.call('HINCRBYFLOAT', key, 'score_sq', sq)
+      local key, s = prefix .. bucket, tonumber(score)
+      if cap == 0 or akey == '-' or within_cap(akey, {bucket = bucket, ts = ts, t = tonumber(ts), score = score, sq = sq, label = label, id = id}) then
+        redis.call('HINCRBY', key, 'n', 1)
+        redis.call('HINCRBY', key, label, 1)
+        redis.call('HINCRBYFLOAT', key, 'score_sum', score)
+        redis.call('HINCRBYFLOAT', key, 'score_sq', sq)
+        roll(bucket, label, s, sq, 1)
+      end
       -- The bucket's most negative and most positive post, for the samples an alert shows; ties go
-      -- to the smaller id so the choice never depends on arrival order.
-      local s = tonumber(score)
+      -- to the smaller id so the choice never depends on arrival order. Among all the bucket's posts,
+      -- those over their author's cap too: which of an author's posts count depends on what has
+      -- arrived, and a sample taken back out could not be replaced (no other text is kept).
       if keep_samples then
         local ext = redis.call('HMGET', key, 'lo_score', 'lo_id', 'hi_score', 'hi_id')
         local lo, hi = tonumber(ext[1]), tonumber(ext[3])
@@ -89,21 +172,6 @@ local function apply_scope(k, a)
       end
       redis.call('EXPIRE', key, ttl)
       redis.call('ZADD', idx, bucket, bucket)
-      -- Roll-ups: hourly (the console's overview reads 26 of them per scope, not 1,560 buckets)
-      -- and daily (`sentinel report`; they outlive the buckets). Summed here and written once per
-      -- slot below: a batch's posts mostly share one hour and one day.
-      for _, level in ipairs(levels) do
-        local slot = math.floor(tonumber(bucket) / level.width) * level.width
-        local acc = level.sums[slot]
-        if acc == nil then
-          acc = {n = 0, positive = 0, negative = 0, neutral = 0, score_sum = 0, score_sq = 0}
-          level.sums[slot] = acc
-        end
-        acc.n = acc.n + 1
-        acc[label] = (acc[label] or 0) + 1
-        acc.score_sum = acc.score_sum + s
-        acc.score_sq = acc.score_sq + tonumber(sq)
-      end
       if stats then redis.call('HINCRBY', stats, 'label:' .. label, 1) end
       local t = tonumber(ts)
       if first == nil or t < first then first = t end
@@ -116,7 +184,7 @@ local function apply_scope(k, a)
     for slot, acc in pairs(level.sums) do
       local rkey, member = level.prefix .. string.format('%d', slot), string.format('%d', slot)
       for _, field in ipairs({'n', 'positive', 'negative', 'neutral'}) do
-        if acc[field] > 0 then redis.call('HINCRBY', rkey, field, acc[field]) end
+        if acc[field] ~= 0 then redis.call('HINCRBY', rkey, field, acc[field]) end
       end
       redis.call('HINCRBYFLOAT', rkey, 'score_sum', string.format('%.17g', acc.score_sum))
       redis.call('HINCRBYFLOAT', rkey, 'score_sq', string.format('%.17g', acc.score_sq))
@@ -127,6 +195,16 @@ local function apply_scope(k, a)
   -- Post ids need keeping only as long as a post can still arrive on time (the dedupe window), which
   -- may be shorter than the buckets' retention: at 6 scopes a post they are most of a dense store.
   redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. seen_trim)
+  -- An hour's author cells go once all of it is before the cells' edge (cells_trim).
+  if cap > 0 then
+    for hour in pairs(touched) do
+      redis.call('EXPIRE', cells .. hour, ttl)
+      redis.call('ZADD', cells_idx, hour, hour)
+    end
+    for _, old in ipairs(redis.call('ZRANGEBYSCORE', cells_idx, '-inf', cells_trim - 3600)) do redis.call('DEL', cells .. old) end
+    redis.call('ZREMRANGEBYSCORE', cells_idx, '-inf', cells_trim - 3600)
+    if added > 0 then redis.call('EXPIRE', cells_idx, ttl) end
+  end
   -- Buckets that fell out of retention (in event time) go now, not when their wall-clock TTL ends,
   -- so replaying a long history keeps only the retention's worth of buckets.
   for _, old in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. trim_before)) do
@@ -201,6 +279,7 @@ local function apply_scope(k, a)
       if prev == nil or first < prev then redis.call('HSET', stats, 'first_event', string.format('%.6f', first)) end
     end
     if dups > 0 then redis.call('HINCRBY', stats, 'duplicates', dups) end
+    if capped > 0 then redis.call('HINCRBY', stats, 'capped', capped) end
     if added > 0 then redis.call('HINCRBY', stats, 'processed', added) end
     redis.call('EXPIRE', stats, 2 * ttl)
     -- The stored watermark, then the fields judging's frontier reads (pwm:<p>, pseen:<p>, plag:<p>,
@@ -220,7 +299,7 @@ local function apply_scope(k, a)
         marks[#marks + 1] = fields[f + 1]
       end
     end
-    return {added, dups, stored, marks}, next_k, next_a
+    return {added, dups, stored, marks, capped}, next_k, next_a
   end
   return {added, dups}, next_k, next_a
 end
@@ -302,7 +381,7 @@ end
 return table.concat(out, ',')
 """
 
-COUNTERS = ("consumed", "valid", "dlq", "duplicates", "late_dropped", "processed")
+COUNTERS = ("consumed", "valid", "dlq", "duplicates", "late_dropped", "processed", "capped")
 SAMPLE_TEXT_CHARS = 280  # post text kept for an alert's samples (per bucket: its two extremes only)
 HOUR_S = 3600
 DAY_S = 86400
@@ -338,13 +417,14 @@ def _flat_table(flat: str, count: int) -> np.ndarray:
     return table
 
 
-def _packed_row(item: "Scored", bucket: int) -> str:
-    """A post as one argument of the window script: its numbers, then the id's length in UTF-8
-    bytes (Lua counts bytes), then the id and the text as they are, so neither needs escaping.
-    Seven arguments a post and scope cost the client more than anything else in a write: redis-py
-    encodes and packs each one in Python."""
+def _packed_row(item: "Scored", bucket: int, capped: bool) -> str:
+    """A post as one argument of the window script: its numbers, its author's key (`-`: none, or no
+    cap), then the id's length in UTF-8 bytes (Lua counts bytes), then the id and the text as they
+    are, so neither needs escaping. Seven arguments a post and scope cost the client more than
+    anything else in a write: redis-py encodes and packs each one in Python."""
     post = item.post
-    return (f"{bucket} {item.label} {item.score!r} {post.created_at!r} {item.score * item.score!r} "
+    author = (author_key(post) or "-") if capped else "-"
+    return (f"{bucket} {item.label} {item.score!r} {post.created_at!r} {item.score * item.score!r} {author} "
             f"{len(post.id.encode())} {post.id}{post.text[:SAMPLE_TEXT_CHARS]}")
 
 
@@ -371,6 +451,7 @@ class ApplyResult:
     # The stats fields windows.frontier reads (pwm:<p>, pseen:<p>, plag:<p>, pwm_since) and `trimmed`
     # (how far any write has trimmed buckets), after the write.
     marks: Mapping[str, float] = field(default_factory=dict)
+    capped: int = 0  # posts of the batch their author's hourly cap kept out of `all`'s windows
 
     @property
     def low(self) -> float:
@@ -382,7 +463,7 @@ class WindowStore:
     def __init__(
         self, client: aioredis.Redis, *, bucket_s: int = 60, retention_s: int = 2 * 86400, pairs: bool = False,
         day_retention_s: int = DAY_RETENTION_S, replica_wait: ReplicaWait | None = None, dedupe_s: int | None = None,
-        pair_retention_s: int | None = None,
+        pair_retention_s: int | None = None, author_cap: int = 0,
     ):
         self.redis = client
         self.replica_wait = replica_wait  # WAIT before a batch's offsets commit (SENTINEL_REDIS_WAIT_REPLICAS)
@@ -404,6 +485,11 @@ class WindowStore:
         # alert state) outlive the windows by a retention, and a deployment left idle cleans itself.
         self.idle_ttl_s = 2 * retention_s
         self.day_retention_s = day_retention_s  # daily roll-ups (sentinel report); 0: none
+        # Posts one author counts per scope and event-time hour (SENTINEL_AUTHOR_CAP; 0: all): one
+        # loud account, a bot or a troll, cannot make a swing or a spike on its own.
+        if author_cap < 0:
+            raise ValueError(f"the author cap ({author_cap}) must be 0 (none) or more")
+        self.author_cap = author_cap
         self._apply_scopes = client.register_script(_APPLY_SCOPES)
         self._read_slices = client.register_script(_READ_SLICES)
         self._read_rollup = client.register_script(_READ_ROLLUP)
@@ -462,7 +548,7 @@ class WindowStore:
         by_scope: dict[str, list[str]] = {}
         newest: dict[str, float] = {}
         for item in scored:
-            row = _packed_row(item, bucket_start(item.post.created_at, self.bucket_s))
+            row = _packed_row(item, bucket_start(item.post.created_at, self.bucket_s), self.author_cap > 0)
             scopes = scopes_for(item.post)
             for scope in scopes + (pair_scopes_for(item.post) if self.pairs else []):
                 by_scope.setdefault(scope, []).append(row)
@@ -502,13 +588,20 @@ class WindowStore:
         # The script's numbers (see _APPLY_SCOPES): 'ttl trim-before keep seen-trim', the scope's row
         # count and stats flag, then 'L' and each level's spec.
         head = f"{ttl} {trim_before} 1 {seen_trim}"
-        level_specs = " ".join(str(x) for x in (len(levels), *(v for _, *spec in levels for v in spec)))
+        # Author cells are read only while their hour can still take posts in order: an hour behind
+        # the slowest partition (the grace's disorder, with room), or the dedupe window's edge if
+        # that comes first. A post later than that is beyond what judging absorbs anyway; if its
+        # hour's cell is gone it counts without the cap. So they cost hours of posts, not the
+        # dedupe window's days.
+        cells_trim = max(seen_trim, int(floor) - HOUR_S) if has_wm and floor > float("-inf") else seen_trim
+        cap_spec = f"{self.author_cap} {cells_trim}"
+        level_specs = " ".join(str(x) for x in (len(levels), *(v for _, *spec in levels for v in spec), cap_spec))
         # Hidden pair scopes are never shown, reported or judged: no roll-ups and no samples.
         pair_head = f"{self.pair_retention_s + self.bucket_s} {pair_trim} 0 {max(seen_trim, pair_trim)}"
 
         def segment(scope: str, rows: list[str], *stats_keys: str) -> tuple[list[str], list[str]]:
             if is_pair_scope(scope):
-                return [index_key(scope), seen_key(scope)], [bucket_prefix(scope), f"{pair_head} {len(rows)} 0 0", *rows]
+                return [index_key(scope), seen_key(scope)], [bucket_prefix(scope), f"{pair_head} {len(rows)} 0 0 {cap_spec}", *rows]
             return ([index_key(scope), seen_key(scope), *(rollup_index_key(scope, name) for name, *_ in levels), *stats_keys],
                     [bucket_prefix(scope), f"{head} {len(rows)} {1 if stats_keys else 0} {level_specs}",
                      *(rollup_prefix(scope, name) for name, *_ in levels), *(stats_args if stats_keys else ()), *rows])
@@ -522,9 +615,9 @@ class WindowStore:
             await run_scripts(self.redis, calls[:-1])
             calls = calls[-1:]
         results = await run_scripts(self.redis, calls)
-        added, dups, stored, flat = results[-1]
+        added, dups, stored, flat, capped = results[-1]
         marks = {name: float(value) for name, value in zip(flat[::2], flat[1::2])}
-        return ApplyResult(added=int(added), duplicates=int(dups), watermark=float(stored), marks=marks)
+        return ApplyResult(added=int(added), duplicates=int(dups), watermark=float(stored), marks=marks, capped=int(capped))
 
     def _apply_calls(self, segments: list[tuple[list[str], list[str]]], last: tuple[list[str], list[str]]) -> list[ScriptCall]:
         """Scopes share script calls, up to APPLY_SCOPES_PER_CALL a call: each call costs the

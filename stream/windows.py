@@ -10,6 +10,7 @@ Where they live in Redis: stream/keys.py.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Iterable, Mapping
@@ -55,6 +56,16 @@ def distinct_samples(samples: Iterable[Sample], n: int) -> list[Sample]:
             seen.add(key)
             out.append(sample)
     return out
+
+
+def author_key(post: Post) -> str | None:
+    """Who wrote the post, as the author cap counts them (store: SENTINEL_AUTHOR_CAP): the same
+    name on two sources is two people. A short digest: a name may hold any character, and the key
+    is stored once per author, hour and scope. None: the post names no author (never capped)."""
+    if not post.author:
+        return None
+    source = post.source or ""
+    return hashlib.blake2b(f"{len(source)}:{source}{post.author}".encode(), digest_size=8).hexdigest()
 
 
 def scopes_for(post: Post) -> list[str]:

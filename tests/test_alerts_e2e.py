@@ -11,6 +11,7 @@ record and one notification per transition, the same records from one worker or 
 from __future__ import annotations
 
 import json
+import random
 import re
 import subprocess
 import sys
@@ -209,3 +210,55 @@ def test_one_incident_per_event_with_one_worker_or_two(tmp_path, kafka_server, r
     drops = [r for r in records3 if r["kind"] == "sentiment_drop" and r["window_end"] < iso(T0 + SWING_AT + 90 * 60)]
     assert {r["scope"] for r in drops} >= {"all", "asset:BTC", "asset:ETH"}
     assert {r["root_scope"] for r in drops} == {"all"} and len({r["incident_id"] for r in drops}) == 1, drops
+
+
+TROLL_AT = 36 * 3600  # day 2, 12:00
+
+
+def with_authors(posts: list[dict], seed: int) -> list[dict]:
+    """Posts by a crowd of 400, and one account posting 60 sell-off messages about SOL in half an hour."""
+    rng = random.Random(seed)
+    crowd = [{**p, "author": f"user{rng.randrange(400)}"} for p in posts]
+    troll = [{"id": f"troll-{n:02d}", "text": f"$SOL {WORDS['negative'][n % 5]} dump it now", "created_at": T0 + TROLL_AT + 30 * n,
+              "source": "forum", "channel": "general", "author": "troll"} for n in range(60)]
+    return sorted(crowd + troll, key=lambda p: p["created_at"])
+
+
+def hour_rollups(url: str) -> dict[str, dict[str, float]]:
+    """Every scope's hourly roll-ups (counts, and score sums rounded: they add in arrival order)."""
+    r = redis.Redis.from_url(url, decode_responses=True)
+    rounded = {key: {k: round(float(v), 6) for k, v in r.hgetall(key).items()} for key in r.scan_iter("sentinel:{*}:h:*")}
+    return {key: {k: v for k, v in fields.items() if v} for key, fields in rounded.items()}  # 0 and never written read alike
+
+
+def test_one_loud_author_alone_raises_no_alert_and_counts_alike_in_any_order(tmp_path, kafka_server, redis_server, cache_dir, webhook):
+    """SENTINEL_AUTHOR_CAP (3 posts an author counts per scope and hour): one account posting 60
+    sell-off messages about SOL in half an hour fires a drop without the cap, and nothing with it.
+    Two workers read the troll's posts from four partitions in another order (the cap keeps each
+    hour's first posts by event time, taking a later one back out when an earlier one arrives) and
+    leave the same hourly counts in every scope."""
+    posts = with_authors(to_posts(generate(Scenario(days=2), seed=3), text_for, seed=3), seed=3)
+    data = tmp_path / "troll.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in posts))
+    troll_hour = (iso(T0 + TROLL_AT), iso(T0 + TROLL_AT + 3 * 3600))
+
+    env = {**run_env(kafka_server, redis_server, cache_dir, "troll-uncapped", webhook.url), "SENTINEL_AUTHOR_CAP": "0"}
+    summary, records = sentinel_run(data, env, tmp_path / "uncapped")
+    assert summary["capped"] == 0
+    fired = {r["scope"] for r in records if r["kind"] == "sentiment_drop" and r["state"] == "firing" and troll_hour[0] <= r["window_end"] < troll_hour[1]}
+    assert {"asset:SOL", "channel:general"} & fired, records
+
+    env = run_env(kafka_server, redis_server, cache_dir, "troll-one", webhook.url)
+    summary, records = sentinel_run(data, env, tmp_path / "one")
+    assert summary["processed"] == len(posts) and summary["capped"] >= 57, summary  # the troll's 57 past its 3, in `all`
+    assert [r for r in records if troll_hour[0] <= r["window_end"] < troll_hour[1]] == []
+    counts = hour_rollups(redis_server)
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    assert [k for k in r.scan_iter("sentinel:{*}:ac*") if r.ttl(k) == -1] == []  # the author cells expire
+
+    env = run_env(kafka_server, redis_server, cache_dir, "troll-two", webhook.url)
+    summary2, records2 = sentinel_run(data, env, tmp_path / "two", "--workers", "2")
+    shared_by_two_workers(tmp_path / "two" / "worker.log")
+    assert summary2["capped"] == summary["capped"] and hour_rollups(redis_server) == counts
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "fired_at"} for r in rs]  # noqa: E731
+    assert strip(records2) == strip(records)

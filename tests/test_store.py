@@ -9,7 +9,7 @@ import redis
 
 from stream.contracts import Post
 from stream.store import Scored, WindowStore
-from stream.keys import STATS_KEY, bucket_key, sample_key, seen_key
+from stream.keys import STATS_KEY, author_cells_key, author_cells_prefix, bucket_key, sample_key, seen_key
 from stream.windows import bucket_start
 
 T0 = 1_699_999_980.0  # a bucket boundary
@@ -492,3 +492,108 @@ def test_scopes_written_together_leave_what_each_written_alone_leaves(redis_serv
     assert len(keyspaces[1]) > 200 and any("|asset:" in k for k in keyspaces[1])  # pair scopes and roll-ups among them
     assert replies[3] == replies[128] == replies[1]
     assert keyspaces[3] == keyspaces[128] == keyspaces[1]
+
+
+def by(pid, ts, author, label="negative", score=-0.5, source="discord", assets=("SOL",)):
+    return Scored(Post(pid, f"text {pid}", ts, assets, source=source, channel="general", author=author), label, score)
+
+
+def _state(url: str) -> dict:
+    """Every bucket and roll-up hash of every scope, and the stats' counters: what judging, the
+    console and the report read. Scores rounded: their sums run in arrival order. A count of 0 reads
+    as one never written (a post counted, then taken back out, leaves its fields at 0)."""
+    r = redis.Redis.from_url(url, decode_responses=True)
+    out = {}
+    counts = ("n", "positive", "negative", "neutral", "score_sum", "score_sq")
+    for key in r.scan_iter("sentinel:{*}:[bhd]:*"):
+        if key.endswith((":lo", ":hi")):
+            out[key] = r.get(key)
+            continue
+        fields = {k: (round(float(v), 9) if k.startswith("score") else v) for k, v in r.hgetall(key).items()}
+        if kept := {k: v for k, v in fields.items() if not (k in counts and float(v) == 0)}:
+            out[key] = kept
+    stats = r.hgetall(STATS_KEY)
+    out["stats"] = {k: stats.get(k) for k in ("processed", "capped", "label:negative", "label:positive")}
+    return out
+
+
+def test_an_author_counts_a_capped_number_of_posts_an_hour_in_any_arrival_order(redis_server):
+    """SENTINEL_AUTHOR_CAP: per scope, event-time hour and label an author's first `cap` posts by
+    (event time, id) are counted, the rest classified but left out of the windows. Written in
+    event-time order or backwards (one partition behind another), the buckets, roll-ups and samples
+    end alike."""
+    loud = [by(f"p{n}", T0 + 60 * n, "troll", "negative", -0.1 * n) for n in range(6)]
+    # Under the cap in their own label: the troll's sell-off leaves its positive posts counted.
+    cheers = [by("r0", T0 + 30, "troll", "positive", 0.4), by("r1", T0 + 400, "troll", "positive", 0.6)]
+    quiet = [by("q1", T0 + 30, "alice", "neutral", 0.0), by("q2", T0 + 90, None, "negative", -0.9),
+             by("q3", T0 + 120, "troll", "negative", -0.8, source="forum")]  # another source's troll is someone else
+    next_hour = [by("p9", T0 + 3600 + 20, "troll", "negative", -1.0)]
+    states, replies = [], []
+    posts = loud + cheers + quiet + next_hour
+    for order in (sorted(posts, key=lambda p: p.post.created_at), list(reversed(posts))):
+        redis.Redis.from_url(redis_server).flushdb()
+        store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=2 * 3600, author_cap=2, pairs=True)
+
+        async def go(store=store, order=order):
+            out = [await store.apply([post], {}, max(p.post.created_at for p in order)) for post in order]
+            await store.close()
+            return out
+        replies.append(run(go()))
+        states.append(_state(redis_server))
+    assert states[0] == states[1]
+    assert sum(r.capped for r in replies[0]) == sum(r.capped for r in replies[1]) == 4  # p2..p5
+    state = states[0]
+    # The troll's first two sell-off posts of the hour count (p0 at T0, p1 a minute later), and both cheers.
+    assert state[f"sentinel:{{all}}:h:{int(T0) // 3600 * 3600}"]["n"] == "7"  # p0, p1, r0, r1, q1, q2, q3
+    # Samples come from every post, capped ones too (p2 here): the choice never depends on arrivals.
+    assert state[bucket_key("all", int(T0) + 120)] == {"n": "1", "negative": "1", "score_sum": -0.8, "score_sq": 0.64,
+                                                       "lo_id": "q3", "lo_score": "-0.8", "lo_label": "negative",
+                                                       "hi_id": "p2", "hi_score": "-0.2", "hi_label": "negative"}
+    assert "n" not in state[bucket_key("all", int(T0) + 180)] and state[bucket_key("all", int(T0) + 180)]["lo_id"] == "p3"
+    assert state[bucket_key("asset:SOL", int(T0) + 3600)]["n"] == "1"  # a new hour: p9 counts
+    assert state["stats"] == {"processed": "12", "capped": "4", "label:negative": "9", "label:positive": "2"}
+
+
+def test_no_author_cap_counts_every_post_and_keeps_no_author_cells(redis_server):
+    redis.Redis.from_url(redis_server).flushdb()
+    store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=3600)
+
+    async def go():
+        res = await store.apply([by(f"p{n}", T0 + n, "troll") for n in range(8)], {}, T0 + 8)
+        window = await store.window("all", 3600, end=T0 + 60)
+        await store.close()
+        return res, window
+    res, window = run(go())
+    assert (res.added, res.capped, window.posts) == (8, 0, 8)
+    assert not list(redis.Redis.from_url(redis_server).scan_iter("sentinel:{*}:ac*"))
+
+
+def test_author_cells_leave_an_hour_after_their_hour_ends_behind_the_slowest_partition(redis_server):
+    """A cell is needed while its hour can still take posts in order: not the dedupe window's days."""
+    redis.Redis.from_url(redis_server).flushdb()
+    store = WindowStore(redis.asyncio.Redis.from_url(redis_server, decode_responses=True), bucket_s=60, retention_s=48 * 3600, author_cap=1)
+    hour = int(T0) // 3600 * 3600 + 3600
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+
+    async def write(pid, ts, low):
+        await store.apply([by(pid, ts, "troll")], {}, ts, {0: ts}, low=low)
+
+    async def go():
+        await write("a", hour + 10, None)
+        await write("b", hour + 7100, hour + 7100)  # its hour ended 3,500 s before the slowest partition
+        kept = r.zrange(author_cells_key("all"), 0, -1)
+        await write("c", hour + 7300, hour + 7300)  # now more than an hour before it
+        await store.close()
+        return kept
+    kept = run(go())
+    assert kept == [str(hour), str(hour + 3600)]
+    assert r.zrange(author_cells_key("all"), 0, -1) == [str(hour + 3600), str(hour + 7200)]
+    assert not r.exists(f"{author_cells_prefix('all')}{hour}") and r.hlen(f"{author_cells_prefix('all')}{hour + 7200}") == 1
+
+
+def test_the_author_cells_keys_are_the_ones_the_script_builds():
+    """The window script derives them from the bucket prefix; keys.py documents them."""
+    from stream.keys import bucket_prefix
+    for scope in ("all", "channel:x|asset:ETH"):
+        base = bucket_prefix(scope)[:-2]
+        assert author_cells_prefix(scope) == base + "ac:" and author_cells_key(scope) == base + "acells"

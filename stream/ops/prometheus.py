@@ -102,6 +102,8 @@ class WorkerMetrics:
         self.consumed = Counter("sentinel_posts_consumed", "Messages consumed from the posts topic", registry=r)
         self.processed = Counter("sentinel_posts_processed", "Posts classified and newly counted in the windows", registry=r)
         self.duplicates = Counter("sentinel_posts_duplicate", "Valid posts already counted (redelivery or repeated id)", registry=r)
+        self.capped = Counter("sentinel_posts_author_capped", "Posts processed but not counted in the `all` windows: over their "
+                              "author's hourly cap (SENTINEL_AUTHOR_CAP)", registry=r)
         self.late = Counter("sentinel_posts_late_dropped", "Valid posts dropped as further behind the watermark than the dedupe window", registry=r)
         self.dead_letter = Counter("sentinel_posts_dead_lettered", "Messages sent to the DLQ, by reason", ["reason"], registry=r)
         self.batch_size = Histogram("sentinel_batch_size", "Messages per micro-batch", buckets=BATCH_SIZE_BUCKETS, registry=r)
@@ -154,6 +156,7 @@ class WorkerMetrics:
         self.consumed.inc(outcome.consumed)
         self.processed.inc(outcome.processed)
         self.duplicates.inc(outcome.duplicates)
+        self.capped.inc(outcome.capped)
         self.late.inc(outcome.late_dropped)
         self.batch_size.observe(outcome.consumed)
         self.batch_seconds.observe(outcome.total_s)
