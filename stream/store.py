@@ -28,14 +28,15 @@ from stream.windows import Sample, WindowStats, aggregate, author_key, bucket_st
 # Writes one or more scopes' windows, each scope's keys and arguments after the previous one's.
 # A scope's KEYS: idx, seen, one index per roll-up level[, stats, scope registry, batch tokens].
 # Its ARGV: the bucket prefix; the numbers 'ttl trim-before keep seen-trim rows stats L', per
-# roll-up level 'width ttl trim-before', then 'cap' in one space-separated argument (keep: 1 to keep
-# each bucket's extreme posts, not for the hidden pair scopes: nothing reads theirs; seen-trim: the
-# dedupe window's edge; rows: how many posts follow; stats: 1 for `all`, which alone passes the
-# last three keys; cap: posts an author counts per event-time hour, 0 for no cap); each level's key
-# prefix; for `all` alone the watermark, counters (JSON), partition watermarks (JSON), wall-clock
-# now and the batch's scopes (JSON {scope: newest event time}); then one argument per post
-# (`_packed_row`): 'bucket label score ts score² author idbytes ' then the id and the text. Each argument and each command costs the client its packing in Python, so
-# the numbers travel together and scopes share calls (`WindowStore._apply_calls`).
+# roll-up level 'width ttl trim-before', then 'cap cells-trim' in one space-separated argument (keep:
+# 1 to keep each bucket's extreme posts, not for the hidden pair scopes: nothing reads theirs;
+# seen-trim: the dedupe window's edge; rows: how many posts follow; stats: 1 for `all`, which alone
+# passes the last three keys; cap: posts an author counts per label and event-time hour, 0 for no
+# cap; cells-trim: the author cells' edge); each level's key prefix; for `all` alone the watermark,
+# counters (JSON), partition watermarks (JSON), wall-clock now and the batch's scopes (JSON {scope:
+# newest event time}); then one argument per post (`_packed_row`): 'bucket label score ts score²
+# author idbytes ' then the id and the text. Each argument and each command costs the client its
+# packing in Python, so the numbers travel together and scopes share calls (`WindowStore._apply_calls`).
 # The stats, scope-registry and batch-token keys live in the `all` scope's slot, so the batch's
 # counters, duplicates, watermarks and scopes move atomically with its windows. The reply is the
 # last scope's: (added, duplicates), and for `all` also the stored watermark, the stats fields

@@ -59,7 +59,9 @@ def bucket_counts(redis_url: str, scopes: set[str]) -> Counter:
     counts: Counter = Counter()
     for scope in scopes:
         for b in r.zrange(index_key(scope), 0, -1):
-            counts[(scope, int(b))] = int(r.hget(bucket_key(scope, int(b)), "n"))
+            # A bucket whose posts were all over their author's cap keeps only its samples.
+            if n := int(r.hget(bucket_key(scope, int(b)), "n") or 0):
+                counts[(scope, int(b))] = n
     return counts
 
 
@@ -152,7 +154,9 @@ def test_replay_of_a_recording_reproduces_the_stream(tmp_path, stream_env):
 
 
 def test_run_on_discord_import_matches_an_independent_count(tmp_path, stream_env, redis_server):
-    """A few thousand real Discord posts (../shared): exact per-scope counts from the file."""
+    """A few thousand real Discord posts (../shared): exact per-scope counts from the file, the
+    author cap (SENTINEL_AUTHOR_CAP, 3) counted independently from the labels the worker published:
+    per scope, hour and label an author's first 3 posts by (event time, id)."""
     from conftest import shared_file
 
     from stream.assets import detect_assets
@@ -172,7 +176,13 @@ def test_run_on_discord_import_matches_an_independent_count(tmp_path, stream_env
 
     from datetime import datetime
 
+    published = tmp_path / "sentiment.jsonl"
+    r = sentinel(["record", "--topic", env["SENTINEL_TOPIC_SENTIMENT"], "--out", str(published), "--max-idle", "3"], env)
+    assert r.returncode == 0, r.stderr
+    label = {v["id"]: v["label"] for v in (json.loads(json.loads(line)["value"]) for line in published.read_text().splitlines())}
+
     expected: Counter = Counter()
+    by_author: dict[tuple, list[tuple[float, str]]] = {}
     seen, newest, late = set(), float("-inf"), 0
     for p in posts:  # one partition: the worker sees the file's order
         ts = datetime.fromisoformat(p["created_at"].replace("Z", "+00:00")).timestamp()
@@ -183,10 +193,18 @@ def test_run_on_discord_import_matches_an_independent_count(tmp_path, stream_env
         if p["id"] in seen:
             continue
         seen.add(p["id"])
-        bucket = int(ts // 60 * 60)
         for scope in ["all", "channel:meritcircle", "source:discord", *(f"asset:{a}" for a in detect_assets(p["text"]))]:
-            expected[(scope, bucket)] += 1
+            if p.get("author"):
+                by_author.setdefault((scope, ts // 3600, label[p["id"]], p["author"]), []).append((ts, p["id"]))
+            else:
+                expected[(scope, int(ts // 60 * 60))] += 1
+    capped = 0
+    for (scope, *_), written in by_author.items():
+        for ts, _ in sorted(written)[:3]:
+            expected[(scope, int(ts // 60 * 60))] += 1
+        capped += max(len(written) - 3, 0) if scope == "all" else 0
     assert summary["consumed"] == len(posts) and summary["dlq"] == 0
     assert summary["late_dropped"] == late and summary["processed"] == len(seen)
+    assert summary["capped"] == capped and capped > 100, capped  # real chatter: a few authors write most of it
 
     assert bucket_counts(redis_server, {s for s, _ in expected}) == expected
