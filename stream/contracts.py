@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from model.prompt import has_visible_text
 from model.scorer import Judgement
-from stream.assets import DEFAULT_ALIASES, detect_assets, normalize_assets
+from stream.assets import DEFAULT_ALIASES, AliasTable, detect_assets, normalize_assets
 from stream.timefmt import iso
 
 # Every reason the validator can give. Other tools match on these strings: keep them stable.
@@ -201,7 +201,7 @@ def parse_post(
     raw: bytes | None,
     *,
     limits: Limits = Limits(),
-    aliases: Mapping[str, str] = DEFAULT_ALIASES,
+    aliases: AliasTable | Mapping[str, str] = DEFAULT_ALIASES,
     now: float | None = None,
 ) -> Post | Rejection:
     """Validate one raw message. Size caps come first, before any decoding or parsing."""
@@ -232,7 +232,9 @@ def _usable_id(value: Any) -> str | None:
     return value if ok else None
 
 
-def _post_from_object(obj: dict[str, Any], limits: Limits, aliases: Mapping[str, str], now: float | None) -> Post | Rejection:
+def _post_from_object(
+    obj: dict[str, Any], limits: Limits, aliases: AliasTable | Mapping[str, str], now: float | None
+) -> Post | Rejection:
     for name in ("id", "text", "created_at"):
         if obj.get(name) is None:
             return Rejection("missing_field", f"{name} is required", field=name, post_id=_usable_id(obj.get("id")))

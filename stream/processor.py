@@ -28,7 +28,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequen
 
 from model.scorer import Judgement, ModelGone
 from stream.alerts.incidents import AlertRecord
-from stream.assets import DEFAULT_ALIASES
+from stream.assets import DEFAULT_ALIASES, AliasTable
 from stream.batch import Admitted, BatchOutcome, Prepared, RawMessage, partition_lags
 from stream.contracts import DLQ_MAX_VALUE_BYTES, Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
 from stream.kafka import record_bytes
@@ -83,7 +83,7 @@ class BatchProcessor:
         model_base: str,
         model_adapter: str | None,
         limits: Limits = Limits(),
-        aliases: Mapping[str, str] = DEFAULT_ALIASES,
+        aliases: AliasTable | Mapping[str, str] = DEFAULT_ALIASES,
         redis_retry_max_s: float = 5.0,
         alerts: Judge | None = None,
         metrics: BatchObserver | None = None,

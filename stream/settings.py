@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(3.0, gt=0)
     max_message_bytes: int = Field(65_536, ge=1024)
     max_text_chars: int = Field(10_000, ge=1)
-    aliases_file: Path | None = Field(None, description="JSON {alias: TICKER}; default: the built-in table")
+    aliases_file: Path | None = Field(None, description="JSON alias table (docs/contracts.md, Asset detection); default: the built-in table")
     max_future: str = Field(
         "1d", description="how far created_at may run ahead of the wall clock (later posts are dead-lettered); below SENTINEL_DEDUPE_WINDOW"
     )

@@ -71,7 +71,8 @@ def check_settings(settings: Settings, *, aliases: bool = True) -> None:
         except OSError as exc:
             raise ValueError(f"SENTINEL_ALIASES_FILE: cannot read the file ({exc.strerror})") from None
         except ValueError:
-            raise ValueError("SENTINEL_ALIASES_FILE: not a JSON object of alias: TICKER strings") from None
+            raise ValueError("SENTINEL_ALIASES_FILE: not a JSON object of alias: TICKER strings, nor one of "
+                             "names / tickers / not_assets (docs/contracts.md)") from None
     window = dedupe_window_s(settings.retention, settings.dedupe_window)
     if post_limits(settings).max_future_s >= window:
         # One post dated that far ahead moves the watermark there, and every post then further
