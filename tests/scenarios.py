@@ -94,7 +94,7 @@ def _judge_all(stream: list[GenPost], config, scores: dict[str, float], pairs: b
     grouping reads), and every scope judged at every boundary."""
     import numpy as np
 
-    from stream.alerts.judging import boundaries, judge_sequential, judge_series, read_span, table_bins
+    from stream.alerts.judging import boundaries, judge_sequential, judge_series, read_span, scope_history_start, table_bins
 
     end = max(p.created_at for p in stream)
     todo = boundaries(T0, end, config.step_s)
@@ -112,14 +112,19 @@ def _judge_all(stream: list[GenPost], config, scores: dict[str, float], pairs: b
             scopes += [f"channel:{p.channel}|{asset}", f"source:forum|{asset}"]
         for scope in scopes:
             tables.setdefault(scope, np.zeros((count, 6)))[i] += row
+    # Each scope's history begins at its first post (its earliest one-minute bucket), never before
+    # the stream's first post: the worker's rule (judging.scope_history_start).
+    stream_start = min(p.created_at for p in stream)
     records = []
     for scope, table in tables.items():
         if "|" in scope:
             continue  # a pair scope: read by grouping, never judged
+        used = np.flatnonzero(table[:, 0])
+        start = scope_history_start(float(first + used[0] * config.step_s) if len(used) else None, stream_start)
         if config.detector == "sequential":
-            records += judge_sequential(scope, {}, None, table_bins(table, first, config.step_s, T0), todo, config, "-")[2]
+            records += judge_sequential(scope, {}, None, table_bins(table, first, config.step_s, start), todo, config, "-")[2]
         else:
-            records += judge_series(scope, {}, table, first, todo, T0, config, "-")[1]
+            records += judge_series(scope, {}, table, first, todo, start, config, "-")[1]
     return tables, first, todo, sorted(records, key=lambda r: (r.window_end, r.scope, r.kind))
 
 

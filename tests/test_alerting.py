@@ -99,6 +99,54 @@ def test_the_sequential_detector_in_redis_judges_as_it_does_in_memory(redis_serv
     assert sum(n > lookback for n in reads) <= 7 * 3 and max(n for n in reads if n <= lookback) < 100
 
 
+def test_a_scope_that_first_posts_on_day_three_is_judged_on_its_own_history(redis_server):
+    """SOL is first mentioned 54 hours into the stream, at its usual rate. Its history begins at its
+    first post, not the stream's (docs/alerts.md, "What is judged"): no judgement until 75% of a
+    baseline day is its own, 19 hours later, then a sell-off is judged against that history. The
+    start is kept in the scope's state (`since`), and the records are the in-memory rule's.
+    Counted from the stream's first post (before the fix), the two empty days before SOL's first
+    post were a quiet baseline and it fired a volume spike within the hour of its first post."""
+    from dataclasses import replace
+
+    from scenarios import simulate
+    from stream.keys import incident_key
+    from stream.timefmt import epoch
+
+    redis.Redis.from_url(redis_server).flushdb()
+    config = replace(AlertConfig(), detector="sequential")
+    opens = T0 + 54 * 3600
+    scenario = Scenario(days=4, episodes=(Episode("SOL", 82 * 3600, mix=SWING_MIX),))
+    stream = [p for p in generate(scenario, seed=5) if p.asset != "SOL" or p.created_at >= opens]
+    first_sol = min(p.created_at for p in stream if p.asset == "SOL")
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        engine = AlertEngine(store, config, partitions=1, samples=0)
+        committed = []
+        original = engine.judge
+
+        async def judge(touched, **kw):
+            found = await original(touched, **kw)
+            committed.extend(found)
+            return found
+
+        engine.judge = judge
+        for i in range(0, len(stream), 200):
+            await feed(store, engine, stream[i : i + 200])
+        since = await store.redis.hget(incident_key("asset:SOL"), "since")
+        await store.close()
+        return committed, since
+
+    committed, since = asyncio.run(go())
+    sol = [r for r in committed if r.scope == "asset:SOL"]
+    own = opens + 19 * 3600  # 75% of the 24-hour baseline, after the one-hour window
+    assert sol and all(epoch(r.window_end) > own for r in sol), [(r.kind, r.state, r.window_end) for r in sol[:3]]
+    assert ("sentiment_drop", "firing") in {(r.kind, r.state) for r in sol}
+    assert since is not None and float(since) == first_sol // 60 * 60
+    strip = lambda records: sorted((r.scope, r.kind, r.state, r.window_end, r.onset, r.severity) for r in records)  # noqa: E731
+    assert strip(committed) == strip(simulate(stream, config, SCORES))
+
+
 def test_one_commit_script_sets_each_scope_apart(redis_server):
     """Scopes judged in one round share one commit script, but each is its own compare-and-set: a
     scope another worker has moved on is left as that worker wrote it and reported lost, and the
@@ -117,8 +165,8 @@ def test_one_commit_script_sets_each_scope_apart(redis_server):
         engine = AlertEngine(store, AlertConfig(), partitions=1)  # no correlator: records go straight to the outbox
         await store.redis.hset(incident_key("asset:B"), "until", str(T0 + 7200))  # another worker judged B further
         incident = {"sentiment_drop": Incident("id1", "sentiment_drop", "warning", T0 + 3600, T0 + 3600, iso(T0))}
-        commits = [("asset:A", "", T0 + 3600, {}, None, []), ("asset:B", "", T0 + 3600, {}, None, []),
-                   ("asset:C", "", T0 + 3600, incident, None, [record])]
+        commits = [("asset:A", "", T0 + 3600, {}, None, [], None), ("asset:B", "", T0 + 3600, {}, None, [], None),
+                   ("asset:C", "", T0 + 3600, incident, None, [record], None)]
         results = await run_scripts(store.redis, [engine._commit_call(commits)])
         states = [await store.redis.hget(incident_key(s), "until") for s in ("asset:A", "asset:B", "asset:C")]
         judged = await store.redis.zrange(JUDGED_KEY, 0, -1)

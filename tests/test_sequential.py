@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from stream.alerts.judging import AlertConfig, boundaries, judge_sequential, sequential_reads, table_bins
+from stream.alerts.judging import AlertConfig, boundaries, judge_sequential, known_bin, scope_history_start, sequential_reads, table_bins
 from stream.alerts.sequential import SeqConfig, SeqState
 from stream.windows import SLICE_FIELDS
 
@@ -85,6 +85,39 @@ def test_a_low_volume_sell_off_is_a_drop_within_30_minutes():
 def test_no_baseline_no_judgement():
     table = stream(600, row(2, 0.4, 0.6), {range(300, 360): row(2, 1.2, 0.2)})
     assert judge(table)[2] == []
+
+
+def test_a_scope_s_history_begins_at_its_first_post_unless_it_is_older_than_the_retention():
+    day = 86400
+    assert scope_history_start(T + 2 * day, T) == T + 2 * day  # a channel that opens on day 3
+    assert scope_history_start(T - 60, T + 5) == T + 5  # never before the stream's first post
+    assert scope_history_start(None, T) == T  # no bucket kept: the stream's rule
+    # Its earliest bucket at the line buckets were trimmed to: older ones may be gone, so the
+    # scope is older than the retention and has the stream's history.
+    assert scope_history_start(T + day, T, trimmed=T + day) == T
+    assert scope_history_start(T + day, T, trimmed=T + day - 60) == T + day
+    # A bin is known if any of it is at or after the start; one that ends there is not.
+    assert known_bin(T, STEP, T) and known_bin(T, STEP, T + 59) and not known_bin(T - STEP, STEP, T)
+
+
+def test_a_channel_that_opens_on_day_three_is_judged_on_its_own_history_only():
+    """Nothing for two days and six hours, then ordinary chatter (2 posts a minute, 20% negative),
+    and a sell-off 21 hours after the first post. Counted from the stream's start (the bug), the
+    empty days were a known, quiet baseline: "posts against 0" within the hour. From its own first
+    post: not judged until 75% of the baseline is its own (19 hours), then the sell-off is a drop."""
+    opens = 2 * 1440 + 360
+    swing = opens + 21 * 60
+    table = stream(swing + 180, row(0, 0, 0), {range(opens, swing + 180): row(2, 0.4, 0.6), range(swing, swing + 60): row(2, 1.2, 0.2)})
+    todo = boundaries(T, T + len(table) * STEP, STEP)
+
+    def judge_from(start):
+        return judge_sequential("channel:new", {}, None, table_bins(table, T, STEP, start), todo, CONFIG, "-")[2]
+
+    before = judge_from(T)
+    assert any(r.kind == "volume_spike" and r.state == "firing" and minute_of(r.window_end) < opens + 60 for r in before)
+    records = judge_from(scope_history_start(T + opens * STEP, T))
+    assert records and all(minute_of(r.window_end) >= swing for r in records)
+    assert [(r.kind, r.state) for r in records if not r.repeat][0] == ("sentiment_drop", "firing")
 
 
 def test_the_threshold_grows_with_the_streams_that_share_the_budget():

@@ -30,6 +30,7 @@ from stream.alerts.judging import (
     judge_sequential,
     judge_series,
     read_span,
+    scope_history_start,
     sequential_reads,
     silent,
     table_bins,
@@ -56,25 +57,26 @@ MAX_BOUNDARIES = 2880  # per scope and call; a scope far behind catches up over 
 # a time keeps every call short however many scopes a round judges.
 CHUNK = 256
 
-# KEYS: the scopes' state keys. Returns each one's {until, incidents, seq} (nil where unset).
+# KEYS: the scopes' state keys. Returns each one's {until, incidents, seq, since} (nil where unset).
 _READ = """
 local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, 'until', 'incidents', 'seq') end
+for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, 'until', 'incidents', 'seq', 'since') end
 return out
 """
 
 # KEYS: open set, outbox, stats, dirty set, staging, judged, then the scopes' state keys. ARGV: '1' to
 # stage the records for grouping (else they go to the outbox as they are), the keys' idle TTL, then
 # per scope: expected until ('' = never judged), new until, scope, incidents JSON, sequential
-# detector state JSON ('' = none), its transition count, and per transition its boundary (the
-# staging score) and its record JSON. Each scope is a compare-and-set of its own: returns 1 per
+# detector state JSON ('' = none), where the scope's history begins ('' = leave it: set once, at
+# its first judgement), its transition count, and per transition its boundary (the staging score)
+# and its record JSON. Each scope is a compare-and-set of its own: returns 1 per
 # scope committed, 0 per scope another worker had moved on.
 _COMMIT = """
 local stage, ttl, at, done, any = ARGV[1], ARGV[2], 3, {}, false
 for k = 7, #KEYS do
   local key, expected, upto, scope = KEYS[k], ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  local incidents, seq, count = ARGV[at + 3], ARGV[at + 4], tonumber(ARGV[at + 5])
-  local first = at + 6
+  local incidents, seq, since, count = ARGV[at + 3], ARGV[at + 4], ARGV[at + 5], tonumber(ARGV[at + 6])
+  local first = at + 7
   at = first + 2 * count
   local current = redis.call('HGET', key, 'until') or ''
   if current ~= expected then
@@ -83,6 +85,7 @@ for k = 7, #KEYS do
     any = true
     redis.call('HSET', key, 'until', upto, 'incidents', incidents)
     if seq ~= '' then redis.call('HSET', key, 'seq', seq) end
+    if since ~= '' then redis.call('HSET', key, 'since', since) end
     if incidents == '{}' then redis.call('SREM', KEYS[1], scope) else redis.call('SADD', KEYS[1], scope) end
     redis.call('ZADD', KEYS[6], upto, scope)
     -- Judged past its newest post: no longer dirty (a newer post raises the score again, never lowers it).
@@ -200,7 +203,9 @@ class AlertEngine:
         until = frontier(stats, self.partitions, now, self.config.idle_s, ended, self.config.lagging_idle_s) - self.config.grace_s
         if until == float("-inf"):
             return []
-        history_start = stats.get("first_event", until)
+        # Where the stream's history begins, and how far buckets were trimmed: each scope's own
+        # history begins at its first post (judging.scope_history_start).
+        history = (stats.get("first_event", until), stats.get("trimmed", float("-inf")))
         last = int(until // self.config.step_s) * self.config.step_s
         touched = list(touched)
         due, waiting = await self._plan(keys=[DIRTY_KEY, JUDGED_KEY], args=[
@@ -214,7 +219,7 @@ class AlertEngine:
         lost: list[str] = []
         short: list[float] = []  # where scopes too far behind to catch up in one call stopped
         for _ in range(3):  # a lost compare-and-set means another worker moved on: re-read and continue
-            lost = await self._judge_once(scopes, until, history_start, iso(now), committed, short)
+            lost = await self._judge_once(scopes, until, history, iso(now), committed, short)
             if not lost:
                 break
             scopes = lost
@@ -244,12 +249,17 @@ class AlertEngine:
         return await self.settle()
 
     async def _judge_once(
-        self, scopes: list[str], until: float, history_start: float, now_iso: str, committed: list[AlertRecord], short: list[float],
+        self, scopes: list[str], until: float, history: tuple[float, float], now_iso: str, committed: list[AlertRecord],
+        short: list[float],
     ) -> list[str]:
         replies = await self._states(scopes)
-        earliest = await self._earliest([scope for scope, (done, _, _) in zip(scopes, replies) if done is None])
+        # The earliest bucket of scopes never judged (where judging starts), and of scopes whose own
+        # history start is not known yet (it is set at their first judgement).
+        earliest = await self._earliest([scope for scope, (done, _, seq, since) in zip(scopes, replies)
+                                         if done is None or (since is None and not seq)])
+        stream_start, trimmed = history
         plans, caught_up, commits = [], [], []
-        for scope, (done, raw, seq) in zip(scopes, replies):
+        for scope, (done, raw, seq, since) in zip(scopes, replies):
             after = int(done) if done is not None else self._start(earliest.get(scope, []))
             if after is None:
                 continue
@@ -262,31 +272,43 @@ class AlertEngine:
                 # A new scope with no boundary to judge yet: record where it starts (what a judgement
                 # would assume), so the plan leaves it alone until a boundary passes instead of
                 # re-reading it every batch.
-                commits.append((scope, "", after, {}, None, []))
+                commits.append((scope, "", after, {}, None, [], None))
             if todo:
                 incidents = {k: Incident.from_json(v) for k, v in orjson.loads(raw or "{}").items()}
                 state = SeqState.from_json(orjson.loads(seq)) if seq and done is not None else None
-                plans.append((scope, done or "", todo, incidents, state, self._reads(todo, state)))
+                # The scope's own history start: kept from its first judgement; read now for a
+                # scope judged for the first time (todo starts after its earliest bucket, so every
+                # post before that bucket would be written by now: the value is final); a scope
+                # whose detector state predates the field keeps the stream's, which its state holds.
+                if since is not None:
+                    start, new_since = float(since), None
+                elif state is not None:
+                    start, new_since = stream_start, None
+                else:
+                    found = earliest.get(scope, [])
+                    start = scope_history_start(float(found[0]) if found else None, stream_start, trimmed)
+                    new_since = start
+                plans.append((scope, done or "", todo, incidents, state, self._reads(todo, state), start, new_since))
         if caught_up:
             await self._clean(keys=[DIRTY_KEY], args=caught_up)
         if not plans and not commits:
             return []
         step = self.config.step_s
-        series = iter(await self.store.slices_many([(scope, first, step, count) for scope, *_, reads in plans for first, count in reads]))
-        for scope, expected, todo, incidents, state, reads in plans:
+        series = iter(await self.store.slices_many([(scope, first, step, count) for scope, *_, reads, _, _ in plans for first, count in reads]))
+        for scope, expected, todo, incidents, state, reads, start, new_since in plans:
             tables = [(first, next(series)) for first, _ in reads]
             if self.config.detector == "sequential":
-                after, state, records = judge_sequential(scope, incidents, state, _bins_from(tables, step, history_start),
+                after, state, records = judge_sequential(scope, incidents, state, _bins_from(tables, step, start),
                                                          todo, self.config, now_iso)
             else:
                 (first, slices), = tables
-                after, records = judge_series(scope, incidents, slices, first, todo, history_start, self.config, now_iso)
+                after, records = judge_series(scope, incidents, slices, first, todo, start, self.config, now_iso)
             records = [await self._with_samples(r) for r in records]
-            commits.append((scope, expected, todo[-1], after, state, records))
+            commits.append((scope, expected, todo[-1], after, state, records, new_since))
         calls = [self._commit_call(commits[i:i + CHUNK]) for i in range(0, len(commits), CHUNK)]
         results = [ok for reply in await run_scripts(self.redis, calls) for ok in reply]
         lost = []
-        for (scope, _, _, _, _, records), ok in zip(commits, results):
+        for (scope, _, _, _, _, records, _), ok in zip(commits, results):
             if ok:
                 committed.extend(records)
                 for r in records:
@@ -297,24 +319,26 @@ class AlertEngine:
         return lost
 
     def _commit_call(self, commits: list[tuple]) -> tuple:
-        """One _COMMIT call for these scopes' (scope, expected until, new until, incidents, state, records)."""
+        """One _COMMIT call for these scopes' (scope, expected until, new until, incidents, state, records,
+        history start to record or None)."""
         keys = [OPEN_KEY, OUTBOX_KEY, ALERT_STATS_KEY, DIRTY_KEY, STAGING_KEY, JUDGED_KEY]
         args = ["1" if self.correlator is not None else "0", str(self.store.idle_ttl_s)]
-        for scope, expected, last, after, state, records in commits:
+        for scope, expected, last, after, state, records, since in commits:
             keys.append(incident_key(scope))
             args += [expected, str(last), scope, _encode({k: v.to_json() for k, v in after.items()}),
-                     _encode(state.to_json()) if state is not None else "", str(len(records))]
+                     _encode(state.to_json()) if state is not None else "", repr(float(since)) if since is not None else "",
+                     str(len(records))]
             args += [item for r in records for item in (str(int(epoch(r.window_end))), json.dumps(asdict(r), ensure_ascii=False))]
         return self._commit, keys, args
 
-    async def _states(self, scopes: list[str]) -> list[tuple[str | None, str | None, str | None]]:
-        """Each scope's (until, incidents, seq) as stored, a few hundred scopes a script."""
+    async def _states(self, scopes: list[str]) -> list[tuple[str | None, str | None, str | None, str | None]]:
+        """Each scope's (until, incidents, seq, since) as stored, a few hundred scopes a script."""
         calls = [(self._read, [incident_key(scope) for scope in scopes[i:i + CHUNK]], []) for i in range(0, len(scopes), CHUNK)]
         return [tuple(found) for reply in await run_scripts(self.redis, calls) for found in reply]
 
     async def _earliest(self, scopes: list[str]) -> dict[str, list[str]]:
-        """The earliest bucket of each scope never judged, where it starts (one round trip; none
-        when every scope has been judged before, as almost all have)."""
+        """The earliest bucket of each scope never judged (where it starts) or not yet judged with
+        its own history start (one round trip; none when every scope has both, as almost all have)."""
         if not scopes:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:

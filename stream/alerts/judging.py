@@ -86,6 +86,28 @@ class AlertConfig:
         return self.window_s + self.baseline_s
 
 
+def scope_history_start(first_bucket: float | None, stream_start: float, trimmed: float = float("-inf")) -> float:
+    """Where a scope's own history begins, for the baseline's coverage rule ("bins before the
+    stream began are left out; 75% of them must exist"), applied per scope: a channel, source or
+    cashtag that first posts on day 3 has no history before that, not a quiet one.
+
+    `first_bucket`: the start of the scope's earliest bucket (None: none kept); `stream_start`: the
+    stream's first post (the stats' `first_event`); `trimmed`: how far any write has trimmed buckets
+    (the stats' `trimmed`). A scope whose earliest bucket is at or before that line may have had
+    older buckets trimmed away, so it is older than the retention and its history is the stream's.
+    Read once a scope is first judged, when every post before the boundary is written, and kept
+    with its state (the rolling baseline must drop exactly the bins it took)."""
+    if first_bucket is None or first_bucket <= trimmed:
+        return stream_start
+    return max(float(first_bucket), stream_start)
+
+
+def known_bin(start: float, step_s: int, history_start: float) -> bool:
+    """A bin [start, start + step) is inside the observed history if any of it is at or after
+    `history_start`; one that ends at or before it is unknown, not quiet."""
+    return start + step_s > history_start
+
+
 def read_span(boundaries_: Sequence[int], config: AlertConfig) -> tuple[int, int]:
     """(first slice start, slice count) of step-wide slices that judging these boundaries needs."""
     first = boundaries_[0] - config.lookback_s
@@ -120,8 +142,8 @@ def judge_series(
         current = _weighted(table, end - per_window, end, weights)
         his = end - per_window * np.arange(1, config.bins + 1)
         los = his - per_window
-        # Bins before the stream began are unknown, not quiet: leave them out.
-        known = (first + los * config.step_s >= history_start - config.step_s) & (los >= 0)
+        # Bins before the scope's history began (scope_history_start) are unknown, not quiet: leave them out.
+        known = (first + los * config.step_s + config.step_s > history_start) & (los >= 0)
         bins = sums[his[known]] - sums[los[known]]
         judged = signals(current, bins, th, expected_bins=config.bins)
         records += _step_kinds(scope, incidents, judged, {}, th, boundary, config, config.for_s, now_iso)
@@ -172,11 +194,11 @@ BinAt = Callable[[int], "np.ndarray | None"]
 
 def table_bins(slices: np.ndarray, first: int, step_s: int, history_start: float) -> BinAt:
     """The bin starting at a given time, from step-wide slices starting at `first`; None for a bin
-    outside them or before the stream began (unknown, not quiet)."""
+    outside them or before the scope's history began (`known_bin`: unknown, not quiet)."""
 
     def bin_at(start: int) -> np.ndarray | None:
         i = (start - first) // step_s
-        if i < 0 or i >= len(slices) or start < history_start - step_s:
+        if i < 0 or i >= len(slices) or not known_bin(start, step_s, history_start):
             return None
         return slices[i]
 

@@ -136,6 +136,11 @@ class ConsoleData:
         count = (end - first) // step
         bins = await self.store.slices(scope, first, step, count)
         started = (await self.store.stats()).get("first_event", first)
+        # The scope's own history start, as the worker recorded it at its first judgement
+        # (judging.scope_history_start); a scope judged before that field existed has the stream's.
+        since = await self.redis.hget(incident_key(scope), "since")
+        if since is not None:
+            started = max(float(since), started)
         return views.evidence_series(scope, table_bins(bins, first, step, started), boundaries, self.config)
 
     async def incidents(self) -> dict[str, Any]:
