@@ -120,6 +120,19 @@ def test_a_channel_that_opens_on_day_three_is_judged_on_its_own_history_only():
     assert [(r.kind, r.state) for r in records if not r.repeat][0] == ("sentiment_drop", "firing")
 
 
+def test_a_label_share_is_not_judged_against_the_prior():
+    """A scope that posted on day one and was silent since (known and quiet) gets 60 negative posts
+    in a quarter of an hour: a volume spike against its measured zero. Its baseline holds no posts,
+    so its negative share would be the prior's 25% (sequential.PRIOR_SHARE): no drop is judged
+    under `min_baseline_posts` (100) posts, as the window detector already required."""
+    table = stream(ONSET + 120, row(0, 0, 0), {range(360, 362): row(1, 0, 0), range(ONSET, ONSET + 15): row(4, 4, 0)})
+    fired = {r.kind: r for r in judge(table)[2] if r.state == "firing"}
+    assert set(fired) == {"volume_spike"} and fired["volume_spike"].baseline < 0.1
+    lax = replace(CONFIG, thresholds=replace(CONFIG.thresholds, min_baseline_posts=0))
+    drop = next(r for r in judge(table, lax)[2] if r.kind == "sentiment_drop")
+    assert drop.baseline == 0.25  # the prior, shown as if measured: what the rule keeps out
+
+
 def test_the_threshold_grows_with_the_streams_that_share_the_budget():
     assert SeqConfig(threshold_nats=11, streams=1).b == 11
     assert abs(SeqConfig(threshold_nats=11, streams=20).b - (11 + np.log(20))) < 1e-9

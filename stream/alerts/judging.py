@@ -18,7 +18,7 @@ are read, and a slower partition's posts are not dropped as late.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -170,6 +170,18 @@ def _step_kinds(
     return records
 
 
+def measured(signal: Signal, th: Thresholds) -> Signal:
+    """A label share is judged only against a baseline that measured it: at least
+    `min_baseline_posts` posts (the window detector's rule, detector.signals). Below that the
+    sequential detector's baseline share is mostly its prior (sequential.PRIOR_SHARE, 25%, worth
+    four posts), and a record would show that guess as the baseline ("negative share 100.0%
+    against 25.0%" for a source with no posts in its day). Volume is measured whatever the count:
+    a known-quiet day is a baseline of zero posts."""
+    if signal.kind == "volume_spike" or signal.baseline_posts >= th.min_baseline_posts:
+        return signal
+    return replace(signal, enough_data=False)
+
+
 def _prefix_sums(table: np.ndarray) -> np.ndarray:
     sums = np.zeros((len(table) + 1, len(SLICE_FIELDS)), dtype=np.float64)
     sums[1:] = np.cumsum(table, axis=0)
@@ -249,6 +261,6 @@ def judge_sequential(
             continue
         judged = verdicts(state, at=boundary, step_s=step_s, per_window=per_window, config=config.sequential, fire_z=th.fire_z)
         # The charts are the evidence over time: no `for:` on top of them.
-        records += _step_kinds(scope, incidents, {k: v.signal for k, v in judged.items()}, {k: v.onset for k, v in judged.items()},
-                               th, boundary, config, 0, now_iso)
+        records += _step_kinds(scope, incidents, {k: measured(v.signal, th) for k, v in judged.items()},
+                               {k: v.onset for k, v in judged.items()}, th, boundary, config, 0, now_iso)
     return incidents, state, records
