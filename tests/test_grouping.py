@@ -241,6 +241,81 @@ def test_a_root_that_fires_again_after_its_incident_was_told_over_is_a_new_incid
                        (iso(B0 + 100 * MIN), "firing", second), (iso(B0 + 130 * MIN), "resolved", second)]
 
 
+def _market_move(after: dict[int, list[AlertRecord]] | None = None) -> tuple[dict[int, list[AlertRecord]], dict[tuple[str, str], Explanation]]:
+    """ETH and DOGE sell off together: `all` fires market-wide, the assets and a channel join. `all`
+    resolves at 60 min, the assets and the channel (slower to clear) are still firing then."""
+    market = Explanation(market=("asset:DOGE", "asset:ETH"))
+    events = {B0: [transition(a, "sentiment_drop", "firing", B0) for a in ("asset:DOGE", "asset:ETH")],
+              B0 + MIN: [transition(s, "sentiment_drop", "firing", B0 + MIN) for s in ("all", "channel:trading")],
+              B0 + 60 * MIN: [transition("all", "sentiment_drop", "resolved", B0 + 60 * MIN)],
+              B0 + 200 * MIN: [transition(s, "sentiment_drop", "resolved", B0 + 200 * MIN) for s in ("asset:DOGE", "asset:ETH", "channel:trading")],
+              **(after or {})}
+    return events, {(s, "sentiment_drop"): market for s in ("all", "channel:trading")}
+
+
+def test_the_assets_of_a_market_wide_move_still_firing_after_all_resolved_are_its_tail_not_new_incidents():
+    """two_assets.jsonl (audit 39, finding 6): `all` resolved first, and 15 minutes later the
+    market-wide incident was told resolved without the assets and the channel still firing, which
+    were paged 5 minutes after that as four new incidents of the same event ("opened 17:40, since
+    12:00"). They are checked as the tail of an asset's incident is: quiet since `all` resolved,
+    they stay with the incident, listed as still firing in its one resolved notice, and their
+    resolutions go out under its id without a notice."""
+    events, answers = _market_move()
+    asked: list[Question] = []
+    records, notices, state = run(events, answers, tail=lambda q: asked.append(q) or still_tail(q, Counts(36, 3), CONFIG))
+    ident = notices[0].incident_id
+    assert [(n.reason, n.root_scope, n.at) for n in notices] == [("new", "all", iso(B0 + 6 * MIN)), ("resolved", "all", iso(B0 + 75 * MIN))]
+    assert {r["incident_id"] for r in records} == {ident} and not state.incidents
+    assert [(m["scope"], m["firing"]) for m in notices[1].members] == [
+        ("all", False), ("asset:DOGE", True), ("asset:ETH", True), ("channel:trading", True)]
+    assert [(r["scope"], r["notified"]) for r in records if r["window_end"] == iso(B0 + 200 * MIN)] == [
+        ("asset:DOGE", False), ("asset:ETH", False), ("channel:trading", False)]
+    # Each member asked whether it moved on its own since `all` resolved, as an asset's tail is.
+    assert sorted({(q.parent, q.candidates, q.since) for q in asked}) == [
+        (s, ("all",), B0 + 60 * MIN) for s in ("asset:DOGE", "asset:ETH", "channel:trading")]
+    # One that did move leaves as an incident of its own; the rest stay.
+    moved = lambda q: Explanation() if q.parent == "asset:ETH" else Explanation(asset=q.candidates[0])  # noqa: E731
+    _, split, _ = run(events, answers, tail=moved)
+    assert [(n.reason, n.root_scope, n.at) for n in split] == [
+        ("new", "all", iso(B0 + 6 * MIN)), ("resolved", "all", iso(B0 + 75 * MIN)),
+        ("new", "asset:ETH", iso(B0 + 80 * MIN)), ("resolved", "asset:ETH", iso(B0 + 200 * MIN))]
+
+
+def test_a_parent_rooted_incident_keeps_its_tail_too():
+    """Parents an asset explains before it fires (here it never does) share an incident rooted at
+    one of them. The root resolving first leaves the other as its tail, checked as any root's."""
+    events = {B0: [transition("all", "sentiment_drop", "firing", B0), transition("source:forum", "sentiment_drop", "firing", B0)],
+              B0 + 60 * MIN: [transition("source:forum", "sentiment_drop", "resolved", B0 + 60 * MIN)],
+              B0 + 150 * MIN: [transition("all", "sentiment_drop", "resolved", B0 + 150 * MIN)]}
+    answers = {(s, "sentiment_drop"): Explanation(asset="asset:BTC") for s in ("all", "source:forum")}
+    records, notices, _ = run(events, answers, tail=lambda q: Explanation(asset=q.candidates[0]))
+    assert [(n.reason, n.root_scope, n.at) for n in notices] == [("new", "source:forum", iso(B0 + 5 * MIN)),
+                                                                 ("resolved", "source:forum", iso(B0 + 75 * MIN))]
+    assert {r["incident_id"] for r in records} == {notices[0].incident_id}
+
+
+def test_news_never_joins_a_market_wide_incident_told_over():
+    """Told over, the market-wide incident takes only its tail's records. A new move (BTC drops at
+    100 min; `all` fires again at 110 min, moved by BTC and ETH) is a new incident with its own
+    notices, not records published under an incident nobody is told of any more."""
+    later = {B0 + 100 * MIN: [transition("asset:BTC", "sentiment_drop", "firing", B0 + 100 * MIN)],
+             B0 + 110 * MIN: [transition("all", "sentiment_drop", "firing", B0 + 110 * MIN)],
+             B0 + 150 * MIN: [transition(s, "sentiment_drop", "resolved", B0 + 150 * MIN) for s in ("all", "asset:BTC")]}
+    events, answers = _market_move(later)
+    records, notices, state = run(events, {**answers, ("all", "sentiment_drop"): Explanation(market=("asset:BTC", "asset:ETH"))},
+                                  tail=lambda q: Explanation(asset=q.candidates[0]))
+    first = notices[0].incident_id
+    assert [(n.reason, n.root_scope, n.at, n.incident_id == first) for n in notices] == [
+        ("new", "all", iso(B0 + 6 * MIN), True), ("resolved", "all", iso(B0 + 75 * MIN), True),
+        ("new", "asset:BTC", iso(B0 + 105 * MIN), False), ("new", "all", iso(B0 + 115 * MIN), False),
+        ("resolved", "asset:BTC", iso(B0 + 150 * MIN), False), ("resolved", "all", iso(B0 + 150 * MIN), False)]
+    fresh = [r for r in records if r["window_end"] >= iso(B0 + 100 * MIN) and r["scope"] in ("asset:BTC", "all")]
+    assert len(fresh) == 4 and all(r["incident_id"] != first and r["notified"] for r in fresh)
+    # The old incident's tail still goes out under its id.
+    assert {r["incident_id"] for r in records if r["scope"] in ("asset:DOGE", "asset:ETH", "channel:trading")} == {first}
+    assert not state.incidents
+
+
 def test_no_reminder_goes_once_the_root_resolved():
     """The repeat falls due 4 h after the first notice; the root resolved 5 min before it, a member
     still fires. Neither the member left nor the tail is told as the root 'still firing'."""

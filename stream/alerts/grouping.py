@@ -22,10 +22,12 @@ message closes it. When the root has resolved, members still firing get `group_i
 too. Those still firing then are checked (`still_tail`): one that has not moved on its own since
 the root resolved (its posts of the label since then within its rate before the onset) is the
 event's tail (a channel's detector is slower to clear than the asset's: its swing is diluted by
-the other assets' posts); one that has moved becomes an incident of its own (nothing is
-swallowed). With only the tail left, the incident is told over then (`over_told`): the tail's
-records go out under its id without a notice, its members are checked again every
-`group_interval` (one that moves leaves as above), and a new firing on the root is a new incident.
+the other assets' posts; an asset of a market-wide move clears after `all`, whose posts it is a
+part of); one that has moved becomes an incident of its own (nothing is swallowed). With only the
+tail left, the incident is told over then (`over_told`): the tail's records go out under its id
+without a notice, its members are checked again every `group_interval` (one that moves leaves as
+above), and a new firing on the root is a new incident; nothing that is news joins an incident
+told over (it would go out under an id nobody is told of again).
 
 Every transition record is still published (with `incident_id` and `root_scope`); only the
 root's records carry a notification, so members' records say `notified: false`.
@@ -100,7 +102,7 @@ class Counts:
 class Question:
     """Is `parent`'s `kind` (firing since `onset`) explained by one of `candidates` (asset scopes)?
     With `since` (a tail check, `tail_questions`): has `parent` moved on its own since `since`, when
-    its root asset (the one candidate) resolved? Read from `parent` alone: its rate before `onset`
+    its incident's root (the one candidate: an asset, a parent, or `all`) resolved? Read from `parent` alone: its rate before `onset`
     against its posts since `since`, so no pair scope, and no `within`, is involved."""
 
     parent: str
@@ -117,7 +119,7 @@ class Question:
 
 @dataclass(frozen=True)
 class Explanation:
-    asset: str = ""  # the one asset that explains the parent's move
+    asset: str = ""  # the one asset that explains the parent's move (a tail check: the root it is the tail of)
     market: tuple[str, ...] = ()  # or: the assets that explain `all`'s move together
     # Why, for the logs (not part of the answer): the parent's excess posts, the largest asset share
     # of it and that asset, and the Poisson z of the parent without that asset (a tail check: the
@@ -160,7 +162,7 @@ def explain(question: Question, parent: Counts, pairs: Mapping[str, Counts], con
 
 
 def still_tail(question: Question, parent: Counts, config: GroupConfig) -> Explanation:
-    """A tail check: the member is the event's tail (its root asset, the one candidate, is named) if
+    """A tail check: the member is the event's tail (its root, the one candidate, is named) if
     its posts of the label since the root resolved are no more than its rate before the onset
     allows (z under `quiet_z`); otherwise it has moved on its own since. The z counts the noise of
     the rate as well as of the count: checked hours after the onset, the span since is as long as
@@ -362,10 +364,13 @@ def questions(state: GroupState, boundary: int, transitions: Sequence[AlertRecor
 
 
 def tail_questions(state: GroupState, boundary: int, config: GroupConfig) -> list[Question]:
-    """Members still firing after their asset root resolved, due for the tail check at `boundary`:
-    has each one moved on its own since the root resolved (`still_tail`)?"""
+    """Members still firing after their root resolved, due for the tail check at `boundary`: has
+    each one moved on its own since the root resolved (`still_tail`)? Whatever the root: an asset,
+    a parent, or `all` of a market-wide move, whose assets often clear after `all` does (until
+    session 40 only an asset's incident was checked, and a market-wide one was told resolved while
+    its assets still fired, which were then paged as new incidents of the same event)."""
     return [Question(m.scope, m.kind, _member_onset(m, incident), boundary, (incident.root,), since=incident.root_resolved)
-            for incident in state.incidents.values() if is_asset(incident.root) and _tail_due(incident, boundary, config)
+            for incident in state.incidents.values() if _tail_due(incident, boundary, config)
             for m in incident.firing() if m.scope != incident.root]
 
 
@@ -470,7 +475,7 @@ def _place(state: GroupState, t: AlertRecord, boundary: int, answers: Mapping[tu
         return _join(own, t)
     if is_asset(t.scope):
         # An asset moving the same way during a market-wide move is part of it.
-        market = next((i for i in state.incidents.values() if i.market and any(m.kind == t.kind for m in i.firing())), None)
+        market = _market_of(state, t.kind)
         if market is not None:
             return _join(market, t)
         waiting = _explained_by(state, t.scope)
@@ -510,7 +515,8 @@ def _holder(state: GroupState, t: AlertRecord) -> Incident | None:
 
 def _explained_by(state: GroupState, asset: str) -> Incident | None:
     """The incident of parents `asset` explains, opened before the asset fired (see `_root_at_asset`)."""
-    return next((i for i in sorted(state.incidents.values(), key=lambda i: (i.opened, i.id)) if i.explained_by == asset), None)
+    return next((i for i in sorted(state.incidents.values(), key=lambda i: (i.opened, i.id))
+                 if i.explained_by == asset and i.over_told is None), None)
 
 
 def _root_at_asset(incident: Incident, t: AlertRecord) -> Incident:
@@ -525,7 +531,10 @@ def _root_at_asset(incident: Incident, t: AlertRecord) -> Incident:
 
 
 def _market_of(state: GroupState, kind: str) -> Incident | None:
-    return next((i for i in state.incidents.values() if i.market and any(m.kind == kind for m in i.firing())), None)
+    """The open market-wide incident of `kind`. One told over takes only its tail's records: a
+    firing that is news must not join it, or it would go out under an incident nobody is told of."""
+    return next((i for i in state.incidents.values()
+                 if i.market and i.over_told is None and any(m.kind == kind for m in i.firing())), None)
 
 
 def _make_market(state: GroupState, incident: Incident, found: Explanation, kind: str) -> None:
@@ -540,8 +549,9 @@ def _make_market(state: GroupState, incident: Incident, found: Explanation, kind
 
 
 def _holding_scope(state: GroupState, scope: str) -> Incident | None:
+    """The open incident in which `scope` fires (not one told over, whose tail it may be)."""
     for incident in sorted(state.incidents.values(), key=lambda i: (i.opened, i.id)):
-        if any(m.scope == scope and m.firing for m in incident.members.values()):
+        if incident.over_told is None and any(m.scope == scope and m.firing for m in incident.members.values()):
             return incident
     return None
 
