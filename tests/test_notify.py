@@ -564,6 +564,25 @@ def test_an_incident_notice_names_root_kinds_members_onset_and_level_and_escapes
     assert "sentiment_drop on asset:ETH (warning, resolved; when last firing: negative share 58.3% since" in message.notice_body(cleared)
 
 
+def test_a_market_wide_notice_before_any_asset_fired_has_no_empty_asset_list():
+    """weekend.jsonl (audit 39, finding 10): `all` explained by several assets together, none of
+    which had fired yet, was titled "market-wide volume_spike ()" over a body that promised assets."""
+    from stream.alerts.grouping import Notice
+
+    member = {"kind": "volume_spike", "firing": True, "severity": "warning", "onset": "2026-03-04T02:01:00Z", "metric": "posts",
+              "value": 37.0, "baseline": 2.0}
+    notice = Notice("inc1", "all", "firing", "new", "warning", "2026-03-04T02:24:00Z", "2026-03-04T02:19:00Z", True,
+                    [{**member, "scope": "all"}, {**member, "scope": "source:discord"}])
+    assert message.notice_title(notice) == "[WARNING] market-wide volume_spike (+1 related scope)"
+    text = message.notice_body(notice)
+    assert "Scopes in this market-wide move (no asset's own alert has fired yet):" in text and "Assets and scopes" not in text
+    with_asset = Notice(**{**notice.to_json(), "members": [*notice.members, {**member, "scope": "asset:BTC"}]})
+    assert message.notice_title(with_asset) == "[WARNING] market-wide volume_spike (asset:BTC) (+2 related scopes)"
+    assert "Assets and scopes in this market-wide move:" in message.notice_body(with_asset)
+    alone = Notice(**{**notice.to_json(), "members": notice.members[:1]})
+    assert message.notice_title(alone) == "[WARNING] market-wide volume_spike"
+
+
 def test_a_notice_title_names_the_kinds_the_root_fires_now_not_those_that_ended():
     from stream.alerts.grouping import Notice
 

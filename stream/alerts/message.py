@@ -139,8 +139,11 @@ def notice_title(notice: Notice) -> str:
     # resolved in the body. A resolution names what the incident was about.
     firing = sorted({m["kind"] for m in notice.members if m["scope"] == notice.root_scope and m["firing"]})
     kinds = ", ".join(firing if firing and notice.state != "resolved" else notice.root_kinds)
-    where = f"market-wide {kinds} ({', '.join(escape_post_text(s, limit=40) for s in _related(notice, assets=True))})" if notice.market \
-        else f"{kinds} on {root}"
+    # A market-wide incident lists its assets; before any asset's own alert has fired (`all` is
+    # explained by assets moving together, none of which has fired yet) it has none to list, and
+    # the title said "market-wide volume_spike ()".
+    assets = ", ".join(escape_post_text(s, limit=40) for s in _related(notice, assets=True))
+    where = f"market-wide {kinds}{f' ({assets})' if assets else ''}" if notice.market else f"{kinds} on {root}"
     related = len(_related(notice))
     more = f" (+{related} related scope{'s' if related != 1 else ''})" if related else ""
     return f"[{state}] {where}{more}{REASON_SUFFIX.get(notice.reason, '')}"
@@ -159,7 +162,12 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
             lines.append(_member_line(m, window=window))
     related = [m for m in notice.members if m["scope"] != notice.root_scope]
     if related:
-        lines += ["", "Related scopes (moved with the root):" if not notice.market else "Assets and scopes in this market-wide move:"]
+        if not notice.market:
+            lines += ["", "Related scopes (moved with the root):"]
+        elif _related(notice, assets=True):
+            lines += ["", "Assets and scopes in this market-wide move:"]
+        else:
+            lines += ["", "Scopes in this market-wide move (no asset's own alert has fired yet):"]
         lines += [_member_line(m, window, bullet=True) for m in related]
         if notice.state == "resolved" and any(m["firing"] for m in related):
             # grouping._split: told over while these clear, each quiet since the root resolved.
