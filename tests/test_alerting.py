@@ -1310,6 +1310,44 @@ def test_a_notice_goes_out_without_its_track_record_when_the_audit_log_cannot_be
     assert any("track record unavailable" in r.getMessage() for r in caplog.records)
 
 
+def test_a_reminder_reads_its_firing_scopes_last_window_and_goes_without_it_when_the_read_fails(redis_server, caplog):
+    """What `message.recent_level` words: each firing member scope's counts over [at - window, at)
+    from the windows, in one read; nothing for another notice, and a failed read is not a failed
+    reminder."""
+    from stream.alerts.grouping import Notice
+    from stream.timefmt import iso
+
+    at = T0 + 36 * 3600
+    posts = [Scored(Post(f"p-{i}", "dump", at - 3600 - 30 * 60 + i * 300, ("ETH",), "discord", "general"),
+                    "negative" if i % 2 else "neutral", -0.5 if i % 2 else 0.0) for i in range(18)]
+    members = [{"scope": "asset:ETH", "kind": "sentiment_drop", "firing": True}, {"scope": "channel:quiet", "kind": "volume_spike", "firing": True},
+               {"scope": "all", "kind": "sentiment_drop", "firing": False}]
+    notice = Notice("inc1", "asset:ETH", "firing", "repeat", "warning", iso(at), iso(at - 6 * 3600), False, members)
+
+    async def go(broken: bool = False):
+        redis.Redis.from_url(redis_server).flushdb()
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            await store.apply(posts, {}, posts[-1].post.created_at)
+            delivery = AlertDelivery(store, Notifier(build_apprise("json://127.0.0.1:9/", None)), lambda record: None, consumer="t", chart=False)
+            if broken:
+                async def unreadable(*args, **kwargs):
+                    raise redis.exceptions.ConnectionError("gone")
+
+                store.slices_many = unreadable
+            return await delivery._recent(notice)
+        finally:
+            await store.close()
+
+    recent = asyncio.run(go())
+    # The last hour holds posts 6..17 (12 posts, 6 of them negative); the quiet channel none.
+    assert set(recent) == {"asset:ETH", "channel:quiet"}
+    assert recent["asset:ETH"][:3] == [12.0, 0.0, 6.0] and recent["channel:quiet"][0] == 0.0
+    with caplog.at_level(logging.WARNING):
+        assert asyncio.run(go(broken=True)) is None
+    assert any("recent levels unavailable" in r.getMessage() for r in caplog.records)
+
+
 def test_the_delivery_loop_backs_off_and_logs_one_line_a_try_while_redis_is_away(caplog):
     """Redis down for hours must not mean a traceback a second in the worker's log."""
     from stream.alerts.delivery import AlertDelivery, loop_backoff_s

@@ -583,6 +583,32 @@ def test_a_market_wide_notice_before_any_asset_fired_has_no_empty_asset_list():
     assert message.notice_title(alone) == "[WARNING] market-wide volume_spike"
 
 
+def test_a_reminder_says_where_each_firing_scope_is_now_not_only_its_level_since_the_onset():
+    """newchannel_long.jsonl (audit 39, finding 10): reminder after reminder said "29 posts per 1h
+    since" an onset a day earlier, an average that cannot tell a scope still at its peak from one
+    back to normal or silent. With the last window's counts (the delivery loop reads them for a
+    reminder) each firing member says where it is now; a resolved one keeps its last level."""
+    from stream.alerts.grouping import Notice
+
+    member = {"severity": "critical", "onset": "2026-03-04T06:08:00Z", "firing": True}
+    members = [{**member, "scope": "asset:SOL", "kind": "sentiment_surge", "metric": "positive_share", "value": 0.327, "baseline": 0.25},
+               {**member, "scope": "asset:SOL", "kind": "volume_spike", "metric": "posts", "value": 29.0, "baseline": 3.0},
+               {**member, "scope": "channel:solana", "kind": "volume_spike", "metric": "posts", "value": 31.0, "baseline": 3.0},
+               {**member, "scope": "all", "kind": "sentiment_drop", "metric": "negative_share", "value": 0.3, "baseline": 0.13,
+                "firing": False}]
+    notice = Notice("inc1", "asset:SOL", "firing", "repeat", "critical", "2026-03-05T02:38:00Z", "2026-03-04T06:31:00Z", False, members)
+    recent = {"asset:SOL": [40, 10, 6, 24, 1.0, 3.0], "channel:solana": [0, 0, 0, 0, 0.0, 0.0], "all": [90, 20, 30, 40, 0.0, 9.0]}
+    text = message.notice_body(notice, recent=recent)
+    assert ("sentiment_surge on asset:SOL (critical, firing): positive share 32.7% since 2026-03-04T06:08:00Z against 25.0%; "
+            "last 1h: positive share 25.0% of 40 posts") in text
+    assert "volume_spike on asset:SOL (critical, firing): 29 posts per 1h since 2026-03-04T06:08:00Z against 3; last 1h: 40 posts" in text
+    assert "- volume_spike on channel:solana (critical, firing): 31 posts per 1h since 2026-03-04T06:08:00Z against 3; last 1h: no posts" in text
+    assert "last 1h: negative share" not in text  # a resolved member keeps the level it reached
+    assert "last 1h" not in message.notice_body(notice)  # without the counts (another reason, a failed read) as before
+    assert message.recent_level({"metric": "mean_score"}, [4, 0, 3, 1, -1.2, 0.5], "1h") == "last 1h: mean score -0.30 over 4 posts"
+    assert message.recent_level({"metric": "negative_share"}, [1, 0, 1, 0, -0.5, 0.25], "15m") == "last 15m: negative share 100.0% of 1 post"
+
+
 def test_a_notice_title_names_the_kinds_the_root_fires_now_not_those_that_ended():
     from stream.alerts.grouping import Notice
 

@@ -40,7 +40,7 @@ from stream.alerts.silences import Silence, list_silences, purge_expired, silenc
 from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, caps_key
 from stream.redis_client import is_transient, retry_transient
 from stream.store import WindowStore
-from stream.timefmt import epoch
+from stream.timefmt import epoch, parse_duration
 
 if TYPE_CHECKING:
     from apprise.plugins.base import NotifyBase
@@ -376,7 +376,25 @@ class AlertDelivery:
             kind = next((m["kind"] for m in notice.members if m["scope"] == notice.root_scope), notice.kinds[0])
             png = await self._chart_of(notice.root_scope, kind, int(epoch(notice.opened)), int(epoch(notice.at)), notice.incident_id)
         track = await self._track_record(notice) if notice.state != "resolved" else None
-        return (await self.notifier.deliver_notice(notice, samples, png, track=track)).notified
+        recent = await self._recent(notice) if notice.reason == "repeat" else None
+        return (await self.notifier.deliver_notice(notice, samples, png, track=track, recent=recent)).notified
+
+    async def _recent(self, notice: Notice) -> dict[str, list[float]] | None:
+        """A reminder's firing scopes' counts over the alert window before it (message.recent_level):
+        its members' levels are averages since their onsets, hours or days ago. One read for all of
+        them; the window [at - window, at) is complete once `at` was judged. A failed read sends the
+        reminder without them, as a failed chart does."""
+        assert self.notifier is not None
+        scopes = sorted({m["scope"] for m in notice.members if m.get("firing")})
+        if not scopes:
+            return None
+        try:
+            window_s, at = parse_duration(self.notifier.window), int(epoch(notice.at))
+            read = await self.store.slices_many([(scope, at - window_s, window_s, 1) for scope in scopes])
+            return {scope: [float(x) for x in rows[0]] for scope, rows in zip(scopes, read) if len(rows)}
+        except Exception:  # noqa: BLE001 - the level now is a nicety; the reminder goes without it
+            log.warning("recent levels unavailable; reminding without them", extra={"incident_id": notice.incident_id}, exc_info=True)
+            return None
 
     async def _track_record(self, notice: Notice) -> TrackRecord | None:
         """How the team judged earlier incidents of the notice's kinds, from the audit log's verdicts

@@ -15,7 +15,7 @@ from urllib.parse import quote
 from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord
 from stream.alerts.precision import TrackRecord
-from stream.windows import Sample, distinct_samples
+from stream.windows import Sample, SliceCol, distinct_samples
 
 POST_CHARS = 200  # visible characters of one sample post
 ELLIPSIS = "…"
@@ -150,16 +150,18 @@ def notice_title(notice: Notice) -> str:
 
 
 def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: int = 3, post_chars: int = POST_CHARS,
-                console_url: str = "", track: TrackRecord | None = None, window: str = "1h") -> str:
+                console_url: str = "", track: TrackRecord | None = None, window: str = "1h",
+                recent: Mapping[str, Sequence[float]] | None = None) -> str:
     """Plain-text body of an incident notification: the root, what moved since when, the members,
     how often earlier incidents like it were judged real (`track`), a link to the incident's
-    console page (where it can be acknowledged or silenced)."""
+    console page (where it can be acknowledged or silenced). `recent`: each firing member scope's
+    counts over the alert window before the notice (a reminder's: `recent_level`)."""
     status = "resolved" if notice.state == "resolved" else f"firing ({notice.severity})"
     lines = [f"Incident on {escape_post_text(notice.root_scope, limit=120)} is {status}"
              + (" (acknowledged: " + escape_post_text(notice.acked, limit=120) + ")" if notice.acked else "") + "."]
     for m in notice.members:
         if m["scope"] == notice.root_scope:
-            lines.append(_member_line(m, window=window))
+            lines.append(_member_line(m, window=window, recent=recent))
     related = [m for m in notice.members if m["scope"] != notice.root_scope]
     if related:
         if not notice.market:
@@ -168,7 +170,7 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
             lines += ["", "Assets and scopes in this market-wide move:"]
         else:
             lines += ["", "Scopes in this market-wide move (no asset's own alert has fired yet):"]
-        lines += [_member_line(m, window, bullet=True) for m in related]
+        lines += [_member_line(m, window, bullet=True, recent=recent) for m in related]
         if notice.state == "resolved" and any(m["firing"] for m in related):
             # grouping._split: told over while these clear, each quiet since the root resolved.
             lines.append("Those still firing have not moved on their own since the root resolved; one that does will be a new incident.")
@@ -195,12 +197,14 @@ def track_line(track: TrackRecord) -> str:
     return f"Earlier {' or '.join(track.kinds)} incidents, as judged (30 days): {here}anywhere {counts(track.anywhere)}"
 
 
-def _member_line(m: dict, window: str, bullet: bool = False) -> str:
+def _member_line(m: dict, window: str, bullet: bool = False, recent: Mapping[str, Sequence[float]] | None = None) -> str:
     # A member keeps the level of its last firing judgement: once resolved, that is what it had
     # reached, not where it is now.
     level = measure(m, window=window)
     if m["firing"]:
         text = f"{m['kind']} on {escape_post_text(m['scope'], limit=120)} ({m['severity']}, firing)" + (f": {level}" if level else "")
+        if recent is not None and m["scope"] in recent:
+            text += f"{'; ' if level else ': '}{recent_level(m, recent[m['scope']], window)}"
     else:
         text = f"{m['kind']} on {escape_post_text(m['scope'], limit=120)} ({m['severity']}, resolved" + (f"; when last firing: {level})" if level else ")")
     return f"- {text}" if bullet else text
@@ -224,6 +228,24 @@ def measure(record: Mapping[str, Any], since: bool = True, window: str = "window
     if metric == "posts":
         return f"{value:.0f} posts per {record.get('window') or window}{onset} against {baseline:.0f}"
     return f"{metric.replace('_', ' ')} {value:+.2f}{onset} against {baseline:+.2f}"
+
+
+def recent_level(member: Mapping[str, Any], counts: Sequence[float], window: str) -> str:
+    """Where a firing member's scope is now: its posts over the last alert window before the notice
+    (`counts`: one window slice's n, positive, negative, neutral, score sum, score square), in the
+    words of its metric: 'last 1h: negative share 22.0% of 41 posts', 'last 1h: 35 posts', 'last
+    1h: no posts'. A reminder's level since the onset averages hours or days: a scope that went
+    quiet, or back to its usual share, still read as high as at its peak."""
+    n = int(counts[SliceCol.N]) if len(counts) > SliceCol.N else 0
+    if n <= 0:
+        return f"last {window}: no posts"
+    metric = member.get("metric") or ""
+    if metric in ("negative_share", "positive_share"):
+        column = SliceCol.NEGATIVE if metric == "negative_share" else SliceCol.POSITIVE
+        return f"last {window}: {metric.replace('_', ' ')} {100 * counts[column] / n:.1f}% of {n} post{'' if n == 1 else 's'}"
+    if metric == "mean_score":
+        return f"last {window}: mean score {counts[SliceCol.SCORE_SUM] / n:+.2f} over {n} post{'' if n == 1 else 's'}"
+    return f"last {window}: {n} post{'' if n == 1 else 's'}"
 
 
 def _related(notice: Notice, assets: bool = False) -> list[str]:

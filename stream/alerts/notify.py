@@ -28,7 +28,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 
 import apprise
 from apprise import AppriseAsset, AppriseAttachment, NotifyFormat, NotifyType
@@ -296,11 +296,12 @@ class Notifier:
         return [(described, outcome.ok) for described, outcome in zip(servers_description(routed), outcomes)]
 
     async def deliver_notice(self, notice: Notice, samples: Sequence[Sample] = (), chart_png: bytes | None = None,
-                             track: TrackRecord | None = None) -> Delivery:
-        """One incident's notification (stream/alerts/grouping.py), with the track record of its kinds."""
+                             track: TrackRecord | None = None, recent: Mapping[str, Sequence[float]] | None = None) -> Delivery:
+        """One incident's notification (stream/alerts/grouping.py), with the track record of its kinds
+        and, for a reminder, where its firing scopes are now (`recent`, see message.recent_level)."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
         text = message.notice_body(notice, samples, samples_shown=self.samples, console_url=self.console_url, track=track,
-                                   window=self.window)
+                                   window=self.window, recent=recent)
         return await self._deliver(context, notice.severity, message.notice_title(notice), text,
                                    notify_type(notice.state, notice.severity), chart_png, notice.incident_id, key=notice.incident_id)
 
