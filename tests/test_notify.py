@@ -609,6 +609,16 @@ def test_a_reminder_says_where_each_firing_scope_is_now_not_only_its_level_since
     assert message.recent_level({"metric": "negative_share"}, [1, 0, 1, 0, -0.5, 0.25], "15m") == "last 15m: negative share 100.0% of 1 post"
 
 
+def test_a_sample_post_with_no_visible_text_says_so():
+    from stream.alerts.grouping import Notice
+    from stream.windows import Sample
+
+    notice = Notice("inc1", "asset:BTC", "firing", "new", "warning", "2026-03-04T07:10:00Z", "2026-03-04T07:05:00Z", False,
+                    [{"scope": "asset:BTC", "kind": "sentiment_surge", "firing": True, "severity": "warning"}])
+    blank = Sample("p1", "\u200b\u2066\r\n\t", "positive", 0.32)
+    assert message.notice_body(notice, [blank]).endswith("Sample posts:\n- [positive +0.32] (no visible text) (id p1)")
+
+
 def test_a_notice_title_names_the_kinds_the_root_fires_now_not_those_that_ended():
     from stream.alerts.grouping import Notice
 

@@ -259,7 +259,9 @@ def _sample_lines(items: Sequence[Sample], n: int, post_chars: int) -> list[str]
     for sample in distinct_samples(items, max(n, 0)):
         label = escape_post_text(sample.label, limit=20)
         ident = escape_post_text(sample.id, limit=64)
-        text = escape_post_text(sample.text, limit=post_chars)
+        # A post of only line breaks, controls or invisible characters escapes to nothing: said so,
+        # not an empty line under "Sample posts:".
+        text = escape_post_text(sample.text, limit=post_chars) or "(no visible text)"
         out.append(f"- [{label} {sample.score:+.2f}] {text} (id {ident})")
     return out
 
