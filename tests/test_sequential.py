@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from stream.alerts.judging import AlertConfig, boundaries, judge_sequential, known_bin, scope_history_start, sequential_reads, table_bins
-from stream.alerts.sequential import SeqConfig, SeqState
+from stream.alerts.sequential import SeqConfig, SeqState, verdicts
 from stream.windows import SLICE_FIELDS
 
 STEP = 60
@@ -327,3 +327,78 @@ def test_the_strongest_alternative_is_the_first_of_equals():
     assert Bank([0.0, 2.0, 2.0, 1.0], [0] * 4, [0.0] * 4, [0.0] * 4).best() == 1
     assert Bank([0.0, 0.0, 0.0], [0] * 3, [0.0] * 3, [0.0] * 3).best() == 0
     assert Bank([3.0, 2.0, 5.0], [0] * 3, [0.0] * 3, [0.0] * 3).best() == 2
+
+
+def _poisson_table(seed: int, minutes: int, rate: float, neg: float = 0.2, pos: float = 0.3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    counts = np.stack([rng.poisson(rate * m, minutes) for m in (neg, pos, 1 - neg - pos)], axis=1).astype(float)
+    return np.array([row(c.sum(), c[0], c[1]) for c in counts])
+
+
+def test_late_posts_in_bins_already_in_the_baseline_leave_it_as_they_entered():
+    """A source whose clock runs hours fast puts judging hours ahead of the others, whose posts then
+    land in bins that entered the baseline long before (later than the grace: judging never reads
+    them). The bin leaving must take out what it brought, not the store's bin as it is now: taking
+    the late posts out too drove the sums negative (ZeroDivisionError in baseline_params, a math
+    domain error in _share_z; the worker exited 70 and crash-looped). The late posts change
+    nothing: records, incidents and state are those of the stream without them."""
+    table = _poisson_table(3, ONSET + 1800, 0.5)
+    table[ONSET:ONSET + 60] = _poisson_table(4, 60, 2.0, neg=0.6, pos=0.1)  # a sell-off, so there is something to judge
+    late = table.copy()
+    late[1500:2400, :] += row(3, 2, 0)  # three late posts a minute, two negative, for 15 hours
+    todo = boundaries(T, T + len(table) * STEP, STEP)
+    cut = todo.index(T + 2400 * STEP + CONFIG.window_s + STEP)  # every late bin has entered the baseline
+    whole_incidents, whole_state, whole = judge(table)
+    incidents, state, records = judge_sequential("asset:X", {}, None, table_bins(table, T, STEP, T), todo[:cut], CONFIG, "-")
+    state = SeqState.from_json(json.loads(json.dumps(state.to_json())))
+    # The late posts arrive now; judging goes on past the day in which those bins leave the baseline.
+    incidents, state, more = judge_sequential("asset:X", incidents, state, table_bins(late, T, STEP, T), todo[cut:], CONFIG, "-")
+    assert records + more == whole and incidents == whole_incidents
+    assert state.to_json() == whole_state.to_json()
+    assert {r.kind for r in whole if r.state == "firing"} >= {"sentiment_drop"}
+
+
+def test_the_baseline_maths_is_total():
+    """No sums, however they came about, raise: a state stored by an earlier version may hold
+    negative sums or a frozen baseline outside (0, 1)."""
+    from stream.alerts.sequential import _share_z, advance, baseline_params, share_increments
+
+    for base in ([-4.0, 0, 0, 0, 3], [-10.0, 5, -3, -100, 0], [0.0] * 5, [2.0, 7, 9, 1, -5], [1e9, 1e9, 0, 0, 1]):
+        p = baseline_params(base)
+        assert 0 < p["p_negative"] < 1 and 0 < p["p_positive"] < 1 and p["rate"] > 0 and p["phi"] >= 1
+        assert all(np.isfinite(share_increments(p["p_negative"], 3, 4)))
+    assert _share_z(3, 4, 1.2) == 0.0 and _share_z(3, 4, -0.1) == 0.0 and _share_z(3, 0, 0.2) == 0.0
+    stored = SeqState.fresh(T).to_json()
+    stored.update(base=[-50.0, -10.0, 3.0, -7.0, 1440.0], frozen={"p_negative": -0.2, "p_positive": 1.5, "rate": -1.0, "rate_negative": 0.0,
+                                                                  "rate_positive": 0.1, "phi": 0.0, "posts": -50.0})
+    stored["banks"]["negative_rate"]["s"] = [20.0, 30.0, 10.0, 0.0]
+    stored["banks"]["negative_rate"]["posts"] = [40.0, 40.0, 40.0, 0.0]
+    stored["banks"]["negative_rate"]["hits"] = [30.0, 30.0, 30.0, 0.0]
+    for key in ("ring", "ring_bins", "exact"):
+        stored.pop(key)
+    state = SeqState.from_json(stored)
+    for i in range(30):
+        state = advance(state, row(4, 4, 0), row(1, 0, 1), row(9, 9, 0), at=T + i * STEP, baseline_bins=1440, config=CONFIG.sequential,
+                        frozen=True, step_s=STEP)
+        verdicts_ = verdicts(state, at=T + i * STEP, step_s=STEP, per_window=60, config=CONFIG.sequential, fire_z=3.0)
+        assert all(np.isfinite(v.signal.zscore) and np.isfinite(v.signal.strength) for v in verdicts_.values())
+    assert min(state.base) >= 0
+
+
+def test_a_state_stored_before_the_ring_becomes_exact_once_the_ring_holds_the_baseline():
+    """An upgrade mid-stream: the stored state has sums but no ring. Until the ring covers the
+    baseline the bin leaving is the store's (clamped); from then on the sums are the ring's, so they
+    equal those of a state that never lacked one."""
+    table = _poisson_table(5, ONSET + 1800, 1.0)
+    todo = boundaries(T, T + len(table) * STEP, STEP)
+    cut = len(todo) // 3
+    _, state, _ = judge_sequential("asset:X", {}, None, table_bins(table, T, STEP, T), todo[:cut], CONFIG, "-")
+    stored = state.to_json()
+    for key in ("ring", "ring_bins", "exact"):
+        stored.pop(key)
+    stored["base"] = [stored["base"][0] - 500, *stored["base"][1:]]  # drifted, as the store's bins let it
+    old = SeqState.from_json(stored)
+    assert not old.exact
+    _, old, _ = judge_sequential("asset:X", {}, old, table_bins(table, T, STEP, T), todo[cut:cut + 1441], CONFIG, "-")
+    _, new, _ = judge_sequential("asset:X", {}, None, table_bins(table, T, STEP, T), todo[:cut + 1441], CONFIG, "-")
+    assert old.exact and old.base == new.base and old.ring == new.ring

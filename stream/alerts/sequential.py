@@ -7,7 +7,11 @@ Per scope, one state (`SeqState`) of a few numbers, updated from each new step b
 - the baseline: rolling sums over the trailing `baseline` lagged by the `window` (posts, negative,
   positive, sum of squared bin counts), updated by the bin entering it and the one leaving it;
   p0 = smoothed label share, lambda = posts per bin, phi = the bins' Pearson dispersion (forum
-  traffic is burstier than Poisson). The baseline used for judging is frozen while the scope has
+  traffic is burstier than Poisson). A bin leaves with exactly what it brought when it entered
+  (`SeqState.ring`, run-length coded): a late post (beyond the grace) that lands in a bin already in
+  the baseline changes the store's bin, and subtracting that bin as it is now took out posts that
+  were never added (a source whose clock ran 3 or 8 hours fast drove the sums negative and the
+  worker crashed). Late posts are therefore not in the baseline, as they are not in the judgement. The baseline used for judging is frozen while the scope has
   an open incident, so the swing does not teach the detector that it is normal.
 - for each direction (negative for `sentiment_drop`, positive for `sentiment_surge`), a bank of
   Bernoulli CUSUMs on the label share (odds multipliers 2, 4, 8) and a bank of Poisson CUSUMs on the
@@ -113,6 +117,14 @@ class SeqState:
     # Directions whose rate chart fired confirmed: the confirmation holds at half its bars until the
     # charts fall back under b/2 or `ended` restarts them.
     latched: list[str] = field(default_factory=list)
+    # What each bin in the baseline brought when it entered, oldest first, as runs [count, posts,
+    # negative, positive] (posts -1: a bin before the stream began, unknown, counted as nothing), so
+    # that the bin leaving takes out exactly that (`_shift_baseline`). `ring_bins` is the runs' total.
+    ring: list[list[float]] = field(default_factory=list)
+    ring_bins: int = 0
+    # False for a state stored before the ring: its sums came from the store's bins as they were at
+    # leaving, and are rebuilt from the ring once the ring covers the whole baseline.
+    exact: bool = True
 
     @classmethod
     def fresh(cls, at: int) -> "SeqState":
@@ -123,26 +135,33 @@ class SeqState:
     def to_json(self) -> dict[str, Any]:
         # By hand, not dataclasses.asdict: its deep copy was a sixth of judging's time with many scopes.
         banks = {k: {"s": v.s, "zero_at": v.zero_at, "posts": v.posts, "hits": v.hits} for k, v in self.banks.items()}
-        return {"base": self.base, "frozen": self.frozen, "banks": banks, "after": self.after, "back": self.back, "latched": self.latched}
+        return {"base": self.base, "frozen": self.frozen, "banks": banks, "after": self.after, "back": self.back, "latched": self.latched,
+                "ring": self.ring, "ring_bins": self.ring_bins, "exact": self.exact}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> "SeqState | None":
         if not data:
             return None
-        return cls(list(data["base"]), data.get("frozen"), {k: Bank(**v) for k, v in data["banks"].items()},
-                   dict(data.get("after") or {}), dict(data.get("back") or {}), list(data.get("latched") or []))
+        ring = data.get("ring")
+        frozen = data.get("frozen")
+        return cls(list(data["base"]), _total(frozen) if frozen else None, {k: Bank(**v) for k, v in data["banks"].items()},
+                   dict(data.get("after") or {}), dict(data.get("back") or {}), list(data.get("latched") or []),
+                   [list(run) for run in ring or ()], int(data.get("ring_bins") or 0), bool(data.get("exact", ring is not None)))
 
 
 def baseline_params(base: Sequence[float]) -> dict[str, float]:
     """p0 for each label share, posts per bin and the dispersion, from the rolling sums over the
-    baseline bins known so far (a bin before the stream began is unknown, not quiet)."""
-    n, neg, pos, squares, seen = base
-    seen = max(seen, 1.0)
+    baseline bins known so far (a bin before the stream began is unknown, not quiet). Total: any
+    sums give finite parameters with 0 < p0 < 1, rates > 0 and phi >= 1 (sums that are not a
+    baseline's, e.g. a state stored before `SeqState.ring`, are clamped, never raised on)."""
+    n = max(float(base[0]), 0.0)
+    neg, pos = min(max(float(base[1]), 0.0), n), min(max(float(base[2]), 0.0), n)
+    squares, seen = max(float(base[3]), 0.0), max(float(base[4]), 1.0)
     bins = seen
     rate = max(n, 0.5) / bins  # never zero: a scope silent for a day still has a finite surprise
     mean = n / seen
     variance = (squares - n * n / seen) / (seen - 1) if seen > 1 else mean
-    return {
+    return _total({
         "p_negative": (neg + PRIOR_POSTS * PRIOR_SHARE) / (n + PRIOR_POSTS),
         "p_positive": (pos + PRIOR_POSTS * PRIOR_SHARE) / (n + PRIOR_POSTS),
         "rate": rate,
@@ -150,7 +169,27 @@ def baseline_params(base: Sequence[float]) -> dict[str, float]:
         "rate_positive": max(pos, 0.5) / bins,
         "phi": max(1.0, variance / mean) if mean > 0 else 1.0,
         "posts": n,
-    }
+    })
+
+
+_P_EDGE = 1e-9
+
+
+def _total(p: dict[str, float]) -> dict[str, float]:
+    """Parameters every formula here is defined at: shares strictly inside (0, 1), rates above
+    zero, phi at least 1 (a frozen baseline stored by an earlier version may hold any numbers)."""
+    out = dict(p)
+    for key in ("p_negative", "p_positive"):
+        value = float(out.get(key, PRIOR_SHARE))
+        out[key] = min(max(value, _P_EDGE), 1 - _P_EDGE) if math.isfinite(value) else PRIOR_SHARE
+    for key in ("rate", "rate_negative", "rate_positive"):
+        value = float(out.get(key, 0.0))
+        out[key] = value if math.isfinite(value) and value > 0 else 0.5 / 1440
+    phi = float(out.get("phi", 1.0))
+    out["phi"] = phi if math.isfinite(phi) and phi >= 1 else 1.0
+    posts = float(out.get("posts", 0.0))
+    out["posts"] = posts if math.isfinite(posts) and posts > 0 else 0.0
+    return out
 
 
 def share_increments(p0: float, hits: float, n: float) -> list[float]:
@@ -175,12 +214,7 @@ def advance(state: SeqState | None, new: np.ndarray, entering: np.ndarray | None
     (None where the bin is before the stream began: unknown, not counted). `frozen`: the scope has
     an open incident. The charts start once `min_coverage` of the baseline's bins are known."""
     state = state or SeqState.fresh(at)
-    for row, sign in ((entering, 1.0), (leaving, -1.0)):
-        if row is not None:
-            n_row = float(row[SliceCol.N])
-            state.base = [state.base[0] + sign * n_row, state.base[1] + sign * float(row[SliceCol.NEGATIVE]),
-                          state.base[2] + sign * float(row[SliceCol.POSITIVE]), state.base[3] + sign * n_row * n_row,
-                          state.base[4] + sign]
+    _shift_baseline(state, entering, leaving, baseline_bins)
     if state.base[4] < min_coverage * baseline_bins:
         for bank in state.banks.values():  # no baseline yet: nothing to compare with, no onset
             bank.zero_at = [at] * len(bank.s)
@@ -202,6 +236,75 @@ def advance(state: SeqState | None, new: np.ndarray, entering: np.ndarray | None
     ended(state, new, p, at, config, step_s)
     _latch(state, p, config)
     return state
+
+
+def _shift_baseline(state: SeqState, entering: np.ndarray | None, leaving: np.ndarray | None, baseline_bins: int) -> None:
+    """The entering bin goes into the sums and onto the ring as it is now; the bin leaving takes out
+    what it brought (the ring's oldest), not what the store holds for it now: a post that arrived
+    after the bin entered (later than the grace) is in the store's bin but was never added. Boundaries
+    are judged one after another, so the bin leaving is the one that entered `baseline_bins` steps
+    ago, and the ring's length says which that is (a fresh state takes its whole baseline, the ring
+    full, before its first leaving bin). Only a state stored before the ring, whose ring is still
+    shorter than the baseline, takes the store's bin out, clamped at zero, and its sums are rebuilt
+    from the ring once that covers the baseline."""
+    base = state.base
+    if entering is not None:
+        n, neg, pos = _count(entering[SliceCol.N]), _count(entering[SliceCol.NEGATIVE]), _count(entering[SliceCol.POSITIVE])
+        base[0] += n
+        base[1] += neg
+        base[2] += pos
+        base[3] += n * n
+        base[4] += 1
+    else:
+        n = neg = pos = -1
+    _push(state.ring, n, neg, pos)
+    state.ring_bins += 1
+    if state.ring_bins > baseline_bins:
+        while state.ring_bins > baseline_bins:
+            run = state.ring[0]
+            if run[1] >= 0:
+                base[0] -= run[1]
+                base[1] -= run[2]
+                base[2] -= run[3]
+                base[3] -= run[1] * run[1]
+                base[4] -= 1
+            run[0] -= 1
+            state.ring_bins -= 1
+            if run[0] <= 0:
+                state.ring.pop(0)
+        if not state.exact:  # the ring now holds the whole baseline: its sums are the baseline's
+            state.base, state.exact = _ring_sums(state.ring), True
+    elif leaving is not None:
+        # A ring shorter than the baseline with a bin leaving: a state from before the ring, whose
+        # bin leaving entered before the ring began.
+        state.exact = False
+        n = max(float(leaving[SliceCol.N]), 0.0)
+        state.base = [max(base[0] - n, 0.0), max(base[1] - float(leaving[SliceCol.NEGATIVE]), 0.0),
+                      max(base[2] - float(leaving[SliceCol.POSITIVE]), 0.0), max(base[3] - n * n, 0.0), max(base[4] - 1, 0.0)]
+
+
+def _count(value: Any) -> float | int:
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
+def _push(ring: list[list[float]], n: float, neg: float, pos: float) -> None:
+    if ring and ring[-1][1] == n and ring[-1][2] == neg and ring[-1][3] == pos:
+        ring[-1][0] += 1
+    else:
+        ring.append([1, n, neg, pos])
+
+
+def _ring_sums(ring: list[list[float]]) -> list[float]:
+    base = [0.0, 0.0, 0.0, 0.0, 0.0]
+    for count, n, neg, pos in ring:
+        if n >= 0:
+            base[0] += count * n
+            base[1] += count * neg
+            base[2] += count * pos
+            base[3] += count * n * n
+            base[4] += count
+    return base
 
 
 def _latch(state: SeqState, p: dict[str, float], config: SeqConfig) -> None:
@@ -354,7 +457,9 @@ def verdicts(state: SeqState, *, at: int, step_s: int, per_window: int, config: 
 
 
 def _share_z(hits: float, posts: float, p0: float) -> float:
-    return (hits / posts - p0) / math.sqrt(p0 * (1 - p0) / posts) if posts else 0.0
+    if posts <= 0 or not 0 < p0 < 1:
+        return 0.0
+    return (hits / posts - p0) / math.sqrt(p0 * (1 - p0) / posts)
 
 
 def _signal(kind: Kind, metric: str, value: float, baseline: float, z: float, stat: float, config: SeqConfig, fire_z: float,
