@@ -252,7 +252,7 @@ def test_the_end_is_weighed_against_the_change_as_it_proved_to_be_not_as_first_s
     config = SeqConfig()
     state = SeqState.fresh(T)
     share, rate = state.banks["negative_share"], state.banks["negative_rate"]
-    p = {"p_negative": 0.2, "p_positive": 0.3, "rate": 2.0, "phi": 1.0}
+    p = {"p_negative": 0.2, "p_positive": 0.3, "rate": 2.0, "rate_negative": 0.4, "rate_positive": 0.6, "phi": 1.0}
     rate.s[0], rate.posts[0], rate.hits[0] = config.b, 10.0, 4.0  # fired on 10 posts, 40% negative
     ended(state, row(5, 4, 0), p, T, config, STEP)
     assert state.after["negative"] == 0.4
@@ -402,3 +402,49 @@ def test_a_state_stored_before_the_ring_becomes_exact_once_the_ring_holds_the_ba
     _, old, _ = judge_sequential("asset:X", {}, old, table_bins(table, T, STEP, T), todo[cut:cut + 1441], CONFIG, "-")
     _, new, _ = judge_sequential("asset:X", {}, None, table_bins(table, T, STEP, T), todo[:cut + 1441], CONFIG, "-")
     assert old.exact and old.base == new.base and old.ring == new.ring
+
+
+def _fired_and_resolved(records, scope_kind):
+    mine = [r for r in records if r.kind == scope_kind]
+    fired = [minute_of(r.window_end) for r in mine if r.state == "firing" and not r.repeat]
+    resolved = [minute_of(r.window_end) for r in mine if r.state == "resolved"]
+    return fired, resolved
+
+
+def test_a_burst_of_one_label_only_resolves_soon_after_it_ends():
+    """A raid: 15 minutes of posts that are all negative, in a scope that goes on as before. The
+    post-change share estimate is 1; the reverse test had no alternative to weigh at 1 (`_midway`
+    returned 1 and `ended` skipped it), so the drop held for 7.4 hours at the cap and paged
+    "(still firing)" every few hours. It must resolve within half an hour of the raid's end."""
+    table = _poisson_table(7, ONSET + 600, 1.0, neg=0.13, pos=0.3)
+    table[ONSET:ONSET + 15] = row(4, 4, 0)
+    _, _, records = judge(table)
+    fired, resolved = _fired_and_resolved(records, "sentiment_drop")
+    assert len(fired) == 1 and ONSET <= fired[0] <= ONSET + 15
+    assert resolved and resolved[0] - (ONSET + 15) <= 30, resolved
+
+
+def test_a_scope_that_falls_silent_after_a_burst_resolves():
+    """A shill: 40 minutes of positive posts naming a ticker never named before or after. The
+    share charts move only with posts, so a scope that falls silent held its surge for days; the
+    label's rate, tested the other way bin by bin (a silent bin is evidence for the baseline rate),
+    ends it. Everything it fired resolves within 90 minutes of the last post, and fires once."""
+    table = np.zeros((ONSET + 24 * 60, len(SLICE_FIELDS)))
+    table[ONSET:ONSET + 40] = row(3, 0, 3)
+    _, _, records = judge(table)
+    kinds = {r.kind for r in records if r.state == "firing"}
+    assert "sentiment_surge" in kinds
+    for kind in kinds:
+        fired, resolved = _fired_and_resolved(records, kind)
+        assert len(fired) == 1 and resolved and resolved[-1] - (ONSET + 40) <= 90, (kind, fired, resolved)
+
+
+def test_a_change_that_fired_ends_an_hour_into_its_scopes_silence():
+    """The bound for a scope that falls silent: a drop that fired on the share alone (fewer posts,
+    more of them negative: the negative rate never rose, so its rate tested the other way says
+    nothing) ends after `silent_bins` (60) bins without a post, and only then."""
+    table = stream(ONSET + 600, row(2, 0.4, 0.6), {range(ONSET, ONSET + 90): row(0.6, 0.4, 0.05), range(ONSET + 90, ONSET + 600): row(0, 0, 0)})
+    fired, resolved = _fired_and_resolved(judge(table)[2], "sentiment_drop")
+    assert len(fired) == 1 and resolved == [ONSET + 90 + 60]
+    never = replace(CONFIG, sequential=replace(CONFIG.sequential, silent_bins=10**9))
+    assert _fired_and_resolved(judge(table, never)[2], "sentiment_drop") == (fired, [])

@@ -69,6 +69,10 @@ class SeqConfig:
     confirm_z: float = 3.5
     confirm_nats: float = 3.0  # ... and the share chart must hold at least this much evidence
     min_posts: int = 3  # posts since the estimated onset before a sentiment kind can fire
+    # A change that fired ends after this many step bins in which the scope had no post at all, if
+    # the reverse tests (`ended`) have not ended it sooner: the bound on how long a scope that falls
+    # silent keeps an incident open (its charts move only with posts, or drain at its baseline rate).
+    silent_bins: int = 60
 
     @property
     def b(self) -> float:
@@ -125,6 +129,7 @@ class SeqState:
     # False for a state stored before the ring: its sums came from the store's bins as they were at
     # leaving, and are rebuilt from the ring once the ring covers the whole baseline.
     exact: bool = True
+    silent: int = 0  # step bins since the scope's last post
 
     @classmethod
     def fresh(cls, at: int) -> "SeqState":
@@ -136,7 +141,7 @@ class SeqState:
         # By hand, not dataclasses.asdict: its deep copy was a sixth of judging's time with many scopes.
         banks = {k: {"s": v.s, "zero_at": v.zero_at, "posts": v.posts, "hits": v.hits} for k, v in self.banks.items()}
         return {"base": self.base, "frozen": self.frozen, "banks": banks, "after": self.after, "back": self.back, "latched": self.latched,
-                "ring": self.ring, "ring_bins": self.ring_bins, "exact": self.exact}
+                "ring": self.ring, "ring_bins": self.ring_bins, "exact": self.exact, "silent": self.silent}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> "SeqState | None":
@@ -146,7 +151,8 @@ class SeqState:
         frozen = data.get("frozen")
         return cls(list(data["base"]), _total(frozen) if frozen else None, {k: Bank(**v) for k, v in data["banks"].items()},
                    dict(data.get("after") or {}), dict(data.get("back") or {}), list(data.get("latched") or []),
-                   [list(run) for run in ring or ()], int(data.get("ring_bins") or 0), bool(data.get("exact", ring is not None)))
+                   [list(run) for run in ring or ()], int(data.get("ring_bins") or 0), bool(data.get("exact", ring is not None)),
+                   int(data.get("silent") or 0))
 
 
 def baseline_params(base: Sequence[float]) -> dict[str, float]:
@@ -337,62 +343,93 @@ def ended(state: SeqState, new: np.ndarray, p: dict[str, float], at: int, config
     restart from zero, so the incident resolves. Without it a chart capped at 2b only drains at the
     rate the baseline contradicts its weakest alternative: hours for a swing of one hour.
 
+    Two such tests per direction, either of which ends it: one on the label's share among the posts
+    (needs posts), one on the label's posts per bin (Poisson, as the volume's: a bin with no posts
+    is evidence for the baseline rate), so a scope that falls silent after a burst ends too: a
+    cashtag shilled for 40 minutes and never named again held its charts, which only move with
+    posts, for days. And whatever has fired ends once the scope has had no post for
+    `silent_bins` step bins (an hour), if these tests have not ended it sooner.
+
     The share's estimate is first taken when the charts fire and rises with the evidence while this
     test holds none (the change is still on); it never falls. A three-fold sell-off fires its rate
     chart on its first few posts, at a share well under the swing's (0.39 against 0.49, through the
     shipped adapter's errors), and weighed against that the baseline took up to three hours to end
-    a one-hour swing."""
+    a one-hour swing. An estimate of 1 (every post since the onset of the label: a raid of copies)
+    is taken as (posts + 1/2) / (posts + 1), the Krichevsky-Trofimov estimate: at exactly 1 the test
+    had no alternative to weigh (a share of 1 makes one other post infinitely surprising) and the
+    change never ended. The rate's estimate is the label's posts per bin since the onset when the
+    charts fire, as the volume's."""
     # Ending early costs a flap (resolved, then firing again), so the reverse test needs the same
     # evidence as the forward one: b nats. (At b/2 a single bin of nine posts with one negative ended
     # a 60% sell-off halfway through.) Its charts stay in play while they hold b/2.
     level, enough, n = config.b / 2, config.b, float(new[SliceCol.N])
+    state.silent = 0 if n > 0 else state.silent + 1
+    hushed = state.silent >= config.silent_bins  # a scope silent this long: whatever fired is over
     for _, label, col in DIRECTIONS:
         share, rate = state.banks[f"{label}_share"], state.banks[f"{label}_rate"]
         p0 = p[f"p_{label}"]
+        by_rate = f"{label}_rate"
         if max(max(share.s), max(rate.s)) < level:
-            state.after.pop(label, None)
-            state.back.pop(label, None)
+            for key in (label, by_rate):
+                state.after.pop(key, None)
+                state.back.pop(key, None)
             continue
         if label not in state.after and max(max(share.s), max(rate.s)) < config.b:
             continue  # not fired: detection alone decides until then
         if not state.back.get(label):
             bank = share if max(share.s) >= max(rate.s) else rate
             k = bank.best()
-            estimate = bank.hits[k] / bank.posts[k] if bank.posts[k] else p0
+            posts = bank.posts[k]
+            estimate = bank.hits[k] / posts if posts else p0
+            if estimate >= 1:
+                estimate = (posts + 0.5) / (posts + 1)
             state.after[label] = max(estimate, state.after.get(label, 0.0))
-        q = _midway(p0, state.after[label])
-        if n <= 0 or q <= p0 or q >= 1:
-            continue
+        if by_rate not in state.after:
+            k = rate.best()
+            state.after[by_rate] = rate.hits[k] / max((at - rate.zero_at[k]) / step_s, 1.0)
         hits = float(new[col])
-        llr = hits * math.log(p0 / q) + (n - hits) * math.log((1 - p0) / (1 - q))
-        state.back[label] = max(0.0, state.back.get(label, 0.0) + llr)
-        if state.back[label] >= enough:
+        over = False
+        after = min(state.after[label], 1 - 0.5 / (max(share.posts + rate.posts) + 1))  # one stored at 1 by an earlier version
+        q = _midway(p0, after)
+        if n > 0 and p0 < q < 1:
+            llr = hits * math.log(p0 / q) + (n - hits) * math.log((1 - p0) / (1 - q))
+            state.back[label] = max(0.0, state.back.get(label, 0.0) + llr)
+            over = state.back[label] >= enough
+        over = _rate_back(state, by_rate, p[f"rate_{label}"], hits, p["phi"], enough) or over or hushed
+        if over:
             for bank in (share, rate):
                 bank.s, bank.zero_at = [0.0] * len(bank.s), [at] * len(bank.s)
                 bank.posts, bank.hits = [0.0] * len(bank.s), [0.0] * len(bank.s)
-            state.after.pop(label, None)
-            state.back.pop(label, None)
+            for key in (label, by_rate):
+                state.after.pop(key, None)
+                state.back.pop(key, None)
     vol = state.banks["volume"]
     if max(vol.s) < level:
         state.after.pop("volume", None)
         state.back.pop("volume", None)
         return
-    rate0 = p["rate"]
     if "volume" not in state.after:
         if max(vol.s) < config.b:
             return
         k = vol.best()
         state.after["volume"] = vol.posts[k] / max((at - vol.zero_at[k]) / step_s, 1.0)  # posts per bin since the onset
-    lam = rate0 ** (1 - BACK_TOWARD) * state.after["volume"] ** BACK_TOWARD  # in log rate, as _midway
-    if lam <= rate0:
-        return
-    llr = (n * math.log(rate0 / lam) - (rate0 - lam)) / p["phi"]
-    state.back["volume"] = max(0.0, state.back.get("volume", 0.0) + llr)
-    if state.back["volume"] >= enough:
+    if _rate_back(state, "volume", p["rate"], n, p["phi"], enough) or hushed:
         vol.s, vol.zero_at = [0.0] * len(vol.s), [at] * len(vol.s)
         vol.posts, vol.hits = [0.0] * len(vol.s), [0.0] * len(vol.s)
         state.after.pop("volume", None)
         state.back.pop("volume", None)
+
+
+def _rate_back(state: SeqState, key: str, rate0: float, count: float, phi: float, enough: float) -> bool:
+    """One bin of the reverse test on a Poisson rate: the baseline `rate0` against the rate
+    BACK_TOWARD of the way (in log rate, as `_midway`) to the estimate `state.after[key]`. True at
+    `enough` nats."""
+    lam = rate0 ** (1 - BACK_TOWARD) * state.after[key] ** BACK_TOWARD
+    if lam <= rate0:
+        return False
+    llr = (count * math.log(rate0 / lam) - (rate0 - lam)) / phi
+    state.back[key] = max(0.0, state.back.get(key, 0.0) + llr)
+    return state.back[key] >= enough
 
 
 BACK_TOWARD = 0.75  # how far towards the post-change estimate (in log odds or log rate) the reverse test looks
