@@ -140,6 +140,8 @@ class Settings(BaseSettings):
     alert_threshold_nats: float = Field(11.0, gt=0, description="sequential: evidence per chart (nats) before ln(streams) is added")
     alert_streams: int = Field(20, ge=1, description="sequential: scope-directions sharing the false-alarm budget (adds ln of it)")
     alert_confirm_z: float = Field(3.5, ge=0, description="sequential: share z that confirms a rate alarm as a drop or surge")
+    alert_thaw: str = Field("6h", description="sequential: how long an open incident keeps its scope's baseline frozen; then the live "
+                                              "baseline judges, so a level that lasts (a new channel, traffic back after a lull) becomes the baseline")
     alert_fire_z: float = Field(3.0, gt=0)
     alert_resolve_z: float = Field(1.5, ge=0)
     alert_critical_z: float = Field(6.0, gt=0, description="|z| from which an incident is critical rather than warning")

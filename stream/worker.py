@@ -132,7 +132,8 @@ def alert_config(settings: Settings) -> AlertConfig:
         repeat_s=duration("repeat"), for_s=duration("for"), half_life_s=duration("half_life"),
         idle_s=settings.alert_idle_partition, lagging_idle_s=settings.alert_lagging_partition, thresholds=th, overrides=parse_overrides(settings.alert_overrides),
         detector=settings.alert_detector,
-        sequential=SeqConfig(threshold_nats=settings.alert_threshold_nats, streams=settings.alert_streams, confirm_z=settings.alert_confirm_z),
+        sequential=SeqConfig(threshold_nats=settings.alert_threshold_nats, streams=settings.alert_streams, confirm_z=settings.alert_confirm_z,
+                             thaw_bins=duration("thaw") // duration("step")),
     )
     retention = setting_duration("retention", settings.retention)
     if config.detector == "sequential" and retention < config.lookback_s + config.step_s:

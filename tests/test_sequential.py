@@ -448,3 +448,17 @@ def test_a_change_that_fired_ends_an_hour_into_its_scopes_silence():
     assert len(fired) == 1 and resolved == [ONSET + 90 + 60]
     never = replace(CONFIG, sequential=replace(CONFIG.sequential, silent_bins=10**9))
     assert _fired_and_resolved(judge(table, never)[2], "sentiment_drop") == (fired, [])
+
+
+def test_a_level_that_lasts_becomes_the_baseline():
+    """A permanent step (a new channel that stays): the baseline is frozen while the incident is
+    open, so against it the new level was a spike for ever ("(still firing)" every few hours for
+    days). After `thaw_bins` (6 hours) the live baseline judges, takes the level in as its bins
+    enter, and the spike resolves within a day of the step, once."""
+    table = _poisson_table(11, ONSET + 40 * 60, 1.0)
+    table[ONSET:] = _poisson_table(12, 40 * 60, 3.0)
+    fired, resolved = _fired_and_resolved(judge(table)[2], "volume_spike")
+    assert len(fired) == 1 and fired[0] - ONSET <= 15
+    assert len(resolved) == 1 and 6 * 60 < resolved[0] - ONSET <= 24 * 60, resolved[0] - ONSET
+    frozen = replace(CONFIG, sequential=replace(CONFIG.sequential, thaw_bins=10**9))
+    assert _fired_and_resolved(judge(table, frozen)[2], "volume_spike") == (fired, [])

@@ -11,8 +11,12 @@ Per scope, one state (`SeqState`) of a few numbers, updated from each new step b
   (`SeqState.ring`, run-length coded): a late post (beyond the grace) that lands in a bin already in
   the baseline changes the store's bin, and subtracting that bin as it is now took out posts that
   were never added (a source whose clock ran 3 or 8 hours fast drove the sums negative and the
-  worker crashed). Late posts are therefore not in the baseline, as they are not in the judgement. The baseline used for judging is frozen while the scope has
-  an open incident, so the swing does not teach the detector that it is normal.
+  worker crashed). Late posts are therefore not in the baseline, as they are not in the judgement.
+  The baseline used for judging is frozen while the scope has an open incident, so the swing does
+  not teach the detector that it is normal, for at most `thaw_bins` step bins (6 hours): a level
+  that has held that long (a new channel that stays, traffic back after a quiet weekend) is judged
+  against the live baseline from then on, which takes it in as its bins enter, so the incident
+  resolves within about a day instead of never.
 - for each direction (negative for `sentiment_drop`, positive for `sentiment_surge`), a bank of
   Bernoulli CUSUMs on the label share (odds multipliers 2, 4, 8) and a bank of Poisson CUSUMs on the
   rate of that label's posts (multipliers 2, 4, 8, 16), and for `volume_spike` a Poisson bank on all
@@ -73,6 +77,9 @@ class SeqConfig:
     # the reverse tests (`ended`) have not ended it sooner: the bound on how long a scope that falls
     # silent keeps an incident open (its charts move only with posts, or drain at its baseline rate).
     silent_bins: int = 60
+    # The baseline stays frozen for an open incident this many step bins at most; then the live one
+    # (the trailing day, lagged by the window) judges, and a lasting new level becomes the baseline.
+    thaw_bins: int = 360
 
     @property
     def b(self) -> float:
@@ -130,6 +137,7 @@ class SeqState:
     # leaving, and are rebuilt from the ring once the ring covers the whole baseline.
     exact: bool = True
     silent: int = 0  # step bins since the scope's last post
+    frozen_bins: int = 0  # step bins the baseline has been frozen for (`SeqConfig.thaw_bins`)
 
     @classmethod
     def fresh(cls, at: int) -> "SeqState":
@@ -141,7 +149,8 @@ class SeqState:
         # By hand, not dataclasses.asdict: its deep copy was a sixth of judging's time with many scopes.
         banks = {k: {"s": v.s, "zero_at": v.zero_at, "posts": v.posts, "hits": v.hits} for k, v in self.banks.items()}
         return {"base": self.base, "frozen": self.frozen, "banks": banks, "after": self.after, "back": self.back, "latched": self.latched,
-                "ring": self.ring, "ring_bins": self.ring_bins, "exact": self.exact, "silent": self.silent}
+                "ring": self.ring, "ring_bins": self.ring_bins, "exact": self.exact, "silent": self.silent,
+                "frozen_bins": self.frozen_bins}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> "SeqState | None":
@@ -152,7 +161,7 @@ class SeqState:
         return cls(list(data["base"]), _total(frozen) if frozen else None, {k: Bank(**v) for k, v in data["banks"].items()},
                    dict(data.get("after") or {}), dict(data.get("back") or {}), list(data.get("latched") or []),
                    [list(run) for run in ring or ()], int(data.get("ring_bins") or 0), bool(data.get("exact", ring is not None)),
-                   int(data.get("silent") or 0))
+                   int(data.get("silent") or 0), int(data.get("frozen_bins") or 0))
 
 
 def baseline_params(base: Sequence[float]) -> dict[str, float]:
@@ -227,10 +236,12 @@ def advance(state: SeqState | None, new: np.ndarray, entering: np.ndarray | None
         return state
     live = baseline_params(state.base)
     if frozen and state.frozen is None:
-        state.frozen = live
+        state.frozen, state.frozen_bins = live, 0
     elif not frozen:
-        state.frozen = None
-    p = state.frozen or live
+        state.frozen, state.frozen_bins = None, 0
+    if frozen:
+        state.frozen_bins += 1
+    p = judging_params(state, config, live)
     cap = 2 * config.b
     n = float(new[SliceCol.N])
     for _, label, col in DIRECTIONS:
@@ -242,6 +253,14 @@ def advance(state: SeqState | None, new: np.ndarray, entering: np.ndarray | None
     ended(state, new, p, at, config, step_s)
     _latch(state, p, config)
     return state
+
+
+def judging_params(state: SeqState, config: SeqConfig, live: dict[str, float] | None = None) -> dict[str, float]:
+    """The baseline the charts are weighed against: the frozen one while the scope has had an open
+    incident for at most `thaw_bins` step bins, else the live one."""
+    if state.frozen is not None and state.frozen_bins <= config.thaw_bins:
+        return state.frozen
+    return live if live is not None else baseline_params(state.base)
 
 
 def _shift_baseline(state: SeqState, entering: np.ndarray | None, leaving: np.ndarray | None, baseline_bins: int) -> None:
@@ -467,7 +486,7 @@ class Verdict:
 
 def verdicts(state: SeqState, *, at: int, step_s: int, per_window: int, config: SeqConfig, fire_z: float) -> dict[Kind, Verdict]:
     """Posts and rates are given per window (per_window steps), as the window detector gives them."""
-    p = state.frozen or baseline_params(state.base)
+    p = judging_params(state, config)
     out: dict[Kind, Verdict] = {}
     for kind, label, _ in DIRECTIONS:
         share, rate = state.banks[f"{label}_share"], state.banks[f"{label}_rate"]
