@@ -128,10 +128,13 @@ class SeqState:
     # Directions whose rate chart fired confirmed: the confirmation holds at half its bars until the
     # charts fall back under b/2 or `ended` restarts them.
     latched: list[str] = field(default_factory=list)
-    # What each bin in the baseline brought when it entered, oldest first, as runs [count, posts,
-    # negative, positive] (posts -1: a bin before the stream began, unknown, counted as nothing), so
-    # that the bin leaving takes out exactly that (`_shift_baseline`). `ring_bins` is the runs' total.
-    ring: list[list[float]] = field(default_factory=list)
+    # What each bin in the baseline brought when it entered, oldest first, as runs of equal bins
+    # flattened four numbers a run: count, posts, negative, positive (posts -1: a bin before the
+    # stream began, unknown, counted as nothing), so that the bin leaving takes out exactly that
+    # (`_shift_baseline`). `ring_bins` is the runs' total. Flat, not a list per run: a busy scope's
+    # ring is a day of distinct bins, and a list each made reading and writing its state a
+    # millisecond.
+    ring: list[float] = field(default_factory=list)
     ring_bins: int = 0
     # False for a state stored before the ring: its sums came from the store's bins as they were at
     # leaving, and are rebuilt from the ring once the ring covers the whole baseline.
@@ -160,7 +163,7 @@ class SeqState:
         frozen = data.get("frozen")
         return cls(list(data["base"]), _total(frozen) if frozen else None, {k: Bank(**v) for k, v in data["banks"].items()},
                    dict(data.get("after") or {}), dict(data.get("back") or {}), list(data.get("latched") or []),
-                   [list(run) for run in ring or ()], int(data.get("ring_bins") or 0), bool(data.get("exact", ring is not None)),
+                   list(ring or ()), int(data.get("ring_bins") or 0), bool(data.get("exact", ring is not None)),
                    int(data.get("silent") or 0), int(data.get("frozen_bins") or 0))
 
 
@@ -285,18 +288,19 @@ def _shift_baseline(state: SeqState, entering: np.ndarray | None, leaving: np.nd
     _push(state.ring, n, neg, pos)
     state.ring_bins += 1
     if state.ring_bins > baseline_bins:
+        ring = state.ring
         while state.ring_bins > baseline_bins:
-            run = state.ring[0]
-            if run[1] >= 0:
-                base[0] -= run[1]
-                base[1] -= run[2]
-                base[2] -= run[3]
-                base[3] -= run[1] * run[1]
+            n = ring[1]
+            if n >= 0:
+                base[0] -= n
+                base[1] -= ring[2]
+                base[2] -= ring[3]
+                base[3] -= n * n
                 base[4] -= 1
-            run[0] -= 1
+            ring[0] -= 1
             state.ring_bins -= 1
-            if run[0] <= 0:
-                state.ring.pop(0)
+            if ring[0] <= 0:
+                del ring[:4]
         if not state.exact:  # the ring now holds the whole baseline: its sums are the baseline's
             state.base, state.exact = _ring_sums(state.ring), True
     elif leaving is not None:
@@ -313,16 +317,17 @@ def _count(value: Any) -> float | int:
     return int(value) if value.is_integer() else value
 
 
-def _push(ring: list[list[float]], n: float, neg: float, pos: float) -> None:
-    if ring and ring[-1][1] == n and ring[-1][2] == neg and ring[-1][3] == pos:
-        ring[-1][0] += 1
+def _push(ring: list[float], n: float, neg: float, pos: float) -> None:
+    if ring and ring[-3] == n and ring[-2] == neg and ring[-1] == pos:
+        ring[-4] += 1
     else:
-        ring.append([1, n, neg, pos])
+        ring += (1, n, neg, pos)
 
 
-def _ring_sums(ring: list[list[float]]) -> list[float]:
+def _ring_sums(ring: list[float]) -> list[float]:
     base = [0.0, 0.0, 0.0, 0.0, 0.0]
-    for count, n, neg, pos in ring:
+    for i in range(0, len(ring), 4):
+        count, n, neg, pos = ring[i:i + 4]
         if n >= 0:
             base[0] += count * n
             base[1] += count * neg
