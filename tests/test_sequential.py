@@ -425,12 +425,15 @@ def test_a_burst_of_one_label_only_resolves_soon_after_it_ends():
 
 
 def test_a_scope_that_falls_silent_after_a_burst_resolves():
-    """A shill: 40 minutes of positive posts naming a ticker never named before or after. The
-    share charts move only with posts, so a scope that falls silent held its surge for days; the
-    label's rate, tested the other way bin by bin (a silent bin is evidence for the baseline rate),
-    ends it. Everything it fired resolves within 90 minutes of the last post, and fires once."""
-    table = np.zeros((ONSET + 24 * 60, len(SLICE_FIELDS)))
+    """A shill: 40 minutes of positive posts about a ticker named now and then (a trickle of 0.1
+    posts a minute: enough history for its share to be judged, `min_baseline_posts`), never again
+    after. The share charts move only with posts, so a scope that falls silent held its surge for
+    days; the label's rate, tested the other way bin by bin (a silent bin is evidence for the
+    baseline rate), ends it. Everything it fired resolves within 90 minutes of the last post, and
+    fires once."""
+    table = _poisson_table(5, ONSET + 24 * 60, 0.1)
     table[ONSET:ONSET + 40] = row(3, 0, 3)
+    table[ONSET + 40:] = 0
     _, _, records = judge(table)
     kinds = {r.kind for r in records if r.state == "firing"}
     assert "sentiment_surge" in kinds
