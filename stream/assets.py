@@ -95,7 +95,7 @@ _CAPS_WORD = re.compile(_START + r"([A-Z][A-Z0-9]{4,14})" + _END)
 class AliasTable:
     """Names (any case) and tickers (as written) -> TICKER, plus cashtags that are not assets."""
 
-    __slots__ = ("names", "tickers", "not_assets", "known", "_names_re", "_tickers_re")
+    __slots__ = ("names", "tickers", "not_assets", "known", "_names_re", "_tickers_re", "_folded")
 
     def __init__(self, names: Mapping[str, str], tickers: Mapping[str, str] | None = None,
                  not_assets: Iterable[str] = DEFAULT_NOT_ASSETS):
@@ -105,6 +105,10 @@ class AliasTable:
         self.known = frozenset(self.names.values()) | frozenset(self.tickers.values())
         self._names_re = _alternation(self.names, re.IGNORECASE)
         self._tickers_re = _alternation(self.tickers, 0)
+        # The pattern matches ignoring case the Unicode way ("ſats" matches "sats", "bİtcoin"
+        # "bitcoin"), which str.lower() does not undo: a match is looked up folded, and one that
+        # folds to no name is not a mention (it raised KeyError, and a worker crash-looped on the post).
+        self._folded = {k.casefold(): v for k, v in self.names.items()}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AliasTable) and (self.names, self.tickers, self.not_assets) == (
@@ -236,7 +240,7 @@ def detect_assets(text: str, aliases: AliasTable | Mapping[str, str] = DEFAULT_A
     text = _CASHTAG.sub(cashtag, text)
     text = _CAPS_WORD.sub(caps_pair, text)
     if table._names_re is not None:
-        found.update(table.names[m.group(0).lower()] for m in table._names_re.finditer(text))
+        found.update(ticker for m in table._names_re.finditer(text) if (ticker := table._folded.get(m.group(0).casefold())))
     if table._tickers_re is not None:
         found.update(table.tickers[m.group(0)] for m in table._tickers_re.finditer(text))
     return sorted(found)

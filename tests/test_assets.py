@@ -124,3 +124,14 @@ def test_the_example_alias_file_is_the_built_in_table():
     """examples/aliases.json, which docs/contracts.md points operators to, says what the code does."""
     assert load_aliases(ROOT / "examples" / "aliases.json") == DEFAULT_ALIASES
     assert isinstance(DEFAULT_ALIASES, AliasTable)
+
+
+def test_letters_that_match_a_name_only_when_case_is_ignored_never_raise():
+    """The names' pattern ignores case the Unicode way: "ſ" matches "s", "K" (Kelvin) "k", "İ" "i".
+    str.lower() does not map them back, so the lookup raised KeyError and the worker crash-looped on
+    the post (found by session 39's review). Folded, a match that names nothing is no mention."""
+    assert detect_assets("ſats are cheap") == ["BTC"]
+    assert detect_assets("bİtcoin up") == []
+    odd = str.maketrans({"s": "ſ", "k": "\u212a", "i": "İ"})
+    for name in DEFAULT_ALIASES.names:
+        detect_assets(f"about {name.translate(odd)} today")  # no exception, whatever it finds
