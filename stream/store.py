@@ -28,11 +28,11 @@ from stream.windows import Sample, WindowStats, aggregate, author_key, bucket_st
 # Writes one or more scopes' windows, each scope's keys and arguments after the previous one's.
 # A scope's KEYS: idx, seen, one index per roll-up level[, stats, scope registry, batch tokens].
 # Its ARGV: the bucket prefix; the numbers 'ttl trim-before keep seen-trim rows stats L', per
-# roll-up level 'width ttl trim-before', then 'cap cells-trim' in one space-separated argument (keep:
+# roll-up level 'width ttl trim-before', then 'cap' in one space-separated argument (keep:
 # 1 to keep each bucket's extreme posts, not for the hidden pair scopes: nothing reads theirs;
 # seen-trim: the dedupe window's edge; rows: how many posts follow; stats: 1 for `all`, which alone
 # passes the last three keys; cap: posts an author counts per label and event-time hour, 0 for no
-# cap; cells-trim: the author cells' edge); each level's key prefix; for `all` alone the watermark,
+# cap); each level's key prefix; for `all` alone the watermark,
 # counters (JSON), partition watermarks (JSON), wall-clock now and the batch's scopes (JSON {scope:
 # newest event time}); then one argument per post (`_packed_row`): 'bucket label score ts score²
 # author idbytes ' then the id and the text. Each argument and each command costs the client its
@@ -63,7 +63,7 @@ local function apply_scope(k, a)
     local n = 7 + (l - 1) * 3
     levels[l] = {index = KEYS[k + 1 + l], prefix = ARGV[a + 1 + l], width = nums[n + 1], ttl = nums[n + 2], trim = nums[n + 3], sums = {}}
   end
-  local cap, cells_trim = nums[8 + 3 * nums[7]] or 0, nums[9 + 3 * nums[7]] or 0
+  local cap = nums[8 + 3 * nums[7]] or 0
   local cells, cells_idx
   if cap > 0 then
     local base = string.sub(prefix, 1, -3)  -- 'sentinel:{<scope>}:' (the bucket prefix ends 'b:')
@@ -196,14 +196,16 @@ local function apply_scope(k, a)
   -- Post ids need keeping only as long as a post can still arrive on time (the dedupe window), which
   -- may be shorter than the buckets' retention: at 6 scopes a post they are most of a dense store.
   redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. seen_trim)
-  -- An hour's author cells go once all of it is before the cells' edge (cells_trim).
+  -- An hour's author cells go once all of it is behind the dedupe window's edge, with the post ids:
+  -- a post of it could still be accepted until then, and without its hour's cell it would count
+  -- whatever the cap (and unlike the same post arriving earlier).
   if cap > 0 then
     for hour in pairs(touched) do
       redis.call('EXPIRE', cells .. hour, ttl)
       redis.call('ZADD', cells_idx, hour, hour)
     end
-    for _, old in ipairs(redis.call('ZRANGEBYSCORE', cells_idx, '-inf', cells_trim - 3600)) do redis.call('DEL', cells .. old) end
-    redis.call('ZREMRANGEBYSCORE', cells_idx, '-inf', cells_trim - 3600)
+    for _, old in ipairs(redis.call('ZRANGEBYSCORE', cells_idx, '-inf', seen_trim - 3600)) do redis.call('DEL', cells .. old) end
+    redis.call('ZREMRANGEBYSCORE', cells_idx, '-inf', seen_trim - 3600)
     if added > 0 then redis.call('EXPIRE', cells_idx, ttl) end
   end
   -- Buckets that fell out of retention (in event time) go now, not when their wall-clock TTL ends,
@@ -589,20 +591,13 @@ class WindowStore:
         # The script's numbers (see _APPLY_SCOPES): 'ttl trim-before keep seen-trim', the scope's row
         # count and stats flag, then 'L' and each level's spec.
         head = f"{ttl} {trim_before} 1 {seen_trim}"
-        # Author cells are read only while their hour can still take posts in order: an hour behind
-        # the slowest partition (the grace's disorder, with room), or the dedupe window's edge if
-        # that comes first. A post later than that is beyond what judging absorbs anyway; if its
-        # hour's cell is gone it counts without the cap. So they cost hours of posts, not the
-        # dedupe window's days.
-        cells_trim = max(seen_trim, int(floor) - HOUR_S) if has_wm and floor > float("-inf") else seen_trim
-        cap_spec = f"{self.author_cap} {cells_trim}"
-        level_specs = " ".join(str(x) for x in (len(levels), *(v for _, *spec in levels for v in spec), cap_spec))
+        level_specs = " ".join(str(x) for x in (len(levels), *(v for _, *spec in levels for v in spec), self.author_cap))
         # Hidden pair scopes are never shown, reported or judged: no roll-ups and no samples.
         pair_head = f"{self.pair_retention_s + self.bucket_s} {pair_trim} 0 {max(seen_trim, pair_trim)}"
 
         def segment(scope: str, rows: list[str], *stats_keys: str) -> tuple[list[str], list[str]]:
             if is_pair_scope(scope):
-                return [index_key(scope), seen_key(scope)], [bucket_prefix(scope), f"{pair_head} {len(rows)} 0 0 {cap_spec}", *rows]
+                return [index_key(scope), seen_key(scope)], [bucket_prefix(scope), f"{pair_head} {len(rows)} 0 0 {self.author_cap}", *rows]
             return ([index_key(scope), seen_key(scope), *(rollup_index_key(scope, name) for name, *_ in levels), *stats_keys],
                     [bucket_prefix(scope), f"{head} {len(rows)} {1 if stats_keys else 0} {level_specs}",
                      *(rollup_prefix(scope, name) for name, *_ in levels), *(stats_args if stats_keys else ()), *rows])

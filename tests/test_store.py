@@ -568,27 +568,49 @@ def test_no_author_cap_counts_every_post_and_keeps_no_author_cells(redis_server)
     assert not list(redis.Redis.from_url(redis_server).scan_iter("sentinel:{*}:ac*"))
 
 
-def test_author_cells_leave_an_hour_after_their_hour_ends_behind_the_slowest_partition(redis_server):
-    """A cell is needed while its hour can still take posts in order: not the dedupe window's days."""
+def test_author_cells_leave_with_the_post_ids_once_their_hour_is_behind_the_dedupe_window(redis_server):
+    """A post is accepted until it is a dedupe window behind its partition, so its hour's cell is
+    kept that long: without it the post would count whatever the cap."""
     redis.Redis.from_url(redis_server).flushdb()
-    store = WindowStore(redis.asyncio.Redis.from_url(redis_server, decode_responses=True), bucket_s=60, retention_s=48 * 3600, author_cap=1)
+    store = WindowStore(redis.asyncio.Redis.from_url(redis_server, decode_responses=True), bucket_s=60, retention_s=4 * 3600,
+                        dedupe_s=2 * 3600, author_cap=1)
     hour = int(T0) // 3600 * 3600 + 3600
     r = redis.Redis.from_url(redis_server, decode_responses=True)
 
-    async def write(pid, ts, low):
-        await store.apply([by(pid, ts, "troll")], {}, ts, {0: ts}, low=low)
+    async def write(pid, ts):
+        await store.apply([by(pid, ts, "troll")], {}, ts, {0: ts}, low=ts)
 
     async def go():
-        await write("a", hour + 10, None)
-        await write("b", hour + 7100, hour + 7100)  # its hour ended 3,500 s before the slowest partition
+        await write("a", hour + 10)
+        await write("b", hour + 3 * 3600 - 100)  # the first hour ends 1.97 h behind: inside the window
         kept = r.zrange(author_cells_key("all"), 0, -1)
-        await write("c", hour + 7300, hour + 7300)  # now more than an hour before it
+        await write("c", hour + 3 * 3600 + 100)  # now all of it is more than the window behind
         await store.close()
         return kept
     kept = run(go())
-    assert kept == [str(hour), str(hour + 3600)]
-    assert r.zrange(author_cells_key("all"), 0, -1) == [str(hour + 3600), str(hour + 7200)]
-    assert not r.exists(f"{author_cells_prefix('all')}{hour}") and r.hlen(f"{author_cells_prefix('all')}{hour + 7200}") == 1
+    assert kept == [str(hour), str(hour + 7200)]
+    assert r.zrange(author_cells_key("all"), 0, -1) == [str(hour + 7200), str(hour + 10800)]
+    assert not r.exists(f"{author_cells_prefix('all')}{hour}")
+
+
+def test_a_post_hours_late_but_inside_the_dedupe_window_is_still_capped(redis_server):
+    """Found by review: cells went an hour behind the slowest partition while a post is accepted for
+    the dedupe window, so an author's later post that arrived after the others had moved on counted
+    past the cap, unlike the same posts in order (and backdated posts got round the cap)."""
+    hour = int(T0) // 3600 * 3600 + 3600
+    counts = []
+    for order in (["a", "b", "x"], ["b", "x", "a"]):
+        redis.Redis.from_url(redis_server).flushdb()
+        store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=48 * 3600, author_cap=1)
+        at = {"a": hour + 10, "b": hour + 20, "x": hour + 3 * 3600}
+
+        async def go(store=store, order=order):
+            for pid in order:
+                await store.apply([by(pid, at[pid], "troll")], {}, at[pid], {0: at[pid]}, low=at[pid])
+            await store.close()
+        run(go())
+        counts.append(redis.Redis.from_url(redis_server, decode_responses=True).hget(f"sentinel:{{all}}:h:{hour}", "n"))
+    assert counts == ["1", "1"]
 
 
 def test_the_author_cells_keys_are_the_ones_the_script_builds():
