@@ -48,23 +48,22 @@ def background(seed=7, days=3, mean_gap=90, start=START, assets=ASSETS, channels
         mult = quiet(t) if quiet else 1.0
         if rng.random() < mult:
             a = rng.choice(assets)
-            label = pick(rng, NORMAL)
             n += 1
-            out.append({"id": f"{prefix}-{n:06d}", "text": rng.choice(SENT[label]).format(a=a),
-                        "created_at": iso(t), "source": source, "channel": rng.choice(channels),
-                        "author": f"user{rng.randint(1, 400)}"})
+            out.append(_post(rng, pick(rng, NORMAL), a, f"{prefix}-{n:06d}", t, source, channels, "user"))
         t += timedelta(seconds=max(1, round(rng.expovariate(1 / mean_gap))))
     return out
+
+def _post(rng, label, asset, pid, t, source, channels, users):
+    """One post of `label` about `asset` (the rng draws text, channel, author, in that order)."""
+    return {"id": pid, "text": rng.choice(SENT[label]).format(a=asset), "created_at": iso(t), "source": source,
+            "channel": rng.choice(channels), "author": f"{users}{rng.randint(1, 400)}"}
 
 def selloff(asset, start, minutes=60, mean_gap=20, seed=11, channels=CHANNELS, source="discord", prefix="sw"):
     rng = random.Random(seed)
     out, t, n = [], start, 0
     while t < start + timedelta(minutes=minutes):
-        label = pick(rng, SWING)
         n += 1
-        out.append({"id": f"{prefix}-{n:06d}", "text": rng.choice(SENT[label]).format(a=asset),
-                    "created_at": iso(t), "source": source, "channel": rng.choice(channels),
-                    "author": f"swuser{rng.randint(1, 400)}"})
+        out.append(_post(rng, pick(rng, SWING), asset, f"{prefix}-{n:06d}", t, source, channels, "swuser"))
         t += timedelta(seconds=max(1, round(rng.expovariate(1 / mean_gap))))
     return out
 
