@@ -244,13 +244,13 @@ def bench_pipeline(
     channel `bench` with the assets its text names.
 
     `on_round(round, worker_pids)` is called as each pipeline round starts (a profiler attaches there)."""
-    import asyncio
     import json
     import random
     import statistics
     import tempfile
 
     from sentinel.run import connected, free_port, open_store, start_worker, stop_worker, wait_processed
+    from stream.tools.services import run_async
     from stream.kafka import ensure_topics, worker_topics
     from stream.tools.replay import replay
 
@@ -331,7 +331,7 @@ def bench_pipeline(
                 "latencies": latencies, **memory, **cpu_split}
 
     with connected(settings) as (live, embedded), tempfile.TemporaryDirectory() as tmp:
-        m = asyncio.run(measure(live, embedded, Path(tmp)))
+        m = run_async(measure(live, embedded, Path(tmp)))
     alone, piped = m["alone"], m["piped"]
     ratios = [p / ((alone[i] + alone[i + 1]) / 2) for i, p in enumerate(piped)]
     lat = m["latencies"]

@@ -708,10 +708,10 @@ def run(
     report_path: Annotated[Optional[Path], typer.Option("--report", dir_okay=False, help="also write the daily report of every day in the data (html, md or csv by suffix)")] = None,
 ) -> None:
     """The main job: embedded stack (unless configured), a worker, FILE replayed at full speed, a summary."""
-    import asyncio
     import tempfile
 
     from sentinel.run import RunError, connected, run_once
+    from stream.tools.services import run_async
 
     settings = model_settings()
     check_stream_settings(settings)
@@ -727,7 +727,7 @@ def run(
             with progress() as bar:
                 sent_task = bar.add_task("replayed", total=total)
                 done_task = bar.add_task("processed", total=total)
-                summary, alerts = asyncio.run(
+                summary, alerts = run_async(
                     run_once(
                         live,
                         file,

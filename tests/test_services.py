@@ -65,7 +65,10 @@ def test_stopping_sentinel_run_mid_run_leaves_no_process_behind(how, tmp_path, t
     # in the background by a non-interactive shell (`cmd &`) ignores it, and so, before this, did the
     # `sentinel run` here, which then finished normally (exit 0) despite the Ctrl-C.
     said = (tmp_path / "stderr").open("w")
-    run = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", str(posts)], env=env, start_new_session=True,
+    worker_log = tmp_path / "worker.log"  # read if it hangs; Ctrl-C's own message about the log is checked below
+    keep_log = [] if how == "ctrl-c" else ["--worker-log", str(worker_log)]
+    run = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", str(posts), *keep_log], env=env,
+                           start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=said,
                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     parent = psutil.Process(run.pid)
@@ -77,21 +80,88 @@ def test_stopping_sentinel_run_mid_run_leaves_no_process_behind(how, tmp_path, t
             break
         time.sleep(0.1)
     assert len(children) >= 3, [command_line(c) for c in children]
+
+    def exit_code() -> int | None:
+        try:
+            return run.wait(60)
+        except subprocess.TimeoutExpired:  # what each part was doing, for whoever reads the failure
+            logs = {name: path.read_text(errors="replace")[-3000:] for name, path in (("stderr", tmp_path / "stderr"), ("worker log", worker_log))
+                    if path.exists()}
+            pytest.fail(f"sentinel run still running 60 s after {how}; " + "\n".join(f"{k}:\n{v}" for k, v in logs.items()))
+
     try:
         if how == "ctrl-c":
             os.killpg(run.pid, signal.SIGINT)
-            assert run.wait(60) == 130
+            assert exit_code() == 130
             # Says so, and where the worker's log is (it was left in /tmp without a word).
             assert re.search(r"^interrupted( \(worker log: \S+\))?$", (tmp_path / "stderr").read_text(), re.M)
         elif how == "sigterm":
             run.send_signal(signal.SIGTERM)
-            assert run.wait(60) == 128 + signal.SIGTERM
+            assert exit_code() == 128 + signal.SIGTERM
         else:
             run.kill()
-            assert run.wait(60) == -signal.SIGKILL
+            assert exit_code() == -signal.SIGKILL
         gone, alive_ = psutil.wait_procs(children, timeout=30)
         assert not alive_, [command_line(p) for p in alive_]
     finally:  # a failure here must not leave the servers running for the rest of the suite
         for child in children:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
+
+
+# A command's coroutine whose clean-up needs another task: like a Kafka producer's stop(), which
+# waits for its sender task to deliver what is queued.
+_CLEAN_UP_NEEDS_A_TASK = """
+import asyncio, sys, time
+from stream.tools.services import run_async, sigterm_unwinds
+
+async def responder(requests):
+    while True:
+        (await requests.get()).set_result("clean")
+
+async def main(out):
+    requests = asyncio.Queue()
+    helper = asyncio.create_task(responder(requests))
+    try:
+        print("ready", flush=True)
+        await asyncio.sleep(3600)
+    finally:
+        reply = asyncio.get_running_loop().create_future()
+        await requests.put(reply)
+        with open(out, "w") as f:
+            f.write(await reply)
+        helper.cancel()
+
+with sigterm_unwinds():
+    try:
+        if sys.argv[2] == "after":  # a finished run_async leaves the command's own SIGTERM handling in place
+            run_async(asyncio.sleep(0))
+            print("ready", flush=True)
+            time.sleep(3600)
+        else:
+            run_async(main(sys.argv[1]))
+    finally:
+        if sys.argv[2] == "after":
+            open(sys.argv[1], "w").write("unwound")
+"""
+
+
+@pytest.mark.parametrize(("when", "written"), [("during", "clean"), ("after", "unwound")])
+def test_sigterm_during_async_work_cancels_it_and_its_clean_up_runs_whole(when, written, tmp_path):
+    """A SIGTERM inside `run_async` cancels the command's coroutine alone: its clean-up can still
+    await the tasks it needs (under `asyncio.run`, where the SIGTERM raised SystemExit in the loop,
+    every task was cancelled at once and this clean-up waited forever). Exit 143 either way."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", _CLEAN_UP_NEEDS_A_TASK, str(out), when], stdout=subprocess.PIPE, text=True,
+                            cwd=os.getcwd())
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 128 + signal.SIGTERM
+        assert out.read_text() == written
+    finally:
+        proc.kill()

@@ -8,6 +8,7 @@ command does not reach it half-way; `sigterm_unwinds()` makes a SIGTERM to the c
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -21,9 +22,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Coroutine, Iterator, Sequence, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ServiceError(RuntimeError):
@@ -59,6 +61,57 @@ def sigterm_unwinds() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)`, where a SIGTERM cancels `main`, as Ctrl-C does, and then exits 143.
+
+    Under `sigterm_unwinds` a SIGTERM raises SystemExit wherever Python happens to be; inside an
+    event loop that may be half-way through a callback (a client's read of a broker reply), and
+    asyncio.run then cancels every task at once, including those `main`'s clean-up awaits (a
+    producer's sender): the clean-up can wait for a reply that never comes. Here the loop takes the
+    signal (add_signal_handler) and cancels `main` alone, so its `finally` blocks run with the rest
+    intact. Later SIGTERMs are ignored, as under `sigterm_unwinds`. Main thread only; elsewhere
+    this is `asyncio.run`."""
+    if threading.current_thread() is not threading.main_thread():
+        return asyncio.run(main)
+    terminated = False
+
+    async def cancellable() -> T:
+        nonlocal terminated
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+
+        def on_sigterm() -> None:
+            nonlocal terminated
+            if not terminated and task is not None:
+                terminated = True
+                log.warning("SIGTERM: stopping what this command started")
+                task.cancel()
+
+        previous = signal.getsignal(signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        try:
+            return await main
+        finally:
+            # remove_signal_handler leaves SIGTERM at its default (death at once): the previous
+            # handler goes back with the signal held, so one arriving in between is not lost.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            try:
+                loop.remove_signal_handler(signal.SIGTERM)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN if terminated else previous)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+    try:
+        result = asyncio.run(cancellable())
+    except asyncio.CancelledError:
+        if terminated:
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
+    if terminated:  # `main` took the cancellation and returned: still a SIGTERM's exit
+        raise SystemExit(128 + signal.SIGTERM)
+    return result
 
 
 def free_port() -> int:
