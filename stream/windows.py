@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+from collections import Counter, deque
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Iterable, Mapping
+from typing import Hashable, Iterable, Mapping
 
 from model.labels import LABELS
 from stream.contracts import Post
@@ -189,10 +190,134 @@ def trim_horizon(watermark: float, floor: float, retention_s: int) -> float:
 
 
 def is_late(created_at: float, watermark: float, limit_s: int) -> bool:
-    """Further behind `watermark` than `limit_s`. Against its partition's newest post and the dedupe
+    """Further behind `watermark` than `limit_s`. Against its partition's watermark and the dedupe
     window: its id may be forgotten, so a redelivery could not be told from a first delivery.
     Against the trim horizon (`trim_horizon`, limit 0): its buckets may be gone."""
     return created_at < watermark - limit_s
+
+
+# How many of a partition's latest posts vote on its watermark (PartitionClock): enough that a
+# source with a third of the posts does not reach a majority of them by chance (65 of 128 posts is
+# 4 standard deviations above its mean), few enough that a source that stopped stops voting soon.
+CLOCK_POSTS = 128
+# A source with no post among the partition's latest CLOCK_SILENT_POSTS stops voting: a scraper
+# that died would otherwise hold the watermark until the other sources outvote its old posts.
+CLOCK_SILENT_POSTS = 32
+# A jump of the watermark further than max_ahead at once must be backed by this many posts besides
+# a majority: after a restart the votes are few, and two posts of a fast source are a majority of three.
+CLOCK_JUMP_POSTS = 16
+
+
+@dataclass
+class SourceClock:
+    """One source's event time as its posts on one partition tell it."""
+
+    at: float = float("-inf")  # its newest post, but for a lone jump not yet confirmed
+    pending: float | None = None  # a post more than max_ahead past `at`, waiting for the source's next one
+    pending_key: Hashable = None  # that post's key (its id), for saying which post it was
+    last: int = 0  # the partition's post count at its latest post
+
+
+class PartitionClock:
+    """An input partition's event-time watermark, which one bad clock cannot carry off.
+
+    The newest post is not the watermark: posts are partitioned by id, so every source's posts share
+    every partition, and one source stamping its posts hours ahead (local time written as UTC) would
+    put every partition's watermark hours ahead of the rest, whose posts would then all be judged
+    late. Instead each source (the post's `source`; absent is one source of its own) keeps a clock
+    on the partition, its newest post, and the watermark is the newest time that sources holding
+    more than half of the partition's last `posts` posts have all reached: a weighted median, so a
+    minority of posts cannot move it (NTP's rule that a minority of clocks does not set the time).
+    A tie goes to the slower clock. A source's lone post more than `max_ahead_s` past its clock (or
+    past the watermark, for a source's first post once the watermark is known) moves nothing until
+    the source's next post confirms it (at or past it, less max_ahead): a clock bug in one post moves
+    no watermark, a lull that ends moves it one post late. A jump of more than max_ahead also needs
+    `jump_posts` posts behind it. The watermark never moves back.
+
+    Posts keep their own time; `ahead` says which ones run more than max_ahead past the watermark
+    (they are counted where they say, and judged when the stream gets there). Everything here is a
+    function of the partition's posts in offset order (and the `mark` it starts from), so any
+    worker reading the partition reaches the same watermarks."""
+
+    def __init__(self, max_ahead_s: float, mark: float = float("-inf"), posts: int = CLOCK_POSTS,
+                 silent_posts: int = CLOCK_SILENT_POSTS, jump_posts: int = CLOCK_JUMP_POSTS):
+        if max_ahead_s <= 0 or not 0 < silent_posts <= posts:
+            raise ValueError("max_ahead must be longer than zero, and 0 < silent_posts <= posts")
+        self.max_ahead_s = max_ahead_s
+        self.mark = mark  # the watermark
+        self.posts = posts
+        self.silent_posts = silent_posts
+        self.jump_posts = jump_posts
+        self._read = 0  # posts taken
+        self._recent: deque[str] = deque()  # the latest posts' sources, oldest first
+        self._votes: Counter[str] = Counter()
+        self._clocks: dict[str, SourceClock] = {}
+
+    def observe(self, created_at: float, source: str | None, key: Hashable = None) -> list[Hashable]:
+        """Take the partition's next post (offset order; `key` names it, e.g. its id) and move the
+        watermark (`mark`). Returns the keys of the posts this showed to be ahead, each once: this
+        one, where it is more than max_ahead past the watermark and its source's clock stands by
+        it (a source running fast), and a lone post of its source that this one did not follow (a
+        clock bug). A lone post that its source's next post follows (the first after a lull) is
+        not ahead."""
+        name = source or ""
+        self._read += 1
+        self._recent.append(name)
+        self._votes[name] += 1
+        if len(self._recent) > self.posts:
+            gone = self._recent.popleft()
+            self._votes[gone] -= 1
+            if not self._votes[gone]:  # no post of it left among the latest: it stops voting
+                del self._votes[gone]
+                self._clocks.pop(gone, None)
+        clock = self._clocks.setdefault(name, SourceClock())
+        clock.last = self._read
+        known = clock.at if clock.at > float("-inf") else self.mark
+        found: list[Hashable] = []
+        if clock.pending is not None and created_at >= clock.pending - self.max_ahead_s:
+            clock.at, clock.pending = max(clock.at, created_at, clock.pending), None  # two posts agree: the source moved on
+        elif known == float("-inf") or created_at <= known + self.max_ahead_s:
+            if clock.pending is not None:  # its next post did not follow it there: a lone post from the future
+                found.append(clock.pending_key)
+                clock.pending = None
+            clock.at = max(clock.at, created_at)
+        else:
+            if clock.pending is not None:
+                found.append(clock.pending_key)
+            clock.pending, clock.pending_key = created_at, key
+        self._advance()
+        if clock.pending is None and self.ahead(created_at):
+            found.append(key)
+        return found
+
+    def ahead(self, created_at: float) -> bool:
+        """Stamped more than max_ahead past the watermark."""
+        return self.mark > float("-inf") and created_at > self.mark + self.max_ahead_s
+
+    def _advance(self) -> None:
+        voting = sorted(((c.at, self._votes[s]) for s, c in self._clocks.items() if self._read - c.last < self.silent_posts),
+                        reverse=True)
+        majority, _ = _quorum(voting, 1, 2)
+        if self.mark == float("-inf") or majority <= self.mark + self.max_ahead_s:
+            self.mark = max(self.mark, majority)
+            return
+        # Further than max_ahead at once: only as far as sources of two thirds of the votes have come
+        # (a fast source that a run of its posts gave a bare majority moves it no further than the
+        # rest), and with jump_posts posts behind it (after a restart, when the votes are few).
+        most, held = _quorum(voting, 2, 3)
+        if most <= self.mark + self.max_ahead_s or held >= self.jump_posts:
+            self.mark = max(self.mark, most)
+
+
+def _quorum(ranked: list[tuple[float, int]], num: int, den: int) -> tuple[float, int]:
+    """The newest time that sources holding more than num/den of the votes have all reached, and
+    the votes they hold (-inf, 0 where none). `ranked`: (clock, votes) per source, newest first."""
+    total, held = sum(votes for _, votes in ranked), 0
+    for at, votes in ranked:
+        held += votes
+        if den * held > num * total:
+            return at, held
+    return float("-inf"), 0
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ import pytest
 from stream.contracts import Post
 from stream.keys import bucket_key, index_key
 from stream.timefmt import format_duration, parse_duration, shown
-from stream.windows import aggregate, bucket_start, frontier, is_late, pair_horizon, pair_retention_s, scopes_for, trim_horizon
+from stream.windows import (
+    CLOCK_SILENT_POSTS, PartitionClock, aggregate, bucket_start, frontier, is_late, pair_horizon, pair_retention_s, scopes_for, trim_horizon,
+)
 
 
 def test_durations():
@@ -120,3 +122,121 @@ def test_a_batch_says_what_each_partition_has_left_to_read():
             RawMessage(b"", "t", 2, 7), RawMessage(b"", "t", 3, 9, highwater=5)]
     assert partition_lags(msgs) == {0: 38, 1: 0, 2: None, 3: 0}  # 3: a highwater read before a later fetch is no negative lag
     assert partition_lags([]) == {}
+
+
+# --- the partition clock: one bad clock does not carry a partition's watermark off ---
+
+H = 3600
+
+
+def posts_of(pattern: str, start: float, gap: float, skew: dict[str, float]) -> list[tuple[float, str, str]]:
+    """(created_at, source, id) for posts arriving `gap` seconds apart in the order the pattern's
+    letters name their sources (d: discord, t: telegram), each stamped with its source's skew."""
+    names = {"d": "discord", "t": "telegram"}
+    return [(start + i * gap + skew.get(names[c], 0.0), names[c], f"{c}{i}") for i, c in enumerate(pattern)]
+
+
+def watermarks(clock: PartitionClock, posts: list[tuple[float, str, str]]) -> tuple[list[float], list[str]]:
+    marks, ahead = [], []
+    for created_at, source, pid in posts:
+        ahead += clock.observe(created_at, source, pid)
+        marks.append(clock.mark)
+    return marks, ahead
+
+
+def test_a_source_stamping_hours_ahead_moves_no_watermark_and_its_posts_are_ahead_once_each():
+    """tz_skew8: a telegram scraper writes local time (UTC+8) with a Z, and its posts share the
+    partition with discord's, 5 of every 8. The newest post (the rule before) would put the
+    watermark 8 hours ahead of discord's posts, every one of them then late; the clock stays on
+    discord's time, and each telegram post after its first is said to be ahead, once."""
+    posts = posts_of("ddtdtdtd" * 40, 1_000_000.0, 60.0, {"telegram": 8 * H})
+    marks, ahead = watermarks(PartitionClock(H), posts)
+    discord = [t for t, s, _ in posts if s == "discord"]
+    assert max(t for t, _, _ in posts) - max(discord) > 7 * H  # the newest post is telegram's
+    assert all(m <= max(t for t, s, _ in posts[: i + 1] if s == "discord") for i, m in enumerate(marks))
+    assert marks[-1] == max(discord)
+    telegram = [pid for _, s, pid in posts if s == "telegram"]
+    assert ahead == telegram[1:]  # the first waited for the second to confirm it: the source did move on
+
+
+def test_one_post_from_the_future_moves_no_watermark_and_is_ahead_once_its_source_goes_on():
+    """future_one: one post dated months ahead in the middle of a partition's posts. The newest
+    post (the rule before) would hold the watermark there and drop every later post of the
+    partition as late; here it moves nothing, and is ahead once its source's next post does not
+    follow it."""
+    start = 1_000_000.0
+    posts = [(start + 60 * i, "discord", f"p{i}") for i in range(50)]
+    posts[20] = (start + 270 * 86400, "discord", "clockbug")
+    clock = PartitionClock(H)
+    marks, ahead = watermarks(clock, posts)
+    assert ahead == ["clockbug"]
+    assert marks[-1] == start + 60 * 49 and max(marks) < start + 86400
+    assert not any(is_late(t, m, 600) for (t, _, _), m in zip(posts, marks))
+
+
+def test_a_lull_ends_the_watermark_moves_one_post_late_and_nothing_is_ahead():
+    start = 1_000_000.0
+    posts = [(start + 60 * i, "discord", f"a{i}") for i in range(40)] + [(start + 6 * H + 60 * i, "discord", f"b{i}") for i in range(5)]
+    marks, ahead = watermarks(PartitionClock(H), posts)
+    assert ahead == []
+    assert marks[40] == start + 39 * 60  # the first post after six quiet hours waits for the next
+    assert marks[41:] == [t for t, _, _ in posts[41:]]
+
+
+def test_a_source_that_stops_posting_stops_holding_the_watermark():
+    """Discord holds the vote, then its scraper dies: telegram's posts (on time) move the watermark
+    on once discord has none among the last CLOCK_SILENT_POSTS posts. Those that came more than
+    max_ahead past the watermark held back meanwhile are said to be ahead."""
+    start = 1_000_000.0
+    before = posts_of("dddt" * 32, start, 60.0, {})
+    after = [(start + 128 * 60 + 300 * (i + 1), "telegram", f"late{i}") for i in range(60)]
+    marks, ahead = watermarks(PartitionClock(H), before + after)
+    assert set(ahead) <= {pid for _, _, pid in after[:CLOCK_SILENT_POSTS]}
+    waited = next(i for i, m in enumerate(marks[128:]) if m == after[i][0])
+    assert waited <= CLOCK_SILENT_POSTS and marks[-1] == after[-1][0]
+
+
+def test_a_fast_source_that_a_run_of_its_posts_makes_a_majority_still_moves_no_watermark_far():
+    """Telegram 8 hours fast with a bare majority of the latest posts (a run of its posts, or a
+    source with half of them): beyond max_ahead the watermark moves only as far as two thirds of
+    the votes, so it stays on discord's time."""
+    posts = posts_of("dt" * 40 + "ttd" * 30, 1_000_000.0, 60.0, {"telegram": 8 * H})
+    marks, _ = watermarks(PartitionClock(H), posts)
+    assert marks[-1] == max(t for t, s, _ in posts if s == "discord")
+
+
+def test_a_fast_source_near_half_the_posts_never_carries_the_watermark_off():
+    """Random arrivals over 20,000 posts: a source 8 hours fast with 45% of them. A simple majority
+    of the latest 128 posts swings its way now and then (the rule without the two-thirds step
+    did, and the watermark never came back); the watermark stays within max_ahead of the truth.
+    The clock starts from a stored watermark, as a worker's does after the stream's first posts:
+    the first post a partition ever reads sets its clock, whichever source's it is."""
+    import random
+
+    rng = random.Random(7)
+    t = 1_000_000.0
+    clock, worst = PartitionClock(H, mark=t), 0.0
+    for i in range(20_000):
+        t += rng.expovariate(1 / 60)
+        fast = rng.random() < 0.45
+        clock.observe(t + (8 * H if fast else 0.0), "telegram" if fast else "discord", i)
+        worst = max(worst, clock.mark - t)
+    assert worst <= H
+
+
+def test_a_restarted_clock_is_not_carried_off_by_its_first_few_posts():
+    """After a restart the clock starts from the stored watermark with no votes: two posts of the
+    fast source are a majority of the three read so far, but a jump needs CLOCK_JUMP_POSTS posts
+    behind it."""
+    start = 1_000_000.0
+    clock = PartitionClock(H, mark=start)
+    marks, _ = watermarks(clock, posts_of("ttdttdd", start + 60, 60.0, {"telegram": 8 * H}))
+    assert marks[-1] < start + H
+
+
+def test_the_clock_of_a_post_without_a_source_is_one_source_of_its_own():
+    clock = PartitionClock(H)
+    marks, ahead = watermarks(clock, [(1000.0 + 60 * i, None, f"p{i}") for i in range(5)])  # type: ignore[misc]
+    assert marks == [1000.0 + 60 * i for i in range(5)] and ahead == []
+    with pytest.raises(ValueError):
+        PartitionClock(0)
