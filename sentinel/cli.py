@@ -802,7 +802,7 @@ def print_run_summary(file: Path, summary: dict[str, Any], alerts: list[dict[str
     table = Table(title=f"sentinel run {file.name}")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key in ("consumed", "valid", "dlq", "duplicates", "late_dropped", "processed", "capped", "alerts", "wall_s", "posts_per_s"):
+    for key in ("consumed", "valid", "dlq", "duplicates", "late_dropped", "ahead", "processed", "capped", "alerts", "wall_s", "posts_per_s"):
         table.add_row(key, str(summary[key]))
         if key == "alerts" and (incidents := incident_summary(alerts)):
             table.add_row("incidents (roots)", inert(incidents))

@@ -4,7 +4,7 @@ import another for its types."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from model.scorer import Judgement
@@ -42,6 +42,7 @@ class BatchOutcome:
     valid: int = 0
     dlq: int = 0
     late_dropped: int = 0
+    ahead: int = 0  # valid posts stamped further ahead of their partition's watermark than SENTINEL_MAX_AHEAD (windows.PartitionClock)
     processed: int = 0
     duplicates: int = 0
     capped: int = 0  # processed, but over their author's hourly cap in `all` (not in its windows)
@@ -67,6 +68,7 @@ class Admitted:
     outcome: BatchOutcome
     started: float
     horizon: float = float("-inf")  # where its write may trim buckets (BatchProcessor.horizon when it was admitted)
+    marks: dict[int, float] = field(default_factory=dict)  # each partition's watermark after the batch's posts
 
 
 @dataclass
@@ -83,3 +85,4 @@ class Prepared:
     outcome: BatchOutcome
     started: float
     horizon: float = float("-inf")  # where its write may trim buckets (BatchProcessor.horizon when it was admitted)
+    marks: dict[int, float] = field(default_factory=dict)  # each partition's watermark after the batch's posts

@@ -35,7 +35,7 @@ from stream.kafka import record_bytes
 from stream.model_thread import ModelThread
 from stream.redis_client import retry_transient
 from stream.store import Scored, WindowStore
-from stream.windows import LAGGING_IDLE_S, frontier, is_late, scopes_for, trim_horizon
+from stream.windows import LAGGING_IDLE_S, PartitionClock, frontier, is_late, scopes_for, trim_horizon
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ class BatchProcessor:
         partitions: int = 1,
         idle_s: float = 60.0,
         lagging_idle_s: float = LAGGING_IDLE_S,
+        max_ahead_s: float = 3600.0,
     ):
         self.classify = classify
         self.store = store
@@ -105,11 +106,15 @@ class BatchProcessor:
         self.redis_retry_max_s = redis_retry_max_s
         self.alerts = alerts
         self.metrics: BatchObserver = metrics if metrics is not None else _NoObserver()
-        self.watermark = float("-inf")
-        # Lateness against the dedupe window is judged per input partition: partitions are read
-        # unevenly (a catch-up can run one hours of event time ahead of another), and each
-        # partition's redeliveries find their ids, which are kept a window behind the slowest one.
-        self.partition_marks: dict[int, float] = {}
+        self.watermark = float("-inf")  # the newest of the partitions' watermarks (every worker's, after a write)
+        # Each input partition's event-time watermark (windows.PartitionClock: what most of its
+        # sources' clocks agree on, so one source stamping hours ahead, or one post from the
+        # future, moves none). Lateness against the dedupe window is judged per partition:
+        # partitions are read unevenly (a catch-up can run one hours of event time ahead of
+        # another), and each partition's redeliveries find their ids, which are kept a window
+        # behind the slowest one. Made on a partition's first batch, from its stored watermark.
+        self.max_ahead_s = max_ahead_s  # SENTINEL_MAX_AHEAD
+        self.clocks: dict[int, PartitionClock] = {}
         self.low = float("-inf")  # the slowest partition's watermark at the last write (ApplyResult.low)
         # Where buckets may go, and so the retention's lateness limit (windows.trim_horizon): a
         # retention behind the slowest live partition as judging counts them (the topic's partition
@@ -131,10 +136,7 @@ class BatchProcessor:
     async def start(self) -> None:
         stats = await self._with_redis(self.store.stats)  # Redis may be away as the agent starts
         self.watermark = float(stats.get("watermark", float("-inf")))
-        # Each partition's stored progress: a worker restarted on offsets reset hours back (a
-        # rebuild in place) drops what is older than the window, counted already, instead of
-        # counting it again against dedupe sets that hold only the window.
-        self.partition_marks = {int(k.split(":", 1)[1]): float(v) for k, v in stats.items() if k.startswith("pwm:")}
+        self.clocks = {}
         self._advance_horizon(stats)
 
     def _advance_horizon(self, stats: Mapping[str, float]) -> None:
@@ -146,6 +148,17 @@ class BatchProcessor:
         self.stats_read_at = now = time.time()
         floor = frontier(stats, self.partitions, now, self.idle_s, lagging_idle_s=self.lagging_idle_s)
         self.horizon = max(trim_horizon(self.watermark, floor, self.store.retention_s), stats.get("trimmed", float("-inf")))
+        # A partition another worker has written past this one's clock of it was read elsewhere
+        # meanwhile (a rebalance took it and gave it back): its clock starts again from the store.
+        for partition in [p for p, clock in self.clocks.items() if stats.get(f"pwm:{p}", float("-inf")) > clock.mark]:
+            del self.clocks[partition]
+
+    def keep_clocks(self, partitions: Iterable[int]) -> None:
+        """The input partitions this worker holds now (a rebalance's assignment): the others'
+        clocks go, so a partition that comes back later starts again from its stored watermark,
+        which its reader meanwhile moved on, instead of this worker's old view of it."""
+        held = set(partitions)
+        self.clocks = {p: clock for p, clock in self.clocks.items() if p in held}
 
     async def handle(self, messages: Sequence[RawMessage]) -> BatchOutcome:
         """One batch start to finish (what BatchPipeline does in two overlapping halves)."""
@@ -174,23 +187,32 @@ class BatchProcessor:
         await self._dead_letter(rejected)
         outcome.dlq += len(rejected)
         outcome.valid = len(posts)
-        if posts and time.time() - self.stats_read_at > self.idle_s:
+        if posts and (time.time() - self.stats_read_at > self.idle_s or any(m.partition not in self.clocks for _, m in posts)):
             # This worker has not written for a while (its partitions were quiet, or it just got
             # them): the others' writes since have moved the floor and trimmed, which its horizon,
-            # from its own last write, does not know. One read, at most once an idle time.
-            self._advance_horizon(await self._with_redis(self.store.stats))
-        on_time = self._drop_late(posts)
+            # from its own last write, does not know. One read, at most once an idle time, and
+            # when a partition is new to it: its clock starts from its stored watermark, so a
+            # worker restarted on offsets reset hours back (a rebuild in place) drops what is older
+            # than the window, counted already, instead of counting it again against dedupe sets
+            # that hold only the window.
+            stats = await self._with_redis(self.store.stats)
+            self._advance_horizon(stats)
+            for _, msg in posts:
+                if msg.partition not in self.clocks:
+                    self.clocks[msg.partition] = PartitionClock(self.max_ahead_s, mark=stats.get(f"pwm:{msg.partition}", float("-inf")))
+        on_time = self._drop_late(posts, outcome)
         outcome.late_dropped = len(posts) - len(on_time)
-        watermark = self.watermark  # captured: the next batch's admit may advance it before this commits
+        # Captured: the next batch's admit may advance them before this commits.
+        marks = {p: self.clocks[p].mark for p in {m.partition for _, m in posts} if self.clocks[p].mark > float("-inf")}
         # The horizon its posts were judged against goes with it to the write, which trims no further.
-        return Admitted(self.batches, messages, posts, on_time, watermark, outcome, started, self.horizon)
+        return Admitted(self.batches, messages, posts, on_time, self.watermark, outcome, started, self.horizon, marks)
 
     async def classify_batch(self, batch: Admitted) -> Prepared:
         """The model's part. Batches may queue for it; `classify_s` counts only the model's time."""
         scored = await self._classify(batch.on_time, batch.outcome)
         batch.outcome.dlq += len(batch.on_time) - len(scored)
         return Prepared(batch.number, batch.messages, batch.posts, scored, batch.watermark, batch.outcome, batch.started,
-                        batch.horizon)
+                        batch.horizon, batch.marks)
 
     async def commit(self, batch: Prepared) -> BatchOutcome:
         """Write windows and counters, judge the touched scopes, publish the results. Calls must
@@ -199,10 +221,11 @@ class BatchProcessor:
         committing = time.perf_counter()
         counters = {
             "consumed": outcome.consumed, "valid": outcome.valid, "dlq": outcome.dlq, "late_dropped": outcome.late_dropped,
+            "ahead": outcome.ahead,
             "classify_ms": round(outcome.classify_s * 1000),  # how busy the model is: for benchmarks and capacity
         }
         items = [Scored(p, j.label, j.score) for p, j in scored]
-        marks = partition_watermarks(batch.posts)
+        marks = batch.marks
         # What each partition has left to read: one with a backlog holds judging and trimming back
         # however long it goes unwritten (windows.frontier).
         lags = partition_lags(batch.messages)
@@ -256,7 +279,7 @@ class BatchProcessor:
         log.info(
             "batch done",
             extra={"batch": batch.number, "consumed": outcome.consumed, "dlq": outcome.dlq, "processed": outcome.processed,
-                   "duplicates": outcome.duplicates, "late": outcome.late_dropped, "capped": outcome.capped,
+                   "duplicates": outcome.duplicates, "late": outcome.late_dropped, "ahead": outcome.ahead, "capped": outcome.capped,
                    "partitions": sorted({m.partition for m in batch.messages}), "classify_s": round(outcome.classify_s, 3),
                    "windows_s": round(outcome.windows_s, 4), "alerts": outcome.alerts, "alerts_s": round(outcome.alerts_s, 4),
                    "replicas_s": round(outcome.replicas_s, 4), "commit_s": round(outcome.commit_s, 4),
@@ -264,18 +287,24 @@ class BatchProcessor:
         )
         return outcome
 
-    def _drop_late(self, posts: list[tuple[Post, RawMessage]]) -> list[tuple[Post, RawMessage]]:
+    def _drop_late(self, posts: list[tuple[Post, RawMessage]], outcome: BatchOutcome) -> list[tuple[Post, RawMessage]]:
         """Advance the watermarks post by post, in offset order, so lateness depends only on the
         order of the partition and never on where a micro-batch happened to be cut. Late: further
-        behind its partition's newest post than the dedupe window (its id may be gone), or before
+        behind its partition's watermark than the dedupe window (its id may be gone), or before
         the horizon (its buckets may be gone): a retention behind the slowest live partition,
         which this batch's write trims to and no further, not behind the newest post of any (a
-        partition read days behind another would lose its posts)."""
+        partition read days behind another would lose its posts). Posts found stamped ahead of
+        their partition's watermark (PartitionClock.observe) keep their time and are counted in
+        `ahead`: one source's clock running fast is visible, never silent."""
         on_time = []
         for post, msg in posts:
-            self.watermark = max(self.watermark, post.created_at)
-            mark = self.partition_marks[msg.partition] = max(self.partition_marks.get(msg.partition, float("-inf")), post.created_at)
-            if is_late(post.created_at, mark, self.store.dedupe_s) or is_late(post.created_at, self.horizon, 0):
+            clock = self.clocks[msg.partition]
+            for found in clock.observe(post.created_at, post.source, post.id):
+                outcome.ahead += 1
+                log.info("post stamped ahead of its partition's watermark", extra={
+                    "post_id": found, "partition": msg.partition, "watermark": clock.mark, "max_ahead_s": self.max_ahead_s})
+            self.watermark = max(self.watermark, clock.mark)
+            if is_late(post.created_at, clock.mark, self.store.dedupe_s) or is_late(post.created_at, self.horizon, 0):
                 log.info("late post dropped", extra={"post_id": post.id, "partition": msg.partition, "offset": msg.offset})
             else:
                 on_time.append((post, msg))
@@ -425,11 +454,3 @@ def batch_token(messages: Sequence[RawMessage]) -> str:
         lo, hi = ranges.get((m.topic, m.partition), (m.offset, m.offset))
         ranges[(m.topic, m.partition)] = (min(lo, m.offset), max(hi, m.offset))
     return ";".join(f"{t}/{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(ranges.items()))
-
-
-def partition_watermarks(posts: Sequence[tuple[Post, RawMessage]]) -> dict[int, float]:
-    """The newest event time per input partition in this batch (late posts included: they were read)."""
-    marks: dict[int, float] = {}
-    for post, msg in posts:
-        marks[msg.partition] = max(marks.get(msg.partition, float("-inf")), post.created_at)
-    return marks

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     max_future: str = Field(
         "1d", description="how far created_at may run ahead of the wall clock (later posts are dead-lettered); below SENTINEL_DEDUPE_WINDOW"
     )
+    max_ahead: str = Field(
+        "1h", description="how far one post may run ahead of its source's clock on its partition before it needs the source's next "
+                          "post to confirm it, and past its partition's watermark before it is counted as `ahead` (a fast source "
+                          "clock or a post from the future: counted at its own time, moving no watermark)"
+    )
 
     # --- windows ---
     bucket: str = Field("1m", description="event-time bucket width")

@@ -384,7 +384,7 @@ end
 return table.concat(out, ',')
 """
 
-COUNTERS = ("consumed", "valid", "dlq", "duplicates", "late_dropped", "processed", "capped")
+COUNTERS = ("consumed", "valid", "dlq", "duplicates", "late_dropped", "ahead", "processed", "capped")
 SAMPLE_TEXT_CHARS = 280  # post text kept for an alert's samples (per bucket: its two extremes only)
 HOUR_S = 3600
 DAY_S = 86400

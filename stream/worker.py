@@ -74,6 +74,8 @@ def check_settings(settings: Settings, *, aliases: bool = True) -> None:
             raise ValueError("SENTINEL_ALIASES_FILE: not a JSON object of alias: TICKER strings, nor one of "
                              "names / tickers / not_assets (docs/contracts.md)") from None
     window = dedupe_window_s(settings.retention, settings.dedupe_window)
+    if setting_duration("max_ahead", settings.max_ahead) <= 0:
+        raise ValueError("SENTINEL_MAX_AHEAD: must be longer than zero")
     if post_limits(settings).max_future_s >= window:
         # One post dated that far ahead moves the watermark there, and every post then further
         # behind it than the window would be dropped as late until the clock catches up.
@@ -341,6 +343,7 @@ def build_worker(
         partitions=settings.partitions,
         idle_s=engine.config.idle_s,
         lagging_idle_s=engine.config.lagging_idle_s,
+        max_ahead_s=setting_duration("max_ahead", settings.max_ahead),
     )
     notifier = Notifier.from_settings(settings)
     metrics.watch_notifier(notifier)
@@ -371,6 +374,7 @@ def build_worker(
         # partition's lag grows. An empty list is a standby (more workers than partitions).
         mine = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_posts)
         log.info("partitions assigned", extra={"worker": worker_id, "topic": settings.topic_posts, "partitions": mine})
+        processor.keep_clocks(mine)
 
     if settings.alert_settle_after > 0:
         @app.timer(interval=min(settings.alert_settle_after, 60.0))

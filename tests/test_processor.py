@@ -172,6 +172,92 @@ def test_a_post_behind_every_worker_by_more_than_the_retention_is_late_whatever_
     assert (outcome.processed, outcome.late_dropped) == (2, 1)
 
 
+def post_from(pid: str, ts: float, source: str, partition: int = 0, offset: int = 0) -> RawMessage:
+    value = {"id": pid, "text": "post", "created_at": ts, "source": source}
+    return RawMessage(json.dumps(value).encode(), "forum-posts", partition, offset)
+
+
+def test_one_post_from_the_future_drops_no_later_post_of_its_partition_and_is_counted_ahead(redis_server):
+    """future_one: one post dated a month ahead among a partition's posts, a 10-minute dedupe
+    window. Its partition's watermark used to jump there, and every later post of the partition was
+    dropped as late (777 of 4,763 in future_one.jsonl); now the watermark stays with the stream,
+    nothing is late, and the post is counted where it says and in `ahead`."""
+    redis.Redis.from_url(redis_server).flushdb()
+    msgs = [post_from(f"p{i}", T + 60 * i, "discord", offset=i) for i in range(20)]
+    msgs[5] = post_from("clockbug", T + 30 * 86400, "discord", offset=5)
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=3600, dedupe_s=600)
+        proc = neutral_processor(store)
+        await proc.start()
+        outcomes = [await proc.handle(msgs[i:i + 8]) for i in range(0, 20, 8)]
+        stats = await store.stats()
+        await store.close()
+        return outcomes, stats
+
+    outcomes, stats = asyncio.run(go())
+    assert sum(o.late_dropped for o in outcomes) == 0 and sum(o.processed for o in outcomes) == 20
+    assert sum(o.ahead for o in outcomes) == 1 and (stats["ahead"], stats["late_dropped"]) == (1, 0)
+    assert stats["pwm:0"] == stats["watermark"] == T + 60 * 19  # the stream's time, not the future post's
+
+
+def test_a_source_stamping_hours_ahead_leaves_every_partition_on_the_other_sources_time(redis_server):
+    """tz_skew8 at the processor: telegram's posts, 8 hours ahead, share both partitions with
+    discord's (3 of every 8). The stored watermarks, which judging follows, stay on discord's time;
+    telegram's posts are counted where they say and in `ahead`."""
+    redis.Redis.from_url(redis_server).flushdb()
+    pattern = "ddtdtdtd" * 10
+    # Eight posts to one partition, the next eight to the other (every partition's first is discord's:
+    # the first post a partition ever reads sets its clock).
+    msgs = [post_from(f"{c}{i}", T + 60 * i + (8 * 3600 if c == "t" else 0), {"d": "discord", "t": "telegram"}[c], i // 8 % 2, i)
+            for i, c in enumerate(pattern)]
+
+    async def go():
+        store = WindowStore.from_url(redis_server)
+        proc = neutral_processor(store)
+        await proc.start()
+        outcomes = [await proc.handle(msgs[i:i + 16]) for i in range(0, len(msgs), 16)]
+        stats = await store.stats()
+        await store.close()
+        return outcomes, stats
+
+    outcomes, stats = asyncio.run(go())
+    newest_discord = {p: max(T + 60 * i for i, c in enumerate(pattern) if c == "d" and i // 8 % 2 == p) for p in (0, 1)}
+    assert (stats["pwm:0"], stats["pwm:1"]) == (newest_discord[0], newest_discord[1])
+    assert stats["watermark"] == max(newest_discord.values()) and stats["late_dropped"] == 0 and stats["processed"] == len(msgs)
+    telegram = pattern.count("t")
+    assert telegram - 2 <= stats["ahead"] == sum(o.ahead for o in outcomes) < telegram  # each partition's first waited for its second
+
+
+def test_a_partition_handed_over_starts_its_clock_from_the_stored_watermark(redis_server):
+    """Worker A reads a partition, B takes it over (a rebalance), then A gets it back. B's clock
+    starts from A's stored watermark, so the first posts B reads, two of the fast source's, do not
+    carry the watermark off; A, told of the rebalance, starts again from B's progress, so a post
+    further behind it than the dedupe window is late there as it would be at B."""
+    redis.Redis.from_url(redis_server).flushdb()
+
+    def at(k: int, source: str = "discord", skew: float = 0.0) -> RawMessage:
+        return post_from(f"{source}-{k}", T + 60 * k + skew, source, 0, k)
+
+    async def go():
+        stores = [WindowStore.from_url(redis_server, retention_s=3600, dedupe_s=600) for _ in range(2)]
+        a, b = (neutral_processor(s) for s in stores)
+        await a.start()
+        await b.start()
+        await a.handle([at(k) for k in range(10)])
+        a.keep_clocks([])  # the rebalance: partition 0 goes to B
+        await b.handle([at(10, "telegram", 8 * 3600), at(11, "telegram", 8 * 3600), *(at(k) for k in range(12, 30))])
+        after_b = (await stores[0].stats())["pwm:0"]
+        back = await a.handle([at(5), at(30)])  # A has it back: at(5) is 25 minutes behind B's progress
+        for store in stores:
+            await store.close()
+        return after_b, back
+
+    after_b, back = asyncio.run(go())
+    assert after_b == T + 60 * 29
+    assert (back.late_dropped, back.processed) == (1, 1)
+
+
 class Gated:
     """A classifier that waits for the test's go-ahead, so the test controls when a batch finishes."""
 
