@@ -145,6 +145,52 @@ def test_swing_and_burst_alert_once_each_with_one_worker_or_two(tmp_path, kafka_
     assert sorted(webhook.keys()) == transitions
 
 
+def with_a_fast_source(posts: list[dict], skew_s: float, seed: int) -> tuple[list[dict], int]:
+    """`posts` and a second source's, in the order they are written: a Telegram scraper writing
+    local time with a Z, so its posts are stamped `skew_s` ahead. They are about DOGE, in a channel
+    of their own (a third of all posts), so the forum's asset scopes hold only the forum's posts.
+    The scraper starts 10 minutes in: the first post a partition ever reads sets its clock
+    (docs/reliability.md, "Event time when clocks disagree")."""
+    rng = random.Random(seed)
+    written = [(p["created_at"], p) for p in posts]
+    for g in generate(Scenario(days=2, per_minute={"DOGE": 2.0}, channels=("tg-main",)), seed=seed):
+        if g.created_at >= T0 + 600:
+            written.append((g.created_at, {"id": f"tg-{g.id}", "text": text_for("DOGE", g.label, rng), "created_at": g.created_at + skew_s,
+                                           "source": "telegram", "channel": "tg-main"}))
+    fast = len(written) - len(posts)
+    return [p for _, p in sorted(written, key=lambda w: w[0])], fast
+
+
+def test_a_source_stamping_hours_ahead_blinds_no_other_scope_with_one_worker_or_two(tmp_path, kafka_server, redis_server, cache_dir, webhook):
+    """tz_skew8 end to end: beside the forum, a source whose posts are stamped 8 hours ahead.
+    Before, each partition's watermark was its newest post, so the forum's posts were all 8 hours
+    behind it, judged late, and the BTC swing and the ETH burst fired nothing. Now each partition's
+    watermark follows what most of its posts' sources agree on: the forum's scopes give exactly
+    the records they give without the fast source, the fast source's posts are counted where they
+    say and in `ahead`, nothing is late, and two workers give the same records."""
+    forum = to_posts(generate(SCENARIO, seed=7), text_for, seed=7)
+    plain, skewed = tmp_path / "forum.jsonl", tmp_path / "skewed.jsonl"
+    plain.write_text("".join(json.dumps(p) + "\n" for p in forum))
+    posts, fast = with_a_fast_source(forum, 8 * 3600, seed=8)
+    skewed.write_text("".join(json.dumps(p) + "\n" for p in posts))
+
+    _, alone = sentinel_run(plain, run_env(kafka_server, redis_server, cache_dir, "skew-alone", webhook.url), tmp_path / "alone")
+    summary, records = sentinel_run(skewed, run_env(kafka_server, redis_server, cache_dir, "skew-one", webhook.url), tmp_path / "one")
+    assert summary["processed"] == len(posts) and summary["late_dropped"] == 0
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "fired_at"} for r in rs]  # noqa: E731
+    forum_scopes = {"asset:BTC", "asset:ETH", "asset:SOL", "channel:general", "channel:trading", "source:forum"}
+    swing = [r for r in records if (r["scope"], r["kind"]) == ("asset:BTC", "sentiment_drop")]
+    assert swing and 0 < minutes_after(swing[0]["window_end"], SWING_AT) <= 60, records
+    assert strip(r for r in records if r["scope"] in forum_scopes) == strip(r for r in alone if r["scope"] in forum_scopes)
+    assert fast - 4 <= summary["ahead"] <= fast  # each partition's first telegram post waited for its second to confirm it
+
+    env = run_env(kafka_server, redis_server, cache_dir, "skew-two", webhook.url)
+    summary2, records2 = sentinel_run(skewed, env, tmp_path / "two", "--workers", "2")
+    shared_by_two_workers(tmp_path / "two" / "worker.log")
+    assert (summary2["ahead"], summary2["late_dropped"]) == (summary["ahead"], 0)
+    assert strip(records2) == strip(records)
+
+
 CASCADE = Scenario(days=2, episodes=(Episode("ETH", SWING_AT, mix=SWING_MIX, volume=3.0),))
 MARKET = Scenario(days=2, episodes=tuple(Episode(a, SWING_AT, mix=SWING_MIX, volume=2.0) for a in ("BTC", "ETH", "SOL")))
 
