@@ -10,10 +10,15 @@ a simulation of the worker, which reads a batch at a time and partitions unevenl
 - newest: a partition's watermark is its newest post (the rule before PartitionClock);
 - least source: the least of the newest posts of the sources among the partition's latest 128
   posts (per-source watermarks combined as Flink combines splits);
-- vote: stream.windows.PartitionClock (the worker's rule).
+- majority: stream.windows.PartitionClock's reference alone, what sources holding most of the
+  partition's latest posts agree on (the worker's watermark from f2d2deb to d258218);
+- vote: stream.windows.PartitionClock's watermark (the worker's rule): the newest clock of a source
+  that agrees with the reference.
 A post is late when its minute bin is before the frontier (the least partition watermark) less the
-grace, as it arrives. The lag is the newest post so far less the frontier, after each post (where
-a clock runs fast, the newest post is the fast one's: the lag then says little)."""
+grace, as it arrives. The lag is the newest post so far less the frontier, after each post. Where a
+clock runs fast, the newest post is the fast one's: `--skew tz_skew8.jsonl:telegram=28800` takes
+that file's telegram posts back by their skew for the lag (not for the rules), so the lag is behind
+the true newest post."""
 
 from __future__ import annotations
 
@@ -60,26 +65,27 @@ class LeastSource:
 
 
 class Vote:
-    def __init__(self, max_ahead_s: float) -> None:
+    def __init__(self, max_ahead_s: float, reference: bool = False) -> None:
         self.clock = PartitionClock(max_ahead_s)
+        self.reference = reference
 
     @property
     def mark(self) -> float:
-        return self.clock.mark
+        return self.clock.reference if self.reference else self.clock.mark
 
     def observe(self, created_at: float, source: str | None) -> int:
         return len(self.clock.observe(created_at, source))
 
 
-def run(posts: list[tuple[float, str | None, int]], make: Callable[[], object], partitions: int, grace_s: float) -> dict[str, float]:
+def run(posts: list[tuple[float, str | None, int, float]], make: Callable[[], object], partitions: int, grace_s: float) -> dict[str, float]:
     clocks = [make() for _ in range(partitions)]
     late = ahead = 0
     newest, lags = -INF, []
-    for created_at, source, partition in posts:
+    for created_at, source, partition, true_at in posts:
         frontier = min(c.mark for c in clocks)  # type: ignore[attr-defined]
         late += frontier > -INF and created_at // 60 * 60 < frontier - grace_s
         ahead += clocks[partition].observe(created_at, source)  # type: ignore[attr-defined]
-        newest = max(newest, created_at)
+        newest = max(newest, true_at)
         frontier = min(c.mark for c in clocks)  # type: ignore[attr-defined]
         if frontier > -INF:
             lags.append(newest - frontier)
@@ -94,15 +100,21 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--grace", type=float, default=120.0, help="SENTINEL_ALERT_GRACE, seconds")
     parser.add_argument("--max-ahead", type=float, default=3600.0, help="SENTINEL_MAX_AHEAD, seconds")
+    parser.add_argument("--skew", action="append", default=[], metavar="FILE:SOURCE=SECONDS",
+                        help="a source's known skew in a file (its name), taken off its posts for the lag only; repeat as needed")
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
-    rules: dict[str, Callable[[], object]] = {"newest": Newest, "least source": LeastSource, "vote": lambda: Vote(args.max_ahead)}
+    skews = {tuple(name.split(":", 1)): float(seconds) for name, seconds in (s.rsplit("=", 1) for s in args.skew)}
+    rules: dict[str, Callable[[], object]] = {"newest": Newest, "least source": LeastSource,
+                                              "majority": lambda: Vote(args.max_ahead, reference=True), "vote": lambda: Vote(args.max_ahead)}
     figures = {}
     for path in args.files:
         posts = []
         for line in path.open():
             post = json.loads(line)
-            posts.append((parse_created_at(post["created_at"]), post.get("source"), partition_of(post["id"], args.partitions)))
+            created_at = parse_created_at(post["created_at"])
+            skew = skews.get((path.name, post.get("source") or ""), 0.0)
+            posts.append((created_at, post.get("source"), partition_of(post["id"], args.partitions), created_at - skew))
         figures[path.name] = {name: run(posts, make, args.partitions, args.grace) for name, make in rules.items()}
         print(path.name, "  ".join(f"{name}: late {f['late']} ahead {f['ahead']} lag {f['lag_median_min']} / {f['lag_p95_min']} min"
                                    for name, f in figures[path.name].items()))

@@ -216,8 +216,8 @@ def run_warnings(before: dict[str, float], summary: dict[str, Any], *, embedded:
         warnings.append(f"this Redis already held posts up to {shown(held)} before the run: posts it had counted are duplicates "
                         "and are not counted or judged again; to compare runs, run each on a fresh Redis (or the embedded stack)")
     if summary.get("ahead"):
-        warnings.append(f"{summary['ahead']} posts were stamped more than SENTINEL_MAX_AHEAD ahead of their partition's watermark "
-                        "(a source whose clock runs fast, or a post from the future): they are counted at their own time, which "
+        warnings.append(f"{summary['ahead']} posts were stamped more than SENTINEL_MAX_AHEAD ahead of what most of their partition's "
+                        "sources agree on (a source whose clock runs fast, or a post from the future): they are counted at their own time, which "
                         "judging reaches later, or never when past the end of the input, and they moved no watermark; "
                         "the worker log names them (\"post stamped ahead\")")
     if summary.get("late_dropped"):

@@ -107,9 +107,9 @@ class BatchProcessor:
         self.alerts = alerts
         self.metrics: BatchObserver = metrics if metrics is not None else _NoObserver()
         self.watermark = float("-inf")  # the newest of the partitions' watermarks (every worker's, after a write)
-        # Each input partition's event-time watermark (windows.PartitionClock: what most of its
-        # sources' clocks agree on, so one source stamping hours ahead, or one post from the
-        # future, moves none). Lateness against the dedupe window is judged per partition:
+        # Each input partition's event-time watermark (windows.PartitionClock: its newest post
+        # among the sources that agree with what most of its posts' sources have reached, so one
+        # source stamping hours ahead, or one post from the future, moves none). Lateness against the dedupe window is judged per partition:
         # partitions are read unevenly (a catch-up can run one hours of event time ahead of
         # another), and each partition's redeliveries find their ids, which are kept a window
         # behind the slowest one. Made on a partition's first batch, from its stored watermark.
@@ -294,15 +294,16 @@ class BatchProcessor:
         the horizon (its buckets may be gone): a retention behind the slowest live partition,
         which this batch's write trims to and no further, not behind the newest post of any (a
         partition read days behind another would lose its posts). Posts found stamped ahead of
-        their partition's watermark (PartitionClock.observe) keep their time and are counted in
+        what most of their partition's sources agree on (PartitionClock.observe) keep their time and are counted in
         `ahead`: one source's clock running fast is visible, never silent."""
         on_time = []
         for post, msg in posts:
             clock = self.clocks[msg.partition]
             for found in clock.observe(post.created_at, post.source, post.id):
                 outcome.ahead += 1
-                log.info("post stamped ahead of its partition's watermark", extra={
-                    "post_id": found, "partition": msg.partition, "watermark": clock.mark, "max_ahead_s": self.max_ahead_s})
+                log.info("post stamped ahead of its partition's clock", extra={
+                    "post_id": found, "partition": msg.partition, "watermark": clock.mark, "reference": clock.reference,
+                    "max_ahead_s": self.max_ahead_s})
             self.watermark = max(self.watermark, clock.mark)
             if is_late(post.created_at, clock.mark, self.store.dedupe_s) or is_late(post.created_at, self.horizon, 0):
                 log.info("late post dropped", extra={"post_id": post.id, "partition": msg.partition, "offset": msg.offset})

@@ -104,8 +104,8 @@ class Settings(BaseSettings):
     )
     max_ahead: str = Field(
         "1h", description="how far one post may run ahead of its source's clock on its partition before it needs the source's next "
-                          "post to confirm it, and past its partition's watermark before it is counted as `ahead` (a fast source "
-                          "clock or a post from the future: counted at its own time, moving no watermark)"
+                          "post to confirm it, and past what most of its partition's sources agree on before it is counted as "
+                          "`ahead` (a fast source clock or a post from the future: counted at its own time, moving no watermark)"
     )
 
     # --- windows ---

@@ -203,7 +203,7 @@ CLOCK_POSTS = 128
 # A source with no post among the partition's latest CLOCK_SILENT_POSTS stops voting: a scraper
 # that died would otherwise hold the watermark until the other sources outvote its old posts.
 CLOCK_SILENT_POSTS = 32
-# A jump of the watermark further than max_ahead at once must be backed by this many posts besides
+# A jump of the reference further than max_ahead at once must be backed by this many posts besides
 # a majority: after a restart the votes are few, and two posts of a fast source are a majority of three.
 CLOCK_JUMP_POSTS = 16
 
@@ -216,6 +216,7 @@ class SourceClock:
     pending: float | None = None  # a post more than max_ahead past `at`, waiting for the source's next one
     pending_key: Hashable = None  # that post's key (its id), for saying which post it was
     last: int = 0  # the partition's post count at its latest post
+    behind: int | None = None  # the partition's post count when `at` was last at or behind the reference
 
 
 class PartitionClock:
@@ -225,16 +226,24 @@ class PartitionClock:
     every partition, and one source stamping its posts hours ahead (local time written as UTC) would
     put every partition's watermark hours ahead of the rest, whose posts would then all be judged
     late. Instead each source (the post's `source`; absent is one source of its own) keeps a clock
-    on the partition, its newest post, and the watermark is the newest time that sources holding
-    more than half of the partition's last `posts` posts have all reached: a weighted median, so a
-    minority of posts cannot move it (NTP's rule that a minority of clocks does not set the time).
-    A tie goes to the slower clock. A source's lone post more than `max_ahead_s` past its clock (or
-    past the watermark, for a source's first post once the watermark is known) moves nothing until
-    the source's next post confirms it (at or past it, less max_ahead): a clock bug in one post moves
-    no watermark, a lull that ends moves it one post late. A jump of more than max_ahead also needs
-    `jump_posts` posts behind it. The watermark never moves back.
+    on the partition, its newest post, and the partition's `reference` is the newest time that
+    sources holding more than half of the partition's last `posts` posts have all reached: a
+    weighted median, so a minority of posts cannot move it (NTP's rule that a minority of clocks
+    does not set the time). A tie goes to the slower clock. A source's lone post more than
+    `max_ahead_s` past its clock (or past the reference, for a source's first post once the
+    reference is known) moves nothing until the source's next post confirms it (at or past it, less
+    max_ahead): a clock bug in one post moves no clock, a lull that ends moves it one post late. A
+    jump of the reference further than max_ahead also needs two thirds of the votes and
+    `jump_posts` posts behind them.
 
-    Posts keep their own time; `ahead` says which ones run more than max_ahead past the watermark
+    The watermark (`mark`) is the newest clock of a source that agrees with the reference: at most
+    max_ahead past it, and at or behind it at some post among the partition's latest `silent_posts`.
+    Honest sources fall back to the reference whenever the majority posts after them, so the
+    watermark is the newest post, as if there were one clock, and judging waits for no majority; a
+    source stamping an hour or more ahead never does, and is left out. The watermark never moves
+    back.
+
+    Posts keep their own time; `ahead` says which ones run more than max_ahead past the reference
     (they are counted where they say, and judged when the stream gets there). Everything here is a
     function of the partition's posts in offset order (and the `mark` it starts from), so any
     worker reading the partition reaches the same watermarks."""
@@ -245,6 +254,7 @@ class PartitionClock:
             raise ValueError("max_ahead must be longer than zero, and 0 < silent_posts <= posts")
         self.max_ahead_s = max_ahead_s
         self.mark = mark  # the watermark
+        self.reference = mark  # what sources holding most of the latest posts agree on (a restart: the stored watermark)
         self.posts = posts
         self.silent_posts = silent_posts
         self.jump_posts = jump_posts
@@ -255,11 +265,11 @@ class PartitionClock:
 
     def observe(self, created_at: float, source: str | None, key: Hashable = None) -> list[Hashable]:
         """Take the partition's next post (offset order; `key` names it, e.g. its id) and move the
-        watermark (`mark`). Returns the keys of the posts this showed to be ahead, each once: this
-        one, where it is more than max_ahead past the watermark and its source's clock stands by
-        it (a source running fast), and a lone post of its source that this one did not follow (a
-        clock bug). A lone post that its source's next post follows (the first after a lull) is
-        not ahead."""
+        reference and the watermark (`mark`). Returns the keys of the posts this showed to be
+        ahead, each once: this one, where it is more than max_ahead past the reference and its
+        source's clock stands by it (a source running fast), and a lone post of its source that
+        this one did not follow (a clock bug). A lone post that its source's next post follows (the
+        first after a lull) is not ahead."""
         name = source or ""
         self._read += 1
         self._recent.append(name)
@@ -272,7 +282,7 @@ class PartitionClock:
                 self._clocks.pop(gone, None)
         clock = self._clocks.setdefault(name, SourceClock())
         clock.last = self._read
-        known = clock.at if clock.at > float("-inf") else self.mark
+        known = clock.at if clock.at > float("-inf") else self.reference
         found: list[Hashable] = []
         if clock.pending is not None and created_at >= clock.pending - self.max_ahead_s:
             clock.at, clock.pending = max(clock.at, created_at, clock.pending), None  # two posts agree: the source moved on
@@ -291,22 +301,33 @@ class PartitionClock:
         return found
 
     def ahead(self, created_at: float) -> bool:
-        """Stamped more than max_ahead past the watermark."""
-        return self.mark > float("-inf") and created_at > self.mark + self.max_ahead_s
+        """Stamped more than max_ahead past the reference."""
+        return self.reference > float("-inf") and created_at > self.reference + self.max_ahead_s
 
     def _advance(self) -> None:
-        voting = sorted(((c.at, self._votes[s]) for s, c in self._clocks.items() if self._read - c.last < self.silent_posts),
-                        reverse=True)
+        live = [(s, c) for s, c in self._clocks.items() if self._read - c.last < self.silent_posts]
+        voting = sorted(((c.at, self._votes[s]) for s, c in live), reverse=True)
+        known = self.reference > float("-inf")
         majority, _ = _quorum(voting, 1, 2)
-        if self.mark == float("-inf") or majority <= self.mark + self.max_ahead_s:
-            self.mark = max(self.mark, majority)
+        if not known or majority <= self.reference + self.max_ahead_s:
+            self.reference = max(self.reference, majority)
+        else:
+            # Further than max_ahead at once: only as far as sources of two thirds of the votes have
+            # come (a fast source that a run of its posts gave a bare majority moves it no further
+            # than the rest), and with jump_posts posts behind it (after a restart, when the votes
+            # are few).
+            most, held = _quorum(voting, 2, 3)
+            if most <= self.reference + self.max_ahead_s or held >= self.jump_posts:
+                self.reference = max(self.reference, most)
+        if self.reference == float("-inf"):
             return
-        # Further than max_ahead at once: only as far as sources of two thirds of the votes have come
-        # (a fast source that a run of its posts gave a bare majority moves it no further than the
-        # rest), and with jump_posts posts behind it (after a restart, when the votes are few).
-        most, held = _quorum(voting, 2, 3)
-        if most <= self.mark + self.max_ahead_s or held >= self.jump_posts:
-            self.mark = max(self.mark, most)
+        lead = self.reference
+        for _, c in live:
+            if c.at <= self.reference:
+                c.behind = self._read
+            elif c.at <= self.reference + self.max_ahead_s and c.behind is not None and self._read - c.behind < self.silent_posts:
+                lead = max(lead, c.at)
+        self.mark = max(self.mark, lead)
 
 
 def _quorum(ranked: list[tuple[float, int]], num: int, den: int) -> tuple[float, int]:

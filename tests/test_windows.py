@@ -234,6 +234,37 @@ def test_a_restarted_clock_is_not_carried_off_by_its_first_few_posts():
     assert marks[-1] < start + H
 
 
+def test_on_honest_sources_the_watermark_is_the_newest_post_and_judging_waits_for_no_majority():
+    """Three sources on time, none with half of the posts: what most of them agree on (the
+    reference) is the second-newest clock, minutes behind the newest post, and judging the
+    partition by it ran that much later on every normal stream (tz_ok: 5.8 -> 10.2 minutes).
+    Each honest source falls back to the reference whenever the others post after it, so the
+    watermark is the newest post, as with one clock."""
+    import random
+
+    rng = random.Random(3)
+    t, clock, posts = 1_000_000.0, PartitionClock(H), []
+    for i in range(600):
+        t += rng.expovariate(1 / 90)
+        posts.append((t, rng.choice(("discord", "telegram", "reddit")), f"p{i}"))
+    marks, ahead = watermarks(clock, posts)
+    assert ahead == []
+    assert marks[20:] == [created_at for created_at, _, _ in posts[20:]]
+    assert clock.reference < clock.mark  # the reference trails: the second-newest clock
+
+
+def test_a_source_fast_by_less_than_max_ahead_but_never_behind_the_others_is_left_out_of_the_watermark():
+    """Telegram 55 minutes fast, within max_ahead of the reference: taking the newest clock within
+    max_ahead of the reference would put the watermark 55 minutes ahead of discord's posts (and a
+    source an hour fast would flicker in and out: tz_skew1). It is left out because its clock is
+    never at or behind the reference, as an honest source's is whenever the others post after it."""
+    posts = posts_of("ddtdtdtd" * 40, 1_000_000.0, 60.0, {"telegram": 55 * 60})
+    marks, ahead = watermarks(PartitionClock(H), posts)
+    assert ahead == []  # within max_ahead: not ahead, and not in the watermark either
+    assert all(m <= max(t for t, s, _ in posts[: i + 1] if s == "discord") for i, m in enumerate(marks))
+    assert marks[-1] == max(t for t, s, _ in posts if s == "discord")
+
+
 def test_the_clock_of_a_post_without_a_source_is_one_source_of_its_own():
     clock = PartitionClock(H)
     marks, ahead = watermarks(clock, [(1000.0 + 60 * i, None, f"p{i}") for i in range(5)])  # type: ignore[misc]

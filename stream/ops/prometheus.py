@@ -105,8 +105,8 @@ class WorkerMetrics:
         self.capped = Counter("sentinel_posts_author_capped", "Posts processed but not counted in the `all` windows: over their "
                               "author's hourly cap (SENTINEL_AUTHOR_CAP)", registry=r)
         self.late = Counter("sentinel_posts_late_dropped", "Valid posts dropped as further behind the watermark than the dedupe window", registry=r)
-        self.ahead = Counter("sentinel_posts_ahead", "Valid posts stamped further ahead of their partition's watermark than "
-                             "SENTINEL_MAX_AHEAD (a source's clock running fast, or one post from the future): counted at "
+        self.ahead = Counter("sentinel_posts_ahead", "Valid posts stamped further ahead of what most of their partition's "
+                             "sources agree on than SENTINEL_MAX_AHEAD (a source's clock running fast, or one post from the future): counted at "
                              "their own time, moving no watermark", registry=r)
         self.dead_letter = Counter("sentinel_posts_dead_lettered", "Messages sent to the DLQ, by reason", ["reason"], registry=r)
         self.batch_size = Histogram("sentinel_batch_size", "Messages per micro-batch", buckets=BATCH_SIZE_BUCKETS, registry=r)
