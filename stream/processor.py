@@ -35,7 +35,7 @@ from stream.kafka import record_bytes
 from stream.model_thread import ModelThread
 from stream.redis_client import retry_transient
 from stream.store import Scored, WindowStore
-from stream.windows import LAGGING_IDLE_S, PartitionClock, frontier, is_late, scopes_for, trim_horizon
+from stream.windows import CLOCK_JUMP_POSTS, LAGGING_IDLE_S, PartitionClock, frontier, is_late, scopes_for, trim_horizon
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class BatchProcessor:
         idle_s: float = 60.0,
         lagging_idle_s: float = LAGGING_IDLE_S,
         max_ahead_s: float = 3600.0,
+        clock_jump_posts: int = CLOCK_JUMP_POSTS,
     ):
         self.classify = classify
         self.store = store
@@ -114,6 +115,10 @@ class BatchProcessor:
         # another), and each partition's redeliveries find their ids, which are kept a window
         # behind the slowest one. Made on a partition's first batch, from its stored watermark.
         self.max_ahead_s = max_ahead_s  # SENTINEL_MAX_AHEAD
+        # The posts a partition's first watermark, and a jump of it, need behind them
+        # (PartitionClock.jump_posts): a partition with no stored watermark has none, and holds no
+        # judging back, until it has read that many (its first post may be a fast source's).
+        self.clock_jump_posts = clock_jump_posts
         self.clocks: dict[int, PartitionClock] = {}
         self.low = float("-inf")  # the slowest partition's watermark at the last write (ApplyResult.low)
         # Where buckets may go, and so the retention's lateness limit (windows.trim_horizon): a
@@ -199,7 +204,8 @@ class BatchProcessor:
             self._advance_horizon(stats)
             for _, msg in posts:
                 if msg.partition not in self.clocks:
-                    self.clocks[msg.partition] = PartitionClock(self.max_ahead_s, mark=stats.get(f"pwm:{msg.partition}", float("-inf")))
+                    self.clocks[msg.partition] = PartitionClock(self.max_ahead_s, mark=stats.get(f"pwm:{msg.partition}", float("-inf")),
+                                                                   jump_posts=self.clock_jump_posts)
         on_time = self._drop_late(posts, outcome)
         outcome.late_dropped = len(posts) - len(on_time)
         # Captured: the next batch's admit may advance them before this commits.

@@ -203,8 +203,9 @@ CLOCK_POSTS = 128
 # A source with no post among the partition's latest CLOCK_SILENT_POSTS stops voting: a scraper
 # that died would otherwise hold the watermark until the other sources outvote its old posts.
 CLOCK_SILENT_POSTS = 32
-# A jump of the reference further than max_ahead at once must be backed by this many posts besides
-# a majority: after a restart the votes are few, and two posts of a fast source are a majority of three.
+# A jump of the reference further than max_ahead at once, and its first value, must be backed by
+# this many posts besides two thirds of the votes: after a restart the votes are few, and two posts
+# of a fast source are a majority of three; a replay's first line may be the fast source's.
 CLOCK_JUMP_POSTS = 16
 
 
@@ -233,8 +234,9 @@ class PartitionClock:
     `max_ahead_s` past its clock (or past the reference, for a source's first post once the
     reference is known) moves nothing until the source's next post confirms it (at or past it, less
     max_ahead): a clock bug in one post moves no clock, a lull that ends moves it one post late. A
-    jump of the reference further than max_ahead also needs two thirds of the votes and
-    `jump_posts` posts behind them.
+    jump of the reference further than max_ahead, and its first value, need two thirds of the votes
+    and `jump_posts` posts behind them: a partition has no watermark until then (its first post
+    may be the fast source's), and a clock that starts from a stored `mark` starts from there.
 
     The watermark (`mark`) is the newest clock of a source that agrees with the reference: at most
     max_ahead past it, and at or behind it at some post among the partition's latest `silent_posts`.
@@ -309,15 +311,16 @@ class PartitionClock:
         voting = sorted(((c.at, self._votes[s]) for s, c in live), reverse=True)
         known = self.reference > float("-inf")
         majority, _ = _quorum(voting, 1, 2)
-        if not known or majority <= self.reference + self.max_ahead_s:
+        if known and majority <= self.reference + self.max_ahead_s:
             self.reference = max(self.reference, majority)
         else:
-            # Further than max_ahead at once: only as far as sources of two thirds of the votes have
-            # come (a fast source that a run of its posts gave a bare majority moves it no further
-            # than the rest), and with jump_posts posts behind it (after a restart, when the votes
-            # are few).
+            # Further than max_ahead at once, or the first time: only as far as sources of two thirds
+            # of the votes have come (a fast source that a run of its posts gave a bare majority
+            # moves it no further than the rest), and with jump_posts posts behind it (after a
+            # restart, when the votes are few; at the start, when the first posts may all be the
+            # fast source's).
             most, held = _quorum(voting, 2, 3)
-            if most <= self.reference + self.max_ahead_s or held >= self.jump_posts:
+            if (known and most <= self.reference + self.max_ahead_s) or held >= self.jump_posts:
                 self.reference = max(self.reference, most)
         if self.reference == float("-inf"):
             return

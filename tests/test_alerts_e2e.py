@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from aiokafka.partitioner import murmur2
 
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, to_posts
 from stream.timefmt import iso
+from stream.windows import CLOCK_JUMP_POSTS
 from workers import Hook, worker_env
 
 WORDS = {
@@ -145,17 +147,19 @@ def test_swing_and_burst_alert_once_each_with_one_worker_or_two(tmp_path, kafka_
     assert sorted(webhook.keys()) == transitions
 
 
-def with_a_fast_source(posts: list[dict], skew_s: float, seed: int) -> tuple[list[dict], int]:
+def with_a_fast_source(posts: list[dict], skew_s: float, seed: int, first: bool = False) -> tuple[list[dict], int]:
     """`posts` and a second source's, in the order they are written: a Telegram scraper writing
     local time with a Z, so its posts are stamped `skew_s` ahead. They are about DOGE, in a channel
     of their own (a third of all posts), so the forum's asset scopes hold only the forum's posts.
-    The scraper starts 10 minutes in: the first post a partition ever reads sets its clock
-    (docs/reliability.md, "Event time when clocks disagree")."""
+    The scraper starts 10 minutes in, or (`first`) at the start, its first 10 minutes written
+    before the forum's first post, so that the first post each partition reads is the fast
+    source's (docs/reliability.md, "Event time when clocks disagree")."""
     rng = random.Random(seed)
     written = [(p["created_at"], p) for p in posts]
     for g in generate(Scenario(days=2, per_minute={"DOGE": 2.0}, channels=("tg-main",)), seed=seed):
-        if g.created_at >= T0 + 600:
-            written.append((g.created_at, {"id": f"tg-{g.id}", "text": text_for("DOGE", g.label, rng), "created_at": g.created_at + skew_s,
+        if first or g.created_at >= T0 + 600:
+            at = T0 - 1 if g.created_at < T0 + 600 else g.created_at  # the first 10 minutes before the forum's first post
+            written.append((at, {"id": f"tg-{g.id}", "text": text_for("DOGE", g.label, rng), "created_at": g.created_at + skew_s,
                                            "source": "telegram", "channel": "tg-main"}))
     fast = len(written) - len(posts)
     return [p for _, p in sorted(written, key=lambda w: w[0])], fast
@@ -182,13 +186,28 @@ def test_a_source_stamping_hours_ahead_blinds_no_other_scope_with_one_worker_or_
     swing = [r for r in records if (r["scope"], r["kind"]) == ("asset:BTC", "sentiment_drop")]
     assert swing and 0 < minutes_after(swing[0]["window_end"], SWING_AT) <= 60, records
     assert strip(r for r in records if r["scope"] in forum_scopes) == strip(r for r in alone if r["scope"] in forum_scopes)
-    assert fast - 4 <= summary["ahead"] <= fast  # each partition's first telegram post waited for its second to confirm it
+    # Before each partition's first watermark (CLOCK_JUMP_POSTS posts) there is nothing to be ahead of.
+    assert fast - 4 * CLOCK_JUMP_POSTS <= summary["ahead"] <= fast
 
     env = run_env(kafka_server, redis_server, cache_dir, "skew-two", webhook.url)
     summary2, records2 = sentinel_run(skewed, env, tmp_path / "two", "--workers", "2")
     shared_by_two_workers(tmp_path / "two" / "worker.log")
     assert (summary2["ahead"], summary2["late_dropped"]) == (summary["ahead"], 0)
     assert strip(records2) == strip(records)
+
+    # The scraper's first 10 minutes come before the forum's first post, so each partition's first
+    # post is the fast source's. It used to set the partition's clock 8 hours ahead, and the forum's
+    # scopes fired nothing; a partition's first watermark now needs two thirds of its first
+    # CLOCK_JUMP_POSTS posts, so the forum's records are the same as alone.
+    first, _ = with_a_fast_source(forum, 8 * 3600, seed=8, first=True)
+    starts: dict[int, str] = {}
+    for p in first:
+        starts.setdefault((murmur2(p["id"].encode()) & 0x7FFFFFFF) % 4, p.get("source", ""))
+    assert starts == {p: "telegram" for p in range(4)}  # what `sentinel run` sends where: the id is the key
+    skewed.write_text("".join(json.dumps(p) + "\n" for p in first))
+    summary3, records3 = sentinel_run(skewed, run_env(kafka_server, redis_server, cache_dir, "skew-first", webhook.url), tmp_path / "first")
+    assert summary3["processed"] == len(first) and summary3["late_dropped"] == 0
+    assert strip(r for r in records3 if r["scope"] in forum_scopes) == strip(r for r in alone if r["scope"] in forum_scopes)
 
 
 CASCADE = Scenario(days=2, episodes=(Episode("ETH", SWING_AT, mix=SWING_MIX, volume=3.0),))

@@ -6,7 +6,7 @@ from stream.contracts import Post
 from stream.keys import bucket_key, index_key
 from stream.timefmt import format_duration, parse_duration, shown
 from stream.windows import (
-    CLOCK_SILENT_POSTS, PartitionClock, aggregate, bucket_start, frontier, is_late, pair_horizon, pair_retention_s, scopes_for, trim_horizon,
+    CLOCK_JUMP_POSTS, CLOCK_SILENT_POSTS, PartitionClock, aggregate, bucket_start, frontier, is_late, pair_horizon, pair_retention_s, scopes_for, trim_horizon,
 )
 
 
@@ -148,15 +148,16 @@ def test_a_source_stamping_hours_ahead_moves_no_watermark_and_its_posts_are_ahea
     """tz_skew8: a telegram scraper writes local time (UTC+8) with a Z, and its posts share the
     partition with discord's, 5 of every 8. The newest post (the rule before) would put the
     watermark 8 hours ahead of discord's posts, every one of them then late; the clock stays on
-    discord's time, and each telegram post after its first is said to be ahead, once."""
+    discord's time, and each telegram post from the partition's first watermark on (its
+    CLOCK_JUMP_POSTS-th post) is said to be ahead, once."""
     posts = posts_of("ddtdtdtd" * 40, 1_000_000.0, 60.0, {"telegram": 8 * H})
     marks, ahead = watermarks(PartitionClock(H), posts)
     discord = [t for t, s, _ in posts if s == "discord"]
     assert max(t for t, _, _ in posts) - max(discord) > 7 * H  # the newest post is telegram's
     assert all(m <= max(t for t, s, _ in posts[: i + 1] if s == "discord") for i, m in enumerate(marks))
     assert marks[-1] == max(discord)
-    telegram = [pid for _, s, pid in posts if s == "telegram"]
-    assert ahead == telegram[1:]  # the first waited for the second to confirm it: the source did move on
+    telegram = [pid for i, (_, s, pid) in enumerate(posts) if s == "telegram" and i >= CLOCK_JUMP_POSTS - 1]
+    assert ahead == telegram  # before its first watermark a partition has nothing to be ahead of
 
 
 def test_one_post_from_the_future_moves_no_watermark_and_is_ahead_once_its_source_goes_on():
@@ -265,9 +266,23 @@ def test_a_source_fast_by_less_than_max_ahead_but_never_behind_the_others_is_lef
     assert marks[-1] == max(t for t, s, _ in posts if s == "discord")
 
 
+def test_the_first_post_a_partition_reads_does_not_set_its_clock_when_it_is_the_fast_sources():
+    """A replay whose first line is the fast source's: the first post used to set the partition's
+    watermark, 8 hours ahead, and every later post was behind it. The first watermark needs what a
+    jump does, two thirds of the votes and CLOCK_JUMP_POSTS posts behind them; until then the
+    partition has none (and nothing is late or ahead on it)."""
+    posts = posts_of("ttdddtdd" * 20, 1_000_000.0, 60.0, {"telegram": 8 * H})
+    marks, _ = watermarks(PartitionClock(H), posts)
+    assert marks[: CLOCK_JUMP_POSTS - 1] == [float("-inf")] * (CLOCK_JUMP_POSTS - 1)
+    assert all(m <= max((t for t, s, _ in posts[: i + 1] if s == "discord"), default=m) for i, m in enumerate(marks))
+    assert marks[-1] == max(t for t, s, _ in posts if s == "discord")
+
+
 def test_the_clock_of_a_post_without_a_source_is_one_source_of_its_own():
     clock = PartitionClock(H)
-    marks, ahead = watermarks(clock, [(1000.0 + 60 * i, None, f"p{i}") for i in range(5)])  # type: ignore[misc]
-    assert marks == [1000.0 + 60 * i for i in range(5)] and ahead == []
+    times = [1000.0 + 60 * i for i in range(20)]
+    marks, ahead = watermarks(clock, [(t, None, f"p{i}") for i, t in enumerate(times)])  # type: ignore[misc]
+    first = CLOCK_JUMP_POSTS - 1  # a partition's first watermark waits for CLOCK_JUMP_POSTS posts
+    assert marks == [float("-inf")] * first + times[first:] and ahead == []
     with pytest.raises(ValueError):
         PartitionClock(0)
