@@ -169,7 +169,8 @@ def test_a_source_stamping_hours_ahead_blinds_no_other_scope_with_one_worker_or_
     """tz_skew8 end to end: beside the forum, a source whose posts are stamped 8 hours ahead.
     Before, each partition's watermark was its newest post, so the forum's posts were all 8 hours
     behind it, judged late, and the BTC swing and the ETH burst fired nothing. Now each partition's
-    watermark follows what most of its posts' sources agree on: the forum's scopes give exactly
+    watermark leaves out a source running ahead of what most of its posts' sources agree on, and
+    its first watermark waits for two thirds of 16 posts: the forum's scopes give exactly
     the records they give without the fast source, the fast source's posts are counted where they
     say and in `ahead`, nothing is late, and two workers give the same records."""
     forum = to_posts(generate(SCENARIO, seed=7), text_for, seed=7)

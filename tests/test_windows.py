@@ -210,8 +210,8 @@ def test_a_fast_source_near_half_the_posts_never_carries_the_watermark_off():
     """Random arrivals over 20,000 posts: a source 8 hours fast with 45% of them. A simple majority
     of the latest 128 posts swings its way now and then (the rule without the two-thirds step
     did, and the watermark never came back); the watermark stays within max_ahead of the truth.
-    The clock starts from a stored watermark, as a worker's does after the stream's first posts:
-    the first post a partition ever reads sets its clock, whichever source's it is."""
+    The clock starts from a stored watermark, as a worker's does after a restart (a partition's
+    first watermark, from none, is the test of a fast source posting first below)."""
     import random
 
     rng = random.Random(7)
