@@ -35,7 +35,7 @@ from stream.kafka import record_bytes
 from stream.model_thread import ModelThread
 from stream.redis_client import retry_transient
 from stream.store import Scored, WindowStore
-from stream.windows import CLOCK_JUMP_POSTS, LAGGING_IDLE_S, PartitionClock, frontier, is_late, scopes_for, trim_horizon
+from stream.windows import CLOCK_JUMP_POSTS, LAGGING_IDLE_S, Kept, PartitionClock, frontier, is_late, scopes_for, trim_horizon
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class Judge(Protocol):
     """Judges the scopes a batch touched (stream/alerts/engine.AlertEngine)."""
 
     async def judge(self, touched: Iterable[str] | Mapping[str, float]) -> Sequence[AlertRecord]: ...
+
+    async def kept(self, scopes: Iterable[str]) -> Kept: ...
 
 
 class BatchObserver(Protocol):
@@ -246,8 +248,11 @@ class BatchProcessor:
             # Windows, then judging, then the replicas: all idempotent, so a failure anywhere
             # (Redis away, a failover, replicas behind) writes the whole batch again.
             mark = time.perf_counter()
+            # What judging and grouping will still read of these scopes: the write trims no further,
+            # however far the partitions ran ahead of judging (windows.Kept says why).
+            keep = await self.alerts.kept(touched) if self.alerts is not None else None
             result = await self.store.apply(items, counters, batch.watermark, marks, batch=token, low=self.low,
-                                            horizon=batch.horizon, partition_lags=lags)
+                                            horizon=batch.horizon, partition_lags=lags, keep=keep)
             outcome.windows_s = time.perf_counter() - mark
             # Every partition's progress (other workers' too): the next batches are judged, and
             # trim, a retention behind the slowest live one.

@@ -23,7 +23,10 @@ from stream.keys import (
     BATCHES_KEY, SCOPES_KEY, STATS_KEY, bucket_key, bucket_prefix, day_index_pattern, index_key, index_pattern, rollup_index_key,
     rollup_prefix, sample_key, scope_of_day_index, scope_of_index, seen_key,
 )
-from stream.windows import Sample, WindowStats, aggregate, author_key, bucket_start, is_pair_scope, matches_scope, pair_horizon, pair_scopes_for, scopes_for
+from stream.windows import (
+    Kept, Sample, WindowStats, aggregate, author_key, bucket_start, is_pair_scope, kept_trim, matches_scope, pair_horizon, pair_scopes_for,
+    scopes_for,
+)
 
 # Writes one or more scopes' windows, each scope's keys and arguments after the previous one's.
 # A scope's KEYS: idx, seen, one index per roll-up level[, stats, scope registry, batch tokens].
@@ -37,6 +40,9 @@ from stream.windows import Sample, WindowStats, aggregate, author_key, bucket_st
 # newest event time}); then one argument per post (`_packed_row`): 'bucket label score ts score²
 # author idbytes ' then the id and the text. Each argument and each command costs the client its
 # packing in Python, so the numbers travel together and scopes share calls (`WindowStore._apply_calls`).
+# A scope's trim-before is its own (what readers still need holds it back: windows.Kept); `all`
+# also passes the batch's trim line before any such hold (`line`, after its lags), which is what the
+# stats' `trimmed`, the scope registry and the batch tokens go by.
 # The stats, scope-registry and batch-token keys live in the `all` scope's slot, so the batch's
 # counters, duplicates, watermarks and scopes move atomically with its windows. The reply is the
 # last scope's: (added, duplicates), and for `all` also the stored watermark, the stats fields
@@ -71,8 +77,9 @@ local function apply_scope(k, a)
   end
   local stats, registry, batches
   if nums[6] == 1 then stats, registry, batches = KEYS[k + 2 + #levels], KEYS[k + 3 + #levels], KEYS[k + 4 + #levels] end
-  local extra = a + 2 + #levels  -- `all` alone: watermark, counters, partition watermarks, now, scopes, lags
-  local first_row = stats and extra + 6 or extra
+  local extra = a + 2 + #levels  -- `all` alone: watermark, counters, partition watermarks, now, scopes, lags, line
+  local first_row = stats and extra + 7 or extra
+  local line = stats and tonumber(ARGV[extra + 6]) or trim_before
   local next_k, next_a = k + 2 + #levels + (stats and 3 or 0), first_row + nrows
   local added, dups, first, capped = 0, 0, nil, 0
   -- Roll-ups: hourly (the console's overview reads 26 of them per scope, not 1,560 buckets)
@@ -228,7 +235,7 @@ local function apply_scope(k, a)
   if registry then
     -- The scopes and their newest post: listing scopes reads this, not a SCAN of every bucket key.
     for scope, newest in pairs(cjson.decode(ARGV[extra + 4])) do redis.call('ZADD', registry, 'GT', newest, scope) end
-    redis.call('ZREMRANGEBYSCORE', registry, '-inf', '(' .. trim_before)
+    redis.call('ZREMRANGEBYSCORE', registry, '-inf', '(' .. line)
     redis.call('EXPIRE', registry, 2 * ttl)
   end
   if stats then
@@ -237,8 +244,8 @@ local function apply_scope(k, a)
     if wm > old then redis.call('HSET', stats, 'watermark', ARGV[extra]) end
     -- The furthest any write has trimmed buckets (its trim-before): where the pair scopes' readers
     -- may find buckets gone (WindowStore.pair_horizon).
-    if trim_before > tonumber(redis.call('HGET', stats, 'trimmed') or '-1') then
-      redis.call('HSET', stats, 'trimmed', string.format('%d', trim_before))
+    if line > tonumber(redis.call('HGET', stats, 'trimmed') or '-1') then
+      redis.call('HSET', stats, 'trimmed', string.format('%d', line))
     end
     -- A batch written again (its reply was lost, or its replicas were behind) counts once: its
     -- token (partition offsets) is remembered for the retention in event time, so the set holds a
@@ -248,7 +255,7 @@ local function apply_scope(k, a)
     if counters.batch then
       local at = wm >= 0 and wm or math.max(old, 0)
       fresh = redis.call('ZADD', batches, 'NX', at, counters.batch) == 1
-      redis.call('ZREMRANGEBYSCORE', batches, '-inf', '(' .. trim_before)
+      redis.call('ZREMRANGEBYSCORE', batches, '-inf', '(' .. line)
       redis.call('EXPIRE', batches, ttl)
       counters.batch = nil
     end
@@ -536,7 +543,7 @@ class WindowStore:
     async def apply(
         self, scored: Sequence[Scored], counters: Mapping[str, int], watermark: float,
         partition_watermarks: Mapping[int, float] | None = None, batch: str | None = None, low: float | None = None,
-        horizon: float | None = None, partition_lags: Mapping[int, int | None] | None = None,
+        horizon: float | None = None, partition_lags: Mapping[int, int | None] | None = None, keep: Kept | None = None,
     ) -> ApplyResult:
         """Write a batch's windows and counters in one round trip (duplicates and processed are
         counted here). With a `batch` token (its partition offsets), writing it again is harmless.
@@ -547,7 +554,9 @@ class WindowStore:
         behind `watermark`; None: that, for one input partition read in order. The caller judges
         lateness against the same horizon, so no post it admits is trimmed by its own write.
         `partition_lags`: each input partition the batch read, and the posts left to read on it
-        after the batch (None: not known), stored as plag:<p> for windows.frontier."""
+        after the batch (None: not known), stored as plag:<p> for windows.frontier.
+        `keep`: how far back judging and grouping still read each scope (windows.Kept, from
+        AlertEngine.kept): its buckets go no further, whatever the horizon."""
         by_scope: dict[str, list[str]] = {}
         newest: dict[str, float] = {}
         for item in scored:
@@ -577,11 +586,13 @@ class WindowStore:
         counted = {**counters, "batch": batch} if batch else dict(counters)
         lags = {str(p): -1 if lag is None else max(int(lag), 0) for p, lag in (partition_lags or {}).items()}
         stats_args = [repr(watermark) if has_wm else "-1", json.dumps(counted), json.dumps(pwm), repr(time.time()), json.dumps(newest),
-                      json.dumps(lags)]
+                      json.dumps(lags), str(trim_before)]
+        keep = keep or Kept()
         # Pair scopes: their buckets a pair retention behind the slowest partition, and their ids
         # with them. An id may go before the batch's oldest post here: that post's pair bucket goes
         # too, so a retried write that counts it again leaves nothing behind.
         pair_trim = pair_horizon(watermark, floor, self.pair_retention_s, self.retention_s, horizon=trim_before) if trims else 0
+        pair_trim = kept_trim(pair_trim, keep.pairs, self.bucket_s)
         # (level, width, ttl, trim-before); a slot is dropped only once all of it is out of retention.
         levels = [("h", HOUR_S, self.retention_s + HOUR_S, trim_before // HOUR_S * HOUR_S)]
         if self.day_retention_s:
@@ -590,7 +601,6 @@ class WindowStore:
             levels.append(("d", DAY_S, self.day_retention_s + DAY_S, day_trim))
         # The script's numbers (see _APPLY_SCOPES): 'ttl trim-before keep seen-trim', the scope's row
         # count and stats flag, then 'L' and each level's spec.
-        head = f"{ttl} {trim_before} 1 {seen_trim}"
         level_specs = " ".join(str(x) for x in (len(levels), *(v for _, *spec in levels for v in spec), self.author_cap))
         # Hidden pair scopes are never shown, reported or judged: no roll-ups and no samples.
         pair_head = f"{self.pair_retention_s + self.bucket_s} {pair_trim} 0 {max(seen_trim, pair_trim)}"
@@ -598,6 +608,7 @@ class WindowStore:
         def segment(scope: str, rows: list[str], *stats_keys: str) -> tuple[list[str], list[str]]:
             if is_pair_scope(scope):
                 return [index_key(scope), seen_key(scope)], [bucket_prefix(scope), f"{pair_head} {len(rows)} 0 0 {self.author_cap}", *rows]
+            head = f"{ttl} {kept_trim(trim_before, keep.line(scope), self.bucket_s)} 1 {seen_trim}"
             return ([index_key(scope), seen_key(scope), *(rollup_index_key(scope, name) for name, *_ in levels), *stats_keys],
                     [bucket_prefix(scope), f"{head} {len(rows)} {1 if stats_keys else 0} {level_specs}",
                      *(rollup_prefix(scope, name) for name, *_ in levels), *(stats_args if stats_keys else ()), *rows])

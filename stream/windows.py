@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import math
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Hashable, Iterable, Mapping
 
@@ -122,6 +123,37 @@ def pair_retention_s(retention: str, pair_retention: str, reference_s: int) -> i
         raise ValueError(f"SENTINEL_PAIR_RETENTION ({kept} s, capped at SENTINEL_RETENTION) must exceed incident grouping's "
                          f"reference span ({reference_s} s)")
     return kept
+
+
+@dataclass(frozen=True)
+class Kept:
+    """How far back the readers of the windows (alert judging, incident grouping) still read, so a
+    write trims no bucket they will read: a scope's buckets go no further than `line(scope)`.
+
+    Trimming follows the slowest input partition, and judging can run far behind it: a replay of
+    sparse chatter moves a partition by days in one batch, and a scope catches up at most
+    `engine.MAX_BOUNDARIES` boundaries a round. A bin the sequential detector took into its baseline
+    and then found trimmed when it left would read as empty, so the baseline kept it for good; and
+    whether it was trimmed depended on where the batches were cut, so two replays of one input gave
+    different records. `scopes`: per scope, the first bucket its next judgement reads (the engine's
+    `judged` set); `every`: for every scope, what grouping may still read (a retention before the
+    correlation cursor); `pairs`: the same for the hidden pair scopes (a pair retention before it).
+    Missing or infinite: no reader holds that scope back."""
+
+    scopes: Mapping[str, float] = field(default_factory=dict)
+    every: float = math.inf
+    pairs: float = math.inf
+
+    def line(self, scope: str) -> float:
+        if is_pair_scope(scope):
+            return self.pairs
+        return min(self.scopes.get(scope, math.inf), self.every)
+
+
+def kept_trim(trim_before: int, line: float, bucket_s: int) -> int:
+    """A write's trim line for one scope: `trim_before`, or the bucket of `line` where a reader
+    still needs it (`Kept`); whole buckets only."""
+    return trim_before if line == math.inf else min(trim_before, bucket_start(line, bucket_s))
 
 
 def pair_horizon(watermark: float, low: float, pair_retention_s: int, retention_s: int, horizon: float | None = None) -> int:

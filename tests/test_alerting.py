@@ -99,6 +99,59 @@ def test_the_sequential_detector_in_redis_judges_as_it_does_in_memory(redis_serv
     assert sum(n > lookback for n in reads) <= 7 * 3 and max(n for n in reads if n <= lookback) < 100
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "trimmed-as-before"])
+def test_judging_far_behind_the_writes_gives_the_records_of_judging_in_step(redis_server, monkeypatch, keep):
+    """Sparse chatter replayed at full speed: one batch moves a partition by days, trimming follows
+    the partition, and a scope catches up at most MAX_BOUNDARIES boundaries a round, so judging
+    runs days behind the writes. The writes keep what judging will still read (windows.Kept,
+    AlertEngine.kept), so the records and the detector's state are those of judging in step with
+    small batches. Trimmed as before (no keep), a bin the baseline took in was gone when it left
+    it: the baseline kept it for good, and what it kept depended on where the batches were cut
+    (two replays of the research's Discord export gave 273 and 276 records)."""
+    from dataclasses import replace
+
+    import stream.alerts.engine as engine_module
+    from stream.keys import incident_key
+
+    config = replace(AlertConfig(), detector="sequential")
+    scenario = Scenario(days=6, per_minute={"MC": 0.5}, channels=("meritcircle",),
+                        episodes=(Episode("MC", 4 * 86400 + 12 * 3600, volume=6.0),))
+    stream = generate(scenario, seed=11)
+    items = [Scored(Post(p.id, f"gm {p.label}", p.created_at, (), "discord", p.channel), p.label, SCORES[p.label]) for p in stream]
+    scopes = ("all", "source:discord", "channel:meritcircle")
+
+    async def replay(size: int, boundaries: int) -> tuple[list, dict]:
+        monkeypatch.setattr(engine_module, "MAX_BOUNDARIES", boundaries)
+        redis.Redis.from_url(redis_server).flushdb()
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        engine = AlertEngine(store, config, partitions=1, samples=0)
+        committed = []
+        for i in range(0, len(items), size):
+            batch = items[i : i + size]
+            newest = batch[-1].post.created_at
+            kept = await engine.kept(scopes) if keep else None
+            await store.apply(batch, {}, newest, {0: newest}, keep=kept)
+            committed += await engine.judge({scope: newest for scope in scopes})
+        while True:  # the input has ended: judging catches up with no more writes
+            done = await store.redis.zrange("sentinel:{alerts}:judged", 0, -1, withscores=True)
+            caught = all(until >= newest - config.grace_s - config.step_s for _, until in done)
+            if caught:
+                break
+            committed += await engine.judge(list(scopes))
+        states = {scope: await store.redis.hget(incident_key(scope), "seq") for scope in scopes}
+        await store.close()
+        return sorted((r.scope, r.kind, r.state, r.window_end, r.onset, r.value, r.baseline) for r in committed), states
+
+    in_step = asyncio.run(replay(60, engine_module.MAX_BOUNDARIES))  # two hours a batch, judged as it comes
+    behind = asyncio.run(replay(1500, 300))  # two days a batch, judged five hours a round
+    fired = {(scope, kind) for scope, kind, state, *_ in in_step[0] if state == "firing"}
+    assert ("all", "volume_spike") in fired
+    if keep:
+        assert behind == in_step
+    else:
+        assert behind != in_step
+
+
 def test_a_scope_that_first_posts_on_day_three_is_judged_on_its_own_history(redis_server):
     """SOL is first mentioned 54 hours into the stream, at its usual rate. Its history begins at its
     first post, not the stream's (docs/alerts.md, "What is judged"): no judgement until 75% of a
@@ -1131,11 +1184,12 @@ def test_grouping_reads_an_old_onset_from_where_the_pair_scopes_still_hold_count
 
     with caplog.at_level(logging.INFO, logger="stream.alerts.correlator"):
         answers = asyncio.run(go())
-    # From an hour before the end (8 h kept, 6 h of reference, an hour's margin): BTC's 60 extra posts,
-    # none of them ETH's, so ETH explains nothing.
+    # From two hours before the end (8 h kept behind the boundary, 6 h of reference; a function of
+    # the boundary alone, grouping.readable): BTC's 60 extra posts, none of them ETH's, so ETH
+    # explains nothing.
     assert answers == {("channel:general", "sentiment_drop"): Explanation()}
     (read,) = [r for r in caplog.records if r.getMessage().startswith("explanation read from a later onset")]
-    assert (read.onset, read.read_from) == (int(end - 30 * 3600), int(end) - 3600)
+    assert (read.onset, read.read_from) == (int(end - 30 * 3600), int(end) - 2 * 3600)
 
 
 @pytest.mark.parametrize("backlog", [0, 3], ids=["no-backlog", "a-backlog-longer-than-a-page"])

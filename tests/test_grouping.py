@@ -20,6 +20,7 @@ from stream.alerts.grouping import (
     history_status,
     next_boundary,
     questions,
+    readable,
     still_tail,
     tail_questions,
     within,
@@ -430,6 +431,22 @@ def test_a_question_older_than_the_pair_scopes_is_read_from_the_earliest_kept_on
     assert within(q, B0 + 5 * MIN) == replace(q, onset=B0 + 5 * MIN)  # the move's last 15 minutes
     assert within(q, B0 + 30 * MIN).onset == B0 + 20 * MIN  # never past the boundary: nothing since, nothing explained
     assert explain(within(q, B0 + 30 * MIN), Counts(1080, 0), {"asset:ETH": Counts(360, 0)}, CONFIG) == Explanation()
+
+
+def test_what_a_question_reads_is_a_function_of_its_boundary_alone():
+    """grouping.readable: no further back than a retention before the boundary, a pair retention
+    where a pair scope is read (a channel's or a source's share of an asset), whatever the writes
+    had trimmed when it was asked (that made two replays of one input answer differently)."""
+    day, hours = 24 * 3600, 3600
+    old = Question("channel:general", "sentiment_drop", B0 - 2 * day, B0, ("asset:ETH",))
+    assert readable(old, 2 * day, 12 * hours, CONFIG).onset == B0 - 12 * hours + CONFIG.reference_s  # reads a pair scope
+    assert readable(replace(old, parent="all"), 2 * day, 12 * hours, CONFIG).onset == B0 - 2 * day + CONFIG.reference_s  # its parts' own
+    recent = replace(old, onset=B0 - 2 * hours)
+    assert readable(recent, 2 * day, 12 * hours, CONFIG) == recent
+    # A tail check reads its parent alone: its reference from a retention back, its span since the
+    # root resolved from there at the latest.
+    tail = Question("channel:general", "sentiment_drop", B0 - 3 * day, B0, ("asset:ETH",), since=B0 - 3 * day + hours)
+    assert readable(tail, 2 * day, 12 * hours, CONFIG) == replace(tail, onset=B0 - 2 * day + CONFIG.reference_s, since=B0 - 2 * day)
 
 
 def test_a_generated_cascade_gives_one_incident_and_few_notices():

@@ -5,8 +5,10 @@ import pytest
 from stream.contracts import Post
 from stream.keys import bucket_key, index_key
 from stream.timefmt import format_duration, parse_duration, shown
+from stream.alerts.judging import kept_lines
 from stream.windows import (
-    CLOCK_JUMP_POSTS, CLOCK_SILENT_POSTS, PartitionClock, aggregate, bucket_start, frontier, is_late, pair_horizon, pair_retention_s, scopes_for, trim_horizon,
+    CLOCK_JUMP_POSTS, CLOCK_SILENT_POSTS, Kept, PartitionClock, aggregate, bucket_start, frontier, is_late, kept_trim, pair_horizon, pair_retention_s,
+    scopes_for, trim_horizon,
 )
 
 
@@ -286,3 +288,20 @@ def test_the_clock_of_a_post_without_a_source_is_one_source_of_its_own():
     assert marks == [float("-inf")] * first + times[first:] and ahead == []
     with pytest.raises(ValueError):
         PartitionClock(0)
+
+
+def test_a_write_trims_no_bucket_judging_or_grouping_will_still_read():
+    """windows.Kept: a scope judged through 100,000 (judging's lookback 25 h) keeps its buckets from
+    10,000, whatever the partitions allow; with grouping every scope is kept a retention behind
+    the correlation cursor and the pair scopes a pair retention behind it."""
+    kept = kept_lines({"all": 100_000.0, "asset:BTC": "190000", "channel:new": None}, "160000", 90_000, 86_400, 43_200)
+    assert kept.line("all") == 10_000  # its own judgement reads furthest back
+    assert kept.line("asset:BTC") == 160_000 - 86_400  # grouping reads further back than its judgement
+    assert kept.line("channel:new") == kept.line("source:forum") == 160_000 - 86_400  # never judged: grouping's line
+    assert kept.line("channel:general|asset:BTC") == 160_000 - 43_200
+    assert kept_trim(150_000, kept.line("all"), 60) == 9_960  # to the whole bucket
+    assert kept_trim(5_000, kept.line("all"), 60) == 5_000  # trimming less than the readers allow is left alone
+    alone = kept_lines({"all": 100_000.0}, None, 90_000, 86_400, 43_200)  # no grouping
+    assert alone.line("asset:BTC") == alone.line("x|asset:Y") == float("inf") and kept_trim(150_000, alone.line("asset:BTC"), 60) == 150_000
+    assert Kept().line("all") == float("inf")
+

@@ -37,7 +37,7 @@ from stream.alerts.grouping import (
     next_boundary,
     pair_scope,
     questions,
-    within,
+    readable,
 )
 from stream.alerts.incidents import incident_by_prefix, record_from_json
 from stream.keys import ACK_LOG_KEY, ACKS_KEY, ALERT_STATS_KEY, ASSETS_KEY, AUDIT_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, OUTBOX_KEY, STAGING_KEY, VERDICTS_KEY
@@ -47,7 +47,6 @@ from stream.windows import SliceCol
 
 log = logging.getLogger(__name__)
 
-PAIR_READ_MARGIN_S = 3600
 COLUMN = {"negative": SliceCol.NEGATIVE, "positive": SliceCol.POSITIVE, "n": SliceCol.N}
 
 # KEYS: correlation, staging, outbox, incidents, incidents index, stats, acknowledgements, their log, verdicts. ARGV: expected until ('' =
@@ -134,16 +133,21 @@ class Correlator:
             after = min(b for b, _ in staged) - self.step_s
         else:
             after = until
-        if after > until or (after == until and not flush_waiting and not staged):
+        # The first round with nothing to group still sets the cursor: the writes keep what grouping
+        # will read from a retention before it (windows.Kept), which needs a cursor to stand on.
+        if after > until or (after == until and not flush_waiting and not staged and expected):
             return 0
         state = GroupState.from_json(json.loads(raw[1]) if raw[1] else None)
         acks = await self.redis.hgetall(ACKS_KEY)
-        # Assets with posts since the reference span began: candidates for explaining a parent's
-        # move, firing or not. Every post up to `until` is written by now, so an asset with posts in
-        # the span is here; one here only for later posts has no excess in it and changes nothing.
-        # Only questions read them, and there are none without a transition or an open incident:
-        # with thousands of assets this read was most of a quiet round's cost.
-        active = await self.redis.zrangebyscore(ASSETS_KEY, until - self.config.reference_s, "+inf") if staged or state.incidents else []
+        # Assets with posts since the reference span before this round's first boundary began:
+        # candidates for explaining a parent's move, firing or not. Every post up to `until` is
+        # written by now, so an asset with posts in the span of any boundary of the round is here;
+        # one here only for later posts has no excess in it and changes nothing. (Read from `until`
+        # instead, a round that spans days, as a replay's do, asked its first boundaries without
+        # the assets active then: the answers depended on where rounds were cut.) Only questions
+        # read them, and there are none without a transition or an open incident: with thousands
+        # of assets this read was most of a quiet round's cost.
+        active = await self.redis.zrangebyscore(ASSETS_KEY, after - self.config.reference_s, "+inf") if staged or state.incidents else []
         entries: list[Entry] = []
         changed: dict[str, tuple[Incident, str, int]] = {}
         pending = sorted(staged)
@@ -191,16 +195,12 @@ class Correlator:
         """Read the counts each question needs (two slices per scope) and run the explain-away test."""
         if not asked:
             return {}
-        # The pair scopes' oldest buckets go a pair retention behind the slowest partition, which
-        # other workers' writes move on while this reads: an hour's margin keeps every read whole.
-        horizon = await self.store.pair_horizon()
-        # A tail check reads its parent's own windows (kept for the retention), never a pair scope.
-        clamped = [within(q, horizon + PAIR_READ_MARGIN_S + self.config.reference_s) if horizon is not None and q.since is None else q
-                   for q in asked]
+        # Each read reaches no further back than the writes keep behind the cursor (grouping.readable).
+        clamped = [readable(q, self.store.retention_s, self.store.pair_retention_s, self.config) for q in asked]
         for q, c in zip(asked, clamped):
-            if c is not q:
-                log.info("explanation read from a later onset: the pair scopes are kept for SENTINEL_PAIR_RETENTION",
-                         extra={"parent": q.parent, "kind": q.kind, "onset": q.onset, "read_from": c.onset})
+            if c != q:
+                log.info("explanation read from a later onset: grouping reads a retention back (SENTINEL_PAIR_RETENTION for pair scopes)",
+                         extra={"parent": q.parent, "kind": q.kind, "onset": q.onset, "read_from": c.onset, "since": c.since})
         asked = clamped
         requests = []
         for q in asked:

@@ -29,6 +29,7 @@ from stream.alerts.judging import (
     frontier,
     judge_sequential,
     judge_series,
+    kept_lines,
     read_span,
     scope_history_start,
     sequential_reads,
@@ -39,10 +40,11 @@ from stream.alerts.sequential import SeqState
 from stream.redis_client import run_scripts
 from stream.store import WindowStore, parse_stats
 from stream.keys import (
-    ALERT_STATS_KEY, ASSETS_KEY, DIRTY_KEY, JUDGED_KEY, OPEN_KEY, OUTBOX_KEY, STAGING_KEY, STATS_KEY, incident_key, index_key,
+    ALERT_STATS_KEY, ASSETS_KEY, CORRELATION_KEY, DIRTY_KEY, JUDGED_KEY, OPEN_KEY, OUTBOX_KEY, STAGING_KEY, STATS_KEY, incident_key,
+    index_key,
 )
 from stream.timefmt import epoch, iso
-from stream.windows import distinct_samples
+from stream.windows import Kept, distinct_samples
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +229,24 @@ class AlertEngine:
             # Every scope that could have a transition at or before this boundary is judged through it.
             await self.correlator.run(min(until, float(least), *short))
         return committed
+
+    async def kept(self, scopes: Iterable[str]) -> Kept:
+        """How far back judging and grouping will still read these scopes (windows.Kept), for the
+        batch's write to trim no further: each scope from the first bin its next judgement reads
+        (its last boundary judged, less the window and baseline), and with grouping every scope
+        from a retention before the correlation cursor, the pair scopes from a pair retention
+        before it (the correlator reads no further back: grouping.readable). One round trip; a
+        value another worker moves on meanwhile only makes the write keep more."""
+        names = sorted(set(scopes))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if names:
+                pipe.zmscore(JUDGED_KEY, names)
+            if self.correlator is not None:
+                pipe.hget(CORRELATION_KEY, "until")
+            replies = await pipe.execute() if names or self.correlator is not None else []
+        judged = dict(zip(names, replies.pop(0))) if names else {}
+        cursor = replies.pop(0) if self.correlator is not None else None
+        return kept_lines(judged, cursor, self.config.lookback_s, self.store.retention_s, self.store.pair_retention_s)
 
     async def settle(self, *, ended: bool = False) -> int:
         """The input has paused, or `ended` (a replay, whose partitions end at different event

@@ -185,6 +185,28 @@ def within(question: Question, earliest_onset: int) -> Question:
     return replace(question, onset=min(earliest_onset, question.boundary))
 
 
+def reads_pairs(question: Question) -> bool:
+    """Whether the question reads a hidden pair scope: a channel's or a source's share of an asset
+    (`all`'s is the asset's own scope; a tail check reads its parent alone)."""
+    return question.since is None and question.parent != "all" and any(is_asset(c) for c in question.candidates)
+
+
+def readable(question: Question, retention_s: int, pair_retention_s: int, config: GroupConfig) -> Question:
+    """The question as the windows can answer it, from its boundary alone: read no further back
+    than a retention before the boundary, or a pair retention where it reads a pair scope
+    (`within`; a tail check's span since its root resolved starts there at the earliest). The
+    writes keep every scope that far behind the correlation cursor (windows.Kept), which is
+    behind every boundary grouped next, so each read is whole. Until session 41 the limit was
+    where the writes had trimmed the pair scopes when the question was read, which in a replay
+    depends on how far the partitions had run ahead of grouping: the same input gave different
+    answers."""
+    earliest = question.boundary - (pair_retention_s if reads_pairs(question) else retention_s)
+    found = within(question, earliest + config.reference_s)
+    if found.since is not None and found.since < earliest:
+        found = replace(found, since=min(earliest, found.boundary))
+    return found
+
+
 def explanations(asked: Sequence[Question], counts: Callable[[Question, str], Counts], config: GroupConfig) -> dict[tuple[str, str], Explanation]:
     """Every question's answer, by (parent, kind), from `counts(question, scope)` (the parent's and
     each candidate's pair scope). A parent asked twice keeps the answer that names an asset."""

@@ -27,7 +27,7 @@ from stream.alerts.detector import KINDS, Current, Signal, Thresholds, signals, 
 from stream.alerts.incidents import AlertRecord, Incident, step
 from stream.alerts.sequential import SeqConfig, SeqState, advance, quiet, verdicts
 # frontier lives with the windows: the batch processor trims buckets by the same partitions it counts.
-from stream.windows import LAGGING_IDLE_S, SLICE_FIELDS, SliceCol, frontier  # noqa: F401 - judging's rule, imported from here too
+from stream.windows import LAGGING_IDLE_S, SLICE_FIELDS, Kept, SliceCol, frontier  # noqa: F401 - judging's rule, imported from here too
 
 
 def silent(stats: Mapping[str, float], now: float, quiet_s: float) -> bool:
@@ -264,3 +264,13 @@ def judge_sequential(
         records += _step_kinds(scope, incidents, {k: measured(v.signal, th) for k, v in judged.items()},
                                {k: v.onset for k, v in judged.items()}, th, boundary, config, 0, now_iso)
     return incidents, state, records
+
+
+def kept_lines(judged: Mapping[str, float | str | None], cursor: float | str | None, lookback_s: int, retention_s: int,
+               pair_retention_s: int) -> Kept:
+    """windows.Kept from each scope's last boundary judged (None: never judged, nothing to keep
+    for it) and the correlation cursor (None: no grouping, or it has not run yet)."""
+    scopes = {scope: float(done) - lookback_s for scope, done in judged.items() if done is not None}
+    if cursor is None:
+        return Kept(scopes)
+    return Kept(scopes, every=float(cursor) - retention_s, pairs=float(cursor) - pair_retention_s)
