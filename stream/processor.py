@@ -132,6 +132,9 @@ class BatchProcessor:
         self.idle_s = idle_s
         self.lagging_idle_s = lagging_idle_s  # SENTINEL_ALERT_LAGGING_PARTITION: a partition left with lag waits this long
         self.horizon = float("-inf")
+        # The event time every live partition has reached (windows.frontier), from the same stats:
+        # -inf while a partition of the topic has not reported and is not idle.
+        self.floor = float("-inf")
         self.stats_read_at = float("-inf")  # wall clock of the stats the horizon was taken from
         self.batches = 0
         # Every model call on one long-lived thread, the one that loaded the model (stream/model_thread.py).
@@ -153,7 +156,7 @@ class BatchProcessor:
         floor moved: written, it would land in an emptied bucket, and whether it did would depend
         on which worker read it and where its batch was cut."""
         self.stats_read_at = now = time.time()
-        floor = frontier(stats, self.partitions, now, self.idle_s, lagging_idle_s=self.lagging_idle_s)
+        self.floor = floor = frontier(stats, self.partitions, now, self.idle_s, lagging_idle_s=self.lagging_idle_s)
         self.horizon = max(trim_horizon(self.watermark, floor, self.store.retention_s), stats.get("trimmed", float("-inf")))
         # A partition another worker has written past this one's clock of it was read elsewhere
         # meanwhile (a rebalance took it and gave it back): its clock starts again from the store.
@@ -251,7 +254,12 @@ class BatchProcessor:
             # What judging and grouping will still read of these scopes: the write trims no further,
             # however far the partitions ran ahead of judging (windows.Kept says why).
             keep = await self.alerts.kept(touched) if self.alerts is not None else None
-            result = await self.store.apply(items, counters, batch.watermark, marks, batch=token, low=self.low,
+            # Post ids and author cells are kept a dedupe window behind the slowest partition as
+            # judging counts them (`floor`): one no worker has reported yet holds them back, as it
+            # holds the buckets. Behind the slowest reported one alone (ApplyResult.low), a worker
+            # that started late found the cells of its first hours gone, and its authors counted
+            # past the cap (the export through two workers: 14,330 posts capped against 14,749).
+            result = await self.store.apply(items, counters, batch.watermark, marks, batch=token, low=min(self.low, self.floor),
                                             horizon=batch.horizon, partition_lags=lags, keep=keep)
             outcome.windows_s = time.perf_counter() - mark
             # Every partition's progress (other workers' too): the next batches are judged, and

@@ -544,6 +544,44 @@ def test_a_partition_read_hours_behind_another_loses_no_post_and_judges_on_whole
     assert table.sum() > 0 and (table_skewed == table).all()  # the buckets a retention behind it, whole
 
 
+def test_a_worker_that_starts_late_finds_the_author_cells_of_its_first_hours(redis_server):
+    """SENTINEL_AUTHOR_CAP with two workers, one a day ahead of the other before the other has
+    written anything (a catch-up, a worker that starts late). Worker A reads partition 0: four posts
+    of one author in hour 0, then hours of other chatter. Worker B then reads partition 1: the same
+    author's two earlier posts in hour 0. The author counts 3 in hour 0 however they were read.
+    Post ids and author cells go a dedupe window behind the slowest partition judging counts, so
+    partition 1, not heard from yet, holds them back; behind the slowest one that had reported,
+    A dropped hour 0's cells and B's posts counted past the cap (5)."""
+    def post(pid: str, ts: float, partition: int, offset: int, author: str) -> RawMessage:
+        value = {"id": pid, "text": "post", "created_at": ts, "author": author, "source": "forum"}
+        return RawMessage(json.dumps(value).encode(), "forum-posts", partition, offset)
+
+    def label(texts):
+        return [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts]
+
+    loud = [post(f"a{k}", T + 600 + 60 * k, 0, k, "loud") for k in range(4)]
+    chatter = [post(f"c{k}", T + 3600 + 600 * k, 0, 4 + k, f"u{k}") for k in range(48)]  # 8 hours on
+    early = [post(f"b{k}", T + 60 * k, 1, k, "loud") for k in range(2)]
+
+    async def go(order):
+        redis.Redis.from_url(redis_server).flushdb()
+        stores = [WindowStore.from_url(redis_server, retention_s=3 * 3600, author_cap=3) for _ in range(2)]
+        procs = [BatchProcessor(label, s, discard, sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None,
+                                partitions=2, idle_s=3600) for s in stores]
+        for proc in procs:
+            await proc.start()
+        for worker, batch in order:
+            await procs[worker].handle(batch)
+        counted = int((await stores[0].slices("all", T, 3600, 1))[0][0])  # hour 0 in `all`
+        for store in stores:
+            await store.close()
+        return counted
+
+    late_start = asyncio.run(go([(0, loud), *((0, chatter[i:i + 8]) for i in range(0, 48, 8)), (1, early)]))
+    in_step = asyncio.run(go([(1, early), (0, loud), *((0, chatter[i:i + 8]) for i in range(0, 48, 8))]))
+    assert in_step == late_start == 3
+
+
 def test_a_partition_unwritten_past_the_idle_time_with_posts_left_to_read_holds_the_frontier(redis_server):
     """Two workers, partitions 0 and 1, a 1-hour retention and a 1-second idle time. Worker B writes
     20 minutes of partition 1 (past the CLOCK_JUMP_POSTS posts its first watermark waits for), then goes unwritten for longer than the idle time (a catch-up reading
