@@ -14,6 +14,10 @@ KEY_PREFIX = "sentinel"
 STATS_KEY = f"{KEY_PREFIX}:{{all}}:stats"  # in the `all` slot: updated by the same script as `all`
 SCOPES_KEY = f"{KEY_PREFIX}:{{all}}:scopes"  # sorted set: scope -> its newest post's event time (same script)
 BATCHES_KEY = f"{KEY_PREFIX}:{{all}}:batches"  # sorted set: batch token -> its newest event time (the retention; same script)
+# sorted set: `<hour>|source:S|channel:C` (or `<hour>|channel:C`, no source) -> hour start: which sources
+# each channel held posts of, hour by hour (same script; written only with incident grouping, which
+# reads it: a channel explains a source's move only while its posts are that source's alone)
+CHANNELS_KEY = f"{KEY_PREFIX}:{{all}}:channels"
 
 
 def bucket_key(scope: str, bucket: int) -> str:

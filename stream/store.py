@@ -20,30 +20,32 @@ from redis.crc import key_slot
 from stream.contracts import Post
 from stream.redis_client import ReplicaWait, ScriptCall, is_cluster, run_scripts
 from stream.keys import (
-    BATCHES_KEY, SCOPES_KEY, STATS_KEY, bucket_key, bucket_prefix, day_index_pattern, index_key, index_pattern, rollup_index_key,
+    BATCHES_KEY, CHANNELS_KEY, SCOPES_KEY, STATS_KEY, bucket_key, bucket_prefix, day_index_pattern, index_key, index_pattern, rollup_index_key,
     rollup_prefix, sample_key, scope_of_day_index, scope_of_index, seen_key,
 )
 from stream.windows import (
-    Kept, Sample, WindowStats, aggregate, author_key, bucket_start, is_pair_scope, kept_trim, matches_scope, pair_horizon, pair_scopes_for,
+    Kept, Sample, WindowStats, aggregate, author_key, bucket_start, channel_member, is_pair_scope, kept_trim, matches_scope, pair_horizon, pair_scopes_for,
     scopes_for,
 )
 
 # Writes one or more scopes' windows, each scope's keys and arguments after the previous one's.
-# A scope's KEYS: idx, seen, one index per roll-up level[, stats, scope registry, batch tokens].
+# A scope's KEYS: idx, seen, one index per roll-up level[, stats, scope registry, batch tokens,
+# channel registry].
 # Its ARGV: the bucket prefix; the numbers 'ttl trim-before keep seen-trim rows stats L', per
 # roll-up level 'width ttl trim-before', then 'cap' in one space-separated argument (keep:
 # 1 to keep each bucket's extreme posts, not for the hidden pair scopes: nothing reads theirs;
 # seen-trim: the dedupe window's edge; rows: how many posts follow; stats: 1 for `all`, which alone
-# passes the last three keys; cap: posts an author counts per label and event-time hour, 0 for no
+# passes the last four keys; cap: posts an author counts per label and event-time hour, 0 for no
 # cap); each level's key prefix; for `all` alone the watermark,
-# counters (JSON), partition watermarks (JSON), wall-clock now and the batch's scopes (JSON {scope:
-# newest event time}); then one argument per post (`_packed_row`): 'bucket label score ts score²
+# counters (JSON), partition watermarks (JSON), wall-clock now, the batch's scopes (JSON {scope:
+# newest event time}), the partitions' lags (JSON), the trim line before any hold and the channel
+# registry's entries (JSON list, empty without grouping); then one argument per post (`_packed_row`): 'bucket label score ts score²
 # author idbytes ' then the id and the text. Each argument and each command costs the client its
 # packing in Python, so the numbers travel together and scopes share calls (`WindowStore._apply_calls`).
 # A scope's trim-before is its own (what readers still need holds it back: windows.Kept); `all`
 # also passes the batch's trim line before any such hold (`line`, after its lags), which is what the
 # stats' `trimmed`, the scope registry and the batch tokens go by.
-# The stats, scope-registry and batch-token keys live in the `all` scope's slot, so the batch's
+# The stats, scope-registry, batch-token and channel-registry keys live in the `all` scope's slot, so the batch's
 # counters, duplicates, watermarks and scopes move atomically with its windows. The reply is the
 # last scope's: (added, duplicates), and for `all` also the stored watermark, the stats fields
 # windows.frontier reads (pwm:<p>, pseen:<p>, plag:<p>, pwm_since) with `trimmed`, and how many of
@@ -75,12 +77,15 @@ local function apply_scope(k, a)
     local base = string.sub(prefix, 1, -3)  -- 'sentinel:{<scope>}:' (the bucket prefix ends 'b:')
     cells, cells_idx = base .. 'ac:', base .. 'acells'
   end
-  local stats, registry, batches
-  if nums[6] == 1 then stats, registry, batches = KEYS[k + 2 + #levels], KEYS[k + 3 + #levels], KEYS[k + 4 + #levels] end
-  local extra = a + 2 + #levels  -- `all` alone: watermark, counters, partition watermarks, now, scopes, lags, line
-  local first_row = stats and extra + 7 or extra
+  local stats, registry, batches, channels
+  if nums[6] == 1 then
+    stats, registry, batches, channels = KEYS[k + 2 + #levels], KEYS[k + 3 + #levels], KEYS[k + 4 + #levels], KEYS[k + 5 + #levels]
+  end
+  -- `all` alone: watermark, counters, partition watermarks, now, scopes, lags, line, channel entries
+  local extra = a + 2 + #levels
+  local first_row = stats and extra + 8 or extra
   local line = stats and tonumber(ARGV[extra + 6]) or trim_before
-  local next_k, next_a = k + 2 + #levels + (stats and 3 or 0), first_row + nrows
+  local next_k, next_a = k + 2 + #levels + (stats and 4 or 0), first_row + nrows
   local added, dups, first, capped = 0, 0, nil, 0
   -- Roll-ups: hourly (the console's overview reads 26 of them per scope, not 1,560 buckets)
   -- and daily (`sentinel report`; they outlive the buckets). Summed here and written once per
@@ -237,6 +242,15 @@ local function apply_scope(k, a)
     for scope, newest in pairs(cjson.decode(ARGV[extra + 4])) do redis.call('ZADD', registry, 'GT', newest, scope) end
     redis.call('ZREMRANGEBYSCORE', registry, '-inf', '(' .. line)
     redis.call('EXPIRE', registry, 2 * ttl)
+    -- Which sources each channel held posts of, per hour (windows.channel_member; grouping only).
+    -- Kept from the hour before `all`'s own trim line: grouping reads whole hours around what `all`
+    -- keeps for it.
+    local entries = cjson.decode(ARGV[extra + 7])
+    if #entries > 0 then
+      for _, entry in ipairs(entries) do redis.call('ZADD', channels, tonumber(string.match(entry, '^(%d+)|')), entry) end
+      redis.call('ZREMRANGEBYSCORE', channels, '-inf', '(' .. (math.floor(trim_before / 3600) * 3600 - 3600))
+      redis.call('EXPIRE', channels, 2 * ttl)
+    end
   end
   if stats then
     local wm = tonumber(ARGV[extra])
@@ -559,6 +573,7 @@ class WindowStore:
         AlertEngine.kept): its buckets go no further, whatever the horizon."""
         by_scope: dict[str, list[str]] = {}
         newest: dict[str, float] = {}
+        channels: set[str] = set()  # the channel registry's entries (grouping reads them)
         for item in scored:
             row = _packed_row(item, bucket_start(item.post.created_at, self.bucket_s), self.author_cap > 0)
             scopes = scopes_for(item.post)
@@ -566,6 +581,9 @@ class WindowStore:
                 by_scope.setdefault(scope, []).append(row)
             for scope in scopes:
                 newest[scope] = max(newest.get(scope, item.post.created_at), item.post.created_at)
+            member = channel_member(item.post) if self.pairs else None
+            if member is not None:
+                channels.add(member)
         all_rows = by_scope.pop("all", [])
         ttl = self.retention_s + self.bucket_s
         has_wm = watermark > float("-inf")
@@ -586,7 +604,7 @@ class WindowStore:
         counted = {**counters, "batch": batch} if batch else dict(counters)
         lags = {str(p): -1 if lag is None else max(int(lag), 0) for p, lag in (partition_lags or {}).items()}
         stats_args = [repr(watermark) if has_wm else "-1", json.dumps(counted), json.dumps(pwm), repr(time.time()), json.dumps(newest),
-                      json.dumps(lags), str(trim_before)]
+                      json.dumps(lags), str(trim_before), json.dumps(sorted(channels))]
         keep = keep or Kept()
         # Pair scopes: their buckets a pair retention behind the slowest partition, and their ids
         # with them. An id may go before the batch's oldest post here: that post's pair bucket goes
@@ -616,7 +634,7 @@ class WindowStore:
         # `all` goes last: once its watermarks are visible, every scope of the batch is written, so
         # a reader that trusts the watermarks never sees half a batch. One server runs a pipeline
         # in order; a cluster runs each node's part concurrently, so there `all` waits for the rest.
-        last = segment("all", all_rows, STATS_KEY, SCOPES_KEY, BATCHES_KEY)
+        last = segment("all", all_rows, STATS_KEY, SCOPES_KEY, BATCHES_KEY, CHANNELS_KEY)
         calls = self._apply_calls([segment(scope, rows) for scope, rows in by_scope.items()], last)
         if is_cluster(self.redis):
             await run_scripts(self.redis, calls[:-1])

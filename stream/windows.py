@@ -87,6 +87,17 @@ def pair_scopes_for(post: Post) -> list[str]:
     return [f"{parent}|asset:{asset}" for parent in parents for asset in post.assets]
 
 
+def channel_member(post: Post) -> str | None:
+    """The post's entry in the channel registry (keys.CHANNELS_KEY) for its event-time hour:
+    `<hour>|source:S|channel:C`, `<hour>|channel:C` when it names no source; None without a channel.
+    Names cannot hold `|` (contracts.normal_name), so the entry reads back unambiguously
+    (grouping.sole_source)."""
+    if not post.channel:
+        return None
+    hour = bucket_start(post.created_at, 3600)
+    return f"{hour}|source:{post.source}|channel:{post.channel}" if post.source else f"{hour}|channel:{post.channel}"
+
+
 def is_pair_scope(scope: str) -> bool:
     return "|asset:" in scope
 

@@ -18,9 +18,12 @@ from stream.alerts.grouping import (
     explanations,
     flush,
     history_status,
+    nests,
     next_boundary,
+    parts_readable,
     questions,
     readable,
+    sole_source,
     still_tail,
     tail_questions,
     within,
@@ -487,3 +490,114 @@ def test_a_resolved_incident_closed_when_the_team_was_told_not_when_its_tail_cle
     assert summary(told, "resolved", B0 + 150 * MIN)["at"] == B0 + 60 * MIN  # the channel cleared 90 min later
     assert summary(told, "open", B0 + 150 * MIN)["at"] == B0 + 150 * MIN
     assert summary(Incident("inc2", "asset:ETH", B0), "resolved", B0 + 30 * MIN)["at"] == B0 + 30 * MIN
+
+
+# --- a channel or a source explains its parents when no asset does --------------------------------
+
+CHANNEL, SOURCE = "channel:meritcircle", "source:discord"
+
+
+def run_asking(events: dict[int, list[AlertRecord]], counts: Callable[[Question, str], Counts], active: tuple[str, ...] = ()):
+    """`run`, with every question answered by the explain-away test on `counts(question, scope)`,
+    as the correlator answers them (scopes read: the parent, pair scopes, parts' own)."""
+    state, records, notices = GroupState(), [], []
+    pending = dict(events)
+    until = max(pending) + 6 * 3600
+    boundary = next_boundary(state, pending, min(pending) - MIN, until, MIN, CONFIG)
+    while boundary is not None:
+        now = [t for b in sorted(pending) if b <= boundary for t in pending.pop(b)]
+        answers = explanations(questions(state, boundary, now, CONFIG, active), counts, CONFIG)
+        state, entries, _ = advance(state, boundary, now, answers, CONFIG)
+        for entry in entries:
+            records += [{**r, "notified": entry.notice is not None} for r in entry.records]
+            notices += [entry.notice] if entry.notice is not None else []
+        boundary = next_boundary(state, pending, boundary, until, MIN, CONFIG)
+    return records, notices, state
+
+
+def test_a_channel_its_source_and_all_moving_on_the_same_posts_are_one_incident_rooted_at_the_channel():
+    """One channel of one source (the research's Discord export): the three scopes hold the same
+    posts, fire together and, before, were three incidents and three pages per event."""
+    scopes = (CHANNEL, SOURCE, "all")
+    events = {B0: [transition(s, "volume_spike", "firing", B0) for s in scopes],
+              B0 + 60 * MIN: [transition(s, "volume_spike", "resolved", B0 + 60 * MIN) for s in scopes]}
+    same = lambda q, scope: Counts(60, 80)  # noqa: E731 - 10 an hour before the onset, 80 in the 10 minutes since
+    records, notices, state = run_asking(events, same)
+    assert {r["incident_id"] for r in records} == {notices[0].incident_id} and not state.incidents
+    assert {r["root_scope"] for r in records} == {CHANNEL}
+    assert [(n.reason, n.root_scope) for n in notices] == [("new", CHANNEL), ("resolved", CHANNEL)]
+    assert {m["scope"] for m in notices[0].members} == set(scopes)
+
+
+def test_the_explain_test_asks_channels_and_sources_only_when_no_asset_explains():
+    q = Question("all", "sentiment_drop", B0, B0 + 10 * MIN, ("asset:ETH", CHANNEL, SOURCE))
+    moved, quiet = Counts(60, 80), Counts(30, 5)
+    by = lambda table: lambda q, scope: table.get(scope, quiet)  # noqa: E731
+    # The asset carries the move: it explains, as before (a channel never outranks an asset).
+    assert explanations([q], by({"all": moved, "asset:ETH": moved, CHANNEL: moved, SOURCE: moved}), CONFIG)[("all", "sentiment_drop")].asset == "asset:ETH"
+    # No asset does: the channel before the source, though both carry all of it.
+    assert explanations([q], by({"all": moved, CHANNEL: moved, SOURCE: moved}), CONFIG)[("all", "sentiment_drop")].asset == CHANNEL
+    # The channel carries a third, the source all: the source.
+    third = Counts(20, 26)
+    assert explanations([q], by({"all": moved, CHANNEL: third, SOURCE: moved}), CONFIG)[("all", "sentiment_drop")].asset == SOURCE
+    # Two channels each with half are no market-wide move: nothing explains it.
+    half = Counts(30, 40)
+    two = replace(q, candidates=(CHANNEL, "channel:trading"))
+    assert explanations([two], by({"all": moved, CHANNEL: half, "channel:trading": half}), CONFIG)[("all", "sentiment_drop")] == Explanation(
+        excess=round(80 - 60 / 6 / 6, 1))
+    # Which parts may explain which parent.
+    assert nests("all", CHANNEL) and nests("all", SOURCE) and nests(SOURCE, CHANNEL)
+    assert not nests(CHANNEL, SOURCE) and not nests(CHANNEL, "channel:trading") and not nests(SOURCE, "source:telegram")
+    assert not nests("all", "asset:ETH") and not nests(SOURCE, SOURCE)
+
+
+def test_questions_name_the_channels_and_sources_firing_as_candidates_of_their_parents():
+    now = [transition(s, "volume_spike", "firing", B0) for s in (CHANNEL, SOURCE, "all")]
+    asked = {q.parent: q.candidates for q in questions(GroupState(), B0, now, CONFIG, ("asset:MC",))}
+    assert asked == {CHANNEL: ("asset:MC",), SOURCE: ("asset:MC", CHANNEL), "all": ("asset:MC", CHANNEL, SOURCE)}  # a channel: assets alone
+    assert questions(GroupState(), B0, now[:1], CONFIG) == []  # the channel alone: nothing to ask
+
+
+def test_a_channel_explains_a_source_only_while_its_posts_are_that_sources_alone():
+    """`channel:general` is one scope for every source with a `general`: its own counts are a
+    source's share only when none of its posts in the hours read came from elsewhere."""
+    h = 1_790_812_800
+    alone = [f"{h}|source:discord|channel:general", f"{h + 3600}|source:discord|channel:general", f"{h}|source:discord|channel:trading"]
+    assert sole_source(alone, "channel:general") == "source:discord"
+    assert sole_source(alone + [f"{h + 3600}|source:telegram|channel:general"], "channel:general") is None
+    assert sole_source(alone + [f"{h}|channel:general"], "channel:general") is None  # a post that named no source
+    assert sole_source(alone, "channel:offtopic") is None  # no posts in the hours read
+    q = Question("source:discord", "volume_spike", B0, B0 + 10 * MIN, ("asset:ETH", "channel:general", "channel:trading"))
+    assert parts_readable(q, alone) == q
+    both = alone + [f"{h}|source:telegram|channel:general"]
+    assert parts_readable(q, both).candidates == ("asset:ETH", "channel:trading")
+    assert parts_readable(replace(q, parent="all"), both) == replace(q, parent="all")  # `all` holds every source's posts
+
+
+def test_a_source_on_two_channels_is_not_explained_by_the_channel_whose_name_another_source_shares():
+    """Discord's #general and a Telegram group called general move together: the Discord source's
+    move is not #general's (read from its own scope it would be Telegram's too), so it is an
+    incident of its own, while `all` joins the channel's."""
+    events = {B0: [transition(s, "volume_spike", "firing", B0) for s in ("channel:general", SOURCE, "all")]}
+    moved = lambda q, scope: Counts(60, 80)  # noqa: E731
+    unreadable = lambda qs: [parts_readable(q, [f"{B0 // 3600 * 3600}|source:telegram|channel:general"]) for q in qs]  # noqa: E731
+    state, boundary = GroupState(), B0
+    answers = explanations(unreadable(questions(state, boundary, events[B0], CONFIG)), moved, CONFIG)
+    state, _, _ = advance(state, boundary, events[B0], answers, CONFIG)
+    roots = sorted((i.root, sorted(m.scope for m in i.members.values())) for i in state.incidents.values())
+    assert roots == [("channel:general", ["all", "channel:general"]), (SOURCE, [SOURCE])]
+
+
+def test_a_channel_firing_after_its_source_and_all_becomes_the_root_of_their_incident():
+    """The source and `all` fire two minutes before the channel (a source with other, quiet
+    channels has more posts): `all` joins the source's incident and its record goes out. When the
+    channel fires, before anyone is told, it folds in and roots the incident; records published
+    before keep the root they carried."""
+    events = {B0: [transition(s, "volume_spike", "firing", B0) for s in (SOURCE, "all")],
+              B0 + 2 * MIN: [transition(CHANNEL, "volume_spike", "firing", B0 + 2 * MIN)],
+              B0 + 60 * MIN: [transition(s, "volume_spike", "resolved", B0 + 60 * MIN) for s in (CHANNEL, SOURCE, "all")]}
+    records, notices, state = run_asking(events, lambda q, scope: Counts(60, 80))
+    assert len({r["incident_id"] for r in records}) == 1 and not state.incidents
+    assert [(r["scope"], r["root_scope"]) for r in records if r["state"] == "firing"][0] == ("all", SOURCE)
+    assert [(n.reason, n.root_scope) for n in notices] == [("new", CHANNEL), ("resolved", CHANNEL)]
+

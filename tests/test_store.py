@@ -386,6 +386,41 @@ def test_pair_scopes_are_kept_a_pair_retention_behind_the_slowest_partition(redi
     assert (capped_n, capped_horizon) == (0, bucket_start(T0 + 4000 - 3600, 60))
 
 
+def test_the_channel_registry_says_which_sources_each_channel_held_hour_by_hour(redis_server):
+    """With grouping (pairs=True) the `all` script notes, per event-time hour, each (source,
+    channel) with posts, `<hour>|channel:C` for a post that named no source; trimmed with `all`'s
+    buckets, less an hour, and held back with them by what readers keep (windows.Kept)."""
+    from stream.keys import CHANNELS_KEY
+    from stream.windows import Kept
+
+    redis.Redis.from_url(redis_server).flushdb()
+    store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=3600, pairs=True)
+    hour = int(T0) // 3600 * 3600
+    telegram = Scored(Post("t1", "t", T0 + 5, (), source="telegram", channel="general"), "neutral", 0.0)
+    nameless = Scored(Post("n1", "t", T0 + 6, (), channel="general"), "neutral", 0.0)
+
+    async def go():
+        await store.apply([item("a", T0), item("b", T0 + 1, channel="trading"), telegram, nameless], {}, T0 + 6)
+        first = await store.redis.zrange(CHANNELS_KEY, 0, -1, withscores=True)
+        # Three hours on, `all` held back by a reader two hours behind: the first hour stays.
+        await store.apply([item("c", T0 + 3 * 3600)], {}, T0 + 3 * 3600, keep=Kept({"all": T0 + 3600}))
+        held = await store.redis.zrange(CHANNELS_KEY, 0, -1)
+        await store.apply([item("d", T0 + 3 * 3600 + 1)], {}, T0 + 3 * 3600 + 1)
+        gone = await store.redis.zrange(CHANNELS_KEY, 0, -1)
+        plain = WindowStore(store.redis, bucket_s=60, retention_s=3600)  # no grouping: nothing noted
+        await plain.apply([item("e", T0 + 3 * 3600 + 2, channel="other")], {}, T0 + 3 * 3600 + 2)
+        last = await store.redis.zrange(CHANNELS_KEY, 0, -1)
+        await store.close()
+        return first, held, gone, last
+
+    first, held, gone, last = run(go())
+    assert first == [(f"{hour}|channel:general", hour), (f"{hour}|source:discord|channel:general", hour),
+                     (f"{hour}|source:discord|channel:trading", hour), (f"{hour}|source:telegram|channel:general", hour)]
+    later = f"{hour + 3 * 3600}|source:discord|channel:general"
+    assert len(held) == 5 and held[-1] == later
+    assert gone == [later] and last == [later]
+
+
 def test_a_pair_retention_beyond_the_retention_is_capped(redis_server):
     assert WindowStore.from_url(redis_server, retention_s=3600, pair_retention_s=7200).pair_retention_s == 3600
     with pytest.raises(ValueError, match="pair retention"):

@@ -9,8 +9,10 @@ two workers grouping the same boundaries only the first writes, and since groupi
 function of the staged transitions and the windows, the loser would have written the same.
 
 The explanations grouping asks for (is channel:trading's drop ETH's?) are read from the windows:
-for the parent and each candidate asset's share of it (a hidden pair scope, windows.pair_scopes_for),
-the posts of the kind's label in the reference span before the parent's onset and since it.
+for the parent and each candidate's share of it (an asset's: a hidden pair scope,
+windows.pair_scopes_for; a channel's or source's, when no asset explains: its own scope, a source's
+channel only while the channel registry says its posts are that source's alone), the posts of the
+kind's label in the reference span before the parent's onset and since it.
 """
 
 from __future__ import annotations
@@ -34,13 +36,16 @@ from stream.alerts.grouping import (
     explanations,
     flush,
     history_status,
+    is_asset,
     next_boundary,
     pair_scope,
+    parts_readable,
     questions,
     readable,
+    registry_span,
 )
 from stream.alerts.incidents import incident_by_prefix, record_from_json
-from stream.keys import ACK_LOG_KEY, ACKS_KEY, ALERT_STATS_KEY, ASSETS_KEY, AUDIT_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, OUTBOX_KEY, STAGING_KEY, VERDICTS_KEY
+from stream.keys import ACK_LOG_KEY, ACKS_KEY, ALERT_STATS_KEY, ASSETS_KEY, AUDIT_KEY, CHANNELS_KEY, CORRELATION_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, OUTBOX_KEY, STAGING_KEY, VERDICTS_KEY
 from stream.store import WindowStore
 from stream.timefmt import iso
 from stream.windows import SliceCol
@@ -201,7 +206,7 @@ class Correlator:
             if c != q:
                 log.info("explanation read from a later onset: grouping reads a retention back (SENTINEL_PAIR_RETENTION for pair scopes)",
                          extra={"parent": q.parent, "kind": q.kind, "onset": q.onset, "read_from": c.onset, "since": c.since})
-        asked = clamped
+        asked = await self._parts_readable(clamped)
         requests = []
         for q in asked:
             start, end = q.span()
@@ -225,10 +230,27 @@ class Correlator:
                                                "excess": e.excess, "top": e.top, "share": e.share, "rest_z": e.rest_z})
         return found
 
+    async def _parts_readable(self, asked: list[Question]) -> list[Question]:
+        """Each question about a source without the channels whose posts in its span are not that
+        source's alone (grouping.parts_readable), from the channel registry: one read per such
+        question, in one round trip."""
+        spans = [registry_span(q, self.config) for q in asked]
+        if not any(spans):
+            return asked
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for span in spans:
+                if span is not None:
+                    pipe.zrangebyscore(CHANNELS_KEY, f"({span[0]}", f"({span[1]}")
+            found = iter(await pipe.execute())
+        return [parts_readable(q, next(found)) if span is not None else q for q, span in zip(asked, spans)]
+
 
 def read_scopes(q: Question) -> tuple[str, ...]:
-    """The scopes a question reads: the parent and, unless it is a tail check, each candidate's pair scope."""
-    return (q.parent,) if q.since is not None else (q.parent, *(pair_scope(q.parent, a) for a in q.candidates))
+    """The scopes a question reads: the parent and, unless it is a tail check, each candidate's
+    share of it: an asset's pair scope (`all`'s: the asset's own), a channel's or source's own scope."""
+    if q.since is not None:
+        return (q.parent,)
+    return (q.parent, *(pair_scope(q.parent, c) if is_asset(c) else c for c in q.candidates))
 
 
 async def list_incidents(client: Any, *, since: float | None = None, open_only: bool = False) -> list[dict[str, Any]]:

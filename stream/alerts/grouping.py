@@ -10,7 +10,12 @@ the explain-away test of ../shared/design/detection.md). `all` moved by several 
 one of which explains it, roots a market-wide incident listing them. Every kind of one root
 (sentiment_drop with volume_spike on asset:ETH) belongs to one incident. Parents an asset explains
 before it has fired (a classifier's errors dilute its move, and they have more posts) share one
-incident, which the asset roots when it fires (`explained_by`).
+incident, which the asset roots when it fires (`explained_by`). When no asset explains a parent's
+move (most chatter names none), the same test asks the channels and sources firing in it
+(`nests`): `all` by any of them, a source by a channel whose posts in the span are all that
+source's (`sole_source`; `channel:general` is one scope for every source with a `general`), the
+channel before the source. So a channel, its source and `all` moving on the same posts (one
+channel of one source) are one incident rooted at the channel, not three.
 
 Notifications follow Alertmanager's grouping, in event time so a replay notifies as the live run
 did: the first waits `group_wait` so members can join; after it, an update goes out at most every
@@ -87,6 +92,27 @@ def pair_scope(parent: str, asset: str) -> str:
     return asset if parent == "all" else f"{parent}|{asset}"
 
 
+def nests(parent: str, part: str) -> bool:
+    """Whether `part`, a channel or a source, may explain non-asset `parent`'s move when no asset
+    does: any of them `all`'s (its posts are all in `all`, so its own scope is its share), a
+    channel a source's (when the channel's posts are all that source's: `sole_source`). A channel
+    has no such part; a source is no part of a channel."""
+    kind = part.split(":", 1)[0]
+    if part == parent or kind not in ("channel", "source"):
+        return False
+    return parent == "all" or (parent.startswith("source:") and kind == "channel")
+
+
+def sole_source(members: Iterable[str], channel: str) -> str | None:
+    """The one source whose posts `channel` holds, from the channel registry's members over the
+    hours read (windows.channel_member: `<hour>|source:S|channel:C`, or `<hour>|channel:C` for a
+    post that named no source); None when it holds several sources' posts, or posts of none.
+    A channel read as a source's part must hold that source's posts alone, or another source's
+    move in a channel of the same name would explain it."""
+    sources = {rest.rpartition("|")[0] for rest in (m.split("|", 1)[1] for m in members) if rest.rpartition("|")[2] == channel}
+    return sources.pop() if len(sources) == 1 and "" not in sources else None
+
+
 # --- explanations -----------------------------------------------------------------------------------
 
 
@@ -100,7 +126,8 @@ class Counts:
 
 @dataclass(frozen=True)
 class Question:
-    """Is `parent`'s `kind` (firing since `onset`) explained by one of `candidates` (asset scopes)?
+    """Is `parent`'s `kind` (firing since `onset`) explained by one of `candidates` (asset scopes,
+    then the channels and sources firing that `nests` puts in it)?
     With `since` (a tail check, `tail_questions`): has `parent` moved on its own since `since`, when
     its incident's root (the one candidate: an asset, a parent, or `all`) resolved? Read from `parent` alone: its rate before `onset`
     against its posts since `since`, so no pair scope, and no `within`, is involved."""
@@ -119,7 +146,9 @@ class Question:
 
 @dataclass(frozen=True)
 class Explanation:
-    asset: str = ""  # the one asset that explains the parent's move (a tail check: the root it is the tail of)
+    # The one asset that explains the parent's move or, when no asset does, the one channel or
+    # source (`nests`); a tail check: the root it is the tail of.
+    asset: str = ""
     market: tuple[str, ...] = ()  # or: the assets that explain `all`'s move together
     # Why, for the logs (not part of the answer): the parent's excess posts, the largest asset share
     # of it and that asset, and the Poisson z of the parent without that asset (a tail check: the
@@ -134,29 +163,32 @@ def excess(counts: Counts, before_s: float, since_s: float) -> float:
     return counts.since - counts.before / before_s * since_s if before_s > 0 else counts.since
 
 
-def explain(question: Question, parent: Counts, pairs: Mapping[str, Counts], config: GroupConfig) -> Explanation:
-    """The explain-away test on one parent's move (see the module docstring)."""
+def explain(question: Question, parent: Counts, pairs: Mapping[str, Counts], config: GroupConfig, market: bool = True) -> Explanation:
+    """The explain-away test on one parent's move (see the module docstring): the parts in
+    `pairs` are tried the most specific first (a channel before a source), then by share.
+    `market`: several together may explain it (assets; not channels and sources)."""
     before_s, since_s = config.reference_s, max(question.boundary - question.onset, 1)
     total = excess(parent, before_s, since_s)
     if total <= 0:
         return Explanation(excess=round(total, 1))
     shares = {a: excess(c, before_s, since_s) / total for a, c in pairs.items()}
-    ranked = sorted(shares, key=lambda a: (-shares[a], a))
+    ranked = sorted(shares, key=lambda a: (rank(a), -shares[a], a))
+    top = min(shares, key=lambda a: (-shares[a], rank(a), a), default="")
     why: dict[str, Any] = {"excess": round(total, 1)}
-    if ranked:
-        why.update(top=ranked[0], share=round(shares[ranked[0]], 3))
+    if top:
+        why.update(top=top, share=round(shares[top], 3))
     for asset in ranked:
         if shares[asset] < config.explain_share:
-            break
+            continue
         rest = Counts(parent.before - pairs[asset].before, parent.since - pairs[asset].since)
         expected = max(rest.before / before_s * since_s, 1.0)
         rest_z = (rest.since - expected) / math.sqrt(expected)
-        if asset == ranked[0]:
+        if asset == top:
             why["rest_z"] = round(rest_z, 2)
         if rest_z < config.quiet_z:
             return Explanation(asset=asset, **why)
     movers = tuple(sorted(a for a, s in shares.items() if s > 0))
-    if len(movers) >= 2 and sum(shares[a] for a in movers) >= config.explain_share:
+    if market and len(movers) >= 2 and sum(shares[a] for a in movers) >= config.explain_share:
         return Explanation(market=movers, **why)
     return Explanation(**why)
 
@@ -207,6 +239,28 @@ def readable(question: Question, retention_s: int, pair_retention_s: int, config
     return found
 
 
+def _asks_source_about_channels(question: Question) -> bool:
+    return question.since is None and question.parent.startswith("source:") and any(c.startswith("channel:") for c in question.candidates)
+
+
+def registry_span(question: Question, config: GroupConfig) -> tuple[int, int] | None:
+    """The hours of the channel registry a question needs (exclusive bounds on the entries' hour
+    starts: every hour overlapping its reads), or None: it asks no source about a channel."""
+    if not _asks_source_about_channels(question):
+        return None
+    return question.onset - config.reference_s - 3600, question.boundary
+
+
+def parts_readable(question: Question, members: Iterable[str]) -> Question:
+    """The question without the channels that cannot be read as its source's part: those whose
+    posts in the hours read (`members`, registry_span) are not that source's alone (`sole_source`)."""
+    if not _asks_source_about_channels(question):
+        return question
+    members = list(members)
+    kept = tuple(c for c in question.candidates if not c.startswith("channel:") or sole_source(members, c) == question.parent)
+    return question if kept == question.candidates else replace(question, candidates=kept)
+
+
 def explanations(asked: Sequence[Question], counts: Callable[[Question, str], Counts], config: GroupConfig) -> dict[tuple[str, str], Explanation]:
     """Every question's answer, by (parent, kind), from `counts(question, scope)` (the parent's and
     each candidate's pair scope). A parent asked twice keeps the answer that names an asset."""
@@ -215,7 +269,13 @@ def explanations(asked: Sequence[Question], counts: Callable[[Question, str], Co
         if q.since is not None:
             found = still_tail(q, counts(q, q.parent), config)
         else:
-            found = explain(q, counts(q, q.parent), {a: counts(q, pair_scope(q.parent, a)) for a in q.candidates}, config)
+            parent = counts(q, q.parent)
+            found = explain(q, parent, {a: counts(q, pair_scope(q.parent, a)) for a in q.candidates if is_asset(a)}, config)
+            parts = [c for c in q.candidates if nests(q.parent, c)]
+            if parts and not found.asset and not found.market:
+                # No asset, alone or with others: a channel or a source, read from its own scope.
+                nested = explain(q, parent, {c: counts(q, c) for c in parts}, config, market=False)
+                found = nested if nested.asset else found
         previous = out.get((q.parent, q.kind))
         if previous is None or (not previous.asset and found.asset):
             out[(q.parent, q.kind)] = found
@@ -372,16 +432,24 @@ def questions(state: GroupState, boundary: int, transitions: Sequence[AlertRecor
     firing_assets = {m.scope for i in state.incidents.values() for m in i.firing() if is_asset(m.scope)}
     new_assets = {t.scope for t in transitions if t.state == "firing" and not t.repeat and is_asset(t.scope)}
     candidates = tuple(sorted(firing_assets | new_assets | {a for a in active if is_asset(a)}))
+    # The channels and sources that may explain a parent no asset explains: those firing in an open
+    # incident (not one told over) or firing anew now, which `advance` places before their parents.
+    firing_parts = {m.scope for i in state.incidents.values() if i.over_told is None for m in i.firing() if not is_asset(m.scope)}
+    new_parts = {t.scope for t in transitions if t.state == "firing" and not t.repeat and not is_asset(t.scope)}
+    parts = sorted(firing_parts | new_parts, key=lambda s: (rank(s), s))
+
+    def of(parent: str) -> tuple[str, ...]:
+        return candidates + tuple(p for p in parts if nests(parent, p))
+
     out = []
     for t in transitions:
-        if t.state == "firing" and not t.repeat and not is_asset(t.scope) and _holder(state, t) is None:
-            if candidates:
-                out.append(Question(t.scope, t.kind, _onset_of(t), boundary, candidates))
-    if candidates:
-        for incident in state.incidents.values():
-            if _reroutable(incident):
-                for m in incident.firing():
-                    out.append(Question(m.scope, m.kind, _member_onset(m, incident), boundary, candidates))
+        if t.state == "firing" and not t.repeat and not is_asset(t.scope) and _holder(state, t) is None and of(t.scope):
+            out.append(Question(t.scope, t.kind, _onset_of(t), boundary, of(t.scope)))
+    for incident in state.incidents.values():
+        if _unannounced_parent(incident):
+            for m in incident.firing():
+                if of(m.scope):
+                    out.append(Question(m.scope, m.kind, _member_onset(m, incident), boundary, of(m.scope)))
     return out + tail_questions(state, boundary, config)
 
 
@@ -414,7 +482,14 @@ def _tail_due(incident: Incident, boundary: int, config: GroupConfig) -> bool:
 
 def _reroutable(incident: Incident) -> bool:
     """Rooted at a parent, not market-wide, and nobody told of it yet: a better root may still take it."""
-    return not is_asset(incident.root) and not incident.market and not incident.emitted and incident.notified is None
+    return _unannounced_parent(incident) and not incident.emitted
+
+
+def _unannounced_parent(incident: Incident) -> bool:
+    """Rooted at a parent, not market-wide, not told yet: a better root may take it (`_reroutable`),
+    or, though a member's record went out under its id, a channel that explains it may become its
+    root (`_reroot`)."""
+    return not is_asset(incident.root) and not incident.market and incident.notified is None
 
 
 def advance(
@@ -506,11 +581,14 @@ def _place(state: GroupState, t: AlertRecord, boundary: int, answers: Mapping[tu
         return _open(state, t.scope, boundary, t)
     found = answers.get((t.scope, t.kind), Explanation())
     if found.asset:
+        # The asset's incident, or the channel's or source's that explains it: the incident in
+        # which that scope fires, whatever its root.
         target = _holding_scope(state, found.asset) or _explained_by(state, found.asset)
         if target is not None:
             return _join(target, t)
         incident = _open(state, t.scope, boundary, t)
-        incident.explained_by = found.asset
+        if is_asset(found.asset):  # a channel or a source explains only while it fires
+            incident.explained_by = found.asset
         return incident
     if found.market:
         market = _market_of(state, t.kind)
@@ -618,14 +696,30 @@ def _reroot(state: GroupState, answers: Mapping[tuple[str, str], Explanation]) -
     Returns the records to publish now (see `_merge`)."""
     released: list[dict[str, Any]] = []
     for incident in sorted(state.incidents.values(), key=lambda i: (-rank(i.root), i.opened, i.id)):
-        if incident.id not in state.incidents or not _reroutable(incident) or not incident.firing():
+        if incident.id not in state.incidents or not _unannounced_parent(incident) or not incident.firing():
             continue
         found = [answers.get((m.scope, m.kind), Explanation()) for m in incident.firing()]
-        assets = {f.asset for f in found}
+        # A member explained by a scope firing in this same incident is accounted for (`all` by the
+        # source that roots it); the others must all name one scope of another incident.
+        inside = {m.scope for m in incident.firing()}
+        assets = {f.asset for f in found if f.asset not in inside}
         if len(assets) == 1 and "" not in assets:
-            target = _holding_scope(state, assets.pop())
-            if target is not None and target is not incident:
+            scope = assets.pop()
+            target = _holding_scope(state, scope)
+            if target is None or target is incident:
+                continue
+            if _reroutable(incident):
                 released += _merge(state, incident, target)
+            elif not is_asset(scope) and target.root == scope and _reroutable(target):
+                # A member's record went out under this incident's id already (`all`'s, joined to
+                # the source that explains it), so it stays; the channel that explains it, whose own
+                # incident nobody heard of, folds in and becomes its root, as an asset does when it
+                # fires (`_root_at_asset`).
+                _merge(state, target, incident)
+                incident.root, incident.root_resolved, incident.tail_checked = scope, None, None
+                incident.explained_by = target.explained_by or incident.explained_by
+            continue
+        if not _reroutable(incident):
             continue
         if any(f.market for f in found):
             kind = next(m.kind for m, f in zip(incident.firing(), found) if f.market)
