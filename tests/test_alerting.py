@@ -152,6 +152,45 @@ def test_judging_far_behind_the_writes_gives_the_records_of_judging_in_step(redi
         assert behind != in_step
 
 
+def test_settling_a_replay_judges_every_scope_through_its_posts_however_far_behind(redis_server, monkeypatch):
+    """A replay of sparse chatter ends with judging far behind its posts (MAX_BOUNDARIES a scope a
+    round). Settling it (`sentinel run` at the end of its input) judges round after round until
+    every scope is through, where it judged one round more: the Discord export's records stopped in
+    May 2022, wherever the batches had brought judging, out of ten months of posts."""
+    from dataclasses import replace
+
+    import stream.alerts.engine as engine_module
+    from stream.keys import incident_key
+
+    monkeypatch.setattr(engine_module, "MAX_BOUNDARIES", 120)
+    redis.Redis.from_url(redis_server).flushdb()
+    config = replace(AlertConfig(), detector="sequential")
+    posts = [Scored(Post(f"p{i}", "gm", T0 + 600 * i, (), "discord", "general"), "neutral", 0.0) for i in range(2 * 144)]
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        engine = AlertEngine(store, config, partitions=1, samples=0)
+        newest = posts[-1].post.created_at
+        await store.apply(posts, {}, newest, {0: newest})
+        await engine.judge({"all": newest, "channel:general": newest, "source:discord": newest})
+        after_batch = float(await store.redis.hget(incident_key("all"), "until"))
+        await engine.settle(ended=True)
+        settled = {scope: float(await store.redis.hget(incident_key(scope), "until")) for scope in ("all", "channel:general", "source:discord")}
+        kept = await engine.kept(["all", "asset:GONE"])
+        await store.redis.zrem("sentinel:{alerts}:judged", "all")  # silent for a retention: forgotten by the plan
+        forgotten = await engine.kept(["all"])
+        await store.close()
+        return newest, after_batch, settled, kept, forgotten
+
+    newest, after_batch, settled, kept, forgotten = asyncio.run(go())
+    assert after_batch < newest - 40 * 3600  # one round: two hours of two days
+    assert all(until >= newest - config.grace_s - config.step_s for until in settled.values()), settled
+    # What its next judgement reads stays: from its last boundary less the window and baseline, and
+    # from the scope's own state once the plan forgot it; a scope never judged holds nothing back.
+    assert kept.line("all") == settled["all"] - config.lookback_s == forgotten.line("all")
+    assert kept.line("asset:GONE") == float("inf")
+
+
 def test_a_scope_that_first_posts_on_day_three_is_judged_on_its_own_history(redis_server):
     """SOL is first mentioned 54 hours into the stream, at its usual rate. Its history begins at its
     first post, not the stream's (docs/alerts.md, "What is judged"): no judgement until 75% of a

@@ -186,7 +186,13 @@ class AlertEngine:
         scopes with posts not yet judged (`touched` as scope -> newest post time marks them so: a
         scope whose newest posts were written before every partition had passed them is judged on
         the next round, not when its next post happens to come). `ended`: the input has ended, so
-        every partition counts as through its newest post (`judging.frontier`)."""
+        every partition counts as through its newest post (`judging.frontier`). A scope goes at most
+        MAX_BOUNDARIES boundaries a round."""
+        return (await self._round(touched, ended=ended))[0]
+
+    async def _round(self, touched: Iterable[str] | Mapping[str, float], *, ended: bool) -> tuple[list[AlertRecord], float | None]:
+        """`judge`, and where the scope left furthest behind stopped (None: every due scope got
+        through)."""
         # One round trip: mark the touched scopes dirty, read the stats and the open scopes.
         async with self.redis.pipeline(transaction=False) as pipe:
             if isinstance(touched, Mapping) and touched:
@@ -204,7 +210,7 @@ class AlertEngine:
         now = self.clock()
         until = frontier(stats, self.partitions, now, self.config.idle_s, ended, self.config.lagging_idle_s) - self.config.grace_s
         if until == float("-inf"):
-            return []
+            return [], None
         # Where the stream's history begins, and how far buckets were trimmed: each scope's own
         # history begins at its first post (judging.scope_history_start).
         history = (stats.get("first_event", until), stats.get("trimmed", float("-inf")))
@@ -228,7 +234,9 @@ class AlertEngine:
         if self.correlator is not None and not lost:
             # Every scope that could have a transition at or before this boundary is judged through it.
             await self.correlator.run(min(until, float(least), *short))
-        return committed
+        if short:
+            return committed, min(short)
+        return committed, float("-inf") if lost else None  # lost three times over: not through either
 
     async def kept(self, scopes: Iterable[str]) -> Kept:
         """How far back judging and grouping will still read these scopes (windows.Kept), for the
@@ -246,6 +254,15 @@ class AlertEngine:
             replies = await pipe.execute() if names or self.correlator is not None else []
         judged = dict(zip(names, replies.pop(0))) if names else {}
         cursor = replies.pop(0) if self.correlator is not None else None
+        # A scope silent for a retention leaves `judged` (_PLAN), but its state still holds the
+        # bins its baseline took in, which its next judgement takes out: its own `until` says
+        # from where (a second round trip, only for a batch with such a scope or a new one).
+        missing = [name for name in names if judged[name] is None]
+        if missing:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in missing:
+                    pipe.hget(incident_key(name), "until")
+                judged.update(zip(missing, await pipe.execute()))
         return kept_lines(judged, cursor, self.config.lookback_s, self.store.retention_s, self.store.pair_retention_s)
 
     async def settle(self, *, ended: bool = False) -> int:
@@ -254,7 +271,17 @@ class AlertEngine:
         every scope with posts not yet judged, group every transition up to the frontier, and
         announce the incidents still in their group wait. Returns the transitions and outbox
         entries this wrote."""
-        written = len(await self.judge(list(await self.redis.zrange(DIRTY_KEY, 0, -1)), ended=ended))
+        written, behind = 0, None
+        while True:
+            # Round after round until every scope is through: a scope goes MAX_BOUNDARIES a round,
+            # and a replay of sparse chatter ends with judging days or months behind its posts
+            # (one round judged two days more of the Discord export's ten months, and the records
+            # stopped where the batches happened to have brought judging).
+            records, stopped = await self._round(list(await self.redis.zrange(DIRTY_KEY, 0, -1)), ended=ended)
+            written += len(records)
+            if stopped is None or stopped == behind:  # through, or no scope moved on
+                break
+            behind = stopped
         if self.correlator is not None:
             written += await self.correlator.flush()
         return written
