@@ -1,9 +1,12 @@
 """What the risk team is told about one input: `sentinel run FILE` on the embedded stack with the
 keyword scorer (SENTINEL_BASE=lexicon unless set) and a local Apprise json:// receiver, then the
 records, incidents (by root), notifications (by reason) and posts capped, per run. Runs of the same
-code should agree on everything but `fired_at`: `records_sha256` hashes the records without it.
+code should agree on everything but `fired_at`: `records_sha256` hashes the records without it,
+`transitions_sha256` without what grouping adds too (incident, root, notified, acknowledged).
 
-    .venv/bin/python bench/incident_counts.py d-pre2023.jsonl --runs 2 [--workers 2] --out docs/results/X.json
+    .venv/bin/python bench/incident_counts.py d-pre2023.jsonl --runs 2 [--workers 2] [--keep DIR] --out docs/results/X.json
+
+`--keep DIR` keeps each run's records, summary and worker log in DIR/run<N>/.
 
 Counts only: no post text is kept. The code measured is this checkout's (`commit` in the output).
 """
@@ -62,9 +65,13 @@ def summarise(records: list[dict], titles: list[str], summary: dict) -> dict:
     for r in records:
         last_root[r["incident_id"]] = r["root_scope"]
     stripped = "\n".join(json.dumps({k: v for k, v in r.items() if k != "fired_at"}, sort_keys=True) for r in records)
+    grouping = {"fired_at", "incident_id", "root_scope", "notified", "acknowledged"}
+    judged = "\n".join(json.dumps({k: v for k, v in r.items() if k not in grouping}, sort_keys=True) for r in records)
     return {
         "records": len(records),
         "records_sha256": hashlib.sha256(stripped.encode()).hexdigest(),
+        # The transitions as judged, without what grouping adds: equal where only grouping changed.
+        "transitions_sha256": hashlib.sha256(judged.encode()).hexdigest(),
         "incidents": len(last_root),
         "incidents_by_root": dict(sorted(collections.Counter(last_root.values()).items())),
         "notifications": len(titles),
@@ -75,6 +82,7 @@ def summarise(records: list[dict], titles: list[str], summary: dict) -> dict:
 
 
 def run_once(path: Path, workers: int, work: Path) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
     receiver = Receiver()
     env = {k: v for k, v in os.environ.items()
            if k not in ("KAFKA_BROKER", "REDIS_URL", "SENTINEL_KAFKA_BROKER", "SENTINEL_REDIS_URL")}
@@ -84,7 +92,7 @@ def run_once(path: Path, workers: int, work: Path) -> dict:
     started = time.time()
     try:
         done = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", str(path), "--alerts-out", str(alerts),
-                               "--summary-json", str(summary), "--workers", str(workers)],
+                               "--summary-json", str(summary), "--workers", str(workers), "--worker-log", str(work / "worker.log")],
                               env=env, capture_output=True, text=True, timeout=3600)
         if done.returncode != 0:
             raise SystemExit(f"sentinel run failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -100,12 +108,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--keep", type=Path, help="keep each run's records, summary and worker log here")
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     runs = []
-    for _ in range(args.runs):
+    for n in range(args.runs):
         with tempfile.TemporaryDirectory() as work:
-            runs.append(run_once(args.file.resolve(), args.workers, Path(work)))
+            runs.append(run_once(args.file.resolve(), args.workers, args.keep / f"run{n + 1}" if args.keep else Path(work)))
             print(json.dumps(runs[-1]), file=sys.stderr)
     found = {"file": args.file.name, "file_sha256": hashlib.sha256(args.file.read_bytes()).hexdigest(), "commit": commit,
              "workers": args.workers, "base": os.environ.get("SENTINEL_BASE", "lexicon"),
