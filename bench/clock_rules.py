@@ -11,7 +11,7 @@ a simulation of the worker, which reads a batch at a time and partitions unevenl
 - least source: the least of the newest posts of the sources among the partition's latest 128
   posts (per-source watermarks combined as Flink combines splits);
 - majority: stream.windows.PartitionClock's reference alone, what sources holding most of the
-  partition's latest posts agree on (the worker's watermark from f2d2deb to d258218);
+  partition's latest posts agree on (the worker's watermark from e4d58d6 to 84ef92c);
 - vote: stream.windows.PartitionClock's watermark (the worker's rule): the newest clock of a source
   that agrees with the reference.
 A post is late when its minute bin is before the frontier (the least partition watermark) less the
