@@ -1,7 +1,8 @@
 """The worker: Faust wiring around the BatchProcessor. One agent consumes forum-posts as raw bytes in
 micro-batches; a task beside it delivers notifications. Read it top to bottom:
 
-- `check_settings`: the window and alert settings, checked before anything slow starts;
+- `check_settings`: the window and alert settings, checked before anything slow starts, every
+  problem named at once;
 - `faust_app`: settings to a Faust app (Kafka, web server, timeouts);
 - `build_worker`: the composition: store, processor, alert engine, delivery, metrics, endpoints;
 - `DeferredAck`: how a batch's offsets stay uncommitted until its windows are written;
@@ -19,7 +20,8 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from functools import partial
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import faust
 
@@ -48,6 +50,7 @@ from stream.timefmt import setting_duration
 from stream.windows import dedupe_window_s, pair_retention_s
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Exit codes of a worker that leaves without Faust's own stop (see DeferredAck and Shutdown).
 EXIT_DRAINED, EXIT_BATCH_FAILED, EXIT_GRACE_RAN_OUT = 0, 70, 75
@@ -57,50 +60,155 @@ CLAIM_MARGIN_S = 30.0  # room for the attempts themselves (an HTTP timeout or an
 
 
 def check_settings(settings: Settings, *, aliases: bool = True) -> None:
-    """Every window and alert setting parsed once; a bad one raises ValueError naming its variable.
-    `aliases`: also read the alias table (a worker's; not a command that only reads Redis)."""
+    """Every window and alert setting parsed once; bad ones raise one ValueError naming each variable,
+    one problem a line (`settings_problems`). `aliases`: also read the alias table (a worker's; not
+    a command that only reads Redis)."""
+    if problems := settings_problems(settings, aliases=aliases):
+        raise ValueError("\n".join(problems))
+
+
+def settings_problems(settings: Settings, *, aliases: bool = True) -> list[str]:
+    """What each check below finds, in this order: every problem, not only the first, since an
+    operator told of one at a time pays a pod restart for each."""
+    checks: list[Callable[[Settings], Iterable[str]]] = [
+        window_problems, *([alias_problems] if aliases else []), dedupe_window_problems, max_ahead_problems, max_future_problems,
+        renamed_problems, alert_problems, tls_problems, grouping_problems, pair_retention_problems, notify_problems,
+    ]
+    return [problem for check in checks for problem in check(settings)]
+
+
+def problems_of(check: Callable[[], object]) -> list[str]:
+    """[the message of the ValueError `check` raises], or [] when it passes."""
+    try:
+        check()
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+def parsed(make: Callable[[], T]) -> T | None:
+    """What `make` returns; None when it raises ValueError. For a check that reads another's input:
+    that input's own check names the problem, so the dependent one is skipped, not said twice or
+    said as a confusing follow-on."""
+    try:
+        return make()
+    except ValueError:
+        return None
+
+
+def seconds(field: str, spec: str) -> int | None:
+    """The setting in seconds; None when it does not parse."""
+    return parsed(partial(setting_duration, field, spec))
+
+
+def window_problems(settings: Settings) -> Iterator[str]:
     for field in ("bucket", "retention", "windows", "report_retention"):
         for spec in getattr(settings, field).split(","):
-            setting_duration(field, spec)
-    if setting_duration("bucket", settings.bucket) < 1:
-        raise ValueError("SENTINEL_BUCKET: must be at least 1s")
-    if aliases:
-        # The messages leave the path out: never a setting's value (it may be a misplaced secret).
-        try:
-            load_aliases(settings.aliases_file)
-        except OSError as exc:
-            raise ValueError(f"SENTINEL_ALIASES_FILE: cannot read the file ({exc.strerror})") from None
-        except ValueError:
-            raise ValueError("SENTINEL_ALIASES_FILE: not a JSON object of alias: TICKER strings, nor one of "
-                             "names / tickers / not_assets (docs/contracts.md)") from None
-    window = dedupe_window_s(settings.retention, settings.dedupe_window)
-    if setting_duration("max_ahead", settings.max_ahead) <= 0:
-        raise ValueError("SENTINEL_MAX_AHEAD: must be longer than zero")
-    if post_limits(settings).max_future_s >= window:
+            yield from problems_of(partial(setting_duration, field, spec))
+    bucket = seconds("bucket", settings.bucket)
+    if bucket is not None and bucket < 1:
+        yield "SENTINEL_BUCKET: must be at least 1s"
+
+
+def alias_problems(settings: Settings) -> Iterator[str]:
+    # The messages leave the path out: never a setting's value (it may be a misplaced secret).
+    try:
+        load_aliases(settings.aliases_file)
+    except OSError as exc:
+        yield f"SENTINEL_ALIASES_FILE: cannot read the file ({exc.strerror})"
+    except ValueError:
+        yield ("SENTINEL_ALIASES_FILE: not a JSON object of alias: TICKER strings, nor one of "
+               "names / tickers / not_assets (docs/contracts.md)")
+
+
+def dedupe_window_problems(settings: Settings) -> list[str]:
+    if seconds("retention", settings.retention) is None:
+        return []  # named by window_problems; the window is judged against it
+    return problems_of(partial(dedupe_window_s, settings.retention, settings.dedupe_window))
+
+
+def max_ahead_problems(settings: Settings) -> Iterator[str]:
+    try:
+        ahead = setting_duration("max_ahead", settings.max_ahead)
+    except ValueError as exc:
+        yield str(exc)
+        return
+    if ahead <= 0:
+        yield "SENTINEL_MAX_AHEAD: must be longer than zero"
+
+
+def max_future_problems(settings: Settings) -> Iterator[str]:
+    try:
+        future = post_limits(settings).max_future_s
+    except ValueError as exc:
+        yield str(exc)
+        return
+    window = parsed(partial(dedupe_window_s, settings.retention, settings.dedupe_window))
+    if window is not None and future >= window:  # a window that is wrong is named by dedupe_window_problems
         # One post dated that far ahead moves the watermark there, and every post then further
         # behind it than the window would be dropped as late until the clock catches up.
-        raise ValueError(f"SENTINEL_MAX_FUTURE must be below SENTINEL_DEDUPE_WINDOW ({window} s)")
+        yield f"SENTINEL_MAX_FUTURE must be below SENTINEL_DEDUPE_WINDOW ({window} s)"
+
+
+def renamed_problems(settings: Settings) -> Iterator[str]:
     if "SENTINEL_ALERT_MIN_SCORE_DELTA" in os.environ:  # renamed: an ignored setting would change the detector unnoticed
-        raise ValueError("SENTINEL_ALERT_MIN_SCORE_DELTA was replaced by SENTINEL_ALERT_MIN_SCORE_EFFECT, in standard deviations of the "
-                         "baseline's per-post scores (0.35 is the old 0.15 at scores of +-0.6)")
+        yield ("SENTINEL_ALERT_MIN_SCORE_DELTA was replaced by SENTINEL_ALERT_MIN_SCORE_EFFECT, in standard deviations of the "
+               "baseline's per-post scores (0.35 is the old 0.15 at scores of +-0.6)")
+
+
+ALERT_DURATIONS = ("window", "baseline", "step", "grace", "repeat", "for", "half_life", "thaw")
+
+
+def alert_problems(settings: Settings) -> list[str]:
+    """The overrides and each alert duration; then, only once they all parse, the alert config they
+    make and the retention it needs."""
+    inputs = [f"SENTINEL_ALERT_OVERRIDES: {problem}" for problem in problems_of(partial(parse_overrides, settings.alert_overrides))]
+    inputs += [problem for name in ALERT_DURATIONS
+               for problem in problems_of(partial(setting_duration, f"alert_{name}", getattr(settings, f"alert_{name}")))]
+    if inputs:
+        return inputs
     try:
-        parse_overrides(settings.alert_overrides)
+        config = built_alert_config(settings)
     except ValueError as exc:
-        raise ValueError(f"SENTINEL_ALERT_OVERRIDES: {exc}") from None
-    alert_config(settings)
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        try:
-            ssl_context(settings)
-        except OSError as exc:  # a missing file, or one ssl cannot read (ssl.SSLError is an OSError)
-            # The path stays out of the message (never a setting's value).
-            why = exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
-            raise ValueError(f"SENTINEL_KAFKA_SSL_CAFILE: cannot load the CA file ({why})") from None
-    pair_retention_s(settings.retention, settings.pair_retention, group_config(settings).reference_s)
+        return [str(exc)]
+    retention = seconds("retention", settings.retention)  # a bad one is named by window_problems
+    problem = retention_problem(config, retention) if retention is not None else None
+    return [problem] if problem else []
+
+
+def tls_problems(settings: Settings) -> Iterator[str]:
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return
+    try:
+        ssl_context(settings)
+    except OSError as exc:  # a missing file, or one ssl cannot read (ssl.SSLError is an OSError)
+        # The path stays out of the message (never a setting's value).
+        why = exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
+        yield f"SENTINEL_KAFKA_SSL_CAFILE: cannot load the CA file ({why})"
+
+
+GROUP_DURATIONS = ("alert_group_wait", "alert_group_interval", "alert_group_repeat")
+
+
+def grouping_problems(settings: Settings) -> list[str]:
+    durations = [problem for field in GROUP_DURATIONS for problem in problems_of(partial(setting_duration, field, getattr(settings, field)))]
+    return durations or problems_of(partial(group_config, settings))  # then GroupConfig's own checks
+
+
+def pair_retention_problems(settings: Settings) -> list[str]:
+    own = problems_of(partial(setting_duration, "pair_retention", settings.pair_retention))
+    group = parsed(partial(group_config, settings))
+    if own or group is None or seconds("retention", settings.retention) is None:
+        return own  # the others are named by grouping_problems and window_problems
+    return problems_of(partial(pair_retention_s, settings.retention, settings.pair_retention, group.reference_s))
+
+
+def notify_problems(settings: Settings) -> Iterator[str]:
     budget = sum(retry_delays(settings.notify_attempts, settings.notify_backoff, settings.notify_backoff_max))
     if settings.notify_claim_idle <= budget + CLAIM_MARGIN_S:
         # A worker still retrying a notification must not see its entry claimed and sent again.
-        raise ValueError(f"SENTINEL_NOTIFY_CLAIM_IDLE ({settings.notify_claim_idle:g} s) must exceed the notification retry "
-                         f"delays ({budget:g} s) by more than {CLAIM_MARGIN_S:g} s")
+        yield (f"SENTINEL_NOTIFY_CLAIM_IDLE ({settings.notify_claim_idle:g} s) must exceed the notification retry "
+               f"delays ({budget:g} s) by more than {CLAIM_MARGIN_S:g} s")
 
 
 def highwater(app: faust.App, tp: Any) -> int | None:
@@ -119,6 +227,14 @@ def post_limits(settings: Settings) -> Limits:
 
 
 def alert_config(settings: Settings) -> AlertConfig:
+    config = built_alert_config(settings)
+    if problem := retention_problem(config, setting_duration("retention", settings.retention)):
+        raise ValueError(problem)
+    return config
+
+
+def built_alert_config(settings: Settings) -> AlertConfig:
+    """The alert config the settings make, with AlertConfig's own checks but not the retention's."""
     th = Thresholds(
         fire_z=settings.alert_fire_z, resolve_z=settings.alert_resolve_z, critical_z=settings.alert_critical_z,
         min_posts=settings.alert_min_posts, min_baseline_posts=settings.alert_min_baseline_posts,
@@ -129,7 +245,7 @@ def alert_config(settings: Settings) -> AlertConfig:
     def duration(name: str) -> int:
         return setting_duration(f"alert_{name}", getattr(settings, f"alert_{name}"))
 
-    config = AlertConfig(
+    return AlertConfig(
         window_s=duration("window"), baseline_s=duration("baseline"), step_s=duration("step"), grace_s=duration("grace"),
         repeat_s=duration("repeat"), for_s=duration("for"), half_life_s=duration("half_life"),
         idle_s=settings.alert_idle_partition, lagging_idle_s=settings.alert_lagging_partition, thresholds=th, overrides=parse_overrides(settings.alert_overrides),
@@ -137,12 +253,14 @@ def alert_config(settings: Settings) -> AlertConfig:
         sequential=SeqConfig(threshold_nats=settings.alert_threshold_nats, streams=settings.alert_streams, confirm_z=settings.alert_confirm_z,
                              thaw_bins=duration("thaw") // duration("step")),
     )
-    retention = setting_duration("retention", settings.retention)
-    if config.detector == "sequential" and retention < config.lookback_s + config.step_s:
+
+
+def retention_problem(config: AlertConfig, retention_s: int) -> str | None:
+    if config.detector == "sequential" and retention_s < config.lookback_s + config.step_s:
         # The baseline's sums drop each bin as it leaves; a bin already trimmed would read as empty.
-        raise ValueError(f"SENTINEL_RETENTION must cover the alert window and baseline ({config.lookback_s + config.step_s} s) "
-                         "for the sequential detector")
-    return config
+        return (f"SENTINEL_RETENTION must cover the alert window and baseline ({config.lookback_s + config.step_s} s) "
+                "for the sequential detector")
+    return None
 
 
 def group_config(settings: Settings) -> GroupConfig:

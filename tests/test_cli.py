@@ -220,6 +220,71 @@ def test_settings_that_would_crash_later_are_refused_up_front(tmp_path):
     check_settings(Settings(aliases_file=tmp_path / "hunter2"), aliases=False)  # a command that only reads Redis
 
 
+def test_every_bad_window_alert_tls_and_notify_setting_is_named_in_one_error(tmp_path):
+    # Named one at a time, three bad settings cost an operator three pod restarts.
+    from stream.settings import Settings
+    from stream.worker import check_settings
+
+    bad = Settings(bucket="0s", max_ahead="0s", alert_overrides="{hunter2", aliases_file=tmp_path / "hunter2", windows="15m,1 hour",
+                   alert_thaw="soon", kafka_security_protocol="SSL", kafka_ssl_cafile=tmp_path / "hunter2", alert_group_wait="later",
+                   notify_claim_idle=10)
+    with pytest.raises(ValueError) as info:
+        check_settings(bad)
+    lines = str(info.value).splitlines()
+    assert [line.split(":")[0].split(" ")[0] for line in lines] == [
+        "SENTINEL_WINDOWS", "SENTINEL_BUCKET", "SENTINEL_ALIASES_FILE", "SENTINEL_MAX_AHEAD", "SENTINEL_ALERT_OVERRIDES", "SENTINEL_ALERT_THAW",
+        "SENTINEL_KAFKA_SSL_CAFILE", "SENTINEL_ALERT_GROUP_WAIT", "SENTINEL_NOTIFY_CLAIM_IDLE"], lines
+    for message in ("SENTINEL_WINDOWS: bad duration '1 hour'", "SENTINEL_BUCKET: must be at least 1s", "SENTINEL_ALIASES_FILE: cannot read the file (No such file",
+                    "SENTINEL_MAX_AHEAD: must be longer than zero", "SENTINEL_ALERT_OVERRIDES: alert overrides are not valid JSON",
+                    "SENTINEL_ALERT_THAW: bad duration 'soon'", "SENTINEL_KAFKA_SSL_CAFILE: cannot load the CA file (No such file",
+                    "SENTINEL_ALERT_GROUP_WAIT: bad duration 'later'", "SENTINEL_NOTIFY_CLAIM_IDLE (10 s) must exceed the notification retry delays"):
+        assert sum(line.startswith(message) for line in lines) == 1, (message, lines)
+    assert "hunter2" not in str(info.value) and str(tmp_path) not in str(info.value)  # never a setting's value
+    # A command that only reads Redis: the same problems but the alias table's.
+    with pytest.raises(ValueError) as info:
+        check_settings(bad, aliases=False)
+    assert str(info.value).splitlines() == [line for line in lines if not line.startswith("SENTINEL_ALIASES_FILE")]
+
+
+def test_a_check_whose_input_is_wrong_is_skipped_not_said_again_or_as_a_follow_on():
+    from stream.settings import Settings
+    from stream.worker import check_settings
+
+    def lines(**values: object) -> list[str]:
+        with pytest.raises(ValueError) as info:
+            check_settings(Settings(**values), aliases=False)
+        return str(info.value).splitlines()
+
+    # The dedupe window, the max future, the sequential detector's retention and the pair retention
+    # are all judged against the retention: with it unreadable, only it is named (and the checks
+    # after those still run: a skipped check must not stop the others).
+    assert lines(retention="soon", dedupe_window="2h", max_future="1d", notify_claim_idle=10) == [
+        "SENTINEL_RETENTION: bad duration 'soon'; use a number and one of s, m, h, d (e.g. 15m)",
+        "SENTINEL_NOTIFY_CLAIM_IDLE (10 s) must exceed the notification retry delays (15 s) by more than 30 s"]
+    # A dedupe window that is wrong itself is named once; the max future is not judged against it.
+    assert lines(dedupe_window="72h") == ["SENTINEL_DEDUPE_WINDOW must be above zero and at most SENTINEL_RETENTION (172800 s)"]
+    assert lines(dedupe_window="72h", max_future="later") == [
+        "SENTINEL_DEDUPE_WINDOW must be above zero and at most SENTINEL_RETENTION (172800 s)",
+        "SENTINEL_MAX_FUTURE: bad duration 'later'; use a number and one of s, m, h, d (e.g. 15m)"]
+    # No alert config is built from an unreadable duration or overrides: each input named, and not
+    # the retention the sequential detector's config would need.
+    assert lines(retention="24h", max_future="1h") == [
+        "SENTINEL_RETENTION must cover the alert window and baseline (90060 s) for the sequential detector"]
+    assert lines(alert_window="1 hour", alert_overrides="[]", retention="24h", max_future="1h") == [
+        "SENTINEL_ALERT_OVERRIDES: alert overrides must be a JSON object {scope pattern: {threshold: value}}",
+        "SENTINEL_ALERT_WINDOW: bad duration '1 hour'; use a number and one of s, m, h, d (e.g. 15m)"]
+    # Incident grouping's durations unreadable: the pair retention's own problem only, not its comparison.
+    assert lines(alert_group_repeat="soon", pair_retention="6h") == [
+        "SENTINEL_ALERT_GROUP_REPEAT: bad duration 'soon'; use a number and one of s, m, h, d (e.g. 15m)"]
+    assert lines(alert_group_repeat="soon", pair_retention="never") == [
+        "SENTINEL_ALERT_GROUP_REPEAT: bad duration 'soon'; use a number and one of s, m, h, d (e.g. 15m)",
+        "SENTINEL_PAIR_RETENTION: bad duration 'never'; use a number and one of s, m, h, d (e.g. 15m)"]
+    # Each single problem is still exactly its one line.
+    assert lines(bucket="0m") == ["SENTINEL_BUCKET: must be at least 1s"]
+    assert lines(alert_overrides="{x") == ["SENTINEL_ALERT_OVERRIDES: alert overrides are not valid JSON (Expecting property name enclosed "
+                                           "in double quotes at character 1)"]
+
+
 def test_an_output_replaced_when_done_keeps_its_mode_its_link_and_what_is_not_a_plain_file(tmp_path):
     from stream.tools.files import replaced_when_done
 
