@@ -118,22 +118,30 @@ def settings_error(exc: ValidationError, *more: str | None) -> str:
         name = str(error["loc"][0])
         problems.append(f"{variable_name(fields.get(name.upper(), name))}: {text}")
     problems.extend(problem for problem in more if problem)
+    return invalid_settings(problems)
+
+
+def invalid_settings(problems: list[str]) -> str:
+    """Problems with the settings, every one of them, as one line: a pod log reads an error a line,
+    and a line per problem would read as several errors. (A message of several lines, a check of
+    several settings together, gives each of its lines.)"""
+    lines = [line for problem in problems for line in problem.splitlines()]
     # A backstop: no check quotes a value, but a library's message inside one might.
-    return redact("invalid settings: " + "; ".join(problems))
+    return redact("invalid settings: " + "; ".join(lines))
 
 
 def check_stream_settings(settings: Settings, *, aliases: bool = True) -> None:
     """Check the window and alert settings before anything slow starts (the model load, the
     embedded stack), so a bad duration or threshold is one line, not a traceback minutes later.
-    `aliases=False` for commands that only read what workers wrote."""
-    from stream.worker import check_settings
+    `aliases=False` for commands that only read what workers wrote. Every problem found is named,
+    not only the first (stream.worker.settings_problems)."""
+    from stream.worker import problems_of, settings_problems
 
-    try:
-        check_settings(settings, aliases=aliases)
-        if aliases:  # a worker's settings: the services it notifies, loaded as it will load them
-            check_notify_settings(settings)
-    except ValueError as exc:
-        raise fail(f"invalid settings: {exc}") from None
+    problems = settings_problems(settings, aliases=aliases)
+    if aliases:  # a worker's settings: the services it notifies, loaded as it will load them
+        problems += problems_of(functools.partial(check_notify_settings, settings))
+    if problems:
+        raise fail(invalid_settings(problems))
 
 
 def check_notify_settings(settings: Settings) -> None:
