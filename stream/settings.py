@@ -258,28 +258,48 @@ class Settings(BaseSettings):
         # messages name variables, never a value that could be a secret. (REDIS_URL is checked by
         # the commands, with the client that will use it, and named in the same line as these:
         # sentinel.cli.redis_url_problem, from `redis_given` when the settings do not validate.)
-        if self.kafka_security_protocol.startswith("SASL_") and not (self.kafka_sasl_username and self.kafka_sasl_password):
-            raise ValueError(f"SENTINEL_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs SENTINEL_KAFKA_SASL_USERNAME "
-                             "and SENTINEL_KAFKA_SASL_PASSWORD")
-        if self.alert_resolve_z >= self.alert_fire_z:
-            raise ValueError(f"SENTINEL_ALERT_RESOLVE_Z ({self.alert_resolve_z:g}) must be below SENTINEL_ALERT_FIRE_Z "
-                             f"({self.alert_fire_z:g}) (hysteresis), e.g. fire 3, resolve 1.5")
-        seconds = {}
-        for name in ("window", "baseline", "step", "half_life"):
-            try:
-                seconds[name] = parse_duration(getattr(self, f"alert_{name}"))
-            except ValueError:
-                continue  # said with its variable by stream.worker.check_settings
-            if seconds[name] <= 0:
-                raise ValueError(f"SENTINEL_ALERT_{name.upper()} must be longer than zero")
-        if len(seconds) == 4:
-            for name in ("window", "baseline"):
-                if seconds[name] % seconds["step"]:
-                    raise ValueError(f"SENTINEL_ALERT_{name.upper()} must be a multiple of SENTINEL_ALERT_STEP ({seconds['step']} s)")
-            if seconds["baseline"] % seconds["window"]:
-                raise ValueError("SENTINEL_ALERT_BASELINE must be a whole number of windows (SENTINEL_ALERT_WINDOW), "
-                                 "e.g. 24h for a 1h window")
+        # Every problem, a line each, not only the first: each would otherwise cost a restart.
+        if problems := together_problems(self):
+            raise ValueError("\n".join(problems))
         return self
+
+
+def together_problems(settings: Settings) -> list[str]:
+    """What is wrong only together, from each check of the settings together."""
+    return [*sasl_problems(settings), *hysteresis_problems(settings), *alert_step_problems(settings)]
+
+
+def sasl_problems(settings: Settings) -> list[str]:
+    protocol = settings.kafka_security_protocol
+    if protocol.startswith("SASL_") and not (settings.kafka_sasl_username and settings.kafka_sasl_password):
+        return [f"SENTINEL_KAFKA_SECURITY_PROTOCOL={protocol} needs SENTINEL_KAFKA_SASL_USERNAME and SENTINEL_KAFKA_SASL_PASSWORD"]
+    return []
+
+
+def hysteresis_problems(settings: Settings) -> list[str]:
+    if settings.alert_resolve_z >= settings.alert_fire_z:
+        return [f"SENTINEL_ALERT_RESOLVE_Z ({settings.alert_resolve_z:g}) must be below SENTINEL_ALERT_FIRE_Z "
+                f"({settings.alert_fire_z:g}) (hysteresis), e.g. fire 3, resolve 1.5"]
+    return []
+
+
+def alert_step_problems(settings: Settings) -> list[str]:
+    """Each alert duration above zero; then, once window, baseline and step are all that, the grid
+    they make: window and baseline in whole steps, the baseline in whole windows."""
+    seconds: dict[str, int] = {}
+    for name in ("window", "baseline", "step", "half_life"):
+        try:
+            seconds[name] = parse_duration(getattr(settings, f"alert_{name}"))
+        except ValueError:
+            continue  # said with its variable by stream.worker.check_settings
+    problems = [f"SENTINEL_ALERT_{name.upper()} must be longer than zero" for name, value in seconds.items() if value <= 0]
+    if not all(seconds.get(name, 0) > 0 for name in ("window", "baseline", "step")):
+        return problems  # a grid of a duration that is wrong (or a zero step to divide by) says nothing more
+    problems += [f"SENTINEL_ALERT_{name.upper()} must be a multiple of SENTINEL_ALERT_STEP ({seconds['step']} s)"
+                 for name in ("window", "baseline") if seconds[name] % seconds["step"]]
+    if seconds["baseline"] % seconds["window"]:
+        problems.append("SENTINEL_ALERT_BASELINE must be a whole number of windows (SENTINEL_ALERT_WINDOW), e.g. 24h for a 1h window")
+    return problems
 
 
 def variable_name(field: str) -> str:

@@ -97,6 +97,27 @@ def test_settings_wrong_together_name_their_variables(values, expected):
     assert expected in str(info.value) and SECRET not in str(info.value), str(info.value)
 
 
+def test_every_setting_wrong_together_is_named_at_once_each_its_own_problem():
+    from sentinel.cli import settings_error
+
+    with pytest.raises(ValidationError) as info:
+        Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_password=SECRET, alert_resolve_z=3.5, alert_half_life="0m",
+                 alert_window="7m", alert_step="2m")
+    line = settings_error(info.value)
+    assert line.removeprefix("invalid settings: ").split("; ") == [
+        "SENTINEL_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs SENTINEL_KAFKA_SASL_USERNAME and SENTINEL_KAFKA_SASL_PASSWORD",
+        "SENTINEL_ALERT_RESOLVE_Z (3.5) must be below SENTINEL_ALERT_FIRE_Z (3) (hysteresis), e.g. fire 3, resolve 1.5",
+        "SENTINEL_ALERT_HALF_LIFE must be longer than zero",
+        "SENTINEL_ALERT_WINDOW must be a multiple of SENTINEL_ALERT_STEP (120 s)",
+        "SENTINEL_ALERT_BASELINE must be a whole number of windows (SENTINEL_ALERT_WINDOW), e.g. 24h for a 1h window",
+    ], line
+    assert SECRET not in line
+    # A zero step is named, and no grid is judged by it (nor divided by it).
+    with pytest.raises(ValidationError) as info:
+        Settings(alert_step="0m", alert_window="7m")
+    assert settings_error(info.value) == "invalid settings: SENTINEL_ALERT_STEP must be longer than zero"
+
+
 def test_the_settings_redis_url_is_judged_naming_its_variable():
     from stream.redis_client import settings_problem
 
