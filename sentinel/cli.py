@@ -810,7 +810,8 @@ def print_run_summary(file: Path, summary: dict[str, Any], alerts: list[dict[str
     table = Table(title=f"sentinel run {file.name}")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key in ("consumed", "valid", "dlq", "duplicates", "late_dropped", "ahead", "processed", "capped", "alerts", "wall_s", "posts_per_s"):
+    for key in ("consumed", "valid", "dlq", "duplicates", "late_dropped", "ahead", "processed", "capped", "text_capped", "alerts", "wall_s",
+                "posts_per_s"):
         table.add_row(key, str(summary[key]))
         if key == "alerts" and (incidents := incident_summary(alerts)):
             table.add_row("incidents (roots)", inert(incidents))
@@ -1710,12 +1711,13 @@ def bench_store_cmd(
     pairs: Annotated[bool, typer.Option("--pairs", help="also write the hidden pair scopes, as a worker with incident grouping does")] = False,
     author_cap: Annotated[int, typer.Option("--author-cap", min=0, help="one server again with this SENTINEL_AUTHOR_CAP (0: not measured)")] = 3,
     authors: Annotated[int, typer.Option("--authors", min=1, help="writers the posts are spread over")] = 10_000,
+    text_cap: Annotated[int, typer.Option("--text-cap", min=0, help="one server again with the author cap and this SENTINEL_TEXT_CAP (0: not measured)")] = 3,
 ) -> None:
-    """Redis per batch on one server, a 6-node cluster, the cluster with WAIT and one server with the author cap: write time and the client's CPU, WAIT time, commands, memory."""
+    """Redis per batch on one server, a 6-node cluster, the cluster with WAIT, one server with the author cap and one with both caps: write time and the client's CPU, WAIT time, commands, memory."""
     from sentinel.bench_store import bench_store
 
     with err.status("benchmarking the store on one server and on a cluster ..."):
-        result = bench_store(batches, batch_size, assets, channels, rate, pairs=pairs, author_cap=author_cap, authors=authors)
+        result = bench_store(batches, batch_size, assets, channels, rate, pairs=pairs, author_cap=author_cap, authors=authors, text_cap=text_cap)
     print(json.dumps(result))
 
 

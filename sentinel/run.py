@@ -80,7 +80,8 @@ def open_store(settings: Settings) -> WindowStore:
     wait = ReplicaWait(client, settings.redis_wait_replicas, round(settings.redis_wait_timeout * 1000)) if settings.redis_wait_replicas else None
     return WindowStore(client, bucket_s=parse_duration(settings.bucket), retention_s=parse_duration(settings.retention), replica_wait=wait,
                        pairs=settings.alert_grouping == "incidents", day_retention_s=parse_duration(settings.report_retention),
-                       dedupe_s=dedupe_s, pair_retention_s=pair_s, author_cap=settings.author_cap)
+                       dedupe_s=dedupe_s, pair_retention_s=pair_s, author_cap=settings.author_cap,
+                       text_cap=settings.text_cap)
 
 
 def worker_env(settings: Settings, embedded: bool, web_port: int | None = None) -> dict[str, str]:

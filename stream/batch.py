@@ -46,6 +46,7 @@ class BatchOutcome:
     processed: int = 0
     duplicates: int = 0
     capped: int = 0  # processed, but over their author's hourly cap in `all` (not in its windows)
+    text_capped: int = 0  # processed, but over their text's hourly cap in `all` (some over both caps)
     classify_s: float = 0.0
     windows_s: float = 0.0
     alerts: int = 0

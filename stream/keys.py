@@ -88,17 +88,19 @@ def wait_key(tag: str) -> str:
     return f"{KEY_PREFIX}:{{{tag}}}:wait"
 
 
-def author_cells_prefix(scope: str) -> str:
-    """Hashes `<prefix><hour start>`: author key -> the author's posts counted in that hour (the
-    author cap). The window script builds it from bucket_prefix (its last two characters, `b:`,
-    replaced), so the two change together."""
-    return f"{KEY_PREFIX}:{{{scope}}}:ac:"
+def cap_cells_prefix(scope: str) -> str:
+    """Hashes `<prefix><hour start>`: the author cap's and the text cap's lists of that hour, field
+    `<author key>:<label>` or `t<text key>:<label>` -> the first posts of that author's or text's by
+    (event time, id), counted or not. The window script builds it from bucket_prefix (its last two
+    characters, `b:`, replaced), so the two change together. (`ac:` held the author cap's counted
+    posts in another layout before the text cap; those keys are no longer read and expire.)"""
+    return f"{KEY_PREFIX}:{{{scope}}}:cc:"
 
 
-def author_cells_key(scope: str) -> str:
-    """Sorted set of the hours that have author cells (member = score = hour start), for trimming;
-    built by the window script like author_cells_prefix."""
-    return f"{KEY_PREFIX}:{{{scope}}}:acells"
+def cap_cells_key(scope: str) -> str:
+    """Sorted set of the hours that have cap cells (member = score = hour start), for trimming;
+    built by the window script like cap_cells_prefix."""
+    return f"{KEY_PREFIX}:{{{scope}}}:ccells"
 
 
 def seen_key(scope: str) -> str:

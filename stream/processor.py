@@ -269,6 +269,7 @@ class BatchProcessor:
             self._advance_horizon(result.marks)
             outcome.processed, outcome.duplicates = max(outcome.processed, result.added), max(outcome.duplicates, result.duplicates)
             outcome.capped = max(outcome.capped, result.capped)
+            outcome.text_capped = max(outcome.text_capped, result.text_capped)
             if self.alerts is not None:
                 mark = time.perf_counter()
                 committed.update((r.alert_id, r) for r in await self.alerts.judge(touched))
@@ -299,6 +300,7 @@ class BatchProcessor:
             "batch done",
             extra={"batch": batch.number, "consumed": outcome.consumed, "dlq": outcome.dlq, "processed": outcome.processed,
                    "duplicates": outcome.duplicates, "late": outcome.late_dropped, "ahead": outcome.ahead, "capped": outcome.capped,
+                   "text_capped": outcome.text_capped,
                    "partitions": sorted({m.partition for m in batch.messages}), "classify_s": round(outcome.classify_s, 3),
                    "windows_s": round(outcome.windows_s, 4), "alerts": outcome.alerts, "alerts_s": round(outcome.alerts_s, 4),
                    "replicas_s": round(outcome.replicas_s, 4), "commit_s": round(outcome.commit_s, 4),

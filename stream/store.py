@@ -25,22 +25,22 @@ from stream.keys import (
 )
 from stream.windows import (
     Kept, Sample, WindowStats, aggregate, author_key, bucket_start, channel_member, is_pair_scope, kept_trim, matches_scope, pair_horizon, pair_scopes_for,
-    scopes_for,
+    scopes_for, text_key,
 )
 
 # Writes one or more scopes' windows, each scope's keys and arguments after the previous one's.
 # A scope's KEYS: idx, seen, one index per roll-up level[, stats, scope registry, batch tokens,
 # channel registry].
 # Its ARGV: the bucket prefix; the numbers 'ttl trim-before keep seen-trim rows stats L', per
-# roll-up level 'width ttl trim-before', then 'cap' in one space-separated argument (keep:
-# 1 to keep each bucket's extreme posts, not for the hidden pair scopes: nothing reads theirs;
-# seen-trim: the dedupe window's edge; rows: how many posts follow; stats: 1 for `all`, which alone
-# passes the last four keys; cap: posts an author counts per label and event-time hour, 0 for no
-# cap); each level's key prefix; for `all` alone the watermark,
+# roll-up level 'width ttl trim-before', then 'cap text-cap bucket-width' in one space-separated
+# argument (keep: 1 to keep each bucket's extreme posts, not for the hidden pair scopes: nothing reads
+# theirs; seen-trim: the dedupe window's edge; rows: how many posts follow; stats: 1 for `all`, which
+# alone passes the last four keys; cap, text-cap: posts an author, and a text, count per label and
+# event-time hour, 0 for no cap); each level's key prefix; for `all` alone the watermark,
 # counters (JSON), partition watermarks (JSON), wall-clock now, the batch's scopes (JSON {scope:
 # newest event time}), the partitions' lags (JSON), the trim line before any hold and the channel
-# registry's entries (JSON list, empty without grouping); then one argument per post (`_packed_row`): 'bucket label score ts score²
-# author idbytes ' then the id and the text. Each argument and each command costs the client its
+# registry's entries (JSON list, empty without grouping); then one argument per post (`_packed_row`):
+# 'bucket label score ts score² author text idbytes ' then the id and the text. Each argument and each command costs the client its
 # packing in Python, so the numbers travel together and scopes share calls (`WindowStore._apply_calls`).
 # A scope's trim-before is its own (what readers still need holds it back: windows.Kept); `all`
 # also passes the batch's trim line before any such hold (`line`, after its lags), which is what the
@@ -49,14 +49,16 @@ from stream.windows import (
 # counters, duplicates, watermarks and scopes move atomically with its windows. The reply is the
 # last scope's: (added, duplicates), and for `all` also the stored watermark, the stats fields
 # windows.frontier reads (pwm:<p>, pseen:<p>, plag:<p>, pwm_since) with `trimmed`, and how many of
-# the batch's posts their author's cap kept out of `all`.
-# The author cap (windows.author_key, SENTINEL_AUTHOR_CAP): per scope, event-time hour and label, an
-# author's first `cap` posts by (event time, id) are counted, whatever order they arrive in. The
-# counted ones are kept in a hash per hour (keys.author_cells_prefix, derived from the bucket
-# prefix here); an earlier post that arrives late takes the place of the author's latest counted
-# one, which is taken back out of its bucket and roll-ups. Only a post later than one already
-# counted is taken out, and a later post sits in a boundary judging has not reached yet (every
-# partition must be past it), so the records are the same in any arrival order.
+# the batch's posts their author's cap, and their text's, kept out of `all`.
+# The caps (windows.author_key, SENTINEL_AUTHOR_CAP; windows.text_key, SENTINEL_TEXT_CAP): per scope,
+# event-time hour and label, a post is counted iff it is among the first `cap` posts of its author
+# and among the first `text-cap` posts of its text, by (event time, id) among all posts, whatever
+# order they arrive in. Each author's and each text's first posts are kept in a hash per hour
+# (keys.cap_cells_prefix, derived from the bucket prefix here); an earlier post that arrives late
+# pushes the latest one out of its lists, and if that one counted it is taken back out of its
+# bucket and roll-ups. Only a post later than the one arriving is ever taken out, and a later post
+# sits in a boundary judging has not reached yet (every partition must be past it), so the records
+# are the same in any arrival order.
 # The counters JSON may carry `batch`, a token that makes a batch written twice count once.
 _APPLY_SCOPES = """
 -- One scope: its keys from KEYS[k], its arguments from ARGV[a]. Returns its reply and where the
@@ -71,11 +73,12 @@ local function apply_scope(k, a)
     local n = 7 + (l - 1) * 3
     levels[l] = {index = KEYS[k + 1 + l], prefix = ARGV[a + 1 + l], width = nums[n + 1], ttl = nums[n + 2], trim = nums[n + 3], sums = {}}
   end
-  local cap = nums[8 + 3 * nums[7]] or 0
+  local caps_at = 8 + 3 * nums[7]
+  local cap, text_cap, bucket_s = nums[caps_at] or 0, nums[caps_at + 1] or 0, nums[caps_at + 2]
   local cells, cells_idx
-  if cap > 0 then
+  if cap > 0 or text_cap > 0 then
     local base = string.sub(prefix, 1, -3)  -- 'sentinel:{<scope>}:' (the bucket prefix ends 'b:')
-    cells, cells_idx = base .. 'ac:', base .. 'acells'
+    cells, cells_idx = base .. 'cc:', base .. 'ccells'
   end
   local stats, registry, batches, channels
   if nums[6] == 1 then
@@ -86,7 +89,7 @@ local function apply_scope(k, a)
   local first_row = stats and extra + 8 or extra
   local line = stats and tonumber(ARGV[extra + 6]) or trim_before
   local next_k, next_a = k + 2 + #levels + (stats and 4 or 0), first_row + nrows
-  local added, dups, first, capped = 0, 0, nil, 0
+  local added, dups, first, capped, text_capped = 0, 0, nil, 0, 0
   -- Roll-ups: hourly (the console's overview reads 26 of them per scope, not 1,560 buckets)
   -- and daily (`sentinel report`; they outlive the buckets). Summed here and written once per
   -- slot below: a batch's posts mostly share one hour and one day.
@@ -104,61 +107,117 @@ local function apply_scope(k, a)
       acc.score_sq = acc.score_sq + sign * tonumber(sq)
     end
   end
-  -- A counted post taken back out (the author cap): its bucket and roll-ups lose it. A sample it
-  -- is stays one (samples are drawn from every post, below).
-  local function uncount(e)
-    local key = prefix .. e.bucket
+  -- A counted post taken back out (a cap): its bucket and roll-ups lose it. A sample it is stays
+  -- one (samples are drawn from every post, below). The cells keep only its time, score and id:
+  -- the bucket is its time's (windows.bucket_start: ts - fmod(ts, width) is exact, as Python's //
+  -- is), its square is the score's (the same double Python squared), its label its list's.
+  local function uncount(e, label)
+    local s = tonumber(e.score)
+    local bucket = string.format('%d', e.t - math.fmod(e.t, bucket_s))
+    local key = prefix .. bucket
     redis.call('HINCRBY', key, 'n', -1)
-    redis.call('HINCRBY', key, e.label, -1)
-    redis.call('HINCRBYFLOAT', key, 'score_sum', string.format('%.17g', -tonumber(e.score)))
-    redis.call('HINCRBYFLOAT', key, 'score_sq', string.format('%.17g', -tonumber(e.sq)))
-    roll(e.bucket, e.label, tonumber(e.score), e.sq, -1)
+    redis.call('HINCRBY', key, label, -1)
+    redis.call('HINCRBYFLOAT', key, 'score_sum', string.format('%.17g', -s))
+    redis.call('HINCRBYFLOAT', key, 'score_sq', string.format('%.17g', -(s * s)))
+    roll(bucket, label, s, s * s, -1)
   end
-  -- An author's counted posts of one label in one hour: 'bucket ts score sq label idbytes ' then
-  -- the id, each.
+  -- A cell's list: the first posts by (event time, id) of one author's or one text's posts of one
+  -- label in one hour, all of them, counted or not, each 'ts score ref idbytes ' then the id. `ref`
+  -- is the post's other key ('-': none): its text key in an author's list, its author key in a
+  -- text's, so a post pushed out of one list can be looked up in the other.
   local function entries(value)
     local out, p = {}, 1
     while value and p <= #value do
-      local b, t, sc, q, lab, n, at = string.match(value, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%d+) ()', p)
-      local e = {bucket = b, ts = t, t = tonumber(t), score = sc, sq = q, label = lab, id = string.sub(value, at, at + tonumber(n) - 1)}
-      out[#out + 1] = e
+      local t, sc, ref, n, at = string.match(value, '^(%S+) (%S+) (%S+) (%d+) ()', p)
+      out[#out + 1] = {ts = t, t = tonumber(t), score = sc, ref = ref, id = string.sub(value, at, at + tonumber(n) - 1)}
       p = at + tonumber(n)
     end
     return out
   end
+  local function packed(list, ref)
+    local parts = {}
+    for j, x in ipairs(list) do parts[j] = string.format('%s %s %s %d ', x.ts, x.score, ref(x), #x.id) .. x.id end
+    return table.concat(parts)
+  end
+  local function listed(list, id)
+    for _, x in ipairs(list) do if x.id == id then return true end end
+    return false
+  end
   local function earlier(x, y) return x.t < y.t or (x.t == y.t and x.id < y.id) end
-  local touched = {}  -- the hours whose cells this call wrote: their expiry and index, once each
-  -- Whether the author's cap lets this post be counted; takes out the one it replaces. The cap is
-  -- per label, so an author's morning chatter never uses up the posts that count when they turn.
-  local function within_cap(akey, e)
-    local hour = string.format('%d', math.floor(e.t / 3600) * 3600)
-    local cell, who = cells .. hour, akey .. ':' .. e.label
-    local list = entries(redis.call('HGET', cell, who))
-    if #list >= cap then
-      capped = capped + 1
-      local last = list[#list]
-      if not earlier(e, last) then return false end
-      table.remove(list)
-      uncount(last)
-    end
+  -- Whether `e` is among a list's first `n` (it goes in), and the post it pushes out of it.
+  local function admits(list, n, e)
+    if #list < n then return true, nil end
+    local last = list[#list]
+    if earlier(e, last) then return true, last end
+    return false, nil
+  end
+  local function inserted(list, n, e)
     local at = #list + 1
     while at > 1 and earlier(e, list[at - 1]) do at = at - 1 end
     table.insert(list, at, e)
-    local parts = {}
-    for j, x in ipairs(list) do
-      parts[j] = string.format('%s %s %s %s %s %d ', x.bucket, x.ts, x.score, x.sq, x.label, #x.id) .. x.id
+    if #list > n then table.remove(list) end
+    return list
+  end
+  local touched = {}  -- the hours whose cells this call wrote: their expiry and index, once each
+  -- The caps (SENTINEL_AUTHOR_CAP, SENTINEL_TEXT_CAP): a post counts iff it is among the first `cap`
+  -- of its author's posts and among the first `text_cap` of its text's, per label and hour, by
+  -- (event time, id) among all posts, counted or not. That depends on the set of posts alone, not
+  -- their order: an arrival can only push later posts out of lists, and a post pushed out that
+  -- counted (it was in both) is taken back out here. Per label, so an author's morning chatter
+  -- never uses up the posts that count when they turn.
+  local function within_caps(akey, tkey, e)
+    local afield = cap > 0 and akey ~= '-' and akey .. ':' .. e.label or nil
+    local tfield = text_cap > 0 and tkey ~= '-' and 't' .. tkey .. ':' .. e.label or nil
+    if not afield and not tfield then return true end
+    local hour = string.format('%d', math.floor(e.t / 3600) * 3600)
+    local cell = cells .. hour
+    local alist = afield and entries(redis.call('HGET', cell, afield)) or {}
+    local tlist = tfield and entries(redis.call('HGET', cell, tfield)) or {}
+    local in_a, out_a, in_t, out_t = true, nil, true, nil
+    if afield then
+      if #alist >= cap then capped = capped + 1 end  -- this post or the one it pushes out: one over
+      in_a, out_a = admits(alist, cap, e)
     end
-    redis.call('HSET', cell, who, table.concat(parts))
-    touched[hour] = true
-    return true
+    if tfield then
+      if #tlist >= text_cap then text_capped = text_capped + 1 end
+      in_t, out_t = admits(tlist, text_cap, e)
+    end
+    -- A post pushed out of one list counted iff it was also in its other one, as the lists stood
+    -- before this post (read before the writes below: its other list may be this post's own).
+    local function in_texts(x)
+      if text_cap == 0 or x.ref == '-' then return true end
+      return listed(entries(redis.call('HGET', cell, 't' .. x.ref .. ':' .. e.label)), x.id)
+    end
+    local function in_authors(x)
+      if cap == 0 or x.ref == '-' then return true end
+      return listed(entries(redis.call('HGET', cell, x.ref .. ':' .. e.label)), x.id)
+    end
+    if out_a and out_t and out_a.id == out_t.id then
+      uncount(out_a, e.label)  -- the same post out of both: it was in both, so it counted, once
+    else
+      if out_a and in_texts(out_a) then uncount(out_a, e.label) end
+      if out_t and in_authors(out_t) then uncount(out_t, e.label) end
+    end
+    if in_a and afield then
+      redis.call('HSET', cell, afield, packed(inserted(alist, cap, e), function(x) return x.ref end))
+      touched[hour] = true
+    end
+    if in_t and tfield then
+      -- In a text's list the reference is the author's key; `e` carries its text key as `ref`.
+      local entry = {ts = e.ts, t = e.t, score = e.score, id = e.id, ref = afield and akey or '-'}
+      redis.call('HSET', cell, tfield, packed(inserted(tlist, text_cap, entry), function(x) return x.ref end))
+      touched[hour] = true
+    end
+    return in_a and in_t
   end
   for i = first_row, next_a - 1 do
     local row = ARGV[i]
-    local bucket, label, score, ts, sq, akey, idlen, at = string.match(row, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%d+) ()')
+    local bucket, label, score, ts, sq, akey, tkey, idlen, at = string.match(row, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%d+) ()')
     local id = string.sub(row, at, at + tonumber(idlen) - 1)
     if redis.call('ZADD', seen, 'NX', ts, id) == 1 then
       local key, s = prefix .. bucket, tonumber(score)
-      if cap == 0 or akey == '-' or within_cap(akey, {bucket = bucket, ts = ts, t = tonumber(ts), score = score, sq = sq, label = label, id = id}) then
+      if cells == nil or within_caps(akey, tkey, {ts = ts, t = tonumber(ts), score = score, label = label, id = id,
+                                                 ref = text_cap > 0 and tkey or '-'}) then
         redis.call('HINCRBY', key, 'n', 1)
         redis.call('HINCRBY', key, label, 1)
         redis.call('HINCRBYFLOAT', key, 'score_sum', score)
@@ -208,10 +267,10 @@ local function apply_scope(k, a)
   -- Post ids need keeping only as long as a post can still arrive on time (the dedupe window), which
   -- may be shorter than the buckets' retention: at 6 scopes a post they are most of a dense store.
   redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. seen_trim)
-  -- An hour's author cells go once all of it is behind the dedupe window's edge, with the post ids:
+  -- An hour's cap cells go once all of it is behind the dedupe window's edge, with the post ids:
   -- a post of it could still be accepted until then, and without its hour's cell it would count
-  -- whatever the cap (and unlike the same post arriving earlier).
-  if cap > 0 then
+  -- whatever the caps (and unlike the same post arriving earlier).
+  if cells then
     for hour in pairs(touched) do
       redis.call('EXPIRE', cells .. hour, ttl)
       redis.call('ZADD', cells_idx, hour, hour)
@@ -304,6 +363,7 @@ local function apply_scope(k, a)
     end
     if dups > 0 then redis.call('HINCRBY', stats, 'duplicates', dups) end
     if capped > 0 then redis.call('HINCRBY', stats, 'capped', capped) end
+    if text_capped > 0 then redis.call('HINCRBY', stats, 'text_capped', text_capped) end
     if added > 0 then redis.call('HINCRBY', stats, 'processed', added) end
     redis.call('EXPIRE', stats, 2 * ttl)
     -- The stored watermark, then the fields judging's frontier reads (pwm:<p>, pseen:<p>, plag:<p>,
@@ -323,7 +383,7 @@ local function apply_scope(k, a)
         marks[#marks + 1] = fields[f + 1]
       end
     end
-    return {added, dups, stored, marks, capped}, next_k, next_a
+    return {added, dups, stored, marks, capped, text_capped}, next_k, next_a
   end
   return {added, dups}, next_k, next_a
 end
@@ -405,7 +465,7 @@ end
 return table.concat(out, ',')
 """
 
-COUNTERS = ("consumed", "valid", "dlq", "duplicates", "late_dropped", "ahead", "processed", "capped")
+COUNTERS = ("consumed", "valid", "dlq", "duplicates", "late_dropped", "ahead", "processed", "capped", "text_capped")
 SAMPLE_TEXT_CHARS = 280  # post text kept for an alert's samples (per bucket: its two extremes only)
 HOUR_S = 3600
 DAY_S = 86400
@@ -441,14 +501,15 @@ def _flat_table(flat: str, count: int) -> np.ndarray:
     return table
 
 
-def _packed_row(item: "Scored", bucket: int, capped: bool) -> str:
-    """A post as one argument of the window script: its numbers, its author's key (`-`: none, or no
-    cap), then the id's length in UTF-8 bytes (Lua counts bytes), then the id and the text as they
-    are, so neither needs escaping. Seven arguments a post and scope cost the client more than
-    anything else in a write: redis-py encodes and packs each one in Python."""
+def _packed_row(item: "Scored", bucket: int, capped: bool, text_capped: bool = False) -> str:
+    """A post as one argument of the window script: its numbers, its author's key and its text's
+    (`-`: none, or that cap off), then the id's length in UTF-8 bytes (Lua counts bytes), then the id
+    and the text as they are, so neither needs escaping. Eight arguments a post and scope cost the
+    client more than anything else in a write: redis-py encodes and packs each one in Python."""
     post = item.post
     author = (author_key(post) or "-") if capped else "-"
-    return (f"{bucket} {item.label} {item.score!r} {post.created_at!r} {item.score * item.score!r} {author} "
+    text = (text_key(post.text) or "-") if text_capped else "-"
+    return (f"{bucket} {item.label} {item.score!r} {post.created_at!r} {item.score * item.score!r} {author} {text} "
             f"{len(post.id.encode())} {post.id}{post.text[:SAMPLE_TEXT_CHARS]}")
 
 
@@ -475,7 +536,8 @@ class ApplyResult:
     # The stats fields windows.frontier reads (pwm:<p>, pseen:<p>, plag:<p>, pwm_since) and `trimmed`
     # (how far any write has trimmed buckets), after the write.
     marks: Mapping[str, float] = field(default_factory=dict)
-    capped: int = 0  # posts of the batch their author's hourly cap kept out of `all`'s windows
+    capped: int = 0  # posts of the batch over their author's hourly cap in `all` (not in its windows)
+    text_capped: int = 0  # posts of the batch over their text's hourly cap in `all` (some over both)
 
     @property
     def low(self) -> float:
@@ -487,7 +549,7 @@ class WindowStore:
     def __init__(
         self, client: aioredis.Redis, *, bucket_s: int = 60, retention_s: int = 2 * 86400, pairs: bool = False,
         day_retention_s: int = DAY_RETENTION_S, replica_wait: ReplicaWait | None = None, dedupe_s: int | None = None,
-        pair_retention_s: int | None = None, author_cap: int = 0,
+        pair_retention_s: int | None = None, author_cap: int = 0, text_cap: int = 0,
     ):
         self.redis = client
         self.replica_wait = replica_wait  # WAIT before a batch's offsets commit (SENTINEL_REDIS_WAIT_REPLICAS)
@@ -514,6 +576,11 @@ class WindowStore:
         if author_cap < 0:
             raise ValueError(f"the author cap ({author_cap}) must be 0 (none) or more")
         self.author_cap = author_cap
+        # Posts one text counts per scope, label and event-time hour (SENTINEL_TEXT_CAP; 0: all): a
+        # copy-paste raid from many fresh accounts, each under its author cap, counts as a few voices.
+        if text_cap < 0:
+            raise ValueError(f"the text cap ({text_cap}) must be 0 (none) or more")
+        self.text_cap = text_cap
         self._apply_scopes = client.register_script(_APPLY_SCOPES)
         self._read_slices = client.register_script(_READ_SLICES)
         self._read_rollup = client.register_script(_READ_ROLLUP)
@@ -575,7 +642,7 @@ class WindowStore:
         newest: dict[str, float] = {}
         channels: set[str] = set()  # the channel registry's entries (grouping reads them)
         for item in scored:
-            row = _packed_row(item, bucket_start(item.post.created_at, self.bucket_s), self.author_cap > 0)
+            row = _packed_row(item, bucket_start(item.post.created_at, self.bucket_s), self.author_cap > 0, self.text_cap > 0)
             scopes = scopes_for(item.post)
             for scope in scopes + (pair_scopes_for(item.post) if self.pairs else []):
                 by_scope.setdefault(scope, []).append(row)
@@ -619,13 +686,14 @@ class WindowStore:
             levels.append(("d", DAY_S, self.day_retention_s + DAY_S, day_trim))
         # The script's numbers (see _APPLY_SCOPES): 'ttl trim-before keep seen-trim', the scope's row
         # count and stats flag, then 'L' and each level's spec.
-        level_specs = " ".join(str(x) for x in (len(levels), *(v for _, *spec in levels for v in spec), self.author_cap))
+        caps = f"{self.author_cap} {self.text_cap} {self.bucket_s}"
+        level_specs = " ".join(str(x) for x in (len(levels), *(v for _, *spec in levels for v in spec))) + f" {caps}"
         # Hidden pair scopes are never shown, reported or judged: no roll-ups and no samples.
         pair_head = f"{self.pair_retention_s + self.bucket_s} {pair_trim} 0 {max(seen_trim, pair_trim)}"
 
         def segment(scope: str, rows: list[str], *stats_keys: str) -> tuple[list[str], list[str]]:
             if is_pair_scope(scope):
-                return [index_key(scope), seen_key(scope)], [bucket_prefix(scope), f"{pair_head} {len(rows)} 0 0 {self.author_cap}", *rows]
+                return [index_key(scope), seen_key(scope)], [bucket_prefix(scope), f"{pair_head} {len(rows)} 0 0 {caps}", *rows]
             head = f"{ttl} {kept_trim(trim_before, keep.line(scope), self.bucket_s)} 1 {seen_trim}"
             return ([index_key(scope), seen_key(scope), *(rollup_index_key(scope, name) for name, *_ in levels), *stats_keys],
                     [bucket_prefix(scope), f"{head} {len(rows)} {1 if stats_keys else 0} {level_specs}",
@@ -640,9 +708,10 @@ class WindowStore:
             await run_scripts(self.redis, calls[:-1])
             calls = calls[-1:]
         results = await run_scripts(self.redis, calls)
-        added, dups, stored, flat, capped = results[-1]
+        added, dups, stored, flat, capped, text_capped = results[-1]
         marks = {name: float(value) for name, value in zip(flat[::2], flat[1::2])}
-        return ApplyResult(added=int(added), duplicates=int(dups), watermark=float(stored), marks=marks, capped=int(capped))
+        return ApplyResult(added=int(added), duplicates=int(dups), watermark=float(stored), marks=marks, capped=int(capped),
+                           text_capped=int(text_capped))
 
     def _apply_calls(self, segments: list[tuple[list[str], list[str]]], last: tuple[list[str], list[str]]) -> list[ScriptCall]:
         """Scopes share script calls, up to APPLY_SCOPES_PER_CALL a call: each call costs the

@@ -9,7 +9,7 @@ import redis
 
 from stream.contracts import Post
 from stream.store import Scored, WindowStore
-from stream.keys import STATS_KEY, author_cells_key, author_cells_prefix, bucket_key, sample_key, seen_key
+from stream.keys import STATS_KEY, bucket_key, cap_cells_key, cap_cells_prefix, sample_key, seen_key
 from stream.windows import bucket_start
 
 T0 = 1_699_999_980.0  # a bucket boundary
@@ -548,7 +548,7 @@ def _state(url: str) -> dict:
         if kept := {k: v for k, v in fields.items() if not (k in counts and float(v) == 0)}:
             out[key] = kept
     stats = r.hgetall(STATS_KEY)
-    out["stats"] = {k: stats.get(k) for k in ("processed", "capped", "label:negative", "label:positive")}
+    out["stats"] = {k: stats.get(k) for k in ("processed", "capped", "text_capped", "label:negative", "label:positive")}
     return out
 
 
@@ -586,10 +586,141 @@ def test_an_author_counts_a_capped_number_of_posts_an_hour_in_any_arrival_order(
                                                        "hi_id": "p2", "hi_score": "-0.2", "hi_label": "negative"}
     assert "n" not in state[bucket_key("all", int(T0) + 180)] and state[bucket_key("all", int(T0) + 180)]["lo_id"] == "p3"
     assert state[bucket_key("asset:SOL", int(T0) + 3600)]["n"] == "1"  # a new hour: p9 counts
-    assert state["stats"] == {"processed": "12", "capped": "4", "label:negative": "9", "label:positive": "2"}
+    assert state["stats"] == {"processed": "12", "capped": "4", "text_capped": None, "label:negative": "9", "label:positive": "2"}
 
 
-def test_no_author_cap_counts_every_post_and_keeps_no_author_cells(redis_server):
+RAID = "URGENT: the exchange froze ETH withdrawals, sell everything now!!"
+RAID_COPY = "urgent -- the EXCHANGE froze eth withdrawals; sell everything now https://t.co/x9b @mods"  # the same words
+
+
+def said(pid, ts, author, text, label="negative", score=-0.5):
+    return Scored(Post(pid, text, ts, ("SOL",), source="discord", channel="general", author=author), label, score)
+
+
+def _both_caps_posts() -> list[Scored]:
+    """Posts of one hour that exercise both caps (author cap 2, text cap 2)."""
+    posts = [
+        # A raid: one text from fresh accounts (and one without an author), each under its author cap.
+        *(said(f"raid{i}", T0 + 600 + 7 * i, f"fresh{i}", RAID if i % 2 else RAID_COPY, score=-0.3 - 0.01 * i) for i in range(6)),
+        said("anon", T0 + 590, None, RAID, score=-0.9),
+        # The troll's third negative post of the hour is the raid text's earliest: over its author cap,
+        # it still takes a place in the text's list (the first posts of a text are all its posts').
+        said("t1", T0 + 100, "troll", "ETH is finished, the team dumped their tokens", score=-0.7),
+        said("t2", T0 + 200, "troll", "ETH is finished, the team dumped their tokens", score=-0.6),
+        said("t3", T0 + 580, "troll", RAID, score=-0.8),
+        # The same author and text: e3 is pushed out of both lists by e2 arriving after it, in one step.
+        said("e1", T0 + 1000, "echo", "Withdrawals halted again on the ETH bridge, be careful", score=-0.2),
+        said("e3", T0 + 1200, "echo", "Withdrawals halted again on the ETH bridge, be careful", score=-0.25),
+        said("e2", T0 + 1100, "echo", "Withdrawals halted again on the ETH bridge, be careful", score=-0.35),
+        # Another author's copy of the troll's text: third in the text's list, so not counted.
+        said("a1", T0 + 300, "alice", "eth is FINISHED -- the team dumped their tokens", score=-0.4),
+        # Alice again: a3 is her first, a2 her third; a2, outside its text's first two, never counted,
+        # so a3 arriving after it pushes it out of her list without taking anything back out.
+        said("a2", T0 + 400, "alice", "ETH is finished, the team dumped their tokens!", score=-0.45),
+        said("a3", T0 + 250, "alice", "I am out of ETH for good after this week", score=-0.55),
+        # Short texts are never text-capped; another label has lists of its own; a tie in time goes to the smaller id.
+        *(said(f"gm{i}", T0 + 50 + i, f"member{i}", "gm", "neutral", 0.0) for i in range(4)),
+        said("c1", T0 + 700, "fresh1", RAID, "positive", 0.4),
+        said("tie-b", T0 + 1500, "bob", "Selling my ETH at the open, this looks ugly", score=-0.5),
+        said("tie-a", T0 + 1500, "carol", "Selling my ETH at the open, this looks ugly", score=-0.5),
+        said("tie-c", T0 + 1500, "dave", "Selling my ETH at the open, this looks ugly", score=-0.5),
+    ]
+    return posts
+
+
+def _counted(posts: list[Scored], cap: int, text_cap: int) -> tuple[set[str], int, int]:
+    """The caps' rule, straight from its definition (for one scope, whatever it holds): a post counts
+    iff it is among the first `cap` of its author's and the first `text_cap` of its text's posts of
+    its label and hour, by (event time, id). Also how many posts are over each cap."""
+    from stream.windows import author_key, text_key
+    firsts: dict[tuple, list[Scored]] = {}
+    for p in sorted(posts, key=lambda p: (p.post.created_at, p.post.id)):
+        hour, label = int(p.post.created_at // 3600), p.label
+        if cap and (a := author_key(p.post)):
+            firsts.setdefault(("a", a, label, hour), []).append(p)
+        if text_cap and (t := text_key(p.post.text)):
+            firsts.setdefault(("t", t, label, hour), []).append(p)
+    over = {kind: {p.post.id for key, ps in firsts.items() if key[0] == kind for p in ps[(cap if kind == "a" else text_cap):]}
+            for kind in ("a", "t")}
+    return {p.post.id for p in posts} - over["a"] - over["t"], len(over["a"]), len(over["t"])
+
+
+def _write_in_orders(url: str, posts: list[Scored], orders: list[list[Scored]], **caps: int) -> tuple[list[dict], list[list]]:
+    states, replies = [], []
+    for order in orders:
+        redis.Redis.from_url(url).flushdb()
+        store = WindowStore.from_url(url, bucket_s=60, retention_s=2 * 3600, pairs=True, **caps)
+
+        async def go(store=store, order=order):
+            out = [await store.apply([post], {}, max(p.post.created_at for p in posts)) for post in order]
+            await store.close()
+            return out
+        replies.append(run(go()))
+        states.append(_state(url))
+    return states, replies
+
+
+def test_with_both_caps_a_post_counts_iff_first_of_its_author_and_of_its_text_in_any_arrival_order(redis_server):
+    """SENTINEL_TEXT_CAP beside SENTINEL_AUTHOR_CAP: posts written in event-time order, backwards and
+    shuffled end in the same buckets, roll-ups, samples and counters, and those are the rule's (a post
+    counts iff among its author's first 2 and its text's first 2 by (event time, id), all posts
+    counted or not): with an authorless raid post, an author over its cap whose post still takes a
+    text's place, one post pushed out of both lists at once and ties in time."""
+    import random
+    posts = _both_caps_posts()
+    forwards = sorted(posts, key=lambda p: (p.post.created_at, p.post.id))
+    orders = [forwards, forwards[::-1], posts, *(random.Random(seed).sample(posts, len(posts)) for seed in range(4))]
+    states, replies = _write_in_orders(redis_server, posts, orders, author_cap=2, text_cap=2)
+    assert all(state == states[0] for state in states[1:])
+    counted, over_author, over_text = _counted(posts, 2, 2)
+    # The raid text's first two are t3 (over its author's cap, so not counted) and anon: of the raid, anon alone counts.
+    assert counted == {"anon", "t1", "t2", "e1", "e2", "a3", "gm0", "gm1", "gm2", "gm3", "c1", "tie-a", "tie-b"}
+    state = states[0]
+    hour = int(T0) // 3600 * 3600
+    for scope in ("all", "asset:SOL", "channel:general", "source:discord", "channel:general|asset:SOL"):
+        for b in range(hour, hour + 3600, 60):
+            bucket = state.get(bucket_key(scope, b), {})
+            assert int(bucket.get("n", 0)) == sum(1 for p in posts if p.post.id in counted and bucket_start(p.post.created_at, 60) == b), (scope, b)
+    kept = [p for p in posts if p.post.id in counted]
+    assert state[f"sentinel:{{all}}:h:{hour}"]["score_sum"] == pytest.approx(sum(p.score for p in kept))
+    assert state[f"sentinel:{{all}}:h:{hour}"]["score_sq"] == pytest.approx(sum(p.score ** 2 for p in kept))
+    assert (over_author, over_text) == (3, 10)  # t3, e3, a2; raid0-5, a1, a2, e3, tie-c
+    for reply in replies:
+        assert (sum(r.capped for r in reply), sum(r.text_capped for r in reply)) == (over_author, over_text)
+    assert state["stats"]["capped"] == str(over_author) and state["stats"]["text_capped"] == str(over_text)
+    # Samples come from every post, capped ones too: the raid's copies are still what an alert shows.
+    raid_minute = state[bucket_key("all", int(T0) + 600)]
+    assert (raid_minute.get("n"), raid_minute["lo_id"], raid_minute["hi_id"]) == (None, "raid5", "raid0")
+
+
+def test_without_taking_pushed_out_posts_back_out_arrival_order_would_show(redis_server, monkeypatch):
+    """The posts above exercise the eviction: with it removed from the window script, forwards and
+    backwards disagree (so the test above could fail)."""
+    import stream.store as store_module
+    script = store_module._APPLY_SCOPES
+    body = "    local s = tonumber(e.score)\n"
+    assert body in script
+    monkeypatch.setattr(store_module, "_APPLY_SCOPES", script.replace(body, "    do return end\n" + body, 1))
+    posts = _both_caps_posts()
+    forwards = sorted(posts, key=lambda p: (p.post.created_at, p.post.id))
+    states, _ = _write_in_orders(redis_server, posts, [forwards, forwards[::-1]], author_cap=2, text_cap=2)
+    assert states[0] != states[1]
+
+
+def test_the_text_cap_alone_keeps_a_texts_first_posts_and_ignores_authors(redis_server):
+    """SENTINEL_TEXT_CAP with SENTINEL_AUTHOR_CAP=0: one author's copies and a raid's count alike,
+    the first `text_cap` of each text, whatever the order."""
+    posts = _both_caps_posts()
+    forwards = sorted(posts, key=lambda p: (p.post.created_at, p.post.id))
+    states, replies = _write_in_orders(redis_server, posts, [forwards, forwards[::-1]], text_cap=1)
+    assert states[0] == states[1]
+    counted, over_author, over_text = _counted(posts, 0, 1)
+    hour = int(T0) // 3600 * 3600
+    assert states[0][f"sentinel:{{all}}:h:{hour}"]["n"] == str(len(counted))
+    assert over_author == 0 and states[0]["stats"]["capped"] is None and states[0]["stats"]["text_capped"] == str(over_text)
+
+
+def test_no_cap_counts_every_post_and_keeps_no_cap_cells(redis_server):
     redis.Redis.from_url(redis_server).flushdb()
     store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=3600)
 
@@ -600,10 +731,10 @@ def test_no_author_cap_counts_every_post_and_keeps_no_author_cells(redis_server)
         return res, window
     res, window = run(go())
     assert (res.added, res.capped, window.posts) == (8, 0, 8)
-    assert not list(redis.Redis.from_url(redis_server).scan_iter("sentinel:{*}:ac*"))
+    assert not list(redis.Redis.from_url(redis_server).scan_iter("sentinel:{*}:[ac]c*"))
 
 
-def test_author_cells_leave_with_the_post_ids_once_their_hour_is_behind_the_dedupe_window(redis_server):
+def test_cap_cells_leave_with_the_post_ids_once_their_hour_is_behind_the_dedupe_window(redis_server):
     """A post is accepted until it is a dedupe window behind its partition, so its hour's cell is
     kept that long: without it the post would count whatever the cap."""
     redis.Redis.from_url(redis_server).flushdb()
@@ -618,14 +749,14 @@ def test_author_cells_leave_with_the_post_ids_once_their_hour_is_behind_the_dedu
     async def go():
         await write("a", hour + 10)
         await write("b", hour + 3 * 3600 - 100)  # the first hour ends 1.97 h behind: inside the window
-        kept = r.zrange(author_cells_key("all"), 0, -1)
+        kept = r.zrange(cap_cells_key("all"), 0, -1)
         await write("c", hour + 3 * 3600 + 100)  # now all of it is more than the window behind
         await store.close()
         return kept
     kept = run(go())
     assert kept == [str(hour), str(hour + 7200)]
-    assert r.zrange(author_cells_key("all"), 0, -1) == [str(hour + 7200), str(hour + 10800)]
-    assert not r.exists(f"{author_cells_prefix('all')}{hour}")
+    assert r.zrange(cap_cells_key("all"), 0, -1) == [str(hour + 7200), str(hour + 10800)]
+    assert not r.exists(f"{cap_cells_prefix('all')}{hour}")
 
 
 def test_a_post_hours_late_but_inside_the_dedupe_window_is_still_capped(redis_server):
@@ -648,9 +779,9 @@ def test_a_post_hours_late_but_inside_the_dedupe_window_is_still_capped(redis_se
     assert counts == ["1", "1"]
 
 
-def test_the_author_cells_keys_are_the_ones_the_script_builds():
+def test_the_cap_cells_keys_are_the_ones_the_script_builds():
     """The window script derives them from the bucket prefix; keys.py documents them."""
     from stream.keys import bucket_prefix
     for scope in ("all", "channel:x|asset:ETH"):
         base = bucket_prefix(scope)[:-2]
-        assert author_cells_prefix(scope) == base + "ac:" and author_cells_key(scope) == base + "acells"
+        assert cap_cells_prefix(scope) == base + "cc:" and cap_cells_key(scope) == base + "ccells"

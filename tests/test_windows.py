@@ -7,8 +7,8 @@ from stream.keys import bucket_key, index_key
 from stream.timefmt import format_duration, parse_duration, shown
 from stream.alerts.judging import kept_lines
 from stream.windows import (
-    CLOCK_JUMP_POSTS, CLOCK_SILENT_POSTS, Kept, PartitionClock, aggregate, bucket_start, frontier, is_late, kept_trim, pair_horizon, pair_retention_s,
-    scopes_for, trim_horizon,
+    CLOCK_JUMP_POSTS, CLOCK_SILENT_POSTS, TEXT_CAP_MIN_CHARS, Kept, PartitionClock, aggregate, bucket_start, frontier, is_late, kept_trim,
+    normalised_text, pair_horizon, pair_retention_s, scopes_for, text_key, trim_horizon,
 )
 
 
@@ -29,6 +29,23 @@ def test_scopes_and_buckets():
     post = Post("p", "t", 125.0, ("BTC", "ETH"), source="discord", channel="trading")
     assert scopes_for(post) == ["all", "asset:BTC", "asset:ETH", "channel:trading", "source:discord"]
     assert bucket_start(125.0, 60) == 120 and bucket_start(119.999, 60) == 60
+
+
+def test_copies_of_a_text_share_its_key_and_short_chatter_has_none():
+    """The text cap's key (SENTINEL_TEXT_CAP): case, punctuation, emoji, fancy Unicode, links and
+    mentions do not make a copy a new text; digits do; texts under TEXT_CAP_MIN_CHARS once
+    normalised are never capped."""
+    raid = "URGENT: Binance froze ETH withdrawals, sell everything now!!"
+    copies = ["urgent -- binance FROZE eth withdrawals; sell everything now \U0001F6A8 https://t.co/x9b",
+              "@mods URGENT: Binance froze ETH withdrawals, sell everything now <@1234> t.co/abc?ref=2",
+              "\uff35\uff32\uff27\uff25\uff2e\uff34: Binance froze  ETH\nwithdrawals,   sell everything now"]
+    assert normalised_text(raid) == "urgent binance froze eth withdrawals sell everything now"
+    assert {text_key(t) for t in copies} == {text_key(raid)} and text_key(raid) is not None and len(text_key(raid)) == 16
+    assert text_key("ETH to 1500 by friday, calling it now") != text_key("ETH to 1600 by friday, calling it now")
+    for chatter in ("gm", "GM!!! \u2600\ufe0f", "lol", "wen moon", "thank you po", "https://x.com/some/very/long/link/to/a/tweet",
+                    "@Professor LP"):
+        assert text_key(chatter) is None, chatter
+    assert len(normalised_text("sell sell sell!!")) < TEXT_CAP_MIN_CHARS <= len(normalised_text("sell everything now"))
 
 
 def test_keys_share_a_cluster_slot_per_scope():

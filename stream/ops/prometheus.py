@@ -104,6 +104,8 @@ class WorkerMetrics:
         self.duplicates = Counter("sentinel_posts_duplicate", "Valid posts already counted (redelivery or repeated id)", registry=r)
         self.capped = Counter("sentinel_posts_author_capped", "Posts processed but not counted in the `all` windows: over their "
                               "author's hourly cap (SENTINEL_AUTHOR_CAP)", registry=r)
+        self.text_capped = Counter("sentinel_posts_text_capped", "Posts processed but not counted in the `all` windows: over "
+                                   "their text's hourly cap (SENTINEL_TEXT_CAP; a post can be over both caps)", registry=r)
         self.late = Counter("sentinel_posts_late_dropped", "Valid posts dropped as further behind the watermark than the dedupe window", registry=r)
         self.ahead = Counter("sentinel_posts_ahead", "Valid posts stamped further ahead of what most of their partition's "
                              "sources agree on than SENTINEL_MAX_AHEAD (a source's clock running fast, or one post from the future): counted at "
@@ -160,6 +162,7 @@ class WorkerMetrics:
         self.processed.inc(outcome.processed)
         self.duplicates.inc(outcome.duplicates)
         self.capped.inc(outcome.capped)
+        self.text_capped.inc(outcome.text_capped)
         self.late.inc(outcome.late_dropped)
         self.ahead.inc(outcome.ahead)
         self.batch_size.observe(outcome.consumed)
