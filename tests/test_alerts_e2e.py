@@ -360,11 +360,63 @@ def test_one_loud_author_alone_raises_no_alert_and_counts_alike_in_any_order(tmp
     assert [r for r in records if troll_hour[0] <= r["window_end"] < troll_hour[1]] == []
     counts = hour_rollups(redis_server)
     r = redis.Redis.from_url(redis_server, decode_responses=True)
-    assert [k for k in r.scan_iter("sentinel:{*}:ac*") if r.ttl(k) == -1] == []  # the author cells expire
+    cells = list(r.scan_iter("sentinel:{*}:cc*"))
+    assert cells and [k for k in cells if r.ttl(k) == -1] == []  # the cap cells expire
 
     env = run_env(kafka_server, redis_server, cache_dir, "troll-two", webhook.url)
     summary2, records2 = sentinel_run(data, env, tmp_path / "two", "--workers", "2")
     shared_by_two_workers(tmp_path / "two" / "worker.log")
     assert summary2["capped"] == summary["capped"] and hour_rollups(redis_server) == counts
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "fired_at"} for r in rs]  # noqa: E731
+    assert strip(records2) == strip(records)
+
+
+RAID_AT = 36 * 3600  # day 2, 12:00
+RAID_TEXT = "URGENT: the exchange froze $SOL withdrawals, dump everything now before the crash!!"
+
+
+def with_raid(posts: list[dict], seed: int) -> list[dict]:
+    """Posts by a crowd of 400, and a copy-paste raid: one sell-off text about SOL from 60 fresh
+    accounts in 15 minutes, across the channels, some copies with a link or a mention of their own."""
+    rng = random.Random(seed)
+    crowd = [{**p, "author": f"user{rng.randrange(400)}"} for p in posts]
+    raid = [{"id": f"raid-{n:02d}", "created_at": T0 + RAID_AT + rng.uniform(0, 900), "source": "forum",
+             "channel": rng.choice(["general", "trading"]), "author": f"fresh_{rng.randrange(10**6, 10**7)}",
+             "text": RAID_TEXT + rng.choice(["", " https://t.co/x9a", " @mods", " !!!"])} for n in range(60)]
+    return sorted(crowd + raid, key=lambda p: p["created_at"])
+
+
+def test_a_copy_paste_raid_counts_as_a_few_voices_alike_with_one_worker_or_two(tmp_path, kafka_server, redis_server, cache_dir, webhook):
+    """SENTINEL_TEXT_CAP (3 posts a text counts per scope, label and hour): 60 fresh accounts posting
+    one sell-off text about SOL in 15 minutes fire a drop without the text cap (each is under its
+    author cap), and nothing with it. Two workers read the raid from four partitions in another
+    order and leave the same hourly counts in every scope and the same records."""
+    posts = with_raid(to_posts(generate(Scenario(days=2), seed=11), text_for, seed=11), seed=11)
+    data = tmp_path / "raid.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in posts))
+    raid_hours = (iso(T0 + RAID_AT), iso(T0 + RAID_AT + 3 * 3600))
+
+    def in_raid_hours(records: list[dict]) -> list[dict]:
+        return [r for r in records if raid_hours[0] <= r["window_end"] < raid_hours[1]]
+
+    env = {**run_env(kafka_server, redis_server, cache_dir, "raid-uncapped", webhook.url), "SENTINEL_TEXT_CAP": "0"}
+    summary, records = sentinel_run(data, env, tmp_path / "uncapped")
+    assert summary["text_capped"] == 0, summary
+    over_authors = summary["capped"]  # a few of the crowd's busiest hours; never a raider (one post each)
+    fired = {r["scope"] for r in in_raid_hours(records) if r["kind"] == "sentiment_drop" and r["state"] == "firing"}
+    assert "asset:SOL" in fired, records
+
+    env = run_env(kafka_server, redis_server, cache_dir, "raid-one", webhook.url)
+    summary, records = sentinel_run(data, env, tmp_path / "one")
+    assert summary["processed"] == len(posts) and summary["text_capped"] >= 57, summary  # the raid's 57 past its 3, in `all`
+    assert summary["capped"] == over_authors  # each cap counts the posts over it, whatever the other did
+    assert in_raid_hours(records) == [], records
+    counts = hour_rollups(redis_server)
+
+    env = run_env(kafka_server, redis_server, cache_dir, "raid-two", webhook.url)
+    summary2, records2 = sentinel_run(data, env, tmp_path / "two", "--workers", "2")
+    shared_by_two_workers(tmp_path / "two" / "worker.log")
+    assert (summary2["text_capped"], summary2["capped"]) == (summary["text_capped"], summary["capped"])
+    assert hour_rollups(redis_server) == counts
     strip = lambda rs: [{k: v for k, v in r.items() if k != "fired_at"} for r in rs]  # noqa: E731
     assert strip(records2) == strip(records)
