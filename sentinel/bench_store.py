@@ -31,14 +31,16 @@ LABELS = ("positive", "negative", "neutral")
 
 
 def batches(count: int, size: int, assets: int, channels: int, posts_per_s: float, seed: int = 0, authors: int = 10_000) -> list[list[Scored]]:
-    """Posts spread over `assets` x `channels` by `authors` writers, arriving at `posts_per_s` of event time."""
+    """Posts spread over `assets` x `channels` by `authors` writers, arriving at `posts_per_s` of event time.
+    Each text is its own and long enough for the text cap (windows.TEXT_CAP_MIN_CHARS): every post
+    takes a place in a text's list, the cap's most memory."""
     rng = random.Random(seed)
     out, n = [], 0
     for _ in range(count):
         rows = []
         for _ in range(size):
             asset, channel = f"A{rng.randrange(assets)}", f"c{rng.randrange(channels)}"
-            post = Post(id=f"b{n}", text=f"${asset} post {n}", created_at=T0 + n / posts_per_s, source="forum",
+            post = Post(id=f"b{n}", text=f"${asset} bench post number {n}", created_at=T0 + n / posts_per_s, source="forum",
                         channel=channel, assets=(asset,), author=f"u{rng.randrange(authors)}")
             rows.append(Scored(post, rng.choice(LABELS), rng.uniform(-1, 1)))
             n += 1
@@ -71,10 +73,10 @@ def used_memory(ports: list[int]) -> int:
 
 
 async def _run(url: str, cluster: bool, wait: int, work: list[list[Scored]], retention_s: int, pairs: bool,
-               author_cap: int) -> dict[str, list[float]]:
+               author_cap: int, text_cap: int = 0) -> dict[str, list[float]]:
     client = open_redis(url, cluster=cluster)
     store = WindowStore(client, retention_s=retention_s, replica_wait=ReplicaWait(client, wait, 1000) if wait else None, pairs=pairs,
-                        author_cap=author_cap)
+                        author_cap=author_cap, text_cap=text_cap)
     apply_s, apply_cpu_s, wait_s = [], [], []
     try:
         for i, rows in enumerate(work):
@@ -97,10 +99,12 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def bench_store(batch_count: int = 300, batch_size: int = 64, assets: int = 3, channels: int = 3, posts_per_s: float = 100.0,
-                warmup: int = 20, pairs: bool = False, author_cap: int = 3, authors: int = 10_000) -> dict[str, Any]:
+                warmup: int = 20, pairs: bool = False, author_cap: int = 3, authors: int = 10_000, text_cap: int = 0) -> dict[str, Any]:
     """`pairs`: also write the hidden pair scopes, as a worker with incident grouping (the default) does.
-    The targets write without the author cap; `one_server_author_cap` is one server with it
-    (SENTINEL_AUTHOR_CAP=`author_cap`; 0 leaves it out), posts by `authors` writers."""
+    The targets write without the caps; `one_server_author_cap` is one server with the author cap
+    (SENTINEL_AUTHOR_CAP=`author_cap`; 0 leaves it out), posts by `authors` writers, and
+    `one_server_both_caps` one server with it and the text cap (SENTINEL_TEXT_CAP=`text_cap`; 0
+    leaves it out)."""
     work = batches(batch_count + warmup, batch_size, assets, channels, posts_per_s, authors=authors)
     scopes = 1 + 1 + assets + channels  # all, source, assets, channels
     retention_s = 2 * 86400
@@ -114,16 +118,18 @@ def bench_store(batch_count: int = 300, batch_size: int = 64, assets: int = 3, c
         try:
             single_port = int(single_url.rsplit(":", 1)[1].split("/")[0])
             masters = [port for port in cluster.nodes if redis.Redis(host="127.0.0.1", port=port).info("replication")["role"] == "master"]
-            targets = [("one_server", single_url, False, 0, [single_port], 0), ("cluster", cluster.url, True, 0, masters, 0),
-                       ("cluster_wait_1", cluster.url, True, 1, masters, 0)]
+            targets = [("one_server", single_url, False, 0, [single_port], 0, 0), ("cluster", cluster.url, True, 0, masters, 0, 0),
+                       ("cluster_wait_1", cluster.url, True, 1, masters, 0, 0)]
             if author_cap:
-                targets.append(("one_server_author_cap", single_url, False, 0, [single_port], author_cap))
-            for name, url, is_cluster, wait, ports, cap in targets:
+                targets.append(("one_server_author_cap", single_url, False, 0, [single_port], author_cap, 0))
+            if text_cap:
+                targets.append(("one_server_both_caps", single_url, False, 0, [single_port], author_cap, text_cap))
+            for name, url, is_cluster, wait, ports, cap, tcap in targets:
                 for port in ports:
                     redis.Redis(host="127.0.0.1", port=port).flushall()
-                asyncio.run(_run(url, is_cluster, wait, work[:warmup], retention_s, pairs, cap))
+                asyncio.run(_run(url, is_cluster, wait, work[:warmup], retention_s, pairs, cap, tcap))
                 before, memory_before, cpu_before = command_calls(ports), used_memory(ports), cpu_seconds(ports)
-                timings = asyncio.run(_run(url, is_cluster, wait, work[warmup:], retention_s, pairs, cap))
+                timings = asyncio.run(_run(url, is_cluster, wait, work[warmup:], retention_s, pairs, cap, tcap))
                 after, cpu_after = command_calls(ports), cpu_seconds(ports)
                 busiest_cpu = max(cpu_after[p] - cpu_before[p] for p in ports) / batch_count
                 per_node = {str(p): round((after[p][0] - before[p][0]) / batch_count, 1) for p in ports}
@@ -160,4 +166,12 @@ def bench_store(batch_count: int = 300, batch_size: int = 64, assets: int = 3, c
             capped["redis_cpu_ms_per_batch_busiest_node"] / max(1e-9, results["one_server"]["redis_cpu_ms_per_batch_busiest_node"]), 2)
         results["ratios"]["author_cap_memory_vs_one_server"] = round(
             capped["memory_bytes_per_post"] / max(1, results["one_server"]["memory_bytes_per_post"]), 2)
+    if text_cap:
+        both, alone = results["one_server_both_caps"], results["one_server"]
+        results["text_cap"] = text_cap
+        results["ratios"]["both_caps_apply_vs_one_server"] = round(both["apply"]["median_ms"] / base, 2)
+        results["ratios"]["both_caps_commands_vs_one_server"] = round(both["commands_per_batch"] / max(1e-9, alone["commands_per_batch"]), 2)
+        results["ratios"]["both_caps_redis_cpu_vs_one_server"] = round(
+            both["redis_cpu_ms_per_batch_busiest_node"] / max(1e-9, alone["redis_cpu_ms_per_batch_busiest_node"]), 2)
+        results["ratios"]["both_caps_memory_vs_one_server"] = round(both["memory_bytes_per_post"] / max(1, alone["memory_bytes_per_post"]), 2)
     return results
