@@ -122,26 +122,36 @@ local function apply_scope(k, a)
     roll(bucket, label, s, s * s, -1)
   end
   -- A cell's list: the first posts by (event time, id) of one author's or one text's posts of one
-  -- label in one hour, all of them, counted or not, each 'ts score ref idbytes ' then the id. `ref`
-  -- is the post's other key ('-': none): its text key in an author's list, its author key in a
-  -- text's, so a post pushed out of one list can be looked up in the other.
-  local function entries(value)
+  -- label in one hour, all of them, counted or not, each 'ts score ref idbytes ' then the id. `ts`
+  -- is seconds into the cell's hour, as few digits as give the same double back (t - hour and hour
+  -- + that are exact: both are under 2^53 and within a factor of two of each other); `ref` is the
+  -- post's other key ('-': none), its text key in an author's list and its author key in a
+  -- text's, so a post pushed out of one list can be looked up in the other. A text's list keeps a
+  -- post's score only where no author's list does ('-' otherwise): the cells are kept as long as
+  -- the post ids, so every byte of an entry is paid per post and scope for the dedupe window.
+  local function entries(value, hour)
     local out, p = {}, 1
     while value and p <= #value do
       local t, sc, ref, n, at = string.match(value, '^(%S+) (%S+) (%S+) (%d+) ()', p)
-      out[#out + 1] = {ts = t, t = tonumber(t), score = sc, ref = ref, id = string.sub(value, at, at + tonumber(n) - 1)}
+      out[#out + 1] = {ts = t, t = hour + tonumber(t), score = sc, ref = ref, id = string.sub(value, at, at + tonumber(n) - 1)}
       p = at + tonumber(n)
     end
     return out
   end
-  local function packed(list, ref)
+  local function packed(list)
     local parts = {}
-    for j, x in ipairs(list) do parts[j] = string.format('%s %s %s %d ', x.ts, x.score, ref(x), #x.id) .. x.id end
+    for j, x in ipairs(list) do parts[j] = string.format('%s %s %s %d ', x.ts, x.score, x.ref, #x.id) .. x.id end
     return table.concat(parts)
   end
-  local function listed(list, id)
-    for _, x in ipairs(list) do if x.id == id then return true end end
-    return false
+  local function shortest(d)
+    for digits = 4, 17 do
+      local text = string.format('%.' .. digits .. 'g', d)
+      if tonumber(text) == d then return text end
+    end
+  end
+  local function find(list, id)
+    for _, x in ipairs(list) do if x.id == id then return x end end
+    return nil
   end
   local function earlier(x, y) return x.t < y.t or (x.t == y.t and x.id < y.id) end
   -- Whether `e` is among a list's first `n` (it goes in), and the post it pushes out of it.
@@ -164,15 +174,19 @@ local function apply_scope(k, a)
   -- (event time, id) among all posts, counted or not. That depends on the set of posts alone, not
   -- their order: an arrival can only push later posts out of lists, and a post pushed out that
   -- counted (it was in both) is taken back out here. Per label, so an author's morning chatter
-  -- never uses up the posts that count when they turn.
+  -- never uses up the posts that count when they turn. Fields: '<author key>:<label's first three
+  -- letters>' and 't<text key>:<the same>'.
   local function within_caps(akey, tkey, e)
-    local afield = cap > 0 and akey ~= '-' and akey .. ':' .. e.label or nil
-    local tfield = text_cap > 0 and tkey ~= '-' and 't' .. tkey .. ':' .. e.label or nil
+    local lab = string.sub(e.label, 1, 3)
+    local afield = cap > 0 and akey ~= '-' and akey .. ':' .. lab or nil
+    local tfield = text_cap > 0 and tkey ~= '-' and 't' .. tkey .. ':' .. lab or nil
     if not afield and not tfield then return true end
-    local hour = string.format('%d', math.floor(e.t / 3600) * 3600)
+    local h = math.floor(e.t / 3600) * 3600
+    local hour = string.format('%d', h)
     local cell = cells .. hour
-    local alist = afield and entries(redis.call('HGET', cell, afield)) or {}
-    local tlist = tfield and entries(redis.call('HGET', cell, tfield)) or {}
+    e.ts = shortest(e.t - h)
+    local alist = afield and entries(redis.call('HGET', cell, afield), h) or {}
+    local tlist = tfield and entries(redis.call('HGET', cell, tfield), h) or {}
     local in_a, out_a, in_t, out_t = true, nil, true, nil
     if afield then
       if #alist >= cap then capped = capped + 1 end  -- this post or the one it pushes out: one over
@@ -186,26 +200,30 @@ local function apply_scope(k, a)
     -- before this post (read before the writes below: its other list may be this post's own).
     local function in_texts(x)
       if text_cap == 0 or x.ref == '-' then return true end
-      return listed(entries(redis.call('HGET', cell, 't' .. x.ref .. ':' .. e.label)), x.id)
+      return find(entries(redis.call('HGET', cell, 't' .. x.ref .. ':' .. lab), h), x.id) ~= nil
     end
+    -- For a text's entry: its author's entry, which has the score; itself where it has no author
+    -- (or was written while the author cap was off, and has its score); nil where it is not in
+    -- its author's list.
     local function in_authors(x)
-      if cap == 0 or x.ref == '-' then return true end
-      return listed(entries(redis.call('HGET', cell, x.ref .. ':' .. e.label)), x.id)
+      if x.ref == '-' then return x end
+      return find(entries(redis.call('HGET', cell, x.ref .. ':' .. lab), h), x.id)
     end
     if out_a and out_t and out_a.id == out_t.id then
       uncount(out_a, e.label)  -- the same post out of both: it was in both, so it counted, once
     else
       if out_a and in_texts(out_a) then uncount(out_a, e.label) end
-      if out_t and in_authors(out_t) then uncount(out_t, e.label) end
+      local counted = out_t and in_authors(out_t)
+      if counted then uncount(counted, e.label) end
     end
     if in_a and afield then
-      redis.call('HSET', cell, afield, packed(inserted(alist, cap, e), function(x) return x.ref end))
+      e.ref = tfield and tkey or '-'
+      redis.call('HSET', cell, afield, packed(inserted(alist, cap, e)))
       touched[hour] = true
     end
     if in_t and tfield then
-      -- In a text's list the reference is the author's key; `e` carries its text key as `ref`.
-      local entry = {ts = e.ts, t = e.t, score = e.score, id = e.id, ref = afield and akey or '-'}
-      redis.call('HSET', cell, tfield, packed(inserted(tlist, text_cap, entry), function(x) return x.ref end))
+      local entry = {ts = e.ts, t = e.t, score = afield and '-' or e.score, ref = afield and akey or '-', id = e.id}
+      redis.call('HSET', cell, tfield, packed(inserted(tlist, text_cap, entry)))
       touched[hour] = true
     end
     return in_a and in_t
@@ -216,8 +234,7 @@ local function apply_scope(k, a)
     local id = string.sub(row, at, at + tonumber(idlen) - 1)
     if redis.call('ZADD', seen, 'NX', ts, id) == 1 then
       local key, s = prefix .. bucket, tonumber(score)
-      if cells == nil or within_caps(akey, tkey, {ts = ts, t = tonumber(ts), score = score, label = label, id = id,
-                                                 ref = text_cap > 0 and tkey or '-'}) then
+      if cells == nil or within_caps(akey, tkey, {t = tonumber(ts), score = score, label = label, id = id}) then
         redis.call('HINCRBY', key, 'n', 1)
         redis.call('HINCRBY', key, label, 1)
         redis.call('HINCRBYFLOAT', key, 'score_sum', score)

@@ -624,6 +624,9 @@ def _both_caps_posts() -> list[Scored]:
         said("tie-b", T0 + 1500, "bob", "Selling my ETH at the open, this looks ugly", score=-0.5),
         said("tie-a", T0 + 1500, "carol", "Selling my ETH at the open, this looks ugly", score=-0.5),
         said("tie-c", T0 + 1500, "dave", "Selling my ETH at the open, this looks ugly", score=-0.5),
+        # Times a tenth of a microsecond apart, against their ids' order: the cells keep times exactly.
+        *(said(f"fine-{3 - k}", T0 + 1800.25 + k * 1e-7, f"x{k}", "Bridge exploit rumours again, ETH holders be careful", score=-0.1 * k)
+          for k in range(3)),
     ]
     return posts
 
@@ -674,7 +677,7 @@ def test_with_both_caps_a_post_counts_iff_first_of_its_author_and_of_its_text_in
     assert all(state == states[0] for state in states[1:])
     counted, over_author, over_text = _counted(posts, 2, 2)
     # The raid text's first two are t3 (over its author's cap, so not counted) and anon: of the raid, anon alone counts.
-    assert counted == {"anon", "t1", "t2", "e1", "e2", "a3", "gm0", "gm1", "gm2", "gm3", "c1", "tie-a", "tie-b"}
+    assert counted == {"anon", "t1", "t2", "e1", "e2", "a3", "gm0", "gm1", "gm2", "gm3", "c1", "tie-a", "tie-b", "fine-3", "fine-2"}
     state = states[0]
     hour = int(T0) // 3600 * 3600
     for scope in ("all", "asset:SOL", "channel:general", "source:discord", "channel:general|asset:SOL"):
@@ -684,7 +687,7 @@ def test_with_both_caps_a_post_counts_iff_first_of_its_author_and_of_its_text_in
     kept = [p for p in posts if p.post.id in counted]
     assert state[f"sentinel:{{all}}:h:{hour}"]["score_sum"] == pytest.approx(sum(p.score for p in kept))
     assert state[f"sentinel:{{all}}:h:{hour}"]["score_sq"] == pytest.approx(sum(p.score ** 2 for p in kept))
-    assert (over_author, over_text) == (3, 10)  # t3, e3, a2; raid0-5, a1, a2, e3, tie-c
+    assert (over_author, over_text) == (3, 11)  # t3, e3, a2; raid0-5, a1, a2, e3, tie-c, fine-1
     for reply in replies:
         assert (sum(r.capped for r in reply), sum(r.text_capped for r in reply)) == (over_author, over_text)
     assert state["stats"]["capped"] == str(over_author) and state["stats"]["text_capped"] == str(over_text)
