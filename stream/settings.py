@@ -125,9 +125,10 @@ class Settings(BaseSettings):
                              "counted), so one account cannot make a swing alone; the same name on two sources is two authors; 0: no cap"
     )
     text_cap: int = Field(
-        3, ge=0, description="posts with one text (case, punctuation, links and mentions aside) that count per scope, label and "
+        0, ge=0, description="posts with one text (case, punctuation, links and mentions aside) that count per scope, label and "
                              "event-time hour, so a copy-paste raid from many accounts counts as a few voices; texts under 16 "
-                             "characters so normalised (gm, lol, wen moon) are never capped; 0: no cap"
+                             "characters so normalised (gm, lol, wen moon) are never capped; 0 (the default): no cap. The "
+                             "production ConfigMap sets 3; streams generated from a few template sentences read as raids to it"
     )
     report_retention: str = Field("90d", description="how long daily roll-ups per scope are kept for `sentinel report`, in event time (0d: none)")
 

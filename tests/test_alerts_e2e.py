@@ -387,7 +387,7 @@ def with_raid(posts: list[dict], seed: int) -> list[dict]:
 
 
 def test_a_copy_paste_raid_counts_as_a_few_voices_alike_with_one_worker_or_two(tmp_path, kafka_server, redis_server, cache_dir, webhook):
-    """SENTINEL_TEXT_CAP (3 posts a text counts per scope, label and hour): 60 fresh accounts posting
+    """SENTINEL_TEXT_CAP=3 (the production ConfigMap's; 3 posts a text count per scope, label and hour): 60 fresh accounts posting
     one sell-off text about SOL in 15 minutes fire a drop without the text cap (each is under its
     author cap), and nothing with it. Two workers read the raid from four partitions in another
     order and leave the same hourly counts in every scope and the same records."""
@@ -406,14 +406,14 @@ def test_a_copy_paste_raid_counts_as_a_few_voices_alike_with_one_worker_or_two(t
     fired = {r["scope"] for r in in_raid_hours(records) if r["kind"] == "sentiment_drop" and r["state"] == "firing"}
     assert "asset:SOL" in fired, records
 
-    env = run_env(kafka_server, redis_server, cache_dir, "raid-one", webhook.url)
+    env = {**run_env(kafka_server, redis_server, cache_dir, "raid-one", webhook.url), "SENTINEL_TEXT_CAP": "3"}
     summary, records = sentinel_run(data, env, tmp_path / "one")
     assert summary["processed"] == len(posts) and summary["text_capped"] >= 57, summary  # the raid's 57 past its 3, in `all`
     assert summary["capped"] == over_authors  # each cap counts the posts over it, whatever the other did
     assert in_raid_hours(records) == [], records
     counts = hour_rollups(redis_server)
 
-    env = run_env(kafka_server, redis_server, cache_dir, "raid-two", webhook.url)
+    env = {**run_env(kafka_server, redis_server, cache_dir, "raid-two", webhook.url), "SENTINEL_TEXT_CAP": "3"}
     summary2, records2 = sentinel_run(data, env, tmp_path / "two", "--workers", "2")
     shared_by_two_workers(tmp_path / "two" / "worker.log")
     assert (summary2["text_capped"], summary2["capped"]) == (summary["text_capped"], summary["capped"])
