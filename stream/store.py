@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -324,9 +324,11 @@ local function apply_scope(k, a)
     local entries = cjson.decode(ARGV[extra + 7])
     if #entries > 0 then
       for _, entry in ipairs(entries) do redis.call('ZADD', channels, tonumber(string.match(entry, '^(%d+)|')), entry) end
-      redis.call('ZREMRANGEBYSCORE', channels, '-inf', '(' .. (math.floor(trim_before / 3600) * 3600 - 3600))
       redis.call('EXPIRE', channels, 2 * ttl)
     end
+    -- Trimmed by every write, entries or not: the end of the input writes none (AlertEngine.trim_ended;
+    -- without grouping the key does not exist, and this costs nothing).
+    redis.call('ZREMRANGEBYSCORE', channels, '-inf', '(' .. (math.floor(trim_before / 3600) * 3600 - 3600))
   end
   if stats then
     local wm = tonumber(ARGV[extra])
@@ -642,6 +644,7 @@ class WindowStore:
         self, scored: Sequence[Scored], counters: Mapping[str, int], watermark: float,
         partition_watermarks: Mapping[int, float] | None = None, batch: str | None = None, low: float | None = None,
         horizon: float | None = None, partition_lags: Mapping[int, int | None] | None = None, keep: Kept | None = None,
+        trim: Iterable[str] = (),
     ) -> ApplyResult:
         """Write a batch's windows and counters in one round trip (duplicates and processed are
         counted here). With a `batch` token (its partition offsets), writing it again is harmless.
@@ -654,8 +657,10 @@ class WindowStore:
         `partition_lags`: each input partition the batch read, and the posts left to read on it
         after the batch (None: not known), stored as plag:<p> for windows.frontier.
         `keep`: how far back judging and grouping still read each scope (windows.Kept, from
-        AlertEngine.kept): its buckets go no further, whatever the horizon."""
-        by_scope: dict[str, list[str]] = {}
+        AlertEngine.kept): its buckets go no further, whatever the horizon.
+        `trim`: scopes to trim as well, with no posts of the batch (the end of the input trims every
+        scope: AlertEngine.settle)."""
+        by_scope: dict[str, list[str]] = {scope: [] for scope in trim}
         newest: dict[str, float] = {}
         channels: set[str] = set()  # the channel registry's entries (grouping reads them)
         for item in scored:
@@ -834,6 +839,22 @@ class WindowStore:
                     found[row[i]] = Sample(row[i], text or row[i + 1] or "", row[i + 2] or "", float(row[i + 3]))
         return sorted(found.values(), key=lambda s: (s.score, s.id))
 
+
+    async def indexed_scopes(self) -> list[str]:
+        """Every scope with buckets, the hidden pair scopes and scopes gone from the registry
+        included: a SCAN of the index keys (it walks the whole keyspace; the end of a replay's
+        input reads it once, AlertEngine.settle)."""
+        return sorted({scope_of_index(key) async for key in self.redis.scan_iter(match=index_pattern("*"), count=1000)})
+
+    async def newest_buckets(self, scopes: Sequence[str]) -> dict[str, float]:
+        """Each scope's newest bucket start (a scope with none is left out), in one round trip."""
+        if not scopes:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for scope in scopes:
+                pipe.zrange(index_key(scope), -1, -1, withscores=True)
+            replies = await pipe.execute()
+        return {scope: float(found[0][1]) for scope, found in zip(scopes, replies) if found}
 
     async def scopes(self, pattern: str = "*") -> list[str]:
         """Scopes with posts within retention, from the registry the `all` script keeps; windows

@@ -421,6 +421,31 @@ def test_the_channel_registry_says_which_sources_each_channel_held_hour_by_hour(
     assert gone == [later] and last == [later]
 
 
+def test_a_write_with_no_posts_trims_the_scopes_it_names_and_the_channel_registry(redis_server):
+    """The end of the input (AlertEngine.trim_ended) trims every scope in one write with no posts:
+    `trim` names them (found by a SCAN of the index keys, the hidden pair scopes too), and the
+    channel registry goes with `all`'s buckets though the write has no entries of its own."""
+    from stream.keys import CHANNELS_KEY
+
+    redis.Redis.from_url(redis_server).flushdb()
+    store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=3600, pairs=True, pair_retention_s=1200)
+
+    async def go():
+        await store.apply([item("a", T0, channel="old"), item("b", T0 + 90)], {}, T0 + 90)
+        scopes = await store.indexed_scopes()
+        newest = await store.newest_buckets([*scopes, "asset:NONE"])
+        await store.apply([], {}, T0 + 3 * 3600, trim=scopes)
+        after = await store.indexed_scopes(), await store.redis.zrange(CHANNELS_KEY, 0, -1), await store.stats()
+        await store.close()
+        return scopes, newest, after
+
+    scopes, newest, (left, channels, stats) = run(go())
+    assert scopes == ["all", "asset:BTC", "channel:general", "channel:general|asset:BTC", "channel:old", "channel:old|asset:BTC",
+                      "source:discord", "source:discord|asset:BTC"]
+    assert newest["channel:old"] == T0 and newest["all"] == newest["channel:general"] == T0 + 60 and "asset:NONE" not in newest
+    assert left == [] and channels == [] and stats["trimmed"] == bucket_start(T0 + 3 * 3600 - 3600, 60)
+
+
 def test_a_pair_retention_beyond_the_retention_is_capped(redis_server):
     assert WindowStore.from_url(redis_server, retention_s=3600, pair_retention_s=7200).pair_retention_s == 3600
     with pytest.raises(ValueError, match="pair retention"):
