@@ -200,6 +200,22 @@ def kept_trim(trim_before: int, line: float, bucket_s: int) -> int:
     return trim_before if line == math.inf else min(trim_before, bucket_start(line, bucket_s))
 
 
+def ended_kept(keep: Kept, newest: Mapping[str, float], lookback_s: int, bucket_s: int) -> Kept:
+    """`Kept` once the input has ended and judging is through it (`AlertEngine.settle(ended=True)`):
+    `keep`, with no scope's line later than its newest bucket less `lookback_s` (the window and
+    baseline). `newest`: each scope's newest bucket start, which every run of one input has.
+    A scope judged past its newest post before the end left the set of scopes to judge at the
+    boundary its last round reached, and that is where the batches were cut and which partitions
+    counted as idle (wall clock) then; its next judgement would read from there less `lookback_s`.
+    Its newest bucket less `lookback_s` is at or before that, so it keeps what judging would read,
+    the same in every run. A scope judged through the end at settling holds at its last boundary
+    less `lookback_s`, the same in every run too; grouping's lines (`every`, `pairs`) stay."""
+    scopes = dict(keep.scopes)
+    for scope, start in newest.items():
+        scopes[scope] = min(scopes.get(scope, math.inf), bucket_start(start, bucket_s) - lookback_s)
+    return Kept(scopes, every=keep.every, pairs=keep.pairs)
+
+
 def pair_horizon(watermark: float, low: float, pair_retention_s: int, retention_s: int, horizon: float | None = None) -> int:
     """The event time before which the pair scopes' buckets and ids are dropped: a pair retention
     behind the slowest input partition (`low`), whose boundaries grouping is still reading, but

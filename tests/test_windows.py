@@ -7,7 +7,8 @@ from stream.keys import bucket_key, index_key
 from stream.timefmt import format_duration, parse_duration, shown
 from stream.alerts.judging import kept_lines
 from stream.windows import (
-    CLOCK_JUMP_POSTS, CLOCK_SILENT_POSTS, TEXT_CAP_MIN_CHARS, Kept, PartitionClock, aggregate, bucket_start, frontier, is_late, kept_trim,
+    CLOCK_JUMP_POSTS, CLOCK_SILENT_POSTS, TEXT_CAP_MIN_CHARS, Kept, PartitionClock, aggregate, bucket_start, ended_kept, frontier, is_late,
+    kept_trim,
     normalised_text, pair_horizon, pair_retention_s, scopes_for, text_key, trim_horizon,
 )
 
@@ -322,3 +323,22 @@ def test_a_write_trims_no_bucket_judging_or_grouping_will_still_read():
     assert alone.line("asset:BTC") == alone.line("x|asset:Y") == float("inf") and kept_trim(150_000, alone.line("asset:BTC"), 60) == 150_000
     assert Kept().line("all") == float("inf")
 
+
+
+def test_at_the_end_of_the_input_a_scope_keeps_the_lookback_before_its_newest_bucket():
+    """windows.ended_kept, judging's lookback 25 h, a 48-hour retention: once the input has ended, a
+    scope judged past its newest post (250,030, in bucket 250,020) keeps from that bucket less the
+    lookback, not from its last boundary judged (270,000), which is wherever the rounds stopped; a
+    scope judged through the end (400,000, its newest post at 400,150) keeps its own line, and
+    grouping keeps its lines; a scope never judged is held by its newest bucket too."""
+    keep = kept_lines({"all": 400_000.0, "channel:quiet": 270_000.0, "channel:new": None}, "400000", 90_000, 172_800, 43_200)
+    newest = {"all": bucket_start(400_150, 60), "channel:quiet": bucket_start(250_030, 60), "channel:new": bucket_start(380_000, 60)}
+    ended = ended_kept(keep, newest, 90_000, 60)
+    assert ended.line("channel:quiet") == 250_020 - 90_000 < keep.line("channel:quiet") == 270_000 - 90_000
+    assert ended.line("all") == keep.line("all") == 400_000 - 172_800  # grouping reads furthest back
+    assert ended.line("channel:new") == keep.line("channel:new") == 400_000 - 172_800
+    assert ended.line("x|asset:Y") == keep.line("x|asset:Y") == 400_000 - 43_200
+    # No grouping: a scope judged through the end holds at its last boundary's line, and one
+    # never judged by its newest bucket.
+    alone = ended_kept(kept_lines({"all": 400_000.0}, None, 90_000, 172_800, 43_200), {"all": 400_140.0, "asset:BTC": 120.0}, 90_000, 60)
+    assert alone.line("all") == 400_000 - 90_000 and alone.line("asset:BTC") == 120 - 90_000 and alone.line("source:x") == float("inf")
