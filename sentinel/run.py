@@ -245,8 +245,10 @@ async def flush_incidents(settings: Settings, store: WindowStore, *, embedded: b
     """The replay's input has ended: incidents still in their group wait are announced now (their
     wait counts event time, and no more will pass). On the run's own embedded stack every scope is
     judged up to the newest post of any partition (less the grace), not only as far as the
-    partition that ended first; on a configured one other producers may still be writing, so no
-    partition is taken for ended."""
+    partition that ended first, and every scope's windows are then trimmed as a write with every
+    partition through its newest post would (AlertEngine.trim_ended), so what the run leaves does
+    not depend on which partition went idle when; on a configured one other producers may still
+    be writing, so no partition is taken for ended and nothing more is trimmed."""
     from stream.worker import alert_engine
 
     await alert_engine(settings, store).settle(ended=embedded)

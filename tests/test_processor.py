@@ -680,3 +680,80 @@ def test_a_post_before_what_was_trimmed_is_late_whichever_worker_reads_it(redis_
     assert asyncio.run(run("A")) == [(1, 0), (1, 0)]
     # B's own last write is older than the idle time: it reads the stats again before judging.
     assert asyncio.run(run("B")) == [(1, 0), (1, 0)]
+
+
+def stored_buckets(client: redis.Redis) -> dict[tuple[str, int], dict[str, str]]:
+    """(scope, bucket start) -> the bucket's counts, for every scope with an index (the hidden pair
+    scopes and scopes gone from the registry too)."""
+    from stream.keys import bucket_key, index_pattern, scope_of_index
+
+    out = {}
+    for key in client.scan_iter(match=index_pattern("*"), count=500):
+        scope = scope_of_index(key)
+        for start in client.zrange(key, 0, -1):
+            counts = client.hgetall(bucket_key(scope, int(start)))
+            out[(scope, int(start))] = {k: v for k, v in counts.items() if k in ("n", "positive", "negative", "neutral", "score_sum")}
+    return out
+
+
+def test_a_replay_leaves_the_same_buckets_whether_or_not_the_partition_that_ended_first_went_idle(redis_server):
+    """Two workers replay two partitions with a 1-hour retention: partition 0's posts (channel
+    `early`) end after 90 minutes, partition 1's (channel `late`) run 4 hours. In one run partition
+    0, caught up, is still live at every later write (an idle time of an hour); in the other it goes
+    unwritten past a 1-second idle time before partition 1's last 2.5 hours are written, so those
+    writes trim a retention behind partition 1 alone (SENTINEL_ALERT_IDLE_PARTITION, wall clock).
+    The two keep different buckets at the retention's edge while the stream runs. Once the input
+    has ended (`settle(ended=True)`, what `sentinel run` calls on its own stack), every scope keeps
+    the same buckets in both: a retention behind the newest post, and a scope whose posts ended
+    earlier the lookback before its newest post (what judging would read next; its last boundary
+    judged, the line before, is wherever the rounds stopped, which differed between the runs)."""
+    from dataclasses import replace
+
+    from stream.alerts.engine import AlertEngine
+    from stream.alerts.judging import AlertConfig
+
+    retention, step = 3600, 60
+    config = replace(AlertConfig(), window_s=600, baseline_s=1800, grace_s=120)
+
+    def posts(partition: int, count: int, channel: str) -> list[RawMessage]:
+        return [RawMessage(json.dumps({"id": f"p{partition}-{k}", "text": "post", "created_at": T + k * step + 30 * partition,
+                                       "channel": channel}).encode(), "forum-posts", partition, k, highwater=count)
+                for k in range(count)]
+
+    early, late = posts(0, 90, "early"), posts(1, 240, "late")
+
+    async def run(idle_s: float):
+        redis.Redis.from_url(redis_server).flushdb()
+        stores = [WindowStore.from_url(redis_server, retention_s=retention) for _ in range(2)]
+        engine = AlertEngine(stores[0], replace(config, idle_s=idle_s), partitions=2, samples=0)
+        procs = [neutral_processor(s, alerts=AlertEngine(s, replace(config, idle_s=idle_s), partitions=2, samples=0), partitions=2,
+                                   idle_s=idle_s, **FIRST_POST_SETS_THE_CLOCK) for s in stores]
+        for proc in procs:
+            await proc.start()
+        for i in range(0, len(early), 15):  # the partitions read side by side while both have posts
+            await procs[0].handle(early[i:i + 15])
+            await procs[1].handle(late[i:i + 15])
+        deadline = time.time() + 10
+        while time.time() - (await stores[0].stats())["pseen:0"] <= 2 * idle_s and idle_s < 60:
+            assert time.time() < deadline, "the wall clock did not move past the idle time"
+            await asyncio.sleep(0.05)
+        for i in range(len(early), len(late), 15):
+            await procs[1].handle(late[i:i + 15])
+        client = redis.Redis.from_url(redis_server, decode_responses=True)
+        running = stored_buckets(client)
+        await engine.settle(ended=True)
+        ended = stored_buckets(client)
+        for store in stores:
+            await store.close()
+        return running, ended
+
+    live_running, live_ended = asyncio.run(run(idle_s=3600.0))
+    idle_running, idle_ended = asyncio.run(run(idle_s=1.0))
+    edge = T + 179 * step  # the bucket a retention behind the newest post (T + 239 min 30 s)
+    assert live_running != idle_running  # what the stream kept at the edge depended on the wall clock
+    assert live_ended == idle_ended
+    kept = {scope: sorted(start for s, start in live_ended if s == scope) for scope in {s for s, _ in live_ended}}
+    assert kept["all"] == kept["channel:late"] == list(range(edge, T + 240 * step, step))
+    # channel:early's newest post is at T + 89 min: judging would next read from the window and
+    # baseline (40 min) before it.
+    assert kept["channel:early"] == list(range(T + 49 * step, T + 90 * step, step))

@@ -44,7 +44,7 @@ from stream.keys import (
     index_key,
 )
 from stream.timefmt import epoch, iso
-from stream.windows import Kept, distinct_samples
+from stream.windows import Kept, distinct_samples, ended_kept, is_pair_scope, trim_horizon
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +269,9 @@ class AlertEngine:
         """The input has paused, or `ended` (a replay, whose partitions end at different event
         times: each is through its last post, so judging goes to the newest post of any): judge
         every scope with posts not yet judged, group every transition up to the frontier, and
-        announce the incidents still in their group wait. Returns the transitions and outbox
-        entries this wrote."""
+        announce the incidents still in their group wait. `ended` also trims every scope's windows
+        as a write at the end would (`trim_ended`). Returns the transitions and outbox entries this
+        wrote."""
         written, behind = 0, None
         while True:
             # Round after round until every scope is through: a scope goes MAX_BOUNDARIES a round,
@@ -284,7 +285,33 @@ class AlertEngine:
             behind = stopped
         if self.correlator is not None:
             written += await self.correlator.flush()
+        if ended:
+            await self.trim_ended()
         return written
+
+    async def trim_ended(self) -> None:
+        """The input has ended and judging is through it: trim every scope as a write with every
+        partition through its newest post would, so what a replay leaves does not depend on the
+        wall clock. While it ran, a partition whose posts ended first stopped holding the trim back
+        only once it had gone unwritten for SENTINEL_ALERT_IDLE_PARTITION of wall time, and the
+        partitions' later writes trimmed the scopes they touched a retention behind the slowest
+        live one: how far depended on when that was (and on where judging had got to, where
+        `Kept` held them). Every one of those lines is at or before this one: a retention behind
+        the newest post, held back by what judging and grouping would still read
+        (`windows.ended_kept`). Every scope's buckets, roll-ups, post ids and cap cells, the scope
+        registry and the channel registry, in one write (`WindowStore.apply`) after a SCAN of the
+        index keys and two round trips for the lines."""
+        stats = await self.store.stats()
+        watermark = stats.get("watermark", float("-inf"))
+        if watermark == float("-inf"):
+            return
+        floor = frontier(stats, self.partitions, self.clock(), self.config.idle_s, ended=True)
+        scopes = await self.store.indexed_scopes()
+        judged = [scope for scope in scopes if not is_pair_scope(scope)]
+        keep = ended_kept(await self.kept(judged), await self.store.newest_buckets(judged), self.config.lookback_s,
+                          self.store.bucket_s)
+        await self.store.apply([], {}, watermark, low=floor, horizon=trim_horizon(watermark, floor, self.store.retention_s),
+                               keep=keep, trim=scopes)
 
     async def settle_if_silent(self, quiet_s: float) -> int:
         """A live stream that has paused (no batch on any partition for `quiet_s`, wall clock) is
