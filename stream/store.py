@@ -839,7 +839,6 @@ class WindowStore:
                     found[row[i]] = Sample(row[i], text or row[i + 1] or "", row[i + 2] or "", float(row[i + 3]))
         return sorted(found.values(), key=lambda s: (s.score, s.id))
 
-
     async def indexed_scopes(self) -> list[str]:
         """Every scope with buckets, the hidden pair scopes and scopes gone from the registry
         included: a SCAN of the index keys (it walks the whole keyspace; the end of a replay's
