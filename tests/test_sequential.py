@@ -11,6 +11,7 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import orjson
 
 from stream.alerts.judging import AlertConfig, boundaries, judge_sequential, known_bin, scope_history_start, sequential_reads, table_bins
 from stream.alerts.sequential import SeqConfig, SeqState, verdicts
@@ -374,8 +375,7 @@ def test_the_baseline_maths_is_total():
     stored["banks"]["negative_rate"]["s"] = [20.0, 30.0, 10.0, 0.0]
     stored["banks"]["negative_rate"]["posts"] = [40.0, 40.0, 40.0, 0.0]
     stored["banks"]["negative_rate"]["hits"] = [30.0, 30.0, 30.0, 0.0]
-    for key in ("ring", "ring_bins", "exact"):
-        stored.pop(key)
+    stored.pop("entered")  # what a state stored before the ring lacks
     state = SeqState.from_json(stored)
     for i in range(30):
         state = advance(state, row(4, 4, 0), row(1, 0, 1), row(9, 9, 0), at=T + i * STEP, baseline_bins=1440, config=CONFIG.sequential,
@@ -394,14 +394,103 @@ def test_a_state_stored_before_the_ring_becomes_exact_once_the_ring_holds_the_ba
     cut = len(todo) // 3
     _, state, _ = judge_sequential("asset:X", {}, None, table_bins(table, T, STEP, T), todo[:cut], CONFIG, "-")
     stored = state.to_json()
-    for key in ("ring", "ring_bins", "exact"):
-        stored.pop(key)
+    stored.pop("entered")  # what a state stored before the ring lacks
     stored["base"] = [stored["base"][0] - 500, *stored["base"][1:]]  # drifted, as the store's bins let it
     old = SeqState.from_json(stored)
     assert not old.exact
     _, old, _ = judge_sequential("asset:X", {}, old, table_bins(table, T, STEP, T), todo[cut:cut + 1441], CONFIG, "-")
     _, new, _ = judge_sequential("asset:X", {}, None, table_bins(table, T, STEP, T), todo[:cut + 1441], CONFIG, "-")
     assert old.exact and old.base == new.base and old.ring == new.ring
+
+
+def _stored(state: SeqState) -> SeqState:
+    """A state through the worker's storage: orjson as engine._encode writes it and _judge_once reads it."""
+    return SeqState.from_json(orjson.loads(orjson.dumps(state.to_json(), option=orjson.OPT_SERIALIZE_NUMPY)))
+
+
+def _as_before_the_text(stored: dict) -> dict:
+    """A state as a worker before the text ring wrote it: the ring a flat list of numbers under `ring`."""
+    entered = stored.pop("entered")
+    return {**stored, "ring": SeqState.from_json({**stored, "entered": entered}).ring.runs(), "ring_bins": entered["bins"],
+            "exact": entered["exact"]}
+
+
+def test_a_state_round_trips_exactly_ring_and_all():
+    """The ring is stored as text (`sequential.Ring`): read back it must be the same runs, the same
+    numbers of the same types (ints stay ints, a fractional count stays that float), unknown bins
+    (-1) included, whether it was read before (its ends parsed off) or built in this process."""
+    table = _poisson_table(6, 1500, 0.7)
+    table[100:200] = row(2.5, 0.1, 1 / 3)  # fractional counts: floats in the ring
+    todo = boundaries(T, T + len(table) * STEP, STEP)
+    _, state, _ = judge_sequential("asset:X", {}, None, table_bins(table, T, STEP, T + 40 * STEP), todo[:1200], CONFIG, "-")
+    runs = state.ring.runs()
+    assert runs[1:4] == [-1, -1, -1] and runs[0] > 100  # the bins before the scope's history: unknown, one run
+    assert any(isinstance(v, float) and not v.is_integer() for v in runs) and any(type(v) is int and v > 1 for v in runs[::4])
+    back = _stored(state)
+    assert back == state and back.ring.runs() == runs and [type(v) for v in back.ring.runs()] == [type(v) for v in runs]
+    assert back.ring_bins == state.ring_bins == 1440 and back.exact
+    # Read, judged on (its ends parsed, its middle still text), stored and read again: still equal.
+    _, state, _ = judge_sequential("asset:X", {}, state, table_bins(table, T, STEP, T + 40 * STEP), todo[1200:1210], CONFIG, "-")
+    _, back, _ = judge_sequential("asset:X", {}, back, table_bins(table, T, STEP, T + 40 * STEP), todo[1200:1210], CONFIG, "-")
+    assert back == state and _stored(back) == state and _stored(back).to_json() == state.to_json()
+
+
+def test_the_ring_moves_as_a_list_of_runs_would():
+    """`Ring` against the flat list it replaced (push: one more of the newest run or a run of its
+    own; pop: the oldest bin), with a store and read between any two steps."""
+    import random
+
+    from stream.alerts.sequential import Ring
+
+    rng = random.Random(7)
+    flat: list = []
+    ring = Ring()
+    for step in range(4000):
+        if flat and rng.random() < 0.45:
+            n, neg, pos = flat[1], flat[2], flat[3]
+            flat[0] -= 1
+            if flat[0] <= 0:
+                del flat[:4]
+            assert ring.pop() == (n, neg, pos)
+        else:
+            n = rng.choice([-1, 0, 0, 1, 2, 2.5])
+            neg, pos = (n, n) if n == -1 else (rng.choice([0, 1, 0.5]), 0)
+            if flat and flat[-3:] == [n, neg, pos]:
+                flat[-4] += 1
+            else:
+                flat += [1, n, neg, pos]
+            ring.push(n, neg, pos)
+        if rng.random() < 0.1:
+            ring = Ring(text=orjson.loads(orjson.dumps(ring.text())))
+        assert ring.runs() == flat, step
+
+
+def test_a_state_written_before_the_text_ring_is_read_as_it_was_and_judges_the_same():
+    """A rolling upgrade: a worker before the text ring stored the ring as a list under `ring`. Read
+    now, it is the same state (exact, the same runs), and judging on from it gives what judging on
+    from the new format gives."""
+    table = _poisson_table(8, ONSET + 400, 1.0)
+    table[ONSET:ONSET + 60] = _poisson_table(9, 60, 2.0, neg=0.6, pos=0.1)
+    todo = boundaries(T, T + len(table) * STEP, STEP)
+    cut = todo.index(T + ONSET * STEP)
+    incidents, state, _ = judge_sequential("asset:X", {}, None, table_bins(table, T, STEP, T), todo[:cut], CONFIG, "-")
+    old = json.loads(json.dumps(_as_before_the_text(state.to_json())))
+    assert isinstance(old["ring"], list) and "entered" not in old and len(old["ring"]) > 400
+    read = SeqState.from_json(old)
+    assert read == state and read.exact and read.ring_bins == state.ring_bins
+    _, a, more_a = judge_sequential("asset:X", incidents, read, table_bins(table, T, STEP, T), todo[cut:], CONFIG, "-")
+    _, b, more_b = judge_sequential("asset:X", incidents, _stored(state), table_bins(table, T, STEP, T), todo[cut:], CONFIG, "-")
+    assert more_a == more_b and a.to_json() == b.to_json() and any(r.state == "firing" for r in more_a)
+
+
+def test_a_worker_before_the_text_ring_reads_the_new_state_as_one_stored_before_the_ring():
+    """The other way round in a rolling upgrade: the new state holds none of the keys an older worker
+    reads the ring from (`ring`, `ring_bins`, `exact`), so it takes it for a state stored before the
+    ring (sums, no ring: not exact) instead of reading text as its list of numbers."""
+    _, state, _ = judge(_poisson_table(10, 1600, 1.0))
+    stored = orjson.loads(orjson.dumps(state.to_json()))
+    assert not {"ring", "ring_bins", "exact"} & set(stored)
+    assert isinstance(stored["entered"]["runs"], str) and stored["entered"]["bins"] == 1440 and stored["entered"]["exact"] is True
 
 
 def _fired_and_resolved(records, scope_kind):

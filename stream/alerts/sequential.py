@@ -114,6 +114,90 @@ class Bank:
         return s.index(max(s))
 
 
+class Ring:
+    """What each bin in the baseline brought when it entered, oldest first, as runs of equal bins:
+    count, posts, negative, positive (posts -1: a bin before the stream began, unknown, counted as
+    nothing), so that the bin leaving takes out exactly that (`_shift_baseline`).
+
+    Stored as text, `count,posts,negative,positive` a run and `;` between runs, and kept as that text
+    between its two ends: a judgement moves only the ends (the bin entering joins or follows the
+    newest run, the bin leaving comes off the oldest), so only the runs there are parsed, and writing
+    the state back copies the text instead of encoding a number at a time. A busy scope's ring is a
+    day of distinct bins; as a JSON list of numbers, decoding and encoding it were about 100 us of a
+    judgement's 285 (bench/judging.py, 300x100). Numbers are written with repr, which reads back as
+    the same int or float, so a ring round-trips exactly.
+
+    Oldest first: `_head` (runs parsed off the front, flat, four numbers a run), the unparsed runs
+    `_text[_lo:_hi]`, then `_tail` (runs pushed since, or parsed off the back to be joined)."""
+
+    __slots__ = ("_head", "_text", "_lo", "_hi", "_tail")
+
+    def __init__(self, runs: Sequence[float] = (), text: str = "") -> None:
+        self._head: list[float] = []
+        self._text, self._lo, self._hi = text, 0, len(text)
+        self._tail: list[float] = list(runs)
+
+    def push(self, n: float, neg: float, pos: float) -> None:
+        """A bin entering: one more of the newest run if it is the same bin, else a run of its own."""
+        if not self._tail and self._lo < self._hi:  # the newest run is in the text: parse it off
+            cut = self._text.rfind(";", self._lo, self._hi)
+            self._tail = _parse_run(self._text[cut + 1 if cut >= 0 else self._lo:self._hi])
+            self._hi = max(cut, self._lo)
+        newest = self._tail or self._head
+        if newest and newest[-3] == n and newest[-2] == neg and newest[-1] == pos:
+            newest[-4] += 1
+        else:
+            self._tail += (1, n, neg, pos)
+
+    def pop(self) -> tuple[float, float, float]:
+        """The oldest bin's posts, negative, positive, taken off the ring (which must hold a bin)."""
+        head = self._head
+        if not head:
+            if self._lo < self._hi:
+                cut = self._text.find(";", self._lo, self._hi)
+                end = cut if cut >= 0 else self._hi
+                head += _parse_run(self._text[self._lo:end])
+                self._lo = end + 1 if cut >= 0 else self._hi
+            else:  # the text is used up: the runs pushed since are next
+                head += self._tail
+                self._tail = []
+        n, neg, pos = head[1], head[2], head[3]
+        head[0] -= 1
+        if head[0] <= 0:
+            del head[:4]
+        return n, neg, pos
+
+    def text(self) -> str:
+        """The ring as stored: the unparsed text as it is, the parsed ends written back around it."""
+        parts = [_format_runs(self._head), self._text[self._lo:self._hi], _format_runs(self._tail)]
+        return ";".join(part for part in parts if part)
+
+    def runs(self) -> list[float]:
+        """Every run, flat, oldest first (the whole ring parsed: for rebuilding the sums, and tests)."""
+        middle = self._text[self._lo:self._hi]
+        parsed = [_number(v) for v in middle.replace(";", ",").split(",")] if middle else []
+        return [*self._head, *parsed, *self._tail]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ring) and self.runs() == other.runs()
+
+    def __repr__(self) -> str:
+        return f"Ring({self.text()!r})"
+
+
+def _number(value: str) -> float:
+    # repr writes a float with a point, an exponent, inf or nan, and an int with none of them.
+    return float(value) if "." in value or "e" in value or "n" in value else int(value)
+
+
+def _parse_run(run: str) -> list[float]:
+    return [_number(v) for v in run.split(",")]
+
+
+def _format_runs(flat: Sequence[float]) -> str:
+    return ";".join(",".join(map(repr, flat[i:i + 4])) for i in range(0, len(flat), 4))
+
+
 @dataclass
 class SeqState:
     # Rolling baseline sums: posts, negative, positive, sum of squared bin counts, bins seen.
@@ -128,13 +212,8 @@ class SeqState:
     # Directions whose rate chart fired confirmed: the confirmation holds at half its bars until the
     # charts fall back under b/2 or `ended` restarts them.
     latched: list[str] = field(default_factory=list)
-    # What each bin in the baseline brought when it entered, oldest first, as runs of equal bins
-    # flattened four numbers a run: count, posts, negative, positive (posts -1: a bin before the
-    # stream began, unknown, counted as nothing), so that the bin leaving takes out exactly that
-    # (`_shift_baseline`). `ring_bins` is the runs' total. Flat, not a list per run: a busy scope's
-    # ring is a day of distinct bins, and a list each made reading and writing its state a
-    # millisecond.
-    ring: list[float] = field(default_factory=list)
+    # What each bin in the baseline brought when it entered (`Ring`); `ring_bins` is its runs' total.
+    ring: Ring = field(default_factory=Ring)
     ring_bins: int = 0
     # False for a state stored before the ring: its sums came from the store's bins as they were at
     # leaving, and are rebuilt from the ring once the ring covers the whole baseline.
@@ -151,20 +230,29 @@ class SeqState:
     def to_json(self) -> dict[str, Any]:
         # By hand, not dataclasses.asdict: its deep copy was a sixth of judging's time with many scopes.
         banks = {k: {"s": v.s, "zero_at": v.zero_at, "posts": v.posts, "hits": v.hits} for k, v in self.banks.items()}
+        # The ring goes under `entered`, as text, never under the `ring`, `ring_bins` and `exact` that
+        # workers before the text wrote (a list there): such a worker, during a rolling upgrade, reads
+        # this state as one stored before the ring, which it handles (the bin leaving is the store's,
+        # clamped, until its own ring covers the baseline), where a text under `ring` would crash it.
         return {"base": self.base, "frozen": self.frozen, "banks": banks, "after": self.after, "back": self.back, "latched": self.latched,
-                "ring": self.ring, "ring_bins": self.ring_bins, "exact": self.exact, "silent": self.silent,
+                "entered": {"runs": self.ring.text(), "bins": self.ring_bins, "exact": self.exact}, "silent": self.silent,
                 "frozen_bins": self.frozen_bins}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> "SeqState | None":
+        """A state as `to_json` wrote it, or as a worker before the text ring did (`ring` a list of
+        numbers, `ring_bins`, `exact`), or before the ring (neither: not exact)."""
         if not data:
             return None
-        ring = data.get("ring")
+        entered, listed = data.get("entered"), data.get("ring")
+        if entered is not None:
+            ring, bins, exact = Ring(text=str(entered.get("runs") or "")), entered.get("bins"), entered.get("exact", True)
+        else:
+            ring, bins, exact = Ring(listed or ()), data.get("ring_bins"), data.get("exact", listed is not None)
         frozen = data.get("frozen")
         return cls(list(data["base"]), _total(frozen) if frozen else None, {k: Bank(**v) for k, v in data["banks"].items()},
                    dict(data.get("after") or {}), dict(data.get("back") or {}), list(data.get("latched") or []),
-                   list(ring or ()), int(data.get("ring_bins") or 0), bool(data.get("exact", ring is not None)),
-                   int(data.get("silent") or 0), int(data.get("frozen_bins") or 0))
+                   ring, int(bins or 0), bool(exact), int(data.get("silent") or 0), int(data.get("frozen_bins") or 0))
 
 
 def baseline_params(base: Sequence[float]) -> dict[str, float]:
@@ -285,22 +373,18 @@ def _shift_baseline(state: SeqState, entering: np.ndarray | None, leaving: np.nd
         base[4] += 1
     else:
         n = neg = pos = -1
-    _push(state.ring, n, neg, pos)
+    state.ring.push(n, neg, pos)
     state.ring_bins += 1
     if state.ring_bins > baseline_bins:
-        ring = state.ring
         while state.ring_bins > baseline_bins:
-            n = ring[1]
+            n, neg, pos = state.ring.pop()
             if n >= 0:
                 base[0] -= n
-                base[1] -= ring[2]
-                base[2] -= ring[3]
+                base[1] -= neg
+                base[2] -= pos
                 base[3] -= n * n
                 base[4] -= 1
-            ring[0] -= 1
             state.ring_bins -= 1
-            if ring[0] <= 0:
-                del ring[:4]
         if not state.exact:  # the ring now holds the whole baseline: its sums are the baseline's
             state.base, state.exact = _ring_sums(state.ring), True
     elif leaving is not None:
@@ -317,17 +401,11 @@ def _count(value: Any) -> float | int:
     return int(value) if value.is_integer() else value
 
 
-def _push(ring: list[float], n: float, neg: float, pos: float) -> None:
-    if ring and ring[-3] == n and ring[-2] == neg and ring[-1] == pos:
-        ring[-4] += 1
-    else:
-        ring += (1, n, neg, pos)
-
-
-def _ring_sums(ring: list[float]) -> list[float]:
+def _ring_sums(ring: Ring) -> list[float]:
     base = [0.0, 0.0, 0.0, 0.0, 0.0]
-    for i in range(0, len(ring), 4):
-        count, n, neg, pos = ring[i:i + 4]
+    runs = ring.runs()
+    for i in range(0, len(runs), 4):
+        count, n, neg, pos = runs[i:i + 4]
         if n >= 0:
             base[0] += count * n
             base[1] += count * neg
