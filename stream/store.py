@@ -859,10 +859,7 @@ class WindowStore:
         """Scopes with posts within retention, from the registry the `all` script keeps; windows
         written before the registry existed are found by a SCAN of the index keys (slow with many
         buckets: it walks the whole keyspace)."""
-        found = set(await self.redis.zrange(SCOPES_KEY, 0, -1))
-        if not found:
-            async for key in self.redis.scan_iter(match=index_pattern("*"), count=500):
-                found.add(scope_of_index(key))
+        found = set(await self.redis.zrange(SCOPES_KEY, 0, -1)) or set(await self.indexed_scopes())
         return sorted(s for s in found if not is_pair_scope(s) and matches_scope(s, pattern))
 
     async def window(self, scope: str, window_s: int, end: float | None = None) -> WindowStats:

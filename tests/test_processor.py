@@ -13,6 +13,7 @@ from model.scorer import judgement_from_probs
 from stream.batch import RawMessage
 from stream.processor import BatchProcessor
 from stream.store import WindowStore
+from workers import every_bucket
 
 
 class OomOnPoison:
@@ -682,20 +683,6 @@ def test_a_post_before_what_was_trimmed_is_late_whichever_worker_reads_it(redis_
     assert asyncio.run(run("B")) == [(1, 0), (1, 0)]
 
 
-def stored_buckets(client: redis.Redis) -> dict[tuple[str, int], dict[str, str]]:
-    """(scope, bucket start) -> the bucket's counts, for every scope with an index (the hidden pair
-    scopes and scopes gone from the registry too)."""
-    from stream.keys import bucket_key, index_pattern, scope_of_index
-
-    out = {}
-    for key in client.scan_iter(match=index_pattern("*"), count=500):
-        scope = scope_of_index(key)
-        for start in client.zrange(key, 0, -1):
-            counts = client.hgetall(bucket_key(scope, int(start)))
-            out[(scope, int(start))] = {k: v for k, v in counts.items() if k in ("n", "positive", "negative", "neutral", "score_sum")}
-    return out
-
-
 def test_a_replay_leaves_the_same_buckets_whether_or_not_the_partition_that_ended_first_went_idle(redis_server):
     """Two workers replay two partitions with a 1-hour retention: partition 0's posts (channel
     `early`) end after 90 minutes, partition 1's (channel `late`) run 4 hours. In one run partition
@@ -740,9 +727,9 @@ def test_a_replay_leaves_the_same_buckets_whether_or_not_the_partition_that_ende
         for i in range(len(early), len(late), 15):
             await procs[1].handle(late[i:i + 15])
         client = redis.Redis.from_url(redis_server, decode_responses=True)
-        running = stored_buckets(client)
+        running = every_bucket(client)
         await engine.settle(ended=True)
-        ended = stored_buckets(client)
+        ended = every_bucket(client)
         for store in stores:
             await store.close()
         return running, ended

@@ -27,13 +27,13 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from stream.batch import RawMessage
-from stream.keys import SCOPES_KEY, STATS_KEY, bucket_key, index_key, index_pattern, scope_of_index
+from stream.keys import SCOPES_KEY, STATS_KEY, bucket_key, index_key
 from stream.settings import Settings
 from stream.timefmt import parse_duration
 from stream.processor import batch_token
 from stream.redis_client import Endpoint, ReplicasBehind, ReplicaWait, is_transient, open_redis, retry_transient, split_url, tag_for_slots
 from stream.tools.services import cluster_healthy, free_port, replication_info, start_redis_cluster
-from workers import sentinel, wait_until, worker_env
+from workers import every_bucket, sentinel, wait_until, worker_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo-stream.jsonl"
@@ -170,23 +170,6 @@ def alert_records(path: Path) -> list[str]:
     """Records as comparable strings: everything but the wall-clock `fired_at`."""
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     return sorted(json.dumps({k: v for k, v in row.items() if k != "fired_at"}, sort_keys=True) for row in rows)
-
-
-def every_bucket(client) -> dict[tuple[str, int], dict[str, int | float]]:
-    """(scope, bucket start) -> the bucket's counts, for every scope with an index: the hidden pair
-    scopes and scopes gone from the registry too (on a cluster, a SCAN of every master). As counts:
-    a post the caps took back out leaves its fields at 0 (and its score in the sum's last bits),
-    where the same posts in another order never counted it and left no field (or no hash)."""
-    out = {}
-    for key in client.scan_iter(match=index_pattern("*"), count=1000):
-        scope = scope_of_index(key)
-        for start in client.zrange(key, 0, -1):
-            counts = client.hgetall(bucket_key(scope, int(start)))
-            found: dict[str, int | float] = {k: int(counts[k]) for k in ("n", "positive", "negative", "neutral") if int(counts.get(k, 0))}
-            if found:
-                found["score_sum"] = round(float(counts["score_sum"]), 9)
-            out[(scope, int(start))] = found
-    return out
 
 
 def end_input(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -588,18 +588,9 @@ def test_an_author_counts_a_capped_number_of_posts_an_hour_in_any_arrival_order(
     quiet = [by("q1", T0 + 30, "alice", "neutral", 0.0), by("q2", T0 + 90, None, "negative", -0.9),
              by("q3", T0 + 120, "troll", "negative", -0.8, source="forum")]  # another source's troll is someone else
     next_hour = [by("p9", T0 + 3600 + 20, "troll", "negative", -1.0)]
-    states, replies = [], []
     posts = loud + cheers + quiet + next_hour
-    for order in (sorted(posts, key=lambda p: p.post.created_at), list(reversed(posts))):
-        redis.Redis.from_url(redis_server).flushdb()
-        store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=2 * 3600, author_cap=2, pairs=True)
-
-        async def go(store=store, order=order):
-            out = [await store.apply([post], {}, max(p.post.created_at for p in order)) for post in order]
-            await store.close()
-            return out
-        replies.append(run(go()))
-        states.append(_state(redis_server))
+    states, replies = _write_in_orders(redis_server, posts, [sorted(posts, key=lambda p: p.post.created_at), list(reversed(posts))],
+                                       author_cap=2)
     assert states[0] == states[1]
     assert sum(r.capped for r in replies[0]) == sum(r.capped for r in replies[1]) == 4  # p2..p5
     state = states[0]

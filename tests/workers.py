@@ -216,3 +216,22 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, workers:
             tails = "\n".join(w.log_tail() for w in workers)
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
         time.sleep(poll)
+
+
+def every_bucket(client) -> dict[tuple[str, int], dict[str, int | float]]:
+    """(scope, bucket start) -> the bucket's counts, for every scope with an index: the hidden pair
+    scopes and scopes gone from the registry too (on a cluster, a SCAN of every master). As counts:
+    a post the caps took back out leaves its fields at 0 (and its score in the sum's last bits),
+    where the same posts in another order never counted it and left no field (or no hash)."""
+    from stream.keys import bucket_key, index_pattern, scope_of_index
+
+    out = {}
+    for key in client.scan_iter(match=index_pattern("*"), count=1000):
+        scope = scope_of_index(key)
+        for start in client.zrange(key, 0, -1):
+            counts = client.hgetall(bucket_key(scope, int(start)))
+            found: dict[str, int | float] = {k: int(counts[k]) for k in ("n", "positive", "negative", "neutral") if int(counts.get(k, 0))}
+            if found:
+                found["score_sum"] = round(float(counts["score_sum"]), 9)
+            out[(scope, int(start))] = found
+    return out
