@@ -714,6 +714,10 @@ def run(
     workers: Annotated[int, typer.Option("--workers", min=1, help="worker processes in the consumer group")] = 1,
     with_console: Annotated[bool, typer.Option("--console", help="after the run, keep the stack up and serve the console until Ctrl-C")] = False,
     report_path: Annotated[Optional[Path], typer.Option("--report", dir_okay=False, help="also write the daily report of every day in the data (html, md or csv by suffix)")] = None,
+    input_ended: Annotated[bool, typer.Option(
+        "--input-ended", help="FILE is the whole input: settle the end of a configured stack as the embedded one's (judge every scope "
+                              "through the newest post of any partition, then trim every scope a retention behind it). Safe only when "
+                              "nothing else writes to these topics or this Redis; implied on the embedded stack")] = False,
 ) -> None:
     """The main job: embedded stack (unless configured), a worker, FILE replayed at full speed, a summary."""
     import tempfile
@@ -741,6 +745,7 @@ def run(
                         file,
                         embedded=embedded,
                         timeout=timeout,
+                        input_ended=input_ended,
                         workers=workers,
                         worker_log=worker_log,
                         on_sent=lambda n: bar.update(sent_task, completed=n),

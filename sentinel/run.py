@@ -241,17 +241,26 @@ async def wait_alerts_delivered(store: WindowStore, workers: list[subprocess.Pop
         await asyncio.sleep(0.2)
 
 
-async def flush_incidents(settings: Settings, store: WindowStore, *, embedded: bool) -> None:
-    """The replay's input has ended: incidents still in their group wait are announced now (their
-    wait counts event time, and no more will pass). On the run's own embedded stack every scope is
-    judged up to the newest post of any partition (less the grace), not only as far as the
-    partition that ended first, and every scope's windows are then trimmed as a write with every
-    partition through its newest post would (AlertEngine.trim_ended), so what the run leaves does
-    not depend on which partition went idle when; on a configured one other producers may still
-    be writing, so no partition is taken for ended and nothing more is trimmed."""
+async def flush_incidents(settings: Settings, store: WindowStore, *, ended: bool) -> None:
+    """The replay is through its file: incidents still in their group wait are announced now (their
+    wait counts event time, and no more will pass). `ended` (the run's own embedded stack, or a
+    configured one with `--input-ended`): the file was the whole input, so every scope is judged up
+    to the newest post of any partition (less the grace), not only as far as the partition that
+    ended first, and every scope's windows are then trimmed as a write with every partition through
+    its newest post would (AlertEngine.trim_ended), so what the run leaves does not depend on which
+    partition went idle when. Otherwise other producers may still be writing, so no partition is
+    taken for ended and nothing more is trimmed."""
     from stream.worker import alert_engine
 
-    await alert_engine(settings, store).settle(ended=embedded)
+    await alert_engine(settings, store).settle(ended=ended)
+
+
+def settled_as_ended(*, embedded: bool, input_ended: bool) -> bool:
+    """Whether the end of a run may be taken as the end of its input. The embedded stack is the
+    run's own, so nothing else writes to it; a configured one only on the caller's word, since
+    taking a partition another producer still writes for ended would judge past posts still to come
+    and trim buckets they fall in."""
+    return embedded or input_ended
 
 
 async def read_alerts(settings: Settings, since_ms: int) -> list[dict[str, Any]]:
@@ -274,12 +283,16 @@ async def run_once(
     *,
     embedded: bool,
     timeout: float,
+    input_ended: bool = False,
     workers: int = 1,
     worker_log: Path | None = None,
     on_sent: Callable[[int], None] | None = None,
     on_consumed: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Replay PATH through `workers` worker processes (one consumer group); the summary and the alert records."""
+    """Replay PATH through `workers` worker processes (one consumer group); the summary and the alert
+    records. The end is settled as ended (`settled_as_ended`) on the embedded stack, or where the
+    caller says PATH is the whole input of the configured topics and Redis (`input_ended`)."""
+    ended = settled_as_ended(embedded=embedded, input_ended=input_ended)
     await ensure_topics(settings, worker_topics(settings))
     store = open_store(settings)
     try:
@@ -292,7 +305,7 @@ async def run_once(
             sent = replayed.sent
             after = await wait_processed(settings, store, before, sent, procs, timeout, on_consumed)
             wall = time.monotonic() - started
-            await flush_incidents(settings, store, embedded=embedded)
+            await flush_incidents(settings, store, ended=ended)
             await wait_alerts_delivered(store, procs, timeout)
         finally:
             for proc in procs:
@@ -304,6 +317,7 @@ async def run_once(
         summary["not_sent"] = len(replayed.not_sent)
         summary["not_sent_lines"] = [{"line": line, "reason": why} for line, why in replayed.not_sent]
         summary["dead_lettered_lines"] = letters
+        summary["ended"] = ended
         for warning in run_warnings(before, summary, embedded=embedded):
             print(f"warning: {warning}", file=sys.stderr, flush=True)
         if letters:
