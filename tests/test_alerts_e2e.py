@@ -23,6 +23,7 @@ import redis
 from aiokafka.partitioner import murmur2
 
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, to_posts
+from stream.settings import Settings
 from stream.timefmt import iso
 from stream.windows import CLOCK_JUMP_POSTS
 from workers import Hook, worker_env
@@ -420,3 +421,83 @@ def test_a_copy_paste_raid_counts_as_a_few_voices_alike_with_one_worker_or_two(t
     assert hour_rollups(redis_server) == counts
     strip = lambda rs: [{k: v for k, v in r.items() if k != "fired_at"} for r in rs]  # noqa: E731
     assert strip(records2) == strip(records)
+
+
+# A recording whose partition 0 ends half-way through the day and whose partition 1 runs on to its
+# end, with a BTC swing after partition 0's last post. A 6-hour baseline and an 8-hour retention keep
+# the day short; an idle time of an hour keeps partition 0 live through the whole run, so where the
+# end is judged and trimmed to depends on how the run is settled alone, not on the wall clock.
+HALF_DAY = 12 * 3600
+ENDED_SWING_AT = 18 * 3600
+ENDED = Scenario(days=1, episodes=(Episode("BTC", ENDED_SWING_AT, mix=SWING_MIX),))
+ENDED_SETTINGS = {"SENTINEL_ALERT_BASELINE": "6h", "SENTINEL_RETENTION": "8h", "SENTINEL_MAX_FUTURE": "1h",  # below the dedupe window
+                  "SENTINEL_ALERT_IDLE_PARTITION": "3600"}
+
+
+def recording_ending_apart(posts: list[dict]) -> list[dict]:
+    """Record lines: the posts before HALF_DAY alternate between partitions 0 and 1, every later
+    post goes to partition 1."""
+    offsets = [0, 0]
+    lines = []
+    for i, post in enumerate(posts):
+        partition = i % 2 if post["created_at"] < T0 + HALF_DAY else 1
+        lines.append({"topic": "forum-posts", "partition": partition, "offset": offsets[partition],
+                      "timestamp": int(post["created_at"] * 1000), "key": post["id"], "value": json.dumps(post)})
+        offsets[partition] += 1
+    return lines
+
+
+def on_the_embedded_stack(path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, list[dict], dict]:
+    """`sentinel run PATH` as the command runs it on its own stack (connected, run_once), with the
+    buckets read before the stack goes: the summary, the alert records and every bucket."""
+    from sentinel.run import connected, redis_url, run_once
+    from stream.tools.services import run_async
+    from workers import every_bucket
+
+    with monkeypatch.context() as patched:
+        for name in ("KAFKA_BROKER", "REDIS_URL", "SENTINEL_KAFKA_BROKER", "SENTINEL_REDIS_URL", "SENTINEL_APPRISE_URLS"):
+            patched.delenv(name, raising=False)
+        # The workers the run starts take their settings from this environment.
+        for name, value in {"SENTINEL_BASE": "lexicon", "SENTINEL_CACHE_DIR": str(cache_dir), "SENTINEL_PARTITIONS": "2",
+                            **ENDED_SETTINGS}.items():
+            patched.setenv(name, value)
+        with connected(Settings()) as (live, embedded):
+            assert embedded
+            summary, alerts = run_async(run_once(live, path, embedded=embedded, timeout=600))
+            return summary, alerts, every_bucket(redis.Redis.from_url(redis_url(live), decode_responses=True))
+
+
+def test_a_configured_stack_with_input_ended_leaves_what_the_embedded_stack_leaves(tmp_path, kafka_server, redis_server, cache_dir,
+                                                                                    monkeypatch):
+    """`sentinel run --input-ended` on a configured Kafka and Redis settles the end as the embedded
+    stack does (judging through the newest post of any partition, then the trim of every scope): the
+    same alert records and the same buckets. Without the flag the run takes nothing for ended (other
+    producers may still be writing): judging stops at partition 0's last post, so the swing after
+    it fires nothing, and the trim is held a retention behind that post."""
+    from workers import every_bucket
+
+    posts = to_posts(generate(ENDED, seed=3), text_for, seed=3)
+    data = tmp_path / "recorded.jsonl"
+    data.write_text("".join(json.dumps(line) + "\n" for line in recording_ending_apart(posts)))
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "fired_at"} for r in rs]  # noqa: E731
+
+    summary, alerts, buckets = on_the_embedded_stack(data, cache_dir, monkeypatch)
+    assert summary["processed"] == len(posts) and summary["ended"] is True
+    swing = [r for r in alerts if r["scope"] == "asset:BTC" and r["window_end"] >= iso(T0 + ENDED_SWING_AT)]
+    assert swing and swing[0]["state"] == "firing", alerts
+
+    runs = {}
+    for flag in ((), ("--input-ended",)):
+        env = worker_env(f"input-ended-{len(flag)}", kafka_server, redis_server, cache_dir, SENTINEL_PARTITIONS="2", **ENDED_SETTINGS)
+        redis.Redis.from_url(redis_server).flushdb()
+        got, records = sentinel_run(data, env, tmp_path / f"configured-{len(flag)}", *flag)
+        runs[bool(flag)] = got, strip(records), every_bucket(redis.Redis.from_url(redis_server, decode_responses=True))
+
+    (plain, plain_alerts, plain_buckets), (ended, ended_alerts, ended_buckets) = runs[False], runs[True]
+    assert (plain["ended"], ended["ended"]) == (False, True)
+    assert plain["processed"] == ended["processed"] == len(posts)
+    assert ended_alerts == strip(alerts) and ended_buckets == buckets
+    # Without the flag: nothing judged past partition 0's last post, older buckets kept.
+    partition_0_end = max(p["created_at"] for i, p in enumerate(posts) if i % 2 == 0 and p["created_at"] < T0 + HALF_DAY)
+    assert plain_alerts != ended_alerts and all(r["window_end"] <= iso(partition_0_end) for r in plain_alerts)
+    assert min(start for _, start in plain_buckets) < min(start for _, start in buckets)
