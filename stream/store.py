@@ -111,14 +111,22 @@ local function apply_scope(k, a)
   -- one (samples are drawn from every post, below). The cells keep only its time, score and id:
   -- the bucket is its time's (windows.bucket_start: ts - fmod(ts, width) is exact, as Python's //
   -- is), its square is the score's (the same double Python squared), its label its list's.
+  -- A field taken back to 0 goes, and with the bucket's last counted post its sums go too (their
+  -- last bits are not 0 again): the bucket is then field for field what a write that never counted
+  -- those posts leaves, not only equal as counts. The roll-ups need no such care: a label's first
+  -- post of an hour is first in both its lists, so it counts, and no roll-up holding it ends at 0.
   local function uncount(e, label)
     local s = tonumber(e.score)
     local bucket = string.format('%d', e.t - math.fmod(e.t, bucket_s))
     local key = prefix .. bucket
-    redis.call('HINCRBY', key, 'n', -1)
-    redis.call('HINCRBY', key, label, -1)
-    redis.call('HINCRBYFLOAT', key, 'score_sum', string.format('%.17g', -s))
-    redis.call('HINCRBYFLOAT', key, 'score_sq', string.format('%.17g', -(s * s)))
+    local n = redis.call('HINCRBY', key, 'n', -1)
+    if redis.call('HINCRBY', key, label, -1) == 0 then redis.call('HDEL', key, label) end
+    if n == 0 then
+      redis.call('HDEL', key, 'n', 'score_sum', 'score_sq')
+    else
+      redis.call('HINCRBYFLOAT', key, 'score_sum', string.format('%.17g', -s))
+      redis.call('HINCRBYFLOAT', key, 'score_sq', string.format('%.17g', -(s * s)))
+    end
     roll(bucket, label, s, s * s, -1)
   end
   -- A cell's list: the first posts by (event time, id) of one author's or one text's posts of one

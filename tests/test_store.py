@@ -560,18 +560,16 @@ def by(pid, ts, author, label="negative", score=-0.5, source="discord", assets=(
 
 def _state(url: str) -> dict:
     """Every bucket and roll-up hash of every scope, and the stats' counters: what judging, the
-    console and the report read. Scores rounded: their sums run in arrival order. A count of 0 reads
-    as one never written (a post counted, then taken back out, leaves its fields at 0)."""
+    console and the report read. Field for field: a post counted, then taken back out, leaves no
+    field (nor roll-up) behind, as one never counted. Scores rounded: their sums run in arrival
+    order."""
     r = redis.Redis.from_url(url, decode_responses=True)
     out = {}
-    counts = ("n", "positive", "negative", "neutral", "score_sum", "score_sq")
     for key in r.scan_iter("sentinel:{*}:[bhd]:*"):
         if key.endswith((":lo", ":hi")):
             out[key] = r.get(key)
             continue
-        fields = {k: (round(float(v), 9) if k.startswith("score") else v) for k, v in r.hgetall(key).items()}
-        if kept := {k: v for k, v in fields.items() if not (k in counts and float(v) == 0)}:
-            out[key] = kept
+        out[key] = {k: (round(float(v), 9) if k.startswith("score") else v) for k, v in r.hgetall(key).items()}
     stats = r.hgetall(STATS_KEY)
     out["stats"] = {k: stats.get(k) for k in ("processed", "capped", "text_capped", "label:negative", "label:positive")}
     return out

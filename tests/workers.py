@@ -220,9 +220,9 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, workers:
 
 def every_bucket(client) -> dict[tuple[str, int], dict[str, int | float]]:
     """(scope, bucket start) -> the bucket's counts, for every scope with an index: the hidden pair
-    scopes and scopes gone from the registry too (on a cluster, a SCAN of every master). As counts:
-    a post the caps took back out leaves its fields at 0 (and its score in the sum's last bits),
-    where the same posts in another order never counted it and left no field (or no hash)."""
+    scopes and scopes gone from the registry too (on a cluster, a SCAN of every master). Field for
+    field (a post the caps took back out leaves no field behind, as one never counted), but the
+    score sum rounded: such a post leaves its score in the sum's last bits."""
     from stream.keys import bucket_key, index_pattern, scope_of_index
 
     out = {}
@@ -230,8 +230,8 @@ def every_bucket(client) -> dict[tuple[str, int], dict[str, int | float]]:
         scope = scope_of_index(key)
         for start in client.zrange(key, 0, -1):
             counts = client.hgetall(bucket_key(scope, int(start)))
-            found: dict[str, int | float] = {k: int(counts[k]) for k in ("n", "positive", "negative", "neutral") if int(counts.get(k, 0))}
-            if found:
+            found: dict[str, int | float] = {k: int(counts[k]) for k in ("n", "positive", "negative", "neutral") if k in counts}
+            if "score_sum" in counts:
                 found["score_sum"] = round(float(counts["score_sum"]), 9)
             out[(scope, int(start))] = found
     return out
