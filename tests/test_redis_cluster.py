@@ -172,36 +172,16 @@ def alert_records(path: Path) -> list[str]:
     return sorted(json.dumps({k: v for k, v in row.items() if k != "fired_at"}, sort_keys=True) for row in rows)
 
 
-def end_input(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The end of the input as `sentinel run` settles it on its own embedded stack (every partition
-    through its newest post: judging, then the trim). On a configured stack, as here, the run does
-    not take its input for ended: other producers may still be writing."""
-    from sentinel.run import open_store
-    from stream.worker import alert_engine
-
-    with monkeypatch.context() as patched:
-        for name, value in env.items():
-            patched.setenv(name, value)
-        settings = Settings()
-
-    async def settle() -> None:
-        store = open_store(settings)
-        try:
-            await alert_engine(settings, store).settle(ended=True)
-        finally:
-            await store.close()
-
-    asyncio.run(settle())
-
-
-def test_a_run_on_the_cluster_matches_one_server(tmp_path, kafka_server, redis_server, redis_cluster, cache_dir, monkeypatch):
+def test_a_run_on_the_cluster_matches_one_server(tmp_path, kafka_server, redis_server, redis_cluster, cache_dir):
     redis.Redis.from_url(redis_server).flushdb()
     cluster_client(redis_cluster.url).flushall()
-    results, views, envs = {}, {}, {}
+    results, views = {}, {}
     for name, url, extra in (("single", redis_server, {}), ("cluster", redis_cluster.url, {"SENTINEL_REDIS_CLUSTER": "1"})):
-        env = envs[name] = worker_env(f"cluster-same-{name}", kafka_server, url, cache_dir, SENTINEL_PARTITIONS="4", **extra)
+        env = worker_env(f"cluster-same-{name}", kafka_server, url, cache_dir, SENTINEL_PARTITIONS="4", **extra)
         out = tmp_path / f"{name}-alerts.jsonl"
-        done = sentinel(["run", str(DEMO), "--alerts-out", str(out), "--summary-json", str(tmp_path / f"{name}.json")], env)
+        # The demo is the whole input of these topics and this Redis: its end is settled as `sentinel
+        # run` settles it on its own stack (every partition through its newest post: judging, then the trim).
+        done = sentinel(["run", str(DEMO), "--input-ended", "--alerts-out", str(out), "--summary-json", str(tmp_path / f"{name}.json")], env)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         results[name] = (json.loads((tmp_path / f"{name}.json").read_text()), alert_records(out))
         # The reading commands and the console go through the same client.
@@ -214,8 +194,6 @@ def test_a_run_on_the_cluster_matches_one_server(tmp_path, kafka_server, redis_s
     # retention past them, and whether a partition that ended first still counted as live at the
     # last write was wall-clock idleness (SENTINEL_ALERT_IDLE_PARTITION), so one run could keep
     # minutes at that edge that the other had trimmed (23 of them in CI at 0d41cec).
-    for env in envs.values():
-        end_input(env, monkeypatch)
     single = every_bucket(redis.Redis.from_url(redis_server, decode_responses=True))
     on_cluster = every_bucket(cluster_client(redis_cluster.url))
     assert len(single) > 100 and on_cluster == single
@@ -226,8 +204,8 @@ def test_a_run_on_the_cluster_matches_one_server(tmp_path, kafka_server, redis_s
     assert min(start for _, start in single) >= line
     (s_summary, s_alerts), (c_summary, c_alerts) = results["single"], results["cluster"]
     assert len(s_alerts) > 0 and c_alerts == s_alerts
-    same = ("consumed", "valid", "dlq", "duplicates", "processed", "labels", "alerts")
-    assert {k: c_summary[k] for k in same} == {k: s_summary[k] for k in same}
+    same = ("consumed", "valid", "dlq", "duplicates", "processed", "labels", "alerts", "ended")
+    assert {k: c_summary[k] for k in same} == {k: s_summary[k] for k in same} and s_summary["ended"] is True
 
 
 def test_a_master_killed_mid_stream_loses_nothing_with_wait(tmp_path, kafka_server, redis_cluster, cache_dir):
