@@ -1,4 +1,7 @@
 """The docs' relative links resolve: a page moved or renamed must not leave a reader at a dead link.
+And what the docs name exists: every `SENTINEL_*` variable is a setting, a default they state is the
+setting's, every `sentinel COMMAND --option` they show is in the CLI, and the README's import layers
+are tests/test_layers.py's.
 
 Only links inside the repository are checked (no network); anchors are not.
 """
@@ -35,3 +38,178 @@ def test_a_dead_link_is_found(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text("[ok](there.md) [anchor](there.md#a) [web](https://example.org/x) [gone](missing.md#b)")
     assert dead_links(page) == ["missing.md"]
+
+
+# --- What the docs name must exist: settings, their defaults, commands and options, the layers ---
+# Pure and fast: the pages are read as text, the settings and the CLI introspected (no model, no
+# server). Each check has a test of its own below that feeds it a bogus name and sees it caught.
+
+_VAR = re.compile(r"\bSENTINEL_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_])(\*)?|\bSENTINEL_[A-Z0-9_]*_\*")
+
+
+def setting_names() -> set[str]:
+    from stream.settings import Settings
+
+    return {f"SENTINEL_{name.upper()}" for name in Settings.model_fields}
+
+
+def unknown_variables(text: str, known: set[str]) -> list[str]:
+    """`SENTINEL_<NAME>`s in the text that are no setting; `SENTINEL_ALERT_*` must start one."""
+    found = []
+    for m in _VAR.finditer(text):
+        name = m.group(0)
+        if name.endswith("*"):
+            ok = any(k.startswith(name.rstrip("*")) for k in known)
+        else:
+            ok = name in known
+        if not ok:
+            found.append(name)
+    return found
+
+
+def test_every_sentinel_variable_in_the_docs_is_a_setting() -> None:
+    known = setting_names()
+    wrong = {str(p.relative_to(ROOT)): names for p in doc_pages() if (names := unknown_variables(p.read_text(encoding="utf-8"), known))}
+    assert not wrong, f"SENTINEL_ names in the docs that stream/settings.py does not have: {wrong}"
+
+
+def test_an_unknown_variable_is_found() -> None:
+    known = {"SENTINEL_ALERT_FIRE_Z", "SENTINEL_BASE"}
+    text = "`SENTINEL_BASE=lexicon`, `SENTINEL_ALERT_*`, SENTINEL_<NAME>, `SENTINEL_ALERT_FIRE_ZZ`, `SENTINEL_NOTIFY_*` and SENTINEL_BOGUS."
+    assert unknown_variables(text, known) == ["SENTINEL_ALERT_FIRE_ZZ", "SENTINEL_NOTIFY_*", "SENTINEL_BOGUS"]
+
+
+# A default as the docs state it: `| `SENTINEL_X` | 3.5 |` (a table's default column) or `SENTINEL_X`
+# (45 s) / (1h) / (10,000) right after the name. Other wordings are not read.
+_DEFAULT = re.compile(r"`(SENTINEL_[A-Z0-9_]+)`(?: \| ([^|\n]+?) \|| \(([^()\n]+)\))")
+_VALUE = re.compile(r"(\d[\d,]*(?:\.\d+)?) ?([smhd]?)")
+
+
+def stated_default_problems(text: str, defaults: dict[str, object]) -> list[str]:
+    problems = []
+    for m in _DEFAULT.finditer(text):
+        name, stated = m.group(1), (m.group(2) or m.group(3)).strip()
+        value = _VALUE.fullmatch(stated)
+        if name not in defaults or not value:
+            continue  # prose, not a value; unknown names are the test above's
+        number, unit = value.group(1).replace(",", ""), value.group(2)
+        default = defaults[name]
+        if isinstance(default, str):
+            ok = f"{number}{unit}" == default
+        elif isinstance(default, (int, float)) and not isinstance(default, bool) and unit in ("", "s"):
+            ok = float(number) == float(default)
+        else:
+            continue
+        if not ok:
+            problems.append(f"{name}: the docs say {stated}, stream/settings.py {default!r}")
+    return problems
+
+
+def test_every_default_the_docs_state_is_the_settings_default() -> None:
+    from stream.settings import Settings
+
+    defaults = {f"SENTINEL_{name.upper()}": field.default for name, field in Settings.model_fields.items()}
+    wrong = {str(p.relative_to(ROOT)): found for p in doc_pages() if (found := stated_default_problems(p.read_text(encoding="utf-8"), defaults))}
+    assert not wrong, f"defaults the docs state that the settings do not have: {wrong}"
+
+
+def test_a_wrong_default_is_found() -> None:
+    defaults = {"SENTINEL_A": 3.5, "SENTINEL_B": "6h", "SENTINEL_C": 60.0, "SENTINEL_D": 10_000, "SENTINEL_E": 20}
+    text = ("| `SENTINEL_A` | 3.5 | x |\n| `SENTINEL_B` | 6h | x |\n`SENTINEL_C` (60 s), `SENTINEL_D` (10,000), "
+            "`SENTINEL_E` (3; off), `SENTINEL_B` (5h), `SENTINEL_A` | 4.0 |")
+    assert stated_default_problems(text, defaults) == [
+        "SENTINEL_B: the docs say 5h, stream/settings.py '6h'", "SENTINEL_A: the docs say 4.0, stream/settings.py 3.5"]
+
+
+# `sentinel COMMAND [SUBCOMMAND] --option ...` in a shell block or a `code span`: the command and
+# each long option must exist in the CLI (typer, introspected; nothing runs).
+_INVOCATION = re.compile(r"(?:^|[\s/(])sentinel\s+([a-z][a-z-]*)((?:\s+[^\s;&<>]+)*)")
+_FENCE = re.compile(r"```[a-z]*\n(.*?)```", re.S)
+
+
+def cli_commands() -> dict[tuple[str, ...], object]:
+    import typer.main
+
+    from sentinel.cli import app
+
+    root = typer.main.get_command(app)
+    found: dict[tuple[str, ...], object] = {}
+    for name, command in root.commands.items():  # type: ignore[attr-defined]
+        found[(name,)] = command
+        for sub, subcommand in getattr(command, "commands", {}).items():
+            found[(name, sub)] = subcommand
+    return found
+
+
+def invocations(text: str) -> list[tuple[str, list[str]]]:
+    snippets = []
+    for block in _FENCE.findall(text):
+        snippets += [line.split(" #")[0] for line in block.replace("\\\n", " ").splitlines()]
+    snippets += re.findall(r"`([^`\n]*\bsentinel [^`\n]*)`", _FENCE.sub("", text))
+    found = []
+    for snippet in snippets:
+        for part in re.split(r" \| |;|&&|\$\(|\)", snippet):  # a shell pipe has spaces; `real|false-alarm` does not
+            if m := _INVOCATION.search(part):
+                found.append((m.group(1), m.group(2).split()))
+    return found
+
+
+def cli_problems(text: str, commands: dict[tuple[str, ...], object]) -> list[str]:
+    problems = []
+    for name, args in invocations(text):
+        command = commands.get((name,))
+        if command is None:
+            problems.append(f"sentinel {name}: no such command")
+            continue
+        shown = f"sentinel {name}"
+        if getattr(command, "commands", None) and args and re.fullmatch(r"[a-z][a-z-]*", args[0]):  # not `sentinel bench ...`
+            command = commands.get((name, args[0]))
+            shown += f" {args[0]}"
+            if command is None:
+                problems.append(f"{shown}: no such command")
+                continue
+            args = args[1:]
+        options = {"--help"} | {o for p in command.params for o in (*p.opts, *p.secondary_opts)}  # type: ignore[attr-defined]
+        for arg in args:
+            for option in re.findall(r"(?:^|/)(--[a-z][a-z0-9-]*)", arg.strip("[]").split("=")[0]):
+                if option not in options:
+                    problems.append(f"{shown} {option}: no such option")
+    return problems
+
+
+def test_every_sentinel_command_and_option_in_the_docs_exists() -> None:
+    commands = cli_commands()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(invocations(readme)) > 40  # the parser finds the README's commands
+    wrong = {str(p.relative_to(ROOT)): found for p in doc_pages() if (found := cli_problems(p.read_text(encoding="utf-8"), commands))}
+    assert not wrong, f"commands or options the docs show that the CLI does not have: {wrong}"
+
+
+def test_an_unknown_command_or_option_is_found() -> None:
+    commands = cli_commands()
+    text = ("```sh\n.venv/bin/sentinel replay posts.jsonl --speed 60 --bogus   # --not-read in a comment\n"
+            "sentinel record --topic x \\\n  --max-idle 5 --gone\nsentinel bench nosuch\n```\n"
+            "`sentinel notify-test [--severity warning|critical] [--attempts N]`, `sentinel frobnicate`, "
+            "`sentinel bench store [--pairs] [--assets 300 --shards 2]`, `sentinel train --text-col/--label-kol`")
+    assert cli_problems(text, commands) == [
+        "sentinel replay --bogus: no such option", "sentinel record --gone: no such option", "sentinel bench nosuch: no such command",
+        "sentinel frobnicate: no such command", "sentinel bench store --shards: no such option", "sentinel train --label-kol: no such option"]
+
+
+def readme_layers(text: str) -> list[set[str]]:
+    """The README's `worker` > `ops` | ... chain of the layers inside stream/."""
+    m = re.search(r"each\s+layer imports only those below it: (.*?)\. Pure modules", text, re.S)
+    assert m, "the README's sentence on the layers inside stream/ is gone"
+    return [{name.strip().strip("`") for name in layer.split("|")} for layer in m.group(1).split(">")]
+
+
+def test_the_readmes_layers_are_test_layers_layers() -> None:
+    from test_layers import LAYERS
+
+    assert readme_layers((ROOT / "README.md").read_text(encoding="utf-8")) == [
+        {name.removeprefix("stream.") for name in layer} for layer in LAYERS]
+
+
+def test_a_layer_out_of_place_is_found() -> None:
+    text = "each layer imports only those below it: `worker` > `ops` | `tools` > `timefmt`. Pure modules"
+    assert readme_layers(text) == [{"worker"}, {"ops", "tools"}, {"timefmt"}]
