@@ -3,7 +3,7 @@ And what the docs name exists: every `SENTINEL_*` variable is a setting, a defau
 setting's, every `sentinel COMMAND --option` they show is in the CLI, and the README's import layers
 are tests/test_layers.py's.
 
-Only links inside the repository are checked (no network); anchors are not.
+Only links inside the repository are checked (no network), anchors against the target page's headings.
 """
 
 from __future__ import annotations
@@ -31,6 +31,35 @@ def test_every_relative_link_in_the_docs_resolves() -> None:
     assert len(pages) > 5, pages  # the glob found the docs, so an empty result below means something
     dead = {str(p.relative_to(ROOT)): links for p in pages if (links := dead_links(p))}
     assert not dead, f"dead links: {dead}"
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """GitHub's anchors for a page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", heading.replace("`", "").strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#+ (.*)$", text, re.M)}
+
+
+def dead_anchors(page: Path) -> list[str]:
+    found = []
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", page.read_text(encoding="utf-8")):
+        path = page.parent / target if target else page
+        if not _EXTERNAL.match(target) and path.suffix == ".md" and path.exists() and anchor not in heading_anchors(path):
+            found.append(f"{target}#{anchor}")
+    return found
+
+
+def test_every_anchor_in_the_docs_names_a_heading() -> None:
+    dead = {str(p.relative_to(ROOT)): anchors for p in doc_pages() if (anchors := dead_anchors(p))}
+    assert not dead, f"links to headings that are not there (renamed?): {dead}"
+
+
+def test_a_dead_anchor_is_found(tmp_path: Path) -> None:
+    (tmp_path / "there.md").write_text("# Redis Cluster\n## The edge: `SENTINEL_X=1` (a test)\n```sh\n# not a heading\n```\n")
+    page = tmp_path / "page.md"
+    page.write_text("[a](there.md#redis-cluster) [b](there.md#the-edge-sentinel_x1-a-test) [c](there.md#not-a-heading) "
+                    "[d](there.md#redis-clusters) [e](#own) [f](https://example.org/x#y)\n# Own\n")
+    assert dead_anchors(page) == ["there.md#not-a-heading", "there.md#redis-clusters"]
 
 
 def test_a_dead_link_is_found(tmp_path: Path) -> None:
