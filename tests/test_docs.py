@@ -1,5 +1,6 @@
 """The docs' relative links resolve: a page moved or renamed must not leave a reader at a dead link.
-And what the docs name exists: every `SENTINEL_*` variable is a setting, a default they state is the
+And what the docs name exists: every repository path (and test or function in it) they cite is there,
+every `SENTINEL_*` variable is a setting, a default they state is the
 setting's, every `sentinel COMMAND --option` they show is in the CLI, and the README's import layers
 are tests/test_layers.py's.
 
@@ -31,6 +32,53 @@ def test_every_relative_link_in_the_docs_resolves() -> None:
     assert len(pages) > 5, pages  # the glob found the docs, so an empty result below means something
     dead = {str(p.relative_to(ROOT)): links for p in pages if (links := dead_links(p))}
     assert not dead, f"dead links: {dead}"
+
+
+# `bench/scopes.py`, `docs/results/x-{a,b}.json`, `tests/test_x.py::test_y`, `stream/redis_client.open_redis`:
+# a path into the repository that the docs name, in a code span, must be there (and the test or
+# function it names in that file). Patterns (`*`, `<scope>`, `NAME`, `...`) are not paths.
+_REPO_PATH = re.compile(r"`((?:docs|bench|tests|stream|model|training|sentinel|deploy|examples)/[^`\s]*)`")
+_FILE_SUFFIX = re.compile(r"\.(?:py|json|jsonl|md|yaml|yml|csv|sh|txt|env|png|toml)$")
+
+
+def expand_braces(path: str) -> list[str]:
+    m = re.search(r"\{([^{}]*)\}", path)
+    if not m:
+        return [path]
+    return [x for alt in m.group(1).split(",") for x in expand_braces(path[: m.start()] + alt + path[m.end():])]
+
+
+def missing_paths(text: str, root: Path) -> list[str]:
+    missing = []
+    for named in _REPO_PATH.findall(text):
+        named = named.split("#")[0].rstrip(",.:;)")
+        if re.search(r"[*<>]|NAME|\.\.\.|\s", named):
+            continue
+        for path in expand_braces(named):
+            file, _, name = path.partition("::")
+            if not name and not (root / file).exists() and not _FILE_SUFFIX.search(file) and "." in Path(file).name:
+                file, name = file.rsplit(".", 1)[0] + ".py", file.rsplit(".", 1)[1]  # stream/redis_client.open_redis
+            source = root / file
+            if not source.exists():
+                missing.append(path)
+            elif name and not re.search(rf"^\s*(?:async )?(?:def|class) {re.escape(name)}\b|^{re.escape(name)}\s*[:=]", source.read_text(encoding="utf-8"), re.M):
+                missing.append(path)
+    return missing
+
+
+def test_every_repository_path_the_docs_name_exists() -> None:
+    wrong = {str(p.relative_to(ROOT)): found for p in doc_pages() if (found := missing_paths(p.read_text(encoding="utf-8"), ROOT))}
+    assert not wrong, f"files, tests or functions the docs name that are not there: {wrong}"
+
+
+def test_a_missing_path_is_found(tmp_path: Path) -> None:
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "a.py").write_text("def run():\n    pass\n")
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    (tmp_path / "docs" / "results" / "x-1.json").write_text("{}")
+    text = ("`bench/a.py`, `bench/a.run`, `bench/a.py::run`, `bench/a.py::gone`, `bench/a.walk`, `bench/b.py`, "
+            "`docs/results/x-{1,2}.json`, `docs/results/<name>.json`, `bench/*.py`")
+    assert missing_paths(text, tmp_path) == ["bench/a.py::gone", "bench/a.walk", "bench/b.py", "docs/results/x-2.json"]
 
 
 def heading_anchors(page: Path) -> set[str]:
