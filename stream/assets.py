@@ -247,4 +247,14 @@ def detect_assets(text: str, aliases: AliasTable | Mapping[str, str] = DEFAULT_A
 
 
 def normalize_assets(values: Iterable[str]) -> list[str]:
-    return sorted({v.strip().lstrip("$").upper() for v in values if v.strip().lstrip("$")})
+    """Explicit tickers as scopes name them: `$eth`, ` ETH ` and `$ eth` are ETH."""
+    return sorted({t for t in map(_explicit_ticker, values) if t})
+
+
+def _explicit_ticker(value: str) -> str:
+    # Spaces are stripped after each `$` as well as around it: "$ eth" was the scope `asset: ETH`,
+    # apart from ETH's, and "$ $eth" was `$ETH`.
+    ticker = value.strip()
+    while ticker.startswith("$"):
+        ticker = ticker[1:].strip()
+    return ticker.upper()

@@ -135,3 +135,11 @@ def test_letters_that_match_a_name_only_when_case_is_ignored_never_raise():
     odd = str.maketrans({"s": "ſ", "k": "\u212a", "i": "İ"})
     for name in DEFAULT_ALIASES.names:
         detect_assets(f"about {name.translate(odd)} today")  # no exception, whatever it finds
+
+
+def test_spaces_after_an_explicit_tickers_dollar_are_not_part_of_it():
+    """`"assets": ["$ eth"]` was counted in a scope `asset: ETH` of its own, beside ETH's (and
+    "$\u00a0btc" in `asset:\u00a0BTC`): the space was stripped before the `$`, not after it."""
+    post = parse_post(json.dumps({"id": "p1", "text": "x", "created_at": 1_790_000_000,
+                                  "assets": ["$ eth", "$\u00a0btc", "$ $sol"]}).encode(), now=1_790_812_800)
+    assert post.assets == ("BTC", "ETH", "SOL")
