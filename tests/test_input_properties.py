@@ -56,7 +56,7 @@ from stream.keys import bucket_key, cap_cells_prefix, index_key, rollup_index_ke
 from stream.reporting.prices import PriceError, parse_prices
 from stream.timefmt import iso
 from stream.tools.replay import is_record, pace_time, read_replay_file, replay_item
-from stream import windows
+from stream import assets, windows
 from stream.windows import author_key, channel_member, normalised_text, pair_scopes_for, scopes_for, text_key
 from training.data import DataError, load_examples
 
@@ -350,6 +350,18 @@ def _with_pattern(module: Any, name: str, pattern: re.Pattern[str], call: Any, t
         setattr(module, name, kept)
 
 
+# Asset detection's link pattern before it was made linear.
+QUADRATIC_ASSET_LINK = re.compile(r"(?:https?://|www\.)\S+|[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b", re.IGNORECASE)
+
+
+@settings(max_examples=1000 * SCALE, deadline=None)
+@given(st.one_of(link_text, link_text.map(lambda t: t.replace("a", "eth").replace("b", "BTC"))))
+@example("a@b.io+eth@d.io")  # an address glued on to another's end: blanked, as before
+@example("eth.a@b.io")
+def test_asset_detection_blanks_the_addresses_it_did(text: str) -> None:
+    assert detect_assets(text) == _with_pattern(assets, "_LINK", QUADRATIC_ASSET_LINK, detect_assets, text)
+
+
 CAP = LIMITS.max_text_chars
 # One run of a name's or an address's characters, as long as the text cap allows: each once cost
 # 0.3-1.7 s in one regex (tried at each of its 10,000 positions, each try reading to its end).
@@ -368,6 +380,12 @@ def test_a_text_at_the_cap_is_normalised_in_milliseconds_whatever_its_characters
     """A worker's event loop reads every post: 0.25 s is over 50 times what a linear read takes
     here on a busy machine, and under the quadratic one's 0.5-1.7 s."""
     assert _seconds(normalised_text, HOSTILE_TEXTS[name]) < 0.25
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_TEXTS))
+def test_assets_are_found_in_a_text_at_the_cap_in_milliseconds_whatever_its_characters(name: str) -> None:
+    """As above, for the asset detection every post without `assets` gets in parse_post."""
+    assert _seconds(detect_assets, HOSTILE_TEXTS[name]) < 0.25
 
 
 # -- files -------------------------------------------------------------------------------------
