@@ -101,8 +101,11 @@ def _reject_constant(token: str) -> Any:
 
 
 # A JSON string (escapes included) or one bracket; strings are matched whole so brackets inside
-# them are skipped. Unrolled-loop form: linear time on long strings.
-_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+# them are skipped. Unrolled-loop form: linear time on long strings. The closing quote is optional:
+# a string never closed runs to the end of the text (which is then no JSON: json.loads says so).
+# Required, a failed try at an unclosed string was retried from each escaped quote inside it, each
+# try reading to the end: 42 KB of `"\"\"\"...` then 33 brackets cost 12 s of the event loop.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 
 
 def nesting_exceeds(text: str, limit: int) -> bool:

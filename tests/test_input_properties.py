@@ -388,6 +388,29 @@ def test_assets_are_found_in_a_text_at_the_cap_in_milliseconds_whatever_its_char
     assert _seconds(detect_assets, HOSTILE_TEXTS[name]) < 0.25
 
 
+BYTE_CAP = LIMITS.max_message_bytes
+# Messages under the byte cap built to make the nesting check, which runs before json.loads, slow:
+# a string never closed, full of escaped quotes, then more brackets than the cap. The first cost
+# 12 s when each escaped quote restarted the search for the string's end.
+HOSTILE_MESSAGES = {
+    "escaped quotes": '"' + '\\"' * (BYTE_CAP // 3) + "[" * 33,
+    "text and escaped quotes": '"' + 'a\\"' * (BYTE_CAP // 4) + "[" * 33,
+    "quotes and backslashes": '\\""' * (BYTE_CAP // 4) + "[" * 33,
+    "brackets in an open string": "[" * 20 + '"' + "[{" * (BYTE_CAP // 3),
+    "a post with an open string": '{"id": "p1", "created_at": 1790000000, "text": "' + '\\"[' * (BYTE_CAP // 4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_MESSAGES))
+def test_a_message_at_the_byte_cap_is_judged_in_milliseconds(name: str) -> None:
+    raw = HOSTILE_MESSAGES[name].encode()
+    assert len(raw) <= BYTE_CAP
+    started = time.perf_counter()
+    result = check(raw)
+    assert time.perf_counter() - started < 0.25
+    assert isinstance(result, Rejection) and result.reason == "invalid_json"
+
+
 # -- files -------------------------------------------------------------------------------------
 
 
