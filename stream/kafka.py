@@ -372,10 +372,18 @@ def guard_undecodable_batches() -> None:
     cls._sentinel_guarded = True
 
 
+# The guard's own reasons are under 350 characters.
+UNDECODABLE_REASON_CHARS = 512
+
+
 def undecodable_reason(headers: Any) -> str | None:
-    """The guard's reason when a consumed message is its stand-in, else None."""
+    """The guard's reason when a consumed message is its stand-in, else None. Cut to
+    UNDECODABLE_REASON_CHARS: a producer can set the header itself, as large as the broker takes,
+    and the reason is the dead letter's `message`. Whole, 400 KB of header made a 1.2 MB dead letter
+    the producer refused, and the worker stopped on that message after every restart."""
     pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
     for name, value in pairs:
         if name == UNDECODABLE_HEADER:
-            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            reason = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            return reason[:UNDECODABLE_REASON_CHARS]
     return None

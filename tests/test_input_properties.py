@@ -52,8 +52,12 @@ from stream.contracts import (
     parse_post,
     sentiment_record,
 )
+from stream.batch import RawMessage
+from stream.kafka import UNDECODABLE_HEADER, UNDECODABLE_REASON_CHARS, max_request_bytes, record_bytes, undecodable_reason
 from stream.keys import bucket_key, cap_cells_prefix, index_key, rollup_index_key, scope_of_index, seen_key
+from stream.processor import BatchProcessor
 from stream.reporting.prices import PriceError, parse_prices
+from stream.settings import Settings
 from stream.timefmt import iso
 from stream.tools.replay import is_record, pace_time, read_replay_file, replay_item
 from stream import assets, windows
@@ -464,6 +468,33 @@ def test_any_run_repeated_to_the_cap_is_read_in_milliseconds(unit: str, as_text:
     check(raw)
     normalised_text(text)
     assert time.perf_counter() - started < 0.25
+
+
+# -- dead letters -----------------------------------------------------------------------------
+
+
+def _processor(limit: int) -> BatchProcessor:
+    """A processor for its dead letters only: no model, store or producer is reached."""
+    return BatchProcessor(lambda texts: [], None, None, sentiment_topic="out", dlq_topic="dlq", model_base="m",  # type: ignore[arg-type]
+                          model_adapter=None, max_record_bytes=limit)
+
+
+@settings(max_examples=30 * SCALE, deadline=None, suppress_health_check=SLOW_OK)
+@given(st.lists(st.tuples(st.sampled_from([UNDECODABLE_HEADER, "trace-id", ""]), st.one_of(st.none(), st.binary(max_size=8))),
+                max_size=3), st.binary(min_size=1, max_size=4), st.integers(min_value=0, max_value=400_000))
+@example([], b"\xff", 400_000)  # 400 KB of header made a 1.2 MB dead letter, over the producer's 1 MiB
+def test_a_producers_undecodable_header_of_any_size_gives_a_dead_letter_that_can_be_published(
+        headers: list[tuple[str, bytes | None]], unit: bytes, repeats: int) -> None:
+    """A producer may set the guard's header itself, up to what the broker takes (1 MiB): the
+    message is dead-lettered as `undecodable` and its dead letter fits the producer's limit."""
+    headers = [*headers, (UNDECODABLE_HEADER, unit * repeats)]
+    reason = undecodable_reason(headers)
+    assert reason is not None and len(reason) <= UNDECODABLE_REASON_CHARS
+    limit = max_request_bytes(Settings())
+    msg = RawMessage(b'{"id": "p1"}', "forum-posts", 0, 7, undecodable=reason)
+    dead = _processor(limit)._dead_letter_value(msg, Rejection("undecodable", reason))
+    assert record_bytes(None, dead) <= limit
+    assert json.loads(dead)["reason"] == "undecodable"
 
 
 # -- files -------------------------------------------------------------------------------------
