@@ -788,17 +788,29 @@ def run(
         worker_log.unlink(missing_ok=True)
 
 
+# The most partitions the embedded stack creates for a recording: one corrupt record line naming
+# partition 2,147,483,646 would otherwise have it create that many. A real topic with more is
+# replayed onto a configured stack, or with SENTINEL_PARTITIONS set.
+EMBEDDED_MAX_PARTITIONS = 1024
+
+
 def recording_partitions(settings: Settings, file: Path) -> Settings:
     """A recording keeps its per-partition order only on as many partitions as it names: the
-    embedded stack takes its count unless SENTINEL_PARTITIONS is set; a count set that differs is
-    warned about (fewer: the records go where their keys hash)."""
+    embedded stack takes its count (up to EMBEDDED_MAX_PARTITIONS) unless SENTINEL_PARTITIONS is
+    set; a count set that differs, or past that limit, is warned about (fewer: the records go where
+    their keys hash)."""
     from stream.tools.replay import recorded_partitions
 
     recorded = recorded_partitions(file)
     if recorded is None or recorded == settings.partitions:
         return settings
     if "partitions" not in settings.model_fields_set and not settings.kafka_broker:
-        return settings.model_copy(update={"partitions": recorded})
+        if recorded <= EMBEDDED_MAX_PARTITIONS:
+            return settings.model_copy(update={"partitions": recorded})
+        err.print(f"[yellow]warning:[/yellow] {escape(str(file))} names partition {recorded - 1:,}: the embedded stack creates at "
+                  f"most {EMBEDDED_MAX_PARTITIONS:,}, so its {settings.partitions} are used and per-partition order is not kept "
+                  f"(a corrupt line? set SENTINEL_PARTITIONS to choose)")
+        return settings
     err.print(f"[yellow]warning:[/yellow] {escape(str(file))} was recorded from {recorded} partitions but SENTINEL_PARTITIONS is "
               f"{settings.partitions}" + (": per-partition order is not kept" if recorded > settings.partitions else ""))
     return settings
