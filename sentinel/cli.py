@@ -788,10 +788,14 @@ def run(
         worker_log.unlink(missing_ok=True)
 
 
-# The most partitions the embedded stack creates for a recording: one corrupt record line naming
-# partition 2,147,483,646 would otherwise have it create that many. A real topic with more is
-# replayed onto a configured stack, or with SENTINEL_PARTITIONS set.
+# The most partitions a topic is created with from a recording's count (`sentinel run` on the
+# embedded stack, `sentinel replay --create-topic`): one corrupt record line naming partition
+# 2,147,483,646 would otherwise create that many. A real topic with more is created by its operator.
 EMBEDDED_MAX_PARTITIONS = 1024
+
+
+class TooManyPartitions(ValueError):
+    """A recording names more partitions than a topic is created with (EMBEDDED_MAX_PARTITIONS)."""
 
 
 def recording_partitions(settings: Settings, file: Path) -> Settings:
@@ -892,6 +896,9 @@ def replay_cmd(
             # recording naming more is refused below unless --repartition). Another topic, asked
             # for by --create-topic, takes the recording's count.
             recorded = recorded_partitions(file) if topic is not None and topic != settings.topic_posts else None
+            if recorded is not None and recorded > EMBEDDED_MAX_PARTITIONS:
+                raise TooManyPartitions(f"{file} names partition {recorded - 1:,}: --create-topic creates at most "
+                                        f"{EMBEDDED_MAX_PARTITIONS:,} (a corrupt line?); create {target!r} yourself to replay into it")
             await ensure_topics(settings.model_copy(update={"partitions": recorded or settings.partitions}), [target])
         await replay_lines(settings, file, target, pace, max_gap_s=max_gap, from_line=from_line, repartition=repartition, result=result)
 
@@ -905,6 +912,8 @@ def replay_cmd(
         raise fail(f"--topic: {exc} (--create-topic creates it)") from None
     except PartitionMismatch as exc:
         raise fail(f"{exc}: replay into a topic with at least {exc.recorded} partitions, or pass --repartition") from None
+    except TooManyPartitions as exc:
+        raise fail(str(exc)) from None
     except kafka_errors() as exc:
         raise kafka_failure(exc) from None
     except OSError as exc:

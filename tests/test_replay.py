@@ -332,6 +332,11 @@ def test_replay_refuses_a_topic_the_broker_lacks_unless_asked_to_create_it(kafka
     assert r.returncode == 0, r.stderr
     topics = asyncio.run(asyncio.wait_for(broker_topics(settings), 60))
     assert missing not in topics and topics[created] == 3  # the recording's partition count
+    huge = tmp_path / "huge.jsonl"  # one corrupt line naming partition 2**31 - 2: no topic of 2**31 partitions
+    huge.write_text(path.read_text() + json.dumps({**RECORD, "partition": 2**31 - 2, "value": post(9, iso(1_767_225_600))}) + "\n")
+    r = sentinel("replay", str(huge), "--topic", missing, "--create-topic", broker=kafka_server)
+    assert r.returncode == 2 and "names partition 2,147,483,646: --create-topic creates at most 1,024" in r.stderr, r.stderr
+    assert missing not in asyncio.run(asyncio.wait_for(broker_topics(settings), 60))
     r = sentinel("replay", str(path), "--topic", present, broker=kafka_server)  # 3 recorded partitions into 2
     assert r.returncode == 2 and "recorded from 3 partitions" in r.stderr and "--repartition" in r.stderr, r.stderr
     # The posts topic is the workers': made with SENTINEL_PARTITIONS, which they check it against,
