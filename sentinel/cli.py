@@ -7,10 +7,9 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, Awaitable, Callable, Optional, TypeVar
+from typing import Annotated, Any, Awaitable, Callable, Collection, Literal, Optional, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -19,7 +18,7 @@ from rich.text import Text
 
 from model.scorer import Judgement, Scorer
 from stream.logs import redact, setup_logging
-from stream.settings import Settings, get_settings, redis_given
+from stream.settings import Settings, get_settings, problems_unless_reading, read_settings, redis_given
 from stream.timefmt import shown
 
 class _App(typer.Typer):
@@ -65,20 +64,18 @@ QuantizeOpt = Annotated[Optional[str], typer.Option("--quantize", help="none | 8
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="posts per forward pass")]
 
 
-def model_settings(**overrides: Any) -> Settings:
+def model_settings(*, stream: Literal["worker", "reader"] | None = None, **overrides: Any) -> Settings:
     """The environment's settings with any CLI options laid over them; also sets up logging. Every
-    setting that is wrong is named in one line, the Redis URL's problem among the others: fixing one
-    and only then hearing of the next costs a pod restart each."""
-    try:
-        settings = get_settings()
-        setup_logging(settings.log_level, settings.log_json)
-        chosen = {k: v for k, v in overrides.items() if v is not None}
-        settings = Settings.model_validate({**settings.model_dump(), **chosen}) if chosen else settings
-    except ValidationError as exc:
-        raise fail(settings_error(exc, redis_url_problem())) from None
-    if problem := redis_url_problem():
-        raise fail(f"invalid settings: {problem}")
-    return settings
+    setting that is wrong is named in one line: a field that does not parse, settings wrong
+    together, the Redis URL and, for `stream`, the stream checks (`worker`: a worker's, the alias
+    table and the services it notifies too; `reader`: a command that only reads what workers
+    wrote). Fixing one and only then hearing of the next costs a pod restart each."""
+    found = read_settings({k: v for k, v in overrides.items() if v is not None})
+    setup_logging(found.settings.log_level, found.settings.log_json)
+    problems = [*found.problems, *(stream_problems(found.settings, stream, found.failing) if stream else []), redis_url_problem()]
+    if given := [problem for problem in problems if problem]:
+        raise fail(invalid_settings(given))
+    return found.settings
 
 
 def redis_url_problem() -> str | None:
@@ -101,26 +98,6 @@ def inert(value: str) -> Text:
     return Text(value)
 
 
-def settings_error(exc: ValidationError, *more: str | None) -> str:
-    """One line naming each bad variable and what is wrong with it, then `more` problems found
-    outside Settings (the Redis URL's). Never the value: a mistyped variable may hold a secret."""
-    from stream.settings import variable_name
-
-    fields = {name.upper(): name for name, field in Settings.model_fields.items()}
-    for name, field in Settings.model_fields.items():  # the alias names errors come back under (SENTINEL_KAFKA_BROKER)
-        fields.update({str(choice).upper(): name for choice in getattr(field.validation_alias, "choices", ())})
-    problems = []
-    for error in exc.errors():
-        text = error["msg"].removeprefix("Value error, ")
-        if not error["loc"]:  # a check of several settings together: its message names them
-            problems.append(text)
-            continue
-        name = str(error["loc"][0])
-        problems.append(f"{variable_name(fields.get(name.upper(), name))}: {text}")
-    problems.extend(problem for problem in more if problem)
-    return invalid_settings(problems)
-
-
 def invalid_settings(problems: list[str]) -> str:
     """Problems with the settings, every one of them, as one line: a pod log reads an error a line,
     and a line per problem would read as several errors. (A message of several lines, a check of
@@ -130,18 +107,17 @@ def invalid_settings(problems: list[str]) -> str:
     return redact("invalid settings: " + "; ".join(lines))
 
 
-def check_stream_settings(settings: Settings, *, aliases: bool = True) -> None:
-    """Check the window and alert settings before anything slow starts (the model load, the
-    embedded stack), so a bad duration or threshold is one line, not a traceback minutes later.
-    `aliases=False` for commands that only read what workers wrote. Every problem found is named,
-    not only the first (stream.worker.settings_problems)."""
+def stream_problems(settings: Settings, stream: Literal["worker", "reader"], failing: Collection[str] = ()) -> list[str]:
+    """The window and alert settings, checked before anything slow starts (the model load, the
+    embedded stack), so a bad duration or threshold is named now, not as a traceback minutes later.
+    Every problem found, not only the first (stream.worker.settings_problems); none from a check
+    that reads a `failing` field (at its default: stream.settings.read_settings)."""
     from stream.worker import problems_of, settings_problems
 
-    problems = settings_problems(settings, aliases=aliases)
-    if aliases:  # a worker's settings: the services it notifies, loaded as it will load them
-        problems += problems_of(functools.partial(check_notify_settings, settings))
-    if problems:
-        raise fail(invalid_settings(problems))
+    problems = settings_problems(settings, aliases=stream == "worker", failing=failing)
+    if stream == "worker":  # a worker's settings: the services it notifies, loaded as it will load them
+        problems += problems_unless_reading(failing, lambda s: problems_of(functools.partial(check_notify_settings, s)), settings)
+    return problems
 
 
 def check_notify_settings(settings: Settings) -> None:
@@ -625,10 +601,9 @@ def worker() -> None:
     from stream.model_thread import ModelThread
     from stream.worker import build_worker
 
-    settings = model_settings()
+    settings = model_settings(stream="worker")
     if not settings.kafka_broker or not settings.redis_url:
         raise fail("the worker needs KAFKA_BROKER and REDIS_URL (sentinel run starts an embedded stack for you)")
-    check_stream_settings(settings)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # Faust runs on this loop too
     # The topics before the model: a restart that will stop on them should not load a 7B model first.
@@ -725,8 +700,7 @@ def run(
     from sentinel.run import RunError, connected, run_once
     from stream.tools.services import run_async
 
-    settings = model_settings()
-    check_stream_settings(settings)
+    settings = model_settings(stream="worker")
     writable_outputs(alerts_out, summary_json, report_path, worker_log_path)
     with file.open("rb") as handle:
         total = sum(1 for line in handle if line.strip())
@@ -959,8 +933,7 @@ def windows(
     from sentinel.run import RunError, open_store
     from stream.timefmt import parse_duration
 
-    settings = model_settings()
-    check_stream_settings(settings, aliases=False)
+    settings = model_settings(stream="reader")
     if not settings.redis_url:
         raise fail("windows needs REDIS_URL")
 
@@ -1053,10 +1026,9 @@ def console(
     """Serve the risk console (web pages and a JSON API) from the Redis the workers write."""
     from sentinel.run import serve_console
 
-    settings = model_settings()
+    settings = model_settings(stream="reader")
     if not settings.redis_url:
         raise fail("the console needs REDIS_URL (the Redis the workers use); `sentinel run FILE --console` brings its own")
-    check_stream_settings(settings, aliases=False)
     if port is not None:
         settings = settings.model_copy(update={"console_port": port})
     announce_console(settings)
@@ -1544,8 +1516,7 @@ def report(
         raise fail(str(exc)) from None
     except UnicodeDecodeError:
         raise fail(f"{prices}: not UTF-8 text") from None
-    settings = model_settings()
-    check_stream_settings(settings, aliases=False)
+    settings = model_settings(stream="reader")
     if not settings.redis_url:
         raise fail("report needs REDIS_URL (the Redis the workers use)")
     writable_outputs(out_path)

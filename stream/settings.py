@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from stream.timefmt import parse_duration
@@ -306,6 +308,94 @@ def alert_step_problems(settings: Settings) -> list[str]:
     if seconds["baseline"] % seconds["window"]:
         problems.append("SENTINEL_ALERT_BASELINE must be a whole number of windows (SENTINEL_ALERT_WINDOW), e.g. 24h for a 1h window")
     return problems
+
+
+@dataclass(frozen=True)
+class SettingsRead:
+    """The settings as read, with what was wrong with them."""
+
+    settings: Settings  # every setting that was wrong (alone or together) at its default
+    problems: list[str]  # one line each, naming the variable
+    failing: frozenset[str]  # the fields left at their defaults: a check that reads one would judge a default
+
+
+def read_settings(overrides: Mapping[str, object] | None = None) -> SettingsRead:
+    """The environment's settings with `overrides` laid over them, and every problem with them at
+    once. Pydantic runs the checks of settings together only once every field parses, and the
+    stream checks need a Settings: so each round leaves the settings it found wrong at their
+    defaults and validates again, until the rest validate. A problem naming a setting already found
+    wrong is a follow-on of its default, and is not said."""
+    failing: set[str] = set()
+    problems: list[str] = []
+    while True:
+        try:
+            settings = Settings(**{**(overrides or {}), **defaults_of(failing)})
+        except ValidationError as exc:
+            found = error_problems(exc)
+        else:
+            return SettingsRead(settings, problems, frozenset(failing))
+        problems += [problem for fields, problem in found if not fields & failing]
+        named = set().union(*(fields for fields, _ in found))
+        if named <= failing:  # a problem naming no setting left to default: nothing more can be judged
+            return SettingsRead(Settings.model_construct(), problems, frozenset(Settings.model_fields))
+        failing |= named
+
+
+def defaults_of(fields: Collection[str]) -> dict[str, Any]:
+    return {field: Settings.model_fields[field].get_default(call_default_factory=True) for field in fields}
+
+
+def error_problems(exc: ValidationError) -> list[tuple[frozenset[str], str]]:
+    """Each problem a ValidationError holds, with the fields it names. Never the value: a mistyped
+    variable may hold a secret."""
+    problems = []
+    for error in exc.errors():
+        text = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a check of several settings together: its lines name them
+            problems += [(named_fields(line), line) for line in text.splitlines()]
+            continue
+        field = field_of(str(error["loc"][0]))
+        problems.append((frozenset({field}), f"{variable_name(field)}: {text}"))
+    return problems
+
+
+def field_of(name: str) -> str:
+    """The field a variable sets (SENTINEL_KAFKA_BROKER and KAFKA_BROKER: kafka_broker); a field's
+    own name as it is (an override's error comes back under it)."""
+    return _FIELD_OF_VARIABLE.get(name.upper(), name)
+
+
+def named_fields(text: str) -> frozenset[str]:
+    """The fields whose variables `text` names."""
+    return frozenset(_FIELD_OF_VARIABLE[word] for word in re.findall(r"[A-Z][A-Z0-9_]*[A-Z0-9]", text) if word in _FIELD_OF_VARIABLE)
+
+
+_FIELD_OF_VARIABLE = {
+    **{f"SENTINEL_{name.upper()}": name for name in Settings.model_fields},
+    **{str(choice).upper(): name for name, field in Settings.model_fields.items() for choice in getattr(field.validation_alias, "choices", ())},
+}
+
+
+class _Reading:
+    """Settings that note the fields read through them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.read: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        self.read.add(name)
+        return getattr(self._settings, name)
+
+
+def problems_unless_reading(failing: Collection[str], check: Callable[[Settings], Iterable[str]], settings: Settings) -> list[str]:
+    """What `check` finds in `settings`; nothing if it read one of the `failing` fields: those are at
+    their defaults, named already, and a check judging a default would say a confusing follow-on."""
+    if not failing:
+        return list(check(settings))
+    reading = _Reading(settings)
+    problems = list(check(cast(Settings, reading)))
+    return [] if reading.read & set(failing) else problems
 
 
 def variable_name(field: str) -> str:

@@ -21,7 +21,7 @@ import socket
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Collection, Iterable, Iterator, Sequence, TypeVar
 
 import faust
 
@@ -44,7 +44,7 @@ from stream.model_thread import ModelThread
 from stream.ops.http import install as install_http
 from stream.ops.prometheus import WorkerMetrics
 from stream.processor import BatchPipeline, BatchProcessor
-from stream.settings import Settings
+from stream.settings import Settings, problems_unless_reading
 from stream.store import WindowStore
 from stream.timefmt import setting_duration
 from stream.windows import dedupe_window_s, pair_retention_s
@@ -67,14 +67,16 @@ def check_settings(settings: Settings, *, aliases: bool = True) -> None:
         raise ValueError("\n".join(problems))
 
 
-def settings_problems(settings: Settings, *, aliases: bool = True) -> list[str]:
+def settings_problems(settings: Settings, *, aliases: bool = True, failing: Collection[str] = ()) -> list[str]:
     """What each check below finds, in this order: every problem, not only the first, since an
-    operator told of one at a time pays a pod restart for each."""
+    operator told of one at a time pays a pod restart for each. `failing`: fields that were wrong
+    and are at their defaults (stream.settings.read_settings); a check that reads one is skipped."""
     checks: list[Callable[[Settings], Iterable[str]]] = [
         window_problems, *([alias_problems] if aliases else []), dedupe_window_problems, max_ahead_problems, max_future_problems,
-        renamed_problems, alert_problems, tls_problems, grouping_problems, pair_retention_problems, notify_problems,
+        renamed_problems, alert_overrides_problems, *[partial(alert_duration_problems, name) for name in ALERT_DURATIONS],
+        alert_config_problems, tls_problems, grouping_problems, pair_retention_problems, notify_problems,
     ]
-    return [problem for check in checks for problem in check(settings)]
+    return [problem for check in checks for problem in problems_unless_reading(failing, check, settings)]
 
 
 def problems_of(check: Callable[[], object]) -> list[str]:
@@ -159,14 +161,21 @@ def renamed_problems(settings: Settings) -> Iterator[str]:
 ALERT_DURATIONS = ("window", "baseline", "step", "grace", "repeat", "for", "half_life", "thaw")
 
 
-def alert_problems(settings: Settings) -> list[str]:
-    """The overrides and each alert duration; then, only once they all parse, the alert config they
-    make and the retention it needs."""
-    inputs = [f"SENTINEL_ALERT_OVERRIDES: {problem}" for problem in problems_of(partial(parse_overrides, settings.alert_overrides))]
-    inputs += [problem for name in ALERT_DURATIONS
-               for problem in problems_of(partial(setting_duration, f"alert_{name}", getattr(settings, f"alert_{name}")))]
-    if inputs:
-        return inputs
+def alert_overrides_problems(settings: Settings) -> list[str]:
+    return [f"SENTINEL_ALERT_OVERRIDES: {problem}" for problem in problems_of(partial(parse_overrides, settings.alert_overrides))]
+
+
+def alert_duration_problems(name: str, settings: Settings) -> list[str]:
+    # A check of its own per duration: one left at its default (stream.settings.read_settings)
+    # skips only the checks that read it.
+    return problems_of(partial(setting_duration, f"alert_{name}", getattr(settings, f"alert_{name}")))
+
+
+def alert_config_problems(settings: Settings) -> list[str]:
+    """Once the overrides and every alert duration parse (each named by its own check), the alert
+    config they make and the retention it needs."""
+    if alert_overrides_problems(settings) or any(alert_duration_problems(name, settings) for name in ALERT_DURATIONS):
+        return []
     try:
         config = built_alert_config(settings)
     except ValueError as exc:

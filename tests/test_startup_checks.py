@@ -98,24 +98,67 @@ def test_settings_wrong_together_name_their_variables(values, expected):
 
 
 def test_every_setting_wrong_together_is_named_at_once_each_its_own_problem():
-    from sentinel.cli import settings_error
+    from stream.settings import read_settings
 
-    with pytest.raises(ValidationError) as info:
-        Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_password=SECRET, alert_resolve_z=3.5, alert_half_life="0m",
-                 alert_window="7m", alert_step="2m")
-    line = settings_error(info.value)
-    assert line.removeprefix("invalid settings: ").split("; ") == [
+    problems = read_settings(dict(kafka_security_protocol="SASL_SSL", kafka_sasl_password=SECRET, alert_resolve_z=3.5, alert_half_life="0m",
+                                  alert_window="7m", alert_step="2m")).problems
+    assert problems == [
         "SENTINEL_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs SENTINEL_KAFKA_SASL_USERNAME and SENTINEL_KAFKA_SASL_PASSWORD",
         "SENTINEL_ALERT_RESOLVE_Z (3.5) must be below SENTINEL_ALERT_FIRE_Z (3) (hysteresis), e.g. fire 3, resolve 1.5",
         "SENTINEL_ALERT_HALF_LIFE must be longer than zero",
         "SENTINEL_ALERT_WINDOW must be a multiple of SENTINEL_ALERT_STEP (120 s)",
         "SENTINEL_ALERT_BASELINE must be a whole number of windows (SENTINEL_ALERT_WINDOW), e.g. 24h for a 1h window",
-    ], line
-    assert SECRET not in line
-    # A zero step is named, and no grid is judged by it (nor divided by it).
-    with pytest.raises(ValidationError) as info:
-        Settings(alert_step="0m", alert_window="7m")
-    assert settings_error(info.value) == "invalid settings: SENTINEL_ALERT_STEP must be longer than zero"
+    ], problems
+    assert SECRET not in " ".join(problems)
+    # A zero step is named, and no grid is judged by it (nor divided by it): not the window's 90 s
+    # against the default step it is left at. What does not involve the step is still judged.
+    assert read_settings({"alert_step": "0m", "alert_window": "90s"}).problems == ["SENTINEL_ALERT_STEP must be longer than zero"]
+    assert read_settings({"alert_step": "0m", "alert_window": "7m"}).problems == [
+        "SENTINEL_ALERT_STEP must be longer than zero",
+        "SENTINEL_ALERT_BASELINE must be a whole number of windows (SENTINEL_ALERT_WINDOW), e.g. 24h for a 1h window"]
+
+
+# --- a setting that does not parse hides none of the others (pure) ----------------------------------
+
+
+def test_a_field_that_does_not_parse_is_named_with_the_settings_wrong_together_and_the_stream_checks():
+    from sentinel.cli import stream_problems
+    from stream.settings import read_settings
+
+    found = read_settings({"batch_size": 0, "alert_resolve_z": 5, "bucket": "0s", "device": SECRET})
+    assert found.problems == [
+        "SENTINEL_DEVICE: use auto, cpu, cuda or cuda:N",
+        "SENTINEL_BATCH_SIZE: Input should be greater than or equal to 1",
+        "SENTINEL_ALERT_RESOLVE_Z (5) must be below SENTINEL_ALERT_FIRE_Z (3) (hysteresis), e.g. fire 3, resolve 1.5",
+    ], found.problems
+    # The settings the stream checks judge: each wrong one at its default, the others as given.
+    assert (found.settings.batch_size, found.settings.device, found.settings.alert_resolve_z, found.settings.bucket) == (64, "auto", 1.5, "0s")
+    assert found.failing == {"batch_size", "device", "alert_resolve_z", "alert_fire_z"}
+    assert stream_problems(found.settings, "worker", found.failing) == ["SENTINEL_BUCKET: must be at least 1s"]
+    assert SECRET not in " ".join(found.problems)
+
+
+def test_a_check_that_reads_a_setting_already_named_wrong_is_skipped_not_said_as_a_follow_on():
+    from sentinel.cli import stream_problems
+    from stream.settings import read_settings
+
+    # The hysteresis judged against the default fire z would be a confusing follow-on of the fire z's own error.
+    assert read_settings({"alert_fire_z": "high", "alert_resolve_z": 3.5}).problems == [
+        "SENTINEL_ALERT_FIRE_Z: Input should be a valid number, unable to parse string as a number"]
+    # The claim timeout judged against the retry delays of the default attempts, which are not what
+    # the operator meant: skipped. The window's own duration, which reads no wrong setting: named.
+    found = read_settings({"notify_attempts": 0, "notify_claim_idle": 40, "alert_thaw": "soon"})
+    assert found.problems == ["SENTINEL_NOTIFY_ATTEMPTS: Input should be greater than or equal to 1"]
+    assert stream_problems(found.settings, "reader", found.failing) == [
+        "SENTINEL_ALERT_THAW: bad duration 'soon'; use a number and one of s, m, h, d (e.g. 15m)"]
+    assert stream_problems(found.settings, "reader") == [  # what the skip leaves out
+        "SENTINEL_ALERT_THAW: bad duration 'soon'; use a number and one of s, m, h, d (e.g. 15m)",
+        "SENTINEL_NOTIFY_CLAIM_IDLE (40 s) must exceed the notification retry delays (15 s) by more than 30 s"]
+    # A step wrong together: the other alert durations are still each judged, the config they make is not.
+    found = read_settings({"alert_step": "0m", "alert_half_life": "soon"})
+    assert found.problems == ["SENTINEL_ALERT_STEP must be longer than zero"]
+    assert stream_problems(found.settings, "reader", found.failing) == [
+        "SENTINEL_ALERT_HALF_LIFE: bad duration 'soon'; use a number and one of s, m, h, d (e.g. 15m)"]
 
 
 def test_the_settings_redis_url_is_judged_naming_its_variable():
@@ -173,6 +216,18 @@ def test_every_bad_setting_and_the_redis_url_are_named_in_one_line(args, env, ex
     assert line.startswith("error: invalid settings: "), line
     problems = line.removeprefix("error: invalid settings: ").split("; ")
     assert len(problems) == len(expected) and all(any(p.startswith(e) for p in problems) for e in expected), line
+
+
+@pytest.mark.parametrize("command", [["worker"], ["windows"]])
+def test_a_field_error_a_setting_wrong_together_and_a_stream_check_are_named_in_one_start(command):
+    # Before, only the batch size was named: pydantic checks settings together once every field
+    # parses, and the stream checks ran on parsed settings only. Three restarts for three settings.
+    r = sentinel(command, {"KAFKA_BROKER": "127.0.0.1:9", "REDIS_URL": "redis://127.0.0.1:9/0", "SENTINEL_BATCH_SIZE": "0",
+                           "SENTINEL_ALERT_RESOLVE_Z": "5", "SENTINEL_BUCKET": "0s"})
+    assert one_error_line(r) == (
+        "error: invalid settings: SENTINEL_BATCH_SIZE: Input should be greater than or equal to 1; "
+        "SENTINEL_ALERT_RESOLVE_Z (5) must be below SENTINEL_ALERT_FIRE_Z (3) (hysteresis), e.g. fire 3, resolve 1.5; "
+        "SENTINEL_BUCKET: must be at least 1s")
 
 
 def test_a_command_that_reads_redis_refuses_a_redis_url_with_tls_options_on_redis_scheme():
