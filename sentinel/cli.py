@@ -1375,8 +1375,8 @@ def notify_test(
     settings = model_settings()
     try:
         notifier = Notifier.from_settings(settings)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+    except ValueError as exc:  # every bad entry, a line each: one line here too, as the worker says them
+        raise fail(redact("; ".join(str(exc).splitlines()))) from None
     notifier.attempts = attempts
     results = asyncio.run(notifier.test_each(severity))
     if not results:

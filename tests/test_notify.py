@@ -284,6 +284,21 @@ def test_build_apprise_tags_and_errors(tmp_path):
         build_apprise(None, config)
 
 
+def test_every_apprise_entry_and_file_that_loads_no_service_is_named_without_its_secrets(tmp_path):
+    # Each named by position and scheme as when it is the only one; never a password or token.
+    with pytest.raises(ValueError) as err:
+        build_apprise("nosuch://user:hunter2@x, json://127.0.0.1:9/a\nslack://hunter3\nwarning=mailto://bob:hunter4@", tmp_path / "no.yml")
+    assert str(err.value).splitlines() == [
+        "SENTINEL_APPRISE_URLS entry 1: scheme nosuch:// is not a known service",
+        "SENTINEL_APPRISE_URLS entry 3: slack:// is a known service, but Apprise cannot load this URL: a part is missing or malformed "
+        "(Apprise's wiki gives each service's URL form)",
+        "SENTINEL_APPRISE_URLS entry 4: mailto:// is a known service, but Apprise cannot load this URL: a part is missing or malformed "
+        "(Apprise's wiki gives each service's URL form)",
+        "SENTINEL_APPRISE_CONFIG: not a file",
+    ], str(err.value)
+    assert "hunter" not in str(err.value) and "bob" not in str(err.value)
+
+
 def test_from_settings():
     settings = Settings(apprise_urls="warning=json://127.0.0.1:9/w", notify_attempts=2, notify_backoff=0.5,
                         notify_backoff_max=4.0, alert_samples=1, notify_chart=False)

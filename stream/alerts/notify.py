@@ -99,37 +99,48 @@ def build_apprise(urls: str | None, config_path: Path | None, asset: AppriseAsse
     `split_entries`. Each entry is parsed on its own by Apprise's TEXT config parser, so a bad
     entry is reported by position instead of silently emptying the whole list (Apprise drops
     the entire config on one unparseable line). Tag groups and `include` lines need
-    `config_path`. Raises ValueError on an entry or a file that yields no service, naming the
-    variable and the entry's position and scheme, never the URL (its tokens are secrets): a typo in
-    alert routing should stop the worker at start, not lose alerts quietly. Apprise's own messages
-    while loading are silenced: they print the URL whole ("Unparseable URL slack://T000/B000/...").
+    `config_path`. Raises ValueError on every entry and a file that yields no service, one line
+    each, naming the variable and the entry's position and scheme, never the URL (its tokens are
+    secrets): a typo in alert routing should stop the worker at start, not lose alerts quietly, and
+    each entry named at once costs one restart, not one per entry. Apprise's own messages while
+    loading are silenced: they print the URL whole ("Unparseable URL slack://T000/B000/...").
 
     Services are materialised once; a config file is read at start, not re-read later.
     """
     _install_apprise_log_filter()
     asset = asset or AppriseAsset()
     app = apprise.Apprise(asset=asset)
+    problems = []
     for n, entry in enumerate(split_entries(urls or ""), start=1):
         # The static parser, not AppriseConfig.add_config: the latter DEBUG-logs the raw content.
         with _apprise_quiet():
             services, _includes = ConfigBase.config_parse_text(entry, asset=asset)
-        if not services:
-            raise ValueError(f"SENTINEL_APPRISE_URLS entry {n}: {_entry_problem(entry)}")
-        app.add(services)
+        if services:
+            app.add(services)
+        else:
+            problems.append(f"SENTINEL_APPRISE_URLS entry {n}: {_entry_problem(entry)}")
     if config_path is not None:
-        path = Path(config_path)
-        if not path.is_file():
-            raise ValueError("SENTINEL_APPRISE_CONFIG: not a file")
-        config = apprise.AppriseConfig(asset=asset)
-        with _apprise_quiet():
-            added = config.add(str(path))
-            services = config.services() if added else []
-        if not added:
-            raise ValueError("SENTINEL_APPRISE_CONFIG: the file could not be read")
-        if not services:
-            raise ValueError("SENTINEL_APPRISE_CONFIG: the file defines no service Apprise can load (is every URL in it well formed?)")
-        app.add(list(services))
+        try:
+            app.add(_config_services(Path(config_path), asset))
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ValueError("\n".join(problems))
     return app
+
+
+def _config_services(path: Path, asset: AppriseAsset) -> list[NotifyBase]:
+    if not path.is_file():
+        raise ValueError("SENTINEL_APPRISE_CONFIG: not a file")
+    config = apprise.AppriseConfig(asset=asset)
+    with _apprise_quiet():
+        added = config.add(str(path))
+        services = config.services() if added else []
+    if not added:
+        raise ValueError("SENTINEL_APPRISE_CONFIG: the file could not be read")
+    if not services:
+        raise ValueError("SENTINEL_APPRISE_CONFIG: the file defines no service Apprise can load (is every URL in it well formed?)")
+    return list(services)
 
 
 def _entry_problem(entry: str) -> str:
