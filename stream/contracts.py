@@ -200,6 +200,12 @@ def parse_created_at(value: Any) -> float:
     raise ValueError(f"created_at must be an ISO-8601 string or epoch seconds, not {type(value).__name__}")
 
 
+def seconds_shown(ts: float) -> str:
+    """Epoch seconds for a dead letter's message: whole, as far as a date can be (milliseconds sent
+    as seconds included); past that in six figures, since 1e300 written out is 301 digits."""
+    return f"{ts:.0f}" if abs(ts) < 1e15 else f"{ts:.6g}"
+
+
 def parse_post(
     raw: bytes | None,
     *,
@@ -264,7 +270,7 @@ def _post_from_object(
     if not limits.min_created_at <= created_at <= latest:
         return Rejection(
             "timestamp_out_of_range",
-            f"created_at {created_at:.0f} is outside [{iso(limits.min_created_at)}, now + {limits.max_future_s:.0f} s]",
+            f"created_at {seconds_shown(created_at)} is outside [{iso(limits.min_created_at)}, now + {limits.max_future_s:.0f} s]",
             field="created_at",
             post_id=post_id,
         )

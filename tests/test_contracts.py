@@ -253,3 +253,10 @@ def test_a_missing_field_still_names_the_post_when_its_id_could_be_read():
     assert parse({"id": "m1", "text": "x"}).post_id == "m1"
     assert parse({"id": 5, "text": "x"}).post_id is None
     assert parse({"text": "x", "created_at": GOOD["created_at"]}).post_id is None
+
+
+@pytest.mark.parametrize(("created_at", "shown"), [(100, "created_at 100 is"), (1_790_000_000_123, "created_at 1790000000123 is"),
+                                                   (1e300, "created_at 1e+300 is")])
+def test_an_out_of_range_time_is_named_in_a_few_digits(created_at, shown):
+    rejected = parse_post(json.dumps({"id": "a", "text": "x", "created_at": created_at}).encode(), now=1_700_000_000)
+    assert reason(rejected) == "timestamp_out_of_range" and rejected.message.startswith(shown) and len(rejected.message) < 120
