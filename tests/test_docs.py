@@ -222,7 +222,9 @@ def invocations(text: str) -> list[tuple[str, list[str]]]:
     snippets = []
     for block in _FENCE.findall(text):
         snippets += [line.split(" #")[0] for line in block.replace("\\\n", " ").splitlines()]
-    snippets += re.findall(r"`([^`\n]*\bsentinel [^`\n]*)`", _FENCE.sub("", text))
+    # A code span may wrap onto the next line of its paragraph (`sentinel run FILE --input-ended\n  --summary-json ...`).
+    for paragraph in re.split(r"\n\s*\n", _FENCE.sub("", text)):
+        snippets += [" ".join(span.split()) for span in re.findall(r"`([^`]*\bsentinel\s[^`]*)`", paragraph)]
     found = []
     for snippet in snippets:
         for part in re.split(r" \| |;|&&|\$\(|\)", snippet):  # a shell pipe has spaces; `real|false-alarm` does not
@@ -267,10 +269,12 @@ def test_an_unknown_command_or_option_is_found() -> None:
     text = ("```sh\n.venv/bin/sentinel replay posts.jsonl --speed 60 --bogus   # --not-read in a comment\n"
             "sentinel record --topic x \\\n  --max-idle 5 --gone\nsentinel bench nosuch\n```\n"
             "`sentinel notify-test [--severity warning|critical] [--attempts N]`, `sentinel frobnicate`, "
-            "`sentinel bench store [--pairs] [--assets 300 --shards 2]`, `sentinel train --text-col/--label-kol`")
+            "`sentinel bench store [--pairs] [--assets 300 --shards 2]`, `sentinel train --text-col/--label-kol`, "
+            "`sentinel run x.jsonl --input-ended\n  --summary-jsn s.json`")
     assert cli_problems(text, commands) == [
         "sentinel replay --bogus: no such option", "sentinel record --gone: no such option", "sentinel bench nosuch: no such command",
-        "sentinel frobnicate: no such command", "sentinel bench store --shards: no such option", "sentinel train --label-kol: no such option"]
+        "sentinel frobnicate: no such command", "sentinel bench store --shards: no such option", "sentinel train --label-kol: no such option",
+        "sentinel run --summary-jsn: no such option"]
 
 
 def readme_layers(text: str) -> list[set[str]]:
