@@ -215,7 +215,9 @@ def run_warnings(before: dict[str, float], summary: dict[str, Any], *, embedded:
     held = before.get("watermark", float("-inf"))
     if not embedded and held > float("-inf"):
         warnings.append(f"this Redis already held posts up to {shown(held)} before the run: posts it had counted are duplicates "
-                        "and are not counted or judged again; to compare runs, run each on a fresh Redis (or the embedded stack)")
+                        "and are not counted or judged again; to compare runs, run each on a fresh Redis (or the embedded stack)"
+                        + ("; --input-ended took this file for the whole input, which it was not: the end was judged and trimmed as "
+                           "if nothing else had written" if summary.get("ended") else ""))
     if summary.get("ahead"):
         warnings.append(f"{summary['ahead']} posts were stamped more than SENTINEL_MAX_AHEAD ahead of what most of their partition's "
                         "sources agree on (a source whose clock runs fast, or a post from the future): they are counted at their own time, which "

@@ -34,6 +34,9 @@ def test_a_run_into_a_redis_that_already_counted_posts_says_so():
     assert len(warned) == 2 and "already held posts up to 2026-03-05T00:00:00Z" in warned[0] and "979 posts were dropped as late" in warned[1]
     assert run_warnings({}, {"duplicates": 1, "late_dropped": 0}, embedded=False) == []  # a fresh Redis: the demo's one duplicate is its own
     assert run_warnings(counted, {"late_dropped": 0}, embedded=True) == []  # the embedded stack is fresh by construction
+    # --input-ended promised the file was the whole input; a Redis that held posts says it was not.
+    assert "--input-ended took this file for the whole input, which it was not" in run_warnings(counted, {"ended": True}, embedded=False)[0]
+    assert "--input-ended" not in warned[0]
 
 
 def test_run_names_each_dead_lettered_line_and_its_reason(tmp_path):
