@@ -765,16 +765,16 @@ def run(
 # The most partitions a topic is created with from a recording's count (`sentinel run` on the
 # embedded stack, `sentinel replay --create-topic`): one corrupt record line naming partition
 # 2,147,483,646 would otherwise create that many. A real topic with more is created by its operator.
-EMBEDDED_MAX_PARTITIONS = 1024
+MAX_CREATED_PARTITIONS = 1024
 
 
 class TooManyPartitions(ValueError):
-    """A recording names more partitions than a topic is created with (EMBEDDED_MAX_PARTITIONS)."""
+    """A recording names more partitions than a topic is created with (MAX_CREATED_PARTITIONS)."""
 
 
 def recording_partitions(settings: Settings, file: Path) -> Settings:
     """A recording keeps its per-partition order only on as many partitions as it names: the
-    embedded stack takes its count (up to EMBEDDED_MAX_PARTITIONS) unless SENTINEL_PARTITIONS is
+    embedded stack takes its count (up to MAX_CREATED_PARTITIONS) unless SENTINEL_PARTITIONS is
     set; a count set that differs, or past that limit, is warned about (fewer: the records go where
     their keys hash)."""
     from stream.tools.replay import recorded_partitions
@@ -783,10 +783,10 @@ def recording_partitions(settings: Settings, file: Path) -> Settings:
     if recorded is None or recorded == settings.partitions:
         return settings
     if "partitions" not in settings.model_fields_set and not settings.kafka_broker:
-        if recorded <= EMBEDDED_MAX_PARTITIONS:
+        if recorded <= MAX_CREATED_PARTITIONS:
             return settings.model_copy(update={"partitions": recorded})
         err.print(f"[yellow]warning:[/yellow] {escape(str(file))} names partition {recorded - 1:,}: the embedded stack creates at "
-                  f"most {EMBEDDED_MAX_PARTITIONS:,}, so its {settings.partitions} are used and per-partition order is not kept "
+                  f"most {MAX_CREATED_PARTITIONS:,}, so its {settings.partitions} are used and per-partition order is not kept "
                   f"(a corrupt line? set SENTINEL_PARTITIONS to choose)")
         return settings
     err.print(f"[yellow]warning:[/yellow] {escape(str(file))} was recorded from {recorded} partitions but SENTINEL_PARTITIONS is "
@@ -870,9 +870,9 @@ def replay_cmd(
             # recording naming more is refused below unless --repartition). Another topic, asked
             # for by --create-topic, takes the recording's count.
             recorded = recorded_partitions(file) if topic is not None and topic != settings.topic_posts else None
-            if recorded is not None and recorded > EMBEDDED_MAX_PARTITIONS:
+            if recorded is not None and recorded > MAX_CREATED_PARTITIONS:
                 raise TooManyPartitions(f"{file} names partition {recorded - 1:,}: --create-topic creates at most "
-                                        f"{EMBEDDED_MAX_PARTITIONS:,} (a corrupt line?); create {target!r} yourself to replay into it")
+                                        f"{MAX_CREATED_PARTITIONS:,} (a corrupt line?); create {target!r} yourself to replay into it")
             await ensure_topics(settings.model_copy(update={"partitions": recorded or settings.partitions}), [target])
         await replay_lines(settings, file, target, pace, max_gap_s=max_gap, from_line=from_line, repartition=repartition, result=result)
 

@@ -424,14 +424,14 @@ def test_run_on_a_recording_keeps_its_partition_count(tmp_path, capsys):
 
 def test_run_on_a_recording_naming_a_huge_partition_keeps_the_default_count(tmp_path, capsys):
     # One corrupt record line (partition 2**31 - 2) must not make the embedded stack create 2**31 partitions.
-    from sentinel.cli import EMBEDDED_MAX_PARTITIONS, recording_partitions
+    from sentinel.cli import MAX_CREATED_PARTITIONS, recording_partitions
     from stream.settings import Settings
 
     lines = [{"topic": "forum-posts", "partition": p, "offset": 0, "timestamp": 0, "key": f"k{p}", "value": "{}"}
-             for p in (0, 2**31 - 2, EMBEDDED_MAX_PARTITIONS - 1)]
+             for p in (0, 2**31 - 2, MAX_CREATED_PARTITIONS - 1)]
     recording = tmp_path / "rec.jsonl"
     recording.write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert recording_partitions(Settings(), recording).partitions == Settings().partitions
     assert "names partition 2,147,483,646: the embedded stack creates at most 1,024" in capsys.readouterr().err
     recording.write_text("".join(json.dumps(line) + "\n" for line in lines[::2]))
-    assert recording_partitions(Settings(), recording).partitions == EMBEDDED_MAX_PARTITIONS  # at the limit: taken
+    assert recording_partitions(Settings(), recording).partitions == MAX_CREATED_PARTITIONS  # at the limit: taken
