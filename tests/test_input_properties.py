@@ -391,7 +391,13 @@ QUADRATIC_ASSET_LINK = re.compile(r"(?:https?://|www\.)\S+|[\w.+-]+@[\w-]+(?:\.[
 @example("a@b.io+eth@d.io")  # an address glued on to another's end: blanked, as before
 @example("eth.a@b.io")
 def test_asset_detection_blanks_the_addresses_it_did(text: str) -> None:
+    assert _blanked(assets._LINK, text) == _blanked(QUADRATIC_ASSET_LINK, text)  # the very characters
     assert detect_assets(text) == _with_pattern(assets, "_LINK", QUADRATIC_ASSET_LINK, detect_assets, text)
+
+
+def _blanked(pattern: re.Pattern[str], text: str) -> str:
+    """The text asset detection reads once the pattern's links and addresses are blanked."""
+    return pattern.sub(lambda m: " " * len(m.group(0)), text)
 
 
 CAP = LIMITS.max_text_chars
