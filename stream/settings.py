@@ -299,7 +299,7 @@ def alert_step_problems(settings: Settings) -> list[str]:
         try:
             seconds[name] = parse_duration(getattr(settings, f"alert_{name}"))
         except ValueError:
-            continue  # said with its variable by stream.worker.check_settings
+            continue  # said with its variable by stream.worker.settings_problems
     problems = [f"SENTINEL_ALERT_{name.upper()} must be longer than zero" for name, value in seconds.items() if value <= 0]
     if not all(seconds.get(name, 0) > 0 for name in ("window", "baseline", "step")):
         return problems  # a grid of a duration that is wrong (or a zero step to divide by) says nothing more

@@ -1,7 +1,7 @@
 """The worker: Faust wiring around the BatchProcessor. One agent consumes forum-posts as raw bytes in
 micro-batches; a task beside it delivers notifications. Read it top to bottom:
 
-- `check_settings`: the window and alert settings, checked before anything slow starts, every
+- `settings_problems`: the window and alert settings, checked before anything slow starts, every
   problem named at once;
 - `faust_app`: settings to a Faust app (Kafka, web server, timeouts);
 - `build_worker`: the composition: store, processor, alert engine, delivery, metrics, endpoints;
@@ -59,18 +59,12 @@ EXIT_DRAINED, EXIT_BATCH_FAILED, EXIT_GRACE_RAN_OUT = 0, 70, 75
 CLAIM_MARGIN_S = 30.0  # room for the attempts themselves (an HTTP timeout or an SMTP exchange) beyond the delays
 
 
-def check_settings(settings: Settings, *, aliases: bool = True) -> None:
-    """Every window and alert setting parsed once; bad ones raise one ValueError naming each variable,
-    one problem a line (`settings_problems`). `aliases`: also read the alias table (a worker's; not
-    a command that only reads Redis)."""
-    if problems := settings_problems(settings, aliases=aliases):
-        raise ValueError("\n".join(problems))
-
-
 def settings_problems(settings: Settings, *, aliases: bool = True, failing: Collection[str] = ()) -> list[str]:
-    """What each check below finds, in this order: every problem, not only the first, since an
-    operator told of one at a time pays a pod restart for each. `failing`: fields that were wrong
-    and are at their defaults (stream.settings.read_settings); a check that reads one is skipped."""
+    """What each check below finds, in this order, one problem a line naming its variable: every
+    problem, not only the first, since an operator told of one at a time pays a pod restart for each.
+    `aliases`: also read the alias table (a worker's; not a command that only reads Redis).
+    `failing`: fields that were wrong and are at their defaults (stream.settings.read_settings); a
+    check that reads one is skipped."""
     checks: list[Callable[[Settings], Iterable[str]]] = [
         window_problems, *([alias_problems] if aliases else []), dedupe_window_problems, max_ahead_problems, max_future_problems,
         renamed_problems, alert_overrides_problems, *[partial(alert_duration_problems, name) for name in ALERT_DURATIONS],

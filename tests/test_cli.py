@@ -9,9 +9,14 @@ import os
 import subprocess
 import sys
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from model.labels import LABELS
+
+if TYPE_CHECKING:
+    from stream.settings import Settings
 
 
 def sentinel(args: list[str], env_extra: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -19,6 +24,14 @@ def sentinel(args: list[str], env_extra: dict[str, str], stdin: str | None = Non
     return subprocess.run(
         [sys.executable, "-m", "sentinel.cli", *args], input=stdin, capture_output=True, text=True, env=env, timeout=300
     )
+
+
+def check_settings(settings: Settings, *, aliases: bool = True) -> None:
+    """The start-up check as the CLI makes it: every problem, one a line, in one ValueError."""
+    from stream.worker import settings_problems
+
+    if problems := settings_problems(settings, aliases=aliases):
+        raise ValueError("\n".join(problems))
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +151,7 @@ def test_the_dedupe_window_defaults_to_the_retention():
 
     assert dedupe_window_s("48h", "") == 48 * 3600
     assert dedupe_window_s("48h", "2h") == 7200
-    from stream.worker import check_settings, post_limits
+    from stream.worker import post_limits
 
     short = Settings(retention="48h", dedupe_window="2h", max_future="10m")
     check_settings(short)  # posts at most 10 minutes ahead: fits a 2 h window
@@ -156,7 +169,6 @@ def test_the_pair_scopes_are_kept_twelve_hours_by_default_and_never_beyond_the_r
     assert open_store(Settings(redis_url="redis://127.0.0.1:9/0")).pair_retention_s == 12 * 3600
     assert pair_retention_s("10h", "12h", 6 * 3600) == 10 * 3600
     # The worker's start-up check refuses it too, before the model loads (open_store comes later).
-    from stream.worker import check_settings
 
     with pytest.raises(ValueError, match="SENTINEL_PAIR_RETENTION"):
         check_settings(Settings(pair_retention="6h"))
@@ -189,7 +201,6 @@ def test_settings_that_would_crash_later_are_refused_up_front(tmp_path):
     from pydantic import ValidationError
 
     from stream.settings import Settings
-    from stream.worker import check_settings
 
     assert Settings(log_level="debug").log_level == "DEBUG"  # any case, as logging takes it
     assert Settings(log_level="warn").log_level == "WARNING"  # and logging's aliases
@@ -223,7 +234,6 @@ def test_settings_that_would_crash_later_are_refused_up_front(tmp_path):
 def test_every_bad_window_alert_tls_and_notify_setting_is_named_in_one_error(tmp_path):
     # Named one at a time, three bad settings cost an operator three pod restarts.
     from stream.settings import Settings
-    from stream.worker import check_settings
 
     bad = Settings(bucket="0s", max_ahead="0s", alert_overrides="{hunter2", aliases_file=tmp_path / "hunter2", windows="15m,1 hour",
                    alert_thaw="soon", kafka_security_protocol="SSL", kafka_ssl_cafile=tmp_path / "hunter2", alert_group_wait="later",
@@ -248,7 +258,6 @@ def test_every_bad_window_alert_tls_and_notify_setting_is_named_in_one_error(tmp
 
 def test_a_check_whose_input_is_wrong_is_skipped_not_said_again_or_as_a_follow_on():
     from stream.settings import Settings
-    from stream.worker import check_settings
 
     def lines(**values: object) -> list[str]:
         with pytest.raises(ValueError) as info:
