@@ -40,11 +40,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
-import re
 import sys
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -55,28 +52,23 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.flag_curve import BUDGETS  # noqa: E402
+from model.fusion import fuse  # noqa: E402
 from model.labels import LABELS  # noqa: E402
+from model.ngram import NgramHead  # noqa: E402
 from model.report import classification_report  # noqa: E402
+from training.ngram import (  # noqa: E402  the product's head, training, report and rule (no copies here)
+    BATCH as BOW_BATCH, BUCKETS, DECAY as BOW_DECAY, EPOCHS as BOW_EPOCHS, LR as BOW_LR, SELECT_BUDGET, SEED, TFNS_GUARD,
+    WEIGHTS, class_weights, choose_weight, flag_curve, label_ids, report, sweep_weights, train_head,
+)
 
 # The shipped recipe's training files (model/adapters/default/model_card.json), each once.
 TRAIN_SPLITS = ("train-tfns", "train-indomain", "train-discord-round2", "train-discord-round3",
                 "train-voices-round2", "train-voices-round3")
 INDOMAIN_TRAIN = TRAIN_SPLITS[1:]
 EVAL_SPLITS = ("select", "test-discord", "test-voices", "test-tfns")
-WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-SELECT_BUDGET = 6
-TFNS_GUARD = 0.01
-
-# The second models' settings, fixed a priori.
-BUCKETS = 1 << 18
-BOW_EPOCHS, BOW_LR, BOW_BATCH, BOW_DECAY = 8, 0.02, 64, 1e-6
+# The second models' settings, fixed a priori (the n-gram head's, `bow`, are training/ngram.py's).
 PROBE_EPOCHS, PROBE_LR, PROBE_BATCH, PROBE_DECAY = 30, 0.01, 128, 1e-3
-SEED = 42
 BOW_OTHER_SEEDS = (43, 44)
-
-_TOKEN = re.compile(r"[a-z0-9$%']+|[^\sa-z0-9]", re.IGNORECASE)
-
 
 @dataclass
 class Split:
@@ -98,10 +90,6 @@ def read_split(splits: Path, name: str) -> Split:
     if len(sources) != len(examples):
         raise SystemExit(f"{name}: {len(examples)} examples but {len(sources)} csv rows")
     return Split([e.text for e in examples], [e.label for e in examples], sources)
-
-
-def label_ids(labels: Sequence[str]) -> np.ndarray:
-    return np.array([LABELS.index(label) for label in labels])  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------- scoring
@@ -164,57 +152,10 @@ def lexicon_probs(texts: Sequence[str]) -> np.ndarray:
     return np.array([[judge(t).probs[label] for label in LABELS] for t in texts])
 
 
-def features(text: str) -> list[int]:
-    """Hashed bucket ids of a text's word 1-2-grams and in-word character 2-5-grams (crc32: stable)."""
-    words = [w.lower() for w in _TOKEN.findall(text)]
-    grams = [f"w:{w}" for w in words] + [f"b:{a} {b}" for a, b in zip(words, words[1:])]
-    for word in words:
-        padded = f"<{word}>"
-        grams += [f"c:{padded[i:i + n]}" for n in range(2, 6) for i in range(len(padded) - n + 1)]
-    return sorted({zlib.crc32(g.encode()) % BUCKETS for g in grams}) or [0]
-
-
-def bag(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return bag_rows([features(t) for t in texts])
-
-
-def class_weights(y: np.ndarray) -> torch.Tensor:
-    counts = np.bincount(y, minlength=3)
-    return torch.tensor(len(y) / (3 * np.maximum(counts, 1)), dtype=torch.float32)
-
-
 def train_bow(texts: list[str], y: np.ndarray, seed: int = SEED) -> Callable[[Sequence[str]], np.ndarray]:
-    """A class-balanced multinomial logistic regression on hashed n-grams; returns its predict_proba."""
-    torch.manual_seed(seed)
-    model = torch.nn.EmbeddingBag(BUCKETS, 3, mode="sum")
-    torch.nn.init.zeros_(model.weight)
-    bias = torch.nn.Parameter(torch.zeros(3))
-    rows = [features(t) for t in texts]
-    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(y))
-    opt = torch.optim.Adam([model.weight, bias], lr=BOW_LR, weight_decay=BOW_DECAY)
-    target = torch.tensor(y)
-    for _ in range(BOW_EPOCHS):
-        for batch in torch.randperm(len(rows)).split(BOW_BATCH):
-            ids, offsets, weights = bag_rows([rows[i] for i in batch.tolist()])
-            loss = loss_fn(model(ids, offsets, per_sample_weights=weights) + bias, target[batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-    @torch.no_grad()
-    def predict(batch_texts: Sequence[str]) -> np.ndarray:
-        ids, offsets, weights = bag(batch_texts)
-        return torch.softmax(model(ids, offsets, per_sample_weights=weights) + bias, dim=-1).double().numpy()
-
-    return predict
-
-
-def bag_rows(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """EmbeddingBag inputs (flat ids, offsets, per-id weights) with each row L2-normalised."""
-    ids = torch.tensor([i for row in rows for i in row], dtype=torch.long)
-    offsets = torch.tensor(np.cumsum([0] + [len(r) for r in rows[:-1]]), dtype=torch.long)
-    weights = torch.cat([torch.full((len(r),), 1 / math.sqrt(len(r))) for r in rows])
-    return ids, offsets, weights
+    """The n-gram head (training/ngram.py's train_head, the product's); returns its predict_proba."""
+    head: NgramHead = train_head(texts, [LABELS[i] for i in y], seed)
+    return head.probs
 
 
 def train_probe(hidden: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -244,66 +185,8 @@ def train_probe(hidden: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.
 # ------------------------------------------------------------------------------------ measuring
 
 
-def fuse(p_model: np.ndarray, p_second: np.ndarray, w: float) -> np.ndarray:
-    """The per-class log-linear pool, renormalised."""
-    z = np.log(np.clip(p_model, 1e-12, 1)) + w * np.log(np.clip(p_second, 1e-12, 1))
-    z -= z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
-def flag_curve(probs: np.ndarray, labels: Sequence[str], budgets: Sequence[int] = BUDGETS) -> dict[str, int]:
-    """`bench/flag_curve.py`'s count: non-neutral messages ranked (by p(neutral)) above the N-th neutral."""
-    out: dict[str, int] = {}
-    found = flagged = 0
-    for i in np.argsort(probs[:, 2], kind="stable"):
-        if labels[i] == "neutral":
-            flagged += 1
-            if flagged in budgets:
-                out[str(flagged)] = found
-        else:
-            found += 1
-    return out
-
-
-def report(probs: np.ndarray, labels: Sequence[str]) -> dict:
-    """Flag curve, per-class precision/recall/F1, macro and weighted F1, neutral flagged."""
-    pred = [LABELS[i] for i in probs.argmax(1)]
-    full = classification_report(list(labels), pred)
-    per_class = {c: {k: round(v, 4) for k, v in full["per_class"][c].items() if k in ("precision", "recall", "f1")}
-                 | {"support": full["per_class"][c]["support"]} for c in LABELS}
-    flagged = sum(g == "neutral" and p != "neutral" for g, p in zip(labels, pred))
-    return {"found_at_neutral_flagged": flag_curve(probs, labels), "f1_macro": round(full["f1_macro"], 4),
-            "f1_weighted": round(full["f1_weighted"], 4), "per_class": per_class, "neutral_flagged": flagged,
-            "non_neutral": sum(g != "neutral" for g in labels), "n": len(labels)}
-
-
 def rows_of(split: Split, keep: Callable[[str], bool]) -> np.ndarray:
     return np.array([i for i, s in enumerate(split.sources) if keep(s)])
-
-
-def sweep_w(p_model: np.ndarray, p_second: np.ndarray, sel: Split) -> list[dict]:
-    """Each w's figures on select: in-domain (Discord and voices) rows, Discord rows, TFNS rows."""
-    parts = {"indomain": rows_of(sel, lambda s: s in ("discord", "voices")),
-             "discord": rows_of(sel, lambda s: s == "discord"), "tfns": rows_of(sel, lambda s: s == "tfns")}
-    sweep = []
-    for w in WEIGHTS:
-        fused = fuse(p_model, p_second, w)
-        r = {k: report(fused[idx], [sel.labels[i] for i in idx]) for k, idx in parts.items()}
-        sweep.append({"w": w, "found_at_6": r["indomain"]["found_at_neutral_flagged"][str(SELECT_BUDGET)],
-                      "f1_macro": r["indomain"]["f1_macro"], "neutral_flagged": r["indomain"]["neutral_flagged"],
-                      "discord_found_at_6": r["discord"]["found_at_neutral_flagged"][str(SELECT_BUDGET)],
-                      "discord_f1_macro": r["discord"]["f1_macro"], "tfns_f1_weighted": r["tfns"]["f1_weighted"]})
-    return sweep
-
-
-def choose_w(sweep: list[dict], tfns_guard: bool) -> float:
-    """Rule A: most found at SELECT_BUDGET on select's in-domain rows, ties by in-domain macro F1, then
-    the smaller w. Rule B (tfns_guard): the same among the w whose select TFNS weighted F1 is at most
-    TFNS_GUARD under w = 0's."""
-    floor = sweep[0]["tfns_f1_weighted"] - TFNS_GUARD
-    allowed = [s for s in sweep if not tfns_guard or s["tfns_f1_weighted"] >= floor]
-    return max(allowed, key=lambda s: (s["found_at_6"], s["f1_macro"], -s["w"]))["w"]
 
 
 def paired_bootstrap(p_a: np.ndarray, p_b: np.ndarray, labels: Sequence[str], resamples: int = 2000) -> dict:
@@ -335,8 +218,8 @@ def bow_seeds(splits: Path, data: dict[str, Split], model: dict[str, np.ndarray]
     for seed in seeds:
         bow = train_bow(texts, y, seed)
         p2 = {n: bow(data[n].texts) for n in EVAL_SPLITS}
-        sweep = sweep_w(model["select"], p2["select"], data["select"])
-        w = choose_w(sweep, False)
+        sweep = sweep_weights(model["select"], p2["select"], data["select"].labels, data["select"].sources)
+        w = choose_weight(sweep, False)
         fused = {n: fuse(model[n], p2[n], w) for n in EVAL_SPLITS[1:]}
         out[str(seed)] = {"w": w, "select": next(s for s in sweep if s["w"] == w),
                           **{n: report(fused[n], data[n].labels) for n in EVAL_SPLITS[1:]}}
@@ -405,10 +288,10 @@ def run_fuse(splits: Path, cache: Path) -> dict:
     variants = {"model": None, **signals}
     for name, signal in variants.items():
         p2 = signal or {n: np.full_like(model[n], 1 / 3) for n in EVAL_SPLITS}
-        sweep = sweep_w(model["select"], p2["select"], sel) if signal else []
+        sweep = sweep_weights(model["select"], p2["select"], sel.labels, sel.sources) if signal else []
         entry: dict = {"select_sweep": sweep}
         for rule, guard in (("rule_a", False), ("rule_b_tfns_guard", True)):
-            w = choose_w(sweep, guard) if signal else 0.0
+            w = choose_weight(sweep, guard) if signal else 0.0
             if rule == "rule_b_tfns_guard" and (not signal or w == entry["rule_a"]["w"]):
                 entry[rule] = {"w": w, "same_as_rule_a": True}
                 continue

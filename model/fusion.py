@@ -1,0 +1,52 @@
+"""Fusing a scorer's label probabilities with the n-gram head's (SENTINEL_NGRAM_HEAD; off by default).
+
+A per-class log-linear pool, log p(c) = log p_model(c) + w log p_head(c) + const, renormalised: at
+w = 0 it is the model alone. `bench/fusion.py` measured it (docs/results/indomain/fusion.json); the
+head's card names the w chosen on select (training/ngram.py, choose_weight). Pure: numpy only, so
+the lexicon path stays torch-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from model.labels import LABELS
+from model.ngram import NgramHead
+from model.scorer import Judgement, ModelInfo, Scorer, judgement_from_probs
+
+HEAD_TAG = "ngram"
+
+
+def fuse(p_model: np.ndarray, p_head: np.ndarray, w: float) -> np.ndarray:
+    """The per-class log-linear pool of two [n, 3] probability arrays, renormalised (clipped at 1e-12
+    so a zero probability cannot make a row all -inf)."""
+    z = np.log(np.clip(p_model, 1e-12, 1)) + w * np.log(np.clip(p_head, 1e-12, 1))
+    z -= z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def fused_info(info: ModelInfo) -> ModelInfo:
+    """The wrapped scorer's info with the head named in its adapter, so ModelInfo.id (the `model`
+    field of every result, `sentinel eval`'s report, the Prometheus label) says the head is on:
+    smollm2+default -> smollm2+default+ngram; lexicon -> lexicon+ngram."""
+    adapter = f"{info.adapter}+{HEAD_TAG}" if info.adapter else HEAD_TAG
+    return dataclasses.replace(info, adapter=adapter)
+
+
+class FusedScorer:
+    """Any scorer (the Classifier interface) with its probabilities pooled with an n-gram head's."""
+
+    def __init__(self, scorer: Scorer, head: NgramHead, w: float | None = None):
+        self.scorer = scorer
+        self.head = head
+        self.w = head.w if w is None else w
+        self.info = fused_info(scorer.info)
+
+    def classify(self, texts: Sequence[str]) -> list[Judgement]:
+        judged = self.scorer.classify(texts)
+        p_model = np.array([[j.probs[label] for label in LABELS] for j in judged], dtype=np.float64).reshape(-1, len(LABELS))
+        return [judgement_from_probs(row) for row in fuse(p_model, self.head.probs(texts), self.w)]

@@ -1,0 +1,145 @@
+"""The n-gram head: a class-balanced logistic regression on hashed word 1-2-grams and in-word
+character 2-5-grams, whose probabilities `model.fusion` pools with the LM's (SENTINEL_NGRAM_HEAD).
+
+numpy only, no torch: applying the head is a sum of a few hundred weight rows per post, and the
+lexicon path (SENTINEL_BASE=lexicon) must stay torch-free with a head on. Training lives in
+`training/ngram.py`. The features are `bench/fusion.py`'s (crc32, so stable across processes and
+Python versions), which is what lets the product reproduce its figures (docs/results/indomain/fusion.json).
+
+On disk a head is a directory: `ngram_head.npz` (weights [buckets, 3] and bias [3], LABELS order)
+and `ngram_head.json`, its card (the fusion weight w and how it was chosen, the training files).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from model.labels import LABELS
+
+BUCKETS = 1 << 18
+WEIGHTS_FILE = "ngram_head.npz"
+CARD_FILE = "ngram_head.json"
+
+_TOKEN = re.compile(r"[a-z0-9$%']+|[^\sa-z0-9]", re.IGNORECASE)
+
+
+class HeadError(ValueError):
+    """A head directory that is missing, unreadable or does not fit this code. The message names the
+    file; `name` (the file's name alone) and `reason` let a settings check leave the path out."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.name = Path(path).name
+        self.reason = reason
+
+
+def features(text: str, buckets: int = BUCKETS) -> list[int]:
+    """Hashed bucket ids of a text's word 1-2-grams and in-word character 2-5-grams, sorted and
+    unique (crc32: the same ids in every process). An empty text gets bucket 0, so no row is empty."""
+    words = [w.lower() for w in _TOKEN.findall(text)]
+    grams = [f"w:{w}" for w in words] + [f"b:{a} {b}" for a, b in zip(words, words[1:])]
+    for word in words:
+        padded = f"<{word}>"
+        grams += [f"c:{padded[i:i + n]}" for n in range(2, 6) for i in range(len(padded) - n + 1)]
+    return sorted({zlib.crc32(g.encode()) % buckets for g in grams}) or [0]
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+@dataclass
+class NgramHead:
+    """weights [buckets, 3] and bias [3] in LABELS order; `card` is what ngram_head.json says."""
+
+    weights: np.ndarray
+    bias: np.ndarray
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def buckets(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def w(self) -> float:
+        """The fusion weight the card names (model.fusion.fuse); 0 is the model alone."""
+        return float(self.card.get("fusion", {}).get("w", 0.0))
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """Each text's summed weight rows over its features, the row L2-normalised (1/sqrt(count)
+        per id, as the bench's bag_rows), plus the bias. float32, as the torch EmbeddingBag it was
+        trained as, so the probabilities match the bench's."""
+        weights = self.weights.astype(np.float32, copy=False)
+        out = np.empty((len(texts), len(LABELS)), dtype=np.float32)
+        for row, text in enumerate(texts):
+            ids = features(text, self.buckets)
+            out[row] = weights[ids].sum(0) * np.float32(1 / np.sqrt(len(ids)))
+        return out + self.bias.astype(np.float32)
+
+    def probs(self, texts: Sequence[str]) -> np.ndarray:
+        """[n, 3] probabilities in LABELS order (float64 rows summing to 1)."""
+        return softmax(self.logits(texts)).astype(np.float64)
+
+    def save(self, directory: Path, *, half: bool = False) -> Path:
+        """Write ngram_head.npz (compressed; `half`: float16 weights) and ngram_head.json."""
+        directory.mkdir(parents=True, exist_ok=True)
+        weights = self.weights.astype(np.float16 if half else np.float32)
+        np.savez_compressed(directory / WEIGHTS_FILE, weights=weights, bias=self.bias.astype(np.float32),
+                            labels=np.array(LABELS))
+        (directory / CARD_FILE).write_text(json.dumps(self.card, indent=1) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> NgramHead:
+        """Read a head directory; HeadError naming the file for anything missing, corrupt or mismatched."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise HeadError(directory, f"not a directory (a head is a directory holding {WEIGHTS_FILE} and {CARD_FILE})")
+        card = read_card(directory / CARD_FILE)
+        weights, bias = read_weights(directory / WEIGHTS_FILE)
+        w = card.get("fusion", {}).get("w") if isinstance(card.get("fusion"), dict) else None
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 <= w <= 100:
+            raise HeadError(directory / CARD_FILE, "no fusion weight (fusion.w, a number from 0 to 100)")
+        buckets = card.get("buckets", weights.shape[0])
+        if buckets != weights.shape[0]:
+            raise HeadError(directory / WEIGHTS_FILE, f"{weights.shape[0]} buckets but {CARD_FILE} says {buckets}")
+        return cls(weights=weights, bias=bias, card=card)
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    try:
+        card = json.loads(path.read_text())
+    except OSError as exc:
+        raise HeadError(path, f"cannot read it ({exc.strerror})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise HeadError(path, "not JSON") from None
+    if not isinstance(card, dict):
+        raise HeadError(path, "not a JSON object")
+    return card
+
+
+def read_weights(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """weights [buckets, 3] float and bias [3] float, labels in this code's LABELS order."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            weights, bias, labels = data["weights"], data["bias"], [str(x) for x in data["labels"]]
+    except OSError as exc:
+        raise HeadError(path, f"cannot read it ({exc.strerror or type(exc).__name__})") from None
+    except Exception as exc:  # noqa: BLE001 - a zip, an npy or a key that does not parse: one message naming the file
+        raise HeadError(path, f"not a head's weights: a compressed numpy file of weights, bias and labels ({type(exc).__name__})") from None
+    if labels != list(LABELS):
+        raise HeadError(path, f"labels {labels}, not {list(LABELS)}")
+    if weights.ndim != 2 or weights.shape[1] != len(LABELS) or weights.shape[0] < 1 or bias.shape != (len(LABELS),):
+        raise HeadError(path, f"weights {weights.shape} and bias {bias.shape}, not [buckets, {len(LABELS)}] and [{len(LABELS)}]")
+    if not (np.issubdtype(weights.dtype, np.floating) and np.isfinite(weights).all() and np.isfinite(bias).all()):
+        raise HeadError(path, "weights that are not finite numbers")
+    return weights, bias
