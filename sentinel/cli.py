@@ -72,10 +72,26 @@ def model_settings(*, stream: Literal["worker", "reader"] | None = None, **overr
     wrote). Fixing one and only then hearing of the next costs a pod restart each."""
     found = read_settings({k: v for k, v in overrides.items() if v is not None})
     setup_logging(found.settings.log_level, found.settings.log_json)
-    problems = [*found.problems, *(stream_problems(found.settings, stream, found.failing) if stream else []), redis_url_problem()]
+    problems = [*found.problems, *(stream_problems(found.settings, stream, found.failing) if stream else []), redis_url_problem(),
+                ngram_head_problem(found.settings)]
     if given := [problem for problem in problems if problem]:
         raise fail(invalid_settings(given))
     return found.settings
+
+
+def ngram_head_problem(settings: Settings) -> str | None:
+    """What is wrong with SENTINEL_NGRAM_HEAD's directory (model/ngram.py reads it: numpy, no torch),
+    checked with the other settings so a bad head is one line and exit 2 before the model loads, not
+    a traceback after. Names the file inside the directory, never the path (a setting's value)."""
+    if settings.ngram_head is None:
+        return None
+    from model.ngram import HeadError, NgramHead
+
+    try:
+        NgramHead.load(settings.ngram_head)
+    except HeadError as exc:
+        return f"SENTINEL_NGRAM_HEAD: {exc.name}: {exc.reason}" if settings.ngram_head.is_dir() else f"SENTINEL_NGRAM_HEAD: {exc.reason}"
+    return None
 
 
 def redis_url_problem() -> str | None:
@@ -131,6 +147,27 @@ def check_notify_settings(settings: Settings) -> None:
 
 
 def load_classifier(settings: Settings) -> Scorer:
+    """The configured scorer, every command's and the worker's (also in its model process), with the
+    n-gram head pooled in when SENTINEL_NGRAM_HEAD is set (off by default)."""
+    return with_ngram_head(load_scorer(settings), settings)
+
+
+def with_ngram_head(scorer: Scorer, settings: Settings) -> Scorer:
+    """`scorer` wrapped in model.fusion.FusedScorer at the w the head's card names; `scorer` itself
+    when no head is set. The head is numpy only: the lexicon path stays torch-free."""
+    if settings.ngram_head is None:
+        return scorer
+    from model.fusion import FusedScorer
+    from model.ngram import HeadError, NgramHead
+
+    try:
+        head = NgramHead.load(settings.ngram_head)
+    except HeadError as exc:  # checked at start-up (ngram_head_problem); changed on disk since
+        raise fail(f"SENTINEL_NGRAM_HEAD: {exc}") from None
+    return FusedScorer(scorer, head)
+
+
+def load_scorer(settings: Settings) -> Scorer:
     if settings.base == "lexicon":  # no torch imported on this path (tests/test_layers.py)
         from model.lexicon import LexiconClassifier
 
@@ -364,6 +401,65 @@ def bench_classify_cmd(
 
 
 # ---------------------------------------------------------------------------- training
+
+
+@app.command("train-head")
+def train_head_cmd(
+    data: Annotated[list[Path], typer.Option("--data", exists=True, dir_okay=False, help="training file(s); repeat for several")],
+    select: Annotated[Path, typer.Option("--select", exists=True, dir_okay=False, help="sentinel splits's select.csv (text, label, source): chooses the fusion weight")],
+    out_dir: Annotated[Path, typer.Option("--out", help="where ngram_head.npz and its card ngram_head.json go")],
+    fmt: Annotated[str, typer.Option("--format", help="auto | tfns | alpaca | csv | jsonl | seed-discord")] = "auto",
+    text_col: Annotated[str, typer.Option("--text-col")] = "text",
+    label_col: Annotated[str, typer.Option("--label-col")] = "label",
+    label_map: Annotated[Optional[str], typer.Option("--label-map")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    base: BaseOpt = None,
+    adapter: AdapterOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    quantize: QuantizeOpt = None,
+    batch_size: BatchOpt = None,
+) -> None:
+    """Train the n-gram head (SENTINEL_NGRAM_HEAD) on labelled files and choose its fusion weight on
+    --select with the configured classifier; writes the head and its card."""
+    import numpy as np
+
+    from model.labels import LABELS
+    from training.data import DataError, load_examples, parse_label_map
+    from training.ngram import EPOCHS, choose_weight, head_card, read_select, sweep_weights, train_head
+
+    settings = model_settings(base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise fail(f"--out {out_dir}: a file, not a directory")
+    try:
+        examples = [e for path in data for e in load_examples(path, fmt, text_col=text_col, label_col=label_col,
+                                                             label_map=parse_label_map(label_map)).examples]
+        chosen_on, sources = read_select(select)
+    except (DataError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if not examples:
+        raise fail("the --data files hold no usable examples")
+    out.print(f"train {len(examples)}  select {len(chosen_on)}")
+    # The model alone (never a head already set): the weight is chosen against what it will be pooled with.
+    scorer = load_scorer(settings)
+    judged = classify_all(scorer, [e.text for e in chosen_on], settings.batch_size, "scoring select")
+    p_model = np.array([[j.probs[label] for label in LABELS] for j in judged], dtype=np.float64)
+    with progress() as bar:
+        task = bar.add_task("training the head", total=EPOCHS)
+        head = train_head([e.text for e in examples], [e.label for e in examples], seed, on_epoch=lambda _: bar.advance(task))
+    select_labels = [e.label for e in chosen_on]
+    sweep = sweep_weights(p_model, head.probs([e.text for e in chosen_on]), select_labels, sources)
+    w = choose_weight(sweep)
+    head.card = head_card(w=w, sweep=sweep, select=select, scored_with=scorer.info.id, files=data, fmt=fmt,
+                          labels=[e.label for e in examples], seed=seed, buckets=head.buckets, select_rows=len(chosen_on))
+    try:
+        head.save(out_dir)
+    except OSError as exc:
+        raise os_failure(exc) from None
+    at_w, at_0 = head.card["fusion"]["select_at_w"], head.card["fusion"]["select_at_0"]
+    print(json.dumps({"out": str(out_dir), "w": w, "select_found_at_6": [at_0["found_at_6"], at_w["found_at_6"]],
+                          "select_f1_macro": [at_0["f1_macro"], at_w["f1_macro"]],
+                          "select_tfns_f1_weighted": [at_0["tfns_f1_weighted"], at_w["tfns_f1_weighted"]]}))
 
 
 # Every linear layer: training.trainer.DEFAULT_TARGETS, spelled out so the CLI starts without torch.

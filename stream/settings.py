@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     batch_size: int = Field(64, ge=1, le=4096, description="posts per forward pass")
     max_post_tokens: int = Field(192, ge=8, le=4096, description="posts are truncated to this many tokens")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="converted base models live here")
+    ngram_head: Path | None = Field(
+        None, description="an n-gram head directory (sentinel train-head; the shipped one is model/heads/default) whose probabilities "
+        "are pooled with the model's at the weight its card names (model/fusion.py); unset: off, the model alone"
+    )
     model_process: Literal["auto", "true", "false"] = Field(
         "auto", description="run the model in a child process of the worker, with an interpreter lock of its own (stream/model_process.py): "
         "auto does on a CUDA device, where it lets the model run at full speed, and not on CPU, where it measured slower; false: on a thread of the worker"

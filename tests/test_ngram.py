@@ -1,0 +1,195 @@
+"""The n-gram head and its fusion (SENTINEL_NGRAM_HEAD): features, the pool, the head's files, the
+scorer that wraps another, training and the weight rule, and the CLI with the keyword base."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.fusion import FusedScorer, fuse
+from model.labels import LABELS
+from model.lexicon import LexiconClassifier
+from model.ngram import BUCKETS, CARD_FILE, WEIGHTS_FILE, HeadError, NgramHead, features
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sentinel(args: list[str], env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
+    env.update({"SENTINEL_BASE": "lexicon", **env_extra})
+    return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+
+
+def toy_head(w: float = 1.0, buckets: int = 64) -> NgramHead:
+    rng = np.random.default_rng(0)
+    return NgramHead(weights=rng.normal(size=(buckets, 3)).astype(np.float32), bias=np.array([0.1, -0.2, 0.3], dtype=np.float32),
+                     card={"fusion": {"w": w}, "buckets": buckets})
+
+
+def test_features_are_pinned():
+    """crc32 of the n-grams: the ids the shipped head was trained on, in every process. A change to
+    the tokeniser, the grams or the hash breaks every shipped head and the bench's figures."""
+    ids = features("BTC to the moon")
+    assert len(ids) == 46
+    assert ids[:6] == [8833, 11117, 12027, 13874, 17030, 17073]
+    assert ids[-3:] == [234447, 255108, 257046]
+    assert features("") == [0] and features("   ") == [0]
+    assert max(features("x" * 50)) < BUCKETS
+
+
+def test_fuse_at_zero_is_the_model_and_rows_sum_to_one():
+    rng = np.random.default_rng(1)
+    p_model, p_head = rng.dirichlet([1, 1, 1], 20), rng.dirichlet([1, 1, 1], 20)
+    np.testing.assert_allclose(fuse(p_model, p_head, 0.0), p_model, rtol=1e-12)
+    fused = fuse(p_model, p_head, 0.75)
+    np.testing.assert_allclose(fused.sum(1), 1.0, rtol=1e-12)
+    assert not np.allclose(fused, p_model)
+    # a zero probability is clipped, not -inf: the row stays a distribution
+    zero = fuse(np.array([[1.0, 0.0, 0.0]]), np.array([[0.0, 1.0, 0.0]]), 1.0)
+    assert np.isfinite(zero).all() and zero.sum() == pytest.approx(1.0)
+
+
+def test_head_probs_are_the_normalised_bag(tmp_path):
+    head = toy_head()
+    ids = features("eth pump", head.buckets)
+    want = head.weights[ids].sum(0) / np.sqrt(len(ids)) + head.bias
+    want = np.exp(want - want.max()) / np.exp(want - want.max()).sum()
+    np.testing.assert_allclose(head.probs(["eth pump"])[0], want, rtol=1e-5)
+    assert head.probs(["a", "b c"]).sum(1) == pytest.approx([1.0, 1.0])
+
+
+def test_save_load_round_trips_exactly(tmp_path):
+    head = toy_head(w=0.75)
+    head.save(tmp_path / "h")
+    back = NgramHead.load(tmp_path / "h")
+    assert np.array_equal(back.weights, head.weights) and np.array_equal(back.bias, head.bias)
+    assert back.card == head.card and back.w == 0.75
+    texts = ["BTC to the moon", "sell everything"]
+    assert np.array_equal(back.probs(texts), head.probs(texts))
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda d: (d / WEIGHTS_FILE).write_bytes(b"not a zip"), WEIGHTS_FILE),
+    (lambda d: (d / WEIGHTS_FILE).unlink(), WEIGHTS_FILE),
+    (lambda d: (d / CARD_FILE).write_text("{"), CARD_FILE),
+    (lambda d: (d / CARD_FILE).write_text('{"fusion": {}}'), CARD_FILE),
+    (lambda d: (d / CARD_FILE).write_text('{"fusion": {"w": 1}, "buckets": 65}'), WEIGHTS_FILE),
+    (lambda d: np.savez_compressed(d / WEIGHTS_FILE, weights=np.zeros((64, 3)), bias=np.zeros(3), labels=np.array(["a", "b", "c"])), WEIGHTS_FILE),
+    (lambda d: np.savez_compressed(d / WEIGHTS_FILE, weights=np.zeros((64, 2)), bias=np.zeros(3), labels=np.array(LABELS)), WEIGHTS_FILE),
+])
+def test_a_damaged_head_is_an_error_naming_the_file(tmp_path, damage, named):
+    toy_head().save(tmp_path)
+    damage(tmp_path)
+    with pytest.raises(HeadError, match=named) as caught:
+        NgramHead.load(tmp_path)
+    assert caught.value.name == named
+
+
+def test_fused_scorer_over_the_lexicon():
+    lexicon = LexiconClassifier()
+    head = toy_head(w=0.5)
+    fused = FusedScorer(lexicon, head)
+    texts = ["BTC to the moon", "eth dump incoming", "the meeting is at noon"]
+    judged = fused.classify(texts)
+    p_model = np.array([[j.probs[c] for c in LABELS] for j in lexicon.classify(texts)])
+    want = fuse(p_model, head.probs(texts), 0.5)
+    for j, row in zip(judged, want):
+        assert [j.probs[c] for c in LABELS] == pytest.approx(list(row))
+        assert j.label == LABELS[int(np.argmax(row))] and j.score == pytest.approx(row[0] - row[1])
+    assert fused.info.id == "lexicon+ngram"
+    for off, alone in zip(FusedScorer(lexicon, head, w=0.0).classify(texts), lexicon.classify(texts)):
+        assert off.probs == pytest.approx(alone.probs) and off.label == alone.label
+
+
+def test_train_head_separates_two_obvious_classes():
+    from training.ngram import train_head
+
+    texts = [f"moon rally {i}" for i in range(30)] + [f"crash dump {i}" for i in range(30)] + [f"the meeting {i}" for i in range(30)]
+    labels = ["positive"] * 30 + ["negative"] * 30 + ["neutral"] * 30
+    head = train_head(texts, labels, seed=1, buckets=1 << 12)
+    pred = [LABELS[i] for i in head.probs(["big moon rally today", "total crash and dump", "the meeting room"]).argmax(1)]
+    assert pred == ["positive", "negative", "neutral"]
+
+
+def test_choose_weight_picks_zero_when_the_head_only_hurts():
+    from training.ngram import choose_weight, sweep_weights
+
+    labels = ["positive"] * 4 + ["negative"] * 4 + ["neutral"] * 12
+    sources = ["discord"] * 16 + ["tfns"] * 4
+    right = np.array([[0.9, 0.05, 0.05]] * 4 + [[0.05, 0.9, 0.05]] * 4 + [[0.05, 0.05, 0.9]] * 12)
+    wrong = right[:, [2, 0, 1]]  # the head says neutral for every non-neutral one and the opposite for neutral ones
+    sweep = sweep_weights(right, wrong, labels, sources)
+    assert choose_weight(sweep) == 0.0
+    helpful = sweep_weights(np.full_like(right, 1 / 3), right, labels, sources)
+    assert choose_weight(helpful) > 0  # the rule can pick a w: it is not stuck at 0
+
+
+def test_choose_weight_keeps_tfns_within_the_guard():
+    from training.ngram import choose_weight
+
+    sweep = [{"w": 0.0, "found_at_6": 1, "f1_macro": 0.5, "tfns_f1_weighted": 0.90},
+             {"w": 0.5, "found_at_6": 3, "f1_macro": 0.6, "tfns_f1_weighted": 0.895},
+             {"w": 1.0, "found_at_6": 5, "f1_macro": 0.7, "tfns_f1_weighted": 0.85}]
+    assert choose_weight(sweep) == 0.5 and choose_weight(sweep, tfns_guard=False) == 1.0
+
+
+def test_eval_with_a_head_on_the_lexicon_base(tmp_path):
+    """SENTINEL_NGRAM_HEAD wraps the configured scorer in `sentinel eval`: the report's model says so
+    and its figures are the fused ones."""
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\nBTC to the moon,positive\nthe meeting is at noon,neutral\nETH dump,negative\n")
+    head = toy_head(w=3.0, buckets=BUCKETS)
+    head.weights[:] = 0
+    head.bias[:] = [0, 0, 5]  # a head that says neutral, strongly: fused, everything is neutral
+    head.save(tmp_path / "h")
+    plain = sentinel(["eval", "--data", str(data), "--format", "csv", "--json"], {})
+    fused = sentinel(["eval", "--data", str(data), "--format", "csv", "--json"], {"SENTINEL_NGRAM_HEAD": str(tmp_path / "h")})
+    assert plain.returncode == 0 and fused.returncode == 0, fused.stderr
+    plain_r, fused_r = json.loads(plain.stdout), json.loads(fused.stdout)
+    assert plain_r["model"] == "lexicon" and fused_r["model"] == "lexicon+ngram"
+    assert plain_r["accuracy"] == 1.0 and fused_r["confusion"]["positive"]["neutral"] == 1
+
+
+def test_train_head_end_to_end_on_the_lexicon_base(tmp_path):
+    train, select = tmp_path / "train.csv", tmp_path / "select.csv"
+    with train.open("w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(["text", "label"])
+        for i in range(10):
+            rows.writerows([[f"moon rally {i}", "positive"], [f"crash dump {i}", "negative"], [f"meeting notes {i}", "neutral"]])
+    with select.open("w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(["text", "label", "source"])
+        for i in range(8):
+            rows.writerows([[f"big rally {i}", "positive", "discord"], [f"a dump {i}", "negative", "voices"],
+                            [f"notes {i}", "neutral", "discord"], [f"quarterly notes {i}", "neutral", "tfns"]])
+    done = sentinel(["train-head", "--data", str(train), "--select", str(select), "--out", str(tmp_path / "h"), "--format", "csv"], {})
+    assert done.returncode == 0, done.stderr
+    head = NgramHead.load(tmp_path / "h")
+    card = head.card
+    assert card["training"]["rows"] == 30 and card["training"]["files"][0]["sha256"]
+    assert card["fusion"]["scored_with"] == "lexicon" and len(card["fusion"]["select_sweep"]) == 11
+    assert json.loads(done.stdout.strip().splitlines()[-1])["w"] == head.w
+    # a bad row names its file and line, as the other commands do
+    train.write_text("text,label\nfine,positive\nbad row,maybe\n")
+    bad = sentinel(["train-head", "--data", str(train), "--select", str(select), "--out", str(tmp_path / "h2"), "--format", "csv"], {})
+    assert bad.returncode == 2 and "train.csv:3: unknown label" in bad.stderr and not (tmp_path / "h2").exists()
+
+
+@pytest.mark.parametrize("make, said", [
+    (lambda d: d / "missing", "SENTINEL_NGRAM_HEAD: not a directory"),
+    (lambda d: (toy_head().save(d / "h"), (d / "h" / WEIGHTS_FILE).write_bytes(b"junk"))[0], f"SENTINEL_NGRAM_HEAD: {WEIGHTS_FILE}: not a head's weights"),
+])
+def test_a_bad_head_setting_exits_2_naming_the_variable(tmp_path, make, said):
+    path = make(tmp_path)
+    done = sentinel(["classify", "BTC to the moon"], {"SENTINEL_NGRAM_HEAD": str(path)})
+    assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr
+    assert str(tmp_path) not in done.stderr  # the setting's value is never printed
+
