@@ -26,6 +26,7 @@ from model.labels import LABELS
 BUCKETS = 1 << 18
 WEIGHTS_FILE = "ngram_head.npz"
 CARD_FILE = "ngram_head.json"
+HALF_OVER = 2_000_000  # bytes: a float32 weights file over this is written in float16 (NgramHead.save)
 
 _TOKEN = re.compile(r"[a-z0-9$%']+|[^\sa-z0-9]", re.IGNORECASE)
 
@@ -89,12 +90,18 @@ class NgramHead:
         """[n, 3] probabilities in LABELS order (float64 rows summing to 1)."""
         return softmax(self.logits(texts)).astype(np.float64)
 
-    def save(self, directory: Path, *, half: bool = False) -> Path:
-        """Write ngram_head.npz (compressed; `half`: float16 weights) and ngram_head.json."""
+    def save(self, directory: Path, *, half: bool | None = None) -> Path:
+        """Write ngram_head.npz (compressed) and ngram_head.json. `half`: float16 weights; None
+        (the default) picks them when float32's file would be over HALF_OVER bytes (the shipped
+        head: 2.1 MB, 1.1 MB in float16, every figure of docs/results/indomain/fusion.json
+        unchanged to 4 decimals). The card records the dtype written."""
         directory.mkdir(parents=True, exist_ok=True)
-        weights = self.weights.astype(np.float16 if half else np.float32)
-        np.savez_compressed(directory / WEIGHTS_FILE, weights=weights, bias=self.bias.astype(np.float32),
-                            labels=np.array(LABELS))
+        for dtype in ((np.float16,) if half else (np.float32,) if half is False else (np.float32, np.float16)):
+            self.card["weights_dtype"] = np.dtype(dtype).name
+            np.savez_compressed(directory / WEIGHTS_FILE, weights=self.weights.astype(dtype), bias=self.bias.astype(np.float32),
+                                labels=np.array(LABELS))
+            if (directory / WEIGHTS_FILE).stat().st_size <= HALF_OVER:
+                break
         (directory / CARD_FILE).write_text(json.dumps(self.card, indent=1) + "\n")
         return directory
 
@@ -142,4 +149,4 @@ def read_weights(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise HeadError(path, f"weights {weights.shape} and bias {bias.shape}, not [buckets, {len(LABELS)}] and [{len(LABELS)}]")
     if not (np.issubdtype(weights.dtype, np.floating) and np.isfinite(weights).all() and np.isfinite(bias).all()):
         raise HeadError(path, "weights that are not finite numbers")
-    return weights, bias
+    return weights.astype(np.float32), bias.astype(np.float32)  # float16 on disk (save), float32 to apply

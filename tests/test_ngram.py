@@ -75,6 +75,17 @@ def test_save_load_round_trips_exactly(tmp_path):
     assert np.array_equal(back.probs(texts), head.probs(texts))
 
 
+def test_a_head_too_large_for_float32_is_written_in_float16(tmp_path):
+    """The shipped head's size: 2^18 buckets of weights, float32 over 2 MB compressed, so float16."""
+    rng = np.random.default_rng(2)
+    head = NgramHead(weights=rng.normal(size=(BUCKETS, 3)).astype(np.float32), bias=np.zeros(3, dtype=np.float32), card={"fusion": {"w": 1.0}})
+    head.save(tmp_path)
+    back = NgramHead.load(tmp_path)
+    assert back.card["weights_dtype"] == "float16" and back.weights.dtype == np.float32
+    np.testing.assert_allclose(back.weights, head.weights, rtol=1e-3, atol=1e-3)
+    assert (tmp_path / WEIGHTS_FILE).stat().st_size < 2_000_000
+
+
 @pytest.mark.parametrize("damage, named", [
     (lambda d: (d / WEIGHTS_FILE).write_bytes(b"not a zip"), WEIGHTS_FILE),
     (lambda d: (d / WEIGHTS_FILE).unlink(), WEIGHTS_FILE),
