@@ -42,7 +42,7 @@ ALERTS_IO = {"stream.alerts.engine", "stream.alerts.correlator", "stream.alerts.
 PURE = {
     "stream.contracts", "stream.windows", "stream.assets", "stream.timefmt", "stream.keys", "stream.batch",
     "stream.alerts.comparison", "stream.alerts.precision", "stream.alerts.detector", "stream.alerts.sequential", "stream.alerts.incidents", "stream.alerts.judging", "stream.alerts.grouping", "stream.alerts.message",
-    "model.labels", "model.prompt", "model.scorer", "model.lexicon", "model.csvquotes",
+    "model.labels", "model.prompt", "model.scorer", "model.lexicon", "model.csvquotes", "model.ngram", "model.fusion",
     "stream.console.views", "stream.console.auth",
     "stream.reporting.daily", "stream.reporting.prices", "stream.reporting.svg", "stream.reporting.render",
 }
@@ -190,7 +190,8 @@ def test_the_checks_see_a_deliberate_upward_import(tmp_path, monkeypatch):
 
 
 def test_the_lexicon_path_never_imports_torch():
-    """SENTINEL_BASE=lexicon: the CLI loads the keyword scorer and builds a worker without torch."""
+    """SENTINEL_BASE=lexicon: the CLI loads the keyword scorer (also with the n-gram head pooled in,
+    SENTINEL_NGRAM_HEAD) and builds a worker without torch."""
     code = (
         "import sys\n"
         "from sentinel.cli import load_classifier\n"
@@ -198,6 +199,9 @@ def test_the_lexicon_path_never_imports_torch():
         "import stream.worker, sentinel.run\n"
         "scorer = load_classifier(Settings(base='lexicon'))\n"
         "assert scorer.classify(['BTC to the moon'])[0].label == 'positive'\n"
+        "from pathlib import Path\n"
+        "fused = load_classifier(Settings(base='lexicon', ngram_head=Path('model/heads/default')))\n"
+        "assert fused.info.id == 'lexicon+ngram' and fused.classify(['BTC to the moon'])[0].label in ('positive', 'negative', 'neutral')\n"
         "loaded = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)\n"
         "assert not loaded, loaded\n"
     )

@@ -204,3 +204,10 @@ def test_a_bad_head_setting_exits_2_naming_the_variable(tmp_path, make, said):
     assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr
     assert str(tmp_path) not in done.stderr  # the setting's value is never printed
 
+
+def test_the_shipped_head_loads_and_names_its_weight():
+    head = NgramHead.load(ROOT / "model" / "heads" / "default")
+    assert head.buckets == BUCKETS and head.w == head.card["fusion"]["w"] > 0
+    assert [f["path"].rsplit("/", 1)[-1] for f in head.card["training"]["files"]] == [
+        "train-tfns.csv", "train-indomain.csv", "train-discord-round2.csv", "train-discord-round3.csv",
+        "train-voices-round2.csv", "train-voices-round3.csv"]
