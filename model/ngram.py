@@ -24,6 +24,8 @@ import numpy as np
 from model.labels import LABELS
 
 BUCKETS = 1 << 18
+DEFAULT_HEAD = "default"
+PACKAGED_HEAD_DIR = Path(__file__).resolve().parent / "heads" / DEFAULT_HEAD
 WEIGHTS_FILE = "ngram_head.npz"
 CARD_FILE = "ngram_head.json"
 HALF_OVER = 2_000_000  # bytes: a float32 weights file over this is written in float16 (NgramHead.save)
@@ -50,6 +52,12 @@ def features(text: str, buckets: int = BUCKETS) -> list[int]:
         padded = f"<{word}>"
         grams += [f"c:{padded[i:i + n]}" for n in range(2, 6) for i in range(len(padded) - n + 1)]
     return sorted({zlib.crc32(g.encode()) % buckets for g in grams}) or [0]
+
+
+def head_dir(setting: Path | str) -> Path:
+    """SENTINEL_NGRAM_HEAD's directory: `default` is the head shipped in the package (as
+    SENTINEL_ADAPTER's `default`), wherever the package is installed; anything else is a path."""
+    return PACKAGED_HEAD_DIR if str(setting) == DEFAULT_HEAD else Path(setting)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from collections import Counter
 from pathlib import Path
@@ -85,12 +86,12 @@ def ngram_head_problem(settings: Settings) -> str | None:
     a traceback after. Names the file inside the directory, never the path (a setting's value)."""
     if settings.ngram_head is None:
         return None
-    from model.ngram import HeadError, NgramHead
+    from model.ngram import HeadError, NgramHead, head_dir
 
     try:
-        NgramHead.load(settings.ngram_head)
+        NgramHead.load(head_dir(settings.ngram_head))
     except HeadError as exc:
-        return f"SENTINEL_NGRAM_HEAD: {exc.name}: {exc.reason}" if settings.ngram_head.is_dir() else f"SENTINEL_NGRAM_HEAD: {exc.reason}"
+        return f"SENTINEL_NGRAM_HEAD: {exc.name}: {exc.reason}" if head_dir(settings.ngram_head).is_dir() else f"SENTINEL_NGRAM_HEAD: {exc.reason}"
     return None
 
 
@@ -158,12 +159,18 @@ def with_ngram_head(scorer: Scorer, settings: Settings) -> Scorer:
     if settings.ngram_head is None:
         return scorer
     from model.fusion import FusedScorer
-    from model.ngram import HeadError, NgramHead
+    from model.ngram import HeadError, NgramHead, head_dir
 
     try:
-        head = NgramHead.load(settings.ngram_head)
+        head = NgramHead.load(head_dir(settings.ngram_head))
     except HeadError as exc:  # checked at start-up (ngram_head_problem); changed on disk since
         raise fail(f"SENTINEL_NGRAM_HEAD: {exc}") from None
+    chosen_with = head.card.get("fusion", {}).get("scored_with")
+    if chosen_with and chosen_with != scorer.info.id:
+        # w was chosen against one model's probabilities; pooled with another's it is a guess.
+        logging.getLogger("sentinel.model").warning(
+            "the n-gram head's fusion weight was chosen with another model: run sentinel train-head with this one",
+            extra={"head_chosen_with": chosen_with, "model": scorer.info.id, "w": head.w})
     return FusedScorer(scorer, head)
 
 

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     max_post_tokens: int = Field(192, ge=8, le=4096, description="posts are truncated to this many tokens")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="converted base models live here")
     ngram_head: Path | None = Field(
-        None, description="an n-gram head directory (sentinel train-head; the shipped one is model/heads/default) whose probabilities "
+        None, description="an n-gram head directory (sentinel train-head), or 'default' for the one shipped in model/heads/default, whose probabilities "
         "are pooled with the model's at the weight its card names (model/fusion.py); unset: off, the model alone"
     )
     model_process: Literal["auto", "true", "false"] = Field(

@@ -16,15 +16,15 @@ import pytest
 from model.fusion import FusedScorer, fuse
 from model.labels import LABELS
 from model.lexicon import LexiconClassifier
-from model.ngram import BUCKETS, CARD_FILE, WEIGHTS_FILE, HeadError, NgramHead, features
+from model.ngram import BUCKETS, CARD_FILE, PACKAGED_HEAD_DIR, WEIGHTS_FILE, HeadError, NgramHead, features, head_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def sentinel(args: list[str], env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+def sentinel(args: list[str], env_extra: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
     env.update({"SENTINEL_BASE": "lexicon", **env_extra})
-    return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
 
 
 def toy_head(w: float = 1.0, buckets: int = 64) -> NgramHead:
@@ -211,3 +211,20 @@ def test_the_shipped_head_loads_and_names_its_weight():
     assert [f["path"].rsplit("/", 1)[-1] for f in head.card["training"]["files"]] == [
         "train-tfns.csv", "train-indomain.csv", "train-discord-round2.csv", "train-discord-round3.csv",
         "train-voices-round2.csv", "train-voices-round3.csv"]
+
+
+def test_default_is_the_shipped_head_wherever_the_command_runs_and_another_model_is_warned_of(tmp_path):
+    """`SENTINEL_NGRAM_HEAD=default` is the packaged head (as SENTINEL_ADAPTER=default), not a
+    directory of that name under the working directory. Its w was chosen with the shipped adapter, so
+    pooled with another model's probabilities (here the keyword scorer's) the command says so."""
+    assert head_dir("default") == PACKAGED_HEAD_DIR and head_dir(tmp_path) == tmp_path
+    done = sentinel(["classify", "--json", "BTC to the moon"], {"SENTINEL_NGRAM_HEAD": "default"}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["label"] in LABELS
+    assert "chosen with another model" in done.stderr and "smollm2+default" in done.stderr
+    # A head chosen with this very model: no warning.
+    head = NgramHead.load(PACKAGED_HEAD_DIR)
+    head.card["fusion"]["scored_with"] = "lexicon"
+    head.save(tmp_path / "h")
+    quiet = sentinel(["classify", "--json", "BTC to the moon"], {"SENTINEL_NGRAM_HEAD": str(tmp_path / "h")}, cwd=tmp_path)
+    assert quiet.returncode == 0 and "chosen with another model" not in quiet.stderr, quiet.stderr
