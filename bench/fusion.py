@@ -61,7 +61,8 @@ from training.ngram import (  # noqa: E402  the product's head, training, report
     WEIGHTS, class_weights, choose_weight, flag_curve, label_ids, report, sweep_weights, train_head,
 )
 
-# The shipped recipe's training files (model/adapters/default/model_card.json), each once.
+# The training splits, each once: the shipped recipe's files (model/adapters/default/model_card.json)
+# and both third rounds (session 15), which the adapter never trained on. Never select, never a test split.
 TRAIN_SPLITS = ("train-tfns", "train-indomain", "train-discord-round2", "train-discord-round3",
                 "train-voices-round2", "train-voices-round3")
 INDOMAIN_TRAIN = TRAIN_SPLITS[1:]
