@@ -24,6 +24,7 @@ import numpy as np
 from model.labels import LABELS
 
 BUCKETS = 1 << 18
+MAX_CHARS = 10_000  # stream.contracts' SENTINEL_MAX_TEXT_CHARS default (model/ sits below stream/)
 DEFAULT_HEAD = "default"
 PACKAGED_HEAD_DIR = Path(__file__).resolve().parent / "heads" / DEFAULT_HEAD
 WEIGHTS_FILE = "ngram_head.npz"
@@ -45,8 +46,10 @@ class HeadError(ValueError):
 
 def features(text: str, buckets: int = BUCKETS) -> list[int]:
     """Hashed bucket ids of a text's word 1-2-grams and in-word character 2-5-grams, sorted and
-    unique (crc32: the same ids in every process). An empty text gets bucket 0, so no row is empty."""
-    words = [w.lower() for w in _TOKEN.findall(text)]
+    unique (crc32: the same ids in every process). An empty text gets bucket 0, so no row is empty.
+    Only the first MAX_CHARS characters are read: a post is at most that long (the contract's cap),
+    and a longer line of a file given to `sentinel eval` must not cost gigabytes of gram strings."""
+    words = [w.lower() for w in _TOKEN.findall(text[:MAX_CHARS])]
     grams = [f"w:{w}" for w in words] + [f"b:{a} {b}" for a, b in zip(words, words[1:])]
     for word in words:
         padded = f"<{word}>"
@@ -135,7 +138,7 @@ def read_card(path: Path) -> dict[str, Any]:
         card = json.loads(path.read_text())
     except OSError as exc:
         raise HeadError(path, f"cannot read it ({exc.strerror})") from None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise HeadError(path, "not JSON") from None
     if not isinstance(card, dict):
         raise HeadError(path, "not a JSON object")
@@ -155,6 +158,8 @@ def read_weights(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise HeadError(path, f"labels {labels}, not {list(LABELS)}")
     if weights.ndim != 2 or weights.shape[1] != len(LABELS) or weights.shape[0] < 1 or bias.shape != (len(LABELS),):
         raise HeadError(path, f"weights {weights.shape} and bias {bias.shape}, not [buckets, {len(LABELS)}] and [{len(LABELS)}]")
-    if not (np.issubdtype(weights.dtype, np.floating) and np.isfinite(weights).all() and np.isfinite(bias).all()):
+    if not (np.issubdtype(weights.dtype, np.floating) and np.issubdtype(bias.dtype, np.floating)):
+        raise HeadError(path, f"weights of {weights.dtype} and bias of {bias.dtype}, not floating-point numbers")
+    if not (np.isfinite(weights).all() and np.isfinite(bias).all()):
         raise HeadError(path, "weights that are not finite numbers")
     return weights.astype(np.float32), bias.astype(np.float32)  # float16 on disk (save), float32 to apply

@@ -65,16 +65,19 @@ QuantizeOpt = Annotated[Optional[str], typer.Option("--quantize", help="none | 8
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="posts per forward pass")]
 
 
-def model_settings(*, stream: Literal["worker", "reader"] | None = None, **overrides: Any) -> Settings:
+def model_settings(*, stream: Literal["worker", "reader"] | None = None, scorer: bool = False, **overrides: Any) -> Settings:
     """The environment's settings with any CLI options laid over them; also sets up logging. Every
     setting that is wrong is named in one line: a field that does not parse, settings wrong
     together, the Redis URL and, for `stream`, the stream checks (`worker`: a worker's, the alias
     table and the services it notifies too; `reader`: a command that only reads what workers
-    wrote). Fixing one and only then hearing of the next costs a pod restart each."""
+    wrote); for `scorer` (a command that loads the classifier), the n-gram head. Fixing one and
+    only then hearing of the next costs a pod restart each."""
     found = read_settings({k: v for k, v in overrides.items() if v is not None})
     setup_logging(found.settings.log_level, found.settings.log_json)
+    # The head only where the classifier loads: the console and report pods share the worker's
+    # ConfigMap, and a head mounted on the workers alone must not stop them.
     problems = [*found.problems, *(stream_problems(found.settings, stream, found.failing) if stream else []), redis_url_problem(),
-                ngram_head_problem(found.settings)]
+                ngram_head_problem(found.settings) if scorer else None]
     if given := [problem for problem in problems if problem]:
         raise fail(invalid_settings(given))
     return found.settings
@@ -164,7 +167,7 @@ def with_ngram_head(scorer: Scorer, settings: Settings) -> Scorer:
     try:
         head = NgramHead.load(head_dir(settings.ngram_head))
     except HeadError as exc:  # checked at start-up (ngram_head_problem); changed on disk since
-        raise fail(f"SENTINEL_NGRAM_HEAD: {exc}") from None
+        raise fail(f"SENTINEL_NGRAM_HEAD: {exc.name}: {exc.reason}") from None  # never the path: a setting's value
     chosen_with = head.card.get("fusion", {}).get("scored_with")
     if chosen_with and chosen_with != scorer.info.id:
         # w was chosen against one model's probabilities; pooled with another's it is a guess.
@@ -235,7 +238,7 @@ def classify(
         except EmptyTextError:
             err.print(f"[red]error:[/red] text {number} is empty or whitespace only")
             raise typer.Exit(2) from None
-    settings = model_settings(base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
+    settings = model_settings(scorer=True, base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
     classifier = load_classifier(settings)
     judgements = classifier.classify(items)
     if as_json:
@@ -327,7 +330,7 @@ def evaluate(
         raise fail(str(exc)) from None
     if not examples:
         raise fail(f"{data} holds no usable examples")
-    settings = model_settings(base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
+    settings = model_settings(scorer=True, base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
     card_path = adapter_card(settings) if card else None
     classifier = load_classifier(settings)
     judgements = classify_all(classifier, [e.text for e in examples], settings.batch_size, "classifying")
@@ -438,6 +441,11 @@ def train_head_cmd(
     settings = model_settings(base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
     if out_dir.exists() and not out_dir.is_dir():
         raise fail(f"--out {out_dir}: a file, not a directory")
+    from training.indomain import sha256
+
+    if same := [path for path in data if sha256(path) == sha256(select)]:
+        # A head trained on the rows its weight is chosen on would choose the weight it learnt.
+        raise fail(f"--data {same[0]} is the --select file: the weight must be chosen on rows the head never trained on")
     try:
         examples = [e for path in data for e in load_examples(path, fmt, text_col=text_col, label_col=label_col,
                                                              label_map=parse_label_map(label_map)).examples]
@@ -704,7 +712,7 @@ def worker() -> None:
     from stream.model_thread import ModelThread
     from stream.worker import build_worker
 
-    settings = model_settings(stream="worker")
+    settings = model_settings(stream="worker", scorer=True)
     if not settings.kafka_broker or not settings.redis_url:
         raise fail("the worker needs KAFKA_BROKER and REDIS_URL (sentinel run starts an embedded stack for you)")
     loop = asyncio.new_event_loop()
@@ -803,7 +811,7 @@ def run(
     from sentinel.run import RunError, connected, run_once
     from stream.tools.services import run_async
 
-    settings = model_settings(stream="worker")
+    settings = model_settings(stream="worker", scorer=True)
     writable_outputs(alerts_out, summary_json, report_path, worker_log_path)
     with file.open("rb") as handle:
         total = sum(1 for line in handle if line.strip())
@@ -1735,7 +1743,7 @@ def label_pool_command(
         posts = unlabelled_posts(export)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    settings = model_settings(base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
+    settings = model_settings(scorer=True, base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
     judgements = classify_all(load_classifier(settings), [text for _, text in posts], settings.batch_size, "scoring unlabelled messages")
     p_neutral = [j.probs["neutral"] for j in judgements]
     chosen = label_pool([key for key, _ in posts], p_neutral, top, sample, seed)

@@ -94,6 +94,8 @@ def test_a_head_too_large_for_float32_is_written_in_float16(tmp_path):
     (lambda d: (d / CARD_FILE).write_text('{"fusion": {"w": 1}, "buckets": 65}'), WEIGHTS_FILE),
     (lambda d: np.savez_compressed(d / WEIGHTS_FILE, weights=np.zeros((64, 3)), bias=np.zeros(3), labels=np.array(["a", "b", "c"])), WEIGHTS_FILE),
     (lambda d: np.savez_compressed(d / WEIGHTS_FILE, weights=np.zeros((64, 2)), bias=np.zeros(3), labels=np.array(LABELS)), WEIGHTS_FILE),
+    (lambda d: np.savez_compressed(d / WEIGHTS_FILE, weights=np.zeros((64, 3)), bias=np.array(["a", "b", "c"]), labels=np.array(LABELS)), WEIGHTS_FILE),
+    (lambda d: (d / CARD_FILE).write_text("[" * 200_000), CARD_FILE),  # too deep for the JSON parser
 ])
 def test_a_damaged_head_is_an_error_naming_the_file(tmp_path, damage, named):
     toy_head().save(tmp_path)
@@ -228,3 +230,36 @@ def test_default_is_the_shipped_head_wherever_the_command_runs_and_another_model
     head.save(tmp_path / "h")
     quiet = sentinel(["classify", "--json", "BTC to the moon"], {"SENTINEL_NGRAM_HEAD": str(tmp_path / "h")}, cwd=tmp_path)
     assert quiet.returncode == 0 and "chosen with another model" not in quiet.stderr, quiet.stderr
+
+
+def test_a_select_file_the_weight_cannot_be_chosen_on_is_refused_in_one_line(tmp_path):
+    """No source column, no Discord or voices rows, or the training file itself: each a clear error,
+    never a head whose card says a rule chose a weight it could not judge."""
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "".join(f"moon rally {i},positive\ncrash dump {i},negative\nnotes {i},neutral\n" for i in range(5)))
+    cases = {"nosource.csv": ("text,label\nbig rally,positive\n", "nosource.csv:1: no source column"),
+             "tfnsonly.csv": ("text,label,source\nbig rally,positive,tfns\nnotes,neutral,twitter\n", "tfnsonly.csv:1: no discord or voices rows"),
+             "empty.csv": ("text,label,source\n", "empty.csv:1: no discord or voices rows")}
+    for name, (text, said) in cases.items():
+        (tmp_path / name).write_text(text)
+        done = sentinel(["train-head", "--data", str(train), "--select", str(tmp_path / name), "--out", str(tmp_path / "h"), "--format", "csv"], {})
+        assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr, (name, done.stderr)
+    train_as_select = tmp_path / "select.csv"
+    train_as_select.write_text("text,label,source\nbig rally,positive,discord\nnotes,neutral,discord\n")
+    done = sentinel(["train-head", "--data", str(train_as_select), "--select", str(train_as_select), "--out", str(tmp_path / "h"), "--format", "csv"], {})
+    assert done.returncode == 2 and "is the --select file" in done.stderr, done.stderr
+    assert not (tmp_path / "h").exists()
+
+
+def test_only_the_commands_that_load_the_classifier_check_the_head():
+    """The console and report pods share the workers' ConfigMap: a head mounted on the workers alone
+    must not stop a command that never loads the classifier."""
+    reader = sentinel(["silences"], {"SENTINEL_NGRAM_HEAD": "/nowhere/head"})
+    assert reader.returncode == 2 and "needs REDIS_URL" in reader.stderr and "SENTINEL_NGRAM_HEAD" not in reader.stderr, reader.stderr
+    scorer = sentinel(["classify", "BTC up"], {"SENTINEL_NGRAM_HEAD": "/nowhere/head"})
+    assert scorer.returncode == 2 and "SENTINEL_NGRAM_HEAD: not a directory" in scorer.stderr and "/nowhere" not in scorer.stderr
+
+
+def test_the_head_reads_a_text_no_further_than_a_post_can_be():
+    long = "moon " * 2_000 + "dump " * 100_000
+    assert features(long) == features(long[:10_000])

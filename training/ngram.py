@@ -104,12 +104,15 @@ def report(probs: np.ndarray, labels: Sequence[str]) -> dict:
             "non_neutral": sum(g != "neutral" for g in labels), "n": len(labels)}
 
 
+INDOMAIN_SOURCES = ("discord", "voices")
+
+
 def select_parts(sources: Sequence[str]) -> dict[str, np.ndarray]:
     """select's row indices by the rule's parts: in-domain (Discord and voices), Discord, TFNS."""
     def rows(keep: Callable[[str], bool]) -> np.ndarray:
         return np.array([i for i, s in enumerate(sources) if keep(s)], dtype=int)
 
-    return {"indomain": rows(lambda s: s in ("discord", "voices")), "discord": rows(lambda s: s == "discord"),
+    return {"indomain": rows(lambda s: s in INDOMAIN_SOURCES), "discord": rows(lambda s: s == "discord"),
             "tfns": rows(lambda s: s == "tfns")}
 
 
@@ -149,10 +152,13 @@ def read_select(path: Path) -> tuple[list[Example], list[str]]:
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if "source" not in (reader.fieldnames or []):
-            raise DataError(f"{path}: no source column (each row's discord, voices or tfns; sentinel splits's select.csv has one)")
+            raise DataError(path, 1, "no source column (each row's discord, voices or tfns; sentinel splits's select.csv has one)")
         sources = [row["source"] for row in reader]
     if len(sources) != len(examples):
-        raise DataError(f"{path}: {len(examples)} examples but {len(sources)} csv rows")
+        raise DataError(path, 1, f"{len(examples)} examples but {len(sources)} csv rows")
+    if not any(source in INDOMAIN_SOURCES for source in sources):
+        # Every w would score 0 there and w = 0 would be "chosen": a head that does nothing, said to be chosen.
+        raise DataError(path, 1, "no discord or voices rows: the fusion weight is chosen on them")
     return examples, sources
 
 
