@@ -1,6 +1,7 @@
 """How far does a post's result move with its batch-mates? The shipped adapter over a labelled file,
-scored three ways in one process: batches of 32 (the default), batches of 8, and the file reversed
-(so each length-sorted batch of 32 holds other posts). Per pair: the largest and the 99th-percentile
+scored three ways in one process: batches of 32, batches of 8, and the file reversed (the batches
+are cut after a stable sort by length, so reversing reorders posts of equal length: some batches
+of 32 hold other posts). Per pair: the largest and the 99th-percentile
 change of any label probability, the median, and how many labels flip.
 
     .venv/bin/python bench/batch_invariance.py SPLITS/select.csv [--dtype bfloat16 --dtype float32] [--out F]
