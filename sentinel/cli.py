@@ -436,13 +436,12 @@ def train_head_cmd(
 
     from model.labels import LABELS
     from training.data import DataError, load_examples, parse_label_map
+    from training.indomain import sha256
     from training.ngram import EPOCHS, choose_weight, head_card, read_select, sweep_weights, train_head
 
     settings = model_settings(base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
     if out_dir.exists() and not out_dir.is_dir():
         raise fail(f"--out {out_dir}: a file, not a directory")
-    from training.indomain import sha256
-
     if same := [path for path in data if sha256(path) == sha256(select)]:
         # A head trained on the rows its weight is chosen on would choose the weight it learnt.
         raise fail(f"--data {same[0]} is the --select file: the weight must be chosen on rows the head never trained on")
@@ -473,8 +472,8 @@ def train_head_cmd(
         raise os_failure(exc) from None
     at_w, at_0 = head.card["fusion"]["select_at_w"], head.card["fusion"]["select_at_0"]
     print(json.dumps({"out": str(out_dir), "w": w, "select_found_at_6": [at_0["found_at_6"], at_w["found_at_6"]],
-                          "select_f1_macro": [at_0["f1_macro"], at_w["f1_macro"]],
-                          "select_tfns_f1_weighted": [at_0["tfns_f1_weighted"], at_w["tfns_f1_weighted"]]}))
+                      "select_f1_macro": [at_0["f1_macro"], at_w["f1_macro"]],
+                      "select_tfns_f1_weighted": [at_0["tfns_f1_weighted"], at_w["tfns_f1_weighted"]]}))
 
 
 # Every linear layer: training.trainer.DEFAULT_TARGETS, spelled out so the CLI starts without torch.
