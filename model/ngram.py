@@ -25,7 +25,7 @@ from model.labels import LABELS
 
 BUCKETS = 1 << 18
 MAX_CHARS = 10_000  # stream.contracts' SENTINEL_MAX_TEXT_CHARS default (model/ sits below stream/)
-DEFAULT_HEAD = "default"
+DEFAULT_HEAD, AUTO, NONE = "default", "auto", "none"  # SENTINEL_NGRAM_HEAD's words; anything else is a directory
 PACKAGED_HEAD_DIR = Path(__file__).resolve().parent / "heads" / DEFAULT_HEAD
 WEIGHTS_FILE = "ngram_head.npz"
 CARD_FILE = "ngram_head.json"
@@ -57,10 +57,21 @@ def features(text: str, buckets: int = BUCKETS) -> list[int]:
     return sorted({zlib.crc32(g.encode()) % buckets for g in grams}) or [0]
 
 
-def head_dir(setting: Path | str) -> Path:
-    """SENTINEL_NGRAM_HEAD's directory: `default` is the head shipped in the package (as
-    SENTINEL_ADAPTER's `default`), wherever the package is installed; anything else is a path."""
-    return PACKAGED_HEAD_DIR if str(setting) == DEFAULT_HEAD else Path(setting)
+def head_dir(setting: Path | str) -> Path | None:
+    """SENTINEL_NGRAM_HEAD's directory: `auto` and `default` are the head shipped in the package (as
+    SENTINEL_ADAPTER's `default`), wherever the package is installed; `none` is no head; anything
+    else is a path. (`auto` pools it only with the model its weight was chosen with: `pairs_with`.)"""
+    if str(setting) == NONE:
+        return None
+    return PACKAGED_HEAD_DIR if str(setting) in (AUTO, DEFAULT_HEAD) else Path(setting)
+
+
+def chosen_with(directory: Path) -> str | None:
+    """The model id the head's weight was chosen with (its card's fusion.scored_with), read without
+    the weights; None when the card does not say. HeadError for a card that does not read."""
+    fusion = read_card(directory / CARD_FILE).get("fusion")
+    found = fusion.get("scored_with") if isinstance(fusion, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

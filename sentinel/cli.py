@@ -87,14 +87,15 @@ def ngram_head_problem(settings: Settings) -> str | None:
     """What is wrong with SENTINEL_NGRAM_HEAD's directory (model/ngram.py reads it: numpy, no torch),
     checked with the other settings so a bad head is one line and exit 2 before the model loads, not
     a traceback after. Names the file inside the directory, never the path (a setting's value)."""
-    if settings.ngram_head is None:
-        return None
-    from model.ngram import HeadError, NgramHead, head_dir
+    from model.ngram import AUTO, HeadError, NgramHead, head_dir
 
+    path = head_dir(settings.ngram_head)
+    if path is None or settings.ngram_head == AUTO:  # auto: the shipped head, if its model loads (with_ngram_head)
+        return None
     try:
-        NgramHead.load(head_dir(settings.ngram_head))
+        NgramHead.load(path)
     except HeadError as exc:
-        return f"SENTINEL_NGRAM_HEAD: {exc.name}: {exc.reason}" if head_dir(settings.ngram_head).is_dir() else f"SENTINEL_NGRAM_HEAD: {exc.reason}"
+        return f"SENTINEL_NGRAM_HEAD: {exc.name}: {exc.reason}" if path.is_dir() else f"SENTINEL_NGRAM_HEAD: {exc.reason}"
     return None
 
 
@@ -152,28 +153,38 @@ def check_notify_settings(settings: Settings) -> None:
 
 def load_classifier(settings: Settings) -> Scorer:
     """The configured scorer, every command's and the worker's (also in its model process), with the
-    n-gram head pooled in when SENTINEL_NGRAM_HEAD is set (off by default)."""
+    n-gram head pooled in as SENTINEL_NGRAM_HEAD says (by default the shipped head with the shipped
+    model only)."""
     return with_ngram_head(load_scorer(settings), settings)
 
 
 def with_ngram_head(scorer: Scorer, settings: Settings) -> Scorer:
-    """`scorer` wrapped in model.fusion.FusedScorer at the w the head's card names; `scorer` itself
-    when no head is set. The head is numpy only: the lexicon path stays torch-free."""
-    if settings.ngram_head is None:
-        return scorer
+    """`scorer` wrapped in model.fusion.FusedScorer at the w the head's card names, or `scorer` itself:
+    with `none`, and with `auto` when the scorer is not the model the shipped head's w was chosen
+    with (the keyword scorer, another base or adapter). The head is numpy only: the lexicon path
+    stays torch-free."""
     from model.fusion import FusedScorer
-    from model.ngram import HeadError, NgramHead, head_dir
+    from model.ngram import AUTO, HeadError, NgramHead, chosen_with, head_dir
 
+    path = head_dir(settings.ngram_head)
+    if path is None:
+        return scorer
+    auto = settings.ngram_head == AUTO
     try:
-        head = NgramHead.load(head_dir(settings.ngram_head))
-    except HeadError as exc:  # checked at start-up (ngram_head_problem); changed on disk since
+        paired = chosen_with(path)
+        if auto and paired != scorer.info.id:
+            return scorer
+        head = NgramHead.load(path)
+    except HeadError as exc:  # checked at start-up (ngram_head_problem), but for auto; changed on disk since
+        if auto:  # a package without its head runs as the model alone, as without its adapter (model.base)
+            logging.getLogger("sentinel.model").warning("the shipped n-gram head does not load: the model alone", extra={"reason": exc.reason})
+            return scorer
         raise fail(f"SENTINEL_NGRAM_HEAD: {exc.name}: {exc.reason}") from None  # never the path: a setting's value
-    chosen_with = head.card.get("fusion", {}).get("scored_with")
-    if chosen_with and chosen_with != scorer.info.id:
+    if paired and paired != scorer.info.id:
         # w was chosen against one model's probabilities; pooled with another's it is a guess.
         logging.getLogger("sentinel.model").warning(
             "the n-gram head's fusion weight was chosen with another model: run sentinel train-head with this one",
-            extra={"head_chosen_with": chosen_with, "model": scorer.info.id, "w": head.w})
+            extra={"head_chosen_with": paired, "model": scorer.info.id, "w": head.w})
     return FusedScorer(scorer, head)
 
 
@@ -454,7 +465,7 @@ def train_head_cmd(
     if not examples:
         raise fail("the --data files hold no usable examples")
     out.print(f"train {len(examples)}  select {len(chosen_on)}")
-    # The model alone (never a head already set): the weight is chosen against what it will be pooled with.
+    # The model alone (never a head, SENTINEL_NGRAM_HEAD aside): the weight is chosen against what it will be pooled with.
     scorer = load_scorer(settings)
     judged = classify_all(scorer, [e.text for e in chosen_on], settings.batch_size, "scoring select")
     p_model = np.array([[j.probs[label] for label in LABELS] for j in judged], dtype=np.float64)

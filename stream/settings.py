@@ -47,9 +47,10 @@ class Settings(BaseSettings):
     batch_size: int = Field(64, ge=1, le=4096, description="posts per forward pass")
     max_post_tokens: int = Field(192, ge=8, le=4096, description="posts are truncated to this many tokens")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="converted base models live here")
-    ngram_head: Path | None = Field(
-        None, description="an n-gram head directory (sentinel train-head), or 'default' for the one shipped in model/heads/default, whose probabilities "
-        "are pooled with the model's at the weight its card names (model/fusion.py); unset: off, the model alone"
+    ngram_head: str = Field(
+        "auto", description="the n-gram head whose probabilities are pooled with the model's at the weight its card names (model/fusion.py): "
+        "auto, the head shipped in model/heads/default with the model its weight was chosen with (the shipped base and adapter) and none "
+        "with any other; none: off, the model alone; default: the shipped head with any model; or a directory made by sentinel train-head"
     )
     model_process: Literal["auto", "true", "false"] = Field(
         "auto", description="run the model in a child process of the worker, with an interpreter lock of its own (stream/model_process.py): "

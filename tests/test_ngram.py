@@ -263,3 +263,24 @@ def test_only_the_commands_that_load_the_classifier_check_the_head():
 def test_the_head_reads_a_text_no_further_than_a_post_can_be():
     long = "moon " * 2_000 + "dump " * 100_000
     assert features(long) == features(long[:10_000])
+
+
+def test_auto_pools_the_shipped_head_with_the_shipped_model_only():
+    """SENTINEL_NGRAM_HEAD's default, `auto`: the shipped head's w was chosen with the shipped base and
+    adapter (its card's scored_with), so it is pooled with that model and with no other; `none` is
+    the model alone whatever it is."""
+    import dataclasses
+
+    from sentinel.cli import with_ngram_head
+    from stream.settings import Settings
+
+    assert Settings().ngram_head == "auto"
+    shipped_id = NgramHead.load(PACKAGED_HEAD_DIR).card["fusion"]["scored_with"]
+    shipped = LexiconClassifier()
+    shipped.info = dataclasses.replace(shipped.info, base=shipped_id.split("+")[0], adapter=shipped_id.split("+")[1])
+    assert shipped.info.id == shipped_id == "smollm2+default"
+    assert isinstance(with_ngram_head(shipped, Settings()), FusedScorer)
+    other = LexiconClassifier()
+    assert with_ngram_head(other, Settings()) is other
+    assert with_ngram_head(shipped, Settings(ngram_head="none")) is shipped
+    assert isinstance(with_ngram_head(other, Settings(ngram_head="default")), FusedScorer)  # asked for by name: pooled, with a warning
