@@ -1,4 +1,5 @@
-"""Fusing a scorer's label probabilities with the n-gram head's (SENTINEL_NGRAM_HEAD; off by default).
+"""Fusing a scorer's label probabilities with the n-gram head's (SENTINEL_NGRAM_HEAD; by default the
+shipped head with the shipped model only).
 
 A per-class log-linear pool, log p(c) = log p_model(c) + w log p_head(c) + const, renormalised: at
 w = 0 it is the model alone. `bench/fusion.py` measured it (docs/results/indomain/fusion.json); the

@@ -60,7 +60,8 @@ def features(text: str, buckets: int = BUCKETS) -> list[int]:
 def head_dir(setting: Path | str) -> Path | None:
     """SENTINEL_NGRAM_HEAD's directory: `auto` and `default` are the head shipped in the package (as
     SENTINEL_ADAPTER's `default`), wherever the package is installed; `none` is no head; anything
-    else is a path. (`auto` pools it only with the model its weight was chosen with: `pairs_with`.)"""
+    else is a path. (`auto` pools it only with the model its weight was chosen with: `chosen_with`, and
+    sentinel.cli.with_ngram_head.)"""
     if str(setting) == NONE:
         return None
     return PACKAGED_HEAD_DIR if str(setting) in (AUTO, DEFAULT_HEAD) else Path(setting)
