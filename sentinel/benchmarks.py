@@ -9,12 +9,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import psutil
 import torch
 
 from model.base import DEFAULT_BASE, ensure_converted_base
 from model.classifier import Classifier
+from model.fusion import FusedScorer, fuse
+from model.labels import LABELS
 from model.naive import generate_labels
+from model.scorer import Judgement, Scorer, judgement_from_probs
 from stream.settings import Settings
 
 
@@ -85,14 +89,21 @@ def ensure_base_out_of_process(base: str, cache_dir: Any) -> None:
         raise RuntimeError(f"converting the default base failed (exit {proc.exitcode})")
 
 
-def bench_classify(settings: Settings, posts: Sequence[str], naive_posts: int, max_new_tokens: int = 8) -> dict[str, Any]:
-    """Load the model as configured, then measure it (see measure_classify)."""
+def bench_classify(
+    settings: Settings, posts: Sequence[str], naive_posts: int, max_new_tokens: int = 8,
+    pool: Callable[[Classifier], Scorer] | None = None,
+) -> dict[str, Any]:
+    """Load the model as configured, then measure it (see measure_classify). `pool` wraps the model
+    as the commands that load it do (sentinel.cli.with_ngram_head): where that pools an n-gram
+    head, the head's cost is measured beside the model's (head_figures)."""
     ensure_base_out_of_process(settings.base, settings.cache_dir)
     # Python imports (about 4 s for torch and transformers) are process start-up, not model load.
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
     classifier, load_s = timed(lambda: Classifier.load(settings), torch.device("cpu"))
-    return measure_classify(classifier, posts, naive_posts, load_s=load_s, max_new_tokens=max_new_tokens)
+    pooled = pool(classifier) if pool else classifier
+    head = pooled if isinstance(pooled, FusedScorer) else None
+    return measure_classify(classifier, posts, naive_posts, load_s=load_s, max_new_tokens=max_new_tokens, head=head)
 
 
 def scorer_rate(classifier: Classifier, suffixes: Sequence[Sequence[int]], batch: int) -> tuple[list[Any], float]:
@@ -106,10 +117,37 @@ def scorer_rate(classifier: Classifier, suffixes: Sequence[Sequence[int]], batch
     return judgements, len(suffixes) / seconds
 
 
+def head_pass(fused: FusedScorer, judged: Sequence[Judgement], posts: Sequence[str]) -> list[Judgement]:
+    """What FusedScorer.classify adds after the model's pass: the head's probabilities, the pooling
+    and the judgements built again from the pooled rows."""
+    p_model = np.array([[j.probs[label] for label in LABELS] for j in judged], dtype=np.float64).reshape(-1, len(LABELS))
+    return [judgement_from_probs(row) for row in fuse(p_model, fused.head.probs(posts), fused.w)]
+
+
+def head_figures(fused: FusedScorer, judged: Sequence[Judgement], posts: Sequence[str], scorer_posts_per_s: float) -> dict[str, Any]:
+    """The n-gram head's cost beside the model, on the same posts in the same run. FusedScorer runs
+    the head after the model, one after the other in the model's thread, so the pair's rate is the
+    model's pass plus the head's (both measured here); the head is numpy on the CPU whatever the
+    model's device, so beside a fast GPU its share grows (docs/benchmarks.md)."""
+    head_pass(fused, judged, posts)  # warm-up: numpy's first calls allocate
+    _, head_s = timed(lambda: head_pass(fused, judged, posts), torch.device("cpu"))
+    scorer_s = len(posts) / scorer_posts_per_s
+    return {
+        "head": fused.info.id,
+        "head_w": fused.w,
+        "head_us_per_post": round(head_s / len(posts) * 1e6, 1),
+        "head_posts_per_s": round(len(posts) / head_s, 1),
+        "scorer_with_head_posts_per_s": round(len(posts) / (scorer_s + head_s), 2),
+        "head_share_of_time": round(head_s / (scorer_s + head_s), 4),
+    }
+
+
 def measure_classify(
-    classifier: Classifier, posts: Sequence[str], naive_posts: int, *, load_s: float, max_new_tokens: int = 8
+    classifier: Classifier, posts: Sequence[str], naive_posts: int, *, load_s: float, max_new_tokens: int = 8,
+    head: FusedScorer | None = None,
 ) -> dict[str, Any]:
-    """Our scorer and the naive per-post generate baseline on the same posts and the same weights."""
+    """Our scorer and the naive per-post generate baseline on the same posts and the same weights;
+    with `head`, the n-gram head's cost beside the scorer (head_figures)."""
     model, tokenizer, device = classifier.model, classifier.tokenizer, classifier.device
     batch = classifier.batch_size
     suffixes = [classifier.codec.suffix_ids(tokenizer, t) for t in posts]
@@ -152,6 +190,8 @@ def measure_classify(
         "rss_mb": round(psutil.Process().memory_info().rss / 2**20),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "load_s": round(load_s, 2),
+        # SENTINEL_NGRAM_HEAD's head, where the commands that load this model pool one (none: the model alone)
+        **(head_figures(head, ours, posts, ours_rate) if head else {"head": None}),
     }
     if device.type == "cuda":
         result["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)

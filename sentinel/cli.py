@@ -411,13 +411,16 @@ def bench_classify_cmd(
     dtype: DtypeOpt = None,
     quantize: QuantizeOpt = None,
 ) -> None:
-    """Our batched prefix-cached scorer against per-post generate + parsing, on the same posts."""
+    """Our batched prefix-cached scorer against per-post generate + parsing, on the same posts; with
+    the n-gram head the commands pool (SENTINEL_NGRAM_HEAD), its cost beside the scorer's."""
     from sentinel.benchmarks import bench_classify
     from sentinel.synthetic import synthetic_posts
 
-    settings = model_settings(base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
+    settings = model_settings(base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size,
+                              scorer=True)
     with err.status("benchmarking (naive baseline is slow) ..."):
-        result = bench_classify(settings, synthetic_posts(posts, words=words), naive_posts)
+        result = bench_classify(settings, synthetic_posts(posts, words=words), naive_posts,
+                                pool=lambda classifier: with_ngram_head(classifier, settings))
     print(json.dumps(result))
 
 
