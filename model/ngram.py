@@ -12,6 +12,8 @@ and `ngram_head.json`, its card (the fusion weight w and how it was chosen, the 
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import re
 import zlib
@@ -24,6 +26,7 @@ import numpy as np
 from model.labels import LABELS
 
 BUCKETS = 1 << 18
+CACHED_WORD_CHARS = 32  # longer words are hashed each time (features)
 MAX_CHARS = 10_000  # stream.contracts' SENTINEL_MAX_TEXT_CHARS default (model/ sits below stream/)
 DEFAULT_HEAD, AUTO, NONE = "default", "auto", "none"  # SENTINEL_NGRAM_HEAD's words; anything else is a directory
 PACKAGED_HEAD_DIR = Path(__file__).resolve().parent / "heads" / DEFAULT_HEAD
@@ -50,11 +53,24 @@ def features(text: str, buckets: int = BUCKETS) -> list[int]:
     Only the first MAX_CHARS characters are read: a post is at most that long (the contract's cap),
     and a longer line of a file given to `sentinel eval` must not cost gigabytes of gram strings."""
     words = [w.lower() for w in _TOKEN.findall(text[:MAX_CHARS])]
-    grams = [f"w:{w}" for w in words] + [f"b:{a} {b}" for a, b in zip(words, words[1:])]
+    ids = {zlib.crc32(f"b:{a} {b}".encode()) % buckets for a, b in zip(words, words[1:])}
     for word in words:
-        padded = f"<{word}>"
-        grams += [f"c:{padded[i:i + n]}" for n in range(2, 6) for i in range(len(padded) - n + 1)]
-    return sorted({zlib.crc32(g.encode()) % buckets for g in grams}) or [0]
+        ids.update(_word_ids(word, buckets) if len(word) <= CACHED_WORD_CHARS else _word_grams(word, buckets))
+    return sorted(ids) or [0]
+
+
+def _word_grams(word: str, buckets: int) -> tuple[int, ...]:
+    """A word's own ids: its unigram and its character 2-5-grams (padded with < and >)."""
+    padded = f"<{word}>"
+    return (zlib.crc32(f"w:{word}".encode()) % buckets,
+            *(zlib.crc32(f"c:{padded[i:i + n]}".encode()) % buckets for n in range(2, 6) for i in range(len(padded) - n + 1)))
+
+
+# A word's ids depend on the word alone, and chatter repeats its words: hashing its character grams
+# once per word, not once per post, makes the head about three times as fast (docs/benchmarks.md).
+# Bounded twice over: words, and their length (a long token's tuple holds four ids a character, and
+# posts of unique long tokens must not fill memory).
+_word_ids = functools.lru_cache(maxsize=8192)(_word_grams)
 
 
 def head_dir(setting: Path | str) -> Path | None:
@@ -101,13 +117,16 @@ class NgramHead:
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Each text's summed weight rows over its features, the row L2-normalised (1/sqrt(count)
         per id, as the bench's bag_rows), plus the bias. float32, as the torch EmbeddingBag it was
-        trained as, so the probabilities match the bench's."""
-        weights = self.weights.astype(np.float32, copy=False)
-        out = np.empty((len(texts), len(LABELS)), dtype=np.float32)
-        for row, text in enumerate(texts):
-            ids = features(text, self.buckets)
-            out[row] = weights[ids].sum(0) * np.float32(1 / np.sqrt(len(ids)))
-        return out + self.bias.astype(np.float32)
+        trained as, so the probabilities match the bench's. One gather and one segment sum for the
+        whole batch: per text, numpy's call overhead was a fifth of the head's time."""
+        if not texts:
+            return np.empty((0, len(LABELS)), dtype=np.float32)
+        rows = [features(text, self.buckets) for text in texts]
+        counts = np.fromiter((len(ids) for ids in rows), dtype=np.int64, count=len(rows))
+        flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(counts.sum()))
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        sums = np.add.reduceat(self.weights.astype(np.float32, copy=False)[flat], starts, axis=0)
+        return sums * (np.float32(1) / np.sqrt(counts.astype(np.float32)))[:, None] + self.bias.astype(np.float32)
 
     def probs(self, texts: Sequence[str]) -> np.ndarray:
         """[n, 3] probabilities in LABELS order (float64 rows summing to 1)."""

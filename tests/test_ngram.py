@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,38 @@ def test_features_are_pinned():
     assert ids[-3:] == [234447, 255108, 257046]
     assert features("") == [0] and features("   ") == [0]
     assert max(features("x" * 50)) < BUCKETS
+
+
+def test_the_word_cache_changes_no_id_and_holds_short_words_only():
+    """features() hashes a word's grams once (an LRU cache): the ids must be what hashing them each
+    time gives, and a long token (four ids a character) must not be kept, or posts of unique long
+    tokens would fill the worker's memory."""
+    from model import ngram
+
+    long_word = "0x" + "ab" * 30
+    text = f"wen moon {long_word} wen lambo"
+    ngram._word_ids.cache_clear()
+    words = ["wen", "moon", long_word, "wen", "lambo"]
+    hashed = {i for w in words for i in ngram._word_grams(w, BUCKETS)}
+    hashed |= {zlib.crc32(f"b:{a} {b}".encode()) % BUCKETS for a, b in zip(words, words[1:])}
+    first = features(text)
+    assert first == sorted(hashed)
+    assert ngram._word_ids.cache_info().currsize == 3  # wen, moon, lambo: not the 62-character token
+    assert features(text) == first
+    ngram._word_ids.cache_clear()
+    assert features(text) == first
+
+
+def test_a_texts_logits_do_not_depend_on_its_batch():
+    """The head sums each text's rows in one segment sum over the batch: a post's probabilities must
+    be the same alone or beside others (the model's are not, in bf16: docs/benchmarks.md)."""
+    head = NgramHead.load(PACKAGED_HEAD_DIR)
+    texts = ["BTC to the moon", "", "dump it all, rug", "gm po", "x" * 300]
+    together = head.logits(texts)
+    for row, text in zip(together, texts):
+        assert (head.logits([text])[0] == row).all()
+    assert (head.logits(texts[::-1])[::-1] == together).all()
+    assert head.logits([]).shape == (0, len(LABELS))
 
 
 def test_fuse_at_zero_is_the_model_and_rows_sum_to_one():
@@ -284,3 +317,18 @@ def test_auto_pools_the_shipped_head_with_the_shipped_model_only():
     assert with_ngram_head(other, Settings()) is other
     assert with_ngram_head(shipped, Settings(ngram_head="none")) is shipped
     assert isinstance(with_ngram_head(other, Settings(ngram_head="default")), FusedScorer)  # asked for by name: pooled, with a warning
+
+
+def test_bench_classify_times_what_the_fused_scorer_adds():
+    """`sentinel bench classify` times the head's pass apart (sentinel.benchmarks.head_pass): it must
+    be the very work FusedScorer.classify does after the model, or the cost it reports is of something else."""
+    from sentinel.benchmarks import head_figures, head_pass
+
+    fused = FusedScorer(LexiconClassifier(), NgramHead.load(PACKAGED_HEAD_DIR))
+    posts = ["wen moon, this token is pumping", "rug pull, dev sold everything, dump it", "anyone up for a raid tonight?"] * 4
+    judged = fused.scorer.classify(posts)
+    assert head_pass(fused, judged, posts) == fused.classify(posts)
+    assert head_pass(fused, judged, posts) != list(judged)  # the head moves these probabilities
+    figures = head_figures(fused, judged, posts, scorer_posts_per_s=50.0)
+    assert figures["head"] == "lexicon+ngram" and figures["head_w"] == fused.w
+    assert 0 < figures["head_share_of_time"] < 1 and figures["scorer_with_head_posts_per_s"] < 50.0
