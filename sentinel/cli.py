@@ -479,7 +479,9 @@ def train_head_cmd(
     sweep = sweep_weights(p_model, head.probs([e.text for e in chosen_on]), select_labels, sources)
     w = choose_weight(sweep)
     head.card = head_card(w=w, sweep=sweep, select=select, scored_with=scorer.info.id, files=data, fmt=fmt,
-                          labels=[e.label for e in examples], seed=seed, buckets=head.buckets, select_rows=len(chosen_on))
+                          labels=[e.label for e in examples], seed=seed, buckets=head.buckets, select_rows=len(chosen_on),
+                          text_col=text_col, label_col=label_col, label_map=label_map, scorer_info=scorer.info,
+                          batch_size=settings.batch_size)
     try:
         head.save(out_dir)
     except OSError as exc:

@@ -229,6 +229,25 @@ def test_train_head_end_to_end_on_the_lexicon_base(tmp_path):
     assert bad.returncode == 2 and "train.csv:3: unknown label" in bad.stderr and not (tmp_path / "h2").exists()
 
 
+def test_train_head_card_records_how_files_were_read_and_select_was_scored(tmp_path):
+    """Enough to rebuild the head from its card: the files' columns and label map as given, and the
+    scorer's device, dtype, quantize and batch size (they move p_model on select, so the w chosen)."""
+    train, select = tmp_path / "train.csv", tmp_path / "select.csv"
+    train.write_text("post,stance\n" + "".join(f"moon rally {i},2\ncrash dump {i},0\nmeeting notes {i},1\n" for i in range(10)))
+    select.write_text("text,label,source\n" + "".join(f"big rally {i},positive,discord\na dump {i},negative,voices\n"
+                                                       f"notes {i},neutral,discord\nquarterly notes {i},neutral,tfns\n" for i in range(8)))
+    label_map = "0=negative,1=neutral,2=positive"
+    done = sentinel(["train-head", "--data", str(train), "--select", str(select), "--out", str(tmp_path / "h"), "--format", "csv",
+                     "--text-col", "post", "--label-col", "stance", "--label-map", label_map, "--batch-size", "7"], {})
+    assert done.returncode == 0, done.stderr
+    card = NgramHead.load(tmp_path / "h").card
+    assert card["training"]["format"] == "csv" and card["training"]["rows"] == 30  # the fields before these, unchanged
+    assert {k: card["training"][k] for k in ("text_col", "label_col", "label_map")} == {
+        "text_col": "post", "label_col": "stance", "label_map": label_map}
+    assert card["fusion"]["scored_with"] == "lexicon"
+    assert card["fusion"]["scoring"] == {"device": "cpu", "dtype": "none", "quantize": "none", "batch_size": 7}
+
+
 @pytest.mark.parametrize("make, said", [
     (lambda d: d / "missing", "SENTINEL_NGRAM_HEAD: not a directory"),
     (lambda d: (toy_head().save(d / "h"), (d / "h" / WEIGHTS_FILE).write_bytes(b"junk"))[0], f"SENTINEL_NGRAM_HEAD: {WEIGHTS_FILE}: not a head's weights"),

@@ -22,6 +22,7 @@ import torch
 from model.fusion import fuse
 from model.labels import LABELS
 from model.ngram import BUCKETS, NgramHead, features
+from model.scorer import ModelInfo
 from model.report import classification_report
 from training.data import DataError, Example, load_examples
 from training.indomain import sha256
@@ -163,9 +164,13 @@ def read_select(path: Path) -> tuple[list[Example], list[str]]:
 
 
 def head_card(*, w: float, sweep: list[dict], select: Path, scored_with: str, files: Sequence[Path], fmt: str,
-              labels: Sequence[str], seed: int, buckets: int, select_rows: int) -> dict[str, Any]:
+              labels: Sequence[str], seed: int, buckets: int, select_rows: int, text_col: str, label_col: str,
+              label_map: str | None, scorer_info: ModelInfo, batch_size: int) -> dict[str, Any]:
     """ngram_head.json: what the head is, the fusion weight and how it was chosen (select's figures
-    at every w), and what it was trained on, so a head can be checked against its recipe."""
+    at every w), and what it was trained on, so a head can be checked against its recipe. The files'
+    reading options (`label_map` as given on the command line) and how select was scored (device,
+    dtype, quantize, batch size: they move the model's probabilities, so the chosen w) are recorded
+    beside them, so the head can be rebuilt from its card alone."""
     chosen = next(s for s in sweep if s["w"] == w)
     return {
         "what": "n-gram head: class-balanced logistic regression on hashed word 1-2-grams and character 2-5-grams "
@@ -174,9 +179,12 @@ def head_card(*, w: float, sweep: list[dict], select: Path, scored_with: str, fi
                    f"flagged, ties by their macro F1 then the smaller w, among the w keeping select's tfns rows within {TFNS_GUARD} "
                    "weighted F1 of w=0 (training/ngram.py choose_weight)",
                    "weights_swept": list(WEIGHTS), "scored_with": scored_with,
+                   "scoring": {"device": scorer_info.device, "dtype": scorer_info.dtype, "quantize": scorer_info.quantize,
+                               "batch_size": batch_size},
                    "select": {"path": str(select), "sha256": sha256(select), "rows": select_rows},
                    "select_at_w": chosen, "select_at_0": sweep[0], "select_sweep": sweep},
-        "training": {"files": [{"path": str(f), "sha256": sha256(f)} for f in files], "format": fmt, "rows": len(labels),
+        "training": {"files": [{"path": str(f), "sha256": sha256(f)} for f in files], "format": fmt, "text_col": text_col,
+                     "label_col": label_col, "label_map": label_map, "rows": len(labels),
                      "label_counts": {label: int(sum(l == label for l in labels)) for label in LABELS},
                      "seed": seed, "epochs": EPOCHS, "lr": LR, "batch": BATCH, "weight_decay": DECAY},
         "buckets": buckets, "labels": list(LABELS),
