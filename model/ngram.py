@@ -134,11 +134,12 @@ class NgramHead:
 
     def save(self, directory: Path, *, half: bool | None = None) -> Path:
         """Write ngram_head.npz (compressed) and ngram_head.json. `half`: float16 weights; None
-        (the default) picks them when float32's file would be over HALF_OVER bytes (the shipped
-        head: 2.1 MB, 1.1 MB in float16, every figure of docs/results/indomain/fusion.json
-        unchanged to 4 decimals). The card records the dtype written."""
+        (the default) keeps float16 for a head whose card says it was float16 on disk, and else picks
+        it when float32's file would be over HALF_OVER bytes (the shipped head: 2.1 MB, 1.1 MB in
+        float16, every figure of docs/results/indomain/fusion.json unchanged to 4 decimals). The
+        card records the dtype written."""
         directory.mkdir(parents=True, exist_ok=True)
-        for dtype in ((np.float16,) if half else (np.float32,) if half is False else (np.float32, np.float16)):
+        for dtype in self._save_dtypes(half):
             self.card["weights_dtype"] = np.dtype(dtype).name
             np.savez_compressed(directory / WEIGHTS_FILE, weights=self.weights.astype(dtype), bias=self.bias.astype(np.float32),
                                 labels=np.array(LABELS))
@@ -146,6 +147,14 @@ class NgramHead:
                 break
         (directory / CARD_FILE).write_text(json.dumps(self.card, indent=1) + "\n")
         return directory
+
+    def _save_dtypes(self, half: bool | None) -> tuple[type[np.floating], ...]:
+        """The dtypes save tries, in order, stopping at the first file within HALF_OVER. A head read
+        from float16 holds float16 values upcast (read_weights): as float32 they compress under
+        HALF_OVER, so by size alone a re-save would double the file for no precision gained."""
+        if half is None and self.card.get("weights_dtype") == "float16":
+            half = True
+        return (np.float16,) if half else (np.float32,) if half is False else (np.float32, np.float16)
 
     @classmethod
     def load(cls, directory: Path) -> NgramHead:

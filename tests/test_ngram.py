@@ -119,6 +119,20 @@ def test_a_head_too_large_for_float32_is_written_in_float16(tmp_path):
     assert (tmp_path / WEIGHTS_FILE).stat().st_size < 2_000_000
 
 
+def test_resaving_the_shipped_head_keeps_it_float16(tmp_path):
+    """Loaded, a float16 head's weights are float32 holding float16 values, which compress under
+    HALF_OVER: save's default must go by the card's weights_dtype, not the size, or a re-saved head
+    doubles on disk."""
+    head = NgramHead.load(PACKAGED_HEAD_DIR)
+    assert head.card["weights_dtype"] == "float16"
+    head.save(tmp_path)
+    with np.load(tmp_path / WEIGHTS_FILE) as data:
+        assert data["weights"].dtype == np.float16
+    assert json.loads((tmp_path / CARD_FILE).read_text())["weights_dtype"] == "float16"
+    texts = ["BTC to the moon", "sell everything", "the meeting is at noon"]
+    assert np.array_equal(NgramHead.load(tmp_path).probs(texts), head.probs(texts))
+
+
 @pytest.mark.parametrize("damage, named", [
     (lambda d: (d / WEIGHTS_FILE).write_bytes(b"not a zip"), WEIGHTS_FILE),
     (lambda d: (d / WEIGHTS_FILE).unlink(), WEIGHTS_FILE),
