@@ -30,11 +30,22 @@ def fuse(p_model: np.ndarray, p_head: np.ndarray, w: float) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def fused_info(info: ModelInfo) -> ModelInfo:
-    """The wrapped scorer's info with the head named in its adapter, so ModelInfo.id (the `model`
-    field of every result, `sentinel eval`'s report, the Prometheus label) says the head is on:
-    smollm2+default -> smollm2+default+ngram; lexicon -> lexicon+ngram."""
-    adapter = f"{info.adapter}+{HEAD_TAG}" if info.adapter else HEAD_TAG
+def head_tag(head: NgramHead) -> str:
+    """The head's name in the model id: HEAD_TAG for the packaged head (SENTINEL_NGRAM_HEAD auto or
+    default: stored results and the docs say smollm2+default+ngram) and for a head never read from
+    disk; for a head from any other directory HEAD_TAG-<the first 8 hex of its ngram_head.npz's
+    sha256>, so results from two heads are told apart. Its content, never its path: a setting's
+    value must not show in ids, logs or metric labels."""
+    if head.packaged or head.sha256 is None:
+        return HEAD_TAG
+    return f"{HEAD_TAG}-{head.sha256[:8]}"
+
+
+def fused_info(info: ModelInfo, tag: str = HEAD_TAG) -> ModelInfo:
+    """The wrapped scorer's info with the head (its head_tag) named in its adapter, so ModelInfo.id
+    (the `model` field of every result, `sentinel eval`'s report, the Prometheus label) says which
+    head is on: smollm2+default -> smollm2+default+ngram; lexicon -> lexicon+ngram-1a2b3c4d."""
+    adapter = f"{info.adapter}+{tag}" if info.adapter else tag
     return dataclasses.replace(info, adapter=adapter)
 
 
@@ -45,7 +56,7 @@ class FusedScorer:
         self.scorer = scorer
         self.head = head
         self.w = head.w if w is None else w
-        self.info = fused_info(scorer.info)
+        self.info = fused_info(scorer.info, head_tag(head))  # once: the hash was taken at load, not per batch
 
     def classify(self, texts: Sequence[str]) -> list[Judgement]:
         judged = self.scorer.classify(texts)

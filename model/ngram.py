@@ -13,6 +13,8 @@ and `ngram_head.json`, its card (the fusion weight w and how it was chosen, the 
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import itertools
 import json
 import re
@@ -99,11 +101,15 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 @dataclass
 class NgramHead:
-    """weights [buckets, 3] and bias [3] in LABELS order; `card` is what ngram_head.json says."""
+    """weights [buckets, 3] and bias [3] in LABELS order; `card` is what ngram_head.json says. Set by
+    load: `sha256`, of the ngram_head.npz read (model.fusion.head_tag names the head by it), and
+    `packaged`, whether it was read from PACKAGED_HEAD_DIR."""
 
     weights: np.ndarray
     bias: np.ndarray
     card: dict[str, Any] = field(default_factory=dict)
+    sha256: str | None = None
+    packaged: bool = False
 
     @property
     def buckets(self) -> int:
@@ -146,6 +152,9 @@ class NgramHead:
             if (directory / WEIGHTS_FILE).stat().st_size <= HALF_OVER:
                 break
         (directory / CARD_FILE).write_text(json.dumps(self.card, indent=1) + "\n")
+        # The head is now the one in `directory`: named by that file, as load would name it.
+        self.sha256 = hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()
+        self.packaged = directory.resolve() == PACKAGED_HEAD_DIR
         return directory
 
     def _save_dtypes(self, half: bool | None) -> tuple[type[np.floating], ...]:
@@ -163,14 +172,14 @@ class NgramHead:
         if not directory.is_dir():
             raise HeadError(directory, f"not a directory (a head is a directory holding {WEIGHTS_FILE} and {CARD_FILE})")
         card = read_card(directory / CARD_FILE)
-        weights, bias = read_weights(directory / WEIGHTS_FILE)
+        weights, bias, digest = read_weights(directory / WEIGHTS_FILE)
         w = card.get("fusion", {}).get("w") if isinstance(card.get("fusion"), dict) else None
         if not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 <= w <= 100:
             raise HeadError(directory / CARD_FILE, "no fusion weight (fusion.w, a number from 0 to 100)")
         buckets = card.get("buckets", weights.shape[0])
         if buckets != weights.shape[0]:
             raise HeadError(directory / WEIGHTS_FILE, f"{weights.shape[0]} buckets but {CARD_FILE} says {buckets}")
-        return cls(weights=weights, bias=bias, card=card)
+        return cls(weights=weights, bias=bias, card=card, sha256=digest, packaged=directory.resolve() == PACKAGED_HEAD_DIR)
 
 
 def read_card(path: Path) -> dict[str, Any]:
@@ -185,10 +194,13 @@ def read_card(path: Path) -> dict[str, Any]:
     return card
 
 
-def read_weights(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """weights [buckets, 3] float and bias [3] float, labels in this code's LABELS order."""
+def read_weights(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """weights [buckets, 3] float and bias [3] float, labels in this code's LABELS order, and the
+    file's sha256 (hex): of the very bytes parsed, read once, so the hash names what is applied
+    even if the file is replaced meanwhile."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        raw = path.read_bytes()
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             weights, bias, labels = data["weights"], data["bias"], [str(x) for x in data["labels"]]
     except OSError as exc:
         raise HeadError(path, f"cannot read it ({exc.strerror or type(exc).__name__})") from None
@@ -202,4 +214,5 @@ def read_weights(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise HeadError(path, f"weights of {weights.dtype} and bias of {bias.dtype}, not floating-point numbers")
     if not (np.isfinite(weights).all() and np.isfinite(bias).all()):
         raise HeadError(path, "weights that are not finite numbers")
-    return weights.astype(np.float32), bias.astype(np.float32)  # float16 on disk (save), float32 to apply
+    # float16 on disk (save), float32 to apply
+    return weights.astype(np.float32), bias.astype(np.float32), hashlib.sha256(raw).hexdigest()

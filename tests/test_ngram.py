@@ -4,7 +4,9 @@ scorer that wraps another, training and the weight rule, and the CLI with the ke
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -168,6 +170,30 @@ def test_fused_scorer_over_the_lexicon():
         assert off.probs == pytest.approx(alone.probs) and off.label == alone.label
 
 
+def test_the_model_id_tells_heads_apart_by_content_and_keeps_the_packaged_head_plain(tmp_path):
+    """The packaged head (auto, default) is `+ngram`, as stored results and the docs say; a head from
+    any other directory is `+ngram-` and 8 hex of its weights file's sha256: two heads' records,
+    reports and metric labels differ, the same head's agree wherever it lies, and no path shows."""
+    from sentinel.cli import with_ngram_head
+    from stream.settings import Settings
+
+    lexicon = LexiconClassifier()
+    assert with_ngram_head(lexicon, Settings(ngram_head="default")).info.id == "lexicon+ngram"
+    assert FusedScorer(lexicon, NgramHead.load(PACKAGED_HEAD_DIR)).info.id == "lexicon+ngram"
+    shutil.copytree(PACKAGED_HEAD_DIR, tmp_path / "copy")
+    toy_head().save(tmp_path / "toy")
+    ids = {}
+    for name in ("copy", "toy"):
+        digest = hashlib.sha256((tmp_path / name / WEIGHTS_FILE).read_bytes()).hexdigest()
+        ids[name] = with_ngram_head(lexicon, Settings(ngram_head=str(tmp_path / name))).info.id
+        assert ids[name] == f"lexicon+ngram-{digest[:8]}" and str(tmp_path) not in ids[name]
+    assert ids["copy"] != ids["toy"]
+    # Hashed once, at load: scoring never reads the file again.
+    fused = FusedScorer(lexicon, NgramHead.load(tmp_path / "toy"))
+    (tmp_path / "toy" / WEIGHTS_FILE).unlink()
+    assert fused.classify(["BTC to the moon"])[0].label in LABELS and fused.info.id == ids["toy"]
+
+
 def test_train_head_separates_two_obvious_classes():
     from training.ngram import train_head
 
@@ -213,7 +239,9 @@ def test_eval_with_a_head_on_the_lexicon_base(tmp_path):
     fused = sentinel(["eval", "--data", str(data), "--format", "csv", "--json"], {"SENTINEL_NGRAM_HEAD": str(tmp_path / "h")})
     assert plain.returncode == 0 and fused.returncode == 0, fused.stderr
     plain_r, fused_r = json.loads(plain.stdout), json.loads(fused.stdout)
-    assert plain_r["model"] == "lexicon" and fused_r["model"] == "lexicon+ngram"
+    # A head of its own directory: named by its weights file's hash (fusion.head_tag), never the path.
+    tag = hashlib.sha256((tmp_path / "h" / WEIGHTS_FILE).read_bytes()).hexdigest()[:8]
+    assert plain_r["model"] == "lexicon" and fused_r["model"] == f"lexicon+ngram-{tag}"
     assert plain_r["accuracy"] == 1.0 and fused_r["confusion"]["positive"]["neutral"] == 1
 
 
