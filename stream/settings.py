@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     ngram_head: str = Field(
         "auto", description="the n-gram head whose probabilities are pooled with the model's at the weight its card names (model/fusion.py): "
         "auto, the head shipped in model/heads/default with the model its weight was chosen with (the shipped base and adapter) and none "
-        "with any other; none: off, the model alone; default: the shipped head with any model; or a directory made by sentinel train-head"
+        "with any other; none: off, the model alone; default: the shipped head with any model; or a directory made by sentinel train-head. "
+        "The model id then ends in +ngram, or +ngram-<8 hex of its weights' sha256> for a head from another directory"
     )
     model_process: Literal["auto", "true", "false"] = Field(
         "auto", description="run the model in a child process of the worker, with an interpreter lock of its own (stream/model_process.py): "
