@@ -67,6 +67,30 @@ def test_the_word_cache_changes_no_id_and_holds_short_words_only():
     assert features(text) == first
 
 
+def test_the_word_cache_is_bounded_in_memory():
+    """Posts of unique words (a raid of random tokens) fill the cache: it holds at most maxsize words,
+    and each as 4-byte ids. As tuples of int objects 2,048 words of 32 characters took 10.5 MB."""
+    import random
+    import string
+    import tracemalloc
+
+    from model import ngram
+
+    assert ngram._word_ids.cache_info().maxsize == 8192
+    rng = random.Random(0)
+    words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(ngram.CACHED_WORD_CHARS)) for _ in range(2048)]
+    ngram._word_ids.cache_clear()
+    tracemalloc.start()
+    try:
+        for word in words:
+            features(word)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert ngram._word_ids.cache_info().currsize == 2048
+    assert held < 4 * 2**20, held
+
+
 def test_a_texts_logits_do_not_depend_on_its_batch():
     """The head sums each text's rows in one segment sum over the batch: a post's probabilities must
     be the same alone or beside others (the model's are not, in bf16: docs/benchmarks.md)."""
