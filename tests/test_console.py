@@ -241,7 +241,11 @@ def test_the_overview_filter_takes_a_part_of_a_name_or_a_glob_and_pages_in_order
     rows = [views.overview_row(scope, table(base)) for scope in ("asset:BTC", "asset:ETH", "channel:btc-talk", "source:forum", "all")]
     assert [r.scope for r in views.page_of(rows, "btc")[0]] == ["asset:BTC", "channel:btc-talk"]  # any case
     assert [r.scope for r in views.page_of(rows, "asset:*")[0]] == ["asset:BTC", "asset:ETH"]
-    assert views.page_of(rows, "*:btc")[0] == []  # a glob matches the whole name, with case
+    # A glob matches the whole name, in any case as a part does (docs/console.md).
+    assert [r.scope for r in views.page_of(rows, "*:btc")[0]] == ["asset:BTC"]
+    assert [r.scope for r in views.page_of(rows, "ASSET:*")[0]] == ["asset:BTC", "asset:ETH"]
+    assert [r.scope for r in views.page_of(rows, "*eth*")[0]] == ["asset:ETH"]
+    assert [r.scope for r in views.page_of(rows, "Channel:BTC-*")[0]] == ["channel:btc-talk"]
     shown, matching = views.page_of(rows, "", offset=1, limit=2)
     assert [r.scope for r in shown] == ["asset:ETH", "channel:btc-talk"] and matching == 5
     assert views.page_of(rows, ":", offset=3, limit=10) == (rows[3:4], 4)
@@ -488,6 +492,9 @@ def test_the_overview_pages_and_filters_and_its_pages_share_one_read_while_incid
         page = console.json("/api/overview?q=asset:*&offset=1&limit=2", token=None)
         assert [r["scope"] for r in page["rows"]] == assets[1:3] and (page["matching"], page["scopes"]) == (3, 6)
         assert [r["scope"] for r in console.json("/api/overview?q=eth", token=None)["rows"]] == ["asset:ETH"]
+        for glob in ("ASSET:*", "asset:e*", "*eth*"):  # a glob in any case, as a part
+            found = [r["scope"] for r in console.json("/api/overview?" + urllib.parse.urlencode({"q": glob}), token=None)["rows"]]
+            assert found == (assets if glob == "ASSET:*" else ["asset:ETH"]), glob
         for bad in ("limit=0", "offset=-1", "limit=ten"):
             assert console.call("GET", f"/api/overview?{bad}")[0] == 400, bad
 

@@ -117,10 +117,12 @@ def overview(rows: Sequence[ScopeRow], incidents: Iterable[dict[str, Any]]) -> l
 
 def scope_matches(scope: str, query: str) -> bool:
     """The overview's filter: a glob such as `asset:*` (as silences take) when the query holds one,
-    else a case-insensitive part of the scope's name."""
+    else a part of the scope's name; either in any case. A filter only narrows what is shown, so
+    `*eth*` finds `asset:ETH` (a silence's pattern, which holds notifications back, matches with case)."""
+    scope, query = scope.casefold(), query.casefold()
     if any(c in query for c in "*?["):
         return matches_scope(scope, query)
-    return query.casefold() in scope.casefold()
+    return query in scope
 
 
 def page_of(rows: Sequence[ScopeRow], query: str = "", offset: int = 0, limit: int | None = None) -> tuple[list[ScopeRow], int]:
