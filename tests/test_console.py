@@ -481,6 +481,24 @@ def test_api_reports_what_the_store_holds(api_console, redis_server):
     assert console.call("GET", "/api/scopes/asset:NOPE", headers={"Authorization": "Bearer " + VIEWER})[0] == 404
 
 
+def test_a_scopes_api_and_page_name_it_in_any_case_as_the_command_line_does(api_console):
+    """`sentinel windows --scope asset:eth` reads asset:ETH (silences.scope_name): so do the scope's
+    API and page, and the page moves to the name its windows have. Channel and source names keep
+    their case there and here."""
+    console, _ = api_console
+    viewer = {"Authorization": "Bearer " + VIEWER}
+    for given in ("asset:eth", "Asset:Eth", "ASSET:ETH"):
+        assert console.json(f"/api/scopes/{given}")["scope"] == "asset:ETH", given
+        status, _, headers = console.call("GET", f"/scope/{given}", headers=viewer)
+        assert status == 303 and headers["location"] == "/scope/asset:ETH", given
+    assert console.json("/api/scopes/ALL")["scope"] == "all"
+    status, page, _ = console.call("GET", "/scope/asset:ETH", headers=viewer)
+    assert status == 200 and "<h1>asset:ETH</h1>" in page
+    assert console.json("/api/scopes/channel:general")["scope"] == "channel:general"
+    assert console.call("GET", "/api/scopes/channel:GENERAL", headers=viewer)[0] == 404
+    assert console.call("GET", "/scope/channel:GENERAL", headers=viewer)[0] == 404
+
+
 def test_the_overview_pages_and_filters_and_its_pages_share_one_read_while_incidents_stay_fresh(redis_server, tmp_path):
     counts = seeded_store(redis_server)
     # An hour's maximum age: every request here shares the first read of the rows.

@@ -115,7 +115,11 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         return page("overview.html", request, caller, data=await data.overview(*_overview_args(request, PAGE_ROWS)))
 
     async def scope_page(request: Request, caller: auth.Caller) -> Response:
-        found = await data.scope(request.path_params["scope"])
+        given = request.path_params["scope"]
+        scope = await data.scope_named(given)
+        if scope is not None and scope != given:  # the page's own address and its polls name the scope as its windows do
+            return RedirectResponse(f"/scope/{quote(scope, safe=':|')}", status_code=303)
+        found = await data.scope(given)
         if found is None:
             raise HTTPException(404, "no such scope")
         return page("scope.html", request, caller, data=found, kinds=KINDS)

@@ -20,7 +20,7 @@ import numpy as np
 from stream.alerts import audit
 from stream.alerts.correlator import acknowledge, acknowledgements, incident_id, incident_summary, list_incidents
 from stream.alerts.judging import AlertConfig, table_bins
-from stream.alerts.silences import add_silence, list_silences, remove_silence, silence_of_incident
+from stream.alerts.silences import add_silence, list_silences, remove_silence, scope_name, silence_of_incident
 from stream.alerts.precision import tally
 from stream.alerts.verdicts import give_verdict
 from stream.console import views
@@ -96,9 +96,25 @@ class ConsoleData:
         stacked = np.stack(tables) if tables else np.zeros((0, OVERVIEW_BASELINE_H + 2, len(SLICE_FIELDS)))
         return ScopeRows(end, since, views.overview_rows(scopes, stacked, window_slices=2, covered=covered))
 
-    async def scope(self, scope: str) -> dict[str, Any] | None:
+    async def scope_named(self, given: str) -> str | None:
+        """The scope a URL names, read as `sentinel windows --scope` reads it (silences.scope_name):
+        `asset:eth` is `asset:ETH`, `ALL` is `all`; channel and source names keep their case, as
+        there. The name as given is tried first, so a scope the reading would change (a pair scope's
+        `|`) still has its page. None where neither has windows."""
+        names = [given]
+        try:
+            names.append(scope_name(given))
+        except ValueError:
+            pass  # no scope is named so; the name as given may still be one
+        for name in names:
+            if await self.redis.exists(index_key(name)):
+                return name
+        return None
+
+    async def scope(self, given: str) -> dict[str, Any] | None:
         end = await self.end()
-        if end is None or not await self.redis.exists(index_key(scope)):
+        scope = await self.scope_named(given) if end is not None else None
+        if end is None or scope is None:
             return None
         # Coarse enough to read at the demo's volumes (an hour a point over a day); the store sums
         # each slice's buckets, and the shares are taken from those sums (views.series).
