@@ -376,9 +376,9 @@ def library_versions() -> dict[str, str]:
 
 def record_evaluation(card_path: Path, data: Path, report: dict[str, Any], subset: str = "") -> dict[str, Any]:
     """Add one `sentinel eval` report to an adapter's model card under `evaluations`, keyed by the
-    data file's name (and the `subset` of it evaluated, e.g. a holdout) and carrying its hash, so the
-    figures a README quotes are the card's own, on data named by content (a later run on the same
-    file and subset replaces the entry)."""
+    data file's name without its extension (and the `subset` of it evaluated, e.g. a holdout) and
+    carrying its hash, so the figures a README quotes are the card's own, on data named by content
+    (a later run on the same file and subset replaces the entry)."""
     card = json.loads(card_path.read_text())
     keep = ("n", "accuracy", "f1_macro", "f1_weighted", "per_class", "confusion", "model", "skipped")
     card.setdefault("evaluations", {})[data.stem + (f" ({subset})" if subset else "")] = {
