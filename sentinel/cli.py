@@ -299,6 +299,16 @@ def soup(
     print(f"wrote {out_dir}: rank {card['soup']['rank']}, {len(adapters)} members")
 
 
+SKIP_BAD_HELP = "skip malformed rows instead of failing: counted, and each named on stderr (FILE:LINE: reason)"
+
+
+def name_skipped(skipped: Collection[Exception]) -> None:
+    """`--skip-bad`'s rows on stderr, one a line as the loader's error reads (`FILE:LINE: reason`),
+    so a count of skipped rows can be traced to them; stderr leaves `eval --json`'s stdout one object."""
+    for row in skipped:
+        err.print(f"skipped {escape(str(row))}", highlight=False)
+
+
 @app.command("eval")
 def evaluate(
     data: Annotated[Path, typer.Option("--data", exists=True, dir_okay=False, help="labelled CSV / JSONL / Alpaca JSON")],
@@ -307,7 +317,7 @@ def evaluate(
     label_col: Annotated[str, typer.Option("--label-col")] = "label",
     label_map: Annotated[Optional[str], typer.Option("--label-map", help="e.g. 0=negative,1=positive,2=neutral")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="first N examples only")] = None,
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip malformed rows (counted) instead of failing")] = False,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help=SKIP_BAD_HELP)] = False,
     holdout: Annotated[Optional[float], typer.Option("--holdout", help="evaluate only the stratified validation split sentinel train holds out (its --val-fraction)")] = None,
     seed: Annotated[int, typer.Option("--seed", help="with --holdout: the split's seed (sentinel train's --seed)")] = 42,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
@@ -339,6 +349,7 @@ def evaluate(
             examples = stratified_split(examples, holdout, seed).validation[:limit]
     except (DataError, ValueError) as exc:
         raise fail(str(exc)) from None
+    name_skipped(loaded.skipped)
     if not examples:
         raise fail(f"{data} holds no usable examples")
     settings = model_settings(scorer=True, base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
@@ -504,7 +515,7 @@ def train(
     text_col: Annotated[str, typer.Option("--text-col")] = "text",
     label_col: Annotated[str, typer.Option("--label-col")] = "label",
     label_map: Annotated[Optional[str], typer.Option("--label-map")] = None,
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip malformed rows (counted) instead of failing")] = False,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help=SKIP_BAD_HELP)] = False,
     scores: Annotated[Optional[Path], typer.Option("--scores", exists=True, dir_okay=False, help="seed-discord: the per-author score CSV (default: beside the export)")] = None,
     val_data: Annotated[Optional[Path], typer.Option("--val-data", exists=True, dir_okay=False, help="explicit validation file (else a stratified split)")] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.1,
@@ -554,8 +565,9 @@ def train(
         )
     except (DataError, ValueError) as exc:
         raise fail(str(exc)) from None
+    name_skipped(skipped)
     split_train, validation, overlap = split.train, split.validation, split.overlap_removed
-    out.print(f"train {len(split_train)}  validation {len(validation)}  removed from train (also in validation) {overlap}  skipped rows {skipped}")
+    out.print(f"train {len(split_train)}  validation {len(validation)}  removed from train (also in validation) {overlap}  skipped rows {len(skipped)}")
     if not split_train or not validation:  # before the model loads and OUT is made
         raise fail(f"{len(split_train)} training and {len(validation)} validation examples: both need some "
                    "(more data, another --val-fraction, or --val-data)")
@@ -602,7 +614,7 @@ def train(
         except (ModelLoadError, FileNotFoundError) as exc:
             raise fail(str(exc)) from None
     split_info = {"train": len(split_train), "validation": len(validation), "overlap_removed": overlap, "seed": seed,
-                  "val_fraction": None if val_data else val_fraction, "skipped_rows": skipped}
+                  "val_fraction": None if val_data else val_fraction, "skipped_rows": len(skipped)}
     card = write_model_card(result, cfg, trainer.info, list(data) + ([val_data] if val_data else []), split_info)
     out.print(json.dumps({"out": str(out_dir), "validation": {k: card["validation_metrics"].get(k) for k in ("f1_weighted", "f1_macro", "accuracy", "n")},
                           "steps": result.state.step, "best_step": result.state.best_step, "seconds": round(result.seconds, 1),

@@ -79,6 +79,25 @@ def test_eval_json_report(tiny_env, tmp_path):
     assert sum(sum(row.values()) for row in report["confusion"].values()) == 3
 
 
+def test_eval_and_train_name_each_row_skip_bad_skips_on_stderr(tmp_path):
+    """A count of skipped rows says nothing of which: eval and train name each as the loader's error
+    reads (`FILE:LINE: reason`), on stderr, so eval's --json stdout stays one object."""
+    data = tmp_path / "rows.jsonl"
+    rows = ['{"text": "$BTC up", "label": "positive"}', '{bad json', '{"text": "$ETH down", "label": "negative"}',
+            '{"text": "no label"}', '{"text": "gm", "label": "neutral"}']
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    named = [f"skipped {data}:2: invalid JSON", f"skipped {data}:4: missing column 'label'"]
+
+    r = sentinel(["eval", "--data", str(data), "--skip-bad", "--json"], {"SENTINEL_BASE": "lexicon"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["skipped"] == 2
+    assert [line[: len(want)] for line, want in zip(r.stderr.splitlines(), named)] == named and r.stderr.count("skipped ") == 2, r.stderr
+    # train names them the same way before anything else (here it stops at too few rows to split).
+    r = sentinel(["train", "--data", str(data), "--skip-bad", "--out", str(tmp_path / "adapter")], {"SENTINEL_BASE": "lexicon"})
+    assert "skipped rows 2" in r.stdout, r.stdout
+    assert [line[: len(want)] for line, want in zip(r.stderr.splitlines(), named)] == named and r.stderr.count("skipped ") == 2, r.stderr
+
+
 def test_eval_and_label_pool_run_on_the_keyword_scorer(tmp_path):
     """The keyword scorer has no torch and no batch size of its own: both commands still work on it."""
     from test_discord import PM, write_export

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from model.labels import LABELS
-from training.data import Example, load_examples
+from training.data import DataError, Example, load_examples
 
 
 @dataclass(frozen=True)
@@ -55,18 +55,19 @@ def remove_overlap(train: Sequence[Example], validation: Sequence[Example]) -> S
 
 def training_split(
     paths: Sequence[Path], val_path: Path | None, val_fraction: float, seed: int, **loader: Any
-) -> tuple[Split, int]:
-    """(split, skipped rows) for `sentinel train`: an explicit validation file, or a stratified split."""
+) -> tuple[Split, list[DataError]]:
+    """(split, skipped rows) for `sentinel train`: an explicit validation file, or a stratified split.
+    The skipped rows are the loader's errors, each naming its file and line."""
     examples: list[Example] = []
-    skipped = 0
+    skipped: list[DataError] = []
     for path in paths:
         loaded = load_examples(path, **loader)
         examples += loaded.examples
-        skipped += len(loaded.skipped)
+        skipped += loaded.skipped
     if val_path is None:
         return stratified_split(examples, val_fraction, seed), skipped
     validation = load_examples(val_path, **loader)
-    return remove_overlap(examples, validation.examples), skipped + len(validation.skipped)
+    return remove_overlap(examples, validation.examples), skipped + validation.skipped
 
 
 def class_weights(examples: Sequence[Example]) -> dict[str, float]:
