@@ -8,7 +8,7 @@ import logging
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, Awaitable, Callable, Collection, Literal, Optional, TypeVar
+from typing import Annotated, Any, Awaitable, Callable, Collection, Literal, Optional, Sequence, TypeVar
 
 import typer
 from rich.console import Console
@@ -299,14 +299,17 @@ def soup(
     print(f"wrote {out_dir}: rank {card['soup']['rank']}, {len(adapters)} members")
 
 
-SKIP_BAD_HELP = "skip malformed rows instead of failing: counted, and each named on stderr (FILE:LINE: reason)"
+SKIPPED_SHOWN = 20  # as `sentinel run` lists dead-lettered lines: a file of a million bad rows is not a million lines
+SKIP_BAD_HELP = f"skip malformed rows instead of failing: counted, and the first {SKIPPED_SHOWN} named on stderr (FILE:LINE: reason)"
 
 
-def name_skipped(skipped: Collection[Exception]) -> None:
+def name_skipped(skipped: Sequence[Exception]) -> None:
     """`--skip-bad`'s rows on stderr, one a line as the loader's error reads (`FILE:LINE: reason`),
     so a count of skipped rows can be traced to them; stderr leaves `eval --json`'s stdout one object."""
-    for row in skipped:
+    for row in skipped[:SKIPPED_SHOWN]:
         err.print(f"skipped {escape(str(row))}", highlight=False)
+    if len(skipped) > SKIPPED_SHOWN:
+        err.print(f"... and {len(skipped) - SKIPPED_SHOWN} more skipped", highlight=False)
 
 
 @app.command("eval")

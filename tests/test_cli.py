@@ -96,6 +96,11 @@ def test_eval_and_train_name_each_row_skip_bad_skips_on_stderr(tmp_path):
     r = sentinel(["train", "--data", str(data), "--skip-bad", "--out", str(tmp_path / "adapter")], {"SENTINEL_BASE": "lexicon"})
     assert "skipped rows 2" in r.stdout, r.stdout
     assert [line[: len(want)] for line, want in zip(r.stderr.splitlines(), named)] == named and r.stderr.count("skipped ") == 2, r.stderr
+    # A file of many bad rows names the first 20 and counts the rest, as `sentinel run` lists dead letters.
+    data.write_text("\n".join(rows[:1] + ["{bad json"] * 25) + "\n", encoding="utf-8")
+    r = sentinel(["eval", "--data", str(data), "--skip-bad", "--json"], {"SENTINEL_BASE": "lexicon"})
+    assert json.loads(r.stdout)["skipped"] == 25
+    assert r.stderr.count("skipped ") == 20 and f"skipped {data}:21: invalid JSON" in r.stderr and "... and 5 more skipped" in r.stderr, r.stderr
 
 
 def test_eval_and_label_pool_run_on_the_keyword_scorer(tmp_path):
