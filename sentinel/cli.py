@@ -737,7 +737,7 @@ def worker() -> None:
     import logging
 
     from sentinel.run import open_store
-    from stream.kafka import ensure_topics, partition_count, worker_topics
+    from stream.kafka import ensure_topics, held_logs, held_messages, partition_count, release_logs, worker_topics
     from stream.model_process import ModelProcess
     from stream.model_thread import ModelThread
     from stream.worker import build_worker
@@ -748,14 +748,18 @@ def worker() -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # Faust runs on this loop too
     # The topics before the model: a restart that will stop on them should not load a 7B model first.
-    try:
-        loop.run_until_complete(ensure_topics(settings, worker_topics(settings)))
-        partitions = loop.run_until_complete(partition_count(settings, settings.topic_posts))
-    except Exception as exc:  # noqa: BLE001 - any start-up failure to reach Kafka is reported the same way
-        # One structured line (JSON under SENTINEL_LOG_JSON) and a non-zero exit, so the pod restarts
-        # with backoff; not a traceback through client frames that hold connection settings.
-        logging.getLogger("sentinel.worker").error("cannot reach Kafka at start-up", extra={"error": redact(f"{type(exc).__name__}: {exc}")})
-        raise typer.Exit(1) from None
+    # aiokafka's own lines held back meanwhile: a dead broker is our one line, their detail in it.
+    with held_logs("aiokafka") as held:
+        try:
+            loop.run_until_complete(ensure_topics(settings, worker_topics(settings)))
+            partitions = loop.run_until_complete(partition_count(settings, settings.topic_posts))
+        except Exception as exc:  # noqa: BLE001 - any start-up failure to reach Kafka is reported the same way
+            # One structured line (JSON under SENTINEL_LOG_JSON) and a non-zero exit, so the pod restarts
+            # with backoff; not a traceback through client frames that hold connection settings.
+            context = {"error": redact(f"{type(exc).__name__}: {exc}")} | ({"detail": redact(held_messages(held))} if held else {})
+            logging.getLogger("sentinel.worker").error("cannot reach Kafka at start-up", extra=context)
+            raise typer.Exit(1) from None
+    release_logs(held)
     if partitions is not None and partitions != settings.partitions:
         # The alert frontier waits for partitions 0..SENTINEL_PARTITIONS-1: fewer than the topic has
         # and boundaries are judged before the others are past them, more and it waits on partitions

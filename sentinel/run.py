@@ -133,8 +133,8 @@ async def committed_lag(settings: Settings) -> int | None:
     from aiokafka.errors import KafkaError
 
     consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=settings.app_id, enable_auto_commit=False)
-    await consumer.start()
-    try:
+    try:  # stopped when its start fails too, or asyncio reports it unclosed
+        await consumer.start()
         parts = consumer.partitions_for_topic(settings.topic_posts)
         if not parts:
             await consumer._client.force_metadata_update()  # noqa: SLF001 - first metadata fetch

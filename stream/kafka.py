@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
@@ -104,8 +105,8 @@ async def ensure_topics(settings: Settings, names: list[str]) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
-    await admin.start()
-    try:
+    try:  # closed when its start fails too (no broker), or its client is left open
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [NewTopic(n, num_partitions=settings.partitions, replication_factor=1) for n in names if n not in existing]
         if missing:
@@ -158,12 +159,50 @@ async def partition_count(settings: Settings, topic: str) -> int | None:
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
+    try:  # stopped when its start fails too, or asyncio reports it unclosed
+        await consumer.start()
         partitions = (await every_topic(consumer)).partitions_for_topic(topic)
         return len(partitions) if partitions else None
     finally:
         await consumer.stop()
+
+
+class _Holding(logging.Handler):
+    def __init__(self, held: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.held = held
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.held.append(record)
+
+
+@contextmanager
+def held_logs(name: str = "aiokafka") -> Iterator[list[logging.LogRecord]]:
+    """The records `name`'s loggers write inside the block, held back instead of written. For a
+    probe whose failure is said in one line of our own: aiokafka logs each refused connection as an
+    ERROR of its own first, so a dead broker read as two errors. Only for the block: a running
+    worker's aiokafka lines are written as usual. `release_logs` writes what a probe that passed held."""
+    logger = logging.getLogger(name)
+    held: list[logging.LogRecord] = []
+    handler, propagate = _Holding(held), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield held
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def release_logs(held: Sequence[logging.LogRecord]) -> None:
+    """Write held records as they would have been (a probe that passed after a refused host, say)."""
+    for record in held:
+        logging.getLogger(record.name).handle(record)
+
+
+def held_messages(held: Sequence[logging.LogRecord]) -> str:
+    """The held records' messages, each once, for the one line that reports the failure."""
+    return "; ".join(dict.fromkeys(record.getMessage() for record in held))
 
 
 class RecordsNotDelivered(Exception):

@@ -468,3 +468,48 @@ def test_run_on_a_recording_naming_a_huge_partition_keeps_the_default_count(tmp_
     assert "names partition 2,147,483,646: the embedded stack creates at most 1,024" in capsys.readouterr().err
     recording.write_text("".join(json.dumps(line) + "\n" for line in lines[::2]))
     assert recording_partitions(Settings(), recording).partitions == MAX_CREATED_PARTITIONS  # at the limit: taken
+
+
+def unreachable_env() -> dict[str, str]:
+    """The environment of a command whose broker and Redis are closed ports on this host: refused at once."""
+    from stream.tools.services import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_") and k not in ("KAFKA_BROKER", "REDIS_URL")}
+    return {**env, "SENTINEL_BASE": "lexicon", "KAFKA_BROKER": f"127.0.0.1:{free_port()}", "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+
+
+def test_a_worker_that_cannot_reach_kafka_at_start_up_says_so_in_one_line_and_exits_1():
+    r = subprocess.run([sys.executable, "-m", "sentinel.cli", "worker"], capture_output=True, text=True, env=unreachable_env(), timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    errors = [line for line in r.stderr.splitlines() if " ERROR " in line]
+    # Ours alone: aiokafka's own "Unable connect to" is held back and given as its detail.
+    assert len(errors) == 1 and "sentinel.worker: cannot reach Kafka at start-up" in errors[0], r.stderr
+    assert "detail=" in errors[0] and "Unable connect to" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr and "Unclosed" not in r.stderr, r.stderr
+
+
+def test_a_replay_that_cannot_reach_kafka_closes_its_consumer(tmp_path):
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"id": "1", "text": "btc up"}\n')
+    r = subprocess.run([sys.executable, "-m", "sentinel.cli", "replay", str(posts)], capture_output=True, text=True,
+                       env=unreachable_env(), timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    ours = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(ours) == 1 and ours[0].startswith("error: Kafka: KafkaConnectionError"), r.stderr
+    assert "Unclosed" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_aiokafka_lines_are_held_only_inside_a_probe(caplog):
+    import logging
+
+    from stream.kafka import held_logs, held_messages, release_logs
+
+    aiokafka = logging.getLogger("aiokafka.client")
+    with caplog.at_level(logging.WARNING), held_logs("aiokafka") as held:
+        aiokafka.error("Unable connect to %s", "a:1")
+        aiokafka.error("Unable connect to %s", "a:1")
+    assert not caplog.records and held_messages(held) == "Unable connect to a:1"
+    release_logs(held[:1])  # a probe that passed writes what it held, as it would have been
+    with caplog.at_level(logging.WARNING):
+        aiokafka.error("a running worker's line")
+    assert [record.getMessage() for record in caplog.records] == ["Unable connect to a:1", "a running worker's line"]

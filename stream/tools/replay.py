@@ -435,8 +435,8 @@ async def broker_topics(settings: Settings) -> dict[str, int]:
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
+    try:  # stopped when its start fails too (no broker), or asyncio reports it unclosed after our error
+        await consumer.start()
         cluster = await every_topic(consumer)
         return {t: len(cluster.partitions_for_topic(t) or ()) for t in cluster.topics()}
     finally:
