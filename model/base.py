@@ -172,7 +172,24 @@ def resolve_adapter(adapter: str | None, base: str) -> str | None:
 
 
 def resolve_base_path(base: str, cache_dir: Path) -> str:
-    return str(ensure_converted_base(cache_dir)) if base == DEFAULT_BASE else base
+    """The directory or hub id to load `base` from. A base that can only be a directory and is not
+    one says so: transformers would take it for a hub id and name the repo-id rules it breaks."""
+    if base == DEFAULT_BASE:
+        return str(ensure_converted_base(cache_dir))
+    if not looks_like_path(base):
+        return base
+    path = Path(base).expanduser()  # transformers reads ~ as a hub id's first character
+    if not path.is_dir():
+        raise ModelLoadError(f"base model {base!r}: {'not a directory' if path.exists() else 'no such directory'}")
+    return str(path)
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether `name` can only be a filesystem path, never a hub id (`owner/name`: one slash at most,
+    starting with a letter, digit or _): absolute, starting with ./ ../ or ~, with two slashes or
+    more, or holding the OS separator where it is not /."""
+    return (os.path.isabs(name) or name in (".", "..") or name.startswith(("./", "../", "~")) or name.count("/") > 1
+            or (os.sep != "/" and os.sep in name))
 
 
 # ---------------------------------------------------------------- loading

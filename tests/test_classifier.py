@@ -110,6 +110,31 @@ def test_cuda_device_without_cuda_is_a_clear_error(tiny_model_dir, cache_dir):
         load_model(str(tiny_model_dir), device="cuda", cache_dir=cache_dir)
 
 
+@pytest.mark.parametrize("base", ["/nonexistent/base", "./no-such-base", "../no-such-base", "~/no-such-base", "no/such/base"])
+def test_a_base_that_can_only_be_a_directory_and_is_none_says_so(base, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the relative ones resolve here, where nothing is
+    monkeypatch.setenv("HOME", str(tmp_path))
+    # Before anything loads: not transformers' repo-id naming rules, which it never meant to follow.
+    with pytest.raises(ModelLoadError, match=r"base model .*: no such directory$"):
+        load_model(base, device="cpu", cache_dir=tmp_path)
+
+
+def test_a_base_path_to_a_file_says_it_is_not_a_directory(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ModelLoadError, match=r"base model .*: not a directory$"):
+        load_model(str(tmp_path / "a-file"), device="cpu", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name, path", [
+    ("HuggingFaceTB/SmolLM2-135M-Instruct", False), ("gpt2", False), ("models/mine", False),  # owner/name: could be the hub's
+    ("/models/mine", True), ("./mine", True), ("../mine", True), ("~/mine", True), ("~", True), (".", True), ("a/b/c", True),
+])
+def test_what_can_only_be_a_path_and_what_could_be_a_hub_id(name, path):
+    from model.base import looks_like_path
+
+    assert looks_like_path(name) is path
+
+
 def test_missing_adapter_is_a_clear_error(tiny_model_dir, tmp_path, cache_dir):
     with pytest.raises(ModelLoadError, match="cannot load LoRA adapter"):
         load_model(str(tiny_model_dir), str(tmp_path / "nope"), device="cpu", cache_dir=cache_dir)
