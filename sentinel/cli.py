@@ -163,7 +163,7 @@ def with_ngram_head(scorer: Scorer, settings: Settings) -> Scorer:
     with `none`, and with `auto` when the scorer is not the model the shipped head's w was chosen
     with (the keyword scorer, another base or adapter). The head is numpy only: the lexicon path
     stays torch-free."""
-    from model.fusion import FusedScorer
+    from model.fusion import FusedScorer, head_tag
     from model.ngram import AUTO, HeadError, NgramHead, chosen_with, head_dir
 
     path = head_dir(settings.ngram_head)
@@ -185,7 +185,12 @@ def with_ngram_head(scorer: Scorer, settings: Settings) -> Scorer:
         logging.getLogger("sentinel.model").warning(
             "the n-gram head's fusion weight was chosen with another model: run sentinel train-head with this one",
             extra={"head_chosen_with": paired, "model": scorer.info.id, "w": head.w})
-    return FusedScorer(scorer, head)
+    fused = FusedScorer(scorer, head)
+    # "model loaded" names the model alone, before the head is pooled: this line says the head is on
+    # (with auto, the default, nothing else does). The head by its tag, never its directory: a
+    # setting's value is not logged.
+    logging.getLogger("sentinel.model").info("n-gram head pooled", extra={"model": fused.info.id, "head": head_tag(head), "w": fused.w})
+    return fused
 
 
 def load_scorer(settings: Settings) -> Scorer:

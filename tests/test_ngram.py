@@ -218,6 +218,46 @@ def test_the_model_id_tells_heads_apart_by_content_and_keeps_the_packaged_head_p
     assert fused.classify(["BTC to the moon"])[0].label in LABELS and fused.info.id == ids["toy"]
 
 
+def test_pooling_the_head_is_logged_with_the_fused_id_and_never_the_path(tmp_path, caplog):
+    """"model loaded" names the model before the head is pooled: one INFO line says the head is on,
+    with the id every result carries, the head's tag and its w. A head from a directory is named by
+    its tag (its weights' hash), never the directory: a setting's value is not logged."""
+    import logging
+
+    from sentinel.cli import with_ngram_head
+    from stream.settings import Settings
+
+    def pooled(setting: str) -> list[logging.LogRecord]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="sentinel.model"):
+            fused = with_ngram_head(LexiconClassifier(), Settings(ngram_head=setting))
+        found = [r for r in caplog.records if r.getMessage() == "n-gram head pooled"]
+        assert len(found) == 1 and found[0].levelno == logging.INFO
+        assert found[0].model == fused.info.id and found[0].w == fused.w
+        return found
+
+    shipped = pooled("default")[0]
+    assert (shipped.model, shipped.head, shipped.w) == ("lexicon+ngram", "ngram", NgramHead.load(PACKAGED_HEAD_DIR).w)
+    toy_head(w=0.5).save(tmp_path / "toy")
+    toy = pooled(str(tmp_path / "toy"))[0]
+    digest = hashlib.sha256((tmp_path / "toy" / WEIGHTS_FILE).read_bytes()).hexdigest()
+    assert (toy.model, toy.head, toy.w) == (f"lexicon+ngram-{digest[:8]}", f"ngram-{digest[:8]}", 0.5)
+    assert all(str(tmp_path) not in f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    # The model alone (none, and auto with a model the head was not chosen with): no such line.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sentinel.model"):
+        with_ngram_head(LexiconClassifier(), Settings(ngram_head="none"))
+        with_ngram_head(LexiconClassifier(), Settings())
+    assert not [r for r in caplog.records if r.getMessage() == "n-gram head pooled"]
+
+
+def test_the_cli_says_the_head_is_on(tmp_path):
+    done = sentinel(["classify", "--json", "BTC to the moon"], {"SENTINEL_NGRAM_HEAD": "default"}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "n-gram head pooled model=lexicon+ngram head=ngram w=" in done.stderr
+    assert "n-gram head pooled" not in sentinel(["classify", "--json", "BTC to the moon"], {"SENTINEL_NGRAM_HEAD": "none"}, cwd=tmp_path).stderr
+
+
 def test_train_head_separates_two_obvious_classes():
     from training.ngram import train_head
 
