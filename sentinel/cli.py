@@ -951,7 +951,9 @@ def print_run_summary(file: Path, summary: dict[str, Any], alerts: list[dict[str
     if alerts_out:
         alerts_out.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in alerts), encoding="utf-8")
     if summary_json:
-        write_json(summary_json, summary)
+        # The table's `incidents (roots)` row, in full: added after the run's own fields, which other tools read.
+        roots = incident_roots(alerts)
+        write_json(summary_json, {**summary, "incidents": sum(roots.values()), "incident_roots": roots})
     table = Table(title=f"sentinel run {file.name}")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -965,17 +967,23 @@ def print_run_summary(file: Path, summary: dict[str, Any], alerts: list[dict[str
     out.print(table)
 
 
+def incident_roots(alerts: list[dict[str, Any]]) -> dict[str, int]:
+    """{root scope: incidents} of the incidents the alert records make, commonest first; empty
+    without grouping (no record carries an incident)."""
+    roots = {a["incident_id"]: a.get("root_scope") or a["scope"] for a in alerts if a.get("incident_id")}
+    return dict(Counter(roots.values()).most_common())
+
+
 def incident_summary(alerts: list[dict[str, Any]], shown: int = 3) -> str | None:
     """'1 (asset:ETH)': how many incidents the alert records make and their commonest roots; None
     without grouping (no record carries an incident)."""
-    roots = {a["incident_id"]: a.get("root_scope") or a["scope"] for a in alerts if a.get("incident_id")}
-    if not roots:
+    common = list(incident_roots(alerts).items())
+    if not common:
         return None
-    common = Counter(roots.values()).most_common()
     named = ", ".join(root if n == 1 else f"{root} x{n}" for root, n in common[:shown])
     rest = len(common) - shown
     more = f", {rest} more root{'s' if rest > 1 else ''}" if rest > 0 else ""
-    return f"{len(roots)} ({named}{more})"
+    return f"{sum(n for _, n in common)} ({named}{more})"
 
 
 @app.command("replay")

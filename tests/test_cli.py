@@ -221,6 +221,28 @@ def test_the_run_summary_names_the_incidents_and_their_roots():
     assert incident_summary(many) == "6 (asset:BTC x3, asset:ETH, asset:SOL, 1 more root)"
 
 
+def test_the_summary_json_carries_the_tables_incidents(tmp_path, capsys):
+    """`--summary-json` (the demo's out/demo-summary.json) holds what the table's `incidents (roots)`
+    row says, in full, after the run's own fields, which stay as they were."""
+    from sentinel.cli import print_run_summary
+
+    summary = {key: 0 for key in ("consumed", "valid", "dlq", "duplicates", "late_dropped", "ahead", "processed", "capped",
+                                  "text_capped", "wall_s", "posts_per_s")}
+    summary.update(alerts=5, labels={"positive": 0, "negative": 0, "neutral": 0}, ended=True)
+    alerts = [{"incident_id": "e", "root_scope": "asset:ETH", "scope": s} for s in ("all", "asset:ETH", "source:discord")]
+    alerts += [{"incident_id": f"b{i}", "root_scope": "asset:BTC", "scope": "all"} for i in range(2)]
+    path = tmp_path / "summary.json"
+    print_run_summary(Path("demo.jsonl"), summary, alerts, alerts_out=None, summary_json=path)
+    written = json.loads(path.read_text())
+    assert written == {**summary, "incidents": 3, "incident_roots": {"asset:BTC": 2, "asset:ETH": 1}}
+    assert list(written)[: len(summary)] == list(summary)
+    assert "3 (asset:BTC x2, asset:ETH)" in capsys.readouterr().out
+    # Without grouping no record names an incident: none, as the table shows no row.
+    print_run_summary(Path("demo.jsonl"), summary, [{"incident_id": "", "scope": "all"}], alerts_out=None, summary_json=path)
+    assert {k: json.loads(path.read_text())[k] for k in ("incidents", "incident_roots")} == {"incidents": 0, "incident_roots": {}}
+    assert "incidents (roots)" not in capsys.readouterr().out
+
+
 def test_settings_that_would_crash_later_are_refused_up_front(tmp_path):
     from pydantic import ValidationError
 
