@@ -252,3 +252,19 @@ def test_a_cluster_client_gets_the_urls_options_typed():
     client = open_redis("redis://a:6379?socket_timeout=5&health_check_interval=10,b:6379", cluster=True)
     kwargs = client.nodes_manager.connection_kwargs
     assert kwargs["socket_timeout"] == 5.0 and kwargs["health_check_interval"] == 10  # typed, as a single server's client reads them
+
+
+def test_the_sentinel_name_wins_where_both_names_of_a_url_are_set(monkeypatch):
+    """SENTINEL_KAFKA_BROKER over KAFKA_BROKER, SENTINEL_REDIS_URL over REDIS_URL (README, "Running the
+    worker"), and a message names the variable that was used."""
+    from stream.settings import redis_given, variable_name
+
+    monkeypatch.setenv("KAFKA_BROKER", "conventional:9092")
+    monkeypatch.setenv("SENTINEL_KAFKA_BROKER", "sentinel:9092")
+    monkeypatch.setenv("REDIS_URL", "redis://conventional:6379/0")
+    monkeypatch.setenv("SENTINEL_REDIS_URL", "redis://sentinel:6379/0")
+    settings = Settings()
+    assert settings.kafka_broker == "sentinel:9092"
+    assert settings.redis_url is not None and settings.redis_url.get_secret_value() == "redis://sentinel:6379/0"
+    assert redis_given() == ("redis://sentinel:6379/0", False)
+    assert variable_name("kafka_broker") == "SENTINEL_KAFKA_BROKER" and variable_name("redis_url") == "SENTINEL_REDIS_URL"
