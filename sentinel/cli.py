@@ -1811,7 +1811,7 @@ def import_discord(
     channel: Annotated[str, typer.Option("--channel")] = "meritcircle",
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="first N converted posts only")] = None,
 ) -> None:
-    """Convert the research's Discord export into posts (repairs the garbled AM/PM times)."""
+    """Convert the research's Discord export into posts (repairs its garbled emoji and AM/PM times)."""
     from itertools import islice
 
     from stream.tools.files import replaced_when_done
