@@ -16,7 +16,6 @@ import array
 import functools
 import hashlib
 import io
-import itertools
 import json
 import re
 import zlib
@@ -30,6 +29,7 @@ from model.labels import LABELS
 
 BUCKETS = 1 << 18
 CACHED_WORD_CHARS = 32  # longer words are hashed each time (features)
+CHUNK_IDS = 1 << 16  # ids gathered at once by NgramHead.logits: 64k ids, about 1 MB with their rows
 MAX_CHARS = 10_000  # stream.contracts' SENTINEL_MAX_TEXT_CHARS default (model/ sits below stream/)
 DEFAULT_HEAD, AUTO, NONE = "default", "auto", "none"  # SENTINEL_NGRAM_HEAD's words; anything else is a directory
 PACKAGED_HEAD_DIR = Path(__file__).resolve().parent / "heads" / DEFAULT_HEAD
@@ -127,16 +127,26 @@ class NgramHead:
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Each text's summed weight rows over its features, the row L2-normalised (1/sqrt(count)
         per id, as the bench's bag_rows), plus the bias. float32, as the torch EmbeddingBag it was
-        trained as, so the probabilities match the bench's. One gather and one segment sum for the
-        whole batch: per text, numpy's call overhead was a fifth of the head's time."""
-        if not texts:
-            return np.empty((0, len(LABELS)), dtype=np.float32)
-        rows = [features(text, self.buckets) for text in texts]
+        trained as, so the probabilities match the bench's. One gather and one segment sum per run
+        of posts holding up to CHUNK_IDS ids (per post, numpy's call overhead was a fifth of the
+        head's time): so a batch of long posts costs megabytes, not one gather of all its ids."""
+        out = np.empty((len(texts), len(LABELS)), dtype=np.float32)
+        pending: list[np.ndarray] = []
+        first = held = 0
+        for row, text in enumerate(texts):
+            pending.append(np.array(features(text, self.buckets), dtype=np.int64))
+            held += len(pending[-1])
+            if held >= CHUNK_IDS or row == len(texts) - 1:
+                out[first : row + 1] = self._bag_sums(pending)
+                pending, first, held = [], row + 1, 0
+        return out + self.bias.astype(np.float32)
+
+    def _bag_sums(self, rows: Sequence[np.ndarray]) -> np.ndarray:
+        """The normalised sums of `rows` (each a post's ids, none empty: features gives bucket 0)."""
         counts = np.fromiter((len(ids) for ids in rows), dtype=np.int64, count=len(rows))
-        flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(counts.sum()))
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        sums = np.add.reduceat(self.weights.astype(np.float32, copy=False)[flat], starts, axis=0)
-        return sums * (np.float32(1) / np.sqrt(counts.astype(np.float32)))[:, None] + self.bias.astype(np.float32)
+        sums = np.add.reduceat(self.weights.astype(np.float32, copy=False)[np.concatenate(rows)], starts, axis=0)
+        return sums * (np.float32(1) / np.sqrt(counts.astype(np.float32)))[:, None]
 
     def probs(self, texts: Sequence[str]) -> np.ndarray:
         """[n, 3] probabilities in LABELS order (float64 rows summing to 1)."""

@@ -91,6 +91,27 @@ def test_the_word_cache_is_bounded_in_memory():
     assert held < 4 * 2**20, held
 
 
+def test_a_batch_of_long_posts_is_gathered_in_chunks():
+    """The head gathers a run of posts' ids at once: bounded (CHUNK_IDS), or a batch of posts at the
+    10,000-character cap held every id as a Python int and its weight row together (82 MB for 64 posts)."""
+    import random
+    import string
+    import tracemalloc
+
+    head = NgramHead.load(PACKAGED_HEAD_DIR)
+    rng = random.Random(1)
+    posts = [" ".join("".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 9))) for _ in range(1700))[:10_000]
+             for _ in range(32)]
+    tracemalloc.start()
+    try:
+        logits = head.logits(posts)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 * 2**20, peak
+    assert (logits[5] == head.logits(posts[5:6])[0]).all()
+
+
 def test_a_texts_logits_do_not_depend_on_its_batch():
     """The head sums each text's rows in one segment sum over the batch: a post's probabilities must
     be the same alone or beside others (the model's are not, in bf16: docs/benchmarks.md)."""
