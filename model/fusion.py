@@ -59,6 +59,10 @@ class FusedScorer:
         self.info = fused_info(scorer.info, head_tag(head))  # once: the hash was taken at load, not per batch
 
     def classify(self, texts: Sequence[str]) -> list[Judgement]:
-        judged = self.scorer.classify(texts)
+        return self.pool(self.scorer.classify(texts), texts)
+
+    def pool(self, judged: Sequence[Judgement], texts: Sequence[str]) -> list[Judgement]:
+        """The model's judgements of `texts` pooled with the head's: all the head adds to the model's
+        pass (`sentinel bench classify` times it apart)."""
         p_model = np.array([[j.probs[label] for label in LABELS] for j in judged], dtype=np.float64).reshape(-1, len(LABELS))
         return [judgement_from_probs(row) for row in fuse(p_model, self.head.probs(texts), self.w)]

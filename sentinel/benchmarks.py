@@ -15,10 +15,9 @@ import torch
 
 from model.base import DEFAULT_BASE, ensure_converted_base
 from model.classifier import Classifier
-from model.fusion import FusedScorer, fuse
-from model.labels import LABELS
+from model.fusion import FusedScorer
 from model.naive import generate_labels
-from model.scorer import Judgement, Scorer, judgement_from_probs
+from model.scorer import Judgement, Scorer
 from stream.settings import Settings
 
 
@@ -117,20 +116,14 @@ def scorer_rate(classifier: Classifier, suffixes: Sequence[Sequence[int]], batch
     return judgements, len(suffixes) / seconds
 
 
-def head_pass(fused: FusedScorer, judged: Sequence[Judgement], posts: Sequence[str]) -> list[Judgement]:
-    """What FusedScorer.classify adds after the model's pass: the head's probabilities, the pooling
-    and the judgements built again from the pooled rows."""
-    p_model = np.array([[j.probs[label] for label in LABELS] for j in judged], dtype=np.float64).reshape(-1, len(LABELS))
-    return [judgement_from_probs(row) for row in fuse(p_model, fused.head.probs(posts), fused.w)]
-
-
 def head_figures(fused: FusedScorer, judged: Sequence[Judgement], posts: Sequence[str], scorer_posts_per_s: float) -> dict[str, Any]:
-    """The n-gram head's cost beside the model, on the same posts in the same run. FusedScorer runs
+    """The n-gram head's cost beside the model, on the same posts in the same run (FusedScorer.pool,
+    all that classify adds to the model's pass). FusedScorer runs
     the head after the model, one after the other in the model's thread, so the pair's rate is the
     model's pass plus the head's (both measured here); the head is numpy on the CPU whatever the
     model's device, so beside a fast GPU its share grows (docs/benchmarks.md)."""
-    head_pass(fused, judged, posts)  # warm-up: numpy's first calls allocate
-    _, head_s = timed(lambda: head_pass(fused, judged, posts), torch.device("cpu"))
+    fused.pool(judged, posts)  # warm-up: numpy's first calls allocate
+    _, head_s = timed(lambda: fused.pool(judged, posts), torch.device("cpu"))
     scorer_s = len(posts) / scorer_posts_per_s
     return {
         "head": fused.info.id,

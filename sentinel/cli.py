@@ -304,7 +304,7 @@ def soup(
     print(f"wrote {out_dir}: rank {card['soup']['rank']}, {len(adapters)} members")
 
 
-SKIPPED_SHOWN = 20  # as `sentinel run` lists dead-lettered lines: a file of a million bad rows is not a million lines
+SKIPPED_SHOWN = 20  # as sentinel.run.DEAD_LETTERS_SHOWN lists dead-lettered lines: a million bad rows are not a million lines
 SKIP_BAD_HELP = f"skip malformed rows instead of failing: counted, and the first {SKIPPED_SHOWN} named on stderr (FILE:LINE: reason)"
 
 

@@ -466,15 +466,15 @@ def test_auto_pools_the_shipped_head_with_the_shipped_model_only():
 
 
 def test_bench_classify_times_what_the_fused_scorer_adds():
-    """`sentinel bench classify` times the head's pass apart (sentinel.benchmarks.head_pass): it must
-    be the very work FusedScorer.classify does after the model, or the cost it reports is of something else."""
-    from sentinel.benchmarks import head_figures, head_pass
+    """`sentinel bench classify` times the head's pass apart (FusedScorer.pool): it must be the very
+    work FusedScorer.classify does after the model, or the cost it reports is of something else."""
+    from sentinel.benchmarks import head_figures
 
     fused = FusedScorer(LexiconClassifier(), NgramHead.load(PACKAGED_HEAD_DIR))
     posts = ["wen moon, this token is pumping", "rug pull, dev sold everything, dump it", "anyone up for a raid tonight?"] * 4
     judged = fused.scorer.classify(posts)
-    assert head_pass(fused, judged, posts) == fused.classify(posts)
-    assert head_pass(fused, judged, posts) != list(judged)  # the head moves these probabilities
+    assert fused.pool(judged, posts) == fused.classify(posts)
+    assert fused.pool(judged, posts) != list(judged)  # the head moves these probabilities
     figures = head_figures(fused, judged, posts, scorer_posts_per_s=50.0)
     assert figures["head"] == "lexicon+ngram" and figures["head_w"] == fused.w
     assert 0 < figures["head_share_of_time"] < 1 and figures["scorer_with_head_posts_per_s"] < 50.0
