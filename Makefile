@@ -32,11 +32,14 @@ DEMO_UNSET := KAFKA_BROKER SENTINEL_KAFKA_BROKER REDIS_URL SENTINEL_REDIS_URL SE
 	SENTINEL_KAFKA_SECURITY_PROTOCOL SENTINEL_KAFKA_SASL_MECHANISM SENTINEL_KAFKA_SASL_USERNAME \
 	SENTINEL_KAFKA_SASL_PASSWORD SENTINEL_KAFKA_SSL_CAFILE SENTINEL_KAFKA_MAX_REQUEST_BYTES \
 	SENTINEL_APPRISE_URLS SENTINEL_APPRISE_CONFIG
+# The settings read a variable whatever its case (redis_url is REDIS_URL), so the shell's own names of
+# that shape are unset too, matched without case; only a name's characters reach the command line.
+DEMO_ENV = env $(addprefix -u ,$(sort $(DEMO_UNSET) $(shell env | grep -ioE '^(sentinel_)?(kafka|redis|apprise)_[a-z0-9_]*=' | tr -d =)))
 
 demo: setup
 	mkdir -p out
-	env $(addprefix -u ,$(DEMO_UNSET)) $(BIN)/sentinel run examples/demo-stream.jsonl --summary-json out/demo-summary.json --alerts-out out/demo-alerts.jsonl
-	$(BIN)/sentinel classify < examples/posts.txt
+	$(DEMO_ENV) $(BIN)/sentinel run examples/demo-stream.jsonl --summary-json out/demo-summary.json --alerts-out out/demo-alerts.jsonl
+	$(DEMO_ENV) $(BIN)/sentinel classify < examples/posts.txt
 
 # The console's browser test drives Debian's Chromium through Playwright (Playwright's own browser
 # download host is unreachable from these machines). Installed once where apt-get runs as root;

@@ -67,6 +67,9 @@ def test_the_demo_runs_on_the_embedded_stack_whatever_the_shell_exports(tmp_path
         KAFKA_BROKER="127.0.0.1:1", SENTINEL_KAFKA_BROKER="127.0.0.1:1",
         REDIS_URL="redis://127.0.0.1:1/0", SENTINEL_REDIS_URL="redis://127.0.0.1:1/0",
         SENTINEL_APPRISE_URLS="nosuchscheme://nowhere", SENTINEL_APPRISE_CONFIG=str(tmp_path / "no-such-apprise.yml"),
+        # Read in any case by the settings, so unset in any case; and a half-configured TLS that
+        # every command's settings check would refuse, the demo's classify step included.
+        redis_url="redis://127.0.0.1:1/0", Sentinel_Kafka_Broker="127.0.0.1:1", SENTINEL_KAFKA_SECURITY_PROTOCOL="SASL_SSL",
         # The keyword scorer: the stack is what is under test, not the model.
         SENTINEL_BASE="lexicon", SENTINEL_CACHE_DIR=str(tmp_path / "cache"),
         NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
