@@ -161,7 +161,11 @@ def resolve_adapter(adapter: str | None, base: str) -> str | None:
     if adapter in (None, "", "none"):
         return None
     if adapter != DEFAULT_ADAPTER:
-        return adapter
+        found = os.path.expanduser(adapter)
+        if looks_like_path(adapter) and not os.path.isdir(found):
+            # PEFT would take it for a hub id and name what it could not fetch; said before the base loads.
+            raise ModelLoadError(f"LoRA adapter {adapter!r}: {'not a directory' if os.path.exists(found) else 'no such directory'}")
+        return found
     if base != DEFAULT_BASE:
         log.info("the packaged adapter fits only the default base; running without one", extra={"base": base})
         return None
@@ -219,6 +223,7 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     started = time.perf_counter()
+    adapter_path = resolve_adapter(adapter, base)  # before the base: a missing adapter is said in a second, not after a load
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     qconfig = quantization_config(quantize, dev, torch_dtype)
@@ -233,7 +238,6 @@ def load_model(
         raise ModelLoadError(f"cannot load base model {base!r}: {exc}") from exc
     if qconfig is None:
         model.to(dev)
-    adapter_path = resolve_adapter(adapter, base)
     if adapter_path:
         model = attach_adapter(model, adapter_path, merge=qconfig is None)
     adapter = (DEFAULT_ADAPTER if adapter == DEFAULT_ADAPTER else adapter_path) if adapter_path else None

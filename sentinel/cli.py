@@ -386,9 +386,12 @@ def evaluate(
 
 def adapter_card(settings: Settings) -> Path:
     """The model card `sentinel eval --card` writes to; checked before the model loads."""
-    from model.base import resolve_adapter
+    from model.base import ModelLoadError, resolve_adapter
 
-    path = resolve_adapter(settings.adapter, settings.base)
+    try:
+        path = resolve_adapter(settings.adapter, settings.base)
+    except ModelLoadError as exc:
+        raise fail(str(exc)) from None
     card = Path(path) / "model_card.json" if path else None
     if card is None or not card.is_file():
         raise fail(f"--card needs an adapter directory with a model_card.json (adapter: {settings.adapter!r})")
@@ -579,7 +582,10 @@ def train(
     if not split_train or not validation:  # before the model loads and OUT is made
         raise fail(f"{len(split_train)} training and {len(validation)} validation examples: both need some "
                    "(more data, another --val-fraction, or --val-data)")
-    init_dir = resolve_adapter(str(init_adapter), settings.base) if init_adapter else None
+    try:
+        init_dir = resolve_adapter(str(init_adapter), settings.base) if init_adapter else None
+    except ModelLoadError as exc:
+        raise fail(f"--init-adapter: {exc}") from None
     if str(init_adapter) == DEFAULT_ADAPTER and init_dir is None:
         raise fail(f"--init-adapter {DEFAULT_ADAPTER}: the shipped adapter fits only the default base, not {settings.base}")
     # A local adapter only: its card records the warm start from the adapter's own config file.
@@ -999,7 +1005,7 @@ def replay_cmd(
     """Produce a JSONL file of posts (or recorded records) into Kafka."""
     import asyncio
 
-    from stream.kafka import ensure_topics
+    from stream.kafka import ensure_topics, held_logs, release_logs
     from stream.tools.replay import PartitionMismatch, ReplayResult, UnknownTopic, broker_topics, recorded_partitions, replay_lines
 
     settings = model_settings()
@@ -1017,7 +1023,9 @@ def replay_cmd(
     result = ReplayResult(resume_line=from_line)  # a Ctrl-C before the first send resumes where this began
 
     async def go() -> None:
-        known = await broker_topics(settings)  # an unreachable broker is an error, even for an empty file
+        with held_logs("aiokafka") as held:  # a dead broker is our one error line, not aiokafka's first
+            known = await broker_topics(settings)  # an unreachable broker is an error, even for an empty file
+        release_logs(held)
         if not lines:
             err.print(f"[yellow]warning:[/yellow] {escape(str(file))} holds no lines: nothing to send")
             return

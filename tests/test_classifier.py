@@ -136,5 +136,13 @@ def test_what_can_only_be_a_path_and_what_could_be_a_hub_id(name, path):
 
 
 def test_missing_adapter_is_a_clear_error(tiny_model_dir, tmp_path, cache_dir):
+    # A path that is not there is said so, before the base is read (this base does not exist either).
+    with pytest.raises(ModelLoadError, match=r"LoRA adapter .*nope': no such directory$"):
+        load_model(str(tmp_path / "no-base"), str(tmp_path / "nope"), device="cpu", cache_dir=cache_dir)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ModelLoadError, match=r"LoRA adapter .*: not a directory$"):
+        load_model(str(tiny_model_dir), str(tmp_path / "a-file"), device="cpu", cache_dir=cache_dir)
+    # A directory that holds no adapter: PEFT's own reason.
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="cannot load LoRA adapter"):
-        load_model(str(tiny_model_dir), str(tmp_path / "nope"), device="cpu", cache_dir=cache_dir)
+        load_model(str(tiny_model_dir), str(tmp_path / "empty"), device="cpu", cache_dir=cache_dir)

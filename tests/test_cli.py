@@ -103,6 +103,17 @@ def test_eval_and_train_name_each_row_skip_bad_skips_on_stderr(tmp_path):
     assert r.stderr.count("skipped ") == 20 and f"skipped {data}:21: invalid JSON" in r.stderr and "... and 5 more skipped" in r.stderr, r.stderr
 
 
+def test_an_adapter_path_that_is_not_there_is_one_line_before_anything_loads(tmp_path):
+    data = tmp_path / "rows.jsonl"
+    rows = [{"text": f"${t} post {i}", "label": label} for i, (t, label) in enumerate([("BTC", "positive"), ("ETH", "negative"), ("SOL", "neutral")] * 4)]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    missing = str(tmp_path / "no-adapter")
+    for args in (["eval", "--data", str(data), "--card", "--adapter", missing],
+                 ["train", "--data", str(data), "--init-adapter", missing, "--out", str(tmp_path / "out"), "--val-fraction", "0.5"]):
+        r = sentinel(args, {"SENTINEL_BASE": "lexicon"})
+        assert r.returncode == 2 and "no such directory" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
 def test_eval_and_label_pool_run_on_the_keyword_scorer(tmp_path):
     """The keyword scorer has no torch and no batch size of its own: both commands still work on it."""
     from test_discord import PM, write_export
@@ -443,7 +454,8 @@ def test_bad_input_on_the_command_line_is_one_line_and_loses_no_file(tmp_path):
     r = sentinel(["train", "--data", str(labelled), "--out", str(tmp_path / "adapter")], lexicon)
     assert r.returncode == 2 and "0 validation examples" in r.stderr and not (tmp_path / "adapter").exists(), r.stderr
     labelled.write_text("text,label\n" + "".join(f"post {i},{('positive', 'negative', 'neutral')[i % 3]}\n" for i in range(60)), encoding="utf-8")
-    r = sentinel(["train", "--data", str(labelled), "--out", str(tmp_path / "adapter"), "--init-adapter", str(tmp_path / "nope")], lexicon)
+    (tmp_path / "not-an-adapter").mkdir()  # (one that is not there at all: test_an_adapter_path_that_is_not_there_...)
+    r = sentinel(["train", "--data", str(labelled), "--out", str(tmp_path / "adapter"), "--init-adapter", str(tmp_path / "not-an-adapter")], lexicon)
     assert r.returncode == 2 and "not a saved LoRA adapter" in r.stderr and not (tmp_path / "adapter").exists(), r.stderr
     r = sentinel(["train", "--data", str(labelled), "--out", str(tmp_path / "adapter"), "--target-modules", ","], lexicon)
     assert r.returncode == 2 and "--target-modules: name at least one module" in r.stderr and not (tmp_path / "adapter").exists(), r.stderr
@@ -519,6 +531,7 @@ def test_a_replay_that_cannot_reach_kafka_closes_its_consumer(tmp_path):
     ours = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert len(ours) == 1 and ours[0].startswith("error: Kafka: KafkaConnectionError"), r.stderr
     assert "Unclosed" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert " ERROR " not in r.stderr, r.stderr  # aiokafka's own "Unable connect to" held back: our line alone
 
 
 def test_aiokafka_lines_are_held_only_inside_a_probe(caplog):
