@@ -161,11 +161,7 @@ def resolve_adapter(adapter: str | None, base: str) -> str | None:
     if adapter in (None, "", "none"):
         return None
     if adapter != DEFAULT_ADAPTER:
-        found = os.path.expanduser(adapter)
-        if looks_like_path(adapter) and not os.path.isdir(found):
-            # PEFT would take it for a hub id and name what it could not fetch; said before the base loads.
-            raise ModelLoadError(f"LoRA adapter {adapter!r}: {'not a directory' if os.path.exists(found) else 'no such directory'}")
-        return found
+        return local_dir(adapter, "LoRA adapter")  # PEFT would name what it could not fetch from the hub
     if base != DEFAULT_BASE:
         log.info("the packaged adapter fits only the default base; running without one", extra={"base": base})
         return None
@@ -180,12 +176,19 @@ def resolve_base_path(base: str, cache_dir: Path) -> str:
     one says so: transformers would take it for a hub id and name the repo-id rules it breaks."""
     if base == DEFAULT_BASE:
         return str(ensure_converted_base(cache_dir))
-    if not looks_like_path(base):
-        return base
-    path = Path(base).expanduser()  # transformers reads ~ as a hub id's first character
-    if not path.is_dir():
-        raise ModelLoadError(f"base model {base!r}: {'not a directory' if path.exists() else 'no such directory'}")
-    return str(path)
+    return local_dir(base, "base model")
+
+
+def local_dir(name: str, what: str) -> str:
+    """`name` as given where it could be a hub id; where it can only be a path, that directory (~
+    expanded: the libraries read it as a hub id's first character) or a ModelLoadError saying there is
+    none, rather than the library's hub-id rules."""
+    if not looks_like_path(name):
+        return name
+    path = os.path.expanduser(name)
+    if not os.path.isdir(path):
+        raise ModelLoadError(f"{what} {name!r}: {'not a directory' if os.path.exists(path) else 'no such directory'}")
+    return path
 
 
 def looks_like_path(name: str) -> bool:
