@@ -71,8 +71,10 @@ def model_settings(*, stream: Literal["worker", "reader"] | None = None, scorer:
     together, the Redis URL and, for `stream`, the stream checks (`worker`: a worker's, the alias
     table and the services it notifies too; `reader`: a command that only reads what workers
     wrote); for `scorer` (a command that loads the classifier), the n-gram head. Fixing one and
-    only then hearing of the next costs a pod restart each."""
-    found = read_settings({k: v for k, v in overrides.items() if v is not None})
+    only then hearing of the next costs a pod restart each. `overrides`: the command's options that
+    were given, by the fields they set; a problem with one names the option."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    found = read_settings(given, names=option_names(given))
     setup_logging(found.settings.log_level, found.settings.log_json)
     # The head only where the classifier loads: the console and report pods share the worker's
     # ConfigMap, and a head mounted on the workers alone must not stop them.
@@ -81,6 +83,13 @@ def model_settings(*, stream: Literal["worker", "reader"] | None = None, scorer:
     if given := [problem for problem in problems if problem]:
         raise fail(invalid_settings(given))
     return found.settings
+
+
+def option_names(fields: Collection[str]) -> dict[str, str]:
+    """The command option that sets each of `fields` (`--batch-size` for batch_size: every option
+    model_settings takes is named so, tests/test_cli.py checks), so a bad value the operator typed
+    is named as they typed it, not by the variable it stands in for."""
+    return {field: "--" + field.replace("_", "-") for field in fields}
 
 
 def ngram_head_problem(settings: Settings) -> str | None:

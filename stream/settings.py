@@ -325,9 +325,10 @@ class SettingsRead:
     failing: frozenset[str]  # the fields left at their defaults: a check that reads one would judge a default
 
 
-def read_settings(overrides: Mapping[str, object] | None = None) -> SettingsRead:
+def read_settings(overrides: Mapping[str, object] | None = None, names: Mapping[str, str] | None = None) -> SettingsRead:
     """The environment's settings with `overrides` laid over them, and every problem with them at
-    once. Pydantic runs the checks of settings together only once every field parses, and the
+    once; a problem with an override is named as `names` gives it (the command's flag that set it:
+    the operator typed `--device`, not SENTINEL_DEVICE), else by its variable. Pydantic runs the checks of settings together only once every field parses, and the
     stream checks need a Settings: so each round leaves the settings it found wrong at their
     defaults and validates again, until the rest validate. A problem naming a setting already found
     wrong is a follow-on of its default, and is not said."""
@@ -337,7 +338,7 @@ def read_settings(overrides: Mapping[str, object] | None = None) -> SettingsRead
         try:
             settings = Settings(**{**(overrides or {}), **defaults_of(failing)})
         except ValidationError as exc:
-            found = error_problems(exc)
+            found = error_problems(exc, names or {})
         else:
             return SettingsRead(settings, problems, frozenset(failing))
         problems += [problem for fields, problem in found if not fields & failing]
@@ -351,9 +352,9 @@ def defaults_of(fields: Collection[str]) -> dict[str, Any]:
     return {field: Settings.model_fields[field].get_default(call_default_factory=True) for field in fields}
 
 
-def error_problems(exc: ValidationError) -> list[tuple[frozenset[str], str]]:
-    """Each problem a ValidationError holds, with the fields it names. Never the value: a mistyped
-    variable may hold a secret."""
+def error_problems(exc: ValidationError, names: Mapping[str, str]) -> list[tuple[frozenset[str], str]]:
+    """Each problem a ValidationError holds, with the fields it names: a field by its name in `names`
+    where it has one, else by its variable. Never the value: a mistyped variable may hold a secret."""
     problems = []
     for error in exc.errors():
         text = error["msg"].removeprefix("Value error, ")
@@ -361,7 +362,7 @@ def error_problems(exc: ValidationError) -> list[tuple[frozenset[str], str]]:
             problems += [(named_fields(line), line) for line in text.splitlines()]
             continue
         field = field_of(str(error["loc"][0]))
-        problems.append((frozenset({field}), f"{variable_name(field)}: {text}"))
+        problems.append((frozenset({field}), f"{names.get(field) or variable_name(field)}: {text}"))
     return problems
 
 

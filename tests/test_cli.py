@@ -154,6 +154,24 @@ def test_a_bad_setting_is_one_line_naming_the_variable_and_never_its_value():
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+def test_every_option_that_sets_a_setting_is_named_as_model_settings_names_it():
+    # model_settings names a bad option's value by option_names (`--batch-size` for batch_size); an
+    # option spelt otherwise would be named by a flag the command does not have.
+    import typer.main
+
+    from sentinel.cli import app, option_names
+    from stream.settings import Settings
+
+    def commands(group):
+        for command in group.commands.values():
+            yield from commands(command) if hasattr(command, "commands") else [command]
+
+    options = [(command.name, param) for command in commands(typer.main.get_command(app)) for param in command.params
+               if param.name in Settings.model_fields]
+    assert {param.name for _, param in options} >= {"base", "adapter", "device", "dtype", "quantize", "batch_size"}
+    assert [(name, param.opts) for name, param in options if option_names([param.name])[param.name] not in param.opts] == []
+
+
 def test_bad_window_or_alert_settings_stop_run_and_worker_before_anything_starts():
     # Checked before the model loads or the embedded stack starts: seconds, not a traceback later.
     r = sentinel(["run", os.devnull], {"SENTINEL_ALERT_HALF_LIFE": "15"})

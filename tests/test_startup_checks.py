@@ -201,9 +201,14 @@ def test_the_worker_refuses_a_bad_setting_in_one_line_naming_the_variable_set(en
     # Settings wrong together, beside the URL.
     (["worker"], {"KAFKA_BROKER": "127.0.0.1:9", "SENTINEL_REDIS_URL": f"redis://:{SECRET}@127.0.0.1:9/x", "SENTINEL_ALERT_RESOLVE_Z": "3.5"},
      ["SENTINEL_ALERT_RESOLVE_Z (3.5) must be below", "SENTINEL_REDIS_URL: the database in the path must be a number"]),
-    # A command's option that does not validate, beside the URL.
+    # A command's option that does not validate, beside the URL: named as the operator typed it.
     (["classify", "--device", "tpu", "BTC up"], {"REDIS_URL": f"redis://:{SECRET}@127.0.0.1:9?ssl_ca_certs=/ca.crt"},
-     ["SENTINEL_DEVICE: use auto, cpu, cuda or cuda:N", "REDIS_URL: TLS options (ssl_ca_certs) need a rediss:// URL"]),
+     ["--device: use auto, cpu, cuda or cuda:N", "REDIS_URL: TLS options (ssl_ca_certs) need a rediss:// URL"]),
+    # Options and variables together: each by the name it was given as; an option wins over its variable.
+    (["classify", "--dtype", "half", "--batch-size", "2", "BTC up"], {"SENTINEL_QUANTIZE": "2bit", "SENTINEL_DTYPE": "float32"},
+     ["--dtype: Input should be 'auto'", "SENTINEL_QUANTIZE: Input should be 'none'"]),
+    (["bench", "classify", "--quantize", "2bit"], {"SENTINEL_DEVICE": "tpu"},
+     ["SENTINEL_DEVICE: use auto", "--quantize: Input should be 'none'"]),
     (["windows", "--scope", "all"], {"REDIS_URL": "redis://h1:6379,h2:6379", "SENTINEL_REDIS_CLUSTER": "maybe", "SENTINEL_DEVICE": "tpu"},
      ["SENTINEL_REDIS_CLUSTER: ", "SENTINEL_DEVICE: use auto"]),  # the URL waits for the flag it is judged by
     # The URL the settings take (SENTINEL_REDIS_URL before REDIS_URL) is the one judged.
