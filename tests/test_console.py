@@ -481,7 +481,7 @@ def test_api_reports_what_the_store_holds(api_console, redis_server):
     assert console.call("GET", "/api/scopes/asset:NOPE", headers={"Authorization": "Bearer " + VIEWER})[0] == 404
 
 
-def test_a_scopes_api_and_page_name_it_in_any_case_as_the_command_line_does(api_console):
+def test_a_scopes_api_and_page_name_it_in_any_case_as_the_command_line_does(api_console, redis_server):
     """`sentinel windows --scope asset:eth` reads asset:ETH (silences.scope_name): so do the scope's
     API and page, and the page moves to the name its windows have. Channel and source names keep
     their case there and here."""
@@ -492,8 +492,13 @@ def test_a_scopes_api_and_page_name_it_in_any_case_as_the_command_line_does(api_
         status, _, headers = console.call("GET", f"/scope/{given}", headers=viewer)
         assert status == 303 and headers["location"] == "/scope/asset:ETH", given
     assert console.json("/api/scopes/ALL")["scope"] == "all"
+    # The page resolves the name once: one EXISTS for a name as its windows have it (the page's
+    # only one: nothing else it reads asks whether a key exists).
+    server = redis.Redis.from_url(redis_server)
+    server.config_resetstat()
     status, page, _ = console.call("GET", "/scope/asset:ETH", headers=viewer)
     assert status == 200 and "<h1>asset:ETH</h1>" in page
+    assert server.info("commandstats")["cmdstat_exists"]["calls"] == 1
     assert console.json("/api/scopes/channel:general")["scope"] == "channel:general"
     assert console.call("GET", "/api/scopes/channel:GENERAL", headers=viewer)[0] == 404
     assert console.call("GET", "/scope/channel:GENERAL", headers=viewer)[0] == 404

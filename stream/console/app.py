@@ -119,7 +119,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         scope = await data.scope_named(given)
         if scope is not None and scope != given:  # the page's own address and its polls name the scope as its windows do
             return RedirectResponse(f"/scope/{quote(scope, safe=':|')}", status_code=303)
-        found = await data.scope(given)
+        found = await data.scope_of(scope) if scope is not None else None  # the name resolved once, above
         if found is None:
             raise HTTPException(404, "no such scope")
         return page("scope.html", request, caller, data=found, kinds=KINDS)

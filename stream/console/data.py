@@ -112,9 +112,14 @@ class ConsoleData:
         return None
 
     async def scope(self, given: str) -> dict[str, Any] | None:
+        """The scope page's data for the scope `given` names (scope_named); None where none is."""
+        scope = await self.scope_named(given)
+        return await self.scope_of(scope) if scope is not None else None
+
+    async def scope_of(self, scope: str) -> dict[str, Any] | None:
+        """The scope page's data for `scope`, a name scope_named gave; None before any window."""
         end = await self.end()
-        scope = await self.scope_named(given) if end is not None else None
-        if end is None or scope is None:
+        if end is None:
             return None
         # Coarse enough to read at the demo's volumes (an hour a point over a day); the store sums
         # each slice's buckets, and the shares are taken from those sums (views.series).
