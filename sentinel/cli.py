@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from model.scorer import Judgement, Scorer
+from sentinel import BAD_LINES_SHOWN
 from stream.logs import redact, setup_logging
 from stream.settings import Settings, get_settings, problems_unless_reading, read_settings, redis_given
 from stream.timefmt import shown
@@ -324,17 +325,16 @@ def soup(
     print(f"wrote {out_dir}: rank {card['soup']['rank']}, {len(adapters)} members")
 
 
-SKIPPED_SHOWN = 20  # as sentinel.run.DEAD_LETTERS_SHOWN lists dead-lettered lines: a million bad rows are not a million lines
-SKIP_BAD_HELP = f"skip malformed rows instead of failing: counted, and the first {SKIPPED_SHOWN} named on stderr (FILE:LINE: reason)"
+SKIP_BAD_HELP = f"skip malformed rows instead of failing: counted, and the first {BAD_LINES_SHOWN} named on stderr (FILE:LINE: reason)"
 
 
 def name_skipped(skipped: Sequence[Exception]) -> None:
     """`--skip-bad`'s rows on stderr, one a line as the loader's error reads (`FILE:LINE: reason`),
     so a count of skipped rows can be traced to them; stderr leaves `eval --json`'s stdout one object."""
-    for row in skipped[:SKIPPED_SHOWN]:
+    for row in skipped[:BAD_LINES_SHOWN]:
         err.print(f"skipped {escape(str(row))}", highlight=False)
-    if len(skipped) > SKIPPED_SHOWN:
-        err.print(f"... and {len(skipped) - SKIPPED_SHOWN} more skipped", highlight=False)
+    if len(skipped) > BAD_LINES_SHOWN:
+        err.print(f"... and {len(skipped) - BAD_LINES_SHOWN} more skipped", highlight=False)
 
 
 @app.command("eval")

@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 from pydantic import SecretStr
 
+from sentinel import BAD_LINES_SHOWN
 from stream.settings import Settings
 from stream.kafka import ensure_topics, kafka_client_kwargs, worker_topics
 from stream.tools.replay import ReplayResult, replay_lines
@@ -334,7 +335,6 @@ async def run_once(
         await store.close()
 
 
-DEAD_LETTERS_SHOWN = 20
 DEAD_LETTER_MESSAGE_CHARS = 300
 
 
@@ -370,7 +370,7 @@ async def read_dead_letters(settings: Settings, since_ms: int, sent: ReplayResul
     return sorted(found, key=lambda d: d["line"])
 
 
-def dead_letter_lines(path: Path, letters: list[dict[str, Any]], shown: int = DEAD_LETTERS_SHOWN) -> list[str]:
+def dead_letter_lines(path: Path, letters: list[dict[str, Any]], shown: int = BAD_LINES_SHOWN) -> list[str]:
     """`FILE:LINE: reason: message` for the first `shown`, then how many more."""
     lines = [f"{path}:{d['line']}: {d['reason']}: {d['message']}" for d in letters[:shown]]
     if len(letters) > shown:

@@ -19,10 +19,10 @@ def iso(t: float) -> str:
 
 def test_dead_letter_lines_are_capped_with_how_many_more():
     letters = [{"line": n, "reason": "invalid_json", "message": "not JSON"} for n in range(1, 24)]
-    lines = dead_letter_lines(Path("posts.jsonl"), letters, shown=20)
+    lines = dead_letter_lines(Path("posts.jsonl"), letters)  # the first 20, as --skip-bad names skipped rows (test_cli.py)
     assert lines[0] == "posts.jsonl:1: invalid_json: not JSON"
     assert len(lines) == 21 and lines[-1] == "... and 3 more"
-    assert dead_letter_lines(Path("p"), letters[:2], shown=20) == ["p:1: invalid_json: not JSON", "p:2: invalid_json: not JSON"]
+    assert dead_letter_lines(Path("p"), letters[:2]) == ["p:1: invalid_json: not JSON", "p:2: invalid_json: not JSON"]
 
 
 def test_a_run_into_a_redis_that_already_counted_posts_says_so():
