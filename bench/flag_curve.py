@@ -17,24 +17,17 @@ import json
 import sys
 from pathlib import Path
 
-BUDGETS = (3, 6, 10, 15, 20, 30)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from model.labels import LABELS  # noqa: E402
+from model.report import BUDGETS, flag_curve  # noqa: E402
 
 
 def curve(rows: list[dict], budgets: tuple[int, ...] = BUDGETS) -> dict[str, dict[str, int]]:
-    """For each budget of neutral messages flagged, how many non-neutral ones rank above it."""
-    ranked = sorted(rows, key=lambda r: r["probs"]["neutral"])
-    out: dict[str, dict[str, int]] = {}
-    found = right = flagged = 0
-    for row in ranked:
-        if row["label"] == "neutral":
-            flagged += 1
-            if flagged in budgets:
-                out[str(flagged)] = {"found": found, "right_sign": right}
-            continue
-        found += 1
-        other = "negative" if row["label"] == "positive" else "positive"
-        right += row["probs"][row["label"]] > row["probs"][other]
-    return out
+    """For each budget of neutral messages flagged, how many non-neutral ones rank above it
+    (model.report.flag_curve, which the n-gram head's weight rule counts with too)."""
+    return flag_curve([[row["probs"][label] for label in LABELS] for row in rows], [row["label"] for row in rows], budgets)
 
 
 def summary(rows: list[dict]) -> dict:

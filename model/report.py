@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from model.labels import LABELS
 
@@ -47,3 +47,28 @@ def classification_report(gold: Sequence[str], pred: Sequence[str]) -> dict[str,
         "confusion": table,
         "n": n,
     }
+
+
+BUDGETS = (3, 6, 10, 15, 20, 30)  # neutral messages flagged: the flag curve's points
+
+
+def flag_curve(probs: Sequence[Sequence[float]], gold: Sequence[str], budgets: Collection[int] = BUDGETS) -> dict[str, dict[str, int]]:
+    """How well a scorer tells price talk from chatter, whatever its threshold (bench/flag_curve.py,
+    the n-gram head's weight rule): messages ranked by p(neutral), lowest first, ties in the order
+    given; for each budget N of neutral messages flagged, the positive and negative ones ranked
+    above the N-th neutral (`found`) and those of them whose more likely sentiment is the gold one
+    (`right_sign`). `probs`: each message's probabilities in LABELS order. A budget past the
+    neutral messages there are has no point."""
+    positive, negative, neutral = (LABELS.index(label) for label in ("positive", "negative", "neutral"))
+    out: dict[str, dict[str, int]] = {}
+    found = right = flagged = 0
+    for i in sorted(range(len(gold)), key=lambda i: probs[i][neutral]):
+        if gold[i] == "neutral":
+            flagged += 1
+            if flagged in budgets:
+                out[str(flagged)] = {"found": found, "right_sign": right}
+            continue
+        found += 1
+        sign, other = (positive, negative) if gold[i] == "positive" else (negative, positive)
+        right += bool(probs[i][sign] > probs[i][other])
+    return out

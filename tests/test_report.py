@@ -69,6 +69,24 @@ def test_the_flag_curve_counts_what_ranks_above_each_budget_of_neutral_flags():
                                               "3": {"found": 2, "right_sign": 1}}
 
 
+def test_the_flag_curve_ranks_ties_in_the_order_given_and_the_head_rule_counts_the_same():
+    """One count for bench/flag_curve.py and the n-gram head's weight rule (training.ngram): ties in
+    p(neutral) rank in the order given (as a stable sort), so a tie straddling a neutral message is
+    counted the same by both."""
+    import numpy as np
+
+    from model.report import flag_curve
+    from training.ngram import flag_curve as found_curve
+
+    # LABELS order: positive, negative, neutral. All tied at p(neutral) 0.4 but the last; a budget
+    # past the two neutral messages has no point.
+    probs = np.array([[0.5, 0.1, 0.4], [0.1, 0.5, 0.4], [0.3, 0.3, 0.4], [0.1, 0.5, 0.4], [0.05, 0.05, 0.9]])
+    gold = ["positive", "positive", "neutral", "negative", "neutral"]
+    assert flag_curve(probs, gold, (1, 2, 3)) == {"1": {"found": 2, "right_sign": 1}, "2": {"found": 3, "right_sign": 2}}
+    assert flag_curve(probs.tolist(), gold, (1, 2, 3)) == flag_curve(probs, gold, (1, 2, 3))
+    assert found_curve(probs, gold, (1, 2, 3)) == {"1": 2, "2": 3}
+
+
 def test_the_targets_check_reads_each_target_from_its_split_and_says_whether_it_is_met():
     import json
     from pathlib import Path

@@ -23,7 +23,8 @@ from model.fusion import fuse
 from model.labels import LABELS
 from model.ngram import BUCKETS, NgramHead, features
 from model.scorer import ModelInfo
-from model.report import classification_report
+from model.report import BUDGETS, classification_report
+from model.report import flag_curve as flag_counts
 from training.data import DataError, Example, load_examples
 from training.indomain import sha256
 
@@ -32,7 +33,6 @@ SEED = 42
 WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 SELECT_BUDGET = 6
 TFNS_GUARD = 0.01
-BUDGETS = (3, 6, 10, 15, 20, 30)  # bench/flag_curve.py's
 
 
 def label_ids(labels: Sequence[str]) -> np.ndarray:
@@ -80,17 +80,8 @@ def train_head(texts: Sequence[str], labels: Sequence[str], seed: int = SEED, bu
 
 
 def flag_curve(probs: np.ndarray, labels: Sequence[str], budgets: Sequence[int] = BUDGETS) -> dict[str, int]:
-    """`bench/flag_curve.py`'s count: non-neutral messages ranked (by p(neutral)) above the N-th neutral."""
-    out: dict[str, int] = {}
-    found = flagged = 0
-    for i in np.argsort(probs[:, 2], kind="stable"):
-        if labels[i] == "neutral":
-            flagged += 1
-            if flagged in budgets:
-                out[str(flagged)] = found
-        else:
-            found += 1
-    return out
+    """model.report.flag_curve's `found` alone: non-neutral messages ranked (by p(neutral)) above the N-th neutral."""
+    return {budget: counts["found"] for budget, counts in flag_counts(probs, labels, budgets).items()}
 
 
 def report(probs: np.ndarray, labels: Sequence[str]) -> dict:
