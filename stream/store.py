@@ -342,8 +342,9 @@ local function apply_scope(k, a)
     local wm = tonumber(ARGV[extra])
     local old = tonumber(redis.call('HGET', stats, 'watermark') or '-1')
     if wm > old then redis.call('HSET', stats, 'watermark', ARGV[extra]) end
-    -- The furthest any write has trimmed buckets (its trim-before): where the pair scopes' readers
-    -- may find buckets gone (WindowStore.pair_horizon).
+    -- The furthest any write has trimmed buckets (its trim-before): a post before it is late
+    -- (stream.processor), and a scope whose earliest bucket is at or before it may have lost older
+    -- ones (judging.scope_history_start).
     if line > tonumber(redis.call('HGET', stats, 'trimmed') or '-1') then
       redis.call('HSET', stats, 'trimmed', string.format('%d', line))
     end
@@ -634,19 +635,6 @@ class WindowStore:
 
     async def stats(self) -> dict[str, float]:
         return parse_stats(await self.redis.hgetall(STATS_KEY))
-
-    async def pair_horizon(self) -> int | None:
-        """Where the pair scopes' buckets may already be gone (windows.pair_horizon, from the stored
-        watermarks); None before the first post."""
-        stats = await self.stats()
-        watermark = float(stats.get("watermark", float("-inf")))
-        if watermark == float("-inf"):
-            return None
-        low = min((float(v) for k, v in stats.items() if k.startswith("pwm:")), default=watermark)
-        # Writes trim the pair scopes no further than their buckets' horizon allows (`apply`), which
-        # trails the newest post by more than the retention while a partition is read behind.
-        trimmed = float(stats["trimmed"]) if "trimmed" in stats else None
-        return pair_horizon(watermark, low, self.pair_retention_s, self.retention_s, horizon=trimmed)
 
     async def apply(
         self, scored: Sequence[Scored], counters: Mapping[str, int], watermark: float,
