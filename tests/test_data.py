@@ -49,6 +49,19 @@ def test_malformed_csv_rows_name_file_and_line(tmp_path, content, line, reason):
     assert info.value.line == line and reason in str(info.value) and str(f) in str(info.value)
 
 
+@pytest.mark.parametrize("fmt, header, missing", [("csv", "txt,lbl", "'text', 'label' columns"), ("tfns", "body,label", "'text' column")])
+def test_a_header_without_the_text_or_label_column_is_fatal_even_with_skip_bad(tmp_path, fmt, header, missing):
+    """Every row would lack the column: skipping them all would bury the cause under one skipped
+    line per row and then "0 training examples". The header's line says it once, with what it holds."""
+    f = write(tmp_path / "cols.csv", header + "\n" + "".join(f"row {i} btc up,1\n" for i in range(50)))
+    for skip_bad in (False, True):
+        with pytest.raises(DataError) as info:
+            load_examples(f, fmt, skip_bad=skip_bad)
+        assert info.value.line == 1 and info.value.reason.startswith(f"no {missing} in the header (it has {', '.join(repr(c) for c in header.split(','))};"), info.value
+    # --text-col / --label-col naming them reads the same file
+    assert len(load_examples(f, "csv", text_col=header.split(",")[0], label_col=header.split(",")[1], label_map={"1": "positive"}).examples) == 50
+
+
 def test_a_spreadsheets_byte_order_mark_is_not_part_of_the_header_and_other_encodings_name_their_line(tmp_path):
     f = tmp_path / "excel.csv"
     f.write_bytes("text,label\n$BTC up,positive\n".encode("utf-8-sig"))  # Excel's "CSV UTF-8"

@@ -113,7 +113,7 @@ def load_examples(
     if fmt == "alpaca":
         text_col, label_col = "input", "output"
     rows = (_json_rows(path, array_ok=fmt == "alpaca") if fmt in ("alpaca", "jsonl")
-            else _csv_rows(path, labelled_row(label_col, label_map)))
+            else _csv_rows(path, labelled_row(label_col, label_map), required=(text_col, label_col)))
     result = LoadResult()
     for line, row in rows:
         try:
@@ -208,7 +208,9 @@ def _is_label(raw: str, label_map: Mapping[str, str] | None) -> bool:
     return True
 
 
-def _csv_rows(path: Path, shape: RowShape = whole_row) -> Iterator[tuple[int, Any]]:
+def _csv_rows(path: Path, shape: RowShape = whole_row, required: tuple[str, ...] = ()) -> Iterator[tuple[int, Any]]:
+    """Each record as a dict by the header's names. A `required` column the header lacks is fatal,
+    skip_bad or not: every row would lack it, so skipping them all would only bury the cause."""
     with io.StringIO(_read_text(path), newline="") as handle:
         lines = handle.readlines()  # as the reader splits them, so a line number indexes this list
     reader = csv.reader(lines)
@@ -216,6 +218,7 @@ def _csv_rows(path: Path, shape: RowShape = whole_row) -> Iterator[tuple[int, An
         header = next(reader, None)
         if header is None:
             raise DataError(path, 1, "empty file, expected a header row")
+        _check_header(path, header, required)
         looks_like_row = shape(header)
         _check_quotes(path, lines, 1, reader.line_num, looks_like_row)
         line = reader.line_num + 1
@@ -228,6 +231,14 @@ def _csv_rows(path: Path, shape: RowShape = whole_row) -> Iterator[tuple[int, An
             line = reader.line_num + 1  # a quoted field can span several lines
     except csv.Error as exc:
         raise DataError(path, reader.line_num, f"unreadable CSV: {exc}") from None
+
+
+def _check_header(path: Path, header: list[str], required: tuple[str, ...]) -> None:
+    if missing := [col for col in dict.fromkeys(required) if col not in header]:
+        names = ", ".join(repr(col) for col in missing)
+        has = ", ".join(repr(col) for col in header[:20]) + (f" and {len(header) - 20} more" if len(header) > 20 else "")
+        plural = "s" if len(missing) > 1 else ""
+        raise DataError(path, 1, f"no {names} column{plural} in the header (it has {has}; --text-col and --label-col name others)")
 
 
 def _check_quotes(path: Path, lines: list[str], first: int, last: int, looks_like_row: Callable[[str], bool]) -> None:
