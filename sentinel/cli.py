@@ -569,7 +569,7 @@ def train(
     patience: Annotated[int, typer.Option("--patience", min=1, help="validations without gain before stopping")] = 3,
     select_metric: Annotated[str, typer.Option("--select-metric", help="f1_weighted | f1_macro: what chooses the checkpoint")] = "f1_weighted",
     eval_limit: Annotated[Optional[int], typer.Option("--eval-limit", min=1)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint, with the command that wrote it (only --epochs, --max-steps, --patience, --eval-every, --device, --dtype may change)")] = False,
     init_adapter: Annotated[Optional[Path], typer.Option("--init-adapter", help="start from this LoRA adapter ('default': the shipped one) instead of a fresh one")] = None,
     base: BaseOpt = None,
     device: DeviceOpt = None,
@@ -582,7 +582,7 @@ def train(
     from model.base import DEFAULT_ADAPTER, ModelLoadError, resolve_adapter
     from training.data import DataError, parse_label_map
     from training.split import training_split
-    from training.trainer import TrainConfig, Trainer, write_model_card
+    from training.trainer import ResumeError, TrainConfig, Trainer, write_model_card
 
     settings = model_settings(base=base, device=device, dtype=dtype, quantize=quantize)
     if class_weighting not in ("none", "weights", "balance"):
@@ -645,7 +645,7 @@ def train(
 
         try:
             result = trainer.run(resume=resume, progress=on_progress)
-        except (ModelLoadError, FileNotFoundError) as exc:
+        except (ModelLoadError, FileNotFoundError, ResumeError) as exc:
             raise fail(str(exc)) from None
     split_info = {"train": len(split_train), "validation": len(validation), "overlap_removed": overlap, "seed": seed,
                   "val_fraction": None if val_data else val_fraction, "skipped_rows": len(skipped)}

@@ -185,6 +185,33 @@ def test_resume_continues_from_the_checkpoint(trained, cache_dir):
 
 
 
+
+def test_resume_refuses_another_runs_checkpoint_before_the_model_loads(trained, monkeypatch):
+    """--resume into an --out whose checkpoint another command wrote (another rate, other data, a
+    leftover of an earlier run) would silently train on from weights that run chose: it is one
+    error naming what differs, raised before the model loads. How long the run goes may change."""
+    import training.trainer as trainer_module
+    from training.trainer import ResumeError
+
+    trainer, result, *_ = trained
+    cfg, out = trainer.cfg, result.out_dir
+    assert (out / "checkpoint" / "run.json").is_file()
+
+    def no_load(*_args, **_kwargs):
+        raise AssertionError("the model loaded before the checkpoint was checked")
+
+    monkeypatch.setattr(trainer_module, "load_model", no_load)
+    other_rate = Trainer(TrainConfig(**{**cfg.__dict__, "learning_rate": 5e-4}), trainer.train_set, trainer.validation, out)
+    with pytest.raises(ResumeError, match=r"learning_rate 0\.01 there, 0\.0005 here"):
+        other_rate.run(resume=True)
+    other_data = Trainer(cfg, trainer.train_set[:-1], trainer.validation, out)
+    with pytest.raises(ResumeError, match="other train examples"):
+        other_data.run(resume=True)
+    longer = Trainer(TrainConfig(**{**cfg.__dict__, "epochs": 9, "patience": 20, "eval_every": 5}), trainer.train_set, trainer.validation, out)
+    with pytest.raises(AssertionError, match="the model loaded"):  # accepted: it went on to load the model
+        longer.run(resume=True)
+
+
 class Killed(Exception):
     """Stands for the process being killed: the run stops between two steps, nothing is saved."""
 

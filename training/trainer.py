@@ -109,6 +109,17 @@ class TrainResult:
 
 Progress = Callable[[dict[str, Any]], None]
 
+# Settings `--resume` may change: how long the run goes on (a finished run can be taken further)
+# and where or how fast its steps run. Every other setting, and the examples, shape each step, so a
+# checkpoint resumed under others would end as neither run: its weights are refused instead.
+RESUMABLE_SETTINGS = ("epochs", "max_steps", "patience", "eval_every", "device", "dtype", "gradient_checkpointing",
+                      "shared_prefix", "cache_dir")
+RUN_FILE = "run.json"  # in each checkpoint: what made it (run_fingerprint)
+
+
+class ResumeError(ValueError):
+    """A checkpoint written by another run than the one asked to resume it."""
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -161,17 +172,44 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup
 
+    def run_fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint's steps depend on: the settings --resume may not change and the
+        examples (hashed: a checkpoint holds no text)."""
+        def digest(examples: Sequence[Example]) -> str:
+            return hashlib.sha256(json.dumps([[ex.text, ex.label] for ex in examples]).encode()).hexdigest()
+
+        settings = {k: v for k, v in recorded_settings(self.cfg).items() if k not in RESUMABLE_SETTINGS}
+        return {"settings": settings, "train_sha256": digest(self.train_set), "validation_sha256": digest(self.validation)}
+
+    def check_resumable(self, ckpt: Path) -> None:
+        """Refuse a checkpoint of another run (another --out's leftover, a changed command), before
+        the model loads. A checkpoint from before run.json was written is taken as it was."""
+        path = ckpt / RUN_FILE
+        if not path.is_file():
+            return
+        theirs, ours = json.loads(path.read_text()), self.run_fingerprint()
+        keys = sorted(set(theirs["settings"]) | set(ours["settings"]))
+        diffs = [f"{k} {theirs['settings'].get(k)!r} there, {ours['settings'].get(k)!r} here"
+                 for k in keys if theirs["settings"].get(k) != ours["settings"].get(k)]
+        diffs += [f"other {part} examples" for part in ("train", "validation") if theirs[f"{part}_sha256"] != ours[f"{part}_sha256"]]
+        if diffs:
+            raise ResumeError(f"--resume: {ckpt} was written by another run ({'; '.join(diffs)}): resume with the command "
+                              "that started it (only --epochs, --max-steps, --patience, --eval-every, --device and --dtype "
+                              "may change), or train into another --out")
+
     def _setup(self, resume: bool) -> None:
         cfg = self.cfg
         seed_everything(cfg.seed)
+        ckpt = checkpoint_to_resume(self.out_dir) if resume else None
+        if resume and ckpt is None:
+            raise FileNotFoundError(f"nothing to resume: no checkpoint in {self.checkpoint_dir}")
+        if ckpt is not None:
+            self.check_resumable(ckpt)
         if cfg.init_adapter is not None and not resume:
             check_warm_start_base(cfg.init_adapter, cfg.base)
         model, self.tokenizer, self.info = load_model(
             cfg.base, None, device=cfg.device, dtype=cfg.dtype, quantize=cfg.quantize, cache_dir=cfg.cache_dir
         )
-        ckpt = checkpoint_to_resume(self.out_dir) if resume else None
-        if resume and ckpt is None:
-            raise FileNotFoundError(f"nothing to resume: no checkpoint in {self.checkpoint_dir}")
         self.model = lora_model(model, cfg, ckpt)
         if next(self.model.parameters()).device.type == "cpu":
             # PyTorch's CPU flash-attention backward is slow for short sequences; eager attention
@@ -319,6 +357,7 @@ class Trainer:
         self.model.save_pretrained(fresh)
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}, fresh / "optim.pt")
         (fresh / "trainer_state.json").write_text(json.dumps(asdict(self.state), indent=2))
+        (fresh / RUN_FILE).write_text(json.dumps(self.run_fingerprint(), indent=2))
         if self.checkpoint_dir.exists():
             shutil.rmtree(previous, ignore_errors=True)
             self.checkpoint_dir.rename(previous)
