@@ -538,8 +538,29 @@ def train_head_cmd(
 LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 
+def warm_start_shape_conflicts(ctx: typer.Context, init_dir: Path, given: dict[str, Any]) -> list[str]:
+    """The LoRA shape options given on the command line that the --init-adapter's own shape
+    overrides: a warm start trains the adapter's r, alpha, dropout and targets, whatever was asked."""
+    config = json.loads((init_dir / "adapter_config.json").read_text())
+    targets = config.get("target_modules") or []
+    theirs = {"r": config.get("r"), "alpha": config.get("lora_alpha"), "dropout": config.get("lora_dropout", 0.0),
+              "target_modules": sorted([targets] if isinstance(targets, str) else targets)}
+    ours = {**given, "target_modules": sorted(t.strip() for t in given["target_modules"].split(",") if t.strip())}
+    return [f"--{name.replace('_', '-')} {given[name]} asked, {','.join(theirs[name]) if name == 'target_modules' else theirs[name]} there"
+            for name in given
+            if given_on_the_command_line(ctx, name) and ours[name] != theirs[name]]
+
+
+def given_on_the_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given, not left at its default. By the source's name: typer's
+    ParameterSource is not always the one `click` exports."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Annotated[list[Path], typer.Option("--data", exists=True, dir_okay=False, help="training file(s); repeat for several")],
     out_dir: Annotated[Path, typer.Option("--out", help="where the adapter and its model card go")],
     fmt: Annotated[str, typer.Option("--format", help="auto | tfns | alpaca | csv | jsonl | seed-discord")] = "auto",
@@ -570,7 +591,7 @@ def train(
     select_metric: Annotated[str, typer.Option("--select-metric", help="f1_weighted | f1_macro: what chooses the checkpoint")] = "f1_weighted",
     eval_limit: Annotated[Optional[int], typer.Option("--eval-limit", min=1)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint, with the command that wrote it (only --epochs, --max-steps, --patience, --eval-every, --device, --dtype may change)")] = False,
-    init_adapter: Annotated[Optional[Path], typer.Option("--init-adapter", help="start from this LoRA adapter ('default': the shipped one) instead of a fresh one")] = None,
+    init_adapter: Annotated[Optional[Path], typer.Option("--init-adapter", help="start from this LoRA adapter ('default': the shipped one) instead of a fresh one, in its own r, alpha, dropout and targets")] = None,
     base: BaseOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
@@ -611,6 +632,10 @@ def train(
     # A local adapter only: its card records the warm start from the adapter's own config file.
     if init_dir is not None and not (Path(init_dir) / "adapter_config.json").is_file():
         raise fail(f"--init-adapter {init_adapter}: not a saved LoRA adapter (no adapter_config.json there)")
+    if init_dir is not None and (conflicts := warm_start_shape_conflicts(
+            ctx, Path(init_dir), {"r": r, "alpha": alpha, "dropout": dropout, "target_modules": target_modules})):
+        raise fail(f"--init-adapter {init_adapter} trains on in its own LoRA shape, not the one asked ({'; '.join(conflicts)}): "
+                   "leave those options out, or train a fresh adapter without --init-adapter")
     if out_dir.exists() and not out_dir.is_dir():
         raise fail(f"--out {out_dir}: a file, not a directory")
     if not [t for t in target_modules.split(",") if t.strip()]:

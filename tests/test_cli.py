@@ -114,6 +114,26 @@ def test_an_adapter_path_that_is_not_there_is_one_line_before_anything_loads(tmp
         assert r.returncode == 2 and "no such directory" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
 
 
+
+def test_a_lora_shape_asked_of_a_warm_start_that_keeps_its_own_is_refused(tmp_path):
+    """A warm start trains the --init-adapter's own r, alpha, dropout and targets: an --r given
+    beside it would be ignored without a word (the card records the adapter's), so it is an error
+    naming each, before the model loads. The same values as the adapter's, or none given, pass."""
+    data = tmp_path / "rows.jsonl"
+    rows = [{"text": f"${t} post {i}", "label": label} for i, (t, label) in enumerate([("BTC", "positive"), ("ETH", "negative"), ("SOL", "neutral")] * 4)]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    adapter = tmp_path / "dapt"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["v_proj", "q_proj"]}))
+    base = ["train", "--data", str(data), "--init-adapter", str(adapter), "--out", str(tmp_path / "out"), "--val-fraction", "0.5"]
+    r = sentinel(base + ["--r", "16", "--target-modules", "q_proj"], {"SENTINEL_BASE": "lexicon"})
+    assert r.returncode == 2 and "trains on in its own LoRA shape" in r.stderr, r.stderr
+    assert "--r 16 asked, 8 there; --target-modules q_proj asked, q_proj,v_proj there" in r.stderr and "--alpha" not in r.stderr, r.stderr
+    for same in ([], ["--r", "8", "--alpha", "16", "--target-modules", "q_proj,v_proj"]):
+        r = sentinel(base + same, {"SENTINEL_BASE": "lexicon"})  # goes on, to fail later on the keyword scorer's lack of weights
+        assert "own LoRA shape" not in r.stderr and "Traceback" not in r.stderr, (same, r.stderr)
+
+
 def test_eval_and_label_pool_run_on_the_keyword_scorer(tmp_path):
     """The keyword scorer has no torch and no batch size of its own: both commands still work on it."""
     from test_discord import PM, write_export
