@@ -350,7 +350,7 @@ def evaluate(
     seed: Annotated[int, typer.Option("--seed", help="with --holdout: the split's seed (sentinel train's --seed)")] = 42,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", dir_okay=False, help="also write each example's line, gold label, predicted label and probabilities here (JSON lines; no texts)")] = None,
-    card: Annotated[bool, typer.Option("--card", help="also record the report in the adapter's model_card.json (evaluations, keyed by the data file's name without its extension, with its sha256)")] = False,
+    card: Annotated[bool, typer.Option("--card", help="also record the report in the adapter's model_card.json (evaluations, keyed by the data file's name without its extension, with its sha256; with an n-gram head pooled, under 'NAME (+ngram)')")] = False,
     base: BaseOpt = None,
     adapter: AdapterOpt = None,
     device: DeviceOpt = None,
@@ -395,13 +395,22 @@ def evaluate(
     if card_path:
         from training.trainer import record_evaluation
 
-        subset = ", ".join(part for part in (f"holdout {holdout:g} seed {seed}" if holdout else "", f"first {limit}" if limit else "") if part)
+        subset = ", ".join(part for part in (pooled_head(classifier), f"holdout {holdout:g} seed {seed}" if holdout else "",
+                                             f"first {limit}" if limit else "") if part)
         card_data = record_evaluation(card_path, data, report, subset)
         err.print(f"recorded in {card_path} ({len(card_data['evaluations'])} evaluations)")
     if as_json:
         print(json.dumps(report))
         return
     print_report(report)
+
+
+def pooled_head(scorer: Scorer) -> str:
+    """`+ngram` (the head's tag) when an n-gram head is pooled with the model, else "": the card is the
+    adapter's, so the pooled figures go beside its own under a key of their own, never over them."""
+    from model.fusion import FusedScorer, head_tag
+
+    return f"+{head_tag(scorer.head)}" if isinstance(scorer, FusedScorer) else ""
 
 
 def adapter_card(settings: Settings) -> Path:

@@ -134,6 +134,23 @@ def test_a_lora_shape_asked_of_a_warm_start_that_keeps_its_own_is_refused(tmp_pa
         assert "own LoRA shape" not in r.stderr and "Traceback" not in r.stderr, (same, r.stderr)
 
 
+
+def test_eval_card_records_a_pooled_heads_figures_beside_the_adapters_own_never_over_them(tmp_path):
+    """The card is the adapter's: `eval --card` with an n-gram head pooled (SENTINEL_NGRAM_HEAD;
+    auto pools the shipped head with the shipped adapter) must not replace the adapter's own
+    figures on a file with the pooled ones under the same key."""
+    data = tmp_path / "test-voices.csv"
+    data.write_text("text,label\nBTC to the moon,positive\nETH is dumping hard,negative\nwen AMA,neutral\n", encoding="utf-8")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "model_card.json").write_text(json.dumps({"base_model": "x"}))
+    for head in ("none", "default", "none"):
+        r = sentinel(["eval", "--data", str(data), "--adapter", str(adapter), "--card", "--json"], {"SENTINEL_BASE": "lexicon", "SENTINEL_NGRAM_HEAD": head})
+        assert r.returncode == 0, r.stderr
+    evaluations = json.loads((adapter / "model_card.json").read_text())["evaluations"]
+    assert {key: entry["model"] for key, entry in evaluations.items()} == {"test-voices": "lexicon", "test-voices (+ngram)": "lexicon+ngram"}
+
+
 def test_eval_and_label_pool_run_on_the_keyword_scorer(tmp_path):
     """The keyword scorer has no torch and no batch size of its own: both commands still work on it."""
     from test_discord import PM, write_export
