@@ -189,6 +189,29 @@ def test_research_records_drop_the_held_out_period_and_split_texts(tmp_path):
     assert dropped == {"held_out_period": 2, "select_or_test_text": 2}
 
 
+
+def test_a_research_file_with_no_readable_record_is_an_error_and_unreadable_records_are_counted(tmp_path):
+    """--research given the wrong file (the TFNS CSV, say) once wrote an empty train-research.csv and
+    said nothing dropped; a record that cannot be read was neither kept nor counted."""
+    from test_discord import PM, write_export
+
+    from training.data import DataError
+    from training.indomain import research_records
+
+    export = tmp_path / "export.csv"
+    write_export(export, [["1.0e+17", "a", f"2022/3/1 {PM}1:00", "2022/3/1", "MC pumping", "", "", ""]])
+    wrong = tmp_path / "sent_train.csv"
+    wrong.write_text("text,label\nBTC up,1\nETH down,0\n")
+    with pytest.raises(DataError) as info:
+        research_records(wrong, export, held=set())
+    assert info.value.line == 1 and info.value.reason.startswith("no research record read (3 unreadable, the first: invalid JSON"), info.value
+    dataset = tmp_path / "dataset.jsonl"
+    dataset.write_text(json.dumps([{"instruction": "i", "input": "MC pumping;", "output": "Positive"},
+                                   {"instruction": "i", "input": "gm;", "output": "bullish-ish"}]))
+    kept, dropped = research_records(dataset, export, held=set())
+    assert [r.example.text for r in kept] == ["MC pumping;"] and dropped == {"unreadable": 1}
+
+
 def _label_file(path: Path, rows: list[tuple[str, str]]) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)

@@ -208,7 +208,14 @@ def research_records(dataset: Path, export: Path, held: set[str]) -> tuple[list[
     held_keys = {ascii_fold(t) for t in held} - {""}
     kept: list[Labelled] = []
     dropped = Counter()
-    for example in load_examples(dataset, "alpaca", skip_bad=True).examples:
+    loaded = load_examples(dataset, "alpaca", skip_bad=True)
+    if loaded.skipped and not loaded.examples:  # not the research's file at all (a CSV, another JSON): say so, write nothing
+        first = loaded.skipped[0]
+        raise DataError(first.path, first.line, f"no research record read ({len(loaded.skipped)} unreadable, the first: "
+                                                f"{first.reason}); --research takes the research's dataset.json")
+    if loaded.skipped:  # counted beside the records dropped, so the manifest says where each went
+        dropped["unreadable"] = len(loaded.skipped)
+    for example in loaded.examples:
         messages = [ascii_fold(m) for m in example.text.split(";") if m.strip()]
         if any(first_seen.get(m, "") >= HELD_OUT_FROM for m in messages):
             dropped["held_out_period"] += 1
