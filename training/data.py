@@ -236,9 +236,10 @@ def _csv_rows(path: Path, shape: RowShape = whole_row, required: tuple[str, ...]
 def _check_header(path: Path, header: list[str], required: tuple[str, ...]) -> None:
     if missing := [col for col in dict.fromkeys(required) if col not in header]:
         names = ", ".join(repr(col) for col in missing)
+        # No flag named: `splits` and train-head's --select read CSVs too, and have no --text-col.
         has = ", ".join(repr(col) for col in header[:20]) + (f" and {len(header) - 20} more" if len(header) > 20 else "")
         plural = "s" if len(missing) > 1 else ""
-        raise DataError(path, 1, f"no {names} column{plural} in the header (it has {has}; --text-col and --label-col name others)")
+        raise DataError(path, 1, f"no {names} column{plural} in the header (it has {has})")
 
 
 def _check_quotes(path: Path, lines: list[str], first: int, last: int, looks_like_row: Callable[[str], bool]) -> None:
