@@ -907,11 +907,13 @@ def run(
     """The main job: embedded stack (unless configured), a worker, FILE replayed at full speed, a summary."""
     import tempfile
 
-    from sentinel.run import RunError, connected, run_once
+    from sentinel.run import RunError, connected, notifying, run_once
     from stream.tools.services import run_async
 
     settings = model_settings(stream="worker", scorer=True)
     writable_outputs(alerts_out, summary_json, report_path, worker_log_path)
+    if notice := notifying(settings):
+        err.print(f"warning: {notice}", soft_wrap=True, markup=False, highlight=False)
     with file.open("rb") as handle:
         total = sum(1 for line in handle if line.strip())
     settings = recording_partitions(settings, file)

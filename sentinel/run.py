@@ -208,6 +208,18 @@ def summarise(before: dict[str, float], after: dict[str, float], wall_s: float, 
     return {**delta, "labels": labels, "alerts": alerts, "wall_s": round(wall_s, 2), "posts_per_s": round(delta["processed"] / wall_s, 2) if wall_s else 0.0}
 
 
+def notifying(settings: Settings) -> str | None:
+    """A run's worker notifies the Apprise services configured, of every incident the file raises,
+    old swings too: a replay meant as a dry run must say so before it starts, or the risk team
+    hears of it first. None where no service is set (an empty SENTINEL_APPRISE_URLS is none)."""
+    urls = settings.apprise_urls.get_secret_value().strip() if settings.apprise_urls is not None else ""
+    named = [name for name, set_ in (("SENTINEL_APPRISE_URLS", urls), ("SENTINEL_APPRISE_CONFIG", settings.apprise_config)) if set_]
+    if not named:
+        return None
+    return (f"{' and '.join(named)} set: this run notifies those services of every incident it raises, old swings included; "
+            "unset them for a dry run")
+
+
 def run_warnings(before: dict[str, float], summary: dict[str, Any], *, embedded: bool) -> list[str]:
     """What a reader of the summary must know to trust it. A second run into a configured Redis
     that already counted this input counts nothing again (its ids are duplicates, its older posts

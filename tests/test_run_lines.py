@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from sentinel.run import dead_letter_lines, run_warnings
+from sentinel.run import dead_letter_lines, notifying, run_warnings
+from stream.settings import Settings
 
 
 def iso(t: float) -> str:
@@ -37,6 +38,26 @@ def test_a_run_into_a_redis_that_already_counted_posts_says_so():
     # --input-ended promised the file was the whole input; a Redis that held posts says it was not.
     assert "--input-ended took this file for the whole input, which it was not" in run_warnings(counted, {"ended": True}, embedded=False)[0]
     assert "--input-ended" not in warned[0]
+
+
+
+def test_a_run_that_will_notify_people_says_so_before_it_starts(tmp_path):
+    """A replay meant as a dry run, in a shell that exports production's Apprise URLs, would send
+    the risk team every old swing in the file: `sentinel run` says so at its start."""
+    assert notifying(Settings()) is None and notifying(Settings(apprise_urls=" \n")) is None
+    config = tmp_path / "apprise.yml"
+    assert notifying(Settings(apprise_urls="json://127.0.0.1:9/x")).startswith("SENTINEL_APPRISE_URLS set: this run notifies")
+    assert notifying(Settings(apprise_urls="json://127.0.0.1:9/x", apprise_config=config)).startswith(
+        "SENTINEL_APPRISE_URLS and SENTINEL_APPRISE_CONFIG set:")
+    data = tmp_path / "posts.jsonl"
+    data.write_text(json.dumps({"id": "p1", "text": "btc pumping hard", "created_at": iso(time.time() - 3600)}) + "\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("REDIS_", "KAFKA_", "SENTINEL_REDIS", "SENTINEL_KAFKA", "SENTINEL_APPRISE"))}
+    env.update(SENTINEL_BASE="lexicon", SENTINEL_CACHE_DIR=str(tmp_path / "cache"), NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    for urls, said in ((None, False), ("json://127.0.0.1:9/x", True)):
+        done = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", str(data), "--timeout", "300"],
+                              env={**env, **({"SENTINEL_APPRISE_URLS": urls} if urls else {})}, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert ("warning: SENTINEL_APPRISE_URLS set: this run notifies" in done.stderr) == said, done.stderr[-3000:]
 
 
 def test_run_names_each_dead_lettered_line_and_its_reason(tmp_path):
