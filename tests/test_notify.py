@@ -691,3 +691,44 @@ def test_a_text_posted_again_and_again_is_one_sample_and_the_next_different_post
     assert [s.id for s in distinct_samples(copies + others, 3)] == ["c0", "o2", "o3"]
     body = message.body(make_record(samples=copies + others), samples=3)
     assert body.count("team went silent") == 1 and "dumping everything" in body and "rug?" in body
+
+
+def test_a_notice_says_how_to_act_on_it_with_its_incident_id_console_or_not():
+    """A notice named its incident id but, without SENTINEL_CONSOLE_URL, no way to act on it: the
+    firing ones now give the acknowledge and silence commands, the resolution the verdict's, each
+    a command line that a shell splits back into the id and scope the CLI takes."""
+    import shlex
+
+    from stream.alerts.grouping import Notice
+
+    member = {"scope": "channel:price talk/#1", "kind": "sentiment_drop", "firing": True, "severity": "warning",
+              "onset": "2026-10-02T12:00:00Z", "metric": "negative_share", "value": 0.5, "baseline": 0.2}
+    notice = Notice("cc08e3ebdfdb671ccafc", "channel:price talk/#1", "firing", "new", "warning", "2026-10-02T12:20:00Z",
+                    "2026-10-02T12:00:00Z", False, [member])
+
+    def command(text: str, prefix: str) -> list[str]:
+        line = next(line for line in text.splitlines() if line.startswith(prefix))
+        return shlex.split(line.split(": ", 1)[1])
+
+    text = message.notice_body(notice)
+    assert command(text, "acknowledge") == ["sentinel", "ack", "cc08e3ebdfdb671ccafc"]
+    assert command(text, "silence") == ["sentinel", "silence", "channel:price talk/#1", "--for", "2h"]
+    assert "verdict:" not in text
+    # With the console's link too; it stays the body's last line.
+    assert message.notice_body(notice, console_url="https://s.example.com").splitlines()[-3:] == [
+        "acknowledge (no more reminders): sentinel ack cc08e3ebdfdb671ccafc",
+        "silence its notices: sentinel silence 'channel:price talk/#1' --for 2h",
+        "console: https://s.example.com/incidents/cc08e3ebdfdb671ccafc"]
+    # Acknowledged already: no ack to offer. Rooted at `all`: a silence there would hold back every incident's notices.
+    acked = message.notice_body(Notice(**{**notice.to_json(), "acked": "desk is on it"}))
+    assert "sentinel ack" not in acked and "sentinel silence" in acked
+    market = Notice(**{**notice.to_json(), "root_scope": "all", "market": True, "members": [{**member, "scope": "all"}]})
+    assert "sentinel silence" not in message.notice_body(market) and "sentinel ack cc08e3ebdfdb671ccafc" in message.notice_body(market)
+    # A scope the escaping changed (an @ made inert) would not match what the command silences: none offered.
+    at = Notice(**{**notice.to_json(), "root_scope": "channel:@ops", "members": [{**member, "scope": "channel:@ops"}]})
+    assert "sentinel silence" not in message.notice_body(at)
+    over = message.notice_body(Notice(**{**notice.to_json(), "state": "resolved", "reason": "resolved"}))
+    verdict = next(line for line in over.splitlines() if line.startswith("verdict: "))
+    assert [shlex.split(c) for c in verdict.removeprefix("verdict: ").split(", or: ")] == [
+        ["sentinel", "verdict", "cc08e3ebdfdb671ccafc", "real"], ["sentinel", "verdict", "cc08e3ebdfdb671ccafc", "false-alarm"]]
+    assert "sentinel ack" not in over and "sentinel silence" not in over

@@ -8,6 +8,7 @@ that came from a forum post is untrusted: `escape_post_text` makes it inert befo
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import asdict
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
@@ -176,7 +177,8 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
             lines.append("Those still firing have not moved on their own since the root resolved; one that does will be a new incident.")
     if track is not None and notice.state != "resolved":
         lines += ["", track_line(track)]
-    lines += ["", f"opened {notice.opened}; as of {notice.at} (event time)", f"incident_id: {notice.incident_id}"]
+    lines += ["", f"opened {notice.opened}; as of {notice.at} (event time)", f"incident_id: {notice.incident_id}",
+              *actions(notice)]
     if console_url:
         # Once over, the team can say whether it was real: the alerts' precision is counted from that.
         ask = " (real or a false alarm? record a verdict there)" if notice.state == "resolved" else ""
@@ -185,6 +187,22 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
     if shown:
         lines += ["", "Sample posts:", *shown]
     return "\n".join(lines)
+
+
+def actions(notice: Notice) -> list[str]:
+    """What the reader can do from a shell, with this incident's id: the console link is optional
+    (SENTINEL_CONSOLE_URL) and without it a notice named the id but no way to act on it. Firing:
+    acknowledge (stops the reminders) unless done, and silence the root (holds back its notices;
+    not offered for `all`, where a silence would hold back every incident's, nor for a scope the
+    escaping changed, which the command would not match). Resolved: record the verdict."""
+    ident = shlex.quote(notice.incident_id)
+    if notice.state == "resolved":
+        return [f"verdict: sentinel verdict {ident} real, or: sentinel verdict {ident} false-alarm"]
+    out = [] if notice.acked else [f"acknowledge (no more reminders): sentinel ack {ident}"]
+    root = notice.root_scope
+    if root != "all" and escape_post_text(root, limit=120) == root:
+        out.append(f"silence its notices: sentinel silence {shlex.quote(root)} --for 2h")
+    return out
 
 
 def track_line(track: TrackRecord) -> str:
