@@ -601,3 +601,27 @@ def test_a_channel_firing_after_its_source_and_all_becomes_the_root_of_their_inc
     assert [(r["scope"], r["root_scope"]) for r in records if r["state"] == "firing"][0] == ("all", SOURCE)
     assert [(n.reason, n.root_scope) for n in notices] == [("new", CHANNEL), ("resolved", CHANNEL)]
 
+
+
+def test_a_notices_members_say_when_and_on_how_many_posts_their_level_was_judged():
+    """A member's level comes from its own last record: the demo's update at 13:01 said of ETH's
+    volume spike '330 posts per 1h since 12:00', the level judged at 12:02 on 11 posts (an hour
+    later it was 138). Each notice member now carries when its level was judged and on how many
+    posts; a member that folds in or splits off keeps them, and the state reads back with them."""
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + 2 * MIN: [replace(transition("asset:ETH", "volume_spike", "firing", B0 + 2 * MIN), posts=11)],
+              B0 + 61 * MIN: [replace(transition("asset:ETH", "sentiment_drop", "firing", B0 + 61 * MIN, severity="critical", repeat=True),
+                                      posts=149)]}
+    _, notices, state = run(events, until=B0 + 80 * MIN)
+    assert [n.reason for n in notices] == ["new", "update"]
+    judged = {n.reason: {m["kind"]: (m["judged"], m["posts"]) for m in n.members} for n in notices}
+    assert judged["new"] == {"sentiment_drop": (iso(B0), 40), "volume_spike": (iso(B0 + 2 * MIN), 11)}
+    assert judged["update"] == {"sentiment_drop": (iso(B0 + 61 * MIN), 149), "volume_spike": (iso(B0 + 2 * MIN), 11)}
+    assert GroupState.from_json(state.to_json()) == state
+    # Assets whose incidents fold into a market-wide one keep their own judgements.
+    events = {B0: [transition("asset:BTC", "sentiment_drop", "firing", B0), transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + MIN: [transition("all", "sentiment_drop", "firing", B0 + MIN)]}
+    _, notices, _ = run(events, {("all", "sentiment_drop"): Explanation(market=("asset:BTC", "asset:ETH"))}, until=B0 + 20 * MIN)
+    assert notices[0].market
+    assert {m["scope"]: m["judged"] for m in notices[0].members} == {"all": iso(B0 + MIN), "asset:BTC": iso(B0), "asset:ETH": iso(B0)}
+

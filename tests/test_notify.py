@@ -732,3 +732,24 @@ def test_a_notice_says_how_to_act_on_it_with_its_incident_id_console_or_not():
     assert [shlex.split(c) for c in verdict.removeprefix("verdict: ").split(", or: ")] == [
         ["sentinel", "verdict", "cc08e3ebdfdb671ccafc", "real"], ["sentinel", "verdict", "cc08e3ebdfdb671ccafc", "false-alarm"]]
     assert "sentinel ack" not in over and "sentinel silence" not in over
+
+
+def test_a_notice_member_says_on_how_many_posts_and_up_to_when_its_level_was_judged():
+    """The demo's update at 13:01 said '330 posts per 1h since 2026-03-04T12:00:00Z against 10' over
+    'as of 13:01': that level was judged at 12:02 on 11 posts. The line now says so."""
+    from stream.alerts.grouping import Notice
+
+    volume = {"scope": "asset:ETH", "kind": "volume_spike", "firing": True, "severity": "warning", "onset": "2026-03-04T12:00:00Z",
+              "metric": "posts", "value": 330.0, "baseline": 9.58, "judged": "2026-03-04T12:02:00Z", "posts": 11}
+    drop = {**volume, "kind": "sentiment_drop", "firing": False, "severity": "critical", "metric": "negative_share", "value": 0.779,
+            "baseline": 0.197, "judged": "2026-03-04T13:01:00Z", "posts": 1}
+    notice = Notice("inc1", "asset:ETH", "firing", "update", "critical", "2026-03-04T13:01:00Z", "2026-03-04T12:01:00Z", False,
+                    [drop, volume])
+    text = message.notice_body(notice)
+    assert ("volume_spike on asset:ETH (warning, firing): 330 posts per 1h since 2026-03-04T12:00:00Z against 10 "
+            "(11 posts by 2026-03-04T12:02:00Z)") in text.splitlines()
+    assert ("sentiment_drop on asset:ETH (critical, resolved; when last firing: negative share 77.9% since 2026-03-04T12:00:00Z "
+            "against 19.7% (1 post by 2026-03-04T13:01:00Z))") in text.splitlines()
+    # A notice written before members carried them reads as it did.
+    old = Notice(**{**notice.to_json(), "members": [{k: v for k, v in m.items() if k not in ("judged", "posts")} for m in notice.members]})
+    assert "volume_spike on asset:ETH (warning, firing): 330 posts per 1h since 2026-03-04T12:00:00Z against 10" in message.notice_body(old).splitlines()

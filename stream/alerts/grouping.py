@@ -326,6 +326,11 @@ class Incident:
     # When it was told over while its tail still fired (see `_split`); it stays only to take the
     # tail's records and checks, and tells nobody anything more.
     over_told: int | None = None
+    # Per member key, [event time (ISO), posts] of the judgement its level is from: a member's level
+    # is updated by its own records only, so an update hours in showed a member's level at its
+    # first firing as if it held to the notice's time. Beside the members, not in `Member`: an
+    # older worker drops an unknown incident field (`from_json`) but not a member's.
+    judged: dict[str, list[Any]] = field(default_factory=dict)
 
     def firing(self) -> list[Member]:
         return [m for m in self.members.values() if m.firing]
@@ -545,11 +550,16 @@ def flush(state: GroupState, boundary: int) -> tuple[GroupState, list[Entry], li
 
 def _copy(incident: Incident) -> Incident:
     return replace(incident, members={k: replace(m) for k, m in incident.members.items()},
-                   held=list(incident.held))
+                   held=list(incident.held), judged={k: list(v) for k, v in incident.judged.items()})
 
 
 def _member(t: AlertRecord) -> Member:
     return Member(t.scope, t.kind, t.state == "firing", t.severity, t.onset, t.metric, t.value, t.baseline)
+
+
+def _judged(incident: Incident, t: AlertRecord) -> None:
+    """Note when, and on how many posts, a member's level was judged (`Incident.judged`)."""
+    incident.judged[member_key(t.scope, t.kind)] = [t.window_end, t.posts]
 
 
 def _onset_of(t: AlertRecord) -> int:
@@ -666,6 +676,7 @@ def _open(state: GroupState, root: str, boundary: int, t: AlertRecord) -> Incide
 def _join(incident: Incident, t: AlertRecord) -> Incident:
     if member_key(t.scope, t.kind) not in incident.members:
         incident.members[member_key(t.scope, t.kind)] = _member(t)
+        _judged(incident, t)
         # News worth an update: another kind on the root, or another asset in a market-wide move.
         # A parent that joins because the root explains it says nothing new; the next notice lists it.
         if incident.notified is not None and (t.scope == incident.root or is_asset(t.scope)):
@@ -677,7 +688,10 @@ def _merge(state: GroupState, source: Incident, target: Incident) -> list[dict[s
     """Fold an incident nobody has heard of yet into another. Its held records move along, or, if
     the target was announced already, come back to be published now (as a member's: not notified)."""
     for key, member in source.members.items():
-        target.members.setdefault(key, member)
+        if key not in target.members:
+            target.members[key] = member
+            if key in source.judged:
+                target.judged[key] = source.judged[key]
     del state.incidents[source.id]
     source.merged_into = target.id
     state.merged.append(source)
@@ -738,6 +752,7 @@ def _record(state: GroupState, incident: Incident, t: AlertRecord, boundary: int
     member.firing = t.state == "firing"
     if t.state == "firing":
         member.severity, member.onset, member.value, member.baseline = t.severity, t.onset or member.onset, t.value, t.baseline
+        _judged(incident, t)
     record = _public(t, incident)
     is_root = t.scope == incident.root
     if is_root:
@@ -773,11 +788,17 @@ def _notice(incident: Incident, reason: str, boundary: int) -> Notice:
     resolved = reason == "resolved"
     members = [
         {"scope": m.scope, "kind": m.kind, "firing": m.firing, "severity": m.severity, "onset": m.onset, "metric": m.metric,
-         "value": m.value, "baseline": m.baseline}
+         "value": m.value, "baseline": m.baseline, **_judged_fields(incident, m)}
         for m in sorted(incident.members.values(), key=lambda m: (m.scope != incident.root, rank(m.scope), m.scope, m.kind))
     ]
     return Notice(incident.id, incident.root, "resolved" if resolved else "firing", reason, incident.severity(), iso(boundary),
                   iso(incident.opened), incident.market, members, incident.acked)
+
+
+def _judged_fields(incident: Incident, m: Member) -> dict[str, Any]:
+    """A notice member's `judged` (event time of its level) and `posts` (behind it), where known."""
+    at, posts = (incident.judged.get(m.key) or [None, None])[:2]
+    return {"judged": at, "posts": posts} if at else {}
 
 
 def _announce(incident: Incident, reason: str, boundary: int) -> Entry:
@@ -866,7 +887,7 @@ def _split(state: GroupState, incident: Incident, boundary: int, answers: Mappin
     still = [m for m in incident.firing() if m.key not in tail]
     for m in still:
         del incident.members[m.key]
-    _open_each(state, still, boundary, incident.id)
+    _open_each(state, still, boundary, incident.id, incident.judged)
     if tail:
         incident.tail_checked = boundary
     else:
@@ -879,7 +900,8 @@ def _split(state: GroupState, incident: Incident, boundary: int, answers: Mappin
     return entries
 
 
-def _open_each(state: GroupState, members: Sequence[Member], boundary: int, salt: str) -> None:
+def _open_each(state: GroupState, members: Sequence[Member], boundary: int, salt: str,
+               judged: Mapping[str, list[Any]] | None = None) -> None:
     """Each scope of `members` an incident of its own, opened at `boundary`."""
     for scope in sorted({m.scope for m in members}, key=lambda s: (rank(s), s)):
         ident = incident_id(scope, boundary, salt)
@@ -887,6 +909,8 @@ def _open_each(state: GroupState, members: Sequence[Member], boundary: int, salt
         for m in members:
             if m.scope == scope:
                 new.members[m.key] = replace(m)
+                if judged and m.key in judged:
+                    new.judged[m.key] = list(judged[m.key])
         state.incidents[ident] = new
 
 
