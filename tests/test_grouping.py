@@ -625,3 +625,19 @@ def test_a_notices_members_say_when_and_on_how_many_posts_their_level_was_judged
     assert notices[0].market
     assert {m["scope"]: m["judged"] for m in notices[0].members} == {"all": iso(B0 + MIN), "asset:BTC": iso(B0), "asset:ETH": iso(B0)}
 
+
+def test_a_critical_incident_told_over_while_its_tail_clears_resolves_as_critical():
+    """The demo: ETH's drop turned critical (the update went to the services critical alerts reach),
+    then the incident was told over while its channels, warning, still cleared. The resolution went
+    out as warning, the tail's severity, so a `critical=pagerduty://` service never heard it end,
+    while the console and `sentinel incidents` said critical. A resolution goes out with the
+    severity of the incident it resolves (operations.md), its highest."""
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN)],
+              B0 + 12 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)],
+              B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN, severity="critical")],
+              B0 + 90 * MIN: [transition("channel:general", "sentiment_drop", "resolved", B0 + 90 * MIN)]}
+    answers = {("channel:general", "sentiment_drop"): Explanation(asset="asset:ETH")}
+    _, notices, _ = run(events, answers, tail=lambda q: Explanation(asset="asset:ETH"))
+    assert [(n.reason, n.severity) for n in notices] == [("new", "warning"), ("update", "critical"), ("resolved", "critical")]
+    assert [m["firing"] for m in notices[-1].members] == [False, True]  # told over with the tail still firing

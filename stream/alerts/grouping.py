@@ -339,6 +339,12 @@ class Incident:
         ranked = [m.severity for m in self.firing()] or [m.severity for m in self.members.values()]
         return max(ranked, key=lambda s: SEVERITY_RANK.get(s, 0), default="warning")
 
+    def peak_severity(self) -> str:
+        """The highest severity any member reached: what a resolution is routed with. Told over while
+        its tail still fires, `severity()` is the tail's (warning) and a critical incident's
+        resolution skipped the services only critical alerts reach (a pager's page stayed open)."""
+        return max((m.severity for m in self.members.values()), key=lambda s: SEVERITY_RANK.get(s, 0), default="warning")
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -791,7 +797,8 @@ def _notice(incident: Incident, reason: str, boundary: int) -> Notice:
          "value": m.value, "baseline": m.baseline, **_judged_fields(incident, m)}
         for m in sorted(incident.members.values(), key=lambda m: (m.scope != incident.root, rank(m.scope), m.scope, m.kind))
     ]
-    return Notice(incident.id, incident.root, "resolved" if resolved else "firing", reason, incident.severity(), iso(boundary),
+    severity = incident.peak_severity() if resolved else incident.severity()
+    return Notice(incident.id, incident.root, "resolved" if resolved else "firing", reason, severity, iso(boundary),
                   iso(incident.opened), incident.market, members, incident.acked)
 
 
