@@ -1355,8 +1355,10 @@ def incidents(
     table = Table(title="incidents")
     # The id whole on any terminal: it is what `sentinel ack` and `sentinel verdict` take.
     table.add_column("id", no_wrap=True, min_width=max((len(i["incident_id"]) for i in found), default=2))
+    # Folded, not cut: on 80 columns every cell was cut to three characters and an ellipsis
+    # ("ass…", "cri…", "202…"), on 120 the opened time to "2026-03-0…".
     for col in ("root", "state", "severity", "opened", "kinds", "members", "acknowledged", "verdict"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for item in found:
         kinds = sorted({m["kind"] for m in item["members"] if m["scope"] == item["root_scope"]})
         members = sorted({m["scope"] for m in item["members"] if m["scope"] != item["root_scope"]})

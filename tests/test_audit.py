@@ -288,6 +288,7 @@ def test_an_empty_by_is_the_login_name_and_an_incident_is_named_by_a_unique_star
     listed = run_cli("incidents")
     assert listed.returncode == 0 and all(ident in listed.stdout for ident in ids), listed.stdout  # whole on 80 columns
     assert max(map(len, listed.stdout.splitlines())) <= 80
+    assert "…" not in listed.stdout, listed.stdout  # every cell whole, folded: it was "ass…", "ope…"
     judged = run_cli("verdict", "9c01d2", "real", "--by", "")
     assert judged.returncode == 0 and "incident 9c01d2e3f4a5b6c7d8e9: real" in judged.stdout, judged.stderr
     assert run_cli("ack", "36ae68f0", "--by", "  ").returncode == 0
