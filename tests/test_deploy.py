@@ -487,6 +487,104 @@ def test_every_sentinel_key_is_a_setting(overlay: tuple[str, list[dict[str, Any]
     assert parsed.web_port == int(cfg["SENTINEL_WEB_PORT"])
 
 
+def runs_the_cli(container: dict[str, Any]) -> bool:
+    """Whether the container runs `sentinel` itself: one of the project's images (a bare name here,
+    mapped by kustomize `images:`, or its mapped name), with the image's ENTRYPOINT kept."""
+    return "forum-sentinel" in container.get("image", "") and "command" not in container
+
+
+def test_every_container_sets_only_settings_and_their_values_parse(overlay: tuple[str, list[dict[str, Any]]],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console's and the daily report's containers too, not only the worker's: a SENTINEL_ name
+    that is no setting would be ignored without a word, and a literal value that does not parse
+    would stop that pod alone. Each container's settings are read as it would read them: the
+    ConfigMap it loads, then its own literal values over them."""
+    _, docs = overlay
+    known, checked = settings_env_names(), 0
+    maps = {d["metadata"]["name"]: d.get("data", {}) for d in of_kind(docs, "ConfigMap")}
+    secret = one(docs, "Secret", "sentinel-secrets")
+    for doc in docs:
+        for spec in pod_specs(doc):
+            for c in [x for x in spec.get("initContainers", []) + spec["containers"] if runs_the_cli(x)]:
+                where = f"{doc['kind']} {doc['metadata']['name']} container {c['name']}"
+                named = {v["name"] for v in c.get("env", []) if v["name"].startswith("SENTINEL_")}
+                assert not named - known, f"{where}: not fields of stream.settings.Settings (typo?): {sorted(named - known)}"
+                for key in [k for k in list(os.environ) if k.startswith("SENTINEL_") or k in ("KAFKA_BROKER", "REDIS_URL")]:
+                    monkeypatch.delenv(key)
+                loaded = {k: v for e in c.get("envFrom", []) if "configMapRef" in e for k, v in maps[e["configMapRef"]["name"]].items()}
+                literal = {v["name"]: v["value"] for v in c.get("env", []) if "value" in v}
+                for key, value in {**loaded, **literal, "SENTINEL_REDIS_URL": secret["stringData"]["SENTINEL_REDIS_URL"]}.items():
+                    if key.startswith("SENTINEL_") and key not in PENDING_SETTINGS:
+                        monkeypatch.setenv(key, value)
+                try:
+                    Settings()
+                except ValueError as exc:  # pydantic's ValidationError: the message names the setting, never a value
+                    pytest.fail(f"{where}: its settings do not validate: {exc}")
+                checked += 1
+    assert checked >= 3, "the worker, the console and the report each run the CLI"
+
+
+def test_every_dockerfile_env_is_a_setting_that_parses(dockerfile: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, path = dockerfile
+    env: dict[str, str] = {}
+    for keyword, rest in dockerfile_instructions(path):
+        if keyword == "ENV":
+            env.update(re.findall(r"(\w+)=(\S*)", rest))
+    sentinel = {k: v for k, v in env.items() if k.startswith("SENTINEL_")}
+    assert sentinel and not set(sentinel) - settings_env_names(), f"not settings: {sorted(set(sentinel) - settings_env_names())}"
+    for key in [k for k in list(os.environ) if k.startswith("SENTINEL_") or k in ("KAFKA_BROKER", "REDIS_URL")]:
+        monkeypatch.delenv(key)
+    for key, value in sentinel.items():
+        monkeypatch.setenv(key, value)
+    Settings()
+
+
+def cli_problem(argv: list[str]) -> str | None:
+    """Why `sentinel ARGV` would stop at parsing (no such command or option, a bad value), or None:
+    the command line is parsed as the CLI would, nothing is run."""
+    import typer
+
+    from sentinel.cli import app
+
+    group: Any = typer.main.get_command(app)
+    ctx = group.make_context("sentinel", list(argv))
+    args = list(argv)
+    try:
+        while True:
+            command = group.get_command(ctx, args[0]) if args else None
+            if command is None:
+                return f"no command {args[0] if args else '(none)'!r}"
+            ctx = command.make_context(args[0], args[1:], parent=ctx)
+            if not (hasattr(command, "get_command") and args[1:] and not args[1].startswith("-")):
+                return None
+            group, args = command, args[1:]
+    except Exception as exc:  # click's UsageError and BadParameter, vendored by typer under another module
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_every_command_line_of_the_manifests_and_images_parses(overlay: tuple[str, list[dict[str, Any]]]) -> None:
+    """A container's `args`, the images' CMD and their build-time `sentinel` steps name commands and
+    options the CLI has: a renamed option would otherwise surface as a CrashLoopBackOff, or for the
+    daily report as a Job failing once a day."""
+    _, docs = overlay
+    lines: dict[str, list[str]] = {}
+    for doc in docs:
+        for spec in pod_specs(doc):
+            for c in spec.get("initContainers", []) + spec["containers"]:
+                if runs_the_cli(c):
+                    lines[f"{doc['kind']} {doc['metadata']['name']} container {c['name']}"] = list(c.get("args", []))
+    for name, path in DOCKERFILES.items():
+        for keyword, rest in dockerfile_instructions(path):
+            if keyword == "CMD" and rest.startswith("["):
+                lines[f"Dockerfile-{name} CMD"] = yaml.safe_load(rest)
+            if keyword == "RUN":
+                for step in re.findall(r"(?:^|&&)\s*sentinel\s+([^&]+)", rest):
+                    lines[f"Dockerfile-{name} RUN sentinel {step.strip()}"] = step.split()
+    assert any(where.startswith("CronJob") for where in lines) and any("RUN" in where for where in lines)
+    problems = {where: problem for where, argv in lines.items() if (problem := cli_problem(argv))}
+    assert not problems, problems
+
+
 def test_every_setting_is_documented() -> None:
     """An operator finds every setting by its variable name in the README, docs/ or deploy/."""
     texts = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(p for p in DEPLOY.rglob("*") if p.is_file() and p.suffix in (".env", ".yaml", ".md", ""))]
