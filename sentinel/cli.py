@@ -765,6 +765,11 @@ def redis_failure(exc: Exception) -> typer.Exit:
     if url is not None and url.get_secret_value().startswith("rediss://") and "reset by peer" in str(exc):
         # TLS 1.3 reports a refused client certificate only as a closed connection.
         hint = " (the server closed the TLS connection: does it require a client certificate? ssl_certfile and ssl_keyfile in REDIS_URL's query)"
+    elif type(exc).__name__ in ("MovedError", "AskError"):
+        # A plain client on a cluster node: the key lives on another node.
+        from stream.redis_client import cluster_node_problem
+
+        return fail(cluster_node_problem())
     elif "NOAUTH" in str(exc) or "HELLO must be called" in str(exc):
         hint = " (the server needs a password: in REDIS_URL, redis://:PASSWORD@host:port, or SENTINEL_REDIS_PASSWORD)"
     return fail(redact(f"Redis: {type(exc).__name__}: {exc}{hint}"))
@@ -802,6 +807,7 @@ def worker() -> None:
     import logging
 
     from sentinel.run import open_store
+    from stream.redis_client import cluster_mode_problem
     from stream.kafka import ensure_topics, held_logs, held_messages, partition_count, release_logs, worker_topics
     from stream.model_process import ModelProcess
     from stream.model_thread import ModelThread
@@ -831,13 +837,18 @@ def worker() -> None:
         # that never come. Refused, not warned: judging would be wrong for as long as it ran.
         raise fail(f"SENTINEL_PARTITIONS is {settings.partitions} but topic {settings.topic_posts} has {partitions} partitions: set "
                    f"SENTINEL_PARTITIONS={partitions} (docs/operations.md, \"Partitions bound replicas\")")
+    store = open_store(settings)
+    # Before the model loads, as the topics: a plain client on a cluster node would write part of
+    # each batch and stop on the rest, after every restart.
+    if problem := loop.run_until_complete(cluster_mode_problem(store.redis)):
+        raise fail(problem)
     model_thread = ModelThread()  # makes the model calls, one at a time, off the event loop
     if model_apart(settings):
         classifier: Scorer = ModelProcess.start(functools.partial(scorer_in_child, settings))
     else:
         classifier = model_thread.load(lambda: load_classifier(settings))  # loaded where it will run
     try:
-        run_faust(build_worker(settings, classifier, open_store(settings), model_thread=model_thread), settings)
+        run_faust(build_worker(settings, classifier, store, model_thread=model_thread), settings)
     finally:
         if isinstance(classifier, ModelProcess):
             classifier.close()
@@ -1152,7 +1163,7 @@ def windows(
     """Print the current rolling windows, ending at the newest event time seen."""
     import asyncio
 
-    from sentinel.run import RunError, open_store
+    from sentinel.run import RunError, open_store, refuse_cluster_node
     from stream.timefmt import parse_duration
 
     settings = model_settings(stream="reader")
@@ -1172,6 +1183,7 @@ def windows(
     async def collect() -> tuple[list[dict[str, Any]], list[str]]:
         store = open_store(settings)
         try:
+            await refuse_cluster_node(store)
             known = await store.scopes()
             chosen = [sc for sc in known if wanted is None or matches_scope(sc, wanted)]
             specs = [parse_duration(w) for w in settings.windows.split(",")]
@@ -1224,11 +1236,12 @@ def with_store(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
     """Run one coroutine against a WindowStore on `settings`' Redis; a Redis error is one line."""
     import asyncio
 
-    from sentinel.run import RunError, open_store
+    from sentinel.run import RunError, open_store, refuse_cluster_node
 
     async def go() -> T:
         store = open_store(settings)
         try:
+            await refuse_cluster_node(store)
             return await action(store)
         finally:
             await store.close()

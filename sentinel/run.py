@@ -85,6 +85,15 @@ def open_store(settings: Settings) -> WindowStore:
                        text_cap=settings.text_cap)
 
 
+async def refuse_cluster_node(store: WindowStore) -> None:
+    """RunError when a plain client was opened on a Redis Cluster node (SENTINEL_REDIS_CLUSTER
+    unset): it would see its own slots' keys only, an empty table or a MOVED error."""
+    from stream.redis_client import cluster_mode_problem
+
+    if problem := await cluster_mode_problem(store.redis):
+        raise RunError(problem)
+
+
 def worker_env(settings: Settings, embedded: bool, web_port: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if embedded:
@@ -311,6 +320,7 @@ async def run_once(
     await ensure_topics(settings, worker_topics(settings))
     store = open_store(settings)
     try:
+        await refuse_cluster_node(store)
         before = await store.stats()
         since_ms = int(time.time() * 1000)
         procs = [start_worker(settings, embedded, worker_log) for _ in range(workers)]

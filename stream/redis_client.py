@@ -223,6 +223,28 @@ def open_redis(url: str, *, password: str | None = None, cluster: bool = False, 
     )
 
 
+def cluster_node_problem() -> str:
+    """The one line for a plain client on a cluster node, naming the URL's variable as it was set."""
+    return (f"{variable_name('redis_url')} names a Redis Cluster node but SENTINEL_REDIS_CLUSTER is not set: "
+            "set SENTINEL_REDIS_CLUSTER=true (docs/operations.md, \"Redis Cluster\")")
+
+
+async def cluster_mode_problem(client: Any, *, timeout_s: float = 5.0) -> str | None:
+    """Whether a plain client was opened on a node of a Redis Cluster. Such a node answers PING, so a
+    worker becomes ready, then serves the keys of its own slots and answers MOVED for the rest: a
+    batch writes part of its scopes (reading the cluster's watermarks, dropping posts as late) and
+    stops on a cross-slot script, again after every restart. None when it is no cluster node, and
+    when the server cannot say (away, or INFO renamed on a managed Redis): the worker's own retries
+    and readiness handle a Redis that is away."""
+    if is_cluster(client):
+        return None
+    try:
+        info = await asyncio.wait_for(client.info("cluster"), timeout_s)
+    except (asyncio.TimeoutError, RedisConnectionError, RedisTimeoutError, ResponseError, OSError):
+        return None
+    return cluster_node_problem() if str(info.get("cluster_enabled", "0")) == "1" else None
+
+
 def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 

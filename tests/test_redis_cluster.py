@@ -31,7 +31,9 @@ from stream.keys import SCOPES_KEY, STATS_KEY, bucket_key, index_key
 from stream.settings import Settings
 from stream.timefmt import parse_duration
 from stream.processor import batch_token
-from stream.redis_client import Endpoint, ReplicasBehind, ReplicaWait, is_transient, open_redis, retry_transient, split_url, tag_for_slots
+from stream.redis_client import (
+    Endpoint, ReplicasBehind, ReplicaWait, cluster_mode_problem, is_transient, open_redis, retry_transient, split_url, tag_for_slots,
+)
 from stream.tools.services import cluster_healthy, free_port, replication_info, start_redis_cluster
 from workers import every_bucket, sentinel, wait_until, worker_env
 
@@ -315,3 +317,44 @@ def test_operator_actions_and_their_audit_log_run_on_the_cluster(redis_cluster):
     left, logged = asyncio.run(act())
     assert left == [] and [(e["action"], e["by"]) for e in logged] == [("unsilence", "frank"), ("acknowledge", "dana"), ("silence", "erin")]
 
+
+
+def test_a_cluster_node_opened_as_one_server_is_refused_in_one_line(tmp_path, kafka_server, redis_server, redis_cluster, cache_dir):
+    """A cluster node answers PING, so without SENTINEL_REDIS_CLUSTER a worker became ready, read the
+    cluster's watermarks from the node's own slots (dropping posts as late), and stopped on the first
+    batch's cross-slot script with a traceback (exit 70), after every restart; the admin commands said
+    `MovedError: 12886 127.0.0.1:PORT`. Now each says what to set, before anything is written."""
+    node = f"redis://127.0.0.1:{next(iter(redis_cluster.nodes))}"
+
+    async def problem(url: str, cluster: bool) -> str | None:
+        client = open_redis(url, cluster=cluster)
+        try:
+            return await cluster_mode_problem(client)
+        finally:
+            await client.aclose()
+
+    assert "set SENTINEL_REDIS_CLUSTER=true" in asyncio.run(problem(node, cluster=False))
+    assert asyncio.run(problem(node, cluster=True)) is None  # the cluster client, as configured
+    assert asyncio.run(problem(redis_server, cluster=False)) is None  # one server
+    assert asyncio.run(problem(f"redis://127.0.0.1:{free_port()}", cluster=False)) is None  # away: the worker's retries' business
+    def data_commands() -> dict[int, dict[str, int]]:
+        """Each master's calls of every command but those of a connection's set-up and this check
+        and of replication (keys expire on their idle TTLs meanwhile, so the key count would not say)."""
+        setup = {"info", "ping", "cluster", "client", "hello", "command", "auth", "select", "readonly", "replconf", "psync"}
+        counts = {}
+        for port in redis_cluster.nodes:
+            node = redis.Redis(port=port)
+            if node.info("replication")["role"] == "master":
+                stats = node.info("commandstats")
+                counts[port] = {name: s["calls"] for name, s in stats.items() if name.removeprefix("cmdstat_").split("|")[0] not in setup}
+        return counts
+
+    before = data_commands()
+    env = worker_env("plain-on-cluster", kafka_server, node, cache_dir, SENTINEL_WEB_PORT=str(free_port()))
+    env.pop("SENTINEL_REDIS_CLUSTER", None)
+    for args in (["worker"], ["windows"], ["incidents"]):
+        done = sentinel(args, env, timeout=180)
+        assert done.returncode == 2, (args, done.stdout[-2000:], done.stderr[-2000:])
+        assert "REDIS_URL names a Redis Cluster node but SENTINEL_REDIS_CLUSTER is not set" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    assert data_commands() == before  # nothing read or written
