@@ -358,3 +358,15 @@ def test_a_cluster_node_opened_as_one_server_is_refused_in_one_line(tmp_path, ka
         assert "REDIS_URL names a Redis Cluster node but SENTINEL_REDIS_CLUSTER is not set" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
     assert data_commands() == before  # nothing read or written
+
+
+def test_a_moved_answer_says_to_set_the_cluster_flag(capsys):
+    """Where the start-up check cannot ask (INFO renamed on a managed Redis), a command that meets
+    a MOVED answer still says what to set, not `MovedError: 12886 host:port`."""
+    from redis.exceptions import MovedError
+
+    from sentinel.cli import redis_failure
+
+    assert redis_failure(MovedError("12886 127.0.0.1:7001")).exit_code == 2
+    said = capsys.readouterr().err
+    assert "names a Redis Cluster node but SENTINEL_REDIS_CLUSTER is not set" in said and "12886" not in said
