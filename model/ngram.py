@@ -92,12 +92,7 @@ def head_dir(setting: Path | str) -> Path | None:
 def chosen_with(directory: Path) -> str | None:
     """The model id the head's weight was chosen with (its card's fusion.scored_with), read without
     the weights; None when the card does not say. HeadError for a card that does not read."""
-    return scored_with(read_card(directory / CARD_FILE))
-
-
-def scored_with(card: dict[str, Any]) -> str | None:
-    """The model id a head's card says its weight was chosen with (fusion.scored_with), or None."""
-    fusion = card.get("fusion")
+    fusion = read_card(directory / CARD_FILE).get("fusion")
     found = fusion.get("scored_with") if isinstance(fusion, dict) else None
     return found if isinstance(found, str) else None
 

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Awaitable, Callable, Collection, Literal, Optional, Sequence, TypeVar
+from typing import Annotated, Any, Awaitable, Callable, Collection, Literal, Optional, Sequence, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,10 +22,6 @@ from sentinel import BAD_LINES_SHOWN
 from stream.logs import redact, setup_logging
 from stream.settings import Settings, get_settings, problems_unless_reading, read_settings, redis_given
 from stream.timefmt import shown
-
-if TYPE_CHECKING:
-    from model.ngram import NgramHead
-
 
 class _App(typer.Typer):
     """The `sentinel` app: a RunError (sentinel/run.py: a configuration or stack problem, already in
@@ -107,18 +103,10 @@ def ngram_head_problem(settings: Settings) -> str | None:
     if path is None or settings.ngram_head == AUTO:  # auto: the shipped head, if its model loads (with_ngram_head)
         return None
     try:
-        _checked_heads[path] = NgramHead.load(path)
+        NgramHead.load(path)
     except HeadError as exc:
         return f"SENTINEL_NGRAM_HEAD: {exc.name}: {exc.reason}" if path.is_dir() else f"SENTINEL_NGRAM_HEAD: {exc.reason}"
     return None
-
-
-# The head ngram_head_problem read, by its directory, for the classifier's load (with_ngram_head) to
-# pool rather than read again: a named head is read once at start-up, and what was checked is what
-# is pooled. Taken by that load, so a later one reads the directory afresh. Where no load follows in
-# this process (`sentinel run`'s parent, a worker whose model runs in a child) it is held unused:
-# 3 MB at the shipped head's size.
-_checked_heads: dict[Path, NgramHead] = {}
 
 
 def redis_url_problem() -> str | None:
@@ -186,22 +174,23 @@ def with_ngram_head(scorer: Scorer, settings: Settings) -> Scorer:
     with (the keyword scorer, another base or adapter). The head is numpy only: the lexicon path
     stays torch-free."""
     from model.fusion import FusedScorer, head_tag
-    from model.ngram import AUTO, HeadError, NgramHead, chosen_with, head_dir, scored_with
+    from model.ngram import AUTO, HeadError, NgramHead, chosen_with, head_dir
 
     path = head_dir(settings.ngram_head)
     if path is None:
         return scorer
     auto = settings.ngram_head == AUTO
     try:
-        if auto and chosen_with(path) != scorer.info.id:  # the card alone: the weights only where they are pooled
+        paired = chosen_with(path)
+        if auto and paired != scorer.info.id:
             return scorer
-        head = _checked_heads.pop(path, None) or NgramHead.load(path)
-    except HeadError as exc:  # checked at start-up (ngram_head_problem), but for auto; or loaded without that check
+        head = NgramHead.load(path)
+    except HeadError as exc:  # checked at start-up (ngram_head_problem), but for auto; changed on disk since
         if auto:  # a package without its head runs as the model alone, as without its adapter (model.base)
             logging.getLogger("sentinel.model").warning("the shipped n-gram head does not load: the model alone", extra={"reason": exc.reason})
             return scorer
         raise fail(f"SENTINEL_NGRAM_HEAD: {exc.name}: {exc.reason}") from None  # never the path: a setting's value
-    if (paired := scored_with(head.card)) and paired != scorer.info.id:
+    if paired and paired != scorer.info.id:
         # w was chosen against one model's probabilities; pooled with another's it is a guess.
         logging.getLogger("sentinel.model").warning(
             "the n-gram head's fusion weight was chosen with another model: run sentinel train-head with this one",

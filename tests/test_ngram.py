@@ -439,25 +439,6 @@ def test_only_the_commands_that_load_the_classifier_check_the_head():
     assert scorer.returncode == 2 and "SENTINEL_NGRAM_HEAD: not a directory" in scorer.stderr and "/nowhere" not in scorer.stderr
 
 
-def test_a_named_head_is_read_once_at_start_up(tmp_path):
-    """Start-up's check reads the head (a bad one is one line before the model loads); the classifier
-    pools the head the check read, not a second read of its card and weights."""
-    head = NgramHead.load(PACKAGED_HEAD_DIR)
-    head.card["fusion"]["scored_with"] = "lexicon"
-    head.save(tmp_path / "h")
-    script = ("import sys\nfrom model import ngram\nreads = []\n"
-              "for name in ('read_card', 'read_weights'):\n"
-              "    def counted(path, read=getattr(ngram, name)):\n        reads.append(path.name)\n        return read(path)\n"
-              "    setattr(ngram, name, counted)\n"
-              "from sentinel.cli import app\ntry:\n    app(['classify', '--json', 'BTC to the moon'])\nexcept SystemExit as exc:\n"
-              "    print(exc.code, sorted(reads), file=sys.stderr)\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env={**env, "SENTINEL_BASE": "lexicon", "SENTINEL_NGRAM_HEAD": str(tmp_path / "h")})
-    assert "n-gram head pooled model=lexicon+ngram-" in done.stderr and json.loads(done.stdout)["label"] in LABELS, done.stderr
-    assert done.stderr.splitlines()[-1] == f"0 {sorted([CARD_FILE, WEIGHTS_FILE])}", done.stderr
-
-
 def test_the_head_reads_a_text_no_further_than_a_post_can_be():
     long = "moon " * 2_000 + "dump " * 100_000
     assert features(long) == features(long[:10_000])
