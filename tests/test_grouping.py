@@ -641,3 +641,21 @@ def test_a_critical_incident_told_over_while_its_tail_clears_resolves_as_critica
     _, notices, _ = run(events, answers, tail=lambda q: Explanation(asset="asset:ETH"))
     assert [(n.reason, n.severity) for n in notices] == [("new", "warning"), ("update", "critical"), ("resolved", "critical")]
     assert [m["firing"] for m in notices[-1].members] == [False, True]  # told over with the tail still firing
+
+
+def test_an_incident_whose_critical_member_splits_off_at_the_tail_check_still_resolves_as_critical():
+    """Review 45: a member that has moved on its own when the root resolved leaves the incident
+    (`_split`) before its resolved notice is built, so the notice's peak severity left out the
+    critical member the incident's earlier notices were routed by: the resolution went out as
+    warning and a `critical=` service heard the incident begin but never end."""
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN)],
+              B0 + 12 * MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)],
+              B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN)],
+              B0 + 200 * MIN: [transition("channel:general", "sentiment_drop", "resolved", B0 + 200 * MIN, severity="critical")]}
+    answers = {("channel:general", "sentiment_drop"): Explanation(asset="asset:ETH")}
+    _, notices, _ = run(events, answers)  # the tail check finds the channel moved on its own: it splits off
+    first = notices[0].incident_id
+    mine = [(n.reason, n.severity) for n in notices if n.incident_id == first]
+    assert any(sev == "critical" for reason, sev in mine if reason != "resolved"), mine
+    assert mine[-1] == ("resolved", "critical"), mine

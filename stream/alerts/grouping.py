@@ -892,6 +892,9 @@ def _split(state: GroupState, incident: Incident, boundary: int, answers: Mappin
     tail = {m.key for m in incident.firing()
             if m.scope != incident.root and answers.get((m.scope, m.kind), Explanation()).asset == incident.root}
     still = [m for m in incident.firing() if m.key not in tail]
+    # Routed as the incident's notices were, before those leaving it take their severity along:
+    # a critical member that splits off was what sent its update to the critical services.
+    peak = incident.peak_severity()
     for m in still:
         del incident.members[m.key]
     _open_each(state, still, boundary, incident.id, incident.judged)
@@ -903,7 +906,7 @@ def _split(state: GroupState, incident: Incident, boundary: int, answers: Mappin
         return []
     incident.over_told = boundary
     entries = [Entry(_release(incident))] if incident.held else []
-    entries.append(Entry((), _notice(incident, "resolved", boundary)))
+    entries.append(Entry((), replace(_notice(incident, "resolved", boundary), severity=peak)))
     return entries
 
 
