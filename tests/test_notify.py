@@ -753,3 +753,18 @@ def test_a_notice_member_says_on_how_many_posts_and_up_to_when_its_level_was_jud
     # A notice written before members carried them reads as it did.
     old = Notice(**{**notice.to_json(), "members": [{k: v for k, v in m.items() if k not in ("judged", "posts")} for m in notice.members]})
     assert "volume_spike on asset:ETH (warning, firing): 330 posts per 1h since 2026-03-04T12:00:00Z against 10" in message.notice_body(old).splitlines()
+
+
+def test_a_notice_offers_no_silence_for_a_root_that_reads_as_a_glob():
+    """Review 45: `sentinel silence` takes a glob (stream.windows.matches_scope), and a channel name
+    is any string: the command offered for a root `channel:*` silenced every channel, one for
+    `channel:[EN] general` also `channel:E general`. Not offered there, as for `all`."""
+    from stream.alerts.grouping import Notice
+
+    for root in ("channel:*", "channel:[EN] general", "source:forum?"):
+        member = {"scope": root, "kind": "sentiment_drop", "firing": True, "severity": "warning",
+                  "onset": "2026-10-02T12:00:00Z", "metric": "negative_share", "value": 0.5, "baseline": 0.2}
+        notice = Notice("cc08e3ebdfdb671ccafc", root, "firing", "new", "warning", "2026-10-02T12:20:00Z",
+                        "2026-10-02T12:00:00Z", False, [member])
+        text = message.notice_body(notice)
+        assert "sentinel silence" not in text and "sentinel ack cc08e3ebdfdb671ccafc" in text, root

@@ -194,13 +194,15 @@ def actions(notice: Notice) -> list[str]:
     (SENTINEL_CONSOLE_URL) and without it a notice named the id but no way to act on it. Firing:
     acknowledge (stops the reminders) unless done, and silence the root (holds back its notices;
     not offered for `all`, where a silence would hold back every incident's, nor for a scope the
-    escaping changed, which the command would not match). Resolved: record the verdict."""
+    escaping changed, which the command would not match, nor for one that reads as a glob). Resolved: record the verdict."""
     ident = shlex.quote(notice.incident_id)
     if notice.state == "resolved":
         return [f"verdict: sentinel verdict {ident} real, or: sentinel verdict {ident} false-alarm"]
     out = [] if notice.acked else [f"acknowledge (no more reminders): sentinel ack {ident}"]
     root = notice.root_scope
-    if root != "all" and escape_post_text(root, limit=120) == root:
+    # Nor for a root that reads as a glob: `sentinel silence` takes patterns (`channel:*` would
+    # silence every channel).
+    if root != "all" and escape_post_text(root, limit=120) == root and not any(c in root for c in "*?["):
         out.append(f"silence its notices: sentinel silence {shlex.quote(root)} --for 2h")
     return out
 
