@@ -750,12 +750,14 @@ def redis_failure(exc: Exception) -> typer.Exit:
     """A Redis error as one redacted line. Connection and auth failures are configuration
     problems, and their traceback runs through client frames that hold the URL and password."""
     hint = ""
-    url = get_settings().redis_url
+    settings = get_settings()
+    url = settings.redis_url
     if url is not None and url.get_secret_value().startswith("rediss://") and "reset by peer" in str(exc):
         # TLS 1.3 reports a refused client certificate only as a closed connection.
         hint = " (the server closed the TLS connection: does it require a client certificate? ssl_certfile and ssl_keyfile in REDIS_URL's query)"
-    elif type(exc).__name__ in ("MovedError", "AskError"):
-        # A plain client on a cluster node: the key lives on another node.
+    elif type(exc).__name__ in ("MovedError", "AskError") and not settings.redis_cluster:
+        # A plain client on a cluster node: the key lives on another node. (Through the cluster
+        # client, a MOVED that outran its retries is said as it is: the flag is set.)
         from stream.redis_client import cluster_node_problem
 
         return fail(cluster_node_problem())

@@ -370,3 +370,23 @@ def test_a_moved_answer_says_to_set_the_cluster_flag(capsys):
     assert redis_failure(MovedError("12886 127.0.0.1:7001")).exit_code == 2
     said = capsys.readouterr().err
     assert "names a Redis Cluster node but SENTINEL_REDIS_CLUSTER is not set" in said and "12886" not in said
+
+
+def test_a_moved_answer_to_the_cluster_client_is_not_called_a_missing_flag(capsys, monkeypatch):
+    """Review 45: with SENTINEL_REDIS_CLUSTER set, a MOVED that gets through the cluster client
+    (slots moving faster than its retries) is not 'SENTINEL_REDIS_CLUSTER is not set': the flag is
+    set, and saying otherwise sends the operator after the wrong setting."""
+    from redis.exceptions import MovedError
+
+    from sentinel.cli import redis_failure
+    from stream.settings import get_settings
+
+    monkeypatch.setenv("SENTINEL_REDIS_CLUSTER", "true")
+    monkeypatch.setenv("SENTINEL_REDIS_URL", "redis://127.0.0.1:7001,127.0.0.1:7002")
+    get_settings.cache_clear()
+    try:
+        assert redis_failure(MovedError("12886 127.0.0.1:7001")).exit_code == 2
+    finally:
+        get_settings.cache_clear()
+    said = capsys.readouterr().err
+    assert "SENTINEL_REDIS_CLUSTER is not set" not in said and "MovedError" in said, said
