@@ -588,7 +588,7 @@ def train(
     patience: Annotated[int, typer.Option("--patience", min=1, help="validations without gain before stopping")] = 3,
     select_metric: Annotated[str, typer.Option("--select-metric", help="f1_weighted | f1_macro: what chooses the checkpoint")] = "f1_weighted",
     eval_limit: Annotated[Optional[int], typer.Option("--eval-limit", min=1)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint, with the command that wrote it (only --epochs, --max-steps, --patience, --eval-every, --device, --dtype may change)")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoint, with the command that wrote it (only --epochs, --max-steps, --patience, --eval-every, --gradient-checkpointing, --device, --dtype may change)")] = False,
     init_adapter: Annotated[Optional[Path], typer.Option("--init-adapter", help="start from this LoRA adapter ('default': the shipped one) instead of a fresh one, in its own r, alpha, dropout and targets")] = None,
     base: BaseOpt = None,
     device: DeviceOpt = None,

@@ -194,7 +194,7 @@ class Trainer:
         diffs += [f"other {part} examples" for part in ("train", "validation") if theirs[f"{part}_sha256"] != ours[f"{part}_sha256"]]
         if diffs:
             raise ResumeError(f"--resume: {ckpt} was written by another run ({'; '.join(diffs)}): resume with the command "
-                              "that started it (only --epochs, --max-steps, --patience, --eval-every, --device and --dtype "
+                              "that started it (only --epochs, --max-steps, --patience, --eval-every, --gradient-checkpointing, --device and --dtype "
                               "may change), or train into another --out")
 
     def _setup(self, resume: bool) -> None:
