@@ -659,3 +659,22 @@ def test_an_incident_whose_critical_member_splits_off_at_the_tail_check_still_re
     mine = [(n.reason, n.severity) for n in notices if n.incident_id == first]
     assert any(sev == "critical" for reason, sev in mine if reason != "resolved"), mine
     assert mine[-1] == ("resolved", "critical"), mine
+
+
+def test_sentinel_incidents_gives_a_resolved_incident_the_severity_its_resolution_went_out_with():
+    """Review 45: told over while its warning tail still cleared, the incident's resolution went out
+    as critical (its peak) but its summary (`sentinel incidents`, the console's history) said
+    warning, the tail's, until the tail resolved."""
+    from stream.alerts.correlator import summary
+
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN)],
+              B0 + 12 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)],
+              B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN, severity="critical")],
+              B0 + 90 * MIN: [transition("channel:general", "sentiment_drop", "resolved", B0 + 90 * MIN)]}
+    answers = {("channel:general", "sentiment_drop"): Explanation(asset="asset:ETH")}
+    _, notices, state = run(events, answers, until=B0 + 60 * MIN, tail=lambda q: Explanation(asset="asset:ETH"))
+    (incident,) = state.incidents.values()
+    assert incident.firing() and notices[-1].reason == "resolved"
+    assert summary(incident, "resolved", B0 + 60 * MIN)["severity"] == notices[-1].severity == "critical"
+    assert summary(incident, "open", B0 + 60 * MIN)["severity"] == "warning"  # open: what fires now, as before

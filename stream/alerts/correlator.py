@@ -103,7 +103,9 @@ def summary(incident: Incident, state: str, at: int) -> dict[str, Any]:
     return {
         "incident_id": incident.id, "root_scope": incident.root, "state": state, "opened": incident.opened,
         "at": incident.over_told if told_over else at,
-        "market": incident.market, "severity": incident.severity(), "acked": incident.acked,
+        # Resolved: the severity its resolution went out with (the peak), not a clearing tail's.
+        "market": incident.market, "severity": incident.peak_severity() if state == "resolved" else incident.severity(),
+        "acked": incident.acked,
         "members": [{"scope": m.scope, "kind": m.kind, "firing": m.firing, "severity": m.severity, "onset": m.onset,
                      "metric": m.metric, "value": m.value, "baseline": m.baseline}
                     for m in incident.members.values()],
