@@ -661,6 +661,24 @@ def test_an_incident_whose_critical_member_splits_off_at_the_tail_check_still_re
     assert mine[-1] == ("resolved", "critical"), mine
 
 
+def test_a_member_that_calms_from_critical_to_warning_does_not_lower_the_resolutions_severity():
+    """ETH's drop went out critical, resolved, then fired again as a warning while the incident
+    stayed open on its volume spike: the member's severity is its latest firing's, so the
+    resolution took warning, and the services that heard the critical notice never heard it end.
+    A resolution goes to every service a notice of the incident reached (`Incident.routed`)."""
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0, severity="critical"),
+                   transition("asset:ETH", "volume_spike", "firing", B0)],
+              B0 + 30 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 30 * MIN, severity="critical")],
+              B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 40 * MIN)],
+              B0 + 90 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 90 * MIN),
+                              transition("asset:ETH", "volume_spike", "resolved", B0 + 90 * MIN)]}
+    _, notices, _ = run(events)
+    assert len({n.incident_id for n in notices}) == 1
+    assert notices[0].severity == "critical"
+    assert notices[-1].reason == "resolved" and notices[-1].severity == "critical", [(n.reason, n.severity) for n in notices]
+    assert {m["severity"] for m in notices[-1].members} == {"warning"}  # no member holds critical any more
+
+
 def test_sentinel_incidents_gives_a_resolved_incident_the_severity_its_resolution_went_out_with():
     """Review 45: told over while its warning tail still cleared, the incident's resolution went out
     as critical (its peak) but its summary (`sentinel incidents`, the console's history) said

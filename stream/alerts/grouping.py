@@ -331,6 +331,10 @@ class Incident:
     # first firing as if it held to the notice's time. Beside the members, not in `Member`: an
     # older worker drops an unknown incident field (`from_json`) but not a member's.
     judged: dict[str, list[Any]] = field(default_factory=dict)
+    # The highest severity a notice of it went out with: its resolution must reach every service
+    # that heard it begin or escalate, even once the member that made it critical has calmed to a
+    # warning, or left it at the tail check (`_split`). None: not yet told.
+    routed: str | None = None
 
     def firing(self) -> list[Member]:
         return [m for m in self.members.values() if m.firing]
@@ -340,10 +344,12 @@ class Incident:
         return max(ranked, key=lambda s: SEVERITY_RANK.get(s, 0), default="warning")
 
     def peak_severity(self) -> str:
-        """The highest severity any member reached: what a resolution is routed with. Told over while
-        its tail still fires, `severity()` is the tail's (warning) and a critical incident's
-        resolution skipped the services only critical alerts reach (a pager's page stayed open)."""
-        return max((m.severity for m in self.members.values()), key=lambda s: SEVERITY_RANK.get(s, 0), default="warning")
+        """The highest severity it reached, told or held by a member: what a resolution is routed with.
+        Told over while its tail still fires, `severity()` is the tail's (warning) and a critical
+        incident's resolution skipped the services only critical alerts reach (a pager's page stayed
+        open)."""
+        told = [self.routed] if self.routed else []
+        return max([m.severity for m in self.members.values()] + told, key=lambda s: SEVERITY_RANK.get(s, 0), default="warning")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -810,6 +816,7 @@ def _judged_fields(incident: Incident, m: Member) -> dict[str, Any]:
 
 def _announce(incident: Incident, reason: str, boundary: int) -> Entry:
     notice = _notice(incident, reason, boundary)
+    incident.routed = max(filter(None, (incident.routed, notice.severity)), key=lambda s: SEVERITY_RANK.get(s, 0))
     records = _release(incident)
     incident.emitted = incident.emitted or bool(records)
     incident.notified, incident.changed = boundary, False
@@ -892,9 +899,6 @@ def _split(state: GroupState, incident: Incident, boundary: int, answers: Mappin
     tail = {m.key for m in incident.firing()
             if m.scope != incident.root and answers.get((m.scope, m.kind), Explanation()).asset == incident.root}
     still = [m for m in incident.firing() if m.key not in tail]
-    # Routed as the incident's notices were, before those leaving it take their severity along:
-    # a critical member that splits off was what sent its update to the critical services.
-    peak = incident.peak_severity()
     for m in still:
         del incident.members[m.key]
     _open_each(state, still, boundary, incident.id, incident.judged)
@@ -906,7 +910,7 @@ def _split(state: GroupState, incident: Incident, boundary: int, answers: Mappin
         return []
     incident.over_told = boundary
     entries = [Entry(_release(incident))] if incident.held else []
-    entries.append(Entry((), replace(_notice(incident, "resolved", boundary), severity=peak)))
+    entries.append(Entry((), _notice(incident, "resolved", boundary)))  # at its peak: `routed` kept what left
     return entries
 
 
