@@ -1198,7 +1198,7 @@ def windows(
         return
     table = Table(title="rolling windows")
     for col in ("scope", "window", "posts", "positive", "negative", "neutral", "mean score"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # folded, not cut to "chan…" on 80 columns
     for row in rows:
         lab = row["labels"]
         table.add_row(inert(row["scope"]), row["window"], str(row["posts"]), str(lab["positive"]), str(lab["negative"]), str(lab["neutral"]), f"{row['mean_score']:+.3f}")
@@ -1313,8 +1313,11 @@ def silences(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             print(json.dumps(asdict(item)))
         return
     table = Table(title="silences")
-    for col in ("id", "scope", "kind", "until (UTC)", "reason", "by"):
-        table.add_column(col)
+    # The id whole on any terminal (`sentinel unsilence` takes it); the rest folded, not cut:
+    # on 80 columns the until time was cut to "2026-12-06T15:05:…".
+    table.add_column("id", no_wrap=True, min_width=max((len(item.id) for item in found), default=2))
+    for col in ("scope", "kind", "until (UTC)", "reason", "by"):
+        table.add_column(col, overflow="fold")
     for item in found:
         table.add_row(item.id, *map(inert, (item.scope, item.kind or "*", shown(item.until), item.reason, item.by)))
     out.print(table)
@@ -1440,7 +1443,7 @@ def verdicts(
         return
     table = Table(title=f"verdicts of the last {since} (each incident's latest)")
     for col in (f"root {per}", "real", "false alarms", "precision"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for row in rows:
         label = "all (whole market)" if per == "scope" and row[per] == "all" else row[per]  # not the total row beside it
         table.add_row(inert(label), str(row["real"]), str(row["false_alarm"]), f"{row['precision']:.2f}" if row["precision"] is not None else "-")
@@ -1532,8 +1535,9 @@ def compare_alerts(
     shown_changes = [change_row(pc) for pc in changes if changed(pc)]
     if shown_changes:
         table = Table(title="in both, changed (candidate against baseline; min: candidate minus baseline)")
+        # Nine columns: folded, not cut (on 80 columns every id and time became "36a…").
         for col in ("incident", "root", "fired", "severity", "critical", "members gained", "members lost", "resolved", "members resolved"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
 
         def critical(r: dict[str, Any]) -> str:
             at, said = r["critical_at"], r["critical"]
@@ -1573,7 +1577,7 @@ def compare_alerts(
         if items:
             table = Table(title=title)
             for col in ("incident", "root", "kinds", "first fired (event time)", "verdict"):
-                table.add_column(col)
+                table.add_column(col, overflow="fold")
             for e in items:
                 r = row(e)
                 table.add_row(*map(inert, (r["incident_id"], r["root_scope"], ", ".join(r["kinds"]), r["first"], r["verdict"] or "")))
@@ -1705,8 +1709,9 @@ def audit(
             print(json.dumps(item, ensure_ascii=False))
         return
     table = Table(title=f"audit log, newest first (wall clock, the last {since})")
+    # Folded, not cut: on 80 columns the time was cut to "2026-12-06T14:…" and the silence's end in "what" too.
     for col in ("at (UTC)", "by", "action", "what", "reason"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for item in found:
         table.add_row(item["at"], *map(inert, (f"{item['by'] or '-'} ({item['via']})", item["action"], audit_log.what(item), item["reason"])))
     out.print(table)

@@ -248,6 +248,23 @@ def test_text_from_operators_and_posts_is_shown_as_written_not_read_as_markup(re
     assert classified.returncode == 0 and "[/] $BTC to the moon [red]" in classified.stdout, classified.stderr[-800:]
 
 
+def test_silences_and_the_audit_log_show_ids_and_times_whole_on_80_columns(redis_server):
+    """The until and at (UTC) columns were cut to "2026-12-06T15:05:…" on 80 columns, as incidents' were."""
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    made = cli(["silence", "asset:BTC", "--for", "1h", "--reason", "rumour about an exchange hack", "--by", "alice"], redis_server)
+    assert made.returncode == 0, made.stderr
+    (stored,) = lines(cli(["silences", "--json"], redis_server))
+    env = {**os.environ, "REDIS_URL": redis_server, "SENTINEL_BASE": "lexicon", "COLUMNS": "80"}
+    for args in (["silences"], ["audit"]):
+        shown = subprocess.run([sys.executable, "-m", "sentinel.cli", *args], env=env, capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0 and max(map(len, shown.stdout.splitlines())) <= 80, shown.stdout
+        assert "…" not in shown.stdout, shown.stdout  # folded onto the next line, not cut
+        assert stored["id"] in shown.stdout, shown.stdout
+    listed = subprocess.run([sys.executable, "-m", "sentinel.cli", "silences"], env=env, capture_output=True, text=True, timeout=120)
+    assert "| " + stored["id"] + " |" in listed.stdout.replace("\u2502", "|"), listed.stdout  # the id on one line, for `unsilence`
+
+
 def test_operator_input_the_command_line_refuses_is_refused_before_anything_is_stored(redis_server):
     """A silence that could never match, a reason over the limit or with a bidi override: one line
     saying what is accepted, nothing stored or logged. A pattern no scope matches yet is kept, with a warning."""

@@ -150,6 +150,10 @@ def test_sentinel_compare_alerts_prints_what_a_change_loses_and_gains(tmp_path):
     assert "the candidate's members (scope, kind): 0 gained, 1 lost, in 1 incident" in text.stdout
     assert "the candidate's resolved 1 earlier, 1 later" in text.stdout and "in both, changed" in text.stdout
     assert f"incidents reaching into {iso(T0)} .. {iso(T0 + 400 * 60)}" in text.stdout
+    narrow = subprocess.run([sys.executable, "-m", "sentinel.cli", "compare-alerts", str(base), str(cand)], env={**env, "COLUMNS": "80"},
+                            capture_output=True, text=True, timeout=120)
+    tables = narrow.stdout[narrow.stdout.index("in both, changed"):]
+    assert narrow.returncode == 0 and "…" not in tables and "b3" in tables, narrow.stdout  # nine columns folded, not cut to "b1…"
     old = write(tmp_path / "production.jsonl", [rec("p0", "asset:BTC", -3 * 24 * 60), *BASELINE])
     assert "cover different stretches" in run(old, cand).stdout
     ungrouped = write(tmp_path / "ungrouped.jsonl", [{**r, "incident_id": r["alert_id"]} for r in CANDIDATE])
