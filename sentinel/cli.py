@@ -314,6 +314,10 @@ def soup(
     print(f"wrote {out_dir}: rank {card['soup']['rank']}, {len(adapters)} members")
 
 
+# seed-discord labels each author by the research's per-author score file: every command that
+# takes the format takes this too (eval and train-head had the format, not the file).
+ScoresOpt = Annotated[Optional[Path], typer.Option("--scores", exists=True, dir_okay=False,
+                                                   help="seed-discord: the per-author score CSV (default: meritcircle_user_sentiment.csv beside the export)")]
 SKIP_BAD_HELP = f"skip malformed rows instead of failing: counted, and the first {BAD_LINES_SHOWN} named on stderr (FILE:LINE: reason)"
 
 
@@ -329,10 +333,11 @@ def name_skipped(skipped: Sequence[Exception]) -> None:
 @app.command("eval")
 def evaluate(
     data: Annotated[Path, typer.Option("--data", exists=True, dir_okay=False, help="labelled CSV / JSONL / Alpaca JSON")],
-    fmt: Annotated[str, typer.Option("--format", help="auto | tfns | alpaca | csv | jsonl")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help="auto | tfns | alpaca | csv | jsonl | seed-discord (its score file: --scores)")] = "auto",
     text_col: Annotated[str, typer.Option("--text-col")] = "text",
     label_col: Annotated[str, typer.Option("--label-col")] = "label",
     label_map: Annotated[Optional[str], typer.Option("--label-map", help="e.g. 0=negative,1=positive,2=neutral")] = None,
+    scores: ScoresOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="first N examples only")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help=SKIP_BAD_HELP)] = False,
     holdout: Annotated[Optional[float], typer.Option("--holdout", help="evaluate only the stratified validation split sentinel train holds out (its --val-fraction)")] = None,
@@ -359,7 +364,7 @@ def evaluate(
     try:
         loaded = load_examples(
             data, fmt, text_col=text_col, label_col=label_col, label_map=parse_label_map(label_map), skip_bad=skip_bad,
-            limit=None if holdout else limit,
+            limit=None if holdout else limit, scores_path=scores,
         )
         examples = loaded.examples
         if holdout:  # the very split training held out: same loader, same function, same seed
@@ -472,10 +477,11 @@ def train_head_cmd(
     data: Annotated[list[Path], typer.Option("--data", exists=True, dir_okay=False, help="training file(s); repeat for several")],
     select: Annotated[Path, typer.Option("--select", exists=True, dir_okay=False, help="sentinel splits's select.csv (text, label, source): chooses the fusion weight")],
     out_dir: Annotated[Path, typer.Option("--out", help="where ngram_head.npz and its card ngram_head.json go")],
-    fmt: Annotated[str, typer.Option("--format", help="auto | tfns | alpaca | csv | jsonl | seed-discord")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help="auto | tfns | alpaca | csv | jsonl | seed-discord (its score file: --scores)")] = "auto",
     text_col: Annotated[str, typer.Option("--text-col")] = "text",
     label_col: Annotated[str, typer.Option("--label-col")] = "label",
     label_map: Annotated[Optional[str], typer.Option("--label-map")] = None,
+    scores: ScoresOpt = None,
     seed: Annotated[int, typer.Option("--seed")] = 42,
     base: BaseOpt = None,
     adapter: AdapterOpt = None,
@@ -501,7 +507,7 @@ def train_head_cmd(
         raise fail(f"--data {same[0]} is the --select file: the weight must be chosen on rows the head never trained on")
     try:
         examples = [e for path in data for e in load_examples(path, fmt, text_col=text_col, label_col=label_col,
-                                                             label_map=parse_label_map(label_map)).examples]
+                                                             label_map=parse_label_map(label_map), scores_path=scores).examples]
         chosen_on, sources = read_select(select)
     except (DataError, ValueError) as exc:
         raise fail(str(exc)) from None
@@ -561,12 +567,12 @@ def train(
     ctx: typer.Context,
     data: Annotated[list[Path], typer.Option("--data", exists=True, dir_okay=False, help="training file(s); repeat for several")],
     out_dir: Annotated[Path, typer.Option("--out", help="where the adapter and its model card go")],
-    fmt: Annotated[str, typer.Option("--format", help="auto | tfns | alpaca | csv | jsonl | seed-discord")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help="auto | tfns | alpaca | csv | jsonl | seed-discord (its score file: --scores)")] = "auto",
     text_col: Annotated[str, typer.Option("--text-col")] = "text",
     label_col: Annotated[str, typer.Option("--label-col")] = "label",
     label_map: Annotated[Optional[str], typer.Option("--label-map")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help=SKIP_BAD_HELP)] = False,
-    scores: Annotated[Optional[Path], typer.Option("--scores", exists=True, dir_okay=False, help="seed-discord: the per-author score CSV (default: beside the export)")] = None,
+    scores: ScoresOpt = None,
     val_data: Annotated[Optional[Path], typer.Option("--val-data", exists=True, dir_okay=False, help="explicit validation file (else a stratified split)")] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction")] = 0.1,
     seed: Annotated[int, typer.Option("--seed")] = 42,

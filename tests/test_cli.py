@@ -26,6 +26,29 @@ def sentinel(args: list[str], env_extra: dict[str, str], stdin: str | None = Non
     )
 
 
+def test_eval_and_train_head_take_the_seed_discord_format_with_its_score_file(tmp_path):
+    """eval's help left seed-discord out and its error pointed at "train's --scores", an option eval had not."""
+    export = tmp_path / "export.csv"
+    export.write_text("AuthorID,Author,Date_original,Date,Content,Attachments,Reactions,Preprocessed\n"
+                      "1,a,x,x,$BTC to the moon,,,\n2,b,x,x,$ETH crash rekt,,,\n", encoding="utf-8")
+    scores = tmp_path / "scores.csv"
+    scores.write_text("AuthorID,Average_Sentiment_Score\n1,0.4\n2,-0.3\n", encoding="utf-8")
+    helped = sentinel(["eval", "--help"], {"COLUMNS": "200"})
+    assert "seed-discord" in helped.stdout and "--scores" in helped.stdout, helped.stdout
+    missing = sentinel(["eval", "--data", str(export), "--format", "seed-discord"], {"SENTINEL_BASE": "lexicon"})
+    assert missing.returncode == 2 and "or --scores" in missing.stderr and "train's" not in missing.stderr, missing.stderr
+    done = sentinel(["eval", "--data", str(export), "--format", "seed-discord", "--scores", str(scores), "--json"], {"SENTINEL_BASE": "lexicon"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["per_class"]["negative"]["support"] == 1
+    elsewhere = sentinel(["eval", "--data", str(export), "--format", "csv", "--text-col", "Content", "--label-col", "AuthorID",
+                          "--scores", str(scores)], {"SENTINEL_BASE": "lexicon"})
+    assert elsewhere.returncode == 2 and "only with the seed-discord format" in elsewhere.stderr, elsewhere.stderr
+    headed = sentinel(["train-head", "--data", str(export), "--format", "seed-discord", "--scores", str(scores),
+                       "--select", str(scores), "--out", str(tmp_path / "head")], {"SENTINEL_BASE": "lexicon"})
+    # Past the export (read with the score file) to the --select file, read after it: here not a select.csv.
+    assert headed.returncode == 2 and "scores.csv:1: no 'text', 'label' columns" in headed.stderr, headed.stderr
+
+
 def check_settings(settings: Settings, *, aliases: bool = True) -> None:
     """The start-up check as the CLI makes it: every problem, one a line, in one ValueError."""
     from stream.worker import settings_problems

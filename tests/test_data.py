@@ -114,8 +114,16 @@ def test_seed_discord_reproduces_the_research_labelling(tmp_path):
 
 def test_seed_discord_without_its_scores_file_says_which_it_needs(tmp_path):
     export = write(tmp_path / "export.csv", "Username,Content,Date_original\n")
-    with pytest.raises(ValueError, match="meritcircle_user_sentiment.csv: not found; seed-discord needs"):
+    with pytest.raises(ValueError, match="meritcircle_user_sentiment.csv: not found; seed-discord needs .* or --scores"):
         load_examples(export, "seed-discord")
+
+
+def test_a_score_file_is_taken_from_anywhere_for_seed_discord_and_refused_for_other_formats(tmp_path):
+    export = write(tmp_path / "export.csv", "AuthorID,Author,Date_original,Date,Content,Attachments,Reactions,Preprocessed\n1,a,x,x,gm,,,\n")
+    scores = write(tmp_path / "elsewhere.csv", "AuthorID,Average_Sentiment_Score\n1,-0.4\n")
+    assert [(e.text, e.label) for e in load_examples(export, "seed-discord", scores_path=scores).examples] == [("gm;", "negative")]
+    with pytest.raises(ValueError, match="read only with the seed-discord format, not csv"):  # it labelled nothing, silently
+        load_examples(export, "csv", scores_path=scores)
 
 
 def test_seed_discord_bad_score_row_names_its_line(tmp_path):

@@ -104,6 +104,9 @@ def load_examples(
     path = Path(path)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if scores_path is not None and fmt != "seed-discord":
+        # Said, not ignored: a score file given with another format labels nothing.
+        raise ValueError(f"a per-author score file (--scores) is read only with the seed-discord format, not {fmt}")
     if fmt == "seed-discord":
         return load_seed_discord(path, scores_path, skip_bad=skip_bad, limit=limit)
     if fmt == "auto":
@@ -294,7 +297,7 @@ def load_seed_discord(path: Path, scores_path: str | Path | None = None, *, skip
 
     if not scores_file.is_file():
         raise ValueError(f"{scores_file}: not found; seed-discord needs the research's per-author scores "
-                         "(meritcircle_user_sentiment.csv beside the export, or train's --scores)")
+                         "(meritcircle_user_sentiment.csv beside the export, or --scores)")
     scores: dict[str, float] = {}
     for line, row in _csv_rows(scores_file):
         if isinstance(row, DataError):
