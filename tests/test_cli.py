@@ -567,6 +567,23 @@ def test_run_on_a_recording_keeps_its_partition_count(tmp_path, capsys):
     assert recording_partitions(Settings(), posts).partitions == Settings().partitions  # posts name no partition
 
 
+def test_run_on_a_recording_of_more_partitions_than_set_warns_once(tmp_path):
+    """SENTINEL_PARTITIONS=2 on a 4-partition recording: the start-up's warning and the replay's
+    said the same thing twice; now the start-up's alone, and every post is still processed."""
+    recording = tmp_path / "rec4.jsonl"
+    posts = [{"id": f"p{i}", "text": "$BTC up big" if i % 2 else "$ETH crash", "created_at": f"2026-01-01T00:{i:02d}:00Z"} for i in range(8)]
+    recording.write_text("".join(json.dumps({"topic": "forum-posts", "partition": i % 4, "offset": i // 4, "timestamp": 1_767_225_600_000 + i * 60_000,
+                                             "key": f"k{i}", "value": json.dumps(post)}) + "\n" for i, post in enumerate(posts)))
+    summary = tmp_path / "summary.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BROKER", "REDIS_URL")}
+    r = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", str(recording), "--summary-json", str(summary)],
+                       env={**env, "SENTINEL_BASE": "lexicon", "SENTINEL_PARTITIONS": "2"}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(summary.read_text())["processed"] == 8
+    assert r.stderr.count("per-partition order is not kept") == 1, r.stderr
+    assert "recorded from 4 partitions but SENTINEL_PARTITIONS is 2" in r.stderr, r.stderr
+
+
 def test_run_on_a_recording_naming_a_huge_partition_keeps_the_default_count(tmp_path, capsys):
     # One corrupt record line (partition 2**31 - 2) must not make the embedded stack create 2**31 partitions.
     from sentinel.cli import MAX_CREATED_PARTITIONS, recording_partitions
