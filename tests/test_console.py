@@ -1136,3 +1136,43 @@ def test_run_with_console_keeps_the_stack_up_for_exploring_until_ctrl_c(tmp_path
             with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
         log.close()
+
+
+def test_the_image_healthcheck_probes_the_console_a_console_container_runs(redis_server, tmp_path, monkeypatch, capsys):
+    """The images' HEALTHCHECK probed the worker's port whatever the command, so `docker run IMAGE
+    console` was marked unhealthy. It reads the main process's command line (here a real `sentinel
+    console`, started through the `sentinel` script as the images' entrypoint is) and probes that."""
+    from sentinel import healthcheck
+
+    monkeypatch.setenv("SENTINEL_WEB_PORT", str(free_port()))  # nothing listens on the worker's port
+    port = free_port()
+    log = tmp_path / "console.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("sentinel")), "console", "--port", str(port)],
+                                env=console_env(redis_server), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            # /proc can show the argv a moment after Popen returns: until then there is no command to follow.
+            while "console" not in healthcheck.process_argv(proc.pid) or healthcheck.main(proc.pid) != 0:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            assert f"healthy: http://127.0.0.1:{port}/healthz answered 200" in capsys.readouterr().out
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    # A worker's command line with nothing on its port is unhealthy; a command that serves nothing is not probed.
+    idle = tmp_path / "sentinel"
+    idle.write_text("import time\ntime.sleep(300)\n")
+    for command, code in (("worker", 1), ("report", 0)):
+        stand_in = subprocess.Popen([sys.executable, str(idle), command])
+        try:
+            deadline = time.monotonic() + 30
+            while command not in healthcheck.process_argv(stand_in.pid):  # as above
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert healthcheck.main(stand_in.pid) == code, capsys.readouterr().out
+        finally:
+            stand_in.kill()
+            stand_in.wait(30)
+    said = capsys.readouterr().out
+    assert f"unhealthy: http://127.0.0.1:{os.environ['SENTINEL_WEB_PORT']}/healthz" in said and "runs no server to probe" in said

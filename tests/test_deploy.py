@@ -871,7 +871,10 @@ def test_dockerfile_structure(dockerfile: tuple[str, Path]) -> None:
     assert user.isdigit() and int(user) == UID
     assert len(text["HEALTHCHECK"]) == 1
     health = text["HEALTHCHECK"][0]
-    assert "python" in health and "/healthz" in health and "SENTINEL_WEB_PORT" in health
+    # The probe follows the command (worker or console port: sentinel/healthcheck.py, tested in
+    # tests/test_console.py), not a fixed SENTINEL_WEB_PORT that `docker run IMAGE console` never opens.
+    assert health.endswith('CMD ["python", "-m", "sentinel.healthcheck"]'), health
+    assert (ROOT / "sentinel" / "healthcheck.py").is_file()
     assert text["ENTRYPOINT"] == ['["sentinel"]'] and text["CMD"] == ['["worker"]']
     # The runtime gets the builder's virtualenv and builds nothing itself.
     assert any(c.startswith("--from=") and "/opt/venv" in c for c in text["COPY"])
@@ -882,6 +885,25 @@ def test_dockerfile_structure(dockerfile: tuple[str, Path]) -> None:
     assert "SENTINEL_CACHE_DIR=/var/cache/forum-sentinel" in env
     if name == "cuda":
         assert "SENTINEL_QUANTIZE=4bit" in env and "SENTINEL_DEVICE=cuda" in env
+
+
+def test_the_image_healthcheck_probes_the_server_its_command_runs() -> None:
+    """PID 1's command line, as the images' exec-form `ENTRYPOINT ["sentinel"]` makes it (or an
+    init in front of it): the worker's SENTINEL_WEB_PORT, the console's --port or
+    SENTINEL_CONSOLE_PORT; nothing for a command that serves nothing."""
+    from sentinel.healthcheck import probe_url
+    from stream.settings import Settings
+
+    settings = Settings(web_port=6066, console_port=8080)
+    venv = ["/opt/venv/bin/python", "/opt/venv/bin/sentinel"]
+    assert probe_url([*venv, "worker"], settings) == "http://127.0.0.1:6066/healthz"
+    assert probe_url([*venv, "console"], settings) == "http://127.0.0.1:8080/healthz"  # was 6066: unhealthy
+    assert probe_url([*venv, "console", "--port", "9000"], settings) == "http://127.0.0.1:9000/healthz"
+    assert probe_url(["/sbin/docker-init", "--", "sentinel", "console", "--port=9001"], settings) == "http://127.0.0.1:9001/healthz"
+    assert probe_url([*venv, "console"], Settings(console_host="10.0.0.5", console_port=80)) == "http://10.0.0.5:80/healthz"
+    assert probe_url([*venv, "console"], Settings(console_host="::1")) == "http://[::1]:8080/healthz"
+    assert probe_url([*venv, "report", "--since", "1d"], settings) is None
+    assert probe_url(["/bin/bash"], settings) is None  # another entrypoint: nothing of ours to probe
 
 
 def test_dockerfile_pins_match_the_makefile(dockerfile: tuple[str, Path]) -> None:
