@@ -1256,11 +1256,16 @@ def console(
     port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535, help="default: SENTINEL_CONSOLE_PORT (8080)")] = None,
 ) -> None:
     """Serve the risk console (web pages and a JSON API) from the Redis the workers write."""
+    import asyncio
+
     from sentinel.run import serve_console
 
     settings = model_settings(stream="reader")
     if not settings.redis_url:
         raise fail("the console needs REDIS_URL (the Redis the workers use); `sentinel run FILE --console` brings its own")
+    # Before serving, as the reading commands: a plain client on a cluster node reads its own slots'
+    # keys only. Nothing else is asked: a Redis that is away is /readyz's business, not a refusal.
+    with_store(settings, lambda store: asyncio.sleep(0))
     if port is not None:
         settings = settings.model_copy(update={"console_port": port})
     announce_console(settings)
