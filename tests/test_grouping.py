@@ -626,18 +626,25 @@ def test_a_notices_members_say_when_and_on_how_many_posts_their_level_was_judged
     assert {m["scope"]: m["judged"] for m in notices[0].members} == {"all": iso(B0 + MIN), "asset:BTC": iso(B0), "asset:ETH": iso(B0)}
 
 
-def test_a_critical_incident_told_over_while_its_tail_clears_resolves_as_critical():
-    """The demo: ETH's drop turned critical (the update went to the services critical alerts reach),
-    then the incident was told over while its channels, warning, still cleared. The resolution went
-    out as warning, the tail's severity, so a `critical=pagerduty://` service never heard it end,
-    while the console and `sentinel incidents` said critical. A resolution goes out with the
-    severity of the incident it resolves (operations.md), its highest."""
+def _critical_root_with_a_warning_tail() -> tuple[dict[int, list[AlertRecord]], dict[tuple[str, str], Explanation]]:
+    """The demo's shape: ETH's drop turns critical and resolves at +40 min while the channel it
+    explains, a warning, still clears until +90."""
     events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
               B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN)],
               B0 + 12 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)],
               B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN, severity="critical")],
               B0 + 90 * MIN: [transition("channel:general", "sentiment_drop", "resolved", B0 + 90 * MIN)]}
     answers = {("channel:general", "sentiment_drop"): Explanation(asset="asset:ETH")}
+    return events, answers
+
+
+def test_a_critical_incident_told_over_while_its_tail_clears_resolves_as_critical():
+    """The demo: ETH's drop turned critical (the update went to the services critical alerts reach),
+    then the incident was told over while its channels, warning, still cleared. The resolution went
+    out as warning, the tail's severity, so a `critical=pagerduty://` service never heard it end,
+    while the console and `sentinel incidents` said critical. A resolution goes out with the
+    severity of the incident it resolves (operations.md), its highest."""
+    events, answers = _critical_root_with_a_warning_tail()
     _, notices, _ = run(events, answers, tail=lambda q: Explanation(asset="asset:ETH"))
     assert [(n.reason, n.severity) for n in notices] == [("new", "warning"), ("update", "critical"), ("resolved", "critical")]
     assert [m["firing"] for m in notices[-1].members] == [False, True]  # told over with the tail still firing
@@ -685,12 +692,7 @@ def test_sentinel_incidents_gives_a_resolved_incident_the_severity_its_resolutio
     warning, the tail's, until the tail resolved."""
     from stream.alerts.correlator import summary
 
-    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
-              B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN)],
-              B0 + 12 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)],
-              B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN, severity="critical")],
-              B0 + 90 * MIN: [transition("channel:general", "sentiment_drop", "resolved", B0 + 90 * MIN)]}
-    answers = {("channel:general", "sentiment_drop"): Explanation(asset="asset:ETH")}
+    events, answers = _critical_root_with_a_warning_tail()
     _, notices, state = run(events, answers, until=B0 + 60 * MIN, tail=lambda q: Explanation(asset="asset:ETH"))
     (incident,) = state.incidents.values()
     assert incident.firing() and notices[-1].reason == "resolved"
