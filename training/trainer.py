@@ -18,6 +18,7 @@ forward is faster, so it is off there; gradient checkpointing always turns it of
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -172,14 +173,18 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup
 
-    def run_fingerprint(self) -> dict[str, Any]:
-        """What a checkpoint's steps depend on: the settings --resume may not change and the
-        examples (hashed: a checkpoint holds no text)."""
+    @functools.cached_property
+    def examples_sha256(self) -> dict[str, str]:
+        """The examples' hashes (a checkpoint holds no text): once a run, not at every checkpoint."""
         def digest(examples: Sequence[Example]) -> str:
             return hashlib.sha256(json.dumps([[ex.text, ex.label] for ex in examples]).encode()).hexdigest()
 
+        return {"train_sha256": digest(self.train_set), "validation_sha256": digest(self.validation)}
+
+    def run_fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint's steps depend on: the settings --resume may not change and the examples."""
         settings = {k: v for k, v in recorded_settings(self.cfg).items() if k not in RESUMABLE_SETTINGS}
-        return {"settings": settings, "train_sha256": digest(self.train_set), "validation_sha256": digest(self.validation)}
+        return {"settings": settings, **self.examples_sha256}
 
     def check_resumable(self, ckpt: Path) -> None:
         """Refuse a checkpoint of another run (another --out's leftover, a changed command), before
