@@ -487,10 +487,63 @@ def test_every_sentinel_key_is_a_setting(overlay: tuple[str, list[dict[str, Any]
     assert parsed.web_port == int(cfg["SENTINEL_WEB_PORT"])
 
 
-def runs_the_cli(container: dict[str, Any]) -> bool:
-    """Whether the container runs `sentinel` itself: one of the project's images (a bare name here,
-    mapped by kustomize `images:`, or its mapped name), with the image's ENTRYPOINT kept."""
-    return "forum-sentinel" in container.get("image", "") and "command" not in container
+@functools.cache
+def image_entrypoint_and_cmd() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The project's images' exec-form ENTRYPOINT and CMD (the last of each: the runtime stage's),
+    the same in both images, so a container's command line does not depend on which it runs."""
+    found = set()
+    for path in DOCKERFILES.values():
+        last = {k: tuple(yaml.safe_load(rest)) for k, rest in dockerfile_instructions(path) if k in ("ENTRYPOINT", "CMD")}
+        found.add((last["ENTRYPOINT"], last["CMD"]))
+    (entrypoint_and_cmd,) = found
+    return entrypoint_and_cmd
+
+
+def cli_argv(container: dict[str, Any]) -> list[str] | None:
+    """What follows `sentinel` on the command line of a container of the project's images (a bare
+    name here, mapped by kustomize `images:`, or its mapped name), or None when it runs something
+    else (the model download's `hf`). Read as Kubernetes builds it, however it is split: `command`
+    replaces the image's ENTRYPOINT and drops its CMD, `args` replaces the CMD."""
+    if "forum-sentinel" not in container.get("image", ""):
+        return None
+    entrypoint, cmd = image_entrypoint_and_cmd()
+    argv = [*container["command"], *container.get("args", [])] if "command" in container else [*entrypoint, *container.get("args", cmd)]
+    return argv[1:] if argv and Path(argv[0]).name == "sentinel" else None
+
+
+def cli_containers(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any], list[str]]]:
+    """(where, container, what follows `sentinel`) for every container, init containers too, that runs the CLI."""
+    for doc in docs:
+        for spec in pod_specs(doc):
+            for c in spec.get("initContainers", []) + spec["containers"]:
+                if (argv := cli_argv(c)) is not None:
+                    yield f"{doc['kind']} {doc['metadata']['name']} container {c['name']}", c, argv
+
+
+def test_a_cli_container_is_found_however_its_command_line_is_split() -> None:
+    """`command` alone, `command` + `args`, `args` alone or neither (the image's CMD): each is a
+    container running the CLI, and its whole command line is what the checks below read."""
+    def container(name: str, **line: list[str]) -> dict[str, Any]:
+        return {"name": name, "image": "registry.example.com/forum-sentinel:0.1.0", **line}
+
+    manifest = {"kind": "Deployment", "metadata": {"name": "split"}, "spec": {"template": {"spec": {
+        "initContainers": [container("init-command", command=["/opt/venv/bin/sentinel", "model", "prepare"])],
+        "containers": [container("command", command=["sentinel", "report", "--since", "1d"]),
+                       container("both", command=["sentinel"], args=["console", "--port", "8080"]),
+                       container("args", args=["worker"]),
+                       container("image-cmd"),
+                       container("fetch", command=["hf"], args=["download", "x"]),
+                       {"name": "other-image", "image": "redis:7", "args": ["worker"]}]}}}}
+    found = {where.rsplit(" ", 1)[1]: argv for where, _, argv in cli_containers([manifest])}
+    assert found == {"init-command": ["model", "prepare"], "command": ["report", "--since", "1d"],
+                     "both": ["console", "--port", "8080"], "args": ["worker"], "image-cmd": ["worker"]}
+    # A command line broken in any of those places is found, not skipped.
+    broken = {"kind": "CronJob", "metadata": {"name": "broken"}, "spec": {"jobTemplate": {"spec": {"template": {"spec": {
+        "containers": [container("command", command=["sentinel", "report", "--sinse", "1d"]),
+                       container("both", command=["sentinel"], args=["consol"])]}}}}}}
+    problems = {where: cli_problem(argv) for where, _, argv in cli_containers([broken])}
+    assert problems == {"CronJob broken container command": "NoSuchOption: No such option: --sinse",
+                        "CronJob broken container both": "no command 'consol'"}
 
 
 def test_every_container_sets_only_settings_and_their_values_parse(overlay: tuple[str, list[dict[str, Any]]],
@@ -503,24 +556,21 @@ def test_every_container_sets_only_settings_and_their_values_parse(overlay: tupl
     known, checked = settings_env_names(), 0
     maps = {d["metadata"]["name"]: d.get("data", {}) for d in of_kind(docs, "ConfigMap")}
     secret = one(docs, "Secret", "sentinel-secrets")
-    for doc in docs:
-        for spec in pod_specs(doc):
-            for c in [x for x in spec.get("initContainers", []) + spec["containers"] if runs_the_cli(x)]:
-                where = f"{doc['kind']} {doc['metadata']['name']} container {c['name']}"
-                named = {v["name"] for v in c.get("env", []) if v["name"].startswith("SENTINEL_")}
-                assert not named - known, f"{where}: not fields of stream.settings.Settings (typo?): {sorted(named - known)}"
-                for key in [k for k in list(os.environ) if k.startswith("SENTINEL_") or k in ("KAFKA_BROKER", "REDIS_URL")]:
-                    monkeypatch.delenv(key)
-                loaded = {k: v for e in c.get("envFrom", []) if "configMapRef" in e for k, v in maps[e["configMapRef"]["name"]].items()}
-                literal = {v["name"]: v["value"] for v in c.get("env", []) if "value" in v}
-                for key, value in {**loaded, **literal, "SENTINEL_REDIS_URL": secret["stringData"]["SENTINEL_REDIS_URL"]}.items():
-                    if key.startswith("SENTINEL_") and key not in PENDING_SETTINGS:
-                        monkeypatch.setenv(key, value)
-                try:
-                    Settings()
-                except ValueError as exc:  # pydantic's ValidationError: the message names the setting, never a value
-                    pytest.fail(f"{where}: its settings do not validate: {exc}")
-                checked += 1
+    for where, c, _ in cli_containers(docs):
+        named = {v["name"] for v in c.get("env", []) if v["name"].startswith("SENTINEL_")}
+        assert not named - known, f"{where}: not fields of stream.settings.Settings (typo?): {sorted(named - known)}"
+        for key in [k for k in list(os.environ) if k.startswith("SENTINEL_") or k in ("KAFKA_BROKER", "REDIS_URL")]:
+            monkeypatch.delenv(key)
+        loaded = {k: v for e in c.get("envFrom", []) if "configMapRef" in e for k, v in maps[e["configMapRef"]["name"]].items()}
+        literal = {v["name"]: v["value"] for v in c.get("env", []) if "value" in v}
+        for key, value in {**loaded, **literal, "SENTINEL_REDIS_URL": secret["stringData"]["SENTINEL_REDIS_URL"]}.items():
+            if key.startswith("SENTINEL_") and key not in PENDING_SETTINGS:
+                monkeypatch.setenv(key, value)
+        try:
+            Settings()
+        except ValueError as exc:  # pydantic's ValidationError: the message names the setting, never a value
+            pytest.fail(f"{where}: its settings do not validate: {exc}")
+        checked += 1
     assert checked >= 3, "the worker, the console and the report each run the CLI"
 
 
@@ -567,12 +617,7 @@ def test_every_command_line_of_the_manifests_and_images_parses(overlay: tuple[st
     options the CLI has: a renamed option would otherwise surface as a CrashLoopBackOff, or for the
     daily report as a Job failing once a day."""
     _, docs = overlay
-    lines: dict[str, list[str]] = {}
-    for doc in docs:
-        for spec in pod_specs(doc):
-            for c in spec.get("initContainers", []) + spec["containers"]:
-                if runs_the_cli(c):
-                    lines[f"{doc['kind']} {doc['metadata']['name']} container {c['name']}"] = list(c.get("args", []))
+    lines = {where: argv for where, _, argv in cli_containers(docs)}
     for name, path in DOCKERFILES.items():
         for keyword, rest in dockerfile_instructions(path):
             if keyword == "CMD" and rest.startswith("["):
