@@ -1251,21 +1251,28 @@ def with_store(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
         raise fail(str(exc)) from None
 
 
+def refuse_cluster_node_at_start(settings: Settings) -> None:
+    """Stop in one line (exit 2) where the Redis URL names a node of a Redis Cluster and
+    SENTINEL_REDIS_CLUSTER is unset, as the reading commands do: a plain client there reads its own
+    slots' keys only. The check is with_store's own, on opening; nothing else is asked, so a Redis
+    that is away passes (for the console, /readyz's business, not a refusal)."""
+    async def nothing_more(store: Any) -> None:
+        return None
+
+    with_store(settings, nothing_more)
+
+
 @app.command()
 def console(
     port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535, help="default: SENTINEL_CONSOLE_PORT (8080)")] = None,
 ) -> None:
     """Serve the risk console (web pages and a JSON API) from the Redis the workers write."""
-    import asyncio
-
     from sentinel.run import serve_console
 
     settings = model_settings(stream="reader")
     if not settings.redis_url:
         raise fail("the console needs REDIS_URL (the Redis the workers use); `sentinel run FILE --console` brings its own")
-    # Before serving, as the reading commands: a plain client on a cluster node reads its own slots'
-    # keys only. Nothing else is asked: a Redis that is away is /readyz's business, not a refusal.
-    with_store(settings, lambda store: asyncio.sleep(0))
+    refuse_cluster_node_at_start(settings)
     if port is not None:
         settings = settings.model_copy(update={"console_port": port})
     announce_console(settings)

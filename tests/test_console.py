@@ -405,6 +405,17 @@ class Console:
         self._log.close()
 
 
+def test_a_console_whose_redis_is_away_starts_and_says_so_on_readyz(tmp_path):
+    """The start-up's Redis Cluster check refuses a cluster node only (tests/test_redis_cluster.py):
+    a Redis that is away is no refusal, the console serves and its readiness says why it is not ready."""
+    console = Console(console_env(f"redis://127.0.0.1:{free_port()}/0"), tmp_path / "console.log")
+    try:
+        status, body, _ = console.call("GET", "/readyz")
+        assert status == 503 and "redis" in body, body
+    finally:
+        console.close()
+
+
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):  # a 303 is the answer under test, not something to follow
         return None
