@@ -1093,7 +1093,8 @@ def replay_cmd(
         if not lines:
             err.print(f"[yellow]warning:[/yellow] {escape(str(file))} holds no lines: nothing to send")
             return
-        if target not in known:
+        partitions = known.get(target)
+        if partitions is None:
             if topic is not None and not create_topic:
                 raise UnknownTopic(target, set(known))
             # The posts topic is the workers': SENTINEL_PARTITIONS, which they check it against (a
@@ -1103,7 +1104,10 @@ def replay_cmd(
             if recorded is not None and recorded > MAX_CREATED_PARTITIONS:
                 raise TooManyPartitions(f"{file} names partition {recorded - 1:,}: --create-topic creates at most "
                                         f"{MAX_CREATED_PARTITIONS:,} (a corrupt line?); create {target!r} yourself to replay into it")
-            await ensure_topics(settings.model_copy(update={"partitions": recorded or settings.partitions}), [target])
+            partitions = recorded or settings.partitions
+            await ensure_topics(settings.model_copy(update={"partitions": partitions}), [target])
+        if repartition:
+            warn_if_repartitioned(file, target, partitions)
         await replay_lines(settings, file, target, pace, max_gap_s=max_gap, from_line=from_line, repartition=repartition, result=result)
 
     try:
@@ -1123,6 +1127,18 @@ def replay_cmd(
     except OSError as exc:
         raise os_failure(exc) from None
     out.print(f"sent {result.sent} messages to {target}")
+
+
+def warn_if_repartitioned(file: Path, topic: str, partitions: int) -> None:
+    """`sentinel replay --repartition`, before anything is sent: a recording of more partitions
+    than the topic has goes where its keys hash (replay_lines sends it so and says nothing: each
+    command says it once, `sentinel run` at start-up)."""
+    from stream.tools.replay import recorded_partitions, warn_stderr
+
+    recorded = recorded_partitions(file)
+    if recorded is not None and recorded > partitions:
+        warn_stderr(f"{file} was recorded from {recorded} partitions but topic {topic!r} has {partitions}: "
+                    f"records go where their keys hash, so per-partition order is not kept")
 
 
 @app.command("record")

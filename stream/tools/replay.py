@@ -302,15 +302,15 @@ async def replay(settings: Settings, path: Path, topic: str, speed: float | None
 
 async def replay_lines(settings: Settings, path: Path, topic: str, speed: float | None, progress: Callable[[int], None] | None = None,
                        warn: Callable[[str], None] = warn_stderr, *, max_gap_s: float = MAX_GAP_S, from_line: int = 1,
-                       repartition: bool = False, repartition_said: bool = False, result: ReplayResult | None = None) -> ReplayResult:
+                       repartition: bool = False, result: ReplayResult | None = None) -> ReplayResult:
     """As replay, and where each line landed and which were not sent.
 
     A record line goes to its recorded partition, with its recorded timestamp and headers. A
     recording that names more partitions than the topic has raises PartitionMismatch before
-    anything is sent, unless `repartition` (then one warning, and every line goes where its key
-    hashes; none where `repartition_said`: the caller said it already). Lines before `from_line` are skipped (to resume). `result`, when given, is filled in
-    as lines are acknowledged, so a caller interrupted (Ctrl-C) can say where to resume:
-    `result.resume_line`."""
+    anything is sent, unless `repartition` (then every line goes where its key hashes; the caller,
+    which chose that, tells its user). Lines before `from_line` are skipped (to resume). `result`,
+    when given, is filled in as lines are acknowledged, so a caller interrupted (Ctrl-C) can say
+    where to resume: `result.resume_line`."""
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import MessageSizeTooLargeError
 
@@ -365,9 +365,6 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
                 if not repartition:
                     raise PartitionMismatch(path, recorded, topic, target)
                 keep_partitions = False
-                if not repartition_said:
-                    warn(f"{path} was recorded from {recorded} partitions but topic {topic!r} has {target}: "
-                         f"records go where their keys hash, so per-partition order is not kept")
         for item in read_replay_file(path):
             if item.line < from_line:
                 continue
