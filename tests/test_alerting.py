@@ -512,7 +512,7 @@ def test_one_incidents_notices_go_out_in_order_and_different_incidents_side_by_s
         hook.close()
     told = [(p["message"].split()[2], p["title"]) for p in hook.accepted]
     for root in ("asset:ETH", "asset:SOL"):
-        titles = [t for r, t in told[:8] if r == root]
+        titles = [t.rsplit(" [", 1)[0] for r, t in told[:8] if r == root]  # less the short id
         assert [t.rsplit(" (", 1)[-1] if "(" in t else t.split("]")[0][1:] for t in titles] == [
             "WARNING", "update)", "still firing)", "RESOLVED"], titles
         # Each notice of the incident arrived only after the one before it was answered.
@@ -1290,11 +1290,11 @@ def test_an_incidents_entry_waits_for_an_earlier_one_pending_at_another_worker(r
         claimable, delivered, after_first_round, pending = asyncio.run(go())
     finally:
         hook.close()
-    assert after_first_round == ["[WARNING] sentiment_drop on asset:SOL"] and delivered == 1
+    assert after_first_round == ["[WARNING] sentiment_drop on asset:SOL [incY]"] and delivered == 1
     titles = [p["title"] for p in hook.accepted]
-    assert [t for t in titles if "asset:B" not in t] == ["[WARNING] sentiment_drop on asset:SOL", "[WARNING] sentiment_drop on asset:ETH",
-                                                         "[RESOLVED] sentiment_drop on asset:ETH"]
-    assert sorted(t for t in titles if "asset:B" in t) == [f"[WARNING] sentiment_drop on asset:B{i}" for i in range(backlog)]
+    assert [t for t in titles if "asset:B" not in t] == ["[WARNING] sentiment_drop on asset:SOL [incY]", "[WARNING] sentiment_drop on asset:ETH [incX]",
+                                                         "[RESOLVED] sentiment_drop on asset:ETH [incX]"]
+    assert sorted(t for t in titles if "asset:B" in t) == [f"[WARNING] sentiment_drop on asset:B{i} [incB{i}]" for i in range(backlog)]
     assert pending == 0
     claims = [r for r in caplog.records if r.getMessage().startswith("outbox entries claimed after")]
     # The dead worker's and the busy one's entries, each claimed once (in one round or over two).

@@ -564,7 +564,7 @@ def test_an_incident_notice_names_root_kinds_members_onset_and_level_and_escapes
                                                            "value": 90.0, "baseline": 30.0},
                      {**member, "scope": "channel:<!channel> @here", "severity": "critical"}])
     head, text = message.notice_title(notice), message.notice_body(notice)
-    assert head == "[CRITICAL] sentiment_drop, volume_spike on asset:ETH (+1 related scope) (update)"
+    assert head == "[CRITICAL] sentiment_drop, volume_spike on asset:ETH (+1 related scope) (update) [inc1]"
     assert "sentiment_drop on asset:ETH (warning, firing): negative share 58.3% since 2026-10-02T11:50:00Z against 20.0%" in text
     assert "volume_spike on asset:ETH (warning, firing): 90 posts per 1h since 2026-10-02T11:50:00Z against 30" in text
     assert "incident_id: inc1" in text and "<!channel>" not in text and "@here" not in text and "!channel" in text
@@ -588,14 +588,14 @@ def test_a_market_wide_notice_before_any_asset_fired_has_no_empty_asset_list():
               "value": 37.0, "baseline": 2.0}
     notice = Notice("inc1", "all", "firing", "new", "warning", "2026-03-04T02:24:00Z", "2026-03-04T02:19:00Z", True,
                     [{**member, "scope": "all"}, {**member, "scope": "source:discord"}])
-    assert message.notice_title(notice) == "[WARNING] market-wide volume_spike (+1 related scope)"
+    assert message.notice_title(notice) == "[WARNING] market-wide volume_spike (+1 related scope) [inc1]"
     text = message.notice_body(notice)
     assert "Scopes in this market-wide move (no asset's own alert has fired yet):" in text and "Assets and scopes" not in text
     with_asset = Notice(**{**notice.to_json(), "members": [*notice.members, {**member, "scope": "asset:BTC"}]})
-    assert message.notice_title(with_asset) == "[WARNING] market-wide volume_spike (asset:BTC) (+2 related scopes)"
+    assert message.notice_title(with_asset) == "[WARNING] market-wide volume_spike (asset:BTC) (+2 related scopes) [inc1]"
     assert "Assets and scopes in this market-wide move:" in message.notice_body(with_asset)
     alone = Notice(**{**notice.to_json(), "members": notice.members[:1]})
-    assert message.notice_title(alone) == "[WARNING] market-wide volume_spike"
+    assert message.notice_title(alone) == "[WARNING] market-wide volume_spike [inc1]"
 
 
 def test_a_reminder_says_where_each_firing_scope_is_now_not_only_its_level_since_the_onset():
@@ -640,10 +640,29 @@ def test_a_notice_title_names_the_kinds_the_root_fires_now_not_those_that_ended(
     member = {"scope": "asset:ETH", "severity": "warning", "onset": "", "metric": "negative_share", "value": 0.5, "baseline": 0.2}
     members = [{**member, "kind": "sentiment_drop", "firing": True}, {**member, "kind": "volume_spike", "firing": False}]
     repeat = Notice("inc1", "asset:ETH", "firing", "repeat", "warning", "2026-10-02T16:00:00Z", "2026-10-02T12:00:00Z", False, members)
-    assert message.notice_title(repeat) == "[WARNING] sentiment_drop on asset:ETH (still firing)"
+    assert message.notice_title(repeat) == "[WARNING] sentiment_drop on asset:ETH (still firing) [inc1]"
     over = Notice(**{**repeat.to_json(), "state": "resolved", "reason": "resolved",
                      "members": [{**m, "firing": False} for m in members]})
-    assert message.notice_title(over) == "[RESOLVED] sentiment_drop, volume_spike on asset:ETH"
+    assert message.notice_title(over) == "[RESOLVED] sentiment_drop, volume_spike on asset:ETH [inc1]"
+
+
+def test_a_notice_title_tells_one_incident_from_another_on_the_same_root():
+    """Session 45's walkthrough: two incidents on asset:ETH on different days had one title, so in
+    Slack or a mailbox a new incident read as the old one's update. The title ends with the start of
+    the incident's id, the same in each of its notices, and one `sentinel ack` takes."""
+    from stream.alerts.grouping import Notice
+    from stream.alerts.incidents import MIN_ID_PREFIX
+
+    member = {"scope": "asset:ETH", "kind": "sentiment_drop", "firing": True, "severity": "warning", "onset": "",
+              "metric": "negative_share", "value": 0.5, "baseline": 0.2}
+    monday = Notice("cc08e3ebdfdb671ccafc", "asset:ETH", "firing", "new", "warning", "2026-10-05T12:05:00Z", "2026-10-05T12:00:00Z",
+                    False, [member])
+    tuesday = Notice(**{**monday.to_json(), "incident_id": "5f1e0a9b77c2d4e8a1b0", "at": "2026-10-06T09:05:00Z"})
+    update = Notice(**{**monday.to_json(), "reason": "update", "severity": "critical"})
+    assert message.notice_title(monday) == "[WARNING] sentiment_drop on asset:ETH [cc08e3eb]"
+    assert message.notice_title(tuesday) == "[WARNING] sentiment_drop on asset:ETH [5f1e0a9b]"
+    assert message.notice_title(update).endswith("(update) [cc08e3eb]")
+    assert message.SHORT_ID >= MIN_ID_PREFIX and "incident_id: cc08e3ebdfdb671ccafc" in message.notice_body(monday)
 
 
 def test_sentinel_notify_test_sends_one_test_to_each_routed_service_and_says_which_failed():

@@ -132,8 +132,18 @@ def limit_body(cap: int) -> str:
 REASON_SUFFIX = {"new": "", "update": " (update)", "repeat": " (still firing)", "resolved": ""}
 
 
+SHORT_ID = 8  # characters of an incident's id in a notice's title: `sentinel ack`/`verdict` take a start of 6 or more
+
+
+def short_id(incident_id: str) -> str:
+    """The start of an incident's id that a title shows, e.g. "cc08e3eb"."""
+    return incident_id[:SHORT_ID]
+
+
 def notice_title(notice: Notice) -> str:
-    """E.g. "[WARNING] sentiment_drop on asset:ETH (+4 related scopes)", "[RESOLVED] ... on asset:ETH"."""
+    """E.g. "[WARNING] sentiment_drop on asset:ETH (+4 related scopes) [cc08e3eb]", "[RESOLVED] ... on
+    asset:ETH [cc08e3eb]". The incident's short id ends it: two incidents of one root on different
+    days had the same title, and in Slack or a mailbox a new incident read as an old one's update."""
     state = "RESOLVED" if notice.state == "resolved" else notice.severity.upper()
     root = escape_post_text(notice.root_scope, limit=120)
     # The kinds the root fires now: a kind that ended is not moving "still", and is listed as
@@ -147,7 +157,7 @@ def notice_title(notice: Notice) -> str:
     where = f"market-wide {kinds}{f' ({assets})' if assets else ''}" if notice.market else f"{kinds} on {root}"
     related = len(_related(notice))
     more = f" (+{related} related scope{'s' if related != 1 else ''})" if related else ""
-    return f"[{state}] {where}{more}{REASON_SUFFIX.get(notice.reason, '')}"
+    return f"[{state}] {where}{more}{REASON_SUFFIX.get(notice.reason, '')} [{short_id(notice.incident_id)}]"
 
 
 def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: int = 3, post_chars: int = POST_CHARS,
