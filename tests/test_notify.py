@@ -393,6 +393,46 @@ def test_json_webhook_receives_title_and_body(http):
     assert payload["type"] == "failure" and payload["attachments"] == []
 
 
+def test_a_json_webhook_gets_the_incident_id_and_state_as_fields_not_only_in_the_text(http):
+    """Session 45's walkthrough: the JSON payload carried title, message and type, and a webhook
+    consumer had to parse the text for the incident. Each notification's own keys now sit beside
+    them, through Apprise's JSON plugin, on a real HTTP server; the operator's `:key=value` tokens
+    still apply and win a clash, and the configured service is left as it was."""
+    from stream.alerts.grouping import Notice
+
+    member = {"scope": "asset:ETH", "kind": "sentiment_drop", "firing": True, "severity": "critical", "onset": "",
+              "metric": "negative_share", "value": 0.5, "baseline": 0.2}
+    notice = Notice("cc08e3ebdfdb671ccafc", "asset:ETH", "firing", "update", "critical", "2026-10-05T12:20:00Z",
+                    "2026-10-05T12:00:00Z", False, [member])
+    n = notifier(f"{http.url('/hook')} {http.url('/mapped')}?:incident_id=mine&:title=subject")
+    assert run(n.deliver_notice(notice)).notified and run(n.deliver(make_record(incident_id=""), None)).notified
+    told, record = http.payloads("/hook")
+    assert {k: told[k] for k in ("incident_id", "root_scope", "state", "reason", "severity", "opened", "at")} == {
+        "incident_id": "cc08e3ebdfdb671ccafc", "root_scope": "asset:ETH", "state": "firing", "reason": "update",
+        "severity": "critical", "opened": "2026-10-05T12:00:00Z", "at": "2026-10-05T12:20:00Z"}
+    assert told["title"].endswith("(update) [cc08e3eb]") and told["type"] == "failure" and "incident_id: cc08e3eb" in told["message"]
+    # Ungrouped: the alert's own keys (its id is its incident's).
+    assert {k: record[k] for k in ("alert_id", "incident_id", "scope", "kind", "state", "severity")} == {
+        "alert_id": "a1b2c3d4e5f6a7b8c9d0", "incident_id": "a1b2c3d4e5f6a7b8c9d0", "scope": "asset:ETH",
+        "kind": "sentiment_drop", "state": "firing", "severity": "critical"}
+    mapped = http.payloads("/mapped")[0]
+    assert mapped["incident_id"] == "mine" and mapped["subject"] == told["title"] and "title" not in mapped
+    assert all(s.payload_extras in ({}, {"incident_id": "mine", "title": "subject"}) for s in n.targets)
+
+
+def test_the_logs_name_a_json_service_as_configured_not_with_a_notifications_keys(caplog):
+    """The copy that carries a notification's payload keys has them in its URL (`:root_scope=...`, a
+    forum's channel name among them): a failure's log lines name the service as configured."""
+    from stream.alerts.grouping import Notice
+
+    dead = f"json://127.0.0.1:{free_port()}/dead"
+    notice = Notice("cc08e3ebdfdb671ccafc", "channel:<!here>", "firing", "new", "warning", "2026-10-05T12:05:00Z",
+                    "2026-10-05T12:00:00Z", False, [{"scope": "channel:<!here>", "kind": "sentiment_drop", "firing": True, "severity": "warning"}])
+    assert not run(notifier(dead, attempts=1).deliver_notice(notice)).notified
+    (error,) = [r for r in caplog.records if r.name == "stream.alerts.notify" and r.levelno == logging.ERROR]
+    assert "/dead" in error.url and "incident_id" not in error.url and "here" not in error.url
+
+
 def test_chart_reaches_json_webhook_and_temp_file_is_removed(http, tmp_path, monkeypatch):
     import tempfile
 

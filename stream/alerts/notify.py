@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Iterator, 
 import apprise
 from apprise import AppriseAsset, AppriseAttachment, NotifyFormat, NotifyType
 from apprise.config.base import ConfigBase
+from apprise.plugins.custom_json import NotifyJSON
 
 from stream.logs import redact
 from stream.alerts import message
@@ -195,6 +196,24 @@ def keyed(server: NotifyBase, key: str | None) -> NotifyBase:
     return copy_
 
 
+def with_fields(server: NotifyBase, fields: Mapping[str, str] | None) -> NotifyBase:
+    """The service as it should send one notification with `fields` (`incident_id`, `state`, ...)
+    as top-level keys of its JSON payload, for a webhook to read without parsing the text.
+
+    Apprise's `notify` takes nothing per call beyond title, body, type, format and attachments; the
+    JSON plugin's extra keys are its URL's `:key=value` tokens (`payload_extras`), one set per
+    configured URL. So a shallow copy of a `json://` service gets this notification's keys beside
+    them, as `keyed` gives a pager its key. The operator's own tokens win a clash (`:incident_id=x`
+    sends x). Other services are returned as they are: Slack, e-mail and the rest carry the text
+    only, and `form://`/`xml://` are left as configured."""
+    extras = getattr(server, "payload_extras", None)
+    if not fields or not isinstance(server, NotifyJSON) or not isinstance(extras, dict):
+        return server
+    copy_ = copy.copy(server)
+    copy_.payload_extras = {**fields, **extras}
+    return copy_
+
+
 def service_key(server: NotifyBase) -> str:
     """A stable, secret-free name for one configured service (its URL, hashed)."""
     try:
@@ -219,6 +238,18 @@ def describe(server: NotifyBase) -> str:
 
 
 # --- delivery -------------------------------------------------------------------------------------
+
+
+def notice_fields(notice: Notice) -> dict[str, str]:
+    """An incident notice's keys in a JSON webhook's payload (`with_fields`), beside title and message."""
+    return {"incident_id": notice.incident_id, "root_scope": notice.root_scope, "state": notice.state, "reason": notice.reason,
+            "severity": notice.severity, "opened": notice.opened, "at": notice.at}
+
+
+def record_fields(record: AlertRecord) -> dict[str, str]:
+    """An ungrouped alert's keys in a JSON webhook's payload (`with_fields`)."""
+    return {"alert_id": record.alert_id, "incident_id": record.incident_id or record.alert_id, "scope": record.scope,
+            "kind": record.kind, "state": record.state, "severity": record.severity}
 
 
 @dataclass(frozen=True)
@@ -294,7 +325,8 @@ class Notifier:
         """One transition's notification (`SENTINEL_ALERT_GROUPING=none`)."""
         context = {"alert_id": record.alert_id, "scope": record.scope, "severity": record.severity}
         return await self._deliver(context, record.severity, message.title(record), message.body(record, samples=self.samples, console_url=self.console_url),
-                                   notify_type(record.state, record.severity), chart_png, record.alert_id, key=record.incident_id)
+                                   notify_type(record.state, record.severity), chart_png, record.alert_id, key=record.incident_id,
+                                   fields=record_fields(record))
 
     async def test_each(self, severity: str) -> list[tuple[str, bool]]:
         """One test notification to every service `severity` routes to, side by side (no daily cap:
@@ -314,19 +346,22 @@ class Notifier:
         text = message.notice_body(notice, samples, samples_shown=self.samples, console_url=self.console_url, track=track,
                                    window=self.window, recent=recent)
         return await self._deliver(context, notice.severity, message.notice_title(notice), text,
-                                   notify_type(notice.state, notice.severity), chart_png, notice.incident_id, key=notice.incident_id)
+                                   notify_type(notice.state, notice.severity), chart_png, notice.incident_id, key=notice.incident_id,
+                                   fields=notice_fields(notice))
 
     async def _deliver(self, context: dict[str, Any], severity: str, head: str, text: str, kind: NotifyType,
-                       chart_png: bytes | None, name: str, key: str | None = None) -> Delivery:
+                       chart_png: bytes | None, name: str, key: str | None = None,
+                       fields: Mapping[str, str] | None = None) -> Delivery:
         routed = self.targets_for(severity)
         if not routed:
             log.info("no notification service for this severity", extra=context)
             return Delivery(notified=False, failures=0, attempts=0)
-        targets, capped = [], []
+        targets: list[tuple[NotifyBase, NotifyBase]] = []  # (as it sends this one, as configured: what the logs name)
+        capped = []
         for server in routed:
             verdict = await self.admit(server) if self.admit is not None else "send"
             if verdict == "send":
-                targets.append(keyed(server, key))
+                targets.append((with_fields(keyed(server, key), fields), server))
             elif verdict == "limit":
                 capped.append(server)
         if capped:
@@ -342,7 +377,7 @@ class Notifier:
         try:
             chart_path = await _write_chart(tmp, name, chart_png) if tmp and chart_png else None
             outcomes = await asyncio.gather(
-                *(self._deliver_one(server, context, head, text, kind, chart_path) for server in targets)
+                *(self._deliver_one(server, context, head, text, kind, chart_path, configured) for server, configured in targets)
             )
         finally:
             if tmp is not None:
@@ -365,11 +400,14 @@ class Notifier:
         text: str,
         kind: NotifyType,
         chart_path: Path | None,
+        configured: NotifyBase | None = None,
     ) -> _Outcome:
         context: dict[str, Any] = {
             **{k: v for k, v in about.items() if k != "severity"},
             "service": server.service_name,
-            "url": describe(server),
+            # The service as configured: a copy's URL carries this notification's payload keys
+            # (`with_fields`: a forum's channel name among them) and a pager's key.
+            "url": describe(configured or server),
         }
         delays = retry_delays(self.attempts, self.backoff, self.backoff_max)
         for attempt in range(1, self.attempts + 1):
