@@ -793,6 +793,32 @@ def test_a_notice_says_how_to_act_on_it_with_its_incident_id_console_or_not():
     assert "sentinel ack" not in over and "sentinel silence" not in over
 
 
+def test_an_ungrouped_alert_offers_the_silence_that_holds_back_its_scope_and_kind():
+    """Session 45's walkthrough: an alert of SENTINEL_ALERT_GROUPING=none named its id but no way to
+    act on it, where an incident's notice gives commands. What applies without grouping is a silence
+    of its scope and kind; ack and verdict act on the incident history, which only grouping writes."""
+    import shlex
+
+    from stream.alerts.silences import Silence, silence_request
+    from stream.timefmt import parse_duration
+
+    record = make_record(scope="channel:price talk/#1")
+    text = message.body(record, console_url="https://s.example.com")
+    line = next(line for line in text.splitlines() if line.startswith("silence its notices: "))
+    argv = shlex.split(line.split(": ", 1)[1])
+    assert argv[:2] == ["sentinel", "silence"] and argv[3:] == ["--kind", "sentiment_drop", "--for", "2h"]
+    # The command, as `sentinel silence` stores it, holds back this alert and no other kind.
+    made = Silence("s1", silence_request(argv[2], parse_duration(argv[-1])), argv[4], 7200.0, "", 0.0)
+    assert made.matches(record.scope, record.kind, 1.0) and not made.matches(record.scope, "volume_spike", 1.0)
+    lines = text.splitlines()
+    assert lines.index(line) == lines.index("alert_id: a1b2c3d4e5f6a7b8c9d0") + 1 and lines[lines.index(line) + 1].startswith("console: ")
+    assert "sentinel ack" not in text and "verdict" not in text
+    assert "sentinel silence all --kind sentiment_drop --for 2h" in message.body(make_record(scope="all"))
+    for scope in ("channel:*", "channel:@ops"):  # a glob, or a name the escaping changed: the command would miss it
+        assert "sentinel silence" not in message.body(make_record(scope=scope)), scope
+    assert "sentinel silence" not in message.body(make_record(state="resolved"))
+
+
 def test_a_notice_member_says_on_how_many_posts_and_up_to_when_its_level_was_judged():
     """The demo's update at 13:01 said '330 posts per 1h since 2026-03-04T12:00:00Z against 10' over
     'as of 13:01': that level was judged at 12:02 on 11 posts. The line now says so."""

@@ -100,6 +100,7 @@ def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, co
         *([f"{level}; z {record.zscore:+.1f} over {record.posts} posts ({record.baseline_posts} in the baseline)"] if level else []),
         f"window {record.window}: {record.window_start} .. {record.window_end}",
         f"alert_id: {record.alert_id}",
+        *record_actions(record),
     ]
     if console_url:
         lines.append(f"console: {scope_link(console_url, record.scope)}")
@@ -210,11 +211,27 @@ def actions(notice: Notice) -> list[str]:
         return [f"verdict: sentinel verdict {ident} real, or: sentinel verdict {ident} false-alarm"]
     out = [] if notice.acked else [f"acknowledge (no more reminders): sentinel ack {ident}"]
     root = notice.root_scope
-    # Nor for a root that reads as a glob: `sentinel silence` takes patterns (`channel:*` would
-    # silence every channel).
-    if root != "all" and escape_post_text(root, limit=120) == root and not any(c in root for c in "*?["):
+    if root != "all" and _silenceable(root):
         out.append(f"silence its notices: sentinel silence {shlex.quote(root)} --for 2h")
     return out
+
+
+def record_actions(record: AlertRecord) -> list[str]:
+    """What the reader of an ungrouped alert (SENTINEL_ALERT_GROUPING=none) can do from a shell:
+    while it fires, silence its scope and kind (which also stops its reminders). Not `sentinel ack`
+    nor `verdict`: they act on the incident history, which only grouping writes, and would answer
+    "no open incident". Nothing once resolved. `all` is offered: with --kind, the silence holds back
+    `all`'s alerts of that kind alone, as it matches no other scope."""
+    if record.state == "resolved" or not _silenceable(record.scope):
+        return []
+    return [f"silence its notices: sentinel silence {shlex.quote(record.scope)} --kind {shlex.quote(record.kind)} --for 2h"]
+
+
+def _silenceable(scope: str) -> bool:
+    """Whether `sentinel silence SCOPE` would match this scope itself: not for one the escaping
+    changed (the command would be for another name), nor one that reads as a glob (`sentinel
+    silence` takes patterns: `channel:*` would silence every channel)."""
+    return escape_post_text(scope, limit=120) == scope and not any(c in scope for c in "*?[")
 
 
 def track_line(track: TrackRecord) -> str:
