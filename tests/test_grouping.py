@@ -203,6 +203,34 @@ def test_a_member_still_firing_after_its_root_is_the_events_tail_and_the_inciden
     assert B0 + 56 * MIN not in run.boundaries  # a tail costs a boundary per check, not one per step
 
 
+def test_a_resolution_says_when_its_root_resolved_and_when_the_incident_was_declared_over():
+    """Session 45's walkthrough: a resolution told over at the tail check said 'as of' the check's
+    time (15 minutes after ETH resolved here), which read as when the move ended. Its root members
+    carry `root_resolved`, and the text names both times where they differ."""
+    from stream.alerts import message
+
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN)],
+              B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN)],
+              B0 + 90 * MIN: [transition("channel:general", "sentiment_drop", "resolved", B0 + 90 * MIN)]}
+    answers = {("channel:general", "sentiment_drop"): Explanation(asset="asset:ETH")}
+    _, notices, _ = run(events, answers, tail=lambda q: Explanation(asset="asset:ETH"))
+    over = notices[-1]
+    assert over.at == iso(B0 + 55 * MIN) and [m.get("root_resolved") for m in over.members] == [iso(B0 + 40 * MIN), None]
+    text = message.notice_body(over)
+    assert f"opened {iso(B0)}; root resolved {iso(B0 + 40 * MIN)}; declared over {iso(B0 + 55 * MIN)} (event time)" in text
+    assert "as of" not in text and "as of" in message.notice_body(notices[0])
+    assert not any("root_resolved" in m for m in notices[0].members)  # a firing notice has none
+    # The root resolving last closes the incident then: one time, said as such.
+    last = {**events, B0 + 90 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 90 * MIN)],
+            B0 + 40 * MIN: [transition("channel:general", "sentiment_drop", "resolved", B0 + 40 * MIN)]}
+    closed = run(last, answers)[1][-1]
+    assert f"opened {iso(B0)}; resolved {iso(B0 + 90 * MIN)} (event time)" in message.notice_body(closed)
+    # A resolution written before root_resolved existed (an older worker's outbox entry) claims no root time.
+    older = replace(over, members=[{k: v for k, v in m.items() if k != "root_resolved"} for m in over.members])
+    assert f"opened {iso(B0)}; declared over {iso(B0 + 55 * MIN)} (event time)" in message.notice_body(older)
+
+
 def test_a_tail_that_moves_on_its_own_leaves_as_its_own_incident():
     events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
               B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN),

@@ -106,8 +106,9 @@ class Hook:
 
     def notice_keys(self) -> list[tuple[str, str, str]]:
         """(incident_id, state, as-of event time) of every accepted incident notification: what
-        identifies one notice (an incident's repeats differ in their as-of time)."""
-        return [(*_incident_of(p["message"]), re.search(r"; as of (\S+) \(event time\)$", p["message"], re.M).group(1))
+        identifies one notice (an incident's repeats differ in their as-of time; a resolution says
+        "resolved" or "declared over" that time)."""
+        return [(*_incident_of(p["message"]), re.search(r"; (?:as of|resolved|declared over) (\S+) \(event time\)$", p["message"], re.M).group(1))
                 for p in list(self.accepted)]
 
     def close(self) -> None:

@@ -800,7 +800,7 @@ def _notice(incident: Incident, reason: str, boundary: int) -> Notice:
     resolved = reason == "resolved"
     members = [
         {"scope": m.scope, "kind": m.kind, "firing": m.firing, "severity": m.severity, "onset": m.onset, "metric": m.metric,
-         "value": m.value, "baseline": m.baseline, **_judged_fields(incident, m)}
+         "value": m.value, "baseline": m.baseline, **_judged_fields(incident, m), **_root_resolved_field(incident, m, resolved)}
         for m in sorted(incident.members.values(), key=lambda m: (m.scope != incident.root, rank(m.scope), m.scope, m.kind))
     ]
     severity = incident.peak_severity() if resolved else incident.severity()
@@ -812,6 +812,17 @@ def _judged_fields(incident: Incident, m: Member) -> dict[str, Any]:
     """A notice member's `judged` (event time of its level) and `posts` (behind it), where known."""
     at, posts = (incident.judged.get(m.key) or [None, None])[:2]
     return {"judged": at, "posts": posts} if at else {}
+
+
+def _root_resolved_field(incident: Incident, m: Member, resolved: bool) -> dict[str, Any]:
+    """A resolution's root members' `root_resolved`: when the last of the root's kinds resolved (event
+    time). The notice's `at` is when the incident was told over, a group interval or more later when
+    a tail still cleared, and the resolution said 'as of' that time. On the members, not a `Notice`
+    field: an older worker reads the outbox's notices with `Notice(**data)`, which refuses a field
+    it does not know, but passes a member's keys through."""
+    if not resolved or m.scope != incident.root or incident.root_resolved is None:
+        return {}
+    return {"root_resolved": iso(incident.root_resolved)}
 
 
 def _announce(incident: Incident, reason: str, boundary: int) -> Entry:

@@ -188,7 +188,7 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
             lines.append("Those still firing have not moved on their own since the root resolved; one that does will be a new incident.")
     if track is not None and notice.state != "resolved":
         lines += ["", track_line(track)]
-    lines += ["", f"opened {notice.opened}; as of {notice.at} (event time)", f"incident_id: {notice.incident_id}",
+    lines += ["", f"opened {notice.opened}; {_when(notice)} (event time)", f"incident_id: {notice.incident_id}",
               *actions(notice)]
     if console_url:
         # Once over, the team can say whether it was real: the alerts' precision is counted from that.
@@ -198,6 +198,20 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
     if shown:
         lines += ["", "Sample posts:", *shown]
     return "\n".join(lines)
+
+
+def _when(notice: Notice) -> str:
+    """The time a notice speaks for. A resolution is sent when the incident is told over: when its
+    last member resolved, or, with a tail still clearing, at the tail check a group interval or more
+    after the root resolved. It said 'as of' that time, which read as when the move ended; it now
+    says when the root resolved and when the incident was declared over, where they differ."""
+    if notice.state != "resolved":
+        return f"as of {notice.at}"
+    root = [m.get("root_resolved") for m in notice.members if m["scope"] == notice.root_scope]
+    ended = max(root) if root and all(root) else None  # none in a notice before 2026-12
+    if ended == notice.at:
+        return f"resolved {notice.at}"
+    return f"root resolved {ended}; declared over {notice.at}" if ended else f"declared over {notice.at}"
 
 
 def actions(notice: Notice) -> list[str]:
