@@ -249,6 +249,33 @@ def test_a_tail_that_moves_on_its_own_leaves_as_its_own_incident():
     assert by_scope["channel:general"] == notices[0].incident_id and by_scope["channel:trading"] == notices[2].incident_id
 
 
+def test_a_member_that_leaves_an_incident_takes_its_judged_level_along():
+    """Session 45's walkthrough: a member that split off at the tail check, or fired anew after its
+    incident was told over, left its `judged` entry ("(N posts by T)") in the old incident's stored
+    state until that closed. It goes with the member; the new incident has it."""
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN),
+                         transition("channel:general", "volume_spike", "firing", B0 + MIN),
+                         transition("channel:trading", "sentiment_drop", "firing", B0 + MIN)],
+              B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN)],
+              B0 + 60 * MIN: [transition("channel:general", "volume_spike", "resolved", B0 + 60 * MIN)],
+              B0 + 65 * MIN: [transition("channel:general", "volume_spike", "firing", B0 + 65 * MIN)],
+              B0 + 200 * MIN: [transition(c, k, "resolved", B0 + 200 * MIN) for c, k in
+                               (("channel:general", "sentiment_drop"), ("channel:general", "volume_spike"), ("channel:trading", "sentiment_drop"))]}
+    answers = {(c, k): Explanation(asset="asset:ETH") for c in ("channel:general", "channel:trading") for k in ("sentiment_drop", "volume_spike")}
+    # At the check at 55 general is the tail and trading has moved on its own: it splits off.
+    tail = lambda q: Explanation(asset="asset:ETH") if q.parent == "channel:general" else Explanation()  # noqa: E731
+    _, notices, state = run(events, answers, until=B0 + 66 * MIN, tail=tail)
+    assert [(n.reason, n.root_scope) for n in notices] == [("new", "asset:ETH"), ("resolved", "asset:ETH"), ("new", "channel:trading")]
+    stored = GroupState.from_json(state.to_json()).incidents
+    old = stored[notices[0].incident_id]
+    assert old.over_told is not None and set(old.judged) == set(old.members) == {"asset:ETH|sentiment_drop", "channel:general|sentiment_drop"}
+    trading = stored[notices[2].incident_id]
+    assert trading.judged == {"channel:trading|sentiment_drop": [iso(B0 + MIN), 40]}
+    (anew,) = [i for i in stored.values() if i.root == "channel:general"]  # the volume spike fired again at 65: news
+    assert set(anew.judged) == set(anew.members) == {"channel:general|volume_spike"}
+
+
 def test_a_root_that_fires_again_after_its_incident_was_told_over_is_a_new_incident():
     """The team heard the event end while a channel still cleared: the asset firing again is news
     (a new incident), the old incident takes only its tail's records, and the channel, once it

@@ -587,6 +587,7 @@ def _place(state: GroupState, t: AlertRecord, boundary: int, answers: Mapping[tu
         return held
     if held is not None:  # the member leaves the incident told over; one with no tail left goes
         del held.members[key]
+        held.judged.pop(key, None)
         if not held.firing():
             del state.incidents[held.id]
     own = state.rooted_at(t.scope)
@@ -913,6 +914,10 @@ def _split(state: GroupState, incident: Incident, boundary: int, answers: Mappin
     for m in still:
         del incident.members[m.key]
     _open_each(state, still, boundary, incident.id, incident.judged)
+    for m in still:
+        # Its level's judgement went with it; kept here, it stayed in the stored state until this
+        # incident closed. An older worker reads a member without one as before (no "(N posts by T)").
+        incident.judged.pop(m.key, None)
     if tail:
         incident.tail_checked = boundary
     else:
