@@ -159,10 +159,12 @@ def notifier(urls: str, **kw) -> Notifier:
 
 
 def test_title_names_state_kind_and_scope():
-    assert message.title(make_record()) == "[CRITICAL] sentiment_drop on asset:ETH"
-    assert message.title(make_record(severity="warning")) == "[WARNING] sentiment_drop on asset:ETH"
-    assert message.title(make_record(state="resolved")) == "[RESOLVED] sentiment_drop on asset:ETH"
-    assert message.title(make_record(repeat=True)) == "[CRITICAL] sentiment_drop on asset:ETH (still firing)"
+    assert message.title(make_record()) == "[CRITICAL] sentiment_drop on asset:ETH [a1b2c3d4]"
+    assert message.title(make_record(severity="warning")) == "[WARNING] sentiment_drop on asset:ETH [a1b2c3d4]"
+    assert message.title(make_record(state="resolved")) == "[RESOLVED] sentiment_drop on asset:ETH [a1b2c3d4]"
+    assert message.title(make_record(repeat=True)) == "[CRITICAL] sentiment_drop on asset:ETH (still firing) [a1b2c3d4]"
+    # Another alert on the same scope and kind (another day): another id, so not read as this one's repeat.
+    assert message.title(make_record(alert_id="0f9e8d7c6b5a49382716")) == "[CRITICAL] sentiment_drop on asset:ETH [0f9e8d7c]"
 
 
 def test_body_has_numbers_window_posts_and_id():
@@ -347,7 +349,7 @@ def test_email_through_local_smtp_with_chart():
     envelope = received[0]
     assert envelope.mail_from == "sentinel@example.com" and envelope.rcpt_tos == ["ops@example.com"]
     msg = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
-    assert msg["Subject"] == "[CRITICAL] sentiment_drop on asset:ETH"
+    assert msg["Subject"] == "[CRITICAL] sentiment_drop on asset:ETH [a1b2c3d4]"
     text = msg.get_body(preferencelist=("plain", "html")).get_content()
     assert "mean score -0.42 against +0.15; z -6.8 over 57 posts" in text
     assert "ETH is dumping hard, gas fees insane" in text
@@ -388,7 +390,7 @@ def test_json_webhook_receives_title_and_body(http):
     result = run(notifier(http.url("/hook")).deliver(make_record(), None))
     assert result.notified and result.targeted == 1
     (payload,) = http.payloads("/hook")
-    assert payload["title"] == "[CRITICAL] sentiment_drop on asset:ETH"
+    assert payload["title"] == "[CRITICAL] sentiment_drop on asset:ETH [a1b2c3d4]"
     assert "over 57 posts (1200 in the baseline)" in payload["message"]
     assert payload["type"] == "failure" and payload["attachments"] == []
 
@@ -559,7 +561,7 @@ def test_slack_payload_is_built_and_neutralised(monkeypatch):
     ((url, payload),) = posted
     assert url == "https://hooks.slack.com/services/T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"
     (attachment,) = payload["attachments"]
-    assert attachment["title"] == "[CRITICAL] sentiment_drop on asset:ETH"
+    assert attachment["title"] == "[CRITICAL] sentiment_drop on asset:ETH [a1b2c3d4]"
     text = attachment["text"]
     assert "mean score -0.42 against +0.15" in text and "wake up" in text
     assert payload["mrkdwn"] is False

@@ -70,12 +70,22 @@ def _slack_link_text(match: re.Match[str]) -> str:
     return f"{label} ({url})" if label and label != url else url
 
 
+SHORT_ID = 8  # characters of an incident's (or alert's) id in a title: `sentinel ack`/`verdict` take a start of 6 or more
+
+
+def short_id(incident_id: str) -> str:
+    """The start of an id that a title shows, e.g. "cc08e3eb"."""
+    return incident_id[:SHORT_ID]
+
+
 def title(record: AlertRecord) -> str:
-    """E.g. "[CRITICAL] sentiment_drop on asset:ETH", "[RESOLVED] sentiment_drop on asset:ETH"."""
+    """E.g. "[CRITICAL] sentiment_drop on asset:ETH [a1b2c3d4]", "[RESOLVED] sentiment_drop on
+    asset:ETH [a1b2c3d4]": ended by the start of its alert_id, the same for each of its transitions,
+    as an incident's notice is by its id (`notice_title`)."""
     state = "RESOLVED" if record.state == "resolved" else record.severity.upper()
     scope = escape_post_text(record.scope, limit=120)  # scopes can carry forum channel names
     suffix = " (still firing)" if record.repeat and record.state == "firing" else ""
-    return f"[{state}] {record.kind} on {scope}{suffix}"
+    return f"[{state}] {record.kind} on {scope}{suffix} [{short_id(record.alert_id)}]"
 
 
 def incident_link(console_url: str, incident_id: str) -> str:
@@ -131,14 +141,6 @@ def limit_body(cap: int) -> str:
 
 
 REASON_SUFFIX = {"new": "", "update": " (update)", "repeat": " (still firing)", "resolved": ""}
-
-
-SHORT_ID = 8  # characters of an incident's id in a notice's title: `sentinel ack`/`verdict` take a start of 6 or more
-
-
-def short_id(incident_id: str) -> str:
-    """The start of an incident's id that a title shows, e.g. "cc08e3eb"."""
-    return incident_id[:SHORT_ID]
 
 
 def notice_title(notice: Notice) -> str:
