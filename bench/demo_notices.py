@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from workers import Hook  # noqa: E402
 
 STREAM = ROOT / "examples" / "demo-stream.jsonl"
+PAYLOAD_KEYS = ("incident_id", "root_scope", "state", "reason", "severity", "opened", "at")  # notify.notice_fields
 
 
 def run(detector: str, grouping: str, hook: Hook, workdir: Path) -> dict:
@@ -38,8 +39,15 @@ def run(detector: str, grouping: str, hook: Hook, workdir: Path) -> dict:
     records = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
     titles = [p["title"] for p in hook.accepted]
     resolved = sum(t.startswith("[RESOLVED]") for t in titles)
-    return {"detector": detector, "grouping": grouping, "records": len(records), "incidents": len({r["incident_id"] for r in records}),
-            "notifications": len(titles), "firing": len(titles) - resolved, "resolved": resolved, "titles": titles}
+    found = {"detector": detector, "grouping": grouping, "records": len(records), "incidents": len({r["incident_id"] for r in records}),
+             "notifications": len(titles), "firing": len(titles) - resolved, "resolved": resolved, "titles": titles}
+    if grouping == "incidents":
+        # What a webhook reads of each notice besides its title: the payload's own keys, and the
+        # body's line of times ("opened ...; as of ..." or, resolved, "...; declared over ...").
+        found["notices"] = [{**{k: p[k] for k in PAYLOAD_KEYS if k in p},
+                             "times": next((line for line in p["message"].splitlines() if line.startswith("opened ")), "")}
+                            for p in hook.accepted]
+    return found
 
 
 def main() -> None:
