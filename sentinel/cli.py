@@ -693,6 +693,8 @@ def adapt(
     target_modules: Annotated[str, typer.Option("--target-modules", help="comma-separated")] = LORA_TARGETS,
     learning_rate: Annotated[float, typer.Option("--lr")] = 2e-4,
     epochs: Annotated[float, typer.Option("--epochs", min=0.0001)] = 1.0,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="at most this many optimizer steps, as sentinel train's")] = None,
+    eval_limit: Annotated[Optional[int], typer.Option("--eval-limit", min=1, help="measure the held-out perplexity on the first N held-out blocks only (a smoke test)")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
     block: Annotated[int, typer.Option("--block", min=2, help="tokens per packed training sequence")] = 128,
     seed: Annotated[int, typer.Option("--seed")] = 42,
@@ -715,7 +717,7 @@ def adapt(
         raise fail(str(exc)) from None
     out.print(f"{len(texts)} messages to adapt on; left out: " + ", ".join(f"{why} {n}" for why, n in source["left_out"].items()))
     cfg = AdaptConfig(base=settings.base, r=r, alpha=alpha, target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()),
-                      learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, block=block, seed=seed,
+                      learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, eval_limit=eval_limit, batch_size=batch_size, block=block, seed=seed,
                       device=settings.device, dtype=settings.dtype, cache_dir=settings.cache_dir)
     bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=err)

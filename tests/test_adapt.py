@@ -12,7 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import shared_file
-from training.adapt import AdaptConfig, adapt, domain_corpus, every_nth_apart, likeness_key, pack
+from training.adapt import AdaptConfig, adapt, domain_corpus, every_nth_apart, likeness_key, pack, planned_steps
 from training.data import Example
 from training.discord import ImportReport, discord_posts
 from training.indomain import HELD_OUT_FROM, fold, load_discord_labels
@@ -58,6 +58,14 @@ def test_every_nth_message_is_set_apart_across_the_corpus():
         every_nth_apart([1, 2], every=1)
 
 
+def test_the_steps_are_an_epochs_worth_at_least_one_and_at_most_max_steps():
+    # The stored run's corpus: 1,449 training blocks in batches of 16 are 91 steps an epoch.
+    assert planned_steps(1449, AdaptConfig(epochs=2)) == 182
+    assert planned_steps(1449, AdaptConfig(epochs=0.0001)) == 1  # any fraction of an epoch is a step
+    assert planned_steps(1449, AdaptConfig(epochs=2, max_steps=3)) == 3
+    assert planned_steps(1449, AdaptConfig(epochs=0.01, max_steps=3)) == 1  # a cap, not a target
+
+
 CHATTER = [
     "wen moon ser, staking rewards looking juicy",
     "team unlock next week, dump incoming?",
@@ -88,6 +96,17 @@ def test_the_adapter_learns_the_corpus_and_its_card_says_so(adapted):
     assert card["base_revision"].startswith("config-sha256:") and {"torch", "peft"} <= set(card["libraries"])
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
     assert json.loads((out / "model_card.json").read_text()) == card
+
+
+def test_max_steps_and_eval_limit_cut_a_run_short_for_a_smoke_test(tiny_model_dir, cache_dir, tmp_path):
+    cfg = AdaptConfig(base=str(tiny_model_dir), r=4, alpha=8, epochs=4, max_steps=2, eval_limit=1, batch_size=4, block=16,
+                      warmup_steps=2, holdout_every=5, device="cpu", dtype="float32", cache_dir=cache_dir)
+    steps: list[int] = []
+    card = adapt(cfg, CHATTER * 8, tmp_path / "smoke", {"messages": len(CHATTER) * 8}, lambda event: steps.append(event["step"]))
+    assert steps == [1, 2] and card["steps"] == 2 and card["hyperparameters"]["max_steps"] == 2
+    # Perplexity on the first held-out block only, though the corpus holds more.
+    assert card["held_out_perplexity"]["blocks"] == 1 < card["split"]["held_out_blocks"]
+    assert card["hyperparameters"]["eval_limit"] == 1
 
 
 def test_the_classifier_trains_on_from_the_adapted_weights_and_names_them(adapted, tiny_model_dir, cache_dir, tmp_path):
@@ -123,8 +142,10 @@ def test_adapt_cli_on_the_research_export_never_reads_a_held_out_or_split_text(t
     assert not {fold(t) for t in texts} & (later - earlier)  # no text known only from the held-out period
     env = {**os.environ, "SENTINEL_CACHE_DIR": str(cache_dir)}
     out = tmp_path / "adapted"
-    r = subprocess.run([sys.executable, "-m", "sentinel.cli", "adapt", "--export", str(export), "--out", str(out), "--epochs", "0.002",
-                        "--base", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32"], capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "sentinel.cli", "adapt", "--export", str(export), "--out", str(out), "--max-steps", "2",
+                        "--eval-limit", "2", "--base", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32"],
+                       capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     card = json.loads((out / "model_card.json").read_text())
-    assert card["steps"] == 1 and card["split"]["before"] == HELD_OUT_FROM and card["data"][0]["sha256"] == source["export"]["sha256"]
+    assert card["steps"] == 2 and card["split"]["before"] == HELD_OUT_FROM and card["data"][0]["sha256"] == source["export"]["sha256"]
+    assert card["held_out_perplexity"]["blocks"] == 2 and card["hyperparameters"]["max_steps"] == 2

@@ -47,11 +47,15 @@ class AdaptConfig:
     target_modules: tuple[str, ...] = DEFAULT_TARGETS
     learning_rate: float = 2e-4
     epochs: float = 1.0
+    max_steps: int | None = None  # at most this many optimizer steps, as `sentinel train --max-steps`
     batch_size: int = 16
     block: int = 128  # tokens per training sequence; messages are packed end to end
     warmup_steps: int = 20
     weight_decay: float = 0.01
     holdout_every: int = 20  # every 20th message is kept apart to measure perplexity before and after
+    # Perplexity on the first this many held-out blocks only, as `sentinel train --eval-limit`: the two
+    # passes over all of them are most of a short run's time (75 blocks: about a minute each on 2 CPU cores).
+    eval_limit: int | None = None
     seed: int = 42
     device: str = "auto"
     dtype: str = "auto"
@@ -139,6 +143,13 @@ def export_corpus(export: Path) -> tuple[list[str], dict[str, Any]]:
                    "messages": len(texts)}
 
 
+def planned_steps(blocks: int, cfg: AdaptConfig) -> int:
+    """Optimizer steps for `blocks` training blocks: --epochs' worth (any fraction of an epoch is at
+    least one step), cut to --max-steps, as `sentinel train` plans them."""
+    steps = math.ceil(math.ceil(blocks / cfg.batch_size) * cfg.epochs)
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
 # -------------------------------------------------------------------- the torch shell
 
 
@@ -178,12 +189,13 @@ def adapt(cfg: AdaptConfig, texts: Sequence[str], out_dir: Path, source: dict[st
     device = next(model.parameters()).device
     if device.type == "cpu":
         model.set_attn_implementation("eager")  # as in training/trainer.py: faster backward for short blocks on CPU
-    steps = math.ceil(math.ceil(len(train) / cfg.batch_size) * cfg.epochs)
+    steps = planned_steps(len(train), cfg)
     if steps < 1:
         raise ValueError(f"--epochs {cfg.epochs} makes no training step")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, min(cfg.warmup_steps, steps // 2), steps)
-    before = perplexity(model, held, cfg.batch_size, device)
+    measured = held[: cfg.eval_limit] if cfg.eval_limit else held
+    before = perplexity(model, measured, cfg.batch_size, device)
     rng = random.Random(cfg.seed)
     started, step, losses = time.perf_counter(), 0, []
     while step < steps:
@@ -204,7 +216,7 @@ def adapt(cfg: AdaptConfig, texts: Sequence[str], out_dir: Path, source: dict[st
             if progress:
                 progress({"step": step, "total": steps, "loss": losses[-1]})
     seconds = time.perf_counter() - started
-    after = perplexity(model, held, cfg.batch_size, device)
+    after = perplexity(model, measured, cfg.batch_size, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     card = {
@@ -216,7 +228,7 @@ def adapt(cfg: AdaptConfig, texts: Sequence[str], out_dir: Path, source: dict[st
         "split": {**{k: v for k, v in source.items() if k != "export"}, "held_out_messages": len(apart),
                   "train_blocks": len(train), "held_out_blocks": len(held), "tokens": sum(len(b) for b in train + held)},
         "hyperparameters": recorded_settings(cfg),
-        "held_out_perplexity": {"before": round(before, 3), "after": round(after, 3)},
+        "held_out_perplexity": {"before": round(before, 3), "after": round(after, 3), "blocks": len(measured)},
         "steps": step,
         "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
         "training_seconds": round(seconds, 1),
