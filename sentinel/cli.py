@@ -332,7 +332,7 @@ def name_skipped(skipped: Sequence[Exception]) -> None:
 
 @app.command("eval")
 def evaluate(
-    data: Annotated[Path, typer.Option("--data", exists=True, dir_okay=False, help="labelled CSV / JSONL / Alpaca JSON")],
+    data: Annotated[list[Path], typer.Option("--data", exists=True, dir_okay=False, help="labelled CSV / JSONL / Alpaca JSON; repeat for several, read one after another (with --holdout, give sentinel train's --data files in its order)")],
     fmt: Annotated[str, typer.Option("--format", help="auto | tfns | alpaca | csv | jsonl | seed-discord (its score file: --scores)")] = "auto",
     text_col: Annotated[str, typer.Option("--text-col")] = "text",
     label_col: Annotated[str, typer.Option("--label-col")] = "label",
@@ -354,27 +354,31 @@ def evaluate(
 ) -> None:
     """Accuracy, F1 and the confusion matrix on a labelled file."""
     from model.report import classification_report
-    from training.data import DataError, load_examples, parse_label_map
-    from training.split import stratified_split
+    from training.data import DataError, parse_label_map
+    from training.indomain import sha256
+    from training.split import holdout_mismatch, load_files, stratified_split
 
     writable_outputs(predictions)  # before the classifying, not after it
     if holdout is not None and not 0 < holdout < 1:  # 0 would quietly evaluate the whole file
         raise fail("--holdout: a fraction between 0 and 1, as sentinel train's --val-fraction")
+    settings = model_settings(scorer=True, base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
+    if holdout and (problem := holdout_mismatch(trained_card(settings), [(path, sha256(path)) for path in data], holdout, seed)):
+        raise fail(problem)
 
     try:
-        loaded = load_examples(
-            data, fmt, text_col=text_col, label_col=label_col, label_map=parse_label_map(label_map), skip_bad=skip_bad,
-            limit=None if holdout else limit, scores_path=scores,
+        loaded, skipped = load_files(
+            data, None if holdout else limit, fmt=fmt, text_col=text_col, label_col=label_col, label_map=parse_label_map(label_map),
+            skip_bad=skip_bad, scores_path=scores,
         )
-        examples = loaded.examples
-        if holdout:  # the very split training held out: same loader, same function, same seed
+        files = {id(example): path for path, example in loaded}  # an example's line is its file's
+        examples = [example for _, example in loaded]
+        if holdout:  # the very split training held out: same loader, same files in the same order, same function, same seed
             examples = stratified_split(examples, holdout, seed).validation[:limit]
     except (DataError, ValueError) as exc:
         raise fail(str(exc)) from None
-    name_skipped(loaded.skipped)
+    name_skipped(skipped)
     if not examples:
-        raise fail(f"{data} holds no usable examples")
-    settings = model_settings(scorer=True, base=base, adapter=adapter, device=device, dtype=dtype, quantize=quantize, batch_size=batch_size)
+        raise fail(f"{' and '.join(map(str, data))} {'holds' if len(data) == 1 else 'hold'} no usable examples")
     card_path = adapter_card(settings) if card else None
     classifier = load_classifier(settings)
     judgements = classify_all(classifier, [e.text for e in examples], settings.batch_size, "classifying")
@@ -382,10 +386,12 @@ def evaluate(
     if predictions:
         with predictions.open("w") as out_file:
             for example, judgement in zip(examples, judgements):
-                out_file.write(json.dumps({"line": example.line, "label": example.label, "predicted": judgement.label,
+                # Several files: each line names its file, as lines repeat across files.
+                where = {"file": str(files[id(example)])} if len(data) > 1 else {}
+                out_file.write(json.dumps({**where, "line": example.line, "label": example.label, "predicted": judgement.label,
                                            "probs": judgement.probs}) + "\n")
     report = classification_report([e.label for e in examples], preds)
-    report.update(model=classifier.info.id, data=str(data), skipped=len(loaded.skipped))
+    report.update(model=classifier.info.id, data=" + ".join(map(str, data)), skipped=len(skipped))
     if card_path:
         from training.trainer import record_evaluation
 
@@ -405,6 +411,18 @@ def pooled_head(scorer: Scorer) -> str:
     from model.fusion import FusedScorer, head_tag
 
     return f"+{head_tag(scorer.head)}" if isinstance(scorer, FusedScorer) else ""
+
+
+def trained_card(settings: Settings) -> dict[str, Any]:
+    """The adapter's model card, or {} where it has none (no adapter, a hub id, a card that does not
+    read): what `eval --holdout` checks its split against. A missing adapter is named later, as ever."""
+    from model.base import ModelLoadError, resolve_adapter
+
+    try:
+        path = resolve_adapter(settings.adapter, settings.base)
+        return json.loads((Path(path) / "model_card.json").read_text()) if path else {}
+    except (ModelLoadError, OSError, ValueError):
+        return {}
 
 
 def adapter_card(settings: Settings) -> Path:

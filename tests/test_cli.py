@@ -158,6 +158,44 @@ def test_a_lora_shape_asked_of_a_warm_start_that_keeps_its_own_is_refused(tmp_pa
 
 
 
+def test_eval_holdout_of_several_files_is_the_split_train_held_out_and_a_card_of_other_files_is_refused(tmp_path):
+    """`train --data A --data B` splits A's rows and B's, one file after the other: `eval --holdout`
+    took one --data, so it could only split one file, a split holding rows the adapter trained on.
+    It takes several in train's order; where the adapter's card records other files, it says which."""
+    from training.split import training_split
+    from training.trainer import sha256_file
+
+    files = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.csv"
+        path.write_text("text,label\n" + "".join(f"{name} post {i},{LABELS[i % 3]}\n" for i in range(30)), encoding="utf-8")
+        files.append(path)
+    held = training_split(files, None, 0.25, 7, fmt="csv")[0].validation
+    wanted = {(str(tmp_path / f"{ex.text[0]}.csv"), ex.line) for ex in held}
+    assert {name for name, _ in wanted} == {str(f) for f in files}  # the split draws on both files
+    preds = tmp_path / "preds.jsonl"
+    both = ["eval", "--data", str(files[0]), "--data", str(files[1]), "--holdout", "0.25", "--seed", "7", "--json"]
+    r = sentinel(both + ["--predictions", str(preds)], {"SENTINEL_BASE": "lexicon"})
+    assert r.returncode == 0, r.stderr
+    assert {(p["file"], p["line"]) for p in map(json.loads, preds.read_text().splitlines())} == wanted
+    assert json.loads(r.stdout)["n"] == len(held) and json.loads(r.stdout)["data"] == f"{files[0]} + {files[1]}"
+    # An adapter whose card records its split: only its files, in its order, with its seed and fraction, are that split.
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "model_card.json").write_text(json.dumps({"split": {"val_fraction": 0.25, "seed": 7},
+                                                         "data": [{"path": "a.csv", "sha256": sha256_file(files[0])},
+                                                                  {"path": "b.csv", "sha256": sha256_file(files[1])}]}))
+    r = sentinel(both + ["--adapter", str(adapter), "--card"], {"SENTINEL_BASE": "lexicon"})
+    assert r.returncode == 0, r.stderr
+    recorded = json.loads((adapter / "model_card.json").read_text())["evaluations"]["a + b (holdout 0.25 seed 7)"]
+    assert [entry["path"] for entry in recorded["data"]] == [str(f) for f in files] and recorded["n"] == len(held)
+    for args in (["--data", str(files[0])], ["--data", str(files[1]), "--data", str(files[0])]):
+        r = sentinel(["eval", *args, "--holdout", "0.25", "--seed", "7", "--adapter", str(adapter)], {"SENTINEL_BASE": "lexicon"})
+        assert r.returncode == 2 and "its card: --data a.csv --data b.csv --holdout 0.25 --seed 7" in r.stderr, r.stderr
+    r = sentinel(both[:-1] + ["--seed", "8", "--adapter", str(adapter)], {"SENTINEL_BASE": "lexicon"})
+    assert r.returncode == 2 and "with that --holdout and --seed" in r.stderr, r.stderr
+
+
 def test_eval_card_records_a_pooled_heads_figures_beside_the_adapters_own_never_over_them(tmp_path):
     """The card is the adapter's: `eval --card` with an n-gram head pooled (SENTINEL_NGRAM_HEAD;
     auto pools the shipped head with the shipped adapter) must not replace the adapter's own

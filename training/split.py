@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from model.labels import LABELS
-from training.data import DataError, Example, load_examples
+from training.data import DataError, Example, LoadResult, load_examples
 
 
 @dataclass(frozen=True)
@@ -53,21 +53,49 @@ def remove_overlap(train: Sequence[Example], validation: Sequence[Example]) -> S
     return Split(kept, list(validation), len(train) - len(kept))
 
 
+def load_files(paths: Sequence[Path], limit: int | None = None, **loader: Any) -> tuple[list[tuple[Path, Example]], list[DataError]]:
+    """Every file's examples, one file after another in the order given, each with its file (an
+    example's line is its file's); and the rows skipped. `sentinel train` splits this list and
+    `sentinel eval --holdout` splits the same list, so several files give the same split in both.
+    `limit`: the first that many examples in all."""
+    examples: list[tuple[Path, Example]] = []
+    skipped: list[DataError] = []
+    for path in paths:
+        if limit is not None and len(examples) >= limit:
+            break
+        loaded: LoadResult = load_examples(path, limit=None if limit is None else limit - len(examples), **loader)
+        examples += [(Path(path), ex) for ex in loaded.examples]
+        skipped += loaded.skipped
+    return examples, skipped
+
+
 def training_split(
     paths: Sequence[Path], val_path: Path | None, val_fraction: float, seed: int, **loader: Any
 ) -> tuple[Split, list[DataError]]:
     """(split, skipped rows) for `sentinel train`: an explicit validation file, or a stratified split.
     The skipped rows are the loader's errors, each naming its file and line."""
-    examples: list[Example] = []
-    skipped: list[DataError] = []
-    for path in paths:
-        loaded = load_examples(path, **loader)
-        examples += loaded.examples
-        skipped += loaded.skipped
+    loaded, skipped = load_files(paths, **loader)
+    examples = [ex for _, ex in loaded]
     if val_path is None:
         return stratified_split(examples, val_fraction, seed), skipped
     validation = load_examples(val_path, **loader)
     return remove_overlap(examples, validation.examples), skipped + validation.skipped
+
+
+def holdout_mismatch(card: dict[str, Any], files: Sequence[tuple[Path, str]], val_fraction: float, seed: int) -> str | None:
+    """Why `sentinel eval --holdout` on `files` ((path, sha256), in the order given) would not be the
+    split the adapter's own training held out, by its model card; None when it is, or when the card
+    records no stratified split (no card, --val-data, or written before cards recorded one). The
+    split is drawn over the files' rows one file after another: other files, another order, seed or
+    fraction draw another split, and its rows include ones the adapter trained on."""
+    split, data = card.get("split") or {}, card.get("data") or []
+    if split.get("val_fraction") is None or split.get("seed") is None or not data:
+        return None
+    if [sha for _, sha in files] != [entry.get("sha256") for entry in data] or (split["val_fraction"], split["seed"]) != (val_fraction, seed):
+        theirs = " ".join(f"--data {entry.get('path')}" for entry in data) + f" --holdout {split['val_fraction']:g} --seed {split['seed']}"
+        return (f"--holdout: the adapter held out a split of other data or settings (its card: {theirs}); this one would hold "
+                "rows it trained on: give those --data files in that order, with that --holdout and --seed")
+    return None
 
 
 def class_weights(examples: Sequence[Example]) -> dict[str, float]:

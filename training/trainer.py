@@ -418,15 +418,18 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
 
 
-def record_evaluation(card_path: Path, data: Path, report: dict[str, Any], subset: str = "") -> dict[str, Any]:
+def record_evaluation(card_path: Path, data: Path | Sequence[Path], report: dict[str, Any], subset: str = "") -> dict[str, Any]:
     """Add one `sentinel eval` report to an adapter's model card under `evaluations`, keyed by the
     data file's name without its extension (and the `subset` of it evaluated, e.g. a holdout) and
     carrying its hash, so the figures a README quotes are the card's own, on data named by content
-    (a later run on the same file and subset replaces the entry)."""
+    (a later run on the same file and subset replaces the entry). Several files (a holdout of a
+    multi-file run): keyed by their names joined by " + ", and `data` lists each file."""
+    files = [data] if isinstance(data, Path) else list(data)
+    named = [{"path": str(path), "sha256": sha256_file(path)} for path in files]
     card = json.loads(card_path.read_text())
     keep = ("n", "accuracy", "f1_macro", "f1_weighted", "per_class", "confusion", "model", "skipped")
-    card.setdefault("evaluations", {})[data.stem + (f" ({subset})" if subset else "")] = {
-        "data": {"path": str(data), "sha256": sha256_file(data)}, **{k: report[k] for k in keep if k in report}}
+    card.setdefault("evaluations", {})[" + ".join(path.stem for path in files) + (f" ({subset})" if subset else "")] = {
+        "data": named[0] if len(named) == 1 else named, **{k: report[k] for k in keep if k in report}}
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card
 
