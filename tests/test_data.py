@@ -38,7 +38,7 @@ def test_jsonl_with_columns_and_label_map(tmp_path):
     "content,line,reason",
     [
         ("text,label\nok,1\n,1\n", 3, "'text' is empty"),
-        ("text,label\nok,1\nfine,7\n", 3, "not in the label map"),
+        ("text,label\nok,1\nfine,7\n", 3, "label '7' is not a TFNS label"),
         ("text,label\nok,1\ntoo,many,fields\n", 3, "expected 2 fields"),
     ],
 )
@@ -47,6 +47,27 @@ def test_malformed_csv_rows_name_file_and_line(tmp_path, content, line, reason):
     with pytest.raises(DataError) as info:
         load_examples(f, "tfns")
     assert info.value.line == line and reason in str(info.value) and str(f) in str(info.value)
+
+
+def test_a_label_of_another_format_names_its_line_what_the_format_reads_and_the_format_that_reads_it(tmp_path):
+    """A TFNS file takes 0, 1, 2 (TFNS's Bearish, Bullish, Neutral); a file labelled in words given as
+    --format tfns said only "not in the label map", which map it never said."""
+    words = write(tmp_path / "words.csv", "text,label\n$BTC up,1\nETH dumping,negative\n")
+    with pytest.raises(DataError) as info:
+        load_examples(words, "tfns")
+    assert str(info.value) == (f"{words}:3: label 'negative' is not a TFNS label: the tfns format reads 0 (negative: TFNS's Bearish), "
+                               "1 (positive: Bullish) and 2 (neutral); 'negative' is a label word, which --format csv (or jsonl) reads as it is")
+    assert [e.label for e in load_examples(write(tmp_path / "w.csv", "text,label\nETH dumping,negative\n"), "csv").examples] == ["negative"]
+    other = write(tmp_path / "other.csv", "text,label\n$BTC up,1\nETH dumping,sideways\n")
+    with pytest.raises(DataError, match=r"other.csv:3: label 'sideways' is not a TFNS label: .* and 2 \(neutral\)$"):
+        load_examples(other, "tfns")  # no format reads it: none is suggested
+    # The other way round: TFNS's numbers in a word-labelled CSV, or in JSON, where only a map reads them.
+    with pytest.raises(DataError, match=r"numbers.csv:2: unknown label '2'; .*which --format tfns reads \(0=negative, 1=positive, 2=neutral\)"):
+        load_examples(write(tmp_path / "numbers.csv", "text,label\nwen AMA,2\n"))
+    with pytest.raises(DataError, match=r"n.jsonl:1: unknown label '0'; .*numbers need a --label-map"):
+        load_examples(write(tmp_path / "n.jsonl", '{"text": "rekt", "label": 0}\n'))
+    with pytest.raises(DataError, match=r"label '2' is not in the label map \(it maps 'b', 's'\)"):
+        load_examples(write(tmp_path / "m.csv", "text,label\nwen AMA,2\n"), label_map=parse_label_map("b=positive,s=negative"))
 
 
 @pytest.mark.parametrize("fmt, header, missing", [("csv", "txt,lbl", "'text', 'label' columns"), ("tfns", "body,label", "'text' column")])

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping
 
 from model.csvquotes import quote_fault, whole_record
-from model.labels import Label, normalize_label
+from model.labels import LABELS, Label, normalize_label
 from model.prompt import EmptyTextError, clean_text
 
 Format = Literal["auto", "tfns", "alpaca", "csv", "jsonl", "seed-discord"]
@@ -111,6 +111,8 @@ def load_examples(
         return load_seed_discord(path, scores_path, skip_bad=skip_bad, limit=limit)
     if fmt == "auto":
         fmt = {".json": "alpaca", ".jsonl": "jsonl"}.get(path.suffix.lower(), "csv")
+    # What a label that does not read is told against: TFNS's own numbers, the map given, or the words.
+    expects = "label-map" if label_map else fmt if fmt in ("tfns", "csv") else "json"
     if fmt == "tfns":
         label_map = label_map or TFNS_LABEL_MAP
     if fmt == "alpaca":
@@ -120,7 +122,7 @@ def load_examples(
     result = LoadResult()
     for line, row in rows:
         try:
-            result.examples.append(_example(path, line, row, text_col, label_col, label_map))
+            result.examples.append(_example(path, line, row, text_col, label_col, label_map, expects))
         except DataError as err:
             if not skip_bad:
                 raise
@@ -130,7 +132,8 @@ def load_examples(
     return result
 
 
-def _example(path: Path, line: int, row: Any, text_col: str, label_col: str, label_map: Mapping[str, str] | None) -> Example:
+def _example(path: Path, line: int, row: Any, text_col: str, label_col: str, label_map: Mapping[str, str] | None,
+             expects: str = "csv") -> Example:
     if isinstance(row, DataError):
         raise row
     if not isinstance(row, dict):
@@ -150,13 +153,30 @@ def _example(path: Path, line: int, row: Any, text_col: str, label_col: str, lab
     if len(raw_label) > 64:  # no label is this long; the error must not echo a 5000-digit number
         raise DataError(path, line, f"{label_col!r} is {len(raw_label)} characters long, not a label")
     mapped = label_map.get(raw_label) if label_map else raw_label
-    if mapped is None:
-        raise DataError(path, line, f"label {raw_label!r} is not in the label map")
     try:
+        if mapped is None:
+            raise ValueError(raw_label)
         label = normalize_label(mapped)
-    except ValueError as exc:
-        raise DataError(path, line, str(exc)) from None
+    except ValueError:
+        raise DataError(path, line, unknown_label(raw_label, expects, label_map)) from None
     return Example(text=text, label=label, line=line)
+
+
+def unknown_label(raw: str, expects: str, label_map: Mapping[str, str] | None) -> str:
+    """Why `raw` is not a label, against what the format expects (`expects`: "tfns", TFNS's numbers;
+    "label-map", the map given; "csv" or "json", the label words), and how it would read, if it
+    would: a word in a TFNS file is what the csv format reads, a number in a CSV may be TFNS's."""
+    if expects == "tfns":
+        said = f"label {raw!r} is not a TFNS label: the tfns format reads 0 (negative: TFNS's Bearish), 1 (positive: Bullish) and 2 (neutral)"
+        return said + (f"; {raw!r} is a label word, which --format csv (or jsonl) reads as it is" if _is_label(raw, None) else "")
+    if expects == "label-map":
+        return f"label {raw!r} is not in the label map (it maps {', '.join(repr(key) for key in label_map or {})})"
+    said = f"unknown label {raw!r}; expected one of {', '.join(LABELS)}"  # normalize_label's words
+    if raw not in TFNS_LABEL_MAP:
+        return said
+    if expects == "csv":
+        return said + f"; {raw!r} is a TFNS number, which --format tfns reads (0=negative, 1=positive, 2=neutral), or give a --label-map"
+    return said + "; numbers need a --label-map (e.g. 0=negative,1=positive,2=neutral)"
 
 
 def _read_text(path: Path) -> str:
