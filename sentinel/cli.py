@@ -696,7 +696,7 @@ def train(
             raise fail(str(exc)) from None
     split_info = {"train": len(split_train), "validation": len(validation), "overlap_removed": overlap, "seed": seed,
                   "val_fraction": None if val_data else val_fraction, "skipped_rows": len(skipped)}
-    card = write_model_card(result, cfg, trainer.info, list(data) + ([val_data] if val_data else []), split_info)
+    card = write_model_card(result, cfg, trainer.info, list(data), split_info, validation_file=val_data)
     out.print(json.dumps({"out": str(out_dir), "validation": {k: card["validation_metrics"].get(k) for k in ("f1_weighted", "f1_macro", "accuracy", "n")},
                           "steps": result.state.step, "best_step": result.state.best_step, "seconds": round(result.seconds, 1),
                           "samples_per_s": round(result.samples_per_s, 2)}))

@@ -141,6 +141,21 @@ def test_a_warm_started_card_records_the_shape_trained_and_the_parent_data(train
     assert "LoRA r=8, alpha=16" in (child_dir / "README.md").read_text()
 
 
+def test_the_card_marks_the_val_data_file_as_validation_not_training_data(tmp_path):
+    """--val-data chose the checkpoint and trained nothing; the card listed it among the data files
+    as if it were trained on."""
+    from training.trainer import TrainResult
+
+    train, select = tmp_path / "train-tfns.csv", tmp_path / "select.csv"
+    train.write_text("text,label\nup only,1\n"), select.write_text("text,label\nwen AMA,neutral\n")
+    result = TrainResult(tmp_path, {}, TrainState(), 1.0, 1.0, False)
+    card = write_model_card(result, TrainConfig(base="tiny"), None, [train, train], {"train": 2, "val_fraction": None}, validation_file=select)
+    assert card["data"] == [{"path": str(train), "sha256": sha256_file(train)}] * 2 + [
+        {"path": str(select), "sha256": sha256_file(select), "role": "validation"}]
+    assert "- data: train-tfns.csv, train-tfns.csv; validation (checkpoint choice): select.csv\n" in (tmp_path / "README.md").read_text()
+    assert "role" not in write_model_card(result, TrainConfig(base="tiny"), None, [train], {"train": 1})["data"][0]
+
+
 def test_a_warm_start_from_an_adapter_of_another_base_is_refused(trained, tiny_model_dir, cache_dir, tmp_path):
     """Two bases of one shape load each other's LoRA without a word; the parent's card says which
     base it was trained on, and training refuses another before any work is done."""
@@ -380,6 +395,14 @@ def test_train_cli_writes_adapter_and_card_and_names_bad_lines(tiny_model_dir, c
     recorded = json.loads((out / "model_card.json").read_text())["evaluations"]["train"]
     assert recorded["data"]["sha256"] == card["data"][0]["sha256"] and recorded["n"] == 60
     assert recorded["f1_weighted"] == json.loads(r.stdout)["f1_weighted"] and recorded["accuracy"] == pytest.approx(accuracy)
+    # --val-data is listed in the card after the training files, marked as what chose the checkpoint.
+    val = tmp_path / "select.csv"
+    val.write_text("\n".join(rows[:1] + rows[-9:]) + "\n")
+    r = subprocess.run([sys.executable, "-m", "sentinel.cli", "train", "--data", str(data), "--val-data", str(val), "--format", "tfns",
+                        "--out", str(tmp_path / "with-val"), "--max-steps", "1", "--batch-size", "8", *base], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    listed = json.loads((tmp_path / "with-val" / "model_card.json").read_text())["data"]
+    assert listed == [{"path": str(data), "sha256": sha256_file(data)}, {"path": str(val), "sha256": sha256_file(val), "role": "validation"}]
     r = subprocess.run([sys.executable, "-m", "sentinel.cli", "eval", "--data", str(data), "--format", "tfns", "--adapter", "none",
                         "--card", *base], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode != 0 and "--card needs an adapter directory" in r.stderr

@@ -489,7 +489,11 @@ def recorded_settings(cfg: Any) -> dict[str, Any]:
             for k, v in asdict(cfg).items() if k != "cache_dir"}
 
 
-def write_model_card(result: TrainResult, cfg: TrainConfig, info: ModelInfo | None, data_files: Sequence[Path], split_info: dict[str, Any]) -> dict[str, Any]:
+def write_model_card(result: TrainResult, cfg: TrainConfig, info: ModelInfo | None, data_files: Sequence[Path], split_info: dict[str, Any],
+                     validation_file: Path | None = None) -> dict[str, Any]:
+    """The adapter's model_card.json and README. `data_files` are what it trained on, in order;
+    `validation_file` (--val-data) chose its checkpoint and is listed after them, marked
+    `"role": "validation"`, so a reader never takes it for training data."""
     hyperparameters = recorded_settings(cfg)
     lineage = None
     if cfg.init_adapter is not None:
@@ -500,7 +504,8 @@ def write_model_card(result: TrainResult, cfg: TrainConfig, info: ModelInfo | No
         "base_revision": base_revision(cfg.base),
         "task": "crypto forum post sentiment about the price: positive / negative / neutral",
         "prompt": "Alpaca-LoRA template, model/prompt.py",
-        "data": [{"path": str(p), "sha256": sha256_file(p)} for p in data_files],
+        "data": [{"path": str(p), "sha256": sha256_file(p)} for p in data_files]
+        + ([{"path": str(validation_file), "sha256": sha256_file(validation_file), "role": "validation"}] if validation_file else []),
         "split": split_info,
         "hyperparameters": hyperparameters,
         **({"init_adapter": lineage} if lineage else {}),
@@ -526,7 +531,7 @@ def write_model_card(result: TrainResult, cfg: TrainConfig, info: ModelInfo | No
         "",
         f"- validation weighted F1: {metrics.get('f1_weighted', float('nan')):.4f}, macro F1 {metrics.get('f1_macro', float('nan')):.4f}, "
         f"accuracy {metrics.get('accuracy', float('nan')):.4f} (n={metrics.get('n', 0)}; the checkpoint chosen by {cfg.select_metric})",
-        f"- data: {', '.join(Path(p).name for p in data_files)}",
+        f"- data: {', '.join(Path(p).name for p in data_files)}" + (f"; validation (checkpoint choice): {validation_file.name}" if validation_file else ""),
         f"- LoRA r={hyperparameters['r']}, alpha={hyperparameters['alpha']}, dropout={hyperparameters['dropout']}, targets {', '.join(hyperparameters['target_modules'])}"
         + (f" (warm-started from {Path(lineage['path']).name})" if lineage else ""),
         f"- {result.state.step} steps in {result.seconds / 60:.1f} min on {info.device if info else '?'} ({result.samples_per_s:.1f} samples/s)",
