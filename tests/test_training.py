@@ -6,6 +6,7 @@ import dataclasses
 import json
 import random
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -225,6 +226,37 @@ def test_resume_refuses_another_runs_checkpoint_before_the_model_loads(trained, 
     longer = Trainer(TrainConfig(**{**cfg.__dict__, "epochs": 9, "patience": 20, "eval_every": 5}), trainer.train_set, trainer.validation, out)
     with pytest.raises(AssertionError, match="the model loaded"):  # accepted: it went on to load the model
         longer.run(resume=True)
+
+
+def test_resume_takes_the_init_adapter_by_content_not_by_how_its_path_is_spelt(tmp_path, monkeypatch):
+    """A run started with `--init-adapter adapters/dapt` and resumed with the absolute path (or
+    `./adapters/dapt/`) was refused as another run; the same path holding other weights is another one."""
+    from training.trainer import RUN_FILE, ResumeError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adapters" / "dapt").mkdir(parents=True)
+    (tmp_path / "adapters" / "dapt" / "adapter_model.safetensors").write_bytes(b"weights")
+    examples = synthetic(12)
+
+    def trainer(init: str) -> Trainer:
+        return Trainer(TrainConfig(base="tiny", init_adapter=Path(init)), examples[:9], examples[9:], tmp_path / "out")
+
+    ckpt = tmp_path / "out" / "checkpoint"
+    ckpt.mkdir(parents=True)
+    (ckpt / RUN_FILE).write_text(json.dumps(trainer("adapters/dapt").run_fingerprint()))
+    for spelt in (str(tmp_path / "adapters" / "dapt"), "./adapters/dapt/", "adapters/../adapters/dapt"):
+        trainer(spelt).check_resumable(ckpt)  # the same adapter: accepted
+    # A checkpoint written before adapters were named by content holds the path as typed: resolved, it is the same.
+    old = json.loads((ckpt / RUN_FILE).read_text())
+    (ckpt / RUN_FILE).write_text(json.dumps({**old, "settings": {**old["settings"], "init_adapter": "adapters/dapt"}}))
+    trainer(str(tmp_path / "adapters" / "dapt")).check_resumable(ckpt)
+    (ckpt / RUN_FILE).write_text(json.dumps(old))
+    (tmp_path / "adapters" / "dapt" / "adapter_model.safetensors").write_bytes(b"other weights")  # retrained in place
+    with pytest.raises(ResumeError, match=r"init_adapter '.*dapt' \(weights sha256 [0-9a-f]{12}\) there, '.*dapt' \(weights sha256"):
+        trainer("adapters/dapt").check_resumable(ckpt)
+    with pytest.raises(ResumeError, match="init_adapter None there"):  # a fresh run's checkpoint, resumed as a warm start
+        (ckpt / RUN_FILE).write_text(json.dumps({**old, "settings": {**old["settings"], "init_adapter": None}}))
+        trainer("adapters/dapt").check_resumable(ckpt)
 
 
 class Killed(Exception):

@@ -181,9 +181,20 @@ class Trainer:
 
         return {"train_sha256": digest(self.train_set), "validation_sha256": digest(self.validation)}
 
+    @functools.cached_property
+    def init_adapter_identity(self) -> dict[str, Any] | None:
+        """The warm start's adapter by content (its weights' hash, as the card's lineage names it) and
+        resolved path: `adapters/dapt`, `./adapters/dapt/` and `/abs/adapters/dapt` are one adapter."""
+        if self.cfg.init_adapter is None:
+            return None
+        path = Path(self.cfg.init_adapter)
+        weights = path / "adapter_model.safetensors"
+        return {"path": str(path.resolve()), "weights_sha256": sha256_file(weights) if weights.is_file() else None}
+
     def run_fingerprint(self) -> dict[str, Any]:
         """What a checkpoint's steps depend on: the settings --resume may not change and the examples."""
         settings = {k: v for k, v in recorded_settings(self.cfg).items() if k not in RESUMABLE_SETTINGS}
+        settings["init_adapter"] = self.init_adapter_identity
         return {"settings": settings, **self.examples_sha256}
 
     def check_resumable(self, ckpt: Path) -> None:
@@ -195,7 +206,10 @@ class Trainer:
         theirs, ours = json.loads(path.read_text()), self.run_fingerprint()
         keys = sorted(set(theirs["settings"]) | set(ours["settings"]))
         diffs = [f"{k} {theirs['settings'].get(k)!r} there, {ours['settings'].get(k)!r} here"
-                 for k in keys if theirs["settings"].get(k) != ours["settings"].get(k)]
+                 for k in keys if k != "init_adapter" and theirs["settings"].get(k) != ours["settings"].get(k)]
+        if not same_init_adapter(theirs["settings"].get("init_adapter"), ours["settings"]["init_adapter"]):
+            diffs.append(f"init_adapter {adapter_named(theirs['settings'].get('init_adapter'))} there, "
+                         f"{adapter_named(ours['settings']['init_adapter'])} here")
         diffs += [f"other {part} examples" for part in ("train", "validation") if theirs[f"{part}_sha256"] != ours[f"{part}_sha256"]]
         if diffs:
             raise ResumeError(f"--resume: {ckpt} was written by another run ({'; '.join(diffs)}): resume with the command "
@@ -375,6 +389,26 @@ class Trainer:
         self.scheduler.load_state_dict(blob["scheduler"])
         self.state = TrainState(**json.loads((ckpt / "trainer_state.json").read_text()))
         log.info("resumed", extra={"step": self.state.step, "epoch": self.state.epoch, "checkpoint": str(ckpt)})
+
+
+def same_init_adapter(theirs: Any, ours: dict[str, Any] | None) -> bool:
+    """Whether a checkpoint's warm start (`theirs`, from its run.json) is the adapter asked now: by
+    the weights' hash where both have one, else by resolved path. A checkpoint written before the
+    adapter was named by content holds the path as it was typed, taken from the working directory."""
+    if theirs is None or ours is None:
+        return theirs is None and ours is None
+    if isinstance(theirs, str):
+        return str(Path(theirs).resolve()) == ours["path"]
+    if theirs.get("weights_sha256") and ours.get("weights_sha256"):
+        return theirs["weights_sha256"] == ours["weights_sha256"]
+    return theirs.get("path") == ours["path"]
+
+
+def adapter_named(identity: Any) -> str:
+    if isinstance(identity, dict):
+        digest = identity.get("weights_sha256")
+        return repr(identity.get("path")) + (f" (weights sha256 {digest[:12]})" if digest else "")
+    return repr(identity)
 
 
 def checkpoint_to_resume(out_dir: Path) -> Path | None:
