@@ -566,11 +566,19 @@ def warm_start_shape_conflicts(ctx: typer.Context, init_dir: Path, given: dict[s
     config = json.loads((init_dir / "adapter_config.json").read_text())
     targets = config.get("target_modules") or []
     theirs = {"r": config.get("r"), "alpha": config.get("lora_alpha"), "dropout": config.get("lora_dropout", 0.0),
-              "target_modules": sorted([targets] if isinstance(targets, str) else targets)}
+              "target_modules": targets if isinstance(targets, str) else sorted(targets)}
     ours = {**given, "target_modules": sorted(t.strip() for t in given["target_modules"].split(",") if t.strip())}
-    return [f"--{name.replace('_', '-')} {given[name]} asked, {','.join(theirs[name]) if name == 'target_modules' else theirs[name]} there"
-            for name in given
-            if given_on_the_command_line(ctx, name) and ours[name] != theirs[name]]
+    conflicts = []
+    for name in (name for name in given if given_on_the_command_line(ctx, name)):
+        if name == "target_modules" and isinstance(targets, str):
+            # PEFT reads a string as a regex matched against each module's full name, a list as name
+            # suffixes: which modules the regex takes depends on the base, so no list can be said to match it.
+            conflicts.append(f"--target-modules {given[name]} asked, the PEFT regex {targets!r} there, which no list of module "
+                             "names can be checked against")
+        elif ours[name] != theirs[name]:
+            conflicts.append(f"--{name.replace('_', '-')} {given[name]} asked, "
+                             f"{','.join(theirs[name]) if name == 'target_modules' else theirs[name]} there")
+    return conflicts
 
 
 def given_on_the_command_line(ctx: typer.Context, name: str) -> bool:

@@ -196,6 +196,25 @@ def test_eval_holdout_of_several_files_is_the_split_train_held_out_and_a_card_of
     assert r.returncode == 2 and "with that --holdout and --seed" in r.stderr, r.stderr
 
 
+def test_a_warm_start_whose_targets_are_a_peft_regex_refuses_a_target_list_and_keeps_the_regex(tmp_path):
+    """PEFT takes a string `target_modules` as a regex over the base's full module names: the
+    shape check read it as one module's name. A list given beside it cannot be compared: refused,
+    saying so; left out, the warm start goes on (it trains the adapter's own targets)."""
+    data = tmp_path / "rows.jsonl"
+    rows = [{"text": f"${t} post {i}", "label": label} for i, (t, label) in enumerate([("BTC", "positive"), ("ETH", "negative"), ("SOL", "neutral")] * 4)]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    adapter = tmp_path / "dapt"
+    adapter.mkdir()
+    regex = r".*\.(q_proj|v_proj)"
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": regex}))
+    base = ["train", "--data", str(data), "--init-adapter", str(adapter), "--out", str(tmp_path / "out"), "--val-fraction", "0.5"]
+    for targets in ("q_proj,v_proj", regex):
+        r = sentinel(base + ["--target-modules", targets], {"SENTINEL_BASE": "lexicon"})
+        assert r.returncode == 2 and f"the PEFT regex {regex!r} there, which no list of module names can be checked against" in r.stderr, r.stderr
+    r = sentinel(base + ["--r", "8"], {"SENTINEL_BASE": "lexicon"})  # goes on, to fail later on the keyword scorer's lack of weights
+    assert "own LoRA shape" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_eval_card_records_a_pooled_heads_figures_beside_the_adapters_own_never_over_them(tmp_path):
     """The card is the adapter's: `eval --card` with an n-gram head pooled (SENTINEL_NGRAM_HEAD;
     auto pools the shipped head with the shipped adapter) must not replace the adapter's own

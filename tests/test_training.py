@@ -157,6 +157,20 @@ def test_the_card_marks_the_val_data_file_as_validation_not_training_data(tmp_pa
     assert "role" not in write_model_card(result, TrainConfig(base="tiny"), None, [train], {"train": 1})["data"][0]
 
 
+def test_a_warm_start_from_an_adapter_whose_targets_are_a_peft_regex_records_the_regex(tmp_path):
+    from training.trainer import TrainResult, warm_start
+
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    regex = r".*\.(q_proj|v_proj)"
+    (parent / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 8, "target_modules": regex}))
+    shape, _ = warm_start(parent)
+    assert shape["target_modules"] == regex  # sorted, the string fell into its characters
+    card = write_model_card(TrainResult(tmp_path, {}, TrainState(), 1.0, 1.0, False), TrainConfig(base="tiny", init_adapter=parent), None, [], {})
+    assert card["hyperparameters"]["target_modules"] == regex
+    assert f"targets the modules matching the regex {regex!r} (warm-started from parent)" in (tmp_path / "README.md").read_text()
+
+
 def test_a_warm_start_from_an_adapter_of_another_base_is_refused(trained, tiny_model_dir, cache_dir, tmp_path):
     """Two bases of one shape load each other's LoRA without a word; the parent's card says which
     base it was trained on, and training refuses another before any work is done."""

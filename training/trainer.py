@@ -473,14 +473,19 @@ def warm_start(init_adapter: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     not the command's --r/--alpha) and the adapter's own lineage (its weights' hash, the data it was
     trained on and the checkpoint choice it carries), since its data is part of the new adapter's."""
     config = json.loads((init_adapter / "adapter_config.json").read_text())
+    targets = config["target_modules"]  # a string is a PEFT regex, kept as it is (sorted, it fell into characters)
     shape = {"r": config["r"], "alpha": config["lora_alpha"], "dropout": config.get("lora_dropout", 0.0),
-             "target_modules": sorted(config["target_modules"])}
+             "target_modules": targets if isinstance(targets, str) else sorted(targets)}
     weights = init_adapter / "adapter_model.safetensors"
     card_path = init_adapter / "model_card.json"
     parent = json.loads(card_path.read_text()) if card_path.is_file() else {}
     lineage = {"path": str(init_adapter), "weights_sha256": sha256_file(weights) if weights.is_file() else None,
                **{k: parent[k] for k in ("data", "split", "init_adapter") if k in parent}}
     return shape, lineage
+
+
+def targets_named(targets: str | Sequence[str]) -> str:
+    return f"the modules matching the regex {targets!r}" if isinstance(targets, str) else ", ".join(targets)
 
 
 def check_warm_start_base(init_adapter: Path, base: str) -> None:
@@ -566,7 +571,7 @@ def write_model_card(result: TrainResult, cfg: TrainConfig, info: ModelInfo | No
         f"- validation weighted F1: {metrics.get('f1_weighted', float('nan')):.4f}, macro F1 {metrics.get('f1_macro', float('nan')):.4f}, "
         f"accuracy {metrics.get('accuracy', float('nan')):.4f} (n={metrics.get('n', 0)}; the checkpoint chosen by {cfg.select_metric})",
         f"- data: {', '.join(Path(p).name for p in data_files)}" + (f"; validation (checkpoint choice): {validation_file.name}" if validation_file else ""),
-        f"- LoRA r={hyperparameters['r']}, alpha={hyperparameters['alpha']}, dropout={hyperparameters['dropout']}, targets {', '.join(hyperparameters['target_modules'])}"
+        f"- LoRA r={hyperparameters['r']}, alpha={hyperparameters['alpha']}, dropout={hyperparameters['dropout']}, targets {targets_named(hyperparameters['target_modules'])}"
         + (f" (warm-started from {Path(lineage['path']).name})" if lineage else ""),
         f"- {result.state.step} steps in {result.seconds / 60:.1f} min on {info.device if info else '?'} ({result.samples_per_s:.1f} samples/s)",
         "",
