@@ -344,7 +344,7 @@ def evaluate(
     seed: Annotated[int, typer.Option("--seed", help="with --holdout: the split's seed (sentinel train's --seed)")] = 42,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", dir_okay=False, help="also write each example's line, gold label, predicted label and probabilities here (JSON lines; no texts)")] = None,
-    card: Annotated[bool, typer.Option("--card", help="also record the report in the adapter's model_card.json (evaluations, keyed by the data file's name without its extension, with its sha256; with an n-gram head pooled, under 'NAME (+ngram)')")] = False,
+    card: Annotated[bool, typer.Option("--card", help="also record the report in the adapter's model_card.json (evaluations, keyed by the data file's name without its extension, with its sha256; several files: their names joined by ' + '; with an n-gram head pooled, under 'NAME (+ngram)')")] = False,
     base: BaseOpt = None,
     adapter: AdapterOpt = None,
     device: DeviceOpt = None,
