@@ -17,7 +17,7 @@ import unicodedata
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Hashable, Iterable, Mapping
+from typing import Hashable, Iterable, Mapping, Sequence
 
 from model.labels import LABELS
 from stream.contracts import Post
@@ -35,6 +35,14 @@ class SliceCol(IntEnum):
     NEUTRAL = 3
     SCORE_SUM = 4
     SCORE_SQ = 5
+
+
+def per_post(table: Iterable[Sequence[float]], column: SliceCol) -> list[float | None]:
+    """Per row of a slice table, `column` divided by the row's posts: a label's share, or the mean
+    score for SCORE_SUM. The store sums a slice's buckets, so a slice weighs every post in it alike
+    (an average of its minutes' shares would let a minute of one post count as much as a minute of
+    a hundred). None where the slice holds no posts: a gap, not a share of 0."""
+    return [float(row[column]) / float(row[SliceCol.N]) if row[SliceCol.N] else None for row in table]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from stream.alerts.judging import AlertConfig, BinAt, judge_sequential
 from stream.alerts.message import escape_post_text, measure
 from stream.alerts.sequential import SeqConfig, SeqState, verdicts
 from stream.timefmt import epoch
-from stream.windows import Sample, SliceCol, matches_scope
+from stream.windows import Sample, SliceCol, matches_scope, per_post
 
 SAMPLE_CHARS = 280  # a sample post on the scope page: longer than in a chat message
 
@@ -183,12 +183,10 @@ class Series:
 
 
 def series(table: np.ndarray, first: int, width: int) -> Series:
-    """A chart's columns from a slice table whose rows are `width` seconds from `first`. Each slice's
-    shares and mean score are its summed counts divided by its posts (the store sums a slice's
-    buckets), so an hour weighs every post in it alike; an average of its minutes' shares would let
-    a minute of one post count as much as a minute of a hundred."""
+    """A chart's columns from a slice table whose rows are `width` seconds from `first`: each slice's
+    shares and mean score per post (`windows.per_post`, as the notification's chart has them)."""
     def col(c: SliceCol) -> list[float | None]:
-        return [round(float(row[c]) / row[SliceCol.N], 4) if row[SliceCol.N] else None for row in table]
+        return [None if v is None else round(v, 4) for v in per_post(table, c)]
 
     return Series(
         t=[first + i * width for i in range(len(table))], posts=[int(row[SliceCol.N]) for row in table],
