@@ -228,20 +228,20 @@ def test_escape_truncates_long_text():
 
 
 def test_chart_png_for_normal_empty_and_single_point():
-    points = [(END - 86_400 + i * 300, 10 + i % 7, (i % 11) / 10 - 0.5) for i in range(288)]
-    for pts in (points, [], [(END - 120, 3, -0.2)]):
+    points = [(END - 86_400 + i * 300, 10 + i % 7, (i % 11) / 10, 0.1) for i in range(288)]
+    for pts in (points, [], [(END - 120, 3, 0.2, 0.1)]):
         png = render_chart(pts, END - 3600, END, "asset:ETH", "sentiment_drop")
         assert png.startswith(PNG_SIGNATURE) and len(png) > 1000
     assert render_chart([], "2024-05-01T10:00:00Z", "2024-05-01T11:00:00Z", "all", "volume_spike").startswith(PNG_SIGNATURE)
 
 
 def test_chart_points_leave_a_gap_where_a_slice_has_no_posts():
-    # A quiet scope has many empty 15-minute slices; drawn as score 0 they were a dip to neutral in each.
-    n, score = int(SliceCol.N), int(SliceCol.SCORE_SUM)
+    # A quiet scope has many empty 15-minute slices; drawn as share 0 they were a dip to 0% in each.
+    n, neg, pos = int(SliceCol.N), int(SliceCol.NEGATIVE), int(SliceCol.POSITIVE)
     rows = [[0.0] * len(SliceCol) for _ in range(3)]
-    rows[0][n], rows[0][score] = 4, -2.0
-    rows[2][n], rows[2][score] = 1, 0.5
-    assert chart_points(rows, END, 900) == [(END, 4, -0.5), (END + 900, 0, None), (END + 1800, 1, 0.5)]
+    rows[0][n], rows[0][neg] = 4, 2.0
+    rows[2][n], rows[2][pos] = 1, 1.0
+    assert chart_points(rows, END, 900) == [(END, 4, 0.5, 0.0), (END + 900, 0, None, None), (END + 1800, 1, 0.0, 1.0)]
     assert render_chart(chart_points(rows, END - 2700, 900), END - 900, END, "asset:ETH", "sentiment_drop").startswith(PNG_SIGNATURE)
 
 
@@ -339,7 +339,7 @@ def smtp_server() -> Iterator[tuple[int, list]]:
 
 
 def test_email_through_local_smtp_with_chart():
-    png = render_chart([(END - 600, 5, -0.3), (END - 300, 9, -0.6)], END - 3600, END, "asset:ETH", "sentiment_drop")
+    png = render_chart([(END - 600, 5, 0.4, 0.2), (END - 300, 9, 0.6, 0.1)], END - 3600, END, "asset:ETH", "sentiment_drop")
     record = make_record()
     with smtp_server() as (port, received):
         n = notifier(f"mailto://127.0.0.1:{port}?from=sentinel@example.com&to=ops@example.com&mode=insecure")

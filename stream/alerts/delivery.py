@@ -26,12 +26,14 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from stream.alerts import audit
+from stream.alerts.chart import baselines_of, chart_points, render_chart
 from stream.alerts.grouping import Notice
 from stream.alerts.precision import TrackRecord, track_record
 from stream.alerts.incidents import AlertRecord, record_from_json
@@ -374,7 +376,8 @@ class AlertDelivery:
         png = None
         if self.chart:
             kind = next((m["kind"] for m in notice.members if m["scope"] == notice.root_scope), notice.kinds[0])
-            png = await self._chart_of(notice.root_scope, kind, int(epoch(notice.opened)), int(epoch(notice.at)), notice.incident_id)
+            png = await self._chart_of(notice.root_scope, kind, int(epoch(notice.opened)), int(epoch(notice.at)), notice.incident_id,
+                                       baselines_of(notice.members, notice.root_scope), self.notifier.window)
         track = await self._track_record(notice) if notice.state != "resolved" else None
         recent = await self._recent(notice) if notice.reason == "repeat" else None
         return (await self.notifier.deliver_notice(notice, samples, png, track=track, recent=recent)).notified
@@ -472,16 +475,18 @@ class AlertDelivery:
 
     async def _chart(self, record: AlertRecord) -> bytes | None:
         return await self._chart_of(record.scope, record.kind, int(epoch(record.window_start)), int(epoch(record.window_end)),
-                                    record.alert_id)
+                                    record.alert_id, baselines_of([asdict(record)], record.scope), record.window)
 
-    async def _chart_of(self, scope: str, kind: str, start: int, end: int, ident: str) -> bytes | None:
-        from stream.alerts.chart import chart_points, render_chart
-
+    async def _chart_of(self, scope: str, kind: str, start: int, end: int, ident: str, baselines: dict[str, float],
+                        window: str) -> bytes | None:
+        """The scope's last 24 h, its measures drawn against the `baselines` the notice compares
+        them with (from the record or incident members in hand; a volume's is per `window`)."""
         first = end - CHART_SPAN_S
         try:
             slices = await self.store.slices(scope, first, CHART_STEP_S, CHART_SPAN_S // CHART_STEP_S)
             points = chart_points(slices.tolist(), first, CHART_STEP_S)
-            return await asyncio.to_thread(render_chart, points, start, end, scope, kind)
+            return await asyncio.to_thread(render_chart, points, start, end, scope, kind, baselines=baselines,
+                                           window_s=parse_duration(window))
         except Exception:  # noqa: BLE001 - a chart is a nicety; the notification goes without it
             log.exception("chart failed; notifying without it", extra={"id": ident})
             return None
