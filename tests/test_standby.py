@@ -16,6 +16,17 @@ from stream.kafka import group_member
 from stream.keys import STATS_KEY
 from workers import Worker, wait_until
 
+# The session timeout both tests run under, and how long after the old member left they give the
+# next one to own the partition. Tansu holds every JoinGroup for half the session timeout
+# (docs/reliability.md; bench/group_join.py), so after a leave the partition moves in about
+# SESSION_S / 2 whatever SESSION_S is, and without the leave not before the session timeout runs
+# out: the deadline, a few seconds short of it, tells the two apart. 40 s keeps that half-way hold
+# (20 s) well inside the deadline on a loaded 2-core runner, and a 1 s heartbeat far from a
+# spurious eviction; a longer session timeout makes every join in these tests wait longer (85 s
+# made three of them 42 s each), not the leave's effect any clearer.
+SESSION_S = 40
+HANDOVER_S = SESSION_S - 4
+
 
 def readyz(worker: Worker) -> tuple[bool, str]:
     body = worker.readyz() or {}
@@ -33,10 +44,10 @@ def replay(env: dict, path, count: int, start: int) -> None:
 def test_a_standby_is_ready_and_takes_over_when_the_active_worker_leaves(kafka_server, redis_server, cache_dir, tmp_path):
     redis.Redis.from_url(redis_server).flushdb()
     r = redis.Redis.from_url(redis_server, decode_responses=True)
-    # A session timeout far longer than the hand-over may take (Faust's request timeout, 90 s, is
+    # A session timeout longer than the hand-over takes (SESSION_S; Faust's request timeout, 90 s, is
     # its ceiling): a worker that drains on SIGTERM leaves the group, so the standby need not wait it out.
     env = workers.worker_env("rollout", kafka_server, redis_server, cache_dir, SENTINEL_WEB_HOST="127.0.0.1",
-                             PYTHONUNBUFFERED="1", SENTINEL_SHUTDOWN_GRACE="10", SENTINEL_SESSION_TIMEOUT="85")
+                             PYTHONUNBUFFERED="1", SENTINEL_SHUTDOWN_GRACE="10", SENTINEL_SESSION_TIMEOUT=str(SESSION_S))
     first = Worker(env, tmp_path / "first.log")
     second = None
     try:
@@ -57,10 +68,10 @@ def test_a_standby_is_ready_and_takes_over_when_the_active_worker_leaves(kafka_s
         wait_until(lambda: active.proc.poll() is not None, 60, "the active worker to drain and exit", [standby])
         exited = active.log_path.read_text(errors="replace")
         assert "left_group=True" in exited and "Traceback" not in exited and "Crashed" not in exited, active.log_tail()
-        # On the embedded broker its own rebalance takes about 23 s; without the leave the session
-        # timeout comes first.
-        wait_until(lambda: "rollout-posts: [0]" in readyz(standby)[1], 75, "the standby to take the partition before the 85 s session timeout ran out",
-                   [standby])
+        # On the embedded broker its own rebalance takes about half the session timeout (the
+        # JoinGroup hold); without the leave the session timeout comes first.
+        wait_until(lambda: "rollout-posts: [0]" in readyz(standby)[1], HANDOVER_S,
+                   f"the standby to take the partition before the {SESSION_S} s session timeout ran out", [standby])
         replay(env, tmp_path / "b.jsonl", 50, 50)
         wait_until(lambda: int(r.hget(STATS_KEY, "processed") or 0) == 100, 60, "the next 50 posts counted", [standby])
         assert int(r.hget(STATS_KEY, "duplicates") or 0) == 0
@@ -84,7 +95,7 @@ def test_a_lone_worker_leaves_the_group_on_sigterm(kafka_server, redis_server, c
     a worker started next, as a rollout's replacement pod, waited out the old member (over 120 s with
     an 85 s session timeout)."""
     env = workers.worker_env("lone", kafka_server, redis_server, cache_dir, SENTINEL_WEB_HOST="127.0.0.1",
-                             PYTHONUNBUFFERED="1", SENTINEL_SHUTDOWN_GRACE="10", SENTINEL_SESSION_TIMEOUT="85")
+                             PYTHONUNBUFFERED="1", SENTINEL_SHUTDOWN_GRACE="10", SENTINEL_SESSION_TIMEOUT=str(SESSION_S))
     lone = Worker(env, tmp_path / "lone.log")
     successor = None
     try:
@@ -94,8 +105,8 @@ def test_a_lone_worker_leaves_the_group_on_sigterm(kafka_server, redis_server, c
         exited = lone.log_path.read_text(errors="replace")
         assert "left_group=True" in exited and "Traceback" not in exited and lone.proc.returncode == 0, lone.log_tail()
         successor = Worker(env, tmp_path / "successor.log")
-        wait_until(lambda: "lone-posts: [0]" in readyz(successor)[1], 75, "the next worker to take the partition before the 85 s session timeout ran out",
-                   [successor])
+        wait_until(lambda: "lone-posts: [0]" in readyz(successor)[1], HANDOVER_S,
+                   f"the next worker to take the partition before the {SESSION_S} s session timeout ran out", [successor])
     finally:
         for w in (lone, successor):
             if w is not None:
