@@ -125,11 +125,22 @@ def start_worker(settings: Settings, embedded: bool, log_path: Path | None = Non
 
 
 def stop_worker(proc: subprocess.Popen, grace: float = 30.0) -> None:
-    if proc.poll() is None:
+    stop_workers([proc], grace)
+
+
+def stop_workers(procs: list[subprocess.Popen], grace: float = 30.0) -> None:
+    """SIGTERM every worker first, then wait for each (SIGKILL past the grace). Together, not one
+    after the other: a worker that drains and leaves the group hands its partitions to those still
+    in it, so each later one would wait out that rebalance (half the session timeout on Tansu)
+    before it could leave in turn."""
+    running = [proc for proc in procs if proc.poll() is None]
+    for proc in running:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in running:
         try:
-            proc.wait(grace)
+            proc.wait(max(deadline - time.monotonic(), 0.0))
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -336,8 +347,7 @@ async def run_once(
             await flush_incidents(settings, store, ended=ended)
             await wait_alerts_delivered(store, procs, timeout)
         finally:
-            for proc in procs:
-                stop_worker(proc)
+            stop_workers(procs)
         alerts = await read_alerts(settings, since_ms)
         letters = await read_dead_letters(settings, since_ms, replayed) if after.get("dlq", 0) > before.get("dlq", 0) else []
         summary = summarise(before, after, wall, alerts=len(alerts))

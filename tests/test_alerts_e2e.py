@@ -81,7 +81,7 @@ ASSIGNED = re.compile(r'partitions assigned worker=(\S+) topic=\S+ partitions="\
 def shared_by_two_workers(log: Path) -> None:
     """Two workers held partitions while posts were processed: each one's first assignment comes
     before the last batch in their common log, and their last ones before it split the 4 partitions
-    (after it the run stops them: the first to leave the group hands its partitions to the other)."""
+    (after it the run stops them; one that leaves before the other may hand it its partitions)."""
     lines = log.read_text(errors="replace").splitlines()
     last_batch = max(i for i, line in enumerate(lines) if "batch done" in line)
     held: dict[str, list[tuple[int, set[int]]]] = {}

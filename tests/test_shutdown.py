@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -14,7 +15,7 @@ import pytest
 import redis
 
 from stream.settings import Settings
-from sentinel.run import committed_lag, open_store, start_worker, stop_worker, wait_processed
+from sentinel.run import committed_lag, open_store, start_worker, stop_worker, stop_workers, wait_processed
 from stream.kafka import ensure_topics
 from stream.tools.replay import replay
 from test_stream_e2e import bucket_counts, good_posts
@@ -92,6 +93,45 @@ def test_sigterm_finishes_the_batch_in_flight_commits_and_exits(tmp_path, base_d
     for p in posts:
         expected[("all", p["created_at"] // 60 * 60)] += 1
     assert bucket_counts(redis_server, {"all"}) == expected
+
+
+# A stand-in worker: on SIGTERM it exits only once the other one has had its SIGTERM too, as a
+# worker that leaves the group while another still drains hands that one its partitions, and the
+# other then waits out the rebalance before it can leave (on Tansu, half the session timeout).
+TOGETHER = """
+import os, signal, sys, time
+mine, other = sys.argv[1], sys.argv[2]
+def on_term(*_):
+    open(mine, "w").close()
+    deadline = time.monotonic() + 120
+    while not os.path.exists(other) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os._exit(0 if os.path.exists(other) else 3)
+signal.signal(signal.SIGTERM, on_term)
+open(mine + ".ready", "w").close()
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_run_signals_every_worker_before_it_waits_for_one(tmp_path):
+    """`sentinel run --workers N` stops its workers together: each gets SIGTERM before the run waits
+    for any. Stopped one after the other, the first stand-in waits for a SIGTERM the other never
+    gets while the run waits for the first, and is killed when the grace runs out."""
+    names = [(tmp_path / "a", tmp_path / "b"), (tmp_path / "b", tmp_path / "a")]
+    procs = [subprocess.Popen([sys.executable, "-c", TOGETHER, str(mine), str(other)], start_new_session=True) for mine, other in names]
+    try:
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"{n}.ready").exists() for n in "ab"):  # each has its SIGTERM handler
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "the stand-ins did not start"
+            time.sleep(0.05)
+        stop_workers(procs, grace=20)
+        assert [p.returncode for p in procs] == [0, 0]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
 
 
 # --- Shutdown.run's order, with stand-ins for Faust's producer and consumer (no servers) ----------
