@@ -101,6 +101,22 @@ def test_import_repairs_the_text_but_keys_the_stored_content(tmp_path):
     assert (as_stored["id"], as_stored["text"]) == (post["id"], stored)
 
 
+def test_an_emoji_ending_a_message_is_kept_though_its_last_byte_reads_as_a_space(tmp_path):
+    """Read as Latin-1, the last byte of 😅 (0x85) or 🎅 (0xA0) is a next-line or no-break space: a
+    strip before the repair cut it, and the emoji was dropped as if the export had lost it. The id
+    still hashes the stored content stripped, as before, so every label keeps its key."""
+    import hashlib
+
+    f = tmp_path / "export.csv"
+    rows = [["3.03515e+17", "alice", f"2022/2/14 {PM}9:12", "2022/2/14", garble(text), "", "", ""]
+            for text in ("Naol may jowa 😅", "🎅", "MC dump 😠 ")]
+    write_export(f, rows)
+    posts = list(discord_posts(f, ImportReport()))
+    assert [p["text"] for p in posts] == ["Naol may jowa 😅", "🎅", "MC dump 😠"]
+    digest = hashlib.sha1(f"alice\x1f2022-02-14T21:12:00Z\x1f{garble('Naol may jowa 😅').strip()}".encode()).hexdigest()[:16]
+    assert posts[0]["id"] == f"discord-{digest}"
+
+
 def test_import_cli_on_the_real_export(tmp_path):
     from conftest import shared_file
 

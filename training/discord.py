@@ -93,11 +93,14 @@ def discord_posts(path: Path, report: ImportReport, channel: str = "meritcircle"
                 report.failed.append((start, f"wrong_fields: expected {len(header)} fields, got {len(record)}"))
                 continue
             row = dict(zip(header, record))
-            content = (row.get("Content") or "").strip()
+            stored = row.get("Content") or ""
+            content = stored.strip()  # what the post id hashes, as it always has: every label keeps its key
             if not content:
                 report.failed.append((start, "empty_content: no text (attachment or reaction only)"))
                 continue
-            repaired = repair_mojibake(content)
+            # Repaired before it is stripped: read as Latin-1, an emoji's last byte 0x85 or 0xA0 is a
+            # next-line or no-break space to `strip`, which cut it from a message it ended (😅, 😠, 🎅).
+            repaired = repair_mojibake(stored).strip()
             if not has_visible_text(repaired):
                 report.failed.append((start, "empty_content: no visible text once its garbled characters are repaired"))
                 continue
