@@ -18,6 +18,7 @@ from training.indomain import (
     DISCORD_LABELS_ROUND3,
     DISCORD_ROUNDS,
     EMOJI_RELABEL,
+    TRAILING_EMOJI_RELABEL,
     VOICES,
     label_pool,
     load_discord_labels,
@@ -46,7 +47,8 @@ def annotations(path: Path) -> list[dict]:
 # disagreement weighs heavily on kappa (docs/labelling.md).
 # Round 3 (2,000 messages, 2 not neutral) is 99.95% raw agreement: its one disagreement sets kappa.
 @pytest.mark.parametrize("path,minimum", [(DISCORD_LABELS, 0.80), (DISCORD_LABELS_ROUND2, 0.70), (DISCORD_LABELS_ROUND3, 0.60),
-                                          (EMOJI_RELABEL, 0.90), (VOICES, 0.99)])
+                                          (EMOJI_RELABEL, 0.90), (TRAILING_EMOJI_RELABEL, 0.90),
+                                          (VOICES, 0.99)])
 def test_two_annotators_agree_and_disagreements_were_adjudicated(path, minimum):
     rows = annotations(path)
     assert kappa([(r["annotator_1"], r["annotator_2"]) for r in rows]) >= minimum
@@ -84,6 +86,22 @@ def test_the_emoji_relabel_holds_every_labelled_message_the_repair_changes():
     repaired = {p["id"]: p["text"] for p in discord_posts(export, ImportReport())}
     labelled = {r["key"] for path in DISCORD_ROUNDS for r in annotations(path)}
     assert {key for key in labelled if stored[key] != repaired[key]} == {r["key"] for r in annotations(EMOJI_RELABEL)}
+
+
+def test_the_trailing_emoji_relabel_holds_every_labelled_message_ending_in_an_emoji_the_import_cut():
+    """Session 46: the import stripped a message before repairing it, and so cut a last emoji whose
+    last byte reads as a space in Latin-1 (0x85, 0xA0). Every labelled message ending in one now was
+    read again with it, after the emoji relabel, whose label each row replaces; none changed."""
+    from training.discord import ImportReport, discord_posts
+
+    export = shared_file("seed", "meritcircle_cleaned_discord.csv")
+    texts = {p["id"]: p["text"] for p in discord_posts(export, ImportReport())}
+    labelled = {r["key"] for path in DISCORD_ROUNDS for r in annotations(path)}
+    ending = {key for key in labelled if texts[key][-1].encode()[-1] in (0x85, 0xA0)}
+    rows = annotations(TRAILING_EMOJI_RELABEL)
+    assert {r["key"] for r in rows} == ending and len(rows) == 24
+    emoji = {r["key"]: r["label"] for r in annotations(EMOJI_RELABEL)}
+    assert all(emoji[r["key"]] == r["label_before"] == r["label"] for r in rows)
 
 
 @pytest.mark.parametrize("path", [DISCORD_LABELS_ROUND2, DISCORD_LABELS_ROUND3])
@@ -282,9 +300,16 @@ def test_a_relabel_replaces_its_rounds_label_and_a_stale_or_stray_one_is_an_erro
     stray = _relabel_file(tmp_path / "stray.csv", [(gm, "positive", "neutral"), ("discord-0000000000000000", "neutral", "negative")])
     with pytest.raises(DataError, match=r"stray.csv:3: key discord-0+ is in no labelling round"):
         load_discord_labels(export, rounds, [stray])
-    twice = _relabel_file(tmp_path / "twice.csv", [(lost, "neutral", "negative")])
-    with pytest.raises(DataError, match=r"twice.csv:2: .*relabelled twice"):
-        load_discord_labels(export, rounds, [relabel, twice])
+    # A later file labels a key again, replacing the earlier file's label (not the round's)...
+    again = _relabel_file(tmp_path / "again.csv", [(lost, "positive", "neutral")])
+    assert [r.example.label for r in load_discord_labels(export, rounds, [relabel, again])] == ["positive", "neutral"]
+    stale_again = _relabel_file(tmp_path / "stale_again.csv", [(lost, "neutral", "negative")])
+    with pytest.raises(DataError, match=r"stale_again.csv:2: .*replaces 'negative', but relabel.csv labels it 'neutral'"):
+        load_discord_labels(export, rounds, [relabel, stale_again])
+    # ... but one file labels a key once.
+    twice = _relabel_file(tmp_path / "twice.csv", [(lost, "neutral", "negative"), (lost, "positive", "negative")])
+    with pytest.raises(DataError, match=r"twice.csv:3: .*relabelled twice"):
+        load_discord_labels(export, rounds, [twice])
 
 
 def test_the_label_pool_takes_the_least_neutral_and_a_random_sample_of_the_rest():

@@ -45,7 +45,10 @@ DISCORD_ROUNDS = {DISCORD_LABELS: 1, DISCORD_LABELS_ROUND2: 2, DISCORD_LABELS_RO
 # Labels given again to messages of the rounds above, each superseding the round's own: the
 # annotators of the rounds read the export's garbled emoji (docs/labelling.md).
 EMOJI_RELABEL = LABELS_DIR / "discord-emoji-relabel.csv"
-DISCORD_RELABELS = (EMOJI_RELABEL,)
+# Those of them whose last emoji the import had cut (session 46), read again with it; each row
+# replaces the label EMOJI_RELABEL gave.
+TRAILING_EMOJI_RELABEL = LABELS_DIR / "discord-trailing-emoji-relabel.csv"
+DISCORD_RELABELS = (EMOJI_RELABEL, TRAILING_EMOJI_RELABEL)
 VOICES = LABELS_DIR / "community-voices.jsonl"
 SPLITS = ("train", "select", "test")
 HELD_OUT_FROM = "2023-01-01"  # Discord messages from this date on are never labelled, trained or tuned on
@@ -110,16 +113,24 @@ class Relabel:
 
 
 def read_relabels(paths: Iterable[Path]) -> dict[str, Relabel]:
-    """key -> its later label, from files of key, label, annotator_1, annotator_2, adjudicated and
-    label_before. A key relabelled twice is an error naming its line."""
+    """key -> its latest label, from files of key, label, annotator_1, annotator_2, adjudicated and
+    label_before, read in order: a later file may label a key again, replacing the label an earlier
+    file gave it (its `label_before`), and the result still names the round's label it replaces. A key
+    twice in one file, or a `label_before` that is not the label it replaces, is an error naming its line."""
     out: dict[str, Relabel] = {}
     for path in paths:
+        seen: set[str] = set()
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             for row in reader:
-                if row["key"] in out:
-                    raise DataError(path, reader.line_num, f"key {row['key']} is relabelled twice")
-                out[row["key"]] = Relabel(row["label"], row["label_before"], path, reader.line_num)
+                key, line = row["key"], reader.line_num
+                if key in seen:
+                    raise DataError(path, line, f"key {key} is relabelled twice")
+                seen.add(key)
+                earlier = out.get(key)
+                if earlier is not None and earlier.label != row["label_before"]:
+                    raise DataError(path, line, f"key {key} replaces {row['label_before']!r}, but {earlier.path.name} labels it {earlier.label!r}")
+                out[key] = Relabel(row["label"], earlier.before if earlier else row["label_before"], path, line)
     return out
 
 
