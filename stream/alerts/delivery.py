@@ -352,7 +352,7 @@ class AlertDelivery:
         """An incident entry (SENTINEL_ALERT_GROUPING=incidents): its notice, if any, is notified
         unless the root is silenced; its records are published, `notified` as the notice went."""
         records = [record_from_json(r) for r in data.get("records", [])]
-        notice = Notice(**data["notice"]) if data.get("notice") else None
+        notice = Notice.from_json(data["notice"]) if data.get("notice") else None
         notified = False
         if notice is not None and claimed and await self._notified_before(entry_id):
             log.info("incident already notified; publishing it", extra={"incident_id": notice.incident_id, "entry": entry_id})

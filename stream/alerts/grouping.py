@@ -46,10 +46,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from stream.alerts.incidents import AlertRecord
+from stream.stored import from_stored
 from stream.timefmt import epoch, iso
 
 PRECEDENCE = {"asset": 0, "channel": 1, "source": 2, "all": 3}
@@ -328,8 +329,8 @@ class Incident:
     over_told: int | None = None
     # Per member key, [event time (ISO), posts] of the judgement its level is from: a member's level
     # is updated by its own records only, so an update hours in showed a member's level at its
-    # first firing as if it held to the notice's time. Beside the members, not in `Member`: an
-    # older worker drops an unknown incident field (`from_json`) but not a member's.
+    # first firing as if it held to the notice's time. Beside the members, not in `Member`: a
+    # worker before session 46 drops an unknown incident field (`from_json`) but not a member's.
     judged: dict[str, list[Any]] = field(default_factory=dict)
     # The highest severity a notice of it went out with: its resolution must reach every service
     # that heard it begin or escalate, even once the member that made it critical has calmed to a
@@ -358,9 +359,8 @@ class Incident:
     def from_json(cls, data: dict[str, Any]) -> "Incident":
         # Fields a newer version added are dropped, so a worker left behind in a rolling upgrade
         # reads the state instead of failing every correlation round.
-        known = {f.name for f in fields(cls)} - {"members"}
-        members = {k: Member(**m) for k, m in data["members"].items()}
-        return cls(**{k: v for k, v in data.items() if k in known}, members=members)
+        members = {k: from_stored(Member, m) for k, m in data["members"].items()}
+        return from_stored(cls, data, members=members)
 
 
 @dataclass
@@ -418,6 +418,11 @@ class Notice:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Notice":
+        # An outbox entry a newer worker wrote may carry notice fields this version lacks.
+        return from_stored(cls, data)
 
 
 def root_kinds(root_scope: str, members: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -819,8 +824,8 @@ def _root_resolved_field(incident: Incident, m: Member, resolved: bool) -> dict[
     """A resolution's root members' `root_resolved`: when the last of the root's kinds resolved (event
     time). The notice's `at` is when the incident was told over, a group interval or more later when
     a tail still cleared, and the resolution said 'as of' that time. On the members, not a `Notice`
-    field: an older worker reads the outbox's notices with `Notice(**data)`, which refuses a field
-    it does not know, but passes a member's keys through."""
+    field: a worker before session 46 reads the outbox's notices with `Notice(**data)`, which refuses
+    a field it does not know, but passes a member's keys through (`Notice.from_json` drops it since)."""
     if not resolved or m.scope != incident.root or incident.root_resolved is None:
         return {}
     return {"root_resolved": iso(incident.root_resolved)}

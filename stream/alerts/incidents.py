@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Literal
 
 from stream.alerts.detector import Kind, Severity, Signal, Thresholds
+from stream.stored import from_stored
 from stream.timefmt import format_duration, iso
 from stream.windows import Sample
 
@@ -89,9 +90,8 @@ class AlertRecord:
 
 def record_from_json(data: dict[str, Any]) -> AlertRecord:
     """An AlertRecord back from `asdict` JSON (the outbox's and the staging set's form)."""
-    data = dict(data)
-    samples = [Sample(**s) for s in data.pop("samples", [])]
-    return AlertRecord(**data, samples=samples)
+    samples = [from_stored(Sample, s) for s in data.get("samples", [])]
+    return from_stored(AlertRecord, data, samples=samples)
 
 
 def alert_id(scope: str, kind: str, fired_window_end: float) -> str:
@@ -118,7 +118,7 @@ class Incident:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Incident":
-        return cls(**data)
+        return from_stored(cls, data)
 
 
 def _record(scope: str, incident: Incident, state: State, signal: Signal, boundary: int, window_s: int, repeat: bool) -> AlertRecord:

@@ -53,6 +53,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from stream.alerts.detector import Kind, Signal
+from stream.stored import from_stored
 from stream.windows import SliceCol
 
 SHARE_ODDS = (2.0, 4.0, 8.0)
@@ -250,7 +251,7 @@ class SeqState:
         else:
             ring, bins, exact = Ring(listed or ()), data.get("ring_bins"), data.get("exact", listed is not None)
         frozen = data.get("frozen")
-        return cls(list(data["base"]), _total(frozen) if frozen else None, {k: Bank(**v) for k, v in data["banks"].items()},
+        return cls(list(data["base"]), _total(frozen) if frozen else None, {k: from_stored(Bank, v) for k, v in data["banks"].items()},
                    dict(data.get("after") or {}), dict(data.get("back") or {}), list(data.get("latched") or []),
                    ring, int(bins or 0), bool(exact), int(data.get("silent") or 0), int(data.get("frozen_bins") or 0))
 
