@@ -196,6 +196,30 @@ def test_eval_holdout_of_several_files_is_the_split_train_held_out_and_a_card_of
     assert r.returncode == 2 and "with that --holdout and --seed" in r.stderr, r.stderr
 
 
+def test_eval_holdout_of_an_adapter_trained_with_val_data_is_refused_naming_its_validation_file(tmp_path):
+    """`train --val-data V` holds out no split of its --data files (its card's `val_fraction` is
+    null): `eval --holdout` on them went on and split rows the adapter trained on. It is refused,
+    naming V, the evaluation there is; a card from before V was listed says --val-data FILE."""
+    from training.trainer import sha256_file
+
+    data, val = tmp_path / "a.csv", tmp_path / "v.csv"
+    for path in (data, val):
+        path.write_text("text,label\n" + "".join(f"{path.stem} post {i},{LABELS[i % 3]}\n" for i in range(30)), encoding="utf-8")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    split = {"train": 30, "validation": 30, "overlap_removed": 0, "seed": 42, "val_fraction": None, "skipped_rows": 0}
+    trained = [{"path": "a.csv", "sha256": sha256_file(data)}]
+    listed = [{"path": "v.csv", "sha256": sha256_file(val), "role": "validation"}]
+    args = ["eval", "--data", str(data), "--holdout", "0.1", "--adapter", str(adapter), "--json"]
+    for entries, named in ((trained + listed, "v.csv"), (trained, "FILE")):
+        (adapter / "model_card.json").write_text(json.dumps({"split": split, "data": entries}))
+        r = sentinel(args, {"SENTINEL_BASE": "lexicon"})
+        assert r.returncode == 2 and r.stdout == "", r.stderr
+        assert f"trained with --val-data {named} and held out no split" in r.stderr and f"sentinel eval --data {named}" in r.stderr, r.stderr
+    r = sentinel([a for a in args if a not in ("--holdout", "0.1")], {"SENTINEL_BASE": "lexicon"})  # without --holdout it evaluates
+    assert r.returncode == 0 and json.loads(r.stdout)["n"] == 30, r.stderr
+
+
 def test_a_warm_start_whose_targets_are_a_peft_regex_refuses_a_target_list_and_keeps_the_regex(tmp_path):
     """PEFT takes a string `target_modules` as a regex over the base's full module names: the
     shape check read it as one module's name. A list given beside it cannot be compared: refused,

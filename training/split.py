@@ -85,10 +85,17 @@ def training_split(
 def holdout_mismatch(card: dict[str, Any], files: Sequence[tuple[Path, str]], val_fraction: float, seed: int) -> str | None:
     """Why `sentinel eval --holdout` on `files` ((path, sha256), in the order given) would not be the
     split the adapter's own training held out, by its model card; None when it is, or when the card
-    records no stratified split (no card, --val-data, or written before cards recorded one). The
-    split is drawn over the files' rows one file after another: other files, another order, seed or
-    fraction draw another split, and its rows include ones the adapter trained on."""
+    records no split (no card, or written before cards recorded one). The split is drawn over the
+    files' rows one file after another: other files, another order, seed or fraction draw another
+    split, and its rows include ones the adapter trained on. An adapter trained with --val-data
+    held out no split at all (its card's `val_fraction` is null): every row of its --data files
+    trained it, and its validation file is what there is to evaluate."""
     split, data = card.get("split") or {}, card.get("data") or []
+    if "val_fraction" in split and split["val_fraction"] is None:
+        named = [entry.get("path") for entry in data if entry.get("role") == "validation"]
+        file = named[0] if named else "FILE"  # a card from before the validation file was listed does not name it
+        return (f"--holdout: the adapter was trained with --val-data {file} and held out no split of its --data files (it trained "
+                f"on all their rows); evaluate its validation file instead: sentinel eval --data {file}")
     if split.get("val_fraction") is None or split.get("seed") is None or not data:
         return None
     if [sha for _, sha in files] != [entry.get("sha256") for entry in data] or (split["val_fraction"], split["seed"]) != (val_fraction, seed):
