@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from model.labels import LABELS
 from training.data import DataError, load_examples, parse_label_map
 
 
@@ -81,6 +82,26 @@ def test_a_header_without_the_text_or_label_column_is_fatal_even_with_skip_bad(t
         assert info.value.line == 1 and info.value.reason == f"no {missing} in the header (it has {', '.join(repr(c) for c in header.split(','))})", info.value
     # --text-col / --label-col naming them reads the same file
     assert len(load_examples(f, "csv", text_col=header.split(",")[0], label_col=header.split(",")[1], label_map={"1": "positive"}).examples) == 50
+
+
+def test_a_label_of_another_format_names_no_flag_where_the_command_has_none(tmp_path):
+    """`sentinel splits --tfns`, its --research and `train-ngram --select` read a file with no
+    --format or --label-map: the hint says what the label is, never a flag the command lacks."""
+    words = write(tmp_path / "words.csv", "text,label\n$BTC up,1\nETH dumping,negative\n")
+    with pytest.raises(DataError) as info:
+        load_examples(words, "tfns", flags=False)
+    assert str(info.value) == (f"{words}:3: label 'negative' is not a TFNS label: the tfns format reads 0 (negative: TFNS's Bearish), "
+                               "1 (positive: Bullish) and 2 (neutral); 'negative' is a label word, so this is not TFNS's own file "
+                               "(sent_train.csv), which is labelled in those numbers")
+    numbers = write(tmp_path / "numbers.csv", "text,label\nwen AMA,2\n")
+    with pytest.raises(DataError) as info:
+        load_examples(numbers, "csv", flags=False)
+    assert str(info.value) == f"{numbers}:2: unknown label '2'; expected one of {', '.join(LABELS)}"
+    alpaca = tmp_path / "a.json"
+    alpaca.write_text(json.dumps([{"instruction": "", "input": "wen AMA", "output": "2"}]), encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        load_examples(alpaca, "alpaca", flags=False)
+    assert "--label-map" not in str(info.value) and "unknown label '2'" in str(info.value), str(info.value)
 
 
 def test_a_spreadsheets_byte_order_mark_is_not_part_of_the_header_and_other_encodings_name_their_line(tmp_path):

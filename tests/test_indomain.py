@@ -179,6 +179,24 @@ def test_splits_command_writes_the_same_files_twice(tmp_path):
         assert path.read_bytes() == (tmp_path / "b" / path.name).read_bytes(), path.name
 
 
+def test_splits_given_a_word_labelled_file_as_tfns_says_it_is_not_tfns_own_and_names_no_flag_it_lacks(tmp_path):
+    """`splits` reads --tfns in the tfns format and has no --format: a word label there was told
+    "which --format csv (or jsonl) reads", a flag the command does not take."""
+    import subprocess
+    import sys
+
+    words = tmp_path / "words.csv"
+    words.write_text("text,label\n$BTC up,1\nETH dumping,negative\n", encoding="utf-8")
+    export = tmp_path / "export.csv"
+    export.write_text("", encoding="utf-8")  # --tfns is read first: the export is never reached
+    done = subprocess.run([sys.executable, "-m", "sentinel.cli", "splits", "--out", str(tmp_path / "out"), "--tfns", str(words),
+                           "--export", str(export)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert f"{words}:3: label 'negative' is not a TFNS label" in done.stderr, done.stderr
+    assert "'negative' is a label word, so this is not TFNS's own file (sent_train.csv)" in done.stderr, done.stderr
+    assert "--format" not in done.stderr and "Traceback" not in done.stderr and not (tmp_path / "out").exists(), done.stderr
+
+
 def test_research_records_drop_the_held_out_period_and_split_texts(tmp_path):
     """A record is kept only when none of its messages is known only from 2023 on, or is held out."""
     from test_discord import PM, garble, write_export

@@ -100,7 +100,12 @@ def load_examples(
     skip_bad: bool = False,
     limit: int | None = None,
     scores_path: str | Path | None = None,
+    flags: bool = True,
 ) -> LoadResult:
+    """The file's examples in `fmt`. `flags`: whether the caller reads the file with the
+    --format and --label-map flags, which a label that does not read is then pointed to; False
+    where it does not (`sentinel splits`, `train-ngram --select`), so no hint names a flag the
+    command lacks."""
     path = Path(path)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -122,7 +127,7 @@ def load_examples(
     result = LoadResult()
     for line, row in rows:
         try:
-            result.examples.append(_example(path, line, row, text_col, label_col, label_map, expects))
+            result.examples.append(_example(path, line, row, text_col, label_col, label_map, expects, flags))
         except DataError as err:
             if not skip_bad:
                 raise
@@ -133,7 +138,7 @@ def load_examples(
 
 
 def _example(path: Path, line: int, row: Any, text_col: str, label_col: str, label_map: Mapping[str, str] | None,
-             expects: str = "csv") -> Example:
+             expects: str = "csv", flags: bool = True) -> Example:
     if isinstance(row, DataError):
         raise row
     if not isinstance(row, dict):
@@ -158,21 +163,27 @@ def _example(path: Path, line: int, row: Any, text_col: str, label_col: str, lab
             raise ValueError(raw_label)
         label = normalize_label(mapped)
     except ValueError:
-        raise DataError(path, line, unknown_label(raw_label, expects, label_map)) from None
+        raise DataError(path, line, unknown_label(raw_label, expects, label_map, flags)) from None
     return Example(text=text, label=label, line=line)
 
 
-def unknown_label(raw: str, expects: str, label_map: Mapping[str, str] | None) -> str:
+def unknown_label(raw: str, expects: str, label_map: Mapping[str, str] | None, flags: bool = True) -> str:
     """Why `raw` is not a label, against what the format expects (`expects`: "tfns", TFNS's numbers;
     "label-map", the map given; "csv" or "json", the label words), and how it would read, if it
-    would: a word in a TFNS file is what the csv format reads, a number in a CSV may be TFNS's."""
+    would: a word in a TFNS file is what the csv format reads, a number in a CSV may be TFNS's.
+    Without `flags` (the command has no --format or --label-map for this file) no flag is named:
+    a word in a TFNS file says the file is not TFNS's own."""
     if expects == "tfns":
         said = f"label {raw!r} is not a TFNS label: the tfns format reads 0 (negative: TFNS's Bearish), 1 (positive: Bullish) and 2 (neutral)"
-        return said + (f"; {raw!r} is a label word, which --format csv (or jsonl) reads as it is" if _is_label(raw, None) else "")
+        if not _is_label(raw, None):
+            return said
+        if not flags:
+            return said + f"; {raw!r} is a label word, so this is not TFNS's own file (sent_train.csv), which is labelled in those numbers"
+        return said + f"; {raw!r} is a label word, which --format csv (or jsonl) reads as it is"
     if expects == "label-map":
         return f"label {raw!r} is not in the label map (it maps {', '.join(repr(key) for key in label_map or {})})"
     said = f"unknown label {raw!r}; expected one of {', '.join(LABELS)}"  # normalize_label's words
-    if raw not in TFNS_LABEL_MAP:
+    if raw not in TFNS_LABEL_MAP or not flags:
         return said
     if expects == "csv":
         return said + f"; {raw!r} is a TFNS number, which --format tfns reads (0=negative, 1=positive, 2=neutral), or give a --label-map"

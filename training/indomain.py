@@ -182,7 +182,7 @@ def load_voices(path: Path = VOICES) -> list[Labelled]:
 
 
 def tfns_splits(path: Path) -> list[Labelled]:
-    examples = load_examples(path, "tfns").examples
+    examples = load_examples(path, "tfns", flags=False).examples
     rest = stratified_split(examples, TFNS_TEST_FRACTION, TFNS_SEED)
     train = stratified_split(rest.train, TFNS_SELECT_FRACTION, TFNS_SEED)
     return ([Labelled(ex, "tfns", "test") for ex in rest.validation]
@@ -219,7 +219,7 @@ def research_records(dataset: Path, export: Path, held: set[str]) -> tuple[list[
     held_keys = {ascii_fold(t) for t in held} - {""}
     kept: list[Labelled] = []
     dropped = Counter()
-    loaded = load_examples(dataset, "alpaca", skip_bad=True)
+    loaded = load_examples(dataset, "alpaca", skip_bad=True, flags=False)
     if loaded.skipped and not loaded.examples:  # not the research's file at all (a CSV, another JSON): say so, write nothing
         first = loaded.skipped[0]
         raise DataError(first.path, first.line, f"no research record read ({len(loaded.skipped)} unreadable, the first: "

@@ -140,7 +140,7 @@ def read_select(path: Path) -> tuple[list[Example], list[str]]:
     """select's examples (read as `sentinel eval --format csv` reads them, so a bad row names its
     line) and each row's `source` (discord, voices, tfns: the rule judges them apart), as `sentinel
     splits` writes select.csv."""
-    examples = load_examples(path, "csv").examples
+    examples = load_examples(path, "csv", flags=False).examples
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if "source" not in (reader.fieldnames or []):
