@@ -526,6 +526,51 @@ def test_one_incidents_notices_go_out_in_order_and_different_incidents_side_by_s
     assert len(btc) == 4 and btc[-1].startswith("[RESOLVED]") and "(still firing)" in btc[2] and drained
 
 
+def test_an_outbox_entry_with_fields_from_a_newer_version_is_notified_and_published(redis_server):
+    """During a rolling upgrade any worker may take an entry a newer one wrote: a notice, record or
+    sample field added since is dropped. Read with `Notice(**data)` it raised TypeError, and the
+    delivery loop retried that entry, and every one behind it, forever: nothing went out."""
+    from dataclasses import asdict
+
+    from stream.alerts.incidents import AlertRecord
+    from stream.windows import Sample
+
+    redis.Redis.from_url(redis_server).flushdb()
+    record = AlertRecord("a1", "asset:ETH", "sentiment_drop", "firing", "warning", "2026-10-02T11:20:00Z", "2026-10-02T12:20:00Z",
+                         0.583, 0.2, 5.0, 40, ["p1"], False, "-", incident_id="incA", root_scope="asset:ETH", metric="negative_share",
+                         samples=[Sample("p1", "ETH dumps", "negative", -0.9)])
+    stored = asdict(record) | {"from_the_future": 1}
+    stored["samples"][0]["from_the_future"] = 1
+    notice = {"incident_id": "incA", "root_scope": "asset:ETH", "state": "firing", "reason": "new", "severity": "warning",
+              "at": "2026-10-02T12:20:00Z", "opened": "2026-10-02T12:00:00Z", "market": False, "acked": None, "from_the_future": 1,
+              "members": [{"scope": "asset:ETH", "kind": "sentiment_drop", "firing": True, "severity": "warning",
+                           "onset": "2026-10-02T11:50:00Z", "metric": "negative_share", "value": 0.583, "baseline": 0.2}]}
+    hook = Hook()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        await store.redis.xadd(OUTBOX_KEY, {"entry": json.dumps({"records": [stored], "notice": notice})})
+        await store.redis.xadd(OUTBOX_KEY, {"record": json.dumps(stored | {"incident_id": ""})})  # SENTINEL_ALERT_GROUPING=none's form
+        published = []
+
+        async def publish(record):
+            published.append(record)
+
+        delivery = AlertDelivery(store, Notifier(build_apprise(hook.url, None), attempts=1), publish, consumer="test", chart=False)
+        await delivery.ensure_group()
+        await delivery.drain_once()
+        drained = await outbox_drained(store.redis)
+        await store.close()
+        return published, drained
+
+    try:
+        published, drained = asyncio.run(go())
+    finally:
+        hook.close()
+    assert drained and sorted((r.incident_id, r.notified, r.samples == record.samples) for r in published) == [("", True, True), ("incA", True, True)]
+    assert sorted(m["incident_id"] for m in hook.accepted) == ["a1", "incA"]  # the ungrouped alert's is its alert_id
+
+
 def test_a_connection_cut_just_after_a_notification_neither_repeats_it_nor_holds_it_back(redis_server):
     """Redis drops every client connection at the instant the first notification is accepted (what a
     restart does to the pooled connections). The notification is out, so its mark must still land:
