@@ -162,3 +162,15 @@ def test_a_notices_chart_draws_its_roots_measures_against_the_baselines_the_noti
 
     assert png == drawn(baselines={"negative_share": 0.197, "posts": 31.0}, window_s=3600)
     assert png != drawn()  # the baselines show in the picture
+
+
+def test_a_scope_with_dollar_signs_is_drawn_as_written_not_read_as_math():
+    """A scope names a forum's channel or source, and `$` is common in crypto names: matplotlib read a
+    title with two of them as mathtext, so "channel:a$b^$c" failed to draw (the notice went without
+    its chart) and "channel:$BTC vs $ETH" came out as italic math without its dollar signs."""
+    for scope in ("channel:a$b^$c", "channel:$BTC vs $ETH", r"source:pump $\frac{ $ now"):
+        png = render_chart(POINTS, END - STEP, END, scope, "sentiment_drop")
+        assert png.startswith(PNG_SIGNATURE), scope
+    fig = chart_figure(chart_spec(POINTS, END - STEP, END, "channel:$BTC vs $ETH", "sentiment_drop"))
+    (title,) = fig.texts  # the suptitle
+    assert title.get_text() == "channel:$BTC vs $ETH - sentiment_drop" and not title.get_parse_math()

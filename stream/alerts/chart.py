@@ -137,7 +137,8 @@ def chart_figure(spec: ChartSpec) -> Figure:
     fig = Figure(figsize=(8, 4), dpi=100)
     FigureCanvasAgg(fig)
     share_ax, volume_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 2)})
-    fig.suptitle(spec.title, fontsize=10)
+    # The title names a forum's channel or source: `$` in it is a dollar sign, never mathtext.
+    fig.suptitle(spec.title, fontsize=10, parse_math=False)
 
     times = [_dt(t) for t in spec.times]
     if times:
