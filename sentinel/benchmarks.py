@@ -282,7 +282,7 @@ def bench_pipeline(
     import statistics
     import tempfile
 
-    from sentinel.run import connected, free_port, open_store, start_worker, stop_worker, wait_processed
+    from sentinel.run import connected, free_port, open_store, start_worker, stop_workers, wait_processed
     from stream.tools.services import run_async
     from stream.kafka import ensure_topics, worker_topics
     from stream.tools.replay import replay
@@ -355,8 +355,7 @@ def bench_pipeline(
             latencies = await _latencies(live, "paced-", paced_started)
             memory = _process_memory_mb([w.pid for w in procs])
         finally:
-            for worker in procs:
-                stop_worker(worker)
+            stop_workers(procs)  # together: one after the other, each waits out the rebalance the last one's leave began
             await store.close()
         cpu_split = {key: round(statistics.mean(s[key] for s in cpu_splits), 3) for key in cpu_splits[0]}
         return {"alone": alone, "piped": piped, "pipeline_s": pipeline_s, "classify_s": classify_s, "rate": rate, "batch_sizes": batch_sizes,
