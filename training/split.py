@@ -100,8 +100,9 @@ def holdout_mismatch(card: dict[str, Any], files: Sequence[tuple[Path, str]], va
         return None
     if [sha for _, sha in files] != [entry.get("sha256") for entry in data] or (split["val_fraction"], split["seed"]) != (val_fraction, seed):
         theirs = " ".join(f"--data {entry.get('path')}" for entry in data) + f" --holdout {split['val_fraction']:g} --seed {split['seed']}"
-        return (f"--holdout: the adapter held out a split of other data or settings (its card: {theirs}); this one would hold "
-                "rows it trained on: give those --data files in that order, with that --holdout and --seed")
+        return (f"--holdout: the adapter held out a split of other data or settings (its card: {theirs}); this one is not that "
+                "split and may hold rows it trained on: give those --data files in that order, with that --holdout and --seed "
+                "(or, to evaluate files it never saw, leave out --holdout)")
     return None
 
 
