@@ -124,10 +124,6 @@ def start_worker(settings: Settings, embedded: bool, log_path: Path | None = Non
     )
 
 
-def stop_worker(proc: subprocess.Popen, grace: float = 30.0) -> None:
-    stop_workers([proc], grace)
-
-
 def stop_workers(procs: list[subprocess.Popen], grace: float = 30.0) -> None:
     """SIGTERM every worker first, then wait for each (SIGKILL past the grace). Together, not one
     after the other: a worker that drains and leaves the group hands its partitions to those still

@@ -87,7 +87,7 @@ class Worker:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def terminate(self, grace: float = 30.0) -> int | None:
-        """SIGTERM to the process group (as runner.stop_worker does); the exit code, None if it hung."""
+        """SIGTERM to the process group (as sentinel.run.stop_workers does); the exit code, None if it hung."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
         try:

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from stream.settings import Settings
-from sentinel.run import committed_lag, open_store, start_worker, stop_worker, stop_workers, wait_processed
+from sentinel.run import committed_lag, open_store, start_worker, stop_workers, wait_processed
 from stream.kafka import ensure_topics
 from stream.tools.replay import replay
 from test_stream_e2e import bucket_counts, good_posts
@@ -63,7 +63,7 @@ def test_sigterm_finishes_the_batch_in_flight_commits_and_exits(tmp_path, base_d
         except subprocess.TimeoutExpired:
             raise AssertionError("the worker did not exit after SIGTERM") from None
         finally:
-            stop_worker(first)
+            stop_workers([first])
         counted = stats(redis_server)
         assert code == 0 and took <= GRACE_S + 5, (code, took)
         assert 0 < counted["consumed"] < sent
@@ -75,7 +75,7 @@ def test_sigterm_finishes_the_batch_in_flight_commits_and_exits(tmp_path, base_d
             await wait_processed(settings, store, {"consumed": counted["consumed"]}, sent - counted["consumed"], [second], 600)
             await store.close()
         finally:
-            stop_worker(second)
+            stop_workers([second])
         return sent
 
     sent = asyncio.run(go())
