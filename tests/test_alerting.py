@@ -257,8 +257,8 @@ def test_one_commit_script_sets_each_scope_apart(redis_server):
         engine = AlertEngine(store, AlertConfig(), partitions=1)  # no correlator: records go straight to the outbox
         await store.redis.hset(incident_key("asset:B"), "until", str(T0 + 7200))  # another worker judged B further
         incident = {"sentiment_drop": Incident("id1", "sentiment_drop", "warning", T0 + 3600, T0 + 3600, iso(T0))}
-        commits = [("asset:A", "", T0 + 3600, {}, None, [], None), ("asset:B", "", T0 + 3600, {}, None, [], None),
-                   ("asset:C", "", T0 + 3600, incident, None, [record], None)]
+        commits = [("asset:A", "", T0 + 3600, {}, None, [], None, "", []), ("asset:B", "", T0 + 3600, {}, None, [], None, "", []),
+                   ("asset:C", "", T0 + 3600, incident, None, [record], None, "", [[]])]
         results = await run_scripts(store.redis, [engine._commit_call(commits)])
         states = [await store.redis.hget(incident_key(s), "until") for s in ("asset:A", "asset:B", "asset:C")]
         judged = await store.redis.zrange(JUDGED_KEY, 0, -1)
@@ -569,6 +569,63 @@ def test_an_outbox_entry_with_fields_from_a_newer_version_is_notified_and_publis
         hook.close()
     assert drained and sorted((r.incident_id, r.notified, r.samples == record.samples) for r in published) == [("", True, True), ("incA", True, True)]
     assert sorted(m["incident_id"] for m in hook.accepted) == ["a1", "incA"]  # the ungrouped alert's is its alert_id
+
+
+# BTC's drop fires as a warning, turns critical at its first repeat an hour later, and resolves
+# (every seed tried, 1 to 5, under the sequential detector).
+ESCALATING = Scenario(days=2, episodes=(Episode("BTC", 36 * 3600, mix={"positive": 0.25, "negative": 0.33, "neutral": 0.42}),
+                                         Episode("BTC", 37 * 3600, duration=2 * 3600, mix={"positive": 0.05, "negative": 0.8, "neutral": 0.15})))
+
+
+@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
+def test_a_resolution_reaches_every_service_a_firing_notice_of_it_reached_each_once(redis_server, grouping):
+    """`warning=` and `critical=` webhooks. BTC's drop opens as a warning (the warning hook hears it),
+    turns critical (the critical hook hears it), then resolves. The resolution went out with the
+    highest severity alone, so only the critical hook heard it end: a risk team watching the
+    warning channel took the drop for still running. It goes to both, once each, and says critical."""
+    from dataclasses import replace
+
+    from stream.alerts.correlator import Correlator
+    from stream.alerts.grouping import GroupConfig
+
+    redis.Redis.from_url(redis_server).flushdb()
+    stream = [p for p in generate(ESCALATING, seed=1) if p.created_at < T0 + 42 * 3600]
+    warning, critical = Hook(), Hook()
+
+    async def go() -> None:
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600, pairs=grouping)
+        correlator = Correlator(store, GroupConfig(), step_s=60, history_s=48 * 3600) if grouping else None
+        engine = AlertEngine(store, replace(AlertConfig(), detector="sequential"), partitions=1, samples=0, correlator=correlator)
+        notifier = Notifier(build_apprise(f"warning={warning.url} critical={critical.url}", None), attempts=2, backoff=0.01)
+
+        async def publish(record) -> None:
+            pass
+
+        delivery = AlertDelivery(store, notifier, publish, consumer="test", chart=False)
+        await delivery.ensure_group()
+        try:
+            for i in range(0, len(stream), 200):
+                await feed(store, engine, stream[i : i + 200])
+                while await delivery.drain_once():
+                    pass
+            await engine.settle(ended=True)
+            while await delivery.drain_once():
+                pass
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        warning.close()
+        critical.close()
+    about_btc = (lambda p: p["root_scope"] == "asset:BTC") if grouping else (lambda p: (p["scope"], p["kind"]) == ("asset:BTC", "sentiment_drop"))
+    heard = {name: [(p["state"], p["severity"]) for p in hook.accepted if about_btc(p)] for name, hook in (("warning", warning), ("critical", critical))}
+    assert heard["warning"][0] == ("firing", "warning") and ("firing", "critical") in heard["critical"], heard
+    assert {sev for state, sev in heard["warning"] if state == "firing"} == {"warning"}, heard  # firing notices routed as before
+    for name in ("warning", "critical"):
+        assert [n for n in heard[name] if n[0] == "resolved"] == [("resolved", "critical")], (name, heard)
+        assert heard[name][-1][0] == "resolved", heard
 
 
 def test_a_connection_cut_just_after_a_notification_neither_repeats_it_nor_holds_it_back(redis_server):

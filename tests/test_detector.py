@@ -11,7 +11,7 @@ import pytest
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, judged_share, simulate
 from stream.alerts.detector import Counts, Thresholds, parse_overrides, signals, thresholds_for
 from stream.alerts.judging import AlertConfig, boundaries, frontier
-from stream.alerts.incidents import alert_id, step
+from stream.alerts.incidents import alert_id, step, told_through
 
 TH = Thresholds()
 
@@ -105,6 +105,30 @@ def test_lifecycle_pending_firing_repeat_resolved_with_hysteresis():
     assert again.state == "firing" and again.repeat and again.severity == "critical" and again.alert_id == record.alert_id
     incident, done = step("asset:X", incident, FakeSignal(1.0), TH, boundary=T0 + 9000, **kw)
     assert incident is None and done.state == "resolved" and done.alert_id == record.alert_id
+
+
+def test_an_alert_that_fired_as_a_warning_and_turned_critical_resolves_to_both_severities():
+    """Ungrouped (SENTINEL_ALERT_GROUPING=none): the resolution carries the alert's highest severity,
+    critical, and was routed for it alone, so the services that heard it fire as a warning never
+    heard it end. `told_through` keeps, per alert, the severities its firing notifications went
+    out at, and routes its resolution for all of them; one that fired critical stays critical only."""
+    kw = dict(window_s=3600, repeat_s=3600, for_s=0, now_iso="2026-01-01T00:00:00Z")
+    records = []
+    incident = None
+    for boundary, z in ((T0, 3.5), (T0 + 3600, 7.0), (T0 + 7200, 1.0)):
+        incident, record = step("asset:X", incident, FakeSignal(z), TH, boundary=boundary, **kw)
+        records.append(record)
+    assert [(r.state, r.severity) for r in records] == [("firing", "warning"), ("firing", "critical"), ("resolved", "critical")]
+    told, routes = told_through({}, records[:2], [records[0].alert_id])
+    assert told == {records[0].alert_id: ["warning", "critical"]} and routes == [[], []]
+    # Across judgements (the state stored between them), and once resolved the alert is forgotten.
+    told, routes = told_through(told, records[2:], [])
+    assert told == {} and routes == [["warning", "critical"]]
+    opened_critical = [replace(r, severity="critical") for r in records]
+    assert told_through({}, opened_critical, []) == ({}, [[], [], []])  # its own severity alone: nothing to add
+    # An alert that fired under a worker that kept no list resolves to its own severity, as before;
+    # one another worker resolved is dropped with the judgement that finds it no longer open.
+    assert told_through({"gone": ["warning"]}, records[2:], ["still-open"]) == ({}, [[]])
 
 
 def test_a_pending_swing_that_calms_down_never_fires():

@@ -49,13 +49,14 @@ def run(events: dict[int, list[AlertRecord]], answers: dict[tuple[str, str], Exp
         acks: dict[str, str] | None = None, tail: Callable[[Question], Explanation] | None = None):
     """Drive `advance` over the boundaries as the correlator does; returns (records, notices, state).
     `answers` answer the questions about parents; `tail` the tail checks (`tail_questions`), which
-    without it find nothing explained. Every boundary looked at is kept in `run.boundaries`."""
+    without it find nothing explained. Every boundary looked at is kept in `run.boundaries`, every
+    entry with a notice in `run.told`."""
     state, records, notices = GroupState(), [], []
     pending = dict(events)
     after = min(pending) - MIN
     until = until if until is not None else max(pending) + 6 * 3600
     boundary = next_boundary(state, pending, after, until, MIN, CONFIG)
-    run.boundaries = []
+    run.boundaries, run.told = [], []
     while boundary is not None:
         run.boundaries.append(boundary)
         now = [t for b in sorted(pending) if b <= boundary for t in pending.pop(b)]
@@ -65,6 +66,7 @@ def run(events: dict[int, list[AlertRecord]], answers: dict[tuple[str, str], Exp
             records += [{**r, "notified": entry.notice is not None} for r in entry.records]
             if entry.notice is not None:
                 notices.append(entry.notice)
+                run.told.append(entry)
         boundary = next_boundary(state, pending, boundary, until, MIN, CONFIG)
     return records, notices, state
 
@@ -739,6 +741,47 @@ def test_a_member_that_calms_from_critical_to_warning_does_not_lower_the_resolut
     assert notices[0].severity == "critical"
     assert notices[-1].reason == "resolved" and notices[-1].severity == "critical", [(n.reason, n.severity) for n in notices]
     assert {m["severity"] for m in notices[-1].members} == {"warning"}  # no member holds critical any more
+
+
+def routes_told(notices_run) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(reason, severity, severities routed for) of each notice `run` produced."""
+    return [(e.notice.reason, e.notice.severity, e.route_severities) for e in notices_run]
+
+
+def test_a_resolution_is_routed_for_every_severity_a_firing_notice_of_it_went_out_at():
+    """`warning=` Slack and `critical=` a pager: the incident opened as a warning (Slack heard it),
+    turned critical (the pager heard it), resolved. The resolution went out at the peak alone, so
+    Slack never heard it end. Its entry now names both severities (`Entry.route_severities`, beside
+    the notice: a worker before session 46 refuses a notice field it does not know); the notice
+    still says critical. One that opened critical resolves to critical alone."""
+    events, answers = _critical_root_with_a_warning_tail()
+    run(events, answers, tail=lambda q: Explanation(asset="asset:ETH"))
+    assert routes_told(run.told) == [("new", "warning", ()), ("update", "critical", ()), ("resolved", "critical", ("warning", "critical"))]
+    # Closed by its last member's resolution (`_close`), not told over at the tail check (`_split`).
+    run({B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+         B0 + 12 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)],
+         B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN, severity="critical")]})
+    assert routes_told(run.told)[-1] == ("resolved", "critical", ("warning", "critical"))
+    run({B0: [transition("asset:ETH", "sentiment_drop", "firing", B0, severity="critical")],
+         B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN, severity="critical")]})
+    assert routes_told(run.told) == [("new", "critical", ()), ("resolved", "critical", ("critical",))]
+
+
+def test_a_resolution_of_an_incident_a_worker_without_the_list_told_is_routed_as_before():
+    """During a rolling upgrade a worker that keeps no `told_severities` (one before this; any
+    worker before session 46 drops an incident field it does not know when it rewrites the state)
+    may have told the incident: its resolution is routed for `routed`, the highest told, as before."""
+    state, _, _ = advance(GroupState(), B0, [transition("asset:ETH", "sentiment_drop", "firing", B0)], {}, CONFIG)
+    state, entries, _ = advance(state, B0 + 5 * MIN, [], {}, CONFIG)
+    assert [e.notice.reason for e in entries] == ["new"]
+    stored = state.to_json()
+    (incident,) = stored["incidents"].values()
+    assert incident["told_severities"] == ["warning"]
+    del incident["told_severities"]
+    incident["routed"] = "critical"  # an older worker told it critical since
+    state = GroupState.from_json(stored)
+    _, entries, _ = advance(state, B0 + 40 * MIN, [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN)], {}, CONFIG)
+    assert [(e.notice.reason, e.route_severities) for e in entries if e.notice] == [("resolved", ("critical",))]
 
 
 def test_sentinel_incidents_gives_a_resolved_incident_the_severity_its_resolution_went_out_with():

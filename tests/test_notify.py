@@ -29,7 +29,7 @@ from stream.alerts import message
 from stream.alerts.chart import PNG_SIGNATURE, chart_points, render_chart
 from stream.alerts.incidents import AlertRecord
 from stream.windows import Sample, SliceCol
-from stream.alerts.notify import Notifier, build_apprise, retry_delays, servers_description, split_entries
+from stream.alerts.notify import Notifier, build_apprise, retry_delays, route, servers_description, split_entries
 
 ROOT = Path(__file__).resolve().parents[1]
 END = 1_714_561_200  # 2024-05-01T11:00:00Z
@@ -457,10 +457,26 @@ def test_routing_by_severity_tag(http):
     assert run(n.deliver(make_record(severity="critical"), None)).notified
     assert sorted(http.paths()) == ["/always", "/any", "/critical"]
     http.requests.clear()
-    # A resolution reaches whoever was told about the incident: it carries the incident's severity.
-    resolved = run(n.deliver(make_record(severity="warning", state="resolved"), None))
-    assert resolved.targeted == 3 and sorted(http.paths()) == ["/always", "/any", "/warning"]
+    # A resolution reaches whoever was told about the incident: routed for every severity its firing
+    # notifications went out at (`routes`), each service once, saying the highest.
+    resolved = run(n.deliver(make_record(severity="critical", state="resolved"), None, routes=["warning", "critical"]))
+    assert resolved.targeted == 4 and sorted(http.paths()) == ["/always", "/any", "/critical", "/warning"]
     assert {p["type"] for p in http.payloads("/warning")} == {"success"}
+    assert [p["severity"] for p in http.payloads("/warning")] == ["critical"]
+
+
+def test_a_resolution_is_routed_for_every_severity_its_firing_notices_went_out_at_each_service_once():
+    """With `warning=` Slack and `critical=` a pager, an incident told as a warning, then critical,
+    resolved to the pager alone (the highest severity's route): the warning channel never heard it
+    end. Its resolution is routed for both; a service tagged with both, or `always`, or untagged,
+    gets it once, and the order is the configured one."""
+    servers = list(build_apprise("warning=json://h/slack critical=json://h/pager warning,critical=json://h/both "
+                                 "always=json://h/always json://h/plain", None))
+    named = lambda chosen: [s.fullpath for s in chosen]  # noqa: E731
+    assert named(route(servers, "critical")) == ["/pager", "/both", "/always", "/plain"]  # a firing notice, as before
+    assert named(route(servers, "warning", "critical")) == ["/slack", "/pager", "/both", "/always", "/plain"]
+    assert named(route(servers, "critical", "warning", "critical")) == named(route(servers, "warning", "critical"))
+    assert named(route(servers, "warning")) == ["/slack", "/both", "/always", "/plain"]
 
 
 def test_no_target_is_not_notified(http):

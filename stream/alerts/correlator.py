@@ -93,7 +93,10 @@ return 1
 
 
 def entry_json(entry: Entry) -> str:
-    return json.dumps({"records": list(entry.records), "notice": entry.notice.to_json() if entry.notice else None}, ensure_ascii=False)
+    data: dict[str, Any] = {"records": list(entry.records), "notice": entry.notice.to_json() if entry.notice else None}
+    if entry.route_severities:
+        data["route_severities"] = list(entry.route_severities)
+    return json.dumps(data, ensure_ascii=False)
 
 
 def summary(incident: Incident, state: str, at: int) -> dict[str, Any]:

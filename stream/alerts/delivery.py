@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -333,6 +333,9 @@ class AlertDelivery:
             await self._deliver_entry(entry_id, json.loads(fields["entry"]), claimed)
             return
         record = record_from_json(json.loads(fields["record"]))
+        # A resolution's entry names every severity its alert's firing notifications went out at
+        # (`incidents.told_through`); an entry without it is routed for its own severity.
+        routes = json.loads(fields.get("route_severities") or "[]") or [record.severity]
         if claimed and await self._notified_before(entry_id):
             log.info("alert already notified; publishing it", extra={"alert_id": record.alert_id, "entry": entry_id})
             await self._publish_and_ack(entry_id, record.with_delivery(True))
@@ -343,8 +346,8 @@ class AlertDelivery:
             log.info("alert silenced", extra={"alert_id": record.alert_id, "scope": record.scope, "silence": silence.id})
             await self._count("silenced")
             self.metrics.silenced()
-        elif self.notifier is not None and self.notifier.targets_for(record.severity):
-            notified = await self._notify(record)
+        elif self.notifier is not None and self.notifier.targets_for(*routes):
+            notified = await self._notify(record, routes)
             await self._settle(entry_id, notified)
         await self._publish_and_ack(entry_id, record.with_delivery(notified))
 
@@ -353,6 +356,7 @@ class AlertDelivery:
         unless the root is silenced; its records are published, `notified` as the notice went."""
         records = [record_from_json(r) for r in data.get("records", [])]
         notice = Notice.from_json(data["notice"]) if data.get("notice") else None
+        routes = (data.get("route_severities") or [notice.severity]) if notice is not None else []  # Entry.route_severities
         notified = False
         if notice is not None and claimed and await self._notified_before(entry_id):
             log.info("incident already notified; publishing it", extra={"incident_id": notice.incident_id, "entry": entry_id})
@@ -363,14 +367,14 @@ class AlertDelivery:
                 log.info("incident silenced", extra={"incident_id": notice.incident_id, "scope": notice.root_scope, "silence": silence.id})
                 await self._count("silenced")
                 self.metrics.silenced()
-            elif self.notifier is not None and self.notifier.targets_for(notice.severity):
-                notified = await self._notify_notice(notice, records)
+            elif self.notifier is not None and self.notifier.targets_for(*routes):
+                notified = await self._notify_notice(notice, records, routes)
                 await self._settle(entry_id, notified)
         for record in records:
             await self.publish(record.with_delivery(notified))
         await self._ack(entry_id, published=len(records))
 
-    async def _notify_notice(self, notice: Notice, records: list[AlertRecord]) -> bool:
+    async def _notify_notice(self, notice: Notice, records: list[AlertRecord], routes: Sequence[str]) -> bool:
         assert self.notifier is not None
         samples = [s for r in records for s in r.samples]
         png = None
@@ -380,7 +384,7 @@ class AlertDelivery:
                                        baselines_of(notice.members, notice.root_scope), self.notifier.window)
         track = await self._track_record(notice) if notice.state != "resolved" else None
         recent = await self._recent(notice) if notice.reason == "repeat" else None
-        return (await self.notifier.deliver_notice(notice, samples, png, track=track, recent=recent)).notified
+        return (await self.notifier.deliver_notice(notice, samples, png, track=track, recent=recent, routes=routes)).notified
 
     async def _recent(self, notice: Notice) -> dict[str, list[float]] | None:
         """A reminder's firing scopes' counts over the alert window before it (message.recent_level):
@@ -434,10 +438,10 @@ class AlertDelivery:
         silences = await list_silences(self.redis)
         return next((found for kind in kinds if (found := silenced_by(silences, scope, kind, time.time()))), None)
 
-    async def _notify(self, record: AlertRecord) -> bool:
+    async def _notify(self, record: AlertRecord, routes: Sequence[str]) -> bool:
         assert self.notifier is not None
         png = await self._chart(record) if self.chart else None
-        return (await self.notifier.deliver(record, png)).notified
+        return (await self.notifier.deliver(record, png, routes)).notified
 
     async def _notified_before(self, entry_id: str) -> bool:
         """Whether an earlier delivery of this entry (this worker's or a dead one's) notified it."""

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from stream.alerts.correlator import Correlator
-from stream.alerts.incidents import AlertRecord, Incident
+from stream.alerts.incidents import AlertRecord, Incident, told_through
 from stream.alerts.judging import (
     AlertConfig,
     BinAt,
@@ -59,10 +59,11 @@ MAX_BOUNDARIES = 2880  # per scope and call; a scope far behind catches up over 
 # a time keeps every call short however many scopes a round judges.
 CHUNK = 256
 
-# KEYS: the scopes' state keys. Returns each one's {until, incidents, seq, since} (nil where unset).
+# KEYS: the scopes' state keys. Returns each one's {until, incidents, seq, since, told_severities}
+# (nil where unset).
 _READ = """
 local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, 'until', 'incidents', 'seq', 'since') end
+for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, 'until', 'incidents', 'seq', 'since', 'told_severities') end
 return out
 """
 
@@ -70,16 +71,18 @@ return out
 # stage the records for grouping (else they go to the outbox as they are), the keys' idle TTL, then
 # per scope: expected until ('' = never judged), new until, scope, incidents JSON, sequential
 # detector state JSON ('' = none), where the scope's history begins ('' = leave it: set once, at
-# its first judgement), its transition count, and per transition its boundary (the staging score)
-# and its record JSON. Each scope is a compare-and-set of its own: returns 1 per
-# scope committed, 0 per scope another worker had moved on.
+# its first judgement), the severities its alerts were told at (JSON, `incidents.told_through`;
+# '' = leave it, '{}' = none left), its transition count, and per transition its boundary (the
+# staging score), its record JSON and the severities a resolution is routed for (JSON, '' = its
+# own). Each scope is a compare-and-set of its own: returns 1 per scope committed, 0 per scope
+# another worker had moved on.
 _COMMIT = """
 local stage, ttl, at, done, any = ARGV[1], ARGV[2], 3, {}, false
 for k = 7, #KEYS do
   local key, expected, upto, scope = KEYS[k], ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  local incidents, seq, since, count = ARGV[at + 3], ARGV[at + 4], ARGV[at + 5], tonumber(ARGV[at + 6])
-  local first = at + 7
-  at = first + 2 * count
+  local incidents, seq, since, told, count = ARGV[at + 3], ARGV[at + 4], ARGV[at + 5], ARGV[at + 6], tonumber(ARGV[at + 7])
+  local first = at + 8
+  at = first + 3 * count
   local current = redis.call('HGET', key, 'until') or ''
   if current ~= expected then
     done[#done + 1] = 0
@@ -88,14 +91,17 @@ for k = 7, #KEYS do
     redis.call('HSET', key, 'until', upto, 'incidents', incidents)
     if seq ~= '' then redis.call('HSET', key, 'seq', seq) end
     if since ~= '' then redis.call('HSET', key, 'since', since) end
+    if told == '{}' then redis.call('HDEL', key, 'told_severities') elseif told ~= '' then redis.call('HSET', key, 'told_severities', told) end
     if incidents == '{}' then redis.call('SREM', KEYS[1], scope) else redis.call('SADD', KEYS[1], scope) end
     redis.call('ZADD', KEYS[6], upto, scope)
     -- Judged past its newest post: no longer dirty (a newer post raises the score again, never lowers it).
     local newest = tonumber(redis.call('ZSCORE', KEYS[4], scope) or '')
     if newest ~= nil and newest < tonumber(upto) then redis.call('ZREM', KEYS[4], scope) end
-    for i = first, at - 1, 2 do
+    for i = first, at - 1, 3 do
       if stage == '1' then
         redis.call('ZADD', KEYS[5], ARGV[i], ARGV[i + 1])
+      elseif ARGV[i + 2] ~= '' then
+        redis.call('XADD', KEYS[2], '*', 'record', ARGV[i + 1], 'route_severities', ARGV[i + 2])
       else
         redis.call('XADD', KEYS[2], '*', 'record', ARGV[i + 1])
       end
@@ -329,11 +335,11 @@ class AlertEngine:
         replies = await self._states(scopes)
         # The earliest bucket of scopes never judged (where judging starts), and of scopes whose own
         # history start is not known yet (it is set at their first judgement).
-        earliest = await self._earliest([scope for scope, (done, _, seq, since) in zip(scopes, replies)
+        earliest = await self._earliest([scope for scope, (done, _, seq, since, _) in zip(scopes, replies)
                                          if done is None or (since is None and not seq)])
         stream_start, trimmed = history
         plans, caught_up, commits = [], [], []
-        for scope, (done, raw, seq, since) in zip(scopes, replies):
+        for scope, (done, raw, seq, since, told) in zip(scopes, replies):
             after = int(done) if done is not None else self._start(earliest.get(scope, []))
             if after is None:
                 continue
@@ -346,7 +352,7 @@ class AlertEngine:
                 # A new scope with no boundary to judge yet: record where it starts (what a judgement
                 # would assume), so the plan leaves it alone until a boundary passes instead of
                 # re-reading it every batch.
-                commits.append((scope, "", after, {}, None, [], None))
+                commits.append((scope, "", after, {}, None, [], None, "", []))
             if todo:
                 incidents = {k: Incident.from_json(v) for k, v in orjson.loads(raw or "{}").items()}
                 state = SeqState.from_json(orjson.loads(seq)) if seq and done is not None else None
@@ -362,14 +368,14 @@ class AlertEngine:
                     found = earliest.get(scope, [])
                     start = scope_history_start(float(found[0]) if found else None, stream_start, trimmed)
                     new_since = start
-                plans.append((scope, done or "", todo, incidents, state, self._reads(todo, state), start, new_since))
+                plans.append((scope, done or "", todo, incidents, state, self._reads(todo, state), start, new_since, told))
         if caught_up:
             await self._clean(keys=[DIRTY_KEY], args=caught_up)
         if not plans and not commits:
             return []
         step = self.config.step_s
-        series = iter(await self.store.slices_many([(scope, first, step, count) for scope, *_, reads, _, _ in plans for first, count in reads]))
-        for scope, expected, todo, incidents, state, reads, start, new_since in plans:
+        series = iter(await self.store.slices_many([(scope, first, step, count) for scope, *_, reads, _, _, _ in plans for first, count in reads]))
+        for scope, expected, todo, incidents, state, reads, start, new_since, told in plans:
             tables = [(first, next(series)) for first, _ in reads]
             if self.config.detector == "sequential":
                 after, state, records = judge_sequential(scope, incidents, state, _bins_from(tables, step, start),
@@ -378,11 +384,11 @@ class AlertEngine:
                 (first, slices), = tables
                 after, records = judge_series(scope, incidents, slices, first, todo, start, self.config, now_iso)
             records = [await self._with_samples(r) for r in records]
-            commits.append((scope, expected, todo[-1], after, state, records, new_since))
+            commits.append((scope, expected, todo[-1], after, state, records, new_since, *self._told(told, records, after)))
         calls = [self._commit_call(commits[i:i + CHUNK]) for i in range(0, len(commits), CHUNK)]
         results = [ok for reply in await run_scripts(self.redis, calls) for ok in reply]
         lost = []
-        for (scope, _, _, _, _, records, _), ok in zip(commits, results):
+        for (scope, _, _, _, _, records, *_), ok in zip(commits, results):
             if ok:
                 committed.extend(records)
                 for r in records:
@@ -392,21 +398,32 @@ class AlertEngine:
                 lost.append(scope)
         return lost
 
+    def _told(self, stored: str | None, records: list[AlertRecord], after: Mapping[str, Incident]) -> tuple[str | bytes, list[list[str]]]:
+        """Without grouping, the scope's `told_severities` after `records` ('' = unchanged) and the
+        severities each record's notification is routed for (`incidents.told_through`). A hash field
+        of its own, which a worker before it leaves alone: one in its `incidents` would be refused."""
+        if self.correlator is not None or (not records and not stored):
+            return "", [[] for _ in records]
+        before = orjson.loads(stored) if stored else {}
+        told, routes = told_through(before, records, {incident.alert_id for incident in after.values()})
+        return ("" if told == before else _encode(told)), routes
+
     def _commit_call(self, commits: list[tuple]) -> tuple:
         """One _COMMIT call for these scopes' (scope, expected until, new until, incidents, state, records,
-        history start to record or None)."""
+        history start to record or None, told severities ('' = leave them), each record's routes)."""
         keys = [OPEN_KEY, OUTBOX_KEY, ALERT_STATS_KEY, DIRTY_KEY, STAGING_KEY, JUDGED_KEY]
         args = ["1" if self.correlator is not None else "0", str(self.store.idle_ttl_s)]
-        for scope, expected, last, after, state, records, since in commits:
+        for scope, expected, last, after, state, records, since, told, routes in commits:
             keys.append(incident_key(scope))
             args += [expected, str(last), scope, _encode({k: v.to_json() for k, v in after.items()}),
                      _encode(state.to_json()) if state is not None else "", repr(float(since)) if since is not None else "",
-                     str(len(records))]
-            args += [item for r in records for item in (str(int(epoch(r.window_end))), json.dumps(asdict(r), ensure_ascii=False))]
+                     told, str(len(records))]
+            args += [item for r, route in zip(records, routes)
+                     for item in (str(int(epoch(r.window_end))), json.dumps(asdict(r), ensure_ascii=False), json.dumps(route) if route else "")]
         return self._commit, keys, args
 
-    async def _states(self, scopes: list[str]) -> list[tuple[str | None, str | None, str | None, str | None]]:
-        """Each scope's (until, incidents, seq, since) as stored, a few hundred scopes a script."""
+    async def _states(self, scopes: list[str]) -> list[tuple[str | None, str | None, str | None, str | None, str | None]]:
+        """Each scope's (until, incidents, seq, since, told_severities) as stored, a few hundred scopes a script."""
         calls = [(self._read, [incident_key(scope) for scope in scopes[i:i + CHUNK]], []) for i in range(0, len(scopes), CHUNK)]
         return [tuple(found) for reply in await run_scripts(self.redis, calls) for found in reply]
 

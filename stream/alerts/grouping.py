@@ -49,12 +49,11 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from stream.alerts.incidents import AlertRecord
+from stream.alerts.incidents import SEVERITY_RANK, AlertRecord, ranked
 from stream.stored import from_stored
 from stream.timefmt import epoch, iso
 
 PRECEDENCE = {"asset": 0, "channel": 1, "source": 2, "all": 3}
-SEVERITY_RANK = {"warning": 0, "critical": 1}
 # The label whose posts a kind is about: its excess is what an explanation must account for.
 LABEL_OF_KIND = {"sentiment_drop": "negative", "sentiment_surge": "positive", "volume_spike": "n"}
 
@@ -336,6 +335,10 @@ class Incident:
     # that heard it begin or escalate, even once the member that made it critical has calmed to a
     # warning, or left it at the tail check (`_split`). None: not yet told.
     routed: str | None = None
+    # Every severity a firing notice of it went out at, lowest first: its resolution goes to the
+    # services each of them reached (`resolution_routes`), so a warning-only service that heard it
+    # open hears it end after it turned critical. `routed` stays beside it: older workers keep that.
+    told_severities: list[str] = field(default_factory=list)
 
     def firing(self) -> list[Member]:
         return [m for m in self.members.values() if m.firing]
@@ -345,12 +348,17 @@ class Incident:
         return max(ranked, key=lambda s: SEVERITY_RANK.get(s, 0), default="warning")
 
     def peak_severity(self) -> str:
-        """The highest severity it reached, told or held by a member: what a resolution is routed with.
-        Told over while its tail still fires, `severity()` is the tail's (warning) and a critical
-        incident's resolution skipped the services only critical alerts reach (a pager's page stayed
-        open)."""
+        """The highest severity it reached, told or held by a member: what a resolution says. Told
+        over while its tail still fires, `severity()` is the tail's (warning), and a critical
+        incident's resolution said warning."""
         told = [self.routed] if self.routed else []
         return max([m.severity for m in self.members.values()] + told, key=lambda s: SEVERITY_RANK.get(s, 0), default="warning")
+
+    def resolution_routes(self) -> tuple[str, ...]:
+        """The severities its resolution is routed for: every one a firing notice of it went out at.
+        `routed` too, which a worker that kept no list (one older, or one that dropped the list on
+        rewriting the state) still raised; neither known: the peak, as before."""
+        return tuple(ranked([*self.told_severities, *filter(None, [self.routed])]) or [self.peak_severity()])
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -438,6 +446,10 @@ class Entry:
 
     records: tuple[dict[str, Any], ...] = ()
     notice: Notice | None = None
+    # The severities the notice is routed for (a resolution's `Incident.resolution_routes`); empty:
+    # its own severity. Beside the notice, not a `Notice` field: a worker before session 46 refuses
+    # a notice field it does not know, and reads only `records` and `notice` of an entry.
+    route_severities: tuple[str, ...] = ()
 
 
 def incident_id(root: str, boundary: int, salt: str = "") -> str:
@@ -792,6 +804,10 @@ def _record(state: GroupState, incident: Incident, t: AlertRecord, boundary: int
     return [Entry((record,))]
 
 
+def _highest(*severities: str | None) -> str | None:
+    return max(filter(None, severities), key=lambda s: SEVERITY_RANK.get(s, 0), default=None)
+
+
 def _public(t: AlertRecord, incident: Incident) -> dict[str, Any]:
     """The record as the outbox carries it (asdict: samples and context included)."""
     return _about(asdict(replace(t, notified=False)), incident)
@@ -833,7 +849,8 @@ def _root_resolved_field(incident: Incident, m: Member, resolved: bool) -> dict[
 
 def _announce(incident: Incident, reason: str, boundary: int) -> Entry:
     notice = _notice(incident, reason, boundary)
-    incident.routed = max(filter(None, (incident.routed, notice.severity)), key=lambda s: SEVERITY_RANK.get(s, 0))
+    incident.routed = _highest(incident.routed, notice.severity)
+    incident.told_severities = ranked([*incident.told_severities, notice.severity])
     records = _release(incident)
     incident.emitted = incident.emitted or bool(records)
     incident.notified, incident.changed = boundary, False
@@ -853,8 +870,8 @@ def _close(state: GroupState, incident: Incident, boundary: int, record: dict[st
     elif incident.held:
         entries.append(Entry(_release(incident)))
     incident.emitted = True
-    notice = _notice(incident, "resolved", boundary)
-    entries += [Entry((record,), notice)] if is_root else [Entry((record,)), Entry((), notice)]
+    notice, routes = _notice(incident, "resolved", boundary), incident.resolution_routes()
+    entries += [Entry((record,), notice, routes)] if is_root else [Entry((record,)), Entry((), notice, routes)]
     del state.incidents[incident.id]
     return entries
 
@@ -931,7 +948,9 @@ def _split(state: GroupState, incident: Incident, boundary: int, answers: Mappin
         return []
     incident.over_told = boundary
     entries = [Entry(_release(incident))] if incident.held else []
-    entries.append(Entry((), _notice(incident, "resolved", boundary)))  # at its peak: `routed` kept what left
+    # At its peak, to every service a firing notice reached: `routed` and `told_severities` kept
+    # what left.
+    entries.append(Entry((), _notice(incident, "resolved", boundary), incident.resolution_routes()))
     return entries
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from stream.alerts.detector import Kind, Severity, Signal, Thresholds
 from stream.stored import from_stored
@@ -22,6 +22,12 @@ from stream.windows import Sample
 State = Literal["firing", "resolved"]
 
 MIN_ID_PREFIX = 6
+SEVERITY_RANK = {"warning": 0, "critical": 1}
+
+
+def ranked(severities: Iterable[str]) -> list[str]:
+    """`severities`, each once, lowest first."""
+    return sorted(set(severities), key=lambda s: (SEVERITY_RANK.get(s, 0), s))
 
 
 def incident_by_prefix(given: str, idents: Iterable[str]) -> str:
@@ -132,6 +138,30 @@ def _record(scope: str, incident: Incident, state: State, signal: Signal, bounda
         # Ungrouped, each (scope, kind) incident is its own event; grouping (grouping.py) replaces both.
         incident_id=incident.alert_id, root_scope=scope,
     )
+
+
+def told_through(told: Mapping[str, Sequence[str]], records: Sequence[AlertRecord],
+                 open_ids: Iterable[str]) -> tuple[dict[str, list[str]], list[list[str]]]:
+    """Without grouping: per alert id, the severities its firing notifications went out at, after
+    one scope's `records` (in order); and per record the severities its notification is routed for
+    when that is more than its own (empty: its own alone). A resolution carries its alert's highest
+    severity, so an alert that fired as a warning and was repeated as critical resolved to the
+    critical services only: whoever heard the warning never heard it end. It goes to every severity
+    its alert's firing notifications went out at (Alertmanager's `send_resolved`, per receiver).
+    Only the alerts in `open_ids` (the scope's open ones) are kept: one that an older worker,
+    which keeps no list, resolved is dropped too."""
+    after = {ident: list(severities) for ident, severities in told.items()}
+    routes: list[list[str]] = []
+    for record in records:
+        if record.state == "firing":
+            after[record.alert_id] = ranked([*after.get(record.alert_id, []), record.severity])
+            routes.append([])
+        else:
+            # An alert that fired under a worker that kept no list is routed as before: its own severity.
+            found = ranked([*after.pop(record.alert_id, []), record.severity])
+            routes.append(found if found != [record.severity] else [])
+    kept = set(open_ids)
+    return {ident: severities for ident, severities in after.items() if ident in kept}, routes
 
 
 def step(

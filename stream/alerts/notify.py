@@ -3,7 +3,9 @@
 Routing (explicit, over Apprise's server objects, because Apprise's own tag filter never selects
 untagged services once a tag is given): a notification of severity S goes to every service tagged
 S, every service tagged `always`, and every untagged service, so one plain URL works out of the
-box. A resolution goes out with the severity of the incident it resolves.
+box. A resolution says the highest severity its incident reached and goes to every service any of
+its firing notifications went to (the severities its outbox entry names), each once: a warning-only
+service that heard an incident open hears it end after it turned critical.
 
 Delivery: every targeted service is tried concurrently, each up to `attempts` times with
 exponential backoff. A service that accepted is never sent to again because another one failed.
@@ -166,9 +168,11 @@ def tag_names(server: NotifyBase) -> set[str]:
     return {str(tag).lower() for tag in server.tags}
 
 
-def route(servers: Iterable[NotifyBase], severity: str) -> list[NotifyBase]:
-    """Services for a notification of `severity`: tagged with it, tagged `always`, or untagged."""
-    wanted = {severity.lower(), ALWAYS_TAG}
+def route(servers: Iterable[NotifyBase], *severities: str) -> list[NotifyBase]:
+    """Services for a notification routed for `severities` (a resolution's are every severity its
+    incident's firing notifications went out at): tagged with any of them, tagged `always`, or
+    untagged; each once, in the configured order."""
+    wanted = {severity.lower() for severity in severities} | {ALWAYS_TAG}
     return [s for s in servers if not s.tags or tag_names(s) & wanted]
 
 
@@ -317,14 +321,14 @@ class Notifier:
             window=settings.alert_window,
         )
 
-    def targets_for(self, severity: str) -> list[NotifyBase]:
-        # A resolution carries the incident's severity, so it reaches whoever was told it fired.
-        return route(self.targets, severity)
+    def targets_for(self, *severities: str) -> list[NotifyBase]:
+        return route(self.targets, *severities)
 
-    async def deliver(self, record: AlertRecord, chart_png: bytes | None = None) -> Delivery:
-        """One transition's notification (`SENTINEL_ALERT_GROUPING=none`)."""
+    async def deliver(self, record: AlertRecord, chart_png: bytes | None = None, routes: Sequence[str] = ()) -> Delivery:
+        """One transition's notification (`SENTINEL_ALERT_GROUPING=none`), routed for `routes` (a
+        resolution: every severity its alert's firing notifications went out at), else its own."""
         context = {"alert_id": record.alert_id, "scope": record.scope, "severity": record.severity}
-        return await self._deliver(context, record.severity, message.title(record), message.body(record, samples=self.samples, console_url=self.console_url),
+        return await self._deliver(context, tuple(routes) or (record.severity,), message.title(record), message.body(record, samples=self.samples, console_url=self.console_url),
                                    notify_type(record.state, record.severity), chart_png, record.alert_id, key=record.incident_id,
                                    fields=record_fields(record))
 
@@ -339,20 +343,22 @@ class Notifier:
         return [(described, outcome.ok) for described, outcome in zip(servers_description(routed), outcomes)]
 
     async def deliver_notice(self, notice: Notice, samples: Sequence[Sample] = (), chart_png: bytes | None = None,
-                             track: TrackRecord | None = None, recent: Mapping[str, Sequence[float]] | None = None) -> Delivery:
+                             track: TrackRecord | None = None, recent: Mapping[str, Sequence[float]] | None = None,
+                             routes: Sequence[str] = ()) -> Delivery:
         """One incident's notification (stream/alerts/grouping.py), with the track record of its kinds
-        and, for a reminder, where its firing scopes are now (`recent`, see message.recent_level)."""
+        and, for a reminder, where its firing scopes are now (`recent`, see message.recent_level);
+        routed for `routes` (a resolution's `Entry.route_severities`), else its own severity."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
         text = message.notice_body(notice, samples, samples_shown=self.samples, console_url=self.console_url, track=track,
                                    window=self.window, recent=recent)
-        return await self._deliver(context, notice.severity, message.notice_title(notice), text,
+        return await self._deliver(context, tuple(routes) or (notice.severity,), message.notice_title(notice), text,
                                    notify_type(notice.state, notice.severity), chart_png, notice.incident_id, key=notice.incident_id,
                                    fields=notice_fields(notice))
 
-    async def _deliver(self, context: dict[str, Any], severity: str, head: str, text: str, kind: NotifyType,
+    async def _deliver(self, context: dict[str, Any], severities: Sequence[str], head: str, text: str, kind: NotifyType,
                        chart_png: bytes | None, name: str, key: str | None = None,
                        fields: Mapping[str, str] | None = None) -> Delivery:
-        routed = self.targets_for(severity)
+        routed = self.targets_for(*severities)
         if not routed:
             log.info("no notification service for this severity", extra=context)
             return Delivery(notified=False, failures=0, attempts=0)
