@@ -784,6 +784,22 @@ def test_a_resolution_of_an_incident_a_worker_without_the_list_told_is_routed_as
     assert [(e.notice.reason, e.route_severities) for e in entries if e.notice] == [("resolved", ("critical",))]
 
 
+def test_a_member_critical_for_a_while_no_notice_told_still_makes_the_resolution_say_critical():
+    """Earlier note: a member that fires critical, resolves and fires again as a warning lowers the
+    incident's peak. Fixed (`routed`) where a notice had told critical; not where none had: within
+    the group wait, or between updates, the member's severity became warning again and the
+    resolution, and `sentinel incidents`, said warning of an incident that reached critical. The
+    resolution says its peak (`reached`), and goes to the services its notices reached: warning."""
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0, severity="critical"),
+                   transition("asset:ETH", "volume_spike", "firing", B0)],
+              B0 + MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + MIN, severity="critical")],
+              B0 + 2 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 2 * MIN)],
+              B0 + 90 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 90 * MIN),
+                              transition("asset:ETH", "volume_spike", "resolved", B0 + 90 * MIN)]}
+    run(events)
+    assert routes_told(run.told) == [("new", "warning", ()), ("resolved", "critical", ("warning",))]
+
+
 def test_sentinel_incidents_gives_a_resolved_incident_the_severity_its_resolution_went_out_with():
     """Review 45: told over while its warning tail still cleared, the incident's resolution went out
     as critical (its peak) but its summary (`sentinel incidents`, the console's history) said

@@ -339,6 +339,9 @@ class Incident:
     # services each of them reached (`resolution_routes`), so a warning-only service that heard it
     # open hears it end after it turned critical. `routed` stays beside it: older workers keep that.
     told_severities: list[str] = field(default_factory=list)
+    # The highest severity a member reached while in it, told or not: a member that fired critical
+    # and then warning within one group wait left no trace of it in `routed` or in its own severity.
+    reached: str | None = None
 
     def firing(self) -> list[Member]:
         return [m for m in self.members.values() if m.firing]
@@ -351,7 +354,7 @@ class Incident:
         """The highest severity it reached, told or held by a member: what a resolution says. Told
         over while its tail still fires, `severity()` is the tail's (warning), and a critical
         incident's resolution said warning."""
-        told = [self.routed] if self.routed else []
+        told = [s for s in (self.routed, self.reached) if s]
         return max([m.severity for m in self.members.values()] + told, key=lambda s: SEVERITY_RANK.get(s, 0), default="warning")
 
     def resolution_routes(self) -> tuple[str, ...]:
@@ -722,6 +725,7 @@ def _merge(state: GroupState, source: Incident, target: Incident) -> list[dict[s
             target.members[key] = member
             if key in source.judged:
                 target.judged[key] = source.judged[key]
+    target.reached = _highest(target.reached, source.reached)
     del state.incidents[source.id]
     source.merged_into = target.id
     state.merged.append(source)
@@ -782,6 +786,7 @@ def _record(state: GroupState, incident: Incident, t: AlertRecord, boundary: int
     member.firing = t.state == "firing"
     if t.state == "firing":
         member.severity, member.onset, member.value, member.baseline = t.severity, t.onset or member.onset, t.value, t.baseline
+        incident.reached = _highest(incident.reached, t.severity)
         _judged(incident, t)
     record = _public(t, incident)
     is_root = t.scope == incident.root
@@ -948,8 +953,8 @@ def _split(state: GroupState, incident: Incident, boundary: int, answers: Mappin
         return []
     incident.over_told = boundary
     entries = [Entry(_release(incident))] if incident.held else []
-    # At its peak, to every service a firing notice reached: `routed` and `told_severities` kept
-    # what left.
+    # At its peak, to every service a firing notice reached: `routed`, `reached` and
+    # `told_severities` kept what left.
     entries.append(Entry((), _notice(incident, "resolved", boundary), incident.resolution_routes()))
     return entries
 
