@@ -8,6 +8,7 @@ import logging
 import sys
 from collections import Counter
 from pathlib import Path
+from types import EllipsisType
 from typing import Annotated, Any, Awaitable, Callable, Collection, Literal, Optional, Sequence, TypeVar
 
 import typer
@@ -944,6 +945,7 @@ def run(
     import tempfile
 
     from sentinel.run import RunError, connected, notifying, run_once
+    from stream.tools.replay import recorded_partitions
     from stream.tools.services import run_async
 
     settings = model_settings(stream="worker", scorer=True)
@@ -952,7 +954,8 @@ def run(
         err.print(f"warning: {notice}", soft_wrap=True, markup=False, highlight=False)
     with file.open("rb") as handle:
         total = sum(1 for line in handle if line.strip())
-    settings = recording_partitions(settings, file)
+    recorded = recorded_partitions(file)  # once, for the topics and the replay: each pass reads the whole recording
+    settings = recording_partitions(settings, file, recorded)
     worker_log = worker_log_path or Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
     try:
         with connected(settings) as (live, embedded):
@@ -970,6 +973,7 @@ def run(
                         input_ended=input_ended,
                         workers=workers,
                         worker_log=worker_log,
+                        recorded=recorded,
                         on_sent=lambda n: bar.update(sent_task, completed=n),
                         on_consumed=lambda n: bar.update(done_task, completed=n),
                     )
@@ -1020,14 +1024,15 @@ class TooManyPartitions(ValueError):
     """A recording names more partitions than a topic is created with (MAX_CREATED_PARTITIONS)."""
 
 
-def recording_partitions(settings: Settings, file: Path) -> Settings:
+def recording_partitions(settings: Settings, file: Path, recorded: int | None | EllipsisType = ...) -> Settings:
     """A recording keeps its per-partition order only on as many partitions as it names: the
     embedded stack takes its count (up to MAX_CREATED_PARTITIONS) unless SENTINEL_PARTITIONS is
     set; a count set that differs, or past that limit, is warned about (fewer: the records go where
-    their keys hash)."""
+    their keys hash). `recorded`: recorded_partitions(file), where the caller has it."""
     from stream.tools.replay import recorded_partitions
 
-    recorded = recorded_partitions(file)
+    if recorded is ...:
+        recorded = recorded_partitions(file)
     if recorded is None or recorded == settings.partitions:
         return settings
     if "partitions" not in settings.model_fields_set and not settings.kafka_broker:
@@ -1121,6 +1126,7 @@ def replay_cmd(
         if not lines:
             err.print(f"[yellow]warning:[/yellow] {escape(str(file))} holds no lines: nothing to send")
             return
+        recorded = recorded_partitions(file)  # once: each pass reads the whole recording
         partitions = known.get(target)
         if partitions is None:
             if topic is not None and not create_topic:
@@ -1128,15 +1134,16 @@ def replay_cmd(
             # The posts topic is the workers': SENTINEL_PARTITIONS, which they check it against (a
             # recording naming more is refused below unless --repartition). Another topic, asked
             # for by --create-topic, takes the recording's count.
-            recorded = recorded_partitions(file) if topic is not None and topic != settings.topic_posts else None
-            if recorded is not None and recorded > MAX_CREATED_PARTITIONS:
-                raise TooManyPartitions(f"{file} names partition {recorded - 1:,}: --create-topic creates at most "
+            taken = recorded if topic is not None and topic != settings.topic_posts else None
+            if taken is not None and taken > MAX_CREATED_PARTITIONS:
+                raise TooManyPartitions(f"{file} names partition {taken - 1:,}: --create-topic creates at most "
                                         f"{MAX_CREATED_PARTITIONS:,} (a corrupt line?); create {target!r} yourself to replay into it")
-            partitions = recorded or settings.partitions
+            partitions = taken or settings.partitions
             await ensure_topics(settings.model_copy(update={"partitions": partitions}), [target])
-        if repartition:
-            warn_if_repartitioned(file, target, partitions)
-        await replay_lines(settings, file, target, pace, max_gap_s=max_gap, from_line=from_line, repartition=repartition, result=result)
+        if repartition and recorded is not None and recorded > partitions:
+            warn_repartitioned(file, target, recorded, partitions)
+        await replay_lines(settings, file, target, pace, max_gap_s=max_gap, from_line=from_line, repartition=repartition, result=result,
+                           recorded=recorded)
 
     try:
         asyncio.run(go())
@@ -1157,16 +1164,14 @@ def replay_cmd(
     out.print(f"sent {result.sent} messages to {target}")
 
 
-def warn_if_repartitioned(file: Path, topic: str, partitions: int) -> None:
+def warn_repartitioned(file: Path, topic: str, recorded: int, partitions: int) -> None:
     """`sentinel replay --repartition`, before anything is sent: a recording of more partitions
     than the topic has goes where its keys hash (replay_lines sends it so and says nothing: each
     command says it once, `sentinel run` at start-up)."""
-    from stream.tools.replay import recorded_partitions, warn_stderr
+    from stream.tools.replay import warn_stderr
 
-    recorded = recorded_partitions(file)
-    if recorded is not None and recorded > partitions:
-        warn_stderr(f"{file} was recorded from {recorded} partitions but topic {topic!r} has {partitions}: "
-                    f"records go where their keys hash, so per-partition order is not kept")
+    warn_stderr(f"{file} was recorded from {recorded} partitions but topic {topic!r} has {partitions}: "
+                f"records go where their keys hash, so per-partition order is not kept")
 
 
 @app.command("record")

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import EllipsisType
 from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 from pydantic import SecretStr
@@ -319,10 +320,12 @@ async def run_once(
     worker_log: Path | None = None,
     on_sent: Callable[[int], None] | None = None,
     on_consumed: Callable[[int], None] | None = None,
+    recorded: int | None | EllipsisType = ...,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Replay PATH through `workers` worker processes (one consumer group); the summary and the alert
     records. The end is settled as ended (`settled_as_ended`) on the embedded stack, or where the
-    caller says PATH is the whole input of the configured topics and Redis (`input_ended`)."""
+    caller says PATH is the whole input of the configured topics and Redis (`input_ended`).
+    `recorded`: the partition count PATH names (recorded_partitions), where the caller has it."""
     ended = settled_as_ended(embedded=embedded, input_ended=input_ended)
     await ensure_topics(settings, worker_topics(settings))
     store = open_store(settings)
@@ -336,7 +339,8 @@ async def run_once(
             # A recording of more partitions than the topic's goes where its keys hash: sentinel run's
             # recording_partitions said so before the stack started (the worker's partition check
             # makes SENTINEL_PARTITIONS the topic's count).
-            replayed = await replay_lines(settings, path, settings.topic_posts, None, on_sent, repartition=True)
+            replayed = await replay_lines(settings, path, settings.topic_posts, None, on_sent, repartition=True,
+                                          recorded=recorded)
             sent = replayed.sent
             after = await wait_processed(settings, store, before, sent, procs, timeout, on_consumed)
             wall = time.monotonic() - started

@@ -396,3 +396,43 @@ def test_ctrl_c_on_a_paced_replay_names_the_line_to_resume_from(kafka_server, tm
 
 async def count_records(settings: Settings, topic: str) -> list[dict]:
     return [r async for r in consume_records(settings, topic)]
+
+
+COUNTING_PASSES = """
+import atexit, sys
+import stream.tools.replay as replay
+passes, read = [], replay.read_replay_file
+def counted(path):
+    passes.append(str(path))
+    return read(path)
+replay.read_replay_file = counted
+atexit.register(lambda: print(f"passes over the file: {len(passes)}", file=sys.stderr))
+from sentinel.cli import app
+app(prog_name="sentinel")
+"""
+
+
+def test_replay_and_run_read_a_recording_once_for_its_partitions_and_once_to_send(kafka_server, tmp_path):
+    """Each pass reads the whole recording (a retained topic's can be gigabytes): the partition
+    count it names is found once, however many of --create-topic, --repartition and run's topic
+    set-up ask for it, and the sending is the other pass."""
+    import os
+    import subprocess
+    import sys
+
+    settings = Settings(kafka_broker=kafka_server, partitions=2)
+    present, created = f"passes-{uuid.uuid4().hex[:6]}", f"passes-made-{uuid.uuid4().hex[:6]}"
+    asyncio.run(asyncio.wait_for(ensure_topics(settings, [present]), 60))
+    path = tmp_path / "rec.jsonl"
+    path.write_text("".join(json.dumps({**RECORD, "partition": p, "value": post(p, iso(1_767_225_600 + p))}) + "\n" for p in range(3)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+
+    def passes(*args: str, broker: str | None) -> int:
+        r = subprocess.run([sys.executable, "-c", COUNTING_PASSES, *args], capture_output=True, text=True, timeout=180,
+                           env={**env, **({"KAFKA_BROKER": broker} if broker else {}), "SENTINEL_BASE": "lexicon"})
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+        return int(r.stderr.rsplit("passes over the file: ", 1)[1].split()[0])
+
+    assert passes("replay", str(path), "--topic", present, "--repartition", broker=kafka_server) == 2
+    assert passes("replay", str(path), "--topic", created, "--create-topic", "--repartition", broker=kafka_server) == 2
+    assert passes("run", str(path), broker=None) == 2  # the embedded stack, with the recording's 3 partitions

@@ -34,6 +34,7 @@ import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import EllipsisType
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
 from stream.contracts import Limits, encode_value, parse_created_at
@@ -302,7 +303,8 @@ async def replay(settings: Settings, path: Path, topic: str, speed: float | None
 
 async def replay_lines(settings: Settings, path: Path, topic: str, speed: float | None, progress: Callable[[int], None] | None = None,
                        warn: Callable[[str], None] = warn_stderr, *, max_gap_s: float = MAX_GAP_S, from_line: int = 1,
-                       repartition: bool = False, result: ReplayResult | None = None) -> ReplayResult:
+                       repartition: bool = False, result: ReplayResult | None = None,
+                       recorded: int | None | EllipsisType = ...) -> ReplayResult:
     """As replay, and where each line landed and which were not sent.
 
     A record line goes to its recorded partition, with its recorded timestamp and headers. A
@@ -310,7 +312,9 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
     anything is sent, unless `repartition` (then every line goes where its key hashes; the caller,
     which chose that, tells its user). Lines before `from_line` are skipped (to resume). `result`,
     when given, is filled in as lines are acknowledged, so a caller interrupted (Ctrl-C) can say
-    where to resume: `result.resume_line`."""
+    where to resume: `result.resume_line`. `recorded` is `recorded_partitions(path)` where the
+    caller has it already: finding it reads the whole file, which a recording of a retained topic
+    makes long; left out (...), it is read here."""
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import MessageSizeTooLargeError
 
@@ -321,7 +325,8 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
         enable_idempotence=False,
         acks="all",
     )
-    recorded = recorded_partitions(path)
+    if recorded is ...:
+        recorded = recorded_partitions(path)
     await producer.start()
     result = result if result is not None else ReplayResult()
     result.resume_line = max(result.resume_line, from_line)
