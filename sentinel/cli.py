@@ -705,7 +705,8 @@ def train(
             raise fail(str(exc)) from None
     split_info = {"train": len(split_train), "validation": len(validation), "overlap_removed": overlap, "seed": seed,
                   "val_fraction": None if val_data else val_fraction, "skipped_rows": len(skipped)}
-    card = write_model_card(result, cfg, trainer.info, list(data), split_info, validation_file=val_data)
+    card = write_model_card(result, cfg, trainer.info, list(data), split_info, validation_file=val_data,
+                            init_identity=trainer.init_adapter_identity)
     out.print(json.dumps({"out": str(out_dir), "validation": {k: card["validation_metrics"].get(k) for k in ("f1_weighted", "f1_macro", "accuracy", "n")},
                           "steps": result.state.step, "best_step": result.state.best_step, "seconds": round(result.seconds, 1),
                           "samples_per_s": round(result.samples_per_s, 2)}))

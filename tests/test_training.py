@@ -142,6 +142,27 @@ def test_a_warm_started_card_records_the_shape_trained_and_the_parent_data(train
     assert "LoRA r=8, alpha=16" in (child_dir / "README.md").read_text()
 
 
+def test_a_warm_started_run_hashes_the_init_adapters_weights_once(trained, tiny_model_dir, cache_dir, tmp_path, monkeypatch):
+    """The resume fingerprint (at every checkpoint) and the card's lineage both name the init
+    adapter by its weights' hash; the run takes it once, as sentinel train hands it to the card."""
+    import training.trainer as trainer_module
+
+    parent = tmp_path / "parent"
+    shutil.copytree(trained[1].out_dir, parent, ignore=shutil.ignore_patterns("checkpoint"))
+    weights = parent / "adapter_model.safetensors"
+    hashed: list[Path] = []
+    real_sha256 = trainer_module.sha256_file
+    monkeypatch.setattr(trainer_module, "sha256_file", lambda path: hashed.append(Path(path)) or real_sha256(path))
+    cfg = TrainConfig(base=str(tiny_model_dir), device="cpu", dtype="float32", cache_dir=cache_dir, init_adapter=parent,
+                      max_steps=2, eval_every=1, batch_size=4, max_length=32)
+    trainer = Trainer(cfg, synthetic(12), synthetic(6, seed=1), tmp_path / "child")
+    result = trainer.run()
+    card = write_model_card(result, cfg, trainer.info, [], {"train": 12}, init_identity=trainer.init_adapter_identity)
+    assert (result.out_dir / "checkpoint" / "run.json").is_file()  # the fingerprint was taken
+    assert card["init_adapter"]["weights_sha256"] == real_sha256(weights)
+    assert hashed.count(weights) == 1, hashed
+
+
 def test_the_card_marks_the_val_data_file_as_validation_not_training_data(tmp_path):
     """--val-data chose the checkpoint and trained nothing; the card listed it among the data files
     as if it were trained on."""

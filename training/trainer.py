@@ -29,6 +29,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import EllipsisType
 from typing import Any, Callable, Sequence
 
 import torch
@@ -468,10 +469,12 @@ def record_evaluation(card_path: Path, data: Path | Sequence[Path], report: dict
     return card
 
 
-def warm_start(init_adapter: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def warm_start(init_adapter: Path, weights_sha256: str | None | EllipsisType = ...) -> tuple[dict[str, Any], dict[str, Any]]:
     """What a warm start inherits, for the card: the LoRA shape actually trained (the init adapter's,
     not the command's --r/--alpha) and the adapter's own lineage (its weights' hash, the data it was
-    trained on and the checkpoint choice it carries), since its data is part of the new adapter's."""
+    trained on and the checkpoint choice it carries), since its data is part of the new adapter's.
+    `weights_sha256`: the hash the run already took (Trainer.init_adapter_identity); left out (...),
+    the weights are hashed here."""
     config = json.loads((init_adapter / "adapter_config.json").read_text())
     targets = config["target_modules"]  # a string is a PEFT regex, kept as it is (sorted, it fell into characters)
     shape = {"r": config["r"], "alpha": config["lora_alpha"], "dropout": config.get("lora_dropout", 0.0),
@@ -479,7 +482,9 @@ def warm_start(init_adapter: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     weights = init_adapter / "adapter_model.safetensors"
     card_path = init_adapter / "model_card.json"
     parent = json.loads(card_path.read_text()) if card_path.is_file() else {}
-    lineage = {"path": str(init_adapter), "weights_sha256": sha256_file(weights) if weights.is_file() else None,
+    if weights_sha256 is ...:
+        weights_sha256 = sha256_file(weights) if weights.is_file() else None
+    lineage = {"path": str(init_adapter), "weights_sha256": weights_sha256,
                **{k: parent[k] for k in ("data", "split", "init_adapter") if k in parent}}
     return shape, lineage
 
@@ -529,14 +534,16 @@ def recorded_settings(cfg: Any) -> dict[str, Any]:
 
 
 def write_model_card(result: TrainResult, cfg: TrainConfig, info: ModelInfo | None, data_files: Sequence[Path], split_info: dict[str, Any],
-                     validation_file: Path | None = None) -> dict[str, Any]:
+                     validation_file: Path | None = None, init_identity: dict[str, Any] | None = None) -> dict[str, Any]:
     """The adapter's model_card.json and README. `data_files` are what it trained on, in order;
     `validation_file` (--val-data) chose its checkpoint and is listed after them, marked
-    `"role": "validation"`, so a reader never takes it for training data."""
+    `"role": "validation"`, so a reader never takes it for training data. `init_identity` is the
+    run's Trainer.init_adapter_identity, whose weights' hash the card's lineage reuses (an
+    adapter's weights are megabytes, gigabytes at a 7B's rank 64)."""
     hyperparameters = recorded_settings(cfg)
     lineage = None
     if cfg.init_adapter is not None:
-        shape, lineage = warm_start(cfg.init_adapter)
+        shape, lineage = warm_start(cfg.init_adapter, init_identity["weights_sha256"] if init_identity else ...)
         hyperparameters.update(shape)
     card = {
         "base_model": cfg.base,
