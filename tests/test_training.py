@@ -163,6 +163,25 @@ def test_a_warm_started_run_hashes_the_init_adapters_weights_once(trained, tiny_
     assert hashed.count(weights) == 1, hashed
 
 
+def test_a_warm_start_from_an_adapter_naming_its_base_by_name_asks_no_hub_at_its_saves(trained, tiny_model_dir, cache_dir, tmp_path,
+                                                                                        monkeypatch):
+    """An adapter trained here names its base as the user did (`smollm2`); PEFT, saving a
+    checkpoint of a run warm-started from it, looked that name up on the Hub at every save."""
+    import peft.utils.save_and_load as peft_saving
+
+    parent = tmp_path / "parent"
+    shutil.copytree(trained[1].out_dir, parent, ignore=shutil.ignore_patterns("checkpoint"))
+    config = json.loads((parent / "adapter_config.json").read_text())
+    (parent / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "smollm2"}))
+    asked: list[str] = []
+    monkeypatch.setattr(peft_saving, "check_file_exists_on_hf_hub", lambda repo, name, **_: asked.append(repo))
+    cfg = TrainConfig(base=str(tiny_model_dir), device="cpu", dtype="float32", cache_dir=cache_dir, init_adapter=parent,
+                      max_steps=2, eval_every=1, batch_size=4, max_length=32)
+    result = Trainer(cfg, synthetic(12), synthetic(6, seed=1), tmp_path / "child").run()
+    assert (result.out_dir / "checkpoint" / "adapter_model.safetensors").is_file()  # checkpoints were saved
+    assert asked == []
+
+
 def test_the_card_marks_the_val_data_file_as_validation_not_training_data(tmp_path):
     """--val-data chose the checkpoint and trained nothing; the card listed it among the data files
     as if it were trained on."""

@@ -144,10 +144,8 @@ def lora_model(model: Any, cfg: TrainConfig, resume: Path | None) -> Any:
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
-    if resume is not None:
-        return PeftModel.from_pretrained(model, resume, is_trainable=True)
-    if cfg.init_adapter is not None:
-        return PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
+    if resume is not None or cfg.init_adapter is not None:
+        return loaded_from_here(PeftModel.from_pretrained(model, resume or cfg.init_adapter, is_trainable=True), model)
     config = LoraConfig(
         task_type="CAUSAL_LM", r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules)
     )
@@ -155,6 +153,17 @@ def lora_model(model: Any, cfg: TrainConfig, resume: Path | None) -> Any:
         return get_peft_model(model, config)
     except ValueError as exc:  # PEFT: a target module the base does not have (NoMatchingPeftModuleError among them)
         raise ModelLoadError(f"--target-modules {','.join(cfg.target_modules)}: {exc}") from None
+
+
+def loaded_from_here(peft_model: Any, model: Any) -> Any:
+    """A loaded adapter's config names its base as its card does (`smollm2`, name_the_base), and
+    PEFT reads that entry at every save to find the base's config.json: a bare name sends each
+    checkpoint of a warm start to the Hub for it (or, offline, to a failed lookup and a warning).
+    While training, it names the directory the base was loaded from, as a fresh LoRA's does;
+    name_the_base names the base again once the run is over."""
+    for config in peft_model.peft_config.values():
+        config.base_model_name_or_path = model.name_or_path
+    return peft_model
 
 
 class Trainer:
