@@ -35,6 +35,16 @@ def test_jsonl_with_columns_and_label_map(tmp_path):
     assert [(e.text, e.label, e.line) for e in ex] == [("up only", "positive", 1), ("down bad", "negative", 3)]
 
 
+def test_a_blank_line_in_a_csv_is_no_row_as_in_a_jsonl_file(tmp_path):
+    """A CSV ending in a doubled line break (or with an empty line between rows) was fatal:
+    'expected 2 fields, got 0'; a JSONL file's blank lines were always skipped."""
+    f = write(tmp_path / "blank.csv", "text,label\r\nBTC up,positive\r\n\r\n   \r\nETH down,negative\r\n\r\n")
+    result = load_examples(f)
+    assert [(e.text, e.line) for e in result.examples] == [("BTC up", 2), ("ETH down", 5)] and result.skipped == []
+    with pytest.raises(DataError, match=r"blank.csv:3: 'text' is empty"):  # a row of empty fields is still a row
+        load_examples(write(tmp_path / "blank.csv", "text,label\nBTC up,positive\n,\n"))
+
+
 @pytest.mark.parametrize(
     "content,line,reason",
     [

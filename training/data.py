@@ -258,7 +258,9 @@ def _csv_rows(path: Path, shape: RowShape = whole_row, required: tuple[str, ...]
         line = reader.line_num + 1
         for record in reader:
             _check_quotes(path, lines, line, reader.line_num, looks_like_row)
-            if len(record) != len(header):
+            if len(record) <= 1 and not "".join(record).strip():
+                pass  # a blank line is no row (a doubled last line break, say), as in a JSONL file
+            elif len(record) != len(header):
                 yield line, DataError(path, line, f"expected {len(header)} fields, got {len(record)}")
             else:
                 yield line, dict(zip(header, record))
