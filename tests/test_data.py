@@ -35,6 +35,12 @@ def test_jsonl_with_columns_and_label_map(tmp_path):
     assert [(e.text, e.label, e.line) for e in ex] == [("up only", "positive", 1), ("down bad", "negative", 3)]
 
 
+def test_a_jsonl_null_is_named_as_null_and_a_missing_key_as_missing(tmp_path):
+    f = write(tmp_path / "n.jsonl", '{"text": "ok", "label": null}\n{"text": null, "label": "neutral"}\n{"text": "gm"}\n')
+    skipped = [str(e) for e in load_examples(f, skip_bad=True).skipped]
+    assert skipped == [f"{f}:1: 'label' is null", f"{f}:2: 'text' is null", f"{f}:3: missing column 'label'"]
+
+
 def test_a_blank_line_in_a_csv_is_no_row_as_in_a_jsonl_file(tmp_path):
     """A CSV ending in a doubled line break (or with an empty line between rows) was fatal:
     'expected 2 fields, got 0'; a JSONL file's blank lines were always skipped."""

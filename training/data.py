@@ -144,8 +144,10 @@ def _example(path: Path, line: int, row: Any, text_col: str, label_col: str, lab
     if not isinstance(row, dict):
         raise DataError(path, line, f"expected an object, got {type(row).__name__}")
     for col in (text_col, label_col):
-        if row.get(col) is None:
+        if col not in row:
             raise DataError(path, line, f"missing column {col!r}")
+        if row[col] is None:  # JSON's null: the key is there, so "missing" sent people looking for a typo
+            raise DataError(path, line, f"{col!r} is null")
     raw_text, raw_label = row[text_col], str(row[label_col]).strip()
     if not isinstance(raw_text, str):
         raise DataError(path, line, f"{text_col!r} must be a string")
