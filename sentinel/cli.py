@@ -1450,18 +1450,21 @@ def ack(
     by: Annotated[Optional[str], typer.Option("--by", help="who, for the incident's acknowledgement log (default: the login name)")] = None,
 ) -> None:
     """Acknowledge an open incident: no more repeat notifications (updates and the resolution still come)."""
-    from stream.alerts.correlator import acknowledge
+    from stream.alerts.correlator import acknowledge, incident_summary
+    from stream.alerts.incidents import not_acknowledged
 
     reason = checked_reason(reason)
     who = operator_name(by)
 
-    async def act(client: Any) -> str | None:
+    async def act(client: Any) -> tuple[str, str | None]:
         ident = await incident_id_of(client, incident_id)
-        return ident if await acknowledge(client, ident, reason, by=who, via="cli") else None
+        if await acknowledge(client, ident, reason, by=who, via="cli"):
+            return ident, None
+        return ident, not_acknowledged(incident_id, await incident_summary(client, ident))
 
-    ident = with_redis(act)
-    if ident is None:
-        raise fail(f"no open incident with id {incident_id!r}")
+    ident, refused = with_redis(act)
+    if refused is not None:
+        raise fail(refused)
     out.print(f"acknowledged incident {ident}")
 
 

@@ -317,6 +317,28 @@ def test_an_empty_by_is_the_login_name_and_an_incident_is_named_by_a_unique_star
                                                                      ("verdict", "9c01d2e3f4a5b6c7d8e9", "carol")]
 
 
+def test_acknowledging_a_resolved_incident_says_it_is_over_and_how_to_judge_it(redis_server):
+    """The first notice's `sentinel ack <id>`, pasted after the incident resolved, answered "no open
+    incident with id ...", which read as a wrong id. It now names the incident, says it is over and
+    when (event time), and gives the verdict command; nothing is acknowledged or logged. An unknown
+    id is still said to be unknown."""
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    ident = "cc08e3ebdfdb671ccafc"
+    r.hset(INCIDENTS_KEY, ident, json.dumps({"incident_id": ident, "root_scope": "asset:ETH", "state": "resolved", "acked": None,
+                                             "opened": 1772625660, "at": 1772630700, "severity": "critical", "market": False,
+                                             "members": [{"scope": "asset:ETH", "kind": "sentiment_drop"}]}))
+    r.zadd(INCIDENTS_INDEX_KEY, {ident: 1772625660})
+    refused = cli(["ack", "cc08e3", "--reason", "desk is on it"], redis_server)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert said.startswith(f"error: incident {ident} is resolved (declared over 2026-03-04T13:25:00Z, event time): nothing to acknowledge"), said
+    assert f"sentinel verdict {ident} real (or false-alarm)" in said and "no open incident" not in said, said
+    assert r.hget("sentinel:{alerts}:acks", ident) is None and r.xlen(AUDIT_KEY) == 0
+    unknown = cli(["ack", "ffffffff"], redis_server)
+    assert unknown.returncode == 2 and "no open incident with id 'ffffffff'" in unknown.stderr, unknown.stderr
+
+
 def test_windows_of_one_scope_take_a_ticker_in_any_case_and_refuse_a_scope_with_no_posts(redis_server):
     from sentinel.run import open_store
     from stream.contracts import Post

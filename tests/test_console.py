@@ -621,6 +621,11 @@ def test_an_incident_is_named_in_the_consoles_urls_by_its_id_or_a_unique_start_o
     assert status == 400 and "give its first 6 characters or more" in body, body
     assert r.hget(ACKS_KEY, "36ae68f000a534b25d04") is None and console.json("/api/incidents/9c01d2e3f4a5b6c7d8e9")["incident"]["verdict"] is None
     assert console.call("POST", "/api/incidents/ffffff/ack", {"reason": "x"}, headers=bearer)[0] == 404  # none: unknown, as before
+    # Over: said so (409), not "no open incident with that id", which read as a wrong id.
+    put_incident(redis_server, "5e1f0a0b0c0d0e0f0a0b", "asset:SOL", state="resolved")
+    status, body, _ = console.call("POST", "/api/incidents/5e1f0a/ack", {"reason": "x"}, headers=bearer)
+    assert status == 409 and "incident 5e1f0a0b0c0d0e0f0a0b is resolved (declared over 2026-10-02T00:10:00Z, event time)" in body, body
+    assert "(real or false-alarm) on its page" in body and r.hget(ACKS_KEY, "5e1f0a0b0c0d0e0f0a0b") is None
 
     # Pages and the API read by a unique start too: the page moves to its whole id (its address,
     # its forms' way back and its polls name the incident in full).

@@ -47,6 +47,20 @@ def incident_by_prefix(given: str, idents: Iterable[str]) -> str:
         raise ValueError(f"{given!r} starts several incidents' ids: {', '.join(found[:10])}{' ...' if len(found) > 10 else ''}; give more of it")
     return found[0]
 
+def not_acknowledged(given: str, summary: Mapping[str, Any] | None, *, command: bool = True) -> str:
+    """Why `sentinel ack` (or the console) acknowledged nothing: no incident by that name, or one
+    that is over. Pasted from a notice after its incident resolved, the command said "no open
+    incident with id ...", which read as a wrong id; a resolved incident sends no reminders, and
+    what is left to say about it is its verdict (`command`: the shell's way to give it, else the
+    console's form's)."""
+    if summary is None:
+        return f"no open incident with id {given!r}"
+    ident, state, at = summary.get("incident_id", given), summary.get("state", ""), summary.get("at")
+    when = f" (declared over {iso(at)}, event time)" if state == "resolved" and isinstance(at, (int, float)) else ""
+    how = f": sentinel verdict {ident} real (or false-alarm)" if command else " (real or false-alarm) on its page"
+    return f"incident {ident} is {state}{when}: nothing to acknowledge, it sends no more reminders; record whether it was real instead{how}"
+
+
 # The fields of an alert record, in order. Other tools read them; keep names and meanings stable.
 RECORD_FIELDS = (
     "alert_id", "scope", "kind", "state", "severity", "window_start", "window_end", "value", "baseline",

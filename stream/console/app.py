@@ -24,6 +24,7 @@ from starlette.templating import Jinja2Templates
 
 from stream.alerts import audit
 from stream.alerts.audit import ACTIONS, MAX_REASON_CHARS
+from stream.alerts.incidents import not_acknowledged
 from stream.alerts.message import measure
 from stream.alerts.silences import silence_request, unmatched
 from stream.alerts.precision import VERDICTS
@@ -167,7 +168,9 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         ident = await incident_id(request.path_params["ident"])
         # The log keeps who apart: its entry's reason is what was typed.
         if not await data.acknowledge(ident, reason, by=_named(caller) or "operator token", note=_typed(form)):
-            raise HTTPException(404, "no open incident with that id")
+            summary = await data.summary(ident)
+            # Unknown: 404 as before. Over: 409, saying so (it read as a wrong id) and what is left to do.
+            raise HTTPException(404, "no open incident with that id") if summary is None else HTTPException(409, not_acknowledged(ident, summary, command=False))
         return {"acknowledged": ident, "reason": reason}
 
     async def verdict(request: Request, caller: auth.Caller, form: dict[str, Any]) -> Any:

@@ -219,6 +219,10 @@ class ConsoleData:
         alerts = f"{stats.get('entries', 0)}.{stats.get('transitions', 0)}.{stats.get('acks', 0)}.{incidents}.{acks}.{silences}.{outbox}.{newest}"
         return {"watermark": float(wm) if wm else None, "data": data_mark(processed, wm), "alerts": alerts}
 
+    async def summary(self, ident: str) -> dict[str, Any] | None:
+        """The incident's summary alone (`incident` adds its timeline, silence and posts)."""
+        return await incident_summary(self.redis, ident)
+
     async def acknowledge(self, ident: str, reason: str, by: str, note: str) -> bool:
         return await acknowledge(self.redis, ident, reason, by=by, via="console", note=note)
 
