@@ -1400,7 +1400,17 @@ def unsilence(
     from stream.alerts.silences import remove_silence
 
     who = operator_name(by)
-    if not with_redis(lambda client: remove_silence(client, silence_id, by=who, via="cli")):
+
+    async def lift(client: Any) -> bool | str:
+        try:
+            return await remove_silence(client, silence_id, by=who, via="cli")
+        except ValueError as exc:  # it has ended
+            return str(exc)
+
+    lifted = with_redis(lift)
+    if isinstance(lifted, str):
+        raise fail(lifted)
+    if not lifted:
         raise fail(f"no silence with id {silence_id!r}")
     out.print(f"lifted silence {silence_id}")
 

@@ -339,6 +339,23 @@ def test_acknowledging_a_resolved_incident_says_it_is_over_and_how_to_judge_it(r
     assert unknown.returncode == 2 and "no open incident with id 'ffffffff'" in unknown.stderr, unknown.stderr
 
 
+def test_lifting_a_silence_that_has_ended_says_so_and_logs_nothing(redis_server):
+    """A silence past its end stays in the hash until the delivery loop's next purge (with no
+    worker running, as after `sentinel run --console`, until one starts). `sentinel unsilence` of it
+    said "lifted" and logged an `unsilence` after its end, as if someone had cut it short."""
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    now = time.time()
+    r.hset(SILENCES_KEY, "e0d0e0d0", json.dumps({"id": "e0d0e0d0", "scope": "asset:SOL", "kind": None, "until": now - 60,
+                                                  "reason": "", "created_at": now - 3660}))
+    refused = cli(["unsilence", "e0d0e0d0", "--by", "frank"], redis_server)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert f"silence e0d0e0d0 over asset:SOL already ended at {shown(now - 60)} (wall clock): nothing to lift" in said, said
+    assert r.xlen(AUDIT_KEY) == 0 and "lifted" not in refused.stdout
+    assert cli(["unsilence", "nope"], redis_server).returncode == 2  # unknown, as before
+
+
 def test_windows_of_one_scope_take_a_ticker_in_any_case_and_refuse_a_scope_with_no_posts(redis_server):
     from sentinel.run import open_store
     from stream.contracts import Post

@@ -763,6 +763,12 @@ def test_writes_are_refused_unless_an_operator_asks_from_this_console(api_consol
     assert [s["id"] for s in console.json("/api/incidents")["silences"]] == [silence["id"]]
     assert console.call("POST", f"/api/silences/{silence['id']}/delete", {}, headers=bearer)[0] == 200
     assert r.hlen(SILENCES_KEY) == 0
+    # One that ran out, not yet purged: nothing to lift (409), not "lifted" and logged after its end.
+    ended = {"id": "e0d0e0d0", "scope": "asset:SOL", "kind": None, "until": time.time() - 60, "reason": "", "created_at": time.time() - 3660}
+    r.hset(SILENCES_KEY, "e0d0e0d0", json.dumps(ended))
+    status, body, _ = console.call("POST", "/api/silences/e0d0e0d0/delete", {}, headers=bearer)
+    assert status == 409 and "silence e0d0e0d0 over asset:SOL already ended at" in body and "nothing to lift" in body, body
+    assert not [e for e in console.json("/api/audit")["entries"] if e["target"] == "e0d0e0d0"]
 
 
 def test_the_audit_log_shows_who_did_what_from_the_console(api_console, redis_server):

@@ -185,10 +185,14 @@ async def purge_expired(client: aioredis.Redis) -> int:
 
 
 async def remove_silence(client: aioredis.Redis, silence_id: str, *, by: str = "", via: str = "") -> bool:
-    """Lift a silence and log who did; False if there is none with that id."""
+    """Lift a silence and log who did; False if there is none with that id. ValueError for one that
+    has ended but is not yet purged: lifting it said "lifted" and logged an `unsilence` after its
+    end, as if someone had cut it short, while one already purged was "no silence with id"."""
     found = next((s for s in await list_silences(client, include_expired=True) if s.id == silence_id), None)
     if found is None:
         return False
+    if found.until <= time.time():
+        raise ValueError(f"silence {found.id} over {found.scope} already ended at {shown(found.until)} (wall clock): nothing to lift")
     logged = audit.entry("unsilence", by=by, via=via, target=found.id, scope=found.scope, kind=found.kind or "",
                          until=shown(found.until), reason="")
     return bool(await client.register_script(_REMOVE)(

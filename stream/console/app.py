@@ -201,7 +201,11 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         return await data.silence(scope, duration, kind, reason, by=_named(caller) or "operator token") | {"warning": warning}
 
     async def unsilence(request: Request, caller: auth.Caller, form: dict[str, Any]) -> Any:
-        if not await data.unsilence(request.path_params["sid"], by=_named(caller) or "operator token"):
+        try:
+            lifted = await data.unsilence(request.path_params["sid"], by=_named(caller) or "operator token")
+        except ValueError as exc:  # it has ended: nothing to lift, nothing logged
+            raise HTTPException(409, str(exc)) from None
+        if not lifted:
             raise HTTPException(404, "no such silence")
         return {"lifted": request.path_params["sid"]}
 
