@@ -1252,7 +1252,11 @@ def windows(
         for row in rows:
             print(json.dumps(row))
         return
-    table = Table(title="rolling windows")
+    # Up to the newest post counted, not the clock: behind a backlog, or on a replay, that is hours
+    # or months ago, and the table said nothing of it.
+    ends = sorted({row["end"] for row in rows})
+    upto = shown(ends[-1]) if len(ends) == 1 else f"{shown(ends[0])} .. {shown(ends[-1])}" if ends else ""
+    table = Table(title="rolling windows", caption=f"each window ends {upto} (event time: through the newest post counted, of any scope)" if upto else None)
     for col in ("scope", "window", "posts", "positive", "negative", "neutral", "mean score"):
         table.add_column(col, overflow="fold")  # folded, not cut to "chan…" on 80 columns
     for row in rows:

@@ -16,7 +16,7 @@ import redis
 from stream.alerts import audit
 from stream.alerts.silences import _REMOVE, add_silence, list_silences, purge_expired, remove_silence
 from stream.keys import AUDIT_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY
-from stream.timefmt import epoch, shown
+from stream.timefmt import epoch, iso, shown
 
 
 def cli(args: list[str], redis_url: str) -> subprocess.CompletedProcess:
@@ -376,6 +376,10 @@ def test_windows_of_one_scope_take_a_ticker_in_any_case_and_refuse_a_scope_with_
     asyncio.run(write())
     shown = lines(cli(["windows", "--scope", "asset:eth", "--json"], redis_server))
     assert shown and {row["scope"] for row in shown} == {"asset:ETH"} and max(row["posts"] for row in shown) == 3
+    # The table says up to when: the newest post's event time, not the clock (a backlog or a replay is behind it).
+    table = cli(["windows", "--scope", "asset:eth"], redis_server)
+    assert table.returncode == 0 and f"each window ends {iso(shown[0]['end'])} (event time: through the newest post counted, of any scope)" in " ".join(
+        table.stdout.split()), table.stdout
     for scope in ("nonexistent", "channel:General", "asset:BTC"):
         refused = cli(["windows", "--scope", scope], redis_server)
         assert refused.returncode != 0 and "no posts for scope" in refused.stderr and "posts" not in refused.stdout, (scope, refused.stdout)
