@@ -683,6 +683,10 @@ def test_an_incident_page_says_a_silence_holds_its_notifications(api_console, re
     assert held["scope"] == "asset:*" and held["reason"].startswith("listing news")
     page = console.call("GET", "/incidents/inc1", headers={"Authorization": f"Bearer {VIEWER}"})[1]
     assert 'id="silenced"' in page and "asset:*" in page and held["id"] in page
+    # A resolved incident sends nothing more: its page said "Further notifications about it are held back".
+    put_incident(redis_server, "res1", "asset:BTC", state="resolved")
+    page = console.call("GET", "/incidents/res1", headers={"Authorization": f"Bearer {VIEWER}"})[1]
+    assert 'id="silenced"' not in page and "held back" not in page and ">resolved</span>" in page
 
 
 def test_an_incident_page_shows_the_posts_from_its_roots_onset(api_console, redis_server):
