@@ -689,6 +689,30 @@ def test_an_incident_page_says_a_silence_holds_its_notifications(api_console, re
     assert 'id="silenced"' not in page and "held back" not in page and ">resolved</span>" in page
 
 
+def test_an_incidents_members_say_on_how_many_posts_and_when_their_level_was_judged(api_console, redis_server):
+    """The demo's ETH volume spike read "330 posts per 1h against 10" on the incident page and the
+    overview an hour into the incident: a level judged at 12:02 on 11 posts. The summary's members
+    now carry `judged` and `posts` and the pages say them, as the notices do; a summary from before
+    says the level alone."""
+    console, _ = api_console
+    r = redis.Redis.from_url(redis_server)
+    member = {"scope": "asset:ETH", "kind": "volume_spike", "firing": True, "severity": "warning", "onset": "2026-03-04T12:00:00Z",
+              "metric": "posts", "value": 330.0, "baseline": 9.58}
+    for ident, extra in (("judged1", {"judged": "2026-03-04T12:02:00Z", "posts": 11}), ("before1", {})):
+        summary = {"incident_id": ident, "root_scope": "asset:ETH", "state": "open", "opened": T0 + 86400, "at": T0 + 86400 + 3600,
+                   "market": False, "severity": "warning", "acked": None, "members": [member | extra]}
+        r.hset(INCIDENTS_KEY, ident, json.dumps(summary))
+        r.zadd(INCIDENTS_INDEX_KEY, {ident: T0 + 86400})
+    viewer = {"Authorization": f"Bearer {VIEWER}"}
+    page = console.call("GET", "/incidents/judged1", headers=viewer)[1]
+    assert "330 posts per 1h against 10 (11 posts by 2026-03-04T12:02:00Z)" in page, page
+    overview = console.call("GET", "/", headers=viewer)[1]
+    row = overview[overview.index('data-incident="judged1"'):]
+    assert "330 posts per 1h against 10 (11 posts by 2026-03-04T12:02:00Z)" in row[: row.index("</tr>")]
+    before = console.call("GET", "/incidents/before1", headers=viewer)[1]
+    assert "330 posts per 1h against 10</td>" in before and "posts by" not in before
+
+
 def test_an_incident_page_shows_the_posts_from_its_roots_onset(api_console, redis_server):
     """Not the scope's last hour: the root's posts over one alert window from its onset (inc1's
     root, asset:ETH, from 2026-10-02T00:00:00Z)."""

@@ -683,6 +683,20 @@ def test_a_notices_members_say_when_and_on_how_many_posts_their_level_was_judged
     assert {m["scope"]: m["judged"] for m in notices[0].members} == {"all": iso(B0 + MIN), "asset:BTC": iso(B0), "asset:ETH": iso(B0)}
 
 
+def test_an_incidents_summary_says_when_and_on_how_many_posts_each_member_was_judged():
+    """What `sentinel incidents --json` and the console read: the console's incident page and
+    overview said of ETH's volume spike "330 posts per 1h against 10" an hour into the incident, a
+    level judged at 12:02 on 11 posts, as the notices did before they gained the same two fields."""
+    from stream.alerts.correlator import summary
+
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + 2 * MIN: [replace(transition("asset:ETH", "volume_spike", "firing", B0 + 2 * MIN), posts=11)]}
+    _, _, state = run(events, until=B0 + 20 * MIN)
+    (incident,) = state.incidents.values()
+    members = {m["kind"]: (m["judged"], m["posts"]) for m in summary(incident, "open", B0 + 20 * MIN)["members"]}
+    assert members == {"sentiment_drop": (iso(B0), 40), "volume_spike": (iso(B0 + 2 * MIN), 11)}
+
+
 def _critical_root_with_a_warning_tail() -> tuple[dict[int, list[AlertRecord]], dict[tuple[str, str], Explanation]]:
     """The demo's shape: ETH's drop turns critical and resolves at +40 min while the channel it
     explains, a warning, still clears until +90."""

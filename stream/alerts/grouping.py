@@ -827,7 +827,7 @@ def _notice(incident: Incident, reason: str, boundary: int) -> Notice:
     resolved = reason == "resolved"
     members = [
         {"scope": m.scope, "kind": m.kind, "firing": m.firing, "severity": m.severity, "onset": m.onset, "metric": m.metric,
-         "value": m.value, "baseline": m.baseline, **_judged_fields(incident, m), **_root_resolved_field(incident, m, resolved)}
+         "value": m.value, "baseline": m.baseline, **judged_fields(incident, m), **_root_resolved_field(incident, m, resolved)}
         for m in sorted(incident.members.values(), key=lambda m: (m.scope != incident.root, rank(m.scope), m.scope, m.kind))
     ]
     severity = incident.peak_severity() if resolved else incident.severity()
@@ -835,7 +835,7 @@ def _notice(incident: Incident, reason: str, boundary: int) -> Notice:
                   iso(incident.opened), incident.market, members, incident.acked)
 
 
-def _judged_fields(incident: Incident, m: Member) -> dict[str, Any]:
+def judged_fields(incident: Incident, m: Member) -> dict[str, Any]:
     """A notice member's `judged` (event time of its level) and `posts` (behind it), where known."""
     at, posts = (incident.judged.get(m.key) or [None, None])[:2]
     return {"judged": at, "posts": posts} if at else {}

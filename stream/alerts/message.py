@@ -263,7 +263,7 @@ def track_line(track: TrackRecord) -> str:
 def _member_line(m: dict, window: str, bullet: bool = False, recent: Mapping[str, Sequence[float]] | None = None) -> str:
     # A member keeps the level of its last firing judgement: once resolved, that is what it had
     # reached, not where it is now.
-    level = measure(m, window=window) + _judged_text(m)
+    level = measure(m, window=window) + judged_text(m)
     if m["firing"]:
         text = f"{m['kind']} on {escape_post_text(m['scope'], limit=120)} ({m['severity']}, firing)" + (f": {level}" if level else "")
         if recent is not None and m["scope"] in recent:
@@ -273,11 +273,12 @@ def _member_line(m: dict, window: str, bullet: bool = False, recent: Mapping[str
     return f"- {text}" if bullet else text
 
 
-def _judged_text(member: Mapping[str, Any]) -> str:
+def judged_text(member: Mapping[str, Any]) -> str:
     """' (11 posts by 2026-03-04T12:02:00Z)': how many posts a notice member's level rests on, and
     up to when. A member's level is its last judgement's: an update an hour in said '330 posts per
     1h since 12:00' of a level judged at 12:02 on 11 posts, which over the hour was 138. Empty for
-    a member without them (notices before 2026-12) or without a level."""
+    a member without them (notices before 2026-12) or without a level. The console says it too,
+    from the incident's summary (summaries written since session 47)."""
     at, posts = member.get("judged"), member.get("posts")
     if not at or not measure(member):
         return ""

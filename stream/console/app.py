@@ -25,7 +25,7 @@ from starlette.templating import Jinja2Templates
 from stream.alerts import audit
 from stream.alerts.audit import ACTIONS, MAX_REASON_CHARS
 from stream.alerts.incidents import not_acknowledged
-from stream.alerts.message import measure
+from stream.alerts.message import judged_text, measure
 from stream.alerts.silences import silence_request, unmatched
 from stream.alerts.precision import VERDICTS
 from stream.console import auth, views
@@ -63,7 +63,8 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
     templates.env.filters["urlpart"] = lambda s: quote(s, safe=":|")
     templates.env.filters["what"] = audit.what_parts  # the audit page says what `sentinel audit` says
     window = format_duration(data.config.window_s)
-    templates.env.filters["measure"] = lambda record, since=True: measure(record, since, window)
+    # A member's level with the posts and event time it was judged on (summaries since session 47).
+    templates.env.filters["measure"] = lambda record, since=True: measure(record, since, window) + judged_text(record)
 
     def who(request: Request) -> auth.Caller:
         return auth.caller(request.headers.get("authorization"), tokens)
