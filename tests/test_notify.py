@@ -395,6 +395,33 @@ def test_json_webhook_receives_title_and_body(http):
     assert payload["type"] == "failure" and payload["attachments"] == []
 
 
+def test_a_notification_sent_well_after_its_event_time_says_when_it_was_sent():
+    """Every time in a notice is event time. A replay with Apprise URLs set, or a worker catching up
+    on a backlog, sent a move hours or months old that read like one happening now (the mail's
+    Date is when it was sent). Past 15 minutes behind, the body says when it went out and how far
+    behind that is; live (a minute or two behind) it says nothing more."""
+    from stream.alerts.grouping import Notice
+    from stream.timefmt import epoch
+
+    notice = Notice("cc08e3ebdfdb671ccafc", "asset:ETH", "firing", "new", "warning", "2026-03-04T12:06:00Z", "2026-03-04T12:01:00Z", False,
+                    [{"scope": "asset:ETH", "kind": "sentiment_drop", "firing": True, "severity": "warning", "onset": "2026-03-04T12:00:00Z",
+                      "metric": "negative_share", "value": 0.75, "baseline": 0.197}])
+    def late(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith("sent ")]
+
+    assert late(message.notice_body(notice)) == [] and late(message.notice_body(notice, now=epoch("2026-03-04T12:08:00Z"))) == []
+    body = message.notice_body(notice, now=epoch("2026-12-06T19:45:22Z")).splitlines()
+    at = body.index("opened 2026-03-04T12:01:00Z; as of 2026-03-04T12:06:00Z (event time)")
+    assert body[at + 1] == ("sent 2026-12-06T19:45:22Z (wall clock), 277 days after 2026-03-04T12:06:00Z (event time): "
+                            "the posts it speaks of are that old (a replay, a backlog, or a stream gone quiet)") and body[at + 2].startswith("incident_id: ")
+    assert late(message.notice_body(notice, now=epoch("2026-03-04T12:50:00Z")))[0].startswith("sent 2026-03-04T12:50:00Z (wall clock), 44 minutes after")
+    assert " 5.2 hours after " in late(message.notice_body(notice, now=epoch("2026-03-04T17:20:00Z")))[0]
+    record = make_record()  # ungrouped: behind its window's end
+    assert late(message.body(record, now=epoch("2024-05-01T11:05:00Z"))) == []
+    assert late(message.body(record, now=epoch("2024-05-01T13:00:00Z"))) == [
+        "sent 2024-05-01T13:00:00Z (wall clock), 2.0 hours after 2024-05-01T11:00:00Z (event time): the posts it speaks of are that old (a replay, a backlog, or a stream gone quiet)"]
+
+
 def test_a_json_webhook_gets_the_incident_id_and_state_as_fields_not_only_in_the_text(http):
     """Session 45's walkthrough: the JSON payload carried title, message and type, and a webhook
     consumer had to parse the text for the incident. Each notification's own keys now sit beside
@@ -413,6 +440,10 @@ def test_a_json_webhook_gets_the_incident_id_and_state_as_fields_not_only_in_the
         "incident_id": "cc08e3ebdfdb671ccafc", "root_scope": "asset:ETH", "state": "firing", "reason": "update",
         "severity": "critical", "opened": "2026-10-05T12:00:00Z", "at": "2026-10-05T12:20:00Z"}
     assert told["title"].endswith("(update) [cc08e3eb]") and told["type"] == "failure" and "incident_id: cc08e3eb" in told["message"]
+    # Sent long after its event time (these are weeks old): said, with the wall clock it went out at.
+    late = [line for line in told["message"].splitlines() if line.startswith("sent ")]
+    assert len(late) == 1 and "(wall clock), " in late[0] and " days after 2026-10-05T12:20:00Z (event time): the posts it speaks of are that old" in late[0], told
+    assert " days after 2024-05-01T11:00:00Z (event time)" in record["message"], record
     # Ungrouped: the alert's own keys (its id is its incident's).
     assert {k: record[k] for k in ("alert_id", "incident_id", "scope", "kind", "state", "severity")} == {
         "alert_id": "a1b2c3d4e5f6a7b8c9d0", "incident_id": "a1b2c3d4e5f6a7b8c9d0", "scope": "asset:ETH",

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord
 from stream.alerts.precision import TrackRecord
+from stream.timefmt import epoch, iso
 from stream.windows import Sample, SliceCol, distinct_samples
 
 POST_CHARS = 200  # visible characters of one sample post
@@ -100,15 +101,16 @@ def scope_link(console_url: str, scope: str) -> str:
     return f"{console_url}/scope/{quote(scope, safe=':')}" if console_url else ""
 
 
-def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, console_url: str = "") -> str:
+def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, console_url: str = "", now: float | None = None) -> str:
     """Plain-text body: what moved, by how much, over which window, a link to the scope's console
-    page, and up to `samples` posts."""
+    page, and up to `samples` posts. `now`: the wall clock at sending (`late_lines`)."""
     status = "resolved" if record.state == "resolved" else f"firing ({record.severity})"
     level = measure(asdict(record), window=record.window)
     lines = [
         f"{record.kind} on {escape_post_text(record.scope, limit=120)} is {status}.",
         *([f"{level}; z {record.zscore:+.1f} over {record.posts} posts ({record.baseline_posts} in the baseline)"] if level else []),
-        f"window {record.window}: {record.window_start} .. {record.window_end}",
+        f"window {record.window}: {record.window_start} .. {record.window_end} (event time)",
+        *late_lines(record.window_end, now),
         f"alert_id: {record.alert_id}",
         *record_actions(record),
     ]
@@ -165,11 +167,12 @@ def notice_title(notice: Notice) -> str:
 
 def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: int = 3, post_chars: int = POST_CHARS,
                 console_url: str = "", track: TrackRecord | None = None, window: str = "1h",
-                recent: Mapping[str, Sequence[float]] | None = None) -> str:
+                recent: Mapping[str, Sequence[float]] | None = None, now: float | None = None) -> str:
     """Plain-text body of an incident notification: the root, what moved since when, the members,
     how often earlier incidents like it were judged real (`track`), a link to the incident's
     console page (where it can be acknowledged or silenced). `recent`: each firing member scope's
-    counts over the alert window before the notice (a reminder's: `recent_level`)."""
+    counts over the alert window before the notice (a reminder's: `recent_level`). `now`: the wall
+    clock at sending (`late_lines`)."""
     status = "resolved" if notice.state == "resolved" else f"firing ({notice.severity})"
     lines = [f"Incident on {escape_post_text(notice.root_scope, limit=120)} is {status}"
              + (" (acknowledged: " + escape_post_text(notice.acked, limit=120) + ")" if notice.acked else "") + "."]
@@ -190,7 +193,7 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
             lines.append("Those still firing have not moved on their own since the root resolved; one that does will be a new incident.")
     if track is not None and notice.state != "resolved":
         lines += ["", track_line(track)]
-    lines += ["", f"opened {notice.opened}; {_when(notice)} (event time)", f"incident_id: {notice.incident_id}",
+    lines += ["", f"opened {notice.opened}; {_when(notice)} (event time)", *late_lines(notice.at, now), f"incident_id: {notice.incident_id}",
               *actions(notice)]
     if console_url:
         # Once over, the team can say whether it was real: the alerts' precision is counted from that.
@@ -200,6 +203,35 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
     if shown:
         lines += ["", "Sample posts:", *shown]
     return "\n".join(lines)
+
+
+LATE_S = 15 * 60  # live, a notice goes out a minute or two after its event time (the grace, a judging round)
+
+
+def late_lines(event_at: str, now: float | None) -> list[str]:
+    """A line when a notification goes out well after the event time it speaks for: a replay with
+    Apprise URLs set, a backlog the workers are catching up on, or a stream gone quiet (settled as of
+    its last post). Its times are event time, and a
+    notice of a move hours (or months) old read like one happening now; the mail's Date or the chat's
+    timestamp is when it was sent, not when the posts were written. None when `now` is not given."""
+    if now is None or not event_at:
+        return []
+    try:
+        behind = now - epoch(event_at)
+    except ValueError:
+        return []
+    if behind <= LATE_S:
+        return []
+    return [f"sent {iso(int(now))} (wall clock), {_span(behind)} after {event_at} (event time): the posts it speaks of are that old (a replay, a backlog, or a stream gone quiet)"]
+
+
+def _span(seconds: float) -> str:
+    """'40 minutes', '5.2 hours', '277 days': how far a notice is behind, in the unit a reader takes in."""
+    if seconds < 2 * 3600:
+        return f"{seconds // 60:.0f} minutes"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds // 86400:.0f} days"
 
 
 def _when(notice: Notice) -> str:

@@ -28,6 +28,7 @@ import logging
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -328,7 +329,7 @@ class Notifier:
         """One transition's notification (`SENTINEL_ALERT_GROUPING=none`), routed for `routes` (a
         resolution: every severity its alert's firing notifications went out at), else its own."""
         context = {"alert_id": record.alert_id, "scope": record.scope, "severity": record.severity}
-        return await self._deliver(context, tuple(routes) or (record.severity,), message.title(record), message.body(record, samples=self.samples, console_url=self.console_url),
+        return await self._deliver(context, tuple(routes) or (record.severity,), message.title(record), message.body(record, samples=self.samples, console_url=self.console_url, now=time.time()),
                                    notify_type(record.state, record.severity), chart_png, record.alert_id, key=record.incident_id,
                                    fields=record_fields(record))
 
@@ -350,7 +351,7 @@ class Notifier:
         routed for `routes` (a resolution's `Entry.route_severities`), else its own severity."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
         text = message.notice_body(notice, samples, samples_shown=self.samples, console_url=self.console_url, track=track,
-                                   window=self.window, recent=recent)
+                                   window=self.window, recent=recent, now=time.time())
         return await self._deliver(context, tuple(routes) or (notice.severity,), message.notice_title(notice), text,
                                    notify_type(notice.state, notice.severity), chart_png, notice.incident_id, key=notice.incident_id,
                                    fields=notice_fields(notice))
