@@ -1404,16 +1404,10 @@ def unsilence(
     from stream.alerts.silences import remove_silence
 
     who = operator_name(by)
-
-    async def lift(client: Any) -> bool | str:
-        try:
-            return await remove_silence(client, silence_id, by=who, via="cli")
-        except ValueError as exc:  # it has ended
-            return str(exc)
-
-    lifted = with_redis(lift)
-    if isinstance(lifted, str):
-        raise fail(lifted)
+    try:
+        lifted = with_redis(lambda client: remove_silence(client, silence_id, by=who, via="cli"))
+    except ValueError as exc:  # it has ended: nothing lifted, nothing logged
+        raise fail(str(exc)) from None
     if not lifted:
         raise fail(f"no silence with id {silence_id!r}")
     out.print(f"lifted silence {silence_id}")

@@ -37,12 +37,12 @@ from stream.alerts.grouping import (
     flush,
     history_status,
     is_asset,
+    judged_fields,
     next_boundary,
     pair_scope,
     parts_readable,
     questions,
     readable,
-    judged_fields,
     registry_span,
 )
 from stream.alerts.incidents import incident_by_prefix, record_from_json

@@ -47,6 +47,7 @@ def incident_by_prefix(given: str, idents: Iterable[str]) -> str:
         raise ValueError(f"{given!r} starts several incidents' ids: {', '.join(found[:10])}{' ...' if len(found) > 10 else ''}; give more of it")
     return found[0]
 
+
 def not_acknowledged(given: str, summary: Mapping[str, Any] | None, *, command: bool = True) -> str:
     """Why `sentinel ack` (or the console) acknowledged nothing: no incident by that name, or one
     that is over. Pasted from a notice after its incident resolved, the command said "no open
