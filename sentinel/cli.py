@@ -1463,12 +1463,13 @@ def ack(
 
     reason = checked_reason(reason)
     who = operator_name(by)
+    grouped = redis_settings().alert_grouping != "none"
 
     async def act(client: Any) -> tuple[str, str | None]:
         ident = await incident_id_of(client, incident_id)
         if await acknowledge(client, ident, reason, by=who, via="cli"):
             return ident, None
-        return ident, not_acknowledged(incident_id, await incident_summary(client, ident))
+        return ident, not_acknowledged(incident_id, await incident_summary(client, ident), grouped=grouped)
 
     ident, refused = with_redis(act)
     if refused is not None:
@@ -1484,6 +1485,7 @@ def verdict(
     by: Annotated[Optional[str], typer.Option("--by", help="who, for the audit log (default: the login name)")] = None,
 ) -> None:
     """Say whether an incident was a real move or a false alarm: `sentinel verdicts` then measures the alerts' precision."""
+    from stream.alerts.incidents import unknown_incident
     from stream.alerts.precision import VERDICTS
     from stream.alerts.verdicts import give_verdict
 
@@ -1498,7 +1500,8 @@ def verdict(
 
     ident = with_redis(act)
     if ident is None:
-        raise fail(f"no incident with id {incident_id!r} in the history (SENTINEL_RETENTION)")
+        raise fail(unknown_incident(f"no incident with id {incident_id!r} in the history (SENTINEL_RETENTION)",
+                                    redis_settings().alert_grouping != "none"))
     out.print(f"incident {ident}: {value}")
 
 

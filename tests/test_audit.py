@@ -339,6 +339,26 @@ def test_acknowledging_a_resolved_incident_says_it_is_over_and_how_to_judge_it(r
     assert unknown.returncode == 2 and "no open incident with id 'ffffffff'" in unknown.stderr, unknown.stderr
 
 
+def test_with_grouping_off_ack_and_verdict_say_why_an_alerts_id_is_no_incidents(redis_server):
+    """SENTINEL_ALERT_GROUPING=none: an alert's title ends with its own id's start ("[a1b2c3d4]"),
+    as an incident's does, and `sentinel ack a1b2c3d4` answered "no open incident with id", as if
+    the id were mistyped. It now says that ungrouped alerts are no incidents and what stops their
+    notices; with grouping on an unknown id reads as before."""
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    env = {**os.environ, "REDIS_URL": redis_server, "SENTINEL_BASE": "lexicon", "SENTINEL_ALERT_GROUPING": "none"}
+    for args, said in ((["ack", "a1b2c3d4"], "no open incident with id 'a1b2c3d4'"),
+                       (["verdict", "a1b2c3d4", "real"], "no incident with id 'a1b2c3d4' in the history (SENTINEL_RETENTION)")):
+        done = subprocess.run([sys.executable, "-m", "sentinel.cli", *args], env=env, capture_output=True, text=True, timeout=120)
+        text = " ".join(done.stderr.split())
+        assert done.returncode == 2 and text == (f"error: {said}; with SENTINEL_ALERT_GROUPING=none alerts are not grouped into incidents, "
+                                                 "which ack and verdict act on: an alert's notice gives the command that stops its notices "
+                                                 "(sentinel silence SCOPE --kind KIND --for 2h)"), done.stderr
+        grouped = cli(args, redis_server)
+        assert grouped.returncode == 2 and " ".join(grouped.stderr.split()) == f"error: {said}", grouped.stderr
+    assert r.xlen(AUDIT_KEY) == 0
+
+
 def test_lifting_a_silence_that_has_ended_says_so_and_logs_nothing(redis_server):
     """A silence past its end stays in the hash until the delivery loop's next purge (with no
     worker running, as after `sentinel run --console`, until one starts). `sentinel unsilence` of it

@@ -48,14 +48,25 @@ def incident_by_prefix(given: str, idents: Iterable[str]) -> str:
     return found[0]
 
 
-def not_acknowledged(given: str, summary: Mapping[str, Any] | None, *, command: bool = True) -> str:
+UNGROUPED_HINT = ("with SENTINEL_ALERT_GROUPING=none alerts are not grouped into incidents, which ack and verdict act on: "
+                  "an alert's notice gives the command that stops its notices (sentinel silence SCOPE --kind KIND --for 2h)")
+
+
+def unknown_incident(said: str, grouped: bool) -> str:
+    """`said` ("no open incident with id 'a1b2c3d4'"), and with grouping off why no id is one: an
+    ungrouped alert's title ends with its own id's start, which `sentinel ack` took for an
+    incident's and answered as if the id were wrong."""
+    return said if grouped else f"{said}; {UNGROUPED_HINT}"
+
+
+def not_acknowledged(given: str, summary: Mapping[str, Any] | None, *, command: bool = True, grouped: bool = True) -> str:
     """Why `sentinel ack` (or the console) acknowledged nothing: no incident by that name, or one
     that is over. Pasted from a notice after its incident resolved, the command said "no open
     incident with id ...", which read as a wrong id; a resolved incident sends no reminders, and
     what is left to say about it is its verdict (`command`: the shell's way to give it, else the
     console's form's)."""
     if summary is None:
-        return f"no open incident with id {given!r}"
+        return unknown_incident(f"no open incident with id {given!r}", grouped)
     ident, state, at = summary.get("incident_id", given), summary.get("state", ""), summary.get("at")
     when = f" (declared over {iso(at)}, event time)" if state == "resolved" and isinstance(at, (int, float)) else ""
     how = f": sentinel verdict {ident} real (or false-alarm)" if command else " (real or false-alarm) on its page"

@@ -268,8 +268,9 @@ def record_actions(record: AlertRecord) -> list[str]:
     """What the reader of an ungrouped alert (SENTINEL_ALERT_GROUPING=none) can do from a shell:
     while it fires, silence its scope and kind (which also stops its reminders). Not `sentinel ack`
     nor `verdict`: they act on the incident history, which only grouping writes, and would answer
-    "no open incident". Nothing once resolved. `all` is offered: with --kind, the silence holds back
-    `all`'s alerts of that kind alone, as it matches no other scope."""
+    "no open incident" (saying why, where grouping is off). Nothing once resolved. `all` is
+    offered: with --kind, the silence holds back `all`'s alerts of that kind alone, as it matches
+    no other scope."""
     if record.state == "resolved" or not _silenceable(record.scope):
         return []
     return [f"silence its notices: sentinel silence {shlex.quote(record.scope)} --kind {shlex.quote(record.kind)} --for 2h"]
