@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -21,7 +22,7 @@ from rich.text import Text
 from model.scorer import Judgement, Scorer
 from sentinel import BAD_LINES_SHOWN
 from stream.logs import redact, setup_logging
-from stream.settings import Settings, get_settings, problems_unless_reading, read_settings, redis_given
+from stream.settings import Settings, get_settings, problems_unless_reading, read_settings, redis_given, unknown_variables
 from stream.timefmt import shown
 
 class _App(typer.Typer):
@@ -144,11 +145,13 @@ def stream_problems(settings: Settings, stream: Literal["worker", "reader"], fai
     embedded stack), so a bad duration or threshold is named now, not as a traceback minutes later.
     Every problem found, not only the first (stream.worker.settings_problems); none from a check
     that reads a `failing` field (at its default: stream.settings.read_settings)."""
-    from stream.worker import problems_of, settings_problems
+    from stream.worker import RENAMED_VARIABLES, problems_of, settings_problems
 
     problems = settings_problems(settings, aliases=stream == "worker", failing=failing)
     if stream == "worker":  # a worker's settings: the services it notifies, loaded as it will load them
         problems += problems_unless_reading(failing, lambda s: problems_of(functools.partial(check_notify_settings, s)), settings)
+        # A mistyped variable would leave its default in force unnoticed: say it, as any wrong setting.
+        problems += unknown_variables(os.environ, said=RENAMED_VARIABLES)
     return problems
 
 

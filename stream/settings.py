@@ -416,6 +416,35 @@ def variable_name(field: str) -> str:
     return f"SENTINEL_{field.upper()}"
 
 
+# Kubernetes gives every pod a Service's address as variables named after it: a Service
+# `sentinel-redis` (deploy/k8s/redis-example) sets SENTINEL_REDIS_SERVICE_HOST, SENTINEL_REDIS_PORT,
+# SENTINEL_REDIS_PORT_6379_TCP_ADDR, ..., always with its <NAME>_SERVICE_HOST.
+_SERVICE_LINK = re.compile(r"(?P<name>.+?)_(?:SERVICE_HOST|SERVICE_PORT(?:_\w+)?|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?)")
+
+
+def unknown_variables(environ: Mapping[str, str], said: Collection[str] = ()) -> list[str]:
+    """One line for each `SENTINEL_*` variable in `environ` that sets no setting, with the nearest
+    one's name where a name is close: pydantic ignores such a variable, so a typo
+    (SENTINEL_ALERT_THRESHOLD_NAT=14) would leave the default in force, unnoticed. Never the value.
+    `said`: names another check already speaks of (a renamed setting). Kubernetes' service-link
+    variables are no typo and are left alone."""
+    import difflib
+
+    known = {name.upper() for name in _FIELD_OF_VARIABLE}
+    upper = {key.upper() for key in environ}
+    problems = []
+    for key in sorted(environ):
+        name = key.upper()
+        if not name.startswith("SENTINEL_") or name in known or name in said:
+            continue
+        link = _SERVICE_LINK.fullmatch(name)
+        if link and f"{link['name']}_SERVICE_HOST" in upper:
+            continue
+        near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        problems.append(f"{key}: not a setting" + (f"; did you mean {near[0]}?" if near else ""))
+    return problems
+
+
 def redis_given() -> tuple[str, bool | None] | None:
     """The Redis URL and SENTINEL_REDIS_CLUSTER as the environment sets them, read by Settings' own
     environment source (its aliases, any case) and nothing else validated: so a command whose other

@@ -146,6 +146,9 @@ def max_future_problems(settings: Settings) -> Iterator[str]:
         yield f"SENTINEL_MAX_FUTURE must be below SENTINEL_DEDUPE_WINDOW ({window} s)"
 
 
+RENAMED_VARIABLES = frozenset({"SENTINEL_ALERT_MIN_SCORE_DELTA"})  # said by renamed_problems, not as an unknown variable
+
+
 def renamed_problems(settings: Settings) -> Iterator[str]:
     if "SENTINEL_ALERT_MIN_SCORE_DELTA" in os.environ:  # renamed: an ignored setting would change the detector unnoticed
         yield ("SENTINEL_ALERT_MIN_SCORE_DELTA was replaced by SENTINEL_ALERT_MIN_SCORE_EFFECT, in standard deviations of the "

@@ -235,6 +235,56 @@ def test_a_field_error_a_setting_wrong_together_and_a_stream_check_are_named_in_
         "SENTINEL_BUCKET: must be at least 1s")
 
 
+# --- variables that set nothing: a typo would leave the default in force, unnoticed ----------------
+
+
+def test_a_sentinel_variable_that_names_no_setting_is_said_with_the_nearest_name_never_its_value():
+    from stream.settings import unknown_variables
+
+    assert unknown_variables({"SENTINEL_ALERT_THRESHOLD_NAT": SECRET, "sentinel_alert_fire_zz": "4", "SENTINEL_FROBNICATE": "1"}) == [
+        "SENTINEL_ALERT_THRESHOLD_NAT: not a setting; did you mean SENTINEL_ALERT_THRESHOLD_NATS?",
+        "SENTINEL_FROBNICATE: not a setting",
+        "sentinel_alert_fire_zz: not a setting; did you mean SENTINEL_ALERT_FIRE_Z?",
+    ]
+
+
+def test_settings_their_aliases_other_variables_and_names_said_elsewhere_are_not_unknown():
+    from stream.settings import unknown_variables
+
+    environ = {"SENTINEL_ALERT_THRESHOLD_NATS": "14", "sentinel_base": "lexicon", "KAFKA_BROKER": "k:9092", "REDIS_URL": "redis://r",
+               "SENTINEL_REDIS_URL": "redis://r", "HOME": "/root", "SENTINEL_ALERT_MIN_SCORE_DELTA": "0.1"}
+    assert unknown_variables(environ, said={"SENTINEL_ALERT_MIN_SCORE_DELTA"}) == []
+
+
+def test_kubernetes_service_links_are_not_taken_for_typos():
+    # The example Redis's Service `sentinel-redis` and Strimzi's `sentinel-kafka-kafka-bootstrap` give
+    # every pod in the namespace these, each Service always with its <NAME>_SERVICE_HOST.
+    from stream.settings import unknown_variables
+
+    links = {
+        "SENTINEL_REDIS_SERVICE_HOST": "10.0.0.7", "SENTINEL_REDIS_SERVICE_PORT": "6379", "SENTINEL_REDIS_SERVICE_PORT_REDIS": "6379",
+        "SENTINEL_REDIS_PORT": "tcp://10.0.0.7:6379", "SENTINEL_REDIS_PORT_6379_TCP": "tcp://10.0.0.7:6379",
+        "SENTINEL_REDIS_PORT_6379_TCP_PROTO": "tcp", "SENTINEL_REDIS_PORT_6379_TCP_PORT": "6379", "SENTINEL_REDIS_PORT_6379_TCP_ADDR": "10.0.0.7",
+        "SENTINEL_KAFKA_KAFKA_BOOTSTRAP_SERVICE_HOST": "10.0.0.8", "SENTINEL_KAFKA_KAFKA_BOOTSTRAP_SERVICE_PORT_TCP_REPLICATION": "9091",
+        "SENTINEL_KAFKA_KAFKA_BOOTSTRAP_PORT_9092_TCP_ADDR": "10.0.0.8",
+    }
+    assert unknown_variables(links) == []
+    # Without its Service's _SERVICE_HOST a name ending in _PORT is no service link: a typo, said.
+    assert unknown_variables({"SENTINEL_CONSOLE_WEB_PORT": "8080"}) == ["SENTINEL_CONSOLE_WEB_PORT: not a setting; did you mean SENTINEL_CONSOLE_PORT?"]
+
+
+@pytest.mark.parametrize("command", [["worker"], ["run"]])
+def test_the_worker_and_run_refuse_a_mistyped_variable_with_the_other_bad_settings(command, tmp_path):
+    # Before, SENTINEL_ALERT_THRESHOLD_NAT=14 started a worker alerting at the default 11 nats.
+    if command == ["run"]:
+        (tmp_path / "posts.jsonl").write_text('{"id": "p1", "text": "BTC up", "created_at": "2026-03-04T12:00:00Z"}\n')
+        command = ["run", str(tmp_path / "posts.jsonl")]
+    line = one_error_line(sentinel(command, {"KAFKA_BROKER": "127.0.0.1:9", "REDIS_URL": "redis://127.0.0.1:9/0",
+                                             "SENTINEL_ALERT_THRESHOLD_NAT": SECRET, "SENTINEL_BATCH_SIZE": "0"}))
+    assert line == ("error: invalid settings: SENTINEL_BATCH_SIZE: Input should be greater than or equal to 1; "
+                    "SENTINEL_ALERT_THRESHOLD_NAT: not a setting; did you mean SENTINEL_ALERT_THRESHOLD_NATS?"), line
+
+
 def test_a_command_that_reads_redis_refuses_a_redis_url_with_tls_options_on_redis_scheme():
     line = one_error_line(sentinel(["windows"], {"REDIS_URL": f"redis://:{SECRET}@127.0.0.1:9?ssl_ca_certs=/etc/ssl/certs/ca.crt"}))
     assert "REDIS_URL: TLS options (ssl_ca_certs) need a rediss:// URL" in line, line

@@ -20,11 +20,16 @@ from typing import Any, Callable
 from stream.tools.services import free_port
 
 
+# The test harness's own variables (make screenshots, the console's browser, the fuzz depth): no
+# settings, so a worker refuses them (stream.settings.unknown_variables).
+HARNESS_VARIABLES = ("SENTINEL_SCREENSHOTS", "SENTINEL_CHROMIUM", "SENTINEL_FUZZ_SCALE")
+
+
 def worker_env(name: str, kafka: str, redis_url: str, cache_dir: Path, **overrides: str) -> dict[str, str]:
     """One test's own topics and consumer group on the shared broker; the lexicon scorer (no model
     load) unless `SENTINEL_BASE` is overridden; embedded-stack timeouts so a group forms in seconds."""
     return {
-        **os.environ,
+        **{key: value for key, value in os.environ.items() if key not in HARNESS_VARIABLES},
         "SENTINEL_BASE": "lexicon",
         "SENTINEL_CACHE_DIR": str(cache_dir),
         "KAFKA_BROKER": kafka,
