@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from model.paths import looks_like_path, missing_dir
 from model.scorer import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -185,18 +186,9 @@ def local_dir(name: str, what: str) -> str:
     none, rather than the library's hub-id rules."""
     if not looks_like_path(name):
         return name
-    path = os.path.expanduser(name)
-    if not os.path.isdir(path):
-        raise ModelLoadError(f"{what} {name!r}: {'not a directory' if os.path.exists(path) else 'no such directory'}")
-    return path
-
-
-def looks_like_path(name: str) -> bool:
-    """Whether `name` can only be a filesystem path, never a hub id (`owner/name`: one slash at most,
-    starting with a letter, digit or _): absolute, starting with ./ ../ or ~, with two slashes or
-    more, or holding the OS separator where it is not /."""
-    return (os.path.isabs(name) or name in (".", "..") or name.startswith(("./", "../", "~")) or name.count("/") > 1
-            or (os.sep != "/" and os.sep in name))
+    if problem := missing_dir(name):
+        raise ModelLoadError(f"{what} {name!r}: {problem}")
+    return os.path.expanduser(name)
 
 
 # ---------------------------------------------------------------- loading

@@ -22,7 +22,7 @@ from rich.text import Text
 from model.scorer import Judgement, Scorer
 from sentinel import BAD_LINES_SHOWN
 from stream.logs import redact, setup_logging
-from stream.settings import Settings, get_settings, problems_unless_reading, read_settings, redis_given, unknown_variables
+from stream.settings import Settings, get_settings, problems_unless_reading, read_settings, redis_given, unknown_variables, variable_name
 from stream.timefmt import shown
 
 class _App(typer.Typer):
@@ -82,6 +82,7 @@ def model_settings(*, stream: Literal["worker", "reader"] | None = None, scorer:
     # The head only where the classifier loads: the console and report pods share the worker's
     # ConfigMap, and a head mounted on the workers alone must not stop them.
     problems = [*found.problems, *(stream_problems(found.settings, stream, found.failing) if stream else []), redis_url_problem(),
+                *(model_dir_problems(found.settings, option_names(given)) if scorer else []),
                 ngram_head_problem(found.settings) if scorer else None]
     if given := [problem for problem in problems if problem]:
         raise fail(invalid_settings(given))
@@ -93,6 +94,17 @@ def option_names(fields: Collection[str]) -> dict[str, str]:
     model_settings takes is named so, tests/test_cli.py checks), so a bad value the operator typed
     is named as they typed it, not by the variable it stands in for."""
     return {field: "--" + field.replace("_", "-") for field in fields}
+
+
+def model_dir_problems(settings: Settings, names: dict[str, str]) -> list[str]:
+    """A base or adapter that can only be a directory and is none, named with the other settings:
+    the model load would say one of them, the adapter first, only after every other setting was
+    right (the gpu overlay's first start without its weights took a restart for each). By the
+    option or variable that set it, never the path (a setting's value)."""
+    from model.paths import missing_dir
+
+    fields = ("base",) if settings.base == "lexicon" else ("base", "adapter")  # the lexicon loads no adapter
+    return [f"{names.get(field) or variable_name(field)}: {problem}" for field in fields if (problem := missing_dir(getattr(settings, field)))]
 
 
 def ngram_head_problem(settings: Settings) -> str | None:

@@ -130,7 +130,7 @@ def test_a_base_path_to_a_file_says_it_is_not_a_directory(tmp_path):
     ("/models/mine", True), ("./mine", True), ("../mine", True), ("~/mine", True), ("~", True), (".", True), ("a/b/c", True),
 ])
 def test_what_can_only_be_a_path_and_what_could_be_a_hub_id(name, path):
-    from model.base import looks_like_path
+    from model.paths import looks_like_path
 
     assert looks_like_path(name) is path
 

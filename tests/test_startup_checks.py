@@ -285,6 +285,40 @@ def test_the_worker_and_run_refuse_a_mistyped_variable_with_the_other_bad_settin
                     "SENTINEL_ALERT_THRESHOLD_NAT: not a setting; did you mean SENTINEL_ALERT_THRESHOLD_NATS?"), line
 
 
+# --- the model's directories: named with the other settings, before anything loads ----------------
+
+
+def test_a_model_name_that_can_only_be_a_directory_and_is_none_says_why(tmp_path):
+    from model.paths import missing_dir
+
+    (tmp_path / "a-file").write_text("x")
+    assert missing_dir(str(tmp_path / "nope")) == "no such directory"
+    assert missing_dir(str(tmp_path / "a-file")) == "not a directory"
+    assert [missing_dir(name) for name in (str(tmp_path), "smollm2", "default", "none", "meta-llama/Llama-2-7b-hf")] == [None] * 5
+
+
+@pytest.mark.parametrize("args, env, expected", [
+    # The gpu overlay started before its weights and adapter are on the volume, beside a bad threshold:
+    # before, the threshold alone, then after a restart the adapter, then after another the base.
+    (["worker"], {"SENTINEL_BASE": "/models/Llama-2-7b-hf", "SENTINEL_ADAPTER": "/models/adapters/llama2-7b-v1", "SENTINEL_ALERT_FIRE_Z": "x"},
+     "SENTINEL_ALERT_FIRE_Z: Input should be a valid number, unable to parse string as a number; "
+     "SENTINEL_BASE: no such directory; SENTINEL_ADAPTER: no such directory"),
+    (["classify", "--base", "./no-such-base", "BTC up"], {"SENTINEL_ADAPTER": "/no/such/adapter", "SENTINEL_BATCH_SIZE": "0"},
+     "SENTINEL_BATCH_SIZE: Input should be greater than or equal to 1; --base: no such directory; SENTINEL_ADAPTER: no such directory"),
+])
+def test_a_missing_base_or_adapter_directory_is_named_with_the_other_settings(args, env, expected):
+    line = one_error_line(sentinel(args, {"KAFKA_BROKER": "127.0.0.1:9", "REDIS_URL": "redis://127.0.0.1:9/0", **env}))
+    assert line == f"error: invalid settings: {expected}", line
+
+
+def test_the_lexicon_scorer_loads_no_adapter_so_its_directory_is_not_judged():
+    from sentinel.cli import model_dir_problems
+
+    assert model_dir_problems(Settings(base="lexicon", adapter="/no/such/adapter"), {}) == []
+    assert model_dir_problems(Settings(base="/no/such/base", adapter="/no/such/adapter"), {"base": "--base"}) == [
+        "--base: no such directory", "SENTINEL_ADAPTER: no such directory"]
+
+
 def test_a_command_that_reads_redis_refuses_a_redis_url_with_tls_options_on_redis_scheme():
     line = one_error_line(sentinel(["windows"], {"REDIS_URL": f"redis://:{SECRET}@127.0.0.1:9?ssl_ca_certs=/etc/ssl/certs/ca.crt"}))
     assert "REDIS_URL: TLS options (ssl_ca_certs) need a rediss:// URL" in line, line
