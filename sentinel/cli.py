@@ -814,7 +814,9 @@ def redis_failure(exc: Exception) -> typer.Exit:
         return fail(cluster_node_problem())
     elif "NOAUTH" in str(exc) or "HELLO must be called" in str(exc):
         hint = " (the server needs a password: in REDIS_URL, redis://:PASSWORD@host:port, or SENTINEL_REDIS_PASSWORD)"
-    return fail(redact(f"Redis: {type(exc).__name__}: {exc}{hint}"))
+    elif "WRONGPASS" in str(exc) or "invalid username-password pair" in str(exc):
+        hint = " (the server refused the password: REDIS_URL's, or SENTINEL_REDIS_PASSWORD)"
+    return fail(redact(f"Redis: {type(exc).__name__}: {exc}") + hint)  # the hint holds no secret: its redis://:PASSWORD@ stays
 
 
 def kafka_errors() -> tuple[type[Exception], ...]:
@@ -849,7 +851,7 @@ def worker() -> None:
     import logging
 
     from sentinel.run import open_store
-    from stream.redis_client import cluster_mode_problem
+    from stream.redis_client import cluster_mode_problem, credentials_refused
     from stream.kafka import ensure_topics, held_logs, held_messages, partition_count, release_logs, worker_topics
     from stream.model_process import ModelProcess
     from stream.model_thread import ModelThread
@@ -884,6 +886,8 @@ def worker() -> None:
     # each batch and stop on the rest, after every restart.
     if problem := loop.run_until_complete(cluster_mode_problem(store.redis)):
         raise fail(problem)
+    if refused := loop.run_until_complete(credentials_refused(store.redis)):
+        raise redis_failure(refused)
     model_thread = ModelThread()  # makes the model calls, one at a time, off the event loop
     if model_apart(settings):
         classifier: Scorer = ModelProcess.start(functools.partial(scorer_in_child, settings))

@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS, Connection, ConnectionPool, SSLConnection, parse_url
 from redis.crc import key_slot
-from redis.exceptions import ClusterError, NoScriptError, ReadOnlyError, RedisClusterException, ResponseError, SlotNotCoveredError, TryAgainError
+from redis.exceptions import AuthenticationError, ClusterError, NoScriptError, ReadOnlyError, RedisClusterException, ResponseError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -243,6 +243,22 @@ async def cluster_mode_problem(client: Any, *, timeout_s: float = 5.0) -> str | 
     except (asyncio.TimeoutError, RedisConnectionError, RedisTimeoutError, ResponseError, OSError):
         return None
     return cluster_node_problem() if str(info.get("cluster_enabled", "0")) == "1" else None
+
+
+async def credentials_refused(client: Any, *, timeout_s: float = 5.0) -> Exception | None:
+    """The error of a Redis that answers but refuses these credentials (no password where it needs
+    one, a wrong one, a disabled ACL user): a setting to fix, which no retry mends, where the worker
+    would wait unready, "redis unavailable, retrying", for as long as it ran. None when it takes
+    them, and when it is away or slow: the worker's own retries and readiness handle that."""
+    try:
+        await asyncio.wait_for(client.ping(), timeout_s)
+    except AuthenticationError as exc:  # before ConnectionError: redis-py makes it one
+        return exc
+    except ResponseError as exc:
+        return exc if str(exc).startswith(("NOAUTH", "WRONGPASS")) else None
+    except (asyncio.TimeoutError, RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError):
+        return None
+    return None
 
 
 def is_cluster(client: Any) -> bool:

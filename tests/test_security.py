@@ -96,6 +96,32 @@ def test_redis_password_from_the_url_or_the_setting(tmp_path, where):
         proc.stop()
 
 
+@pytest.mark.parametrize("password, said", [
+    (None, "(the server needs a password: in REDIS_URL, redis://:PASSWORD@host:port, or SENTINEL_REDIS_PASSWORD)"),
+    ("wrong-hunter3", "(the server refused the password: REDIS_URL's, or SENTINEL_REDIS_PASSWORD)"),
+])
+def test_a_worker_that_redis_refuses_says_so_in_one_line_and_exits_2_before_the_model_loads(tmp_path, kafka_server, cache_dir,
+                                                                                             password, said):
+    # Before, it started, waited unready and logged "redis unavailable, retrying" every 5 s for as
+    # long as it ran: a wrong Secret looked like a Redis outage (SentinelDependencyDown).
+    import subprocess
+    import sys
+
+    from workers import worker_env
+
+    proc, url = start_redis(tmp_path, password="hunter2-redis")
+    try:
+        env = worker_env("redis-refused", kafka_server, url.replace(":hunter2-redis@", ""), cache_dir,
+                         **({"SENTINEL_REDIS_PASSWORD": password} if password else {}))
+        env.pop("SENTINEL_REDIS_URL", None)
+        told = subprocess.run([sys.executable, "-m", "sentinel.cli", "worker"], capture_output=True, text=True, timeout=180, env=env)
+        lines = told.stderr.strip().splitlines()
+        assert told.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: Redis: AuthenticationError: "), told.stderr
+        assert lines[0].endswith(said) and "hunter" not in told.stdout + told.stderr, told.stderr
+    finally:
+        proc.stop()
+
+
 def test_nothing_on_the_input_path_can_execute_code():
     """Posts are parsed with `json` only; no eval, exec, pickle, marshal or unsafe YAML anywhere
     in the code that handles them (the trainer's optimizer checkpoint uses weights_only loading)."""
