@@ -154,13 +154,13 @@ def test_dependency_metrics_show_an_outage():
     assert got[("sentinel_dependency_outages_total", frozenset({("dependency", "redis")}))] == 0
 
 
-def test_partition_lag_uses_committed_then_position_and_skips_unknowns():
+def test_partition_lag_uses_committed_then_where_reading_starts_and_skips_unknowns():
     tps = [("posts", 0), ("posts", 1), ("posts", 2), ("posts", 3)]
     highwater = {("posts", 0): 100, ("posts", 1): 50, ("posts", 2): None, ("posts", 3): 7}.get
     committed = {("posts", 0): 90, ("posts", 1): None, ("posts", 2): 3, ("posts", 3): 9}.get
-    position = {("posts", 1): 45}.get
+    start = {("posts", 1): 45}.get
     # 3: committed past a highwater read a moment earlier is no negative lag.
-    assert partition_lag(tps, highwater, committed, position) == {("posts", 0): 10, ("posts", 1): 5, ("posts", 3): 0}
+    assert partition_lag(tps, highwater, committed, start) == {("posts", 0): 10, ("posts", 1): 5, ("posts", 3): 0}
 
 
 def test_each_worker_metrics_has_its_own_registry():
@@ -289,5 +289,35 @@ def test_readyz_turns_unready_when_redis_stops(tmp_path, kafka_server, cache_dir
             assert m[("sentinel_dependency_up", redis_)] == 1 and m[("sentinel_dependency_outages_total", redis_)] == 1
             assert m[("sentinel_dependency_down_seconds_total", redis_)] > 0
             assert m[("sentinel_dependency_up", broker)] == 1 and m[("sentinel_dependency_outages_total", broker)] == 0
+    finally:
+        redis_proc.stop()
+
+
+def test_a_new_groups_lag_counts_what_its_first_batch_has_not_written(tmp_path, kafka_server, cache_dir):
+    # A group that has never committed (a first install, a replay or shadow worker's own app id)
+    # had its lag read from the consumer's position, which runs ahead of the batches: with its first
+    # batch waiting on Redis, every post unread showed as lag 0 (no SentinelFallingBehind, and a
+    # dashboard saying all is read).
+    (tmp_path / "redis").mkdir()
+    redis_proc, redis_url = start_redis(tmp_path / "redis")
+    try:
+        env = env_for(kafka_server, redis_url, cache_dir, "http-lag-first")
+        lag_key = ("sentinel_consumer_lag", frozenset({"topic": env["SENTINEL_TOPIC_POSTS"], "partition": "0"}.items()))
+        data = tmp_path / "posts.jsonl"
+        data.write_text("".join(json.dumps(p) + "\n" for p in GOOD))
+        with running_worker(env, tmp_path / "worker.log") as worker:
+            wait_until(worker.ready, 60, "/readyz 200", worker)
+            redis_proc.stop()
+            r = subprocess.run([sys.executable, "-m", "sentinel.cli", "replay", str(data)], env=env, capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0 and f"sent {len(GOOD)}" in r.stdout, r.stdout + r.stderr
+
+            def lag() -> float | None:
+                return samples(get(worker.port, "/metrics")[1].decode()).get(lag_key)
+
+            wait_until(lambda: lag() == len(GOOD), 30, f"lag {len(GOOD)} while the first batch waits for Redis", worker)
+
+            # Redis back: the batch is written and committed, and the committed offset counts again.
+            redis_proc, _ = start_redis(tmp_path / "redis", port=int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+            wait_until(lambda: lag() == 0, 30, "lag 0 once the posts are committed", worker)
     finally:
         redis_proc.stop()

@@ -173,23 +173,24 @@ def check_partitions(app: faust.App, topic: str) -> Check:
 
 async def consumer_lag(app: faust.App, timeout: float = CHECK_TIMEOUT_S) -> dict[TopicPartition, int]:
     """Lag per assigned partition from Faust's consumer. Highwater and committed offsets are in
-    memory (the fetcher updates the first, every commit the second); only a partition this group
-    has never committed costs a position lookup."""
+    memory (the fetcher updates the first, every commit the second, and each assignment seeds the
+    second with the group's committed offsets); only a partition this group has never committed
+    costs a lookup: of its first offset, where the group starts reading it (the worker's offset
+    reset is `earliest`). Not the read position: the consumer reads ahead of the batches, so a new
+    group whose first batch could not be written (Redis away) showed lag 0 with every post unread."""
     consumer = app.consumer
     try:
         assignment = list(consumer.assignment())
     except Exception:  # noqa: BLE001 - not started yet: no partitions, no lag
         return {}
     committed: Mapping[Any, int | None] = {tp: consumer._committed_offset.get(tp) for tp in assignment}  # noqa: SLF001
-
-    async def position(tp: Any) -> int | None:
-        try:
-            return await asyncio.wait_for(consumer.position(tp), timeout)
-        except Exception:  # noqa: BLE001 - revoked meanwhile, or the broker is slow: leave it out
-            return None
-
     uncommitted = [tp for tp in assignment if committed[tp] is None]
-    positions = dict(zip(uncommitted, await asyncio.gather(*(position(tp) for tp in uncommitted))))
+    starts: Mapping[Any, int] = {}
+    if uncommitted:
+        try:
+            starts = await asyncio.wait_for(consumer.earliest_offsets(*uncommitted), timeout)
+        except Exception:  # noqa: BLE001 - revoked meanwhile, or the broker is slow: leave them out
+            starts = {}
 
     def highwater(tp: Any) -> int | None:
         try:
@@ -197,7 +198,7 @@ async def consumer_lag(app: faust.App, timeout: float = CHECK_TIMEOUT_S) -> dict
         except Exception:  # noqa: BLE001 - revoked between assignment() and here
             return None
 
-    return partition_lag(assignment, highwater, committed.get, positions.get)
+    return partition_lag(assignment, highwater, committed.get, starts.get)
 
 
 # --- wiring --------------------------------------------------------------------------------------

@@ -55,18 +55,19 @@ def partition_lag(
     assignment: Iterable[TopicPartition],
     highwater: Callable[[TopicPartition], int | None],
     committed: Callable[[TopicPartition], int | None],
-    position: Callable[[TopicPartition], int | None] = lambda tp: None,
+    start: Callable[[TopicPartition], int | None] = lambda tp: None,
 ) -> dict[TopicPartition, int]:
     """Messages behind per assigned partition: highwater (the log end offset, i.e. the offset the
     next produced message gets) minus the committed offset (the next offset to read). Before the
-    group has committed a partition, the read position stands in. A partition whose highwater or
-    offset is not known yet (no fetch answered since assignment) is left out rather than guessed."""
+    group has committed a partition, where it starts reading it (`start`: the log's first offset)
+    stands in. A partition whose highwater or offset is not known yet (no fetch answered since
+    assignment) is left out rather than guessed."""
     lags: dict[TopicPartition, int] = {}
     for tp in assignment:
         end = highwater(tp)
         done = committed(tp)
         if done is None:
-            done = position(tp)
+            done = start(tp)
         if end is None or done is None:
             continue
         lags[tp] = max(0, end - done)
