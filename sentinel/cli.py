@@ -7,15 +7,16 @@ import json
 import logging
 import os
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from types import EllipsisType
-from typing import Annotated, Any, Awaitable, Callable, Collection, Literal, Optional, Sequence, TypeVar
+from typing import Annotated, Any, Awaitable, Callable, Collection, Iterable, Literal, Optional, Sequence, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -234,10 +235,50 @@ def load_scorer(settings: Settings) -> Scorer:
         raise fail(str(exc)) from None
 
 
-def progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True
-    )
+PLAIN_PROGRESS_S = 10.0  # off a terminal, a progress line this often (seconds of wall time)
+
+
+class PlainProgress(Progress):
+    """Rich's bar on a terminal. Off one (a log, a Kubernetes Job's), where rich draws nothing (a
+    transient bar not even at the end), a plain line every `every` seconds instead:
+    `replayed 1,200/5,000 (event time 2026-01-01T12:00:00Z)`. Rich's refresh thread renders a few
+    times a second, terminal or not, so a line comes also while the caller waits (a paced gap)."""
+
+    def __init__(self, *columns: str | ProgressColumn, every: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, **kwargs: Any):
+        self.every, self.clock = PLAIN_PROGRESS_S if every is None else every, clock
+        self.last_line = clock()  # set before rich's __init__, which renders once
+        super().__init__(*columns, **kwargs)
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        if "live" in vars(self) and not self.console.is_terminal and self.clock() - self.last_line >= self.every:
+            self.last_line = self.clock()
+            self.console.print(", ".join(map(plain_task, self.tasks)), markup=False, highlight=False)
+        yield from super().get_renderables()
+
+    def stop(self) -> None:
+        if self.console.is_interactive or self.disable:
+            super().stop()
+        else:
+            self.live.stop()  # without the blank line rich ends with off a terminal: a log has no bar to close
+
+
+def plain_task(task: Task) -> str:
+    total = "?" if task.total is None else f"{task.total:,.0f}"
+    detail = task.fields.get("detail")
+    return f"{task.description} {task.completed:,.0f}/{total}" + (f" ({detail})" if detail else "")
+
+
+class DetailColumn(ProgressColumn):
+    """A task's `detail` field, when it has one (a paced replay's event time)."""
+
+    def render(self, task: Task) -> Text:
+        return Text(str(task.fields.get("detail") or ""))
+
+
+def progress(console: Console | None = None, **kwargs: Any) -> PlainProgress:
+    return PlainProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), DetailColumn(),
+                         console=console or err, transient=True, **kwargs)
 
 
 def classify_all(classifier: Scorer, texts: list[str], batch_size: int, what: str) -> list[Judgement]:
@@ -1135,8 +1176,12 @@ def replay_cmd(
     if pace is not None and not pace > 0:  # NaN too
         raise fail("--speed must be positive")
     target = topic or settings.topic_posts
+    lines = to_send = 0  # the lines holding something, and those of them from --from-line on
     with file.open("rb") as handle:
-        lines = sum(1 for line in handle if line.strip())
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                lines += 1
+                to_send += number >= from_line
     result = ReplayResult(resume_line=from_line)  # a Ctrl-C before the first send resumes where this began
 
     async def go() -> None:
@@ -1162,8 +1207,14 @@ def replay_cmd(
             await ensure_topics(settings.model_copy(update={"partitions": partitions}), [target])
         if repartition and recorded is not None and recorded > partitions:
             warn_repartitioned(file, target, recorded, partitions)
-        await replay_lines(settings, file, target, pace, max_gap_s=max_gap, from_line=from_line, repartition=repartition, result=result,
-                           recorded=recorded)
+        with progress() as bar:
+            task = bar.add_task("replayed", total=to_send)
+
+            def sent(n: int) -> None:
+                bar.update(task, completed=n, detail=f"event time {shown(result.reached)}" if result.reached is not None else None)
+
+            await replay_lines(settings, file, target, pace, sent, max_gap_s=max_gap, from_line=from_line, repartition=repartition,
+                               result=result, recorded=recorded)
 
     try:
         asyncio.run(go())
@@ -1209,7 +1260,9 @@ def record_cmd(
     if not settings.kafka_broker:
         raise fail("record needs KAFKA_BROKER")
     try:
-        count = asyncio.run(record(settings, topic, out_file, max_idle))
+        with progress() as bar:
+            task = bar.add_task("read", total=None)
+            count = asyncio.run(record(settings, topic, out_file, max_idle, lambda n: bar.update(task, completed=n)))
     except UnknownTopic as exc:  # a typo in --topic: not "wrote 0 records" and an empty file
         raise fail(f"--topic: {exc}") from None
     except ValueError as exc:  # the output path

@@ -436,3 +436,68 @@ def test_replay_and_run_read_a_recording_once_for_its_partitions_and_once_to_sen
     assert passes("replay", str(path), "--topic", present, "--repartition", broker=kafka_server) == 2
     assert passes("replay", str(path), "--topic", created, "--create-topic", "--repartition", broker=kafka_server) == 2
     assert passes("run", str(path), broker=None) == 2  # the embedded stack, with the recording's 3 partitions
+
+
+def test_off_a_terminal_the_progress_is_a_plain_line_every_ten_seconds():
+    """Rich draws nothing off a terminal (a Job's log): a long replay, run or eval would be silent
+    until it ends. The clock is injected; refresh() is what rich's own thread calls."""
+    import io
+
+    from rich.console import Console
+
+    from sentinel.cli import PLAIN_PROGRESS_S, progress
+
+    now = [100.0]
+    log = io.StringIO()
+    with progress(Console(file=log, force_terminal=False, soft_wrap=True), clock=lambda: now[0], auto_refresh=False) as bar:
+        sent, done = bar.add_task("replayed", total=5000), bar.add_task("processed", total=5000)
+        bar.update(sent, completed=1200)
+        bar.refresh()
+        assert log.getvalue() == ""  # not before the first interval
+        now[0] += PLAIN_PROGRESS_S
+        bar.update(done, completed=900)
+        bar.refresh()
+        assert log.getvalue() == "replayed 1,200/5,000, processed 900/5,000\n"
+        now[0] += PLAIN_PROGRESS_S / 2
+        bar.update(sent, completed=2000, detail="event time 2026-01-01T12:00:00Z")
+        bar.refresh()
+        assert log.getvalue().count("\n") == 1  # at most one line an interval
+        now[0] += PLAIN_PROGRESS_S / 2
+        bar.refresh()
+    assert log.getvalue().splitlines()[1:] == ["replayed 2,000/5,000 (event time 2026-01-01T12:00:00Z), processed 900/5,000"]
+    terminal = io.StringIO()
+    with progress(Console(file=terminal, force_terminal=True), clock=lambda: now[0], auto_refresh=False) as bar:
+        bar.add_task("replayed", total=10)
+        now[0] += PLAIN_PROGRESS_S
+        bar.refresh()
+    assert "replayed 0/10" not in terminal.getvalue()  # a terminal has the bar
+
+
+EVERY_REFRESH = """
+import sentinel.cli
+sentinel.cli.PLAIN_PROGRESS_S = 0  # a line at every refresh, the last one included: no waiting on the clock
+sentinel.cli.app(prog_name="sentinel")
+"""
+
+
+def test_replay_and_record_off_a_terminal_print_progress_lines_and_keep_their_one_line_on_stdout(kafka_server, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    topic = f"progress-{uuid.uuid4().hex[:6]}"
+    asyncio.run(asyncio.wait_for(ensure_topics(Settings(kafka_broker=kafka_server, partitions=1), [topic]), 60))
+    start = time.time() - 3600
+    path = tmp_path / "posts.jsonl"
+    path.write_text("".join(post(i, iso(start + i)) + "\n" for i in range(1, 5)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    r = subprocess.run([sys.executable, "-c", EVERY_REFRESH, "replay", str(path), "--topic", topic, "--speed", "100", "--from-line", "2"],
+                       capture_output=True, text=True, timeout=120, env={**env, "KAFKA_BROKER": kafka_server})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"sent 3 messages to {topic}\n"  # scripts parse it
+    assert f"replayed 3/3 (event time {iso(start + 4)})" in r.stderr.splitlines(), r.stderr
+    out = tmp_path / "rec.jsonl"
+    r = subprocess.run([sys.executable, "-c", EVERY_REFRESH, "record", "--topic", topic, "--out", str(out)],
+                       capture_output=True, text=True, timeout=120, env={**env, "KAFKA_BROKER": kafka_server, "COLUMNS": "500"})
+    assert r.returncode == 0 and r.stdout == f"wrote 3 records to {out}\n", r.stdout + r.stderr
+    assert "read 3/?" in r.stderr.splitlines(), r.stderr

@@ -69,6 +69,7 @@ class ReplayResult:
     not_sent: list[tuple[int, str]] = field(default_factory=list)  # (line, why)
     placed: dict[int, tuple[array, array]] = field(default_factory=dict)
     resume_line: int = 1  # every line before it was acknowledged (or refused as too large)
+    reached: float | None = None  # a paced replay's newest event time sent so far (for progress)
 
     def place(self, partition: int, offset: int, line: int) -> None:
         offsets, lines = self.placed.setdefault(partition, (array("q"), array("q")))
@@ -396,9 +397,11 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
                 too_large(item, exc)
                 continue
             queued += 1
+            if pacer is not None:
+                result.reached = pacer.newest
             if len(pending) >= 1000:
                 await settle(pending)
-            if progress and queued % 100 == 0:
+            if progress and (pacer is not None or queued % 100 == 0):  # paced lines come slowly: each one counts
                 progress(queued)
         await settle(pending)
         await producer.flush()
@@ -523,11 +526,11 @@ def merge_by_time(partitions: Iterable[Iterable[Any]], order: Callable[[Any], An
     return heapq.merge(*partitions, key=order)
 
 
-async def record(settings: Settings, topic: str, out: Path, max_idle: float) -> int:
+async def record(settings: Settings, topic: str, out: Path, max_idle: float, progress: Callable[[int], None] | None = None) -> int:
     """Write the topic's records to `out` (replaced only once the read is done), merged in timestamp
     order across partitions (merge_by_time): a paced replay sends the partitions side by side, as
     they were written. UnknownTopic for a topic the broker does not have: an empty file would look
-    like an empty topic."""
+    like an empty topic. `progress` is told how many records were read, now and then."""
     import tempfile
 
     from stream.tools.files import replaced_when_done
@@ -537,12 +540,18 @@ async def record(settings: Settings, topic: str, out: Path, max_idle: float) -> 
         # Each partition's lines spill to a file of their own (a retained topic need not fit in memory),
         # each line led by its order: "timestamp partition offset\t{json}".
         files: dict[int, Any] = {}
+        read = 0
         try:
             async for rec in consume_records(settings, topic, max_idle, must_exist=True):
+                read += 1
+                if progress and read % 1000 == 0:
+                    progress(read)
                 handle = files.get(rec["partition"])
                 if handle is None:
                     handle = files[rec["partition"]] = open(Path(spill) / f"{rec['partition']}.jsonl", "w+", encoding="utf-8")
                 handle.write(" ".join(map(str, record_order(rec))) + "\t" + json.dumps(rec, ensure_ascii=False) + "\n")
+            if progress:
+                progress(read)
             for handle in files.values():
                 handle.seek(0)
 
