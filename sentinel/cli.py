@@ -1156,7 +1156,7 @@ def replay_cmd(
     topic: Annotated[Optional[str], typer.Option("--topic", help="default: the posts topic (created if missing); another topic must exist unless --create-topic")] = None,
     speed: Annotated[str, typer.Option("--speed", help="X divides event-time gaps by X; max sends at full speed")] = "max",
     max_gap: Annotated[float, typer.Option("--max-gap", min=0, help="with --speed: the longest wait between two lines, in seconds of replay time (a longer gap is cut to it, with a warning)")] = 60.0,
-    from_line: Annotated[int, typer.Option("--from-line", min=1, help="skip the lines before this one (to resume an interrupted replay)")] = 1,
+    from_line: Annotated[int, typer.Option("--from-line", min=1, help="skip the lines before this one (to resume an interrupted replay); past the file's last line + 1 is an error")] = 1,
     create_topic: Annotated[bool, typer.Option("--create-topic", help="create --topic if the broker lacks it (with the recording's partition count, else SENTINEL_PARTITIONS; the posts topic always with SENTINEL_PARTITIONS)")] = False,
     repartition: Annotated[bool, typer.Option("--repartition", help="send a recording into a topic with fewer partitions than it names (by key: per-partition order is not kept)")] = False,
 ) -> None:
@@ -1176,12 +1176,15 @@ def replay_cmd(
     if pace is not None and not pace > 0:  # NaN too
         raise fail("--speed must be positive")
     target = topic or settings.topic_posts
-    lines = to_send = 0  # the lines holding something, and those of them from --from-line on
+    lines = to_send = last = 0  # the lines holding something, those of them from --from-line on, the last line's number
     with file.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
+        for last, line in enumerate(handle, start=1):
             if line.strip():
                 lines += 1
-                to_send += number >= from_line
+                to_send += last >= from_line
+    if from_line > last + 1:  # last + 1 is a resume after the last line: nothing left, said below
+        raise fail(f"--from-line {from_line}: {file} has " + (f"only {last:,} line{'s' * (last != 1)}" if last else "no lines")
+                   + f" (--from-line {last + 1} would send nothing)")
     result = ReplayResult(resume_line=from_line)  # a Ctrl-C before the first send resumes where this began
 
     async def go() -> None:
@@ -1190,6 +1193,9 @@ def replay_cmd(
         release_logs(held)
         if not lines:
             err.print(f"[yellow]warning:[/yellow] {escape(str(file))} holds no lines: nothing to send")
+            return
+        if not to_send:  # a resume after the last line (or its trailing blank lines)
+            err.print(f"[yellow]warning:[/yellow] {escape(str(file))} has no lines from --from-line {from_line} on: nothing to send")
             return
         recorded = recorded_partitions(file)  # once: each pass reads the whole recording
         partitions = known.get(target)

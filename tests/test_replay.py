@@ -501,3 +501,20 @@ def test_replay_and_record_off_a_terminal_print_progress_lines_and_keep_their_on
                        capture_output=True, text=True, timeout=120, env={**env, "KAFKA_BROKER": kafka_server, "COLUMNS": "500"})
     assert r.returncode == 0 and r.stdout == f"wrote 3 records to {out}\n", r.stdout + r.stderr
     assert "read 3/?" in r.stderr.splitlines(), r.stderr
+
+
+def test_from_line_past_the_end_of_the_file_is_an_error_and_just_after_it_sends_nothing(kafka_server, tmp_path):
+    """--from-line 50 of a 40-line file is a typo or the wrong file: an error naming its length.
+    Its last line + 1 is what Ctrl-C names once every line was acknowledged: nothing left, said so."""
+    topic = f"from-{uuid.uuid4().hex[:6]}"
+    asyncio.run(asyncio.wait_for(ensure_topics(Settings(kafka_broker=kafka_server, partitions=1), [topic]), 60))
+    path = tmp_path / "forty.jsonl"
+    path.write_text("".join(post(i, iso(1_767_225_600 + i)) + "\n" for i in range(1, 41)))
+    r = sentinel("replay", str(path), "--topic", topic, "--from-line", "50", broker=kafka_server)
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert f"error: --from-line 50: {path} has only 40 lines (--from-line 41 would send nothing)" in " ".join(r.stderr.split())
+    r = sentinel("replay", str(path), "--topic", topic, "--from-line", "41", broker=kafka_server)
+    assert r.returncode == 0 and r.stdout == f"sent 0 messages to {topic}\n", r.stdout + r.stderr
+    assert "has no lines from --from-line 41 on: nothing to send" in " ".join(r.stderr.split()), r.stderr
+    r = sentinel("replay", str(path), "--topic", topic, "--from-line", "40", broker=kafka_server)
+    assert r.returncode == 0 and r.stdout == f"sent 1 messages to {topic}\n", r.stdout + r.stderr
