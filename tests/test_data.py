@@ -150,9 +150,12 @@ def test_malformed_jsonl_rows_are_skipped_and_counted_with_skip_bad(tmp_path):
     assert [(e.line, e.reason.split()[0]) for e in result.skipped] == [(2, "invalid"), (3, "'text'"), (4, "missing")]
 
 
-def test_bad_label_map_spec():
-    with pytest.raises(ValueError):
+def test_bad_label_map_spec_names_the_flag_and_the_entry():
+    with pytest.raises(ValueError, match=r"^--label-map 0:negative: not RAW=LABEL$"):
         parse_label_map("0:negative")
+    with pytest.raises(ValueError) as info:
+        parse_label_map("0=negative,1=positive, 2=nuetral")
+    assert str(info.value) == f"--label-map 2=nuetral: unknown label 'nuetral'; expected one of {', '.join(LABELS)}"
 
 
 def test_seed_discord_reproduces_the_research_labelling(tmp_path):

@@ -78,15 +78,19 @@ class LoadResult:
 
 
 def parse_label_map(spec: str | None) -> dict[str, str] | None:
-    """'0=negative,1=positive,2=neutral' -> {'0': 'negative', ...}."""
+    """'0=negative,1=positive,2=neutral' -> {'0': 'negative', ...}. The spec is the --label-map
+    flag's: an error names the flag and the entry, which a long map would otherwise leave to find."""
     if not spec:
         return None
     mapping: dict[str, str] = {}
     for part in spec.split(","):
         raw, sep, label = part.partition("=")
         if not sep:
-            raise ValueError(f"label map entry {part!r} is not RAW=LABEL")
-        mapping[raw.strip()] = normalize_label(label)
+            raise ValueError(f"--label-map {part.strip()}: not RAW=LABEL")
+        try:
+            mapping[raw.strip()] = normalize_label(label)
+        except ValueError as exc:
+            raise ValueError(f"--label-map {part.strip()}: {exc}") from None
     return mapping
 
 
