@@ -109,7 +109,8 @@ def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, co
     lines = [
         f"{record.kind} on {escape_post_text(record.scope, limit=120)} is {status}.",
         *([f"{level}; z {record.zscore:+.1f} over {record.posts} posts ({record.baseline_posts} in the baseline)"] if level else []),
-        f"window {record.window}: {record.window_start} .. {record.window_end} (event time)",
+        # Unchanged since the first release: consumers parse it (event time, as every time here).
+        f"window {record.window}: {record.window_start} .. {record.window_end}",
         *late_lines(record.window_end, now),
         f"alert_id: {record.alert_id}",
         *record_actions(record),
