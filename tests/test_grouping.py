@@ -814,6 +814,28 @@ def test_a_member_critical_for_a_while_no_notice_told_still_makes_the_resolution
     assert routes_told(run.told) == [("new", "warning", ()), ("resolved", "critical", ("warning",))]
 
 
+def test_a_warning_a_worker_without_the_list_told_still_hears_the_resolution_after_a_newer_one_tells_critical():
+    """A rolling upgrade, run (session 47): an older worker told the incident as a warning (its state
+    keeps `routed` = warning and no list), then a newer worker told it critical and resolved it. The
+    newer worker raised `routed` to critical before the warning it held was in the list, so the
+    resolution went to the critical services alone and the warning channel never heard it end."""
+    state, _, _ = advance(GroupState(), B0, [transition("asset:ETH", "sentiment_drop", "firing", B0)], {}, CONFIG)
+    state, entries, _ = advance(state, B0 + 5 * MIN, [], {}, CONFIG)
+    assert [(e.notice.reason, e.notice.severity) for e in entries if e.notice] == [("new", "warning")]
+    stored = state.to_json()
+    (incident,) = stored["incidents"].values()
+    del incident["told_severities"], incident["reached"]  # as a worker before session 47 writes it
+    assert incident["routed"] == "warning"
+    state = GroupState.from_json(stored)
+    told = []
+    for at, now in ((B0 + 12 * MIN, [transition("asset:ETH", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)]),
+                    (B0 + 20 * MIN, []),
+                    (B0 + 40 * MIN, [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN, severity="critical")])):
+        state, entries, _ = advance(state, at, now, {}, CONFIG)
+        told += [(e.notice.reason, e.notice.severity, e.route_severities) for e in entries if e.notice]
+    assert told == [("update", "critical", ()), ("resolved", "critical", ("warning", "critical"))]
+
+
 def test_sentinel_incidents_gives_a_resolved_incident_the_severity_its_resolution_went_out_with():
     """Review 45: told over while its warning tail still cleared, the incident's resolution went out
     as critical (its peak) but its summary (`sentinel incidents`, the console's history) said

@@ -854,8 +854,10 @@ def _root_resolved_field(incident: Incident, m: Member, resolved: bool) -> dict[
 
 def _announce(incident: Incident, reason: str, boundary: int) -> Entry:
     notice = _notice(incident, reason, boundary)
+    # `routed` (the highest told) first: from a worker that kept no list it is the only trace of
+    # what that worker told, and raising it first lost a warning that worker told.
+    incident.told_severities = ranked([*incident.told_severities, *filter(None, [incident.routed]), notice.severity])
     incident.routed = _highest(incident.routed, notice.severity)
-    incident.told_severities = ranked([*incident.told_severities, notice.severity])
     records = _release(incident)
     incident.emitted = incident.emitted or bool(records)
     incident.notified, incident.changed = boundary, False
