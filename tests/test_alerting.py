@@ -20,7 +20,7 @@ from scenarios import SWING_MIX, T0, Episode, Scenario, generate
 from stream.alerts.delivery import AlertDelivery, outbox_drained
 from stream.alerts.engine import AlertEngine
 from stream.alerts.silences import add_silence
-from stream.keys import ALERT_STATS_KEY, CORRELATION_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY
+from stream.keys import ALERT_STATS_KEY, CORRELATION_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, incident_key
 from stream.contracts import Post
 from stream.alerts.judging import AlertConfig
 from stream.alerts.notify import Notifier, build_apprise
@@ -577,12 +577,31 @@ ESCALATING = Scenario(days=2, episodes=(Episode("BTC", 36 * 3600, mix={"positive
                                          Episode("BTC", 37 * 3600, duration=2 * 3600, mix={"positive": 0.05, "negative": 0.8, "neutral": 0.15})))
 
 
-@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
-def test_a_resolution_reaches_every_service_a_firing_notice_of_it_reached_each_once(redis_server, grouping):
+def forget_told_severities(client: redis.Redis) -> None:
+    """The state as a worker before session 47 leaves it: no list of the severities told (grouped,
+    it drops the incident's fields it does not know on rewriting; ungrouped, it never writes the
+    scope hash's `told_severities`)."""
+    raw = client.hget(CORRELATION_KEY, "state")
+    if raw:
+        state = json.loads(raw)
+        for incident in state.get("incidents", {}).values():
+            incident.pop("told_severities", None)
+            incident.pop("reached", None)
+        client.hset(CORRELATION_KEY, "state", json.dumps(state))
+    for key in client.scan_iter(match=incident_key("*")):
+        client.hdel(key, "told_severities")
+
+
+@pytest.mark.parametrize("grouping,older_first", [(True, False), (False, False), (True, True), (False, True)],
+                         ids=["incidents", "ungrouped", "incidents-older-told-warning", "ungrouped-older-told-warning"])
+def test_a_resolution_reaches_every_service_a_firing_notice_of_it_reached_each_once(redis_server, grouping, older_first):
     """`warning=` and `critical=` webhooks. BTC's drop opens as a warning (the warning hook hears it),
     turns critical (the critical hook hears it), then resolves. The resolution went out with the
     highest severity alone, so only the critical hook heard it end: a risk team watching the
-    warning channel took the drop for still running. It goes to both, once each, and says critical."""
+    warning channel took the drop for still running. It goes to both, once each, and says critical.
+    `older_first`: a rolling upgrade, as run in session 47 (a5f1fca, then main): a worker that keeps no
+    list of severities told judged until the critical was told (`forget_told_severities` after each
+    batch); the warning it told still hears the end."""
     from dataclasses import replace
 
     from stream.alerts.correlator import Correlator
@@ -591,6 +610,8 @@ def test_a_resolution_reaches_every_service_a_firing_notice_of_it_reached_each_o
     redis.Redis.from_url(redis_server).flushdb()
     stream = [p for p in generate(ESCALATING, seed=1) if p.created_at < T0 + 42 * 3600]
     warning, critical = Hook(), Hook()
+    admin = redis.Redis.from_url(redis_server)
+    forgot: list[int] = []  # the warning hook's count at each forgetting
 
     async def go() -> None:
         store = WindowStore.from_url(redis_server, retention_s=48 * 3600, pairs=grouping)
@@ -608,6 +629,9 @@ def test_a_resolution_reaches_every_service_a_firing_notice_of_it_reached_each_o
                 await feed(store, engine, stream[i : i + 200])
                 while await delivery.drain_once():
                     pass
+                if older_first and not critical.accepted:
+                    forget_told_severities(admin)
+                    forgot.append(len(warning.accepted))
             await engine.settle(ended=True)
             while await delivery.drain_once():
                 pass
@@ -619,6 +643,8 @@ def test_a_resolution_reaches_every_service_a_firing_notice_of_it_reached_each_o
     finally:
         warning.close()
         critical.close()
+        admin.close()
+    assert not older_first or max(forgot) > 0, forgot  # the list was forgotten after the warning was told
     about_btc = (lambda p: p["root_scope"] == "asset:BTC") if grouping else (lambda p: (p["scope"], p["kind"]) == ("asset:BTC", "sentiment_drop"))
     heard = {name: [(p["state"], p["severity"]) for p in hook.accepted if about_btc(p)] for name, hook in (("warning", warning), ("critical", critical))}
     assert heard["warning"][0] == ("firing", "warning") and ("firing", "critical") in heard["critical"], heard

@@ -131,6 +131,24 @@ def test_an_alert_that_fired_as_a_warning_and_turned_critical_resolves_to_both_s
     assert told_through({"gone": ["warning"]}, records[2:], ["still-open"]) == ({}, [[]])
 
 
+def test_a_warning_an_older_worker_told_still_hears_the_resolution_a_newer_one_routes():
+    """A rolling upgrade, run (session 47): a worker that keeps no list fired the alert as a warning;
+    a newer one repeated it as critical and resolved it. Only the critical services heard it end.
+    The stored incident's severity (`held`), the highest its firing notifications went out at,
+    is what the older worker told."""
+    kw = dict(window_s=3600, repeat_s=3600, for_s=0, now_iso="2026-01-01T00:00:00Z")
+    incident, fired = step("asset:X", None, FakeSignal(3.5), TH, boundary=T0, **kw)
+    assert (fired.state, fired.severity) == ("firing", "warning")  # told by the older worker: no list stored
+    held = {incident.alert_id: incident.severity}
+    incident, repeat = step("asset:X", incident, FakeSignal(7.0), TH, boundary=T0 + 3600, **kw)
+    told, routes = told_through({}, [repeat], [incident.alert_id], held)
+    assert told == {incident.alert_id: ["warning", "critical"]} and routes == [[]]
+    _, resolved = step("asset:X", incident, FakeSignal(1.0), TH, boundary=T0 + 7200, **kw)
+    assert told_through(told, [resolved], [], {incident.alert_id: "critical"}) == ({}, [["warning", "critical"]])
+    # An alert the older worker told critical throughout stays critical only.
+    assert told_through({}, [resolved], [], {incident.alert_id: "critical"}) == ({}, [[]])
+
+
 def test_a_pending_swing_that_calms_down_never_fires():
     kw = dict(window_s=3600, repeat_s=3600, for_s=600, now_iso="-")
     incident, _ = step("s", None, FakeSignal(3.5), TH, boundary=T0, **kw)

@@ -377,6 +377,7 @@ class AlertEngine:
         series = iter(await self.store.slices_many([(scope, first, step, count) for scope, *_, reads, _, _, _ in plans for first, count in reads]))
         for scope, expected, todo, incidents, state, reads, start, new_since, told in plans:
             tables = [(first, next(series)) for first, _ in reads]
+            held = {incident.alert_id: incident.severity for incident in incidents.values() if incident.alert_id and not incident.pending}
             if self.config.detector == "sequential":
                 after, state, records = judge_sequential(scope, incidents, state, _bins_from(tables, step, start),
                                                          todo, self.config, now_iso)
@@ -384,7 +385,7 @@ class AlertEngine:
                 (first, slices), = tables
                 after, records = judge_series(scope, incidents, slices, first, todo, start, self.config, now_iso)
             records = [await self._with_samples(r) for r in records]
-            commits.append((scope, expected, todo[-1], after, state, records, new_since, *self._told(told, records, after)))
+            commits.append((scope, expected, todo[-1], after, state, records, new_since, *self._told(told, records, after, held)))
         calls = [self._commit_call(commits[i:i + CHUNK]) for i in range(0, len(commits), CHUNK)]
         results = [ok for reply in await run_scripts(self.redis, calls) for ok in reply]
         lost = []
@@ -398,14 +399,16 @@ class AlertEngine:
                 lost.append(scope)
         return lost
 
-    def _told(self, stored: str | None, records: list[AlertRecord], after: Mapping[str, Incident]) -> tuple[str | bytes, list[list[str]]]:
+    def _told(self, stored: str | None, records: list[AlertRecord], after: Mapping[str, Incident],
+              held: Mapping[str, str]) -> tuple[str | bytes, list[list[str]]]:
         """Without grouping, the scope's `told_severities` after `records` ('' = unchanged) and the
-        severities each record's notification is routed for (`incidents.told_through`). A hash field
-        of its own, which a worker before it leaves alone: one in its `incidents` would be refused."""
+        severities each record's notification is routed for (`incidents.told_through`; `held`: each
+        alert open before them and its stored severity). A hash field of its own, which a worker
+        before it leaves alone: one in its `incidents` would be refused."""
         if self.correlator is not None or (not records and not stored):
             return "", [[] for _ in records]
         before = orjson.loads(stored) if stored else {}
-        told, routes = told_through(before, records, {incident.alert_id for incident in after.values()})
+        told, routes = told_through(before, records, {incident.alert_id for incident in after.values()}, held)
         return ("" if told == before else _encode(told)), routes
 
     def _commit_call(self, commits: list[tuple]) -> tuple:

@@ -167,7 +167,7 @@ def _record(scope: str, incident: Incident, state: State, signal: Signal, bounda
 
 
 def told_through(told: Mapping[str, Sequence[str]], records: Sequence[AlertRecord],
-                 open_ids: Iterable[str]) -> tuple[dict[str, list[str]], list[list[str]]]:
+                 open_ids: Iterable[str], held: Mapping[str, str] | None = None) -> tuple[dict[str, list[str]], list[list[str]]]:
     """Without grouping: per alert id, the severities its firing notifications went out at, after
     one scope's `records` (in order); and per record the severities its notification is routed for
     when that is more than its own (empty: its own alone). A resolution carries its alert's highest
@@ -175,15 +175,21 @@ def told_through(told: Mapping[str, Sequence[str]], records: Sequence[AlertRecor
     critical services only: whoever heard the warning never heard it end. It goes to every severity
     its alert's firing notifications went out at (Alertmanager's `send_resolved`, per receiver).
     Only the alerts in `open_ids` (the scope's open ones) are kept: one that an older worker,
-    which keeps no list, resolved is dropped too."""
+    which keeps no list, resolved is dropped too. `held`: per alert open before `records`, the
+    severity its stored incident holds, the highest its firing notifications went out at (it rises
+    only with a firing record): an older worker that told it keeps no list, so without it a warning
+    that worker told was lost once a newer worker repeated the alert as critical."""
     after = {ident: list(severities) for ident, severities in told.items()}
+    for ident, severity in (held or {}).items():
+        after[ident] = ranked([*after.get(ident, []), severity])
     routes: list[list[str]] = []
     for record in records:
         if record.state == "firing":
             after[record.alert_id] = ranked([*after.get(record.alert_id, []), record.severity])
             routes.append([])
         else:
-            # An alert that fired under a worker that kept no list is routed as before: its own severity.
+            # An alert that an older worker, which keeps no list, told throughout is routed as
+            # before: its own severity.
             found = ranked([*after.pop(record.alert_id, []), record.severity])
             routes.append(found if found != [record.severity] else [])
     kept = set(open_ids)
