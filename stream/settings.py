@@ -417,9 +417,10 @@ def variable_name(field: str) -> str:
 
 
 # Kubernetes gives every pod a Service's address as variables named after it: a Service
-# `sentinel-redis` (deploy/k8s/redis-example) sets SENTINEL_REDIS_SERVICE_HOST, SENTINEL_REDIS_PORT,
-# SENTINEL_REDIS_PORT_6379_TCP_ADDR, ..., always with its <NAME>_SERVICE_HOST.
-_SERVICE_LINK = re.compile(r"(?P<name>.+?)_(?:SERVICE_HOST|SERVICE_PORT(?:_\w+)?|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?)")
+# `sentinel-redis` with a cluster IP sets SENTINEL_REDIS_SERVICE_HOST, SENTINEL_REDIS_PORT,
+# SENTINEL_REDIS_PORT_6379_TCP_ADDR, ..., always with its <NAME>_SERVICE_HOST (a headless one, as
+# deploy/k8s/redis-example's, sets none). What follows <NAME>_:
+_SERVICE_LINK = re.compile(r"SERVICE_HOST|SERVICE_PORT(?:_\w+)?|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?")
 
 
 def unknown_variables(environ: Mapping[str, str], said: Collection[str] = ()) -> list[str]:
@@ -431,14 +432,15 @@ def unknown_variables(environ: Mapping[str, str], said: Collection[str] = ()) ->
     import difflib
 
     known = {name.upper() for name in _FIELD_OF_VARIABLE}
-    upper = {key.upper() for key in environ}
+    # Every Service's <NAME>, each tried: a name split at its first _SERVICE_ or _PORT took Service
+    # `sentinel-service`'s SENTINEL_SERVICE_PORT for Service `sentinel`'s, which is not there.
+    services = [key[:-len("_SERVICE_HOST")] for key in map(str.upper, environ) if key.endswith("_SERVICE_HOST")]
     problems = []
     for key in sorted(environ):
         name = key.upper()
         if not name.startswith("SENTINEL_") or name in known or name in said:
             continue
-        link = _SERVICE_LINK.fullmatch(name)
-        if link and f"{link['name']}_SERVICE_HOST" in upper:
+        if any(name.startswith(f"{service}_") and _SERVICE_LINK.fullmatch(name, len(service) + 1) for service in services):
             continue
         near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
         problems.append(f"{key}: not a setting" + (f"; did you mean {near[0]}?" if near else ""))

@@ -257,7 +257,7 @@ def test_settings_their_aliases_other_variables_and_names_said_elsewhere_are_not
 
 
 def test_kubernetes_service_links_are_not_taken_for_typos():
-    # The example Redis's Service `sentinel-redis` and Strimzi's `sentinel-kafka-kafka-bootstrap` give
+    # A Service `sentinel-redis` with a cluster IP and Strimzi's `sentinel-kafka-kafka-bootstrap` give
     # every pod in the namespace these, each Service always with its <NAME>_SERVICE_HOST.
     from stream.settings import unknown_variables
 
@@ -268,6 +268,11 @@ def test_kubernetes_service_links_are_not_taken_for_typos():
         "SENTINEL_KAFKA_KAFKA_BOOTSTRAP_SERVICE_HOST": "10.0.0.8", "SENTINEL_KAFKA_KAFKA_BOOTSTRAP_SERVICE_PORT_TCP_REPLICATION": "9091",
         "SENTINEL_KAFKA_KAFKA_BOOTSTRAP_PORT_9092_TCP_ADDR": "10.0.0.8",
     }
+    assert unknown_variables(links) == []
+    # A Service whose name holds SERVICE or PORT: `sentinel-service`'s links are its own, not those of
+    # a Service `sentinel` that is not there.
+    links = {"SENTINEL_SERVICE_SERVICE_HOST": "10.0.0.9", "SENTINEL_SERVICE_SERVICE_PORT": "80", "SENTINEL_SERVICE_PORT": "tcp://10.0.0.9:80",
+             "SENTINEL_SERVICE_PORT_80_TCP": "tcp://10.0.0.9:80", "SENTINEL_SERVICE_PORT_80_TCP_ADDR": "10.0.0.9"}
     assert unknown_variables(links) == []
     # Without its Service's _SERVICE_HOST a name ending in _PORT is no service link: a typo, said.
     assert unknown_variables({"SENTINEL_CONSOLE_WEB_PORT": "8080"}) == ["SENTINEL_CONSOLE_WEB_PORT: not a setting; did you mean SENTINEL_CONSOLE_PORT?"]
