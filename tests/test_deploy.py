@@ -1019,3 +1019,14 @@ def test_dockerignore() -> None:
                 for source in rest.split()[:-1]:
                     assert source.rstrip("/") not in patterns, f"{path.name} copies {source}, which .dockerignore excludes"
                     assert (ROOT / source).exists(), f"{path.name} copies {source}, which does not exist"
+
+
+def test_no_pod_gets_service_link_variables(overlay: tuple[str, list[dict[str, Any]]]) -> None:
+    # Kubernetes gives a pod each Service's address as variables named after the Service: one named
+    # `sentinel-web` would set SENTINEL_WEB_PORT=tcp://IP:PORT, which the worker reads as its setting
+    # (and an unknown SENTINEL_ name stops it, stream.settings.unknown_variables).
+    _, docs = overlay
+    specs = [(d["kind"], d["metadata"]["name"], spec) for d in docs for spec in pod_specs(d)]
+    assert specs
+    for kind, name, spec in specs:
+        assert spec.get("enableServiceLinks") is False, f"{kind} {name}"
