@@ -168,6 +168,17 @@ def test_sample_posts_are_made_inert_as_in_notifications():
     assert [s["id"] for s in shown["positive"]] == ["p2"]
 
 
+def test_sample_posts_show_each_text_once_as_notices_do():
+    """Copies of one text (the demo's raid posts) fill the list once; the next different post takes
+    their place, as in notices (`distinct_samples`)."""
+    copies = [Sample(f"c{i}", "ETH is  going to ZERO" if i % 2 else "eth is going to zero ", "negative", -0.99 + i / 1000) for i in range(6)]
+    others = [Sample("n1", "$ETH rug", "negative", -0.5), Sample("n2", "$ETH dead", "negative", -0.4)]
+    up = [Sample(f"u{i}", "$ETH moon", "positive", 0.9 - i / 1000) for i in range(3)] + [Sample("u9", "$ETH pump", "positive", 0.5)]
+    shown = views.samples(copies + others + up, 3)
+    assert [s["id"] for s in shown["negative"]] == ["c0", "n1", "n2"]
+    assert [s["id"] for s in shown["positive"]] == ["u0", "u9"]
+
+
 def test_the_fuzz_and_injection_texts_render_as_inert_text():
     """Every hostile text of the fuzz test, as a sample post and as a post id, through the real
     template: the page's markup is the template's alone."""
@@ -178,7 +189,9 @@ def test_the_fuzz_and_injection_texts_render_as_inert_text():
     from test_fuzz import CONTROLS, INJECTIONS
 
     texts = INJECTIONS + CONTROLS + [HOSTILE, '"><svg onload=alert(1)>', "javascript:alert(1)", "&lt;b&gt;", "<!here|here> <@U1|bob>"]
-    found = [Sample(f"{t}-{i}", f"$BTC dump {t}", "negative", -0.5 - i / 1000) for i, t in enumerate(texts)]
+    # `{i}` in the text too: some differ only in space or control characters, and the list shows
+    # each text once (distinct_samples), as notices do.
+    found = [Sample(f"{t}-{i}", f"$BTC dump {i} {t}", "negative", -0.5 - i / 1000) for i, t in enumerate(texts)]
     env = Environment(loader=FileSystemLoader(str(Path(views.__file__).parent / "templates")), autoescape=True)
     html = env.from_string("<ul>{% for s in samples.negative %}<li><span>{{ s.text }}</span><span>{{ s.id }}</span></li>{% endfor %}</ul>")
     page = html.render(samples=views.samples(found, len(found)))

@@ -20,7 +20,7 @@ from stream.alerts.judging import AlertConfig, BinAt, judge_sequential
 from stream.alerts.message import escape_post_text, measure
 from stream.alerts.sequential import SeqConfig, SeqState, verdicts
 from stream.timefmt import epoch
-from stream.windows import Sample, SliceCol, matches_scope, per_post
+from stream.windows import Sample, SliceCol, distinct_samples, matches_scope, per_post
 
 SAMPLE_CHARS = 280  # a sample post on the scope page: longer than in a chat message
 
@@ -289,13 +289,15 @@ def incident_posts_span(incident: dict[str, Any], window_s: int) -> tuple[int, i
 
 
 def samples(found: Sequence[Sample], count: int) -> dict[str, list[dict[str, Any]]]:
-    """The most negative and most positive posts, their text made inert as in notifications."""
+    """The most negative and most positive posts, their text made inert as in notifications; each
+    text once, as notices show them (`distinct_samples`): copies of one raid text would fill the list."""
     def shown(s: Sample) -> dict[str, Any]:
         return {"id": escape_post_text(s.id, 80), "text": escape_post_text(s.text, SAMPLE_CHARS), "label": s.label, "score": round(s.score, 3)}
 
     ordered = sorted(found, key=lambda s: (s.score, s.id))
-    return {"negative": [shown(s) for s in ordered[:count] if s.score < 0],
-            "positive": [shown(s) for s in reversed(ordered[-count:]) if s.score > 0]}
+    negative = distinct_samples((s for s in ordered if s.score < 0), count)
+    positive = distinct_samples((s for s in reversed(ordered) if s.score > 0), count)
+    return {"negative": [shown(s) for s in negative], "positive": [shown(s) for s in positive]}
 
 
 def timeline(entries: Iterable[dict[str, Any]], incident_id: str) -> list[dict[str, Any]]:
