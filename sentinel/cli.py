@@ -1513,11 +1513,16 @@ def incidents(
         for item in found:
             print(json.dumps(item, ensure_ascii=False))
         return
+    if not found:  # an empty table read as a failed query
+        out.print(f"no {'open ' if open_only else ''}incidents opened in the last {since} (event time, back from the newest post)")
+        return
     table = Table(title="incidents")
     # The id whole on any terminal: it is what `sentinel ack` and `sentinel verdict` take.
     table.add_column("id", no_wrap=True, min_width=max((len(i["incident_id"]) for i in found), default=2))
     # Folded, not cut: on 80 columns every cell was cut to three characters and an ellipsis
-    # ("ass…", "cri…", "202…"), on 120 the opened time to "2026-03-0…".
+    # ("ass…", "cri…", "202…"), on 120 the opened time to "2026-03-0…". On 80 the id leaves four
+    # characters to each other column exactly: a minimum width for the root (its scope folds there,
+    # "asse / t:ET / H") made rich crop the table's right edge, verdict column and all.
     for col in ("root", "state", "severity", "opened", "kinds", "members", "acknowledged", "verdict"):
         table.add_column(col, overflow="fold")
     for item in found:

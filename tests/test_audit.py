@@ -15,7 +15,7 @@ import redis
 
 from stream.alerts import audit
 from stream.alerts.silences import _REMOVE, add_silence, list_silences, purge_expired, remove_silence
-from stream.keys import AUDIT_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY
+from stream.keys import AUDIT_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY, STATS_KEY
 from stream.timefmt import epoch, iso, shown
 
 
@@ -306,6 +306,8 @@ def test_an_empty_by_is_the_login_name_and_an_incident_is_named_by_a_unique_star
     assert listed.returncode == 0 and all(ident in listed.stdout for ident in ids), listed.stdout  # whole on 80 columns
     assert max(map(len, listed.stdout.splitlines())) <= 80
     assert "…" not in listed.stdout, listed.stdout  # every cell whole, folded: it was "ass…", "ope…"
+    top = next(line for line in listed.stdout.splitlines() if line.lstrip().startswith("┏"))
+    assert top.endswith("┓"), listed.stdout  # every column there: rich crops a table too wide, silently
     judged = run_cli("verdict", "9c01d2", "real", "--by", "")
     assert judged.returncode == 0 and "incident 9c01d2e3f4a5b6c7d8e9: real" in judged.stdout, judged.stderr
     assert run_cli("ack", "36ae68f0", "--by", "  ").returncode == 0
@@ -315,6 +317,23 @@ def test_an_empty_by_is_the_login_name_and_an_incident_is_named_by_a_unique_star
     logged = lines(run_cli("audit", "--json", "--by", ""))  # a blank filter is no filter
     assert [(e["action"], e["target"], e["by"]) for e in logged] == [("acknowledge", "36ae68f000a534b25d04", "carol"),
                                                                      ("verdict", "9c01d2e3f4a5b6c7d8e9", "carol")]
+
+
+def test_incidents_matching_nothing_say_so_in_a_line(redis_server):
+    """`--open` or `--since 1h` matching nothing printed an empty table and nothing else."""
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    r.hset(STATS_KEY, "watermark", 1772625660 + 7200)
+    ident = "cc08e3ebdfdb671ccafc"
+    r.hset(INCIDENTS_KEY, ident, json.dumps({"incident_id": ident, "root_scope": "asset:ETH", "state": "resolved", "acked": None,
+                                             "opened": 1772625660, "at": 1772630700, "severity": "critical", "market": False,
+                                             "members": [{"scope": "asset:ETH", "kind": "sentiment_drop"}]}))
+    r.zadd(INCIDENTS_INDEX_KEY, {ident: 1772625660})
+    for args, said in ((["--open"], "no open incidents opened in the last 7d"), (["--since", "1h"], "no incidents opened in the last 1h")):
+        done = cli(["incidents", *args], redis_server)
+        assert done.returncode == 0 and done.stdout.startswith(said) and "incidents\n" not in done.stdout, done.stdout
+        assert lines(cli(["incidents", "--json", *args], redis_server)) == []  # --json stays lines only
+    assert ident in cli(["incidents", "--since", "3h"], redis_server).stdout
 
 
 def test_acknowledging_a_resolved_incident_says_it_is_over_and_how_to_judge_it(redis_server):
