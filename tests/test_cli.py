@@ -685,7 +685,8 @@ def unreachable_env() -> dict[str, str]:
     from stream.tools.services import free_port
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_") and k not in ("KAFKA_BROKER", "REDIS_URL")}
-    return {**env, "SENTINEL_BASE": "lexicon", "KAFKA_BROKER": f"127.0.0.1:{free_port()}", "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    return {**env, "SENTINEL_BASE": "lexicon", "KAFKA_BROKER": f"127.0.0.1:{free_port()}", "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "SENTINEL_WEB_HOST": "127.0.0.1", "SENTINEL_WEB_PORT": str(free_port())}  # not 6066: a worker here may hold it
 
 
 def test_a_worker_that_cannot_reach_kafka_at_start_up_says_so_in_one_line_and_exits_1():
@@ -696,6 +697,23 @@ def test_a_worker_that_cannot_reach_kafka_at_start_up_says_so_in_one_line_and_ex
     assert len(errors) == 1 and "sentinel.worker: cannot reach Kafka at start-up" in errors[0], r.stderr
     assert "detail=" in errors[0] and "Unable connect to" in errors[0], r.stderr
     assert "Traceback" not in r.stderr and "Unclosed" not in r.stderr, r.stderr
+
+
+def test_a_worker_whose_web_port_is_taken_says_so_in_one_line_and_exits_2():
+    """It printed Faust's traceback and exited 1 (after loading the model). The port is held by a
+    real listening socket; the check comes before Kafka, so the closed broker port is never tried."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = {**unreachable_env(), "SENTINEL_WEB_PORT": str(port)}
+        r = subprocess.run([sys.executable, "-m", "sentinel.cli", "worker"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith(f"error: SENTINEL_WEB_PORT={port}: cannot listen on 127.0.0.1:{port}") and "another process" in line, r.stderr
+    assert "Kafka" not in r.stderr and "Traceback" not in r.stderr
 
 
 def test_a_replay_that_cannot_reach_kafka_closes_its_consumer(tmp_path):

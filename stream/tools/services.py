@@ -120,6 +120,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def listen_problem(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on host:port now (the port taken, a privileged port), or None.
+    Binds and closes each address the host names, with SO_REUSEADDR as aiohttp's server sets it: a
+    port only in TIME_WAIT is free to it, one another process listens on is not. A name that does
+    not resolve is left to the server to report."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # as asyncio's create_server: "::" and "0.0.0.0" bound apart
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                return exc
+    return None
+
+
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
