@@ -63,6 +63,9 @@ def test_day_span_covers_every_utc_day_the_period_touches():
     assert day_span(newest, 7 * DAY_S) == (T0, 8)  # day 0 (partly in the last 7 d) to day 7
     assert day_span(newest, DAY_S) == (T0 + 6 * DAY_S, 2)
     assert day_span(T0 + 5 * DAY_S - 1, None, oldest=T0 + 2 * DAY_S + 10) == (T0 + 2 * DAY_S, 3)  # all days in the data
+    # --since reaching back before the data starts at its first day, not at empty days before it
+    assert day_span(newest, 7 * DAY_S, oldest=T0 + 5 * DAY_S + 10) == (T0 + 5 * DAY_S, 3)
+    assert day_span(newest, DAY_S, oldest=T0 + 2 * DAY_S) == (T0 + 6 * DAY_S, 2)  # data from before: as asked
 
 
 def incident(ident: str, root: str, opened: float, members: tuple[str, ...] = (), **over) -> dict:
@@ -423,6 +426,19 @@ def test_report_on_an_empty_redis_says_so(redis_server):
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     assert len(rows) == 8 and {(r["scope"], r["posts"], r["sentiment_index"]) for r in rows} == {("all", "0", "")}
     assert "no posts yet" in cli(["report", "--format", "md"], redis_server).stdout
+
+
+def test_a_report_reaching_back_before_the_data_starts_at_its_first_day(redis_server):
+    """`--since 7d` on three days of data listed four 0-post days first (the demo's 02-25 to 03-01)."""
+    redis.Redis.from_url(redis_server).flushdb()
+    load_posts(redis_server, generated_posts(seed=5, days=3))
+    done = cli(["report", "--since", "7d", "--format", "csv"], redis_server)
+    assert done.returncode == 0, done.stderr
+    dates = sorted({r["date"] for r in csv.DictReader(io.StringIO(done.stdout))})
+    assert dates == [iso(T0 + d * DAY_S)[:10] for d in range(3)], dates
+    md = cli(["report", "--since", "7d", "--format", "md"], redis_server).stdout
+    assert f"3 UTC day(s), the last 7d of event time (no data before {iso(T0)[:10]})" in md, md[:600]
+    assert "no data before" not in cli(["report", "--since", "1d", "--format", "md"], redis_server).stdout
 
 
 def test_notify_sends_the_report_as_an_attachment(loaded, redis_server, tmp_path):

@@ -21,13 +21,18 @@ async def oldest_day(store: WindowStore) -> float | None:
 
 async def collect_report(store: WindowStore, *, since_s: int | None, since: str | None, now: float) -> Report:
     """The report of the days overlapping the last `since_s` seconds of event time before the
-    newest post, or of every day with a roll-up when `since_s` is None. With no posts yet, an empty
+    newest post from the first day with a roll-up on, or of every day with a roll-up when `since_s`
+    is None. With no posts yet, an empty
     report of the wall clock's day (a scheduled run on an idle system still says so)."""
     stats = await store.stats()
     watermark = float(stats["watermark"]) if "watermark" in stats and stats["watermark"] >= 0 else None
     newest = watermark if watermark is not None else now
-    first, days = day_span(newest, since_s, await oldest_day(store) if since_s is None else None)
+    oldest = await oldest_day(store)
+    first, days = day_span(newest, since_s, oldest)
+    # Said in the report when --since reaches back before the data: a week's report of three days.
+    data_from = first if since_s is not None and first > day_span(newest, since_s)[0] else None
     scopes = report_scopes(await store.day_scopes())
     tables = await store.days_many([(scope, first, days) for scope in scopes])
     incidents = await list_incidents(store.redis, since=first)
-    return build_report(first, days, dict(zip(scopes, tables)), incidents, watermark=watermark, generated_at=now, since=since)
+    return build_report(first, days, dict(zip(scopes, tables)), incidents, watermark=watermark, generated_at=now, since=since,
+                        data_from=data_from)

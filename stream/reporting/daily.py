@@ -32,11 +32,14 @@ def day_span(newest: float, since_s: int | None, oldest: float | None = None) ->
     """(first day start, number of days) of a report ending on the day of `newest`.
 
     With `since_s`, every UTC day that overlaps [newest - since_s, newest]; the roll-ups are whole
-    days, so the first day counts all of its posts, not only those after newest - since_s. Without
-    it, from the day of `oldest` (all the data)."""
+    days, so the first day counts all of its posts, not only those after newest - since_s. Days
+    before `oldest` (the first day with data) are left out: a week's report of three days' data
+    listed four empty days first. Without `since_s`, from the day of `oldest` (all the data)."""
     last = day_start(newest)
     if since_s is not None:
         first = day_start(newest - since_s)
+        if oldest is not None:
+            first = max(first, day_start(oldest))
     else:
         first = day_start(oldest if oldest is not None else newest)
     first = min(first, last)
@@ -151,6 +154,7 @@ class Report:
     watermark: float | None  # the newest post's event time (None: no data)
     generated_at: float  # wall clock
     since: str | None = None  # the --since the report was asked for (None: all days in the data)
+    data_from: int | None = None  # the first day with data, where --since reaches further back (those days are not shown)
     prices: Mapping[str, Any] | None = field(default=None)  # ticker -> prices.AssetPrices, with --prices
 
     @property
@@ -187,7 +191,7 @@ class Report:
 
 def build_report(
     first_day: int, days: int, tables: Mapping[str, Sequence[Sequence[float]]], incidents: Iterable[Mapping[str, Any]],
-    *, watermark: float | None, generated_at: float, since: str | None = None,
+    *, watermark: float | None, generated_at: float, since: str | None = None, data_from: int | None = None,
 ) -> Report:
     """A Report from roll-up tables (scope -> days rows) and incident summaries. Incidents opened
     outside the report's days are dropped; scopes are ordered `all` first, then the assets with
@@ -200,4 +204,4 @@ def build_report(
     end = first_day + days * DAY_S
     found = sorted((incident_from_summary(i) for i in incidents), key=lambda i: (i.opened, i.incident_id))
     return Report(first_day, days, tuple(scopes), rows, tuple(i for i in found if first_day <= i.opened < end),
-                  watermark, generated_at, since)
+                  watermark, generated_at, since, data_from)
