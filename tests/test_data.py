@@ -156,6 +156,12 @@ def test_bad_label_map_spec_names_the_flag_and_the_entry():
     with pytest.raises(ValueError) as info:
         parse_label_map("0=negative,1=positive, 2=nuetral")
     assert str(info.value) == f"--label-map 2=nuetral: unknown label 'nuetral'; expected one of {', '.join(LABELS)}"
+    # An empty RAW and a repeated one were taken silently (the repeat's last entry won).
+    with pytest.raises(ValueError, match=r"^--label-map =neutral: empty RAW "):
+        parse_label_map("0=negative,=neutral")
+    with pytest.raises(ValueError, match=r"^--label-map 2=positive: '2' is mapped twice \(also 2=neutral\)$"):
+        parse_label_map("2=neutral, 2=positive")
+    assert parse_label_map(" 0 = negative ,1=positive") == {"0": "negative", "1": "positive"}
 
 
 def test_seed_discord_reproduces_the_research_labelling(tmp_path):

@@ -83,14 +83,22 @@ def parse_label_map(spec: str | None) -> dict[str, str] | None:
     if not spec:
         return None
     mapping: dict[str, str] = {}
+    given: dict[str, str] = {}  # raw value -> the entry that mapped it, for the error on a repeat
     for part in spec.split(","):
         raw, sep, label = part.partition("=")
+        entry, raw = part.strip(), raw.strip()
         if not sep:
-            raise ValueError(f"--label-map {part.strip()}: not RAW=LABEL")
+            raise ValueError(f"--label-map {entry}: not RAW=LABEL")
+        # An empty RAW would map only empty labels, and a repeat silently took the last entry.
+        if not raw:
+            raise ValueError(f"--label-map {entry}: empty RAW (RAW=LABEL maps a value of the label column)")
+        if raw in given:
+            raise ValueError(f"--label-map {entry}: {raw!r} is mapped twice (also {given[raw]})")
         try:
-            mapping[raw.strip()] = normalize_label(label)
+            mapping[raw] = normalize_label(label)
         except ValueError as exc:
-            raise ValueError(f"--label-map {part.strip()}: {exc}") from None
+            raise ValueError(f"--label-map {entry}: {exc}") from None
+        given[raw] = entry
     return mapping
 
 
