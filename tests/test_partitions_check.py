@@ -12,6 +12,7 @@ import uuid
 
 from stream.kafka import ensure_topics, partition_count
 from stream.settings import Settings
+from stream.tools.services import free_port
 
 
 def test_a_worker_refuses_a_partition_count_the_topic_does_not_have(kafka_server, tmp_path):
@@ -21,7 +22,7 @@ def test_a_worker_refuses_a_partition_count_the_topic_does_not_have(kafka_server
     assert asyncio.run(asyncio.wait_for(partition_count(Settings(kafka_broker=kafka_server), topic + "-none"), 60)) is None
     env = {**os.environ, "SENTINEL_BASE": "lexicon", "KAFKA_BROKER": kafka_server, "REDIS_URL": "redis://127.0.0.1:9/0",
            "SENTINEL_CACHE_DIR": str(tmp_path), "SENTINEL_TOPIC_POSTS": topic, "SENTINEL_PARTITIONS": "4",
-           "SENTINEL_APP_ID": f"parts-{uuid.uuid4().hex[:6]}"}
+           "SENTINEL_APP_ID": f"parts-{uuid.uuid4().hex[:6]}", "SENTINEL_WEB_PORT": str(free_port())}  # checked first: not 6066
     for name in ("sentiment", "dlq", "alerts"):
         env[f"SENTINEL_TOPIC_{name.upper()}"] = f"{topic}-{name}"
     r = subprocess.run([sys.executable, "-m", "sentinel.cli", "worker"], capture_output=True, text=True, env=env, timeout=120)

@@ -43,6 +43,9 @@ def worker_env(name: str, kafka: str, redis_url: str, cache_dir: Path, **overrid
         "SENTINEL_REBALANCE_TIMEOUT": "5",
         "SENTINEL_SESSION_TIMEOUT": "6",
         "SENTINEL_HEARTBEAT_INTERVAL": "1",
+        # A worker started straight from this env (not through Worker, which gives its own port)
+        # checks its web port before anything else: never the default 6066, which another may hold.
+        "SENTINEL_WEB_PORT": str(free_port()),
         **overrides,
     }
 
