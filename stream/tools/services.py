@@ -130,7 +130,11 @@ def listen_problem(host: str, port: int) -> OSError | None:
     except socket.gaierror:
         return None
     for family, kind, proto, _, address in infos:
-        with socket.socket(family, kind, proto) as sock:
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError:  # a family this host lacks (IPv6 off): asyncio's server skips it too
+            continue
+        with sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:  # as asyncio's create_server: "::" and "0.0.0.0" bound apart
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
