@@ -143,7 +143,7 @@ def test_a_notices_chart_draws_its_roots_measures_against_the_baselines_the_noti
         try:
             await store.apply(posts, {}, posts[-1].post.created_at)
             delivery = AlertDelivery(store, Notifier(build_apprise(hook.url, None)), lambda record: None, consumer="t")
-            assert await delivery._notify_notice(notice, [])
+            assert await delivery._notify_notice(notice, [], ["warning"])
             return (await store.slices("asset:ETH", at - CHART_SPAN_S, CHART_STEP_S, CHART_SPAN_S // CHART_STEP_S)).tolist()
         finally:
             await store.close()
