@@ -63,11 +63,16 @@ def distinct_samples(samples: Iterable[Sample], n: int) -> list[Sample]:
     for sample in samples:
         if len(out) >= n:
             break
-        key = " ".join(sample.text.split()).casefold()
+        key = sample_key(sample)
         if key not in seen:
             seen.add(key)
             out.append(sample)
     return out
+
+
+def sample_key(sample: Sample) -> str:
+    """What tells two samples' texts apart for `distinct_samples`: case and spacing do not."""
+    return " ".join(sample.text.split()).casefold()
 
 
 def author_key(post: Post) -> str | None:

@@ -720,7 +720,43 @@ def test_a_sample_post_with_no_visible_text_says_so():
     notice = Notice("inc1", "asset:BTC", "firing", "new", "warning", "2026-03-04T07:10:00Z", "2026-03-04T07:05:00Z", False,
                     [{"scope": "asset:BTC", "kind": "sentiment_surge", "firing": True, "severity": "warning"}])
     blank = Sample("p1", "\u200b\u2066\r\n\t", "positive", 0.32)
-    assert message.notice_body(notice, [blank]).endswith("Sample posts:\n- [positive +0.32] (no visible text) (id p1)")
+    surge = make_record(scope="asset:BTC", kind="sentiment_surge", samples=[blank])
+    assert message.notice_body(notice, [surge]).endswith(
+        "Sample posts:\nsentiment_surge on asset:BTC (its most positive posts):\n- [positive +0.32] (no visible text) (id p1)")
+
+
+def test_a_notices_sample_posts_each_say_the_member_they_illustrate_the_drops_first():
+    """The demo's first ETH notice showed a drop's two negative texts and then its volume spike's
+    positive post ("[positive +1.00] ETH staking rewards went up") under "negative share 75%", as if
+    it were the drop's evidence. Each member's samples now come under its name, the root's
+    sentiment kind first, and a text already shown is not shown again under another member."""
+    from stream.alerts.grouping import Notice
+    from stream.windows import Sample
+
+    members = [{"scope": "asset:ETH", "kind": kind, "firing": True, "severity": "warning"} for kind in ("volume_spike", "sentiment_drop")]
+    notice = Notice("cc08e3ebdfdb671ccafc", "asset:ETH", "firing", "new", "warning", "2026-03-04T12:06:00Z", "2026-03-04T12:01:00Z",
+                    False, [*members, {"scope": "channel:trading", "kind": "sentiment_drop", "firing": True, "severity": "warning"}])
+    rewards = Sample("p9", "ETH staking rewards went up again", "positive", 1.0)
+    dump = Sample("p1", "ETH is dumping hard", "negative", -0.98)
+    rekt = Sample("p2", "rekt on ETH longs", "negative", -0.95)
+    # Outbox order: the volume spike's record first, as a notice's records can come.
+    records = [make_record(kind="volume_spike", metric="posts", samples=[rewards, dump]),
+               make_record(kind="sentiment_drop", metric="negative_share", samples=[dump, Sample("p3", "eth is  DUMPING hard", "negative", -0.9), rekt]),
+               make_record(scope="channel:trading", kind="sentiment_drop", samples=[Sample("p4", "selling my ETH now", "negative", -0.9)])]
+    text = message.notice_body(notice, records, samples_shown=4)
+    assert text.split("\nSample posts:\n")[1].splitlines() == [
+        "sentiment_drop on asset:ETH (its most negative posts):",
+        "- [negative -0.98] ETH is dumping hard (id p1)",
+        "- [negative -0.95] rekt on ETH longs (id p2)",
+        "volume_spike on asset:ETH (its most strongly scored posts, either way):",
+        "- [positive +1.00] ETH staking rewards went up again (id p9)",
+        "sentiment_drop on channel:trading (its most negative posts):",
+        "- [negative -0.90] selling my ETH now (id p4)"]
+    # Three places: the root's drop and volume spike fill them; the related scope's post waits.
+    shown = message.notice_body(notice, records).split("\nSample posts:\n")[1].splitlines()
+    assert shown[-2:] == ["volume_spike on asset:ETH (its most strongly scored posts, either way):",
+                          "- [positive +1.00] ETH staking rewards went up again (id p9)"] and len(shown) == 5
+    assert "Sample posts" not in message.notice_body(notice, records, samples_shown=0)
 
 
 def test_a_notice_title_names_the_kinds_the_root_fires_now_not_those_that_ended():

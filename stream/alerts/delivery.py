@@ -376,7 +376,6 @@ class AlertDelivery:
 
     async def _notify_notice(self, notice: Notice, records: list[AlertRecord], routes: Sequence[str]) -> bool:
         assert self.notifier is not None
-        samples = [s for r in records for s in r.samples]
         png = None
         if self.chart:
             kind = next((m["kind"] for m in notice.members if m["scope"] == notice.root_scope), notice.kinds[0])
@@ -384,7 +383,7 @@ class AlertDelivery:
                                        baselines_of(notice.members, notice.root_scope), self.notifier.window)
         track = await self._track_record(notice) if notice.state != "resolved" else None
         recent = await self._recent(notice) if notice.reason == "repeat" else None
-        return (await self.notifier.deliver_notice(notice, samples, png, track=track, recent=recent, routes=routes)).notified
+        return (await self.notifier.deliver_notice(notice, records, png, track=track, recent=recent, routes=routes)).notified
 
     async def _recent(self, notice: Notice) -> dict[str, list[float]] | None:
         """A reminder's firing scopes' counts over the alert window before it (message.recent_level):

@@ -17,7 +17,7 @@ from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord
 from stream.alerts.precision import TrackRecord
 from stream.timefmt import epoch, iso
-from stream.windows import Sample, SliceCol, distinct_samples
+from stream.windows import Sample, SliceCol, distinct_samples, sample_key
 
 POST_CHARS = 200  # visible characters of one sample post
 ELLIPSIS = "…"
@@ -166,14 +166,15 @@ def notice_title(notice: Notice) -> str:
     return f"[{state}] {where}{more}{REASON_SUFFIX.get(notice.reason, '')} [{short_id(notice.incident_id)}]"
 
 
-def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: int = 3, post_chars: int = POST_CHARS,
+def notice_body(notice: Notice, records: Sequence[AlertRecord] = (), samples_shown: int = 3, post_chars: int = POST_CHARS,
                 console_url: str = "", track: TrackRecord | None = None, window: str = "1h",
                 recent: Mapping[str, Sequence[float]] | None = None, now: float | None = None) -> str:
     """Plain-text body of an incident notification: the root, what moved since when, the members,
     how often earlier incidents like it were judged real (`track`), a link to the incident's
-    console page (where it can be acknowledged or silenced). `recent`: each firing member scope's
-    counts over the alert window before the notice (a reminder's: `recent_level`). `now`: the wall
-    clock at sending (`late_lines`)."""
+    console page (where it can be acknowledged or silenced), and sample posts from the `records`
+    the notice goes out with, each under the member it illustrates (`notice_sample_lines`).
+    `recent`: each firing member scope's counts over the alert window before the notice (a
+    reminder's: `recent_level`). `now`: the wall clock at sending (`late_lines`)."""
     status = "resolved" if notice.state == "resolved" else f"firing ({notice.severity})"
     lines = [f"Incident on {escape_post_text(notice.root_scope, limit=120)} is {status}"
              + (" (acknowledged: " + escape_post_text(notice.acked, limit=120) + ")" if notice.acked else "") + "."]
@@ -200,10 +201,41 @@ def notice_body(notice: Notice, samples: Sequence[Sample] = (), samples_shown: i
         # Once over, the team can say whether it was real: the alerts' precision is counted from that.
         ask = " (real or a false alarm? record a verdict there)" if notice.state == "resolved" else ""
         lines.append(f"console: {incident_link(console_url, notice.incident_id)}{ask}")
-    shown = _sample_lines(samples, samples_shown, post_chars)
+    shown = notice_sample_lines(records, notice.root_scope, samples_shown, post_chars)
     if shown:
         lines += ["", "Sample posts:", *shown]
     return "\n".join(lines)
+
+
+# What each kind's samples are (engine._with_samples picks them): a volume spike's are the most
+# strongly scored posts of either label, so in a drop's incident they can be positive.
+SAMPLES_OF = {"sentiment_drop": "its most negative posts", "sentiment_surge": "its most positive posts",
+              "volume_spike": "its most strongly scored posts, either way"}
+
+
+def notice_sample_lines(records: Sequence[AlertRecord], root: str, n: int, post_chars: int = POST_CHARS) -> list[str]:
+    """Up to `n` sample posts of an incident's records, each text once, under a line naming the
+    member they illustrate. The notice gathered every record's samples in one list: a drop with
+    two distinct negative texts showed its volume spike's positive post third, under a headline
+    of a negative share, as if it were the drop's. The root's members come first and, on each
+    scope, the sentiment kinds before the volume spike, so a drop's negative posts (a surge's
+    positive ones) lead and a volume spike's only fill the places left."""
+    members: dict[tuple[str, str], list[Sample]] = {}
+    for record in records:
+        members.setdefault((record.scope, record.kind), []).extend(record.samples)
+    order = sorted(members, key=lambda member: (member[0] != root, member[1] == "volume_spike"))
+    seen: set[str] = set()
+    out: list[str] = []
+    left = max(n, 0)
+    for scope, kind in order:
+        fresh = distinct_samples((s for s in members[(scope, kind)] if sample_key(s) not in seen), left)
+        if not fresh:
+            continue
+        seen.update(sample_key(s) for s in fresh)
+        left -= len(fresh)
+        what = SAMPLES_OF.get(kind, "its posts")
+        out += [f"{kind} on {escape_post_text(scope, limit=120)} ({what}):", *(_sample_line(s, post_chars) for s in fresh)]
+    return out
 
 
 LATE_S = 15 * 60  # live, a notice goes out a minute or two after its event time (the grace, a judging round)
@@ -364,15 +396,15 @@ def _related(notice: Notice, assets: bool = False) -> list[str]:
 
 
 def _sample_lines(items: Sequence[Sample], n: int, post_chars: int) -> list[str]:
-    out = []
-    # An incident's notice gathers the samples of several records: one post can be in more than one.
-    for sample in distinct_samples(items, max(n, 0)):
-        label = escape_post_text(sample.label, limit=20)
-        ident = escape_post_text(sample.id, limit=64)
-        # A post of only line breaks, controls or invisible characters escapes to nothing: said so,
-        # not an empty line under "Sample posts:".
-        text = escape_post_text(sample.text, limit=post_chars) or "(no visible text)"
-        out.append(f"- [{label} {sample.score:+.2f}] {text} (id {ident})")
-    return out
+    return [_sample_line(sample, post_chars) for sample in distinct_samples(items, max(n, 0))]
+
+
+def _sample_line(sample: Sample, post_chars: int) -> str:
+    label = escape_post_text(sample.label, limit=20)
+    ident = escape_post_text(sample.id, limit=64)
+    # A post of only line breaks, controls or invisible characters escapes to nothing: said so,
+    # not an empty line under "Sample posts:".
+    text = escape_post_text(sample.text, limit=post_chars) or "(no visible text)"
+    return f"- [{label} {sample.score:+.2f}] {text} (id {ident})"
 
 

@@ -43,7 +43,6 @@ from stream.alerts import message
 from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord
 from stream.alerts.precision import TrackRecord
-from stream.windows import Sample
 
 if TYPE_CHECKING:
     from apprise.plugins.base import NotifyBase
@@ -343,14 +342,14 @@ class Notifier:
                                           for server in routed))
         return [(described, outcome.ok) for described, outcome in zip(servers_description(routed), outcomes)]
 
-    async def deliver_notice(self, notice: Notice, samples: Sequence[Sample] = (), chart_png: bytes | None = None,
+    async def deliver_notice(self, notice: Notice, records: Sequence[AlertRecord] = (), chart_png: bytes | None = None,
                              track: TrackRecord | None = None, recent: Mapping[str, Sequence[float]] | None = None,
                              routes: Sequence[str] = ()) -> Delivery:
-        """One incident's notification (stream/alerts/grouping.py), with the track record of its kinds
-        and, for a reminder, where its firing scopes are now (`recent`, see message.recent_level);
+        """One incident's notification (stream/alerts/grouping.py), with the sample posts of the
+        `records` it goes out with, the track record of its kinds and, for a reminder, where its firing scopes are now (`recent`, see message.recent_level);
         routed for `routes` (a resolution's `Entry.route_severities`), else its own severity."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
-        text = message.notice_body(notice, samples, samples_shown=self.samples, console_url=self.console_url, track=track,
+        text = message.notice_body(notice, records, samples_shown=self.samples, console_url=self.console_url, track=track,
                                    window=self.window, recent=recent, now=time.time())
         return await self._deliver(context, tuple(routes) or (notice.severity,), message.notice_title(notice), text,
                                    notify_type(notice.state, notice.severity), chart_png, notice.incident_id, key=notice.incident_id,
