@@ -426,3 +426,52 @@ def test_windows_of_one_scope_take_a_ticker_in_any_case_and_refuse_a_scope_with_
     assert said.returncode == 1 and "(known scopes: channel:general, all, asset:ETH, source:forum)" in said.stderr, said.stderr
     assert "no posts for scope nonexistent (known scopes: all, asset:ETH, channel:general, source:forum)" in cli(
         ["windows", "--scope", "nonexistent"], redis_server).stderr
+
+
+def test_a_resolution_says_the_verdict_given_while_the_incident_was_open(redis_server):
+    """Through the delivery, on a real redis-server and a local webhook: a verdict given while the
+    incident was open (`give_verdict`, as `sentinel verdict` and the console write it) is said in
+    its resolution instead of asking for one; an incident without one (no field, or none of the
+    verdicts) is still asked."""
+    from stream.alerts.delivery import AlertDelivery
+    from stream.alerts.grouping import Notice
+    from stream.alerts.notify import Notifier, build_apprise
+    from stream.alerts.verdicts import give_verdict
+    from stream.keys import VERDICTS_KEY
+    from stream.store import WindowStore
+    from workers import Hook
+
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    member = {"scope": "asset:ETH", "kind": "sentiment_drop", "firing": False, "severity": "warning"}
+    for ident in ("judged1", "unjudged1", "garbled1"):
+        r.hset(INCIDENTS_KEY, ident, json.dumps({"incident_id": ident, "root_scope": "asset:ETH", "state": "firing", "acked": None,
+                                                 "opened": 100, "at": 200, "market": False, "severity": "warning", "members": [member]}))
+    hook = Hook()
+
+    assert run(redis_server, lambda c: give_verdict(c, "judged1", "false-alarm", "bot spam", by="dana", via="cli",
+                                                    clock=lambda: epoch("2026-03-04T12:30:00Z")))
+    r.hset(VERDICTS_KEY, "garbled1", json.dumps({"verdict": "maybe"}))
+
+    async def go() -> None:
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            delivery = AlertDelivery(store, Notifier(build_apprise(hook.url, None)), lambda record: None, consumer="t", chart=False)
+            for ident in ("judged1", "unjudged1", "garbled1"):
+                notice = Notice(ident, "asset:ETH", "resolved", "resolved", "warning", "2026-03-04T13:10:00Z", "2026-03-04T12:01:00Z",
+                                False, [member])
+                assert await delivery._notify_notice(notice, [], ["warning"])
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        hook.close()
+    judged, unjudged, garbled = (sent["message"].splitlines() for sent in hook.accepted)
+    assert ('verdict given: false-alarm, 2026-03-04T12:30:00Z, by dana via cli ("bot spam"); '
+            "to change it: sentinel verdict judged1 real") in judged
+    assert not any(line.startswith("verdict: ") for line in judged)
+    for lines_, ident in ((unjudged, "unjudged1"), (garbled, "garbled1")):
+        assert f"verdict: sentinel verdict {ident} real, or: sentinel verdict {ident} false-alarm" in lines_
+        assert not any(line.startswith("verdict given") for line in lines_)

@@ -878,6 +878,33 @@ def test_a_notice_says_how_to_act_on_it_with_its_incident_id_console_or_not():
     assert "sentinel ack" not in over and "sentinel silence" not in over
 
 
+def test_a_resolution_says_the_verdict_already_given_instead_of_asking_for_one():
+    """A resolved notice asked "was it real?" of a team that had said so while the incident was
+    open. Given one (as verdicts.give_verdict stores it), it says it, who gave it, when and why,
+    and how to change it; the console's link stops asking. Not a verdict: asked, as before."""
+    from stream.alerts.grouping import Notice
+
+    member = {"scope": "asset:ETH", "kind": "sentiment_drop", "firing": False, "severity": "warning"}
+    over = Notice("cc08e3ebdfdb671ccafc", "asset:ETH", "resolved", "resolved", "warning", "2026-03-04T13:10:00Z",
+                  "2026-03-04T12:01:00Z", False, [member])
+    given = {"verdict": "real", "by": "<!channel> dana", "via": "console", "reason": "desk saw\nthe @here sell-off", "at": "2026-03-04T12:40:00Z"}
+    text = message.notice_body(over, verdict=given, console_url="https://s.example.com").splitlines()
+    assert text[-2:] == [
+        'verdict given: real, 2026-03-04T12:40:00Z, by !channel dana via console ("desk saw the \uff20here sell-off"); '
+        "to change it: sentinel verdict cc08e3ebdfdb671ccafc false-alarm",
+        "console: https://s.example.com/incidents/cc08e3ebdfdb671ccafc"]
+    assert not any(line.startswith("verdict: ") for line in text)
+    bare = message.actions(over, {"verdict": "false-alarm"})
+    assert bare == ["verdict given: false-alarm; to change it: sentinel verdict cc08e3ebdfdb671ccafc real"]
+    for none in (None, {}, {"verdict": "maybe"}):
+        asked = message.notice_body(over, verdict=none, console_url="https://s.example.com").splitlines()
+        assert asked[-2:] == ["verdict: sentinel verdict cc08e3ebdfdb671ccafc real, or: sentinel verdict cc08e3ebdfdb671ccafc false-alarm",
+                              "console: https://s.example.com/incidents/cc08e3ebdfdb671ccafc (real or a false alarm? record a verdict there)"]
+    # An open incident's notice is as it was: a verdict given early changes its actions in no way.
+    firing = Notice(**{**over.to_json(), "state": "firing", "reason": "update", "members": [{**member, "firing": True}]})
+    assert message.notice_body(firing, verdict=given) == message.notice_body(firing)
+
+
 def test_an_ungrouped_alert_offers_the_silence_that_holds_back_its_scope_and_kind():
     """Session 45's walkthrough: an alert of SENTINEL_ALERT_GROUPING=none named its id but no way to
     act on it, where an incident's notice gives commands. What applies without grouping is a silence

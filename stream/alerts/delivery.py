@@ -39,7 +39,7 @@ from stream.alerts.precision import TrackRecord, track_record
 from stream.alerts.incidents import AlertRecord, record_from_json
 from stream.alerts.notify import Notifier, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
-from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, caps_key
+from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, VERDICTS_KEY, caps_key
 from stream.redis_client import is_transient, retry_transient
 from stream.store import WindowStore
 from stream.timefmt import epoch, parse_duration
@@ -383,7 +383,20 @@ class AlertDelivery:
                                        baselines_of(notice.members, notice.root_scope), self.notifier.window)
         track = await self._track_record(notice) if notice.state != "resolved" else None
         recent = await self._recent(notice) if notice.reason == "repeat" else None
-        return (await self.notifier.deliver_notice(notice, records, png, track=track, recent=recent, routes=routes)).notified
+        verdict = await self._verdict(notice.incident_id) if notice.state == "resolved" else None
+        return (await self.notifier.deliver_notice(notice, records, png, track=track, recent=recent, routes=routes, verdict=verdict)).notified
+
+    async def _verdict(self, incident_id: str) -> dict[str, Any] | None:
+        """The verdict given on an incident while it was open (`verdicts.give_verdict`), which its
+        resolution says instead of asking for one: one HGET. None when there is none, or when the
+        read fails or the entry is not a verdict: the resolution then asks, as before."""
+        try:
+            raw = await self.redis.hget(VERDICTS_KEY, incident_id)
+            found = json.loads(raw) if raw else None
+            return found if isinstance(found, dict) else None
+        except Exception as exc:  # noqa: BLE001 - the resolution matters more than naming its verdict
+            log.warning("verdict unavailable; the resolution asks for one", extra={"incident_id": incident_id, "error": type(exc).__name__})
+            return None
 
     async def _recent(self, notice: Notice) -> dict[str, list[float]] | None:
         """A reminder's firing scopes' counts over the alert window before it (message.recent_level):

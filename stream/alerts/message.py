@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord
-from stream.alerts.precision import TrackRecord
+from stream.alerts.precision import VERDICTS, TrackRecord
 from stream.timefmt import epoch, iso
 from stream.windows import Sample, SliceCol, distinct_samples, sample_key
 
@@ -168,13 +168,16 @@ def notice_title(notice: Notice) -> str:
 
 def notice_body(notice: Notice, records: Sequence[AlertRecord] = (), samples_shown: int = 3, post_chars: int = POST_CHARS,
                 console_url: str = "", track: TrackRecord | None = None, window: str = "1h",
-                recent: Mapping[str, Sequence[float]] | None = None, now: float | None = None) -> str:
+                recent: Mapping[str, Sequence[float]] | None = None, now: float | None = None,
+                verdict: Mapping[str, Any] | None = None) -> str:
     """Plain-text body of an incident notification: the root, what moved since when, the members,
     how often earlier incidents like it were judged real (`track`), a link to the incident's
     console page (where it can be acknowledged or silenced), and sample posts from the `records`
     the notice goes out with, each under the member it illustrates (`notice_sample_lines`).
     `recent`: each firing member scope's counts over the alert window before the notice (a
-    reminder's: `recent_level`). `now`: the wall clock at sending (`late_lines`)."""
+    reminder's: `recent_level`). `now`: the wall clock at sending (`late_lines`). `verdict`: the
+    verdict already given on the incident, as `verdicts.give_verdict` stores it (a resolution says it
+    rather than asking for one: `actions`)."""
     status = "resolved" if notice.state == "resolved" else f"firing ({notice.severity})"
     lines = [f"Incident on {escape_post_text(notice.root_scope, limit=120)} is {status}"
              + (" (acknowledged: " + escape_post_text(notice.acked, limit=120) + ")" if notice.acked else "") + "."]
@@ -196,10 +199,10 @@ def notice_body(notice: Notice, records: Sequence[AlertRecord] = (), samples_sho
     if track is not None and notice.state != "resolved":
         lines += ["", track_line(track)]
     lines += ["", f"opened {notice.opened}; {_when(notice)} (event time)", *late_lines(notice.at, now), f"incident_id: {notice.incident_id}",
-              *actions(notice)]
+              *actions(notice, verdict)]
     if console_url:
         # Once over, the team can say whether it was real: the alerts' precision is counted from that.
-        ask = " (real or a false alarm? record a verdict there)" if notice.state == "resolved" else ""
+        ask = " (real or a false alarm? record a verdict there)" if notice.state == "resolved" and not given(verdict) else ""
         lines.append(f"console: {incident_link(console_url, notice.incident_id)}{ask}")
     shown = notice_sample_lines(records, notice.root_scope, samples_shown, post_chars)
     if shown:
@@ -281,13 +284,18 @@ def _when(notice: Notice) -> str:
     return f"root resolved {ended}; declared over {notice.at}" if ended else f"declared over {notice.at}"
 
 
-def actions(notice: Notice) -> list[str]:
+def actions(notice: Notice, verdict: Mapping[str, Any] | None = None) -> list[str]:
     """What the reader can do from a shell, with this incident's id: the console link is optional
     (SENTINEL_CONSOLE_URL) and without it a notice named the id but no way to act on it. Firing:
     acknowledge (stops the reminders) unless done, and silence the root (holds back its notices;
     not offered for `all`, where a silence would hold back every incident's, nor for a scope the
-    escaping changed, which the command would not match, nor for one that reads as a glob). Resolved: record the verdict."""
+    escaping changed, which the command would not match, nor for one that reads as a glob). Resolved:
+    record the verdict, or, where one was given while it was open, say it (a resolution asked a
+    team that had already judged it) and how to change it."""
     ident = shlex.quote(notice.incident_id)
+    if notice.state == "resolved" and verdict is not None and given(verdict):
+        other = next(v for v in VERDICTS if v != verdict["verdict"])
+        return [f"{verdict_text(verdict)}; to change it: sentinel verdict {ident} {other}"]
     if notice.state == "resolved":
         return [f"verdict: sentinel verdict {ident} real, or: sentinel verdict {ident} false-alarm"]
     out = [] if notice.acked else [f"acknowledge (no more reminders): sentinel ack {ident}"]
@@ -295,6 +303,23 @@ def actions(notice: Notice) -> list[str]:
     if root != "all" and _silenceable(root):
         out.append(f"silence its notices: sentinel silence {shlex.quote(root)} --for 2h")
     return out
+
+
+def given(verdict: Mapping[str, Any] | None) -> bool:
+    """Whether a stored verdict names one of VERDICTS (anything else is read as none given)."""
+    return verdict is not None and verdict.get("verdict") in VERDICTS
+
+
+def verdict_text(verdict: Mapping[str, Any]) -> str:
+    """'verdict given: real, 2026-03-04T14:00:00Z, by alice via console ("desk confirmed")': who
+    said it, when (wall clock, as stored) and why, each part only where stored. `by` and the reason
+    are an operator's words: made inert as a post's are."""
+    by = escape_post_text(str(verdict.get("by") or ""), limit=100)
+    via = escape_post_text(str(verdict.get("via") or ""), limit=20)
+    reason = escape_post_text(str(verdict.get("reason") or ""), limit=POST_CHARS)
+    parts = [str(verdict["verdict"]), escape_post_text(str(verdict.get("at") or ""), limit=40),
+             " ".join(p for p in (f"by {by}" if by else "", f"via {via}" if via else "") if p)]
+    return "verdict given: " + ", ".join(p for p in parts if p) + (f' ("{reason}")' if reason else "")
 
 
 def record_actions(record: AlertRecord) -> list[str]:
