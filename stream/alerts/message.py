@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import asdict
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypeGuard
 from urllib.parse import quote
 
 from stream.alerts.grouping import Notice
@@ -293,7 +293,7 @@ def actions(notice: Notice, verdict: Mapping[str, Any] | None = None) -> list[st
     record the verdict, or, where one was given while it was open, say it (a resolution asked a
     team that had already judged it) and how to change it."""
     ident = shlex.quote(notice.incident_id)
-    if notice.state == "resolved" and verdict is not None and given(verdict):
+    if notice.state == "resolved" and given(verdict):
         other = next(v for v in VERDICTS if v != verdict["verdict"])
         return [f"{verdict_text(verdict)}; to change it: sentinel verdict {ident} {other}"]
     if notice.state == "resolved":
@@ -305,7 +305,7 @@ def actions(notice: Notice, verdict: Mapping[str, Any] | None = None) -> list[st
     return out
 
 
-def given(verdict: Mapping[str, Any] | None) -> bool:
+def given(verdict: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
     """Whether a stored verdict names one of VERDICTS (anything else is read as none given)."""
     return verdict is not None and verdict.get("verdict") in VERDICTS
 

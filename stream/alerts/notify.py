@@ -346,8 +346,9 @@ class Notifier:
                              track: TrackRecord | None = None, recent: Mapping[str, Sequence[float]] | None = None,
                              routes: Sequence[str] = (), verdict: Mapping[str, Any] | None = None) -> Delivery:
         """One incident's notification (stream/alerts/grouping.py), with the sample posts of the
-        `records` it goes out with, the track record of its kinds and, for a reminder, where its firing scopes are now (`recent`, see message.recent_level);
-        routed for `routes` (a resolution's `Entry.route_severities`), else its own severity.
+        `records` it goes out with, the track record of its kinds and, for a reminder, where its
+        firing scopes are now (`recent`, see message.recent_level); routed for `routes` (a
+        resolution's `Entry.route_severities`), else its own severity.
         `verdict`: one already given, which a resolution says instead of asking for it."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
         text = message.notice_body(notice, records, samples_shown=self.samples, console_url=self.console_url, track=track,
