@@ -1471,6 +1471,9 @@ def silences(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         for item in found:
             print(json.dumps(asdict(item)))
         return
+    if not found:  # an empty table read as a failed query
+        out.print("no silences in force: `sentinel silence SCOPE --for 1h` makes one")
+        return
     table = Table(title="silences")
     # The id whole on any terminal (`sentinel unsilence` takes it); the rest folded, not cut:
     # on 80 columns the until time was cut to "2026-12-06T15:05:…".
@@ -1881,6 +1884,11 @@ def audit(
     if as_json:
         for item in found:
             print(json.dumps(item, ensure_ascii=False))
+        return
+    if not found:  # an empty table read as a failed query
+        whose = f" by {person}" if person else ""
+        which = f" ({', '.join(action)})" if action else ""
+        out.print(f"no actions{escape(whose)}{which} in the audit log in the last {since} (wall clock)")
         return
     table = Table(title=f"audit log, newest first (wall clock, the last {since})")
     # Folded, not cut: on 80 columns the time was cut to "2026-12-06T14:…" and the silence's end in "what" too.

@@ -336,6 +336,21 @@ def test_incidents_matching_nothing_say_so_in_a_line(redis_server):
     assert ident in cli(["incidents", "--since", "3h"], redis_server).stdout
 
 
+def test_silences_and_the_audit_log_with_none_say_so_in_a_line(redis_server):
+    """With no silence in force, or no action logged, they printed an empty table and nothing else."""
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    for args, said in ((["silences"], "no silences in force: `sentinel silence SCOPE --for 1h`"),
+                       (["audit"], "no actions in the audit log in the last 7d (wall clock)"),
+                       (["audit", "--by", "[dana]", "--action", "verdict"], "no actions by [dana] (verdict) in the audit log in the last 7d")):
+        done = cli(args, redis_server)
+        assert done.returncode == 0 and done.stdout.startswith(said) and "┏" not in done.stdout, done.stdout
+        assert lines(cli([*args, "--json"], redis_server)) == []  # --json stays lines only
+    assert cli(["silence", "asset:BTC", "--for", "1h", "--by", "erin"], redis_server).returncode == 0
+    for args in (["silences"], ["audit"]):
+        assert "erin" in cli(args, redis_server).stdout
+
+
 def test_acknowledging_a_resolved_incident_says_it_is_over_and_how_to_judge_it(redis_server):
     """The first notice's `sentinel ack <id>`, pasted after the incident resolved, answered "no open
     incident with id ...", which read as a wrong id. It now names the incident, says it is over and
