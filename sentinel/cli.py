@@ -1515,18 +1515,21 @@ def incidents(
 
     span = since_seconds(since)
 
-    async def collect(client: Any) -> list[dict[str, Any]]:
+    async def collect(client: Any) -> tuple[list[dict[str, Any]], bool]:
         newest = await client.hget(STATS_KEY, "watermark")
         start = float(newest) - span if newest is not None else None
-        return await list_incidents(client, since=start, open_only=open_only)
+        return await list_incidents(client, since=start, open_only=open_only), start is not None
 
-    found = with_redis(collect)
+    found, bounded = with_redis(collect)
     if as_json:
         for item in found:
             print(json.dumps(item, ensure_ascii=False))
         return
     if not found:  # an empty table read as a failed query
-        out.print(f"no {'open ' if open_only else ''}incidents opened in the last {since} (event time, back from the newest post)")
+        which = f"{'open ' if open_only else ''}incidents"
+        # No newest post, no span back from it: every incident stored was listed.
+        out.print(f"no {which} opened in the last {since} (event time, back from the newest post)" if bounded
+                  else f"no {which} at all (no posts counted yet, so --since {since} bounds nothing)")
         return
     table = Table(title="incidents")
     # The id whole on any terminal: it is what `sentinel ack` and `sentinel verdict` take.

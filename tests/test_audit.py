@@ -336,6 +336,16 @@ def test_incidents_matching_nothing_say_so_in_a_line(redis_server):
     assert ident in cli(["incidents", "--since", "3h"], redis_server).stdout
 
 
+def test_incidents_with_no_posts_yet_do_not_claim_a_span(redis_server):
+    """With no watermark everything stored is listed, yet the line said "in the last 7d"."""
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    for args, said in (([], "no incidents at all (no posts counted yet, so --since 7d bounds nothing)"),
+                       (["--open", "--since", "1h"], "no open incidents at all (no posts counted yet, so --since 1h bounds nothing)")):
+        done = cli(["incidents", *args], redis_server)
+        assert done.returncode == 0 and done.stdout.startswith(said) and "in the last" not in done.stdout, done.stdout
+
+
 def test_silences_and_the_audit_log_with_none_say_so_in_a_line(redis_server):
     """With no silence in force, or no action logged, they printed an empty table and nothing else."""
     r = redis.Redis.from_url(redis_server, decode_responses=True)
