@@ -967,6 +967,8 @@ def test_the_audit_page_says_what_the_command_line_says_and_links_every_incident
 def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):
     redis.Redis.from_url(redis_server).flushdb()
     put_incident(redis_server, "inc2", "asset:SOL")
+    put_incident(redis_server, "inc3", "channel:off topic")
+    put_incident(redis_server, "inc4", "all")
     console = Console(console_env(redis_server), tmp_path / "console.log")
     try:
         assert console.call("GET", "/api/overview")[0] == 200  # anonymous reads: no read token set
@@ -977,6 +979,13 @@ def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):
         page = console.call("GET", "/incidents/inc2")[1]
         hint = page[page.index('id="read-only"'):]
         assert "read-only" in hint[: hint.index("</p>")] and "sentinel ack inc2" in hint[: hint.index("</p>")]
+        # The whole command, as the notices offer it: it said "silence with `sentinel silence`", no scope.
+        for ident, silence in (("inc2", "sentinel silence asset:SOL --for 2h"), ("inc3", "sentinel silence 'channel:off topic' --for 2h"),
+                               ("inc4", None)):
+            page = console.call("GET", f"/incidents/{ident}")[1]
+            hint = html_lib.unescape(page[page.index('id="read-only"'):])
+            hint = hint[: hint.index("</p>")]
+            assert (f"<code>{silence}</code>" in hint) if silence else ("sentinel silence" not in hint and f"sentinel ack {ident}" in hint), hint
     finally:
         console.close()
 

@@ -299,10 +299,18 @@ def actions(notice: Notice, verdict: Mapping[str, Any] | None = None) -> list[st
     if notice.state == "resolved":
         return [f"verdict: sentinel verdict {ident} real, or: sentinel verdict {ident} false-alarm"]
     out = [] if notice.acked else [f"acknowledge (no more reminders): sentinel ack {ident}"]
-    root = notice.root_scope
-    if root != "all" and _silenceable(root):
-        out.append(f"silence its notices: sentinel silence {shlex.quote(root)} --for 2h")
+    silence = root_silence(notice.root_scope)
+    if silence:
+        out.append(f"silence its notices: {silence}")
     return out
+
+
+def root_silence(root: str) -> str | None:
+    """`sentinel silence ROOT --for 2h`, ROOT shell-quoted, for an incident's root scope; None for
+    `all` (a silence of it would hold back every incident's notices) and for a scope `sentinel
+    silence` would not match itself (see _silenceable). The notices' actions and the read-only
+    console's hint both offer it."""
+    return f"sentinel silence {shlex.quote(root)} --for 2h" if root != "all" and _silenceable(root) else None
 
 
 def given(verdict: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:

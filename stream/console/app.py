@@ -25,7 +25,7 @@ from starlette.templating import Jinja2Templates
 from stream.alerts import audit
 from stream.alerts.audit import ACTIONS, MAX_REASON_CHARS
 from stream.alerts.incidents import not_acknowledged
-from stream.alerts.message import judged_text, measure
+from stream.alerts.message import judged_text, measure, root_silence
 from stream.alerts.silences import silence_request, unmatched
 from stream.alerts.precision import VERDICTS
 from stream.console import auth, views
@@ -61,6 +61,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
     templates.env.filters["when"] = _when
     templates.env.filters["pct"] = lambda x: f"{100 * x:.1f}%"
     templates.env.filters["urlpart"] = lambda s: quote(s, safe=":|")
+    templates.env.filters["root_silence"] = root_silence  # the command the notices offer, or none
     templates.env.filters["what"] = audit.what_parts  # the audit page says what `sentinel audit` says
     window = format_duration(data.config.window_s)
     # A member's level with the posts and event time it was judged on (summaries since session 47).
