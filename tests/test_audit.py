@@ -456,8 +456,8 @@ def test_windows_of_one_scope_take_a_ticker_in_any_case_and_refuse_a_scope_with_
 def test_a_resolution_says_the_verdict_given_while_the_incident_was_open(redis_server):
     """Through the delivery, on a real redis-server and a local webhook: a verdict given while the
     incident was open (`give_verdict`, as `sentinel verdict` and the console write it) is said in
-    its resolution instead of asking for one; an incident without one (no field, or none of the
-    verdicts) is still asked."""
+    its resolution instead of asking for one, and in its later firing notices; an incident without
+    one (no field, or none of the verdicts) is still asked."""
     from stream.alerts.delivery import AlertDelivery
     from stream.alerts.grouping import Notice
     from stream.alerts.notify import Notifier, build_apprise
@@ -486,6 +486,10 @@ def test_a_resolution_says_the_verdict_given_while_the_incident_was_open(redis_s
                 notice = Notice(ident, "asset:ETH", "resolved", "resolved", "warning", "2026-03-04T13:10:00Z", "2026-03-04T12:01:00Z",
                                 False, [member])
                 assert await delivery._notify_notice(notice, [], ["warning"])
+            for ident in ("judged1", "unjudged1"):  # while it fires, later notices: said there too
+                notice = Notice(ident, "asset:ETH", "firing", "update", "warning", "2026-03-04T12:50:00Z", "2026-03-04T12:01:00Z",
+                                False, [{**member, "firing": True}])
+                assert await delivery._notify_notice(notice, [], ["warning"])
         finally:
             await store.close()
 
@@ -493,7 +497,10 @@ def test_a_resolution_says_the_verdict_given_while_the_incident_was_open(redis_s
         asyncio.run(go())
     finally:
         hook.close()
-    judged, unjudged, garbled = (sent["message"].splitlines() for sent in hook.accepted)
+    judged, unjudged, garbled, judged_firing, unjudged_firing = (sent["message"].splitlines() for sent in hook.accepted)
+    given = 'verdict given: false-alarm, 2026-03-04T12:30:00Z, by dana via cli ("bot spam"); to change it: sentinel verdict judged1 real'
+    assert given in judged_firing and "acknowledge (no more reminders): sentinel ack judged1" in judged_firing, judged_firing
+    assert not any("verdict" in line for line in unjudged_firing), unjudged_firing
     assert ('verdict given: false-alarm, 2026-03-04T12:30:00Z, by dana via cli ("bot spam"); '
             "to change it: sentinel verdict judged1 real") in judged
     assert not any(line.startswith("verdict: ") for line in judged)

@@ -900,9 +900,15 @@ def test_a_resolution_says_the_verdict_already_given_instead_of_asking_for_one()
         asked = message.notice_body(over, verdict=none, console_url="https://s.example.com").splitlines()
         assert asked[-2:] == ["verdict: sentinel verdict cc08e3ebdfdb671ccafc real, or: sentinel verdict cc08e3ebdfdb671ccafc false-alarm",
                               "console: https://s.example.com/incidents/cc08e3ebdfdb671ccafc (real or a false alarm? record a verdict there)"]
-    # An open incident's notice is as it was: a verdict given early changes its actions in no way.
+    # While it fires, its later notices said nothing of it (and still offered ack and silence, as they
+    # do): one line above them says it. None given: the notice is as it was.
     firing = Notice(**{**over.to_json(), "state": "firing", "reason": "update", "members": [{**member, "firing": True}]})
-    assert message.notice_body(firing, verdict=given) == message.notice_body(firing)
+    assert message.actions(firing, {"verdict": "false-alarm", "by": "dana"}) == [
+        "verdict given: false-alarm, by dana; to change it: sentinel verdict cc08e3ebdfdb671ccafc real",
+        "acknowledge (no more reminders): sentinel ack cc08e3ebdfdb671ccafc", "silence its notices: sentinel silence asset:ETH --for 2h"]
+    for none in (None, {}, {"verdict": "maybe"}):
+        assert message.notice_body(firing, verdict=none) == message.notice_body(firing)
+        assert "verdict" not in message.notice_body(firing, verdict=none)
 
 
 def test_an_ungrouped_alert_offers_the_silence_that_holds_back_its_scope_and_kind():

@@ -383,19 +383,20 @@ class AlertDelivery:
                                        baselines_of(notice.members, notice.root_scope), self.notifier.window)
         track = await self._track_record(notice) if notice.state != "resolved" else None
         recent = await self._recent(notice) if notice.reason == "repeat" else None
-        verdict = await self._verdict(notice.incident_id) if notice.state == "resolved" else None
+        verdict = await self._verdict(notice.incident_id)
         return (await self.notifier.deliver_notice(notice, records, png, track=track, recent=recent, routes=routes, verdict=verdict)).notified
 
     async def _verdict(self, incident_id: str) -> dict[str, Any] | None:
         """The verdict given on an incident while it was open (`verdicts.give_verdict`), which its
-        resolution says instead of asking for one: one HGET. None when there is none, or when the
-        read fails or the entry is not a verdict: the resolution then asks, as before."""
+        resolution says instead of asking for one, and its later firing notices say beside their ack
+        and silence: one HGET. None when there is none, or when the read fails or the entry is not a
+        verdict: the resolution then asks, and a firing notice says none, as before."""
         try:
             raw = await self.redis.hget(VERDICTS_KEY, incident_id)
             found = json.loads(raw) if raw else None
             return found if isinstance(found, dict) else None
-        except Exception as exc:  # noqa: BLE001 - the resolution matters more than naming its verdict
-            log.warning("verdict unavailable; the resolution asks for one", extra={"incident_id": incident_id, "error": type(exc).__name__})
+        except Exception as exc:  # noqa: BLE001 - the notice matters more than naming its verdict
+            log.warning("verdict unavailable; the notice goes without it", extra={"incident_id": incident_id, "error": type(exc).__name__})
             return None
 
     async def _recent(self, notice: Notice) -> dict[str, list[float]] | None:

@@ -291,14 +291,17 @@ def actions(notice: Notice, verdict: Mapping[str, Any] | None = None) -> list[st
     not offered for `all`, where a silence would hold back every incident's, nor for a scope the
     escaping changed, which the command would not match, nor for one that reads as a glob). Resolved:
     record the verdict, or, where one was given while it was open, say it (a resolution asked a
-    team that had already judged it) and how to change it."""
+    team that had already judged it) and how to change it. A verdict given while it fires is said
+    in its later firing notices too, above the ack and silence they still offer (a false alarm may
+    still be silenced)."""
     ident = shlex.quote(notice.incident_id)
-    if notice.state == "resolved" and given(verdict):
+    judged: list[str] = []
+    if given(verdict):
         other = next(v for v in VERDICTS if v != verdict["verdict"])
-        return [f"{verdict_text(verdict)}; to change it: sentinel verdict {ident} {other}"]
+        judged = [f"{verdict_text(verdict)}; to change it: sentinel verdict {ident} {other}"]
     if notice.state == "resolved":
-        return [f"verdict: sentinel verdict {ident} real, or: sentinel verdict {ident} false-alarm"]
-    out = [] if notice.acked else [f"acknowledge (no more reminders): sentinel ack {ident}"]
+        return judged or [f"verdict: sentinel verdict {ident} real, or: sentinel verdict {ident} false-alarm"]
+    out = judged + ([] if notice.acked else [f"acknowledge (no more reminders): sentinel ack {ident}"])
     silence = root_silence(notice.root_scope)
     if silence:
         out.append(f"silence its notices: {silence}")
