@@ -347,15 +347,13 @@ class Incident:
         return [m for m in self.members.values() if m.firing]
 
     def severity(self) -> str:
-        ranked = [m.severity for m in self.firing()] or [m.severity for m in self.members.values()]
-        return max(ranked, key=lambda s: SEVERITY_RANK.get(s, 0), default="warning")
+        return _highest(*([m.severity for m in self.firing()] or [m.severity for m in self.members.values()])) or "warning"
 
     def peak_severity(self) -> str:
         """The highest severity it reached, told or held by a member: what a resolution says. Told
         over while its tail still fires, `severity()` is the tail's (warning), and a critical
         incident's resolution said warning."""
-        told = [s for s in (self.routed, self.reached) if s]
-        return max([m.severity for m in self.members.values()] + told, key=lambda s: SEVERITY_RANK.get(s, 0), default="warning")
+        return _highest(*(m.severity for m in self.members.values()), self.routed, self.reached) or "warning"
 
     def resolution_routes(self) -> tuple[str, ...]:
         """The severities its resolution is routed for: every one a firing notice of it went out at.
