@@ -897,19 +897,21 @@ def worker() -> None:
     from stream.kafka import ensure_topics, held_logs, held_messages, partition_count, release_logs, worker_topics
     from stream.model_process import ModelProcess
     from stream.model_thread import ModelThread
-    from stream.tools.services import listen_problem
+    from stream.tools.services import listening_sockets
     from stream.worker import build_worker
 
     settings = model_settings(stream="worker", scorer=True)
     if not settings.kafka_broker or not settings.redis_url:
         raise fail("the worker needs KAFKA_BROKER and REDIS_URL (sentinel run starts an embedded stack for you)")
     # Before Kafka and the model: Faust binds its web server last, and a taken port was a traceback
-    # from deep in its start-up, exit 1, after the model had loaded. (A port taken between this
-    # check and Faust's bind is still Faust's traceback.)
-    if (problem := listen_problem(settings.web_host, settings.web_port)) is not None:
+    # from deep in its start-up, exit 1, after the model had loaded. Held from here on and served
+    # on by Faust, so no other process can take it in between.
+    try:
+        listeners = listening_sockets(settings.web_host, settings.web_port)
+    except OSError as problem:
         held = " (another process listens there: give every worker its own port)" if problem.errno == errno.EADDRINUSE else ""
         raise fail(f"SENTINEL_WEB_PORT={settings.web_port}: cannot listen on {settings.web_host}:{settings.web_port}: "
-                   f"{problem.strerror or problem}{held}")
+                   f"{problem.strerror or problem}{held}") from None
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # Faust runs on this loop too
     # The topics before the model: a restart that will stop on them should not load a 7B model first.
@@ -944,7 +946,7 @@ def worker() -> None:
     else:
         classifier = model_thread.load(lambda: load_classifier(settings))  # loaded where it will run
     try:
-        run_faust(build_worker(settings, classifier, store, model_thread=model_thread), settings)
+        run_faust(build_worker(settings, classifier, store, model_thread=model_thread, listeners=listeners), settings)
     finally:
         if isinstance(classifier, ModelProcess):
             classifier.close()

@@ -41,7 +41,7 @@ from stream.contracts import Limits
 from stream.kafka import (Deliveries, broker_credentials, broker_url, group_member, guard_undecodable_batches, leave_group, max_request_bytes, publish_records, ssl_context,
                           undecodable_reason)
 from stream.model_thread import ModelThread
-from stream.ops.http import install as install_http
+from stream.ops.http import install as install_http, serve_on
 from stream.ops.prometheus import WorkerMetrics
 from stream.processor import BatchPipeline, BatchProcessor
 from stream.settings import Settings, problems_unless_reading
@@ -285,11 +285,13 @@ def alert_engine(settings: Settings, store: WindowStore) -> AlertEngine:
     return AlertEngine(store, config, partitions=settings.partitions, samples=settings.alert_samples, correlator=correlator)
 
 
-def faust_app(settings: Settings) -> faust.App:
+def faust_app(settings: Settings, listeners: Sequence[socket.socket] = ()) -> faust.App:
+    """`listeners`: sockets already listening on SENTINEL_WEB_PORT (the worker's start-up check),
+    served on instead of Faust binding the port itself."""
     # Faust keeps table state here (in-memory store: only its version marker); one per worker port.
     datadir = settings.cache_dir / "faust" / f"{settings.app_id}-{settings.web_port}"
     datadir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         settings.app_id,
         broker=broker_url(settings),
         broker_credentials=broker_credentials(settings),
@@ -316,6 +318,9 @@ def faust_app(settings: Settings) -> faust.App:
         producer_max_request_size=max_request_bytes(settings),
         datadir=str(datadir),
     )
+    if listeners:
+        serve_on(app, listeners)
+    return app
 
 
 class DeferredAck:
@@ -424,12 +429,13 @@ class Worker:
 
 def build_worker(
     settings: Settings, classifier: Scorer, store: WindowStore, metrics: WorkerMetrics | None = None, model_thread: ModelThread | None = None,
+    listeners: Sequence[socket.socket] = (),
 ) -> Worker:
     """The worker's Faust app and its shutdown. Pass the ModelThread that loaded `classifier`, so
-    batches run on it."""
+    batches run on it, and the sockets held on SENTINEL_WEB_PORT (faust_app)."""
     metrics = metrics if metrics is not None else WorkerMetrics()
     guard_undecodable_batches()
-    app = faust_app(settings)
+    app = faust_app(settings, listeners)
 
     posts = app.topic(settings.topic_posts, value_type=bytes, key_type=bytes, partitions=settings.partitions)
     alerts = app.topic(settings.topic_alerts, value_type=bytes, key_type=bytes, partitions=settings.partitions)

@@ -716,6 +716,61 @@ def test_a_worker_whose_web_port_is_taken_says_so_in_one_line_and_exits_2():
     assert "Kafka" not in r.stderr and "Traceback" not in r.stderr
 
 
+def test_the_worker_holds_its_web_port_from_the_check_until_faust_serves_on_it(tmp_path):
+    """The check bound and closed a socket, and Faust bound the port again after Kafka and the
+    model: a process taking the port in between got Faust's traceback, exit 1. The check's sockets
+    are held, listening, and Faust's web server serves on them."""
+    import asyncio
+    import errno
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from stream.settings import Settings
+    from stream.tools.services import free_port, listening_sockets
+    from stream.worker import faust_app
+
+    port = free_port()
+    listeners = listening_sockets("127.0.0.1", port)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:  # another server, as aiohttp's binds
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError) as taken:
+            other.bind(("127.0.0.1", port))
+            other.listen()
+    assert taken.value.errno == errno.EADDRINUSE
+
+    def get(url: str) -> int:
+        try:
+            return urllib.request.urlopen(url, timeout=10).status
+        except urllib.error.HTTPError as answer:
+            return answer.code
+
+    async def served() -> int:
+        app = faust_app(Settings(kafka_broker="127.0.0.1:9", cache_dir=tmp_path, web_host="127.0.0.1", web_port=port), listeners)
+        await app.web.start_server()
+        try:
+            return await asyncio.to_thread(get, f"http://127.0.0.1:{port}/nothing-here")
+        finally:
+            await app.web.stop_server()
+
+    assert asyncio.run(served()) == 404  # aiohttp's answer: the held socket is the one served
+    assert all(sock.fileno() == -1 for sock in listeners)  # and the server closed it on stop
+
+
+def test_an_address_the_host_names_twice_is_held_once(monkeypatch):
+    """Now that the check's sockets stay open, an address getaddrinfo gives twice (a name listed
+    twice in /etc/hosts) found the port taken by the first: held once, as asyncio's server does."""
+    import socket
+
+    from stream.tools.services import free_port, listening_sockets
+
+    port = free_port()
+    twice = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))] * 2
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: twice)
+    (held,) = listening_sockets("twice.example", port)
+    held.close()
+
+
 def test_a_replay_that_cannot_reach_kafka_closes_its_consumer(tmp_path):
     posts = tmp_path / "posts.jsonl"
     posts.write_text('{"id": "1", "text": "btc up"}\n')

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -202,6 +203,22 @@ async def consumer_lag(app: faust.App, timeout: float = CHECK_TIMEOUT_S) -> dict
 
 
 # --- wiring --------------------------------------------------------------------------------------
+
+
+def serve_on(app: faust.App, listeners: Sequence[socket.socket]) -> None:
+    """Faust's web server serves on these sockets, listening since the worker's start-up check,
+    instead of binding the port itself: a port taken between the two was Faust's traceback. Call
+    before anything uses `app.web` (pages register on it)."""
+    from aiohttp.web import SockSite
+    from faust.web.drivers.aiohttp import Web
+
+    class HeldWeb(Web):
+        async def start_server(self) -> None:  # Faust's own, with our sockets for its TCPSite
+            await self._runner.setup()
+            for sock in listeners:
+                await SockSite(self._runner, sock).start()
+
+    app.web = HeldWeb(app)
 
 
 def install(

@@ -120,29 +120,39 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def listen_problem(host: str, port: int) -> OSError | None:
-    """Why a server could not listen on host:port now (the port taken, a privileged port), or None.
-    Binds and closes each address the host names, with SO_REUSEADDR as aiohttp's server sets it: a
-    port only in TIME_WAIT is free to it, one another process listens on is not. A name that does
-    not resolve is left to the server to report."""
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Sockets listening on each address the host names at port, for the worker's web server to
+    serve on: held from the start-up check on, so no other process can take the port between the
+    check and the server's start (one that did got Faust's traceback, exit 1). SO_REUSEADDR as
+    aiohttp's server sets it: a port only in TIME_WAIT is free, one another process listens on is
+    not. Listening at once, not only bound: Linux lets two SO_REUSEADDR sockets bind one address
+    while neither listens, and the other's listen would then win. Raises the OSError of the first
+    address that fails (the port taken, a privileged port), the others closed. []: the name does
+    not resolve, left to the server to report."""
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror:
-        return None
-    for family, kind, proto, _, address in infos:
-        try:
-            sock = socket.socket(family, kind, proto)
-        except OSError:  # a family this host lacks (IPv6 off): asyncio's server skips it too
-            continue
-        with sock:
+        return []
+    held: list[socket.socket] = []
+    try:
+        # Each address once, as asyncio's create_server takes them: a name listed twice in
+        # /etc/hosts would otherwise find the port taken by our own first socket.
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:  # a family this host lacks (IPv6 off): asyncio's server skips it too
+                continue
+            held.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:  # as asyncio's create_server: "::" and "0.0.0.0" bound apart
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind(address)
-            except OSError as exc:
-                return exc
-    return None
+            sock.bind(address)
+            sock.listen(128)  # aiohttp's backlog; the server listens again with its own
+    except OSError:
+        for sock in held:
+            sock.close()
+        raise
+    return held
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
