@@ -362,7 +362,9 @@ def error_problems(exc: ValidationError, names: Mapping[str, str]) -> list[tuple
             problems += [(named_fields(line), line) for line in text.splitlines()]
             continue
         field = field_of(str(error["loc"][0]))
-        problems.append((frozenset({field}), f"{names.get(field) or variable_name(field)}: {text}"))
+        name = names.get(field) or variable_name(field)
+        hint = "" if field in names else link_address_hint(name, error.get("input"))
+        problems.append((frozenset({field}), f"{name}: {text}{hint}"))
     return problems
 
 
@@ -421,6 +423,36 @@ def variable_name(field: str) -> str:
 # SENTINEL_REDIS_PORT_6379_TCP_ADDR, ..., always with its <NAME>_SERVICE_HOST (a headless one, as
 # deploy/k8s/redis-example's, sets none). What follows <NAME>_:
 _SERVICE_LINK = re.compile(r"SERVICE_HOST|SERVICE_PORT(?:_\w+)?|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?")
+# Docker's legacy `--link CONTAINER:ALIAS` sets <ALIAS>_PORT, <ALIAS>_PORT_6379_TCP (and _ADDR,
+# _PORT, _PROTO; a range's first port also _START, _PORT_START, _END, _PORT_END), <ALIAS>_ENV_<KEY>
+# for each of the linked container's variables, and always <ALIAS>_NAME=/<container>/<alias>
+# (moby daemon/links/links.go; <ALIAS> upper-cased, "-" as "_"). What follows <ALIAS>_:
+_DOCKER_LINK = re.compile(r"NAME|ENV_\w+|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:ADDR|PORT|PROTO|START|END|PORT_START|PORT_END))?)?")
+# A link's address where a setting is expected: proto://ADDR:PORT (both kinds of link set one).
+_LINK_ADDRESS = re.compile(r"(?:tcp|udp|sctp)://\S+:\d+")
+
+
+def _links(environ: Mapping[str, str]) -> list[tuple[str, re.Pattern[str]]]:
+    """Each link's <NAME> or <ALIAS> in `environ`, with the pattern of what follows it: a
+    Kubernetes Service by its <NAME>_SERVICE_HOST, a Docker link by its <ALIAS>_NAME whose value
+    ends in the alias itself (a mistyped setting holds no such value)."""
+    links = [(key[:-len("_SERVICE_HOST")], _SERVICE_LINK) for key in map(str.upper, environ) if key.endswith("_SERVICE_HOST")]
+    for key, value in environ.items():
+        alias = key.upper().removesuffix("_NAME")
+        if alias != key.upper() and value.startswith("/") and value.rsplit("/", 1)[-1].upper().replace("-", "_") == alias:
+            links.append((alias, _DOCKER_LINK))
+    return links
+
+
+def link_address_hint(name: str, value: object) -> str:
+    """Why a variable that is a setting's name might hold a link's address instead of the setting:
+    a Kubernetes Service or Docker link named after it (a Service `sentinel-web` sets
+    SENTINEL_WEB_PORT=tcp://IP:PORT). "" where the value has no such shape. Never the value."""
+    if not (isinstance(value, str) and name.upper().endswith("_PORT") and _LINK_ADDRESS.fullmatch(value)):
+        return ""
+    link = name.upper().removesuffix("_PORT").lower()
+    return (f" (it holds a link's address, proto://ADDR:PORT: a Kubernetes Service {link.replace('_', '-')!r} or a Docker "
+            f"--link alias {link!r} sets {name.upper()}; turn service links off (the pod's enableServiceLinks: false) or rename the Service or alias)")
 
 
 def unknown_variables(environ: Mapping[str, str], said: Collection[str] = ()) -> list[str]:
@@ -428,19 +460,19 @@ def unknown_variables(environ: Mapping[str, str], said: Collection[str] = ()) ->
     one's name where a name is close: pydantic ignores such a variable, so a typo
     (SENTINEL_ALERT_THRESHOLD_NAT=14) would leave the default in force, unnoticed. Never the value.
     `said`: names another check already speaks of (a renamed setting). Kubernetes' service-link
-    variables are no typo and are left alone."""
+    variables and Docker's legacy link variables are no typo and are left alone."""
     import difflib
 
     known = {name.upper() for name in _FIELD_OF_VARIABLE}
-    # Every Service's <NAME>, each tried: a name split at its first _SERVICE_ or _PORT took Service
+    # Every link's <NAME>, each tried: a name split at its first _SERVICE_ or _PORT took Service
     # `sentinel-service`'s SENTINEL_SERVICE_PORT for Service `sentinel`'s, which is not there.
-    services = [key[:-len("_SERVICE_HOST")] for key in map(str.upper, environ) if key.endswith("_SERVICE_HOST")]
+    links = _links(environ)
     problems = []
     for key in sorted(environ):
         name = key.upper()
         if not name.startswith("SENTINEL_") or name in known or name in said:
             continue
-        if any(name.startswith(f"{service}_") and _SERVICE_LINK.fullmatch(name, len(service) + 1) for service in services):
+        if any(name.startswith(f"{link}_") and shape.fullmatch(name, len(link) + 1) for link, shape in links):
             continue
         near = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
         problems.append(f"{key}: not a setting" + (f"; did you mean {near[0]}?" if near else ""))

@@ -278,6 +278,67 @@ def test_kubernetes_service_links_are_not_taken_for_typos():
     assert unknown_variables({"SENTINEL_CONSOLE_WEB_PORT": "8080"}) == ["SENTINEL_CONSOLE_WEB_PORT: not a setting; did you mean SENTINEL_CONSOLE_PORT?"]
 
 
+def docker_link(alias: str, *ports: str, env: tuple[str, ...] = ()) -> dict[str, str]:
+    """What Docker's legacy `--link CONTAINER:ALIAS` sets (moby daemon/links/links.go): per port
+    (e.g. "6379/tcp") <ALIAS>_PORT_6379_TCP and its _ADDR, _PORT, _PROTO, the first as <ALIAS>_PORT;
+    a range its _START, _PORT_START, _END, _PORT_END; always <ALIAS>_NAME; <ALIAS>_ENV_<KEY> each."""
+    name = alias.upper().replace("-", "_")
+    links = {f"{name}_NAME": f"/sentinel-worker/{alias}"}
+    for i, port in enumerate(ports):
+        number, proto = port.split("/")
+        prefix = f"{name}_PORT_{number}_{proto.upper()}"
+        if i == 0:
+            links[f"{name}_PORT"] = f"{proto}://172.17.0.5:{number}"
+        links |= {prefix: f"{proto}://172.17.0.5:{number}", f"{prefix}_ADDR": "172.17.0.5", f"{prefix}_PORT": number, f"{prefix}_PROTO": proto}
+    if len(ports) > 1:  # consecutive ports of one protocol: a range, named by its first
+        first, last = ports[0].split("/")[0], ports[-1].split("/")[0]
+        prefix = f"{name}_PORT_{first}_TCP"
+        links |= {f"{prefix}_START": f"tcp://172.17.0.5:{first}", f"{prefix}_PORT_START": first,
+                  f"{prefix}_END": f"tcp://172.17.0.5:{last}", f"{prefix}_PORT_END": last}
+    return links | {f"{name}_ENV_{key}": "x" for key in env}
+
+
+def test_docker_link_variables_are_not_taken_for_typos():
+    # Were refused: `docker run --link redis:sentinel_redis` stopped the worker, "SENTINEL_REDIS_PORT:
+    # not a setting; did you mean SENTINEL_WEB_PORT?".
+    from stream.settings import unknown_variables
+
+    links = docker_link("sentinel_redis", "6379/tcp", env=("REDIS_VERSION", "GOSU_VERSION", "redis_password")) | \
+        docker_link("sentinel-kafka", "9092/tcp", "9093/tcp", "9094/tcp")
+    assert "SENTINEL_KAFKA_PORT_9092_TCP_PORT_START" in links and "SENTINEL_REDIS_ENV_REDIS_VERSION" in links
+    assert unknown_variables(links | {"SENTINEL_ALERT_THRESHOLD_NATS": "14"}) == []
+
+
+def test_link_shapes_without_their_link_are_still_typos_and_a_link_excuses_only_its_own():
+    from stream.settings import unknown_variables
+
+    # No <ALIAS>_NAME, or one whose value is no link's (/container/alias): each said as today.
+    alone = {"SENTINEL_REDIS_PORT": "tcp://172.17.0.5:6379", "SENTINEL_REDIS_PORT_6379_TCP_ADDR": "172.17.0.5", "SENTINEL_REDIS_ENV_X": "1"}
+    assert len(unknown_variables(alone)) == 3
+    assert len(unknown_variables(alone | {"SENTINEL_REDIS_NAME": "redis"})) == 4
+    assert len(unknown_variables(alone | {"SENTINEL_REDIS_NAME": "/sentinel-worker/sentinel_kafka"})) == 4
+    # A link `sentinel_redis` excuses its own names, not a mistyped setting beside it, whatever it holds.
+    links = docker_link("sentinel_redis", "6379/tcp")
+    assert unknown_variables(links | {"SENTINEL_CONSOLE_WEB_PORT": "tcp://172.17.0.5:8080", "SENTINEL_ALERT_THRESHOLD_NAT": SECRET}) == [
+        "SENTINEL_ALERT_THRESHOLD_NAT: not a setting; did you mean SENTINEL_ALERT_THRESHOLD_NATS?",
+        "SENTINEL_CONSOLE_WEB_PORT: not a setting; did you mean SENTINEL_CONSOLE_PORT?",
+    ]
+    # A link `sentinel` is every SENTINEL_ENV_*'s, but not a setting's mistyped name that is no link shape.
+    assert unknown_variables(docker_link("sentinel", "6066/tcp", env=("A",)) | {"SENTINEL_WEB_PROT": "6066"}) == [
+        "SENTINEL_WEB_PROT: not a setting; did you mean SENTINEL_WEB_PORT?"]
+
+
+@pytest.mark.parametrize("variable, link", [("SENTINEL_WEB_PORT", "sentinel_web"), ("SENTINEL_CONSOLE_PORT", "sentinel_console")])
+def test_a_link_address_in_a_settings_own_variable_names_its_likely_cause(variable, link):
+    # A Service `sentinel-web` or `docker run --link web:sentinel_web` sets SENTINEL_WEB_PORT to an
+    # address: it read "Input should be a valid integer" and nothing more.
+    line = one_error_line(sentinel(["worker"], {"KAFKA_BROKER": "127.0.0.1:9", "REDIS_URL": "redis://127.0.0.1:9/0",
+                                                **docker_link(link, "6066/tcp")}))
+    assert line.startswith(f"error: invalid settings: {variable}: Input should be a valid integer"), line
+    assert f"a Docker --link alias '{link}' sets {variable}" in line and f"Kubernetes Service '{link.replace('_', '-')}'" in line, line
+    assert "172.17.0.5" not in line, line  # never the value
+
+
 @pytest.mark.parametrize("command", [["worker"], ["run"]])
 def test_the_worker_and_run_refuse_a_mistyped_variable_with_the_other_bad_settings(command, tmp_path):
     # Before, SENTINEL_ALERT_THRESHOLD_NAT=14 started a worker alerting at the default 11 nats.
