@@ -319,7 +319,8 @@ def test_retry_delays_double_and_cap():
 
 
 @contextmanager
-def smtp_server() -> Iterator[tuple[int, list]]:
+def smtp_server(**options) -> Iterator[tuple[int, list]]:
+    """A real aiosmtpd server; `options` to its Controller (an authenticator)."""
     from aiosmtpd.controller import Controller
 
     received: list = []
@@ -330,7 +331,7 @@ def smtp_server() -> Iterator[tuple[int, list]]:
             return "250 Message accepted for delivery"
 
     port = free_port()
-    controller = Controller(Collect(), hostname="127.0.0.1", port=port)
+    controller = Controller(Collect(), hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:
         yield port, received
@@ -356,6 +357,50 @@ def test_email_through_local_smtp_with_chart():
     images = [part for part in msg.iter_attachments() if part.get_content_type() == "image/png"]
     assert len(images) == 1
     assert images[0].get_content() == png and images[0].get_content().startswith(PNG_SIGNATURE)
+
+
+def refusal(records: list[logging.LogRecord]) -> tuple[list[str], str]:
+    """Our warnings' and error's `error` fields, and all the log's text (for the password)."""
+    ours = [r for r in records if r.name == "stream.alerts.notify" and r.levelno >= logging.WARNING]
+    return [getattr(r, "error", None) for r in ours], _log_text(records)
+
+
+def test_a_password_against_an_smtp_server_without_auth_is_said_by_service_never_the_password(caplog):
+    # Apprise said "Connection error while submitting email to 127.0.0.1" and our lines no reason:
+    # the server answered, it offers no AUTH (smtplib's SMTPNotSupportedError, at Apprise's DEBUG).
+    with smtp_server() as (port, received):
+        n = notifier(f"mailto://ops:HUNTER2SECRET@127.0.0.1:{port}?from=sentinel@example.com&to=ops@example.com&mode=insecure", attempts=2)
+        result = run(n.deliver(make_record(), None))
+    assert (result.notified, result.failures, received) == (False, 1, [])
+    errors, text = refusal(caplog.records)
+    reason = ("the SMTP server offers no login (AUTH) but the URL gives a user and password: remove them, or use the server's port "
+              "that takes a login (587 with mode=starttls, 465 with mode=ssl)")
+    assert errors == [reason, reason, reason], errors  # each attempt's warning and the error after them
+    (error,) = [r for r in caplog.records if r.name == "stream.alerts.notify" and r.levelno == logging.ERROR]
+    assert error.service == "E-Mail" and error.url.startswith(f"mailto://ops:***@127.0.0.1:{port}/")
+    assert "HUNTER2SECRET" not in text
+
+
+def test_a_password_the_smtp_server_refuses_is_said_so(caplog):
+    from aiosmtpd.smtp import AuthResult
+
+    # With no message aiosmtpd 1.4 leaves the client waiting; a real server answers 535 so.
+    refuse = AuthResult(success=False, handled=False, message="535 5.7.8 Authentication credentials invalid")
+    with smtp_server(authenticator=lambda *args: refuse, auth_require_tls=False) as (port, received):
+        n = notifier(f"mailto://ops:HUNTER2SECRET@127.0.0.1:{port}?from=sentinel@example.com&to=ops@example.com&mode=insecure", attempts=1)
+        assert not run(n.deliver(make_record(), None)).notified
+    errors, text = refusal(caplog.records)
+    assert errors == ["the SMTP server refused the URL's user and password"] * 2, errors
+    assert received == [] and "HUNTER2SECRET" not in text
+
+
+def test_an_smtp_reason_is_ours_in_words_never_the_noted_text():
+    from stream.alerts.notify import smtp_reason
+
+    assert smtp_reason(["Socket Exception: STARTTLS extension not supported by server."]).startswith("the SMTP server offers no STARTTLS")
+    # An exception's text that is no known refusal (it may quote a secret path) is never said.
+    assert smtp_reason(["Socket Exception: HTTPSConnectionPool(host='hooks.slack.com'): /services/T0/B0/SECRET"]) is None
+    assert smtp_reason([]) is None
 
 
 # --- delivery: JSON webhook, routing, concurrency -------------------------------------------------

@@ -433,7 +433,7 @@ class Notifier:
             else:
                 log.warning("notification attempt failed", extra=ctx)
         self.failed_total += 1
-        log.error("notification failed after all attempts", extra={**context, "attempts": self.attempts})
+        log.error("notification failed after all attempts", extra={**context, "attempts": self.attempts, **({"error": error} if error else {})})
         return _Outcome(False, self.attempts)
 
 
@@ -447,7 +447,19 @@ async def _write_chart(directory: Path, alert_id: str, png: bytes) -> Path:
 def _send(
     server: NotifyBase, head: str, text: str, kind: NotifyType, chart_path: Path | None
 ) -> tuple[bool, str | None]:
-    """One blocking attempt. Returns (accepted, error type name or None)."""
+    """One blocking attempt. Returns (accepted, what failed or None): an exception's type name, or
+    the SMTP server's refusal in words (Apprise itself says only "Connection error while submitting
+    email", its reason at DEBUG, which never goes out: noted for this attempt, `smtp_reason`)."""
+    notes: list[str] = []
+    token = _ATTEMPT_NOTES.set(notes)  # this thread's, in the context asyncio.to_thread copied
+    try:
+        ok, error = _notify(server, head, text, kind, chart_path)
+    finally:
+        _ATTEMPT_NOTES.reset(token)
+    return ok, error or (None if ok else smtp_reason(notes))
+
+
+def _notify(server: NotifyBase, head: str, text: str, kind: NotifyType, chart_path: Path | None) -> tuple[bool, str | None]:
     try:
         # A fresh attachment object per attempt and service: attachments keep read state, and
         # services run concurrently.
@@ -461,6 +473,28 @@ def _send(
 
 
 # --- Apprise's own logging -----------------------------------------------------------------------
+
+
+# Apprise's DEBUG lines of the attempt running in this thread that give an exception's text
+# ("Socket Exception: ..."), for `smtp_reason`; None outside an attempt.
+_ATTEMPT_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("attempt_notes", default=None)
+_NOTED = "Socket Exception"
+# smtplib's refusals, as its exceptions say them (Apprise notes `str(e)`), in the operator's words.
+# Only these are ever said: an exception's own text may quote a URL's secret path.
+_SMTP_REASONS = (
+    (re.compile(r"SMTP AUTH extension not supported by server"),
+     "the SMTP server offers no login (AUTH) but the URL gives a user and password: remove them, or use the server's "
+     "port that takes a login (587 with mode=starttls, 465 with mode=ssl)"),
+    (re.compile(r"\(53[45], "), "the SMTP server refused the URL's user and password"),
+    (re.compile(r"STARTTLS extension not supported by server"),
+     "the SMTP server offers no STARTTLS: use mode=ssl on its SSL port (465), or mode=insecure where the network is trusted"),
+)
+
+
+def smtp_reason(notes: Sequence[str]) -> str | None:
+    """Why an SMTP server refused an attempt, from Apprise's noted DEBUG lines (pure), in words of
+    our own (never the lines: no secret can pass); None where no known refusal is among them."""
+    return next((reason for note in notes for pattern, reason in _SMTP_REASONS if pattern.search(note)), None)
 
 
 # While a service is being loaded, Apprise's messages about it quote its URL whole: none go out.
@@ -499,7 +533,12 @@ class _AppriseLogFilter(logging.Filter):
     Installed on the `apprise` logger, which every Apprise plugin logs through."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.INFO or _APPRISE_QUIET.get():
+        if record.levelno < logging.INFO:
+            notes = _ATTEMPT_NOTES.get()
+            if notes is not None and str(record.msg).startswith(_NOTED):  # the format, not a payload, read first
+                notes.append(record.getMessage())
+            return False
+        if _APPRISE_QUIET.get():
             return False
         try:
             text = record.getMessage()
@@ -513,6 +552,8 @@ def _install_apprise_log_filter() -> None:
     logger = logging.getLogger("apprise")
     if not any(isinstance(f, _AppriseLogFilter) for f in logger.filters):
         logger.addFilter(_AppriseLogFilter())
+    # DEBUG made, so the filter sees an attempt's exception text; it lets none of them out.
+    logger.setLevel(logging.DEBUG)
 
 
 def servers_description(servers: Sequence[NotifyBase]) -> list[str]:
