@@ -51,6 +51,18 @@ def test_a_blank_line_in_a_csv_is_no_row_as_in_a_jsonl_file(tmp_path):
         load_examples(write(tmp_path / "blank.csv", "text,label\nBTC up,positive\n,\n"))
 
 
+@pytest.mark.parametrize("label_map", [None, {"1": "positive"}])
+def test_a_row_of_one_empty_field_is_named_not_taken_for_a_blank_line(tmp_path, label_map):
+    """A row `""` (one quoted empty field) was skipped as a blank line, silently, where `,` is
+    named: a blank line is one with nothing on it but spaces."""
+    label = "1" if label_map else "positive"
+    f = write(tmp_path / "rows.csv", f'text,label\nBTC up,{label}\n""\n  \nETH up,{label}\n')
+    with pytest.raises(DataError, match=r"rows.csv:3: expected 2 fields, got 1$"):
+        load_examples(f, label_map=label_map)
+    result = load_examples(f, label_map=label_map, skip_bad=True)
+    assert [e.line for e in result.examples] == [2, 5] and [e.line for e in result.skipped] == [3]
+
+
 @pytest.mark.parametrize(
     "content,line,reason",
     [

@@ -272,8 +272,10 @@ def _csv_rows(path: Path, shape: RowShape = whole_row, required: tuple[str, ...]
         line = reader.line_num + 1
         for record in reader:
             _check_quotes(path, lines, line, reader.line_num, looks_like_row)
-            if len(record) <= 1 and not "".join(record).strip():
-                pass  # a blank line is no row (a doubled last line break, say), as in a JSONL file
+            if not "".join(lines[line - 1:reader.line_num]).strip():
+                # A blank line is no row (a doubled last line break, say), as in a JSONL file. Judged
+                # on the line, not the fields: `""` and `,` are rows of empty fields, named.
+                pass
             elif len(record) != len(header):
                 yield line, DataError(path, line, f"expected {len(header)} fields, got {len(record)}")
             else:
