@@ -394,6 +394,20 @@ def test_a_password_the_smtp_server_refuses_is_said_so(caplog):
     assert received == [] and "HUNTER2SECRET" not in text
 
 
+def test_the_daily_reports_delivery_says_an_smtp_refusal_too(tmp_path, caplog):
+    from stream.reporting.deliver import deliver_report
+
+    report = tmp_path / "report.html"
+    report.write_text("<p>report</p>")
+    with smtp_server() as (port, received):
+        targets = list(build_apprise(f"mailto://ops:HUNTER2SECRET@127.0.0.1:{port}?from=sentinel@example.com&to=ops@example.com&mode=insecure", None))
+        result = deliver_report(targets, report, "report", "the day", attempts=1, sleep=lambda _: None)
+    assert not result.ok and received == []
+    (warning,) = [r for r in caplog.records if r.name == "stream.reporting.deliver"]
+    assert warning.error.startswith("the SMTP server offers no login (AUTH) but the URL gives a user and password"), vars(warning)
+    assert "HUNTER2SECRET" not in _log_text(caplog.records)
+
+
 def test_an_smtp_reason_is_ours_in_words_never_the_noted_text():
     from stream.alerts.notify import smtp_reason
 

@@ -447,13 +447,19 @@ async def _write_chart(directory: Path, alert_id: str, png: bytes) -> Path:
 def _send(
     server: NotifyBase, head: str, text: str, kind: NotifyType, chart_path: Path | None
 ) -> tuple[bool, str | None]:
-    """One blocking attempt. Returns (accepted, what failed or None): an exception's type name, or
-    the SMTP server's refusal in words (Apprise itself says only "Connection error while submitting
-    email", its reason at DEBUG, which never goes out: noted for this attempt, `smtp_reason`)."""
+    """One blocking attempt. Returns (accepted, what failed or None): `explained`."""
+    return explained(lambda: _notify(server, head, text, kind, chart_path))
+
+
+def explained(attempt: Callable[[], tuple[bool, str | None]]) -> tuple[bool, str | None]:
+    """One blocking attempt (accepted, an exception's type name or None), with an SMTP server's
+    refusal in words where it raised nothing: Apprise itself says only "Connection error while
+    submitting email", its reason at DEBUG, which never goes out; noted here for this attempt
+    (`smtp_reason`). Alerts and reports alike."""
     notes: list[str] = []
     token = _ATTEMPT_NOTES.set(notes)  # this thread's, in the context asyncio.to_thread copied
     try:
-        ok, error = _notify(server, head, text, kind, chart_path)
+        ok, error = attempt()
     finally:
         _ATTEMPT_NOTES.reset(token)
     return ok, error or (None if ok else smtp_reason(notes))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from apprise import AppriseAttachment, NotifyFormat, NotifyType
 
-from stream.alerts.notify import build_apprise, describe, retry_delays, route, split_entries
+from stream.alerts.notify import build_apprise, describe, explained, retry_delays, route, split_entries
 
 if TYPE_CHECKING:
     from apprise.plugins.base import NotifyBase
@@ -71,7 +71,7 @@ def deliver_report(
     failed = []
     for server in targets:
         for attempt in range(1, attempts + 1):
-            ok, error = _send(server, path, title, body)
+            ok, error = explained(lambda: _send(server, path, title, body))  # an SMTP refusal in words
             if ok:
                 break
             log.warning("report delivery attempt failed", extra={"url": describe(server), "attempt": attempt, "attempts": attempts,
