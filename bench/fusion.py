@@ -57,7 +57,7 @@ from model.labels import LABELS  # noqa: E402
 from model.ngram import NgramHead  # noqa: E402
 from model.report import classification_report  # noqa: E402
 from training.ngram import (  # noqa: E402  the product's head, training, report and rule (no copies here)
-    BATCH as BOW_BATCH, BUCKETS, DECAY as BOW_DECAY, EPOCHS as BOW_EPOCHS, LR as BOW_LR, SELECT_BUDGET, SEED, TFNS_GUARD,
+    BATCH as BOW_BATCH, BUCKETS, DECAY as BOW_DECAY, EPOCHS as BOW_EPOCHS, LR as BOW_LR, SELECT_BUDGET, SEED,
     WEIGHTS, class_weights, choose_weight, flag_curve, label_ids, report, sweep_weights, train_head,
 )
 

@@ -71,7 +71,7 @@ def main() -> None:
             batch_size=64, max_post_tokens=192, cache_dir=Path("/tmp/cache"),
         )
         torch.cuda.reset_peak_memory_stats()
-        classifier, load_s = timed(lambda: Classifier.load(settings), torch.device("cuda"))
+        classifier, load_s = timed(lambda settings=settings: Classifier.load(settings), torch.device("cuda"))
         result = measure_classify(classifier, posts, naive_posts=32, load_s=load_s)
         suffixes = [classifier.codec.suffix_ids(classifier.tokenizer, t) for t in posts]
         for batch in (16, 256):

@@ -50,7 +50,7 @@ def main() -> None:
         marks: list[tuple[int, float]] = []
         trainer = Trainer(cfg, examples, examples[:32], out_dir / f"adapter-{checkpointing}")
         started = time.perf_counter()
-        result = trainer.run(progress=lambda e: marks.append((e["step"], time.perf_counter())) if "eval" not in e else None)
+        result = trainer.run(progress=lambda e, marks=marks: marks.append((e["step"], time.perf_counter())) if "eval" not in e else None)
         # Steady state: from step 10 to the last step (the first steps pay kernel selection).
         (s0, t0), (s1, t1) = marks[9], marks[-1]
         row = {

@@ -133,7 +133,7 @@ def profile_train_step(dropouts: list[float], batch_size: int, words: int, steps
                 started = time.perf_counter()
                 step(batch)
                 times.append(time.perf_counter() - started)
-            prof, wall = profiled(lambda: step(batches[1 + steps]))
+            prof, wall = profiled(lambda batches=batches: step(batches[1 + steps]))
             shares = op_shares(prof, top)
             result["runs"].append({
                 "lora_dropout": dropout, "shared_prefix": trainer.shared_prefix, "dtype": trainer.info.dtype,

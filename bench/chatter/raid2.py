@@ -2,7 +2,7 @@
 Background otherwise calm (gen.background). Writes raid2.jsonl."""
 import random
 from datetime import timedelta
-from gen import *
+from gen import CHANNELS, START, background, iso, write
 
 if __name__ == "__main__":
     posts = background()

@@ -1,7 +1,7 @@
 """Audit scenarios. python scenarios.py NAME -> writes NAME.jsonl in this directory."""
-import json, random, sys
-from datetime import datetime, timedelta, timezone
-from gen import *
+import random, sys
+from datetime import timedelta
+from gen import CHANNELS, START, background, iso, selloff, write
 
 D3 = START + timedelta(days=2, hours=12)  # day 3 12:00 UTC
 

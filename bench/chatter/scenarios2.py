@@ -1,7 +1,7 @@
 """Timestamp scenarios; files written in ARRIVAL order (not sorted by created_at)."""
-import json, random, sys
-from datetime import datetime, timedelta, timezone
-from gen import *
+import json, sys
+from datetime import datetime, timedelta
+from gen import START, background, iso, selloff
 
 D3 = START + timedelta(days=2, hours=12)
 
