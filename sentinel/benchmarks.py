@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import psutil
 import torch
 
@@ -511,14 +510,14 @@ def bench_train(settings: Settings, steps: int, batch_size: int, words: int) -> 
                 torch.cuda.reset_peak_memory_stats(device)
             batches = [trainer.encoded[i : i + batch_size] for i in range(0, len(trainer.encoded), batch_size)]
 
-            def step(batch: Any) -> None:
+            def step(batch: Any, trainer: Trainer = trainer) -> None:
                 trainer.loss(batch).backward()
                 trainer.optimizer.step()
                 trainer.optimizer.zero_grad(set_to_none=True)
 
             for batch in batches[:2]:  # warm-up
                 step(batch)
-            _, seconds = timed(lambda: [step(b) for b in batches[2 : 2 + steps]], device)
+            _, seconds = timed(lambda batches=batches: [step(b) for b in batches[2 : 2 + steps]], device)
             result[f"{mode}_samples_per_s"] = round(steps * batch_size / seconds, 2)
             if device.type == "cuda":
                 result[f"{mode}_peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)

@@ -19,7 +19,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from model.csvquotes import quote_fault
 from stream.reporting.daily import DAY_S, Report, ticker
