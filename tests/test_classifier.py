@@ -92,7 +92,7 @@ def test_lora_adapter_loads_and_merges(tiny_model_dir, tmp_path, cache_dir):
     assert info2.adapter == str(tmp_path / "adapter") and "+" in info2.id
     merged = Classifier(merged_model, tok2, info2).classify(TEXTS)
     base = Classifier(*load_model(str(tiny_model_dir), device="cpu", dtype="float32", cache_dir=cache_dir)).classify(TEXTS)
-    for u, m, b in zip(unmerged, merged, base):
+    for u, m in zip(unmerged, merged):
         assert all(abs(u.probs[k] - m.probs[k]) < 1e-4 for k in LABELS)
     assert any(abs(m.probs["positive"] - b.probs["positive"]) > 1e-3 for m, b in zip(merged, base)), "adapter had no effect"
 

@@ -118,7 +118,7 @@ def test_files_from_run_and_from_record_read_alike_and_a_bad_line_is_named(tmp_p
                        (json.dumps({"topic": "t", "value": "AAEC", "value_encoding": "base64"}), "not UTF-8 JSON text")):
         bad = tmp_path / "bad.jsonl"
         bad.write_text(json.dumps(BASELINE[0]) + "\n\n" + line + "\n", encoding="utf-8")
-        with pytest.raises(ValueError, match=re.escape(f"bad.jsonl:3: ") + ".*" + re.escape(says)):
+        with pytest.raises(ValueError, match=re.escape("bad.jsonl:3: ") + ".*" + re.escape(says)):
             read_alert_records(bad)
     audit = write(tmp_path / "v.jsonl", [{"action": "verdict", "target": "b1", "verdict": "real"}, {"action": "verdict", "target": "b1", "verdict": "false-alarm"}])
     listed = write(tmp_path / "i.jsonl", [{"incident_id": "b3", "verdict": {"verdict": "false-alarm"}}, {"incident_id": "b2", "verdict": None}])

@@ -223,7 +223,7 @@ def test_rendering_escapes_hostile_scopes_and_incident_text():
     parser = Cells()
     parser.feed(page)
     assert set(parser.tags) <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "table", "tr", "th", "td", "br",
-                                "svg", "rect", "text", "line", "path", "title", "polyline", "circle"}
+                                "svg", "rect", "text", "line", "path", "polyline", "circle"}
     # The scope reads back exactly as it was, through the escaping.
     assert html_rows(page)[(f"asset:{HOSTILE}", "2026-10-01")][1] == "2"
 

@@ -682,7 +682,7 @@ def test_redis_example_keeps_its_password_off_the_command_line(tmp_path: Path) -
     for c in (init, server):
         # The argv the kubelet hands the runtime (and `crictl inspect` shows): $(VAR) expanded.
         env = {v["name"]: v.get("value") or example.get(v.get("valueFrom", {}).get("secretKeyRef", {}).get("key"), "") for v in c.get("env", [])}
-        argv = [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), w) for w in c.get("command", []) + c.get("args", [])]
+        argv = [re.sub(r"\$\((\w+)\)", lambda m, env=env: env.get(m.group(1), m.group(0)), w) for w in c.get("command", []) + c.get("args", [])]
         assert not any(example["SENTINEL_REDIS_PASSWORD"] in w for w in argv), f"{c['name']}: the password is on its command line"
         assert not any("$(" in w for w in argv), f"{c['name']}: an environment variable expanded onto the command line"
         secret_env = [v["name"] for v in c.get("env", []) if "secretKeyRef" in v.get("valueFrom", {})]

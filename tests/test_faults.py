@@ -679,7 +679,7 @@ def test_failing_alert_endpoint_does_not_slow_the_stream(tmp_path, kafka_server,
                          SENTINEL_NOTIFY_BACKOFF="0.2", SENTINEL_NOTIFY_BACKOFF_MAX="1",
                          SENTINEL_NOTIFY_CLAIM_IDLE="120")
         worker = started(cleanup, Worker(env, tmp_path / f"worker-{mode}.log"))
-        wait_until(lambda: (worker.readyz() or {}).get("status") == "ready", 90, "the worker to be ready", [worker], poll=0.3)
+        wait_until(lambda worker=worker: (worker.readyz() or {}).get("status") == "ready", 90, "the worker to be ready", [worker], poll=0.3)
 
         began = time.monotonic()
         replay = started(cleanup, Replay(path, env))

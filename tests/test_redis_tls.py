@@ -95,7 +95,7 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory):
             logs.append((node / "redis.log").open("wb"))
             procs.append(subprocess.Popen(argv, env=TLS_ENV, stdout=logs[-1], stderr=subprocess.STDOUT, start_new_session=True))
         for port, proc in zip(ports, procs):
-            wait_for(lambda: port_open(port), 20, "a TLS cluster node", proc)
+            wait_for(lambda port=port: port_open(port), 20, "a TLS cluster node", proc)
         created = cli(ports[0], pki, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes")
         assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-2000:]
         wait_for(lambda: all("cluster_state:ok" in cli(p, pki, "cluster", "info").stdout for p in ports), 30, "the TLS cluster")

@@ -138,7 +138,6 @@ def test_a_recorded_tombstone_replays_as_a_tombstone(kafka_server, tmp_path):
 from stream.tools.replay import (  # noqa: E402
     Pacer,
     PartitionMismatch,
-    ReplayResult,
     merge_by_time,
     record,
     record_item,

@@ -252,7 +252,7 @@ def test_the_end_is_weighed_against_the_change_as_it_proved_to_be_not_as_first_s
 
     config = SeqConfig()
     state = SeqState.fresh(T)
-    share, rate = state.banks["negative_share"], state.banks["negative_rate"]
+    rate = state.banks["negative_rate"]
     p = {"p_negative": 0.2, "p_positive": 0.3, "rate": 2.0, "rate_negative": 0.4, "rate_positive": 0.6, "phi": 1.0}
     rate.s[0], rate.posts[0], rate.hits[0] = config.b, 10.0, 4.0  # fired on 10 posts, 40% negative
     ended(state, row(5, 4, 0), p, T, config, STEP)

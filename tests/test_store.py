@@ -535,7 +535,7 @@ def test_scopes_written_together_leave_what_each_written_alone_leaves(redis_serv
         monkeypatch.setattr(store_module, "APPLY_SCOPES_PER_CALL", per_call)
         s = WindowStore.from_url(url, bucket_s=60, retention_s=3600, pairs=True, day_retention_s=3 * 86400)
 
-        async def go():
+        async def go(s=s):
             out = []
             for b, batch in enumerate(batches):
                 newest = max(x.post.created_at for x in batch)
@@ -788,7 +788,7 @@ def test_a_post_hours_late_but_inside_the_dedupe_window_is_still_capped(redis_se
         store = WindowStore.from_url(redis_server, bucket_s=60, retention_s=48 * 3600, author_cap=1)
         at = {"a": hour + 10, "b": hour + 20, "x": hour + 3 * 3600}
 
-        async def go(store=store, order=order):
+        async def go(store=store, order=order, at=at):
             for pid in order:
                 await store.apply([by(pid, at[pid], "troll")], {}, at[pid], {0: at[pid]}, low=at[pid])
             await store.close()

@@ -420,8 +420,8 @@ def test_the_checkpoint_is_chosen_by_the_select_metric(tmp_path):
         trainer = Trainer(TrainConfig(base="tiny", select_metric=metric, patience=5), synthetic(6), synthetic(3), tmp_path / metric)
         saved: list[int] = []
         scripted = iter(reports)
-        trainer.evaluate = lambda: next(scripted)
-        trainer.model = SimpleNamespace(save_pretrained=lambda _dir: saved.append(trainer.state.step))
+        trainer.evaluate = lambda scripted=scripted: next(scripted)
+        trainer.model = SimpleNamespace(save_pretrained=lambda _dir, saved=saved, trainer=trainer: saved.append(trainer.state.step))
         trainer._save_checkpoint = lambda: None
         trainer.state = TrainState()
         trainer.out_dir.mkdir()
