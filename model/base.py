@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -131,8 +131,8 @@ def ensure_converted_base(cache_dir: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The weights are now plain fp32 tensors; drop the GGUF quantizer marker that makes
-    # save_pretrained refuse them.
-    model.hf_quantizer = None
+    # save_pretrained refuse them. (transformers' hint does not allow None, its own code sets it so.)
+    cast(Any, model).hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config._name_or_path = DEFAULT_BASE
@@ -232,7 +232,7 @@ def load_model(
     except (OSError, ValueError) as exc:  # ValueError: a directory without tokenizer or config files
         raise ModelLoadError(f"cannot load base model {base!r}: {exc}") from exc
     if qconfig is None:
-        model.to(dev)
+        cast(Any, model).to(dev)  # transformers hints `to` through a decorator that mypy reads as taking a model
     if adapter_path:
         model = attach_adapter(model, adapter_path, merge=qconfig is None)
     adapter = (DEFAULT_ADAPTER if adapter == DEFAULT_ADAPTER else adapter_path) if adapter_path else None

@@ -28,16 +28,25 @@ from model.scorer import Judgement, ModelInfo, judgement_from_probs
 
 
 class ModelOptions(Protocol):
-    """The model settings a Classifier is loaded with (the shell's Settings has them all)."""
+    """The model settings a Classifier is loaded with (the shell's Settings has them all). Read-only:
+    a Classifier never sets them, and Settings' narrower Literal types (dtype, quantize) fit."""
 
-    base: str
-    adapter: str
-    device: str
-    dtype: str
-    quantize: str
-    cache_dir: Path
-    batch_size: int
-    max_post_tokens: int
+    @property
+    def base(self) -> str: ...
+    @property
+    def adapter(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def quantize(self) -> str: ...
+    @property
+    def cache_dir(self) -> Path: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def max_post_tokens(self) -> int: ...
 
 
 def label_head(model: Any, label_ids: Sequence[int]) -> torch.Tensor:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Collection, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Sequence
 
 from model.labels import LABELS
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def confusion(gold: Sequence[str], pred: Sequence[str]) -> dict[str, dict[str, int]]:
     """confusion[gold][pred] = count, over LABELS in order."""
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
-    table = {g: {p: 0 for p in LABELS} for g in LABELS}
+    table: dict[str, dict[str, int]] = {g: {p: 0 for p in LABELS} for g in LABELS}
     for g, p in zip(gold, pred):
         table[g][p] += 1
     return table
@@ -52,7 +55,7 @@ def classification_report(gold: Sequence[str], pred: Sequence[str]) -> dict[str,
 BUDGETS = (3, 6, 10, 15, 20, 30)  # neutral messages flagged: the flag curve's points
 
 
-def flag_curve(probs: Sequence[Sequence[float]], gold: Sequence[str], budgets: Collection[int] = BUDGETS) -> dict[str, dict[str, int]]:
+def flag_curve(probs: Sequence[Sequence[float]] | np.ndarray, gold: Sequence[str], budgets: Collection[int] = BUDGETS) -> dict[str, dict[str, int]]:
     """How well a scorer tells price talk from chatter, whatever its threshold (bench/flag_curve.py,
     the n-gram head's weight rule): messages ranked by p(neutral), lowest first, ties in the order
     given; for each budget N of neutral messages flagged, the positive and negative ones ranked

@@ -41,7 +41,7 @@ class Judgement:
 
 def judgement_from_probs(row: Sequence[float]) -> Judgement:
     """Probabilities in LABELS order -> the judgement (the most probable label, and the score)."""
-    probs = {label: float(p) for label, p in zip(LABELS, row)}
+    probs: dict[str, float] = {label: float(p) for label, p in zip(LABELS, row)}
     label = max(LABELS, key=lambda name: probs[name])
     return Judgement(label=label, probs=probs, score=probs["positive"] - probs["negative"])
 

@@ -218,8 +218,8 @@ def adapt(cfg: AdaptConfig, texts: Sequence[str], out_dir: Path, source: dict[st
     seconds = time.perf_counter() - started
     after = perplexity(model, measured, cfg.batch_size, device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    card = {
+    model.save_pretrained(str(out_dir))  # PEFT hints str (it takes any path)
+    card: dict[str, Any] = {
         "base_model": cfg.base,
         "base_revision": base_revision(cfg.base),
         "task": "domain-adaptive pretraining (next-token loss on unlabelled messages); a start for `sentinel train --init-adapter`",

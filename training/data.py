@@ -373,7 +373,7 @@ def load_seed_discord(path: Path, scores_path: str | Path | None = None, *, skip
         if len(joined) > SEED_MAX_CHARS or author not in scores:
             continue
         score = scores[author]
-        label = "positive" if score > 0 else "negative" if score < 0 else "neutral"
+        label: Label = "positive" if score > 0 else "negative" if score < 0 else "neutral"
         try:
             result.examples.append(Example(text=clean_text(joined), label=label, line=first_line[author]))
         except EmptyTextError:

@@ -218,7 +218,7 @@ def research_records(dataset: Path, export: Path, held: set[str]) -> tuple[list[
         first_seen[key] = min(first_seen.get(key, post["created_at"]), post["created_at"])
     held_keys = {ascii_fold(t) for t in held} - {""}
     kept: list[Labelled] = []
-    dropped = Counter()
+    dropped: Counter[str] = Counter()
     loaded = load_examples(dataset, "alpaca", skip_bad=True, flags=False)
     if loaded.skipped and not loaded.examples:  # not the research's file at all (a CSV, another JSON): say so, write nothing
         first = loaded.skipped[0]

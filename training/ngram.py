@@ -116,7 +116,7 @@ def sweep_weights(p_model: np.ndarray, p_head: np.ndarray, labels: Sequence[str]
     sweep = []
     for w in weights:
         fused = fuse(p_model, p_head, w)
-        r = {k: report(fused[idx], [labels[i] for i in idx]) if len(idx) else None for k, idx in parts.items()}
+        r: dict[str, Any] = {k: report(fused[idx], [labels[i] for i in idx]) if len(idx) else None for k, idx in parts.items()}
         found = lambda k, r=r: r[k]["found_at_neutral_flagged"].get(str(SELECT_BUDGET), 0) if r[k] else 0  # noqa: E731
         sweep.append({"w": w, "found_at_6": found("indomain"), "f1_macro": r["indomain"]["f1_macro"] if r["indomain"] else 0.0,
                       "neutral_flagged": r["indomain"]["neutral_flagged"] if r["indomain"] else 0,

@@ -145,7 +145,7 @@ def make_soup(adapters: Sequence[Path], out_dir: Path, weights: Sequence[float] 
 
 
 def soup_card(adapters: Sequence[Path], weights: Sequence[float], rank: int) -> dict[str, Any]:
-    members = []
+    members: list[dict[str, Any]] = []
     for path, weight in zip(adapters, weights):
         card_path = path / "model_card.json"
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}

@@ -144,8 +144,8 @@ def lora_model(model: Any, cfg: TrainConfig, resume: Path | None) -> Any:
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
-    if resume is not None or cfg.init_adapter is not None:
-        return loaded_from_here(PeftModel.from_pretrained(model, resume or cfg.init_adapter, is_trainable=True), model)
+    if (start := resume if resume is not None else cfg.init_adapter) is not None:
+        return loaded_from_here(PeftModel.from_pretrained(model, start, is_trainable=True), model)
     config = LoraConfig(
         task_type="CAUSAL_LM", r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules)
     )
