@@ -515,9 +515,13 @@ def bench_train(settings: Settings, steps: int, batch_size: int, words: int) -> 
                 trainer.optimizer.step()
                 trainer.optimizer.zero_grad(set_to_none=True)
 
+            def steps_timed(batches: list[Any] = batches) -> None:
+                for batch in batches[2 : 2 + steps]:
+                    step(batch)
+
             for batch in batches[:2]:  # warm-up
                 step(batch)
-            _, seconds = timed(lambda batches=batches: [step(b) for b in batches[2 : 2 + steps]], device)
+            _, seconds = timed(steps_timed, device)
             result[f"{mode}_samples_per_s"] = round(steps * batch_size / seconds, 2)
             if device.type == "cuda":
                 result[f"{mode}_peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)

@@ -86,8 +86,8 @@ def model_settings(*, stream: Literal["worker", "reader"] | None = None, scorer:
     problems = [*found.problems, *(stream_problems(found.settings, stream, found.failing) if stream else []), redis_url_problem(),
                 *(model_dir_problems(found.settings, option_names(given)) if scorer else []),
                 ngram_head_problem(found.settings) if scorer else None]
-    if given := [problem for problem in problems if problem]:
-        raise fail(invalid_settings(given))
+    if bad := [problem for problem in problems if problem]:
+        raise fail(invalid_settings(bad))
     return found.settings
 
 
@@ -909,9 +909,9 @@ def worker() -> None:
     try:
         listeners = listening_sockets(settings.web_host, settings.web_port)
     except OSError as problem:
-        held = " (another process listens there: give every worker its own port)" if problem.errno == errno.EADDRINUSE else ""
+        hint = " (another process listens there: give every worker its own port)" if problem.errno == errno.EADDRINUSE else ""
         raise fail(f"SENTINEL_WEB_PORT={settings.web_port}: cannot listen on {settings.web_host}:{settings.web_port}: "
-                   f"{problem.strerror or problem}{held}") from None
+                   f"{problem.strerror or problem}{hint}") from None
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # Faust runs on this loop too
     # The topics before the model: a restart that will stop on them should not load a 7B model first.
@@ -936,8 +936,8 @@ def worker() -> None:
     store = open_store(settings)
     # Before the model loads, as the topics: a plain client on a cluster node would write part of
     # each batch and stop on the rest, after every restart.
-    if problem := loop.run_until_complete(cluster_mode_problem(store.redis)):
-        raise fail(problem)
+    if cluster_problem := loop.run_until_complete(cluster_mode_problem(store.redis)):
+        raise fail(cluster_problem)
     if refused := loop.run_until_complete(credentials_refused(store.redis)):
         raise redis_failure(refused)
     model_thread = ModelThread()  # makes the model calls, one at a time, off the event loop
@@ -1663,7 +1663,7 @@ def compare_alerts(
         shown = {"from": start and iso(lo), "until": end and iso(hi)}
     except (ValueError, OverflowError):  # an offset carries the time past year 9999 or before year 1
         raise fail("--from/--until: out of range (years 1 to 9999 in UTC)") from None
-    result = compare(*runs, lo, hi, shift_s)
+    result = compare(runs[0], runs[1], lo, hi, shift_s)
     figures = summary(result, said) | shown | {"max_shift": max_shift, "baseline_records": runs[0].records, "candidate_records": runs[1].records}
     changes = [pair_change(b, c) for b, c in result.matched]
 
@@ -1688,7 +1688,7 @@ def compare_alerts(
     if grouping_differs(*runs):
         out.print("[yellow]one run grouped transitions into incidents and the other did not (SENTINEL_ALERT_GROUPING): "
                   "counts compare incidents with single alerts[/yellow]", soft_wrap=True)
-    if spans_differ(*runs) and not (start or end):
+    if spans_differ(runs[0], runs[1]) and not (start or end):
         out.print("[yellow]the two files cover different stretches (more than a day apart at either end): pass the replayed "
                   "stretch as --from/--until, or incidents outside it count as lost or new[/yellow]", soft_wrap=True)
     if start or end:

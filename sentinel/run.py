@@ -390,9 +390,9 @@ async def read_dead_letters(settings: Settings, since_ms: int, sent: ReplayResul
             continue
         if not isinstance(letter, dict) or letter.get("source_topic") != settings.topic_posts:
             continue
-        where = (letter.get("source_partition"), letter.get("source_offset"))
-        if all(isinstance(n, int) and not isinstance(n, bool) for n in where):
-            letters.append((where, letter))
+        partition, offset = letter.get("source_partition"), letter.get("source_offset")
+        if isinstance(partition, int) and isinstance(offset, int) and not isinstance(partition, bool) and not isinstance(offset, bool):
+            letters.append(((partition, offset), letter))
     lines = sent.lines_at(where for where, _ in letters)
     found = []
     for where, letter in letters:
