@@ -283,9 +283,10 @@ def _post_from_object(
     for name in SCOPE_NAMED:
         # A name with a reserved or invisible character is counted under its `normal_name`, not
         # dead-lettered: the post still belongs in `all` and its assets, and the name is the producer's.
-        optional[name] = normal_name(optional[name]) or None if optional[name] else None
-        if optional[name] and len(optional[name]) > MAX_NAME_CHARS:
-            return Rejection("invalid_field", f"{name} is {len(optional[name])} characters, over the cap of {MAX_NAME_CHARS}",
+        given = optional[name]
+        optional[name] = named = (normal_name(given) or None) if given else None
+        if named and len(named) > MAX_NAME_CHARS:
+            return Rejection("invalid_field", f"{name} is {len(named)} characters, over the cap of {MAX_NAME_CHARS}",
                              field=name, post_id=post_id)
     assets = obj.get("assets")
     if assets is None:

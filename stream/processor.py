@@ -382,7 +382,7 @@ class BatchProcessor:
         if not posts:
             return []
 
-        def timed(texts: list[str]) -> list[Judgement]:
+        def timed(texts: list[str]) -> Sequence[Judgement]:
             # Timed on the model's thread: the call may have waited there behind another batch.
             mark = time.perf_counter()
             try:

@@ -126,7 +126,7 @@ def _init_parameters(*classes: type) -> set[str]:
     for cls in classes:
         for base in cls.__mro__:
             if "__init__" in vars(base):
-                names |= {name for name, p in inspect.signature(base.__init__).parameters.items()
+                names |= {name for name, p in inspect.signature(vars(base)["__init__"]).parameters.items()
                           if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     return names
 
@@ -206,7 +206,7 @@ def open_redis(url: str, *, password: str | None = None, cluster: bool = False, 
         raise ValueError(problem)
     first, endpoints = split_url(url)
     if not cluster:
-        extra = {"password": password} if password else {}
+        extra: dict[str, Any] = {"password": password} if password else {}
         return aioredis.Redis.from_url(first, decode_responses=True, **extra, **kwargs)
     parsed = urlsplit(first)
     # The URL's options as a single server's client would read them (typed: socket_timeout=5.0),

@@ -575,11 +575,13 @@ class ApplyResult:
 
 class WindowStore:
     def __init__(
-        self, client: aioredis.Redis, *, bucket_s: int = 60, retention_s: int = 2 * 86400, pairs: bool = False,
+        self, client: Any, *, bucket_s: int = 60, retention_s: int = 2 * 86400, pairs: bool = False,
         day_retention_s: int = DAY_RETENTION_S, replica_wait: ReplicaWait | None = None, dedupe_s: int | None = None,
         pair_retention_s: int | None = None, author_cap: int = 0, text_cap: int = 0,
     ):
-        self.redis = client
+        # A redis-py asyncio client, plain or cluster (redis_client.open_redis), made with
+        # decode_responses=True: its replies are str, which redis-py's hints (bytes | str) cannot say.
+        self.redis: Any = client
         self.replica_wait = replica_wait  # WAIT before a batch's offsets commit (SENTINEL_REDIS_WAIT_REPLICAS)
         self.pairs = pairs  # also write windows.pair_scopes_for (incident grouping reads them)
         self.bucket_s = bucket_s

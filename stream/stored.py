@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import MISSING, fields
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, TypeVar, cast
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def from_stored(cls: type[T], data: Mapping[str, Any], **given: Any) -> T:
     `given` replaces fields the caller has already turned into objects (nested dataclasses).
     TypeError, naming them, when a required field is absent."""
     kept = {**known_fields(cls, data), **given}
-    missing = [f.name for f in fields(cls) if f.init and f.default is MISSING and f.default_factory is MISSING and f.name not in kept]
+    missing = [f.name for f in fields(cast(Any, cls)) if f.init and f.default is MISSING and f.default_factory is MISSING and f.name not in kept]
     if missing:
         raise TypeError(f"a stored {cls.__name__} lacks its required field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     return cls(**kept)

@@ -164,7 +164,7 @@ def _share_metric(label: str, column: int, current: Current, bins: np.ndarray, t
         usable = bins
     shares = usable[:, column] / np.maximum(usable[:, SliceCol.N], 1)
     center, _ = _median_mad(shares)
-    _, spread = _median_mad(_asin(shares))
+    _, spread = _median_mad(np.asarray(_asin(shares)))  # an array in, an array out
     # 24 bins estimate their spread poorly; it cannot be below the bins' own sampling noise.
     spread = max(spread, 0.5 / math.sqrt(max(_median(usable[:, SliceCol.N].tolist()) if len(usable) else 1.0, 1.0)))
     value = current.shares[label]

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, replace
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import orjson
@@ -338,12 +338,13 @@ class AlertEngine:
         earliest = await self._earliest([scope for scope, (done, _, seq, since, _) in zip(scopes, replies)
                                          if done is None or (since is None and not seq)])
         stream_start, trimmed = history
-        plans, caught_up, commits = [], [], []
+        plans, caught_up = [], []
+        commits: list[tuple[Any, ...]] = []  # _commit_call's rows
         for scope, (done, raw, seq, since, told) in zip(scopes, replies):
-            after = int(done) if done is not None else self._start(earliest.get(scope, []))
-            if after is None:
+            judged_to = int(done) if done is not None else self._start(earliest.get(scope, []))
+            if judged_to is None:
                 continue
-            todo = boundaries(after, until, self.config.step_s, limit=MAX_BOUNDARIES)
+            todo = boundaries(judged_to, until, self.config.step_s, limit=MAX_BOUNDARIES)
             if len(todo) == MAX_BOUNDARIES and todo[-1] + self.config.step_s <= until:
                 short.append(todo[-1])
             if not todo and done is not None:
@@ -352,7 +353,7 @@ class AlertEngine:
                 # A new scope with no boundary to judge yet: record where it starts (what a judgement
                 # would assume), so the plan leaves it alone until a boundary passes instead of
                 # re-reading it every batch.
-                commits.append((scope, "", after, {}, None, [], None, "", []))
+                commits.append((scope, "", judged_to, {}, None, [], None, "", []))
             if todo:
                 incidents = {k: Incident.from_json(v) for k, v in orjson.loads(raw or "{}").items()}
                 state = SeqState.from_json(orjson.loads(seq)) if seq and done is not None else None
@@ -415,7 +416,7 @@ class AlertEngine:
         """One _COMMIT call for these scopes' (scope, expected until, new until, incidents, state, records,
         history start to record or None, told severities ('' = leave them), each record's routes)."""
         keys = [OPEN_KEY, OUTBOX_KEY, ALERT_STATS_KEY, DIRTY_KEY, STAGING_KEY, JUDGED_KEY]
-        args = ["1" if self.correlator is not None else "0", str(self.store.idle_ttl_s)]
+        args: list[str | bytes] = ["1" if self.correlator is not None else "0", str(self.store.idle_ttl_s)]  # _encode gives bytes
         for scope, expected, last, after, state, records, since, told, routes in commits:
             keys.append(incident_key(scope))
             args += [expected, str(last), scope, _encode({k: v.to_json() for k, v in after.items()}),
@@ -427,7 +428,8 @@ class AlertEngine:
 
     async def _states(self, scopes: list[str]) -> list[tuple[str | None, str | None, str | None, str | None, str | None]]:
         """Each scope's (until, incidents, seq, since, told_severities) as stored, a few hundred scopes a script."""
-        calls = [(self._read, [incident_key(scope) for scope in scopes[i:i + CHUNK]], []) for i in range(0, len(scopes), CHUNK)]
+        calls: list[tuple[Any, list[str], list[str]]] = [(self._read, [incident_key(scope) for scope in scopes[i:i + CHUNK]], [])
+                                                         for i in range(0, len(scopes), CHUNK)]
         return [tuple(found) for reply in await run_scripts(self.redis, calls) for found in reply]
 
     async def _earliest(self, scopes: list[str]) -> dict[str, list[str]]:

@@ -203,7 +203,7 @@ def still_tail(question: Question, parent: Counts, config: GroupConfig) -> Expla
     ratio = max(end - start, 1) / config.reference_s
     expected = max(parent.before * ratio, 1.0)
     z = (parent.since - expected) / math.sqrt(expected + ratio * ratio * parent.before)
-    why = {"excess": round(parent.since - expected, 1), "top": question.candidates[0], "rest_z": round(z, 2)}
+    why: dict[str, Any] = {"excess": round(parent.since - expected, 1), "top": question.candidates[0], "rest_z": round(z, 2)}
     return Explanation(asset=question.candidates[0], **why) if z < config.quiet_z else Explanation(**why)
 
 

@@ -145,7 +145,7 @@ def judge_series(
         # Bins before the scope's history began (scope_history_start) are unknown, not quiet: leave them out.
         known = (first + los * config.step_s + config.step_s > history_start) & (los >= 0)
         bins = sums[his[known]] - sums[los[known]]
-        judged = signals(current, bins, th, expected_bins=config.bins)
+        judged: dict[str, Signal] = dict(signals(current, bins, th, expected_bins=config.bins).items())  # keyed by Kind, read as str
         records += _step_kinds(scope, incidents, judged, {}, th, boundary, config, config.for_s, now_iso)
     return incidents, records
 

@@ -278,7 +278,7 @@ def _when(notice: Notice) -> str:
     if notice.state != "resolved":
         return f"as of {notice.at}"
     root = [m.get("root_resolved") for m in notice.members if m["scope"] == notice.root_scope]
-    ended = max(root) if root and all(root) else None  # none in a notice before 2026-12
+    ended = max(r for r in root if r) if root and all(root) else None  # none in a notice before 2026-12
     if ended == notice.at:
         return f"resolved {notice.at}"
     return f"root resolved {ended}; declared over {notice.at}" if ended else f"declared over {notice.at}"

@@ -589,9 +589,9 @@ def verdicts(state: SeqState, *, at: int, step_s: int, per_window: int, config: 
     vol = state.banks["volume"]
     k = vol.best()
     steps = max((at - vol.zero_at[k]) / step_s, 1.0)
-    value, rate = vol.posts[k] / steps, p["rate"]
-    z = (value - rate) / math.sqrt(p["phi"] * rate / steps)
-    out["volume_spike"] = Verdict(_signal("volume_spike", "posts", value * per_window, rate * per_window, z, vol.s[k], config, fire_z, True,
+    value, expected = vol.posts[k] / steps, p["rate"]
+    z = (value - expected) / math.sqrt(p["phi"] * expected / steps)
+    out["volume_spike"] = Verdict(_signal("volume_spike", "posts", value * per_window, expected * per_window, z, vol.s[k], config, fire_z, True,
                                           int(vol.posts[k]), p["posts"]), vol.zero_at[k])
     return out
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np  # the store's day tables; this module reads them as rows of numbers
 
 DAY_S = 86400
 LABELS = ("positive", "negative", "neutral")
@@ -94,7 +97,7 @@ class DayRow:
         return math.sqrt(max(self.score_sq / self.posts - mean * mean, 0.0))
 
 
-def rows_from_table(scope: str, first_day: int, table: Sequence[Sequence[float]]) -> list[DayRow]:
+def rows_from_table(scope: str, first_day: int, table: Sequence[Sequence[float]] | np.ndarray) -> list[DayRow]:
     """One DayRow per roll-up table row (row i is the day first_day + i days)."""
     rows = []
     for i, values in enumerate(table):
@@ -190,7 +193,7 @@ class Report:
 
 
 def build_report(
-    first_day: int, days: int, tables: Mapping[str, Sequence[Sequence[float]]], incidents: Iterable[Mapping[str, Any]],
+    first_day: int, days: int, tables: Mapping[str, Sequence[Sequence[float]] | np.ndarray], incidents: Iterable[Mapping[str, Any]],
     *, watermark: float | None, generated_at: float, since: str | None = None, data_from: int | None = None,
 ) -> Report:
     """A Report from roll-up tables (scope -> days rows) and incident summaries. Incidents opened

@@ -410,10 +410,10 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
         for item, fut in pending:  # interrupted: what was acknowledged, in order, up to the first that was not
             if not fut.done() or fut.cancelled():
                 break
-            exc = fut.exception()
-            if exc is not None and not isinstance(exc, MessageSizeTooLargeError):
+            failed = fut.exception()
+            if failed is not None and not isinstance(failed, MessageSizeTooLargeError):
                 break
-            settled(item, exc or fut.result())
+            settled(item, failed or fut.result())
     if len(cut) > 1:
         warn(f"{path}: {len(cut)} gaps longer than {max_gap_s:g} s of replay time were cut to it (lines {', '.join(map(str, cut[:5]))}"
              f"{', ...' if len(cut) > 5 else ''})")
