@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -71,7 +72,7 @@ def deliver_report(
     failed = []
     for server in targets:
         for attempt in range(1, attempts + 1):
-            ok, error = explained(lambda: _send(server, path, title, body))  # an SMTP refusal in words
+            ok, error = explained(partial(_send, server, path, title, body))  # an SMTP refusal in words
             if ok:
                 break
             log.warning("report delivery attempt failed", extra={"url": describe(server), "attempt": attempt, "attempts": attempts,
