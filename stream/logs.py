@@ -6,6 +6,8 @@ import json
 import logging
 import re
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 # Not context: the record's own attributes, and uvicorn's terminal-coloured copy of its message.
@@ -67,14 +69,52 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(payload, default=str))
 
 
+NOISY = ("transformers", "peft", "urllib3", "aiokafka", "kafka", "faust", "mode", "httpx", "filelock", "bitsandbytes")
+
+
+class RepeatFilter(logging.Filter):
+    """Each distinct library line once per `window_s`; the next one after it says how many were held back.
+
+    While the broker is away aiokafka logs every failed connect, metadata refresh and fetch, about
+    100 ERROR lines a second per worker on the same few texts (`bench/scale_out.py`): a 20-minute
+    outage would write over 100,000, burying the worker's own lines and any log-based alert. A line
+    is keyed by its logger, level and text, so a different error still shows at once."""
+
+    def __init__(self, window_s: float = 60.0, libraries: tuple[str, ...] = NOISY, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 512) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self.libraries = libraries
+        self.clock = clock
+        self.max_keys = max_keys
+        self._shown: dict[tuple[str, int, str], tuple[float, int]] = {}  # key -> (when last shown, held back since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".", 1)[0] not in self.libraries:
+            return True
+        key = (record.name, record.levelno, record.getMessage())
+        now = self.clock()
+        shown_at, held = self._shown.pop(key, (None, 0))
+        if shown_at is not None and now - shown_at < self.window_s:
+            self._shown[key] = (shown_at, held + 1)
+            return False
+        if held:
+            record.held_back = held  # lines like this one not logged since it was last shown
+        self._shown[key] = (now, 0)
+        while len(self._shown) > self.max_keys:  # texts that embed changing values: forget the oldest
+            del self._shown[next(iter(self._shown))]
+        return True
+
+
 def setup_logging(level: str = "INFO", as_json: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if as_json else KeyValueFormatter())
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Library chatter (transformers' load reports, kafka internals) only at WARNING and above.
-    for noisy in ("transformers", "peft", "urllib3", "aiokafka", "kafka", "faust", "mode", "httpx", "filelock", "bitsandbytes"):
+    for noisy in NOISY:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # bitsandbytes warns on every CPU import that an optional 4-bit CPU kernel package is absent.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)

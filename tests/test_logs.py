@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from stream.logs import JsonFormatter, KeyValueFormatter
+from stream.logs import JsonFormatter, KeyValueFormatter, RepeatFilter
 
 
 def record(msg: str, **extra) -> logging.LogRecord:
@@ -34,3 +34,34 @@ def test_a_message_with_a_line_break_stays_on_one_line():
 def test_json_lines_escape_by_construction_and_redact():
     line = JsonFormatter().format(record("connect", post_id="a\nb", url="redis://user:hunter2@redis:6379/0"))
     assert "\n" not in line and json.loads(line)["post_id"] == "a\nb" and "hunter2" not in line
+
+
+def library_record(msg: str, name: str = "aiokafka", level: int = logging.ERROR) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, msg, (), None)
+
+
+def test_a_library_line_repeated_within_the_window_is_held_back_and_counted():
+    now = [0.0]
+    repeats = RepeatFilter(window_s=60, clock=lambda: now[0])
+    refused = "Unable connect to node with id 111: [Errno 111] Connect call failed ('127.0.0.1', 9092)"
+    kept = []
+    for second in range(120):  # a broker away for two minutes, 100 failed connects a second
+        now[0] = float(second)
+        for _ in range(100):
+            line = library_record(refused)
+            if repeats.filter(line):
+                kept.append((second, getattr(line, "held_back", 0)))
+    assert kept == [(0, 0), (60, 5999)]
+    # A different error, or the same text from our own code, is never held back.
+    assert repeats.filter(library_record("Unable to update metadata from [111]"))
+    assert all(repeats.filter(library_record(refused, name="stream.worker")) for _ in range(3))
+
+
+def test_the_held_back_count_is_on_the_line_and_the_key_table_stays_bounded():
+    repeats = RepeatFilter(window_s=60, clock=lambda: 0.0, max_keys=4)
+    for port in range(10):  # texts that embed a changing value
+        assert repeats.filter(library_record(f"connect to {port} failed"))
+    assert len(repeats._shown) == 4
+    line = library_record("x")
+    line.held_back = 7
+    assert "held_back=7" in KeyValueFormatter().format(line)
