@@ -178,6 +178,7 @@ async def run(args: argparse.Namespace, hook: Hook) -> None:
         broker_proc.stop()
         cluster.stop()
         s3_proc.stop()
+    report["quiet_stretches"] = quiet_stretches([w.log_path for w in workers])
     report["tracebacks"] = {w.log_path.name: w.log_path.read_text(errors="replace").count("Traceback") for w in workers}
     counts = Counter(json.dumps(p, sort_keys=True) for p in hook.accepted)
     report["notices"] = {"accepted": len(hook.accepted), "distinct": len(counts),
@@ -186,6 +187,16 @@ async def run(args: argparse.Namespace, hook: Hook) -> None:
     (out / "hooks.json").write_text(json.dumps(hook.accepted, indent=1))
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     print(json.dumps(report, indent=1, default=str))
+
+
+def quiet_stretches(logs: list[Path], top: int = 4) -> list[tuple[float, str]]:
+    """The longest stretches with no batch written by any worker (seconds, and the wall time they
+    began), from the workers' `batch done` lines: to the log's 1 s resolution."""
+    from datetime import datetime
+
+    stamps = sorted(datetime.fromisoformat(line[:19]).timestamp() for path in logs
+                    for line in path.read_text(errors="replace").splitlines() if "batch done" in line)
+    return sorted((b - a, datetime.fromtimestamp(a).strftime("%H:%M:%S")) for a, b in zip(stamps, stamps[1:]))[-top:][::-1]
 
 
 async def _ge(counted, target: float) -> bool:
