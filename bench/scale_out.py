@@ -14,6 +14,7 @@ delivered. Writes OUT/alerts.jsonl (for `sentinel compare-alerts`), OUT/hooks.js
     .venv/bin/sentinel compare-alerts /tmp/scale/base/alerts.jsonl /tmp/scale/faults/alerts.jsonl
     SENTINEL_SESSION_TIMEOUT=30 SENTINEL_REBALANCE_TIMEOUT=30 SENTINEL_HEARTBEAT_INTERVAL=3 ... --speed 1500  # the ConfigMap's
     ... --no-rejoin   # the killed Redis master stays down: batches commit on its promoted replica alone
+    ... --kill-mid-send   # instead of the worker and broker kills: the sender of the first notification, mid-send
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -107,6 +109,9 @@ async def run(args: argparse.Namespace, hook: Hook) -> None:
         since_ms = int(time.time() * 1000)
         n = len(lines)
         replay = asyncio.create_task(replay_lines(settings, parts[0], settings.topic_posts, args.speed, repartition=True))
+        arrived, answer = threading.Event(), threading.Event()
+        if args.kill_mid_send:  # the first notification's answer waits until its sender is dead
+            hook.on_accept = lambda: (arrived.set(), answer.wait(300)) if not answer.is_set() else None
         if not args.baseline:
             await wait(lambda: _ge(counted, args.join * n), 600, "the join point")
             log("join at", await counted())
@@ -114,6 +119,7 @@ async def run(args: argparse.Namespace, hook: Hook) -> None:
             t0 = time.monotonic()
             await wait(lambda: assigned(first, second, third), 180, "three workers holding the partitions")
             events["join_all_assigned_s"] = round(time.monotonic() - t0, 1)
+        if not args.baseline and not args.kill_mid_send:
             await wait(lambda: _ge(counted, args.kill * n), 600, "the kill point")
             events["killed_at"] = await counted()
             events["killed_partitions"] = sorted(second.partitions())
@@ -139,9 +145,12 @@ async def run(args: argparse.Namespace, hook: Hook) -> None:
                 cluster.start_node(slot_port)
                 await wait(lambda: _true(cluster_healthy(list(cluster.nodes), 3)), 90, "the old master back as a replica")
                 events["cluster_whole_s"] = round(time.monotonic() - t0, 1)
+        if args.kill_mid_send:
+            events.update(await kill_the_sender(store, workers, arrived, answer))
         sent = (await replay).sent
-        sent += (await replay_lines(settings, parts[1], settings.topic_posts, None, repartition=True)).sent
-        if not args.baseline:
+        if cut < len(lines):
+            sent += (await replay_lines(settings, parts[1], settings.topic_posts, None, repartition=True)).sent
+        if not args.baseline and not args.kill_mid_send:
             events["broker_killed_at"] = await counted()
             os.killpg(broker_proc.proc.pid, signal.SIGKILL)
             broker_proc.stop()
@@ -195,6 +204,22 @@ async def run(args: argparse.Namespace, hook: Hook) -> None:
     print(json.dumps(report, indent=1, default=str))
 
 
+async def kill_the_sender(store, workers: list[Worker], arrived: threading.Event, answer: threading.Event) -> dict[str, object]:
+    """SIGKILL the worker whose notification the hook is holding (the outbox entry pending with its
+    consumer name, host-pid), then let the hook answer: the survivors claim the entry after
+    SENTINEL_NOTIFY_CLAIM_IDLE and send it again."""
+    if not await asyncio.to_thread(arrived.wait, 600):
+        raise SystemExit("no notification within 600 s")
+    pending = await store.redis.xpending_range(OUTBOX_KEY, OUTBOX_GROUP, min="-", max="+", count=100)
+    owners = {int(str(p["consumer"].decode() if isinstance(p["consumer"], bytes) else p["consumer"]).rsplit("-", 1)[1]) for p in pending}
+    sender = next(w for w in workers if w.proc.pid in owners and w.alive())
+    killed_at = time.time()
+    sender.kill()
+    answer.set()
+    log("the sender", sender.log_path.name, "SIGKILLed mid-send, holding", len(pending), "outbox entries")
+    return {"sender_killed": sender.log_path.name, "sender_pending": len(pending), "sender_killed_wall": killed_at}
+
+
 def quiet_stretches(logs: list[Path], top: int = 4) -> list[tuple[float, str]]:
     """The longest stretches with no batch written by any worker (seconds, and the wall time they
     began), from the workers' `batch done` lines: to the log's 1 s resolution."""
@@ -246,9 +271,13 @@ def main() -> None:
     parser.add_argument("--join", type=float, default=0.15)
     parser.add_argument("--kill", type=float, default=0.3)
     parser.add_argument("--failover", type=float, default=0.5)
+    parser.add_argument("--kill-mid-send", action="store_true",
+                        help="no worker SIGKILL at --kill and no broker kill: the worker sending the first notification is SIGKILLed while the webhook holds its answer")
     parser.add_argument("--no-rejoin", action="store_true", help="the killed Redis master stays down (its promoted replica has none)")
     parser.add_argument("--stream", type=Path, default=ROOT / "examples" / "demo-stream.jsonl")
     args = parser.parse_args()
+    if args.kill_mid_send:  # the demo's first notification comes at 83% of it: all of it paced, no broker kill
+        args.paced = 1.0
     args.out.mkdir(parents=True, exist_ok=True)
     hook = Hook()
     os.environ.update(SENTINEL_BASE="lexicon", SENTINEL_PARTITIONS="4", SENTINEL_NOTIFY_CHART="false",
