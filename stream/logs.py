@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -88,21 +89,25 @@ class RepeatFilter(logging.Filter):
         self.clock = clock
         self.max_keys = max_keys
         self._shown: dict[tuple[str, int, str], tuple[float, int]] = {}  # key -> (when last shown, held back since)
+        # Handler.handle filters before it takes the handler's lock, and Apprise and the model log
+        # from threads of their own.
+        self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.split(".", 1)[0] not in self.libraries:
             return True
         key = (record.name, record.levelno, record.getMessage())
         now = self.clock()
-        shown_at, held = self._shown.pop(key, (None, 0))
-        if shown_at is not None and now - shown_at < self.window_s:
-            self._shown[key] = (shown_at, held + 1)
-            return False
+        with self._lock:
+            shown_at, held = self._shown.pop(key, (None, 0))
+            if shown_at is not None and now - shown_at < self.window_s:
+                self._shown[key] = (shown_at, held + 1)
+                return False
+            self._shown[key] = (now, 0)
+            while len(self._shown) > self.max_keys:  # texts that embed changing values: forget the oldest
+                del self._shown[next(iter(self._shown))]
         if held:
             record.held_back = held  # lines like this one not logged since it was last shown
-        self._shown[key] = (now, 0)
-        while len(self._shown) > self.max_keys:  # texts that embed changing values: forget the oldest
-            del self._shown[next(iter(self._shown))]
         return True
 
 
