@@ -654,6 +654,66 @@ def test_a_resolution_reaches_every_service_a_firing_notice_of_it_reached_each_o
         assert heard[name][-1][0] == "resolved", heard
 
 
+@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
+def test_a_service_that_heard_no_firing_notice_hears_no_resolution(redis_server, grouping):
+    """`warning=` and `critical=` webhooks, BTC silenced from the start. Its drop opens as a warning
+    (silenced: nobody hears it), the silence is lifted, it turns critical (the critical hook hears
+    it) and resolves. The silenced warning counted as told, so the warning hook heard "resolved"
+    of a drop it never heard begin. As Alertmanager does, a resolution goes only where a firing
+    notice went: the critical hook hears it end, the warning hook hears nothing."""
+    from dataclasses import replace
+
+    from stream.alerts.correlator import Correlator
+    from stream.alerts.grouping import GroupConfig
+    from stream.alerts.silences import list_silences, remove_silence
+    from stream.keys import TOLD_KEY
+
+    redis.Redis.from_url(redis_server).flushdb()
+    stream = [p for p in generate(ESCALATING, seed=1) if p.created_at < T0 + 42 * 3600]
+    warning, critical = Hook(), Hook()
+    lifted: list[int] = []  # the batch after which the silence was lifted
+
+    async def go() -> int:
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600, pairs=grouping)
+        correlator = Correlator(store, GroupConfig(), step_s=60, history_s=48 * 3600) if grouping else None
+        engine = AlertEngine(store, replace(AlertConfig(), detector="sequential"), partitions=1, samples=0, correlator=correlator)
+        notifier = Notifier(build_apprise(f"warning={warning.url} critical={critical.url}", None), attempts=2, backoff=0.01)
+
+        async def publish(record) -> None:
+            pass
+
+        delivery = AlertDelivery(store, notifier, publish, consumer="test", chart=False)
+        await delivery.ensure_group()
+        await add_silence(store.redis, "asset:BTC", 7 * 86400, None, "quiet until we look")
+        try:
+            for i in range(0, len(stream), 200):
+                await feed(store, engine, stream[i : i + 200])
+                while await delivery.drain_once():
+                    pass
+                if not lifted and int(await store.redis.hget(ALERT_STATS_KEY, "silenced") or 0):
+                    for silence in await list_silences(store.redis):
+                        await remove_silence(store.redis, silence.id)
+                    lifted.append(i)
+            await engine.settle(ended=True)
+            while await delivery.drain_once():
+                pass
+            return int(await store.redis.hlen(TOLD_KEY))
+        finally:
+            await store.close()
+
+    try:
+        left = asyncio.run(go())
+    finally:
+        warning.close()
+        critical.close()
+    about_btc = (lambda p: p["root_scope"] == "asset:BTC") if grouping else (lambda p: (p["scope"], p["kind"]) == ("asset:BTC", "sentiment_drop"))
+    heard = {name: [(p["state"], p["severity"]) for p in hook.accepted if about_btc(p)] for name, hook in (("warning", warning), ("critical", critical))}
+    assert lifted and ("firing", "critical") in heard["critical"], (lifted, heard)
+    assert heard["critical"][-1] == ("resolved", "critical"), heard
+    assert heard["warning"] == [], heard
+    assert left == 0  # the marks go with the resolution
+
+
 def test_a_connection_cut_just_after_a_notification_neither_repeats_it_nor_holds_it_back(redis_server):
     """Redis drops every client connection at the instant the first notification is accepted (what a
     restart does to the pooled connections). The notification is out, so its mark must still land:

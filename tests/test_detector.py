@@ -11,7 +11,7 @@ import pytest
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, judged_share, simulate
 from stream.alerts.detector import Counts, Thresholds, parse_overrides, signals, thresholds_for
 from stream.alerts.judging import AlertConfig, boundaries, frontier
-from stream.alerts.incidents import alert_id, step, told_through
+from stream.alerts.incidents import alert_id, step, told_routes, told_through
 
 TH = Thresholds()
 
@@ -247,3 +247,13 @@ def test_an_override_for_a_channel_matches_the_name_its_posts_are_counted_under(
     overrides = parse_overrides('{"channel:Crypto | Signals": {"min_posts": 40}, "asset:*": {"min_posts": 30}}')
     assert thresholds_for("channel:Crypto \u00a6 Signals", TH, overrides).min_posts == 40
     assert thresholds_for("asset:BTC", TH, overrides).min_posts == 30
+
+
+def test_a_resolution_is_routed_only_for_severities_a_firing_notification_went_out_at():
+    """A firing notification silenced at a severity (`held`) leaves that severity's services out of
+    the resolution, unless another went out at it (`sent`); a severity with no mark (an older worker
+    delivered it) still counts as told."""
+    assert told_routes(["warning", "critical"], {"warning": "held", "critical": "sent"}) == ["critical"]
+    assert told_routes(["warning", "critical"], {"warning": "sent"}) == ["warning", "critical"]
+    assert told_routes(["critical"], {"critical": "held"}) == []
+    assert told_routes(["warning", "critical"], {}) == ["warning", "critical"]

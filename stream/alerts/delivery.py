@@ -36,10 +36,10 @@ from stream.alerts import audit
 from stream.alerts.chart import baselines_of, chart_points, render_chart
 from stream.alerts.grouping import Notice
 from stream.alerts.precision import TrackRecord, track_record
-from stream.alerts.incidents import AlertRecord, record_from_json
+from stream.alerts.incidents import TOLD_HELD, TOLD_SENT, AlertRecord, record_from_json, told_routes
 from stream.alerts.notify import Notifier, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
-from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, VERDICTS_KEY, caps_key
+from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, TOLD_KEY, VERDICTS_KEY, caps_key
 from stream.redis_client import is_transient, retry_transient
 from stream.store import WindowStore
 from stream.timefmt import epoch, parse_duration
@@ -336,19 +336,29 @@ class AlertDelivery:
         # A resolution's entry names every severity its alert's firing notifications went out at
         # (`incidents.told_through`); an entry without it is routed for its own severity.
         routes = json.loads(fields.get("route_severities") or "[]") or [record.severity]
+        firing = record.state == "firing"
         if claimed and await self._notified_before(entry_id):
             log.info("alert already notified; publishing it", extra={"alert_id": record.alert_id, "entry": entry_id})
+            if firing:
+                await self._after_sending(lambda: self._mark_told(record.alert_id, record.severity, TOLD_SENT), "told mark")
             await self._publish_and_ack(entry_id, record.with_delivery(True))
             return
+        told = routes if firing else await self._told(record.alert_id, routes)
         silence = await self._silence_of(record.scope, [record.kind])
         notified = False
         if silence is not None:
             log.info("alert silenced", extra={"alert_id": record.alert_id, "scope": record.scope, "silence": silence.id})
             await self._count("silenced")
             self.metrics.silenced()
-        elif self.notifier is not None and self.notifier.targets_for(*routes):
-            notified = await self._notify(record, routes)
+            if firing:
+                await self._mark_told(record.alert_id, record.severity, TOLD_HELD)
+        elif self.notifier is not None and told and self.notifier.targets_for(*told):
+            notified = await self._notify(record, told)
             await self._settle(entry_id, notified)
+            if notified and firing:
+                await self._after_sending(lambda: self._mark_told(record.alert_id, record.severity, TOLD_SENT), "told mark")
+        if not firing:
+            await self._forget_told(record.alert_id, routes)
         await self._publish_and_ack(entry_id, record.with_delivery(notified))
 
     async def _deliver_entry(self, entry_id: str, data: dict[str, Any], claimed: bool) -> None:
@@ -358,18 +368,28 @@ class AlertDelivery:
         notice = Notice.from_json(data["notice"]) if data.get("notice") else None
         routes = (data.get("route_severities") or [notice.severity]) if notice is not None else []  # Entry.route_severities
         notified = False
+        firing = notice is not None and notice.state == "firing"
         if notice is not None and claimed and await self._notified_before(entry_id):
             log.info("incident already notified; publishing it", extra={"incident_id": notice.incident_id, "entry": entry_id})
             notified = True
+            if firing:
+                await self._after_sending(lambda: self._mark_told(notice.incident_id, notice.severity, TOLD_SENT), "told mark")
         elif notice is not None:
+            told = routes if firing else await self._told(notice.incident_id, routes)
             silence = silence_of_incident(await list_silences(self.redis), notice.root_scope, notice.members, time.time())
             if silence is not None:
                 log.info("incident silenced", extra={"incident_id": notice.incident_id, "scope": notice.root_scope, "silence": silence.id})
                 await self._count("silenced")
                 self.metrics.silenced()
-            elif self.notifier is not None and self.notifier.targets_for(*routes):
-                notified = await self._notify_notice(notice, records, routes)
+                if firing:
+                    await self._mark_told(notice.incident_id, notice.severity, TOLD_HELD)
+            elif self.notifier is not None and told and self.notifier.targets_for(*told):
+                notified = await self._notify_notice(notice, records, told)
                 await self._settle(entry_id, notified)
+                if notified and firing:
+                    await self._after_sending(lambda: self._mark_told(notice.incident_id, notice.severity, TOLD_SENT), "told mark")
+            if not firing:
+                await self._forget_told(notice.incident_id, routes)
         for record in records:
             await self.publish(record.with_delivery(notified))
         await self._ack(entry_id, published=len(records))
@@ -455,6 +475,31 @@ class AlertDelivery:
         assert self.notifier is not None
         png = await self._chart(record) if self.chart else None
         return (await self.notifier.deliver(record, png, routes)).notified
+
+    async def _mark_told(self, ident: str, severity: str, fate: str) -> None:
+        """A firing notification's fate at its severity (`incidents.told_routes`): `sent` replaces a
+        `held` (a later one went out after the silence), `held` never replaces `sent`. Entries of one
+        incident are delivered in order, so its resolution reads every mark of its firing notices."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if fate == TOLD_SENT:
+                pipe.hset(TOLD_KEY, f"{ident}|{severity}", fate)
+            else:
+                pipe.hsetnx(TOLD_KEY, f"{ident}|{severity}", fate)
+            pipe.expire(TOLD_KEY, self.store.idle_ttl_s)
+            await pipe.execute()
+
+    async def _told(self, ident: str, routes: Sequence[str]) -> list[str]:
+        """The severities of a resolution's `routes` that a firing notification went out at."""
+        fates = await self.redis.hmget(TOLD_KEY, [f"{ident}|{severity}" for severity in routes])
+        told = told_routes(routes, {severity: fate for severity, fate in zip(routes, fates) if fate})
+        if told != list(routes):
+            log.info("resolution not routed where its firing notifications were silenced",
+                     extra={"incident_id": ident, "routes": list(routes), "told": told})
+        return told
+
+    async def _forget_told(self, ident: str, routes: Sequence[str]) -> None:
+        """Its resolution delivered: its marks go (those left by a crash expire with the key)."""
+        await self.redis.hdel(TOLD_KEY, *{f"{ident}|{severity}" for severity in (*routes, "warning", "critical")})
 
     async def _notified_before(self, entry_id: str) -> bool:
         """Whether an earlier delivery of this entry (this worker's or a dead one's) notified it."""

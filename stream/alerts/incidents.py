@@ -196,6 +196,20 @@ def told_through(told: Mapping[str, Sequence[str]], records: Sequence[AlertRecor
     return {ident: severities for ident, severities in after.items() if ident in kept}, routes
 
 
+TOLD_SENT, TOLD_HELD = "sent", "held"  # a firing notification's fate at one severity (`told_routes`)
+
+
+def told_routes(routes: Sequence[str], fates: Mapping[str, str]) -> list[str]:
+    """The severities a resolution goes out at: those of `routes` (the severities its incident's or
+    alert's firing notifications were made at, `told_through` and `Incident.resolution_routes`)
+    that some firing notification was sent at. `fates`: per severity, `sent` once one went out at
+    it, else `held` once one was silenced; a severity with no fate (delivered by a worker that
+    keeps none, or its mark expired) counts as sent, as before. A service that heard nothing of it
+    firing hears nothing of it ending, as Alertmanager sends a receiver a resolution only after a
+    firing notification. Empty: every firing notification was held back by a silence."""
+    return [severity for severity in routes if fates.get(severity) != TOLD_HELD]
+
+
 def step(
     scope: str, incident: Incident | None, signal: Signal, th: Thresholds, *,
     boundary: int, window_s: int, repeat_s: int, for_s: int, now_iso: str, onset: int | None = None,
