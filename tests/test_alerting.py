@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import subprocess
 import threading
 import time
@@ -652,6 +653,14 @@ def test_a_resolution_reaches_every_service_a_firing_notice_of_it_reached_each_o
     for name in ("warning", "critical"):
         assert [n for n in heard[name] if n[0] == "resolved"] == [("resolved", "critical")], (name, heard)
         assert heard[name][-1][0] == "resolved", heard
+    # The warning hook last heard a warning: the resolution says when it turned critical.
+    ended = [p["message"] for p in warning.accepted if about_btc(p) and p["state"] == "resolved"][0]
+    escalated = [line for line in ended.splitlines() if line.startswith("Escalated: ")]
+    if grouping and not older_first:
+        assert len(escalated) == 1 and re.fullmatch(r"Escalated: told as warning from \S+Z, then critical from \S+Z \(event time\)\. "
+                                                    r"A service for warning alone heard it only as warning\.", escalated[0]), ended
+    else:  # ungrouped, or the warning told by a worker that kept no times: no time to give
+        assert escalated and escalated[0].startswith("Escalated: told as warning"), ended
 
 
 @pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])

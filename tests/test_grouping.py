@@ -3,6 +3,7 @@ explanations are given as the correlator would compute them."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Callable
 
@@ -28,6 +29,7 @@ from stream.alerts.grouping import (
     tail_questions,
     within,
 )
+from stream.alerts.correlator import entry_json
 from stream.alerts.incidents import AlertRecord
 from stream.alerts.judging import AlertConfig
 from stream.timefmt import iso
@@ -779,6 +781,20 @@ def test_a_resolution_is_routed_for_every_severity_a_firing_notice_of_it_went_ou
     run({B0: [transition("asset:ETH", "sentiment_drop", "firing", B0, severity="critical")],
          B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN, severity="critical")]})
     assert routes_told(run.told) == [("new", "critical", ()), ("resolved", "critical", ("critical",))]
+
+
+def test_a_resolution_says_when_each_severity_was_first_told():
+    """A warning-only channel heard the incident as a warning and then "resolved" at critical: its
+    entry carries when the first notice at each severity went out (`Entry.told_at`, event time),
+    which the resolution says (`message.escalation_lines`)."""
+    run({B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+         B0 + 12 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)],
+         B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN, severity="critical")]})
+    firing = [e.notice for e in run.told if e.notice.state == "firing"]
+    resolved = run.told[-1]
+    assert [n.severity for n in firing][:2] == ["warning", "critical"]
+    assert resolved.told_at == (("warning", firing[0].at), ("critical", firing[1].at)), resolved.told_at
+    assert json.loads(entry_json(resolved))["told_at"] == {"warning": firing[0].at, "critical": firing[1].at}
 
 
 def test_a_resolution_of_an_incident_a_worker_without_the_list_told_is_routed_as_before():

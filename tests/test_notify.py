@@ -481,6 +481,37 @@ def test_a_notification_sent_well_after_its_event_time_says_when_it_was_sent():
         "sent 2024-05-01T13:00:00Z (wall clock), 2.0 hours after 2024-05-01T11:00:00Z (event time): the posts it speaks of are that old (a replay, a backlog, or a stream gone quiet)"]
 
 
+def test_a_resolution_tells_a_service_that_heard_a_warning_that_it_escalated_since():
+    """A `warning=` channel heard the incident open as a warning; the pager heard it turn critical.
+    Both get the resolution, which ends at critical: the warning channel read "critical, resolved"
+    of what it last heard as a warning. The resolution now says which severities were told and
+    when each began (event time); one told at its own severity alone says nothing more, and the
+    lines consumers parse are unchanged."""
+    from stream.alerts.grouping import Notice
+
+    member = {"scope": "asset:ETH", "kind": "sentiment_drop", "firing": False, "severity": "critical", "onset": "2026-03-04T12:00:00Z",
+              "metric": "negative_share", "value": 0.75, "baseline": 0.197}
+    notice = Notice("cc08e3ebdfdb671ccafc", "asset:ETH", "resolved", "resolved", "critical", "2026-03-04T14:00:00Z", "2026-03-04T12:01:00Z",
+                    False, [member])
+    told_at = {"warning": "2026-03-04T12:06:00Z", "critical": "2026-03-04T13:06:00Z"}
+    body = message.notice_body(notice, routes=["warning", "critical"], told_at=told_at).splitlines()
+    assert body[0] == "Incident on asset:ETH is resolved."
+    assert body[1] == ("Escalated: told as warning from 2026-03-04T12:06:00Z, then critical from 2026-03-04T13:06:00Z (event time). "
+                       "A service for warning alone heard it only as warning.")
+    plain = message.notice_body(notice).splitlines()
+    assert body[2:] == plain[1:]  # every other line as before
+    assert not [line for line in message.notice_body(notice, routes=["critical"], told_at=told_at).splitlines() if line.startswith("Escalated")]
+    # Its critical notice was silenced (delivery drops it from the routes): it reached critical untold.
+    assert message.escalation_lines("critical", ["warning"], told_at) == [
+        "Escalated: told as warning from 2026-03-04T12:06:00Z (event time); it reached critical with no notification sent at it. "
+        "A service for warning alone heard it only as warning."]
+    # Ungrouped: the alert's record, no times kept.
+    record = make_record(state="resolved", severity="critical")
+    lines = message.body(record, routes=["warning", "critical"]).splitlines()
+    assert lines[1] == "Escalated: told as warning, then critical. A service for warning alone heard it only as warning."
+    assert lines[2:] == message.body(record).splitlines()[1:]
+
+
 def test_a_json_webhook_gets_the_incident_id_and_state_as_fields_not_only_in_the_text(http):
     """Session 45's walkthrough: the JSON payload carried title, message and type, and a webhook
     consumer had to parse the text for the incident. Each notification's own keys now sit beside

@@ -97,6 +97,8 @@ def entry_json(entry: Entry) -> str:
     data: dict[str, Any] = {"records": list(entry.records), "notice": entry.notice.to_json() if entry.notice else None}
     if entry.route_severities:
         data["route_severities"] = list(entry.route_severities)
+    if entry.told_at:
+        data["told_at"] = dict(entry.told_at)
     return json.dumps(data, ensure_ascii=False)
 
 

@@ -384,7 +384,7 @@ class AlertDelivery:
                 if firing:
                     await self._mark_told(notice.incident_id, notice.severity, TOLD_HELD)
             elif self.notifier is not None and told and self.notifier.targets_for(*told):
-                notified = await self._notify_notice(notice, records, told)
+                notified = await self._notify_notice(notice, records, told, data.get("told_at"))
                 await self._settle(entry_id, notified)
                 if notified and firing:
                     await self._after_sending(lambda: self._mark_told(notice.incident_id, notice.severity, TOLD_SENT), "told mark")
@@ -394,7 +394,8 @@ class AlertDelivery:
             await self.publish(record.with_delivery(notified))
         await self._ack(entry_id, published=len(records))
 
-    async def _notify_notice(self, notice: Notice, records: list[AlertRecord], routes: Sequence[str]) -> bool:
+    async def _notify_notice(self, notice: Notice, records: list[AlertRecord], routes: Sequence[str],
+                             told_at: dict[str, str] | None = None) -> bool:
         assert self.notifier is not None
         png = None
         if self.chart:
@@ -404,7 +405,8 @@ class AlertDelivery:
         track = await self._track_record(notice) if notice.state != "resolved" else None
         recent = await self._recent(notice) if notice.reason == "repeat" else None
         verdict = await self._verdict(notice.incident_id)
-        return (await self.notifier.deliver_notice(notice, records, png, track=track, recent=recent, routes=routes, verdict=verdict)).notified
+        return (await self.notifier.deliver_notice(notice, records, png, track=track, recent=recent, routes=routes, verdict=verdict,
+                                                   told_at=told_at if isinstance(told_at, dict) else None)).notified
 
     async def _verdict(self, incident_id: str) -> dict[str, Any] | None:
         """The verdict given on an incident while it was open (`verdicts.give_verdict`), which its

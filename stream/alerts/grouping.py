@@ -342,6 +342,9 @@ class Incident:
     # The highest severity a member reached while in it, told or not: a member that fired critical
     # and then warning within one group wait left no trace of it in `routed` or in its own severity.
     reached: str | None = None
+    # Per severity, the event time (ISO) of the first firing notice at it: a resolution says when
+    # the incident escalated, since a warning-only service last heard it as a warning.
+    told_at: dict[str, str] = field(default_factory=dict)
 
     def firing(self) -> list[Member]:
         return [m for m in self.members.values() if m.firing]
@@ -451,6 +454,9 @@ class Entry:
     # its own severity. Beside the notice, not a `Notice` field: a worker before session 46 refuses
     # a notice field it does not know, and reads only `records` and `notice` of an entry.
     route_severities: tuple[str, ...] = ()
+    # A resolution's: per severity a firing notice of it went out at, when the first did (event
+    # time, `Incident.told_at`), lowest first; beside the notice for the same reason.
+    told_at: tuple[tuple[str, str], ...] = ()
 
 
 def incident_id(root: str, boundary: int, salt: str = "") -> str:
@@ -856,6 +862,7 @@ def _announce(incident: Incident, reason: str, boundary: int) -> Entry:
     # what that worker told, and raising it first lost a warning that worker told.
     incident.told_severities = ranked([*incident.told_severities, *filter(None, [incident.routed]), notice.severity])
     incident.routed = _highest(incident.routed, notice.severity)
+    incident.told_at.setdefault(notice.severity, notice.at)
     records = _release(incident)
     incident.emitted = incident.emitted or bool(records)
     incident.notified, incident.changed = boundary, False
@@ -875,8 +882,8 @@ def _close(state: GroupState, incident: Incident, boundary: int, record: dict[st
     elif incident.held:
         entries.append(Entry(_release(incident)))
     incident.emitted = True
-    notice, routes = _notice(incident, "resolved", boundary), incident.resolution_routes()
-    entries += [Entry((record,), notice, routes)] if is_root else [Entry((record,)), Entry((), notice, routes)]
+    notice, routes, told_at = _notice(incident, "resolved", boundary), incident.resolution_routes(), _told_at(incident)
+    entries += [Entry((record,), notice, routes, told_at)] if is_root else [Entry((record,)), Entry((), notice, routes, told_at)]
     del state.incidents[incident.id]
     return entries
 
@@ -955,8 +962,12 @@ def _split(state: GroupState, incident: Incident, boundary: int, answers: Mappin
     entries = [Entry(_release(incident))] if incident.held else []
     # At its peak, to every service a firing notice reached: `routed`, `reached` and
     # `told_severities` kept what left.
-    entries.append(Entry((), _notice(incident, "resolved", boundary), incident.resolution_routes()))
+    entries.append(Entry((), _notice(incident, "resolved", boundary), incident.resolution_routes(), _told_at(incident)))
     return entries
+
+
+def _told_at(incident: Incident) -> tuple[tuple[str, str], ...]:
+    return tuple((severity, incident.told_at[severity]) for severity in ranked(incident.told_at))
 
 
 def _open_each(state: GroupState, members: Sequence[Member], boundary: int, salt: str,

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence, TypeGuard
 from urllib.parse import quote
 
 from stream.alerts.grouping import Notice
-from stream.alerts.incidents import AlertRecord
+from stream.alerts.incidents import AlertRecord, ranked
 from stream.alerts.precision import VERDICTS, TrackRecord
 from stream.timefmt import epoch, iso
 from stream.windows import Sample, SliceCol, distinct_samples, sample_key
@@ -101,13 +101,16 @@ def scope_link(console_url: str, scope: str) -> str:
     return f"{console_url}/scope/{quote(scope, safe=':')}" if console_url else ""
 
 
-def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, console_url: str = "", now: float | None = None) -> str:
+def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, console_url: str = "", now: float | None = None,
+         routes: Sequence[str] = ()) -> str:
     """Plain-text body: what moved, by how much, over which window, a link to the scope's console
-    page, and up to `samples` posts. `now`: the wall clock at sending (`late_lines`)."""
+    page, and up to `samples` posts. `now`: the wall clock at sending (`late_lines`). `routes`: a
+    resolution's, the severities its firing notifications went out at (`escalation_lines`)."""
     status = "resolved" if record.state == "resolved" else f"firing ({record.severity})"
     level = measure(asdict(record), window=record.window)
     lines = [
         f"{record.kind} on {escape_post_text(record.scope, limit=120)} is {status}.",
+        *(escalation_lines(record.severity, routes) if record.state == "resolved" else []),
         *([f"{level}; z {record.zscore:+.1f} over {record.posts} posts ({record.baseline_posts} in the baseline)"] if level else []),
         # Unchanged since the first release: consumers parse it (event time, as every time here).
         f"window {record.window}: {record.window_start} .. {record.window_end}",
@@ -121,6 +124,22 @@ def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, co
     if shown:
         lines += ["", "Sample posts:", *shown]
     return "\n".join(lines)
+
+
+def escalation_lines(severity: str, routes: Sequence[str], told_at: Mapping[str, str] | None = None) -> list[str]:
+    """A resolution's line when some service it goes to heard the incident (or alert) fire at a
+    lower severity than the `severity` it ends at: a warning-only channel got "critical, resolved"
+    of what it last heard as a warning, with nothing saying it had escalated since. `routes`: the
+    severities its firing notifications went out at; `told_at`: when the first at each did (event
+    time), where known. None when every service heard it at `severity`."""
+    told = ranked(routes)
+    if not told or told[0] == severity:
+        return []
+    at = told_at or {}
+    steps = [f"{s} from {at[s]}" if s in at else s for s in told]
+    when = " (event time)" if any(s in at for s in told) else ""
+    untold = f"; it reached {severity} with no notification sent at it" if severity not in told else ""
+    return [f"Escalated: told as {', then '.join(steps)}{when}{untold}. A service for {told[0]} alone heard it only as {told[0]}."]
 
 
 LIMIT_TITLE = "[NOTICE] daily notification limit reached"
@@ -169,7 +188,8 @@ def notice_title(notice: Notice) -> str:
 def notice_body(notice: Notice, records: Sequence[AlertRecord] = (), samples_shown: int = 3, post_chars: int = POST_CHARS,
                 console_url: str = "", track: TrackRecord | None = None, window: str = "1h",
                 recent: Mapping[str, Sequence[float]] | None = None, now: float | None = None,
-                verdict: Mapping[str, Any] | None = None) -> str:
+                verdict: Mapping[str, Any] | None = None, routes: Sequence[str] = (),
+                told_at: Mapping[str, str] | None = None) -> str:
     """Plain-text body of an incident notification: the root, what moved since when, the members,
     how often earlier incidents like it were judged real (`track`), a link to the incident's
     console page (where it can be acknowledged or silenced), and sample posts from the `records`
@@ -177,10 +197,13 @@ def notice_body(notice: Notice, records: Sequence[AlertRecord] = (), samples_sho
     `recent`: each firing member scope's counts over the alert window before the notice (a
     reminder's: `recent_level`). `now`: the wall clock at sending (`late_lines`). `verdict`: the
     verdict already given on the incident, as `verdicts.give_verdict` stores it (a resolution says it
-    rather than asking for one: `actions`)."""
+    rather than asking for one: `actions`). `routes` and `told_at`: a resolution's, the severities
+    its firing notices went out at and when the first at each did (`escalation_lines`)."""
     status = "resolved" if notice.state == "resolved" else f"firing ({notice.severity})"
     lines = [f"Incident on {escape_post_text(notice.root_scope, limit=120)} is {status}"
              + (" (acknowledged: " + escape_post_text(notice.acked, limit=120) + ")" if notice.acked else "") + "."]
+    if notice.state == "resolved":
+        lines += escalation_lines(notice.severity, routes, told_at)
     for m in notice.members:
         if m["scope"] == notice.root_scope:
             lines.append(_member_line(m, window=window, recent=recent))
