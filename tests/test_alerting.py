@@ -1137,7 +1137,9 @@ def test_a_merged_incident_takes_its_acknowledgements_and_verdict_with_it(redis_
 def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_server):
     """Grouping on a real redis-server, delivered to a real webhook: a three-hour BTC swing repeats
     every 30 minutes of event time; acknowledged after its first notice, it is not repeated, and
-    its resolution still comes (saying who acknowledged it)."""
+    its resolution still comes (saying who acknowledged it). Acknowledged again a round later with
+    another reason: the notice carried the latest reason only, so the first one was lost; the
+    resolution now lists both, who, through what and when."""
     from dataclasses import replace
 
     from stream.alerts import audit
@@ -1173,7 +1175,8 @@ def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_serve
 
         delivery = AlertDelivery(store, notifier, publish, consumer="test", chart=False)
         await delivery.ensure_group()
-        acked = False
+        acked, again = False, False
+        btc_id = ""
         judged_live: list[bool] = []
         try:
             for i in range(0, len(stream), 200):
@@ -1181,9 +1184,13 @@ def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_serve
                 await feed(store, engine, batch)
                 while await delivery.drain_once():
                     pass
+                if ack and acked and not again:
+                    again = await acknowledge(store.redis, btc_id, "exchange outage, known", by="bob", via="console")
+                    assert again  # still open
                 if ack and not acked and hook.accepted:
                     (btc,) = [i for i in await list_incidents(store.redis, open_only=True) if i["root_scope"] == "asset:BTC"]
-                    acked = await acknowledge(store.redis, btc["incident_id"], "desk on it")
+                    btc_id = btc["incident_id"]
+                    acked = await acknowledge(store.redis, btc_id, "desk on it", by="alice", via="cli")
                 if not ack and hook.accepted and not judged_live:
                     # A verdict on the incident being told about is not part of its own track record.
                     (btc,) = [i for i in await list_incidents(store.redis, open_only=True) if i["root_scope"] == "asset:BTC"]
@@ -1205,11 +1212,16 @@ def test_an_acknowledged_incident_is_not_repeated_and_still_resolves(redis_serve
                                       "anywhere 1 real, 1 false alarm" in p["message"] for p in btc_told), btc_told[0]["message"]
     assert "as judged" not in btc_resolved(plain)[0]["message"]
     assert repeats(acked) == [] and len(btc_resolved(acked)) == 1, [p["title"] for p in acked]
-    assert "(acknowledged: desk on it)" in btc_resolved(acked)[0]["message"]
-    # And in the records: BTC's resolution, published after the acknowledgement, carries it.
+    ended = btc_resolved(acked)[0]["message"].splitlines()
+    assert ended[0] == "Incident on asset:BTC is resolved (acknowledged: exchange outage, known)."  # the latest, as before
+    said = [re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "T", line) for line in ended if line.startswith("Acknowledged ")]
+    assert said == ["Acknowledged T (wall clock) by alice (cli): desk on it",
+                    "Acknowledged T (wall clock) by bob (console): exchange outage, known"], ended
+    assert not [line for line in btc_resolved(plain)[0]["message"].splitlines() if line.startswith("Acknowledged ")]
+    # And in the records: BTC's resolution, published after the acknowledgements, carries the latest.
     closing = lambda records: [r for r in records if (r.scope, r.state) == ("asset:BTC", "resolved") and r.root_scope == "asset:BTC"]  # noqa: E731
     assert [r.acknowledged for r in closing(plain_records)] == [""]
-    assert [r.acknowledged for r in closing(acked_records)] == ["desk on it"]
+    assert [r.acknowledged for r in closing(acked_records)] == ["exchange outage, known"]
 
 
 def test_a_scope_with_posts_is_judged_on_the_next_round_not_at_its_next_post(redis_server):

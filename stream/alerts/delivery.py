@@ -39,7 +39,7 @@ from stream.alerts.precision import TrackRecord, track_record
 from stream.alerts.incidents import TOLD_HELD, TOLD_SENT, AlertRecord, record_from_json, told_routes
 from stream.alerts.notify import Notifier, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
-from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, TOLD_KEY, VERDICTS_KEY, caps_key
+from stream.keys import ACK_LOG_KEY, ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, TOLD_KEY, VERDICTS_KEY, caps_key
 from stream.redis_client import is_transient, retry_transient
 from stream.store import WindowStore
 from stream.timefmt import epoch, parse_duration
@@ -405,8 +405,22 @@ class AlertDelivery:
         track = await self._track_record(notice) if notice.state != "resolved" else None
         recent = await self._recent(notice) if notice.reason == "repeat" else None
         verdict = await self._verdict(notice.incident_id)
+        acks = await self._acknowledgements(notice.incident_id) if notice.acked else []
         return (await self.notifier.deliver_notice(notice, records, png, track=track, recent=recent, routes=routes, verdict=verdict,
-                                                   told_at=told_at if isinstance(told_at, dict) else None)).notified
+                                                   told_at=told_at if isinstance(told_at, dict) else None, acks=acks)).notified
+
+    async def _acknowledgements(self, incident_id: str) -> list[dict[str, Any]]:
+        """An acknowledged incident's acknowledgements, oldest first ({at, by, via, reason}), which its
+        later notices list: the notice itself carries the latest reason alone, and a second ack hid
+        the first. One HGET; a failed or unreadable read sends the notice with the reason alone."""
+        try:
+            raw = await self.redis.hget(ACK_LOG_KEY, incident_id)
+            found = [json.loads(line) for line in raw.split("\n")] if raw else []
+            return [a for a in found if isinstance(a, dict)]
+        except Exception as exc:  # noqa: BLE001 - the notice matters more than who acknowledged it
+            log.warning("acknowledgements unavailable; the notice goes with the latest reason", extra={"incident_id": incident_id,
+                                                                                                       "error": type(exc).__name__})
+            return []
 
     async def _verdict(self, incident_id: str) -> dict[str, Any] | None:
         """The verdict given on an incident while it was open (`verdicts.give_verdict`), which its

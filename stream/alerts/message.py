@@ -126,6 +126,18 @@ def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, co
     return "\n".join(lines)
 
 
+def ack_lines(acks: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per acknowledgement, as the console's incident page says them. The first line names
+    the latest reason only: a second `sentinel ack` replaced the first one's in every later notice
+    (the audit log kept both), and who acknowledged, and when, was not said at all."""
+    def one(a: Mapping[str, Any]) -> str:
+        by = f" by {escape_post_text(str(a['by']), limit=120)}" if a.get("by") else ""
+        via = f" ({escape_post_text(str(a['via']), limit=40)})" if a.get("via") else ""
+        return f"Acknowledged {a.get('at', '')} (wall clock){by}{via}: {escape_post_text(str(a.get('reason') or 'acknowledged'), limit=300)}"
+
+    return [one(a) for a in acks]
+
+
 def escalation_lines(severity: str, routes: Sequence[str], told_at: Mapping[str, str] | None = None) -> list[str]:
     """A resolution's line when some service it goes to heard the incident (or alert) fire at a
     lower severity than the `severity` it ends at: a warning-only channel got "critical, resolved"
@@ -189,7 +201,7 @@ def notice_body(notice: Notice, records: Sequence[AlertRecord] = (), samples_sho
                 console_url: str = "", track: TrackRecord | None = None, window: str = "1h",
                 recent: Mapping[str, Sequence[float]] | None = None, now: float | None = None,
                 verdict: Mapping[str, Any] | None = None, routes: Sequence[str] = (),
-                told_at: Mapping[str, str] | None = None) -> str:
+                told_at: Mapping[str, str] | None = None, acks: Sequence[Mapping[str, Any]] = ()) -> str:
     """Plain-text body of an incident notification: the root, what moved since when, the members,
     how often earlier incidents like it were judged real (`track`), a link to the incident's
     console page (where it can be acknowledged or silenced), and sample posts from the `records`
@@ -198,12 +210,14 @@ def notice_body(notice: Notice, records: Sequence[AlertRecord] = (), samples_sho
     reminder's: `recent_level`). `now`: the wall clock at sending (`late_lines`). `verdict`: the
     verdict already given on the incident, as `verdicts.give_verdict` stores it (a resolution says it
     rather than asking for one: `actions`). `routes` and `told_at`: a resolution's, the severities
-    its firing notices went out at and when the first at each did (`escalation_lines`)."""
+    its firing notices went out at and when the first at each did (`escalation_lines`). `acks`: its
+    acknowledgements ({at, by, via, reason}, oldest first), each on a line of its own (`ack_lines`)."""
     status = "resolved" if notice.state == "resolved" else f"firing ({notice.severity})"
     lines = [f"Incident on {escape_post_text(notice.root_scope, limit=120)} is {status}"
              + (" (acknowledged: " + escape_post_text(notice.acked, limit=120) + ")" if notice.acked else "") + "."]
     if notice.state == "resolved":
         lines += escalation_lines(notice.severity, routes, told_at)
+    lines += ack_lines(acks)
     for m in notice.members:
         if m["scope"] == notice.root_scope:
             lines.append(_member_line(m, window=window, recent=recent))

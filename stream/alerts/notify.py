@@ -347,16 +347,18 @@ class Notifier:
     async def deliver_notice(self, notice: Notice, records: Sequence[AlertRecord] = (), chart_png: bytes | None = None,
                              track: TrackRecord | None = None, recent: Mapping[str, Sequence[float]] | None = None,
                              routes: Sequence[str] = (), verdict: Mapping[str, Any] | None = None,
-                             told_at: Mapping[str, str] | None = None) -> Delivery:
+                             told_at: Mapping[str, str] | None = None, acks: Sequence[Mapping[str, Any]] = ()) -> Delivery:
         """One incident's notification (stream/alerts/grouping.py), with the sample posts of the
         `records` it goes out with, the track record of its kinds and, for a reminder, where its
         firing scopes are now (`recent`, see message.recent_level); routed for `routes` (a
         resolution's `Entry.route_severities`), else its own severity.
         `verdict`: one already given, which a resolution says instead of asking for it. `told_at`: a
-        resolution's `Entry.told_at`, when it was first told at each severity."""
+        resolution's `Entry.told_at`, when it was first told at each severity. `acks`: its
+        acknowledgements, oldest first, each listed."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
         text = message.notice_body(notice, records, samples_shown=self.samples, console_url=self.console_url, track=track,
-                                   window=self.window, recent=recent, now=time.time(), verdict=verdict, routes=routes, told_at=told_at)
+                                   window=self.window, recent=recent, now=time.time(), verdict=verdict, routes=routes, told_at=told_at,
+                                   acks=acks)
         return await self._deliver(context, tuple(routes) or (notice.severity,), message.notice_title(notice), text,
                                    notify_type(notice.state, notice.severity), chart_png, notice.incident_id, key=notice.incident_id,
                                    fields=notice_fields(notice))
