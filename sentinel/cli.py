@@ -1341,6 +1341,10 @@ def windows(
         for row in rows:
             print(json.dumps(row))
         return
+    if not rows:
+        # An empty table (headers, no rows) read as a broken command rather than an empty store.
+        out.print("no windows yet: no posts counted (the workers write them as posts arrive)")
+        return
     # Up to the newest post counted, not the clock: behind a backlog, or on a replay, that is hours
     # or months ago, and the table said nothing of it.
     ends = sorted({row["end"] for row in rows})

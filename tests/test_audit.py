@@ -427,6 +427,10 @@ def test_windows_of_one_scope_take_a_ticker_in_any_case_and_refuse_a_scope_with_
     from stream.store import Scored
 
     redis.Redis.from_url(redis_server).flushdb()
+    # Nothing counted yet: one line saying so, not an empty table.
+    empty = cli(["windows"], redis_server)
+    assert empty.returncode == 0 and " ".join(empty.stdout.split()) == "no windows yet: no posts counted (the workers write them as posts arrive)", empty.stdout
+    assert cli(["windows", "--json"], redis_server).stdout == ""
 
     async def write() -> None:
         store = open_store(Settings(redis_url=redis_server))
