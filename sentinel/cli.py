@@ -1537,22 +1537,39 @@ def incidents(
         out.print(f"no {which} opened in the last {since} (event time, back from the newest post)" if bounded
                   else f"no {which} at all (no posts counted yet, so --since {since} bounds nothing)")
         return
+    out.print(incidents_table(found, out.width))
+
+
+INCIDENTS_WIDE_AT = 160  # columns from which each incident's fields get a column of their own
+
+
+def incidents_table(found: Sequence[dict[str, Any]], width: int) -> Table:
+    """`sentinel incidents`' table: one column per field from `INCIDENTS_WIDE_AT` columns on, and
+    narrower two columns, the id and the incident's fields one a line. Nine columns on 80 left four
+    characters to each beside the id, and the root scope read "asse / t:ET / H"; a minimum width
+    for it made rich crop the table's right edge, verdict column and all."""
     table = Table(title="incidents")
     # The id whole on any terminal: it is what `sentinel ack` and `sentinel verdict` take.
     table.add_column("id", no_wrap=True, min_width=max((len(i["incident_id"]) for i in found), default=2))
+    wide = width >= INCIDENTS_WIDE_AT
     # Folded, not cut: on 80 columns every cell was cut to three characters and an ellipsis
-    # ("ass…", "cri…", "202…"), on 120 the opened time to "2026-03-0…". On 80 the id leaves four
-    # characters to each other column exactly: a minimum width for the root (its scope folds there,
-    # "asse / t:ET / H") made rich crop the table's right edge, verdict column and all.
-    for col in ("root", "state", "severity", "opened", "kinds", "members", "acknowledged", "verdict"):
+    # ("ass…", "cri…", "202…"), on 120 the opened time to "2026-03-0…".
+    for col in ("root", "state", "severity", "opened", "kinds", "members", "acknowledged", "verdict") if wide else ("incident",):
         table.add_column(col, overflow="fold")
     for item in found:
-        kinds = sorted({m["kind"] for m in item["members"] if m["scope"] == item["root_scope"]})
-        members = sorted({m["scope"] for m in item["members"] if m["scope"] != item["root_scope"]})
-        verdict = item.get("verdict") or {}
-        table.add_row(item["incident_id"], inert(item["root_scope"] + (" (market-wide)" if item["market"] else "")), item["state"], item["severity"],
-                      shown(item["opened"]), ", ".join(kinds), inert(", ".join(members)), inert(item["acked"] or ""), verdict.get("verdict", ""))
-    out.print(table)
+        kinds = ", ".join(sorted({m["kind"] for m in item["members"] if m["scope"] == item["root_scope"]}))
+        members = ", ".join(sorted({m["scope"] for m in item["members"] if m["scope"] != item["root_scope"]}))
+        root = item["root_scope"] + (" (market-wide)" if item["market"] else "")
+        verdict = (item.get("verdict") or {}).get("verdict", "")
+        if wide:
+            table.add_row(item["incident_id"], inert(root), item["state"], item["severity"], shown(item["opened"]), kinds, inert(members),
+                          inert(item["acked"] or ""), verdict)
+            continue
+        lines = [root, f"{item['state']}, {item['severity']}, opened {shown(item['opened'])}", f"kinds: {kinds}",
+                 *([f"members: {members}"] if members else []), *([f"acknowledged: {item['acked']}"] if item["acked"] else []),
+                 *([f"verdict: {verdict}"] if verdict else [])]
+        table.add_row(item["incident_id"], inert("\n".join(lines)))
+    return table
 
 
 @app.command()

@@ -308,6 +308,11 @@ def test_an_empty_by_is_the_login_name_and_an_incident_is_named_by_a_unique_star
     assert "…" not in listed.stdout, listed.stdout  # every cell whole, folded: it was "ass…", "ope…"
     top = next(line for line in listed.stdout.splitlines() if line.lstrip().startswith("┏"))
     assert top.endswith("┓"), listed.stdout  # every column there: rich crops a table too wide, silently
+    # Each incident's fields read whole, one a line beside its id: nine columns on 80 folded the
+    # root into four-character pieces ("asse", "t:ET", "H").
+    cells = [line.split("│")[2].strip() for line in listed.stdout.splitlines() if line.count("│") == 3]
+    assert cells.count("asset:ETH") == 3 and cells.count("open, warning, opened 1970-01-01T00:01:40Z") == 3, listed.stdout
+    assert cells.count("kinds: sentiment_drop") == 3, listed.stdout
     judged = run_cli("verdict", "9c01d2", "real", "--by", "")
     assert judged.returncode == 0 and "incident 9c01d2e3f4a5b6c7d8e9: real" in judged.stdout, judged.stderr
     assert run_cli("ack", "36ae68f0", "--by", "  ").returncode == 0
