@@ -186,6 +186,19 @@ def test_body_volume_metric_shows_counts():
     assert "480 posts per 1h against 40; z +9.1 over 57 posts" in text  # a rate, told as one
 
 
+def test_an_ungrouped_volume_spikes_samples_say_they_are_of_either_sign():
+    """A volume spike's samples are its most strongly scored posts, positive or negative, under the
+    same plain "Sample posts:" as a drop's: a positive post first read as the spike's direction. A
+    line above the header says so; the header and each post's line are as before."""
+    samples = [Sample("p1", "ETH to the moon", "positive", 0.93), Sample("p2", "ETH is dumping hard", "negative", -0.91)]
+    text = message.body(make_record(kind="volume_spike", metric="posts", value=480.0, baseline=40.0, zscore=9.1, samples=samples))
+    head, posts = text.split("\nSample posts:\n")
+    assert head.splitlines()[-1] == "A volume spike's samples are its most strongly scored posts of either sign: they show no direction."
+    assert posts.splitlines() == ["- [positive +0.93] ETH to the moon (id p1)", "- [negative -0.91] ETH is dumping hard (id p2)"]
+    drop = message.body(make_record())  # a drop's are its most negative: nothing to add
+    assert "\n\nSample posts:\n- [negative -0.91]" in drop and "samples are" not in drop
+
+
 def test_body_shows_at_most_n_samples():
     samples = [Sample(f"p{i}", f"post number {i}", "neutral", 0.0) for i in range(6)]
     record = make_record(samples=samples)

@@ -122,7 +122,12 @@ def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, co
         lines.append(f"console: {scope_link(console_url, record.scope)}")
     shown = _sample_lines(record.samples, samples, post_chars)
     if shown:
-        lines += ["", "Sample posts:", *shown]
+        # A volume spike's samples are its most strongly scored posts of any label: under a plain
+        # header a positive one read as the move's direction. Said above the header, which with
+        # each post's line below it consumers parse.
+        either = ["A volume spike's samples are its most strongly scored posts of either sign: they show no direction."] \
+            if record.kind == "volume_spike" else []
+        lines += ["", *either, "Sample posts:", *shown]
     return "\n".join(lines)
 
 
