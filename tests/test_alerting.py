@@ -578,6 +578,42 @@ ESCALATING = Scenario(days=2, episodes=(Episode("BTC", 36 * 3600, mix={"positive
                                          Episode("BTC", 37 * 3600, duration=2 * 3600, mix={"positive": 0.05, "negative": 0.8, "neutral": 0.15})))
 
 
+async def run_escalating(redis_server: str, grouping: bool, warning: Hook, critical: Hook, after_batch=None, before=None) -> None:
+    """ESCALATING's first 42 hours through a real engine (grouped or not, sequential detector), each
+    batch of 200 delivered to a `warning=` and a `critical=` webhook: `before(store)` runs first,
+    `after_batch(store, i)` after each batch's delivery."""
+    from dataclasses import replace
+
+    from stream.alerts.correlator import Correlator
+    from stream.alerts.grouping import GroupConfig
+
+    stream = [p for p in generate(ESCALATING, seed=1) if p.created_at < T0 + 42 * 3600]
+    store = WindowStore.from_url(redis_server, retention_s=48 * 3600, pairs=grouping)
+    correlator = Correlator(store, GroupConfig(), step_s=60, history_s=48 * 3600) if grouping else None
+    engine = AlertEngine(store, replace(AlertConfig(), detector="sequential"), partitions=1, samples=0, correlator=correlator)
+    notifier = Notifier(build_apprise(f"warning={warning.url} critical={critical.url}", None), attempts=2, backoff=0.01)
+
+    async def publish(record) -> None:
+        pass
+
+    delivery = AlertDelivery(store, notifier, publish, consumer="test", chart=False)
+    await delivery.ensure_group()
+    try:
+        if before is not None:
+            await before(store)
+        for i in range(0, len(stream), 200):
+            await feed(store, engine, stream[i : i + 200])
+            while await delivery.drain_once():
+                pass
+            if after_batch is not None:
+                await after_batch(store, i)
+        await engine.settle(ended=True)
+        while await delivery.drain_once():
+            pass
+    finally:
+        await store.close()
+
+
 def forget_told_severities(client: redis.Redis) -> None:
     """The state as a worker before session 47 leaves it: no list of the severities told (grouped,
     it drops the incident's fields it does not know on rewriting; ungrouped, it never writes the
@@ -603,44 +639,18 @@ def test_a_resolution_reaches_every_service_a_firing_notice_of_it_reached_each_o
     `older_first`: a rolling upgrade, as run in session 47 (a5f1fca, then main): a worker that keeps no
     list of severities told judged until the critical was told (`forget_told_severities` after each
     batch); the warning it told still hears the end."""
-    from dataclasses import replace
-
-    from stream.alerts.correlator import Correlator
-    from stream.alerts.grouping import GroupConfig
-
     redis.Redis.from_url(redis_server).flushdb()
-    stream = [p for p in generate(ESCALATING, seed=1) if p.created_at < T0 + 42 * 3600]
     warning, critical = Hook(), Hook()
     admin = redis.Redis.from_url(redis_server)
     forgot: list[int] = []  # the warning hook's count at each forgetting
 
-    async def go() -> None:
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600, pairs=grouping)
-        correlator = Correlator(store, GroupConfig(), step_s=60, history_s=48 * 3600) if grouping else None
-        engine = AlertEngine(store, replace(AlertConfig(), detector="sequential"), partitions=1, samples=0, correlator=correlator)
-        notifier = Notifier(build_apprise(f"warning={warning.url} critical={critical.url}", None), attempts=2, backoff=0.01)
-
-        async def publish(record) -> None:
-            pass
-
-        delivery = AlertDelivery(store, notifier, publish, consumer="test", chart=False)
-        await delivery.ensure_group()
-        try:
-            for i in range(0, len(stream), 200):
-                await feed(store, engine, stream[i : i + 200])
-                while await delivery.drain_once():
-                    pass
-                if older_first and not critical.accepted:
-                    forget_told_severities(admin)
-                    forgot.append(len(warning.accepted))
-            await engine.settle(ended=True)
-            while await delivery.drain_once():
-                pass
-        finally:
-            await store.close()
+    async def after_batch(store: WindowStore, i: int) -> None:
+        if older_first and not critical.accepted:
+            forget_told_severities(admin)
+            forgot.append(len(warning.accepted))
 
     try:
-        asyncio.run(go())
+        asyncio.run(run_escalating(redis_server, grouping, warning, critical, after_batch))
     finally:
         warning.close()
         critical.close()
@@ -670,48 +680,25 @@ def test_a_service_that_heard_no_firing_notice_hears_no_resolution(redis_server,
     it) and resolves. The silenced warning counted as told, so the warning hook heard "resolved"
     of a drop it never heard begin. As Alertmanager does, a resolution goes only where a firing
     notice went: the critical hook hears it end, the warning hook hears nothing."""
-    from dataclasses import replace
-
-    from stream.alerts.correlator import Correlator
-    from stream.alerts.grouping import GroupConfig
     from stream.alerts.silences import list_silences, remove_silence
     from stream.keys import TOLD_KEY
 
     redis.Redis.from_url(redis_server).flushdb()
-    stream = [p for p in generate(ESCALATING, seed=1) if p.created_at < T0 + 42 * 3600]
     warning, critical = Hook(), Hook()
     lifted: list[int] = []  # the batch after which the silence was lifted
 
-    async def go() -> int:
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600, pairs=grouping)
-        correlator = Correlator(store, GroupConfig(), step_s=60, history_s=48 * 3600) if grouping else None
-        engine = AlertEngine(store, replace(AlertConfig(), detector="sequential"), partitions=1, samples=0, correlator=correlator)
-        notifier = Notifier(build_apprise(f"warning={warning.url} critical={critical.url}", None), attempts=2, backoff=0.01)
-
-        async def publish(record) -> None:
-            pass
-
-        delivery = AlertDelivery(store, notifier, publish, consumer="test", chart=False)
-        await delivery.ensure_group()
+    async def before(store: WindowStore) -> None:
         await add_silence(store.redis, "asset:BTC", 7 * 86400, None, "quiet until we look")
-        try:
-            for i in range(0, len(stream), 200):
-                await feed(store, engine, stream[i : i + 200])
-                while await delivery.drain_once():
-                    pass
-                if not lifted and int(await store.redis.hget(ALERT_STATS_KEY, "silenced") or 0):
-                    for silence in await list_silences(store.redis):
-                        await remove_silence(store.redis, silence.id)
-                    lifted.append(i)
-            await engine.settle(ended=True)
-            while await delivery.drain_once():
-                pass
-            return int(await store.redis.hlen(TOLD_KEY))
-        finally:
-            await store.close()
+
+    async def after_batch(store: WindowStore, i: int) -> None:
+        if not lifted and int(await store.redis.hget(ALERT_STATS_KEY, "silenced") or 0):
+            for silence in await list_silences(store.redis):
+                await remove_silence(store.redis, silence.id)
+            lifted.append(i)
 
     try:
-        left = asyncio.run(go())
+        asyncio.run(run_escalating(redis_server, grouping, warning, critical, after_batch, before))
+        left = redis.Redis.from_url(redis_server).hlen(TOLD_KEY)
     finally:
         warning.close()
         critical.close()
