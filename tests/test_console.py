@@ -179,6 +179,17 @@ def test_sample_posts_show_each_text_once_as_notices_do():
     assert [s["id"] for s in shown["positive"]] == ["u0", "u9"]
 
 
+def test_a_page_says_when_its_newest_post_is_well_behind_the_wall_clock():
+    """After a replay (the demo's posts are months old) the overview's "Now" is event time and read
+    like the present: past the notices' 15 minutes the page says how far behind it is, in both clocks."""
+    end = epoch("2026-03-04T23:58:00Z")
+    assert views.behind(None, end + 86400) == ""
+    assert views.behind(end, end + 15 * 60) == ""  # live: a minute or two behind, said nothing
+    late = views.behind(end, end + 40 * 60)
+    assert late.startswith("The newest post counted is from 2026-03-04T23:58:00Z (event time), 40 minutes before") and "2026-03-05T00:38:00Z (wall clock)" in late
+    assert "277 days before" in views.behind(end, end + 277 * 86400 + 5)
+
+
 def test_the_fuzz_and_injection_texts_render_as_inert_text():
     """Every hostile text of the fuzz test, as a sample post and as a post id, through the real
     template: the page's markup is the template's alone."""
@@ -1041,6 +1052,31 @@ def test_charts_show_utc_whatever_the_browsers_time_zone(api_console, browser):
         assert {"share per hour", "posts per hour", "mean score per hour"} <= set(drawn), drawn  # what one point is
         context.close()
     assert shown[0] == shown[1] and shown[0] not in ("", "--"), shown
+
+
+def signed_in(browser, console, width: int = 390):
+    """A page of an operator signed in (as alice) on a phone-sized screen."""
+    context = browser.new_context(viewport={"width": width, "height": 844}, http_credentials={"username": "alice", "password": OPERATOR})
+    page = context.new_page()
+    page.goto(f"{console.url}/login?next=/")
+    return page
+
+
+def test_pages_fit_a_phone_and_say_how_old_their_data_is(api_console, browser):
+    """Someone woken at 3 am opens a notice's link on a phone (390 px): no page pans sideways (the
+    overview was 917 px wide, an incident page 694; a wide table now scrolls in its own box), and
+    the data's age against the wall clock is said (the seeded posts are weeks old)."""
+    console, _ = api_console
+    page = signed_in(browser, console)
+    for path in ("/", "/incidents", "/incidents/inc1", "/scope/asset:ETH", "/audit"):
+        page.goto(console.url + path)
+        page.wait_for_load_state("networkidle")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+    page.goto(console.url + "/")
+    assert "(event time)" in page.locator("#behind").inner_text() and "(wall clock)" in page.locator("#behind").inner_text()
+    page.goto(console.url + "/incidents/inc1")
+    assert "days before this page was served" in page.locator("#behind").inner_text()  # open, and its posts are weeks old
+    page.context.close()
 
 
 def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_dir, browser):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote, unquote
@@ -59,6 +60,7 @@ def _when(ts: float | None) -> str:
 def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["when"] = _when
+    templates.env.filters["behind"] = lambda end: views.behind(end, time.time())  # the data's age against the wall clock
     templates.env.filters["pct"] = lambda x: f"{100 * x:.1f}%"
     templates.env.filters["urlpart"] = lambda s: quote(s, safe=":|")
     templates.env.filters["root_silence"] = root_silence  # the command the notices offer, or none
@@ -146,7 +148,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         found = await data.incident(ident)
         if found is None:
             raise HTTPException(404, "no such incident")
-        return page("incident.html", request, caller, data=found, kinds=KINDS, verdicts=VERDICTS)
+        return page("incident.html", request, caller, data=found, kinds=KINDS, verdicts=VERDICTS, end=await data.end())
 
     async def audit_page(request: Request, caller: auth.Caller) -> Response:
         return page("audit.html", request, caller, data=await data.audit(*_audit_args(request)), actions=ACTIONS)

@@ -17,9 +17,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from stream.alerts.judging import AlertConfig, BinAt, judge_sequential
-from stream.alerts.message import escape_post_text, measure
+from stream.alerts.message import LATE_S, escape_post_text, measure
+from stream.alerts.message import _span as span_words  # the notices' words for how far behind, shared
 from stream.alerts.sequential import SeqConfig, SeqState, verdicts
-from stream.timefmt import epoch
+from stream.timefmt import epoch, shown
 from stream.windows import Sample, SliceCol, distinct_samples, matches_scope, per_post
 
 SAMPLE_CHARS = 280  # a sample post on the scope page: longer than in a chat message
@@ -331,3 +332,14 @@ def spark_points(shares: np.ndarray) -> list[str]:
     row = " ".join(f"{round(i * step, 1)},{{}}" for i in range(n))
     ys = np.round(SPARK_H - np.clip(shares, 0.0, 1.0) * SPARK_H, 1).tolist()
     return [row.format(*y) for y in ys]
+
+
+def behind(end: float | None, now: float) -> str:
+    """What a page says when its newest post is well behind the wall clock, as a late notice does
+    (message.late_lines, the same 15 minutes): the overview's "Now" and an incident's times are event
+    time, and after a replay, a backlog or a stream gone quiet they read like the present. "" when
+    the data is current or there is none."""
+    if end is None or now - end <= LATE_S:
+        return ""
+    return (f"The newest post counted is from {shown(end)} (event time), {span_words(now - end)} before this page was "
+            f"served at {shown(now)} (wall clock): these figures are that old (a replay, a backlog, or a stream gone quiet).")
