@@ -1079,6 +1079,25 @@ def test_pages_fit_a_phone_and_say_how_old_their_data_is(api_console, browser):
     page.context.close()
 
 
+def test_a_verdict_is_a_choice_not_a_stray_enter(api_console, browser):
+    """Enter in the verdict's reason box recorded "real", the preselected first choice, though
+    nobody chose it, and it counted into the alerts' precision."""
+    console, _ = api_console
+    page = signed_in(browser, console)
+    page.goto(console.url + "/incidents/inc1")
+    reason = page.locator("form.verdict input[name=reason]")
+    reason.fill("looked at it")
+    reason.press("Enter")
+    assert page.locator("form.verdict select:invalid").count() == 1  # the browser holds the form: no verdict chosen
+    assert console.json("/api/incidents/inc1")["incident"]["verdict"] is None
+    page.select_option("form.verdict select", "false-alarm")
+    reason.press("Enter")
+    page.locator("#verdict").wait_for()
+    assert console.json("/api/incidents/inc1")["incident"]["verdict"]["verdict"] == "false-alarm"
+    assert page.locator("form.verdict select").input_value() == "false-alarm"  # the one given, to change
+    page.context.close()
+
+
 def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_dir, browser):
     from scenarios import T0 as SCENARIO_T0, generate, to_posts
     from test_alerts_e2e import SCENARIO, SWING_AT, text_for
