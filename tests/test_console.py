@@ -765,6 +765,25 @@ def test_an_incident_page_shows_the_posts_from_its_roots_onset(api_console, redi
     assert 'id="read-only"' not in console.call("GET", "/incidents/inc1", headers={"Authorization": f"Bearer {OPERATOR}"})[1]
 
 
+def test_recent_incidents_list_the_scopes_that_moved_with_the_root_as_the_command_line_does(api_console, redis_server):
+    """The demo's incident, resolved: /incidents' recent table listed 6 members (the root among them)
+    where `sentinel incidents`, the open table above it and the notices' "+5 related scopes" say 5."""
+    console, _ = api_console
+    r = redis.Redis.from_url(redis_server)
+    member = {"kind": "sentiment_drop", "firing": False, "severity": "warning", "onset": "2026-10-02T00:00:00Z"}
+    summary = {"incident_id": "done1", "root_scope": "asset:ETH", "state": "resolved", "opened": T0 + 86400, "at": T0 + 90000, "market": False,
+               "severity": "warning", "acked": None, "members": [{"scope": s, **member} for s in ("asset:ETH", "all", "channel:general")]}
+    r.hset(INCIDENTS_KEY, "done1", json.dumps(summary))
+    r.zadd(INCIDENTS_INDEX_KEY, {"done1": T0 + 86400})
+    status, listing, _ = console.call("GET", "/incidents", headers={"Authorization": f"Bearer {VIEWER}"})
+    assert status == 200
+    row = re.search(r'<tr><td><a href="/incidents/done1">.*?</tr>', listing[listing.index("Recent incidents"):], re.S).group(0)
+    cells = re.findall(r"<td>(.*?)</td>", row, re.S)
+    members = re.sub(r"<[^>]+>", "", cells[5])
+    assert members == "all, channel:general", members
+    assert '<a href="/scope/channel:general">' in cells[5]
+
+
 def test_reads_need_the_read_token_when_one_is_set(api_console):
     console, _ = api_console
     status, _, headers = console.call("GET", "/api/overview")
