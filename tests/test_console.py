@@ -1016,6 +1016,15 @@ def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):
             hint = html_lib.unescape(page[page.index('id="read-only"'):])
             hint = hint[: hint.index("</p>")]
             assert (f"<code>{silence}</code>" in hint) if silence else ("sentinel silence" not in hint and f"sentinel ack {ident}" in hint), hint
+        # Once acknowledged (the summary says by whom), the hint no longer offers an ack: the operator's
+        # page hides its form then, and a second `sentinel ack` replaces the first one's reason.
+        r = redis.Redis.from_url(redis_server)
+        acked = json.loads(r.hget(INCIDENTS_KEY, "inc2")) | {"acked": "desk is on it (by alice)"}
+        r.hset(INCIDENTS_KEY, "inc2", json.dumps(acked))
+        page = html_lib.unescape(console.call("GET", "/incidents/inc2")[1])
+        hint = page[page.index('id="read-only"'):]
+        hint = hint[: hint.index("</p>")]
+        assert "sentinel ack" not in hint and "<code>sentinel silence asset:SOL --for 2h</code>" in hint and "Acknowledged: desk is on it (by alice)" in page, hint
     finally:
         console.close()
 
