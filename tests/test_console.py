@@ -1100,8 +1100,9 @@ def test_pages_fit_a_phone_and_say_how_old_their_data_is(api_console, browser):
         page.goto(console.url + path)
         page.wait_for_load_state("networkidle")
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
-    page.goto(console.url + "/")
-    assert "(event time)" in page.locator("#behind").inner_text() and "(wall clock)" in page.locator("#behind").inner_text()
+    for path in ("/", "/scope/asset:ETH"):
+        page.goto(console.url + path)
+        assert "(event time)" in page.locator("#behind").inner_text() and "(wall clock)" in page.locator("#behind").inner_text(), path
     page.goto(console.url + "/incidents/inc1")
     assert "days before this page was served" in page.locator("#behind").inner_text()  # open, and its posts are weeks old
     page.context.close()
