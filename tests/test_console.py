@@ -784,6 +784,23 @@ def test_recent_incidents_list_the_scopes_that_moved_with_the_root_as_the_comman
     assert '<a href="/scope/channel:general">' in cells[5]
 
 
+def test_an_open_incident_whose_root_resolved_says_so_instead_of_a_blank(api_console, redis_server):
+    """The demo's incident stayed open from the root's resolution (16:07) until declared over (16:22)
+    while related scopes still fired; the open-incidents table's "what moved on the root" was blank."""
+    console, _ = api_console
+    r = redis.Redis.from_url(redis_server)
+    member = {"kind": "sentiment_drop", "severity": "warning", "onset": "2026-10-02T00:00:00Z"}
+    summary = {"incident_id": "tail1", "root_scope": "asset:SOL", "state": "open", "opened": T0 + 86400, "at": T0 + 90000, "market": False,
+               "severity": "warning", "acked": None, "members": [{"scope": "asset:SOL", "firing": False, **member},
+                                                                  {"scope": "channel:general", "firing": True, **member}]}
+    r.hset(INCIDENTS_KEY, "tail1", json.dumps(summary))
+    r.zadd(INCIDENTS_INDEX_KEY, {"tail1": T0 + 86400})
+    for path in ("/", "/incidents"):
+        status, listing, _ = console.call("GET", path, headers={"Authorization": f"Bearer {VIEWER}"})
+        row = re.search(r'<tr class="incident[^"]*" data-incident="tail1".*?</tr>', listing, re.S).group(0)
+        assert status == 200 and "root no longer firing; 1 related scope still firing" in row, row
+
+
 def test_reads_need_the_read_token_when_one_is_set(api_console):
     console, _ = api_console
     status, _, headers = console.call("GET", "/api/overview")
