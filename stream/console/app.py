@@ -29,7 +29,7 @@ from stream.alerts.incidents import not_acknowledged
 from stream.alerts.message import judged_text, measure, root_silence
 from stream.alerts.silences import silence_request, unmatched
 from stream.alerts.precision import VERDICTS
-from stream.console import auth
+from stream.console import auth, views
 from stream.console.data import ConsoleData
 from stream.timefmt import format_duration, parse_duration, shown
 
