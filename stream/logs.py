@@ -79,7 +79,10 @@ class RepeatFilter(logging.Filter):
     While the broker is away aiokafka logs every failed connect, metadata refresh and fetch, about
     100 ERROR lines a second per worker on the same few texts (`bench/scale_out.py`): a 20-minute
     outage would write over 100,000, burying the worker's own lines and any log-based alert. A line
-    is keyed by its logger, level and text, so a different error still shows at once."""
+    is keyed by its logger, level and text, so a different error still shows at once. A count whose
+    repeats stopped is said by the next line through the handler (any logger's) once its window has
+    passed: the line again with `held_back` and `held_until` (the last one's time), so a burst is
+    never read as one failure, nor an outage as ended at its last shown line."""
 
     def __init__(self, window_s: float = 60.0, libraries: tuple[str, ...] = NOISY, clock: Callable[[], float] = time.monotonic,
                  max_keys: int = 512) -> None:
@@ -88,27 +91,56 @@ class RepeatFilter(logging.Filter):
         self.libraries = libraries
         self.clock = clock
         self.max_keys = max_keys
-        self._shown: dict[tuple[str, int, str], tuple[float, int]] = {}  # key -> (when last shown, held back since)
+        # key -> (when last shown, held back since, the last held line's record.created)
+        self._shown: dict[tuple[str, int, str], tuple[float, int, float]] = {}
+        self._swept = clock()
         # Handler.handle filters before it takes the handler's lock, and Apprise and the model log
         # from threads of their own.
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.split(".", 1)[0] not in self.libraries:
+        if getattr(record, "_repeat_summary", False):
             return True
-        key = (record.name, record.levelno, record.getMessage())
+        key = None
+        if record.name.split(".", 1)[0] in self.libraries:
+            try:
+                key = (record.name, record.levelno, record.getMessage())
+            except Exception:  # noqa: BLE001 - Handler.handle runs filters outside its error handling: emit reports it
+                pass
+        self._say_ended(key)  # this line's own count, if any, goes on it below
+        return key is None or self._first_in_window(key, record)
+
+    def _first_in_window(self, key: tuple[str, int, str], record: logging.LogRecord) -> bool:
         now = self.clock()
         with self._lock:
-            shown_at, held = self._shown.pop(key, (None, 0))
+            shown_at, held, _ = self._shown.pop(key, (None, 0, 0.0))
             if shown_at is not None and now - shown_at < self.window_s:
-                self._shown[key] = (shown_at, held + 1)
+                self._shown[key] = (shown_at, held + 1, record.created)
                 return False
-            self._shown[key] = (now, 0)
+            self._shown[key] = (now, 0, record.created)
             while len(self._shown) > self.max_keys:  # texts that embed changing values: forget the oldest
                 del self._shown[next(iter(self._shown))]
         if held:
             record.held_back = held  # lines like this one not logged since it was last shown
         return True
+
+    def _say_ended(self, current: tuple[str, int, str] | None) -> None:
+        """Log the held-back count of each line whose window has passed with no line of it since,
+        but `current`'s, at most once a second (a sweep of the table)."""
+        now = self.clock()
+        if now - self._swept < min(1.0, self.window_s):
+            return
+        with self._lock:
+            self._swept = now
+            due = [(key, held, last) for key, (shown_at, held, last) in self._shown.items() if held and now - shown_at >= self.window_s and key != current]
+            for key, _, last in due:
+                self._shown[key] = (now, 0, last)  # shown now: repeats from here are held for a window again
+        for (name, level, text), held, last in due:
+            logging.getLogger(name).log(level, "%s", text, extra={"held_back": held, "held_until": _iso(last), "_repeat_summary": True})
+
+
+def _iso(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
 
 
 def setup_logging(level: str = "INFO", as_json: bool = False) -> None:

@@ -65,3 +65,57 @@ def test_the_held_back_count_is_on_the_line_and_the_key_table_stays_bounded():
     line = library_record("x")
     line.held_back = 7
     assert "held_back=7" in KeyValueFormatter().format(line)
+
+
+class Caught(logging.Handler):
+    """A handler with the worker's filter, keeping what it would have written."""
+
+    def __init__(self, repeats: RepeatFilter) -> None:
+        super().__init__()
+        self.lines: list[logging.LogRecord] = []
+        self.addFilter(repeats)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record)
+
+
+def test_a_held_back_count_is_said_when_the_repeats_stop():
+    # A burst that ends within the window: without a later line of the same text its count was never
+    # said, and one line read as one failure. The next line through the handler says it.
+    now = [0.0]
+    repeats = RepeatFilter(window_s=60, clock=lambda: now[0])
+    caught = Caught(repeats)
+    library, own = logging.getLogger("aiokafka.test-repeats"), logging.getLogger("stream.test-repeats")
+    for logger in (library, own):
+        logger.addHandler(caught)
+        logger.propagate = False
+    try:
+        for second in range(10):
+            now[0] = float(second)
+            for _ in range(100):
+                library.error("Unable connect to node with id %s", 111)
+        assert len(caught.lines) == 1
+        now[0] = 30.0
+        own.warning("still in the window")  # nothing to say yet: the repeats may go on
+        assert [r.getMessage() for r in caught.lines] == ["Unable connect to node with id 111", "still in the window"]
+        now[0] = 75.0
+        own.warning("partitions assigned")
+        summary = caught.lines[-2]
+        assert (summary.name, summary.levelno, summary.getMessage()) == ("aiokafka.test-repeats", logging.ERROR, "Unable connect to node with id 111")
+        assert summary.held_back == 999 and "held_back=999" in KeyValueFormatter().format(summary)
+        assert "held_until=" in KeyValueFormatter().format(summary)
+        assert caught.lines[-1].getMessage() == "partitions assigned"
+        now[0] = 200.0
+        own.warning("later")  # said once, not again
+        assert len(caught.lines) == 5
+    finally:
+        for logger in (library, own):
+            logger.removeHandler(caught)
+            logger.propagate = True
+
+
+def test_a_library_line_that_cannot_be_formatted_is_left_to_the_handler():
+    # Handler.handle runs filters outside its error handling: a filter that raised would raise in
+    # aiokafka's own call, where the handler only writes "--- Logging error ---".
+    broken = logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, "%d failed", ("not a number",), None)
+    assert RepeatFilter().filter(broken)
