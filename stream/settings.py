@@ -383,6 +383,7 @@ _FIELD_OF_VARIABLE = {
     **{f"SENTINEL_{name.upper()}": name for name in Settings.model_fields},
     **{str(choice).upper(): name for name, field in Settings.model_fields.items() for choice in getattr(field.validation_alias, "choices", ())},
 }
+_SETTING_VARIABLES = frozenset(name.upper() for name in _FIELD_OF_VARIABLE)
 
 
 class _Reading:
@@ -428,18 +429,23 @@ _SERVICE_LINK = re.compile(r"SERVICE_HOST|SERVICE_PORT(?:_\w+)?|PORT(?:_\d+_(?:T
 # for each of the linked container's variables, and always <ALIAS>_NAME=/<container>/<alias>
 # (moby daemon/links/links.go; <ALIAS> upper-cased, "-" as "_"). What follows <ALIAS>_:
 _DOCKER_LINK = re.compile(r"NAME|ENV_\w+|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:ADDR|PORT|PROTO|START|END|PORT_START|PORT_END))?)?")
+# <ALIAS>_NAME's value: the container being started, then the alias (Docker's names: letters,
+# digits and _.- , a letter or digit first).
+_DOCKER_LINK_NAME = re.compile(r"/[A-Za-z0-9][\w.-]*/([A-Za-z0-9][\w.-]*)")
 # A link's address where a setting is expected: proto://ADDR:PORT (both kinds of link set one).
 _LINK_ADDRESS = re.compile(r"(?:tcp|udp|sctp)://\S+:\d+")
 
 
 def _links(environ: Mapping[str, str]) -> list[tuple[str, re.Pattern[str]]]:
     """Each link's <NAME> or <ALIAS> in `environ`, with the pattern of what follows it: a
-    Kubernetes Service by its <NAME>_SERVICE_HOST, a Docker link by its <ALIAS>_NAME whose value
-    ends in the alias itself (a mistyped setting holds no such value)."""
+    Kubernetes Service by its <NAME>_SERVICE_HOST, a Docker link by its <ALIAS>_NAME holding
+    /<container>/<alias>, the alias itself. Not an alias that is a setting's own name: that is a
+    mistyped setting holding a path (SENTINEL_ADAPTER_NAME=/models/sentinel_adapter)."""
     links = [(key[:-len("_SERVICE_HOST")], _SERVICE_LINK) for key in map(str.upper, environ) if key.endswith("_SERVICE_HOST")]
     for key, value in environ.items():
         alias = key.upper().removesuffix("_NAME")
-        if alias != key.upper() and value.startswith("/") and value.rsplit("/", 1)[-1].upper().replace("-", "_") == alias:
+        named = _DOCKER_LINK_NAME.fullmatch(value)
+        if alias != key.upper() and named and named[1].upper().replace("-", "_") == alias and alias not in _SETTING_VARIABLES:
             links.append((alias, _DOCKER_LINK))
     return links
 
@@ -463,7 +469,7 @@ def unknown_variables(environ: Mapping[str, str], said: Collection[str] = ()) ->
     variables and Docker's legacy link variables are no typo and are left alone."""
     import difflib
 
-    known = {name.upper() for name in _FIELD_OF_VARIABLE}
+    known = _SETTING_VARIABLES
     # Every link's <NAME>, each tried: a name split at its first _SERVICE_ or _PORT took Service
     # `sentinel-service`'s SENTINEL_SERVICE_PORT for Service `sentinel`'s, which is not there.
     links = _links(environ)

@@ -328,6 +328,20 @@ def test_link_shapes_without_their_link_are_still_typos_and_a_link_excuses_only_
         "SENTINEL_WEB_PROT: not a setting; did you mean SENTINEL_WEB_PORT?"]
 
 
+def test_a_mistyped_setting_holding_a_path_is_no_docker_link():
+    # A link is known by <ALIAS>_NAME=/CONTAINER/ALIAS; any value ending in /<alias> was taken for
+    # one, so SENTINEL_ADAPTER_NAME=/models/adapters/sentinel-adapter (meaning SENTINEL_ADAPTER)
+    # was excused, with the setting's default in force, as were its _PORT and _ENV_* beside it.
+    from stream.settings import unknown_variables
+
+    for path in ("/models/adapters/sentinel-adapter", "/models/sentinel_adapter"):
+        assert unknown_variables({"SENTINEL_ADAPTER_NAME": path, "SENTINEL_ADAPTER_ENV_X": "1"}) == [
+            "SENTINEL_ADAPTER_ENV_X: not a setting; did you mean SENTINEL_ADAPTER?",
+            "SENTINEL_ADAPTER_NAME: not a setting; did you mean SENTINEL_ADAPTER?"], path
+    # A real link's names are still left alone, whatever its container is called.
+    assert unknown_variables(docker_link("sentinel_redis", "6379/tcp") | {"SENTINEL_REDIS_NAME": "/my.worker_2/sentinel_redis"}) == []
+
+
 @pytest.mark.parametrize("variable, link", [("SENTINEL_WEB_PORT", "sentinel_web"), ("SENTINEL_CONSOLE_PORT", "sentinel_console")])
 def test_a_link_address_in_a_settings_own_variable_names_its_likely_cause(variable, link):
     # A Service `sentinel-web` or `docker run --link web:sentinel_web` sets SENTINEL_WEB_PORT to an
