@@ -19,7 +19,9 @@ from pathlib import Path
 from stream.settings import Settings
 
 PROBE_TIMEOUT_S = 4.0  # under the HEALTHCHECK's --timeout=5s, so a hung server reads as unhealthy, not as a killed probe
-ANY_ADDRESS = ("0.0.0.0", "::", "")
+# A wildcard host, probed on its loopback: "::" listens on IPv6 alone (IPV6_V6ONLY, as asyncio's
+# servers set it), so 127.0.0.1 would be refused there; "" listens on both.
+LOOPBACK_OF = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 
 
 def subcommand(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -55,7 +57,7 @@ def probe_url(argv: list[str], settings: Settings) -> str | None:
         host, port = settings.console_host, int(option_value(args, "--port") or settings.console_port)
     else:
         return None
-    host = "127.0.0.1" if host in ANY_ADDRESS else host
+    host = LOOPBACK_OF.get(host, host)
     host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
     return f"http://{host}:{port}/healthz"
 

@@ -951,6 +951,34 @@ def test_the_image_healthcheck_probes_the_server_its_command_runs() -> None:
     assert probe_url(["/bin/bash"], settings) is None  # another entrypoint: nothing of ours to probe
 
 
+def test_the_image_healthcheck_probes_an_ipv6_wildcard_over_ipv6() -> None:
+    """SENTINEL_WEB_HOST=:: listens on IPv6 alone (IPV6_V6ONLY, as asyncio's servers and the
+    worker's held sockets set it): the probe asked 127.0.0.1, refused, and an IPv6-only pod's
+    container read unhealthy while it served."""
+    import socket
+
+    from sentinel.healthcheck import probe_url
+    from stream.settings import Settings
+    from stream.tools.services import free_port, listening_sockets
+
+    port = free_port()
+    url = probe_url(["/opt/venv/bin/sentinel", "worker"], Settings(web_host="::", web_port=port))
+    assert url == f"http://[::1]:{port}/healthz"
+    try:
+        held = listening_sockets("::", port)
+    except OSError:
+        pytest.skip("no IPv6 on this host")
+    try:
+        # The held socket listens and answers no request yet: reaching it is a timeout, a refusal is not.
+        with pytest.raises(OSError) as refused:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        assert isinstance(refused.value, ConnectionRefusedError)
+        socket.create_connection(("::1", port), timeout=2).close()
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def test_dockerfile_pins_match_the_makefile(dockerfile: tuple[str, Path]) -> None:
     name, path = dockerfile
     makefile = (ROOT / "Makefile").read_text()
