@@ -82,7 +82,8 @@ class RepeatFilter(logging.Filter):
     is keyed by its logger, level and text, so a different error still shows at once. A count whose
     repeats stopped is said by the next line through the handler (any logger's) once its window has
     passed: the line again with `held_back` and `held_until` (the last one's time), so a burst is
-    never read as one failure, nor an outage as ended at its last shown line."""
+    never read as one failure, nor an outage as ended at its last shown line. So is the count of a
+    line forgotten for `max_keys` (texts that embed changing values crowd the table)."""
 
     def __init__(self, window_s: float = 60.0, libraries: tuple[str, ...] = NOISY, clock: Callable[[], float] = time.monotonic,
                  max_keys: int = 512) -> None:
@@ -112,6 +113,7 @@ class RepeatFilter(logging.Filter):
 
     def _first_in_window(self, key: tuple[str, int, str], record: logging.LogRecord) -> bool:
         now = self.clock()
+        forgotten = []
         with self._lock:
             shown_at, held, _ = self._shown.pop(key, (None, 0, 0.0))
             if shown_at is not None and now - shown_at < self.window_s:
@@ -119,7 +121,11 @@ class RepeatFilter(logging.Filter):
                 return False
             self._shown[key] = (now, 0, record.created)
             while len(self._shown) > self.max_keys:  # texts that embed changing values: forget the oldest
-                del self._shown[next(iter(self._shown))]
+                oldest = next(iter(self._shown))
+                _, oldest_held, last = self._shown.pop(oldest)
+                if oldest_held:  # its count is said now, or never
+                    forgotten.append((oldest, oldest_held, last))
+        self._say(forgotten)
         if held:
             record.held_back = held  # lines like this one not logged since it was last shown
         return True
@@ -135,7 +141,12 @@ class RepeatFilter(logging.Filter):
             due = [(key, held, last) for key, (shown_at, held, last) in self._shown.items() if held and now - shown_at >= self.window_s and key != current]
             for key, _, last in due:
                 self._shown[key] = (now, 0, last)  # shown now: repeats from here are held for a window again
-        for (name, level, text), held, last in due:
+        self._say(due)
+
+    @staticmethod
+    def _say(counts: list[tuple[tuple[str, int, str], int, float]]) -> None:
+        """Each held line again, with its count and the last one's time (never held itself)."""
+        for (name, level, text), held, last in counts:
             logging.getLogger(name).log(level, "%s", text, extra={"held_back": held, "held_until": _iso(last), "_repeat_summary": True})
 
 

@@ -119,3 +119,22 @@ def test_a_library_line_that_cannot_be_formatted_is_left_to_the_handler():
     # aiokafka's own call, where the handler only writes "--- Logging error ---".
     broken = logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, "%d failed", ("not a number",), None)
     assert RepeatFilter().filter(broken)
+
+
+def test_a_held_back_count_is_said_when_its_line_is_forgotten_for_the_table_bound():
+    repeats = RepeatFilter(window_s=60, clock=lambda: 0.0, max_keys=2)
+    caught = Caught(repeats)
+    library = logging.getLogger("aiokafka.test-forgotten")
+    library.addHandler(caught)
+    library.propagate = False
+    try:
+        for _ in range(6):
+            library.error("Unable to update metadata")
+        library.error("connect to 1 failed")
+        library.error("connect to 2 failed")  # a third text: the first, held 5 times, is forgotten
+        said = [(r.getMessage(), getattr(r, "held_back", 0)) for r in caught.lines]
+        assert ("Unable to update metadata", 5) in said, said
+        assert len(repeats._shown) == 2
+    finally:
+        library.removeHandler(caught)
+        library.propagate = True
