@@ -1028,6 +1028,8 @@ def run(
         total = sum(1 for line in handle if line.strip())
     recorded = recorded_partitions(file)  # once, for the topics and the replay: each pass reads the whole recording
     settings = recording_partitions(settings, file, recorded)
+    if with_console:
+        settings = run_console_settings(settings)
     worker_log = worker_log_path or Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
     try:
         with connected(settings) as (live, embedded):
@@ -1058,9 +1060,6 @@ def run(
                 # The stack stays up for exploring what the run saw; Ctrl-C ends both.
                 from sentinel.run import serve_console
 
-                if "console_host" not in settings.model_fields_set or not settings.console_host:
-                    # A local look at one run: loopback unless asked (the deployed console's default is every interface).
-                    live = live.model_copy(update={"console_host": "127.0.0.1"})
                 announce_console(live)
                 serve_console(live)
     except KeyboardInterrupt:
@@ -1427,9 +1426,26 @@ def console(
 
 
 def announce_console(settings: Settings) -> None:
-    host = "127.0.0.1" if settings.console_host in ("0.0.0.0", "::") else settings.console_host
     mode = "read-only" if not settings.console_operator_token else "operators may acknowledge and silence"
-    out.print(f"console on http://{host}:{settings.console_port}/ ({mode}); Ctrl-C to stop")
+    out.print(f"console on {console_address(settings)}/ ({mode}); Ctrl-C to stop")
+
+
+def console_address(settings: Settings) -> str:
+    """Where this machine reaches the console these settings serve (no trailing slash)."""
+    host = "127.0.0.1" if settings.console_host in ("0.0.0.0", "::") else settings.console_host
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.console_port}"
+
+
+def run_console_settings(settings: Settings) -> Settings:
+    """`sentinel run --console`'s settings: the console on loopback unless a host is asked for (a
+    local look at one run; the deployed console's default is every interface), and, unless
+    SENTINEL_CONSOLE_URL is set, that console's address as the run's notices' link (they carried
+    none, though the run serves the pages they would link to)."""
+    if "console_host" not in settings.model_fields_set or not settings.console_host:
+        settings = settings.model_copy(update={"console_host": "127.0.0.1"})
+    if not settings.console_url:
+        settings = settings.model_copy(update={"console_url": console_address(settings)})
+    return settings
 
 
 @app.command()

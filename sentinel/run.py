@@ -109,6 +109,8 @@ def worker_env(settings: Settings, embedded: bool, web_port: int | None = None) 
         SENTINEL_PARTITIONS=str(settings.partitions),
         PYTHONUNBUFFERED="1",
     )
+    if settings.console_url:  # `sentinel run --console` gives its own console's address (cli.run_console_settings)
+        env["SENTINEL_CONSOLE_URL"] = settings.console_url
     env.pop("KAFKA_BROKER", None)
     env.pop("REDIS_URL", None)
     return env

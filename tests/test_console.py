@@ -1259,21 +1259,29 @@ def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_d
 
 def test_run_with_console_keeps_the_stack_up_for_exploring_until_ctrl_c(tmp_path, cache_dir):
     """`sentinel run FILE --console` on the embedded stack: the console answers with what the run
-    saw, and Ctrl-C (SIGINT) ends the console and the stack cleanly."""
+    saw, its notices link to it, and Ctrl-C (SIGINT) ends the console and the stack cleanly."""
     import contextlib
     import signal
 
     import psutil
 
+    from scenarios import SWING_MIX, Episode, Scenario, generate, to_posts
     from scenarios import T0 as START
+    from test_alerts_e2e import text_for
+    from workers import Hook
 
-    posts = [{"id": f"r{i}", "text": f"${'BTC' if i % 2 else 'ETH'} {'moon' if i % 3 else 'dump'} today", "created_at": START + 30 * i,
-              "source": "forum", "channel": "general"} for i in range(300)]
+    # A day of BTC posts whose last hours swing negative: an incident, and its notice to a real webhook.
+    posts = to_posts(generate(Scenario(days=1, per_minute={"BTC": 2.0}, episodes=(Episode("BTC", 20 * 3600, duration=4 * 3600, mix=SWING_MIX),)),
+                              seed=5), text_for, seed=5)
+    assert posts[0]["created_at"] >= START
     data = tmp_path / "posts.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in posts))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BROKER", "REDIS_URL", "SENTINEL_KAFKA_BROKER", "SENTINEL_REDIS_URL")}
-    env |= {"SENTINEL_BASE": "lexicon", "SENTINEL_CACHE_DIR": str(cache_dir), "SENTINEL_CONSOLE_PORT": str(port)}
+    hook = Hook()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KAFKA_BROKER", "REDIS_URL", "SENTINEL_KAFKA_BROKER", "SENTINEL_REDIS_URL", "SENTINEL_CONSOLE_URL")}
+    env |= {"SENTINEL_BASE": "lexicon", "SENTINEL_CACHE_DIR": str(cache_dir), "SENTINEL_CONSOLE_PORT": str(port),
+            "SENTINEL_APPRISE_URLS": hook.url, "SENTINEL_NOTIFY_CHART": "false"}
     log = (tmp_path / "run.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", str(data), "--console"], env=env, stdout=log, stderr=subprocess.STDOUT)
     stack: list[psutil.Process] = []
@@ -1287,7 +1295,14 @@ def test_run_with_console_keeps_the_stack_up_for_exploring_until_ctrl_c(tmp_path
                     rows = json.loads(resp.read())
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.5)
-        assert sum(rows["whole"]["posts"]) == 150  # every BTC post of the run, read back through the console
+        assert sum(rows["whole"]["posts"]) == len(posts)  # every post of the run, read back through the console
+        # The run's notices link to the console it serves (SENTINEL_CONSOLE_URL not set): they carried no link.
+        links = [re.search(r"^console: (\S+)", n["message"], re.M) for n in hook.accepted]
+        assert hook.accepted and all(links), [n["message"] for n in hook.accepted]
+        ident = hook.notices()[0][0]
+        assert links[0].group(1) == f"http://127.0.0.1:{port}/incidents/{ident}", links[0].group(1)
+        with urllib.request.urlopen(links[0].group(1), timeout=5) as resp:
+            assert resp.status == 200 and f"Incident {ident}" in resp.read().decode()
         # A local look at a run listens on loopback only (SENTINEL_CONSOLE_HOST not set).
         listening = {c.laddr.ip for c in psutil.Process(proc.pid).net_connections(kind="inet")
                      if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
@@ -1309,6 +1324,24 @@ def test_run_with_console_keeps_the_stack_up_for_exploring_until_ctrl_c(tmp_path
             with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
         log.close()
+        hook.close()
+
+
+def test_a_run_with_its_console_links_its_notices_there_unless_a_console_url_is_set():
+    """`sentinel run FILE --console`'s worker gets the address of the console the run serves as
+    SENTINEL_CONSOLE_URL; a user's own is kept (the run test above sees the link arrive at a webhook)."""
+    from sentinel.cli import run_console_settings
+    from sentinel.run import worker_env
+    from stream.settings import Settings
+
+    wired = {"kafka_broker": "127.0.0.1:9092", "redis_url": "redis://127.0.0.1:6379/0"}
+    local = run_console_settings(Settings(console_port=8123, **wired))
+    assert (local.console_host, local.console_url) == ("127.0.0.1", "http://127.0.0.1:8123")
+    assert worker_env(local, True)["SENTINEL_CONSOLE_URL"] == "http://127.0.0.1:8123"
+    assert run_console_settings(Settings(console_host="::1", console_port=8123)).console_url == "http://[::1]:8123"
+    assert run_console_settings(Settings(console_host="0.0.0.0")).console_url == "http://127.0.0.1:8080"  # asked for every interface
+    own = run_console_settings(Settings(console_url="https://sentinel.example.com/", **wired))
+    assert own.console_url == "https://sentinel.example.com" and worker_env(own, True)["SENTINEL_CONSOLE_URL"] == own.console_url
 
 
 def test_the_image_healthcheck_probes_the_console_a_console_container_runs(redis_server, tmp_path, monkeypatch, capsys):
