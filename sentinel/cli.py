@@ -1564,6 +1564,8 @@ def incidents_table(found: Sequence[dict[str, Any]], width: int) -> Table:
     narrower two columns, the id and the incident's fields one a line. Nine columns on 80 left four
     characters to each beside the id, and the root scope read "asse / t:ET / H"; a minimum width
     for it made rich crop the table's right edge, verdict column and all."""
+    from stream.alerts.incidents import related_scopes, root_kinds
+
     table = Table(title="incidents")
     # The id whole on any terminal: it is what `sentinel ack` and `sentinel verdict` take.
     table.add_column("id", no_wrap=True, min_width=max((len(i["incident_id"]) for i in found), default=2))
@@ -1573,8 +1575,7 @@ def incidents_table(found: Sequence[dict[str, Any]], width: int) -> Table:
     for col in ("root", "state", "severity", "opened", "kinds", "members", "acknowledged", "verdict") if wide else ("incident",):
         table.add_column(col, overflow="fold")
     for item in found:
-        kinds = ", ".join(sorted({m["kind"] for m in item["members"] if m["scope"] == item["root_scope"]}))
-        members = ", ".join(sorted({m["scope"] for m in item["members"] if m["scope"] != item["root_scope"]}))
+        kinds, members = ", ".join(root_kinds(item)), ", ".join(related_scopes(item))
         root = item["root_scope"] + (" (market-wide)" if item["market"] else "")
         verdict = (item.get("verdict") or {}).get("verdict", "")
         if wide:

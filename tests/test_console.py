@@ -801,6 +801,33 @@ def test_an_open_incident_whose_root_resolved_says_so_instead_of_a_blank(api_con
         assert status == 200 and "root no longer firing; 1 related scope still firing" in row, row
 
 
+def test_the_open_incidents_list_the_roots_kinds_and_related_scopes_sorted_as_the_command_line_does(api_console, redis_server):
+    """The open-incidents table said the root's kinds in member order ("volume_spike, sentiment_drop")
+    where `sentinel incidents` sorts them; one function says them for both now."""
+    from rich.console import Console as Rich
+
+    from sentinel.cli import incidents_table
+
+    console, _ = api_console
+    r = redis.Redis.from_url(redis_server)
+    member = {"firing": True, "severity": "warning", "onset": "2026-10-02T00:00:00Z"}
+    summary = {"incident_id": "kinds1", "root_scope": "asset:SOL", "state": "open", "opened": T0 + 86400, "at": T0 + 90000, "market": False,
+               "severity": "warning", "acked": None,
+               "members": [{"scope": s, "kind": k, **member} for s, k in (("asset:SOL", "volume_spike"), ("channel:trading", "volume_spike"),
+                                                                             ("asset:SOL", "sentiment_drop"), ("all", "sentiment_drop"))]}
+    r.hset(INCIDENTS_KEY, "kinds1", json.dumps(summary))
+    r.zadd(INCIDENTS_INDEX_KEY, {"kinds1": T0 + 86400})
+    cli = Rich(width=200, record=True)
+    cli.print(incidents_table([summary], 200))
+    said = cli.export_text()
+    assert "sentiment_drop, volume_spike" in said and "all, channel:trading" in said, said
+    for path in ("/", "/incidents"):
+        status, listing, _ = console.call("GET", path, headers={"Authorization": f"Bearer {VIEWER}"})
+        row = re.search(r'<tr class="incident[^"]*" data-incident="kinds1".*?</tr>', listing, re.S).group(0)
+        cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
+        assert status == 200 and cells[4] == "sentiment_drop, volume_spike" and cells[6] == "all, channel:trading", cells
+
+
 def test_reads_need_the_read_token_when_one_is_set(api_console):
     console, _ = api_console
     status, _, headers = console.call("GET", "/api/overview")

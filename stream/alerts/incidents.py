@@ -59,6 +59,17 @@ def unknown_incident(said: str, grouped: bool) -> str:
     return said if grouped else f"{said}; {UNGROUPED_HINT}"
 
 
+def root_kinds(summary: Mapping[str, Any]) -> list[str]:
+    """The kinds the root of an incident summary moved in, sorted: `sentinel incidents` and the
+    console's tables say them alike (the console listed them in member order)."""
+    return sorted({m["kind"] for m in summary["members"] if m["scope"] == summary["root_scope"]})
+
+
+def related_scopes(summary: Mapping[str, Any]) -> list[str]:
+    """The scopes that moved with the root, each once, sorted (members are (scope, kind) pairs)."""
+    return sorted({m["scope"] for m in summary["members"] if m["scope"] != summary["root_scope"]})
+
+
 def not_acknowledged(given: str, summary: Mapping[str, Any] | None, *, command: bool = True, grouped: bool = True) -> str:
     """Why `sentinel ack` (or the console) acknowledged nothing: no incident by that name, or one
     that is over. Pasted from a notice after its incident resolved, the command said "no open

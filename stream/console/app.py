@@ -25,7 +25,7 @@ from starlette.templating import Jinja2Templates
 
 from stream.alerts import audit
 from stream.alerts.audit import ACTIONS
-from stream.alerts.incidents import not_acknowledged
+from stream.alerts.incidents import not_acknowledged, related_scopes, root_kinds
 from stream.alerts.message import judged_text, measure, root_silence
 from stream.alerts.silences import silence_request, unmatched
 from stream.alerts.precision import VERDICTS
@@ -65,6 +65,8 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
     templates.env.filters["urlpart"] = lambda s: quote(s, safe=":|")
     templates.env.filters["root_silence"] = root_silence  # the command the notices offer, or none
     templates.env.filters["what"] = audit.what_parts  # the audit page says what `sentinel audit` says
+    templates.env.filters["root_kinds"] = root_kinds  # as `sentinel incidents` lists them
+    templates.env.filters["related_scopes"] = related_scopes
     window = format_duration(data.config.window_s)
     # A member's level with the posts and event time it was judged on (summaries since session 47).
     templates.env.filters["measure"] = lambda record, since=True: measure(record, since, window) + judged_text(record)
