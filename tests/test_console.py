@@ -828,6 +828,38 @@ def test_the_open_incidents_list_the_roots_kinds_and_related_scopes_sorted_as_th
         assert status == 200 and cells[4] == "sentiment_drop, volume_spike" and cells[6] == "all, channel:trading", cells
 
 
+def test_a_resolved_incidents_page_says_when_its_root_resolved_and_when_it_was_declared_over(api_console, redis_server):
+    """It said "last change" at the declaration alone, where its notice says "root resolved 16:07;
+    declared over 16:22": the summary keeps when the root resolved, and the page says both."""
+    from stream.alerts.correlator import summary as summarize
+    from stream.alerts.grouping import Incident, Member
+    from stream.alerts.message import over_words
+
+    assert over_words("12:07", "12:22") == "root resolved 12:07; declared over 12:22"
+    assert over_words("12:22", "12:22") == "resolved 12:22" and over_words(None, "12:22") == "declared over 12:22"
+    root = Member("asset:ETH", "sentiment_drop", False, "warning", "2026-03-04T12:00:00Z", "negative_share", 0.75, 0.199)
+    incident = Incident("i1", "asset:ETH", 100, {root.key: root})
+    incident.root_resolved, incident.over_told = 400, 1300
+    assert summarize(incident, "resolved", 1500)["root_resolved"] == 400
+    assert "root_resolved" not in summarize(incident, "open", 1500)  # still open: nothing ended yet
+
+    console, _ = api_console
+    r = redis.Redis.from_url(redis_server)
+    for ident, extra in (("over1", {"root_resolved": T0 + 86400 + 300}), ("over2", {"root_resolved": T0 + 86400 + 1200}), ("over3", {})):
+        put_incident(redis_server, ident, "asset:ETH", state="resolved")
+        stored = json.loads(r.hget(INCIDENTS_KEY, ident)) | {"at": T0 + 86400 + 1200} | extra
+        r.hset(INCIDENTS_KEY, ident, json.dumps(stored))
+    said = {}
+    for ident in ("over1", "over2", "over3", "inc1"):
+        status, page, _ = console.call("GET", f"/incidents/{ident}", headers={"Authorization": f"Bearer {VIEWER}"})
+        assert status == 200, page
+        said[ident] = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", re.search(r'<p class="summary">(.*?)</p>', page, re.S).group(1)))
+    assert "root resolved 2026-10-02T00:05:00Z; declared over 2026-10-02T00:20:00Z." in said["over1"], said["over1"]
+    assert "opened 2026-10-02T00:00:00Z, resolved 2026-10-02T00:20:00Z." in said["over2"], said["over2"]
+    assert "declared over 2026-10-02T00:20:00Z." in said["over3"] and "last change" not in said["over3"], said["over3"]  # an older summary
+    assert "last change 2026-10-02T00:10:00Z." in said["inc1"], said["inc1"]  # open
+
+
 def test_reads_need_the_read_token_when_one_is_set(api_console):
     console, _ = api_console
     status, _, headers = console.call("GET", "/api/overview")

@@ -723,6 +723,22 @@ def test_a_critical_incident_told_over_while_its_tail_clears_resolves_as_critica
     assert [m["firing"] for m in notices[-1].members] == [False, True]  # told over with the tail still firing
 
 
+def test_a_resolved_incidents_summary_says_when_its_root_resolved_beside_when_it_was_told_over():
+    """The console's page of a resolved incident said "last change" at the declaration alone, where
+    its resolution says when the root resolved too: the summary keeps that time for it."""
+    from stream.alerts.correlator import summary
+    from stream.alerts.grouping import history_status
+    from stream.alerts.message import notice_body, over_words
+
+    events, answers = _critical_root_with_a_warning_tail()
+    _, notices, state = run(events, answers, until=B0 + 80 * MIN, tail=lambda q: Explanation(asset="asset:ETH"))
+    (incident,) = state.incidents.values()  # told over, its tail still clearing
+    said = summary(incident, history_status(state, incident), B0 + 80 * MIN)
+    assert (said["state"], said["root_resolved"]) == ("resolved", B0 + 40 * MIN) and said["at"] > said["root_resolved"], said
+    resolution = notice_body(notices[-1])
+    assert f"; {over_words(iso(said['root_resolved']), iso(said['at']))} (event time)" in resolution, resolution
+
+
 def test_an_incident_whose_critical_member_splits_off_at_the_tail_check_still_resolves_as_critical():
     """Review 45: a member that has moved on its own when the root resolved leaves the incident
     (`_split`) before its resolved notice is built, so the notice's peak severity left out the

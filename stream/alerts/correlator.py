@@ -112,6 +112,9 @@ def summary(incident: Incident, state: str, at: int) -> dict[str, Any]:
         # Resolved: the severity its resolution went out with (the peak), not a clearing tail's.
         "market": incident.market, "severity": incident.peak_severity() if state == "resolved" else incident.severity(),
         "acked": incident.acked,
+        # Resolved: when the root did, as the resolution says it beside `at` (the console's page said
+        # "last change" at the declaration alone). Summaries written since session 48.
+        **({"root_resolved": incident.root_resolved} if state == "resolved" and incident.root_resolved is not None else {}),
         # `judged` and `posts`: when and on how many posts each member's level was judged, as the
         # notices say; the console showed "330 posts per 1h against 10" an hour on, judged on 11 posts.
         "members": [{"scope": m.scope, "kind": m.kind, "firing": m.firing, "severity": m.severity, "onset": m.onset,

@@ -321,9 +321,17 @@ def _when(notice: Notice) -> str:
         return f"as of {notice.at}"
     root = [m.get("root_resolved") for m in notice.members if m["scope"] == notice.root_scope]
     ended = max(r for r in root if r) if root and all(root) else None  # none in a notice before 2026-12
-    if ended == notice.at:
-        return f"resolved {notice.at}"
-    return f"root resolved {ended}; declared over {notice.at}" if ended else f"declared over {notice.at}"
+    return over_words(ended, notice.at)
+
+
+def over_words(root_resolved: str | None, over: str) -> str:
+    """When a resolved incident ended, as its notice and its console page say it: when the root
+    resolved and when the incident was declared over (a tail still clearing puts a group interval
+    or more between them), one time where they are the same, and the declaration alone where the
+    root's time is not known (a notice or summary from before it was kept)."""
+    if root_resolved == over:
+        return f"resolved {over}"
+    return f"root resolved {root_resolved}; declared over {over}" if root_resolved else f"declared over {over}"
 
 
 def actions(notice: Notice, verdict: Mapping[str, Any] | None = None) -> list[str]:

@@ -26,7 +26,7 @@ from starlette.templating import Jinja2Templates
 from stream.alerts import audit
 from stream.alerts.audit import ACTIONS
 from stream.alerts.incidents import not_acknowledged, related_scopes, root_kinds
-from stream.alerts.message import judged_text, measure, root_silence
+from stream.alerts.message import judged_text, measure, over_words, root_silence
 from stream.alerts.silences import silence_request, unmatched
 from stream.alerts.precision import VERDICTS
 from stream.console import auth, views
@@ -57,6 +57,13 @@ def _when(ts: float | None) -> str:
     return shown(ts) if ts is not None else "-"
 
 
+def _ended(incident: dict[str, Any]) -> str:
+    """A resolved incident's end as its resolution says it: when the root resolved and when it was
+    declared over (the page said "last change" at the declaration alone)."""
+    root = incident.get("root_resolved")
+    return over_words(shown(root) if isinstance(root, (int, float)) else None, _when(incident.get("at")))
+
+
 def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["when"] = _when
@@ -67,6 +74,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
     templates.env.filters["what"] = audit.what_parts  # the audit page says what `sentinel audit` says
     templates.env.filters["root_kinds"] = root_kinds  # as `sentinel incidents` lists them
     templates.env.filters["related_scopes"] = related_scopes
+    templates.env.filters["ended"] = _ended
     window = format_duration(data.config.window_s)
     # A member's level with the posts and event time it was judged on (summaries since session 47).
     templates.env.filters["measure"] = lambda record, since=True: measure(record, since, window) + judged_text(record)
