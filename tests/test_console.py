@@ -860,6 +860,30 @@ def test_a_resolved_incidents_page_says_when_its_root_resolved_and_when_it_was_d
     assert "last change 2026-10-02T00:10:00Z." in said["inc1"], said["inc1"]  # open
 
 
+def test_a_browser_meets_refusals_in_the_consoles_frame_and_api_clients_as_before(api_console, redis_server):
+    """A mistyped address, a bad query field and an old notice's link to an incident purged since
+    were bare text pages with no way back: a browser gets the console's frame with the reason and a
+    link to the overview, the status kept; API and other clients get what they got."""
+    console, _ = api_console
+    browser = {"Authorization": f"Bearer {VIEWER}", "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    plain = {"Authorization": f"Bearer {VIEWER}"}
+    for path, status, reason, text_said in (("/incidnets", 404, "no page of the console has this address", "Not Found"),
+                                            ("/audit?since=abc", 400, "since: ", "since: "),
+                                            ("/incidents/0123456789abcdef0123", 404, "no such incident", "no such incident")):
+        code, page, headers = console.call("GET", path, headers=browser)
+        assert code == status and headers["content-type"].startswith("text/html"), (path, code, page)
+        assert "<title>" in page and 'id="back" href="/"' in page and reason in page[page.index('id="reason"'):], page
+        assert headers["content-security-policy"].startswith("default-src 'self'")
+        code, text, headers = console.call("GET", path, headers=plain)
+        assert (code, headers["content-type"].split(";")[0]) == (status, "text/plain") and text.startswith(text_said) and "<" not in text, text
+    assert "SENTINEL_RETENTION" in console.call("GET", "/incidents/0123456789abcdef0123", headers=browser)[1]
+    code, body, headers = console.call("GET", "/api/incidents/0123456789abcdef0123", headers=browser)
+    assert (code, json.loads(body)) == (404, {"error": "not found"})
+    code, body, headers = console.call("GET", "/api/audit?since=abc", headers=browser)
+    assert code == 400 and headers["content-type"].startswith("text/plain") and body.startswith("since: "), body
+    assert console.call("GET", "/incidents/inc1", headers=browser)[0] == 200
+
+
 def test_reads_need_the_read_token_when_one_is_set(api_console):
     console, _ = api_console
     status, _, headers = console.call("GET", "/api/overview")

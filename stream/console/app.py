@@ -258,8 +258,32 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         Route("/readyz", readyz),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    return Starlette(routes=routes, exception_handlers={RedisError: _redis_down},
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        """A page's refusal (a mistyped address, a bad query field, an incident purged since its
+        notice linked it) in the console's frame, saying why with a way back, for a browser; API
+        and other clients get Starlette's answer as before: the status and the reason as text."""
+        assert isinstance(exc, HTTPException)
+        if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
+            return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)  # Starlette's own answer
+        context = {"caller": who(request), "csrf": "", "writes": bool(tokens.operator), "flash": None, "status": exc.status_code,
+                   "title": ERROR_TITLES.get(exc.status_code, "Refused"), "reason": _reason_words(exc),
+                   "incident": exc.status_code == 404 and request.url.path.startswith("/incidents/")}
+        return templates.TemplateResponse(request, "error.html", context, status_code=exc.status_code, headers=exc.headers)
+
+    return Starlette(routes=routes, exception_handlers={RedisError: _redis_down, HTTPException: refused},
                      middleware=[Middleware(BaseHTTPMiddleware, dispatch=_security_headers)])
+
+
+# Headings of the error page; the reason below it says what was wrong.
+ERROR_TITLES = {400: "Bad request", 404: "Not found", 405: "Not allowed here", 409: "Not done"}
+
+
+def _reason_words(exc: HTTPException) -> str:
+    """The refusal's reason, or for an address no page answers (Starlette's bare 'Not Found') what that means."""
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        return "no page of the console has this address"
+    return str(exc.detail)
 
 
 async def _security_headers(request: Request, call_next: Handler) -> Response:
