@@ -710,6 +710,64 @@ def test_a_service_that_heard_no_firing_notice_hears_no_resolution(redis_server,
     assert left == 0  # the marks go with the resolution
 
 
+@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
+def test_a_claimed_resolution_already_notified_forgets_its_told_marks(redis_server, grouping):
+    """A worker sends a resolution, marks its entry notified and dies before it forgets the firing
+    notices' told marks (`sentinel:{alerts}:told`). The worker that claims the entry publishes it
+    without notifying again, and took that early way out before forgetting them too: the marks
+    stayed, and the key's TTL, refreshed by every later mark, kept them for good."""
+    from dataclasses import asdict
+
+    from stream.alerts.correlator import entry_json
+    from stream.alerts.grouping import Entry, Notice
+    from stream.alerts.incidents import AlertRecord
+    from stream.keys import TOLD_KEY
+
+    redis.Redis.from_url(redis_server).flushdb()
+    member = {"kind": "sentiment_drop", "severity": "warning", "onset": "2026-10-02T11:50:00Z", "metric": "negative_share",
+              "value": 0.583, "baseline": 0.2, "scope": "asset:ETH"}
+
+    def entry(state: str) -> dict[str, str]:
+        if grouping:
+            notice = Notice("incX", "asset:ETH", state, "new" if state == "firing" else "resolved", "warning", "2026-10-02T12:20:00Z",
+                            "2026-10-02T12:00:00Z", False, [{**member, "firing": state == "firing"}])
+            return {"entry": entry_json(Entry((), notice, ("warning",) if state == "resolved" else ()))}
+        record = AlertRecord("incX", "asset:ETH", "sentiment_drop", state, "warning", "2026-10-02T11:20:00Z", "2026-10-02T12:20:00Z",
+                             0.583, 0.2, 4.0, 12, [], False, "2026-10-02T12:20:00Z", incident_id="incX", root_scope="asset:ETH")
+        return {"record": json.dumps(asdict(record))}
+
+    hook = Hook()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            notifier = Notifier(build_apprise(hook.url, None), attempts=1)
+            first = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="first", chart=False)
+            await first.ensure_group()
+            await store.redis.xadd(OUTBOX_KEY, entry("firing"))
+            while await first.drain_once():
+                pass
+            marked = await store.redis.hgetall(TOLD_KEY)
+            # The resolution: sent and marked notified by a worker that died there.
+            ended = await store.redis.xadd(OUTBOX_KEY, entry("resolved"))
+            await store.redis.xreadgroup(OUTBOX_GROUP, "dead", {OUTBOX_KEY: ">"}, count=1)
+            await store.redis.hset(NOTIFIED_KEY, ended, 1)
+            claiming = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="second", chart=False, claim_idle_s=0)
+            while await claiming.drain_once():
+                pass
+            return marked, await store.redis.hgetall(TOLD_KEY), await outbox_drained(store.redis)
+        finally:
+            await store.close()
+
+    try:
+        marked, left, drained = asyncio.run(go())
+    finally:
+        hook.close()
+    assert marked == {"incX|warning": "sent"}, marked
+    assert drained and len(hook.accepted) == 1  # the claimed resolution was not sent again
+    assert left == {}, left
+
+
 def test_a_connection_cut_just_after_a_notification_neither_repeats_it_nor_holds_it_back(redis_server):
     """Redis drops every client connection at the instant the first notification is accepted (what a
     restart does to the pooled connections). The notification is out, so its mark must still land:

@@ -341,6 +341,8 @@ class AlertDelivery:
             log.info("alert already notified; publishing it", extra={"alert_id": record.alert_id, "entry": entry_id})
             if firing:
                 await self._after_sending(lambda: self._mark_told(record.alert_id, record.severity, TOLD_SENT), "told mark")
+            else:  # a crash between the resolution's notification and forgetting its marks left them
+                await self._forget_told(record.alert_id, routes)
             await self._publish_and_ack(entry_id, record.with_delivery(True))
             return
         told = routes if firing else await self._told(record.alert_id, routes)
@@ -374,6 +376,8 @@ class AlertDelivery:
             notified = True
             if firing:
                 await self._after_sending(lambda: self._mark_told(notice.incident_id, notice.severity, TOLD_SENT), "told mark")
+            else:  # a crash between the resolution's notification and forgetting its marks left them
+                await self._forget_told(notice.incident_id, routes)
         elif notice is not None:
             told = routes if firing else await self._told(notice.incident_id, routes)
             silence = silence_of_incident(await list_silences(self.redis), notice.root_scope, notice.members, time.time())
