@@ -113,9 +113,6 @@ ALERTS_PREFIX = f"{KEY_PREFIX}:{{alerts}}"
 OPEN_KEY = f"{ALERTS_PREFIX}:open"  # scopes with a firing or pending incident
 OUTBOX_KEY = f"{ALERTS_PREFIX}:outbox"  # stream of transition records
 NOTIFIED_KEY = f"{ALERTS_PREFIX}:notified"  # hash outbox entry id -> 1: notified, not yet acknowledged
-# hash "<incident or alert id>|<severity>" -> sent | held: whether a firing notification of it went out at
-# that severity or only silenced ones (incidents.told_routes), until its resolution is delivered
-TOLD_KEY = f"{ALERTS_PREFIX}:told"
 SILENCES_KEY = f"{ALERTS_PREFIX}:silences"  # hash id -> silence JSON
 SILENCE_AUTHORS_KEY = f"{ALERTS_PREFIX}:silences:by"  # hash silence id -> {"by", "via"} JSON (apart: older readers refuse unknown silence fields)
 AUDIT_KEY = f"{ALERTS_PREFIX}:audit"  # stream: operators' actions (acknowledge, silence, unsilence); alerts/audit.py
@@ -136,6 +133,15 @@ OUTBOX_GROUP = "notifiers"  # the outbox's consumer group: one consumer per work
 def caps_key(day: str) -> str:
     """Hash service -> notifications sent that UTC day (SENTINEL_NOTIFY_DAILY_CAP)."""
     return f"{ALERTS_PREFIX}:caps:{day}"
+
+
+def told_key(ident: str) -> str:
+    """Hash severity -> sent | held of one incident (or ungrouped alert): whether a firing
+    notification of it went out at that severity or only silenced ones (incidents.told_routes),
+    until its resolution is delivered. A key per incident, so that it expires an idle TTL after that
+    incident's own last firing notice: in one hash for all, every incident's mark kept the marks of
+    those never resolved (expired state, a resolution an older worker delivered) for good."""
+    return f"{ALERTS_PREFIX}:told:{ident}"
 
 
 def incident_key(scope: str) -> str:

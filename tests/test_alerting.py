@@ -681,7 +681,7 @@ def test_a_service_that_heard_no_firing_notice_hears_no_resolution(redis_server,
     of a drop it never heard begin. As Alertmanager does, a resolution goes only where a firing
     notice went: the critical hook hears it end, the warning hook hears nothing."""
     from stream.alerts.silences import list_silences, remove_silence
-    from stream.keys import TOLD_KEY
+    from stream.keys import told_key
 
     redis.Redis.from_url(redis_server).flushdb()
     warning, critical = Hook(), Hook()
@@ -698,7 +698,7 @@ def test_a_service_that_heard_no_firing_notice_hears_no_resolution(redis_server,
 
     try:
         asyncio.run(run_escalating(redis_server, grouping, warning, critical, after_batch, before))
-        left = redis.Redis.from_url(redis_server).hlen(TOLD_KEY)
+        left = len(list(redis.Redis.from_url(redis_server).scan_iter(match=told_key("*"))))
     finally:
         warning.close()
         critical.close()
@@ -713,7 +713,7 @@ def test_a_service_that_heard_no_firing_notice_hears_no_resolution(redis_server,
 @pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
 def test_a_claimed_resolution_already_notified_forgets_its_told_marks(redis_server, grouping):
     """A worker sends a resolution, marks its entry notified and dies before it forgets the firing
-    notices' told marks (`sentinel:{alerts}:told`). The worker that claims the entry publishes it
+    notices' told marks (`sentinel:{alerts}:told:<id>`). The worker that claims the entry publishes it
     without notifying again, and took that early way out before forgetting them too: the marks
     stayed, and the key's TTL, refreshed by every later mark, kept them for good."""
     from dataclasses import asdict
@@ -721,7 +721,7 @@ def test_a_claimed_resolution_already_notified_forgets_its_told_marks(redis_serv
     from stream.alerts.correlator import entry_json
     from stream.alerts.grouping import Entry, Notice
     from stream.alerts.incidents import AlertRecord
-    from stream.keys import TOLD_KEY
+    from stream.keys import told_key
 
     redis.Redis.from_url(redis_server).flushdb()
     member = {"kind": "sentiment_drop", "severity": "warning", "onset": "2026-10-02T11:50:00Z", "metric": "negative_share",
@@ -747,7 +747,7 @@ def test_a_claimed_resolution_already_notified_forgets_its_told_marks(redis_serv
             await store.redis.xadd(OUTBOX_KEY, entry("firing"))
             while await first.drain_once():
                 pass
-            marked = await store.redis.hgetall(TOLD_KEY)
+            marked = await store.redis.hgetall(told_key("incX"))
             # The resolution: sent and marked notified by a worker that died there.
             ended = await store.redis.xadd(OUTBOX_KEY, entry("resolved"))
             await store.redis.xreadgroup(OUTBOX_GROUP, "dead", {OUTBOX_KEY: ">"}, count=1)
@@ -755,7 +755,7 @@ def test_a_claimed_resolution_already_notified_forgets_its_told_marks(redis_serv
             claiming = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="second", chart=False, claim_idle_s=0)
             while await claiming.drain_once():
                 pass
-            return marked, await store.redis.hgetall(TOLD_KEY), await outbox_drained(store.redis)
+            return marked, await store.redis.hgetall(told_key("incX")), await outbox_drained(store.redis)
         finally:
             await store.close()
 
@@ -763,9 +763,70 @@ def test_a_claimed_resolution_already_notified_forgets_its_told_marks(redis_serv
         marked, left, drained = asyncio.run(go())
     finally:
         hook.close()
-    assert marked == {"incX|warning": "sent"}, marked
+    assert marked == {"warning": "sent"}, marked
     assert drained and len(hook.accepted) == 1  # the claimed resolution was not sent again
     assert left == {}, left
+
+
+def test_the_told_marks_of_an_incident_that_never_resolves_expire_while_others_are_marked(redis_server):
+    """An incident told as firing whose resolution never comes (its state expired, or a worker before
+    session 48 delivered the resolution and kept no marks to forget) leaves its told marks. They
+    were fields of one hash whose idle TTL every later mark of any incident refreshed, so on a
+    worker that keeps notifying they stayed for good and piled up. Each incident's marks now expire
+    an idle TTL (here 2 s: a retention of 1 s) after its own last firing notice, whatever else is
+    marked meanwhile."""
+    from stream.alerts.correlator import entry_json
+    from stream.alerts.grouping import Entry, Notice
+
+    redis.Redis.from_url(redis_server).flushdb()
+    member = {"kind": "sentiment_drop", "severity": "warning", "onset": "2026-10-02T11:50:00Z", "metric": "negative_share",
+              "value": 0.583, "baseline": 0.2, "firing": True}
+
+    def firing(ident: str, root: str, reason: str) -> dict[str, str]:
+        return {"entry": entry_json(Entry((), Notice(ident, root, "firing", reason, "warning", "2026-10-02T12:20:00Z",
+                                                     "2026-10-02T12:00:00Z", False, [{**member, "scope": root}])))}
+
+    def mentions(client: redis.Redis, ident: str) -> list[str]:
+        """Every key naming `ident`, or holding a field that names it (whatever the layout)."""
+        found = []
+        for key in client.scan_iter():
+            if ident in key or (client.type(key) == "hash" and any(ident in f for f in client.hkeys(key))):
+                found.append(key)
+        return found
+
+    hook = Hook()
+    admin = redis.Redis.from_url(redis_server, decode_responses=True)
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=1)
+        try:
+            delivery = AlertDelivery(store, Notifier(build_apprise(hook.url, None), attempts=1), lambda record: asyncio.sleep(0),
+                                     consumer="test", chart=False)
+            await delivery.ensure_group()
+            # The engine's writes keep the outbox alive; this test's own writes do not refresh it.
+            await store.redis.persist(OUTBOX_KEY)
+            await store.redis.xadd(OUTBOX_KEY, firing("incGone", "asset:ETH", "new"))
+            await store.redis.xadd(OUTBOX_KEY, firing("incBusy", "asset:SOL", "new"))
+            while await delivery.drain_once():
+                pass
+            at_first = mentions(admin, "incGone")
+            # incBusy keeps being told (its repeats) while incGone hears nothing more, ever.
+            deadline = time.monotonic() + 20
+            while mentions(admin, "incGone") and time.monotonic() < deadline:
+                await store.redis.xadd(OUTBOX_KEY, firing("incBusy", "asset:SOL", "repeat"))
+                await delivery.drain_once(block_ms=200)
+            return at_first, mentions(admin, "incGone"), mentions(admin, "incBusy")
+        finally:
+            await store.close()
+
+    try:
+        at_first, left, busy = asyncio.run(go())
+    finally:
+        hook.close()
+        admin.close()
+    assert at_first, "no told mark was written"
+    assert left == [], left
+    assert busy  # the incident still being told keeps its marks
 
 
 def test_a_connection_cut_just_after_a_notification_neither_repeats_it_nor_holds_it_back(redis_server):

@@ -39,7 +39,7 @@ from stream.alerts.precision import TrackRecord, track_record
 from stream.alerts.incidents import TOLD_HELD, TOLD_SENT, AlertRecord, record_from_json, told_routes
 from stream.alerts.notify import Notifier, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
-from stream.keys import ACK_LOG_KEY, ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, TOLD_KEY, VERDICTS_KEY, caps_key
+from stream.keys import ACK_LOG_KEY, ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, VERDICTS_KEY, caps_key, told_key
 from stream.redis_client import is_transient, retry_transient
 from stream.store import WindowStore
 from stream.timefmt import epoch, parse_duration
@@ -342,7 +342,7 @@ class AlertDelivery:
             if firing:
                 await self._after_sending(lambda: self._mark_told(record.alert_id, record.severity, TOLD_SENT), "told mark")
             else:  # a crash between the resolution's notification and forgetting its marks left them
-                await self._forget_told(record.alert_id, routes)
+                await self._forget_told(record.alert_id)
             await self._publish_and_ack(entry_id, record.with_delivery(True))
             return
         told = routes if firing else await self._told(record.alert_id, routes)
@@ -360,7 +360,7 @@ class AlertDelivery:
             if notified and firing:
                 await self._after_sending(lambda: self._mark_told(record.alert_id, record.severity, TOLD_SENT), "told mark")
         if not firing:
-            await self._forget_told(record.alert_id, routes)
+            await self._forget_told(record.alert_id)
         await self._publish_and_ack(entry_id, record.with_delivery(notified))
 
     async def _deliver_entry(self, entry_id: str, data: dict[str, Any], claimed: bool) -> None:
@@ -377,7 +377,7 @@ class AlertDelivery:
             if firing:
                 await self._after_sending(lambda: self._mark_told(notice.incident_id, notice.severity, TOLD_SENT), "told mark")
             else:  # a crash between the resolution's notification and forgetting its marks left them
-                await self._forget_told(notice.incident_id, routes)
+                await self._forget_told(notice.incident_id)
         elif notice is not None:
             told = routes if firing else await self._told(notice.incident_id, routes)
             silence = silence_of_incident(await list_silences(self.redis), notice.root_scope, notice.members, time.time())
@@ -393,7 +393,7 @@ class AlertDelivery:
                 if notified and firing:
                     await self._after_sending(lambda: self._mark_told(notice.incident_id, notice.severity, TOLD_SENT), "told mark")
             if not firing:
-                await self._forget_told(notice.incident_id, routes)
+                await self._forget_told(notice.incident_id)
         for record in records:
             await self.publish(record.with_delivery(notified))
         await self._ack(entry_id, published=len(records))
@@ -500,26 +500,28 @@ class AlertDelivery:
         """A firing notification's fate at its severity (`incidents.told_routes`): `sent` replaces a
         `held` (a later one went out after the silence), `held` never replaces `sent`. Entries of one
         incident are delivered in order, so its resolution reads every mark of its firing notices."""
+        key = told_key(ident)
         async with self.redis.pipeline(transaction=True) as pipe:
             if fate == TOLD_SENT:
-                pipe.hset(TOLD_KEY, f"{ident}|{severity}", fate)
+                pipe.hset(key, severity, fate)
             else:
-                pipe.hsetnx(TOLD_KEY, f"{ident}|{severity}", fate)
-            pipe.expire(TOLD_KEY, self.store.idle_ttl_s)
+                pipe.hsetnx(key, severity, fate)
+            pipe.expire(key, self.store.idle_ttl_s)
             await pipe.execute()
 
     async def _told(self, ident: str, routes: Sequence[str]) -> list[str]:
         """The severities of a resolution's `routes` that a firing notification went out at."""
-        fates = await self.redis.hmget(TOLD_KEY, [f"{ident}|{severity}" for severity in routes])
+        fates = await self.redis.hmget(told_key(ident), list(routes))
         told = told_routes(routes, {severity: fate for severity, fate in zip(routes, fates) if fate})
         if told != list(routes):
             log.info("resolution not routed where its firing notifications were silenced",
                      extra={"incident_id": ident, "routes": list(routes), "told": told})
         return told
 
-    async def _forget_told(self, ident: str, routes: Sequence[str]) -> None:
-        """Its resolution delivered: its marks go (those left by a crash expire with the key)."""
-        await self.redis.hdel(TOLD_KEY, *{f"{ident}|{severity}" for severity in (*routes, "warning", "critical")})
+    async def _forget_told(self, ident: str) -> None:
+        """Its resolution delivered: its marks go (an incident whose resolution never comes here
+        keeps them until its key's idle TTL)."""
+        await self.redis.delete(told_key(ident))
 
     async def _notified_before(self, entry_id: str) -> bool:
         """Whether an earlier delivery of this entry (this worker's or a dead one's) notified it."""
