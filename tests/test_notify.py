@@ -494,6 +494,27 @@ def test_a_notification_sent_well_after_its_event_time_says_when_it_was_sent():
         "sent 2024-05-01T13:00:00Z (wall clock), 2.0 hours after 2024-05-01T11:00:00Z (event time): the posts it speaks of are that old (a replay, a backlog, or a stream gone quiet)"]
 
 
+def test_an_incident_acknowledged_many_times_lists_a_bounded_number_of_acknowledgements():
+    """Every acknowledgement was listed, one line each (the log keeps 50, a line up to about 500
+    characters): an incident a script acknowledged at each repeat sent notices of 50 lines of
+    acknowledgements above what moved. The first (who took it on) and the latest four are listed,
+    with how many came between and where every one is."""
+    from stream.alerts.grouping import Notice
+
+    notice = Notice("cc08e3ebdfdb671ccafc", "asset:ETH", "firing", "update", "warning", "2026-03-04T12:06:00Z", "2026-03-04T12:01:00Z",
+                    False, [{"scope": "asset:ETH", "kind": "sentiment_drop", "firing": True, "severity": "warning",
+                             "onset": "2026-03-04T12:00:00Z", "metric": "negative_share", "value": 0.75, "baseline": 0.197}], acked="ack 49")
+    acks = [{"at": f"2026-12-06T19:{i:02d}:00Z", "by": "bot", "via": "cli", "reason": f"ack {i}"} for i in range(50)]
+    lines = message.notice_body(notice, acks=acks).splitlines()
+    listed = [line for line in lines if line.startswith("Acknowledged ")]
+    assert [line.rsplit(": ", 1)[1] for line in listed] == ["ack 0", "ack 46", "ack 47", "ack 48", "ack 49"], listed
+    (between,) = [line for line in lines if "more acknowledgements" in line]
+    assert between == "... 45 more acknowledgements between these (the console's incident page lists every one)"
+    assert lines.index(between) == lines.index(listed[0]) + 1
+    few = message.notice_body(notice, acks=acks[:5]).splitlines()  # five or fewer: each listed, as before
+    assert len([line for line in few if line.startswith("Acknowledged ")]) == 5 and not [line for line in few if "more acknowledgements" in line]
+
+
 def test_a_resolution_tells_a_service_that_heard_a_warning_that_it_escalated_since():
     """A `warning=` channel heard the incident open as a warning; the pager heard it turn critical.
     Both get the resolution, which ends at critical: the warning channel read "critical, resolved"

@@ -131,8 +131,12 @@ def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, co
     return "\n".join(lines)
 
 
+ACKS_LISTED = 5  # acknowledgements a notice lists: the first and the latest ones
+
+
 def ack_lines(acks: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One line per acknowledgement, as the console's incident page says them. The first line names
+    """One line per acknowledgement, as the console's incident page says them, up to `ACKS_LISTED`
+    (more: the first, a line counting those between, and the latest). The first line names
     the latest reason only: a second `sentinel ack` replaced the first one's in every later notice
     (the audit log kept both), and who acknowledged, and when, was not said at all."""
     def one(a: Mapping[str, Any]) -> str:
@@ -140,7 +144,13 @@ def ack_lines(acks: Sequence[Mapping[str, Any]]) -> list[str]:
         via = f" ({escape_post_text(str(a['via']), limit=40)})" if a.get("via") else ""
         return f"Acknowledged {a.get('at', '')} (wall clock){by}{via}: {escape_post_text(str(a.get('reason') or 'acknowledged'), limit=300)}"
 
-    return [one(a) for a in acks]
+    if len(acks) <= ACKS_LISTED:
+        return [one(a) for a in acks]
+    # Bounded: the log keeps 50, and a script acknowledging each repeat filled a notice with them.
+    # The first says who took it on; the latest, where it stands.
+    between = len(acks) - ACKS_LISTED
+    return [one(acks[0]), f"... {between} more acknowledgements between these (the console's incident page lists every one)",
+            *(one(a) for a in acks[len(acks) - ACKS_LISTED + 1:])]
 
 
 def escalation_lines(severity: str, routes: Sequence[str], told_at: Mapping[str, str] | None = None) -> list[str]:
