@@ -763,9 +763,61 @@ def test_a_claimed_resolution_already_notified_forgets_its_told_marks(redis_serv
         marked, left, drained = asyncio.run(go())
     finally:
         hook.close()
-    assert marked == {"warning": "sent"}, marked
+    assert marked.get("warning") == "sent", marked
     assert drained and len(hook.accepted) == 1  # the claimed resolution was not sent again
     assert left == {}, left
+
+
+def test_a_resolutions_escalated_line_says_when_a_service_first_heard_it_not_when_a_silence_held_it(redis_server):
+    """ETH's incident opens as a warning at 12:06 under a silence (nobody hears it); the silence is
+    lifted, its 12:36 repeat goes out, at 13:06 it turns critical, then it resolves. The resolution's
+    "Escalated:" line took its times from the correlator, which knows when each severity's first
+    notice was made, not whether a silence held it back: it said "told as warning from 12:06", when
+    nobody had heard a thing. Delivery keeps when the first notice sent at each severity went out."""
+    from stream.alerts.correlator import entry_json
+    from stream.alerts.grouping import Entry, Notice
+    from stream.alerts.silences import list_silences, remove_silence
+
+    redis.Redis.from_url(redis_server).flushdb()
+
+    def entry(reason: str, severity: str, at: str, **extra) -> dict[str, str]:
+        state = "resolved" if reason == "resolved" else "firing"
+        member = {"kind": "sentiment_drop", "severity": severity, "onset": "2026-10-02T12:00:00Z", "metric": "negative_share",
+                  "value": 0.583, "baseline": 0.2, "scope": "asset:ETH", "firing": state == "firing"}
+        notice = Notice("incE", "asset:ETH", state, reason, severity, at, "2026-10-02T12:06:00Z", False, [member])
+        return {"entry": entry_json(Entry((), notice, **extra))}
+
+    hook = Hook()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            delivery = AlertDelivery(store, Notifier(build_apprise(hook.url, None), attempts=1), lambda record: asyncio.sleep(0),
+                                     consumer="test", chart=False)
+            await delivery.ensure_group()
+            await add_silence(store.redis, "asset:ETH", 7 * 86400, None, "quiet until we look")
+            await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
+            while await delivery.drain_once():
+                pass
+            for silence in await list_silences(store.redis):
+                await remove_silence(store.redis, silence.id)
+            await store.redis.xadd(OUTBOX_KEY, entry("repeat", "warning", "2026-10-02T12:36:00Z"))
+            await store.redis.xadd(OUTBOX_KEY, entry("update", "critical", "2026-10-02T13:06:00Z"))
+            await store.redis.xadd(OUTBOX_KEY, entry("resolved", "critical", "2026-10-02T14:00:00Z", route_severities=("warning", "critical"),
+                                                     told_at=(("warning", "2026-10-02T12:06:00Z"), ("critical", "2026-10-02T13:06:00Z"))))
+            while await delivery.drain_once():
+                pass
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        hook.close()
+    assert [(p["state"], p["severity"]) for p in hook.accepted] == [("firing", "warning"), ("firing", "critical"), ("resolved", "critical")]
+    escalated = [line for line in hook.accepted[-1]["message"].splitlines() if line.startswith("Escalated: ")]
+    assert escalated == ["Escalated: told as warning from 2026-10-02T12:36:00Z, then critical from 2026-10-02T13:06:00Z (event time). "
+                         "A service for warning alone heard it only as warning."], hook.accepted[-1]["message"]
 
 
 def test_the_told_marks_of_an_incident_that_never_resolves_expire_while_others_are_marked(redis_server):

@@ -345,7 +345,7 @@ class AlertDelivery:
                 await self._forget_told(record.alert_id)
             await self._publish_and_ack(entry_id, record.with_delivery(True))
             return
-        told = routes if firing else await self._told(record.alert_id, routes)
+        told = routes if firing else (await self._told(record.alert_id, routes))[0]
         silence = await self._silence_of(record.scope, [record.kind])
         notified = False
         if silence is not None:
@@ -375,11 +375,14 @@ class AlertDelivery:
             log.info("incident already notified; publishing it", extra={"incident_id": notice.incident_id, "entry": entry_id})
             notified = True
             if firing:
-                await self._after_sending(lambda: self._mark_told(notice.incident_id, notice.severity, TOLD_SENT), "told mark")
+                await self._after_sending(lambda: self._mark_told(notice.incident_id, notice.severity, TOLD_SENT, notice.at), "told mark")
             else:  # a crash between the resolution's notification and forgetting its marks left them
                 await self._forget_told(notice.incident_id)
         elif notice is not None:
-            told = routes if firing else await self._told(notice.incident_id, routes)
+            told, sent_at = (routes, {}) if firing else await self._told(notice.incident_id, routes)
+            # When a service first heard it at each severity: the correlator's time is its first
+            # notice's, which a silence may have held back; delivery's own marks say when one went out.
+            told_at = {**(data["told_at"] if isinstance(data.get("told_at"), dict) else {}), **sent_at}
             silence = silence_of_incident(await list_silences(self.redis), notice.root_scope, notice.members, time.time())
             if silence is not None:
                 log.info("incident silenced", extra={"incident_id": notice.incident_id, "scope": notice.root_scope, "silence": silence.id})
@@ -388,10 +391,10 @@ class AlertDelivery:
                 if firing:
                     await self._mark_told(notice.incident_id, notice.severity, TOLD_HELD)
             elif self.notifier is not None and told and self.notifier.targets_for(*told):
-                notified = await self._notify_notice(notice, records, told, data.get("told_at"))
+                notified = await self._notify_notice(notice, records, told, told_at)
                 await self._settle(entry_id, notified)
                 if notified and firing:
-                    await self._after_sending(lambda: self._mark_told(notice.incident_id, notice.severity, TOLD_SENT), "told mark")
+                    await self._after_sending(lambda: self._mark_told(notice.incident_id, notice.severity, TOLD_SENT, notice.at), "told mark")
             if not firing:
                 await self._forget_told(notice.incident_id)
         for record in records:
@@ -496,27 +499,33 @@ class AlertDelivery:
         png = await self._chart(record) if self.chart else None
         return (await self.notifier.deliver(record, png, routes)).notified
 
-    async def _mark_told(self, ident: str, severity: str, fate: str) -> None:
+    async def _mark_told(self, ident: str, severity: str, fate: str, at: str = "") -> None:
         """A firing notification's fate at its severity (`incidents.told_routes`): `sent` replaces a
         `held` (a later one went out after the silence), `held` never replaces `sent`. Entries of one
-        incident are delivered in order, so its resolution reads every mark of its firing notices."""
+        incident are delivered in order, so its resolution reads every mark of its firing notices.
+        `at`: a sent notice's event time; the first one's is kept (`<severity>:at`)."""
         key = told_key(ident)
         async with self.redis.pipeline(transaction=True) as pipe:
             if fate == TOLD_SENT:
                 pipe.hset(key, severity, fate)
+                if at:
+                    pipe.hsetnx(key, f"{severity}:at", at)
             else:
                 pipe.hsetnx(key, severity, fate)
             pipe.expire(key, self.store.idle_ttl_s)
             await pipe.execute()
 
-    async def _told(self, ident: str, routes: Sequence[str]) -> list[str]:
-        """The severities of a resolution's `routes` that a firing notification went out at."""
-        fates = await self.redis.hmget(told_key(ident), list(routes))
+    async def _told(self, ident: str, routes: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        """The severities of a resolution's `routes` that a firing notification went out at, and
+        when the first sent at each went out (event time), where delivery marked it."""
+        read = await self.redis.hmget(told_key(ident), [*routes, *(f"{severity}:at" for severity in routes)])
+        fates, times = read[:len(routes)], read[len(routes):]
         told = told_routes(routes, {severity: fate for severity, fate in zip(routes, fates) if fate})
+        sent_at = {severity: at for severity, at, fate in zip(routes, times, fates) if at and fate == TOLD_SENT}
         if told != list(routes):
             log.info("resolution not routed where its firing notifications were silenced",
                      extra={"incident_id": ident, "routes": list(routes), "told": told})
-        return told
+        return told, sent_at
 
     async def _forget_told(self, ident: str) -> None:
         """Its resolution delivered: its marks go (an incident whose resolution never comes here
