@@ -335,11 +335,11 @@ def spark_points(shares: np.ndarray) -> list[str]:
 
 
 def behind(end: float | None, now: float) -> str:
-    """What a page says when its newest post is well behind the wall clock, as a late notice does
+    """What a page says when its figures (`end`: the end of the newest post's minute bucket) are well behind the wall clock, as a late notice does
     (message.late_lines, the same 15 minutes): the overview's "Now" and an incident's times are event
     time, and after a replay, a backlog or a stream gone quiet they read like the present. "" when
     the data is current or there is none."""
     if end is None or now - end <= LATE_S:
         return ""
-    return (f"The newest post counted is from {shown(end)} (event time), {span_words(now - end)} before this page was "
+    return (f"These figures run to {shown(end)} (event time), the end of the newest post's minute, {span_words(now - end)} before this page was "
             f"served at {shown(now)} (wall clock): these figures are that old (a replay, a backlog, or a stream gone quiet).")
