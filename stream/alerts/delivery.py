@@ -34,12 +34,13 @@ from redis.exceptions import ResponseError
 
 from stream.alerts import audit
 from stream.alerts.chart import baselines_of, chart_points, render_chart
+from stream.alerts.correlator import acknowledgements
 from stream.alerts.grouping import Notice
 from stream.alerts.precision import TrackRecord, track_record
 from stream.alerts.incidents import TOLD_HELD, TOLD_SENT, AlertRecord, record_from_json, told_routes
 from stream.alerts.notify import Notifier, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
-from stream.keys import ACK_LOG_KEY, ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, VERDICTS_KEY, caps_key, told_key
+from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, VERDICTS_KEY, caps_key, told_key
 from stream.redis_client import is_transient, retry_transient
 from stream.store import WindowStore
 from stream.timefmt import epoch, parse_duration
@@ -421,9 +422,7 @@ class AlertDelivery:
         later notices list: the notice itself carries the latest reason alone, and a second ack hid
         the first. One HGET; a failed or unreadable read sends the notice with the reason alone."""
         try:
-            raw = await self.redis.hget(ACK_LOG_KEY, incident_id)
-            found = [json.loads(line) for line in raw.split("\n")] if raw else []
-            return [a for a in found if isinstance(a, dict)]
+            return [a for a in await acknowledgements(self.redis, incident_id) if isinstance(a, dict)]
         except Exception as exc:  # noqa: BLE001 - the notice matters more than who acknowledged it
             log.warning("acknowledgements unavailable; the notice goes with the latest reason", extra={"incident_id": incident_id,
                                                                                                        "error": type(exc).__name__})
