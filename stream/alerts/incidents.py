@@ -61,7 +61,9 @@ def unknown_incident(said: str, grouped: bool) -> str:
 
 def root_kinds(summary: Mapping[str, Any]) -> list[str]:
     """The kinds the root of an incident summary moved in, sorted: `sentinel incidents` and the
-    console's tables say them alike (the console listed them in member order)."""
+    console's tables say them alike (the console listed them in member order). Not
+    `grouping.root_kinds` (a notice's title, a silence's match), which falls back to every member's
+    kinds while the root is not yet a member: these tables have always shown the root's own, empty then."""
     return sorted({m["kind"] for m in summary["members"] if m["scope"] == summary["root_scope"]})
 
 
