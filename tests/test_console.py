@@ -436,6 +436,13 @@ def test_a_console_whose_redis_is_away_starts_and_says_so_on_readyz(tmp_path):
     try:
         status, body, _ = console.call("GET", "/readyz")
         assert status == 503 and "redis" in body, body
+        # A page it cannot read: the console's frame for a browser (it was bare text), text for others.
+        status, page, headers = console.call("GET", "/incidents", headers={"Accept": HTML})
+        assert (status, headers["content-type"].split(";")[0]) == (503, "text/html"), page
+        assert framed_reason(page) == "Redis is unavailable; retry shortly" and "(503)" in page
+        for path, accept in (("/incidents", "*/*"), ("/api/incidents", HTML)):
+            status, body, headers = console.call("GET", path, headers={"Accept": accept})
+            assert (status, headers["content-type"].split(";")[0], body) == (503, "text/plain", "Redis is unavailable; retry shortly")
     finally:
         console.close()
 
@@ -882,6 +889,58 @@ def test_a_browser_meets_refusals_in_the_consoles_frame_and_api_clients_as_befor
     code, body, headers = console.call("GET", "/api/audit?since=abc", headers=browser)
     assert code == 400 and headers["content-type"].startswith("text/plain") and body.startswith("since: "), body
     assert console.call("GET", "/incidents/inc1", headers=browser)[0] == 200
+
+
+HTML = "text/html,application/xhtml+xml,*/*;q=0.8"  # what a browser navigating asks for
+
+
+def framed_reason(page: str) -> str:
+    """The reason an error page in the console's frame gives."""
+    assert "<title>" in page and 'id="back" href="/"' in page, page
+    said = page[page.index('id="reason"'):]
+    return said[said.index(">") + 1: said.index("</p>")]
+
+
+def test_a_browser_meets_401_and_403_in_the_consoles_frame_with_the_challenge_and_never_a_credential(api_console, redis_server):
+    """A browser's 401 and 403 were bare text (the page after a cancelled sign-in, a viewer's or a
+    cross-site form's refused write): now the frame, status, challenge and refusal kept; API
+    clients and other clients get the status and the text as before."""
+    console, _ = api_console
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    csrf = auth.csrf_token(TOKENS)
+    wrong = basic("mallory", "guessed-" + VIEWER)
+    cases = (  # method, path, headers, form, status, reason
+        ("GET", "/", {"Authorization": wrong}, None, 401, "viewer or operator credentials required"),
+        ("GET", "/incidents/inc1", {}, None, 401, "viewer or operator credentials required"),
+        ("GET", "/login?next=/incidents/inc1", {"Authorization": basic("bob", VIEWER)}, None, 401,
+         "sign in with the operator token as the password"),
+        ("POST", "/api/incidents/inc1/ack", {"Authorization": wrong}, {"reason": "x", "csrf": csrf, "next": "/incidents/inc1"}, 401,
+         "operator credentials required"),
+        ("POST", "/api/incidents/inc1/ack", {"Authorization": basic("bob", VIEWER)}, {"reason": "x", "csrf": csrf, "next": "/"}, 403,
+         "operator credentials required"),
+        ("POST", "/api/silences", {"Authorization": basic("alice", OPERATOR)}, {"scope": "all", "duration": "1h", "csrf": "x" + csrf}, 403,
+         "missing or wrong CSRF token"),
+        ("POST", "/api/silences", {"Authorization": basic("alice", OPERATOR), "Origin": "http://evil.example"},
+         {"scope": "all", "duration": "1h", "csrf": csrf}, 403, "cross-origin write refused"),
+    )
+    for method, path, headers, form, status, reason in cases:
+        code, page, got = console.call(method, path, form, headers={**headers, "Accept": HTML}, form=form is not None)
+        assert (code, got["content-type"].split(";")[0]) == (status, "text/html"), (path, code, page)
+        assert framed_reason(page) == reason, (path, page)
+        assert got["content-security-policy"].startswith("default-src 'self'")
+        assert (got.get("WWW-Authenticate") == 'Basic realm="Forum Sentinel console"') == (status == 401), (path, got)
+        assert ('id="sign-in"' in page) == (status == 401), page
+        for secret in (OPERATOR, VIEWER, csrf, "mallory", "guessed-"):
+            assert secret not in page, (path, secret)
+        # The same refusal to an API client or a client not asking for HTML: as before.
+        for plain in ({}, {"Accept": "application/json"}):
+            code, text, got = console.call(method, path, form, headers={**headers, **plain}, form=form is not None)
+            assert (code, got["content-type"].split(";")[0], text) == (status, "text/plain", reason), (path, text)
+            assert (got.get("WWW-Authenticate") is not None) == (status == 401)
+    assert r.hget(ACKS_KEY, "inc1") is None and r.hlen(SILENCES_KEY) == 0  # nothing refused changed anything
+    # An API read from a browser's address bar keeps its answer too.
+    code, text, got = console.call("GET", "/api/overview", headers={"Accept": HTML})
+    assert (code, got["content-type"].split(";")[0], text) == (401, "text/plain", "viewer or operator credentials required")
 
 
 def test_reads_need_the_read_token_when_one_is_set(api_console):

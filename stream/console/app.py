@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 from urllib.parse import quote, unquote
 
 from redis.exceptions import RedisError
@@ -51,6 +51,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 # A browser form's outcome worth saying (a refused request's reason, a silence that matches no scope
 # yet), carried across the redirect back to its page in a short-lived cookie and shown there once.
 FLASH_COOKIE, FLASH_MAX_AGE_S, FLASH_CHARS = "sentinel_flash", 60, 600
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")  # what a browser's form posts
 
 
 def _when(ts: float | None) -> str:
@@ -82,14 +83,25 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
     def who(request: Request) -> auth.Caller:
         return auth.caller(request.headers.get("authorization"), tokens)
 
-    def challenge(detail: str) -> Response:
-        return PlainTextResponse(detail, status_code=401, headers={"WWW-Authenticate": 'Basic realm="Forum Sentinel console"'})
+    def framed(request: Request, status: int, reason: str, headers: Mapping[str, str] | None = None, incident: bool = False) -> Response:
+        """A refusal in the console's frame, saying why with a link back, for a browser; API and other
+        clients get the status and the reason as text. The reason is the console's own words, with at
+        most the address's own parts (an id, a query field): never a credential, token or form field."""
+        if not _browser(request):
+            return PlainTextResponse(reason, status_code=status, headers=headers)
+        context = {"caller": who(request), "csrf": "", "writes": bool(tokens.operator), "flash": None, "status": status,
+                   "title": ERROR_TITLES.get(status, "Refused"), "reason": reason, "incident": incident,
+                   "sign_in": status == 401 and (bool(tokens.operator) or request.method == "GET")}  # not "writes are disabled"
+        return templates.TemplateResponse(request, "error.html", context, status_code=status, headers=headers)
+
+    def challenge(request: Request, detail: str) -> Response:
+        return framed(request, 401, detail, headers={"WWW-Authenticate": 'Basic realm="Forum Sentinel console"'})
 
     def reader(handler: Callable[[Request, auth.Caller], Awaitable[Response]]) -> Handler:
         async def wrapped(request: Request) -> Response:
             caller = who(request)
             if not caller.may_read(tokens):
-                return challenge("viewer or operator credentials required")
+                return challenge(request, "viewer or operator credentials required")
             return await handler(request, caller)
         return wrapped
 
@@ -101,11 +113,11 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
                                          origin=request.headers.get("origin"), host=request.headers.get("host"))
             if refusal:
                 log.warning("console write refused", extra={"path": request.url.path, "reason": refusal, "user": caller.user})
-                return challenge(refusal) if caller.role == "anonymous" else PlainTextResponse(refusal, status_code=403)
+                return challenge(request, refusal) if caller.role == "anonymous" else framed(request, 403, refusal)
             try:
                 result = await handler(request, caller, form)
             except HTTPException as exc:
-                if not _from_browser(request, form):
+                if not _browser(request):
                     raise  # API clients: the status and the text as ever
                 # A browser's form: back to its page, saying why, not a bare text page with no way back.
                 return _flashed(RedirectResponse(_local(form.get("next")), status_code=303), "error", str(exc.detail))
@@ -165,7 +177,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
 
     async def login(request: Request) -> Response:
         if not who(request).may_write:
-            return challenge("sign in with the operator token as the password")
+            return challenge(request, "sign in with the operator token as the password")
         return RedirectResponse(_local(request.query_params.get("next")), status_code=303)
 
     # --- API ---
@@ -261,22 +273,24 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
 
     async def refused(request: Request, exc: Exception) -> Response:
         """A page's refusal (a mistyped address, a bad query field, an incident purged since its
-        notice linked it) in the console's frame, saying why with a way back, for a browser; API
-        and other clients get Starlette's answer as before: the status and the reason as text."""
+        notice linked it): framed for a browser; API and other clients get Starlette's answer as
+        before, the status and the reason as text."""
         assert isinstance(exc, HTTPException)
-        if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
-            return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)  # Starlette's own answer
-        context = {"caller": who(request), "csrf": "", "writes": bool(tokens.operator), "flash": None, "status": exc.status_code,
-                   "title": ERROR_TITLES.get(exc.status_code, "Refused"), "reason": _reason_words(exc),
-                   "incident": exc.status_code == 404 and request.url.path.startswith("/incidents/")}
-        return templates.TemplateResponse(request, "error.html", context, status_code=exc.status_code, headers=exc.headers)
+        reason = _reason_words(exc) if _browser(request) else str(exc.detail)  # Starlette's own text, as ever
+        return framed(request, exc.status_code, reason, headers=exc.headers,
+                      incident=exc.status_code == 404 and request.url.path.startswith("/incidents/"))
 
-    return Starlette(routes=routes, exception_handlers={RedisError: _redis_down, HTTPException: refused},
+    async def redis_down(request: Request, exc: Exception) -> Response:
+        log.error("console: redis unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
+        return framed(request, 503, "Redis is unavailable; retry shortly")
+
+    return Starlette(routes=routes, exception_handlers={RedisError: redis_down, HTTPException: refused},
                      middleware=[Middleware(BaseHTTPMiddleware, dispatch=_security_headers)])
 
 
 # Headings of the error page; the reason below it says what was wrong.
-ERROR_TITLES = {400: "Bad request", 404: "Not found", 405: "Not allowed here", 409: "Not done"}
+ERROR_TITLES = {400: "Bad request", 401: "Sign in", 403: "Refused", 404: "Not found", 405: "Not allowed here", 409: "Not done",
+                503: "Unavailable"}
 
 
 def _reason_words(exc: HTTPException) -> str:
@@ -293,15 +307,10 @@ async def _security_headers(request: Request, call_next: Handler) -> Response:
     return response
 
 
-async def _redis_down(request: Request, exc: Exception) -> Response:
-    log.error("console: redis unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
-    return PlainTextResponse("Redis is unavailable; retry shortly", status_code=503)
-
-
 async def _body(request: Request) -> dict[str, Any]:
     """A write's fields, from a browser form (then answered with a redirect) or a JSON body."""
     kind = request.headers.get("content-type", "")
-    if kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+    if kind.startswith(FORM_TYPES):
         form = await request.form()
         return {k: v for k, v in form.items() if isinstance(v, str)} | {"_form": True}
     if kind.startswith("application/json"):
@@ -354,10 +363,13 @@ def _typed(form: dict[str, Any]) -> str:
         raise HTTPException(400, str(exc)) from None
 
 
-def _from_browser(request: Request, form: dict[str, Any]) -> bool:
-    """A console page's form, posted by a browser navigating (it asks for HTML), rather than an API
-    client: those keep their status codes whatever content type they post."""
-    return bool(form.get("_form")) and "text/html" in request.headers.get("accept", "")
+def _browser(request: Request) -> bool:
+    """A browser navigating (it asks for HTML) to a page or posting a console page's form, rather
+    than an API client: those keep their status codes and text whatever they accept or post."""
+    if "text/html" not in request.headers.get("accept", ""):
+        return False
+    form = request.headers.get("content-type", "").startswith(FORM_TYPES)
+    return form or not request.url.path.startswith("/api/")
 
 
 def _flashed(response: Response, kind: str, text: str) -> Response:
