@@ -785,7 +785,7 @@ def test_recent_incidents_list_the_scopes_that_moved_with_the_root_as_the_comman
     status, listing, _ = console.call("GET", "/incidents", headers={"Authorization": f"Bearer {VIEWER}"})
     assert status == 200
     row = re.search(r'<tr><td><a href="/incidents/done1">.*?</tr>', listing[listing.index("Recent incidents"):], re.S).group(0)
-    cells = re.findall(r"<td>(.*?)</td>", row, re.S)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
     members = re.sub(r"<[^>]+>", "", cells[5])
     assert members == "all, channel:general", members
     assert '<a href="/scope/channel:general">' in cells[5]
@@ -865,6 +865,12 @@ def test_a_resolved_incidents_page_says_when_its_root_resolved_and_when_it_was_d
     assert "opened 2026-10-02T00:00:00Z, resolved 2026-10-02T00:20:00Z." in said["over2"], said["over2"]
     assert "declared over 2026-10-02T00:20:00Z." in said["over3"] and "last change" not in said["over3"], said["over3"]  # an older summary
     assert "last change 2026-10-02T00:10:00Z." in said["inc1"], said["inc1"]  # open
+    # The recent incidents' "closed" column says it as the page does: it showed the declaration alone.
+    listing = console.call("GET", "/incidents", headers={"Authorization": f"Bearer {VIEWER}"})[1]
+    closed = {ident: re.sub(r"\s+", " ", html_lib.unescape(re.search(rf'href="/incidents/{ident}">.*?<td class="ended">(.*?)</td>', listing, re.S).group(1)))
+              for ident in ("over1", "over2", "over3")}
+    assert closed == {"over1": "root resolved 2026-10-02T00:05:00Z; declared over 2026-10-02T00:20:00Z",
+                      "over2": "resolved 2026-10-02T00:20:00Z", "over3": "declared over 2026-10-02T00:20:00Z"}, closed
 
 
 def test_a_browser_meets_refusals_in_the_consoles_frame_and_api_clients_as_before(api_console, redis_server):
@@ -1249,16 +1255,24 @@ def signed_in(browser, console, width: int = 390):
     return page
 
 
-def test_pages_fit_a_phone_and_say_how_old_their_data_is(api_console, browser):
+def test_pages_fit_a_phone_and_say_how_old_their_data_is(api_console, redis_server, browser):
     """Someone woken at 3 am opens a notice's link on a phone (390 px): no page pans sideways (the
     overview was 917 px wide, an incident page 694; a wide table now scrolls in its own box), and
     the data's age against the wall clock is said (the seeded posts are weeks old)."""
     console, _ = api_console
+    r = redis.Redis.from_url(redis_server)
+    put_incident(redis_server, "over1", "asset:ETH", state="resolved")
+    r.hset(INCIDENTS_KEY, "over1", json.dumps(json.loads(r.hget(INCIDENTS_KEY, "over1")) | {"root_resolved": T0 + 86400 + 300}))
     page = signed_in(browser, console)
-    for path in ("/", "/incidents", "/incidents/inc1", "/scope/asset:ETH", "/audit"):
+    for path in ("/", "/incidents", "/incidents/inc1", "/incidents/over1", "/scope/asset:ETH", "/audit"):
         page.goto(console.url + path)
         page.wait_for_load_state("networkidle")
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+    # The recent table's "closed" says both times, wrapped: about as wide as "opened" (one time and
+    # a ";"), not the 450 px of one line.
+    page.goto(console.url + "/incidents")
+    closed, opened = (page.locator("table.recent tbody tr").first.locator("td").nth(n).bounding_box()["width"] for n in (4, 3))
+    assert "declared over" in page.locator("table.recent td.ended").first.inner_text() and closed < 1.2 * opened, (closed, opened)
     for path in ("/", "/scope/asset:ETH"):
         page.goto(console.url + path)
         assert "(event time)" in page.locator("#behind").inner_text() and "(wall clock)" in page.locator("#behind").inner_text(), path
