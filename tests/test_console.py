@@ -1107,6 +1107,18 @@ def test_the_api_refuses_operator_input_the_forms_would_refuse_and_says_when_a_s
     assert made["scope"] == "channel:General" and "did you mean channel:general" in made["warning"]  # case kept, and said
 
 
+def test_a_refused_forms_fields_go_back_only_where_the_cookie_fits():
+    """A browser drops a cookie over 4 KB and the reason why with it: a long reason in escapes is
+    left out, the message kept."""
+    from starlette.responses import Response
+
+    from stream.console.app import _flashed
+
+    for reason, kept in (("short", True), ("\u00e9" * 500, False)):
+        cookie = _flashed(Response(), "error", "duration: more than zero", {"action": "/api/silences", "reason": reason}).headers["set-cookie"]
+        assert len(cookie) < 4096 and "duration" in urllib.parse.unquote(cookie) and ("short" in cookie) == kept, len(cookie)
+
+
 def test_a_browsers_refused_form_goes_back_to_its_page_saying_why_while_api_clients_get_the_status(api_console, redis_server):
     console, _ = api_console
     r = redis.Redis.from_url(redis_server, decode_responses=True)
@@ -1122,6 +1134,29 @@ def test_a_browsers_refused_form_goes_back_to_its_page_saying_why_while_api_clie
     assert page.index('id="flash"') < page.index('id="live"')  # not replaced by the page's live refresh
     assert 'sentinel_flash=""' in headers["set-cookie"] or "Max-Age=0" in headers["set-cookie"]  # shown once
     assert 'id="flash"' not in console.call("GET", "/incidents/inc1", headers=browser_op)[1]
+    # What was typed comes back in the form that was refused (it came back empty: the scope the
+    # root's, the duration 4h, the reason gone); never the CSRF token, and no other form filled.
+    form_of = lambda page, name: page[page.index(f'<form class="{name}"'):][: page[page.index(f'<form class="{name}"'):].index("</form>")]  # noqa: E731
+    typed = form | {"scope": "asset:SOL", "kind": "volume_spike", "duration": "90d", "reason": "listing <b>news</b>"}
+    refusals = (("/api/silences", typed, "/incidents/inc1", "silence"), ("/api/silences", typed | {"next": "/incidents"}, "/incidents", "silence"),
+                ("/api/incidents/inc1/ack", form | {"reason": "bidi \u202e here"}, "/incidents/inc1", "ack"),
+                ("/api/incidents/inc1/verdict", form | {"verdict": "false-alarm", "reason": "bidi \u202e here"}, "/incidents/inc1", "verdict"))
+    for action, posted, back, name in refusals:
+        status, _, headers = console.call("POST", action, posted, headers=browser_op, form=True)
+        assert status == 303 and headers["location"] == back, (action, status)
+        page = console.call("GET", back, headers={**browser_op, "Cookie": headers["set-cookie"].split(";")[0]})[1]
+        assert "Not done: " in page and auth.csrf_token(TOKENS) not in page.replace(f'name="csrf" value="{auth.csrf_token(TOKENS)}"', ""), action
+        filled = form_of(page, name)
+        if name == "silence":
+            assert ('value="asset:SOL"' in filled and 'value="90d"' in filled and '<option value="volume_spike" selected>' in filled
+                    and 'value="listing &lt;b&gt;news&lt;/b&gt;"' in filled), filled
+        else:
+            assert 'value="bidi \u202e here"' in filled, filled
+            assert name != "verdict" or '<option value="false-alarm" selected>' in filled, filled
+        for other in {"silence", "ack", "verdict"} - {name}:  # the other forms as they were
+            if f'<form class="{other}"' in page:
+                assert "bidi" not in form_of(page, other) and "listing" not in form_of(page, other), other
+    assert r.hlen(SILENCES_KEY) == 0 and r.hget(ACKS_KEY, "inc1") is None
     # A cookie the console did not write shows nothing.
     assert 'id="flash"' not in console.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": "sentinel_flash=%7B%22kind%22%3A%22evil%22%7D"})[1]
 
@@ -1404,6 +1439,8 @@ def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_d
         op.locator("#flash").wait_for()
         assert op.url == f"{console.url}/incidents" and "Not done: duration: more than zero" in op.locator("#flash").inner_text()
         assert r.hlen(SILENCES_KEY) == 0
+        # What was typed is still there to correct: it came back empty.
+        assert [op.input_value(f"form.silence input[name={n}]") for n in ("scope", "duration")] == ["asset:BTC", "0m"]
         op.reload()
         assert op.locator("#flash").count() == 0  # shown once
         assert dialogs == []

@@ -51,6 +51,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 # A browser form's outcome worth saying (a refused request's reason, a silence that matches no scope
 # yet), carried across the redirect back to its page in a short-lived cookie and shown there once.
 FLASH_COOKIE, FLASH_MAX_AGE_S, FLASH_CHARS = "sentinel_flash", 60, 600
+KEPT_FIELDS, MAX_KEPT_CHARS = ("scope", "kind", "duration", "reason", "verdict"), 500  # a refused form's fields shown again
+MAX_FLASH_BYTES = 3800  # the cookie's value, under the 4096 bytes a browser keeps of a cookie
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")  # what a browser's form posts
 
 
@@ -120,7 +122,9 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
                 if not _browser(request):
                     raise  # API clients: the status and the text as ever
                 # A browser's form: back to its page, saying why, not a bare text page with no way back.
-                return _flashed(RedirectResponse(_local(form.get("next")), status_code=303), "error", str(exc.detail))
+                # What was typed goes back with it, into the same form: a 90d silence lost its scope and reason.
+                return _flashed(RedirectResponse(_local(form.get("next")), status_code=303), "error", str(exc.detail),
+                                _kept(request.url.path, form))
             log.info("console write", extra={"path": request.url.path, "user": caller.user})
             if form.get("_form"):
                 back = RedirectResponse(_local(form.get("next")), status_code=303)
@@ -372,13 +376,21 @@ def _browser(request: Request) -> bool:
     return form or not request.url.path.startswith("/api/")
 
 
-def _flashed(response: Response, kind: str, text: str) -> Response:
+def _kept(action: str, form: dict[str, Any]) -> dict[str, str]:
+    """A refused form's typed fields, to fill it in again on its page: never the CSRF token."""
+    return {"action": action} | {k: str(form[k])[:MAX_KEPT_CHARS] for k in KEPT_FIELDS if isinstance(form.get(k), str)}
+
+
+def _flashed(response: Response, kind: str, text: str, kept: dict[str, str] | None = None) -> Response:
     value = quote(json.dumps({"kind": kind, "text": text[:FLASH_CHARS]}), safe="")
+    if kept:  # a browser drops a cookie over 4 KB, and the reason why with it: the fields only where they fit
+        with_kept = quote(json.dumps({"kind": kind, "text": text[:FLASH_CHARS], "kept": kept}), safe="")
+        value = with_kept if len(with_kept) <= MAX_FLASH_BYTES else value
     response.set_cookie(FLASH_COOKIE, value, max_age=FLASH_MAX_AGE_S, path="/", httponly=True, samesite="strict")
     return response
 
 
-def _flash(request: Request) -> dict[str, str] | None:
+def _flash(request: Request) -> dict[str, Any] | None:
     """The flash cookie's message, or None (absent or not one the console wrote)."""
     raw = request.cookies.get(FLASH_COOKIE)
     if not raw:
@@ -389,7 +401,9 @@ def _flash(request: Request) -> dict[str, str] | None:
         return None
     if not isinstance(found, dict) or found.get("kind") not in ("error", "note") or not isinstance(found.get("text"), str):
         return None
-    return {"kind": found["kind"], "text": found["text"][:FLASH_CHARS]}
+    kept = found.get("kept")
+    kept = {k: v for k, v in kept.items() if k in ("action", *KEPT_FIELDS) and isinstance(v, str)} if isinstance(kept, dict) else {}
+    return {"kind": found["kind"], "text": found["text"][:FLASH_CHARS], "kept": kept}
 
 
 def _reason(form: dict[str, Any], caller: auth.Caller) -> str:
