@@ -770,6 +770,13 @@ def test_an_incident_page_shows_the_posts_from_its_roots_onset(api_console, redi
     # A viewer is told how to act, and an operator gets the forms instead.
     assert 'id="read-only"' in page and "Sign in" in page[page.index('id="read-only"'):]
     assert 'id="read-only"' not in console.call("GET", "/incidents/inc1", headers={"Authorization": f"Bearer {OPERATOR}"})[1]
+    # Resolved, a verdict is left to give: a viewer was told nothing, the operator's form hidden from it.
+    put_incident(redis_server, "done1", "asset:ETH", state="resolved")
+    page = console.call("GET", "/incidents/done1", headers={"Authorization": f"Bearer {VIEWER}"})[1]
+    hint = page[page.index('id="read-only"'):]
+    assert "Sign in" in hint and "real or a false alarm" in hint[: hint.index("</p>")] and "acknowledge" not in hint[: hint.index("</p>")]
+    page = console.call("GET", "/incidents/done1", headers={"Authorization": f"Bearer {OPERATOR}"})[1]
+    assert 'id="read-only"' not in page and '<form class="verdict"' in page and '<form class="ack"' not in page
 
 
 def test_recent_incidents_list_the_scopes_that_moved_with_the_root_as_the_command_line_does(api_console, redis_server):
@@ -1209,6 +1216,9 @@ def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):
         page = console.call("GET", "/incidents/inc2")[1]
         hint = page[page.index('id="read-only"'):]
         assert "read-only" in hint[: hint.index("</p>")] and "sentinel ack inc2" in hint[: hint.index("</p>")]
+        put_incident(redis_server, "done2", "asset:SOL", state="resolved")  # resolved: only the verdict is left
+        hint = (page := console.call("GET", "/incidents/done2")[1])[page.index('id="read-only"'):]
+        assert "sentinel verdict done2 real|false-alarm" in hint[: hint.index("</p>")] and "sentinel ack" not in hint[: hint.index("</p>")]
         # The whole command, as the notices offer it: it said "silence with `sentinel silence`", no scope.
         for ident, silence in (("inc2", "sentinel silence asset:SOL --for 2h"), ("inc3", "sentinel silence 'channel:off topic' --for 2h"),
                                ("inc4", None)):
