@@ -6,6 +6,7 @@ up in seconds. Expected numbers come from the input file, not from the worker's 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -163,6 +164,22 @@ def test_partition_lag_uses_committed_then_where_reading_starts_and_skips_unknow
     assert partition_lag(tps, highwater, committed, start) == {("posts", 0): 10, ("posts", 1): 5, ("posts", 3): 0}
 
 
+def test_consumer_lag_counts_the_input_topics_alone():
+    """Faust assigns each worker its `<app id>-__assignor-__leader` topic beside the posts topic; a
+    lag reported for it was summed into the dashboard's partition 0."""
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from stream.ops.http import consumer_lag
+
+    posts, leader = TP("forum-posts", 0), TP("forum-sentinel-__assignor-__leader", 0)
+    consumer = SimpleNamespace(assignment=lambda: {posts, leader}, _committed_offset={posts: 40, leader: 3},
+                               highwater={posts: 42, leader: 9}.get)
+    lags = asyncio.run(consumer_lag(SimpleNamespace(consumer=consumer), ("forum-posts",)))
+    assert lags == {posts: 2}
+
+
 def test_each_worker_metrics_has_its_own_registry():
     a, b = WorkerMetrics(), WorkerMetrics()  # a second set of the same names must not collide
     a.observe_batch(BatchOutcome(consumed=5, valid=4, dlq=1, processed=4, classify_s=0.01, windows_s=0.002))
@@ -231,6 +248,9 @@ def test_metrics_health_and_readiness_of_a_worker(tmp_path, kafka_server, redis_
         model = [dict(labels) for (name, labels), v in m.items() if name == "sentinel_model_info" and v == 1]
         assert model == [{"base": "lexicon", "adapter": "none", "device": "cpu", "quantize": "none", "dtype": "none"}]
         assert lag_key in m
+        # The input topic's partitions alone: Faust's assignor-leader topic, summed by partition,
+        # was added into partition 0 on the dashboard.
+        assert {dict(labels)["topic"] for (name, labels) in m if name == "sentinel_consumer_lag"} == {env["SENTINEL_TOPIC_POSTS"]}
         assert ("sentinel_alert_deliveries_total", frozenset({"result": "failed"}.items())) in m
         assert ("sentinel_event_loop_lag_seconds", frozenset()) in m
 

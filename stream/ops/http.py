@@ -23,7 +23,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import faust
 from faust.web import Request, Response, View
@@ -172,8 +172,10 @@ def check_partitions(app: faust.App, topic: str) -> Check:
     return Check("partitions", False, f"no partition of {topic} assigned yet")
 
 
-async def consumer_lag(app: faust.App, timeout: float = CHECK_TIMEOUT_S) -> dict[TopicPartition, int]:
-    """Lag per assigned partition from Faust's consumer. Highwater and committed offsets are in
+async def consumer_lag(app: faust.App, topics: Collection[str], timeout: float = CHECK_TIMEOUT_S) -> dict[TopicPartition, int]:
+    """Lag per assigned partition of the input `topics` from Faust's consumer. Faust assigns each
+    worker its internal `<app id>-__assignor-__leader` topic too: its lag would be summed into the
+    dashboard's partition 0, so it is left out. Highwater and committed offsets are in
     memory (the fetcher updates the first, every commit the second, and each assignment seeds the
     second with the group's committed offsets); only a partition this group has never committed
     costs a lookup: of its first offset, where the group starts reading it (the worker's offset
@@ -181,7 +183,7 @@ async def consumer_lag(app: faust.App, timeout: float = CHECK_TIMEOUT_S) -> dict
     group whose first batch could not be written (Redis away) showed lag 0 with every post unread."""
     consumer = app.consumer
     try:
-        assignment = list(consumer.assignment())
+        assignment = [tp for tp in consumer.assignment() if tp.topic in topics]
     except Exception:  # noqa: BLE001 - not started yet: no partitions, no lag
         return {}
     committed: Mapping[Any, int | None] = {tp: consumer._committed_offset.get(tp) for tp in assignment}  # noqa: SLF001
@@ -284,7 +286,7 @@ def install(
 
     @app.page("/metrics")
     async def prometheus(self: View, request: Request) -> Response:
-        metrics.set_lag(await consumer_lag(app))
+        metrics.set_lag(await consumer_lag(app, (posts_topic,)))
         # Content-Type goes in the headers: aiohttp refuses a content_type argument with a charset.
         return self.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
