@@ -139,6 +139,7 @@ class AlertDelivery:
         # Chains held back behind an earlier entry pending elsewhere (`_held_back`): their entries
         # stay pending with this consumer and are read again with the next round's.
         self._held = False
+        self._waiting: dict[str, float] = {}  # order key held back -> since when (monotonic), `_log_waits`
         self._round_started = time.monotonic()
         self._verdicts: tuple[float, list[dict[str, Any]]] = (-TRACK_RECORD_TTL_S, [])  # (read at, monotonic; entries)
         self._verdicts_lock = asyncio.Lock()
@@ -254,9 +255,7 @@ class AlertDelivery:
                 chains.setdefault(order_key(entry_id, fields), []).append((entry_id, fields, claimed))
         held = await self._held_back(chains)
         self._held = bool(held)
-        if held:
-            log.info("outbox entries held back behind an earlier one of their incident pending elsewhere",
-                     extra={"keys": sorted(held)[:20], "entries": [e for key in sorted(held) for e, _, _ in chains[key]][:20]})
+        self._log_waits(held, chains)
         going = [chain for key, chain in chains.items() if key not in held]
         results = await asyncio.gather(*(self._deliver_chain(chain) for chain in going), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
@@ -264,6 +263,21 @@ class AlertDelivery:
             self._redeliver_own = True
             raise failed[0]
         return sum(len(chain) for chain in going) + sum(1 for _, fields, _ in entries if not fields)
+
+    def _log_waits(self, held: set[str], chains: dict[str, list[tuple[str, dict[str, str], bool]]]) -> None:
+        """A chain held back is said once when it starts waiting and once when it stops: it is
+        checked again every round (about a second) for up to `claim_idle_s`, and a line a round
+        buried the worker's other lines."""
+        now = time.monotonic()
+        started = sorted(held - self._waiting.keys())
+        ended = sorted(self._waiting.keys() - held)
+        if started:
+            log.info("outbox entries held back behind an earlier one of their incident pending elsewhere",
+                     extra={"keys": started[:20], "entries": [e for key in started for e, _, _ in chains[key]][:20]})
+        if ended:
+            log.info("outbox entries no longer held back",
+                     extra={"keys": ended[:20], "waited_s": round(max(now - self._waiting[key] for key in ended), 1)})
+        self._waiting = {key: self._waiting.get(key, now) for key in held}
 
     async def _held_back(self, chains: dict[str, list[tuple[str, dict[str, str], bool]]]) -> set[str]:
         """The order keys whose chain must wait: an earlier entry of the same incident (or scope and
