@@ -1563,6 +1563,48 @@ def test_the_outbox_drops_delivered_entries_past_retention_but_never_pending_or_
     assert steps == [1, 1, 0]
 
 
+def test_the_outbox_group_forgets_idle_consumers_holding_nothing_but_keeps_those_with_pending_entries(redis_server, caplog):
+    """Every worker that ever read the outbox left a consumer in its group, one more per pod
+    restart under Kubernetes. Those idle past the bound with nothing pending go; a dead worker's
+    with a pending entry stays (the entry is claimed from it), as do a recent reader and this
+    worker's own."""
+    redis.Redis.from_url(redis_server).flushdb()
+    caplog.set_level(logging.INFO, logger="stream.alerts.delivery")
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=3600)
+        r = store.redis
+        try:
+            delivery = AlertDelivery(store, None, lambda record: None, consumer="me", chart=False)
+            await delivery.ensure_group()
+            for name in ("me", "restarted-1", "restarted-2"):
+                await r.xgroup_createconsumer(OUTBOX_KEY, OUTBOX_GROUP, name)
+            held = await r.xadd(OUTBOX_KEY, {"entry": "{}"})
+            await r.xreadgroup(OUTBOX_GROUP, "died-holding", {OUTBOX_KEY: ">"}, count=1)
+
+            async def idle() -> bool:
+                return all(c["idle"] >= 1000 for c in await r.xinfo_consumers(OUTBOX_KEY, OUTBOX_GROUP))
+
+            deadline = time.monotonic() + 20
+            while not await idle():
+                assert time.monotonic() < deadline, "consumers never idle for 1 s"
+                await asyncio.sleep(0.1)
+            await r.xgroup_createconsumer(OUTBOX_KEY, OUTBOX_GROUP, "alive")  # just now: not idle
+            gone = await delivery.forget_idle_consumers(idle_s=1.0)
+            left = {c["name"]: c["pending"] for c in await r.xinfo_consumers(OUTBOX_KEY, OUTBOX_GROUP)}
+            pending = [p["message_id"] for p in await r.xpending_range(OUTBOX_KEY, OUTBOX_GROUP, min="-", max="+", count=10)]
+            return gone, left, pending, held
+        finally:
+            await store.close()
+
+    gone, left, pending, held = asyncio.run(go())
+    assert sorted(gone) == ["restarted-1", "restarted-2"]
+    assert left == {"me": 0, "died-holding": 1, "alive": 0}
+    assert pending == [held]  # still there for a claim
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("outbox consumers forgotten")]
+    assert line.count == 2
+
+
 def test_grouping_reads_an_old_onset_from_where_the_pair_scopes_still_hold_counts(redis_server, caplog):
     """SENTINEL_PAIR_RETENTION: a question whose onset lies beyond the pair scopes' retention is
     read from the earliest onset they hold whole, for the parent and its pairs alike. Read from the

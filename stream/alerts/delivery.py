@@ -77,6 +77,27 @@ redis.call('HDEL', KEYS[2], ARGV[2])
 return 1
 """
 
+# A consumer of the group that has read nothing for `idle` ms and holds no entry, but this worker's
+# own, is deleted; one script, so no read can give it an entry between the check and the delete
+# (DELCONSUMER drops a consumer's pending entries, and nothing could claim them after).
+# KEYS: outbox. ARGV: group, this worker's consumer, idle (ms). Returns the names deleted.
+_FORGET_CONSUMERS = """
+local gone = {}
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #consumer, 2 do f[consumer[i]] = consumer[i + 1] end
+  if f['name'] ~= ARGV[2] and tonumber(f['pending']) == 0 and tonumber(f['idle']) >= tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    gone[#gone + 1] = f['name']
+  end
+end
+return gone
+"""
+# A live worker reads the outbox every round (about a second), and one stalled past 30 s fails its
+# liveness probe and is restarted; a consumer idle this long is a dead worker's (a restarted pod's
+# host-pid name is never used again). Were it alive, its next read would simply re-create it.
+FORGET_CONSUMER_IDLE_S = 600.0
+
 
 class DeliveryObserver(Protocol):
     """What delivery reports (ops/prometheus.WorkerMetrics implements it)."""
@@ -133,6 +154,7 @@ class AlertDelivery:
         self._trimmed_at = time.monotonic()
         self._mark_script = self.redis.register_script(_MARK_NOTIFIED)
         self._ack_script = self.redis.register_script(_ACK_PUBLISHED)
+        self._forget_script = self.redis.register_script(_FORGET_CONSUMERS)
         # This consumer's own pending entries are read again first: at start (a restarted process
         # may keep its name) and after a failed round, so they wait a round, not `claim_idle_s`.
         self._redeliver_own = True
@@ -215,6 +237,7 @@ class AlertDelivery:
         if time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
             self._trimmed_at = time.monotonic()
             await self.trim_outbox()
+            await self.forget_idle_consumers()
         return delivered
 
     async def _take(self, block_ms: int) -> list[tuple[str, dict[str, str] | None, bool]]:
@@ -342,6 +365,22 @@ class AlertDelivery:
         if removed:
             log.info("outbox trimmed", extra={"removed": removed})
         return removed
+
+    async def forget_idle_consumers(self, idle_s: float = FORGET_CONSUMER_IDLE_S) -> list[str]:
+        """Delete the group's consumers idle past `idle_s` with no pending entry (`_FORGET_CONSUMERS`):
+        every worker that ever read the outbox left one, and under Kubernetes each pod restart adds
+        a name. A dead worker's consumer with pending entries stays until a claim has taken them."""
+        try:
+            found = await self._forget_script(keys=[OUTBOX_KEY], args=[OUTBOX_GROUP, self.consumer, int(idle_s * 1000)])
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            return []  # the next read re-creates the group (`drain_once`)
+        gone = [name.decode() if isinstance(name, bytes) else str(name) for name in found]
+        if gone:
+            log.info("outbox consumers forgotten: idle with nothing pending", extra={"count": len(gone), "consumers": gone[:20],
+                                                                                    "idle_s": idle_s})
+        return gone
 
     async def _deliver(self, entry_id: str, fields: dict[str, str], claimed: bool) -> None:
         if "entry" in fields:
