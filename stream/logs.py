@@ -83,7 +83,8 @@ class RepeatFilter(logging.Filter):
     repeats stopped is said by the next line through the handler (any logger's) once its window has
     passed: the line again with `held_back` and `held_until` (the last one's time), so a burst is
     never read as one failure, nor an outage as ended at its last shown line. So is the count of a
-    line forgotten for `max_keys` (texts that embed changing values crowd the table)."""
+    line forgotten for `max_keys` (texts that embed changing values crowd the table), and every
+    count still held when the process ends (`CountingHandler`)."""
 
     def __init__(self, window_s: float = 60.0, libraries: tuple[str, ...] = NOISY, clock: Callable[[], float] = time.monotonic,
                  max_keys: int = 512) -> None:
@@ -143,6 +144,14 @@ class RepeatFilter(logging.Filter):
                 self._shown[key] = (now, 0, last)  # shown now: repeats from here are held for a window again
         self._say(due)
 
+    def say_held(self) -> None:
+        """Log every count still held, window passed or not: the process is ending, and no later
+        line would say them (`CountingHandler.close`)."""
+        with self._lock:
+            held = [(key, count, last) for key, (_, count, last) in self._shown.items() if count]
+            self._shown.clear()
+        self._say(held)
+
     @staticmethod
     def _say(counts: list[tuple[tuple[str, int, str], int, float]]) -> None:
         """Each held line again, with its count and the last one's time (never held itself)."""
@@ -150,12 +159,25 @@ class RepeatFilter(logging.Filter):
             logging.getLogger(name).log(level, "%s", text, extra={"held_back": held, "held_until": _iso(last), "_repeat_summary": True})
 
 
+class CountingHandler(logging.StreamHandler):
+    """The worker's handler: on close, its RepeatFilters say the counts they still hold. A count is
+    otherwise said by a later line, and a process that logs nothing more (a broker outage, then a
+    shutdown) never said that its last shown line had been repeated N times. `logging.shutdown`
+    closes every handler: at the interpreter's exit (atexit), and in the worker's own exits, which
+    call it before `os._exit` (stream/worker.py)."""
+
+    def close(self) -> None:
+        for repeats in [f for f in self.filters if isinstance(f, RepeatFilter)]:
+            repeats.say_held()  # through the loggers, while this handler still writes
+        super().close()
+
+
 def _iso(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
 
 
 def setup_logging(level: str = "INFO", as_json: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CountingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if as_json else KeyValueFormatter())
     handler.addFilter(RepeatFilter())
     root = logging.getLogger()

@@ -385,7 +385,7 @@ class Shutdown:
         left = finished and await self._leave_group(deadline)
         log.info("shutdown complete" if finished else "shutdown: grace ran out before the batch in flight and its outputs settled (it will be redelivered)",
                  extra={"committed": finished, "notifications_finished": delivered, "left_group": left})
-        logging.shutdown()
+        logging.shutdown()  # before os._exit, which skips it: flushed, and held log counts said (stream/logs.py)
         # Exit here rather than through Faust's stop: its take() would ack a held batch on the way
         # out and the consumer would commit it unprocessed.
         os._exit(EXIT_DRAINED if finished else EXIT_GRACE_RAN_OUT)
@@ -418,6 +418,7 @@ def batch_failed(exc: BaseException) -> None:
     # ack the batch on the way out, so exit hard instead: the offsets stay uncommitted, the
     # restarted worker redelivers the batch, and windows are idempotent.
     log.error("batch failed unexpectedly; exiting without committing", exc_info=exc)
+    logging.shutdown()  # os._exit skips it: library lines' held counts are said (stream/logs.py)
     os._exit(EXIT_BATCH_FAILED)
 
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from stream.logs import JsonFormatter, KeyValueFormatter, RepeatFilter
 
@@ -138,3 +143,23 @@ def test_a_held_back_count_is_said_when_its_line_is_forgotten_for_the_table_boun
     finally:
         library.removeHandler(caught)
         library.propagate = True
+
+
+@pytest.mark.parametrize("exit_by", ["interpreter", "worker"])
+def test_a_held_back_count_is_said_when_the_process_ends_with_nothing_logged_after(exit_by):
+    """A count is said by a later line; a process whose last lines were a library's repeats (the
+    broker away, then SIGTERM) never said it. The handler's close says it: at the interpreter's
+    exit, and on the worker's own way out (`logging.shutdown()`, then `os._exit`)."""
+    end = "import os; logging.shutdown(); os._exit(3)" if exit_by == "worker" else "pass"
+    code = ("import logging\n"
+            "from stream.logs import setup_logging\n"
+            "setup_logging('INFO')\n"
+            "for _ in range(5):\n"
+            "    logging.getLogger('aiokafka.conn').error('Unable connect to node with id %s', 111)\n"
+            f"{end}\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == (3 if exit_by == "worker" else 0), result.stderr
+    lines = [line for line in result.stderr.splitlines() if "Unable connect to node with id 111" in line]
+    assert len(lines) == 2, result.stderr
+    assert "held_back" not in lines[0] and "held_back=4" in lines[1] and "held_until=" in lines[1], result.stderr
