@@ -430,6 +430,31 @@ def test_an_smtp_reason_is_ours_in_words_never_the_noted_text():
     assert smtp_reason([]) is None
 
 
+def test_no_debug_line_of_an_apprise_child_logger_reaches_the_log_and_a_refusal_is_still_read(caplog):
+    """The `apprise` logger was at DEBUG so an attempt's exception text could be read: a child logger
+    (`apprise.xmpp`) inherited that level, and its records pass only their own logger's filters,
+    not `apprise`'s, so its DEBUG lines, a URL's secret path in them, reached the worker's handlers.
+    Now DEBUG lines are made only by `apprise` itself within an attempt, noted and dropped."""
+    from stream.alerts.notify import explained
+
+    build_apprise("json://127.0.0.1:9/", None)  # installs the filter on the `apprise` logger
+    caplog.set_level(logging.DEBUG)
+    apprise_log, child = logging.getLogger("apprise"), logging.getLogger("apprise.xmpp")
+    secret = "https://hooks.example.com/services/T0/B0/SECRETPATH"
+
+    def attempt() -> tuple[bool, str | None]:
+        child.debug("Socket Exception: %s", secret)
+        apprise_log.debug("Socket Exception: (535, b'5.7.8 Authentication failed')")
+        return False, None
+
+    ok, error = explained(attempt)
+    child.debug("Posting to %s", secret)
+    apprise_log.debug("Posting to %s", secret)
+    assert (ok, error) == (False, "the SMTP server refused the URL's user and password")
+    assert [(r.name, r.levelno) for r in caplog.records if r.name.startswith("apprise") and r.levelno < logging.INFO] == []
+    assert "SECRETPATH" not in _log_text(caplog.records)
+
+
 # --- delivery: JSON webhook, routing, concurrency -------------------------------------------------
 
 

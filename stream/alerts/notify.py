@@ -560,12 +560,23 @@ class _AppriseLogFilter(logging.Filter):
         return True
 
 
+def _apprise_enabled_for(level: int) -> bool:
+    """The `apprise` logger's `isEnabledFor`: its level (INFO), or DEBUG within an attempt in this
+    thread (`explained`), whose exception text the filter notes and drops. Not the logger at DEBUG:
+    a child logger (`apprise.xmpp`) inherits the level, and its records pass only the filters of
+    their own logger, not `apprise`'s, so its DEBUG lines (URLs, payloads) reached the log."""
+    return logging.Logger.isEnabledFor(_APPRISE_LOG, level) or (level >= logging.DEBUG and _ATTEMPT_NOTES.get() is not None)
+
+
+_APPRISE_LOG = logging.getLogger("apprise")
+
+
 def _install_apprise_log_filter() -> None:
-    logger = logging.getLogger("apprise")
+    logger = _APPRISE_LOG
     if not any(isinstance(f, _AppriseLogFilter) for f in logger.filters):
         logger.addFilter(_AppriseLogFilter())
-    # DEBUG made, so the filter sees an attempt's exception text; it lets none of them out.
-    logger.setLevel(logging.DEBUG)
+    logger.setLevel(logging.INFO)  # and so its children: none of their DEBUG lines is even made
+    logger.isEnabledFor = _apprise_enabled_for  # type: ignore[method-assign]
 
 
 def servers_description(servers: Sequence[NotifyBase]) -> list[str]:
