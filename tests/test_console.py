@@ -1122,7 +1122,7 @@ def test_a_refused_forms_fields_go_back_only_where_the_cookie_fits():
     from stream.console.app import _flashed
 
     for reason, kept in (("short", True), ("\u00e9" * 500, False)):
-        cookie = _flashed(Response(), "error", "duration: more than zero", {"action": "/api/silences", "reason": reason}).headers["set-cookie"]
+        cookie = _flashed(Response(), TOKENS, "error", "duration: more than zero", {"action": "/api/silences", "reason": reason}).headers["set-cookie"]
         assert len(cookie) < 4096 and "duration" in urllib.parse.unquote(cookie) and ("short" in cookie) == kept, len(cookie)
 
 
@@ -1180,6 +1180,32 @@ def test_a_browsers_refused_form_goes_back_to_its_page_saying_why_while_api_clie
         400, "duration: more than zero and at most 30d")
     assert console.call("POST", "/api/silences", {"scope": "asset:BTC", "duration": "0m"}, headers=bearer, form=True)[:2] == (
         400, "duration: more than zero and at most 30d")
+
+
+def test_a_flash_cookie_the_console_did_not_seal_says_and_fills_in_nothing(api_console, redis_server):
+    """The flash cookie is the browser's to keep, and anyone who can set a cookie for the console's
+    host (a sibling subdomain, a plain-http hop) could write one: it put its text on the page and
+    filled in the form it named, a silence over `all` for 30d or a verdict chosen, for an operator
+    to submit unknowingly. Only a cookie the console sealed is shown."""
+    console, _ = api_console
+    browser_op = {"Authorization": basic("alice", OPERATOR), "Accept": HTML}
+    crafted = {"kind": "error", "text": "call the desk on 555-0100",
+               "kept": {"action": "/api/silences", "scope": "all", "duration": "30d", "reason": "routine"}}
+    verdict = {"kind": "error", "text": "reason: holds a control character",
+               "kept": {"action": "/api/incidents/inc1/verdict", "verdict": "false-alarm"}}
+    # One the console wrote, for a refused silence: its seal is over what it says.
+    headers = console.call("POST", "/api/silences", {"scope": "asset:SOL", "duration": "90d", "csrf": auth.csrf_token(TOKENS),
+                                                      "next": "/incidents/inc1"}, headers=browser_op, form=True)[2]
+    real = urllib.parse.unquote(headers["set-cookie"].split(";")[0].partition("=")[2])
+    altered = json.loads(real) | {"kept": crafted["kept"]}  # its seal, another form's fields
+    for cookie in (crafted, verdict, crafted | {"seal": "0" * 32}, altered):
+        value = urllib.parse.quote(json.dumps(cookie), safe="")
+        page = console.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": f"sentinel_flash={value}"})[1]
+        assert 'id="flash"' not in page and "555-0100" not in page, cookie
+        assert 'name="scope" value="asset:ETH"' in page and 'value="4h"' in page and "routine" not in page, cookie
+        assert '<option value="" selected>choose' in page and '<option value="false-alarm" selected>' not in page, cookie
+    page = console.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": f"sentinel_flash={urllib.parse.quote(real, safe='')}"})[1]
+    assert 'id="flash"' in page and 'value="asset:SOL"' in page and 'value="90d"' in page  # the console's own
 
 
 def test_the_audit_page_says_what_the_command_line_says_and_links_every_incident(api_console, redis_server):

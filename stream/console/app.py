@@ -123,17 +123,17 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
                     raise  # API clients: the status and the text as ever
                 # A browser's form: back to its page, saying why, not a bare text page with no way back.
                 # What was typed goes back with it, into the same form: a 90d silence lost its scope and reason.
-                return _flashed(RedirectResponse(_local(form.get("next")), status_code=303), "error", str(exc.detail),
+                return _flashed(RedirectResponse(_local(form.get("next")), status_code=303), tokens, "error", str(exc.detail),
                                 _kept(request.url.path, form))
             log.info("console write", extra={"path": request.url.path, "user": caller.user})
             if form.get("_form"):
                 back = RedirectResponse(_local(form.get("next")), status_code=303)
-                return _flashed(back, "note", result["warning"]) if isinstance(result, dict) and result.get("warning") else back
+                return _flashed(back, tokens, "note", result["warning"]) if isinstance(result, dict) and result.get("warning") else back
             return JSONResponse(result)
         return wrapped
 
     def page(name: str, request: Request, caller: auth.Caller, **context: Any) -> Response:
-        flash = _flash(request)
+        flash = _flash(request, tokens)
         context |= {"caller": caller, "csrf": auth.csrf_token(tokens) if caller.may_write else "", "writes": bool(tokens.operator),
                     "flash": flash}
         response = templates.TemplateResponse(request, name, context)
@@ -381,17 +381,24 @@ def _kept(action: str, form: dict[str, Any]) -> dict[str, str]:
     return {"action": action} | {k: str(form[k])[:MAX_KEPT_CHARS] for k in KEPT_FIELDS if isinstance(form.get(k), str)}
 
 
-def _flashed(response: Response, kind: str, text: str, kept: dict[str, str] | None = None) -> Response:
-    value = quote(json.dumps({"kind": kind, "text": text[:FLASH_CHARS]}), safe="")
+def _flashed(response: Response, tokens: auth.Tokens, kind: str, text: str, kept: dict[str, str] | None = None) -> Response:
+    message: dict[str, Any] = {"kind": kind, "text": text[:FLASH_CHARS]}
+    value = _sealed(tokens, message)
     if kept:  # a browser drops a cookie over 4 KB, and the reason why with it: the fields only where they fit
-        with_kept = quote(json.dumps({"kind": kind, "text": text[:FLASH_CHARS], "kept": kept}), safe="")
+        with_kept = _sealed(tokens, message | {"kept": kept})
         value = with_kept if len(with_kept) <= MAX_FLASH_BYTES else value
     response.set_cookie(FLASH_COOKIE, value, max_age=FLASH_MAX_AGE_S, path="/", httponly=True, samesite="strict")
     return response
 
 
-def _flash(request: Request) -> dict[str, Any] | None:
-    """The flash cookie's message, or None (absent or not one the console wrote)."""
+def _sealed(tokens: auth.Tokens, message: dict[str, Any]) -> str:
+    """The cookie's value: the message and the console's seal over it (auth.flash_seal)."""
+    return quote(json.dumps(message | {"seal": auth.flash_seal(tokens, json.dumps(message, sort_keys=True))}), safe="")
+
+
+def _flash(request: Request, tokens: auth.Tokens) -> dict[str, Any] | None:
+    """The flash cookie's message, or None (absent, or not one the console wrote and sealed: until
+    session 49 any cookie of the right shape put its text on the page and filled in its form)."""
     raw = request.cookies.get(FLASH_COOKIE)
     if not raw:
         return None
@@ -400,6 +407,9 @@ def _flash(request: Request) -> dict[str, Any] | None:
     except ValueError:
         return None
     if not isinstance(found, dict) or found.get("kind") not in ("error", "note") or not isinstance(found.get("text"), str):
+        return None
+    seal = found.pop("seal", None)
+    if not isinstance(seal, str) or not auth.flash_sealed(tokens, json.dumps(found, sort_keys=True), seal):
         return None
     kept = found.get("kept")
     kept = {k: v for k, v in kept.items() if k in ("action", *KEPT_FIELDS) and isinstance(v, str)} if isinstance(kept, dict) else {}

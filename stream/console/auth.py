@@ -82,6 +82,21 @@ def csrf_token(tokens: Tokens) -> str:
     return hmac.new(tokens.operator.encode(), b"sentinel-console-csrf", hashlib.sha256).hexdigest()[:32]
 
 
+def flash_seal(tokens: Tokens, content: str) -> str:
+    """The console's seal on a flash cookie's content, keyed as the CSRF token is. The cookie is the
+    browser's to keep, and anyone who can set a cookie for the console's host (a sibling subdomain,
+    a plain-http hop) could write one: its text shown on a page, the form it names filled in for an
+    operator to submit unknowingly (a silence over `all`, a verdict chosen)."""
+    if not tokens.operator:
+        return ""  # nobody may write: the console sets no flash
+    return hmac.new(tokens.operator.encode(), b"sentinel-console-flash\0" + content.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def flash_sealed(tokens: Tokens, content: str, seal: str) -> bool:
+    expected = flash_seal(tokens, content)
+    return bool(expected) and hmac.compare_digest(expected.encode(), seal.encode())
+
+
 def write_refusal(who: Caller, tokens: Tokens, *, csrf: str | None, origin: str | None, host: str | None) -> str | None:
     """Why a write must be refused, or None to allow it."""
     if not tokens.operator:
