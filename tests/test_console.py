@@ -35,7 +35,7 @@ import redis
 from stream.console import auth, views
 from stream.console.shared_result import Cached, SharedResult, reusable
 from stream.contracts import Post
-from stream.keys import ACKS_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY, STATS_KEY
+from stream.keys import ACKS_KEY, ALERT_STATS_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY, STATS_KEY
 from stream.store import Scored, WindowStore
 from stream.timefmt import epoch
 from stream.tools.services import free_port
@@ -1368,6 +1368,40 @@ def test_a_verdict_is_a_choice_not_a_stray_enter(api_console, browser):
     page.locator("#verdict").wait_for()
     assert console.json("/api/incidents/inc1")["incident"]["verdict"]["verdict"] == "false-alarm"
     assert page.locator("form.verdict select").input_value() == "false-alarm"  # the one given, to change
+    page.context.close()
+
+
+def test_the_incidents_pages_refresh_keeps_what_is_typed_in_its_silence_form(api_console, redis_server, browser):
+    """/incidents refreshes its live part 2 s after it loads and on every alert change, and its
+    silence form is in that part: a refused silence's fields, filled in again, and whatever the
+    operator was typing were reset to a blank scope and 4h under their fingers."""
+    console, _ = api_console
+    page = signed_in(browser, console, width=1300)
+
+    def refreshed() -> None:  # the live part replaced by the page's own refresh, after an alert change
+        page.evaluate("document.getElementById('live').dataset.before = '1'")
+        redis.Redis.from_url(redis_server).hincrby(ALERT_STATS_KEY, "entries", 1)
+        page.wait_for_function("() => !document.getElementById('live').dataset.before", timeout=20_000)
+
+    page.goto(console.url + "/incidents")
+    page.fill("form.silence input[name=scope]", "asset:SOL")
+    page.fill("form.silence input[name=duration]", "90d")
+    page.fill("form.silence input[name=reason]", "listing \"news\" \u00e9")
+    page.click("form.silence button")
+    page.locator("#flash").wait_for()
+    typed = ["asset:SOL", "90d", "listing \"news\" \u00e9"]
+    fields = lambda: [page.input_value(f"form.silence input[name={n}]") for n in ("scope", "duration", "reason")]  # noqa: E731
+    assert "Not done: duration" in page.locator("#flash").inner_text() and fields() == typed
+    refreshed()
+    assert fields() == typed, fields()
+    # Typing: the field keeps its text and the focus, so the next key lands where it was typed.
+    page.select_option("form.silence select[name=kind]", "volume_spike")
+    page.fill("form.silence input[name=scope]", "asset:BTC")
+    refreshed()
+    assert fields()[0] == "asset:BTC" and page.input_value("form.silence select[name=kind]") == "volume_spike"
+    assert page.evaluate("document.activeElement.name") == "scope"
+    page.keyboard.type("X")
+    assert fields()[0] == "asset:BTCX"
     page.context.close()
 
 

@@ -94,7 +94,16 @@ async function refresh() {
   const doc = new DOMParser().parseFromString(await response.text(), "text/html");
   const fresh = doc.getElementById("live"), here = document.getElementById("live");
   if (!fresh || !here) return false;
-  here.replaceWith(document.importNode(fresh, true));
+  const next = document.importNode(fresh, true);
+  // A form in the live part (/incidents' silence form) stays the same element: its fresh copy reset
+  // what was being typed, and what a refused post had filled in again, 2 s after the page loaded.
+  const typing = here.contains(document.activeElement) ? document.activeElement : null;
+  for (const form of here.querySelectorAll("form[data-keep]")) {
+    const twin = next.querySelector(`form[data-keep="${form.dataset.keep}"]`);
+    if (twin) twin.replaceWith(form);
+  }
+  here.replaceWith(next);
+  if (typing && typing.isConnected) typing.focus();  // moved out and back: the cursor stays where it was
   return true;
 }
 
