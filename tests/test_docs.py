@@ -9,6 +9,7 @@ Only links inside the repository are checked (no network), anchors against the t
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -294,3 +295,62 @@ def test_the_readmes_layers_are_test_layers_layers() -> None:
 def test_a_layer_out_of_place_is_found() -> None:
     text = "each layer imports only those below it: `worker` > `ops` | `tools` > `timefmt`. Pure modules"
     assert readme_layers(text) == [{"worker"}, {"ops", "tools"}, {"timefmt"}]
+
+
+# The README's figures of `make demo`, against the stored run they come from: a change to the
+# detector, grouping or delivery that moves them must store a new run and say so in the README.
+_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+
+
+def demo_figure_drift(readme: str, summary: dict, notices: dict) -> list[str]:
+    """Each README figure of `make demo` that is not what `summary` (docs/results/demo_summary.json)
+    and `notices` (a bench/demo_notices.py output) hold, in words; a sentence gone is drift too."""
+    found: list[str] = []
+    counts, records = summary["summary"], summary["records"]
+    m = re.search(r"one incident of (\d+) transitions rooted at `([^`]+)`", readme)
+    if not m:
+        found.append("the demo's 'one incident of N transitions rooted at' sentence is gone")
+    elif (int(m.group(1)), counts["incidents"], [m.group(2)]) != (counts["alerts"], 1, list(counts["incident_roots"])):
+        found.append(f"README: one incident of {m.group(1)} transitions rooted at {m.group(2)}; stored: "
+                     f"{counts['incidents']} incident(s) of {counts['alerts']} rooted at {list(counts['incident_roots'])}")
+    m = re.search(r"sentinel ack ([0-9a-f]{20}) .*?# make demo's", readme)
+    if not m or [m.group(1)] != records["incident_ids"]:
+        found.append(f"README's ack example names {m and m.group(1)}; the stored run's incident: {records['incident_ids']}")
+    m = re.search(r"([\d,]+) positive, ([\d,]+) negative, ([\d,]+) neutral", readme)
+    said = m and {label: int(n.replace(",", "")) for label, n in zip(("positive", "negative", "neutral"), m.groups(), strict=True)}
+    if said != counts["labels"]:
+        found.append(f"README's demo label counts {said}; stored: {counts['labels']}")
+    m = re.search(r"`demo-stream\.jsonl:(\d+): (\w+): \.\.\.`", readme)
+    first = counts["dead_lettered_lines"][0]
+    if not m or (int(m.group(1)), m.group(2)) != (first["line"], first["reason"]):
+        found.append(f"README's dead-lettered example {m and m.group(0)}; stored: line {first['line']}, {first['reason']}")
+    m = re.search(r"makes that incident (\w+) notifications", readme)
+    grouped = next(r for r in notices["results"] if r["detector"] == "sequential" and r["grouping"] == "incidents")
+    if not m or _NUMBER_WORDS.get(m.group(1)) != grouped["notifications"] or grouped["records"] != counts["alerts"]:
+        found.append(f"README: that incident {m and m.group(1)} notifications; stored: {grouped['notifications']} "
+                     f"({grouped['records']} records)")
+    return found
+
+
+def demo_stored() -> tuple[dict, dict]:
+    return (json.loads((ROOT / "docs" / "results" / "demo_summary.json").read_text()),
+            json.loads((ROOT / "docs" / "results" / "demo_notices_s49.json").read_text()))
+
+
+def test_the_readmes_demo_figures_are_the_stored_runs() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "docs/results/demo_summary.json" in readme and "demo_notices_s49.json" in readme
+    assert demo_figure_drift(readme, *demo_stored()) == []
+
+
+def test_a_demo_figure_that_drifted_is_found() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    summary, notices = demo_stored()
+    drifted = (readme.replace("one incident of 36 transitions", "one incident of 46 transitions")
+               .replace("that incident three notifications", "that incident four notifications")
+               .replace("1,448 positive", "1,449 positive"))
+    found = demo_figure_drift(drifted, summary, notices)
+    assert len(found) == 3 and "46" in found[0] and "1449" in found[1] and "four" in found[2]
+    other = json.loads(json.dumps(summary))
+    other["records"]["incident_ids"] = ["0" * 20]
+    assert any("ack example" in line for line in demo_figure_drift(readme, other, notices))
