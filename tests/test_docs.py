@@ -1,8 +1,9 @@
 """The docs' relative links resolve: a page moved or renamed must not leave a reader at a dead link.
 And what the docs name exists: every repository path (and test or function in it) they cite is there,
 every `SENTINEL_*` variable is a setting, a default they state is the
-setting's, every `sentinel COMMAND --option` they show is in the CLI, and the README's import layers
-are tests/test_layers.py's.
+setting's, every `sentinel COMMAND --option` they show is in the CLI, the README's import layers
+are tests/test_layers.py's, and the README's `make demo` figures are those of the stored run
+(docs/results/demo_summary.json, demo_notices_s49.json).
 
 Only links inside the repository are checked (no network), anchors against the target page's headings.
 """
