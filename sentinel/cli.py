@@ -1171,10 +1171,11 @@ def replay_cmd(
     repartition: Annotated[bool, typer.Option("--repartition", help="send a recording into a topic with fewer partitions than it names (by key: per-partition order is not kept)")] = False,
 ) -> None:
     """Produce a JSONL file of posts (or recorded records) into Kafka."""
-    import asyncio
+    import signal
 
     from stream.kafka import ensure_topics, held_logs, release_logs
     from stream.tools.replay import PartitionMismatch, ReplayResult, UnknownTopic, broker_topics, recorded_partitions, replay_lines
+    from stream.tools.services import run_async
 
     settings = model_settings()
     if not settings.kafka_broker:
@@ -1232,12 +1233,21 @@ def replay_cmd(
             await replay_lines(settings, file, target, pace, sent, max_gap_s=max_gap, from_line=from_line, repartition=repartition,
                                result=result, recorded=recorded)
 
-    try:
-        asyncio.run(go())
-    except KeyboardInterrupt:
-        err.print(f"interrupted: {result.sent} messages sent; lines before {result.resume_line} are all in {target}: "
+    def stopped(how: str, code: int) -> typer.Exit:
+        err.print(f"{how}: {result.sent} messages sent; lines before {result.resume_line} are all in {target}: "
                   f"resume with --from-line {result.resume_line}", markup=False, highlight=False)
-        raise typer.Exit(130) from None
+        return typer.Exit(code)
+
+    try:
+        # run_async: a SIGTERM (`timeout`, `kill`, a Job deleted) stops the sends as Ctrl-C does, so
+        # what was queued is delivered and the line to resume from is said, not lost with the process.
+        run_async(go())
+    except KeyboardInterrupt:
+        raise stopped("interrupted", 130) from None
+    except SystemExit as exc:
+        if exc.code != 128 + signal.SIGTERM:
+            raise
+        raise stopped("terminated", exc.code) from None
     except UnknownTopic as exc:
         raise fail(f"--topic: {exc} (--create-topic creates it)") from None
     except PartitionMismatch as exc:

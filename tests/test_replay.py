@@ -359,7 +359,10 @@ def test_an_empty_file_is_a_warning_for_replay_and_an_error_for_run(kafka_server
     assert r.returncode == 2 and "holds no lines: nothing to run" in r.stderr, r.stdout + r.stderr
 
 
-def test_ctrl_c_on_a_paced_replay_names_the_line_to_resume_from(kafka_server, tmp_path):
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_on_a_paced_replay_names_the_line_to_resume_from(kafka_server, tmp_path, stop):
+    """Ctrl-C, or a SIGTERM (`timeout`, `kill`, a Job deleted), which ended the process at once
+    with nothing said and the queued sends lost: both deliver what was queued and name the line."""
     import os
     import signal
     import subprocess
@@ -382,12 +385,12 @@ def test_ctrl_c_on_a_paced_replay_names_the_line_to_resume_from(kafka_server, tm
         deadline = time.monotonic() + 60
         while asyncio.run(count()) < 3:
             assert time.monotonic() < deadline and proc.poll() is None, "the replay sent nothing"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, stop))
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[stop], stderr
     resume = int(stderr.rsplit("--from-line ", 1)[1].split()[0])
     ids = [json.loads(r["value"])["id"] for r in asyncio.run(count_records(settings, topic))]
     assert resume >= 4 and ids[:resume - 1] == [f"p{i}" for i in range(1, resume)]
