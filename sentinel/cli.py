@@ -869,7 +869,10 @@ def kafka_errors() -> tuple[type[Exception], ...]:
 
 
 def kafka_failure(exc: Exception) -> typer.Exit:
-    return fail(redact(f"Kafka: {type(exc).__name__}: {exc} (KAFKA_BROKER, SENTINEL_KAFKA_*)"))
+    # aiokafka's errors name their own class ("KafkaConnectionError: Unable to bootstrap ..."): once is enough.
+    said = str(exc)
+    said = said if type(exc).__name__ in said else f"{type(exc).__name__}: {said}" if said else type(exc).__name__
+    return fail(redact(f"Kafka: {said} (KAFKA_BROKER, SENTINEL_KAFKA_*)"))
 
 
 def os_failure(exc: OSError) -> typer.Exit:
@@ -1278,17 +1281,39 @@ def record_cmd(
     max_idle: Annotated[float, typer.Option("--max-idle", min=0, help="after the end offsets taken at the start, keep reading until this many seconds pass without a message (0: stop at them)")] = 0.0,
 ) -> None:
     """Write every record of a topic, from the beginning up to its end offsets when reading starts, as JSONL."""
-    import asyncio
+    import signal
 
-    from stream.tools.replay import UnknownTopic, record
+    from stream.kafka import held_logs, release_logs
+    from stream.tools.replay import UnknownTopic, broker_topics, record
+    from stream.tools.services import run_async
 
     settings = model_settings()
     if not settings.kafka_broker:
         raise fail("record needs KAFKA_BROKER")
+
+    async def go(update: Callable[[int], None]) -> int:
+        with held_logs("aiokafka") as held:  # a dead broker is our one error line, not aiokafka's first
+            await broker_topics(settings)
+        release_logs(held)
+        return await record(settings, topic, out_file, max_idle, update)
+
+    def stopped(how: str, code: int) -> typer.Exit:
+        # The file is written only once the read is done: a stopped read leaves it as it was.
+        err.print(f"{how}: nothing written to {out_file} (it is written once the whole read is done); run record again",
+                  markup=False, highlight=False)
+        return typer.Exit(code)
+
     try:
         with progress() as bar:
             task = bar.add_task("read", total=None)
-            count = asyncio.run(record(settings, topic, out_file, max_idle, lambda n: bar.update(task, completed=n)))
+            # run_async: a SIGTERM unwinds as Ctrl-C does, so the spill files beside --out go too.
+            count = run_async(go(lambda n: bar.update(task, completed=n)))
+    except KeyboardInterrupt:
+        raise stopped("interrupted", 130) from None
+    except SystemExit as exc:
+        if exc.code != 128 + signal.SIGTERM:
+            raise
+        raise stopped("terminated", exc.code) from None
     except UnknownTopic as exc:  # a typo in --topic: not "wrote 0 records" and an empty file
         raise fail(f"--topic: {exc}") from None
     except ValueError as exc:  # the output path

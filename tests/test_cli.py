@@ -783,6 +783,16 @@ def test_a_replay_that_cannot_reach_kafka_closes_its_consumer(tmp_path):
     assert " ERROR " not in r.stderr, r.stderr  # aiokafka's own "Unable connect to" held back: our line alone
 
 
+def test_a_record_that_cannot_reach_kafka_says_so_in_one_line(tmp_path):
+    """aiokafka's own "Unable connect to" ERROR came first, and our line named the error's class twice."""
+    out = tmp_path / "r.jsonl"
+    r = subprocess.run([sys.executable, "-m", "sentinel.cli", "record", "--topic", "forum-posts", "--out", str(out)],
+                       capture_output=True, text=True, env=unreachable_env(), timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("error: Kafka: KafkaConnectionError: Unable to bootstrap") and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.count("KafkaConnectionError") == 1 and not out.exists(), r.stderr
+
+
 def test_aiokafka_lines_are_held_only_inside_a_probe(caplog):
     import logging
 
