@@ -1725,10 +1725,20 @@ def compare_alerts(
     from stream.timefmt import epoch, iso, parse_duration
     from stream.tools.alert_records import read_alert_records, read_verdicts
 
+    def event_time(option: str, text: str | None, unset: float) -> float:
+        # A bad time names its option and value: "--from 2026-13-01: month must be in 1..12", not the bare reason.
+        if not text:
+            return unset
+        try:
+            return epoch(text)
+        except ValueError as exc:
+            reason = "not an ISO 8601 time" if "Invalid isoformat string" in str(exc) else str(exc)
+            raise fail(f"{option} {text}: {reason}") from None
+
+    lo, hi = event_time("--from", start, -math.inf), event_time("--until", end, math.inf)
     try:
         runs = [episodes(read_alert_records(path)) for path in (baseline, candidate)]
         said = read_verdicts(verdicts_file) if verdicts_file is not None else None
-        lo, hi = (epoch(start) if start else -math.inf), (epoch(end) if end else math.inf)
         shift_s = _max_shift(max_shift, parse_duration)
     except ValueError as exc:
         raise fail(str(exc).replace("Invalid isoformat string", "--from/--until: not an ISO 8601 time")) from None

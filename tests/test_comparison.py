@@ -158,7 +158,9 @@ def test_sentinel_compare_alerts_prints_what_a_change_loses_and_gains(tmp_path):
     assert "cover different stretches" in run(old, cand).stdout
     ungrouped = write(tmp_path / "ungrouped.jsonl", [{**r, "incident_id": r["alert_id"]} for r in CANDIDATE])
     assert "one run grouped transitions into incidents and the other did not" in run(base, ungrouped).stdout
-    assert "not an ISO 8601 time" in run(base, cand, "--from", "noon").stderr
+    assert "--from noon: not an ISO 8601 time" in run(base, cand, "--from", "noon").stderr
+    bad_day = run(base, cand, "--until", "2026-13-01")  # said the bare "month must be in 1..12", naming neither
+    assert bad_day.returncode == 2 and bad_day.stderr.strip() == "error: --until 2026-13-01: month must be in 1..12", bad_day.stderr
     (tmp_path / "broken.jsonl").write_text(json.dumps(BASELINE[0]) + "\nnot json\n")
     refused = run(tmp_path / "broken.jsonl", cand)
     assert refused.returncode != 0 and "broken.jsonl:2: not JSON" in refused.stderr and "Traceback" not in refused.stderr
