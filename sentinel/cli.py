@@ -1020,7 +1020,7 @@ def run(
     import tempfile
 
     from sentinel.run import RunError, connected, notifying, run_once
-    from stream.tools.replay import recorded_partitions
+    from stream.tools.replay import no_json_object, recorded_partitions
     from stream.tools.services import run_async
 
     settings = model_settings(stream="worker", scorer=True)
@@ -1038,6 +1038,9 @@ def run(
         with connected(settings) as (live, embedded):
             if not total:  # after the settings' own errors; a summary of nothing would read as a run
                 raise RunError(f"{file} holds no lines: nothing to run")
+            if wrong := no_json_object(file):  # every line dead-lettered and a summary of nothing: the wrong file
+                raise RunError(f"{file}: no line is a JSON object ({wrong}); sentinel run reads posts, one JSON object a line "
+                               "(examples/demo-stream.jsonl), or the records sentinel record writes")
             with progress() as bar:
                 sent_task = bar.add_task("replayed", total=total)
                 done_task = bar.add_task("processed", total=total)

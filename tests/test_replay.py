@@ -359,6 +359,29 @@ def test_an_empty_file_is_a_warning_for_replay_and_an_error_for_run(kafka_server
     assert r.returncode == 2 and "holds no lines: nothing to run" in r.stderr, r.stdout + r.stderr
 
 
+def test_no_json_object_names_why_a_file_holds_no_post_or_record(tmp_path):
+    from stream.tools.replay import no_json_object
+
+    def lines(*text: str) -> Path:
+        path = tmp_path / "f"
+        path.write_bytes("\n".join(text).encode() if text and isinstance(text[0], str) else b"")
+        return path
+
+    assert no_json_object(lines("text,label", "btc up,positive")) == "line 1: not JSON (Expecting value)"
+    assert no_json_object(lines("", "[1, 2]", "3")) == "line 2: a JSON list, not an object"
+    assert no_json_object(lines("not json", json.dumps({"id": "1", "text": "btc"}))) is None  # one post: bad lines are the DLQ's
+    assert no_json_object(lines(json.dumps(RECORD))) is None
+
+
+def test_a_run_of_a_file_with_no_json_object_is_an_error(tmp_path):
+    """A CSV given to `sentinel run` started the stack, dead-lettered every line and exited 0 with a summary of nothing."""
+    path = tmp_path / "posts.csv"
+    path.write_text("text,label\nbtc up,positive\n")
+    r = sentinel("run", str(path), broker=None, extra={"SENTINEL_BASE": "lexicon"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert f"error: {path}: no line is a JSON object (line 1: not JSON (Expecting value)); sentinel run reads posts" in " ".join(r.stderr.split())
+
+
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_on_a_paced_replay_names_the_line_to_resume_from(kafka_server, tmp_path, stop):
     """Ctrl-C, or a SIGTERM (`timeout`, `kill`, a Job deleted), which ended the process at once

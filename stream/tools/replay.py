@@ -187,6 +187,28 @@ def text_or_b64(data: bytes, field: str) -> dict[str, Any]:
         return {field: data.decode("utf-8", "replace"), f"{field}_b64": base64.b64encode(data).decode("ascii")}
 
 
+def no_json_object(path: Path) -> str | None:
+    """Why `path` is no file of posts or records: the first line's reason where no line is a JSON
+    object (a CSV, a JSON array, the wrong file), else None. Reads up to the first object only."""
+    first = None
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                reason = f"not JSON ({exc.msg})"
+            except (ValueError, RecursionError):  # not UTF-8, or nested past json's recursion
+                reason = "not JSON"
+            else:
+                if isinstance(obj, dict):
+                    return None
+                reason = f"a JSON {type(obj).__name__}, not an object"
+            first = first or f"line {number}: {reason}"
+    return first
+
+
 def replay_item(line: bytes) -> ReplayItem:
     try:
         obj = json.loads(line)
