@@ -783,6 +783,16 @@ def test_a_replay_that_cannot_reach_kafka_closes_its_consumer(tmp_path):
     assert " ERROR " not in r.stderr, r.stderr  # aiokafka's own "Unable connect to" held back: our line alone
 
 
+def test_train_help_says_what_the_smoke_test_options_do():
+    """README's smoke test, `sentinel train --max-steps 1 --eval-limit 4`: both options had no help."""
+    from typer.testing import CliRunner
+
+    from sentinel.cli import app
+
+    shown = " ".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).output.split())
+    assert "stop after N optimizer steps" in shown and "validate on the first N validation rows only" in shown, shown
+
+
 def test_a_record_that_cannot_reach_kafka_says_so_in_one_line(tmp_path):
     """aiokafka's own "Unable connect to" ERROR came first, and our line named the error's class twice."""
     out = tmp_path / "r.jsonl"
