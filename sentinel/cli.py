@@ -1293,6 +1293,7 @@ def record_cmd(
     settings = model_settings()
     if not settings.kafka_broker:
         raise fail("record needs KAFKA_BROKER")
+    writable_outputs(out_file)  # before the read, which can take a retained topic's whole length
 
     async def go(update: Callable[[int], None]) -> int:
         with held_logs("aiokafka") as held:  # a dead broker is our one error line, not aiokafka's first

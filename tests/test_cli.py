@@ -596,13 +596,19 @@ def test_bad_input_on_the_command_line_is_one_line_and_loses_no_file(tmp_path):
     assert r.returncode == 2 and "configure both" in r.stderr and "worker log" not in r.stderr and list(temp.iterdir()) == [], r.stderr
     # Output paths are checked before the run, not after it.
     r = sentinel(["run", os.devnull, "--alerts-out", str(tmp_path / "no" / "alerts.jsonl")], lexicon)
-    assert r.returncode == 2 and "is not a directory" in r.stderr, r.stderr
+    assert r.returncode == 2 and f"{tmp_path / 'no'} does not exist" in r.stderr, r.stderr
+    (tmp_path / "file").write_text("")
+    r = sentinel(["run", os.devnull, "--alerts-out", str(tmp_path / "file" / "alerts.jsonl")], lexicon)
+    assert r.returncode == 2 and f"{tmp_path / 'file'} is not a directory" in r.stderr, r.stderr
+    # record's too: it was checked only after reading the whole topic (here the dead broker would say first).
+    r = sentinel(["record", "--topic", "forum-posts", "--out", str(tmp_path / "no" / "r.jsonl")], {"KAFKA_BROKER": "127.0.0.1:9"})
+    assert r.returncode == 2 and f"cannot write {tmp_path / 'no' / 'r.jsonl'}" in r.stderr and "Kafka" not in r.stderr, r.stderr
     labelled = tmp_path / "labelled.csv"
     labelled.write_text("text,label\n$BTC up,positive\n", encoding="utf-8")
     r = sentinel(["eval", "--data", str(labelled), "--holdout", "0"], lexicon)
     assert r.returncode == 2 and "--holdout: a fraction between 0 and 1" in r.stderr, r.stderr
     r = sentinel(["eval", "--data", str(labelled), "--predictions", str(tmp_path / "no" / "p.jsonl")], lexicon)
-    assert r.returncode == 2 and "is not a directory" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr, r.stderr
     shipped = str(Path(__file__).resolve().parents[1] / "model" / "adapters" / "default")
     r = sentinel(["soup", shipped, shipped, "--out", str(kept)], lexicon)
     assert r.returncode == 2 and "a file, not a directory" in r.stderr and kept.read_text() == "earlier output\n", r.stderr

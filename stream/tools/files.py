@@ -14,6 +14,8 @@ def output_problem(path: Path) -> str | None:
     """Why `path` cannot be written as an output file, checked before the work that fills it."""
     if path.is_dir():
         return "it is a directory"
+    if not path.parent.exists():
+        return f"{path.parent} does not exist"
     if not path.parent.is_dir():
         return f"{path.parent} is not a directory"
     return None
