@@ -789,6 +789,15 @@ def test_a_replay_that_cannot_reach_kafka_closes_its_consumer(tmp_path):
     assert " ERROR " not in r.stderr, r.stderr  # aiokafka's own "Unable connect to" held back: our line alone
 
 
+def test_a_run_on_a_configured_broker_that_is_down_says_so_in_one_line(tmp_path):
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"id": "1", "text": "btc up"}\n')
+    r = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", str(posts)], capture_output=True, text=True,
+                       env=unreachable_env(), timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("error: Kafka: KafkaConnectionError: Unable to bootstrap") and r.stderr.count("\n") == 1, r.stderr
+
+
 def test_train_help_says_what_the_smoke_test_options_do():
     """README's smoke test, `sentinel train --max-steps 1 --eval-limit 4`: both options had no help."""
     from typer.testing import CliRunner
