@@ -1087,6 +1087,11 @@ def run(
         raise redis_failure(exc) from None
     except kafka_errors() as exc:
         raise kafka_failure(exc) from None
+    finally:
+        # A temp log no worker wrote (a broker or Redis refused, a SIGTERM before the worker) is not
+        # kept: each such run left an empty sentinel-worker-*.log in the temp folder.
+        if worker_log_path is None and worker_log.exists() and not worker_log.stat().st_size:
+            worker_log.unlink(missing_ok=True)
     if worker_log_path is None:
         worker_log.unlink(missing_ok=True)
 

@@ -792,10 +792,13 @@ def test_a_replay_that_cannot_reach_kafka_closes_its_consumer(tmp_path):
 def test_a_run_on_a_configured_broker_that_is_down_says_so_in_one_line(tmp_path):
     posts = tmp_path / "posts.jsonl"
     posts.write_text('{"id": "1", "text": "btc up"}\n')
+    temp = tmp_path / "temp"
+    temp.mkdir()
     r = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", str(posts)], capture_output=True, text=True,
-                       env=unreachable_env(), timeout=120)
+                       env={**unreachable_env(), "TMPDIR": str(temp)}, timeout=120)
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.startswith("error: Kafka: KafkaConnectionError: Unable to bootstrap") and r.stderr.count("\n") == 1, r.stderr
+    assert list(temp.iterdir()) == []  # no empty sentinel-worker-*.log left: no worker wrote one
 
 
 def test_train_help_says_what_the_smoke_test_options_do():
