@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 from types import EllipsisType
-from typing import Annotated, Any, Awaitable, Callable, Collection, Iterable, Literal, Optional, Sequence, TypeVar
+from typing import Annotated, Any, Awaitable, Callable, Collection, Coroutine, Iterable, Literal, Optional, Sequence, TypeVar
 
 import typer
 from rich.console import Console, RenderableType
@@ -1171,6 +1171,26 @@ def incident_summary(alerts: list[dict[str, Any]], shown: int = 3) -> str | None
     return f"{sum(n for _, n in common)} ({named}{more})"
 
 
+def run_until_stopped(main: Coroutine[Any, Any, T], said: Callable[[str], str]) -> T:
+    """`run_async(main)` for a command a person or a Job may stop: Ctrl-C (exit 130) and a SIGTERM
+    (`timeout`, `kill`, a deleted Job; 143) unwind `main` alike and end with one line on stderr,
+    `said("interrupted")` or `said("terminated")`: what was done and how to go on."""
+    import signal
+
+    from stream.tools.services import run_async
+
+    try:
+        return run_async(main)
+    except KeyboardInterrupt:
+        code, how = 130, "interrupted"
+    except SystemExit as exc:
+        if exc.code != 128 + signal.SIGTERM:
+            raise
+        code, how = exc.code, "terminated"
+    err.print(said(how), markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
 @app.command("replay")
 def replay_cmd(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
@@ -1182,11 +1202,8 @@ def replay_cmd(
     repartition: Annotated[bool, typer.Option("--repartition", help="send a recording into a topic with fewer partitions than it names (by key: per-partition order is not kept)")] = False,
 ) -> None:
     """Produce a JSONL file of posts (or recorded records) into Kafka."""
-    import signal
-
     from stream.kafka import ensure_topics, held_logs, release_logs
     from stream.tools.replay import PartitionMismatch, ReplayResult, UnknownTopic, broker_topics, recorded_partitions, replay_lines
-    from stream.tools.services import run_async
 
     settings = model_settings()
     if not settings.kafka_broker:
@@ -1244,21 +1261,11 @@ def replay_cmd(
             await replay_lines(settings, file, target, pace, sent, max_gap_s=max_gap, from_line=from_line, repartition=repartition,
                                result=result, recorded=recorded)
 
-    def stopped(how: str, code: int) -> typer.Exit:
-        err.print(f"{how}: {result.sent} messages sent; lines before {result.resume_line} are all in {target}: "
-                  f"resume with --from-line {result.resume_line}", markup=False, highlight=False)
-        return typer.Exit(code)
-
     try:
-        # run_async: a SIGTERM (`timeout`, `kill`, a Job deleted) stops the sends as Ctrl-C does, so
-        # what was queued is delivered and the line to resume from is said, not lost with the process.
-        run_async(go())
-    except KeyboardInterrupt:
-        raise stopped("interrupted", 130) from None
-    except SystemExit as exc:
-        if exc.code != 128 + signal.SIGTERM:
-            raise
-        raise stopped("terminated", exc.code) from None
+        # A SIGTERM (`timeout`, `kill`, a Job deleted) stops the sends as Ctrl-C does, so what was
+        # queued is delivered and the line to resume from is said, not lost with the process.
+        run_until_stopped(go(), lambda how: f"{how}: {result.sent} messages sent; lines before {result.resume_line} are all in "
+                                            f"{target}: resume with --from-line {result.resume_line}")
     except UnknownTopic as exc:
         raise fail(f"--topic: {exc} (--create-topic creates it)") from None
     except PartitionMismatch as exc:
@@ -1289,11 +1296,8 @@ def record_cmd(
     max_idle: Annotated[float, typer.Option("--max-idle", min=0, help="after the end offsets taken at the start, keep reading until this many seconds pass without a message (0: stop at them)")] = 0.0,
 ) -> None:
     """Write every record of a topic, from the beginning up to its end offsets when reading starts, as JSONL."""
-    import signal
-
     from stream.kafka import held_logs, release_logs
     from stream.tools.replay import UnknownTopic, broker_topics, record
-    from stream.tools.services import run_async
 
     settings = model_settings()
     if not settings.kafka_broker:
@@ -1306,23 +1310,14 @@ def record_cmd(
         release_logs(held)
         return await record(settings, topic, out_file, max_idle, update)
 
-    def stopped(how: str, code: int) -> typer.Exit:
-        # The file is written only once the read is done: a stopped read leaves it as it was.
-        err.print(f"{how}: nothing written to {out_file} (it is written once the whole read is done); run record again",
-                  markup=False, highlight=False)
-        return typer.Exit(code)
-
     try:
         with progress() as bar:
             task = bar.add_task("read", total=None)
-            # run_async: a SIGTERM unwinds as Ctrl-C does, so the spill files beside --out go too.
-            count = run_async(go(lambda n: bar.update(task, completed=n)))
-    except KeyboardInterrupt:
-        raise stopped("interrupted", 130) from None
-    except SystemExit as exc:
-        if exc.code != 128 + signal.SIGTERM:
-            raise
-        raise stopped("terminated", exc.code) from None
+            # A SIGTERM unwinds as Ctrl-C does, so the spill files beside --out go too; the file is
+            # written only once the read is done, so a stopped read leaves it as it was.
+            count = run_until_stopped(go(lambda n: bar.update(task, completed=n)),
+                                      lambda how: f"{how}: nothing written to {out_file} (it is written once the whole read is done); "
+                                                  "run record again")
     except UnknownTopic as exc:  # a typo in --topic: not "wrote 0 records" and an empty file
         raise fail(f"--topic: {exc}") from None
     except ValueError as exc:  # the output path

@@ -201,10 +201,8 @@ def test_a_record_stopped_mid_read_says_nothing_was_written_and_leaves_no_spill(
     """Ctrl-C said nothing; a SIGTERM (`timeout`, `kill`) also left the spill folder beside --out.
     Both now say the file was not written, leave it as it was and remove the spill."""
     import os
-    import signal
-    import subprocess
-    import sys
-    import time
+
+    from workers import stopped_when
 
     settings = Settings(kafka_broker=kafka_server, partitions=1)
     topic = f"record-{uuid.uuid4().hex[:6]}"
@@ -214,18 +212,9 @@ def test_a_record_stopped_mid_read_says_nothing_was_written_and_leaves_no_spill(
     out.parent.mkdir()
     out.write_text("kept\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
-    proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "record", "--topic", topic, "--out", str(out), "--max-idle", "120"],
-                            env={**env, "KAFKA_BROKER": kafka_server}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not list(out.parent.glob("sentinel-record-*/*.jsonl")):  # records read, spilled: following on
-            assert time.monotonic() < deadline and proc.poll() is None, "the record read nothing"
-            time.sleep(0.05)
-        proc.send_signal(getattr(signal, stop))
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[stop], stderr
+    code, stderr = stopped_when(["record", "--topic", topic, "--out", str(out), "--max-idle", "120"], {**env, "KAFKA_BROKER": kafka_server},
+                                lambda: bool(list(out.parent.glob("sentinel-record-*/*.jsonl"))),  # records read, spilled: following on
+                                stop, "the record read nothing")
+    assert code == {"SIGINT": 130, "SIGTERM": 143}[stop], stderr
     assert f"nothing written to {out}" in stderr and "Traceback" not in stderr, stderr
     assert out.read_text() == "kept\n" and [p.name for p in out.parent.iterdir()] == ["r.jsonl"]

@@ -387,9 +387,8 @@ def test_ctrl_c_on_a_paced_replay_names_the_line_to_resume_from(kafka_server, tm
     """Ctrl-C, or a SIGTERM (`timeout`, `kill`, a Job deleted), which ended the process at once
     with nothing said and the queued sends lost: both deliver what was queued and name the line."""
     import os
-    import signal
-    import subprocess
-    import sys
+
+    from workers import stopped_when
 
     settings = Settings(kafka_broker=kafka_server, partitions=1)
     topic = f"intr-{uuid.uuid4().hex[:6]}"
@@ -398,22 +397,13 @@ def test_ctrl_c_on_a_paced_replay_names_the_line_to_resume_from(kafka_server, tm
     path = tmp_path / "slow.jsonl"
     path.write_text("".join(post(i, iso(now + i)) + "\n" for i in range(1, 101)))  # a second apart at --speed 1
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
-    proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "replay", str(path), "--topic", topic, "--speed", "1"],
-                            env={**env, "KAFKA_BROKER": kafka_server}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     async def count() -> int:
         return len([r async for r in consume_records(settings, topic)])
 
-    try:
-        deadline = time.monotonic() + 60
-        while asyncio.run(count()) < 3:
-            assert time.monotonic() < deadline and proc.poll() is None, "the replay sent nothing"
-        proc.send_signal(getattr(signal, stop))
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[stop], stderr
+    code, stderr = stopped_when(["replay", str(path), "--topic", topic, "--speed", "1"], {**env, "KAFKA_BROKER": kafka_server},
+                                lambda: asyncio.run(count()) >= 3, stop, "the replay sent nothing")
+    assert code == {"SIGINT": 130, "SIGTERM": 143}[stop], stderr
     resume = int(stderr.rsplit("--from-line ", 1)[1].split()[0])
     ids = [json.loads(r["value"])["id"] for r in asyncio.run(count_records(settings, topic))]
     assert resume >= 4 and ids[:resume - 1] == [f"p{i}" for i in range(1, resume)]

@@ -244,3 +244,20 @@ def every_bucket(client) -> dict[tuple[str, int], dict[str, int | float]]:
                 found["score_sum"] = round(float(counts["score_sum"]), 9)
             out[(scope, int(start))] = found
     return out
+
+
+def stopped_when(argv: list[str], env: dict[str, str], ready: Callable[[], bool], stop: str, what: str) -> tuple[int, str]:
+    """Run `sentinel ARGV`, wait (60 s at most) until `ready()`, then send it signal `stop` (SIGINT
+    for Ctrl-C, SIGTERM): its exit status and stderr. `what` names what never became ready."""
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready():
+            assert time.monotonic() < deadline and proc.poll() is None, what
+            time.sleep(0.05)
+        proc.send_signal(getattr(signal, stop))
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, stderr
