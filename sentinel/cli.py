@@ -868,11 +868,12 @@ def kafka_errors() -> tuple[type[Exception], ...]:
     return (KafkaError,)
 
 
-def kafka_failure(exc: Exception) -> typer.Exit:
+def kafka_failure(exc: Exception, then: str = "") -> typer.Exit:
+    """One line for a Kafka error; `then` adds what the command got done before it."""
     # aiokafka's errors name their own class ("KafkaConnectionError: Unable to bootstrap ..."): once is enough.
     said = str(exc)
     said = said if type(exc).__name__ in said else f"{type(exc).__name__}: {said}" if said else type(exc).__name__
-    return fail(redact(f"Kafka: {said} (KAFKA_BROKER, SENTINEL_KAFKA_*)"))
+    return fail(redact(f"Kafka: {said} (KAFKA_BROKER, SENTINEL_KAFKA_*)") + then)
 
 
 def os_failure(exc: OSError) -> typer.Exit:
@@ -1225,6 +1226,7 @@ def replay_cmd(
         raise fail(f"--from-line {from_line}: {file} has " + (f"only {last:,} line{'s' * (last != 1)}" if last else "no lines")
                    + f" (--from-line {last + 1} would send nothing)")
     result = ReplayResult(resume_line=from_line)  # a Ctrl-C before the first send resumes where this began
+    sending = False  # past the probe and the topic: a Kafka error from here on says where to resume
 
     async def go() -> None:
         with held_logs("aiokafka") as held:  # a dead broker is our one error line, not aiokafka's first
@@ -1252,6 +1254,8 @@ def replay_cmd(
             await ensure_topics(settings.model_copy(update={"partitions": partitions}), [target])
         if repartition and recorded is not None and recorded > partitions:
             warn_repartitioned(file, target, recorded, partitions)
+        nonlocal sending
+        sending = True
         with progress() as bar:
             task = bar.add_task("replayed", total=to_send)
 
@@ -1273,7 +1277,9 @@ def replay_cmd(
     except TooManyPartitions as exc:
         raise fail(str(exc)) from None
     except kafka_errors() as exc:
-        raise kafka_failure(exc) from None
+        # A broker lost mid-replay: the lines before resume_line were acknowledged, as after Ctrl-C.
+        raise kafka_failure(exc, f"; {result.sent} messages sent, lines before {result.resume_line} are all in {target}: "
+                                 f"resume with --from-line {result.resume_line}" if sending else "") from None
     except OSError as exc:
         raise os_failure(exc) from None
     out.print(f"sent {result.sent} messages to {target}")

@@ -409,6 +409,46 @@ def test_ctrl_c_on_a_paced_replay_names_the_line_to_resume_from(kafka_server, tm
     assert resume >= 4 and ids[:resume - 1] == [f"p{i}" for i in range(1, resume)]
 
 
+def test_a_broker_lost_mid_replay_is_one_error_naming_the_line_to_resume_from(tmp_path):
+    """The broker killed while a paced replay sends: the producer gives up after its retries (about
+    two minutes). The error said nothing of what was sent, and asyncio logged each of the batch's
+    other failed sends as "Future exception was never retrieved" (hundreds of tracebacks)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from stream.tools.services import start_tansu
+
+    broker_proc, broker = start_tansu(tmp_path)
+    try:
+        settings = Settings(kafka_broker=broker, partitions=1)
+        topic = f"lost-{uuid.uuid4().hex[:6]}"
+        asyncio.run(asyncio.wait_for(ensure_topics(settings, [topic]), 60))
+        now = time.time() - 3600
+        path = tmp_path / "slow.jsonl"
+        path.write_text("".join(post(i, iso(now + i * 0.1)) + "\n" for i in range(1, 2001)))  # ten a second at --speed 1
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+        proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "replay", str(path), "--topic", topic, "--speed", "1"],
+                                env={**env, "KAFKA_BROKER": broker}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while len(asyncio.run(count_records(settings, topic))) < 20:
+                assert time.monotonic() < deadline and proc.poll() is None, "the replay sent nothing"
+            os.killpg(broker_proc.proc.pid, signal.SIGKILL)
+            _, stderr = proc.communicate(timeout=400)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    finally:
+        broker_proc.stop()
+    ours = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and len(ours) == 1 and ours[0].startswith("error: Kafka: "), stderr[-3000:]
+    resume = int(ours[0].rsplit("resume with --from-line ", 1)[1])
+    assert resume >= 21 and f"lines before {resume} are all in {topic}" in ours[0], ours[0]
+    assert "never retrieved" not in stderr and "Traceback" not in stderr, stderr[-3000:]
+
+
 async def count_records(settings: Settings, topic: str) -> list[dict]:
     return [r async for r in consume_records(settings, topic)]
 

@@ -375,11 +375,20 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
             result.place(outcome.partition, outcome.offset, item.line)
         result.resume_line = item.line + 1
 
+    def retrieved(sends: list[tuple[ReplayItem, Any]]) -> None:
+        # Each finished send's outcome taken, so that after the first failure (raised by `settled`)
+        # the batch's others are not each logged by asyncio as "Future exception was never
+        # retrieved": a broker lost mid-replay wrote hundreds of those tracebacks.
+        for _, fut in sends:
+            if fut.done() and not fut.cancelled():
+                fut.exception()
+
     async def settle(pending: list[tuple[ReplayItem, Any]]) -> None:
         if pending:  # asyncio.wait, not gather: an interrupted wait leaves the sends' futures as they are
             await asyncio.wait([fut for _, fut in pending])
         batch = pending[:]
         pending.clear()
+        retrieved(batch)
         for item, fut in batch:
             settled(item, fut.exception() or fut.result())
 
@@ -429,6 +438,7 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
         await producer.flush()
     finally:
         await producer.stop()  # delivers what was queued, also when interrupted
+        retrieved(pending)
         for item, fut in pending:  # interrupted: what was acknowledged, in order, up to the first that was not
             if not fut.done() or fut.cancelled():
                 break
