@@ -1605,6 +1605,45 @@ def test_the_outbox_group_forgets_idle_consumers_holding_nothing_but_keeps_those
     assert line.count == 2
 
 
+def test_a_live_worker_forgotten_while_its_read_blocks_still_takes_the_next_entry(redis_server):
+    """Before Redis 7.2 (6.2 here, Debian's 7.0 alike) a consumer's idle time counts only reads
+    that returned entries: a live worker quiet past the bound is forgotten like a dead one, maybe
+    while its XREADGROUP BLOCK waits. That read still takes the next entry, and the entry is
+    pending under the worker's name again (re-created), where its ack or a claim finds it."""
+    redis.Redis.from_url(redis_server).flushdb()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=3600)
+        r = store.redis
+        try:
+            me = AlertDelivery(store, None, lambda record: None, consumer="me", chart=False)
+            live = AlertDelivery(store, None, lambda record: None, consumer="live", chart=False)
+            await me.ensure_group()
+            await r.xgroup_createconsumer(OUTBOX_KEY, OUTBOX_GROUP, "live")
+            reading = asyncio.ensure_future(live._take(block_ms=30_000))  # the worker's own round's read
+
+            async def blocked() -> bool:
+                return any(c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "") for c in await r.client_list())
+
+            deadline = time.monotonic() + 20
+            while not await blocked():
+                assert time.monotonic() < deadline and not reading.done(), "the read never blocked"
+                await asyncio.sleep(0.05)
+            gone = await me.forget_idle_consumers(idle_s=0.0)  # deleted mid-read
+            added = await r.xadd(OUTBOX_KEY, {"entry": "{}"})
+            taken = await asyncio.wait_for(reading, 20)
+            pending = [(p["message_id"], p["consumer"]) for p in await r.xpending_range(OUTBOX_KEY, OUTBOX_GROUP, min="-", max="+", count=10)]
+            return gone, added, taken, pending
+        finally:
+            await store.close()
+
+    gone, added, taken, pending = asyncio.run(go())
+    assert gone == ["live"]
+    assert taken == [(added, {"entry": "{}"}, False)]
+    assert pending == [(added, "live")]
+
+
+
 def test_grouping_reads_an_old_onset_from_where_the_pair_scopes_still_hold_counts(redis_server, caplog):
     """SENTINEL_PAIR_RETENTION: a question whose onset lies beyond the pair scopes' retention is
     read from the earliest onset they hold whole, for the parent and its pairs alike. Read from the
