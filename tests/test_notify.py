@@ -455,6 +455,36 @@ def test_no_debug_line_of_an_apprise_child_logger_reaches_the_log_and_a_refusal_
     assert "SECRETPATH" not in _log_text(caplog.records)
 
 
+def test_apprise_logs_nothing_under_the_processs_log_level(caplog):
+    """SENTINEL_LOG_LEVEL=WARNING: Apprise's INFO lines ("Sent JSON notification to ...") stay out, as
+    every other library's; the `apprise` logger's own level (INFO, for the refusal capture) made them
+    pass. Within an attempt its DEBUG lines are still read for the refusal."""
+    from stream.alerts.notify import explained
+
+    root = logging.getLogger()
+    level = root.level
+    try:
+        caplog.set_level(logging.DEBUG)  # its handler takes every record that reaches it
+        root.setLevel(logging.WARNING)  # as setup_logging does for SENTINEL_LOG_LEVEL=WARNING
+        build_apprise("json://127.0.0.1:9/", None)
+        apprise_log = logging.getLogger("apprise")
+
+        def attempt() -> tuple[bool, str | None]:
+            apprise_log.info("Sent JSON notification to %s.", "ops@example.com")
+            apprise_log.debug("Socket Exception: (535, b'5.7.8 Authentication failed')")
+            return False, None
+
+        ok, error = explained(attempt)
+        apprise_log.info("Sent JSON notification to %s.", "ops@example.com")
+        logging.getLogger("apprise.xmpp").info("Connected to %s", "xmpp.example.com")
+        apprise_log.warning("Notification to %s failed.", "json://127.0.0.1:9/")
+        assert error == "the SMTP server refused the URL's user and password"
+        assert [(r.name, r.levelno) for r in caplog.records if r.name.startswith("apprise")] == [("apprise", logging.WARNING)]
+    finally:
+        root.setLevel(level)
+        build_apprise("json://127.0.0.1:9/", None)  # back to the suite's level
+
+
 # --- delivery: JSON webhook, routing, concurrency -------------------------------------------------
 
 

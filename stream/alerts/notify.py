@@ -565,7 +565,11 @@ def _apprise_enabled_for(level: int) -> bool:
     thread (`explained`), whose exception text the filter notes and drops. Not the logger at DEBUG:
     a child logger (`apprise.xmpp`) inherits the level, and its records pass only the filters of
     their own logger, not `apprise`'s, so its DEBUG lines (URLs, payloads) reached the log."""
-    return logging.Logger.isEnabledFor(_APPRISE_LOG, level) or (level >= logging.DEBUG and _ATTEMPT_NOTES.get() is not None)
+    if logging.DEBUG <= level < logging.INFO and _ATTEMPT_NOTES.get() is not None:
+        return True
+    # INFO and above as the rest of the process logs: not below the root's level (SENTINEL_LOG_LEVEL),
+    # which a logger with a level of its own no longer inherits.
+    return level >= max(_APPRISE_LOG.level, logging.getLogger().getEffectiveLevel())
 
 
 _APPRISE_LOG = logging.getLogger("apprise")
@@ -575,7 +579,8 @@ def _install_apprise_log_filter() -> None:
     logger = _APPRISE_LOG
     if not any(isinstance(f, _AppriseLogFilter) for f in logger.filters):
         logger.addFilter(_AppriseLogFilter())
-    logger.setLevel(logging.INFO)  # and so its children: none of their DEBUG lines is even made
+    # And so its children: none of their DEBUG lines is even made; none under the root's level either.
+    logger.setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
     logger.isEnabledFor = _apprise_enabled_for  # type: ignore[method-assign]
 
 
