@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 from types import EllipsisType
-from typing import Annotated, Any, Awaitable, Callable, Collection, Coroutine, Iterable, Literal, Optional, Sequence, TypeVar
+from typing import Annotated, Any, Awaitable, Callable, Collection, Coroutine, Iterable, Literal, Mapping, Optional, Sequence, TypeVar
 
 import typer
 from rich.console import Console, RenderableType
@@ -1617,21 +1617,34 @@ def incidents_table(found: Sequence[dict[str, Any]], width: int) -> Table:
     wide = width >= INCIDENTS_WIDE_AT
     # Folded, not cut: on 80 columns every cell was cut to three characters and an ellipsis
     # ("ass…", "cri…", "202…"), on 120 the opened time to "2026-03-0…".
-    for col in ("root", "state", "severity", "opened", "kinds", "members", "acknowledged", "verdict") if wide else ("incident",):
+    for col in ("root", "state", "severity", "opened", "ended", "kinds", "members", "acknowledged", "verdict") if wide else ("incident",):
         table.add_column(col, overflow="fold")
     for item in found:
         kinds, members = ", ".join(root_kinds(item)), ", ".join(related_scopes(item))
         root = item["root_scope"] + (" (market-wide)" if item["market"] else "")
         verdict = (item.get("verdict") or {}).get("verdict", "")
+        ended = incident_ended(item)
         if wide:
-            table.add_row(item["incident_id"], inert(root), item["state"], item["severity"], shown(item["opened"]), kinds, inert(members),
-                          inert(item["acked"] or ""), verdict)
+            table.add_row(item["incident_id"], inert(root), item["state"], item["severity"], shown(item["opened"]), ended, kinds,
+                          inert(members), inert(item["acked"] or ""), verdict)
             continue
-        lines = [root, f"{item['state']}, {item['severity']}, opened {shown(item['opened'])}", f"kinds: {kinds}",
+        lines = [root, f"{item['state']}, {item['severity']}, opened {shown(item['opened'])}", *([ended] if ended else []), f"kinds: {kinds}",
                  *([f"members: {members}"] if members else []), *([f"acknowledged: {item['acked']}"] if item["acked"] else []),
                  *([f"verdict: {verdict}"] if verdict else [])]
         table.add_row(item["incident_id"], inert("\n".join(lines)))
     return table
+
+
+def incident_ended(item: Mapping[str, Any]) -> str:
+    """A resolved incident's end as its resolution and console page say it ("root resolved T1;
+    declared over T2"): the list said neither, and a tail clearing puts a group interval or more
+    between them. Empty while open; the declaration alone for a summary from before session 48."""
+    from stream.alerts.message import over_words
+
+    at, root = item.get("at"), item.get("root_resolved")
+    if item.get("state") != "resolved" or not isinstance(at, (int, float)):
+        return ""
+    return over_words(shown(root) if isinstance(root, (int, float)) else None, shown(at))
 
 
 @app.command()

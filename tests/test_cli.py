@@ -835,3 +835,25 @@ def test_aiokafka_lines_are_held_only_inside_a_probe(caplog):
     with caplog.at_level(logging.WARNING):
         aiokafka.error("a running worker's line")
     assert [record.getMessage() for record in caplog.records] == ["Unable connect to a:1", "a running worker's line"]
+
+
+def test_sentinel_incidents_says_when_a_resolved_incidents_root_resolved_and_when_it_was_declared_over():
+    """The list said neither, where the resolution and the console page say "root resolved T1;
+    declared over T2" (a tail clearing puts a group interval or more between them): both layouts
+    say it now; an open one says nothing of it, and a summary from before session 48 the declaration."""
+    from rich.console import Console as Rich
+
+    from sentinel.cli import incidents_table
+
+    t = 1772625600  # 2026-03-04T12:00:00Z
+    member = {"scope": "asset:ETH", "kind": "sentiment_drop", "firing": False, "severity": "critical", "onset": "2026-03-04T12:00:00Z"}
+    base = {"root_scope": "asset:ETH", "opened": t, "market": False, "severity": "critical", "acked": None, "members": [member]}
+    found = [{**base, "incident_id": "over1", "state": "resolved", "at": t + 1320, "root_resolved": t + 420},
+             {**base, "incident_id": "older1", "state": "resolved", "at": t + 1320},
+             {**base, "incident_id": "open1", "state": "open", "at": t + 600}]
+    for width in (200, 80):
+        cli = Rich(width=width, record=True)
+        cli.print(incidents_table(found, width))
+        said = " ".join(re.sub("[│┃]", " ", cli.export_text()).split())  # a line folded in its cell reads on
+        assert said.count("root resolved 2026-03-04T12:07:00Z; declared over 2026-03-04T12:22:00Z") == 1, (width, said)
+        assert said.count("declared over 2026-03-04T12:22:00Z") == 2 and "12:10:00" not in said, (width, said)
