@@ -820,6 +820,71 @@ def test_a_resolutions_escalated_line_says_when_a_service_first_heard_it_not_whe
                          "A service for warning alone heard it only as warning."], hook.accepted[-1]["message"]
 
 
+def told_entry(grouping: bool, ident: str, reason: str, severity: str, at: str, **extra) -> dict[str, str]:
+    """An outbox entry of ETH's drop as the correlator (grouped) or the engine (ungrouped) writes it."""
+    from dataclasses import asdict
+
+    from stream.alerts.correlator import entry_json
+    from stream.alerts.grouping import Entry, Notice
+    from stream.alerts.incidents import AlertRecord
+
+    state = "resolved" if reason == "resolved" else "firing"
+    if grouping:
+        member = {"kind": "sentiment_drop", "severity": severity, "onset": "2026-10-02T12:00:00Z", "metric": "negative_share",
+                  "value": 0.583, "baseline": 0.2, "scope": "asset:ETH", "firing": state == "firing"}
+        return {"entry": entry_json(Entry((), Notice(ident, "asset:ETH", state, reason, severity, at, "2026-10-02T12:06:00Z", False, [member]),
+                                          **extra))}
+    record = AlertRecord(ident, "asset:ETH", "sentiment_drop", state, severity, "2026-10-02T11:20:00Z", at, 0.583, 0.2, 4.0, 12, [], False,
+                         at, incident_id=ident, root_scope="asset:ETH")
+    routes = extra.get("route_severities")
+    return {"record": json.dumps(asdict(record)), **({"route_severities": json.dumps(list(routes))} if routes else {})}
+
+
+@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
+def test_a_service_a_firing_notice_never_reached_hears_no_resolution(redis_server, grouping):
+    """`warning=` and `critical=` webhooks. ETH's drop fires as a warning while the warning hook is
+    down (every attempt refused), turns critical (the critical hook hears it) and resolves, with the
+    warning hook back. The notice that reached no service counted as told, so the warning hook
+    heard "resolved" of a drop it never heard begin. As Alertmanager does (a receiver's notification
+    log gets an entry only once a notification to it succeeded), a firing notice that reached no
+    service tells nobody: the critical hook hears the end, the warning hook nothing."""
+    from stream.keys import told_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    warning, critical = Hook(), Hook()
+    warning.failing = True
+    marks: list[dict] = []
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            urls = f"warning={warning.url} critical={critical.url}"
+            delivery = AlertDelivery(store, Notifier(build_apprise(urls, None), attempts=2, backoff=0.01), lambda record: asyncio.sleep(0),
+                                     consumer="test", chart=False)
+            await delivery.ensure_group()
+            await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incF", "new", "warning", "2026-10-02T12:06:00Z"))
+            while await delivery.drain_once():
+                pass
+            marks.append(await store.redis.hgetall(told_key("incF")))
+            warning.failing = False
+            await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incF", "update", "critical", "2026-10-02T13:06:00Z"))
+            await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incF", "resolved", "critical", "2026-10-02T14:00:00Z",
+                                                          route_severities=("warning", "critical")))
+            while await delivery.drain_once():
+                pass
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        warning.close()
+        critical.close()
+    assert [(p["state"], p["severity"]) for p in critical.accepted] == [("firing", "critical"), ("resolved", "critical")], critical.accepted
+    assert warning.accepted == [], warning.accepted
+    assert warning.refused == 2 and marks[0].get("warning") == "failed", (warning.refused, marks)
+
+
 def test_the_told_marks_of_an_incident_that_never_resolves_expire_while_others_are_marked(redis_server):
     """An incident told as firing whose resolution never comes (its state expired, or a worker before
     session 48 delivered the resolution and kept no marks to forget) leaves its told marks. They

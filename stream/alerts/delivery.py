@@ -37,8 +37,8 @@ from stream.alerts.chart import baselines_of, chart_points, render_chart
 from stream.alerts.correlator import acknowledgements
 from stream.alerts.grouping import Notice
 from stream.alerts.precision import TrackRecord, track_record
-from stream.alerts.incidents import TOLD_HELD, TOLD_SENT, AlertRecord, record_from_json, told_routes
-from stream.alerts.notify import Notifier, service_key
+from stream.alerts.incidents import TOLD_HELD, TOLD_SENT, AlertRecord, record_from_json, told_fate, told_routes
+from stream.alerts.notify import Delivery, Notifier, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
 from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, VERDICTS_KEY, caps_key, told_key
 from stream.redis_client import is_transient, retry_transient
@@ -394,7 +394,7 @@ class AlertDelivery:
         if claimed and await self._notified_before(entry_id):
             log.info("alert already notified; publishing it", extra={"alert_id": record.alert_id, "entry": entry_id})
             if firing:
-                await self._after_sending(lambda: self._mark_told(record.alert_id, record.severity, TOLD_SENT), "told mark")
+                await self._mark_fate(record.alert_id, record.severity, TOLD_SENT)
             else:  # a crash between the resolution's notification and forgetting its marks left them
                 await self._forget_told(record.alert_id)
             await self._publish_and_ack(entry_id, record.with_delivery(True))
@@ -409,10 +409,11 @@ class AlertDelivery:
             if firing:
                 await self._mark_told(record.alert_id, record.severity, TOLD_HELD)
         elif self.notifier is not None and told and self.notifier.targets_for(*told):
-            notified = await self._notify(record, told)
+            delivered = await self._notify(record, told)
+            notified = delivered.notified
             await self._settle(entry_id, notified)
-            if notified and firing:
-                await self._after_sending(lambda: self._mark_told(record.alert_id, record.severity, TOLD_SENT), "told mark")
+            if firing:
+                await self._mark_fate(record.alert_id, record.severity, told_fate(delivered.sent))
         if not firing:
             await self._forget_told(record.alert_id)
         await self._publish_and_ack(entry_id, record.with_delivery(notified))
@@ -429,10 +430,11 @@ class AlertDelivery:
             log.info("incident already notified; publishing it", extra={"incident_id": notice.incident_id, "entry": entry_id})
             notified = True
             if firing:
-                await self._after_sending(lambda: self._mark_told(notice.incident_id, notice.severity, TOLD_SENT, notice.at), "told mark")
+                await self._mark_fate(notice.incident_id, notice.severity, TOLD_SENT, notice.at)
             else:  # a crash between the resolution's notification and forgetting its marks left them
                 await self._forget_told(notice.incident_id)
         elif notice is not None:
+            fate: str | None = None
             told, sent_at = (routes, {}) if firing else await self._told(notice.incident_id, routes)
             # When a service first heard it at each severity: the correlator's time is its first
             # notice's, which a silence may have held back; delivery's own marks say when one went out.
@@ -442,21 +444,22 @@ class AlertDelivery:
                 log.info("incident silenced", extra={"incident_id": notice.incident_id, "scope": notice.root_scope, "silence": silence.id})
                 await self._count("silenced")
                 self.metrics.silenced()
-                if firing:
-                    await self._mark_told(notice.incident_id, notice.severity, TOLD_HELD)
+                fate = TOLD_HELD
             elif self.notifier is not None and told and self.notifier.targets_for(*told):
-                notified = await self._notify_notice(notice, records, told, told_at)
+                delivered = await self._notify_notice(notice, records, told, told_at)
+                notified = delivered.notified
                 await self._settle(entry_id, notified)
-                if notified and firing:
-                    await self._after_sending(lambda: self._mark_told(notice.incident_id, notice.severity, TOLD_SENT, notice.at), "told mark")
-            if not firing:
+                fate = told_fate(delivered.sent)
+            if firing:
+                await self._mark_fate(notice.incident_id, notice.severity, fate, notice.at)
+            else:
                 await self._forget_told(notice.incident_id)
         for record in records:
             await self.publish(record.with_delivery(notified))
         await self._ack(entry_id, published=len(records))
 
     async def _notify_notice(self, notice: Notice, records: list[AlertRecord], routes: Sequence[str],
-                             told_at: dict[str, str] | None = None) -> bool:
+                             told_at: dict[str, str] | None = None) -> Delivery:
         assert self.notifier is not None
         png = None
         if self.chart:
@@ -467,8 +470,8 @@ class AlertDelivery:
         recent = await self._recent(notice) if notice.reason == "repeat" else None
         verdict = await self._verdict(notice.incident_id)
         acks = await self._acknowledgements(notice.incident_id) if notice.acked else []
-        return (await self.notifier.deliver_notice(notice, records, png, track=track, recent=recent, routes=routes, verdict=verdict,
-                                                   told_at=told_at if isinstance(told_at, dict) else None, acks=acks)).notified
+        return await self.notifier.deliver_notice(notice, records, png, track=track, recent=recent, routes=routes, verdict=verdict,
+                                                  told_at=told_at if isinstance(told_at, dict) else None, acks=acks)
 
     async def _acknowledgements(self, incident_id: str) -> list[dict[str, Any]]:
         """An acknowledged incident's acknowledgements, oldest first ({at, by, via, reason}), which its
@@ -546,16 +549,25 @@ class AlertDelivery:
         silences = await list_silences(self.redis)
         return next((found for kind in kinds if (found := silenced_by(silences, scope, kind, time.time()))), None)
 
-    async def _notify(self, record: AlertRecord, routes: Sequence[str]) -> bool:
+    async def _notify(self, record: AlertRecord, routes: Sequence[str]) -> Delivery:
         assert self.notifier is not None
         png = await self._chart(record) if self.chart else None
-        return (await self.notifier.deliver(record, png, routes)).notified
+        return await self.notifier.deliver(record, png, routes)
+
+    async def _mark_fate(self, ident: str, severity: str, fate: str | None, at: str = "") -> None:
+        """`_mark_told`, retried while Redis is away where the notification went out (`_after_sending`):
+        without the mark its resolution would still be routed, as before the marks."""
+        if fate == TOLD_SENT:
+            await self._after_sending(lambda: self._mark_told(ident, severity, fate, at), "told mark")
+        elif fate is not None:
+            await self._mark_told(ident, severity, fate, at)
 
     async def _mark_told(self, ident: str, severity: str, fate: str, at: str = "") -> None:
         """A firing notification's fate at its severity (`incidents.told_routes`): `sent` replaces a
-        `held` (a later one went out after the silence), `held` never replaces `sent`. Entries of one
-        incident are delivered in order, so its resolution reads every mark of its firing notices.
-        `at`: a sent notice's event time; the first one's is kept (`<severity>:at`)."""
+        `held` or `failed` (a later one went out after the silence, or once a service was back);
+        neither replaces `sent`. Entries of one incident are delivered in order, so its resolution
+        reads every mark of its firing notices. `at`: a sent notice's event time; the first one's is
+        kept (`<severity>:at`)."""
         key = told_key(ident)
         async with self.redis.pipeline(transaction=True) as pipe:
             if fate == TOLD_SENT:
@@ -575,7 +587,7 @@ class AlertDelivery:
         told = told_routes(routes, {severity: fate for severity, fate in zip(routes, fates) if fate})
         sent_at = {severity: at for severity, at, fate in zip(routes, times, fates) if at and fate == TOLD_SENT}
         if told != list(routes):
-            log.info("resolution not routed where its firing notifications were silenced",
+            log.info("resolution not routed where its firing notifications were silenced or reached no service",
                      extra={"incident_id": ident, "routes": list(routes), "told": told})
         return told, sent_at
 

@@ -209,18 +209,30 @@ def told_through(told: Mapping[str, Sequence[str]], records: Sequence[AlertRecor
     return {ident: severities for ident, severities in after.items() if ident in kept}, routes
 
 
-TOLD_SENT, TOLD_HELD = "sent", "held"  # a firing notification's fate at one severity (`told_routes`)
+# A firing notification's fate at one severity (`told_routes`): sent (some service accepted it),
+# held (a silence held it back), failed (it reached no service: every one refused, or was capped).
+TOLD_SENT, TOLD_HELD, TOLD_FAILED = "sent", "held", "failed"
+TOLD_UNHEARD = (TOLD_HELD, TOLD_FAILED)
+
+
+def told_fate(sent: int) -> str:
+    """A firing notification's fate from how many services accepted it: `sent` once any did, else
+    `failed` (every one refused after its retries, or the daily cap held it back): it told nobody,
+    as a silenced one, and until session 49 it counted as told."""
+    return TOLD_SENT if sent > 0 else TOLD_FAILED
 
 
 def told_routes(routes: Sequence[str], fates: Mapping[str, str]) -> list[str]:
     """The severities a resolution goes out at: those of `routes` (the severities its incident's or
     alert's firing notifications were made at, `told_through` and `Incident.resolution_routes`)
     that some firing notification was sent at. `fates`: per severity, `sent` once one went out at
-    it, else `held` once one was silenced; a severity with no fate (delivered by a worker that
-    keeps none, or its mark expired) counts as sent, as before. A service that heard nothing of it
-    firing hears nothing of it ending, as Alertmanager sends a receiver a resolution only after a
-    firing notification. Empty: every firing notification was held back by a silence."""
-    return [severity for severity in routes if fates.get(severity) != TOLD_HELD]
+    it, else `held` once one was silenced or `failed` once one reached no service; a severity with
+    no fate (delivered by a worker that keeps none, or its mark expired) counts as sent, as before.
+    A service that heard nothing of it firing hears nothing of it ending, as Alertmanager sends a
+    receiver a resolution only after a firing notification reached it. Empty: every firing
+    notification was held back by a silence or reached no service."""
+    return [severity for severity in routes if fates.get(severity) not in TOLD_UNHEARD]
+
 
 
 def step(

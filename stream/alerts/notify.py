@@ -5,7 +5,7 @@ untagged services once a tag is given): a notification of severity S goes to eve
 S, every service tagged `always`, and every untagged service, so one plain URL works out of the
 box. A resolution says the highest severity its incident reached and goes to every service any of
 its firing notifications went to (the severities its outbox entry names, less any whose every
-firing notification a silence held back), each once: a warning-only
+firing notification a silence held back or no service accepted), each once: a warning-only
 service that heard an incident open hears it end after it turned critical.
 
 Delivery: every targeted service is tried concurrently, each up to `attempts` times with
