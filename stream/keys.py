@@ -138,7 +138,8 @@ def caps_key(day: str) -> str:
 def told_key(ident: str) -> str:
     """Hash severity -> sent | held | failed of one incident (or ungrouped alert): whether a firing
     notification of it went out at that severity, or only silenced ones, or only ones no service
-    accepted (incidents.told_routes), until its resolution is delivered. A key per incident, so that it expires an idle TTL after that
+    accepted (incidents.told_routes), and `last`, the latest firing notice's time
+    (incidents.marks_behind), until its resolution is delivered. A key per incident, so that it expires an idle TTL after that
     incident's own last firing notice: in one hash for all, every incident's mark kept the marks of
     those never resolved (expired state, a resolution an older worker delivered) for good."""
     return f"{ALERTS_PREFIX}:told:{ident}"

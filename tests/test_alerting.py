@@ -885,6 +885,53 @@ def test_a_service_a_firing_notice_never_reached_hears_no_resolution(redis_serve
     assert warning.refused == 2 and marks[0].get("warning") == "failed", (warning.refused, marks)
 
 
+def test_a_repeat_an_older_worker_sent_after_a_silence_lifted_still_hears_the_resolution(redis_server):
+    """Rolling upgrade. ETH's incident opens under a silence: this worker marks its warning `held`.
+    The silence is lifted and a worker before session 48, which keeps no marks, sends the 12:36
+    repeat: the warning hook hears it. The `held` mark stood, so the resolution skipped the hook
+    that had heard the repeat. The marks now keep when the latest notice they saw was made (`last`),
+    and a resolution whose incident notified later than that (`last_notified`) counts them as
+    unknown: told. Without an older worker in between, the held warning still hears nothing."""
+    from stream.alerts.grouping import Notice
+    from stream.alerts.silences import list_silences, remove_silence
+
+    redis.Redis.from_url(redis_server).flushdb()
+    hooks = {"older": Hook(), "alone": Hook()}
+
+    async def go(hook: Hook, ident: str, older_repeat: bool):
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            notifier = Notifier(build_apprise(hook.url, None), attempts=1)
+            delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="test", chart=False)
+            await delivery.ensure_group()
+            await add_silence(store.redis, "asset:ETH", 7 * 86400, None, "quiet until we look")
+            await store.redis.xadd(OUTBOX_KEY, told_entry(True, ident, "new", "warning", "2026-10-02T12:06:00Z"))
+            while await delivery.drain_once():
+                pass
+            for silence in await list_silences(store.redis):
+                await remove_silence(store.redis, silence.id)
+            last = "2026-10-02T12:06:00Z"
+            if older_repeat:  # the older worker: notified, no marks
+                repeat = json.loads(told_entry(True, ident, "repeat", "warning", "2026-10-02T12:36:00Z")["entry"])["notice"]
+                assert (await notifier.deliver_notice(Notice.from_json(repeat))).notified
+                last = repeat["at"]
+            await store.redis.xadd(OUTBOX_KEY, told_entry(True, ident, "resolved", "warning", "2026-10-02T13:00:00Z",
+                                                          route_severities=("warning",), last_notified=last))
+            while await delivery.drain_once():
+                pass
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(go(hooks["older"], "incO", True))
+        asyncio.run(go(hooks["alone"], "incA", False))
+    finally:
+        for hook in hooks.values():
+            hook.close()
+    assert [(p["state"], p["reason"]) for p in hooks["older"].accepted] == [("firing", "repeat"), ("resolved", "resolved")], hooks["older"].accepted
+    assert hooks["alone"].accepted == [], hooks["alone"].accepted
+
+
 def test_the_told_marks_of_an_incident_that_never_resolves_expire_while_others_are_marked(redis_server):
     """An incident told as firing whose resolution never comes (its state expired, or a worker before
     session 48 delivered the resolution and kept no marks to forget) leaves its told marks. They

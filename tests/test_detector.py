@@ -11,7 +11,7 @@ import pytest
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, judged_share, simulate
 from stream.alerts.detector import Counts, Thresholds, parse_overrides, signals, thresholds_for
 from stream.alerts.judging import AlertConfig, boundaries, frontier
-from stream.alerts.incidents import alert_id, step, told_fate, told_routes, told_through
+from stream.alerts.incidents import alert_id, marks_behind, step, told_fate, told_routes, told_through
 
 TH = Thresholds()
 
@@ -259,10 +259,18 @@ def test_a_resolution_is_routed_only_for_severities_a_firing_notification_went_o
     assert told_routes(["warning", "critical"], {}) == ["warning", "critical"]
 
 
-
 def test_a_firing_notice_that_reached_no_service_tells_nobody():
     """A notice every service refused (`failed`) leaves its severity out of the resolution as a
     silenced one does, until one goes out there (`sent`)."""
     assert told_fate(1) == "sent" and told_fate(0) == "failed"
     assert told_routes(["warning", "critical"], {"warning": "failed", "critical": "sent"}) == ["critical"]
     assert told_routes(["warning", "critical"], {"warning": "failed", "critical": "held"}) == []
+
+
+def test_told_marks_that_end_before_the_incidents_latest_firing_notice_count_as_unknown():
+    """An older worker, which keeps no marks, delivered a later firing notice: the marks no longer
+    say who heard it, so every severity counts as told; either time unknown, the marks stand."""
+    assert marks_behind("2026-10-02T12:06:00Z", "2026-10-02T12:36:00Z")
+    assert not marks_behind("2026-10-02T12:36:00Z", "2026-10-02T12:36:00Z")
+    assert not marks_behind(None, "2026-10-02T12:36:00Z") and not marks_behind("2026-10-02T12:06:00Z", None)  # unknown: as before
+    assert marks_behind("garbled", "2026-10-02T12:36:00Z")

@@ -813,6 +813,20 @@ def test_a_resolution_says_when_each_severity_was_first_told():
     assert json.loads(entry_json(resolved))["told_at"] == {"warning": firing[0].at, "critical": firing[1].at}
 
 
+
+def test_a_resolution_carries_when_its_incidents_latest_firing_notice_was_made():
+    """Delivery's told marks keep the latest firing notice they saw; a resolution whose incident
+    notified later (a worker that keeps no marks delivered that notice) counts them as unknown
+    (`incidents.marks_behind`). The entry says when: the latest firing notice's time, not its own."""
+    run({B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+         B0 + 12 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)],
+         B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN, severity="critical")]})
+    firing = [e.notice for e in run.told if e.notice.state == "firing"]
+    resolved = run.told[-1]
+    assert resolved.notice.state == "resolved" and resolved.last_notified == firing[-1].at != resolved.notice.at, (resolved, firing)
+    assert json.loads(entry_json(resolved))["last_notified"] == firing[-1].at
+    assert "last_notified" not in json.loads(entry_json(run.told[0]))  # a firing notice's entry: as before
+
 def test_a_resolution_of_an_incident_a_worker_without_the_list_told_is_routed_as_before():
     """During a rolling upgrade a worker that keeps no `told_severities` (one before this; any
     worker before session 46 drops an incident field it does not know when it rewrites the state)

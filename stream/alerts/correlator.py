@@ -99,6 +99,8 @@ def entry_json(entry: Entry) -> str:
         data["route_severities"] = list(entry.route_severities)
     if entry.told_at:
         data["told_at"] = dict(entry.told_at)
+    if entry.last_notified:
+        data["last_notified"] = entry.last_notified
     return json.dumps(data, ensure_ascii=False)
 
 

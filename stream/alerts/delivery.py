@@ -37,7 +37,7 @@ from stream.alerts.chart import baselines_of, chart_points, render_chart
 from stream.alerts.correlator import acknowledgements
 from stream.alerts.grouping import Notice
 from stream.alerts.precision import TrackRecord, track_record
-from stream.alerts.incidents import TOLD_HELD, TOLD_SENT, AlertRecord, record_from_json, told_fate, told_routes
+from stream.alerts.incidents import TOLD_HELD, TOLD_LAST, TOLD_SENT, AlertRecord, marks_behind, record_from_json, told_fate, told_routes
 from stream.alerts.notify import Delivery, Notifier, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
 from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, VERDICTS_KEY, caps_key, told_key
@@ -430,12 +430,12 @@ class AlertDelivery:
             log.info("incident already notified; publishing it", extra={"incident_id": notice.incident_id, "entry": entry_id})
             notified = True
             if firing:
-                await self._mark_fate(notice.incident_id, notice.severity, TOLD_SENT, notice.at)
+                await self._mark_fate(notice.incident_id, notice.severity, TOLD_SENT, notice.at, last=True)
             else:  # a crash between the resolution's notification and forgetting its marks left them
                 await self._forget_told(notice.incident_id)
         elif notice is not None:
             fate: str | None = None
-            told, sent_at = (routes, {}) if firing else await self._told(notice.incident_id, routes)
+            told, sent_at = (routes, {}) if firing else await self._told(notice.incident_id, routes, data.get("last_notified"))
             # When a service first heard it at each severity: the correlator's time is its first
             # notice's, which a silence may have held back; delivery's own marks say when one went out.
             told_at = {**(data["told_at"] if isinstance(data.get("told_at"), dict) else {}), **sent_at}
@@ -450,8 +450,8 @@ class AlertDelivery:
                 notified = delivered.notified
                 await self._settle(entry_id, notified)
                 fate = told_fate(delivered.sent)
-            if firing:
-                await self._mark_fate(notice.incident_id, notice.severity, fate, notice.at)
+            if firing:  # every firing notice sets `last`, also one no service is routed for (`marks_behind`)
+                await self._mark_fate(notice.incident_id, notice.severity, fate, notice.at, last=True)
             else:
                 await self._forget_told(notice.incident_id)
         for record in records:
@@ -554,38 +554,47 @@ class AlertDelivery:
         png = await self._chart(record) if self.chart else None
         return await self.notifier.deliver(record, png, routes)
 
-    async def _mark_fate(self, ident: str, severity: str, fate: str | None, at: str = "") -> None:
+    async def _mark_fate(self, ident: str, severity: str, fate: str | None, at: str = "", last: bool = False) -> None:
         """`_mark_told`, retried while Redis is away where the notification went out (`_after_sending`):
         without the mark its resolution would still be routed, as before the marks."""
         if fate == TOLD_SENT:
-            await self._after_sending(lambda: self._mark_told(ident, severity, fate, at), "told mark")
-        elif fate is not None:
-            await self._mark_told(ident, severity, fate, at)
+            await self._after_sending(lambda: self._mark_told(ident, severity, fate, at, last), "told mark")
+        elif fate is not None or last:
+            await self._mark_told(ident, severity, fate, at, last)
 
-    async def _mark_told(self, ident: str, severity: str, fate: str, at: str = "") -> None:
+    async def _mark_told(self, ident: str, severity: str, fate: str | None, at: str = "", last: bool = False) -> None:
         """A firing notification's fate at its severity (`incidents.told_routes`): `sent` replaces a
         `held` or `failed` (a later one went out after the silence, or once a service was back);
         neither replaces `sent`. Entries of one incident are delivered in order, so its resolution
-        reads every mark of its firing notices. `at`: a sent notice's event time; the first one's is
-        kept (`<severity>:at`)."""
+        reads every mark of its firing notices. `at`: the notice's event time; a sent notice's first
+        one is kept (`<severity>:at`) and, with `last` (an incident's notices), every notice's is the
+        marks' `last` (`incidents.marks_behind`). `fate` None: `last` alone (no service routed)."""
         key = told_key(ident)
         async with self.redis.pipeline(transaction=True) as pipe:
             if fate == TOLD_SENT:
                 pipe.hset(key, severity, fate)
                 if at:
                     pipe.hsetnx(key, f"{severity}:at", at)
-            else:
+            elif fate is not None:
                 pipe.hsetnx(key, severity, fate)
+            if last and at:
+                pipe.hset(key, TOLD_LAST, at)
             pipe.expire(key, self.store.idle_ttl_s)
             await pipe.execute()
 
-    async def _told(self, ident: str, routes: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    async def _told(self, ident: str, routes: Sequence[str], last_notified: Any = None) -> tuple[list[str], dict[str, str]]:
         """The severities of a resolution's `routes` that a firing notification went out at, and
-        when the first sent at each went out (event time), where delivery marked it."""
-        read = await self.redis.hmget(told_key(ident), [*routes, *(f"{severity}:at" for severity in routes)])
-        fates, times = read[:len(routes)], read[len(routes):]
-        told = told_routes(routes, {severity: fate for severity, fate in zip(routes, fates) if fate})
+        when the first sent at each went out (event time), where delivery marked it. `last_notified`:
+        an incident resolution entry's, when its latest firing notice was made; marks that end before
+        it missed one an older worker delivered, and count as told (`incidents.marks_behind`)."""
+        read = await self.redis.hmget(told_key(ident), [*routes, *(f"{severity}:at" for severity in routes), TOLD_LAST])
+        fates, times, last_marked = read[:len(routes)], read[len(routes):2 * len(routes)], read[-1]
         sent_at = {severity: at for severity, at, fate in zip(routes, times, fates) if at and fate == TOLD_SENT}
+        if marks_behind(last_marked, last_notified if isinstance(last_notified, str) else None):
+            log.info("told marks end before the incident's latest firing notice (a worker that keeps none delivered it); "
+                     "the resolution is routed for every severity", extra={"incident_id": ident, "routes": list(routes)})
+            return list(routes), sent_at
+        told = told_routes(routes, {severity: fate for severity, fate in zip(routes, fates) if fate})
         if told != list(routes):
             log.info("resolution not routed where its firing notifications were silenced or reached no service",
                      extra={"incident_id": ident, "routes": list(routes), "told": told})

@@ -457,6 +457,10 @@ class Entry:
     # A resolution's: per severity a firing notice of it went out at, when the first did (event
     # time, `Incident.told_at`), lowest first; beside the notice for the same reason.
     told_at: tuple[tuple[str, str], ...] = ()
+    # A resolution's: when its incident's latest firing notice was made (event time, ISO,
+    # `Incident.notified`). Delivery's told marks that end before it missed a notice a worker that
+    # keeps none delivered, and count as told (`incidents.marks_behind`); beside the notice as above.
+    last_notified: str = ""
 
 
 def incident_id(root: str, boundary: int, salt: str = "") -> str:
@@ -882,8 +886,8 @@ def _close(state: GroupState, incident: Incident, boundary: int, record: dict[st
     elif incident.held:
         entries.append(Entry(_release(incident)))
     incident.emitted = True
-    notice, routes, told_at = _notice(incident, "resolved", boundary), incident.resolution_routes(), _told_at(incident)
-    entries += [Entry((record,), notice, routes, told_at)] if is_root else [Entry((record,)), Entry((), notice, routes, told_at)]
+    notice, routes, told_at, last = _notice(incident, "resolved", boundary), incident.resolution_routes(), _told_at(incident), _last(incident)
+    entries += [Entry((record,), notice, routes, told_at, last)] if is_root else [Entry((record,)), Entry((), notice, routes, told_at, last)]
     del state.incidents[incident.id]
     return entries
 
@@ -962,12 +966,17 @@ def _split(state: GroupState, incident: Incident, boundary: int, answers: Mappin
     entries = [Entry(_release(incident))] if incident.held else []
     # At its peak, to every service a firing notice reached: `routed`, `reached` and
     # `told_severities` kept what left.
-    entries.append(Entry((), _notice(incident, "resolved", boundary), incident.resolution_routes(), _told_at(incident)))
+    entries.append(Entry((), _notice(incident, "resolved", boundary), incident.resolution_routes(), _told_at(incident), _last(incident)))
     return entries
 
 
 def _told_at(incident: Incident) -> tuple[tuple[str, str], ...]:
     return tuple((severity, incident.told_at[severity]) for severity in ranked(incident.told_at))
+
+
+def _last(incident: Incident) -> str:
+    """`Entry.last_notified`: its latest firing notice's time (a resolution does not move it)."""
+    return iso(incident.notified) if incident.notified is not None else ""
 
 
 def _open_each(state: GroupState, members: Sequence[Member], boundary: int, salt: str,

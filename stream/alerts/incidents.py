@@ -16,7 +16,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from stream.alerts.detector import Kind, Severity, Signal, Thresholds
 from stream.stored import from_stored
-from stream.timefmt import format_duration, iso
+from stream.timefmt import epoch, format_duration, iso
 from stream.windows import Sample
 
 State = Literal["firing", "resolved"]
@@ -213,6 +213,7 @@ def told_through(told: Mapping[str, Sequence[str]], records: Sequence[AlertRecor
 # held (a silence held it back), failed (it reached no service: every one refused, or was capped).
 TOLD_SENT, TOLD_HELD, TOLD_FAILED = "sent", "held", "failed"
 TOLD_UNHEARD = (TOLD_HELD, TOLD_FAILED)
+TOLD_LAST = "last"  # the marks' field: event time (ISO) of the latest firing notice marked (`marks_behind`)
 
 
 def told_fate(sent: int) -> str:
@@ -233,6 +234,20 @@ def told_routes(routes: Sequence[str], fates: Mapping[str, str]) -> list[str]:
     notification was held back by a silence or reached no service."""
     return [severity for severity in routes if fates.get(severity) not in TOLD_UNHEARD]
 
+
+def marks_behind(last_marked: str | None, last_notified: str | None) -> bool:
+    """Whether an incident's told marks miss a firing notice: the latest one the correlator made
+    (`last_notified`, a resolution entry's, event time) is later than the latest one a delivery
+    marked (`last_marked`). A worker that keeps no marks (before session 48), or keeps no `last`
+    (session 48), delivered it, say a repeat after the silence that held the first notice lifted:
+    the marks no longer say who heard it, so every severity counts as told (as before the marks).
+    Unknown either side (an entry or marks from an older worker): the marks stand."""
+    if not last_marked or not last_notified:
+        return False
+    try:
+        return epoch(last_marked) < epoch(last_notified)
+    except ValueError:  # unreadable: unknown, so told
+        return True
 
 
 def step(
