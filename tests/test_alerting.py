@@ -5,6 +5,7 @@ and the silence commands."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -768,24 +769,36 @@ def test_a_claimed_resolution_already_notified_forgets_its_told_marks(redis_serv
     assert left == {}, left
 
 
+def told_entry(grouping: bool, ident: str, reason: str, severity: str, at: str, **extra) -> dict[str, str]:
+    """An outbox entry of ETH's drop as the correlator (grouped) or the engine (ungrouped) writes it."""
+    from dataclasses import asdict
+
+    from stream.alerts.correlator import entry_json
+    from stream.alerts.grouping import Entry, Notice
+    from stream.alerts.incidents import AlertRecord
+
+    state = "resolved" if reason == "resolved" else "firing"
+    if grouping:
+        member = {"kind": "sentiment_drop", "severity": severity, "onset": "2026-10-02T12:00:00Z", "metric": "negative_share",
+                  "value": 0.583, "baseline": 0.2, "scope": "asset:ETH", "firing": state == "firing"}
+        return {"entry": entry_json(Entry((), Notice(ident, "asset:ETH", state, reason, severity, at, "2026-10-02T12:06:00Z", False, [member]),
+                                          **extra))}
+    record = AlertRecord(ident, "asset:ETH", "sentiment_drop", state, severity, "2026-10-02T11:20:00Z", at, 0.583, 0.2, 4.0, 12, [], False,
+                         at, incident_id=ident, root_scope="asset:ETH")
+    routes = extra.get("route_severities")
+    return {"record": json.dumps(asdict(record)), **({"route_severities": json.dumps(list(routes))} if routes else {})}
+
+
 def test_a_resolutions_escalated_line_says_when_a_service_first_heard_it_not_when_a_silence_held_it(redis_server):
     """ETH's incident opens as a warning at 12:06 under a silence (nobody hears it); the silence is
     lifted, its 12:36 repeat goes out, at 13:06 it turns critical, then it resolves. The resolution's
     "Escalated:" line took its times from the correlator, which knows when each severity's first
     notice was made, not whether a silence held it back: it said "told as warning from 12:06", when
     nobody had heard a thing. Delivery keeps when the first notice sent at each severity went out."""
-    from stream.alerts.correlator import entry_json
-    from stream.alerts.grouping import Entry, Notice
     from stream.alerts.silences import list_silences, remove_silence
 
     redis.Redis.from_url(redis_server).flushdb()
-
-    def entry(reason: str, severity: str, at: str, **extra) -> dict[str, str]:
-        state = "resolved" if reason == "resolved" else "firing"
-        member = {"kind": "sentiment_drop", "severity": severity, "onset": "2026-10-02T12:00:00Z", "metric": "negative_share",
-                  "value": 0.583, "baseline": 0.2, "scope": "asset:ETH", "firing": state == "firing"}
-        notice = Notice("incE", "asset:ETH", state, reason, severity, at, "2026-10-02T12:06:00Z", False, [member])
-        return {"entry": entry_json(Entry((), notice, **extra))}
+    entry = functools.partial(told_entry, True, "incE")
 
     hook = Hook()
 
@@ -818,26 +831,6 @@ def test_a_resolutions_escalated_line_says_when_a_service_first_heard_it_not_whe
     escalated = [line for line in hook.accepted[-1]["message"].splitlines() if line.startswith("Escalated: ")]
     assert escalated == ["Escalated: told as warning from 2026-10-02T12:36:00Z, then critical from 2026-10-02T13:06:00Z (event time). "
                          "A service for warning alone heard it only as warning."], hook.accepted[-1]["message"]
-
-
-def told_entry(grouping: bool, ident: str, reason: str, severity: str, at: str, **extra) -> dict[str, str]:
-    """An outbox entry of ETH's drop as the correlator (grouped) or the engine (ungrouped) writes it."""
-    from dataclasses import asdict
-
-    from stream.alerts.correlator import entry_json
-    from stream.alerts.grouping import Entry, Notice
-    from stream.alerts.incidents import AlertRecord
-
-    state = "resolved" if reason == "resolved" else "firing"
-    if grouping:
-        member = {"kind": "sentiment_drop", "severity": severity, "onset": "2026-10-02T12:00:00Z", "metric": "negative_share",
-                  "value": 0.583, "baseline": 0.2, "scope": "asset:ETH", "firing": state == "firing"}
-        return {"entry": entry_json(Entry((), Notice(ident, "asset:ETH", state, reason, severity, at, "2026-10-02T12:06:00Z", False, [member]),
-                                          **extra))}
-    record = AlertRecord(ident, "asset:ETH", "sentiment_drop", state, severity, "2026-10-02T11:20:00Z", at, 0.583, 0.2, 4.0, 12, [], False,
-                         at, incident_id=ident, root_scope="asset:ETH")
-    routes = extra.get("route_severities")
-    return {"record": json.dumps(asdict(record)), **({"route_severities": json.dumps(list(routes))} if routes else {})}
 
 
 @pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
