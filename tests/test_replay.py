@@ -410,9 +410,11 @@ def test_ctrl_c_on_a_paced_replay_names_the_line_to_resume_from(kafka_server, tm
 
 
 def test_a_broker_lost_mid_replay_is_one_error_naming_the_line_to_resume_from(tmp_path):
-    """The broker killed while a paced replay sends: the producer gives up after its retries (about
-    two minutes). The error said nothing of what was sent, and asyncio logged each of the batch's
-    other failed sends as "Future exception was never retrieved" (hundreds of tracebacks)."""
+    """The broker killed while a paced replay sends: the replay ends once the producer gives up on
+    its first send (its 40 s request timeout). The error said nothing of what was sent, asyncio
+    logged each of the batch's other failed sends as "Future exception was never retrieved"
+    (hundreds of tracebacks), and failed sends were looked at only every 1000 sends: at this pace
+    (a line a second) the replay queued into the dead broker for 1000 s before saying so."""
     import os
     import signal
     import subprocess
@@ -427,16 +429,16 @@ def test_a_broker_lost_mid_replay_is_one_error_naming_the_line_to_resume_from(tm
         asyncio.run(asyncio.wait_for(ensure_topics(settings, [topic]), 60))
         now = time.time() - 3600
         path = tmp_path / "slow.jsonl"
-        path.write_text("".join(post(i, iso(now + i * 0.1)) + "\n" for i in range(1, 2001)))  # ten a second at --speed 1
+        path.write_text("".join(post(i, iso(now + i)) + "\n" for i in range(1, 2001)))  # a second apart at --speed 1
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
         proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "replay", str(path), "--topic", topic, "--speed", "1"],
                                 env={**env, "KAFKA_BROKER": broker}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 60
-            while len(asyncio.run(count_records(settings, topic))) < 20:
+            while len(asyncio.run(count_records(settings, topic))) < 3:
                 assert time.monotonic() < deadline and proc.poll() is None, "the replay sent nothing"
             os.killpg(broker_proc.proc.pid, signal.SIGKILL)
-            _, stderr = proc.communicate(timeout=400)
+            _, stderr = proc.communicate(timeout=180)  # the request timeout and the reconnects, far from 1000 s
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -445,7 +447,7 @@ def test_a_broker_lost_mid_replay_is_one_error_naming_the_line_to_resume_from(tm
     ours = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert proc.returncode == 2 and len(ours) == 1 and ours[0].startswith("error: Kafka: "), stderr[-3000:]
     resume = int(ours[0].rsplit("resume with --from-line ", 1)[1])
-    assert resume >= 21 and f"lines before {resume} are all in {topic}" in ours[0], ours[0]
+    assert resume >= 4 and f"lines before {resume} are all in {topic}" in ours[0], ours[0]
     assert "never retrieved" not in stderr and "Traceback" not in stderr, stderr[-3000:]
 
 

@@ -383,6 +383,21 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
             if fut.done() and not fut.cancelled():
                 fut.exception()
 
+    def settle_done(pending: list[tuple[ReplayItem, Any]]) -> None:
+        # The acknowledged prefix taken as it comes, not only every 1000 sends: a broker lost
+        # mid-replay is then an error once its first send fails (the producer's request timeout),
+        # where a paced replay went on queueing into the dead broker until 1000 sends were pending
+        # (at a line a minute, most of a day). A failed send stays pending: the `finally` below
+        # stops there, so a later send acknowledged on another partition never moves the resume
+        # line past it.
+        while pending and pending[0][1].done() and not pending[0][1].cancelled():
+            item, fut = pending[0]
+            failed = fut.exception()
+            if failed is not None and not isinstance(failed, MessageSizeTooLargeError):
+                raise failed
+            pending.pop(0)
+            settled(item, failed or fut.result())
+
     async def settle(pending: list[tuple[ReplayItem, Any]]) -> None:
         if pending:  # asyncio.wait, not gather: an interrupted wait leaves the sends' futures as they are
             await asyncio.wait([fut for _, fut in pending])
@@ -432,6 +447,7 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
                 result.reached = pacer.newest
             if len(pending) >= 1000:
                 await settle(pending)
+            settle_done(pending)
             if progress and (pacer is not None or queued % 100 == 0):  # paced lines come slowly: each one counts
                 progress(queued)
         await settle(pending)
