@@ -1310,20 +1310,28 @@ def record_cmd(
         raise fail("record needs KAFKA_BROKER")
     writable_outputs(out_file)  # before the read, which can take a retained topic's whole length
 
+    written: list[int] = []  # the count, once record has replaced --out
+
     async def go(update: Callable[[int], None]) -> int:
         with held_logs("aiokafka") as held:  # a dead broker is our one error line, not aiokafka's first
             await broker_topics(settings)
         release_logs(held)
-        return await record(settings, topic, out_file, max_idle, update)
+        written.append(await record(settings, topic, out_file, max_idle, update))
+        return written[0]
+
+    def stopped(how: str) -> str:
+        # A Ctrl-C while the finished read is merged into --out (one step, no await) takes effect
+        # only after it: the file is written then, and "nothing written" would send the user to read it all again.
+        if written:
+            return f"{how}: wrote {written[0]} records to {out_file} (the read had finished)"
+        return f"{how}: nothing written to {out_file} (it is written once the whole read is done); run record again"
 
     try:
         with progress() as bar:
             task = bar.add_task("read", total=None)
             # A SIGTERM unwinds as Ctrl-C does, so the spill files beside --out go too; the file is
             # written only once the read is done, so a stopped read leaves it as it was.
-            count = run_until_stopped(go(lambda n: bar.update(task, completed=n)),
-                                      lambda how: f"{how}: nothing written to {out_file} (it is written once the whole read is done); "
-                                                  "run record again")
+            count = run_until_stopped(go(lambda n: bar.update(task, completed=n)), stopped)
     except UnknownTopic as exc:  # a typo in --topic: not "wrote 0 records" and an empty file
         raise fail(f"--topic: {exc}") from None
     except ValueError as exc:  # the output path

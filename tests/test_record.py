@@ -218,3 +218,34 @@ def test_a_record_stopped_mid_read_says_nothing_was_written_and_leaves_no_spill(
     assert code == {"SIGINT": 130, "SIGTERM": 143}[stop], stderr
     assert f"nothing written to {out}" in stderr and "Traceback" not in stderr, stderr
     assert out.read_text() == "kept\n" and [p.name for p in out.parent.iterdir()] == ["r.jsonl"]
+
+
+def test_a_record_stopped_while_it_writes_the_finished_read_says_the_file_was_written(tmp_path, monkeypatch):
+    """A Ctrl-C that comes while the read's records are merged into --out (one step, no await: a
+    retained topic's takes a while) cancels the command only once the file is replaced. It still
+    said "nothing written to OUT ... run record again" of the file it had written."""
+    import os
+    import signal
+
+    from typer.testing import CliRunner
+
+    import stream.tools.replay as replay_module
+    from sentinel.cli import app
+
+    out = tmp_path / "r.jsonl"
+    out.write_text("earlier\n")
+
+    async def reachable(_settings: Settings) -> list[str]:
+        return ["forum-posts"]
+
+    async def read_then_stopped(_settings: Settings, _topic: str, path, _max_idle: float, _progress=None) -> int:
+        os.kill(os.getpid(), signal.SIGINT)  # asyncio cancels the command, which ends only after this step
+        path.write_text('{"offset": 0}\n')
+        return 1
+
+    monkeypatch.setattr(replay_module, "broker_topics", reachable)
+    monkeypatch.setattr(replay_module, "record", read_then_stopped)
+    r = CliRunner().invoke(app, ["record", "--topic", "forum-posts", "--out", str(out)], env={"KAFKA_BROKER": "127.0.0.1:9", "COLUMNS": "300"})
+    said = " ".join(r.output.split())
+    assert r.exit_code == 130 and out.read_text() == '{"offset": 0}\n', said
+    assert f"interrupted: wrote 1 records to {out}" in said and "nothing written" not in said, said
