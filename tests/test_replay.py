@@ -15,7 +15,7 @@ import pytest
 
 from stream.kafka import ensure_topics
 from stream.settings import Settings
-from stream.tools.replay import consume_records, pace_time, replay, replay_item, replay_lines
+from stream.tools.replay import ReplayResult, consume_records, pace_time, replay, replay_item, replay_lines
 
 RECORD = {"topic": "forum-posts", "partition": 0, "offset": 1, "timestamp": 1_767_225_600_000, "key": "k1"}
 
@@ -449,6 +449,44 @@ def test_a_broker_lost_mid_replay_is_one_error_naming_the_line_to_resume_from(tm
     resume = int(ours[0].rsplit("resume with --from-line ", 1)[1])
     assert resume >= 4 and f"lines before {resume} are all in {topic}" in ours[0], ours[0]
     assert "never retrieved" not in stderr and "Traceback" not in stderr, stderr[-3000:]
+
+
+def test_a_send_that_fails_after_later_ones_were_acknowledged_holds_the_resume_line(tmp_path, monkeypatch):
+    """Sends go out per partition, so line 1's can fail after line 2's (another partition) was
+    acknowledged. The resume line stays at 1: moving past it would lose line 1; repeating line 2
+    is what the docs allow (ids dedupe it). Pure logic: a producer whose sends finish on cue."""
+    from types import SimpleNamespace
+
+    import aiokafka
+    from aiokafka.errors import KafkaTimeoutError
+
+    class CuedProducer:
+        def __init__(self, **_options: object) -> None:
+            self.sends: list[asyncio.Future] = []
+
+        async def start(self) -> None: ...
+
+        async def flush(self) -> None: ...
+
+        async def stop(self) -> None: ...
+
+        async def send(self, _topic: str, **_message: object) -> asyncio.Future:
+            fut = asyncio.get_running_loop().create_future()
+            self.sends.append(fut)
+            if len(self.sends) == 3:  # line 1's send fails only once lines 2 and 3 are acknowledged
+                fut.set_result(SimpleNamespace(partition=0, offset=0))
+                self.sends[0].set_exception(KafkaTimeoutError())
+            elif len(self.sends) == 2:
+                fut.set_result(SimpleNamespace(partition=1, offset=0))
+            return fut
+
+    monkeypatch.setattr(aiokafka, "AIOKafkaProducer", CuedProducer)
+    path = tmp_path / "posts.jsonl"
+    path.write_text("".join(post(i, "2026-01-01T00:00:00Z") + "\n" for i in range(1, 6)))
+    result = ReplayResult()
+    with pytest.raises(KafkaTimeoutError):
+        asyncio.run(replay_lines(Settings(kafka_broker="127.0.0.1:9"), path, "forum-posts", None, result=result, recorded=None))
+    assert result.resume_line == 1 and result.sent == 0
 
 
 async def count_records(settings: Settings, topic: str) -> list[dict]:
