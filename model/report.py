@@ -24,8 +24,15 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den else 0.0
 
 
+def averaged(table: dict[str, dict[str, int]]) -> list[str]:
+    """The labels macro F1 averages, as scikit-learn does: those that occur in gold or predictions.
+    A label in neither has no precision, recall or F1 (0/0); its report figures are 0.0, not averaged."""
+    return [label for label in LABELS if sum(table[label].values()) or any(table[g][label] for g in LABELS)]
+
+
 def classification_report(gold: Sequence[str], pred: Sequence[str]) -> dict[str, Any]:
-    """accuracy, f1_macro, f1_weighted, per_class {precision, recall, f1, support}, confusion, n."""
+    """accuracy, f1_macro (over `f1_macro_labels`, see `averaged`), f1_weighted, per_class
+    {precision, recall, f1, support}, confusion, n."""
     table = confusion(gold, pred)
     n = len(gold)
     per_class: dict[str, dict[str, float]] = {}
@@ -40,8 +47,7 @@ def classification_report(gold: Sequence[str], pred: Sequence[str]) -> dict[str,
             "f1": _ratio(2 * precision * recall, precision + recall),
             "support": support,
         }
-    # As scikit-learn does: average over the labels that occur in gold or predictions.
-    present = [label for label in LABELS if table[label][label] or sum(table[label].values()) or any(table[g][label] for g in LABELS)]
+    present = averaged(table)
     return {
         "accuracy": _ratio(sum(table[label][label] for label in LABELS), n),
         "f1_macro": _ratio(sum(per_class[label]["f1"] for label in present), len(present)),
@@ -49,6 +55,9 @@ def classification_report(gold: Sequence[str], pred: Sequence[str]) -> dict[str,
         "per_class": per_class,
         "confusion": table,
         "n": n,
+        # Added after the rest: which classes f1_macro averaged (a class absent from gold and
+        # predictions keeps its keys, at 0.0, as readers of per_class expect numbers).
+        "f1_macro_labels": present,
     }
 
 

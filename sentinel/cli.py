@@ -456,7 +456,8 @@ def evaluate(
         subset = ", ".join(part for part in (pooled_head(classifier), f"holdout {holdout:g} seed {seed}" if holdout else "",
                                              f"first {limit}" if limit else "") if part)
         card_data = record_evaluation(card_path, data, report, subset)
-        err.print(f"recorded in {card_path} ({len(card_data['evaluations'])} evaluations)")
+        count = len(card_data["evaluations"])
+        err.print(f"recorded in {card_path} ({count} evaluation{'' if count == 1 else 's'})")
     if as_json:
         print(json.dumps(report))
         return
@@ -499,6 +500,7 @@ def adapter_card(settings: Settings) -> Path:
 
 def print_report(report: dict[str, Any]) -> None:
     from model.labels import LABELS
+    from model.report import averaged
 
     out.print(
         f"[bold]{report['model']}[/bold] on {report['data']}: n={report['n']}  accuracy={report['accuracy']:.3f}  "
@@ -507,9 +509,13 @@ def print_report(report: dict[str, Any]) -> None:
     per = Table(title="per class")
     for col in ("label", "precision", "recall", "f1", "support"):
         per.add_column(col)
+    present = averaged(report["confusion"])
     for label in LABELS:
         c = report["per_class"][label]
-        per.add_row(label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"]))
+        # A class with no examples and no predictions has no figures (0/0), and macro F1 leaves it
+        # out: 0.000 here read as a class the model got wholly wrong, and disagreed with f1_macro.
+        figures = (f"{c[k]:.3f}" if label in present else "-" for k in ("precision", "recall", "f1"))
+        per.add_row(label, *figures, str(c["support"]))
     out.print(per)
     conf = Table(title="confusion (rows gold, columns predicted)")
     conf.add_column("gold")

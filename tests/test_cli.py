@@ -187,6 +187,7 @@ def test_eval_holdout_of_several_files_is_the_split_train_held_out_and_a_card_of
                                                                   {"path": "b.csv", "sha256": sha256_file(files[1])}]}))
     r = sentinel(both + ["--adapter", str(adapter), "--card"], {"SENTINEL_BASE": "lexicon"})
     assert r.returncode == 0, r.stderr
+    assert "(1 evaluation)" in " ".join(r.stderr.split()), r.stderr  # said "(1 evaluations)"
     recorded = json.loads((adapter / "model_card.json").read_text())["evaluations"]["a + b (holdout 0.25 seed 7)"]
     assert [entry["path"] for entry in recorded["data"]] == [str(f) for f in files] and recorded["n"] == len(held)
     for args in (["--data", str(files[0])], ["--data", str(files[1]), "--data", str(files[0])]):

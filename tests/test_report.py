@@ -25,6 +25,22 @@ def test_report_on_a_hand_computed_example():
     assert r["confusion"]["neutral"]["positive"] == 1 and r["confusion"]["positive"]["neutral"] == 1
 
 
+def test_a_class_with_no_examples_and_no_predictions_is_no_figure_in_the_table_as_in_macro_f1(capsys):
+    """The table showed 0.000 for such a class while f1_macro left it out: the two disagreed."""
+    from sentinel.cli import print_report
+
+    r = classification_report(["positive", "neutral"], ["positive", "neutral"])
+    assert r["f1_macro"] == pytest.approx(1.0) and r["f1_macro_labels"] == ["positive", "neutral"]
+    assert r["per_class"]["negative"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}  # keys kept, numbers for readers
+    print_report({**r, "model": "m", "data": "d", "skipped": 0})
+    shown = capsys.readouterr().out
+    table = shown[shown.index("per class"):shown.index("confusion")]
+    rows = {cells[0]: cells[1:] for line in table.splitlines() if len(cells := line.replace("\u2502", " ").split()) == 5}
+    assert rows["negative"] == ["-", "-", "-", "0"] and rows["positive"] == ["1.000", "1.000", "1.000", "1"], shown
+    predicted_only = classification_report(["positive"], ["negative"])  # predicted, never gold: precision 0 is a figure
+    assert predicted_only["f1_macro_labels"] == ["positive", "negative"]
+
+
 def test_mismatched_lengths_are_an_error():
     with pytest.raises(ValueError):
         classification_report(["positive"], [])
