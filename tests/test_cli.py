@@ -126,6 +126,16 @@ def test_eval_and_train_name_each_row_skip_bad_skips_on_stderr(tmp_path):
     assert r.stderr.count("skipped ") == 20 and f"skipped {data}:21: invalid JSON" in r.stderr and "... and 5 more skipped" in r.stderr, r.stderr
 
 
+def test_eval_and_train_of_a_csv_given_as_jsonl_point_to_format_csv(tmp_path):
+    posts = tmp_path / "posts.csv"
+    posts.write_text("text,label\nbtc up,positive\n", encoding="utf-8")
+    for command in (["eval"], ["train", "--out", str(tmp_path / "out")]):
+        r = sentinel([*command, "--data", str(posts), "--format", "jsonl"], {"SENTINEL_BASE": "lexicon"})
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert " ".join(r.stderr.split()) == (f"error: {posts}:1: invalid JSON: Expecting value; the line reads as a CSV row of 2 fields, "
+                                              "so this is likely a CSV file: --format csv reads it"), r.stderr
+
+
 def test_an_adapter_path_that_is_not_there_is_one_line_before_anything_loads(tmp_path):
     data = tmp_path / "rows.jsonl"
     rows = [{"text": f"${t} post {i}", "label": label} for i, (t, label) in enumerate([("BTC", "positive"), ("ETH", "negative"), ("SOL", "neutral")] * 4)]

@@ -99,6 +99,29 @@ def test_a_label_of_another_format_names_its_line_what_the_format_reads_and_the_
         load_examples(write(tmp_path / "m.csv", "text,label\nwen AMA,2\n"), label_map=parse_label_map("b=positive,s=negative"))
 
 
+def test_a_csv_given_as_json_says_it_reads_as_a_csv_and_which_format_reads_it(tmp_path):
+    """`--format jsonl` (or a CSV named .jsonl) said only "invalid JSON: Expecting value", where
+    --format tfns and csv name the format that reads what they cannot."""
+    posts = write(tmp_path / "posts.jsonl", "text,label\n$BTC up,positive\n")
+    hint = "; the line reads as a CSV row of 2 fields, so this is likely a CSV file"
+    for fmt in ("jsonl", "auto", "alpaca"):
+        with pytest.raises(DataError) as info:
+            load_examples(posts, fmt)
+        assert str(info.value) == f"{posts}:1: invalid JSON: Expecting value{hint}: --format csv reads it", fmt
+    with pytest.raises(DataError) as info:
+        load_examples(posts, "jsonl", flags=False)  # no --format to name
+    assert str(info.value) == f"{posts}:1: invalid JSON: Expecting value{hint}, not JSON"
+    skipped = load_examples(posts, "jsonl", skip_bad=True).skipped  # the hint once, on the first line
+    assert [hint in str(e) for e in skipped] == [True, False]
+    for first in ("{broken", "[1, 2", "not json at all"):  # JSON gone wrong, or one field: no CSV hint
+        with pytest.raises(DataError) as info:
+            load_examples(write(tmp_path / "bad.jsonl", first + "\n"), "jsonl")
+        assert "CSV" not in str(info.value), str(info.value)
+    quoted = write(tmp_path / "q.jsonl", '"text","label"\n')  # JSON reads a string, then "Extra data"
+    with pytest.raises(DataError, match="Extra data; the line reads as a CSV row of 2 fields"):
+        load_examples(quoted, "jsonl")
+
+
 @pytest.mark.parametrize("fmt, header, missing", [("csv", "txt,lbl", "'text', 'label' columns"), ("tfns", "body,label", "'text' column")])
 def test_a_header_without_the_text_or_label_column_is_fatal_even_with_skip_bad(tmp_path, fmt, header, missing):
     """Every row would lack the column: skipping them all would bury the cause under one skipped

@@ -134,7 +134,7 @@ def load_examples(
         label_map = label_map or TFNS_LABEL_MAP
     if fmt == "alpaca":
         text_col, label_col = "input", "output"
-    rows = (_json_rows(path, array_ok=fmt == "alpaca") if fmt in ("alpaca", "jsonl")
+    rows = (_json_rows(path, array_ok=fmt == "alpaca", flags=flags) if fmt in ("alpaca", "jsonl")
             else _csv_rows(path, labelled_row(label_col, label_map), required=(text_col, label_col)))
     result = LoadResult()
     for line, row in rows:
@@ -301,7 +301,18 @@ def _check_quotes(path: Path, lines: list[str], first: int, last: int, looks_lik
         raise DataError(path, fault.opened, fault.reason)
 
 
-def _json_rows(path: Path, array_ok: bool = True) -> Iterator[tuple[int, Any]]:
+def csv_hint(line: str, flags: bool = True) -> str:
+    """What to add to the JSON error of a file's first line when that line reads as a CSV row of
+    several fields (a header such as `text,label`): the file is likely a CSV given as JSON, which
+    said only "invalid JSON: Expecting value". "" for any other line. `flags`: as load_examples'."""
+    fields = next(csv.reader([line]), [])
+    if len(fields) < 2 or line.lstrip()[:1] in ("{", "["):  # JSON gone wrong, not a CSV
+        return ""
+    said = f"; the line reads as a CSV row of {len(fields)} fields, so this is likely a CSV file"
+    return said + (": --format csv reads it" if flags else ", not JSON")
+
+
+def _json_rows(path: Path, array_ok: bool = True, flags: bool = True) -> Iterator[tuple[int, Any]]:
     """An Alpaca file's records (array_ok: one JSON array, or one object a line); a JSONL file's,
     one a line, where a line that is an array is that line's error."""
     text = _read_text(path)
@@ -319,17 +330,19 @@ def _json_rows(path: Path, array_ok: bool = True) -> Iterator[tuple[int, Any]]:
         return
     # Lines end at \n only: splitlines() also breaks at U+2028 and U+0085, which JSON writers
     # leave raw inside strings (ensure_ascii=False).
+    first = True
     for number, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         try:
             row = json.loads(raw)
         except json.JSONDecodeError as exc:
-            row = DataError(path, number, f"invalid JSON: {exc.msg}")
+            row = DataError(path, number, f"invalid JSON: {exc.msg}" + (csv_hint(raw, flags) if first else ""))
         except RecursionError:
             row = DataError(path, number, "invalid JSON: nested too deeply")
         except ValueError as exc:  # an integer over the interpreter's digit limit (4300)
             row = DataError(path, number, f"invalid JSON: {str(exc).split(':')[0]}")
+        first = False
         yield number, row
 
 
