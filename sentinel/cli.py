@@ -1027,7 +1027,7 @@ def run(
     import tempfile
 
     from sentinel.run import RunError, connected, notifying, run_once
-    from stream.tools.replay import no_json_object, recorded_partitions
+    from stream.tools.replay import recorded_partitions
     from stream.tools.services import run_async
 
     settings = model_settings(stream="worker", scorer=True)
@@ -1045,9 +1045,8 @@ def run(
         with connected(settings) as (live, embedded):
             if not total:  # after the settings' own errors; a summary of nothing would read as a run
                 raise RunError(f"{file} holds no lines: nothing to run")
-            if wrong := no_json_object(file):  # every line dead-lettered and a summary of nothing: the wrong file
-                raise RunError(f"{file}: no line is a JSON object ({wrong}); sentinel run reads posts, one JSON object a line "
-                               "(examples/demo-stream.jsonl), or the records sentinel record writes")
+            if wrong := not_posts(file, "run"):  # every line dead-lettered and a summary of nothing: the wrong file
+                raise RunError(wrong)
             with progress() as bar:
                 sent_task = bar.add_task("replayed", total=total)
                 done_task = bar.add_task("processed", total=total)
@@ -1101,6 +1100,22 @@ def run(
             worker_log.unlink(missing_ok=True)
     if worker_log_path is None:
         worker_log.unlink(missing_ok=True)
+
+
+def not_posts(file: Path, command: str) -> str | None:
+    """Why `sentinel run` or `replay` refuses FILE where no line is a JSON object (a CSV, a JSON
+    array, the wrong file): every line would be dead-lettered. None where one line is (the rest are
+    the DLQ's, as documented)."""
+    from stream.tools.replay import no_json_object
+
+    if wrong := no_json_object(file):
+        return (f"{file}: no line is a JSON object ({wrong}); sentinel {command} reads posts, one JSON object a line "
+                "(examples/demo-stream.jsonl), or the records sentinel record writes")
+    return None
+
+
+class NotPosts(ValueError):
+    """`sentinel replay` of a file where no line is a JSON object (`not_posts`)."""
 
 
 # The most partitions a topic is created with from a recording's count (`sentinel run` on the
@@ -1244,6 +1259,8 @@ def replay_cmd(
         if not to_send:  # a resume after the last line (or its trailing blank lines)
             err.print(f"[yellow]warning:[/yellow] {escape(str(file))} has no lines from --from-line {from_line} on: nothing to send")
             return
+        if wrong := not_posts(file, "replay"):  # the worker would dead-letter every line: the wrong file, refused as run refuses it
+            raise NotPosts(wrong)
         recorded = recorded_partitions(file)  # once: each pass reads the whole recording
         partitions = known.get(target)
         if partitions is None:
@@ -1282,6 +1299,8 @@ def replay_cmd(
         raise fail(f"{exc}: replay into a topic with at least {exc.recorded} partitions, or pass --repartition") from None
     except TooManyPartitions as exc:
         raise fail(str(exc)) from None
+    except NotPosts as exc:
+        raise fail(f"{exc}; nothing sent") from None
     except kafka_errors() as exc:
         # A broker lost mid-replay: the lines before resume_line were acknowledged, as after Ctrl-C.
         raise kafka_failure(exc, f"; {result.sent} messages sent, lines before {result.resume_line} are all in {target}: "

@@ -382,6 +382,26 @@ def test_a_run_of_a_file_with_no_json_object_is_an_error(tmp_path):
     assert f"error: {path}: no line is a JSON object (line 1: not JSON (Expecting value)); sentinel run reads posts" in " ".join(r.stderr.split())
 
 
+def test_a_replay_of_a_file_with_no_json_object_is_refused_and_one_with_a_post_among_bad_lines_is_sent(kafka_server, tmp_path):
+    """`sentinel replay` of a CSV sent every line, for the worker to dead-letter, where `sentinel run` refuses it."""
+    from stream.tools.replay import broker_topics
+
+    topic = f"posts-{uuid.uuid4().hex[:6]}"
+    extra = {"SENTINEL_TOPIC_POSTS": topic}
+    path = tmp_path / "posts.csv"
+    path.write_text("text,label\nbtc up,positive\n")
+    r = sentinel("replay", str(path), broker=kafka_server, extra=extra)
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, r.stdout + r.stderr
+    assert " ".join(r.stderr.split()) == (f"error: {path}: no line is a JSON object (line 1: not JSON (Expecting value)); sentinel replay "
+                                          "reads posts, one JSON object a line (examples/demo-stream.jsonl), or the records sentinel "
+                                          "record writes; nothing sent"), r.stderr
+    assert topic not in asyncio.run(asyncio.wait_for(broker_topics(Settings(kafka_broker=kafka_server)), 60))  # nothing sent, nothing made
+    mixed = tmp_path / "mixed.jsonl"  # bad lines among posts are the worker's to dead-letter, as documented
+    mixed.write_text("text,label\n" + json.dumps({"id": "1", "text": "btc up"}) + "\n[1]\n")
+    r = sentinel("replay", str(mixed), broker=kafka_server, extra=extra)
+    assert r.returncode == 0 and f"sent 3 messages to {topic}" in r.stdout, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_on_a_paced_replay_names_the_line_to_resume_from(kafka_server, tmp_path, stop):
     """Ctrl-C, or a SIGTERM (`timeout`, `kill`, a Job deleted), which ended the process at once
