@@ -1855,45 +1855,7 @@ def compare_alerts(
                   f"kept: {kept['real']} real, {n(kept['false-alarm'], 'false alarm')}, {kept['unjudged']} unjudged", soft_wrap=True)
     shown_changes = [change_row(pc) for pc in changes if changed(pc)]
     if shown_changes:
-        table = Table(title="in both, changed (candidate against baseline; min: candidate minus baseline)")
-        # Nine columns: folded, not cut (on 80 columns every id and time became "36a…").
-        for col in ("incident", "root", "fired", "severity", "critical", "members gained", "members lost", "resolved", "members resolved"):
-            table.add_column(col, overflow="fold")
-
-        def critical(r: dict[str, Any]) -> str:
-            at, said = r["critical_at"], r["critical"]
-            if said is None:
-                return ""
-            if said == "newly":
-                return f"newly, at {at['candidate']}"
-            if said == "no longer":
-                return f"no longer (was at {at['baseline']})"
-            return f"{said} ({r['critical_later_min']:+.1f} min), at {at['candidate']}"
-
-        def resolved(r: dict[str, Any]) -> str:
-            at, said = r["resolved"], r["resolution"]
-            if said == "neither":
-                return "still firing in both"
-            if said == "never":
-                return f"never (was at {at['baseline']})"
-            if said == "newly":
-                return f"newly, at {at['candidate']}"
-            return f"{said} ({r['resolved_later_min']:+.1f} min), at {at['candidate']}"
-
-        def member_end(m: dict[str, Any]) -> str:
-            moved = f"{m['later_min']:+.0f} min" if m["later_min"] is not None else "never" if m["candidate"] is None else "newly"
-            return f"{m['scope']} {m['kind']}: {moved}"
-
-        for r in shown_changes:
-            roots = r["baseline_root"] if r["baseline_root"] == r["candidate_root"] else f"{r['baseline_root']} -> {r['candidate_root']}"
-            severity = r["severity"]["baseline"] if r["severity"]["baseline"] == r["severity"]["candidate"] else \
-                f"{r['severity']['baseline']} -> {r['severity']['candidate']}"
-            table.add_row(*map(inert, (
-                f"{r['baseline_incident']} / {r['candidate_incident']}", roots, f"{r['fired_later_min']:+.1f} min", severity,
-                critical(r), "\n".join(" ".join(m) for m in r["members_gained"]),
-                "\n".join(" ".join(m) for m in r["members_lost"]), resolved(r),
-                "\n".join(member_end(m) for m in r["member_resolutions"]))))
-        out.print(table)
+        out.print(changes_table(shown_changes, out.width))
     for title, items in ((f"only in {shown_base}", result.lost), (f"only in {shown_cand}", result.new)):
         if items:
             table = Table(title=title)
@@ -1903,6 +1865,62 @@ def compare_alerts(
                 r = row(e)
                 table.add_row(*map(inert, (r["incident_id"], r["root_scope"], ", ".join(r["kinds"]), r["first"], r["verdict"] or "")))
             out.print(table)
+
+
+def changes_table(rows: Sequence[dict[str, Any]], width: int) -> Table:
+    """compare-alerts' "in both, changed" table: a column per field from `INCIDENTS_WIDE_AT` columns
+    on (as `sentinel incidents`), and narrower two, the pair's ids whole and its changes one a line
+    (on 80 columns the nine columns folded to a few characters a line: "asset / :BTC")."""
+    wide = width >= INCIDENTS_WIDE_AT
+
+    def critical(r: dict[str, Any]) -> str:
+        at, said = r["critical_at"], r["critical"]
+        if said is None:
+            return ""
+        if said == "newly":
+            return f"newly, at {at['candidate']}"
+        if said == "no longer":
+            return f"no longer (was at {at['baseline']})"
+        return f"{said} ({r['critical_later_min']:+.1f} min), at {at['candidate']}"
+
+    def resolved(r: dict[str, Any]) -> str:
+        at, said = r["resolved"], r["resolution"]
+        if said == "neither":
+            return "still firing in both"
+        if said == "never":
+            return f"never (was at {at['baseline']})"
+        if said == "newly":
+            return f"newly, at {at['candidate']}"
+        return f"{said} ({r['resolved_later_min']:+.1f} min), at {at['candidate']}"
+
+    def member_end(m: dict[str, Any]) -> str:
+        moved = f"{m['later_min']:+.0f} min" if m["later_min"] is not None else "never" if m["candidate"] is None else "newly"
+        return f"{m['scope']} {m['kind']}: {moved}"
+
+    table = Table(title="in both, changed (candidate against baseline; min: candidate minus baseline)")
+    fields = ("root", "fired", "severity", "critical", "members gained", "members lost", "resolved", "members resolved")
+    # The pair's ids whole, one a line, on any terminal: what `--json` and the other tables name
+    # (side by side, two real ids folded even at 160 columns).
+    table.add_column("baseline\ncandidate", no_wrap=True,
+                     min_width=max(len(r[k]) for r in rows for k in ("baseline_incident", "candidate_incident")))
+    # Folded, not cut (on 80 columns every id and time became "36a…").
+    for col in fields if wide else ("changes",):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        roots = r["baseline_root"] if r["baseline_root"] == r["candidate_root"] else f"{r['baseline_root']} -> {r['candidate_root']}"
+        severity = r["severity"]["baseline"] if r["severity"]["baseline"] == r["severity"]["candidate"] else \
+            f"{r['severity']['baseline']} -> {r['severity']['candidate']}"
+        cells = (roots, f"{r['fired_later_min']:+.1f} min", severity, critical(r), "\n".join(" ".join(m) for m in r["members_gained"]),
+                 "\n".join(" ".join(m) for m in r["members_lost"]), resolved(r), "\n".join(member_end(m) for m in r["member_resolutions"]))
+        ids = f"{r['baseline_incident']}\n{r['candidate_incident']}"
+        if wide:
+            table.add_row(*map(inert, (ids, *cells)))
+            continue
+        # A field with nothing to say is left out; a list's items follow its name, indented.
+        lines = [f"{name}: {cell}" if "\n" not in cell else f"{name}:\n  " + cell.replace("\n", "\n  ")
+                 for name, cell in zip(fields, cells) if cell]
+        table.add_row(inert(ids), inert("\n".join(lines)))
+    return table
 
 
 def _max_shift(spec: str, parse: Any) -> int:

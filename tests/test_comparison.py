@@ -3,6 +3,7 @@ stream/tools/alert_records.py, the files)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -154,6 +155,11 @@ def test_sentinel_compare_alerts_prints_what_a_change_loses_and_gains(tmp_path):
                             capture_output=True, text=True, timeout=120)
     tables = narrow.stdout[narrow.stdout.index("in both, changed"):]
     assert narrow.returncode == 0 and "…" not in tables and "b3" in tables, narrow.stdout  # nine columns folded, not cut to "b1…"
+    # Under 160 columns, as `sentinel incidents`: each pair's ids and its changes one a line (the nine columns folded to
+    # "asset: / BTC -> / all", a few characters a line).
+    assert max(map(len, tables.splitlines())) <= 80 and "root: asset:BTC -> all" in tables, tables
+    assert "members lost: asset:BTC sentiment_drop" in tables and "resolved: earlier (-9.0 min), at " in tables, tables
+    assert "critical:" not in tables and "members gained:" not in tables, tables  # nothing to say: left out
     old = write(tmp_path / "production.jsonl", [rec("p0", "asset:BTC", -3 * 24 * 60), *BASELINE])
     assert "cover different stretches" in run(old, cand).stdout
     ungrouped = write(tmp_path / "ungrouped.jsonl", [{**r, "incident_id": r["alert_id"]} for r in CANDIDATE])
@@ -164,6 +170,28 @@ def test_sentinel_compare_alerts_prints_what_a_change_loses_and_gains(tmp_path):
     (tmp_path / "broken.jsonl").write_text(json.dumps(BASELINE[0]) + "\nnot json\n")
     refused = run(tmp_path / "broken.jsonl", cand)
     assert refused.returncode != 0 and "broken.jsonl:2: not JSON" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_the_change_table_keeps_whole_ids_and_one_change_a_line_under_160_columns():
+    from rich.console import Console
+
+    from sentinel.cli import changes_table
+
+    ids = {"b1": "36ae68f000a534b25d04", "c1": "9f1c0d2e3b4a59687766"}  # as long as real ones
+    base = episodes([{**r, "incident_id": ids.get(r["incident_id"], r["incident_id"])} for r in BASELINE])
+    cand = episodes([{**r, "incident_id": ids.get(r["incident_id"], r["incident_id"])} for r in CANDIDATE])
+    rows = [change_row(pc) for pc in (pair_change(b, c) for b, c in compare(base, cand).matched) if changed(pc)]
+
+    def shown(width: int) -> str:
+        console = Console(width=width, record=True, file=io.StringIO())
+        console.print(changes_table(rows, width))
+        return console.export_text()
+
+    narrow = shown(80)
+    assert ids["b1"] in narrow and ids["c1"] in narrow and max(map(len, narrow.splitlines())) <= 80, narrow
+    assert "members resolved: all sentiment_drop: -9 min" in narrow, narrow
+    wide = shown(160)
+    assert ids["b1"] in wide and ids["c1"] in wide and any("root" in line and "members resolved" in line for line in wide.splitlines()), wide  # a column each
 
 
 def test_a_free_partner_is_taken_before_anyone_is_moved():
