@@ -1024,6 +1024,7 @@ def run(
                               "nothing else writes to these topics or this Redis; implied on the embedded stack")] = False,
 ) -> None:
     """The main job: embedded stack (unless configured), a worker, FILE replayed at full speed, a summary."""
+    import signal
     import tempfile
 
     from sentinel.run import RunError, connected, notifying, run_once
@@ -1041,6 +1042,7 @@ def run(
     if with_console:
         settings = run_console_settings(settings)
     worker_log = worker_log_path or Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
+    written: list[Path] = []  # the outputs written whole: a stop after them (the console's Ctrl-C) loses none
     try:
         with connected(settings) as (live, embedded):
             if not total:  # after the settings' own errors; a summary of nothing would read as a run
@@ -1066,22 +1068,30 @@ def run(
                 )
             if report_path:  # here, while an embedded stack's Redis still holds the run's roll-ups
                 write_run_report(live, report_path)
+                written.append(report_path)
                 out.print(f"report written to {report_path}", soft_wrap=True, markup=False, highlight=False)
-            print_run_summary(file, summary, alerts, alerts_out=alerts_out, summary_json=summary_json)
+            print_run_summary(file, summary, alerts, alerts_out=alerts_out, summary_json=summary_json, written=written)
             if with_console:
                 # The stack stays up for exploring what the run saw; Ctrl-C ends both.
                 from sentinel.run import serve_console
 
                 announce_console(live)
                 serve_console(live)
-    except KeyboardInterrupt:
-        # The stack and the workers are stopped by now; say where their log is, or that it went.
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if isinstance(exc, SystemExit) and exc.code != 128 + signal.SIGTERM:
+            raise
+        # The stack and the workers are stopped by now; say what was not written, and where their
+        # log is, or that it went.
+        code, how = (130, "interrupted") if isinstance(exc, KeyboardInterrupt) else (128 + signal.SIGTERM, "terminated")
+        unwritten = [(option, path) for option, path in (("--alerts-out", alerts_out), ("--summary-json", summary_json),
+                                                        ("--report", report_path)) if path and path not in written]
+        said = how + not_written(unwritten)
         if worker_log_path is None and not worker_log.stat().st_size:
             worker_log.unlink(missing_ok=True)
-            err.print("interrupted", markup=False, highlight=False)
         else:
-            err.print(f"interrupted (worker log: {worker_log})", markup=False, highlight=False)
-        raise typer.Exit(130) from None
+            said += f" (worker log: {worker_log})"
+        err.print(said, soft_wrap=True, markup=False, highlight=False)
+        raise typer.Exit(code) from None
     except RunError as exc:
         tail = worker_log.read_text(errors="replace").splitlines()[-30:]
         if not tail and worker_log_path is None:  # no worker got to write: nothing to point at or keep
@@ -1118,6 +1128,16 @@ class NotPosts(ValueError):
     """`sentinel replay` of a file where no line is a JSON object (`not_posts`)."""
 
 
+def not_written(unwritten: Sequence[tuple[str, Path]]) -> str:
+    """What a stopped `sentinel run` says of the outputs it did not write. Nothing is written part
+    way: alert records are JSON lines with no room for a mark, and a partial file read by
+    `compare-alerts` would pass for a whole run's alerts (a file already there is left as it was)."""
+    if not unwritten:
+        return ""
+    named = ", ".join(f"{option} {path}" for option, path in unwritten)
+    return f": the run did not finish, so nothing was written to {named}; run it to the end for them"
+
+
 # The most partitions a topic is created with from a recording's count (`sentinel run` on the
 # embedded stack, `sentinel replay --create-topic`): one corrupt record line naming partition
 # 2,147,483,646 would otherwise create that many. A real topic with more is created by its operator.
@@ -1152,15 +1172,20 @@ def recording_partitions(settings: Settings, file: Path, recorded: int | None | 
 
 
 def print_run_summary(file: Path, summary: dict[str, Any], alerts: list[dict[str, Any]], *, alerts_out: Path | None,
-                      summary_json: Path | None) -> None:
-    from sentinel.run import write_json
+                      summary_json: Path | None, written: list[Path] | None = None) -> None:
+    """The summary table; the files asked for, each whole or not at all (a stop part-way through
+    writing leaves an earlier file as it was), and each added to `written` once it is in place."""
+    from stream.tools.files import replaced_when_done
 
-    if alerts_out:
-        alerts_out.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in alerts), encoding="utf-8")
-    if summary_json:
-        # The table's `incidents (roots)` row, in full: added after the run's own fields, which other tools read.
-        roots = incident_roots(alerts)
-        write_json(summary_json, {**summary, "incidents": sum(roots.values()), "incident_roots": roots})
+    roots = incident_roots(alerts)
+    # The table's `incidents (roots)` row, in full: added after the run's own fields, which other tools read.
+    for path, text in ((alerts_out, lambda: "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in alerts)),
+                       (summary_json, lambda: json.dumps({**summary, "incidents": sum(roots.values()), "incident_roots": roots}, indent=2) + "\n")):
+        if path:
+            with replaced_when_done(path) as handle:
+                handle.write(text())
+            if written is not None:
+                written.append(path)
     table = Table(title=f"sentinel run {file.name}")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -2160,7 +2185,11 @@ def write_run_report(settings: Settings, path: Path) -> None:
     """`sentinel run --report`: every day in the data, read while the run's stack is still up."""
     from stream.reporting.render import format_for, render
 
-    path.write_text(render(load_report(settings, None, None), format_for(path.name, None)), encoding="utf-8")
+    from stream.tools.files import replaced_when_done
+
+    text = render(load_report(settings, None, None), format_for(path.name, None))
+    with replaced_when_done(path) as handle:  # whole or not at all: a stopped run leaves an earlier one as it was
+        handle.write(text)
 
 
 @app.command("splits")

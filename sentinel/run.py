@@ -417,10 +417,6 @@ def dead_letter_lines(path: Path, letters: list[dict[str, Any]], shown: int = BA
     return lines
 
 
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
 def console_app(settings: Settings) -> Any:
     """The risk console's ASGI app on the configured Redis (stream/console)."""
     from stream.console.app import build_app

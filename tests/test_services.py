@@ -67,7 +67,10 @@ def test_stopping_sentinel_run_mid_run_leaves_no_process_behind(how, tmp_path, t
     said = (tmp_path / "stderr").open("w")
     worker_log = tmp_path / "worker.log"  # read if it hangs; Ctrl-C's own message about the log is checked below
     keep_log = [] if how == "ctrl-c" else ["--worker-log", str(worker_log)]
-    run = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", str(posts), *keep_log], env=env,
+    alerts, summary = tmp_path / "alerts.jsonl", tmp_path / "summary.json"
+    summary.write_text("{}\n")  # an earlier run's: left as it was
+    outputs = ["--alerts-out", str(alerts), "--summary-json", str(summary)]
+    run = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", str(posts), *keep_log, *outputs], env=env,
                            start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=said,
                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -94,13 +97,20 @@ def test_stopping_sentinel_run_mid_run_leaves_no_process_behind(how, tmp_path, t
             os.killpg(run.pid, signal.SIGINT)
             assert exit_code() == 130
             # Says so, and where the worker's log is (it was left in /tmp without a word).
-            assert re.search(r"^interrupted( \(worker log: \S+\))?$", (tmp_path / "stderr").read_text(), re.M)
+            # Says so, what it did not write (it said nothing of the files asked for), and where the log is.
+            unwritten = f"the run did not finish, so nothing was written to --alerts-out {alerts}, --summary-json {summary}; run it to the end for them"
+            assert re.search(rf"^interrupted: {re.escape(unwritten)}( \(worker log: \S+\))?$", (tmp_path / "stderr").read_text(), re.M), \
+                (tmp_path / "stderr").read_text()
         elif how == "sigterm":
             run.send_signal(signal.SIGTERM)
             assert exit_code() == 128 + signal.SIGTERM
+            unwritten = f"the run did not finish, so nothing was written to --alerts-out {alerts}, --summary-json {summary}; run it to the end for them"
+            assert f"terminated: {unwritten} (worker log: {worker_log})\n" in (tmp_path / "stderr").read_text(), (tmp_path / "stderr").read_text()
         else:
             run.kill()
             assert exit_code() == -signal.SIGKILL
+        if how != "sigkill":
+            assert not alerts.exists() and summary.read_text() == "{}\n"  # nothing part-way, nothing lost
         gone, alive_ = psutil.wait_procs(children, timeout=30)
         assert not alive_, [command_line(p) for p in alive_]
     finally:  # a failure here must not leave the servers running for the rest of the suite
