@@ -1898,25 +1898,19 @@ def changes_table(rows: Sequence[dict[str, Any]], width: int) -> Table:
     (on 80 columns the nine columns folded to a few characters a line: "asset / :BTC")."""
     wide = width >= INCIDENTS_WIDE_AT
 
-    def critical(r: dict[str, Any]) -> str:
-        at, said = r["critical_at"], r["critical"]
-        if said is None:
-            return ""
+    def moved(said: str, at: dict[str, str], later_min: float | None, gone: str) -> str:
+        # When the candidate's critical or resolution came against the baseline's: newly, gone, or moved.
         if said == "newly":
             return f"newly, at {at['candidate']}"
-        if said == "no longer":
-            return f"no longer (was at {at['baseline']})"
-        return f"{said} ({r['critical_later_min']:+.1f} min), at {at['candidate']}"
+        if said == gone:
+            return f"{said} (was at {at['baseline']})"
+        return f"{said} ({later_min:+.1f} min), at {at['candidate']}"
+
+    def critical(r: dict[str, Any]) -> str:
+        return "" if r["critical"] is None else moved(r["critical"], r["critical_at"], r["critical_later_min"], "no longer")
 
     def resolved(r: dict[str, Any]) -> str:
-        at, said = r["resolved"], r["resolution"]
-        if said == "neither":
-            return "still firing in both"
-        if said == "never":
-            return f"never (was at {at['baseline']})"
-        if said == "newly":
-            return f"newly, at {at['candidate']}"
-        return f"{said} ({r['resolved_later_min']:+.1f} min), at {at['candidate']}"
+        return "still firing in both" if r["resolution"] == "neither" else moved(r["resolution"], r["resolved"], r["resolved_later_min"], "never")
 
     def member_end(m: dict[str, Any]) -> str:
         moved = f"{m['later_min']:+.0f} min" if m["later_min"] is not None else "never" if m["candidate"] is None else "newly"
