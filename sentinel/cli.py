@@ -1913,8 +1913,8 @@ def changes_table(rows: Sequence[dict[str, Any]], width: int) -> Table:
         return "still firing in both" if r["resolution"] == "neither" else moved(r["resolution"], r["resolved"], r["resolved_later_min"], "never")
 
     def member_end(m: dict[str, Any]) -> str:
-        moved = f"{m['later_min']:+.0f} min" if m["later_min"] is not None else "never" if m["candidate"] is None else "newly"
-        return f"{m['scope']} {m['kind']}: {moved}"
+        when = f"{m['later_min']:+.0f} min" if m["later_min"] is not None else "never" if m["candidate"] is None else "newly"
+        return f"{m['scope']} {m['kind']}: {when}"
 
     table = Table(title="in both, changed (candidate against baseline; min: candidate minus baseline)")
     fields = ("root", "fired", "severity", "critical", "members gained", "members lost", "resolved", "members resolved")
@@ -2178,7 +2178,6 @@ def send_report(settings: Settings, targets: list[Any], path: Path, head: str, m
 def write_run_report(settings: Settings, path: Path) -> None:
     """`sentinel run --report`: every day in the data, read while the run's stack is still up."""
     from stream.reporting.render import format_for, render
-
     from stream.tools.files import replaced_when_done
 
     text = render(load_report(settings, None, None), format_for(path.name, None))

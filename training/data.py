@@ -301,11 +301,14 @@ def _check_quotes(path: Path, lines: list[str], first: int, last: int, looks_lik
         raise DataError(path, fault.opened, fault.reason)
 
 
-def csv_hint(line: str, flags: bool = True) -> str:
+def _csv_hint(line: str, flags: bool = True) -> str:
     """What to add to the JSON error of a file's first line when that line reads as a CSV row of
     several fields (a header such as `text,label`): the file is likely a CSV given as JSON, which
     said only "invalid JSON: Expecting value". "" for any other line. `flags`: as load_examples'."""
-    fields = next(csv.reader([line]), [])
+    try:
+        fields = next(csv.reader([line]), [])
+    except csv.Error:  # not even a CSV row
+        return ""
     if len(fields) < 2 or line.lstrip()[:1] in ("{", "["):  # JSON gone wrong, not a CSV
         return ""
     said = f"; the line reads as a CSV row of {len(fields)} fields, so this is likely a CSV file"
@@ -337,7 +340,7 @@ def _json_rows(path: Path, array_ok: bool = True, flags: bool = True) -> Iterato
         try:
             row = json.loads(raw)
         except json.JSONDecodeError as exc:
-            row = DataError(path, number, f"invalid JSON: {exc.msg}" + (csv_hint(raw, flags) if first else ""))
+            row = DataError(path, number, f"invalid JSON: {exc.msg}" + (_csv_hint(raw, flags) if first else ""))
         except RecursionError:
             row = DataError(path, number, "invalid JSON: nested too deeply")
         except ValueError as exc:  # an integer over the interpreter's digit limit (4300)
