@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -1675,15 +1676,18 @@ def incidents_table(found: Sequence[dict[str, Any]], width: int) -> Table:
     wide = width >= INCIDENTS_WIDE_AT
     # Folded, not cut: on 80 columns every cell was cut to three characters and an ellipsis
     # ("ass…", "cri…", "202…"), on 120 the opened time to "2026-03-0…".
+    # A time keeps its line: ten columns on 160 folded the opened time to "2026-03-04T12:0" over
+    # "0:00Z". Unwrapped, a time column is left out when rich narrows the others (a minimum width
+    # instead made rich crop the table's right edge); the ended one gets a line per time.
     for col in ("root", "state", "severity", "opened", "ended", "kinds", "members", "acknowledged", "verdict") if wide else ("incident",):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("opened", "ended"))
     for item in found:
         kinds, members = ", ".join(root_kinds(item)), ", ".join(related_scopes(item))
         root = item["root_scope"] + (" (market-wide)" if item["market"] else "")
         verdict = (item.get("verdict") or {}).get("verdict", "")
         ended = incident_ended(item)
         if wide:
-            table.add_row(item["incident_id"], inert(root), item["state"], item["severity"], shown(item["opened"]), ended, kinds,
+            table.add_row(item["incident_id"], inert(root), item["state"], item["severity"], shown(item["opened"]), _time_lines(ended), kinds,
                           inert(members), inert(item["acked"] or ""), verdict)
             continue
         lines = [root, f"{item['state']}, {item['severity']}, opened {shown(item['opened'])}", *([ended] if ended else []), f"kinds: {kinds}",
@@ -1691,6 +1695,12 @@ def incidents_table(found: Sequence[dict[str, Any]], width: int) -> Table:
                  *([f"verdict: {verdict}"] if verdict else [])]
         table.add_row(item["incident_id"], inert("\n".join(lines)))
     return table
+
+
+def _time_lines(words: str) -> str:
+    """`incident_ended`'s words with each time on a line of its own, as an unwrapped column shows
+    them: "root resolved" / "T1;" / "declared over" / "T2"."""
+    return re.sub(r" (?=\d{4}-\d\d-\d\dT)", "\n", words).replace("; ", ";\n")
 
 
 def incident_ended(item: Mapping[str, Any]) -> str:

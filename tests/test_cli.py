@@ -865,6 +865,35 @@ def test_sentinel_incidents_says_when_a_resolved_incidents_root_resolved_and_whe
     for width in (200, 80):
         cli = Rich(width=width, record=True)
         cli.print(incidents_table(found, width))
-        said = " ".join(re.sub("[│┃]", " ", cli.export_text()).split())  # a line folded in its cell reads on
+        lines = cli.export_text().splitlines()
+        if width >= 160:  # the ended column alone, its lines in order (a time has a line of its own)
+            at = [cell.strip() for cell in next(line for line in lines if "┃ ended" in line).split("┃")].index("ended")
+            lines = [line.replace("┃", "│").split("│")[at] for line in lines if line.count("│") > at]
+        said = " ".join(re.sub("[│┃]", " ", "\n".join(lines)).split())  # a line folded in its cell reads on
         assert said.count("root resolved 2026-03-04T12:07:00Z; declared over 2026-03-04T12:22:00Z") == 1, (width, said)
         assert said.count("declared over 2026-03-04T12:22:00Z") == 2 and "12:10:00" not in said, (width, said)
+
+
+def test_sentinel_incidents_keeps_each_time_whole_at_160_columns():
+    """From 160 columns each field has a column; the `ended` column (b60ccd3) left ten of them to
+    share the width, and with 20-character ids and a long member the opened time folded to
+    "2026-03-04T12:0" over "0:00Z" and the ended times likewise: each time now keeps its line."""
+    from rich.console import Console as Rich
+
+    from sentinel.cli import incidents_table
+
+    t = 1772625600  # 2026-03-04T12:00:00Z
+    members = [{"scope": scope, "kind": kind, "firing": False, "severity": "warning", "onset": "2026-03-04T12:00:00Z"}
+               for scope, kind in (("asset:ETH", "sentiment_drop"), ("asset:ETH", "volume_spike"),
+                                   ("channel:reddit/r/CryptoCurrency", "sentiment_drop"), ("source:discord", "sentiment_drop"))]
+    base = {"root_scope": "asset:ETH", "opened": t, "market": False, "severity": "critical", "members": members,
+            "acked": "alice (cli) 2026-03-04T12:10:00Z: looking", "verdict": {"verdict": "useful"}}
+    found = [{**base, "incident_id": "3f9a0c1d2e4b5a6978ab", "state": "resolved", "at": t + 1320, "root_resolved": t + 420},
+             {**base, "incident_id": "9a0c1d2e4b5a6978ab3f", "state": "open", "at": t + 600, "acked": None, "verdict": None}]
+    for width in (160, 200):
+        cli = Rich(width=width, record=True)
+        cli.print(incidents_table(found, width))
+        text = cli.export_text()
+        assert "verdict" in text and "useful" in text, (width, text)  # nothing cropped at the right edge
+        for at in ("2026-03-04T12:00:00Z", "2026-03-04T12:07:00Z", "2026-03-04T12:22:00Z"):
+            assert at in text, (width, at, text)
