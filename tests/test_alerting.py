@@ -925,6 +925,63 @@ def test_a_repeat_an_older_worker_sent_after_a_silence_lifted_still_hears_the_re
     assert hooks["alone"].accepted == [], hooks["alone"].accepted
 
 
+def test_a_firing_notice_no_service_heard_or_a_claimed_one_still_moves_the_marks_last(redis_server):
+    """`last` is the latest firing notice this worker saw, whatever became of it: ETH's incident
+    opens as a warning under a silence (`held`, last 12:06), the silence is lifted, and at 12:36 it
+    turns critical. Once with no `critical=` service (nobody routed: no fate to mark), once sent to
+    the pager by a worker that died before marking it (claimed). Either notice left `last` at 12:06
+    behind the resolution's `last_notified`, as if a worker that keeps no marks had sent it, so every
+    severity counted as told and the warning hook heard "resolved" of a drop it never heard fire.
+    Fails with `last` written only where a fate is (`_mark_fate`'s `or last` dropped), or with the
+    claimed path's `last=True` dropped."""
+    from stream.alerts.grouping import Notice
+    from stream.alerts.silences import list_silences, remove_silence
+    from stream.keys import told_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    warning, critical = Hook(), Hook()
+
+    async def go(ident: str, urls: str, claimed: bool) -> dict:
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            notifier = Notifier(build_apprise(urls, None), attempts=1)
+            delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="first", chart=False, claim_idle_s=0)
+            await delivery.ensure_group()
+            silence = await add_silence(store.redis, "asset:ETH", 7 * 86400, None, "quiet until we look")
+            await store.redis.xadd(OUTBOX_KEY, told_entry(True, ident, "new", "warning", "2026-10-02T12:06:00Z"))
+            while await delivery.drain_once():
+                pass
+            await remove_silence(store.redis, silence.id)
+            escalated = await store.redis.xadd(OUTBOX_KEY, told_entry(True, ident, "update", "critical", "2026-10-02T12:36:00Z"))
+            if claimed:  # sent to the pager and marked notified by a worker that died there
+                notice = json.loads((await store.redis.xrange(OUTBOX_KEY, escalated, escalated))[0][1]["entry"])["notice"]
+                assert (await notifier.deliver_notice(Notice.from_json(notice), routes=("critical",))).notified
+                await store.redis.xreadgroup(OUTBOX_GROUP, "dead", {OUTBOX_KEY: ">"}, count=1)
+                await store.redis.hset(NOTIFIED_KEY, escalated, 1)
+            while await delivery.drain_once():
+                pass
+            marks = await store.redis.hgetall(told_key(ident))
+            await store.redis.xadd(OUTBOX_KEY, told_entry(True, ident, "resolved", "critical", "2026-10-02T13:00:00Z",
+                                                          route_severities=("warning", "critical"), last_notified="2026-10-02T12:36:00Z"))
+            while await delivery.drain_once():
+                pass
+            assert not await list_silences(store.redis)
+            return marks
+        finally:
+            await store.close()
+
+    try:
+        unrouted = asyncio.run(go("incN", f"warning={warning.url}", claimed=False))
+        claimed = asyncio.run(go("incC", f"warning={warning.url} critical={critical.url}", claimed=True))
+    finally:
+        warning.close()
+        critical.close()
+    assert warning.accepted == [], warning.accepted
+    assert unrouted == {"warning": "held", "last": "2026-10-02T12:36:00Z"}, unrouted
+    assert claimed.get("critical") == "sent" and claimed.get("last") == "2026-10-02T12:36:00Z", claimed
+    assert [(p["state"], p["severity"]) for p in critical.accepted] == [("firing", "critical"), ("resolved", "critical")], critical.accepted
+
+
 def test_the_told_marks_of_an_incident_that_never_resolves_expire_while_others_are_marked(redis_server):
     """An incident told as firing whose resolution never comes (its state expired, or a worker before
     session 48 delivered the resolution and kept no marks to forget) leaves its told marks. They
