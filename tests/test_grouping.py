@@ -826,6 +826,14 @@ def test_a_resolution_carries_when_its_incidents_latest_firing_notice_was_made()
     assert resolved.notice.state == "resolved" and resolved.last_notified == firing[-1].at != resolved.notice.at, (resolved, firing)
     assert json.loads(entry_json(resolved))["last_notified"] == firing[-1].at
     assert "last_notified" not in json.loads(entry_json(run.told[0]))  # a firing notice's entry: as before
+    # Told over at the tail check (`_split`), the resolution carries it too.
+    run({B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+         B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN)],
+         B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN)],
+         B0 + 90 * MIN: [transition("channel:general", "sentiment_drop", "resolved", B0 + 90 * MIN)]},
+        {("channel:general", "sentiment_drop"): Explanation(asset="asset:ETH")}, tail=lambda q: Explanation(asset="asset:ETH"))
+    (first, over) = run.told
+    assert over.notice.state == "resolved" and over.notice.at == iso(B0 + 55 * MIN) and over.last_notified == first.notice.at, over
 
 def test_a_resolution_of_an_incident_a_worker_without_the_list_told_is_routed_as_before():
     """During a rolling upgrade a worker that keeps no `told_severities` (one before this; any
