@@ -878,6 +878,61 @@ def test_a_service_a_firing_notice_never_reached_hears_no_resolution(redis_serve
     assert warning.refused == 2 and marks[0].get("warning") == "failed", (warning.refused, marks)
 
 
+@pytest.mark.parametrize("cause", ["refused", "capped"])
+@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
+def test_a_resolution_whose_every_firing_notice_reached_no_service_is_settled_untried(redis_server, grouping, cause):
+    """ETH's drop fires while its one webhook refuses every attempt, or after the webhook had its
+    day's notifications (it gets the limit notice instead), and resolves with the webhook back. The
+    resolution goes to nobody: it is not tried (nor admitted against the cap), not counted as a
+    delivery failure (the firing notice was, once), its entry is acknowledged and its marks go."""
+    from stream.alerts.notify import service_key
+    from stream.keys import caps_key, told_key
+
+    r = redis.Redis.from_url(redis_server)
+    r.flushdb()
+    hook = Hook()
+    (service,) = build_apprise(hook.url, None)
+    cap = caps_key(time.strftime("%Y-%m-%d", time.gmtime()))
+    if cause == "capped":
+        r.hset(cap, service_key(service), 1)
+    hook.failing = cause == "refused"
+    published: list = []
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            notifier = Notifier(build_apprise(hook.url, None), attempts=2, backoff=0.01, daily_cap=1 if cause == "capped" else 0)
+            delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0, published.append(record)), consumer="test", chart=False)
+            await delivery.ensure_group()
+            await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incD", "new", "warning", "2026-10-02T12:06:00Z"))
+            while await delivery.drain_once():
+                pass
+            marked = await store.redis.hget(told_key("incD"), "warning")
+            hook.failing = False
+            await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incD", "resolved", "warning", "2026-10-02T13:00:00Z",
+                                                          route_severities=("warning",)))
+            while await delivery.drain_once():
+                pass
+            return (marked, await store.redis.hgetall(ALERT_STATS_KEY), await store.redis.exists(told_key("incD")),
+                    await outbox_drained(store.redis))
+        finally:
+            await store.close()
+
+    try:
+        marked, stats, left, drained = asyncio.run(go())
+    finally:
+        hook.close()
+    assert marked == "failed", marked
+    heard = [p["title"] for p in hook.accepted]
+    assert heard == (["[NOTICE] daily notification limit reached"] if cause == "capped" else []), heard
+    assert hook.refused == (2 if cause == "refused" else 0), hook.refused
+    assert int(stats.get("delivery_failed", 0)) == 1 and drained and not left, (stats, drained, left)
+    if cause == "capped":
+        assert int(r.hget(cap, service_key(service))) == 2  # the notice's admission; the resolution asked none
+    if not grouping:
+        assert [(p.state, p.notified) for p in published] == [("firing", False), ("resolved", False)], published
+
+
 def test_a_repeat_an_older_worker_sent_after_a_silence_lifted_still_hears_the_resolution(redis_server):
     """Rolling upgrade. ETH's incident opens under a silence: this worker marks its warning `held`.
     The silence is lifted and a worker before session 48, which keeps no marks, sends the 12:36
