@@ -26,7 +26,9 @@ pending and unread entries and its consumers, the told marks left, each webhook'
 --compare BASELINE_OUT, whether the alert records (but `fired_at`) and each webhook's notices (but
 their wall-clock `sent` line) are the baseline's. --silence SCOPE: silenced from the start, lifted
 once the first worker stopped (a silence lifted mid-incident). --down TAG: that webhook refuses
-until the first worker stopped (a firing notice that reached no service). Session 49
+until the first worker stopped (a firing notice that reached no service). --pause S: after the
+first part both workers stay up, quiet, until one's outbox consumer is forgotten (Redis before 7.2);
+--linger S: the second stays up until the stopped first's is. Session 49
 (docs/results/upgrade_s49.json): 740daaf (git worktree add /tmp/upg-old 740daaf) and main, each
 way round, against main twice:
 
@@ -157,7 +159,7 @@ async def run(args: argparse.Namespace, hooks: dict[str, Hook]) -> None:
         after = await store.stats()
         pending = (await store.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP))["pending"]
         group = next((g for g in await store.redis.xinfo_groups(OUTBOX_KEY) if _text(g["name"]) == OUTBOX_GROUP), {})
-        consumers = [{k: _text(v) for k, v in c.items()} for c in await store.redis.xinfo_consumers(OUTBOX_KEY, OUTBOX_GROUP)]
+        consumers = await _consumers(store)
         last_id = _text((await store.redis.xinfo_stream(OUTBOX_KEY))["last-generated-id"])
         told_left = [_text(k) async for k in store.redis.scan_iter(match="sentinel:{alerts}:told:*")]
         await store.close()
