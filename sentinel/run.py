@@ -26,7 +26,7 @@ from sentinel import BAD_LINES_SHOWN
 from stream.settings import Settings
 from stream.kafka import ensure_topics, held_logs, kafka_client_kwargs, release_logs, worker_topics
 from stream.tools.replay import ReplayResult, replay_lines
-from stream.tools.services import dying_with_parent, embedded_stack, free_port, sigterm_unwinds
+from stream.tools.services import cancelled_if_stopped, dying_with_parent, embedded_stack, free_port, sigterm_unwinds
 from stream.store import COUNTERS, WindowStore
 from stream.timefmt import shown
 
@@ -218,6 +218,7 @@ async def wait_processed(
                 raise RunError(f"a worker exited with code {worker.returncode} after consuming {consumed} of {sent}")
         if time.monotonic() > deadline:
             raise RunError(f"timed out after {timeout:.0f} s: consumed {consumed} of {sent}")
+        cancelled_if_stopped()  # a stop a library swallowed (services.cancelled_if_stopped)
         await asyncio.sleep(0.2)
 
 
@@ -272,6 +273,7 @@ async def wait_alerts_delivered(store: WindowStore, workers: list[subprocess.Pop
             raise RunError("every worker exited before the alerts were delivered")
         if time.monotonic() > deadline:
             raise RunError(f"timed out after {timeout:.0f} s waiting for alert delivery")
+        cancelled_if_stopped()  # a stop a library swallowed (services.cancelled_if_stopped)
         await asyncio.sleep(0.2)
 
 

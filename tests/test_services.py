@@ -119,6 +119,57 @@ def test_stopping_sentinel_run_mid_run_leaves_no_process_behind(how, tmp_path, t
                 child.kill()
 
 
+
+# A command's coroutine that swallows the stop's cancellation, as aiokafka's client close() does
+# (it awaits its own cancelled task under suppress(CancelledError)), then returns or polls on.
+_SWALLOWS_THE_CANCELLATION = """
+import asyncio, contextlib, sys
+from stream.tools.services import cancelled_if_stopped, run_async
+
+async def main(out, then):
+    try:
+        print("ready", flush=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        if then == "polls":
+            for _ in range(36000):
+                cancelled_if_stopped()
+                await asyncio.sleep(0.1)
+        return "finished"
+    finally:
+        open(out, "w").write("clean")
+
+try:
+    print(run_async(main(sys.argv[1], sys.argv[2])), flush=True)
+except KeyboardInterrupt:  # as the CLI does
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("then", ["returns", "polls"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_a_stop_the_command_swallowed_still_stops_it(how, then, tmp_path):
+    """A library that swallows the cancellation (aiokafka's close, 3.11's wait_for) does not turn a
+    stop into a finished command: `sentinel run` Ctrl-C'd as its replay ended ran on, exited 0 and
+    wrote its outputs (a CI failure). The coroutine's result is dropped for the stop's exit (130,
+    143), and a loop that polls `cancelled_if_stopped` ends at its next round."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", _SWALLOWS_THE_CANCELLATION, str(out), then], stdout=subprocess.PIPE, text=True,
+                            cwd=os.getcwd(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGTERM)
+        assert proc.wait(20) == (130 if how == "ctrl-c" else 128 + signal.SIGTERM)
+        assert proc.stdout.read() == ""  # not the coroutine's result
+        assert out.read_text() == "clean"
+    finally:
+        proc.kill()
+
+
 # A command's coroutine whose clean-up needs another task: like a Kafka producer's stop(), which
 # waits for its sender task to deliver what is queued.
 _CLEAN_UP_NEEDS_A_TASK = """

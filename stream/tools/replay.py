@@ -40,6 +40,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 from stream.contracts import Limits, encode_value, parse_created_at
 from stream.kafka import every_topic, kafka_client_kwargs
 from stream.settings import Settings
+from stream.tools.services import cancelled_if_stopped
 
 # Replay sends lines as they are, hostile ones included, so that the worker's own byte cap and the
 # DLQ see them: the client must not refuse a line the broker would take. The broker's limit
@@ -418,6 +419,7 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
                     raise PartitionMismatch(path, recorded, topic, target)
                 keep_partitions = False
         for item in read_replay_file(path):
+            cancelled_if_stopped()  # a Ctrl-C that a library swallowed still stops the replay here
             if item.line < from_line:
                 continue
             if pacer is not None:
@@ -528,6 +530,7 @@ async def consume_records(settings: Settings, topic: str, max_idle: float = 0.0,
         fetched: set[Any] = set()
         ends = await consumer.end_offsets(partitions)
         while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            cancelled_if_stopped()
             for records in (await consumer.getmany(timeout_ms=1000, max_records=1000)).values():
                 for rec in records:
                     yield _as_record(rec)
@@ -536,6 +539,7 @@ async def consume_records(settings: Settings, topic: str, max_idle: float = 0.0,
                     fetched.add(tp)
                     ends[tp] = max(ends[tp], consumer.highwater(tp) or 0)
         while max_idle > 0:
+            cancelled_if_stopped()
             batch = await consumer.getmany(timeout_ms=int(max_idle * 1000), max_records=1000)
             if not batch:
                 return

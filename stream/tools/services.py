@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import shutil
@@ -63,54 +64,94 @@ def sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class _Stop:
+    """The signal that asked the running `run_async` command to stop, once one did."""
+
+    signum: int | None = None
+
+
+_STOP: contextvars.ContextVar[_Stop | None] = contextvars.ContextVar("sentinel_stop", default=None)
+
+
+def stop_requested() -> bool:
+    """Whether Ctrl-C or a SIGTERM asked the `run_async` command this runs under to stop."""
+    stop = _STOP.get()
+    return stop is not None and stop.signum is not None
+
+
+def cancelled_if_stopped() -> None:
+    """Raise CancelledError where the command was asked to stop but its coroutine goes on.
+
+    A stop cancels the command's coroutine, and a library can swallow that cancellation: aiokafka's
+    client close() awaits its own cancelled task under `suppress(CancelledError)`, and Python 3.11's
+    `asyncio.wait_for` returns a result that arrives with the cancellation. The coroutine then
+    carries on as if nothing happened (a `sentinel run` Ctrl-C'd as its replay ended ran to the end
+    and exited 0). Loops that poll call this, so such a command still stops at its next round."""
+    if stop_requested():
+        raise asyncio.CancelledError()
+
+
 def run_async(main: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run(main)`, where a SIGTERM cancels `main`, as Ctrl-C does, and then exits 143.
+    """`asyncio.run(main)`, where Ctrl-C and SIGTERM cancel `main` and then exit 130 and 143.
 
     Under `sigterm_unwinds` a SIGTERM raises SystemExit wherever Python happens to be; inside an
     event loop that may be half-way through a callback (a client's read of a broker reply), and
     asyncio.run then cancels every task at once, including those `main`'s clean-up awaits (a
     producer's sender): the clean-up can wait for a reply that never comes. Here the loop takes the
     signal (add_signal_handler) and cancels `main` alone, so its `finally` blocks run with the rest
-    intact. Later SIGTERMs are ignored, as under `sigterm_unwinds`. Main thread only; elsewhere
-    this is `asyncio.run`."""
+    intact. Later SIGTERMs are ignored, as under `sigterm_unwinds`; a second Ctrl-C raises
+    KeyboardInterrupt at once, as under asyncio.run. A stop is a stop also where `main` took the
+    cancellation and returned (`cancelled_if_stopped`): KeyboardInterrupt or SystemExit(143), never
+    `main`'s result. Main thread only; elsewhere this is `asyncio.run`."""
     if threading.current_thread() is not threading.main_thread():
         return asyncio.run(main)
-    terminated = False
+    stop = _Stop()
 
     async def cancellable() -> T:
-        nonlocal terminated
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
+        _STOP.set(stop)  # in this task's context, which the tasks `main` starts copy
 
-        def on_sigterm() -> None:
-            nonlocal terminated
-            if not terminated and task is not None:
-                terminated = True
-                log.warning("SIGTERM: stopping what this command started")
+        def on_signal(signum: int) -> None:
+            if stop.signum is None and task is not None:
+                stop.signum = signum
+                if signum == signal.SIGTERM:
+                    log.warning("SIGTERM: stopping what this command started")
                 task.cancel()
+            elif signum == signal.SIGINT:
+                raise KeyboardInterrupt()
 
-        previous = signal.getsignal(signal.SIGTERM)
-        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        previous = {signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
+        if callable(signal.getsignal(signal.SIGINT)):  # not where it is ignored, as in a job a shell put in the background
+            previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
+        for signum in previous:
+            loop.add_signal_handler(signum, on_signal, signum)
         try:
             return await main
         finally:
-            # remove_signal_handler leaves SIGTERM at its default (death at once): the previous
-            # handler goes back with the signal held, so one arriving in between is not lost.
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            # remove_signal_handler leaves a signal at its default (SIGTERM: death at once): the
+            # previous handler goes back with the signals held, so one arriving in between is not lost.
+            signal.pthread_sigmask(signal.SIG_BLOCK, set(previous))
             try:
-                loop.remove_signal_handler(signal.SIGTERM)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN if terminated else previous)
+                for signum, handler in previous.items():
+                    loop.remove_signal_handler(signum)
+                    terminated = signum == signal.SIGTERM and stop.signum == signal.SIGTERM
+                    signal.signal(signum, signal.SIG_IGN if terminated else handler)
             finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, set(previous))
+
+    def raise_if_stopped() -> None:
+        if stop.signum == signal.SIGTERM:
+            raise SystemExit(128 + signal.SIGTERM) from None
+        if stop.signum == signal.SIGINT:
+            raise KeyboardInterrupt() from None
 
     try:
         result = asyncio.run(cancellable())
     except asyncio.CancelledError:
-        if terminated:
-            raise SystemExit(128 + signal.SIGTERM) from None
+        raise_if_stopped()
         raise
-    if terminated:  # `main` took the cancellation and returned: still a SIGTERM's exit
-        raise SystemExit(128 + signal.SIGTERM)
+    raise_if_stopped()  # `main` took the cancellation and returned: still the stop's exit
     return result
 
 
