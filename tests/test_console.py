@@ -439,7 +439,7 @@ def test_a_console_whose_redis_is_away_starts_and_says_so_on_readyz(tmp_path):
         # A page it cannot read: the console's frame for a browser (it was bare text), text for others.
         status, page, headers = console.call("GET", "/incidents", headers={"Accept": HTML})
         assert (status, headers["content-type"].split(";")[0]) == (503, "text/html"), page
-        assert framed_reason(page) == "Redis is unavailable; retry shortly" and "(503)" in page
+        assert framed_reason(page, back="/incidents") == "Redis is unavailable; retry shortly" and "(503)" in page  # a retry
         for path, accept in (("/incidents", "*/*"), ("/api/incidents", HTML)):
             status, body, headers = console.call("GET", path, headers={"Accept": accept})
             assert (status, headers["content-type"].split(";")[0], body) == (503, "text/plain", "Redis is unavailable; retry shortly")
@@ -907,9 +907,9 @@ def test_a_browser_meets_refusals_in_the_consoles_frame_and_api_clients_as_befor
 HTML = "text/html,application/xhtml+xml,*/*;q=0.8"  # what a browser navigating asks for
 
 
-def framed_reason(page: str) -> str:
-    """The reason an error page in the console's frame gives."""
-    assert "<title>" in page and 'id="back" href="/"' in page, page
+def framed_reason(page: str, back: str = "/") -> str:
+    """The reason an error page in the console's frame gives, checking where its link leads back."""
+    assert "<title>" in page and f'id="back" href="{back}"' in page, page
     said = page[page.index('id="reason"'):]
     return said[said.index(">") + 1: said.index("</p>")]
 
@@ -922,24 +922,24 @@ def test_a_browser_meets_401_and_403_in_the_consoles_frame_with_the_challenge_an
     r = redis.Redis.from_url(redis_server, decode_responses=True)
     csrf = auth.csrf_token(TOKENS)
     wrong = basic("mallory", "guessed-" + VIEWER)
-    cases = (  # method, path, headers, form, status, reason
-        ("GET", "/", {"Authorization": wrong}, None, 401, "viewer or operator credentials required"),
-        ("GET", "/incidents/inc1", {}, None, 401, "viewer or operator credentials required"),
+    cases = (  # method, path, headers, form, status, reason, where its link leads back (where the person was going)
+        ("GET", "/", {"Authorization": wrong}, None, 401, "viewer or operator credentials required", "/"),
+        ("GET", "/incidents/inc1", {}, None, 401, "viewer or operator credentials required", "/incidents/inc1"),
         ("GET", "/login?next=/incidents/inc1", {"Authorization": basic("bob", VIEWER)}, None, 401,
-         "sign in with the operator token as the password"),
+         "sign in with the operator token as the password", "/incidents/inc1"),
         ("POST", "/api/incidents/inc1/ack", {"Authorization": wrong}, {"reason": "x", "csrf": csrf, "next": "/incidents/inc1"}, 401,
-         "operator credentials required"),
+         "operator credentials required", "/incidents/inc1"),
         ("POST", "/api/incidents/inc1/ack", {"Authorization": basic("bob", VIEWER)}, {"reason": "x", "csrf": csrf, "next": "/"}, 403,
-         "operator credentials required"),
+         "operator credentials required", "/"),
         ("POST", "/api/silences", {"Authorization": basic("alice", OPERATOR)}, {"scope": "all", "duration": "1h", "csrf": "x" + csrf}, 403,
-         "missing or wrong CSRF token"),
+         "missing or wrong CSRF token", "/"),
         ("POST", "/api/silences", {"Authorization": basic("alice", OPERATOR), "Origin": "http://evil.example"},
-         {"scope": "all", "duration": "1h", "csrf": csrf}, 403, "cross-origin write refused"),
+         {"scope": "all", "duration": "1h", "csrf": csrf, "next": "/incidents"}, 403, "cross-origin write refused", "/incidents"),
     )
-    for method, path, headers, form, status, reason in cases:
+    for method, path, headers, form, status, reason, back in cases:
         code, page, got = console.call(method, path, form, headers={**headers, "Accept": HTML}, form=form is not None)
         assert (code, got["content-type"].split(";")[0]) == (status, "text/html"), (path, code, page)
-        assert framed_reason(page) == reason, (path, page)
+        assert framed_reason(page, back) == reason, (path, page)
         assert got["content-security-policy"].startswith("default-src 'self'")
         assert (got.get("WWW-Authenticate") == 'Basic realm="Forum Sentinel console"') == (status == 401), (path, got)
         assert ('id="sign-in"' in page) == (status == 401), page
@@ -954,6 +954,24 @@ def test_a_browser_meets_401_and_403_in_the_consoles_frame_with_the_challenge_an
     # An API read from a browser's address bar keeps its answer too.
     code, text, got = console.call("GET", "/api/overview", headers={"Accept": HTML})
     assert (code, got["content-type"].split(";")[0], text) == (401, "text/plain", "viewer or operator credentials required")
+
+
+def test_a_framed_401_or_403_links_back_to_where_the_person_was_going_and_never_off_the_console(api_console):
+    """A browser not signed in, or a viewer posting an operator's form, was sent back to the
+    overview: the link now leads to the page asked for or the form's `next`, a path on this console
+    only (a crafted `next` must not make the console's own page link elsewhere)."""
+    console, _ = api_console
+    viewer = {"Authorization": basic("bob", VIEWER), "Accept": HTML}
+    status, page, _ = console.call("GET", "/scope/channel:off%20topic?x=1", headers={"Accept": HTML})
+    assert status == 401 and framed_reason(page, "/scope/channel:off%20topic?x=1"), page
+    status, page, _ = console.call("POST", "/api/silences", {"scope": "all", "duration": "1h", "next": "/scope/asset:ETH"}, headers=viewer, form=True)
+    assert status == 403 and "Back to /scope/asset:ETH</a>" in page and framed_reason(page, "/scope/asset:ETH"), page
+    for crafted in ("//evil.example/", "http://evil.example/", "https:/evil.example", "/\\evil.example", "\\\\evil.example",
+                    "/\t/evil.example", "/\n/evil.example", "evil.example", " //evil.example"):
+        status, page, _ = console.call("POST", "/api/incidents/inc1/ack", {"reason": "x", "next": crafted}, headers=viewer, form=True)
+        assert status == 403 and framed_reason(page, "/") == "operator credentials required" and "evil" not in page, (crafted, page)
+        status, page, _ = console.call("GET", "/login?" + urllib.parse.urlencode({"next": crafted}), headers=viewer)
+        assert status == 401 and framed_reason(page, "/") and "evil" not in page, (crafted, page)
 
 
 def test_reads_need_the_read_token_when_one_is_set(api_console):
@@ -1261,6 +1279,13 @@ def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):
         hint = page[page.index('id="read-only"'):]
         hint = hint[: hint.index("</p>")]
         assert "sentinel ack" not in hint and "<code>sentinel silence asset:SOL --for 2h</code>" in hint and "Acknowledged: desk is on it (by alice)" in page, hint
+        # Nobody can sign in to write: /login challenged for a password no password answers. It says why and how instead.
+        status, page, headers = console.call("GET", "/login?next=/incidents/inc2", headers={"Accept": HTML})
+        assert (status, "WWW-Authenticate" in headers) == (403, False), (status, headers)
+        said = framed_reason(page, "/incidents/inc2")
+        assert "read-only" in said and "SENTINEL_CONSOLE_OPERATOR_TOKEN" in said and "<h1>Read-only console" in page, said
+        status, text, headers = console.call("GET", "/login")
+        assert (status, "WWW-Authenticate" in headers, text.startswith("this console is read-only")) == (403, False, True), text
     finally:
         console.close()
 

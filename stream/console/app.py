@@ -85,25 +85,27 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
     def who(request: Request) -> auth.Caller:
         return auth.caller(request.headers.get("authorization"), tokens)
 
-    def framed(request: Request, status: int, reason: str, headers: Mapping[str, str] | None = None, incident: bool = False) -> Response:
-        """A refusal in the console's frame, saying why with a link back, for a browser; API and other
-        clients get the status and the reason as text. The reason is the console's own words, with at
-        most the address's own parts (an id, a query field): never a credential, token or form field."""
+    def framed(request: Request, status: int, reason: str, headers: Mapping[str, str] | None = None, incident: bool = False,
+               back: Any = "/", title: str | None = None) -> Response:
+        """A refusal in the console's frame, saying why with a link back (to `back`, a path on this
+        console, else the overview), for a browser; API and other clients get the status and the
+        reason as text. The reason is the console's own words, with at most the address's own parts
+        (an id, a query field): never a credential, token or form field."""
         if not _browser(request):
             return PlainTextResponse(reason, status_code=status, headers=headers)
         context = {"caller": who(request), "csrf": "", "writes": bool(tokens.operator), "flash": None, "status": status,
-                   "title": ERROR_TITLES.get(status, "Refused"), "reason": reason, "incident": incident,
+                   "title": title or ERROR_TITLES.get(status, "Refused"), "reason": reason, "incident": incident, "back": _local(back),
                    "sign_in": status == 401 and (bool(tokens.operator) or request.method == "GET")}  # not "writes are disabled"
         return templates.TemplateResponse(request, "error.html", context, status_code=status, headers=headers)
 
-    def challenge(request: Request, detail: str) -> Response:
-        return framed(request, 401, detail, headers={"WWW-Authenticate": 'Basic realm="Forum Sentinel console"'})
+    def challenge(request: Request, detail: str, back: Any) -> Response:
+        return framed(request, 401, detail, headers={"WWW-Authenticate": 'Basic realm="Forum Sentinel console"'}, back=back)
 
     def reader(handler: Callable[[Request, auth.Caller], Awaitable[Response]]) -> Handler:
         async def wrapped(request: Request) -> Response:
             caller = who(request)
             if not caller.may_read(tokens):
-                return challenge(request, "viewer or operator credentials required")
+                return challenge(request, "viewer or operator credentials required", _address(request))  # where it was going
             return await handler(request, caller)
         return wrapped
 
@@ -115,7 +117,8 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
                                          origin=request.headers.get("origin"), host=request.headers.get("host"))
             if refusal:
                 log.warning("console write refused", extra={"path": request.url.path, "reason": refusal, "user": caller.user})
-                return challenge(request, refusal) if caller.role == "anonymous" else framed(request, 403, refusal)
+                # Back to the form's page (a viewer signs in there), not the overview.
+                return challenge(request, refusal, form.get("next")) if caller.role == "anonymous" else framed(request, 403, refusal, back=form.get("next"))
             try:
                 result = await handler(request, caller, form)
             except HTTPException as exc:
@@ -180,9 +183,12 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         return page("audit.html", request, caller, data=await data.audit(*_audit_args(request)), actions=ACTIONS)
 
     async def login(request: Request) -> Response:
+        back = request.query_params.get("next")
+        if not tokens.operator:  # nothing to sign in to: a challenge asked for a password that no password answers
+            return framed(request, 403, READ_ONLY, back=back, title="Read-only console")
         if not who(request).may_write:
-            return challenge(request, "sign in with the operator token as the password")
-        return RedirectResponse(_local(request.query_params.get("next")), status_code=303)
+            return challenge(request, "sign in with the operator token as the password", back)
+        return RedirectResponse(_local(back), status_code=303)
 
     # --- API ---
     def api(fetch: Callable[[Request], Awaitable[Any]]) -> Handler:
@@ -286,10 +292,17 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
 
     async def redis_down(request: Request, exc: Exception) -> Response:
         log.error("console: redis unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
-        return framed(request, 503, "Redis is unavailable; retry shortly")
+        # A page: a link to try it again; anything else (a write the form handler did not answer) the overview.
+        return framed(request, 503, REDIS_AWAY, back=_address(request) if request.method in ("GET", "HEAD") else "/")
 
     return Starlette(routes=routes, exception_handlers={RedisError: redis_down, HTTPException: refused},
                      middleware=[Middleware(BaseHTTPMiddleware, dispatch=_security_headers)])
+
+
+REDIS_AWAY = "Redis is unavailable; retry shortly"
+READ_ONLY = ("this console is read-only: there is nothing to sign in to. An operator enables acknowledging, silencing and "
+             "verdicts by setting SENTINEL_CONSOLE_OPERATOR_TOKEN where the console runs, then signs in with it as the password; "
+             "until then: sentinel ack, sentinel silence, sentinel verdict")
 
 
 # Headings of the error page; the reason below it says what was wrong.
@@ -428,6 +441,16 @@ def _named(caller: auth.Caller) -> str:
 
 
 def _local(target: Any) -> str:
-    """Only a path on this console: a form's `next` must not send the browser elsewhere."""
+    """Only a path on this console: a form's `next` must not send the browser elsewhere. Not `//host`
+    nor a backslash (read as `/` by browsers), nor a control character: a browser drops a tab or a
+    newline from a link, and `/<tab>/host` is `//host` to it."""
     target = str(target or "/")
-    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+    unsafe = target.startswith("//") or "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)
+    return target if target.startswith("/") and not unsafe else "/"
+
+
+def _address(request: Request) -> str:
+    """The page a request asked for, as it was written (its path undecoded, its query kept)."""
+    path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+    query = request.url.query
+    return f"{path}?{query}" if query else path
