@@ -35,7 +35,7 @@ import redis
 from stream.console import auth, views
 from stream.console.shared_result import Cached, SharedResult, reusable
 from stream.contracts import Post
-from stream.keys import ACKS_KEY, ALERT_STATS_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY, STATS_KEY
+from stream.keys import ACKS_KEY, ALERT_STATS_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, SCOPES_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY, STATS_KEY
 from stream.store import Scored, WindowStore
 from stream.timefmt import epoch
 from stream.tools.services import free_port
@@ -1132,16 +1132,28 @@ def test_the_api_refuses_operator_input_the_forms_would_refuse_and_says_when_a_s
     assert made["scope"] == "channel:General" and "did you mean channel:general" in made["warning"]  # case kept, and said
 
 
-def test_a_refused_forms_fields_go_back_only_where_the_cookie_fits():
-    """A browser drops a cookie over 4 KB and the reason why with it: a long reason in escapes is
-    left out, the message kept."""
+def test_a_refused_forms_fields_go_back_cut_to_fit_the_cookie_never_dropped():
+    """A browser drops a cookie over 4 KB and the reason why with it. A long non-ASCII reason (475
+    accented letters, 8 bytes each escaped) dropped every kept field, the scope and duration too:
+    now such a letter costs 6 bytes (UTF-8 escaped) and 500 fit; what still does not (500 emoji,
+    12 bytes each) has its longest field cut to what fits, named in `cut`, the others kept whole."""
+    from starlette.requests import Request
     from starlette.responses import Response
 
-    from stream.console.app import _flashed
+    from stream.console.app import _flash, _flashed
 
-    for reason, kept in (("short", True), ("\u00e9" * 500, False)):
-        cookie = _flashed(Response(), TOKENS, "error", "duration: more than zero", {"action": "/api/silences", "reason": reason}).headers["set-cookie"]
-        assert len(cookie) < 4096 and "duration" in urllib.parse.unquote(cookie) and ("short" in cookie) == kept, len(cookie)
+    typed = {"action": "/api/silences", "scope": "asset:SOL", "kind": "volume_spike", "duration": "90d"}
+    for reason, whole in (("short", True), ("\u00e9" * 475, True), ("\u00e9" * 500, True), ("\u20ac" * 500, False),
+                          ("\U0001f600" * 500, False), ("\U0001f600" * 250 + "x" * 250, True)):
+        cookie = _flashed(Response(), TOKENS, "error", "duration: more than zero", typed | {"reason": reason}).headers["set-cookie"]
+        value = cookie.split(";")[0]
+        assert len(value) < 4096, len(value)
+        read = _flash(Request({"type": "http", "headers": [(b"cookie", value.encode())]}), TOKENS)
+        assert read is not None and read["text"] == "duration: more than zero", value
+        kept = read["kept"]
+        assert {k: kept[k] for k in typed} == typed, kept  # every other field whole
+        assert reason.startswith(kept["reason"]) and (kept["reason"] == reason) == whole and ("cut" in kept) != whole, kept
+        assert whole or (kept["cut"] == "reason" and len(kept["reason"]) >= 200), kept
 
 
 def test_a_browsers_refused_form_goes_back_to_its_page_saying_why_while_api_clients_get_the_status(api_console, redis_server):
@@ -1153,6 +1165,10 @@ def test_a_browsers_refused_form_goes_back_to_its_page_saying_why_while_api_clie
     assert status == 303 and headers["location"] == "/incidents/inc1", body
     cookie = headers["set-cookie"].split(";")[0]
     assert r.hlen(SILENCES_KEY) == 0
+    # A HEAD (a link checker, a monitor) sees no page: it cleared the flash, and the form's fields with it.
+    for path in ("/incidents/inc1", "/incidents", "/"):
+        status, _, headers = console.call("HEAD", path, headers={**browser_op, "Cookie": cookie})
+        assert status == 200 and "set-cookie" not in headers, (path, headers)
     status, page, headers = console.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": cookie})
     flash = page[page.index('id="flash"'):]
     assert status == 200 and "Not done: duration: more than zero and at most 30d</p>" in flash[: flash.index("</p>") + 4], flash[:300]
@@ -1185,6 +1201,17 @@ def test_a_browsers_refused_form_goes_back_to_its_page_saying_why_while_api_clie
     # A cookie the console did not write shows nothing.
     assert 'id="flash"' not in console.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": "sentinel_flash=%7B%22kind%22%3A%22evil%22%7D"})[1]
 
+    # A long non-ASCII reason came back with no field at all: 475 accented letters now whole; 400
+    # emoji (12 bytes each escaped) cut to fit, the page saying so; the scope and duration kept.
+    for reason, whole in (("\u00e9" * 475, True), ("\U0001f600" * 400, False)):
+        status, _, headers = console.call("POST", "/api/silences", typed | {"reason": reason}, headers=browser_op, form=True)
+        assert len(headers["set-cookie"].split(";")[0]) < 4096
+        page = console.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": headers["set-cookie"].split(";")[0]})[1]
+        filled = form_of(page, "silence")
+        assert 'value="asset:SOL"' in filled and 'value="90d"' in filled and ('value="' + reason[:100]) in filled, filled
+        assert (f'value="{reason}"' in filled) == whole, filled
+        assert ("What was typed in reason is cut short" in page[page.index('id="flash"'):].split("</p>")[0]) != whole, page
+
     # Kept, but matching no scope seen yet: said on the page it goes back to.
     status, _, headers = console.call("POST", "/api/silences", form | {"scope": "asset:NOPE", "duration": "1h"}, headers=browser_op, form=True)
     assert status == 303 and r.hlen(SILENCES_KEY) == 1
@@ -1198,6 +1225,43 @@ def test_a_browsers_refused_form_goes_back_to_its_page_saying_why_while_api_clie
         400, "duration: more than zero and at most 30d")
     assert console.call("POST", "/api/silences", {"scope": "asset:BTC", "duration": "0m"}, headers=bearer, form=True)[:2] == (
         400, "duration: more than zero and at most 30d")
+
+
+def test_a_form_sent_while_redis_is_away_keeps_what_was_typed_for_when_it_is_back(redis_server, tmp_path):
+    """A form write while Redis is away got the framed 503 and lost what was typed: the flash is a
+    cookie, so it keeps the fields as a refused form does, for the form's page once Redis answers
+    (another replica, or the same console later); a write that then succeeds clears it."""
+    redis.Redis.from_url(redis_server).flushdb()
+    put_incident(redis_server, "inc1", "asset:ETH")
+    redis.Redis.from_url(redis_server).zadd(SCOPES_KEY, {"asset:SOL": T0})  # a scope seen: the silence gets no warning
+    env = {"SENTINEL_CONSOLE_READ_TOKEN": VIEWER, "SENTINEL_CONSOLE_OPERATOR_TOKEN": OPERATOR}
+    away = Console(console_env(f"redis://127.0.0.1:{free_port()}/0", **env), tmp_path / "away.log")
+    try:
+        browser_op = {"Authorization": basic("alice", OPERATOR), "Accept": HTML}
+        typed = {"scope": "asset:SOL", "kind": "volume_spike", "duration": "2h", "reason": "listing news", "csrf": auth.csrf_token(TOKENS),
+                 "next": "/incidents/inc1"}
+        status, page, headers = away.call("POST", "/api/silences", typed, headers=browser_op, form=True)
+        assert status == 503 and framed_reason(page, "/incidents/inc1") == "Redis is unavailable; retry shortly", page
+        cookie = headers["set-cookie"].split(";")[0]
+        assert "listing news" not in page and auth.csrf_token(TOKENS) not in cookie  # the page says no field; the cookie keeps no token
+        # An API client, or a form not asking for HTML: the 503 and its text, no cookie.
+        status, text, headers = away.call("POST", "/api/silences", typed, headers={"Authorization": "Bearer " + OPERATOR}, form=True)
+        assert (status, text, "set-cookie" in headers) == (503, "Redis is unavailable; retry shortly", False)
+    finally:
+        away.close()
+    back = Console(console_env(redis_server, **env), tmp_path / "back.log")
+    try:
+        page = back.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": cookie})[1]
+        assert "Not done: Redis was unavailable" in page[page.index('id="flash"'):].split("</p>")[0], page
+        filled = page[page.index('<form class="silence"'):].split("</form>")[0]
+        assert ('value="asset:SOL"' in filled and 'value="2h"' in filled and '<option value="volume_spike" selected>' in filled
+                and 'value="listing news"' in filled), filled
+        # Sent again and done: the earlier "Not done" and its fields are not shown on the page it goes back to.
+        status, _, headers = back.call("POST", "/api/silences", typed, headers={**browser_op, "Cookie": cookie}, form=True)
+        assert status == 303 and "sentinel_flash=" in headers.get("set-cookie", "") and "Max-Age=0" in headers["set-cookie"], headers
+        assert len(redis.Redis.from_url(redis_server).hgetall(SILENCES_KEY)) == 1
+    finally:
+        back.close()
 
 
 def test_a_flash_cookie_the_console_did_not_seal_says_and_fills_in_nothing(api_console, redis_server):

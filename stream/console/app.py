@@ -121,6 +121,14 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
                 return challenge(request, refusal, form.get("next")) if caller.role == "anonymous" else framed(request, 403, refusal, back=form.get("next"))
             try:
                 result = await handler(request, caller, form)
+            except RedisError:
+                if not (form.get("_form") and _browser(request)):
+                    raise  # the framed 503 or the text, as for a page
+                log.error("console: redis unavailable", extra={"path": request.url.path})
+                # What was typed is kept as for a refused form (the flash is a cookie, no Redis needed): the
+                # form's page, once Redis is back, fills it in again; until session 50 it was lost.
+                return _flashed(framed(request, 503, REDIS_AWAY, back=form.get("next")), tokens, "error", REDIS_AWAY_FLASH,
+                                _kept(request.url.path, form), max_age=REDIS_AWAY_FLASH_S)
             except HTTPException as exc:
                 if not _browser(request):
                     raise  # API clients: the status and the text as ever
@@ -131,7 +139,11 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
             log.info("console write", extra={"path": request.url.path, "user": caller.user})
             if form.get("_form"):
                 back = RedirectResponse(_local(form.get("next")), status_code=303)
-                return _flashed(back, tokens, "note", result["warning"]) if isinstance(result, dict) and result.get("warning") else back
+                if isinstance(result, dict) and result.get("warning"):
+                    return _flashed(back, tokens, "note", result["warning"])
+                if FLASH_COOKIE in request.cookies:  # an earlier refusal's "Not done" and fields: this one was done
+                    back.delete_cookie(FLASH_COOKIE, path="/")
+                return back
             return JSONResponse(result)
         return wrapped
 
@@ -140,8 +152,9 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         context |= {"caller": caller, "csrf": auth.csrf_token(tokens) if caller.may_write else "", "writes": bool(tokens.operator),
                     "flash": flash}
         response = templates.TemplateResponse(request, name, context)
-        if FLASH_COOKIE in request.cookies:
-            response.delete_cookie(FLASH_COOKIE, path="/")  # shown once
+        # Shown once, to a GET: a HEAD (a link checker) sees no page, and it cleared the refused form's fields.
+        if FLASH_COOKIE in request.cookies and request.method == "GET":
+            response.delete_cookie(FLASH_COOKIE, path="/")
         return response
 
     # --- pages ---
@@ -300,6 +313,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
 
 
 REDIS_AWAY = "Redis is unavailable; retry shortly"
+REDIS_AWAY_FLASH, REDIS_AWAY_FLASH_S = "Redis was unavailable; what was typed is below, send it again", 600  # a restart can outlast 60 s
 READ_ONLY = ("this console is read-only: there is nothing to sign in to. An operator enables acknowledging, silencing and "
              "verdicts by setting SENTINEL_CONSOLE_OPERATOR_TOKEN where the console runs, then signs in with it as the password; "
              "until then: sentinel ack, sentinel silence, sentinel verdict")
@@ -394,19 +408,44 @@ def _kept(action: str, form: dict[str, Any]) -> dict[str, str]:
     return {"action": action} | {k: str(form[k])[:MAX_KEPT_CHARS] for k in KEPT_FIELDS if isinstance(form.get(k), str)}
 
 
-def _flashed(response: Response, tokens: auth.Tokens, kind: str, text: str, kept: dict[str, str] | None = None) -> Response:
+def _flashed(response: Response, tokens: auth.Tokens, kind: str, text: str, kept: dict[str, str] | None = None,
+             max_age: int = FLASH_MAX_AGE_S) -> Response:
     message: dict[str, Any] = {"kind": kind, "text": text[:FLASH_CHARS]}
     value = _sealed(tokens, message)
-    if kept:  # a browser drops a cookie over 4 KB, and the reason why with it: the fields only where they fit
-        with_kept = _sealed(tokens, message | {"kept": kept})
-        value = with_kept if len(with_kept) <= MAX_FLASH_BYTES else value
-    response.set_cookie(FLASH_COOKIE, value, max_age=FLASH_MAX_AGE_S, path="/", httponly=True, samesite="strict")
+    if kept:  # a browser drops a cookie over 4 KB, and the reason why with it: the fields cut to fit
+        value = _sealed(tokens, message | {"kept": _fitting(tokens, message, kept)})
+    response.set_cookie(FLASH_COOKIE, value, max_age=max_age, path="/", httponly=True, samesite="strict")
     return response
 
 
+def _fitting(tokens: auth.Tokens, message: dict[str, Any], kept: dict[str, str]) -> dict[str, str]:
+    """The kept fields, the longest cut to the most characters that keep the cookie within
+    MAX_FLASH_BYTES, naming those cut in `cut` (the page says so). A non-ASCII character costs up to
+    12 bytes escaped: 475 accented ones dropped every field until session 50."""
+    def fits(cap: int) -> dict[str, str] | None:
+        cut = sorted(k for k, v in kept.items() if k != "action" and len(v) > cap)
+        trial = {k: v if k == "action" else v[:cap] for k, v in kept.items()} | ({"cut": " ".join(cut)} if cut else {})
+        return trial if len(_sealed(tokens, message | {"kept": trial})) <= MAX_FLASH_BYTES else None
+
+    low, high = 0, max(len(v) for v in kept.values())
+    if fits(high) is not None:
+        return kept
+    while low < high:  # the largest cap that fits: a cap of 0 always does (the text and the action are bounded)
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) is not None else (low, middle - 1)
+    return fits(low) or {"action": kept.get("action", "")}
+
+
 def _sealed(tokens: auth.Tokens, message: dict[str, Any]) -> str:
-    """The cookie's value: the message and the console's seal over it (auth.flash_seal)."""
-    return quote(json.dumps(message | {"seal": auth.flash_seal(tokens, json.dumps(message, sort_keys=True))}), safe="")
+    """The cookie's value: the message and the console's seal over it (auth.flash_seal). Its UTF-8
+    percent-escaped (6 bytes for an accented letter, not the 8 of `\\u00e9` escaped); the seal is over
+    the ASCII form, so consoles before session 50 read and check it as ever."""
+    seal = auth.flash_seal(tokens, json.dumps(message, sort_keys=True))
+    sealed = message | {"seal": seal}
+    try:
+        return quote(json.dumps(sealed, ensure_ascii=False), safe="")
+    except UnicodeEncodeError:  # a lone surrogate has no UTF-8: escaped as before
+        return quote(json.dumps(sealed), safe="")
 
 
 def _flash(request: Request, tokens: auth.Tokens) -> dict[str, Any] | None:
@@ -425,7 +464,7 @@ def _flash(request: Request, tokens: auth.Tokens) -> dict[str, Any] | None:
     if not isinstance(seal, str) or not auth.flash_sealed(tokens, json.dumps(found, sort_keys=True), seal):
         return None
     kept = found.get("kept")
-    kept = {k: v for k, v in kept.items() if k in ("action", *KEPT_FIELDS) and isinstance(v, str)} if isinstance(kept, dict) else {}
+    kept = {k: v for k, v in kept.items() if k in ("action", "cut", *KEPT_FIELDS) and isinstance(v, str)} if isinstance(kept, dict) else {}
     return {"kind": found["kind"], "text": found["text"][:FLASH_CHARS], "kept": kept}
 
 
