@@ -1441,6 +1441,44 @@ def test_pages_fit_a_phone_and_say_how_old_their_data_is(api_console, redis_serv
     page.context.close()
 
 
+def test_an_incidents_members_read_on_a_phone_without_a_sideways_scroll(api_console, redis_server, browser):
+    """At 390 px the members table scrolled sideways in its box and wrapped "what moved" to about 5
+    lines: below 800 px each member is a card (its scope, then kind, firing, severity, onset, then
+    what moved across the card's width), no sideways scroll, a card a few lines high; at 1300 px
+    it is the table it was, a member a line."""
+    console, _ = api_console
+    r = redis.Redis.from_url(redis_server)
+    summary = json.loads(r.hget(INCIDENTS_KEY, "inc1"))
+    moved = {"metric": "negative_share", "value": 0.75, "baseline": 0.199, "judged": "2026-10-02T00:02:00Z", "posts": 11}
+    summary["members"] = [summary["members"][0] | moved] + [
+        {"scope": scope, "kind": kind, "firing": True, "severity": "warning", "onset": "2026-10-02T00:05:00Z", "metric": "posts",
+         "value": 330.0, "baseline": 9.58, "judged": "2026-10-02T00:07:00Z", "posts": 31}
+        for scope, kind in (("all", "volume_spike"), ("channel:off topic", "volume_spike"), ("source:forum", "volume_spike"))]
+    r.hset(INCIDENTS_KEY, "inc1", json.dumps(summary))
+    for width in (390, 1300):
+        page = signed_in(browser, console, width)
+        page.goto(console.url + "/incidents/inc1")
+        page.wait_for_load_state("networkidle")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, width
+        table = page.locator("table.members")
+        assert table.evaluate("t => t.scrollWidth <= t.clientWidth"), (width, table.evaluate("t => [t.scrollWidth, t.clientWidth]"))
+        line = page.evaluate("parseFloat(getComputedStyle(document.body).lineHeight)")
+        rows = table.locator("tbody tr")
+        assert rows.count() == 4
+        for n in range(4):
+            row = rows.nth(n)
+            moved_cell = row.locator("td").nth(5)
+            assert "posts by 2026-10-02T00:0" in moved_cell.inner_text()
+            height, moved_height = row.bounding_box()["height"], moved_cell.bounding_box()["height"]
+            if width == 390:  # a card: what moved in at most 2 lines, the card 5 and its padding
+                assert moved_height <= 2.5 * line and height <= 6 * line, (n, height, moved_height, line)
+                named = row.locator("td").nth(1).evaluate("td => getComputedStyle(td, '::before').content")
+                assert named == '"kind "', named  # each value named, as the hidden header would
+            else:
+                assert height <= 1.9 * line and table.locator("thead").is_visible(), (n, height, line)
+        page.context.close()
+
+
 def test_a_verdict_is_a_choice_not_a_stray_enter(api_console, browser):
     """Enter in the verdict's reason box recorded "real", the preselected first choice, though
     nobody chose it, and it counted into the alerts' precision."""
