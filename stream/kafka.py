@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
@@ -413,6 +414,30 @@ def guard_undecodable_batches() -> None:
 
 # The guard's own reasons are under 350 characters.
 UNDECODABLE_REASON_CHARS = 512
+
+
+def stall_checks_from_assignment(app: "faust.App") -> None:
+    """Make Faust's "since start" stall checks count from the latest assignment, not the process start.
+
+    Faust (0.15, `AIOKafkaConsumerThread._verify_aiokafka_event_path`) checks each assigned
+    partition every 2.5 commit intervals outside rebalances, and logs `Aiokafka has not sent fetch
+    request for TP(...) since start` at ERROR when aiokafka has had no fetch response for it and the
+    consumer thread's `time_started` is more than `stream_processing_timeout` ago. aiokafka keeps a
+    partition's last response in state it makes anew at every assignment, so after a rebalance every
+    partition of a worker up longer than the timeout was an ERROR until its first response came
+    (faust-streaming/faust#503): a false page on every rollout of long-running pods. Restarting the
+    clock when partitions are assigned (Faust sends this signal before the rebalance ends, so no
+    check runs in between) keeps the check for a partition that really gets no response within
+    the timeout of its assignment. Faust's other "since start" checks read the same clock and count
+    from the assignment too: no highwater (aiokafka's state, new at each assignment as well), and a
+    partition with posts waiting that has never had an event or a commit in this process (the
+    earliest this worker could have had one). `time_started` has no other reader in Faust.
+    """
+    @app.on_partitions_assigned.connect
+    async def restart_stall_clock(_app: "faust.App", assigned: Any, **_: Any) -> None:
+        thread = getattr(app.consumer, "_thread", None)  # aiokafka's consumer thread; absent in other transports
+        if thread is not None and hasattr(thread, "time_started"):
+            thread.time_started = time.monotonic()
 
 
 def undecodable_reason(headers: Any) -> str | None:

@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     rebalance_timeout: float = Field(30.0, gt=0, description="consumer-group rebalance timeout, seconds")
     session_timeout: float = Field(30.0, gt=0)
     heartbeat_interval: float = Field(3.0, gt=0)
+    stream_processing_timeout: float = Field(
+        300.0, gt=0, description="Faust's stall checks: seconds a partition may go without a fetch response after its assignment, "
+                                 "or with posts waiting and no event taken, before an ERROR line"
+    )
     max_message_bytes: int = Field(65_536, ge=1024)
     max_text_chars: int = Field(10_000, ge=1)
     aliases_file: Path | None = Field(None, description="JSON alias table (docs/contracts.md, Asset detection); default: the built-in table")

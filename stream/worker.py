@@ -38,8 +38,8 @@ from stream.alerts.notify import Notifier, retry_delays
 from stream.assets import load_aliases
 from stream.batch import RawMessage
 from stream.contracts import Limits
-from stream.kafka import (Deliveries, broker_credentials, broker_url, group_member, guard_undecodable_batches, leave_group, max_request_bytes, publish_records, ssl_context,
-                          undecodable_reason)
+from stream.kafka import (Deliveries, broker_credentials, broker_url, group_member, guard_undecodable_batches, leave_group, max_request_bytes, publish_records,
+                          ssl_context, stall_checks_from_assignment, undecodable_reason)
 from stream.model_thread import ModelThread
 from stream.ops.http import install as install_http, serve_on
 from stream.ops.prometheus import WorkerMetrics
@@ -312,12 +312,14 @@ def faust_app(settings: Settings, listeners: Sequence[socket.socket] = ()) -> fa
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
         broker_commit_interval=1.0,
+        stream_processing_timeout=settings.stream_processing_timeout,
         consumer_auto_offset_reset="earliest",
         # A CPU batch can take seconds; the consumer must not be considered dead meanwhile.
         broker_max_poll_interval=max(300.0, settings.rebalance_timeout),
         producer_max_request_size=max_request_bytes(settings),
         datadir=str(datadir),
     )
+    stall_checks_from_assignment(app)
     if listeners:
         serve_on(app, listeners)
     return app
