@@ -1865,6 +1865,70 @@ def test_a_live_worker_forgotten_while_its_read_blocks_still_takes_the_next_entr
 
 
 
+def outbox_record(alert_id: str) -> dict[str, str]:
+    from dataclasses import asdict
+
+    from stream.alerts.incidents import AlertRecord
+
+    record = AlertRecord(alert_id, "asset:BTC", "sentiment_drop", "firing", "warning", "2026-10-02T11:00:00Z",
+                         "2026-10-02T12:00:00Z", 0.6, 0.2, 4.0, 40, [], False, "2026-11-27T00:00:00Z")
+    return {"record": json.dumps(asdict(record))}
+
+
+@pytest.mark.parametrize("step", ["trim", "forget consumers"])
+def test_the_outbox_deleted_mid_round_is_one_warning_and_later_alerts_are_still_delivered(redis_server, caplog, step):
+    """An operator's DEL, a FLUSHDB or a failover that lost the key can take the outbox between a
+    round's read and its trim, or between the trim and the forgetting of idle consumers. Each
+    raised once (a traceback, "alert delivery loop error"); now it is one WARNING naming the step,
+    the group is made again as at start, and a transition recorded afterwards is delivered."""
+    redis.Redis.from_url(redis_server).flushdb()
+    caplog.set_level(logging.INFO, logger="stream.alerts.delivery")
+
+    async def go() -> list[str]:
+        store = WindowStore.from_url(redis_server, retention_s=3600)
+        r = store.redis
+        published: list[str] = []
+
+        async def publish(record):
+            published.append(record.alert_id)
+
+        delivery = AlertDelivery(store, None, publish, consumer="me", chart=False)
+        delivery._trimmed_at = float("-inf")  # the first round trims and forgets
+        deleted: list[bool] = []
+        wrapped = delivery._deliver_all if step == "trim" else delivery.trim_outbox
+
+        async def then_delete(*args, **kwargs):
+            result = await wrapped(*args, **kwargs)
+            if not deleted:
+                await r.delete(OUTBOX_KEY)
+                deleted.append(True)
+            return result
+
+        setattr(delivery, "_deliver_all" if step == "trim" else "trim_outbox", then_delete)
+        try:
+            await delivery.ensure_group()
+            await r.xadd(OUTBOX_KEY, outbox_record("before"))
+            running = asyncio.ensure_future(delivery.run())
+            deadline = time.monotonic() + 30
+            while not (deleted and await r.exists(OUTBOX_KEY)):  # the group made again
+                assert time.monotonic() < deadline and not running.done(), "the outbox was never made again"
+                await asyncio.sleep(0.05)
+            await r.xadd(OUTBOX_KEY, outbox_record("after"))
+            while published != ["before", "after"]:
+                assert time.monotonic() < deadline and not running.done(), f"delivered only {published}"
+                await asyncio.sleep(0.05)
+            await delivery.stop(5)
+            await asyncio.wait_for(running, 10)
+            return published
+        finally:
+            await store.close()
+
+    assert asyncio.run(go()) == ["before", "after"]
+    lines = [r for r in caplog.records if r.name == "stream.alerts.delivery" and r.levelno >= logging.WARNING]
+    assert [(r.getMessage(), getattr(r, "step", None)) for r in lines] == [("outbox consumer group missing; re-creating it", step)]
+    assert "no such key" in lines[0].error and lines[0].exc_info is None
+
+
 def test_grouping_reads_an_old_onset_from_where_the_pair_scopes_still_hold_counts(redis_server, caplog):
     """SENTINEL_PAIR_RETENTION: a question whose onset lies beyond the pair scopes' retention is
     read from the earliest onset they hold whole, for the parent and its pairs alike. Read from the

@@ -115,6 +115,13 @@ class _NoObserver:
         pass
 
 
+def _outbox_gone(exc: ResponseError) -> bool:
+    """Redis's answer when the outbox stream (`no such key`, from XINFO, also inside a script) or its
+    group (`NOGROUP`) is missing."""
+    text = str(exc)
+    return "NOGROUP" in text or "no such key" in text.lower()
+
+
 def _id_order(entry_id: str) -> tuple[int, int]:
     """A stream entry id ('1700000000000-3') as a sortable pair."""
     ms, _, seq = str(entry_id).partition("-")
@@ -230,8 +237,7 @@ class AlertDelivery:
                 raise
             # Redis lost the group (restarted without persistence, or the outbox was deleted): without
             # it every read fails forever. Re-create it at the stream's start and read on next time.
-            log.warning("outbox consumer group missing; re-creating it")
-            await self.ensure_group()
+            await self._regroup("read", exc)
             return 0
         delivered = await self._deliver_all(entries)
         if time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
@@ -239,6 +245,13 @@ class AlertDelivery:
             await self.trim_outbox()
             await self.forget_idle_consumers()
         return delivered
+
+    async def _regroup(self, step: str, exc: ResponseError) -> None:
+        """The outbox stream or its group is gone (an operator's DEL, a FLUSHDB, Redis restarted
+        without persistence, a failover that lost the key): one line, and the group made again as
+        at start, so the next read finds it and delivers whatever is recorded from now on."""
+        log.warning("outbox consumer group missing; re-creating it", extra={"step": step, "error": str(exc)[:200]})
+        await self.ensure_group()
 
     async def _take(self, block_ms: int) -> list[tuple[str, dict[str, str] | None, bool]]:
         """This round's entries as (entry id, fields, claimed): only a claimed entry (or one this
@@ -351,16 +364,23 @@ class AlertDelivery:
         read by it, whatever its age. Returns the number of entries removed."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         cutoff = now_ms - self.store.retention_s * 1000
-        groups = {g["name"]: g for g in await self.redis.xinfo_groups(OUTBOX_KEY)}
-        group = groups.get(OUTBOX_GROUP)
-        if group is None:
+        try:
+            groups = {g["name"]: g for g in await self.redis.xinfo_groups(OUTBOX_KEY)}
+            group = groups.get(OUTBOX_GROUP)
+            if group is None:
+                return 0
+            # Entries after the group's last-delivered id are unread; the oldest pending one is unfinished.
+            # MINID keeps every entry of the limit's millisecond: ids share one when added together.
+            limits = [cutoff, _ms_of(group["last-delivered-id"])]
+            pending = await self.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP)
+        except ResponseError as exc:  # deleted since this round's read: nothing to trim
+            if not _outbox_gone(exc):
+                raise
+            await self._regroup("trim", exc)
             return 0
-        # Entries after the group's last-delivered id are unread; the oldest pending one is unfinished.
-        # MINID keeps every entry of the limit's millisecond: ids share one when added together.
-        limits = [cutoff, _ms_of(group["last-delivered-id"])]
-        pending = await self.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP)
         if pending["pending"]:
             limits.append(_ms_of(pending["min"]))
+        # XTRIM of a stream deleted since the reads above removes nothing and makes no key.
         removed = int(await self.redis.execute_command("XTRIM", OUTBOX_KEY, "MINID", min(limits)))
         if removed:
             log.info("outbox trimmed", extra={"removed": removed})
@@ -373,9 +393,10 @@ class AlertDelivery:
         try:
             found = await self._forget_script(keys=[OUTBOX_KEY], args=[OUTBOX_GROUP, self.consumer, int(idle_s * 1000)])
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not _outbox_gone(exc):
                 raise
-            return []  # the next read re-creates the group (`drain_once`)
+            await self._regroup("forget consumers", exc)
+            return []
         gone = [name.decode() if isinstance(name, bytes) else str(name) for name in found]
         if gone:
             log.info("outbox consumers forgotten: idle with nothing pending", extra={"count": len(gone), "consumers": gone[:20],
