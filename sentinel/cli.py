@@ -1660,45 +1660,88 @@ def incidents(
     out.print(incidents_table(found, out.width))
 
 
-INCIDENTS_WIDE_AT = 160  # columns from which each incident's fields get a column of their own
+INCIDENTS_WIDE_AT = 160  # columns from which each incident's fields may get a column of their own
+INCIDENTS_COLUMNS = ("id", "root", "state", "severity", "opened", "ended", "kinds", "members", "acknowledged", "verdict")
 
 
 def incidents_table(found: Sequence[dict[str, Any]], width: int) -> Table:
-    """`sentinel incidents`' table: one column per field from `INCIDENTS_WIDE_AT` columns on, and
-    narrower two columns, the id and the incident's fields one a line. Nine columns on 80 left four
-    characters to each beside the id, and the root scope read "asse / t:ET / H"; a minimum width
-    for it made rich crop the table's right edge, verdict column and all."""
-    from stream.alerts.incidents import related_scopes, root_kinds
-
+    """`sentinel incidents`' table: one column per field where every column's longest word fits
+    whole (`fitted_widths`, from `INCIDENTS_WIDE_AT` columns on), and otherwise two columns, the id
+    and the incident's fields one a line. Nine columns on 80 left four characters to each beside
+    the id, and the root scope read "asse / t:ET / H"; ten on 160-179 split a header
+    ("acknowledge / d") and cells ("sentiment_d / rop", "channel:red / dit/r/Crypt / oCurrency")."""
+    rows = [_incident_row(item) for item in found]
+    widths = fitted_widths([INCIDENTS_COLUMNS, *rows], width) if width >= INCIDENTS_WIDE_AT else None
     table = Table(title="incidents")
+    if widths is not None:
+        # Set, not left to rich: it narrows the widest columns first, through their words, and
+        # a minimum width instead made it crop the table's right edge.
+        for col, room in zip(INCIDENTS_COLUMNS, widths):
+            table.add_column(col, width=room, overflow="fold")
+        for row in rows:
+            table.add_row(*map(inert, row))
+        return table
     # The id whole on any terminal: it is what `sentinel ack` and `sentinel verdict` take.
     table.add_column("id", no_wrap=True, min_width=max((len(i["incident_id"]) for i in found), default=2))
-    wide = width >= INCIDENTS_WIDE_AT
-    # Folded, not cut: on 80 columns every cell was cut to three characters and an ellipsis
-    # ("ass…", "cri…", "202…"), on 120 the opened time to "2026-03-0…".
-    # A time keeps its line: ten columns on 160 folded the opened time to "2026-03-04T12:0" over
-    # "0:00Z". Unwrapped, a time column is left out when rich narrows the others (a minimum width
-    # instead made rich crop the table's right edge); the ended one gets a line per time.
-    for col in ("root", "state", "severity", "opened", "ended", "kinds", "members", "acknowledged", "verdict") if wide else ("incident",):
-        table.add_column(col, overflow="fold", no_wrap=col in ("opened", "ended"))
+    # Folded, not cut: on 80 columns every cell was cut to three characters and an ellipsis.
+    table.add_column("incident", overflow="fold")
     for item in found:
-        kinds, members = ", ".join(root_kinds(item)), ", ".join(related_scopes(item))
-        root = item["root_scope"] + (" (market-wide)" if item["market"] else "")
-        verdict = (item.get("verdict") or {}).get("verdict", "")
-        ended = incident_ended(item)
-        if wide:
-            table.add_row(item["incident_id"], inert(root), item["state"], item["severity"], shown(item["opened"]), _time_lines(ended), kinds,
-                          inert(members), inert(item["acked"] or ""), verdict)
-            continue
-        lines = [root, f"{item['state']}, {item['severity']}, opened {shown(item['opened'])}", *([ended] if ended else []), f"kinds: {kinds}",
-                 *([f"members: {members}"] if members else []), *([f"acknowledged: {item['acked']}"] if item["acked"] else []),
-                 *([f"verdict: {verdict}"] if verdict else [])]
-        table.add_row(item["incident_id"], inert("\n".join(lines)))
+        table.add_row(item["incident_id"], inert("\n".join(_incident_lines(item))))
     return table
 
 
+def _incident_row(item: Mapping[str, Any]) -> tuple[str, ...]:
+    """An incident's cells in `INCIDENTS_COLUMNS` order; the ended one a line per time."""
+    from stream.alerts.incidents import related_scopes, root_kinds
+
+    return (item["incident_id"], _root_of(item), item["state"], item["severity"], shown(item["opened"]), _time_lines(incident_ended(item)),
+            ", ".join(root_kinds(item)), ", ".join(related_scopes(item)), item["acked"] or "", _verdict_of(item))
+
+
+def _incident_lines(item: Mapping[str, Any]) -> list[str]:
+    """An incident's fields one a line, for the narrow layout."""
+    from stream.alerts.incidents import related_scopes, root_kinds
+
+    members, ended, verdict = ", ".join(related_scopes(item)), incident_ended(item), _verdict_of(item)
+    return [_root_of(item), f"{item['state']}, {item['severity']}, opened {shown(item['opened'])}", *([ended] if ended else []),
+            f"kinds: {', '.join(root_kinds(item))}", *([f"members: {members}"] if members else []),
+            *([f"acknowledged: {item['acked']}"] if item["acked"] else []), *([f"verdict: {verdict}"] if verdict else [])]
+
+
+def _root_of(item: Mapping[str, Any]) -> str:
+    return item["root_scope"] + (" (market-wide)" if item["market"] else "")
+
+
+def _verdict_of(item: Mapping[str, Any]) -> str:
+    return (item.get("verdict") or {}).get("verdict", "")
+
+
+def fitted_widths(rows: Sequence[Sequence[str]], width: int) -> list[int] | None:
+    """Text widths for a boxed rich table of `rows` (the header first) in `width` terminal columns,
+    none splitting a word: each column gets its longest word, then the room left is shared out
+    max-min fair, so a column whose longest line needs less than an even share shows it on one
+    line and the long ones (members, a reason) share the rest. None when the longest words alone
+    do not fit: a word folded at a column's edge ("acknowledge" over "d") is what this avoids."""
+    from rich.cells import cell_len
+
+    columns = list(zip(*rows))
+    room = width - 3 * len(columns) - 1  # a rule before each column and after the last, a space each side
+    least = [max((cell_len(word) for text in col for word in text.split()), default=1) for col in columns]
+    most = [max((cell_len(line) for text in col for line in text.splitlines()), default=1) for col in columns]
+    spare = room - sum(least)
+    if spare < 0:
+        return None
+    widths = list(least)
+    order = sorted(range(len(columns)), key=lambda i: most[i] - least[i])
+    for k, i in enumerate(order):
+        grow = min(most[i] - least[i], spare // (len(order) - k))
+        widths[i] += grow
+        spare -= grow
+    return widths
+
+
 def _time_lines(words: str) -> str:
-    """`incident_ended`'s words with each time on a line of its own, as an unwrapped column shows
+    """`incident_ended`'s words with each time on a line of its own, as the ended column shows
     them: "root resolved" / "T1;" / "declared over" / "T2"."""
     return re.sub(r" (?=\d{4}-\d\d-\d\dT)", "\n", words).replace("; ", ";\n")
 

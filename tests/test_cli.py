@@ -874,26 +874,53 @@ def test_sentinel_incidents_says_when_a_resolved_incidents_root_resolved_and_whe
         assert said.count("declared over 2026-03-04T12:22:00Z") == 2 and "12:10:00" not in said, (width, said)
 
 
-def test_sentinel_incidents_keeps_each_time_whole_at_160_columns():
-    """From 160 columns each field has a column; the `ended` column (b60ccd3) left ten of them to
-    share the width, and with 20-character ids and a long member the opened time folded to
-    "2026-03-04T12:0" over "0:00Z" and the ended times likewise: each time now keeps its line."""
+def incidents_found(usual: bool) -> list[dict]:
+    """Two incidents, one resolved, acknowledged and given a verdict. Usual: the demo's kind of
+    scopes and the default acknowledgement. Long: a 31-character member scope and a reason with a
+    timestamp in it."""
+    t = 1772625600  # 2026-03-04T12:00:00Z
+    scopes = ("channel:general", "source:discord") if usual else ("channel:reddit/r/CryptoCurrency", "source:discord")
+    members = [{"scope": scope, "kind": kind, "firing": False, "severity": "warning", "onset": "2026-03-04T12:00:00Z"}
+               for scope, kind in (("all", "sentiment_drop"), ("all", "volume_spike"), *((scope, "sentiment_drop") for scope in scopes))]
+    base = {"root_scope": "all", "opened": t, "market": True, "severity": "critical", "members": members,
+            "acked": "acknowledged" if usual else "alice (cli) 2026-03-04T12:10:00Z: looking", "verdict": {"verdict": "false-alarm"}}
+    return [{**base, "incident_id": "3f9a0c1d2e4b5a6978ab", "state": "resolved", "at": t + 1320, "root_resolved": t + 420},
+            {**base, "incident_id": "9a0c1d2e4b5a6978ab3f", "state": "open", "at": t + 600, "acked": None, "verdict": None}]
+
+
+@pytest.mark.parametrize("usual", [True, False], ids=["usual", "long"])
+def test_sentinel_incidents_splits_no_header_or_word_at_160_179_or_200_columns(usual):
+    """From 160 columns each field had a column; ten of them on 160-179 folded a header
+    ("acknowledge" over "d") and cells ("sentiment_d" / "rop,", "channel:red" / "dit/r/Crypt"),
+    and (b60ccd3) the opened time ("2026-03-04T12:0" / "0:00Z"). The wide table now comes only
+    where every column's longest word fits whole, and the fields one a line beside the id
+    otherwise: every word shown is a whole header or field word, and every one is shown."""
     from rich.console import Console as Rich
 
-    from sentinel.cli import incidents_table
+    from sentinel.cli import INCIDENTS_COLUMNS, _incident_lines, _incident_row, incidents_table
 
-    t = 1772625600  # 2026-03-04T12:00:00Z
-    members = [{"scope": scope, "kind": kind, "firing": False, "severity": "warning", "onset": "2026-03-04T12:00:00Z"}
-               for scope, kind in (("asset:ETH", "sentiment_drop"), ("asset:ETH", "volume_spike"),
-                                   ("channel:reddit/r/CryptoCurrency", "sentiment_drop"), ("source:discord", "sentiment_drop"))]
-    base = {"root_scope": "asset:ETH", "opened": t, "market": False, "severity": "critical", "members": members,
-            "acked": "alice (cli) 2026-03-04T12:10:00Z: looking", "verdict": {"verdict": "useful"}}
-    found = [{**base, "incident_id": "3f9a0c1d2e4b5a6978ab", "state": "resolved", "at": t + 1320, "root_resolved": t + 420},
-             {**base, "incident_id": "9a0c1d2e4b5a6978ab3f", "state": "open", "at": t + 600, "acked": None, "verdict": None}]
-    for width in (160, 200):
+    found = incidents_found(usual)
+    wide_words = {w for row in (INCIDENTS_COLUMNS, *map(_incident_row, found)) for cell in row for w in cell.split()}
+    narrow_words = {w for item in found for line in ["id", "incident", item["incident_id"], *_incident_lines(item)] for w in line.split()}
+    layouts = {}
+    for width in (160, 179, 200):
         cli = Rich(width=width, record=True)
         cli.print(incidents_table(found, width))
-        text = cli.export_text()
-        assert "verdict" in text and "useful" in text, (width, text)  # nothing cropped at the right edge
-        for at in ("2026-03-04T12:00:00Z", "2026-03-04T12:07:00Z", "2026-03-04T12:22:00Z"):
-            assert at in text, (width, at, text)
+        lines = cli.export_text().splitlines()
+        assert max(map(len, lines)) <= width and lines[0].split() == ["incidents"], (width, lines)
+        shown = {w for line in lines[1:] for cell in re.split("[│┃]", line) for w in cell.split() if not set(w) <= set("━┏┓┳┡┩╇└┘┴─")}
+        layouts[width] = "wide" if "severity" in shown else "narrow"
+        expected = wide_words if layouts[width] == "wide" else narrow_words
+        assert shown == expected, (width, sorted(shown - expected), sorted(expected - shown), "\n".join(lines))
+    # The usual incidents have their columns from 179 on (175 fits them); the long ones from 200.
+    assert layouts == ({160: "narrow", 179: "wide", 200: "wide"} if usual else {160: "narrow", 179: "narrow", 200: "wide"})
+
+
+def test_fitted_widths_give_each_column_its_longest_word_then_share_the_rest_max_min_fair():
+    from sentinel.cli import fitted_widths
+
+    rows = [("id", "text", "note"), ("a1", "one two three four", "ok")]
+    assert fitted_widths(rows, 3 * 3 + 1 + 2 + 5 + 4 - 1) is None  # one short of the longest words (2, 5, 4)
+    assert fitted_widths(rows, 3 * 3 + 1 + 2 + 5 + 4) == [2, 5, 4]
+    assert fitted_widths(rows, 3 * 3 + 1 + 30) == [2, 18, 4]  # the long line whole, the rest unused
+    assert fitted_widths(rows, 3 * 3 + 1 + 14) == [2, 8, 4]
