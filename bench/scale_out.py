@@ -211,8 +211,12 @@ async def kill_the_sender(store, workers: list[Worker], arrived: threading.Event
     if not await asyncio.to_thread(arrived.wait, 600):
         raise SystemExit("no notification within 600 s")
     pending = await store.redis.xpending_range(OUTBOX_KEY, OUTBOX_GROUP, min="-", max="+", count=100)
-    owners = {int(str(p["consumer"].decode() if isinstance(p["consumer"], bytes) else p["consumer"]).rsplit("-", 1)[1]) for p in pending}
-    sender = next(w for w in workers if w.proc.pid in owners and w.alive())
+    # The held notification is the incident's first entry, so the earliest pending: another
+    # worker's later entries of it wait, pending with that worker, behind it (`_held_back`), and
+    # the first worker holding any entry (the rule until session 50) was not always its sender.
+    first = pending[0]["consumer"]
+    owner = int(str(first.decode() if isinstance(first, bytes) else first).rsplit("-", 1)[1])
+    sender = next(w for w in workers if w.proc.pid == owner and w.alive())
     killed_at = time.time()
     sender.kill()
     answer.set()
