@@ -875,14 +875,15 @@ def test_sentinel_incidents_says_when_a_resolved_incidents_root_resolved_and_whe
 
 
 def incidents_found(usual: bool) -> list[dict]:
-    """Two incidents, one resolved, acknowledged and given a verdict. Usual: the demo's kind of
-    scopes and the default acknowledgement. Long: a 31-character member scope and a reason with a
-    timestamp in it."""
+    """Two incidents, one resolved, acknowledged and given a verdict. Usual: the demo's incident's
+    root and related scopes (`make demo`) and the default acknowledgement. Long: a 31-character
+    member scope and a reason with a timestamp in it."""
     t = 1772625600  # 2026-03-04T12:00:00Z
-    scopes = ("channel:general", "source:discord") if usual else ("channel:reddit/r/CryptoCurrency", "source:discord")
+    scopes = (("channel:announcements", "channel:general", "channel:trading", "source:discord", "all") if usual
+              else ("channel:reddit/r/CryptoCurrency", "source:discord"))
     members = [{"scope": scope, "kind": kind, "firing": False, "severity": "warning", "onset": "2026-03-04T12:00:00Z"}
-               for scope, kind in (("all", "sentiment_drop"), ("all", "volume_spike"), *((scope, "sentiment_drop") for scope in scopes))]
-    base = {"root_scope": "all", "opened": t, "market": True, "severity": "critical", "members": members,
+               for scope, kind in (("asset:ETH", "sentiment_drop"), ("asset:ETH", "volume_spike"), *((scope, "sentiment_drop") for scope in scopes))]
+    base = {"root_scope": "asset:ETH", "opened": t, "market": not usual, "severity": "critical", "members": members,
             "acked": "acknowledged" if usual else "alice (cli) 2026-03-04T12:10:00Z: looking", "verdict": {"verdict": "false-alarm"}}
     return [{**base, "incident_id": "3f9a0c1d2e4b5a6978ab", "state": "resolved", "at": t + 1320, "root_resolved": t + 420},
             {**base, "incident_id": "9a0c1d2e4b5a6978ab3f", "state": "open", "at": t + 600, "acked": None, "verdict": None}]
@@ -912,7 +913,7 @@ def test_sentinel_incidents_splits_no_header_or_word_at_160_179_or_200_columns(u
         layouts[width] = "wide" if "severity" in shown else "narrow"
         expected = wide_words if layouts[width] == "wide" else narrow_words
         assert shown == expected, (width, sorted(shown - expected), sorted(expected - shown), "\n".join(lines))
-    # The usual incidents have their columns from 179 on (175 fits them); the long ones from 200.
+    # The demo's incident has its columns from 179 on (177 fits it); the long ones from 200.
     assert layouts == ({160: "narrow", 179: "wide", 200: "wide"} if usual else {160: "narrow", 179: "narrow", 200: "wide"})
 
 
