@@ -226,3 +226,56 @@ def test_sigterm_during_async_work_cancels_it_and_its_clean_up_runs_whole(when, 
         assert out.read_text() == written
     finally:
         proc.kill()
+
+
+# A command under `sigterm_unwinds` (as `sentinel run`), with a second thread as every command has
+# one (rich's progress bar refreshes from its own, asyncio resolves names in its executor's). As
+# `run_async` gives the signals back, a SIGTERM arrives just after its first change to SIGTERM's handler.
+_SIGTERM_AS_RUN_ASYNC_ENDS = """
+import asyncio, os, signal, sys, threading, time
+from stream.tools.services import run_async, sigterm_unwinds
+
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+ended = sent = False
+real = signal.signal
+
+def signal_then_sigterm(signum, handler):
+    global sent
+    previous = real(signum, handler)
+    if ended and not sent and signum == signal.SIGTERM:
+        sent = True
+        os.kill(os.getpid(), signal.SIGTERM)
+    return previous
+
+signal.signal = signal_then_sigterm
+
+async def main():
+    global ended
+    await asyncio.sleep(0)
+    ended = True
+
+with sigterm_unwinds():
+    try:
+        run_async(main())
+        time.sleep(20)  # a SIGTERM that was taken for the command's unwinds it before this ends
+    finally:
+        open(sys.argv[1], "w").write("unwound")
+"""
+
+
+def test_a_sigterm_as_run_async_gives_the_signals_back_is_not_lost(tmp_path):
+    """A SIGTERM while `run_async` hands SIGTERM back to the command: asyncio's remove_signal_handler
+    set it to SIG_DFL before the command's own handler went back, and blocking it in the main thread
+    did not hold it, since the kernel gives a process's signal to any thread not blocking it. It
+    killed the process at once (no clean-up, no message: -15). Now the command's handler takes it."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", _SIGTERM_AS_RUN_ASYNC_ENDS, str(out)], cwd=os.getcwd())
+    try:
+        assert proc.wait(60) == 128 + signal.SIGTERM
+        assert out.read_text() == "unwound"
+    finally:
+        proc.kill()

@@ -68,6 +68,7 @@ class _Stop:
     """The signal that asked the running `run_async` command to stop, once one did."""
 
     signum: int | None = None
+    cancelled: bool = False  # the loop has cancelled the command's coroutine for it
 
 
 _STOP: contextvars.ContextVar[_Stop | None] = contextvars.ContextVar("sentinel_stop", default=None)
@@ -97,8 +98,8 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
     Under `sigterm_unwinds` a SIGTERM raises SystemExit wherever Python happens to be; inside an
     event loop that may be half-way through a callback (a client's read of a broker reply), and
     asyncio.run then cancels every task at once, including those `main`'s clean-up awaits (a
-    producer's sender): the clean-up can wait for a reply that never comes. Here the loop takes the
-    signal (add_signal_handler) and cancels `main` alone, so its `finally` blocks run with the rest
+    producer's sender): the clean-up can wait for a reply that never comes. Here the signal is handed
+    to the loop, which cancels `main` alone, so its `finally` blocks run with the rest
     intact. Later SIGTERMs are ignored, as under `sigterm_unwinds`; a second Ctrl-C raises
     KeyboardInterrupt at once, as under asyncio.run. A stop is a stop also where `main` took the
     cancellation and returned (`cancelled_if_stopped`): KeyboardInterrupt or SystemExit(143), never
@@ -112,33 +113,41 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
         loop = asyncio.get_running_loop()
         _STOP.set(stop)  # in this task's context, which the tasks `main` starts copy
 
-        def on_signal(signum: int) -> None:
-            if stop.signum is None and task is not None:
-                stop.signum = signum
-                if signum == signal.SIGTERM:
-                    log.warning("SIGTERM: stopping what this command started")
-                task.cancel()
-            elif signum == signal.SIGINT:
-                raise KeyboardInterrupt()
+        def on_signal(signum: int) -> None:  # on the loop, between two callbacks
+            if stop.cancelled or task is None:
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt()
+                return
+            stop.cancelled = True
+            if stop.signum == signal.SIGTERM:
+                log.warning("SIGTERM: stopping what this command started")
+            task.cancel()
 
+        def taken(signum: int, _frame: object) -> None:
+            # Python runs this in the main thread wherever it is; it only notes the stop and hands
+            # it to the loop (call_soon_threadsafe wakes a loop waiting for I/O). Noted here, so a
+            # stop that came as `main` ended still decides the exit though the loop never ran it.
+            if stop.signum is None:
+                stop.signum = signum
+            with contextlib.suppress(RuntimeError):  # the loop closed as it came: the stop is noted all the same
+                loop.call_soon_threadsafe(on_signal, signum)
+
+        # Python-level handlers, not loop.add_signal_handler: asyncio's remove_signal_handler sets a
+        # signal to its default (SIGTERM: death at once) before the command's own handler can go
+        # back, and blocking the signal in this thread does not hold it, since the kernel gives a
+        # process's signal to any thread not blocking it (rich's progress bar, asyncio's executor).
+        # Swapping one Python handler for another leaves no moment without one.
         previous = {signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
         if callable(signal.getsignal(signal.SIGINT)):  # not where it is ignored, as in a job a shell put in the background
             previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
         for signum in previous:
-            loop.add_signal_handler(signum, on_signal, signum)
+            signal.signal(signum, taken)
         try:
             return await main
         finally:
-            # remove_signal_handler leaves a signal at its default (SIGTERM: death at once): the
-            # previous handler goes back with the signals held, so one arriving in between is not lost.
-            signal.pthread_sigmask(signal.SIG_BLOCK, set(previous))
-            try:
-                for signum, handler in previous.items():
-                    loop.remove_signal_handler(signum)
-                    terminated = signum == signal.SIGTERM and stop.signum == signal.SIGTERM
-                    signal.signal(signum, signal.SIG_IGN if terminated else handler)
-            finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, set(previous))
+            for signum, handler in reversed(previous.items()):  # SIGTERM last: the command's own may raise SystemExit
+                terminated = signum == signal.SIGTERM and stop.signum == signal.SIGTERM
+                signal.signal(signum, signal.SIG_IGN if terminated else handler)
 
     def raise_if_stopped() -> None:
         if stop.signum == signal.SIGTERM:
