@@ -245,7 +245,13 @@ def test_a_record_stopped_while_it_writes_the_finished_read_says_the_file_was_wr
 
     monkeypatch.setattr(replay_module, "broker_topics", reachable)
     monkeypatch.setattr(replay_module, "record", read_then_stopped)
-    r = CliRunner().invoke(app, ["record", "--topic", "forum-posts", "--out", str(out)], env={"KAFKA_BROKER": "127.0.0.1:9", "COLUMNS": "300"})
+    # SIGINT as a terminal leaves it, also where this test run ignores it (put in the background by a
+    # non-interactive shell): the command would not take the Ctrl-C, and said it wrote and exited 0.
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        r = CliRunner().invoke(app, ["record", "--topic", "forum-posts", "--out", str(out)], env={"KAFKA_BROKER": "127.0.0.1:9", "COLUMNS": "300"})
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     said = " ".join(r.output.split())
     assert r.exit_code == 130 and out.read_text() == '{"offset": 0}\n', said
     assert f"interrupted: wrote 1 records to {out}" in said and "nothing written" not in said, said

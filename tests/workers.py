@@ -248,8 +248,11 @@ def every_bucket(client) -> dict[tuple[str, int], dict[str, int | float]]:
 
 def stopped_when(argv: list[str], env: dict[str, str], ready: Callable[[], bool], stop: str, what: str) -> tuple[int, str]:
     """Run `sentinel ARGV`, wait (60 s at most) until `ready()`, then send it signal `stop` (SIGINT
-    for Ctrl-C, SIGTERM): its exit status and stderr. `what` names what never became ready."""
-    proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for Ctrl-C, SIGTERM): its exit status and stderr. `what` names what never became ready. SIGINT
+    as a terminal leaves it: a test run a non-interactive shell put in the background (`cmd &`)
+    ignores it, the command inherits that through exec and ran on past the Ctrl-C (exit 0)."""
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not ready():
