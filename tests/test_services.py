@@ -279,3 +279,44 @@ def test_a_sigterm_as_run_async_gives_the_signals_back_is_not_lost(tmp_path):
         assert out.read_text() == "unwound"
     finally:
         proc.kill()
+
+
+# A command whose clean-up blocks the loop for a while: `sentinel run` stopping its workers (up to
+# their 30 s grace), `sentinel bench` between rounds of the classifier alone.
+_CLEAN_UP_BLOCKS = """
+import asyncio, sys, time
+from stream.tools.services import run_async
+
+async def main():
+    try:
+        print("ready", flush=True)
+        await asyncio.sleep(3600)
+    finally:
+        print("cleaning", flush=True)
+        time.sleep(3600)
+
+try:
+    run_async(main())
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_a_second_ctrl_c_ends_a_clean_up_that_blocks_the_loop(tmp_path):
+    """The first Ctrl-C cancels the command; a second ends it at once, as under asyncio.run, also
+    while its clean-up holds the loop (the second was handed to the loop, which ran it only once the
+    clean-up was done)."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _CLEAN_UP_BLOCKS], stdout=subprocess.PIPE, text=True, cwd=os.getcwd(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.readline().strip() == "cleaning"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+    finally:
+        proc.kill()

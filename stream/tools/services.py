@@ -115,8 +115,6 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 
         def on_signal(signum: int) -> None:  # on the loop, between two callbacks
             if stop.cancelled or task is None:
-                if signum == signal.SIGINT:
-                    raise KeyboardInterrupt()
                 return
             stop.cancelled = True
             if stop.signum == signal.SIGTERM:
@@ -127,6 +125,11 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
             # Python runs this in the main thread wherever it is; it only notes the stop and hands
             # it to the loop (call_soon_threadsafe wakes a loop waiting for I/O). Noted here, so a
             # stop that came as `main` ended still decides the exit though the loop never ran it.
+            # A Ctrl-C after a stop raises here, as asyncio.Runner's does: at once, also while a
+            # clean-up holds the loop (stopping workers, a classifier pass), where the loop would
+            # run it only after.
+            if signum == signal.SIGINT and stop.signum is not None:
+                raise KeyboardInterrupt()
             if stop.signum is None:
                 stop.signum = signum
             with contextlib.suppress(RuntimeError):  # the loop closed as it came: the stop is noted all the same
