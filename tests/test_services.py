@@ -320,3 +320,53 @@ def test_a_second_ctrl_c_ends_a_clean_up_that_blocks_the_loop(tmp_path):
         assert proc.wait(30) == 130
     finally:
         proc.kill()
+
+
+# `sentinel run` with a Ctrl-C that comes as the replay's producer closes its client, where aiokafka's
+# AIOKafkaClient.close awaits its own cancelled sync task under suppress(CancelledError).
+_CTRL_C_AS_THE_PRODUCER_CLOSES = """
+import os, runpy, signal, sys
+from aiokafka import AIOKafkaProducer
+from aiokafka.client import AIOKafkaClient
+
+real_stop, real_close = AIOKafkaProducer.stop, AIOKafkaClient.close
+state = {"armed": False, "sent": False}
+
+async def stop(self):
+    state["armed"] = True
+    return await real_stop(self)
+
+async def close(self):
+    if state["armed"] and not state["sent"]:
+        state["sent"] = True
+        print("SIGINT as the producer's client closes", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGINT)
+    return await real_close(self)
+
+AIOKafkaProducer.stop, AIOKafkaClient.close = stop, close
+sys.argv = ["sentinel", *sys.argv[1:]]
+runpy.run_module("sentinel.cli", run_name="__main__")
+"""
+
+
+def test_a_ctrl_c_aiokafka_swallows_still_stops_sentinel_run(tmp_path, cache_dir):
+    """The CI failure of test_stopping_sentinel_run_mid_run...[ctrl-c], made to happen: the Ctrl-C's
+    cancellation landed in the replay producer's stop and aiokafka swallowed it; the run carried on,
+    wrote --alerts-out and exited 0 (as at feaa884). It stops, says so and writes nothing."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text("".join(json.dumps({"id": f"p{i}", "text": "BTC up", "created_at": 1_767_225_600 + i}) + "\n" for i in range(50)))
+    alerts = tmp_path / "alerts.jsonl"
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BROKER", "REDIS_URL", "SENTINEL_KAFKA_BROKER", "SENTINEL_REDIS_URL")}
+    env |= {"SENTINEL_BASE": "lexicon", "SENTINEL_CACHE_DIR": str(cache_dir)}
+    r = subprocess.run([sys.executable, "-c", _CTRL_C_AS_THE_PRODUCER_CLOSES, "run", str(posts), "--alerts-out", str(alerts)], env=env,
+                       capture_output=True, text=True, timeout=300, cwd=os.getcwd(),
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert "SIGINT as the producer's client closes" in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 130, r.stderr[-3000:]
+    assert f"interrupted: the run did not finish, so nothing was written to --alerts-out {alerts}" in r.stderr, r.stderr[-3000:]
+    assert not alerts.exists()
