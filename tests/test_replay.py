@@ -471,6 +471,78 @@ def test_a_broker_lost_mid_replay_is_one_error_naming_the_line_to_resume_from(tm
     assert "never retrieved" not in stderr and "Traceback" not in stderr, stderr[-3000:]
 
 
+def received_unread(port: int) -> bool:
+    """Whether bytes wait unread on an open connection to `port` (a frozen broker's: a request sent to it)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as handle:
+            for row in handle.readlines()[1:]:
+                fields = row.split()
+                established = fields[3] == "01"  # not a closed client's socket (CLOSE_WAIT holds its FIN)
+                if established and int(fields[1].rsplit(":", 1)[1], 16) == port and int(fields[4].split(":")[1], 16) > 0:
+                    return True
+    return False
+
+
+def test_a_stop_while_the_broker_does_not_answer_exits_within_seconds_naming_the_acknowledged_lines(tmp_path):
+    """A SIGTERM (a pod's stop) while the broker answers nothing: the replay waited for its queued
+    sends to time out (the producer's 40 s request timeout), past Kubernetes' 30 s grace, and was
+    killed there without naming a line. Now a stop gives the sends STOP_DRAIN_S, then abandons them
+    uncounted. The broker is frozen (SIGSTOP) rather than killed, so that once it is thawed the
+    topic shows every line before the named one arrived."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from stream.tools.services import start_tansu
+
+    broker_proc, broker = start_tansu(tmp_path)
+    frozen = False
+    try:
+        settings = Settings(kafka_broker=broker, partitions=1)
+        topic = f"frozen-{uuid.uuid4().hex[:6]}"
+        asyncio.run(asyncio.wait_for(ensure_topics(settings, [topic]), 60))
+        now = time.time() - 3600
+        path = tmp_path / "slow.jsonl"
+        path.write_text("".join(post(i, iso(now + i)) + "\n" for i in range(1, 2001)))  # a second apart at --speed 1
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+        proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "replay", str(path), "--topic", topic, "--speed", "1"],
+                                env={**env, "KAFKA_BROKER": broker}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while len(asyncio.run(count_records(settings, topic))) < 3:
+                assert time.monotonic() < deadline and proc.poll() is None, "the replay sent nothing"
+            os.killpg(broker_proc.proc.pid, signal.SIGSTOP)
+            frozen = True
+            port = int(broker.rsplit(":", 1)[1])
+            deadline = time.monotonic() + 30
+            while not received_unread(port):  # a line sent to the frozen broker: a send waits on it
+                assert time.monotonic() < deadline and proc.poll() is None, "no send reached the frozen broker"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            try:  # the old drain: the 40 s request timeout of the send in flight
+                _, stderr = proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                pytest.fail("the stopped replay waited on the frozen broker for 20 s (Kubernetes' grace is 30 s)")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        os.killpg(broker_proc.proc.pid, signal.SIGCONT)
+        frozen = False
+        ids = [json.loads(r["value"])["id"] for r in asyncio.run(asyncio.wait_for(count_records(settings, topic), 60))]
+    finally:
+        if frozen:
+            os.killpg(broker_proc.proc.pid, signal.SIGCONT)
+        broker_proc.stop()
+    assert proc.returncode == 143 and "Traceback" not in stderr, stderr[-3000:]
+    said = [line for line in stderr.splitlines() if line.startswith("terminated: ")]
+    assert len(said) == 1, stderr[-3000:]
+    resume = int(said[0].rsplit("--from-line ", 1)[1])
+    assert f"{resume - 1} messages sent; lines before {resume} are all in {topic}" in said[0], said[0]
+    assert "not acknowledged within 5 s of the stop: not counted as sent" in stderr, stderr[-3000:]
+    assert resume >= 4 and ids[:resume - 1] == [f"p{i}" for i in range(1, resume)], (resume, ids)
+
+
 def test_a_send_that_fails_after_later_ones_were_acknowledged_holds_the_resume_line(tmp_path, monkeypatch):
     """Sends go out per partition, so line 1's can fail after line 2's (another partition) was
     acknowledged. The resume line stays at 1: moving past it would lose line 1; repeating line 2

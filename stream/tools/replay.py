@@ -40,7 +40,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 from stream.contracts import Limits, encode_value, parse_created_at
 from stream.kafka import every_topic, kafka_client_kwargs
 from stream.settings import Settings
-from stream.tools.services import cancelled_if_stopped
+from stream.tools.services import cancelled_if_stopped, stop_requested
 
 # Replay sends lines as they are, hostile ones included, so that the worker's own byte cap and the
 # DLQ see them: the client must not refuse a line the broker would take. The broker's limit
@@ -264,6 +264,11 @@ def warn_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+# After a stop (Ctrl-C, SIGTERM), how long the queued sends may take to be acknowledged before they
+# are abandoned: well inside Kubernetes' default 30 s grace, where a dead broker's sends took 35-40 s
+# to time out. A line abandoned is not counted, so the resume line stays right.
+STOP_DRAIN_S = 5.0
+
 MAX_GAP_S = 60.0  # --max-gap: the longest wait between two lines, in replay seconds
 
 
@@ -455,7 +460,9 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
         await settle(pending)
         await producer.flush()
     finally:
-        await producer.stop()  # delivers what was queued, also when interrupted
+        # Delivers what was queued, also when interrupted; after a stop (Ctrl-C, SIGTERM) for
+        # STOP_DRAIN_S at most, so a dead broker cannot hold the exit past a pod's grace period.
+        abandoned = await stop_producer(producer, STOP_DRAIN_S if stop_requested() else None)
         retrieved(pending)
         for item, fut in pending:  # interrupted: what was acknowledged, in order, up to the first that was not
             if not fut.done() or fut.cancelled():
@@ -464,6 +471,9 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
             if failed is not None and not isinstance(failed, MessageSizeTooLargeError):
                 break
             settled(item, failed or fut.result())
+        if abandoned and (unsettled := sum(not fut.done() for _, fut in pending)):
+            warn(f"{path}: {unsettled} queued line{'s' * (unsettled != 1)} not acknowledged within {STOP_DRAIN_S:g} s of the stop: "
+                 f"not counted as sent (the broker may hold some of them)")
     if len(cut) > 1:
         warn(f"{path}: {len(cut)} gaps longer than {max_gap_s:g} s of replay time were cut to it (lines {', '.join(map(str, cut[:5]))}"
              f"{', ...' if len(cut) > 5 else ''})")
@@ -473,6 +483,30 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
     if progress:
         progress(queued)
     return result
+
+
+async def stop_producer(producer: Any, drain_s: float | None) -> bool:
+    """producer.stop(), which waits until every queued send is delivered or has failed: with the
+    broker gone, until its request timeout (40 s). With `drain_s`, that long at most; then the sends
+    still queued are abandoned (their futures left pending: never counted as acknowledged) and the
+    connections closed. True where sends were abandoned."""
+    stopping = asyncio.ensure_future(producer.stop())
+    if drain_s is None:
+        await stopping
+        return False
+    await asyncio.wait([stopping], timeout=drain_s)
+    if stopping.done():
+        stopping.result()
+        return False
+    # aiokafka (0.11-0.14) has no stop that skips delivery: its sender task is cancelled, and
+    # cancelled again while its cancellation handler awaits a request in flight, until it ends;
+    # stop() then returns at once and closes the connections.
+    sender = producer._sender.sender_task
+    while sender is not None and not sender.done():
+        sender.cancel()
+        await asyncio.wait([sender], timeout=0.5)
+    await stopping
+    return True
 
 
 class UnknownTopic(LookupError):
