@@ -1036,6 +1036,8 @@ def run(
     writable_outputs(alerts_out, summary_json, report_path, worker_log_path)
     if notice := notifying(settings):
         err.print(f"warning: {notice}", soft_wrap=True, markup=False, highlight=False)
+    if wrong := not_posts(file, "run"):  # every line dead-lettered and a summary of nothing: the wrong file
+        raise fail(wrong)  # refused before the embedded stack, which takes seconds to start, as replay refuses it
     with file.open("rb") as handle:
         total = sum(1 for line in handle if line.strip())
     recorded = recorded_partitions(file)  # once, for the topics and the replay: each pass reads the whole recording
@@ -1048,8 +1050,6 @@ def run(
         with connected(settings) as (live, embedded):
             if not total:  # after the settings' own errors; a summary of nothing would read as a run
                 raise RunError(f"{file} holds no lines: nothing to run")
-            if wrong := not_posts(file, "run"):  # every line dead-lettered and a summary of nothing: the wrong file
-                raise RunError(wrong)
             with progress() as bar:
                 sent_task = bar.add_task("replayed", total=total)
                 done_task = bar.add_task("processed", total=total)

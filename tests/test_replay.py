@@ -373,13 +373,35 @@ def test_no_json_object_names_why_a_file_holds_no_post_or_record(tmp_path):
     assert no_json_object(lines(json.dumps(RECORD))) is None
 
 
-def test_a_run_of_a_file_with_no_json_object_is_an_error(tmp_path):
-    """A CSV given to `sentinel run` started the stack, dead-lettered every line and exited 0 with a summary of nothing."""
+SAYING_STACK_STARTS = """
+import sys
+import sentinel.run as run
+started = run.embedded_stack
+def said(*args, **kwargs):
+    print("embedded stack starting", file=sys.stderr, flush=True)
+    return started(*args, **kwargs)
+run.embedded_stack = said
+from sentinel.cli import app
+app(prog_name="sentinel")
+"""
+
+
+def test_a_run_of_a_file_with_no_json_object_is_an_error_before_the_stack_starts(tmp_path):
+    """A CSV given to `sentinel run` started the stack, dead-lettered every line and exited 0 with a
+    summary of nothing; then it was refused, but only once the embedded stack had started (seconds
+    for nothing). Now before it, as replay refuses it before it sends."""
+    import os
+    import subprocess
+    import sys
+
     path = tmp_path / "posts.csv"
     path.write_text("text,label\nbtc up,positive\n")
-    r = sentinel("run", str(path), broker=None, extra={"SENTINEL_BASE": "lexicon"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    r = subprocess.run([sys.executable, "-c", SAYING_STACK_STARTS, "run", str(path)], capture_output=True, text=True, timeout=120,
+                       env={**env, "SENTINEL_BASE": "lexicon"})
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
     assert f"error: {path}: no line is a JSON object (line 1: not JSON (Expecting value)); sentinel run reads posts" in " ".join(r.stderr.split())
+    assert "embedded stack starting" not in r.stderr, r.stderr
 
 
 def test_a_replay_of_a_file_with_no_json_object_is_refused_and_one_with_a_post_among_bad_lines_is_sent(kafka_server, tmp_path):
