@@ -1251,7 +1251,8 @@ def replay_cmd(
 ) -> None:
     """Produce a JSONL file of posts (or recorded records) into Kafka."""
     from stream.kafka import ensure_topics, held_logs, release_logs
-    from stream.tools.replay import PartitionMismatch, ReplayResult, UnknownTopic, broker_topics, recorded_partitions, replay_lines
+    from stream.tools.replay import (PartitionMismatch, ReplayResult, UnknownTopic, broker_topics, no_json_object, recorded_partitions,
+                                     replay_lines)
 
     settings = model_settings()
     if not settings.kafka_broker:
@@ -1287,6 +1288,13 @@ def replay_cmd(
             return
         if wrong := not_posts(file, "replay"):  # the worker would dead-letter every line: the wrong file, refused as run refuses it
             raise NotPosts(wrong)
+        if from_line > 1 and (rest := no_json_object(file, from_line)):
+            # A resume sends what the whole file's replay would have sent from there: the file holds
+            # posts, so its bad lines are the DLQ's. Refusing would make the line a Ctrl-C named
+            # (after the last post, before trailing bad lines) impossible to resume from.
+            err.print(f"[yellow]warning:[/yellow] {escape(str(file))}: no line from --from-line {from_line} on is a JSON object "
+                      f"({escape(rest)}): they are sent as the whole file's replay sends them, and the worker dead-letters them",
+                      soft_wrap=True)
         recorded = recorded_partitions(file)  # once: each pass reads the whole recording
         partitions = known.get(target)
         if partitions is None:

@@ -727,3 +727,26 @@ def test_from_line_past_the_end_of_the_file_is_an_error_and_just_after_it_sends_
     assert "has no lines from --from-line 41 on: nothing to send" in " ".join(r.stderr.split()), r.stderr
     r = sentinel("replay", str(path), "--topic", topic, "--from-line", "40", broker=kafka_server)
     assert r.returncode == 0 and r.stdout == f"sent 1 messages to {topic}\n", r.stdout + r.stderr
+
+
+def test_a_resume_past_every_json_object_sends_the_rest_with_one_warning(kafka_server, tmp_path):
+    """A file of posts with bad lines at its end, resumed from the first of them (the line a Ctrl-C
+    names once every post was acknowledged): they are sent, as the whole file's replay sends them,
+    for the worker to dead-letter; refusing would leave that resume impossible. It was silent."""
+    from stream.tools.replay import no_json_object
+
+    topic = f"tail-{uuid.uuid4().hex[:6]}"
+    asyncio.run(asyncio.wait_for(ensure_topics(Settings(kafka_broker=kafka_server, partitions=1), [topic]), 60))
+    path = tmp_path / "tail.jsonl"
+    path.write_text("".join(post(i, iso(1_767_225_600 + i)) + "\n" for i in range(1, 4)) + "text,label\n\n[1]\n")
+    assert no_json_object(path, 4) == "line 4: not JSON (Expecting value)" and no_json_object(path, 3) is None
+    r = sentinel("replay", str(path), "--topic", topic, "--from-line", "4", broker=kafka_server)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 0 and r.stdout == f"sent 2 messages to {topic}\n", r.stdout + r.stderr
+    assert said.count("warning:") == 1 and (f"warning: {path}: no line from --from-line 4 on is a JSON object (line 4: not JSON "
+                                            "(Expecting value)): they are sent as the whole file's replay sends them, and the worker "
+                                            "dead-letters them") in said, said
+    r = sentinel("replay", str(path), "--topic", topic, "--from-line", "3", broker=kafka_server)
+    assert r.returncode == 0 and r.stdout == f"sent 3 messages to {topic}\n" and "warning" not in r.stderr, r.stdout + r.stderr
+    values = [r["value"] for r in asyncio.run(count_records(Settings(kafka_broker=kafka_server), topic))]
+    assert values[:2] == ["text,label", "[1]"], values

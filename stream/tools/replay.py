@@ -188,13 +188,14 @@ def text_or_b64(data: bytes, field: str) -> dict[str, Any]:
         return {field: data.decode("utf-8", "replace"), f"{field}_b64": base64.b64encode(data).decode("ascii")}
 
 
-def no_json_object(path: Path) -> str | None:
-    """Why `path` is no file of posts or records: the first line's reason where no line is a JSON
-    object (a CSV, a JSON array, the wrong file), else None. Reads up to the first object only."""
+def no_json_object(path: Path, from_line: int = 1) -> str | None:
+    """Why `path` is no file of posts or records: the first line's reason where no line (from
+    `from_line` on) is a JSON object (a CSV, a JSON array, the wrong file), else None. Reads up to
+    the first object only."""
     first = None
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
+            if number < from_line or not raw.strip():
                 continue
             try:
                 obj = json.loads(raw)
