@@ -1011,7 +1011,7 @@ def run_faust(worker: Any, settings: Settings) -> None:
 
 @app.command()
 def run(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL of posts (or recorded records)")],
+    file: Annotated[Path, typer.Argument(dir_okay=False, help="JSONL of posts (or recorded records); a file, not a pipe")],
     alerts_out: Annotated[Optional[Path], typer.Option("--alerts-out", help="write alert records here as JSONL")] = None,
     summary_json: Annotated[Optional[Path], typer.Option("--summary-json", help="write the summary here as JSON")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="give up when processing takes longer (seconds)")] = 3600.0,
@@ -1036,6 +1036,7 @@ def run(
     writable_outputs(alerts_out, summary_json, report_path, worker_log_path)
     if notice := notifying(settings):
         err.print(f"warning: {notice}", soft_wrap=True, markup=False, highlight=False)
+    refuse_unreadable_twice(file, "run")
     if wrong := not_posts(file, "run"):  # every line dead-lettered and a summary of nothing: the wrong file
         raise fail(wrong)  # refused before the embedded stack, which takes seconds to start, as replay refuses it
     with file.open("rb") as handle:
@@ -1123,6 +1124,37 @@ def not_posts(file: Path, command: str) -> str | None:
         return (f"{file}: no line is a JSON object ({wrong}); sentinel {command} reads posts, one JSON object a line "
                 "(examples/demo-stream.jsonl), or the records sentinel record writes")
     return None
+
+
+def refuse_unreadable_twice(file: Path, command: str) -> None:
+    """`sentinel run` and `replay` read FILE more than once (its lines and partitions counted, then
+    sent, and `--from-line` names a line of it to resume from): `-`, a pipe or a terminal would be
+    empty after the first pass. Refused, not spooled: a recording can be the size of a retained
+    topic, and a copy the user makes is one they choose the place of and can resume from."""
+    if str(file) != "-" and not file.exists():  # typer's own check would call `-` a missing file
+        raise fail(f"{file} does not exist")
+    if str(file) == "-" or not readable_twice(file):
+        raise fail(f"{file}: not a regular file (stdin or a pipe?): sentinel {command} reads its file more than once (to count "
+                   f"its lines and partitions, then to send them); write it to a file first (e.g. zcat posts.jsonl.gz > posts.jsonl)")
+
+
+def readable_twice(file: Path) -> bool:
+    """A file, or a device that reads the same each time (/dev/null); not a pipe, socket or terminal."""
+    import stat
+
+    mode = file.stat().st_mode
+    if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
+        return True
+    if not stat.S_ISCHR(mode):
+        return False
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:  # a device we may not open is no input either
+        return False
+    try:
+        return not os.isatty(fd)
+    finally:
+        os.close(fd)
 
 
 class NotPosts(ValueError):
@@ -1241,7 +1273,7 @@ def run_until_stopped(main: Coroutine[Any, Any, T], said: Callable[[str], str]) 
 
 @app.command("replay")
 def replay_cmd(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    file: Annotated[Path, typer.Argument(dir_okay=False, help="JSONL of posts (or recorded records); a file, not a pipe")],
     topic: Annotated[Optional[str], typer.Option("--topic", help="default: the posts topic (created if missing); another topic must exist unless --create-topic")] = None,
     speed: Annotated[str, typer.Option("--speed", help="X divides event-time gaps by X; max sends at full speed")] = "max",
     max_gap: Annotated[float, typer.Option("--max-gap", min=0, help="with --speed: the longest wait between two lines, in seconds of replay time (a longer gap is cut to it, with a warning)")] = 60.0,
@@ -1263,6 +1295,7 @@ def replay_cmd(
         raise fail(f"--speed must be a number or max, not {speed!r}") from None
     if pace is not None and not pace > 0:  # NaN too
         raise fail("--speed must be positive")
+    refuse_unreadable_twice(file, "replay")
     target = topic or settings.topic_posts
     lines = to_send = last = 0  # the lines holding something, those of them from --from-line on, the last line's number
     with file.open("rb") as handle:

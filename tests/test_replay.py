@@ -729,6 +729,34 @@ def test_from_line_past_the_end_of_the_file_is_an_error_and_just_after_it_sends_
     assert r.returncode == 0 and r.stdout == f"sent 1 messages to {topic}\n", r.stdout + r.stderr
 
 
+def test_stdin_and_a_pipe_are_refused_by_run_and_replay_with_a_line_saying_to_write_a_file(tmp_path):
+    """Both read FILE more than once (lines and partitions counted, then sent; --from-line names a
+    line of it): a pipe was read empty after the first pass, and `-` was called a missing file.
+    Refused before anything else (here the broker is dead, and would otherwise be the error);
+    /dev/null, which reads the same each time, is still a file of no lines."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "posts.fifo"
+    os.mkfifo(fifo)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    posts = post(1, iso(1_767_225_600)) + "\n"
+    for command in ("run", "replay"):
+        for name in ("-", "/dev/stdin", str(fifo)):
+            r = subprocess.run([sys.executable, "-m", "sentinel.cli", command, name], input=posts, capture_output=True, text=True,
+                               timeout=60, env={**env, "KAFKA_BROKER": "127.0.0.1:9", "SENTINEL_BASE": "lexicon"})
+            said = " ".join(r.stderr.split())
+            assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, (command, name, r.stdout + r.stderr)
+            assert said == (f"error: {name}: not a regular file (stdin or a pipe?): sentinel {command} reads its file more than once "
+                            "(to count its lines and partitions, then to send them); write it to a file first (e.g. zcat "
+                            "posts.jsonl.gz > posts.jsonl)"), said
+    r = sentinel("replay", str(tmp_path / "missing.jsonl"), broker="127.0.0.1:9")
+    assert r.returncode == 2 and " ".join(r.stderr.split()) == f"error: {tmp_path / 'missing.jsonl'} does not exist", r.stderr
+    r = sentinel("run", os.devnull, broker=None, extra={"SENTINEL_BASE": "lexicon"})
+    assert r.returncode == 2 and "holds no lines: nothing to run" in r.stderr, r.stderr
+
+
 def test_a_resume_past_every_json_object_sends_the_rest_with_one_warning(kafka_server, tmp_path):
     """A file of posts with bad lines at its end, resumed from the first of them (the line a Ctrl-C
     names once every post was acknowledged): they are sent, as the whole file's replay sends them,
