@@ -255,3 +255,23 @@ def test_a_record_stopped_while_it_writes_the_finished_read_says_the_file_was_wr
     said = " ".join(r.output.split())
     assert r.exit_code == 130 and out.read_text() == '{"offset": 0}\n', said
     assert f"interrupted: wrote 1 records to {out}" in said and "nothing written" not in said, said
+
+
+def test_an_out_that_is_not_a_regular_file_is_refused_before_the_read(tmp_path):
+    """`--out /dev/stdout` passed the output check: the read would spill into a folder in /dev (an
+    error, or files in devtmpfs as root), and stdout would carry the closing "wrote N records" line
+    after the records. Refused before the broker is asked (here a dead one, which would be the error)."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    for out in ("/dev/stdout", str(fifo)):
+        r = subprocess.run([sys.executable, "-m", "sentinel.cli", "record", "--topic", "forum-posts", "--out", out], capture_output=True,
+                           text=True, timeout=60, env={**env, "KAFKA_BROKER": "127.0.0.1:9"})
+        assert r.returncode == 2 and r.stdout == "" and "Kafka" not in r.stderr, r.stdout + r.stderr
+        assert " ".join(r.stderr.split()) == (f"error: --out {out}: not a regular file: record spills the read beside --out and writes "
+                                              "the file whole once the read is done; give a file path (e.g. --out incident.jsonl)")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.fifo"]
