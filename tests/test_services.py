@@ -170,6 +170,38 @@ def test_a_stop_the_command_swallowed_still_stops_it(how, then, tmp_path):
         proc.kill()
 
 
+# A command's coroutine stopped in its last step, with no await after it: as `sentinel record`
+# Ctrl-C'd while it writes the finished read into --out.
+_STOPPED_IN_ITS_LAST_STEP = """
+import os, signal, sys
+from stream.tools.services import run_async
+
+async def main(how):
+    os.kill(os.getpid(), signal.SIGINT if how == "ctrl-c" else signal.SIGTERM)
+    return "finished"
+
+try:
+    print(run_async(main(sys.argv[1])), flush=True)
+except KeyboardInterrupt:  # as the CLI does
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_a_stop_in_the_coroutines_last_step_is_not_lost(how):
+    """asyncio takes a signal at the loop's next round; a coroutine that ends first (no await after
+    the signal came) left it untaken, and the command exited 0 as if never stopped (found by
+    test_record's stop while the finished read is written, after run_async took Ctrl-C as SIGTERM)."""
+    import signal
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _STOPPED_IN_ITS_LAST_STEP, how], capture_output=True, text=True, timeout=60, cwd=os.getcwd(),
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert r.returncode == (130 if how == "ctrl-c" else 128 + signal.SIGTERM), r.stdout + r.stderr
+    assert r.stdout == ""  # not the coroutine's result
+
+
 # A command's coroutine whose clean-up needs another task: like a Kafka producer's stop(), which
 # waits for its sender task to deliver what is queued.
 _CLEAN_UP_NEEDS_A_TASK = """
