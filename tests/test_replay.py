@@ -451,6 +451,27 @@ def test_ctrl_c_on_a_paced_replay_names_the_line_to_resume_from(kafka_server, tm
     assert resume >= 4 and ids[:resume - 1] == [f"p{i}" for i in range(1, resume)]
 
 
+def paced_replay_under_way(settings: Settings, topic: str, tmp_path: Path):
+    """`sentinel replay` of 2,000 posts a second apart at --speed 1 into a new `topic`, once 3 are in it."""
+    import os
+    import subprocess
+    import sys
+
+    asyncio.run(asyncio.wait_for(ensure_topics(settings, [topic]), 60))
+    now = time.time() - 3600
+    path = tmp_path / "slow.jsonl"
+    path.write_text("".join(post(i, iso(now + i)) + "\n" for i in range(1, 2001)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "replay", str(path), "--topic", topic, "--speed", "1"],
+                            env={**env, "KAFKA_BROKER": str(settings.kafka_broker)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(asyncio.run(count_records(settings, topic))) < 3:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("the replay sent nothing")
+    return proc
+
+
 def test_a_broker_lost_mid_replay_is_one_error_naming_the_line_to_resume_from(tmp_path):
     """The broker killed while a paced replay sends: the replay ends once the producer gives up on
     its first send (its 40 s request timeout). The error said nothing of what was sent, asyncio
@@ -459,26 +480,14 @@ def test_a_broker_lost_mid_replay_is_one_error_naming_the_line_to_resume_from(tm
     (a line a second) the replay queued into the dead broker for 1000 s before saying so."""
     import os
     import signal
-    import subprocess
-    import sys
 
     from stream.tools.services import start_tansu
 
     broker_proc, broker = start_tansu(tmp_path)
     try:
-        settings = Settings(kafka_broker=broker, partitions=1)
-        topic = f"lost-{uuid.uuid4().hex[:6]}"
-        asyncio.run(asyncio.wait_for(ensure_topics(settings, [topic]), 60))
-        now = time.time() - 3600
-        path = tmp_path / "slow.jsonl"
-        path.write_text("".join(post(i, iso(now + i)) + "\n" for i in range(1, 2001)))  # a second apart at --speed 1
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
-        proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "replay", str(path), "--topic", topic, "--speed", "1"],
-                                env={**env, "KAFKA_BROKER": broker}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        settings, topic = Settings(kafka_broker=broker, partitions=1), f"lost-{uuid.uuid4().hex[:6]}"
+        proc = paced_replay_under_way(settings, topic, tmp_path)
         try:
-            deadline = time.monotonic() + 60
-            while len(asyncio.run(count_records(settings, topic))) < 3:
-                assert time.monotonic() < deadline and proc.poll() is None, "the replay sent nothing"
             os.killpg(broker_proc.proc.pid, signal.SIGKILL)
             _, stderr = proc.communicate(timeout=180)  # the request timeout and the reconnects, far from 1000 s
         finally:
@@ -514,26 +523,15 @@ def test_a_stop_while_the_broker_does_not_answer_exits_within_seconds_naming_the
     import os
     import signal
     import subprocess
-    import sys
 
     from stream.tools.services import start_tansu
 
     broker_proc, broker = start_tansu(tmp_path)
     frozen = False
     try:
-        settings = Settings(kafka_broker=broker, partitions=1)
-        topic = f"frozen-{uuid.uuid4().hex[:6]}"
-        asyncio.run(asyncio.wait_for(ensure_topics(settings, [topic]), 60))
-        now = time.time() - 3600
-        path = tmp_path / "slow.jsonl"
-        path.write_text("".join(post(i, iso(now + i)) + "\n" for i in range(1, 2001)))  # a second apart at --speed 1
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
-        proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "replay", str(path), "--topic", topic, "--speed", "1"],
-                                env={**env, "KAFKA_BROKER": broker}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        settings, topic = Settings(kafka_broker=broker, partitions=1), f"frozen-{uuid.uuid4().hex[:6]}"
+        proc = paced_replay_under_way(settings, topic, tmp_path)
         try:
-            deadline = time.monotonic() + 60
-            while len(asyncio.run(count_records(settings, topic))) < 3:
-                assert time.monotonic() < deadline and proc.poll() is None, "the replay sent nothing"
             os.killpg(broker_proc.proc.pid, signal.SIGSTOP)
             frozen = True
             port = int(broker.rsplit(":", 1)[1])
