@@ -116,7 +116,7 @@ NOTIFIED_KEY = f"{ALERTS_PREFIX}:notified"  # hash outbox entry id -> 1: notifie
 SILENCES_KEY = f"{ALERTS_PREFIX}:silences"  # hash id -> silence JSON
 SILENCE_AUTHORS_KEY = f"{ALERTS_PREFIX}:silences:by"  # hash silence id -> {"by", "via"} JSON (apart: older readers refuse unknown silence fields)
 AUDIT_KEY = f"{ALERTS_PREFIX}:audit"  # stream: operators' actions (acknowledge, silence, unsilence); alerts/audit.py
-ALERT_STATS_KEY = f"{ALERTS_PREFIX}:stats"  # transitions, notified, silenced, delivery_failed, published, entries
+ALERT_STATS_KEY = f"{ALERTS_PREFIX}:stats"  # transitions, notified, silenced, delivery_failed, capped, published, entries
 STAGING_KEY = f"{ALERTS_PREFIX}:staging"  # sorted set: transition records (score = boundary) not yet grouped
 DIRTY_KEY = f"{ALERTS_PREFIX}:dirty"  # sorted set: scope -> event time of its newest post, until judged past it
 JUDGED_KEY = f"{ALERTS_PREFIX}:judged"  # sorted set: scope -> the last boundary judged (its `until`)

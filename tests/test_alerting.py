@@ -25,7 +25,7 @@ from stream.alerts.silences import add_silence
 from stream.keys import ALERT_STATS_KEY, CORRELATION_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, incident_key
 from stream.contracts import Post
 from stream.alerts.judging import AlertConfig
-from stream.alerts.notify import Notifier, build_apprise
+from stream.alerts.notify import Delivery, Notifier, build_apprise
 from stream.store import Scored, WindowStore
 from workers import Hook
 
@@ -884,7 +884,8 @@ def test_a_resolution_whose_every_firing_notice_reached_no_service_is_settled_un
     """ETH's drop fires while its one webhook refuses every attempt, or after the webhook had its
     day's notifications (it gets the limit notice instead), and resolves with the webhook back. The
     resolution goes to nobody: it is not tried (nor admitted against the cap), not counted as a
-    delivery failure (the firing notice was, once), its entry is acknowledged and its marks go."""
+    delivery failure (the refused firing notice was, once; the capped one counts as `capped`), its
+    entry is acknowledged and its marks go."""
     from stream.alerts.notify import service_key
     from stream.keys import caps_key, told_key
 
@@ -926,7 +927,10 @@ def test_a_resolution_whose_every_firing_notice_reached_no_service_is_settled_un
     heard = [p["title"] for p in hook.accepted]
     assert heard == (["[NOTICE] daily notification limit reached"] if cause == "capped" else []), heard
     assert hook.refused == (2 if cause == "refused" else 0), hook.refused
-    assert int(stats.get("delivery_failed", 0)) == 1 and drained and not left, (stats, drained, left)
+    # A capped notice is a hold, not a failure (since session 50): counted as `capped`.
+    failed, capped = (0, 1) if cause == "capped" else (1, 0)
+    assert int(stats.get("delivery_failed", 0)) == failed and int(stats.get("capped", 0)) == capped, stats
+    assert drained and not left, (stats, drained, left)
     if cause == "capped":
         assert int(r.hget(cap, service_key(service))) == 2  # the notice's admission; the resolution asked none
     if not grouping:
@@ -1164,7 +1168,7 @@ def test_the_mark_and_the_acknowledgement_count_once_when_run_twice(redis_server
         entry = await store.redis.xadd(OUTBOX_KEY, {"record": "{}"})
         await store.redis.xreadgroup(OUTBOX_GROUP, "test", {OUTBOX_KEY: ">"})
         for _ in range(2):
-            await delivery._settle(entry, True)
+            await delivery._settle(entry, Delivery(notified=True, failures=0, attempts=1, targeted=1, sent=1))
         marked = await store.redis.hexists(NOTIFIED_KEY, entry)
         for _ in range(2):
             await delivery._ack(entry, published=3)
@@ -1272,10 +1276,12 @@ def test_a_daily_cap_per_service_sends_one_limit_notice_then_drops(redis_server)
     r.flushdb()
     alone = Hook()
     try:
-        published, _ = asyncio.run(delivered(redis_server, Notifier(build_apprise(alone.url, None), attempts=1, backoff=0.01, daily_cap=2)))
+        published, stats = asyncio.run(delivered(redis_server, Notifier(build_apprise(alone.url, None), attempts=1, backoff=0.01, daily_cap=2)))
     finally:
         alone.close()
     assert len(alone.accepted) == 3 and sum(r.notified for r in published) == 2
+    # What the cap held back is a hold, not a delivery failure (counted as one until session 50).
+    assert "delivery_failed" not in stats and int(stats.get("capped", 0)) >= 1, stats
     r.flushdb()
     fresh, used = Hook(), Hook()
     (used_service,) = build_apprise(used.url, None)
@@ -1295,6 +1301,21 @@ def test_a_daily_cap_per_service_sends_one_limit_notice_then_drops(redis_server)
     assert len(titles) == 3 and sum(t.startswith(limit) for t in titles) == 1
     assert [p["title"][:len(limit)] for p in used.accepted] == [limit]  # its own count, not the other's
     assert not any(r.notified for r in published)
+
+
+def test_a_capped_delivery_is_its_own_result_in_the_metrics_and_leaves_the_author_cap_counter_alone():
+    """`sentinel_alert_deliveries_total{result="capped"}` (session 50) beside `failed`; its observer
+    method must not shadow the worker's `capped` counter of posts over their author's cap."""
+    from stream.ops.prometheus import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    metrics.delivery_capped()
+    metrics.delivery(False)
+    metrics.capped.inc(3)
+    value = metrics.registry.get_sample_value
+    assert value("sentinel_alert_deliveries_total", {"result": "capped"}) == 1.0
+    assert value("sentinel_alert_deliveries_total", {"result": "failed"}) == 1.0
+    assert value("sentinel_posts_author_capped_total") == 3.0
 
 
 def test_incidents_are_listed_and_an_open_one_can_be_acknowledged(redis_server):

@@ -106,12 +106,17 @@ class DeliveryObserver(Protocol):
 
     def delivery(self, notified: bool) -> None: ...
 
+    def delivery_capped(self) -> None: ...
+
 
 class _NoObserver:
     def silenced(self) -> None:
         pass
 
     def delivery(self, notified: bool) -> None:
+        pass
+
+    def delivery_capped(self) -> None:
         pass
 
 
@@ -432,7 +437,7 @@ class AlertDelivery:
         elif self.notifier is not None and told and self.notifier.targets_for(*told):
             delivered = await self._notify(record, told)
             notified = delivered.notified
-            await self._settle(entry_id, notified)
+            await self._settle(entry_id, delivered)
             if firing:
                 await self._mark_fate(record.alert_id, record.severity, told_fate(delivered.sent))
         if not firing:
@@ -469,7 +474,7 @@ class AlertDelivery:
             elif self.notifier is not None and told and self.notifier.targets_for(*told):
                 delivered = await self._notify_notice(notice, records, told, told_at)
                 notified = delivered.notified
-                await self._settle(entry_id, notified)
+                await self._settle(entry_id, delivered)
                 fate = told_fate(delivered.sent)
             if firing:  # every firing notice sets `last`, also one no service is routed for (`marks_behind`)
                 await self._mark_fate(notice.incident_id, notice.severity, fate, notice.at, last=True)
@@ -630,11 +635,18 @@ class AlertDelivery:
         """Whether an earlier delivery of this entry (this worker's or a dead one's) notified it."""
         return bool(await self.redis.hexists(NOTIFIED_KEY, entry_id))
 
-    async def _settle(self, entry_id: str, notified: bool) -> None:
+    async def _settle(self, entry_id: str, delivered: Delivery) -> None:
         """Count the notification's outcome; a sent one is also marked on its entry (retried while
-        Redis is away, see `_after_sending`)."""
-        self.metrics.delivery(notified)
-        if not notified:
+        Redis is away, see `_after_sending`). Not sent to every service it was routed for: a failure
+        where a service refused it after its retries, else `capped` where the daily cap held a
+        service back (a hold the operator chose, as a silence is; until session 50 it counted as a
+        failure)."""
+        if not delivered.notified and delivered.capped and not delivered.failures:
+            self.metrics.delivery_capped()
+            await self._count("capped")
+            return
+        self.metrics.delivery(delivered.notified)
+        if not delivered.notified:
             await self._count("delivery_failed")
             return
         await self._after_sending(lambda: self._mark_script(keys=[NOTIFIED_KEY, ALERT_STATS_KEY], args=[entry_id, self.store.idle_ttl_s]),

@@ -264,6 +264,9 @@ class Delivery:
     attempts: int  # the most attempts any one targeted service needed (the retry rounds used)
     targeted: int = 0
     sent: int = 0  # targeted services that accepted
+    # Routed services the daily cap held back (sent the one limit notice, or nothing): a deliberate
+    # hold, not a failure (`AlertDelivery._settle`).
+    capped: int = 0
 
 
 @dataclass(frozen=True)
@@ -384,7 +387,7 @@ class Notifier:
         if len(targets) < len(routed):
             log.warning("daily notification cap reached for some services", extra={**context, "capped": len(routed) - len(targets)})
         if not targets:
-            return Delivery(notified=False, failures=0, attempts=0, targeted=len(routed))
+            return Delivery(notified=False, failures=0, attempts=0, targeted=len(routed), capped=len(routed))
         # Apprise attaches files by path; the chart lives in a private temp dir for this delivery
         # only (mkdtemp/rmtree of one small file are too quick to be worth a thread).
         tmp = Path(tempfile.mkdtemp(prefix="sentinel-chart-")) if chart_png else None
@@ -404,6 +407,7 @@ class Notifier:
             attempts=max(o.attempts for o in outcomes),
             targeted=len(outcomes),
             sent=sent,
+            capped=len(routed) - len(targets),
         )
 
     async def _deliver_one(

@@ -136,8 +136,8 @@ class WorkerMetrics:
         self.alert_transitions = Counter("sentinel_alert_transitions", "Alert transitions committed by this worker", ["kind", "state"], registry=r)
         self.deliveries = Counter(
             "sentinel_alert_deliveries",
-            "Alert deliveries by result (notified: every routed service accepted; failed: not every one did, whether a service failed, "
-            "the daily cap held it back or no service is routed its severity; silenced)", ["result"], registry=r
+            "Alert deliveries by result (notified: every routed service accepted; failed: not every one did, a service refused it "
+            "after its retries; capped: the daily cap held a service back and none failed; silenced)", ["result"], registry=r
         )
         self.lag = Gauge("sentinel_consumer_lag", "Messages behind per assigned partition (highwater - committed)", ["topic", "partition"], registry=r)
         self.model = Gauge("sentinel_model_info", "The loaded classifier (always 1)", ["base", "adapter", "device", "quantize", "dtype"], registry=r)
@@ -153,7 +153,7 @@ class WorkerMetrics:
             self.dependency_outages.labels(dependency=dependency)
             self.dependency_down_seconds.labels(dependency=dependency)
         # Pre-create the delivery results so a dashboard's rate() has a zero to start from.
-        for result in ("notified", "failed", "silenced"):
+        for result in ("notified", "failed", "capped", "silenced"):
             self.deliveries.labels(result=result)
 
     # --- updates (called by the processor, the delivery loop and the HTTP shell) ---
@@ -190,6 +190,9 @@ class WorkerMetrics:
 
     def silenced(self) -> None:
         self.deliveries.labels(result="silenced").inc()
+
+    def delivery_capped(self) -> None:
+        self.deliveries.labels(result="capped").inc()
 
     def set_model(self, labels: ModelLabels) -> None:
         self.model.clear()  # one model per worker: a reload replaces, never adds, a series
