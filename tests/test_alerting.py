@@ -25,7 +25,7 @@ from stream.alerts.silences import add_silence
 from stream.keys import ALERT_STATS_KEY, CORRELATION_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, incident_key
 from stream.contracts import Post
 from stream.alerts.judging import AlertConfig
-from stream.alerts.notify import Delivery, Notifier, build_apprise
+from stream.alerts.notify import Delivery, Notifier, build_apprise, service_key
 from stream.store import Scored, WindowStore
 from workers import Hook
 
@@ -878,6 +878,79 @@ def test_a_service_a_firing_notice_never_reached_hears_no_resolution(redis_serve
     assert warning.refused == 2 and marks[0].get("warning") == "failed", (warning.refused, marks)
 
 
+@pytest.mark.parametrize("case", ["one-refused", "added-since", "older-delivered-one"])
+def test_a_resolution_goes_to_the_services_a_firing_notice_reached_not_every_one_of_its_severity(redis_server, caplog, case):
+    """Two `warning=` webhooks, a and b. ETH's incident opens as a warning and is repeated; b refuses
+    every attempt at both (one-refused), or is configured only after them (added-since); then it
+    resolves. The told marks were per severity: a accepted, so warning counted as told, and b heard
+    "resolved" of a drop it never heard begin. Marks are now kept per service too, and where they
+    account for every firing notice of the incident (the entry's `firing_notices`), the resolution
+    goes to a alone, as Alertmanager keeps its notification log per receiver. Where a notice was
+    delivered by a worker that marks no service (before session 50; older-delivered-one: b refused
+    the first notice and heard the repeat, which such a worker sent), the marks cannot say who
+    heard it, and the resolution is routed per severity, as before: both hear it."""
+    from stream.keys import told_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    a, b = Hook(), Hook()
+    b.failing = case != "added-since"
+    marks: list[dict] = []
+    entry = functools.partial(told_entry, True, "incS")
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            def delivery(urls: str) -> AlertDelivery:
+                return AlertDelivery(store, Notifier(build_apprise(urls, None), attempts=2, backoff=0.01), lambda record: asyncio.sleep(0),
+                                     consumer="test", chart=False)
+
+            both = delivery(f"warning={a.url} warning={b.url}")
+            first = delivery(f"warning={a.url}") if case == "added-since" else both
+            await first.ensure_group()
+            await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
+            while await first.drain_once():
+                pass
+            if case == "older-delivered-one":
+                # A session-49 worker delivers the repeat: both hear it; it marks the severity and
+                # `last`, no service, and counts nothing.
+                b.failing = False
+                await store.redis.hset(told_key("incS"), mapping={"warning": "sent", "last": "2026-10-02T16:06:00Z"})
+                await asyncio.to_thread(both.notifier.targets[1].notify, body="repeat", title="repeat")
+            else:
+                await store.redis.xadd(OUTBOX_KEY, entry("repeat", "warning", "2026-10-02T16:06:00Z"))
+                while await first.drain_once():
+                    pass
+            marks.append(await store.redis.hgetall(told_key("incS")))
+            b.failing = False
+            await store.redis.xadd(OUTBOX_KEY, entry("resolved", "warning", "2026-10-02T17:00:00Z", route_severities=("warning",),
+                                                     last_notified="2026-10-02T16:06:00Z", firing_notices=2))
+            while await both.drain_once():
+                pass
+        finally:
+            await store.close()
+
+    try:
+        with caplog.at_level(logging.INFO, logger="stream.alerts.delivery"):
+            asyncio.run(go())
+    finally:
+        a.close()
+        b.close()
+    heard_a = ["firing", "resolved"] if case == "older-delivered-one" else ["firing", "firing", "resolved"]
+    assert [p.get("state") for p in a.accepted] == heard_a, a.accepted
+    resolved_b = [p for p in b.accepted if p.get("state") == "resolved"]
+    if case == "older-delivered-one":
+        assert len(resolved_b) == 1, b.accepted  # it heard the repeat: per severity, as before
+        return
+    assert resolved_b == [] and b.refused == (4 if case == "one-refused" else 0), (b.accepted, b.refused)
+    # One mark per service that heard, named by a hash of its URL, and the notices counted.
+    key_a = service_key(build_apprise(a.url, None)[0])
+    assert sorted(k for k in marks[0] if k.startswith("svc:")) == sorted(["svc:notices", f"svc:{key_a}"]), marks
+    assert marks[0]["svc:notices"] == "2", marks
+    unheard = [r for r in caplog.records if r.getMessage().startswith("resolution not sent to services no firing notice")]
+    port_b = b.url.rsplit(":", 1)[1]
+    assert len(unheard) == 1 and [port_b in s for s in unheard[0].services] == [True], unheard  # b, as its log-safe URL
+
+
 @pytest.mark.parametrize("cause", ["refused", "capped"])
 @pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
 def test_a_resolution_whose_every_firing_notice_reached_no_service_is_settled_untried(redis_server, grouping, cause):
@@ -1036,8 +1109,11 @@ def test_a_firing_notice_no_service_heard_or_a_claimed_one_still_moves_the_marks
         warning.close()
         critical.close()
     assert warning.accepted == [], warning.accepted
-    assert unrouted == {"warning": "held", "last": "2026-10-02T12:36:00Z"}, unrouted
+    # Both notices counted (session 50), no service heard either; the claimed one is not counted:
+    # which services heard it died with its worker.
+    assert unrouted == {"warning": "held", "last": "2026-10-02T12:36:00Z", "svc:notices": "2"}, unrouted
     assert claimed.get("critical") == "sent" and claimed.get("last") == "2026-10-02T12:36:00Z", claimed
+    assert claimed.get("svc:notices") == "1" and not any(k.startswith("svc:") and k != "svc:notices" for k in claimed), claimed
     assert [(p["state"], p["severity"]) for p in critical.accepted] == [("firing", "critical"), ("resolved", "critical")], critical.accepted
 
 

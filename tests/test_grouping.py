@@ -835,6 +835,37 @@ def test_a_resolution_carries_when_its_incidents_latest_firing_notice_was_made()
     (first, over) = run.told
     assert over.notice.state == "resolved" and over.notice.at == iso(B0 + 55 * MIN) and over.last_notified == first.notice.at, over
 
+def test_a_resolution_counts_its_incidents_firing_notices_unless_an_older_worker_dropped_the_count():
+    """Delivery routes a resolution per service only where its marks account for every firing notice
+    of the incident: the entry says how many were made (`Entry.firing_notices`: new, then the
+    critical update). A worker before session 50 drops the count (`notices`) when it rewrites the
+    state, and may have made a notice meanwhile: the count stays unknown (None, no entry field),
+    and delivery routes the resolution per severity, as before."""
+    run({B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+         B0 + 12 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)],
+         B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN, severity="critical")]})
+    firing = [e for e in run.told if e.notice.state == "firing"]
+    resolved = run.told[-1]
+    assert len(firing) == 2 and resolved.firing_notices == 2 and json.loads(entry_json(resolved))["firing_notices"] == 2, run.told
+    assert "firing_notices" not in json.loads(entry_json(firing[0]))
+    state, _, _ = advance(GroupState(), B0, [transition("asset:ETH", "sentiment_drop", "firing", B0)], {}, CONFIG)
+    state, entries, _ = advance(state, B0 + 5 * MIN, [], {}, CONFIG)
+    stored = state.to_json()
+    (incident,) = stored["incidents"].values()
+    assert [e.notice.reason for e in entries] == ["new"] and incident["notices"] == 1
+    del incident["notices"]  # an older worker rewrote the state
+    state = GroupState.from_json(stored)
+    notices = []
+    moves = {B0 + 12 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)],
+             B0 + 40 * MIN: [transition("asset:ETH", "sentiment_drop", "resolved", B0 + 40 * MIN, severity="critical")]}
+    for at in range(B0 + 6 * MIN, B0 + 41 * MIN, MIN):
+        state, entries, _ = advance(state, at, moves.get(at, []), {}, CONFIG)
+        notices += [e for e in entries if e.notice]
+    # This worker's critical update is counted on nothing: the notices before it are unknown.
+    assert [e.notice.reason for e in notices] == ["update", "resolved"], notices
+    assert notices[-1].firing_notices is None and "firing_notices" not in json.loads(entry_json(notices[-1])), notices[-1]
+
+
 def test_a_resolution_of_an_incident_a_worker_without_the_list_told_is_routed_as_before():
     """During a rolling upgrade a worker that keeps no `told_severities` (one before this; any
     worker before session 46 drops an incident field it does not know when it rewrites the state)

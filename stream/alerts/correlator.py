@@ -101,6 +101,8 @@ def entry_json(entry: Entry) -> str:
         data["told_at"] = dict(entry.told_at)
     if entry.last_notified:
         data["last_notified"] = entry.last_notified
+    if entry.firing_notices is not None:
+        data["firing_notices"] = entry.firing_notices
     return json.dumps(data, ensure_ascii=False)
 
 

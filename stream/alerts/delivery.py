@@ -37,8 +37,9 @@ from stream.alerts.chart import baselines_of, chart_points, render_chart
 from stream.alerts.correlator import acknowledgements
 from stream.alerts.grouping import Notice
 from stream.alerts.precision import TrackRecord, track_record
-from stream.alerts.incidents import TOLD_HELD, TOLD_LAST, TOLD_SENT, AlertRecord, marks_behind, record_from_json, told_fate, told_routes
-from stream.alerts.notify import Delivery, Notifier, service_key
+from stream.alerts.incidents import (TOLD_HELD, TOLD_LAST, TOLD_NOTICES, TOLD_SENT, TOLD_SERVICE, AlertRecord, marks_behind, record_from_json,
+                                     told_fate, told_routes, told_services)
+from stream.alerts.notify import Delivery, Notifier, describe, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
 from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, VERDICTS_KEY, caps_key, told_key
 from stream.redis_client import is_transient, retry_transient
@@ -461,7 +462,11 @@ class AlertDelivery:
                 await self._forget_told(notice.incident_id)
         elif notice is not None:
             fate: str | None = None
+            heard: Sequence[str] = ()  # a firing notice's: the services that accepted it
             told, sent_at = (routes, {}) if firing else await self._told(notice.incident_id, routes, data.get("last_notified"))
+            only = None if firing else await self._told_services(notice.incident_id, data.get("firing_notices"))
+            if only is not None and self.notifier is not None and told:
+                _log_unheard(notice.incident_id, self.notifier.targets_for(*told), only)
             # When a service first heard it at each severity: the correlator's time is its first
             # notice's, which a silence may have held back; delivery's own marks say when one went out.
             told_at = {**(data["told_at"] if isinstance(data.get("told_at"), dict) else {}), **sent_at}
@@ -471,13 +476,13 @@ class AlertDelivery:
                 await self._count("silenced")
                 self.metrics.silenced()
                 fate = TOLD_HELD
-            elif self.notifier is not None and told and self.notifier.targets_for(*told):
-                delivered = await self._notify_notice(notice, records, told, told_at)
+            elif self.notifier is not None and told and self.notifier.targets_for(*told, only=only):
+                delivered = await self._notify_notice(notice, records, told, told_at, only)
                 notified = delivered.notified
                 await self._settle(entry_id, delivered)
-                fate = told_fate(delivered.sent)
+                fate, heard = told_fate(delivered.sent), delivered.accepted
             if firing:  # every firing notice sets `last`, also one no service is routed for (`marks_behind`)
-                await self._mark_fate(notice.incident_id, notice.severity, fate, notice.at, last=True)
+                await self._mark_fate(notice.incident_id, notice.severity, fate, notice.at, last=True, heard=heard)
             else:
                 await self._forget_told(notice.incident_id)
         for record in records:
@@ -485,7 +490,7 @@ class AlertDelivery:
         await self._ack(entry_id, published=len(records))
 
     async def _notify_notice(self, notice: Notice, records: list[AlertRecord], routes: Sequence[str],
-                             told_at: dict[str, str] | None = None) -> Delivery:
+                             told_at: dict[str, str] | None = None, only: set[str] | None = None) -> Delivery:
         assert self.notifier is not None
         png = None
         if self.chart:
@@ -497,7 +502,7 @@ class AlertDelivery:
         verdict = await self._verdict(notice.incident_id)
         acks = await self._acknowledgements(notice.incident_id) if notice.acked else []
         return await self.notifier.deliver_notice(notice, records, png, track=track, recent=recent, routes=routes, verdict=verdict,
-                                                  told_at=told_at if isinstance(told_at, dict) else None, acks=acks)
+                                                  told_at=told_at if isinstance(told_at, dict) else None, acks=acks, only=only)
 
     async def _acknowledgements(self, incident_id: str) -> list[dict[str, Any]]:
         """An acknowledged incident's acknowledgements, oldest first ({at, by, via, reason}), which its
@@ -580,23 +585,32 @@ class AlertDelivery:
         png = await self._chart(record) if self.chart else None
         return await self.notifier.deliver(record, png, routes)
 
-    async def _mark_fate(self, ident: str, severity: str, fate: str | None, at: str = "", last: bool = False) -> None:
+    async def _mark_fate(self, ident: str, severity: str, fate: str | None, at: str = "", last: bool = False,
+                         heard: Sequence[str] | None = None) -> None:
         """`_mark_told`, retried while Redis is away where the notification went out (`_after_sending`):
         without the mark its resolution would still be routed, as before the marks."""
         if fate == TOLD_SENT:
-            await self._after_sending(lambda: self._mark_told(ident, severity, fate, at, last), "told mark")
-        elif fate is not None or last:
-            await self._mark_told(ident, severity, fate, at, last)
+            await self._after_sending(lambda: self._mark_told(ident, severity, fate, at, last, heard), "told mark")
+        elif fate is not None or last or heard is not None:
+            await self._mark_told(ident, severity, fate, at, last, heard)
 
-    async def _mark_told(self, ident: str, severity: str, fate: str | None, at: str = "", last: bool = False) -> None:
+    async def _mark_told(self, ident: str, severity: str, fate: str | None, at: str = "", last: bool = False,
+                         heard: Sequence[str] | None = None) -> None:
         """A firing notification's fate at its severity (`incidents.told_routes`): `sent` replaces a
         `held` or `failed` (a later one went out after the silence, or once a service was back);
         neither replaces `sent`. Entries of one incident are delivered in order, so its resolution
         reads every mark of its firing notices. `at`: the notice's event time; a sent notice's first
         one is kept (`<severity>:at`) and, with `last` (an incident's notices), every notice's is the
-        marks' `last` (`incidents.marks_behind`). `fate` None: `last` alone (no service routed)."""
+        marks' `last` (`incidents.marks_behind`). `fate` None: `last` alone (no service routed).
+        `heard`: an incident's firing notice whose every service's outcome is known here (none where
+        a dead worker's delivery is finished: `_notified_before`), the services that accepted it;
+        each is marked `svc:<service_key>`, and the notice is counted (`svc:notices`) whoever heard it."""
         key = told_key(ident)
         async with self.redis.pipeline(transaction=True) as pipe:
+            if heard is not None:
+                for service in heard:
+                    pipe.hset(key, f"{TOLD_SERVICE}{service}", TOLD_SENT)
+                pipe.hincrby(key, TOLD_NOTICES, 1)
             if fate == TOLD_SENT:
                 pipe.hset(key, severity, fate)
                 if at:
@@ -625,6 +639,16 @@ class AlertDelivery:
             log.info("resolution not routed where its firing notifications were silenced or reached no service",
                      extra={"incident_id": ident, "routes": list(routes), "told": told})
         return told, sent_at
+
+    async def _told_services(self, ident: str, firing_notices: Any) -> set[str] | None:
+        """The services (`service_key`) a firing notice of an incident reached, where its marks say
+        so of every firing notice the correlator made (`firing_notices`, a resolution entry's, as
+        many as `svc:notices` counts); else None, and the resolution is routed per severity (a
+        notice an older worker delivered, or one a claim finished, left no service marks)."""
+        if not isinstance(firing_notices, int) or isinstance(firing_notices, bool):
+            return None
+        marks = await self.redis.hgetall(told_key(ident))
+        return told_services(marks, firing_notices)
 
     async def _forget_told(self, ident: str) -> None:
         """Its resolution delivered: its marks go (an incident whose resolution never comes here
@@ -689,6 +713,15 @@ class AlertDelivery:
         except Exception:  # noqa: BLE001 - a chart is a nicety; the notification goes without it
             log.exception("chart failed; notifying without it", extra={"id": ident})
             return None
+
+
+def _log_unheard(ident: str, routed: Sequence[NotifyBase], heard: set[str]) -> None:
+    """Say which services routed for a resolution hear nothing of it: no firing notice of its
+    incident reached them (each refused or was capped, or was added since). Named log-safe
+    (`describe`), never by URL."""
+    unheard = [describe(server) for server in routed if service_key(server) not in heard]
+    if unheard:
+        log.info("resolution not sent to services no firing notice of it reached", extra={"incident_id": ident, "services": unheard[:20]})
 
 
 def order_key(entry_id: str, fields: dict[str, str]) -> str:

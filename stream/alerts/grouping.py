@@ -345,6 +345,11 @@ class Incident:
     # Per severity, the event time (ISO) of the first firing notice at it: a resolution says when
     # the incident escalated, since a warning-only service last heard it as a warning.
     told_at: dict[str, str] = field(default_factory=dict)
+    # How many firing notices of it were made (new, update, repeat): its resolution entry carries
+    # it, and delivery routes the resolution per service only where its own marks count as many
+    # (`Entry.firing_notices`). None: unknown, a worker before session 50 made one or rewrote the
+    # state (it drops this field), and the resolution is routed per severity, as before.
+    notices: int | None = None
 
     def firing(self) -> list[Member]:
         return [m for m in self.members.values() if m.firing]
@@ -461,6 +466,10 @@ class Entry:
     # `Incident.notified`). Delivery's told marks that end before it missed a notice a worker that
     # keeps none delivered, and count as told (`incidents.marks_behind`); beside the notice as above.
     last_notified: str = ""
+    # A resolution's: how many firing notices its incident made (`Incident.notices`); None: unknown.
+    # Delivery routes it only to the services its marks say heard one, where they count as many
+    # (`AlertDelivery._told_services`); beside the notice as above.
+    firing_notices: int | None = None
 
 
 def incident_id(root: str, boundary: int, salt: str = "") -> str:
@@ -867,6 +876,8 @@ def _announce(incident: Incident, reason: str, boundary: int) -> Entry:
     incident.told_severities = ranked([*incident.told_severities, *filter(None, [incident.routed]), notice.severity])
     incident.routed = _highest(incident.routed, notice.severity)
     incident.told_at.setdefault(notice.severity, notice.at)
+    # Counted from its first notice; once unknown (an older worker's), it stays unknown.
+    incident.notices = 1 if incident.notified is None else incident.notices + 1 if incident.notices is not None else None
     records = _release(incident)
     incident.emitted = incident.emitted or bool(records)
     incident.notified, incident.changed = boundary, False
@@ -887,7 +898,8 @@ def _close(state: GroupState, incident: Incident, boundary: int, record: dict[st
         entries.append(Entry(_release(incident)))
     incident.emitted = True
     notice, routes, told_at, last = _notice(incident, "resolved", boundary), incident.resolution_routes(), _told_at(incident), _last(incident)
-    entries += [Entry((record,), notice, routes, told_at, last)] if is_root else [Entry((record,)), Entry((), notice, routes, told_at, last)]
+    entries += ([Entry((record,), notice, routes, told_at, last, incident.notices)] if is_root
+                else [Entry((record,)), Entry((), notice, routes, told_at, last, incident.notices)])
     del state.incidents[incident.id]
     return entries
 
@@ -966,7 +978,8 @@ def _split(state: GroupState, incident: Incident, boundary: int, answers: Mappin
     entries = [Entry(_release(incident))] if incident.held else []
     # At its peak, to every service a firing notice reached: `routed`, `reached` and
     # `told_severities` kept what left.
-    entries.append(Entry((), _notice(incident, "resolved", boundary), incident.resolution_routes(), _told_at(incident), _last(incident)))
+    entries.append(Entry((), _notice(incident, "resolved", boundary), incident.resolution_routes(), _told_at(incident), _last(incident),
+                         incident.notices))
     return entries
 
 

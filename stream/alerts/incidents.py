@@ -214,6 +214,10 @@ def told_through(told: Mapping[str, Sequence[str]], records: Sequence[AlertRecor
 TOLD_SENT, TOLD_HELD, TOLD_FAILED = "sent", "held", "failed"
 TOLD_UNHEARD = (TOLD_HELD, TOLD_FAILED)
 TOLD_LAST = "last"  # the marks' field: event time (ISO) of the latest firing notice marked (`marks_behind`)
+# The marks' fields per service (session 50, grouped): `svc:<service_key>` = sent once a firing notice
+# reached that service, and `svc:notices`, how many firing notices were marked so (`told_services`).
+TOLD_SERVICE = "svc:"
+TOLD_NOTICES = "svc:notices"
 
 
 def told_fate(sent: int) -> str:
@@ -233,6 +237,24 @@ def told_routes(routes: Sequence[str], fates: Mapping[str, str]) -> list[str]:
     receiver a resolution only after a firing notification reached it. Empty: every firing
     notification was held back by a silence or reached no service."""
     return [severity for severity in routes if fates.get(severity) not in TOLD_UNHEARD]
+
+
+def told_services(marks: Mapping[str, str], firing_notices: int) -> set[str] | None:
+    """The services (`service_key`) an incident's resolution goes to, from its told marks: those a
+    firing notice of it reached, where the marks account for every one of its `firing_notices` (as
+    Alertmanager's notification log is kept per receiver: a receiver that was told of the firing
+    hears the resolution, another does not, whatever its severity heard). None where they do not (a
+    worker before session 50, which marks no service, delivered one; a claim finished one whose
+    outcome per service was lost with its worker; a count retried twice): the resolution is then
+    routed per severity (`told_routes`), as before. A service added since the firing is in no mark
+    and hears nothing; one removed is not routed at all."""
+    try:
+        counted = int(marks.get(TOLD_NOTICES) or 0)
+    except ValueError:
+        return None
+    if counted != firing_notices or firing_notices < 1:
+        return None
+    return {name[len(TOLD_SERVICE):] for name, fate in marks.items() if name.startswith(TOLD_SERVICE) and name != TOLD_NOTICES and fate == TOLD_SENT}
 
 
 def marks_behind(last_marked: str | None, last_notified: str | None) -> bool:

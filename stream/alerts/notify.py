@@ -6,7 +6,8 @@ S, every service tagged `always`, and every untagged service, so one plain URL w
 box. A resolution says the highest severity its incident reached and goes to every service any of
 its firing notifications went to (the severities its outbox entry names, less any whose every
 firing notification a silence held back or no service accepted), each once: a warning-only
-service that heard an incident open hears it end after it turned critical.
+service that heard an incident open hears it end after it turned critical. Grouped, only the
+services a firing notice reached hear it, where delivery's marks say so (`only`, by `service_key`).
 
 Delivery: every targeted service is tried concurrently, each up to `attempts` times with
 exponential backoff. A service that accepted is never sent to again because another one failed.
@@ -32,7 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import apprise
 from apprise import AppriseAsset, AppriseAttachment, NotifyFormat, NotifyType
@@ -267,6 +268,9 @@ class Delivery:
     # Routed services the daily cap held back (sent the one limit notice, or nothing): a deliberate
     # hold, not a failure (`AlertDelivery._settle`).
     capped: int = 0
+    # The services that accepted it (`service_key` of each as configured): delivery marks them told
+    # of a firing notice, and a resolution goes to those alone (`AlertDelivery._told_services`).
+    accepted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -325,8 +329,11 @@ class Notifier:
             window=settings.alert_window,
         )
 
-    def targets_for(self, *severities: str) -> list[NotifyBase]:
-        return route(self.targets, *severities)
+    def targets_for(self, *severities: str, only: Collection[str] | None = None) -> list[NotifyBase]:
+        """The services routed for `severities`; with `only`, those among them whose `service_key`
+        is in it (a resolution's: the services a firing notice of it reached)."""
+        routed = route(self.targets, *severities)
+        return routed if only is None else [server for server in routed if service_key(server) in only]
 
     async def deliver(self, record: AlertRecord, chart_png: bytes | None = None, routes: Sequence[str] = ()) -> Delivery:
         """One transition's notification (`SENTINEL_ALERT_GROUPING=none`), routed for `routes` (a
@@ -350,26 +357,28 @@ class Notifier:
     async def deliver_notice(self, notice: Notice, records: Sequence[AlertRecord] = (), chart_png: bytes | None = None,
                              track: TrackRecord | None = None, recent: Mapping[str, Sequence[float]] | None = None,
                              routes: Sequence[str] = (), verdict: Mapping[str, Any] | None = None,
-                             told_at: Mapping[str, str] | None = None, acks: Sequence[Mapping[str, Any]] = ()) -> Delivery:
+                             told_at: Mapping[str, str] | None = None, acks: Sequence[Mapping[str, Any]] = (),
+                             only: Collection[str] | None = None) -> Delivery:
         """One incident's notification (stream/alerts/grouping.py), with the sample posts of the
         `records` it goes out with, the track record of its kinds and, for a reminder, where its
         firing scopes are now (`recent`, see message.recent_level); routed for `routes` (a
         resolution's `Entry.route_severities`), else its own severity.
         `verdict`: one already given, which a resolution says instead of asking for it. `told_at`: a
         resolution's `Entry.told_at`, when it was first told at each severity. `acks`: its
-        acknowledgements, oldest first, each listed."""
+        acknowledgements, oldest first, each listed. `only`: a resolution's, the services (by
+        `service_key`) that heard a firing notice of it; the others routed hear nothing."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
         text = message.notice_body(notice, records, samples_shown=self.samples, console_url=self.console_url, track=track,
                                    window=self.window, recent=recent, now=time.time(), verdict=verdict, routes=routes, told_at=told_at,
                                    acks=acks)
         return await self._deliver(context, tuple(routes) or (notice.severity,), message.notice_title(notice), text,
                                    notify_type(notice.state, notice.severity), chart_png, notice.incident_id, key=notice.incident_id,
-                                   fields=notice_fields(notice))
+                                   fields=notice_fields(notice), only=only)
 
     async def _deliver(self, context: dict[str, Any], severities: Sequence[str], head: str, text: str, kind: NotifyType,
                        chart_png: bytes | None, name: str, key: str | None = None,
-                       fields: Mapping[str, str] | None = None) -> Delivery:
-        routed = self.targets_for(*severities)
+                       fields: Mapping[str, str] | None = None, only: Collection[str] | None = None) -> Delivery:
+        routed = self.targets_for(*severities, only=only)
         if not routed:
             log.info("no notification service for this severity", extra=context)
             return Delivery(notified=False, failures=0, attempts=0)
@@ -401,6 +410,7 @@ class Notifier:
                 shutil.rmtree(tmp, ignore_errors=True)
         sent = sum(o.ok for o in outcomes)
         failures = len(outcomes) - sent
+        accepted = tuple(service_key(configured) for (_, configured), outcome in zip(targets, outcomes) if outcome.ok)
         return Delivery(
             notified=failures == 0 and len(targets) == len(routed),
             failures=failures,
@@ -408,6 +418,7 @@ class Notifier:
             targeted=len(outcomes),
             sent=sent,
             capped=len(routed) - len(targets),
+            accepted=accepted,
         )
 
     async def _deliver_one(
