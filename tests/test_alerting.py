@@ -259,8 +259,8 @@ def test_one_commit_script_sets_each_scope_apart(redis_server):
         engine = AlertEngine(store, AlertConfig(), partitions=1)  # no correlator: records go straight to the outbox
         await store.redis.hset(incident_key("asset:B"), "until", str(T0 + 7200))  # another worker judged B further
         incident = {"sentiment_drop": Incident("id1", "sentiment_drop", "warning", T0 + 3600, T0 + 3600, iso(T0))}
-        commits = [("asset:A", "", T0 + 3600, {}, None, [], None, "", []), ("asset:B", "", T0 + 3600, {}, None, [], None, "", []),
-                   ("asset:C", "", T0 + 3600, incident, None, [record], None, "", [[]])]
+        commits = [("asset:A", "", T0 + 3600, {}, None, [], None, "", [], []), ("asset:B", "", T0 + 3600, {}, None, [], None, "", [], []),
+                   ("asset:C", "", T0 + 3600, incident, None, [record], None, "", [[]], [""])]
         results = await run_scripts(store.redis, [engine._commit_call(commits)])
         states = [await store.redis.hget(incident_key(s), "until") for s in ("asset:A", "asset:B", "asset:C")]
         judged = await store.redis.zrange(JUDGED_KEY, 0, -1)
@@ -335,6 +335,36 @@ async def delivered(redis_server: str, notifier: Notifier) -> tuple[list, dict]:
     stats = await store.redis.hgetall(ALERT_STATS_KEY)
     await store.close()
     return published, stats
+
+
+def test_an_ungrouped_resolution_entry_carries_its_alerts_latest_firing_notice_time(redis_server):
+    """Without grouping the engine writes each resolution's outbox entry; since session 50 it carries
+    `last_notified`, the latest firing record's (new or repeat) `window_end` of its alert, which
+    delivery holds against the told marks' `last` (`incidents.marks_behind`), as an incident's
+    resolution does. A firing record's entry carries none."""
+    redis.Redis.from_url(redis_server).flushdb()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            config = AlertConfig(repeat_s=1800)
+            await load(store, [AlertEngine(store, config, partitions=1)])
+            return await store.redis.xrange(OUTBOX_KEY)
+        finally:
+            await store.close()
+
+    latest: dict[str, str] = {}
+    checked = repeats = 0
+    for _, fields in asyncio.run(go()):
+        record = json.loads(fields["record"])
+        if record["state"] == "firing":
+            assert "last_notified" not in fields, fields
+            repeats += record["repeat"]
+            latest[record["alert_id"]] = record["window_end"]
+        else:
+            assert fields["last_notified"] == latest.pop(record["alert_id"]), (fields, latest)
+            checked += 1
+    assert checked and repeats, (checked, repeats)  # some resolution came after a repeat
 
 
 def test_two_engines_on_one_redis_commit_each_transition_exactly_once(redis_server):
@@ -785,8 +815,9 @@ def told_entry(grouping: bool, ident: str, reason: str, severity: str, at: str, 
                                           **extra))}
     record = AlertRecord(ident, "asset:ETH", "sentiment_drop", state, severity, "2026-10-02T11:20:00Z", at, 0.583, 0.2, 4.0, 12, [], False,
                          at, incident_id=ident, root_scope="asset:ETH")
-    routes = extra.get("route_severities")
-    return {"record": json.dumps(asdict(record)), **({"route_severities": json.dumps(list(routes))} if routes else {})}
+    routes, last = extra.get("route_severities"), extra.get("last_notified")
+    return {"record": json.dumps(asdict(record)), **({"route_severities": json.dumps(list(routes))} if routes else {}),
+            **({"last_notified": last} if last else {})}
 
 
 def test_a_resolutions_escalated_line_says_when_a_service_first_heard_it_not_when_a_silence_held_it(redis_server):
@@ -1010,14 +1041,18 @@ def test_a_resolution_whose_every_firing_notice_reached_no_service_is_settled_un
         assert [(p.state, p.notified) for p in published] == [("firing", False), ("resolved", False)], published
 
 
-def test_a_repeat_an_older_worker_sent_after_a_silence_lifted_still_hears_the_resolution(redis_server):
+@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
+def test_a_repeat_an_older_worker_sent_after_a_silence_lifted_still_hears_the_resolution(redis_server, grouping):
     """Rolling upgrade. ETH's incident opens under a silence: this worker marks its warning `held`.
     The silence is lifted and a worker before session 48, which keeps no marks, sends the 12:36
     repeat: the warning hook hears it. The `held` mark stood, so the resolution skipped the hook
     that had heard the repeat. The marks now keep when the latest notice they saw was made (`last`),
     and a resolution whose incident notified later than that (`last_notified`) counts them as
-    unknown: told. Without an older worker in between, the held warning still hears nothing."""
+    unknown: told. Without an older worker in between, the held warning still hears nothing.
+    Ungrouped (since session 50) alike: the marks keep the latest firing record's time, and the
+    engine's resolution entry carries its alert's (`incidents.last_notified_through`)."""
     from stream.alerts.grouping import Notice
+    from stream.alerts.incidents import record_from_json
     from stream.alerts.silences import list_silences, remove_silence
 
     redis.Redis.from_url(redis_server).flushdb()
@@ -1030,17 +1065,20 @@ def test_a_repeat_an_older_worker_sent_after_a_silence_lifted_still_hears_the_re
             delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="test", chart=False)
             await delivery.ensure_group()
             await add_silence(store.redis, "asset:ETH", 7 * 86400, None, "quiet until we look")
-            await store.redis.xadd(OUTBOX_KEY, told_entry(True, ident, "new", "warning", "2026-10-02T12:06:00Z"))
+            await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, ident, "new", "warning", "2026-10-02T12:06:00Z"))
             while await delivery.drain_once():
                 pass
             for silence in await list_silences(store.redis):
                 await remove_silence(store.redis, silence.id)
             last = "2026-10-02T12:06:00Z"
             if older_repeat:  # the older worker: notified, no marks
-                repeat = json.loads(told_entry(True, ident, "repeat", "warning", "2026-10-02T12:36:00Z")["entry"])["notice"]
-                assert (await notifier.deliver_notice(Notice.from_json(repeat))).notified
-                last = repeat["at"]
-            await store.redis.xadd(OUTBOX_KEY, told_entry(True, ident, "resolved", "warning", "2026-10-02T13:00:00Z",
+                repeat = told_entry(grouping, ident, "repeat", "warning", "2026-10-02T12:36:00Z")
+                if grouping:
+                    assert (await notifier.deliver_notice(Notice.from_json(json.loads(repeat["entry"])["notice"]))).notified
+                else:
+                    assert (await notifier.deliver(record_from_json(json.loads(repeat["record"])))).notified
+                last = "2026-10-02T12:36:00Z"
+            await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, ident, "resolved", "warning", "2026-10-02T13:00:00Z",
                                                           route_severities=("warning",), last_notified=last))
             while await delivery.drain_once():
                 pass
@@ -1053,7 +1091,8 @@ def test_a_repeat_an_older_worker_sent_after_a_silence_lifted_still_hears_the_re
     finally:
         for hook in hooks.values():
             hook.close()
-    assert [(p["state"], p["reason"]) for p in hooks["older"].accepted] == [("firing", "repeat"), ("resolved", "resolved")], hooks["older"].accepted
+    assert [(p["state"], p.get("reason")) for p in hooks["older"].accepted] == [("firing", "repeat" if grouping else None),
+                                                                                ("resolved", "resolved" if grouping else None)], hooks["older"].accepted
     assert hooks["alone"].accepted == [], hooks["alone"].accepted
 
 

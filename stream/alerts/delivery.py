@@ -418,29 +418,33 @@ class AlertDelivery:
         # (`incidents.told_through`); an entry without it is routed for its own severity.
         routes = json.loads(fields.get("route_severities") or "[]") or [record.severity]
         firing = record.state == "firing"
+        # A firing record's time is its notice's: the marks keep the latest (`last`), against which a
+        # resolution entry's `last_notified` (since session 50) tells a later notice a worker that
+        # keeps no `last` delivered (`incidents.marks_behind`), as with grouping.
         if claimed and await self._notified_before(entry_id):
             log.info("alert already notified; publishing it", extra={"alert_id": record.alert_id, "entry": entry_id})
             if firing:
-                await self._mark_fate(record.alert_id, record.severity, TOLD_SENT)
+                await self._mark_fate(record.alert_id, record.severity, TOLD_SENT, record.window_end, last=True)
             else:  # a crash between the resolution's notification and forgetting its marks left them
                 await self._forget_told(record.alert_id)
             await self._publish_and_ack(entry_id, record.with_delivery(True))
             return
-        told = routes if firing else (await self._told(record.alert_id, routes))[0]
+        told = routes if firing else (await self._told(record.alert_id, routes, fields.get("last_notified")))[0]
         silence = await self._silence_of(record.scope, [record.kind])
         notified = False
+        fate: str | None = None
         if silence is not None:
             log.info("alert silenced", extra={"alert_id": record.alert_id, "scope": record.scope, "silence": silence.id})
             await self._count("silenced")
             self.metrics.silenced()
-            if firing:
-                await self._mark_told(record.alert_id, record.severity, TOLD_HELD)
+            fate = TOLD_HELD
         elif self.notifier is not None and told and self.notifier.targets_for(*told):
             delivered = await self._notify(record, told)
             notified = delivered.notified
             await self._settle(entry_id, delivered)
-            if firing:
-                await self._mark_fate(record.alert_id, record.severity, told_fate(delivered.sent))
+            fate = told_fate(delivered.sent)
+        if firing:  # also one no service is routed for: it moves `last`
+            await self._mark_fate(record.alert_id, record.severity, fate, record.window_end, last=True)
         if not firing:
             await self._forget_told(record.alert_id)
         await self._publish_and_ack(entry_id, record.with_delivery(notified))

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from stream.alerts.correlator import Correlator
-from stream.alerts.incidents import AlertRecord, Incident, told_through
+from stream.alerts.incidents import AlertRecord, Incident, last_notified_through, told_through
 from stream.alerts.judging import (
     AlertConfig,
     BinAt,
@@ -73,16 +73,17 @@ return out
 # detector state JSON ('' = none), where the scope's history begins ('' = leave it: set once, at
 # its first judgement), the severities its alerts were told at (JSON, `incidents.told_through`;
 # '' = leave it, '{}' = none left), its transition count, and per transition its boundary (the
-# staging score), its record JSON and the severities a resolution is routed for (JSON, '' = its
-# own). Each scope is a compare-and-set of its own: returns 1 per scope committed, 0 per scope
-# another worker had moved on.
+# staging score), its record JSON, the severities a resolution is routed for (JSON, '' = its
+# own) and a resolution's alert's latest firing notice's time ('' = none:
+# `incidents.last_notified_through`). Each scope is a compare-and-set of its own: returns 1 per
+# scope committed, 0 per scope another worker had moved on.
 _COMMIT = """
 local stage, ttl, at, done, any = ARGV[1], ARGV[2], 3, {}, false
 for k = 7, #KEYS do
   local key, expected, upto, scope = KEYS[k], ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local incidents, seq, since, told, count = ARGV[at + 3], ARGV[at + 4], ARGV[at + 5], ARGV[at + 6], tonumber(ARGV[at + 7])
   local first = at + 8
-  at = first + 3 * count
+  at = first + 4 * count
   local current = redis.call('HGET', key, 'until') or ''
   if current ~= expected then
     done[#done + 1] = 0
@@ -97,13 +98,14 @@ for k = 7, #KEYS do
     -- Judged past its newest post: no longer dirty (a newer post raises the score again, never lowers it).
     local newest = tonumber(redis.call('ZSCORE', KEYS[4], scope) or '')
     if newest ~= nil and newest < tonumber(upto) then redis.call('ZREM', KEYS[4], scope) end
-    for i = first, at - 1, 3 do
+    for i = first, at - 1, 4 do
       if stage == '1' then
         redis.call('ZADD', KEYS[5], ARGV[i], ARGV[i + 1])
-      elseif ARGV[i + 2] ~= '' then
-        redis.call('XADD', KEYS[2], '*', 'record', ARGV[i + 1], 'route_severities', ARGV[i + 2])
       else
-        redis.call('XADD', KEYS[2], '*', 'record', ARGV[i + 1])
+        local entry = {'record', ARGV[i + 1]}
+        if ARGV[i + 2] ~= '' then entry[#entry + 1] = 'route_severities'; entry[#entry + 1] = ARGV[i + 2] end
+        if ARGV[i + 3] ~= '' then entry[#entry + 1] = 'last_notified'; entry[#entry + 1] = ARGV[i + 3] end
+        redis.call('XADD', KEYS[2], '*', unpack(entry))
       end
       redis.call('HINCRBY', KEYS[3], 'transitions', 1)
     end
@@ -353,7 +355,7 @@ class AlertEngine:
                 # A new scope with no boundary to judge yet: record where it starts (what a judgement
                 # would assume), so the plan leaves it alone until a boundary passes instead of
                 # re-reading it every batch.
-                commits.append((scope, "", judged_to, {}, None, [], None, "", []))
+                commits.append((scope, "", judged_to, {}, None, [], None, "", [], []))
             if todo:
                 incidents = {k: Incident.from_json(v) for k, v in orjson.loads(raw or "{}").items()}
                 state = SeqState.from_json(orjson.loads(seq)) if seq and done is not None else None
@@ -378,7 +380,9 @@ class AlertEngine:
         series = iter(await self.store.slices_many([(scope, first, step, count) for scope, *_, reads, _, _, _ in plans for first, count in reads]))
         for scope, expected, todo, incidents, state, reads, start, new_since, told in plans:
             tables = [(first, next(series)) for first, _ in reads]
-            held = {incident.alert_id: incident.severity for incident in incidents.values() if incident.alert_id and not incident.pending}
+            open_before = [incident for incident in incidents.values() if incident.alert_id and not incident.pending]
+            held = {incident.alert_id: incident.severity for incident in open_before}
+            notified = {incident.alert_id: incident.last_notified for incident in open_before}
             if self.config.detector == "sequential":
                 after, state, records = judge_sequential(scope, incidents, state, _bins_from(tables, step, start),
                                                          todo, self.config, now_iso)
@@ -386,7 +390,8 @@ class AlertEngine:
                 (first, slices), = tables
                 after, records = judge_series(scope, incidents, slices, first, todo, start, self.config, now_iso)
             records = [await self._with_samples(r) for r in records]
-            commits.append((scope, expected, todo[-1], after, state, records, new_since, *self._told(told, records, after, held)))
+            commits.append((scope, expected, todo[-1], after, state, records, new_since, *self._told(told, records, after, held),
+                            self._last_notified(records, notified)))
         calls = [self._commit_call(commits[i:i + CHUNK]) for i in range(0, len(commits), CHUNK)]
         results = [ok for reply in await run_scripts(self.redis, calls) for ok in reply]
         lost = []
@@ -412,18 +417,26 @@ class AlertEngine:
         told, routes = told_through(before, records, {incident.alert_id for incident in after.values()}, held)
         return ("" if told == before else _encode(told)), routes
 
+    def _last_notified(self, records: list[AlertRecord], notified: Mapping[str, int]) -> list[str]:
+        """Without grouping, per record a resolution's alert's latest firing notice's time
+        (`incidents.last_notified_through`; `notified`: each alert open before them and its stored
+        `last_notified`); with grouping none (the correlator's entries carry their own)."""
+        return [""] * len(records) if self.correlator is not None else last_notified_through(notified, records)
+
     def _commit_call(self, commits: list[tuple]) -> tuple:
         """One _COMMIT call for these scopes' (scope, expected until, new until, incidents, state, records,
-        history start to record or None, told severities ('' = leave them), each record's routes)."""
+        history start to record or None, told severities ('' = leave them), each record's routes, each
+        record's latest firing notice's time)."""
         keys = [OPEN_KEY, OUTBOX_KEY, ALERT_STATS_KEY, DIRTY_KEY, STAGING_KEY, JUDGED_KEY]
         args: list[str | bytes] = ["1" if self.correlator is not None else "0", str(self.store.idle_ttl_s)]  # _encode gives bytes
-        for scope, expected, last, after, state, records, since, told, routes in commits:
+        for scope, expected, last, after, state, records, since, told, routes, lasts in commits:
             keys.append(incident_key(scope))
             args += [expected, str(last), scope, _encode({k: v.to_json() for k, v in after.items()}),
                      _encode(state.to_json()) if state is not None else "", repr(float(since)) if since is not None else "",
                      told, str(len(records))]
-            args += [item for r, route in zip(records, routes)
-                     for item in (str(int(epoch(r.window_end))), json.dumps(asdict(r), ensure_ascii=False), json.dumps(route) if route else "")]
+            args += [item for r, route, notified in zip(records, routes, lasts)
+                     for item in (str(int(epoch(r.window_end))), json.dumps(asdict(r), ensure_ascii=False), json.dumps(route) if route else "",
+                                  notified)]
         return self._commit, keys, args
 
     async def _states(self, scopes: list[str]) -> list[tuple[str | None, str | None, str | None, str | None, str | None]]:

@@ -209,6 +209,24 @@ def told_through(told: Mapping[str, Sequence[str]], records: Sequence[AlertRecor
     return {ident: severities for ident, severities in after.items() if ident in kept}, routes
 
 
+def last_notified_through(notified: Mapping[str, int], records: Sequence[AlertRecord]) -> list[str]:
+    """Without grouping: per record of one scope (in order), a resolution's alert's latest firing
+    notice's time (ISO, event time; '' for a firing record, or where unknown), which its outbox entry
+    carries (`last_notified`) against the told marks' `last` as an incident's does
+    (`marks_behind`). `notified`: per alert open before `records`, its stored `last_notified` (the
+    boundary of its latest firing record, new or repeat)."""
+    latest = dict(notified)
+    found: list[str] = []
+    for record in records:
+        if record.state == "firing":
+            latest[record.alert_id] = int(epoch(record.window_end))
+            found.append("")
+        else:
+            at = latest.pop(record.alert_id, None)
+            found.append(iso(at) if at is not None else "")
+    return found
+
+
 # A firing notification's fate at one severity (`told_routes`): sent (some service accepted it),
 # held (a silence held it back), failed (it reached no service: every one refused, or was capped).
 TOLD_SENT, TOLD_HELD, TOLD_FAILED = "sent", "held", "failed"
