@@ -1532,6 +1532,36 @@ def test_the_incidents_pages_refresh_keeps_what_is_typed_in_its_silence_form(api
     page.context.close()
 
 
+def test_another_tabs_live_refresh_leaves_a_forms_kept_fields_for_its_page(api_console, redis_server, browser):
+    """A form sent while Redis is away keeps what was typed in the flash cookie for 10 minutes, for
+    the form's page once Redis answers. A console tab left open meanwhile refreshes its live part
+    (a fetch of its own address, asking for */*): that GET cleared the cookie unseen, and the form's
+    page then came back empty. Only a page a browser navigates to shows and clears it."""
+    from starlette.responses import Response
+
+    from stream.console.app import REDIS_AWAY_FLASH, REDIS_AWAY_FLASH_S, _flashed
+
+    console, _ = api_console
+    context = browser.new_context(viewport={"width": 1300, "height": 900}, http_credentials={"username": "alice", "password": OPERATOR})
+    other = context.new_page()  # a tab left on the incidents, refreshing
+    other.goto(console.url + "/incidents")
+    typed = {"action": "/api/silences", "scope": "asset:SOL", "kind": "volume_spike", "duration": "2h", "reason": "listing news"}
+    cookie = _flashed(Response(), TOKENS, "error", REDIS_AWAY_FLASH, typed, max_age=REDIS_AWAY_FLASH_S).headers["set-cookie"]
+    # The 503 page's cookie, as a form sent from a second tab while Redis was away received it.
+    context.add_cookies([{"name": "sentinel_flash", "value": cookie.split(";")[0].partition("=")[2], "url": console.url}])
+    other.evaluate("document.getElementById('live').dataset.before = '1'")
+    redis.Redis.from_url(redis_server).hincrby(ALERT_STATS_KEY, "entries", 1)  # an alert change: the open tab refreshes
+    other.wait_for_function("() => !document.getElementById('live').dataset.before", timeout=20_000)
+    assert [c["name"] for c in context.cookies()] == ["sentinel_flash"], context.cookies()
+    page = context.new_page()  # the form's page, once Redis is back
+    page.goto(console.url + "/incidents/inc1")
+    assert "Not done: Redis was unavailable" in page.locator("#flash").inner_text()
+    assert [page.input_value(f"form.silence input[name={n}]") for n in ("scope", "duration", "reason")] == ["asset:SOL", "2h", "listing news"]
+    assert page.input_value("form.silence select[name=kind]") == "volume_spike"
+    assert context.cookies() == []  # shown once
+    context.close()
+
+
 def test_console_in_a_real_browser(tmp_path, kafka_server, redis_server, cache_dir, browser):
     from scenarios import T0 as SCENARIO_T0, generate, to_posts
     from test_alerts_e2e import SCENARIO, SWING_AT, text_for

@@ -148,12 +148,15 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         return wrapped
 
     def page(name: str, request: Request, caller: auth.Caller, **context: Any) -> Response:
-        flash = _flash(request, tokens)
+        # Shown once, to a browser's GET: a HEAD (a link checker) sees no page, and a page's live
+        # refresh (a fetch, asking for */*) keeps only its #live part; each cleared a refused form's
+        # fields unseen (a Redis-away form's, 10 minutes, by any open tab's refresh).
+        shown = request.method == "GET" and _browser(request)
+        flash = _flash(request, tokens) if shown else None
         context |= {"caller": caller, "csrf": auth.csrf_token(tokens) if caller.may_write else "", "writes": bool(tokens.operator),
                     "flash": flash}
         response = templates.TemplateResponse(request, name, context)
-        # Shown once, to a GET: a HEAD (a link checker) sees no page, and it cleared the refused form's fields.
-        if FLASH_COOKIE in request.cookies and request.method == "GET":
+        if FLASH_COOKIE in request.cookies and shown:
             response.delete_cookie(FLASH_COOKIE, path="/")
         return response
 
