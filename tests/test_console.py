@@ -1290,6 +1290,20 @@ def test_a_flash_cookie_the_console_did_not_seal_says_and_fills_in_nothing(api_c
     assert 'id="flash"' in page and 'value="asset:SOL"' in page and 'value="90d"' in page  # the console's own
 
 
+def test_a_malformed_flash_cookie_leaves_every_page_working(api_console):
+    """Anyone able to set a cookie for the console's host could write one the console cannot read:
+    a seal holding a lone surrogate (valid JSON, no UTF-8) or JSON nested a thousand deep (it fits
+    in 4 KB unescaped) raised in the seal check or the JSON reader, and every page the browser
+    asked for was a 500 until the cookie was cleared. They are refused as any unsealed cookie is."""
+    console, _ = api_console
+    browser_op = {"Authorization": basic("alice", OPERATOR), "Accept": HTML}
+    for cookie in (urllib.parse.quote(json.dumps({"kind": "error", "text": "x", "seal": "\ud800"}), safe=""),
+                   "[" * 1500 + "]" * 1500, '{"kind":"error","text":"x","seal":"0","kept":' + "[" * 1500 + "]" * 1500 + "}"):
+        for path in ("/", "/incidents", "/incidents/inc1", "/scope/asset:ETH", "/audit"):
+            status, page, _ = console.call("GET", path, headers={**browser_op, "Cookie": f"sentinel_flash={cookie}"})
+            assert status == 200 and 'id="flash"' not in page, (path, cookie[:60], status, page[:200])
+
+
 def test_the_audit_page_says_what_the_command_line_says_and_links_every_incident(api_console, redis_server):
     console, _ = api_console
     from stream.alerts import audit

@@ -459,7 +459,7 @@ def _flash(request: Request, tokens: auth.Tokens) -> dict[str, Any] | None:
         return None
     try:
         found = json.loads(unquote(raw))
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the reader's depth (it fits in 4 KB unescaped)
         return None
     if not isinstance(found, dict) or found.get("kind") not in ("error", "note") or not isinstance(found.get("text"), str):
         return None

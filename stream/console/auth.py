@@ -94,7 +94,9 @@ def flash_seal(tokens: Tokens, content: str) -> str:
 
 def flash_sealed(tokens: Tokens, content: str, seal: str) -> bool:
     expected = flash_seal(tokens, content)
-    return bool(expected) and hmac.compare_digest(expected.encode(), seal.encode())
+    # The cookie is anyone's to write: a seal that is not ASCII (a lone surrogate has no UTF-8 and
+    # raised, every page a 500) is no seal of the console's.
+    return bool(expected) and seal.isascii() and hmac.compare_digest(expected, seal)
 
 
 def write_refusal(who: Caller, tokens: Tokens, *, csrf: str | None, origin: str | None, host: str | None) -> str | None:
