@@ -1520,6 +1520,26 @@ def test_a_long_address_or_name_on_a_refusal_wraps_on_a_phone(api_console, brows
     page.context.close()
 
 
+def test_a_member_with_a_long_scope_name_stays_a_card_within_the_phones_width(api_console, redis_server, browser):
+    """A member card's scope is its first line: a channel named without spaces or hyphens (48
+    Cyrillic letters and underscores, under the 128 a name may have) ran 537 px in a 370 px card,
+    the members scrolling sideways again. It breaks to fit; at 1300 px the table is unchanged."""
+    console, _ = api_console
+    r = redis.Redis.from_url(redis_server)
+    summary = json.loads(r.hget(INCIDENTS_KEY, "inc1"))
+    scope = "channel:Криптовалюта_Трейдинг_Сигналы_Обсуждение_Новости"
+    summary["members"] = summary["members"] + [summary["members"][0] | {"scope": scope}]
+    r.hset(INCIDENTS_KEY, "inc1", json.dumps(summary))
+    for width in (390, 1300):
+        page = signed_in(browser, console, width)
+        page.goto(console.url + "/incidents/inc1")
+        table = page.locator("table.members")
+        assert table.locator("td.scope").nth(1).inner_text() == scope
+        assert table.evaluate("t => t.scrollWidth <= t.clientWidth"), (width, table.evaluate("t => [t.scrollWidth, t.clientWidth]"))
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, width
+        page.context.close()
+
+
 def test_a_verdict_is_a_choice_not_a_stray_enter(api_console, browser):
     """Enter in the verdict's reason box recorded "real", the preselected first choice, though
     nobody chose it, and it counted into the alerts' precision."""
