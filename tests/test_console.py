@@ -1156,6 +1156,34 @@ def test_a_refused_forms_fields_go_back_cut_to_fit_the_cookie_never_dropped():
         assert whole or (kept["cut"] == "reason" and len(kept["reason"]) >= 200), kept
 
 
+def test_session_49_and_50_consoles_read_each_others_flash_cookie():
+    """During a rollout a refused form's cookie may be written by one version and read by the other
+    (console.md): session 50 writes UTF-8 escapes and a `cut` field, session 49 \\u escapes; the seal
+    is over the same ASCII JSON either way. Session 49's reader, as it was (c2aa9f2~1's _flash)."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from stream.console.app import _flash, _flashed
+
+    def read_49(value: str) -> dict | None:
+        found = json.loads(urllib.parse.unquote(value.partition("=")[2]))
+        seal = found.pop("seal", None)
+        if not isinstance(seal, str) or not auth.flash_sealed(TOKENS, json.dumps(found, sort_keys=True), seal):
+            return None
+        kept = found.get("kept")
+        return {"text": found["text"], "kept": {k: v for k, v in kept.items() if k in ("action", "scope", "kind", "duration", "reason", "verdict")}}
+
+    typed = {"action": "/api/silences", "scope": "channel:Крипто", "kind": "volume_spike", "duration": "90d"}
+    for reason in ("r\u00e9sum\u00e9", "\u00e9" * 475, "\U0001f600" * 500):
+        value = _flashed(Response(), TOKENS, "error", "duration: more than zero", typed | {"reason": reason}).headers["set-cookie"].split(";")[0]
+        old = read_49(value)
+        assert old is not None and old["kept"] == typed | {"reason": old["kept"]["reason"]} and reason.startswith(old["kept"]["reason"]), value
+        written_49 = "sentinel_flash=" + urllib.parse.quote(json.dumps(  # as session 49 wrote it: \u escapes
+            {"kind": "error", "text": "x", "kept": typed} | {"seal": auth.flash_seal(TOKENS, json.dumps({"kind": "error", "text": "x", "kept": typed}, sort_keys=True))}), safe="")
+        read = _flash(Request({"type": "http", "headers": [(b"cookie", written_49.encode())]}), TOKENS)
+        assert read is not None and read["kept"] == typed, read
+
+
 def test_a_browsers_refused_form_goes_back_to_its_page_saying_why_while_api_clients_get_the_status(api_console, redis_server):
     console, _ = api_console
     r = redis.Redis.from_url(redis_server, decode_responses=True)
