@@ -75,13 +75,16 @@ def env_for(kafka: str, redis_url: str, cache_dir: Path, name: str) -> dict[str,
         SENTINEL_WEB_PORT=str(free_port()), SENTINEL_WEB_HOST="127.0.0.1", PYTHONUNBUFFERED="1",
     )
 
+WORKER = ["-m", "sentinel.cli", "worker"]
+
+
 class Worker:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, command: list[str] = WORKER) -> None:
         self.port = int(env["SENTINEL_WEB_PORT"])
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sentinel.cli", "worker"], env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            [sys.executable, *command], env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def log_tail(self, lines: int = 40) -> str:
@@ -107,8 +110,8 @@ class Worker:
 
 
 @contextlib.contextmanager
-def running_worker(env: dict[str, str], log_path: Path) -> Iterator[Worker]:
-    worker = Worker(env, log_path)
+def running_worker(env: dict[str, str], log_path: Path, command: list[str] = WORKER) -> Iterator[Worker]:
+    worker = Worker(env, log_path, command)
     try:
         yield worker
     finally:
@@ -164,6 +167,44 @@ def test_partition_lag_uses_committed_then_where_reading_starts_and_skips_unknow
     assert partition_lag(tps, highwater, committed, start) == {("posts", 0): 10, ("posts", 1): 5, ("posts", 3): 0}
 
 
+class _Broker:
+    """The worker's producer's aiokafka client as `list_offsets` uses it: partition leaders, and
+    ListOffsets answered from `ends` and `starts` (v1's (partition, error, timestamp, offset)), after
+    `delay` seconds."""
+
+    def __init__(self, ends: dict, starts: dict | None = None, delay: float = 0.0) -> None:
+        from types import SimpleNamespace
+
+        self.ends, self.starts, self.delay = ends, starts or {}, delay
+        self.requests: list[list] = []
+        self.added: list[str] = []
+        self.cluster = SimpleNamespace(leader_for_partition=lambda tp: 0)
+        self.client = self
+
+    def _ensure_producer(self) -> Any:
+        return self
+
+    def add_topic(self, topic: str) -> None:
+        self.added.append(topic)
+
+    def force_metadata_update(self) -> None:
+        pass
+
+    async def send(self, node_id: int, request: Any) -> Any:
+        from types import SimpleNamespace
+
+        from faust.types import TP
+
+        await asyncio.sleep(self.delay)
+        self.requests.append(request._topics)
+        answers = []
+        for topic, partitions in request._topics:
+            offsets = {-1: self.ends, -2: self.starts}
+            found = [(p, 0, -1, offsets[ts][TP(topic, p)]) for p, ts in partitions if TP(topic, p) in offsets[ts]]
+            answers.append((topic, found))
+        return SimpleNamespace(API_VERSION=1, topics=answers)
+
+
 def test_consumer_lag_counts_the_input_topics_alone():
     """Faust assigns each worker its `<app id>-__assignor-__leader` topic beside the posts topic; a
     lag reported for it was summed into the dashboard's partition 0."""
@@ -174,10 +215,42 @@ def test_consumer_lag_counts_the_input_topics_alone():
     from stream.ops.http import consumer_lag
 
     posts, leader = TP("forum-posts", 0), TP("forum-sentinel-__assignor-__leader", 0)
-    consumer = SimpleNamespace(assignment=lambda: {posts, leader}, _committed_offset={posts: 40, leader: 3},
-                               highwater={posts: 42, leader: 9}.get)
-    lags = asyncio.run(consumer_lag(SimpleNamespace(consumer=consumer), ("forum-posts",)))
+    ends = {posts: 42, leader: 9}
+    consumer = SimpleNamespace(assignment=lambda: {posts, leader}, _committed_offset={posts: 40, leader: 3}, highwater=ends.get)
+    lags = asyncio.run(consumer_lag(SimpleNamespace(consumer=consumer, producer=_Broker(ends)), ("forum-posts",)))
     assert lags == {posts: 2}
+
+
+def test_consumer_lag_takes_the_log_end_from_the_broker_and_the_highwater_where_the_broker_falls_short():
+    """The in-memory highwater moves only with a fetch response: a partition whose fetches stopped
+    kept its last lag while posts piled up on it. The broker's end counts; the highwater stands in
+    for a partition the broker gave no end for (it did not answer in time), and where the broker's
+    end is short of it (Tansu's answer for a partition whose last record batch holds several)."""
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from stream.ops.http import consumer_lag
+
+    stalled, fetched, new = TP("forum-posts", 0), TP("forum-posts", 1), TP("forum-posts", 2)
+    # Nothing for `new`'s end: its highwater stands in. Its first offset: where the group starts.
+    broker = _Broker({stalled: 57, fetched: 10}, {new: 4})
+    consumer = SimpleNamespace(assignment=lambda: {stalled, fetched, new}, _committed_offset={stalled: 40, fetched: 11},
+                               highwater={stalled: 42, fetched: 12, new: 9}.get)
+    app = SimpleNamespace(consumer=consumer, producer=broker)
+    assert asyncio.run(consumer_lag(app, ("forum-posts",))) == {stalled: 17, fetched: 1, new: 5}
+    # One ListOffsets for every end (one leader here), one for the never-committed partition's start.
+    asked = sorted(sorted(ts for _, parts in topics for _, ts in parts) for topics in broker.requests)
+    assert asked == [[-2], [-1, -1, -1]]
+
+    # The producer's client has not learnt the posts topic's leaders yet (its first call): the
+    # highwater stands in, and the topic is added to the client's metadata for the next call.
+    broker.cluster.leader_for_partition = lambda tp: None
+    assert asyncio.run(consumer_lag(app, ("forum-posts",))) == {stalled: 2, fetched: 1} and set(broker.added) == {"forum-posts"}
+    broker.cluster.leader_for_partition = lambda tp: 0
+
+    broker.delay = 60  # the broker away: what the consumer last fetched
+    assert asyncio.run(consumer_lag(app, ("forum-posts",), timeout=0.05)) == {stalled: 2, fetched: 1}
 
 
 def test_each_worker_metrics_has_its_own_registry():
@@ -341,3 +414,62 @@ def test_a_new_groups_lag_counts_what_its_first_batch_has_not_written(tmp_path, 
             wait_until(lambda: lag() == 0, 30, "lag 0 once the posts are committed", worker)
     finally:
         redis_proc.stop()
+
+
+async def _produce(broker: str, topic: str, partition: int, posts: list[dict]) -> None:
+    """One record batch per post: Tansu answers ListOffsets with its last batch's first offset + 1
+    (stream/ops/http.py, consumer_lag), the end only where that batch holds one record."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
+    await producer.start()
+    try:
+        for post in posts:
+            await producer.send_and_wait(topic, json.dumps(post).encode(), partition=partition)
+    finally:
+        await producer.stop()
+
+
+def test_a_partition_whose_fetches_stop_shows_its_lag_growing(tmp_path, kafka_server, redis_server, cache_dir):
+    """aiokafka stops fetching one partition of a live worker (tests/fetch_stall.py leaves it out of
+    the fetch requests, as aiokafka does for a partition it holds paused) while the other goes on.
+    The lag came from the highwater, which only a fetch response moves: it stayed 0 with every new
+    post on that partition unread, so neither the dashboard nor a lag rule could see the stall, and
+    Faust's own check for it never fires with aiokafka 0.14 (docs/operations.md)."""
+    redis.Redis.from_url(redis_server).flushdb()
+    stall = tmp_path / "stall"
+    env = env_for(kafka_server, redis_server, cache_dir, "http-lag-stall")
+    topic = env["SENTINEL_TOPIC_POSTS"]
+    env.update(SENTINEL_PARTITIONS="2", FETCH_STALL_FILE=str(stall), FETCH_STALL_TOPIC=topic, FETCH_STALL_PARTITION="1")
+    shim = f"import sys, runpy; sys.path.insert(0, {str(Path(__file__).parent)!r}); import fetch_stall; runpy.run_module('sentinel.cli', run_name='__main__')"
+    posts = iter([{**GOOD[i % len(GOOD)], "id": f"s{i}", "created_at": T0 + 60 * i} for i in range(40)])
+
+    def produce(partition: int, count: int) -> None:
+        asyncio.run(_produce(kafka_server, topic, partition, [next(posts) for _ in range(count)]))
+
+    with running_worker(env, tmp_path / "worker.log", ["-c", shim, "worker"]) as worker:
+        wait_until(worker.ready, 60, "/readyz 200", worker)
+
+        def scrape() -> tuple[float, dict[str, float]]:
+            found = samples(get(worker.port, "/metrics")[1].decode())
+            lags = {dict(labels)["partition"]: v for (name, labels), v in found.items() if name == "sentinel_consumer_lag"}
+            return found.get(("sentinel_posts_consumed_total", frozenset()), 0), lags
+
+        def shows(consumed: int, lags: dict[str, float]) -> Callable[[], bool]:
+            return lambda: scrape() == (consumed, lags)
+
+        produce(0, 3)
+        produce(1, 3)
+        wait_until(shows(6, {"0": 0, "1": 0}), 60, "both partitions read and committed", worker)
+
+        stall.touch()
+        wait_until(stall.with_name("stall.on").exists, 30, "a fetch request without partition 1", worker)
+        produce(1, 5)
+        produce(0, 2)
+        # Partition 0 goes on; partition 1's five posts are behind, as the broker's end says.
+        wait_until(shows(8, {"0": 0, "1": 5}), 30, "lag 5 on the stalled partition 1", worker)
+        produce(1, 2)
+        wait_until(shows(8, {"0": 0, "1": 7}), 30, "lag 7 once two more posts wait on partition 1", worker)
+
+        stall.unlink()  # fetching again: read, committed, no lag
+        wait_until(shows(15, {"0": 0, "1": 0}), 30, "partition 1 read again", worker)

@@ -172,15 +172,80 @@ def check_partitions(app: faust.App, topic: str) -> Check:
     return Check("partitions", False, f"no partition of {topic} assigned yet")
 
 
+LATEST, EARLIEST = -1, -2  # ListOffsets' timestamps for a partition's end and its first offset
+
+
+async def list_offsets(client: Any, tps: Collection[Any], timestamp: int) -> dict[Any, int]:
+    """ListOffsets for `tps` (LATEST: each partition's end; EARLIEST: its first offset), one request
+    per partition leader, over `client` (aiokafka's AIOKafkaClient). The worker's producer's client,
+    not the consumer: the consumer's connection to a leader carries its fetches, which Faust has
+    the broker hold up to 1.5 s (`fetch_max_wait_ms`) when there is nothing new, and the broker
+    answers a connection's requests in order, so a lookup there waits behind each; and its calls go
+    through Faust's consumer thread, whose two workers run the fetches and commits too. A
+    partition whose leader the client does not know yet (its first call: the producer writes other
+    topics) or that the broker answers with an error (a leader moved) is left out, and the client's
+    metadata is brought up to date for the next call."""
+    from aiokafka.protocol.offset import OffsetRequest
+    from aiokafka.structs import TopicPartition as KafkaTP
+
+    by_leader: dict[int, dict[str, list[tuple[int, int]]]] = {}
+    for tp in tps:
+        leader = client.cluster.leader_for_partition(KafkaTP(tp.topic, tp.partition))
+        if leader is None or leader == -1:
+            client.add_topic(tp.topic)
+            continue
+        by_leader.setdefault(leader, {}).setdefault(tp.topic, []).append((tp.partition, timestamp))
+
+    async def ask(leader: int, topics: dict[str, list[tuple[int, int]]]) -> dict[Any, int]:
+        response = await client.send(leader, OffsetRequest(-1, 0, list(topics.items())))
+        found: dict[Any, int] = {}
+        for topic, partitions in response.topics:
+            for partition, error_code, *info in partitions:
+                if error_code:  # not the leader any more, unknown partition: the highwater stands in
+                    client.force_metadata_update()
+                    continue
+                # v0 answers a list of offsets; later versions (timestamp, offset[, leader epoch]).
+                offset = (info[0][0] if info[0] else None) if response.API_VERSION == 0 else info[1]
+                if offset is not None and offset >= 0:
+                    found[KafkaTP(topic, partition)] = offset
+        return found
+
+    answers = await asyncio.gather(*(ask(leader, topics) for leader, topics in by_leader.items()))
+    return {tp: offset for answer in answers for tp, offset in answer.items()}
+
+
+async def broker_offsets(app: faust.App, tps: Collection[Any], timestamp: int, timeout: float = CHECK_TIMEOUT_S) -> dict[Any, int]:
+    """`list_offsets` over the worker's producer's client; {} when it fails or takes over `timeout`."""
+    if not tps:
+        return {}
+    try:
+        client = app.producer._ensure_producer().client  # noqa: SLF001 - as check_broker: Faust exposes no public handle
+        return await asyncio.wait_for(list_offsets(client, tps, timestamp), timeout)
+    except Exception:  # noqa: BLE001 - the producer not started, the broker slow or away
+        return {}
+
+
 async def consumer_lag(app: faust.App, topics: Collection[str], timeout: float = CHECK_TIMEOUT_S) -> dict[TopicPartition, int]:
     """Lag per assigned partition of the input `topics` from Faust's consumer. Faust assigns each
     worker its internal `<app id>-__assignor-__leader` topic too: its lag would be summed into the
-    dashboard's partition 0, so it is left out. Highwater and committed offsets are in
-    memory (the fetcher updates the first, every commit the second, and each assignment seeds the
-    second with the group's committed offsets); only a partition this group has never committed
-    costs a lookup: of its first offset, where the group starts reading it (the worker's offset
-    reset is `earliest`). Not the read position: the consumer reads ahead of the batches, so a new
-    group whose first batch could not be written (Redis away) showed lag 0 with every post unread."""
+    dashboard's partition 0, so it is left out.
+
+    Each partition's end is asked of the broker (ListOffsets latest, `list_offsets`): one lookup per
+    call, i.e. per scrape of /metrics (every 30 s with the shipped ServiceMonitor), waiting at most
+    `timeout`. The
+    consumer's in-memory highwater moves only with a fetch response for that partition, so a
+    partition whose fetches stopped kept its last lag while posts piled up on it, and no rule fired
+    (`tests/test_http.py`). Where the broker gives no end in time (an outage, a partition revoked
+    meanwhile), that highwater stands in: what the worker last knew beats no series during an
+    outage `sentinel_dependency_up` already reports. The larger of the two counts: a highwater was
+    read from the same log earlier, so it is never past a right answer, and Tansu 0.6 answers a
+    partition's end as one of its latest record batches' first offset + 1, short of the records
+    after it (stream/tools/replay.py, `consume_records`, says when).
+    Committed offsets are in memory (every commit updates them, and each assignment seeds them with
+    the group's committed offsets); only a partition this group has never committed costs a second
+    lookup, beside the first: of its first offset, where the group starts reading it (the worker's offset reset is
+    `earliest`). Not the read position: the consumer reads ahead of the batches, so a new group
+    whose first batch could not be written (Redis away) showed lag 0 with every post unread."""
     consumer = app.consumer
     try:
         assignment = [tp for tp in consumer.assignment() if tp.topic in topics]
@@ -188,20 +253,17 @@ async def consumer_lag(app: faust.App, topics: Collection[str], timeout: float =
         return {}
     committed: Mapping[Any, int | None] = {tp: consumer._committed_offset.get(tp) for tp in assignment}  # noqa: SLF001
     uncommitted = [tp for tp in assignment if committed[tp] is None]
-    starts: Mapping[Any, int] = {}
-    if uncommitted:
-        try:
-            starts = await asyncio.wait_for(consumer.earliest_offsets(*uncommitted), timeout)
-        except Exception:  # noqa: BLE001 - revoked meanwhile, or the broker is slow: leave them out
-            starts = {}
+    ends, starts = await asyncio.gather(broker_offsets(app, assignment, LATEST, timeout), broker_offsets(app, uncommitted, EARLIEST, timeout))
 
-    def highwater(tp: Any) -> int | None:
+    def end(tp: Any) -> int | None:
         try:
-            return consumer.highwater(tp)
+            fetched = consumer.highwater(tp)
         except Exception:  # noqa: BLE001 - revoked between assignment() and here
-            return None
+            fetched = None
+        known = [offset for offset in (ends.get(tp), fetched) if offset is not None]
+        return max(known) if known else None
 
-    return partition_lag(assignment, highwater, committed.get, starts.get)
+    return partition_lag(assignment, end, committed.get, starts.get)
 
 
 # --- wiring --------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ apps can live in one process (tests) without "duplicated timeseries" errors, and
 exactly this worker's instruments. Updating is plain function calls from the processor, the alert
 engine's caller and the delivery loop; nothing here touches Kafka, Redis or the event loop.
 
-Consumer lag is a gauge refreshed at scrape time from what Faust's consumer already knows in memory
-(see `partition_lag`), so a scrape never waits on the broker.
+Consumer lag is a gauge refreshed at scrape time (see `partition_lag`): the log ends come from the
+broker, one ListOffsets request per scrape (stream/ops/http.py `consumer_lag` says why and what
+stands in when the broker is slow), the committed offsets from what Faust's consumer knows.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def partition_lag(
     """Messages behind per assigned partition: highwater (the log end offset, i.e. the offset the
     next produced message gets) minus the committed offset (the next offset to read). Before the
     group has committed a partition, where it starts reading it (`start`: the log's first offset)
-    stands in. A partition whose highwater or offset is not known yet (no fetch answered since
-    assignment) is left out rather than guessed."""
+    stands in. A partition whose end or offset is not known (the broker did not answer and no
+    fetch has since assignment) is left out rather than guessed."""
     lags: dict[TopicPartition, int] = {}
     for tp in assignment:
         end = highwater(tp)
@@ -139,7 +140,7 @@ class WorkerMetrics:
             "Alert deliveries by result (notified: every routed service accepted; failed: not every one did, a service refused it "
             "after its retries; capped: the daily cap held a service back and none failed; silenced)", ["result"], registry=r
         )
-        self.lag = Gauge("sentinel_consumer_lag", "Messages behind per assigned partition (highwater - committed)", ["topic", "partition"], registry=r)
+        self.lag = Gauge("sentinel_consumer_lag", "Messages behind per assigned partition (log end offset - committed)", ["topic", "partition"], registry=r)
         self.model = Gauge("sentinel_model_info", "The loaded classifier (always 1)", ["base", "adapter", "device", "quantize", "dtype"], registry=r)
         self.loop_lag = Gauge("sentinel_event_loop_lag_seconds", "How late the last event-loop heartbeat woke up", registry=r)
         self.dependency_up = Gauge("sentinel_dependency_up", "1 if the dependency answered the worker's last probe, else 0", ["dependency"], registry=r)
