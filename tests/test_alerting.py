@@ -975,11 +975,69 @@ def test_a_resolution_goes_to_the_services_a_firing_notice_reached_not_every_one
     assert resolved_b == [] and b.refused == (4 if case == "one-refused" else 0), (b.accepted, b.refused)
     # One mark per service that heard, named by a hash of its URL, and the notices counted.
     key_a = service_key(build_apprise(a.url, None)[0])
-    assert sorted(k for k in marks[0] if k.startswith("svc:")) == sorted(["svc:notices", f"svc:{key_a}"]), marks
-    assert marks[0]["svc:notices"] == "2", marks
+    assert [k for k in marks[0] if k.startswith("svc:") and not k.startswith("svc:notice:")] == [f"svc:{key_a}"], marks
+    assert len([k for k in marks[0] if k.startswith("svc:notice:")]) == 2, marks
     unheard = [r for r in caplog.records if r.getMessage().startswith("resolution not sent to services no firing notice")]
     port_b = b.url.rsplit(":", 1)[1]
     assert len(unheard) == 1 and [port_b in s for s in unheard[0].services] == [True], unheard  # b, as its log-safe URL
+
+
+@pytest.mark.parametrize("retry", ["refused-again", "accepted-on-retry"])
+def test_a_firing_notice_delivered_again_after_its_worker_died_is_counted_once(redis_server, retry):
+    """Two `warning=` webhooks, a and b. ETH's incident opens as a warning: a accepts, b refuses
+    every attempt, and the worker dies after marking the notice, before acknowledging it. Another
+    worker claims the entry and delivers it again (nothing says every service had it): b refuses
+    again (refused-again) or is back and accepts (accepted-on-retry). Then the incident resolves,
+    with b up. The marks counted the notice twice (HINCRBY per delivery) against the correlator's
+    one, so the resolution fell back to per severity and b, which refused the only firing notice,
+    heard "resolved" of a drop it never heard begin. A notice is now marked once by its entry id:
+    b hears the end only where a delivery of the firing reached it."""
+    from stream.keys import told_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    a, b = Hook(), Hook()
+    b.failing = True
+    marks: list[dict] = []
+    entry = functools.partial(told_entry, True, "incR")
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            def delivery(consumer: str, **kw) -> AlertDelivery:
+                return AlertDelivery(store, Notifier(build_apprise(f"warning={a.url} warning={b.url}", None), attempts=2, backoff=0.01),
+                                     lambda record: asyncio.sleep(0), consumer=consumer, chart=False, **kw)
+
+            dead, live = delivery("dead"), delivery("live", claim_idle_s=0)
+            await dead.ensure_group()
+
+            async def dies(entry_id: str, published: int) -> None:  # the worker is gone before its acknowledgement
+                pass
+
+            dead._ack = dies  # type: ignore[method-assign]
+            await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
+            assert await dead.drain_once() == 1
+            b.failing = retry == "refused-again"
+            while await live.drain_once():  # claims the dead worker's entry and delivers it again
+                pass
+            marks.append(await store.redis.hgetall(told_key("incR")))
+            b.failing = False
+            await store.redis.xadd(OUTBOX_KEY, entry("resolved", "warning", "2026-10-02T13:00:00Z", route_severities=("warning",),
+                                                     last_notified="2026-10-02T12:06:00Z", firing_notices=1))
+            while await live.drain_once():
+                pass
+            assert (await store.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP))["pending"] == 0
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        a.close()
+        b.close()
+    assert [p.get("state") for p in a.accepted] == ["firing", "firing", "resolved"], a.accepted  # at-least-once: twice
+    heard_b = [] if retry == "refused-again" else ["firing", "resolved"]
+    assert [p.get("state") for p in b.accepted] == heard_b, b.accepted
+    assert len([k for k in marks[0] if k.startswith("svc:notice:")]) == 1, marks
 
 
 @pytest.mark.parametrize("cause", ["refused", "capped"])
@@ -1150,9 +1208,11 @@ def test_a_firing_notice_no_service_heard_or_a_claimed_one_still_moves_the_marks
     assert warning.accepted == [], warning.accepted
     # Both notices counted (session 50), no service heard either; the claimed one is not counted:
     # which services heard it died with its worker.
-    assert unrouted == {"warning": "held", "last": "2026-10-02T12:36:00Z", "svc:notices": "2"}, unrouted
+    notices = {k for k in unrouted if k.startswith("svc:notice:")}
+    assert len(notices) == 2 and {k: v for k, v in unrouted.items() if k not in notices} == {"warning": "held", "last": "2026-10-02T12:36:00Z"}, unrouted
     assert claimed.get("critical") == "sent" and claimed.get("last") == "2026-10-02T12:36:00Z", claimed
-    assert claimed.get("svc:notices") == "1" and not any(k.startswith("svc:") and k != "svc:notices" for k in claimed), claimed
+    claimed_notices = [k for k in claimed if k.startswith("svc:notice:")]
+    assert len(claimed_notices) == 1 and not any(k.startswith("svc:") and k not in claimed_notices for k in claimed), claimed
     assert [(p["state"], p["severity"]) for p in critical.accepted] == [("firing", "critical"), ("resolved", "critical")], critical.accepted
 
 

@@ -37,7 +37,7 @@ from stream.alerts.chart import baselines_of, chart_points, render_chart
 from stream.alerts.correlator import acknowledgements
 from stream.alerts.grouping import Notice
 from stream.alerts.precision import TrackRecord, track_record
-from stream.alerts.incidents import (TOLD_HELD, TOLD_LAST, TOLD_NOTICES, TOLD_SENT, TOLD_SERVICE, AlertRecord, marks_behind, record_from_json,
+from stream.alerts.incidents import (TOLD_HELD, TOLD_LAST, TOLD_NOTICE, TOLD_SENT, TOLD_SERVICE, AlertRecord, marks_behind, record_from_json,
                                      told_fate, told_routes, told_services)
 from stream.alerts.notify import Delivery, Notifier, describe, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
@@ -486,7 +486,7 @@ class AlertDelivery:
                 await self._settle(entry_id, delivered)
                 fate, heard = told_fate(delivered.sent), delivered.accepted
             if firing:  # every firing notice sets `last`, also one no service is routed for (`marks_behind`)
-                await self._mark_fate(notice.incident_id, notice.severity, fate, notice.at, last=True, heard=heard)
+                await self._mark_fate(notice.incident_id, notice.severity, fate, notice.at, last=True, heard=(entry_id, heard))
             else:
                 await self._forget_told(notice.incident_id)
         for record in records:
@@ -590,7 +590,7 @@ class AlertDelivery:
         return await self.notifier.deliver(record, png, routes)
 
     async def _mark_fate(self, ident: str, severity: str, fate: str | None, at: str = "", last: bool = False,
-                         heard: Sequence[str] | None = None) -> None:
+                         heard: tuple[str, Sequence[str]] | None = None) -> None:
         """`_mark_told`, retried while Redis is away where the notification went out (`_after_sending`):
         without the mark its resolution would still be routed, as before the marks."""
         if fate == TOLD_SENT:
@@ -599,7 +599,7 @@ class AlertDelivery:
             await self._mark_told(ident, severity, fate, at, last, heard)
 
     async def _mark_told(self, ident: str, severity: str, fate: str | None, at: str = "", last: bool = False,
-                         heard: Sequence[str] | None = None) -> None:
+                         heard: tuple[str, Sequence[str]] | None = None) -> None:
         """A firing notification's fate at its severity (`incidents.told_routes`): `sent` replaces a
         `held` or `failed` (a later one went out after the silence, or once a service was back);
         neither replaces `sent`. Entries of one incident are delivered in order, so its resolution
@@ -607,14 +607,17 @@ class AlertDelivery:
         one is kept (`<severity>:at`) and, with `last` (an incident's notices), every notice's is the
         marks' `last` (`incidents.marks_behind`). `fate` None: `last` alone (no service routed).
         `heard`: an incident's firing notice whose every service's outcome is known here (none where
-        a dead worker's delivery is finished: `_notified_before`), the services that accepted it;
-        each is marked `svc:<service_key>`, and the notice is counted (`svc:notices`) whoever heard it."""
+        a dead worker's delivery is finished: `_notified_before`), as its outbox entry id and the
+        services that accepted it; each is marked `svc:<service_key>`, and the notice is marked
+        (`svc:notice:<entry id>`) whoever heard it: once however often it is delivered, so a claim
+        that delivers it again after its worker died adds the services it reached, not a notice."""
         key = told_key(ident)
         async with self.redis.pipeline(transaction=True) as pipe:
             if heard is not None:
-                for service in heard:
+                entry_id, services = heard
+                for service in services:
                     pipe.hset(key, f"{TOLD_SERVICE}{service}", TOLD_SENT)
-                pipe.hincrby(key, TOLD_NOTICES, 1)
+                pipe.hset(key, f"{TOLD_NOTICE}{entry_id}", 1)
             if fate == TOLD_SENT:
                 pipe.hset(key, severity, fate)
                 if at:
@@ -647,7 +650,7 @@ class AlertDelivery:
     async def _told_services(self, ident: str, firing_notices: Any) -> set[str] | None:
         """The services (`service_key`) a firing notice of an incident reached, where its marks say
         so of every firing notice the correlator made (`firing_notices`, a resolution entry's, as
-        many as `svc:notices` counts); else None, and the resolution is routed per severity (a
+        many as its `svc:notice:` fields); else None, and the resolution is routed per severity (a
         notice an older worker delivered, or one a claim finished, left no service marks)."""
         if not isinstance(firing_notices, int) or isinstance(firing_notices, bool):
             return None

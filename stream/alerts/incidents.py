@@ -233,9 +233,12 @@ TOLD_SENT, TOLD_HELD, TOLD_FAILED = "sent", "held", "failed"
 TOLD_UNHEARD = (TOLD_HELD, TOLD_FAILED)
 TOLD_LAST = "last"  # the marks' field: event time (ISO) of the latest firing notice marked (`marks_behind`)
 # The marks' fields per service (session 50, grouped): `svc:<service_key>` = sent once a firing notice
-# reached that service, and `svc:notices`, how many firing notices were marked so (`told_services`).
+# reached that service, and `svc:notice:<outbox entry id>` = 1 for each firing notice marked so
+# (`told_services` counts them). One field per notice, not a counter: a notice delivered twice (a
+# claim after its worker died, a mark retried while Redis was away) is counted once, so the count
+# never runs over and cannot meet the correlator's while another notice went unmarked.
 TOLD_SERVICE = "svc:"
-TOLD_NOTICES = "svc:notices"
+TOLD_NOTICE = "svc:notice:"
 
 
 def told_fate(sent: int) -> str:
@@ -263,16 +266,14 @@ def told_services(marks: Mapping[str, str], firing_notices: int) -> set[str] | N
     Alertmanager's notification log is kept per receiver: a receiver that was told of the firing
     hears the resolution, another does not, whatever its severity heard). None where they do not (a
     worker before session 50, which marks no service, delivered one; a claim finished one whose
-    outcome per service was lost with its worker; a count retried twice): the resolution is then
+    outcome per service was lost with its worker): the resolution is then
     routed per severity (`told_routes`), as before. A service added since the firing is in no mark
     and hears nothing; one removed is not routed at all."""
-    try:
-        counted = int(marks.get(TOLD_NOTICES) or 0)
-    except ValueError:
-        return None
+    counted = sum(1 for name in marks if name.startswith(TOLD_NOTICE))
     if counted != firing_notices or firing_notices < 1:
         return None
-    return {name[len(TOLD_SERVICE):] for name, fate in marks.items() if name.startswith(TOLD_SERVICE) and name != TOLD_NOTICES and fate == TOLD_SENT}
+    return {name[len(TOLD_SERVICE):] for name, fate in marks.items()
+            if name.startswith(TOLD_SERVICE) and not name.startswith(TOLD_NOTICE) and fate == TOLD_SENT}
 
 
 def marks_behind(last_marked: str | None, last_notified: str | None) -> bool:
