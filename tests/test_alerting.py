@@ -982,6 +982,61 @@ def test_a_resolution_goes_to_the_services_a_firing_notice_reached_not_every_one
     assert len(unheard) == 1 and [port_b in s for s in unheard[0].services] == [True], unheard  # b, as its log-safe URL
 
 
+@pytest.mark.parametrize("change", ["url-edited", "apprise-rewrote"])
+def test_a_service_that_heard_the_firing_under_another_url_still_hears_the_resolution(redis_server, caplog, change):
+    """One `warning=` webhook. ETH's incident opens as a warning and the webhook accepts it; before
+    it resolves, the service's URL as the worker renders it changed: an operator edited a parameter
+    (`?overflow=split` dropped, same endpoint), or an Apprise upgrade rewrote every URL (Apprise 2
+    writes `retry=`, `wait=` and `optional=` into each; the marks were written without them). The
+    marks name the service by a hash of that rendering, so no configured service matched them and
+    the resolution went to nobody, though the webhook heard the firing. Marks that name a service
+    no longer configured cannot say who heard it: the resolution goes per severity, as before."""
+    import hashlib
+
+    from stream.keys import told_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    hook = Hook()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            def delivery(urls: str) -> AlertDelivery:
+                return AlertDelivery(store, Notifier(build_apprise(urls, None), attempts=1), lambda record: asyncio.sleep(0),
+                                     consumer="test", chart=False)
+
+            now = delivery(f"warning={hook.url}")
+            before = delivery(f"warning={hook.url}?overflow=split") if change == "url-edited" else now
+            await now.ensure_group()
+            first = await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incU", "new", "warning", "2026-10-02T12:06:00Z"))
+            while await before.drain_once():
+                pass
+            if change == "apprise-rewrote":  # the mark as an Apprise that wrote no retry/wait/optional keyed it
+                (server,) = now.notifier.targets
+                older = server.url(privacy=False).replace("&retry=0&wait=0.5&optional=no", "")
+                assert older != server.url(privacy=False)
+                marks = await store.redis.hgetall(told_key("incU"))
+                await store.redis.delete(told_key("incU"))
+                await store.redis.hset(told_key("incU"), mapping={**{k: v for k, v in marks.items() if not k.startswith("svc:")},
+                                                                  f"svc:{hashlib.sha256(older.encode()).hexdigest()[:16]}": "sent",
+                                                                  f"svc:notice:{first}": "1"})
+            await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incU", "resolved", "warning", "2026-10-02T13:00:00Z", route_severities=("warning",),
+                                                          last_notified="2026-10-02T12:06:00Z", firing_notices=1))
+            while await now.drain_once():
+                pass
+        finally:
+            await store.close()
+
+    try:
+        with caplog.at_level(logging.INFO, logger="stream.alerts.delivery"):
+            asyncio.run(go())
+    finally:
+        hook.close()
+    assert [p.get("state") for p in hook.accepted] == ["firing", "resolved"], hook.accepted
+    gone = [r for r in caplog.records if r.getMessage().startswith("told marks name services no longer configured")]
+    assert len(gone) == 1 and gone[0].services == 1, gone
+
+
 @pytest.mark.parametrize("retry", ["refused-again", "accepted-on-retry"])
 def test_a_firing_notice_delivered_again_after_its_worker_died_is_counted_once(redis_server, retry):
     """Two `warning=` webhooks, a and b. ETH's incident opens as a warning: a accepts, b refuses

@@ -37,8 +37,8 @@ from stream.alerts.chart import baselines_of, chart_points, render_chart
 from stream.alerts.correlator import acknowledgements
 from stream.alerts.grouping import Notice
 from stream.alerts.precision import TrackRecord, track_record
-from stream.alerts.incidents import (TOLD_HELD, TOLD_LAST, TOLD_NOTICE, TOLD_SENT, TOLD_SERVICE, AlertRecord, marks_behind, record_from_json,
-                                     told_fate, told_routes, told_services)
+from stream.alerts.incidents import (TOLD_HELD, TOLD_LAST, TOLD_NOTICE, TOLD_SENT, TOLD_SERVICE, AlertRecord, marked_services, marks_behind,
+                                     record_from_json, told_fate, told_routes, told_services)
 from stream.alerts.notify import Delivery, Notifier, describe, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
 from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, VERDICTS_KEY, caps_key, told_key
@@ -650,12 +650,19 @@ class AlertDelivery:
     async def _told_services(self, ident: str, firing_notices: Any) -> set[str] | None:
         """The services (`service_key`) a firing notice of an incident reached, where its marks say
         so of every firing notice the correlator made (`firing_notices`, a resolution entry's, as
-        many as its `svc:notice:` fields); else None, and the resolution is routed per severity (a
-        notice an older worker delivered, or one a claim finished, left no service marks)."""
-        if not isinstance(firing_notices, int) or isinstance(firing_notices, bool):
+        many as its `svc:notice:` fields) and every service marked is still configured; else None,
+        and the resolution is routed per severity (a notice an older worker delivered, or one a
+        claim finished, left no service marks; a service that heard was removed or its URL changed,
+        by an edit or an Apprise upgrade)."""
+        if not isinstance(firing_notices, int) or isinstance(firing_notices, bool) or self.notifier is None:
             return None
         marks = await self.redis.hgetall(told_key(ident))
-        return told_services(marks, firing_notices)
+        configured = {service_key(server) for server in self.notifier.targets}
+        gone = marked_services(marks) - configured
+        if gone:
+            log.info("told marks name services no longer configured (removed, or the URL changed: an edit, a rotated token, an "
+                     "Apprise upgrade); the resolution is routed per severity", extra={"incident_id": ident, "services": len(gone)})
+        return told_services(marks, firing_notices, configured)
 
     async def _forget_told(self, ident: str) -> None:
         """Its resolution delivered: its marks go (an incident whose resolution never comes here

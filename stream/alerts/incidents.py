@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Collection, Iterable, Literal, Mapping, Sequence
 
 from stream.alerts.detector import Kind, Severity, Signal, Thresholds
 from stream.stored import from_stored
@@ -260,7 +260,7 @@ def told_routes(routes: Sequence[str], fates: Mapping[str, str]) -> list[str]:
     return [severity for severity in routes if fates.get(severity) not in TOLD_UNHEARD]
 
 
-def told_services(marks: Mapping[str, str], firing_notices: int) -> set[str] | None:
+def told_services(marks: Mapping[str, str], firing_notices: int, configured: Collection[str]) -> set[str] | None:
     """The services (`service_key`) an incident's resolution goes to, from its told marks: those a
     firing notice of it reached, where the marks account for every one of its `firing_notices` (as
     Alertmanager's notification log is kept per receiver: a receiver that was told of the firing
@@ -268,10 +268,24 @@ def told_services(marks: Mapping[str, str], firing_notices: int) -> set[str] | N
     worker before session 50, which marks no service, delivered one; a claim finished one whose
     outcome per service was lost with its worker): the resolution is then
     routed per severity (`told_routes`), as before. A service added since the firing is in no mark
-    and hears nothing; one removed is not routed at all."""
+    and hears nothing.
+
+    `configured`: the `service_key` of every service configured now. A marked service missing from
+    it is a service that heard the firing and that the marks can no longer find: removed, its URL
+    edited or its token rotated, or every URL written anew by an Apprise upgrade (the key hashes
+    Apprise's own rendering of the URL, which Apprise 2 changed: it writes `retry=`, `wait=` and
+    `optional=` into every one). Matched by key, it would hear no resolution (an upgrade: no service
+    would); None instead, so the resolution goes per severity, as before, rather than to fewer
+    services than heard the firing."""
     counted = sum(1 for name in marks if name.startswith(TOLD_NOTICE))
     if counted != firing_notices or firing_notices < 1:
         return None
+    heard = marked_services(marks)
+    return heard if heard <= set(configured) else None
+
+
+def marked_services(marks: Mapping[str, str]) -> set[str]:
+    """The services (`service_key`) the told marks say a firing notice reached (`svc:<key>` = sent)."""
     return {name[len(TOLD_SERVICE):] for name, fate in marks.items()
             if name.startswith(TOLD_SERVICE) and not name.startswith(TOLD_NOTICE) and fate == TOLD_SENT}
 
