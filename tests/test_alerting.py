@@ -1548,6 +1548,41 @@ def test_a_capped_delivery_is_its_own_result_in_the_metrics_and_leaves_the_autho
     assert value("sentinel_posts_author_capped_total") == 3.0
 
 
+@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
+def test_a_notice_no_service_is_routed_for_counts_in_no_delivery_result(redis_server, grouping):
+    """A warning notice with only a `critical=` webhook configured goes to nobody and is not tried:
+    it counts in no `sentinel_alert_deliveries_total` result and not in the stats hash's
+    `delivery_failed` (operations.md said `result="failed"` counted it; it never reached `_settle`)."""
+    from stream.ops.prometheus import WorkerMetrics
+
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    hook = Hook()
+    metrics = WorkerMetrics()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            delivery = AlertDelivery(store, Notifier(build_apprise(f"critical={hook.url}", None), attempts=1), lambda record: asyncio.sleep(0),
+                                     consumer="test", chart=False, metrics=metrics)
+            await delivery.ensure_group()
+            await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incW", "new", "warning", "2026-10-02T12:06:00Z"))
+            while await delivery.drain_once():
+                pass
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        hook.close()
+    assert hook.accepted == [] and hook.refused == 0
+    value = metrics.registry.get_sample_value
+    assert [value("sentinel_alert_deliveries_total", {"result": result}) for result in ("notified", "failed", "capped", "silenced")] == [0.0] * 4
+    stats = r.hgetall(ALERT_STATS_KEY)
+    assert "delivery_failed" not in stats and "capped" not in stats and r.xpending(OUTBOX_KEY, OUTBOX_GROUP)["pending"] == 0, stats
+
+
 def test_incidents_are_listed_and_an_open_one_can_be_acknowledged(redis_server):
     """`sentinel incidents` and `sentinel ack` read and write these keys: an open incident takes an
     acknowledgement (the correlator reads it next round), a resolved or unknown one does not."""
