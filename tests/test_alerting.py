@@ -820,6 +820,12 @@ def told_entry(grouping: bool, ident: str, reason: str, severity: str, at: str, 
             **({"last_notified": last} if last else {})}
 
 
+def told_delivery(store: WindowStore, urls: str, consumer: str = "test", **kw) -> AlertDelivery:
+    """A delivery of the told-marks tests: these Apprise URLs, two quick attempts, no chart."""
+    return AlertDelivery(store, Notifier(build_apprise(urls, None), attempts=2, backoff=0.01), lambda record: asyncio.sleep(0),
+                         consumer=consumer, chart=False, **kw)
+
+
 def test_a_resolutions_escalated_line_says_when_a_service_first_heard_it_not_when_a_silence_held_it(redis_server):
     """ETH's incident opens as a warning at 12:06 under a silence (nobody hears it); the silence is
     lifted, its 12:36 repeat goes out, at 13:06 it turns critical, then it resolves. The resolution's
@@ -931,12 +937,8 @@ def test_a_resolution_goes_to_the_services_a_firing_notice_reached_not_every_one
     async def go():
         store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
         try:
-            def delivery(urls: str) -> AlertDelivery:
-                return AlertDelivery(store, Notifier(build_apprise(urls, None), attempts=2, backoff=0.01), lambda record: asyncio.sleep(0),
-                                     consumer="test", chart=False)
-
-            both = delivery(f"warning={a.url} warning={b.url}")
-            first = delivery(f"warning={a.url}") if case == "added-since" else both
+            both = told_delivery(store, f"warning={a.url} warning={b.url}")
+            first = told_delivery(store, f"warning={a.url}") if case == "added-since" else both
             await first.ensure_group()
             await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
             while await first.drain_once():
@@ -1001,12 +1003,8 @@ def test_a_service_that_heard_the_firing_under_another_url_still_hears_the_resol
     async def go():
         store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
         try:
-            def delivery(urls: str) -> AlertDelivery:
-                return AlertDelivery(store, Notifier(build_apprise(urls, None), attempts=1), lambda record: asyncio.sleep(0),
-                                     consumer="test", chart=False)
-
-            now = delivery(f"warning={hook.url}")
-            before = delivery(f"warning={hook.url}?overflow=split") if change == "url-edited" else now
+            now = told_delivery(store, f"warning={hook.url}")
+            before = told_delivery(store, f"warning={hook.url}?overflow=split") if change == "url-edited" else now
             await now.ensure_group()
             first = await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incU", "new", "warning", "2026-10-02T12:06:00Z"))
             while await before.drain_once():
@@ -1058,11 +1056,8 @@ def test_a_firing_notice_delivered_again_after_its_worker_died_is_counted_once(r
     async def go():
         store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
         try:
-            def delivery(consumer: str, **kw) -> AlertDelivery:
-                return AlertDelivery(store, Notifier(build_apprise(f"warning={a.url} warning={b.url}", None), attempts=2, backoff=0.01),
-                                     lambda record: asyncio.sleep(0), consumer=consumer, chart=False, **kw)
-
-            dead, live = delivery("dead"), delivery("live", claim_idle_s=0)
+            urls = f"warning={a.url} warning={b.url}"
+            dead, live = told_delivery(store, urls, "dead"), told_delivery(store, urls, "live", claim_idle_s=0)
             await dead.ensure_group()
 
             async def dies(entry_id: str, published: int) -> None:  # the worker is gone before its acknowledgement
