@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import stat
 import sys
 import time
 from collections import Counter
@@ -1011,7 +1012,7 @@ def run_faust(worker: Any, settings: Settings) -> None:
 
 @app.command()
 def run(
-    file: Annotated[Path, typer.Argument(dir_okay=False, help="JSONL of posts (or recorded records); a file, not a pipe")],
+    file: Annotated[Path, typer.Argument(readable=False, help="JSONL of posts (or recorded records); a file, not a pipe")],
     alerts_out: Annotated[Optional[Path], typer.Option("--alerts-out", help="write alert records here as JSONL")] = None,
     summary_json: Annotated[Optional[Path], typer.Option("--summary-json", help="write the summary here as JSON")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="give up when processing takes longer (seconds)")] = 3600.0,
@@ -1131,17 +1132,28 @@ def refuse_unreadable_twice(file: Path, command: str) -> None:
     sent, and `--from-line` names a line of it to resume from): `-`, a pipe or a terminal would be
     empty after the first pass. Refused, not spooled: a recording can be the size of a retained
     topic, and a copy the user makes is one they choose the place of and can resume from."""
-    if str(file) != "-" and not file.exists():  # typer's own check would call `-` a missing file
-        raise fail(f"{file} does not exist")
+    # Each problem one line, here rather than typer's checks: those print a four-line usage box, and
+    # a path they cannot stat (a folder without search permission) passed them to a traceback.
+    if str(file) != "-":
+        try:
+            mode = file.stat().st_mode
+        except FileNotFoundError:  # a dangling symlink too
+            raise fail(f"{file} does not exist") from None
+        except OSError as exc:
+            raise fail(f"cannot read {file}: {exc.strerror or type(exc).__name__}") from None
+        if stat.S_ISDIR(mode):
+            raise fail(f"{file} is a directory: sentinel {command} reads one JSONL file")
     if str(file) == "-" or not readable_twice(file):
         raise fail(f"{file}: not a regular file (stdin or a pipe?): sentinel {command} reads its file more than once (to count "
                    f"its lines and partitions, then to send them); write it to a file first (e.g. zcat posts.jsonl.gz > posts.jsonl)")
+    try:
+        file.open("rb").close()
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror or type(exc).__name__}") from None
 
 
 def readable_twice(file: Path) -> bool:
     """A file, or a device that reads the same each time (/dev/null); not a pipe, socket or terminal."""
-    import stat
-
     mode = file.stat().st_mode
     if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
         return True
@@ -1273,7 +1285,7 @@ def run_until_stopped(main: Coroutine[Any, Any, T], said: Callable[[str], str]) 
 
 @app.command("replay")
 def replay_cmd(
-    file: Annotated[Path, typer.Argument(dir_okay=False, help="JSONL of posts (or recorded records); a file, not a pipe")],
+    file: Annotated[Path, typer.Argument(readable=False, help="JSONL of posts (or recorded records); a file, not a pipe")],
     topic: Annotated[Optional[str], typer.Option("--topic", help="default: the posts topic (created if missing); another topic must exist unless --create-topic")] = None,
     speed: Annotated[str, typer.Option("--speed", help="X divides event-time gaps by X; max sends at full speed")] = "max",
     max_gap: Annotated[float, typer.Option("--max-gap", min=0, help="with --speed: the longest wait between two lines, in seconds of replay time (a longer gap is cut to it, with a warning)")] = 60.0,

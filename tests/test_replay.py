@@ -755,6 +755,61 @@ def test_stdin_and_a_pipe_are_refused_by_run_and_replay_with_a_line_saying_to_wr
     assert r.returncode == 2 and "holds no lines: nothing to run" in r.stderr, r.stderr
 
 
+
+def without_root_reads() -> list[str]:
+    """A command prefix under which permissions hold: root reads any file, so as root the test's
+    process drops the capabilities that let it (setpriv); [] where they hold already."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("root without setpriv: file permissions cannot be made to hold")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+
+
+def test_run_and_replay_say_what_is_wrong_with_their_file_in_one_line(tmp_path):
+    """A file in a folder without search permission was a traceback (exit 1) once typer's `exists`
+    check went: Path.exists() raises PermissionError there. A directory and a file without read
+    permission were typer's four-line usage box; now one line each, exit 2, before the broker (dead
+    here, which would otherwise be the error). A symlink to a file and a relative path pass to it."""
+    import os
+    import subprocess
+    import sys
+
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text(post(1, iso(1_767_225_600)) + "\n")
+    (tmp_path / "link.jsonl").symlink_to("posts.jsonl")
+    (tmp_path / "dangling.jsonl").symlink_to("nowhere.jsonl")
+    (tmp_path / "folder").mkdir()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "posts.jsonl").write_text(posts.read_text())
+    unreadable = tmp_path / "unreadable.jsonl"
+    unreadable.write_text(posts.read_text())
+    unreadable.chmod(0)
+    locked.chmod(0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    env.update(KAFKA_BROKER="127.0.0.1:9", SENTINEL_BASE="lexicon", COLUMNS="300")
+    try:
+        for command in ("run", "replay"):
+            for name, wanted in (("locked/posts.jsonl", "error: cannot read locked/posts.jsonl: Permission denied"),
+                                 ("unreadable.jsonl", "error: cannot read unreadable.jsonl: Permission denied"),
+                                 ("folder", f"error: folder is a directory: sentinel {command} reads one JSONL file"),
+                                 ("dangling.jsonl", "error: dangling.jsonl does not exist"),
+                                 ("posts.jsonl/x", "error: cannot read posts.jsonl/x: Not a directory")):
+                r = subprocess.run([*without_root_reads(), sys.executable, "-m", "sentinel.cli", command, name], capture_output=True,
+                                   text=True, timeout=60, env=env, cwd=tmp_path)
+                assert (r.returncode, r.stdout, r.stderr) == (2, "", wanted + "\n"), (command, name, r.returncode, r.stdout + r.stderr)
+        for name in ("link.jsonl", "posts.jsonl", str(tmp_path / "link.jsonl")):  # past the file's checks, to the dead broker
+            r = subprocess.run([*without_root_reads(), sys.executable, "-m", "sentinel.cli", "replay", name], capture_output=True,
+                               text=True, timeout=60, env=env, cwd=tmp_path)
+            assert r.returncode == 2 and r.stderr.startswith("error: Kafka:") and r.stderr.count("\n") == 1, (name, r.stderr)
+    finally:
+        locked.chmod(0o755)
+
+
 def test_a_resume_past_every_json_object_sends_the_rest_with_one_warning(kafka_server, tmp_path):
     """A file of posts with bad lines at its end, resumed from the first of them (the line a Ctrl-C
     names once every post was acknowledged): they are sent, as the whole file's replay sends them,
