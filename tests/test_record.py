@@ -275,3 +275,30 @@ def test_an_out_that_is_not_a_regular_file_is_refused_before_the_read(tmp_path):
         assert " ".join(r.stderr.split()) == (f"error: --out {out}: not a regular file: record spills the read beside --out and writes "
                                               "the file whole once the read is done; give a file path (e.g. --out incident.jsonl)")
     assert [p.name for p in tmp_path.iterdir()] == ["out.fifo"]
+
+
+def test_an_out_in_a_folder_without_search_permission_is_one_line(tmp_path):
+    """`--out locked/incident.jsonl` (and run's --alerts-out there) was a PermissionError traceback,
+    exit 1: the output check's Path.is_dir() raises there instead of answering. One line, exit 2,
+    before the broker (a dead one here) is asked."""
+    import os
+    import subprocess
+    import sys
+
+    from workers import without_root_reads
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (tmp_path / "posts.jsonl").write_text('{"id": "1", "text": "up", "created_at": "2026-01-01T00:00:00Z"}\n')
+    locked.chmod(0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    env.update(KAFKA_BROKER="127.0.0.1:9", SENTINEL_BASE="lexicon", COLUMNS="300")
+    try:
+        for args in (["record", "--topic", "forum-posts", "--out", "locked/incident.jsonl"],
+                     ["run", "posts.jsonl", "--alerts-out", "locked/incident.jsonl"]):
+            r = subprocess.run([*without_root_reads(), sys.executable, "-m", "sentinel.cli", *args], capture_output=True, text=True,
+                               timeout=60, env=env, cwd=tmp_path)
+            assert (r.returncode, r.stdout, r.stderr) == (2, "", "error: cannot write locked/incident.jsonl: Permission denied\n"), (
+                args, r.returncode, r.stdout + r.stderr)
+    finally:
+        locked.chmod(0o755)

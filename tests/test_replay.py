@@ -756,19 +756,6 @@ def test_stdin_and_a_pipe_are_refused_by_run_and_replay_with_a_line_saying_to_wr
 
 
 
-def without_root_reads() -> list[str]:
-    """A command prefix under which permissions hold: root reads any file, so as root the test's
-    process drops the capabilities that let it (setpriv); [] where they hold already."""
-    import os
-    import shutil
-
-    if os.geteuid() != 0:
-        return []
-    if not shutil.which("setpriv"):
-        pytest.skip("root without setpriv: file permissions cannot be made to hold")
-    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
-
-
 def test_run_and_replay_say_what_is_wrong_with_their_file_in_one_line(tmp_path):
     """A file in a folder without search permission was a traceback (exit 1) once typer's `exists`
     check went: Path.exists() raises PermissionError there. A directory and a file without read
@@ -777,6 +764,8 @@ def test_run_and_replay_say_what_is_wrong_with_their_file_in_one_line(tmp_path):
     import os
     import subprocess
     import sys
+
+    from workers import without_root_reads
 
     posts = tmp_path / "posts.jsonl"
     posts.write_text(post(1, iso(1_767_225_600)) + "\n")

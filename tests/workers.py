@@ -25,6 +25,20 @@ from stream.tools.services import free_port
 HARNESS_VARIABLES = ("SENTINEL_SCREENSHOTS", "SENTINEL_CHROMIUM", "SENTINEL_FUZZ_SCALE")
 
 
+def without_root_reads() -> list[str]:
+    """A command prefix under which permissions hold: root reads and writes any file, so as root the test's
+    process drops the capabilities that let it (setpriv); [] where they hold already."""
+    import shutil
+
+    import pytest
+
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("root without setpriv: file permissions cannot be made to hold")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+
+
 def worker_env(name: str, kafka: str, redis_url: str, cache_dir: Path, **overrides: str) -> dict[str, str]:
     """One test's own topics and consumer group on the shared broker; the lexicon scorer (no model
     load) unless `SENTINEL_BASE` is overridden; embedded-stack timeouts so a group forms in seconds."""

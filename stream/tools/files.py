@@ -12,12 +12,15 @@ from typing import IO, Iterator
 
 def output_problem(path: Path) -> str | None:
     """Why `path` cannot be written as an output file, checked before the work that fills it."""
-    if path.is_dir():
-        return "it is a directory"
-    if not path.parent.exists():
-        return f"{path.parent} does not exist"
-    if not path.parent.is_dir():
-        return f"{path.parent} is not a directory"
+    try:  # is_dir() and exists() raise, not answer False, for a folder without search permission
+        if path.is_dir():
+            return "it is a directory"
+        if not path.parent.exists():
+            return f"{path.parent} does not exist"
+        if not path.parent.is_dir():
+            return f"{path.parent} is not a directory"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
     return None
 
 
