@@ -820,3 +820,71 @@ def test_a_resume_past_every_json_object_sends_the_rest_with_one_warning(kafka_s
     assert r.returncode == 0 and r.stdout == f"sent 3 messages to {topic}\n" and "warning" not in r.stderr, r.stdout + r.stderr
     values = [r["value"] for r in asyncio.run(count_records(Settings(kafka_broker=kafka_server), topic))]
     assert values[:2] == ["text,label", "[1]"], values
+
+
+class Insides:
+    """A producer's `_sender`, as aiokafka 0.11-0.14 has it: the task that sends."""
+
+    def __init__(self, task: asyncio.Task):
+        self.sender_task = task
+
+
+class Producer:
+    """A producer whose stop() is its plain stop: the queued sends delivered or timed out (`stop_s`)."""
+
+    def __init__(self, stop_s: float, sender: asyncio.Task | None = None):
+        self.stop_s = stop_s
+        if sender is not None:
+            self._sender = Insides(sender)
+
+    async def stop(self) -> None:
+        if hasattr(self, "_sender"):  # as aiokafka's: until the sender ends or the sends are done
+            await asyncio.wait([self._sender.sender_task], timeout=self.stop_s)
+        else:
+            await asyncio.sleep(self.stop_s)
+
+
+def test_a_bounded_stop_without_aiokafkas_insides_falls_back_to_the_plain_stop(monkeypatch):
+    """stop_producer reaches into aiokafka's private `producer._sender.sender_task`. Where an
+    aiokafka lacks it, the stop was an AttributeError traceback in the middle of a Ctrl-C; where its
+    sender swallows every cancellation, the cancel loop never ended. Now the plain stop in both,
+    with one warning; aiokafka's own sender (ended by a second cancel) is still cut short."""
+    import stream.tools.replay as replay_module
+    from stream.tools.replay import stop_producer
+
+    monkeypatch.setattr(replay_module, "STOP_CANCEL_S", 2.0, raising=False)  # four rounds of cancel and wait
+
+    async def stopped(producer: Producer) -> tuple[bool, list[str]]:
+        said: list[str] = []
+        abandoned = await asyncio.wait_for(stop_producer(producer, 0.05, said.append), 30)
+        return abandoned, said
+
+    async def stubborn(release: asyncio.Event) -> None:
+        while not release.is_set():
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:  # swallowed, as a changed sender might
+                pass
+
+    async def in_flight() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:  # aiokafka's: awaits the requests in flight, which a second cancel ends
+            await asyncio.sleep(3600)
+
+    async def main() -> None:
+        assert await stopped(Producer(0.3)) == (False, ["the queued sends could not be abandoned (this aiokafka has no "
+                                                        "producer._sender.sender_task): waiting for them to be delivered or to time out"])
+        release = asyncio.Event()
+        sender = asyncio.ensure_future(stubborn(release))
+        try:
+            assert await stopped(Producer(0.3, sender)) == (False, ["the queued sends could not be abandoned (its sender task did "
+                                                                   "not end): waiting for them to be delivered or to time out"])
+        finally:  # else asyncio.run would wait for it for ever
+            release.set()
+            sender.cancel()
+            await asyncio.wait([sender])
+        sender = asyncio.ensure_future(in_flight())
+        assert await stopped(Producer(3600, sender)) == (True, []) and sender.cancelled()
+
+    asyncio.run(main())

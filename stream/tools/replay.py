@@ -269,6 +269,9 @@ def warn_stderr(message: str) -> None:
 # are abandoned: well inside Kubernetes' default 30 s grace, where a dead broker's sends took 35-40 s
 # to time out. A line abandoned is not counted, so the resume line stays right.
 STOP_DRAIN_S = 5.0
+# How long the sender task may take to end once cancelled (two cancels end aiokafka's), before the
+# plain stop is waited for instead.
+STOP_CANCEL_S = 5.0
 
 MAX_GAP_S = 60.0  # --max-gap: the longest wait between two lines, in replay seconds
 
@@ -463,7 +466,7 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
     finally:
         # Delivers what was queued, also when interrupted; after a stop (Ctrl-C, SIGTERM) for
         # STOP_DRAIN_S at most, so a dead broker cannot hold the exit past a pod's grace period.
-        abandoned = await stop_producer(producer, STOP_DRAIN_S if stop_requested() else None)
+        abandoned = await stop_producer(producer, STOP_DRAIN_S if stop_requested() else None, warn)
         retrieved(pending)
         for item, fut in pending:  # interrupted: what was acknowledged, in order, up to the first that was not
             if not fut.done() or fut.cancelled():
@@ -486,11 +489,13 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
     return result
 
 
-async def stop_producer(producer: Any, drain_s: float | None) -> bool:
+async def stop_producer(producer: Any, drain_s: float | None, warn: Callable[[str], None] = warn_stderr) -> bool:
     """producer.stop(), which waits until every queued send is delivered or has failed: with the
     broker gone, until its request timeout (40 s). With `drain_s`, that long at most; then the sends
     still queued are abandoned (their futures left pending: never counted as acknowledged) and the
-    connections closed. True where sends were abandoned."""
+    connections closed. True where sends were abandoned. Where the producer's insides are not as
+    below (another aiokafka) or its sender outlasts STOP_CANCEL_S, the plain stop, with a warning:
+    slower, but no traceback in the middle of a stop, and no loop of ours that never ends."""
     stopping = asyncio.ensure_future(producer.stop())
     if drain_s is None:
         await stopping
@@ -502,12 +507,19 @@ async def stop_producer(producer: Any, drain_s: float | None) -> bool:
     # aiokafka (0.11-0.14) has no stop that skips delivery: its sender task is cancelled, and
     # cancelled again while its cancellation handler awaits a request in flight, until it ends;
     # stop() then returns at once and closes the connections.
-    sender = producer._sender.sender_task
-    while sender is not None and not sender.done():
-        sender.cancel()
-        await asyncio.wait([sender], timeout=0.5)
+    sender = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    if isinstance(sender, asyncio.Future):
+        given_up = time.monotonic() + STOP_CANCEL_S
+        while not sender.done() and time.monotonic() < given_up:
+            sender.cancel()
+            await asyncio.wait([sender], timeout=0.5)
+        if sender.done():
+            await stopping
+            return True
+    why = "its sender task did not end" if sender is not None else "this aiokafka has no producer._sender.sender_task"
+    warn(f"the queued sends could not be abandoned ({why}): waiting for them to be delivered or to time out")
     await stopping
-    return True
+    return False
 
 
 class UnknownTopic(LookupError):
