@@ -1413,9 +1413,10 @@ def record_cmd(
     if not settings.kafka_broker:
         raise fail("record needs KAFKA_BROKER")
     writable_outputs(out_file)  # before the read, which can take a retained topic's whole length
-    if out_file.exists() and not Path(os.path.realpath(out_file)).is_file():
+    if str(out_file) == "-" or (out_file.exists() and not Path(os.path.realpath(out_file)).is_file()):
         # /dev/stdout, a pipe: the read spills beside --out (in /dev), the file is meant to be left
-        # as it was by a stopped read, and stdout carries the closing "wrote N records" line.
+        # as it was by a stopped read, and stdout carries the closing "wrote N records" line. `-`,
+        # which means stdout to most tools, was written as a file named `-`.
         raise fail(f"--out {out_file}: not a regular file: record spills the read beside --out and writes the file whole once "
                    f"the read is done; give a file path (e.g. --out incident.jsonl)")
 

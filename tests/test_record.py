@@ -260,7 +260,8 @@ def test_a_record_stopped_while_it_writes_the_finished_read_says_the_file_was_wr
 def test_an_out_that_is_not_a_regular_file_is_refused_before_the_read(tmp_path):
     """`--out /dev/stdout` passed the output check: the read would spill into a folder in /dev (an
     error, or files in devtmpfs as root), and stdout would carry the closing "wrote N records" line
-    after the records. Refused before the broker is asked (here a dead one, which would be the error)."""
+    after the records; `-` (stdout to most tools) was written as a file named `-`. Refused before the
+    broker is asked (here a dead one, which would be the error)."""
     import os
     import subprocess
     import sys
@@ -268,9 +269,9 @@ def test_an_out_that_is_not_a_regular_file_is_refused_before_the_read(tmp_path):
     fifo = tmp_path / "out.fifo"
     os.mkfifo(fifo)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
-    for out in ("/dev/stdout", str(fifo)):
+    for out in ("/dev/stdout", str(fifo), "-"):
         r = subprocess.run([sys.executable, "-m", "sentinel.cli", "record", "--topic", "forum-posts", "--out", out], capture_output=True,
-                           text=True, timeout=60, env={**env, "KAFKA_BROKER": "127.0.0.1:9"})
+                           text=True, timeout=60, env={**env, "KAFKA_BROKER": "127.0.0.1:9"}, cwd=tmp_path)
         assert r.returncode == 2 and r.stdout == "" and "Kafka" not in r.stderr, r.stdout + r.stderr
         assert " ".join(r.stderr.split()) == (f"error: --out {out}: not a regular file: record spills the read beside --out and writes "
                                               "the file whole once the read is done; give a file path (e.g. --out incident.jsonl)")
