@@ -1153,20 +1153,13 @@ def refuse_unreadable_twice(file: Path, command: str) -> None:
 
 
 def readable_twice(file: Path) -> bool:
-    """A file, or a device that reads the same each time (/dev/null); not a pipe, socket or terminal."""
-    mode = file.stat().st_mode
-    if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
+    """A file, or /dev/null (reads the same, nothing, each time); not a pipe, socket, terminal or
+    other character device: /dev/zero or /dev/urandom never end, and their line count ran until
+    memory did (MemoryError)."""
+    st = file.stat()
+    if stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode):
         return True
-    if not stat.S_ISCHR(mode):
-        return False
-    try:
-        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError:  # a device we may not open is no input either
-        return False
-    try:
-        return not os.isatty(fd)
-    finally:
-        os.close(fd)
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat(os.devnull).st_rdev
 
 
 class NotPosts(ValueError):

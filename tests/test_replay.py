@@ -756,6 +756,30 @@ def test_stdin_and_a_pipe_are_refused_by_run_and_replay_with_a_line_saying_to_wr
 
 
 
+
+def test_a_device_without_end_is_refused_by_run_and_replay(tmp_path):
+    """Any character device that was not a terminal passed as a file that reads the same each
+    time: /dev/zero's line count read one endless line until memory ran out (MemoryError traceback,
+    or the machine's memory). /dev/null alone is taken (a file of no lines, tested above). The
+    child's address space is capped so that a regression fails, not fills the machine."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def capped() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    for command in ("run", "replay"):
+        for name in ("/dev/zero", "/dev/urandom"):
+            r = subprocess.run([sys.executable, "-m", "sentinel.cli", command, name], capture_output=True, text=True, timeout=120,
+                               env={**env, "KAFKA_BROKER": "127.0.0.1:9", "SENTINEL_BASE": "lexicon"}, preexec_fn=capped)
+            said = " ".join(r.stderr.split())
+            assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, (command, name, r.returncode, said[-300:])
+            assert said.startswith(f"error: {name}: not a regular file"), said
+
+
 def test_run_and_replay_say_what_is_wrong_with_their_file_in_one_line(tmp_path):
     """A file in a folder without search permission was a traceback (exit 1) once typer's `exists`
     check went: Path.exists() raises PermissionError there. A directory and a file without read
