@@ -1395,7 +1395,9 @@ def warn_repartitioned(file: Path, topic: str, recorded: int, partitions: int) -
 @app.command("record")
 def record_cmd(
     topic: Annotated[str, typer.Option("--topic")],
-    out_file: Annotated[Path, typer.Option("--out")],
+    # readable=False: an existing --out is replaced, not read (typer called one without read permission "not readable")
+    out_file: Annotated[Path, typer.Option("--out", readable=False, help="the JSONL file to write, whole once the read is done "
+                                                                          "(a file path: not -, /dev/stdout or a pipe)")],
     max_idle: Annotated[float, typer.Option("--max-idle", min=0, help="after the end offsets taken at the start, keep reading until this many seconds pass without a message (0: stop at them)")] = 0.0,
 ) -> None:
     """Write every record of a topic, from the beginning up to its end offsets when reading starts, as JSONL."""

@@ -301,5 +301,14 @@ def test_an_out_in_a_folder_without_search_permission_is_one_line(tmp_path):
                                timeout=60, env=env, cwd=tmp_path)
             assert (r.returncode, r.stdout, r.stderr) == (2, "", "error: cannot write locked/incident.jsonl: Permission denied\n"), (
                 args, r.returncode, r.stdout + r.stderr)
+        # An --out without read permission is replaced, not read: past the checks, to the dead broker
+        # (typer refused it as "not readable", in its usage box).
+        (tmp_path / "unreadable.jsonl").write_text("old\n")
+        (tmp_path / "unreadable.jsonl").chmod(0o200)
+        r = subprocess.run([*without_root_reads(), sys.executable, "-m", "sentinel.cli", "record", "--topic", "forum-posts", "--out",
+                            "unreadable.jsonl"], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.startswith("error: Kafka:") and r.stderr.count("\n") == 1, r.stderr
+        r = subprocess.run([sys.executable, "-m", "sentinel.cli", "record", "--help"], capture_output=True, text=True, timeout=60, env=env)
+        assert "(a file path: not -, /dev/stdout or a pipe)" in " ".join(r.stdout.replace("│", " ").split()), r.stdout
     finally:
         locked.chmod(0o755)
