@@ -28,12 +28,19 @@ their wall-clock `sent` line) are the baseline's. --silence SCOPE: silenced from
 once the first worker stopped (a silence lifted mid-incident). --down TAG: that webhook refuses
 until the first worker stopped (a firing notice that reached no service). --pause S: after the
 first part both workers stay up, quiet, until one's outbox consumer is forgotten (Redis before 7.2);
---linger S: the second stays up until the stopped first's is. Session 49
+--linger S: the second stays up until the stopped first's is. --twin: a second `warning=` webhook,
+`warning2`, which --down may name (one of two services of a severity refusing: a resolution goes
+only to the one a firing notice reached where the told marks are kept per service). Session 49
 (docs/results/upgrade_s49.json): 740daaf (git worktree add /tmp/upg-old 740daaf) and main, each
 way round, against main twice:
 
     SENTINEL_ALERT_CRITICAL_Z=5 .venv/bin/python bench/rolling_upgrade.py /tmp/ru/new-new
     SENTINEL_ALERT_CRITICAL_Z=5 .venv/bin/python bench/rolling_upgrade.py /tmp/ru/old-new --first /tmp/upg-old --compare /tmp/ru/new-new
+
+Session 50 (docs/results/upgrade_s50.json, every run's command): feaa884 and main the same way, and
+two warning= services, one down until the split:
+
+    SENTINEL_ALERT_CRITICAL_Z=5 .venv/bin/python bench/rolling_upgrade.py /tmp/ru/new-new-twin-down --solo --twin --down warning2
 """
 
 from __future__ import annotations
@@ -266,7 +273,8 @@ def main() -> None:
     parser.add_argument("--solo", action="store_true", help="the first worker alone until the split")
     parser.add_argument("--kill", action="store_true", help="SIGKILL the first worker mid-send after the split (needs --solo)")
     parser.add_argument("--silence", metavar="SCOPE", help="silence SCOPE (all kinds) from the start and lift it once the first worker stopped")
-    parser.add_argument("--down", choices=("warning", "critical"), help="that webhook refuses (500) until the first worker stopped")
+    parser.add_argument("--down", choices=("warning", "critical", "warning2"), help="that webhook refuses (500) until the first worker stopped (warning2: with --twin)")
+    parser.add_argument("--twin", action="store_true", help="a second warning= webhook, warning2")
     parser.add_argument("--linger", type=float, default=0.0, help="keep the second worker up to this many seconds after the run, until the first's outbox consumer is forgotten")
     parser.add_argument("--pause", type=float, default=0.0, help="after the first part, both workers up, wait up to this many seconds until one's outbox consumer is forgotten")
     parser.add_argument("--compare", type=Path, help="a baseline run's OUT: say whether the records and notices match it")
@@ -276,11 +284,14 @@ def main() -> None:
         parser.error("--kill needs --solo: the first worker alone must be the one sending when it is killed")
     if args.kill and (args.silence or args.down):
         parser.error("--silence and --down end after a SIGTERM: not with --kill")
+    if args.down == "warning2" and not args.twin:
+        parser.error("--down warning2 needs --twin")
     args.first, args.second = args.first.resolve(), args.second.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
-    hooks = {"warning": Hook(), "critical": Hook()}
+    hooks = {"warning": Hook(), "critical": Hook(), **({"warning2": Hook()} if args.twin else {})}
+    # a hook's name is its Apprise tag, but warning2's: a second warning= service
     os.environ.update(SENTINEL_BASE="lexicon", SENTINEL_PARTITIONS="4", SENTINEL_NOTIFY_CHART="false",
-                      SENTINEL_APPRISE_URLS=" ".join(f"{tag}={hook.url}" for tag, hook in hooks.items()))
+                      SENTINEL_APPRISE_URLS=" ".join(f"{name.rstrip('2')}={hook.url}" for name, hook in hooks.items()))
     try:
         asyncio.run(run(args, hooks))
     finally:
