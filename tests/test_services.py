@@ -402,3 +402,91 @@ def test_a_ctrl_c_aiokafka_swallows_still_stops_sentinel_run(tmp_path, cache_dir
     assert r.returncode == 130, r.stderr[-3000:]
     assert f"interrupted: the run did not finish, so nothing was written to --alerts-out {alerts}" in r.stderr, r.stderr[-3000:]
     assert not alerts.exists()
+
+
+# A command whose coroutine, once cancelled by a stop, fails with an error of its own: as a Kafka
+# client whose connection the stop tore down raises a connection error from its clean-up.
+_FAILS_AFTER_THE_STOP = """
+import asyncio, sys
+from stream.tools.services import run_async
+
+async def main():
+    try:
+        print("ready", flush=True)
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        raise ConnectionResetError("the broker connection the stop closed")
+
+try:
+    run_async(main())
+except KeyboardInterrupt:  # as the CLI does
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_an_error_after_a_stop_ends_as_the_stop(how):
+    """An error that a stop caused (a connection it tore down) was reported as that error: a
+    traceback and exit 1 where the person pressed Ctrl-C or the Job sent SIGTERM. The exit is the
+    stop's (130, 143); the error is logged at INFO only."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _FAILS_AFTER_THE_STOP], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=os.getcwd(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+        assert proc.returncode == (130 if how == "ctrl-c" else 128 + signal.SIGTERM), stderr
+        assert "Traceback" not in stderr and "ConnectionResetError" not in stderr, stderr
+    finally:
+        proc.kill()
+
+
+# A Ctrl-C as `run_async` begins to take the signals (its first handler set, before the loop runs
+# the command), where a library swallows the cancellation at the command's first await.
+_CTRL_C_AS_RUN_ASYNC_BEGINS = """
+import asyncio, os, signal
+from stream.tools.services import run_async
+
+real = signal.signal
+sent = False
+
+def signal_then_sigint(signum, handler):
+    global sent
+    previous = real(signum, handler)
+    if not sent and signum == signal.SIGTERM and callable(handler):  # run_async's own, the first it sets
+        sent = True
+        os.kill(os.getpid(), signal.SIGINT)
+    return previous
+
+signal.signal = signal_then_sigint
+
+async def main():
+    try:
+        await asyncio.sleep(0.5)
+    except asyncio.CancelledError:  # as aiokafka's client close() does
+        pass
+    return "finished"
+
+try:
+    print(run_async(main()), flush=True)
+except KeyboardInterrupt:  # as the CLI does
+    raise SystemExit(130)
+"""
+
+
+def test_a_ctrl_c_as_run_async_begins_is_not_lost():
+    """asyncio.run's own SIGINT handler was set before run_async's (set in the command's task): a
+    Ctrl-C between the two cancelled the command at its first await, a library swallowed that, and
+    the command finished and exited 0. run_async's handlers come before the loop now."""
+    import signal
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _CTRL_C_AS_RUN_ASYNC_BEGINS], capture_output=True, text=True, timeout=60, cwd=os.getcwd(),
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert r.returncode == 130, r.stdout + r.stderr
+    assert r.stdout == ""  # not the coroutine's result

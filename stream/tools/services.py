@@ -61,7 +61,10 @@ def sigterm_unwinds() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # Left ignored once a SIGTERM was taken (here or by `run_async` inside): the command is
+        # unwinding, and its clean-up outside this block is not cut short by a second one either.
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, previous)
 
 
 class _Stop:
@@ -102,55 +105,47 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
     to the loop, which cancels `main` alone, so its `finally` blocks run with the rest
     intact. Later SIGTERMs are ignored, as under `sigterm_unwinds`; a second Ctrl-C raises
     KeyboardInterrupt at once, as under asyncio.run. A stop is a stop also where `main` took the
-    cancellation and returned (`cancelled_if_stopped`): KeyboardInterrupt or SystemExit(143), never
-    `main`'s result. Main thread only; elsewhere this is `asyncio.run`."""
+    cancellation and returned (`cancelled_if_stopped`), or raised an error after it (a connection
+    the stop tore down): KeyboardInterrupt or SystemExit(143), never `main`'s result or error (that
+    is logged at INFO). Main thread only; elsewhere this is `asyncio.run`."""
     if threading.current_thread() is not threading.main_thread():
         return asyncio.run(main)
     stop = _Stop()
+    running: dict[str, Any] = {}  # the command's task, then its loop, once the loop runs it
 
-    async def cancellable() -> T:
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        _STOP.set(stop)  # in this task's context, which the tasks `main` starts copy
+    def on_signal(signum: int) -> None:  # on the loop, between two callbacks
+        task = running.get("task")
+        if stop.cancelled or task is None:
+            return
+        stop.cancelled = True
+        if stop.signum == signal.SIGTERM:
+            log.warning("SIGTERM: stopping what this command started")
+        task.cancel()
 
-        def on_signal(signum: int) -> None:  # on the loop, between two callbacks
-            if stop.cancelled or task is None:
-                return
-            stop.cancelled = True
-            if stop.signum == signal.SIGTERM:
-                log.warning("SIGTERM: stopping what this command started")
-            task.cancel()
-
-        def taken(signum: int, _frame: object) -> None:
-            # Python runs this in the main thread wherever it is; it only notes the stop and hands
-            # it to the loop (call_soon_threadsafe wakes a loop waiting for I/O). Noted here, so a
-            # stop that came as `main` ended still decides the exit though the loop never ran it.
-            # A Ctrl-C after a stop raises here, as asyncio.Runner's does: at once, also while a
-            # clean-up holds the loop (stopping workers, a classifier pass), where the loop would
-            # run it only after.
-            if signum == signal.SIGINT and stop.signum is not None:
-                raise KeyboardInterrupt()
-            if stop.signum is None:
-                stop.signum = signum
+    def taken(signum: int, _frame: object) -> None:
+        # Python runs this in the main thread wherever it is; it only notes the stop and hands it
+        # to the loop (call_soon_threadsafe wakes a loop waiting for I/O). Noted here, so a stop
+        # that came as `main` ended, or before the loop ran it, still decides the exit though the
+        # loop never ran it. A Ctrl-C after a stop raises here, as asyncio.Runner's does: at once,
+        # also while a clean-up holds the loop (stopping workers, a classifier pass), where the
+        # loop would run it only after.
+        if signum == signal.SIGINT and stop.signum is not None:
+            raise KeyboardInterrupt()
+        if stop.signum is None:
+            stop.signum = signum
+        loop = running.get("loop")
+        if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed as it came: the stop is noted all the same
                 loop.call_soon_threadsafe(on_signal, signum)
 
-        # Python-level handlers, not loop.add_signal_handler: asyncio's remove_signal_handler sets a
-        # signal to its default (SIGTERM: death at once) before the command's own handler can go
-        # back, and blocking the signal in this thread does not hold it, since the kernel gives a
-        # process's signal to any thread not blocking it (rich's progress bar, asyncio's executor).
-        # Swapping one Python handler for another leaves no moment without one.
-        previous = {signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
-        if callable(signal.getsignal(signal.SIGINT)):  # not where it is ignored, as in a job a shell put in the background
-            previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
-        for signum in previous:
-            signal.signal(signum, taken)
-        try:
-            return await main
-        finally:
-            for signum, handler in reversed(previous.items()):  # SIGTERM last: the command's own may raise SystemExit
-                terminated = signum == signal.SIGTERM and stop.signum == signal.SIGTERM
-                signal.signal(signum, signal.SIG_IGN if terminated else handler)
+    async def cancellable() -> T:
+        running["task"] = asyncio.current_task()
+        running["loop"] = asyncio.get_running_loop()
+        _STOP.set(stop)  # in this task's context, which the tasks `main` starts copy
+        if stop.signum is not None:  # stopped before the loop ran the command: it never starts
+            main.close()
+            raise asyncio.CancelledError()
+        return await main
 
     def raise_if_stopped() -> None:
         if stop.signum == signal.SIGTERM:
@@ -158,11 +153,37 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
         if stop.signum == signal.SIGINT:
             raise KeyboardInterrupt() from None
 
+    # Python-level handlers, not loop.add_signal_handler: asyncio's remove_signal_handler sets a
+    # signal to its default (SIGTERM: death at once) before the command's own handler can go back,
+    # and blocking the signal in this thread does not hold it, since the kernel gives a process's
+    # signal to any thread not blocking it (rich's progress bar, asyncio's executor). Swapping one
+    # Python handler for another leaves no moment without one. Set before the loop starts, not in
+    # `main`'s task: there asyncio.run's own SIGINT handler came first, and a Ctrl-C between the two
+    # cancelled `main` at its first await, where a library could swallow it and the command exit 0.
+    # With a handler of ours already there, asyncio.run sets none.
+    previous = {signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
+    if callable(signal.getsignal(signal.SIGINT)):  # not where it is ignored, as in a job a shell put in the background
+        previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
     try:
+        for signum in previous:
+            signal.signal(signum, taken)
         result = asyncio.run(cancellable())
     except asyncio.CancelledError:
         raise_if_stopped()
         raise
+    except Exception as exc:
+        if stop.signum is None:
+            raise
+        # An error after the stop is the stop's doing (a connection it tore down, a send it
+        # abandoned): the exit is the stop's, as the person or the Job asked.
+        log.info("stopped: %s after the stop, not reported as the command's error", type(exc).__name__)
+        raise_if_stopped()
+        raise
+    finally:
+        # SIGTERM last: the command's own may raise SystemExit.
+        for signum, handler in reversed(previous.items()):
+            terminated = signum == signal.SIGTERM and stop.signum == signal.SIGTERM
+            signal.signal(signum, signal.SIG_IGN if terminated else handler)
     raise_if_stopped()  # `main` took the cancellation and returned: still the stop's exit
     return result
 
