@@ -351,6 +351,8 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import MessageSizeTooLargeError
 
+    if recorded is ...:
+        recorded = recorded_partitions(path)
     producer = AIOKafkaProducer(
         **kafka_client_kwargs(settings),
         linger_ms=5,
@@ -358,9 +360,6 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
         enable_idempotence=False,
         acks="all",
     )
-    if recorded is ...:
-        recorded = recorded_partitions(path)
-    await producer.start()
     result = result if result is not None else ReplayResult()
     result.resume_line = max(result.resume_line, from_line)
     future_s = max_future_s(settings)
@@ -420,6 +419,10 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
     pending: list[tuple[ReplayItem, Any]] = []
     queued = 0
     try:
+        # Started inside the `try`: a stop (or a dead broker) during the start still stops the
+        # producer, which closes what the start opened (aiokafka's stop of a producer whose start
+        # never finished skips the sender and closes the client's connections).
+        await producer.start()
         keep_partitions = True
         if recorded is not None:
             target = len(await producer.partitions_for(topic))
