@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -14,7 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 from types import EllipsisType
-from typing import Annotated, Any, Awaitable, Callable, Collection, Coroutine, Iterable, Literal, Mapping, Optional, Sequence, TypeVar
+from typing import Annotated, Any, Awaitable, Callable, Collection, Coroutine, Iterable, Iterator, Literal, Mapping, Optional, Sequence, TypeVar
 
 import typer
 from rich.console import Console, RenderableType
@@ -22,12 +23,26 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from model.scorer import Judgement, Scorer
 from sentinel import BAD_LINES_SHOWN
 from stream.logs import redact, setup_logging
 from stream.settings import Settings, get_settings, problems_unless_reading, read_settings, redis_given, unknown_variables, variable_name
 from stream.timefmt import shown
+
+class _Group(TyperGroup):
+    """Every command's group: a Ctrl-C that no command turned into its own line (one that came
+    before its work began, as a large file is counted, or in a command with no stop of its own:
+    `sentinel bench`) is one line, "interrupted", and exit 130, as the commands that say more end."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own click's Context
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            err.print("interrupted", markup=False, highlight=False)
+            raise typer.Exit(130) from None
+
 
 class _App(typer.Typer):
     """The `sentinel` app: a RunError (sentinel/run.py: a configuration or stack problem, already in
@@ -49,7 +64,7 @@ class _App(typer.Typer):
 # Tracebacks never print local variables: a frame inside the Redis client holds the password
 # (`auth_args = ['default', '<password>']`). Set here, not left to typer's default.
 app = _App(
-    no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
+    cls=_Group, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
     help="Forum Sentinel: crypto-forum sentiment early warning.",
 )
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: side-by-side throughput in one run, printed as JSON.")
@@ -1040,9 +1055,14 @@ def run(
     refuse_unreadable_twice(file, "run")
     if wrong := not_posts(file, "run"):  # every line dead-lettered and a summary of nothing: the wrong file
         raise fail(wrong)  # refused before the embedded stack, which takes seconds to start, as replay refuses it
-    with file.open("rb") as handle:
-        total = sum(1 for line in handle if line.strip())
-    recorded = recorded_partitions(file)  # once, for the topics and the replay: each pass reads the whole recording
+    # Counting and reading a recording of a retained topic take a while: a stop there ends as one
+    # mid-run does (nothing was started yet, so nothing needs stopping).
+    outputs = [(option, path) for option, path in (("--alerts-out", alerts_out), ("--summary-json", summary_json),
+                                                   ("--report", report_path)) if path]
+    with stops_said(lambda how: how + not_written(outputs)):
+        with file.open("rb") as handle:
+            total = sum(1 for line in handle if line.strip())
+        recorded = recorded_partitions(file)  # once, for the topics and the replay: each pass reads the whole recording
     settings = recording_partitions(settings, file, recorded)
     if with_console:
         settings = run_console_settings(settings)
@@ -1260,18 +1280,34 @@ def run_until_stopped(main: Coroutine[Any, Any, T], said: Callable[[str], str]) 
     """`run_async(main)` for a command a person or a Job may stop: Ctrl-C (exit 130) and a SIGTERM
     (`timeout`, `kill`, a deleted Job; 143) unwind `main` alike and end with one line on stderr,
     `said("interrupted")` or `said("terminated")`: what was done and how to go on."""
-    import signal
-
     from stream.tools.services import run_async
 
+    with stops_said(said):
+        result = run_async(main)
+    return result
+
+
+@contextlib.contextmanager
+def stops_said(said: Callable[[str], str]) -> Iterator[None]:
+    """Inside, Ctrl-C (exit 130) and SIGTERM (143) end the command with one line on stderr,
+    `said("interrupted")` or `said("terminated")`, also before its event loop starts (a large file
+    counted): there a SIGTERM unwinds (`sigterm_unwinds`), where Python's default ended the process at
+    once, with no word and -15 for an exit."""
+    import signal
+
+    from stream.tools.services import sigterm_unwinds
+
     try:
-        return run_async(main)
+        with sigterm_unwinds():
+            yield
     except KeyboardInterrupt:
         code, how = 130, "interrupted"
     except SystemExit as exc:
         if exc.code != 128 + signal.SIGTERM:
             raise
         code, how = exc.code, "terminated"
+    else:
+        return
     err.print(said(how), markup=False, highlight=False)
     raise typer.Exit(code)
 
@@ -1302,8 +1338,13 @@ def replay_cmd(
         raise fail("--speed must be positive")
     refuse_unreadable_twice(file, "replay")
     target = topic or settings.topic_posts
+    result = ReplayResult(resume_line=from_line)  # a Ctrl-C before the first send resumes where this began
+
+    def stopped(how: str) -> str:
+        return f"{how}: {result.sent} messages sent; lines before {result.resume_line} are all in {target}: resume with --from-line {result.resume_line}"
+
     lines = to_send = last = 0  # the lines holding something, those of them from --from-line on, the last line's number
-    with file.open("rb") as handle:
+    with stops_said(stopped), file.open("rb") as handle:  # a recording of a retained topic takes a while to count
         for last, line in enumerate(handle, start=1):
             if line.strip():
                 lines += 1
@@ -1311,7 +1352,6 @@ def replay_cmd(
     if from_line > last + 1:  # last + 1 is a resume after the last line: nothing left, said below
         raise fail(f"--from-line {from_line}: {file} has " + (f"only {last:,} line{'s' * (last != 1)}" if last else "no lines")
                    + f" (--from-line {last + 1} would send nothing)")
-    result = ReplayResult(resume_line=from_line)  # a Ctrl-C before the first send resumes where this began
     sending = False  # past the probe and the topic: a Kafka error from here on says where to resume
 
     async def go() -> None:
@@ -1363,8 +1403,7 @@ def replay_cmd(
     try:
         # A SIGTERM (`timeout`, `kill`, a Job deleted) stops the sends as Ctrl-C does, so what was
         # queued is delivered and the line to resume from is said, not lost with the process.
-        run_until_stopped(go(), lambda how: f"{how}: {result.sent} messages sent; lines before {result.resume_line} are all in "
-                                            f"{target}: resume with --from-line {result.resume_line}")
+        run_until_stopped(go(), stopped)
     except UnknownTopic as exc:
         raise fail(f"--topic: {exc} (--create-topic creates it)") from None
     except PartitionMismatch as exc:
@@ -1401,12 +1440,27 @@ def record_cmd(
     max_idle: Annotated[float, typer.Option("--max-idle", min=0, help="after the end offsets taken at the start, keep reading until this many seconds pass without a message (0: stop at them)")] = 0.0,
 ) -> None:
     """Write every record of a topic, from the beginning up to its end offsets when reading starts, as JSONL."""
-    from stream.kafka import held_logs, release_logs
-    from stream.tools.replay import UnknownTopic, broker_topics, record
-
     settings = model_settings()
     if not settings.kafka_broker:
         raise fail("record needs KAFKA_BROKER")
+    written: list[int] = []  # the count, once record has replaced --out
+
+    def stopped(how: str) -> str:
+        # A Ctrl-C while the finished read is merged into --out (one step, no await) takes effect
+        # only after it: the file is written then, and "nothing written" would send the user to read it all again.
+        if written:
+            return f"{how}: wrote {written[0]} records to {out_file} (the read had finished)"
+        return f"{how}: nothing written to {out_file} (it is written once the whole read is done); run record again"
+
+    with stops_said(stopped):  # a SIGTERM before the read, too, ends as one during it
+        record_topic(settings, topic, out_file, max_idle, written, stopped)
+
+
+def record_topic(settings: Settings, topic: str, out_file: Path, max_idle: float, written: list[int], stopped: Callable[[str], str]) -> None:
+    """`sentinel record`, past its settings: `written` gets the count once --out is replaced."""
+    from stream.kafka import held_logs, release_logs
+    from stream.tools.replay import UnknownTopic, broker_topics, record
+
     writable_outputs(out_file)  # before the read, which can take a retained topic's whole length
     if str(out_file) == "-" or (out_file.exists() and not Path(os.path.realpath(out_file)).is_file()):
         # /dev/stdout, a pipe: the read spills beside --out (in /dev), the file is meant to be left
@@ -1415,21 +1469,12 @@ def record_cmd(
         raise fail(f"--out {out_file}: not a regular file: record spills the read beside --out and writes the file whole once "
                    f"the read is done; give a file path (e.g. --out incident.jsonl)")
 
-    written: list[int] = []  # the count, once record has replaced --out
-
     async def go(update: Callable[[int], None]) -> int:
         with held_logs("aiokafka") as held:  # a dead broker is our one error line, not aiokafka's first
             await broker_topics(settings)
         release_logs(held)
         written.append(await record(settings, topic, out_file, max_idle, update))
         return written[0]
-
-    def stopped(how: str) -> str:
-        # A Ctrl-C while the finished read is merged into --out (one step, no await) takes effect
-        # only after it: the file is written then, and "nothing written" would send the user to read it all again.
-        if written:
-            return f"{how}: wrote {written[0]} records to {out_file} (the read had finished)"
-        return f"{how}: nothing written to {out_file} (it is written once the whole read is done); run record again"
 
     try:
         with progress() as bar:

@@ -912,3 +912,122 @@ def test_a_bounded_stop_without_aiokafkas_insides_falls_back_to_the_plain_stop(m
         assert await stopped(Producer(3600, sender)) == (True, []) and sender.cancelled()
 
     asyncio.run(main())
+
+
+def stopped_mid_read(argv: list[str], env: dict[str, str], path: Path, stop: str) -> tuple[int, str]:
+    """Run `sentinel ARGV`, and send it `stop` (SIGINT for Ctrl-C, SIGTERM) while it is part way
+    through reading `path` (its open file's position past the start, short of the end): its exit
+    status and stderr. SIGINT as a terminal leaves it (see workers.stopped_when)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    def part_way(pid: int) -> bool:
+        size = path.stat().st_size
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                    pos = int(Path(f"/proc/{pid}/fdinfo/{fd}").read_text().split()[1])
+                    if 0 < pos < size:
+                        return True
+        except (FileNotFoundError, ProcessLookupError):  # the file closed as it was looked at
+            pass
+        return False
+
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while not part_way(proc.pid):
+            assert time.monotonic() < deadline and proc.poll() is None, "the file was never read part way"
+            time.sleep(0.01)
+        proc.send_signal(getattr(signal, stop))
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, stderr
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_replay_stopped_while_it_counts_the_file_ends_as_one_stopped_mid_send(tmp_path, stop):
+    """Before the event loop (the file's lines counted: a recording of a retained topic takes a
+    while), a SIGTERM ended the process at once (-15, nothing said) and a Ctrl-C was exit 130 with
+    nothing said. Both now end as a stop mid-replay does: its exit and its line naming where to resume.
+    No broker is needed: nothing is sent before the count ends."""
+    import os
+
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"{}\n" * 30_000_000)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    code, stderr = stopped_mid_read(["replay", str(path)], {**env, "KAFKA_BROKER": "127.0.0.1:9"}, path, stop)
+    how = {"SIGINT": "interrupted", "SIGTERM": "terminated"}[stop]
+    assert code == {"SIGINT": 130, "SIGTERM": 143}[stop], stderr
+    assert f"{how}: 0 messages sent; lines before 1 are all in forum-posts: resume with --from-line 1" in " ".join(stderr.split()), stderr
+    assert "Traceback" not in stderr, stderr
+
+
+# `replay_lines` against a broker that takes the connection and never answers, so its producer's
+# start() waits; a Ctrl-C comes while it does. ResourceWarnings shown (Python hides them by default).
+_CTRL_C_DURING_THE_PRODUCERS_START = """
+import asyncio, os, signal, socket, sys, warnings
+from pathlib import Path
+warnings.simplefilter("always", ResourceWarning)
+from stream.settings import Settings
+from stream.tools.replay import replay_lines
+from stream.tools.services import run_async
+
+silent = socket.create_server(("127.0.0.1", 0))
+port = silent.getsockname()[1]
+
+async def main():
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.5, os.kill, os.getpid(), signal.SIGINT)
+    await replay_lines(Settings(kafka_broker=f"127.0.0.1:{port}"), Path(sys.argv[1]), "posts", None)
+
+try:
+    run_async(main())
+except KeyboardInterrupt:
+    import gc
+    gc.collect()
+    print("interrupted", flush=True)
+silent.close()
+"""
+
+
+def test_a_ctrl_c_while_the_replay_producer_starts_stops_it(tmp_path):
+    """The producer's start() came before the `try` whose `finally` stops it: a Ctrl-C while it
+    waited for a broker left it unstopped (asyncio's "Unclosed AIOKafkaProducer", its connection
+    open). It is stopped now; aiokafka's stop of a producer that never started is safe."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "posts.jsonl"
+    path.write_text(post(1, iso(time.time())) + "\n")
+    r = subprocess.run([sys.executable, "-c", _CTRL_C_DURING_THE_PRODUCERS_START, str(path)], capture_output=True, text=True, timeout=60,
+                       cwd=os.getcwd(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert r.stdout.strip() == "interrupted", r.stdout + r.stderr
+    assert "Unclosed" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_run_stopped_while_it_counts_the_file_ends_as_one_stopped_mid_run(tmp_path, stop, cache_dir):
+    """`sentinel run` counts FILE and reads its partitions before the embedded stack starts: a
+    SIGTERM there ended the process at once (-15), a Ctrl-C was exit 130 with nothing said. Both
+    end as a stop mid-run does now, naming the outputs not written."""
+    import os
+
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"{}\n" * 30_000_000)
+    alerts = tmp_path / "alerts.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    env |= {"SENTINEL_BASE": "lexicon", "SENTINEL_CACHE_DIR": str(cache_dir)}
+    code, stderr = stopped_mid_read(["run", str(path), "--alerts-out", str(alerts)], env, path, stop)
+    how = {"SIGINT": "interrupted", "SIGTERM": "terminated"}[stop]
+    assert code == {"SIGINT": 130, "SIGTERM": 143}[stop], stderr
+    said = " ".join(stderr.split())
+    assert f"{how}: the run did not finish, so nothing was written to --alerts-out {alerts}" in said, stderr
+    assert "Traceback" not in stderr and not alerts.exists(), stderr
