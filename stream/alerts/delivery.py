@@ -330,7 +330,14 @@ class AlertDelivery:
             return set()
         ours = {entry_id for chain in chains.values() for entry_id, _, _ in chain}
         last = max((chain[0][0] for chain in chains.values()), key=_id_order)
-        others = [entry_id for entry_id in await self._pending_through(last) if entry_id not in ours]
+        try:
+            pending = await self._pending_through(last)
+        except ResponseError as exc:  # deleted since this round's read: nothing pending can hold a chain back
+            if not _outbox_gone(exc):
+                raise
+            await self._regroup("hold back", exc)
+            return set()
+        others = [entry_id for entry_id in pending if entry_id not in ours]
         if not others:
             return set()
         async with self.redis.pipeline(transaction=False) as pipe:
