@@ -204,9 +204,13 @@ async def list_offsets(client: Any, tps: Collection[Any], timestamp: int) -> dic
                 if error_code:  # not the leader any more, unknown partition: the highwater stands in
                     client.force_metadata_update()
                     continue
-                # v0 answers a list of offsets; later versions (timestamp, offset[, leader epoch]).
-                offset = (info[0][0] if info[0] else None) if response.API_VERSION == 0 else info[1]
-                if offset is not None and offset >= 0:
+                # v1 and later answer (timestamp, offset[, leader epoch]). v0's list of offsets is not
+                # read: every Kafka since 0.10.1 (2016) answers v1, the brokers the project runs on
+                # (Kafka under Strimzi in KRaft mode, docs/operations.md; Tansu) do, and no real broker
+                # here answers v0 to test it with. A v0-only broker fails this unpacking and
+                # `broker_offsets` lets the fetched highwater stand in.
+                _timestamp, offset = info[:2]
+                if offset >= 0:
                     found[KafkaTP(topic, partition)] = offset
         return found
 
