@@ -556,10 +556,12 @@ async def consume_records(settings: Settings, topic: str, max_idle: float = 0.0,
     record comes for max_idle seconds.
 
     The end is the larger of the end offset ListOffsets reports and the high watermark of the
-    partition's first fetch. Tansu 0.6 on S3 storage reports, as a partition's end, the base offset
-    + 1 of the oldest record batch of the last second that had writes, until a write lands in a
-    later second: a read that stopped there missed the newest records (hundreds after a busy
-    second). Its fetch responses carry the right high watermark.
+    partition's first fetch. Tansu 0.6 can report, as a partition's end, the base offset + 1 of one
+    of its latest record batches rather than the offset after its last record: on S3 storage the
+    oldest batch of the last second that had writes, until a write lands in a later second, and
+    on its memory storage too (session 50 saw it there, with `sentinel_consumer_lag`, stream/ops/
+    http.py `consumer_lag`). A read that stopped there missed the newest records (hundreds after a
+    busy second). Its fetch responses carry the right high watermark.
 
     A topic the broker does not have yields nothing, or, with `must_exist`, raises UnknownTopic. It is
     never created: the metadata asked for is every topic's, which no broker answers by creating one."""
