@@ -253,6 +253,31 @@ def test_consumer_lag_takes_the_log_end_from_the_broker_and_the_highwater_where_
     assert asyncio.run(consumer_lag(app, ("forum-posts",), timeout=0.05)) == {stalled: 2, fetched: 1}
 
 
+def test_consumer_offsets_count_the_unread_past_the_read_position_against_the_same_end():
+    """A caught-up partition written in transactions: the commit marker takes the last offset, the
+    group's committed offset stops before it (lag 1 for good), aiokafka's read position is past it
+    (unread 0). A stalled one: the position holds with posts past it. A partition whose position is
+    not known yet (no fetch since assignment) has no position and no unread."""
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from stream.ops.http import consumer_offsets
+
+    caught_up, stalled, new = TP("forum-posts", 0), TP("forum-posts", 1), TP("forum-posts", 2)
+    states = {caught_up: SimpleNamespace(has_valid_position=True, position=41),
+              stalled: SimpleNamespace(has_valid_position=True, position=30),
+              new: SimpleNamespace(has_valid_position=False, position=None)}
+    subscription = SimpleNamespace(subscription=SimpleNamespace(assignment=SimpleNamespace(state_value=states.get)))
+    kafka = SimpleNamespace(_subscription=subscription)
+    consumer = SimpleNamespace(assignment=lambda: {caught_up, stalled, new}, _committed_offset={caught_up: 40, stalled: 30, new: 0},
+                               highwater={caught_up: 41, stalled: 31, new: 3}.get, _thread=SimpleNamespace(_ensure_consumer=lambda: kafka))
+    offsets = asyncio.run(consumer_offsets(SimpleNamespace(consumer=consumer, producer=_Broker({stalled: 36})), ("forum-posts",)))
+    assert offsets.lag == {caught_up: 1, stalled: 6, new: 3}
+    assert offsets.position == {caught_up: 41, stalled: 30}
+    assert offsets.unread == {caught_up: 0, stalled: 6}
+
+
 def test_each_worker_metrics_has_its_own_registry():
     a, b = WorkerMetrics(), WorkerMetrics()  # a second set of the same names must not collide
     a.observe_batch(BatchOutcome(consumed=5, valid=4, dlq=1, processed=4, classify_s=0.01, windows_s=0.002))
@@ -435,7 +460,10 @@ def test_a_partition_whose_fetches_stop_shows_its_lag_growing(tmp_path, kafka_se
     the fetch requests, as aiokafka does for a partition it holds paused) while the other goes on.
     The lag came from the highwater, which only a fetch response moves: it stayed 0 with every new
     post on that partition unread, so neither the dashboard nor a lag rule could see the stall, and
-    Faust's own check for it never fires with aiokafka 0.14 (docs/operations.md)."""
+    Faust's own check for it never fires with aiokafka 0.14 (docs/operations.md). Its read
+    position (`sentinel_consumer_position`) holds meanwhile, with the posts past it counted
+    (`sentinel_consumer_unread`), which a partition getting too few posts for its lag to grow
+    every quarter hour is alerted on."""
     redis.Redis.from_url(redis_server).flushdb()
     stall = tmp_path / "stall"
     env = env_for(kafka_server, redis_server, cache_dir, "http-lag-stall")
@@ -458,9 +486,18 @@ def test_a_partition_whose_fetches_stop_shows_its_lag_growing(tmp_path, kafka_se
         def shows(consumed: int, lags: dict[str, float]) -> Callable[[], bool]:
             return lambda: scrape() == (consumed, lags)
 
+        def reads(positions: dict[str, float], unread: dict[str, float]) -> Callable[[], bool]:
+            """The read position and the posts past it (`SentinelPartitionStalled`'s second half)."""
+            def check() -> bool:
+                found = samples(get(worker.port, "/metrics")[1].decode())
+                return [{dict(labels)["partition"]: v for (n, labels), v in found.items() if n == name}
+                        for name in ("sentinel_consumer_position", "sentinel_consumer_unread")] == [positions, unread]
+            return check
+
         produce(0, 3)
         produce(1, 3)
         wait_until(shows(6, {"0": 0, "1": 0}), 60, "both partitions read and committed", worker)
+        wait_until(reads({"0": 3, "1": 3}, {"0": 0, "1": 0}), 30, "both read to their ends", worker)
 
         stall.touch()
         wait_until(stall.with_name("stall.on").exists, 30, "a fetch request without partition 1", worker)
@@ -470,6 +507,9 @@ def test_a_partition_whose_fetches_stop_shows_its_lag_growing(tmp_path, kafka_se
         wait_until(shows(8, {"0": 0, "1": 5}), 30, "lag 5 on the stalled partition 1", worker)
         produce(1, 2)
         wait_until(shows(8, {"0": 0, "1": 7}), 30, "lag 7 once two more posts wait on partition 1", worker)
+        # Partition 1's read position holds with 7 posts past it; partition 0's moved on.
+        wait_until(reads({"0": 5, "1": 3}, {"0": 0, "1": 7}), 30, "partition 1's position held, 7 unread", worker)
 
         stall.unlink()  # fetching again: read, committed, no lag
         wait_until(shows(15, {"0": 0, "1": 0}), 30, "partition 1 read again", worker)
+        wait_until(reads({"0": 5, "1": 10}, {"0": 0, "1": 0}), 30, "partition 1's position at its end", worker)

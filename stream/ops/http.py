@@ -30,7 +30,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from model.scorer import Scorer
-from stream.ops.prometheus import ModelLabels, TopicPartition, WorkerMetrics, partition_lag
+from stream.ops.prometheus import ConsumerOffsets, ModelLabels, TopicPartition, WorkerMetrics, partition_lag
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,26 @@ async def broker_offsets(app: faust.App, tps: Collection[Any], timestamp: int, t
         return {}
 
 
+def read_position(consumer: Any, tp: Any) -> int | None:
+    """The offset of the next record aiokafka fetches for `tp`, read from its subscription state
+    where it lies (Faust's `position` is a call into the consumer thread, whose two workers run the
+    fetches and commits). aiokafka moves it past a transaction's commit marker, which the group's
+    committed offset never passes (`SentinelPartitionStalled` tells a stalled partition from a
+    caught-up transactional one by it). None before the position is known or once revoked."""
+    try:
+        kafka = consumer._thread._ensure_consumer()  # noqa: SLF001 - Faust exposes no sync handle
+        state = kafka._subscription.subscription.assignment.state_value(tp)  # noqa: SLF001
+    except Exception:  # noqa: BLE001 - not started, no subscription yet, a rebalance under way
+        return None
+    return state.position if state is not None and state.has_valid_position else None
+
+
 async def consumer_lag(app: faust.App, topics: Collection[str], timeout: float = CHECK_TIMEOUT_S) -> dict[TopicPartition, int]:
+    """`consumer_offsets`' lag alone."""
+    return (await consumer_offsets(app, topics, timeout)).lag
+
+
+async def consumer_offsets(app: faust.App, topics: Collection[str], timeout: float = CHECK_TIMEOUT_S) -> ConsumerOffsets:
     """Lag per assigned partition of the input `topics` from Faust's consumer. Faust assigns each
     worker its internal `<app id>-__assignor-__leader` topic too: its lag would be summed into the
     dashboard's partition 0, so it is left out.
@@ -254,7 +273,7 @@ async def consumer_lag(app: faust.App, topics: Collection[str], timeout: float =
     try:
         assignment = [tp for tp in consumer.assignment() if tp.topic in topics]
     except Exception:  # noqa: BLE001 - not started yet: no partitions, no lag
-        return {}
+        return ConsumerOffsets({}, {}, {})
     committed: Mapping[Any, int | None] = {tp: consumer._committed_offset.get(tp) for tp in assignment}  # noqa: SLF001
     uncommitted = [tp for tp in assignment if committed[tp] is None]
     ends, starts = await asyncio.gather(broker_offsets(app, assignment, LATEST, timeout), broker_offsets(app, uncommitted, EARLIEST, timeout))
@@ -267,7 +286,9 @@ async def consumer_lag(app: faust.App, topics: Collection[str], timeout: float =
         known = [offset for offset in (ends.get(tp), fetched) if offset is not None]
         return max(known) if known else None
 
-    return partition_lag(assignment, end, committed.get, starts.get)
+    positions = {tp: offset for tp in assignment if (offset := read_position(consumer, tp)) is not None}
+    return ConsumerOffsets(partition_lag(assignment, end, committed.get, starts.get), positions,
+                           partition_lag(positions, end, positions.get))
 
 
 # --- wiring --------------------------------------------------------------------------------------
@@ -352,7 +373,7 @@ def install(
 
     @app.page("/metrics")
     async def prometheus(self: View, request: Request) -> Response:
-        metrics.set_lag(await consumer_lag(app, (posts_topic,)))
+        metrics.set_offsets(await consumer_offsets(app, (posts_topic,)))
         # Content-Type goes in the headers: aiohttp refuses a content_type argument with a charset.
         return self.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

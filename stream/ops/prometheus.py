@@ -7,7 +7,8 @@ engine's caller and the delivery loop; nothing here touches Kafka, Redis or the 
 
 Consumer lag is a gauge refreshed at scrape time (see `partition_lag`): the log ends come from the
 broker, one ListOffsets request per scrape (stream/ops/http.py `consumer_lag` says why and what
-stands in when the broker is slow), the committed offsets from what Faust's consumer knows.
+stands in when the broker is slow), the committed offsets from what Faust's consumer knows. So are
+the read position and what lies past it (`ConsumerOffsets`), for `SentinelPartitionStalled`.
 """
 
 from __future__ import annotations
@@ -73,6 +74,25 @@ def partition_lag(
             continue
         lags[tp] = max(0, end - done)
     return lags
+
+
+@dataclass(frozen=True)
+class ConsumerOffsets:
+    """Per assigned partition of the input topics: `lag` (end - committed, `partition_lag`), the
+    read `position` (the next offset the consumer fetches) and `unread` (end - position). A
+    consumer stopped on a partition holds its position while `unread` stays above 0; a caught-up
+    partition written in transactions reads lag 1 (the commit marker) and unread 0."""
+
+    lag: dict[TopicPartition, int]
+    position: dict[TopicPartition, int]
+    unread: dict[TopicPartition, int]
+
+
+def _replace(gauge: Gauge, values: Mapping[TopicPartition, int]) -> None:
+    # The whole set: a partition revoked in a rebalance must disappear, not freeze.
+    gauge.clear()
+    for (topic, partition), value in values.items():
+        gauge.labels(topic=topic, partition=str(partition)).set(value)
 
 
 class _NotifierCollector(Collector):
@@ -141,6 +161,14 @@ class WorkerMetrics:
             "after its retries; capped: the daily cap held a service back and none failed; silenced)", ["result"], registry=r
         )
         self.lag = Gauge("sentinel_consumer_lag", "Messages behind per assigned partition (log end offset - committed)", ["topic", "partition"], registry=r)
+        self.position = Gauge(
+            "sentinel_consumer_position", "Offset of the next message the consumer fetches per assigned partition (past transaction markers)",
+            ["topic", "partition"], registry=r,
+        )
+        self.unread = Gauge(
+            "sentinel_consumer_unread", "Messages past the consumer's read position per assigned partition (log end offset - position)",
+            ["topic", "partition"], registry=r,
+        )
         self.model = Gauge("sentinel_model_info", "The loaded classifier (always 1)", ["base", "adapter", "device", "quantize", "dtype"], registry=r)
         self.loop_lag = Gauge("sentinel_event_loop_lag_seconds", "How late the last event-loop heartbeat woke up", registry=r)
         self.dependency_up = Gauge("sentinel_dependency_up", "1 if the dependency answered the worker's last probe, else 0", ["dependency"], registry=r)
@@ -200,10 +228,12 @@ class WorkerMetrics:
         self.model.labels(**vars(labels)).set(1)
 
     def set_lag(self, lags: Mapping[TopicPartition, int]) -> None:
-        # Replace the whole set: a partition revoked in a rebalance must disappear, not freeze.
-        self.lag.clear()
-        for (topic, partition), value in lags.items():
-            self.lag.labels(topic=topic, partition=str(partition)).set(value)
+        _replace(self.lag, lags)
+
+    def set_offsets(self, offsets: ConsumerOffsets) -> None:
+        _replace(self.lag, offsets.lag)
+        _replace(self.position, offsets.position)
+        _replace(self.unread, offsets.unread)
 
     def set_loop_lag(self, seconds: float) -> None:
         self.loop_lag.set(seconds)
