@@ -433,11 +433,30 @@ def stall_checks_from_assignment(app: "faust.App") -> None:
     partition with posts waiting that has never had an event or a commit in this process (the
     earliest this worker could have had one). `time_started` has no other reader in Faust.
     """
+    missing: list[bool] = []  # said once a process: the signal comes at every rebalance
+
     @app.on_partitions_assigned.connect
     async def restart_stall_clock(_app: "faust.App", assigned: Any, **_: Any) -> None:
         thread = getattr(app.consumer, "_thread", None)  # aiokafka's consumer thread; absent in other transports
-        if thread is not None and hasattr(thread, "time_started"):
+        if thread is not None and isinstance(getattr(thread, "time_started", None), float):
             thread.time_started = time.monotonic()
+            return
+        # Faust's internals moved (a version other than the one pinned): the checks count from the
+        # process start again, and a rebalance on a pod older than the timeout pages falsely. Said,
+        # not silent, so that the ERROR lines after it are read as what they are.
+        if not missing:
+            missing.append(True)
+            log.warning("Faust's stall-check clock not found; its 'has not sent fetch request' ERROR lines count from the "
+                        "process start, not the assignment", extra={"consumer_thread": type(thread).__name__, "faust": _faust_version()})
+
+
+def _faust_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("faust-streaming")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def undecodable_reason(headers: Any) -> str | None:
