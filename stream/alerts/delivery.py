@@ -123,9 +123,11 @@ class _NoObserver:
 
 def _outbox_gone(exc: ResponseError) -> bool:
     """Redis's answer when the outbox stream (`no such key`, from XINFO, also inside a script) or its
-    group (`NOGROUP`) is missing."""
+    group (`NOGROUP`) is missing. Redis 7 answers a read blocked on the stream when it is deleted
+    with `UNBLOCKED the stream key no longer exists` (6.2 let it time out, then said NOGROUP); the
+    other UNBLOCKED, a master turned replica, is not this (`is_transient`)."""
     text = str(exc)
-    return "NOGROUP" in text or "no such key" in text.lower()
+    return "NOGROUP" in text or "no such key" in text.lower() or text.startswith("UNBLOCKED the stream key no longer exists")
 
 
 def _id_order(entry_id: str) -> tuple[int, int]:
@@ -239,7 +241,7 @@ class AlertDelivery:
         try:
             entries = await self._take(block_ms)
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not _outbox_gone(exc):
                 raise
             # Redis lost the group (restarted without persistence, or the outbox was deleted): without
             # it every read fails forever. Re-create it at the stream's start and read on next time.
