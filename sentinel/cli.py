@@ -1781,12 +1781,28 @@ def incidents_table(found: Sequence[dict[str, Any]], width: int) -> Table:
             table.add_row(*map(inert, row))
         return table
     # The id whole on any terminal: it is what `sentinel ack` and `sentinel verdict` take.
-    table.add_column("id", no_wrap=True, min_width=max((len(i["incident_id"]) for i in found), default=2))
+    beside = [(item["incident_id"], "\n".join(_incident_lines(item))) for item in found]
+    headed = [("\n".join(pair),) for pair in beside]
+    id_width = max((len(i["incident_id"]) for i in found), default=2)
+    if fitted_widths([("id", "incident"), *beside], width) is None and (
+            fitted_widths([("incident",), *headed], width) is not None or width - id_width - 7 < INCIDENT_TIME_CHARS):
+        # Beside the id the fields' words would fold where above them they would not (on 40
+        # columns every time read "2026-03-04T12" / ":00:00Z"), or there is no room beside it for
+        # a time (under 28 rich left the fields' column out, only the ids shown): the id heads its
+        # fields' lines instead, whole on any terminal wider than it.
+        table.add_column("incident", overflow="fold")
+        for (text,) in headed:
+            table.add_row(inert(text))
+        return table
+    table.add_column("id", no_wrap=True, min_width=id_width)
     # Folded, not cut: on 80 columns every cell was cut to three characters and an ellipsis.
     table.add_column("incident", overflow="fold")
-    for item in found:
-        table.add_row(item["incident_id"], inert("\n".join(_incident_lines(item))))
+    for ident, text in beside:
+        table.add_row(ident, inert(text))
     return table
+
+
+INCIDENT_TIME_CHARS = len("2026-03-04T12:00:00Z;")  # a time as the fields show it, its semicolon too
 
 
 def _incident_row(item: Mapping[str, Any]) -> tuple[str, ...]:

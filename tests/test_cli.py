@@ -917,6 +917,33 @@ def test_sentinel_incidents_splits_no_header_or_word_at_160_179_or_200_columns(u
     assert layouts == ({160: "narrow", 179: "wide", 200: "wide"} if usual else {160: "narrow", 179: "narrow", 200: "wide"})
 
 
+@pytest.mark.parametrize("usual", [True, False], ids=["usual", "long"])
+def test_sentinel_incidents_keeps_every_field_on_24_40_and_80_columns(usual):
+    """Narrow, the fields went one a line beside the id (20 characters): on 40 columns that left 13
+    beside it and every time folded ("2026-03-04T12" / ":00:00Z"); on 24 rich left the fields'
+    column out, only the ids shown. Every field is shown on any width, each id whole on a line of
+    its own, and every word whole wherever the longest fits (40 and 80 here)."""
+    from rich.console import Console as Rich
+
+    from sentinel.cli import _incident_lines, incidents_table
+
+    found = incidents_found(usual)
+    texts = [[item["incident_id"], *_incident_lines(item)] for item in found]
+    for width in (24, 40, 80):
+        cli = Rich(width=width, record=True)
+        cli.print(incidents_table(found, width))
+        lines = cli.export_text().splitlines()
+        assert max(map(len, lines)) <= width, (width, "\n".join(lines))
+        cells = [cell.strip() for line in lines[1:] for cell in re.split("[│┃]", line)[1:-1]]
+        cells = [c for c in cells if c and c not in ("id", "incident")]
+        assert all(item["incident_id"] in cells for item in found), (width, "\n".join(lines))
+        said = "".join("".join(c.split()) for c in cells)
+        assert said == "".join("".join(line.split()) for text in texts for line in text), (width, "\n".join(lines))
+        if width >= 40:
+            words = {w for text in texts for line in text for w in line.split()}
+            assert {w for c in cells for w in c.split()} == words, (width, "\n".join(lines))
+
+
 def test_fitted_widths_give_each_column_its_longest_word_then_share_the_rest_max_min_fair():
     from sentinel.cli import fitted_widths
 
