@@ -1156,32 +1156,71 @@ def test_a_refused_forms_fields_go_back_cut_to_fit_the_cookie_never_dropped():
         assert whole or (kept["cut"] == "reason" and len(kept["reason"]) >= 200), kept
 
 
-def test_session_49_and_50_consoles_read_each_others_flash_cookie():
+def test_a_session_50_console_reads_a_newer_flash_cookie_and_a_newer_console_ignores_one_with_no_time():
     """During a rollout a refused form's cookie may be written by one version and read by the other
-    (console.md): session 50 writes UTF-8 escapes and a `cut` field, session 49 \\u escapes; the seal
-    is over the same ASCII JSON either way. Session 49's reader, as it was (c2aa9f2~1's _flash)."""
+    (console.md). Session 50's reader (as it was, eb0ce9e's _flash) reads this one's newest message
+    and its fields (the seal is over the same ASCII JSON, the time and the other messages with it).
+    A cookie with no time under its seal (session 49's or 50's) replays forever if leaked: this
+    console ignores it, as it does an unsealed one, never a 500."""
     from starlette.requests import Request
     from starlette.responses import Response
 
     from stream.console.app import _flash, _flashed
 
-    def read_49(value: str) -> dict | None:
+    def read_50(value: str) -> dict | None:
         found = json.loads(urllib.parse.unquote(value.partition("=")[2]))
         seal = found.pop("seal", None)
         if not isinstance(seal, str) or not auth.flash_sealed(TOKENS, json.dumps(found, sort_keys=True), seal):
             return None
-        kept = found.get("kept")
-        return {"text": found["text"], "kept": {k: v for k, v in kept.items() if k in ("action", "scope", "kind", "duration", "reason", "verdict")}}
+        kept = found.get("kept") if isinstance(found.get("kept"), dict) else {}
+        return {"text": found["text"], "kept": {k: v for k, v in kept.items() if k in ("action", "cut", "scope", "kind", "duration", "reason", "verdict")}}
 
     typed = {"action": "/api/silences", "scope": "channel:Крипто", "kind": "volume_spike", "duration": "90d"}
+    earlier = [{"kind": "error", "text": "Redis was unavailable", "at": int(time.time()), "keep": 600,
+                "kept": {"action": "/api/incidents/inc1/ack", "reason": "desk"}}]
     for reason in ("r\u00e9sum\u00e9", "\u00e9" * 475, "\U0001f600" * 500):
-        value = _flashed(Response(), TOKENS, "error", "duration: more than zero", typed | {"reason": reason}).headers["set-cookie"].split(";")[0]
-        old = read_49(value)
-        assert old is not None and old["kept"] == typed | {"reason": old["kept"]["reason"]} and reason.startswith(old["kept"]["reason"]), value
-        written_49 = "sentinel_flash=" + urllib.parse.quote(json.dumps(  # as session 49 wrote it: \u escapes
-            {"kind": "error", "text": "x", "kept": typed} | {"seal": auth.flash_seal(TOKENS, json.dumps({"kind": "error", "text": "x", "kept": typed}, sort_keys=True))}), safe="")
-        read = _flash(Request({"type": "http", "headers": [(b"cookie", written_49.encode())]}), TOKENS)
-        assert read is not None and read["kept"] == typed, read
+        value = _flashed(Response(), TOKENS, "error", "duration: more than zero", typed | {"reason": reason},
+                         earlier=earlier).headers["set-cookie"].split(";")[0]
+        old = read_50(value)
+        assert old is not None and old["kept"] == typed | {"reason": old["kept"]["reason"]} | ({"cut": "reason"} if "cut" in old["kept"] else {})
+        assert reason.startswith(old["kept"]["reason"]), value
+    for written in ({"kind": "error", "text": "x", "kept": typed}, {"kind": "note", "text": "x"}):  # as session 49 and 50 wrote them: no time
+        cookie = "sentinel_flash=" + urllib.parse.quote(json.dumps(written | {"seal": auth.flash_seal(TOKENS, json.dumps(written, sort_keys=True))}), safe="")
+        assert read_50(cookie) is not None  # a cookie the console sealed
+        assert _flash(Request({"type": "http", "headers": [(b"cookie", cookie.encode())]}), TOKENS) is None, written
+
+
+def test_a_flash_cookie_lasts_as_long_as_its_purpose_under_its_seal():
+    """The issued-at time is sealed with the message: a refusal's message is read for 60 s, a
+    Redis-away form's for 10 minutes, and not after, whatever the browser keeps; one dated ahead of
+    the clock (beyond a replica's skew) or with its time changed is refused."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from stream.console.app import _flash, _flashed
+
+    def read(value: str, now: float) -> dict | None:
+        return _flash(Request({"type": "http", "headers": [(b"cookie", value.encode())]}), TOKENS, now=now)
+
+    t = 1_790_000_000
+    typed = {"action": "/api/silences", "scope": "asset:SOL", "duration": "2h"}
+    for keep in (60, 600):
+        cookie = _flashed(Response(), TOKENS, "error", "no", typed, max_age=keep, now=t).headers["set-cookie"]
+        assert f"Max-Age={keep}" in cookie, cookie
+        value = cookie.split(";")[0]
+        assert read(value, t) is not None and read(value, t + keep)["kept"] == typed
+        assert read(value, t + keep + 1) is None and read(value, t - 3600) is None, keep
+        moved = json.loads(urllib.parse.unquote(value.partition("=")[2])) | {"at": t + 3600}  # the seal over the time too
+        assert read("sentinel_flash=" + urllib.parse.quote(json.dumps(moved), safe=""), t + keep + 1) is None
+    # A message kept past its time by another's cookie is dropped, the other read as ever.
+    old = _flash(Request({"type": "http", "headers": [(b"cookie", _flashed(Response(), TOKENS, "error", "away", typed, max_age=600, now=t)
+                                                              .headers["set-cookie"].split(";")[0].encode())]}), TOKENS, now=t)
+    both = _flashed(Response(), TOKENS, "error", "bidi", {"action": "/api/incidents/inc1/ack", "reason": "r"}, earlier=[old], now=t + 30)
+    assert "Max-Age=570" in both.headers["set-cookie"], both.headers["set-cookie"]  # as long as the longest-lived message
+    from stream.console.app import _flashes
+    request = Request({"type": "http", "headers": [(b"cookie", both.headers["set-cookie"].split(";")[0].encode())]})
+    assert [e["text"] for e in _flashes(request, TOKENS, now=t + 60)] == ["bidi", "away"]
+    assert [e["text"] for e in _flashes(request, TOKENS, now=t + 120)] == ["away"]
 
 
 def test_a_browsers_refused_form_goes_back_to_its_page_saying_why_while_api_clients_get_the_status(api_console, redis_server):
@@ -1279,6 +1318,11 @@ def test_a_form_sent_while_redis_is_away_keeps_what_was_typed_for_when_it_is_bac
         away.close()
     back = Console(console_env(redis_server, **env), tmp_path / "back.log")
     try:
+        # Pages without the silence form leave what was typed for the page with it (until session 51
+        # a look at the overview lost it); a HEAD or a live refresh (a fetch for */*) too.
+        for path, accept, method in (("/", HTML, "GET"), ("/audit", HTML, "GET"), ("/incidents", "*/*", "GET"), ("/incidents", HTML, "HEAD")):
+            status, page, headers = back.call(method, path, headers={**browser_op, "Accept": accept, "Cookie": cookie})
+            assert status == 200 and "set-cookie" not in headers and 'id="flash"' not in page, (path, headers.get("set-cookie"))
         page = back.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": cookie})[1]
         assert "Not done: Redis was unavailable" in page[page.index('id="flash"'):].split("</p>")[0], page
         filled = page[page.index('<form class="silence"'):].split("</form>")[0]
@@ -1288,6 +1332,48 @@ def test_a_form_sent_while_redis_is_away_keeps_what_was_typed_for_when_it_is_bac
         status, _, headers = back.call("POST", "/api/silences", typed, headers={**browser_op, "Cookie": cookie}, form=True)
         assert status == 303 and "sentinel_flash=" in headers.get("set-cookie", "") and "Max-Age=0" in headers["set-cookie"], headers
         assert len(redis.Redis.from_url(redis_server).hgetall(SILENCES_KEY)) == 1
+    finally:
+        back.close()
+
+
+def test_a_forms_kept_fields_wait_for_its_page_and_another_forms_write_leaves_them(redis_server, tmp_path):
+    """A Redis-away silence's fields are kept for 10 minutes; until session 51 an acknowledgement that
+    then succeeded (or was refused) cleared them with its own cookie. Each form's fields now stay until
+    a page with that form shows them, and a write clears only its own form's."""
+    redis.Redis.from_url(redis_server).flushdb()
+    put_incident(redis_server, "inc1", "asset:ETH")
+    redis.Redis.from_url(redis_server).zadd(SCOPES_KEY, {"asset:SOL": T0})
+    env = {"SENTINEL_CONSOLE_READ_TOKEN": VIEWER, "SENTINEL_CONSOLE_OPERATOR_TOKEN": OPERATOR}
+    browser_op = {"Authorization": basic("alice", OPERATOR), "Accept": HTML}
+    csrf = auth.csrf_token(TOKENS)
+    silence = {"scope": "asset:SOL", "duration": "2h", "reason": "listing news", "csrf": csrf, "next": "/incidents/inc1"}
+    away = Console(console_env(f"redis://127.0.0.1:{free_port()}/0", **env), tmp_path / "away.log")
+    try:
+        cookie = away.call("POST", "/api/silences", silence, headers=browser_op, form=True)[2]["set-cookie"].split(";")[0]
+    finally:
+        away.close()
+    back = Console(console_env(redis_server, **env), tmp_path / "back.log")
+    try:
+        def form_of(page: str, name: str) -> str:
+            return page[page.index(f'<form class="{name}"'):].split("</form>")[0]
+
+        # An ack refused (a control character): its message and fields, the silence's kept beside them.
+        status, _, headers = back.call("POST", "/api/incidents/inc1/ack", {"reason": "bidi \u202e", "csrf": csrf, "next": "/incidents/inc1"},
+                                       headers={**browser_op, "Cookie": cookie}, form=True)
+        assert status == 303, status
+        both = headers["set-cookie"].split(";")[0]
+        page = back.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": both})[1]
+        assert 'value="bidi \u202e"' in form_of(page, "ack") and 'value="listing news"' in form_of(page, "silence"), page
+        assert "Not done: reason" in page and "Not done: Redis was unavailable" in page
+        # The ack sent again and done: the silence's fields stay, for the next page with its form.
+        status, _, headers = back.call("POST", "/api/incidents/inc1/ack", {"reason": "desk", "csrf": csrf, "next": "/incidents/inc1"},
+                                       headers={**browser_op, "Cookie": both}, form=True)
+        assert status == 303 and redis.Redis.from_url(redis_server).hget(ACKS_KEY, "inc1") is not None
+        left = headers["set-cookie"].split(";")[0]
+        assert "Max-Age=0" not in headers["set-cookie"] and left != "sentinel_flash=" and "desk" not in urllib.parse.unquote(left), headers
+        status, page, headers = back.call("GET", "/incidents", headers={**browser_op, "Cookie": left})
+        assert 'value="listing news"' in form_of(page, "silence") and "Not done: Redis was unavailable" in page and "Not done: reason" not in page
+        assert "Max-Age=0" in headers["set-cookie"] or 'sentinel_flash=""' in headers["set-cookie"], headers  # shown: gone
     finally:
         back.close()
 

@@ -51,6 +51,10 @@ Handler = Callable[[Request], Awaitable[Response]]
 # A browser form's outcome worth saying (a refused request's reason, a silence that matches no scope
 # yet), carried across the redirect back to its page in a short-lived cookie and shown there once.
 FLASH_COOKIE, FLASH_MAX_AGE_S, FLASH_CHARS = "sentinel_flash", 60, 600
+# The cookie holds a message per form still waiting for its page (a Redis-away silence's fields while
+# an ack is refused): one per form a page can show (silence, ack, verdict) and a note, no more.
+MAX_FLASH_ENTRIES = 4
+FLASH_SKEW_S = 60  # a replica's clock a little ahead of the one that wrote the cookie: not a cookie from the future
 KEPT_FIELDS, MAX_KEPT_CHARS = ("scope", "kind", "duration", "reason", "verdict"), 500  # a refused form's fields shown again
 MAX_FLASH_BYTES = 3800  # the cookie's value, under the 4096 bytes a browser keeps of a cookie
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")  # what a browser's form posts
@@ -93,7 +97,8 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         (an id, a query field): never a credential, token or form field."""
         if not _browser(request):
             return PlainTextResponse(reason, status_code=status, headers=headers)
-        context = {"caller": who(request), "csrf": "", "writes": bool(tokens.operator), "flash": None, "status": status,
+        context = {"caller": who(request), "csrf": "", "writes": bool(tokens.operator), "flashes": _Flashes([], ""),
+                   "kept_for": lambda action: {}, "status": status,
                    "title": title or ERROR_TITLES.get(status, "Refused"), "reason": reason, "incident": incident, "back": _local(back),
                    "sign_in": status == 401 and (bool(tokens.operator) or request.method == "GET")}  # not "writes are disabled"
         return templates.TemplateResponse(request, "error.html", context, status_code=status, headers=headers)
@@ -119,6 +124,8 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
                 log.warning("console write refused", extra={"path": request.url.path, "reason": refusal, "user": caller.user})
                 # Back to the form's page (a viewer signs in there), not the overview.
                 return challenge(request, refusal, form.get("next")) if caller.role == "anonymous" else framed(request, 403, refusal, back=form.get("next"))
+            # The messages still waiting for their forms' pages, less this form's: a write answers for its own form only.
+            others = [e for e in _flashes(request, tokens) if e["kept"].get("action") != request.url.path] if _browser(request) else []
             try:
                 result = await handler(request, caller, form)
             except RedisError:
@@ -128,36 +135,38 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
                 # What was typed is kept as for a refused form (the flash is a cookie, no Redis needed): the
                 # form's page, once Redis is back, fills it in again; until session 50 it was lost.
                 return _flashed(framed(request, 503, REDIS_AWAY, back=form.get("next")), tokens, "error", REDIS_AWAY_FLASH,
-                                _kept(request.url.path, form), max_age=REDIS_AWAY_FLASH_S)
+                                _kept(request.url.path, form), max_age=REDIS_AWAY_FLASH_S, earlier=others, page=form.get("next"))
             except HTTPException as exc:
                 if not _browser(request):
                     raise  # API clients: the status and the text as ever
                 # A browser's form: back to its page, saying why, not a bare text page with no way back.
                 # What was typed goes back with it, into the same form: a 90d silence lost its scope and reason.
                 return _flashed(RedirectResponse(_local(form.get("next")), status_code=303), tokens, "error", str(exc.detail),
-                                _kept(request.url.path, form))
+                                _kept(request.url.path, form), earlier=others, page=form.get("next"))
             log.info("console write", extra={"path": request.url.path, "user": caller.user})
             if form.get("_form"):
                 back = RedirectResponse(_local(form.get("next")), status_code=303)
                 if isinstance(result, dict) and result.get("warning"):
-                    return _flashed(back, tokens, "note", result["warning"])
-                if FLASH_COOKIE in request.cookies:  # an earlier refusal's "Not done" and fields: this one was done
-                    back.delete_cookie(FLASH_COOKIE, path="/")
+                    return _flashed(back, tokens, "note", result["warning"], earlier=others)
+                if FLASH_COOKIE in request.cookies:  # this form's earlier "Not done" and fields: it was done. Another form's
+                    _set_flashes(back, tokens, others, time.time())  # kept fields stay (an ack cleared a Redis-away silence's until session 51)
                 return back
             return JSONResponse(result)
         return wrapped
 
     def page(name: str, request: Request, caller: auth.Caller, **context: Any) -> Response:
-        # Shown once, to a browser's GET: a HEAD (a link checker) sees no page, and a page's live
-        # refresh (a fetch, asking for */*) keeps only its #live part; each cleared a refused form's
-        # fields unseen (a Redis-away form's, 10 minutes, by any open tab's refresh).
+        # Shown to a browser's GET: a HEAD (a link checker) sees no page, and a page's live refresh (a
+        # fetch, asking for */*) keeps only its #live part; each cleared a refused form's fields unseen
+        # (a Redis-away form's, 10 minutes, by any open tab's refresh).
         shown = request.method == "GET" and _browser(request)
-        flash = _flash(request, tokens) if shown else None
+        entries = _flashes(request, tokens) if shown else []
+        flashes = _Flashes(entries, request.url.path)
         context |= {"caller": caller, "csrf": auth.csrf_token(tokens) if caller.may_write else "", "writes": bool(tokens.operator),
-                    "flash": flash}
-        response = templates.TemplateResponse(request, name, context)
-        if FLASH_COOKIE in request.cookies and shown:
-            response.delete_cookie(FLASH_COOKIE, path="/")
+                    "flashes": flashes, "kept_for": flashes.kept_for}
+        response = templates.TemplateResponse(request, name, context)  # rendered here: `flashes` knows what it showed
+        left = [e for e in entries if e not in flashes.shown]
+        if shown and FLASH_COOKIE in request.cookies and (left != entries or not entries):
+            _set_flashes(response, tokens, left, time.time())  # each message until a page shows it; then gone
         return response
 
     # --- pages ---
@@ -412,13 +421,39 @@ def _kept(action: str, form: dict[str, Any]) -> dict[str, str]:
 
 
 def _flashed(response: Response, tokens: auth.Tokens, kind: str, text: str, kept: dict[str, str] | None = None,
-             max_age: int = FLASH_MAX_AGE_S) -> Response:
-    message: dict[str, Any] = {"kind": kind, "text": text[:FLASH_CHARS]}
-    value = _sealed(tokens, message)
+             max_age: int = FLASH_MAX_AGE_S, *, earlier: list[dict[str, Any]] | None = None, page: Any = None,
+             now: float | None = None) -> Response:
+    """The response with a flash cookie holding this message (first) and the earlier ones still
+    waiting for their forms' pages, less one for the same form (replaced by this one), as many as fit."""
+    now = time.time() if now is None else now
+    entry: dict[str, Any] = {"kind": kind, "text": text[:FLASH_CHARS], "at": int(now), "keep": max_age}
+    if page is not None:
+        entry["page"] = _local(page)
     if kept:  # a browser drops a cookie over 4 KB, and the reason why with it: the fields cut to fit
-        value = _sealed(tokens, message | {"kept": _fitting(tokens, message, kept)})
-    response.set_cookie(FLASH_COOKIE, value, max_age=max_age, path="/", httponly=True, samesite="strict")
+        entry["kept"] = _fitting(tokens, entry, kept)
+    action = (kept or {}).get("action")
+    others = [e for e in earlier or [] if not (action and e.get("kept", {}).get("action") == action)]
+    return _set_flashes(response, tokens, [entry, *others], now)
+
+
+def _set_flashes(response: Response, tokens: auth.Tokens, entries: list[dict[str, Any]], now: float) -> Response:
+    """The cookie rewritten to hold `entries` (the first always, the rest while they fit), lasting as
+    long as the longest-lived of them; cleared when there are none."""
+    if not entries:
+        response.delete_cookie(FLASH_COOKIE, path="/")
+        return response
+    held = entries[:1]
+    for entry in entries[1:MAX_FLASH_ENTRIES]:  # the newest first: an older one that does not fit is dropped
+        if len(_sealed(tokens, _packed(held + [entry]))) <= MAX_FLASH_BYTES:
+            held.append(entry)
+    max_age = max(1, max(int(e["at"] + e["keep"] - now) for e in held))
+    response.set_cookie(FLASH_COOKIE, _sealed(tokens, _packed(held)), max_age=max_age, path="/", httponly=True, samesite="strict")
     return response
+
+
+def _packed(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The newest message at the top, as session 50's console reads it (kind, text, kept); the others in `also`."""
+    return entries[0] | ({"also": entries[1:]} if len(entries) > 1 else {})
 
 
 def _fitting(tokens: auth.Tokens, message: dict[str, Any], kept: dict[str, str]) -> dict[str, str]:
@@ -451,24 +486,75 @@ def _sealed(tokens: auth.Tokens, message: dict[str, Any]) -> str:
         return quote(json.dumps(sealed), safe="")
 
 
-def _flash(request: Request, tokens: auth.Tokens) -> dict[str, Any] | None:
-    """The flash cookie's message, or None (absent, or not one the console wrote and sealed: until
-    session 49 any cookie of the right shape put its text on the page and filled in its form)."""
+def _flashes(request: Request, tokens: auth.Tokens, now: float | None = None) -> list[dict[str, Any]]:
+    """The flash cookie's messages still in time, newest first; none where the cookie is absent or not
+    one the console wrote and sealed (until session 49 any cookie of the right shape put its text on
+    the page and filled in its form). The issued-at time is under the seal: a message older than it
+    was kept for (60 s, a Redis-away form's 10 minutes) is ignored, as is one with no time (a session
+    50 console's, during a rolling upgrade): a leaked cookie replayed forever until session 51."""
     raw = request.cookies.get(FLASH_COOKIE)
     if not raw:
-        return None
+        return []
     try:
         found = json.loads(unquote(raw))
     except (ValueError, RecursionError):  # not JSON, or nested past the reader's depth (it fits in 4 KB unescaped)
-        return None
-    if not isinstance(found, dict) or found.get("kind") not in ("error", "note") or not isinstance(found.get("text"), str):
-        return None
+        return []
+    if not isinstance(found, dict):
+        return []
     seal = found.pop("seal", None)
     if not isinstance(seal, str) or not auth.flash_sealed(tokens, json.dumps(found, sort_keys=True), seal):
+        return []
+    also = found.pop("also", [])
+    now = time.time() if now is None else now
+    entries = [_entry(e, now) for e in [found, *(also if isinstance(also, list) else [])][:MAX_FLASH_ENTRIES]]
+    return [e for e in entries if e is not None]
+
+
+def _entry(found: Any, now: float) -> dict[str, Any] | None:
+    """One sealed message as the pages use it, or None where it is malformed or out of time."""
+    if not isinstance(found, dict) or found.get("kind") not in ("error", "note") or not isinstance(found.get("text"), str):
+        return None
+    at, keep = found.get("at"), found.get("keep")
+    if not (isinstance(at, int) and isinstance(keep, int)) or isinstance(at, bool) or isinstance(keep, bool):
+        return None
+    if not 0 < keep <= REDIS_AWAY_FLASH_S or not now - keep <= at <= now + FLASH_SKEW_S:
         return None
     kept = found.get("kept")
     kept = {k: v for k, v in kept.items() if k in ("action", "cut", *KEPT_FIELDS) and isinstance(v, str)} if isinstance(kept, dict) else {}
-    return {"kind": found["kind"], "text": found["text"][:FLASH_CHARS], "kept": kept}
+    entry = {"kind": found["kind"], "text": found["text"][:FLASH_CHARS], "kept": kept, "at": at, "keep": keep}
+    return entry | ({"page": _local(found["page"])} if isinstance(found.get("page"), str) else {})
+
+
+def _flash(request: Request, tokens: auth.Tokens, now: float | None = None) -> dict[str, Any] | None:
+    """The newest of the flash cookie's messages, or None."""
+    return next(iter(_flashes(request, tokens, now)), None)
+
+
+def _typed_fields(entry: dict[str, Any]) -> bool:
+    """Whether a message carries fields typed into a form (a refused unlift carries its action alone)."""
+    return any(k in entry["kept"] for k in KEPT_FIELDS)
+
+
+class _Flashes:
+    """The flash messages a page shows, as its template renders. A message with a form's typed fields
+    waits for a page with that form (or the page the form went back to): until session 51 any page a
+    browser fetched consumed it, and a Redis-away form's fields were lost to a look at the overview.
+    The base template renders the page's main part first, so the forms it holds are known when the
+    messages are written above it."""
+
+    def __init__(self, entries: list[dict[str, Any]], path: str):
+        self.entries, self.path, self.forms = entries, path, set[str]()
+        self.shown: list[dict[str, Any]] = []
+
+    def kept_for(self, action: str) -> dict[str, str]:
+        """The fields to fill `action`'s form in with (none if no message holds them); the form is on this page."""
+        self.forms.add(action)
+        return next((e["kept"] for e in self.entries if e["kept"].get("action") == action and _typed_fields(e)), {})
+
+    def __call__(self) -> list[dict[str, Any]]:
+        self.shown = [e for e in self.entries
+                      if not _typed_fields(e) or e["kept"].get("action") in self.forms or e.get("page") == self.path]
+        return self.shown
 
 
 def _reason(form: dict[str, Any], caller: auth.Caller) -> str:
