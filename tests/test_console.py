@@ -1607,6 +1607,24 @@ def test_an_incidents_members_read_on_a_phone_without_a_sideways_scroll(api_cons
         page.context.close()
 
 
+def test_signing_in_returns_to_the_page_with_its_query(redis_server, tmp_path, browser):
+    """The sign-in link named the page's path alone: a filtered audit log came back unfiltered. It
+    names the path and the query, and signing in returns there."""
+    redis.Redis.from_url(redis_server).flushdb()
+    console = Console(console_env(redis_server, SENTINEL_CONSOLE_OPERATOR_TOKEN=OPERATOR), tmp_path / "console.log")  # anyone may read
+    try:
+        for address in ("/audit?since=1d&by=alice%20b", "/?q=asset:*&offset=0"):
+            context = browser.new_context(http_credentials={"username": "alice", "password": OPERATOR})  # not signed in yet
+            page = context.new_page()
+            page.goto(console.url + address)
+            page.locator("#login").click()  # the browser answers the challenge with the operator token
+            page.wait_for_url(console.url + address)
+            assert page.locator(".who .role").text_content().startswith("operator"), address
+            context.close()
+    finally:
+        console.close()
+
+
 def test_a_long_address_or_name_on_a_refusal_wraps_on_a_phone(api_console, browser):
     """A framed 401/403 links back to the address asked for, and a notice's scope link names a
     channel as written, percent-escaped (a Cyrillic name is 6 characters a letter, with nowhere to

@@ -98,7 +98,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         if not _browser(request):
             return PlainTextResponse(reason, status_code=status, headers=headers)
         context = {"caller": who(request), "csrf": "", "writes": bool(tokens.operator), "flashes": _Flashes([], ""),
-                   "kept_for": lambda action: {}, "status": status,
+                   "kept_for": lambda action: {}, "here": _local(back), "status": status,  # signing in leads where it was going
                    "title": title or ERROR_TITLES.get(status, "Refused"), "reason": reason, "incident": incident, "back": _local(back),
                    "sign_in": status == 401 and (bool(tokens.operator) or request.method == "GET")}  # not "writes are disabled"
         return templates.TemplateResponse(request, "error.html", context, status_code=status, headers=headers)
@@ -162,7 +162,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         entries = _flashes(request, tokens) if shown else []
         flashes = _Flashes(entries, request.url.path)
         context |= {"caller": caller, "csrf": auth.csrf_token(tokens) if caller.may_write else "", "writes": bool(tokens.operator),
-                    "flashes": flashes, "kept_for": flashes.kept_for}
+                    "flashes": flashes, "kept_for": flashes.kept_for, "here": _address(request)}
         response = templates.TemplateResponse(request, name, context)  # rendered here: `flashes` knows what it showed
         left = [e for e in entries if e not in flashes.shown]
         if shown and FLASH_COOKIE in request.cookies and (left != entries or not entries):
