@@ -1607,6 +1607,30 @@ def test_an_incidents_members_read_on_a_phone_without_a_sideways_scroll(api_cons
         page.context.close()
 
 
+def test_an_incidents_members_keep_their_table_semantics_as_cards_on_a_phone(api_console, redis_server, browser):
+    """Below 800 px the members are cards (display: block), and an engine may drop a table's semantics
+    with its display (Chromium 150 here keeps them; the roles are spelled out for those that do not).
+    The table had no name: a screen reader's list of tables said "table". It is the table Members,
+    its rows, column headers and cells read as such, at either width."""
+    console, _ = api_console
+    r = redis.Redis.from_url(redis_server)
+    summary = json.loads(r.hget(INCIDENTS_KEY, "inc1"))
+    summary["members"].append({"scope": "all", "kind": "volume_spike", "firing": False, "severity": "warning", "onset": "2026-10-02T00:05:00Z"})
+    r.hset(INCIDENTS_KEY, "inc1", json.dumps(summary))
+    for width in (390, 1300):
+        page = signed_in(browser, console, width)
+        page.goto(console.url + "/incidents/inc1")
+        table = page.get_by_role("table", name="Members")
+        assert table.count() == 1, width
+        assert table.get_by_role("row").count() == 3, width  # the header and two members
+        assert [table.get_by_role("columnheader").nth(n).text_content() for n in range(6)] == [
+            "scope", "kind", "firing", "severity", "onset", "what moved (last judged)"], width
+        member = table.get_by_role("row").nth(2)
+        assert member.get_by_role("cell").count() == 6, width
+        assert member.get_by_role("cell", name="volume_spike").count() == 1, width  # on a phone named "kind volume_spike ·" by the CSS
+        page.context.close()
+
+
 def test_signing_in_returns_to_the_page_with_its_query(redis_server, tmp_path, browser):
     """The sign-in link named the page's path alone: a filtered audit log came back unfiltered. It
     names the path and the query, and signing in returns there."""
