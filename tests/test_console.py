@@ -1445,8 +1445,16 @@ def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):
     console = Console(console_env(redis_server), tmp_path / "console.log")
     try:
         assert console.call("GET", "/api/overview")[0] == 200  # anonymous reads: no read token set
-        status, body, _ = console.call("POST", "/api/incidents/inc2/ack", {"reason": "x"}, headers={"Authorization": "Bearer anything"})
-        assert status == 401 and "writes are disabled" in body
+        # No password answers a challenge here: a write is the read-only 403, as /login is (a 401 with a
+        # Basic challenge until session 51, a browser's form asking for a password that no password answers).
+        status, body, headers = console.call("POST", "/api/incidents/inc2/ack", {"reason": "x"}, headers={"Authorization": "Bearer anything"})
+        assert (status, "WWW-Authenticate" in headers, body) == (403, False, "writes are disabled: SENTINEL_CONSOLE_OPERATOR_TOKEN is not set")
+        for auth_header in ({}, {"Authorization": basic("alice", "guess")}):
+            status, page, headers = console.call("POST", "/api/silences", {"scope": "all", "duration": "1h", "next": "/incidents/inc2"},
+                                                 headers={"Accept": HTML, **auth_header}, form=True)
+            assert (status, "WWW-Authenticate" in headers) == (403, False), (status, headers)
+            assert "<h1>Read-only console" in page and "SENTINEL_CONSOLE_OPERATOR_TOKEN" in framed_reason(page, "/incidents/inc2"), page
+        assert redis.Redis.from_url(redis_server).hlen(SILENCES_KEY) == 0
         assert redis.Redis.from_url(redis_server).hget(ACKS_KEY, "inc2") is None
         assert console.json("/api/overview", token=None)["end"] is None  # no posts yet: an empty overview, not an error
         page = console.call("GET", "/incidents/inc2")[1]

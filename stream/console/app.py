@@ -122,6 +122,8 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
                                          origin=request.headers.get("origin"), host=request.headers.get("host"))
             if refusal:
                 log.warning("console write refused", extra={"path": request.url.path, "reason": refusal, "user": caller.user})
+                if not tokens.operator:  # no password answers a challenge here: the read-only 403, as /login's (a 401 asked for one until session 51)
+                    return framed(request, 403, READ_ONLY if _browser(request) else refusal, back=form.get("next"), title="Read-only console")
                 # Back to the form's page (a viewer signs in there), not the overview.
                 return challenge(request, refusal, form.get("next")) if caller.role == "anonymous" else framed(request, 403, refusal, back=form.get("next"))
             # The messages still waiting for their forms' pages, less this form's: a write answers for its own form only.
