@@ -1150,3 +1150,35 @@ def test_a_notice_offers_no_silence_for_a_root_that_reads_as_a_glob():
                         "2026-10-02T12:00:00Z", False, [member])
         text = message.notice_body(notice)
         assert "sentinel silence" not in text and "sentinel ack cc08e3ebdfdb671ccafc" in text, root
+
+
+def test_a_service_key_hashes_where_a_service_sends_not_its_password_or_parameters():
+    """`service_key` (the daily cap's counter and the told marks' `svc:` name) hashed Apprise's whole
+    URL: a weak SMTP password could be brute-forced from 64 bits of an unkeyed SHA-256 by whoever
+    reads Redis, and an Apprise upgrade (2.x writes `retry=`, `wait=` and `optional=` into every
+    URL; 1.9 wrote a mail's `from=`) or an edited parameter reset the day's cap counters and sent
+    resolutions per severity. It now hashes scheme, user, host, port and path alone: the same
+    across password, parameters and their rendering; different wherever a service sends elsewhere.
+    Apprise 1.9.0 gave these URLs the same keys as the installed 2.3.0 (see docs/operations.md)."""
+    import hashlib
+
+    from stream.alerts.notify import build_apprise, service_key
+
+    def key(url: str) -> str:
+        (server,) = build_apprise(url, None)
+        return service_key(server)
+
+    mail = "mailto://alerts:weakpw@mail.example.org?to=risk@example.org"
+    assert key(mail) == key("mailto://alerts:Rotated-2@mail.example.org?to=risk@example.org&format=text&from=alerts@mail.example.org")
+    (server,) = build_apprise(mail, None)
+    # Apprise 1.9's rendering of the same service (no retry/wait/optional, a `from=`): one key.
+    older = server.url(privacy=False).replace("&retry=0&wait=0.5&optional=no", "") + "&from=alerts%40mail.example.org"
+    assert older != server.url(privacy=False) and key(older) == key(mail)
+    assert hashlib.sha256(server.url(privacy=False).encode()).hexdigest()[:16] != key(mail)  # session 50's key: unknown now
+    hook = "json://user:secret@localhost:8080/hook"
+    assert key(hook) == key("json://user:other@localhost:8080/hook?overflow=split&format=markdown")
+    distinct = [mail, "mailto://alerts:weakpw@mail.example.org?to=desk@example.org", "mailto://other:weakpw@mail.example.org?to=risk@example.org",
+                hook, "json://localhost:8080/hook", "json://user@localhost:8081/hook", "json://user@localhost:8080/hook2",
+                "slack://T1234abcd/B1234abcd/abcdefghijklmnop1234", "slack://T1234abcd/B1234abcd/abcdefghijklmnop1235"]
+    assert len({key(url) for url in distinct}) == len(distinct)
+    assert all("weakpw" not in server.url(privacy=True) for server in build_apprise(mail, None))  # describe() stays log-safe

@@ -661,16 +661,16 @@ class AlertDelivery:
         so of every firing notice the correlator made (`firing_notices`, a resolution entry's, as
         many as its `svc:notice:` fields) and every service marked is still configured; else None,
         and the resolution is routed per severity (a notice an older worker delivered, or one a
-        claim finished, left no service marks; a service that heard was removed or its URL changed,
-        by an edit or an Apprise upgrade)."""
+        claim finished, left no service marks; a service that heard was removed or moved to another
+        host or path, or a session-50 worker marked it under its key of the whole URL)."""
         if not isinstance(firing_notices, int) or isinstance(firing_notices, bool) or self.notifier is None:
             return None
         marks = await self.redis.hgetall(told_key(ident))
         configured = {service_key(server) for server in self.notifier.targets}
         gone = marked_services(marks) - configured
         if gone:
-            log.info("told marks name services no longer configured (removed, or the URL changed: an edit, a rotated token, an "
-                     "Apprise upgrade); the resolution is routed per severity", extra={"incident_id": ident, "services": len(gone)})
+            log.info("told marks name services no longer configured (removed, moved to another host or path, or marked by a "
+                     "session-50 worker); the resolution is routed per severity", extra={"incident_id": ident, "services": len(gone)})
         return told_services(marks, firing_notices, configured)
 
     async def _forget_told(self, ident: str) -> None:

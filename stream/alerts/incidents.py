@@ -271,12 +271,11 @@ def told_services(marks: Mapping[str, str], firing_notices: int, configured: Col
     and hears nothing.
 
     `configured`: the `service_key` of every service configured now. A marked service missing from
-    it is a service that heard the firing and that the marks can no longer find: removed, its URL
-    edited or its token rotated, or every URL written anew by an Apprise upgrade (the key hashes
-    Apprise's own rendering of the URL, which Apprise 2 changed: it writes `retry=`, `wait=` and
-    `optional=` into every one). Matched by key, it would hear no resolution (an upgrade: no service
-    would); None instead, so the resolution goes per severity, as before, rather than to fewer
-    services than heard the firing."""
+    it is a service that heard the firing and that the marks can no longer find: removed, moved to
+    another host, user or path, or marked by a session-50 worker (its key hashed the whole URL,
+    which an Apprise upgrade rewrites; since session 51 `service_key` leaves out the password and
+    parameters). Matched by key, it would hear no resolution; None instead, so the resolution goes
+    per severity, as before, rather than to fewer services than heard the firing."""
     counted = sum(1 for name in marks if name.startswith(TOLD_NOTICE))
     if counted != firing_notices or firing_notices < 1:
         return None

@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import unquote, urlsplit
 
 import apprise
 from apprise import AppriseAsset, AppriseAttachment, NotifyFormat, NotifyType
@@ -221,12 +222,28 @@ def with_fields(server: NotifyBase, fields: Mapping[str, str] | None) -> NotifyB
 
 
 def service_key(server: NotifyBase) -> str:
-    """A stable, secret-free name for one configured service (its URL, hashed)."""
+    """A stable, secret-free name for one configured service: the daily cap's counter field and the
+    told marks' `svc:<key>` (16 hex digits of a SHA-256; since session 51). Hashed: the URL's
+    scheme, user, host, port and path as Apprise writes it, which say where it sends (a mail's
+    recipients, a chat's channels and a webhook's tokens are path segments). Not hashed: the
+    password (a hash of a weak SMTP password could be brute-forced by whoever reads Redis; a
+    rotated one leaves the key as it was) and the parameters, which Apprise versions write
+    differently (2.x adds `retry=`, `wait=` and `optional=` to every URL and drops a mail's
+    `from=` and `format=`, Slack's gains `mode=` and `timestamp=`) and an operator edits without
+    changing where it sends. Two services whose URLs differ only in parameters share one key: one
+    daily count, and one told mark."""
+    return hashlib.sha256(_identity(server).encode()).hexdigest()[:16]
+
+
+def _identity(server: NotifyBase) -> str:
+    """What `service_key` hashes (see there); the log-safe name for a plugin whose `url()` fails."""
     try:
-        url = server.url(privacy=False)
-    except Exception:  # a plugin whose url() fails: fall back on the log-safe name
-        url = describe(server)
-    return hashlib.sha256(url.encode()).hexdigest()[:16]
+        parts = urlsplit(server.url(privacy=False))
+    except Exception:  # noqa: BLE001 - a plugin whose url() fails: fall back on the log-safe name
+        return describe(server)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]  # never the password after it
+    return "\0".join([parts.scheme.lower(), unquote(user), host, parts.path.rstrip("/")])
 
 
 Admit = Callable[["NotifyBase"], Awaitable[str]]  # -> "send" | "limit" (send the limit notice instead) | "drop"
