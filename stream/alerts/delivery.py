@@ -687,12 +687,14 @@ class AlertDelivery:
         Redis is away, see `_after_sending`). Not sent to every service it was routed for: a failure
         where a service refused it after its retries, else `capped` where the daily cap held a
         service back (a hold the operator chose, as a silence is; until session 50 it counted as a
-        failure)."""
+        failure). One the cap held back from some services and others accepted is notified (since
+        session 51; it reached someone) and counted `capped` too."""
+        if delivered.capped and not delivered.failures:
+            await self._count("capped")  # also where another service accepted it: then notified, too
         if not delivered.notified and delivered.capped and not delivered.failures:
             self.metrics.delivery_capped()
-            await self._count("capped")
             return
-        self.metrics.delivery(delivered.notified)
+        self.metrics.delivery(delivered.notified)  # one result per notification: a partly capped one is notified
         if not delivered.notified:
             await self._count("delivery_failed")
             return
