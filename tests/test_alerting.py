@@ -1090,6 +1090,67 @@ def test_a_firing_notice_delivered_again_after_its_worker_died_is_counted_once(r
     assert len([k for k in marks[0] if k.startswith("svc:notice:")]) == 1, marks
 
 
+def test_a_notified_mark_names_its_services_or_none_for_an_older_or_unreadable_one():
+    """`notified_services` (pure): a session-51 mark's list; a session-49/50 mark (`1`), an empty or
+    malformed one names none, and the claim then marks no service (per severity, as before)."""
+    from stream.alerts.incidents import notified_services
+
+    assert notified_services('["0123456789abcdef", "fedcba9876543210"]') == ["0123456789abcdef", "fedcba9876543210"]
+    assert [notified_services(mark) for mark in ("1", "[]", "[1]", "{}", "not json")] == [None] * 5
+
+
+@pytest.mark.parametrize("mark", ["services", "before-session-51"])
+def test_a_claim_that_finds_a_firing_notice_sent_marks_the_services_its_worker_recorded(redis_server, mark):
+    """A worker configured with webhook a alone (b is added since) sends ETH's firing notice, marks
+    its entry notified and dies before its told marks. Another worker, with a and b, claims the
+    entry and finds it sent: it publishes without notifying again, but marked no service and no
+    notice, so the resolution fell back per severity and b heard "resolved" of a drop it never heard
+    begin. The notified mark now names the services that accepted (`notified_services`): the claim
+    marks them, and the resolution goes to a alone. A mark from before session 51 (`1`) names none:
+    per severity, as before."""
+    from stream.keys import NOTIFIED_KEY
+
+    redis.Redis.from_url(redis_server).flushdb()
+    a, b = Hook(), Hook()
+    entry = functools.partial(told_entry, True, "incC")
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            dead = told_delivery(store, f"warning={a.url}", "dead")
+            live = told_delivery(store, f"warning={a.url} warning={b.url}", "live", claim_idle_s=0)
+            await dead.ensure_group()
+
+            async def dies(*args, **kwargs) -> None:  # the worker is gone after its notified mark
+                raise RuntimeError("worker killed")
+
+            dead._mark_told = dies  # type: ignore[method-assign]
+            first = await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
+            with pytest.raises(RuntimeError):
+                await dead.drain_once()
+            if mark == "before-session-51":
+                await store.redis.hset(NOTIFIED_KEY, first, 1)
+            assert await store.redis.hexists(NOTIFIED_KEY, first)
+            while await live.drain_once():  # claims the entry: already notified, published only
+                pass
+            await store.redis.xadd(OUTBOX_KEY, entry("resolved", "warning", "2026-10-02T13:00:00Z", route_severities=("warning",),
+                                                     last_notified="2026-10-02T12:06:00Z", firing_notices=1))
+            while await live.drain_once():
+                pass
+            assert (await store.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP))["pending"] == 0
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        a.close()
+        b.close()
+    assert [p.get("state") for p in a.accepted] == ["firing", "resolved"], a.accepted  # not notified again
+    heard_b = [] if mark == "services" else ["resolved"]
+    assert [p.get("state") for p in b.accepted] == heard_b, b.accepted
+
+
 @pytest.mark.parametrize("cause", ["refused", "capped"])
 @pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
 def test_a_resolution_whose_every_firing_notice_reached_no_service_is_settled_untried(redis_server, grouping, cause):

@@ -38,7 +38,7 @@ from stream.alerts.correlator import acknowledgements
 from stream.alerts.grouping import Notice
 from stream.alerts.precision import TrackRecord, track_record
 from stream.alerts.incidents import (TOLD_HELD, TOLD_LAST, TOLD_NOTICE, TOLD_SENT, TOLD_SERVICE, AlertRecord, marked_services, marks_behind,
-                                     record_from_json, told_fate, told_routes, told_services)
+                                     notified_services, record_from_json, told_fate, told_routes, told_services)
 from stream.alerts.notify import Delivery, Notifier, describe, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
 from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, VERDICTS_KEY, caps_key, told_key
@@ -59,9 +59,10 @@ PublishRecord = Callable[[AlertRecord], Awaitable[Any]]
 
 # The two steps after a notification or a publish, each safe to run twice: a retry after a reply
 # lost with its connection must not count again. All their keys share the {alerts} slot.
-# KEYS: notified marks, alert stats. ARGV: entry id, TTL (s).
+# KEYS: notified marks, alert stats. ARGV: entry id, TTL (s), the services that accepted it (a JSON
+# list of `service_key`, since session 51; a worker before wrote 1).
 _MARK_NOTIFIED = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], 1) == 1 then
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[2], 'notified', 1)
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -466,11 +467,15 @@ class AlertDelivery:
         routes = (data.get("route_severities") or [notice.severity]) if notice is not None else []  # Entry.route_severities
         notified = False
         firing = notice is not None and notice.state == "firing"
-        if notice is not None and claimed and await self._notified_before(entry_id):
+        if notice is not None and claimed and (mark := await self._notified_as(entry_id)) is not None:
             log.info("incident already notified; publishing it", extra={"incident_id": notice.incident_id, "entry": entry_id})
             notified = True
             if firing:
-                await self._mark_fate(notice.incident_id, notice.severity, TOLD_SENT, notice.at, last=True)
+                # The services its worker's mark names heard it (a mark from before session 51 names
+                # none: this notice then goes unmarked, and its resolution per severity).
+                services = notified_services(mark)
+                await self._mark_fate(notice.incident_id, notice.severity, TOLD_SENT, notice.at, last=True,
+                                      heard=None if services is None else (entry_id, services))
             else:  # a crash between the resolution's notification and forgetting its marks left them
                 await self._forget_told(notice.incident_id)
         elif notice is not None:
@@ -615,9 +620,9 @@ class AlertDelivery:
         reads every mark of its firing notices. `at`: the notice's event time; a sent notice's first
         one is kept (`<severity>:at`) and, with `last` (an incident's notices), every notice's is the
         marks' `last` (`incidents.marks_behind`). `fate` None: `last` alone (no service routed).
-        `heard`: an incident's firing notice whose every service's outcome is known here (none where
-        a dead worker's delivery is finished: `_notified_before`), as its outbox entry id and the
-        services that accepted it; each is marked `svc:<service_key>`, and the notice is marked
+        `heard`: an incident's firing notice whose every service's outcome is known here (where a
+        claim finds a dead worker's delivery finished, as its notified mark names them since session
+        51; none for an older mark), as its outbox entry id and the services that accepted it; each is marked `svc:<service_key>`, and the notice is marked
         (`svc:notice:<entry id>`) whoever heard it: once however often it is delivered, so a claim
         that delivers it again after its worker died adds the services it reached, not a notice."""
         key = told_key(ident)
@@ -660,8 +665,8 @@ class AlertDelivery:
         """The services (`service_key`) a firing notice of an incident reached, where its marks say
         so of every firing notice the correlator made (`firing_notices`, a resolution entry's, as
         many as its `svc:notice:` fields) and every service marked is still configured; else None,
-        and the resolution is routed per severity (a notice an older worker delivered, or one a
-        claim finished, left no service marks; a service that heard was removed or moved to another
+        and the resolution is routed per severity (a notice an older worker delivered, or finished
+        by a claim, left no service marks; a service that heard was removed or moved to another
         host or path, or a session-50 worker marked it under its key of the whole URL)."""
         if not isinstance(firing_notices, int) or isinstance(firing_notices, bool) or self.notifier is None:
             return None
@@ -680,7 +685,13 @@ class AlertDelivery:
 
     async def _notified_before(self, entry_id: str) -> bool:
         """Whether an earlier delivery of this entry (this worker's or a dead one's) notified it."""
-        return bool(await self.redis.hexists(NOTIFIED_KEY, entry_id))
+        return await self._notified_as(entry_id) is not None
+
+    async def _notified_as(self, entry_id: str) -> str | None:
+        """An earlier delivery's notified mark of this entry (`_settle`; `incidents.notified_services`
+        reads it), None where none notified it."""
+        found = await self.redis.hget(NOTIFIED_KEY, entry_id)
+        return None if found is None else str(found)
 
     async def _settle(self, entry_id: str, delivered: Delivery) -> None:
         """Count the notification's outcome; a sent one is also marked on its entry (retried while
@@ -698,8 +709,11 @@ class AlertDelivery:
         if not delivered.notified:
             await self._count("delivery_failed")
             return
-        await self._after_sending(lambda: self._mark_script(keys=[NOTIFIED_KEY, ALERT_STATS_KEY], args=[entry_id, self.store.idle_ttl_s]),
-                                  "notified mark")
+        # The mark's value names the services that accepted it: a claim that finds the entry notified
+        # marks them told (`_deliver_entry`), where it knew none once its worker died.
+        heard = json.dumps(list(delivered.accepted))
+        await self._after_sending(lambda: self._mark_script(keys=[NOTIFIED_KEY, ALERT_STATS_KEY],
+                                                            args=[entry_id, self.store.idle_ttl_s, heard]), "notified mark")
 
     async def _after_sending(self, call: Callable[[], Awaitable[Any]], what: str) -> None:
         """A step that follows something sent (a notification, a record), retried while Redis is

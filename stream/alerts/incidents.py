@@ -11,6 +11,7 @@ it atomically (compare-and-set) and every worker that judges the same boundary a
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Collection, Iterable, Literal, Mapping, Sequence
 
@@ -266,7 +267,7 @@ def told_services(marks: Mapping[str, str], firing_notices: int, configured: Col
     Alertmanager's notification log is kept per receiver: a receiver that was told of the firing
     hears the resolution, another does not, whatever its severity heard). None where they do not (a
     worker before session 50, which marks no service, delivered one; a claim finished one whose
-    outcome per service was lost with its worker): the resolution is then
+    notified mark names no service, a session-50 worker's): the resolution is then
     routed per severity (`told_routes`), as before. A service added since the firing is in no mark
     and hears nothing.
 
@@ -281,6 +282,20 @@ def told_services(marks: Mapping[str, str], firing_notices: int, configured: Col
         return None
     heard = marked_services(marks)
     return heard if heard <= set(configured) else None
+
+
+def notified_services(mark: str) -> list[str] | None:
+    """The services (`service_key`) an entry's notified mark says accepted its notification: since
+    session 51 the mark is their JSON list, so a claim that finds the entry notified marks them told
+    where before it could not (its worker died between the two marks). None for a mark that names
+    none (`1`, written before session 51) or cannot be read: the notice then goes unmarked."""
+    try:
+        found = json.loads(mark)
+    except ValueError:
+        return None
+    if not isinstance(found, list) or not found or not all(isinstance(key, str) for key in found):
+        return None
+    return found
 
 
 def marked_services(marks: Mapping[str, str]) -> set[str]:
