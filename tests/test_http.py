@@ -278,6 +278,50 @@ def test_consumer_offsets_count_the_unread_past_the_read_position_against_the_sa
     assert offsets.unread == {caught_up: 0, stalled: 6}
 
 
+def test_read_position_is_none_when_the_consumer_thread_resets_the_position_under_it():
+    """/metrics reads aiokafka's partition state on the event loop while Faust's consumer thread
+    changes it: an out-of-range fetch (retention deleted what a worker behind had not read) makes
+    aiokafka `await_reset`, which drops the position. Landing between the `has_valid_position`
+    check and the `position` read, aiokafka's `assert` raised out of /metrics: a 500, a failed
+    scrape that makes every series of the worker stale at once. Now that position is unknown."""
+    from types import SimpleNamespace
+
+    from aiokafka.consumer.subscription_state import TopicPartitionState
+    from aiokafka.structs import OffsetAndMetadata
+    from faust.types import TP
+
+    from stream.ops.http import read_position
+
+    async def go() -> tuple[int | None, int | None]:  # aiokafka's state makes futures: a running loop, as in the consumer thread
+        state = TopicPartitionState(assignment=None)
+        state.update_committed(OffsetAndMetadata(7, ""))
+        state.seek(7)
+
+        class ResetBetween:
+            """The real state, with the consumer thread's reset falling right after the check."""
+
+            @property
+            def has_valid_position(self) -> bool:
+                valid = state.has_valid_position
+                state.await_reset(0)  # aiokafka's Fetcher on OffsetOutOfRange, in the consumer thread
+                return valid
+
+            @property
+            def position(self) -> int:
+                return state.position
+
+        tp = TP("forum-posts", 0)
+        assignment = SimpleNamespace(state_value={tp: ResetBetween()}.get)
+        kafka = SimpleNamespace(_subscription=SimpleNamespace(subscription=SimpleNamespace(assignment=assignment)))
+        consumer = SimpleNamespace(_thread=SimpleNamespace(_ensure_consumer=lambda: kafka))
+        torn = read_position(consumer, tp)
+        state.seek(9)  # read again from a known position: it shows
+        assignment.state_value = {tp: state}.get
+        return torn, read_position(consumer, tp)
+
+    assert asyncio.run(go()) == (None, 9)
+
+
 def test_each_worker_metrics_has_its_own_registry():
     a, b = WorkerMetrics(), WorkerMetrics()  # a second set of the same names must not collide
     a.observe_batch(BatchOutcome(consumed=5, valid=4, dlq=1, processed=4, classify_s=0.01, windows_s=0.002))

@@ -238,9 +238,11 @@ def read_position(consumer: Any, tp: Any) -> int | None:
     try:
         kafka = consumer._thread._ensure_consumer()  # noqa: SLF001 - Faust exposes no sync handle
         state = kafka._subscription.subscription.assignment.state_value(tp)  # noqa: SLF001
-    except Exception:  # noqa: BLE001 - not started, no subscription yet, a rebalance under way
+        # Inside the try too: the consumer thread can drop the position (aiokafka's reset after an
+        # out-of-range fetch) between the check and the read, and `position` then asserts.
+        return state.position if state is not None and state.has_valid_position else None
+    except Exception:  # noqa: BLE001 - not started, no subscription yet, a rebalance or reset under way
         return None
-    return state.position if state is not None and state.has_valid_position else None
 
 
 async def consumer_lag(app: faust.App, topics: Collection[str], timeout: float = CHECK_TIMEOUT_S) -> dict[TopicPartition, int]:
