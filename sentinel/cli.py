@@ -1329,7 +1329,7 @@ def replay_cmd(
 
     settings = model_settings()
     if not settings.kafka_broker:
-        raise fail("replay needs KAFKA_BROKER")
+        raise fail("replay needs KAFKA_BROKER (the broker to send to); `sentinel run FILE` replays a file through an embedded broker and worker instead")
     try:
         pace = None if speed == "max" else float(speed)
     except ValueError:
@@ -1442,7 +1442,7 @@ def record_cmd(
     """Write every record of a topic, from the beginning up to its end offsets when reading starts, as JSONL."""
     settings = model_settings()
     if not settings.kafka_broker:
-        raise fail("record needs KAFKA_BROKER")
+        raise fail("record needs KAFKA_BROKER (the broker whose topic it reads)")
     written: list[int] = []  # the count, once record has replaced --out
 
     def stopped(how: str) -> str:
@@ -1506,7 +1506,7 @@ def windows(
 
     settings = model_settings(stream="reader")
     if not settings.redis_url:
-        raise fail("windows needs REDIS_URL")
+        raise fail("windows needs REDIS_URL (the Redis the workers use)")
 
     from stream.alerts.silences import scope_name
     from stream.windows import matches_scope

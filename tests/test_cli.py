@@ -952,3 +952,21 @@ def test_fitted_widths_give_each_column_its_longest_word_then_share_the_rest_max
     assert fitted_widths(rows, 3 * 3 + 1 + 2 + 5 + 4) == [2, 5, 4]
     assert fitted_widths(rows, 3 * 3 + 1 + 30) == [2, 18, 4]  # the long line whole, the rest unused
     assert fitted_widths(rows, 3 * 3 + 1 + 14) == [2, 8, 4]
+
+
+def test_a_command_without_its_broker_or_redis_says_what_the_url_is_for(tmp_path):
+    """A newcomer following the README's `sentinel replay posts.jsonl` on a machine with no broker got
+    only "replay needs KAFKA_BROKER", with no word that `sentinel run FILE` brings a broker of its own."""
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"id": "1", "text": "BTC up", "created_at": "2026-03-04T12:00:00Z"}\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not re.match(r"(?i)(sentinel_)?(kafka|redis)_", k)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], capture_output=True, text=True, env=env, timeout=120)
+
+    replay = run("replay", str(posts), "--speed", "60")
+    assert replay.returncode == 2 and "needs KAFKA_BROKER" in replay.stderr and "`sentinel run FILE`" in replay.stderr, replay.stderr
+    record = run("record", "--topic", "post-sentiment", "--out", str(tmp_path / "out.jsonl"))
+    assert record.returncode == 2 and "needs KAFKA_BROKER (the broker whose topic it reads)" in record.stderr, record.stderr
+    windows = run("windows", "--scope", "asset:eth")
+    assert windows.returncode == 2 and "needs REDIS_URL (the Redis the workers use)" in windows.stderr, windows.stderr
