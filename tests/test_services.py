@@ -43,6 +43,41 @@ def test_stack_stops_on_error(started):
     assert started and not any(pid_alive(pid) for pid in started)
 
 
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_a_stop_while_the_stack_waits_for_tansu_stops_the_broker_too(stop, started, monkeypatch):
+    """A stop while the embedded stack waited for Tansu to listen (`sentinel run` starting) left the
+    broker running: start_ready stopped a server only on its own ServiceError, and the stack had not
+    yet got the broker to stop. Redis (started) and Tansu (waited for) are both stopped now. The
+    SIGTERM is a real one under sigterm_unwinds, as `sentinel run`'s `connected` takes it; the
+    Ctrl-C is the KeyboardInterrupt Python raises in the wait (a real SIGINT is ignored where the
+    tests run as a background job)."""
+    import signal
+
+    import stream.tools.services as services
+    from stream.tools.services import sigterm_unwinds
+
+    real = services.port_open
+    asked: list[int] = []
+
+    def port_open_stopped(port: int) -> bool:  # the Tansu readiness check: the stop comes during its wait
+        if not asked:
+            asked.append(port)
+            if stop == "ctrl-c":
+                raise KeyboardInterrupt()
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(port)
+
+    monkeypatch.setattr(services, "port_open", port_open_stopped)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(KeyboardInterrupt if stop == "ctrl-c" else SystemExit), sigterm_unwinds(), embedded_stack():
+            pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # sigterm_unwinds leaves it ignored once one was taken
+    assert asked and len(started) == 2, started
+    assert not any(pid_alive(pid) for pid in started), [pid for pid in started if pid_alive(pid)]
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigkill"])
 def test_stopping_sentinel_run_mid_run_leaves_no_process_behind(how, tmp_path, tiny_model_dir, cache_dir):
     """Ctrl-C (SIGINT to the foreground process group) or SIGTERM to the command alone (`kill PID`,

@@ -319,11 +319,14 @@ class Process:
 
 def start_ready(name: str, argv: Sequence[str], log_path: Path, ready: Callable[[], bool], timeout: float,
                 env: dict[str, str] | None = None) -> Process:
-    """Start a server and wait until `ready()`; a server that never gets there is stopped."""
+    """Start a server and wait until `ready()`; a server that never gets there is stopped, also
+    when a stop comes while it is waited for."""
     proc = Process(name, argv, log_path, env)
     try:
         wait_for(ready, timeout, name, proc.proc)
-    except ServiceError:
+    except BaseException:
+        # Not only ServiceError: a Ctrl-C or a SIGTERM (`sigterm_unwinds`) during the wait would
+        # leave the server running, since the caller (`embedded_stack`) never got it to stop.
         proc.stop()
         raise
     return proc
