@@ -2027,3 +2027,21 @@ def test_the_image_healthcheck_probes_the_console_a_console_container_runs(redis
             stand_in.wait(30)
     said = capsys.readouterr().out
     assert f"unhealthy: http://127.0.0.1:{os.environ['SENTINEL_WEB_PORT']}/healthz" in said and "runs no server to probe" in said
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_sentinel_console_ends_as_a_server_on_its_stop(stop, redis_server, tmp_path):
+    """operations.md says how `sentinel console` ends, apart from the commands that a Ctrl-C
+    interrupts ("interrupted", 130): Ctrl-C is its way to end, so uvicorn shuts it down and it exits
+    0 saying nothing more; a SIGTERM shuts it down alike and then ends it as the signal does."""
+    import signal
+
+    console = Console(console_env(redis_server), tmp_path / "console.log")
+    try:
+        console.proc.send_signal(getattr(signal, stop))
+        code = console.proc.wait(30)
+    finally:
+        console.close()
+    output = console.log.read_text()
+    assert code == {"SIGINT": 0, "SIGTERM": -signal.SIGTERM}[stop], output
+    assert "Shutting down" in output and "interrupted" not in output and "Traceback" not in output, output
