@@ -1592,6 +1592,26 @@ def test_a_daily_cap_per_service_sends_one_limit_notice_then_drops(redis_server)
     assert int(stats["notified"]) == 2 and int(stats["capped"]) >= 2, stats
 
 
+def test_two_services_that_differ_in_whom_an_endpoint_tells_keep_their_own_daily_cap(redis_server):
+    """Two services on one webhook endpoint whose payload names a different team (`:team=`, as a
+    gateway routes by) are two services: each hears two notifications and its one 'limit reached'
+    notice under SENTINEL_NOTIFY_DAILY_CAP=2. Their `service_key` was one (it left out every
+    parameter): one counter, counted twice a notification, so each heard one and only the first
+    heard the notice."""
+    r = redis.Redis.from_url(redis_server)
+    r.flushdb()
+    hook = Hook()
+    try:
+        notifier = Notifier(build_apprise(f"{hook.url}?:team=risk,{hook.url}?:team=ops", None), attempts=1, backoff=0.01, daily_cap=2)
+        asyncio.run(delivered(redis_server, notifier))
+    finally:
+        hook.close()
+    limit = "[NOTICE] daily notification limit"
+    for team in ("risk", "ops"):
+        titles = [p["title"] for p in hook.accepted if p.get("team") == team]
+        assert len(titles) == 3 and sum(t.startswith(limit) for t in titles) == 1, (team, titles)
+
+
 def test_a_capped_delivery_is_its_own_result_in_the_metrics_and_leaves_the_author_cap_counter_alone():
     """`sentinel_alert_deliveries_total{result="capped"}` (session 50) beside `failed`; its observer
     method must not shadow the worker's `capped` counter of posts over their author's cap."""

@@ -1182,3 +1182,33 @@ def test_a_service_key_hashes_where_a_service_sends_not_its_password_or_paramete
                 "slack://T1234abcd/B1234abcd/abcdefghijklmnop1234", "slack://T1234abcd/B1234abcd/abcdefghijklmnop1235"]
     assert len({key(url) for url in distinct}) == len(distinct)
     assert all("weakpw" not in server.url(privacy=True) for server in build_apprise(mail, None))  # describe() stays log-safe
+
+
+def test_a_service_key_tells_apart_services_whose_recipients_are_parameters_or_a_bare_channel():
+    """`service_key` hashed the URL's scheme, user, host, port and path alone, and read a bare `#`
+    as a fragment: two services that send to different people through one endpoint shared a key,
+    so one daily cap count (each heard half) and one told mark (a channel that never heard the
+    firing heard its resolution). Recipients written as parameters count now (Mattermost's `to=`,
+    a mail's `cc=`/`bcc=`, an Apprise API's `tags=`, a custom webhook's `-name=`/`:name=`), and a
+    Rocket.Chat channel; in any order or spelling (Mattermost's `channel=risk` is Apprise 2's
+    `to=#risk`). Not a webhook's headers (`+Authorization=` is a secret) nor other parameters."""
+    from stream.alerts.notify import build_apprise, service_key
+
+    def key(url: str) -> str:
+        (server,) = build_apprise(url, None)
+        return service_key(server)
+
+    pairs = [("mmost://mm.example.org/abcdefghijkl?channel=risk", "mmost://mm.example.org/abcdefghijkl?channel=ops"),
+             ("rocket://bot:pw@chat.example.org/#risk", "rocket://bot:pw@chat.example.org/#ops"),
+             ("mailto://a:pw@mail.example.org/risk@example.org?cc=head@example.org", "mailto://a:pw@mail.example.org/risk@example.org?cc=ops@example.org"),
+             ("mailto://a:pw@mail.example.org/risk@example.org?bcc=head@example.org", "mailto://a:pw@mail.example.org/risk@example.org"),
+             ("apprise://api.example.org/KEY?tags=risk", "apprise://api.example.org/KEY?tags=ops"),
+             ("json://hooks.example.org/alert?-team=risk", "json://hooks.example.org/alert?-team=ops"),
+             ("json://hooks.example.org/alert?:team=risk", "json://hooks.example.org/alert?:team=ops")]
+    for one, other in pairs:
+        assert key(one) != key(other), (one, other)
+    same = [("mmost://mm.example.org/abcdefghijkl?channel=risk,ops", "mmost://mm.example.org/abcdefghijkl?to=%23ops,%23risk&format=markdown"),
+            ("mailto://a:pw@mail.example.org/risk@example.org?cc=x@example.org,y@example.org", "mailto://a:other@mail.example.org/risk@example.org?cc=y@example.org,x@example.org&format=text"),
+            ("json://hooks.example.org/alert?-team=risk", "json://hooks.example.org/alert?-team=risk&+Authorization=Bearer%20abc&overflow=split")]
+    for one, other in same:
+        assert key(one) == key(other), (one, other)

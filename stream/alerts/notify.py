@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import apprise
 from apprise import AppriseAsset, AppriseAttachment, NotifyFormat, NotifyType
@@ -225,25 +225,75 @@ def service_key(server: NotifyBase) -> str:
     """A stable, secret-free name for one configured service: the daily cap's counter field and the
     told marks' `svc:<key>` (16 hex digits of a SHA-256; since session 51). Hashed: the URL's
     scheme, user, host, port and path as Apprise writes it, which say where it sends (a mail's
-    recipients, a chat's channels and a webhook's tokens are path segments). Not hashed: the
-    password (a hash of a weak SMTP password could be brute-forced by whoever reads Redis; a
-    rotated one leaves the key as it was) and the parameters, which Apprise versions write
-    differently (2.x adds `retry=`, `wait=` and `optional=` to every URL and drops a mail's
-    `from=` and `format=`, Slack's gains `mode=` and `timestamp=`) and an operator edits without
-    changing where it sends. Two services whose URLs differ only in parameters share one key: one
-    daily count, and one told mark."""
+    recipients, a chat's channels and a webhook's tokens are path segments), and the parameters
+    that name recipients (`_recipients`: Mattermost's channels, a mail's copies, a custom
+    webhook's `-`/`:` entries), so two services that tell different people never share a key (a
+    shared one was one daily count, counted by both, and one told mark: since session 51). Not
+    hashed: the password (a hash of a weak SMTP password could be brute-forced by whoever reads
+    Redis; a rotated one leaves the key as it was), a webhook's headers (an Authorization one is a
+    secret) and the other parameters, which Apprise versions write differently (2.x adds `retry=`,
+    `wait=` and `optional=` to every URL and drops a mail's `from=` and `format=`, Slack's gains
+    `mode=` and `timestamp=`) and an operator edits without changing where it sends."""
     return hashlib.sha256(_identity(server).encode()).hexdigest()[:16]
 
 
 def _identity(server: NotifyBase) -> str:
     """What `service_key` hashes (see there); the log-safe name for a plugin whose `url()` fails."""
     try:
-        parts = urlsplit(server.url(privacy=False))
+        # No fragment: Apprise writes a Rocket.Chat channel as a bare `/#risk`, which a fragment
+        # would drop, and two channels would share a key.
+        parts = urlsplit(server.url(privacy=False), allow_fragments=False)
     except Exception:  # noqa: BLE001 - a plugin whose url() fails: fall back on the log-safe name
         return describe(server)
     userinfo, _, host = parts.netloc.rpartition("@")
     user = userinfo.partition(":")[0]  # never the password after it
-    return "\0".join([parts.scheme.lower(), unquote(user), host, parts.path.rstrip("/")])
+    return "\0".join([parts.scheme.lower(), unquote(user), host, parts.path.rstrip("/"), *_recipients(server, parts.scheme.lower(), parts.query)])
+
+
+# Recipients that are no template token: a mail's copies, an Apprise API server's tags (which pick
+# the recipients it notifies there).
+_RECIPIENT_ARGS = {"cc", "bcc"}
+_RECIPIENT_ARGS_OF = {"apprise": {"tags"}, "apprises": {"tags"}}
+# A custom webhook's own query (`-name=`) and payload (`:name=`) entries: what a shared endpoint
+# routes by. Not its headers (`+name=`): an Authorization header is a secret.
+_RECIPIENT_KWARGS = {"params", "payload"}
+
+
+def _recipients(server: NotifyBase, scheme: str, query: str) -> list[str]:
+    """The parameters of a service's URL that say whom it sends to, each as `name=value`, sorted:
+    a plugin's targets written as a parameter (Mattermost's `to=#channel`), a mail's `cc=` and
+    `bcc=`, a custom webhook's `-name=` and `:name=`. Not the others, which Apprise versions write
+    differently and an operator edits without changing who hears (`service_key`); nor a private
+    one (a password)."""
+    args: Mapping[str, Any] = getattr(server, "template_args", {}) or {}
+    tokens: Mapping[str, Any] = getattr(server, "template_tokens", {}) or {}
+    prefixes = {spec.get("prefix") for name, spec in (getattr(server, "template_kwargs", {}) or {}).items()
+                if name in _RECIPIENT_KWARGS and isinstance(spec, Mapping)}
+    named = _RECIPIENT_ARGS | _RECIPIENT_ARGS_OF.get(scheme, set())
+    found = set()
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        spec = _spec(args, name)
+        alias = spec.get("alias_of")
+        # What it stands for: a template token (2.x: Mattermost's `to` is `targets`) or another
+        # parameter (1.9: its `channel` is `channels`).
+        meant = (_spec(tokens, alias) or _spec(args, alias)) if isinstance(alias, str) else {}
+        if spec.get("private") or meant.get("private"):
+            continue
+        if str(meant.get("type", "")).startswith("list:"):
+            # One recipient list however a version writes it: `to=#risk` (2.3) or `channel=risk`
+            # (1.9), in any order.
+            found.add("to=" + ",".join(sorted({part.lstrip("#") for part in re.split(r"[\s,]+", value) if part.lstrip("#")})))
+        elif name in named:
+            found.add(f"{name}=" + ",".join(sorted({part for part in re.split(r"[\s,]+", value) if part})))
+        elif name[:1] in prefixes:
+            found.add(f"{name}={value}")
+    return sorted(found)
+
+
+def _spec(table: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """A plugin's description of one of its URL's parts (`template_args`, `template_tokens`), {} if none."""
+    spec = table.get(name)
+    return spec if isinstance(spec, Mapping) else {}
 
 
 Admit = Callable[["NotifyBase"], Awaitable[str]]  # -> "send" | "limit" (send the limit notice instead) | "drop"
