@@ -157,8 +157,8 @@ class WorkerMetrics:
         self.alert_transitions = Counter("sentinel_alert_transitions", "Alert transitions committed by this worker", ["kind", "state"], registry=r)
         self.deliveries = Counter(
             "sentinel_alert_deliveries",
-            "Alert deliveries by result (notified: every routed service accepted; failed: not every one did, a service refused it "
-            "after its retries; capped: the daily cap held a service back and none failed; silenced)", ["result"], registry=r
+            "Alert deliveries by result (notified: every service sent to accepted, the daily cap may have held others back; failed: "
+            "a service refused it after its retries; capped: the daily cap held back every service and none failed; silenced)", ["result"], registry=r
         )
         self.lag = Gauge("sentinel_consumer_lag", "Messages behind per assigned partition (log end offset - committed)", ["topic", "partition"], registry=r)
         self.position = Gauge(
