@@ -1184,6 +1184,24 @@ def test_a_service_key_hashes_where_a_service_sends_not_its_password_or_paramete
     assert all("weakpw" not in server.url(privacy=True) for server in build_apprise(mail, None))  # describe() stays log-safe
 
 
+def test_a_service_key_leaves_out_a_password_apprise_writes_as_the_user_or_host():
+    """Some plugins write their password where a URL's user or host goes (voip.ms and Twist
+    `{password}:{email}`, Growl `{password}@{host}`, Free Mobile `{user}@{password}`): `service_key`
+    hashed it there, unkeyed, a user-chosen password 64 bits of SHA-256 away from whoever reads
+    Redis, and a rotated one moved the service. Left out like any password now."""
+    from stream.alerts.notify import build_apprise, service_key
+
+    def key(url: str) -> str:
+        (server,) = build_apprise(url, None)
+        return service_key(server)
+
+    for one, other in [("voipms://weakpw:desk@example.org/15551234567/15557654321", "voipms://Rotated-2:desk@example.org/15551234567/15557654321"),
+                       ("growl://weakpw@growl.example.org", "growl://Rotated-2@growl.example.org"),
+                       ("freemobile://desk@weakpw", "freemobile://desk@Rotated-2")]:
+        assert key(one) == key(other), (one, other)
+    assert key("voipms://weakpw:desk@example.org/15551234567/15557654321") != key("voipms://weakpw:desk@example.org/15551234567/15550000000")
+
+
 def test_a_service_key_tells_apart_services_whose_recipients_are_parameters_or_a_bare_channel():
     """`service_key` hashed the URL's scheme, user, host, port and path alone, and read a bare `#`
     as a fragment: two services that send to different people through one endpoint shared a key,

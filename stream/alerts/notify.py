@@ -229,8 +229,8 @@ def service_key(server: NotifyBase) -> str:
     that name recipients (`_recipients`: Mattermost's channels, a mail's copies, a custom
     webhook's `-`/`:` entries), so two services that tell different people never share a key (a
     shared one was one daily count, counted by both, and one told mark: since session 51). Not
-    hashed: the password (a hash of a weak SMTP password could be brute-forced by whoever reads
-    Redis; a rotated one leaves the key as it was), a webhook's headers (an Authorization one is a
+    hashed: the password, also where a plugin writes it as the user or host (a hash of a weak SMTP
+    password could be brute-forced by whoever reads Redis; a rotated one leaves the key as it was), a webhook's headers (an Authorization one is a
     secret) and the other parameters, which Apprise versions write differently (2.x adds `retry=`,
     `wait=` and `optional=` to every URL and drops a mail's `from=` and `format=`, Slack's gains
     `mode=` and `timestamp=`) and an operator edits without changing where it sends."""
@@ -247,7 +247,11 @@ def _identity(server: NotifyBase) -> str:
         return describe(server)
     userinfo, _, host = parts.netloc.rpartition("@")
     user = userinfo.partition(":")[0]  # never the password after it
-    return "\0".join([parts.scheme.lower(), unquote(user), host, parts.path.rstrip("/"), *_recipients(server, parts.scheme.lower(), parts.query)])
+    # Nor where a plugin writes its password elsewhere: voip.ms and Twist before the `:`, Growl and
+    # Simplepush as the user, Bluesky and Free Mobile as the host.
+    password = getattr(server, "password", None)
+    user, host = ("" if password and unquote(part) == password else part for part in (unquote(user), host))
+    return "\0".join([parts.scheme.lower(), user, host, parts.path.rstrip("/"), *_recipients(server, parts.scheme.lower(), parts.query)])
 
 
 # Recipients that are no template token: a mail's copies, an Apprise API server's tags (which pick
