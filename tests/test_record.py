@@ -213,7 +213,7 @@ def test_a_record_stopped_mid_read_says_nothing_was_written_and_leaves_no_spill(
     out.write_text("kept\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
     code, stderr = stopped_when(["record", "--topic", topic, "--out", str(out), "--max-idle", "120"], {**env, "KAFKA_BROKER": kafka_server},
-                                lambda: bool(list(out.parent.glob("sentinel-record-*/*.jsonl"))),  # records read, spilled: following on
+                                lambda _pid: bool(list(out.parent.glob("sentinel-record-*/*.jsonl"))),  # records read, spilled: following on
                                 stop, "the record read nothing")
     assert code == {"SIGINT": 130, "SIGTERM": 143}[stop], stderr
     assert f"nothing written to {out}" in stderr and "Traceback" not in stderr, stderr

@@ -444,7 +444,7 @@ def test_ctrl_c_on_a_paced_replay_names_the_line_to_resume_from(kafka_server, tm
         return len([r async for r in consume_records(settings, topic)])
 
     code, stderr = stopped_when(["replay", str(path), "--topic", topic, "--speed", "1"], {**env, "KAFKA_BROKER": kafka_server},
-                                lambda: asyncio.run(count()) >= 3, stop, "the replay sent nothing")
+                                lambda _pid: asyncio.run(count()) >= 3, stop, "the replay sent nothing")
     assert code == {"SIGINT": 130, "SIGTERM": 143}[stop], stderr
     resume = int(stderr.rsplit("--from-line ", 1)[1].split()[0])
     ids = [json.loads(r["value"])["id"] for r in asyncio.run(count_records(settings, topic))]
@@ -917,11 +917,10 @@ def test_a_bounded_stop_without_aiokafkas_insides_falls_back_to_the_plain_stop(m
 def stopped_mid_read(argv: list[str], env: dict[str, str], path: Path, stop: str) -> tuple[int, str]:
     """Run `sentinel ARGV`, and send it `stop` (SIGINT for Ctrl-C, SIGTERM) while it is part way
     through reading `path` (its open file's position past the start, short of the end): its exit
-    status and stderr. SIGINT as a terminal leaves it (see workers.stopped_when)."""
+    status and stderr."""
     import os
-    import signal
-    import subprocess
-    import sys
+
+    from workers import stopped_when
 
     def part_way(pid: int) -> bool:
         size = path.stat().st_size
@@ -935,19 +934,7 @@ def stopped_mid_read(argv: list[str], env: dict[str, str], path: Path, stop: str
             pass
         return False
 
-    proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.monotonic() + 60
-        while not part_way(proc.pid):
-            assert time.monotonic() < deadline and proc.poll() is None, "the file was never read part way"
-            time.sleep(0.01)
-        proc.send_signal(getattr(signal, stop))
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc.returncode, stderr
+    return stopped_when(argv, env, part_way, stop, "the file was never read part way")
 
 
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])

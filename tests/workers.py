@@ -260,8 +260,8 @@ def every_bucket(client) -> dict[tuple[str, int], dict[str, int | float]]:
     return out
 
 
-def stopped_when(argv: list[str], env: dict[str, str], ready: Callable[[], bool], stop: str, what: str) -> tuple[int, str]:
-    """Run `sentinel ARGV`, wait (60 s at most) until `ready()`, then send it signal `stop` (SIGINT
+def stopped_when(argv: list[str], env: dict[str, str], ready: Callable[[int], bool], stop: str, what: str) -> tuple[int, str]:
+    """Run `sentinel ARGV`, wait (60 s at most) until `ready(its pid)`, then send it signal `stop` (SIGINT
     for Ctrl-C, SIGTERM): its exit status and stderr. `what` names what never became ready. SIGINT
     as a terminal leaves it: a test run a non-interactive shell put in the background (`cmd &`)
     ignores it, the command inherits that through exec and ran on past the Ctrl-C (exit 0)."""
@@ -269,9 +269,9 @@ def stopped_when(argv: list[str], env: dict[str, str], ready: Callable[[], bool]
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
-        while not ready():
+        while not ready(proc.pid):
             assert time.monotonic() < deadline and proc.poll() is None, what
-            time.sleep(0.05)
+            time.sleep(0.02)
         proc.send_signal(getattr(signal, stop))
         _, stderr = proc.communicate(timeout=60)
     finally:
