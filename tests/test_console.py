@@ -1156,6 +1156,32 @@ def test_a_refused_forms_fields_go_back_cut_to_fit_the_cookie_never_dropped():
         assert whole or (kept["cut"] == "reason" and len(kept["reason"]) >= 200), kept
 
 
+def test_a_flash_messages_own_text_is_cut_to_fit_the_cookie_never_dropped():
+    """FLASH_CHARS bounds a message's characters, not its bytes: a silence's warning naming scopes in
+    a cased script (Deseret, 12 bytes a letter escaped; names differing in case are offered) or a
+    duration of emoji echoed in its refusal made a cookie of 6 KB, which a browser drops, the
+    message and the form's fields with it. The text is now cut to fit, ending in an ellipsis, the
+    form's action and fields still in it."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from stream.alerts.silences import unmatched
+    from stream.console.app import MAX_FLASH_BYTES, _flashes, _flashed
+
+    upper, lower = "\U00010400" * 128, "\U00010428" * 128
+    warning = unmatched("channel:" + lower, ["channel:" + upper, "channel:" + upper[:64] + lower[64:], "channel:" + lower[:64] + upper[64:]])
+    assert warning is not None and "did you mean" in warning
+    typed = {"action": "/api/silences", "scope": "asset:SOL", "duration": "\U0001f600" * 500, "reason": "listing"}
+    for kind, text, kept, page in (("note", warning, None, None),
+                                   ("error", f"duration: bad duration '{typed['duration']}'", typed, "/scope/channel:" + "\U0001f600" * 128)):
+        value = _flashed(Response(), TOKENS, kind, text, kept, page=page).headers["set-cookie"].split(";")[0].partition("=")[2]
+        assert len(value) <= MAX_FLASH_BYTES, len(value)
+        read = _flashes(Request({"type": "http", "headers": [(b"cookie", f"sentinel_flash={value}".encode())]}), TOKENS)
+        assert len(read) == 1 and read[0]["text"].endswith("\u2026") and text.startswith(read[0]["text"][:-1]), read
+        assert len(read[0]["text"]) >= 100, read  # cut to what fits, not to nothing
+        assert kept is None or read[0]["kept"]["action"] == "/api/silences", read
+
+
 def test_a_session_50_console_reads_a_newer_flash_cookie_and_a_newer_console_ignores_one_with_no_time():
     """During a rollout a refused form's cookie may be written by one version and read by the other
     (console.md). Session 50's reader (as it was, eb0ce9e's _flash) reads this one's newest message

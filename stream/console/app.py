@@ -431,7 +431,10 @@ def _flashed(response: Response, tokens: auth.Tokens, kind: str, text: str, kept
     entry: dict[str, Any] = {"kind": kind, "text": text[:FLASH_CHARS], "at": int(now), "keep": max_age}
     if page is not None:
         entry["page"] = _local(page)
-    if kept:  # a browser drops a cookie over 4 KB, and the reason why with it: the fields cut to fit
+    # A browser drops a cookie over 4 KB, and the reason why with it: the text cut to leave room for
+    # the fields at their least, then the fields cut to fit.
+    entry["text"] = _fitting_text(tokens, entry, _capped(kept, 0) if kept else None)
+    if kept:
         entry["kept"] = _fitting(tokens, entry, kept)
     action = (kept or {}).get("action")
     others = [e for e in earlier or [] if not (action and e.get("kept", {}).get("action") == action)]
@@ -463,8 +466,7 @@ def _fitting(tokens: auth.Tokens, message: dict[str, Any], kept: dict[str, str])
     MAX_FLASH_BYTES, naming those cut in `cut` (the page says so). A non-ASCII character costs up to
     12 bytes escaped: 475 accented ones dropped every field until session 50."""
     def fits(cap: int) -> dict[str, str] | None:
-        cut = sorted(k for k, v in kept.items() if k != "action" and len(v) > cap)
-        trial = {k: v if k == "action" else v[:cap] for k, v in kept.items()} | ({"cut": " ".join(cut)} if cut else {})
+        trial = _capped(kept, cap)
         return trial if len(_sealed(tokens, message | {"kept": trial})) <= MAX_FLASH_BYTES else None
 
     low, high = 0, max(len(v) for v in kept.values())
@@ -474,6 +476,35 @@ def _fitting(tokens: auth.Tokens, message: dict[str, Any], kept: dict[str, str])
         middle = (low + high + 1) // 2
         low, high = (middle, high) if fits(middle) is not None else (low, middle - 1)
     return fits(low) or {"action": kept.get("action", "")}
+
+
+def _capped(kept: dict[str, str], cap: int) -> dict[str, str]:
+    """The kept fields, each but the action cut to `cap` characters, naming those cut in `cut`."""
+    cut = sorted(k for k, v in kept.items() if k != "action" and len(v) > cap)
+    return {k: v if k == "action" else v[:cap] for k, v in kept.items()} | ({"cut": " ".join(cut)} if cut else {})
+
+
+def _fitting_text(tokens: auth.Tokens, message: dict[str, Any], least: dict[str, str] | None) -> str:
+    """The message's text, cut (ending in an ellipsis) to the most characters that keep the cookie
+    within MAX_FLASH_BYTES with its fields at their `least`. FLASH_CHARS bounds characters, not bytes:
+    a text naming non-ASCII names (a warning's scopes, up to 12 bytes a character escaped) made a
+    cookie of 6 KB, which a browser drops, the message and the fields with it, until session 51. A
+    form's page too long to leave room for any text is dropped (it only lets that page show it)."""
+    text = message["text"]
+
+    def fits(chars: int) -> bool:
+        trial = text if chars == len(text) else text[:chars] + "\u2026"
+        return len(_sealed(tokens, message | {"text": trial} | ({"kept": least} if least else {}))) <= MAX_FLASH_BYTES
+
+    if fits(len(text)):
+        return text
+    if not fits(0):
+        message.pop("page", None)
+    low, high = 0, len(text) - 1
+    while low < high:  # the most characters that fit, with the ellipsis
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return text[:low] + "\u2026"
 
 
 def _sealed(tokens: auth.Tokens, message: dict[str, Any]) -> str:
