@@ -54,7 +54,7 @@ FLASH_COOKIE, FLASH_MAX_AGE_S, FLASH_CHARS = "sentinel_flash", 60, 600
 # The cookie holds a message per form still waiting for its page (a Redis-away silence's fields while
 # an ack is refused): one per form a page can show (silence, ack, verdict) and a note, no more.
 MAX_FLASH_ENTRIES = 4
-FLASH_SKEW_S = 60  # a replica's clock a little ahead of the one that wrote the cookie: not a cookie from the future
+FLASH_SKEW_S = 60  # a replica's clock a little off the one that wrote the cookie, either way: not a cookie from the future nor a stale one
 KEPT_FIELDS, MAX_KEPT_CHARS = ("scope", "kind", "duration", "reason", "verdict"), 500  # a refused form's fields shown again
 MAX_FLASH_BYTES = 3800  # the cookie's value, under the 4096 bytes a browser keeps of a cookie
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")  # what a browser's form posts
@@ -550,7 +550,9 @@ def _entry(found: Any, now: float) -> dict[str, Any] | None:
     at, keep = found.get("at"), found.get("keep")
     if not (isinstance(at, int) and isinstance(keep, int)) or isinstance(at, bool) or isinstance(keep, bool):
         return None
-    if not 0 < keep <= REDIS_AWAY_FLASH_S or not now - keep <= at <= now + FLASH_SKEW_S:
+    # A replica whose clock is up to FLASH_SKEW_S off the writer's, either way, reads it for its whole keep (one
+    # ahead read a 60 s message for 60 s less its lead, none at all a minute ahead, until session 51's review).
+    if not 0 < keep <= REDIS_AWAY_FLASH_S or not now - keep - FLASH_SKEW_S <= at <= now + FLASH_SKEW_S:
         return None
     kept = found.get("kept")
     kept = {k: v for k, v in kept.items() if k in ("action", "cut", *KEPT_FIELDS) and isinstance(v, str)} if isinstance(kept, dict) else {}
