@@ -20,7 +20,7 @@ from typing import Annotated, Any, Awaitable, Callable, Collection, Coroutine, I
 import typer
 from rich.console import Console, RenderableType
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
@@ -273,6 +273,12 @@ class PlainProgress(Progress):
             self.last_line = self.clock()
             self.console.print(", ".join(map(plain_task, self.tasks)), markup=False, highlight=False)
         yield from super().get_renderables()
+
+    def say(self, task: TaskID, **fields: Any) -> None:
+        """Update `task`'s fields, and off a terminal print the line at the next refresh, not up to
+        `every` later: a log says when a run's phase changed (its worker started, posts flow)."""
+        self.update(task, **fields)
+        self.last_line = self.clock() - self.every
 
     def stop(self) -> None:
         if self.console.is_interactive or self.disable:

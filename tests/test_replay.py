@@ -680,6 +680,29 @@ def test_off_a_terminal_the_progress_is_a_plain_line_every_ten_seconds():
     assert "replayed 0/10" not in terminal.getvalue()  # a terminal has the bar
 
 
+def test_off_a_terminal_a_phase_change_is_a_line_at_once():
+    """`sentinel run`'s start phase (sentinel/run.py start_phase): a log says when it changed, not
+    up to ten seconds later, so a short phase shows too."""
+    import io
+
+    from rich.console import Console
+
+    from sentinel.cli import progress
+
+    now = [100.0]
+    log = io.StringIO()
+    with progress(Console(file=log, force_terminal=False, soft_wrap=True), clock=lambda: now[0], auto_refresh=False) as bar:
+        done = bar.add_task("processed", total=5)
+        bar.say(done, detail="starting worker: loading the classifier")
+        bar.refresh()
+        bar.refresh()  # one line a change
+        now[0] += 1
+        bar.say(done, detail=None)
+        bar.update(done, completed=5)
+        bar.refresh()
+    assert log.getvalue().splitlines() == ["processed 0/5 (starting worker: loading the classifier)", "processed 5/5"]
+
+
 EVERY_REFRESH = """
 import sentinel.cli
 sentinel.cli.PLAIN_PROGRESS_S = 0  # a line at every refresh, the last one included: no waiting on the clock
