@@ -1093,6 +1093,8 @@ def run(
                         recorded=recorded,
                         on_sent=lambda n: bar.update(sent_task, completed=n),
                         on_consumed=lambda n: bar.update(done_task, completed=n),
+                        # what it waits for while the worker starts (loading a model can take minutes)
+                        on_phase=lambda text: bar.say(done_task, detail=text),
                     )
                 )
             if report_path:  # here, while an embedded stack's Redis still holds the run's roll-ups

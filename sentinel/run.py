@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 from types import EllipsisType
-from typing import Any, Awaitable, Callable, Iterator, TypeVar
+from typing import Any, Awaitable, Callable, Iterator, Sequence, TypeVar
 
 from pydantic import SecretStr
 
@@ -33,6 +34,9 @@ from stream.timefmt import shown
 # An embedded single-broker stack needs no 30 s rebalance wait; production keeps its settings.
 EMBEDDED_TIMEOUTS = {"SENTINEL_REBALANCE_TIMEOUT": "5", "SENTINEL_SESSION_TIMEOUT": "6", "SENTINEL_HEARTBEAT_INTERVAL": "1"}
 
+
+POLL_S = 0.2  # how often a run looks at the counters, and at a starting worker's /readyz
+READY_CONNECT_S = 2.0
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -184,6 +188,89 @@ async def committed_lag(settings: Settings) -> int | None:
         await consumer.stop()
 
 
+STARTING_WHAT = "loading the classifier"  # the long part of a worker's start (and a first run's GGUF conversion)
+
+
+def start_phase(answers: Sequence[list[str] | None], consumed: int) -> str | None:
+    """What a run's progress says it waits for while its workers start, from each one's /readyz
+    (stream/ops/http.py): None where it has not answered yet (its web server starts once the model
+    has loaded), else the checks it failed. None once a post is processed: the count says the rest.
+    Without it, `replayed 3,085/3,085, processed 0/3,085` stood for minutes and read as a hang."""
+    if consumed > 0:
+        return None
+    who = "worker" if len(answers) == 1 else "workers"
+    if any(answer is None for answer in answers):
+        return f"starting {who}: {STARTING_WHAT}"
+    failed = sorted({check for answer in answers if answer for check in answer})
+    if failed == ["partitions"]:
+        return f"starting {who}: joining the consumer group"
+    if failed:
+        return f"starting {who}: not ready ({', '.join(failed)})"
+    return "waiting for the first classified post"
+
+
+def probe_host(web_host: str) -> str:
+    """Where this machine reaches a worker listening on `web_host` (a wildcard: its loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(web_host, web_host)
+
+
+async def watch_ready(url: str, proc: subprocess.Popen, said: Callable[[list[str] | None], None], started: Callable[[], bool]) -> None:
+    """Ask the worker's /readyz until it is ready, it exits, or a post was processed (`started`);
+    each answer goes to `said`: the checks that failed, [] when ready. One request at a time, with
+    no read timeout: the worker holds its port from its first moments but answers only once its
+    model has loaded, so one request waits in its listen queue for that, and no pile of abandoned
+    ones is left there for its web server to meet."""
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=READY_CONNECT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while proc.poll() is None and not started():
+            try:
+                async with session.get(url) as response:
+                    body = await response.json(content_type=None)
+                failed = [str(name) for name in body.get("failed", [])] if isinstance(body, dict) else ["readyz"]
+                said(failed if response.status != 200 else [])
+                if response.status == 200:
+                    return
+            except (aiohttp.ClientError, OSError, ValueError):
+                pass  # not listening yet (its imports), or gone: wait_processed says why a worker exited
+            await asyncio.sleep(POLL_S)
+
+
+class StartPhases:
+    """The run's start phase (`start_phase`) as its workers answer and the counters move;
+    `on_phase` hears each change, the first at once: the workers were just started."""
+
+    def __init__(self, workers: int, on_phase: Callable[[str | None], None]) -> None:
+        self.answers: list[list[str] | None] = [None] * workers
+        self.consumed = 0
+        self.on_phase = on_phase
+        self.shown = start_phase(self.answers, 0)
+        on_phase(self.shown)
+
+    def answered(self, worker: int, failed: list[str] | None) -> None:
+        self.answers[worker] = failed
+        self.tell()
+
+    def processed(self, consumed: int) -> None:
+        self.consumed = consumed
+        self.tell()
+
+    def tell(self) -> None:
+        if (text := start_phase(self.answers, self.consumed)) != self.shown:
+            self.shown = text
+            self.on_phase(text)
+
+
+async def watching_start(settings: Settings, procs: list[subprocess.Popen], ports: list[int], phases: StartPhases) -> None:
+    host = probe_host(settings.web_host)
+    host = f"[{host}]" if ":" in host else host
+    await asyncio.gather(*(
+        watch_ready(f"http://{host}:{port}/readyz", proc, functools.partial(phases.answered, i), lambda: phases.consumed > 0)
+        for i, (proc, port) in enumerate(zip(procs, ports))
+    ))
+
+
 async def unless_transient(call: Callable[[], Awaitable[T]]) -> T | None:
     """`call()`, or None while Redis is away (stream/redis_client.is_transient)."""
     from stream.redis_client import is_transient
@@ -219,7 +306,7 @@ async def wait_processed(
         if time.monotonic() > deadline:
             raise RunError(f"timed out after {timeout:.0f} s: consumed {consumed} of {sent}")
         cancelled_if_stopped()  # a stop a library swallowed (services.cancelled_if_stopped)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(POLL_S)
 
 
 def summarise(before: dict[str, float], after: dict[str, float], wall_s: float, alerts: int) -> dict[str, Any]:
@@ -324,12 +411,14 @@ async def run_once(
     worker_log: Path | None = None,
     on_sent: Callable[[int], None] | None = None,
     on_consumed: Callable[[int], None] | None = None,
+    on_phase: Callable[[str | None], None] | None = None,
     recorded: int | None | EllipsisType = ...,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Replay PATH through `workers` worker processes (one consumer group); the summary and the alert
     records. The end is settled as ended (`settled_as_ended`) on the embedded stack, or where the
     caller says PATH is the whole input of the configured topics and Redis (`input_ended`).
-    `recorded`: the partition count PATH names (recorded_partitions), where the caller has it."""
+    `recorded`: the partition count PATH names (recorded_partitions), where the caller has it.
+    `on_phase`: what the run waits for while the workers start (`start_phase`), None once posts flow."""
     ended = settled_as_ended(embedded=embedded, input_ended=input_ended)
     with held_logs("aiokafka") as held:  # a configured broker that is down is our one error line, not aiokafka's first
         await ensure_topics(settings, worker_topics(settings))
@@ -339,7 +428,17 @@ async def run_once(
         await refuse_cluster_node(store)
         before = await store.stats()
         since_ms = int(time.time() * 1000)
-        procs = [start_worker(settings, embedded, worker_log) for _ in range(workers)]
+        ports = [free_port() for _ in range(workers)]
+        procs = [start_worker(settings, embedded, worker_log, web_port=port) for port in ports]
+        phases = StartPhases(workers, on_phase) if on_phase else None
+        watcher = asyncio.ensure_future(watching_start(settings, procs, ports, phases)) if phases else None
+
+        def consumed(n: int) -> None:
+            if phases:
+                phases.processed(n)
+            if on_consumed:
+                on_consumed(n)
+
         try:
             started = time.monotonic()
             # A recording of more partitions than the topic's goes where its keys hash: sentinel run's
@@ -348,11 +447,15 @@ async def run_once(
             replayed = await replay_lines(settings, path, settings.topic_posts, None, on_sent, repartition=True,
                                           recorded=recorded)
             sent = replayed.sent
-            after = await wait_processed(settings, store, before, sent, procs, timeout, on_consumed)
+            after = await wait_processed(settings, store, before, sent, procs, timeout, consumed)
             wall = time.monotonic() - started
             await flush_incidents(settings, store, ended=ended)
             await wait_alerts_delivered(store, procs, timeout)
         finally:
+            if watcher:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watcher  # its own errors are only "not answered yet"
             stop_workers(procs)
         alerts = await read_alerts(settings, since_ms)
         letters = await read_dead_letters(settings, since_ms, replayed) if after.get("dlq", 0) > before.get("dlq", 0) else []

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from sentinel.run import dead_letter_lines, notifying, run_warnings
+from sentinel.run import StartPhases, dead_letter_lines, notifying, probe_host, run_warnings, start_phase
 from stream.settings import Settings
 
 
@@ -107,3 +108,46 @@ def test_run_of_a_recording_from_two_partitions_runs_on_two(tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert json.loads(summary_path.read_text())["processed"] == 6
+
+
+def test_the_start_phase_follows_the_workers_readiness_and_ends_with_the_first_post():
+    # /readyz unanswered: the model is still loading (the worker's web server starts after it).
+    assert start_phase([None], 0) == "starting worker: loading the classifier"
+    assert start_phase([["partitions"], None], 0) == "starting workers: loading the classifier"  # the slowest one
+    assert start_phase([["partitions"]], 0) == "starting worker: joining the consumer group"
+    assert start_phase([["broker", "partitions"]], 0) == "starting worker: not ready (broker, partitions)"
+    assert start_phase([[], ["partitions"]], 0) == "starting workers: joining the consumer group"
+    assert start_phase([[], []], 0) == "waiting for the first classified post"
+    assert start_phase([None], 1) is None and start_phase([[]], 5) is None  # the count says the rest
+    assert probe_host("0.0.0.0") == "127.0.0.1" and probe_host("::") == "::1" and probe_host("10.1.2.3") == "10.1.2.3"
+    heard: list[str | None] = []
+    phases = StartPhases(1, heard.append)
+    phases.answered(0, None)  # no answer again: nothing new to say
+    phases.answered(0, ["partitions"])
+    phases.answered(0, [])
+    phases.processed(0)
+    phases.processed(3)
+    phases.processed(9)
+    assert heard == ["starting worker: loading the classifier", "starting worker: joining the consumer group",
+                     "waiting for the first classified post", None]
+
+
+def test_run_says_what_it_waits_for_before_the_first_post_is_processed(tmp_path):
+    """A newcomer's `make demo` showed `processed 0/3,085` for minutes while the worker loaded its
+    model, and they took it for a hang: the progress line names the phase, off a terminal at once."""
+    now = time.time() - 3600
+    data = tmp_path / "posts.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "text": "btc pumping hard", "created_at": iso(now + i)}) + "\n"
+                            for i in range(5)), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KAFKA_BROKER", "SENTINEL_REDIS_URL", "SENTINEL_KAFKA_BROKER")}
+    env.update(SENTINEL_BASE="lexicon", SENTINEL_CACHE_DIR=str(tmp_path / "cache"), NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    done = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", str(data), "--timeout", "300"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    progress = [line for line in done.stderr.splitlines() if line.startswith("replayed ")]
+    counts = [int(re.search(r"processed (\d+)/5", line).group(1)) for line in progress]
+    assert progress and "processed 0/5 (starting worker: loading the classifier)" in progress[0], done.stderr[-3000:]
+    order = ["loading the classifier", "joining the consumer group", "waiting for the first classified post"]
+    seen = [next(i for i, phase in enumerate(order) if phase in line) for line in progress if "(" in line]
+    assert seen == sorted(seen), progress  # a phase never goes back
+    assert all(count == 0 for count, line in zip(counts, progress) if "(" in line), progress  # a phase only before the first post
