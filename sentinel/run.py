@@ -37,6 +37,7 @@ EMBEDDED_TIMEOUTS = {"SENTINEL_REBALANCE_TIMEOUT": "5", "SENTINEL_SESSION_TIMEOU
 
 POLL_S = 0.2  # how often a run looks at the counters, and at a starting worker's /readyz
 READY_CONNECT_S = 2.0
+READY_RECHECK_S = 1.0
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -232,6 +233,10 @@ async def watch_ready(url: str, proc: subprocess.Popen, said: Callable[[list[str
                 said(failed if response.status != 200 else [])
                 if response.status == 200:
                     return
+                # Each answer checks the broker and Redis: a second apart while a group forms,
+                # not five times a second (a configured cluster's rebalance can last 30 s).
+                await asyncio.sleep(READY_RECHECK_S)
+                continue
             except (aiohttp.ClientError, OSError, ValueError):
                 pass  # not listening yet (its imports), or gone: wait_processed says why a worker exited
             await asyncio.sleep(POLL_S)
