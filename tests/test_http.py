@@ -557,3 +557,49 @@ def test_a_partition_whose_fetches_stop_shows_its_lag_growing(tmp_path, kafka_se
         stall.unlink()  # fetching again: read, committed, no lag
         wait_until(shows(15, {"0": 0, "1": 0}), 30, "partition 1 read again", worker)
         wait_until(reads({"0": 5, "1": 10}, {"0": 0, "1": 0}), 30, "partition 1's position at its end", worker)
+
+
+def test_a_stuck_agent_fetches_on_while_its_committed_offset_holds(tmp_path, kafka_server, redis_server, cache_dir):
+    """An agent or batch awaiting something that never returns (tests/processing_stall.py holds
+    each batch while a file exists) on a quiet stream: the consumer goes on fetching into Faust's
+    buffer, so the read position reaches the end and nothing is unread (`SentinelPartitionStalled`
+    is silent), and /healthz stays green. The committed offset (`sentinel_consumer_committed`)
+    holds, behind the position, which `SentinelProcessingStuck` alerts on; it moves again once
+    the batch goes through."""
+    redis.Redis.from_url(redis_server).flushdb()
+    stall = tmp_path / "stall"
+    env = env_for(kafka_server, redis_server, cache_dir, "http-processing-stall")
+    topic = env["SENTINEL_TOPIC_POSTS"]
+    env.update(SENTINEL_PARTITIONS="1", PROCESSING_STALL_FILE=str(stall))
+    shim = f"import sys, runpy; sys.path.insert(0, {str(Path(__file__).parent)!r}); import processing_stall; runpy.run_module('sentinel.cli', run_name='__main__')"
+    posts = iter([{**GOOD[i % len(GOOD)], "id": f"p{i}", "created_at": T0 + 60 * i} for i in range(10)])
+
+    def produce(count: int) -> None:
+        asyncio.run(_produce(kafka_server, topic, 0, [next(posts) for _ in range(count)]))
+
+    with running_worker(env, tmp_path / "worker.log", ["-c", shim, "worker"]) as worker:
+        wait_until(worker.ready, 60, "/readyz 200", worker)
+
+        def reads(expected: dict[str, float]) -> Callable[[], bool]:
+            def check() -> bool:
+                found = samples(get(worker.port, "/metrics")[1].decode())
+                return {name: found.get((name, frozenset({"topic": topic, "partition": "0"}.items()))) for name in expected} == expected
+            return check
+
+        produce(3)
+        wait_until(reads({"sentinel_consumer_position": 3, "sentinel_consumer_committed": 3, "sentinel_consumer_unread": 0,
+                          "sentinel_consumer_lag": 0}), 60, "three posts read and committed", worker)
+
+        stall.touch()
+        produce(2)
+        wait_until(stall.with_name("stall.on").exists, 30, "a batch held by the stuck agent", worker)
+        # Fetched to the end, nothing unread; not processed, so not committed.
+        wait_until(reads({"sentinel_consumer_position": 5, "sentinel_consumer_committed": 3, "sentinel_consumer_unread": 0,
+                          "sentinel_consumer_lag": 2}), 30,
+                   "position 5 past committed 3", worker)
+        assert samples(get(worker.port, "/metrics")[1].decode())[("sentinel_posts_consumed_total", frozenset())] == 3
+        assert get(worker.port, "/healthz")[0] == 200
+
+        stall.unlink()  # processed and committed: the committed offset catches up
+        wait_until(reads({"sentinel_consumer_position": 5, "sentinel_consumer_committed": 5, "sentinel_consumer_lag": 0}), 30,
+                   "committed 5 once the batch went through", worker)

@@ -270,12 +270,15 @@ async def consumer_offsets(app: faust.App, topics: Collection[str], timeout: flo
     the group's committed offsets); only a partition this group has never committed costs a second
     lookup, beside the first: of its first offset, where the group starts reading it (the worker's offset reset is
     `earliest`). Not the read position: the consumer reads ahead of the batches, so a new group
-    whose first batch could not be written (Redis away) showed lag 0 with every post unread."""
+    whose first batch could not be written (Redis away) showed lag 0 with every post unread.
+    `committed` is that offset itself (the committed one, else the first offset), per partition:
+    Faust moves it only when a processed batch is acked, so it holds behind the read position
+    while an agent is stuck on a quiet stream (`SentinelProcessingStuck`)."""
     consumer = app.consumer
     try:
         assignment = [tp for tp in consumer.assignment() if tp.topic in topics]
     except Exception:  # noqa: BLE001 - not started yet: no partitions, no lag
-        return ConsumerOffsets({}, {}, {})
+        return ConsumerOffsets({}, {}, {}, {})
     committed: Mapping[Any, int | None] = {tp: consumer._committed_offset.get(tp) for tp in assignment}  # noqa: SLF001
     uncommitted = [tp for tp in assignment if committed[tp] is None]
     ends, starts = await asyncio.gather(broker_offsets(app, assignment, LATEST, timeout), broker_offsets(app, uncommitted, EARLIEST, timeout))
@@ -289,8 +292,9 @@ async def consumer_offsets(app: faust.App, topics: Collection[str], timeout: flo
         return max(known) if known else None
 
     positions = {tp: offset for tp in assignment if (offset := read_position(consumer, tp)) is not None}
+    resumes = {tp: offset for tp in assignment if (offset := committed[tp] if committed[tp] is not None else starts.get(tp)) is not None}
     return ConsumerOffsets(partition_lag(assignment, end, committed.get, starts.get), positions,
-                           partition_lag(positions, end, positions.get))
+                           partition_lag(positions, end, positions.get), resumes)
 
 
 # --- wiring --------------------------------------------------------------------------------------

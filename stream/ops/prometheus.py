@@ -8,7 +8,8 @@ engine's caller and the delivery loop; nothing here touches Kafka, Redis or the 
 Consumer lag is a gauge refreshed at scrape time (see `partition_lag`): the log ends come from the
 broker, one ListOffsets request per scrape (stream/ops/http.py `consumer_lag` says why and what
 stands in when the broker is slow), the committed offsets from what Faust's consumer knows. So are
-the read position and what lies past it (`ConsumerOffsets`), for `SentinelPartitionStalled`.
+the read position and what lies past it (`ConsumerOffsets`), for `SentinelPartitionStalled`, and
+the committed offset itself, for `SentinelProcessingStuck`.
 """
 
 from __future__ import annotations
@@ -79,13 +80,18 @@ def partition_lag(
 @dataclass(frozen=True)
 class ConsumerOffsets:
     """Per assigned partition of the input topics: `lag` (end - committed, `partition_lag`), the
-    read `position` (the next offset the consumer fetches) and `unread` (end - position). A
-    consumer stopped on a partition holds its position while `unread` stays above 0; a caught-up
-    partition written in transactions reads lag 1 (the commit marker) and unread 0."""
+    read `position` (the next offset the consumer fetches), `unread` (end - position) and
+    `committed` (the offset the group resumes from: its committed one, or where it starts reading a
+    partition it never committed). A consumer stopped on a partition holds its position while
+    `unread` stays above 0; a caught-up partition written in transactions reads lag 1 (the commit
+    marker) and unread 0. A stuck agent is the other way round: the consumer goes on fetching into
+    Faust's buffer (position moves, unread 0) while no batch is acked, so `committed` holds with
+    `position - committed` above that marker's 1."""
 
     lag: dict[TopicPartition, int]
     position: dict[TopicPartition, int]
     unread: dict[TopicPartition, int]
+    committed: dict[TopicPartition, int]
 
 
 def _replace(gauge: Gauge, values: Mapping[TopicPartition, int]) -> None:
@@ -169,6 +175,11 @@ class WorkerMetrics:
             "sentinel_consumer_unread", "Messages past the consumer's read position per assigned partition (log end offset - position)",
             ["topic", "partition"], registry=r,
         )
+        self.committed = Gauge(
+            "sentinel_consumer_committed", "Offset the group resumes from per assigned partition: its committed offset (moves only "
+            "when processed batches are acked), or where it starts reading a partition it never committed",
+            ["topic", "partition"], registry=r,
+        )
         self.model = Gauge("sentinel_model_info", "The loaded classifier (always 1)", ["base", "adapter", "device", "quantize", "dtype"], registry=r)
         self.loop_lag = Gauge("sentinel_event_loop_lag_seconds", "How late the last event-loop heartbeat woke up", registry=r)
         self.dependency_up = Gauge("sentinel_dependency_up", "1 if the dependency answered the worker's last probe, else 0", ["dependency"], registry=r)
@@ -234,6 +245,7 @@ class WorkerMetrics:
         _replace(self.lag, offsets.lag)
         _replace(self.position, offsets.position)
         _replace(self.unread, offsets.unread)
+        _replace(self.committed, offsets.committed)
 
     def set_loop_lag(self, seconds: float) -> None:
         self.loop_lag.set(seconds)
