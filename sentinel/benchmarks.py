@@ -281,7 +281,7 @@ def bench_pipeline(
     import statistics
     import tempfile
 
-    from sentinel.run import connected, free_port, open_store, start_worker, stop_workers, wait_processed
+    from sentinel.run import connected, free_ports, open_store, start_worker, stop_workers, wait_processed
     from stream.tools.services import run_async
     from stream.kafka import ensure_topics, worker_topics
     from stream.tools.replay import replay
@@ -304,7 +304,7 @@ def bench_pipeline(
         topics = worker_topics(live)
         await ensure_topics(live, topics)
         store = open_store(live)
-        ports = [free_port() for _ in range(workers)]
+        ports = free_ports(workers)
         procs = [start_worker(live, embedded, workdir / f"worker{i}.log", web_port=port) for i, port in enumerate(ports)]
         alone: list[float] = []
         piped: list[float] = []

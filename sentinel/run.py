@@ -27,7 +27,7 @@ from sentinel import BAD_LINES_SHOWN
 from stream.settings import Settings
 from stream.kafka import ensure_topics, held_logs, kafka_client_kwargs, release_logs, worker_topics
 from stream.tools.replay import ReplayResult, replay_lines
-from stream.tools.services import cancelled_if_stopped, dying_with_parent, embedded_stack, free_port, sigterm_unwinds
+from stream.tools.services import cancelled_if_stopped, dying_with_parent, embedded_stack, free_port, free_ports, sigterm_unwinds
 from stream.store import COUNTERS, WindowStore
 from stream.timefmt import shown
 
@@ -433,7 +433,7 @@ async def run_once(
         await refuse_cluster_node(store)
         before = await store.stats()
         since_ms = int(time.time() * 1000)
-        ports = [free_port() for _ in range(workers)]
+        ports = free_ports(workers)  # distinct: a worker given a port another one holds exits
         procs = [start_worker(settings, embedded, worker_log, web_port=port) for port in ports]
         phases = StartPhases(workers, on_phase) if on_phase else None
         watcher = asyncio.ensure_future(watching_start(settings, procs, ports, phases)) if phases else None

@@ -189,9 +189,18 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free now. Every socket is held until all are picked: the kernel
+    picks each at random, so one free_port after another named a port twice (8 repeats in 500
+    calls here), and `sentinel run --workers N` gave two workers one port, the second exiting."""
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def listening_sockets(host: str, port: int) -> list[socket.socket]:
