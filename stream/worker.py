@@ -285,6 +285,11 @@ def alert_engine(settings: Settings, store: WindowStore) -> AlertEngine:
     return AlertEngine(store, config, partitions=settings.partitions, samples=settings.alert_samples, correlator=correlator)
 
 
+def url_host(host: str) -> str:
+    """`host` as a URL names it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def faust_app(settings: Settings, listeners: Sequence[socket.socket] = ()) -> faust.App:
     """`listeners`: sockets already listening on SENTINEL_WEB_PORT (the worker's start-up check),
     served on instead of Faust binding the port itself."""
@@ -305,6 +310,9 @@ def faust_app(settings: Settings, listeners: Sequence[socket.socket] = ()) -> fa
         web_port=settings.web_port,
         web_host=settings.web_host,
         web_bind=settings.web_host,  # Faust binds to web_bind; web_host only names the canonical URL
+        # which Faust would build as http://{web_host}:{web_port}: for an IPv6 host (::) not a URL,
+        # and the worker ended at its start
+        canonical_url=f"http://{url_host(settings.web_host)}:{settings.web_port}",
         # Faust's /router and /table pages serve table routing and table data; we have no tables.
         web_router_enabled=False,
         web_tables_enabled=False,

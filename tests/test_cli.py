@@ -774,6 +774,42 @@ def test_the_worker_holds_its_web_port_from_the_check_until_faust_serves_on_it(t
     assert all(sock.fileno() == -1 for sock in listeners)  # and the server closed it on stop
 
 
+@pytest.mark.parametrize("host", ["::1", "::"])
+def test_a_worker_serves_on_an_ipv6_web_host(tmp_path, host):
+    """SENTINEL_WEB_HOST=:: (or ::1) ended the worker at its start, exit 1: Faust builds its
+    canonical URL as http://{web_host}:{web_port}, and http://:::6066 is not a URL. The
+    healthcheck and sentinel run's start watch already bracket an IPv6 address."""
+    import asyncio
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from stream.settings import Settings
+    from stream.tools.services import free_port, listening_sockets
+    from stream.worker import faust_app
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this host")
+    port = free_port()
+    listeners = listening_sockets(host, port)
+
+    def get(url: str) -> int:
+        try:
+            return urllib.request.urlopen(url, timeout=10).status
+        except urllib.error.HTTPError as answer:
+            return answer.code
+
+    async def served() -> int:
+        app = faust_app(Settings(kafka_broker="127.0.0.1:9", cache_dir=tmp_path, web_host=host, web_port=port), listeners)
+        await app.web.start_server()
+        try:
+            return await asyncio.to_thread(get, f"http://[::1]:{port}/nothing-here")
+        finally:
+            await app.web.stop_server()
+
+    assert asyncio.run(served()) == 404
+
+
 def test_an_address_the_host_names_twice_is_held_once(monkeypatch):
     """Now that the check's sockets stay open, an address getaddrinfo gives twice (a name listed
     twice in /etc/hosts) found the port taken by the first: held once, as asyncio's server does."""
