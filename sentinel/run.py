@@ -122,14 +122,15 @@ def worker_env(settings: Settings, embedded: bool, web_port: int | None = None) 
 
 
 def start_worker(settings: Settings, embedded: bool, log_path: Path | None = None, web_port: int | None = None) -> subprocess.Popen:
-    out = log_path.open("ab") if log_path else subprocess.DEVNULL
-    return subprocess.Popen(
-        dying_with_parent([sys.executable, "-m", "sentinel.cli", "worker"]),
-        env=worker_env(settings, embedded, web_port),
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    # The worker has its own copy of the log's descriptor: ours is closed once it has started.
+    with log_path.open("ab") if log_path else contextlib.nullcontext(subprocess.DEVNULL) as out:
+        return subprocess.Popen(
+            dying_with_parent([sys.executable, "-m", "sentinel.cli", "worker"]),
+            env=worker_env(settings, embedded, web_port),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop_workers(procs: list[subprocess.Popen], grace: float = 30.0) -> None:

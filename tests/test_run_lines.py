@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from sentinel.run import StartPhases, dead_letter_lines, notifying, probe_host, run_warnings, start_phase
+from sentinel.run import StartPhases, dead_letter_lines, notifying, probe_host, run_warnings, start_phase, start_worker, stop_workers
 from stream.settings import Settings
 
 
@@ -108,6 +108,26 @@ def test_run_of_a_recording_from_two_partitions_runs_on_two(tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert json.loads(summary_path.read_text())["processed"] == 6
+
+
+def test_starting_a_worker_leaves_no_log_file_unclosed(tmp_path):
+    """start_worker opened the worker log and left the file object to the garbage collector: a
+    ResourceWarning per worker in every run under python -X dev. The worker holds its own copy."""
+    import gc
+    import warnings
+
+    log = tmp_path / "worker.log"
+    settings = Settings(kafka_broker="127.0.0.1:9", redis_url="redis://127.0.0.1:9/0", cache_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        proc = start_worker(settings, embedded=False, log_path=log)
+        gc.collect()
+    try:
+        theirs = [fd for fd in os.listdir(f"/proc/{proc.pid}/fd") if os.path.realpath(f"/proc/{proc.pid}/fd/{fd}") == str(log.resolve())]
+        assert theirs  # its stdout and stderr
+    finally:
+        stop_workers([proc])
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_the_start_phase_follows_the_workers_readiness_and_ends_with_the_first_post():
