@@ -737,15 +737,10 @@ def test_the_worker_holds_its_web_port_from_the_check_until_faust_serves_on_it(t
     """The check bound and closed a socket, and Faust bound the port again after Kafka and the
     model: a process taking the port in between got Faust's traceback, exit 1. The check's sockets
     are held, listening, and Faust's web server serves on them."""
-    import asyncio
     import errno
     import socket
-    import urllib.error
-    import urllib.request
 
-    from stream.settings import Settings
     from stream.tools.services import free_port, listening_sockets
-    from stream.worker import faust_app
 
     port = free_port()
     listeners = listening_sockets("127.0.0.1", port)
@@ -756,44 +751,20 @@ def test_the_worker_holds_its_web_port_from_the_check_until_faust_serves_on_it(t
             other.listen()
     assert taken.value.errno == errno.EADDRINUSE
 
-    def get(url: str) -> int:
-        try:
-            return urllib.request.urlopen(url, timeout=10).status
-        except urllib.error.HTTPError as answer:
-            return answer.code
-
-    async def served() -> int:
-        app = faust_app(Settings(kafka_broker="127.0.0.1:9", cache_dir=tmp_path, web_host="127.0.0.1", web_port=port), listeners)
-        await app.web.start_server()
-        try:
-            return await asyncio.to_thread(get, f"http://127.0.0.1:{port}/nothing-here")
-        finally:
-            await app.web.stop_server()
-
-    assert asyncio.run(served()) == 404  # aiohttp's answer: the held socket is the one served
+    assert faust_answers(tmp_path, "127.0.0.1", port, listeners, f"http://127.0.0.1:{port}/nothing-here") == 404  # aiohttp's: the held socket is the one served
     assert all(sock.fileno() == -1 for sock in listeners)  # and the server closed it on stop
 
 
-@pytest.mark.parametrize("host", ["::1", "::"])
-def test_a_worker_serves_on_an_ipv6_web_host(tmp_path, host):
-    """SENTINEL_WEB_HOST=:: (or ::1) ended the worker at its start, exit 1: Faust builds its
-    canonical URL as http://{web_host}:{web_port}, and http://:::6066 is not a URL. The
-    healthcheck and sentinel run's start watch already bracket an IPv6 address."""
+def faust_answers(tmp_path: Path, host: str, port: int, listeners: list, url: str) -> int:
+    """The status a worker's Faust web server, serving on `listeners` as SENTINEL_WEB_HOST=`host`, answers `url` with."""
     import asyncio
-    import socket
     import urllib.error
     import urllib.request
 
     from stream.settings import Settings
-    from stream.tools.services import free_port, listening_sockets
     from stream.worker import faust_app
 
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6 on this host")
-    port = free_port()
-    listeners = listening_sockets(host, port)
-
-    def get(url: str) -> int:
+    def get() -> int:
         try:
             return urllib.request.urlopen(url, timeout=10).status
         except urllib.error.HTTPError as answer:
@@ -803,11 +774,28 @@ def test_a_worker_serves_on_an_ipv6_web_host(tmp_path, host):
         app = faust_app(Settings(kafka_broker="127.0.0.1:9", cache_dir=tmp_path, web_host=host, web_port=port), listeners)
         await app.web.start_server()
         try:
-            return await asyncio.to_thread(get, f"http://[::1]:{port}/nothing-here")
+            return await asyncio.to_thread(get)
         finally:
             await app.web.stop_server()
 
-    assert asyncio.run(served()) == 404
+    return asyncio.run(served())
+
+
+@pytest.mark.parametrize("host", ["::1", "::"])
+def test_a_worker_serves_on_an_ipv6_web_host(tmp_path, host):
+    """SENTINEL_WEB_HOST=:: (or ::1) ended the worker at its start, exit 1: Faust builds its
+    canonical URL as http://{web_host}:{web_port}, and http://:::6066 is not a URL. The
+    healthcheck and sentinel run's start watch already bracket an IPv6 address."""
+    import socket
+
+    from stream.tools.services import free_port, listening_sockets
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this host")
+    port = free_port()
+    listeners = listening_sockets(host, port)
+
+    assert faust_answers(tmp_path, host, port, listeners, f"http://[::1]:{port}/nothing-here") == 404
 
 
 def test_an_address_the_host_names_twice_is_held_once(monkeypatch):
