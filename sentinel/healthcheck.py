@@ -57,9 +57,14 @@ def probe_url(argv: list[str], settings: Settings) -> str | None:
         host, port = settings.console_host, int(option_value(args, "--port") or settings.console_port)
     else:
         return None
+    return local_url(host, port, "/healthz")
+
+
+def local_url(host: str, port: int, path: str) -> str:
+    """The URL this machine reaches a server listening on `host`:`port` at (a wildcard: its loopback)."""
     host = LOOPBACK_OF.get(host, host)
     host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
-    return f"http://{host}:{port}/healthz"
+    return f"http://{host}:{port}{path}"
 
 
 def process_argv(pid: int) -> list[str]:

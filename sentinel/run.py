@@ -211,11 +211,6 @@ def start_phase(answers: Sequence[list[str] | None], consumed: int) -> str | Non
     return "waiting for the first classified post"
 
 
-def probe_host(web_host: str) -> str:
-    """Where this machine reaches a worker listening on `web_host` (a wildcard: its loopback)."""
-    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(web_host, web_host)
-
-
 async def watch_ready(url: str, proc: subprocess.Popen, said: Callable[[list[str] | None], None], started: Callable[[], bool]) -> None:
     """Ask the worker's /readyz until it is ready, it exits, or a post was processed (`started`);
     each answer goes to `said`: the checks that failed, [] when ready. One request at a time, with
@@ -269,10 +264,10 @@ class StartPhases:
 
 
 async def watching_start(settings: Settings, procs: list[subprocess.Popen], ports: list[int], phases: StartPhases) -> None:
-    host = probe_host(settings.web_host)
-    host = f"[{host}]" if ":" in host else host
+    from sentinel.healthcheck import local_url
+
     await asyncio.gather(*(
-        watch_ready(f"http://{host}:{port}/readyz", proc, functools.partial(phases.answered, i), lambda: phases.consumed > 0)
+        watch_ready(local_url(settings.web_host, port, "/readyz"), proc, functools.partial(phases.answered, i), lambda: phases.consumed > 0)
         for i, (proc, port) in enumerate(zip(procs, ports))
     ))
 

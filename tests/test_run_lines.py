@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from sentinel.run import StartPhases, dead_letter_lines, notifying, probe_host, run_warnings, start_phase, start_worker, stop_workers
+from sentinel.run import StartPhases, dead_letter_lines, notifying, run_warnings, start_phase, start_worker, stop_workers
 from stream.settings import Settings
 
 
@@ -139,7 +139,10 @@ def test_the_start_phase_follows_the_workers_readiness_and_ends_with_the_first_p
     assert start_phase([[], ["partitions"]], 0) == "starting workers: joining the consumer group"
     assert start_phase([[], []], 0) == "waiting for the first classified post"
     assert start_phase([None], 1) is None and start_phase([[]], 5) is None  # the count says the rest
-    assert probe_host("0.0.0.0") == "127.0.0.1" and probe_host("::") == "::1" and probe_host("10.1.2.3") == "10.1.2.3"
+    from sentinel.healthcheck import local_url
+
+    assert [local_url(host, 8, "/readyz") for host in ("0.0.0.0", "::", "10.1.2.3")] == [
+        "http://127.0.0.1:8/readyz", "http://[::1]:8/readyz", "http://10.1.2.3:8/readyz"]
     heard: list[str | None] = []
     phases = StartPhases(1, heard.append)
     phases.answered(0, None)  # no answer again: nothing new to say
