@@ -76,6 +76,21 @@ def test_the_dashboard_reads_only_what_the_worker_exports_for_this_install():
             assert 'job="forum-sentinel-metrics"' in selector[1] and 'namespace=~"$namespace"' in selector[1], (title, selector)
 
 
+def test_the_dashboard_shows_every_per_partition_gauge_of_the_consumer():
+    """Each per-partition gauge the rules watch a partition by (lag, read position, unread,
+    committed) is on the dashboard, so the on-call operator sees what fired, partition by partition:
+    until session 52 the dashboard had only the lag."""
+    metrics = WorkerMetrics()
+    per_partition = {family.name for family in metrics.registry.collect()
+                     if family.type == "gauge" and family.name.startswith("sentinel_consumer_")}
+    assert {"sentinel_consumer_lag", "sentinel_consumer_position", "sentinel_consumer_unread", "sentinel_consumer_committed"} <= per_partition
+    shown = {name for _, expr in dashboard_queries() for name in re.findall(r"\bsentinel_[a-z_]+", expr)}
+    assert per_partition <= shown, sorted(per_partition - shown)
+    for title, expr in dashboard_queries():
+        if set(re.findall(r"\bsentinel_consumer_[a-z_]+", expr)) & per_partition:
+            assert "by (partition)" in expr, (title, expr)
+
+
 def promtool() -> str:
     found = str(PROMTOOL) if PROMTOOL.exists() else shutil.which("promtool")
     if found is None:
