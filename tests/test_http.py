@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import redis
 
 from stream.ops.http import Check, Outages, liveness, readiness
-from stream.ops.prometheus import WorkerMetrics, partition_lag
+from stream.ops.prometheus import WorkerMetrics, partition_lag, resume_offset
 from stream.batch import BatchOutcome
 from stream.tools.services import free_port, start_redis
 from stream.keys import STATS_KEY
@@ -167,6 +167,51 @@ def test_partition_lag_uses_committed_then_where_reading_starts_and_skips_unknow
     assert partition_lag(tps, highwater, committed, start) == {("posts", 0): 10, ("posts", 1): 5, ("posts", 3): 0}
 
 
+def test_the_group_resumes_from_the_log_start_where_retention_deleted_past_its_committed_offset():
+    assert resume_offset(40, 10) == 40  # the log start behind the committed offset: the committed one
+    assert resume_offset(40, 55) == 55  # records up to 55 deleted while no worker ran: read from 55
+    assert resume_offset(None, 4) == 4 and resume_offset(40, None) == 40 and resume_offset(None, None) is None
+    tps = [("posts", 0), ("posts", 1)]
+    # 0: deleted up to the end (nothing left to read); 1: deleted up to 55, 5 posts after it.
+    lags = partition_lag(tps, {("posts", 0): 55, ("posts", 1): 60}.get, {("posts", 0): 40, ("posts", 1): 40}.get,
+                         {("posts", 0): 55, ("posts", 1): 55}.get)
+    assert lags == {("posts", 0): 0, ("posts", 1): 5}
+
+
+def test_consumer_offsets_report_the_log_start_as_committed_where_retention_deleted_past_the_committed_offset():
+    """Workers down longer than the topic's retention: the records past the group's committed offset
+    are deleted, aiokafka's out-of-range reset (`earliest`) moves the read position to the log's
+    first offset, and Faust's committed offset stays behind until a post there is processed. Reported
+    as it was, `position - committed` read as posts fetched and none processed
+    (`SentinelProcessingStuck` fired) and the lag counted deleted records (`SentinelFallingBehind`
+    fired, nothing being consumed). Tansu cannot delete records, so the broker is `_Broker` here;
+    `tests/monitoring/rules_test.yml` has the rule's side."""
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from stream.ops.http import consumer_offsets
+
+    emptied, trimmed, kept = TP("forum-posts", 0), TP("forum-posts", 1), TP("forum-posts", 2)
+    states = {emptied: SimpleNamespace(has_valid_position=True, position=5000),
+              trimmed: SimpleNamespace(has_valid_position=True, position=5200),
+              kept: SimpleNamespace(has_valid_position=True, position=90)}
+    subscription = SimpleNamespace(subscription=SimpleNamespace(assignment=SimpleNamespace(state_value=states.get)))
+    kafka = SimpleNamespace(_subscription=subscription)
+    consumer = SimpleNamespace(assignment=lambda: {emptied, trimmed, kept}, _committed_offset={emptied: 40, trimmed: 40, kept: 80},
+                               highwater={}.get, _thread=SimpleNamespace(_ensure_consumer=lambda: kafka))
+    broker = _Broker({emptied: 5000, trimmed: 5300, kept: 90}, {emptied: 5000, trimmed: 5100, kept: 10})
+    offsets = asyncio.run(consumer_offsets(SimpleNamespace(consumer=consumer, producer=broker), ("forum-posts",)))
+    assert offsets.committed == {emptied: 5000, trimmed: 5100, kept: 80}
+    assert offsets.lag == {emptied: 0, trimmed: 200, kept: 10}
+    # Nothing fetched past where the group resumes on the emptied partition: no stuck processing.
+    assert {tp: offsets.position[tp] - offsets.committed[tp] for tp in states} == {emptied: 0, trimmed: 100, kept: 10}
+
+    broker.delay = 60  # the broker away: the committed offsets stand alone (and the fetched highwater, none here)
+    assert asyncio.run(consumer_offsets(SimpleNamespace(consumer=consumer, producer=broker), ("forum-posts",), timeout=0.05)).committed == {
+        emptied: 40, trimmed: 40, kept: 80}
+
+
 class _Broker:
     """The worker's producer's aiokafka client as `list_offsets` uses it: partition leaders, and
     ListOffsets answered from `ends` and `starts` (v1's (partition, error, timestamp, offset)), after
@@ -239,9 +284,10 @@ def test_consumer_lag_takes_the_log_end_from_the_broker_and_the_highwater_where_
                                highwater={stalled: 42, fetched: 12, new: 9}.get)
     app = SimpleNamespace(consumer=consumer, producer=broker)
     assert asyncio.run(consumer_lag(app, ("forum-posts",))) == {stalled: 17, fetched: 1, new: 5}
-    # One ListOffsets for every end (one leader here), one for the never-committed partition's start.
+    # One ListOffsets for every end (one leader here), one for every start (the committed
+    # partitions' too: retention may have deleted past their committed offset).
     asked = sorted(sorted(ts for _, parts in topics for _, ts in parts) for topics in broker.requests)
-    assert asked == [[-2], [-1, -1, -1]]
+    assert asked == [[-2, -2, -2], [-1, -1, -1]]
 
     # The producer's client has not learnt the posts topic's leaders yet (its first call): the
     # highwater stands in, and the topic is added to the client's metadata for the next call.

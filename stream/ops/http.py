@@ -30,7 +30,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from model.scorer import Scorer
-from stream.ops.prometheus import ConsumerOffsets, ModelLabels, TopicPartition, WorkerMetrics, partition_lag
+from stream.ops.prometheus import ConsumerOffsets, ModelLabels, TopicPartition, WorkerMetrics, partition_lag, resume_offset
 
 log = logging.getLogger(__name__)
 
@@ -267,21 +267,25 @@ async def consumer_offsets(app: faust.App, topics: Collection[str], timeout: flo
     partition's end as one of its latest record batches' first offset + 1, short of the records
     after it (stream/tools/replay.py, `consume_records`, says when).
     Committed offsets are in memory (every commit updates them, and each assignment seeds them with
-    the group's committed offsets); only a partition this group has never committed costs a second
-    lookup, beside the first: of its first offset, where the group starts reading it (the worker's offset reset is
-    `earliest`). Not the read position: the consumer reads ahead of the batches, so a new group
-    whose first batch could not be written (Redis away) showed lag 0 with every post unread.
-    `committed` is that offset itself (the committed one, else the first offset), per partition:
-    Faust moves it only when a processed batch is acked, so it holds behind the read position
-    while an agent is stuck on a quiet stream (`SentinelProcessingStuck`)."""
+    the group's committed offsets). Each partition's first offset is a second lookup (ListOffsets
+    earliest, beside and at the same time as the first): the group starts reading there where it
+    never committed (the worker's offset reset is `earliest`), and resumes there where retention
+    deleted the records past its committed offset, which stays behind until a post is processed
+    (`resume_offset`); until session 52 only never-committed partitions were asked, and a group
+    whose workers were down longer than the retention read its lag as the deleted records and
+    `SentinelProcessingStuck` fired. Not the read position: the consumer reads ahead of the
+    batches, so a new group whose first batch could not be written (Redis away) showed lag 0 with
+    every post unread. `committed` is that offset itself, per partition: Faust moves it only when
+    a processed batch is acked, so it holds behind the read position while an agent is stuck on a
+    quiet stream (`SentinelProcessingStuck`). Where the broker gives no first offset in time, the
+    committed offset stands alone."""
     consumer = app.consumer
     try:
         assignment = [tp for tp in consumer.assignment() if tp.topic in topics]
     except Exception:  # noqa: BLE001 - not started yet: no partitions, no lag
         return ConsumerOffsets({}, {}, {}, {})
     committed: Mapping[Any, int | None] = {tp: consumer._committed_offset.get(tp) for tp in assignment}  # noqa: SLF001
-    uncommitted = [tp for tp in assignment if committed[tp] is None]
-    ends, starts = await asyncio.gather(broker_offsets(app, assignment, LATEST, timeout), broker_offsets(app, uncommitted, EARLIEST, timeout))
+    ends, starts = await asyncio.gather(broker_offsets(app, assignment, LATEST, timeout), broker_offsets(app, assignment, EARLIEST, timeout))
 
     def end(tp: Any) -> int | None:
         try:
@@ -292,7 +296,7 @@ async def consumer_offsets(app: faust.App, topics: Collection[str], timeout: flo
         return max(known) if known else None
 
     positions = {tp: offset for tp in assignment if (offset := read_position(consumer, tp)) is not None}
-    resumes = {tp: offset for tp in assignment if (offset := committed[tp] if committed[tp] is not None else starts.get(tp)) is not None}
+    resumes = {tp: offset for tp in assignment if (offset := resume_offset(committed[tp], starts.get(tp))) is not None}
     return ConsumerOffsets(partition_lag(assignment, end, committed.get, starts.get), positions,
                            partition_lag(positions, end, positions.get), resumes)
 

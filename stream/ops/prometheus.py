@@ -54,6 +54,18 @@ class ModelLabels:
         )
 
 
+def resume_offset(committed: int | None, start: int | None) -> int | None:
+    """The offset the group resumes a partition from: its committed offset, or the log's first
+    offset (`start`) where that is further. Before the group has committed a partition, it starts
+    reading at the first offset (the worker's offset reset is `earliest`); and where retention
+    deleted the records past its committed offset (the workers were down longer than the topic's
+    retention), the consumer's fetch is out of range and the reset moves it to the first offset,
+    while the committed offset stays behind until a post there is processed: the offsets between
+    are gone, not waiting. None when neither is known."""
+    known = [offset for offset in (committed, start) if offset is not None]
+    return max(known) if known else None
+
+
 def partition_lag(
     assignment: Iterable[TopicPartition],
     highwater: Callable[[TopicPartition], int | None],
@@ -61,16 +73,15 @@ def partition_lag(
     start: Callable[[TopicPartition], int | None] = lambda tp: None,
 ) -> dict[TopicPartition, int]:
     """Messages behind per assigned partition: highwater (the log end offset, i.e. the offset the
-    next produced message gets) minus the committed offset (the next offset to read). Before the
-    group has committed a partition, where it starts reading it (`start`: the log's first offset)
-    stands in. A partition whose end or offset is not known (the broker did not answer and no
-    fetch has since assignment) is left out rather than guessed."""
+    next produced message gets) minus the offset the group resumes from (`resume_offset`: the
+    committed offset, the next one to read, or the log's first offset, `start`, where the group
+    never committed or retention deleted past its committed offset). A partition whose end or
+    offset is not known (the broker did not answer and no fetch has since assignment) is left out
+    rather than guessed."""
     lags: dict[TopicPartition, int] = {}
     for tp in assignment:
         end = highwater(tp)
-        done = committed(tp)
-        if done is None:
-            done = start(tp)
+        done = resume_offset(committed(tp), start(tp))
         if end is None or done is None:
             continue
         lags[tp] = max(0, end - done)
@@ -81,8 +92,8 @@ def partition_lag(
 class ConsumerOffsets:
     """Per assigned partition of the input topics: `lag` (end - committed, `partition_lag`), the
     read `position` (the next offset the consumer fetches), `unread` (end - position) and
-    `committed` (the offset the group resumes from: its committed one, or where it starts reading a
-    partition it never committed). A consumer stopped on a partition holds its position while
+    `committed` (the offset the group resumes from, `resume_offset`: its committed one, or the
+    log's first offset where it never committed the partition or retention deleted past it). A consumer stopped on a partition holds its position while
     `unread` stays above 0; a caught-up partition written in transactions reads lag 1 (the commit
     marker) and unread 0. A stuck agent is the other way round: the consumer goes on fetching into
     Faust's buffer (position moves, unread 0) while no batch is acked, so `committed` holds with
@@ -177,7 +188,8 @@ class WorkerMetrics:
         )
         self.committed = Gauge(
             "sentinel_consumer_committed", "Offset the group resumes from per assigned partition: its committed offset (moves only "
-            "when processed batches are acked), or where it starts reading a partition it never committed",
+            "when processed batches are acked), or the log's first offset where it never committed the partition or retention "
+            "deleted past its committed offset",
             ["topic", "partition"], registry=r,
         )
         self.model = Gauge("sentinel_model_info", "The loaded classifier (always 1)", ["base", "adapter", "device", "quantize", "dtype"], registry=r)
