@@ -416,6 +416,17 @@ def guard_undecodable_batches() -> None:
 UNDECODABLE_REASON_CHARS = 512
 
 
+# Faust's aiokafka consumer has the broker hold a fetch up to 1.5 s when nothing new is there
+# (`fetch_max_wait_ms=1500` in `AIOKafkaConsumerThread._create_worker_consumer`), so a quiet
+# partition's first fetch response comes up to that long after its first fetch request.
+FAUST_FETCH_MAX_WAIT_S = 1.5
+# Before that first request: the group's committed offsets are looked up, and the partition's
+# leader may need a new connection.
+FIRST_FETCH_REQUEST_S = 1.0
+# How long a partition's first fetch response may take after its assignment: the stall clock starts that far past it.
+FIRST_RESPONSE_DUE_S = FAUST_FETCH_MAX_WAIT_S + FIRST_FETCH_REQUEST_S
+
+
 def stall_checks_from_assignment(app: "faust.App") -> None:
     """Make Faust's "since start" stall checks count from the latest assignment, not the process start.
 
@@ -432,6 +443,12 @@ def stall_checks_from_assignment(app: "faust.App") -> None:
     from the assignment too: no highwater (aiokafka's state, new at each assignment as well), and a
     partition with posts waiting that has never had an event or a commit in this process (the
     earliest this worker could have had one). `time_started` has no other reader in Faust.
+
+    The clock starts `FIRST_RESPONSE_DUE_S` (2.5 s) past the assignment, the time a first response
+    may take: the broker holds a fetch with nothing new for Faust's 1.5 s, and the first fetch
+    follows the committed-offset lookup. Started at the assignment itself, a timeout under about 2 s
+    logged the ERROR for a quiet partition at an assignment whenever the check (every 2.5 s) came
+    before that response. The checks so fire `stream_processing_timeout` after that point.
     """
     missing: list[bool] = []  # said once a process: the signal comes at every rebalance
 
@@ -439,7 +456,8 @@ def stall_checks_from_assignment(app: "faust.App") -> None:
     async def restart_stall_clock(_app: "faust.App", assigned: Any, **_: Any) -> None:
         thread = getattr(app.consumer, "_thread", None)  # aiokafka's consumer thread; absent in other transports
         if thread is not None and isinstance(getattr(thread, "time_started", None), float):
-            thread.time_started = time.monotonic()
+            # Past now (Faust reads `now - time_started`): a quiet partition's first response takes that long.
+            thread.time_started = time.monotonic() + FIRST_RESPONSE_DUE_S
             return
         # Faust's internals moved (a version other than the one pinned): the checks count from the
         # process start again, and a rebalance on a pod older than the timeout pages falsely. Said,

@@ -105,7 +105,8 @@ class Settings(BaseSettings):
     session_timeout: float = Field(30.0, gt=0)
     heartbeat_interval: float = Field(3.0, gt=0)
     stream_processing_timeout: float = Field(
-        300.0, gt=0, description="Faust's stall checks: seconds a partition may go without a fetch response after its assignment, "
+        300.0, gt=0, description="Faust's stall checks: seconds a partition may go without a fetch response after its assignment "
+                                 "(counted from 2.5 s past it, the time a quiet partition's first response may take), "
                                  "or with posts waiting and no event taken, before an ERROR line"
     )
     max_message_bytes: int = Field(65_536, ge=1024)
