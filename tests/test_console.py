@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import html as html_lib
 import json
 import os
@@ -43,6 +45,7 @@ from stream.windows import Sample
 
 OPERATOR, VIEWER = "op-token-123", "read-token-456"
 TOKENS = auth.Tokens(read=VIEWER, operator=OPERATOR)
+ALICE = auth.flash_owner(auth.caller(f"Basic {base64.b64encode(f'alice:{OPERATOR}'.encode()).decode()}", TOKENS))  # whom a flash is for
 HOSTILE = "$BTC crash rekt <script>alert(1)</script> <img src=x onerror=alert(2)> <!channel> @everyone \u202eevil\u202c"
 
 
@@ -1145,10 +1148,10 @@ def test_a_refused_forms_fields_go_back_cut_to_fit_the_cookie_never_dropped():
     typed = {"action": "/api/silences", "scope": "asset:SOL", "kind": "volume_spike", "duration": "90d"}
     for reason, whole in (("short", True), ("\u00e9" * 475, True), ("\u00e9" * 500, True), ("\u20ac" * 500, False),
                           ("\U0001f600" * 500, False), ("\U0001f600" * 250 + "x" * 250, True)):
-        cookie = _flashed(Response(), TOKENS, "error", "duration: more than zero", typed | {"reason": reason}).headers["set-cookie"]
+        cookie = _flashed(Response(), TOKENS, "error", "duration: more than zero", typed | {"reason": reason}, owner=ALICE).headers["set-cookie"]
         value = cookie.split(";")[0]
         assert len(value) < 4096, len(value)
-        read = _flash(Request({"type": "http", "headers": [(b"cookie", value.encode())]}), TOKENS)
+        read = _flash(Request({"type": "http", "headers": [(b"cookie", value.encode())]}), TOKENS, owner=ALICE)
         assert read is not None and read["text"] == "duration: more than zero", value
         kept = read["kept"]
         assert {k: kept[k] for k in typed} == typed, kept  # every other field whole
@@ -1174,46 +1177,83 @@ def test_a_flash_messages_own_text_is_cut_to_fit_the_cookie_never_dropped():
     typed = {"action": "/api/silences", "scope": "asset:SOL", "duration": "\U0001f600" * 500, "reason": "listing"}
     for kind, text, kept, page in (("note", warning, None, None),
                                    ("error", f"duration: bad duration '{typed['duration']}'", typed, "/scope/channel:" + "\U0001f600" * 128)):
-        value = _flashed(Response(), TOKENS, kind, text, kept, page=page).headers["set-cookie"].split(";")[0].partition("=")[2]
+        value = _flashed(Response(), TOKENS, kind, text, kept, owner=ALICE, page=page).headers["set-cookie"].split(";")[0].partition("=")[2]
         assert len(value) <= MAX_FLASH_BYTES, len(value)
-        read = _flashes(Request({"type": "http", "headers": [(b"cookie", f"sentinel_flash={value}".encode())]}), TOKENS)
+        read = _flashes(Request({"type": "http", "headers": [(b"cookie", f"sentinel_flash={value}".encode())]}), TOKENS, owner=ALICE)
         assert len(read) == 1 and read[0]["text"].endswith("\u2026") and text.startswith(read[0]["text"][:-1]), read
         assert len(read[0]["text"]) >= 100, read  # cut to what fits, not to nothing
         assert kept is None or read[0]["kept"]["action"] == "/api/silences", read
 
 
-def test_a_session_50_console_reads_a_newer_flash_cookie_and_a_newer_console_ignores_one_with_no_time():
+def seal_51(content: str) -> str:
+    """The owner-less seal of consoles of sessions 49 to 51 (auth.flash_seal as it was until session 52)."""
+    return hmac.new(OPERATOR.encode(), b"sentinel-console-flash\0" + content.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def test_consoles_before_and_after_session_52_ignore_each_others_flash_cookies_never_a_500():
     """During a rollout a refused form's cookie may be written by one version and read by the other
-    (console.md). Session 50's reader (as it was, eb0ce9e's _flash) reads this one's newest message
-    and its fields (the seal is over the same ASCII JSON, the time and the other messages with it).
-    A cookie with no time under its seal (session 49's or 50's) replays forever if leaked: this
-    console ignores it, as it does an unsealed one, never a 500."""
+    (console.md). This console's cookie is sealed for its owner: the readers of session 50 (eb0ce9e's
+    _flash) and 51 (3a9d7bb's _flashes), as they were, find no seal of theirs and show nothing, never
+    raising, rather than show a message and what was typed to whoever presents it. A cookie with no
+    owner under its seal (session 51's, with its time) or no time (session 49's or 50's) replays for
+    anyone if leaked: this console ignores it, as it does an unsealed one."""
     from starlette.requests import Request
     from starlette.responses import Response
 
     from stream.console.app import _flash, _flashed
 
-    def read_50(value: str) -> dict | None:
+    def sealed_old(value: str) -> dict | None:
         found = json.loads(urllib.parse.unquote(value.partition("=")[2]))
         seal = found.pop("seal", None)
-        if not isinstance(seal, str) or not auth.flash_sealed(TOKENS, json.dumps(found, sort_keys=True), seal):
+        if not isinstance(seal, str) or not hmac.compare_digest(seal_51(json.dumps(found, sort_keys=True)), seal):
+            return None
+        return found
+
+    def read_50(value: str) -> dict | None:
+        found = sealed_old(value)
+        if found is None:
             return None
         kept = found.get("kept") if isinstance(found.get("kept"), dict) else {}
         return {"text": found["text"], "kept": {k: v for k, v in kept.items() if k in ("action", "cut", "scope", "kind", "duration", "reason", "verdict")}}
+
+    def read_51(value: str, now: float) -> list[dict]:
+        found = sealed_old(value)
+        if found is None:
+            return []
+        also = found.pop("also", [])
+        return [e for e in [found, *(also if isinstance(also, list) else [])][:4]
+                if isinstance(e, dict) and isinstance(e.get("at"), int) and isinstance(e.get("keep"), int) and now - e["keep"] - 60 <= e["at"] <= now + 60]
 
     typed = {"action": "/api/silences", "scope": "channel:Крипто", "kind": "volume_spike", "duration": "90d"}
     earlier = [{"kind": "error", "text": "Redis was unavailable", "at": int(time.time()), "keep": 600,
                 "kept": {"action": "/api/incidents/inc1/ack", "reason": "desk"}}]
     for reason in ("r\u00e9sum\u00e9", "\u00e9" * 475, "\U0001f600" * 500):
-        value = _flashed(Response(), TOKENS, "error", "duration: more than zero", typed | {"reason": reason},
+        value = _flashed(Response(), TOKENS, "error", "duration: more than zero", typed | {"reason": reason}, owner=ALICE,
                          earlier=earlier).headers["set-cookie"].split(";")[0]
-        old = read_50(value)
-        assert old is not None and old["kept"] == typed | {"reason": old["kept"]["reason"]} | ({"cut": "reason"} if "cut" in old["kept"] else {})
-        assert reason.startswith(old["kept"]["reason"]), value
-    for written in ({"kind": "error", "text": "x", "kept": typed}, {"kind": "note", "text": "x"}):  # as session 49 and 50 wrote them: no time
-        cookie = "sentinel_flash=" + urllib.parse.quote(json.dumps(written | {"seal": auth.flash_seal(TOKENS, json.dumps(written, sort_keys=True))}), safe="")
-        assert read_50(cookie) is not None  # a cookie the console sealed
-        assert _flash(Request({"type": "http", "headers": [(b"cookie", cookie.encode())]}), TOKENS) is None, written
+        assert _flash(Request({"type": "http", "headers": [(b"cookie", value.encode())]}), TOKENS, owner=ALICE) is not None  # its own reads it
+        assert read_50(value) is None and read_51(value, time.time()) == [], value
+    written_51 = {"kind": "error", "text": "x", "kept": typed, "at": int(time.time()), "keep": 600}
+    for written in ({"kind": "error", "text": "x", "kept": typed}, {"kind": "note", "text": "x"}, written_51):  # as sessions 49, 50 and 51 wrote them
+        cookie = "sentinel_flash=" + urllib.parse.quote(json.dumps(written | {"seal": seal_51(json.dumps(written, sort_keys=True))}), safe="")
+        assert read_50(cookie) is not None  # a cookie those consoles sealed
+        assert written is not written_51 or read_51(cookie, time.time())
+        assert _flash(Request({"type": "http", "headers": [(b"cookie", cookie.encode())]}), TOKENS, owner=ALICE) is None, written
+
+
+def test_a_flash_cookie_is_read_only_by_the_caller_it_was_sealed_for():
+    """The seal is over the flash's owner (auth.flash_owner): the operator alice who wrote it reads
+    it; alice as a viewer, bob, a bearer token's operator or nobody signed in read nothing of it."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from stream.console.app import _flashes, _flashed
+
+    typed = {"action": "/api/silences", "scope": "asset:SOL", "reason": "call Jo"}
+    value = _flashed(Response(), TOKENS, "error", "no", typed, owner=ALICE).headers["set-cookie"].split(";")[0]
+    request = Request({"type": "http", "headers": [(b"cookie", value.encode())]})
+    assert [e["kept"]["reason"] for e in _flashes(request, TOKENS, owner=ALICE)] == ["call Jo"]
+    for header in (basic("alice", VIEWER), basic("bob", OPERATOR), f"Bearer {OPERATOR}", None, basic("alice", "wrong")):
+        assert _flashes(request, TOKENS, owner=auth.flash_owner(auth.caller(header, TOKENS))) == [], header
 
 
 def test_a_flash_cookie_lasts_as_long_as_its_purpose_under_its_seal():
@@ -1229,12 +1269,12 @@ def test_a_flash_cookie_lasts_as_long_as_its_purpose_under_its_seal():
     from stream.console.app import FLASH_SKEW_S, _flash, _flashed
 
     def read(value: str, now: float) -> dict | None:
-        return _flash(Request({"type": "http", "headers": [(b"cookie", value.encode())]}), TOKENS, now=now)
+        return _flash(Request({"type": "http", "headers": [(b"cookie", value.encode())]}), TOKENS, owner=ALICE, now=now)
 
     t = 1_790_000_000
     typed = {"action": "/api/silences", "scope": "asset:SOL", "duration": "2h"}
     for keep in (60, 600):
-        cookie = _flashed(Response(), TOKENS, "error", "no", typed, max_age=keep, now=t).headers["set-cookie"]
+        cookie = _flashed(Response(), TOKENS, "error", "no", typed, max_age=keep, owner=ALICE, now=t).headers["set-cookie"]
         assert f"Max-Age={keep}" in cookie, cookie
         value = cookie.split(";")[0]
         assert read(value, t) is not None and read(value, t + keep)["kept"] == typed
@@ -1243,14 +1283,14 @@ def test_a_flash_cookie_lasts_as_long_as_its_purpose_under_its_seal():
         moved = json.loads(urllib.parse.unquote(value.partition("=")[2])) | {"at": t + 3600}  # the seal over the time too
         assert read("sentinel_flash=" + urllib.parse.quote(json.dumps(moved), safe=""), t + keep + 1) is None
     # A message kept past its time by another's cookie is dropped, the other read as ever.
-    old = _flash(Request({"type": "http", "headers": [(b"cookie", _flashed(Response(), TOKENS, "error", "away", typed, max_age=600, now=t)
-                                                              .headers["set-cookie"].split(";")[0].encode())]}), TOKENS, now=t)
-    both = _flashed(Response(), TOKENS, "error", "bidi", {"action": "/api/incidents/inc1/ack", "reason": "r"}, earlier=[old], now=t + 30)
+    old = _flash(Request({"type": "http", "headers": [(b"cookie", _flashed(Response(), TOKENS, "error", "away", typed, max_age=600, owner=ALICE, now=t)
+                                                              .headers["set-cookie"].split(";")[0].encode())]}), TOKENS, owner=ALICE, now=t)
+    both = _flashed(Response(), TOKENS, "error", "bidi", {"action": "/api/incidents/inc1/ack", "reason": "r"}, owner=ALICE, earlier=[old], now=t + 30)
     assert "Max-Age=570" in both.headers["set-cookie"], both.headers["set-cookie"]  # as long as the longest-lived message
     from stream.console.app import _flashes
     request = Request({"type": "http", "headers": [(b"cookie", both.headers["set-cookie"].split(";")[0].encode())]})
-    assert [e["text"] for e in _flashes(request, TOKENS, now=t + 60)] == ["bidi", "away"]
-    assert [e["text"] for e in _flashes(request, TOKENS, now=t + 30 + 60 + FLASH_SKEW_S + 1)] == ["away"]
+    assert [e["text"] for e in _flashes(request, TOKENS, owner=ALICE, now=t + 60)] == ["bidi", "away"]
+    assert [e["text"] for e in _flashes(request, TOKENS, owner=ALICE, now=t + 30 + 60 + FLASH_SKEW_S + 1)] == ["away"]
 
 
 def test_a_browsers_refused_form_goes_back_to_its_page_saying_why_while_api_clients_get_the_status(api_console, redis_server):
@@ -1406,6 +1446,39 @@ def test_a_forms_kept_fields_wait_for_its_page_and_another_forms_write_leaves_th
         assert "Max-Age=0" in headers["set-cookie"] or 'sentinel_flash=""' in headers["set-cookie"], headers  # shown: gone
     finally:
         back.close()
+
+
+def test_a_leaked_flash_cookie_shows_nobody_but_its_writer_what_was_typed(redis_server, tmp_path):
+    """A flash cookie is kept 60 s (a Redis-away form's 10 minutes) and it held the refused form's
+    message and fields for whoever presented it: a cookie copied from alice's browser (a proxy's log,
+    a shared machine) showed her typed reason to anyone reading an open console, or to bob. It is
+    sealed for the user who wrote it now: any other reader sees no message and no field, never a
+    500, and its own write with it keeps none of hers; alice's page shows it as ever."""
+    redis.Redis.from_url(redis_server).flushdb()
+    put_incident(redis_server, "inc1", "asset:ETH")
+    console = Console(console_env(redis_server, SENTINEL_CONSOLE_OPERATOR_TOKEN=OPERATOR), tmp_path / "console.log")  # anyone reads
+    try:
+        alice = {"Authorization": basic("alice", OPERATOR), "Accept": HTML}
+        typed = {"scope": "asset:SOL", "duration": "90d", "reason": "call Jo on 555-0100", "csrf": auth.csrf_token(TOKENS), "next": "/incidents/inc1"}
+        status, _, headers = console.call("POST", "/api/silences", typed, headers=alice, form=True)
+        assert status == 303, status
+        cookie = headers["set-cookie"].split(";")[0]
+        bob = {"Authorization": basic("bob", OPERATOR), "Accept": HTML}
+        for reader in ({"Accept": HTML}, bob, {"Authorization": basic("alice", "not-the-token"), "Accept": HTML}):
+            status, page, headers = console.call("GET", "/incidents/inc1", headers={**reader, "Cookie": cookie})
+            assert status == 200 and 'id="flash"' not in page and "555-0100" not in page and "90d" not in page, (reader, status)
+            assert "Max-Age=0" in headers.get("set-cookie", "") or 'sentinel_flash=""' in headers.get("set-cookie", ""), headers  # gone from that browser
+        # Bob's own refused ack with her cookie: his message alone, none of hers re-sealed for him.
+        status, _, headers = console.call("POST", "/api/incidents/inc1/ack", {"reason": "bidi \u202e", "csrf": auth.csrf_token(TOKENS),
+                                                                            "next": "/incidents/inc1"}, headers={**bob, "Cookie": cookie}, form=True)
+        bobs = headers["set-cookie"].split(";")[0]
+        assert status == 303 and "555-0100" not in urllib.parse.unquote(bobs), bobs
+        page = console.call("GET", "/incidents/inc1", headers={**bob, "Cookie": bobs})[1]
+        assert "Not done: reason" in page and "Not done: duration" not in page and "555-0100" not in page
+        page = console.call("GET", "/incidents/inc1", headers={**alice, "Cookie": cookie})[1]
+        assert "Not done: duration" in page and 'value="call Jo on 555-0100"' in page  # its writer's
+    finally:
+        console.close()
 
 
 def test_a_flash_cookie_the_console_did_not_seal_says_and_fills_in_nothing(api_console, redis_server):
@@ -1801,7 +1874,7 @@ def test_another_tabs_live_refresh_leaves_a_forms_kept_fields_for_its_page(api_c
     other = context.new_page()  # a tab left on the incidents, refreshing
     other.goto(console.url + "/incidents")
     typed = {"action": "/api/silences", "scope": "asset:SOL", "kind": "volume_spike", "duration": "2h", "reason": "listing news"}
-    cookie = _flashed(Response(), TOKENS, "error", REDIS_AWAY_FLASH, typed, max_age=REDIS_AWAY_FLASH_S).headers["set-cookie"]
+    cookie = _flashed(Response(), TOKENS, "error", REDIS_AWAY_FLASH, typed, max_age=REDIS_AWAY_FLASH_S, owner=ALICE).headers["set-cookie"]
     # The 503 page's cookie, as a form sent from a second tab while Redis was away received it.
     context.add_cookies([{"name": "sentinel_flash", "value": cookie.split(";")[0].partition("=")[2], "url": console.url}])
     other.evaluate("document.getElementById('live').dataset.before = '1'")

@@ -127,7 +127,8 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
                 # Back to the form's page (a viewer signs in there), not the overview.
                 return challenge(request, refusal, form.get("next")) if caller.role == "anonymous" else framed(request, 403, refusal, back=form.get("next"))
             # The messages still waiting for their forms' pages, less this form's: a write answers for its own form only.
-            others = [e for e in _flashes(request, tokens) if e["kept"].get("action") != request.url.path] if _browser(request) else []
+            owner = auth.flash_owner(caller)
+            others = [e for e in _flashes(request, tokens, owner=owner) if e["kept"].get("action") != request.url.path] if _browser(request) else []
             try:
                 result = await handler(request, caller, form)
             except RedisError:
@@ -137,21 +138,21 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
                 # What was typed is kept as for a refused form (the flash is a cookie, no Redis needed): the
                 # form's page, once Redis is back, fills it in again; until session 50 it was lost.
                 return _flashed(framed(request, 503, REDIS_AWAY, back=form.get("next")), tokens, "error", REDIS_AWAY_FLASH,
-                                _kept(request.url.path, form), max_age=REDIS_AWAY_FLASH_S, earlier=others, page=form.get("next"))
+                                _kept(request.url.path, form), max_age=REDIS_AWAY_FLASH_S, owner=owner, earlier=others, page=form.get("next"))
             except HTTPException as exc:
                 if not _browser(request):
                     raise  # API clients: the status and the text as ever
                 # A browser's form: back to its page, saying why, not a bare text page with no way back.
                 # What was typed goes back with it, into the same form: a 90d silence lost its scope and reason.
                 return _flashed(RedirectResponse(_local(form.get("next")), status_code=303), tokens, "error", str(exc.detail),
-                                _kept(request.url.path, form), earlier=others, page=form.get("next"))
+                                _kept(request.url.path, form), owner=owner, earlier=others, page=form.get("next"))
             log.info("console write", extra={"path": request.url.path, "user": caller.user})
             if form.get("_form"):
                 back = RedirectResponse(_local(form.get("next")), status_code=303)
                 if isinstance(result, dict) and result.get("warning"):
-                    return _flashed(back, tokens, "note", result["warning"], earlier=others)
+                    return _flashed(back, tokens, "note", result["warning"], owner=owner, earlier=others)
                 if FLASH_COOKIE in request.cookies:  # this form's earlier "Not done" and fields: it was done. Another form's
-                    _set_flashes(back, tokens, others, time.time())  # kept fields stay (an ack cleared a Redis-away silence's until session 51)
+                    _set_flashes(back, tokens, others, time.time(), owner=owner)  # kept fields stay (an ack cleared a Redis-away silence's until session 51)
                 return back
             return JSONResponse(result)
         return wrapped
@@ -161,14 +162,15 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         # fetch, asking for */*) keeps only its #live part; each cleared a refused form's fields unseen
         # (a Redis-away form's, 10 minutes, by any open tab's refresh).
         shown = request.method == "GET" and _browser(request)
-        entries = _flashes(request, tokens) if shown else []
+        owner = auth.flash_owner(caller)  # a message is read by the one who wrote it: a leaked cookie shows anyone else nothing
+        entries = _flashes(request, tokens, owner=owner) if shown else []
         flashes = _Flashes(entries, request.url.path)
         context |= {"caller": caller, "csrf": auth.csrf_token(tokens) if caller.may_write else "", "writes": bool(tokens.operator),
                     "flashes": flashes, "kept_for": flashes.kept_for, "here": _address(request)}
         response = templates.TemplateResponse(request, name, context)  # rendered here: `flashes` knows what it showed
         left = [e for e in entries if e not in flashes.shown]
         if shown and FLASH_COOKIE in request.cookies and (left != entries or not entries):
-            _set_flashes(response, tokens, left, time.time())  # each message until a page shows it; then gone
+            _set_flashes(response, tokens, left, time.time(), owner=owner)  # each message until a page shows it; then gone
         return response
 
     # --- pages ---
@@ -423,10 +425,11 @@ def _kept(action: str, form: dict[str, Any]) -> dict[str, str]:
 
 
 def _flashed(response: Response, tokens: auth.Tokens, kind: str, text: str, kept: dict[str, str] | None = None,
-             max_age: int = FLASH_MAX_AGE_S, *, earlier: list[dict[str, Any]] | None = None, page: Any = None,
+             max_age: int = FLASH_MAX_AGE_S, *, owner: str, earlier: list[dict[str, Any]] | None = None, page: Any = None,
              now: float | None = None) -> Response:
-    """The response with a flash cookie holding this message (first) and the earlier ones still
-    waiting for their forms' pages, less one for the same form (replaced by this one), as many as fit."""
+    """The response with a flash cookie for `owner` (auth.flash_owner) holding this message (first) and
+    the earlier ones still waiting for their forms' pages, less one for the same form (replaced by
+    this one), as many as fit."""
     now = time.time() if now is None else now
     entry: dict[str, Any] = {"kind": kind, "text": text[:FLASH_CHARS], "at": int(now), "keep": max_age}
     if page is not None:
@@ -438,10 +441,10 @@ def _flashed(response: Response, tokens: auth.Tokens, kind: str, text: str, kept
         entry["kept"] = _fitting(tokens, entry, kept)
     action = (kept or {}).get("action")
     others = [e for e in earlier or [] if not (action and e.get("kept", {}).get("action") == action)]
-    return _set_flashes(response, tokens, [entry, *others], now)
+    return _set_flashes(response, tokens, [entry, *others], now, owner=owner)
 
 
-def _set_flashes(response: Response, tokens: auth.Tokens, entries: list[dict[str, Any]], now: float) -> Response:
+def _set_flashes(response: Response, tokens: auth.Tokens, entries: list[dict[str, Any]], now: float, *, owner: str) -> Response:
     """The cookie rewritten to hold `entries` (the first always, the rest while they fit), lasting as
     long as the longest-lived of them; cleared when there are none."""
     if not entries:
@@ -449,10 +452,10 @@ def _set_flashes(response: Response, tokens: auth.Tokens, entries: list[dict[str
         return response
     held = entries[:1]
     for entry in entries[1:MAX_FLASH_ENTRIES]:  # the newest first: an older one that does not fit is dropped
-        if len(_sealed(tokens, _packed(held + [entry]))) <= MAX_FLASH_BYTES:
+        if len(_sealed(tokens, _packed(held + [entry]), owner)) <= MAX_FLASH_BYTES:
             held.append(entry)
     max_age = max(1, max(int(e["at"] + e["keep"] - now) for e in held))
-    response.set_cookie(FLASH_COOKIE, _sealed(tokens, _packed(held)), max_age=max_age, path="/", httponly=True, samesite="strict")
+    response.set_cookie(FLASH_COOKIE, _sealed(tokens, _packed(held), owner), max_age=max_age, path="/", httponly=True, samesite="strict")
     return response
 
 
@@ -467,7 +470,7 @@ def _fitting(tokens: auth.Tokens, message: dict[str, Any], kept: dict[str, str])
     12 bytes escaped: 475 accented ones dropped every field until session 50."""
     def fits(cap: int) -> dict[str, str] | None:
         trial = _capped(kept, cap)
-        return trial if len(_sealed(tokens, message | {"kept": trial})) <= MAX_FLASH_BYTES else None
+        return trial if len(_sealed(tokens, message | {"kept": trial}, "")) <= MAX_FLASH_BYTES else None  # any owner: one length
 
     low, high = 0, max(len(v) for v in kept.values())
     if fits(high) is not None:
@@ -494,7 +497,7 @@ def _fitting_text(tokens: auth.Tokens, message: dict[str, Any], least: dict[str,
 
     def fits(chars: int) -> bool:
         trial = text if chars == len(text) else text[:chars] + "\u2026"
-        return len(_sealed(tokens, message | {"text": trial} | ({"kept": least} if least else {}))) <= MAX_FLASH_BYTES
+        return len(_sealed(tokens, message | {"text": trial} | ({"kept": least} if least else {}), "")) <= MAX_FLASH_BYTES
 
     if fits(len(text)):
         return text
@@ -507,11 +510,11 @@ def _fitting_text(tokens: auth.Tokens, message: dict[str, Any], least: dict[str,
     return text[:low] + "\u2026"
 
 
-def _sealed(tokens: auth.Tokens, message: dict[str, Any]) -> str:
-    """The cookie's value: the message and the console's seal over it (auth.flash_seal). Its UTF-8
-    percent-escaped (6 bytes for an accented letter, not the 8 of `\\u00e9` escaped); the seal is over
-    the ASCII form, so consoles before session 50 read and check it as ever."""
-    seal = auth.flash_seal(tokens, json.dumps(message, sort_keys=True))
+def _sealed(tokens: auth.Tokens, message: dict[str, Any], owner: str) -> str:
+    """The cookie's value: the message and the console's seal over it for its owner (auth.flash_seal;
+    the seal's length, so the value's, is the same whoever the owner). Its UTF-8 percent-escaped (6
+    bytes for an accented letter, not the 8 of `\\u00e9` escaped); the seal is over the ASCII form."""
+    seal = auth.flash_seal(tokens, json.dumps(message, sort_keys=True), owner=owner)
     sealed = message | {"seal": seal}
     try:
         return quote(json.dumps(sealed, ensure_ascii=False), safe="")
@@ -519,12 +522,13 @@ def _sealed(tokens: auth.Tokens, message: dict[str, Any]) -> str:
         return quote(json.dumps(sealed), safe="")
 
 
-def _flashes(request: Request, tokens: auth.Tokens, now: float | None = None) -> list[dict[str, Any]]:
+def _flashes(request: Request, tokens: auth.Tokens, *, owner: str, now: float | None = None) -> list[dict[str, Any]]:
     """The flash cookie's messages still in time, newest first; none where the cookie is absent or not
-    one the console wrote and sealed (until session 49 any cookie of the right shape put its text on
-    the page and filled in its form). The issued-at time is under the seal: a message older than it
-    was kept for (60 s, a Redis-away form's 10 minutes) is ignored, as is one with no time (a session
-    50 console's, during a rolling upgrade): a leaked cookie replayed forever until session 51."""
+    one the console wrote and sealed for `owner`, the caller reading (until session 49 any cookie of
+    the right shape put its text on the page and filled in its form; until session 52 anyone who
+    presented a leaked one saw it and what was typed). The issued-at time is under the seal: a message
+    older than it was kept for (60 s, a Redis-away form's 10 minutes) is ignored, as is one with no
+    time (a session 50 console's) or no owner (a session 51 console's, during a rolling upgrade)."""
     raw = request.cookies.get(FLASH_COOKIE)
     if not raw:
         return []
@@ -535,7 +539,7 @@ def _flashes(request: Request, tokens: auth.Tokens, now: float | None = None) ->
     if not isinstance(found, dict):
         return []
     seal = found.pop("seal", None)
-    if not isinstance(seal, str) or not auth.flash_sealed(tokens, json.dumps(found, sort_keys=True), seal):
+    if not isinstance(seal, str) or not auth.flash_sealed(tokens, json.dumps(found, sort_keys=True), seal, owner=owner):
         return []
     also = found.pop("also", [])
     now = time.time() if now is None else now
@@ -560,9 +564,9 @@ def _entry(found: Any, now: float) -> dict[str, Any] | None:
     return entry | ({"page": _local(found["page"])} if isinstance(found.get("page"), str) else {})
 
 
-def _flash(request: Request, tokens: auth.Tokens, now: float | None = None) -> dict[str, Any] | None:
-    """The newest of the flash cookie's messages, or None."""
-    return next(iter(_flashes(request, tokens, now)), None)
+def _flash(request: Request, tokens: auth.Tokens, *, owner: str, now: float | None = None) -> dict[str, Any] | None:
+    """The newest of the flash cookie's messages for `owner`, or None."""
+    return next(iter(_flashes(request, tokens, owner=owner, now=now)), None)
 
 
 def _typed_fields(entry: dict[str, Any]) -> bool:

@@ -82,18 +82,31 @@ def csrf_token(tokens: Tokens) -> str:
     return hmac.new(tokens.operator.encode(), b"sentinel-console-csrf", hashlib.sha256).hexdigest()[:32]
 
 
-def flash_seal(tokens: Tokens, content: str) -> str:
-    """The console's seal on a flash cookie's content, keyed as the CSRF token is. The cookie is the
-    browser's to keep, and anyone who can set a cookie for the console's host (a sibling subdomain,
-    a plain-http hop) could write one: its text shown on a page, the form it names filled in for an
-    operator to submit unknowingly (a silence over `all`, a verdict chosen)."""
+def flash_owner(who: Caller) -> str:
+    """Whom a flash message is for: the caller who wrote it, by role and Basic user name. Only an
+    operator writes one (there are no anonymous writes), so a browser reading as a viewer, as nobody
+    (an open console) or as another user is never its owner. The browser has no identity of its own
+    here (no session cookie, the credentials are all it sends): two browsers signed in with the same
+    name and the operator token are one owner, as they are one `by` in the audit log."""
+    return f"{who.role}\0{who.user}"
+
+
+def flash_seal(tokens: Tokens, content: str, *, owner: str) -> str:
+    """The console's seal on a flash cookie's content for its owner (flash_owner), keyed as the CSRF
+    token is. The cookie is the browser's to keep, and anyone who can set a cookie for the console's
+    host (a sibling subdomain, a plain-http hop) could write one: its text shown on a page, the form it
+    names filled in for an operator to submit unknowingly (a silence over `all`, a verdict chosen).
+    The owner is under the seal, not in the cookie: a leaked cookie read by anyone else fails the seal
+    (until session 52 anyone presenting it within its keep saw the message and what was typed). The
+    context differs from the owner-less seal of consoles before session 52, so neither reads the other's."""
     if not tokens.operator:
         return ""  # nobody may write: the console sets no flash
-    return hmac.new(tokens.operator.encode(), b"sentinel-console-flash\0" + content.encode(), hashlib.sha256).hexdigest()[:32]
+    whose = hashlib.sha256(owner.encode("utf-8", "surrogatepass")).digest()  # fixed length: no owner runs into the content
+    return hmac.new(tokens.operator.encode(), b"sentinel-console-flash-for\0" + whose + content.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def flash_sealed(tokens: Tokens, content: str, seal: str) -> bool:
-    expected = flash_seal(tokens, content)
+def flash_sealed(tokens: Tokens, content: str, seal: str, *, owner: str) -> bool:
+    expected = flash_seal(tokens, content, owner=owner)
     # The cookie is anyone's to write: a seal that is not ASCII (a lone surrogate has no UTF-8 and
     # raised, every page a 500) is no seal of the console's.
     return bool(expected) and seal.isascii() and hmac.compare_digest(expected, seal)
