@@ -1441,11 +1441,39 @@ def test_a_forms_kept_fields_wait_for_its_page_and_another_forms_write_leaves_th
         assert status == 303 and redis.Redis.from_url(redis_server).hget(ACKS_KEY, "inc1") is not None
         left = headers["set-cookie"].split(";")[0]
         assert "Max-Age=0" not in headers["set-cookie"] and left != "sentinel_flash=" and "desk" not in urllib.parse.unquote(left), headers
+        # The incidents page's silence form is another copy of it: the fields wait for the incident's (session 52).
         status, page, headers = back.call("GET", "/incidents", headers={**browser_op, "Cookie": left})
+        assert 'value="listing news"' not in form_of(page, "silence") and 'id="flash"' not in page and "set-cookie" not in headers, headers
+        status, page, headers = back.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": left})
         assert 'value="listing news"' in form_of(page, "silence") and "Not done: Redis was unavailable" in page and "Not done: reason" not in page
         assert "Max-Age=0" in headers["set-cookie"] or 'sentinel_flash=""' in headers["set-cookie"], headers  # shown: gone
     finally:
         back.close()
+
+
+def test_a_silences_kept_fields_fill_only_the_form_on_the_page_it_was_sent_from(api_console, redis_server):
+    """The silence form is drawn on the incidents page and on each incident's and scope's page, one
+    action for all: a silence refused from scope SOL's page came back filled in on scope BTC's page
+    or an incident's, where a second "Silence" silenced SOL for 90d. Its fields and message now wait
+    for the page its form was on; a page with another copy of the form draws it as ever."""
+    console, _ = api_console
+    browser_op = {"Authorization": basic("alice", OPERATOR), "Accept": HTML}
+    typed = {"scope": "asset:SOL", "kind": "volume_spike", "duration": "90d", "reason": "listing news", "csrf": auth.csrf_token(TOKENS),
+             "next": "/scope/asset:SOL"}
+    status, _, headers = console.call("POST", "/api/silences", typed, headers=browser_op, form=True)
+    assert status == 303 and headers["location"] == "/scope/asset:SOL", status
+    cookie = headers["set-cookie"].split(";")[0]
+    for path, drawn in (("/scope/asset:BTC", "asset:BTC"), ("/incidents/inc1", "asset:ETH"), ("/incidents", "")):
+        status, page, headers = console.call("GET", path, headers={**browser_op, "Cookie": cookie})
+        filled = page[page.index('<form class="silence"'):].split("</form>")[0]
+        assert status == 200 and f'name="scope" value="{drawn}"' in filled and 'value="4h"' in filled, (path, filled)
+        assert "listing news" not in page and "90d" not in filled and 'id="flash"' not in page, path
+        assert "set-cookie" not in headers, (path, headers.get("set-cookie"))  # left for its own page
+    status, page, headers = console.call("GET", "/scope/asset:SOL", headers={**browser_op, "Cookie": cookie})
+    filled = page[page.index('<form class="silence"'):].split("</form>")[0]
+    assert 'value="asset:SOL"' in filled and 'value="90d"' in filled and 'value="listing news"' in filled, filled
+    assert "Not done: duration" in page[page.index('id="flash"'):].split("</p>")[0] and "Max-Age=0" in headers["set-cookie"]
+    assert redis.Redis.from_url(redis_server).hlen(SILENCES_KEY) == 0
 
 
 def test_a_leaked_flash_cookie_shows_nobody_but_its_writer_what_was_typed(redis_server, tmp_path):
@@ -1867,13 +1895,13 @@ def test_another_tabs_live_refresh_leaves_a_forms_kept_fields_for_its_page(api_c
     page then came back empty. Only a page a browser navigates to shows and clears it."""
     from starlette.responses import Response
 
-    from stream.console.app import REDIS_AWAY_FLASH, REDIS_AWAY_FLASH_S, _flashed
+    from stream.console.app import REDIS_AWAY_FLASH, REDIS_AWAY_FLASH_S, _flashed, _kept
 
     console, _ = api_console
     context = browser.new_context(viewport={"width": 1300, "height": 900}, http_credentials={"username": "alice", "password": OPERATOR})
     other = context.new_page()  # a tab left on the incidents, refreshing
     other.goto(console.url + "/incidents")
-    typed = {"action": "/api/silences", "scope": "asset:SOL", "kind": "volume_spike", "duration": "2h", "reason": "listing news"}
+    typed = _kept("/api/silences", {"scope": "asset:SOL", "kind": "volume_spike", "duration": "2h", "reason": "listing news", "next": "/incidents/inc1"})
     cookie = _flashed(Response(), TOKENS, "error", REDIS_AWAY_FLASH, typed, max_age=REDIS_AWAY_FLASH_S, owner=ALICE).headers["set-cookie"]
     # The 503 page's cookie, as a form sent from a second tab while Redis was away received it.
     context.add_cookies([{"name": "sentinel_flash", "value": cookie.split(";")[0].partition("=")[2], "url": console.url}])

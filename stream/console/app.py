@@ -5,6 +5,7 @@ the console must work with no internet). Auth and CSRF rules: auth.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -56,6 +57,7 @@ FLASH_COOKIE, FLASH_MAX_AGE_S, FLASH_CHARS = "sentinel_flash", 60, 600
 MAX_FLASH_ENTRIES = 4
 FLASH_SKEW_S = 60  # a replica's clock a little off the one that wrote the cookie, either way: not a cookie from the future nor a stale one
 KEPT_FIELDS, MAX_KEPT_CHARS = ("scope", "kind", "duration", "reason", "verdict"), 500  # a refused form's fields shown again
+UNCUT = ("action", "form")  # which form instance a message's fields are for: never cut to fit, as typed fields are
 MAX_FLASH_BYTES = 3800  # the cookie's value, under the 4096 bytes a browser keeps of a cookie
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")  # what a browser's form posts
 
@@ -127,8 +129,8 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
                 # Back to the form's page (a viewer signs in there), not the overview.
                 return challenge(request, refusal, form.get("next")) if caller.role == "anonymous" else framed(request, 403, refusal, back=form.get("next"))
             # The messages still waiting for their forms' pages, less this form's: a write answers for its own form only.
-            owner = auth.flash_owner(caller)
-            others = [e for e in _flashes(request, tokens, owner=owner) if e["kept"].get("action") != request.url.path] if _browser(request) else []
+            owner, this_form = auth.flash_owner(caller), _form_key(_kept(request.url.path, form))
+            others = [e for e in _flashes(request, tokens, owner=owner) if _form_key(e["kept"]) != this_form] if _browser(request) else []
             try:
                 result = await handler(request, caller, form)
             except RedisError:
@@ -420,16 +422,31 @@ def _browser(request: Request) -> bool:
 
 
 def _kept(action: str, form: dict[str, Any]) -> dict[str, str]:
-    """A refused form's typed fields, to fill it in again on its page: never the CSRF token."""
-    return {"action": action} | {k: str(form[k])[:MAX_KEPT_CHARS] for k in KEPT_FIELDS if isinstance(form.get(k), str)}
+    """A refused form's typed fields, to fill it in again on its page: never the CSRF token. `form`
+    names the form's instance: the page it was on (its `next`), as a digest of a fixed size."""
+    typed = {k: str(form[k])[:MAX_KEPT_CHARS] for k in KEPT_FIELDS if isinstance(form.get(k), str)}
+    return {"action": action, "form": _instance(form.get("next"))} | typed
+
+
+def _instance(page: Any) -> str:
+    """Which of a form's copies a message is for: the page that drew it. The silence form is drawn on
+    the incidents page and on each incident's and scope's page, one action for all: until session 52 a
+    silence refused for scope X filled in the form on scope Y's page, or any incident's. A digest, not
+    the path: 16 characters whatever the page's address (a scope's name may be 2 KB escaped)."""
+    return hashlib.sha256(_local(page).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _form_key(kept: dict[str, str]) -> tuple[str | None, str | None]:
+    """The form instance a message's fields are for: its action on its page."""
+    return kept.get("action"), kept.get("form")
 
 
 def _flashed(response: Response, tokens: auth.Tokens, kind: str, text: str, kept: dict[str, str] | None = None,
              max_age: int = FLASH_MAX_AGE_S, *, owner: str, earlier: list[dict[str, Any]] | None = None, page: Any = None,
              now: float | None = None) -> Response:
     """The response with a flash cookie for `owner` (auth.flash_owner) holding this message (first) and
-    the earlier ones still waiting for their forms' pages, less one for the same form (replaced by
-    this one), as many as fit."""
+    the earlier ones still waiting for their forms' pages, less one for the same form instance
+    (replaced by this one), as many as fit."""
     now = time.time() if now is None else now
     entry: dict[str, Any] = {"kind": kind, "text": text[:FLASH_CHARS], "at": int(now), "keep": max_age}
     if page is not None:
@@ -439,8 +456,8 @@ def _flashed(response: Response, tokens: auth.Tokens, kind: str, text: str, kept
     entry["text"] = _fitting_text(tokens, entry, _capped(kept, 0) if kept else None)
     if kept:
         entry["kept"] = _fitting(tokens, entry, kept)
-    action = (kept or {}).get("action")
-    others = [e for e in earlier or [] if not (action and e.get("kept", {}).get("action") == action)]
+    key = _form_key(kept or {})
+    others = [e for e in earlier or [] if not (key[0] and _form_key(e.get("kept", {})) == key)]
     return _set_flashes(response, tokens, [entry, *others], now, owner=owner)
 
 
@@ -478,13 +495,13 @@ def _fitting(tokens: auth.Tokens, message: dict[str, Any], kept: dict[str, str])
     while low < high:  # the largest cap that fits: a cap of 0 always does (the text and the action are bounded)
         middle = (low + high + 1) // 2
         low, high = (middle, high) if fits(middle) is not None else (low, middle - 1)
-    return fits(low) or {"action": kept.get("action", "")}
+    return fits(low) or {k: v for k, v in kept.items() if k in UNCUT}
 
 
 def _capped(kept: dict[str, str], cap: int) -> dict[str, str]:
-    """The kept fields, each but the action cut to `cap` characters, naming those cut in `cut`."""
-    cut = sorted(k for k, v in kept.items() if k != "action" and len(v) > cap)
-    return {k: v if k == "action" else v[:cap] for k, v in kept.items()} | ({"cut": " ".join(cut)} if cut else {})
+    """The kept fields, each but the action and form cut to `cap` characters, naming those cut in `cut`."""
+    cut = sorted(k for k, v in kept.items() if k not in UNCUT and len(v) > cap)
+    return {k: v if k in UNCUT else v[:cap] for k, v in kept.items()} | ({"cut": " ".join(cut)} if cut else {})
 
 
 def _fitting_text(tokens: auth.Tokens, message: dict[str, Any], least: dict[str, str] | None) -> str:
@@ -559,7 +576,7 @@ def _entry(found: Any, now: float) -> dict[str, Any] | None:
     if not 0 < keep <= REDIS_AWAY_FLASH_S or not now - keep - FLASH_SKEW_S <= at <= now + FLASH_SKEW_S:
         return None
     kept = found.get("kept")
-    kept = {k: v for k, v in kept.items() if k in ("action", "cut", *KEPT_FIELDS) and isinstance(v, str)} if isinstance(kept, dict) else {}
+    kept = {k: v for k, v in kept.items() if k in (*UNCUT, "cut", *KEPT_FIELDS) and isinstance(v, str)} if isinstance(kept, dict) else {}
     entry = {"kind": found["kind"], "text": found["text"][:FLASH_CHARS], "kept": kept, "at": at, "keep": keep}
     return entry | ({"page": _local(found["page"])} if isinstance(found.get("page"), str) else {})
 
@@ -578,21 +595,25 @@ class _Flashes:
     """The flash messages a page shows, as its template renders. A message with a form's typed fields
     waits for a page with that form (or the page the form went back to): until session 51 any page a
     browser fetched consumed it, and a Redis-away form's fields were lost to a look at the overview.
-    The base template renders the page's main part first, so the forms it holds are known when the
-    messages are written above it."""
+    It fills in, and is shown with, only the copy of the form it came from (the page that drew it,
+    whose `next` it posted): since session 52 a silence's fields wait for their own scope's or
+    incident's page, not the next page with any silence form. The base template renders the page's
+    main part first, so the forms it holds are known when the messages are written above it."""
 
     def __init__(self, entries: list[dict[str, Any]], path: str):
-        self.entries, self.path, self.forms = entries, path, set[str]()
+        self.entries, self.path, self.forms = entries, path, set[tuple[str | None, str | None]]()
+        self.instance = _instance(path)  # as the page's forms post it: their `next` is this path
         self.shown: list[dict[str, Any]] = []
 
     def kept_for(self, action: str) -> dict[str, str]:
         """The fields to fill `action`'s form in with (none if no message holds them); the form is on this page."""
-        self.forms.add(action)
-        return next((e["kept"] for e in self.entries if e["kept"].get("action") == action and _typed_fields(e)), {})
+        key = (action, self.instance)
+        self.forms.add(key)
+        return next((e["kept"] for e in self.entries if _form_key(e["kept"]) == key and _typed_fields(e)), {})
 
     def __call__(self) -> list[dict[str, Any]]:
         self.shown = [e for e in self.entries
-                      if not _typed_fields(e) or e["kept"].get("action") in self.forms or e.get("page") == self.path]
+                      if not _typed_fields(e) or _form_key(e["kept"]) in self.forms or e.get("page") == self.path]
         return self.shown
 
 
