@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 import redis
 
-from stream.ops.http import Check, Outages, liveness, readiness
+from stream.ops.http import Check, Outages, liveness, readiness, readiness_log_level
 from stream.ops.prometheus import WorkerMetrics, partition_lag, resume_offset
 from stream.batch import BatchOutcome
 from stream.tools.services import free_port, start_redis
@@ -127,6 +127,18 @@ def test_readiness_names_every_failed_check():
     status, body = readiness([Check("broker", True), Check("redis", False, "ConnectionError"), Check("partitions", False, "none")])
     assert status == 503 and body["failed"] == ["redis", "partitions"]
     assert body["checks"]["redis"] == {"ok": False, "detail": "ConnectionError"}
+
+
+def test_a_start_on_its_way_to_its_group_is_not_a_warning():
+    """Every `sentinel run` logged "readiness changed" twice per worker, a WARNING for the normal
+    wait for its partitions and an INFO at its end; an unready worker that had been ready still warns."""
+    import logging
+
+    assert readiness_log_level(["partitions"], was_ready=False) == logging.DEBUG
+    assert readiness_log_level([], was_ready=False) == logging.DEBUG  # the first ready: "partitions assigned" said it
+    assert readiness_log_level(["redis", "partitions"], was_ready=False) == logging.WARNING  # a dependency down at the start
+    assert readiness_log_level(["partitions"], was_ready=True) == logging.WARNING  # lost its partitions later
+    assert readiness_log_level([], was_ready=True) == logging.INFO  # and back
 
 
 def test_liveness_fails_only_past_the_stall_threshold():

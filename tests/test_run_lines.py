@@ -164,9 +164,12 @@ def test_run_says_what_it_waits_for_before_the_first_post_is_processed(tmp_path)
                             for i in range(5)), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KAFKA_BROKER", "SENTINEL_REDIS_URL", "SENTINEL_KAFKA_BROKER")}
     env.update(SENTINEL_BASE="lexicon", SENTINEL_CACHE_DIR=str(tmp_path / "cache"), NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
-    done = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", str(data), "--timeout", "300"],
+    worker_log = tmp_path / "worker.log"
+    done = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", str(data), "--timeout", "300", "--worker-log", str(worker_log)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # The run's own /readyz questions are a start going as it should: no "readiness changed" in the log.
+    assert "readiness changed" not in worker_log.read_text(), worker_log.read_text()[-3000:]
     progress = [line for line in done.stderr.splitlines() if line.startswith("replayed ")]
     counts = [int(re.search(r"processed (\d+)/5", line).group(1)) for line in progress]
     assert progress and "processed 0/5 (starting worker: loading the classifier)" in progress[0], done.stderr[-3000:]

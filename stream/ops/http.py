@@ -61,6 +61,16 @@ def readiness(checks: Sequence[Check]) -> tuple[int, dict[str, Any]]:
     return (503 if failed else 200), body
 
 
+def readiness_log_level(failed: Sequence[str], was_ready: bool) -> int:
+    """How a change of /readyz's failed checks is logged. Before its first ready answer a worker
+    that has only not joined its group yet is starting as it should: every `sentinel run` and every
+    pod start logged that as a WARNING, then its end as INFO, two lines saying nothing the
+    "partitions assigned" line does not. From then on (or where another check fails) a change is news."""
+    if not was_ready and set(failed) <= {"partitions"}:
+        return logging.DEBUG
+    return logging.WARNING if failed else logging.INFO
+
+
 def liveness(since_beat_s: float, loop_lag_s: float, max_stall_s: float) -> tuple[int, dict[str, Any]]:
     """HTTP status and body for /healthz: 503 once the heartbeat is older than `max_stall_s`."""
     stalled = since_beat_s > max_stall_s
@@ -366,19 +376,20 @@ def install(
             await asyncio.sleep(DEPENDENCY_PROBE_S)
 
     reported: list[str] | None = None  # the failed checks last logged: log changes, not every probe
+    was_ready = False  # a start's way to its first ready answer is logged at DEBUG (readiness_log_level)
 
     @app.page("/readyz")
     async def readyz(self: View, request: Request) -> Response:
-        nonlocal reported
+        nonlocal reported, was_ready
         broker, store = await asyncio.gather(check_broker(app), check_redis(redis))
         observed(broker, store)
         status, body = readiness([broker, store, check_model(classifier), check_partitions(app, posts_topic)])
         if body["failed"] != reported:
             reported = body["failed"]
-            (log.warning if reported else log.info)(
-                "readiness changed", extra={"ready": not reported, "failed": reported,
-                                            "details": {c: v["detail"] for c, v in body["checks"].items() if not v["ok"]}}
-            )
+            log.log(readiness_log_level(reported, was_ready),
+                    "readiness changed", extra={"ready": not reported, "failed": reported,
+                                                "details": {c: v["detail"] for c, v in body["checks"].items() if not v["ok"]}})
+            was_ready = was_ready or not reported
         return self.json(body, status=status, headers=dict(JSON_HEADERS))
 
     @app.page("/metrics")
