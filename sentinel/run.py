@@ -191,24 +191,36 @@ async def committed_lag(settings: Settings) -> int | None:
 
 
 STARTING_WHAT = "loading the classifier"  # the long part of a worker's start (and a first run's GGUF conversion)
+WAITING = "waiting for the first classified post"
 
 
 def start_phase(answers: Sequence[list[str] | None], consumed: int) -> str | None:
     """What a run's progress says it waits for while its workers start, from each one's /readyz
     (stream/ops/http.py): None where it has not answered yet (its web server starts once the model
-    has loaded), else the checks it failed. None once a post is processed: the count says the rest.
-    Without it, `replayed 3,085/3,085, processed 0/3,085` stood for minutes and read as a hang."""
+    has loaded), else the checks it failed ([]: ready, holding partitions or a standby in the group).
+    None once a post is processed: the count says the rest. Without it, `replayed 3,085/3,085,
+    processed 0/3,085` stood for minutes and read as a hang. Once one worker is ready posts can
+    flow: with more workers than partitions the others went on joining (the group rebalances at
+    each join) while the first classified its batch, and the run said they all were joining."""
     if consumed > 0:
         return None
-    who = "worker" if len(answers) == 1 else "workers"
-    if any(answer is None for answer in answers):
-        return f"starting {who}: {STARTING_WHAT}"
-    failed = sorted({check for answer in answers if answer for check in answer})
-    if failed == ["partitions"]:
-        return f"starting {who}: joining the consumer group"
-    if failed:
-        return f"starting {who}: not ready ({', '.join(failed)})"
-    return "waiting for the first classified post"
+    pending = [answer for answer in answers if answer != []]
+    if not pending:
+        return WAITING
+    what = waiting_on(pending)
+    if len(pending) < len(answers):
+        still = what if what.startswith("not ready") else f"still {what}"
+        return f"{WAITING}; {len(pending)} of {len(answers)} workers {still}"
+    return f"starting {'worker' if len(answers) == 1 else 'workers'}: {what}"
+
+
+def waiting_on(pending: Sequence[list[str] | None]) -> str:
+    """What the workers not ready yet do, the slowest first: not answering yet, then failed checks
+    (together), then only not in the group yet."""
+    if any(answer is None for answer in pending):
+        return STARTING_WHAT
+    failed = sorted({check for answer in pending if answer for check in answer})
+    return "joining the consumer group" if failed == ["partitions"] else f"not ready ({', '.join(failed)})"
 
 
 async def watch_ready(url: str, proc: subprocess.Popen, said: Callable[[list[str] | None], None], started: Callable[[], bool]) -> None:

@@ -136,7 +136,14 @@ def test_the_start_phase_follows_the_workers_readiness_and_ends_with_the_first_p
     assert start_phase([["partitions"], None], 0) == "starting workers: loading the classifier"  # the slowest one
     assert start_phase([["partitions"]], 0) == "starting worker: joining the consumer group"
     assert start_phase([["broker", "partitions"]], 0) == "starting worker: not ready (broker, partitions)"
-    assert start_phase([[], ["partitions"]], 0) == "starting workers: joining the consumer group"
+    # One worker ready (partitions, or a standby in the group): posts can flow, whatever the others
+    # do; 5 workers on 4 partitions said all were joining while the first classified its batch.
+    assert start_phase([[], ["partitions"]], 0) == "waiting for the first classified post; 1 of 2 workers still joining the consumer group"
+    assert start_phase([["partitions"], [], None, ["partitions"], ["partitions"]], 0) == (
+        "waiting for the first classified post; 4 of 5 workers still loading the classifier")
+    assert start_phase([[], ["redis", "partitions"], ["partitions"]], 0) == (
+        "waiting for the first classified post; 2 of 3 workers not ready (partitions, redis)")
+    assert start_phase([["partitions"]] * 5, 0) == "starting workers: joining the consumer group"
     assert start_phase([[], []], 0) == "waiting for the first classified post"
     assert start_phase([None], 1) is None and start_phase([[]], 5) is None  # the count says the rest
     from sentinel.healthcheck import local_url
