@@ -925,7 +925,7 @@ def worker() -> None:
     import asyncio
     import logging
 
-    from sentinel.run import open_store
+    from sentinel.run import START_STEPS, open_store, tell_start_step
     from stream.redis_client import cluster_mode_problem, credentials_refused
     from stream.kafka import ensure_topics, held_logs, held_messages, partition_count, release_logs, worker_topics
     from stream.model_process import ModelProcess
@@ -945,6 +945,8 @@ def worker() -> None:
         hint = " (another process listens there: give every worker its own port)" if problem.errno == errno.EADDRINUSE else ""
         raise fail(f"SENTINEL_WEB_PORT={settings.web_port}: cannot listen on {settings.web_host}:{settings.web_port}: "
                    f"{problem.strerror or problem}{hint}") from None
+    checking, loading, starting = START_STEPS  # what sentinel run's progress line says until /readyz answers
+    tell_start_step(settings.start_step_file, checking)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # Faust runs on this loop too
     # The topics before the model: a restart that will stop on them should not load a 7B model first.
@@ -973,11 +975,13 @@ def worker() -> None:
         raise fail(cluster_problem)
     if refused := loop.run_until_complete(credentials_refused(store.redis)):
         raise redis_failure(refused)
+    tell_start_step(settings.start_step_file, loading)
     model_thread = ModelThread()  # makes the model calls, one at a time, off the event loop
     if model_apart(settings):
         classifier: Scorer = ModelProcess.start(functools.partial(scorer_in_child, settings))
     else:
         classifier = model_thread.load(lambda: load_classifier(settings))  # loaded where it will run
+    tell_start_step(settings.start_step_file, starting)  # its web server, and /readyz, come last
     try:
         run_faust(build_worker(settings, classifier, store, model_thread=model_thread, listeners=listeners), settings)
     finally:

@@ -13,9 +13,11 @@ import functools
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import EllipsisType
@@ -100,7 +102,7 @@ async def refuse_cluster_node(store: WindowStore) -> None:
         raise RunError(problem)
 
 
-def worker_env(settings: Settings, embedded: bool, web_port: int | None = None) -> dict[str, str]:
+def worker_env(settings: Settings, embedded: bool, web_port: int | None = None, step_file: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if embedded:
         for key, value in EMBEDDED_TIMEOUTS.items():
@@ -118,15 +120,19 @@ def worker_env(settings: Settings, embedded: bool, web_port: int | None = None) 
         env["SENTINEL_CONSOLE_URL"] = settings.console_url
     env.pop("KAFKA_BROKER", None)
     env.pop("REDIS_URL", None)
+    env.pop("SENTINEL_START_STEP_FILE", None)  # each worker its own, or none: never one the shell exported for all
+    if step_file:
+        env["SENTINEL_START_STEP_FILE"] = str(step_file)
     return env
 
 
-def start_worker(settings: Settings, embedded: bool, log_path: Path | None = None, web_port: int | None = None) -> subprocess.Popen:
+def start_worker(settings: Settings, embedded: bool, log_path: Path | None = None, web_port: int | None = None,
+                 step_file: Path | None = None) -> subprocess.Popen:
     # The worker has its own copy of the log's descriptor: ours is closed once it has started.
     with log_path.open("ab") if log_path else contextlib.nullcontext(subprocess.DEVNULL) as out:
         return subprocess.Popen(
             dying_with_parent([sys.executable, "-m", "sentinel.cli", "worker"]),
-            env=worker_env(settings, embedded, web_port),
+            env=worker_env(settings, embedded, web_port, step_file),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -192,34 +198,61 @@ async def committed_lag(settings: Settings) -> int | None:
 
 STARTING_WHAT = "loading the classifier"  # the long part of a worker's start (and a first run's GGUF conversion)
 WAITING = "waiting for the first classified post"
+# What a worker tells its SENTINEL_START_STEP_FILE until its web server answers, in order (the
+# commands' worker()). Measured on 2 busy cores with smollm2: 3-7 s of imports and Kafka and Redis
+# checks before the classifier loaded and 0.5-2 s of Faust's start after it, once all "loading".
+START_STEPS = ("checking Kafka and Redis", STARTING_WHAT, "starting Faust")
 
 
-def start_phase(answers: Sequence[list[str] | None], consumed: int) -> str | None:
+def tell_start_step(path: Path | None, step: str) -> None:
+    """Say `step` in the worker's start-step file (replaced whole: a reader never sees half)."""
+    if path is None:
+        return
+    with contextlib.suppress(OSError):  # a hint for a progress line: never a reason for a worker to stop
+        part = path.with_name(path.name + ".part")
+        part.write_text(step, encoding="utf-8")
+        os.replace(part, path)
+
+
+def read_start_step(path: Path) -> str | None:
+    """The step a starting worker said (`tell_start_step`); None before its first, or for text that is not one."""
+    try:
+        step = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return step if step in START_STEPS else None
+
+
+def start_phase(answers: Sequence[list[str] | None], consumed: int, steps: Sequence[str | None] = ()) -> str | None:
     """What a run's progress says it waits for while its workers start, from each one's /readyz
-    (stream/ops/http.py): None where it has not answered yet (its web server starts once the model
-    has loaded), else the checks it failed ([]: ready, holding partitions or a standby in the group).
+    (stream/ops/http.py): None where it has not answered yet (its web server starts last), else the
+    checks it failed ([]: ready, holding partitions or a standby in the group). Until it answers,
+    its `steps` entry says what it does (`START_STEPS`; None: not said yet, its imports).
     None once a post is processed: the count says the rest. Without it, `replayed 3,085/3,085,
     processed 0/3,085` stood for minutes and read as a hang. Once one worker is ready posts can
     flow: with more workers than partitions the others went on joining (the group rebalances at
     each join) while the first classified its batch, and the run said they all were joining."""
     if consumed > 0:
         return None
-    pending = [answer for answer in answers if answer != []]
+    steps = list(steps) + [None] * (len(answers) - len(steps))
+    pending = [(answer, step) for answer, step in zip(answers, steps) if answer != []]
     if not pending:
         return WAITING
     what = waiting_on(pending)
     if len(pending) < len(answers):
-        still = what if what.startswith("not ready") else f"still {what}"
+        still = what if what and what.startswith("not ready") else f"still {what or 'starting'}"
         return f"{WAITING}; {len(pending)} of {len(answers)} workers {still}"
-    return f"starting {'worker' if len(answers) == 1 else 'workers'}: {what}"
+    who = "worker" if len(answers) == 1 else "workers"
+    return f"starting {who}: {what}" if what else f"starting {who}"
 
 
-def waiting_on(pending: Sequence[list[str] | None]) -> str:
-    """What the workers not ready yet do, the slowest first: not answering yet, then failed checks
-    (together), then only not in the group yet."""
-    if any(answer is None for answer in pending):
-        return STARTING_WHAT
-    failed = sorted({check for answer in pending if answer for check in answer})
+def waiting_on(pending: Sequence[tuple[list[str] | None, str | None]]) -> str | None:
+    """What the workers not ready yet do, the slowest first: not answering yet (the earliest step
+    said; None where one said none yet), then failed checks (together), then only not in the group yet."""
+    unanswered = [step for answer, step in pending if answer is None]
+    if unanswered:
+        return None if None in unanswered else min(unanswered, key=START_STEPS.index)
+    failed = sorted({check for answer, _ in pending if answer for check in answer})
     return "joining the consumer group" if failed == ["partitions"] else f"not ready ({', '.join(failed)})"
 
 
@@ -256,6 +289,7 @@ class StartPhases:
 
     def __init__(self, workers: int, on_phase: Callable[[str | None], None]) -> None:
         self.answers: list[list[str] | None] = [None] * workers
+        self.steps: list[str | None] = [None] * workers
         self.consumed = 0
         self.on_phase = on_phase
         self.shown = start_phase(self.answers, 0)
@@ -265,23 +299,41 @@ class StartPhases:
         self.answers[worker] = failed
         self.tell()
 
+    def stepped(self, worker: int, step: str | None) -> None:
+        self.steps[worker] = step
+        self.tell()
+
     def processed(self, consumed: int) -> None:
         self.consumed = consumed
         self.tell()
 
     def tell(self) -> None:
-        if (text := start_phase(self.answers, self.consumed)) != self.shown:
+        if (text := start_phase(self.answers, self.consumed, self.steps)) != self.shown:
             self.shown = text
             self.on_phase(text)
 
 
-async def watching_start(settings: Settings, procs: list[subprocess.Popen], ports: list[int], phases: StartPhases) -> None:
+async def watch_step(path: Path, proc: subprocess.Popen, said: Callable[[str | None], None], done: Callable[[], bool]) -> None:
+    """Read a starting worker's start-step file (`tell_start_step`) until `done` (its /readyz
+    answered, or a post was processed) or it exits; each read goes to `said`."""
+    while proc.poll() is None and not done():
+        said(read_start_step(path))
+        await asyncio.sleep(POLL_S)
+
+
+async def watching_start(settings: Settings, procs: list[subprocess.Popen], ports: list[int], phases: StartPhases,
+                         step_files: Sequence[Path]) -> None:
     from sentinel.healthcheck import local_url
 
-    await asyncio.gather(*(
-        watch_ready(local_url(settings.web_host, port, "/readyz"), proc, functools.partial(phases.answered, i), lambda: phases.consumed > 0)
-        for i, (proc, port) in enumerate(zip(procs, ports))
-    ))
+    def answered(i: int) -> bool:
+        return phases.answers[i] is not None or phases.consumed > 0
+
+    await asyncio.gather(
+        *(watch_ready(local_url(settings.web_host, port, "/readyz"), proc, functools.partial(phases.answered, i), lambda: phases.consumed > 0)
+          for i, (proc, port) in enumerate(zip(procs, ports))),
+        *(watch_step(path, proc, functools.partial(phases.stepped, i), functools.partial(answered, i))
+          for i, (proc, path) in enumerate(zip(procs, step_files))),
+    )
 
 
 async def unless_transient(call: Callable[[], Awaitable[T]]) -> T | None:
@@ -442,9 +494,13 @@ async def run_once(
         before = await store.stats()
         since_ms = int(time.time() * 1000)
         ports = free_ports(workers)  # distinct: a worker given a port another one holds exits
-        procs = [start_worker(settings, embedded, worker_log, web_port=port) for port in ports]
+        # Each worker says its start step in a file of its own here, while it does not answer /readyz.
+        steps_dir = tempfile.mkdtemp(prefix="sentinel-start-") if on_phase else None
+        step_files = [Path(steps_dir, f"worker-{i}.step") for i in range(workers)] if steps_dir else []
+        procs = [start_worker(settings, embedded, worker_log, web_port=port, step_file=step_files[i] if step_files else None)
+                 for i, port in enumerate(ports)]
         phases = StartPhases(workers, on_phase) if on_phase else None
-        watcher = asyncio.ensure_future(watching_start(settings, procs, ports, phases)) if phases else None
+        watcher = asyncio.ensure_future(watching_start(settings, procs, ports, phases, step_files)) if phases else None
 
         def consumed(n: int) -> None:
             if phases:
@@ -470,6 +526,8 @@ async def run_once(
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await watcher  # its own errors are only "not answered yet"
             stop_workers(procs)
+            if steps_dir:
+                shutil.rmtree(steps_dir, ignore_errors=True)
         alerts = await read_alerts(settings, since_ms)
         letters = await read_dead_letters(settings, since_ms, replayed) if after.get("dlq", 0) > before.get("dlq", 0) else []
         summary = summarise(before, after, wall, alerts=len(alerts))

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     max_wait: float = Field(0.5, gt=0, description="seconds to wait for a micro-batch to fill")
     web_port: int = Field(6066, ge=1, le=65535, description="worker HTTP port; give every worker its own")
     web_host: str = "0.0.0.0"
+    start_step_file: Path | None = Field(
+        None, description="the worker writes what its start is doing here until it serves /readyz (sentinel run sets it "
+        "for its progress line); unset: nowhere"
+    )
     health_max_stall: float = Field(30.0, gt=0, description="seconds without an event-loop heartbeat before /healthz answers 503")
     shutdown_grace: float = Field(
         45.0, gt=0, description="seconds a worker gives its batch in flight after SIGTERM; below the pod's terminationGracePeriodSeconds"

@@ -11,7 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from sentinel.run import StartPhases, dead_letter_lines, notifying, run_warnings, start_phase, start_worker, stop_workers
+from sentinel.run import (
+    START_STEPS, StartPhases, dead_letter_lines, notifying, read_start_step, run_warnings, start_phase, start_worker, stop_workers,
+    tell_start_step,
+)
 from stream.settings import Settings
 
 
@@ -131,16 +134,24 @@ def test_starting_a_worker_leaves_no_log_file_unclosed(tmp_path):
 
 
 def test_the_start_phase_follows_the_workers_readiness_and_ends_with_the_first_post():
-    # /readyz unanswered: the model is still loading (the worker's web server starts after it).
-    assert start_phase([None], 0) == "starting worker: loading the classifier"
-    assert start_phase([["partitions"], None], 0) == "starting workers: loading the classifier"  # the slowest one
+    # /readyz unanswered (the worker's web server starts last): what its start-step file says, and
+    # nothing where it said nothing yet (its imports). "loading the classifier" stood for all of it,
+    # though imports, the Kafka and Redis checks and Faust's start took 3.5-9 s of it (2 busy cores).
+    assert start_phase([None], 0) == "starting worker"
+    assert start_phase([None], 0, ["checking Kafka and Redis"]) == "starting worker: checking Kafka and Redis"
+    assert start_phase([None], 0, ["loading the classifier"]) == "starting worker: loading the classifier"
+    assert start_phase([None], 0, ["starting Faust"]) == "starting worker: starting Faust"
+    assert start_phase([["partitions"], None], 0, [None, "loading the classifier"]) == "starting workers: loading the classifier"  # the slowest one
+    assert start_phase([None, None], 0, ["starting Faust", "checking Kafka and Redis"]) == "starting workers: checking Kafka and Redis"
+    assert start_phase([None, None], 0, ["starting Faust", None]) == "starting workers"
     assert start_phase([["partitions"]], 0) == "starting worker: joining the consumer group"
     assert start_phase([["broker", "partitions"]], 0) == "starting worker: not ready (broker, partitions)"
     # One worker ready (partitions, or a standby in the group): posts can flow, whatever the others
     # do; 5 workers on 4 partitions said all were joining while the first classified its batch.
     assert start_phase([[], ["partitions"]], 0) == "waiting for the first classified post; 1 of 2 workers still joining the consumer group"
-    assert start_phase([["partitions"], [], None, ["partitions"], ["partitions"]], 0) == (
+    assert start_phase([["partitions"], [], None, ["partitions"], ["partitions"]], 0, [None, None, "loading the classifier"]) == (
         "waiting for the first classified post; 4 of 5 workers still loading the classifier")
+    assert start_phase([[], None], 0) == "waiting for the first classified post; 1 of 2 workers still starting"
     assert start_phase([[], ["redis", "partitions"], ["partitions"]], 0) == (
         "waiting for the first classified post; 2 of 3 workers not ready (partitions, redis)")
     assert start_phase([["partitions"]] * 5, 0) == "starting workers: joining the consumer group"
@@ -153,13 +164,30 @@ def test_the_start_phase_follows_the_workers_readiness_and_ends_with_the_first_p
     heard: list[str | None] = []
     phases = StartPhases(1, heard.append)
     phases.answered(0, None)  # no answer again: nothing new to say
+    phases.stepped(0, None)
+    phases.stepped(0, "loading the classifier")
+    phases.stepped(0, "loading the classifier")
+    phases.stepped(0, "starting Faust")
     phases.answered(0, ["partitions"])
     phases.answered(0, [])
     phases.processed(0)
     phases.processed(3)
     phases.processed(9)
-    assert heard == ["starting worker: loading the classifier", "starting worker: joining the consumer group",
-                     "waiting for the first classified post", None]
+    assert heard == ["starting worker", "starting worker: loading the classifier", "starting worker: starting Faust",
+                     "starting worker: joining the consumer group", "waiting for the first classified post", None]
+
+
+def test_a_start_step_is_read_whole_and_only_as_one_of_the_steps(tmp_path):
+    path = tmp_path / "worker-0.step"
+    assert read_start_step(path) is None  # not said yet
+    for step in START_STEPS:
+        tell_start_step(path, step)
+        assert read_start_step(path) == step
+    path.write_text("loading the classif", encoding="utf-8")
+    assert read_start_step(path) is None  # not a step: nothing, never a phase made up of it
+    tell_start_step(None, "starting Faust")  # no file set (a worker under Kubernetes)
+    tell_start_step(tmp_path / "gone" / "worker-1.step", "starting Faust")  # unwritable: a hint lost, the worker goes on
+    assert [p.name for p in tmp_path.iterdir()] == ["worker-0.step"]
 
 
 def test_run_says_what_it_waits_for_before_the_first_post_is_processed(tmp_path):
@@ -179,8 +207,10 @@ def test_run_says_what_it_waits_for_before_the_first_post_is_processed(tmp_path)
     assert "readiness changed" not in worker_log.read_text(), worker_log.read_text()[-3000:]
     progress = [line for line in done.stderr.splitlines() if line.startswith("replayed ")]
     counts = [int(re.search(r"processed (\d+)/5", line).group(1)) for line in progress]
-    assert progress and "processed 0/5 (starting worker: loading the classifier)" in progress[0], done.stderr[-3000:]
-    order = ["loading the classifier", "joining the consumer group", "waiting for the first classified post"]
-    seen = [next(i for i, phase in enumerate(order) if phase in line) for line in progress if "(" in line]
+    assert progress and progress[0].endswith("processed 0/5 (starting worker)"), done.stderr[-3000:]
+    order = ["starting worker", *(f"starting worker: {step}" for step in START_STEPS), "starting worker: joining the consumer group",
+             "waiting for the first classified post"]
+    seen = [order.index(re.search(r"\((.*)\)$", line).group(1)) for line in progress if "(" in line]
     assert seen == sorted(seen), progress  # a phase never goes back
+    assert {1, 2, 3} & set(seen), progress  # what the worker said it did before /readyz answered
     assert all(count == 0 for count, line in zip(counts, progress) if "(" in line), progress  # a phase only before the first post
