@@ -112,7 +112,9 @@ def seen_key(scope: str) -> str:
 ALERTS_PREFIX = f"{KEY_PREFIX}:{{alerts}}"
 OPEN_KEY = f"{ALERTS_PREFIX}:open"  # scopes with a firing or pending incident
 OUTBOX_KEY = f"{ALERTS_PREFIX}:outbox"  # stream of transition records
-NOTIFIED_KEY = f"{ALERTS_PREFIX}:notified"  # hash outbox entry id -> JSON list of the services that accepted (before session 51: 1)
+# hash outbox entry id -> JSON list of the services that accepted (before session 51: 1), and, since
+# session 52, `<entry id>:refused` -> those that refused where others accepted (`incidents.refused_field`)
+NOTIFIED_KEY = f"{ALERTS_PREFIX}:notified"
 SILENCES_KEY = f"{ALERTS_PREFIX}:silences"  # hash id -> silence JSON
 SILENCE_AUTHORS_KEY = f"{ALERTS_PREFIX}:silences:by"  # hash silence id -> {"by", "via"} JSON (apart: older readers refuse unknown silence fields)
 AUDIT_KEY = f"{ALERTS_PREFIX}:audit"  # stream: operators' actions (acknowledge, silence, unsilence); alerts/audit.py

@@ -1039,12 +1039,13 @@ def test_a_service_that_heard_the_firing_under_another_url_still_hears_the_resol
 def test_a_firing_notice_delivered_again_after_its_worker_died_is_counted_once(redis_server, retry):
     """Two `warning=` webhooks, a and b. ETH's incident opens as a warning: a accepts, b refuses
     every attempt, and the worker dies after marking the notice, before acknowledging it. Another
-    worker claims the entry and delivers it again (nothing says every service had it): b refuses
-    again (refused-again) or is back and accepts (accepted-on-retry). Then the incident resolves,
-    with b up. The marks counted the notice twice (HINCRBY per delivery) against the correlator's
-    one, so the resolution fell back to per severity and b, which refused the only firing notice,
-    heard "resolved" of a drop it never heard begin. A notice is now marked once by its entry id:
-    b hears the end only where a delivery of the firing reached it."""
+    worker claims the entry and delivers it again to b alone (its notified mark names b as refused,
+    since session 52; before, a heard it twice): b refuses again (refused-again) or is back and
+    accepts (accepted-on-retry). Then the incident resolves, with b up. The marks counted the notice
+    twice (HINCRBY per delivery) against the correlator's one, so the resolution fell back to per
+    severity and b, which refused the only firing notice, heard "resolved" of a drop it never heard
+    begin. A notice is now marked once by its entry id: b hears the end only where a delivery of the
+    firing reached it."""
     from stream.keys import told_key
 
     redis.Redis.from_url(redis_server).flushdb()
@@ -1084,7 +1085,7 @@ def test_a_firing_notice_delivered_again_after_its_worker_died_is_counted_once(r
     finally:
         a.close()
         b.close()
-    assert [p.get("state") for p in a.accepted] == ["firing", "firing", "resolved"], a.accepted  # at-least-once: twice
+    assert [p.get("state") for p in a.accepted] == ["firing", "resolved"], a.accepted  # the claim sent it to b alone
     heard_b = [] if retry == "refused-again" else ["firing", "resolved"]
     assert [p.get("state") for p in b.accepted] == heard_b, b.accepted
     assert len([k for k in marks[0] if k.startswith("svc:notice:")]) == 1, marks
@@ -1149,6 +1150,101 @@ def test_a_claim_that_finds_a_firing_notice_sent_marks_the_services_its_worker_r
     assert [p.get("state") for p in a.accepted] == ["firing", "resolved"], a.accepted  # not notified again
     heard_b = [] if mark == "services" else ["resolved"]
     assert [p.get("state") for p in b.accepted] == heard_b, b.accepted
+
+
+@pytest.mark.parametrize("case", ["refused-again", "accepted-on-retry", "capped-and-refused", "capped"])
+@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
+def test_a_claim_sends_a_partly_delivered_notice_to_the_services_that_refused_it_alone(redis_server, grouping, case):
+    """Three `warning=` webhooks: a accepts; b refuses every attempt (but in `capped`); c had its
+    day's notifications (`capped*`: it gets the limit notice instead, else it accepts). ETH's drop
+    fires and the worker dies between the notification and its acknowledgement. A notice some
+    service refused left no notified mark, so the claim sent it to every service again: a and c
+    heard it twice. Its mark now names the services that accepted it and those that refused (since
+    session 52), and the claim sends it to b alone, which refuses again or is back and accepts; c is
+    never asked again (its hold is the operator's). The published record is `notified` where every
+    service but those capped accepted it, either time; `delivery_failed` counts the refusal once, and
+    `notified` counts the notice once it reached the rest. A notice no service refused is finished:
+    the claim publishes it without notifying (`capped`, as since session 51)."""
+    from stream.keys import caps_key, told_key
+
+    r = redis.Redis.from_url(redis_server)
+    r.flushdb()
+    a, b, c = Hook(), Hook(), Hook()
+    capped = case.startswith("capped")
+    b.failing = case != "capped"
+    cap = caps_key(time.strftime("%Y-%m-%d", time.gmtime()))
+    if capped:
+        (service,) = build_apprise(c.url, None)
+        r.hset(cap, service_key(service), 2)
+    live_published: list = []
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            def worker(name: str, publish, **kw) -> AlertDelivery:
+                notifier = Notifier(build_apprise(f"warning={a.url} warning={b.url} warning={c.url}", None), attempts=2, backoff=0.01,
+                                    daily_cap=2 if capped else 0)
+                return AlertDelivery(store, notifier, publish, consumer=name, chart=False, **kw)
+
+            dead = worker("dead", lambda record: asyncio.sleep(0))
+            live = worker("live", lambda record: asyncio.sleep(0, live_published.append(record)), claim_idle_s=0)
+            await dead.ensure_group()
+
+            async def dies(entry_id: str, published: int) -> None:  # the worker is gone before its acknowledgement
+                raise RuntimeError("worker killed")
+
+            dead._ack = dies  # type: ignore[method-assign]
+            first = await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incP", "new", "warning", "2026-10-02T12:06:00Z"))
+            with pytest.raises(RuntimeError):
+                await dead.drain_once()
+            b.failing = case == "refused-again"
+            while await live.drain_once():  # claims the dead worker's entry
+                pass
+            return (await store.redis.hgetall(ALERT_STATS_KEY), await store.redis.hgetall(told_key("incP")),
+                    await store.redis.hlen(NOTIFIED_KEY), await outbox_drained(store.redis), first)
+        finally:
+            await store.close()
+
+    try:
+        stats, marks, left, drained, first = asyncio.run(go())
+    finally:
+        for hook in (a, b, c):
+            hook.close()
+    assert [p["title"] for p in a.accepted] == [next(p["title"] for p in a.accepted)], a.accepted  # once, never again
+    b_heard = 0 if case == "refused-again" else 1
+    assert len(b.accepted) == b_heard and b.refused == {"refused-again": 4, "capped": 0}.get(case, 2), (b.accepted, b.refused)
+    assert [p["title"] for p in c.accepted] == (["[NOTICE] daily notification limit reached"] if capped else [a.accepted[0]["title"]]), c.accepted
+    notified = case != "refused-again"
+    assert int(stats.get("delivery_failed", 0)) == (0 if case == "capped" else 1), stats
+    assert int(stats.get("notified", 0)) == int(notified) and int(stats.get("capped", 0)) == int(case == "capped"), stats
+    assert drained and left == 0, (drained, left)  # the mark's fields go with the acknowledgement
+    assert marks["warning"] == "sent", marks
+    if grouping:  # the services that heard it, whichever delivery reached them
+        heard = {name[len("svc:"):] for name, fate in marks.items() if name.startswith("svc:") and not name.startswith("svc:notice:")}
+        expected = [a] + ([b] if b_heard else []) + ([] if capped else [c])
+        assert heard == {service_key(s) for hook in expected for s in build_apprise(hook.url, None)}, marks
+        assert f"svc:notice:{first}" in marks
+    else:
+        assert [(p.state, p.notified) for p in live_published] == [("firing", notified)], live_published
+    if capped:
+        (service,) = build_apprise(b.url, None)
+        assert int(r.hget(cap, service_key(service))) == (2 if case == "capped-and-refused" else 1)  # b admitted again, c not
+
+
+def test_a_partly_delivered_notified_mark_reads_as_accepted_services_to_a_session_51_worker():
+    """`notified_mark` (pure): a partial mark (since session 52) keeps the accepted services as the
+    value a session-51 worker reads (`notified_services`: it publishes without notifying and marks
+    those told), and the refused ones in a field it never reads. A mark with no refused field (a
+    session-51 worker's, or a finished one), an older `1`, or a refused field that cannot be read
+    is finished: a claim notifies no one again."""
+    from stream.alerts.incidents import notified_mark, notified_services, refused_field
+
+    assert notified_services('["aaaaaaaaaaaaaaaa"]') == ["aaaaaaaaaaaaaaaa"]
+    partial = notified_mark('["aaaaaaaaaaaaaaaa"]', '["bbbbbbbbbbbbbbbb"]')
+    assert partial.partial and partial.accepted == ["aaaaaaaaaaaaaaaa"] and partial.refused == ("bbbbbbbbbbbbbbbb",)
+    assert [notified_mark(value, refused).partial for value, refused in
+            (('["aaaaaaaaaaaaaaaa"]', None), ("1", None), ("1", '["bbbbbbbbbbbbbbbb"]'), ('["aaaaaaaaaaaaaaaa"]', "garbled"))] == [False] * 4
+    assert refused_field("1700000000000-3") == "1700000000000-3:refused"
 
 
 @pytest.mark.parametrize("cause", ["refused", "capped"])
@@ -1444,7 +1540,9 @@ def test_a_connection_cut_just_after_a_notification_neither_repeats_it_nor_holds
 
 def test_the_mark_and_the_acknowledgement_count_once_when_run_twice(redis_server):
     """What a retry after a reply lost with its connection does: the step runs again. The notified
-    mark and the acknowledgement each move their counter once."""
+    mark and the acknowledgement each move their counter once. So does the rewrite of a partial mark
+    (a and b accepted, c refused; since session 52) by the claim that sent it to c, which accepted:
+    the mark then names all three, its refused field is gone, and `notified` counts it once."""
     redis.Redis.from_url(redis_server).flushdb()
 
     async def go():
@@ -1456,16 +1554,26 @@ def test_the_mark_and_the_acknowledgement_count_once_when_run_twice(redis_server
         for _ in range(2):
             await delivery._settle(entry, Delivery(notified=True, failures=0, attempts=1, targeted=1, sent=1))
         marked = await store.redis.hexists(NOTIFIED_KEY, entry)
+        partly = await store.redis.xadd(OUTBOX_KEY, {"record": "{}"})
+        await delivery._settle(partly, Delivery(notified=False, failures=1, attempts=2, targeted=3, sent=2, accepted=("a", "b"), refused=("c",)))
+        earlier = await delivery._notified_as(partly)
+        for _ in range(2):
+            joined = await delivery._settle(partly, Delivery(notified=True, failures=0, attempts=1, targeted=1, sent=1, accepted=("c",)), earlier)
+        finished = await store.redis.hgetall(NOTIFIED_KEY)
         for _ in range(2):
             await delivery._ack(entry, published=3)
         stats = await store.redis.hgetall(ALERT_STATS_KEY)
         pending = await store.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP)
+        await delivery._ack(partly, published=0)
         left = await store.redis.hlen(NOTIFIED_KEY)
         await store.close()
-        return marked, stats, pending, left
+        return marked, earlier, joined, finished, stats, pending, left, partly
 
-    marked, stats, pending, left = asyncio.run(go())
-    assert marked and int(stats["notified"]) == 1 and int(stats["published"]) == 3
+    marked, earlier, joined, finished, stats, pending, left, partly = asyncio.run(go())
+    assert marked and int(stats["notified"]) == 2 and int(stats["published"]) == 3 and int(stats["delivery_failed"]) == 1, stats
+    assert earlier is not None and earlier.partial and earlier.refused == ("c",), earlier
+    assert joined.notified and joined.accepted == ("a", "b", "c") and joined.sent == 3, joined
+    assert json.loads(finished[partly]) == ["a", "b", "c"] and f"{partly}:refused" not in finished, finished
     assert pending["pending"] == 0 and left == 0
 
 

@@ -9,6 +9,9 @@ after a failed publish or acknowledgement, or after a crash in those steps, publ
 notifying again. The mark is retried while Redis is briefly away (a restart leaves the pool's
 connections dead): the notification is out, and without the mark it would go out twice. At least
 once: a worker killed between the notification and that mark notifies again when the entry is claimed.
+A notification some services accepted and others refused after their retries is marked too, with
+the ones that refused (since session 52): such a delivery sends it to those alone, never again to one
+that accepted it.
 
 Within a worker's round, entries of one incident (or, without grouping, of one scope and kind) are
 delivered one after another in outbox order, and different incidents at once (`order_key`). Across
@@ -16,7 +19,7 @@ workers too: a chain whose incident has an earlier entry still pending elsewhere
 (another worker delivering it, or a dead worker's, until it is claimed) is held back
 (`_held_back`) and checked again next round, so "resolved" never overtakes the notice it ends.
 
-The steps of one entry are named: `_notified_before`, `_silence_of`, `_notify`, `_settle`,
+The steps of one entry are named: `_notified_as`, `_silence_of`, `_notify`, `_settle`,
 `_publish_and_ack`.
 """
 
@@ -26,7 +29,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, Sequence
 
 import redis.asyncio as aioredis
@@ -37,8 +40,8 @@ from stream.alerts.chart import baselines_of, chart_points, render_chart
 from stream.alerts.correlator import acknowledgements
 from stream.alerts.grouping import Notice
 from stream.alerts.precision import TrackRecord, track_record
-from stream.alerts.incidents import (TOLD_HELD, TOLD_LAST, TOLD_NOTICE, TOLD_SENT, TOLD_SERVICE, AlertRecord, marked_services, marks_behind,
-                                     notified_services, record_from_json, told_fate, told_routes, told_services)
+from stream.alerts.incidents import (TOLD_HELD, TOLD_LAST, TOLD_NOTICE, TOLD_SENT, TOLD_SERVICE, AlertRecord, NotifiedMark, marked_services,
+                                     marks_behind, notified_mark, record_from_json, refused_field, told_fate, told_routes, told_services)
 from stream.alerts.notify import Delivery, Notifier, describe, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
 from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, VERDICTS_KEY, caps_key, told_key
@@ -60,22 +63,34 @@ PublishRecord = Callable[[AlertRecord], Awaitable[Any]]
 # The two steps after a notification or a publish, each safe to run twice: a retry after a reply
 # lost with its connection must not count again. All their keys share the {alerts} slot.
 # KEYS: notified marks, alert stats. ARGV: entry id, TTL (s), the services that accepted it (a JSON
-# list of `service_key`, since session 51; a worker before wrote 1).
+# list of `service_key`, since session 51; a worker before wrote 1), the entry's refused field
+# (`incidents.refused_field`), the services that refused it (a JSON list, since session 52; '' where
+# none did). A mark is written once, but a partial one (a refused field beside it) is rewritten by the
+# claim that sends the notification to the services that refused it: finished then (none refused
+# again), it loses the field and counts `notified`, once, as a finished one does when first written.
 _MARK_NOTIFIED = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 then
-  redis.call('HINCRBY', KEYS[2], 'notified', 1)
+local partial = redis.call('HEXISTS', KEYS[1], ARGV[4]) == 1
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 or partial then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  if ARGV[5] ~= '' then
+    redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
+  else
+    redis.call('HDEL', KEYS[1], ARGV[4])
+    redis.call('HINCRBY', KEYS[2], 'notified', 1)
+  end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
 """
-# KEYS: outbox, notified marks, alert stats. ARGV: group, entry id, records published, TTL (s).
+# KEYS: outbox, notified marks, alert stats. ARGV: group, entry id, records published, TTL (s), the
+# entry's refused field.
 _ACK_PUBLISHED = """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('HINCRBY', KEYS[3], 'published', ARGV[3])
   redis.call('EXPIRE', KEYS[3], ARGV[4])
 end
-redis.call('HDEL', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[2], ARGV[5])
 return 1
 """
 
@@ -431,7 +446,8 @@ class AlertDelivery:
         # A firing record's time is its notice's: the marks keep the latest (`last`), against which a
         # resolution entry's `last_notified` (since session 50) tells a later notice a worker that
         # keeps no `last` delivered (`incidents.marks_behind`), as with grouping.
-        if claimed and await self._notified_before(entry_id):
+        earlier = await self._notified_as(entry_id) if claimed else None
+        if earlier is not None and not earlier.partial:
             log.info("alert already notified; publishing it", extra={"alert_id": record.alert_id, "entry": entry_id})
             if firing:
                 await self._mark_fate(record.alert_id, record.severity, TOLD_SENT, record.window_end, last=True)
@@ -440,6 +456,7 @@ class AlertDelivery:
             await self._publish_and_ack(entry_id, record.with_delivery(True))
             return
         told = routes if firing else (await self._told(record.alert_id, routes, fields.get("last_notified")))[0]
+        only = _refused_only(entry_id, earlier, record.alert_id)
         silence = await self._silence_of(record.scope, [record.kind])
         notified = False
         fate: str | None = None
@@ -448,11 +465,12 @@ class AlertDelivery:
             await self._count("silenced")
             self.metrics.silenced()
             fate = TOLD_HELD
-        elif self.notifier is not None and told and self.notifier.targets_for(*told):
-            delivered = await self._notify(record, told)
+        elif self.notifier is not None and told and self.notifier.targets_for(*told, only=only):
+            delivered = await self._settle(entry_id, await self._notify(record, told, only), earlier)
             notified = delivered.notified
-            await self._settle(entry_id, delivered)
             fate = told_fate(delivered.sent)
+        if earlier is not None:  # partly delivered before its worker died: the services that accepted it heard it
+            fate = TOLD_SENT
         if firing:  # also one no service is routed for: it moves `last`
             await self._mark_fate(record.alert_id, record.severity, fate, record.window_end, last=True)
         if not firing:
@@ -467,13 +485,14 @@ class AlertDelivery:
         routes = (data.get("route_severities") or [notice.severity]) if notice is not None else []  # Entry.route_severities
         notified = False
         firing = notice is not None and notice.state == "firing"
-        if notice is not None and claimed and (mark := await self._notified_as(entry_id)) is not None:
+        earlier = await self._notified_as(entry_id) if notice is not None and claimed else None
+        if notice is not None and earlier is not None and not earlier.partial:
             log.info("incident already notified; publishing it", extra={"incident_id": notice.incident_id, "entry": entry_id})
             notified = True
             if firing:
                 # The services its worker's mark names heard it (a mark from before session 51 names
                 # none: this notice then goes unmarked, and its resolution per severity).
-                services = notified_services(mark)
+                services = earlier.accepted
                 await self._mark_fate(notice.incident_id, notice.severity, TOLD_SENT, notice.at, last=True,
                                       heard=None if services is None else (entry_id, services))
             else:  # a crash between the resolution's notification and forgetting its marks left them
@@ -485,6 +504,8 @@ class AlertDelivery:
             only = None if firing else await self._told_services(notice.incident_id, data.get("firing_notices"))
             if only is not None and self.notifier is not None and told:
                 _log_unheard(notice.incident_id, self.notifier.targets_for(*told), only)
+            if (retry := _refused_only(entry_id, earlier, notice.incident_id)) is not None:
+                only = retry if only is None else only & retry
             # When a service first heard it at each severity: the correlator's time is its first
             # notice's, which a silence may have held back; delivery's own marks say when one went out.
             told_at = {**(data["told_at"] if isinstance(data.get("told_at"), dict) else {}), **sent_at}
@@ -495,10 +516,11 @@ class AlertDelivery:
                 self.metrics.silenced()
                 fate = TOLD_HELD
             elif self.notifier is not None and told and self.notifier.targets_for(*told, only=only):
-                delivered = await self._notify_notice(notice, records, told, told_at, only)
+                delivered = await self._settle(entry_id, await self._notify_notice(notice, records, told, told_at, only), earlier)
                 notified = delivered.notified
-                await self._settle(entry_id, delivered)
                 fate, heard = told_fate(delivered.sent), delivered.accepted
+            if earlier is not None:  # partly delivered before its worker died: the services that accepted it heard it
+                fate, heard = TOLD_SENT, heard or tuple(earlier.accepted or ())
             if firing:  # every firing notice sets `last`, also one no service is routed for (`marks_behind`)
                 await self._mark_fate(notice.incident_id, notice.severity, fate, notice.at, last=True, heard=(entry_id, heard))
             else:
@@ -598,10 +620,10 @@ class AlertDelivery:
         silences = await list_silences(self.redis)
         return next((found for kind in kinds if (found := silenced_by(silences, scope, kind, time.time()))), None)
 
-    async def _notify(self, record: AlertRecord, routes: Sequence[str]) -> Delivery:
+    async def _notify(self, record: AlertRecord, routes: Sequence[str], only: set[str] | None = None) -> Delivery:
         assert self.notifier is not None
         png = await self._chart(record) if self.chart else None
-        return await self.notifier.deliver(record, png, routes)
+        return await self.notifier.deliver(record, png, routes, only)
 
     async def _mark_fate(self, ident: str, severity: str, fate: str | None, at: str = "", last: bool = False,
                          heard: tuple[str, Sequence[str]] | None = None) -> None:
@@ -683,37 +705,51 @@ class AlertDelivery:
         keeps them until its key's idle TTL)."""
         await self.redis.delete(told_key(ident))
 
-    async def _notified_before(self, entry_id: str) -> bool:
-        """Whether an earlier delivery of this entry (this worker's or a dead one's) notified it."""
-        return await self._notified_as(entry_id) is not None
+    async def _notified_as(self, entry_id: str) -> NotifiedMark | None:
+        """An earlier delivery's notified mark of this entry (this worker's or a dead one's, `_settle`),
+        None where none notified it: finished, or partial (`NotifiedMark.partial`: some services
+        refused it)."""
+        found, refused = await self.redis.hmget(NOTIFIED_KEY, [entry_id, refused_field(entry_id)])
+        return None if found is None else notified_mark(str(found), None if refused is None else str(refused))
 
-    async def _notified_as(self, entry_id: str) -> str | None:
-        """An earlier delivery's notified mark of this entry (`_settle`; `incidents.notified_services`
-        reads it), None where none notified it."""
-        found = await self.redis.hget(NOTIFIED_KEY, entry_id)
-        return None if found is None else str(found)
+    async def _settle(self, entry_id: str, delivered: Delivery, earlier: NotifiedMark | None = None) -> Delivery:
+        """Count the notification's outcome; one some service accepted is also marked on its entry
+        (retried while Redis is away, see `_after_sending`). Not sent to every service it was routed
+        for: a failure where a service refused it after its retries, else `capped` where the daily cap
+        held a service back (a hold the operator chose, as a silence is; until session 50 it counted as
+        a failure). One the cap held back from some services and others accepted is notified (since
+        session 51; it reached someone) and counted `capped` too. One some accepted and others refused
+        is marked with both (since session 52), so a claim after its worker died sends it to the
+        refused alone (before, with no mark, to every service again).
 
-    async def _settle(self, entry_id: str, delivered: Delivery) -> None:
-        """Count the notification's outcome; a sent one is also marked on its entry (retried while
-        Redis is away, see `_after_sending`). Not sent to every service it was routed for: a failure
-        where a service refused it after its retries, else `capped` where the daily cap held a
-        service back (a hold the operator chose, as a silence is; until session 50 it counted as a
-        failure). One the cap held back from some services and others accepted is notified (since
-        session 51; it reached someone) and counted `capped` too."""
+        `earlier`: such a partial mark, where this was that claim's notification to the services that
+        refused: the outcome is of the whole notification (every service that accepted it, either
+        time), counted once more only where it is now notified (counted `delivery_failed` the first
+        time, and `notified` now that it reached the rest); refused again, it counts nothing new.
+        Returns the outcome so joined."""
+        if earlier is not None:
+            delivered = _joined(earlier, delivered)
         if delivered.capped and not delivered.failures:
             await self._count("capped")  # also where another service accepted it: then notified, too
         if not delivered.notified and delivered.capped and not delivered.failures:
             self.metrics.delivery_capped()
-            return
-        self.metrics.delivery(delivered.notified)  # one result per notification: a partly capped one is notified
-        if not delivered.notified:
+            return delivered
+        if earlier is None or delivered.notified:
+            self.metrics.delivery(delivered.notified)  # one result per notification: a partly capped one is notified
+        if not delivered.notified and earlier is None:
             await self._count("delivery_failed")
-            return
+        if not delivered.notified and not delivered.accepted:  # it reached nobody: nothing a claim must not send again
+            return delivered
         # The mark's value names the services that accepted it: a claim that finds the entry notified
-        # marks them told (`_deliver_entry`), where it knew none once its worker died.
+        # marks them told (`_deliver_entry`), where it knew none once its worker died. A session-51
+        # worker reads a partial mark's value as a finished one's: it publishes the entry without
+        # notifying again (never a duplicate) and the refused services get no second try.
         heard = json.dumps(list(delivered.accepted))
+        refused = json.dumps(list(delivered.refused)) if not delivered.notified and delivered.refused else ""
         await self._after_sending(lambda: self._mark_script(keys=[NOTIFIED_KEY, ALERT_STATS_KEY],
-                                                            args=[entry_id, self.store.idle_ttl_s, heard]), "notified mark")
+                                                            args=[entry_id, self.store.idle_ttl_s, heard, refused_field(entry_id), refused]),
+                                  "notified mark")
+        return delivered
 
     async def _after_sending(self, call: Callable[[], Awaitable[Any]], what: str) -> None:
         """A step that follows something sent (a notification, a record), retried while Redis is
@@ -727,7 +763,8 @@ class AlertDelivery:
         """Acknowledge the entry, count its `published` records once, and drop its mark (a mark left
         by a crash before this expires with its key)."""
         await self._after_sending(lambda: self._ack_script(keys=[OUTBOX_KEY, NOTIFIED_KEY, ALERT_STATS_KEY],
-                                                           args=[OUTBOX_GROUP, entry_id, published, self.store.idle_ttl_s]), "acknowledgement")
+                                                           args=[OUTBOX_GROUP, entry_id, published, self.store.idle_ttl_s,
+                                                                 refused_field(entry_id)]), "acknowledgement")
 
     async def _publish_and_ack(self, entry_id: str, record: AlertRecord) -> None:
         await self.publish(record)
@@ -752,6 +789,25 @@ class AlertDelivery:
         except Exception:  # noqa: BLE001 - a chart is a nicety; the notification goes without it
             log.exception("chart failed; notifying without it", extra={"id": ident})
             return None
+
+
+def _refused_only(entry_id: str, earlier: NotifiedMark | None, ident: str) -> set[str] | None:
+    """The services a claimed entry's notification goes to where an earlier delivery of it was
+    partial (`NotifiedMark.partial`): those that refused it; None where it goes to every service
+    routed (no earlier delivery notified it)."""
+    if earlier is None or not earlier.partial:
+        return None
+    log.info("notification partly delivered before; sending it to the services that refused it alone",
+             extra={"id": ident, "entry": entry_id, "accepted": len(earlier.accepted or ()), "refused": len(earlier.refused)})
+    return set(earlier.refused)
+
+
+def _joined(earlier: NotifiedMark, retried: Delivery) -> Delivery:
+    """A partly delivered notification's outcome once it went again to the services that refused it
+    (`retried`): every service either delivery reached accepted it; notified where none refused it
+    again (the daily cap's holds aside, as in `Notifier._deliver`)."""
+    accepted = tuple(dict.fromkeys([*(earlier.accepted or ()), *retried.accepted]))
+    return replace(retried, notified=retried.failures == 0, sent=len(accepted), accepted=accepted)
 
 
 def _log_unheard(ident: str, routed: Sequence[NotifyBase], heard: set[str]) -> None:

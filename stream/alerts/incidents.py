@@ -298,6 +298,43 @@ def notified_services(mark: str) -> list[str] | None:
     return found
 
 
+# An entry's notified mark's second field (since session 52): where some routed service refused its
+# notification after its retries and another accepted it, the refused services' JSON list.
+REFUSED_SUFFIX = ":refused"
+
+
+def refused_field(entry_id: str) -> str:
+    """The notified mark's field of the services that refused an entry's notification."""
+    return f"{entry_id}{REFUSED_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class NotifiedMark:
+    """An entry's notified mark as a claim reads it. `accepted`: the services that accepted its
+    notification (None: a mark from before session 51, `1`, names none). `refused`: since session
+    52, those that refused it after their retries while others accepted (a partly delivered
+    notification): a claim sends it to these alone, never again to one that showed it to the risk
+    team. Empty: finished (every routed service accepted it but those the daily cap held back), and
+    a claim publishes it without notifying."""
+
+    accepted: list[str] | None
+    refused: tuple[str, ...] = ()
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.refused) and bool(self.accepted)
+
+
+def notified_mark(value: str, refused: str | None) -> NotifiedMark:
+    """An entry's notified mark from its two fields (`refused` None where there is none, as a
+    worker before session 52 never writes one). A refused field that cannot be read, or beside a
+    value that names no service, leaves the mark finished: a service that missed the notice is
+    better than a duplicate to one that showed it."""
+    accepted = notified_services(value)
+    unheard = notified_services(refused) if refused is not None and accepted is not None else None
+    return NotifiedMark(accepted, tuple(unheard or ()))
+
+
 def marked_services(marks: Mapping[str, str]) -> set[str]:
     """The services (`service_key`) the told marks say a firing notice reached (`svc:<key>` = sent)."""
     return {name[len(TOLD_SERVICE):] for name, fate in marks.items()

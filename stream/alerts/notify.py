@@ -342,6 +342,9 @@ class Delivery:
     # The services that accepted it (`service_key` of each as configured): delivery marks them told
     # of a firing notice, and a resolution goes to those alone (`AlertDelivery._told_services`).
     accepted: tuple[str, ...] = ()
+    # The services that refused it after their retries (`service_key`): a claim after its worker
+    # died sends it to these alone (since session 52; `AlertDelivery._settle` marks them).
+    refused: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -406,14 +409,17 @@ class Notifier:
         routed = route(self.targets, *severities)
         return routed if only is None else [server for server in routed if service_key(server) in only]
 
-    async def deliver(self, record: AlertRecord, chart_png: bytes | None = None, routes: Sequence[str] = ()) -> Delivery:
+    async def deliver(self, record: AlertRecord, chart_png: bytes | None = None, routes: Sequence[str] = (),
+                      only: Collection[str] | None = None) -> Delivery:
         """One transition's notification (`SENTINEL_ALERT_GROUPING=none`), routed for `routes` (a
-        resolution: every severity its alert's firing notifications went out at), else its own."""
+        resolution: every severity its alert's firing notifications went out at), else its own.
+        `only`: the services (by `service_key`) among them it goes to (a claim's: those that
+        refused it before its worker died)."""
         context = {"alert_id": record.alert_id, "scope": record.scope, "severity": record.severity}
         text = message.body(record, samples=self.samples, console_url=self.console_url, now=time.time(), routes=routes)
         return await self._deliver(context, tuple(routes) or (record.severity,), message.title(record), text,
                                    notify_type(record.state, record.severity), chart_png, record.alert_id, key=record.incident_id,
-                                   fields=record_fields(record))
+                                   fields=record_fields(record), only=only)
 
     async def test_each(self, severity: str) -> list[tuple[str, bool]]:
         """One test notification to every service `severity` routes to, side by side (no daily cap:
@@ -437,7 +443,8 @@ class Notifier:
         `verdict`: one already given, which a resolution says instead of asking for it. `told_at`: a
         resolution's `Entry.told_at`, when it was first told at each severity. `acks`: its
         acknowledgements, oldest first, each listed. `only`: a resolution's, the services (by
-        `service_key`) that heard a firing notice of it; the others routed hear nothing."""
+        `service_key`) that heard a firing notice of it, or a claim's, those that refused this one
+        before its worker died; the others routed hear nothing."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
         text = message.notice_body(notice, records, samples_shown=self.samples, console_url=self.console_url, track=track,
                                    window=self.window, recent=recent, now=time.time(), verdict=verdict, routes=routes, told_at=told_at,
@@ -482,6 +489,7 @@ class Notifier:
         sent = sum(o.ok for o in outcomes)
         failures = len(outcomes) - sent
         accepted = tuple(service_key(configured) for (_, configured), outcome in zip(targets, outcomes) if outcome.ok)
+        refused = tuple(service_key(configured) for (_, configured), outcome in zip(targets, outcomes) if not outcome.ok)
         return Delivery(
             # A service the daily cap held back is no failure: one that accepted was told (until
             # session 51 such a notice was published `notified: false`, though it reached someone).
@@ -492,6 +500,7 @@ class Notifier:
             sent=sent,
             capped=len(routed) - len(targets),
             accepted=accepted,
+            refused=refused,
         )
 
     async def _deliver_one(
