@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 import sys
+from typing import Awaitable, Callable, TypeVar
 
 import pytest
 import redis
@@ -29,6 +30,7 @@ from stream.alerts.notify import Delivery, Notifier, build_apprise, service_key
 from stream.store import Scored, WindowStore
 from workers import Hook
 
+T = TypeVar("T")
 SCORES = {"positive": 0.6, "negative": -0.6, "neutral": 0.0}
 # A swing on BTC and, six hours later, a 5x burst on ETH: two kinds of incident, one silenced below.
 SWING = Scenario(days=2, episodes=(Episode("BTC", 36 * 3600, mix=SWING_MIX), Episode("ETH", 42 * 3600, volume=5.0)))
@@ -741,6 +743,24 @@ def test_a_service_that_heard_no_firing_notice_hears_no_resolution(redis_server,
     assert left == 0  # the marks go with the resolution
 
 
+def on_store(redis_server: str, body: Callable[[WindowStore], Awaitable[T]], *hooks: Hook) -> T:
+    """`body` run on a store of the test's Redis (the told-marks tests' frame): the store closes,
+    and each of `hooks` stops, whatever `body` raised."""
+
+    async def go() -> T:
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(go())
+    finally:
+        for hook in hooks:
+            hook.close()
+
+
 @pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
 def test_a_claimed_resolution_already_notified_forgets_its_told_marks(redis_server, grouping):
     """A worker sends a resolution, marks its entry notified and dies before it forgets the firing
@@ -769,31 +789,24 @@ def test_a_claimed_resolution_already_notified_forgets_its_told_marks(redis_serv
 
     hook = Hook()
 
-    async def go():
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
-        try:
-            notifier = Notifier(build_apprise(hook.url, None), attempts=1)
-            first = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="first", chart=False)
-            await first.ensure_group()
-            await store.redis.xadd(OUTBOX_KEY, entry("firing"))
-            while await first.drain_once():
-                pass
-            marked = await store.redis.hgetall(told_key("incX"))
-            # The resolution: sent and marked notified by a worker that died there.
-            ended = await store.redis.xadd(OUTBOX_KEY, entry("resolved"))
-            await store.redis.xreadgroup(OUTBOX_GROUP, "dead", {OUTBOX_KEY: ">"}, count=1)
-            await store.redis.hset(NOTIFIED_KEY, ended, 1)
-            claiming = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="second", chart=False, claim_idle_s=0)
-            while await claiming.drain_once():
-                pass
-            return marked, await store.redis.hgetall(told_key("incX")), await outbox_drained(store.redis)
-        finally:
-            await store.close()
+    async def go(store: WindowStore):
+        notifier = Notifier(build_apprise(hook.url, None), attempts=1)
+        first = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="first", chart=False)
+        await first.ensure_group()
+        await store.redis.xadd(OUTBOX_KEY, entry("firing"))
+        while await first.drain_once():
+            pass
+        marked = await store.redis.hgetall(told_key("incX"))
+        # The resolution: sent and marked notified by a worker that died there.
+        ended = await store.redis.xadd(OUTBOX_KEY, entry("resolved"))
+        await store.redis.xreadgroup(OUTBOX_GROUP, "dead", {OUTBOX_KEY: ">"}, count=1)
+        await store.redis.hset(NOTIFIED_KEY, ended, 1)
+        claiming = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="second", chart=False, claim_idle_s=0)
+        while await claiming.drain_once():
+            pass
+        return marked, await store.redis.hgetall(told_key("incX")), await outbox_drained(store.redis)
 
-    try:
-        marked, left, drained = asyncio.run(go())
-    finally:
-        hook.close()
+    marked, left, drained = on_store(redis_server, go, hook)
     assert marked.get("warning") == "sent", marked
     assert drained and len(hook.accepted) == 1  # the claimed resolution was not sent again
     assert left == {}, left
@@ -839,31 +852,24 @@ def test_a_resolutions_escalated_line_says_when_a_service_first_heard_it_not_whe
 
     hook = Hook()
 
-    async def go():
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
-        try:
-            delivery = AlertDelivery(store, Notifier(build_apprise(hook.url, None), attempts=1), lambda record: asyncio.sleep(0),
-                                     consumer="test", chart=False)
-            await delivery.ensure_group()
-            await add_silence(store.redis, "asset:ETH", 7 * 86400, None, "quiet until we look")
-            await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
-            while await delivery.drain_once():
-                pass
-            for silence in await list_silences(store.redis):
-                await remove_silence(store.redis, silence.id)
-            await store.redis.xadd(OUTBOX_KEY, entry("repeat", "warning", "2026-10-02T12:36:00Z"))
-            await store.redis.xadd(OUTBOX_KEY, entry("update", "critical", "2026-10-02T13:06:00Z"))
-            await store.redis.xadd(OUTBOX_KEY, entry("resolved", "critical", "2026-10-02T14:00:00Z", route_severities=("warning", "critical"),
-                                                     told_at=(("warning", "2026-10-02T12:06:00Z"), ("critical", "2026-10-02T13:06:00Z"))))
-            while await delivery.drain_once():
-                pass
-        finally:
-            await store.close()
+    async def go(store: WindowStore):
+        delivery = AlertDelivery(store, Notifier(build_apprise(hook.url, None), attempts=1), lambda record: asyncio.sleep(0),
+                                 consumer="test", chart=False)
+        await delivery.ensure_group()
+        await add_silence(store.redis, "asset:ETH", 7 * 86400, None, "quiet until we look")
+        await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
+        while await delivery.drain_once():
+            pass
+        for silence in await list_silences(store.redis):
+            await remove_silence(store.redis, silence.id)
+        await store.redis.xadd(OUTBOX_KEY, entry("repeat", "warning", "2026-10-02T12:36:00Z"))
+        await store.redis.xadd(OUTBOX_KEY, entry("update", "critical", "2026-10-02T13:06:00Z"))
+        await store.redis.xadd(OUTBOX_KEY, entry("resolved", "critical", "2026-10-02T14:00:00Z", route_severities=("warning", "critical"),
+                                                 told_at=(("warning", "2026-10-02T12:06:00Z"), ("critical", "2026-10-02T13:06:00Z"))))
+        while await delivery.drain_once():
+            pass
 
-    try:
-        asyncio.run(go())
-    finally:
-        hook.close()
+    on_store(redis_server, go, hook)
     assert [(p["state"], p["severity"]) for p in hook.accepted] == [("firing", "warning"), ("firing", "critical"), ("resolved", "critical")]
     escalated = [line for line in hook.accepted[-1]["message"].splitlines() if line.startswith("Escalated: ")]
     assert escalated == ["Escalated: told as warning from 2026-10-02T12:36:00Z, then critical from 2026-10-02T13:06:00Z (event time). "
@@ -885,31 +891,23 @@ def test_a_service_a_firing_notice_never_reached_hears_no_resolution(redis_serve
     warning.failing = True
     marks: list[dict] = []
 
-    async def go():
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
-        try:
-            urls = f"warning={warning.url} critical={critical.url}"
-            delivery = AlertDelivery(store, Notifier(build_apprise(urls, None), attempts=2, backoff=0.01), lambda record: asyncio.sleep(0),
-                                     consumer="test", chart=False)
-            await delivery.ensure_group()
-            await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incF", "new", "warning", "2026-10-02T12:06:00Z"))
-            while await delivery.drain_once():
-                pass
-            marks.append(await store.redis.hgetall(told_key("incF")))
-            warning.failing = False
-            await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incF", "update", "critical", "2026-10-02T13:06:00Z"))
-            await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incF", "resolved", "critical", "2026-10-02T14:00:00Z",
-                                                          route_severities=("warning", "critical")))
-            while await delivery.drain_once():
-                pass
-        finally:
-            await store.close()
+    async def go(store: WindowStore):
+        urls = f"warning={warning.url} critical={critical.url}"
+        delivery = AlertDelivery(store, Notifier(build_apprise(urls, None), attempts=2, backoff=0.01), lambda record: asyncio.sleep(0),
+                                 consumer="test", chart=False)
+        await delivery.ensure_group()
+        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incF", "new", "warning", "2026-10-02T12:06:00Z"))
+        while await delivery.drain_once():
+            pass
+        marks.append(await store.redis.hgetall(told_key("incF")))
+        warning.failing = False
+        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incF", "update", "critical", "2026-10-02T13:06:00Z"))
+        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incF", "resolved", "critical", "2026-10-02T14:00:00Z",
+                                                      route_severities=("warning", "critical")))
+        while await delivery.drain_once():
+            pass
 
-    try:
-        asyncio.run(go())
-    finally:
-        warning.close()
-        critical.close()
+    on_store(redis_server, go, warning, critical)
     assert [(p["state"], p["severity"]) for p in critical.accepted] == [("firing", "critical"), ("resolved", "critical")], critical.accepted
     assert warning.accepted == [], warning.accepted
     assert warning.refused == 2 and marks[0].get("warning") == "failed", (warning.refused, marks)
@@ -934,40 +932,32 @@ def test_a_resolution_goes_to_the_services_a_firing_notice_reached_not_every_one
     marks: list[dict] = []
     entry = functools.partial(told_entry, True, "incS")
 
-    async def go():
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
-        try:
-            both = told_delivery(store, f"warning={a.url} warning={b.url}")
-            first = told_delivery(store, f"warning={a.url}") if case == "added-since" else both
-            await first.ensure_group()
-            await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
+    async def go(store: WindowStore):
+        both = told_delivery(store, f"warning={a.url} warning={b.url}")
+        first = told_delivery(store, f"warning={a.url}") if case == "added-since" else both
+        await first.ensure_group()
+        await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
+        while await first.drain_once():
+            pass
+        if case == "older-delivered-one":
+            # A session-49 worker delivers the repeat: both hear it; it marks the severity and
+            # `last`, no service, and counts nothing.
+            b.failing = False
+            await store.redis.hset(told_key("incS"), mapping={"warning": "sent", "last": "2026-10-02T16:06:00Z"})
+            await asyncio.to_thread(both.notifier.targets[1].notify, body="repeat", title="repeat")
+        else:
+            await store.redis.xadd(OUTBOX_KEY, entry("repeat", "warning", "2026-10-02T16:06:00Z"))
             while await first.drain_once():
                 pass
-            if case == "older-delivered-one":
-                # A session-49 worker delivers the repeat: both hear it; it marks the severity and
-                # `last`, no service, and counts nothing.
-                b.failing = False
-                await store.redis.hset(told_key("incS"), mapping={"warning": "sent", "last": "2026-10-02T16:06:00Z"})
-                await asyncio.to_thread(both.notifier.targets[1].notify, body="repeat", title="repeat")
-            else:
-                await store.redis.xadd(OUTBOX_KEY, entry("repeat", "warning", "2026-10-02T16:06:00Z"))
-                while await first.drain_once():
-                    pass
-            marks.append(await store.redis.hgetall(told_key("incS")))
-            b.failing = False
-            await store.redis.xadd(OUTBOX_KEY, entry("resolved", "warning", "2026-10-02T17:00:00Z", route_severities=("warning",),
-                                                     last_notified="2026-10-02T16:06:00Z", firing_notices=2))
-            while await both.drain_once():
-                pass
-        finally:
-            await store.close()
+        marks.append(await store.redis.hgetall(told_key("incS")))
+        b.failing = False
+        await store.redis.xadd(OUTBOX_KEY, entry("resolved", "warning", "2026-10-02T17:00:00Z", route_severities=("warning",),
+                                                 last_notified="2026-10-02T16:06:00Z", firing_notices=2))
+        while await both.drain_once():
+            pass
 
-    try:
-        with caplog.at_level(logging.INFO, logger="stream.alerts.delivery"):
-            asyncio.run(go())
-    finally:
-        a.close()
-        b.close()
+    with caplog.at_level(logging.INFO, logger="stream.alerts.delivery"):
+        on_store(redis_server, go, a, b)
     heard_a = ["firing", "resolved"] if case == "older-delivered-one" else ["firing", "firing", "resolved"]
     assert [p.get("state") for p in a.accepted] == heard_a, a.accepted
     resolved_b = [p for p in b.accepted if p.get("state") == "resolved"]
@@ -1001,35 +991,28 @@ def test_a_service_that_heard_the_firing_under_another_url_still_hears_the_resol
     redis.Redis.from_url(redis_server).flushdb()
     hook = Hook()
 
-    async def go():
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
-        try:
-            now = told_delivery(store, f"warning={hook.url}")
-            before = told_delivery(store, f"warning={hook.url}?overflow=split") if change == "url-edited" else now
-            await now.ensure_group()
-            first = await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incU", "new", "warning", "2026-10-02T12:06:00Z"))
-            while await before.drain_once():
-                pass
-            if change == "session-50-key":  # the mark as a session-50 worker keyed it: Apprise's whole URL
-                (server,) = now.notifier.targets
-                older = server.url(privacy=False)
-                marks = await store.redis.hgetall(told_key("incU"))
-                await store.redis.delete(told_key("incU"))
-                await store.redis.hset(told_key("incU"), mapping={**{k: v for k, v in marks.items() if not k.startswith("svc:")},
-                                                                  f"svc:{hashlib.sha256(older.encode()).hexdigest()[:16]}": "sent",
-                                                                  f"svc:notice:{first}": "1"})
-            await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incU", "resolved", "warning", "2026-10-02T13:00:00Z", route_severities=("warning",),
-                                                          last_notified="2026-10-02T12:06:00Z", firing_notices=1))
-            while await now.drain_once():
-                pass
-        finally:
-            await store.close()
+    async def go(store: WindowStore):
+        now = told_delivery(store, f"warning={hook.url}")
+        before = told_delivery(store, f"warning={hook.url}?overflow=split") if change == "url-edited" else now
+        await now.ensure_group()
+        first = await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incU", "new", "warning", "2026-10-02T12:06:00Z"))
+        while await before.drain_once():
+            pass
+        if change == "session-50-key":  # the mark as a session-50 worker keyed it: Apprise's whole URL
+            (server,) = now.notifier.targets
+            older = server.url(privacy=False)
+            marks = await store.redis.hgetall(told_key("incU"))
+            await store.redis.delete(told_key("incU"))
+            await store.redis.hset(told_key("incU"), mapping={**{k: v for k, v in marks.items() if not k.startswith("svc:")},
+                                                              f"svc:{hashlib.sha256(older.encode()).hexdigest()[:16]}": "sent",
+                                                              f"svc:notice:{first}": "1"})
+        await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incU", "resolved", "warning", "2026-10-02T13:00:00Z", route_severities=("warning",),
+                                                      last_notified="2026-10-02T12:06:00Z", firing_notices=1))
+        while await now.drain_once():
+            pass
 
-    try:
-        with caplog.at_level(logging.INFO, logger="stream.alerts.delivery"):
-            asyncio.run(go())
-    finally:
-        hook.close()
+    with caplog.at_level(logging.INFO, logger="stream.alerts.delivery"):
+        on_store(redis_server, go, hook)
     assert [p.get("state") for p in hook.accepted] == ["firing", "resolved"], hook.accepted
     gone = [r for r in caplog.records if r.getMessage().startswith("told marks name services no longer configured")]
     assert len(gone) == (0 if change == "url-edited" else 1) and all(r.services == 1 for r in gone), gone
@@ -1054,37 +1037,29 @@ def test_a_firing_notice_delivered_again_after_its_worker_died_is_counted_once(r
     marks: list[dict] = []
     entry = functools.partial(told_entry, True, "incR")
 
-    async def go():
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
-        try:
-            urls = f"warning={a.url} warning={b.url}"
-            dead, live = told_delivery(store, urls, "dead"), told_delivery(store, urls, "live", claim_idle_s=0)
-            await dead.ensure_group()
+    async def go(store: WindowStore):
+        urls = f"warning={a.url} warning={b.url}"
+        dead, live = told_delivery(store, urls, "dead"), told_delivery(store, urls, "live", claim_idle_s=0)
+        await dead.ensure_group()
 
-            async def dies(entry_id: str, published: int) -> None:  # the worker is gone before its acknowledgement
-                pass
+        async def dies(entry_id: str, published: int) -> None:  # the worker is gone before its acknowledgement
+            pass
 
-            dead._ack = dies  # type: ignore[method-assign]
-            await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
-            assert await dead.drain_once() == 1
-            b.failing = retry == "refused-again"
-            while await live.drain_once():  # claims the dead worker's entry and delivers it again
-                pass
-            marks.append(await store.redis.hgetall(told_key("incR")))
-            b.failing = False
-            await store.redis.xadd(OUTBOX_KEY, entry("resolved", "warning", "2026-10-02T13:00:00Z", route_severities=("warning",),
-                                                     last_notified="2026-10-02T12:06:00Z", firing_notices=1))
-            while await live.drain_once():
-                pass
-            assert (await store.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP))["pending"] == 0
-        finally:
-            await store.close()
+        dead._ack = dies  # type: ignore[method-assign]
+        await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
+        assert await dead.drain_once() == 1
+        b.failing = retry == "refused-again"
+        while await live.drain_once():  # claims the dead worker's entry and delivers it again
+            pass
+        marks.append(await store.redis.hgetall(told_key("incR")))
+        b.failing = False
+        await store.redis.xadd(OUTBOX_KEY, entry("resolved", "warning", "2026-10-02T13:00:00Z", route_severities=("warning",),
+                                                 last_notified="2026-10-02T12:06:00Z", firing_notices=1))
+        while await live.drain_once():
+            pass
+        assert (await store.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP))["pending"] == 0
 
-    try:
-        asyncio.run(go())
-    finally:
-        a.close()
-        b.close()
+    on_store(redis_server, go, a, b)
     assert [p.get("state") for p in a.accepted] == ["firing", "resolved"], a.accepted  # the claim sent it to b alone
     heard_b = [] if retry == "refused-again" else ["firing", "resolved"]
     assert [p.get("state") for p in b.accepted] == heard_b, b.accepted
@@ -1115,38 +1090,30 @@ def test_a_claim_that_finds_a_firing_notice_sent_marks_the_services_its_worker_r
     a, b = Hook(), Hook()
     entry = functools.partial(told_entry, True, "incC")
 
-    async def go():
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
-        try:
-            dead = told_delivery(store, f"warning={a.url}", "dead")
-            live = told_delivery(store, f"warning={a.url} warning={b.url}", "live", claim_idle_s=0)
-            await dead.ensure_group()
+    async def go(store: WindowStore):
+        dead = told_delivery(store, f"warning={a.url}", "dead")
+        live = told_delivery(store, f"warning={a.url} warning={b.url}", "live", claim_idle_s=0)
+        await dead.ensure_group()
 
-            async def dies(*args, **kwargs) -> None:  # the worker is gone after its notified mark
-                raise RuntimeError("worker killed")
+        async def dies(*args, **kwargs) -> None:  # the worker is gone after its notified mark
+            raise RuntimeError("worker killed")
 
-            dead._mark_told = dies  # type: ignore[method-assign]
-            first = await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
-            with pytest.raises(RuntimeError):
-                await dead.drain_once()
-            if mark == "before-session-51":
-                await store.redis.hset(NOTIFIED_KEY, first, 1)
-            assert await store.redis.hexists(NOTIFIED_KEY, first)
-            while await live.drain_once():  # claims the entry: already notified, published only
-                pass
-            await store.redis.xadd(OUTBOX_KEY, entry("resolved", "warning", "2026-10-02T13:00:00Z", route_severities=("warning",),
-                                                     last_notified="2026-10-02T12:06:00Z", firing_notices=1))
-            while await live.drain_once():
-                pass
-            assert (await store.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP))["pending"] == 0
-        finally:
-            await store.close()
+        dead._mark_told = dies  # type: ignore[method-assign]
+        first = await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
+        with pytest.raises(RuntimeError):
+            await dead.drain_once()
+        if mark == "before-session-51":
+            await store.redis.hset(NOTIFIED_KEY, first, 1)
+        assert await store.redis.hexists(NOTIFIED_KEY, first)
+        while await live.drain_once():  # claims the entry: already notified, published only
+            pass
+        await store.redis.xadd(OUTBOX_KEY, entry("resolved", "warning", "2026-10-02T13:00:00Z", route_severities=("warning",),
+                                                 last_notified="2026-10-02T12:06:00Z", firing_notices=1))
+        while await live.drain_once():
+            pass
+        assert (await store.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP))["pending"] == 0
 
-    try:
-        asyncio.run(go())
-    finally:
-        a.close()
-        b.close()
+    on_store(redis_server, go, a, b)
     assert [p.get("state") for p in a.accepted] == ["firing", "resolved"], a.accepted  # not notified again
     heard_b = [] if mark == "services" else ["resolved"]
     assert [p.get("state") for p in b.accepted] == heard_b, b.accepted
@@ -1178,38 +1145,30 @@ def test_a_claim_sends_a_partly_delivered_notice_to_the_services_that_refused_it
         r.hset(cap, service_key(service), 2)
     live_published: list = []
 
-    async def go():
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
-        try:
-            def worker(name: str, publish, **kw) -> AlertDelivery:
-                notifier = Notifier(build_apprise(f"warning={a.url} warning={b.url} warning={c.url}", None), attempts=2, backoff=0.01,
-                                    daily_cap=2 if capped else 0)
-                return AlertDelivery(store, notifier, publish, consumer=name, chart=False, **kw)
+    async def go(store: WindowStore):
+        def worker(name: str, publish, **kw) -> AlertDelivery:
+            notifier = Notifier(build_apprise(f"warning={a.url} warning={b.url} warning={c.url}", None), attempts=2, backoff=0.01,
+                                daily_cap=2 if capped else 0)
+            return AlertDelivery(store, notifier, publish, consumer=name, chart=False, **kw)
 
-            dead = worker("dead", lambda record: asyncio.sleep(0))
-            live = worker("live", lambda record: asyncio.sleep(0, live_published.append(record)), claim_idle_s=0)
-            await dead.ensure_group()
+        dead = worker("dead", lambda record: asyncio.sleep(0))
+        live = worker("live", lambda record: asyncio.sleep(0, live_published.append(record)), claim_idle_s=0)
+        await dead.ensure_group()
 
-            async def dies(entry_id: str, published: int) -> None:  # the worker is gone before its acknowledgement
-                raise RuntimeError("worker killed")
+        async def dies(entry_id: str, published: int) -> None:  # the worker is gone before its acknowledgement
+            raise RuntimeError("worker killed")
 
-            dead._ack = dies  # type: ignore[method-assign]
-            first = await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incP", "new", "warning", "2026-10-02T12:06:00Z"))
-            with pytest.raises(RuntimeError):
-                await dead.drain_once()
-            b.failing = case == "refused-again"
-            while await live.drain_once():  # claims the dead worker's entry
-                pass
-            return (await store.redis.hgetall(ALERT_STATS_KEY), await store.redis.hgetall(told_key("incP")),
-                    await store.redis.hlen(NOTIFIED_KEY), await outbox_drained(store.redis), first)
-        finally:
-            await store.close()
+        dead._ack = dies  # type: ignore[method-assign]
+        first = await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incP", "new", "warning", "2026-10-02T12:06:00Z"))
+        with pytest.raises(RuntimeError):
+            await dead.drain_once()
+        b.failing = case == "refused-again"
+        while await live.drain_once():  # claims the dead worker's entry
+            pass
+        return (await store.redis.hgetall(ALERT_STATS_KEY), await store.redis.hgetall(told_key("incP")),
+                await store.redis.hlen(NOTIFIED_KEY), await outbox_drained(store.redis), first)
 
-    try:
-        stats, marks, left, drained, first = asyncio.run(go())
-    finally:
-        for hook in (a, b, c):
-            hook.close()
+    stats, marks, left, drained, first = on_store(redis_server, go, a, b, c)
     assert [p["title"] for p in a.accepted] == [next(p["title"] for p in a.accepted)], a.accepted  # once, never again
     b_heard = 0 if case == "refused-again" else 1
     assert len(b.accepted) == b_heard and b.refused == {"refused-again": 4, "capped": 0}.get(case, 2), (b.accepted, b.refused)
@@ -1268,30 +1227,23 @@ def test_a_resolution_whose_every_firing_notice_reached_no_service_is_settled_un
     hook.failing = cause == "refused"
     published: list = []
 
-    async def go():
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
-        try:
-            notifier = Notifier(build_apprise(hook.url, None), attempts=2, backoff=0.01, daily_cap=1 if cause == "capped" else 0)
-            delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0, published.append(record)), consumer="test", chart=False)
-            await delivery.ensure_group()
-            await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incD", "new", "warning", "2026-10-02T12:06:00Z"))
-            while await delivery.drain_once():
-                pass
-            marked = await store.redis.hget(told_key("incD"), "warning")
-            hook.failing = False
-            await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incD", "resolved", "warning", "2026-10-02T13:00:00Z",
-                                                          route_severities=("warning",)))
-            while await delivery.drain_once():
-                pass
-            return (marked, await store.redis.hgetall(ALERT_STATS_KEY), await store.redis.exists(told_key("incD")),
-                    await outbox_drained(store.redis))
-        finally:
-            await store.close()
+    async def go(store: WindowStore):
+        notifier = Notifier(build_apprise(hook.url, None), attempts=2, backoff=0.01, daily_cap=1 if cause == "capped" else 0)
+        delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0, published.append(record)), consumer="test", chart=False)
+        await delivery.ensure_group()
+        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incD", "new", "warning", "2026-10-02T12:06:00Z"))
+        while await delivery.drain_once():
+            pass
+        marked = await store.redis.hget(told_key("incD"), "warning")
+        hook.failing = False
+        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incD", "resolved", "warning", "2026-10-02T13:00:00Z",
+                                                      route_severities=("warning",)))
+        while await delivery.drain_once():
+            pass
+        return (marked, await store.redis.hgetall(ALERT_STATS_KEY), await store.redis.exists(told_key("incD")),
+                await outbox_drained(store.redis))
 
-    try:
-        marked, stats, left, drained = asyncio.run(go())
-    finally:
-        hook.close()
+    marked, stats, left, drained = on_store(redis_server, go, hook)
     assert marked == "failed", marked
     heard = [p["title"] for p in hook.accepted]
     assert heard == (["[NOTICE] daily notification limit reached"] if cause == "capped" else []), heard
@@ -1747,22 +1699,15 @@ def test_a_notice_no_service_is_routed_for_counts_in_no_delivery_result(redis_se
     hook = Hook()
     metrics = WorkerMetrics()
 
-    async def go():
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
-        try:
-            delivery = AlertDelivery(store, Notifier(build_apprise(f"critical={hook.url}", None), attempts=1), lambda record: asyncio.sleep(0),
-                                     consumer="test", chart=False, metrics=metrics)
-            await delivery.ensure_group()
-            await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incW", "new", "warning", "2026-10-02T12:06:00Z"))
-            while await delivery.drain_once():
-                pass
-        finally:
-            await store.close()
+    async def go(store: WindowStore):
+        delivery = AlertDelivery(store, Notifier(build_apprise(f"critical={hook.url}", None), attempts=1), lambda record: asyncio.sleep(0),
+                                 consumer="test", chart=False, metrics=metrics)
+        await delivery.ensure_group()
+        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incW", "new", "warning", "2026-10-02T12:06:00Z"))
+        while await delivery.drain_once():
+            pass
 
-    try:
-        asyncio.run(go())
-    finally:
-        hook.close()
+    on_store(redis_server, go, hook)
     assert hook.accepted == [] and hook.refused == 0
     value = metrics.registry.get_sample_value
     assert [value("sentinel_alert_deliveries_total", {"result": result}) for result in ("notified", "failed", "capped", "silenced")] == [0.0] * 4
