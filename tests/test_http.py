@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 import redis
 
-from stream.ops.http import Check, Outages, liveness, readiness, readiness_log_level
+from stream.ops.http import START_JOIN_PATIENCE_S, Check, Outages, ReadinessLog, liveness, readiness, readiness_log_level
 from stream.ops.prometheus import WorkerMetrics, partition_lag, resume_offset
 from stream.batch import BatchOutcome
 from stream.tools.services import free_port, start_redis
@@ -139,6 +139,35 @@ def test_a_start_on_its_way_to_its_group_is_not_a_warning():
     assert readiness_log_level(["redis", "partitions"], was_ready=False) == logging.WARNING  # a dependency down at the start
     assert readiness_log_level(["partitions"], was_ready=True) == logging.WARNING  # lost its partitions later
     assert readiness_log_level([], was_ready=True) == logging.INFO  # and back
+
+
+def test_a_start_that_warned_says_when_it_is_ready_and_a_start_that_never_joins_warns():
+    """A start's wait for its partitions is quiet, but not a WARNING's recovery (Kafka or Redis down
+    at the start, back before the worker joined: its last readiness line said "not ready" while it
+    served) nor a wait that never ends (a pod that stays unready logged no reason at all)."""
+    import logging
+
+    said = ReadinessLog(started=0.0)
+    assert said.level(["redis", "partitions"], 1.0) == logging.WARNING  # down at the start: warns
+    assert said.level(["partitions"], 2.0) == logging.WARNING  # Redis back, not in the group yet
+    assert said.level(["partitions"], 3.0) is None  # the same answer: nothing new
+    assert said.level([], 4.0) == logging.INFO  # and the recovery the WARNING asks for
+    assert said.level([], 5.0) is None
+
+    said = ReadinessLog(started=0.0)  # a normal start: nothing above DEBUG, once each
+    assert said.level(["partitions"], 1.0) == logging.DEBUG
+    assert said.level([], 2.0) == logging.DEBUG
+    assert said.level([], 3.0) is None and said.level([], 30.0) is None
+    assert said.level(["partitions"], 40.0) == logging.WARNING  # lost its partitions later
+    assert said.level([], 41.0) == logging.INFO
+
+    said = ReadinessLog(started=0.0)  # never joins
+    assert said.level(["partitions"], 1.0) == logging.DEBUG
+    assert said.level(["partitions"], START_JOIN_PATIENCE_S - 1) is None
+    assert said.level(["partitions"], START_JOIN_PATIENCE_S + 1) == logging.WARNING  # once
+    assert said.level(["partitions"], START_JOIN_PATIENCE_S + 30) is None
+    assert said.level([], START_JOIN_PATIENCE_S + 40) == logging.INFO
+    assert readiness_log_level(["partitions"], was_ready=False, warned=True) == logging.WARNING
 
 
 def test_liveness_fails_only_past_the_stall_threshold():

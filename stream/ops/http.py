@@ -61,14 +61,43 @@ def readiness(checks: Sequence[Check]) -> tuple[int, dict[str, Any]]:
     return (503 if failed else 200), body
 
 
-def readiness_log_level(failed: Sequence[str], was_ready: bool) -> int:
+START_JOIN_PATIENCE_S = 60.0  # a start's wait for its partitions this long is news (a rebalance lasts up to ~30 s)
+
+
+def readiness_log_level(failed: Sequence[str], was_ready: bool, warned: bool = False, starting_s: float = 0.0) -> int:
     """How a change of /readyz's failed checks is logged. Before its first ready answer a worker
     that has only not joined its group yet is starting as it should: every `sentinel run` and every
     pod start logged that as a WARNING, then its end as INFO, two lines saying nothing the
-    "partitions assigned" line does not. From then on (or where another check fails) a change is news."""
-    if not was_ready and set(failed) <= {"partitions"}:
+    "partitions assigned" line does not. From then on (or where another check fails) a change is news.
+    So is a start's wait past START_JOIN_PATIENCE_S (`starting_s`: a pod that never joins would
+    otherwise log no reason it stays unready), and once a start has warned (`warned`), its way back
+    to ready: a WARNING with no INFO after it reads as a worker still down."""
+    if not was_ready and not warned and set(failed) <= {"partitions"} and (not failed or starting_s < START_JOIN_PATIENCE_S):
         return logging.DEBUG
     return logging.WARNING if failed else logging.INFO
+
+
+class ReadinessLog:
+    """Which /readyz answers are logged ("readiness changed"), at `readiness_log_level`: a change of
+    the failed checks, not every probe; and a start's wait for its partitions again, as a WARNING,
+    once it has lasted START_JOIN_PATIENCE_S."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.reported: list[str] | None = None  # the failed checks last logged
+        self.reported_level = logging.DEBUG
+        self.was_ready = False
+        self.warned = False
+
+    def level(self, failed: list[str], now: float) -> int | None:
+        """The level to log this answer at; None: nothing new to say."""
+        level = readiness_log_level(failed, self.was_ready, self.warned, now - self.started)
+        if failed == self.reported and not (failed and level > self.reported_level):
+            return None
+        self.reported, self.reported_level = failed, level
+        self.was_ready = self.was_ready or not failed
+        self.warned = self.warned or level == logging.WARNING
+        return level
 
 
 def liveness(since_beat_s: float, loop_lag_s: float, max_stall_s: float) -> tuple[int, dict[str, Any]]:
@@ -375,21 +404,16 @@ def install(
             observed(*await asyncio.gather(check_broker(app), check_redis(redis)))
             await asyncio.sleep(DEPENDENCY_PROBE_S)
 
-    reported: list[str] | None = None  # the failed checks last logged: log changes, not every probe
-    was_ready = False  # a start's way to its first ready answer is logged at DEBUG (readiness_log_level)
+    said = ReadinessLog(time.monotonic())
 
     @app.page("/readyz")
     async def readyz(self: View, request: Request) -> Response:
-        nonlocal reported, was_ready
         broker, store = await asyncio.gather(check_broker(app), check_redis(redis))
         observed(broker, store)
         status, body = readiness([broker, store, check_model(classifier), check_partitions(app, posts_topic)])
-        if body["failed"] != reported:
-            reported = body["failed"]
-            log.log(readiness_log_level(reported, was_ready),
-                    "readiness changed", extra={"ready": not reported, "failed": reported,
-                                                "details": {c: v["detail"] for c, v in body["checks"].items() if not v["ok"]}})
-            was_ready = was_ready or not reported
+        if (level := said.level(body["failed"], time.monotonic())) is not None:
+            log.log(level, "readiness changed", extra={"ready": not body["failed"], "failed": body["failed"],
+                                                       "details": {c: v["detail"] for c, v in body["checks"].items() if not v["ok"]}})
         return self.json(body, status=status, headers=dict(JSON_HEADERS))
 
     @app.page("/metrics")
