@@ -208,10 +208,13 @@ def tell_start_step(path: Path | None, step: str) -> None:
     """Say `step` in the worker's start-step file (replaced whole: a reader never sees half)."""
     if path is None:
         return
-    with contextlib.suppress(OSError):  # a hint for a progress line: never a reason for a worker to stop
-        part = path.with_name(path.name + ".part")
+    part = path.with_name(path.name + ".part")
+    try:
         part.write_text(step, encoding="utf-8")
         os.replace(part, path)
+    except OSError:  # a hint for a progress line: never a reason for a worker to stop
+        with contextlib.suppress(OSError):
+            part.unlink()  # a folder named (os.replace refused): no stray file left beside it
 
 
 def read_start_step(path: Path) -> str | None:

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     web_host: str = "0.0.0.0"
     start_step_file: Path | None = Field(
         None, description="the worker writes what its start is doing here until it serves /readyz (sentinel run sets it "
-        "for its progress line); unset: nowhere"
+        "for its progress line); unset or empty: nowhere"
     )
     health_max_stall: float = Field(30.0, gt=0, description="seconds without an event-loop heartbeat before /healthz answers 503")
     shutdown_grace: float = Field(
@@ -260,6 +260,13 @@ class Settings(BaseSettings):
                 or "?" in value or "#" in value):
             raise ValueError(problem)
         return value
+
+    @field_validator("start_step_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # SENTINEL_START_STEP_FILE="" (a manifest's way to switch it off) read as the path ".": its
+        # first step stopped the worker with a ValueError ("has an empty name").
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("device")
     @classmethod

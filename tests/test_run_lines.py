@@ -187,7 +187,18 @@ def test_a_start_step_is_read_whole_and_only_as_one_of_the_steps(tmp_path):
     assert read_start_step(path) is None  # not a step: nothing, never a phase made up of it
     tell_start_step(None, "starting Faust")  # no file set (a worker under Kubernetes)
     tell_start_step(tmp_path / "gone" / "worker-1.step", "starting Faust")  # unwritable: a hint lost, the worker goes on
-    assert [p.name for p in tmp_path.iterdir()] == ["worker-0.step"]
+    (tmp_path / "folder").mkdir()
+    tell_start_step(tmp_path / "folder", "starting Faust")  # a folder named: nothing written beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "worker-0.step"]
+
+
+def test_an_empty_start_step_file_setting_is_unset(monkeypatch):
+    """SENTINEL_START_STEP_FILE="" (how a manifest switches a variable off) read as the path "."
+    and stopped the worker at its first step with a ValueError."""
+    monkeypatch.setenv("SENTINEL_START_STEP_FILE", "")
+    settings = Settings()
+    assert settings.start_step_file is None
+    tell_start_step(settings.start_step_file, START_STEPS[0])  # the worker's first step: nothing, no error
 
 
 def test_run_says_what_it_waits_for_before_the_first_post_is_processed(tmp_path):
