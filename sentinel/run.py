@@ -243,7 +243,14 @@ def start_phase(answers: Sequence[list[str] | None], consumed: int, steps: Seque
         return WAITING
     what = waiting_on(pending)
     if len(pending) < len(answers):
-        still = what if what and what.startswith("not ready") else f"still {what or 'starting'}"
+        if what and what.startswith("not ready"):
+            still = what  # each of them is, the checks together
+        elif what and any(waiting_on([worker]) != what for worker in pending):
+            # The count is of them all, the step only the slowest's: "4 of 5 workers still loading
+            # the classifier" said so of 3 that were joining the group.
+            still = f"still starting, the slowest {what}"
+        else:
+            still = f"still {what or 'starting'}"
         return f"{WAITING}; {len(pending)} of {len(answers)} workers {still}"
     who = "worker" if len(answers) == 1 else "workers"
     return f"starting {who}: {what}" if what else f"starting {who}"

@@ -150,7 +150,11 @@ def test_the_start_phase_follows_the_workers_readiness_and_ends_with_the_first_p
     # do; 5 workers on 4 partitions said all were joining while the first classified its batch.
     assert start_phase([[], ["partitions"]], 0) == "waiting for the first classified post; 1 of 2 workers still joining the consumer group"
     assert start_phase([["partitions"], [], None, ["partitions"], ["partitions"]], 0, [None, None, "loading the classifier"]) == (
-        "waiting for the first classified post; 4 of 5 workers still loading the classifier")
+        "waiting for the first classified post; 4 of 5 workers still starting, the slowest loading the classifier")  # 3 are joining
+    assert start_phase([[], None, None], 0, [None, "starting Faust", "loading the classifier"]) == (
+        "waiting for the first classified post; 2 of 3 workers still starting, the slowest loading the classifier")
+    assert start_phase([[], None, None], 0, [None, "starting Faust", "starting Faust"]) == (
+        "waiting for the first classified post; 2 of 3 workers still starting Faust")  # both are
     assert start_phase([[], None], 0) == "waiting for the first classified post; 1 of 2 workers still starting"
     assert start_phase([[], ["redis", "partitions"], ["partitions"]], 0) == (
         "waiting for the first classified post; 2 of 3 workers not ready (partitions, redis)")
