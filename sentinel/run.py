@@ -507,10 +507,9 @@ async def run_once(
         # Each worker says its start step in a file of its own here, while it does not answer /readyz.
         steps_dir = tempfile.mkdtemp(prefix="sentinel-start-") if on_phase else None
         step_files = [Path(steps_dir, f"worker-{i}.step") for i in range(workers)] if steps_dir else []
-        procs = [start_worker(settings, embedded, worker_log, web_port=port, step_file=step_files[i] if step_files else None)
-                 for i, port in enumerate(ports)]
+        procs: list[subprocess.Popen] = []
         phases = StartPhases(workers, on_phase) if on_phase else None
-        watcher = asyncio.ensure_future(watching_start(settings, procs, ports, phases, step_files)) if phases else None
+        watcher: asyncio.Future[None] | None = None
 
         def consumed(n: int) -> None:
             if phases:
@@ -519,6 +518,12 @@ async def run_once(
                 on_consumed(n)
 
         try:
+            # In here, so that a start that fails (or a stop) part-way stops the workers started
+            # and removes the step files' folder: before, both were left behind.
+            for i, port in enumerate(ports):
+                procs.append(start_worker(settings, embedded, worker_log, web_port=port,
+                                          step_file=step_files[i] if step_files else None))
+            watcher = asyncio.ensure_future(watching_start(settings, procs, ports, phases, step_files)) if phases else None
             started = time.monotonic()
             # A recording of more partitions than the topic's goes where its keys hash: sentinel run's
             # recording_partitions said so before the stack started (the worker's partition check

@@ -229,3 +229,24 @@ def test_run_says_what_it_waits_for_before_the_first_post_is_processed(tmp_path)
     assert seen == sorted(seen), progress  # a phase never goes back
     assert {1, 2, 3} & set(seen), progress  # what the worker said it did before /readyz answered
     assert all(count == 0 for count, line in zip(counts, progress) if "(" in line), progress  # a phase only before the first post
+
+
+def test_a_run_whose_worker_fails_to_start_leaves_no_step_folder(tmp_path, kafka_server, redis_server, monkeypatch):
+    """The start-step files' folder was made before the workers started and removed only by the
+    `finally` after them: a start that failed there (here a worker log that is a folder; a stop
+    half-way through starting --workers N) left it in the temp folder, and any workers started."""
+    import asyncio
+    import tempfile
+
+    import pytest
+
+    from sentinel.run import run_once
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    data = tmp_path / "posts.jsonl"
+    data.write_text(json.dumps({"id": "p0", "text": "btc up", "ts": iso(time.time())}) + "\n", encoding="utf-8")
+    settings = Settings(kafka_broker=kafka_server, redis_url=redis_server, base="lexicon", cache_dir=tmp_path / "cache")
+    with pytest.raises(IsADirectoryError):  # the worker log's open, in start_worker
+        asyncio.run(run_once(settings, data, embedded=False, timeout=30, worker_log=tmp_path, on_phase=lambda text: None))
+    assert list((tmp_path / "tmp").iterdir()) == []
