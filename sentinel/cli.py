@@ -26,22 +26,25 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from model.scorer import Judgement, Scorer
-from sentinel import BAD_LINES_SHOWN
+from sentinel import BAD_LINES_SHOWN, stops
 from stream.logs import redact, setup_logging
 from stream.settings import Settings, get_settings, problems_unless_reading, read_settings, redis_given, unknown_variables, variable_name
 from stream.timefmt import shown
 
 class _Group(TyperGroup):
-    """Every command's group: a Ctrl-C that no command turned into its own line (one that came
-    before its work began, as a large file is counted, or in a command with no stop of its own:
-    `sentinel bench`) is one line, "interrupted", and exit 130, as the commands that say more end."""
+    """Every command's group: a Ctrl-C or SIGTERM that no command turned into its own line (one
+    that came before its work began, as its modules load or a large file is counted, or in a
+    command with no stop of its own: `sentinel bench`) is one line, "interrupted" (exit 130) or
+    "terminated" (143), as the commands that say more end. One while the command line itself is
+    read, before any command ran, says so, as one during the CLI's imports does (sentinel.main)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with stops_said(lambda how: f"{how} before the command started", unwind=False):
+            return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx: Any) -> Any:  # typer's own click's Context
-        try:
+        with stops_said(lambda how: how, unwind=False):
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            err.print("interrupted", markup=False, highlight=False)
-            raise typer.Exit(130) from None
 
 
 class _App(typer.Typer):
@@ -1300,28 +1303,28 @@ def run_until_stopped(main: Coroutine[Any, Any, T], said: Callable[[str], str]) 
 
 
 @contextlib.contextmanager
-def stops_said(said: Callable[[str], str]) -> Iterator[None]:
+def stops_said(said: Callable[[str], str], *, unwind: bool = True) -> Iterator[None]:
     """Inside, Ctrl-C (exit 130) and SIGTERM (143) end the command with one line on stderr,
     `said("interrupted")` or `said("terminated")`, also before its event loop starts (a large file
     counted): there a SIGTERM unwinds (`sigterm_unwinds`), where Python's default ended the process at
-    once, with no word and -15 for an exit."""
-    import signal
-
+    once, with no word and -15 for an exit. `unwind=False` leaves SIGTERM's handler as it is (the
+    group's, around every command: `sentinel console` and the worker keep theirs) and says only a
+    SIGTERM something else made unwind (sentinel.stops, `sigterm_unwinds`)."""
     from stream.tools.services import sigterm_unwinds
 
     try:
-        with sigterm_unwinds():
+        with sigterm_unwinds() if unwind else contextlib.nullcontext():
             yield
     except KeyboardInterrupt:
-        code, how = 130, "interrupted"
+        code, how = stops.INTERRUPTED, "interrupted"
     except SystemExit as exc:
-        if exc.code != 128 + signal.SIGTERM:
+        if exc.code != stops.TERMINATED:
             raise
-        code, how = exc.code, "terminated"
+        code, how = stops.TERMINATED, "terminated"
     else:
         return
     err.print(said(how), markup=False, highlight=False)
-    raise typer.Exit(code)
+    raise typer.Exit(code) from None
 
 
 @app.command("replay")
@@ -1637,6 +1640,9 @@ def console(
     if port is not None:
         settings = settings.model_copy(update={"console_port": port})
     announce_console(settings)
+    # A server: uvicorn takes SIGTERM, shuts down, and raises it again to end as the signal does
+    # (operations.md), not as a stopped command (143, "terminated").
+    stops.sigterm_as_the_signal()
     serve_console(settings)
 
 

@@ -394,12 +394,14 @@ def console_env(redis_url: str, **extra: str) -> dict[str, str]:
 class Console:
     """`sentinel console` in its own process on a free port."""
 
-    def __init__(self, env: dict[str, str], log: Path):
+    def __init__(self, env: dict[str, str], log: Path, *, script: bool = False):
+        """`script`: the console script a user runs (.venv/bin/sentinel), not `python -m sentinel.cli`."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log.open("wb")
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "console", "--port", str(self.port)], env=env,
+        command = [str(Path(sys.executable).parent / "sentinel")] if script else [sys.executable, "-m", "sentinel.cli"]
+        self.proc = subprocess.Popen([*command, "console", "--port", str(self.port)], env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while self.call("GET", "/healthz")[0] != 200:
@@ -2184,14 +2186,16 @@ def test_the_image_healthcheck_probes_the_console_a_console_container_runs(redis
     assert f"unhealthy: http://127.0.0.1:{os.environ['SENTINEL_WEB_PORT']}/healthz" in said and "runs no server to probe" in said
 
 
+@pytest.mark.parametrize("script", [False, True], ids=["python-m-sentinel.cli", "console-script"])
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
-def test_sentinel_console_ends_as_a_server_on_its_stop(stop, redis_server, tmp_path):
+def test_sentinel_console_ends_as_a_server_on_its_stop(stop, script, redis_server, tmp_path):
     """operations.md says how `sentinel console` ends, apart from the commands that a Ctrl-C
     interrupts ("interrupted", 130): Ctrl-C is its way to end, so uvicorn shuts it down and it exits
-    0 saying nothing more; a SIGTERM shuts it down alike and then ends it as the signal does."""
+    0 saying nothing more; a SIGTERM shuts it down alike and then ends it as the signal does. Also
+    from the console script, whose SIGTERM otherwise ends a command as `terminated`, 143."""
     import signal
 
-    console = Console(console_env(redis_server), tmp_path / "console.log")
+    console = Console(console_env(redis_server), tmp_path / "console.log", script=script)
     try:
         console.proc.send_signal(getattr(signal, stop))
         code = console.proc.wait(30)

@@ -215,3 +215,71 @@ def test_a_batch_given_up_on_as_the_flush_returns_stops_the_worker_before_the_co
 
     code, events, _ = run_shutdown(monkeypatch, gives_up, outputs, 5)
     assert events == ["flush", "on_lost", "commit"], events
+
+
+# --- The `sentinel` command's own stops, before its work begins and after its stop line -----------
+
+# Put on PYTHONPATH, this holds a `sentinel` process at a moment a test names, so a signal lands
+# there and not a little before or after: STOP_PROBE_IMPORT holds the import of that module (the
+# process waits there until a signal unwinds it). It says it is held with a file.
+STOP_PROBE = """
+import os, sys, time
+from pathlib import Path
+
+here = Path(os.environ["STOP_PROBE_DIR"])
+
+def held(name):
+    (here / name).touch()
+    deadline = time.monotonic() + 60
+    while not (here / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+class Hold:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ.get("STOP_PROBE_IMPORT"):
+            sys.meta_path.remove(self)
+            held("importing")
+        return None
+
+sys.meta_path.insert(0, Hold())
+"""
+
+
+def probed_env(tmp_path, **probe: str) -> dict[str, str]:
+    import os
+
+    (tmp_path / "sitecustomize.py").write_text(STOP_PROBE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    return {**env, "PYTHONPATH": str(tmp_path), "STOP_PROBE_DIR": str(tmp_path), **probe}
+
+
+HOW = {"SIGINT": ("interrupted", 130), "SIGTERM": ("terminated", 143)}
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_while_the_cli_is_imported_ends_with_a_line_and_the_stops_exit(tmp_path, stop):
+    """The console script's first second or more is the CLI's imports (typer: the first of them).
+    A SIGTERM there ended the process by the signal (-15, nothing said), a Ctrl-C printed a
+    KeyboardInterrupt traceback (exit 1); both say they came before the command, 143 and 130."""
+    from workers import stopped_when
+
+    env = probed_env(tmp_path, STOP_PROBE_IMPORT="typer")
+    code, stderr = stopped_when(["--help"], env, lambda _pid: (tmp_path / "importing").exists(), stop, "the CLI's import never began",
+                                script=True)
+    how, exit_code = HOW[stop]
+    assert (code, stderr) == (exit_code, f"{how} before the command started\n"), stderr
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_while_a_command_loads_its_modules_is_its_stop(tmp_path, stop):
+    """`sentinel bench pipeline` imports torch and the benchmarks (seconds) before anything of its
+    own: a SIGTERM there ended the process by the signal (-15, nothing said). It says
+    `terminated` (143), as a Ctrl-C there says `interrupted` (130)."""
+    from workers import stopped_when
+
+    env = probed_env(tmp_path, STOP_PROBE_IMPORT="sentinel.benchmarks")
+    code, stderr = stopped_when(["bench", "pipeline"], env, lambda _pid: (tmp_path / "importing").exists(), stop,
+                                "the benchmarks' import never began", script=True)
+    how, exit_code = HOW[stop]
+    assert (code, stderr.splitlines()[-1:]) == (exit_code, [how]), stderr
+    assert "Traceback" not in stderr, stderr

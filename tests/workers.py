@@ -260,12 +260,16 @@ def every_bucket(client) -> dict[tuple[str, int], dict[str, int | float]]:
     return out
 
 
-def stopped_when(argv: list[str], env: dict[str, str], ready: Callable[[int], bool], stop: str, what: str) -> tuple[int, str]:
+def stopped_when(argv: list[str], env: dict[str, str], ready: Callable[[int], bool], stop: str, what: str, *,
+                 script: bool = False) -> tuple[int, str]:
     """Run `sentinel ARGV`, wait (60 s at most) until `ready(its pid)`, then send it signal `stop` (SIGINT
     for Ctrl-C, SIGTERM): its exit status and stderr. `what` names what never became ready. SIGINT
     as a terminal leaves it: a test run a non-interactive shell put in the background (`cmd &`)
-    ignores it, the command inherits that through exec and ran on past the Ctrl-C (exit 0)."""
-    proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ignores it, the command inherits that through exec and ran on past the Ctrl-C (exit 0).
+    `script`: the console script a user runs (.venv/bin/sentinel, sentinel.main), not `python -m
+    sentinel.cli`."""
+    command = [str(Path(sys.executable).parent / "sentinel")] if script else [sys.executable, "-m", "sentinel.cli"]
+    proc = subprocess.Popen([*command, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
