@@ -114,7 +114,11 @@ def bench_store(batch_count: int = 300, batch_size: int = 64, assets: int = 3, c
     with tempfile.TemporaryDirectory(prefix="sentinel-bench-store-") as tmp:
         (Path(tmp) / "single").mkdir()
         single, single_url = start_redis(Path(tmp) / "single")
-        cluster = start_redis_cluster(Path(tmp) / "cluster")
+        try:
+            cluster = start_redis_cluster(Path(tmp) / "cluster")
+        except BaseException:  # a stop (Ctrl-C, SIGTERM) as the cluster starts: the one server too
+            single.stop()
+            raise
         try:
             single_port = int(single_url.rsplit(":", 1)[1].split("/")[0])
             masters = [port for port in cluster.nodes if redis.Redis(host="127.0.0.1", port=port).info("replication")["role"] == "master"]

@@ -283,3 +283,29 @@ def test_a_stop_while_a_command_loads_its_modules_is_its_stop(tmp_path, stop):
     how, exit_code = HOW[stop]
     assert (code, stderr.splitlines()[-1:]) == (exit_code, [how]), stderr
     assert "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_while_a_benchmark_runs_says_so_and_stops_its_servers(stop):
+    """`sentinel bench` has no stop line of its own: a Ctrl-C said `interrupted` (130) but a SIGTERM
+    ended it by the signal (-15) with nothing said, its Redis servers left running. A SIGTERM
+    unwinds as the Ctrl-C does: its servers are stopped, then `terminated` (143)."""
+    import os
+
+    import psutil
+
+    from workers import stopped_when
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    started: list[psutil.Process] = []
+
+    def servers_up(pid: int) -> bool:  # the one server and the cluster's six nodes
+        started[:] = [p for p in psutil.Process(pid).children(recursive=True) if p.name() == "redis-server"]
+        return len(started) >= 7
+
+    code, stderr = stopped_when(["bench", "store", "--batches", "10", "--author-cap", "0", "--text-cap", "0"], env, servers_up, stop,
+                                "the benchmark's servers never started", script=True)
+    how, exit_code = HOW[stop]
+    assert (code, stderr.splitlines()[-1:]) == (exit_code, [how]), stderr
+    assert "Traceback" not in stderr, stderr
+    assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "the benchmark left its servers running"
