@@ -1128,7 +1128,7 @@ def run(
             worker_log.unlink(missing_ok=True)
         else:
             said += f" (worker log: {worker_log})"
-        err.print(said, soft_wrap=True, markup=False, highlight=False)
+        say_stopped(said)
         raise typer.Exit(code) from None
     except RunError as exc:
         tail = worker_log.read_text(errors="replace").splitlines()[-30:]
@@ -1323,8 +1323,14 @@ def stops_said(said: Callable[[str], str], *, unwind: bool = True) -> Iterator[N
         code, how = stops.TERMINATED, "terminated"
     else:
         return
-    err.print(said(how), markup=False, highlight=False)
+    say_stopped(said(how))
     raise typer.Exit(code) from None
+
+
+def say_stopped(line: str) -> None:
+    """The command's one stop line on stderr; a later Ctrl-C or SIGTERM no longer changes its exit."""
+    stops.said()
+    err.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 @app.command("replay")

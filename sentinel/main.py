@@ -27,6 +27,7 @@ def main() -> None:
 
 def not_started(how: str, code: int) -> NoReturn:
     """A stop before any command ran: nothing to undo, nothing done."""
+    stops.said()
     sys.stderr.write(f"{how} before the command started\n")
     sys.stderr.flush()
     raise SystemExit(code)

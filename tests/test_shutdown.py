@@ -221,9 +221,10 @@ def test_a_batch_given_up_on_as_the_flush_returns_stops_the_worker_before_the_co
 
 # Put on PYTHONPATH, this holds a `sentinel` process at a moment a test names, so a signal lands
 # there and not a little before or after: STOP_PROBE_IMPORT holds the import of that module (the
-# process waits there until a signal unwinds it). It says it is held with a file.
+# process waits there until a signal unwinds it), STOP_PROBE_EXIT holds the interpreter's teardown
+# (its last atexit step) until the test writes `go`. Each says it is held with a file.
 STOP_PROBE = """
-import os, sys, time
+import atexit, os, sys, time
 from pathlib import Path
 
 here = Path(os.environ["STOP_PROBE_DIR"])
@@ -242,6 +243,8 @@ class Hold:
         return None
 
 sys.meta_path.insert(0, Hold())
+if os.environ.get("STOP_PROBE_EXIT"):
+    atexit.register(held, "exiting")
 """
 
 
@@ -281,6 +284,23 @@ def test_a_stop_while_a_command_loads_its_modules_is_its_stop(tmp_path, stop):
     code, stderr = stopped_when(["bench", "pipeline"], env, lambda _pid: (tmp_path / "importing").exists(), stop,
                                 "the benchmarks' import never began", script=True)
     how, exit_code = HOW[stop]
+    assert (code, stderr.splitlines()[-1:]) == (exit_code, [how]), stderr
+    assert "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize("first", ["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_stop_line_leaves_the_commands_exit(tmp_path, first):
+    """After a command's stop line the interpreter still takes about a second to end. A second
+    Ctrl-C or SIGTERM there (a person pressing again, a supervisor's repeat) ended the process by
+    that signal, and the exit a supervisor reads was no longer the command's. It is ignored now."""
+    from workers import stopped_when
+
+    second = {"SIGINT": "SIGTERM", "SIGTERM": "SIGINT"}[first]
+    env = probed_env(tmp_path, STOP_PROBE_IMPORT="sentinel.benchmarks", STOP_PROBE_EXIT="1")
+    code, stderr = stopped_when(["bench", "pipeline"], env, lambda _pid: (tmp_path / "importing").exists(), first,
+                                "the benchmarks' import never began", script=True,
+                                then=(lambda _pid: (tmp_path / "exiting").exists(), second, (tmp_path / "go").touch))
+    how, exit_code = HOW[first]
     assert (code, stderr.splitlines()[-1:]) == (exit_code, [how]), stderr
     assert "Traceback" not in stderr, stderr
 

@@ -260,23 +260,26 @@ def every_bucket(client) -> dict[tuple[str, int], dict[str, int | float]]:
     return out
 
 
-def stopped_when(argv: list[str], env: dict[str, str], ready: Callable[[int], bool], stop: str, what: str, *,
-                 script: bool = False) -> tuple[int, str]:
+def stopped_when(argv: list[str], env: dict[str, str], ready: Callable[[int], bool], stop: str, what: str, *, script: bool = False,
+                 then: tuple[Callable[[int], bool], str, Callable[[], None]] | None = None) -> tuple[int, str]:
     """Run `sentinel ARGV`, wait (60 s at most) until `ready(its pid)`, then send it signal `stop` (SIGINT
     for Ctrl-C, SIGTERM): its exit status and stderr. `what` names what never became ready. SIGINT
     as a terminal leaves it: a test run a non-interactive shell put in the background (`cmd &`)
     ignores it, the command inherits that through exec and ran on past the Ctrl-C (exit 0).
     `script`: the console script a user runs (.venv/bin/sentinel, sentinel.main), not `python -m
-    sentinel.cli`."""
+    sentinel.cli`. `then` (ready, stop, sent): once that is ready too, send that second signal, then
+    call `sent()`."""
     command = [str(Path(sys.executable).parent / "sentinel")] if script else [sys.executable, "-m", "sentinel.cli"]
     proc = subprocess.Popen([*command, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        deadline = time.monotonic() + 60
-        while not ready(proc.pid):
-            assert time.monotonic() < deadline and proc.poll() is None, what
-            time.sleep(0.02)
-        proc.send_signal(getattr(signal, stop))
+        for when, signame, sent in [(ready, stop, lambda: None), *([then] if then else [])]:
+            deadline = time.monotonic() + 60
+            while not when(proc.pid):
+                assert time.monotonic() < deadline and proc.poll() is None, what
+                time.sleep(0.02)
+            proc.send_signal(getattr(signal, signame))
+            sent()
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
