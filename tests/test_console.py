@@ -1894,15 +1894,17 @@ def test_another_tabs_live_refresh_leaves_a_forms_kept_fields_for_its_page(api_c
     """A form sent while Redis is away keeps what was typed in the flash cookie for 10 minutes, for
     the form's page once Redis answers. A console tab left open meanwhile refreshes its live part
     (a fetch of its own address, asking for */*): that GET cleared the cookie unseen, and the form's
-    page then came back empty. Only a page a browser navigates to shows and clears it."""
+    page then came back empty. Only a page a browser navigates to shows and clears it. The tab is
+    left on the form's own page: since session 52 a message waits for its form's copy, and a tab on
+    another page (the incidents page, as this test had it) would keep it whatever its refresh did."""
     from starlette.responses import Response
 
     from stream.console.app import REDIS_AWAY_FLASH, REDIS_AWAY_FLASH_S, _flashed, _kept
 
     console, _ = api_console
     context = browser.new_context(viewport={"width": 1300, "height": 900}, http_credentials={"username": "alice", "password": OPERATOR})
-    other = context.new_page()  # a tab left on the incidents, refreshing
-    other.goto(console.url + "/incidents")
+    other = context.new_page()  # a tab left on the incident, refreshing: the page whose silence form was sent
+    other.goto(console.url + "/incidents/inc1")
     typed = _kept("/api/silences", {"scope": "asset:SOL", "kind": "volume_spike", "duration": "2h", "reason": "listing news", "next": "/incidents/inc1"})
     cookie = _flashed(Response(), TOKENS, "error", REDIS_AWAY_FLASH, typed, max_age=REDIS_AWAY_FLASH_S, owner=ALICE).headers["set-cookie"]
     # The 503 page's cookie, as a form sent from a second tab while Redis was away received it.
