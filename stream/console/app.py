@@ -171,7 +171,10 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
                     "flashes": flashes, "kept_for": flashes.kept_for, "here": _address(request)}
         response = templates.TemplateResponse(request, name, context)  # rendered here: `flashes` knows what it showed
         left = [e for e in entries if e not in flashes.shown]
-        if shown and FLASH_COOKIE in request.cookies and (left != entries or not entries):
+        # Only an operator owns a flash, and only an operator's page rewrites the cookie: a reader who may
+        # not write is often its owner not signed in yet (an open console's first page after a browser
+        # restart, a read token typed first), and clearing it there lost a Redis-away form's fields.
+        if shown and caller.may_write and FLASH_COOKIE in request.cookies and (left != entries or not entries):
             _set_flashes(response, tokens, left, time.time(), owner=owner)  # each message until a page shows it; then gone
         return response
 
