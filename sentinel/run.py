@@ -160,7 +160,11 @@ def stop_workers(procs: list[subprocess.Popen], grace: float = 30.0) -> None:
 
 async def committed_lag(settings: Settings) -> int | None:
     """Messages in forum-posts beyond the worker group's committed offsets; None while a
-    partition's end cannot be read (the broker slow to answer a fetch)."""
+    partition's end cannot be read (the broker slow to answer a fetch), or the topic's partitions
+    cannot be (a metadata answer that leaves the topic out: aiokafka drops a topic whose entry
+    carries an error). Counted over no partitions that was 0, "caught up", and `wait_processed`
+    went on to settle while the worker could still be judging its last batch, whose counters
+    (the wait's other half) are written before it judges."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
@@ -170,7 +174,9 @@ async def committed_lag(settings: Settings) -> int | None:
         parts = consumer.partitions_for_topic(settings.topic_posts)
         if not parts:
             await consumer._client.force_metadata_update()  # noqa: SLF001 - first metadata fetch
-            parts = consumer.partitions_for_topic(settings.topic_posts) or set()
+            parts = consumer.partitions_for_topic(settings.topic_posts)
+        if not parts:
+            return None
         tps = [TopicPartition(settings.topic_posts, p) for p in sorted(parts)]
         ends = await consumer.end_offsets(tps)
         # Tansu on S3 storage can report an end short of the last records (stream/tools/replay.py,

@@ -93,6 +93,28 @@ def test_reads_to_the_last_record_where_the_broker_reports_a_short_end(tmp_path)
     assert lag == sum(end - end // 2 for end in ends.values())
 
 
+def test_the_committed_lag_of_a_topic_the_metadata_leaves_out_is_unknown_not_zero(kafka_server):
+    """`sentinel run` waits until the counters say every post was consumed and the group's committed
+    lag is 0: the lag is the half that says the last batch was judged (its counters are written
+    before it judges). A topic the broker's metadata leaves out (aiokafka drops one whose entry
+    carries an error) has no end to read: the lag is unknown (None, the wait goes on), where it
+    read 0 over no partitions. Once the topic is listed, its records count."""
+    from sentinel.run import committed_lag
+
+    topic = f"lag-{uuid.uuid4().hex[:8]}"
+    settings = Settings(kafka_broker=kafka_server, partitions=2, topic_posts=topic, app_id=f"test-{topic}")
+
+    async def scenario() -> tuple[int | None, int | None]:
+        unlisted = await committed_lag(settings)
+        await ensure_topics(settings, [topic])
+        await produce(settings, topic, 6)
+        return unlisted, await committed_lag(settings)
+
+    unlisted, listed = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert unlisted is None
+    assert listed == 6  # nothing committed: every record is lag
+
+
 def test_record_of_a_topic_the_broker_lacks_is_an_error_naming_it_and_creates_nothing(kafka_server, tmp_path):
     """`sentinel record --topic` with a typo: an error naming the topic and the broker's topics, exit
     2 and no file (not "wrote 0 records" and an empty one), and the topic is not created by the read."""
