@@ -1190,6 +1190,70 @@ def test_a_claim_sends_a_partly_delivered_notice_to_the_services_that_refused_it
         assert int(r.hget(cap, service_key(service))) == (2 if case == "capped-and-refused" else 1)  # b admitted again, c not
 
 
+@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
+def test_a_silence_over_a_partly_delivered_notice_holds_its_retry_and_counts_it_once(redis_server, grouping):
+    """ETH's drop reaches a, b refuses it, and the worker dies before acknowledging it; before the
+    claim an operator silences ETH (b is back). The claim holds the retry: b hears nothing, a nothing
+    again, the record says `notified: false`, and the told marks say a heard it, so the incident's
+    resolution, once the silence is lifted, goes to a alone (grouped; ungrouped, per severity). The
+    notification was counted once, `delivery_failed` (result `failed`): until session 52's review
+    the silence counted it `silenced` too, where the stats say it counts in nothing more."""
+    from stream.alerts.silences import list_silences, remove_silence
+    from stream.keys import told_key
+    from stream.ops.prometheus import WorkerMetrics
+
+    redis.Redis.from_url(redis_server).flushdb()
+    a, b = Hook(), Hook()
+    b.failing = True
+    metrics = WorkerMetrics()
+    published: list = []
+
+    async def go(store: WindowStore):
+        def worker(name: str, **kw) -> AlertDelivery:
+            notifier = Notifier(build_apprise(f"warning={a.url} warning={b.url}", None), attempts=2, backoff=0.01)
+            return AlertDelivery(store, notifier, lambda record: asyncio.sleep(0, published.append((name, record))), consumer=name,
+                                 chart=False, metrics=metrics, **kw)
+
+        dead, live = worker("dead"), worker("live", claim_idle_s=0)
+        await dead.ensure_group()
+
+        async def dies(entry_id: str, published: int) -> None:  # the worker is gone before its acknowledgement
+            raise RuntimeError("worker killed")
+
+        dead._ack = dies  # type: ignore[method-assign]
+        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incQ", "new", "warning", "2026-10-02T12:06:00Z"))
+        with pytest.raises(RuntimeError):
+            await dead.drain_once()
+        b.failing = False
+        await add_silence(store.redis, "asset:ETH", 3600, None, "looking into it")
+        while await live.drain_once():  # claims the dead worker's entry: the silence holds b's retry
+            pass
+        stats, marks = await store.redis.hgetall(ALERT_STATS_KEY), await store.redis.hgetall(told_key("incQ"))
+        for silence in await list_silences(store.redis):
+            await remove_silence(store.redis, silence.id)
+        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incQ", "resolved", "warning", "2026-10-02T13:00:00Z",
+                                                      route_severities=("warning",), last_notified="2026-10-02T12:06:00Z", firing_notices=1))
+        while await live.drain_once():
+            pass
+        return stats, marks, await outbox_drained(store.redis), await store.redis.hlen(NOTIFIED_KEY)
+
+    stats, marks, drained, left = on_store(redis_server, go, a, b)
+    assert [p["state"] for p in a.accepted] == ["firing", "resolved"], a.accepted
+    assert [p["state"] for p in b.accepted] == ([] if grouping else ["resolved"]), b.accepted  # b never heard the firing
+    assert b.refused == 2, b.refused
+    assert marks["warning"] == "sent", marks
+    if grouping:
+        (service,) = build_apprise(a.url, None)
+        assert {name for name in marks if name.startswith("svc:") and not name.startswith("svc:notice:")} == {f"svc:{service_key(service)}"}, marks
+    else:
+        assert [(name, p.state, p.notified) for name, p in published] == [("dead", "firing", False), ("live", "firing", False),
+                                                                           ("live", "resolved", True)], published
+    assert int(stats.get("delivery_failed", 0)) == 1 and "silenced" not in stats and "notified" not in stats, stats
+    value = metrics.registry.get_sample_value
+    assert [value("sentinel_alert_deliveries_total", {"result": result}) for result in ("failed", "silenced")] == [1.0, 0.0]
+    assert drained and left == 0
+
+
 def test_a_partly_delivered_notified_mark_reads_as_accepted_services_to_a_session_51_worker():
     """`notified_mark` (pure): a partial mark (since session 52) keeps the accepted services as the
     value a session-51 worker reads (`notified_services`: it publishes without notifying and marks

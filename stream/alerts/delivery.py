@@ -462,8 +462,7 @@ class AlertDelivery:
         fate: str | None = None
         if silence is not None:
             log.info("alert silenced", extra={"alert_id": record.alert_id, "scope": record.scope, "silence": silence.id})
-            await self._count("silenced")
-            self.metrics.silenced()
+            await self._count_silenced(earlier)
             fate = TOLD_HELD
         elif self.notifier is not None and told and self.notifier.targets_for(*told, only=only):
             delivered = await self._settle(entry_id, await self._notify(record, told, only), earlier)
@@ -512,8 +511,7 @@ class AlertDelivery:
             silence = silence_of_incident(await list_silences(self.redis), notice.root_scope, notice.members, time.time())
             if silence is not None:
                 log.info("incident silenced", extra={"incident_id": notice.incident_id, "scope": notice.root_scope, "silence": silence.id})
-                await self._count("silenced")
-                self.metrics.silenced()
+                await self._count_silenced(earlier)
                 fate = TOLD_HELD
             elif self.notifier is not None and told and self.notifier.targets_for(*told, only=only):
                 delivered = await self._settle(entry_id, await self._notify_notice(notice, records, told, told_at, only), earlier)
@@ -619,6 +617,15 @@ class AlertDelivery:
         """The silence in force over `scope` for any of `kinds`."""
         silences = await list_silences(self.redis)
         return next((found for kind in kinds if (found := silenced_by(silences, scope, kind, time.time()))), None)
+
+    async def _count_silenced(self, earlier: NotifiedMark | None) -> None:
+        """A notification a silence held counts `silenced`, but not a partly delivered one's retry
+        (`earlier`, a claim's): its first delivery counted it (`delivery_failed`), and a notification
+        counts in one result, `notified` added only where the rest accept it (until session 52's
+        review a silence over the claim counted it `silenced` too)."""
+        if earlier is None:
+            await self._count("silenced")
+            self.metrics.silenced()
 
     async def _notify(self, record: AlertRecord, routes: Sequence[str], only: set[str] | None = None) -> Delivery:
         assert self.notifier is not None
