@@ -1254,6 +1254,50 @@ def test_a_silence_over_a_partly_delivered_notice_holds_its_retry_and_counts_it_
     assert drained and left == 0
 
 
+@pytest.mark.parametrize("dies", ["_forget_told", "_ack"], ids=["before-forgetting-its-marks", "before-acknowledging"])
+def test_a_claim_sends_a_partly_delivered_resolution_to_the_services_that_heard_the_firing_and_refused_it(redis_server, dies):
+    """Grouped: ETH's firing notice reaches a and b, c refuses it (a partial notice its own worker
+    finished). The resolution goes to a and b; b refuses it, and the worker dies after its notified
+    mark, before forgetting the told marks or after, before acknowledging. The claim sends it to b
+    alone, back now: not again to a, and never to c, which heard no firing notice (and is back too)."""
+    from stream.keys import told_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    a, b, c = Hook(), Hook(), Hook()
+    c.failing = True
+
+    async def go(store: WindowStore):
+        urls = f"warning={a.url} warning={b.url} warning={c.url}"
+        dead, live = told_delivery(store, urls, "dead"), told_delivery(store, urls, "live", claim_idle_s=0)
+        await dead.ensure_group()
+        await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incR", "new", "warning", "2026-10-02T12:06:00Z"))
+        while await dead.drain_once():
+            pass
+        b.failing, c.failing = True, False
+
+        async def killed(*args, **kwargs) -> None:
+            raise RuntimeError("worker killed")
+
+        setattr(dead, dies, killed)
+        await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incR", "resolved", "warning", "2026-10-02T13:00:00Z", route_severities=("warning",),
+                                                      last_notified="2026-10-02T12:06:00Z", firing_notices=1))
+        with pytest.raises(RuntimeError):
+            await dead.drain_once()
+        b.failing = False
+        while await live.drain_once():
+            pass
+        return (await store.redis.hgetall(ALERT_STATS_KEY), await store.redis.exists(told_key("incR")), await outbox_drained(store.redis),
+                await store.redis.hlen(NOTIFIED_KEY))
+
+    stats, marks_left, drained, left = on_store(redis_server, go, a, b, c)
+    assert [p["state"] for p in a.accepted] == ["firing", "resolved"], a.accepted
+    assert [p["state"] for p in b.accepted] == ["firing", "resolved"], b.accepted
+    assert c.accepted == [] and c.refused == 2, (c.accepted, c.refused)
+    # The firing's refusal by c and the resolution's by b, each once; the resolution notified once it reached b.
+    assert int(stats["delivery_failed"]) == 2 and int(stats["notified"]) == 1, stats
+    assert drained and left == 0 and marks_left == 0
+
+
 def test_a_partly_delivered_notified_mark_reads_as_accepted_services_to_a_session_51_worker():
     """`notified_mark` (pure): a partial mark (since session 52) keeps the accepted services as the
     value a session-51 worker reads (`notified_services`: it publishes without notifying and marks
