@@ -1298,6 +1298,56 @@ def test_a_claim_sends_a_partly_delivered_resolution_to_the_services_that_heard_
     assert drained and left == 0 and marks_left == 0
 
 
+@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
+def test_a_claims_retry_the_daily_cap_holds_back_finishes_the_notice_as_a_capped_one(redis_server, grouping):
+    """a accepts ETH's drop, b refuses it, and the worker dies before acknowledging it; by the claim
+    b has had its day's notifications. The retry is b's limit notice: the notice is then as one the
+    cap held back from some services and others accepted (`notified: true`, counted `capped` and
+    `notified`, result `notified`), besides the `delivery_failed` of b's refusal, as docs/contracts.md
+    (`:stats`), docs/alerts.md and docs/operations.md say."""
+    from stream.keys import caps_key
+    from stream.ops.prometheus import WorkerMetrics
+
+    redis.Redis.from_url(redis_server).flushdb()
+    a, b = Hook(), Hook()
+    b.failing = True
+    metrics = WorkerMetrics()
+    published: list = []
+    cap = caps_key(time.strftime("%Y-%m-%d", time.gmtime()))
+
+    async def go(store: WindowStore):
+        def worker(name: str, **kw) -> AlertDelivery:
+            notifier = Notifier(build_apprise(f"warning={a.url} warning={b.url}", None), attempts=2, backoff=0.01, daily_cap=5)
+            return AlertDelivery(store, notifier, lambda record: asyncio.sleep(0, published.append(record)), consumer=name, chart=False,
+                                 metrics=metrics, **kw)
+
+        dead, live = worker("dead"), worker("live", claim_idle_s=0)
+        await dead.ensure_group()
+
+        async def dies(entry_id: str, published: int) -> None:  # the worker is gone before its acknowledgement
+            raise RuntimeError("worker killed")
+
+        dead._ack = dies  # type: ignore[method-assign]
+        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incC", "new", "warning", "2026-10-02T12:06:00Z"))
+        with pytest.raises(RuntimeError):
+            await dead.drain_once()
+        (service,) = build_apprise(b.url, None)
+        await store.redis.hset(cap, service_key(service), 5)
+        b.failing = False
+        while await live.drain_once():
+            pass
+        return await store.redis.hgetall(ALERT_STATS_KEY), await outbox_drained(store.redis)
+
+    stats, drained = on_store(redis_server, go, a, b)
+    assert len(a.accepted) == 1 and [p["title"] for p in b.accepted] == ["[NOTICE] daily notification limit reached"], b.accepted
+    assert {k: int(v) for k, v in stats.items() if k != "published"} == {"delivery_failed": 1, "capped": 1, "notified": 1}, stats
+    value = metrics.registry.get_sample_value
+    assert [value("sentinel_alert_deliveries_total", {"result": r}) for r in ("failed", "notified", "capped")] == [1.0, 1.0, 0.0]
+    if not grouping:
+        assert [(p.state, p.notified) for p in published] == [("firing", False), ("firing", True)], published
+    assert drained
+
+
 def test_a_partly_delivered_notified_mark_reads_as_accepted_services_to_a_session_51_worker():
     """`notified_mark` (pure): a partial mark (since session 52) keeps the accepted services as the
     value a session-51 worker reads (`notified_services`: it publishes without notifying and marks
