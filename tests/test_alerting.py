@@ -1348,6 +1348,53 @@ def test_a_claims_retry_the_daily_cap_holds_back_finishes_the_notice_as_a_capped
     assert drained
 
 
+@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
+def test_a_partly_delivered_notice_delivered_again_by_its_worker_goes_to_the_services_that_refused_it_alone(redis_server, grouping):
+    """One worker: a accepts ETH's drop, b refuses it, and the round fails after the notified mark
+    (ungrouped: the publish, the broker away; grouped, whose entry here has no record to publish:
+    the acknowledgement). Its next round delivers the entry again: b (back) hears it, a not again,
+    counted `delivery_failed` once and `notified` once (README, reliability.md)."""
+    redis.Redis.from_url(redis_server).flushdb()
+    a, b = Hook(), Hook()
+    b.failing = True
+    away = [True]
+    published: list = []
+
+    async def publish(record) -> None:
+        if away and not grouping:
+            away.pop()
+            raise RuntimeError("broker away")
+        published.append(record)
+
+    async def go(store: WindowStore):
+        delivery = AlertDelivery(store, Notifier(build_apprise(f"warning={a.url} warning={b.url}", None), attempts=2, backoff=0.01),
+                                 publish, consumer="one", chart=False)
+        await delivery.ensure_group()
+        if grouping:
+            ack = delivery._ack
+
+            async def ack_once_lost(entry_id: str, published: int) -> None:
+                if away:
+                    away.pop()
+                    raise RuntimeError("Redis away past the claim delay")
+                await ack(entry_id, published)
+
+            delivery._ack = ack_once_lost  # type: ignore[method-assign]
+        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incO", "new", "warning", "2026-10-02T12:06:00Z"))
+        with pytest.raises(RuntimeError):
+            await delivery.drain_once()
+        b.failing = False
+        while await delivery.drain_once():
+            pass
+        return await store.redis.hgetall(ALERT_STATS_KEY), await outbox_drained(store.redis)
+
+    stats, drained = on_store(redis_server, go, a, b)
+    assert len(a.accepted) == 1 and len(b.accepted) == 1 and b.refused == 2, (a.accepted, b.accepted, b.refused)
+    assert [p.notified for p in published] == ([] if grouping else [True]), published
+    assert int(stats["delivery_failed"]) == 1 and int(stats["notified"]) == 1, stats
+    assert drained
+
+
 def test_a_partly_delivered_notified_mark_reads_as_accepted_services_to_a_session_51_worker():
     """`notified_mark` (pure): a partial mark (since session 52) keeps the accepted services as the
     value a session-51 worker reads (`notified_services`: it publishes without notifying and marks
