@@ -833,6 +833,32 @@ def told_entry(grouping: bool, ident: str, reason: str, severity: str, at: str, 
             **({"last_notified": last} if last else {})}
 
 
+async def dies_before_its_ack(dead: AlertDelivery, store: WindowStore, entry: dict[str, str]) -> str:
+    """`dead` delivers `entry` and is gone before its acknowledgement, the entry left pending for a
+    claim; its id."""
+    await dead.ensure_group()
+
+    async def dies(entry_id: str, published: int) -> None:
+        raise RuntimeError("worker killed")
+
+    dead._ack = dies  # type: ignore[method-assign]
+    entry_id = await store.redis.xadd(OUTBOX_KEY, entry)
+    with pytest.raises(RuntimeError):
+        await dead.drain_once()
+    return entry_id
+
+
+async def resolution_delivered(store: WindowStore, delivery: AlertDelivery, grouping: bool, ident: str,
+                               last_notified: str | None = "2026-10-02T12:06:00Z", firing_notices: int | None = 1) -> None:
+    """ETH's resolution of `ident` (its firing notice made at 12:06 unless said otherwise) delivered
+    until the outbox holds nothing more for `delivery`."""
+    extra = {k: v for k, v in (("last_notified", last_notified), ("firing_notices", firing_notices)) if v is not None}
+    await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, ident, "resolved", "warning", "2026-10-02T13:00:00Z",
+                                                  route_severities=("warning",), **extra))
+    while await delivery.drain_once():
+        pass
+
+
 def told_delivery(store: WindowStore, urls: str, consumer: str = "test", **kw) -> AlertDelivery:
     """A delivery of the told-marks tests: these Apprise URLs, two quick attempts, no chart."""
     return AlertDelivery(store, Notifier(build_apprise(urls, None), attempts=2, backoff=0.01), lambda record: asyncio.sleep(0),
@@ -1006,10 +1032,7 @@ def test_a_service_that_heard_the_firing_under_another_url_still_hears_the_resol
             await store.redis.hset(told_key("incU"), mapping={**{k: v for k, v in marks.items() if not k.startswith("svc:")},
                                                               f"svc:{hashlib.sha256(older.encode()).hexdigest()[:16]}": "sent",
                                                               f"svc:notice:{first}": "1"})
-        await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incU", "resolved", "warning", "2026-10-02T13:00:00Z", route_severities=("warning",),
-                                                      last_notified="2026-10-02T12:06:00Z", firing_notices=1))
-        while await now.drain_once():
-            pass
+        await resolution_delivered(store, now, True, "incU")
 
     with caplog.at_level(logging.INFO, logger="stream.alerts.delivery"):
         on_store(redis_server, go, hook)
@@ -1053,10 +1076,7 @@ def test_a_firing_notice_delivered_again_after_its_worker_died_is_counted_once(r
             pass
         marks.append(await store.redis.hgetall(told_key("incR")))
         b.failing = False
-        await store.redis.xadd(OUTBOX_KEY, entry("resolved", "warning", "2026-10-02T13:00:00Z", route_severities=("warning",),
-                                                 last_notified="2026-10-02T12:06:00Z", firing_notices=1))
-        while await live.drain_once():
-            pass
+        await resolution_delivered(store, live, True, "incR")
         assert (await store.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP))["pending"] == 0
 
     on_store(redis_server, go, a, b)
@@ -1107,10 +1127,7 @@ def test_a_claim_that_finds_a_firing_notice_sent_marks_the_services_its_worker_r
         assert await store.redis.hexists(NOTIFIED_KEY, first)
         while await live.drain_once():  # claims the entry: already notified, published only
             pass
-        await store.redis.xadd(OUTBOX_KEY, entry("resolved", "warning", "2026-10-02T13:00:00Z", route_severities=("warning",),
-                                                 last_notified="2026-10-02T12:06:00Z", firing_notices=1))
-        while await live.drain_once():
-            pass
+        await resolution_delivered(store, live, True, "incC")
         assert (await store.redis.xpending(OUTBOX_KEY, OUTBOX_GROUP))["pending"] == 0
 
     on_store(redis_server, go, a, b)
@@ -1153,15 +1170,7 @@ def test_a_claim_sends_a_partly_delivered_notice_to_the_services_that_refused_it
 
         dead = worker("dead", lambda record: asyncio.sleep(0))
         live = worker("live", lambda record: asyncio.sleep(0, live_published.append(record)), claim_idle_s=0)
-        await dead.ensure_group()
-
-        async def dies(entry_id: str, published: int) -> None:  # the worker is gone before its acknowledgement
-            raise RuntimeError("worker killed")
-
-        dead._ack = dies  # type: ignore[method-assign]
-        first = await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incP", "new", "warning", "2026-10-02T12:06:00Z"))
-        with pytest.raises(RuntimeError):
-            await dead.drain_once()
+        first = await dies_before_its_ack(dead, store, told_entry(grouping, "incP", "new", "warning", "2026-10-02T12:06:00Z"))
         b.failing = case == "refused-again"
         while await live.drain_once():  # claims the dead worker's entry
             pass
@@ -1215,15 +1224,7 @@ def test_a_silence_over_a_partly_delivered_notice_holds_its_retry_and_counts_it_
                                  chart=False, metrics=metrics, **kw)
 
         dead, live = worker("dead"), worker("live", claim_idle_s=0)
-        await dead.ensure_group()
-
-        async def dies(entry_id: str, published: int) -> None:  # the worker is gone before its acknowledgement
-            raise RuntimeError("worker killed")
-
-        dead._ack = dies  # type: ignore[method-assign]
-        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incQ", "new", "warning", "2026-10-02T12:06:00Z"))
-        with pytest.raises(RuntimeError):
-            await dead.drain_once()
+        await dies_before_its_ack(dead, store, told_entry(grouping, "incQ", "new", "warning", "2026-10-02T12:06:00Z"))
         b.failing = False
         await add_silence(store.redis, "asset:ETH", 3600, None, "looking into it")
         while await live.drain_once():  # claims the dead worker's entry: the silence holds b's retry
@@ -1231,10 +1232,7 @@ def test_a_silence_over_a_partly_delivered_notice_holds_its_retry_and_counts_it_
         stats, marks = await store.redis.hgetall(ALERT_STATS_KEY), await store.redis.hgetall(told_key("incQ"))
         for silence in await list_silences(store.redis):
             await remove_silence(store.redis, silence.id)
-        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incQ", "resolved", "warning", "2026-10-02T13:00:00Z",
-                                                      route_severities=("warning",), last_notified="2026-10-02T12:06:00Z", firing_notices=1))
-        while await live.drain_once():
-            pass
+        await resolution_delivered(store, live, grouping, "incQ")
         return stats, marks, await outbox_drained(store.redis), await store.redis.hlen(NOTIFIED_KEY)
 
     stats, marks, drained, left = on_store(redis_server, go, a, b)
@@ -1322,15 +1320,7 @@ def test_a_claims_retry_the_daily_cap_holds_back_finishes_the_notice_as_a_capped
                                  metrics=metrics, **kw)
 
         dead, live = worker("dead"), worker("live", claim_idle_s=0)
-        await dead.ensure_group()
-
-        async def dies(entry_id: str, published: int) -> None:  # the worker is gone before its acknowledgement
-            raise RuntimeError("worker killed")
-
-        dead._ack = dies  # type: ignore[method-assign]
-        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incC", "new", "warning", "2026-10-02T12:06:00Z"))
-        with pytest.raises(RuntimeError):
-            await dead.drain_once()
+        await dies_before_its_ack(dead, store, told_entry(grouping, "incC", "new", "warning", "2026-10-02T12:06:00Z"))
         (service,) = build_apprise(b.url, None)
         await store.redis.hset(cap, service_key(service), 5)
         b.failing = False
@@ -1441,10 +1431,7 @@ def test_a_resolution_whose_every_firing_notice_reached_no_service_is_settled_un
             pass
         marked = await store.redis.hget(told_key("incD"), "warning")
         hook.failing = False
-        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incD", "resolved", "warning", "2026-10-02T13:00:00Z",
-                                                      route_severities=("warning",)))
-        while await delivery.drain_once():
-            pass
+        await resolution_delivered(store, delivery, grouping, "incD", last_notified=None, firing_notices=None)
         return (marked, await store.redis.hgetall(ALERT_STATS_KEY), await store.redis.exists(told_key("incD")),
                 await outbox_drained(store.redis))
 
@@ -1500,10 +1487,7 @@ def test_a_repeat_an_older_worker_sent_after_a_silence_lifted_still_hears_the_re
                 else:
                     assert (await notifier.deliver(record_from_json(json.loads(repeat["record"])))).notified
                 last = "2026-10-02T12:36:00Z"
-            await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, ident, "resolved", "warning", "2026-10-02T13:00:00Z",
-                                                          route_severities=("warning",), last_notified=last))
-            while await delivery.drain_once():
-                pass
+            await resolution_delivered(store, delivery, grouping, ident, last_notified=last, firing_notices=None)
         finally:
             await store.close()
 
