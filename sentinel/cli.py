@@ -983,13 +983,33 @@ def worker() -> None:
     if model_apart(settings):
         classifier: Scorer = ModelProcess.start(functools.partial(scorer_in_child, settings))
     else:
-        classifier = model_thread.load(lambda: load_classifier(settings))  # loaded where it will run
+        classifier = loaded_unless_stopped(model_thread, settings)  # loaded where it will run
     tell_start_step(settings.start_step_file, starting)  # its web server, and /readyz, come last
     try:
         run_faust(build_worker(settings, classifier, store, model_thread=model_thread, listeners=listeners), settings)
     finally:
         if isinstance(classifier, ModelProcess):
             classifier.close()
+
+
+def loaded_unless_stopped(model_thread: Any, settings: Settings) -> Scorer:
+    """The model, loaded on the worker's model thread; a Ctrl-C or SIGTERM during the load (a pod
+    deleted as it starts) says its stop line and ends the process at once, 130 or 143. The load
+    cannot be cut short on its thread, which the interpreter joins at exit (a ThreadPoolExecutor's),
+    and once the stop line is said later signals are ignored (sentinel.stops): a stop unwound to the
+    group's stop line left the process up until the model had loaded (minutes for a large one), and
+    only the kubelet's SIGKILL ended it sooner, where a SIGTERM ended it at once before."""
+    try:
+        return model_thread.load(lambda: load_classifier(settings))
+    except (KeyboardInterrupt, SystemExit) as exc:
+        code = stops.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else exc.code
+        if code not in (stops.INTERRUPTED, stops.TERMINATED):
+            raise
+        say_stopped("interrupted" if code == stops.INTERRUPTED else "terminated")
+        logging.shutdown()  # os._exit skips it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # nothing of the worker runs yet: its sockets and connections end with the process
 
 
 def model_apart(settings: Settings) -> bool:

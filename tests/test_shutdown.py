@@ -221,10 +221,11 @@ def test_a_batch_given_up_on_as_the_flush_returns_stops_the_worker_before_the_co
 
 # Put on PYTHONPATH, this holds a `sentinel` process at a moment a test names, so a signal lands
 # there and not a little before or after: STOP_PROBE_IMPORT holds the import of that module (the
-# process waits there until a signal unwinds it), STOP_PROBE_EXIT holds the interpreter's teardown
+# process waits there until a signal unwinds it; STOP_PROBE_RUN holds that module as it runs, where another thread
+# may import meanwhile: the held find_spec holds Python's global import lock), STOP_PROBE_EXIT holds the interpreter's teardown
 # (its last atexit step) until the test writes `go`. Each says it is held with a file.
 STOP_PROBE = """
-import atexit, os, sys, time
+import atexit, importlib.machinery, os, sys, time
 from pathlib import Path
 
 here = Path(os.environ["STOP_PROBE_DIR"])
@@ -240,6 +241,15 @@ class Hold:
         if name == os.environ.get("STOP_PROBE_IMPORT"):
             sys.meta_path.remove(self)
             held("importing")
+        elif name == os.environ.get("STOP_PROBE_RUN"):  # held as it runs: not under the import system's global lock
+            sys.meta_path.remove(self)
+            spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+            run = spec.loader.exec_module
+            def exec_module(module):
+                held("importing")
+                run(module)
+            spec.loader.exec_module = exec_module
+            return spec
         return None
 
 sys.meta_path.insert(0, Hold())
@@ -329,3 +339,39 @@ def test_a_stop_while_a_benchmark_runs_says_so_and_stops_its_servers(stop):
     assert (code, stderr.splitlines()[-1:]) == (exit_code, [how]), stderr
     assert "Traceback" not in stderr, stderr
     assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "the benchmark left its servers running"
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_while_the_worker_loads_its_model_ends_it_at_once(tmp_path, kafka_server, redis_server, stop):
+    """A pod deleted while its worker loads the model (minutes for a large one): the load runs on
+    the model thread, which the interpreter joins at exit, and after the stop line later signals are
+    ignored, so the worker said `terminated` and stayed up until the model had loaded, or the
+    kubelet's SIGKILL. It ends at once, with its stop line and exit, while the load is still held."""
+    from stream.tools.services import free_port
+
+    env = {**probed_env(tmp_path, STOP_PROBE_RUN="model.classifier"),  # imported on the model thread as the load begins
+           "KAFKA_BROKER": kafka_server, "REDIS_URL": redis_server, "SENTINEL_MODEL_PROCESS": "false", "SENTINEL_WEB_PORT": str(free_port()),
+           "SENTINEL_APP_ID": "test-stop-loading", "SENTINEL_TOPIC_POSTS": "stop-loading-posts", "SENTINEL_PARTITIONS": "1"}
+    proc = subprocess.Popen([str(__import__("pathlib").Path(sys.executable).parent / "sentinel"), "worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "importing").exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the model's load never began"
+            time.sleep(0.02)
+        proc.send_signal(getattr(signal, stop))
+        try:
+            code = proc.wait(20)  # the load stays held for 60 s
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"the worker waited for its model's load after the stop: {proc.communicate(10)[1][-3000:]}") from None
+        stderr = proc.stderr.read()
+    finally:
+        (tmp_path / "go").touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    how, exit_code = HOW[stop]
+    assert (code, stderr.splitlines()[-1:]) == (exit_code, [how]), stderr
+    assert "Traceback" not in stderr, stderr
