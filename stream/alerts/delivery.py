@@ -66,7 +66,8 @@ PublishRecord = Callable[[AlertRecord], Awaitable[Any]]
 # list of `service_key`, since session 51; a worker before wrote 1), the entry's refused field
 # (`incidents.refused_field`), the services that refused it (a JSON list, since session 52; '' where
 # none did). A mark is written once, but a partial one (a refused field beside it) is rewritten by the
-# claim that sends the notification to the services that refused it: finished then (none refused
+# delivery that sends the notification again to the services that refused it (a claim after its
+# worker died, or its own worker's after a failed publish or acknowledgement): finished then (none refused
 # again), it loses the field and counts `notified`, once, as a finished one does when first written.
 _MARK_NOTIFIED = """
 local partial = redis.call('HEXISTS', KEYS[1], ARGV[4]) == 1
@@ -468,7 +469,7 @@ class AlertDelivery:
             delivered = await self._settle(entry_id, await self._notify(record, told, only), earlier)
             notified = delivered.notified
             fate = told_fate(delivered.sent)
-        if earlier is not None:  # partly delivered before its worker died: the services that accepted it heard it
+        if earlier is not None:  # partly delivered before (its worker died, or its publish or ack failed): the services that accepted it heard it
             fate = TOLD_SENT
         if firing:  # also one no service is routed for: it moves `last`
             await self._mark_fate(record.alert_id, record.severity, fate, record.window_end, last=True)
@@ -517,7 +518,7 @@ class AlertDelivery:
                 delivered = await self._settle(entry_id, await self._notify_notice(notice, records, told, told_at, only), earlier)
                 notified = delivered.notified
                 fate, heard = told_fate(delivered.sent), delivered.accepted
-            if earlier is not None:  # partly delivered before its worker died: the services that accepted it heard it
+            if earlier is not None:  # partly delivered before (its worker died, or its publish or ack failed): the services that accepted it heard it
                 fate, heard = TOLD_SENT, heard or tuple(earlier.accepted or ())
             if firing:  # every firing notice sets `last`, also one no service is routed for (`marks_behind`)
                 await self._mark_fate(notice.incident_id, notice.severity, fate, notice.at, last=True, heard=(entry_id, heard))
@@ -620,8 +621,8 @@ class AlertDelivery:
 
     async def _count_silenced(self, earlier: NotifiedMark | None) -> None:
         """A notification a silence held counts `silenced`, but not a partly delivered one's retry
-        (`earlier`, a claim's): its first delivery counted it (`delivery_failed`), and a notification
-        counts in one result, `notified` added only where the rest accept it (until session 52's
+        (`earlier`, a claim's or a redelivery's): its first delivery counted it (`delivery_failed`),
+        and a notification counts in one result, `notified` added only where the rest accept it (until session 52's
         review a silence over the claim counted it `silenced` too)."""
         if earlier is None:
             await self._count("silenced")
@@ -726,10 +727,11 @@ class AlertDelivery:
         held a service back (a hold the operator chose, as a silence is; until session 50 it counted as
         a failure). One the cap held back from some services and others accepted is notified (since
         session 51; it reached someone) and counted `capped` too. One some accepted and others refused
-        is marked with both (since session 52), so a claim after its worker died sends it to the
-        refused alone (before, with no mark, to every service again).
+        is marked with both (since session 52), so a claim after its worker died, or its own worker's
+        delivery again after a failed publish or acknowledgement, sends it to the refused alone
+        (before, with no mark, to every service again).
 
-        `earlier`: such a partial mark, where this was that claim's notification to the services that
+        `earlier`: such a partial mark, where this was that delivery's notification to the services that
         refused: the outcome is of the whole notification (every service that accepted it, either
         time), counted once more only where it is now notified (counted `delivery_failed` the first
         time, and `notified` now that it reached the rest); refused again, it counts nothing new.

@@ -310,8 +310,8 @@ def refused_field(entry_id: str) -> str:
 
 @dataclass(frozen=True)
 class NotifiedMark:
-    """An entry's notified mark as a claim reads it. `accepted`: the services that accepted its
-    notification (None: a mark from before session 51, `1`, names none). `refused`: since session
+    """An entry's notified mark as a claim or a redelivery reads it. `accepted`: the services that
+    accepted its notification (None: a mark from before session 51, `1`, names none). `refused`: since session
     52, those that refused it after their retries while others accepted (a partly delivered
     notification): a claim sends it to these alone, never again to one that showed it to the risk
     team. Empty: finished (every routed service accepted it but those the daily cap held back), and

@@ -343,7 +343,8 @@ class Delivery:
     # of a firing notice, and a resolution goes to those alone (`AlertDelivery._told_services`).
     accepted: tuple[str, ...] = ()
     # The services that refused it after their retries (`service_key`): a claim after its worker
-    # died sends it to these alone (since session 52; `AlertDelivery._settle` marks them).
+    # died, or its own worker's delivery again after a failed publish or ack, sends it to these
+    # alone (since session 52; `AlertDelivery._settle` marks them).
     refused: tuple[str, ...] = ()
 
 
@@ -413,8 +414,8 @@ class Notifier:
                       only: Collection[str] | None = None) -> Delivery:
         """One transition's notification (`SENTINEL_ALERT_GROUPING=none`), routed for `routes` (a
         resolution: every severity its alert's firing notifications went out at), else its own.
-        `only`: the services (by `service_key`) among them it goes to (a claim's: those that
-        refused it before its worker died)."""
+        `only`: the services (by `service_key`) among them it goes to (a claim's or a redelivery's:
+        those that refused it the first time)."""
         context = {"alert_id": record.alert_id, "scope": record.scope, "severity": record.severity}
         text = message.body(record, samples=self.samples, console_url=self.console_url, now=time.time(), routes=routes)
         return await self._deliver(context, tuple(routes) or (record.severity,), message.title(record), text,
@@ -443,8 +444,8 @@ class Notifier:
         `verdict`: one already given, which a resolution says instead of asking for it. `told_at`: a
         resolution's `Entry.told_at`, when it was first told at each severity. `acks`: its
         acknowledgements, oldest first, each listed. `only`: a resolution's, the services (by
-        `service_key`) that heard a firing notice of it, or a claim's, those that refused this one
-        before its worker died; the others routed hear nothing."""
+        `service_key`) that heard a firing notice of it, or a claim's or a redelivery's, those that
+        refused this one the first time; the others routed hear nothing."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
         text = message.notice_body(notice, records, samples_shown=self.samples, console_url=self.console_url, track=track,
                                    window=self.window, recent=recent, now=time.time(), verdict=verdict, routes=routes, told_at=told_at,
