@@ -177,7 +177,7 @@ class WorkerMetrics:
             "Alert deliveries by result (notified: every service sent to accepted, the daily cap may have held others back; failed: "
             "a service refused it after its retries; capped: the daily cap held back every service and none failed; silenced)", ["result"], registry=r
         )
-        self.lag = Gauge("sentinel_consumer_lag", "Messages behind per assigned partition (log end offset - committed)", ["topic", "partition"], registry=r)
+        self.lag = Gauge("sentinel_consumer_lag", "Messages behind per assigned partition (log end offset - the offset the group resumes from, as sentinel_consumer_committed)", ["topic", "partition"], registry=r)
         self.position = Gauge(
             "sentinel_consumer_position", "Offset of the next message the consumer fetches per assigned partition (past transaction markers)",
             ["topic", "partition"], registry=r,
