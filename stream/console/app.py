@@ -52,8 +52,10 @@ Handler = Callable[[Request], Awaitable[Response]]
 # A browser form's outcome worth saying (a refused request's reason, a silence that matches no scope
 # yet), carried across the redirect back to its page in a short-lived cookie and shown there once.
 FLASH_COOKIE, FLASH_MAX_AGE_S, FLASH_CHARS = "sentinel_flash", 60, 600
-# The cookie holds a message per form still waiting for its page (a Redis-away silence's fields while
-# an ack is refused): one per form a page can show (silence, ack, verdict) and a note, no more.
+# The cookie holds a message per form copy still waiting for its page (a Redis-away silence's fields
+# while an ack is refused): as many as one page's forms (silence, ack, verdict) and a note. Since
+# session 52 a copy is a form on one page (`_instance`), so silences refused on several pages can
+# want more: the oldest are dropped (`_set_flashes`).
 MAX_FLASH_ENTRIES = 4
 FLASH_SKEW_S = 60  # a replica's clock a little off the one that wrote the cookie, either way: not a cookie from the future nor a stale one
 KEPT_FIELDS, MAX_KEPT_CHARS = ("scope", "kind", "duration", "reason", "verdict"), 500  # a refused form's fields shown again
