@@ -40,6 +40,9 @@ def take_sigterm() -> None:
     _process["holds"] = True
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # not one a parent set to ignored
         signal.signal(signal.SIGTERM, unwind)
+    from stream.tools.swallowed_stops import raise_swallowed_stops_again  # stdlib only, as this module
+
+    raise_swallowed_stops_again()  # a stop raised in a `__del__` was dropped, and the command ran on
 
 
 def sigterm_as_the_signal() -> None:

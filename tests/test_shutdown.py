@@ -375,3 +375,40 @@ def test_a_stop_while_the_worker_loads_its_model_ends_it_at_once(tmp_path, kafka
     how, exit_code = HOW[stop]
     assert (code, stderr.splitlines()[-1:]) == (exit_code, [how]), stderr
     assert "Traceback" not in stderr, stderr
+
+
+SWALLOWED = """
+import os, signal, sys, time
+{setup}
+
+class Finalized:
+    def __del__(self):  # the stop's handler runs here, inside the finalizer, which drops what it raises
+        os.kill(os.getpid(), signal.{stop})
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            pass
+
+try:
+    Finalized()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        pass
+    print("ran on")
+except (KeyboardInterrupt, SystemExit) as exc:
+    print("stopped", type(exc).__name__)
+"""
+
+
+@pytest.mark.parametrize("handler", ["console-script", "sigterm_unwinds"])
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_a_finalizer_swallowed_is_raised_again(handler, stop):
+    """A signal's handler runs wherever Python is; in a `__del__` (a redis client the garbage
+    collector ends) what it raises is printed and dropped, and the SIGTERM handlers had set later
+    SIGTERMs to ignored: `sentinel bench store` stopped that way ran on to the end and exited 0. The
+    stop is delivered again once the finalizer has dropped it."""
+    setup = {"console-script": "from sentinel import stops\nstops.take_sigterm()",
+             "sigterm_unwinds": "from stream.tools.services import sigterm_unwinds\nunwinding = sigterm_unwinds()\nunwinding.__enter__()"}[handler]
+    done = subprocess.run([sys.executable, "-c", SWALLOWED.format(setup=setup, stop=stop)], capture_output=True, text=True, timeout=60)
+    exc = {"SIGINT": "KeyboardInterrupt", "SIGTERM": "Terminated" if handler == "console-script" else "SystemExit"}[stop]
+    assert done.stdout.strip() == f"stopped {exc}", (done.stdout, done.stderr)
+    assert "Exception ignored" not in done.stderr, done.stderr

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Coroutine, Iterator, Sequence, TypeVar
 
+from stream.tools.swallowed_stops import raise_swallowed_stops_again
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -58,6 +60,7 @@ def sigterm_unwinds() -> Iterator[None]:
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, unwind)
+    raise_swallowed_stops_again()  # one raised in a `__del__` was dropped, and the command ran on
     try:
         yield
     finally:
