@@ -12,7 +12,9 @@ import signal
 import threading
 from types import FrameType
 
-TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended
+# Standard library only, as this module; TERMINATED: 143, as a shell reports a process SIGTERM ended.
+from stream.tools.swallowed_stops import TERMINATED, raise_swallowed_stops_again
+
 INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C's exit, as the commands that say more end
 
 _process = {"holds": False}  # whether this is the `sentinel` process itself (not a test's CliRunner)
@@ -40,8 +42,6 @@ def take_sigterm() -> None:
     _process["holds"] = True
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # not one a parent set to ignored
         signal.signal(signal.SIGTERM, unwind)
-    from stream.tools.swallowed_stops import raise_swallowed_stops_again  # stdlib only, as this module
-
     raise_swallowed_stops_again()  # a stop raised in a `__del__` was dropped, and the command ran on
 
 

@@ -18,7 +18,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-TERMINATED = 128 + signal.SIGTERM
+TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended
 REDELIVER_S = 0.01
 
 
