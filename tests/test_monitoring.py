@@ -88,7 +88,32 @@ def test_the_dashboard_shows_every_per_partition_gauge_of_the_consumer():
     assert per_partition <= shown, sorted(per_partition - shown)
     for title, expr in dashboard_queries():
         if set(re.findall(r"\bsentinel_consumer_[a-z_]+", expr)) & per_partition:
-            assert "by (partition)" in expr, (title, expr)
+            assert re.search(r"\bby \((topic, )?partition\)", expr), (title, expr)
+
+
+PER_PARTITION_GAUGES = ("sentinel_consumer_lag", "sentinel_consumer_position", "sentinel_consumer_unread", "sentinel_consumer_committed")
+
+
+def sums_across_pods(expr: str) -> list[str]:
+    """The aggregations in `expr` that add a per-partition gauge's series straight up. In a
+    rebalance the pod a partition is revoked from and the pod it goes to both report it for a
+    while, so such a sum counts that partition twice: it must take `max by (..., topic,
+    partition)` first. A sum that keeps the pod (`by (..., pod, ...)`) adds nothing twice."""
+    found = []
+    for match in re.finditer(r"\b(sum|avg|count)\s*(?:by\s*\(([^)]*)\))?\s*\(\s*(sentinel_consumer_[a-z_]+)", expr):
+        grouping = {label.strip() for label in (match.group(2) or "").split(",")}
+        if match.group(3) in PER_PARTITION_GAUGES and "pod" not in grouping:
+            found.append(match.group(0))
+    return found
+
+
+def test_no_query_or_rule_adds_up_the_copies_two_pods_report_of_one_partition():
+    # The check catches what the dashboard and SentinelFallingBehind had until session 53.
+    assert sums_across_pods('sum by (partition) (sentinel_consumer_lag{job="forum-sentinel-metrics"})')
+    assert sums_across_pods('sum by (namespace) (sentinel_consumer_lag{job="forum-sentinel-metrics"}) > 1000')
+    assert not sums_across_pods('sum by (namespace) (max by (namespace, topic, partition) (sentinel_consumer_lag{job="x"}))')
+    queries = dashboard_queries() + [(rule["alert"], rule["expr"]) for group in rule_groups() for rule in group["rules"]]
+    assert [(title, sums_across_pods(expr)) for title, expr in queries if sums_across_pods(expr)] == []
 
 
 def promtool() -> str:
