@@ -365,6 +365,44 @@ def test_consumer_offsets_count_the_unread_past_the_read_position_against_the_sa
     assert offsets.unread == {caught_up: 0, stalled: 6}
 
 
+def test_consumer_offsets_work_out_each_partitions_resume_offset_and_end_once(monkeypatch):
+    """One scrape asks each partition's resume offset and the consumer's highwater once: until
+    session 53 the lag and the `committed` gauge each worked out the resume offset, and the lag and
+    the unread count each read the highwater. The figures are the same
+    (`test_consumer_offsets_report_the_log_start_as_committed_where_retention_deleted_past_the_committed_offset`)."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    import stream.ops.http as http
+    import stream.ops.prometheus as prometheus
+
+    trimmed, kept = TP("forum-posts", 1), TP("forum-posts", 2)
+    states = {trimmed: SimpleNamespace(has_valid_position=True, position=5200), kept: SimpleNamespace(has_valid_position=True, position=90)}
+    subscription = SimpleNamespace(subscription=SimpleNamespace(assignment=SimpleNamespace(state_value=states.get)))
+    kafka = SimpleNamespace(_subscription=subscription)
+    asked: Counter = Counter()
+
+    def highwater(tp):
+        asked["highwater", tp] += 1
+        return {trimmed: 5250, kept: 95}[tp]
+
+    def counted(committed, start):
+        asked["resume"] += 1
+        return resume_offset(committed, start)
+
+    monkeypatch.setattr(http, "resume_offset", counted)
+    monkeypatch.setattr(prometheus, "resume_offset", counted)
+    consumer = SimpleNamespace(assignment=lambda: {trimmed, kept}, _committed_offset={trimmed: 40, kept: 80},
+                               highwater=highwater, _thread=SimpleNamespace(_ensure_consumer=lambda: kafka))
+    offsets = asyncio.run(http.consumer_offsets(SimpleNamespace(consumer=consumer, producer=_Broker({trimmed: 5300, kept: 90}, {trimmed: 5100, kept: 10})),
+                                                ("forum-posts",)))
+    assert offsets.committed == {trimmed: 5100, kept: 80} and offsets.lag == {trimmed: 200, kept: 15}
+    assert offsets.unread == {trimmed: 100, kept: 5}
+    assert asked == Counter({"resume": 2, ("highwater", trimmed): 1, ("highwater", kept): 1})
+
+
 def test_read_position_is_none_when_the_consumer_thread_resets_the_position_under_it():
     """/metrics reads aiokafka's partition state on the event loop while Faust's consumer thread
     changes it: an out-of-range fetch (retention deleted what a worker behind had not read) makes

@@ -30,7 +30,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from model.scorer import Scorer
-from stream.ops.prometheus import ConsumerOffsets, ModelLabels, TopicPartition, WorkerMetrics, partition_lag, resume_offset
+from stream.ops.prometheus import ConsumerOffsets, ModelLabels, TopicPartition, WorkerMetrics, offsets_behind, resume_offset
 
 log = logging.getLogger(__name__)
 
@@ -334,10 +334,13 @@ async def consumer_offsets(app: faust.App, topics: Collection[str], timeout: flo
         known = [offset for offset in (ends.get(tp), fetched) if offset is not None]
         return max(known) if known else None
 
+    # Each figure once per partition: the lag and the gauge share the resume offset, and the lag
+    # and the unread count share the end (the consumer thread can move its highwater between two
+    # reads of it, and the two then disagreed on the same partition).
+    ended = {tp: offset for tp in assignment if (offset := end(tp)) is not None}
     positions = {tp: offset for tp in assignment if (offset := read_position(consumer, tp)) is not None}
     resumes = {tp: offset for tp in assignment if (offset := resume_offset(committed[tp], starts.get(tp))) is not None}
-    return ConsumerOffsets(partition_lag(assignment, end, committed.get, starts.get), positions,
-                           partition_lag(positions, end, positions.get), resumes)
+    return ConsumerOffsets(offsets_behind(ended, resumes), positions, offsets_behind(ended, positions), resumes)
 
 
 # --- wiring --------------------------------------------------------------------------------------

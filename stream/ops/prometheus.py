@@ -78,14 +78,15 @@ def partition_lag(
     never committed or retention deleted past its committed offset). A partition whose end or
     offset is not known (the broker did not answer and no fetch has since assignment) is left out
     rather than guessed."""
-    lags: dict[TopicPartition, int] = {}
-    for tp in assignment:
-        end = highwater(tp)
-        done = resume_offset(committed(tp), start(tp))
-        if end is None or done is None:
-            continue
-        lags[tp] = max(0, end - done)
-    return lags
+    ends = {tp: end for tp in assignment if (end := highwater(tp)) is not None}
+    resumes = {tp: done for tp in assignment if (done := resume_offset(committed(tp), start(tp))) is not None}
+    return offsets_behind(ends, resumes)
+
+
+def offsets_behind(ends: Mapping[TopicPartition, int], offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """Per partition of `offsets`, how far its end lies past that offset; never negative (an end
+    read a moment before the offset moved past it), and a partition of unknown end left out."""
+    return {tp: max(0, ends[tp] - offset) for tp, offset in offsets.items() if tp in ends}
 
 
 @dataclass(frozen=True)
