@@ -2571,4 +2571,6 @@ def model_prepare() -> None:
 
 
 if __name__ == "__main__":
+    # `python -m sentinel.cli` skips sentinel.main: no stop handling during these imports and none
+    # after a stop line (docs/operations.md). `python -m sentinel` is the console script's entry.
     app()

@@ -129,9 +129,11 @@ def worker_env(settings: Settings, embedded: bool, web_port: int | None = None, 
 def start_worker(settings: Settings, embedded: bool, log_path: Path | None = None, web_port: int | None = None,
                  step_file: Path | None = None) -> subprocess.Popen:
     # The worker has its own copy of the log's descriptor: ours is closed once it has started.
+    # `-m sentinel`, the console script's entry (sentinel.main): a stop during the worker's imports
+    # ends it with its line and 143, where `-m sentinel.cli` left it to the signal (-15, nothing said).
     with log_path.open("ab") if log_path else contextlib.nullcontext(subprocess.DEVNULL) as out:
         return subprocess.Popen(
-            dying_with_parent([sys.executable, "-m", "sentinel.cli", "worker"]),
+            dying_with_parent([sys.executable, "-m", "sentinel", "worker"]),
             env=worker_env(settings, embedded, web_port, step_file),
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -283,6 +283,34 @@ def test_a_stop_while_the_cli_is_imported_ends_with_a_line_and_the_stops_exit(tm
     assert (code, stderr) == (exit_code, f"{how} before the command started\n"), stderr
 
 
+def test_a_worker_sentinel_run_started_stopped_in_its_imports_says_so(tmp_path, monkeypatch):
+    """`sentinel run` started its workers with `python -m sentinel.cli worker`, past the console
+    script's stop handling: a run stopped while a worker still imported the CLI (a second or more
+    on a loaded machine) ended that worker by the signal (-15) with nothing in its log. It starts
+    them through the console script's entry now, so the worker ends as `sentinel` does there."""
+    import os
+
+    for key in [k for k in os.environ if k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))]:
+        monkeypatch.delenv(key)
+    for key, value in probed_env(tmp_path, STOP_PROBE_IMPORT="typer").items():  # start_worker passes its environment on
+        monkeypatch.setenv(key, value)
+    log = tmp_path / "worker.log"
+    settings = Settings(kafka_broker="127.0.0.1:9", redis_url="redis://127.0.0.1:9/0", cache_dir=tmp_path)
+    proc = start_worker(settings, embedded=False, log_path=log)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "importing").exists():
+            assert time.monotonic() < deadline and proc.poll() is None, f"the worker's CLI import never began: {log.read_text()[-3000:]}"
+            time.sleep(0.02)
+        stop_workers([proc], grace=20)  # as `sentinel run` stops its workers: SIGTERM to each one's group
+    finally:
+        (tmp_path / "go").touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert (proc.returncode, log.read_text()) == (143, "terminated before the command started\n")
+
+
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_a_stop_while_a_command_loads_its_modules_is_its_stop(tmp_path, stop):
     """`sentinel bench pipeline` imports torch and the benchmarks (seconds) before anything of its
