@@ -41,7 +41,7 @@ from stream.contracts import Limits
 from stream.kafka import (Deliveries, broker_credentials, broker_url, group_member, guard_undecodable_batches, leave_group, max_request_bytes, publish_records,
                           ssl_context, stall_checks_from_assignment, undecodable_reason)
 from stream.model_thread import ModelThread
-from stream.ops.http import install as install_http, serve_on
+from stream.ops.http import install as install_http, serve_on, start_join_patience_s
 from stream.ops.prometheus import WorkerMetrics
 from stream.processor import BatchPipeline, BatchProcessor
 from stream.settings import Settings, problems_unless_reading
@@ -499,7 +499,8 @@ def build_worker(
         metrics=metrics,
     )
     install_http(app, metrics=metrics, redis=store.redis, classifier=classifier, posts_topic=settings.topic_posts,
-                 max_stall_s=settings.health_max_stall)
+                 max_stall_s=settings.health_max_stall,
+                 join_patience_s=start_join_patience_s(settings.session_timeout, settings.rebalance_timeout))
 
     @app.task
     async def deliver_alerts() -> None:

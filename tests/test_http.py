@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 import redis
 
-from stream.ops.http import START_JOIN_PATIENCE_S, Check, Outages, ReadinessLog, liveness, readiness, readiness_log_level
+from stream.ops.http import START_JOIN_FLOOR_S, Check, Outages, ReadinessLog, liveness, readiness, readiness_log_level, start_join_patience_s
 from stream.ops.prometheus import WorkerMetrics, partition_lag, resume_offset
 from stream.batch import BatchOutcome
 from stream.tools.services import free_port, start_redis
@@ -147,27 +147,46 @@ def test_a_start_that_warned_says_when_it_is_ready_and_a_start_that_never_joins_
     served) nor a wait that never ends (a pod that stays unready logged no reason at all)."""
     import logging
 
-    said = ReadinessLog(started=0.0)
+    patience = 90.0
+    said = ReadinessLog(started=0.0, patience_s=patience)
     assert said.level(["redis", "partitions"], 1.0) == logging.WARNING  # down at the start: warns
     assert said.level(["partitions"], 2.0) == logging.WARNING  # Redis back, not in the group yet
     assert said.level(["partitions"], 3.0) is None  # the same answer: nothing new
     assert said.level([], 4.0) == logging.INFO  # and the recovery the WARNING asks for
     assert said.level([], 5.0) is None
 
-    said = ReadinessLog(started=0.0)  # a normal start: nothing above DEBUG, once each
+    said = ReadinessLog(started=0.0, patience_s=patience)  # a normal start: nothing above DEBUG, once each
     assert said.level(["partitions"], 1.0) == logging.DEBUG
     assert said.level([], 2.0) == logging.DEBUG
     assert said.level([], 3.0) is None and said.level([], 30.0) is None
     assert said.level(["partitions"], 40.0) == logging.WARNING  # lost its partitions later
     assert said.level([], 41.0) == logging.INFO
 
-    said = ReadinessLog(started=0.0)  # never joins
+    said = ReadinessLog(started=0.0, patience_s=patience)  # never joins
     assert said.level(["partitions"], 1.0) == logging.DEBUG
-    assert said.level(["partitions"], START_JOIN_PATIENCE_S - 1) is None
-    assert said.level(["partitions"], START_JOIN_PATIENCE_S + 1) == logging.WARNING  # once
-    assert said.level(["partitions"], START_JOIN_PATIENCE_S + 30) is None
-    assert said.level([], START_JOIN_PATIENCE_S + 40) == logging.INFO
+    assert said.level(["partitions"], patience - 1) is None
+    assert said.level(["partitions"], patience + 1) == logging.WARNING  # once
+    assert said.level(["partitions"], patience + 30) is None
+    assert said.level([], patience + 40) == logging.INFO
     assert readiness_log_level(["partitions"], was_ready=False, warned=True) == logging.WARNING
+
+
+def test_a_starts_patience_for_its_partitions_follows_the_group_timeouts():
+    """A fixed 60 s warned of a normal join where the group's timeouts are longer (a dead
+    predecessor's session, then the rebalance) and waited a minute where they are short. Two
+    sessions and a rebalance, never under the floor (Faust's own start, which they do not bound)."""
+    import logging
+
+    assert start_join_patience_s(30.0, 30.0) == 90.0  # the ConfigMap's
+    assert start_join_patience_s(45.0, 60.0) == 150.0
+    assert start_join_patience_s(6.0, 5.0) == START_JOIN_FLOOR_S  # the embedded stack's: 17 s, floored
+    assert start_join_patience_s(12.0, 10.0) == 34.0  # just above the floor: the timeouts again
+    # A join that lasts a session and a rebalance (a killed predecessor, at the ConfigMap's: 47 s
+    # measured, docs/reliability.md) is no WARNING; one that outlasts the patience is.
+    said = ReadinessLog(started=0.0, patience_s=start_join_patience_s(30.0, 30.0))
+    assert said.level(["partitions"], 1.0) == logging.DEBUG
+    assert said.level(["partitions"], 65.0) is None
+    assert said.level(["partitions"], 91.0) == logging.WARNING
 
 
 def test_liveness_fails_only_past_the_stall_threshold():

@@ -61,18 +61,32 @@ def readiness(checks: Sequence[Check]) -> tuple[int, dict[str, Any]]:
     return (503 if failed else 200), body
 
 
-START_JOIN_PATIENCE_S = 60.0  # a start's wait for its partitions this long is news (a rebalance lasts up to ~30 s)
+# The least a start waits for its partitions before that is news: Faust's own start (the topics'
+# metadata, the coordinator's address) is not bounded by the group's timeouts, and a busy node
+# slows it; with the embedded stack's (session 6 s, rebalance 5 s) the derivation alone gives 17 s.
+START_JOIN_FLOOR_S = 30.0
 
 
-def readiness_log_level(failed: Sequence[str], was_ready: bool, warned: bool = False, starting_s: float = 0.0) -> int:
+def start_join_patience_s(session_timeout_s: float, rebalance_timeout_s: float) -> float:
+    """How long a start's wait for its partitions is normal, from the group settings that bound it
+    (SENTINEL_SESSION_TIMEOUT, SENTINEL_REBALANCE_TIMEOUT): a predecessor that died without leaving
+    (a pod killed, a rolling restart) keeps its member until its session lapses, the rebalance that
+    then starts waits for the others to rejoin, and one more member lost in it (the rollout's next
+    pod) costs another session. A fixed 60 s warned of a normal join on a group configured slower,
+    and said nothing for a minute on one configured faster. Never under START_JOIN_FLOOR_S."""
+    return max(START_JOIN_FLOOR_S, 2 * session_timeout_s + rebalance_timeout_s)
+
+
+def readiness_log_level(failed: Sequence[str], was_ready: bool, warned: bool = False, starting_s: float = 0.0,
+                        patience_s: float = START_JOIN_FLOOR_S) -> int:
     """How a change of /readyz's failed checks is logged. Before its first ready answer a worker
     that has only not joined its group yet is starting as it should: every `sentinel run` and every
     pod start logged that as a WARNING, then its end as INFO, two lines saying nothing the
     "partitions assigned" line does not. From then on (or where another check fails) a change is news.
-    So is a start's wait past START_JOIN_PATIENCE_S (`starting_s`: a pod that never joins would
-    otherwise log no reason it stays unready), and once a start has warned (`warned`), its way back
-    to ready: a WARNING with no INFO after it reads as a worker still down."""
-    if not was_ready and not warned and set(failed) <= {"partitions"} and (not failed or starting_s < START_JOIN_PATIENCE_S):
+    So is a start's wait past `patience_s` (`start_join_patience_s`; `starting_s`: a pod that never
+    joins would otherwise log no reason it stays unready), and once a start has warned (`warned`),
+    its way back to ready: a WARNING with no INFO after it reads as a worker still down."""
+    if not was_ready and not warned and set(failed) <= {"partitions"} and (not failed or starting_s < patience_s):
         return logging.DEBUG
     return logging.WARNING if failed else logging.INFO
 
@@ -80,10 +94,11 @@ def readiness_log_level(failed: Sequence[str], was_ready: bool, warned: bool = F
 class ReadinessLog:
     """Which /readyz answers are logged ("readiness changed"), at `readiness_log_level`: a change of
     the failed checks, not every probe; and a start's wait for its partitions again, as a WARNING,
-    once it has lasted START_JOIN_PATIENCE_S."""
+    once it has lasted `patience_s` (`start_join_patience_s`)."""
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, patience_s: float) -> None:
         self.started = started
+        self.patience_s = patience_s
         self.reported: list[str] | None = None  # the failed checks last logged
         self.reported_level = logging.DEBUG
         self.was_ready = False
@@ -91,7 +106,7 @@ class ReadinessLog:
 
     def level(self, failed: list[str], now: float) -> int | None:
         """The level to log this answer at; None: nothing new to say."""
-        level = readiness_log_level(failed, self.was_ready, self.warned, now - self.started)
+        level = readiness_log_level(failed, self.was_ready, self.warned, now - self.started, self.patience_s)
         if failed == self.reported and not (failed and level > self.reported_level):
             return None
         self.reported, self.reported_level = failed, level
@@ -370,8 +385,11 @@ def install(
     classifier: Scorer,
     posts_topic: str,
     max_stall_s: float = 30.0,
+    join_patience_s: float,
 ) -> LoopWatch:
-    """Register /healthz, /readyz and /metrics on the app's web server and start the heartbeat."""
+    """Register /healthz, /readyz and /metrics on the app's web server and start the heartbeat.
+    `join_patience_s`: how long a start's wait for its partitions is logged at DEBUG only
+    (`start_join_patience_s`)."""
     watch = LoopWatch(on_lag=metrics.set_loop_lag)
     metrics.set_model(ModelLabels.from_info(classifier.info))
 
@@ -407,7 +425,7 @@ def install(
             observed(*await asyncio.gather(check_broker(app), check_redis(redis)))
             await asyncio.sleep(DEPENDENCY_PROBE_S)
 
-    said = ReadinessLog(time.monotonic())
+    said = ReadinessLog(time.monotonic(), join_patience_s)
 
     @app.page("/readyz")
     async def readyz(self: View, request: Request) -> Response:
