@@ -252,7 +252,7 @@ def start_phase(answers: Sequence[list[str] | None], consumed: int, steps: Seque
     what = waiting_on(pending)
     if len(pending) < len(answers):
         if what and what.startswith("not ready"):
-            still = what  # each of them is, the checks together
+            still = what  # each of them is, the checks together (failed_checks: how many failed which)
         elif what and any(waiting_on([worker]) != what for worker in pending):
             # The count is of them all, the step only the slowest's: "4 of 5 workers still loading
             # the classifier" said so of 3 that were joining the group.
@@ -266,12 +266,25 @@ def start_phase(answers: Sequence[list[str] | None], consumed: int, steps: Seque
 
 def waiting_on(pending: Sequence[tuple[list[str] | None, str | None]]) -> str | None:
     """What the workers not ready yet do, the slowest first: not answering yet (the earliest step
-    said; None where one said none yet), then failed checks (together), then only not in the group yet."""
+    said; None where one said none yet), then failed checks, then only not in the group yet."""
     unanswered = [step for answer, step in pending if answer is None]
     if unanswered:
         return None if None in unanswered else min(unanswered, key=START_STEPS.index)
     failed = sorted({check for answer, _ in pending if answer for check in answer})
-    return "joining the consumer group" if failed == ["partitions"] else f"not ready ({', '.join(failed)})"
+    if failed == ["partitions"]:
+        return "joining the consumer group"
+    return f"not ready ({failed_checks([answer or [] for answer, _ in pending], failed)})"
+
+
+def failed_checks(answers: Sequence[list[str]], failed: Sequence[str]) -> str:
+    """The checks `answers` failed, each with how many workers failed it where not all did: listed
+    together, `not ready (partitions, redis)` of a worker that failed Redis and one that was only
+    joining its group read as both without Redis."""
+    def on(check: str) -> str:
+        count = sum(check in answer for answer in answers)
+        return check if count == len(answers) else f"{check} on {count} of {len(answers)}"
+
+    return ", ".join(on(check) for check in failed)
 
 
 async def watch_ready(url: str, proc: subprocess.Popen, said: Callable[[list[str] | None], None], started: Callable[[], bool]) -> None:

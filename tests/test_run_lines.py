@@ -156,8 +156,15 @@ def test_the_start_phase_follows_the_workers_readiness_and_ends_with_the_first_p
     assert start_phase([[], None, None], 0, [None, "starting Faust", "starting Faust"]) == (
         "waiting for the first classified post; 2 of 3 workers still starting Faust")  # both are
     assert start_phase([[], None], 0) == "waiting for the first classified post; 1 of 2 workers still starting"
+    assert start_phase([[], ["redis", "partitions"], ["redis", "partitions"]], 0) == (
+        "waiting for the first classified post; 2 of 3 workers not ready (partitions, redis)")  # each failed both
+    # Which checks each worker failed, where they differ: together, one worker without Redis and
+    # one only joining its group read as both without Redis.
     assert start_phase([[], ["redis", "partitions"], ["partitions"]], 0) == (
-        "waiting for the first classified post; 2 of 3 workers not ready (partitions, redis)")
+        "waiting for the first classified post; 2 of 3 workers not ready (partitions, redis on 1 of 2)")
+    assert start_phase([["broker", "partitions"], ["model", "partitions"], ["partitions"]], 0) == (
+        "starting workers: not ready (broker on 1 of 3, model on 1 of 3, partitions)")
+    assert start_phase([["redis", "partitions"], ["redis"]], 0) == "starting workers: not ready (partitions on 1 of 2, redis)"
     assert start_phase([["partitions"]] * 5, 0) == "starting workers: joining the consumer group"
     assert start_phase([[], []], 0) == "waiting for the first classified post"
     assert start_phase([None], 1) is None and start_phase([[]], 5) is None  # the count says the rest
