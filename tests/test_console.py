@@ -1140,16 +1140,17 @@ def test_the_api_refuses_operator_input_the_forms_would_refuse_and_says_when_a_s
 def test_a_refused_forms_fields_go_back_cut_to_fit_the_cookie_never_dropped():
     """A browser drops a cookie over 4 KB and the reason why with it. A long non-ASCII reason (475
     accented letters, 8 bytes each escaped) dropped every kept field, the scope and duration too:
-    now such a letter costs 6 bytes (UTF-8 escaped) and 500 fit; what still does not (500 emoji,
-    12 bytes each) has its longest field cut to what fits, named in `cut`, the others kept whole."""
+    since session 53 the cookie is UTF-8 encrypted, base64'd (an emoji under 6 bytes), and a reason
+    of 500 emoji fits whole; what still does not (every field 500 emoji) is cut to what fits, the
+    fields cut named in `cut`, the form's action whole."""
     from starlette.requests import Request
     from starlette.responses import Response
 
     from stream.console.app import _flash, _flashed
 
     typed = {"action": "/api/silences", "scope": "asset:SOL", "kind": "volume_spike", "duration": "90d"}
-    for reason, whole in (("short", True), ("\u00e9" * 475, True), ("\u00e9" * 500, True), ("\u20ac" * 500, False),
-                          ("\U0001f600" * 500, False), ("\U0001f600" * 250 + "x" * 250, True)):
+    for reason, whole in (("short", True), ("\u00e9" * 475, True), ("\u00e9" * 500, True), ("\u20ac" * 500, True),
+                          ("\U0001f600" * 500, True), ("\U0001f600" * 250 + "x" * 250, True)):
         cookie = _flashed(Response(), TOKENS, "error", "duration: more than zero", typed | {"reason": reason}, owner=ALICE).headers["set-cookie"]
         value = cookie.split(";")[0]
         assert len(value) < 4096, len(value)
@@ -1159,6 +1160,12 @@ def test_a_refused_forms_fields_go_back_cut_to_fit_the_cookie_never_dropped():
         assert {k: kept[k] for k in typed} == typed, kept  # every other field whole
         assert reason.startswith(kept["reason"]) and (kept["reason"] == reason) == whole and ("cut" in kept) != whole, kept
         assert whole or (kept["cut"] == "reason" and len(kept["reason"]) >= 200), kept
+    emoji = {k: "\U0001f600" * 500 for k in ("scope", "kind", "duration", "reason", "verdict")}
+    value = _flashed(Response(), TOKENS, "error", "no", {"action": "/api/silences"} | emoji, owner=ALICE).headers["set-cookie"].split(";")[0]
+    assert len(value) < 4096, len(value)
+    kept = _flash(Request({"type": "http", "headers": [(b"cookie", value.encode())]}), TOKENS, owner=ALICE)["kept"]
+    assert kept["action"] == "/api/silences" and kept["cut"] == "duration kind reason scope verdict", kept
+    assert all(emoji[k].startswith(kept[k]) and len(kept[k]) >= 100 for k in emoji), kept  # cut to what fits, not to nothing
 
 
 def test_a_flash_messages_own_text_is_cut_to_fit_the_cookie_never_dropped():
@@ -1166,22 +1173,26 @@ def test_a_flash_messages_own_text_is_cut_to_fit_the_cookie_never_dropped():
     a cased script (Deseret, 12 bytes a letter escaped; names differing in case are offered) or a
     duration of emoji echoed in its refusal made a cookie of 6 KB, which a browser drops, the
     message and the form's fields with it. The text is now cut to fit, ending in an ellipsis, the
-    form's action and fields still in it."""
+    form's action and fields still in it. Since session 53 (UTF-8, encrypted) the warning alone fits
+    whole; with a duration of 500 emoji echoed it still does not."""
     from starlette.requests import Request
     from starlette.responses import Response
 
     from stream.alerts.silences import unmatched
-    from stream.console.app import MAX_FLASH_BYTES, _flashes, _flashed
+    from stream.console.app import FLASH_CHARS, MAX_FLASH_BYTES, _flashes, _flashed
 
     upper, lower = "\U00010400" * 128, "\U00010428" * 128
     warning = unmatched("channel:" + lower, ["channel:" + upper, "channel:" + upper[:64] + lower[64:], "channel:" + lower[:64] + upper[64:]])
     assert warning is not None and "did you mean" in warning
     typed = {"action": "/api/silences", "scope": "asset:SOL", "duration": "\U0001f600" * 500, "reason": "listing"}
     for kind, text, kept, page in (("note", warning, None, None),
-                                   ("error", f"duration: bad duration '{typed['duration']}'", typed, "/scope/channel:" + "\U0001f600" * 128)):
+                                   ("error", f"duration: bad duration '{typed['duration']}'", typed, "/scope/channel:" + "\U0001f600" * 256)):
         value = _flashed(Response(), TOKENS, kind, text, kept, owner=ALICE, page=page).headers["set-cookie"].split(";")[0].partition("=")[2]
         assert len(value) <= MAX_FLASH_BYTES, len(value)
         read = _flashes(Request({"type": "http", "headers": [(b"cookie", f"sentinel_flash={value}".encode())]}), TOKENS, owner=ALICE)
+        if kept is None:
+            assert len(read) == 1 and read[0]["text"] == text[:FLASH_CHARS], read
+            continue
         assert len(read) == 1 and read[0]["text"].endswith("\u2026") and text.startswith(read[0]["text"][:-1]), read
         assert len(read[0]["text"]) >= 100, read  # cut to what fits, not to nothing
         assert kept is None or read[0]["kept"]["action"] == "/api/silences", read
@@ -1192,40 +1203,44 @@ def seal_51(content: str) -> str:
     return hmac.new(OPERATOR.encode(), b"sentinel-console-flash\0" + content.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def test_consoles_before_and_after_session_52_ignore_each_others_flash_cookies_never_a_500():
+def seal_52(content: str, owner: str) -> str:
+    """The owner's seal of session 52's consoles (auth.flash_seal as it was until session 53: signed, not encrypted)."""
+    whose = hashlib.sha256(owner.encode("utf-8", "surrogatepass")).digest()
+    return hmac.new(OPERATOR.encode(), b"sentinel-console-flash-for\0" + whose + content.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def test_consoles_before_and_after_session_53_ignore_each_others_flash_cookies_never_a_500():
     """During a rollout a refused form's cookie may be written by one version and read by the other
-    (console.md). This console's cookie is sealed for its owner: the readers of session 50 (eb0ce9e's
-    _flash) and 51 (3a9d7bb's _flashes), as they were, find no seal of theirs and show nothing, never
-    raising, rather than show a message and what was typed to whoever presents it. A cookie with no
-    owner under its seal (session 51's, with its time) or no time (session 49's or 50's) replays for
-    anyone if leaked: this console ignores it, as it does an unsealed one."""
+    (console.md). This console's cookie is encrypted for its owner: the readers of sessions 50, 51
+    and 52 (their JSON reader, then their seal), as they were, find no JSON and show nothing, never
+    raising. A cookie those consoles wrote (signed JSON, its fields readable by whoever holds it; no
+    owner under session 51's seal, no time under session 50's) is ignored by this one, quietly."""
     from starlette.requests import Request
     from starlette.responses import Response
 
     from stream.console.app import _flash, _flashed
 
-    def sealed_old(value: str) -> dict | None:
-        found = json.loads(urllib.parse.unquote(value.partition("=")[2]))
+    def sealed_old(value: str, seal_of) -> dict | None:
+        try:  # as their _flash/_flashes read it
+            found = json.loads(urllib.parse.unquote(value.partition("=")[2]))
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(found, dict):
+            return None
         seal = found.pop("seal", None)
-        if not isinstance(seal, str) or not hmac.compare_digest(seal_51(json.dumps(found, sort_keys=True)), seal):
+        if not isinstance(seal, str) or not hmac.compare_digest(seal_of(json.dumps(found, sort_keys=True)), seal):
             return None
         return found
 
-    def read_50(value: str) -> dict | None:
-        found = sealed_old(value)
-        if found is None:
-            return None
-        kept = found.get("kept") if isinstance(found.get("kept"), dict) else {}
-        return {"text": found["text"], "kept": {k: v for k, v in kept.items() if k in ("action", "cut", "scope", "kind", "duration", "reason", "verdict")}}
-
-    def read_51(value: str, now: float) -> list[dict]:
-        found = sealed_old(value)
+    def read_old(value: str, now: float, seal_of) -> list[dict]:
+        found = sealed_old(value, seal_of)
         if found is None:
             return []
         also = found.pop("also", [])
         return [e for e in [found, *(also if isinstance(also, list) else [])][:4]
-                if isinstance(e, dict) and isinstance(e.get("at"), int) and isinstance(e.get("keep"), int) and now - e["keep"] - 60 <= e["at"] <= now + 60]
+                if isinstance(e, dict) and ("at" not in found or isinstance(e.get("at"), int) and now - e["keep"] - 60 <= e["at"] <= now + 60)]
 
+    old_seals = (seal_51, lambda content: seal_52(content, ALICE))  # session 50's seal is session 51's, with no time
     typed = {"action": "/api/silences", "scope": "channel:Крипто", "kind": "volume_spike", "duration": "90d"}
     earlier = [{"kind": "error", "text": "Redis was unavailable", "at": int(time.time()), "keep": 600,
                 "kept": {"action": "/api/incidents/inc1/ack", "reason": "desk"}}]
@@ -1233,13 +1248,35 @@ def test_consoles_before_and_after_session_52_ignore_each_others_flash_cookies_n
         value = _flashed(Response(), TOKENS, "error", "duration: more than zero", typed | {"reason": reason}, owner=ALICE,
                          earlier=earlier).headers["set-cookie"].split(";")[0]
         assert _flash(Request({"type": "http", "headers": [(b"cookie", value.encode())]}), TOKENS, owner=ALICE) is not None  # its own reads it
-        assert read_50(value) is None and read_51(value, time.time()) == [], value
-    written_51 = {"kind": "error", "text": "x", "kept": typed, "at": int(time.time()), "keep": 600}
-    for written in ({"kind": "error", "text": "x", "kept": typed}, {"kind": "note", "text": "x"}, written_51):  # as sessions 49, 50 and 51 wrote them
-        cookie = "sentinel_flash=" + urllib.parse.quote(json.dumps(written | {"seal": seal_51(json.dumps(written, sort_keys=True))}), safe="")
-        assert read_50(cookie) is not None  # a cookie those consoles sealed
-        assert written is not written_51 or read_51(cookie, time.time())
+        assert all(read_old(value, time.time(), seal_of) == [] for seal_of in old_seals), value
+    now = int(time.time())
+    written_51 = {"kind": "error", "text": "x", "kept": typed, "at": now, "keep": 600}
+    for written, seal_of in (({"kind": "error", "text": "x", "kept": typed}, seal_51), ({"kind": "note", "text": "x"}, seal_51),
+                             (written_51, seal_51), (written_51 | {"kept": typed | {"form": "0" * 16}}, old_seals[1])):  # sessions 49 to 52
+        cookie = "sentinel_flash=" + urllib.parse.quote(json.dumps(written | {"seal": seal_of(json.dumps(written, sort_keys=True))}), safe="")
+        assert read_old(cookie, now, seal_of)  # a cookie that console sealed, and read
         assert _flash(Request({"type": "http", "headers": [(b"cookie", cookie.encode())]}), TOKENS, owner=ALICE) is None, written
+
+
+def test_a_flash_cookies_bytes_hold_none_of_what_was_typed():
+    """Until session 53 the cookie was signed, not encrypted: a refused silence's scope, reason and
+    duration were in it as percent-escaped JSON for anyone who read it (a shared machine, a proxy's
+    log). Its value, and what its base64 decodes to, now hold none of the typed fields nor the
+    message's text, and two cookies of one message differ (a fresh nonce each)."""
+    from starlette.responses import Response
+
+    from stream.console.app import _flashed
+
+    typed = {"action": "/api/silences", "scope": "asset:SECRETSCOPE", "duration": "90d", "reason": "call Jo on 555-0100 r\u00e9sum\u00e9"}
+    values = [_flashed(Response(), TOKENS, "error", "duration: more than zero", typed, owner=ALICE).headers["set-cookie"].split(";")[0].partition("=")[2]
+              for _ in range(2)]
+    assert values[0] != values[1] and all(v.startswith(auth.FLASH_PREFIX) for v in values), values
+    for value in values:
+        body = value[len(auth.FLASH_PREFIX):]
+        decoded = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        for shown in (value, urllib.parse.unquote(value), decoded.decode("latin-1")):
+            for secret in ("SECRETSCOPE", "555-0100", "call Jo", "r\u00e9sum\u00e9", "more than zero", "/api/silences"):  # none short enough to be chance
+                assert secret not in shown, (secret, shown[:80])
 
 
 def test_a_flash_cookie_is_read_only_by_the_caller_it_was_sealed_for():
@@ -1282,8 +1319,10 @@ def test_a_flash_cookie_lasts_as_long_as_its_purpose_under_its_seal():
         assert read(value, t) is not None and read(value, t + keep)["kept"] == typed
         assert read(value, t - FLASH_SKEW_S) is not None and read(value, t + keep + FLASH_SKEW_S)["kept"] == typed  # a replica's skew
         assert read(value, t + keep + FLASH_SKEW_S + 1) is None and read(value, t - FLASH_SKEW_S - 1) is None, keep
-        moved = json.loads(urllib.parse.unquote(value.partition("=")[2])) | {"at": t + 3600}  # the seal over the time too
-        assert read("sentinel_flash=" + urllib.parse.quote(json.dumps(moved), safe=""), t + keep + 1) is None
+        for at in range(len("sentinel_flash=f1."), len(value)):  # the time is under the tag, as all else: any change is refused
+            # Its top bits changed: the last character's low ones may be padding, which decodes alike.
+            flipped = value[:at] + ("w" if value[at] in "ABCDEFGHIJKLMNOP" else "A") + value[at + 1:]
+            assert read(flipped, t) is None, at
     # A message kept past its time by another's cookie is dropped, the other read as ever.
     old = _flash(Request({"type": "http", "headers": [(b"cookie", _flashed(Response(), TOKENS, "error", "away", typed, max_age=600, owner=ALICE, now=t)
                                                               .headers["set-cookie"].split(";")[0].encode())]}), TOKENS, owner=ALICE, now=t)
@@ -1340,16 +1379,17 @@ def test_a_browsers_refused_form_goes_back_to_its_page_saying_why_while_api_clie
     # A cookie the console did not write shows nothing.
     assert 'id="flash"' not in console.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": "sentinel_flash=%7B%22kind%22%3A%22evil%22%7D"})[1]
 
-    # A long non-ASCII reason came back with no field at all: 475 accented letters now whole; 400
-    # emoji (12 bytes each escaped) cut to fit, the page saying so; the scope and duration kept.
-    for reason, whole in (("\u00e9" * 475, True), ("\U0001f600" * 400, False)):
-        status, _, headers = console.call("POST", "/api/silences", typed | {"reason": reason}, headers=browser_op, form=True)
+    # A long non-ASCII reason came back with no field at all: 475 accented letters now whole, and
+    # since session 53 (UTF-8 under base64, not escaped) 400 emoji too; with a kind of 500 emoji
+    # posted beside it (no form sends one) cut to fit, the page saying so; the scope and duration kept.
+    for reason, whole, kind in (("\u00e9" * 475, True, {}), ("\U0001f600" * 400, True, {}), ("\U0001f600" * 400, False, {"kind": "\U0001f600" * 500})):
+        status, _, headers = console.call("POST", "/api/silences", typed | {"reason": reason} | kind, headers=browser_op, form=True)
         assert len(headers["set-cookie"].split(";")[0]) < 4096
         page = console.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": headers["set-cookie"].split(";")[0]})[1]
         filled = form_of(page, "silence")
         assert 'value="asset:SOL"' in filled and 'value="90d"' in filled and ('value="' + reason[:100]) in filled, filled
         assert (f'value="{reason}"' in filled) == whole, filled
-        assert ("What was typed in reason is cut short" in page[page.index('id="flash"'):].split("</p>")[0]) != whole, page
+        assert ("What was typed in kind, reason is cut short" in page[page.index('id="flash"'):].split("</p>")[0]) != whole, page
 
     # Kept, but matching no scope seen yet: said on the page it goes back to.
     status, _, headers = console.call("POST", "/api/silences", form | {"scope": "asset:NOPE", "duration": "1h"}, headers=browser_op, form=True)
@@ -1557,17 +1597,19 @@ def test_a_flash_cookie_the_console_did_not_seal_says_and_fills_in_nothing(api_c
     # One the console wrote, for a refused silence: its seal is over what it says.
     headers = console.call("POST", "/api/silences", {"scope": "asset:SOL", "duration": "90d", "csrf": auth.csrf_token(TOKENS),
                                                       "next": "/incidents/inc1"}, headers=browser_op, form=True)[2]
-    real = urllib.parse.unquote(headers["set-cookie"].split(";")[0].partition("=")[2])
-    # Its seal, another silence's fields, for the same copy of the form (since session 52 a kept field
-    # fills only the copy named by its `form`: without it this cookie would fill in nothing, sealed or not).
-    altered = json.loads(real) | {"kept": crafted["kept"] | {"form": json.loads(real)["kept"]["form"]}}
-    for cookie in (crafted, verdict, crafted | {"seal": "0" * 32}, altered):
-        value = urllib.parse.quote(json.dumps(cookie), safe="")
-        page = console.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": f"sentinel_flash={value}"})[1]
-        assert 'id="flash"' not in page and "555-0100" not in page, cookie
-        assert 'name="scope" value="asset:ETH"' in page and 'value="4h"' in page and "routine" not in page, cookie
-        assert '<option value="" selected>choose' in page and '<option value="false-alarm" selected>' not in page, cookie
-    page = console.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": f"sentinel_flash={urllib.parse.quote(real, safe='')}"})[1]
+    real = headers["set-cookie"].split(";")[0].partition("=")[2]
+    form = hashlib.sha256(b"/incidents/inc1").hexdigest()[:16]  # the copy of the form a kept field fills in (since session 52)
+    # Session 52's cookie for this very form and owner, its seal right: signed JSON, no longer read (session 53).
+    signed = {"kind": "error", "text": "call the desk on 555-0100", "at": int(time.time()), "keep": 60, "kept": crafted["kept"] | {"form": form}}
+    signed_52 = urllib.parse.quote(json.dumps(signed | {"seal": seal_52(json.dumps(signed, sort_keys=True), ALICE)}), safe="")
+    altered = real[:20] + ("w" if real[20] in "ABCDEFGHIJKLMNOP" else "A") + real[21:]  # the console's own, one byte changed
+    crafted_cookies = [urllib.parse.quote(json.dumps(c), safe="") for c in (crafted, verdict, crafted | {"seal": "0" * 32})]
+    for value in (*crafted_cookies, signed_52, altered, "f1." + real[3:40], "f1.!" + real[4:], "f1."):
+        status, page, _ = console.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": f"sentinel_flash={value}"})
+        assert status == 200 and 'id="flash"' not in page and "555-0100" not in page, value
+        assert 'name="scope" value="asset:ETH"' in page and 'value="4h"' in page and "routine" not in page, value
+        assert '<option value="" selected>choose' in page and '<option value="false-alarm" selected>' not in page, value
+    page = console.call("GET", "/incidents/inc1", headers={**browser_op, "Cookie": f"sentinel_flash={real}"})[1]
     assert 'id="flash"' in page and 'value="asset:SOL"' in page and 'value="90d"' in page  # the console's own
 
 
@@ -1906,11 +1948,15 @@ def test_the_incidents_pages_refresh_keeps_what_is_typed_in_its_silence_form(api
     page.fill("form.silence input[name=scope]", "asset:SOL")
     page.fill("form.silence input[name=duration]", "90d")
     page.fill("form.silence input[name=reason]", "listing \"news\" \u00e9")
-    page.click("form.silence button")
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:  # the refusal's redirect, with the cookie
+        page.click("form.silence button")
     page.locator("#flash").wait_for()
     typed = ["asset:SOL", "90d", "listing \"news\" \u00e9"]
     fields = lambda: [page.input_value(f"form.silence input[name={n}]") for n in ("scope", "duration", "reason")]  # noqa: E731
     assert "Not done: duration" in page.locator("#flash").inner_text() and fields() == typed
+    # The fields came back through the cookie, which holds none of them readably (encrypted since session 53).
+    cookie = urllib.parse.unquote(posted.value.header_value("set-cookie") or "")
+    assert cookie.startswith("sentinel_flash=f1.") and not any(t in cookie for t in ("asset:SOL", "listing", "news", "Not done", "duration")), cookie
     refreshed()
     assert fields() == typed, fields()
     # Typing: the field keeps its text and the focus, so the next key lands where it was typed.
@@ -1960,7 +2006,8 @@ def test_a_silences_warning_naming_long_non_ascii_scopes_reaches_its_page_in_a_b
     """A silence over a pattern that matches no scope yet comes back to its page with a warning, which
     names the scopes differing only in case. Three 128-letter Cherokee channel names (a cased script,
     9 bytes a letter escaped) made that warning's cookie 4.7 KB: Chromium dropped it, and the page
-    said nothing. Its text is cut to fit the cookie now, and the page says it."""
+    said nothing. Its text is cut to fit the cookie now, and the page says it (since session 53 the
+    cookie is base64 of UTF-8, 4 bytes a Cherokee letter, not 9: the warning fits at its 600 characters)."""
     console, _ = api_console
     upper = "".join(chr(0x13A0 + i % 80) for i in range(128))
     lower = upper.lower()
@@ -1975,7 +2022,7 @@ def test_a_silences_warning_naming_long_non_ascii_scopes_reaches_its_page_in_a_b
     page.click("form.silence button[type=submit]")
     page.wait_for_url(console.url + "/incidents")
     shown = page.locator("#flash").inner_text(timeout=10_000)
-    assert shown.startswith("no scope seen so far matches channel:" + lower) and "did you mean" in shown and shown.endswith("\u2026"), shown
+    assert shown.startswith("no scope seen so far matches channel:" + lower) and "did you mean" in shown and len(shown) >= 500, shown
     assert context.cookies() == []  # shown once
     context.close()
 

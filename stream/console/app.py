@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -533,35 +534,29 @@ def _fitting_text(tokens: auth.Tokens, message: dict[str, Any], least: dict[str,
 
 
 def _sealed(tokens: auth.Tokens, message: dict[str, Any], owner: str) -> str:
-    """The cookie's value: the message and the console's seal over it for its owner (auth.flash_seal;
-    the seal's length, so the value's, is the same whoever the owner). Its UTF-8 percent-escaped (6
-    bytes for an accented letter, not the 8 of `\\u00e9` escaped); the seal is over the ASCII form."""
-    seal = auth.flash_seal(tokens, json.dumps(message, sort_keys=True), owner=owner)
-    sealed = message | {"seal": seal}
-    try:
-        return quote(json.dumps(sealed, ensure_ascii=False), safe="")
-    except UnicodeEncodeError:  # a lone surrogate has no UTF-8: escaped as before
-        return quote(json.dumps(sealed), safe="")
+    """The cookie's value: the message encrypted for its owner (auth.flash_seal; its length, so the
+    value's, is the same whoever the owner and whatever the nonce). Its JSON as UTF-8 (an accented
+    letter 2 bytes before base64, not the 6 of `\\u00e9`); a lone surrogate passes as its 3 bytes."""
+    content = json.dumps(message, ensure_ascii=False, sort_keys=True).encode("utf-8", "surrogatepass")
+    return auth.flash_seal(tokens, content, owner=owner, nonce=secrets.token_bytes(auth.FLASH_NONCE_BYTES))
 
 
 def _flashes(request: Request, tokens: auth.Tokens, *, owner: str, now: float | None = None) -> list[dict[str, Any]]:
     """The flash cookie's messages still in time, newest first; none where the cookie is absent or not
-    one the console wrote and sealed for `owner`, the caller reading (until session 49 any cookie of
+    one the console wrote and encrypted for `owner`, the caller reading (until session 49 any cookie of
     the right shape put its text on the page and filled in its form; until session 52 anyone who
-    presented a leaked one saw it and what was typed). The issued-at time is under the seal: a message
+    presented a leaked one saw it and what was typed; until session 53 anyone who read it saw the
+    typed fields in it, signed but not encrypted). The issued-at time is under the seal: a message
     older than it was kept for (60 s, a Redis-away form's 10 minutes) is ignored, as is one with no
     time (a session 50 console's) or no owner (a session 51 console's, during a rolling upgrade)."""
-    raw = request.cookies.get(FLASH_COOKIE)
-    if not raw:
+    content = auth.flash_open(tokens, request.cookies.get(FLASH_COOKIE) or "", owner=owner)
+    if content is None:  # none, not ours, not its owner's, or of a console before session 53 (signed JSON): nothing shown
         return []
     try:
-        found = json.loads(unquote(raw))
-    except (ValueError, RecursionError):  # not JSON, or nested past the reader's depth (it fits in 4 KB unescaped)
+        found = json.loads(content.decode("utf-8", "surrogatepass"))
+    except (ValueError, RecursionError):  # ours, so never expected; still never a 500
         return []
     if not isinstance(found, dict):
-        return []
-    seal = found.pop("seal", None)
-    if not isinstance(seal, str) or not auth.flash_sealed(tokens, json.dumps(found, sort_keys=True), seal, owner=owner):
         return []
     also = found.pop("also", [])
     now = time.time() if now is None else now

@@ -16,8 +16,14 @@ import base64
 import binascii
 import hashlib
 import hmac
+import string
 from dataclasses import dataclass
 from typing import Literal
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 Role = Literal["anonymous", "viewer", "operator"]
 RANK = {"anonymous": 0, "viewer": 1, "operator": 2}
@@ -91,25 +97,59 @@ def flash_owner(who: Caller) -> str:
     return f"{who.role}\0{who.user}"
 
 
-def flash_seal(tokens: Tokens, content: str, *, owner: str) -> str:
-    """The console's seal on a flash cookie's content for its owner (flash_owner), keyed as the CSRF
-    token is. The cookie is the browser's to keep, and anyone who can set a cookie for the console's
-    host (a sibling subdomain, a plain-http hop) could write one: its text shown on a page, the form it
-    names filled in for an operator to submit unknowingly (a silence over `all`, a verdict chosen).
-    The owner is under the seal, not in the cookie: a leaked cookie read by anyone else fails the seal
-    (until session 52 anyone presenting it within its keep saw the message and what was typed). The
-    context differs from the owner-less seal of consoles before session 52, so neither reads the other's."""
+# The flash cookie's format: this prefix, then URL-safe base64 (no padding, no character a cookie
+# must quote) of a random nonce and the AES-GCM ciphertext with its tag. A console before session 53
+# wrote percent-escaped JSON with an HMAC seal, which never starts so: ignored by a newer one, as this
+# one is by it (its JSON reader refuses the text).
+FLASH_PREFIX = "f1."
+FLASH_NONCE_BYTES = 12  # AES-GCM's standard nonce, random per cookie: 2**32 cookies under one key are far off
+FLASH_OVERHEAD_BYTES = FLASH_NONCE_BYTES + 16  # the nonce and the tag, besides the content
+_BASE64URL = frozenset(string.ascii_letters + string.digits + "-_")
+
+
+def flash_key(operator: str) -> bytes:
+    """The flash cookie's key: HKDF of the operator token (the secret the CSRF token is an HMAC of),
+    with a purpose of its own, so no other value the console derives from the token is this key."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"sentinel-console-flash-aes-gcm-v1").derive(operator.encode())
+
+
+def _flash_context(owner: str) -> bytes:
+    # The owner is authenticated with the content, not stored in the cookie: a cookie read by anyone
+    # else fails to decrypt. A digest: one length whoever the owner is.
+    return b"sentinel-console-flash-for\0" + hashlib.sha256(owner.encode("utf-8", "surrogatepass")).digest()
+
+
+def flash_seal(tokens: Tokens, content: bytes, *, owner: str, nonce: bytes) -> str:
+    """The flash cookie's value: `content` encrypted and authenticated (AES-256-GCM) for its owner
+    (flash_owner) under flash_key. The cookie is the browser's to keep and anyone's to read on its
+    way (a shared machine, a proxy's log): until session 53 it was only signed, and a refused form's
+    fields (a silence's reason, its scope) could be read from it. Anyone who can set a cookie for the
+    console's host could also write one: its text shown, its form filled in for an operator to submit
+    unknowingly; without the key none opens. `nonce` (FLASH_NONCE_BYTES, random) is the caller's."""
     if not tokens.operator:
         return ""  # nobody may write: the console sets no flash
-    whose = hashlib.sha256(owner.encode("utf-8", "surrogatepass")).digest()  # fixed length: no owner runs into the content
-    return hmac.new(tokens.operator.encode(), b"sentinel-console-flash-for\0" + whose + content.encode(), hashlib.sha256).hexdigest()[:32]
+    sealed = AESGCM(flash_key(tokens.operator)).encrypt(nonce, content, _flash_context(owner))
+    return FLASH_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
 
 
-def flash_sealed(tokens: Tokens, content: str, seal: str, *, owner: str) -> bool:
-    expected = flash_seal(tokens, content, owner=owner)
-    # The cookie is anyone's to write: a seal that is not ASCII (a lone surrogate has no UTF-8 and
-    # raised, every page a 500) is no seal of the console's.
-    return bool(expected) and seal.isascii() and hmac.compare_digest(expected, seal)
+def flash_open(tokens: Tokens, value: str, *, owner: str) -> bytes | None:
+    """The content of a flash cookie the console sealed for `owner`, or None for any other: another
+    owner's, altered, of an older console's format, or no cookie of ours at all (never an error)."""
+    if not tokens.operator or not value.startswith(FLASH_PREFIX) or not value.isascii():
+        return None
+    body = value[len(FLASH_PREFIX):]
+    if not set(body) <= _BASE64URL:
+        return None  # the decoder would skip a stray character: none is ours
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) < FLASH_OVERHEAD_BYTES:
+        return None
+    try:
+        return AESGCM(flash_key(tokens.operator)).decrypt(raw[:FLASH_NONCE_BYTES], raw[FLASH_NONCE_BYTES:], _flash_context(owner))
+    except InvalidTag:
+        return None
 
 
 def write_refusal(who: Caller, tokens: Tokens, *, csrf: str | None, origin: str | None, host: str | None) -> str | None:
