@@ -382,6 +382,25 @@ def test_writes_need_the_operator_and_from_a_browser_the_csrf_token_and_same_ori
     assert auth.caller(None, read_only).may_read(read_only) and not nobody.may_read(TOKENS)
 
 
+def test_a_csrf_field_that_is_no_text_is_refused_as_a_wrong_one_never_a_500():
+    """A script writing with Basic credentials posts JSON, whose `csrf` may be a number, a list or
+    text with a lone surrogate (valid JSON, no UTF-8): the check called `.encode()` on it and raised,
+    a 500 where the answer is the 403 saying why."""
+    op_basic = auth.caller(basic("alice", OPERATOR), TOKENS)
+    for csrf in (5, ["x"], {"csrf": auth.csrf_token(TOKENS)}, "\ud800", True):
+        assert auth.write_refusal(op_basic, TOKENS, csrf=csrf, origin=None, host="h:1") == "missing or wrong CSRF token", csrf
+
+
+def test_a_json_write_whose_csrf_is_no_text_gets_the_403_not_a_500(api_console, redis_server):
+    console, _ = api_console
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    for csrf in (5, ["x"], "\ud800"):
+        status, body, _ = console.call("POST", "/api/silences", {"scope": "asset:SOL", "duration": "1h", "csrf": csrf},
+                                       headers={"Authorization": basic("alice", OPERATOR)})
+        assert (status, body) == (403, "missing or wrong CSRF token"), (csrf, status, body)
+    assert r.hlen(SILENCES_KEY) == 0
+
+
 # --- the API of a real console on a real redis-server --------------------------------------------
 
 T0 = 1_790_812_800  # a midnight

@@ -152,8 +152,9 @@ def flash_open(tokens: Tokens, value: str, *, owner: str) -> bytes | None:
         return None
 
 
-def write_refusal(who: Caller, tokens: Tokens, *, csrf: str | None, origin: str | None, host: str | None) -> str | None:
-    """Why a write must be refused, or None to allow it."""
+def write_refusal(who: Caller, tokens: Tokens, *, csrf: object, origin: str | None, host: str | None) -> str | None:
+    """Why a write must be refused, or None to allow it. `csrf` is whatever the request carried: a
+    JSON body's may be a number or text with no UTF-8 (a 500 until session 53), a wrong token all the same."""
     if not tokens.operator:
         return "writes are disabled: SENTINEL_CONSOLE_OPERATOR_TOKEN is not set"
     if not who.may_write:
@@ -162,6 +163,6 @@ def write_refusal(who: Caller, tokens: Tokens, *, csrf: str | None, origin: str 
         return None
     if origin and host and origin.split("://", 1)[-1] != host:
         return "cross-origin write refused"
-    if not csrf or not hmac.compare_digest(csrf.encode(), csrf_token(tokens).encode()):
+    if not (isinstance(csrf, str) and csrf.isascii() and hmac.compare_digest(csrf.encode(), csrf_token(tokens).encode())):
         return "missing or wrong CSRF token"
     return None
