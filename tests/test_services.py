@@ -7,7 +7,7 @@ import re
 import pytest
 import redis
 
-from stream.tools.services import embedded_stack, free_ports, port_open
+from stream.tools.services import RESERVED_PORTS, embedded_stack, free_port, free_ports, port_open, start_redis
 from workers import command_line, pid_alive
 
 
@@ -34,6 +34,41 @@ def test_free_ports_names_each_port_once():
     kernel picks at random), and the worker given a port another held exited."""
     ports = free_ports(500)
     assert len(ports) == len(set(ports)) == 500
+
+
+def test_free_port_one_call_after_another_names_each_port_once():
+    """Tests and `sentinel run` call free_port once per server; with the socket closed on return,
+    the kernel could hand the port just named out again (7 repeats in 500 calls here), and two
+    servers were given one port. Each stays reserved for the next RESERVED_PORTS calls."""
+    ports = [free_port() for _ in range(RESERVED_PORTS)]
+    assert len(set(ports)) == RESERVED_PORTS
+
+
+def test_a_picked_port_is_held_for_its_server_and_no_one_else(tmp_path):
+    """Between free_port and the server's bind (milliseconds for redis-server, seconds of imports
+    for a worker's web port) the port was anyone's: another test's server, or any outgoing
+    connection on the host (same port range), took it and the server exited with "Address already
+    in use". Reserved, another bind to it fails and port-0 binds skip it, while the server it was
+    picked for binds and serves on it, and nothing answers there before it does."""
+    import errno
+    import socket
+
+    port = free_port()
+    with socket.socket() as other, pytest.raises(OSError) as taken:
+        other.bind(("127.0.0.1", port))
+    assert taken.value.errno == errno.EADDRINUSE
+    with contextlib.ExitStack() as held:
+        others = [held.enter_context(socket.socket()) for _ in range(200)]
+        for sock in others:
+            sock.bind(("127.0.0.1", 0))
+        assert port not in {sock.getsockname()[1] for sock in others}
+    assert not port_open(port)
+
+    proc, url = start_redis(tmp_path, port)
+    try:
+        assert url.endswith(f":{port}/0") and redis.Redis.from_url(url).ping()
+    finally:
+        proc.stop()
 
 
 def test_stack_starts_serves_and_stops(started):

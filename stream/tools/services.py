@@ -9,6 +9,7 @@ command does not reach it half-way; `sigterm_unwinds()` makes a SIGTERM to the c
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import logging
@@ -191,19 +192,40 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
     return result
 
 
+# Ports free_ports named, each still bound (not listening) by this process: see free_ports.
+_RESERVED: collections.deque[socket.socket] = collections.deque()
+RESERVED_PORTS = 256  # the oldest reservation is let go past this many; a server long since took it
+
+
 def free_port() -> int:
     return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct ports free now. Every socket is held until all are picked: the kernel
-    picks each at random, so one free_port after another named a port twice (8 repeats in 500
-    calls here), and `sentinel run --workers N` gave two workers one port, the second exiting."""
-    with contextlib.ExitStack() as held:
-        socks = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
+    """`count` distinct loopback ports free now, each reserved for the server about to start on it.
+
+    A port that was bound and closed at once is anyone's again: the kernel hands it to another
+    process's port-0 bind and to any outgoing connection (same range), and the server started on it
+    a moment (or, for a worker, seconds of imports) later found it taken. So each stays bound here,
+    with SO_REUSEADDR and never listening: the kernel then skips it for port-0 binds and outgoing
+    connections everywhere on the host, while the server's own bind and listen (SO_REUSEADDR, as
+    redis-server, Tansu, moto, aiohttp and http.server set it) succeed beside it. Every socket is
+    held until all are picked, so one call names no port twice; later calls skip the reserved ones.
+    """
+    picked: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            picked.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            picked[-1].setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            picked[-1].bind(("127.0.0.1", 0))
+    except OSError:
+        for sock in picked:
+            sock.close()
+        raise
+    _RESERVED.extend(picked)
+    while len(_RESERVED) > max(RESERVED_PORTS, count):  # older ones only: this call's are all kept
+        _RESERVED.popleft().close()
+    return [int(sock.getsockname()[1]) for sock in picked]
 
 
 def listening_sockets(host: str, port: int) -> list[socket.socket]:
