@@ -568,3 +568,44 @@ def test_a_ctrl_c_as_run_async_begins_is_not_lost():
                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert r.returncode == 130, r.stdout + r.stderr
     assert r.stdout == ""  # not the coroutine's result
+
+
+@pytest.fixture()
+def taken_port():
+    """A port another process's server holds: listening, so a connection to it succeeds."""
+    import socket
+
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+def test_a_server_that_lost_its_port_is_not_taken_for_ready(tmp_path, taken_port):
+    """Tansu exits 0 when its port is taken, and a connection to the port succeeded all the same
+    (the other process answers it): start_tansu named that other process the broker, and the
+    test's producers talked Kafka to whatever held the port. Ready now means our server listens."""
+    from stream.tools.services import PortTaken, start_tansu
+
+    with pytest.raises(PortTaken, match=f"port {taken_port} was taken"):
+        start_tansu(tmp_path, taken_port)
+
+
+def test_a_server_started_on_a_port_taken_meanwhile_starts_again_on_another(tmp_path, taken_port, monkeypatch, caplog):
+    """The port free_port named was taken before the server bound it: redis-server and Tansu
+    start again on another one, with a warning, instead of failing the test or the command."""
+    import stream.tools.services as services
+
+    picks = iter([taken_port, taken_port])
+    real = services.free_port
+    monkeypatch.setattr(services, "free_port", lambda: next(picks, None) or real())
+    redis_proc, url = services.start_redis(tmp_path)
+    tansu_proc, broker = services.start_tansu(tmp_path)
+    try:
+        assert redis.Redis.from_url(url).ping() and f":{taken_port}/" not in url
+        assert broker != f"127.0.0.1:{taken_port}" and services.listens(tansu_proc.proc.pid, int(broker.rsplit(":", 1)[1]))
+    finally:
+        tansu_proc.stop()
+        redis_proc.stop()
+    assert [r.port for r in caplog.records if "port taken" in r.getMessage()] == [taken_port, taken_port]

@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -263,6 +264,43 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
     return held
 
 
+class PortTaken(ServiceError):
+    """A server exited because another process held its port."""
+
+
+# How redis-server, Tansu ("AddrInUse", exit 0) and moto say their port is taken.
+ADDRESS_IN_USE = re.compile(r"address (already )?in use|AddrInUse", re.IGNORECASE)
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a socket listening on TCP `port`, from Linux's /proc; True
+    where there is no /proc to ask. A server's readiness check alone (a PING, a connection) is
+    answered as well by another process listening on that port while ours exits for want of it."""
+    tables = [Path(t) for t in ("/proc/net/tcp", "/proc/net/tcp6") if Path(t).exists()]
+    if not tables:
+        return True
+    sockets = set()
+    for table in tables:
+        with contextlib.suppress(OSError):
+            for line in table.read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    sockets.add(f"socket:[{fields[9]}]")
+    if not sockets:
+        return False
+    try:
+        fds = list(os.scandir(f"/proc/{pid}/fd"))
+    except PermissionError:  # not ours to read (a hardened /proc): the readiness check alone decides
+        return True
+    except OSError:  # gone
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            if os.readlink(fd.path) in sockets:
+                return True
+    return False
+
+
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -336,7 +374,15 @@ class Process:
         self.name = name
         self.log_path = log_path
         self._log = log_path.open("ab")
+        self._log_start = self._log.tell()  # what an earlier server on this file wrote is not this one's
         self.proc = subprocess.Popen(dying_with_parent(argv), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+    def output(self) -> str:
+        """What this server wrote to its log so far."""
+        with contextlib.suppress(OSError), self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
+        return ""
 
     def stop(self, grace: float = 5.0) -> None:
         if self.proc.poll() is None:
@@ -352,18 +398,37 @@ class Process:
 
 
 def start_ready(name: str, argv: Sequence[str], log_path: Path, ready: Callable[[], bool], timeout: float,
-                env: dict[str, str] | None = None) -> Process:
-    """Start a server and wait until `ready()`; a server that never gets there is stopped, also
-    when a stop comes while it is waited for."""
+                env: dict[str, str] | None = None, *, port: int | None = None) -> Process:
+    """Start a server and wait until `ready()`, and with `port`, until it is this server that
+    listens there; a server that never gets there is stopped, also when a stop comes while it is
+    waited for. PortTaken: it exited saying another process holds its port."""
     proc = Process(name, argv, log_path, env)
     try:
-        wait_for(ready, timeout, name, proc.proc)
-    except BaseException:
+        wait_for(lambda: ready() and (port is None or listens(proc.proc.pid, port)), timeout, name, proc.proc)
+    except BaseException as failed:
         # Not only ServiceError: a Ctrl-C or a SIGTERM (`sigterm_unwinds`) during the wait would
         # leave the server running, since the caller (`embedded_stack`) never got it to stop.
         proc.stop()
+        if isinstance(failed, ServiceError) and port is not None and ADDRESS_IN_USE.search(proc.output()):
+            raise PortTaken(f"{name}: port {port} was taken by another process") from failed
         raise
     return proc
+
+
+def on_free_port(port: int | None, start: Callable[[int], T], tries: int = 3) -> T:
+    """`start(port)`, or where no port is given, `start` on a free port, again on another one
+    where a process took the first (PortTaken) before the server bound it."""
+    if port:
+        return start(port)
+    for attempt in range(1, tries + 1):
+        picked = free_port()
+        try:
+            return start(picked)
+        except PortTaken:
+            if attempt == tries:
+                raise
+            log.warning("port taken before the server bound it: trying another", extra={"port": picked, "attempt": attempt})
+    raise AssertionError("unreachable")
 
 
 def start_redis(
@@ -372,7 +437,11 @@ def start_redis(
 ) -> tuple[Process, str]:
     """A redis-server on loopback; with password, clients must AUTH (the URL returned carries it).
     `appendfsync` (`always`, `everysec`, `no`) sets the AOF fsync policy; None keeps Redis's default."""
-    port = port or free_port()
+    return on_free_port(port, lambda port: _start_redis(workdir, port, appendonly, password, appendfsync, extra))
+
+
+def _start_redis(workdir: Path, port: int, appendonly: bool, password: str | None, appendfsync: str | None,
+                 extra: Sequence[str]) -> tuple[Process, str]:
     argv = [
         redis_binary(),
         "--port", str(port),
@@ -388,7 +457,7 @@ def start_redis(
     if appendfsync is not None:
         argv += ["--appendfsync", appendfsync]
     argv += list(extra)
-    proc = start_ready("redis-server", argv, workdir / f"redis-{port}.log", lambda: _redis_ping(port, password), 15)
+    proc = start_ready("redis-server", argv, workdir / f"redis-{port}.log", lambda: _redis_ping(port, password), 15, port=port)
     auth = f":{password}@" if password else ""
     return proc, f"redis://{auth}127.0.0.1:{port}/0"
 
@@ -494,12 +563,15 @@ def start_redis_cluster(workdir: Path, masters: int = 3, replicas: int = 1, node
 def start_tansu(workdir: Path, port: int | None = None, *, s3: "S3Store | None" = None) -> tuple[Process, str]:
     """A Tansu broker on loopback: in memory, or on `s3` (a bucket that outlives the broker, so a
     broker killed and started again on it keeps its topics, offsets and groups)."""
-    port = port or free_port()
+    return on_free_port(port, lambda port: _start_tansu(workdir, port, s3))
+
+
+def _start_tansu(workdir: Path, port: int, s3: "S3Store | None") -> tuple[Process, str]:
     url = f"tcp://127.0.0.1:{port}"
     storage = f"s3://{s3.bucket}/" if s3 else "memory://tansu/"
     argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", storage]
     env = {**os.environ, **s3.env} if s3 else None
-    proc = start_ready("tansu broker", argv, workdir / f"tansu-{port}.log", lambda: port_open(port), 20, env=env)
+    proc = start_ready("tansu broker", argv, workdir / f"tansu-{port}.log", lambda: port_open(port), 20, env=env, port=port)
     return proc, f"127.0.0.1:{port}"
 
 
@@ -521,9 +593,8 @@ def start_s3(workdir: Path, bucket: str = "tansu") -> tuple[Process, S3Store]:
     import urllib.request
 
     server = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
-    port = free_port()
-    proc = start_ready("moto_server", [server, "-H", "127.0.0.1", "-p", str(port)], workdir / f"moto-{port}.log",
-                       lambda: port_open(port), 30)
+    proc, port = on_free_port(None, lambda port: (start_ready("moto_server", [server, "-H", "127.0.0.1", "-p", str(port)],
+                                                              workdir / f"moto-{port}.log", lambda: port_open(port), 30, port=port), port))
     endpoint = f"http://127.0.0.1:{port}"
     # An unsigned PUT creates the bucket: moto does not check signatures by default.
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=10).close()
