@@ -10,7 +10,6 @@ import email.policy
 import importlib
 import json
 import logging
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from stream.alerts import message
 from stream.alerts.chart import PNG_SIGNATURE, chart_points, render_chart
 from stream.alerts.incidents import AlertRecord
 from stream.windows import Sample, SliceCol
+from stream.tools.services import free_port  # reserved: no other server takes it, so a dead one stays dead
 from stream.alerts.notify import Notifier, build_apprise, retry_delays, route, servers_description, split_entries
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,12 +71,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met before the deadline")
         time.sleep(0.01)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(coro):
