@@ -609,3 +609,27 @@ def test_a_server_started_on_a_port_taken_meanwhile_starts_again_on_another(tmp_
         tansu_proc.stop()
         redis_proc.stop()
     assert [r.port for r in caplog.records if "port taken" in r.getMessage()] == [taken_port, taken_port]
+
+
+def test_a_cluster_node_whose_port_was_taken_starts_on_another(tmp_path, monkeypatch, caplog):
+    """free_cluster_port's pick is free when it looks, not when redis-server binds it: a node
+    whose port (or bus port) was taken meanwhile starts again on another pick."""
+    import socket
+
+    import stream.tools.services as services
+
+    real = services.free_cluster_port
+    taken = real()
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.1", taken))
+        other.listen()
+        picks = iter([taken])
+        monkeypatch.setattr(services, "free_cluster_port", lambda: next(picks, None) or real())
+        cluster = services.start_redis_cluster(tmp_path, masters=3, replicas=0)
+        try:
+            assert taken not in cluster.nodes and len(cluster.nodes) == 3
+            assert services.cluster_healthy(list(cluster.nodes), 3)
+        finally:
+            cluster.stop()
+    assert [r.port for r in caplog.records if "port taken" in r.getMessage()] == [taken]

@@ -415,13 +415,14 @@ def start_ready(name: str, argv: Sequence[str], log_path: Path, ready: Callable[
     return proc
 
 
-def on_free_port(port: int | None, start: Callable[[int], T], tries: int = 3) -> T:
-    """`start(port)`, or where no port is given, `start` on a free port, again on another one
-    where a process took the first (PortTaken) before the server bound it."""
+def on_free_port(port: int | None, start: Callable[[int], T], tries: int = 3, pick: Callable[[], int] | None = None) -> T:
+    """`start(port)`, or where no port is given, `start` on a free port (`pick`'s, else
+    free_port's), again on another one where a process took the first (PortTaken) before the
+    server bound it."""
     if port:
         return start(port)
     for attempt in range(1, tries + 1):
-        picked = free_port()
+        picked = (pick or free_port)()
         try:
             return start(picked)
         except PortTaken:
@@ -544,7 +545,7 @@ def start_redis_cluster(workdir: Path, masters: int = 3, replicas: int = 1, node
     cluster = RedisClusterNodes(Path(workdir), {}, node_timeout_ms)
     try:
         for _ in range(masters * (1 + replicas)):
-            cluster.start_node(free_cluster_port())
+            on_free_port(None, cluster.start_node, pick=free_cluster_port)
         cli = str(Path(redis_binary()).with_name("redis-cli"))
         cli = cli if os.access(cli, os.X_OK) else (shutil.which("redis-cli") or "redis-cli")
         create = subprocess.run(
