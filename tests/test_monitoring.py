@@ -94,16 +94,48 @@ def test_the_dashboard_shows_every_per_partition_gauge_of_the_consumer():
 PER_PARTITION_GAUGES = ("sentinel_consumer_lag", "sentinel_consumer_position", "sentinel_consumer_unread", "sentinel_consumer_committed")
 
 
+AGGREGATION = re.compile(r"\b(sum|avg|count|max|min|group|stddev|stdvar|topk|bottomk|quantile|count_values)\s*"
+                         r"(?:(by|without)\s*\(([^)]*)\)\s*)?\(", re.IGNORECASE)
+TRAILING_GROUPING = re.compile(r"\s*(by|without)\s*\(([^)]*)\)", re.IGNORECASE)
+
+
+def _closing(expr: str, opened: int) -> int:
+    """The index of the parenthesis that closes the one at `opened`."""
+    depth = 0
+    for i in range(opened, len(expr)):
+        depth += {"(": 1, ")": -1}.get(expr[i], 0)
+        if depth == 0:
+            return i
+    raise ValueError(f"unbalanced parentheses in {expr!r}")
+
+
 def sums_across_pods(expr: str) -> list[str]:
     """The aggregations in `expr` that add a per-partition gauge's series straight up. In a
     rebalance the pod a partition is revoked from and the pod it goes to both report it for a
     while, so such a sum counts that partition twice: it must take `max by (..., topic,
-    partition)` first. A sum that keeps the pod (`by (..., pod, ...)`) adds nothing twice."""
+    partition)` first. A sum that keeps the pod (`by (..., pod, ...)`) adds nothing twice. The
+    grouping may follow the argument (`sum(...) by (...)`), and the gauge may sit inside a function
+    (`sum by (namespace) (last_over_time(sentinel_consumer_lag[10m]))`, as the rules read it);
+    an aggregation nested in the argument hands on only what it keeps, and is judged itself."""
     found = []
-    for match in re.finditer(r"\b(sum|avg|count)\s*(?:by\s*\(([^)]*)\))?\s*\(\s*(sentinel_consumer_[a-z_]+)", expr):
-        grouping = {label.strip() for label in (match.group(2) or "").split(",")}
-        if match.group(3) in PER_PARTITION_GAUGES and "pod" not in grouping:
-            found.append(match.group(0))
+    for match in AGGREGATION.finditer(expr):
+        if match.group(1).lower() not in ("sum", "avg", "count"):
+            continue
+        close = _closing(expr, match.end() - 1)
+        argument = expr[match.end():close]
+        kind, labels = match.group(2), match.group(3)
+        if kind is None and (trailing := TRAILING_GROUPING.match(expr, close + 1)):
+            kind, labels = trailing.group(1), trailing.group(2)
+        grouping = {label.strip() for label in (labels or "").split(",")}
+        keeps_pod = "pod" in grouping if (kind or "by").lower() == "by" else "pod" not in grouping
+        # What a nested aggregation adds up is its own finding; what it hands on is one series
+        # per its grouping, counted once here.
+        while nested := AGGREGATION.search(argument):
+            inner_close = _closing(argument, nested.end() - 1)
+            after = TRAILING_GROUPING.match(argument, inner_close + 1)
+            argument = argument[:nested.start()] + argument[(after.end() if after else inner_close + 1):]
+        if not keeps_pod and set(re.findall(r"\bsentinel_consumer_[a-z_]+\b", argument)) & set(PER_PARTITION_GAUGES):
+            found.append(expr[match.start():close + 1])
     return found
 
 
@@ -112,6 +144,14 @@ def test_no_query_or_rule_adds_up_the_copies_two_pods_report_of_one_partition():
     assert sums_across_pods('sum by (partition) (sentinel_consumer_lag{job="forum-sentinel-metrics"})')
     assert sums_across_pods('sum by (namespace) (sentinel_consumer_lag{job="forum-sentinel-metrics"}) > 1000')
     assert not sums_across_pods('sum by (namespace) (max by (namespace, topic, partition) (sentinel_consumer_lag{job="x"}))')
+    # Forms the rules use elsewhere: a range function around the gauge, the grouping after it.
+    assert sums_across_pods('sum by (namespace) (last_over_time(sentinel_consumer_lag{job="x"}[10m])) > 1000')
+    assert sums_across_pods('sum(sentinel_consumer_unread{job="x"}) by (namespace)')
+    assert sums_across_pods('SUM by (namespace) ((sentinel_consumer_lag{job="x"}))')
+    assert not sums_across_pods('sum(sentinel_consumer_lag{job="x"}) by (namespace, pod)')
+    assert not sums_across_pods('sum without (partition) (sentinel_consumer_lag{job="x"})')
+    assert sums_across_pods('sum without (pod, instance) (sentinel_consumer_lag{job="x"})')
+    assert not sums_across_pods('sum by (namespace) (max by (namespace, topic, partition) (max_over_time(sentinel_consumer_lag{job="x"}[5m])))')
     queries = dashboard_queries() + [(rule["alert"], rule["expr"]) for group in rule_groups() for rule in group["rules"]]
     assert [(title, sums_across_pods(expr)) for title, expr in queries if sums_across_pods(expr)] == []
 
