@@ -1385,6 +1385,54 @@ def test_a_partly_delivered_notice_delivered_again_by_its_worker_goes_to_the_ser
     assert drained
 
 
+@pytest.mark.parametrize("change", ["removed", "retagged", "none-configured"])
+@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
+def test_a_partly_delivered_notice_whose_refusers_are_no_longer_routed_settles_as_notified(redis_server, grouping, change):
+    """a accepts ETH's drop, b refuses it, and the worker dies before acknowledging it. Before the
+    claim the operator removes b from the configuration (removed), tags it for critical alone
+    (retagged), or configures no service at all (none-configured). The claim had no service left
+    to send it to and published the notice `notified: false`, counted nothing more and dropped the
+    mark, though every service routed now had accepted it. It now settles as notified: the record
+    says `notified: true`, `notified` counts once (result `notified`) beside the first delivery's
+    `delivery_failed`, a is not sent it again, and the told marks say a heard it."""
+    from stream.keys import told_key
+    from stream.ops.prometheus import WorkerMetrics
+
+    redis.Redis.from_url(redis_server).flushdb()
+    a, b = Hook(), Hook()
+    b.failing = True
+    metrics = WorkerMetrics()
+    published: list = []
+    later = {"removed": f"warning={a.url}", "retagged": f"warning={a.url} critical={b.url}", "none-configured": None}[change]
+
+    async def go(store: WindowStore):
+        def worker(name: str, urls: str | None, **kw) -> AlertDelivery:
+            notifier = Notifier(build_apprise(urls, None), attempts=2, backoff=0.01) if urls else None
+            return AlertDelivery(store, notifier, lambda record: asyncio.sleep(0, published.append((name, record))), consumer=name,
+                                 chart=False, metrics=metrics, **kw)
+
+        dead, live = worker("dead", f"warning={a.url} warning={b.url}"), worker("live", later, claim_idle_s=0)
+        first = await dies_before_its_ack(dead, store, told_entry(grouping, "incU", "new", "warning", "2026-10-02T12:06:00Z"))
+        b.failing = False
+        while await live.drain_once():
+            pass
+        return (await store.redis.hgetall(ALERT_STATS_KEY), await store.redis.hgetall(told_key("incU")), await outbox_drained(store.redis),
+                await store.redis.hlen(NOTIFIED_KEY), first)
+
+    stats, marks, drained, left, first = on_store(redis_server, go, a, b)
+    assert len(a.accepted) == 1 and b.accepted == [] and b.refused == 2, (a.accepted, b.accepted, b.refused)
+    assert {k: int(v) for k, v in stats.items() if k != "published"} == {"delivery_failed": 1, "notified": 1}, stats
+    value = metrics.registry.get_sample_value
+    assert [value("sentinel_alert_deliveries_total", {"result": r}) for r in ("failed", "notified")] == [1.0, 1.0]
+    assert marks["warning"] == "sent", marks
+    if grouping:
+        (service,) = build_apprise(a.url, None)
+        assert {n for n in marks if n.startswith("svc:")} == {f"svc:{service_key(service)}", f"svc:notice:{first}"}, marks
+    else:
+        assert [(name, p.notified) for name, p in published] == [("dead", False), ("live", True)], published
+    assert drained and left == 0
+
+
 def test_a_partly_delivered_notified_mark_reads_as_accepted_services_to_a_session_51_worker():
     """`notified_mark` (pure): a partial mark (since session 52) keeps the accepted services as the
     value a session-51 worker reads (`notified_services`: it publishes without notifying and marks

@@ -469,6 +469,8 @@ class AlertDelivery:
             delivered = await self._settle(entry_id, await self._notify(record, told, only), earlier)
             notified = delivered.notified
             fate = told_fate(delivered.sent)
+        elif earlier is not None:
+            notified = (await self._settle_unrouted(entry_id, earlier, record.alert_id)).notified
         if earlier is not None:  # partly delivered before (its worker died, or its publish or ack failed): the services that accepted it heard it
             fate = TOLD_SENT
         if firing:  # also one no service is routed for: it moves `last`
@@ -518,6 +520,8 @@ class AlertDelivery:
                 delivered = await self._settle(entry_id, await self._notify_notice(notice, records, told, told_at, only), earlier)
                 notified = delivered.notified
                 fate, heard = told_fate(delivered.sent), delivered.accepted
+            elif earlier is not None:
+                notified = (await self._settle_unrouted(entry_id, earlier, notice.incident_id)).notified
             if earlier is not None:  # partly delivered before (its worker died, or its publish or ack failed): the services that accepted it heard it
                 fate, heard = TOLD_SENT, heard or tuple(earlier.accepted or ())
             if firing:  # every firing notice sets `last`, also one no service is routed for (`marks_behind`)
@@ -759,6 +763,17 @@ class AlertDelivery:
                                                             args=[entry_id, self.store.idle_ttl_s, heard, refused_field(entry_id), refused]),
                                   "notified mark")
         return delivered
+
+    async def _settle_unrouted(self, entry_id: str, earlier: NotifiedMark, ident: str) -> Delivery:
+        """A partly delivered notification (`earlier`) whose services that refused it are none of them
+        routed now (the operator removed them, or retagged them away from its severities, or no
+        service is configured): nothing is left to send it to, and every service routed has it, so
+        it is settled as notified, as where they accept it then (`_settle`): `notified` counted once
+        and the mark finished. Until session 53 its record said `notified: false` and nothing counted
+        the services that heard it."""
+        log.info("notification partly delivered before; none of the services that refused it is routed now: settled as notified",
+                 extra={"id": ident, "entry": entry_id, "accepted": len(earlier.accepted or ()), "refused": len(earlier.refused)})
+        return await self._settle(entry_id, Delivery(notified=False, failures=0, attempts=0), earlier)
 
     async def _after_sending(self, call: Callable[[], Awaitable[Any]], what: str) -> None:
         """A step that follows something sent (a notification, a record), retried while Redis is
