@@ -1433,6 +1433,44 @@ def test_a_partly_delivered_notice_whose_refusers_are_no_longer_routed_settles_a
     assert drained and left == 0
 
 
+@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
+def test_one_endpoint_configured_twice_that_accepted_a_notice_through_one_is_not_sent_it_again(redis_server, grouping):
+    """One webhook configured twice for warning, the second time with a header of its own (one
+    service: `service_key` ignores headers), and the second refused (a proxy in front of it down).
+    ETH's drop went to both: the endpoint showed it once, and its key landed in both the accepted
+    and the refused lists of the notified mark, so the claim after its worker died sent it to both
+    again, and the endpoint showed it a second time. Per service the lists are disjoint now, an
+    acceptance winning: the endpoint had it, so the notice is notified (no `delivery_failed`), its
+    mark finished, and the claim publishes it without sending it again."""
+    from stream.keys import told_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    hook = Hook()
+    hook.refuse_header = "X-Copy"
+    published: list = []
+    urls = f"warning={hook.url} warning={hook.url}?+X-Copy=ops"
+
+    async def go(store: WindowStore):
+        (one, two) = build_apprise(urls, None)
+        assert service_key(one) == service_key(two)
+        dead, live = told_delivery(store, urls, "dead"), told_delivery(store, urls, "live", claim_idle_s=0)
+        live.publish = lambda record: asyncio.sleep(0, published.append(record))
+        first = await dies_before_its_ack(dead, store, told_entry(grouping, "incD", "new", "warning", "2026-10-02T12:06:00Z"))
+        mark = await store.redis.hgetall(NOTIFIED_KEY)
+        while await live.drain_once():
+            pass
+        return mark, await store.redis.hgetall(ALERT_STATS_KEY), await store.redis.hgetall(told_key("incD")), first
+
+    mark, stats, marks, first = on_store(redis_server, go, hook)
+    assert len(hook.accepted) == 1 and hook.refused == 2, (hook.accepted, hook.refused)  # shown once, never again
+    (service,) = {service_key(s) for s in build_apprise(hook.url, None)}
+    assert mark == {first: json.dumps([service])}, mark  # finished: no refused field
+    assert {k: int(v) for k, v in stats.items() if k != "published"} == {"notified": 1}, stats
+    assert marks["warning"] == "sent", marks
+    if not grouping:
+        assert [p.notified for p in published] == [True], published
+
+
 def test_a_partly_delivered_notified_mark_reads_as_accepted_services_to_a_session_51_worker():
     """`notified_mark` (pure): a partial mark (since session 52) keeps the accepted services as the
     value a session-51 worker reads (`notified_services`: it publishes without notifying and marks
@@ -1447,6 +1485,23 @@ def test_a_partly_delivered_notified_mark_reads_as_accepted_services_to_a_sessio
     assert [notified_mark(value, refused).partial for value, refused in
             (('["aaaaaaaaaaaaaaaa"]', None), ("1", None), ("1", '["bbbbbbbbbbbbbbbb"]'), ('["aaaaaaaaaaaaaaaa"]', "garbled"))] == [False] * 4
     assert refused_field("1700000000000-3") == "1700000000000-3:refused"
+
+
+def test_a_service_both_accepted_and_refused_by_its_two_entries_counts_as_accepted_alone():
+    """`by_service` and `notified_mark` (pure): one endpoint configured twice is one `service_key`;
+    where one entry accepted and the other refused, it is in the accepted list alone (a retry to the
+    refused would send it to both again), once each, in order. A session-52 worker's mark that
+    lists it in both reads as accepted, and, with no other service refused, finished."""
+    from stream.alerts.incidents import notified_mark
+    from stream.alerts.notify import by_service
+
+    a, b, c = "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "cccccccccccccccc"
+    assert by_service([(a, False), (b, True), (a, True), (c, False), (c, False), (b, True)]) == ((b, a), (c,))
+    assert by_service([(a, False), (a, False)]) == ((), (a,))
+    assert by_service([]) == ((), ())
+    overlapping = notified_mark(json.dumps([a, b]), json.dumps([a]))
+    assert not overlapping.partial and overlapping.refused == () and overlapping.accepted == [a, b]
+    assert notified_mark(json.dumps([a]), json.dumps([a, c])).refused == (c,)
 
 
 @pytest.mark.parametrize("cause", ["refused", "capped"])

@@ -82,12 +82,15 @@ class Hook:
         self.answered: dict[int, float] = {}  # index in `accepted` -> wall-clock time of its answer
         self._lock = threading.Lock()  # keeps `arrived` in step with `accepted` across handler threads
         self.refused = 0
+        # A request carrying this header is refused (500) whatever `failing` says: one of two
+        # services configured for this endpoint, told apart by a header, is down (a proxy in front).
+        self.refuse_header: str | None = None
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if hook.failing:
+                if hook.failing or (hook.refuse_header is not None and hook.refuse_header in self.headers):
                     hook.refused += 1
                     self.send_response(500)
                 else:

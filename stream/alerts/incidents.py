@@ -329,10 +329,12 @@ def notified_mark(value: str, refused: str | None) -> NotifiedMark:
     """An entry's notified mark from its two fields (`refused` None where there is none, as a
     worker before session 52 never writes one). A refused field that cannot be read, or beside a
     value that names no service, leaves the mark finished: a service that missed the notice is
-    better than a duplicate to one that showed it."""
+    better than a duplicate to one that showed it. A service in both lists (one endpoint configured
+    twice, one entry accepting and one refusing, as a session-52 worker marked it) accepted it:
+    refused alone where none of its entries accepted (`notify.by_service`)."""
     accepted = notified_services(value)
     unheard = notified_services(refused) if refused is not None and accepted is not None else None
-    return NotifiedMark(accepted, tuple(unheard or ()))
+    return NotifiedMark(accepted, tuple(key for key in unheard or () if key not in (accepted or ())))
 
 
 def marked_services(marks: Mapping[str, str]) -> set[str]:

@@ -179,6 +179,19 @@ def route(servers: Iterable[NotifyBase], *severities: str) -> list[NotifyBase]:
     return [s for s in servers if not s.tags or tag_names(s) & wanted]
 
 
+def by_service(outcomes: Iterable[tuple[str, bool]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The services (`service_key`) that accepted a notification and those that refused it, from
+    each routed entry's (key, accepted), in order, each once (pure). One endpoint configured twice
+    (under two severities, or with headers of its own) is one key: where one entry accepted and the
+    other refused, the endpoint has the notice, and it counts as accepted alone. Listed as refused
+    too, a retry to the refused (`AlertDelivery._settle`) sent it to both entries again, a duplicate
+    where it showed (until session 53)."""
+    outcomes = list(outcomes)
+    accepted = tuple(dict.fromkeys(key for key, ok in outcomes if ok))
+    refused = tuple(dict.fromkeys(key for key, ok in outcomes if not ok and key not in accepted))
+    return accepted, refused
+
+
 def notify_type(state: str, severity: str) -> NotifyType:
     if state == "resolved":
         return NotifyType.SUCCESS
@@ -332,7 +345,9 @@ def record_fields(record: AlertRecord) -> dict[str, str]:
 @dataclass(frozen=True)
 class Delivery:
     notified: bool  # at least one service sent to, and every one sent to accepted (the daily cap's holds aside)
-    failures: int  # targeted services that still failed after every attempt
+    # Targeted services (by `service_key`, since session 53: an endpoint configured twice is one) that
+    # still failed after every attempt, and none of whose entries accepted (`by_service`).
+    failures: int
     attempts: int  # the most attempts any one targeted service needed (the retry rounds used)
     targeted: int = 0
     sent: int = 0  # targeted services that accepted
@@ -488,14 +503,12 @@ class Notifier:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
         sent = sum(o.ok for o in outcomes)
-        failures = len(outcomes) - sent
-        accepted = tuple(service_key(configured) for (_, configured), outcome in zip(targets, outcomes) if outcome.ok)
-        refused = tuple(service_key(configured) for (_, configured), outcome in zip(targets, outcomes) if not outcome.ok)
+        accepted, refused = by_service([(service_key(configured), outcome.ok) for (_, configured), outcome in zip(targets, outcomes)])
         return Delivery(
             # A service the daily cap held back is no failure: one that accepted was told (until
             # session 51 such a notice was published `notified: false`, though it reached someone).
-            notified=failures == 0,
-            failures=failures,
+            notified=not refused,
+            failures=len(refused),
             attempts=max(o.attempts for o in outcomes),
             targeted=len(outcomes),
             sent=sent,
