@@ -114,6 +114,7 @@ OPEN_KEY = f"{ALERTS_PREFIX}:open"  # scopes with a firing or pending incident
 OUTBOX_KEY = f"{ALERTS_PREFIX}:outbox"  # stream of transition records
 # hash outbox entry id -> JSON list of the services that accepted (before session 51: 1), and, since
 # session 52, `<entry id>:refused` -> those that refused where others accepted (`incidents.refused_field`)
+# and, since session 53, `<entry id>:capped` -> how many the daily cap held back then (`incidents.capped_field`)
 NOTIFIED_KEY = f"{ALERTS_PREFIX}:notified"
 SILENCES_KEY = f"{ALERTS_PREFIX}:silences"  # hash id -> silence JSON
 SILENCE_AUTHORS_KEY = f"{ALERTS_PREFIX}:silences:by"  # hash silence id -> {"by", "via"} JSON (apart: older readers refuse unknown silence fields)

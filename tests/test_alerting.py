@@ -1136,7 +1136,7 @@ def test_a_claim_that_finds_a_firing_notice_sent_marks_the_services_its_worker_r
     assert [p.get("state") for p in b.accepted] == heard_b, b.accepted
 
 
-@pytest.mark.parametrize("case", ["refused-again", "accepted-on-retry", "capped-and-refused", "capped"])
+@pytest.mark.parametrize("case", ["refused-again", "accepted-on-retry", "capped-and-refused", "capped-and-refused-again", "capped"])
 @pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
 def test_a_claim_sends_a_partly_delivered_notice_to_the_services_that_refused_it_alone(redis_server, grouping, case):
     """Three `warning=` webhooks: a accepts; b refuses every attempt (but in `capped`); c had its
@@ -1148,7 +1148,10 @@ def test_a_claim_sends_a_partly_delivered_notice_to_the_services_that_refused_it
     never asked again (its hold is the operator's). The published record is `notified` where every
     service but those capped accepted it, either time; `delivery_failed` counts the refusal once, and
     `notified` counts the notice once it reached the rest. A notice no service refused is finished:
-    the claim publishes it without notifying (`capped`, as since session 51)."""
+    the claim publishes it without notifying (`capped`, as since session 51). One the cap held back
+    from c whose retry b accepts is then one the cap held back from a service, none refusing it, and
+    counts `capped` too (docs/contracts.md, `:stats`), as where the cap holds the retry back: until
+    session 53 it counted no `capped`, its first delivery's hold forgotten by the mark."""
     from stream.keys import caps_key, told_key
 
     r = redis.Redis.from_url(redis_server)
@@ -1171,7 +1174,7 @@ def test_a_claim_sends_a_partly_delivered_notice_to_the_services_that_refused_it
         dead = worker("dead", lambda record: asyncio.sleep(0))
         live = worker("live", lambda record: asyncio.sleep(0, live_published.append(record)), claim_idle_s=0)
         first = await dies_before_its_ack(dead, store, told_entry(grouping, "incP", "new", "warning", "2026-10-02T12:06:00Z"))
-        b.failing = case == "refused-again"
+        b.failing = case.endswith("refused-again")
         while await live.drain_once():  # claims the dead worker's entry
             pass
         return (await store.redis.hgetall(ALERT_STATS_KEY), await store.redis.hgetall(told_key("incP")),
@@ -1179,12 +1182,12 @@ def test_a_claim_sends_a_partly_delivered_notice_to_the_services_that_refused_it
 
     stats, marks, left, drained, first = on_store(redis_server, go, a, b, c)
     assert [p["title"] for p in a.accepted] == [next(p["title"] for p in a.accepted)], a.accepted  # once, never again
-    b_heard = 0 if case == "refused-again" else 1
-    assert len(b.accepted) == b_heard and b.refused == {"refused-again": 4, "capped": 0}.get(case, 2), (b.accepted, b.refused)
+    b_heard = 0 if case.endswith("refused-again") else 1
+    assert len(b.accepted) == b_heard and b.refused == (4 if case.endswith("refused-again") else 0 if case == "capped" else 2), (b.accepted, b.refused)
     assert [p["title"] for p in c.accepted] == (["[NOTICE] daily notification limit reached"] if capped else [a.accepted[0]["title"]]), c.accepted
-    notified = case != "refused-again"
+    notified = not case.endswith("refused-again")
     assert int(stats.get("delivery_failed", 0)) == (0 if case == "capped" else 1), stats
-    assert int(stats.get("notified", 0)) == int(notified) and int(stats.get("capped", 0)) == int(case == "capped"), stats
+    assert int(stats.get("notified", 0)) == int(notified) and int(stats.get("capped", 0)) == int(capped and notified), stats
     assert drained and left == 0, (drained, left)  # the mark's fields go with the acknowledgement
     assert marks["warning"] == "sent", marks
     if grouping:  # the services that heard it, whichever delivery reached them
@@ -1196,7 +1199,7 @@ def test_a_claim_sends_a_partly_delivered_notice_to_the_services_that_refused_it
         assert [(p.state, p.notified) for p in live_published] == [("firing", notified)], live_published
     if capped:
         (service,) = build_apprise(b.url, None)
-        assert int(r.hget(cap, service_key(service))) == (2 if case == "capped-and-refused" else 1)  # b admitted again, c not
+        assert int(r.hget(cap, service_key(service))) == (1 if case == "capped" else 2)  # b admitted again, c not
 
 
 @pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
@@ -1477,7 +1480,7 @@ def test_a_partly_delivered_notified_mark_reads_as_accepted_services_to_a_sessio
     those told), and the refused ones in a field it never reads. A mark with no refused field (a
     session-51 worker's, or a finished one), an older `1`, or a refused field that cannot be read
     is finished: a claim notifies no one again."""
-    from stream.alerts.incidents import notified_mark, notified_services, refused_field
+    from stream.alerts.incidents import capped_field, notified_mark, notified_services, refused_field
 
     assert notified_services('["aaaaaaaaaaaaaaaa"]') == ["aaaaaaaaaaaaaaaa"]
     partial = notified_mark('["aaaaaaaaaaaaaaaa"]', '["bbbbbbbbbbbbbbbb"]')
@@ -1485,6 +1488,11 @@ def test_a_partly_delivered_notified_mark_reads_as_accepted_services_to_a_sessio
     assert [notified_mark(value, refused).partial for value, refused in
             (('["aaaaaaaaaaaaaaaa"]', None), ("1", None), ("1", '["bbbbbbbbbbbbbbbb"]'), ('["aaaaaaaaaaaaaaaa"]', "garbled"))] == [False] * 4
     assert refused_field("1700000000000-3") == "1700000000000-3:refused"
+    # Since session 53 a partial mark keeps how many services the daily cap held back; read only beside refused services.
+    assert notified_mark('["aaaaaaaaaaaaaaaa"]', '["bbbbbbbbbbbbbbbb"]', "2").capped == 2
+    assert [notified_mark('["aaaaaaaaaaaaaaaa"]', refused, capped).capped for refused, capped in
+            (('["bbbbbbbbbbbbbbbb"]', None), ('["bbbbbbbbbbbbbbbb"]', "garbled"), (None, "2"))] == [0, 0, 0]
+    assert capped_field("1700000000000-3") == "1700000000000-3:capped"
 
 
 def test_a_service_both_accepted_and_refused_by_its_two_entries_counts_as_accepted_alone():

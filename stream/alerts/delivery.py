@@ -40,8 +40,9 @@ from stream.alerts.chart import baselines_of, chart_points, render_chart
 from stream.alerts.correlator import acknowledgements
 from stream.alerts.grouping import Notice
 from stream.alerts.precision import TrackRecord, track_record
-from stream.alerts.incidents import (TOLD_HELD, TOLD_LAST, TOLD_NOTICE, TOLD_SENT, TOLD_SERVICE, AlertRecord, NotifiedMark, marked_services,
-                                     marks_behind, notified_mark, record_from_json, refused_field, told_fate, told_routes, told_services)
+from stream.alerts.incidents import (TOLD_HELD, TOLD_LAST, TOLD_NOTICE, TOLD_SENT, TOLD_SERVICE, AlertRecord, NotifiedMark, capped_field,
+                                     marked_services, marks_behind, notified_mark, record_from_json, refused_field, told_fate, told_routes,
+                                     told_services)
 from stream.alerts.notify import Delivery, Notifier, describe, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
 from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, VERDICTS_KEY, caps_key, told_key
@@ -65,18 +66,23 @@ PublishRecord = Callable[[AlertRecord], Awaitable[Any]]
 # KEYS: notified marks, alert stats. ARGV: entry id, TTL (s), the services that accepted it (a JSON
 # list of `service_key`, since session 51; a worker before wrote 1), the entry's refused field
 # (`incidents.refused_field`), the services that refused it (a JSON list, since session 52; '' where
-# none did). A mark is written once, but a partial one (a refused field beside it) is rewritten by the
-# delivery that sends the notification again to the services that refused it (a claim after its
-# worker died, or its own worker's after a failed publish or acknowledgement): finished then (none refused
-# again), it loses the field and counts `notified`, once, as a finished one does when first written.
+# none did), the entry's capped field (`incidents.capped_field`), how many services the daily cap held
+# back from a partial one (since session 53; '' where none, or the mark is finished). A mark is
+# written once, but a partial one (a refused field beside it) is rewritten by the delivery that
+# sends the notification again to the services that refused it (a claim after its worker died, or
+# its own worker's after a failed publish or acknowledgement): finished then (none refused again),
+# it loses both fields and counts `notified`, once, as a finished one does when first written.
 _MARK_NOTIFIED = """
 local partial = redis.call('HEXISTS', KEYS[1], ARGV[4]) == 1
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 or partial then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
   if ARGV[5] ~= '' then
     redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
+    if ARGV[7] ~= '' then
+      redis.call('HSET', KEYS[1], ARGV[6], ARGV[7])
+    end
   else
-    redis.call('HDEL', KEYS[1], ARGV[4])
+    redis.call('HDEL', KEYS[1], ARGV[4], ARGV[6])
     redis.call('HINCRBY', KEYS[2], 'notified', 1)
   end
 end
@@ -85,13 +91,13 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 # KEYS: outbox, notified marks, alert stats. ARGV: group, entry id, records published, TTL (s), the
-# entry's refused field.
+# entry's refused field, its capped field.
 _ACK_PUBLISHED = """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('HINCRBY', KEYS[3], 'published', ARGV[3])
   redis.call('EXPIRE', KEYS[3], ARGV[4])
 end
-redis.call('HDEL', KEYS[2], ARGV[2], ARGV[5])
+redis.call('HDEL', KEYS[2], ARGV[2], ARGV[5], ARGV[6])
 return 1
 """
 
@@ -721,8 +727,9 @@ class AlertDelivery:
         """An earlier delivery's notified mark of this entry (this worker's or a dead one's, `_settle`),
         None where none notified it: finished, or partial (`NotifiedMark.partial`: some services
         refused it)."""
-        found, refused = await self.redis.hmget(NOTIFIED_KEY, [entry_id, refused_field(entry_id)])
-        return None if found is None else notified_mark(str(found), None if refused is None else str(refused))
+        found, refused, capped = await self.redis.hmget(NOTIFIED_KEY, [entry_id, refused_field(entry_id), capped_field(entry_id)])
+        return None if found is None else notified_mark(str(found), None if refused is None else str(refused),
+                                                        None if capped is None else str(capped))
 
     async def _settle(self, entry_id: str, delivered: Delivery, earlier: NotifiedMark | None = None) -> Delivery:
         """Count the notification's outcome; one some service accepted is also marked on its entry
@@ -737,9 +744,10 @@ class AlertDelivery:
 
         `earlier`: such a partial mark, where this was that delivery's notification to the services that
         refused: the outcome is of the whole notification (every service that accepted it, either
-        time), counted once more only where it is now notified (counted `delivery_failed` the first
-        time, and `notified` now that it reached the rest); refused again, it counts nothing new.
-        Returns the outcome so joined."""
+        time, and every service the daily cap held back either time), counted once more only where it
+        is now notified (counted `delivery_failed` the first time, and `notified` now that it reached
+        the rest, `capped` too where the cap held a service back either time); refused again, it
+        counts nothing new. Returns the outcome so joined."""
         if earlier is not None:
             delivered = _joined(earlier, delivered)
         if delivered.capped and not delivered.failures:
@@ -759,8 +767,11 @@ class AlertDelivery:
         # notifying again (never a duplicate) and the refused services get no second try.
         heard = json.dumps(list(delivered.accepted))
         refused = json.dumps(list(delivered.refused)) if not delivered.notified and delivered.refused else ""
+        # A partial one's holds are kept beside it: the delivery that finishes it counts it `capped`.
+        held = str(delivered.capped) if refused and delivered.capped else ""
         await self._after_sending(lambda: self._mark_script(keys=[NOTIFIED_KEY, ALERT_STATS_KEY],
-                                                            args=[entry_id, self.store.idle_ttl_s, heard, refused_field(entry_id), refused]),
+                                                            args=[entry_id, self.store.idle_ttl_s, heard, refused_field(entry_id), refused,
+                                                                  capped_field(entry_id), held]),
                                   "notified mark")
         return delivered
 
@@ -788,7 +799,7 @@ class AlertDelivery:
         by a crash before this expires with its key)."""
         await self._after_sending(lambda: self._ack_script(keys=[OUTBOX_KEY, NOTIFIED_KEY, ALERT_STATS_KEY],
                                                            args=[OUTBOX_GROUP, entry_id, published, self.store.idle_ttl_s,
-                                                                 refused_field(entry_id)]), "acknowledgement")
+                                                                 refused_field(entry_id), capped_field(entry_id)]), "acknowledgement")
 
     async def _publish_and_ack(self, entry_id: str, record: AlertRecord) -> None:
         await self.publish(record)
@@ -829,9 +840,11 @@ def _refused_only(entry_id: str, earlier: NotifiedMark | None, ident: str) -> se
 def _joined(earlier: NotifiedMark, retried: Delivery) -> Delivery:
     """A partly delivered notification's outcome once it went again to the services that refused it
     (`retried`): every service either delivery reached accepted it; notified where none refused it
-    again (the daily cap's holds aside, as in `Notifier._deliver`)."""
+    again (the daily cap's holds aside, as in `Notifier._deliver`); capped where the cap held a
+    service back either time (the first time's as its mark kept it, since session 53: before, a
+    notice held back from one service and accepted by the rest on the retry counted no `capped`)."""
     accepted = tuple(dict.fromkeys([*(earlier.accepted or ()), *retried.accepted]))
-    return replace(retried, notified=retried.failures == 0, sent=len(accepted), accepted=accepted)
+    return replace(retried, notified=retried.failures == 0, sent=len(accepted), accepted=accepted, capped=earlier.capped + retried.capped)
 
 
 def _log_unheard(ident: str, routed: Sequence[NotifyBase], heard: set[str]) -> None:

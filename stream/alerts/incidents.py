@@ -308,6 +308,19 @@ def refused_field(entry_id: str) -> str:
     return f"{entry_id}{REFUSED_SUFFIX}"
 
 
+# Its third (since session 53): beside the refused field, how many routed services the daily cap held
+# back from that delivery, so the delivery that finishes it counts it `capped` as a notice the cap
+# held back from some services and others accepted (a worker before session 53 neither writes nor
+# reads it).
+CAPPED_SUFFIX = ":capped"
+
+
+def capped_field(entry_id: str) -> str:
+    """The notified mark's field of how many services the daily cap held back from a partly delivered
+    entry's notification."""
+    return f"{entry_id}{CAPPED_SUFFIX}"
+
+
 @dataclass(frozen=True)
 class NotifiedMark:
     """An entry's notified mark as a claim or a redelivery reads it. `accepted`: the services that
@@ -319,22 +332,27 @@ class NotifiedMark:
 
     accepted: list[str] | None
     refused: tuple[str, ...] = ()
+    # Since session 53, a partial mark's: the services the daily cap held back from it then.
+    capped: int = 0
 
     @property
     def partial(self) -> bool:
         return bool(self.refused) and bool(self.accepted)
 
 
-def notified_mark(value: str, refused: str | None) -> NotifiedMark:
-    """An entry's notified mark from its two fields (`refused` None where there is none, as a
-    worker before session 52 never writes one). A refused field that cannot be read, or beside a
-    value that names no service, leaves the mark finished: a service that missed the notice is
-    better than a duplicate to one that showed it. A service in both lists (one endpoint configured
+def notified_mark(value: str, refused: str | None, capped: str | None = None) -> NotifiedMark:
+    """An entry's notified mark from its fields (`refused` None where there is none, as a worker
+    before session 52 never writes one; `capped`, a partial mark's, None where there is none, as a
+    worker before session 53 never writes one, or where it cannot be read: 0). A refused field that
+    cannot be read, or beside a value that names no service, leaves the mark finished: a service
+    that missed the notice is better than a duplicate to one that showed it. A service in both lists (one endpoint configured
     twice, one entry accepting and one refusing, as a session-52 worker marked it) accepted it:
     refused alone where none of its entries accepted (`notify.by_service`)."""
     accepted = notified_services(value)
     unheard = notified_services(refused) if refused is not None and accepted is not None else None
-    return NotifiedMark(accepted, tuple(key for key in unheard or () if key not in (accepted or ())))
+    refusers = tuple(key for key in unheard or () if key not in (accepted or ()))
+    held = int(capped) if refusers and capped is not None and capped.isdigit() else 0
+    return NotifiedMark(accepted, refusers, held)
 
 
 def marked_services(marks: Mapping[str, str]) -> set[str]:
