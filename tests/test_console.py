@@ -1314,6 +1314,38 @@ def test_a_flash_cookie_is_read_only_by_the_caller_it_was_sealed_for():
         assert _flashes(request, TOKENS, owner=auth.flash_owner(auth.caller(header, TOKENS))) == [], header
 
 
+def test_a_flash_cookie_opens_only_under_the_operator_token_it_was_sealed_with():
+    """The key is the operator token's alone (HKDF, a purpose of its own): a console with another
+    token, or anyone holding only the CSRF token (in every operator page's HTML), neither reads a
+    cookie nor writes one this console opens. A key that ignored the token passed every other test."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from stream.console.app import _flashes, _flashed
+
+    typed = {"action": "/api/silences", "scope": "asset:SOL", "reason": "call Jo"}
+    other = auth.Tokens(read=VIEWER, operator=OPERATOR + "-rotated")
+    value = _flashed(Response(), TOKENS, "error", "no", typed, owner=ALICE).headers["set-cookie"].split(";")[0]
+    request = Request({"type": "http", "headers": [(b"cookie", value.encode())]})
+    assert [e["kept"]["reason"] for e in _flashes(request, TOKENS, owner=ALICE)] == ["call Jo"]
+    assert _flashes(request, other, owner=ALICE) == []  # another console's token (or the token rotated): nothing, no error
+    assert _flashes(Request({"type": "http", "headers": [(b"cookie", _flashed(Response(), other, "error", "no", typed, owner=ALICE)
+                                                         .headers["set-cookie"].split(";")[0].encode())]}), TOKENS, owner=ALICE) == []
+    # A forger who read the CSRF token from a page: the key is neither it nor derived from it as from the operator token.
+    csrf = auth.csrf_token(TOKENS)
+    content = json.dumps({"kind": "error", "text": "forged", "at": int(time.time()), "keep": 60, "kept": typed}).encode()
+    context = b"sentinel-console-flash-for\0" + hashlib.sha256(ALICE.encode()).digest()
+    nonce = bytes(auth.FLASH_NONCE_BYTES)
+    forged = [auth.flash_seal(auth.Tokens(read=None, operator=csrf), content, owner=ALICE, nonce=nonce)]
+    for key in (csrf.encode(), hashlib.sha256(OPERATOR.encode()).digest(), hashlib.sha256(csrf.encode()).digest()):
+        forged.append(auth.FLASH_PREFIX + base64.urlsafe_b64encode(nonce + AESGCM(key).encrypt(nonce, content, context)).decode().rstrip("="))
+    assert auth.flash_key(OPERATOR) not in (csrf.encode(), OPERATOR.encode()) and len(auth.flash_key(OPERATOR)) == 32
+    for value in forged:
+        assert auth.flash_open(TOKENS, value, owner=ALICE) is None, value
+        assert _flashes(Request({"type": "http", "headers": [(b"cookie", f"sentinel_flash={value}".encode())]}), TOKENS, owner=ALICE) == []
+
+
 def test_a_flash_cookie_lasts_as_long_as_its_purpose_under_its_seal():
     """The issued-at time is sealed with the message: a refusal's message is read for 60 s, a
     Redis-away form's for 10 minutes, and not after, whatever the browser keeps; one dated ahead of
