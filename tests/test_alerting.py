@@ -1972,6 +1972,44 @@ def test_two_services_that_differ_in_whom_an_endpoint_tells_keep_their_own_daily
         assert len(titles) == 3 and sum(t.startswith(limit) for t in titles) == 1, (team, titles)
 
 
+@pytest.mark.parametrize("between", ["nothing", "acknowledged"])
+def test_a_partial_mark_settled_by_two_deliveries_at_once_counts_once(redis_server, between):
+    """A claim racing its own worker's delivery again (after a failed publish or acknowledgement):
+    both read one partial mark (a accepted, the daily cap held b back, c refused), both send the
+    notice to c, which accepts, and both settle it. `notified` and `capped` count once: the second
+    settle finds the mark finished (nothing), or gone with the first's acknowledgement
+    (acknowledged). Since session 53 the mark keeps the first delivery's hold (`:capped`), which
+    `capped` counted outside the mark script, once per delivery; and where the first had
+    acknowledged the entry, the second wrote a new mark and counted `notified` again."""
+    redis.Redis.from_url(redis_server).flushdb()
+
+    async def go():
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        delivery = AlertDelivery(store, None, lambda record: None, consumer="test", chart=False)
+        await delivery.ensure_group()
+        entry = await store.redis.xadd(OUTBOX_KEY, {"record": "{}"})
+        await store.redis.xreadgroup(OUTBOX_GROUP, "test", {OUTBOX_KEY: ">"})
+        await delivery._settle(entry, Delivery(notified=False, failures=1, attempts=2, targeted=2, sent=1, capped=1, accepted=("a",),
+                                               refused=("c",)))
+        earlier = await delivery._notified_as(entry)
+        retried = Delivery(notified=True, failures=0, attempts=1, targeted=1, sent=1, accepted=("c",))
+        await delivery._settle(entry, retried, earlier)  # the first of the two
+        if between == "acknowledged":
+            await delivery._ack(entry, published=1)
+        joined = await delivery._settle(entry, retried, earlier)  # the other, with the mark it read before
+        await delivery._ack(entry, published=1)
+        stats = await store.redis.hgetall(ALERT_STATS_KEY)
+        left = await store.redis.hgetall(NOTIFIED_KEY)
+        await store.close()
+        return earlier, joined, stats, left
+
+    earlier, joined, stats, left = asyncio.run(go())
+    assert earlier is not None and earlier.partial and earlier.capped == 1, earlier
+    assert joined.notified and joined.accepted == ("a", "c"), joined
+    assert {k: int(v) for k, v in stats.items()} == {"delivery_failed": 1, "notified": 1, "capped": 1, "published": 1}, stats
+    assert left == {}, left
+
+
 def test_a_capped_delivery_is_its_own_result_in_the_metrics_and_leaves_the_author_cap_counter_alone():
     """`sentinel_alert_deliveries_total{result="capped"}` (session 50) beside `failed`; its observer
     method must not shadow the worker's `capped` counter of posts over their author's cap."""

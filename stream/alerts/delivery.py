@@ -67,14 +67,19 @@ PublishRecord = Callable[[AlertRecord], Awaitable[Any]]
 # list of `service_key`, since session 51; a worker before wrote 1), the entry's refused field
 # (`incidents.refused_field`), the services that refused it (a JSON list, since session 52; '' where
 # none did), the entry's capped field (`incidents.capped_field`), how many services the daily cap held
-# back from a partial one (since session 53; '' where none, or the mark is finished). A mark is
-# written once, but a partial one (a refused field beside it) is rewritten by the delivery that
-# sends the notification again to the services that refused it (a claim after its worker died, or
-# its own worker's after a failed publish or acknowledgement): finished then (none refused again),
-# it loses both fields and counts `notified`, once, as a finished one does when first written.
+# back from a partial one (since session 53; '' where none, or the mark is finished), and, for the
+# delivery again of a partial one, `retry` ('' for a first delivery; `capped` where the finished
+# notification counts `capped` too). A mark is written once, but a partial one (a refused field
+# beside it) is rewritten by the delivery that sends the notification again to the services that
+# refused it (a claim after its worker died, or its own worker's after a failed publish or
+# acknowledgement): finished then (none refused again), it loses both fields and counts `notified`
+# (and `capped`, where the retry says so), once, as a finished one does when first written. A
+# retry that finds the mark no longer partial writes and counts nothing: another delivery of the
+# entry (a claim racing its worker's redelivery) finished it first, or acknowledged it already.
 _MARK_NOTIFIED = """
 local partial = redis.call('HEXISTS', KEYS[1], ARGV[4]) == 1
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 or partial then
+local retry = ARGV[8] ~= ''
+if partial or (not retry and redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1) then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
   if ARGV[5] ~= '' then
     redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
@@ -84,6 +89,9 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 or partial then
   else
     redis.call('HDEL', KEYS[1], ARGV[4], ARGV[6])
     redis.call('HINCRBY', KEYS[2], 'notified', 1)
+    if ARGV[8] == 'capped' then
+      redis.call('HINCRBY', KEYS[2], 'capped', 1)
+    end
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -750,7 +758,7 @@ class AlertDelivery:
         counts nothing new. Returns the outcome so joined."""
         if earlier is not None:
             delivered = _joined(earlier, delivered)
-        if delivered.capped and not delivered.failures:
+        if delivered.capped and not delivered.failures and earlier is None:
             await self._count("capped")  # also where another service accepted it: then notified, too
         if not delivered.notified and delivered.capped and not delivered.failures:
             self.metrics.delivery_capped()
@@ -769,9 +777,13 @@ class AlertDelivery:
         refused = json.dumps(list(delivered.refused)) if not delivered.notified and delivered.refused else ""
         # A partial one's holds are kept beside it: the delivery that finishes it counts it `capped`.
         held = str(delivered.capped) if refused and delivered.capped else ""
+        # A retry's `capped` is counted by the script with its `notified`, once: two deliveries of
+        # the entry at once (a claim racing its worker's redelivery) both hold the partial mark, and
+        # the first to finish it counts (since session 53 the mark keeps the first delivery's hold).
+        retry = "" if earlier is None else "capped" if delivered.capped and not delivered.failures else "retry"
         await self._after_sending(lambda: self._mark_script(keys=[NOTIFIED_KEY, ALERT_STATS_KEY],
                                                             args=[entry_id, self.store.idle_ttl_s, heard, refused_field(entry_id), refused,
-                                                                  capped_field(entry_id), held]),
+                                                                  capped_field(entry_id), held, retry]),
                                   "notified mark")
         return delivered
 
