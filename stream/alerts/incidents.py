@@ -351,7 +351,8 @@ def notified_mark(value: str, refused: str | None, capped: str | None = None) ->
     accepted = notified_services(value)
     unheard = notified_services(refused) if refused is not None and accepted is not None else None
     refusers = tuple(key for key in unheard or () if key not in (accepted or ()))
-    held = int(capped) if refusers and capped is not None and capped.isdigit() else 0
+    # ASCII digits alone: str.isdigit() also passes '²', which int() refuses (a stuck entry, every round).
+    held = int(capped) if refusers and capped is not None and capped.isascii() and capped.isdigit() else 0
     return NotifiedMark(accepted, refusers, held)
 
 
