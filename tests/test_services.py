@@ -44,6 +44,18 @@ def test_free_port_one_call_after_another_names_each_port_once():
     assert len(set(ports)) == RESERVED_PORTS
 
 
+def test_a_process_that_picked_ports_exits_without_a_resource_warning():
+    """The reservations live as long as the process: left to the interpreter's teardown, each was
+    an "unclosed socket" ResourceWarning at the end of every `sentinel run` (its stack's ports, its
+    workers') under python -X dev, as a worker's log file was (tests/test_run_lines.py)."""
+    import subprocess
+    import sys
+
+    picks = "from stream.tools.services import free_port, free_ports; free_port(); free_ports(3)"
+    done = subprocess.run([sys.executable, "-X", "dev", "-c", picks], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ResourceWarning" not in done.stderr, done.stderr
+
+
 def test_a_picked_port_is_held_for_its_server_and_no_one_else(tmp_path):
     """Between free_port and the server's bind (milliseconds for redis-server, seconds of imports
     for a worker's web port) the port was anyone's: another test's server, or any outgoing

@@ -9,6 +9,7 @@ command does not reach it half-way; `sigterm_unwinds()` makes a SIGTERM to the c
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import contextvars
@@ -196,6 +197,14 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 # Ports free_ports named, each still bound (not listening) by this process: see free_ports.
 _RESERVED: collections.deque[socket.socket] = collections.deque()
 RESERVED_PORTS = 256  # the oldest reservation is let go past this many; a server long since took it
+
+
+@atexit.register
+def _release_reserved() -> None:
+    """Closed as the process ends, not left to the interpreter's teardown: an unclosed socket is a
+    ResourceWarning under python -X dev, one per port `sentinel run` picked."""
+    while _RESERVED:
+        _RESERVED.popleft().close()
 
 
 def free_port() -> int:
