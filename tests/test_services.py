@@ -615,10 +615,11 @@ def test_a_server_started_on_a_port_taken_meanwhile_starts_again_on_another(tmp_
     start again on another one, with a warning, instead of failing the test or the command."""
     import stream.tools.services as services
 
-    picks = iter([taken_port, taken_port])
+    picks = iter([taken_port])
     real = services.free_port
     monkeypatch.setattr(services, "free_port", lambda: next(picks, None) or real())
     redis_proc, url = services.start_redis(tmp_path)
+    picks = iter([taken_port])  # Tansu's first pick taken too: both picks went to redis-server, Tansu's retry was never tried
     tansu_proc, broker = services.start_tansu(tmp_path)
     try:
         assert redis.Redis.from_url(url).ping() and f":{taken_port}/" not in url
