@@ -652,3 +652,21 @@ def test_a_cluster_node_whose_port_was_taken_starts_on_another(tmp_path, monkeyp
         finally:
             cluster.stop()
     assert [r.port for r in caplog.records if "port taken" in r.getMessage()] == [taken]
+
+
+def test_a_server_a_wrapper_runs_as_its_child_is_ready_when_the_child_listens(tmp_path):
+    """`tansu` or `redis-server` found on PATH may be a wrapper script that runs the server as its
+    child (no exec). Process starts each server as a process group of its own and stops it as one;
+    ready asked the wrapper's own fds alone, and such a server, up and answering, was "not ready
+    within 15 s" and stopped."""
+    from stream.tools.services import _redis_ping, redis_binary, start_ready, wait_for
+
+    port = free_port()
+    # Not the last command of the script, so sh forks it rather than exec'ing it.
+    script = f'"{redis_binary()}" --port {port} --bind 127.0.0.1 --save "" --dir "{tmp_path}"; exit $?'
+    proc = start_ready("redis-server", ["sh", "-c", script], tmp_path / "redis.log", lambda: _redis_ping(port), 15, port=port)
+    try:
+        assert redis.Redis(port=port).ping()
+    finally:
+        proc.stop()
+    wait_for(lambda: not port_open(port), 10, "the wrapped server's stop (its group's SIGTERM)")

@@ -282,9 +282,11 @@ ADDRESS_IN_USE = re.compile(r"address (already )?in use|AddrInUse", re.IGNORECAS
 
 
 def listens(pid: int, port: int) -> bool:
-    """Whether process `pid` holds a socket listening on TCP `port`, from Linux's /proc; True
-    where there is no /proc to ask. A server's readiness check alone (a PING, a connection) is
-    answered as well by another process listening on that port while ours exits for want of it."""
+    """Whether process `pid`, or a process of the group it leads, holds a socket listening on TCP
+    `port`, from Linux's /proc; True where there is no /proc to ask. A server's readiness check
+    alone (a PING, a connection) is answered as well by another process listening on that port
+    while ours exits for want of it. The group too: `Process` starts a server as a group of its own
+    and stops it as one, and a wrapper script (a `tansu` on PATH) may run the server as its child."""
     tables = [Path(t) for t in ("/proc/net/tcp", "/proc/net/tcp6") if Path(t).exists()]
     if not tables:
         return True
@@ -298,12 +300,25 @@ def listens(pid: int, port: int) -> bool:
     if not sockets:
         return False
     try:
-        fds = list(os.scandir(f"/proc/{pid}/fd"))
+        if _holds(pid, sockets):
+            return True
     except PermissionError:  # not ours to read (a hardened /proc): the readiness check alone decides
         return True
     except OSError:  # gone
         return False
-    for fd in fds:
+    # Someone listens there, not `pid`: its group's other members (a wrapper's child), else another process.
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) != pid:
+            with contextlib.suppress(OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
+                # /proc/N/stat: "N (comm) state ppid pgrp ...", comm may hold spaces and parentheses
+                if int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[2]) == pid and _holds(int(entry.name), sockets):
+                    return True
+    return False
+
+
+def _holds(pid: int, sockets: set[str]) -> bool:
+    """Whether process `pid` has one of `sockets` ("socket:[inode]") open. OSError: gone, or not ours to read."""
+    for fd in list(os.scandir(f"/proc/{pid}/fd")):
         with contextlib.suppress(OSError):  # closed meanwhile
             if os.readlink(fd.path) in sockets:
                 return True
