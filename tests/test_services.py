@@ -44,6 +44,24 @@ def test_free_port_one_call_after_another_names_each_port_once():
     assert len(set(ports)) == RESERVED_PORTS
 
 
+def test_a_picked_port_is_held_on_every_address_its_server_may_listen_on():
+    """Workers and the console listen on 0.0.0.0 by default. Reserved on 127.0.0.1 alone, a port-0
+    bind to another address (127.0.0.2 here; a pod's IP) was handed reserved ports (81 of 5000
+    binds), and the server's bind on 0.0.0.0 would then fail; the wildcard still binds beside it."""
+    import socket
+
+    from stream.tools.services import listening_sockets
+
+    ports = set(free_ports(256))
+    with contextlib.ExitStack() as held:
+        others = [held.enter_context(socket.socket()) for _ in range(2000)]
+        for sock in others:
+            sock.bind(("127.0.0.2", 0))
+        assert ports.isdisjoint(sock.getsockname()[1] for sock in others)
+    for sock in listening_sockets("0.0.0.0", ports.pop()):
+        sock.close()
+
+
 def test_a_process_that_picked_ports_exits_without_a_resource_warning():
     """The reservations live as long as the process: left to the interpreter's teardown, each was
     an "unclosed socket" ResourceWarning at the end of every `sentinel run` (its stack's ports, its

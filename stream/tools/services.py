@@ -219,15 +219,18 @@ def free_ports(count: int) -> list[int]:
     a moment (or, for a worker, seconds of imports) later found it taken. So each stays bound here,
     with SO_REUSEADDR and never listening: the kernel then skips it for port-0 binds and outgoing
     connections everywhere on the host, while the server's own bind and listen (SO_REUSEADDR, as
-    redis-server, Tansu, moto, aiohttp and http.server set it) succeed beside it. Every socket is
-    held until all are picked, so one call names no port twice; later calls skip the reserved ones.
+    redis-server, Tansu, moto, aiohttp, uvicorn, aiosmtpd and http.server set it) succeed beside it.
+    Bound on 0.0.0.0, not 127.0.0.1: a port-0 bind to another address (a pod's IP, 127.0.0.2) skips
+    a port held on 127.0.0.1 alone, and workers and the console listen on 0.0.0.0 by default. (IPv4:
+    a port-0 bind on IPv6 alone may still be handed it.) Every socket is held until all are picked,
+    so one call names no port twice; later calls skip the reserved ones.
     """
     picked: list[socket.socket] = []
     try:
         for _ in range(count):
             picked.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             picked[-1].setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            picked[-1].bind(("127.0.0.1", 0))
+            picked[-1].bind(("0.0.0.0", 0))  # see above; never listening, so nothing is served there
     except OSError:
         for sock in picked:
             sock.close()
