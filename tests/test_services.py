@@ -62,6 +62,18 @@ def test_a_picked_port_is_held_on_every_address_its_server_may_listen_on():
         sock.close()
 
 
+def test_off_linux_a_picked_port_is_released_at_once(monkeypatch):
+    """BSD's SO_REUSEADDR (macOS) lets no second socket bind a wildcard address a held socket has:
+    there a reservation would refuse the server it was picked for, so picks are only free, not held."""
+    import socket
+    import sys
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    port = free_port()
+    with socket.socket() as server:  # no SO_REUSEADDR: binds only where nothing holds the port
+        server.bind(("0.0.0.0", port))
+
+
 def test_a_process_that_picked_ports_exits_without_a_resource_warning():
     """The reservations live as long as the process: left to the interpreter's teardown, each was
     an "unclosed socket" ResourceWarning at the end of every `sentinel run` (its stack's ports, its

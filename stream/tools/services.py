@@ -223,7 +223,8 @@ def free_ports(count: int) -> list[int]:
     Bound on 0.0.0.0, not 127.0.0.1: a port-0 bind to another address (a pod's IP, 127.0.0.2) skips
     a port held on 127.0.0.1 alone, and workers and the console listen on 0.0.0.0 by default. (IPv4:
     a port-0 bind on IPv6 alone may still be handed it.) Every socket is held until all are picked,
-    so one call names no port twice; later calls skip the reserved ones.
+    so one call names no port twice; later calls skip the reserved ones. Linux only: elsewhere (BSD
+    rules) a held wildcard port would refuse its own server, so the ports are released at once.
     """
     picked: list[socket.socket] = []
     try:
@@ -235,6 +236,13 @@ def free_ports(count: int) -> list[int]:
         for sock in picked:
             sock.close()
         raise
+    if not sys.platform.startswith("linux"):
+        # BSD's SO_REUSEADDR (macOS) lets no second socket bind the same wildcard address: a held
+        # port would refuse the very server it was picked for. There, a pick is free only now.
+        ports = [int(sock.getsockname()[1]) for sock in picked]
+        for sock in picked:
+            sock.close()
+        return ports
     _RESERVED.extend(picked)
     while len(_RESERVED) > max(RESERVED_PORTS, count):  # older ones only: this call's are all kept
         _RESERVED.popleft().close()
