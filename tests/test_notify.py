@@ -595,6 +595,31 @@ def test_a_resolution_tells_a_service_that_heard_a_warning_that_it_escalated_sin
     assert lines[2:] == message.body(record).splitlines()[1:]
 
 
+def test_a_resolution_says_the_highest_severity_it_reached_in_its_text():
+    """The demo's incident turned critical in its update; its resolution, told to one unrouted
+    webhook, read "[RESOLVED] ..." over "Incident on asset:ETH is resolved." with nothing saying it
+    had been critical (only the JSON payload's `severity` key did, which mail and chat do not show)."""
+    from stream.alerts.grouping import Notice
+
+    member = {"scope": "asset:ETH", "kind": "sentiment_drop", "firing": False, "severity": "critical", "onset": "2026-03-04T12:00:00Z",
+              "metric": "negative_share", "value": 0.75, "baseline": 0.197}
+    notice = Notice("cc08e3ebdfdb671ccafc", "asset:ETH", "resolved", "resolved", "critical", "2026-03-04T14:00:00Z", "2026-03-04T12:01:00Z",
+                    False, [member])
+    for routes in ((), ("warning", "critical"), ("critical",)):
+        body = message.notice_body(notice, routes=routes).splitlines()
+        assert body[0] == "Incident on asset:ETH is resolved."  # the line consumers parse, as before
+        assert "Highest severity reached: critical." in body, body
+    warning = Notice(**{**notice.to_json(), "severity": "warning"})
+    assert "Highest severity reached: warning." in message.notice_body(warning).splitlines()
+    # A firing notice's severity is in its title and first line already.
+    firing = Notice(**{**notice.to_json(), "state": "firing", "reason": "new"})
+    assert not [line for line in message.notice_body(firing).splitlines() if line.startswith("Highest severity")]
+    # Ungrouped: the alert's resolution likewise.
+    lines = message.body(make_record(state="resolved", severity="critical")).splitlines()
+    assert lines[0].endswith(" is resolved.") and lines[1] == "Highest severity reached: critical."
+    assert "Highest severity" not in message.body(make_record(severity="critical"))
+
+
 def test_a_json_webhook_gets_the_incident_id_and_state_as_fields_not_only_in_the_text(http):
     """Session 45's walkthrough: the JSON payload carried title, message and type, and a webhook
     consumer had to parse the text for the incident. Each notification's own keys now sit beside

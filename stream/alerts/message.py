@@ -110,7 +110,7 @@ def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, co
     level = measure(asdict(record), window=record.window)
     lines = [
         f"{record.kind} on {escape_post_text(record.scope, limit=120)} is {status}.",
-        *(escalation_lines(record.severity, routes) if record.state == "resolved" else []),
+        *(escalation_lines(record.severity, routes) + [peak_line(record.severity)] if record.state == "resolved" else []),
         *([f"{level}; z {record.zscore:+.1f} over {record.posts} posts ({record.baseline_posts} in the baseline)"] if level else []),
         # Unchanged since the first release: consumers parse it (event time, as every time here).
         f"window {record.window}: {record.window_start} .. {record.window_end}",
@@ -167,6 +167,13 @@ def escalation_lines(severity: str, routes: Sequence[str], told_at: Mapping[str,
     when = " (event time)" if any(s in at for s in told) else ""
     untold = f"; it reached {severity} with no notification sent at it" if severity not in told else ""
     return [f"Escalated: told as {', then '.join(steps)}{when}{untold}. A service for {told[0]} alone heard it only as {told[0]}."]
+
+
+def peak_line(severity: str) -> str:
+    """A resolution's line naming the highest severity it reached. Its title says RESOLVED and its
+    first line "is resolved.": a critical incident's end read like a warning's in a mailbox or a
+    chat, where the payload's `severity` key is not shown."""
+    return f"Highest severity reached: {severity}."
 
 
 LIMIT_TITLE = "[NOTICE] daily notification limit reached"
@@ -231,7 +238,7 @@ def notice_body(notice: Notice, records: Sequence[AlertRecord] = (), samples_sho
     lines = [f"Incident on {escape_post_text(notice.root_scope, limit=120)} is {status}"
              + (" (acknowledged: " + escape_post_text(notice.acked, limit=120) + ")" if notice.acked else "") + "."]
     if notice.state == "resolved":
-        lines += escalation_lines(notice.severity, routes, told_at)
+        lines += [*escalation_lines(notice.severity, routes, told_at), peak_line(notice.severity)]
     lines += ack_lines(acks)
     for m in notice.members:
         if m["scope"] == notice.root_scope:
