@@ -507,10 +507,10 @@ def test_a_resolution_says_the_verdict_given_while_the_incident_was_open(redis_s
     finally:
         hook.close()
     judged, unjudged, garbled, judged_firing, unjudged_firing = (sent["message"].splitlines() for sent in hook.accepted)
-    given = 'verdict given: false-alarm, 2026-03-04T12:30:00Z, by dana via cli ("bot spam"); to change it: sentinel verdict judged1 real'
+    given = 'verdict given: false-alarm, 2026-03-04T12:30:00Z (wall clock), by dana via cli ("bot spam"); to change it: sentinel verdict judged1 real'
     assert given in judged_firing and "acknowledge (no more reminders): sentinel ack judged1" in judged_firing, judged_firing
     assert not any("verdict" in line for line in unjudged_firing), unjudged_firing
-    assert ('verdict given: false-alarm, 2026-03-04T12:30:00Z, by dana via cli ("bot spam"); '
+    assert ('verdict given: false-alarm, 2026-03-04T12:30:00Z (wall clock), by dana via cli ("bot spam"); '
             "to change it: sentinel verdict judged1 real") in judged
     assert not any(line.startswith("verdict: ") for line in judged)
     for lines_, ident in ((unjudged, "unjudged1"), (garbled, "garbled1")):

@@ -1088,7 +1088,7 @@ def test_a_resolution_says_the_verdict_already_given_instead_of_asking_for_one()
     given = {"verdict": "real", "by": "<!channel> dana", "via": "console", "reason": "desk saw\nthe @here sell-off", "at": "2026-03-04T12:40:00Z"}
     text = message.notice_body(over, verdict=given, console_url="https://s.example.com").splitlines()
     assert text[-2:] == [
-        'verdict given: real, 2026-03-04T12:40:00Z, by !channel dana via console ("desk saw the \uff20here sell-off"); '
+        'verdict given: real, 2026-03-04T12:40:00Z (wall clock), by !channel dana via console ("desk saw the \uff20here sell-off"); '
         "to change it: sentinel verdict cc08e3ebdfdb671ccafc false-alarm",
         "console: https://s.example.com/incidents/cc08e3ebdfdb671ccafc"]
     assert not any(line.startswith("verdict: ") for line in text)

@@ -389,13 +389,16 @@ def given(verdict: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
 
 
 def verdict_text(verdict: Mapping[str, Any]) -> str:
-    """'verdict given: real, 2026-03-04T14:00:00Z, by alice via console ("desk confirmed")': who
+    """'verdict given: real, 2026-03-04T14:00:00Z (wall clock), by alice via console ("desk confirmed")': who
     said it, when (wall clock, as stored) and why, each part only where stored. `by` and the reason
     are an operator's words: made inert as a post's are."""
     by = escape_post_text(str(verdict.get("by") or ""), limit=100)
     via = escape_post_text(str(verdict.get("via") or ""), limit=20)
     reason = escape_post_text(str(verdict.get("reason") or ""), limit=POST_CHARS)
-    parts = [str(verdict["verdict"]), escape_post_text(str(verdict.get("at") or ""), limit=40),
+    # Stored by the wall clock; a notice's other times are event time, and a replay's verdict, or a
+    # live one given an hour after the posts, read as a time in the move. Labelled, as acks are.
+    at = escape_post_text(str(verdict.get("at") or ""), limit=40)
+    parts = [str(verdict["verdict"]), f"{at} (wall clock)" if at else "",
              " ".join(p for p in (f"by {by}" if by else "", f"via {via}" if via else "") if p)]
     return "verdict given: " + ", ".join(p for p in parts if p) + (f' ("{reason}")' if reason else "")
 
