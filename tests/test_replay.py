@@ -15,7 +15,7 @@ import pytest
 
 from stream.kafka import ensure_topics
 from stream.settings import Settings
-from stream.tools.replay import ReplayResult, consume_records, pace_time, replay, replay_item, replay_lines
+from stream.tools.replay import ReplayResult, consume_records, pace_time, read_replay_file, replay, replay_item, replay_lines
 
 RECORD = {"topic": "forum-posts", "partition": 0, "offset": 1, "timestamp": 1_767_225_600_000, "key": "k1"}
 
@@ -35,6 +35,20 @@ def test_a_malformed_record_line_is_sent_as_is(fields):
     line = json.dumps({**RECORD, **fields}).encode()
     item = replay_item(line)
     assert (item.key, item.value, item.event_time) == (None, line, None)
+
+
+def test_a_utf8_bom_and_crlf_line_ends_are_not_sent_and_the_lines_keep_their_numbers(tmp_path):
+    # A file saved by a Windows tool: the BOM went out with the first post, which the worker then
+    # dead-lettered as not JSON ("Unexpected UTF-8 BOM"), while the posts after it went through.
+    posts = [{"id": f"p{n}", "text": "BTC up", "created_at": f"2026-03-02T00:00:0{n}Z"} for n in (1, 2)]
+    path = tmp_path / "windows.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b"".join(json.dumps(p).encode() + b"\r\n" for p in posts))
+    items = list(read_replay_file(path))
+    assert [(i.line, i.key, json.loads(i.value)) for i in items] == [(1, b"p1", posts[0]), (2, b"p2", posts[1])]
+    assert all(i.value.startswith(b"{") and i.event_time is not None for i in items)
+    # Only the file's start is a BOM: one inside a later line is that line's, sent as it is.
+    path.write_bytes(json.dumps(posts[0]).encode() + b"\n\xef\xbb\xbf" + json.dumps(posts[1]).encode() + b"\n")
+    assert [i.value[:3] for i in read_replay_file(path)] == [b'{"i', b"\xef\xbb\xbf"]
 
 
 def test_a_record_line_replays_its_value_key_and_time_and_a_null_value_is_a_tombstone():

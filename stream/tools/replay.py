@@ -91,10 +91,16 @@ class ReplayResult:
         return found
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def read_replay_file(path: Path) -> Iterator[ReplayItem]:
+    """The file's lines as messages, CRLF line ends taken as LF. A UTF-8 byte order mark before the
+    first line (many Windows tools write one) is dropped: sent with it, the first post was not JSON
+    to the worker and was dead-lettered, while every later line went through."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            line = raw.rstrip(b"\r\n")
+            line = (raw.removeprefix(UTF8_BOM) if number == 1 else raw).rstrip(b"\r\n")
             if not line.strip():
                 continue
             yield dataclasses.replace(replay_item(line), line=number)
