@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import time
 import uuid
@@ -385,6 +386,9 @@ def test_no_json_object_names_why_a_file_holds_no_post_or_record(tmp_path):
     assert no_json_object(lines("", "[1, 2]", "3")) == "line 2: a JSON list, not an object"
     assert no_json_object(lines("not json", json.dumps({"id": "1", "text": "btc"}))) is None  # one post: bad lines are the DLQ's
     assert no_json_object(lines(json.dumps(RECORD))) is None
+    gz = tmp_path / "posts.jsonl.gz"
+    gz.write_bytes(gzip.compress(json.dumps({"id": "1", "text": "btc"}).encode() + b"\n"))
+    assert no_json_object(gz) == "line 1: gzip-compressed, not JSON (gunzip it first: replay and run read plain JSONL)"
 
 
 SAYING_STACK_STARTS = """

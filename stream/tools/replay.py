@@ -92,6 +92,7 @@ class ReplayResult:
 
 
 UTF8_BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of every gzip file
 
 
 def read_replay_file(path: Path) -> Iterator[ReplayItem]:
@@ -203,6 +204,8 @@ def no_json_object(path: Path, from_line: int = 1) -> str | None:
         for number, raw in enumerate(handle, start=1):
             if number < from_line or not raw.strip():
                 continue
+            if number == 1 and raw.startswith(GZIP_MAGIC):  # "not JSON" alone left a .jsonl.gz a puzzle
+                return "line 1: gzip-compressed, not JSON (gunzip it first: replay and run read plain JSONL)"
             try:
                 obj = json.loads(raw)
             except json.JSONDecodeError as exc:
