@@ -17,6 +17,7 @@ import asyncio
 import inspect
 import logging
 import re
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
@@ -195,8 +196,35 @@ def settings_problem(settings: Settings) -> str | None:
 
 def url_setting_problem(url: str, *, cluster: bool) -> str | None:
     """What is wrong with `url` as the Redis URL setting, naming the variable that set it."""
-    problem = url_problem(url, cluster=cluster)
+    problem = url_problem(url, cluster=cluster) or tls_files_problem(url)
     return f"{variable_name('redis_url')}: {problem}" if problem else None
+
+
+def tls_files_problem(url: str) -> str | None:
+    """A rediss:// URL's CA or client certificate that cannot be loaded, loaded as the client will
+    (None: none named, or all load). Said at start-up by its option: at the first connection it
+    was `Error 2 connecting to HOST:PORT. No such file or directory.`, naming neither the option
+    nor the variable. The path stays out of the message (never a setting's value), as for
+    SENTINEL_KAFKA_SSL_CAFILE."""
+    first, _ = split_url(url)
+    if urlsplit(first).scheme.lower() != "rediss":
+        return None
+    options: dict[str, Any] = dict(parse_url(first))
+    context = ssl.create_default_context()
+    steps: list[tuple[str, Callable[[], object]]] = []
+    if options.get("ssl_ca_certs") or options.get("ssl_ca_path"):
+        steps.append(("ssl_ca_certs" if options.get("ssl_ca_certs") else "ssl_ca_path",
+                      lambda: context.load_verify_locations(cafile=options.get("ssl_ca_certs"), capath=options.get("ssl_ca_path"))))
+    if options.get("ssl_certfile"):
+        steps.append(("ssl_certfile" + (" and ssl_keyfile" if options.get("ssl_keyfile") else ""),
+                      lambda: context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"), options.get("ssl_password"))))
+    for names, load in steps:
+        try:
+            load()
+        except OSError as exc:  # a missing file, or one ssl cannot read (ssl.SSLError is an OSError)
+            why = exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
+            return f"cannot load the TLS file of {names} ({why})"
+    return None
 
 
 def open_redis(url: str, *, password: str | None = None, cluster: bool = False, **kwargs: Any) -> Any:

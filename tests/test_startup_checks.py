@@ -404,6 +404,33 @@ def test_a_command_that_reads_redis_refuses_a_redis_url_with_tls_options_on_redi
     assert "REDIS_URL: TLS options (ssl_ca_certs) need a rediss:// URL" in line, line
 
 
+def test_a_rediss_urls_tls_file_that_cannot_load_is_named_by_its_option_without_the_path(tmp_path):
+    # Before, the first connection said `Error 2 connecting to HOST:PORT. No such file or directory.`:
+    # neither the option nor the variable.
+    import certifi
+
+    from stream.redis_client import url_setting_problem
+
+    missing, garbage = tmp_path / "no-such-ca.pem", tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    base = f"rediss://:{SECRET}@h:6380/0"
+    for url, expected in [
+        (f"{base}?ssl_ca_certs={missing}", "REDIS_URL: cannot load the TLS file of ssl_ca_certs (No such file or directory)"),
+        (f"{base}?ssl_ca_certs={garbage}", "REDIS_URL: cannot load the TLS file of ssl_ca_certs ("),
+        (f"{base}?ssl_certfile={missing}&ssl_keyfile={missing}", "REDIS_URL: cannot load the TLS file of ssl_certfile and ssl_keyfile ("),
+        (f"rediss://:{SECRET}@h1:7000?ssl_ca_certs={missing},h2:7001", "REDIS_URL: cannot load the TLS file of ssl_ca_certs ("),
+    ]:
+        problem = url_setting_problem(url, cluster="," in url)
+        assert problem is not None and problem.startswith(expected) and SECRET not in problem and str(tmp_path) not in problem, (url, problem)
+    assert url_setting_problem(f"{base}?ssl_ca_certs={certifi.where()}", cluster=False) is None
+    assert url_setting_problem("redis://h:6379/0?socket_timeout=3", cluster=False) is None  # no TLS, nothing to load
+
+
+def test_a_command_names_a_rediss_ca_file_that_cannot_load_before_connecting(tmp_path):
+    line = one_error_line(sentinel(["windows"], {"REDIS_URL": f"rediss://:{SECRET}@127.0.0.1:9/0?ssl_ca_certs={tmp_path / 'ca.pem'}"}))
+    assert line == "error: invalid settings: REDIS_URL: cannot load the TLS file of ssl_ca_certs (No such file or directory)", line
+
+
 def test_a_run_error_no_command_caught_is_one_line_and_exit_2():
     # Whatever command raises it: the app itself turns a RunError into an `error:` line.
     script = ("from sentinel.cli import app\nfrom sentinel.run import RunError\n"
