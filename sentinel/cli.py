@@ -1077,7 +1077,7 @@ def run(
     import signal
     import tempfile
 
-    from sentinel.run import RunError, connected, notifying, run_once
+    from sentinel.run import RunError, connected, half_configured, notifying, run_once
     from stream.tools.replay import recorded_partitions
     from stream.tools.services import run_async
 
@@ -1101,10 +1101,14 @@ def run(
         settings = run_console_settings(settings)
     worker_log = worker_log_path or Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
     written: list[Path] = []  # the outputs written whole: a stop after them (the console's Ctrl-C) loses none
+    # A summary of nothing would read as a run. Said after the settings' own errors (one URL of the
+    # two) and before the embedded stack starts, which takes seconds, as a file of no post is.
+    if problem := half_configured(settings):
+        raise fail(problem)
+    if not total:
+        raise fail(f"{file} holds no lines: nothing to run")
     try:
         with connected(settings) as (live, embedded):
-            if not total:  # after the settings' own errors; a summary of nothing would read as a run
-                raise RunError(f"{file} holds no lines: nothing to run")
             with progress() as bar:
                 sent_task = bar.add_task("replayed", total=total)
                 done_task = bar.add_task("processed", total=total)

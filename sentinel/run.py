@@ -57,10 +57,17 @@ def connected(settings: Settings) -> Iterator[tuple[Settings, bool]]:
         if settings.kafka_broker and settings.redis_url:
             yield settings, False
             return
-        if settings.kafka_broker or settings.redis_url:
-            raise RunError("configure both KAFKA_BROKER and REDIS_URL, or neither (for the embedded stack)")
+        if problem := half_configured(settings):
+            raise RunError(problem)
         with embedded_stack(redis_cluster=settings.redis_cluster) as stack:
             yield settings.model_copy(update={"kafka_broker": stack.kafka_broker, "redis_url": SecretStr(stack.redis_url)}), True
+
+
+def half_configured(settings: Settings) -> str | None:
+    """Why the settings name neither a stack nor none (one URL of the two); None when they do."""
+    if bool(settings.kafka_broker) != bool(settings.redis_url):
+        return "configure both KAFKA_BROKER and REDIS_URL, or neither (for the embedded stack)"
+    return None
 
 
 def redis_url(settings: Settings) -> str:
