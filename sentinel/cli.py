@@ -1101,6 +1101,7 @@ def run(
         settings = run_console_settings(settings)
     worker_log = worker_log_path or Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
     written: list[Path] = []  # the outputs written whole: a stop after them (the console's Ctrl-C) loses none
+    finished = False  # the run ended as it should (its summary printed): a stop then ends only --console's look
     # A summary of nothing would read as a run. Said after the settings' own errors (one URL of the
     # two) and before the embedded stack starts, which takes seconds, as a file of no post is.
     if problem := half_configured(settings):
@@ -1133,6 +1134,7 @@ def run(
                 written.append(report_path)
                 out.print(f"report written to {report_path}", soft_wrap=True, markup=False, highlight=False)
             print_run_summary(file, summary, alerts, alerts_out=alerts_out, summary_json=summary_json, written=written)
+            finished = True
             if with_console:
                 # The stack stays up for exploring what the run saw; Ctrl-C ends both.
                 from sentinel.run import serve_console
@@ -1148,7 +1150,9 @@ def run(
         unwritten = [(option, path) for option, path in (("--alerts-out", alerts_out), ("--summary-json", summary_json),
                                                         ("--report", report_path)) if path and path not in written]
         said = how + not_written(unwritten)
-        if worker_log_path is None and not worker_log.stat().st_size:
+        # A temp log is kept to read why a run stopped short; a SIGTERM to a finished run's console
+        # (its usual end under a supervisor) left one in the temp folder each time.
+        if worker_log_path is None and (finished or not worker_log.stat().st_size):
             worker_log.unlink(missing_ok=True)
         else:
             said += f" (worker log: {worker_log})"

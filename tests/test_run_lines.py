@@ -239,6 +239,50 @@ def test_run_says_what_it_waits_for_before_the_first_post_is_processed(tmp_path)
     assert all(count == 0 for count, line in zip(counts, progress) if "(" in line), progress  # a phase only before the first post
 
 
+def test_a_sigterm_to_a_finished_runs_console_leaves_no_worker_log_behind(tmp_path):
+    """`run --console` serves what the run saw until stopped; a SIGTERM then (a supervisor's, a
+    `kill`) ended it saying `terminated (worker log: /tmp/sentinel-worker-*.log)` and kept that temp
+    log, which `--help` says is kept only on failure: one stray file per console session."""
+    import signal
+    import urllib.error
+    import urllib.request
+
+    from stream.tools.services import free_port
+
+    now = time.time() - 3600
+    data = tmp_path / "posts.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "text": "btc pumping hard", "created_at": iso(now + i)}) + "\n"
+                            for i in range(5)), encoding="utf-8")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "KAFKA_BROKER", "SENTINEL_REDIS_URL", "SENTINEL_KAFKA_BROKER", "SENTINEL_CONSOLE_URL")}
+    env.update(SENTINEL_BASE="lexicon", SENTINEL_CACHE_DIR=str(tmp_path / "cache"), SENTINEL_CONSOLE_PORT=str(port), TMPDIR=str(temp),
+               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "sentinel", "run", str(data), "--console"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # the console answers once the run has finished and printed its summary
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        assert "processed" in log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 143, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = log.read_text()
+    assert "terminated" in output and "worker log" not in output, output[-3000:]
+    assert [p.name for p in temp.iterdir() if p.name.startswith("sentinel-worker-")] == [], output[-3000:]
+
+
 def test_a_run_whose_worker_fails_to_start_leaves_no_step_folder(tmp_path, kafka_server, redis_server, monkeypatch):
     """The start-step files' folder was made before the workers started and removed only by the
     `finally` after them: a start that failed there (here a worker log that is a folder; a stop
