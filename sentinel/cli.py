@@ -90,20 +90,23 @@ QuantizeOpt = Annotated[Optional[str], typer.Option("--quantize", help="none | 8
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="posts per forward pass")]
 
 
-def model_settings(*, stream: Literal["worker", "reader"] | None = None, scorer: bool = False, **overrides: Any) -> Settings:
+def model_settings(*, stream: Literal["worker", "reader"] | None = None, scorer: bool = False, redis: bool = False, **overrides: Any) -> Settings:
     """The environment's settings with any CLI options laid over them; also sets up logging. Every
     setting that is wrong is named in one line: a field that does not parse, settings wrong
     together, the Redis URL and, for `stream`, the stream checks (`worker`: a worker's, the alias
     table and the services it notifies too; `reader`: a command that only reads what workers
     wrote); for `scorer` (a command that loads the classifier), the n-gram head. Fixing one and
     only then hearing of the next costs a pod restart each. `overrides`: the command's options that
-    were given, by the fields they set; a problem with one names the option."""
+    were given, by the fields they set; a problem with one names the option. `redis` (or any
+    `stream`): a command that connects to Redis, which also loads the TLS files a rediss:// URL
+    names; the others (classify, train, replay, record ...) never open them, and a laptop or Job
+    given the workers' REDIS_URL without their CA must not be refused for a file it never reads."""
     given = {k: v for k, v in overrides.items() if v is not None}
     found = read_settings(given, names=option_names(given))
     setup_logging(found.settings.log_level, found.settings.log_json)
     # The head only where the classifier loads: the console and report pods share the worker's
     # ConfigMap, and a head mounted on the workers alone must not stop them.
-    problems = [*found.problems, *(stream_problems(found.settings, stream, found.failing) if stream else []), redis_url_problem(),
+    problems = [*found.problems, *(stream_problems(found.settings, stream, found.failing) if stream else []), redis_url_problem(files=redis or stream is not None),
                 *(model_dir_problems(found.settings, option_names(given)) if scorer else []),
                 ngram_head_problem(found.settings) if scorer else None]
     if bad := [problem for problem in problems if problem]:
@@ -145,18 +148,19 @@ def ngram_head_problem(settings: Settings) -> str | None:
     return None
 
 
-def redis_url_problem() -> str | None:
+def redis_url_problem(*, files: bool = True) -> str | None:
     """What is wrong with the Redis URL the environment sets, naming its variable, whether or not
     the other settings validate (None: nothing, or no URL). The URL is judged by the client that
     will use it (stream.redis_client), which Settings sits below, so it is not one of Settings'
     own checks; redis is imported only where a URL is set. With SENTINEL_REDIS_CLUSTER itself not a
-    boolean the URL waits for it: whether several endpoints are right depends on it."""
+    boolean the URL waits for it: whether several endpoints are right depends on it. `files`: the
+    TLS files a rediss:// URL names loaded too (only for a command that connects)."""
     given = redis_given()
     if given is None or given[1] is None:
         return None
     from stream.redis_client import url_setting_problem  # imports redis: only where a URL is set
 
-    return url_setting_problem(given[0], cluster=given[1])
+    return url_setting_problem(given[0], cluster=given[1], files=files)
 
 
 def inert(value: str) -> Text:
@@ -1621,7 +1625,7 @@ def no_posts_for(scope: str, known: list[str], shown_at_most: int = 10) -> str:
 
 def with_redis(action: Callable[[Any], Awaitable[T]]) -> T:
     """Run one coroutine against the configured Redis client (for the small admin commands)."""
-    settings = model_settings()
+    settings = model_settings(redis=True)
     if not settings.redis_url:
         raise fail("this command needs REDIS_URL (the Redis the workers use)")
     return with_store(settings, lambda store: action(store.redis))
@@ -2246,7 +2250,7 @@ def checked_reason(reason: str) -> str:
 
 
 def redis_settings() -> Settings:
-    settings = model_settings()
+    settings = model_settings(redis=True)
     if not settings.redis_url:
         raise fail("this command needs REDIS_URL (the Redis the workers use)")
     return settings
@@ -2511,7 +2515,7 @@ def bench_pipeline_cmd(
     from sentinel.benchmarks import bench_pipeline
     from sentinel.synthetic import synthetic_posts
 
-    settings = model_settings()
+    settings = model_settings(redis=True)  # a REDIS_URL with KAFKA_BROKER: its workers connect to it
     with err.status("benchmarking the pipeline ..."):
         result = bench_pipeline(settings, synthetic_posts(posts, words=words), latency_posts, rounds=rounds, workers=workers)
     print(json.dumps(result))

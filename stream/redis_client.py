@@ -194,9 +194,10 @@ def settings_problem(settings: Settings) -> str | None:
     return url_setting_problem(settings.redis_url.get_secret_value(), cluster=settings.redis_cluster)
 
 
-def url_setting_problem(url: str, *, cluster: bool) -> str | None:
-    """What is wrong with `url` as the Redis URL setting, naming the variable that set it."""
-    problem = url_problem(url, cluster=cluster) or tls_files_problem(url)
+def url_setting_problem(url: str, *, cluster: bool, files: bool = True) -> str | None:
+    """What is wrong with `url` as the Redis URL setting, naming the variable that set it. `files`:
+    the TLS files it names loaded too (a command that never connects leaves them unread)."""
+    problem = url_problem(url, cluster=cluster) or (tls_files_problem(url) if files else None)
     return f"{variable_name('redis_url')}: {problem}" if problem else None
 
 

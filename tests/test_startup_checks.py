@@ -431,6 +431,18 @@ def test_a_command_names_a_rediss_ca_file_that_cannot_load_before_connecting(tmp
     assert line == "error: invalid settings: REDIS_URL: cannot load the TLS file of ssl_ca_certs (No such file or directory)", line
 
 
+def test_a_command_that_never_connects_to_redis_does_not_load_its_tls_files(tmp_path):
+    # classify, train, replay, record ... never open Redis: a laptop or a Job given the workers'
+    # REDIS_URL without their CA mounted ran them before session 53's file check, and must still.
+    # The URL itself is still checked, and a command that connects still loads the files.
+    url = f"rediss://:{SECRET}@127.0.0.1:9/0?ssl_ca_certs={tmp_path / 'ca.pem'}"
+    done = sentinel(["classify", "--json", "BTC to the moon"], {"REDIS_URL": url})
+    assert done.returncode == 0 and "label" in done.stdout, done.stdout + done.stderr
+    assert one_error_line(sentinel(["classify", "hi"], {"REDIS_URL": url + "&ssl_bogus=1"})).startswith("error: invalid settings: REDIS_URL: ")
+    line = one_error_line(sentinel(["silences"], {"REDIS_URL": url}))
+    assert line == "error: invalid settings: REDIS_URL: cannot load the TLS file of ssl_ca_certs (No such file or directory)", line
+
+
 def test_a_run_error_no_command_caught_is_one_line_and_exit_2():
     # Whatever command raises it: the app itself turns a RunError into an `error:` line.
     script = ("from sentinel.cli import app\nfrom sentinel.run import RunError\n"
