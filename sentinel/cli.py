@@ -1103,15 +1103,16 @@ def run(
     settings = recording_partitions(settings, file, recorded)
     if with_console:
         settings = run_console_settings(settings)
-    worker_log = worker_log_path or Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
-    written: list[Path] = []  # the outputs written whole: a stop after them (the console's Ctrl-C) loses none
-    finished = False  # the run ended as it should (its summary printed): a stop then ends only --console's look
     # A summary of nothing would read as a run. Said after the settings' own errors (one URL of the
-    # two) and before the embedded stack starts, which takes seconds, as a file of no post is.
+    # two) and before the embedded stack starts, which takes seconds, as a file of no post is; and
+    # before the temp worker log is made, which only the `try` below removes when no worker wrote it.
     if problem := half_configured(settings):
         raise fail(problem)
     if not total:
         raise fail(f"{file} holds no lines: nothing to run")
+    worker_log = worker_log_path or Path(tempfile.mkstemp(prefix="sentinel-worker-", suffix=".log")[1])
+    written: list[Path] = []  # the outputs written whole: a stop after them (the console's Ctrl-C) loses none
+    finished = False  # the run ended as it should (its summary printed): a stop then ends only --console's look
     try:
         with connected(settings) as (live, embedded):
             with progress() as bar:

@@ -370,10 +370,18 @@ def test_an_empty_file_is_a_warning_for_replay_and_an_error_for_run(kafka_server
     path.write_text("\n  \n")
     r = sentinel("replay", str(path), "--topic", "never-made", broker=kafka_server)
     assert r.returncode == 0 and "holds no lines: nothing to send" in r.stderr, r.stdout + r.stderr
-    r = sentinel("run", str(path), broker=None)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    r = sentinel("run", str(path), broker=None, extra={"TMPDIR": str(temp)})
     assert r.returncode == 2 and "holds no lines: nothing to run" in r.stderr, r.stdout + r.stderr
     # Refused before the embedded stack starts (seconds), as a file of no post is.
     assert "embedded stack up" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # No empty sentinel-worker-*.log left behind: no worker wrote one. Nor for one URL of the two.
+    assert list(temp.iterdir()) == []
+    path.write_text('{"id": "1", "text": "btc up"}\n')
+    r = sentinel("run", str(path), broker=None, extra={"TMPDIR": str(temp), "REDIS_URL": "redis://127.0.0.1:9/0"})
+    assert r.returncode == 2 and "configure both KAFKA_BROKER and REDIS_URL" in r.stderr, r.stdout + r.stderr
+    assert list(temp.iterdir()) == []
 
 
 def test_no_json_object_names_why_a_file_holds_no_post_or_record(tmp_path):
