@@ -833,6 +833,18 @@ def told_entry(grouping: bool, ident: str, reason: str, severity: str, at: str, 
             **({"last_notified": last} if last else {})}
 
 
+async def read_entry(redis_server: str) -> tuple[WindowStore, AlertDelivery, str]:
+    """A delivery on an emptied Redis and one outbox entry it has read (pending, as in its round):
+    what a test of the marks and the acknowledgement settles."""
+    redis.Redis.from_url(redis_server).flushdb()
+    store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+    delivery = AlertDelivery(store, None, lambda record: None, consumer="test", chart=False)
+    await delivery.ensure_group()
+    entry = await store.redis.xadd(OUTBOX_KEY, {"record": "{}"})
+    await store.redis.xreadgroup(OUTBOX_GROUP, "test", {OUTBOX_KEY: ">"})
+    return store, delivery, entry
+
+
 async def dies_before_its_ack(dead: AlertDelivery, store: WindowStore, entry: dict[str, str]) -> str:
     """`dead` delivers `entry` and is gone before its acknowledgement, the entry left pending for a
     claim; its id."""
@@ -1795,14 +1807,8 @@ def test_the_mark_and_the_acknowledgement_count_once_when_run_twice(redis_server
     mark and the acknowledgement each move their counter once. So does the rewrite of a partial mark
     (a and b accepted, c refused; since session 52) by the claim that sent it to c, which accepted:
     the mark then names all three, its refused field is gone, and `notified` counts it once."""
-    redis.Redis.from_url(redis_server).flushdb()
-
     async def go():
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
-        delivery = AlertDelivery(store, None, lambda record: None, consumer="test", chart=False)
-        await delivery.ensure_group()
-        entry = await store.redis.xadd(OUTBOX_KEY, {"record": "{}"})
-        await store.redis.xreadgroup(OUTBOX_GROUP, "test", {OUTBOX_KEY: ">"})
+        store, delivery, entry = await read_entry(redis_server)
         for _ in range(2):
             await delivery._settle(entry, Delivery(notified=True, failures=0, attempts=1, targeted=1, sent=1))
         marked = await store.redis.hexists(NOTIFIED_KEY, entry)
@@ -1981,14 +1987,8 @@ def test_a_partial_mark_settled_by_two_deliveries_at_once_counts_once(redis_serv
     (acknowledged). Since session 53 the mark keeps the first delivery's hold (`:capped`), which
     `capped` counted outside the mark script, once per delivery; and where the first had
     acknowledged the entry, the second wrote a new mark and counted `notified` again."""
-    redis.Redis.from_url(redis_server).flushdb()
-
     async def go():
-        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
-        delivery = AlertDelivery(store, None, lambda record: None, consumer="test", chart=False)
-        await delivery.ensure_group()
-        entry = await store.redis.xadd(OUTBOX_KEY, {"record": "{}"})
-        await store.redis.xreadgroup(OUTBOX_GROUP, "test", {OUTBOX_KEY: ">"})
+        store, delivery, entry = await read_entry(redis_server)
         await delivery._settle(entry, Delivery(notified=False, failures=1, attempts=2, targeted=2, sent=1, capped=1, accepted=("a",),
                                                refused=("c",)))
         earlier = await delivery._notified_as(entry)
