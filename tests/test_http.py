@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import redis
 
 from stream.ops.http import START_JOIN_FLOOR_S, Check, Outages, ReadinessLog, liveness, readiness, readiness_log_level, start_join_patience_s
-from stream.ops.prometheus import WorkerMetrics, partition_lag, resume_offset
+from stream.ops.prometheus import WorkerMetrics, offsets_behind, resume_offset
 from stream.batch import BatchOutcome
 from stream.tools.services import free_port, start_redis
 from stream.keys import STATS_KEY
@@ -216,6 +216,12 @@ def test_dependency_metrics_show_an_outage():
     assert got[("sentinel_dependency_up", broker)] == 0
     assert got[("sentinel_dependency_outages_total", broker)] == 1 and got[("sentinel_dependency_down_seconds_total", broker)] == 5
     assert got[("sentinel_dependency_outages_total", frozenset({("dependency", "redis")}))] == 0
+
+
+def partition_lag(tps, highwater, committed, start=lambda tp: None):
+    """The lag as `consumer_offsets` works it out: each end past the offset the group resumes from."""
+    ends = {tp: end for tp in tps if (end := highwater(tp)) is not None}
+    return offsets_behind(ends, {tp: done for tp in tps if (done := resume_offset(committed(tp), start(tp))) is not None})
 
 
 def test_partition_lag_uses_committed_then_where_reading_starts_and_skips_unknowns():

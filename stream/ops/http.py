@@ -13,7 +13,7 @@
 The views run on the worker's event loop (Faust's `web_in_thread` is off): a fully blocked loop
 cannot answer at all, and the probe's timeout is then the failure signal; the heartbeat catches
 the loop that still answers but is starved. The decisions (`liveness`, `readiness`,
-`partition_lag`) are pure functions; the probes of Kafka, Redis and Faust's consumer are the shell.
+`offsets_behind`, `resume_offset`) are pure functions; the probes of Kafka, Redis and Faust's consumer are the shell.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ apps can live in one process (tests) without "duplicated timeseries" errors, and
 exactly this worker's instruments. Updating is plain function calls from the processor, the alert
 engine's caller and the delivery loop; nothing here touches Kafka, Redis or the event loop.
 
-Consumer lag is a gauge refreshed at scrape time (see `partition_lag`): the log ends come from the
+Consumer lag is a gauge refreshed at scrape time (`offsets_behind` of `resume_offset`): the log ends come from the
 broker, one ListOffsets request per scrape (stream/ops/http.py `consumer_lag` says why and what
 stands in when the broker is slow), the committed offsets from what Faust's consumer knows. So are
 the read position and what lies past it (`ConsumerOffsets`), for `SentinelPartitionStalled`, and
@@ -15,7 +15,7 @@ the committed offset itself, for `SentinelProcessingStuck`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -66,32 +66,17 @@ def resume_offset(committed: int | None, start: int | None) -> int | None:
     return max(known) if known else None
 
 
-def partition_lag(
-    assignment: Iterable[TopicPartition],
-    highwater: Callable[[TopicPartition], int | None],
-    committed: Callable[[TopicPartition], int | None],
-    start: Callable[[TopicPartition], int | None] = lambda tp: None,
-) -> dict[TopicPartition, int]:
-    """Messages behind per assigned partition: highwater (the log end offset, i.e. the offset the
-    next produced message gets) minus the offset the group resumes from (`resume_offset`: the
-    committed offset, the next one to read, or the log's first offset, `start`, where the group
-    never committed or retention deleted past its committed offset). A partition whose end or
-    offset is not known (the broker did not answer and no fetch has since assignment) is left out
-    rather than guessed."""
-    ends = {tp: end for tp in assignment if (end := highwater(tp)) is not None}
-    resumes = {tp: done for tp in assignment if (done := resume_offset(committed(tp), start(tp))) is not None}
-    return offsets_behind(ends, resumes)
-
-
 def offsets_behind(ends: Mapping[TopicPartition, int], offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
-    """Per partition of `offsets`, how far its end lies past that offset; never negative (an end
-    read a moment before the offset moved past it), and a partition of unknown end left out."""
+    """Per partition of `offsets`, how far its end lies past that offset (the log end offset, the
+    one the next produced message gets); never negative (an end read a moment before the offset
+    moved past it), and a partition whose end or offset is not known (the broker did not answer
+    and no fetch has since assignment) left out rather than guessed."""
     return {tp: max(0, ends[tp] - offset) for tp, offset in offsets.items() if tp in ends}
 
 
 @dataclass(frozen=True)
 class ConsumerOffsets:
-    """Per assigned partition of the input topics: `lag` (end - committed, `partition_lag`), the
+    """Per assigned partition of the input topics: `lag` (end - committed, `offsets_behind` the resume offset), the
     read `position` (the next offset the consumer fetches), `unread` (end - position) and
     `committed` (the offset the group resumes from, `resume_offset`: its committed one, or the
     log's first offset where it never committed the partition or retention deleted past it). A consumer stopped on a partition holds its position while
