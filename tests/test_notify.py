@@ -885,6 +885,28 @@ def test_a_market_wide_notice_before_any_asset_fired_has_no_empty_asset_list():
     assert message.notice_title(alone) == "[WARNING] market-wide volume_spike [inc1]"
 
 
+def test_a_market_wide_title_names_three_assets_and_counts_the_rest():
+    """Session 54: a market-wide move of 25 cashtags listed every one in the title, a 642-character
+    mail subject (652 on one header line) whose related count and incident id, at its end, no
+    mailbox or chat showed. Three are named; the body lists every one."""
+    from stream.alerts.grouping import Notice
+
+    member = {"kind": "sentiment_drop", "firing": True, "severity": "critical", "onset": "2026-03-04T02:01:00Z",
+              "metric": "negative_share", "value": 0.6, "baseline": 0.2}
+    assets = [f"asset:TOKEN{i:02d}LONGNAME" for i in range(25)]
+    notice = Notice("cc08e3eb1234", "all", "firing", "new", "critical", "2026-03-04T02:24:00Z", "2026-03-04T02:19:00Z", True,
+                    [{**member, "scope": s} for s in ["all", *assets]])
+    head = message.notice_title(notice)
+    assert head == ("[CRITICAL] market-wide sentiment_drop (asset:TOKEN00LONGNAME, asset:TOKEN01LONGNAME, asset:TOKEN02LONGNAME "
+                    "and 22 more) (+25 related scopes) [cc08e3eb]")
+    assert len(head) < 160
+    text = message.notice_body(notice)
+    assert all(f"- sentiment_drop on {a} (critical, firing)" in text for a in assets)
+    three = Notice(**{**notice.to_json(), "members": notice.members[:4]})
+    assert message.notice_title(three).startswith("[CRITICAL] market-wide sentiment_drop (asset:TOKEN00LONGNAME, asset:TOKEN01LONGNAME, "
+                                                  "asset:TOKEN02LONGNAME) (+3 related scopes)")
+
+
 def test_a_reminder_says_where_each_firing_scope_is_now_not_only_its_level_since_the_onset():
     """newchannel_long.jsonl (audit 39, finding 10): reminder after reminder said "29 posts per 1h
     since" an onset a day earlier, an average that cannot tell a scope still at its peak from one

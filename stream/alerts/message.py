@@ -212,11 +212,25 @@ def notice_title(notice: Notice) -> str:
     # A market-wide incident lists its assets; before any asset's own alert has fired (`all` is
     # explained by assets moving together, none of which has fired yet) it has none to list, and
     # the title said "market-wide volume_spike ()".
-    assets = ", ".join(escape_post_text(s, limit=40) for s in _related(notice, assets=True))
+    assets = title_assets(_related(notice, assets=True))
     where = f"market-wide {kinds}{f' ({assets})' if assets else ''}" if notice.market else f"{kinds} on {root}"
     related = len(_related(notice))
     more = f" (+{related} related scope{'s' if related != 1 else ''})" if related else ""
     return f"[{state}] {where}{more}{REASON_SUFFIX.get(notice.reason, '')} [{short_id(notice.incident_id)}]"
+
+
+TITLE_ASSETS = 3  # assets a market-wide title names; the body lists every one
+
+
+def title_assets(assets: Sequence[str]) -> str:
+    """'asset:ADA, asset:BTC, asset:ETH and 22 more': the assets a market-wide title names. All of
+    of them made a market-wide move of 25 cashtags a 642-character subject, one unfolded header
+    line of 652 (a mail header line may hold 998, and a cashtag up to 40 characters here): a
+    mailbox or a chat shows the first 60 to 80, so the related count and the incident's id at
+    its end were never seen."""
+    shown = [escape_post_text(s, limit=40) for s in assets[:TITLE_ASSETS]]
+    more = len(assets) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
 def notice_body(notice: Notice, records: Sequence[AlertRecord] = (), samples_shown: int = 3, post_chars: int = POST_CHARS,
