@@ -366,6 +366,39 @@ def test_email_through_local_smtp_with_chart():
     assert images[0].get_content() == png and images[0].get_content().startswith(PNG_SIGNATURE)
 
 
+def test_html_text_escapes_breaks_lines_and_lets_them_wrap():
+    """Session 54: Apprise's text-to-HTML conversion wrote every space as `&nbsp;`, so no line of
+    an HTML mail wrapped (a 200-character sample post ran off a phone's screen)."""
+    html_ = message.html_text("Incident on asset:ETH is firing (critical).\n\n- [negative -0.99] a <b>x</b> & \"y\" free  ETH")
+    assert "&nbsp;" not in html_ and "\u00a0" not in html_
+    assert html_.count("<br/>") == 2 and "\n" not in html_
+    assert "a &lt;b&gt;x&lt;/b&gt; &amp; &quot;y&quot; free  ETH" in html_
+    assert html_.startswith('<div style="overflow-wrap: anywhere') and html_.endswith("</div>")
+
+
+def test_an_html_mail_wraps_its_lines_and_its_plain_part_is_the_text():
+    """An operator's `format=html` (and Apprise 1.9's default): the HTML part is ours (no
+    `&nbsp;`: its lines wrap), the plain part beside it still the text, the chart still attached."""
+    png = render_chart([(END - 600, 5, 0.4, 0.2), (END - 300, 9, 0.6, 0.1)], END - 3600, END, "asset:ETH", "sentiment_drop")
+    hostile = Sample("p9", "<b>dump</b> & run " + "x" * 150, "negative", -0.99)
+    record = make_record(samples=[hostile])
+    with smtp_server() as (port, received):
+        n = notifier(f"mailto://127.0.0.1:{port}?from=sentinel@example.com&to=ops@example.com&mode=insecure&format=html "
+                     f"mailto://127.0.0.1:{port}?from=sentinel@example.com&to=desk@example.com&mode=insecure")
+        result = run(n.deliver(record, png))
+        wait_until(lambda: len(received) == 2)
+    assert result.notified
+    mails = {e.rcpt_tos[0]: email.message_from_bytes(e.original_content, policy=email.policy.default) for e in received}
+    html_mail, text_mail = mails["ops@example.com"], mails["desk@example.com"]
+    html_ = html_mail.get_body(preferencelist=("html",)).get_content()
+    plain = html_mail.get_body(preferencelist=("plain",)).get_content()
+    assert "&nbsp;" not in html_ and "- [negative -0.99] ‹b›dump‹/b› &amp; run xxx" in html_ and "<b>" not in html_
+    assert "mean score -0.42 against +0.15; z -6.8 over 57 posts" in html_
+    # The same lines as the mail sent as text (Apprise derives the plain part from the HTML).
+    assert plain.strip().splitlines() == text_mail.get_body(preferencelist=("plain",)).get_content().strip().splitlines()
+    assert [p.get_content_type() for p in html_mail.iter_attachments()] == ["image/png"]
+
+
 def refusal(records: list[logging.LogRecord]) -> tuple[list[str], str]:
     """Our warnings' and error's `error` fields, and all the log's text (for the password)."""
     ours = [r for r in records if r.name == "stream.alerts.notify" and r.levelno >= logging.WARNING]
@@ -413,6 +446,20 @@ def test_the_daily_reports_delivery_says_an_smtp_refusal_too(tmp_path, caplog):
     (warning,) = [r for r in caplog.records if r.name == "stream.reporting.deliver"]
     assert warning.error.startswith("the SMTP server offers no login (AUTH) but the URL gives a user and password"), vars(warning)
     assert "HUNTER2SECRET" not in _log_text(caplog.records)
+
+
+def test_the_daily_report_mailed_as_html_wraps_its_lines_too(tmp_path):
+    from stream.reporting.deliver import deliver_report
+
+    report = tmp_path / "report.html"
+    report.write_text("<p>report</p>")
+    with smtp_server() as (port, received):
+        targets = list(build_apprise(f"mailto://127.0.0.1:{port}?from=sentinel@example.com&to=ops@example.com&mode=insecure&format=html", None))
+        result = deliver_report(targets, report, "report", "the day: 3 incidents & 1 false alarm", attempts=1, sleep=lambda _: None)
+        wait_until(lambda: len(received) == 1)
+    assert result.ok
+    html_ = email.message_from_bytes(received[0].original_content, policy=email.policy.default).get_body(preferencelist=("html",)).get_content()
+    assert "the day: 3 incidents &amp; 1 false alarm" in html_ and "&nbsp;" not in html_
 
 
 def test_an_smtp_reason_is_ours_in_words_never_the_noted_text():
@@ -810,6 +857,9 @@ def test_slack_payload_is_built_and_neutralised(monkeypatch):
     text = attachment["text"]
     assert "mean score -0.42 against +0.15" in text and "wake up" in text
     assert payload["mrkdwn"] is False
+    # Nor is the attachment's text markdown (Slack formats only the fields `mrkdwn_in` names):
+    # a post's *bold* or _italic_ stays as written.
+    assert "mrkdwn_in" not in attachment
     # Slack parses mentions and links only inside < >, and @-words only when they start with "@".
     assert "<" not in text and ">" not in text
     assert "@here" not in text and "@channel" not in text

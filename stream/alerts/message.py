@@ -7,6 +7,7 @@ that came from a forum post is untrusted: `escape_post_text` makes it inert befo
 
 from __future__ import annotations
 
+import html
 import re
 import shlex
 from dataclasses import asdict
@@ -69,6 +70,17 @@ def _slack_link_text(match: re.Match[str]) -> str:
     url, label = match.group(1), (match.group(2) or "").strip()
     # Show where a link goes instead of hiding it behind a label.
     return f"{label} ({url})" if label and label != url else url
+
+
+def html_text(text: str) -> str:
+    """A plain-text body as the HTML part of a mail sent as HTML (a `mailto://` URL's
+    `format=html`): escaped, each line ended by a break, ordinary spaces. Apprise's own conversion
+    made every space a non-breaking one, so no line wrapped: a sample post's 200 characters ran
+    off a phone's screen, and the console link with it. Long words (links) may break anywhere.
+    No `\n` after a break: Apprise derives the plain part from this HTML, and a newline there
+    began each of its lines with a space."""
+    lines = (html.escape(line) for line in text.split("\n"))
+    return '<div style="overflow-wrap: anywhere; word-break: break-word">' + "<br/>".join(lines) + "</div>"
 
 
 SHORT_ID = 8  # characters of an incident's (or alert's) id in a title: `sentinel ack`/`verdict` take a start of 6 or more

@@ -40,6 +40,7 @@ import apprise
 from apprise import AppriseAsset, AppriseAttachment, NotifyFormat, NotifyType
 from apprise.config.base import ConfigBase
 from apprise.plugins.custom_json import NotifyJSON
+from apprise.plugins.email import NotifyEmail
 
 from stream.logs import redact
 from stream.alerts import message
@@ -588,11 +589,29 @@ def _notify(server: NotifyBase, head: str, text: str, kind: NotifyType, chart_pa
         # services run concurrently.
         attach = AppriseAttachment(str(chart_path), asset=server.asset) if chart_path else None
         # TEXT: the body is plain text. Each plugin then converts it for its medium (Slack escapes
-        # `& < >`, HTML email escapes and keeps line breaks), and nothing is read as markup.
-        ok = server.notify(body=text, title=head, notify_type=kind, body_format=NotifyFormat.TEXT, attach=attach)
+        # `& < >`), and nothing is read as markup. A mail sent as HTML gets ours (`message.html_text`).
+        body, body_format = body_for(server, text)
+        ok = server.notify(body=body, title=head, notify_type=kind, body_format=body_format, attach=attach)
         return bool(ok), None
     except Exception as exc:  # noqa: BLE001 - a plugin bug is a failed attempt, not a crashed worker
         return False, type(exc).__name__
+
+
+def body_for(server: NotifyBase, text: str) -> tuple[str, NotifyFormat]:
+    """A plain-text body as a service is handed it, with its format: as it is (TEXT), but as our own
+    HTML to a mail service that sends HTML (`sends_html`). Alerts and reports alike."""
+    return (message.html_text(text), NotifyFormat.HTML) if sends_html(server) else (text, NotifyFormat.TEXT)
+
+
+def sends_html(server: NotifyBase) -> bool:
+    """Whether a mail service sends its notices as HTML: with `format=html` on its URL under
+    Apprise 2.x, by default under 1.9 (unless `format=text`). Apprise's text-to-HTML conversion writes
+    every space as `&nbsp;`, and no line of such a mail wrapped (`message.html_text`)."""
+    if not isinstance(server, NotifyEmail):
+        return False
+    resolve = getattr(server, "resolve_format", None)  # Apprise 2.x
+    formats = resolve(NotifyFormat.TEXT) if callable(resolve) else server.notify_format
+    return bool(formats == NotifyFormat.HTML)
 
 
 # --- Apprise's own logging -----------------------------------------------------------------------

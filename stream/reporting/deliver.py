@@ -20,9 +20,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from apprise import AppriseAttachment, NotifyFormat, NotifyType
+from apprise import AppriseAttachment, NotifyType
 
-from stream.alerts.notify import build_apprise, describe, explained, retry_delays, route, split_entries
+from stream.alerts.notify import body_for, build_apprise, describe, explained, retry_delays, route, split_entries
 
 if TYPE_CHECKING:
     from apprise.plugins.base import NotifyBase
@@ -90,6 +90,7 @@ def _send(server: NotifyBase, path: Path, title: str, body: str) -> tuple[bool, 
     try:
         # A fresh attachment per attempt: an attachment object keeps read state.
         attach = AppriseAttachment(str(path), asset=server.asset)
-        return bool(server.notify(body=body, title=title, notify_type=NotifyType.INFO, body_format=NotifyFormat.TEXT, attach=attach)), None
+        text, body_format = body_for(server, body)  # a mail sent as HTML gets ours: Apprise's wraps no line
+        return bool(server.notify(body=text, title=title, notify_type=NotifyType.INFO, body_format=body_format, attach=attach)), None
     except Exception as exc:  # noqa: BLE001 - a plugin bug is a failed attempt, not a crash
         return False, type(exc).__name__
