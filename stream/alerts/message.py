@@ -235,7 +235,7 @@ TITLE_ASSETS = 3  # assets a market-wide title names; the body lists every one
 
 
 def title_assets(assets: Sequence[str]) -> str:
-    """'asset:ADA, asset:BTC, asset:ETH and 22 more': the assets a market-wide title names. All of
+    """'asset:ADA, asset:BTC, asset:ETH and 22 more': the assets a market-wide title names. All
     of them made a market-wide move of 25 cashtags a 642-character subject, one unfolded header
     line of 652 (a mail header line may hold 998, and a cashtag up to 40 characters here): a
     mailbox or a chat shows the first 60 to 80, so the related count and the incident's id at
