@@ -71,7 +71,9 @@ class Settings(BaseSettings):
         0, ge=0, description="replicas every Redis master must acknowledge a batch's writes to (WAIT) before its offsets commit; 0: no wait"
     )
     redis_wait_timeout: float = Field(
-        1.0, gt=0, description="seconds a batch waits for those replicas; past it the batch commits and the shortfall is logged and counted"
+        1.0, gt=0, description="seconds a batch waits for those replicas; a connected replica still behind then has the batch written "
+                               "and waited for again (uncommitted meanwhile); a master with fewer replicas connected than asked commits, "
+                               "logged and counted"
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"

@@ -155,7 +155,7 @@ class WorkerMetrics:
             buckets=WINDOWS_BUCKETS, registry=r,
         )
         self.replica_wait_short = Counter(
-            "sentinel_redis_replica_wait_short", "Batches committed with fewer Redis replicas than asked (the WAIT timed out)", registry=r
+            "sentinel_redis_replica_wait_short", "Batches committed with fewer Redis replicas than asked (a master had fewer connected)", registry=r
         )
         self.alert_transitions = Counter("sentinel_alert_transitions", "Alert transitions committed by this worker", ["kind", "state"], registry=r)
         self.deliveries = Counter(
