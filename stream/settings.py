@@ -219,7 +219,7 @@ class Settings(BaseSettings):
         None, description="token (Bearer, or the Basic-auth password) that may read; unset: anyone may read"
     )
     console_operator_token: SecretStr | None = Field(
-        None, description="token that may also acknowledge and silence; unset: the console is read-only for everyone"
+        None, description="token that may also acknowledge, give verdicts and silence; unset: the console is read-only for everyone"
     )
     console_url: str = Field(
         "", description="the console's address as the risk team reaches it (https://sentinel.example.com); notifications "
