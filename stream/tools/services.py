@@ -13,6 +13,7 @@ import atexit
 import collections
 import contextlib
 import contextvars
+import errno
 import logging
 import os
 import re
@@ -194,9 +195,10 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
     return result
 
 
-# Ports free_ports named, each still bound (not listening) by this process: see free_ports.
-_RESERVED: collections.deque[socket.socket] = collections.deque()
-RESERVED_PORTS = 256  # the oldest reservation is let go past this many; a server long since took it
+# Ports free_ports and free_cluster_port named, each pick's sockets still bound (not listening) by
+# this process: see free_ports.
+_RESERVED: collections.deque[list[socket.socket]] = collections.deque()
+RESERVED_PORTS = 256  # the oldest reservation is let go past this many picks; a server long since took it
 
 
 @atexit.register
@@ -204,7 +206,62 @@ def _release_reserved() -> None:
     """Closed as the process ends, not left to the interpreter's teardown: an unclosed socket is a
     ResourceWarning under python -X dev, one per port `sentinel run` picked."""
     while _RESERVED:
-        _RESERVED.popleft().close()
+        _close(_RESERVED.popleft())
+
+
+def _close(sockets: Sequence[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
+
+
+def _held_v6(port: int) -> list[socket.socket]:
+    """`port` held on :: as well, IPv6 alone (IPV6_V6ONLY): the IPv4 hold does not stop a port-0
+    bind on IPv6 alone (asyncio's servers, Python's create_server on "::") from being handed the
+    port, and the worker's web server on SENTINEL_WEB_HOST=:: or ::1 then found it taken. Bound
+    without SO_REUSEADDR, so it fails where any socket has the port on IPv6 (OSError
+    EADDRINUSE), then set, so the server it is picked for binds beside it. []: no IPv6 here."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:  # IPv6 off: nothing to hold, nothing can be handed the port there either
+        return []
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(("::", port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise
+        return []  # :: not bindable (IPv6 disabled on every interface): nothing to hold
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return [sock]
+
+
+def _held(port: int) -> list[socket.socket]:
+    """`port` held on 0.0.0.0 and on :: (as free_ports holds a pick). OSError EADDRINUSE: a socket
+    has it already, ours or another process's. Bound without SO_REUSEADDR, which Linux would let
+    share a port another SO_REUSEADDR socket holds while neither listens (another reservation, a
+    server still starting), then set, so the server it is picked for binds beside it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("0.0.0.0", port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return [sock, *_held_v6(port)]
+    except OSError:
+        sock.close()
+        raise
+
+
+def _reserve(picks: list[list[socket.socket]]) -> None:
+    """Keep `picks` bound (Linux), the oldest reservations let go past RESERVED_PORTS; elsewhere
+    release them at once. BSD's SO_REUSEADDR (macOS) lets no second socket bind the same wildcard
+    address: a held port would refuse the very server it was picked for. There, a pick is free only now."""
+    if not sys.platform.startswith("linux"):
+        for pick in picks:
+            _close(pick)
+        return
+    _RESERVED.extend(picks)
+    while len(_RESERVED) > max(RESERVED_PORTS, len(picks)):  # older ones only: this call's are all kept
+        _close(_RESERVED.popleft())
 
 
 def free_port() -> int:
@@ -221,32 +278,38 @@ def free_ports(count: int) -> list[int]:
     connections everywhere on the host, while the server's own bind and listen (SO_REUSEADDR, as
     redis-server, Tansu, moto, aiohttp, uvicorn, aiosmtpd and http.server set it) succeed beside it.
     Bound on 0.0.0.0, not 127.0.0.1: a port-0 bind to another address (a pod's IP, 127.0.0.2) skips
-    a port held on 127.0.0.1 alone, and workers and the console listen on 0.0.0.0 by default. (IPv4:
-    a port-0 bind on IPv6 alone may still be handed it.) Every socket is held until all are picked,
-    so one call names no port twice; later calls skip the reserved ones. Linux only: elsewhere (BSD
+    a port held on 127.0.0.1 alone, and workers and the console listen on 0.0.0.0 by default. And
+    on :: for IPv6 alone (`_held_v6`): a port-0 bind there skipped nothing held on IPv4 only, and a
+    worker on SENTINEL_WEB_HOST=:: listens there. Every socket is held until all are picked, so one
+    call names no port twice; later calls skip the reserved ones. Linux only: elsewhere (BSD
     rules) a held wildcard port would refuse its own server, so the ports are released at once.
     """
-    picked: list[socket.socket] = []
+    picked: list[list[socket.socket]] = []
+    refused: list[socket.socket] = []  # held until the end, so the kernel does not hand them out again
     try:
-        for _ in range(count):
-            picked.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            picked[-1].setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            picked[-1].bind(("0.0.0.0", 0))  # see above; never listening, so nothing is served there
+        while len(picked) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("0.0.0.0", 0))  # see above; never listening, so nothing is served there
+            except OSError:
+                sock.close()
+                raise
+            try:
+                picked.append([sock, *_held_v6(sock.getsockname()[1])])
+            except OSError:  # taken on IPv6 alone: another port
+                refused.append(sock)
+                if len(refused) > 1000:
+                    raise
     except OSError:
-        for sock in picked:
-            sock.close()
+        for pick in picked:
+            _close(pick)
         raise
-    if not sys.platform.startswith("linux"):
-        # BSD's SO_REUSEADDR (macOS) lets no second socket bind the same wildcard address: a held
-        # port would refuse the very server it was picked for. There, a pick is free only now.
-        ports = [int(sock.getsockname()[1]) for sock in picked]
-        for sock in picked:
-            sock.close()
-        return ports
-    _RESERVED.extend(picked)
-    while len(_RESERVED) > max(RESERVED_PORTS, count):  # older ones only: this call's are all kept
-        _RESERVED.popleft().close()
-    return [int(sock.getsockname()[1]) for sock in picked]
+    finally:
+        _close(refused)
+    ports = [int(pick[0].getsockname()[1]) for pick in picked]
+    _reserve(picked)
+    return ports
 
 
 def listening_sockets(host: str, port: int) -> list[socket.socket]:
@@ -510,14 +573,23 @@ CLUSTER_BUS_OFFSET = 10_000  # Redis 6.2 listens for its cluster bus on port + 1
 
 
 def free_cluster_port() -> int:
-    """A loopback port whose cluster-bus port (+10000) is free as well."""
+    """A loopback port whose cluster-bus port (+10000) is free as well, both reserved for the node
+    about to start on them as free_ports reserves its picks. Only checked free, they were anyone's
+    until the node bound them (another test's server, an outgoing connection), and the node exited;
+    and two calls could name the same pair. Not port 0: the kernel picks one port, not a pair."""
     for _ in range(200):
         port = 20_000 + int.from_bytes(os.urandom(2), "big") % 20_000
-        if not port_open(port) and not port_open(port + CLUSTER_BUS_OFFSET):
-            with contextlib.suppress(OSError), socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
-                return port
+        try:
+            pick = _held(port)
+        except OSError:
+            continue
+        try:
+            pick += _held(port + CLUSTER_BUS_OFFSET)
+        except OSError:
+            _close(pick)
+            continue
+        _reserve([pick])
+        return port
     raise ServiceError("no free port pair for a Redis Cluster node")
 
 
