@@ -125,7 +125,7 @@ def test_cluster_port_picks_are_held_both_ports_and_never_overlap(tmp_path):
 
     port = picks[-1]
     cluster = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
-    proc, url = start_redis(tmp_path, port, extra=cluster)
+    proc, url = start_redis(tmp_path, port, extra=cluster, name="redis cluster node")
     try:
         assert redis.Redis.from_url(url).ping() and listens(proc.proc.pid, port + 10_000)
     finally:
@@ -727,12 +727,16 @@ def test_a_server_started_on_a_port_taken_meanwhile_starts_again_on_another(tmp_
     finally:
         tansu_proc.stop()
         redis_proc.stop()
-    assert [r.port for r in caplog.records if "port taken" in r.getMessage()] == [taken_port, taken_port]
+    # Which server, in the message a CI log shows: "port taken" alone did not say whose start it was.
+    assert [r.getMessage() for r in caplog.records if "taken before the server bound it" in r.getMessage()] == [
+        f"{name}: port {taken_port} taken before the server bound it: trying another" for name in ("redis-server", "tansu broker")]
+    assert [(r.server, r.port) for r in caplog.records if "taken before the server bound it" in r.getMessage()] == [("redis-server", taken_port), ("tansu broker", taken_port)]
 
 
 def test_a_cluster_node_whose_port_was_taken_starts_on_another(tmp_path, monkeypatch, caplog):
     """A node whose port (or bus port) another process listens on (one that bound it before the
-    pick, or beside the hold with SO_REUSEADDR) starts again on another pick."""
+    pick, or beside the hold with SO_REUSEADDR) starts again on another pick, with a warning that
+    names the cluster node and its port."""
     import socket
 
     import stream.tools.services as services
@@ -751,7 +755,8 @@ def test_a_cluster_node_whose_port_was_taken_starts_on_another(tmp_path, monkeyp
             assert services.cluster_healthy(list(cluster.nodes), 3)
         finally:
             cluster.stop()
-    assert [r.port for r in caplog.records if "port taken" in r.getMessage()] == [taken]
+    assert [r.getMessage() for r in caplog.records if "taken before the server bound it" in r.getMessage()] == [
+        f"redis cluster node: port {taken} taken before the server bound it: trying another"]
 
 
 def test_a_server_a_wrapper_runs_as_its_child_is_ready_when_the_child_listens(tmp_path):

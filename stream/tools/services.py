@@ -348,7 +348,12 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
 
 
 class PortTaken(ServiceError):
-    """A server exited because another process held its port."""
+    """A server exited because another process held its port: which server, and which port."""
+
+    def __init__(self, server: str, port: int) -> None:
+        super().__init__(f"{server}: port {port} was taken by another process")
+        self.server = server
+        self.port = port
 
 
 # How redis-server, Tansu ("AddrInUse", exit 0) and moto say their port is taken.
@@ -508,7 +513,7 @@ def start_ready(name: str, argv: Sequence[str], log_path: Path, ready: Callable[
         # leave the server running, since the caller (`embedded_stack`) never got it to stop.
         proc.stop()
         if isinstance(failed, ServiceError) and port is not None and ADDRESS_IN_USE.search(proc.output()):
-            raise PortTaken(f"{name}: port {port} was taken by another process") from failed
+            raise PortTaken(name, port) from failed
         raise
     return proc
 
@@ -523,24 +528,27 @@ def on_free_port(port: int | None, start: Callable[[int], T], tries: int = 3, pi
         picked = (pick or free_port)()
         try:
             return start(picked)
-        except PortTaken:
+        except PortTaken as taken:
             if attempt == tries:
                 raise
-            log.warning("port taken before the server bound it: trying another", extra={"port": picked, "attempt": attempt})
+            # Which server and port in the message itself: a CI log shows the message alone.
+            log.warning("%s: port %d taken before the server bound it: trying another", taken.server, taken.port,
+                        extra={"server": taken.server, "port": taken.port, "attempt": attempt})
     raise AssertionError("unreachable")
 
 
 def start_redis(
     workdir: Path, port: int | None = None, appendonly: bool = False, password: str | None = None, *, appendfsync: str | None = None,
-    extra: Sequence[str] = (),
+    extra: Sequence[str] = (), name: str = "redis-server",
 ) -> tuple[Process, str]:
     """A redis-server on loopback; with password, clients must AUTH (the URL returned carries it).
-    `appendfsync` (`always`, `everysec`, `no`) sets the AOF fsync policy; None keeps Redis's default."""
-    return on_free_port(port, lambda port: _start_redis(workdir, port, appendonly, password, appendfsync, extra))
+    `appendfsync` (`always`, `everysec`, `no`) sets the AOF fsync policy; None keeps Redis's default.
+    `name`: what its errors and warnings call it (a cluster node)."""
+    return on_free_port(port, lambda port: _start_redis(workdir, port, appendonly, password, appendfsync, extra, name))
 
 
 def _start_redis(workdir: Path, port: int, appendonly: bool, password: str | None, appendfsync: str | None,
-                 extra: Sequence[str]) -> tuple[Process, str]:
+                 extra: Sequence[str], name: str) -> tuple[Process, str]:
     argv = [
         redis_binary(),
         "--port", str(port),
@@ -556,7 +564,7 @@ def _start_redis(workdir: Path, port: int, appendonly: bool, password: str | Non
     if appendfsync is not None:
         argv += ["--appendfsync", appendfsync]
     argv += list(extra)
-    proc = start_ready("redis-server", argv, workdir / f"redis-{port}.log", lambda: _redis_ping(port, password), 15, port=port)
+    proc = start_ready(name, argv, workdir / f"redis-{port}.log", lambda: _redis_ping(port, password), 15, port=port)
     auth = f":{password}@" if password else ""
     return proc, f"redis://{auth}127.0.0.1:{port}/0"
 
@@ -610,7 +618,7 @@ class RedisClusterNodes:
         argv = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
                 "--cluster-node-timeout", str(self.node_timeout_ms)]
         (self.workdir / str(port)).mkdir(parents=True, exist_ok=True)
-        proc, _ = start_redis(self.workdir / str(port), port, extra=argv)
+        proc, _ = start_redis(self.workdir / str(port), port, extra=argv, name="redis cluster node")
         self.nodes[port] = proc
         return proc
 
