@@ -11,10 +11,12 @@ record and one notification per transition, the same records from one worker or 
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -63,14 +65,36 @@ def run_env(kafka_server: str, redis_server: str, cache_dir: Path, name: str, we
     )
 
 
+# When this test must be done by: pytest-timeout's limit (600 s, pyproject.toml) less a margin.
+_DEADLINE = [math.inf]
+
+
+@pytest.fixture(autouse=True)
+def runs_end_before_pytest_timeout(request: pytest.FixtureRequest) -> None:
+    """Each `sentinel run` here waited up to 900 s, past pytest-timeout's 600 s for the whole test
+    (which runs up to five of them): a run that hung was ended by pytest-timeout, which kills it
+    and reports the test's stack alone, never the run's output or its workers' log. The runs now
+    share the test's own limit, so a hung one fails here with both."""
+    marker = request.node.get_closest_marker("timeout")
+    limit = marker.args[0] if marker and marker.args else request.config.getoption("timeout", None) or request.config.getini("timeout")
+    _DEADLINE[0] = time.monotonic() + float(limit) - 45 if limit and float(limit) > 0 else math.inf
+
+
 def sentinel_run(path: Path, env: dict[str, str], out: Path, *extra: str) -> tuple[dict, list[dict]]:
     alerts, summary = out / "alerts.jsonl", out / "summary.json"
     out.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(
-        [sys.executable, "-m", "sentinel.cli", "run", str(path), "--alerts-out", str(alerts), "--summary-json", str(summary),
-         "--worker-log", str(out / "worker.log"), *extra],
-        env=env, capture_output=True, text=True, timeout=900,
-    )
+    left = min(900.0, _DEADLINE[0] - time.monotonic())
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "sentinel.cli", "run", str(path), "--alerts-out", str(alerts), "--summary-json", str(summary),
+             "--worker-log", str(out / "worker.log"), *extra],
+            env=env, capture_output=True, text=True, timeout=max(left, 1.0),
+        )
+    except subprocess.TimeoutExpired as hung:
+        said = hung.stderr.decode(errors="replace") if isinstance(hung.stderr, bytes) else hung.stderr or ""
+        log = (out / "worker.log").read_text(errors="replace") if (out / "worker.log").exists() else "(none)"
+        pytest.fail(f"sentinel run {' '.join([path.name, *extra])} still running after {max(left, 1.0):.0f} s (killed)\n"
+                    f"stderr:\n{said[-3000:]}\nworker log:\n{log[-5000:]}")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return json.loads(summary.read_text()), [json.loads(line) for line in alerts.read_text().splitlines()]
 
