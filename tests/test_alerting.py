@@ -1448,42 +1448,40 @@ def test_a_partly_delivered_notice_whose_refusers_are_no_longer_routed_settles_a
     assert drained and left == 0
 
 
+@pytest.mark.parametrize("second", ["tags", "secret-header"])
 @pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
-def test_one_endpoint_configured_twice_that_accepted_a_notice_through_one_is_not_sent_it_again(redis_server, grouping):
-    """One webhook configured twice for warning, the second time with a header of its own (one
-    service: `service_key` ignores headers), and the second refused (a proxy in front of it down).
-    ETH's drop went to both: the endpoint showed it once, and its key landed in both the accepted
-    and the refused lists of the notified mark, so the claim after its worker died sent it to both
-    again, and the endpoint showed it a second time. Per service the lists are disjoint now, an
-    acceptance winning: the endpoint had it, so the notice is notified (no `delivery_failed`), its
-    mark finished, and the claim publishes it without sending it again."""
-    from stream.keys import told_key
+def test_one_endpoint_configured_twice_is_sent_a_notice_once_and_counted_once_against_the_cap(redis_server, grouping, second):
+    """One webhook configured twice, both entries routing ETH's warning drop: under a second tag
+    list (tags), or with only a secret header of its own (secret-header, an `Authorization` the
+    endpoint refuses: one service, `service_key` never hashes a credential). Each entry sent the
+    first delivery, so the risk team saw it twice (tags) or the second entry was refused and
+    retried, and the daily cap counted it once per entry. It now goes once, through the first
+    entry configured (`notify.one_per_service`), and the cap counts it once for the service."""
+    from stream.keys import caps_key
 
     redis.Redis.from_url(redis_server).flushdb()
     hook = Hook()
-    hook.refuse_header = "X-Copy"
-    published: list = []
-    urls = f"warning={hook.url} warning={hook.url}?+X-Copy=ops"
+    hook.refuse_header = "Authorization"
+    urls = {"tags": f"warning={hook.url} critical,warning={hook.url}",
+            "secret-header": f"warning={hook.url} warning={hook.url}?+Authorization=Bearer%20copy"}[second]
+    (one, two) = build_apprise(urls, None)
+    assert service_key(one) == service_key(two)
 
     async def go(store: WindowStore):
-        (one, two) = build_apprise(urls, None)
-        assert service_key(one) == service_key(two)
-        dead, live = told_delivery(store, urls, "dead"), told_delivery(store, urls, "live", claim_idle_s=0)
-        live.publish = lambda record: asyncio.sleep(0, published.append(record))
-        first = await dies_before_its_ack(dead, store, told_entry(grouping, "incD", "new", "warning", "2026-10-02T12:06:00Z"))
-        mark = await store.redis.hgetall(NOTIFIED_KEY)
-        while await live.drain_once():
+        notifier = Notifier(build_apprise(urls, None), attempts=2, backoff=0.01, daily_cap=5)
+        delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="test", chart=False)
+        await delivery.ensure_group()
+        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incD", "new", "warning", "2026-10-02T12:06:00Z"))
+        while await delivery.drain_once():
             pass
-        return mark, await store.redis.hgetall(ALERT_STATS_KEY), await store.redis.hgetall(told_key("incD")), first
+        caps = await store.redis.hgetall(caps_key(time.strftime("%Y-%m-%d", time.gmtime())))
+        return caps, await store.redis.hgetall(ALERT_STATS_KEY), await outbox_drained(store.redis)
 
-    mark, stats, marks, first = on_store(redis_server, go, hook)
-    assert len(hook.accepted) == 1 and hook.refused == 2, (hook.accepted, hook.refused)  # shown once, never again
-    (service,) = {service_key(s) for s in build_apprise(hook.url, None)}
-    assert mark == {first: json.dumps([service])}, mark  # finished: no refused field
+    caps, stats, drained = on_store(redis_server, go, hook)
+    assert len(hook.accepted) == 1 and hook.refused == 0, (len(hook.accepted), hook.refused)
+    assert caps == {service_key(one): "1"}, caps
     assert {k: int(v) for k, v in stats.items() if k != "published"} == {"notified": 1}, stats
-    assert marks["warning"] == "sent", marks
-    if not grouping:
-        assert [p.notified for p in published] == [True], published
+    assert drained
 
 
 def test_a_partly_delivered_notified_mark_reads_as_accepted_services_to_a_session_51_worker():

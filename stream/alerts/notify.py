@@ -180,13 +180,25 @@ def route(servers: Iterable[NotifyBase], *severities: str) -> list[NotifyBase]:
     return [s for s in servers if not s.tags or tag_names(s) & wanted]
 
 
+def one_per_service(servers: Iterable[NotifyBase]) -> list[NotifyBase]:
+    """The first configured entry of each service (`service_key`) among `servers`, in order (since
+    session 54). One endpoint configured twice (under two severities or tags that both route a
+    notice, or with a header of its own) is sent a notification once, through its
+    first entry, whose options (headers, format, other parameters) it goes with, and is passed
+    through the daily cap once; before, each entry sent it, and counted it against the cap."""
+    first: dict[str, NotifyBase] = {}
+    for server in servers:
+        first.setdefault(service_key(server), server)
+    return list(first.values())
+
+
 def by_service(outcomes: Iterable[tuple[str, bool]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The services (`service_key`) that accepted a notification and those that refused it, from
     each routed entry's (key, accepted), in order, each once (pure). One endpoint configured twice
-    (under two severities, or with headers of its own) is one key: where one entry accepted and the
-    other refused, the endpoint has the notice, and it counts as accepted alone. Listed as refused
-    too, a retry to the refused (`AlertDelivery._settle`) sent it to both entries again, a duplicate
-    where it showed (until session 53)."""
+    is one key, and since session 54 is sent a notification through one entry alone
+    (`one_per_service`); where outcomes still name a key twice, an acceptance wins: the endpoint has
+    the notice. Listed as refused too, a retry to the refused (`AlertDelivery._settle`) sent it to
+    both entries again, a duplicate where it showed (until session 53)."""
     outcomes = list(outcomes)
     accepted = tuple(dict.fromkeys(key for key, ok in outcomes if ok))
     refused = tuple(dict.fromkeys(key for key, ok in outcomes if not ok and key not in accepted))
@@ -473,7 +485,7 @@ class Notifier:
     async def _deliver(self, context: dict[str, Any], severities: Sequence[str], head: str, text: str, kind: NotifyType,
                        chart_png: bytes | None, name: str, key: str | None = None,
                        fields: Mapping[str, str] | None = None, only: Collection[str] | None = None) -> Delivery:
-        routed = self.targets_for(*severities, only=only)
+        routed = one_per_service(self.targets_for(*severities, only=only))
         if not routed:
             log.info("no notification service for this severity", extra=context)
             return Delivery(notified=False, failures=0, attempts=0)
