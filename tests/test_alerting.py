@@ -1484,6 +1484,31 @@ def test_one_endpoint_configured_twice_is_sent_a_notice_once_and_counted_once_ag
     assert drained
 
 
+def test_two_webhooks_of_one_url_that_differ_in_a_receiver_header_each_hear_a_notice(redis_server):
+    """One webhook URL configured twice for warning, each with the `X-Team` header its gateway
+    routes by. `service_key` ignored headers, so the two were one service: since delivery sends a
+    service each notice once (session 54) only the risk team would hear ETH's drop. A header that
+    is no credential now tells them apart: each team hears it once and has its own daily count."""
+    from stream.keys import caps_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    hook = Hook()
+    urls = f"warning={hook.url}?+X-Team=risk warning={hook.url}?+X-Team=ops"
+
+    async def go(store: WindowStore):
+        notifier = Notifier(build_apprise(urls, None), attempts=1, backoff=0.01, daily_cap=5)
+        delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="test", chart=False)
+        await delivery.ensure_group()
+        await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incT", "new", "warning", "2026-10-02T12:06:00Z"))
+        while await delivery.drain_once():
+            pass
+        return await store.redis.hgetall(caps_key(time.strftime("%Y-%m-%d", time.gmtime())))
+
+    caps = on_store(redis_server, go, hook)
+    assert sorted(h.get("X-Team") for h in hook.headers) == ["ops", "risk"], hook.headers
+    assert sorted(caps.values()) == ["1", "1"], caps
+
+
 def test_a_partly_delivered_notified_mark_reads_as_accepted_services_to_a_session_51_worker():
     """`notified_mark` (pure): a partial mark (since session 52) keeps the accepted services as the
     value a session-51 worker reads (`notified_services`: it publishes without notifying and marks

@@ -1321,3 +1321,28 @@ def test_a_service_key_tells_apart_services_whose_recipients_are_parameters_or_a
             ("json://hooks.example.org/alert?-team=risk", "json://hooks.example.org/alert?-team=risk&+Authorization=Bearer%20abc&overflow=split")]
     for one, other in same:
         assert key(one) == key(other), (one, other)
+
+
+def test_a_service_key_tells_apart_webhooks_whose_headers_name_a_receiver_but_never_hashes_a_credential():
+    """A custom webhook's `+` headers were left out of `service_key` (an `Authorization` one is a
+    secret): two webhooks of one URL that a gateway routes by header (`+X-Team=risk`, `+X-Team=ops`)
+    were one service, so since delivery sends each service a notice once (session 54) one team
+    would hear nothing. A header counts now, name and value, unless its name says it is a
+    credential (Authorization, X-Api-Key, Cookie, a token or signature ...): such a header is
+    neither hashed nor named, so a webhook with only those keeps its session-53 key."""
+    from stream.alerts.notify import _identity, build_apprise, service_key
+
+    def key(url: str) -> str:
+        (server,) = build_apprise(url, None)
+        return service_key(server)
+
+    base = "json://hooks.example.org/alert"
+    distinct = [base, f"{base}?+X-Team=risk", f"{base}?+X-Team=ops", "xml://hooks.example.org/alert?+X-Team=risk",
+                "form://hooks.example.org/alert?+X-Team=risk"]
+    assert len({key(url) for url in distinct}) == len(distinct)
+    for secret in ("+Authorization=Bearer%20weakpw", "+X-Api-Key=weakpw", "+Cookie=sid%3Dweakpw", "+X-Auth-Token=weakpw",
+                   "+X-Hub-Signature=weakpw", "+Proxy-Authorization=Basic%20weakpw"):
+        assert key(f"{base}?{secret}") == key(base), secret
+        assert key(f"{base}?{secret}&+X-Team=risk") == key(f"{base}?+x-team=risk"), secret  # header names are case-insensitive
+        for server in build_apprise(f"{base}?{secret}&+X-Team=risk", None):
+            assert "weakpw" not in _identity(server) and secret[1:].split("=")[0].lower() not in _identity(server).lower()

@@ -77,6 +77,7 @@ class Hook:
         self.failing = False
         self.on_accept: Callable[[], None] | None = None
         self.accepted: list[dict] = []
+        self.headers: list[dict[str, str]] = []  # each accepted notification's request headers, in step with `accepted`
         self.arrived: list[float] = []  # wall-clock time of each accepted notification (diagnostics)
         self.hold_s = 0.0  # how long each answer is held back (a slow endpoint)
         self.answered: dict[int, float] = {}  # index in `accepted` -> wall-clock time of its answer
@@ -97,6 +98,7 @@ class Hook:
                     with hook._lock:
                         hook.arrived.append(time.time())
                         hook.accepted.append(json.loads(body))
+                        hook.headers.append(dict(self.headers.items()))
                         index = len(hook.accepted) - 1
                     if hook.on_accept is not None:
                         hook.on_accept()

@@ -183,7 +183,7 @@ def route(servers: Iterable[NotifyBase], *severities: str) -> list[NotifyBase]:
 def one_per_service(servers: Iterable[NotifyBase]) -> list[NotifyBase]:
     """The first configured entry of each service (`service_key`) among `servers`, in order (since
     session 54). One endpoint configured twice (under two severities or tags that both route a
-    notice, or with a header of its own) is sent a notification once, through its
+    notice, or with only a credential header of its own) is sent a notification once, through its
     first entry, whose options (headers, format, other parameters) it goes with, and is passed
     through the daily cap once; before, each entry sent it, and counted it against the cap."""
     first: dict[str, NotifyBase] = {}
@@ -256,8 +256,9 @@ def service_key(server: NotifyBase) -> str:
     webhook's `-`/`:` entries), so two services that tell different people never share a key (a
     shared one was one daily count, counted by both, and one told mark: since session 51). Not
     hashed: the password, also where a plugin writes it as the user or host (a hash of a weak SMTP
-    password could be brute-forced by whoever reads Redis; a rotated one leaves the key as it was), a webhook's headers (an Authorization one is a
-    secret) and the other parameters, which Apprise versions write differently (2.x adds `retry=`,
+    password could be brute-forced by whoever reads Redis; a rotated one leaves the key as it was), a
+    webhook's headers whose names say they carry a credential (Authorization, X-Api-Key ...; the
+    others count since session 54, `_receiver_headers`: a gateway may route by one) and the other parameters, which Apprise versions write differently (2.x adds `retry=`,
     `wait=` and `optional=` to every URL and drops a mail's `from=` and `format=`, Slack's gains
     `mode=` and `timestamp=`) and an operator edits without changing where it sends."""
     return hashlib.sha256(_identity(server).encode()).hexdigest()[:16]
@@ -277,7 +278,8 @@ def _identity(server: NotifyBase) -> str:
     # Simplepush as the user, Bluesky and Free Mobile as the host.
     password = getattr(server, "password", None)
     user, host = ("" if password and unquote(part) == password else part for part in (unquote(user), host))
-    return "\0".join([parts.scheme.lower(), user, host, parts.path.rstrip("/"), *_recipients(server, parts.scheme.lower(), parts.query)])
+    return "\0".join([parts.scheme.lower(), user, host, parts.path.rstrip("/"), *_recipients(server, parts.scheme.lower(), parts.query),
+                      *_receiver_headers(server)])
 
 
 # Recipients that are no template token: a mail's copies, an Apprise API server's tags (which pick
@@ -285,7 +287,7 @@ def _identity(server: NotifyBase) -> str:
 _RECIPIENT_ARGS = {"cc", "bcc"}
 _RECIPIENT_ARGS_OF = {"apprise": {"tags"}, "apprises": {"tags"}}
 # A custom webhook's own query (`-name=`) and payload (`:name=`) entries: what a shared endpoint
-# routes by. Not its headers (`+name=`): an Authorization header is a secret.
+# routes by. Its headers (`+name=`) are `_receiver_headers`': an Authorization header is a secret.
 _RECIPIENT_KWARGS = {"params", "payload"}
 
 
@@ -318,6 +320,25 @@ def _recipients(server: NotifyBase, scheme: str, query: str) -> list[str]:
         elif name[:1] in prefixes:
             found.add(f"{name}={value}")
     return sorted(found)
+
+
+# A header whose name says it carries a credential: its value is never hashed (a weak one could be
+# brute-forced from the key by whoever reads Redis). Matched as parts of the lower-cased name.
+_SECRET_HEADER = re.compile(r"auth|token|key|secret|pass|sign|session|cookie|cred|api", re.IGNORECASE)
+
+
+def _receiver_headers(server: NotifyBase) -> list[str]:
+    """A custom webhook's `+` headers that may say whom it sends to (a gateway routing by
+    `X-Team`), each as `+name=value` (name lower-cased: HTTP header names are case-insensitive),
+    sorted; since session 54, so two such webhooks of one URL stay two services. Never a header
+    whose name says it is a credential (`_SECRET_HEADER`: Authorization, X-Api-Key, Cookie ...),
+    neither its value nor its name: two webhooks that differ only in those are one service, and a
+    webhook with only such headers keeps its session-51 key. Empty for every other plugin."""
+    kwargs = getattr(server, "template_kwargs", {}) or {}
+    headers = getattr(server, "headers", None)
+    if not isinstance(kwargs.get("headers"), Mapping) or not isinstance(headers, Mapping):
+        return []
+    return sorted(f"+{str(name).lower()}={value}" for name, value in headers.items() if not _SECRET_HEADER.search(str(name)))
 
 
 def _spec(table: Mapping[str, Any], name: str) -> Mapping[str, Any]:
