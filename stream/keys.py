@@ -116,6 +116,9 @@ OUTBOX_KEY = f"{ALERTS_PREFIX}:outbox"  # stream of transition records
 # session 52, `<entry id>:refused` -> those that refused where others accepted (`incidents.refused_field`)
 # and, since session 53, `<entry id>:capped` -> how many the daily cap held back then (`incidents.capped_field`)
 NOTIFIED_KEY = f"{ALERTS_PREFIX}:notified"
+# sorted set: outbox entry id -> its millisecond part, for each entry acknowledged, until the trim drops
+# the entry (since session 54): a group re-created at the stream's start skips them (`AlertDelivery._skip_settled`)
+SETTLED_KEY = f"{ALERTS_PREFIX}:settled"
 SILENCES_KEY = f"{ALERTS_PREFIX}:silences"  # hash id -> silence JSON
 SILENCE_AUTHORS_KEY = f"{ALERTS_PREFIX}:silences:by"  # hash silence id -> {"by", "via"} JSON (apart: older readers refuse unknown silence fields)
 AUDIT_KEY = f"{ALERTS_PREFIX}:audit"  # stream: operators' actions (acknowledge, silence, unsilence); alerts/audit.py

@@ -1509,6 +1509,51 @@ def test_two_webhooks_of_one_url_that_differ_in_a_receiver_header_each_hear_a_no
     assert sorted(caps.values()) == ["1", "1"], caps
 
 
+@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
+def test_an_outbox_group_destroyed_sends_no_notice_it_had_settled_again(redis_server, grouping):
+    """Someone runs `XGROUP DESTROY` on the outbox (the stream kept, its delivered entries with it
+    until the retention trims them). Delivery re-creates the group at the stream's start, as after
+    a restart without persistence, and read every entry still there as new: ETH's drop, delivered
+    and acknowledged before, went to the risk team a second time (its notified mark goes with the
+    acknowledgement). An acknowledged entry is now recorded settled (`keys.SETTLED_KEY`) and is
+    acknowledged again without a notification or a publish; a transition recorded after the loss,
+    and one pending at it, are still delivered."""
+    from stream.keys import SETTLED_KEY
+
+    redis.Redis.from_url(redis_server).flushdb()
+    hook = Hook()
+    published: list = []
+
+    async def go(store: WindowStore):
+        delivery = told_delivery(store, f"warning={hook.url}")
+        delivery.publish = lambda record: asyncio.sleep(0, published.append(record))
+        await delivery.ensure_group()
+        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incS", "new", "warning", "2026-10-02T12:06:00Z"))
+        while await delivery.drain_once():
+            pass
+        # One read by a worker that died with it before the group went: pending then, lost with the group.
+        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incP", "new", "warning", "2026-10-02T12:07:00Z"))
+        await store.redis.xreadgroup(OUTBOX_GROUP, "dead", {OUTBOX_KEY: ">"}, count=1)
+        await store.redis.xgroup_destroy(OUTBOX_KEY, OUTBOX_GROUP)
+        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incN", "new", "warning", "2026-10-02T12:08:00Z"))
+        assert await delivery.drain_once() == 0  # the read finds no group: re-created
+        while await delivery.drain_once():
+            pass
+        settled = await store.redis.zcard(SETTLED_KEY)
+        await delivery.trim_outbox(now_ms=int(time.time() * 1000) + 365 * 86400 * 1000)  # every entry past the retention
+        # The trim keeps the last delivered entry's millisecond, and the settled records of just the entries it kept.
+        trimmed = await store.redis.zcard(SETTLED_KEY), await store.redis.xlen(OUTBOX_KEY)
+        return await outbox_drained(store.redis), settled, trimmed
+
+    drained, settled, (kept, left) = on_store(redis_server, go, hook)
+    assert settled == 3 and kept == left >= 1, (settled, kept, left)
+    told = [p.get("incident_id") for p in hook.accepted]
+    assert sorted(told) == ["incN", "incP", "incS"], told
+    if not grouping:  # a grouped entry here carries no records
+        assert sorted(p.alert_id for p in published) == ["incN", "incP", "incS"], published
+    assert drained
+
+
 def test_a_partly_delivered_notified_mark_reads_as_accepted_services_to_a_session_51_worker():
     """`notified_mark` (pure): a partial mark (since session 52) keeps the accepted services as the
     value a session-51 worker reads (`notified_services`: it publishes without notifying and marks

@@ -19,6 +19,10 @@ workers too: a chain whose incident has an earlier entry still pending elsewhere
 (another worker delivering it, or a dead worker's, until it is claimed) is held back
 (`_held_back`) and checked again next round, so "resolved" never overtakes the notice it ends.
 
+An entry acknowledged is recorded settled (`keys.SETTLED_KEY`, since session 54) until the trim drops
+it: a group lost while the stream stayed (an `XGROUP DESTROY`) is re-created at the stream's start,
+and an entry read again so is acknowledged without a second notification (`_skip_settled`).
+
 The steps of one entry are named: `_notified_as`, `_silence_of`, `_notify`, `_settle`,
 `_publish_and_ack`.
 """
@@ -45,7 +49,7 @@ from stream.alerts.incidents import (TOLD_HELD, TOLD_LAST, TOLD_NOTICE, TOLD_SEN
                                      told_services)
 from stream.alerts.notify import Delivery, Notifier, describe, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
-from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, VERDICTS_KEY, caps_key, told_key
+from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, SETTLED_KEY, VERDICTS_KEY, caps_key, told_key
 from stream.redis_client import is_transient, retry_transient
 from stream.store import WindowStore
 from stream.timefmt import epoch, parse_duration
@@ -98,14 +102,18 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
 """
-# KEYS: outbox, notified marks, alert stats. ARGV: group, entry id, records published, TTL (s), the
-# entry's refused field, its capped field.
+# KEYS: outbox, notified marks, alert stats, settled entries (since session 54). ARGV: group, entry id,
+# records published, TTL (s), the entry's refused field, its capped field, the entry id's milliseconds.
+# The entry is recorded settled whether or not this XACK took it off the group's pending list: the
+# mark goes here, and a group re-created at the stream's start (an XGROUP DESTROY) would read it as new.
 _ACK_PUBLISHED = """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('HINCRBY', KEYS[3], 'published', ARGV[3])
   redis.call('EXPIRE', KEYS[3], ARGV[4])
 end
 redis.call('HDEL', KEYS[2], ARGV[2], ARGV[5], ARGV[6])
+redis.call('ZADD', KEYS[4], ARGV[7], ARGV[2])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
 return 1
 """
 
@@ -324,6 +332,8 @@ class AlertDelivery:
         # Every chain's delivery runs to its end before the next read, even when one fails: an
         # orphaned delivery would still be notifying while the next round claims or reads.
         self._round_started = time.monotonic()
+        skipped = await self._skip_settled([entry_id for entry_id, fields, _ in entries if fields])
+        entries = [entry for entry in entries if entry[0] not in skipped]
         chains: dict[str, list[tuple[str, dict[str, str], bool]]] = {}
         for entry_id, fields, claimed in sorted(entries, key=lambda e: _id_order(e[0])):
             if fields:
@@ -337,7 +347,26 @@ class AlertDelivery:
         if failed:
             self._redeliver_own = True
             raise failed[0]
-        return sum(len(chain) for chain in going) + sum(1 for _, fields, _ in entries if not fields)
+        return sum(len(chain) for chain in going) + sum(1 for _, fields, _ in entries if not fields) + len(skipped)
+
+    async def _skip_settled(self, entry_ids: list[str]) -> set[str]:
+        """The entries among `entry_ids` acknowledged before (`keys.SETTLED_KEY`), acknowledged again
+        here and not delivered: read as new only where the group was lost with the stream kept (an
+        `XGROUP DESTROY`) and re-created at its start, which until session 54 notified every notice
+        the trim had not yet dropped a second time. An entry a session-53 worker acknowledged is
+        not recorded, and is delivered again as before."""
+        if not entry_ids:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in entry_ids:
+                pipe.zscore(SETTLED_KEY, entry_id)
+            scores = await pipe.execute()
+        settled = {entry_id for entry_id, score in zip(entry_ids, scores) if score is not None}
+        if settled:
+            await self.redis.xack(OUTBOX_KEY, OUTBOX_GROUP, *settled)
+            log.warning("outbox entries acknowledged before read again (the consumer group was re-created); not delivered again",
+                        extra={"count": len(settled), "entries": sorted(settled, key=_id_order)[:20]})
+        return settled
 
     def _log_waits(self, held: set[str], chains: dict[str, list[tuple[str, dict[str, str], bool]]]) -> None:
         """A chain held back is said once when it starts waiting and once when it stops: it is
@@ -428,6 +457,8 @@ class AlertDelivery:
             limits.append(_ms_of(pending["min"]))
         # XTRIM of a stream deleted since the reads above removes nothing and makes no key.
         removed = int(await self.redis.execute_command("XTRIM", OUTBOX_KEY, "MINID", min(limits)))
+        # The settled records of the entries trimmed go with them: no read can find those again.
+        await self.redis.zremrangebyscore(SETTLED_KEY, "-inf", f"({min(limits)}")
         if removed:
             log.info("outbox trimmed", extra={"removed": removed})
         return removed
@@ -809,9 +840,10 @@ class AlertDelivery:
     async def _ack(self, entry_id: str, published: int) -> None:
         """Acknowledge the entry, count its `published` records once, and drop its mark (a mark left
         by a crash before this expires with its key)."""
-        await self._after_sending(lambda: self._ack_script(keys=[OUTBOX_KEY, NOTIFIED_KEY, ALERT_STATS_KEY],
+        await self._after_sending(lambda: self._ack_script(keys=[OUTBOX_KEY, NOTIFIED_KEY, ALERT_STATS_KEY, SETTLED_KEY],
                                                            args=[OUTBOX_GROUP, entry_id, published, self.store.idle_ttl_s,
-                                                                 refused_field(entry_id), capped_field(entry_id)]), "acknowledgement")
+                                                                 refused_field(entry_id), capped_field(entry_id), _ms_of(entry_id)]),
+                                  "acknowledgement")
 
     async def _publish_and_ack(self, entry_id: str, record: AlertRecord) -> None:
         await self.publish(record)
