@@ -462,6 +462,40 @@ def test_the_daily_report_mailed_as_html_wraps_its_lines_too(tmp_path):
     assert "the day: 3 incidents &amp; 1 false alarm" in html_ and "&nbsp;" not in html_
 
 
+def test_a_mail_api_service_sends_our_html_too(monkeypatch):
+    """Review of session 54: SES, SendGrid, Mailgun and the other mail APIs send HTML only, and got
+    Apprise's conversion (every space `&nbsp;`, no line wrapping) where `mailto://` got ours; under
+    Apprise 1.9 they got our text as HTML unconverted, its lines run together. A chat that takes
+    HTML (Telegram) or none keeps its text."""
+    from apprise import NotifyFormat
+    from stream.alerts.notify import body_for
+
+    sendgrid = importlib.import_module("apprise.plugins.sendgrid")
+    posted: list[dict] = []
+
+    def capture(url, data=None, **kwargs):
+        posted.append(json.loads(data))
+        response = requests.Response()
+        response.status_code, response._content = 202, b""
+        return response
+
+    monkeypatch.setattr(sendgrid.requests, "post", capture)
+    hostile = Sample("p9", "<b>dump</b> & run " + "x" * 150, "negative", -0.99)
+    result = run(notifier("sendgrid://abcd1234:sentinel@example.com/ops@example.com").deliver(make_record(samples=[hostile]), None))
+    assert result.notified
+    ((content,),) = [[c for c in p["content"] if c["type"] == "text/html"] for p in posted]
+    html_ = content["value"]
+    assert "&nbsp;" not in html_ and "\u00a0" not in html_ and "<b>" not in html_
+    assert "<br/>mean score -0.42 against +0.15; z -6.8 over 57 posts" in html_ and "- [negative -0.99] ‹b›dump‹/b› &amp; run xxx" in html_
+    text = "a  b\nc"
+    for url in ("ses://sentinel@example.com/AKIAIOSFODNN7EXAMPLE/wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY/us-west-2/ops@example.com",
+                "mailgun://sentinel@example.com/abcd1234/ops@example.com", "smtp2go://sentinel@example.com/abcd1234/ops@example.com",
+                "sparkpost://sentinel@example.com/abcd1234/ops@example.com"):
+        assert body_for(build_apprise(url, None)[0], text) == (message.html_text(text), NotifyFormat.HTML), url
+    for url in ("tgram://123456789:abcdefg_hijklmnop/12315544/", SLACK_URL, "json://127.0.0.1:9/x"):
+        assert body_for(build_apprise(url, None)[0], text) == (text, NotifyFormat.TEXT), url
+
+
 def test_an_smtp_reason_is_ours_in_words_never_the_noted_text():
     from stream.alerts.notify import smtp_reason
 

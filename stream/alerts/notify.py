@@ -636,11 +636,29 @@ def body_for(server: NotifyBase, text: str) -> tuple[str, NotifyFormat]:
     return (message.html_text(text), NotifyFormat.HTML) if sends_html(server) else (text, NotifyFormat.TEXT)
 
 
+# Apprise's mail services other than SMTP (`mailto://`), by URL scheme: SES, SendGrid, Mailgun,
+# Office 365, SparkPost, SMTP2Go, Postmark and Resend send HTML only, the others (Apprise 2.x)
+# with `format=html`, as SMTP's. Not Telegram, whose HTML is a few inline tags (Apprise reduces it), nor a chat.
+MAIL_SCHEMES = frozenset({"ses", "sendgrid", "mailgun", "o365", "azure", "sparkpost", "smtp2go", "postmark", "resend",
+                          "brevo", "mailersend", "acs", "groundmail", "sendpulse"})
+
+
+def _schemes(server: NotifyBase) -> set[str]:
+    """The URL schemes of a service's plugin (a name or a tuple of them, in Apprise 1.9 and 2.x)."""
+    found: set[str] = set()
+    for attr in ("protocol", "secure_protocol"):
+        value = getattr(server, attr, None)
+        found.update([value] if isinstance(value, str) else value or ())
+    return {s.lower() for s in found if isinstance(s, str)}
+
+
 def sends_html(server: NotifyBase) -> bool:
-    """Whether a mail service sends its notices as HTML: with `format=html` on its URL under
-    Apprise 2.x, by default under 1.9 (unless `format=text`). Apprise's text-to-HTML conversion writes
-    every space as `&nbsp;`, and no line of such a mail wrapped (`message.html_text`)."""
-    if not isinstance(server, NotifyEmail):
+    """Whether a mail service sends its notices as HTML: SMTP's with `format=html` on its URL under
+    Apprise 2.x, by default under 1.9 (unless `format=text`); an API's (`ses://`, `sendgrid://`...,
+    `MAIL_SCHEMES`) always or with `format=html`. Apprise's text-to-HTML conversion writes every space as
+    `&nbsp;`, and no line of such a mail wrapped (`message.html_text`); Apprise 1.9 converted
+    nothing on this path, and an API's HTML was our text as it was, its lines run together."""
+    if not (isinstance(server, NotifyEmail) or _schemes(server) & MAIL_SCHEMES):
         return False
     resolve = getattr(server, "resolve_format", None)  # Apprise 2.x
     formats = resolve(NotifyFormat.TEXT) if callable(resolve) else server.notify_format
