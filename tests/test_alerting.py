@@ -887,6 +887,10 @@ def test_a_resolutions_escalated_line_says_when_a_service_first_heard_it_not_whe
 
     redis.Redis.from_url(redis_server).flushdb()
     entry = functools.partial(told_entry, True, "incE")
+    # What the update's entry says changed since the repeat (grouping.since_last): its body says it.
+    drop = {"scope": "asset:ETH", "kind": "sentiment_drop"}
+    since = {"at": "2026-10-02T12:36:00Z", "root": {"from": "asset:ETH", "to": "asset:ETH"}, "severity": {"from": "warning", "to": "critical"},
+             "joined": [], "fired": [], "resolved": [], "escalated": [{**drop, "from": "warning", "to": "critical"}]}
 
     hook = Hook()
 
@@ -901,7 +905,7 @@ def test_a_resolutions_escalated_line_says_when_a_service_first_heard_it_not_whe
         for silence in await list_silences(store.redis):
             await remove_silence(store.redis, silence.id)
         await store.redis.xadd(OUTBOX_KEY, entry("repeat", "warning", "2026-10-02T12:36:00Z"))
-        await store.redis.xadd(OUTBOX_KEY, entry("update", "critical", "2026-10-02T13:06:00Z"))
+        await store.redis.xadd(OUTBOX_KEY, entry("update", "critical", "2026-10-02T13:06:00Z", since_last=since))
         await store.redis.xadd(OUTBOX_KEY, entry("resolved", "critical", "2026-10-02T14:00:00Z", route_severities=("warning", "critical"),
                                                  told_at=(("warning", "2026-10-02T12:06:00Z"), ("critical", "2026-10-02T13:06:00Z"))))
         while await delivery.drain_once():
@@ -909,6 +913,8 @@ def test_a_resolutions_escalated_line_says_when_a_service_first_heard_it_not_whe
 
     on_store(redis_server, go, hook)
     assert [(p["state"], p["severity"]) for p in hook.accepted] == [("firing", "warning"), ("firing", "critical"), ("resolved", "critical")]
+    assert hook.accepted[1]["message"].splitlines()[1] == (
+        "New since the last notice (2026-10-02T12:36:00Z): severity warning -> critical (sentiment_drop on asset:ETH).")
     escalated = [line for line in hook.accepted[-1]["message"].splitlines() if line.startswith("Escalated: ")]
     assert escalated == ["Escalated: told as warning from 2026-10-02T12:36:00Z, then critical from 2026-10-02T13:06:00Z (event time). "
                          "A service for warning alone heard it only as warning."], hook.accepted[-1]["message"]

@@ -48,10 +48,12 @@ def transition(scope: str, kind: str, state: str, at: int, severity: str = "warn
 
 
 def run(events: dict[int, list[AlertRecord]], answers: dict[tuple[str, str], Explanation] | None = None, until: int | None = None,
-        acks: dict[str, str] | None = None, tail: Callable[[Question], Explanation] | None = None):
+        acks: dict[str, str] | None = None, tail: Callable[[Question], Explanation] | None = None,
+        rewrite: Callable[[int, GroupState], GroupState] | None = None):
     """Drive `advance` over the boundaries as the correlator does; returns (records, notices, state).
     `answers` answer the questions about parents; `tail` the tail checks (`tail_questions`), which
-    without it find nothing explained. Every boundary looked at is kept in `run.boundaries`, every
+    without it find nothing explained; `rewrite` takes the state after each boundary (another
+    worker's rewrite of it). Every boundary looked at is kept in `run.boundaries`, every
     entry with a notice in `run.told`."""
     state, records, notices = GroupState(), [], []
     pending = dict(events)
@@ -69,6 +71,8 @@ def run(events: dict[int, list[AlertRecord]], answers: dict[tuple[str, str], Exp
             if entry.notice is not None:
                 notices.append(entry.notice)
                 run.told.append(entry)
+        if rewrite is not None:
+            state = rewrite(boundary, state)
         boundary = next_boundary(state, pending, boundary, until, MIN, CONFIG)
     return records, notices, state
 
@@ -933,3 +937,73 @@ def test_sentinel_incidents_gives_a_resolved_incident_the_severity_its_resolutio
     assert incident.firing() and notices[-1].reason == "resolved"
     assert summary(incident, "resolved", B0 + 60 * MIN)["severity"] == notices[-1].severity == "critical"
     assert summary(incident, "open", B0 + 60 * MIN)["severity"] == "warning"  # open: what fires now, as before
+
+
+def _member(scope: str, kind: str) -> dict[str, str]:
+    return {"scope": scope, "kind": kind}
+
+
+def test_an_update_says_what_changed_since_the_last_notice_and_a_reminder_that_nothing_did():
+    """Session 53: an update said the incident's state alone, and the team compared it with the
+    previous notice to find the news. Each update and reminder entry now carries what changed since
+    the incident's previous notice (`since_last`): members that joined (a parent the root explains
+    too, though it sends no update of its own), fired again or resolved, severities that rose."""
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0), transition("channel:trading", "sentiment_drop", "firing", B0)],
+              B0 + 10 * MIN: [transition("asset:ETH", "volume_spike", "firing", B0 + 10 * MIN),
+                              transition("all", "sentiment_drop", "firing", B0 + 10 * MIN)],
+              B0 + 11 * MIN: [transition("channel:trading", "sentiment_drop", "resolved", B0 + 11 * MIN)],
+              B0 + 12 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)]}
+    answers = {(s, "sentiment_drop"): Explanation(asset="asset:ETH") for s in ("all", "channel:trading")}
+    _, notices, state = run(events, answers, until=B0 + 5 * 3600)
+    assert [(n.reason, n.at) for n in notices] == [("new", iso(B0 + 5 * MIN)), ("update", iso(B0 + 20 * MIN)),
+                                                    ("repeat", iso(B0 + 260 * MIN))]
+    first, update, repeat = (entry.since_last for entry in run.told)
+    assert first is None  # nothing was told before the first notice
+    assert update == {
+        "at": iso(B0 + 5 * MIN), "root": {"from": "asset:ETH", "to": "asset:ETH"}, "severity": {"from": "warning", "to": "critical"},
+        "joined": [_member("asset:ETH", "volume_spike"), _member("all", "sentiment_drop")], "fired": [],
+        "resolved": [_member("channel:trading", "sentiment_drop")],
+        "escalated": [{**_member("asset:ETH", "sentiment_drop"), "from": "warning", "to": "critical"}]}
+    assert repeat == {"at": iso(B0 + 20 * MIN), "root": {"from": "asset:ETH", "to": "asset:ETH"},
+                      "severity": {"from": "critical", "to": "critical"}, "joined": [], "fired": [], "resolved": [], "escalated": []}
+    # On the outbox entry beside the notice, and in the state, which reads back and stays JSON.
+    assert json.loads(entry_json(run.told[1]))["since_last"] == update and "since_last" not in json.loads(entry_json(run.told[0]))
+    assert GroupState.from_json(json.loads(json.dumps(state.to_json()))) == state
+    # A member that fires again after the update is said as such.
+    again = {**events, B0 + 30 * MIN: [transition("channel:trading", "sentiment_drop", "firing", B0 + 30 * MIN)],
+             B0 + 31 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 31 * MIN, severity="critical")]}
+    run(again, answers, until=B0 + 40 * MIN)
+    assert [e.notice.reason for e in run.told] == ["new", "update", "update"]
+    assert run.told[2].since_last is not None and run.told[2].since_last["fired"] == [_member("channel:trading", "sentiment_drop")]
+
+
+def test_an_asset_that_joins_a_market_wide_move_is_said_as_new_in_the_update():
+    events = {B0: [transition(a, "sentiment_drop", "firing", B0) for a in ("asset:DOGE", "asset:ETH")],
+              B0 + MIN: [transition("all", "sentiment_drop", "firing", B0 + MIN)],
+              B0 + 12 * MIN: [transition("asset:SOL", "sentiment_drop", "firing", B0 + 12 * MIN)]}
+    _, notices, _ = run(events, {("all", "sentiment_drop"): Explanation(market=("asset:DOGE", "asset:ETH"))}, until=B0 + 30 * MIN)
+    assert [(n.reason, n.market) for n in notices] == [("new", True), ("update", True)]
+    assert run.told[1].since_last is not None and run.told[1].since_last["joined"] == [_member("asset:SOL", "sentiment_drop")]
+
+
+def test_the_first_update_after_an_upgrade_from_session_53_says_nothing_of_what_changed_and_the_next_does():
+    """A session-53 worker's state has no record of the previous notice (`last_told`), nor does one
+    it rewrote during a rolling upgrade (it drops the field): that incident's next notice carries
+    no `since_last`, and the one after does."""
+    def session_53(boundary: int, state: GroupState) -> GroupState:
+        if boundary > B0 + 5 * MIN:
+            return state
+        data = json.loads(json.dumps(state.to_json()))
+        for incident in data["incidents"].values():
+            incident.pop("last_told", None)
+        return GroupState.from_json(data)
+
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + 10 * MIN: [transition("asset:ETH", "volume_spike", "firing", B0 + 10 * MIN)],
+              B0 + 25 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 25 * MIN, severity="critical", repeat=True)]}
+    _, notices, _ = run(events, until=B0 + 40 * MIN, rewrite=session_53)
+    assert [n.reason for n in notices] == ["new", "update", "update"]
+    assert run.told[1].since_last is None and "since_last" not in json.loads(entry_json(run.told[1]))
+    assert run.told[2].since_last is not None and run.told[2].since_last["severity"] == {"from": "warning", "to": "critical"}
+    _, same, _ = run(events, until=B0 + 40 * MIN)  # what is told is the same either way; only the line differs
+    assert same == notices

@@ -1380,3 +1380,50 @@ def test_a_service_key_tells_apart_webhooks_whose_headers_name_a_receiver_but_ne
         assert key(f"{base}?{secret}&+X-Team=risk") == key(f"{base}?+x-team=risk"), secret  # header names are case-insensitive
         for server in build_apprise(f"{base}?{secret}&+X-Team=risk", None):
             assert "weakpw" not in _identity(server) and secret[1:].split("=")[0].lower() not in _identity(server).lower()
+
+
+def test_an_update_says_on_its_second_line_what_changed_since_the_last_notice():
+    """Session 53: an update said the incident's state alone, and the team compared it with the
+    previous notice to find the news. Its second line now says it (`grouping.since_last`, carried on
+    the outbox entry); a reminder says when nothing changed; where the previous notice is unknown
+    (an incident a session-53 worker told last) or the entry's field is not this version's shape,
+    the body is as before."""
+    from stream.alerts.grouping import Notice
+
+    drop = {"scope": "asset:ETH", "kind": "sentiment_drop", "firing": True, "severity": "critical", "onset": "2026-03-04T12:00:00Z",
+            "metric": "negative_share", "value": 0.75, "baseline": 0.197, "judged": "2026-03-04T12:12:00Z", "posts": 60}
+    volume = {**drop, "kind": "volume_spike", "severity": "warning", "metric": "posts", "value": 330.0, "baseline": 9.58,
+              "judged": "2026-03-04T12:10:00Z", "posts": 11}
+    notice = Notice("inc1", "asset:ETH", "firing", "update", "critical", "2026-03-04T12:20:00Z", "2026-03-04T12:01:00Z", False, [drop, volume])
+    since = {"at": "2026-03-04T12:05:00Z", "root": {"from": "asset:ETH", "to": "asset:ETH"}, "severity": {"from": "warning", "to": "critical"},
+             "joined": [{"scope": "asset:ETH", "kind": "volume_spike"}, {"scope": "all", "kind": "sentiment_drop"}], "fired": [],
+             "resolved": [{"scope": "channel:<!here>", "kind": "sentiment_drop"}],
+             "escalated": [{"scope": "asset:ETH", "kind": "sentiment_drop", "from": "warning", "to": "critical"}]}
+    lines = message.notice_body(notice, since_last=since).splitlines()
+    assert lines[0] == "Incident on asset:ETH is firing (critical)."
+    assert lines[1] == ("New since the last notice (2026-03-04T12:05:00Z): volume_spike on asset:ETH, sentiment_drop on all joined; "
+                        "sentiment_drop on channel:!here resolved; severity warning -> critical (sentiment_drop on asset:ETH).")
+    before = message.notice_body(notice).splitlines()
+    assert lines[:1] + lines[2:] == before  # every other line as before
+    # The volume spike, new since the last notice, shows its level as judged since that notice.
+    assert ("volume_spike on asset:ETH (warning, firing): 330 posts per 1h since 2026-03-04T12:00:00Z against 10 "
+            "(11 posts by 2026-03-04T12:10:00Z)") in lines
+    # A reminder with nothing changed says so; the root taking over from a parent, a member firing
+    # again, a member's own escalation and a long list are each said briefly.
+    repeat = Notice(**{**notice.to_json(), "reason": "repeat"})
+    quiet = {**since, "severity": {"from": "critical", "to": "critical"}, "joined": [], "resolved": [], "escalated": []}
+    assert message.notice_body(repeat, since_last=quiet).splitlines()[1] == (
+        "Unchanged since the last notice (2026-03-04T12:05:00Z): the same scopes firing, at the same severity.")
+    many = {**quiet, "root": {"from": "channel:trading", "to": "asset:ETH"},
+            "joined": [{"scope": f"asset:C{i}", "kind": "sentiment_drop"} for i in range(5)],
+            "fired": [{"scope": "all", "kind": "volume_spike"}],
+            "escalated": [{"scope": "all", "kind": "volume_spike", "from": "warning", "to": "critical"}]}
+    assert message.notice_body(notice, since_last=many).splitlines()[1] == (
+        "New since the last notice (2026-03-04T12:05:00Z): root now asset:ETH (was channel:trading); sentiment_drop on asset:C0, "
+        "sentiment_drop on asset:C1, sentiment_drop on asset:C2 and 2 more joined; volume_spike on all firing again; "
+        "volume_spike on all warning -> critical.")
+    # Unknown, or not this version's shape, or not an update or reminder: no line, no failure.
+    for odd in (None, {}, {"at": "2026-03-04T12:05:00Z", "joined": [{"kind": "x"}]}, {"at": 5}, {"at": "x", "root": "asset:ETH"}):
+        assert message.notice_body(notice, since_last=odd).splitlines() == before, odd
+    first = Notice(**{**notice.to_json(), "reason": "new"})
+    assert message.notice_body(first, since_last=since) == message.notice_body(first)

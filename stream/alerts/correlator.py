@@ -103,6 +103,8 @@ def entry_json(entry: Entry) -> str:
         data["last_notified"] = entry.last_notified
     if entry.firing_notices is not None:
         data["firing_notices"] = entry.firing_notices
+    if entry.since_last is not None:
+        data["since_last"] = entry.since_last
     return json.dumps(data, ensure_ascii=False)
 
 

@@ -562,7 +562,8 @@ class AlertDelivery:
                 await self._count_silenced(earlier)
                 fate = TOLD_HELD
             elif self.notifier is not None and told and self.notifier.targets_for(*told, only=only):
-                delivered = await self._settle(entry_id, await self._notify_notice(notice, records, told, told_at, only), earlier)
+                since = data["since_last"] if isinstance(data.get("since_last"), dict) else None  # Entry.since_last
+                delivered = await self._settle(entry_id, await self._notify_notice(notice, records, told, told_at, only, since), earlier)
                 notified = delivered.notified
                 fate, heard = told_fate(delivered.sent), delivered.accepted
             elif earlier is not None:
@@ -578,7 +579,8 @@ class AlertDelivery:
         await self._ack(entry_id, published=len(records))
 
     async def _notify_notice(self, notice: Notice, records: list[AlertRecord], routes: Sequence[str],
-                             told_at: dict[str, str] | None = None, only: set[str] | None = None) -> Delivery:
+                             told_at: dict[str, str] | None = None, only: set[str] | None = None,
+                             since_last: dict[str, Any] | None = None) -> Delivery:
         assert self.notifier is not None
         png = None
         if self.chart:
@@ -590,7 +592,8 @@ class AlertDelivery:
         verdict = await self._verdict(notice.incident_id)
         acks = await self._acknowledgements(notice.incident_id) if notice.acked else []
         return await self.notifier.deliver_notice(notice, records, png, track=track, recent=recent, routes=routes, verdict=verdict,
-                                                  told_at=told_at if isinstance(told_at, dict) else None, acks=acks, only=only)
+                                                  told_at=told_at if isinstance(told_at, dict) else None, acks=acks, only=only,
+                                                  since_last=since_last)
 
     async def _acknowledgements(self, incident_id: str) -> list[dict[str, Any]]:
         """An acknowledged incident's acknowledgements, oldest first ({at, by, via, reason}), which its

@@ -350,6 +350,11 @@ class Incident:
     # (`Entry.firing_notices`). None: unknown, a worker before session 50 made one or rewrote the
     # state (it drops this field), and the resolution is routed per severity, as before.
     notices: int | None = None
+    # What its latest firing notice said (`told_of`): its root, severity and, per member key, the
+    # member's severity while firing or None once resolved; the next notice says what changed since
+    # (`since_last`). None: not told yet, or told last by a worker before session 54 (it drops this
+    # field when it rewrites the state): that notice says nothing of what changed, and later ones do.
+    last_told: dict[str, Any] | None = None
 
     def firing(self) -> list[Member]:
         return [m for m in self.members.values() if m.firing]
@@ -470,6 +475,10 @@ class Entry:
     # Delivery routes it only to the services its marks say heard one, where they count as many
     # (`AlertDelivery._told_services`); beside the notice as above.
     firing_notices: int | None = None
+    # An update's or a reminder's: what changed since the incident's previous notice (`since_last`);
+    # None when that notice's content is unknown (see `Incident.last_told`). Beside the notice for
+    # the reason above.
+    since_last: dict[str, Any] | None = None
 
 
 def incident_id(root: str, boundary: int, salt: str = "") -> str:
@@ -871,6 +880,8 @@ def _root_resolved_field(incident: Incident, m: Member, resolved: bool) -> dict[
 
 def _announce(incident: Incident, reason: str, boundary: int) -> Entry:
     notice = _notice(incident, reason, boundary)
+    since = since_last(incident.last_told, incident.notified, notice)
+    incident.last_told = told_of(notice)  # replaced, never changed in place: `_copy` shares it
     # `routed` (the highest told) first: from a worker that kept no list it is the only trace of
     # what that worker told, and raising it first lost a warning that worker told.
     incident.told_severities = ranked([*incident.told_severities, *filter(None, [incident.routed]), notice.severity])
@@ -881,7 +892,38 @@ def _announce(incident: Incident, reason: str, boundary: int) -> Entry:
     records = _release(incident)
     incident.emitted = incident.emitted or bool(records)
     incident.notified, incident.changed = boundary, False
-    return Entry(records, notice)
+    return Entry(records, notice, since_last=since)
+
+
+def told_of(notice: Notice) -> dict[str, Any]:
+    """What a firing notice said, as `Incident.last_told` keeps it (small: it is stored each boundary)."""
+    return {"root": notice.root_scope, "severity": notice.severity,
+            "members": {member_key(m["scope"], m["kind"]): m["severity"] if m["firing"] else None for m in notice.members}}
+
+
+def since_last(last: Mapping[str, Any] | None, last_at: int | None, notice: Notice) -> dict[str, Any] | None:
+    """What `notice` says that its incident's previous notice (`last`, `told_of`, made at `last_at`)
+    did not: members that joined, fired again or resolved, members whose severity rose, and the
+    root's and the incident's severity before and after. None when the previous one is unknown.
+    An update said only the incident's state, and the team compared two messages to find the news."""
+    if last is None or last_at is None or not isinstance(last.get("members"), dict):
+        return None
+    before: Mapping[str, str | None] = last["members"]
+    changes: dict[str, Any] = {"at": iso(last_at), "root": {"from": last.get("root"), "to": notice.root_scope},
+                               "severity": {"from": last.get("severity"), "to": notice.severity},
+                               "joined": [], "fired": [], "resolved": [], "escalated": []}
+    for m in notice.members:  # root first, then by precedence: the order the notice lists them
+        key, who = member_key(m["scope"], m["kind"]), {"scope": m["scope"], "kind": m["kind"]}
+        was = before.get(key)  # its severity while firing then, None once resolved
+        if key not in before:
+            changes["joined"].append(who)
+        elif was is None and m["firing"]:
+            changes["fired"].append(who)
+        elif was is not None and not m["firing"]:
+            changes["resolved"].append(who)
+        elif was is not None and SEVERITY_RANK.get(m["severity"], 0) > SEVERITY_RANK.get(was, 0):
+            changes["escalated"].append({**who, "from": was, "to": m["severity"]})
+    return changes
 
 
 def _close(state: GroupState, incident: Incident, boundary: int, record: dict[str, Any], is_root: bool) -> list[Entry]:

@@ -249,7 +249,8 @@ def notice_body(notice: Notice, records: Sequence[AlertRecord] = (), samples_sho
                 console_url: str = "", track: TrackRecord | None = None, window: str = "1h",
                 recent: Mapping[str, Sequence[float]] | None = None, now: float | None = None,
                 verdict: Mapping[str, Any] | None = None, routes: Sequence[str] = (),
-                told_at: Mapping[str, str] | None = None, acks: Sequence[Mapping[str, Any]] = ()) -> str:
+                told_at: Mapping[str, str] | None = None, acks: Sequence[Mapping[str, Any]] = (),
+                since_last: Mapping[str, Any] | None = None) -> str:
     """Plain-text body of an incident notification: the root, what moved since when, the members,
     how often earlier incidents like it were judged real (`track`), a link to the incident's
     console page (where it can be acknowledged or silenced), and sample posts from the `records`
@@ -259,10 +260,13 @@ def notice_body(notice: Notice, records: Sequence[AlertRecord] = (), samples_sho
     verdict already given on the incident, as `verdicts.give_verdict` stores it (a resolution says it
     rather than asking for one: `actions`). `routes` and `told_at`: a resolution's, the severities
     its firing notices went out at and when the first at each did (`escalation_lines`). `acks`: its
-    acknowledgements ({at, by, via, reason}, oldest first), each on a line of its own (`ack_lines`)."""
+    acknowledgements ({at, by, via, reason}, oldest first), each on a line of its own (`ack_lines`).
+    `since_last`: an update's or a reminder's outbox `Entry.since_last`, what changed since the
+    incident's previous notice, said on the second line (`since_last_lines`)."""
     status = "resolved" if notice.state == "resolved" else f"firing ({notice.severity})"
     lines = [f"Incident on {escape_post_text(notice.root_scope, limit=120)} is {status}"
              + (" (acknowledged: " + escape_post_text(notice.acked, limit=120) + ")" if notice.acked else "") + "."]
+    lines += since_last_lines(notice, since_last)
     if notice.state == "resolved":
         lines += [*escalation_lines(notice.severity, routes, told_at), peak_line(notice.severity)]
     lines += ack_lines(acks)
@@ -324,6 +328,50 @@ def notice_sample_lines(records: Sequence[AlertRecord], root: str, n: int, post_
         what = SAMPLES_OF.get(kind, "its posts")
         out += [f"{kind} on {escape_post_text(scope, limit=120)} ({what}):", *(_sample_line(s, post_chars) for s in fresh)]
     return out
+
+
+SINCE_LAST_NAMED = 3  # members one part of the since-last line names; the rest are counted
+
+
+def since_last_lines(notice: Notice, since: Mapping[str, Any] | None) -> list[str]:
+    """An update's or a reminder's line saying what changed since the incident's previous notice
+    (`grouping.since_last`): "New since the last notice (2026-03-04T12:07:00Z): sentiment_drop on
+    asset:ETH joined; severity warning -> critical (sentiment_drop on asset:ETH)." or, where nothing
+    did, "Unchanged since the last notice (...): the same scopes firing, at the same severity." An
+    update said the incident's state alone, and the team compared two messages to find the news.
+    None for a first notice or a resolution, and where the previous notice is unknown (an incident
+    a worker before session 54 told last) or `since` is not the shape that version writes."""
+    if notice.reason not in ("update", "repeat") or not isinstance(since, Mapping) or not isinstance(since.get("at"), str):
+        return []
+    try:
+        parts = _since_parts(since)
+    except (TypeError, KeyError, AttributeError):  # not what this version writes: say nothing rather than fail the notice
+        return []
+    at = escape_post_text(since["at"], limit=40)
+    if not parts:
+        return [f"Unchanged since the last notice ({at}): the same scopes firing, at the same severity."]
+    return [f"New since the last notice ({at}): {'; '.join(parts)}."]
+
+
+def _since_parts(since: Mapping[str, Any]) -> list[str]:
+    def names(members: Sequence[Mapping[str, Any]]) -> str:
+        said = [f"{escape_post_text(str(m['kind']), limit=40)} on {escape_post_text(str(m['scope']), limit=120)}"
+                for m in members[:SINCE_LAST_NAMED]]
+        more = len(members) - len(said)
+        return ", ".join(said) + (f" and {more} more" if more > 0 else "")
+
+    parts = []
+    root, severity, escalated = since.get("root") or {}, since.get("severity") or {}, list(since.get("escalated") or [])
+    if root.get("from") and root.get("to") and root["from"] != root["to"]:
+        parts.append(f"root now {escape_post_text(str(root['to']), limit=120)} (was {escape_post_text(str(root['from']), limit=120)})")
+    for key, verb in (("joined", "joined"), ("fired", "firing again"), ("resolved", "resolved")):
+        if since.get(key):
+            parts.append(f"{names(list(since[key]))} {verb}")
+    if severity.get("from") and severity.get("to") and severity["from"] != severity["to"]:
+        parts.append(f"severity {severity['from']} -> {severity['to']}" + (f" ({names(escalated)})" if escalated else ""))
+    else:
+        parts += [f"{names([m])} {m['from']} -> {m['to']}" for m in escalated]
+    return parts
 
 
 LATE_S = 15 * 60  # live, a notice goes out a minute or two after its event time (the grace, a judging round)

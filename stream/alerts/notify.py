@@ -485,7 +485,7 @@ class Notifier:
                              track: TrackRecord | None = None, recent: Mapping[str, Sequence[float]] | None = None,
                              routes: Sequence[str] = (), verdict: Mapping[str, Any] | None = None,
                              told_at: Mapping[str, str] | None = None, acks: Sequence[Mapping[str, Any]] = (),
-                             only: Collection[str] | None = None) -> Delivery:
+                             only: Collection[str] | None = None, since_last: Mapping[str, Any] | None = None) -> Delivery:
         """One incident's notification (stream/alerts/grouping.py), with the sample posts of the
         `records` it goes out with, the track record of its kinds and, for a reminder, where its
         firing scopes are now (`recent`, see message.recent_level); routed for `routes` (a
@@ -494,11 +494,12 @@ class Notifier:
         resolution's `Entry.told_at`, when it was first told at each severity. `acks`: its
         acknowledgements, oldest first, each listed. `only`: a resolution's, the services (by
         `service_key`) that heard a firing notice of it, or a claim's or a redelivery's, those that
-        refused this one the first time; the others routed hear nothing."""
+        refused this one the first time; the others routed hear nothing. `since_last`: an update's
+        or a reminder's `Entry.since_last`, what changed since the incident's previous notice."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
         text = message.notice_body(notice, records, samples_shown=self.samples, console_url=self.console_url, track=track,
                                    window=self.window, recent=recent, now=time.time(), verdict=verdict, routes=routes, told_at=told_at,
-                                   acks=acks)
+                                   acks=acks, since_last=since_last)
         return await self._deliver(context, tuple(routes) or (notice.severity,), message.notice_title(notice), text,
                                    notify_type(notice.state, notice.severity), chart_png, notice.incident_id, key=notice.incident_id,
                                    fields=notice_fields(notice), only=only)
