@@ -271,6 +271,9 @@ def test_one_incident_per_event_with_one_worker_or_two(tmp_path, kafka_server, r
     news = [re.sub(r" \(\+\d+ related scopes?\)| \(update\)", "", n[2]) for n in firing]
     assert firing[0][2].startswith("[WARNING]") and "on asset:ETH" in firing[0][2] and 1 <= len(firing) <= 3, told
     assert len(set(news)) == len(news), told
+    # Each update says on its second line what is new since the notice before it (grouping.since_last).
+    updates = [p["message"].splitlines() for p in list(webhook.accepted) if "(update)" in p["title"] and incident in p["message"]]
+    assert len(updates) == len(firing) - 1 and all(u[1].startswith("New since the last notice (") for u in updates), updates
     listed = subprocess.run([sys.executable, "-m", "sentinel.cli", "incidents", "--json", "--since", "3d"], env=env, capture_output=True,
                             text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr[-2000:]
