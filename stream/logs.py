@@ -8,7 +8,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 # Not context: the record's own attributes, and uvicorn's terminal-coloured copy of its message.
@@ -68,6 +68,17 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
         return redact(json.dumps(payload, default=str))
+
+
+# A line of a worker's log that says something went wrong: an ERROR or CRITICAL record in either
+# format above, a traceback, or the CLI's own `error:` line (a setting refused at start-up).
+_ERROR_LINE = re.compile(r'^(?:\S+ (?:ERROR|CRITICAL) |\{"ts": "[^"]*", "level": "(?:ERROR|CRITICAL)"|Traceback \(most recent call last\):|error: )')
+
+
+def holds_error(lines: Iterable[str]) -> bool:
+    """Whether a log (its lines, read as they come: a long run's log can be large) says an error.
+    `sentinel run` keeps its temp worker log after a stop only then: the stop was the user's."""
+    return any(_ERROR_LINE.match(line) for line in lines)
 
 
 NOISY = ("transformers", "peft", "urllib3", "aiokafka", "kafka", "faust", "mode", "httpx", "filelock", "bitsandbytes")

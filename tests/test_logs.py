@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.logs import JsonFormatter, KeyValueFormatter, RepeatFilter
+from stream.logs import JsonFormatter, KeyValueFormatter, RepeatFilter, holds_error
 
 
 def record(msg: str, **extra) -> logging.LogRecord:
@@ -43,6 +43,27 @@ def test_json_lines_escape_by_construction_and_redact():
 
 def library_record(msg: str, name: str = "aiokafka", level: int = logging.ERROR) -> logging.LogRecord:
     return logging.LogRecord(name, level, __file__, 1, msg, (), None)
+
+
+def test_a_log_holds_an_error_where_a_record_traceback_or_error_line_says_one():
+    """`sentinel run` keeps its temp worker log after a stop only where it says an error (cli.run)."""
+    def at(level: int, msg: str, **extra) -> logging.LogRecord:
+        rec = record(msg, **extra)
+        rec.levelno, rec.levelname = level, logging.getLevelName(level)
+        return rec
+
+    calm = [KeyValueFormatter().format(at(logging.INFO, "shutting down", grace_s=45.0)),
+            JsonFormatter().format(at(logging.WARNING, "SIGTERM: stopping what this command started")),
+            "terminated", "terminated before the command started",
+            # an ERROR only inside a value or a message: one a post could carry
+            KeyValueFormatter().format(at(logging.INFO, "error: not one", post_id="x\n2026-01-01T00:00:00 ERROR   y"))]
+    assert not holds_error(line + "\n" for line in calm)
+    for formatter in (KeyValueFormatter(), JsonFormatter()):
+        for level in (logging.ERROR, logging.CRITICAL):
+            assert holds_error([*calm, formatter.format(at(level, "batch failed"))]), (formatter, level)
+    assert holds_error([*calm, "Traceback (most recent call last):\n", '  File "x.py", line 1\n'])
+    assert holds_error(["error: SENTINEL_REDIS_URL: not a redis:// URL\n"])  # the CLI's refusal, a worker's start-up
+    assert not holds_error([])
 
 
 def test_a_library_line_repeated_within_the_window_is_held_back_and_counted():

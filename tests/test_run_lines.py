@@ -327,3 +327,51 @@ def test_each_worker_gets_its_own_step_file_never_the_shells(monkeypatch):
     settings = Settings(kafka_broker="127.0.0.1:9092", redis_url="redis://127.0.0.1:6379/0")
     assert "SENTINEL_START_STEP_FILE" not in worker_env(settings, embedded=False)
     assert worker_env(settings, embedded=False, step_file=Path("/run/x/worker-1.step"))["SENTINEL_START_STEP_FILE"] == "/run/x/worker-1.step"
+
+
+def test_a_run_stopped_while_its_worker_starts_leaves_no_worker_log_behind(tmp_path):
+    """A SIGTERM (or Ctrl-C) while the worker is still importing: the worker says `terminated
+    before the command started` in its temp log, and `sentinel run` kept that log and named it,
+    though `--help` keeps it only on failure. A stop the user asked for is not one."""
+    import signal
+
+    import psutil
+
+    from workers import command_line
+
+    data = tmp_path / "posts.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "text": "btc pumping hard", "created_at": iso(time.time() - 3600 + i)}) + "\n"
+                            for i in range(5)), encoding="utf-8")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KAFKA_BROKER", "SENTINEL_REDIS_URL", "SENTINEL_KAFKA_BROKER")}
+    env.update(SENTINEL_BASE="lexicon", SENTINEL_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(temp),
+               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    said = tmp_path / "stderr"
+    with said.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "sentinel", "run", str(data)], env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        parent, deadline = psutil.Process(proc.pid), time.monotonic() + 120
+        while not any(command_line(c).endswith("-m sentinel worker") and takes_sigterm(c.pid) for c in parent.children(recursive=True)):
+            assert proc.poll() is None and time.monotonic() < deadline, said.read_text()[-3000:]
+            time.sleep(0.05)
+        logs = [p for p in temp.iterdir() if p.name.startswith("sentinel-worker-")]
+        assert len(logs) == 1 and not list(temp.glob("sentinel-start-*/*.step")), [p.name for p in temp.rglob("*")]  # no step yet: importing
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 143, said.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = said.read_text()
+    assert "terminated" in stderr and "worker log" not in stderr, stderr[-3000:]
+    assert [p.name for p in temp.iterdir() if p.name.startswith("sentinel-worker-")] == [], stderr[-3000:]
+
+
+def takes_sigterm(pid: int) -> bool:
+    """Whether the process has a SIGTERM handler (its SigCgt mask): the worker's interpreter is up
+    and sentinel.main has taken the signal, so a stop now is said in its log, not the signal's silent end."""
+    try:
+        caught = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):  # gone already
+        return False
+    return bool(int(caught.split()[1], 16) >> (15 - 1) & 1)
