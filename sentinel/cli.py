@@ -1082,7 +1082,7 @@ def run(
     import tempfile
 
     from sentinel.run import RunError, connected, half_configured, notifying, run_once
-    from stream.tools.replay import recorded_partitions
+    from stream.tools.replay import holds_a_line, recorded_partitions
     from stream.tools.services import run_async
 
     settings = model_settings(stream="worker", scorer=True)
@@ -1098,7 +1098,7 @@ def run(
                                                    ("--report", report_path)) if path]
     with stops_said(lambda how: how + not_written(outputs)):
         with file.open("rb") as handle:
-            total = sum(1 for line in handle if line.strip())
+            total = sum(1 for number, line in enumerate(handle, start=1) if holds_a_line(line, number))
         recorded = recorded_partitions(file)  # once, for the topics and the replay: each pass reads the whole recording
     settings = recording_partitions(settings, file, recorded)
     if with_console:
@@ -1389,8 +1389,8 @@ def replay_cmd(
 ) -> None:
     """Produce a JSONL file of posts (or recorded records) into Kafka."""
     from stream.kafka import ensure_topics, held_logs, release_logs
-    from stream.tools.replay import (PartitionMismatch, ReplayResult, UnknownTopic, broker_topics, no_json_object, recorded_partitions,
-                                     replay_lines)
+    from stream.tools.replay import (PartitionMismatch, ReplayResult, UnknownTopic, broker_topics, holds_a_line, no_json_object,
+                                     recorded_partitions, replay_lines)
 
     settings = model_settings()
     if not settings.kafka_broker:
@@ -1411,7 +1411,7 @@ def replay_cmd(
     lines = to_send = last = 0  # the lines holding something, those of them from --from-line on, the last line's number
     with stops_said(stopped), file.open("rb") as handle:  # a recording of a retained topic takes a while to count
         for last, line in enumerate(handle, start=1):
-            if line.strip():
+            if holds_a_line(line, last):  # as sent: a first line of only a BOM is not one
                 lines += 1
                 to_send += last >= from_line
     if from_line > last + 1:  # last + 1 is a resume after the last line: nothing left, said below

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import gzip
 import json
+import re
 import time
 import uuid
 from pathlib import Path
@@ -50,6 +51,36 @@ def test_a_utf8_bom_and_crlf_line_ends_are_not_sent_and_the_lines_keep_their_num
     # Only the file's start is a BOM: one inside a later line is that line's, sent as it is.
     path.write_bytes(json.dumps(posts[0]).encode() + b"\n\xef\xbb\xbf" + json.dumps(posts[1]).encode() + b"\n")
     assert [i.value[:3] for i in read_replay_file(path)] == [b'{"i', b"\xef\xbb\xbf"]
+
+
+def test_a_first_line_of_only_a_bom_is_neither_sent_nor_counted(kafka_server, tmp_path):
+    """A Windows tool's BOM on a line of its own: dropped, so nothing was sent for line 1, but the
+    count the progress shows held it (`replayed 2/3` at the end), and a file of no post named it
+    as its first bad line (`line 1: not JSON`)."""
+    import os
+    import subprocess
+    import sys
+
+    from stream.tools.replay import holds_a_line, no_json_object
+
+    assert not holds_a_line(b"\xef\xbb\xbf\r\n", 1) and not holds_a_line(b" \n", 3)
+    assert holds_a_line(b"\xef\xbb\xbf\n", 2)  # a BOM after the file's start is that line's own, sent
+    path = tmp_path / "windows.jsonl"
+    start = time.time() - 3600
+    path.write_bytes(b"\xef\xbb\xbf\r\n" + b"".join(post(n, iso(start + n)).encode() + b"\r\n" for n in (2, 3)))
+    assert [i.line for i in read_replay_file(path)] == [2, 3]  # the file's own line numbers
+    csv = tmp_path / "posts.csv"
+    csv.write_bytes(b"\xef\xbb\xbf\nid,text\n")
+    assert no_json_object(csv) == "line 2: not JSON (Expecting value)"
+    topic = f"bom-{uuid.uuid4().hex[:6]}"
+    asyncio.run(asyncio.wait_for(ensure_topics(Settings(kafka_broker=kafka_server, partitions=1), [topic]), 60))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    r = subprocess.run([sys.executable, "-c", EVERY_REFRESH, "replay", str(path), "--topic", topic],
+                       capture_output=True, text=True, timeout=120, env={**env, "KAFKA_BROKER": kafka_server})
+    assert r.returncode == 0 and r.stdout == f"sent 2 messages to {topic}\n", r.stdout + r.stderr
+    progress = [line for line in r.stderr.splitlines() if line.startswith("replayed ")]
+    assert progress and all(re.match(r"replayed \d/2\b", line) for line in progress), r.stderr
+    assert progress[-1].startswith("replayed 2/2"), r.stderr
 
 
 def test_a_record_line_replays_its_value_key_and_time_and_a_null_value_is_a_tombstone():

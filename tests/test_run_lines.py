@@ -239,6 +239,25 @@ def test_run_says_what_it_waits_for_before_the_first_post_is_processed(tmp_path)
     assert all(count == 0 for count, line in zip(counts, progress) if "(" in line), progress  # a phase only before the first post
 
 
+def test_a_first_line_of_only_a_bom_is_not_in_the_runs_total(tmp_path):
+    """The line is not sent (a BOM before line 1 is dropped), but the progress counted it: a run of
+    5 posts ended at `replayed 5/6, processed 5/6`, as if one were lost."""
+    now = time.time() - 3600
+    data = tmp_path / "windows.jsonl"
+    data.write_bytes(b"\xef\xbb\xbf\n" + "".join(json.dumps({"id": f"p{i}", "text": "btc pumping hard", "created_at": iso(now + i)}) + "\n"
+                                                for i in range(5)).encode())
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KAFKA_BROKER", "SENTINEL_REDIS_URL", "SENTINEL_KAFKA_BROKER")}
+    env.update(SENTINEL_BASE="lexicon", SENTINEL_CACHE_DIR=str(tmp_path / "cache"), NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    summary_path = tmp_path / "summary.json"
+    done = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", str(data), "--timeout", "300", "--summary-json", str(summary_path)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    progress = [line for line in done.stderr.splitlines() if line.startswith("replayed ")]
+    assert progress and all(re.match(r"replayed \d/5, processed \d/5\b", line) for line in progress), progress
+    assert progress[-1] == "replayed 5/5, processed 5/5", progress
+    assert json.loads(summary_path.read_text())["sent"] == 5
+
+
 def test_a_sigterm_to_a_finished_runs_console_leaves_no_worker_log_behind(tmp_path):
     """`run --console` serves what the run saw until stopped; a SIGTERM then (a supervisor's, a
     `kill`) ended it saying `terminated (worker log: /tmp/sentinel-worker-*.log)` and kept that temp

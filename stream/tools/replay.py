@@ -101,10 +101,22 @@ def read_replay_file(path: Path) -> Iterator[ReplayItem]:
     to the worker and was dead-lettered, while every later line went through."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            line = (raw.removeprefix(UTF8_BOM) if number == 1 else raw).rstrip(b"\r\n")
+            line = line_sent(raw, number)
             if not line.strip():
                 continue
             yield dataclasses.replace(replay_item(line), line=number)
+
+
+def line_sent(raw: bytes, number: int) -> bytes:
+    """File line `number` as it is sent: a UTF-8 BOM before line 1 dropped, its LF or CRLF cut."""
+    return (raw.removeprefix(UTF8_BOM) if number == 1 else raw).rstrip(b"\r\n")
+
+
+def holds_a_line(raw: bytes, number: int) -> bool:
+    """Whether file line `number` is sent: one blank, or only a BOM, is skipped. The counts that
+    `run` and `replay` show progress against use this, or a first line of only a BOM was counted
+    and never sent (`replayed 5/6` at the end)."""
+    return bool(line_sent(raw, number).strip())
 
 
 def is_record(obj: Any) -> bool:
@@ -202,7 +214,7 @@ def no_json_object(path: Path, from_line: int = 1) -> str | None:
     first = None
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            if number < from_line or not raw.strip():
+            if number < from_line or not holds_a_line(raw, number):
                 continue
             if number == 1 and raw.startswith(GZIP_MAGIC):  # "not JSON" alone left a .jsonl.gz a puzzle
                 return "line 1: gzip-compressed, not JSON (gunzip it first: replay and run read plain JSONL)"
