@@ -1384,7 +1384,7 @@ def replay_cmd(
     speed: Annotated[str, typer.Option("--speed", help="X divides event-time gaps by X; max sends at full speed")] = "max",
     max_gap: Annotated[float, typer.Option("--max-gap", min=0, help="with --speed: the longest wait between two lines, in seconds of replay time (a longer gap is cut to it, with a warning)")] = 60.0,
     from_line: Annotated[int, typer.Option("--from-line", min=1, help="skip the lines before this one (to resume an interrupted replay); past the file's last line + 1 is an error")] = 1,
-    create_topic: Annotated[bool, typer.Option("--create-topic", help="create --topic if the broker lacks it (with the recording's partition count, else SENTINEL_PARTITIONS; the posts topic always with SENTINEL_PARTITIONS)")] = False,
+    create_topic: Annotated[bool, typer.Option("--create-topic", help="create --topic if the broker lacks it, also for an empty file (with the recording's partition count, else SENTINEL_PARTITIONS; the posts topic always with SENTINEL_PARTITIONS)")] = False,
     repartition: Annotated[bool, typer.Option("--repartition", help="send a recording into a topic with fewer partitions than it names (by key: per-partition order is not kept)")] = False,
 ) -> None:
     """Produce a JSONL file of posts (or recorded records) into Kafka."""
@@ -1419,12 +1419,32 @@ def replay_cmd(
                    + f" (--from-line {last + 1} would send nothing)")
     sending = False  # past the probe and the topic: a Kafka error from here on says where to resume
 
+    def creatable() -> bool:
+        """Whether a missing target is made: the posts topic, or --topic with --create-topic."""
+        return topic is None or create_topic
+
+    async def create_target(recorded: int | None) -> int:
+        """Make the target topic; its partition count."""
+        # The posts topic is the workers': SENTINEL_PARTITIONS, which they check it against (a
+        # recording naming more is refused unless --repartition). Another topic, asked for by
+        # --create-topic, takes the recording's count.
+        taken = recorded if topic is not None and topic != settings.topic_posts else None
+        if taken is not None and taken > MAX_CREATED_PARTITIONS:
+            raise TooManyPartitions(f"{file} names partition {taken - 1:,}: --create-topic creates at most "
+                                    f"{MAX_CREATED_PARTITIONS:,} (a corrupt line?); create {target!r} yourself to replay into it")
+        partitions = taken or settings.partitions
+        await ensure_topics(settings.model_copy(update={"partitions": partitions}), [target])
+        return partitions
+
     async def go() -> None:
         with held_logs("aiokafka") as held:  # a dead broker is our one error line, not aiokafka's first
             known = await broker_topics(settings)  # an unreachable broker is an error, even for an empty file
         release_logs(held)
         if not lines:
-            err.print(f"[yellow]warning:[/yellow] {escape(str(file))} holds no lines: nothing to send")
+            # The topic asked for is made all the same (--create-topic, or the posts topic): a script
+            # that set a topic up so, then read it, found none.
+            made = "" if target in known or not creatable() else f"; created topic {target!r} ({await create_target(None)} partitions)"
+            err.print(f"[yellow]warning:[/yellow] {escape(str(file))} holds no lines: nothing to send{escape(made)}", soft_wrap=True)
             return
         if not to_send:  # a resume after the last line (or its trailing blank lines)
             err.print(f"[yellow]warning:[/yellow] {escape(str(file))} has no lines from --from-line {from_line} on: nothing to send")
@@ -1441,17 +1461,9 @@ def replay_cmd(
         recorded = recorded_partitions(file)  # once: each pass reads the whole recording
         partitions = known.get(target)
         if partitions is None:
-            if topic is not None and not create_topic:
+            if not creatable():
                 raise UnknownTopic(target, set(known))
-            # The posts topic is the workers': SENTINEL_PARTITIONS, which they check it against (a
-            # recording naming more is refused below unless --repartition). Another topic, asked
-            # for by --create-topic, takes the recording's count.
-            taken = recorded if topic is not None and topic != settings.topic_posts else None
-            if taken is not None and taken > MAX_CREATED_PARTITIONS:
-                raise TooManyPartitions(f"{file} names partition {taken - 1:,}: --create-topic creates at most "
-                                        f"{MAX_CREATED_PARTITIONS:,} (a corrupt line?); create {target!r} yourself to replay into it")
-            partitions = taken or settings.partitions
-            await ensure_topics(settings.model_copy(update={"partitions": partitions}), [target])
+            partitions = await create_target(recorded)
         if repartition and recorded is not None and recorded > partitions:
             warn_repartitioned(file, target, recorded, partitions)
         nonlocal sending

@@ -415,6 +415,32 @@ def test_an_empty_file_is_a_warning_for_replay_and_an_error_for_run(kafka_server
     assert list(temp.iterdir()) == []
 
 
+def test_an_empty_files_replay_still_creates_the_topic_it_was_asked_to(kafka_server, tmp_path):
+    """`replay empty.jsonl --topic T --create-topic` warned `nothing to send` and made no topic: a
+    script that set up T so, then recorded or consumed it, found none. The topic is made as for a
+    file with lines (with SENTINEL_PARTITIONS: no recording names a count), and the warning says so;
+    without --create-topic an unknown --topic is still left alone."""
+    from stream.tools.replay import broker_topics
+
+    settings = Settings(kafka_broker=kafka_server)
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf\n\n")  # nothing but a BOM and blank lines
+    made, left = f"made-{uuid.uuid4().hex[:6]}", f"left-{uuid.uuid4().hex[:6]}"
+    r = sentinel("replay", str(path), "--topic", made, "--create-topic", broker=kafka_server, extra={"SENTINEL_PARTITIONS": "3"})
+    assert r.returncode == 0 and r.stdout == f"sent 0 messages to {made}\n", r.stdout + r.stderr
+    assert f"warning: {path} holds no lines: nothing to send; created topic '{made}' (3 partitions)" in r.stderr, r.stderr
+    assert asyncio.run(asyncio.wait_for(broker_topics(settings), 60))[made] == 3
+    r = sentinel("replay", str(path), "--topic", made, "--create-topic", broker=kafka_server)  # there now: nothing said of it
+    assert r.returncode == 0 and "created" not in r.stderr and "nothing to send" in r.stderr, r.stderr
+    r = sentinel("replay", str(path), "--topic", left, broker=kafka_server)
+    assert r.returncode == 0 and "nothing to send" in r.stderr and "created" not in r.stderr, r.stderr
+    assert left not in asyncio.run(asyncio.wait_for(broker_topics(settings), 60))
+    posts_topic = f"posts-{uuid.uuid4().hex[:6]}"  # the default, `created if missing`, likewise
+    r = sentinel("replay", str(path), broker=kafka_server, extra={"SENTINEL_TOPIC_POSTS": posts_topic, "SENTINEL_PARTITIONS": "2"})
+    assert r.returncode == 0 and f"created topic '{posts_topic}' (2 partitions)" in r.stderr, r.stderr
+    assert asyncio.run(asyncio.wait_for(broker_topics(settings), 60))[posts_topic] == 2
+
+
 def test_no_json_object_names_why_a_file_holds_no_post_or_record(tmp_path):
     from stream.tools.replay import no_json_object
 
