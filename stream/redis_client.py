@@ -197,35 +197,58 @@ def settings_problem(settings: Settings) -> str | None:
 def url_setting_problem(url: str, *, cluster: bool, files: bool = True) -> str | None:
     """What is wrong with `url` as the Redis URL setting, naming the variable that set it. `files`:
     the TLS files it names loaded too (a command that never connects leaves them unread)."""
-    problem = url_problem(url, cluster=cluster) or (tls_files_problem(url) if files else None)
+    problem = url_problem(url, cluster=cluster) or (tls_files_problem(url, cluster=cluster) if files else None)
     return f"{variable_name('redis_url')}: {problem}" if problem else None
 
 
-def tls_files_problem(url: str) -> str | None:
+def tls_files_problem(url: str, *, cluster: bool = False) -> str | None:
     """A rediss:// URL's CA or client certificate that cannot be loaded, loaded as the client will
     (None: none named, or all load). Said at start-up by its option: at the first connection it
     was `Error 2 connecting to HOST:PORT. No such file or directory.`, naming neither the option
     nor the variable. The path stays out of the message (never a setting's value), as for
-    SENTINEL_KAFKA_SSL_CAFILE."""
+    SENTINEL_KAFKA_SSL_CAFILE. Also refused: ssl_keyfile without ssl_certfile, and an encrypted key
+    without ssl_password, whose passphrase OpenSSL asked for on the terminal (`cluster`: the
+    cluster client, which takes no ssl_password)."""
     first, _ = split_url(url)
     if urlsplit(first).scheme.lower() != "rediss":
         return None
     options: dict[str, Any] = dict(parse_url(first))
+    if options.get("ssl_keyfile") and not options.get("ssl_certfile"):
+        # redis-py loads a key only with its certificate: alone it was a TypeError at the first
+        # connection ("certfile should be a valid filesystem path"), naming no option.
+        return "ssl_keyfile needs ssl_certfile (the client certificate the key belongs to)"
     context = ssl.create_default_context()
     steps: list[tuple[str, Callable[[], object]]] = []
     if options.get("ssl_ca_certs") or options.get("ssl_ca_path"):
         steps.append(("ssl_ca_certs" if options.get("ssl_ca_certs") else "ssl_ca_path",
                       lambda: context.load_verify_locations(cafile=options.get("ssl_ca_certs"), capath=options.get("ssl_ca_path"))))
     if options.get("ssl_certfile"):
+        # Without ssl_password, OpenSSL asks for an encrypted key's passphrase on the terminal, here
+        # and at the client's first connection: a command waited on a prompt, and a pod has no
+        # terminal. The callable is asked only for an encrypted key.
+        password = options.get("ssl_password") or _no_key_password
         steps.append(("ssl_certfile" + (" and ssl_keyfile" if options.get("ssl_keyfile") else ""),
-                      lambda: context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"), options.get("ssl_password"))))
+                      lambda: context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"), password)))
     for names, load in steps:
         try:
             load()
+        except EncryptedKey:
+            if cluster:  # redis-py's cluster client takes no ssl_password (url_problem refuses one)
+                return f"the private key of {names} is encrypted: the Redis Cluster client takes no ssl_password, give an unencrypted key"
+            return (f"the private key of {names} is encrypted and no ssl_password is set: add ssl_password to the "
+                    "URL's query (percent-encoded), or give an unencrypted key")
         except OSError as exc:  # a missing file, or one ssl cannot read (ssl.SSLError is an OSError)
             why = exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
             return f"cannot load the TLS file of {names} ({why})"
     return None
+
+
+class EncryptedKey(Exception):
+    """A client key that needs a passphrase, where the URL sets no ssl_password."""
+
+
+def _no_key_password() -> str:
+    raise EncryptedKey()
 
 
 def open_redis(url: str, *, password: str | None = None, cluster: bool = False, **kwargs: Any) -> Any:

@@ -5,9 +5,11 @@ anything connects, and never echoes a secret. No servers: nothing here may get a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -424,6 +426,87 @@ def test_a_rediss_urls_tls_file_that_cannot_load_is_named_by_its_option_without_
         assert problem is not None and problem.startswith(expected) and SECRET not in problem and str(tmp_path) not in problem, (url, problem)
     assert url_setting_problem(f"{base}?ssl_ca_certs={certifi.where()}", cluster=False) is None
     assert url_setting_problem("redis://h:6379/0?socket_timeout=3", cluster=False) is None  # no TLS, nothing to load
+
+
+def client_pki(where: Path, passphrase: str | None) -> tuple[Path, Path]:
+    """A self-signed client certificate and its key, encrypted with `passphrase` where one is given."""
+    key_args = ["-passout", f"pass:{passphrase}"] if passphrase else ["-nodes"]
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", *key_args,
+                    "-keyout", "client.key", "-out", "client.pem", "-subj", "/CN=client", "-days", "1"],
+                   cwd=where, check=True, capture_output=True)
+    return where / "client.pem", where / "client.key"
+
+
+def test_a_rediss_key_alone_or_encrypted_without_its_password_is_refused_by_its_option(tmp_path):
+    """ssl_keyfile without ssl_certfile was a TypeError at the first connection, naming no option;
+    an encrypted key without ssl_password had OpenSSL ask for its passphrase on the terminal."""
+    from stream.redis_client import url_setting_problem
+
+    cert, key = client_pki(tmp_path, passphrase=SECRET)
+    base = f"rediss://:{SECRET}@h:6380/0"
+    expected = {
+        f"{base}?ssl_keyfile={key}": "REDIS_URL: ssl_keyfile needs ssl_certfile (the client certificate the key belongs to)",
+        f"{base}?ssl_certfile={cert}&ssl_keyfile={key}": "REDIS_URL: the private key of ssl_certfile and ssl_keyfile is encrypted and "
+                                                         "no ssl_password is set: add ssl_password to the URL's query (percent-encoded), "
+                                                         "or give an unencrypted key",
+        f"rediss://:{SECRET}@h1:7000?ssl_certfile={cert}&ssl_keyfile={key},h2:7001": (
+            "REDIS_URL: the private key of ssl_certfile and ssl_keyfile is encrypted: the Redis Cluster client takes no ssl_password, "
+            "give an unencrypted key"),
+    }
+    for url, said in expected.items():
+        assert url_setting_problem(url, cluster="," in url) == said, url
+    assert url_setting_problem(f"{base}?ssl_certfile={cert}&ssl_keyfile={key}&ssl_password={SECRET}", cluster=False) is None
+    wrong = url_setting_problem(f"{base}?ssl_certfile={cert}&ssl_keyfile={key}&ssl_password=not-it", cluster=False)
+    assert wrong is not None and wrong.startswith("REDIS_URL: cannot load the TLS file of ssl_certfile and ssl_keyfile (") and "not-it" not in wrong
+    (tmp_path / "plain").mkdir()
+    plain_cert, plain_key = client_pki(tmp_path / "plain", passphrase=None)
+    assert url_setting_problem(f"{base}?ssl_certfile={plain_cert}&ssl_keyfile={plain_key}", cluster=False) is None
+
+
+def test_a_command_on_a_terminal_refuses_an_encrypted_rediss_key_and_asks_for_no_passphrase(tmp_path):
+    """On a terminal, OpenSSL's prompt (`Enter PEM pass phrase:`) held the command at start-up until
+    someone typed; a pod has none, and a CLI in a script hung. Run here with a pseudo-terminal as
+    the controlling terminal, where the prompt reads from /dev/tty."""
+    import fcntl
+    import pty
+    import select
+    import termios
+    import time
+
+    cert, key = client_pki(tmp_path, passphrase=SECRET)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_") and k not in ("KAFKA_BROKER", "REDIS_URL")}
+    env.update(SENTINEL_BASE="lexicon", REDIS_URL=f"rediss://127.0.0.1:9/0?ssl_certfile={cert}&ssl_keyfile={key}")
+    master, slave = pty.openpty()
+
+    def take_the_terminal() -> None:  # after start_new_session's setsid: the pty becomes /dev/tty
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "windows"], env=env, stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True, preexec_fn=take_the_terminal)
+    os.close(slave)
+    said = b""
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and b"pass phrase" not in said:
+            if select.select([master], [], [], 0.2)[0]:
+                with contextlib.suppress(OSError):  # EIO once the command has exited
+                    said += os.read(master, 4096)
+        while select.select([master], [], [], 0.2)[0]:  # what is left after its exit
+            try:
+                if not (chunk := os.read(master, 4096)):
+                    break
+            except OSError:
+                break
+            said += chunk
+        assert b"pass phrase" not in said and proc.wait(5) == 2, said.decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(master)
+    text = said.decode(errors="replace")
+    assert "REDIS_URL: the private key of ssl_certfile and ssl_keyfile is encrypted and no ssl_password is set" in text, text
+    assert SECRET not in text and "Traceback" not in text, text
 
 
 def test_a_command_names_a_rediss_ca_file_that_cannot_load_before_connecting(tmp_path):
