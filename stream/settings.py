@@ -223,7 +223,7 @@ class Settings(BaseSettings):
     )
     console_url: str = Field(
         "", description="the console's address as the risk team reaches it (https://sentinel.example.com); notifications "
-        "link to the incident or scope page there. Unset: no link"
+        "link to the incident or scope page there, and the console sets its flash cookie Secure on an https address's host. Unset: no link"
     )
     console_overview_max_age: float = Field(
         5.0, ge=0, description="seconds the overview's scope figures may lag new posts (one read shared by every page of a console "

@@ -1385,6 +1385,39 @@ def test_a_flash_cookie_lasts_as_long_as_its_purpose_under_its_seal():
     assert [e["text"] for e in _flashes(request, TOKENS, owner=ALICE, now=t + 30 + 60 + FLASH_SKEW_S + 1)] == ["away"]
 
 
+def test_the_flash_cookie_is_secure_over_https_and_plain_on_plain_http(redis_server, tmp_path):
+    """The flash cookie (a refused form's reason and fields) had no Secure flag, so a browser would
+    send it on a plain-http request to the same host. It is Secure where the request came over
+    https: as uvicorn reads it (X-Forwarded-Proto from a proxy it trusts: FORWARDED_ALLOW_IPS,
+    127.0.0.1 by default, the address this test calls from), or on the host of an https
+    SENTINEL_CONSOLE_URL (an Ingress ending TLS). Plain http to 127.0.0.1 (a port-forward,
+    `sentinel run --console`) keeps a plain cookie, which a browser would not store otherwise."""
+    seeded_store(redis_server)
+    put_incident(redis_server, "inc1", "asset:ETH")
+    console = Console(console_env(redis_server, SENTINEL_CONSOLE_READ_TOKEN=VIEWER, SENTINEL_CONSOLE_OPERATOR_TOKEN=OPERATOR,
+                                  SENTINEL_CONSOLE_URL="https://sentinel.example.com"), tmp_path / "console.log")
+    browser_op = {"Authorization": basic("alice", OPERATOR), "Accept": HTML}
+    form = {"scope": "asset:BTC", "duration": "0m", "reason": "r", "csrf": auth.csrf_token(TOKENS), "next": "/incidents/inc1"}
+
+    def attributes(cookie: str) -> set[str]:
+        return {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+
+    try:
+        for how, extra, secure in (("plain http", {}, False), ("proxied https", {"X-Forwarded-Proto": "https"}, True),
+                                   ("the console URL's host", {"Host": "sentinel.example.com"}, True),
+                                   ("another host's https", {"Host": "elsewhere.example.com"}, False)):
+            status, _, headers = console.call("POST", "/api/silences", form, headers={**browser_op, **extra}, form=True)
+            assert status == 303 and "set-cookie" in headers, (how, status)
+            assert ("secure" in attributes(headers["set-cookie"])) == secure, (how, headers["set-cookie"])
+            assert {"httponly", "samesite"} <= attributes(headers["set-cookie"]), headers["set-cookie"]
+            # Shown once, then cleared: the clearing cookie alike (a Secure one is replaced only by one).
+            status, _, cleared = console.call("GET", "/incidents/inc1", headers={**browser_op, **extra, "Cookie": headers["set-cookie"].split(";")[0]})
+            assert status == 200 and "Max-Age=0" in cleared["set-cookie"], (how, cleared.get("set-cookie"))
+            assert ("secure" in attributes(cleared["set-cookie"])) == secure, (how, cleared["set-cookie"])
+    finally:
+        console.close()
+
+
 def test_a_browsers_refused_form_goes_back_to_its_page_saying_why_while_api_clients_get_the_status(api_console, redis_server):
     console, _ = api_console
     r = redis.Redis.from_url(redis_server, decode_responses=True)

@@ -12,7 +12,7 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -76,7 +76,9 @@ def _ended(incident: dict[str, Any]) -> str:
     return over_words(shown(root) if isinstance(root, (int, float)) else None, _when(incident.get("at")))
 
 
-def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
+def build_app(data: ConsoleData, tokens: auth.Tokens, console_url: str = "") -> Starlette:
+    """The console's app. `console_url`: SENTINEL_CONSOLE_URL, the address the risk team reaches it
+    at; a request to its host is taken as HTTPS where that address is (`_over_https`)."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["when"] = _when
     templates.env.filters["behind"] = lambda end: views.behind(end, time.time())  # the data's age against the wall clock
@@ -90,6 +92,11 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
     window = format_duration(data.config.window_s)
     # A member's level with the posts and event time it was judged on (summaries since session 47).
     templates.env.filters["measure"] = lambda record, since=True: measure(record, since, window) + judged_text(record)
+
+    https_host = urlsplit(console_url).hostname if console_url.lower().startswith("https://") else None
+
+    def https(request: Request) -> bool:
+        return _over_https(request, https_host)
 
     def who(request: Request) -> auth.Caller:
         return auth.caller(request.headers.get("authorization"), tokens)
@@ -143,21 +150,22 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
                 # What was typed is kept as for a refused form (the flash is a cookie, no Redis needed): the
                 # form's page, once Redis is back, fills it in again; until session 50 it was lost.
                 return _flashed(framed(request, 503, REDIS_AWAY, back=form.get("next")), tokens, "error", REDIS_AWAY_FLASH,
-                                _kept(request.url.path, form), max_age=REDIS_AWAY_FLASH_S, owner=owner, earlier=others, page=form.get("next"))
+                                _kept(request.url.path, form), max_age=REDIS_AWAY_FLASH_S, owner=owner, earlier=others, page=form.get("next"),
+                                secure=https(request))
             except HTTPException as exc:
                 if not _browser(request):
                     raise  # API clients: the status and the text as ever
                 # A browser's form: back to its page, saying why, not a bare text page with no way back.
                 # What was typed goes back with it, into the same form: a 90d silence lost its scope and reason.
                 return _flashed(RedirectResponse(_local(form.get("next")), status_code=303), tokens, "error", str(exc.detail),
-                                _kept(request.url.path, form), owner=owner, earlier=others, page=form.get("next"))
+                                _kept(request.url.path, form), owner=owner, earlier=others, page=form.get("next"), secure=https(request))
             log.info("console write", extra={"path": request.url.path, "user": caller.user})
             if form.get("_form"):
                 back = RedirectResponse(_local(form.get("next")), status_code=303)
                 if isinstance(result, dict) and result.get("warning"):
-                    return _flashed(back, tokens, "note", result["warning"], owner=owner, earlier=others)
+                    return _flashed(back, tokens, "note", result["warning"], owner=owner, earlier=others, secure=https(request))
                 if FLASH_COOKIE in request.cookies:  # this form's earlier "Not done" and fields: it was done. Another form's
-                    _set_flashes(back, tokens, others, time.time(), owner=owner)  # kept fields stay (an ack cleared a Redis-away silence's until session 51)
+                    _set_flashes(back, tokens, others, time.time(), owner=owner, secure=https(request))  # kept fields stay (an ack cleared a Redis-away silence's until session 51)
                 return back
             return JSONResponse(result)
         return wrapped
@@ -178,7 +186,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens) -> Starlette:
         # not write is often its owner not signed in yet (an open console's first page after a browser
         # restart, a read token typed first), and clearing it there lost a Redis-away form's fields.
         if shown and caller.may_write and FLASH_COOKIE in request.cookies and (left != entries or not entries):
-            _set_flashes(response, tokens, left, time.time(), owner=owner)  # each message until a page shows it; then gone
+            _set_flashes(response, tokens, left, time.time(), owner=owner, secure=https(request))  # each message until a page shows it; then gone
         return response
 
     # --- pages ---
@@ -447,9 +455,21 @@ def _form_key(kept: dict[str, str]) -> tuple[str | None, str | None]:
     return kept.get("action"), kept.get("form")
 
 
+def _over_https(request: Request, https_host: str | None) -> bool:
+    """Whether the browser reached the console over HTTPS, where its flash cookie is Secure: the
+    request's scheme as uvicorn gives it (https itself, or a trusted proxy's X-Forwarded-Proto:
+    FORWARDED_ALLOW_IPS, 127.0.0.1 by default), or a request to the host of an https
+    SENTINEL_CONSOLE_URL (an Ingress that ends TLS and is not among those trusted). Plain http
+    elsewhere (a port-forward, `sentinel run --console` on 127.0.0.1) keeps a plain cookie: a
+    browser stores no Secure cookie from plain http."""
+    if request.url.scheme == "https":
+        return True
+    return https_host is not None and (request.url.hostname or "").lower() == https_host
+
+
 def _flashed(response: Response, tokens: auth.Tokens, kind: str, text: str, kept: dict[str, str] | None = None,
              max_age: int = FLASH_MAX_AGE_S, *, owner: str, earlier: list[dict[str, Any]] | None = None, page: Any = None,
-             now: float | None = None) -> Response:
+             now: float | None = None, secure: bool = False) -> Response:
     """The response with a flash cookie for `owner` (auth.flash_owner) holding this message (first) and
     the earlier ones still waiting for their forms' pages, less one for the same form instance
     (replaced by this one), as many as fit."""
@@ -464,21 +484,24 @@ def _flashed(response: Response, tokens: auth.Tokens, kind: str, text: str, kept
         entry["kept"] = _fitting(tokens, entry, kept)
     key = _form_key(kept or {})
     others = [e for e in earlier or [] if not (key[0] and _form_key(e.get("kept", {})) == key)]
-    return _set_flashes(response, tokens, [entry, *others], now, owner=owner)
+    return _set_flashes(response, tokens, [entry, *others], now, owner=owner, secure=secure)
 
 
-def _set_flashes(response: Response, tokens: auth.Tokens, entries: list[dict[str, Any]], now: float, *, owner: str) -> Response:
+def _set_flashes(response: Response, tokens: auth.Tokens, entries: list[dict[str, Any]], now: float, *, owner: str,
+                 secure: bool = False) -> Response:
     """The cookie rewritten to hold `entries` (the first always, the rest while they fit), lasting as
-    long as the longest-lived of them; cleared when there are none."""
+    long as the longest-lived of them; cleared when there are none. `secure`: the request came over
+    HTTPS (`_over_https`), so the cookie is never sent over plain http."""
     if not entries:
-        response.delete_cookie(FLASH_COOKIE, path="/")
+        response.delete_cookie(FLASH_COOKIE, path="/", secure=secure, httponly=True, samesite="strict")
         return response
     held = entries[:1]
     for entry in entries[1:MAX_FLASH_ENTRIES]:  # the newest first: an older one that does not fit is dropped
         if len(_sealed(tokens, _packed(held + [entry]), owner)) <= MAX_FLASH_BYTES:
             held.append(entry)
     max_age = max(1, max(int(e["at"] + e["keep"] - now) for e in held))
-    response.set_cookie(FLASH_COOKIE, _sealed(tokens, _packed(held), owner), max_age=max_age, path="/", httponly=True, samesite="strict")
+    response.set_cookie(FLASH_COOKIE, _sealed(tokens, _packed(held), owner), max_age=max_age, path="/", httponly=True, samesite="strict",
+                        secure=secure)
     return response
 
 
