@@ -1427,3 +1427,27 @@ def test_an_update_says_on_its_second_line_what_changed_since_the_last_notice():
         assert message.notice_body(notice, since_last=odd).splitlines() == before, odd
     first = Notice(**{**notice.to_json(), "reason": "new"})
     assert message.notice_body(first, since_last=since) == message.notice_body(first)
+
+
+def test_a_service_key_never_hashes_a_credential_under_a_name_the_name_check_misses():
+    """Since session 54 a webhook's `+` headers count in `service_key` unless their names say they
+    carry a credential. A signature under a short name (`X-Sig`, `X-Hmac-Sha256`), a `X-Jwt`, or a
+    bearer token under a name of the gateway's own (`+X-Gateway=Bearer ...`) named none of the
+    words, so the secret was hashed into the key that the daily cap's and told marks' Redis keys
+    carry (a weak one brute-forced from it by whoever reads Redis), and rotating it moved the
+    service. A header whose value starts with an authentication scheme is a credential whatever
+    its name; a receiver header (`X-Team`, `X-Desk`) still counts."""
+    from stream.alerts.notify import _identity, build_apprise, service_key
+
+    def key(url: str) -> str:
+        (server,) = build_apprise(url, None)
+        return service_key(server)
+
+    base = "json://hooks.example.org/alert?+X-Team=risk"
+    for secret in ("+X-Sig=weakpw", "+X-Hmac-Sha256=weakpw", "+X-Jwt=weakpw", "+X-Gateway=Bearer%20weakpw",
+                   "+X-Upstream=basic%20d2Vha3B3", "+X-Relay=Token%20weakpw", "+X-Pwd=weakpw"):
+        assert key(f"{base}&{secret}") == key(base), secret
+        for server in build_apprise(f"{base}&{secret}", None):
+            assert "weakpw" not in _identity(server) and "d2Vha3B3" not in _identity(server), secret
+    for receiver in ("+X-Desk=ops", "+X-Route=tokenless", "+X-Team-Name=Basically"):
+        assert key(f"{base}&{receiver}") != key(base), receiver

@@ -257,7 +257,7 @@ def service_key(server: NotifyBase) -> str:
     shared one was one daily count, counted by both, and one told mark: since session 51). Not
     hashed: the password, also where a plugin writes it as the user or host (a hash of a weak SMTP
     password could be brute-forced by whoever reads Redis; a rotated one leaves the key as it was), a
-    webhook's headers whose names say they carry a credential (Authorization, X-Api-Key ...; the
+    webhook's headers whose names or values say they carry a credential (Authorization, X-Api-Key, Bearer ...; the
     others count since session 54, `_receiver_headers`: a gateway may route by one) and the other parameters, which Apprise versions write differently (2.x adds `retry=`,
     `wait=` and `optional=` to every URL and drops a mail's `from=` and `format=`, Slack's gains
     `mode=` and `timestamp=`) and an operator edits without changing where it sends."""
@@ -323,8 +323,14 @@ def _recipients(server: NotifyBase, scheme: str, query: str) -> list[str]:
 
 
 # A header whose name says it carries a credential: its value is never hashed (a weak one could be
-# brute-forced from the key by whoever reads Redis). Matched as parts of the lower-cased name.
-_SECRET_HEADER = re.compile(r"auth|token|key|secret|pass|sign|session|cookie|cred|api", re.IGNORECASE)
+# brute-forced from the key by whoever reads Redis). Matched as parts of the lower-cased name; `sig`
+# and `hmac` for a signature under a short name (X-Sig, X-Hmac-Sha256), `jwt`, `bearer`, `pwd`.
+_SECRET_HEADER = re.compile(r"auth|token|key|secret|pass|pwd|sign|(?<![a-z])sig(?![a-z])|hmac|jwt|bearer|session|cookie|cred|api",
+                            re.IGNORECASE)
+# A header whose value says it carries a credential, whatever its name: it starts with an HTTP
+# authentication scheme (`+X-Gateway=Bearer ...`, `Basic ...`), as an Authorization header's does.
+_SECRET_VALUE = re.compile(r"\s*(bearer|basic|digest|token|negotiate|hawk|hoba|mutual|vapid|scram-sha-\d+|aws4-hmac-sha256)(\s|$)",
+                           re.IGNORECASE)
 
 
 def _receiver_headers(server: NotifyBase) -> list[str]:
@@ -332,13 +338,16 @@ def _receiver_headers(server: NotifyBase) -> list[str]:
     `X-Team`), each as `+name=value` (name lower-cased: HTTP header names are case-insensitive),
     sorted; since session 54, so two such webhooks of one URL stay two services. Never a header
     whose name says it is a credential (`_SECRET_HEADER`: Authorization, X-Api-Key, Cookie ...),
-    neither its value nor its name: two webhooks that differ only in those are one service, and a
-    webhook with only such headers keeps its session-51 key. Empty for every other plugin."""
+    neither its value nor its name, nor one whose value starts with an authentication scheme
+    (`_SECRET_VALUE`: `Bearer ...`, `Basic ...`, under any name): two webhooks that differ only in
+    those are one service, and a webhook with only such headers keeps its session-51 key. Empty for
+    every other plugin."""
     kwargs = getattr(server, "template_kwargs", {}) or {}
     headers = getattr(server, "headers", None)
     if not isinstance(kwargs.get("headers"), Mapping) or not isinstance(headers, Mapping):
         return []
-    return sorted(f"+{str(name).lower()}={value}" for name, value in headers.items() if not _SECRET_HEADER.search(str(name)))
+    return sorted(f"+{str(name).lower()}={value}" for name, value in headers.items()
+                  if not _SECRET_HEADER.search(str(name)) and not _SECRET_VALUE.match(str(value)))
 
 
 def _spec(table: Mapping[str, Any], name: str) -> Mapping[str, Any]:
