@@ -1560,6 +1560,39 @@ def test_an_outbox_group_destroyed_sends_no_notice_it_had_settled_again(redis_se
     assert drained
 
 
+@pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
+def test_an_outbox_entry_notified_but_pending_when_its_group_was_destroyed_is_not_notified_again(redis_server, grouping):
+    """A worker notified ETH's drop and wrote its notified mark, then the group went (`XGROUP
+    DESTROY`) before it acknowledged the entry: the entry was pending, so no settled record, and
+    the re-created group read it as new. A new entry's mark was never read (only a claimed one's
+    can have been notified), so the risk team heard it a second time. An entry read as new that
+    carries a mark is now delivered as a claimed one: published without notifying again."""
+    redis.Redis.from_url(redis_server).flushdb()
+    hook = Hook()
+    published: list = []
+
+    async def go(store: WindowStore):
+        delivery = told_delivery(store, f"warning={hook.url}")
+        delivery.publish = lambda record: asyncio.sleep(0, published.append(record))
+        await delivery.ensure_group()
+        entry_id = await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incM", "new", "warning", "2026-10-02T12:07:00Z"))
+        await store.redis.xreadgroup(OUTBOX_GROUP, "dead", {OUTBOX_KEY: ">"}, count=1)
+        # Its worker notified it and marked it so (`_settle`), then died before the acknowledgement.
+        assert delivery.notifier is not None
+        await store.redis.hset(NOTIFIED_KEY, entry_id, json.dumps([service_key(s) for s in delivery.notifier.targets]))
+        await store.redis.xgroup_destroy(OUTBOX_KEY, OUTBOX_GROUP)
+        assert await delivery.drain_once() == 0  # the read finds no group: re-created
+        while await delivery.drain_once():
+            pass
+        return await outbox_drained(store.redis), await store.redis.hexists(NOTIFIED_KEY, entry_id)
+
+    drained, marked = on_store(redis_server, go, hook)
+    assert hook.accepted == [], hook.accepted
+    if not grouping:  # a grouped entry here carries no records
+        assert [(p.alert_id, p.notified) for p in published] == [("incM", True)], published
+    assert drained and not marked
+
+
 def test_a_partly_delivered_notified_mark_reads_as_accepted_services_to_a_session_51_worker():
     """`notified_mark` (pure): a partial mark (since session 52) keeps the accepted services as the
     value a session-51 worker reads (`notified_services`: it publishes without notifying and marks

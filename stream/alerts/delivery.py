@@ -332,8 +332,10 @@ class AlertDelivery:
         # Every chain's delivery runs to its end before the next read, even when one fails: an
         # orphaned delivery would still be notifying while the next round claims or reads.
         self._round_started = time.monotonic()
-        skipped = await self._skip_settled([entry_id for entry_id, fields, _ in entries if fields])
-        entries = [entry for entry in entries if entry[0] not in skipped]
+        skipped, marked = await self._skip_settled([entry_id for entry_id, fields, _ in entries if fields])
+        # An entry read as new that carries a notified mark was notified in the group's earlier life
+        # (pending with a worker at an XGROUP DESTROY): delivered as a claimed one, its mark read.
+        entries = [(entry_id, fields, claimed or entry_id in marked) for entry_id, fields, claimed in entries if entry_id not in skipped]
         chains: dict[str, list[tuple[str, dict[str, str], bool]]] = {}
         for entry_id, fields, claimed in sorted(entries, key=lambda e: _id_order(e[0])):
             if fields:
@@ -349,24 +351,29 @@ class AlertDelivery:
             raise failed[0]
         return sum(len(chain) for chain in going) + sum(1 for _, fields, _ in entries if not fields) + len(skipped)
 
-    async def _skip_settled(self, entry_ids: list[str]) -> set[str]:
+    async def _skip_settled(self, entry_ids: list[str]) -> tuple[set[str], set[str]]:
         """The entries among `entry_ids` acknowledged before (`keys.SETTLED_KEY`), acknowledged again
         here and not delivered: read as new only where the group was lost with the stream kept (an
         `XGROUP DESTROY`) and re-created at its start, which until session 54 notified every notice
         the trim had not yet dropped a second time. An entry a session-53 worker acknowledged is
-        not recorded, and is delivered again as before."""
+        not recorded, and is delivered again as before. Also (second set) the others that have a
+        notified mark (`NOTIFIED_KEY`): one pending at such a loss whose notification had gone out,
+        which a read as new would have sent again (its mark is read only for a claimed entry)."""
         if not entry_ids:
-            return set()
+            return set(), set()
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry_id in entry_ids:
                 pipe.zscore(SETTLED_KEY, entry_id)
-            scores = await pipe.execute()
+                pipe.hexists(NOTIFIED_KEY, entry_id)
+            found = await pipe.execute()
+        scores, marks = found[0::2], found[1::2]
         settled = {entry_id for entry_id, score in zip(entry_ids, scores) if score is not None}
+        marked = {entry_id for entry_id, mark in zip(entry_ids, marks) if mark and entry_id not in settled}
         if settled:
             await self.redis.xack(OUTBOX_KEY, OUTBOX_GROUP, *settled)
             log.warning("outbox entries acknowledged before read again (the consumer group was re-created); not delivered again",
                         extra={"count": len(settled), "entries": sorted(settled, key=_id_order)[:20]})
-        return settled
+        return settled, marked
 
     def _log_waits(self, held: set[str], chains: dict[str, list[tuple[str, dict[str, str], bool]]]) -> None:
         """A chain held back is said once when it starts waiting and once when it stops: it is
