@@ -1454,22 +1454,22 @@ def test_a_partly_delivered_notice_whose_refusers_are_no_longer_routed_settles_a
     assert drained and left == 0
 
 
-@pytest.mark.parametrize("second", ["tags", "secret-header"])
+@pytest.mark.parametrize("second", ["tags", "other-option"])
 @pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
 def test_one_endpoint_configured_twice_is_sent_a_notice_once_and_counted_once_against_the_cap(redis_server, grouping, second):
     """One webhook configured twice, both entries routing ETH's warning drop: under a second tag
-    list (tags), or with only a secret header of its own (secret-header, an `Authorization` the
-    endpoint refuses: one service, `service_key` never hashes a credential). Each entry sent the
-    first delivery, so the risk team saw it twice (tags) or the second entry was refused and
-    retried, and the daily cap counted it once per entry. It now goes once, through the first
-    entry configured (`notify.one_per_service`), and the cap counts it once for the service."""
+    list (tags), or with a parameter of its own that `service_key` leaves out (other-option). Each
+    entry sent the first delivery, so the risk team saw it twice, and the daily cap counted it once
+    per entry. It now goes once, through the first entry configured (`notify.one_per_service`),
+    and the cap counts it once for the service. (Entries that differ in a credential header stay
+    two deliveries: `test_one_gateway_url_under_two_tenants_keys_pages_both_tenants_and_counts_once`.)"""
     from stream.keys import caps_key
 
     redis.Redis.from_url(redis_server).flushdb()
     hook = Hook()
     hook.refuse_header = "Authorization"
     urls = {"tags": f"warning={hook.url} critical,warning={hook.url}",
-            "secret-header": f"warning={hook.url} warning={hook.url}?+Authorization=Bearer%20copy"}[second]
+            "other-option": f"warning={hook.url} warning={hook.url}?overflow=split"}[second]
     (one, two) = build_apprise(urls, None)
     assert service_key(one) == service_key(two)
 
@@ -1487,6 +1487,36 @@ def test_one_endpoint_configured_twice_is_sent_a_notice_once_and_counted_once_ag
     assert len(hook.accepted) == 1 and hook.refused == 0, (len(hook.accepted), hook.refused)
     assert caps == {service_key(one): "1"}, caps
     assert {k: int(v) for k, v in stats.items() if k != "published"} == {"notified": 1}, stats
+    assert drained
+
+
+def test_one_gateway_url_under_two_tenants_keys_pages_both_tenants_and_counts_once(redis_server):
+    """One gateway URL configured twice for warning, each entry with its own tenant's key in an
+    `Authorization` header (Opsgenie-style `GenieKey`: the key says which team it pages). A
+    credential is never hashed into `service_key`, so the two share a key; since session 54
+    delivery sent a service each notice once, through its first entry, and the ops team's pager
+    never heard ETH's drop (before, each entry sent it). Entries that differ in a credential
+    header's value stay two deliveries; the daily cap still counts the shared key once."""
+    from stream.keys import caps_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    hook = Hook()
+    urls = f"warning={hook.url}?+Authorization=GenieKey%20risk warning={hook.url}?+Authorization=GenieKey%20ops"
+    (one, two) = build_apprise(urls, None)
+    assert service_key(one) == service_key(two)
+
+    async def go(store: WindowStore):
+        notifier = Notifier(build_apprise(urls, None), attempts=1, backoff=0.01, daily_cap=5)
+        delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="test", chart=False)
+        await delivery.ensure_group()
+        await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incG", "new", "warning", "2026-10-02T12:06:00Z"))
+        while await delivery.drain_once():
+            pass
+        return await store.redis.hgetall(caps_key(time.strftime("%Y-%m-%d", time.gmtime()))), await outbox_drained(store.redis)
+
+    caps, drained = on_store(redis_server, go, hook)
+    assert sorted(h.get("Authorization") for h in hook.headers) == ["GenieKey ops", "GenieKey risk"], hook.headers
+    assert caps == {service_key(one): "1"}, caps
     assert drained
 
 

@@ -183,12 +183,15 @@ def route(servers: Iterable[NotifyBase], *severities: str) -> list[NotifyBase]:
 def one_per_service(servers: Iterable[NotifyBase]) -> list[NotifyBase]:
     """The first configured entry of each service (`service_key`) among `servers`, in order (since
     session 54). One endpoint configured twice (under two severities or tags that both route a
-    notice, or with only a credential header of its own) is sent a notification once, through its
-    first entry, whose options (headers, format, other parameters) it goes with, and is passed
-    through the daily cap once; before, each entry sent it, and counted it against the cap."""
-    first: dict[str, NotifyBase] = {}
+    notice, or with other options of its own) is sent a notification once, through its first entry,
+    whose options (format, other parameters) it goes with; before, each entry sent it. Entries that
+    differ in a credential header's value (`+Authorization=GenieKey team-a` and `... team-b`: one
+    gateway URL whose key says which tenant it pages) stay apart, as before: `service_key` leaves
+    credentials out, so they share a key, but each may reach a team the other does not. Compared in
+    memory only, never hashed or stored."""
+    first: dict[tuple[str, tuple[tuple[str, str], ...]], NotifyBase] = {}
     for server in servers:
-        first.setdefault(service_key(server), server)
+        first.setdefault((service_key(server), _credential_headers(server)), server)
     return list(first.values())
 
 
@@ -348,6 +351,18 @@ def _receiver_headers(server: NotifyBase) -> list[str]:
         return []
     return sorted(f"+{str(name).lower()}={value}" for name, value in headers.items()
                   if not _SECRET_HEADER.search(str(name)) and not _SECRET_VALUE.match(str(value)))
+
+
+def _credential_headers(server: NotifyBase) -> tuple[tuple[str, str], ...]:
+    """A custom webhook's `+` headers that `_receiver_headers` leaves out as credentials, as (name
+    lower-cased, value), sorted: what tells apart, in memory alone (`one_per_service`), two entries
+    of one service that may reach different tenants. Empty for every other plugin."""
+    kwargs = getattr(server, "template_kwargs", {}) or {}
+    headers = getattr(server, "headers", None)
+    if not isinstance(kwargs.get("headers"), Mapping) or not isinstance(headers, Mapping):
+        return ()
+    return tuple(sorted((str(name).lower(), str(value)) for name, value in headers.items()
+                        if _SECRET_HEADER.search(str(name)) or _SECRET_VALUE.match(str(value))))
 
 
 def _spec(table: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -522,8 +537,11 @@ class Notifier:
             return Delivery(notified=False, failures=0, attempts=0)
         targets: list[tuple[NotifyBase, NotifyBase]] = []  # (as it sends this one, as configured: what the logs name)
         capped = []
+        verdicts: dict[str, str] = {}  # service_key -> the daily cap's verdict: a service counts once
         for server in routed:
-            verdict = await self.admit(server) if self.admit is not None else "send"
+            if (service := service_key(server)) not in verdicts:
+                verdicts[service] = await self.admit(server) if self.admit is not None else "send"
+            verdict = verdicts[service]
             if verdict == "send":
                 targets.append((with_fields(keyed(server, key), fields), server))
             elif verdict == "limit":
