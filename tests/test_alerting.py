@@ -1590,6 +1590,43 @@ def test_an_outbox_group_destroyed_sends_no_notice_it_had_settled_again(redis_se
     assert drained
 
 
+def test_settled_records_outlive_a_quiet_spell_while_a_stuck_entry_holds_the_trim_back(redis_server):
+    """The settled records' key (`keys.SETTLED_KEY`) took its idle TTL from each acknowledgement
+    alone. An entry pending for long (its deliveries failing) holds the trim back, so the entries
+    acknowledged after it stay in the stream; with no acknowledgement for an idle TTL their records
+    expired, and a group re-created after an `XGROUP DESTROY` sent ETH's drop, delivered long
+    before, a second time. The trim, which runs while a worker does, now keeps the key alive."""
+    from stream.keys import SETTLED_KEY
+
+    redis.Redis.from_url(redis_server).flushdb()
+    hook = Hook()
+
+    async def go(store: WindowStore):
+        delivery = told_delivery(store, f"warning={hook.url}")
+        await delivery.ensure_group()
+        await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incP", "new", "warning", "2026-10-02T12:05:00Z"))
+        await store.redis.xreadgroup(OUTBOX_GROUP, "stuck", {OUTBOX_KEY: ">"}, count=1)  # pending, not yet claimable
+        await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incS", "new", "warning", "2026-10-02T12:06:00Z"))
+        while await delivery.drain_once():
+            pass
+        # The idle TTL since that acknowledgement nearly over; a trim comes (every entry past the retention).
+        await store.redis.pexpire(SETTLED_KEY, 300)
+        await delivery.trim_outbox(now_ms=int(time.time() * 1000) + 365 * 86400 * 1000)
+        deadline = time.monotonic() + 10
+        while 0 <= await store.redis.pttl(SETTLED_KEY) <= 1000 and time.monotonic() < deadline:  # gone, or kept alive
+            await asyncio.sleep(0.02)
+        await store.redis.xgroup_destroy(OUTBOX_KEY, OUTBOX_GROUP)
+        assert await delivery.drain_once() == 0  # the read finds no group: re-created
+        while await delivery.drain_once():
+            pass
+        return await outbox_drained(store.redis)
+
+    drained = on_store(redis_server, go, hook)
+    told = [p.get("incident_id") for p in hook.accepted]
+    assert sorted(told) == ["incP", "incS"], told  # the stuck one delivered now, the settled one not again
+    assert drained
+
+
 @pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
 def test_an_outbox_entry_notified_but_pending_when_its_group_was_destroyed_is_not_notified_again(redis_server, grouping):
     """A worker notified ETH's drop and wrote its notified mark, then the group went (`XGROUP

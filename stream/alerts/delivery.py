@@ -464,8 +464,14 @@ class AlertDelivery:
             limits.append(_ms_of(pending["min"]))
         # XTRIM of a stream deleted since the reads above removes nothing and makes no key.
         removed = int(await self.redis.execute_command("XTRIM", OUTBOX_KEY, "MINID", min(limits)))
-        # The settled records of the entries trimmed go with them: no read can find those again.
-        await self.redis.zremrangebyscore(SETTLED_KEY, "-inf", f"({min(limits)}")
+        # The settled records of the entries trimmed go with them: no read can find those again. The
+        # rest live on while the stream keeps their entries: an entry pending for long (deliveries
+        # failing) holds the trim back, and with no acknowledgement for an idle TTL the records of
+        # the acknowledged entries after it would expire, and a re-created group send those again.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(SETTLED_KEY, "-inf", f"({min(limits)}")
+            pipe.expire(SETTLED_KEY, self.store.idle_ttl_s)
+            await pipe.execute()
         if removed:
             log.info("outbox trimmed", extra={"removed": removed})
         return removed
