@@ -48,31 +48,33 @@ def test_a_picked_port_is_held_on_every_address_its_server_may_listen_on():
     """Workers and the console listen on 0.0.0.0 by default. Reserved on 127.0.0.1 alone, a port-0
     bind to another address (127.0.0.2 here; a pod's IP) was handed reserved ports (81 of 5000
     binds), and the server's bind on 0.0.0.0 would then fail; the wildcard still binds beside it."""
-    import socket
 
     from stream.tools.services import listening_sockets
 
     ports = set(free_ports(256))
-    with contextlib.ExitStack() as held:
-        others = [held.enter_context(socket.socket()) for _ in range(2000)]
-        for sock in others:
-            sock.bind(("127.0.0.2", 0))
-        assert ports.isdisjoint(sock.getsockname()[1] for sock in others)
+    assert ports.isdisjoint(port0_binds(2000, "127.0.0.2"))
     for sock in listening_sockets("0.0.0.0", ports.pop()):
         sock.close()
 
 
-def v6only_port0_binds(count: int) -> set[int]:
-    """The ports `count` port-0 binds on :: with IPV6_V6ONLY are handed, as asyncio's servers and
-    Python's create_server bind an IPv6 address (all held at once, so each gets another)."""
+def port0_binds(count: int, address: str = "::", v6only: bool = True) -> set[int]:
+    """The ports `count` port-0 binds on `address` are handed (on :: with IPV6_V6ONLY, as asyncio's
+    servers and Python's create_server bind an IPv6 address). 500 held at once, so each of those
+    gets another port, then let go: with the reservations, under 1024 descriptors (`ulimit -n` on
+    some CI machines), where thousands at once failed with EMFILE."""
     import socket
 
-    with contextlib.ExitStack() as held:
-        others = [held.enter_context(socket.socket(socket.AF_INET6)) for _ in range(count)]
-        for sock in others:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(("::", 0))
-        return {sock.getsockname()[1] for sock in others}
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    handed: set[int] = set()
+    for start in range(0, count, 500):
+        with contextlib.ExitStack() as held:
+            others = [held.enter_context(socket.socket(family)) for _ in range(min(500, count - start))]
+            for sock in others:
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+                sock.bind((address, 0))
+            handed |= {sock.getsockname()[1] for sock in others}
+    return handed
 
 
 def test_a_picked_port_is_held_on_ipv6_alone_too():
@@ -88,7 +90,7 @@ def test_a_picked_port_is_held_on_ipv6_alone_too():
         pytest.skip("no IPv6 on this host")
     ports = set(free_ports(RESERVED_PORTS - 1))  # with the cluster pick, all still held
     cluster = free_cluster_port()
-    handed = v6only_port0_binds(4000)
+    handed = port0_binds(4000)
     assert ports.isdisjoint(handed) and not {cluster, cluster + 10_000} & handed, sorted((ports | {cluster, cluster + 10_000}) & handed)
     for host in ("::", "::1", "0.0.0.0", "localhost"):
         for sock in listening_sockets(host, ports.pop()):
@@ -117,11 +119,7 @@ def test_cluster_port_picks_are_held_both_ports_and_never_overlap(tmp_path):
             with socket.socket(family) as other, pytest.raises(OSError) as taken:
                 other.bind((address, port))
             assert taken.value.errno == errno.EADDRINUSE, port
-    with contextlib.ExitStack() as held:
-        others = [held.enter_context(socket.socket()) for _ in range(3000)]
-        for sock in others:
-            sock.bind(("127.0.0.1", 0))
-        assert set(named).isdisjoint(sock.getsockname()[1] for sock in others)
+    assert set(named).isdisjoint(port0_binds(3000, "127.0.0.1"))
 
     port = picks[-1]
     cluster = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
@@ -130,6 +128,55 @@ def test_cluster_port_picks_are_held_both_ports_and_never_overlap(tmp_path):
         assert redis.Redis.from_url(url).ping() and listens(proc.proc.pid, port + 10_000)
     finally:
         proc.stop()
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_the_reservations_hold_one_descriptor_a_port_and_no_more_than_reserved_ports():
+    """A socket for each of 0.0.0.0 and ::, and a cluster pick's two ports, held 2 to 4 descriptors
+    a pick, for RESERVED_PORTS picks: 722 held for the rest of the session after this module, where
+    some CI machines allow 1024 in all (`ulimit -n`), and every server, client and browser the
+    later tests start needs its own. One socket a port (on :: for both families), RESERVED_PORTS
+    ports in all, as before IPv6 was held."""
+    import stream.tools.services as services
+
+    services._release_reserved()
+    before = open_descriptors()
+    free_ports(RESERVED_PORTS)
+    assert open_descriptors() - before == RESERVED_PORTS
+    clusters = [services.free_cluster_port() for _ in range(20)]
+    free_port()
+    assert open_descriptors() - before == RESERVED_PORTS
+    # The newest are the ones held: every cluster pick's port and bus port.
+    assert {p for c in clusters for p in (c, c + 10_000)}.isdisjoint(port0_binds(2000, "127.0.0.1"))
+
+
+def test_without_ipv6_a_pick_is_held_on_ipv4(monkeypatch):
+    """A host with IPv6 off refuses an AF_INET6 socket (EAFNOSUPPORT): the pick is held on 0.0.0.0,
+    never an error, and its server still binds beside it."""
+    import errno
+    import socket
+
+    import stream.tools.services as services
+
+    real = socket.socket
+
+    def no_ipv6(family: int = socket.AF_INET, *args: object, **kwargs: object) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real(family, *args, **kwargs)
+
+    monkeypatch.setattr(services.socket, "socket", no_ipv6)
+    ports = free_ports(3) + [services.free_cluster_port()]
+    monkeypatch.undo()
+    assert ports[:3] == [sock.getsockname()[1] for sock in list(services._RESERVED)[-5:-2]]
+    assert {sock.family for sock in list(services._RESERVED)[-5:]} == {socket.AF_INET}
+    assert set(ports).isdisjoint(port0_binds(2000, "127.0.0.2"))
+    for sock in services.listening_sockets("0.0.0.0", ports[0]):
+        sock.close()
 
 
 def test_off_linux_a_picked_port_is_released_at_once(monkeypatch):

@@ -195,10 +195,10 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
     return result
 
 
-# Ports free_ports and free_cluster_port named, each pick's sockets still bound (not listening) by
-# this process: see free_ports.
-_RESERVED: collections.deque[list[socket.socket]] = collections.deque()
-RESERVED_PORTS = 256  # the oldest reservation is let go past this many picks; a server long since took it
+# Ports free_ports and free_cluster_port named, each still bound (not listening) by this process,
+# one socket a port: see free_ports.
+_RESERVED: collections.deque[socket.socket] = collections.deque()
+RESERVED_PORTS = 256  # the oldest reservation is let go past this many ports; a server long since took it
 
 
 @atexit.register
@@ -206,62 +206,57 @@ def _release_reserved() -> None:
     """Closed as the process ends, not left to the interpreter's teardown: an unclosed socket is a
     ResourceWarning under python -X dev, one per port `sentinel run` picked."""
     while _RESERVED:
-        _close(_RESERVED.popleft())
+        _RESERVED.popleft().close()
 
 
-def _close(sockets: Sequence[socket.socket]) -> None:
-    for sock in sockets:
-        sock.close()
-
-
-def _held_v6(port: int) -> list[socket.socket]:
-    """`port` held on :: as well, IPv6 alone (IPV6_V6ONLY): the IPv4 hold does not stop a port-0
-    bind on IPv6 alone (asyncio's servers, Python's create_server on "::") from being handed the
-    port, and the worker's web server on SENTINEL_WEB_HOST=:: or ::1 then found it taken. Bound
-    without SO_REUSEADDR, so it fails where any socket has the port on IPv6 (OSError
-    EADDRINUSE), then set, so the server it is picked for binds beside it. []: no IPv6 here."""
+def _held(port: int) -> socket.socket:
+    """`port` (0: one the kernel picks) held on every address by one socket: on :: with IPV6_V6ONLY
+    off, IPv4 and IPv6 at once, so a port-0 bind on either (0.0.0.0, 127.0.0.2, asyncio's servers
+    on :: alone) skips it and a worker on SENTINEL_WEB_HOST=:: finds it free. One socket, not one
+    for each family: a test session holds up to RESERVED_PORTS of them, and CI machines allow 1024
+    descriptors (a socket each for 0.0.0.0 and :: held 722 after tests/test_services.py alone).
+    On 0.0.0.0 where this host has no IPv6 (the socket refused, :: not bindable): nothing can be
+    handed the port on IPv6 there either. Bound without SO_REUSEADDR, which Linux would let share
+    a port another SO_REUSEADDR socket holds while neither listens (another reservation, a server
+    still starting): OSError EADDRINUSE where any socket has it. Then set, so the server it is
+    picked for binds and listens beside it (with SO_REUSEADDR, as redis-server, Tansu, moto,
+    aiohttp, uvicorn, aiosmtpd and http.server set it), on 127.0.0.1, 0.0.0.0, :: or ::1."""
     try:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    except OSError:  # IPv6 off: nothing to hold, nothing can be handed the port there either
-        return []
-    try:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(("::", port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise
-        return []  # :: not bindable (IPv6 disabled on every interface): nothing to hold
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    return [sock]
-
-
-def _held(port: int) -> list[socket.socket]:
-    """`port` held on 0.0.0.0 and on :: (as free_ports holds a pick). OSError EADDRINUSE: a socket
-    has it already, ours or another process's. Bound without SO_REUSEADDR, which Linux would let
-    share a port another SO_REUSEADDR socket holds while neither listens (another reservation, a
-    server still starting), then set, so the server it is picked for binds beside it."""
+    except OSError:  # IPv6 off (EAFNOSUPPORT)
+        pass
+    else:
+        try:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(("::", port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            return sock
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.bind(("0.0.0.0", port))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        return [sock, *_held_v6(port)]
     except OSError:
         sock.close()
         raise
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return sock
 
 
-def _reserve(picks: list[list[socket.socket]]) -> None:
-    """Keep `picks` bound (Linux), the oldest reservations let go past RESERVED_PORTS; elsewhere
+def _reserve(held: list[socket.socket]) -> None:
+    """Keep `held` bound (Linux), the oldest reservations let go past RESERVED_PORTS; elsewhere
     release them at once. BSD's SO_REUSEADDR (macOS) lets no second socket bind the same wildcard
     address: a held port would refuse the very server it was picked for. There, a pick is free only now."""
     if not sys.platform.startswith("linux"):
-        for pick in picks:
-            _close(pick)
+        for sock in held:
+            sock.close()
         return
-    _RESERVED.extend(picks)
-    while len(_RESERVED) > max(RESERVED_PORTS, len(picks)):  # older ones only: this call's are all kept
-        _close(_RESERVED.popleft())
+    _RESERVED.extend(held)
+    while len(_RESERVED) > max(RESERVED_PORTS, len(held)):  # older ones only: this call's are all kept
+        _RESERVED.popleft().close()
 
 
 def free_port() -> int:
@@ -279,35 +274,20 @@ def free_ports(count: int) -> list[int]:
     redis-server, Tansu, moto, aiohttp, uvicorn, aiosmtpd and http.server set it) succeed beside it.
     Bound on 0.0.0.0, not 127.0.0.1: a port-0 bind to another address (a pod's IP, 127.0.0.2) skips
     a port held on 127.0.0.1 alone, and workers and the console listen on 0.0.0.0 by default. And
-    on :: for IPv6 alone (`_held_v6`): a port-0 bind there skipped nothing held on IPv4 only, and a
-    worker on SENTINEL_WEB_HOST=:: listens there. Every socket is held until all are picked, so one
-    call names no port twice; later calls skip the reserved ones. Linux only: elsewhere (BSD
+    on :: (one socket holds both, `_held`): a port-0 bind on IPv6 alone skipped nothing held on
+    IPv4 only, and a worker on SENTINEL_WEB_HOST=:: listens there. Every socket is held until all
+    are picked, so one call names no port twice; later calls skip the reserved ones. Linux only: elsewhere (BSD
     rules) a held wildcard port would refuse its own server, so the ports are released at once.
     """
-    picked: list[list[socket.socket]] = []
-    refused: list[socket.socket] = []  # held until the end, so the kernel does not hand them out again
+    picked: list[socket.socket] = []
     try:
-        while len(picked) < count:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind(("0.0.0.0", 0))  # see above; never listening, so nothing is served there
-            except OSError:
-                sock.close()
-                raise
-            try:
-                picked.append([sock, *_held_v6(sock.getsockname()[1])])
-            except OSError:  # taken on IPv6 alone: another port
-                refused.append(sock)
-                if len(refused) > 1000:
-                    raise
+        for _ in range(count):
+            picked.append(_held(0))  # see above; never listening, so nothing is served there
     except OSError:
-        for pick in picked:
-            _close(pick)
+        for sock in picked:
+            sock.close()
         raise
-    finally:
-        _close(refused)
-    ports = [int(pick[0].getsockname()[1]) for pick in picked]
+    ports = [int(sock.getsockname()[1]) for sock in picked]
     _reserve(picked)
     return ports
 
@@ -588,15 +568,15 @@ def free_cluster_port() -> int:
     for _ in range(200):
         port = 20_000 + int.from_bytes(os.urandom(2), "big") % 20_000
         try:
-            pick = _held(port)
+            node = _held(port)
         except OSError:
             continue
         try:
-            pick += _held(port + CLUSTER_BUS_OFFSET)
+            bus = _held(port + CLUSTER_BUS_OFFSET)
         except OSError:
-            _close(pick)
+            node.close()
             continue
-        _reserve([pick])
+        _reserve([node, bus])
         return port
     raise ServiceError("no free port pair for a Redis Cluster node")
 
