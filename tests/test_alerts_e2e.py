@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
 import subprocess
@@ -69,15 +70,45 @@ def run_env(kafka_server: str, redis_server: str, cache_dir: Path, name: str, we
 _DEADLINE = [math.inf]
 
 
+def pytest_timeout_limit(marker: pytest.Mark | None, option: float | None, env: str | None, ini: str | None) -> float:
+    """The seconds pytest-timeout gives a test, resolved as it resolves them: a `timeout` marker's
+    (its first argument or `timeout=`), else --timeout's, else PYTEST_TIMEOUT's, else the ini's.
+    0: none. `--timeout=0` (pytest-timeout off, to debug a slow machine) fell through to the ini's
+    600, and PYTEST_TIMEOUT=1200 was never read: runs pytest-timeout let go on were killed at 555 s."""
+    if marker is not None and (marker.args or marker.kwargs.get("timeout") is not None):
+        value: float | str | None = marker.args[0] if marker.args else marker.kwargs["timeout"]
+    elif option is not None:
+        value = option
+    elif env:
+        value = env
+    else:
+        value = ini
+    return max(float(value), 0.0) if value is not None and value != "" else 0.0
+
+
 @pytest.fixture(autouse=True)
 def runs_end_before_pytest_timeout(request: pytest.FixtureRequest) -> None:
     """Each `sentinel run` here waited up to 900 s, past pytest-timeout's 600 s for the whole test
     (which runs up to five of them): a run that hung was ended by pytest-timeout, which kills it
     and reports the test's stack alone, never the run's output or its workers' log. The runs now
     share the test's own limit, so a hung one fails here with both."""
-    marker = request.node.get_closest_marker("timeout")
-    limit = marker.args[0] if marker and marker.args else request.config.getoption("timeout", None) or request.config.getini("timeout")
-    _DEADLINE[0] = time.monotonic() + float(limit) - 45 if limit and float(limit) > 0 else math.inf
+    limit = pytest_timeout_limit(request.node.get_closest_marker("timeout"), request.config.getoption("timeout", None),
+                                 os.environ.get("PYTEST_TIMEOUT"), request.config.getini("timeout"))
+    _DEADLINE[0] = time.monotonic() + limit - 45 if limit > 0 else math.inf
+
+
+def test_the_runs_deadline_is_pytest_timeouts_limit_as_it_resolves_it():
+    """--timeout=0 turns pytest-timeout off: the runs here have no deadline either (the ini's 600
+    was taken instead), and PYTEST_TIMEOUT comes before the ini, as pytest-timeout reads them."""
+    assert pytest_timeout_limit(None, 0.0, None, "600") == 0
+    assert pytest_timeout_limit(None, 0.0, "1200", "600") == 0
+    assert pytest_timeout_limit(None, None, "1200", "600") == 1200
+    assert pytest_timeout_limit(None, None, "", "600") == 600
+    assert pytest_timeout_limit(None, 300.0, "1200", "600") == 300
+    assert pytest_timeout_limit(pytest.mark.timeout(900).mark, 300.0, None, "600") == 900
+    assert pytest_timeout_limit(pytest.mark.timeout(timeout=0).mark, 300.0, None, "600") == 0
+    assert pytest_timeout_limit(pytest.mark.timeout(method="thread").mark, None, None, "600") == 600
+    assert pytest_timeout_limit(None, None, None, "") == 0
 
 
 def sentinel_run(path: Path, env: dict[str, str], out: Path, *extra: str) -> tuple[dict, list[dict]]:
