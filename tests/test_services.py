@@ -154,9 +154,11 @@ def test_the_reservations_hold_one_descriptor_a_port_and_no_more_than_reserved_p
     assert {p for c in clusters for p in (c, c + 10_000)}.isdisjoint(port0_binds(2000, "127.0.0.1"))
 
 
-def test_without_ipv6_a_pick_is_held_on_ipv4(monkeypatch):
-    """A host with IPv6 off refuses an AF_INET6 socket (EAFNOSUPPORT): the pick is held on 0.0.0.0,
-    never an error, and its server still binds beside it."""
+@pytest.mark.parametrize("fails", ["socket", "bind"])
+def test_without_ipv6_a_pick_is_held_on_ipv4(monkeypatch, fails):
+    """A host with IPv6 off refuses an AF_INET6 socket (EAFNOSUPPORT), or one whose :: is not
+    bindable refuses its bind (EADDRNOTAVAIL): the pick is held on 0.0.0.0, never an error, and its
+    server still binds beside it."""
     import errno
     import socket
 
@@ -164,10 +166,14 @@ def test_without_ipv6_a_pick_is_held_on_ipv4(monkeypatch):
 
     real = socket.socket
 
+    class Unbindable(real):
+        def bind(self, address: object) -> None:
+            raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+
     def no_ipv6(family: int = socket.AF_INET, *args: object, **kwargs: object) -> socket.socket:
-        if family == socket.AF_INET6:
+        if family == socket.AF_INET6 and fails == "socket":
             raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
-        return real(family, *args, **kwargs)
+        return (Unbindable if family == socket.AF_INET6 else real)(family, *args, **kwargs)
 
     monkeypatch.setattr(services.socket, "socket", no_ipv6)
     ports = free_ports(3) + [services.free_cluster_port()]
