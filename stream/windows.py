@@ -285,6 +285,19 @@ def frontier(stats: Mapping[str, float], partitions: int, now: float, idle_s: fl
     return min(live) if live else max(reported.values())
 
 
+def partitions_outgrown(configured: int, assigned: Iterable[int], topic_count: int | None) -> int | None:
+    """How many partitions the posts topic has now, where that is more than `configured`
+    (SENTINEL_PARTITIONS); None where the count still holds. Known from the topic's metadata
+    (`topic_count`, None where it could not be read) and from the partitions assigned (one
+    numbered N or more means the topic has more than N). `frontier` counts partitions
+    0..configured-1 and those reported since: a partition added to the topic that no worker has
+    written for yet is neither, so boundaries would be judged final, and baselines trimmed, without
+    its posts. Partitions are only ever added, so fewer than configured here is a metadata read
+    that failed, not a shrunken topic (the worker's start-up check covers a count set too high)."""
+    seen = max([topic_count or 0, *(p + 1 for p in assigned)])
+    return seen if seen > configured else None
+
+
 def trim_horizon(watermark: float, floor: float, retention_s: int) -> float:
     """The event time before which buckets may go: a retention behind `floor`, the event time every
     live input partition has reached (`frontier`), and never later than a retention behind the

@@ -38,8 +38,8 @@ from stream.alerts.notify import Notifier, retry_delays
 from stream.assets import load_aliases
 from stream.batch import RawMessage
 from stream.contracts import Limits
-from stream.kafka import (Deliveries, broker_credentials, broker_url, group_member, guard_undecodable_batches, leave_group, max_request_bytes, publish_records,
-                          ssl_context, stall_checks_from_assignment, undecodable_reason)
+from stream.kafka import (Deliveries, broker_credentials, broker_url, group_member, guard_undecodable_batches, leave_group, max_request_bytes, partition_count,
+                          publish_records, ssl_context, stall_checks_from_assignment, undecodable_reason)
 from stream.model_thread import ModelThread
 from stream.ops.http import install as install_http, serve_on, start_join_patience_s
 from stream.ops.prometheus import WorkerMetrics
@@ -47,13 +47,19 @@ from stream.processor import BatchPipeline, BatchProcessor
 from stream.settings import Settings, problems_unless_reading
 from stream.store import WindowStore
 from stream.timefmt import setting_duration
-from stream.windows import dedupe_window_s, pair_retention_s
+from stream.windows import dedupe_window_s, pair_retention_s, partitions_outgrown
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Exit codes of a worker that leaves without Faust's own stop (see DeferredAck and Shutdown).
 EXIT_DRAINED, EXIT_BATCH_FAILED, EXIT_GRACE_RAN_OUT = 0, 70, 75
+# The posts topic outgrew SENTINEL_PARTITIONS while the worker ran: 2, as `sentinel worker`'s
+# start-up check refuses the same mismatch, which a restart with the old count then meets.
+EXIT_PARTITIONS_OUTGROWN = 2
+# How long an assignment waits for the topic's partition count before going on without it (the
+# assigned partitions' numbers are checked all the same).
+PARTITION_COUNT_TIMEOUT_S = 10.0
 
 
 CLAIM_MARGIN_S = 30.0  # room for the attempts themselves (an HTTP timeout or an SMTP exchange) beyond the delays
@@ -432,6 +438,30 @@ def batch_failed(exc: BaseException) -> None:
     os._exit(EXIT_BATCH_FAILED)
 
 
+async def posts_partitions_now(settings: Settings) -> int | None:
+    """The posts topic's partition count read from the broker now, None where it cannot be (the
+    assignment goes on: a broker away is reported by the batches and /readyz)."""
+    try:
+        return await asyncio.wait_for(partition_count(settings, settings.topic_posts), PARTITION_COUNT_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - any failure to read it leaves only the assigned numbers to go by
+        log.warning("could not read the posts topic's partition count at a rebalance", extra={"topic": settings.topic_posts, "error": type(exc).__name__})
+        return None
+
+
+def refuse_outgrown_partitions(settings: Settings, count: int, mine: Sequence[int]) -> None:
+    """Partitions were added to the posts topic while this worker ran (docs/operations.md,
+    "Scale"): judging with SENTINEL_PARTITIONS would take boundaries as final, and trim baselines,
+    without the new partitions' posts (windows.partitions_outgrown). Exit before another batch, as
+    batch_failed does: nothing after the last commit is acked, so the posts stay in Kafka until a
+    worker started with the right count reads them, and a restart with the old count is refused
+    at start-up the same way."""
+    log.error(f"topic {settings.topic_posts} has {count} partitions but SENTINEL_PARTITIONS is {settings.partitions}: exiting "
+              f"without committing; set SENTINEL_PARTITIONS={count} and roll the workers (docs/operations.md, \"Scale\")",
+              extra={"topic": settings.topic_posts, "topic_partitions": count, "sentinel_partitions": settings.partitions, "assigned": list(mine)})
+    logging.shutdown()  # os._exit skips it: library lines' held counts are said (stream/logs.py)
+    os._exit(EXIT_PARTITIONS_OUTGROWN)
+
+
 @dataclass
 class Worker:
     app: faust.App
@@ -516,6 +546,10 @@ def build_worker(
         # partition's lag grows. An empty list is a standby (more workers than partitions).
         mine = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_posts)
         log.info("partitions assigned", extra={"worker": worker_id, "topic": settings.topic_posts, "partitions": mine})
+        # Every member is assigned anew when partitions are added (the group leader's metadata
+        # refresh starts a rebalance), so each checks here, whether it got a new partition or not.
+        if count := partitions_outgrown(settings.partitions, mine, await posts_partitions_now(settings)):
+            refuse_outgrown_partitions(settings, count, mine)
         processor.keep_clocks(mine)
 
     if settings.alert_settle_after > 0:

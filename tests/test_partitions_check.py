@@ -1,6 +1,7 @@
 """A worker whose SENTINEL_PARTITIONS is not the posts topic's partition count refuses to start,
 naming both numbers: the alert frontier waits for partitions 0..SENTINEL_PARTITIONS-1, so judging
-would be wrong (early with too few, stalled with too many) for as long as it ran."""
+would be wrong (early with too few, stalled with too many) for as long as it ran; and one already
+running exits the same way when the topic outgrows its count."""
 
 from __future__ import annotations
 
@@ -29,3 +30,36 @@ def test_a_worker_refuses_a_partition_count_the_topic_does_not_have(kafka_server
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert f"error: SENTINEL_PARTITIONS is 4 but topic {topic} has 6 partitions: set SENTINEL_PARTITIONS=6" in r.stderr, r.stderr[-3000:]
     assert "partitions assigned" not in r.stderr  # stopped before joining the group
+
+
+def test_a_running_worker_exits_uncommitted_when_the_topic_outgrows_its_count(kafka_server, redis_server, cache_dir, tmp_path):
+    """Partitions added while a worker runs (docs/operations.md, "Scale"): at the rebalance that
+    follows, the worker reads the topic's count, logs both numbers at ERROR and exits 2 before
+    judging another batch with the old count. Tansu cannot add partitions, so the topic is deleted
+    and made again with two: to the worker's group the same change of the topic's metadata."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    import workers
+
+    env = workers.worker_env("outgrown", kafka_server, redis_server, cache_dir, SENTINEL_WEB_HOST="127.0.0.1", PYTHONUNBUFFERED="1")
+    worker = workers.Worker(env, tmp_path / "outgrown.log")
+
+    async def remake(topic: str) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_server)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+            await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+        finally:
+            await admin.close()
+
+    try:
+        workers.wait_until(lambda: worker.partitions() == {0}, 120, "the worker to own partition 0", [worker])
+        asyncio.run(asyncio.wait_for(remake("outgrown-posts"), 60))
+        workers.wait_until(lambda: worker.proc.poll() is not None, 400, "the worker to see the topic's two partitions and exit", [])
+        log = worker.log_path.read_text(errors="replace")
+        assert worker.proc.returncode == 2 and "Traceback" not in log, worker.log_tail()
+        assert ("topic outgrown-posts has 2 partitions but SENTINEL_PARTITIONS is 1: exiting without committing; "
+                "set SENTINEL_PARTITIONS=2") in log, worker.log_tail()
+    finally:
+        worker.close()

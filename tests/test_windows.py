@@ -9,7 +9,7 @@ from stream.alerts.judging import kept_lines
 from stream.windows import (
     CLOCK_JUMP_POSTS, CLOCK_SILENT_POSTS, TEXT_CAP_MIN_CHARS, Kept, PartitionClock, aggregate, bucket_start, ended_kept, frontier, is_late,
     kept_trim,
-    normalised_text, pair_horizon, pair_retention_s, scopes_for, text_key, trim_horizon,
+    normalised_text, pair_horizon, pair_retention_s, partitions_outgrown, scopes_for, text_key, trim_horizon,
 )
 
 
@@ -342,3 +342,24 @@ def test_at_the_end_of_the_input_a_scope_keeps_the_lookback_before_its_newest_bu
     # never judged by its newest bucket.
     alone = ended_kept(kept_lines({"all": 400_000.0}, None, 90_000, 172_800, 43_200), {"all": 400_140.0, "asset:BTC": 120.0}, 90_000, 60)
     assert alone.line("all") == 400_000 - 90_000 and alone.line("asset:BTC") == 120 - 90_000 and alone.line("source:x") == float("inf")
+
+
+def test_a_partition_added_to_the_topic_is_invisible_to_the_configured_count():
+    """Why a running worker must not go on judging once the posts topic has outgrown
+    SENTINEL_PARTITIONS: the frontier counts 0..N-1 and the partitions reported since, so a new
+    partition no worker has written for yet holds nothing back, and a boundary is judged final
+    (and baselines trimmed) without its posts."""
+    hour, now = 3600.0, 100_000.0
+    stats = {"pwm:0": 9 * hour, "pwm:1": 9 * hour, "pseen:0": now, "pseen:1": now, "pwm_since": now}
+    assert frontier(stats, 2, now, idle_s=60) == 9 * hour  # partition 2 (added, still unread) is not waited for
+    assert frontier(stats, 3, now, idle_s=60) == float("-inf")  # counted, it is
+
+
+def test_partitions_outgrown_names_the_topic_count_when_it_is_more_than_configured():
+    assert partitions_outgrown(4, [0, 1], 4) is None
+    assert partitions_outgrown(4, [], 4) is None  # a standby
+    assert partitions_outgrown(4, [0, 1], 8) == 8  # added, none of them assigned here: the others still judge wrongly
+    assert partitions_outgrown(4, [3, 5], None) == 6  # metadata unread: the assignment says as much
+    assert partitions_outgrown(4, [5], 8) == 8
+    assert partitions_outgrown(4, [2, 3], None) is None
+    assert partitions_outgrown(8, [0], 4) is None  # fewer is a stale read; start-up refuses a count set too high
