@@ -1405,7 +1405,11 @@ def test_the_flash_cookie_is_secure_over_https_and_plain_on_plain_http(redis_ser
     try:
         for how, extra, secure in (("plain http", {}, False), ("proxied https", {"X-Forwarded-Proto": "https"}, True),
                                    ("the console URL's host", {"Host": "sentinel.example.com"}, True),
-                                   ("another host's https", {"Host": "elsewhere.example.com"}, False)):
+                                   ("another host's https", {"Host": "elsewhere.example.com"}, False),
+                                   # An Ingress serving the console's host over plain http too (no redirect to
+                                   # https) says so: a Secure cookie there was dropped by the browser, and the
+                                   # refused form's reason and fields with it.
+                                   ("plain http to the console URL's host", {"Host": "sentinel.example.com", "X-Forwarded-Proto": "http"}, False)):
             status, _, headers = console.call("POST", "/api/silences", form, headers={**browser_op, **extra}, form=True)
             assert status == 303 and "set-cookie" in headers, (how, status)
             assert ("secure" in attributes(headers["set-cookie"])) == secure, (how, headers["set-cookie"])

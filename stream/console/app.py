@@ -461,9 +461,14 @@ def _over_https(request: Request, https_host: str | None) -> bool:
     FORWARDED_ALLOW_IPS, 127.0.0.1 by default), or a request to the host of an https
     SENTINEL_CONSOLE_URL (an Ingress that ends TLS and is not among those trusted). Plain http
     elsewhere (a port-forward, `sentinel run --console` on 127.0.0.1) keeps a plain cookie: a
-    browser stores no Secure cookie from plain http."""
+    browser stores no Secure cookie from plain http. Nor does the host count where a proxy says the
+    browser came over plain http (X-Forwarded-Proto's first value, trusted or not: an Ingress that
+    serves that host on http too): the browser dropped that Secure cookie, and the form's reason
+    with it. Who forges the header weakens only the cookie of their own request."""
     if request.url.scheme == "https":
         return True
+    if request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower() == "http":
+        return False
     return https_host is not None and (request.url.hostname or "").lower() == https_host
 
 
