@@ -1007,3 +1007,30 @@ def test_the_first_update_after_an_upgrade_from_session_53_says_nothing_of_what_
     assert run.told[2].since_last is not None and run.told[2].since_last["severity"] == {"from": "warning", "to": "critical"}
     _, same, _ = run(events, until=B0 + 40 * MIN)  # what is told is the same either way; only the line differs
     assert same == notices
+
+
+def test_an_update_whose_news_undid_itself_within_the_group_interval_is_not_sent():
+    """ETH's drop turns critical at 12 minutes and back to a warning at 14: the rise made the
+    incident `changed`, and its update at 20 minutes said "Unchanged since the last notice", a
+    message with nothing in it. No update goes; the critical record it held is still published,
+    and a later real change
+    still sends an update that says what changed since the notice the team had."""
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
+              B0 + 12 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 12 * MIN, severity="critical", repeat=True)],
+              B0 + 14 * MIN: [transition("asset:ETH", "sentiment_drop", "firing", B0 + 14 * MIN, repeat=True)],
+              B0 + 60 * MIN: [transition("asset:ETH", "volume_spike", "firing", B0 + 60 * MIN)]}
+    records, notices, _ = run(events, until=B0 + 5 * 3600)
+    assert [(n.reason, n.at) for n in notices] == [("new", iso(B0 + 5 * MIN)), ("update", iso(B0 + 60 * MIN)),
+                                                    ("repeat", iso(B0 + 300 * MIN))]
+    drops = sorted((r for r in records if r["kind"] == "sentiment_drop"), key=lambda r: r["window_end"])
+    assert [(r["severity"], r["notified"]) for r in drops] == [("warning", True), ("critical", False), ("warning", False)]
+    assert run.told[1].since_last is not None and run.told[1].since_last["at"] == iso(B0 + 5 * MIN)
+    assert run.told[1].since_last["joined"] == [_member("asset:ETH", "volume_spike")]
+    # Unknown (a session-53 worker's state): the update goes, as before.
+    def session_53(boundary: int, state: GroupState) -> GroupState:
+        for incident in state.incidents.values():
+            incident.last_told = None
+        return state
+
+    _, old, _ = run({k: v for k, v in events.items() if k < B0 + 60 * MIN}, until=B0 + 30 * MIN, rewrite=session_53)
+    assert [n.reason for n in old] == ["new", "update"]

@@ -926,6 +926,15 @@ def since_last(last: Mapping[str, Any] | None, last_at: int | None, notice: Noti
     return changes
 
 
+def unchanged(since: Mapping[str, Any] | None) -> bool:
+    """Whether `since` (`since_last`) says nothing changed since the previous notice: the same root
+    and severity, no member joined, fired again, resolved or rose. False where it is unknown (None)."""
+    if since is None:
+        return False
+    return (since["root"]["from"] == since["root"]["to"] and since["severity"]["from"] == since["severity"]["to"]
+            and not any(since[key] for key in ("joined", "fired", "resolved", "escalated")))
+
+
 def _close(state: GroupState, incident: Incident, boundary: int, record: dict[str, Any], is_root: bool) -> list[Entry]:
     """The last firing member resolved: one resolved notice, riding on the closing record if it is
     the root's (none if the incident was told over already). An incident over before its wait ended
@@ -987,10 +996,19 @@ def _timers_due(state: GroupState, incident: Incident, boundary: int, config: Gr
             return entries
     if incident.over_told is not None:
         return []
+    quiet = False
     if incident.changed and boundary >= incident.notified + config.group_interval_s:
-        return [_announce(incident, "update", boundary)]
+        if not unchanged(since_last(incident.last_told, incident.notified, _notice(incident, "update", boundary))):
+            return [_announce(incident, "update", boundary)]
+        # What made it news undid itself within the group interval (a severity that rose and fell
+        # back, the root resolving and firing again): the update would say the same as the last
+        # notice, "Unchanged since the last notice". None goes; the records it held still do.
+        incident.changed, quiet = False, True
     if _repeats(incident) and boundary >= incident.notified + config.repeat_interval_s:
         return [_announce(incident, "repeat", boundary)]
+    if quiet and incident.held:
+        incident.emitted = True
+        return [Entry(_release(incident))]
     return []
 
 
