@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 import sys
-from typing import Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 import pytest
 import redis
@@ -918,6 +918,51 @@ def test_a_resolutions_escalated_line_says_when_a_service_first_heard_it_not_whe
     escalated = [line for line in hook.accepted[-1]["message"].splitlines() if line.startswith("Escalated: ")]
     assert escalated == ["Escalated: told as warning from 2026-10-02T12:36:00Z, then critical from 2026-10-02T13:06:00Z (event time). "
                          "A service for warning alone heard it only as warning."], hook.accepted[-1]["message"]
+
+
+def test_an_update_after_a_notice_a_silence_held_does_not_say_what_changed_since_that_notice(redis_server):
+    """ETH's incident is told at 12:06; a silence holds its 12:36 update (a volume spike joined),
+    then is lifted, and at 13:06 it turns critical. The 13:06 update's entry says what changed since
+    the 12:36 notice, which nobody read: "New since the last notice (12:36): severity warning ->
+    critical" left out the volume spike the team never heard of. That line is left out; the next
+    update, after a notice the team read, has it again."""
+    from stream.alerts.silences import list_silences, remove_silence
+
+    redis.Redis.from_url(redis_server).flushdb()
+    entry = functools.partial(told_entry, True, "incH")
+
+    def since(at: str, before: str, after: str) -> dict[str, Any]:
+        return {"at": at, "root": {"from": "asset:ETH", "to": "asset:ETH"}, "severity": {"from": before, "to": after},
+                "joined": [], "fired": [], "resolved": [], "escalated": []}
+
+    hook = Hook()
+
+    async def go(store: WindowStore):
+        delivery = AlertDelivery(store, Notifier(build_apprise(hook.url, None), attempts=1), lambda record: asyncio.sleep(0),
+                                 consumer="test", chart=False)
+        await delivery.ensure_group()
+        await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
+        while await delivery.drain_once():
+            pass
+        await add_silence(store.redis, "asset:ETH", 7 * 86400, None, "looking at it")
+        await store.redis.xadd(OUTBOX_KEY, entry("update", "warning", "2026-10-02T12:36:00Z",
+                                                 since_last=since("2026-10-02T12:06:00Z", "warning", "warning")))
+        while await delivery.drain_once():
+            pass
+        for silence in await list_silences(store.redis):
+            await remove_silence(store.redis, silence.id)
+        await store.redis.xadd(OUTBOX_KEY, entry("update", "critical", "2026-10-02T13:06:00Z",
+                                                 since_last=since("2026-10-02T12:36:00Z", "warning", "critical")))
+        await store.redis.xadd(OUTBOX_KEY, entry("repeat", "critical", "2026-10-02T17:06:00Z",
+                                                 since_last=since("2026-10-02T13:06:00Z", "critical", "critical")))
+        while await delivery.drain_once():
+            pass
+
+    on_store(redis_server, go, hook)
+    assert [(p["state"], p["severity"]) for p in hook.accepted] == [("firing", "warning"), ("firing", "critical"), ("firing", "critical")]
+    assert not [line for line in hook.accepted[1]["message"].splitlines() if "since the last notice" in line], hook.accepted[1]["message"]
+    assert hook.accepted[2]["message"].splitlines()[1] == (
+        "Unchanged since the last notice (2026-10-02T13:06:00Z): the same scopes firing, at the same severity.")
 
 
 @pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
@@ -1854,8 +1899,10 @@ def test_a_firing_notice_no_service_heard_or_a_claimed_one_still_moves_the_marks
     # Both notices counted (session 50), no service heard either; the claimed one is not counted:
     # which services heard it died with its worker.
     notices = {k for k in unrouted if k.startswith("svc:notice:")}
-    assert len(notices) == 2 and {k: v for k, v in unrouted.items() if k not in notices} == {"warning": "held", "last": "2026-10-02T12:36:00Z"}, unrouted
-    assert claimed.get("critical") == "sent" and claimed.get("last") == "2026-10-02T12:36:00Z", claimed
+    # `unheard` (since session 54's review): the 12:36 notice reached nobody; the claimed one did.
+    assert len(notices) == 2 and {k: v for k, v in unrouted.items() if k not in notices} == {
+        "warning": "held", "last": "2026-10-02T12:36:00Z", "unheard": "2026-10-02T12:36:00Z"}, unrouted
+    assert claimed.get("critical") == "sent" and claimed.get("last") == "2026-10-02T12:36:00Z" and "unheard" not in claimed, claimed
     claimed_notices = [k for k in claimed if k.startswith("svc:notice:")]
     assert len(claimed_notices) == 1 and not any(k.startswith("svc:") and k not in claimed_notices for k in claimed), claimed
     assert [(p["state"], p["severity"]) for p in critical.accepted] == [("firing", "critical"), ("resolved", "critical")], critical.accepted

@@ -44,7 +44,7 @@ from stream.alerts.chart import baselines_of, chart_points, render_chart
 from stream.alerts.correlator import acknowledgements
 from stream.alerts.grouping import Notice
 from stream.alerts.precision import TrackRecord, track_record
-from stream.alerts.incidents import (TOLD_HELD, TOLD_LAST, TOLD_NOTICE, TOLD_SENT, TOLD_SERVICE, AlertRecord, NotifiedMark, capped_field,
+from stream.alerts.incidents import (TOLD_HELD, TOLD_LAST, TOLD_NOTICE, TOLD_SENT, TOLD_SERVICE, TOLD_UNHEARD_AT, AlertRecord, NotifiedMark, capped_field,
                                      marked_services, marks_behind, notified_mark, record_from_json, refused_field, told_fate, told_routes,
                                      told_services)
 from stream.alerts.notify import Delivery, Notifier, describe, service_key
@@ -575,7 +575,7 @@ class AlertDelivery:
                 await self._count_silenced(earlier)
                 fate = TOLD_HELD
             elif self.notifier is not None and told and self.notifier.targets_for(*told, only=only):
-                since = data["since_last"] if isinstance(data.get("since_last"), dict) else None  # Entry.since_last
+                since = await self._since_last(notice.incident_id, data.get("since_last"))
                 delivered = await self._settle(entry_id, await self._notify_notice(notice, records, told, told_at, only, since), earlier)
                 notified = delivered.notified
                 fate, heard = told_fate(delivered.sent), delivered.accepted
@@ -607,6 +607,20 @@ class AlertDelivery:
         return await self.notifier.deliver_notice(notice, records, png, track=track, recent=recent, routes=routes, verdict=verdict,
                                                   told_at=told_at if isinstance(told_at, dict) else None, acks=acks, only=only,
                                                   since_last=since_last)
+
+    async def _since_last(self, ident: str, since: Any) -> dict[str, Any] | None:
+        """An update's or a reminder's `Entry.since_last`, unless the notice it counts from reached no
+        service (`TOLD_UNHEARD_AT`: a silence held it, the cap, every service refused it): "new since
+        the last notice" then measured from a notice nobody read, and left out what that notice
+        held. The line is left out (the body is as before session 54). A notice a worker before this
+        one delivered leaves no such mark: its next update keeps the line."""
+        if not isinstance(since, dict):
+            return None
+        if since.get("at") and await self.redis.hget(told_key(ident), TOLD_UNHEARD_AT) == since["at"]:
+            log.info("the incident's previous notice reached no service; its update does not say what changed since",
+                     extra={"incident_id": ident, "previous": since["at"]})
+            return None
+        return since
 
     async def _acknowledgements(self, incident_id: str) -> list[dict[str, Any]]:
         """An acknowledged incident's acknowledgements, oldest first ({at, by, via, reason}), which its
@@ -735,6 +749,12 @@ class AlertDelivery:
                 pipe.hsetnx(key, severity, fate)
             if last and at:
                 pipe.hset(key, TOLD_LAST, at)
+                # Whether the team read it: an update after one nobody read must not say what
+                # changed "since the last notice" (`_since_last`).
+                if fate == TOLD_SENT:
+                    pipe.hdel(key, TOLD_UNHEARD_AT)
+                else:
+                    pipe.hset(key, TOLD_UNHEARD_AT, at)
             pipe.expire(key, self.store.idle_ttl_s)
             await pipe.execute()
 
