@@ -965,6 +965,44 @@ def test_an_update_after_a_notice_a_silence_held_does_not_say_what_changed_since
         "Unchanged since the last notice (2026-10-02T13:06:00Z): the same scopes firing, at the same severity.")
 
 
+def test_a_retry_to_the_service_that_refused_an_update_after_an_unread_notice_leaves_its_line_out_too(redis_server):
+    """A silence holds ETH's 12:06 notice; it is lifted, and the 12:36 update (whose entry says what
+    changed since 12:06) goes to a, which accepts, and to b, which refuses; the worker dies before
+    its acknowledgement, and a claim sends it to b alone. The first delivery left the line out (the
+    12:06 notice reached nobody) and the update then reached a: the retry must not read that as the
+    12:06 notice heard and add the line b's copy alone would carry."""
+    from stream.alerts.silences import list_silences, remove_silence
+
+    redis.Redis.from_url(redis_server).flushdb()
+    a, b = Hook(), Hook()
+    since = {"at": "2026-10-02T12:06:00Z", "root": {"from": "asset:ETH", "to": "asset:ETH"}, "severity": {"from": "warning", "to": "critical"},
+             "joined": [], "fired": [], "resolved": [], "escalated": [{"scope": "asset:ETH", "kind": "sentiment_drop", "from": "warning", "to": "critical"}]}
+
+    async def go(store: WindowStore):
+        def worker(name: str, **kw) -> AlertDelivery:
+            notifier = Notifier(build_apprise(f"{a.url} {b.url}", None), attempts=1, backoff=0.01)
+            return AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer=name, chart=False, **kw)
+
+        dead, live = worker("dead"), worker("live", claim_idle_s=0)
+        await dead.ensure_group()
+        await add_silence(store.redis, "asset:ETH", 7 * 86400, None, "looking at it")
+        await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incR2", "new", "warning", "2026-10-02T12:06:00Z"))
+        while await live.drain_once():
+            pass
+        for silence in await list_silences(store.redis):
+            await remove_silence(store.redis, silence.id)
+        b.failing = True
+        await dies_before_its_ack(dead, store, told_entry(True, "incR2", "update", "critical", "2026-10-02T12:36:00Z", since_last=since))
+        b.failing = False
+        while await live.drain_once():  # claims the dead worker's entry: b alone
+            pass
+
+    on_store(redis_server, go, a, b)
+    assert len(a.accepted) == 1 and len(b.accepted) == 1, (a.accepted, b.accepted)
+    for hook in (a, b):
+        assert not [line for line in hook.accepted[0]["message"].splitlines() if "since the last notice" in line], hook.accepted[0]["message"]
+
+
 @pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
 def test_a_service_a_firing_notice_never_reached_hears_no_resolution(redis_server, grouping):
     """`warning=` and `critical=` webhooks. ETH's drop fires as a warning while the warning hook is
@@ -1899,10 +1937,11 @@ def test_a_firing_notice_no_service_heard_or_a_claimed_one_still_moves_the_marks
     # Both notices counted (session 50), no service heard either; the claimed one is not counted:
     # which services heard it died with its worker.
     notices = {k for k in unrouted if k.startswith("svc:notice:")}
-    # `unheard` (since session 54's review): the 12:36 notice reached nobody; the claimed one did.
+    # `unheard` (since session 54's review): the latest notice that reached nobody, 12:36 here, and
+    # 12:06 where the claimed 12:36 one was sent (a later notice sent leaves it).
     assert len(notices) == 2 and {k: v for k, v in unrouted.items() if k not in notices} == {
         "warning": "held", "last": "2026-10-02T12:36:00Z", "unheard": "2026-10-02T12:36:00Z"}, unrouted
-    assert claimed.get("critical") == "sent" and claimed.get("last") == "2026-10-02T12:36:00Z" and "unheard" not in claimed, claimed
+    assert claimed.get("critical") == "sent" and claimed.get("last") == "2026-10-02T12:36:00Z" and claimed.get("unheard") == "2026-10-02T12:06:00Z", claimed
     claimed_notices = [k for k in claimed if k.startswith("svc:notice:")]
     assert len(claimed_notices) == 1 and not any(k.startswith("svc:") and k not in claimed_notices for k in claimed), claimed
     assert [(p["state"], p["severity"]) for p in critical.accepted] == [("firing", "critical"), ("resolved", "critical")], critical.accepted

@@ -735,6 +735,10 @@ class AlertDelivery:
         (`svc:notice:<entry id>`) whoever heard it: once however often it is delivered, so a claim
         that delivers it again after its worker died adds the services it reached, not a notice."""
         key = told_key(ident)
+        # `unheard` stays until that very notice is sent (a claim's second try): a later notice sent
+        # leaves it, so a retry of that later one to the services that refused it says what the first
+        # delivery said (`_since_last`).
+        heard_now = fate == TOLD_SENT and last and bool(at) and await self.redis.hget(key, TOLD_UNHEARD_AT) == at
         async with self.redis.pipeline(transaction=True) as pipe:
             if heard is not None:
                 entry_id, services = heard
@@ -751,9 +755,9 @@ class AlertDelivery:
                 pipe.hset(key, TOLD_LAST, at)
                 # Whether the team read it: an update after one nobody read must not say what
                 # changed "since the last notice" (`_since_last`).
-                if fate == TOLD_SENT:
+                if heard_now:
                     pipe.hdel(key, TOLD_UNHEARD_AT)
-                else:
+                elif fate != TOLD_SENT:
                     pipe.hset(key, TOLD_UNHEARD_AT, at)
             pipe.expire(key, self.store.idle_ttl_s)
             await pipe.execute()

@@ -235,7 +235,7 @@ TOLD_UNHEARD = (TOLD_HELD, TOLD_FAILED)
 TOLD_LAST = "last"  # the marks' field: event time (ISO) of the latest firing notice marked (`marks_behind`)
 # Since session 54's review: event time (ISO) of the latest firing notice of an incident that reached
 # no service (a silence held it, every service refused it or the cap held it back, or none was
-# routed), gone once a later one (or the same one, delivered again) reached some. The next update
+# routed), gone once that same notice reached some (a claim's second try). The next update
 # says what changed since that notice (`Entry.since_last`), which nobody read: its line is left out.
 TOLD_UNHEARD_AT = "unheard"
 # The marks' fields per service (session 50, grouped): `svc:<service_key>` = sent once a firing notice
