@@ -1537,6 +1537,24 @@ def test_a_partly_delivered_notice_whose_refusers_are_no_longer_routed_settles_a
     assert drained and left == 0
 
 
+def deliver_told(redis_server: str, hook: Hook, urls: str, ident: str, grouping: bool = True, attempts: int = 1) -> tuple[dict, dict, bool]:
+    """One told entry (`told_entry`: ETH's warning drop) delivered through `urls` with a daily cap
+    of 5 until the outbox is drained: the day's cap counts, the alert stats and whether it drained."""
+    from stream.keys import caps_key
+
+    async def go(store: WindowStore):
+        notifier = Notifier(build_apprise(urls, None), attempts=attempts, backoff=0.01, daily_cap=5)
+        delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="test", chart=False)
+        await delivery.ensure_group()
+        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, ident, "new", "warning", "2026-10-02T12:06:00Z"))
+        while await delivery.drain_once():
+            pass
+        caps = await store.redis.hgetall(caps_key(time.strftime("%Y-%m-%d", time.gmtime())))
+        return caps, await store.redis.hgetall(ALERT_STATS_KEY), await outbox_drained(store.redis)
+
+    return on_store(redis_server, go, hook)
+
+
 @pytest.mark.parametrize("second", ["tags", "other-option"])
 @pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
 def test_one_endpoint_configured_twice_is_sent_a_notice_once_and_counted_once_against_the_cap(redis_server, grouping, second):
@@ -1546,8 +1564,6 @@ def test_one_endpoint_configured_twice_is_sent_a_notice_once_and_counted_once_ag
     per entry. It now goes once, through the first entry configured (`notify.one_per_service`),
     and the cap counts it once for the service. (Entries that differ in a credential header stay
     two deliveries: `test_one_gateway_url_under_two_tenants_keys_pages_both_tenants_and_counts_once`.)"""
-    from stream.keys import caps_key
-
     redis.Redis.from_url(redis_server).flushdb()
     hook = Hook()
     hook.refuse_header = "Authorization"
@@ -1556,17 +1572,7 @@ def test_one_endpoint_configured_twice_is_sent_a_notice_once_and_counted_once_ag
     (one, two) = build_apprise(urls, None)
     assert service_key(one) == service_key(two)
 
-    async def go(store: WindowStore):
-        notifier = Notifier(build_apprise(urls, None), attempts=2, backoff=0.01, daily_cap=5)
-        delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="test", chart=False)
-        await delivery.ensure_group()
-        await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incD", "new", "warning", "2026-10-02T12:06:00Z"))
-        while await delivery.drain_once():
-            pass
-        caps = await store.redis.hgetall(caps_key(time.strftime("%Y-%m-%d", time.gmtime())))
-        return caps, await store.redis.hgetall(ALERT_STATS_KEY), await outbox_drained(store.redis)
-
-    caps, stats, drained = on_store(redis_server, go, hook)
+    caps, stats, drained = deliver_told(redis_server, hook, urls, "incD", grouping, attempts=2)
     assert len(hook.accepted) == 1 and hook.refused == 0, (len(hook.accepted), hook.refused)
     assert caps == {service_key(one): "1"}, caps
     assert {k: int(v) for k, v in stats.items() if k != "published"} == {"notified": 1}, stats
@@ -1580,24 +1586,13 @@ def test_one_gateway_url_under_two_tenants_keys_pages_both_tenants_and_counts_on
     delivery sent a service each notice once, through its first entry, and the ops team's pager
     never heard ETH's drop (before, each entry sent it). Entries that differ in a credential
     header's value stay two deliveries; the daily cap still counts the shared key once."""
-    from stream.keys import caps_key
-
     redis.Redis.from_url(redis_server).flushdb()
     hook = Hook()
     urls = f"warning={hook.url}?+Authorization=GenieKey%20risk warning={hook.url}?+Authorization=GenieKey%20ops"
     (one, two) = build_apprise(urls, None)
     assert service_key(one) == service_key(two)
 
-    async def go(store: WindowStore):
-        notifier = Notifier(build_apprise(urls, None), attempts=1, backoff=0.01, daily_cap=5)
-        delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="test", chart=False)
-        await delivery.ensure_group()
-        await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incG", "new", "warning", "2026-10-02T12:06:00Z"))
-        while await delivery.drain_once():
-            pass
-        return await store.redis.hgetall(caps_key(time.strftime("%Y-%m-%d", time.gmtime()))), await outbox_drained(store.redis)
-
-    caps, drained = on_store(redis_server, go, hook)
+    caps, _, drained = deliver_told(redis_server, hook, urls, "incG")
     assert sorted(h.get("Authorization") for h in hook.headers) == ["GenieKey ops", "GenieKey risk"], hook.headers
     assert caps == {service_key(one): "1"}, caps
     assert drained
@@ -1608,22 +1603,11 @@ def test_two_webhooks_of_one_url_that_differ_in_a_receiver_header_each_hear_a_no
     routes by. `service_key` ignored headers, so the two were one service: since delivery sends a
     service each notice once (session 54) only the risk team would hear ETH's drop. A header that
     is no credential now tells them apart: each team hears it once and has its own daily count."""
-    from stream.keys import caps_key
-
     redis.Redis.from_url(redis_server).flushdb()
     hook = Hook()
     urls = f"warning={hook.url}?+X-Team=risk warning={hook.url}?+X-Team=ops"
 
-    async def go(store: WindowStore):
-        notifier = Notifier(build_apprise(urls, None), attempts=1, backoff=0.01, daily_cap=5)
-        delivery = AlertDelivery(store, notifier, lambda record: asyncio.sleep(0), consumer="test", chart=False)
-        await delivery.ensure_group()
-        await store.redis.xadd(OUTBOX_KEY, told_entry(True, "incT", "new", "warning", "2026-10-02T12:06:00Z"))
-        while await delivery.drain_once():
-            pass
-        return await store.redis.hgetall(caps_key(time.strftime("%Y-%m-%d", time.gmtime())))
-
-    caps = on_store(redis_server, go, hook)
+    caps, _, _ = deliver_told(redis_server, hook, urls, "incT")
     assert sorted(h.get("X-Team") for h in hook.headers) == ["ops", "risk"], hook.headers
     assert sorted(caps.values()) == ["1", "1"], caps
 
