@@ -58,7 +58,8 @@ EXIT_DRAINED, EXIT_BATCH_FAILED, EXIT_GRACE_RAN_OUT = 0, 70, 75
 # start-up check refuses the same mismatch, which a restart with the old count then meets.
 EXIT_PARTITIONS_OUTGROWN = 2
 # How long an assignment waits for the topic's partition count before going on without it (the
-# assigned partitions' numbers are checked all the same).
+# assigned partitions' numbers are checked all the same); at most a third of the session timeout
+# (partition_count_timeout_s).
 PARTITION_COUNT_TIMEOUT_S = 10.0
 
 
@@ -438,11 +439,20 @@ def batch_failed(exc: BaseException) -> None:
     os._exit(EXIT_BATCH_FAILED)
 
 
+def partition_count_timeout_s(session_timeout: float) -> float:
+    """How long an assignment may wait for the posts topic's count. aiokafka sends no heartbeat
+    while the assignment callback runs (it stops them for the rejoin and starts them again only
+    after the callback), so a wait near the session timeout (6 s on `sentinel run`'s embedded
+    stack) gets the member expelled and the group rebalanced again, each time the broker is slow
+    to answer or a bootstrap address is unreachable. A third leaves the rest of the callback room."""
+    return min(PARTITION_COUNT_TIMEOUT_S, session_timeout / 3)
+
+
 async def posts_partitions_now(settings: Settings) -> int | None:
     """The posts topic's partition count read from the broker now, None where it cannot be (the
     assignment goes on: a broker away is reported by the batches and /readyz)."""
     try:
-        return await asyncio.wait_for(partition_count(settings, settings.topic_posts), PARTITION_COUNT_TIMEOUT_S)
+        return await asyncio.wait_for(partition_count(settings, settings.topic_posts), partition_count_timeout_s(settings.session_timeout))
     except Exception as exc:  # noqa: BLE001 - any failure to read it leaves only the assigned numbers to go by
         log.warning("could not read the posts topic's partition count at a rebalance", extra={"topic": settings.topic_posts, "error": type(exc).__name__})
         return None

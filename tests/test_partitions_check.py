@@ -63,3 +63,24 @@ def test_a_running_worker_exits_uncommitted_when_the_topic_outgrows_its_count(ka
                 "set SENTINEL_PARTITIONS=2") in log, worker.log_tail()
     finally:
         worker.close()
+
+
+def test_the_count_read_at_an_assignment_gives_up_within_a_third_of_the_session_timeout():
+    """aiokafka sends no heartbeat while the assignment callback runs, so the count's read must end
+    well inside the session timeout (6 s on `sentinel run`'s embedded stack): a wait of 10 s there,
+    against a broker that takes the connection and never answers, got the member expelled and the
+    group rebalanced again at every assignment. The read gives up, and the assignment goes on with
+    the assigned numbers alone (None)."""
+    import socket
+    import time
+
+    from stream.worker import posts_partitions_now
+
+    with socket.socket() as hung:  # a real listener that accepts and never answers: a hung broker
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        settings = Settings(kafka_broker=f"127.0.0.1:{hung.getsockname()[1]}", session_timeout=6.0)
+        started = time.monotonic()
+        assert asyncio.run(posts_partitions_now(settings)) is None
+        took = time.monotonic() - started
+    assert took < settings.session_timeout / 2, took
