@@ -458,15 +458,26 @@ async def posts_partitions_now(settings: Settings) -> int | None:
         return None
 
 
-def refuse_outgrown_partitions(settings: Settings, count: int, mine: Sequence[int]) -> None:
+def outgrown_message(settings: Settings, count: int, counted: bool) -> str:
+    """The ERROR line of refuse_outgrown_partitions. `counted`: `count` is the topic's count as read
+    from the broker; otherwise only a partition assigned says the topic has at least that many (the
+    read failed), and naming it as the count to set would send the operator round a second restart."""
+    if counted:
+        return (f"topic {settings.topic_posts} has {count} partitions but SENTINEL_PARTITIONS is {settings.partitions}: exiting "
+                f"without committing; set SENTINEL_PARTITIONS={count} and roll the workers (docs/operations.md, \"Scale\")")
+    return (f"topic {settings.topic_posts} has at least {count} partitions (its count could not be read) but SENTINEL_PARTITIONS is "
+            f"{settings.partitions}: exiting without committing; set SENTINEL_PARTITIONS to the topic's partition count and roll "
+            f"the workers (docs/operations.md, \"Scale\")")
+
+
+def refuse_outgrown_partitions(settings: Settings, count: int, mine: Sequence[int], *, counted: bool = True) -> None:
     """Partitions were added to the posts topic while this worker ran (docs/operations.md,
     "Scale"): judging with SENTINEL_PARTITIONS would take boundaries as final, and trim baselines,
     without the new partitions' posts (windows.partitions_outgrown). Exit before another batch, as
     batch_failed does: nothing after the last commit is acked, so the posts stay in Kafka until a
     worker started with the right count reads them, and a restart with the old count is refused
     at start-up the same way."""
-    log.error(f"topic {settings.topic_posts} has {count} partitions but SENTINEL_PARTITIONS is {settings.partitions}: exiting "
-              f"without committing; set SENTINEL_PARTITIONS={count} and roll the workers (docs/operations.md, \"Scale\")",
+    log.error(outgrown_message(settings, count, counted),
               extra={"topic": settings.topic_posts, "topic_partitions": count, "sentinel_partitions": settings.partitions, "assigned": list(mine)})
     logging.shutdown()  # os._exit skips it: library lines' held counts are said (stream/logs.py)
     os._exit(EXIT_PARTITIONS_OUTGROWN)
@@ -558,8 +569,9 @@ def build_worker(
         log.info("partitions assigned", extra={"worker": worker_id, "topic": settings.topic_posts, "partitions": mine})
         # Every member is assigned anew when partitions are added (the group leader's metadata
         # refresh starts a rebalance), so each checks here, whether it got a new partition or not.
-        if count := partitions_outgrown(settings.partitions, mine, await posts_partitions_now(settings)):
-            refuse_outgrown_partitions(settings, count, mine)
+        read = await posts_partitions_now(settings)
+        if count := partitions_outgrown(settings.partitions, mine, read):
+            refuse_outgrown_partitions(settings, count, mine, counted=read == count)
         processor.keep_clocks(mine)
 
     if settings.alert_settle_after > 0:

@@ -84,3 +84,17 @@ def test_the_count_read_at_an_assignment_gives_up_within_a_third_of_the_session_
         assert asyncio.run(posts_partitions_now(settings)) is None
         took = time.monotonic() - started
     assert took < settings.session_timeout / 2, took
+
+
+def test_a_count_known_only_from_an_assigned_partition_is_not_named_as_the_one_to_set():
+    """Where the topic's count could not be read at the assignment, partition 5 assigned says only
+    that the topic has at least 6: the line said `has 6 partitions ... set SENTINEL_PARTITIONS=6`
+    for a topic of 8, and the operator who followed it met the start-up refusal on the next roll."""
+    from stream.worker import outgrown_message
+
+    settings = Settings(partitions=4, topic_posts="forum-posts")
+    read = outgrown_message(settings, 8, counted=True)
+    assert read.startswith("topic forum-posts has 8 partitions but SENTINEL_PARTITIONS is 4: exiting without committing; "
+                           "set SENTINEL_PARTITIONS=8 and roll the workers"), read
+    guessed = outgrown_message(settings, 6, counted=False)
+    assert "has at least 6 partitions" in guessed and "SENTINEL_PARTITIONS=6" not in guessed, guessed
