@@ -41,7 +41,10 @@ def test_a_running_worker_exits_uncommitted_when_the_topic_outgrows_its_count(ka
 
     import workers
 
-    env = workers.worker_env("outgrown", kafka_server, redis_server, cache_dir, SENTINEL_WEB_HOST="127.0.0.1", PYTHONUNBUFFERED="1")
+    # Faust's own setting (read from the environment): the group leader refreshes the topic's
+    # metadata every 5 s rather than every 5 min, so the rebalance comes within the test's time.
+    env = workers.worker_env("outgrown", kafka_server, redis_server, cache_dir, SENTINEL_WEB_HOST="127.0.0.1", PYTHONUNBUFFERED="1",
+                             CONSUMER_METADATA_MAX_AGE_MS="5000")
     worker = workers.Worker(env, tmp_path / "outgrown.log")
 
     async def remake(topic: str) -> None:
@@ -56,7 +59,7 @@ def test_a_running_worker_exits_uncommitted_when_the_topic_outgrows_its_count(ka
     try:
         workers.wait_until(lambda: worker.partitions() == {0}, 120, "the worker to own partition 0", [worker])
         asyncio.run(asyncio.wait_for(remake("outgrown-posts"), 60))
-        workers.wait_until(lambda: worker.proc.poll() is not None, 400, "the worker to see the topic's two partitions and exit", [])
+        workers.wait_until(lambda: worker.proc.poll() is not None, 180, "the worker to see the topic's two partitions and exit", [])
         log = worker.log_path.read_text(errors="replace")
         assert worker.proc.returncode == 2 and "Traceback" not in log, worker.log_tail()
         assert ("topic outgrown-posts has 2 partitions but SENTINEL_PARTITIONS is 1: exiting without committing; "
