@@ -871,10 +871,11 @@ async def resolution_delivered(store: WindowStore, delivery: AlertDelivery, grou
         pass
 
 
-def told_delivery(store: WindowStore, urls: str, consumer: str = "test", **kw) -> AlertDelivery:
-    """A delivery of the told-marks tests: these Apprise URLs, two quick attempts, no chart."""
-    return AlertDelivery(store, Notifier(build_apprise(urls, None), attempts=2, backoff=0.01), lambda record: asyncio.sleep(0),
-                         consumer=consumer, chart=False, **kw)
+def told_delivery(store: WindowStore, urls: str, consumer: str = "test", published: list | None = None, **kw) -> AlertDelivery:
+    """A delivery of the told-marks tests: these Apprise URLs, two quick attempts, no chart; the
+    records it publishes appended to `published` where given."""
+    publish = (lambda record: asyncio.sleep(0, published.append(record))) if published is not None else (lambda record: asyncio.sleep(0))
+    return AlertDelivery(store, Notifier(build_apprise(urls, None), attempts=2, backoff=0.01), publish, consumer=consumer, chart=False, **kw)
 
 
 def test_a_resolutions_escalated_line_says_when_a_service_first_heard_it_not_when_a_silence_held_it(redis_server):
@@ -1628,8 +1629,7 @@ def test_an_outbox_group_destroyed_sends_no_notice_it_had_settled_again(redis_se
     published: list = []
 
     async def go(store: WindowStore):
-        delivery = told_delivery(store, f"warning={hook.url}")
-        delivery.publish = lambda record: asyncio.sleep(0, published.append(record))
+        delivery = told_delivery(store, f"warning={hook.url}", published=published)
         await delivery.ensure_group()
         await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incS", "new", "warning", "2026-10-02T12:06:00Z"))
         while await delivery.drain_once():
@@ -1706,8 +1706,7 @@ def test_an_outbox_entry_notified_but_pending_when_its_group_was_destroyed_is_no
     published: list = []
 
     async def go(store: WindowStore):
-        delivery = told_delivery(store, f"warning={hook.url}")
-        delivery.publish = lambda record: asyncio.sleep(0, published.append(record))
+        delivery = told_delivery(store, f"warning={hook.url}", published=published)
         await delivery.ensure_group()
         entry_id = await store.redis.xadd(OUTBOX_KEY, told_entry(grouping, "incM", "new", "warning", "2026-10-02T12:07:00Z"))
         await store.redis.xreadgroup(OUTBOX_GROUP, "dead", {OUTBOX_KEY: ">"}, count=1)
