@@ -37,27 +37,63 @@ _SLACK_LINK = re.compile(r"<\s*((?:[a-z][a-z0-9+.-]*):[^<>|\s]*)(?:\|([^<>]*))?>
 # A full-width at sign reads as "@" but no chat service parses it as a mention (@here, @channel,
 # @everyone, @all, @username) and no mail client turns it into an address.
 _SAFE_AT = "\uff20"
+# Defanging (`defang`): a web scheme, and the host after it. `hxxp` and `[.]` are no match, so
+# defanging twice changes nothing.
+_URL = re.compile(r"(?<![\w.-])(https?|ftp)(://)([^\s/?#<>\u2039\u203a]*)", re.IGNORECASE)
+# A bare domain or a `www.` host: dot-separated labels (letters of any script, digits, hyphens; an
+# IDN's own dots too) ending in a label of two or more letters, or a punycode one (`xn--p1ai`).
+# Not an address's local part or domain (`a.b@c.com`: no dot of it changes), not a decimal (`1.5`:
+# its last label is digits), not `e.g.` (one-letter labels), not a cashtag's `$ETH` (no dot).
+_DOT = r"[.\u3002\uff0e\uff61]"
+_DOMAIN = re.compile(rf"(?<![\w@\uff20.-])(?:[^\W_](?:[\w-]*[^\W_])?{_DOT})+(?:[^\W\d_]{{2,63}}|xn--[a-z0-9-]+)(?![\w@\uff20-])",
+                     re.IGNORECASE)
+_HOST_DOTS = re.compile(_DOT)
 
 
-def escape_post_text(text: str, limit: int = POST_CHARS) -> str:
+def escape_post_text(text: str, limit: int = POST_CHARS, links: bool = True) -> str:
     """Make untrusted post text safe to show in Slack, email or a JSON consumer.
 
     Order matters: line breaks and invisible characters go first (so they cannot split a pattern
-    apart), Slack syntax is rewritten next, then the text is truncated, and `@`
-    and angle brackets become look-alikes last.
+    apart), Slack syntax is rewritten next, then links are defanged (`links=False`, a post's
+    text: `defang`), then the text is truncated (and what the cut ends checked again), and `@` and angle brackets become look-alikes
+    last. Defanged before the cut, a link is whole when it is recognised, and a cut of
+    `hxxps://evil[.]example` leaves a piece of it, never a live link.
     """
     text = _LINE_BREAKS.sub(" ", text)
     text = _INVISIBLE.sub("", text)
     text = _SLACK_SPECIAL.sub(_slack_special_text, text)
     text = _SLACK_LINK.sub(_slack_link_text, text)
     text = _SPACES.sub(" ", text).strip()
+    if not links:
+        text = defang(text)
     if limit > 0 and len(text) > limit:
         text = text[: max(limit - 1, 0)].rstrip() + ELLIPSIS
+        if not links:
+            # A cut can end a word that was no domain as one: `evil.comx` (no domain) -> `evil.com…`.
+            text = defang(text)
     text = text.replace("@", _SAFE_AT)
     # Angle brackets become single guillemets: inert as markup in Slack, HTML mail and any JSON
     # consumer that renders HTML, yet readable, and never double-escaped into visible `&lt;`
     # by a service that escapes plain text itself (Apprise does, for Slack and HTML email).
     return text.replace("<", "\u2039").replace(">", "\u203a")
+
+
+def defang(text: str) -> str:
+    """Links and bare domains in a post made unclickable yet readable, by the usual convention:
+    `https://evil.example/x` -> `hxxps://evil[.]example/x`, `www.evil.example` and `evil.example`
+    -> `www[.]evil[.]example`, `evil[.]example`. Slack links a bare domain, and mail clients a
+    `www.` or a known domain in plain text: a scam post's "claim your airdrop at ..." was one
+    click from the risk team. Not an address (`a@b.com`), a decimal (`1.5`) or a cashtag. A
+    `word.Word` with no space reads as a domain and gets its `[.]` too: readable, and no link."""
+    text = _URL.sub(_defanged_url, text)
+    return _DOMAIN.sub(lambda m: _HOST_DOTS.sub("[.]", m.group(0)), text)
+
+
+def _defanged_url(match: re.Match[str]) -> str:
+    scheme, host = match.group(1), match.group(3)
+    # http -> hxxp, https -> hxxps, ftp -> fxp, in the post's own case.
+    scheme = scheme[0] + ("xx" if scheme[1] in "tT" and len(scheme) > 3 else "x") + scheme[3 if len(scheme) > 3 else 2:]
+    return scheme + match.group(2) + _HOST_DOTS.sub("[.]", host)
 
 
 def _slack_special_text(match: re.Match[str]) -> str:
@@ -584,7 +620,7 @@ def _sample_line(sample: Sample, post_chars: int) -> str:
     ident = escape_post_text(sample.id, limit=64)
     # A post of only line breaks, controls or invisible characters escapes to nothing: said so,
     # not an empty line under "Sample posts:".
-    text = escape_post_text(sample.text, limit=post_chars) or "(no visible text)"
+    text = escape_post_text(sample.text, limit=post_chars, links=False) or "(no visible text)"
     return f"- [{label} {sample.score:+.2f}] {text} (id {ident})"
 
 

@@ -1,0 +1,86 @@
+"""Links in quoted posts are defanged (stream/alerts/message.py: `defang`); pure, no servers."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from stream.alerts import message
+from stream.alerts.grouping import Notice
+from stream.alerts.incidents import AlertRecord
+from stream.windows import Sample
+
+# What Slack, or a mail client auto-linking plain text, would make a link of: a web scheme, `www.`,
+# or a dot between a name and two or more letters.
+LIVE = re.compile(r"(?i)\b(?:https?|ftp)://|\bwww\.|[^\W_][.\u3002\uff0e\uff61][^\W\d_]{2}")
+
+
+def post(text: str, limit: int = message.POST_CHARS) -> str:
+    return message.escape_post_text(text, limit=limit, links=False)
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("claim your airdrop at https://evil.example/x", "claim your airdrop at hxxps://evil[.]example/x"),
+    ("HTTP://Evil.Example:8080/a.b?c=d", "HxxP://Evil[.]Example:8080/a.b?c=d"),
+    ("ftp://files.example.org/x", "fxp://files[.]example[.]org/x"),
+    ("go to www.evil.example now", "go to www[.]evil[.]example now"),
+    ("airdrop on evil-wallet.io/claim.", "airdrop on evil-wallet[.]io/claim."),
+    ("xn--80ak6aa92e.com", "xn--80ak6aa92e[.]com"),
+    ("пример.рф and evil\u3002example", "пример[.]рф and evil[.]example"),
+    ("<https://evil.example/x|click me>", "click me (hxxps://evil[.]example/x)"),
+    ("http://10.0.0.1/x", "hxxp://10[.]0[.]0[.]1/x"),
+])
+def test_links_and_bare_domains_in_a_post_are_defanged(text: str, shown: str) -> None:
+    assert post(text) == shown
+    assert not LIVE.search(post(text))
+
+
+@pytest.mark.parametrize("text", [
+    "hxxps://evil[.]example/x is already defanged",
+    "$ETH up 1.5% to $3.2k, e.g. i.e. U.S. v1.2.3",
+    "wait...what",
+])
+def test_defanged_text_cashtags_decimals_and_abbreviations_are_left_alone(text: str) -> None:
+    assert post(text) == text
+    assert post(post(text)) == post(text)  # twice is once
+
+
+def test_an_address_is_not_mangled() -> None:
+    # The `@` becomes the look-alike every escaped text has; no dot of it changes.
+    assert post("mail a@b.com or john.doe@b.co.uk") == "mail a\uff20b.com or john.doe\uff20b.co.uk"
+
+
+def test_a_cut_post_never_ends_in_a_live_link() -> None:
+    # Cut inside the link: what is left is a piece of the defanged one.
+    cut = post("x" * 190 + " https://evil.example/xyz")
+    assert cut.endswith("hxxps://…") and len(cut) == message.POST_CHARS
+    # `evil.com1x` is no domain, but cut after `evil.com` it would read as one.
+    cut = post("y" * 190 + " evil.com1x tail", limit=200)
+    assert cut.endswith("evil[.]com…"), cut
+    for n in range(5, 40):
+        assert not LIVE.search(post("see https://www.evil.example/claim and evil.com1x", limit=n)), n
+
+
+def test_only_post_text_is_defanged() -> None:
+    # An operator's words (an ack's reason, a verdict's) keep their runbook links; scopes their names.
+    assert message.escape_post_text("runbook https://wiki.example/r") == "runbook https://wiki.example/r"
+
+
+def record(text: str) -> AlertRecord:
+    return AlertRecord(alert_id="a1b2c3d4e5f6", scope="asset:ETH", kind="sentiment_drop", state="firing", severity="critical",
+                       window_start="2024-05-01T10:00:00Z", window_end="2024-05-01T11:00:00Z", value=0.7, baseline=0.2, zscore=6.8,
+                       posts=57, sample_post_ids=["p1"], notified=False, fired_at="2024-05-01T11:02:00Z", metric="negative_share",
+                       baseline_posts=1200, window="1h", samples=[Sample("p1", text, "negative", -0.91)])
+
+
+def test_both_bodies_quote_posts_defanged_and_keep_the_console_link_live() -> None:
+    rec = record("claim your airdrop at https://evil.example/x")
+    notice = Notice("inc1", "asset:ETH", "firing", "new", "critical", "2024-05-01T11:00:00Z", "2024-05-01T10:00:00Z", False,
+                    [{"scope": "asset:ETH", "kind": "sentiment_drop", "firing": True, "severity": "critical"}])
+    for text in (message.body(rec, console_url="https://sentinel.example.com"),
+                 message.notice_body(notice, [rec], console_url="https://sentinel.example.com")):
+        assert "hxxps://evil[.]example/x" in text and "evil.example" not in text
+        assert "console: https://sentinel.example.com/" in text
+        # The HTML part of a mail is the same text: defanged too.
+        assert "evil.example" not in message.html_text(text)
