@@ -732,6 +732,32 @@ def test_a_json_webhook_gets_the_incident_id_and_state_as_fields_not_only_in_the
     assert all(s.payload_extras in ({}, {"incident_id": "mine", "title": "subject"}) for s in n.targets)
 
 
+def test_a_market_wide_notice_past_a_services_limit_arrives_with_its_head_and_counts_the_rest(http):
+    """A market-wide incident of hundreds of scopes made a body past the JSON plugin's 32,768
+    characters (Apprise's `body_maxlen`), which Apprise sent whole for the receiver to cut or
+    refuse. On a real HTTP server: the body that arrives fits, keeps its head, its actions and its
+    console link, and counts the related scopes it leaves out."""
+    from stream.alerts.grouping import Notice
+
+    member = {"kind": "sentiment_drop", "firing": True, "severity": "critical", "onset": "2026-03-04T12:00:00Z",
+              "metric": "negative_share", "value": 0.75, "baseline": 0.2}
+    scopes = ["all", *(f"channel:telegram/crypto-signals-room-{i:03d}" for i in range(400))]
+    notice = Notice("cc08e3ebdfdb671ccafc", "all", "firing", "new", "critical", "2026-03-04T13:00:00Z", "2026-03-04T12:00:00Z", True,
+                    [{**member, "scope": s} for s in scopes])
+    n = notifier(http.url("/hook"), console_url="https://sentinel.example.com")
+    full = message.notice_body(notice, console_url="https://sentinel.example.com")
+    assert len(full) > n.targets[0].body_maxlen  # what it would have sent
+    assert run(n.deliver_notice(notice)).notified
+    (told,) = http.payloads("/hook")
+    text = told["message"]
+    assert len(text) <= n.targets[0].body_maxlen
+    lines = text.splitlines()
+    assert lines[0] == "Incident on all is firing (critical)." and "incident_id: cc08e3ebdfdb671ccafc" in lines
+    assert lines[-1] == "console: https://sentinel.example.com/incidents/cc08e3ebdfdb671ccafc"
+    kept = [line for line in lines if line.startswith("- ")]
+    assert f"... and {400 - len(kept)} more related scopes (see the console link)" in lines and 0 < len(kept) < 400
+
+
 def test_the_logs_name_a_json_service_as_configured_not_with_a_notifications_keys(caplog):
     """The copy that carries a notification's payload keys has them in its URL (`:root_scope=...`, a
     forum's channel name among them): a failure's log lines name the service as configured."""

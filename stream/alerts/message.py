@@ -11,7 +11,7 @@ import html
 import re
 import shlex
 from dataclasses import asdict
-from typing import Any, Mapping, Sequence, TypeGuard
+from typing import Any, Callable, Mapping, Sequence, TypeGuard
 from urllib.parse import quote
 
 from stream.alerts.grouping import Notice
@@ -117,6 +117,82 @@ def html_text(text: str) -> str:
     began each of its lines with a space."""
     lines = (html.escape(line) for line in text.split("\n"))
     return '<div style="overflow-wrap: anywhere; word-break: break-word">' + "<br/>".join(lines) + "</div>"
+
+
+def fit_body(text: str, maxlen: int, size: Callable[[str], int] = len) -> str:
+    """A notification body made to fit a service's `maxlen` (by `size`: its length as sent, e.g.
+    as HTML): sample posts dropped from the last, then related scopes from the last, each list
+    ended by a line counting what it no longer shows ("... and 3 more sample posts (see the
+    console link)"). A market-wide incident's dozens of members and their samples made a body
+    past a service's limit, and the service (or Apprise) cut it blindly or refused it: the head
+    (what moved, since the last notice, the actions, the console link) is what must arrive. Only
+    where even that is too long is the text cut, with an ellipsis. `maxlen` 0 or less: no cap."""
+    if maxlen <= 0 or size(text) <= maxlen:
+        return text
+    lines = text.split("\n")
+    where = "(see the console link)" if any(line.startswith("console: ") for line in lines) else "(not shown: too long for this service)"
+    for is_item, noun in ((_is_sample_line, "sample post"), (_is_member_line, "related scope")):
+        lines = _drop_items(lines, is_item, noun, where, maxlen, size)
+        if size("\n".join(lines)) <= maxlen:
+            return "\n".join(lines)
+    return _cut("\n".join(lines), maxlen, size)
+
+
+def _is_sample_line(line: str) -> bool:
+    return line.startswith("- [")
+
+
+def _is_member_line(line: str) -> bool:
+    return line.startswith("- ") and not _is_sample_line(line)
+
+
+def _drop_items(lines: list[str], is_item: Callable[[str], bool], noun: str, where: str, maxlen: int,
+                size: Callable[[str], int]) -> list[str]:
+    """`lines` with their `is_item` lines dropped from the last until the text fits (or none is
+    left), a line counting them after the last one kept. A sample group's header whose samples
+    all went goes too."""
+    items = [i for i, line in enumerate(lines) if is_item(line)]
+    if not items:
+        return lines
+    for keep in range(len(items) - 1, -1, -1):
+        dropped = set(items[keep:])
+        if noun == "sample post":
+            dropped |= _empty_headers(lines, dropped)
+        more = len(items) - keep
+        said = f"... and {more} more {noun}{'' if more == 1 else 's'} {where}"
+        out = [line for i, line in enumerate(lines) if i not in dropped]
+        out.insert(min(dropped), said)  # where the first dropped line was: after the last one kept
+        if size("\n".join(out)) <= maxlen or keep == 0:
+            return out
+    return lines
+
+
+def _empty_headers(lines: list[str], dropped: set[int]) -> set[int]:
+    """The sample groups' header lines ("sentiment_drop on asset:ETH (its most negative posts):")
+    none of whose samples is left."""
+    out = set()
+    for i, line in enumerate(lines):
+        if line.endswith("):") and not line.startswith("- "):
+            following = []
+            for j in range(i + 1, len(lines)):
+                if not _is_sample_line(lines[j]):
+                    break
+                following.append(j)
+            if following and all(j in dropped for j in following):
+                out.add(i)
+    return out
+
+
+def _cut(text: str, maxlen: int, size: Callable[[str], int]) -> str:
+    """The longest start of `text` that fits with an ellipsis: the last resort."""
+    low, high = 0, len(text)
+    while low < high:  # size grows with the prefix (HTML escaping too): a bisection finds the longest
+        mid = (low + high + 1) // 2
+        if size(text[:mid].rstrip() + ELLIPSIS) <= maxlen:
+            low = mid
+        else:
+            high = mid - 1
+    return text[:low].rstrip() + ELLIPSIS
 
 
 SHORT_ID = 8  # characters of an incident's (or alert's) id in a title: `sentinel ack`/`verdict` take a start of 6 or more

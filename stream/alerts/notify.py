@@ -651,17 +651,36 @@ def _notify(server: NotifyBase, head: str, text: str, kind: NotifyType, chart_pa
         attach = AppriseAttachment(str(chart_path), asset=server.asset) if chart_path else None
         # TEXT: the body is plain text. Each plugin then converts it for its medium (Slack escapes
         # `& < >`), and nothing is read as markup. A mail sent as HTML gets ours (`message.html_text`).
-        body, body_format = body_for(server, text)
+        body, body_format = body_for(server, text, body_limit(server, head))
         ok = server.notify(body=body, title=head, notify_type=kind, body_format=body_format, attach=attach)
         return bool(ok), None
     except Exception as exc:  # noqa: BLE001 - a plugin bug is a failed attempt, not a crashed worker
         return False, type(exc).__name__
 
 
-def body_for(server: NotifyBase, text: str) -> tuple[str, NotifyFormat]:
+def body_for(server: NotifyBase, text: str, limit: int = 0) -> tuple[str, NotifyFormat]:
     """A plain-text body as a service is handed it, with its format: as it is (TEXT), but as our own
-    HTML to a mail service that sends HTML (`sends_html`). Alerts and reports alike."""
-    return (message.html_text(text), NotifyFormat.HTML) if sends_html(server) else (text, NotifyFormat.TEXT)
+    HTML to a mail service that sends HTML (`sends_html`). Alerts and reports alike. `limit`: an
+    alert's, the most characters the service takes (`body_limit`), as sent (the HTML's length for
+    HTML): samples and related scopes are left out to fit (`message.fit_body`); 0: no cap."""
+    if sends_html(server):
+        return message.html_text(message.fit_body(text, limit, size=lambda t: len(message.html_text(t)))), NotifyFormat.HTML
+    return message.fit_body(text, limit), NotifyFormat.TEXT
+
+
+def body_limit(server: NotifyBase, head: str) -> int:
+    """The most characters of body a service takes: its Apprise plugin's `body_maxlen` (Slack
+    35,000, Discord 2,000, Telegram 4,096, Mattermost 4,000, PagerDuty 1,024, 32,768 where a plugin
+    says none, Apprise 2.3), less the title where the service has no title field and Apprise puts
+    it at the body's head (`title_maxlen` 0). Apprise's default overflow mode (`upstream`) sends a
+    longer body as it is, for the service to cut blindly or refuse; `truncate` cut it at the limit
+    itself, the console link and the actions with it. 0 where the plugin gives no number."""
+    maxlen = getattr(server, "body_maxlen", 0)
+    if not isinstance(maxlen, int) or maxlen <= 0:
+        return 0
+    if getattr(server, "title_maxlen", 1) <= 0 and head:
+        maxlen -= len(head) + 2  # Apprise joins them with "\r\n"
+    return max(maxlen, 1)
 
 
 # Apprise's mail services other than SMTP (`mailto://`), by URL scheme: SES, SendGrid, Mailgun,

@@ -1,0 +1,107 @@
+"""A notice body capped to what its service takes (message.fit_body, notify.body_limit); pure, no servers."""
+
+from __future__ import annotations
+
+from stream.alerts import message
+from stream.alerts.grouping import Notice
+from stream.alerts.incidents import AlertRecord
+from stream.alerts.notify import body_for, body_limit, build_apprise
+from stream.windows import Sample
+
+CONSOLE = "https://sentinel.example.com"
+MEMBER = {"kind": "sentiment_drop", "firing": True, "severity": "critical", "onset": "2026-03-04T12:00:00Z",
+          "metric": "negative_share", "value": 0.75, "baseline": 0.2}
+
+
+def record(scope: str, n: int) -> AlertRecord:
+    return AlertRecord(alert_id=f"a{scope}", scope=scope, kind="sentiment_drop", state="firing", severity="critical",
+                       window_start="2026-03-04T12:00:00Z", window_end="2026-03-04T13:00:00Z", value=0.75, baseline=0.2, zscore=6.8,
+                       posts=57, sample_post_ids=[], notified=False, fired_at="2026-03-04T13:02:00Z", metric="negative_share",
+                       baseline_posts=1200, window="1h",
+                       samples=[Sample(f"{scope}-{i}", f"{scope} post {i} " + "dumping " * 20, "negative", -0.9) for i in range(n)])
+
+
+def market_wide(members: int = 60) -> tuple[Notice, list[AlertRecord]]:
+    scopes = ["all", *(f"asset:COIN{i:02d}" for i in range(members))]
+    notice = Notice("cc08e3ebdfdb671ccafc", "all", "firing", "update", "critical", "2026-03-04T13:00:00Z", "2026-03-04T12:00:00Z", True,
+                    [{**MEMBER, "scope": s} for s in scopes])
+    return notice, [record("all", 3), *(record(s, 3) for s in scopes[1:4])]
+
+
+def body(maxlen: int = 0, **kw) -> str:
+    notice, records = market_wide(**kw)
+    since = {"at": "2026-03-04T12:30:00Z", "joined": [{"scope": "asset:COIN00", "kind": "sentiment_drop"}]}
+    text = message.notice_body(notice, records, samples_shown=10, console_url=CONSOLE, since_last=since)
+    return message.fit_body(text, maxlen)
+
+
+def head_lines(text: str) -> list[str]:
+    """The lines that must arrive: what moved and since when, the root's level, the id, the actions, the console link."""
+    lines = text.splitlines()
+    return [line for line in lines if not line.startswith("- ") and not line.startswith("... and ")
+            and not line.endswith("):") and line not in ("", "Sample posts:")]
+
+
+def test_a_body_that_fits_is_left_as_it_is() -> None:
+    full = body()
+    assert message.fit_body(full, len(full)) == full and message.fit_body(full, 0) == full
+
+
+def test_a_long_notice_keeps_its_head_and_counts_what_it_leaves_out() -> None:
+    full = body()
+    capped = body(2000)  # Discord's limit
+    assert len(capped) <= 2000 < len(full)
+    assert head_lines(capped) == head_lines(full)
+    lines = capped.splitlines()
+    assert lines[0] == "Incident on all is firing (critical)." and lines[1].startswith("New since the last notice")
+    assert f"console: {CONSOLE}/incidents/cc08e3ebdfdb671ccafc" in lines and "incident_id: cc08e3ebdfdb671ccafc" in lines
+    # Every sample went first (10 of them), then the members from the last.
+    assert "... and 10 more sample posts (see the console link)" in lines and not [x for x in lines if x.startswith("- [")]
+    kept = [x for x in lines if x.startswith("- ")]
+    (more,) = [x for x in lines if x.startswith("... and ") and "related scope" in x]
+    assert more == f"... and {60 - len(kept)} more related scopes (see the console link)" and kept
+    assert kept == [x for x in full.splitlines() if x.startswith("- ") and not x.startswith("- [")][:len(kept)]
+    # The count sits where the list was cut, before the lines that follow the list.
+    assert lines.index(more) == lines.index(kept[-1]) + 1
+
+
+def test_samples_go_before_any_member_and_an_emptied_groups_header_with_them() -> None:
+    full = body()
+    capped = message.fit_body(full, len(full) - 300)  # two samples' worth
+    lines = capped.splitlines()
+    assert [x for x in lines if x.startswith("- ") and not x.startswith("- [")] == [
+        x for x in full.splitlines() if x.startswith("- ") and not x.startswith("- [")]
+    assert "... and 2 more sample posts (see the console link)" in lines
+    assert lines[-1] == "... and 2 more sample posts (see the console link)"
+    # A group's header stays only while a sample of it does.
+    headers = [i for i, x in enumerate(lines) if x.endswith("):") and not x.startswith("- ")]
+    assert all(lines[i + 1].startswith("- [") for i in headers)
+
+
+def test_without_a_console_link_the_count_says_why_and_the_last_resort_is_a_cut() -> None:
+    notice, records = market_wide()
+    text = message.notice_body(notice, records, samples_shown=10)
+    capped = message.fit_body(text, 1500)
+    assert len(capped) <= 1500 and "more related scopes (not shown: too long for this service)" in capped
+    tiny = message.fit_body(text, 50)
+    assert len(tiny) <= 50 and tiny.endswith("…") and tiny.startswith("Incident on all is firing")
+
+
+def test_an_ungrouped_alerts_samples_are_capped_too() -> None:
+    text = message.body(record("asset:ETH", 3), samples=3, console_url=CONSOLE)
+    capped = message.fit_body(text, len(text) - 100)
+    assert capped.splitlines()[-1] == "... and 1 more sample post (see the console link)"
+    assert len(capped) <= len(text) - 100 and f"console: {CONSOLE}/scope/asset:ETH" in capped
+
+
+def test_the_limit_is_the_services_own_and_an_html_mail_is_measured_as_sent() -> None:
+    slack, pager, hook, mail = build_apprise("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ pagerduty://key@token "
+                                             "json://127.0.0.1:9/x mailto://u:p@example.com?format=html", None)
+    assert body_limit(slack, "t") == slack.body_maxlen > 0 and body_limit(hook, "t") == hook.body_maxlen
+    # PagerDuty has no title field: Apprise puts the title at the body's head, and its room is the body's.
+    assert body_limit(pager, "x" * 50) == pager.body_maxlen - 52
+    text = body()
+    html, _ = body_for(mail, text, 3000)
+    assert len(html) <= 3000 and "more related scopes (see the console link)" in html
+    plain, _ = body_for(hook, text, 3000)
+    assert len(plain) <= 3000 and body_for(hook, text)[0] == text  # no limit: as it is (the daily report's)
