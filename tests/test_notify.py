@@ -923,6 +923,8 @@ def test_slack_payload_is_built_and_neutralised(monkeypatch):
     # Slack parses mentions and links only inside < >, and @-words only when they start with "@".
     assert "<" not in text and ">" not in text
     assert "@here" not in text and "@channel" not in text
+    # The hidden link is shown, defanged: Slack would link a bare `phish.example` too.
+    assert "free ETH (hxxp://phish[.]example)" in text and "phish.example" not in text
 
 
 def test_pagerduty_and_opsgenie_get_the_incident_id_as_dedup_key_and_alias():
