@@ -1734,6 +1734,35 @@ def test_the_audit_page_says_what_the_command_line_says_and_links_every_incident
     assert '<a href="/incidents/inc1">inc1</a>' in rows[1] and "<a " not in rows[0] and rows[0].count("silence ") == 1
 
 
+def test_the_audit_log_says_when_its_span_holds_more_entries_than_it_shows(api_console, redis_server):
+    """At its limit (200 by default) the page listed the newest entries under "since" a day they did
+    not reach, a busy week's 200 read as the whole week: it says older ones are left out, the API
+    says `more`, and a link asks for the same filter at the most a request may (5,000)."""
+    console, _ = api_console
+    bearer = {"Authorization": "Bearer " + OPERATOR}
+    for asset in ("BTC", "ETH", "SOL", "XRP"):
+        assert console.call("POST", "/api/silences", {"scope": f"asset:{asset}", "duration": "1h"}, headers=bearer)[0] == 200
+    assert console.call("POST", "/api/incidents/inc1/ack", {"reason": "seen"}, headers=bearer)[0] == 200
+    cut = console.json("/api/audit?action=silence&limit=3")
+    assert (len(cut["entries"]), cut["more"]) == (3, True), cut
+    assert [e["scope"] for e in cut["entries"]] == ["asset:XRP", "asset:SOL", "asset:ETH"]  # the newest
+    for query in ("action=silence&limit=4", "action=silence", "limit=5"):
+        whole = console.json(f"/api/audit?{query}")
+        assert whole["more"] is False and len(whole["entries"]) == (5 if query == "limit=5" else 4), (query, whole)
+    viewer = {"Authorization": f"Bearer {VIEWER}"}
+    page = console.call("GET", "/audit?since=1d&action=silence&limit=3", headers=viewer)[1]
+    said = re.search(r'<p class="flash" id="more">(.*?)</p>', page, re.S)
+    assert said, page
+    text = html_lib.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", said.group(1))))
+    assert text == (f"Only the newest 3 entries are shown: this span holds older ones, from before {cut['entries'][-1]['at']}. "
+                    "Narrow it (a shorter span, one person, one action) or show up to 5000."), text
+    assert '<a href="/audit?since=1d&amp;action=silence&amp;limit=5000">' in said.group(1), said.group(1)
+    assert '<input type="hidden" name="limit" value="3">' in page  # filtering again keeps the limit asked for
+    for query in ("since=1d&action=silence&limit=4", "since=1d"):
+        page = console.call("GET", f"/audit?{query}", headers=viewer)[1]
+        assert 'id="more"' not in page and ('name="limit"' in page) == ("limit" in query), query
+
+
 def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):
     redis.Redis.from_url(redis_server).flushdb()
     put_incident(redis_server, "inc2", "asset:SOL")

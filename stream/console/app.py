@@ -12,7 +12,7 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -225,7 +225,11 @@ def build_app(data: ConsoleData, tokens: auth.Tokens, console_url: str = "") -> 
         return page("incident.html", request, caller, data=found, kinds=KINDS, verdicts=VERDICTS, end=await data.end())
 
     async def audit_page(request: Request, caller: auth.Caller) -> Response:
-        return page("audit.html", request, caller, data=await data.audit(*_audit_args(request)), actions=ACTIONS)
+        found = await data.audit(*_audit_args(request))
+        # Past the limit: the same filter at the most a request may ask (the form keeps it, below).
+        wider = [(k, v) for k, v in request.query_params.multi_items() if k != "limit"] + [("limit", str(MAX_AUDIT_ROWS))]
+        return page("audit.html", request, caller, data=found, actions=ACTIONS, wider=f"/audit?{urlencode(wider)}",
+                    max_rows=MAX_AUDIT_ROWS, default_rows=AUDIT_ROWS)
 
     async def login(request: Request) -> Response:
         back = request.query_params.get("next")

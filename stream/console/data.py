@@ -236,10 +236,13 @@ class ConsoleData:
         return await remove_silence(self.redis, silence_id, by=by, via="console")
 
     async def audit(self, since_s: int, by: str | None, actions: list[str], limit: int) -> dict[str, Any]:
-        """The audit log's entries of the last `since_s` seconds (wall clock), newest first."""
+        """The audit log's entries of the last `since_s` seconds (wall clock), newest first, at most
+        `limit`; `more` says the span holds older ones beyond them (one more is read to know): the page
+        said "since" a day it did not reach, 200 entries of a busy week read as the whole week."""
         now = time.time()
-        entries = await audit.read(self.redis, since=now - since_s, by=by, actions=actions, limit=limit)
-        return {"since": iso(max(0, int(now - since_s))), "by": by, "actions": actions, "limit": limit, "entries": entries}
+        entries = await audit.read(self.redis, since=now - since_s, by=by, actions=actions, limit=limit + 1)
+        return {"since": iso(max(0, int(now - since_s))), "by": by, "actions": actions, "limit": limit, "entries": entries[:limit],
+                "more": len(entries) > limit}
 
 
 def _entry(fields: dict[str, str]) -> dict[str, Any]:
