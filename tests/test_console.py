@@ -40,6 +40,7 @@ from stream.contracts import Post
 from stream.keys import ACKS_KEY, ALERT_STATS_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, SCOPES_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY, STATS_KEY
 from stream.store import Scored, WindowStore
 from stream.timefmt import epoch
+from stream.timefmt import shown as shown_at
 from stream.tools.services import free_port
 from stream.windows import Sample
 
@@ -723,6 +724,36 @@ def test_pages_link_assets_by_path_and_list_each_member_scope_once_with_what_mov
     members = row[: row.index("</tr>")].split("<td>")[-2]  # the members cell, before the acknowledgement
     assert members.count(">all</a>") == 1 and ">channel:General</a>" in members and ">channel:general</a>" in members, members
     assert "negative share 75.0% against 19.9%" in row[: row.index("</tr>")]
+
+
+def test_a_scopes_page_says_which_silences_are_in_force_over_it(api_console, redis_server):
+    """Silenced from a scope's page, the operator came back to the page as it was, with no sign the
+    silence was made; nor could anyone see there that the scope's alerts were held back. It lists
+    the silences over the scope, its own name or a pattern matching it, of any kind; the API too."""
+    console, _ = api_console
+    browser_op = {"Authorization": basic("alice", OPERATOR), "Accept": HTML}
+    form = {"scope": "asset:ETH", "kind": "volume_spike", "duration": "2h", "reason": "listing <b>news</b>",
+            "csrf": auth.csrf_token(TOKENS), "next": "/scope/asset:ETH"}
+    status, _, headers = console.call("POST", "/api/silences", form, headers=browser_op, form=True)
+    assert (status, headers["location"]) == (303, "/scope/asset:ETH"), status
+    bearer = {"Authorization": "Bearer " + OPERATOR}
+    assert console.call("POST", "/api/silences", {"scope": "asset:*", "duration": "1h"}, headers=bearer)[0] == 200
+    assert console.call("POST", "/api/silences", {"scope": "asset:BTC", "duration": "1h"}, headers=bearer)[0] == 200  # not over ETH
+    made = {s["scope"]: s for s in console.json("/api/incidents")["silences"]}
+    over = console.json("/api/scopes/asset:ETH")["silences"]
+    assert sorted((s["id"], s["scope"], s["kind"]) for s in over) == sorted(
+        (made[p]["id"], p, k) for p, k in (("asset:ETH", "volume_spike"), ("asset:*", None))), over
+    page = console.call("GET", "/scope/asset:ETH", headers=browser_op)[1]
+    said = re.search(r'<ul id="silenced">(.*?)</ul>', page, re.S)
+    assert said, page
+    items = [html_lib.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", li))).strip() for li in re.findall(r"<li>(.*?)</li>", said.group(1), re.S)]
+    until = {p: shown_at(made[p]["until"]) for p in made}
+    assert sorted(items) == sorted([
+        f"silenced volume_spike until {until['asset:ETH']} (wall clock) by silence {made['asset:ETH']['id']} over asset:ETH, made by alice: listing <b>news</b>; silences.",
+        f"silenced every kind until {until['asset:*']} (wall clock) by silence {made['asset:*']['id']} over asset:*, made by operator token; silences."]), items
+    assert "<b>news</b>" not in page  # the reason is text
+    assert [s["id"] for s in console.json("/api/scopes/asset:SOL")["silences"]] == [made["asset:*"]["id"]]
+    assert 'id="silenced"' not in console.call("GET", "/scope/all", headers=browser_op)[1]
 
 
 def test_an_incident_page_says_a_silence_holds_its_notifications(api_console, redis_server):

@@ -85,6 +85,12 @@ def silenced_by(silences: list[Silence], scope: str, kind: str, now: float) -> S
     return next((s for s in silences if s.matches(scope, kind, now)), None)
 
 
+def silences_over(silences: list[Silence], scope: str, now: float) -> list[Silence]:
+    """The silences in force over `scope` (its own name or a pattern matching it), of any kind: what
+    a scope's page says holds its alerts back."""
+    return [s for s in silences if now < s.until and matches_scope(scope, s.scope)]
+
+
 def silence_of_incident(silences: list[Silence], root_scope: str, members: Sequence[Mapping[str, Any]], now: float) -> Silence | None:
     """The silence holding an incident's notices back: every kind the incident is about
     (`grouping.root_kinds`) is silenced over its root, and this is the first kind's silence. A

@@ -20,7 +20,7 @@ import numpy as np
 from stream.alerts import audit
 from stream.alerts.correlator import acknowledge, acknowledgements, incident_id, incident_summary, list_incidents
 from stream.alerts.judging import AlertConfig, table_bins
-from stream.alerts.silences import add_silence, list_silences, remove_silence, scope_name, silence_of_incident
+from stream.alerts.silences import add_silence, list_silences, remove_silence, scope_name, silence_of_incident, silences_over
 from stream.alerts.precision import tally
 from stream.alerts.verdicts import give_verdict
 from stream.console import views
@@ -146,6 +146,8 @@ class ConsoleData:
             "spans": [asdict(s) for s in views.spans(incidents, scope)], "evidence_series": series,
             "evidence": evidence, "detector": self.config.detector, "judged_until": int(until) if until else None,
             "samples": views.samples(found, SAMPLE_POSTS),
+            # Silenced from this page, the operator came back to it with no sign it was done (session 55).
+            "silences": [asdict(s) for s in silences_over(await list_silences(self.redis), scope, time.time())],
         }
 
     async def _evidence_series(self, scope: str, end: int) -> dict[str, Any]:
