@@ -3153,6 +3153,19 @@ def test_a_tail_check_reads_its_own_windows_from_before_the_onset_however_old(re
     assert [(r.parent, r.asset) for r in logged] == [("channel:general", "asset:ETH"), ("channel:general", "")]
 
 
+def test_the_silences_over_a_scope_are_those_in_force_naming_it_or_a_pattern_matching_it():
+    """What a scope's console page lists: any kind, its own name or a glob, not one ended or over another scope."""
+    from stream.alerts.silences import Silence, silences_over
+
+    now = 1_000.0
+    found = [Silence("own", "asset:ETH", "volume_spike", now + 60, "", now), Silence("glob", "asset:*", None, now + 60, "", now),
+             Silence("other", "asset:BTC", None, now + 60, "", now), Silence("over", "asset:ETH", None, now, "", now - 60),
+             Silence("all", "all", None, now + 60, "", now)]
+    assert [s.id for s in silences_over(found, "asset:ETH", now)] == ["own", "glob"]
+    assert [s.id for s in silences_over(found, "all", now)] == ["all"]
+    assert silences_over(found, "channel:general", now) == []
+
+
 def test_an_incident_is_silenced_by_a_silence_over_its_root_for_a_kind_the_root_fired():
     """One rule for delivery (which holds the notice back) and the console (which says so)."""
     from stream.alerts.silences import Silence, silence_of_incident
