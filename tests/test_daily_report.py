@@ -31,7 +31,7 @@ from stream.reporting.daily import DAY_S, build_report, day_span, rows_from_tabl
 from stream.reporting.prices import (
     MEANINGFUL_PAIRS, LagResult, PriceError, daily_returns, fisher_interval, fisher_p, lead_lag, parse_prices, verdict,
 )
-from stream.reporting.render import format_for, md_escape, render_csv, render_html, render_markdown
+from stream.reporting.render import format_for, md_escape, render_csv, render_html, render_markdown, summary_text
 from stream.store import Scored, WindowStore
 from stream.timefmt import iso
 from workers import Hook
@@ -89,6 +89,28 @@ def test_the_report_orders_scopes_drops_quiet_assets_and_places_incidents_by_day
     assert [i.incident_id for i in report.incidents_on("asset:BTC", T0)] == ["a1"]
     assert [i.incident_id for i in report.incidents_on("asset:BTC", T0 + DAY_S)] == ["c1"]  # BTC moved with it
     assert [i.incident_id for i in report.incidents_on("all", T0 + DAY_S)] == ["c1"]  # the whole market's row has all
+
+
+def test_an_incident_open_when_the_first_day_began_is_listed_though_it_opened_before():
+    """An incident across midnight: the daily CronJob's report of the day after listed nothing of it,
+    so a day that began inside a critical incident read as quiet, its resolution and verdict unseen."""
+    tables = {"all": [[3, 1, 1, 1, 0, 0.72]], "asset:ETH": [[3, 1, 1, 1, 0, 0.72]]}
+    found = [incident("across", "asset:ETH", T0 - 600, state="resolved", at=T0 + 5400, severity="critical",
+                      verdict={"verdict": "real"}),
+             incident("over", "asset:BTC", T0 - 7200, state="resolved", at=T0 - 60),  # declared over before the day
+             incident("still", "all", T0 - DAY_S),  # open for a day and more
+             incident("today", "asset:ETH", T0 + 60)]
+    report = build_report(T0, 1, tables, found, watermark=T0 + 7200, generated_at=T0 + 7200)
+    assert [i.incident_id for i in report.incidents] == ["today"]
+    assert [i.incident_id for i in report.carried] == ["still", "across"]
+    assert report.incidents_on("asset:ETH", T0) == [report.incidents[0]]  # the day rows: opened that day, as documented
+    page, md = render_html(report), render_markdown(report)
+    said = "Open when 2026-10-01 began (2 incidents opened earlier; the day rows count an incident on the day it opened only):"
+    assert f'<p class="note" id="carried">{said}</p>' in page and f"\n{said}\n" in md
+    assert page.index('data-incident="today"') < page.index('id="carried"') < page.index('data-incident="across"')
+    assert "| 2026-09-30T23:50:00Z | across | asset:ETH | critical | resolved |" in md and "real |" in md
+    assert 'data-incident="over"' not in page and "| over |" not in md
+    assert "2 incident(s) opened earlier were open when 2026-10-01 began: all (open), asset:ETH (resolved)" in summary_text(report)
 
 
 PRICE_ROWS = "date,asset,close\n2026-10-01,BTC,100\n2026-10-02,BTC,110\n"
@@ -364,7 +386,7 @@ def test_report_cli_numbers_match_an_independent_count(loaded, redis_server, tmp
         else:
             assert row["sentiment_index"] == "" and row["positive_share"] == ""
         assert int(row["incidents"]) == incidents.get((row["scope"], row["date"]), 0), row
-    assert "gone" not in (tmp_path / "r.csv").read_text()
+    assert "gone" not in (tmp_path / "r.csv").read_text()  # day rows: incidents opened in these days
 
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     table = html_rows(page)
@@ -391,6 +413,9 @@ def test_report_cli_numbers_match_an_independent_count(loaded, redis_server, tmp
             cells = [c.strip() for c in line.strip("|").split(" | ")]
             want = expected[scope, cells[0]]
             assert cells[1] == str(want["posts"]) and cells[5] == ("" if want["index"] is None else f"{want['index']:+.3f}"), line
+    # Opened on day 0, before the report's days, and still open: listed apart, in the md and the html.
+    assert "\nOpen when 2026-10-02 began (1 incident opened earlier; " in md and "| gone | asset:BTC | warning | open |" in md
+    assert 'data-incident="gone"' in page
 
 
 def test_report_with_prices_and_bad_prices(loaded, redis_server, tmp_path):

@@ -1,5 +1,5 @@
 """Read what a daily report needs from Redis (the one I/O module of the report's reading side):
-the newest event time, the daily roll-ups of `all` and every asset, and the incidents opened.
+the newest event time, the daily roll-ups of `all` and every asset, and the incidents kept.
 
 Two round trips for the roll-ups whatever the number of days (one `days_many` pipeline), plus a
 SCAN for the scopes and one read of the incident index.
@@ -33,6 +33,8 @@ async def collect_report(store: WindowStore, *, since_s: int | None, since: str 
     data_from = first if since_s is not None and first > day_span(newest, since_s)[0] else None
     scopes = report_scopes(await store.day_scopes())
     tables = await store.days_many([(scope, first, days) for scope in scopes])
-    incidents = await list_incidents(store.redis, since=first)
+    # Every incident kept (SENTINEL_RETENTION: a few dozen): those opened before the first day and
+    # still open when it began are listed too (`Report.carried`).
+    incidents = await list_incidents(store.redis)
     return build_report(first, days, dict(zip(scopes, tables)), incidents, watermark=watermark, generated_at=now, since=since,
                         data_from=data_from)

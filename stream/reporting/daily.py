@@ -121,6 +121,11 @@ class IncidentRow:
     scopes: tuple[str, ...]  # every member scope, root included
     acked: str | None = None
     verdict: str | None = None  # the team's latest: real | false-alarm (stream/alerts/verdicts.py)
+    ended: int | None = None  # event time it was declared over; None while open
+
+    def open_at(self, ts: int) -> bool:
+        """Opened before `ts` and not declared over before it."""
+        return self.opened < ts and (self.ended is None or self.ended >= ts)
 
     @property
     def day(self) -> int:
@@ -135,13 +140,16 @@ class IncidentRow:
 def incident_from_summary(summary: Mapping[str, Any]) -> IncidentRow:
     members = summary.get("members") or []
     root = str(summary.get("root_scope", ""))
+    # A resolved summary's `at` is when it was declared over (event time); an open one's, its last change.
+    at = summary.get("at")
+    ended = int(at) if summary.get("state") == "resolved" and isinstance(at, (int, float)) else None
     kinds = sorted({str(m["kind"]) for m in members if m.get("scope") == root})
     scopes = sorted({str(m["scope"]) for m in members} | {root})
     return IncidentRow(
         incident_id=str(summary["incident_id"]), root_scope=root, opened=int(summary["opened"]),
         severity=str(summary.get("severity", "")), state=str(summary.get("state", "")), market=bool(summary.get("market", False)),
         kinds=tuple(kinds), scopes=tuple(scopes), acked=summary.get("acked") or None,
-        verdict=(summary.get("verdict") or {}).get("verdict") or None,
+        verdict=(summary.get("verdict") or {}).get("verdict") or None, ended=ended,
     )
 
 
@@ -159,6 +167,10 @@ class Report:
     since: str | None = None  # the --since the report was asked for (None: all days in the data)
     data_from: int | None = None  # the first day with data, where --since reaches further back (those days are not shown)
     prices: Mapping[str, Any] | None = field(default=None)  # ticker -> prices.AssetPrices, with --prices
+    # Opened before the first day and still open when it began, oldest first. The day rows count an
+    # incident on the day it opened only, so without these a day that began inside one (an incident
+    # across midnight, as the daily CronJob's report of the day after sees it) read as quiet.
+    carried: tuple[IncidentRow, ...] = ()
 
     @property
     def day_starts(self) -> list[int]:
@@ -197,8 +209,8 @@ def build_report(
     *, watermark: float | None, generated_at: float, since: str | None = None, data_from: int | None = None,
 ) -> Report:
     """A Report from roll-up tables (scope -> days rows) and incident summaries. Incidents opened
-    outside the report's days are dropped; scopes are ordered `all` first, then the assets with
-    posts in those days."""
+    outside the report's days are dropped, save those still open when the first day began (`carried`);
+    scopes are ordered `all` first, then the assets with posts in those days."""
     empty = [[0.0] * 6] * days
     rows = {s: rows_from_table(s, first_day, tables.get(s, empty)) for s in report_scopes([*tables, ALL])}
     # An asset quiet all period (its roll-ups are from older days) is no row of this report.
@@ -207,4 +219,4 @@ def build_report(
     end = first_day + days * DAY_S
     found = sorted((incident_from_summary(i) for i in incidents), key=lambda i: (i.opened, i.incident_id))
     return Report(first_day, days, tuple(scopes), rows, tuple(i for i in found if first_day <= i.opened < end),
-                  watermark, generated_at, since, data_from)
+                  watermark, generated_at, since, data_from, carried=tuple(i for i in found if i.open_at(first_day)))

@@ -178,17 +178,32 @@ def _html_scope(report: Report, scope: str) -> list[str]:
 INCIDENT_COLUMNS = ["opened (UTC)", "incident", "root scope", "severity", "state", "kinds", "scopes", "acknowledged", "verdict"]
 
 
-def _html_incidents(report: Report) -> list[str]:
-    out = ["<h2>Incidents opened</h2>"]
-    if not report.incidents:
-        return out + ['<p class="note">None in these days.</p>']
-    out += [f'<p class="note" id="judged">{_e(report.judged())}</p>', "<table>", _tr([("text", h) for h in INCIDENT_COLUMNS], head=True)]
-    for inc in report.incidents:
+def carried_text(report: Report) -> str:
+    """The heading of the incidents opened before the report's first day and open when it began."""
+    count = len(report.carried)
+    return (f"Open when {day_label(report.first_day)} began ({count} incident{'' if count == 1 else 's'} opened earlier; "
+            "the day rows count an incident on the day it opened only):")
+
+
+def _html_incident_table(incidents: Sequence[IncidentRow]) -> list[str]:
+    out = ["<table>", _tr([("text", h) for h in INCIDENT_COLUMNS], head=True)]
+    for inc in incidents:
         root = _e(inc.root_scope) + (" (market-wide)" if inc.market else "")
         out.append(_tr([("text", iso(inc.opened)), ("text", _e(inc.incident_id)), ("text", root), ("text", _e(inc.severity)),
                         ("text", _e(inc.state)), ("text", _e(", ".join(inc.kinds))), ("text", _e(", ".join(inc.scopes))),
                         ("text", _e(inc.acked or "")), ("text", _e(inc.verdict or ""))], f' data-incident="{_e(inc.incident_id)}"'))
     return out + ["</table>"]
+
+
+def _html_incidents(report: Report) -> list[str]:
+    out = ["<h2>Incidents opened</h2>"]
+    if report.incidents:
+        out += [f'<p class="note" id="judged">{_e(report.judged())}</p>', *_html_incident_table(report.incidents)]
+    else:
+        out.append('<p class="note">None in these days.</p>')
+    if report.carried:
+        out += [f'<p class="note" id="carried">{_e(carried_text(report))}</p>', *_html_incident_table(report.carried)]
+    return out
 
 
 def _html_prices(report: Report) -> list[str]:
@@ -237,6 +252,14 @@ def _md_day_cells(row: DayRow, incidents: Sequence[IncidentRow], first: str) -> 
             f"{len(incidents)}" + (f": {listed}" if incidents else "")]
 
 
+def _md_incident_table(incidents: Sequence[IncidentRow]) -> list[str]:
+    return _md_table(INCIDENT_COLUMNS, [
+        [iso(i.opened), md_escape(i.incident_id), md_escape(i.root_scope) + (" (market-wide)" if i.market else ""), md_escape(i.severity),
+         md_escape(i.state), md_escape(", ".join(i.kinds)), md_escape(", ".join(i.scopes)), md_escape(i.acked or ""),
+         md_escape(i.verdict or "")]
+        for i in incidents])
+
+
 def render_markdown(report: Report) -> str:
     # Fixed wording and numbers are written as they are; only data goes through md_escape.
     out = [f"# {title(report)}", "", *(line + "  " for line in meta_lines(report)), "", ABOUT, ""]
@@ -250,13 +273,11 @@ def render_markdown(report: Report) -> str:
     out += ["## Incidents opened", ""]
     if report.incidents:
         out += [report.judged(), ""]  # the report's own wording, written as is
-        out += _md_table(INCIDENT_COLUMNS, [
-            [iso(i.opened), md_escape(i.incident_id), md_escape(i.root_scope) + (" (market-wide)" if i.market else ""), md_escape(i.severity),
-             md_escape(i.state), md_escape(", ".join(i.kinds)), md_escape(", ".join(i.scopes)), md_escape(i.acked or ""),
-             md_escape(i.verdict or "")]
-            for i in report.incidents])
+        out += _md_incident_table(report.incidents)
     else:
         out += ["None in these days.", ""]
+    if report.carried:
+        out += [carried_text(report), "", *_md_incident_table(report.carried)]  # fixed wording and a date
     if report.prices is not None:
         out += ["## Sentiment and prices", "", PRICES_ABOUT, ""]
         missing = [t for s in report.scopes if (t := ticker(s)) and t not in (report.prices or {})]
@@ -316,5 +337,8 @@ def summary_text(report: Report) -> str:
         count = sum(1 for i in report.incidents if i.involves(scope))
         lines.append(f"{escape_post_text(scope, limit=80)}: {total.posts} posts, index {signed(total.index) or 'n/a'}, "
                      f"{count} incident(s)")
+    if report.carried:
+        lines.append(f"{len(report.carried)} incident(s) opened earlier were open when {day_label(report.first_day)} began: "
+                     + ", ".join(f"{escape_post_text(i.root_scope, limit=80)} ({i.state})" for i in report.carried))
     lines += ["", "The full report (tables and charts) is attached."]
     return "\n".join(lines)
