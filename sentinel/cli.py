@@ -2015,7 +2015,7 @@ def verdicts(
 ) -> None:
     """The alerts' precision as the risk team judged them: real and false alarms per root kind (or scope), each incident's latest verdict."""
     from stream.alerts import audit as audit_log
-    from stream.alerts.precision import tally
+    from stream.alerts.precision import FEW_JUDGED, interval_95, tally
 
     if per not in ("kind", "scope"):
         raise fail("--per: kind or scope")
@@ -2025,12 +2025,21 @@ def verdicts(
         for row in rows:
             print(json.dumps(row))
         return
-    table = Table(title=f"verdicts of the last {since} (each incident's latest)")
-    for col in (f"root {per}", "real", "false alarms", "precision"):
+    # Said under the table: what the rate counts, and that a few verdicts make a wide interval (one
+    # false alarm read "precision 0.00", as if the alerts were never right).
+    table = Table(title=f"verdicts of the last {since} (each incident's latest)", caption_justify="left", caption=(
+        "precision: real / judged (real + false alarms)" + ("; an incident with several root kinds counts under each" if per == "kind" else "")
+        + f"; in brackets its 95% interval (Wilson's). Under {FEW_JUDGED} judged ('few'), read the counts, not the rate."))
+    table.add_column(f"root {per}", overflow="fold", min_width=len("all (whole market)"))  # else folded at 80 columns
+    for col in ("real", "false alarms", "judged", "precision"):
         table.add_column(col, overflow="fold")
     for row in rows:
         label = "all (whole market)" if per == "scope" and row[per] == "all" else row[per]  # not the total row beside it
-        table.add_row(inert(label), str(row["real"]), str(row["false_alarm"]), f"{row['precision']:.2f}" if row["precision"] is not None else "-")
+        judged = row["real"] + row["false_alarm"]
+        interval = interval_95(row["real"], judged)
+        table.add_row(inert(label), str(row["real"]), str(row["false_alarm"]), f"{judged}" + (" (few)" if judged < FEW_JUDGED else ""),
+                      "-" if row["precision"] is None or interval is None
+                      else f"{row['precision']:.2f} ({interval[0]:.2f}-{interval[1]:.2f})")
     out.print(table if rows else f"no verdicts in the last {since}: `sentinel verdict INCIDENT real|false-alarm`")
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from typing import Any
 
+import pytest
 import redis
 
 from stream.alerts import audit
@@ -181,6 +183,10 @@ def test_verdicts_are_kept_with_their_incident_and_counted_into_the_alerts_preci
     assert len(logged) == 4
     table = cli(["verdicts"], redis_server)
     assert table.returncode == 0 and "0.67" in table.stdout and "volume_spike" in table.stdout
+    # Three verdicts are no rate to trust: the table says how many were judged, the interval, and what precision counts.
+    said = " ".join(table.stdout.split())
+    assert re.search(r"all incidents │ 2 │ 1 │ 3 \(few\) │ 0\.67 \(0\.21-0\.94\) │", said), table.stdout
+    assert "precision: real / judged (real + false alarms)" in said and "Under 10 judged ('few'), read the counts, not the rate." in said
 
     # The script itself refuses an incident the history no longer holds (pruned between the read and the write).
     from stream.alerts.verdicts import _GIVE
@@ -189,6 +195,15 @@ def test_verdicts_are_kept_with_their_incident_and_counted_into_the_alerts_preci
     before = r.xlen(AUDIT_KEY)
     assert r.eval(_GIVE, 4, INCIDENTS_KEY, VERDICTS_KEY, ALERT_STATS_KEY, AUDIT_KEY, "gone1", "{}", 100, "action", "verdict") == 0
     assert r.hget(VERDICTS_KEY, "gone1") is None and r.xlen(AUDIT_KEY) == before
+
+
+def test_a_precisions_interval_is_wilsons_and_wide_on_a_few_verdicts():
+    from stream.alerts.precision import interval_95
+
+    low, high = interval_95(4, 10)  # Wilson 1927; as statsmodels' proportion_confint(4, 10, method="wilson")
+    assert (round(low, 4), round(high, 4)) == (0.1682, 0.6873)
+    assert interval_95(0, 1) == (0.0, pytest.approx(0.7935, abs=1e-4))  # one false alarm: precision anywhere up to 0.79
+    assert interval_95(0, 0) is None
 
 
 def test_a_tally_counts_each_incidents_latest_verdict_once_per_root_kind():
