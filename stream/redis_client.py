@@ -219,6 +219,7 @@ def tls_files_problem(url: str, *, cluster: bool = False) -> str | None:
         return "ssl_keyfile needs ssl_certfile (the client certificate the key belongs to)"
     context = ssl.create_default_context()
     steps: list[tuple[str, Callable[[], object]]] = []
+    asked: list[bool] = []  # whether OpenSSL asked for the key's passphrase: the key is encrypted
     if options.get("ssl_ca_certs") or options.get("ssl_ca_path"):
         steps.append(("ssl_ca_certs" if options.get("ssl_ca_certs") else "ssl_ca_path",
                       lambda: context.load_verify_locations(cafile=options.get("ssl_ca_certs"), capath=options.get("ssl_ca_path"))))
@@ -226,7 +227,12 @@ def tls_files_problem(url: str, *, cluster: bool = False) -> str | None:
         # Without ssl_password, OpenSSL asks for an encrypted key's passphrase on the terminal, here
         # and at the client's first connection: a command waited on a prompt, and a pod has no
         # terminal. The callable is asked only for an encrypted key.
-        password = options.get("ssl_password") or _no_key_password
+        given = options.get("ssl_password")
+
+        def password() -> str:
+            asked.append(True)
+            return given if given else _no_key_password()
+
         steps.append(("ssl_certfile" + (" and ssl_keyfile" if options.get("ssl_keyfile") else ""),
                       lambda: context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"), password)))
     for names, load in steps:
@@ -238,6 +244,12 @@ def tls_files_problem(url: str, *, cluster: bool = False) -> str | None:
             return (f"the private key of {names} is encrypted and no ssl_password is set: add ssl_password to the "
                     "URL's query (percent-encoded), or give an unencrypted key")
         except OSError as exc:  # a missing file, or one ssl cannot read (ssl.SSLError is an OSError)
+            if asked and getattr(exc, "reason", None) != "KEY_VALUES_MISMATCH":
+                # Asked for the passphrase and failed short of matching the key to its certificate:
+                # the passphrase did not decrypt the key, which OpenSSL says only as "(PEM lib)",
+                # and the operator went after the files.
+                return (f"ssl_password does not open the private key of {names} (the key is encrypted with another "
+                        "passphrase): set the key's passphrase, percent-encoded, or give an unencrypted key")
             why = exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
             return f"cannot load the TLS file of {names} ({why})"
     return None

@@ -457,7 +457,16 @@ def test_a_rediss_key_alone_or_encrypted_without_its_password_is_refused_by_its_
         assert url_setting_problem(url, cluster="," in url) == said, url
     assert url_setting_problem(f"{base}?ssl_certfile={cert}&ssl_keyfile={key}&ssl_password={SECRET}", cluster=False) is None
     wrong = url_setting_problem(f"{base}?ssl_certfile={cert}&ssl_keyfile={key}&ssl_password=not-it", cluster=False)
-    assert wrong is not None and wrong.startswith("REDIS_URL: cannot load the TLS file of ssl_certfile and ssl_keyfile (") and "not-it" not in wrong
+    # Said as the passphrase that does not open the key: OpenSSL's "(PEM lib)" sent the operator
+    # after the files until session 55.
+    assert wrong == ("REDIS_URL: ssl_password does not open the private key of ssl_certfile and ssl_keyfile (the key is encrypted "
+                     "with another passphrase): set the key's passphrase, percent-encoded, or give an unencrypted key"), wrong
+    # A certificate the key does not belong to is not taken for a wrong passphrase, even with one set.
+    (tmp_path / "other").mkdir()
+    other_cert, _ = client_pki(tmp_path / "other", passphrase=SECRET)
+    mismatched = url_setting_problem(f"{base}?ssl_certfile={other_cert}&ssl_keyfile={key}&ssl_password={SECRET}", cluster=False)
+    assert mismatched is not None and mismatched.startswith("REDIS_URL: cannot load the TLS file of ssl_certfile and ssl_keyfile ("), mismatched
+    assert "ssl_password" not in mismatched and SECRET not in mismatched, mismatched
     (tmp_path / "plain").mkdir()
     plain_cert, plain_key = client_pki(tmp_path / "plain", passphrase=None)
     assert url_setting_problem(f"{base}?ssl_certfile={plain_cert}&ssl_keyfile={plain_key}", cluster=False) is None
