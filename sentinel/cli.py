@@ -27,7 +27,7 @@ from typer.core import TyperGroup
 
 from model.scorer import Judgement, Scorer
 from sentinel import BAD_LINES_SHOWN, stops
-from stream.logs import holds_error, redact, setup_logging
+from stream.logs import redact, setup_logging, worth_keeping
 from stream.settings import Settings, get_settings, problems_unless_reading, read_settings, redis_given, unknown_variables, variable_name
 from stream.timefmt import shown
 
@@ -1068,7 +1068,7 @@ def run(
     alerts_out: Annotated[Optional[Path], typer.Option("--alerts-out", help="write alert records here as JSONL")] = None,
     summary_json: Annotated[Optional[Path], typer.Option("--summary-json", help="write the summary here as JSON")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="give up when processing takes longer (seconds)")] = 3600.0,
-    worker_log_path: Annotated[Optional[Path], typer.Option("--worker-log", help="keep the worker's log here (else a temp file, kept only on failure or where a stop finds an error in it)")] = None,
+    worker_log_path: Annotated[Optional[Path], typer.Option("--worker-log", help="keep the worker's log here (else a temp file, kept only on failure or where a stop finds an error, or a warning before the stop, in it)")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="worker processes in the consumer group")] = 1,
     with_console: Annotated[bool, typer.Option("--console", help="after the run, keep the stack up and serve the console until Ctrl-C")] = False,
     report_path: Annotated[Optional[Path], typer.Option("--report", dir_okay=False, help="also write the daily report of every day in the data (html, md or csv by suffix)")] = None,
@@ -1155,11 +1155,11 @@ def run(
         unwritten = [(option, path) for option, path in (("--alerts-out", alerts_out), ("--summary-json", summary_json),
                                                         ("--report", report_path)) if path and path not in written]
         said = how + not_written(unwritten)
-        # A stop the user asked for is no failure: a temp log is kept only where it says an error (why
-        # the run was stopped, maybe). A SIGTERM to a finished run's console (its usual end under a
-        # supervisor), or one while the worker still imported (it logs `terminated`), left one in
-        # the temp folder each time.
-        if worker_log_path is None and (finished or not log_says_error(worker_log)):
+        # A stop the user asked for is no failure: a temp log is kept only where it says an error, or
+        # a warning before the stop (why the run was stopped, maybe: it looked stuck). A SIGTERM to a
+        # finished run's console (its usual end under a supervisor), or one while the worker still
+        # imported (it logs `terminated`), left one in the temp folder each time.
+        if worker_log_path is None and (finished or not log_worth_keeping(worker_log)):
             worker_log.unlink(missing_ok=True)
         else:
             said += f" (worker log: {worker_log})"
@@ -1185,11 +1185,12 @@ def run(
         worker_log.unlink(missing_ok=True)
 
 
-def log_says_error(path: Path) -> bool:
-    """Whether the log at PATH says an error (stream.logs.holds_error); False where there is none."""
+def log_worth_keeping(path: Path) -> bool:
+    """Whether the worker log at PATH is kept after a stop (stream.logs.worth_keeping); False where
+    there is none."""
     try:
         with path.open(encoding="utf-8", errors="replace") as lines:
-            return holds_error(lines)
+            return worth_keeping(lines)
     except FileNotFoundError:
         return False
 

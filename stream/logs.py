@@ -75,10 +75,38 @@ class JsonFormatter(logging.Formatter):
 _ERROR_LINE = re.compile(r'^(?:\S+ (?:ERROR|CRITICAL) |\{"ts": "[^"]*", "level": "(?:ERROR|CRITICAL)"|Traceback \(most recent call last\):|error: )')
 
 
+# A WARNING record of the project's own loggers in either format (a library's, such as Faust's
+# "Missing sensor state for rebalance" in a calm run, says nothing of why a run stood still); and a
+# line that says a stop began: the worker's `shutting down` (worker.Shutdown), the SIGTERM line of a
+# command still starting (tools.services), a bare `interrupted`/`terminated` (sentinel.main).
+_OWN = r"(?:stream|sentinel)(?:\.[\w.]+)?"
+_WARNING_LINE = re.compile(rf'^(?:\S+ WARNING {_OWN}: |\{{"ts": "[^"]*", "level": "WARNING", "logger": "{_OWN}")')
+_STOPPING = r"(?:shutting down|SIGTERM: stopping what this command started)"
+_STOP_LINE = re.compile(rf'^(?:\S+ (?:INFO|WARNING) +\S+: {_STOPPING}\b|\{{"ts": "[^"]*", "level": "[A-Z]+", "logger": "[^"]*", "msg": "{_STOPPING}"'
+                        r'|(?:interrupted|terminated)\b)')
+
+
 def holds_error(lines: Iterable[str]) -> bool:
-    """Whether a log (its lines, read as they come: a long run's log can be large) says an error.
-    `sentinel run` keeps its temp worker log after a stop only then: the stop was the user's."""
+    """Whether a log (its lines, read as they come: a long run's log can be large) says an error."""
     return any(_ERROR_LINE.match(line) for line in lines)
+
+
+def worth_keeping(lines: Iterable[str]) -> bool:
+    """Whether `sentinel run` keeps its temp worker log after the user stopped an unfinished run:
+    where it says an error, or a WARNING of its own before the worker's stop began. A stop is the user's, no
+    failure, so a calm log goes; but a run stopped because it looked stuck (the progress line
+    standing still while the worker logs `dependency unreachable` or `redis unavailable,
+    retrying`) stopped on exactly what those lines say, and deleting them left nothing to read
+    (until session 55). Warnings the stop itself causes (leaving the group as the broker goes)
+    come after `shutting down` and do not count; an ordinary run logs no WARNING."""
+    stopping = False
+    for line in lines:
+        if _ERROR_LINE.match(line):
+            return True
+        stopping = stopping or bool(_STOP_LINE.match(line))
+        if not stopping and _WARNING_LINE.match(line):
+            return True
+    return False
 
 
 NOISY = ("transformers", "peft", "urllib3", "aiokafka", "kafka", "faust", "mode", "httpx", "filelock", "bitsandbytes")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.logs import JsonFormatter, KeyValueFormatter, RepeatFilter, holds_error
+from stream.logs import JsonFormatter, KeyValueFormatter, RepeatFilter, holds_error, worth_keeping
 
 
 def record(msg: str, **extra) -> logging.LogRecord:
@@ -64,6 +64,37 @@ def test_a_log_holds_an_error_where_a_record_traceback_or_error_line_says_one():
     assert holds_error([*calm, "Traceback (most recent call last):\n", '  File "x.py", line 1\n'])
     assert holds_error(["error: SENTINEL_REDIS_URL: not a redis:// URL\n"])  # the CLI's refusal, a worker's start-up
     assert not holds_error([])
+
+
+def test_a_stopped_runs_log_is_kept_where_it_warned_before_the_stop():
+    """`sentinel run` stopped by the user keeps its temp worker log where the log says an error, or
+    a WARNING before the stop began: a run stopped because it looked stuck (the worker logging
+    `dependency unreachable` while the progress line stood still) lost the one log that said why
+    until session 55. Warnings the stop itself brings (after `shutting down`, or the SIGTERM line
+    of a command still starting) keep nothing."""
+    def at(level: int, msg: str, name: str = "stream.worker", **extra) -> logging.LogRecord:
+        rec = logging.LogRecord(name, level, __file__, 1, msg, (), None)
+        for key, value in extra.items():
+            setattr(rec, key, value)
+        return rec
+
+    for formatter in (KeyValueFormatter(), JsonFormatter()):
+        calm = [formatter.format(at(logging.INFO, "partitions assigned", partitions=[0, 1]))]
+        stuck = formatter.format(at(logging.WARNING, "dependency unreachable", "stream.ops.http", dependency="redis", error="ConnectionError"))
+        stopping = formatter.format(at(logging.INFO, "shutting down", grace_s=45.0, batch_in_flight=True))
+        left = formatter.format(at(logging.WARNING, "could not leave the consumer group; the others take over after the session timeout"))
+        sigterm = formatter.format(at(logging.WARNING, "SIGTERM: stopping what this command started", "stream.tools.services"))
+        assert worth_keeping(line + "\n" for line in [*calm, stuck, stopping, left]), formatter
+        assert not worth_keeping(line + "\n" for line in [*calm, stopping, left]), formatter
+        assert not worth_keeping(line + "\n" for line in [sigterm, left]), formatter
+        assert not worth_keeping(line + "\n" for line in calm), formatter
+        # A library's warning in a calm run (Faust's, at a first assignment) is not the worker's word.
+        faust = formatter.format(at(logging.WARNING, "[^-App]: Missing sensor state for rebalance #1", "faust.app.base"))
+        assert not worth_keeping(line + "\n" for line in [*calm, faust, stopping]), formatter
+        assert worth_keeping([*calm, stopping, formatter.format(at(logging.ERROR, "batch failed"))]), formatter  # an error anywhere
+    assert not worth_keeping(["terminated before the command started\n"])
+    # A WARNING inside a value (a post's text) is no record's level.
+    assert not worth_keeping([KeyValueFormatter().format(at(logging.INFO, "post", text="x\n2026-01-01T00:00:00 WARNING y"))])
 
 
 def test_a_library_line_repeated_within_the_window_is_held_back_and_counted():

@@ -394,3 +394,52 @@ def takes_sigterm(pid: int) -> bool:
     except (OSError, StopIteration):  # gone already
         return False
     return bool(int(caught.split()[1], 16) >> (15 - 1) & 1)
+
+
+def test_a_run_stopped_while_it_looks_stuck_keeps_the_worker_log_that_says_why(tmp_path):
+    """A run stands still (here its batch is held, tests/processing_stall.py) and its embedded
+    Redis goes: the worker logs `dependency unreachable` at WARNING, the progress line does not
+    move, and the user stops the run. The temp worker log was deleted, as after any calm stop, and
+    with it the one line that said why it stood still (until session 55): it is kept and named."""
+    import signal
+
+    import psutil
+
+    data = tmp_path / "posts.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "text": "btc pumping hard", "created_at": iso(time.time() - 3600 + i)}) + "\n"
+                            for i in range(5)), encoding="utf-8")
+    temp, hooks, stall = tmp_path / "temp", tmp_path / "hooks", tmp_path / "stall"
+    temp.mkdir()
+    hooks.mkdir()
+    stall.touch()
+    # Every Python process of the run imports it; only the worker submits batches.
+    (hooks / "sitecustomize.py").write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\nimport processing_stall\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KAFKA_BROKER", "SENTINEL_REDIS_URL", "SENTINEL_KAFKA_BROKER")}
+    env.update(SENTINEL_BASE="lexicon", SENTINEL_CACHE_DIR=str(tmp_path / "cache"), TMPDIR=str(temp), PROCESSING_STALL_FILE=str(stall),
+               PYTHONPATH=os.pathsep.join([str(hooks), *filter(None, [os.environ.get("PYTHONPATH")])]),
+               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    said = tmp_path / "stderr"
+    with said.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "sentinel", "run", str(data)], env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        def until(done, what: str, within: float) -> None:
+            deadline = time.monotonic() + within
+            while not done():
+                assert proc.poll() is None and time.monotonic() < deadline, f"{what}: {said.read_text()[-3000:]}"
+                time.sleep(0.1)
+
+        until(stall.with_name("stall.on").exists, "a batch held", 240)
+        redis = [c for c in psutil.Process(proc.pid).children(recursive=True) if c.name() == "redis-server"]
+        assert len(redis) == 1, redis
+        redis[0].kill()
+        logs = [p for p in temp.iterdir() if p.name.startswith("sentinel-worker-")]
+        assert len(logs) == 1, [p.name for p in temp.iterdir()]
+        until(lambda: "dependency unreachable" in logs[0].read_text(errors="replace"), "the worker to say Redis is gone", 60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(180) == 143, said.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = said.read_text()
+    assert f"terminated (worker log: {logs[0]})" in " ".join(stderr.split()), stderr[-3000:]
+    assert "dependency unreachable" in logs[0].read_text(errors="replace"), stderr[-3000:]
