@@ -938,6 +938,7 @@ def worker() -> None:
     from stream.model_process import ModelProcess
     from stream.model_thread import ModelThread
     from stream.tools.services import listening_sockets
+    from stream.windows import partitions_mismatch
     from stream.worker import build_worker
 
     settings = model_settings(stream="worker", scorer=True)
@@ -973,8 +974,7 @@ def worker() -> None:
         # The alert frontier waits for partitions 0..SENTINEL_PARTITIONS-1: fewer than the topic has
         # and boundaries are judged before the others are past them, more and it waits on partitions
         # that never come. Refused, not warned: judging would be wrong for as long as it ran.
-        raise fail(f"SENTINEL_PARTITIONS is {settings.partitions} but topic {settings.topic_posts} has {partitions} partitions: set "
-                   f"SENTINEL_PARTITIONS={partitions} (docs/operations.md, \"Partitions bound replicas\")")
+        raise fail(partitions_mismatch(settings.topic_posts, settings.partitions, partitions, "refusing to start"))
     store = open_store(settings)
     # Before the model loads, as the topics: a plain client on a cluster node would write part of
     # each batch and stop on the rest, after every restart.

@@ -298,6 +298,20 @@ def partitions_outgrown(configured: int, assigned: Iterable[int], topic_count: i
     return seen if seen > configured else None
 
 
+def partitions_mismatch(topic: str, configured: int, count: int, consequence: str, *, counted: bool = True) -> str:
+    """The one line that says the posts topic's partition count is not SENTINEL_PARTITIONS: the
+    start-up check's refusal and a running worker's exit at a rebalance (`consequence` says which)
+    word it alike, so the operator greps one line and reads one fix. `counted`: `count` was read
+    from the broker; otherwise only an assigned partition says the topic has at least that many,
+    and naming it as the count to set would send the operator round a second restart."""
+    if counted:
+        return (f"topic {topic} has {count} partitions but SENTINEL_PARTITIONS is {configured}: {consequence}; "
+                f"set SENTINEL_PARTITIONS={count} and roll the workers (docs/operations.md, \"Scale\")")
+    return (f"topic {topic} has at least {count} partitions (its count could not be read) but SENTINEL_PARTITIONS is "
+            f"{configured}: {consequence}; set SENTINEL_PARTITIONS to the topic's partition count and roll the workers "
+            f"(docs/operations.md, \"Scale\")")
+
+
 def trim_horizon(watermark: float, floor: float, retention_s: int) -> float:
     """The event time before which buckets may go: a retention behind `floor`, the event time every
     live input partition has reached (`frontier`), and never later than a retention behind the

@@ -47,7 +47,7 @@ from stream.processor import BatchPipeline, BatchProcessor
 from stream.settings import Settings, problems_unless_reading
 from stream.store import WindowStore
 from stream.timefmt import setting_duration
-from stream.windows import dedupe_window_s, pair_retention_s, partitions_outgrown
+from stream.windows import dedupe_window_s, pair_retention_s, partitions_mismatch, partitions_outgrown
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -459,15 +459,9 @@ async def posts_partitions_now(settings: Settings) -> int | None:
 
 
 def outgrown_message(settings: Settings, count: int, counted: bool) -> str:
-    """The ERROR line of refuse_outgrown_partitions. `counted`: `count` is the topic's count as read
-    from the broker; otherwise only a partition assigned says the topic has at least that many (the
-    read failed), and naming it as the count to set would send the operator round a second restart."""
-    if counted:
-        return (f"topic {settings.topic_posts} has {count} partitions but SENTINEL_PARTITIONS is {settings.partitions}: exiting "
-                f"without committing; set SENTINEL_PARTITIONS={count} and roll the workers (docs/operations.md, \"Scale\")")
-    return (f"topic {settings.topic_posts} has at least {count} partitions (its count could not be read) but SENTINEL_PARTITIONS is "
-            f"{settings.partitions}: exiting without committing; set SENTINEL_PARTITIONS to the topic's partition count and roll "
-            f"the workers (docs/operations.md, \"Scale\")")
+    """The ERROR line of refuse_outgrown_partitions (windows.partitions_mismatch, as the start-up
+    check's refusal)."""
+    return partitions_mismatch(settings.topic_posts, settings.partitions, count, "exiting without committing", counted=counted)
 
 
 def refuse_outgrown_partitions(settings: Settings, count: int, mine: Sequence[int], *, counted: bool = True) -> None:

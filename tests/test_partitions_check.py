@@ -28,7 +28,14 @@ def test_a_worker_refuses_a_partition_count_the_topic_does_not_have(kafka_server
         env[f"SENTINEL_TOPIC_{name.upper()}"] = f"{topic}-{name}"
     r = subprocess.run([sys.executable, "-m", "sentinel.cli", "worker"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    assert f"error: SENTINEL_PARTITIONS is 4 but topic {topic} has 6 partitions: set SENTINEL_PARTITIONS=6" in r.stderr, r.stderr[-3000:]
+    refused = (f"error: topic {topic} has 6 partitions but SENTINEL_PARTITIONS is 4: refusing to start; "
+               f"set SENTINEL_PARTITIONS=6 and roll the workers")
+    assert refused in " ".join(r.stderr.split()), r.stderr[-3000:]
+    # Worded as a running worker's exit when the topic outgrows its count (one line to grep for,
+    # one fix): until session 55 the two put the numbers in opposite orders.
+    from stream.worker import outgrown_message
+    running = outgrown_message(Settings(partitions=4, topic_posts=topic), 6, counted=True)
+    assert running.replace("exiting without committing", "refusing to start") in " ".join(r.stderr.split()), r.stderr[-3000:]
     assert "partitions assigned" not in r.stderr  # stopped before joining the group
 
 
