@@ -27,6 +27,7 @@ from stream.alerts.grouping import (
     sole_source,
     still_tail,
     tail_questions,
+    unchanged,
     within,
 )
 from stream.alerts.correlator import entry_json
@@ -963,9 +964,10 @@ def test_an_update_says_what_changed_since_the_last_notice_and_a_reminder_that_n
         "at": iso(B0 + 5 * MIN), "root": {"from": "asset:ETH", "to": "asset:ETH"}, "severity": {"from": "warning", "to": "critical"},
         "joined": [_member("asset:ETH", "volume_spike"), _member("all", "sentiment_drop")], "fired": [],
         "resolved": [_member("channel:trading", "sentiment_drop")],
-        "escalated": [{**_member("asset:ETH", "sentiment_drop"), "from": "warning", "to": "critical"}]}
+        "escalated": [{**_member("asset:ETH", "sentiment_drop"), "from": "warning", "to": "critical"}], "eased": []}
     assert repeat == {"at": iso(B0 + 20 * MIN), "root": {"from": "asset:ETH", "to": "asset:ETH"},
-                      "severity": {"from": "critical", "to": "critical"}, "joined": [], "fired": [], "resolved": [], "escalated": []}
+                      "severity": {"from": "critical", "to": "critical"}, "joined": [], "fired": [], "resolved": [], "escalated": [],
+                      "eased": []}
     # On the outbox entry beside the notice, and in the state, which reads back and stays JSON.
     assert json.loads(entry_json(run.told[1]))["since_last"] == update and "since_last" not in json.loads(entry_json(run.told[0]))
     assert GroupState.from_json(json.loads(json.dumps(state.to_json()))) == state
@@ -975,6 +977,25 @@ def test_an_update_says_what_changed_since_the_last_notice_and_a_reminder_that_n
     run(again, answers, until=B0 + 40 * MIN)
     assert [e.notice.reason for e in run.told] == ["new", "update", "update"]
     assert run.told[2].since_last is not None and run.told[2].since_last["fired"] == [_member("channel:trading", "sentiment_drop")]
+
+
+def test_a_member_whose_severity_fell_while_the_incident_stayed_critical_is_said_as_eased():
+    """ETH's drop and channel:trading's (explained by ETH) fire critical; at 10 minutes the channel's
+    drop falls to a warning while ETH's stays critical, and a volume spike joins the root (news). The
+    update said the spike joined and nothing of the channel: the incident was critical before and
+    after, so the team still counted the channel's drop among the critical ones. It is named as eased,
+    with its severities; a reminder where that alone changed is no news for an update of its own."""
+    events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0, severity="critical"),
+                   transition("channel:trading", "sentiment_drop", "firing", B0, severity="critical")],
+              B0 + 10 * MIN: [transition("channel:trading", "sentiment_drop", "firing", B0 + 10 * MIN, repeat=True),
+                              transition("asset:ETH", "volume_spike", "firing", B0 + 10 * MIN)]}
+    _, notices, _ = run(events, {("channel:trading", "sentiment_drop"): Explanation(asset="asset:ETH")}, until=B0 + 30 * MIN)
+    assert [(n.reason, n.severity) for n in notices] == [("new", "critical"), ("update", "critical")]
+    since = run.told[1].since_last
+    assert since is not None and since["severity"] == {"from": "critical", "to": "critical"}, since
+    assert since["joined"] == [_member("asset:ETH", "volume_spike")] and since["escalated"] == [], since
+    assert since["eased"] == [{**_member("channel:trading", "sentiment_drop"), "from": "critical", "to": "warning"}], since
+    assert unchanged({**since, "joined": []})  # a member easing alone sends no update, as a fall never did
 
 
 def test_an_asset_that_joins_a_market_wide_move_is_said_as_new_in_the_update():

@@ -1457,6 +1457,32 @@ def test_an_update_says_on_its_second_line_what_changed_since_the_last_notice():
     assert message.notice_body(first, since_last=since) == message.notice_body(first)
 
 
+def test_an_update_names_the_members_whose_severity_fell_as_eased():
+    """A member whose severity fell (critical -> warning) while the incident stayed critical through
+    another was named nowhere in the since-last line: the team still counted it critical. It is
+    named as eased, three then a count, as each part is; an entry a session-54 worker wrote (no
+    `eased`) reads as before, and a malformed one leaves the line out rather than fail the notice."""
+    from stream.alerts.grouping import Notice
+
+    drop = {"scope": "asset:ETH", "kind": "sentiment_drop", "firing": True, "severity": "critical", "onset": "2026-03-04T12:00:00Z",
+            "metric": "negative_share", "value": 0.75, "baseline": 0.197}
+    notice = Notice("inc1", "asset:ETH", "firing", "repeat", "critical", "2026-03-04T16:20:00Z", "2026-03-04T12:01:00Z", False, [drop])
+    since = {"at": "2026-03-04T12:20:00Z", "root": {"from": "asset:ETH", "to": "asset:ETH"}, "severity": {"from": "critical", "to": "critical"},
+             "joined": [], "fired": [], "resolved": [], "escalated": [],
+             "eased": [{"scope": "channel:trading", "kind": "sentiment_drop", "from": "critical", "to": "warning"}]}
+    assert message.notice_body(notice, since_last=since).splitlines()[1] == (
+        "New since the last notice (2026-03-04T12:20:00Z): eased: sentiment_drop on channel:trading critical -> warning.")
+    many = {**since, "resolved": [{"scope": "all", "kind": "volume_spike"}],
+            "eased": [{"scope": f"asset:C{i}", "kind": "sentiment_drop", "from": "critical", "to": "warning"} for i in range(5)]}
+    assert message.notice_body(notice, since_last=many).splitlines()[1] == (
+        "New since the last notice (2026-03-04T12:20:00Z): volume_spike on all resolved; eased: sentiment_drop on asset:C0 critical -> "
+        "warning, sentiment_drop on asset:C1 critical -> warning, sentiment_drop on asset:C2 critical -> warning and 2 more.")
+    older = {k: v for k, v in since.items() if k != "eased"}  # a session-54 worker's entry
+    assert message.notice_body(notice, since_last=older).splitlines()[1].startswith("Unchanged since the last notice")
+    before = message.notice_body(notice).splitlines()
+    assert message.notice_body(notice, since_last={**since, "eased": [{"scope": "x"}]}).splitlines() == before
+
+
 def test_a_service_key_never_hashes_a_credential_under_a_name_the_name_check_misses():
     """Since session 54 a webhook's `+` headers count in `service_key` unless their names say they
     carry a credential. A signature under a short name (`X-Sig`, `X-Hmac-Sha256`), a `X-Jwt`, or a

@@ -903,15 +903,17 @@ def told_of(notice: Notice) -> dict[str, Any]:
 
 def since_last(last: Mapping[str, Any] | None, last_at: int | None, notice: Notice) -> dict[str, Any] | None:
     """What `notice` says that its incident's previous notice (`last`, `told_of`, made at `last_at`)
-    did not: members that joined, fired again or resolved, members whose severity rose, and the
-    root's and the incident's severity before and after. None when the previous one is unknown.
-    An update said only the incident's state, and the team compared two messages to find the news."""
+    did not: members that joined, fired again or resolved, members whose severity rose or fell
+    (`eased`: a critical member now a warning, which an incident still critical through another
+    member did not show), and the root's and the incident's severity before and after. None when
+    the previous one is unknown. An update said only the incident's state, and the team compared
+    two messages to find the news."""
     if last is None or last_at is None or not isinstance(last.get("members"), dict):
         return None
     before: Mapping[str, str | None] = last["members"]
     changes: dict[str, Any] = {"at": iso(last_at), "root": {"from": last.get("root"), "to": notice.root_scope},
                                "severity": {"from": last.get("severity"), "to": notice.severity},
-                               "joined": [], "fired": [], "resolved": [], "escalated": []}
+                               "joined": [], "fired": [], "resolved": [], "escalated": [], "eased": []}
     for m in notice.members:  # root first, then by precedence: the order the notice lists them
         key, who = member_key(m["scope"], m["kind"]), {"scope": m["scope"], "kind": m["kind"]}
         was = before.get(key)  # its severity while firing then, None once resolved
@@ -923,12 +925,16 @@ def since_last(last: Mapping[str, Any] | None, last_at: int | None, notice: Noti
             changes["resolved"].append(who)
         elif was is not None and SEVERITY_RANK.get(m["severity"], 0) > SEVERITY_RANK.get(was, 0):
             changes["escalated"].append({**who, "from": was, "to": m["severity"]})
+        elif was is not None and m["firing"] and SEVERITY_RANK.get(m["severity"], 0) < SEVERITY_RANK.get(was, 0):
+            changes["eased"].append({**who, "from": was, "to": m["severity"]})
     return changes
 
 
 def unchanged(since: Mapping[str, Any] | None) -> bool:
     """Whether `since` (`since_last`) says nothing changed since the previous notice: the same root
-    and severity, no member joined, fired again, resolved or rose. False where it is unknown (None)."""
+    and severity, no member joined, fired again, resolved or rose. False where it is unknown (None).
+    A member that eased alone (`eased`, the incident's severity unchanged) is no news: as a severity
+    that fell never sent an update, it is said by the next notice that goes for another reason."""
     if since is None:
         return False
     return (since["root"]["from"] == since["root"]["to"] and since["severity"]["from"] == since["severity"]["to"]

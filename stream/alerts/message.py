@@ -466,8 +466,9 @@ def since_last_lines(notice: Notice, since: Mapping[str, Any] | None) -> list[st
 
 
 def _since_parts(since: Mapping[str, Any]) -> list[str]:
-    def names(members: Sequence[Mapping[str, Any]]) -> str:
+    def names(members: Sequence[Mapping[str, Any]], moved: bool = False) -> str:
         said = [f"{escape_post_text(str(m['kind']), limit=40)} on {escape_post_text(str(m['scope']), limit=120)}"
+                + (f" {escape_post_text(str(m['from']), limit=20)} -> {escape_post_text(str(m['to']), limit=20)}" if moved else "")
                 for m in members[:SINCE_LAST_NAMED]]
         more = len(members) - len(said)
         return ", ".join(said) + (f" and {more} more" if more > 0 else "")
@@ -483,6 +484,12 @@ def _since_parts(since: Mapping[str, Any]) -> list[str]:
         parts.append(f"severity {severity['from']} -> {severity['to']}" + (f" ({names(escalated)})" if escalated else ""))
     else:
         parts += [f"{names([m])} {m['from']} -> {m['to']}" for m in escalated]
+    # Since session 55: members whose severity fell while they fire (absent from an entry a worker
+    # before it wrote). A critical member turned warning under an incident still critical through
+    # another was said nowhere: the team still counted it among the critical ones.
+    eased = list(since.get("eased") or [])
+    if eased:
+        parts.append(f"eased: {names(eased, moved=True)}")
     return parts
 
 
