@@ -1004,6 +1004,103 @@ def test_a_retry_to_the_service_that_refused_an_update_after_an_unread_notice_le
         assert not [line for line in hook.accepted[0]["message"].splitlines() if "since the last notice" in line], hook.accepted[0]["message"]
 
 
+def _since(at: str, before: str, after: str, **changes: Any) -> dict[str, Any]:
+    """An update's or a reminder's `since_last` about ETH's incident (`grouping.since_last`)."""
+    return {"at": at, "root": {"from": "asset:ETH", "to": "asset:ETH"}, "severity": {"from": before, "to": after},
+            "joined": [], "fired": [], "resolved": [], "escalated": [], "eased": [], **changes}
+
+
+def _since_line(payload: dict) -> str | None:
+    """The since-last line of a notification as a webhook received it, or None."""
+    return next((line for line in payload["message"].splitlines() if "since the last notice" in line), None)
+
+
+def test_an_updates_since_last_line_goes_only_to_the_services_that_heard_the_notice_it_counts_from(redis_server):
+    """A team webhook (every severity), a second one, b, that refuses ETH's 12:06 warning notice,
+    and a `critical=` pager. The 12:36 update (critical) said "New since the last notice (12:06)"
+    to all three: the pager, first told of the incident by it, and b, which refused that notice,
+    read of a notice they never saw. Each service now reads the line only where its own latest
+    heard notice is the one the line counts from (the told marks' `heard:<service>`, since session
+    55); the 16:36 reminder, counted from the 12:36 update all three heard, says it to each. The
+    marks' `heard:` fields are no service to the per-service resolution (a session-54 worker reads
+    them the same way): it goes to the three that heard a firing notice."""
+    from stream.alerts.incidents import marked_services
+    from stream.keys import told_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    team, b, pager = Hook(), Hook(), Hook()
+    entry = functools.partial(told_entry, True, "incL")
+    drop = {"scope": "asset:ETH", "kind": "sentiment_drop"}
+    marks: list[dict] = []
+
+    async def go(store: WindowStore):
+        delivery = told_delivery(store, f"{team.url} {b.url} critical={pager.url}")
+        await delivery.ensure_group()
+        b.failing = True
+        await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
+        while await delivery.drain_once():
+            pass
+        b.failing = False
+        await store.redis.xadd(OUTBOX_KEY, entry("update", "critical", "2026-10-02T12:36:00Z", since_last=_since(
+            "2026-10-02T12:06:00Z", "warning", "critical", escalated=[{**drop, "from": "warning", "to": "critical"}])))
+        await store.redis.xadd(OUTBOX_KEY, entry("repeat", "critical", "2026-10-02T16:36:00Z",
+                                                 since_last=_since("2026-10-02T12:36:00Z", "critical", "critical")))
+        while await delivery.drain_once():
+            pass
+        marks.append(await store.redis.hgetall(told_key("incL")))
+        await store.redis.xadd(OUTBOX_KEY, entry("resolved", "critical", "2026-10-02T17:00:00Z", route_severities=("warning", "critical"),
+                                                 last_notified="2026-10-02T16:36:00Z", firing_notices=3))
+        while await delivery.drain_once():
+            pass
+
+    on_store(redis_server, go, team, b, pager)
+    firing = {name: [p for p in hook.accepted if p["state"] == "firing"] for name, hook in (("team", team), ("b", b), ("pager", pager))}
+    assert [len(found) for found in firing.values()] == [3, 2, 2], firing
+    assert [_since_line(p) for p in firing["team"]] == [
+        None, "New since the last notice (2026-10-02T12:06:00Z): severity warning -> critical (sentiment_drop on asset:ETH).",
+        "Unchanged since the last notice (2026-10-02T12:36:00Z): the same scopes firing, at the same severity."], firing["team"]
+    for name in ("b", "pager"):
+        assert _since_line(firing[name][0]) is None, (name, firing[name][0]["message"])
+        # Apart from the line, the body each read is the team's.
+        assert firing[name][0]["message"].splitlines() == [line for line in firing["team"][1]["message"].splitlines()
+                                                           if line != _since_line(firing["team"][1])], name
+        assert _since_line(firing[name][1]) == _since_line(firing["team"][2]), (name, firing[name][1]["message"])
+    keys = {name: service_key(build_apprise(hook.url, None)[0]) for name, hook in (("team", team), ("b", b), ("pager", pager))}
+    assert {k: v for k, v in marks[0].items() if k.startswith("heard:")} == {
+        f"heard:{key}": "2026-10-02T16:36:00Z" for key in keys.values()}, marks
+    assert marked_services(marks[0]) == set(keys.values()), marks
+    assert [[p["state"] for p in hook.accepted][-1] for hook in (team, b, pager)] == ["resolved"] * 3
+
+
+def test_an_update_after_a_notice_a_session_54_worker_delivered_says_nothing_since_it(redis_server):
+    """A rolling upgrade: a session-54 worker delivered ETH's 12:06 notice to the team (it marks the
+    service and `last`, and no `heard:`). This worker cannot tell who read that notice (a pager
+    first told by the update would read "since the last notice" of one it never saw), so the 12:36
+    update goes without the line, and the 16:36 reminder, after a notice it marked, has it again."""
+    from stream.keys import told_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    team = Hook()
+    entry = functools.partial(told_entry, True, "incU")
+
+    async def go(store: WindowStore):
+        delivery = told_delivery(store, team.url)
+        await delivery.ensure_group()
+        key = service_key(build_apprise(team.url, None)[0])
+        await store.redis.hset(told_key("incU"), mapping={"warning": "sent", "warning:at": "2026-10-02T12:06:00Z",
+                                                          "last": "2026-10-02T12:06:00Z", f"svc:{key}": "sent", "svc:notice:1-0": "1"})
+        await store.redis.xadd(OUTBOX_KEY, entry("update", "critical", "2026-10-02T12:36:00Z",
+                                                 since_last=_since("2026-10-02T12:06:00Z", "warning", "critical")))
+        await store.redis.xadd(OUTBOX_KEY, entry("repeat", "critical", "2026-10-02T16:36:00Z",
+                                                 since_last=_since("2026-10-02T12:36:00Z", "critical", "critical")))
+        while await delivery.drain_once():
+            pass
+
+    on_store(redis_server, go, team)
+    assert [_since_line(p) for p in team.accepted] == [
+        None, "Unchanged since the last notice (2026-10-02T12:36:00Z): the same scopes firing, at the same severity."], team.accepted
+
+
 @pytest.mark.parametrize("grouping", [True, False], ids=["incidents", "ungrouped"])
 def test_a_service_a_firing_notice_never_reached_hears_no_resolution(redis_server, grouping):
     """`warning=` and `critical=` webhooks. ETH's drop fires as a warning while the warning hook is

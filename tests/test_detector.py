@@ -11,7 +11,7 @@ import pytest
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, judged_share, simulate
 from stream.alerts.detector import Counts, Thresholds, parse_overrides, signals, thresholds_for
 from stream.alerts.judging import AlertConfig, boundaries, frontier
-from stream.alerts.incidents import alert_id, marks_behind, step, told_fate, told_routes, told_through
+from stream.alerts.incidents import alert_id, heard_later, heard_previous, marks_behind, step, told_fate, told_routes, told_through
 
 TH = Thresholds()
 
@@ -274,3 +274,18 @@ def test_told_marks_that_end_before_the_incidents_latest_firing_notice_count_as_
     assert not marks_behind("2026-10-02T12:36:00Z", "2026-10-02T12:36:00Z")
     assert not marks_behind(None, "2026-10-02T12:36:00Z") and not marks_behind("2026-10-02T12:06:00Z", None)  # unknown: as before
     assert marks_behind("garbled", "2026-10-02T12:36:00Z")
+
+
+def test_the_services_that_read_an_updates_since_last_line_are_those_whose_latest_heard_notice_it_counts_from():
+    """The told marks' `heard:<service>` (since session 55): a service reads "New since the last
+    notice (T)" only where the latest notice it heard was made at T; one that heard an earlier one,
+    none, or only a `svc:` mark (a session-54 worker's) does not. An older notice finished late
+    never moves a service's latest back."""
+    marks = {"svc:a": "sent", "svc:b": "sent", "svc:c": "sent", "svc:notice:1-0": "1", "last": "2026-10-02T12:36:00Z",
+             "heard:a": "2026-10-02T12:36:00Z", "heard:b": "2026-10-02T12:06:00Z", "warning": "sent"}
+    assert heard_previous(marks, "2026-10-02T12:36:00Z") == {"a"}
+    assert heard_previous(marks, "2026-10-02T12:06:00Z") == {"b"}
+    assert heard_previous({k: v for k, v in marks.items() if not k.startswith("heard:")}, "2026-10-02T12:36:00Z") == set()
+    assert heard_later(None, "2026-10-02T12:06:00Z") and heard_later("2026-10-02T12:06:00Z", "2026-10-02T12:36:00Z")
+    assert not heard_later("2026-10-02T12:36:00Z", "2026-10-02T12:06:00Z")
+    assert heard_later("garbled", "2026-10-02T12:06:00Z")  # unreadable: the notice delivered now is the latest

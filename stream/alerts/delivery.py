@@ -44,9 +44,9 @@ from stream.alerts.chart import baselines_of, chart_points, render_chart
 from stream.alerts.correlator import acknowledgements
 from stream.alerts.grouping import Notice
 from stream.alerts.precision import TrackRecord, track_record
-from stream.alerts.incidents import (TOLD_HELD, TOLD_LAST, TOLD_NOTICE, TOLD_SENT, TOLD_SERVICE, TOLD_UNHEARD_AT, AlertRecord, NotifiedMark, capped_field,
-                                     marked_services, marks_behind, notified_mark, record_from_json, refused_field, told_fate, told_routes,
-                                     told_services)
+from stream.alerts.incidents import (TOLD_HEARD, TOLD_HELD, TOLD_LAST, TOLD_NOTICE, TOLD_SENT, TOLD_SERVICE, TOLD_UNHEARD_AT, AlertRecord,
+                                     NotifiedMark, capped_field, heard_later, heard_previous, marked_services, marks_behind, notified_mark,
+                                     record_from_json, refused_field, told_fate, told_routes, told_services)
 from stream.alerts.notify import Delivery, Notifier, describe, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
 from stream.keys import ALERT_STATS_KEY, NOTIFIED_KEY, OUTBOX_GROUP, OUTBOX_KEY, SETTLED_KEY, VERDICTS_KEY, caps_key, told_key
@@ -575,8 +575,9 @@ class AlertDelivery:
                 await self._count_silenced(earlier)
                 fate = TOLD_HELD
             elif self.notifier is not None and told and self.notifier.targets_for(*told, only=only):
-                since = await self._since_last(notice.incident_id, data.get("since_last"))
-                delivered = await self._settle(entry_id, await self._notify_notice(notice, records, told, told_at, only, since), earlier)
+                since, since_heard = await self._since_last(notice.incident_id, data.get("since_last"))
+                delivered = await self._settle(entry_id, await self._notify_notice(notice, records, told, told_at, only, since, since_heard),
+                                               earlier)
                 notified = delivered.notified
                 fate, heard = told_fate(delivered.sent), delivered.accepted
             elif earlier is not None:
@@ -593,7 +594,7 @@ class AlertDelivery:
 
     async def _notify_notice(self, notice: Notice, records: list[AlertRecord], routes: Sequence[str],
                              told_at: dict[str, str] | None = None, only: set[str] | None = None,
-                             since_last: dict[str, Any] | None = None) -> Delivery:
+                             since_last: dict[str, Any] | None = None, since_heard: set[str] | None = None) -> Delivery:
         assert self.notifier is not None
         png = None
         if self.chart:
@@ -606,21 +607,31 @@ class AlertDelivery:
         acks = await self._acknowledgements(notice.incident_id) if notice.acked else []
         return await self.notifier.deliver_notice(notice, records, png, track=track, recent=recent, routes=routes, verdict=verdict,
                                                   told_at=told_at if isinstance(told_at, dict) else None, acks=acks, only=only,
-                                                  since_last=since_last)
+                                                  since_last=since_last, since_heard=since_heard)
 
-    async def _since_last(self, ident: str, since: Any) -> dict[str, Any] | None:
-        """An update's or a reminder's `Entry.since_last`, unless the notice it counts from reached no
-        service (`TOLD_UNHEARD_AT`: a silence held it, the cap, every service refused it): "new since
-        the last notice" then measured from a notice nobody read, and left out what that notice
-        held. The line is left out (the body is as before session 54). A notice a worker before this
-        one delivered leaves no such mark: its next update keeps the line."""
+    async def _since_last(self, ident: str, since: Any) -> tuple[dict[str, Any] | None, set[str]]:
+        """An update's or a reminder's `Entry.since_last` and the services (`service_key`) that read
+        its line: those whose latest heard notice of the incident is the one it counts from
+        (`heard_previous`). Each other routed service gets the body without it: one that never heard
+        the incident (a critical-only pager first told at the escalation) or missed that notice (its
+        severity not routed there, it refused it, the cap held it back) read "new since the last
+        notice" of a notice it never saw, and nothing of what that notice said. None where the notice
+        reached no service (`TOLD_UNHEARD_AT`: a silence held it, the cap, every service refused it);
+        an empty set where a worker before session 55 delivered it (no `heard:` marks): no service is
+        known to have read it, so none reads the line."""
         if not isinstance(since, dict):
-            return None
-        if since.get("at") and await self.redis.hget(told_key(ident), TOLD_UNHEARD_AT) == since["at"]:
+            return None, set()
+        marks = await self.redis.hgetall(told_key(ident))
+        if since.get("at") and marks.get(TOLD_UNHEARD_AT) == since["at"]:
             log.info("the incident's previous notice reached no service; its update does not say what changed since",
                      extra={"incident_id": ident, "previous": since["at"]})
-            return None
-        return since
+            return None, set()
+        heard = heard_previous(marks, since["at"]) if isinstance(since.get("at"), str) else set()
+        if not heard:
+            log.info("no service is marked as having heard the incident's previous notice (a worker before session 55 delivered "
+                     "it, or its marks expired); its update does not say what changed since", extra={"incident_id": ident,
+                                                                                                      "previous": since.get("at")})
+        return since, heard
 
     async def _acknowledgements(self, incident_id: str) -> list[dict[str, Any]]:
         """An acknowledged incident's acknowledgements, oldest first ({at, by, via, reason}), which its
@@ -739,12 +750,19 @@ class AlertDelivery:
         # leaves it, so a retry of that later one to the services that refused it says what the first
         # delivery said (`_since_last`).
         heard_now = fate == TOLD_SENT and last and bool(at) and await self.redis.hget(key, TOLD_UNHEARD_AT) == at
+        # Each service's latest heard notice (`TOLD_HEARD`), which says whether it reads the next
+        # update's since-last line: never moved back by an older notice finished late.
+        services_heard = list(heard[1]) if heard is not None and last and at else []
+        stored = await self.redis.hmget(key, [f"{TOLD_HEARD}{service}" for service in services_heard]) if services_heard else []
         async with self.redis.pipeline(transaction=True) as pipe:
             if heard is not None:
                 entry_id, services = heard
                 for service in services:
                     pipe.hset(key, f"{TOLD_SERVICE}{service}", TOLD_SENT)
                 pipe.hset(key, f"{TOLD_NOTICE}{entry_id}", 1)
+            for service, was in zip(services_heard, stored):
+                if heard_later(was, at):
+                    pipe.hset(key, f"{TOLD_HEARD}{service}", at)
             if fate == TOLD_SENT:
                 pipe.hset(key, severity, fate)
                 if at:

@@ -245,6 +245,33 @@ TOLD_UNHEARD_AT = "unheard"
 # never runs over and cannot meet the correlator's while another notice went unmarked.
 TOLD_SERVICE = "svc:"
 TOLD_NOTICE = "svc:notice:"
+# Since session 55 (grouped): `heard:<service_key>` = the event time (ISO) of the incident's latest
+# firing notice that service accepted. An update's "New since the last notice (T)" line goes to a
+# service only where it is T (`heard_previous`): a critical-only pager first told at the escalation,
+# or a service that refused or was capped last time, read "since the last notice" of one it never
+# saw. Not under `svc:`: a session-54 worker reads every `svc:` field as a service (one whose value
+# is `sent`), and would count one it could not find as removed.
+TOLD_HEARD = "heard:"
+
+
+def heard_previous(marks: Mapping[str, str], at: str) -> set[str]:
+    """The services (`service_key`) whose latest heard firing notice of an incident is the one made at
+    `at` (an update's `since_last.at`): those alone read its since-last line. Empty where no mark
+    says so: the notice reached nobody, or a worker before session 55 delivered it (it writes no
+    `heard:`), so no service is known to have read it."""
+    return {name[len(TOLD_HEARD):] for name, value in marks.items() if name.startswith(TOLD_HEARD) and value == at}
+
+
+def heard_later(stored: str | None, at: str) -> bool:
+    """Whether a firing notice made at `at` is a service's latest heard (`TOLD_HEARD`) over the one
+    `stored`: a claim that finishes an older notice after a later one went out must not make the
+    service seem to have heard the older one last. Unknown or unreadable `stored`: `at` is."""
+    if not stored:
+        return True
+    try:
+        return epoch(at) >= epoch(stored)
+    except ValueError:
+        return True
 
 
 def told_fate(sent: int) -> str:

@@ -509,7 +509,8 @@ class Notifier:
                              track: TrackRecord | None = None, recent: Mapping[str, Sequence[float]] | None = None,
                              routes: Sequence[str] = (), verdict: Mapping[str, Any] | None = None,
                              told_at: Mapping[str, str] | None = None, acks: Sequence[Mapping[str, Any]] = (),
-                             only: Collection[str] | None = None, since_last: Mapping[str, Any] | None = None) -> Delivery:
+                             only: Collection[str] | None = None, since_last: Mapping[str, Any] | None = None,
+                             since_heard: Collection[str] | None = None) -> Delivery:
         """One incident's notification (stream/alerts/grouping.py), with the sample posts of the
         `records` it goes out with, the track record of its kinds and, for a reminder, where its
         firing scopes are now (`recent`, see message.recent_level); routed for `routes` (a
@@ -519,18 +520,34 @@ class Notifier:
         acknowledgements, oldest first, each listed. `only`: a resolution's, the services (by
         `service_key`) that heard a firing notice of it, or a claim's or a redelivery's, those that
         refused this one the first time; the others routed hear nothing. `since_last`: an update's
-        or a reminder's `Entry.since_last`, what changed since the incident's previous notice."""
+        or a reminder's `Entry.since_last`, what changed since the incident's previous notice; with
+        `since_heard` (the services, by `service_key`, that heard that notice) said to those alone,
+        the others getting the body without it, as each service's body is its own (`body_for`)."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
-        text = message.notice_body(notice, records, samples_shown=self.samples, console_url=self.console_url, track=track,
-                                   window=self.window, recent=recent, now=time.time(), verdict=verdict, routes=routes, told_at=told_at,
-                                   acks=acks, since_last=since_last)
+        now = time.time()
+
+        def body(since: Mapping[str, Any] | None) -> str:
+            return message.notice_body(notice, records, samples_shown=self.samples, console_url=self.console_url, track=track,
+                                       window=self.window, recent=recent, now=now, verdict=verdict, routes=routes, told_at=told_at,
+                                       acks=acks, since_last=since)
+
+        text = body(since_last)
+        unread = body(None) if since_last is not None and since_heard is not None else text  # the line is never in it
+        heard = set(since_heard or ())
+
+        def per_service(server: NotifyBase) -> str:
+            return text if service_key(server) in heard else unread
+
         return await self._deliver(context, tuple(routes) or (notice.severity,), message.notice_title(notice), text,
                                    notify_type(notice.state, notice.severity), chart_png, notice.incident_id, key=notice.incident_id,
-                                   fields=notice_fields(notice), only=only)
+                                   fields=notice_fields(notice), only=only, text_for=per_service if unread != text else None)
 
     async def _deliver(self, context: dict[str, Any], severities: Sequence[str], head: str, text: str, kind: NotifyType,
                        chart_png: bytes | None, name: str, key: str | None = None,
-                       fields: Mapping[str, str] | None = None, only: Collection[str] | None = None) -> Delivery:
+                       fields: Mapping[str, str] | None = None, only: Collection[str] | None = None,
+                       text_for: Callable[[NotifyBase], str] | None = None) -> Delivery:
+        """`text_for`: a service's own body (by the service as configured), where they differ: an
+        update's since-last line goes only to the services that heard the notice it counts from."""
         routed = one_per_service(self.targets_for(*severities, only=only))
         if not routed:
             log.info("no notification service for this severity", extra=context)
@@ -559,7 +576,8 @@ class Notifier:
         try:
             chart_path = await _write_chart(tmp, name, chart_png) if tmp and chart_png else None
             outcomes = await asyncio.gather(
-                *(self._deliver_one(server, context, head, text, kind, chart_path, configured) for server, configured in targets)
+                *(self._deliver_one(server, context, head, text_for(configured) if text_for else text, kind, chart_path, configured)
+                  for server, configured in targets)
             )
         finally:
             if tmp is not None:
