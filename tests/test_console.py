@@ -1637,6 +1637,23 @@ def test_a_silences_kept_fields_fill_only_the_form_on_the_page_it_was_sent_from(
     assert redis.Redis.from_url(redis_server).hlen(SILENCES_KEY) == 0
 
 
+def test_the_silence_form_is_filled_in_only_where_the_notices_offer_a_silence(api_console, redis_server):
+    """On a market-wide incident's page (and on the `all` scope's) the form came filled in with `all`,
+    one click from holding back every market-wide notice; a root that reads as a glob came filled in
+    as a pattern that silences other channels too. The notices offer neither (`root_silence`): the
+    console fills in the scope only where they offer `sentinel silence`, and leaves it empty else."""
+    console, _ = api_console
+    put_incident(redis_server, "incall", "all")
+    put_incident(redis_server, "incglob", "channel:[EN] general")
+    put_incident(redis_server, "incspace", "channel:off topic")
+    browser_op = {"Authorization": basic("alice", OPERATOR), "Accept": HTML}
+    for path, drawn in (("/incidents/incall", ""), ("/incidents/incglob", ""), ("/scope/all", ""),
+                        ("/incidents/inc1", "asset:ETH"), ("/incidents/incspace", "channel:off topic"), ("/scope/asset:BTC", "asset:BTC")):
+        status, page, _ = console.call("GET", path, headers=browser_op)
+        filled = page[page.index('<form class="silence"'):].split("</form>")[0]
+        assert status == 200 and f'name="scope" value="{drawn}"' in filled, (path, filled)
+
+
 def test_a_leaked_flash_cookie_shows_nobody_but_its_writer_what_was_typed(redis_server, tmp_path):
     """A flash cookie is kept 60 s (a Redis-away form's 10 minutes) and it held the refused form's
     message and fields for whoever presented it: a cookie copied from alice's browser (a proxy's log,
