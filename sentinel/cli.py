@@ -2319,7 +2319,13 @@ def audit(
     if unknown:
         raise fail(f"--action: unknown {', '.join(unknown)}; use {', '.join(audit_log.ACTIONS)}")
     person = by.strip() if by and by.strip() else None  # --by "" filters nobody out, as the console's empty field
-    found = with_redis(lambda client: audit_log.read(client, since=time.time() - span, by=person, actions=action or (), limit=limit))
+    # One more than asked: `more` says the span holds older entries than --limit let through, which
+    # read as the whole span (200 entries of a busy week, or a daily --json export cut short).
+    found = with_redis(lambda client: audit_log.read(client, since=time.time() - span, by=person, actions=action or (), limit=limit + 1))
+    more, found = len(found) > limit, found[:limit]
+    if more:  # stderr: --json's stdout stays one entry a line
+        err.print(f"only the newest {limit} shown: the last {escape(since)} holds older entries, from before {found[-1]['at']}; "
+                  "raise --limit or narrow --since, --by or --action", highlight=False, soft_wrap=True)
     if as_json:
         for item in found:
             print(json.dumps(item, ensure_ascii=False))

@@ -79,6 +79,28 @@ def test_the_command_line_logs_who_acknowledged_silenced_and_lifted_what(redis_s
         assert refused.returncode != 0 and says in refused.stderr and "Traceback" not in refused.stderr
 
 
+def test_the_command_line_says_when_its_limit_left_older_entries_out(redis_server):
+    """`sentinel audit --limit N` listed the newest N as if they were the whole span: a busy week's
+    200, or a daily `--json` export cut short, with nothing said. It says on stderr that older
+    entries exist, from before which, and stdout keeps one entry a line."""
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    for i in range(3):
+        r.xadd(AUDIT_KEY, audit.entry("acknowledge", by="dana", via="cli", target=f"inc{i}", scope="all", reason=""))
+    cut = cli(["audit", "--json", "--limit", "2"], redis_server)
+    shown_ = lines(cut)
+    assert [e["target"] for e in shown_] == ["inc2", "inc1"]
+    said = " ".join(cut.stderr.split())
+    assert f"only the newest 2 shown: the last 7d holds older entries, from before {shown_[-1]['at']}" in said, cut.stderr
+    table = cli(["audit", "--limit", "2"], redis_server)
+    assert table.returncode == 0 and "only the newest 2 shown" in " ".join(table.stderr.split()), table.stderr
+    assert "inc0" not in table.stdout and "inc1" in table.stdout
+    for args in (["--limit", "3"], ["--by", "dana"], ["--limit", "2", "--by", "erin"]):
+        whole = cli(["audit", "--json", *args], redis_server)
+        assert whole.returncode == 0 and "only the newest" not in whole.stderr, (args, whole.stderr)
+    assert len(lines(cli(["audit", "--json", "--limit", "3"], redis_server))) == 3
+
+
 def test_reading_filters_across_chunks_and_stops_at_the_limit_and_the_start(redis_server, monkeypatch):
     r = redis.Redis.from_url(redis_server, decode_responses=True)
     r.flushdb()
