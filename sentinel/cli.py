@@ -2085,6 +2085,8 @@ def compare_alerts(
         shown = {"from": start and iso(lo), "until": end and iso(hi)}
     except (ValueError, OverflowError):  # an offset carries the time past year 9999 or before year 1
         raise fail("--from/--until: out of range (years 1 to 9999 in UTC)") from None
+    if lo > hi:  # no incident reaches into it: "0 incidents in both files" read as two quiet runs
+        raise fail(f"--from {start} is after --until {end}: no event time lies between them (swapped?)")
     result = compare(runs[0], runs[1], lo, hi, shift_s)
     figures = summary(result, said) | shown | {"max_shift": max_shift, "baseline_records": runs[0].records, "candidate_records": runs[1].records}
     changes = [pair_change(b, c) for b, c in result.matched]

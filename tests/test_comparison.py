@@ -315,3 +315,15 @@ def test_an_empty_file_is_said_to_hold_no_records_not_to_differ_in_grouping(tmp_
                           env={**os.environ, "COLUMNS": "300"}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and f"{base} holds no alert records" in done.stdout, done.stdout
     assert "one run grouped" not in done.stdout
+
+
+def test_compare_alerts_refuses_a_from_after_its_until(tmp_path):
+    # Swapped, the stretch held no event time: both files read "0 incidents", as two quiet runs would.
+    base = write(tmp_path / "a.jsonl", BASELINE)
+    done = subprocess.run([sys.executable, "-m", "sentinel.cli", "compare-alerts", str(base), str(base),
+                           "--from", iso(T0 + 400 * 60), "--until", iso(T0)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and not done.stdout, (done.stdout, done.stderr)
+    assert f"--from {iso(T0 + 400 * 60)} is after --until {iso(T0)}" in " ".join(done.stderr.split()), done.stderr
+    same = subprocess.run([sys.executable, "-m", "sentinel.cli", "compare-alerts", str(base), str(base), "--json",
+                           "--from", iso(T0 + 10 * 60), "--until", iso(T0 + 10 * 60)], capture_output=True, text=True, timeout=120)
+    assert same.returncode == 0 and json.loads(same.stdout)["both"] >= 1, same.stderr  # an instant is a stretch: what fires then
