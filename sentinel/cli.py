@@ -1534,6 +1534,23 @@ def record_cmd(
         record_topic(settings, topic, out_file, max_idle, written, stopped)
 
 
+def own_stream(path: Path) -> str | None:
+    """"stdout" or "stderr" where `path` is the very file this process writes that to (`/dev/stdout`
+    with stdout redirected to a file, or that file by name), else None."""
+    try:
+        target = os.stat(path)
+    except OSError:  # not there yet (the usual --out), or not ours to stat: the other checks say why
+        return None
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            held = os.fstat(fd)
+        except OSError:  # closed
+            continue
+        if (held.st_dev, held.st_ino) == (target.st_dev, target.st_ino):
+            return name
+    return None
+
+
 def record_topic(settings: Settings, topic: str, out_file: Path, max_idle: float, written: list[int], stopped: Callable[[str], str]) -> None:
     """`sentinel record`, past its settings: `written` gets the count once --out is replaced."""
     from stream.kafka import held_logs, release_logs
@@ -1546,6 +1563,12 @@ def record_topic(settings: Settings, topic: str, out_file: Path, max_idle: float
         # which means stdout to most tools, was written as a file named `-`.
         raise fail(f"--out {out_file}: not a regular file: record spills the read beside --out and writes the file whole once "
                    f"the read is done; give a file path (e.g. --out incident.jsonl)")
+    if stream := own_stream(out_file):
+        # `--out /dev/stdout > rec.jsonl`: a regular file all the same, which record replaced by a
+        # rename, so the shell's own handle went on writing ("wrote N records", all after) to the
+        # unlinked old file, and the command exited 0 where the docs promise an error.
+        raise fail(f"--out {out_file}: that is this command's {stream}; record writes --out whole once the read is done, which "
+                   f"would cut off what the shell writes there after it: give --out a file of its own (e.g. --out incident.jsonl)")
 
     async def go(update: Callable[[int], None]) -> int:
         with held_logs("aiokafka") as held:  # a dead broker is our one error line, not aiokafka's first

@@ -334,3 +334,27 @@ def test_an_out_in_a_folder_without_search_permission_is_one_line(tmp_path):
         assert "(a file path: not -, /dev/stdout or a pipe)" in " ".join(r.stdout.replace("│", " ").split()), r.stdout
     finally:
         locked.chmod(0o755)
+
+
+def test_an_out_that_is_the_commands_own_stdout_file_is_refused_before_the_read(tmp_path):
+    """`record --out /dev/stdout > rec.jsonl` passed the regular-file check (/dev/stdout resolves to
+    rec.jsonl): record replaced rec.jsonl by a rename, so the shell's handle wrote the closing
+    "wrote N records" line (and all after it) into the unlinked old file, and it exited 0 where the
+    docs say /dev/stdout is an error. Refused before the broker (a dead one here) is asked."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    for out, stream in (("/dev/stdout", "stdout"), (str(tmp_path / "rec.jsonl"), "stdout"), ("/dev/stderr", "stderr")):
+        held = tmp_path / "rec.jsonl"
+        held.write_text("kept\n")
+        with held.open("a") as handle:
+            r = subprocess.run([sys.executable, "-m", "sentinel.cli", "record", "--topic", "forum-posts", "--out", out],
+                               stdout=handle if stream == "stdout" else subprocess.PIPE, stderr=handle if stream == "stderr" else subprocess.PIPE, text=True, timeout=60,
+                               env={**env, "KAFKA_BROKER": "127.0.0.1:9", "COLUMNS": "300"}, cwd=tmp_path)
+        said = " ".join(held.read_text().split()) if stream == "stderr" else " ".join(r.stderr.split())
+        assert r.returncode == 2 and "Kafka" not in said, said
+        assert f"error: --out {out}: that is this command's {stream};" in said, said
+        assert held.read_text().startswith("kept\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.jsonl"]  # no spill folder left beside it
