@@ -1534,26 +1534,10 @@ def record_cmd(
         record_topic(settings, topic, out_file, max_idle, written, stopped)
 
 
-def own_stream(path: Path) -> str | None:
-    """"stdout" or "stderr" where `path` is the very file this process writes that to (`/dev/stdout`
-    with stdout redirected to a file, or that file by name), else None."""
-    try:
-        target = os.stat(path)
-    except OSError:  # not there yet (the usual --out), or not ours to stat: the other checks say why
-        return None
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        try:
-            held = os.fstat(fd)
-        except OSError:  # closed
-            continue
-        if (held.st_dev, held.st_ino) == (target.st_dev, target.st_ino):
-            return name
-    return None
-
-
 def record_topic(settings: Settings, topic: str, out_file: Path, max_idle: float, written: list[int], stopped: Callable[[str], str]) -> None:
     """`sentinel record`, past its settings: `written` gets the count once --out is replaced."""
     from stream.kafka import held_logs, release_logs
+    from stream.tools.files import own_stream
     from stream.tools.replay import UnknownTopic, broker_topics, record
 
     writable_outputs(out_file)  # before the read, which can take a retained topic's whole length

@@ -565,6 +565,24 @@ def test_an_output_replaced_when_done_keeps_its_mode_its_link_and_what_is_not_a_
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
 
 
+def test_an_output_that_is_the_commands_own_redirected_stdout_is_written_in_place(tmp_path):
+    """`sentinel run FILE --alerts-out /dev/stdout > out.txt`: /dev/stdout is then a regular file, and
+    replacing it by a rename sent all the command printed after it (the summary) to the unlinked old
+    file, and dropped what the shell wrote before. It is written where the stream stands, as a pipe."""
+    script = ("import sys; from pathlib import Path; from stream.tools.files import replaced_when_done\n"
+              "print('printed before')\n"
+              "with replaced_when_done(Path(sys.argv[1])) as handle:\n    handle.write('the output\\n')\n"
+              "print('printed after')\n")
+    out = tmp_path / "out.txt"
+    for name in ("/dev/stdout", str(out)):
+        out.write_text("the shell's\n")
+        with out.open("a") as handle:
+            done = subprocess.run([sys.executable, "-c", script, name], stdout=handle, stderr=subprocess.PIPE, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert out.read_text() == "the shell's\nprinted before\nthe output\nprinted after\n", (name, out.read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]  # no .part left
+
+
 def test_a_silence_that_would_silence_nothing_or_forever_is_refused():
     from stream.alerts.silences import silence_request
 

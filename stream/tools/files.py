@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import sys
 import uuid
 from pathlib import Path
 from typing import IO, Iterator
@@ -24,17 +25,47 @@ def output_problem(path: Path) -> str | None:
     return None
 
 
+OWN_STREAMS = {"stdout": 1, "stderr": 2}
+
+
+def own_stream(path: Path) -> str | None:
+    """"stdout" or "stderr" where `path` is the very file this process writes that to (`/dev/stdout`
+    with stdout redirected to a file, or that file by name), else None."""
+    try:
+        target = os.stat(path)
+    except OSError:  # not there yet (the usual --out), or not ours to stat: the other checks say why
+        return None
+    for name, fd in OWN_STREAMS.items():
+        try:
+            held = os.fstat(fd)
+        except OSError:  # closed
+            continue
+        if (held.st_dev, held.st_ino) == (target.st_dev, target.st_ino):
+            return name
+    return None
+
+
 @contextlib.contextmanager
 def replaced_when_done(path: Path, *, source: Path | None = None) -> Iterator[IO[str]]:
     """A text handle whose content replaces `path` only when the block ends without an error: a
     command that fails half-way (bad input, a broker away) leaves the file as it was, and never
     empties `source`, the file it reads. A target that is not a regular file (/dev/stdout, a pipe)
-    is written directly, as before. Raises ValueError for an output that cannot be written."""
+    is written directly, as before, and so is the file this process's stdout or stderr goes to. Raises ValueError for an output that cannot be written."""
     target = Path(os.path.realpath(path))  # a symlink's file is replaced, not the link
     if source is not None and target == Path(os.path.realpath(source)):
         raise ValueError(f"--out {path} is the input file")
     if problem := output_problem(target):
         raise ValueError(f"cannot write {path}: {problem}")
+    if stream := own_stream(target):
+        # `--alerts-out /dev/stdout > alerts.jsonl`: a regular file, but the shell's. Replaced by a
+        # rename, what the command printed after it went to the unlinked old file; opened anew with
+        # "w", it was cut back to its start under the shell's own writes. Written at the stream's
+        # own position instead, as a pipe is.
+        for held in (sys.stdout, sys.stderr):  # what was printed before comes first
+            held.flush()
+        with os.fdopen(os.dup(OWN_STREAMS[stream]), "w", encoding="utf-8") as shared:
+            yield shared
+        return
     if target.exists() and not target.is_file():
         with _writable(path):
             direct = target.open("w", encoding="utf-8")
