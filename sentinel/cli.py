@@ -472,12 +472,19 @@ def evaluate(
     judgements = classify_all(classifier, [e.text for e in examples], settings.batch_size, "classifying")
     preds = [j.label for j in judgements]
     if predictions:
-        with predictions.open("w") as out_file:
-            for example, judgement in zip(examples, judgements):
-                # Several files: each line names its file, as lines repeat across files.
-                where = {"file": str(files[id(example)])} if len(data) > 1 else {}
-                out_file.write(json.dumps({**where, "line": example.line, "label": example.label, "predicted": judgement.label,
-                                           "probs": judgement.probs}) + "\n")
+        from stream.tools.files import replaced_when_done
+
+        # Whole or not at all, as the other outputs; `--predictions /dev/stdout > f` goes before the report,
+        # where a plain open cut f back to its start under the report.
+        try:
+            with replaced_when_done(predictions) as out_file:
+                for example, judgement in zip(examples, judgements):
+                    # Several files: each line names its file, as lines repeat across files.
+                    where = {"file": str(files[id(example)])} if len(data) > 1 else {}
+                    out_file.write(json.dumps({**where, "line": example.line, "label": example.label, "predicted": judgement.label,
+                                               "probs": judgement.probs}) + "\n")
+        except ValueError as exc:
+            raise fail(str(exc)) from None
     report = classification_report([e.label for e in examples], preds)
     report.update(model=classifier.info.id, data=" + ".join(map(str, data)), skipped=len(skipped))
     if card_path:

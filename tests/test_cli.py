@@ -583,6 +583,23 @@ def test_an_output_that_is_the_commands_own_redirected_stdout_is_written_in_plac
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]  # no .part left
 
 
+def test_eval_predictions_to_its_own_redirected_stdout_come_before_the_report(tmp_path):
+    """`sentinel eval --predictions /dev/stdout > out.txt` opened out.txt anew ("w"): cut back to
+    its start, the report then overwrote the predictions from the stream's own position."""
+    data = tmp_path / "lab.csv"
+    data.write_text("text,label\nBTC rally strong,positive\nThe call is at noon,neutral\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    out.write_text("the shell's\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    with out.open("a") as handle:
+        done = subprocess.run([sys.executable, "-m", "sentinel.cli", "eval", "--data", str(data), "--predictions", "/dev/stdout", "--json"],
+                              stdout=handle, stderr=subprocess.PIPE, text=True, timeout=120, env={**env, "SENTINEL_BASE": "lexicon"})
+    assert done.returncode == 0, done.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0] == "the shell's" and len(lines) == 4, lines
+    assert [json.loads(line)["line"] for line in lines[1:3]] == [2, 3] and json.loads(lines[3])["n"] == 2, lines
+
+
 def test_a_silence_that_would_silence_nothing_or_forever_is_refused():
     from stream.alerts.silences import silence_request
 
