@@ -326,6 +326,33 @@ def test_a_recording_goes_to_its_recorded_partitions_and_not_into_fewer(kafka_se
     assert warnings == []  # the command that chose to repartition says so, once (sentinel replay, sentinel run)
 
 
+def test_a_record_line_whose_partition_or_timestamp_is_no_kafka_one_is_sent_with_a_warning_naming_it(kafka_server, tmp_path):
+    """A recording edited by hand, or by a tool that wrote numbers as text ("partition": "1"), went
+    where its key hashed and with the broker's time, without a word: the per-partition order and
+    times the docs say a replay keeps were lost silently. The first such line is named, then a count."""
+    settings = Settings(kafka_broker=kafka_server, partitions=2)
+    topic = f"unkept-{uuid.uuid4().hex[:6]}"
+    path = tmp_path / "rec.jsonl"
+    lines = [{**RECORD, "value": post(0, iso(1_767_225_600))},
+             {**RECORD, "partition": "1", "value": post(1, iso(1_767_225_601))},
+             {**RECORD, "timestamp": "soon", "value": post(2, iso(1_767_225_602))},
+             {**RECORD, "timestamp": -1, "value": post(3, iso(1_767_225_603))}]  # a record without a timestamp: the broker's, unsaid
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    warnings: list[str] = []
+
+    async def scenario():
+        await ensure_topics(settings, [topic])
+        sent = await replay(settings, path, topic, None, warn=warnings.append)
+        return sent, [r async for r in consume_records(settings, topic)]
+
+    sent, records = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert sent == 4 and len(records) == 4
+    assert warnings == [f'{path}:2: partition "1" is no partition number: sent where its key hashes',
+                        f"{path}: 2 record lines could not keep their recorded partition or timestamp (lines 2, 3)"], warnings
+    kept = next(r for r in records if json.loads(r["value"])["id"] == "p0")
+    assert (kept["partition"], kept["timestamp"]) == (0, RECORD["timestamp"])
+
+
 def test_a_paced_replay_cuts_a_long_gap_with_a_warning_naming_the_line_and_resumes_from_a_line(kafka_server, tmp_path):
     settings = Settings(kafka_broker=kafka_server, partitions=1)
     topic = f"gap-{uuid.uuid4().hex[:6]}"

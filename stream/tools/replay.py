@@ -4,7 +4,8 @@ A replay file holds one post object per line, or the records `record` writes
 ({topic, partition, offset, timestamp, key, value, value_encoding}, and key_b64 for a key that is
 not UTF-8, headers when there are any; docs/operations.md has the format), merged in timestamp
 order across partitions. A record line is replayed to its recorded partition with its recorded
-timestamp and headers. A line is taken for a record
+timestamp and headers (one whose partition or timestamp is no Kafka one goes where its key hashes,
+or with the broker's time, with a warning). A line is taken for a record
 when it has `topic`, `partition`, `offset` and `value` and no `text` or `id` (a post that merely
 carries fields of those names is sent as the post it is). A line that is neither, and a record line
 that cannot be decoded (a value that is not text, bad base64, a key or value with an unpaired
@@ -59,6 +60,7 @@ class ReplayItem:
     partition: int | None = None  # a record line's recorded partition
     timestamp_ms: int | None = None  # a record line's recorded Kafka timestamp, sent with it
     headers: tuple[tuple[str, bytes | None], ...] = ()  # a record line's recorded headers
+    unkept: str = ""  # what of a record line's place cannot be kept (a partition that is no number): said, not silent
 
 
 @dataclass
@@ -150,9 +152,22 @@ def record_item(obj: dict[str, Any]) -> ReplayItem:
     ts = obj.get("timestamp")
     event_time = ts / 1000 if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None
     timestamp_ms = ts if isinstance(ts, int) and not isinstance(ts, bool) and 0 <= ts < 2**63 else None
-    partition = obj.get("partition")
-    partition = partition if isinstance(partition, int) and not isinstance(partition, bool) and 0 <= partition < 2**31 else None
-    return ReplayItem(key_bytes, data, event_time, partition=partition, timestamp_ms=timestamp_ms, headers=record_headers(obj.get("headers")))
+    recorded = obj.get("partition")
+    partition = recorded if isinstance(recorded, int) and not isinstance(recorded, bool) and 0 <= recorded < 2**31 else None
+    return ReplayItem(key_bytes, data, event_time, partition=partition, timestamp_ms=timestamp_ms, headers=record_headers(obj.get("headers")),
+                      unkept=unkept_place(recorded, partition, ts, timestamp_ms))
+
+
+def unkept_place(recorded: Any, partition: int | None, ts: Any, timestamp_ms: int | None) -> str:
+    """Why a record line cannot go out where and when it was recorded ("" where it can): a
+    partition or timestamp that is no Kafka one (a line edited by hand, or by a tool that wrote
+    numbers as text). A timestamp of -1 (a record without one) or none at all is the broker's to set."""
+    said = []
+    if partition is None:
+        said.append(f"partition {json.dumps(recorded)} is no partition number: sent where its key hashes")
+    if timestamp_ms is None and ts is not None and not (isinstance(ts, int) and not isinstance(ts, bool) and ts == -1):
+        said.append(f"timestamp {json.dumps(ts)[:40]} is no Kafka timestamp (ms): sent with the broker's time")
+    return "; ".join(said)
 
 
 def _b64(value: Any, what: str) -> bytes:
@@ -387,6 +402,7 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
     pacer = Pacer(speed, max_gap_s) if speed else None
     cut: list[int] = []
     behind: list[int] = []
+    unkept: list[int] = []  # record lines whose recorded partition or timestamp cannot be kept
     started = time.monotonic()
 
     def too_large(item: ReplayItem, exc: Exception) -> None:
@@ -470,6 +486,10 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
                 delay = started + due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
+            if item.unkept:
+                unkept.append(item.line)
+                if len(unkept) == 1:
+                    warn(f"{path}:{item.line}: {item.unkept}")
             partition = item.partition if keep_partitions else None
             try:
                 pending.append((item, await producer.send(topic, value=item.value, key=item.key, partition=partition,
@@ -505,6 +525,9 @@ async def replay_lines(settings: Settings, path: Path, topic: str, speed: float 
     if len(cut) > 1:
         warn(f"{path}: {len(cut)} gaps longer than {max_gap_s:g} s of replay time were cut to it (lines {', '.join(map(str, cut[:5]))}"
              f"{', ...' if len(cut) > 5 else ''})")
+    if len(unkept) > 1:
+        warn(f"{path}: {len(unkept)} record lines could not keep their recorded partition or timestamp "
+             f"(lines {', '.join(map(str, unkept[:5]))}{', ...' if len(unkept) > 5 else ''})")
     if len(behind) > 1:
         warn(f"{path}: {len(behind)} lines were more than {max_gap_s * speed:g} s older than the newest sent before them"  # type: ignore[operator]
              f" (lines {', '.join(map(str, behind[:5]))}{', ...' if len(behind) > 5 else ''})")
