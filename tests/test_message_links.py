@@ -46,9 +46,11 @@ def test_defanged_text_cashtags_decimals_and_abbreviations_are_left_alone(text: 
     assert post(post(text)) == post(text)  # twice is once
 
 
-def test_an_address_is_not_mangled() -> None:
-    # The `@` becomes the look-alike every escaped text has; no dot of it changes.
-    assert post("mail a@b.com or john.doe@b.co.uk") == "mail a\uff20b.com or john.doe\uff20b.co.uk"
+def test_an_address_is_readable_and_its_domain_defanged() -> None:
+    # The `@` becomes the look-alike every escaped text has, and with it no client reads an address:
+    # what is left is a bare domain (`support＠evil-wallet.io`), which Slack and mail clients link.
+    assert post("mail a@b.com or john.doe@b.co.uk") == "mail a\uff20b[.]com or john[.]doe\uff20b[.]co[.]uk"
+    assert not LIVE.search(post("contact support@evil-wallet.io or claim.evil.io@gmail.com"))
 
 
 def test_a_cut_post_never_ends_in_a_live_link() -> None:
@@ -84,3 +86,31 @@ def test_both_bodies_quote_posts_defanged_and_keep_the_console_link_live() -> No
         assert "console: https://sentinel.example.com/" in text
         # The HTML part of a mail is the same text: defanged too.
         assert "evil.example" not in message.html_text(text)
+
+
+@pytest.mark.parametrize("text", [
+    "airdrop live...claim-eth.io",  # an ellipsis runs into the domain
+    "go to .evil.example/x",
+    "--evil.example",
+    "_evil.example",
+    "evil.example_now",
+    "evil.example-",
+    "-https://evil.example/x",  # a scheme after a hyphen or a letter
+    ".https://evil.example/x",
+    "xhttps://3627734734/x",  # a host with no dot: a decimal IP
+    "https:/\\evil.example/x",  # browsers read a backslash as a slash
+    "https:\\\\3627734734/x",
+])
+def test_no_neighbouring_character_keeps_a_link_live(text: str) -> None:
+    shown = post(text)
+    assert not LIVE.search(shown), shown
+    assert not re.search(r"(?i)(?:https?|ftp):[/\\]", shown), shown
+
+
+@pytest.mark.parametrize("invisible", ["\u00ad", "\u034f", "\u180e", "\u2061", "\u2063", "\u200c", "\u200d", "\ufe0f"])
+def test_an_invisible_character_beside_the_dot_does_not_hide_the_domain(invisible: str) -> None:
+    # Browsers map a soft hyphen, a variation selector or an invisible operator to nothing in a
+    # host name (UTS 46), and a linkifier takes them as part of the name: shown, `evil.example`.
+    for text in (f"evil{invisible}.example", f"evil.{invisible}example"):
+        shown = post(text)
+        assert "[.]" in shown and not LIVE.search(shown.replace(invisible, "")), repr(shown)

@@ -38,15 +38,21 @@ _SLACK_LINK = re.compile(r"<\s*((?:[a-z][a-z0-9+.-]*):[^<>|\s]*)(?:\|([^<>]*))?>
 # @everyone, @all, @username) and no mail client turns it into an address.
 _SAFE_AT = "\uff20"
 # Defanging (`defang`): a web scheme, and the host after it. `hxxp` and `[.]` are no match, so
-# defanging twice changes nothing.
-_URL = re.compile(r"(?<![\w.-])(https?|ftp)(://)([^\s/?#<>\u2039\u203a]*)", re.IGNORECASE)
+# defanging twice changes nothing. No look-behind: a linkifier finds `https://` after a hyphen, a
+# dot or a letter too (`-https://`, `xhttps://`), and a browser reads `https:/\` as `https://`.
+_URL = re.compile(r"(https?|ftp)(:[/\\]+)([^\s/\\?#<>\u2039\u203a]*)", re.IGNORECASE)
 # A bare domain or a `www.` host: dot-separated labels (letters of any script, digits, hyphens; an
 # IDN's own dots too) ending in a label of two or more letters, or a punycode one (`xn--p1ai`).
-# Not an address's local part or domain (`a.b@c.com`: no dot of it changes), not a decimal (`1.5`:
-# its last label is digits), not `e.g.` (one-letter labels), not a cashtag's `$ETH` (no dot).
-_DOT = r"[.\u3002\uff0e\uff61]"
-_DOMAIN = re.compile(rf"(?<![\w@\uff20.-])(?:[^\W_](?:[\w-]*[^\W_])?{_DOT})+(?:[^\W\d_]{{2,63}}|xn--[a-z0-9-]+)(?![\w@\uff20-])",
-                     re.IGNORECASE)
+# Not a decimal (`1.5`: its last label is digits), not `e.g.` (one-letter labels), not a
+# cashtag's `$ETH` (no dot). Whatever stands before or after it (`...evil.com`, `-evil.com`,
+# `evil.com_`, an address's `＠`): a linkifier links the domain in all of them, so no neighbour
+# exempts it; an address's domain (and a dotted local part) is defanged as any other.
+# Characters a browser maps to nothing in a host name (UTS 46: soft hyphen, joiners, variation
+# selectors, invisible operators, Mongolian selectors) and a linkifier takes as part of the name
+# are taken into the dot they stand by, so `evil\u00ad.com` is `evil[.]com` and not a live `evil.com`.
+_IGNORED = r"[\u00ad\u034f\u180b-\u180f\u200c\u200d\u2060-\u2064\ufe00-\ufe0f]*"
+_DOT = rf"{_IGNORED}[.\u3002\uff0e\uff61]{_IGNORED}"
+_DOMAIN = re.compile(rf"(?:[^\W_](?:[\w-]*[^\W_])?{_DOT})+(?:[^\W\d_]{{2,63}}|xn--[a-z0-9-]+)(?![^\W_])", re.IGNORECASE)
 _HOST_DOTS = re.compile(_DOT)
 
 
@@ -83,7 +89,9 @@ def defang(text: str) -> str:
     `https://evil.example/x` -> `hxxps://evil[.]example/x`, `www.evil.example` and `evil.example`
     -> `www[.]evil[.]example`, `evil[.]example`. Slack links a bare domain, and mail clients a
     `www.` or a known domain in plain text: a scam post's "claim your airdrop at ..." was one
-    click from the risk team. Not an address (`a@b.com`), a decimal (`1.5`) or a cashtag. A
+    click from the risk team. An address's domain too (`a＠b[.]com`: its `@` is a look-alike, and
+    the domain after it reads bare), whatever stands next to a domain (`...evil[.]com`), and an
+    invisible character beside a dot goes into the `[.]`. Not a decimal (`1.5`) or a cashtag. A
     `word.Word` with no space reads as a domain and gets its `[.]` too: readable, and no link."""
     text = _URL.sub(_defanged_url, text)
     return _DOMAIN.sub(lambda m: _HOST_DOTS.sub("[.]", m.group(0)), text)
