@@ -105,3 +105,33 @@ def test_the_limit_is_the_services_own_and_an_html_mail_is_measured_as_sent() ->
     assert len(html) <= 3000 and "more related scopes (see the console link)" in html
     plain, _ = body_for(hook, text, 3000)
     assert len(plain) <= 3000 and body_for(hook, text)[0] == text  # no limit: as it is (the daily report's)
+
+
+def test_past_the_limit_with_no_item_left_the_long_lines_are_cut_not_the_actions_or_the_console_link() -> None:
+    """A PagerDuty-sized body (1,024 less the title) of an update with a long since-last line and an
+    acknowledgement: with its samples and related scopes left out it was still too long, and the
+    cut at its end took the console link (which the count line points to) and half a command."""
+    scopes = ["asset:ETH", *(f"channel:telegram/crypto-signals-room-{i:03d}" for i in range(12))]
+    notice = Notice("cc08e3ebdfdb671ccafc", "asset:ETH", "firing", "update", "critical", "2026-03-04T13:00:00Z", "2026-03-04T12:00:00Z",
+                    False, [{**MEMBER, "scope": s} for s in scopes])
+    since = {"at": "2026-03-04T12:30:00Z", "joined": [{"scope": s, "kind": "sentiment_drop"} for s in scopes[1:6]],
+             "severity": {"from": "warning", "to": "critical"},
+             "escalated": [{"scope": "asset:ETH", "kind": "sentiment_drop", "from": "warning", "to": "critical"}]}
+    acks = [{"at": "2026-03-04T12:40:00Z", "by": "alice", "via": "cli",
+             "reason": "desk is on it, hedging the ETH book; see the runbook for the exchange outage and the incident channel"}]
+    text = message.notice_body(notice, [record("asset:ETH", 3)], samples_shown=3, console_url=CONSOLE, since_last=since, acks=acks)
+    (pager,) = build_apprise("pagerduty://key@token", None)
+    for limit in (body_limit(pager, message.notice_title(notice)), 700):
+        capped = message.fit_body(text, limit)
+        lines = capped.splitlines()
+        assert len(capped) <= limit
+        assert lines[0] == "Incident on asset:ETH is firing (critical)."
+        for must in ("incident_id: cc08e3ebdfdb671ccafc", "acknowledge (no more reminders): sentinel ack cc08e3ebdfdb671ccafc",
+                     "silence its notices: sentinel silence asset:ETH --for 2h", f"console: {CONSOLE}/incidents/cc08e3ebdfdb671ccafc"):
+            assert must in lines, (limit, capped)
+        # What was cut says so, and begins as it did.
+        (since_line,) = [x for x in lines if x.startswith("New since the last notice")]
+        assert since_line.endswith("…")
+    # Measured as sent: the HTML part of a mail.
+    capped = message.fit_body(text, 900, size=lambda t: len(message.html_text(t)))
+    assert len(message.html_text(capped)) <= 900 and f"console: {CONSOLE}/incidents/cc08e3ebdfdb671ccafc" in capped.splitlines()

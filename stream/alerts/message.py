@@ -133,8 +133,10 @@ def fit_body(text: str, maxlen: int, size: Callable[[str], int] = len) -> str:
     ended by a line counting what it no longer shows ("... and 3 more sample posts (see the
     console link)"). A market-wide incident's dozens of members and their samples made a body
     past a service's limit, and the service (or Apprise) cut it blindly or refused it: the head
-    (what moved, since the last notice, the actions, the console link) is what must arrive. Only
-    where even that is too long is the text cut, with an ellipsis. `maxlen` 0 or less: no cap."""
+    (what moved, since the last notice, the actions, the console link) is what must arrive. Where
+    it is still too long, its longest lines are cut, each with an ellipsis (`_shorten`): never the
+    first line, nor the id line and the actions and console link after it. Only where those alone
+    are too long is the text cut at its end. `maxlen` 0 or less: no cap."""
     if maxlen <= 0 or size(text) <= maxlen:
         return text
     lines = text.split("\n")
@@ -143,7 +145,7 @@ def fit_body(text: str, maxlen: int, size: Callable[[str], int] = len) -> str:
         lines = _drop_items(lines, is_item, noun, where, maxlen, size)
         if size("\n".join(lines)) <= maxlen:
             return "\n".join(lines)
-    return _cut("\n".join(lines), maxlen, size)
+    return _shorten(lines, maxlen, size)
 
 
 def _is_sample_line(line: str) -> bool:
@@ -188,6 +190,41 @@ def _empty_headers(lines: list[str], dropped: set[int]) -> set[int]:
                 following.append(j)
             if following and all(j in dropped for j in following):
                 out.add(i)
+    return out
+
+
+def _shorten(lines: list[str], maxlen: int, size: Callable[[str], int]) -> str:
+    """`lines` with every line longer than a width cut to it with an ellipsis, the widest width
+    that fits: a long since-last line, an acknowledgement's reason or a level goes before a short
+    line does. Not the first line, nor the id line and the lines after it (`_uncut`). A cut at the
+    text's end took the console link, which the "... and N more" lines point to, and half a
+    `sentinel silence` command, where an update's since-last line and an ack filled a pager's 1,024."""
+    uncut = _uncut(lines)
+
+    def capped(width: int) -> str:
+        return "\n".join(line if i in uncut or len(line) <= width else line[: max(width - 1, 0)].rstrip() + ELLIPSIS
+                         for i, line in enumerate(lines))
+
+    if size(capped(1)) > maxlen:  # the lines kept whole are past the limit on their own
+        return _cut("\n".join(lines), maxlen, size)
+    low, high = 1, max(len(line) for line in lines)
+    while low < high:  # the size grows with the width: a bisection finds the widest that fits
+        mid = (low + high + 1) // 2
+        if size(capped(mid)) <= maxlen:
+            low = mid
+        else:
+            high = mid - 1
+    return capped(low)
+
+
+def _uncut(lines: list[str]) -> set[int]:
+    """The lines `_shorten` keeps whole: the first (what is firing), and the id line (`incident_id:`,
+    an ungrouped alert's `alert_id:`) with those after it up to a blank line, the actions and the
+    console link (`notice_body`, `body`)."""
+    out = {0}
+    for i, line in enumerate(lines):
+        if line.startswith(("incident_id: ", "alert_id: ")):
+            out.update(range(i, next((j for j in range(i, len(lines)) if not lines[j]), len(lines))))
     return out
 
 
