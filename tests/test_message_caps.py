@@ -135,3 +135,24 @@ def test_past_the_limit_with_no_item_left_the_long_lines_are_cut_not_the_actions
     # Measured as sent: the HTML part of a mail.
     capped = message.fit_body(text, 900, size=lambda t: len(message.html_text(t)))
     assert len(message.html_text(capped)) <= 900 and f"console: {CONSOLE}/incidents/cc08e3ebdfdb671ccafc" in capped.splitlines()
+
+
+def test_a_notice_of_thousands_of_scopes_is_fitted_in_a_few_measures() -> None:
+    """The number of items kept is found by bisection: one by one from the last, 2,000 scopes
+    measured the whole text (as HTML, for a mail) some 2,000 times, seconds for each service and attempt."""
+    notice, records = market_wide(2000)
+    text = message.notice_body(notice, records, samples_shown=10, console_url=CONSOLE)
+    measured = []
+
+    def size(t: str) -> int:
+        measured.append(t)
+        return len(t)
+
+    capped = message.fit_body(text, 2000, size=size)
+    assert len(capped) <= 2000 and len(measured) < 60, len(measured)
+    # The same as dropping them one by one: the most that fit, the rest counted.
+    kept = [x for x in capped.splitlines() if x.startswith("- ")]
+    (more,) = [x for x in capped.splitlines() if "more related scopes" in x]
+    full = text.splitlines()
+    following = full[full.index(kept[-1]) + 1]
+    assert len(capped.replace(more, f"{following}\n... and {2000 - len(kept) - 1} more related scopes (see the console link)")) > 2000

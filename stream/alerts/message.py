@@ -160,11 +160,14 @@ def _drop_items(lines: list[str], is_item: Callable[[str], bool], noun: str, whe
                 size: Callable[[str], int]) -> list[str]:
     """`lines` with their `is_item` lines dropped from the last until the text fits (or none is
     left), a line counting them after the last one kept. A sample group's header whose samples
-    all went goes too."""
+    all went goes too. The number kept is found by bisection (the text grows with it): tried one
+    by one from the last, a market-wide notice of 2,000 scopes took 2.5 s to fit a mail, 5,000 17 s,
+    each measuring the whole text again, for each service and attempt."""
     items = [i for i, line in enumerate(lines) if is_item(line)]
     if not items:
         return lines
-    for keep in range(len(items) - 1, -1, -1):
+
+    def kept(keep: int) -> list[str]:
         dropped = set(items[keep:])
         if noun == "sample post":
             dropped |= _empty_headers(lines, dropped)
@@ -172,9 +175,18 @@ def _drop_items(lines: list[str], is_item: Callable[[str], bool], noun: str, whe
         said = f"... and {more} more {noun}{'' if more == 1 else 's'} {where}"
         out = [line for i, line in enumerate(lines) if i not in dropped]
         out.insert(min(dropped), said)  # where the first dropped line was: after the last one kept
-        if size("\n".join(out)) <= maxlen or keep == 0:
-            return out
-    return lines
+        return out
+
+    low, high = 0, len(items) - 1  # at least one goes: the caller found the text too long with all
+    if size("\n".join(kept(low))) > maxlen:
+        return kept(low)
+    while low < high:  # kept(low) fits
+        mid = (low + high + 1) // 2
+        if size("\n".join(kept(mid))) <= maxlen:
+            low = mid
+        else:
+            high = mid - 1
+    return kept(low)
 
 
 def _empty_headers(lines: list[str], dropped: set[int]) -> set[int]:
