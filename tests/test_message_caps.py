@@ -156,3 +156,23 @@ def test_a_notice_of_thousands_of_scopes_is_fitted_in_a_few_measures() -> None:
     full = text.splitlines()
     following = full[full.index(kept[-1]) + 1]
     assert len(capped.replace(more, f"{following}\n... and {2000 - len(kept) - 1} more related scopes (see the console link)")) > 2000
+
+
+
+def test_discord_counts_the_title_in_its_2000() -> None:
+    """Discord sends the title and the body as one `content` (`title\r\nbody`), 2,000 characters at
+    most, and Apprise says so (`overflow_amalgamate_title`): a notice fitted to 2,000 alone went out
+    with its title, 130 characters, past it (Discord refuses such a message), and under
+    `?overflow=truncate` Apprise cut its end."""
+    from apprise import OverflowMode
+
+    (discord,) = build_apprise("discord://1234567/abcdefgabcdefgabcdef", None)
+    for members in (30, 60, 200):
+        notice, records = market_wide(members)
+        head = message.notice_title(notice)
+        text = message.notice_body(notice, records, samples_shown=10, console_url=CONSOLE)
+        fitted, body_format = body_for(discord, text, body_limit(discord, head))
+        assert len(f"{head}\r\n{fitted}") <= discord.body_maxlen
+        (cut,) = discord._build_send_calls(body=fitted, title=head, body_format=body_format, overflow=OverflowMode.TRUNCATE)
+        assert cut["body"] == fitted and cut["title"] == head
+

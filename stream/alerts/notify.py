@@ -690,14 +690,19 @@ def body_limit(server: NotifyBase, head: str) -> int:
     """The most characters of body a service takes: its Apprise plugin's `body_maxlen` (Slack
     35,000, Discord 2,000, Telegram 4,096, Mattermost 4,000, PagerDuty 1,024, 32,768 where a plugin
     says none, Apprise 2.3), less the title where the service has no title field and Apprise puts
-    it at the body's head (`title_maxlen` 0). Apprise's default overflow mode (`upstream`) sends a
+    it at the body's head (`title_maxlen` 0), or where the limit is the title's and the body's
+    together (`overflow_amalgamate_title`: Discord sends `title\r\nbody` as one `content` of 2,000,
+    and a body of 2,000 alone was refused). Apprise's default overflow mode (`upstream`) sends a
     longer body as it is, for the service to cut blindly or refuse; `truncate` cut it at the limit
     itself, the console link and the actions with it. 0 where the plugin gives no number."""
     maxlen = getattr(server, "body_maxlen", 0)
     if not isinstance(maxlen, int) or maxlen <= 0:
         return 0
-    if getattr(server, "title_maxlen", 1) <= 0 and head:
-        maxlen -= len(head) + 2  # Apprise joins them with "\r\n"
+    if head and (getattr(server, "title_maxlen", 1) <= 0 or getattr(server, "overflow_amalgamate_title", False) is True):
+        # Apprise joins them with "\r\n"; an amalgamated title it counts with room for a split's
+        # " [1/2]" counter (`overflow_max_display_count_width`, 12), which its truncate mode keeps too.
+        width = getattr(server, "overflow_max_display_count_width", 0)
+        maxlen -= len(head) + max(2, width if isinstance(width, int) and getattr(server, "title_maxlen", 1) > 0 else 2)
     return max(maxlen, 1)
 
 
