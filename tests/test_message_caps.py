@@ -176,3 +176,18 @@ def test_discord_counts_the_title_in_its_2000() -> None:
         (cut,) = discord._build_send_calls(body=fitted, title=head, body_format=body_format, overflow=OverflowMode.TRUNCATE)
         assert cut["body"] == fitted and cut["title"] == head
 
+
+def test_a_service_apprise_converts_for_is_measured_as_converted() -> None:
+    """Apprise converts a plain body to the service's own format before it holds it to `body_maxlen`:
+    Telegram's HTML (each line break `\\r\\n`, the title in `<b>`), Google Chat's Markdown (`_`
+    escaped) and sends that (the default overflow mode, `upstream`). Measured as plain text, a
+    fitted notice reached them 36 and 18 characters past it."""
+    for server in build_apprise("tgram://123456789:abcdefg_hijklmnop/12315544/ gchat://workspace/key/token", None):
+        for members in range(5, 80, 3):
+            notice, records = market_wide(members)
+            head = message.notice_title(notice)
+            text = message.notice_body(notice, records, samples_shown=10, console_url=CONSOLE)
+            fitted, body_format = body_for(server, text, body_limit(server, head), head)
+            # What Server.notify hands the service's send(), as Apprise builds it.
+            (sent,) = server._build_send_calls(body=fitted, title=head, body_format=body_format)
+            assert len(sent["body"]) <= server.body_maxlen, (server.service_name, members, len(sent["body"]))

@@ -669,21 +669,41 @@ def _notify(server: NotifyBase, head: str, text: str, kind: NotifyType, chart_pa
         attach = AppriseAttachment(str(chart_path), asset=server.asset) if chart_path else None
         # TEXT: the body is plain text. Each plugin then converts it for its medium (Slack escapes
         # `& < >`), and nothing is read as markup. A mail sent as HTML gets ours (`message.html_text`).
-        body, body_format = body_for(server, text, body_limit(server, head))
+        body, body_format = body_for(server, text, body_limit(server, head), head)
         ok = server.notify(body=body, title=head, notify_type=kind, body_format=body_format, attach=attach)
         return bool(ok), None
     except Exception as exc:  # noqa: BLE001 - a plugin bug is a failed attempt, not a crashed worker
         return False, type(exc).__name__
 
 
-def body_for(server: NotifyBase, text: str, limit: int = 0) -> tuple[str, NotifyFormat]:
+def body_for(server: NotifyBase, text: str, limit: int = 0, head: str = "") -> tuple[str, NotifyFormat]:
     """A plain-text body as a service is handed it, with its format: as it is (TEXT), but as our own
     HTML to a mail service that sends HTML (`sends_html`). Alerts and reports alike. `limit`: an
-    alert's, the most characters the service takes (`body_limit`), as sent (the HTML's length for
-    HTML): samples and related scopes are left out to fit (`message.fit_body`); 0: no cap."""
+    alert's, the most characters the service takes (`body_limit`, for the title `head`), as sent
+    (the HTML's length for HTML, and as Apprise converts it for the service: `sent_size`): samples
+    and related scopes are left out to fit (`message.fit_body`); 0: no cap."""
     if sends_html(server):
         return message.html_text(message.fit_body(text, limit, size=lambda t: len(message.html_text(t)))), NotifyFormat.HTML
-    return message.fit_body(text, limit), NotifyFormat.TEXT
+    return message.fit_body(text, limit, size=lambda t: sent_size(server, t, head)) if limit > 0 else text, NotifyFormat.TEXT
+
+
+def sent_size(server: NotifyBase, text: str, head: str = "") -> int:
+    """How long a plain-text body is as Apprise sends it (its default overflow mode, `upstream`):
+    converted to the service's own format first (Telegram's HTML, each line break a `\r\n`; Google Chat's
+    Markdown, `_` escaped), the title folded in where the service has none, counted here as
+    `body_limit` already allows for it (`len(head) + 2`), its markup (`<b>...</b>`) beyond that
+    counted. Measured as plain text, a notice fitted to Telegram went out 36 characters past its
+    4,096. Apprise's own preparation of a send (`_build_send_calls`, Apprise 2.x, no I/O); the
+    plain length where this Apprise has none or it fails."""
+    build = getattr(server, "_build_send_calls", None)
+    if not text or build is None:
+        return len(text)
+    try:
+        calls = list(build(body=text, title=head, body_format=NotifyFormat.TEXT, overflow=apprise.OverflowMode.UPSTREAM))
+        folded = len(head) + 2 if head and getattr(server, "title_maxlen", 1) <= 0 else 0
+        return max(len(str(call.get("body") or "")) for call in calls) - folded if calls else len(text)
+    except Exception:  # noqa: BLE001 - a sizing guess must never fail a notification
+        return len(text)
 
 
 def body_limit(server: NotifyBase, head: str) -> int:
