@@ -244,12 +244,17 @@ def tls_files_problem(url: str, *, cluster: bool = False) -> str | None:
             return (f"the private key of {names} is encrypted and no ssl_password is set: add ssl_password to the "
                     "URL's query (percent-encoded), or give an unencrypted key")
         except OSError as exc:  # a missing file, or one ssl cannot read (ssl.SSLError is an OSError)
-            if asked and getattr(exc, "reason", None) != "KEY_VALUES_MISMATCH":
-                # Asked for the passphrase and failed short of matching the key to its certificate:
-                # the passphrase did not decrypt the key, which OpenSSL says only as "(PEM lib)",
-                # and the operator went after the files.
-                return (f"ssl_password does not open the private key of {names} (the key is encrypted with another "
-                        "passphrase): set the key's passphrase, percent-encoded, or give an unencrypted key")
+            if asked and isinstance(exc, ssl.SSLError) and "PEM lib" in str(exc):
+                # Asked for the passphrase, and then the key did not decode: OpenSSL says only
+                # "(PEM lib)", and the operator went after the files. Not any failure once asked: a
+                # key of another type than its certificate fails later (NO_CERTIFICATE_ASSIGNED), one
+                # of another pair with KEY_VALUES_MISMATCH, each with the right passphrase. A key
+                # under a cipher OpenSSL 3 leaves to its legacy provider (RC2, DES: old PKCS#12
+                # exports) fails as a wrong passphrase does, and Python's ssl tells the two apart by
+                # no code, so the line names both.
+                return (f"ssl_password does not open the private key of {names} (not the passphrase it is encrypted "
+                        "with, or a cipher this OpenSSL does not decrypt, such as RC2 or DES): set the key's passphrase, "
+                        "percent-encoded, or give an unencrypted key or one encrypted with AES")
             why = exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
             return f"cannot load the TLS file of {names} ({why})"
     return None

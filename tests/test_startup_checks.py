@@ -459,8 +459,9 @@ def test_a_rediss_key_alone_or_encrypted_without_its_password_is_refused_by_its_
     wrong = url_setting_problem(f"{base}?ssl_certfile={cert}&ssl_keyfile={key}&ssl_password=not-it", cluster=False)
     # Said as the passphrase that does not open the key: OpenSSL's "(PEM lib)" sent the operator
     # after the files until session 55.
-    assert wrong == ("REDIS_URL: ssl_password does not open the private key of ssl_certfile and ssl_keyfile (the key is encrypted "
-                     "with another passphrase): set the key's passphrase, percent-encoded, or give an unencrypted key"), wrong
+    assert wrong == ("REDIS_URL: ssl_password does not open the private key of ssl_certfile and ssl_keyfile (not the passphrase it "
+                     "is encrypted with, or a cipher this OpenSSL does not decrypt, such as RC2 or DES): set the key's passphrase, "
+                     "percent-encoded, or give an unencrypted key or one encrypted with AES"), wrong
     # A certificate the key does not belong to is not taken for a wrong passphrase, even with one set.
     (tmp_path / "other").mkdir()
     other_cert, _ = client_pki(tmp_path / "other", passphrase=SECRET)
@@ -470,6 +471,36 @@ def test_a_rediss_key_alone_or_encrypted_without_its_password_is_refused_by_its_
     (tmp_path / "plain").mkdir()
     plain_cert, plain_key = client_pki(tmp_path / "plain", passphrase=None)
     assert url_setting_problem(f"{base}?ssl_certfile={plain_cert}&ssl_keyfile={plain_key}", cluster=False) is None
+
+
+def test_a_rediss_key_that_its_passphrase_opens_is_not_called_a_wrong_ssl_password(tmp_path):
+    """Only a passphrase that does not decrypt the key is said as one: OpenSSL asks for it for any
+    encrypted key, so a load that fails after that (the key of another type than its certificate,
+    an encrypted key OpenSSL 3 cannot decrypt at all) was said as `ssl_password does not open the
+    private key ... (the key is encrypted with another passphrase)` in session 55's first cut, and
+    the operator went after a passphrase that was right."""
+    from stream.redis_client import url_setting_problem
+
+    cert, key = client_pki(tmp_path, passphrase=SECRET)  # an EC key
+    (tmp_path / "rsa").mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-passout", f"pass:{SECRET}", "-keyout", "client.key",
+                    "-out", "client.pem", "-subj", "/CN=client", "-days", "1"], cwd=tmp_path / "rsa", check=True, capture_output=True)
+    base = f"rediss://:{SECRET}@h:6380/0"
+    # The EC key with the RSA key's certificate, each with its own right passphrase: a key of another type.
+    for other_cert, other_key in ((tmp_path / "rsa" / "client.pem", key), (cert, tmp_path / "rsa" / "client.key")):
+        said = url_setting_problem(f"{base}?ssl_certfile={other_cert}&ssl_keyfile={other_key}&ssl_password={SECRET}", cluster=False)
+        assert said is not None and said.startswith("REDIS_URL: cannot load the TLS file of ssl_certfile and ssl_keyfile ("), said
+        assert "ssl_password" not in said and SECRET not in said, said
+    # The right passphrase on a key encrypted with RC2 (PKCS#12's old default), which OpenSSL 3
+    # decrypts only with its legacy provider: not "encrypted with another passphrase".
+    legacy = subprocess.run(["openssl", "pkcs8", "-topk8", "-in", str(key), "-passin", f"pass:{SECRET}", "-v1", "PBE-SHA1-RC2-40",
+                             "-passout", f"pass:{SECRET}", "-out", "rc2.key", "-provider", "legacy", "-provider", "default"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    if legacy.returncode:
+        pytest.skip(f"this openssl makes no RC2 key: {legacy.stderr[-300:]}")
+    said = url_setting_problem(f"{base}?ssl_certfile={cert}&ssl_keyfile={tmp_path / 'rc2.key'}&ssl_password={SECRET}", cluster=False)
+    assert said is not None and said.startswith("REDIS_URL: ssl_password does not open the private key of ssl_certfile and ssl_keyfile ("), said
+    assert "cipher this OpenSSL does not decrypt, such as RC2 or DES" in said and SECRET not in said, said
 
 
 def test_a_command_on_a_terminal_refuses_an_encrypted_rediss_key_and_asks_for_no_passphrase(tmp_path):
