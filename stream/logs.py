@@ -75,12 +75,21 @@ class JsonFormatter(logging.Formatter):
 _ERROR_LINE = re.compile(r'^(?:\S+ (?:ERROR|CRITICAL) |\{"ts": "[^"]*", "level": "(?:ERROR|CRITICAL)"|Traceback \(most recent call last\):|error: )')
 
 
+# What stream.processor logs at WARNING of one post the input got wrong (a line that is no post, a
+# dead letter cut to fit): the input's own fault, which a finished run's summary names, and no word
+# on why a run stood still (worth_keeping). The demo stream's two bad lines log one each.
+DEAD_LETTERED = "dead-lettered"
+DEAD_LETTER_CUT = "dead letter cut to fit the producer's max request size"
+
+
 # A WARNING record of the project's own loggers in either format (a library's, such as Faust's
 # "Missing sensor state for rebalance" in a calm run, says nothing of why a run stood still); and a
 # line that says a stop began: the worker's `shutting down` (worker.Shutdown), the SIGTERM line of a
 # command still starting (tools.services), a bare `interrupted`/`terminated` (sentinel.main).
 _OWN = r"(?:stream|sentinel)(?:\.[\w.]+)?"
-_WARNING_LINE = re.compile(rf'^(?:\S+ WARNING {_OWN}: |\{{"ts": "[^"]*", "level": "WARNING", "logger": "{_OWN}")')
+_INPUT_NOTICE = "|".join(re.escape(text) for text in (DEAD_LETTERED, DEAD_LETTER_CUT))
+_WARNING_LINE = re.compile(rf'^(?:\S+ WARNING {_OWN}: (?!(?:{_INPUT_NOTICE})(?: |$))'
+                           rf'|\{{"ts": "[^"]*", "level": "WARNING", "logger": "{_OWN}", "msg": "(?!(?:{_INPUT_NOTICE})"))')
 _STOPPING = r"(?:shutting down|SIGTERM: stopping what this command started)"
 _STOP_LINE = re.compile(rf'^(?:\S+ (?:INFO|WARNING) +\S+: {_STOPPING}\b|\{{"ts": "[^"]*", "level": "[A-Z]+", "logger": "[^"]*", "msg": "{_STOPPING}"'
                         r'|(?:interrupted|terminated)\b)')
@@ -98,7 +107,8 @@ def worth_keeping(lines: Iterable[str]) -> bool:
     standing still while the worker logs `dependency unreachable` or `redis unavailable,
     retrying`) stopped on exactly what those lines say, and deleting them left nothing to read
     (until session 55). Warnings the stop itself causes (leaving the group as the broker goes)
-    come after `shutting down` and do not count; an ordinary run logs no WARNING."""
+    come after `shutting down` and do not count, nor do the notices of posts the input got wrong
+    (DEAD_LETTERED: the demo stream logs two); an ordinary run logs no other WARNING."""
     stopping = False
     for line in lines:
         if _ERROR_LINE.match(line):

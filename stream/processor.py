@@ -32,6 +32,7 @@ from stream.assets import DEFAULT_ALIASES, AliasTable
 from stream.batch import Admitted, BatchOutcome, Prepared, RawMessage, partition_lags
 from stream.contracts import DLQ_MAX_VALUE_BYTES, Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
 from stream.kafka import record_bytes
+from stream.logs import DEAD_LETTER_CUT, DEAD_LETTERED
 from stream.model_thread import ModelThread
 from stream.redis_client import retry_transient
 from stream.store import Scored, WindowStore
@@ -338,7 +339,7 @@ class BatchProcessor:
         records = []
         for msg, rejection in rejected:
             log.warning(
-                "dead-lettered",
+                DEAD_LETTERED,
                 extra={"reason": rejection.reason, "post_id": rejection.post_id, "partition": msg.partition, "offset": msg.offset},
             )
             records.append((rejection.post_id, self._dead_letter_value(msg, rejection)))
@@ -372,7 +373,7 @@ class BatchProcessor:
         while low < high:
             middle = (low + high + 1) // 2
             low, high = (middle, high) if fits(encoded(middle)) else (low, middle - 1)
-        log.warning("dead letter cut to fit the producer's max request size",
+        log.warning(DEAD_LETTER_CUT,
                     extra={"post_id": rejection.post_id, "partition": msg.partition, "offset": msg.offset,
                            "value_bytes": len(msg.value or b""), "kept_bytes": low, "max_record_bytes": self.max_record_bytes})
         return encoded(low)

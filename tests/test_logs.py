@@ -97,6 +97,32 @@ def test_a_stopped_runs_log_is_kept_where_it_warned_before_the_stop():
     assert not worth_keeping([KeyValueFormatter().format(at(logging.INFO, "post", text="x\n2026-01-01T00:00:00 WARNING y"))])
 
 
+def test_a_stopped_runs_log_is_not_kept_for_a_post_dead_lettered_before_the_stop():
+    """A line of the input that is no post logs `dead-lettered` at WARNING (the demo stream has
+    two): a notice of the input's own fault, which a finished run's summary names, not why a run
+    stood still. Taken for one, every Ctrl-C of `make demo` past its line 1001 kept the temp worker
+    log and named it (session 55's first cut), where session 54 kept only a log that says an error."""
+    from stream.logs import DEAD_LETTER_CUT, DEAD_LETTERED
+
+    for formatter in (KeyValueFormatter(), JsonFormatter()):
+        def line(level: int, msg: str, name: str, formatter: logging.Formatter = formatter, **extra) -> str:
+            rec = logging.LogRecord(name, level, __file__, 1, msg, (), None)
+            for key, value in extra.items():
+                setattr(rec, key, value)
+            return formatter.format(rec) + "\n"
+
+        calm = line(logging.INFO, "partitions assigned", "stream.worker", partitions=[0, 1])
+        bad = line(logging.WARNING, DEAD_LETTERED, "stream.processor", reason="invalid_json", post_id=None, partition=0, offset=1000)
+        cut = line(logging.WARNING, DEAD_LETTER_CUT, "stream.processor", post_id="p1", bytes=2_000_000)
+        stopping = line(logging.INFO, "shutting down", "stream.worker", grace_s=45.0, batch_in_flight=False)
+        assert not worth_keeping([calm, bad, cut, stopping]), formatter
+        # A warning that says what went wrong beside them still keeps it.
+        stuck = line(logging.WARNING, "dependency unreachable", "stream.ops.http", dependency="redis", error="ConnectionError")
+        assert worth_keeping([calm, bad, stuck, stopping]), formatter
+        # Only the project's loggers: one whose name merely begins as theirs is a library's.
+        assert not worth_keeping([calm, line(logging.WARNING, "x", "streamlit"), stopping]), formatter
+
+
 def test_a_library_line_repeated_within_the_window_is_held_back_and_counted():
     now = [0.0]
     repeats = RepeatFilter(window_s=60, clock=lambda: now[0])
