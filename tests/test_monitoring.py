@@ -203,3 +203,26 @@ def test_an_overlay_that_adds_the_component_renders_it_beside_the_workers(tmp_pa
     service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "forum-sentinel-metrics")
     assert service["metadata"]["namespace"] == "forum-sentinel"
     assert kinds["ServiceMonitor"]["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_the_runbook_commands_name_the_alerts_namespace_not_the_shipped_one():
+    """Every rule fires per namespace (a staging install beside production), and its alert carries
+    the `namespace` label; a runbook row's `kubectl -n forum-sentinel delete pod POD` sent the
+    operator paged for another install to the shipped namespace, where POD is not (until session
+    55's review; SentinelDailyReportFailed's description was mended just before). Each command in the
+    alert table takes the alert's namespace, and each alert whose row has one keeps that label in
+    its promtool tests."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    rows = [line for line in text.splitlines() if re.match(r"\| `Sentinel\w+`", line)]
+    alerts = {r["alert"] for g in rule_groups() for r in g["rules"]}
+    assert {re.match(r"\| `(\w+)`", row).group(1) for row in rows} == alerts
+    tests = yaml.safe_load((ROOT / "tests" / "monitoring" / "rules_test.yml").read_text())["tests"]
+    labelled = {case["alertname"] for t in tests for case in t.get("alert_rule_test", [])
+                for expected in case.get("exp_alerts", []) if "namespace" in expected.get("exp_labels", {})}
+    for row in rows:
+        commands = re.findall(r"`(kubectl [^`]*)`", row)
+        for command in commands:
+            assert command.startswith("kubectl -n NAMESPACE "), (row[:60], command)
+        if commands:
+            assert re.match(r"\| `(\w+)`", row).group(1) in labelled, row[:60]
+    assert "NAMESPACE" in text[text.index("| alert | fires when | what to do |") - 600:text.index("| alert | fires when | what to do |")]
