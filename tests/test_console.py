@@ -1155,10 +1155,14 @@ def test_an_operator_records_a_verdict_on_an_incident_open_or_resolved(api_conso
     assert (logged["target"], logged["verdict"], logged["by"], logged["kind"]) == ("old1", "false-alarm", "alice", "sentiment_drop")
     # The incidents page counts them into the alerts' precision.
     assert console.call("POST", "/api/incidents/inc1/verdict", {"verdict": "real", "csrf": csrf}, headers=alice, form=True)[0] == 303
-    assert console.json("/api/incidents")["precision"][0] == {"kind": "all incidents", "real": 1, "false_alarm": 1, "precision": 0.5}
+    # The API's fields as before, `judged` and the interval added; the page shows both, not a bare rate.
+    row = console.json("/api/incidents")["precision"][0]
+    assert row == {"kind": "all incidents", "real": 1, "false_alarm": 1, "precision": 0.5, "judged": 2,
+                   "interval_95": [pytest.approx(0.0945, abs=1e-4), pytest.approx(0.9055, abs=1e-4)]}
     listing = console.call("GET", "/incidents", headers=viewer)[1]
     table = listing[listing.index('id="precision"'):]
-    assert "<tr><td>all incidents</td><td>1</td><td>1</td><td>0.50</td></tr>" in table[: table.index("</table>")]
+    assert "<tr><td>all incidents</td><td>1</td><td>1</td><td>2 (few)</td><td>0.50 (0.09-0.91)</td></tr>" in table[: table.index("</table>")]
+    assert "in brackets its 95% interval (Wilson&#39;s)" in table or "in brackets its 95% interval (Wilson's)" in table
 
 
 def test_the_api_refuses_operator_input_the_forms_would_refuse_and_says_when_a_silence_matches_no_scope(api_console, redis_server):

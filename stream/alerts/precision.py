@@ -47,6 +47,14 @@ def interval_95(real: int, judged: int) -> tuple[float, float] | None:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def with_interval(row: dict[str, Any]) -> dict[str, Any]:
+    """A tally row with `judged` (real + false alarms) and `interval_95` ([low, high], None when none
+    judged) added, as the console shows them: its page showed a bare "0.00" on one false alarm."""
+    judged = row["real"] + row["false_alarm"]
+    interval = interval_95(row["real"], judged)
+    return {**row, "judged": judged, "interval_95": list(interval) if interval is not None else None}
+
+
 def latest_verdicts(entries: Iterable[dict[str, Any]], exclude: str = "") -> Iterator[dict[str, Any]]:
     """Each incident's latest verdict entry, from audit entries newest first; other actions,
     malformed entries and the incident `exclude` passed over."""

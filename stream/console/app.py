@@ -30,7 +30,7 @@ from stream.alerts.audit import ACTIONS
 from stream.alerts.incidents import not_acknowledged, related_scopes, root_kinds
 from stream.alerts.message import judged_text, measure, over_words, root_silence
 from stream.alerts.silences import silence_request, unmatched
-from stream.alerts.precision import VERDICTS
+from stream.alerts.precision import FEW_JUDGED, VERDICTS
 from stream.console import auth, views
 from stream.console.data import ConsoleData
 from stream.timefmt import format_duration, parse_duration, shown
@@ -88,6 +88,7 @@ def build_app(data: ConsoleData, tokens: auth.Tokens, console_url: str = "") -> 
     templates.env.filters["what"] = audit.what_parts  # the audit page says what `sentinel audit` says
     templates.env.filters["root_kinds"] = root_kinds  # as `sentinel incidents` lists them
     templates.env.filters["related_scopes"] = related_scopes
+    templates.env.globals["few_judged"] = FEW_JUDGED  # the precision table's "few", as `sentinel verdicts` says it
     templates.env.filters["ended"] = _ended
     window = format_duration(data.config.window_s)
     # A member's level with the posts and event time it was judged on (summaries since session 47).

@@ -21,7 +21,7 @@ from stream.alerts import audit
 from stream.alerts.correlator import acknowledge, acknowledgements, incident_id, incident_summary, list_incidents
 from stream.alerts.judging import AlertConfig, table_bins
 from stream.alerts.silences import add_silence, list_silences, remove_silence, scope_name, silence_of_incident, silences_over
-from stream.alerts.precision import tally
+from stream.alerts.precision import tally, with_interval
 from stream.alerts.verdicts import give_verdict
 from stream.console import views
 from stream.console.shared_result import SharedResult
@@ -182,7 +182,7 @@ class ConsoleData:
         newest = await self.redis.xrevrange(AUDIT_KEY, count=1)
         key = (newest[0][0] if newest else "", int(now // 3600))
         if self._precision is None or self._precision[0] != key:
-            self._precision = (key, tally(await audit.verdicts_within(self.redis, PRECISION_SPAN_S)).rows())
+            self._precision = (key, [with_interval(row) for row in tally(await audit.verdicts_within(self.redis, PRECISION_SPAN_S)).rows()])
         return self._precision[1]
 
     async def incident_id(self, given: str) -> str:
