@@ -2376,7 +2376,7 @@ def report(
     import tempfile
 
     from stream.reporting.prices import PriceError, parse_prices, with_prices
-    from stream.reporting.render import SUFFIXES, format_for, render, title
+    from stream.reporting.render import SUFFIXES, counted, format_for, render, title
 
     span = since_seconds(since)
     try:
@@ -2405,7 +2405,7 @@ def report(
     else:
         path = out_path or Path(tempfile.mkdtemp(prefix="sentinel-report-")) / f"forum-sentinel-report.{kind}"
         path.write_text(text, encoding="utf-8")
-        err.print(f"wrote {path} ({len(made.scopes)} scopes, {made.days} days)", markup=False, highlight=False)
+        err.print(f"wrote {path} ({counted(len(made.scopes), 'scope')}, {counted(made.days, 'day')})", markup=False, highlight=False)
         if targets is not None:
             try:
                 send_report(settings, targets, path, title(made), made)

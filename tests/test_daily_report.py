@@ -453,7 +453,7 @@ def test_report_on_an_empty_redis_says_so(redis_server):
     assert "no posts yet" in cli(["report", "--format", "md"], redis_server).stdout
 
 
-def test_a_report_reaching_back_before_the_data_starts_at_its_first_day(redis_server):
+def test_a_report_reaching_back_before_the_data_starts_at_its_first_day(redis_server, tmp_path):
     """`--since 7d` on three days of data listed four 0-post days first (the demo's 02-25 to 03-01)."""
     redis.Redis.from_url(redis_server).flushdb()
     load_posts(redis_server, generated_posts(seed=5, days=3))
@@ -464,6 +464,8 @@ def test_a_report_reaching_back_before_the_data_starts_at_its_first_day(redis_se
     md = cli(["report", "--since", "7d", "--format", "md"], redis_server).stdout
     assert f"3 UTC day(s), the last 7d of event time (no data before {iso(T0)[:10]})" in md, md[:600]
     assert "no data before" not in cli(["report", "--since", "1d", "--format", "md"], redis_server).stdout
+    one = cli(["report", "--since", "1s", "--out", str(tmp_path / "one.md")], redis_server)  # the newest day alone
+    assert one.returncode == 0 and re.search(r"\(\d+ scopes, 1 day\)", one.stderr) and "1 days" not in one.stderr, one.stderr
 
 
 def test_notify_sends_the_report_as_an_attachment(loaded, redis_server, tmp_path):
@@ -480,7 +482,10 @@ def test_notify_sends_the_report_as_an_attachment(loaded, redis_server, tmp_path
         assert attachment["filename"] == "report.html" and attachment["mimetype"] == "text/html"
         assert base64.b64decode(attachment["base64"]) == out.read_bytes()
         assert payload["title"].startswith("Forum Sentinel daily report: 2026-10-08 to 2026-10-09")
-        assert re.search(r"^asset:BTC: \d+ posts, index [+-]\d\.\d{3}, 1 incident\(s\)$", payload["message"], re.M)
+        # The index named and its range said ("index +0.101" left the reader to guess).
+        assert re.search(r"^asset:BTC: \d+ posts, sentiment index [+-]\d\.\d{3}, 1 incident\(s\)$", payload["message"], re.M)
+        assert "Sentiment index: the mean of p(positive) - p(negative) per post, from -1 (all negative) to +1 (all positive)." in payload["message"]
+        assert re.search(r"wrote .*report\.html \(\d+ scopes, 2 days\)", done.stderr), done.stderr
 
         # An endpoint that stays down: retried, then a failed command (the CronJob run fails).
         hook.failing = True

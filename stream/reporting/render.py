@@ -74,6 +74,11 @@ def pct_return(value: float | None) -> str:
     return "" if value is None else f"{100 * value:+.2f}%"
 
 
+def counted(count: int, noun: str) -> str:
+    """'1 day', '3 days' (the CLI said "1 days")."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def signed(value: float | None, digits: int = 3) -> str:
     return "" if value is None else f"{value:+.{digits}f}"
 
@@ -181,7 +186,7 @@ INCIDENT_COLUMNS = ["opened (UTC)", "incident", "root scope", "severity", "state
 def carried_text(report: Report) -> str:
     """The heading of the incidents opened before the report's first day and open when it began."""
     count = len(report.carried)
-    return (f"Open when {day_label(report.first_day)} began ({count} incident{'' if count == 1 else 's'} opened earlier; "
+    return (f"Open when {day_label(report.first_day)} began ({counted(count, 'incident')} opened earlier; "
             "the day rows count an incident on the day it opened only):")
 
 
@@ -329,13 +334,18 @@ def render_csv(report: Report) -> str:
 # --- the notification's plain-text body ---------------------------------------------------------------
 
 
+INDEX_TEXT = "Sentiment index: the mean of p(positive) - p(negative) per post, from -1 (all negative) to +1 (all positive)."
+
+
 def summary_text(report: Report) -> str:
     """A few lines for the notification that carries the report as an attachment."""
-    lines = [title(report), *meta_lines(report), ""]
+    # The index named and its range said: a mail reading "index +0.101" left its reader to guess what
+    # it indexes and whether +0.1 is much.
+    lines = [title(report), *meta_lines(report), INDEX_TEXT, ""]
     for scope in report.scopes:
         total = period_row(report, scope)
         count = sum(1 for i in report.incidents if i.involves(scope))
-        lines.append(f"{escape_post_text(scope, limit=80)}: {total.posts} posts, index {signed(total.index) or 'n/a'}, "
+        lines.append(f"{escape_post_text(scope, limit=80)}: {total.posts} posts, sentiment index {signed(total.index) or 'n/a'}, "
                      f"{count} incident(s)")
     if report.carried:
         lines.append(f"{len(report.carried)} incident(s) opened earlier were open when {day_label(report.first_day)} began: "
