@@ -2362,7 +2362,8 @@ def audit(
 
 @app.command()
 def report(
-    since: Annotated[str, typer.Option("--since", help="the UTC days within this much event time of the newest post, e.g. 7d")] = "7d",
+    since: Annotated[Optional[str], typer.Option("--since", help="the UTC days within this much event time of the newest post, e.g. 7d (default 7d)")] = None,
+    day: Annotated[Optional[str], typer.Option("--day", help="one UTC day, YYYY-MM-DD: the same day whenever run (not with --since)")] = None,
     out_path: Annotated[Optional[Path], typer.Option("--out", dir_okay=False, help="write the report here (default: stdout)")] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", help="html | md | csv (default: from --out's suffix, else html)")] = None,
     prices: Annotated[Optional[Path], typer.Option("--prices", exists=True, dir_okay=False, help="CSV date,asset,close: adds returns and lead-lag")] = None,
@@ -2378,7 +2379,16 @@ def report(
     from stream.reporting.prices import PriceError, parse_prices, with_prices
     from stream.reporting.render import SUFFIXES, counted, format_for, render, title
 
-    span = since_seconds(since)
+    from stream.reporting.daily import parse_day
+
+    if day is not None and since is not None:
+        raise fail("--day or --since, not both: --day is one UTC day, --since counts back from the newest post")
+    try:
+        first_day = parse_day(day) if day is not None else None
+    except ValueError as exc:
+        raise fail(f"--day: {exc}") from None
+    since = since if since is not None or first_day is not None else "7d"
+    span = since_seconds(since) if since is not None else None
     try:
         kind = format_for(out_path.name if out_path else None, fmt)
     except ValueError as exc:
@@ -2397,7 +2407,7 @@ def report(
         raise fail("report needs REDIS_URL (the Redis the workers use)")
     writable_outputs(out_path)
     targets = report_targets(settings, required=notify) if notify or notify_if_configured else None
-    made = load_report(settings, span, since)
+    made = load_report(settings, span, since, day=first_day)
     made = with_prices(made, closes) if closes is not None else made
     text = render(made, kind)
     if out_path is None and targets is None:
@@ -2418,13 +2428,14 @@ def report(
                   markup=False, highlight=False)
 
 
-def load_report(settings: Settings, since_s: int | None, since: str | None) -> Any:
-    """The report's data from Redis: the days within `since_s` of the newest post, or all of them."""
+def load_report(settings: Settings, since_s: int | None, since: str | None, *, day: int | None = None) -> Any:
+    """The report's data from Redis: the days within `since_s` of the newest post, the UTC day
+    starting at `day`, or all of them."""
     import time
 
     from stream.reporting.collect import collect_report
 
-    return with_store(settings, lambda store: collect_report(store, since_s=since_s, since=since, now=time.time()))
+    return with_store(settings, lambda store: collect_report(store, since_s=since_s, since=since, now=time.time(), day=day))
 
 
 def report_targets(settings: Settings, *, required: bool) -> list[Any] | None:

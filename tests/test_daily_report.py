@@ -468,6 +468,44 @@ def test_a_report_reaching_back_before_the_data_starts_at_its_first_day(redis_se
     assert one.returncode == 0 and re.search(r"\(\d+ scopes, 1 day\)", one.stderr) and "1 days" not in one.stderr, one.stderr
 
 
+def test_report_of_a_named_day_is_the_same_whenever_it_is_run(redis_server):
+    """`--since 1d` counts back from the newest post, so the CronJob's report re-run later covered
+    other days; `--day` re-creates one UTC day's, with the incidents opened that day and those open
+    when it began, and says where the incident history no longer reaches."""
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    posts = generated_posts(seed=7, days=5)
+    day1 = T0 + DAY_S
+    load_posts(redis_server, [p for p in posts if p.post.created_at < T0 + 3 * DAY_S])
+    for summary in (incident("d1", "asset:BTC", day1 + 600), incident("before", "asset:ETH", day1 - 600),
+                    incident("over", "all", T0 + 60, state="resolved", at=T0 + 3600), incident("d2", "all", day1 + DAY_S + 5)):
+        r.hset(INCIDENTS_KEY, summary["incident_id"], json.dumps(summary))
+        r.zadd(INCIDENTS_INDEX_KEY, {summary["incident_id"]: summary["opened"]})
+    first = cli(["report", "--day", iso(day1)[:10], "--format", "csv"], redis_server)
+    assert first.returncode == 0, first.stderr
+    rows = list(csv.DictReader(io.StringIO(first.stdout)))
+    expected = expected_rows(posts, day1, 1)
+    assert {row["date"] for row in rows} == {iso(day1)[:10]}
+    for row in rows:
+        assert int(row["posts"]) == expected[row["scope"], row["date"]]["posts"], row
+    assert {row["incident_list"] for row in rows if row["scope"] == "all"} == {"d1 asset:BTC warning open"}
+    md = cli(["report", "--day", iso(day1)[:10], "--format", "md"], redis_server).stdout
+    assert "1 UTC day(s), the UTC day asked for (--day);" in md and "| before | asset:ETH |" in md
+    assert "| d2 |" not in md and "| over |" not in md and "no longer listed" not in md
+
+    load_posts(redis_server, [p for p in posts if p.post.created_at >= T0 + 3 * DAY_S])  # two days on
+    again = cli(["report", "--day", iso(day1)[:10], "--format", "csv"], redis_server)
+    assert again.returncode == 0 and again.stdout == first.stdout
+    assert iso(day1)[:10] not in cli(["report", "--since", "1d", "--format", "csv"], redis_server).stdout  # counted from the newest post
+    md = cli(["report", "--day", iso(day1)[:10], "--format", "md"], redis_server).stdout
+    assert re.search(r"Incidents are kept for SENTINEL_RETENTION: those opened before \S+ are no longer listed", md), md[:800]
+
+    for bad, says in ((["--day", "2026-13-01"], "--day: '2026-13-01' is not a UTC day as YYYY-MM-DD"),
+                      (["--day", iso(day1)[:10], "--since", "2d"], "--day or --since, not both")):
+        refused = cli(["report", *bad], redis_server)
+        assert refused.returncode == 2 and says in refused.stderr.replace("\n", ""), refused.stderr
+
+
 def test_notify_sends_the_report_as_an_attachment(loaded, redis_server, tmp_path):
     hook, pager = Hook(), Hook()
     try:

@@ -49,6 +49,15 @@ def day_span(newest: float, since_s: int | None, oldest: float | None = None) ->
     return first, (last - first) // DAY_S + 1
 
 
+def parse_day(text: str) -> int:
+    """'2026-10-01' -> that UTC day's start (`sentinel report --day`); ValueError otherwise."""
+    try:
+        parsed = datetime.strptime(text.strip(), "%Y-%m-%d")
+    except ValueError:
+        raise ValueError(f"{text!r} is not a UTC day as YYYY-MM-DD") from None
+    return int(parsed.replace(tzinfo=timezone.utc).timestamp())
+
+
 def ticker(scope: str) -> str | None:
     """'asset:BTC' -> 'BTC'; None for other scopes."""
     return scope[len(ASSET_PREFIX):] if scope.startswith(ASSET_PREFIX) else None
@@ -171,6 +180,10 @@ class Report:
     # incident on the day it opened only, so without these a day that began inside one (an incident
     # across midnight, as the daily CronJob's report of the day after sees it) read as quiet.
     carried: tuple[IncidentRow, ...] = ()
+    day_asked: bool = False  # `--day`: one UTC day named, not counted back from the newest post
+    # Incidents opened before this event time are no longer kept (SENTINEL_RETENTION), where the report's
+    # days reach back before it: its lists are short of them, said, not read as a quiet day.
+    incidents_from: int | None = None
 
     @property
     def day_starts(self) -> list[int]:
@@ -207,6 +220,7 @@ class Report:
 def build_report(
     first_day: int, days: int, tables: Mapping[str, Sequence[Sequence[float]] | np.ndarray], incidents: Iterable[Mapping[str, Any]],
     *, watermark: float | None, generated_at: float, since: str | None = None, data_from: int | None = None,
+    day_asked: bool = False, incidents_from: int | None = None,
 ) -> Report:
     """A Report from roll-up tables (scope -> days rows) and incident summaries. Incidents opened
     outside the report's days are dropped, save those still open when the first day began (`carried`);
@@ -219,4 +233,5 @@ def build_report(
     end = first_day + days * DAY_S
     found = sorted((incident_from_summary(i) for i in incidents), key=lambda i: (i.opened, i.incident_id))
     return Report(first_day, days, tuple(scopes), rows, tuple(i for i in found if first_day <= i.opened < end),
-                  watermark, generated_at, since, data_from, carried=tuple(i for i in found if i.open_at(first_day)))
+                  watermark, generated_at, since, data_from, carried=tuple(i for i in found if i.open_at(first_day)),
+                  day_asked=day_asked, incidents_from=incidents_from if incidents_from is not None and incidents_from > first_day else None)

@@ -108,11 +108,16 @@ LAG_HEAD = ["lag (days)", "n", "r", "95% interval", "p", "noise level", "reading
 
 def meta_lines(report: Report) -> list[str]:
     newest = iso(report.watermark) if report.watermark is not None else "no posts yet"
-    span = f"the last {report.since} of event time" if report.since else "every day in the data"
-    if report.since and report.data_from is not None:
+    span = ("the UTC day asked for (--day)" if report.day_asked else f"the last {report.since} of event time" if report.since
+            else "every day in the data")
+    if (report.since or report.day_asked) and report.data_from is not None:
         span += f" (no data before {day_label(report.data_from)})"
-    return [f"{report.days} UTC day(s), {span}; newest post at {newest}; generated at {iso(round(report.generated_at))}.",
-            "Whole days: the first day counts all of its posts, and the newest day is partial until it ends."]
+    lines = [f"{report.days} UTC day(s), {span}; newest post at {newest}; generated at {iso(round(report.generated_at))}.",
+             "Whole days: the first day counts all of its posts, and the newest day is partial until it ends."]
+    if report.incidents_from is not None:
+        lines.append(f"Incidents are kept for SENTINEL_RETENTION: those opened before {iso(report.incidents_from)} are no longer "
+                     "listed, so these days may have had more.")
+    return lines
 
 
 # --- HTML --------------------------------------------------------------------------------------------
