@@ -108,9 +108,11 @@ def test_an_incident_open_when_the_first_day_began_is_listed_though_it_opened_be
     said = "Open when 2026-10-01 began (2 incidents opened earlier; the day rows count an incident on the day it opened only):"
     assert f'<p class="note" id="carried">{said}</p>' in page and f"\n{said}\n" in md
     assert page.index('data-incident="today"') < page.index('id="carried"') < page.index('data-incident="across"')
-    assert "| 2026-09-30T23:50:00Z | across | asset:ETH | critical | resolved |" in md and "real |" in md
+    # When it was declared over, beside its state: a day that began with a minute of it or was spent in it.
+    assert "| 2026-09-30T23:50:00Z | across | asset:ETH | critical | resolved 2026-10-01T01:30:00Z |" in md and "real |" in md
+    assert "<td class=\"text\">resolved 2026-10-01T01:30:00Z</td>" in page
     assert 'data-incident="over"' not in page and "| over |" not in md
-    assert "2 incident(s) opened earlier were open when 2026-10-01 began: all (open), asset:ETH (resolved)" in summary_text(report)
+    assert "2 incident(s) opened earlier were open when 2026-10-01 began: all (open), asset:ETH (resolved 2026-10-01T01:30:00Z)" in summary_text(report)
 
 
 PRICE_ROWS = "date,asset,close\n2026-10-01,BTC,100\n2026-10-02,BTC,110\n"

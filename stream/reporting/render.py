@@ -195,12 +195,18 @@ def carried_text(report: Report) -> str:
             "the day rows count an incident on the day it opened only):")
 
 
+def state_text(inc: IncidentRow) -> str:
+    """'open', or 'resolved 2026-10-01T01:30:00Z': when it was declared over (event time). A carried
+    incident said "resolved" alone, whether its day began with a minute of it or ended inside it."""
+    return f"{inc.state} {iso(inc.ended)}" if inc.ended is not None else inc.state
+
+
 def _html_incident_table(incidents: Sequence[IncidentRow]) -> list[str]:
     out = ["<table>", _tr([("text", h) for h in INCIDENT_COLUMNS], head=True)]
     for inc in incidents:
         root = _e(inc.root_scope) + (" (market-wide)" if inc.market else "")
         out.append(_tr([("text", iso(inc.opened)), ("text", _e(inc.incident_id)), ("text", root), ("text", _e(inc.severity)),
-                        ("text", _e(inc.state)), ("text", _e(", ".join(inc.kinds))), ("text", _e(", ".join(inc.scopes))),
+                        ("text", _e(state_text(inc))), ("text", _e(", ".join(inc.kinds))), ("text", _e(", ".join(inc.scopes))),
                         ("text", _e(inc.acked or "")), ("text", _e(inc.verdict or ""))], f' data-incident="{_e(inc.incident_id)}"'))
     return out + ["</table>"]
 
@@ -265,7 +271,7 @@ def _md_day_cells(row: DayRow, incidents: Sequence[IncidentRow], first: str) -> 
 def _md_incident_table(incidents: Sequence[IncidentRow]) -> list[str]:
     return _md_table(INCIDENT_COLUMNS, [
         [iso(i.opened), md_escape(i.incident_id), md_escape(i.root_scope) + (" (market-wide)" if i.market else ""), md_escape(i.severity),
-         md_escape(i.state), md_escape(", ".join(i.kinds)), md_escape(", ".join(i.scopes)), md_escape(i.acked or ""),
+         md_escape(i.state) + (f" {iso(i.ended)}" if i.ended is not None else ""), md_escape(", ".join(i.kinds)), md_escape(", ".join(i.scopes)), md_escape(i.acked or ""),
          md_escape(i.verdict or "")]
         for i in incidents])
 
@@ -354,6 +360,6 @@ def summary_text(report: Report) -> str:
                      f"{count} incident(s)")
     if report.carried:
         lines.append(f"{len(report.carried)} incident(s) opened earlier were open when {day_label(report.first_day)} began: "
-                     + ", ".join(f"{escape_post_text(i.root_scope, limit=80)} ({i.state})" for i in report.carried))
+                     + ", ".join(f"{escape_post_text(i.root_scope, limit=80)} ({state_text(i)})" for i in report.carried))
     lines += ["", "The full report (tables and charts) is attached."]
     return "\n".join(lines)
