@@ -115,8 +115,9 @@ def meta_lines(report: Report) -> list[str]:
     lines = [f"{report.days} UTC day(s), {span}; newest post at {newest}; generated at {iso(round(report.generated_at))}.",
              "Whole days: the first day counts all of its posts, and the newest day is partial until it ends."]
     if report.incidents_from is not None:
-        lines.append(f"Incidents are kept for SENTINEL_RETENTION: those opened before {iso(report.incidents_from)} are no longer "
-                     "listed, so these days may have had more.")
+        # The newest post's time less the retention: the correlator prunes from its own (not later) time.
+        lines.append(f"Incidents are kept for SENTINEL_RETENTION: those opened before about {iso(report.incidents_from)} may be "
+                     "gone from the history, so these days may have had more than are listed.")
     return lines
 
 
