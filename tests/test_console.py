@@ -1937,7 +1937,12 @@ def test_pages_fit_a_phone_and_say_how_old_their_data_is(api_console, redis_serv
     r = redis.Redis.from_url(redis_server)
     put_incident(redis_server, "over1", "asset:ETH", state="resolved")
     r.hset(INCIDENTS_KEY, "over1", json.dumps(json.loads(r.hget(INCIDENTS_KEY, "over1")) | {"root_resolved": T0 + 86400 + 300}))
+    # A verdict, so the incidents page has its precision table (judged, the interval) to fit too.
+    assert console.call("POST", "/api/incidents/over1/verdict", {"verdict": "real", "csrf": auth.csrf_token(TOKENS)},
+                        headers={"Authorization": basic("alice", OPERATOR)}, form=True)[0] == 303
     page = signed_in(browser, console)
+    page.goto(console.url + "/incidents")
+    assert "1 (few)" in page.locator("#precision").inner_text()
     for path in ("/", "/incidents", "/incidents/inc1", "/incidents/over1", "/scope/asset:ETH", "/audit"):
         page.goto(console.url + path)
         page.wait_for_load_state("networkidle")
