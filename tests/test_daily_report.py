@@ -115,6 +115,22 @@ def test_an_incident_open_when_the_first_day_began_is_listed_though_it_opened_be
     assert "2 incident(s) opened earlier were open when 2026-10-01 began: all (open), asset:ETH (resolved 2026-10-01T01:30:00Z)" in summary_text(report)
 
 
+def test_the_history_drops_an_incident_open_longer_than_the_retention_so_no_report_carries_it(redis_server):
+    """docs/operations.md says the limit of the carried list: the correlator's commit prunes by
+    opening time, open or not, in the same script that writes the summary."""
+    from stream.alerts.correlator import _COMMIT
+    from stream.keys import ACK_LOG_KEY, ACKS_KEY, ALERT_STATS_KEY, CORRELATION_KEY, OUTBOX_KEY, STAGING_KEY, VERDICTS_KEY
+
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    keys = [CORRELATION_KEY, STAGING_KEY, OUTBOX_KEY, INCIDENTS_KEY, INCIDENTS_INDEX_KEY, ALERT_STATS_KEY, ACKS_KEY, ACK_LOG_KEY, VERDICTS_KEY]
+    long_open, recent = incident("long", "all", T0), incident("recent", "asset:BTC", T0 + 2 * DAY_S)
+    items = [[i["incident_id"], i["opened"], json.dumps(i)] for i in (long_open, recent)]
+    until = T0 + 3 * DAY_S
+    assert r.eval(_COMMIT, len(keys), *keys, "", str(until), "{}", "[]", "[]", json.dumps(items), str(until - 2 * DAY_S), "3600") == 1
+    assert r.hkeys(INCIDENTS_KEY) == ["recent"] and r.zrange(INCIDENTS_INDEX_KEY, 0, -1) == ["recent"]  # "long" still open, gone
+
+
 PRICE_ROWS = "date,asset,close\n2026-10-01,BTC,100\n2026-10-02,BTC,110\n"
 
 
