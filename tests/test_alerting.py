@@ -1072,6 +1072,65 @@ def test_an_updates_since_last_line_goes_only_to_the_services_that_heard_the_not
     assert [[p["state"] for p in hook.accepted][-1] for hook in (team, b, pager)] == ["resolved"] * 3
 
 
+def test_an_update_to_a_service_hearing_the_incident_for_the_first_time_is_titled_as_a_first_notice(redis_server):
+    """A team webhook (every severity), b, which refuses ETH's 12:06 warning notice, and a
+    `critical=` pager. The 12:36 update (critical) is the first notice of the incident b and the
+    pager hear: their bodies went without the since-last line, but their titles still said
+    "(update)", of an incident they had never heard of. They read it titled as a first notice; the
+    team, which heard 12:06, reads "(update)", and the 16:36 reminder is "(still firing)" to all."""
+    redis.Redis.from_url(redis_server).flushdb()
+    team, b, pager = Hook(), Hook(), Hook()
+    entry = functools.partial(told_entry, True, "incT")
+
+    async def go(store: WindowStore):
+        delivery = told_delivery(store, f"{team.url} {b.url} critical={pager.url}")
+        await delivery.ensure_group()
+        b.failing = True
+        await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
+        while await delivery.drain_once():
+            pass
+        b.failing = False
+        await store.redis.xadd(OUTBOX_KEY, entry("update", "critical", "2026-10-02T12:36:00Z",
+                                                 since_last=_since("2026-10-02T12:06:00Z", "warning", "critical")))
+        await store.redis.xadd(OUTBOX_KEY, entry("repeat", "critical", "2026-10-02T16:36:00Z",
+                                                 since_last=_since("2026-10-02T12:36:00Z", "critical", "critical")))
+        while await delivery.drain_once():
+            pass
+
+    on_store(redis_server, go, team, b, pager)
+    assert [p["title"] for p in team.accepted] == [
+        "[WARNING] sentiment_drop on asset:ETH [incT]", "[CRITICAL] sentiment_drop on asset:ETH (update) [incT]",
+        "[CRITICAL] sentiment_drop on asset:ETH (still firing) [incT]"], team.accepted
+    for hook in (b, pager):
+        assert [p["title"] for p in hook.accepted] == [
+            "[CRITICAL] sentiment_drop on asset:ETH [incT]", "[CRITICAL] sentiment_drop on asset:ETH (still firing) [incT]"], hook.accepted
+
+
+def test_two_tenants_of_one_gateway_share_a_told_mark_and_neither_reads_the_since_last_line(redis_server):
+    """One gateway configured twice, told apart by a credential header (`GenieKey risk` for every
+    severity, `critical=` `GenieKey ops`): one service key, so one `heard:` mark for both. The
+    12:06 warning reached risk alone; the 12:36 update (critical) told ops "New since the last
+    notice (12:06)", of a notice ops never saw, as risk's mark stood for it. The mark cannot say
+    which of them heard it (the credential is never hashed or stored), so neither reads the line."""
+    redis.Redis.from_url(redis_server).flushdb()
+    hook = Hook()
+    entry = functools.partial(told_entry, True, "incG")
+
+    async def go(store: WindowStore):
+        delivery = told_delivery(store, f"{hook.url}?+Authorization=GenieKey%20risk critical={hook.url}?+Authorization=GenieKey%20ops")
+        await delivery.ensure_group()
+        await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
+        await store.redis.xadd(OUTBOX_KEY, entry("update", "critical", "2026-10-02T12:36:00Z",
+                                                 since_last=_since("2026-10-02T12:06:00Z", "warning", "critical")))
+        while await delivery.drain_once():
+            pass
+
+    on_store(redis_server, go, hook)
+    said = [(h.get("Authorization"), _since_line(p)) for h, p in zip(hook.headers, hook.accepted)]
+    assert sorted(said[1:], key=str) == [("GenieKey ops", None), ("GenieKey risk", None)], said
+    assert said[0] == ("GenieKey risk", None), said
+
+
 def test_an_update_after_a_notice_a_session_54_worker_delivered_says_nothing_since_it(redis_server):
     """A rolling upgrade: a session-54 worker delivered ETH's 12:06 notice to the team (it marks the
     service and `last`, and no `heard:`). This worker cannot tell who read that notice (a pager

@@ -45,7 +45,7 @@ from stream.alerts.correlator import acknowledgements
 from stream.alerts.grouping import Notice
 from stream.alerts.precision import TrackRecord, track_record
 from stream.alerts.incidents import (TOLD_HEARD, TOLD_HELD, TOLD_LAST, TOLD_NOTICE, TOLD_SENT, TOLD_SERVICE, TOLD_UNHEARD_AT, AlertRecord,
-                                     NotifiedMark, capped_field, heard_later, heard_previous, marked_services, marks_behind, notified_mark,
+                                     NotifiedMark, capped_field, heard_by, heard_later, heard_previous, marked_services, marks_behind, notified_mark,
                                      record_from_json, refused_field, told_fate, told_routes, told_services)
 from stream.alerts.notify import Delivery, Notifier, describe, service_key
 from stream.alerts.silences import Silence, list_silences, purge_expired, silence_of_incident, silenced_by
@@ -575,9 +575,9 @@ class AlertDelivery:
                 await self._count_silenced(earlier)
                 fate = TOLD_HELD
             elif self.notifier is not None and told and self.notifier.targets_for(*told, only=only):
-                since, since_heard = await self._since_last(notice.incident_id, data.get("since_last"))
-                delivered = await self._settle(entry_id, await self._notify_notice(notice, records, told, told_at, only, since, since_heard),
-                                               earlier)
+                since, since_heard, heard_before = await self._since_last(notice, data.get("since_last"))
+                delivered = await self._settle(entry_id, await self._notify_notice(notice, records, told, told_at, only, since, since_heard,
+                                                                                   heard_before), earlier)
                 notified = delivered.notified
                 fate, heard = told_fate(delivered.sent), delivered.accepted
             elif earlier is not None:
@@ -594,7 +594,8 @@ class AlertDelivery:
 
     async def _notify_notice(self, notice: Notice, records: list[AlertRecord], routes: Sequence[str],
                              told_at: dict[str, str] | None = None, only: set[str] | None = None,
-                             since_last: dict[str, Any] | None = None, since_heard: set[str] | None = None) -> Delivery:
+                             since_last: dict[str, Any] | None = None, since_heard: set[str] | None = None,
+                             heard_before: set[str] | None = None) -> Delivery:
         assert self.notifier is not None
         png = None
         if self.chart:
@@ -607,9 +608,9 @@ class AlertDelivery:
         acks = await self._acknowledgements(notice.incident_id) if notice.acked else []
         return await self.notifier.deliver_notice(notice, records, png, track=track, recent=recent, routes=routes, verdict=verdict,
                                                   told_at=told_at if isinstance(told_at, dict) else None, acks=acks, only=only,
-                                                  since_last=since_last, since_heard=since_heard)
+                                                  since_last=since_last, since_heard=since_heard, heard_before=heard_before)
 
-    async def _since_last(self, ident: str, since: Any) -> tuple[dict[str, Any] | None, set[str]]:
+    async def _since_last(self, notice: Notice, since: Any) -> tuple[dict[str, Any] | None, set[str], set[str] | None]:
         """An update's or a reminder's `Entry.since_last` and the services (`service_key`) that read
         its line: those whose latest heard notice of the incident is the one it counts from
         (`heard_previous`). Each other routed service gets the body without it: one that never heard
@@ -618,20 +619,30 @@ class AlertDelivery:
         notice" of a notice it never saw, and nothing of what that notice said. None where the notice
         reached no service (`TOLD_UNHEARD_AT`: a silence held it, the cap, every service refused it);
         an empty set where a worker before session 55 delivered it (no `heard:` marks): no service is
-        known to have read it, so none reads the line."""
-        if not isinstance(since, dict):
-            return None, set()
+        known to have read it, so none reads the line.
+
+        Third, for an update or a reminder, the services that heard some firing notice of the
+        incident (`svc:` or `heard:` marks; a session-54 worker writes `svc:` too), which the
+        others, hearing it now for the first time, read titled as a first notice; None where the
+        marks are gone or none was kept (no `last`): who heard it is unknown, and titles say
+        "(update)" as before."""
+        if notice.reason not in ("update", "repeat"):
+            return None, set(), None
+        ident = notice.incident_id
         marks = await self.redis.hgetall(told_key(ident))
+        heard_before = marked_services(marks) | heard_by(marks) if TOLD_LAST in marks else None
+        if not isinstance(since, dict):
+            return None, set(), heard_before
         if since.get("at") and marks.get(TOLD_UNHEARD_AT) == since["at"]:
             log.info("the incident's previous notice reached no service; its update does not say what changed since",
                      extra={"incident_id": ident, "previous": since["at"]})
-            return None, set()
+            return None, set(), heard_before
         heard = heard_previous(marks, since["at"]) if isinstance(since.get("at"), str) else set()
         if not heard:
             log.info("no service is marked as having heard the incident's previous notice (a worker before session 55 delivered "
                      "it, or its marks expired); its update does not say what changed since", extra={"incident_id": ident,
                                                                                                       "previous": since.get("at")})
-        return since, heard
+        return since, heard, heard_before
 
     async def _acknowledgements(self, incident_id: str) -> list[dict[str, Any]]:
         """An acknowledged incident's acknowledgements, oldest first ({at, by, via, reason}), which its

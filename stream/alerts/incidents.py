@@ -262,6 +262,11 @@ def heard_previous(marks: Mapping[str, str], at: str) -> set[str]:
     return {name[len(TOLD_HEARD):] for name, value in marks.items() if name.startswith(TOLD_HEARD) and value == at}
 
 
+def heard_by(marks: Mapping[str, str]) -> set[str]:
+    """The services (`service_key`) with a `heard:` mark: each heard some firing notice of the incident."""
+    return {name[len(TOLD_HEARD):] for name in marks if name.startswith(TOLD_HEARD)}
+
+
 def heard_later(stored: str | None, at: str) -> bool:
     """Whether a firing notice made at `at` is a service's latest heard (`TOLD_HEARD`) over the one
     `stored`: a claim that finishes an older notice after a later one went out must not make the

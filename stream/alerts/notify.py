@@ -31,7 +31,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -193,6 +193,16 @@ def one_per_service(servers: Iterable[NotifyBase]) -> list[NotifyBase]:
     for server in servers:
         first.setdefault((service_key(server), _credential_headers(server)), server)
     return list(first.values())
+
+
+def shared_keys(servers: Iterable[NotifyBase]) -> set[str]:
+    """The service keys that name configured entries differing in a credential header (since session
+    55): `one_per_service` sends to each, but the told marks keep one field per key for them all, so
+    they cannot say which of them heard a notice. Compared in memory only, never hashed or stored."""
+    seen: dict[str, set[tuple[tuple[str, str], ...]]] = {}
+    for server in servers:
+        seen.setdefault(service_key(server), set()).add(_credential_headers(server))
+    return {key for key, variants in seen.items() if len(variants) > 1}
 
 
 def by_service(outcomes: Iterable[tuple[str, bool]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -510,7 +520,7 @@ class Notifier:
                              routes: Sequence[str] = (), verdict: Mapping[str, Any] | None = None,
                              told_at: Mapping[str, str] | None = None, acks: Sequence[Mapping[str, Any]] = (),
                              only: Collection[str] | None = None, since_last: Mapping[str, Any] | None = None,
-                             since_heard: Collection[str] | None = None) -> Delivery:
+                             since_heard: Collection[str] | None = None, heard_before: Collection[str] | None = None) -> Delivery:
         """One incident's notification (stream/alerts/grouping.py), with the sample posts of the
         `records` it goes out with, the track record of its kinds and, for a reminder, where its
         firing scopes are now (`recent`, see message.recent_level); routed for `routes` (a
@@ -522,7 +532,13 @@ class Notifier:
         refused this one the first time; the others routed hear nothing. `since_last`: an update's
         or a reminder's `Entry.since_last`, what changed since the incident's previous notice; with
         `since_heard` (the services, by `service_key`, that heard that notice) said to those alone,
-        the others getting the body without it, as each service's body is its own (`body_for`)."""
+        the others getting the body without it, as each service's body is its own (`body_for`). A
+        service key that names several configured entries differing in a credential header (two
+        tenants of one gateway, `one_per_service`) is one told mark for them all, which cannot say
+        which of them heard that notice: none of them reads the line. `heard_before`: the services
+        (by `service_key`) that heard some firing notice of the incident, where the told marks know
+        (None where not); an update or a reminder to any other is titled as a first notice, as it
+        is the first it hears (a `critical=` pager first told by the escalation read "(update)")."""
         context = {"incident_id": notice.incident_id, "scope": notice.root_scope, "severity": notice.severity}
         now = time.time()
 
@@ -533,21 +549,28 @@ class Notifier:
 
         text = body(since_last)
         unread = body(None) if since_last is not None and since_heard is not None else text  # the line is never in it
-        heard = set(since_heard or ())
+        heard = set(since_heard or ()) - shared_keys(self.targets)
+        title = message.notice_title(notice)
+        # One hearing the incident for the first time: its title reads as a first notice's.
+        first_title = message.notice_title(replace(notice, reason="new")) if notice.reason in ("update", "repeat") else title
+        before = None if heard_before is None else set(heard_before)
 
-        def per_service(server: NotifyBase) -> str:
-            return text if service_key(server) in heard else unread
+        def per_service(server: NotifyBase) -> tuple[str, str]:
+            key = service_key(server)
+            return (first_title if before is not None and key not in before else title), (text if key in heard else unread)
 
-        return await self._deliver(context, tuple(routes) or (notice.severity,), message.notice_title(notice), text,
+        differs = unread != text or (before is not None and first_title != title)
+        return await self._deliver(context, tuple(routes) or (notice.severity,), title, text,
                                    notify_type(notice.state, notice.severity), chart_png, notice.incident_id, key=notice.incident_id,
-                                   fields=notice_fields(notice), only=only, text_for=per_service if unread != text else None)
+                                   fields=notice_fields(notice), only=only, said_for=per_service if differs else None)
 
     async def _deliver(self, context: dict[str, Any], severities: Sequence[str], head: str, text: str, kind: NotifyType,
                        chart_png: bytes | None, name: str, key: str | None = None,
                        fields: Mapping[str, str] | None = None, only: Collection[str] | None = None,
-                       text_for: Callable[[NotifyBase], str] | None = None) -> Delivery:
-        """`text_for`: a service's own body (by the service as configured), where they differ: an
-        update's since-last line goes only to the services that heard the notice it counts from."""
+                       said_for: Callable[[NotifyBase], tuple[str, str]] | None = None) -> Delivery:
+        """`said_for`: a service's own title and body (by the service as configured), where they
+        differ: an update's since-last line goes only to the services that heard the notice it counts
+        from, and one hearing the incident for the first time is titled as a first notice."""
         routed = one_per_service(self.targets_for(*severities, only=only))
         if not routed:
             log.info("no notification service for this severity", extra=context)
@@ -576,7 +599,7 @@ class Notifier:
         try:
             chart_path = await _write_chart(tmp, name, chart_png) if tmp and chart_png else None
             outcomes = await asyncio.gather(
-                *(self._deliver_one(server, context, head, text_for(configured) if text_for else text, kind, chart_path, configured)
+                *(self._deliver_one(server, context, *(said_for(configured) if said_for else (head, text)), kind, chart_path, configured)
                   for server, configured in targets)
             )
         finally:
