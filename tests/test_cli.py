@@ -583,6 +583,45 @@ def test_an_output_that_is_the_commands_own_redirected_stdout_is_written_in_plac
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]  # no .part left
 
 
+def test_an_output_named_by_dev_stdout_or_dev_fd_on_a_pipe_is_written_through_the_pipe(tmp_path):
+    """/dev/stdout on a pipe (`--alerts-out /dev/stdout | jq`, a pod's stdout) and /dev/fd/N (a
+    shell's `--alerts-out >(jq ...)`) resolve to /proc/PID/fd/pipe:[N], a name that is no file:
+    until session 55's review they were taken for a file not there yet, whose temp file could not
+    be made in /proc ("cannot write /dev/stdout: No such file or directory", exit 2). And a closed
+    stdout (`>&-`, sys.stdout None) with the output on stderr's file is written, not an AttributeError."""
+    script = ("import sys; from pathlib import Path; from stream.tools.files import replaced_when_done\n"
+              "print('printed before')\n"
+              "with replaced_when_done(Path(sys.argv[1])) as handle:\n    handle.write('the output\\n')\n"
+              "print('printed after', file=sys.stderr if sys.stdout is None else sys.stdout)\n")
+    done = subprocess.run([sys.executable, "-c", script, "/dev/stdout"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "printed before\nthe output\nprinted after\n", (done.stdout, done.stderr)
+    read, write = os.pipe()
+    try:
+        done = subprocess.run([sys.executable, "-c", script, f"/dev/fd/{write}"], capture_output=True, text=True, timeout=60, pass_fds=(write,))
+    finally:
+        os.close(write)
+    with os.fdopen(read) as piped:
+        assert done.returncode == 0 and piped.read() == "the output\n", done.stderr
+    err_file = tmp_path / "err.txt"
+    with err_file.open("w") as handle:
+        done = subprocess.run(["bash", "-c", f'exec "$0" -c "$1" "$2" >&-', sys.executable, script.replace("print('printed before')\n", ""),
+                               str(err_file)], stderr=handle, timeout=60)
+    assert done.returncode == 0 and err_file.read_text() == "the output\nprinted after\n", err_file.read_text()
+
+
+def test_eval_predictions_to_dev_stdout_on_a_pipe_come_before_the_report(tmp_path):
+    """`sentinel eval --predictions /dev/stdout | jq`: a plain open wrote it until session 55, whose
+    replaced_when_done refused it after every example was classified (exit 2)."""
+    data = tmp_path / "lab.csv"
+    data.write_text("text,label\nBTC rally strong,positive\nThe call is at noon,neutral\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    done = subprocess.run([sys.executable, "-m", "sentinel.cli", "eval", "--data", str(data), "--predictions", "/dev/stdout", "--json"],
+                          capture_output=True, text=True, timeout=120, env={**env, "SENTINEL_BASE": "lexicon"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and [json.loads(line)["line"] for line in lines[:2]] == [2, 3] and json.loads(lines[2])["n"] == 2, lines
+
+
 def test_eval_predictions_to_its_own_redirected_stdout_come_before_the_report(tmp_path):
     """`sentinel eval --predictions /dev/stdout > out.txt` opened out.txt anew ("w"): cut back to
     its start, the report then overwrote the predictions from the stream's own position."""

@@ -56,19 +56,25 @@ def replaced_when_done(path: Path, *, source: Path | None = None) -> Iterator[IO
         raise ValueError(f"--out {path} is the input file")
     if problem := output_problem(target):
         raise ValueError(f"cannot write {path}: {problem}")
-    if stream := own_stream(target):
+    # Asked of `path`, not `target`: /dev/stdout on a pipe (or a socket), and /dev/fd/63 from a
+    # shell's `>(jq ...)`, resolve to a name that is no file (/proc/PID/fd/pipe:[N]); the kernel
+    # follows the name as given to the pipe itself. Asked of `target`, such an output was taken for
+    # a file not there yet, and its temp file could not be made in /proc/PID/fd: `--alerts-out
+    # /dev/stdout | jq` and `eval --predictions /dev/stdout | jq` were "cannot write", exit 2.
+    if stream := own_stream(path):
         # `--alerts-out /dev/stdout > alerts.jsonl`: a regular file, but the shell's. Replaced by a
         # rename, what the command printed after it went to the unlinked old file; opened anew with
         # "w", it was cut back to its start under the shell's own writes. Written at the stream's
         # own position instead, as a pipe is.
         for held in (sys.stdout, sys.stderr):  # what was printed before comes first
-            held.flush()
+            if held is not None:  # None where the stream was closed when Python started (`>&-`)
+                held.flush()
         with os.fdopen(os.dup(OWN_STREAMS[stream]), "w", encoding="utf-8") as shared:
             yield shared
         return
-    if target.exists() and not target.is_file():
+    if path.exists() and not path.is_file():
         with _writable(path):
-            direct = target.open("w", encoding="utf-8")
+            direct = path.open("w", encoding="utf-8")
         with direct:
             yield direct
         return
