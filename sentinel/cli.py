@@ -1388,7 +1388,7 @@ def say_stopped(line: str) -> None:
 @app.command("replay")
 def replay_cmd(
     file: Annotated[Path, typer.Argument(readable=False, help="JSONL of posts (or recorded records); a file, not a pipe")],
-    topic: Annotated[Optional[str], typer.Option("--topic", help="default: the posts topic (created if missing); another topic must exist unless --create-topic")] = None,
+    topic: Annotated[Optional[str], typer.Option("--topic", help="default: the posts topic (created if missing; a recording of the alerts, sentiment or DLQ topic is refused without --topic); another topic must exist unless --create-topic")] = None,
     speed: Annotated[str, typer.Option("--speed", help="X divides event-time gaps by X; max sends at full speed")] = "max",
     max_gap: Annotated[float, typer.Option("--max-gap", min=0, help="with --speed: the longest wait between two lines, in seconds of replay time (a longer gap is cut to it, with a warning)")] = 60.0,
     from_line: Annotated[int, typer.Option("--from-line", min=1, help="skip the lines before this one (to resume an interrupted replay); past the file's last line + 1 is an error")] = 1,
@@ -1398,7 +1398,7 @@ def replay_cmd(
     """Produce a JSONL file of posts (or recorded records) into Kafka."""
     from stream.kafka import ensure_topics, held_logs, release_logs
     from stream.tools.replay import (PartitionMismatch, ReplayResult, UnknownTopic, broker_topics, holds_a_line, no_json_object,
-                                     recorded_partitions, replay_lines)
+                                     recorded_partitions, recorded_topic, replay_lines, warn_stderr)
 
     settings = model_settings()
     if not settings.kafka_broker:
@@ -1425,6 +1425,16 @@ def replay_cmd(
     if from_line > last + 1:  # last + 1 is a resume after the last line: nothing left, said below
         raise fail(f"--from-line {from_line}: {file} has " + (f"only {last:,} line{'s' * (last != 1)}" if last else "no lines")
                    + f" (--from-line {last + 1} would send nothing)")
+    if topic is None and (named := recorded_topic(file)) is not None and named[1] != target:
+        # `sentinel replay rec-sentiment-alerts.jsonl`: a recording names its topic, and without
+        # --topic its records went into the posts topic, where the worker dead-lettered every one.
+        number, recorded_in = named
+        not_posts_topics = {settings.topic_alerts: "alerts", settings.topic_sentiment: "sentiment", settings.topic_dlq: "dead-letter"}
+        if what := not_posts_topics.get(recorded_in):
+            raise fail(f"{file}:{number}: recorded from topic {recorded_in!r}, the {what} topic, not posts: without --topic replay "
+                       f"sends to the posts topic {target!r}, whose worker would dead-letter every record; nothing sent. Name the "
+                       f"topic to send to with --topic ({recorded_in}-replay, say; --topic {target} sends them there all the same)")
+        warn_stderr(f"{file}:{number}: recorded from topic {recorded_in!r}: sent to the posts topic {target!r} (--topic names another)")
     sending = False  # past the probe and the topic: a Kafka error from here on says where to resume
 
     def creatable() -> bool:

@@ -423,6 +423,42 @@ def test_replay_refuses_a_topic_the_broker_lacks_unless_asked_to_create_it(kafka
     assert asyncio.run(asyncio.wait_for(broker_topics(settings), 60))[posts_topic] == 4
 
 
+def test_a_recording_of_another_topic_without_topic_is_refused_or_said(kafka_server, tmp_path):
+    """`sentinel replay rec-sentiment-alerts.jsonl` sent the recorded alerts into forum-posts, where
+    the worker dead-lettered every one, exit 0. A recording of this deployment's alerts, sentiment
+    or DLQ topic without --topic is refused before the broker is asked; one of another topic (a
+    production posts topic replayed into a staging one of another name) goes with a warning."""
+    from stream.tools.replay import broker_topics
+
+    alerts = tmp_path / "rec-sentiment-alerts.jsonl"
+    alerts.write_text("\n" + "".join(json.dumps({**RECORD, "topic": "sentiment-alerts", "offset": n, "value": '{"scope": "btc"}'}) + "\n"
+                                     for n in range(3)))
+    r = sentinel("replay", str(alerts), broker="127.0.0.1:9")  # refused before a (dead) broker is asked
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "Traceback" not in said and "Kafka" not in said, said
+    assert (f"error: {alerts}:2: recorded from topic 'sentiment-alerts', the alerts topic, not posts: without --topic replay sends to "
+            f"the posts topic 'forum-posts'") in said and "--topic forum-posts sends them there all the same" in said, said
+    dlq = tmp_path / "dlq.jsonl"
+    dlq.write_text(alerts.read_text().replace("sentiment-alerts", "forum-posts-dlq"))
+    r = sentinel("replay", str(dlq), broker="127.0.0.1:9", extra={"SENTINEL_TOPIC_POSTS": "posts-b"})
+    assert r.returncode == 2 and "recorded from topic 'forum-posts-dlq', the dead-letter topic" in " ".join(r.stderr.split()), r.stderr
+    # Named with --topic, it goes there, as asked.
+    topic = f"alerts-replay-{uuid.uuid4().hex[:6]}"
+    r = sentinel("replay", str(alerts), "--topic", topic, "--create-topic", broker=kafka_server)
+    assert r.returncode == 0 and "sent 3 messages" in r.stdout and "recorded from topic" not in r.stderr, r.stderr
+    # A recording of forum-posts into a posts topic of another name: sent, and said.
+    posts_topic = f"posts-{uuid.uuid4().hex[:6]}"
+    path = tmp_path / "rec.jsonl"
+    path.write_text(json.dumps({**RECORD, "value": post(0, iso(1_767_225_600))}) + "\n")
+    r = sentinel("replay", str(path), broker=kafka_server, extra={"SENTINEL_TOPIC_POSTS": posts_topic})
+    assert r.returncode == 0 and "sent 1 messages" in r.stdout, r.stderr
+    assert f"warning: {path}:1: recorded from topic 'forum-posts': sent to the posts topic '{posts_topic}' (--topic names another)" in \
+        " ".join(r.stderr.split()), r.stderr
+    assert posts_topic in asyncio.run(asyncio.wait_for(broker_topics(Settings(kafka_broker=kafka_server)), 60))
+    r = sentinel("replay", str(path), "--topic", posts_topic, broker=kafka_server)
+    assert r.returncode == 0 and "recorded from topic" not in r.stderr, r.stderr
+
+
 def test_an_empty_file_is_a_warning_for_replay_and_an_error_for_run(kafka_server, tmp_path):
     path = tmp_path / "empty.jsonl"
     path.write_text("\n  \n")

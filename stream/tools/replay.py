@@ -355,6 +355,24 @@ def recorded_partitions(path: Path) -> int | None:
     return highest + 1 if highest >= 0 else None
 
 
+def recorded_topic(path: Path) -> tuple[int, str] | None:
+    """(line, topic) of the recording in path: the topic its first JSON object line names, where
+    that line is a record (`record` writes one topic a file); None for posts, or no object at all.
+    Reads up to that line only, not a retained topic's whole recording."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not holds_a_line(raw, number):
+                continue
+            try:
+                obj = json.loads(line_sent(raw, number))
+            except (ValueError, RecursionError):
+                continue
+            if not isinstance(obj, dict):
+                continue
+            return (number, obj["topic"]) if is_record(obj) and isinstance(obj["topic"], str) else None
+    return None
+
+
 class PartitionMismatch(ValueError):
     """The recording names more partitions than the target topic has."""
 
