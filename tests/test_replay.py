@@ -39,6 +39,33 @@ def test_a_malformed_record_line_is_sent_as_is(fields):
     assert (item.key, item.value, item.event_time) == (None, line, None)
 
 
+@pytest.mark.parametrize("field", ["partition", "timestamp"])
+def test_a_record_lines_unkept_partition_or_timestamp_is_said_briefly_however_deep_or_long(field):
+    """Session 55 said such a value with json.dumps of the whole of it: a 100 kB string was a 100 kB
+    warning line, and one nested nearly as deep as json.loads takes raised RecursionError out of
+    replay_item (a traceback, where the line is the DLQ's to judge and the rest of the file goes out)."""
+    failures = []
+    long = replay_item(json.dumps({**RECORD, field: "x" * 100_000, "value": "v"}).encode())
+    if not (long.value == b"v" and 0 < len(long.unkept) < 200):
+        failures.append(f"a 100 kB {field} said in {len(long.unkept)} characters")
+    deepest = 0
+    for depth in range(100, 5000, 50):  # the deepest json.loads takes here
+        try:
+            json.loads("[" * depth + "]" * depth)
+        except RecursionError:
+            break
+        deepest = depth
+    for depth in range(max(deepest - 300, 1), deepest + 60):
+        line = json.dumps({**RECORD, "value": "v", field: "DEEP"}).replace('"DEEP"', "[" * depth + "]" * depth).encode()
+        try:
+            item = replay_item(line)  # raises nothing, at any depth
+        except RecursionError:
+            failures.append(f"RecursionError at depth {depth}")
+            break
+        assert item.value in (b"v", line) and len(item.unkept) < 200
+    assert failures == []
+
+
 def test_a_utf8_bom_and_crlf_line_ends_are_not_sent_and_the_lines_keep_their_numbers(tmp_path):
     # A file saved by a Windows tool: the BOM went out with the first post, which the worker then
     # dead-lettered as not JSON ("Unexpected UTF-8 BOM"), while the posts after it went through.

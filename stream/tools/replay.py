@@ -164,10 +164,20 @@ def unkept_place(recorded: Any, partition: int | None, ts: Any, timestamp_ms: in
     numbers as text). A timestamp of -1 (a record without one) or none at all is the broker's to set."""
     said = []
     if partition is None:
-        said.append(f"partition {json.dumps(recorded)} is no partition number: sent where its key hashes")
+        said.append(f"partition {shown_json(recorded)} is no partition number: sent where its key hashes")
     if timestamp_ms is None and ts is not None and not (isinstance(ts, int) and not isinstance(ts, bool) and ts == -1):
-        said.append(f"timestamp {json.dumps(ts)[:40]} is no Kafka timestamp (ms): sent with the broker's time")
+        said.append(f"timestamp {shown_json(ts)} is no Kafka timestamp (ms): sent with the broker's time")
     return "; ".join(said)
+
+
+def shown_json(value: Any, width: int = 40) -> str:
+    """A JSON value as a warning shows it: a list or object by its kind, not dumped (one nested
+    nearly as deep as json.loads takes raised RecursionError from json.dumps, out of replay_item),
+    a scalar cut to `width` characters (a 100 kB string was a 100 kB warning line)."""
+    if isinstance(value, (list, dict)):
+        return "a JSON " + ("list" if isinstance(value, list) else "object")
+    text = json.dumps(value if not isinstance(value, str) else value[:width])
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _b64(value: Any, what: str) -> bytes:
