@@ -604,7 +604,7 @@ def test_an_output_named_by_dev_stdout_or_dev_fd_on_a_pipe_is_written_through_th
         assert done.returncode == 0 and piped.read() == "the output\n", done.stderr
     err_file = tmp_path / "err.txt"
     with err_file.open("w") as handle:
-        done = subprocess.run(["bash", "-c", f'exec "$0" -c "$1" "$2" >&-', sys.executable, script.replace("print('printed before')\n", ""),
+        done = subprocess.run(["bash", "-c", 'exec "$0" -c "$1" "$2" >&-', sys.executable, script.replace("print('printed before')\n", ""),
                                str(err_file)], stderr=handle, timeout=60)
     assert done.returncode == 0 and err_file.read_text() == "the output\nprinted after\n", err_file.read_text()
 
