@@ -1034,19 +1034,7 @@ def test_an_updates_since_last_line_goes_only_to_the_services_that_heard_the_not
     marks: list[dict] = []
 
     async def go(store: WindowStore):
-        delivery = told_delivery(store, f"{team.url} {b.url} critical={pager.url}")
-        await delivery.ensure_group()
-        b.failing = True
-        await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
-        while await delivery.drain_once():
-            pass
-        b.failing = False
-        await store.redis.xadd(OUTBOX_KEY, entry("update", "critical", "2026-10-02T12:36:00Z", since_last=_since(
-            "2026-10-02T12:06:00Z", "warning", "critical", escalated=[{**drop, "from": "warning", "to": "critical"}])))
-        await store.redis.xadd(OUTBOX_KEY, entry("repeat", "critical", "2026-10-02T16:36:00Z",
-                                                 since_last=_since("2026-10-02T12:36:00Z", "critical", "critical")))
-        while await delivery.drain_once():
-            pass
+        delivery = await _b_refuses_the_first_then_hears(store, entry, team, b, pager, escalated=[{**drop, "from": "warning", "to": "critical"}])
         marks.append(await store.redis.hgetall(told_key("incL")))
         await store.redis.xadd(OUTBOX_KEY, entry("resolved", "critical", "2026-10-02T17:00:00Z", route_severities=("warning", "critical"),
                                                  last_notified="2026-10-02T16:36:00Z", firing_notices=3))
@@ -1072,6 +1060,27 @@ def test_an_updates_since_last_line_goes_only_to_the_services_that_heard_the_not
     assert [[p["state"] for p in hook.accepted][-1] for hook in (team, b, pager)] == ["resolved"] * 3
 
 
+async def _b_refuses_the_first_then_hears(store: WindowStore, entry: Callable[..., dict], team: Hook, b: Hook, pager: Hook,
+                                          escalated: list[dict] | None = None) -> AlertDelivery:
+    """The frame of the per-service since-last tests: ETH's 12:06 warning notice, which b refuses
+    (the `critical=` pager is not routed it), then the 12:36 critical update and the 16:36 reminder,
+    which all three accept. Returns the delivery, for a test that goes on."""
+    delivery = told_delivery(store, f"{team.url} {b.url} critical={pager.url}")
+    await delivery.ensure_group()
+    b.failing = True
+    await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
+    while await delivery.drain_once():
+        pass
+    b.failing = False
+    await store.redis.xadd(OUTBOX_KEY, entry("update", "critical", "2026-10-02T12:36:00Z",
+                                             since_last=_since("2026-10-02T12:06:00Z", "warning", "critical", escalated=escalated or [])))
+    await store.redis.xadd(OUTBOX_KEY, entry("repeat", "critical", "2026-10-02T16:36:00Z",
+                                             since_last=_since("2026-10-02T12:36:00Z", "critical", "critical")))
+    while await delivery.drain_once():
+        pass
+    return delivery
+
+
 def test_an_update_to_a_service_hearing_the_incident_for_the_first_time_is_titled_as_a_first_notice(redis_server):
     """A team webhook (every severity), b, which refuses ETH's 12:06 warning notice, and a
     `critical=` pager. The 12:36 update (critical) is the first notice of the incident b and the
@@ -1083,19 +1092,7 @@ def test_an_update_to_a_service_hearing_the_incident_for_the_first_time_is_title
     entry = functools.partial(told_entry, True, "incT")
 
     async def go(store: WindowStore):
-        delivery = told_delivery(store, f"{team.url} {b.url} critical={pager.url}")
-        await delivery.ensure_group()
-        b.failing = True
-        await store.redis.xadd(OUTBOX_KEY, entry("new", "warning", "2026-10-02T12:06:00Z"))
-        while await delivery.drain_once():
-            pass
-        b.failing = False
-        await store.redis.xadd(OUTBOX_KEY, entry("update", "critical", "2026-10-02T12:36:00Z",
-                                                 since_last=_since("2026-10-02T12:06:00Z", "warning", "critical")))
-        await store.redis.xadd(OUTBOX_KEY, entry("repeat", "critical", "2026-10-02T16:36:00Z",
-                                                 since_last=_since("2026-10-02T12:36:00Z", "critical", "critical")))
-        while await delivery.drain_once():
-            pass
+        await _b_refuses_the_first_then_hears(store, entry, team, b, pager)
 
     on_store(redis_server, go, team, b, pager)
     assert [p["title"] for p in team.accepted] == [
