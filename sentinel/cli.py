@@ -1099,6 +1099,8 @@ def run(
     refuse_unreadable_twice(file, "run")
     if wrong := not_posts(file, "run"):  # every line dead-lettered and a summary of nothing: the wrong file
         raise fail(wrong)  # refused before the embedded stack, which takes seconds to start, as replay refuses it
+    if wrong := recording_not_of_posts(settings, file):
+        raise fail(wrong)
     # Counting and reading a recording of a retained topic take a while: a stop there ends as one
     # mid-run does (nothing was started yet, so nothing needs stopping).
     outputs = [(option, path) for option, path in (("--alerts-out", alerts_out), ("--summary-json", summary_json),
@@ -1212,6 +1214,26 @@ def not_posts(file: Path, command: str) -> str | None:
         return (f"{file}: no line is a JSON object ({wrong}); sentinel {command} reads posts, one JSON object a line "
                 "(examples/demo-stream.jsonl), or the records sentinel record writes")
     return None
+
+
+def not_a_posts_topic(settings: Settings, topic: str) -> str | None:
+    """Which of the worker's own output topics TOPIC is ("alerts", "sentiment", "dead-letter"): a
+    recording of one, sent into the posts topic, is dead-lettered whole. None for any other."""
+    return {settings.topic_alerts: "alerts", settings.topic_sentiment: "sentiment", settings.topic_dlq: "dead-letter"}.get(topic)
+
+
+def recording_not_of_posts(settings: Settings, file: Path) -> str | None:
+    """Why `sentinel run` refuses FILE: a recording of the alerts, sentiment or dead-letter topic,
+    whose records its worker would dead-letter every one of (run has no --topic: it sends to the
+    posts topic). None for posts, or a recording of any other topic."""
+    from stream.tools.replay import recorded_topic
+
+    if (named := recorded_topic(file)) is None or not (what := not_a_posts_topic(settings, named[1])):
+        return None
+    number, recorded_in = named
+    return (f"{file}:{number}: recorded from topic {recorded_in!r}, the {what} topic, not posts: sentinel run sends its file to "
+            f"the posts topic, whose worker would dead-letter every record; run a recording of the posts topic "
+            f"(sentinel record --topic {settings.topic_posts}), or compare alert recordings with sentinel compare-alerts")
 
 
 def refuse_unreadable_twice(file: Path, command: str) -> None:
@@ -1429,8 +1451,7 @@ def replay_cmd(
         # `sentinel replay rec-sentiment-alerts.jsonl`: a recording names its topic, and without
         # --topic its records went into the posts topic, where the worker dead-lettered every one.
         number, recorded_in = named
-        not_posts_topics = {settings.topic_alerts: "alerts", settings.topic_sentiment: "sentiment", settings.topic_dlq: "dead-letter"}
-        if what := not_posts_topics.get(recorded_in):
+        if what := not_a_posts_topic(settings, recorded_in):
             raise fail(f"{file}:{number}: recorded from topic {recorded_in!r}, the {what} topic, not posts: without --topic replay "
                        f"sends to the posts topic {target!r}, whose worker would dead-letter every record; nothing sent. Name the "
                        f"topic to send to with --topic ({recorded_in}-replay, say; --topic {target} sends them there all the same)")

@@ -582,6 +582,27 @@ def test_a_run_of_a_file_with_no_json_object_is_an_error_before_the_stack_starts
     assert "embedded stack starting" not in r.stderr, r.stderr
 
 
+def test_run_refuses_a_recording_of_the_alerts_topic_before_the_stack_starts(tmp_path):
+    """`sentinel run rec-sentiment-alerts.jsonl` (run has no --topic) sent the recorded alerts into
+    the posts topic, where its worker dead-lettered every one: a summary of nothing. Refused before
+    the embedded stack, as replay refuses it without --topic."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "rec-sentiment-alerts.jsonl"
+    path.write_text("".join(json.dumps({**RECORD, "topic": "sentiment-alerts", "offset": n, "value": '{"scope": "btc"}'}) + "\n"
+                            for n in range(3)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "REDIS_", "SENTINEL_"))}
+    r = subprocess.run([sys.executable, "-c", SAYING_STACK_STARTS, "run", str(path)], capture_output=True, text=True, timeout=120,
+                       env={**env, "SENTINEL_BASE": "lexicon"})
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "Traceback" not in said, r.stdout + r.stderr
+    assert (f"error: {path}:1: recorded from topic 'sentiment-alerts', the alerts topic, not posts: sentinel run sends its file to "
+            "the posts topic") in said and "sentinel record --topic forum-posts" in said, said
+    assert "embedded stack starting" not in r.stderr, r.stderr
+
+
 def test_a_replay_of_a_file_with_no_json_object_is_refused_and_one_with_a_post_among_bad_lines_is_sent(kafka_server, tmp_path):
     """`sentinel replay` of a CSV sent every line, for the worker to dead-letter, where `sentinel run` refuses it."""
     from stream.tools.replay import broker_topics
