@@ -2061,7 +2061,7 @@ def verdicts(
 ) -> None:
     """The alerts' precision as the risk team judged them: real and false alarms per root kind (or scope), each incident's latest verdict."""
     from stream.alerts import audit as audit_log
-    from stream.alerts.precision import FEW_JUDGED, interval_95, tally
+    from stream.alerts.precision import FEW_JUDGED, tally, with_interval
 
     if per not in ("kind", "scope"):
         raise fail("--per: kind or scope")
@@ -2081,8 +2081,8 @@ def verdicts(
         table.add_column(col, overflow="fold")
     for row in rows:
         label = "all (whole market)" if per == "scope" and row[per] == "all" else row[per]  # not the total row beside it
-        judged = row["real"] + row["false_alarm"]
-        interval = interval_95(row["real"], judged)
+        shown = with_interval(row)  # as the console's precision table shows it
+        judged, interval = shown["judged"], shown["interval_95"]
         table.add_row(inert(label), str(row["real"]), str(row["false_alarm"]), f"{judged}" + (" (few)" if judged < FEW_JUDGED else ""),
                       "-" if row["precision"] is None or interval is None
                       else f"{row['precision']:.2f} ({interval[0]:.2f}-{interval[1]:.2f})")
