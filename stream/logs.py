@@ -95,11 +95,6 @@ _STOP_LINE = re.compile(rf'^(?:\S+ (?:INFO|WARNING) +\S+: {_STOPPING}\b|\{{"ts":
                         r'|(?:interrupted|terminated)\b)')
 
 
-def holds_error(lines: Iterable[str]) -> bool:
-    """Whether a log (its lines, read as they come: a long run's log can be large) says an error."""
-    return any(_ERROR_LINE.match(line) for line in lines)
-
-
 def worth_keeping(lines: Iterable[str]) -> bool:
     """Whether `sentinel run` keeps its temp worker log after the user stopped an unfinished run:
     where it says an error, or a WARNING of its own before the worker's stop began. A stop is the user's, no

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.logs import JsonFormatter, KeyValueFormatter, RepeatFilter, holds_error, worth_keeping
+from stream.logs import JsonFormatter, KeyValueFormatter, RepeatFilter, worth_keeping
 
 
 def record(msg: str, **extra) -> logging.LogRecord:
@@ -46,7 +46,8 @@ def library_record(msg: str, name: str = "aiokafka", level: int = logging.ERROR)
 
 
 def test_a_log_holds_an_error_where_a_record_traceback_or_error_line_says_one():
-    """`sentinel run` keeps its temp worker log after a stop only where it says an error (cli.run)."""
+    """`sentinel run` keeps its temp worker log after a stop where it says an error (cli.run), at any
+    point of it (`worth_keeping`; a warning only before the stop, below)."""
     def at(level: int, msg: str, **extra) -> logging.LogRecord:
         rec = record(msg, **extra)
         rec.levelno, rec.levelname = level, logging.getLevelName(level)
@@ -57,13 +58,13 @@ def test_a_log_holds_an_error_where_a_record_traceback_or_error_line_says_one():
             "terminated", "terminated before the command started",
             # an ERROR only inside a value or a message: one a post could carry
             KeyValueFormatter().format(at(logging.INFO, "error: not one", post_id="x\n2026-01-01T00:00:00 ERROR   y"))]
-    assert not holds_error(line + "\n" for line in calm)
+    assert not worth_keeping(line + "\n" for line in calm)
     for formatter in (KeyValueFormatter(), JsonFormatter()):
         for level in (logging.ERROR, logging.CRITICAL):
-            assert holds_error([*calm, formatter.format(at(level, "batch failed"))]), (formatter, level)
-    assert holds_error([*calm, "Traceback (most recent call last):\n", '  File "x.py", line 1\n'])
-    assert holds_error(["error: SENTINEL_REDIS_URL: not a redis:// URL\n"])  # the CLI's refusal, a worker's start-up
-    assert not holds_error([])
+            assert worth_keeping([*calm, formatter.format(at(level, "batch failed"))]), (formatter, level)
+    assert worth_keeping([*calm, "Traceback (most recent call last):\n", '  File "x.py", line 1\n'])
+    assert worth_keeping(["error: SENTINEL_REDIS_URL: not a redis:// URL\n"])  # the CLI's refusal, a worker's start-up
+    assert not worth_keeping([])
 
 
 def test_a_stopped_runs_log_is_kept_where_it_warned_before_the_stop():
