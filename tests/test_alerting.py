@@ -1060,6 +1060,59 @@ def test_an_updates_since_last_line_goes_only_to_the_services_that_heard_the_not
     assert [[p["state"] for p in hook.accepted][-1] for hook in (team, b, pager)] == ["resolved"] * 3
 
 
+def test_an_older_notice_marked_heard_while_a_newer_one_is_marked_never_moves_the_mark_back(redis_server, monkeypatch):
+    """Two workers mark the same service heard: one, stalled past the claim delay, finishing ETH's
+    12:06 notice, the other its 12:36 update. The first read the service's `heard:` (none yet), the
+    second then marked 12:36, and the first's transaction wrote 12:06 over it: the read was made
+    before the transaction, so the mark moved back, and the 16:36 reminder's since-last line (counted
+    from 12:36) would never reach the service. The newer worker's mark is made here, with its own
+    connection, right after the older one's read of the `heard:` fields, on a real redis-server."""
+    import inspect
+
+    import redis.asyncio as aioredis
+
+    from stream.keys import told_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    hook = Hook()
+    key = told_key("incR")
+    service = service_key(build_apprise(hook.url, None)[0])
+    reads = {"hmget": 0}
+    original = aioredis.Redis.hmget
+
+    def hmget(self, name, keys, *args):  # a pipeline's too, in the watched part of a transaction
+        found = original(self, name, keys, *args)
+        if name != key or not inspect.iscoroutine(found):
+            return found
+        reads["hmget"] += 1
+        if reads["hmget"] > 1:
+            return found
+
+        async def then_the_newer_worker_marks():
+            value = await found
+            other = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+            try:
+                await told_delivery(other, hook.url, consumer="other")._mark_told("incR", "critical", "sent", "2026-10-02T12:36:00Z",
+                                                                                  last=True, heard=("2-0", [service]))
+            finally:
+                await other.close()
+            return value
+
+        return then_the_newer_worker_marks()
+
+    monkeypatch.setattr(aioredis.Redis, "hmget", hmget)
+
+    async def go(store: WindowStore):
+        await told_delivery(store, hook.url)._mark_told("incR", "warning", "sent", "2026-10-02T12:06:00Z", last=True, heard=("1-0", [service]))
+        return await store.redis.hgetall(key)
+
+    marks = on_store(redis_server, go, hook)
+    assert reads["hmget"] >= 2, reads  # the newer worker's mark came in between (and read once itself)
+    assert marks[f"heard:{service}"] == "2026-10-02T12:36:00Z", marks
+    # The rest of the older notice's marks are made: its service, its notice, its severity.
+    assert {marks[f"svc:{service}"], marks["svc:notice:1-0"], marks["svc:notice:2-0"], marks["warning"]} == {"sent", "1"}, marks
+
+
 async def _b_refuses_the_first_then_hears(store: WindowStore, entry: Callable[..., dict], team: Hook, b: Hook, pager: Hook,
                                           escalated: list[dict] | None = None) -> AlertDelivery:
     """The frame of the per-service since-last tests: ETH's 12:06 warning notice, which b refuses

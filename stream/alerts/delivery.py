@@ -757,15 +757,21 @@ class AlertDelivery:
         (`svc:notice:<entry id>`) whoever heard it: once however often it is delivered, so a claim
         that delivers it again after its worker died adds the services it reached, not a notice."""
         key = told_key(ident)
-        # `unheard` stays until that very notice is sent (a claim's second try): a later notice sent
-        # leaves it, so a retry of that later one to the services that refused it says what the first
-        # delivery said (`_since_last`).
-        heard_now = fate == TOLD_SENT and last and bool(at) and await self.redis.hget(key, TOLD_UNHEARD_AT) == at
-        # Each service's latest heard notice (`TOLD_HEARD`), which says whether it reads the next
-        # update's since-last line: never moved back by an older notice finished late.
         services_heard = list(heard[1]) if heard is not None and last and at else []
-        stored = await self.redis.hmget(key, [f"{TOLD_HEARD}{service}" for service in services_heard]) if services_heard else []
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        async def write(pipe: Any) -> None:
+            # Read under WATCH, in the transaction that writes: a mark another worker makes in between
+            # (a newer notice's `heard:`, a claim's `unheard`) fails it, and it runs again on what that
+            # worker wrote. Read before it (until session 56), a worker stalled past the claim delay
+            # finishing an older notice moved a service's `heard:` back over a newer one's.
+            # `unheard` stays until that very notice is sent (a claim's second try): a later notice sent
+            # leaves it, so a retry of that later one to the services that refused it says what the first
+            # delivery said (`_since_last`).
+            heard_now = fate == TOLD_SENT and last and bool(at) and await pipe.hget(key, TOLD_UNHEARD_AT) == at
+            # Each service's latest heard notice (`TOLD_HEARD`), which says whether it reads the next
+            # update's since-last line: never moved back by an older notice finished late.
+            stored = await pipe.hmget(key, [f"{TOLD_HEARD}{service}" for service in services_heard]) if services_heard else []
+            pipe.multi()
             if heard is not None:
                 entry_id, services = heard
                 for service in services:
@@ -789,7 +795,9 @@ class AlertDelivery:
                 elif fate != TOLD_SENT:
                     pipe.hset(key, TOLD_UNHEARD_AT, at)
             pipe.expire(key, self.store.idle_ttl_s)
-            await pipe.execute()
+
+        # One key (one Redis Cluster slot): the cluster client's transaction watches it as one server's does.
+        await self.redis.transaction(write, key)
 
     async def _told(self, ident: str, routes: Sequence[str], last_notified: Any = None) -> tuple[list[str], dict[str, str]]:
         """The severities of a resolution's `routes` that a firing notification went out at, and
