@@ -638,9 +638,13 @@ class Notifier:
             "url": describe(configured or server),
         }
         delays = retry_delays(self.attempts, self.backoff, self.backoff_max)
+        # Fitted once per service and notification, in a thread (CPU: a market-wide notice of 5,000
+        # scopes took seconds to fit Google Chat), and the same body sent on every retry: fitted
+        # again on each attempt (until session 56) it cost that much again each time.
+        body, body_format = await asyncio.to_thread(fitted, server, head, text)
         for attempt in range(1, self.attempts + 1):
             self.attempts_total += 1
-            ok, error = await asyncio.to_thread(_send, server, head, text, kind, chart_path)
+            ok, error = await asyncio.to_thread(_send, server, head, body, body_format, kind, chart_path)
             if ok:
                 self.sent_total += 1
                 return _Outcome(True, attempt)
@@ -665,10 +669,10 @@ async def _write_chart(directory: Path, alert_id: str, png: bytes) -> Path:
 
 
 def _send(
-    server: NotifyBase, head: str, text: str, kind: NotifyType, chart_path: Path | None
+    server: NotifyBase, head: str, body: str, body_format: NotifyFormat, kind: NotifyType, chart_path: Path | None
 ) -> tuple[bool, str | None]:
-    """One blocking attempt. Returns (accepted, what failed or None): `explained`."""
-    return explained(lambda: _notify(server, head, text, kind, chart_path))
+    """One blocking attempt of a body already fitted (`fitted`). Returns (accepted, what failed or None): `explained`."""
+    return explained(lambda: _notify(server, head, body, body_format, kind, chart_path))
 
 
 def explained(attempt: Callable[[], tuple[bool, str | None]]) -> tuple[bool, str | None]:
@@ -685,18 +689,29 @@ def explained(attempt: Callable[[], tuple[bool, str | None]]) -> tuple[bool, str
     return ok, error or (None if ok else smtp_reason(notes))
 
 
-def _notify(server: NotifyBase, head: str, text: str, kind: NotifyType, chart_path: Path | None) -> tuple[bool, str | None]:
+def _notify(server: NotifyBase, head: str, body: str, body_format: NotifyFormat, kind: NotifyType,
+            chart_path: Path | None) -> tuple[bool, str | None]:
     try:
         # A fresh attachment object per attempt and service: attachments keep read state, and
         # services run concurrently.
         attach = AppriseAttachment(str(chart_path), asset=server.asset) if chart_path else None
-        # TEXT: the body is plain text. Each plugin then converts it for its medium (Slack escapes
-        # `& < >`), and nothing is read as markup. A mail sent as HTML gets ours (`message.html_text`).
-        body, body_format = body_for(server, text, body_limit(server, head), head)
         ok = server.notify(body=body, title=head, notify_type=kind, body_format=body_format, attach=attach)
         return bool(ok), None
     except Exception as exc:  # noqa: BLE001 - a plugin bug is a failed attempt, not a crashed worker
         return False, type(exc).__name__
+
+
+def fitted(server: NotifyBase, head: str, text: str) -> tuple[str, NotifyFormat]:
+    """A notification's plain-text body as one service is sent it, on every attempt: fitted to the
+    most it takes for the title `head` (`body_limit`, `body_for`). TEXT: the body is plain text. Each
+    plugin then converts it for its medium (Slack escapes `& < >`), and nothing is read as markup.
+    A mail sent as HTML gets ours (`message.html_text`). The text as it is where fitting fails (a
+    plugin's bug): a sizing must never cost the notification."""
+    try:
+        return body_for(server, text, body_limit(server, head), head)
+    except Exception:  # noqa: BLE001 - the service may still take it whole
+        log.warning("could not fit a notification to its service; sending it as it is", extra={"service": getattr(server, "service_name", "")})
+        return text, NotifyFormat.TEXT
 
 
 def body_for(server: NotifyBase, text: str, limit: int = 0, head: str = "") -> tuple[str, NotifyFormat]:
