@@ -208,6 +208,9 @@ class Settings(BaseSettings):
     notify_backoff_max: float = Field(30.0, gt=0)
     notify_chart: bool = Field(True, description="attach a PNG chart of the scope's last 24 h")
     notify_daily_cap: int = Field(0, ge=0, description="notifications per service per UTC day, then one 'limit reached' notice (0: no cap)")
+    notify_body_max: int = Field(
+        0, ge=0, description="most characters of a notification's body for any service, below its own limit (0: the service's own limit)"
+    )
     notify_claim_idle: float = Field(
         60.0, gt=0, description="seconds before another worker claims an outbox entry a worker took and did not finish"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from stream.alerts import message
 from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord
-from stream.alerts.notify import body_for, body_limit, build_apprise
+from stream.alerts.notify import body_for, body_limit, build_apprise, capped_limit, fitted
 from stream.windows import Sample
 
 CONSOLE = "https://sentinel.example.com"
@@ -191,3 +191,23 @@ def test_a_service_apprise_converts_for_is_measured_as_converted() -> None:
             # What Server.notify hands the service's send(), as Apprise builds it.
             (sent,) = server._build_send_calls(body=fitted, title=head, body_format=body_format)
             assert len(sent["body"]) <= server.body_maxlen, (server.service_name, members, len(sent["body"]))
+
+
+def test_the_operators_body_max_caps_a_service_below_its_own_limit_never_above() -> None:
+    """SENTINEL_NOTIFY_BODY_MAX (since session 56): Slack takes 35,000 characters but advises some
+    4,000 for reading, and there was no way to ask for shorter bodies. The least of the service's
+    limit and the setting, through the same fitting: the head, the actions and the console link kept."""
+    assert [capped_limit(35_000, 4_000), capped_limit(2_000, 4_000), capped_limit(0, 4_000), capped_limit(1_024, 0), capped_limit(0, 0)] == [
+        4_000, 2_000, 4_000, 1_024, 0]
+    slack, discord = build_apprise("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ discord://1234567/abcdefgabcdefgabcdef", None)
+    notice, records = market_wide(400)
+    head = message.notice_title(notice)
+    text = message.notice_body(notice, records, samples_shown=10, console_url=CONSOLE)
+    whole, _ = fitted(slack, head, text)
+    capped, _ = fitted(slack, head, text, 4_000)
+    assert len(capped) <= 4_000 < len(whole) <= slack.body_maxlen
+    assert head_lines(capped) == head_lines(text)
+    assert f"console: {CONSOLE}/incidents/cc08e3ebdfdb671ccafc" in capped.splitlines()
+    assert any(line.startswith("... and ") and "more related scopes (see the console link)" in line for line in capped.splitlines())
+    # Discord's own 2,000 (less its title) is below the setting: it stays the limit.
+    assert fitted(discord, head, text, 4_000) == fitted(discord, head, text)

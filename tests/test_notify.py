@@ -315,6 +315,15 @@ def test_from_settings():
     assert (n.attempts, n.backoff, n.backoff_max, n.samples, n.chart) == (2, 0.5, 4.0, 1, False)
     assert [sorted(str(t) for t in s.tags) for s in n.targets] == [["warning"]]
     assert Notifier.from_settings(Settings(apprise_urls=None, apprise_config=None)).targets == []
+    assert n.body_max == 0 and Notifier.from_settings(Settings(apprise_urls=None, notify_body_max=4000)).body_max == 4000
+
+
+def test_a_negative_body_max_is_refused_naming_its_variable(monkeypatch):
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("SENTINEL_NOTIFY_BODY_MAX", "-1")
+    with pytest.raises(ValidationError, match="notify_body_max"):
+        Settings()
 
 
 def test_retry_delays_double_and_cap():
@@ -786,6 +795,28 @@ def test_a_notice_is_fitted_once_per_service_and_the_same_body_is_sent_on_every_
     assert len(bodies) == 3 and len(set(bodies)) == 1 and len(bodies[0]) <= n.targets[0].body_maxlen
     assert "more related scopes (see the console link)" in bodies[0]
     assert fits == [n.targets[0].body_maxlen], fits
+
+
+def test_a_notice_arrives_no_longer_than_the_operators_body_max_with_its_head(http):
+    """SENTINEL_NOTIFY_BODY_MAX=3000 on a webhook whose own limit is 32,768: the market-wide notice
+    that reached it at some 32,000 characters arrives at 3,000 or fewer, on a real HTTP server,
+    with its first line, id and console link, the rest counted."""
+    from stream.alerts.grouping import Notice
+
+    member = {"kind": "sentiment_drop", "firing": True, "severity": "critical", "onset": "2026-03-04T12:00:00Z",
+              "metric": "negative_share", "value": 0.75, "baseline": 0.2}
+    scopes = ["all", *(f"channel:telegram/crypto-signals-room-{i:03d}" for i in range(400))]
+    notice = Notice("cc08e3ebdfdb671ccafc", "all", "firing", "new", "critical", "2026-03-04T13:00:00Z", "2026-03-04T12:00:00Z", True,
+                    [{**member, "scope": s} for s in scopes])
+    n = notifier(http.url("/hook"), console_url="https://sentinel.example.com", body_max=3000)
+    assert run(n.deliver_notice(notice)).notified
+    (told,) = http.payloads("/hook")
+    lines = told["message"].splitlines()
+    assert len(told["message"]) <= 3000, len(told["message"])
+    assert lines[0] == "Incident on all is firing (critical)." and "incident_id: cc08e3ebdfdb671ccafc" in lines
+    assert lines[-1] == "console: https://sentinel.example.com/incidents/cc08e3ebdfdb671ccafc"
+    kept = [line for line in lines if line.startswith("- ")]
+    assert f"... and {400 - len(kept)} more related scopes (see the console link)" in lines and 0 < len(kept) < 400
 
 
 def test_the_logs_name_a_json_service_as_configured_not_with_a_notifications_keys(caplog):

@@ -451,6 +451,7 @@ class Notifier:
         daily_cap: int = 0,
         console_url: str = "",
         window: str = "1h",
+        body_max: int = 0,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be >= 1")
@@ -463,6 +464,9 @@ class Notifier:
         self.daily_cap = daily_cap
         self.console_url = console_url  # SENTINEL_CONSOLE_URL: each notification links to its page there
         self.window = window  # SENTINEL_ALERT_WINDOW: a volume is told as posts per this window
+        # SENTINEL_NOTIFY_BODY_MAX: the most characters of any body, below each service's own limit
+        # (Slack takes 35,000 but advises some 4,000 for reading); 0: the service's own.
+        self.body_max = body_max
         # Asked per service before each notification (AlertDelivery counts per service and day in
         # Redis); None sends everything.
         self.admit: Admit | None = None
@@ -485,6 +489,7 @@ class Notifier:
             daily_cap=settings.notify_daily_cap,
             console_url=settings.console_url,
             window=settings.alert_window,
+            body_max=settings.notify_body_max,
         )
 
     def targets_for(self, *severities: str, only: Collection[str] | None = None) -> list[NotifyBase]:
@@ -641,7 +646,7 @@ class Notifier:
         # Fitted once per service and notification, in a thread (CPU: a market-wide notice of 5,000
         # scopes took seconds to fit Google Chat), and the same body sent on every retry: fitted
         # again on each attempt (until session 56) it cost that much again each time.
-        body, body_format = await asyncio.to_thread(fitted, server, head, text)
+        body, body_format = await asyncio.to_thread(fitted, server, head, text, self.body_max)
         for attempt in range(1, self.attempts + 1):
             self.attempts_total += 1
             ok, error = await asyncio.to_thread(_send, server, head, body, body_format, kind, chart_path)
@@ -701,17 +706,27 @@ def _notify(server: NotifyBase, head: str, body: str, body_format: NotifyFormat,
         return False, type(exc).__name__
 
 
-def fitted(server: NotifyBase, head: str, text: str) -> tuple[str, NotifyFormat]:
+def fitted(server: NotifyBase, head: str, text: str, body_max: int = 0) -> tuple[str, NotifyFormat]:
     """A notification's plain-text body as one service is sent it, on every attempt: fitted to the
-    most it takes for the title `head` (`body_limit`, `body_for`). TEXT: the body is plain text. Each
+    most it takes for the title `head` (`body_limit`, `body_for`), or `body_max` where that is less
+    (`capped_limit`, SENTINEL_NOTIFY_BODY_MAX). TEXT: the body is plain text. Each
     plugin then converts it for its medium (Slack escapes `& < >`), and nothing is read as markup.
     A mail sent as HTML gets ours (`message.html_text`). The text as it is where fitting fails (a
     plugin's bug): a sizing must never cost the notification."""
     try:
-        return body_for(server, text, body_limit(server, head), head)
+        return body_for(server, text, capped_limit(body_limit(server, head), body_max), head)
     except Exception:  # noqa: BLE001 - the service may still take it whole
         log.warning("could not fit a notification to its service; sending it as it is", extra={"service": getattr(server, "service_name", "")})
         return text, NotifyFormat.TEXT
+
+
+def capped_limit(limit: int, body_max: int) -> int:
+    """The most characters of body a service is sent (pure): its own `limit` (`body_limit`; 0 where
+    its plugin gives none), or the operator's `body_max` (SENTINEL_NOTIFY_BODY_MAX) where that is
+    less or the service has none; 0 (no cap) where neither is set."""
+    if body_max <= 0:
+        return limit
+    return min(limit, body_max) if limit > 0 else body_max
 
 
 def body_for(server: NotifyBase, text: str, limit: int = 0, head: str = "") -> tuple[str, NotifyFormat]:
