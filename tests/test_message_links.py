@@ -114,3 +114,37 @@ def test_an_invisible_character_beside_the_dot_does_not_hide_the_domain(invisibl
     for text in (f"evil{invisible}.example", f"evil.{invisible}example"):
         shown = post(text)
         assert "[.]" in shown and not LIVE.search(shown.replace(invisible, "")), repr(shown)
+
+
+# A dotted quad of numbers at most 255 where a browser would open it, or a dot spelled `%2E`.
+LIVE_ADDRESS = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d])|%2e", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("claim at 185.2.3.4:8080/claim now", "claim at 185[.]2[.]3[.]4:8080/claim now"),
+    ("http://185.2.3.4/x", "hxxp://185[.]2[.]3[.]4/x"),
+    ("node 192.168.001.010.", "node 192[.]168[.]001[.]010."),
+    ("see evil%2Ecom/claim", "see evil[.]com/claim"),
+    ("https://evil%2eexample/x", "hxxps://evil[.]example/x"),
+    ("10%2E0%2e0%2E1/x", "10[.]0[.]0[.]1/x"),
+    ("release v1.2.3.4 out", "release v1[.]2[.]3[.]4 out"),  # four parts each <= 255: read as an address
+])
+def test_bare_addresses_and_percent_encoded_dots_are_defanged(text: str, shown: str) -> None:
+    assert post(text) == shown
+    assert not LIVE.search(shown) and not LIVE_ADDRESS.search(shown), shown
+    assert post(shown) == shown  # twice is once
+
+
+@pytest.mark.parametrize("text", [
+    "v2.0.1 and 1.2.3 out, $1.5k by 12.30 on 2023.01.05",
+    "build 1.2.3.4.5 and 300.2.3.4 and 1.2.3.256",  # five parts, a part over 255: no address
+    "up 12% to 2.5e3",
+])
+def test_prices_versions_dates_and_chatter_are_left_alone(text: str) -> None:
+    assert post(text) == text
+
+
+def test_a_cut_never_leaves_a_live_address() -> None:
+    # `185.2.3.456` is no address, but cut after `185.2.3.45` it would read as one.
+    cut = post("x" * 190 + " 185.2.3.456 tail", limit=202)
+    assert cut.endswith("185[.]2[.]3[.]45…"), cut

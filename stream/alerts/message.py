@@ -51,9 +51,20 @@ _URL = re.compile(r"(https?|ftp)(:[/\\]+)([^\s/\\?#<>\u2039\u203a]*)", re.IGNORE
 # selectors, invisible operators, Mongolian selectors) and a linkifier takes as part of the name
 # are taken into the dot they stand by, so `evil\u00ad.com` is `evil[.]com` and not a live `evil.com`.
 _IGNORED = r"[\u00ad\u034f\u180b-\u180f\u200c\u200d\u2060-\u2064\ufe00-\ufe0f]*"
-_DOT = rf"{_IGNORED}[.\u3002\uff0e\uff61]{_IGNORED}"
+# A percent-encoded dot (`%2E`, `%2e`) is a dot too: a browser decodes it in a host name
+# (`http://evil%2Ecom/` opens evil.com), and a reader takes `evil%2Ecom` for the domain it spells.
+_DOT_CHARS = r"[.\u3002\uff0e\uff61]|%2[eE]"
+_DOT = rf"{_IGNORED}(?:{_DOT_CHARS}){_IGNORED}"
 _DOMAIN = re.compile(rf"(?:[^\W_](?:[\w-]*[^\W_])?{_DOT})+(?:[^\W\d_]{{2,63}}|xn--[a-z0-9-]+)(?![^\W_])", re.IGNORECASE)
 _HOST_DOTS = re.compile(_DOT)
+# A bare IPv4 address: four dotted numbers, each at most 255 (`_address`), with nothing numeric
+# joined on either side (`1.2.3.4.5` is no address). A browser opens `185.2.3.4:8080/claim` as
+# `http://185.2.3.4:8080/claim`, and a scam post gives its host so where a domain would be blocked.
+# A four-part version (`1.2.3.4`) reads as an address and is defanged too: nothing in it tells the
+# two apart, `1[.]2[.]3[.]4` still reads as the version, and a live address costs more than a
+# bracket. Dates (`2023.01.05`), versions of three parts (`1.2.3`, `v2.0.1`), prices and times
+# (`$1.5k`, `12.30`) have too few parts or a part over 255, and are left alone.
+_IPV4 = re.compile(rf"(?<![\d.\u3002\uff0e\uff61])\d{{1,3}}(?:{_DOT}\d{{1,3}}){{3}}(?!\d|(?:{_DOT_CHARS})\d)")
 
 
 def escape_post_text(text: str, limit: int = POST_CHARS, links: bool = True) -> str:
@@ -94,7 +105,14 @@ def defang(text: str) -> str:
     invisible character beside a dot goes into the `[.]`. Not a decimal (`1.5`) or a cashtag. A
     `word.Word` with no space reads as a domain and gets its `[.]` too: readable, and no link."""
     text = _URL.sub(_defanged_url, text)
+    text = _IPV4.sub(_address, text)
     return _DOMAIN.sub(lambda m: _HOST_DOTS.sub("[.]", m.group(0)), text)
+
+
+def _address(match: re.Match[str]) -> str:
+    """An IPv4 address defanged; four dotted numbers with one over 255 (no address) as they were."""
+    found = match.group(0)
+    return _HOST_DOTS.sub("[.]", found) if all(int(part) <= 255 for part in _HOST_DOTS.split(found)) else found
 
 
 def _defanged_url(match: re.Match[str]) -> str:
