@@ -853,6 +853,50 @@ def test_recent_incidents_list_the_scopes_that_moved_with_the_root_as_the_comman
     assert '<a href="/scope/channel:general">' in cells[5]
 
 
+def posts_in(redis_url: str, channel: str) -> str:
+    """A post in `channel`, written through the real store, so that its scope has windows (and a
+    page); returns the scope."""
+    async def write() -> None:
+        store = WindowStore.from_url(redis_url, bucket_s=60, retention_s=2 * 86400 + 3600)
+        at = T0 + 2 * 86400 - 60
+        await store.apply([Scored(Post("hostile-scope", "$BTC hostile channel", at, ("BTC",), source="forum", channel=channel), "negative", -0.5)], {}, at)
+        await store.close()
+
+    asyncio.run(write())
+    return f"channel:{channel}"
+
+
+def test_recent_incidents_link_their_root_to_its_scope_page_whatever_its_name(api_console, redis_server):
+    """The recent incidents' roots were plain text where every other scope on the pages links to its
+    page. A root named with markup, quotes and the URL's own characters (`/ # ? %`) links, escaped,
+    to its own page, and the page is that scope's."""
+    console, _ = api_console
+    viewer = {"Authorization": f"Bearer {VIEWER}"}
+    hostile = posts_in(redis_server, '<script>"onmouseover=alert(1) a/b#c?d%2Fe')
+    plain = posts_in(redis_server, "general")
+    r = redis.Redis.from_url(redis_server)
+    member = {"kind": "sentiment_drop", "firing": False, "severity": "warning", "onset": "2026-10-02T00:00:00Z"}
+    for ident, root in (("done1", hostile), ("done2", plain)):
+        summary = {"incident_id": ident, "root_scope": root, "state": "resolved", "opened": T0 + 86400, "at": T0 + 90000, "market": False,
+                   "severity": "warning", "acked": None, "members": [{"scope": root, **member}]}
+        r.hset(INCIDENTS_KEY, ident, json.dumps(summary))
+        r.zadd(INCIDENTS_INDEX_KEY, {ident: T0 + 86400})
+    status, listing, _ = console.call("GET", "/incidents", headers=viewer)
+    assert status == 200
+    recent = listing[listing.index("Recent incidents"):]
+    assert "<script>" not in listing and '"onmouseover' not in listing
+    for ident, root in (("done1", hostile), ("done2", plain)):
+        row = re.search(rf'<tr><td><a href="/incidents/{ident}">.*?</tr>', recent, re.S).group(0)
+        root_cell = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)[1]
+        link = re.fullmatch(r'<a href="([^"]+)">([^<]*)</a>', root_cell)
+        assert link, root_cell
+        href, text = html_lib.unescape(link.group(1)), html_lib.unescape(link.group(2))
+        assert text == root and href == "/scope/" + urllib.parse.quote(root, safe=":|"), (href, text)
+        status, page, _ = console.call("GET", href, headers=viewer)
+        assert status == 200 and html_lib.unescape(re.search(r"<h1>(.*?)</h1>", page).group(1)) == root, page[:500]
+        assert console.json(f"/api/scopes/{urllib.parse.quote(root, safe=':|')}")["scope"] == root
+
+
 def test_an_open_incident_whose_root_resolved_says_so_instead_of_a_blank(api_console, redis_server):
     """The demo's incident stayed open from the root's resolution (16:07) until declared over (16:22)
     while related scopes still fired; the open-incidents table's "what moved on the root" was blank."""
