@@ -647,7 +647,7 @@ def console_app(settings: Settings) -> Any:
         return value.get_secret_value() if value else None
 
     tokens = Tokens(read=secret(settings.console_read_token), operator=secret(settings.console_operator_token))
-    return build_app(ConsoleData(open_store(settings), alert_config(settings), settings.console_overview_max_age), tokens,
+    return build_app(ConsoleData(open_store(settings), alert_config(settings), settings.console_overview_max_age, settings.alert_grouping), tokens,
                      console_url=settings.console_url)
 
 

@@ -3407,6 +3407,52 @@ def test_a_silence_of_one_kind_does_not_hold_back_an_incident_about_another_kind
     assert silence_of_incident([silence(None)], "asset:ETH", both, now).id == "s-None"
 
 
+def test_the_silences_over_a_member_scope_hold_back_no_incident_only_those_over_its_root_do():
+    """What a scope's page says each silence over it holds back (`holds_over`): with grouping, only
+    a silence over an incident's root, for every kind it is about, holds its notices (delivery's
+    `silence_of_incident`); one over a member scope holds none. Without grouping, each alert's."""
+    from stream.alerts.silences import Silence, holds_over
+
+    now = 1_000.0
+    incidents = [
+        {"incident_id": "eth", "root_scope": "asset:ETH", "state": "open", "members": [
+            {"scope": "asset:ETH", "kind": "sentiment_drop"}, {"scope": "channel:trading", "kind": "volume_spike"}]},
+        {"incident_id": "mkt", "root_scope": "all", "state": "open", "members": [
+            {"scope": "all", "kind": "volume_spike"}, {"scope": "asset:ETH", "kind": "volume_spike"}]},
+        {"incident_id": "old", "root_scope": "asset:ETH", "state": "resolved", "members": [{"scope": "asset:ETH", "kind": "sentiment_drop"}]},
+    ]
+
+    def silence(ident: str, scope: str, kind: str | None = None) -> Silence:
+        return Silence(ident, scope, kind, now + 60, "why", now - 60)
+
+    def holds(one: Silence, scope: str, silences: list[Silence], grouping: str = "incidents") -> dict[str, tuple[bool, bool, bool, bool]]:
+        found = holds_over(one, scope, grouping, incidents, silences, now)
+        assert found["grouping"] == grouping
+        return {i["incident_id"]: (i["held"], i["by_this"], i["member"], i["over_root"]) for i in found["incidents"]}
+
+    own = silence("own", "asset:ETH")
+    # Over ETH: its own incident is held; the market-wide one it is a member of goes on; a resolved one is not listed.
+    assert holds(own, "asset:ETH", [own]) == {"eth": (True, True, False, True), "mkt": (False, False, True, False)}
+    # Over a member only: nothing of its incident held back.
+    member = silence("member", "channel:trading")
+    assert holds(member, "channel:trading", [member]) == {"eth": (False, False, True, False)}
+    # A kind the incident is not about holds nothing; one of two kinds holds nothing until the other is silenced too.
+    volume = silence("volume", "asset:ETH", "volume_spike")
+    assert holds(volume, "asset:ETH", [volume])["eth"] == (False, False, False, False)
+    both = incidents[0] | {"members": [*incidents[0]["members"], {"scope": "asset:ETH", "kind": "volume_spike"}]}
+    incidents[0] = both
+    assert holds(volume, "asset:ETH", [volume])["eth"] == (False, False, False, True)
+    drop = silence("drop", "asset:ETH", "sentiment_drop")
+    assert holds(volume, "asset:ETH", [volume, drop])["eth"] == (True, True, False, True)
+    # Held by another silence over the root, not by the one over the member.
+    assert holds(member, "channel:trading", [member, own])["eth"] == (True, False, True, False)
+    # A glob over the member that also matches the root holds it: it is over the root as well.
+    glob = silence("glob", "asset:*")
+    assert holds(glob, "asset:ETH", [glob])["eth"] == (True, True, False, True)
+    # Without grouping every alert is notified on its own: no incident to speak of.
+    assert holds_over(member, "channel:trading", "none", incidents, [member], now) == {"grouping": "none", "incidents": []}
+
+
 def test_a_notice_goes_out_without_its_track_record_when_the_audit_log_cannot_be_read(redis_server, monkeypatch, caplog):
     from redis.exceptions import ConnectionError as RedisConnectionError
 

@@ -744,16 +744,82 @@ def test_a_scopes_page_says_which_silences_are_in_force_over_it(api_console, red
     assert sorted((s["id"], s["scope"], s["kind"]) for s in over) == sorted(
         (made[p]["id"], p, k) for p, k in (("asset:ETH", "volume_spike"), ("asset:*", None))), over
     page = console.call("GET", "/scope/asset:ETH", headers=browser_op)[1]
-    said = re.search(r'<ul id="silenced">(.*?)</ul>', page, re.S)
-    assert said, page
-    items = [html_lib.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", li))).strip() for li in re.findall(r"<li>(.*?)</li>", said.group(1), re.S)]
+    items = silenced_items(page)
     until = {p: shown_at(made[p]["until"]) for p in made}
-    assert sorted(items) == sorted([
-        f"silenced volume_spike until {until['asset:ETH']} (wall clock) by silence {made['asset:ETH']['id']} over asset:ETH, made by alice: listing <b>news</b>; silences.",
-        f"silenced every kind until {until['asset:*']} (wall clock) by silence {made['asset:*']['id']} over asset:*, made by operator token; silences."]), items
+    said = {made[p]["id"]: text for p, text in (
+        ("asset:ETH", f"silenced volume_spike until {until['asset:ETH']} (wall clock) by silence {made['asset:ETH']['id']} over asset:ETH, made by alice: listing <b>news</b>; silences."),
+        ("asset:*", f"silenced every kind until {until['asset:*']} (wall clock) by silence {made['asset:*']['id']} over asset:*, made by operator token; silences."))}
+    assert set(items) == set(said) and all(items[ident].startswith(text[len("silenced "):]) for ident, text in said.items()), items
     assert "<b>news</b>" not in page  # the reason is text
     assert [s["id"] for s in console.json("/api/scopes/asset:SOL")["silences"]] == [made["asset:*"]["id"]]
     assert 'id="silenced"' not in console.call("GET", "/scope/all", headers=browser_op)[1]
+
+
+def silenced_items(page: str) -> dict[str, str]:
+    """A scope page's silences, by id: each one's words, tags gone and spaces collapsed."""
+    assert '<ul id="silenced">' in page, page
+    start = page.index('<ul id="silenced">')
+    end = min(page.find(mark, start) % len(page) for mark in ("<section>", 'id="behind"'))  # what follows the list
+    items = re.split(r'<li><span class="badge sev-warning">silenced</span>', page[start:end])[1:]
+    words = [html_lib.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", item))).strip() for item in items]
+    return {re.search(r"by silence (\w+)", w).group(1): w for w in words}
+
+
+def test_a_scopes_page_says_what_each_silence_over_it_holds_back_in_truth(api_console, redis_server, tmp_path):
+    """With grouping on, delivery holds an incident's notices only for a silence over its root (for
+    every kind it is about). A scope's page listed a silence over a member of another root's
+    incident just as one over a root: the analyst read notices as held that went. Each silence now
+    says what it holds back, and for each open incident of the scope whether it holds it."""
+    console, _ = api_console
+    viewer = {"Authorization": f"Bearer {VIEWER}"}
+    bearer = {"Authorization": f"Bearer {OPERATOR}"}
+    r = redis.Redis.from_url(redis_server)
+    member = {"firing": True, "severity": "warning", "onset": "2026-10-02T00:00:00Z"}
+    summary = {"incident_id": "mkt1", "root_scope": "all", "state": "open", "opened": T0 + 86400, "at": T0 + 86400 + 600, "market": True,
+               "severity": "warning", "acked": None, "members": [{"scope": "all", "kind": "volume_spike", **member},
+                                                                  {"scope": "asset:SOL", "kind": "volume_spike", **member}]}
+    r.hset(INCIDENTS_KEY, "mkt1", json.dumps(summary))
+    r.zadd(INCIDENTS_INDEX_KEY, {"mkt1": T0 + 86400})
+    made = {}
+    for name, body in (("sol", {"scope": "asset:SOL", "duration": "2h"}),  # a member of all's incident
+                       ("eth_volume", {"scope": "asset:ETH", "duration": "2h", "kind": "volume_spike"}),  # inc1 is about sentiment_drop
+                       ("eth", {"scope": "asset:ETH", "duration": "1h"})):  # inc1's root, every kind
+        status, answer, _ = console.call("POST", "/api/silences", body, headers=bearer)
+        assert status == 200, answer
+        made[name] = json.loads(answer)["id"]
+    # The notices delivery sends: inc1's held (the silence over its root), mkt1's not.
+    assert console.json("/api/incidents/inc1")["silence"]["id"] == made["eth"] and console.json("/api/incidents/mkt1")["silence"] is None
+
+    sol = console.json("/api/scopes/asset:SOL")["silences"]
+    assert [(s["id"], s["holds"]) for s in sol] == [(made["sol"], {"grouping": "incidents", "incidents": [
+        {"incident_id": "mkt1", "root_scope": "all", "member": True, "kinds": ["volume_spike"], "held": False, "by_this": False,
+         "over_root": False}]})], sol
+    page = console.call("GET", "/scope/asset:SOL", headers=viewer)[1]
+    said = silenced_items(page)[made["sol"]]
+    assert "holds back an incident's notices only where it is over the incident's root; not those of an incident this scope is only a member of." in said
+    assert "mkt1: not held back by it: this scope is a member; its root is all, and its notices still go." in said, said
+    assert 'data-incident="mkt1" data-held="no"' in page and '<a href="/scope/all">all</a>' in page
+
+    page = console.call("GET", "/scope/asset:ETH", headers=viewer)[1]
+    said = silenced_items(page)
+    assert "inc1: its notices are held back (root asset:ETH)." in said[made["eth"]], said
+    assert "and the incident is about volume_spike alone, or its other kinds are silenced there too" in said[made["eth_volume"]]
+    assert ("inc1: not held back by it: the incident is about sentiment_drop, and another silence holds its notices."
+            in said[made["eth_volume"]]), said
+    # Lifted, the silence of all kinds no longer holds inc1: the one of volume alone says its notices go.
+    assert console.call("POST", f"/api/silences/{made['eth']}/delete", {}, headers=bearer)[0] == 200
+    said = silenced_items(console.call("GET", "/scope/asset:ETH", headers=viewer)[1])
+    assert set(said) == {made["eth_volume"]} and "the incident is about sentiment_drop, and its notices still go." in said[made["eth_volume"]]
+
+    # With grouping off, every alert is notified on its own: a silence holds this scope's alerts of its kind.
+    plain = Console(console_env(redis_server, SENTINEL_CONSOLE_READ_TOKEN=VIEWER, SENTINEL_ALERT_GROUPING="none"), tmp_path / "plain.log")
+    try:
+        said = silenced_items(plain.call("GET", "/scope/asset:ETH", headers=viewer)[1])[made["eth_volume"]]
+        assert "It holds back the notification of each volume_spike alert on this scope (alert grouping is off" in said, said
+        assert "inc1" not in said
+        assert plain.json("/api/scopes/asset:SOL")["silences"][0]["holds"] == {"grouping": "none", "incidents": []}
+    finally:
+        plain.close()
 
 
 def test_an_incident_page_says_a_silence_holds_its_notifications(api_console, redis_server):

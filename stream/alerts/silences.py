@@ -101,6 +101,30 @@ def silence_of_incident(silences: list[Silence], root_scope: str, members: Seque
     return found[0] if found and all(found) else None
 
 
+def holds_over(silence: Silence, scope: str, grouping: str, incidents: Sequence[Mapping[str, Any]],
+               silences: list[Silence], now: float) -> dict[str, Any]:
+    """What `silence`, in force over `scope`, holds back in truth, for the scope's page. Without
+    grouping (SENTINEL_ALERT_GROUPING=none) delivery holds an alert's notice whose scope and kind it
+    matches: this scope's alerts of its kind. With grouping, delivery asks only about an incident's
+    root (`silence_of_incident`): a silence over a scope that is a member of another root's incident
+    holds none of its notices. So, per open incident this scope is the root or a member of: whether
+    its notices are held (`held`, by whatever silences), whether this silence is one that holds them
+    (`by_this`), the kinds it is about, and its root (a member's incident is `member`)."""
+    if grouping == "none":
+        return {"grouping": "none", "incidents": []}
+    found: list[dict[str, Any]] = []
+    for incident in incidents:
+        root, members = incident["root_scope"], incident.get("members", [])
+        if incident.get("state") != "open" or (root != scope and all(m["scope"] != scope for m in members)):
+            continue
+        kinds = root_kinds(root, members)
+        held = silence_of_incident(silences, root, members, now) is not None
+        found.append({"incident_id": incident["incident_id"], "root_scope": root, "member": root != scope, "kinds": kinds,
+                      "held": held, "by_this": held and any(silence.matches(root, kind, now) for kind in kinds),
+                      "over_root": any(silence.matches(root, kind, now) for kind in kinds)})
+    return {"grouping": grouping, "incidents": found}
+
+
 # The silence hash holds exactly these fields: a version that reads a silence with one more (its
 # author, say) refuses it, and during a rolling upgrade old and new versions share the hash. The
 # author lives in SILENCE_AUTHORS_KEY instead.

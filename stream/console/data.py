@@ -20,7 +20,7 @@ import numpy as np
 from stream.alerts import audit
 from stream.alerts.correlator import acknowledge, acknowledgements, incident_id, incident_summary, list_incidents
 from stream.alerts.judging import AlertConfig, table_bins
-from stream.alerts.silences import add_silence, list_silences, remove_silence, scope_name, silence_of_incident, silences_over
+from stream.alerts.silences import add_silence, holds_over, list_silences, remove_silence, scope_name, silence_of_incident, silences_over
 from stream.alerts.precision import tally, with_interval
 from stream.alerts.verdicts import give_verdict
 from stream.console import views
@@ -52,10 +52,11 @@ class ScopeRows:
 
 
 class ConsoleData:
-    def __init__(self, store: WindowStore, config: AlertConfig, overview_max_age_s: float = 5.0):
+    def __init__(self, store: WindowStore, config: AlertConfig, overview_max_age_s: float = 5.0, grouping: str = "incidents"):
         self.store = store
         self.redis = store.redis
         self.config = config
+        self.grouping = grouping  # SENTINEL_ALERT_GROUPING, the workers': it decides what a silence holds back
         self.scope_rows: SharedResult[ScopeRows] = SharedResult(overview_max_age_s)
         self._precision: tuple[tuple[str, int], list[dict[str, Any]]] | None = None  # ((newest audit id, hour), rows)
 
@@ -146,9 +147,15 @@ class ConsoleData:
             "spans": [asdict(s) for s in views.spans(incidents, scope)], "evidence_series": series,
             "evidence": evidence, "detector": self.config.detector, "judged_until": int(until) if until else None,
             "samples": views.samples(found, SAMPLE_POSTS),
-            # Silenced from this page, the operator came back to it with no sign it was done (session 55).
-            "silences": [asdict(s) for s in silences_over(await list_silences(self.redis), scope, time.time())],
+            # Silenced from this page, the operator came back to it with no sign it was done (session 55);
+            # with grouping a silence over a member holds back no incident's notice (session 56).
+            "silences": await self._silences_over(scope, incidents),
         }
+
+    async def _silences_over(self, scope: str, incidents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The silences in force over `scope`, each with what it holds back (`silences.holds_over`)."""
+        silences, now = await list_silences(self.redis), time.time()
+        return [asdict(s) | {"holds": holds_over(s, scope, self.grouping, incidents, silences, now)} for s in silences_over(silences, scope, now)]
 
     async def _evidence_series(self, scope: str, end: int) -> dict[str, Any]:
         """The detector's statistic over the last 24 h at every step: one read of the step bins
