@@ -28,6 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -928,7 +929,9 @@ def posts_in(redis_url: str, channel: str) -> str:
         await store.apply([Scored(Post("hostile-scope", "$BTC hostile channel", at, ("BTC",), source="forum", channel=channel), "negative", -0.5)], {}, at)
         await store.close()
 
-    asyncio.run(write())
+    # In a thread of its own: beside the browser fixture this thread runs Playwright's event loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, write()).result()
     return f"channel:{channel}"
 
 
@@ -2195,6 +2198,42 @@ def test_a_member_with_a_long_scope_name_stays_a_card_within_the_phones_width(ap
         assert table.evaluate("t => t.scrollWidth <= t.clientWidth"), (width, table.evaluate("t => [t.scrollWidth, t.clientWidth]"))
         assert page.evaluate("document.documentElement.scrollWidth") <= width, width
         page.context.close()
+
+
+def test_a_recent_roots_link_reaches_its_scope_in_a_browser_and_the_silences_there_fit_a_phone(api_console, redis_server, browser):
+    """Clicked in Chromium, a recent incident's root named with markup and / # ? % opens its own
+    scope's page and runs nothing; that page, with a silence over a member of another root's
+    incident and what it holds back said beside it, fits a phone."""
+    console, _ = api_console
+    hostile = posts_in(redis_server, '<img src=x onerror=alert(1)>"/#?%2F')
+    r = redis.Redis.from_url(redis_server)
+    member = {"kind": "volume_spike", "firing": True, "severity": "warning", "onset": "2026-10-02T00:00:00Z"}
+    r.hset(INCIDENTS_KEY, "done1", json.dumps({"incident_id": "done1", "root_scope": hostile, "state": "resolved", "opened": T0 + 86400,
+                                                "at": T0 + 90000, "market": False, "severity": "warning", "acked": None,
+                                                "members": [{"scope": hostile, **member, "firing": False}]}))
+    r.zadd(INCIDENTS_INDEX_KEY, {"done1": T0 + 86400})
+    r.hset(INCIDENTS_KEY, "mkt1", json.dumps({"incident_id": "mkt1", "root_scope": "all", "state": "open", "opened": T0 + 86400,
+                                               "at": T0 + 90000, "market": True, "severity": "warning", "acked": None,
+                                               "members": [{"scope": "all", **member}, {"scope": "asset:ETH", **member}]}))
+    r.zadd(INCIDENTS_INDEX_KEY, {"mkt1": T0 + 86400})
+    bearer = {"Authorization": f"Bearer {OPERATOR}"}
+    assert console.call("POST", "/api/silences", {"scope": "asset:ETH", "duration": "2h", "kind": "volume_spike"}, headers=bearer)[0] == 200
+    page = signed_in(browser, console)
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(console.url + "/incidents")
+    root = page.locator("table.recent tbody tr", has=page.locator('a[href="/incidents/done1"]')).locator("td.root a")
+    assert root.inner_text() == hostile
+    root.click()
+    page.wait_for_load_state("networkidle")
+    assert page.locator("h1").first.inner_text() == hostile and dialogs == []
+    page.goto(console.url + "/scope/asset:ETH")
+    page.wait_for_load_state("networkidle")
+    held = {li.get_attribute("data-incident"): (li.get_attribute("data-held"), li.inner_text()) for li in page.locator("#silenced li[data-incident]").all()}
+    assert held["mkt1"][0] == "no" and "this scope is a member; its root is all" in held["mkt1"][1], held
+    assert held["inc1"][0] == "no" and "the incident is about sentiment_drop" in held["inc1"][1], held
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.context.close()
 
 
 def test_a_verdict_is_a_choice_not_a_stray_enter(api_console, browser):
