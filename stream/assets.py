@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -251,14 +252,39 @@ def detect_assets(text: str, aliases: AliasTable | Mapping[str, str] = DEFAULT_A
 
 
 def normalize_assets(values: Iterable[str]) -> list[str]:
-    """Explicit tickers as scopes name them: `$eth`, ` ETH ` and `$ eth` are ETH."""
+    """Explicit tickers as scopes name them: `$eth`, ` ETH `, `$ eth` and the full-width `ＥＴＨ`
+    are ETH."""
     return sorted({t for t in map(_explicit_ticker, values) if t})
 
 
 def _explicit_ticker(value: str) -> str:
-    # Spaces are stripped after each `$` as well as around it: "$ eth" was the scope `asset: ETH`,
-    # apart from ETH's, and "$ $eth" was `$ETH`.
-    ticker = value.strip()
+    # Compatibility forms first (NFKC: full-width `ＥＴＨ`, `＄eth`, mathematical bold `𝐄𝐓𝐇`): they
+    # read as ETH, so they count as ETH, not as a scope of their own that an alert names as if it were
+    # ETH's. Spaces are stripped after each `$` as well as around it: "$ eth" was the scope
+    # `asset: ETH`, apart from ETH's, and "$ $eth" was `$ETH`.
+    ticker = unicodedata.normalize("NFKC", value).strip()
     while ticker.startswith("$"):
         ticker = ticker[1:].strip()
-    return ticker.upper()
+    # Upper-casing can leave a letter and its accent apart (`ΐ`): composed again, the result is stable.
+    return unicodedata.normalize("NFKC", ticker.upper())
+
+
+# Scripts whose capitals look like Latin ones: `ЕТН` (Cyrillic), `ΕΤΗ` (Greek), `ꓰꓔꓧ` (Lisu) read as ETH.
+LATIN_LOOKALIKE_SCRIPTS = ("LATIN", "GREEK", "CYRILLIC", "ARMENIAN", "CHEROKEE", "COPTIC", "LISU")
+
+
+def lookalike_problem(ticker: str) -> str | None:
+    """Why an explicit ticker could pass for another one, or None (pure). A ticker that holds a
+    Latin letter is plain ASCII (no `ETH` with a Cyrillic `Е` or an accent or a mark put on it), and
+    none holds letters of the scripts that look Latin (LATIN_LOOKALIKE_SCRIPTS): a producer's
+    `assets` made `asset:ЕТН`, which every alert and the console showed exactly as `asset:ETH`, and
+    the risk team read a fake crash of ETH. Tickers in other scripts (`币安人生`) are their own."""
+    if ticker.isascii():
+        return None
+    if any(char.isascii() and char.isalnum() for char in ticker):
+        return "mixes ASCII letters or digits with other characters, so it could pass for an ASCII ticker"
+    for char in ticker:
+        script = unicodedata.name(char, "").split(" ", 1)[0]
+        if script in LATIN_LOOKALIKE_SCRIPTS:
+            return f"holds {script.title()} letters (U+{ord(char):04X}), which could pass for an ASCII ticker"
+    return None

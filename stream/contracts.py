@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from model.prompt import has_visible_text
 from model.scorer import Judgement
-from stream.assets import DEFAULT_ALIASES, AliasTable, detect_assets, normalize_assets
+from stream.assets import DEFAULT_ALIASES, AliasTable, detect_assets, lookalike_problem, normalize_assets
 from stream.timefmt import iso
 
 # Every reason the validator can give. Other tools match on these strings: keep them stable.
@@ -295,7 +295,7 @@ def _post_from_object(
         return Rejection("too_many_assets", f"{len(assets)} assets is over the cap of {limits.max_assets}", field="assets", post_id=post_id)
     elif isinstance(assets, list) and all(isinstance(a, str) and is_unicode(a) and len(a) <= limits.max_ticker_chars for a in assets):
         tickers = normalize_assets(assets)
-        problem = next((f"asset {t!r} {p}" for t in tickers if (p := name_problem(t))), None)
+        problem = next((f"asset {t!r} {p}" for t in tickers if (p := name_problem(t) or lookalike_problem(t))), None)
         if problem:
             return Rejection("invalid_field", problem, field="assets", post_id=post_id)
     else:

@@ -242,6 +242,30 @@ def test_an_asset_that_cannot_be_a_scope_name_is_invalid_field(assets):
     assert reason(result) == "invalid_field" and result.field == "assets"
 
 
+@pytest.mark.parametrize("ticker", ["\u0415\u0422\u041d",  # Cyrillic ЕТН
+                                    "\u0395\u03a4\u0397",  # Greek ΕΤΗ
+                                    "\ua4f0\ua4d4\ua4e7",  # Lisu ꓰꓔꓧ
+                                    "\u0395TH",  # a Greek Ε and a Latin TH
+                                    "ETH\u0323", "ETH\u0338", "\u00c9TH"])  # a mark on ETH, or an accented letter
+def test_an_explicit_ticker_that_could_pass_for_another_is_invalid_field(ticker):
+    """A hostile producer's `"assets": ["ЕТН"]` (Cyrillic) made a scope `asset:ЕТН` of its own, which every
+    notification and the console showed exactly as `asset:ETH`: a fake crash of ETH for the risk team."""
+    result = parse({**GOOD, "assets": [ticker]})
+    assert reason(result) == "invalid_field" and result.field == "assets" and "could pass for" in result.message
+
+
+@pytest.mark.parametrize("ticker", ["\uff25\uff34\uff28", "\uff04eth", "\U0001d404\U0001d413\U0001d407"])  # ＥＴＨ, ＄eth, 𝐄𝐓𝐇
+def test_an_explicit_tickers_compatibility_form_counts_as_the_ticker(ticker):
+    post = parse({**GOOD, "assets": [ticker, "ETH"]})
+    assert isinstance(post, Post) and post.assets == ("ETH",)
+
+
+@pytest.mark.parametrize("ticker", ["\u5e01\u5b89\u4eba\u751f", "\u30df\u30fc\u30e0", "1INCH", "BTC.B"])  # 币安人生, ミーム
+def test_explicit_tickers_in_other_scripts_are_their_own(ticker):
+    post = parse({**GOOD, "assets": [ticker]})
+    assert isinstance(post, Post) and post.assets == (ticker,)
+
+
 @pytest.mark.parametrize("channel", ["💰-price talk", "[EN] general", "wen moon?", "x" * 100, "général", "العربية",
                                      "a  b", "a\u00a0b", "東京\u3000チャット"])  # spaces as given: a scope before stays that scope
 def test_names_real_communities_use_are_scopes(channel):
