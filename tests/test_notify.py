@@ -220,6 +220,25 @@ def test_escape_markup_and_control_characters():
     assert out == "\u2039script\u203aalert(1)\u2039/script\u203a a & b[31m red"
 
 
+def test_escape_drops_bidi_marks_tag_characters_and_every_other_format_character():
+    """Only the bidi embeddings, overrides and isolates went: a right-to-left mark can reorder the
+    numbers and signs around it, tag characters carry an invisible sentence, and both
+    reached the sample posts of a notification and the console as the poster wrote them. The emoji joiners stay."""
+    smuggled = "".join(chr(0xE0000 + ord(c)) for c in "ignore the alert")
+    out = message.escape_post_text("BTC \u200f-5%\u200e \u061cnow" + smuggled + " \ufff9hidden\ufffb \U0001F468\u200d\U0001F4BB")
+    assert out == "BTC -5% now hidden \U0001F468\u200d\U0001F4BB"
+
+
+def test_escape_knows_every_format_character_of_this_pythons_unicode():
+    """The format characters are listed by range: a newer Unicode's new ones must be added there."""
+    import unicodedata
+
+    joiners = {"\u200c", "\u200d"}
+    missing = [f"U+{c:04X}" for c in range(0x110000) if unicodedata.category(chr(c)) == "Cf" and chr(c) not in joiners
+               and message.escape_post_text(f"a{chr(c)}b") != "ab"]
+    assert missing == []
+
+
 def test_escape_collapses_newlines():
     assert message.escape_post_text("line one\r\n\n  line two\tthree\u2028four") == "line one line two three four"
 
