@@ -616,6 +616,27 @@ def test_a_notification_links_to_its_console_page_when_the_console_url_is_set(ht
     assert "console: https://s.example.com/scope/asset:ETH" in told[0] and "console: https://s.example.com/incidents/inc%201" in told[1]
 
 
+def test_a_channel_named_as_a_domain_or_a_post_id_that_is_a_link_is_no_live_link_in_a_notice():
+    """A poster who runs a channel names it, and sets a post's id: a Telegram group called
+    `claim-airdrop.example` made the title and body of every notice about its (easily swung)
+    sentiment carry a domain Slack and mail clients link, and an id `https://evil.example/claim` was a
+    live link in each sample line. Both are defanged as a post's text is; a scope the escaping
+    changed offers no `sentinel silence` command (it would name another scope)."""
+    from stream.alerts.grouping import Notice
+
+    scope = "channel:claim-airdrop.example"
+    record = make_record(scope=scope, samples=[Sample("https://evil.example/claim", "bad news", "negative", -0.9)])
+    shown = message.title(record) + "\n" + message.body(record)
+    assert "claim-airdrop[.]example" in message.title(record) and "evil[.]example/claim" in shown
+    assert "airdrop.example" not in shown and "evil.example" not in shown and "sentinel silence" not in shown
+    member = {"scope": scope, "kind": "sentiment_drop", "firing": True, "severity": "warning", "onset": None,
+              "metric": "negative_share", "value": 0.5, "baseline": 0.2}
+    notice = Notice("inc1", scope, "firing", "new", "warning", "2026-10-02T12:20:00Z", "2026-10-02T12:00:00Z", False, [member])
+    told = message.notice_title(notice) + "\n" + message.notice_body(notice, [record])
+    assert "claim-airdrop[.]example" in message.notice_title(notice) and "airdrop.example" not in told and "evil.example" not in told
+    assert "sentinel silence channel:general " in message.body(make_record(scope="channel:general"))  # left as it is: offered
+
+
 def test_json_webhook_receives_title_and_body(http):
     result = run(notifier(http.url("/hook")).deliver(make_record(), None))
     assert result.notified and result.targeted == 1

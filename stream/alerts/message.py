@@ -142,6 +142,16 @@ def _slack_link_text(match: re.Match[str]) -> str:
     return f"{label} ({url})" if label and label != url else url
 
 
+def scope_text(scope: str, limit: int = 120) -> str:
+    """A scope as a notice shows it: made inert as a post's text is, links and domains defanged
+    too. A channel's or source's name is the forum's, and a poster who runs a channel names it: a
+    Telegram group called `claim-airdrop.example` made every notice about its (easily swung)
+    sentiment carry a live link in the title, which Slack and mail clients link. Its console link
+    (`scope_link`) and a `sentinel silence` command (`record_actions`: only where this left the
+    scope as it is) name it exactly."""
+    return escape_post_text(scope, limit=limit, links=False)
+
+
 def html_text(text: str) -> str:
     """A plain-text body as the HTML part of a mail sent as HTML (a `mailto://` URL's
     `format=html`): escaped, each line ended by a break, ordinary spaces. Apprise's own conversion
@@ -291,7 +301,7 @@ def title(record: AlertRecord) -> str:
     asset:ETH [a1b2c3d4]": ended by the start of its alert_id, the same for each of its transitions,
     as an incident's notice is by its id (`notice_title`)."""
     state = "RESOLVED" if record.state == "resolved" else record.severity.upper()
-    scope = escape_post_text(record.scope, limit=120)  # scopes can carry forum channel names
+    scope = scope_text(record.scope)  # scopes can carry forum channel names
     suffix = " (still firing)" if record.repeat and record.state == "firing" else ""
     return f"[{state}] {record.kind} on {scope}{suffix} [{short_id(record.alert_id)}]"
 
@@ -316,7 +326,7 @@ def body(record: AlertRecord, samples: int = 3, post_chars: int = POST_CHARS, co
     status = "resolved" if record.state == "resolved" else f"firing ({record.severity})"
     level = measure(asdict(record), window=record.window)
     lines = [
-        f"{record.kind} on {escape_post_text(record.scope, limit=120)} is {status}.",
+        f"{record.kind} on {scope_text(record.scope)} is {status}.",
         *(escalation_lines(record.severity, routes) + [peak_line(record.severity)] if record.state == "resolved" else []),
         *([f"{level}; z {record.zscore:+.1f} over {record.posts} posts ({record.baseline_posts} in the baseline)"] if level else []),
         # Unchanged since the first release: consumers parse it (event time, as every time here).
@@ -411,7 +421,7 @@ def notice_title(notice: Notice) -> str:
     asset:ETH [cc08e3eb]". The incident's short id ends it: two incidents of one root on different
     days had the same title, and in Slack or a mailbox a new incident read as an old one's update."""
     state = "RESOLVED" if notice.state == "resolved" else notice.severity.upper()
-    root = escape_post_text(notice.root_scope, limit=120)
+    root = scope_text(notice.root_scope)
     # The kinds the root fires now: a kind that ended is not moving "still", and is listed as
     # resolved in the body. A resolution names what the incident was about.
     firing = sorted({m["kind"] for m in notice.members if m["scope"] == notice.root_scope and m["firing"]})
@@ -435,7 +445,7 @@ def title_assets(assets: Sequence[str]) -> str:
     line of 652 (a mail header line may hold 998, and a cashtag up to 40 characters here): a
     mailbox or a chat shows the first 60 to 80, so the related count and the incident's id at
     its end were never seen."""
-    shown = [escape_post_text(s, limit=40) for s in assets[:TITLE_ASSETS]]
+    shown = [scope_text(s, limit=40) for s in assets[:TITLE_ASSETS]]
     more = len(assets) - len(shown)
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
@@ -459,7 +469,7 @@ def notice_body(notice: Notice, records: Sequence[AlertRecord] = (), samples_sho
     `since_last`: an update's or a reminder's outbox `Entry.since_last`, what changed since the
     incident's previous notice, said on the second line (`since_last_lines`)."""
     status = "resolved" if notice.state == "resolved" else f"firing ({notice.severity})"
-    lines = [f"Incident on {escape_post_text(notice.root_scope, limit=120)} is {status}"
+    lines = [f"Incident on {scope_text(notice.root_scope)} is {status}"
              + (" (acknowledged: " + escape_post_text(notice.acked, limit=120) + ")" if notice.acked else "") + "."]
     lines += since_last_lines(notice, since_last)
     if notice.state == "resolved":
@@ -521,7 +531,7 @@ def notice_sample_lines(records: Sequence[AlertRecord], root: str, n: int, post_
         seen.update(sample_key(s) for s in fresh)
         left -= len(fresh)
         what = SAMPLES_OF.get(kind, "its posts")
-        out += [f"{kind} on {escape_post_text(scope, limit=120)} ({what}):", *(_sample_line(s, post_chars) for s in fresh)]
+        out += [f"{kind} on {scope_text(scope)} ({what}):", *(_sample_line(s, post_chars) for s in fresh)]
     return out
 
 
@@ -550,7 +560,7 @@ def since_last_lines(notice: Notice, since: Mapping[str, Any] | None) -> list[st
 
 def _since_parts(since: Mapping[str, Any]) -> list[str]:
     def names(members: Sequence[Mapping[str, Any]], moved: bool = False) -> str:
-        said = [f"{escape_post_text(str(m['kind']), limit=40)} on {escape_post_text(str(m['scope']), limit=120)}"
+        said = [f"{escape_post_text(str(m['kind']), limit=40)} on {scope_text(str(m['scope']))}"
                 + (f" {escape_post_text(str(m['from']), limit=20)} -> {escape_post_text(str(m['to']), limit=20)}" if moved else "")
                 for m in members[:SINCE_LAST_NAMED]]
         more = len(members) - len(said)
@@ -559,7 +569,7 @@ def _since_parts(since: Mapping[str, Any]) -> list[str]:
     parts = []
     root, severity, escalated = since.get("root") or {}, since.get("severity") or {}, list(since.get("escalated") or [])
     if root.get("from") and root.get("to") and root["from"] != root["to"]:
-        parts.append(f"root now {escape_post_text(str(root['to']), limit=120)} (was {escape_post_text(str(root['from']), limit=120)})")
+        parts.append(f"root now {scope_text(str(root['to']))} (was {scope_text(str(root['from']))})")
     for key, verb in (("joined", "joined"), ("fired", "firing again"), ("resolved", "resolved")):
         if since.get(key):
             parts.append(f"{names(list(since[key]))} {verb}")
@@ -695,7 +705,7 @@ def _silenceable(scope: str) -> bool:
     """Whether `sentinel silence SCOPE` would match this scope itself: not for one the escaping
     changed (the command would be for another name), nor one that reads as a glob (`sentinel
     silence` takes patterns: `channel:*` would silence every channel)."""
-    return escape_post_text(scope, limit=120) == scope and not any(c in scope for c in "*?[")
+    return scope_text(scope) == scope and not any(c in scope for c in "*?[")
 
 
 def track_line(track: TrackRecord) -> str:
@@ -704,7 +714,7 @@ def track_line(track: TrackRecord) -> str:
     def counts(pair: tuple[int, int]) -> str:
         return f"{pair[0]} real, {pair[1]} false alarm{'' if pair[1] == 1 else 's'}"
 
-    here = f"on {escape_post_text(track.scope, limit=120)} {counts(track.here)}; " if any(track.here) else ""
+    here = f"on {scope_text(track.scope)} {counts(track.here)}; " if any(track.here) else ""
     return f"Earlier {' or '.join(track.kinds)} incidents, as judged (30 days): {here}anywhere {counts(track.anywhere)}"
 
 
@@ -713,11 +723,11 @@ def _member_line(m: dict, window: str, bullet: bool = False, recent: Mapping[str
     # reached, not where it is now.
     level = measure(m, window=window) + judged_text(m)
     if m["firing"]:
-        text = f"{m['kind']} on {escape_post_text(m['scope'], limit=120)} ({m['severity']}, firing)" + (f": {level}" if level else "")
+        text = f"{m['kind']} on {scope_text(m['scope'])} ({m['severity']}, firing)" + (f": {level}" if level else "")
         if recent is not None and m["scope"] in recent:
             text += f"{'; ' if level else ': '}{recent_level(m, recent[m['scope']], window)}"
     else:
-        text = f"{m['kind']} on {escape_post_text(m['scope'], limit=120)} ({m['severity']}, resolved" + (f"; when last firing: {level})" if level else ")")
+        text = f"{m['kind']} on {scope_text(m['scope'])} ({m['severity']}, resolved" + (f"; when last firing: {level})" if level else ")")
     return f"- {text}" if bullet else text
 
 
@@ -783,7 +793,8 @@ def _sample_lines(items: Sequence[Sample], n: int, post_chars: int) -> list[str]
 
 def _sample_line(sample: Sample, post_chars: int) -> str:
     label = escape_post_text(sample.label, limit=20)
-    ident = escape_post_text(sample.id, limit=64)
+    # A post's id is the poster's too: `https://evil.example/claim` was a live link in every sample line.
+    ident = escape_post_text(sample.id, limit=64, links=False)
     # A post of only line breaks, controls or invisible characters escapes to nothing: said so,
     # not an empty line under "Sample posts:".
     text = escape_post_text(sample.text, limit=post_chars, links=False) or "(no visible text)"

@@ -4,7 +4,7 @@ scripts, no fetched fonts or styles, so it reads offline and as a mail attachmen
 Scopes, incident ids, kinds and acknowledgement reasons come from posts and operators: untrusted.
 HTML escapes them with `html.escape`, Markdown with `md_escape` (HTML entities plus backslash
 escapes, so a `|` cannot break a table and `[x](y)` is no link), CSV quotes them and defuses
-spreadsheet formulas, and the plain-text notification body uses the alerts' `escape_post_text`.
+spreadsheet formulas, and the plain-text notification body uses the alerts' `scope_text` (links defanged).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import io
 import re
 from typing import Callable, Sequence
 
-from stream.alerts.message import escape_post_text
+from stream.alerts.message import scope_text
 from stream.reporting.daily import ALL, LABELS, DayRow, IncidentRow, Report, day_label, ticker
 from stream.reporting.prices import MEANINGFUL_PAIRS, AssetPrices, LagResult, noise_level, verdict
 from stream.reporting.svg import day_chart, lag_chart
@@ -357,10 +357,10 @@ def summary_text(report: Report) -> str:
     for scope in report.scopes:
         total = period_row(report, scope)
         count = sum(1 for i in report.incidents if i.involves(scope))
-        lines.append(f"{escape_post_text(scope, limit=80)}: {total.posts} posts, sentiment index {signed(total.index) or 'n/a'}, "
+        lines.append(f"{scope_text(scope, limit=80)}: {total.posts} posts, sentiment index {signed(total.index) or 'n/a'}, "
                      f"{count} incident(s)")
     if report.carried:
         lines.append(f"{len(report.carried)} incident(s) opened earlier were open when {day_label(report.first_day)} began: "
-                     + ", ".join(f"{escape_post_text(i.root_scope, limit=80)} ({state_text(i)})" for i in report.carried))
+                     + ", ".join(f"{scope_text(i.root_scope, limit=80)} ({state_text(i)})" for i in report.carried))
     lines += ["", "The full report (tables and charts) is attached."]
     return "\n".join(lines)
