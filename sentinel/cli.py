@@ -2461,12 +2461,27 @@ def report(
 
 def load_report(settings: Settings, since_s: int | None, since: str | None, *, day: int | None = None) -> Any:
     """The report's data from Redis: the days within `since_s` of the newest post, the UTC day
-    starting at `day`, or all of them."""
+    starting at `day`, or all of them; every asset of the alias table shown, with 0 posts too."""
     import time
 
     from stream.reporting.collect import collect_report
 
-    return with_store(settings, lambda store: collect_report(store, since_s=since_s, since=since, now=time.time(), day=day))
+    expected = configured_assets(settings)
+    return with_store(settings, lambda store: collect_report(store, since_s=since_s, since=since, now=time.time(), day=day,
+                                                             expected=expected))
+
+
+def configured_assets(settings: Settings) -> frozenset[str]:
+    """The tickers of the alias table the workers detect assets with (SENTINEL_ALIASES_FILE, else the
+    built-in one): the assets a reader of the report expects to find. A file this pod cannot read
+    (mounted on the workers only) lists none, said once: the report goes out without them."""
+    from stream.assets import load_aliases
+
+    try:
+        return load_aliases(settings.aliases_file).known
+    except (OSError, ValueError) as exc:
+        err.print(f"note: the report lists only assets with posts: SENTINEL_ALIASES_FILE: {exc}", markup=False, highlight=False)
+        return frozenset()
 
 
 def report_targets(settings: Settings, *, required: bool) -> list[Any] | None:

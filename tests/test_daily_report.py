@@ -25,6 +25,7 @@ from html.parser import HTMLParser
 import pytest
 import redis
 
+from stream.assets import DEFAULT_ALIASES
 from stream.contracts import Post
 from stream.keys import INCIDENTS_INDEX_KEY, INCIDENTS_KEY
 from stream.reporting.daily import DAY_S, build_report, day_span, rows_from_table
@@ -292,6 +293,26 @@ def test_the_html_report_is_one_self_contained_file():
         assert fetch not in page.replace("&lt;img src=x", ""), fetch  # the escaped hostile text is the only 'src='
 
 
+def test_a_configured_asset_without_posts_is_shown_with_0_in_every_output():
+    """Session 56: an asset of the alias table with no post in the report's days was no row at all,
+    so a reader looking for SOL could not tell a quiet day from a report short of data. A cashtag's
+    asset outside the table, quiet all period, is still left out."""
+    tables = {"all": [[3, 1, 1, 1, 0, 0.72], [0] * 6], "asset:BTC": [[3, 1, 1, 1, 0, 0.72], [0] * 6], "asset:MOONCAT": [[0] * 6] * 2}
+    report = build_report(T0, 2, tables, [], watermark=T0 + 60, generated_at=T0 + 120, expected={"BTC", "SOL"})
+    assert report.scopes == ("all", "asset:BTC", "asset:SOL") and report.quiet == ["asset:SOL"]
+    rows = list(csv.DictReader(io.StringIO(render_csv(report))))
+    assert [(r["date"], r["posts"], r["sentiment_index"]) for r in rows if r["scope"] == "asset:SOL"] == [
+        ("2026-10-01", "0", ""), ("2026-10-02", "0", "")]
+    page = render_html(report)
+    assert html_rows(page)["asset:SOL", "period"][1] == "0"
+    assert '<p class="note" data-scope="asset:SOL" data-quiet="1">No posts in these days.</p>' in page
+    assert page.count("<svg") == 2  # a chart of nothing said no more than the line
+    md = render_markdown(report)
+    assert "| asset:SOL | 0 |" in md and "\n## asset:SOL\n\nNo posts in these days.\n" in md
+    text = summary_text(report)
+    assert "\nNo posts in these days: SOL\n" in text and "MOONCAT" not in text + md + page
+
+
 # ------------------------------------------------------------------------------------------------ real redis, real CLI
 
 
@@ -353,6 +374,9 @@ def expected_rows(posts: list[Scored], first: int, days: int) -> dict[tuple[str,
     return out
 
 
+NO_POSTS = {"posts": 0, **{label: 0 for label in SCORES}, "index": None}  # an asset of the alias table nobody wrote of
+
+
 def pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else ""
 
@@ -382,6 +406,9 @@ def test_report_cli_numbers_match_an_independent_count(loaded, redis_server, tmp
     expected = expected_rows(posts, first, days)
     scopes = sorted({s for s, _ in expected if any(expected[s, iso(first + d * DAY_S)[:10]]["posts"] for d in range(days))})
     assert {"all", "asset:BTC", "asset:ETH", f"asset:{HOSTILE}"} <= set(scopes)
+    # The built-in alias table's assets nobody wrote of: shown, with 0 posts (since session 56).
+    quiet = sorted(f"asset:{t}" for t in DEFAULT_ALIASES.known if f"asset:{t}" not in scopes)
+    assert "asset:SOL" in quiet
     incidents = {("asset:ETH", "2026-10-07"): 1, ("all", "2026-10-07"): 1, ("all", "2026-10-08"): 1, ("asset:BTC", "2026-10-08"): 1,
                  ("asset:ETH", "2026-10-08"): 1}
 
@@ -393,9 +420,9 @@ def test_report_cli_numbers_match_an_independent_count(loaded, redis_server, tmp
     assert (tmp_path / "r.txt").read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
 
     rows = list(csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text(encoding="utf-8"))))
-    assert len(rows) == days * len(scopes)
+    assert len(rows) == days * (len(scopes) + len(quiet))
     for row in rows:
-        want = expected[row["scope"], row["date"]]
+        want = expected.get((row["scope"], row["date"]), NO_POSTS)
         assert int(row["posts"]) == want["posts"], row
         assert [int(row[lab]) for lab in SCORES] == [want[lab] for lab in SCORES], row
         if want["posts"]:
@@ -419,6 +446,7 @@ def test_report_cli_numbers_match_an_independent_count(loaded, redis_server, tmp
     assert "eth1 asset:ETH critical open" in table["asset:ETH", "2026-10-07"][6]
     assert table["asset:BTC", "period"][1] == str(sum(expected["asset:BTC", iso(first + d * DAY_S)[:10]]["posts"] for d in range(days)))
     assert page.count("<svg") >= len(scopes) and "<B>ONK" not in page
+    assert all(table[scope, "period"][1] == "0" and f'data-scope="{scope}" data-quiet="1"' in page for scope in quiet)
 
     md = (tmp_path / "r.md").read_text(encoding="utf-8")
     sections = re.split(r"^## ", md, flags=re.M)
@@ -467,7 +495,8 @@ def test_report_on_an_empty_redis_says_so(redis_server):
     done = cli(["report", "--format", "csv"], redis_server)
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
-    assert len(rows) == 8 and {(r["scope"], r["posts"], r["sentiment_index"]) for r in rows} == {("all", "0", "")}
+    shown = {"all", *(f"asset:{t}" for t in DEFAULT_ALIASES.known)}  # the alias table's assets, 0 posts each
+    assert len(rows) == 8 * len(shown) and {(r["scope"], r["posts"], r["sentiment_index"]) for r in rows} == {(s, "0", "") for s in shown}
     assert "no posts yet" in cli(["report", "--format", "md"], redis_server).stdout
 
 
@@ -505,7 +534,7 @@ def test_report_of_a_named_day_is_the_same_whenever_it_is_run(redis_server):
     expected = expected_rows(posts, day1, 1)
     assert {row["date"] for row in rows} == {iso(day1)[:10]}
     for row in rows:
-        assert int(row["posts"]) == expected[row["scope"], row["date"]]["posts"], row
+        assert int(row["posts"]) == expected.get((row["scope"], row["date"]), NO_POSTS)["posts"], row
     assert {row["incident_list"] for row in rows if row["scope"] == "all"} == {"d1 asset:BTC warning open"}
     md = cli(["report", "--day", iso(day1)[:10], "--format", "md"], redis_server).stdout
     assert "1 UTC day(s), the UTC day asked for (--day);" in md and "| before | asset:ETH |" in md
@@ -555,6 +584,31 @@ def test_notify_sends_the_report_as_an_attachment(loaded, redis_server, tmp_path
         pager.close()
 
 
+def test_the_configured_alias_tables_assets_are_the_ones_shown_without_posts(loaded, redis_server, tmp_path):
+    """SENTINEL_ALIASES_FILE names the assets the workers detect: those the report shows with 0 posts
+    (CSV, HTML, Markdown and the notification alike); one the pod cannot read is said, not fatal."""
+    table = tmp_path / "aliases.json"
+    table.write_text(json.dumps({"bitcoin": "BTC", "ethereum": "ETH", "solana": "SOL"}), encoding="utf-8")
+    done = cli(["report", "--since", "7d", "--format", "csv"], redis_server, SENTINEL_ALIASES_FILE=str(table))
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert {r["scope"] for r in rows} == {"all", "asset:BTC", "asset:ETH", f"asset:{HOSTILE}", "asset:SOL"}
+    assert {r["posts"] for r in rows if r["scope"] == "asset:SOL"} == {"0"} and len(rows) == 8 * 5
+    md = cli(["report", "--since", "7d", "--format", "md"], redis_server, SENTINEL_ALIASES_FILE=str(table)).stdout
+    assert "\n## asset:SOL\n\nNo posts in these days.\n" in md and "| asset:SOL | 0 |" in md and "asset:DOGE" not in md
+    hook = Hook()
+    try:
+        sent = cli(["report", "--since", "1d", "--notify", "--format", "csv"], redis_server, SENTINEL_ALIASES_FILE=str(table),
+                   SENTINEL_APPRISE_URLS=hook.url)
+        assert sent.returncode == 0, sent.stderr
+        assert "\nNo posts in these days: SOL\n" in hook.accepted[0]["message"]
+    finally:
+        hook.close()
+    gone = cli(["report", "--since", "7d", "--format", "csv"], redis_server, SENTINEL_ALIASES_FILE=str(tmp_path / "absent.json"))
+    assert gone.returncode == 0 and "note: the report lists only assets with posts: SENTINEL_ALIASES_FILE" in gone.stderr, gone.stderr
+    assert "asset:SOL" not in gone.stdout and "asset:BTC" in gone.stdout
+
+
 def test_notify_if_configured_writes_and_succeeds_without_services_but_not_when_none_takes_the_report(loaded, redis_server, tmp_path):
     """The CronJob's flag: no service at all is the documented default (a note, exit 0); services
     that all refuse reports by their tags are a routing mistake (exit 2, nobody sent anything)."""
@@ -598,7 +652,8 @@ def test_run_writes_the_report_of_what_it_saw(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"report written to {out}" in done.stdout, done.stdout[-3000:]
     table = html_rows(out.read_text(encoding="utf-8"))
-    assert {s for s, _ in table} == {"all", "asset:BTC", "asset:ETH", "asset:SOL"}
+    assert {s for s, _ in table} == {"all", *(f"asset:{t}" for t in DEFAULT_ALIASES.known)}  # the alias table's too, 0 posts
+    assert {s for s, d in table if d != "period"} == {"all", "asset:BTC", "asset:ETH", "asset:SOL"}  # day rows: those with posts
     for scope, by_day in counts.items():
         assert table[scope, "period"][1] == str(sum(by_day.values())), scope
         for date, n in by_day.items():

@@ -7,6 +7,8 @@ SCAN for the scopes and one read of the incident index.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from stream.alerts.correlator import list_incidents
 from stream.keys import day_index_key
 from stream.reporting.daily import ALL, Report, build_report, day_span, day_start, report_scopes
@@ -19,12 +21,14 @@ async def oldest_day(store: WindowStore) -> float | None:
     return float(first[0][1]) if first else None
 
 
-async def collect_report(store: WindowStore, *, since_s: int | None, since: str | None, now: float, day: int | None = None) -> Report:
+async def collect_report(store: WindowStore, *, since_s: int | None, since: str | None, now: float, day: int | None = None,
+                         expected: Iterable[str] = ()) -> Report:
     """The report of the days overlapping the last `since_s` seconds of event time before the
     newest post from the first day with a roll-up on, or of every day with a roll-up when `since_s`
     is None, or of the one UTC day starting at `day` (`--day`: the same day whenever it is run,
     where `--since` counts back from the newest post). With no posts yet, an empty
-    report of the wall clock's day (a scheduled run on an idle system still says so)."""
+    report of the wall clock's day (a scheduled run on an idle system still says so). `expected`: the
+    tickers shown with 0 posts where they had none (the configured asset table's)."""
     stats = await store.stats()
     watermark = float(stats["watermark"]) if "watermark" in stats and stats["watermark"] >= 0 else None
     newest = watermark if watermark is not None else now
@@ -45,4 +49,4 @@ async def collect_report(store: WindowStore, *, since_s: int | None, since: str 
     # by opening time): a past day's report says where its lists stop being whole.
     kept_from = int(newest) - store.retention_s if day is not None and watermark is not None else None
     return build_report(first, days, dict(zip(scopes, tables)), incidents, watermark=watermark, generated_at=now, since=since,
-                        data_from=data_from, day_asked=day is not None, incidents_from=kept_from)
+                        data_from=data_from, day_asked=day is not None, incidents_from=kept_from, expected=expected)

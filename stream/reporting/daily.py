@@ -216,19 +216,27 @@ class Report:
     def total_posts(self, scope: str) -> int:
         return sum(r.posts for r in self.rows.get(scope, ()))
 
+    @property
+    def quiet(self) -> list[str]:
+        """The assets shown without a post in the report's days (the configured table's, listed all)."""
+        return [s for s in self.scopes if s != ALL and not self.total_posts(s)]
+
 
 def build_report(
     first_day: int, days: int, tables: Mapping[str, Sequence[Sequence[float]] | np.ndarray], incidents: Iterable[Mapping[str, Any]],
     *, watermark: float | None, generated_at: float, since: str | None = None, data_from: int | None = None,
-    day_asked: bool = False, incidents_from: int | None = None,
+    day_asked: bool = False, incidents_from: int | None = None, expected: Iterable[str] = (),
 ) -> Report:
     """A Report from roll-up tables (scope -> days rows) and incident summaries. Incidents opened
     outside the report's days are dropped, save those still open when the first day began (`carried`);
-    scopes are ordered `all` first, then the assets with posts in those days."""
+    scopes are ordered `all` first, then the assets with posts in those days and the `expected`
+    tickers (the configured asset table's), those with 0 posts too."""
     empty = [[0.0] * 6] * days
-    rows = {s: rows_from_table(s, first_day, tables.get(s, empty)) for s in report_scopes([*tables, ALL])}
-    # An asset quiet all period (its roll-ups are from older days) is no row of this report.
-    scopes = [s for s in rows if s == ALL or any(r.posts for r in rows[s])]
+    wanted = {f"{ASSET_PREFIX}{t}" for t in expected}
+    rows = {s: rows_from_table(s, first_day, tables.get(s, empty)) for s in report_scopes([*tables, ALL, *wanted])}
+    # An asset the table names is a row whether or not it was talked of: missing, a quiet BTC read as
+    # a report short of data (until session 56). Another asset (a cashtag's) quiet all period is none.
+    scopes = [s for s in rows if s == ALL or s in wanted or any(r.posts for r in rows[s])]
     rows = {s: rows[s] for s in scopes}
     end = first_day + days * DAY_S
     found = sorted((incident_from_summary(i) for i in incidents), key=lambda i: (i.opened, i.incident_id))

@@ -175,10 +175,15 @@ def _html_summary(report: Report) -> list[str]:
     return out + ["</table>"]
 
 
+QUIET_TEXT = "No posts in these days."
+
+
 def _html_scope(report: Report, scope: str) -> list[str]:
     rows = report.rows[scope]
     by_day = [report.incidents_on(scope, r.day) for r in rows]
     heading = "all (whole market)" if scope == ALL else scope
+    if scope in report.quiet and not any(by_day):  # an empty chart and a table of zeros said nothing more
+        return [f"<h3>{_e(heading)}</h3>", f'<p class="note" data-scope="{_e(scope)}" data-quiet="1">{QUIET_TEXT}</p>']
     out = [f"<h3>{_e(heading)}</h3>", day_chart(scope, rows, by_day), "<table>",
            _tr([("date text", "date"), *((c, c) for c in DAY_COLUMNS[1:])], head=True)]
     for row, found in zip(rows, by_day):
@@ -226,7 +231,8 @@ def _html_incidents(report: Report) -> list[str]:
 def _html_prices(report: Report) -> list[str]:
     out = ["<h2>Sentiment and prices</h2>", f'<p class="note">{_e(PRICES_ABOUT)}</p>']
     prices: dict[str, AssetPrices] = dict(report.prices or {})
-    missing = [t for s in report.scopes if (t := ticker(s)) and t not in prices]
+    # An asset without posts has no index to set against prices: not named missing them.
+    missing = [t for s in report.scopes if (t := ticker(s)) and t not in prices and s not in report.quiet]
     if missing:
         out.append(f'<p class="note">No prices in the file for: {_e(", ".join(missing))}.</p>')
     for tick, found in prices.items():
@@ -286,6 +292,9 @@ def render_markdown(report: Report) -> str:
     for scope in report.scopes:
         rows = report.rows[scope]
         out += [f"## {'all (whole market)' if scope == ALL else md_escape(scope)}", ""]
+        if scope in report.quiet and not any(report.incidents_on(scope, r.day) for r in rows):
+            out += [QUIET_TEXT, ""]
+            continue
         out += _md_table(DAY_COLUMNS, [_md_day_cells(r, report.incidents_on(scope, r.day), r.date) for r in rows])
     out += ["## Incidents opened", ""]
     if report.incidents:
@@ -297,7 +306,7 @@ def render_markdown(report: Report) -> str:
         out += [carried_text(report), "", *_md_incident_table(report.carried)]  # fixed wording and a date
     if report.prices is not None:
         out += ["## Sentiment and prices", "", PRICES_ABOUT, ""]
-        missing = [t for s in report.scopes if (t := ticker(s)) and t not in (report.prices or {})]
+        missing = [t for s in report.scopes if (t := ticker(s)) and t not in (report.prices or {}) and s not in report.quiet]
         if missing:
             out += [f"No prices in the file for: {md_escape(', '.join(missing))}.", ""]
         for tick, found in (report.prices or {}).items():
@@ -355,10 +364,14 @@ def summary_text(report: Report) -> str:
     # it indexes and whether +0.1 is much.
     lines = [title(report), *meta_lines(report), INDEX_TEXT, ""]
     for scope in report.scopes:
+        if scope in report.quiet:
+            continue
         total = period_row(report, scope)
         count = sum(1 for i in report.incidents if i.involves(scope))
         lines.append(f"{scope_text(scope, limit=80)}: {total.posts} posts, sentiment index {signed(total.index) or 'n/a'}, "
                      f"{count} incident(s)")
+    if report.quiet:  # the configured assets nobody wrote of: said, not missing (one line, however many)
+        lines.append("No posts in these days: " + ", ".join(escape_post_text(ticker(s) or s, limit=80) for s in report.quiet))
     if report.carried:
         lines.append(f"{len(report.carried)} incident(s) opened earlier were open when {day_label(report.first_day)} began: "
                      + ", ".join(f"{scope_text(i.root_scope, limit=80)} ({state_text(i)})" for i in report.carried))
