@@ -2506,7 +2506,8 @@ def send_report(settings: Settings, targets: list[Any], path: Path, head: str, m
     from stream.reporting.render import summary_text
 
     done = deliver_report(targets, path, head, summary_text(made), attempts=settings.notify_attempts,
-                          backoff=settings.notify_backoff, backoff_max=settings.notify_backoff_max)
+                          backoff=settings.notify_backoff, backoff_max=settings.notify_backoff_max,
+                          fit=lambda _text, maxlen, size: summary_text(made, maxlen, size))
     if not done.ok:  # a non-zero exit, so a CronJob's failed run shows (and is retried)
         raise fail(f"report not delivered to {len(done.failed)} of {done.targeted} service(s): {', '.join(done.failed)}")
     err.print(f"sent {path.name} to {done.sent} service(s)", markup=False, highlight=False)

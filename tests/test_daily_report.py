@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import csv
+import email
+import email.policy
 import io
 import json
 import os
@@ -311,6 +313,75 @@ def test_a_configured_asset_without_posts_is_shown_with_0_in_every_output():
     assert "| asset:SOL | 0 |" in md and "\n## asset:SOL\n\nNo posts in these days.\n" in md
     text = summary_text(report)
     assert "\nNo posts in these days: SOL\n" in text and "MOONCAT" not in text + md + page
+
+
+def storm_report():
+    """A storm day: 900 assets with posts, 400 incidents opened, 60 open when it began."""
+    assets = [f"asset:C{i:03d}" for i in range(900)]
+    tables = {"all": [[90_000, 30_000, 40_000, 20_000, -900.0, 5000.0]], **{a: [[100, 30, 50, 20, -2.5, 40.0]] for a in assets}}
+    found = [incident(f"storm{i:03d}", assets[i], T0 + 60 + i) for i in range(400)]
+    found += [incident(f"carried{i:02d}", assets[-1 - i], T0 - 600 - i) for i in range(60)]
+    return build_report(T0, 1, tables, found, watermark=T0 + DAY_S - 1, generated_at=T0 + DAY_S)
+
+
+def test_a_storm_days_notification_fits_each_service_keeping_the_headline_and_the_attachment(tmp_path, monkeypatch):
+    """Session 56: the report's text went to Apprise uncapped. A storm day's (900 assets) was 56,571
+    characters against a webhook's or a mail's 32,768 (Apprise's `body_maxlen`), sent as it was for
+    the service to cut or refuse. Fitted as alerts are: asset lines cut from the last with a count,
+    the title, the whole market's line and the attachment line kept; through a real webhook and a
+    real SMTP server, and to a small limit (Discord's 2,000) by the pure function."""
+    from test_notify import smtp_server, wait_until
+
+    from stream.alerts.notify import body_limit, build_apprise
+    from stream.reporting.deliver import deliver_report
+    from stream.reporting.render import ATTACHED_TEXT, summary_text, title
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    report = storm_report()
+    whole = summary_text(report)
+    assert len(whole) > 50_000  # 56,571 characters: what went out before, to every service
+
+    def kept_whole(text: str, limit: int) -> int:
+        """The checks every fitted text passes; the number of asset lines it shows."""
+        lines = text.split("\n")
+        assert len(text) <= limit and lines[0] == title(report) and lines[-1] == ATTACHED_TEXT, (len(text), lines[:2], lines[-2:])
+        assert re.search(r"^all: 90000 posts, sentiment index -0\.010, 400 incident\(s\)$", text, re.M)
+        shown = len(re.findall(r"^asset:C\d{3}: 100 posts", text, re.M))
+        more = re.search(r"^\.\.\. and (\d+) more assets \(in the attached report\)$", text, re.M)
+        assert more and shown + int(more.group(1)) == 900, (shown, more)
+        return shown
+
+    # Discord's 2,000: a few assets, and the 60 incidents open at midnight whole.
+    small = summary_text(report, 2000)
+    assert 0 < kept_whole(small, 2000) < 20 and "asset:C840 (open)" in small and "more incidents" not in small
+    # PagerDuty's 1,024: no asset line left, then the incidents cut from the last too, counted.
+    tiny = summary_text(report, 1024)
+    assert kept_whole(tiny, 1024) == 0
+    carried = re.search(r"^60 incident\(s\) opened earlier were open when 2026-10-01 began: (.*) \.\.\. and (\d+) more incidents "
+                        r"\(in the attached report\)$", tiny, re.M)
+    assert carried and len(carried.group(1).split(", ")) + int(carried.group(2)) == 60, tiny
+
+    path = tmp_path / "report.html"
+    path.write_text(render_html(report), encoding="utf-8")
+    hook = Hook()
+    try:
+        with smtp_server() as (port, received):
+            targets = list(build_apprise(f"{hook.url} mailto://127.0.0.1:{port}?from=s@example.com&to=risk@example.com&mode=insecure", None))
+            done = deliver_report(targets, path, title(report), whole, attempts=1,
+                                  fit=lambda _text, maxlen, size: summary_text(report, maxlen, size))
+            assert done.ok, done
+            wait_until(lambda: len(received) == 1)
+        limits = [body_limit(server, title(report)) for server in targets]
+        assert limits == [32768, 32768]
+        (payload,) = hook.accepted
+        assert kept_whole(payload["message"], limits[0]) > 300 and len(payload["attachments"]) == 1
+        mail = email.message_from_bytes(received[0].original_content, policy=email.policy.default)
+        body = mail.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n").rstrip("\n")
+        assert kept_whole(body, limits[1]) > 300
+        assert [p.get_filename() for p in mail.iter_attachments()] == ["report.html"]
+    finally:
+        hook.close()
 
 
 # ------------------------------------------------------------------------------------------------ real redis, real CLI

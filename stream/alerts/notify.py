@@ -729,15 +729,17 @@ def capped_limit(limit: int, body_max: int) -> int:
     return min(limit, body_max) if limit > 0 else body_max
 
 
-def body_for(server: NotifyBase, text: str, limit: int = 0, head: str = "") -> tuple[str, NotifyFormat]:
+def body_for(server: NotifyBase, text: str, limit: int = 0, head: str = "",
+             fit: Callable[[str, int, Callable[[str], int]], str] = message.fit_body) -> tuple[str, NotifyFormat]:
     """A plain-text body as a service is handed it, with its format: as it is (TEXT), but as our own
-    HTML to a mail service that sends HTML (`sends_html`). Alerts and reports alike. `limit`: an
-    alert's, the most characters the service takes (`body_limit`, for the title `head`), as sent
-    (the HTML's length for HTML, and as Apprise converts it for the service: `sent_size`): samples
-    and related scopes are left out to fit (`message.fit_body`); 0: no cap."""
+    HTML to a mail service that sends HTML (`sends_html`). Alerts and reports alike. `limit`: the
+    most characters the service takes (`body_limit`, for the title `head`), as sent (the HTML's
+    length for HTML, and as Apprise converts it for the service: `sent_size`); 0: no cap. `fit`
+    makes the text fit (text, limit, size): an alert's samples and related scopes are left out
+    (`message.fit_body`), a report's asset lines (`render.summary_text`, since session 56)."""
     if sends_html(server):
-        return message.html_text(message.fit_body(text, limit, size=lambda t: len(message.html_text(t)))), NotifyFormat.HTML
-    return message.fit_body(text, limit, size=lambda t: sent_size(server, t, head)) if limit > 0 else text, NotifyFormat.TEXT
+        return message.html_text(fit(text, limit, lambda t: len(message.html_text(t)))), NotifyFormat.HTML
+    return fit(text, limit, lambda t: sent_size(server, t, head)) if limit > 0 else text, NotifyFormat.TEXT
 
 
 def sent_size(server: NotifyBase, text: str, head: str = "") -> int:

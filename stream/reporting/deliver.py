@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from apprise import AppriseAttachment, NotifyType
 
-from stream.alerts.notify import body_for, build_apprise, describe, explained, retry_delays, route, split_entries
+from stream.alerts import message
+from stream.alerts.notify import body_for, body_limit, build_apprise, describe, explained, retry_delays, route, split_entries
 
 if TYPE_CHECKING:
     from apprise.plugins.base import NotifyBase
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPORT_TAG = "report"
+
+
+Fit = Callable[[str, int, Callable[[str], int]], str]  # (text, a service's limit, its size as sent) -> the text that fits
 
 
 @dataclass(frozen=True)
@@ -64,15 +68,16 @@ def report_services(settings: Settings) -> list[NotifyBase]:
 
 def deliver_report(
     targets: Sequence[NotifyBase], path: Path, title: str, body: str, *, attempts: int = 5, backoff: float = 1.0, backoff_max: float = 30.0,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = time.sleep, fit: Fit = message.fit_body,
 ) -> ReportDelivery:
     """Each service in turn, up to `attempts` tries with doubling waits; one that accepted is
-    never sent to again because another failed."""
+    never sent to again because another failed.
+    `fit`: the body made to fit each service's limit (`notify.body_for`; `render.summary_text`)."""
     delays = retry_delays(attempts, backoff, backoff_max)
     failed = []
     for server in targets:
         for attempt in range(1, attempts + 1):
-            ok, error = explained(partial(_send, server, path, title, body))  # an SMTP refusal in words
+            ok, error = explained(partial(_send, server, path, title, body, fit))  # an SMTP refusal in words
             if ok:
                 break
             log.warning("report delivery attempt failed", extra={"url": describe(server), "attempt": attempt, "attempts": attempts,
@@ -84,13 +89,15 @@ def deliver_report(
     return ReportDelivery(targeted=len(targets), sent=len(targets) - len(failed), failed=failed)
 
 
-def _send(server: NotifyBase, path: Path, title: str, body: str) -> tuple[bool, str | None]:
+def _send(server: NotifyBase, path: Path, title: str, body: str, fit: Fit = message.fit_body) -> tuple[bool, str | None]:
     """One blocking attempt: (accepted, error type name or None). Exception text can carry a full
     request URL with its token, so only the type is kept."""
     try:
         # A fresh attachment per attempt: an attachment object keeps read state.
         attach = AppriseAttachment(str(path), asset=server.asset)
-        text, body_format = body_for(server, body)  # a mail sent as HTML gets ours: Apprise's wraps no line
+        # A mail sent as HTML gets ours (Apprise's wraps no line); cut to the service's limit: on a storm
+        # day the body ran past it, and the service cut it blindly or refused it (until session 56).
+        text, body_format = body_for(server, body, body_limit(server, title), title, fit)
         return bool(server.notify(body=text, title=title, notify_type=NotifyType.INFO, body_format=body_format, attach=attach)), None
     except Exception as exc:  # noqa: BLE001 - a plugin bug is a failed attempt, not a crash
         return False, type(exc).__name__

@@ -15,7 +15,7 @@ import io
 import re
 from typing import Callable, Sequence
 
-from stream.alerts.message import scope_text
+from stream.alerts.message import escape_post_text, fit_body, scope_text
 from stream.reporting.daily import ALL, LABELS, DayRow, IncidentRow, Report, day_label, ticker
 from stream.reporting.prices import MEANINGFUL_PAIRS, AssetPrices, LagResult, noise_level, verdict
 from stream.reporting.svg import day_chart, lag_chart
@@ -358,22 +358,68 @@ def render_csv(report: Report) -> str:
 INDEX_TEXT = "Sentiment index: the mean of p(positive) - p(negative) per post, from -1 (all negative) to +1 (all positive)."
 
 
-def summary_text(report: Report) -> str:
-    """A few lines for the notification that carries the report as an attachment."""
-    # The index named and its range said: a mail reading "index +0.101" left its reader to guess what
-    # it indexes and whether +0.1 is much.
-    lines = [title(report), *meta_lines(report), INDEX_TEXT, ""]
-    for scope in report.scopes:
-        if scope in report.quiet:
-            continue
-        total = period_row(report, scope)
-        count = sum(1 for i in report.incidents if i.involves(scope))
-        lines.append(f"{scope_text(scope, limit=80)}: {total.posts} posts, sentiment index {signed(total.index) or 'n/a'}, "
-                     f"{count} incident(s)")
-    if report.quiet:  # the configured assets nobody wrote of: said, not missing (one line, however many)
-        lines.append("No posts in these days: " + ", ".join(escape_post_text(ticker(s) or s, limit=80) for s in report.quiet))
-    if report.carried:
-        lines.append(f"{len(report.carried)} incident(s) opened earlier were open when {day_label(report.first_day)} began: "
-                     + ", ".join(f"{scope_text(i.root_scope, limit=80)} ({state_text(i)})" for i in report.carried))
-    lines += ["", "The full report (tables and charts) is attached."]
-    return "\n".join(lines)
+ATTACHED_TEXT = "The full report (tables and charts) is attached."
+
+
+def _scope_line(report: Report, scope: str) -> str:
+    total = period_row(report, scope)
+    count = sum(1 for i in report.incidents if i.involves(scope))
+    return (f"{scope_text(scope, limit=80)}: {total.posts} posts, sentiment index {signed(total.index) or 'n/a'}, "
+            f"{count} incident(s)")
+
+
+def _more(count: int, noun: str) -> str:
+    return f"... and {count} more {noun}{'' if count == 1 else 's'} (in the attached report)"
+
+
+def summary_text(report: Report, maxlen: int = 0, size: Callable[[str], int] = len) -> str:
+    """A few lines for the notification that carries the report as an attachment.
+
+    `maxlen`: the most a service takes, measured by `size` (its length as sent, `notify.body_for`):
+    on a storm day (hundreds of assets, dozens of incidents open at midnight) the body ran past a
+    service's limit, which the service cut blindly or refused (until session 56). The asset lines
+    are left out from the last, then the incidents open when the first day began, each list ended by
+    what it no longer shows ("... and 412 more assets (in the attached report)"); the title, the
+    period, the index's meaning, the whole market's line and the attachment line stay. Where those
+    alone are too long, `message.fit_body` cuts the longest lines. 0 or less: no cap."""
+    assets = [s for s in report.scopes if s != ALL and s not in report.quiet]
+    quiet = [ticker(s) or s for s in report.quiet]
+
+    def text(shown: int, carried: int) -> str:
+        # The index named and its range said: a mail reading "index +0.101" left its reader to guess
+        # what it indexes and whether +0.1 is much.
+        lines = [title(report), *meta_lines(report), INDEX_TEXT, "", _scope_line(report, ALL)]
+        lines += [_scope_line(report, s) for s in assets[:shown]]
+        if shown < len(assets):
+            lines.append(_more(len(assets) - shown, "asset"))
+        if quiet:  # the configured assets nobody wrote of: said, not missing (one line, however many)
+            lines.append("No posts in these days: " + ", ".join(escape_post_text(t, limit=80) for t in quiet))
+        if report.carried:
+            listed = ", ".join(f"{scope_text(i.root_scope, limit=80)} ({state_text(i)})" for i in report.carried[:carried])
+            rest = len(report.carried) - carried
+            if rest:
+                listed += (" " if listed else "") + _more(rest, "incident")
+            lines.append(f"{len(report.carried)} incident(s) opened earlier were open when {day_label(report.first_day)} began: {listed}")
+        return "\n".join([*lines, "", ATTACHED_TEXT])
+
+    whole = text(len(assets), len(report.carried))
+    if maxlen <= 0 or size(whole) <= maxlen:
+        return whole
+    shown = _most_kept(len(assets), lambda k: size(text(k, len(report.carried))) <= maxlen)
+    carried = len(report.carried) if shown else _most_kept(len(report.carried), lambda k: size(text(0, k)) <= maxlen)
+    return fit_body(text(shown, carried), maxlen, size)
+
+
+def _most_kept(count: int, fits: Callable[[int], bool]) -> int:
+    """The most items of a list (0 to `count`) with which the text fits, by bisection (the text
+    grows with them): measured as sent, one try per item took seconds on a list of thousands."""
+    low, high = 0, count
+    if not fits(low):
+        return 0
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
