@@ -2403,6 +2403,9 @@ def report(
         "--notify-if-configured",
         help="as --notify where an Apprise service is configured; where none is, write the report, say it was not sent, exit 0 (the CronJob)",
     )] = False,
+    resend: Annotated[bool, typer.Option(
+        "--resend", help="with --notify: send also to the services that already accepted this report's days (a run again sends to the others only)",
+    )] = False,
 ) -> None:
     """Daily report per asset and UTC day: posts, label shares, sentiment index, incidents; one offline file."""
     import tempfile
@@ -2449,7 +2452,7 @@ def report(
         err.print(f"wrote {path} ({counted(len(made.scopes), 'scope')}, {counted(made.days, 'day')})", markup=False, highlight=False)
         if targets is not None:
             try:
-                send_report(settings, targets, path, title(made), made)
+                send_report(settings, targets, path, title(made), made, resend=resend)
             finally:
                 if out_path is None:  # our temp copy, made only to attach
                     path.unlink(missing_ok=True)
@@ -2501,14 +2504,32 @@ def report_targets(settings: Settings, *, required: bool) -> list[Any] | None:
         raise fail(str(exc)) from None
 
 
-def send_report(settings: Settings, targets: list[Any], path: Path, head: str, made: Any) -> None:
+def send_report(settings: Settings, targets: list[Any], path: Path, head: str, made: Any, *, resend: bool = False) -> None:
+    """Send the report to the services that have not accepted a report of its days yet (all with
+    `resend`), and mark those that accept: a Job retrying after one service refused sent it to
+    every service again, a duplicate where one had accepted (until session 56)."""
+    import time
+
+    from stream.alerts.notify import service_key, shared_keys
     from stream.reporting.deliver import deliver_report
     from stream.reporting.render import summary_text
+    from stream.reporting.sent import mark_sent, sent_to
 
-    done = deliver_report(targets, path, head, summary_text(made), attempts=settings.notify_attempts,
+    before = set() if resend else with_store(settings, lambda store: sent_to(store, made.first_day, made.days))
+    pending = [t for t in targets if service_key(t) not in before]
+    if len(pending) < len(targets):
+        err.print(f"note: not sent again to {len(targets) - len(pending)} service(s) that accepted this report's days before "
+                  "(--resend sends to them too)", markup=False, highlight=False)
+    if not pending:
+        return
+    done = deliver_report(pending, path, head, summary_text(made), attempts=settings.notify_attempts,
                           backoff=settings.notify_backoff, backoff_max=settings.notify_backoff_max,
                           fit=lambda _text, maxlen, size: summary_text(made, maxlen, size))
-    if not done.ok:  # a non-zero exit, so a CronJob's failed run shows (and is retried)
+    # Not for entries of one key that differ in a credential header: the mark cannot say which accepted.
+    marks = [key for key in done.accepted if key not in shared_keys(targets)]
+    if marks:
+        with_store(settings, lambda store: mark_sent(store, made.first_day, made.days, marks, time.time()))
+    if not done.ok:  # a non-zero exit, so a CronJob's failed run shows (and is retried: to these alone)
         raise fail(f"report not delivered to {len(done.failed)} of {done.targeted} service(s): {', '.join(done.failed)}")
     err.print(f"sent {path.name} to {done.sent} service(s)", markup=False, highlight=False)
 

@@ -83,6 +83,12 @@ def scope_of_day_index(key: str) -> str:
     return _scope_of(key, day_index_key(""))
 
 
+def report_sent_key(first_day: int, days: int) -> str:
+    """Hash `svc:<service>` -> when that service accepted the report of these UTC days (`sentinel
+    report --notify`): a retry sends to the others only (stream/reporting/sent.py)."""
+    return f"{KEY_PREFIX}:report:sent:{first_day}:{days}"
+
+
 def wait_key(tag: str) -> str:
     """The key SENTINEL_REDIS_WAIT_REPLICAS writes before a WAIT; `tag` puts it on one master's slots."""
     return f"{KEY_PREFIX}:{{{tag}}}:wait"

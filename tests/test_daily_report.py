@@ -680,6 +680,38 @@ def test_the_configured_alias_tables_assets_are_the_ones_shown_without_posts(loa
     assert "asset:SOL" not in gone.stdout and "asset:BTC" in gone.stdout
 
 
+def test_a_retry_after_one_service_refused_sends_to_that_one_only(loaded, redis_server, tmp_path):
+    """Session 56: the CronJob's Job retries a run that exits 2 (a service refused), and the retry
+    sent the report to every service again: the desk that had accepted it got it twice. Two real
+    webhooks, one down for the first run: the retry reaches it alone; `--resend` reaches both. One
+    endpoint configured twice is sent one report (`one_per_service`), as notices are."""
+    desk, risk = Hook(), Hook()
+    try:
+        urls = f"{desk.url} report={desk.url} {risk.url}"  # the desk's endpoint twice (untagged, and tagged): one report
+        args = ["report", "--since", "1d", "--notify", "--out", str(tmp_path / "r.html")]
+        env = {"SENTINEL_APPRISE_URLS": urls, "SENTINEL_NOTIFY_ATTEMPTS": "2", "SENTINEL_NOTIFY_BACKOFF": "0.01"}
+        risk.failing = True
+        first = cli(args, redis_server, **env)
+        assert first.returncode == 2 and "not delivered to 1 of 2 service(s)" in first.stderr, first.stderr
+        assert (len(desk.accepted), risk.refused) == (1, 2)
+
+        risk.failing = False  # the Job's retry, the endpoint back
+        retry = cli(args, redis_server, **env)
+        assert retry.returncode == 0, retry.stderr
+        assert (len(desk.accepted), len(risk.accepted)) == (1, 1)  # the desk's is not sent again
+        assert "not sent again to 1 service(s) that accepted this report's days before" in retry.stderr and "sent r.html to 1 service" in retry.stderr
+
+        again = cli(args, redis_server, **env)  # both have it: nothing to send, and no failure
+        assert again.returncode == 0 and (len(desk.accepted), len(risk.accepted)) == (1, 1), again.stderr
+        resent = cli([*args, "--resend"], redis_server, **env)
+        assert resent.returncode == 0 and (len(desk.accepted), len(risk.accepted)) == (2, 2), resent.stderr
+        other = cli(["report", "--since", "7d", "--notify", "--format", "csv"], redis_server, **env)  # other days: another report
+        assert other.returncode == 0 and (len(desk.accepted), len(risk.accepted)) == (3, 3), other.stderr
+    finally:
+        desk.close()
+        risk.close()
+
+
 def test_notify_if_configured_writes_and_succeeds_without_services_but_not_when_none_takes_the_report(loaded, redis_server, tmp_path):
     """The CronJob's flag: no service at all is the documented default (a note, exit 0); services
     that all refuse reports by their tags are a routing mistake (exit 2, nobody sent anything)."""
@@ -738,9 +770,12 @@ def test_the_report_cronjob_runs_the_daily_command_with_the_deployed_settings(lo
     one names a CUDA model: the report must not care), delivers the report."""
     from test_deploy import OVERLAYS, check_references, config, one, render
 
-    hook = Hook()
+    hooks: list[Hook] = []
     try:
         for name, path in sorted(OVERLAYS.items()):
+            # A webhook per overlay: the same report days sent to one service again is a run again (not sent).
+            hook = Hook()
+            hooks.append(hook)
             docs = render(path)
             job = one(docs, "CronJob", "forum-sentinel-report")
             assert re.fullmatch(r"\d+ \d+ \* \* \*", job["spec"]["schedule"]) and job["spec"]["concurrencyPolicy"] == "Forbid"
@@ -774,4 +809,5 @@ def test_the_report_cronjob_runs_the_daily_command_with_the_deployed_settings(lo
             assert "report not sent" in quiet.stderr and (tmp_path / f"{name}-quiet.html").is_file()
             assert len(hook.accepted) == before + 1
     finally:
-        hook.close()
+        for hook in hooks:
+            hook.close()

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from apprise import AppriseAttachment, NotifyType
 
 from stream.alerts import message
-from stream.alerts.notify import body_for, body_limit, build_apprise, describe, explained, retry_delays, route, split_entries
+from stream.alerts.notify import (body_for, body_limit, build_apprise, by_service, describe, explained, one_per_service, retry_delays, route,
+                                   service_key, split_entries)
 
 if TYPE_CHECKING:
     from apprise.plugins.base import NotifyBase
@@ -43,6 +44,9 @@ class ReportDelivery:
     targeted: int  # services the report was routed to
     sent: int  # services that accepted it
     failed: list[str] = field(default_factory=list)  # log-safe names of those that never did
+    # By `service_key` (`notify.by_service`): the services that accepted it, and those that did not.
+    accepted: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -60,7 +64,8 @@ def report_services(settings: Settings) -> list[NotifyBase]:
     urls = settings.apprise_urls.get_secret_value() if settings.apprise_urls is not None else None
     if not split_entries(urls or "") and settings.apprise_config is None:
         raise NotConfigured("no Apprise service is configured (SENTINEL_APPRISE_URLS and SENTINEL_APPRISE_CONFIG are unset or empty)")
-    targets = route(list(build_apprise(urls, settings.apprise_config)), REPORT_TAG)
+    # One entry per endpoint (`one_per_service`): one configured under `report` and `always` got it twice.
+    targets = one_per_service(route(list(build_apprise(urls, settings.apprise_config)), REPORT_TAG))
     if not targets:
         raise ValueError("no Apprise service takes the report: tag one `report` or `always`, or leave one untagged")
     return targets
@@ -71,10 +76,11 @@ def deliver_report(
     sleep: Callable[[float], None] = time.sleep, fit: Fit = message.fit_body,
 ) -> ReportDelivery:
     """Each service in turn, up to `attempts` tries with doubling waits; one that accepted is
-    never sent to again because another failed.
+    never sent to again because another failed (nor, by the caller, in a run again: `accepted`).
     `fit`: the body made to fit each service's limit (`notify.body_for`; `render.summary_text`)."""
     delays = retry_delays(attempts, backoff, backoff_max)
     failed = []
+    outcomes = []
     for server in targets:
         for attempt in range(1, attempts + 1):
             ok, error = explained(partial(_send, server, path, title, body, fit))  # an SMTP refusal in words
@@ -86,7 +92,9 @@ def deliver_report(
                 sleep(delays[attempt - 1])
         else:
             failed.append(describe(server))
-    return ReportDelivery(targeted=len(targets), sent=len(targets) - len(failed), failed=failed)
+        outcomes.append((service_key(server), ok))
+    accepted, refused = by_service(outcomes)
+    return ReportDelivery(targeted=len(targets), sent=len(targets) - len(failed), failed=failed, accepted=accepted, refused=refused)
 
 
 def _send(server: NotifyBase, path: Path, title: str, body: str, fit: Fit = message.fit_body) -> tuple[bool, str | None]:
