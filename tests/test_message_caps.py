@@ -104,7 +104,7 @@ def test_the_limit_is_the_services_own_and_an_html_mail_is_measured_as_sent() ->
     html, _ = body_for(mail, text, 3000)
     assert len(html) <= 3000 and "more related scopes (see the console link)" in html
     plain, _ = body_for(hook, text, 3000)
-    assert len(plain) <= 3000 and body_for(hook, text)[0] == text  # no limit: as it is (the daily report's)
+    assert len(plain) <= 3000 and body_for(hook, text)[0] == text  # no limit: as it is (the daily report gives its limit since session 56)
 
 
 def test_past_the_limit_with_no_item_left_the_long_lines_are_cut_not_the_actions_or_the_console_link() -> None:
