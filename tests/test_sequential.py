@@ -554,3 +554,24 @@ def test_a_level_that_lasts_becomes_the_baseline():
     assert len(resolved) == 1 and 6 * 60 < resolved[0] - ONSET <= 24 * 60, resolved[0] - ONSET
     frozen = replace(CONFIG, sequential=replace(CONFIG.sequential, thaw_bins=10**9))
     assert _fired_and_resolved(judge(table, frozen)[2], "volume_spike") == (fired, [])
+
+
+def test_a_critical_z_above_twice_the_fire_z_is_reached_by_a_strong_enough_swing():
+    """Severity is the chart's statistic over b, times fire_z (critical at critical_z / fire_z times
+    b: 2b by default). Charts were capped at 2b whatever the critical z, so an operator who raised
+    SENTINEL_ALERT_CRITICAL_Z above twice the fire z (8 against 3: "critical at 8/3 b") got no
+    critical incident at all, however large the move. The cap is now at the critical level at
+    least; at the defaults nothing moves. (Repeats every minute, so the records show each escalation.)"""
+    table = stream(ONSET + 300, row(2, 0.4, 0.6), {range(ONSET, ONSET + 60): row(6, 5.5, 0.1)})
+    often = replace(CONFIG, repeat_s=STEP)
+
+    def first_critical(config):
+        return min((minute_of(r.window_end) for r in judge(table, config)[2]
+                    if r.kind == "sentiment_drop" and r.state == "firing" and r.severity == "critical"), default=None)
+
+    at_2b = first_critical(often)
+    assert at_2b is not None and at_2b - ONSET < 10
+    raised = first_critical(replace(often, thresholds=replace(often.thresholds, critical_z=8.0)))
+    assert raised is not None and raised > at_2b  # critical at 8/3 b: later on the same posts, but reached
+    # Per scope too: an override's critical z sets that scope's cap.
+    assert first_critical(replace(often, overrides={"asset:*": {"critical_z": 8.0}})) == raised

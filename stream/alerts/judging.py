@@ -240,6 +240,9 @@ def judge_sequential(
     leaving it (`sequential_reads`), so the cost does not grow with the history."""
     th = thresholds_for(scope, config.thresholds, config.overrides)
     step_s, per_window, base_bins = config.step_s, config.window_s // config.step_s, config.baseline_s // config.step_s
+    seq = config.sequential
+    if th.critical_z / th.fire_z != seq.critical_ratio:  # the scope's critical level, for the charts' cap
+        seq = replace(seq, critical_ratio=th.critical_z / th.fire_z)
     incidents = dict(incidents)
     records: list[AlertRecord] = []
     empty = np.zeros(len(SLICE_FIELDS))
@@ -251,15 +254,15 @@ def judge_sequential(
             state, leaving = SeqState.fresh(boundary), None
             for start in range(entering - config.baseline_s + step_s, entering, step_s):
                 state = advance(state, empty, bin_at(start), None, at=boundary, baseline_bins=base_bins,
-                                config=config.sequential, frozen=False, min_coverage=2.0, step_s=step_s)
+                                config=seq, frozen=False, min_coverage=2.0, step_s=step_s)
         is_open = any(not inc.pending for inc in incidents.values())
         new = bin_at(new_start)
         state = advance(state, new if new is not None else empty, bin_at(entering), leaving,
-                        at=boundary, baseline_bins=base_bins, config=config.sequential, frozen=is_open,
+                        at=boundary, baseline_bins=base_bins, config=seq, frozen=is_open,
                         min_coverage=th.min_baseline_coverage, step_s=step_s)
-        if not incidents and quiet(state, config.sequential, th.fire_z):
+        if not incidents and quiet(state, seq, th.fire_z):
             continue
-        judged = verdicts(state, at=boundary, step_s=step_s, per_window=per_window, config=config.sequential, fire_z=th.fire_z)
+        judged = verdicts(state, at=boundary, step_s=step_s, per_window=per_window, config=seq, fire_z=th.fire_z)
         # The charts are the evidence over time: no `for:` on top of them.
         records += _step_kinds(scope, incidents, {k: measured(v.signal, th) for k, v in judged.items()},
                                {k: v.onset for k, v in judged.items()}, th, boundary, config, 0, now_iso)

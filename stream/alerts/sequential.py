@@ -38,7 +38,8 @@ records whatever the number of workers (never the number of scopes seen so far).
 
 The statistic maps onto the incident lifecycle's thresholds (incidents.step): strength = S / b x
 fire_z, so the default fire 3 / resolve 1.5 / critical 6 mean fire at b, resolve below b/2 and
-critical at 2b. A chart is capped at 2b; once it has fired, a reverse CUSUM (`ended`) weighs the
+critical at 2b. A chart is capped at 2b (at the critical level where CRITICAL_Z / FIRE_Z is above
+2: `SeqConfig.cap`); once it has fired, a reverse CUSUM (`ended`) weighs the
 baseline against (most of the way to) the post-change estimate bin by bin, and at b nats for the baseline the
 direction's charts restart, so the incident resolves soon after the swing ends (a chart left to
 drain on its own would take hours: its weakest alternative is the one that holds on).
@@ -81,10 +82,22 @@ class SeqConfig:
     # The baseline stays frozen for an open incident this many step bins at most; then the live one
     # (the trailing day, lagged by the window) judges, and a lasting new level becomes the baseline.
     thaw_bins: int = 360
+    # critical_z / fire_z of the scope judged: a chart is capped at this many times b, never under
+    # 2, so it can reach the critical level (`cap`). judging.judge_sequential sets it per scope.
+    critical_ratio: float = 2.0
 
     @property
     def b(self) -> float:
         return self.threshold_nats + math.log(max(self.streams, 1))
+
+    @property
+    def cap(self) -> float:
+        """What a chart holds at most: 2b, or the critical level where that is higher. Capped at 2b
+        whatever the critical z, a CRITICAL_Z above twice the FIRE_Z (8 against 3) could never be
+        reached: no incident was ever critical. Not under 2b, so that a lower critical z leaves the
+        charts, and with them every figure measured at the defaults, as they were."""
+        ratio = self.critical_ratio if math.isfinite(self.critical_ratio) else 2.0
+        return max(2.0, ratio) * self.b
 
 
 @dataclass
@@ -334,7 +347,7 @@ def advance(state: SeqState | None, new: np.ndarray, entering: np.ndarray | None
     if frozen:
         state.frozen_bins += 1
     p = judging_params(state, config, live)
-    cap = 2 * config.b
+    cap = config.cap
     n = float(new[SliceCol.N])
     for _, label, col in DIRECTIONS:
         hits = float(new[col])
