@@ -76,6 +76,38 @@ def test_overrides_apply_most_specific_last_and_reject_unknown_names():
         parse_overrides("{asset:*: 3}")
 
 
+
+@pytest.mark.parametrize("values, says", [
+    ('{"fire_z": "high"}', "fire_z for 'asset:\\*' must be a finite number$"),
+    ('{"fire_z": null}', "fire_z for 'asset:\\*' must be a finite number$"),
+    ('{"critical_z": NaN}', "critical_z for 'asset:\\*' must be a finite number$"),
+    ('{"min_posts": true}', "min_posts for 'asset:\\*' must be a finite number$"),
+    ('{"min_posts": 2.7}', "min_posts for 'asset:\\*' must be a whole number of posts$"),
+    ('{"fire_z": 0}', "fire_z for 'asset:\\*' must be above 0$"),
+    ('{"min_volume_ratio": 0.5}', "must be at least 1"),
+    ('{"min_baseline_coverage": 1.5}', "at most 1"),
+])
+def test_an_overrides_value_is_checked_when_the_overrides_are_read(values, says):
+    """SENTINEL_ALERT_OVERRIDES checked its threshold names only: a value of "high" or null raised
+    when a scope it matched was first judged (float("high") in thresholds_for: the worker exited on
+    the first batch about an asset, and again after each restart), 2.7 posts were taken as 2, and a
+    fire_z of 0 or NaN made every judgement of the scope fire, or none. Now each is refused where
+    the overrides are read, with the pattern and the threshold named, as the settings refuse theirs."""
+    spec = '{"asset:*": %s}' % values
+    with pytest.raises(ValueError, match=says):
+        parse_overrides(spec)
+
+
+def test_an_override_keeps_the_hysteresis_with_the_settings_it_lies_over():
+    """resolve_z must stay below fire_z where an override sets one of them, against the setting of
+    the other (the settings' own rule): at fire 1 and resolve 1.5 a firing incident is calm at once."""
+    lowered = parse_overrides('{"asset:*": {"fire_z": 1.0}, "asset:BTC": {"min_posts": 30.0}}')
+    with pytest.raises(ValueError, match=r"override for 'asset:\*': its resolve_z must be below its fire_z"):
+        AlertConfig(overrides=lowered)
+    config = AlertConfig(thresholds=Thresholds(resolve_z=0.5), overrides=lowered)  # below the setting's resolve z: fine
+    assert thresholds_for("asset:BTC", config.thresholds, config.overrides) == Thresholds(resolve_z=0.5, fire_z=1.0, min_posts=30)
+
+
 class FakeSignal:
     def __init__(self, strength: float, kind: str = "sentiment_drop"):
         self.kind, self.metric, self.strength, self.zscore = kind, "negative_share", strength, strength

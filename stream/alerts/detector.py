@@ -257,7 +257,47 @@ def parse_overrides(spec: str) -> dict[str, dict[str, float]]:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown threshold(s) {sorted(unknown)} for {pattern!r}; known: {sorted(known)}")
+        for name, value in values.items():
+            _check_override(pattern, name, value)
     return data
+
+
+def override_problems(base: Thresholds, overrides: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """What each pattern's thresholds, laid over `base` (the settings'), break together: the
+    hysteresis a firing incident needs (resolve_z below fire_z), as the settings themselves must."""
+    problems = []
+    for pattern in overrides:
+        th = thresholds_for(pattern, base, {pattern: overrides[pattern]})
+        if th.resolve_z >= th.fire_z:
+            problems.append(f"SENTINEL_ALERT_OVERRIDES: override for {pattern!r}: its resolve_z must be below its fire_z (hysteresis; the one it does not "
+                            "set is SENTINEL_ALERT_RESOLVE_Z's or SENTINEL_ALERT_FIRE_Z's)")
+    return problems
+
+
+# The bounds each threshold has as a setting (stream/settings.py), so an override cannot set what
+# the setting would refuse: (lowest, highest, whether the lowest itself is allowed).
+_OVERRIDE_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "fire_z": (0.0, math.inf, False), "resolve_z": (0.0, math.inf, True), "critical_z": (0.0, math.inf, False),
+    "min_posts": (1, math.inf, True), "min_baseline_posts": (1, math.inf, True), "min_share_delta": (0.0, math.inf, True),
+    "min_score_effect": (0.0, math.inf, True), "min_volume_ratio": (1.0, math.inf, True), "min_baseline_coverage": (0.0, 1.0, True),
+}
+
+
+def _check_override(pattern: str, name: str, value: object) -> None:
+    """A threshold's value: a finite JSON number within the setting's bounds, whole for a count.
+    Unchecked, a string or null raised only when a scope matching the pattern was first judged (the
+    worker exited on its first batch about that asset), 2.7 posts became 2, and a fire_z of 0 or
+    NaN made every judgement fire, or none. The message names the pattern and threshold, never the
+    value (no settings check quotes one: sentinel.cli.invalid_settings)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"override {name} for {pattern!r} must be a finite number")
+    whole = isinstance(getattr(Thresholds(), name), int)
+    if whole and not float(value).is_integer():
+        raise ValueError(f"override {name} for {pattern!r} must be a whole number of posts")
+    low, high, low_ok = _OVERRIDE_BOUNDS[name]
+    if value > high or value < low or (value == low and not low_ok):
+        above = f"at least {low:g}" if low_ok else f"above {low:g}"
+        raise ValueError(f"override {name} for {pattern!r} must be {above}" + (f" and at most {high:g}" if math.isfinite(high) else ""))
 
 
 def thresholds_for(scope: str, base: Thresholds, overrides: Mapping[str, Mapping[str, float]]) -> Thresholds:

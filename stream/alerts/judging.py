@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from stream.alerts.detector import KINDS, Current, Signal, Thresholds, signals, thresholds_for
+from stream.alerts.detector import KINDS, Current, Signal, Thresholds, override_problems, signals, thresholds_for
 from stream.alerts.incidents import AlertRecord, Incident, step
 from stream.alerts.sequential import SeqConfig, SeqState, advance, quiet, verdicts
 # frontier lives with the windows: the batch processor trims buckets by the same partitions it counts.
@@ -68,6 +68,9 @@ class AlertConfig:
             raise ValueError("alert grace, repeat and for must not be negative")
         if self.thresholds.resolve_z >= self.thresholds.fire_z:
             raise ValueError("the resolve z must be below the fire z (hysteresis), e.g. fire 3, resolve 1.5")
+        problems = override_problems(self.thresholds, self.overrides)
+        if problems:
+            raise ValueError("; ".join(problems))
         for name in ("window_s", "baseline_s"):
             if getattr(self, name) % self.step_s:
                 raise ValueError(f"alert {name[:-2]} must be a multiple of the step ({self.step_s} s)")
