@@ -15,6 +15,7 @@ import orjson
 
 from stream.alerts.judging import AlertConfig, boundaries, judge_sequential, known_bin, scope_history_start, sequential_reads, table_bins
 from stream.alerts.sequential import SeqConfig, SeqState, verdicts
+from stream.timefmt import epoch
 from stream.windows import SLICE_FIELDS
 
 STEP = 60
@@ -575,3 +576,22 @@ def test_a_critical_z_above_twice_the_fire_z_is_reached_by_a_strong_enough_swing
     assert raised is not None and raised > at_2b  # critical at 8/3 b: later on the same posts, but reached
     # Per scope too: an override's critical z sets that scope's cap.
     assert first_critical(replace(often, overrides={"asset:*": {"critical_z": 8.0}})) == raised
+
+
+def test_a_volume_spikes_z_is_the_poisson_z_of_its_rate_scaled_by_the_baselines_dispersion():
+    """What docs/contracts.md says a sequential `volume_spike`'s zscore is: (posts per bin since the
+    onset - the baseline's rate) / sqrt(phi x rate / bins since the onset), phi the baseline bins'
+    variance over their mean. On a bursty scope (bins of 0 and 4 posts: mean 2, phi about 2) it is
+    the plain Poisson z over sqrt(phi)."""
+    from stream.alerts.sequential import judging_params
+
+    bursty = np.array([row(4 * (i % 2), 0.8 * (i % 2), 1.2 * (i % 2)) for i in range(ONSET)])
+    table = np.vstack([bursty, stream(30, row(12, 2.4, 3.6), {})])
+    _, state, records = judge(table)
+    spike = next(r for r in records if r.kind == "volume_spike" and r.state == "firing")
+    p = judging_params(state, CONFIG.sequential)
+    assert abs(p["phi"] - 2.0) < 0.05 and abs(p["rate"] - 2.0) < 0.01
+    steps = (epoch(spike.window_end) - epoch(spike.onset)) / STEP
+    per_bin = spike.value / (CONFIG.window_s // STEP)
+    poisson_z = (per_bin - p["rate"]) / np.sqrt(p["rate"] / steps)
+    assert abs(spike.zscore - poisson_z / np.sqrt(p["phi"])) < 0.05 and spike.zscore < poisson_z / 1.3
