@@ -86,6 +86,7 @@ def test_overrides_apply_most_specific_last_and_reject_unknown_names():
     ('{"fire_z": 0}', "fire_z for 'asset:\\*' must be above 0$"),
     ('{"min_volume_ratio": 0.5}', "must be at least 1"),
     ('{"min_baseline_coverage": 1.5}', "at most 1"),
+    ('{"min_baseline_coverage": 0}', "min_baseline_coverage for 'asset:\\*' must be above 0 and at most 1$"),
 ])
 def test_an_overrides_value_is_checked_when_the_overrides_are_read(values, says):
     """SENTINEL_ALERT_OVERRIDES checked its threshold names only: a value of "high" or null raised

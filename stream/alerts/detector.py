@@ -279,7 +279,7 @@ def override_problems(base: Thresholds, overrides: Mapping[str, Mapping[str, flo
 _OVERRIDE_BOUNDS: dict[str, tuple[float, float, bool]] = {
     "fire_z": (0.0, math.inf, False), "resolve_z": (0.0, math.inf, True), "critical_z": (0.0, math.inf, False),
     "min_posts": (1, math.inf, True), "min_baseline_posts": (1, math.inf, True), "min_share_delta": (0.0, math.inf, True),
-    "min_score_effect": (0.0, math.inf, True), "min_volume_ratio": (1.0, math.inf, True), "min_baseline_coverage": (0.0, 1.0, True),
+    "min_score_effect": (0.0, math.inf, True), "min_volume_ratio": (1.0, math.inf, True), "min_baseline_coverage": (0.0, 1.0, False),
 }
 
 
