@@ -14,7 +14,13 @@ the workers' logs.
     .venv/bin/python bench/model_switch.py /tmp/ms/d12-lexicon-lexicon --stream /tmp/ms/days12.jsonl --first SENTINEL_BASE=lexicon --second SENTINEL_BASE=lexicon
     .venv/bin/sentinel compare-alerts /tmp/ms/d12-lexicon-lexicon/alerts.jsonl /tmp/ms/d12-lexicon-smollm2/alerts.jsonl --json
 
-OUT/summary.json also counts each model's labels, read from `post-sentiment` (every record names its model).
+    # the same with a webhook, to 12:00 of the switch day, without and with the runbook's silences
+    head -n 1487 examples/demo-stream.jsonl > /tmp/ms/to-d2noon.jsonl
+    .venv/bin/python bench/model_switch.py /tmp/ms/n-plain --stream /tmp/ms/to-d2noon.jsonl --first SENTINEL_BASE=lexicon --second SENTINEL_BASE=smollm2 --webhook
+    .venv/bin/python bench/model_switch.py /tmp/ms/n-silenced --stream /tmp/ms/to-d2noon.jsonl --first SENTINEL_BASE=lexicon --second SENTINEL_BASE=smollm2 --webhook --runbook-silences
+
+--runbook-silences runs the `sentinel silence` loop of docs/operations.md ("Roll out a new adapter")
+as written, before the second worker joins. OUT/summary.json also counts each model's labels, read from `post-sentiment` (every record names its model).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +46,9 @@ from stream.tools.replay import consume_records, replay_lines
 from stream.tools.services import embedded_stack
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from workers import Hook  # noqa: E402
 
 
 def _env(pairs: list[str]) -> dict[str, str]:
@@ -71,6 +81,20 @@ async def _labels(settings: Settings) -> dict[str, dict[str, int]]:
     return {model: dict(c) for model, c in counts.items()}
 
 
+def runbook_silences(settings: Settings, out: Path) -> None:
+    """Run the silence loop of docs/operations.md ("Roll out a new adapter") as written, against this stack."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text[text.index("## Roll out a new adapter"):]
+    loop = re.search(r"```sh\n\s*(for scope in .+?)```", section, re.S)
+    if loop is None:
+        raise SystemExit("docs/operations.md: no silence loop in Roll out a new adapter")
+    env = worker_env(settings, True) | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-euc", loop.group(1)], cwd=ROOT, env=env, capture_output=True, text=True)
+    (out / "silences.log").write_text(done.stdout + done.stderr)
+    if done.returncode:
+        raise SystemExit(f"the runbook's silence loop failed: {done.stderr[-500:]}")
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
     out: Path = args.out
     lines = args.stream.read_text().splitlines(keepends=True)
@@ -88,6 +112,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         sent = (await replay_lines(settings, parts[0], settings.topic_posts, None, None, repartition=True)).sent
         await wait_processed(settings, store, before, sent, [first], 1200)
         await wait_alerts_delivered(store, [first], 600)
+        if args.runbook_silences:
+            runbook_silences(settings, out)
         second = start("second", settings, _env(args.second), out)
         wait_log(out, "second", "partitions assigned")
         wait_log(out, "first", "partitions assigned", 2)
@@ -107,6 +133,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     return {"first": args.first, "second": args.second, "split_line": args.split,
             "first_post_after_split": json.loads(lines[args.split])["created_at"],
             "labels_per_model": labels,
+            "notices": None if args.hook is None else [p.get("title") for p in args.hook.accepted],
+            "runbook_silences": args.runbook_silences,
             "exit": {"first": first.returncode, "second": second.returncode}, "alert_records": len(alerts),
             "models": dict(Counter(json.dumps(a.get("model")) for a in alerts)) if any("model" in a for a in alerts) else None,
             "firing_by_kind": dict(Counter(a["kind"] for a in firing)),
@@ -121,11 +149,20 @@ def main() -> None:
     parser.add_argument("--split", type=int, default=981, help="lines replayed to the first worker")
     parser.add_argument("--first", nargs="*", default=[], metavar="KEY=VALUE", help="the first worker's environment")
     parser.add_argument("--second", nargs="*", default=[], metavar="KEY=VALUE", help="the second worker's environment")
+    parser.add_argument("--webhook", action="store_true", help="both workers notify a json:// webhook (all severities); the summary lists its notices")
+    parser.add_argument("--runbook-silences", action="store_true", help="before the second worker joins, run docs/operations.md's rollout silence loop")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for key in ("KAFKA_BROKER", "REDIS_URL", "SENTINEL_KAFKA_BROKER", "SENTINEL_REDIS_URL", "SENTINEL_APPRISE_URLS", "SENTINEL_APPRISE_CONFIG"):
         os.environ.pop(key, None)
-    summary = asyncio.run(run(args))
+    args.hook = Hook() if args.webhook else None
+    if args.hook is not None:
+        os.environ.update(SENTINEL_APPRISE_URLS=f"{args.hook.url}", SENTINEL_NOTIFY_CHART="false")
+    try:
+        summary = asyncio.run(run(args))
+    finally:
+        if args.hook is not None:
+            args.hook.close()
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
 

@@ -1,0 +1,87 @@
+"""A classifier rollout (docs/operations.md, "Roll out a new adapter"): the silences the runbook
+has operators set before a switch hold back every alert the measured switch raised
+(docs/results/model_switch_s56.json, bench/model_switch.py), for as long as the baselines mix the
+two models, and no volume spike; and the figures the runbook states are that run's. Pure: the
+runbook's own commands are parsed and matched as delivery matches silences."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from stream.alerts.silences import Silence, silence_of_incident, silence_request, silenced_by
+from stream.settings import Settings
+from stream.timefmt import parse_duration
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = json.loads((ROOT / "docs/results/model_switch_s56.json").read_text())
+NOW = 1_000_000.0
+
+
+def rollout_section(text: str) -> str:
+    start = text.index("## Roll out a new adapter")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def runbook_silences(section: str, now: float = NOW) -> list[Silence]:
+    """The silences the runbook's `for scope ... for kind ... sentinel silence` loop makes."""
+    loop = re.search(r"for scope in (.+?); do\s+for kind in (.+?); do\s+(sentinel silence .+?)\n", section)
+    if loop is None:
+        return []
+    command = shlex.split(loop.group(3))
+    duration = parse_duration(command[command.index("--for") + 1])
+    return [Silence(id=f"{scope}/{kind}", scope=silence_request(scope, duration), kind=kind, until=now + duration,
+                    reason="rollout", created_at=now)
+            for scope in shlex.split(loop.group(1)) for kind in shlex.split(loop.group(2))]
+
+
+def _section() -> str:
+    return rollout_section((ROOT / "docs/operations.md").read_text(encoding="utf-8"))
+
+
+def test_the_runbook_silences_every_alert_the_measured_switch_raised() -> None:
+    silences = runbook_silences(_section())
+    members = [dict(zip(("scope", "kind"), key.split(" "))) for key in RUN["switch_members"]]
+    assert len(members) == 13
+    unheld = [m for m in members if silenced_by(silences, m["scope"], m["kind"], NOW) is None]
+    assert unheld == []
+    (incident,) = RUN["compare_alerts"]["only_candidate_incidents"]
+    assert silence_of_incident(silences, incident["root_scope"], members, NOW) is not None
+
+
+def test_the_runbook_silences_hold_while_baselines_mix_and_leave_volume_spikes_told() -> None:
+    silences = runbook_silences(_section())
+    settings = Settings()
+    mixed_s = parse_duration(settings.alert_baseline) + parse_duration(settings.alert_window)
+    assert silenced_by(silences, "asset:ETH", "sentiment_drop", NOW + mixed_s - 60) is not None
+    assert silenced_by(silences, "asset:ETH", "sentiment_drop", NOW + mixed_s + 60) is None
+    assert silenced_by(silences, "asset:ETH", "volume_spike", NOW) is None
+    assert silenced_by(silences, "all", "volume_spike", NOW) is None
+
+
+def test_a_runbook_without_the_loop_silences_nothing() -> None:
+    assert runbook_silences("## Roll out a new adapter\nset SENTINEL_ADAPTER and apply\n") == []
+
+
+@pytest.mark.parametrize("figure", [
+    lambda run: f"{run['switch']['alert_records']} alert records",
+    lambda run: f"{len(run['switch_members'])} (scope, kind) members",
+    lambda run: "{negative} of {total} posts negative and {positive} positive".format(
+        total=sum(run["switch"]["labels_per_model"]["smollm2+default+ngram"].values()), **run["switch"]["labels_per_model"]["smollm2+default+ngram"]),
+    lambda run: "called {negative} of {total} and {positive}".format(
+        total=sum(run["switch"]["labels_per_model"]["lexicon+None"].values()), **run["switch"]["labels_per_model"]["lexicon+None"]),
+    lambda run: f"the webhook got {len(run['runbook']['without_silences']['notices'])} notices",
+])
+def test_the_runbooks_switch_figures_are_the_stored_run(figure) -> None:
+    assert RUN["no_switch"]["alert_records"] == 0
+    assert figure(RUN) in " ".join(_section().split())
+
+
+def test_the_runbooks_silences_held_back_every_notice_of_the_stored_run() -> None:
+    assert RUN["runbook"]["without_silences"]["notices"]
+    assert RUN["runbook"]["with_runbook_silences"]["runbook_silences"] is True
+    assert RUN["runbook"]["with_runbook_silences"]["notices"] == []
