@@ -106,27 +106,34 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         await ensure_topics(settings, worker_topics(settings))
         store = open_store(settings)
         since_ms = int(time.time() * 1000)
-        first = start("first", settings, _env(args.first), out)
-        wait_log(out, "first", "partitions assigned")
-        before = await store.stats()
-        sent = (await replay_lines(settings, parts[0], settings.topic_posts, None, None, repartition=True)).sent
-        await wait_processed(settings, store, before, sent, [first], 1200)
-        await wait_alerts_delivered(store, [first], 600)
-        if args.runbook_silences:
-            runbook_silences(settings, out)
-        second = start("second", settings, _env(args.second), out)
-        wait_log(out, "second", "partitions assigned")
-        wait_log(out, "first", "partitions assigned", 2)
-        first.send_signal(signal.SIGTERM)
-        print("first exited", first.wait(60), flush=True)
-        mid = await store.stats()
-        sent = (await replay_lines(settings, parts[1], settings.topic_posts, None, None, repartition=True)).sent
-        await wait_processed(settings, store, mid, sent, [second], 1200)
-        await flush_incidents(settings, store, ended=True)
-        await wait_alerts_delivered(store, [second], 600)
-        stop_workers([second])
-        alerts = await read_alerts(settings, since_ms)
-        labels = await _labels(settings)
+        # A run that fails part way stops its workers too: the stack they would write to is going.
+        procs: list[subprocess.Popen] = []
+        try:
+            first = start("first", settings, _env(args.first), out)
+            procs.append(first)
+            wait_log(out, "first", "partitions assigned")
+            before = await store.stats()
+            sent = (await replay_lines(settings, parts[0], settings.topic_posts, None, None, repartition=True)).sent
+            await wait_processed(settings, store, before, sent, [first], 1200)
+            await wait_alerts_delivered(store, [first], 600)
+            if args.runbook_silences:
+                runbook_silences(settings, out)
+            second = start("second", settings, _env(args.second), out)
+            procs.append(second)
+            wait_log(out, "second", "partitions assigned")
+            wait_log(out, "first", "partitions assigned", 2)
+            first.send_signal(signal.SIGTERM)
+            print("first exited", first.wait(60), flush=True)
+            mid = await store.stats()
+            sent = (await replay_lines(settings, parts[1], settings.topic_posts, None, None, repartition=True)).sent
+            await wait_processed(settings, store, mid, sent, [second], 1200)
+            await flush_incidents(settings, store, ended=True)
+            await wait_alerts_delivered(store, [second], 600)
+            stop_workers([second])
+            alerts = await read_alerts(settings, since_ms)
+            labels = await _labels(settings)
+        finally:
+            stop_workers(procs)
         await store.close()
     (out / "alerts.jsonl").write_text("".join(json.dumps(a) + "\n" for a in alerts))
     firing = [a for a in alerts if a["state"] == "firing"]
