@@ -7,6 +7,7 @@ A scorer is the torch `model.classifier.Classifier` (an LM with a LoRA adapter) 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
@@ -37,6 +38,11 @@ class Judgement:
 
     def as_dict(self) -> dict[str, Any]:
         return {"label": self.label, "probs": dict(self.probs), "score": self.score}
+
+
+def finite_judgement(judgement: Judgement) -> bool:
+    """Whether every number of a judgement is finite (a half-precision overflow gives NaN or inf)."""
+    return all(math.isfinite(p) for p in judgement.probs.values()) and math.isfinite(judgement.score)
 
 
 def judgement_from_probs(row: Sequence[float]) -> Judgement:

@@ -26,7 +26,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
-from model.scorer import Judgement, ModelGone
+from model.scorer import Judgement, ModelGone, finite_judgement
 from stream.alerts.incidents import AlertRecord
 from stream.assets import DEFAULT_ALIASES, AliasTable
 from stream.batch import Admitted, BatchOutcome, Prepared, RawMessage, partition_lags
@@ -393,6 +393,11 @@ class BatchProcessor:
 
         try:
             judgements = await self.model_thread.run(timed, [p.text for p, _ in posts])
+            # A model in half precision can overflow to NaN or inf on one input; Redis refuses such a
+            # score in the window write, so the batch would fail there again on every restart. Failed
+            # here instead: the split finds the post and dead-letters it alone.
+            if not all(finite_judgement(j) for j in judgements):
+                raise ValueError("the model returned non-finite scores")
             return [(p, j) for (p, _), j in zip(posts, judgements)]
         except ModelGone:
             raise  # no post is to blame: the batch stays unacked and the worker stops (BatchPipeline.on_failure)

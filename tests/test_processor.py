@@ -744,3 +744,37 @@ def test_a_replay_leaves_the_same_buckets_whether_or_not_the_partition_that_ende
     # channel:early's newest post is at T + 89 min: judging would next read from the window and
     # baseline (40 min) before it.
     assert kept["channel:early"] == list(range(T + 49 * step, T + 90 * step, step))
+
+
+class NanOnPoison(OomOnPoison):
+    """Returns non-finite scores for the poison post, as a model in half precision can on an overflow."""
+
+    def __call__(self, texts):
+        self.calls.append(len(texts))
+        return [judgement_from_probs([float("nan")] * 3 if "POISON" in t else [0.7, 0.2, 0.1]) for t in texts]
+
+
+def test_a_post_the_model_scores_non_finite_goes_to_the_dlq_and_the_rest_is_processed(redis_server):
+    redis.Redis.from_url(redis_server).flushdb()
+    published: list[tuple[str, dict]] = []
+
+    async def publish(topic, records):
+        published.extend((topic, json.loads(value)) for _, value in records)
+
+    async def go():
+        store = WindowStore.from_url(redis_server)
+        proc = BatchProcessor(NanOnPoison(), store, publish, sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
+        await proc.start()
+        msgs = [message(i, "fine post") for i in range(8)]
+        msgs[3] = message(3, "POISON post")
+        outcome = await asyncio.wait_for(proc.handle(msgs), 60)
+        stats = await store.stats()
+        await store.close()
+        return outcome, stats
+
+    outcome, stats = asyncio.run(go())
+    dead = [rec for topic, rec in published if topic == "dlq"]
+    assert [(d["reason"], d["post_id"]) for d in dead] == [("classification_failed", "p3")]
+    assert "non-finite" in dead[0]["message"]
+    assert sorted(rec["id"] for topic, rec in published if topic == "out") == [f"p{i}" for i in range(8) if i != 3]
+    assert outcome.processed == 7 and outcome.dlq == 1 and stats["processed"] == 7
