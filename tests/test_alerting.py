@@ -1113,6 +1113,67 @@ def test_an_older_notice_marked_heard_while_a_newer_one_is_marked_never_moves_th
     assert {marks[f"svc:{service}"], marks["svc:notice:1-0"], marks["svc:notice:2-0"], marks["warning"]} == {"sent", "1"}, marks
 
 
+def test_an_older_notice_a_stalled_worker_finishes_late_never_moves_the_marks_last_back(redis_server):
+    """Ungrouped, `warning=` and `critical=` webhooks. A worker sends ETH's 12:06 warning and stalls
+    there (the warning hook holds its answer) past the claim delay; another claims the entry, sends
+    it and marks it, then ETH turns critical at 12:36 and the critical hook refuses every attempt
+    (`critical: failed`, `last` 12:36). The stalled worker then finishes and marks its 12:06 notice:
+    `last` was written without comparison, so it went back to 12:06, behind the resolution's
+    `last_notified` (12:36), as if a worker that keeps no marks had sent a later notice
+    (`incidents.marks_behind`): every severity counted as told, and the critical hook heard
+    "resolved" of a drop it never heard fire. `last` moves only forward."""
+    from stream.keys import told_key
+
+    redis.Redis.from_url(redis_server).flushdb()
+    warning, critical = Hook(), Hook()
+    urls = f"warning={warning.url} critical={critical.url}"
+    release, held = threading.Event(), []
+
+    def hold_the_first() -> None:  # the stalled worker's answer, in the hook's handler thread
+        if not held:
+            held.append(1)
+            assert release.wait(30)
+
+    warning.on_accept = hold_the_first
+
+    async def go(stalled_store: WindowStore) -> dict:
+        live_store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        try:
+            stalled = told_delivery(stalled_store, urls, consumer="stalled")
+            live = told_delivery(live_store, urls, consumer="live", claim_idle_s=0)
+            await live.ensure_group()
+            await live_store.redis.xadd(OUTBOX_KEY, told_entry(False, "incL", "new", "warning", "2026-10-02T12:06:00Z"))
+            finishing = asyncio.create_task(stalled.drain_once())
+            deadline = time.monotonic() + 20
+            while not held and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert held, "the stalled worker's notice never reached the warning hook"
+            while await live.drain_once():  # claims the 12:06 entry and sends it
+                pass
+            critical.failing = True
+            await live_store.redis.xadd(OUTBOX_KEY, told_entry(False, "incL", "new", "critical", "2026-10-02T12:36:00Z"))
+            while await live.drain_once():
+                pass
+            release.set()
+            await asyncio.wait_for(finishing, 20)
+            marks = await live_store.redis.hgetall(told_key("incL"))
+            critical.failing = False
+            await live_store.redis.xadd(OUTBOX_KEY, told_entry(False, "incL", "resolved", "critical", "2026-10-02T13:00:00Z",
+                                                               route_severities=("warning", "critical"), last_notified="2026-10-02T12:36:00Z"))
+            while await live.drain_once():
+                pass
+            return marks
+        finally:
+            release.set()
+            await live_store.close()
+
+    marks = on_store(redis_server, go, warning, critical)
+    assert len(held) == 1 and critical.refused == 2, (held, critical.refused)
+    assert (marks["warning"], marks["critical"], marks["last"]) == ("sent", "failed", "2026-10-02T12:36:00Z"), marks
+    assert critical.accepted == [], critical.accepted
+    assert [(p["state"], p["severity"]) for p in warning.accepted] == [("firing", "warning")] * 2 + [("resolved", "critical")], warning.accepted
+
+
 async def _b_refuses_the_first_then_hears(store: WindowStore, entry: Callable[..., dict], team: Hook, b: Hook, pager: Hook,
                                           escalated: list[dict] | None = None) -> AlertDelivery:
     """The frame of the per-service since-last tests: ETH's 12:06 warning notice, which b refuses

@@ -771,6 +771,10 @@ class AlertDelivery:
             # Each service's latest heard notice (`TOLD_HEARD`), which says whether it reads the next
             # update's since-last line: never moved back by an older notice finished late.
             stored = await pipe.hmget(key, [f"{TOLD_HEARD}{service}" for service in services_heard]) if services_heard else []
+            # `last` likewise only moves forward: put back by an older notice finished late, it fell
+            # behind a resolution's `last_notified`, as if a worker that keeps no marks had sent a
+            # later notice (`marks_behind`), and every severity counted as told (until session 56's review).
+            forward = not (last and at) or heard_later(await pipe.hget(key, TOLD_LAST), at)
             pipe.multi()
             if heard is not None:
                 entry_id, services = heard
@@ -787,12 +791,14 @@ class AlertDelivery:
             elif fate is not None:
                 pipe.hsetnx(key, severity, fate)
             if last and at:
-                pipe.hset(key, TOLD_LAST, at)
+                if forward:
+                    pipe.hset(key, TOLD_LAST, at)
                 # Whether the team read it: an update after one nobody read must not say what
-                # changed "since the last notice" (`_since_last`).
+                # changed "since the last notice" (`_since_last`). An older notice finished late
+                # leaves a later one's `unheard` (the latest that reached no service).
                 if heard_now:
                     pipe.hdel(key, TOLD_UNHEARD_AT)
-                elif fate != TOLD_SENT:
+                elif fate != TOLD_SENT and forward:
                     pipe.hset(key, TOLD_UNHEARD_AT, at)
             pipe.expire(key, self.store.idle_ttl_s)
 
