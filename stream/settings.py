@@ -22,6 +22,8 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 Quantize = Literal["none", "8bit", "4bit"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
+# SENTINEL_NOTIFY_BODY_MAX's least value but 0: below some hundreds a notice's head lines are cut.
+NOTIFY_BODY_MIN = 1000
 
 
 def _default_cache_dir() -> Path:
@@ -209,7 +211,8 @@ class Settings(BaseSettings):
     notify_chart: bool = Field(True, description="attach a PNG chart of the scope's last 24 h")
     notify_daily_cap: int = Field(0, ge=0, description="notifications per service per UTC day, then one 'limit reached' notice (0: no cap)")
     notify_body_max: int = Field(
-        0, ge=0, description="most characters of a notification's body for any service, below its own limit (0: the service's own limit)"
+        0, ge=0, description="most characters of a notification's body for any service, below its own limit (0: the service's own limit; "
+                             f"else at least {NOTIFY_BODY_MIN})"
     )
     notify_claim_idle: float = Field(
         60.0, gt=0, description="seconds before another worker claims an outbox entry a worker took and did not finish"
@@ -264,6 +267,18 @@ class Settings(BaseSettings):
         if (parts.scheme.lower() not in ("http", "https") or not parts.hostname or not port_ok or parts.path or parts.username is not None
                 or "?" in value or "#" in value):
             raise ValueError(problem)
+        return value
+
+    @field_validator("notify_body_max")
+    @classmethod
+    def _body_keeps_its_head(cls, value: int) -> int:
+        # Below some hundreds of characters a notice's head lines are cut (what moved, then its id,
+        # actions and console link): SENTINEL_NOTIFY_BODY_MAX=4 (meant as kB) made every alert a lone
+        # "…" and the worker started as if nothing were wrong. A pager's 1,024 is the least a service
+        # named in docs/alerts.md takes.
+        if 0 < value < NOTIFY_BODY_MIN:
+            raise ValueError(f"0 (each service's own limit) or at least {NOTIFY_BODY_MIN} characters: below some hundreds a notice's "
+                             "head lines, its incident_id and console link among them, are cut")
         return value
 
     @field_validator("start_step_file", mode="before")

@@ -337,12 +337,18 @@ def test_from_settings():
     assert n.body_max == 0 and Notifier.from_settings(Settings(apprise_urls=None, notify_body_max=4000)).body_max == 4000
 
 
-def test_a_negative_body_max_is_refused_naming_its_variable(monkeypatch):
+@pytest.mark.parametrize("value", ["-1", "4", "400"])
+def test_a_body_max_that_would_cut_a_notices_head_is_refused_naming_its_variable(monkeypatch, value):
+    """SENTINEL_NOTIFY_BODY_MAX=4 (meant as kB) was taken: every alert went out as a lone "…", no
+    incident_id, no console link, and the worker started as if nothing were wrong. 0 or 1,000 up."""
     from pydantic import ValidationError
 
-    monkeypatch.setenv("SENTINEL_NOTIFY_BODY_MAX", "-1")
+    monkeypatch.setenv("SENTINEL_NOTIFY_BODY_MAX", value)
     with pytest.raises(ValidationError, match="notify_body_max"):
         Settings()
+    for taken in ("0", "1000", "4000"):
+        monkeypatch.setenv("SENTINEL_NOTIFY_BODY_MAX", taken)
+        assert Settings().notify_body_max == int(taken)
 
 
 def test_retry_delays_double_and_cap():
