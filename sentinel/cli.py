@@ -2524,7 +2524,7 @@ def send_report(settings: Settings, targets: list[Any], path: Path, head: str, m
         return
     done = deliver_report(pending, path, head, summary_text(made), attempts=settings.notify_attempts,
                           backoff=settings.notify_backoff, backoff_max=settings.notify_backoff_max,
-                          fit=lambda _text, maxlen, size: summary_text(made, maxlen, size))
+                          fit=lambda _text, maxlen, size: summary_text(made, maxlen, size), body_max=settings.notify_body_max)
     # Not for entries of one key that differ in a credential header: the mark cannot say which accepted.
     marks = [key for key in done.accepted if key not in shared_keys(targets)]
     if marks:

@@ -380,6 +380,11 @@ def test_a_storm_days_notification_fits_each_service_keeping_the_headline_and_th
         body = mail.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n").rstrip("\n")
         assert kept_whole(body, limits[1]) > 300
         assert [p.get_filename() for p in mail.iter_attachments()] == ["report.html"]
+        # The operator's SENTINEL_NOTIFY_BODY_MAX caps the report's text too, as it caps the notices'.
+        capped = deliver_report(targets[:1], path, title(report), whole, attempts=1, body_max=4000,
+                                fit=lambda _text, maxlen, size: summary_text(report, maxlen, size))
+        assert capped.ok, capped
+        assert 0 < kept_whole(hook.accepted[-1]["message"], 4000) < 60 and len(hook.accepted[-1]["attachments"]) == 1
     finally:
         hook.close()
 

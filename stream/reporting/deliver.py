@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from apprise import AppriseAttachment, NotifyType
 
 from stream.alerts import message
-from stream.alerts.notify import (body_for, body_limit, build_apprise, by_service, describe, explained, one_per_service, retry_delays, route,
+from stream.alerts.notify import (body_for, body_limit, build_apprise, capped_limit, by_service, describe, explained, one_per_service, retry_delays, route,
                                    service_key, split_entries)
 
 if TYPE_CHECKING:
@@ -73,17 +73,18 @@ def report_services(settings: Settings) -> list[NotifyBase]:
 
 def deliver_report(
     targets: Sequence[NotifyBase], path: Path, title: str, body: str, *, attempts: int = 5, backoff: float = 1.0, backoff_max: float = 30.0,
-    sleep: Callable[[float], None] = time.sleep, fit: Fit = message.fit_body,
+    sleep: Callable[[float], None] = time.sleep, fit: Fit = message.fit_body, body_max: int = 0,
 ) -> ReportDelivery:
     """Each service in turn, up to `attempts` tries with doubling waits; one that accepted is
     never sent to again because another failed (nor, by the caller, in a run again: `accepted`).
-    `fit`: the body made to fit each service's limit (`notify.body_for`; `render.summary_text`)."""
+    `fit`: the body made to fit each service's limit (`notify.body_for`; `render.summary_text`), or
+    `body_max` where that is less (SENTINEL_NOTIFY_BODY_MAX, as the worker's notices)."""
     delays = retry_delays(attempts, backoff, backoff_max)
     failed = []
     outcomes = []
     for server in targets:
         for attempt in range(1, attempts + 1):
-            ok, error = explained(partial(_send, server, path, title, body, fit))  # an SMTP refusal in words
+            ok, error = explained(partial(_send, server, path, title, body, fit, body_max))  # an SMTP refusal in words
             if ok:
                 break
             log.warning("report delivery attempt failed", extra={"url": describe(server), "attempt": attempt, "attempts": attempts,
@@ -97,7 +98,7 @@ def deliver_report(
     return ReportDelivery(targeted=len(targets), sent=len(targets) - len(failed), failed=failed, accepted=accepted, refused=refused)
 
 
-def _send(server: NotifyBase, path: Path, title: str, body: str, fit: Fit = message.fit_body) -> tuple[bool, str | None]:
+def _send(server: NotifyBase, path: Path, title: str, body: str, fit: Fit = message.fit_body, body_max: int = 0) -> tuple[bool, str | None]:
     """One blocking attempt: (accepted, error type name or None). Exception text can carry a full
     request URL with its token, so only the type is kept."""
     try:
@@ -105,7 +106,7 @@ def _send(server: NotifyBase, path: Path, title: str, body: str, fit: Fit = mess
         attach = AppriseAttachment(str(path), asset=server.asset)
         # A mail sent as HTML gets ours (Apprise's wraps no line); cut to the service's limit: on a storm
         # day the body ran past it, and the service cut it blindly or refused it (until session 56).
-        text, body_format = body_for(server, body, body_limit(server, title), title, fit)
+        text, body_format = body_for(server, body, capped_limit(body_limit(server, title), body_max), title, fit)
         return bool(server.notify(body=text, title=title, notify_type=NotifyType.INFO, body_format=body_format, attach=attach)), None
     except Exception as exc:  # noqa: BLE001 - a plugin bug is a failed attempt, not a crash
         return False, type(exc).__name__
