@@ -1771,6 +1771,20 @@ def test_the_silence_form_is_filled_in_only_where_the_notices_offer_a_silence(ap
         assert status == 200 and f'name="scope" value="{drawn}"' in filled, (path, filled)
 
 
+def test_the_silence_form_is_filled_in_for_a_root_named_like_a_domain(api_console, redis_server):
+    """Since session 56 a notice shows its scopes defanged and offers no `sentinel silence` for a root
+    named like a domain (`source:bitcointalk.org`: a live link in the command); the console shows it
+    exactly and links nothing, and is where the notice sends the reader: its form came back empty
+    there too, so such a scope was the one a notice could not be silenced from in a click."""
+    console, _ = api_console
+    put_incident(redis_server, "incdomain", "source:bitcointalk.org")
+    browser_op = {"Authorization": basic("alice", OPERATOR), "Accept": HTML}
+    for path in ("/incidents/incdomain",):
+        status, page, _ = console.call("GET", path, headers=browser_op)
+        filled = page[page.index('<form class="silence"'):].split("</form>")[0]
+        assert status == 200 and 'name="scope" value="source:bitcointalk.org"' in filled, (path, filled)
+
+
 def test_a_leaked_flash_cookie_shows_nobody_but_its_writer_what_was_typed(redis_server, tmp_path):
     """A flash cookie is kept 60 s (a Redis-away form's 10 minutes) and it held the refused form's
     message and fields for whoever presented it: a cookie copied from alice's browser (a proxy's log,
@@ -1933,6 +1947,7 @@ def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):
     put_incident(redis_server, "inc2", "asset:SOL")
     put_incident(redis_server, "inc3", "channel:off topic")
     put_incident(redis_server, "inc4", "all")
+    put_incident(redis_server, "inc5", "source:bitcointalk.org")  # no silence line in its notices (defanged); here exact
     console = Console(console_env(redis_server), tmp_path / "console.log")
     try:
         assert console.call("GET", "/api/overview")[0] == 200  # anonymous reads: no read token set
@@ -1956,7 +1971,7 @@ def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):
         assert "sentinel verdict done2 real|false-alarm" in hint[: hint.index("</p>")] and "sentinel ack" not in hint[: hint.index("</p>")]
         # The whole command, as the notices offer it: it said "silence with `sentinel silence`", no scope.
         for ident, silence in (("inc2", "sentinel silence asset:SOL --for 2h"), ("inc3", "sentinel silence 'channel:off topic' --for 2h"),
-                               ("inc4", None)):
+                               ("inc4", None), ("inc5", "sentinel silence source:bitcointalk.org --for 2h")):
             page = console.call("GET", f"/incidents/{ident}")[1]
             hint = html_lib.unescape(page[page.index('id="read-only"'):])
             hint = hint[: hint.index("</p>")]

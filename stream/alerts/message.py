@@ -661,12 +661,15 @@ def actions(notice: Notice, verdict: Mapping[str, Any] | None = None) -> list[st
     return out
 
 
-def root_silence(root: str) -> str | None:
+def root_silence(root: str, *, defanged: bool = True) -> str | None:
     """`sentinel silence ROOT --for 2h`, ROOT shell-quoted, for an incident's root scope; None for
     `all` (a silence of it would hold back every incident's notices) and for a scope `sentinel
     silence` would not match itself (see _silenceable). The notices' actions and the read-only
-    console's hint both offer it."""
-    return f"sentinel silence {shlex.quote(root)} --for 2h" if root != "all" and _silenceable(root) else None
+    console's hint both offer it. `defanged`: where scopes are shown defanged (a notice); the
+    console (`defanged=False`) shows a scope exactly and links nothing in it, so it still offers
+    the command, and fills in its silence form, for a root named like a domain
+    (`source:bitcointalk.org`), which a notice leaves out."""
+    return f"sentinel silence {shlex.quote(root)} --for 2h" if root != "all" and _silenceable(root, defanged=defanged) else None
 
 
 def given(verdict: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
@@ -701,11 +704,13 @@ def record_actions(record: AlertRecord) -> list[str]:
     return [f"silence its notices: sentinel silence {shlex.quote(record.scope)} --kind {shlex.quote(record.kind)} --for 2h"]
 
 
-def _silenceable(scope: str) -> bool:
+def _silenceable(scope: str, *, defanged: bool = True) -> bool:
     """Whether `sentinel silence SCOPE` would match this scope itself: not for one the escaping
-    changed (the command would be for another name), nor one that reads as a glob (`sentinel
-    silence` takes patterns: `channel:*` would silence every channel)."""
-    return scope_text(scope) == scope and not any(c in scope for c in "*?[")
+    changed (the command would be for another name; `defanged`: the defanging of a notice's scopes
+    too, where a domain in the command would be a live link), nor one that reads as a glob
+    (`sentinel silence` takes patterns: `channel:*` would silence every channel)."""
+    shown = scope_text(scope) if defanged else escape_post_text(scope, limit=120)
+    return shown == scope and not any(c in scope for c in "*?[")
 
 
 def track_line(track: TrackRecord) -> str:

@@ -84,7 +84,9 @@ def build_app(data: ConsoleData, tokens: auth.Tokens, console_url: str = "") -> 
     templates.env.filters["behind"] = lambda end: views.behind(end, time.time())  # the data's age against the wall clock
     templates.env.filters["pct"] = lambda x: f"{100 * x:.1f}%"
     templates.env.filters["urlpart"] = lambda s: quote(s, safe=":|")
-    templates.env.filters["root_silence"] = root_silence  # the command the notices offer, or none
+    # The command the notices offer, or none; for a root named like a domain too, which a notice
+    # leaves out (its scopes are defanged) and the console shows exactly.
+    templates.env.filters["root_silence"] = lambda root: root_silence(root, defanged=False)
     templates.env.filters["what"] = audit.what_parts  # the audit page says what `sentinel audit` says
     templates.env.filters["root_kinds"] = root_kinds  # as `sentinel incidents` lists them
     templates.env.filters["related_scopes"] = related_scopes
