@@ -269,22 +269,28 @@ def _explicit_ticker(value: str) -> str:
     return unicodedata.normalize("NFKC", ticker.upper())
 
 
-# Scripts whose capitals look like Latin ones: `ЕТН` (Cyrillic), `ΕΤΗ` (Greek), `ꓰꓔꓧ` (Lisu) read as ETH.
-LATIN_LOOKALIKE_SCRIPTS = ("LATIN", "GREEK", "CYRILLIC", "ARMENIAN", "CHEROKEE", "COPTIC", "LISU")
+# Scripts whose capitals look like Latin ones: `ЕТН` (Cyrillic), `ΕΤΗ` (Greek), `ꓰꓔꓧ` (Lisu) read as ETH,
+# and `ᗷᑎᗷ` (Canadian syllabics) as BNB.
+LATIN_LOOKALIKE_SCRIPTS = ("LATIN", "GREEK", "CYRILLIC", "ARMENIAN", "CHEROKEE", "COPTIC", "LISU", "CANADIAN")
 
 
 def lookalike_problem(ticker: str) -> str | None:
     """Why an explicit ticker could pass for another one, or None (pure). A ticker that holds a
-    Latin letter is plain ASCII (no `ETH` with a Cyrillic `Е` or an accent or a mark put on it), and
-    none holds letters of the scripts that look Latin (LATIN_LOOKALIKE_SCRIPTS): a producer's
-    `assets` made `asset:ЕТН`, which every alert and the console showed exactly as `asset:ETH`, and
-    the risk team read a fake crash of ETH. Tickers in other scripts (`币安人生`) are their own."""
+    Latin letter is plain ASCII (no `ETH` with a Cyrillic `Е` or an accent or a mark put on it), no
+    mark sits on an ASCII digit, and none holds letters of the scripts that look Latin
+    (LATIN_LOOKALIKE_SCRIPTS) or a Latin letter drawn as a symbol (`🅱🆃🅲`, which NFKC leaves): a
+    producer's `assets` made `asset:ЕТН`, which every alert and the console showed exactly as
+    `asset:ETH`, and the risk team read a fake crash of ETH. Tickers in other scripts (`币安人生`,
+    `币安人生2`: a digit reads as itself) are their own."""
     if ticker.isascii():
         return None
-    if any(char.isascii() and char.isalnum() for char in ticker):
-        return "mixes ASCII letters or digits with other characters, so it could pass for an ASCII ticker"
-    for char in ticker:
-        script = unicodedata.name(char, "").split(" ", 1)[0]
+    if any(char.isascii() and char.isalpha() for char in ticker):
+        return "mixes ASCII letters with other characters, so it could pass for an ASCII ticker"
+    for char, after in zip(ticker, ticker[1:] + " "):
+        if char.isascii() and unicodedata.category(after).startswith("M"):
+            return f"puts a mark (U+{ord(after):04X}) on {char!r}, so it could pass for an ASCII ticker"
+        name = unicodedata.name(char, "")
+        script = "LATIN" if " LATIN " in f" {name} " else name.split(" ", 1)[0]
         if script in LATIN_LOOKALIKE_SCRIPTS:
             return f"holds {script.title()} letters (U+{ord(char):04X}), which could pass for an ASCII ticker"
     return None

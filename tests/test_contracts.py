@@ -246,7 +246,10 @@ def test_an_asset_that_cannot_be_a_scope_name_is_invalid_field(assets):
                                     "\u0395\u03a4\u0397",  # Greek ΕΤΗ
                                     "\ua4f0\ua4d4\ua4e7",  # Lisu ꓰꓔꓧ
                                     "\u0395TH",  # a Greek Ε and a Latin TH
-                                    "ETH\u0323", "ETH\u0338", "\u00c9TH"])  # a mark on ETH, or an accented letter
+                                    "ETH\u0323", "ETH\u0338", "\u00c9TH",  # a mark on ETH, or an accented letter
+                                    "\u15f7\u144e\u15f7",  # Canadian syllabics ᗷᑎᗷ (BNB)
+                                    "\U0001f171\U0001f183\U0001f172",  # 🅱🆃🅲, Latin letters drawn as symbols
+                                    "\u5e01\u5b89\u4eba\u751f2\u0338"])  # a mark on a digit
 def test_an_explicit_ticker_that_could_pass_for_another_is_invalid_field(ticker):
     """A hostile producer's `"assets": ["ЕТН"]` (Cyrillic) made a scope `asset:ЕТН` of its own, which every
     notification and the console showed exactly as `asset:ETH`: a fake crash of ETH for the risk team."""
@@ -260,7 +263,8 @@ def test_an_explicit_tickers_compatibility_form_counts_as_the_ticker(ticker):
     assert isinstance(post, Post) and post.assets == ("ETH",)
 
 
-@pytest.mark.parametrize("ticker", ["\u5e01\u5b89\u4eba\u751f", "\u30df\u30fc\u30e0", "1INCH", "BTC.B"])  # 币安人生, ミーム
+@pytest.mark.parametrize("ticker", ["\u5e01\u5b89\u4eba\u751f", "\u30df\u30fc\u30e0", "1INCH", "BTC.B",  # 币安人生, ミーム
+                                    "\u5e01\u5b89\u4eba\u751f2", "\U0001f438"])  # 币安人生2 (a digit is no Latin letter), 🐸
 def test_explicit_tickers_in_other_scripts_are_their_own(ticker):
     post = parse({**GOOD, "assets": [ticker]})
     assert isinstance(post, Post) and post.assets == (ticker,)
