@@ -580,6 +580,7 @@ def test_replay_names_every_line_it_sends(tmp_path_factory: pytest.TempPathFacto
 
 @QUICK
 @given(lines)
+@example([b"\xef\xbb\xbf", b"{}"])  # a file's byte-order mark, alone on its first line: a blank line, neither read nor reported
 def test_every_bad_training_line_is_reported_by_its_number(tmp_path_factory: pytest.TempPathFactory, rows: list[bytes]) -> None:
     rows = [r.replace(b"\n", b" ") for r in rows]
     path = tmp_path_factory.mktemp("train") / "examples.jsonl"
@@ -590,6 +591,9 @@ def test_every_bad_training_line_is_reported_by_its_number(tmp_path_factory: pyt
         assert 1 <= err.line <= len(rows) and err.reason
         return
     numbers = sorted([e.line for e in result.examples] + [e.line for e in result.skipped])
+    # The reader drops the byte-order mark that starts a file (`_read_text`, as spreadsheets write
+    # one): not the first line's text. One anywhere else is a line's, and reported.
+    rows[:1] = [r.removeprefix(b"\xef\xbb\xbf") for r in rows[:1]]
     assert numbers == [n for n, r in enumerate(rows, start=1) if r.decode("utf-8").strip()]
 
 
