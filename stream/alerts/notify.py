@@ -730,13 +730,14 @@ def capped_limit(limit: int, body_max: int) -> int:
 
 
 def body_for(server: NotifyBase, text: str, limit: int = 0, head: str = "",
-             fit: Callable[[str, int, Callable[[str], int]], str] = message.fit_body) -> tuple[str, NotifyFormat]:
+             fit: Callable[[str, int, Callable[[str], int]], str] | None = None) -> tuple[str, NotifyFormat]:
     """A plain-text body as a service is handed it, with its format: as it is (TEXT), but as our own
     HTML to a mail service that sends HTML (`sends_html`). Alerts and reports alike. `limit`: the
     most characters the service takes (`body_limit`, for the title `head`), as sent (the HTML's
     length for HTML, and as Apprise converts it for the service: `sent_size`); 0: no cap. `fit`
     makes the text fit (text, limit, size): an alert's samples and related scopes are left out
     (`message.fit_body`), a report's asset lines (`render.summary_text`, since session 56)."""
+    fit = fit or message.fit_body  # looked up at each call, not bound at import (a test counts its calls)
     if sends_html(server):
         return message.html_text(fit(text, limit, lambda t: len(message.html_text(t)))), NotifyFormat.HTML
     return fit(text, limit, lambda t: sent_size(server, t, head)) if limit > 0 else text, NotifyFormat.TEXT
