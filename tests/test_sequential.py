@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 import orjson
+import pytest
 
 from stream.alerts.judging import AlertConfig, boundaries, judge_sequential, known_bin, scope_history_start, sequential_reads, table_bins
 from stream.alerts.sequential import SeqConfig, SeqState, verdicts
@@ -595,3 +596,16 @@ def test_a_volume_spikes_z_is_the_poisson_z_of_its_rate_scaled_by_the_baselines_
     per_bin = spike.value / (CONFIG.window_s // STEP)
     poisson_z = (per_bin - p["rate"]) / np.sqrt(p["rate"] / steps)
     assert abs(spike.zscore - poisson_z / np.sqrt(p["phi"])) < 0.05 and spike.zscore < poisson_z / 1.3
+
+
+@pytest.mark.parametrize("critical_z", [7.2, 7.5, 9.3])
+def test_a_critical_z_above_twice_the_fire_z_is_reached_whatever_its_rounding(critical_z):
+    """A chart at the cap is judged at cap / b x fire_z, and with the cap at exactly
+    CRITICAL_Z / FIRE_Z x b that product came out a hair under CRITICAL_Z for many settings
+    (7.4999... at the default fire z of 3 and a CRITICAL_Z of 7.5, also 7.2, 9.3): the chart stopped
+    just short, and no incident was ever critical, as with the old cap at 2b."""
+    config = SeqConfig(critical_ratio=critical_z / 3.0)
+    assert config.cap / config.b * 3.0 >= critical_z
+    table = stream(ONSET + 300, row(2, 0.4, 0.6), {range(ONSET, ONSET + 60): row(6, 5.5, 0.1)})
+    often = replace(CONFIG, repeat_s=STEP, thresholds=replace(CONFIG.thresholds, critical_z=critical_z))
+    assert any(r.kind == "sentiment_drop" and r.state == "firing" and r.severity == "critical" for r in judge(table, often)[2])

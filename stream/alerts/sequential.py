@@ -97,7 +97,12 @@ class SeqConfig:
         reached: no incident was ever critical. Not under 2b, so that a lower critical z leaves the
         charts, and with them every figure measured at the defaults, as they were."""
         ratio = self.critical_ratio if math.isfinite(self.critical_ratio) else 2.0
-        return max(2.0, ratio) * self.b
+        if ratio <= 2.0:
+            return 2.0 * self.b
+        # A hair above the critical level: a chart at the cap is judged at cap / b x fire_z, and
+        # that, rounded, fell short of CRITICAL_Z for many settings (7.4999... for 7.5 over 3):
+        # exactly at ratio x b, those were never critical either.
+        return ratio * self.b * (1 + 1e-9)
 
 
 @dataclass
