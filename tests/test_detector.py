@@ -109,6 +109,20 @@ def test_an_override_keeps_the_hysteresis_with_the_settings_it_lies_over():
     assert thresholds_for("asset:BTC", config.thresholds, config.overrides) == Thresholds(resolve_z=0.5, fire_z=1.0, min_posts=30)
 
 
+def test_the_hysteresis_of_an_override_is_judged_with_the_patterns_beneath_it():
+    """A scope takes every pattern that matches it, the more specific last (thresholds_for), so the
+    hysteresis is the whole stack's: `asset:*` raising fire_z to 5 and `asset:BTC` then setting
+    resolve_z 4 is fire 5 / resolve 4 for asset:BTC, and was refused (asset:BTC's resolve_z judged
+    against SENTINEL_ALERT_FIRE_Z alone); `asset:*` setting resolve_z 2 and `asset:BTC` fire_z 1.8
+    is resolve 2 over fire 1.8 for asset:BTC, and passed (each judged against the settings' other)."""
+    fine = parse_overrides('{"asset:*": {"fire_z": 5}, "asset:BTC": {"resolve_z": 4}}')
+    config = AlertConfig(overrides=fine)
+    assert thresholds_for("asset:BTC", config.thresholds, config.overrides) == Thresholds(fire_z=5.0, resolve_z=4.0)
+    broken = parse_overrides('{"asset:*": {"resolve_z": 2}, "asset:BTC": {"fire_z": 1.8}}')
+    with pytest.raises(ValueError, match=r"SENTINEL_ALERT_OVERRIDES: override for 'asset:BTC': its resolve_z must be below its fire_z"):
+        AlertConfig(overrides=broken)
+
+
 class FakeSignal:
     def __init__(self, strength: float, kind: str = "sentiment_drop"):
         self.kind, self.metric, self.strength, self.zscore = kind, "negative_share", strength, strength

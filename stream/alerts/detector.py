@@ -264,13 +264,18 @@ def parse_overrides(spec: str) -> dict[str, dict[str, float]]:
 
 def override_problems(base: Thresholds, overrides: Mapping[str, Mapping[str, float]]) -> list[str]:
     """What each pattern's thresholds, laid over `base` (the settings'), break together: the
-    hysteresis a firing incident needs (resolve_z below fire_z), as the settings themselves must."""
+    hysteresis a firing incident needs (resolve_z below fire_z), as the settings themselves must.
+    Judged as a scope named like the pattern gets them, with every less specific pattern that
+    matches it beneath (thresholds_for): `asset:*` setting fire_z 5 and `asset:BTC` resolve_z 4 give
+    asset:BTC fire 5 / resolve 4, which holds, and `asset:*` setting resolve_z 2 under an
+    `asset:BTC` fire_z of 1.8 breaks it there. (Each pattern alone over the settings refused the
+    first and let the second through.) Two globs that only overlap on other names are not seen."""
     problems = []
     for pattern in overrides:
-        th = thresholds_for(pattern, base, {pattern: overrides[pattern]})
+        th = thresholds_for(pattern, base, overrides)
         if th.resolve_z >= th.fire_z:
-            problems.append(f"SENTINEL_ALERT_OVERRIDES: override for {pattern!r}: its resolve_z must be below its fire_z (hysteresis; the one it does not "
-                            "set is SENTINEL_ALERT_RESOLVE_Z's or SENTINEL_ALERT_FIRE_Z's)")
+            problems.append(f"SENTINEL_ALERT_OVERRIDES: override for {pattern!r}: its resolve_z must be below its fire_z (hysteresis; one it does not "
+                            "set is that of the patterns it also matches, or SENTINEL_ALERT_RESOLVE_Z's or SENTINEL_ALERT_FIRE_Z's)")
     return problems
 
 
