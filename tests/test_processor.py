@@ -56,7 +56,17 @@ def neutral_processor(store: WindowStore, **options) -> BatchProcessor:
 FIRST_POST_SETS_THE_CLOCK = {"clock_jump_posts": 1}
 
 
-def test_a_poison_post_is_split_out_to_the_dlq_and_the_rest_is_processed(redis_server):
+class NanOnPoison(OomOnPoison):
+    """Returns non-finite scores for the poison post, as a model in half precision can on an overflow:
+    Redis refused them in the window write, so the batch failed there on every retry."""
+
+    def __call__(self, texts):
+        self.calls.append(len(texts))
+        return [judgement_from_probs([float("nan")] * 3 if "POISON" in t else [0.7, 0.2, 0.1]) for t in texts]
+
+
+@pytest.mark.parametrize("classifier, said", [(OomOnPoison, "CUDA out of memory"), (NanOnPoison, "non-finite scores")])
+def test_a_poison_post_is_split_out_to_the_dlq_and_the_rest_is_processed(redis_server, classifier, said):
     redis.Redis.from_url(redis_server).flushdb()
     published: list[tuple[str, dict]] = []
 
@@ -65,12 +75,12 @@ def test_a_poison_post_is_split_out_to_the_dlq_and_the_rest_is_processed(redis_s
 
     async def go():
         store = WindowStore.from_url(redis_server)
-        classify = OomOnPoison()
+        classify = classifier()
         proc = BatchProcessor(classify, store, publish, sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
         await proc.start()
         msgs = [message(i, "fine post") for i in range(8)]
         msgs[5] = message(5, "POISON post")
-        outcome = await proc.handle(msgs)
+        outcome = await asyncio.wait_for(proc.handle(msgs), 60)
         stats = await store.stats()
         await store.close()
         return outcome, stats, classify.calls
@@ -78,7 +88,7 @@ def test_a_poison_post_is_split_out_to_the_dlq_and_the_rest_is_processed(redis_s
     outcome, stats, calls = asyncio.run(go())
     dead = [rec for topic, rec in published if topic == "dlq"]
     assert [(d["reason"], d["post_id"], d["source_offset"]) for d in dead] == [("classification_failed", "p5", 5)]
-    assert "CUDA out of memory" in dead[0]["message"]
+    assert said in dead[0]["message"]
     assert sorted(rec["id"] for topic, rec in published if topic == "out") == [f"p{i}" for i in range(8) if i != 5]
     assert outcome.processed == 7 and outcome.dlq == 1 and stats["processed"] == 7 and stats["dlq"] == 1
     assert calls[0] == 8 and 1 in calls  # split down to the single poison post, not retried forever
@@ -745,36 +755,3 @@ def test_a_replay_leaves_the_same_buckets_whether_or_not_the_partition_that_ende
     # baseline (40 min) before it.
     assert kept["channel:early"] == list(range(T + 49 * step, T + 90 * step, step))
 
-
-class NanOnPoison(OomOnPoison):
-    """Returns non-finite scores for the poison post, as a model in half precision can on an overflow."""
-
-    def __call__(self, texts):
-        self.calls.append(len(texts))
-        return [judgement_from_probs([float("nan")] * 3 if "POISON" in t else [0.7, 0.2, 0.1]) for t in texts]
-
-
-def test_a_post_the_model_scores_non_finite_goes_to_the_dlq_and_the_rest_is_processed(redis_server):
-    redis.Redis.from_url(redis_server).flushdb()
-    published: list[tuple[str, dict]] = []
-
-    async def publish(topic, records):
-        published.extend((topic, json.loads(value)) for _, value in records)
-
-    async def go():
-        store = WindowStore.from_url(redis_server)
-        proc = BatchProcessor(NanOnPoison(), store, publish, sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None)
-        await proc.start()
-        msgs = [message(i, "fine post") for i in range(8)]
-        msgs[3] = message(3, "POISON post")
-        outcome = await asyncio.wait_for(proc.handle(msgs), 60)
-        stats = await store.stats()
-        await store.close()
-        return outcome, stats
-
-    outcome, stats = asyncio.run(go())
-    dead = [rec for topic, rec in published if topic == "dlq"]
-    assert [(d["reason"], d["post_id"]) for d in dead] == [("classification_failed", "p3")]
-    assert "non-finite" in dead[0]["message"]
-    assert sorted(rec["id"] for topic, rec in published if topic == "out") == [f"p{i}" for i in range(8) if i != 3]
-    assert outcome.processed == 7 and outcome.dlq == 1 and stats["processed"] == 7
