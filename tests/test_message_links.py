@@ -148,3 +148,17 @@ def test_a_cut_never_leaves_a_live_address() -> None:
     # `185.2.3.456` is no address, but cut after `185.2.3.45` it would read as one.
     cut = post("x" * 190 + " 185.2.3.456 tail", limit=202)
     assert cut.endswith("185[.]2[.]3[.]45…"), cut
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("claim at ...185.2.3.4:8080/claim", "claim at ...185[.]2[.]3[.]4:8080/claim"),
+    ("node at..10.0.0.1/x", "node at..10[.]0[.]0[.]1/x"),
+    ("see.185.2.3.4", "see.185[.]2[.]3[.]4"),
+])
+def test_an_address_after_dots_that_end_no_number_is_defanged(text: str, shown: str) -> None:
+    """An ellipsis (`...185.2.3.4`) before an address left it live: a dot before it was taken for
+    a fifth part of the number, as in `1.2.3.4.5`, where a dot after a word is none. A linkifier
+    takes the address after the dots, as it takes `...evil.com`'s domain."""
+    assert post(text) == shown
+    assert not LIVE_ADDRESS.search(shown), shown
+    assert post("1.2.3.4.5 and 9.185.2.3.4") == "1.2.3.4.5 and 9.185.2.3.4"  # five parts still no address

@@ -66,13 +66,15 @@ _DOT = rf"{_IGNORED}(?:{_DOT_CHARS}){_IGNORED}"
 _DOMAIN = re.compile(rf"(?:[^\W_](?:[\w-]*[^\W_])?{_DOT})+(?:[^\W\d_]{{2,63}}|xn--[a-z0-9-]+)(?![^\W_])", re.IGNORECASE)
 _HOST_DOTS = re.compile(_DOT)
 # A bare IPv4 address: four dotted numbers, each at most 255 (`_address`), with nothing numeric
-# joined on either side (`1.2.3.4.5` is no address). A browser opens `185.2.3.4:8080/claim` as
-# `http://185.2.3.4:8080/claim`, and a scam post gives its host so where a domain would be blocked.
+# joined on either side (`1.2.3.4.5` is no address). A dot before it joins a number only where a
+# digit stands before that dot: `...185.2.3.4` (an ellipsis, as `...evil.com`) is an address, and
+# a linkifier links it. A browser opens `185.2.3.4:8080/claim` as `http://185.2.3.4:8080/claim`,
+# and a scam post gives its host so where a domain would be blocked.
 # A four-part version (`1.2.3.4`) reads as an address and is defanged too: nothing in it tells the
 # two apart, `1[.]2[.]3[.]4` still reads as the version, and a live address costs more than a
 # bracket. Dates (`2023.01.05`), versions of three parts (`1.2.3`, `v2.0.1`), prices and times
 # (`$1.5k`, `12.30`) have too few parts or a part over 255, and are left alone.
-_IPV4 = re.compile(rf"(?<![\d.\u3002\uff0e\uff61])\d{{1,3}}(?:{_DOT}\d{{1,3}}){{3}}(?!\d|(?:{_DOT_CHARS})\d)")
+_IPV4 = re.compile(rf"(?<!\d)(?<!\d[.\u3002\uff0e\uff61])(?<!\d%2[eE])\d{{1,3}}(?:{_DOT}\d{{1,3}}){{3}}(?!\d|(?:{_DOT_CHARS})\d)")
 
 
 def escape_post_text(text: str, limit: int = POST_CHARS, links: bool = True) -> str:
