@@ -38,7 +38,7 @@ import redis
 from stream.console import auth, views
 from stream.console.shared_result import Cached, SharedResult, reusable
 from stream.contracts import Post
-from stream.keys import ACKS_KEY, ALERT_STATS_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, SCOPES_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY, STATS_KEY
+from stream.keys import ACKS_KEY, ALERT_STATS_KEY, INCIDENTS_INDEX_KEY, INCIDENTS_KEY, OUTBOX_KEY, SCOPES_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY, STATS_KEY
 from stream.store import Scored, WindowStore
 from stream.timefmt import epoch
 from stream.timefmt import shown as shown_at
@@ -819,6 +819,39 @@ def test_a_scopes_page_says_what_each_silence_over_it_holds_back_in_truth(api_co
         assert "It holds back the notification of each volume_spike alert on this scope (alert grouping is off" in said, said
         assert "inc1" not in said
         assert plain.json("/api/scopes/asset:SOL")["silences"][0]["holds"] == {"grouping": "none", "incidents": []}
+    finally:
+        plain.close()
+
+
+def test_what_a_silence_holds_back_follows_the_workers_outbox_not_the_consoles_own_setting(api_console, redis_server, tmp_path):
+    """A console started with a SENTINEL_ALERT_GROUPING other than the workers' (`sentinel console`
+    from a shell that lacks it, with the workers' REDIS_URL) said of each silence what the workers
+    do not do: "alert grouping is off" while they notified per incident, or the reverse. The
+    workers' newest outbox entry says how they notify (an incident's `entry`, or one alert's
+    `record`): the page goes by it, and by the setting only while the outbox holds none."""
+    console, _ = api_console
+    viewer = {"Authorization": f"Bearer {VIEWER}"}
+    bearer = {"Authorization": f"Bearer {OPERATOR}"}
+    r = redis.Redis.from_url(redis_server)
+    status, answer, _ = console.call("POST", "/api/silences", {"scope": "asset:ETH", "duration": "2h"}, headers=bearer)
+    assert status == 200, answer
+    ident = json.loads(answer)["id"]
+    plain = Console(console_env(redis_server, SENTINEL_CONSOLE_READ_TOKEN=VIEWER, SENTINEL_ALERT_GROUPING="none"), tmp_path / "plain.log")
+    try:
+        # The outbox empty: each console by its own setting.
+        assert plain.json("/api/scopes/asset:ETH")["silences"][0]["holds"]["grouping"] == "none"
+        assert console.json("/api/scopes/asset:ETH")["silences"][0]["holds"]["grouping"] == "incidents"
+        # The workers group: an incident's entry is their newest.
+        r.xadd(OUTBOX_KEY, {"entry": json.dumps({"records": [], "notice": None})})
+        holds = plain.json("/api/scopes/asset:ETH")["silences"][0]["holds"]
+        assert holds["grouping"] == "incidents" and [i["incident_id"] for i in holds["incidents"]] == ["inc1"], holds
+        said = silenced_items(plain.call("GET", "/scope/asset:ETH", headers=viewer)[1])[ident]
+        assert "Alerts are notified per incident" in said and "alert grouping is off" not in said, said
+        # They no longer do: one alert's record is the newest.
+        r.xadd(OUTBOX_KEY, {"record": json.dumps({"alert_id": "a1"})})
+        assert console.json("/api/scopes/asset:ETH")["silences"][0]["holds"] == {"grouping": "none", "incidents": []}
+        said = silenced_items(console.call("GET", "/scope/asset:ETH", headers=viewer)[1])[ident]
+        assert "alert grouping is off" in said and "inc1" not in said, said
     finally:
         plain.close()
 

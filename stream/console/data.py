@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class ConsoleData:
         self.store = store
         self.redis = store.redis
         self.config = config
-        self.grouping = grouping  # SENTINEL_ALERT_GROUPING, the workers': it decides what a silence holds back
+        self.grouping = grouping  # SENTINEL_ALERT_GROUPING: what a silence holds back, until the outbox says how the workers notify (workers_grouping)
         self.scope_rows: SharedResult[ScopeRows] = SharedResult(overview_max_age_s)
         self._precision: tuple[tuple[str, int], list[dict[str, Any]]] | None = None  # ((newest audit id, hour), rows)
 
@@ -155,7 +155,11 @@ class ConsoleData:
     async def _silences_over(self, scope: str, incidents: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The silences in force over `scope`, each with what it holds back (`silences.holds_over`)."""
         silences, now = await list_silences(self.redis), time.time()
-        return [asdict(s) | {"holds": holds_over(s, scope, self.grouping, incidents, silences, now)} for s in silences_over(silences, scope, now)]
+        over = silences_over(silences, scope, now)
+        if not over:
+            return []
+        grouping = workers_grouping(await self.redis.xrevrange(OUTBOX_KEY, count=1), self.grouping)
+        return [asdict(s) | {"holds": holds_over(s, scope, grouping, incidents, silences, now)} for s in over]
 
     async def _evidence_series(self, scope: str, end: int) -> dict[str, Any]:
         """The detector's statistic over the last 24 h at every step: one read of the step bins
@@ -252,6 +256,15 @@ class ConsoleData:
         entries = await audit.read(self.redis, since=now - since_s, by=by, actions=actions, limit=limit + 1)
         return {"since": iso(max(0, int(now - since_s))), "by": by, "actions": actions, "limit": limit, "entries": entries[:limit],
                 "more": len(entries) > limit}
+
+
+def workers_grouping(newest: Sequence[tuple[str, Mapping[str, str]]], configured: str) -> str:
+    """How the workers notify, by their newest outbox entry (XREVRANGE COUNT 1): an incident's
+    (`entry`, SENTINEL_ALERT_GROUPING=incidents) or one alert's (`record`, none). The console's own
+    setting only where the outbox holds none: `sentinel console` run from a shell without the
+    workers' setting said a silence held what delivery did not hold."""
+    fields = newest[0][1] if newest else {}
+    return "incidents" if "entry" in fields else "none" if "record" in fields else configured
 
 
 def _entry(fields: dict[str, str]) -> dict[str, Any]:
