@@ -797,7 +797,8 @@ def test_a_scopes_page_says_what_each_silence_over_it_holds_back_in_truth(api_co
          "over_root": False}]})], sol
     page = console.call("GET", "/scope/asset:SOL", headers=viewer)[1]
     said = silenced_items(page)[made["sol"]]
-    assert "holds back an incident's notices only where it is over the incident's root; not those of an incident this scope is only a member of." in said
+    assert ("holds back an incident's notices only where it is over the incident's root: over a member of an incident alone, it holds none of "
+            "that incident's notices." in said), said
     assert "mkt1: not held back by it: this scope is a member; its root is all, and its notices still go." in said, said
     assert 'data-incident="mkt1" data-held="no"' in page and '<a href="/scope/all">all</a>' in page
 
@@ -821,6 +822,33 @@ def test_a_scopes_page_says_what_each_silence_over_it_holds_back_in_truth(api_co
         assert plain.json("/api/scopes/asset:SOL")["silences"][0]["holds"] == {"grouping": "none", "incidents": []}
     finally:
         plain.close()
+
+
+def test_a_glob_over_a_member_and_its_root_is_not_said_to_hold_none_of_the_incident(api_console, redis_server):
+    """A glob (`asset:*`) over a member scope is over its incident's root too, and holds that
+    incident's notices; the page's line for the silence said it held none of an incident the scope
+    is only a member of, beside the incident's own line saying they were held back."""
+    console, _ = api_console
+    viewer = {"Authorization": f"Bearer {VIEWER}"}
+    bearer = {"Authorization": f"Bearer {OPERATOR}"}
+    r = redis.Redis.from_url(redis_server)
+    member = {"kind": "sentiment_drop", "firing": True, "severity": "warning", "onset": "2026-10-02T00:00:00Z"}
+    r.hset(INCIDENTS_KEY, "ethsol", json.dumps({"incident_id": "ethsol", "root_scope": "asset:ETH", "state": "open", "opened": T0 + 86400,
+                                                 "at": T0 + 87000, "market": False, "severity": "warning", "acked": None,
+                                                 "members": [{"scope": "asset:ETH", **member}, {"scope": "asset:SOL", **member}]}))
+    r.zadd(INCIDENTS_INDEX_KEY, {"ethsol": T0 + 86400})
+    made = {}
+    for scope in ("asset:*", "asset:SOL"):
+        status, answer, _ = console.call("POST", "/api/silences", {"scope": scope, "duration": "2h"}, headers=bearer)
+        assert status == 200, answer
+        made[scope] = json.loads(answer)["id"]
+    said = silenced_items(console.call("GET", "/scope/asset:SOL", headers=viewer)[1])
+    glob, own = said[made["asset:*"]], said[made["asset:SOL"]]
+    assert "ethsol: its notices are held back (root asset:ETH)." in glob, glob
+    assert "alone, it holds none" in glob and "not held back" not in glob, glob
+    # Over the member alone: it holds none of the incident's notices, and the page says so.
+    assert "ethsol: not held back by it: this scope is a member; its root is asset:ETH, and another silence over that root holds" in own, own
+    assert "over a member of an incident alone, it holds none of that incident's notices" in own, own
 
 
 def test_what_a_silence_holds_back_follows_the_workers_outbox_not_the_consoles_own_setting(api_console, redis_server, tmp_path):
