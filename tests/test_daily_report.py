@@ -306,13 +306,35 @@ def test_a_configured_asset_without_posts_is_shown_with_0_in_every_output():
     assert [(r["date"], r["posts"], r["sentiment_index"]) for r in rows if r["scope"] == "asset:SOL"] == [
         ("2026-10-01", "0", ""), ("2026-10-02", "0", "")]
     page = render_html(report)
-    assert html_rows(page)["asset:SOL", "period"][1] == "0"
-    assert '<p class="note" data-scope="asset:SOL" data-quiet="1">No posts in these days.</p>' in page
-    assert page.count("<svg") == 2  # a chart of nothing said no more than the line
+    assert '<p class="note" id="quiet" data-quiet="asset:SOL">No posts in these days: SOL.</p>' in page
+    assert page.count("<svg") == 2 and ("asset:SOL", "period") not in html_rows(page)  # one line, no row or chart of nothing
     md = render_markdown(report)
-    assert "| asset:SOL | 0 |" in md and "\n## asset:SOL\n\nNo posts in these days.\n" in md
+    assert "\nNo posts in these days: SOL.\n" in md and "asset:SOL" not in md
     text = summary_text(report)
     assert "\nNo posts in these days: SOL\n" in text and "MOONCAT" not in text + md + page
+
+
+def test_a_small_forums_report_says_its_quiet_assets_in_one_line_not_a_section_each():
+    """Session 56 review: with the built-in alias table (~35 tickers) a forum talking of two assets got
+    ~33 rows of 0 among its period summary and ~33 "No posts" sections between its two charts: the
+    news buried in noise for the reader. Now one line under the summary names them; an asset with
+    no posts but an incident (rooted there) keeps its row and section; CSV keeps every row of 0."""
+    tables = {"all": [[5, 2, 2, 1, 0, 1.0]], "asset:BTC": [[3, 1, 1, 1, 0, 0.72]], "asset:ETH": [[2, 1, 1, 0, 0, 0.5]]}
+    found = [incident("sol1", "asset:SOL", T0 + 600)]
+    report = build_report(T0, 1, tables, found, watermark=T0 + 3600, generated_at=T0 + 7200, expected=DEFAULT_ALIASES.known)
+    quiet = sorted(f"asset:{t}" for t in DEFAULT_ALIASES.known - {"BTC", "ETH", "SOL"})
+    assert len(quiet) > 25
+    page = render_html(report)
+    assert {s for s, d in html_rows(page) if d == "period"} == {"all", "asset:BTC", "asset:ETH", "asset:SOL"}
+    assert page.count("<h3>") == 4 and page.count("<svg") == 4  # all, BTC, ETH and SOL (its incident)
+    line = re.search(r'<p class="note" id="quiet" data-quiet="([^"]*)">No posts in these days: ([^<]*)\.</p>', page)
+    assert line.group(1).split() == quiet and line.group(2).split(", ") == [q.removeprefix("asset:") for q in quiet]
+    md = render_markdown(report)
+    assert md.count("\n## ") == 4 + 2 and md.count("\n## asset:") == 3  # + "Period summary", "Incidents opened"
+    assert re.search(r"^\| asset:SOL \| 0 \|", md, re.M) and not any(re.search(rf"^\| {q} \|", md, re.M) for q in quiet)
+    assert "\nNo posts in these days: " in md
+    rows = list(csv.DictReader(io.StringIO(render_csv(report))))
+    assert {r["scope"] for r in rows} == {"all", *(f"asset:{t}" for t in DEFAULT_ALIASES.known)}
 
 
 def storm_report():
@@ -522,7 +544,9 @@ def test_report_cli_numbers_match_an_independent_count(loaded, redis_server, tmp
     assert "eth1 asset:ETH critical open" in table["asset:ETH", "2026-10-07"][6]
     assert table["asset:BTC", "period"][1] == str(sum(expected["asset:BTC", iso(first + d * DAY_S)[:10]]["posts"] for d in range(days)))
     assert page.count("<svg") >= len(scopes) and "<B>ONK" not in page
-    assert all(table[scope, "period"][1] == "0" and f'data-scope="{scope}" data-quiet="1"' in page for scope in quiet)
+    # One line under the summary, not a row and a section each (a small forum's report was mostly zeros).
+    assert not any((scope, "period") in table for scope in quiet)
+    assert re.search(r'<p class="note" id="quiet" data-quiet="([^"]*)">No posts in these days: ', page).group(1).split() == quiet
 
     md = (tmp_path / "r.md").read_text(encoding="utf-8")
     sections = re.split(r"^## ", md, flags=re.M)
@@ -671,7 +695,7 @@ def test_the_configured_alias_tables_assets_are_the_ones_shown_without_posts(loa
     assert {r["scope"] for r in rows} == {"all", "asset:BTC", "asset:ETH", f"asset:{HOSTILE}", "asset:SOL"}
     assert {r["posts"] for r in rows if r["scope"] == "asset:SOL"} == {"0"} and len(rows) == 8 * 5
     md = cli(["report", "--since", "7d", "--format", "md"], redis_server, SENTINEL_ALIASES_FILE=str(table)).stdout
-    assert "\n## asset:SOL\n\nNo posts in these days.\n" in md and "| asset:SOL | 0 |" in md and "asset:DOGE" not in md
+    assert "\nNo posts in these days: SOL.\n" in md and "## asset:SOL" not in md and "asset:DOGE" not in md
     hook = Hook()
     try:
         sent = cli(["report", "--since", "1d", "--notify", "--format", "csv"], redis_server, SENTINEL_ALIASES_FILE=str(table),
@@ -760,8 +784,10 @@ def test_run_writes_the_report_of_what_it_saw(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"report written to {out}" in done.stdout, done.stdout[-3000:]
     table = html_rows(out.read_text(encoding="utf-8"))
-    assert {s for s, _ in table} == {"all", *(f"asset:{t}" for t in DEFAULT_ALIASES.known)}  # the alias table's too, 0 posts
-    assert {s for s, d in table if d != "period"} == {"all", "asset:BTC", "asset:ETH", "asset:SOL"}  # day rows: those with posts
+    assert {s for s, _ in table} == {"all", "asset:BTC", "asset:ETH", "asset:SOL"}  # rows: those with posts
+    page = out.read_text(encoding="utf-8")
+    quiet = re.search(r'id="quiet" data-quiet="([^"]*)"', page).group(1).split()  # the alias table's others: one line
+    assert set(quiet) == {f"asset:{t}" for t in DEFAULT_ALIASES.known} - {"asset:BTC", "asset:ETH", "asset:SOL"}
     for scope, by_day in counts.items():
         assert table[scope, "period"][1] == str(sum(by_day.values())), scope
         for date, n in by_day.items():
