@@ -346,6 +346,24 @@ def storm_report():
     return build_report(T0, 1, tables, found, watermark=T0 + DAY_S - 1, generated_at=T0 + DAY_S)
 
 
+def test_a_fitted_notification_keeps_the_assets_with_incidents_and_the_most_posts():
+    """Session 56 review: the fit cut asset lines from the alphabetical last, so ZEC's incident went
+    while 29 quiet-ish assets before it stayed. The assets with incidents stay first, then those with
+    the most posts, listed in the report's order."""
+    from stream.reporting.render import summary_text
+
+    tables = {"all": [[400, 100, 200, 100, -10.0, 50.0]], **{f"asset:A{i:02d}": [[3, 1, 1, 1, 0, 0.72]] for i in range(30)},
+              "asset:YFI": [[200, 50, 100, 50, -5.0, 20.0]], "asset:ZEC": [[5, 0, 5, 0, -4.0, 3.5]]}
+    report = build_report(T0, 1, tables, [incident("zec1", "asset:ZEC", T0 + 600)], watermark=T0 + 3600, generated_at=T0 + 7200)
+    whole = summary_text(report)
+    for limit in (len(whole) - 40, 1200):
+        text = summary_text(report, limit)
+        shown = re.findall(r"^asset:(\w+): ", text, re.M)
+        assert len(text) <= limit and 2 <= len(shown) < 32, (limit, shown)
+        assert shown[-2:] == ["YFI", "ZEC"]  # kept, in the report's order
+        assert re.search(rf"^\.\.\. and {32 - len(shown)} more assets? \(in the attached report\)$", text, re.M)
+
+
 def test_a_storm_days_notification_fits_each_service_keeping_the_headline_and_the_attachment(tmp_path, monkeypatch):
     """Session 56: the report's text went to Apprise uncapped. A storm day's (900 assets) was 56,571
     characters against a webhook's or a mail's 32,768 (Apprise's `body_maxlen`), sent as it was for

@@ -396,19 +396,26 @@ def summary_text(report: Report, maxlen: int = 0, size: Callable[[str], int] = l
 
     `maxlen`: the most a service takes, measured by `size` (its length as sent, `notify.body_for`):
     on a storm day (hundreds of assets, dozens of incidents open at midnight) the body ran past a
-    service's limit, which the service cut blindly or refused (until session 56). The asset lines
-    are left out from the last, then the incidents open when the first day began, each list ended by
-    what it no longer shows ("... and 412 more assets (in the attached report)"); the title, the
+    service's limit, which the service cut blindly or refused (until session 56). Asset lines are
+    left out, then the incidents open when the first day began (from the last), each list ended by
+    what it no longer shows ("... and 412 more assets (in the attached report)"): the assets with
+    fewest incidents, then fewest posts, go first; the title, the
     period, the index's meaning, the whole market's line and the attachment line stay. Where those
     alone are too long, `message.fit_body` cuts the longest lines. 0 or less: no cap."""
     assets = [s for s in report.scopes if s != ALL and s not in report.quiet]
     quiet = [ticker(s) or s for s in report.quiet]
+    # Which lines stay when not all fit: the assets with the most incidents, then the most posts (kept
+    # in the report's order). Cut from the alphabetical last, ZEC's incident went while ADA's quiet
+    # day stayed (session 56's first take).
+    weight = {s: (sum(1 for i in report.incidents if i.involves(s)), report.total_posts(s)) for s in assets}
+    ranked = sorted(range(len(assets)), key=lambda n: (-weight[assets[n]][0], -weight[assets[n]][1], n))
+    rank = {assets[n]: place for place, n in enumerate(ranked)}
 
     def text(shown: int, carried: int) -> str:
         # The index named and its range said: a mail reading "index +0.101" left its reader to guess
         # what it indexes and whether +0.1 is much.
         lines = [title(report), *meta_lines(report), INDEX_TEXT, "", _scope_line(report, ALL)]
-        lines += [_scope_line(report, s) for s in assets[:shown]]
+        lines += [_scope_line(report, s) for s in assets if rank[s] < shown]
         if shown < len(assets):
             lines.append(_more(len(assets) - shown, "asset"))
         if quiet:  # the configured assets nobody wrote of: said, not missing (one line, however many)
