@@ -2487,6 +2487,27 @@ def configured_assets(settings: Settings) -> frozenset[str]:
         return frozenset()
 
 
+def marks_io(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> tuple[T | None, str]:
+    """`action` against Redis for the report's sent marks: (its result, '') or (None, the Redis error
+    in one redacted line). Not `with_store`'s exit: the marks only spare duplicates, and the report
+    itself was read from Redis already."""
+    import asyncio
+
+    from sentinel.run import open_store
+
+    async def go() -> T:
+        store = open_store(settings)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(go()), ""
+    except redis_errors() as exc:
+        return None, redact(f"Redis: {type(exc).__name__}: {exc}")
+
+
 def report_targets(settings: Settings, *, required: bool) -> list[Any] | None:
     """The Apprise services a report goes to, checked before Redis is read (a typo fails fast).
     None when no service is configured at all and sending is not `required` (--notify-if-configured);
@@ -2515,7 +2536,13 @@ def send_report(settings: Settings, targets: list[Any], path: Path, head: str, m
     from stream.reporting.render import summary_text
     from stream.reporting.sent import mark_sent, sent_to
 
-    before = set() if resend else with_store(settings, lambda store: sent_to(store, made.first_day, made.days))
+    before: set[str] = set()
+    if not resend:
+        found, trouble = marks_io(settings, lambda store: sent_to(store, made.first_day, made.days))
+        if trouble:  # the report goes out, as before the marks: a duplicate is better than none
+            err.print(f"note: sending to every service: which accepted this report's days before is unknown ({trouble})",
+                      markup=False, highlight=False)
+        before = found or set()
     pending = [t for t in targets if service_key(t) not in before]
     if len(pending) < len(targets):
         err.print(f"note: not sent again to {len(targets) - len(pending)} service(s) that accepted this report's days before "
@@ -2528,7 +2555,13 @@ def send_report(settings: Settings, targets: list[Any], path: Path, head: str, m
     # Not for entries of one key that differ in a credential header: the mark cannot say which accepted.
     marks = [key for key in done.accepted if key not in shared_keys(targets)]
     if marks:
-        with_store(settings, lambda store: mark_sent(store, made.first_day, made.days, marks, time.time()))
+        # Delivered is delivered: a mark Redis refused (out of memory, a replica, a blip) is said, not a
+        # failed run, whose Job retry sent the report to every service again and raised
+        # SentinelDailyReportFailed for a report that went out (session 56's first take).
+        _, trouble = marks_io(settings, lambda store: mark_sent(store, made.first_day, made.days, marks, time.time()))
+        if trouble:
+            err.print(f"note: not marked as sent ({trouble}): a run again for these days sends to them again",
+                      markup=False, highlight=False)
     if not done.ok:  # a non-zero exit, so a CronJob's failed run shows (and is retried: to these alone)
         raise fail(f"report not delivered to {len(done.failed)} of {done.targeted} service(s): {', '.join(done.failed)}")
     err.print(f"sent {path.name} to {done.sent} service(s)", markup=False, highlight=False)

@@ -759,6 +759,35 @@ def test_a_retry_after_one_service_refused_sends_to_that_one_only(loaded, redis_
         risk.close()
 
 
+def test_a_report_goes_out_and_the_run_succeeds_where_redis_refuses_the_sent_marks(loaded, redis_server, tmp_path):
+    """Session 56 review: the marks' Redis reads and writes exited 2 like the report's own. A Redis
+    that serves reads but refuses writes (out of memory under noeviction, too few replicas) delivered
+    the report, then failed the run: the Job retried, sending it to every service again (no mark
+    held), and SentinelDailyReportFailed fired for a report that went out. A user that may not read
+    the marks sent nothing. Both now a note: the report goes out, the run succeeds."""
+    admin = redis.Redis.from_url(redis_server)
+    hook = Hook()
+    args = ["report", "--since", "1d", "--notify", "--out", str(tmp_path / "r.html")]
+    try:
+        admin.config_set("min-replicas-to-write", 1)  # writes refused (NOREPLICAS), reads served
+        done = cli(args, redis_server, SENTINEL_APPRISE_URLS=hook.url)
+        assert done.returncode == 0 and len(hook.accepted) == 1, done.stderr
+        assert "note: not marked as sent (Redis: " in done.stderr and "a run again for these days sends to them again" in done.stderr
+        admin.config_set("min-replicas-to-write", 0)
+
+        # A user that may read the roll-ups but not the marks (HKEYS refused): sent, and said.
+        admin.acl_setuser("nomarks", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-hkeys"])
+        host_port = redis_server.split("://", 1)[1].rsplit("@", 1)[-1].split("/", 1)[0]
+        unmarked = cli(args, f"redis://nomarks:pw@{host_port}", SENTINEL_APPRISE_URLS=hook.url)
+        assert unmarked.returncode == 0 and len(hook.accepted) == 2, unmarked.stderr
+        assert "note: sending to every service: which accepted this report's days before is unknown (Redis: " in unmarked.stderr
+    finally:
+        admin.config_set("min-replicas-to-write", 0)
+        admin.acl_deluser("nomarks")
+        admin.close()
+        hook.close()
+
+
 def test_notify_if_configured_writes_and_succeeds_without_services_but_not_when_none_takes_the_report(loaded, redis_server, tmp_path):
     """The CronJob's flag: no service at all is the documented default (a note, exit 0); services
     that all refuse reports by their tags are a routing mistake (exit 2, nobody sent anything)."""
