@@ -364,6 +364,27 @@ def test_a_fitted_notification_keeps_the_assets_with_incidents_and_the_most_post
         assert re.search(rf"^\.\.\. and {32 - len(shown)} more assets? \(in the attached report\)$", text, re.M)
 
 
+def test_a_fitted_notification_cuts_the_quiet_assets_names_before_any_asset_with_posts():
+    """Session 56 review: the 'No posts in these days' line was never cut, so to fit PagerDuty's 1,024
+    the assets with posts and incidents went while the names of ~33 assets without news stayed (a
+    long SENTINEL_ALIASES_FILE's line was cut blindly at its end). The names go first, counted."""
+    from stream.reporting.render import summary_text
+
+    tables = {"all": [[5, 2, 2, 1, 0, 1.0]], "asset:BTC": [[3, 1, 1, 1, 0, 0.72]], "asset:ETH": [[2, 1, 1, 0, 0, 0.5]]}
+    report = build_report(T0, 1, tables, [incident("eth1", "asset:ETH", T0 + 600)], watermark=T0 + 3600, generated_at=T0 + 7200,
+                          expected=DEFAULT_ALIASES.known)
+    quiet = len(DEFAULT_ALIASES.known - {"BTC", "ETH"})
+    whole = summary_text(report)
+    cut = len(whole) - 60
+    text = summary_text(report, cut)
+    assert len(text) <= cut and re.search(r"^asset:BTC: 3 posts", text, re.M) and re.search(r"^asset:ETH: 2 posts, .*1 incident", text, re.M)
+    line = re.search(r"^No posts in these days: (.*) \.\.\. and (\d+) more assets \(in the attached report\)$", text, re.M)
+    assert line and len(line.group(1).split(", ")) + int(line.group(2)) == quiet, text
+    full = re.search(r"^No posts in these days: .*$", whole, re.M).group(0)
+    bare = whole.replace(full, f"No posts in these days: ... and {quiet} more assets (in the attached report)")
+    assert summary_text(report, len(bare)) == bare  # no name left, a count; every asset line with posts kept
+
+
 def test_a_storm_days_notification_fits_each_service_keeping_the_headline_and_the_attachment(tmp_path, monkeypatch):
     """Session 56: the report's text went to Apprise uncapped. A storm day's (900 assets) was 56,571
     characters against a webhook's or a mail's 32,768 (Apprise's `body_maxlen`), sent as it was for

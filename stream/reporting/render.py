@@ -397,7 +397,8 @@ def summary_text(report: Report, maxlen: int = 0, size: Callable[[str], int] = l
     `maxlen`: the most a service takes, measured by `size` (its length as sent, `notify.body_for`):
     on a storm day (hundreds of assets, dozens of incidents open at midnight) the body ran past a
     service's limit, which the service cut blindly or refused (until session 56). Asset lines are
-    left out, then the incidents open when the first day began (from the last), each list ended by
+    left out after the names of the assets without posts, then the incidents open when the first
+    day began (from the last), each list ended by
     what it no longer shows ("... and 412 more assets (in the attached report)"): the assets with
     fewest incidents, then fewest posts, go first; the title, the
     period, the index's meaning, the whole market's line and the attachment line stay. Where those
@@ -411,7 +412,7 @@ def summary_text(report: Report, maxlen: int = 0, size: Callable[[str], int] = l
     ranked = sorted(range(len(assets)), key=lambda n: (-weight[assets[n]][0], -weight[assets[n]][1], n))
     rank = {assets[n]: place for place, n in enumerate(ranked)}
 
-    def text(shown: int, carried: int) -> str:
+    def text(shown: int, carried: int, named: int) -> str:
         # The index named and its range said: a mail reading "index +0.101" left its reader to guess
         # what it indexes and whether +0.1 is much.
         lines = [title(report), *meta_lines(report), INDEX_TEXT, "", _scope_line(report, ALL)]
@@ -419,7 +420,10 @@ def summary_text(report: Report, maxlen: int = 0, size: Callable[[str], int] = l
         if shown < len(assets):
             lines.append(_more(len(assets) - shown, "asset"))
         if quiet:  # the configured assets nobody wrote of: said, not missing (one line, however many)
-            lines.append("No posts in these days: " + ", ".join(escape_post_text(t, limit=80) for t in quiet))
+            listed = ", ".join(escape_post_text(t, limit=80) for t in quiet[:named])
+            if named < len(quiet):
+                listed += (" " if listed else "") + _more(len(quiet) - named, "asset")
+            lines.append("No posts in these days: " + listed)
         if report.carried:
             listed = ", ".join(f"{scope_text(i.root_scope, limit=80)} ({state_text(i)})" for i in report.carried[:carried])
             rest = len(report.carried) - carried
@@ -428,12 +432,18 @@ def summary_text(report: Report, maxlen: int = 0, size: Callable[[str], int] = l
             lines.append(f"{len(report.carried)} incident(s) opened earlier were open when {day_label(report.first_day)} began: {listed}")
         return "\n".join([*lines, "", ATTACHED_TEXT])
 
-    whole = text(len(assets), len(report.carried))
+    everyone, carried_all = len(assets), len(report.carried)
+    whole = text(everyone, carried_all, len(quiet))
     if maxlen <= 0 or size(whole) <= maxlen:
         return whole
-    shown = _most_kept(len(assets), lambda k: size(text(k, len(report.carried))) <= maxlen)
-    carried = len(report.carried) if shown else _most_kept(len(report.carried), lambda k: size(text(0, k)) <= maxlen)
-    return fit_body(text(shown, carried), maxlen, size)
+    # The quiet assets' names go first (counted): no news, they took the room of assets with
+    # incidents (a long SENTINEL_ALIASES_FILE's line was left whole, for fit_body to cut at the end).
+    named = _most_kept(len(quiet), lambda k: size(text(everyone, carried_all, k)) <= maxlen)
+    if size(text(everyone, carried_all, named)) <= maxlen:
+        return text(everyone, carried_all, named)
+    shown = _most_kept(everyone, lambda k: size(text(k, carried_all, 0)) <= maxlen)
+    carried = carried_all if shown else _most_kept(carried_all, lambda k: size(text(0, k, 0)) <= maxlen)
+    return fit_body(text(shown, carried, 0), maxlen, size)
 
 
 def _most_kept(count: int, fits: Callable[[int], bool]) -> int:
