@@ -2549,19 +2549,28 @@ def send_report(settings: Settings, targets: list[Any], path: Path, head: str, m
                   "(--resend sends to them too)", markup=False, highlight=False)
     if not pending:
         return
-    done = deliver_report(pending, path, head, summary_text(made), attempts=settings.notify_attempts,
-                          backoff=settings.notify_backoff, backoff_max=settings.notify_backoff_max,
-                          fit=lambda _text, maxlen, size: summary_text(made, maxlen, size), body_max=settings.notify_body_max)
-    # Not for entries of one key that differ in a credential header: the mark cannot say which accepted.
-    marks = [key for key in done.accepted if key not in shared_keys(targets)]
-    if marks:
+    shared = shared_keys(targets)
+    unmarked: list[str] = []
+
+    def mark(key: str) -> None:
+        """Marked as it accepts, not once all were tried: a pod killed during a later service's
+        retries left the earlier ones unmarked, and the Job's retry sent them the report again."""
+        if key in shared:  # entries of one key that differ in a credential header: the mark cannot say which accepted
+            return
         # Delivered is delivered: a mark Redis refused (out of memory, a replica, a blip) is said, not a
         # failed run, whose Job retry sent the report to every service again and raised
         # SentinelDailyReportFailed for a report that went out (session 56's first take).
-        _, trouble = marks_io(settings, lambda store: mark_sent(store, made.first_day, made.days, marks, time.time()))
-        if trouble:
+        _, trouble = marks_io(settings, lambda store: mark_sent(store, made.first_day, made.days, [key], time.time()))
+        if trouble and not unmarked:
             err.print(f"note: not marked as sent ({trouble}): a run again for these days sends to them again",
                       markup=False, highlight=False)
+        if trouble:
+            unmarked.append(key)
+
+    done = deliver_report(pending, path, head, summary_text(made), attempts=settings.notify_attempts,
+                          backoff=settings.notify_backoff, backoff_max=settings.notify_backoff_max,
+                          fit=lambda _text, maxlen, size: summary_text(made, maxlen, size), body_max=settings.notify_body_max,
+                          on_accept=mark)
     if not done.ok:  # a non-zero exit, so a CronJob's failed run shows (and is retried: to these alone)
         raise fail(f"report not delivered to {len(done.failed)} of {done.targeted} service(s): {', '.join(done.failed)}")
     err.print(f"sent {path.name} to {done.sent} service(s)", markup=False, highlight=False)

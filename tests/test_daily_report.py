@@ -21,6 +21,7 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from html.parser import HTMLParser
 
@@ -776,6 +777,44 @@ def test_a_retry_after_one_service_refused_sends_to_that_one_only(loaded, redis_
         other = cli(["report", "--since", "7d", "--notify", "--format", "csv"], redis_server, **env)  # other days: another report
         assert other.returncode == 0 and (len(desk.accepted), len(risk.accepted)) == (3, 3), other.stderr
     finally:
+        desk.close()
+        risk.close()
+
+
+def test_a_service_is_marked_as_it_accepts_so_a_run_killed_in_a_later_retry_does_not_resend_it(loaded, redis_server, tmp_path):
+    """Session 56 review: the marks were written once every service had been tried. A pod killed
+    while a later service's retries waited (an eviction; the Job then retries) left the desk that had
+    accepted unmarked, and the retry sent it the report again. Marked as it accepts now."""
+    from stream.alerts.notify import build_apprise, service_key
+
+    desk, risk = Hook(), Hook()
+    admin = redis.Redis.from_url(redis_server)
+    env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "SENTINEL_REDIS_URL": redis_server,
+           "SENTINEL_APPRISE_URLS": f"{desk.url} {risk.url}", "SENTINEL_NOTIFY_ATTEMPTS": "2", "SENTINEL_NOTIFY_BACKOFF": "120",
+           "SENTINEL_NOTIFY_BACKOFF_MAX": "120", "SENTINEL_NOTIFY_CLAIM_IDLE": "600"}
+    env.pop("SENTINEL_APPRISE_CONFIG", None)
+    args = ["report", "--since", "1d", "--notify", "--out", str(tmp_path / "r.html")]
+    risk.failing = True
+    started = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while risk.refused < 1 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert risk.refused == 1 and len(desk.accepted) == 1 and proc.poll() is None  # waiting 120 s before risk's retry
+        (desk_key,) = [service_key(s) for s in build_apprise(desk.url, None)]
+        marked = [admin.hget(k, f"svc:{desk_key}") for k in admin.scan_iter(match="sentinel:report:sent:*")]
+        assert [int(m) >= int(started) for m in marked if m] == [True]  # the desk's, marked by this run before it ended
+    finally:
+        proc.kill()  # the pod evicted
+        proc.communicate(timeout=30)
+    try:
+        risk.failing = False
+        retry = cli(args, redis_server, **{k: env[k] for k in ("SENTINEL_APPRISE_URLS", "SENTINEL_NOTIFY_ATTEMPTS")})
+        assert retry.returncode == 0, retry.stderr
+        assert (len(desk.accepted), len(risk.accepted)) == (1, 1), retry.stderr  # the desk is not sent it again
+    finally:
+        admin.close()
         desk.close()
         risk.close()
 

@@ -74,11 +74,15 @@ def report_services(settings: Settings) -> list[NotifyBase]:
 def deliver_report(
     targets: Sequence[NotifyBase], path: Path, title: str, body: str, *, attempts: int = 5, backoff: float = 1.0, backoff_max: float = 30.0,
     sleep: Callable[[float], None] = time.sleep, fit: Fit = message.fit_body, body_max: int = 0,
+    on_accept: Callable[[str], None] | None = None,
 ) -> ReportDelivery:
     """Each service in turn, up to `attempts` tries with doubling waits; one that accepted is
     never sent to again because another failed (nor, by the caller, in a run again: `accepted`).
     `fit`: the body made to fit each service's limit (`notify.body_for`; `render.summary_text`), or
-    `body_max` where that is less (SENTINEL_NOTIFY_BODY_MAX, as the worker's notices)."""
+    `body_max` where that is less (SENTINEL_NOTIFY_BODY_MAX, as the worker's notices).
+    `on_accept(service_key)` runs as each service accepts, before the next is tried: the caller
+    marks it there, so a run killed while a later service's retries wait (an evicted pod) has its
+    earlier acceptances marked and the Job's retry does not send them the report again."""
     delays = retry_delays(attempts, backoff, backoff_max)
     failed = []
     outcomes = []
@@ -86,6 +90,8 @@ def deliver_report(
         for attempt in range(1, attempts + 1):
             ok, error = explained(partial(_send, server, path, title, body, fit, body_max))  # an SMTP refusal in words
             if ok:
+                if on_accept is not None:
+                    on_accept(service_key(server))
                 break
             log.warning("report delivery attempt failed", extra={"url": describe(server), "attempt": attempt, "attempts": attempts,
                                                                   **({"error": error} if error else {})})
