@@ -85,3 +85,23 @@ def test_the_runbooks_silences_held_back_every_notice_of_the_stored_run() -> Non
     assert RUN["runbook"]["without_silences"]["notices"]
     assert RUN["runbook"]["with_runbook_silences"]["runbook_silences"] is True
     assert RUN["runbook"]["with_runbook_silences"]["notices"] == []
+    # A silence holds notices back, never records: the two runs judged the same lines alike.
+    plain, silenced = RUN["runbook"]["without_silences"], RUN["runbook"]["with_runbook_silences"]
+    assert (plain["alert_records"], plain["incidents"]) == (silenced["alert_records"], silenced["incidents"])
+
+
+def test_the_switch_bench_replays_the_rest_only_once_the_new_worker_holds_every_partition(tmp_path: Path) -> None:
+    """The stored run without silences first replayed the rest while the new worker held partitions
+    0 and 1 only (4 min, a rebalance behind its classifying): 2 and 3, caught up at their last
+    write, went idle after 60 s and the switch was judged from half the posts (44 records, 2
+    incidents, against 72 and 1 for the same lines with silences)."""
+    from bench.model_switch import holds, wait_holds_all
+
+    half = 'INFO stream.worker: partitions assigned worker=w topic=forum-posts partitions="[0, 1]"\n'
+    log = tmp_path / "worker-second.log"
+    log.write_text(half)
+    assert holds(half) == {0, 1}
+    with pytest.raises(SystemExit, match="does not hold all 4 partitions"):
+        wait_holds_all(tmp_path, "second", 4, timeout=0.5)
+    log.write_text(half + half.replace("[0, 1]", "[0, 1, 2, 3]"))
+    wait_holds_all(tmp_path, "second", 4, timeout=5)
