@@ -105,3 +105,23 @@ def test_the_switch_bench_replays_the_rest_only_once_the_new_worker_holds_every_
         wait_holds_all(tmp_path, "second", 4, timeout=0.5)
     log.write_text(half + half.replace("[0, 1]", "[0, 1, 2, 3]"))
     wait_holds_all(tmp_path, "second", 4, timeout=5)
+
+
+def test_the_runbook_keeps_silencing_while_the_switchs_incident_is_open() -> None:
+    """25 h (baseline plus window) is when the baselines hold only the new model's labels, not when
+    the switch's incident closes: run on past it, `all` was still firing critical. Its repeats and
+    updates go out once the 25 h silences lapse, so the runbook must send the operator to look
+    for the open incident and silence on while it is open."""
+    from stream.timefmt import epoch
+
+    switch = epoch(RUN["switch"]["first_post_after_split"])
+    mixed_s = parse_duration(Settings().alert_baseline) + parse_duration(Settings().alert_window)
+    still = [member for member, last in RUN["past_25h"]["last_record"].items()
+             if last["state"] == "firing" and epoch(last["window_end"]) > switch + mixed_s]
+    assert "all sentiment_drop" in still and "all sentiment_surge" in still
+    section = _section()
+    silences = runbook_silences(section)
+    assert silenced_by(silences, "all", "sentiment_drop", NOW + mixed_s + 60) is None  # one round of the loop has lapsed
+    text = " ".join(section.split())
+    assert "sentinel incidents --open" in text
+    assert "run the loop again" in text
