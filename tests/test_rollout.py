@@ -125,3 +125,20 @@ def test_the_runbook_keeps_silencing_while_the_switchs_incident_is_open() -> Non
     text = " ".join(section.split())
     assert "sentinel incidents --open" in text
     assert "run the loop again" in text
+
+
+def test_a_volume_spike_under_the_runbooks_silences_tells_the_switchs_incident() -> None:
+    """The runbook silences two kinds; an incident is held only while the silences cover every kind
+    its root fired (`silence_of_incident`). A real swing's volume spike joined the switch's
+    incident rooted at `all` in the measured run and it was told with the switch's members, so the
+    runbook must not say that nobody is told of a real move while the silences hold."""
+    run = RUN["real_swing_under_silences"]
+    members = [dict(zip(("scope", "kind"), key.split(" "))) for key in run["switch_incident_members"]]
+    silences = runbook_silences(_section())
+    assert silence_of_incident(silences, "all", members, NOW) is None
+    held = [m for m in members if m["kind"] != "volume_spike"]
+    assert silence_of_incident(silences, "all", held, NOW) is not None
+    assert any("market-wide sentiment_drop, volume_spike" in notice for notice in run["notices"])
+    text = " ".join(_section().split())
+    assert "a real sentiment move is recorded and shown in the console but nobody is told" not in text
+    assert "`real_swing_under_silences`" in text
