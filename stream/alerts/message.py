@@ -58,13 +58,23 @@ _URL = re.compile(r"(https?|ftp)(:[/\\]+)([^\s/\\?#<>\u2039\u203a]*)", re.IGNORE
 # Characters a browser maps to nothing in a host name (UTS 46: soft hyphen, joiners, variation
 # selectors, invisible operators, Mongolian selectors) and a linkifier takes as part of the name
 # are taken into the dot they stand by, so `evil\u00ad.com` is `evil[.]com` and not a live `evil.com`.
-_IGNORED = r"[\u00ad\u034f\u180b-\u180f\u200c\u200d\u2060-\u2064\ufe00-\ufe0f]*"
+_IGNORED_CHAR = r"[\u00ad\u034f\u180b-\u180f\u200c\u200d\u2060-\u2064\ufe00-\ufe0f]"
+_IGNORED = rf"{_IGNORED_CHAR}*"
 # A percent-encoded dot (`%2E`, `%2e`) is a dot too: a browser decodes it in a host name
 # (`http://evil%2Ecom/` opens evil.com), and a reader takes `evil%2Ecom` for the domain it spells.
 _DOT_CHARS = r"[.\u3002\uff0e\uff61]|%2[eE]"
 _DOT = rf"{_IGNORED}(?:{_DOT_CHARS}){_IGNORED}"
-_DOMAIN = re.compile(rf"(?:[^\W_](?:[\w-]*[^\W_])?{_DOT})+(?:[^\W\d_]{{2,63}}|xn--[a-z0-9-]+)(?![^\W_])", re.IGNORECASE)
-_HOST_DOTS = re.compile(_DOT)
+# As one pattern, `(?:label DOT)+ TLD`, this was tried at each position and each try read the
+# chain of labels to its end: quadratic (`a.a.a...` of 10,000 characters took 5.6 s). `_domain_spans`
+# finds the same matches reading each run of name characters (`_NAME_RUN`) and each DOT once.
+_NAME_RUN = re.compile(r"[\w-]+")
+_DOT_AT = re.compile(_DOT)
+_LABEL_START = re.compile(r"[^\W_]")
+_TLD = re.compile(r"(?:[^\W\d_]{2,63}|xn--[a-z0-9-]+)(?![^\W_])", re.IGNORECASE)
+# Dots in a host, each with the ignored characters around it. A try in the middle of a run of ignored
+# characters is no match (the try at its start found no dot after it): skipped, or a long run was
+# read to its end from each of its characters.
+_HOST_DOTS = re.compile(rf"(?:(?<!{_IGNORED_CHAR}){_IGNORED_CHAR}+)?(?:{_DOT_CHARS}){_IGNORED}")
 # A bare IPv4 address: four dotted numbers, each at most 255 (`_address`), with nothing numeric
 # joined on either side (`1.2.3.4.5` is no address). A dot before it joins a number only where a
 # digit stands before that dot: `...185.2.3.4` (an ellipsis, as `...evil.com`) is an address, and
@@ -116,7 +126,48 @@ def defang(text: str) -> str:
     `word.Word` with no space reads as a domain and gets its `[.]` too: readable, and no link."""
     text = _URL.sub(_defanged_url, text)
     text = _IPV4.sub(_address, text)
-    return _DOMAIN.sub(lambda m: _HOST_DOTS.sub("[.]", m.group(0)), text)
+    out, last = [], 0
+    for start, end in _domain_spans(text):
+        out += [text[last:start], _HOST_DOTS.sub("[.]", text[start:end])]
+        last = end
+    return "".join(out) + text[last:]
+
+
+def _domain_spans(text: str) -> list[tuple[int, int]]:
+    """Where the domains in `text` are: the matches, left to right, of `(?:label DOT)+ TLD` (a
+    label: `[^\\W_](?:[\\w-]*[^\\W_])?`; a DOT: a dot with the ignored characters around it; a
+    TLD: two to 63 letters, or `xn--...`, no letter or digit after), in linear time. A DOT holds
+    no name character but the `2E` of a `%2E`, so a label runs to the end of its run of name
+    characters, and which labels follow it is fixed by that run: the greedy match ends at the
+    furthest TLD they reach (`furthest`, found for each run from the last to the first)."""
+    runs = [m.span() for m in _NAME_RUN.finditer(text)]
+    run_at = {start: i for i, (start, _) in enumerate(runs)}
+    furthest: list[int | None] = [None] * len(runs)  # the furthest TLD after the DOT after each run
+
+    def reach(node: int) -> int | None:
+        """The furthest TLD from `node` (a position after a DOT): on through its label, or here."""
+        # After a DOT stands a run's start, or the rest of a run after a `%2E`'s `2E`.
+        i = run_at.get(node, run_at.get(node - 2, -1))
+        whole = i >= 0 and node < runs[i][1] and _LABEL_START.match(text, node) and _LABEL_START.match(text, runs[i][1] - 1)
+        if whole and furthest[i] is not None:
+            return furthest[i]
+        return node if _TLD.match(text, node) else None
+
+    for i in range(len(runs) - 1, -1, -1):
+        dot = _DOT_AT.match(text, runs[i][1])
+        furthest[i] = reach(dot.end()) if dot else None
+    spans, resume = [], 0
+    for i, (start, end) in enumerate(runs):
+        # A label begins at the first letter or digit not yet in a domain (the rest of a TLD's run
+        # may begin one), and ends at its run's end.
+        node = furthest[i]
+        if node is None or resume >= end or not _LABEL_START.match(text, end - 1):
+            continue
+        begin = _LABEL_START.search(text, max(start, resume), end)
+        if begin and (tld := _TLD.match(text, node)):
+            spans.append((begin.start(), tld.end()))
+            resume = tld.end()
+    return spans
 
 
 def _address(match: re.Match[str]) -> str:
