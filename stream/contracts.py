@@ -295,7 +295,12 @@ def _post_from_object(
         return Rejection("too_many_assets", f"{len(assets)} assets is over the cap of {limits.max_assets}", field="assets", post_id=post_id)
     elif isinstance(assets, list) and all(isinstance(a, str) and is_unicode(a) and len(a) <= limits.max_ticker_chars for a in assets):
         tickers = normalize_assets(assets)
-        problem = next((f"asset {t!r} {p}" for t in tickers if (p := name_problem(t) or lookalike_problem(t))), None)
+        # The cap holds for the ticker as counted, too: compatibility forms expand under NFKC (`㎒`
+        # is `MHZ`, `ﷺ` 18 characters), and 32 of them made a scope name of up to 576 characters.
+        # The cap before normalising bounds the work; this one, the name.
+        problem = next((f"asset {t[:limits.max_ticker_chars]!r}... is {len(t)} characters once normalised (NFKC), "
+                        f"over the cap of {limits.max_ticker_chars}" for t in tickers if len(t) > limits.max_ticker_chars), None)
+        problem = problem or next((f"asset {t!r} {p}" for t in tickers if (p := name_problem(t) or lookalike_problem(t))), None)
         if problem:
             return Rejection("invalid_field", problem, field="assets", post_id=post_id)
     else:

@@ -263,6 +263,15 @@ def test_an_explicit_tickers_compatibility_form_counts_as_the_ticker(ticker):
     assert isinstance(post, Post) and post.assets == ("ETH",)
 
 
+def test_an_explicit_tickers_cap_holds_once_it_is_normalised():
+    """Compatibility forms expand under NFKC (`㎒` is `MHZ`): 11 of them were under the 32-character
+    cap as given, and made a ticker of 33 as counted; 32 `ﷺ`s one of 576."""
+    result = parse({**GOOD, "assets": ["\u3392" * 11]})
+    assert reason(result) == "invalid_field" and result.field == "assets" and "33 characters once normalised" in result.message
+    post = parse({**GOOD, "assets": ["\u3392" * 10 + "XY"]})  # 32 once normalised: at the cap
+    assert isinstance(post, Post) and post.assets == ("MHZ" * 10 + "XY",)
+
+
 @pytest.mark.parametrize("ticker", ["\u5e01\u5b89\u4eba\u751f", "\u30df\u30fc\u30e0", "1INCH", "BTC.B",  # 币安人生, ミーム
                                     "\u5e01\u5b89\u4eba\u751f2", "\U0001f438"])  # 币安人生2 (a digit is no Latin letter), 🐸
 def test_explicit_tickers_in_other_scripts_are_their_own(ticker):
