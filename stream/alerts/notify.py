@@ -706,15 +706,17 @@ def _notify(server: NotifyBase, head: str, body: str, body_format: NotifyFormat,
         return False, type(exc).__name__
 
 
-def fitted(server: NotifyBase, head: str, text: str, body_max: int = 0) -> tuple[str, NotifyFormat]:
+def fitted(server: NotifyBase, head: str, text: str, body_max: int = 0,
+           fit: Callable[[str, int, Callable[[str], int]], str] | None = None) -> tuple[str, NotifyFormat]:
     """A notification's plain-text body as one service is sent it, on every attempt: fitted to the
     most it takes for the title `head` (`body_limit`, `body_for`), or `body_max` where that is less
     (`capped_limit`, SENTINEL_NOTIFY_BODY_MAX). TEXT: the body is plain text. Each
     plugin then converts it for its medium (Slack escapes `& < >`), and nothing is read as markup.
     A mail sent as HTML gets ours (`message.html_text`). The text as it is where fitting fails (a
-    plugin's bug): a sizing must never cost the notification."""
+    plugin's bug): a sizing must never cost the notification. `fit`: as `body_for`'s (a report's
+    own)."""
     try:
-        return body_for(server, text, capped_limit(body_limit(server, head), body_max), head)
+        return body_for(server, text, capped_limit(body_limit(server, head), body_max), head, fit)
     except Exception:  # noqa: BLE001 - the service may still take it whole
         log.warning("could not fit a notification to its service; sending it as it is", extra={"service": getattr(server, "service_name", "")})
         return text, NotifyFormat.TEXT

@@ -20,11 +20,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from apprise import AppriseAttachment, NotifyType
+from apprise import AppriseAttachment, NotifyFormat, NotifyType
 
 from stream.alerts import message
-from stream.alerts.notify import (body_for, body_limit, build_apprise, capped_limit, by_service, describe, explained, one_per_service, retry_delays, route,
-                                   service_key, split_entries)
+from stream.alerts.notify import (build_apprise, describe, explained, fitted, one_per_service, retry_delays, route, service_key,
+                                   split_entries)
 
 if TYPE_CHECKING:
     from apprise.plugins.base import NotifyBase
@@ -44,9 +44,6 @@ class ReportDelivery:
     targeted: int  # services the report was routed to
     sent: int  # services that accepted it
     failed: list[str] = field(default_factory=list)  # log-safe names of those that never did
-    # By `service_key` (`notify.by_service`): the services that accepted it, and those that did not.
-    accepted: tuple[str, ...] = ()
-    refused: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -77,7 +74,7 @@ def deliver_report(
     on_accept: Callable[[str], None] | None = None,
 ) -> ReportDelivery:
     """Each service in turn, up to `attempts` tries with doubling waits; one that accepted is
-    never sent to again because another failed (nor, by the caller, in a run again: `accepted`).
+    never sent to again because another failed (nor, by the caller, in a run again: `on_accept`).
     `fit`: the body made to fit each service's limit (`notify.body_for`; `render.summary_text`), or
     `body_max` where that is less (SENTINEL_NOTIFY_BODY_MAX, as the worker's notices).
     `on_accept(service_key)` runs as each service accepts, before the next is tried: the caller
@@ -85,10 +82,12 @@ def deliver_report(
     earlier acceptances marked and the Job's retry does not send them the report again."""
     delays = retry_delays(attempts, backoff, backoff_max)
     failed = []
-    outcomes = []
     for server in targets:
+        # Fitted to the service's limit (a storm day's ran past it, cut blindly or refused, until session
+        # 56) once per service, as a notice is (`notify.fitted`): the same text on every attempt.
+        text, body_format = fitted(server, title, body, body_max, fit)
         for attempt in range(1, attempts + 1):
-            ok, error = explained(partial(_send, server, path, title, body, fit, body_max))  # an SMTP refusal in words
+            ok, error = explained(partial(_send, server, path, title, text, body_format))  # an SMTP refusal in words
             if ok:
                 if on_accept is not None:
                     on_accept(service_key(server))
@@ -99,20 +98,15 @@ def deliver_report(
                 sleep(delays[attempt - 1])
         else:
             failed.append(describe(server))
-        outcomes.append((service_key(server), ok))
-    accepted, refused = by_service(outcomes)
-    return ReportDelivery(targeted=len(targets), sent=len(targets) - len(failed), failed=failed, accepted=accepted, refused=refused)
+    return ReportDelivery(targeted=len(targets), sent=len(targets) - len(failed), failed=failed)
 
 
-def _send(server: NotifyBase, path: Path, title: str, body: str, fit: Fit = message.fit_body, body_max: int = 0) -> tuple[bool, str | None]:
+def _send(server: NotifyBase, path: Path, title: str, text: str, body_format: NotifyFormat) -> tuple[bool, str | None]:
     """One blocking attempt: (accepted, error type name or None). Exception text can carry a full
     request URL with its token, so only the type is kept."""
     try:
         # A fresh attachment per attempt: an attachment object keeps read state.
         attach = AppriseAttachment(str(path), asset=server.asset)
-        # A mail sent as HTML gets ours (Apprise's wraps no line); cut to the service's limit: on a storm
-        # day the body ran past it, and the service cut it blindly or refused it (until session 56).
-        text, body_format = body_for(server, body, capped_limit(body_limit(server, title), body_max), title, fit)
         return bool(server.notify(body=text, title=title, notify_type=NotifyType.INFO, body_format=body_format, attach=attach)), None
     except Exception as exc:  # noqa: BLE001 - a plugin bug is a failed attempt, not a crash
         return False, type(exc).__name__
