@@ -266,16 +266,10 @@ def _drop_items(lines: list[str], is_item: Callable[[str], bool], noun: str, whe
         out.insert(min(dropped), said)  # where the first dropped line was: after the last one kept
         return out
 
-    low, high = 0, len(items) - 1  # at least one goes: the caller found the text too long with all
-    if size("\n".join(kept(low))) > maxlen:
-        return kept(low)
-    while low < high:  # kept(low) fits
-        mid = (low + high + 1) // 2
-        if size("\n".join(kept(mid))) <= maxlen:
-            low = mid
-        else:
-            high = mid - 1
-    return kept(low)
+    # At least one goes: the caller found the text too long with all.
+    if size("\n".join(kept(0))) > maxlen:
+        return kept(0)
+    return kept(largest_fitting(0, len(items) - 1, lambda keep: size("\n".join(kept(keep))) <= maxlen))
 
 
 def _empty_headers(lines: list[str], dropped: set[int]) -> set[int]:
@@ -308,14 +302,7 @@ def _shorten(lines: list[str], maxlen: int, size: Callable[[str], int]) -> str:
 
     if size(capped(1)) > maxlen:  # the lines kept whole are past the limit on their own
         return _cut("\n".join(lines), maxlen, size)
-    low, high = 1, max(len(line) for line in lines)
-    while low < high:  # the size grows with the width: a bisection finds the widest that fits
-        mid = (low + high + 1) // 2
-        if size(capped(mid)) <= maxlen:
-            low = mid
-        else:
-            high = mid - 1
-    return capped(low)
+    return capped(largest_fitting(1, max(len(line) for line in lines), lambda width: size(capped(width)) <= maxlen))
 
 
 def _uncut(lines: list[str]) -> set[int]:
@@ -331,14 +318,21 @@ def _uncut(lines: list[str]) -> set[int]:
 
 def _cut(text: str, maxlen: int, size: Callable[[str], int]) -> str:
     """The longest start of `text` that fits with an ellipsis: the last resort."""
-    low, high = 0, len(text)
-    while low < high:  # size grows with the prefix (HTML escaping too): a bisection finds the longest
+    # The size grows with the prefix (HTML escaping too).
+    return text[:largest_fitting(0, len(text), lambda end: size(text[:end].rstrip() + ELLIPSIS) <= maxlen)].rstrip() + ELLIPSIS
+
+
+def largest_fitting(low: int, high: int, fits: Callable[[int], bool]) -> int:
+    """The largest n in low..high with `fits(n)`, by bisection, where `fits(low)` holds and a text
+    only grows with n (so once it no longer fits, it never does again): fitting a body measures the
+    whole text as sent each try, and one try per item took seconds on a list of thousands."""
+    while low < high:
         mid = (low + high + 1) // 2
-        if size(text[:mid].rstrip() + ELLIPSIS) <= maxlen:
+        if fits(mid):
             low = mid
         else:
             high = mid - 1
-    return text[:low].rstrip() + ELLIPSIS
+    return low
 
 
 SHORT_ID = 8  # characters of an incident's (or alert's) id in a title: `sentinel ack`/`verdict` take a start of 6 or more

@@ -15,7 +15,7 @@ import io
 import re
 from typing import Callable, Sequence
 
-from stream.alerts.message import escape_post_text, fit_body, scope_text
+from stream.alerts.message import escape_post_text, fit_body, largest_fitting, scope_text
 from stream.reporting.daily import ALL, LABELS, DayRow, IncidentRow, Report, day_label, ticker
 from stream.reporting.prices import MEANINGFUL_PAIRS, AssetPrices, LagResult, noise_level, verdict
 from stream.reporting.svg import day_chart, lag_chart
@@ -447,15 +447,5 @@ def summary_text(report: Report, maxlen: int = 0, size: Callable[[str], int] = l
 
 
 def _most_kept(count: int, fits: Callable[[int], bool]) -> int:
-    """The most items of a list (0 to `count`) with which the text fits, by bisection (the text
-    grows with them): measured as sent, one try per item took seconds on a list of thousands."""
-    low, high = 0, count
-    if not fits(low):
-        return 0
-    while low < high:
-        mid = (low + high + 1) // 2
-        if fits(mid):
-            low = mid
-        else:
-            high = mid - 1
-    return low
+    """The most items of a list (0 to `count`) with which the text fits (`message.largest_fitting`)."""
+    return largest_fitting(0, count, fits) if fits(0) else 0
