@@ -8,9 +8,9 @@ STAMP  := $(VENV)/.installed
 # CPU build of torch from local disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test bench clean browser screenshots redis-tls promtool
+.PHONY: setup demo test check bench clean browser screenshots redis-tls promtool help
 
-setup: $(STAMP)
+setup: $(STAMP) ## create .venv and install the project with its dev extra (idempotent)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ DEMO_UNSET := KAFKA_BROKER SENTINEL_KAFKA_BROKER REDIS_URL SENTINEL_REDIS_URL SE
 # that shape are unset too, matched without case; only a name's characters reach the command line.
 DEMO_ENV = env $(addprefix -u ,$(sort $(DEMO_UNSET) $(shell env | grep -ioE '^(sentinel_)?(kafka|redis|apprise)_[a-z0-9_]*=' | tr -d =)))
 
-demo: setup
+demo: setup ## the main job: sentinel run on the demo stream (embedded Kafka + Redis), then a table
 	mkdir -p out
 	$(DEMO_ENV) $(BIN)/sentinel run examples/demo-stream.jsonl --summary-json out/demo-summary.json --alerts-out out/demo-alerts.jsonl
 	$(DEMO_ENV) $(BIN)/sentinel classify < examples/posts.txt
@@ -44,7 +44,7 @@ demo: setup
 # The console's browser test drives Debian's Chromium through Playwright (Playwright's own browser
 # download host is unreachable from these machines). Installed once where apt-get runs as root;
 # elsewhere the test skips and prints why.
-browser:
+browser: ## Debian's chromium for the console's browser test, where apt-get runs as root
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
@@ -56,7 +56,7 @@ browser:
 # Extracted into .cache/redis-tls (no service started, no root needed once apt lists exist) for the
 # rediss:// test (tests/test_redis_tls.py), which skips with the reason when it is absent.
 REDIS_TLS := .cache/redis-tls
-redis-tls:
+redis-tls: ## Debian's TLS redis-server into .cache/redis-tls, for the rediss:// test
 	@test -x $(REDIS_TLS)/root/usr/bin/redis-server || { \
 	  mkdir -p $(REDIS_TLS) && cd $(REDIS_TLS) && \
 	  { apt-get download redis-server redis-tools libjemalloc2 liblzf1 >/dev/null 2>&1 || \
@@ -68,7 +68,7 @@ redis-tls:
 # started) checks and unit-tests the alert rules of deploy/k8s/components/monitoring
 # (tests/test_monitoring.py, which skips with the reason when it is absent).
 PROMTOOL := $(CURDIR)/.cache/promtool
-promtool:
+promtool: ## Debian's promtool into .cache/promtool, for the alert rules' test
 	@test -x $(PROMTOOL)/promtool || { \
 	  rm -rf $(PROMTOOL)/deb && mkdir -p $(PROMTOOL)/deb && cd $(PROMTOOL)/deb && \
 	  { apt-get download prometheus >/dev/null 2>&1 || \
@@ -77,15 +77,24 @@ promtool:
 	  rm -rf $(PROMTOOL)/deb; test -x $(PROMTOOL)/promtool || \
 	  echo "could not fetch Debian's prometheus (promtool): the alert rules' test will skip"; }
 
-test: setup browser redis-tls promtool
+test: setup browser redis-tls promtool ## the whole suite (about an hour on 2 cores: docs/contributing.md for one file)
 	$(BIN)/python -m pytest
 
 # The README's console screenshots, taken by the browser test itself.
-screenshots: setup browser
+screenshots: setup browser ## the README's console screenshots, taken by the browser test
 	SENTINEL_SCREENSHOTS=docs/images $(BIN)/python -m pytest -q tests/test_console.py -k real_browser
 
-bench: setup
+bench: setup ## sentinel bench classify
 	$(BIN)/sentinel bench classify
 
-clean:
+clean: ## remove .venv and pytest's cache
 	rm -rf $(VENV) .pytest_cache
+
+# The checks to run before every commit: docs, import layers, ruff and mypy (no server; about
+# 45 s on 2 loaded cores, most of it mypy's first run: docs/contributing.md).
+check: setup ## the fast pre-commit checks: tests/test_docs.py, test_layers.py, test_static.py
+	$(BIN)/python -m pytest -q tests/test_docs.py tests/test_layers.py tests/test_static.py
+
+# Each target's `## ` note, in the order of this file.
+help: ## list the targets
+	@grep -E '^[a-z][a-z-]*:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/^([a-z-]+):.*## (.*)$$/  make \1\t\2/' | expand -t 22

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # [text](target) or [text](target#anchor); a target with a scheme (https:, mailto:) is external.
@@ -355,3 +359,16 @@ def test_a_demo_figure_that_drifted_is_found() -> None:
     other = json.loads(json.dumps(summary))
     other["records"]["incident_ids"] = ["0" * 20]
     assert any("ack example" in line for line in demo_figure_drift(readme, other, notices))
+
+
+def test_make_help_lists_every_target() -> None:
+    """`make help` (each target's `## ` note) leaves none of the Makefile's targets out."""
+    if not shutil.which("make"):
+        pytest.skip("no make on PATH")
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    phony = set(re.search(r"^\.PHONY: (.*)$", makefile, re.M).group(1).split())  # type: ignore[union-attr]
+    shown = subprocess.run(["make", "-s", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    listed = set(re.findall(r"^  make (\S+)", shown.stdout, re.M))
+    assert {"setup", "demo", "test", "check", "help"} <= phony
+    assert listed == phony, f"in .PHONY but not in `make help`: {sorted(phony - listed)}; listed, not phony: {sorted(listed - phony)}"
