@@ -132,6 +132,21 @@ def test_inside_stream_each_layer_imports_only_layers_below():
     assert not wrong, "imports inside stream/ that do not point down:\n" + "\n".join(wrong)
 
 
+def unlayered(graph: dict[str, set[str]]) -> list[str]:
+    """Modules of stream/ in no layer: the layer rule skips them, whatever they import."""
+    return sorted(m for m in graph if m.startswith("stream.") and layer_of(m) is None)
+
+
+def test_every_module_of_stream_has_a_layer():
+    # A new top-level module of stream/ that is not in LAYERS would escape the rule above unnoticed.
+    wrong = unlayered(GRAPH)
+    assert not wrong, f"modules of stream/ in no layer of LAYERS (add each, and to the README's chain): {wrong}"
+
+
+def test_a_module_in_no_layer_is_found():
+    assert unlayered({**GRAPH, "stream.newthing": set()}) == ["stream.newthing"]
+
+
 def test_pure_alert_modules_never_import_the_io_ones():
     wrong = [f"{a} -> {b}" for a, b in edges() if a in ALERTS_PURE and b in ALERTS_IO]
     assert not wrong, "\n".join(wrong)
