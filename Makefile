@@ -77,7 +77,7 @@ promtool: ## Debian's promtool into .cache/promtool, for the alert rules' test
 	  rm -rf $(PROMTOOL)/deb; test -x $(PROMTOOL)/promtool || \
 	  echo "could not fetch Debian's prometheus (promtool): the alert rules' test will skip"; }
 
-test: setup browser redis-tls promtool ## the whole suite (about an hour on 2 cores: docs/contributing.md for one file)
+test: setup browser redis-tls promtool ## the whole suite, long: docs/contributing.md runs one file
 	$(BIN)/python -m pytest
 
 # The README's console screenshots, taken by the browser test itself.

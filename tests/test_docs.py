@@ -3,7 +3,9 @@ And what the docs name exists: every repository path (and test or function in it
 every `SENTINEL_*` variable is a setting, a default they state is the
 setting's, every `sentinel COMMAND --option` they show is in the CLI, the README's import layers
 are tests/test_layers.py's, and the README's `make demo` figures are those of the stored run
-(docs/results/demo_summary.json, demo_notices_s49.json).
+(docs/results/demo_summary.json, demo_notices_s49.json). The map of the code (docs/architecture.md)
+names every module and package and only real ones, the README's Layout has a row for each package
+naming its modules, and `make help` lists every target.
 
 Only links inside the repository are checked (no network), anchors against the target page's headings.
 """
@@ -359,6 +361,90 @@ def test_a_demo_figure_that_drifted_is_found() -> None:
     other = json.loads(json.dumps(summary))
     other["records"]["incident_ids"] = ["0" * 20]
     assert any("ack example" in line for line in demo_figure_drift(readme, other, notices))
+
+
+# --- The map of the code: docs/architecture.md and the README's Layout ---------------------------
+# A newcomer finds each module through them, so they must name every module and package of the
+# four packages, and nothing that is not there (a file moved or deleted leaves a dead entry).
+MAPPED_PACKAGES = ("stream", "model", "training", "sentinel")
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def code_units(root: Path) -> dict[str, list[str]]:
+    """Each package directory of the four (`stream/alerts/`, also one without an `__init__.py`)
+    -> its modules' names (`engine`, not `__init__`)."""
+    units: dict[str, list[str]] = {}
+    for package in MAPPED_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            modules = units.setdefault(path.parent.relative_to(root).as_posix() + "/", [])
+            if path.name != "__init__.py":
+                modules.append(path.stem)
+    return units
+
+
+def map_problems(text: str, root: Path) -> list[str]:
+    """What a map of the code (docs/architecture.md) gets wrong: a path it names that is not
+    there, and a module or package it names nowhere (each by its path, in a code span)."""
+    named = {found.split("#")[0].rstrip(",.:;)") for found in _REPO_PATH.findall(text)}
+    problems = [f"{path}: named, not there" for path in missing_paths(text, root)]
+    for package, modules in code_units(root).items():
+        problems += [f"{path}: on no line" for path in [package, *(f"{package}{m}.py" for m in modules)] if path not in named]
+    return problems
+
+
+def test_the_architecture_map_names_every_module_and_only_real_ones() -> None:
+    assert len(code_units(ROOT)) >= 9 and len(code_units(ROOT)["stream/alerts/"]) > 10  # the walk finds the code
+    problems = map_problems(ARCHITECTURE.read_text(encoding="utf-8"), ROOT)
+    assert not problems, "docs/architecture.md, against the tree:\n" + "\n".join(problems)
+
+
+def test_a_map_naming_a_missing_file_or_leaving_out_a_module_is_found(tmp_path: Path) -> None:
+    for module in ("stream/__init__.py", "stream/worker.py", "stream/alerts/__init__.py", "stream/alerts/engine.py",
+                   "stream/console/views.py", "model/labels.py", "training/data.py", "sentinel/cli.py"):
+        (tmp_path / module).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / module).write_text("")
+    whole = ("`stream/` `stream/worker.py` `stream/alerts/` `stream/alerts/engine.py` `stream/console/` `stream/console/views.py` "
+             "`model/` `model/labels.py` `training/` `training/data.py` `sentinel/` `sentinel/cli.py`")
+    assert map_problems(whole, tmp_path) == []
+    gone = whole.replace("`stream/alerts/engine.py`", "`stream/alerts/engines.py`").replace("`stream/console/` ", "")
+    assert map_problems(gone, tmp_path) == [
+        "stream/alerts/engines.py: named, not there", "stream/alerts/engine.py: on no line", "stream/console/: on no line"]
+
+
+def readme_layout(text: str) -> dict[str, str]:
+    """The README's Layout table: a row's path (`stream/alerts/`) -> the rest of the row."""
+    m = re.search(r"^## Layout\n(.*?)^## ", text, re.S | re.M)
+    assert m, "the README's Layout section is gone"
+    return dict(re.findall(r"^\| `([^`]+)` \| (.*) \|$", m.group(1), re.M))
+
+
+def layout_problems(text: str, root: Path) -> list[str]:
+    """Each package of the four the README's Layout has no row for, and each module its package's
+    row does not name (as `engine`, in a code span)."""
+    rows = readme_layout(text)
+    problems = []
+    for package, modules in code_units(root).items():
+        if package not in rows:
+            problems.append(f"{package}: no row")
+            continue
+        problems += [f"{package}{m}.py: not in its row" for m in modules if f"`{m}`" not in rows[package]]
+    return problems
+
+
+def test_the_readmes_layout_has_a_row_for_every_package_naming_its_modules() -> None:
+    problems = layout_problems((ROOT / "README.md").read_text(encoding="utf-8"), ROOT)
+    assert not problems, "the README's Layout, against the tree:\n" + "\n".join(problems)
+
+
+def test_a_layout_without_a_package_or_module_is_found(tmp_path: Path) -> None:
+    for module in ("stream/worker.py", "stream/keys.py", "stream/alerts/engine.py", "model/labels.py", "training/data.py", "sentinel/cli.py"):
+        (tmp_path / module).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / module).write_text("")
+    text = ("## Layout\n\n| path | what |\n| --- | --- |\n| `model/` | `labels` (closed set) |\n| `training/` | `data` |\n"
+            "| `stream/` | `worker` (Faust) |\n| `sentinel/` | the `sentinel` CLI (`cli`) |\n\n## Data\n")
+    assert layout_problems(text, tmp_path) == ["stream/alerts/: no row", "stream/keys.py: not in its row"]
 
 
 def test_make_help_lists_every_target() -> None:
