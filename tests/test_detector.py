@@ -99,6 +99,22 @@ def test_an_overrides_value_is_checked_when_the_overrides_are_read(values, says)
         parse_overrides(spec)
 
 
+def test_every_threshold_an_override_may_set_has_its_bounds():
+    """An override may set any field of Thresholds, and its value is checked against the field's
+    bounds in _OVERRIDE_BOUNDS. A field added without bounds there (found adding one, session 57)
+    made an override of it raise KeyError where the overrides are read, not say what was wrong."""
+    from dataclasses import fields
+
+    from stream.alerts.detector import _OVERRIDE_BOUNDS
+
+    named = {f.name for f in fields(Thresholds)}
+    assert named <= set(_OVERRIDE_BOUNDS), f"thresholds with no bounds in _OVERRIDE_BOUNDS: {sorted(named - set(_OVERRIDE_BOUNDS))}"
+    assert set(_OVERRIDE_BOUNDS) <= named, f"bounds of no threshold: {sorted(set(_OVERRIDE_BOUNDS) - named)}"
+    for name in _OVERRIDE_BOUNDS:
+        low = _OVERRIDE_BOUNDS[name][0]
+        parse_overrides('{"asset:*": {"%s": %s}}' % (name, int(low) + 1))  # a value in bounds is taken
+
+
 def test_an_override_keeps_the_hysteresis_with_the_settings_it_lies_over():
     """resolve_z must stay below fire_z where an override sets one of them, against the setting of
     the other (the settings' own rule): at fire 1 and resolve 1.5 a firing incident is calm at once."""
