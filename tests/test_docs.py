@@ -4,8 +4,8 @@ every `SENTINEL_*` variable is a setting, a default they state is the
 setting's, every `sentinel COMMAND --option` they show is in the CLI, the README's import layers
 are tests/test_layers.py's, and the README's `make demo` figures are those of the stored run
 (docs/results/demo_summary.json, demo_notices_s49.json). The map of the code (docs/architecture.md)
-names every module and package and only real ones, the README's Layout has a row for each package
-naming its modules, and `make help` lists every target.
+names every package, gives every module a row of its own and names only real paths, the README's
+Layout has a row for each package naming its modules, and `make help` lists every target.
 
 Only links inside the repository are checked (no network), anchors against the target page's headings.
 """
@@ -384,13 +384,20 @@ def code_units(root: Path) -> dict[str, list[str]]:
     return units
 
 
+# A row of the map's module tables: `| `stream/store.py` | what it does |`.
+_MAP_ROW = re.compile(r"^\| `([^`]+)` \|", re.M)
+
+
 def map_problems(text: str, root: Path) -> list[str]:
     """What a map of the code (docs/architecture.md) gets wrong: a path it names that is not
-    there, and a module or package it names nowhere (each by its path, in a code span)."""
+    there, a package it names nowhere (by its path, in a code span), and a module with no row of
+    its own (a module named only in passing, in the ideas' table, has no line saying what it is)."""
     named = {found.split("#")[0].rstrip(",.:;)") for found in _REPO_PATH.findall(text)}
+    rows = set(_MAP_ROW.findall(text))
     problems = [f"{path}: named, not there" for path in missing_paths(text, root)]
     for package, modules in code_units(root).items():
-        problems += [f"{path}: on no line" for path in [package, *(f"{package}{m}.py" for m in modules)] if path not in named]
+        problems += [f"{package}: on no line"] if package not in named else []
+        problems += [f"{path}: no row" for path in (f"{package}{m}.py" for m in modules) if path not in rows]
     return problems
 
 
@@ -405,12 +412,16 @@ def test_a_map_naming_a_missing_file_or_leaving_out_a_module_is_found(tmp_path: 
                    "stream/console/views.py", "model/labels.py", "training/data.py", "sentinel/cli.py"):
         (tmp_path / module).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / module).write_text("")
-    whole = ("`stream/` `stream/worker.py` `stream/alerts/` `stream/alerts/engine.py` `stream/console/` `stream/console/views.py` "
-             "`model/` `model/labels.py` `training/` `training/data.py` `sentinel/` `sentinel/cli.py`")
+    modules = ("stream/worker.py", "stream/alerts/engine.py", "stream/console/views.py", "model/labels.py", "training/data.py", "sentinel/cli.py")
+    whole = ("`stream/` `stream/alerts/` `stream/console/` `model/` `training/` `sentinel/`\n\n| module | what |\n| --- | --- |\n"
+             + "".join(f"| `{m}` | what it does |\n" for m in modules))
     assert map_problems(whole, tmp_path) == []
     gone = whole.replace("`stream/alerts/engine.py`", "`stream/alerts/engines.py`").replace("`stream/console/` ", "")
     assert map_problems(gone, tmp_path) == [
-        "stream/alerts/engines.py: named, not there", "stream/alerts/engine.py: on no line", "stream/console/: on no line"]
+        "stream/alerts/engines.py: named, not there", "stream/alerts/engine.py: no row", "stream/console/: on no line"]
+    # Named in passing (the ideas' table, prose) is not a row of its own.
+    passing = whole.replace("| `model/labels.py` | what it does |\n", "") + "\n| idea | code |\n| --- | --- |\n| labels | `model/labels.py` |\n"
+    assert map_problems(passing, tmp_path) == ["model/labels.py: no row"]
 
 
 def readme_layout(text: str) -> dict[str, str]:
