@@ -1854,6 +1854,29 @@ def unsilence(
     out.print(f"lifted silence {silence_id}")
 
 
+@app.command("restore-silences")
+def restore_silences(
+    file: Annotated[Path, typer.Argument(help="what `sentinel silences --json` wrote, one silence a line")],
+    by: Annotated[Optional[str], typer.Option("--by", help="who, for the audit log (default: the login name)")] = None,
+) -> None:
+    """Put back the silences of an export (`sentinel silences --json > silences.jsonl`) into a Redis
+    that lost them: those still in force, with their ids, ends and authors; ids already there are kept."""
+    from stream.alerts.silences import restorable
+    from stream.alerts.silences import restore_silences as restore
+
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        found, ended = restorable(lines, time.time())
+    except ValueError as exc:
+        raise fail(f"{file}: {exc}; nothing restored") from None
+    who = operator_name(by)
+    restored = with_redis(lambda client: restore(client, found, by=who, via="cli"))
+    out.print(f"restored {restored} silences ({len(found) - restored} already there, {ended} had ended)")
+
+
 @app.command()
 def incidents(
     open_only: Annotated[bool, typer.Option("--open", help="only incidents still open")] = False,

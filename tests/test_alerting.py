@@ -2425,6 +2425,38 @@ def test_silence_commands(redis_server):
     assert cli(["silence", "asset:BTC", "--kind", "moon"], redis_server).returncode != 0
 
 
+def test_silences_exported_survive_a_redis_that_lost_everything(redis_server, tmp_path):
+    """The silences are the one alert state made by hand that replaying forum-posts does not
+    rebuild: `sentinel silences --json` exports them, and after a FLUSHALL (a Redis lost without
+    persistence) `sentinel restore-silences` puts back those still in force, ids, ends, reasons and
+    authors as they were; run twice it adds nothing, and a file with a bad line restores nothing."""
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    assert cli(["silence", "asset:BTC", "--for", "2h", "--kind", "sentiment_drop", "--reason", "exchange maintenance", "--by", "erin"],
+               redis_server).returncode == 0
+    assert cli(["silence", "channel:*", "--for", "3h", "--reason", "rebuild"], redis_server).returncode == 0
+    listed = cli(["silences", "--json"], redis_server)
+    exported = tmp_path / "silences.jsonl"
+    ended = {**json.loads(listed.stdout.splitlines()[0]), "id": "0ld", "until": time.time() - 60}
+    exported.write_text(listed.stdout + json.dumps(ended) + "\n", encoding="utf-8")
+    r.flushall()
+    assert cli(["silences", "--json"], redis_server).stdout.strip() == ""
+    done = cli(["restore-silences", str(exported), "--by", "frank"], redis_server)
+    assert done.returncode == 0 and "restored 2 silences (0 already there, 1 had ended)" in done.stdout, done.stdout + done.stderr
+    assert cli(["silences", "--json"], redis_server).stdout == listed.stdout
+    assert 2 * 3600 < r.ttl("sentinel:{alerts}:silences") <= 3 * 3600 + 60
+    audit = cli(["audit", "--json", "--action", "silence"], redis_server)
+    assert sorted(json.loads(line)["by"] for line in audit.stdout.splitlines()) == ["frank", "frank"], audit.stdout
+    again = cli(["restore-silences", str(exported)], redis_server)
+    assert again.returncode == 0 and "restored 0 silences (2 already there, 1 had ended)" in again.stdout, again.stdout
+    r.flushall()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(listed.stdout + '{"id": "x1", "scope": "asset:BTC"}\n', encoding="utf-8")
+    refused = cli(["restore-silences", str(bad)], redis_server)
+    assert refused.returncode == 2 and "line 3:" in refused.stderr and "nothing restored" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr and r.hlen("sentinel:{alerts}:silences") == 0
+
+
 def test_a_daily_cap_per_service_sends_one_limit_notice_then_drops(redis_server):
     """SENTINEL_NOTIFY_DAILY_CAP, counted per service: two notifications reach a webhook, the third
     becomes its one 'limit reached' notice, the rest are not sent; a second webhook that had already

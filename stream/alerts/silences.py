@@ -227,3 +227,80 @@ async def remove_silence(client: aioredis.Redis, silence_id: str, *, by: str = "
                          until=shown(found.until), reason="")
     return bool(await client.register_script(_REMOVE)(
         keys=[SILENCES_KEY, SILENCE_AUTHORS_KEY, AUDIT_KEY], args=[silence_id, audit.AUDIT_ENTRIES, *audit.flat(logged)]))
+
+
+# Restoring silences after Redis lost them (`sentinel restore-silences`, docs/operations.md,
+# "Backup and disaster recovery"): the silences are the one piece of alert state an operator made
+# by hand that no replay of forum-posts rebuilds, so they are exported (`sentinel silences --json`)
+# and put back as they were: same id, scope, kind, end, reason and author.
+MAX_SILENCE_ID_CHARS = 64
+
+
+def restorable(lines: Sequence[str], now: float) -> tuple[list[Silence], int]:
+    """The silences of an export (`sentinel silences --json`, one JSON object a line; blank lines
+    skipped) still in force at `now`, and how many had ended. ValueError naming the line for one
+    that is not a silence: nothing is restored from a file with a bad line. Pure."""
+    from stream.alerts.detector import KINDS
+
+    found: list[Silence] = []
+    ended = 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            silence = _exported(json.loads(line), KINDS)
+        except (ValueError, TypeError, KeyError) as exc:
+            problem = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"line {number}: not a silence as `sentinel silences --json` writes it ({problem})") from None
+        if silence.until <= now:
+            ended += 1
+        else:
+            found.append(silence)
+    return found, ended
+
+
+def _exported(fields: Any, kinds: Sequence[str]) -> Silence:
+    if not isinstance(fields, dict):
+        raise ValueError("a JSON object")
+    ident, kind = fields["id"], fields["kind"]
+    if not isinstance(ident, str) or not ident or len(ident) > MAX_SILENCE_ID_CHARS or not ident.isascii() or not ident.isalnum():
+        raise ValueError("id: letters and digits, at most 64")
+    if kind is not None and kind not in kinds:
+        raise ValueError(f"kind: one of {', '.join(kinds)} or null")
+    until, created = fields["until"], fields["created_at"]
+    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t < 1e11 for t in (until, created)):
+        raise ValueError("until and created_at: epoch seconds")
+    by, via = fields.get("by", ""), fields.get("via", "")
+    if not isinstance(by, str) or not isinstance(via, str) or len(by) > audit.MAX_AUTHOR_CHARS or len(via) > 20:
+        raise ValueError("by and via: short text")
+    if not isinstance(fields["reason"], str):
+        raise ValueError("reason: text")
+    return Silence(ident, scope_name(str(fields["scope"])), kind, float(until), audit.reason_text(fields["reason"]), float(created), by, via)
+
+
+# KEYS as _ADD. ARGV as _ADD. A silence whose id is already stored is left as it is (a restore run
+# twice, or over silences made since): 0, nothing logged.
+_RESTORE = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+return 1
+"""
+
+
+async def restore_silences(client: aioredis.Redis, silences: Sequence[Silence], *, by: str = "", via: str = "") -> int:
+    """Store each silence (`restorable`) as it was exported, its own author kept, unless its id is
+    stored already; the audit log records who restored it (`by`, `via`) as a `silence` action.
+    How many were stored."""
+    restored = 0
+    script = client.register_script(_RESTORE)
+    for silence in silences:
+        stored = {name: getattr(silence, name) for name in STORED_FIELDS}
+        logged = audit.entry("silence", by=by, via=via, target=silence.id, scope=silence.scope, kind=silence.kind or "",
+                             until=shown(silence.until), reason=f"restored: {silence.reason}" if silence.reason else "restored")
+        restored += int(await script(keys=[SILENCES_KEY, SILENCE_AUTHORS_KEY, AUDIT_KEY],
+                                     args=[silence.id, json.dumps(stored), json.dumps({"by": silence.by, "via": silence.via}),
+                                           audit.AUDIT_ENTRIES, *audit.flat(logged)]))
+    if silences:
+        await _expire_with_the_last(client)
+    return restored
