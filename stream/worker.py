@@ -545,7 +545,10 @@ def build_worker(
     )
     install_http(app, metrics=metrics, redis=store.redis, classifier=classifier, posts_topic=settings.topic_posts,
                  max_stall_s=settings.health_max_stall,
-                 join_patience_s=start_join_patience_s(settings.session_timeout, settings.rebalance_timeout))
+                 join_patience_s=start_join_patience_s(settings.session_timeout, settings.rebalance_timeout),
+                 # As long as the longest-kept data it stands for, twice over, as the idle TTLs are.
+                 marker_ttl_s=2 * max(setting_duration("retention", settings.retention),
+                                      setting_duration("report_retention", settings.report_retention), 86400))
 
     @app.task
     async def deliver_alerts() -> None:

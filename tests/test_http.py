@@ -22,11 +22,12 @@ from typing import Any, Callable, Iterator
 
 import redis
 
-from stream.ops.http import START_JOIN_FLOOR_S, Check, Outages, ReadinessLog, liveness, readiness, readiness_log_level, start_join_patience_s
+from stream.ops.http import (START_JOIN_FLOOR_S, Check, Outages, ReadinessLog, liveness, marker_created_at, marker_news, readiness, readiness_log_level,
+                             start_join_patience_s)
 from stream.ops.prometheus import WorkerMetrics, offsets_behind, resume_offset
 from stream.batch import BatchOutcome
 from stream.tools.services import free_port, start_redis
-from stream.keys import STATS_KEY
+from stream.keys import DATA_MARKER_KEY, STATS_KEY
 from workers import metric_samples as samples, worker_env
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -216,6 +217,47 @@ def test_dependency_metrics_show_an_outage():
     assert got[("sentinel_dependency_up", broker)] == 0
     assert got[("sentinel_dependency_outages_total", broker)] == 1 and got[("sentinel_dependency_down_seconds_total", broker)] == 5
     assert got[("sentinel_dependency_outages_total", frozenset({("dependency", "redis")}))] == 0
+
+
+def test_the_data_marker_tells_a_fresh_redis_and_one_that_lost_its_data_while_the_worker_ran():
+    assert marker_news(None, "a1:100", created=True) == "fresh"  # nothing tells a new Redis from an emptied one at start
+    assert marker_news(None, "a1:100", created=False) is None  # another worker marked it, or an earlier run
+    assert marker_news("a1:100", "a1:100", created=False) is None
+    assert marker_news("a1:100", "b2:200", created=True) == "lost"  # emptied and marked again by this read
+    assert marker_news("a1:100", "b2:200", created=False) == "lost"  # emptied and marked by another worker first
+    assert marker_news("a1:100", None, created=False) is None  # Redis away: the outage metrics say so
+    assert marker_created_at("a1:100") == 100.0 and marker_created_at("garbage") == 0.0
+
+
+def test_a_worker_says_so_when_redis_loses_its_data_under_it(tmp_path, kafka_server, cache_dir):
+    """A FLUSHALL (or a restart without persistence, a failover to an empty replica) is no outage:
+    the worker writes on, its windows, incidents, silences and notification marks gone. Until
+    session 57 nothing said so; its data marker now does, in the log (ERROR) and the metrics."""
+    (tmp_path / "redis").mkdir()
+    redis_proc, redis_url = start_redis(tmp_path / "redis")
+    try:
+        env = env_for(kafka_server, redis_url, cache_dir, "http-redis-flushed")
+        with running_worker(env, tmp_path / "worker.log") as worker:
+            wait_until(worker.ready, 60, "/readyz 200", worker)
+            r = redis.Redis.from_url(redis_url, decode_responses=True)
+            first = wait_until(lambda: r.get(DATA_MARKER_KEY), 20, "the data marker", worker)
+            assert r.ttl(DATA_MARKER_KEY) > 170 * 86400  # twice the 90-day report retention; pushed on at each probe
+            wait_until(lambda: "Redis holds no data marker" in worker.log_path.read_text(errors="replace"), 10, "the fresh-Redis warning", worker)
+            since = samples(get(worker.port, "/metrics")[1].decode())[("sentinel_redis_data_since_seconds", frozenset())]
+            assert since == marker_created_at(first) > 0
+
+            r.flushall()
+
+            def lost() -> dict | None:
+                m = samples(get(worker.port, "/metrics")[1].decode())
+                return m if m[("sentinel_redis_data_lost_total", frozenset())] == 1 else None
+
+            m = wait_until(lost, 20, "sentinel_redis_data_lost_total 1", worker)
+            assert r.get(DATA_MARKER_KEY) not in (None, first) and m[("sentinel_redis_data_since_seconds", frozenset())] >= since
+            wait_until(lambda: "Redis lost its data while the worker ran" in worker.log_path.read_text(errors="replace"), 10, "the error", worker)
+            assert worker.proc.poll() is None and worker.ready()
+    finally:
+        redis_proc.stop()
 
 
 def partition_lag(tps, highwater, committed, start=lambda tp: None):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import socket
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from model.scorer import Scorer
+from stream.keys import DATA_MARKER_KEY
 from stream.ops.prometheus import ConsumerOffsets, ModelLabels, TopicPartition, WorkerMetrics, offsets_behind, resume_offset
 
 log = logging.getLogger(__name__)
@@ -200,6 +202,45 @@ async def check_redis(redis: Any, timeout: float = CHECK_TIMEOUT_S) -> Check:
     except Exception as exc:  # noqa: BLE001
         return Check("redis", False, type(exc).__name__)
     return Check("redis", True)
+
+
+def marker_news(seen: str | None, found: str | None, created: bool) -> str | None:
+    """What one read of Redis' data marker (`keys.DATA_MARKER_KEY`) says, given the value this
+    worker read before (`seen`): `fresh` where this worker's first read found none and set it (a
+    new Redis, or one that lost its data before the worker started: nothing tells the two apart
+    here), `lost` where it differs from the one read before (emptied, a restart without
+    persistence, a failover to an empty replica, another Redis behind the address), else None. Pure."""
+    if found is None:
+        return None
+    if seen is None:
+        return "fresh" if created else None
+    return "lost" if found != seen else None
+
+
+def marker_created_at(value: str) -> float:
+    """The epoch seconds a marker value (`<hex>:<epoch s>`) was made at; 0.0 for one not so made."""
+    try:
+        return float(value.rpartition(":")[2])
+    except ValueError:
+        return 0.0
+
+
+async def read_marker(redis: Any, ttl_s: int, timeout: float = CHECK_TIMEOUT_S) -> tuple[str | None, bool]:
+    """Redis' data marker, set first where there is none: (its value, whether this call set it);
+    (None, False) where Redis does not answer (the Redis check reports that). Its expiry is pushed
+    to `ttl_s` from now at each read: it goes, as every key does, only once no worker has run for
+    longer than the data it stands for lives."""
+    mark = f"{secrets.token_hex(8)}:{int(time.time())}"
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.set(DATA_MARKER_KEY, mark, nx=True, ex=ttl_s)
+            pipe.get(DATA_MARKER_KEY)
+            pipe.expire(DATA_MARKER_KEY, ttl_s)
+            created, found, _ = await asyncio.wait_for(pipe.execute(), timeout)
+    except Exception:  # noqa: BLE001 - Redis away: the next probe reads it again
+        return None, False
+    found = found.decode() if isinstance(found, bytes) else found
+    return found, bool(created)
 
 
 def check_model(classifier: Scorer | None) -> Check:
@@ -386,10 +427,12 @@ def install(
     posts_topic: str,
     max_stall_s: float = 30.0,
     join_patience_s: float,
+    marker_ttl_s: int = 180 * 86400,
 ) -> LoopWatch:
     """Register /healthz, /readyz and /metrics on the app's web server and start the heartbeat.
     `join_patience_s`: how long a start's wait for its partitions is logged at DEBUG only
-    (`start_join_patience_s`)."""
+    (`start_join_patience_s`). `marker_ttl_s`: how long Redis' data marker outlives the last
+    worker's probe (`read_marker`)."""
     watch = LoopWatch(on_lag=metrics.set_loop_lag)
     metrics.set_model(ModelLabels.from_info(classifier.info))
 
@@ -417,12 +460,38 @@ def install(
             elif check.ok and was_down_since is not None:
                 log.info("dependency reachable again", extra={"dependency": check.name, "down_s": round(now - was_down_since, 1)})
 
+    marker: dict[str, str | None] = {"seen": None}
+
+    async def watch_marker() -> None:
+        """Redis losing its data is not an outage when it comes back at once (a restart without
+        persistence, a FLUSHALL): the windows, incidents, silences and notification marks are gone
+        and the worker writes on as if nothing happened. The marker says so, in the log and the
+        metrics (docs/operations.md, "Backup and disaster recovery")."""
+        found, created = await read_marker(redis, marker_ttl_s)
+        news = marker_news(marker["seen"], found, created)
+        if found is None:
+            return
+        marker["seen"] = found
+        metrics.observe_redis_marker(marker_created_at(found), news == "lost")
+        if news == "fresh":
+            # INFO: a first deployment and every `sentinel run` on its own Redis start so, and an
+            # ordinary run logs no WARNING (logs.worth_keeping); the loss under a running worker is the ERROR.
+            log.info("Redis holds no data marker: a new Redis, or one that lost its data; marked it",
+                        extra={"key": DATA_MARKER_KEY, "runbook": "docs/operations.md#backup-and-disaster-recovery"})
+        elif news == "lost":
+            log.error("Redis lost its data while the worker ran (its data marker changed): windows, baselines, incidents, "
+                      "silences and notification marks are gone", extra={"key": DATA_MARKER_KEY,
+                                                                         "runbook": "docs/operations.md#backup-and-disaster-recovery"})
+
     @app.task
     async def dependency_probe() -> None:
         # /readyz answers only when asked; Prometheus scrapes only /metrics: without this, an outage
         # between readiness probes, or on a worker nobody probes, would never reach the metrics.
         while True:
-            observed(*await asyncio.gather(check_broker(app), check_redis(redis)))
+            broker, store = await asyncio.gather(check_broker(app), check_redis(redis))
+            observed(broker, store)
+            if store.ok:
+                await watch_marker()
             await asyncio.sleep(DEPENDENCY_PROBE_S)
 
     said = ReadinessLog(time.monotonic(), join_patience_s)

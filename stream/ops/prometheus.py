@@ -187,6 +187,13 @@ class WorkerMetrics:
         self.dependency_down_seconds = Counter(
             "sentinel_dependency_down_seconds", "Seconds a dependency has not answered the worker's probes", ["dependency"], registry=r
         )
+        self.redis_data_lost = Counter(
+            "sentinel_redis_data_lost", "Times this worker found Redis emptied or replaced while it ran (its data marker changed)", registry=r
+        )
+        self.redis_data_since = Gauge(
+            "sentinel_redis_data_since_seconds", "When the Redis this worker writes was found empty and marked (epoch s): its windows, "
+            "incidents and silences reach back no further", registry=r
+        )
         for dependency in ("broker", "redis"):
             self.dependency_outages.labels(dependency=dependency)
             self.dependency_down_seconds.labels(dependency=dependency)
@@ -254,6 +261,11 @@ class WorkerMetrics:
             self.dependency_outages.labels(dependency=name).inc()
         if down_s:
             self.dependency_down_seconds.labels(dependency=name).inc(down_s)
+
+    def observe_redis_marker(self, created_at: float, lost: bool) -> None:
+        self.redis_data_since.set(created_at)
+        if lost:
+            self.redis_data_lost.inc()
 
     def watch_notifier(self, notifier: Any) -> None:
         if notifier is not None:
