@@ -220,6 +220,31 @@ def _iso(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
 
 
+# aiokafka says at INFO, hidden with the rest of its chatter, that a partition's fetch offset was out
+# of range and it reset the position (`auto.offset.reset`, earliest for the worker): the topic was
+# deleted and recreated, its records deleted, or retention passed a worker down for days. The
+# group then reads from the log's start, with nothing else said.
+OUT_OF_RANGE_LOGGER = "aiokafka.consumer.fetcher"
+OUT_OF_RANGE_EXPLAINED = ("; the group's committed offset lies outside the partition's log (the topic recreated, records deleted, "
+                          "or retention passed it): reading on from the log's first offset, posts already counted are not "
+                          "counted again (docs/operations.md, \"Backup and disaster recovery\")")
+
+
+class OutOfRangeFilter(logging.Filter):
+    """Lets through, raised to WARNING and explained, aiokafka's line that a fetch offset was out of
+    range (OUT_OF_RANGE_LOGGER's other lines below WARNING stay hidden, as the library's chatter is)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        if not (isinstance(record.msg, str) and record.msg.startswith("Fetch offset") and "out of range" in record.msg):
+            return False
+        if not record.msg.endswith(OUT_OF_RANGE_EXPLAINED):
+            record.msg += OUT_OF_RANGE_EXPLAINED
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def setup_logging(level: str = "INFO", as_json: bool = False) -> None:
     handler = CountingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if as_json else KeyValueFormatter())
@@ -230,6 +255,9 @@ def setup_logging(level: str = "INFO", as_json: bool = False) -> None:
     # Library chatter (transformers' load reports, kafka internals) only at WARNING and above.
     for noisy in NOISY:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    fetcher = logging.getLogger(OUT_OF_RANGE_LOGGER)
+    fetcher.setLevel(logging.INFO if root.level <= logging.WARNING else root.level)
+    fetcher.filters[:] = [f for f in fetcher.filters if not isinstance(f, OutOfRangeFilter)] + [OutOfRangeFilter()]
     # bitsandbytes warns on every CPU import that an optional 4-bit CPU kernel package is absent.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     # transformers' per-tensor progress bars on every model load.

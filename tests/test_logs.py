@@ -242,3 +242,31 @@ def test_a_held_back_count_is_said_when_the_process_ends_with_nothing_logged_aft
     lines = [line for line in result.stderr.splitlines() if "Unable connect to node with id 111" in line]
     assert len(lines) == 2, result.stderr
     assert "held_back" not in lines[0] and "held_back=4" in lines[1] and "held_until=" in lines[1], result.stderr
+
+
+@pytest.mark.parametrize("level", ["INFO", "WARNING"])
+def test_a_fetch_offset_out_of_range_is_said_as_a_warning_and_the_fetchers_chatter_stays_hidden(level):
+    """The topic recreated, its records deleted, or retention past a worker down for days: aiokafka
+    resets the position (the worker's `auto.offset.reset` is earliest) and says so at INFO, which
+    the worker hid with the rest of the library's chatter until session 57: offsets jumped and posts
+    came again or went missing with nothing in the log. The line is aiokafka's own text (checked
+    against its source below, so an upgrade that rewords it fails here)."""
+    import inspect
+
+    from aiokafka.consumer import fetcher
+
+    source = inspect.getsource(fetcher)
+    assert '"Fetch offset %s is out of range for partition %s,"' in source and '" resetting offset"' in source
+    code = ("import logging\n"
+            "from stream.logs import setup_logging\n"
+            f"setup_logging({level!r})\n"
+            "fetcher = logging.getLogger('aiokafka.consumer.fetcher')\n"
+            "fetcher.info('Fetch offset %s is out of range for partition %s, resetting offset', 1000, 'TopicPartition(topic=forum-posts, partition=0)')\n"
+            "fetcher.info('Adding fetch request for partition %s at offset %d', 0, 5)\n"
+            "fetcher.debug('chatter')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parent.parent)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 0 and len(lines) == 1, result.stderr
+    assert " WARNING aiokafka.consumer.fetcher: Fetch offset 1000 is out of range for partition TopicPartition(topic=forum-posts, partition=0)" in lines[0]
+    assert "the topic recreated" in lines[0] and "Backup and disaster recovery" in lines[0], lines[0]

@@ -477,11 +477,11 @@ def install(
             # INFO: a first deployment and every `sentinel run` on its own Redis start so, and an
             # ordinary run logs no WARNING (logs.worth_keeping); the loss under a running worker is the ERROR.
             log.info("Redis holds no data marker: a new Redis, or one that lost its data; marked it",
-                        extra={"key": DATA_MARKER_KEY, "runbook": "docs/operations.md#backup-and-disaster-recovery"})
+                     extra={"marker": DATA_MARKER_KEY, "runbook": "docs/operations.md#backup-and-disaster-recovery"})
         elif news == "lost":
             log.error("Redis lost its data while the worker ran (its data marker changed): windows, baselines, incidents, "
-                      "silences and notification marks are gone", extra={"key": DATA_MARKER_KEY,
-                                                                         "runbook": "docs/operations.md#backup-and-disaster-recovery"})
+                      "silences and notification marks are gone",
+                      extra={"marker": DATA_MARKER_KEY, "runbook": "docs/operations.md#backup-and-disaster-recovery"})
 
     @app.task
     async def dependency_probe() -> None:
