@@ -105,3 +105,25 @@ def test_a_scope_with_no_posts_names_the_known_ones_same_name_in_another_case_fi
     said = no_posts_for("channel:General", known)
     assert said.startswith("no posts for scope channel:General (known scopes: channel:general, asset:A00") and "and 11 more" in said
     assert "none for any scope" in no_posts_for("all", [])
+
+
+def test_a_restored_silence_keeps_the_rules_a_made_one_has():
+    """`sentinel restore-silences` reads a file anyone could have edited: a line may not hold a
+    silence that `sentinel silence` or the console would refuse (longer than 30 days, an author
+    with a bidi override), or a restore would be the way around those rules. Such a line is a bad
+    line: nothing is restored."""
+    import json
+
+    from stream.alerts.silences import MAX_SILENCE_S, restorable
+
+    now = 1_767_225_600.0
+    made = {"id": "1a2b3c4d", "scope": "asset:BTC", "kind": None, "until": now + 3600, "reason": "maintenance",
+            "created_at": now - 60, "by": "erin", "via": "cli"}
+    assert restorable([json.dumps(made)], now)[0][0].by == "erin"
+    longest = {**made, "created_at": now - 3600, "until": now - 3600 + MAX_SILENCE_S}  # the longest a silence is made
+    assert len(restorable([json.dumps(longest)], now)[0]) == 1
+    for bad in ({**made, "until": now + 10 * 365 * 86400},  # a decade of silence, once a config change
+                {**made, "created_at": now + 9 * 365 * 86400, "until": now + 9 * 365 * 86400 + 3600},  # its start put later too
+                {**made, "by": "mallory\u202e"}):
+        with pytest.raises(ValueError, match="line 2"):
+            restorable([json.dumps(made), json.dumps(bad)], now)

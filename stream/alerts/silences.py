@@ -234,6 +234,8 @@ async def remove_silence(client: aioredis.Redis, silence_id: str, *, by: str = "
 # by hand that no replay of forum-posts rebuilds, so they are exported (`sentinel silences --json`)
 # and put back as they were: same id, scope, kind, end, reason and author.
 MAX_SILENCE_ID_CHARS = 64
+# How far the restoring host's clock may run behind the one that made a silence (its `until`).
+RESTORE_CLOCK_SLACK_S = 3600
 
 
 def restorable(lines: Sequence[str], now: float) -> tuple[list[Silence], int]:
@@ -252,6 +254,11 @@ def restorable(lines: Sequence[str], now: float) -> tuple[list[Silence], int]:
         except (ValueError, TypeError, KeyError) as exc:
             problem = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise ValueError(f"line {number}: not a silence as `sentinel silences --json` writes it ({problem})") from None
+        if silence.until > now + MAX_SILENCE_S + RESTORE_CLOCK_SLACK_S:
+            # A made-up `created_at` would pass the length rule in `_exported`: the end, too, may lie
+            # no further ahead than a silence made now could (give or take two hosts' clocks).
+            raise ValueError(f"line {number}: not a silence as `sentinel silences --json` writes it "
+                             "(until: at most 30d from now, as `sentinel silence --for` allows)")
         if silence.until <= now:
             ended += 1
         else:
@@ -270,9 +277,12 @@ def _exported(fields: Any, kinds: Sequence[str]) -> Silence:
     until, created = fields["until"], fields["created_at"]
     if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t < 1e11 for t in (until, created)):
         raise ValueError("until and created_at: epoch seconds")
+    if until - created > MAX_SILENCE_S + 1:  # as `silence_request`: a file is no way around the 30-day cap
+        raise ValueError("until: at most 30d after created_at, as `sentinel silence --for` allows")
     by, via = fields.get("by", ""), fields.get("via", "")
-    if not isinstance(by, str) or not isinstance(via, str) or len(by) > audit.MAX_AUTHOR_CHARS or len(via) > 20:
+    if not isinstance(by, str) or not isinstance(via, str) or len(via) > 20:
         raise ValueError("by and via: short text")
+    by = audit.author_text(by)  # the rules `--by` has: no bidi override turning a table row around
     if not isinstance(fields["reason"], str):
         raise ValueError("reason: text")
     return Silence(ident, scope_name(str(fields["scope"])), kind, float(until), audit.reason_text(fields["reason"]), float(created), by, via)
