@@ -14,9 +14,11 @@ KEY_PREFIX = "sentinel"
 STATS_KEY = f"{KEY_PREFIX}:{{all}}:stats"  # in the `all` slot: updated by the same script as `all`
 SCOPES_KEY = f"{KEY_PREFIX}:{{all}}:scopes"  # sorted set: scope -> its newest post's event time (same script)
 BATCHES_KEY = f"{KEY_PREFIX}:{{all}}:batches"  # sorted set: batch token -> its newest event time (the retention; same script)
-# string `<random hex>:<epoch s>`, set once (SET NX) by the first worker to probe an empty Redis and
-# never expiring: a worker that reads another value than it read before knows Redis lost its data
-# or was replaced under it (stream/ops/http.py, `marker_news`). The `all` slot, as the windows' keys.
+# string `<random hex>:<epoch s>`, set once (SET NX) by the first worker to probe an empty Redis, its
+# expiry pushed on at every probe (twice the longest retention: it goes only once no worker has run
+# for that long): a worker that reads another value than it read before knows Redis lost its data
+# or was replaced under it (stream/ops/http.py, `marker_news`). The `all` slot, as the windows' keys:
+# on Redis Cluster it watches that slot's master alone.
 DATA_MARKER_KEY = f"{KEY_PREFIX}:{{all}}:marker"
 # sorted set: `<hour>|source:S|channel:C` (or `<hour>|channel:C`, no source) -> hour start: which sources
 # each channel held posts of, hour by hour (same script; written only with incident grouping, which
