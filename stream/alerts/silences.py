@@ -230,9 +230,10 @@ async def remove_silence(client: aioredis.Redis, silence_id: str, *, by: str = "
 
 
 # Restoring silences after Redis lost them (`sentinel restore-silences`, docs/operations.md,
-# "Backup and disaster recovery"): the silences are the one piece of alert state an operator made
-# by hand that no replay of forum-posts rebuilds, so they are exported (`sentinel silences --json`)
-# and put back as they were: same id, scope, kind, end, reason and author.
+# "Backup and disaster recovery"): of the alert state operators made by hand, which no replay of
+# forum-posts rebuilds (silences, acknowledgements, verdicts, the audit log), the silences are what
+# must be back before anything notifies, so they are exported (`sentinel silences --json`) and put
+# back as they were: same id, scope, kind, end, reason and author.
 MAX_SILENCE_ID_CHARS = 64
 # How far the restoring host's clock may run behind the one that made a silence (its `until`).
 RESTORE_CLOCK_SLACK_S = 3600
