@@ -191,8 +191,8 @@ class WorkerMetrics:
             "sentinel_redis_data_lost", "Times this worker found Redis emptied or replaced while it ran (its data marker changed)", registry=r
         )
         self.redis_data_since = Gauge(
-            "sentinel_redis_data_since_seconds", "When the Redis this worker writes was found empty and marked (epoch s): its windows, "
-            "incidents and silences reach back no further", registry=r
+            "sentinel_redis_data_since_seconds", "When the Redis this worker writes was found without a data marker and marked (epoch s): "
+            "empty then, or written by a version without the marker", registry=r
         )
         for dependency in ("broker", "redis"):
             self.dependency_outages.labels(dependency=dependency)
