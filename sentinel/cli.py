@@ -2286,7 +2286,7 @@ def notify_test(
     """Send a test notification through the configured Apprise services and say which accepted it."""
     import asyncio
 
-    from stream.alerts.notify import Notifier
+    from stream.alerts.notify import Notifier, cleartext_services
 
     if severity not in ("warning", "critical"):
         raise fail("--severity: warning or critical")
@@ -2296,6 +2296,8 @@ def notify_test(
     except ValueError as exc:  # every bad entry, a line each: one line here too, as the worker says them
         raise fail(redact("; ".join(str(exc).splitlines()))) from None
     notifier.attempts = attempts
+    for line in cleartext_services(notifier.targets):
+        err.print(Text.assemble(("warning:", "yellow"), " sends in clear text: ", line))
     results = asyncio.run(notifier.test_each(severity))
     if not results:
         raise fail(f"no notification service is routed {severity} alerts: set SENTINEL_APPRISE_URLS or SENTINEL_APPRISE_CONFIG "

@@ -34,7 +34,7 @@ from stream.alerts.grouping import GroupConfig
 from stream.alerts.incidents import AlertRecord
 from stream.alerts.judging import AlertConfig
 from stream.alerts.sequential import SeqConfig
-from stream.alerts.notify import Notifier, retry_delays
+from stream.alerts.notify import Notifier, cleartext_services, retry_delays
 from stream.assets import load_aliases
 from stream.batch import RawMessage
 from stream.contracts import Limits
@@ -532,6 +532,8 @@ def build_worker(
         max_ahead_s=setting_duration("max_ahead", settings.max_ahead),
     )
     notifier = Notifier.from_settings(settings)
+    for line in cleartext_services(notifier.targets):  # alerts (and an SMTP login) readable on the way: said, not refused
+        log.warning("alert service sends in clear text", extra={"service": line})
     metrics.watch_notifier(notifier)
     worker_id = f"{socket.gethostname()}-{os.getpid()}"
     delivery = AlertDelivery(

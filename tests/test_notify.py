@@ -1265,6 +1265,73 @@ def test_sentinel_notify_test_sends_one_test_to_each_routed_service_and_says_whi
             hook.close()
 
 
+CLEAR_PASSWORD = "ClearPw8Jq2Wz5Rt"  # distinctive: a hit in any output is a leak
+
+
+@pytest.mark.parametrize("url, why", [
+    ("json://ops:PW@h.example.com/hook", "a webhook over plain http: use jsons:// (https)"),
+    ("xml://h.example.com/hook", "a webhook over plain http: use xmls:// (https)"),
+    ("form://h.example.com/hook", "a webhook over plain http: use forms:// (https)"),
+    ("mailto://ops:PW@smtp.example.com:25?to=a@example.com&from=s@example.com",
+     "SMTP without TLS with its user and password in clear text: use mailtos:// (STARTTLS, or mode=ssl on port 465)"),
+    ("mailto://smtp.example.com:25?to=a@example.com&from=s@example.com&mode=insecure",
+     "SMTP without TLS: use mailtos:// (STARTTLS, or mode=ssl on port 465)"),
+    ("jsons://ops:PW@h.example.com/hook", None), ("xmls://h.example.com/hook", None), ("forms://h.example.com/hook", None),
+    ("mailtos://ops:PW@smtp.example.com?to=a@example.com&from=s@example.com", None),
+    ("mailto://ops:PW@smtp.example.com:465?to=a@example.com&from=s@example.com&mode=ssl", None),
+    ("mailto://ops:PW@gmail.com", None),  # a provider Apprise knows: STARTTLS on its own
+    ("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ", None),  # HTTPS whatever its `secure` says
+])
+def test_a_service_that_sends_in_clear_text_is_named_without_its_secrets(url, why):
+    from stream.alerts.notify import cleartext_services
+
+    lines = cleartext_services(build_apprise(url, None))
+    assert lines == ([] if why is None else [lines[0]]) and all(line.endswith(": " + why) for line in lines), lines
+    assert not any("PW@" in line for line in lines), lines
+
+
+def test_notify_test_warns_of_each_service_that_sends_in_clear_text_and_they_do(tmp_path):
+    """A bank's reviewer asked: is a webhook over plain http, or an SMTP login without TLS, said
+    anywhere? It was not: `json://` and `mailto://` to an unknown host went out in clear text
+    silently. Now `sentinel notify-test` (and the worker at start) names each such service, its
+    secrets masked; the real servers here show the password did cross unencrypted."""
+    import base64
+    import os
+
+    from aiosmtpd.smtp import AuthResult
+
+    from workers import Hook
+
+    logins: list = []
+
+    def authenticate(server, session, envelope, mechanism, data):
+        logins.append(data)  # the login as it arrived: no TLS was ever started
+        return AuthResult(success=True)
+
+    hook = Hook()
+    try:
+        with smtp_server(authenticator=authenticate, auth_require_tls=False) as (port, received):
+            urls = [hook.url.replace("json://", f"json://ops:{CLEAR_PASSWORD}@"),
+                    f"mailto://ops:{CLEAR_PASSWORD}@127.0.0.1:{port}?from=s@example.com&to=ops@example.com",
+                    f"jsons://ops:{CLEAR_PASSWORD}@127.0.0.1:{free_port()}/hook"]  # https (nothing listens): not named
+            env = {**os.environ, "SENTINEL_BASE": "lexicon", "COLUMNS": "200", "SENTINEL_APPRISE_URLS": ",".join(urls)}
+            env.pop("SENTINEL_APPRISE_CONFIG", None)
+            result = subprocess.run([sys.executable, "-m", "sentinel.cli", "notify-test"], env=env, capture_output=True,
+                                    text=True, timeout=120)
+            wait_until(lambda: len(received) == 1)
+    finally:
+        hook.close()
+    output = result.stdout + result.stderr
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning: sends in clear text: ")]
+    assert len(warned) == 2, output[-3000:]
+    assert warned[0].startswith("warning: sends in clear text: json://ops:***@127.0.0.1:") and "use jsons://" in warned[0]
+    assert warned[1].startswith(f"warning: sends in clear text: mailto://ops:***@127.0.0.1:{port}") and "in clear text" in warned[1]
+    assert CLEAR_PASSWORD not in output
+    # What the warnings say is so: both servers read the password without TLS.
+    assert base64.b64decode(hook.headers[0]["Authorization"].split()[1]).decode() == f"ops:{CLEAR_PASSWORD}"
+    assert [login.password.decode() for login in logins] == [CLEAR_PASSWORD]
+
+
 def test_a_text_posted_again_and_again_is_one_sample_and_the_next_different_post_takes_its_place():
     from stream.windows import distinct_samples
 

@@ -286,6 +286,9 @@ def test_worker_with_secrets_set_never_prints_them(tmp_path, kafka_server, secur
     # The delivery path ran and failed, with the secrets really in use.
     assert " DEBUG " in log_text  # DEBUG logging was on
     assert "notification failed after all attempts" in log_text and "slack" in log_text.lower()
+    # The json:// hook is plain http: said at start, by its masked URL (the check below: no secret in it).
+    (clear,) = [line for line in log_text.splitlines() if "alert service sends in clear text" in line]
+    assert f"json://{HOOK_USER}:***@127.0.0.1:" in clear and "use jsons://" in clear, clear
     assert failing_hook.received, "the json:// endpoint was never called"
     sent = failing_hook.received[0]
     assert parse_qs(urlsplit(sent["path"]).query)["token"] == [HOOK_TOKEN]

@@ -39,7 +39,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import apprise
 from apprise import AppriseAsset, AppriseAttachment, NotifyFormat, NotifyType
 from apprise.config.base import ConfigBase
+from apprise.plugins.custom_form import NotifyForm
 from apprise.plugins.custom_json import NotifyJSON
+from apprise.plugins.custom_xml import NotifyXML
 from apprise.plugins.email import NotifyEmail
 
 from stream.logs import redact
@@ -393,6 +395,25 @@ def describe(server: NotifyBase) -> str:
         return redact(server.url(privacy=True))
     except Exception:  # a plugin's url() should not take a log line down with it
         return str(getattr(server, "service_name", type(server).__name__))
+
+
+def cleartext(server: NotifyBase) -> str | None:
+    """Why a service sends in clear text, or None: a custom webhook over http (`json://`, `xml://`,
+    `form://`, not their `s` forms), or SMTP that never starts TLS (`mailto://` to a host Apprise
+    does not know, or `mode=insecure`), whose login then crosses the network as it was typed. Other
+    plugins talk HTTPS to their service whatever their scheme (a Slack URL's `secure` is False)."""
+    if isinstance(server, (NotifyJSON, NotifyXML, NotifyForm)) and not server.secure:
+        return f"a webhook over plain http: use {min(_schemes(server), key=len)}s:// (https)"
+    if isinstance(server, NotifyEmail) and str(getattr(server, "secure_mode", "")).lower() == "insecure":
+        login = " with its user and password in clear text" if getattr(server, "password", None) else ""
+        return f"SMTP without TLS{login}: use mailtos:// (STARTTLS, or mode=ssl on port 465)"
+    return None
+
+
+def cleartext_services(servers: Iterable[NotifyBase]) -> list[str]:
+    """A log-safe line per service that sends in clear text (`cleartext`): said at start, by the
+    worker and `sentinel notify-test`, not refused (a webhook inside a trusted network is a choice)."""
+    return [f"{describe(server)}: {why}" for server in servers if (why := cleartext(server))]
 
 
 # --- delivery -------------------------------------------------------------------------------------
