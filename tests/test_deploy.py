@@ -404,6 +404,70 @@ def test_console_runs_like_the_worker_and_reads_its_tokens_from_the_secret(overl
     assert "nvidia.com/gpu" not in c["resources"]["limits"]  # never on a GPU, whatever the overlay
 
 
+def pod_templates(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(kind/name, pod template) of every workload, a CronJob's too."""
+    found = [(f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]) for d in workloads(docs)]
+    return found + [(f"CronJob/{d['metadata']['name']}", d["spec"]["jobTemplate"]["spec"]["template"]) for d in of_kind(docs, "CronJob")]
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, f"only matchLabels is read here: {selector}"
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def admitted(policies: list[dict[str, Any]], pod: dict[str, Any], port: str, source: dict[str, str] | None) -> bool:
+    """Whether NetworkPolicies let a connection to the pod template's named `port`: from a pod of the
+    same namespace with labels `source`, or (None) from a pod of another namespace. A pod no Ingress
+    policy selects takes anything; one that is selected takes what some rule of a selecting policy allows."""
+    labels = pod["metadata"]["labels"]
+    selecting = [p for p in policies if "Ingress" in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], labels)]
+
+    def peer_allows(peer: dict[str, Any]) -> bool:
+        if "namespaceSelector" in peer:
+            assert peer["namespaceSelector"] == {} and "podSelector" not in peer, f"only every namespace is read here: {peer}"
+            return True
+        return source is not None and _selects(peer["podSelector"], source)
+
+    def rule_allows(rule: dict[str, Any]) -> bool:
+        ports_ok = "ports" not in rule or any(p["port"] == port and p.get("protocol", "TCP") == "TCP" for p in rule["ports"])
+        return ports_ok and ("from" not in rule or any(peer_allows(peer) for peer in rule["from"]))
+
+    return not selecting or any(rule_allows(rule) for p in selecting for rule in p["spec"].get("ingress", []))
+
+
+def test_network_policies_open_only_the_ports_something_must_reach(overlay: tuple[str, list[dict[str, Any]]]) -> None:
+    """A bank's security review found no NetworkPolicy: any pod of the cluster could open any port of
+    ours. Now the namespace denies ingress by default; a worker takes its metrics port (Prometheus),
+    the console its page port (the Ingress controller), nothing else anything; Redis (redis-example)
+    only Forum Sentinel's own pods."""
+    _, docs = overlay
+    policies = of_kind(docs, "NetworkPolicy")
+    (deny,) = [p for p in policies if p["spec"]["podSelector"] == {} and "ingress" not in p["spec"]]
+    assert deny["spec"]["policyTypes"] == ["Ingress"]
+    expected = {"Deployment/forum-sentinel": {"http"}, "Deployment/forum-sentinel-console": {"http"}, "CronJob/forum-sentinel-report": set()}
+    templates = dict(pod_templates(docs))
+    assert set(templates) == set(expected)
+    for name, pod in templates.items():
+        named = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])} | {"any-other"}
+        for source in (None, {"app.kubernetes.io/name": "forum-sentinel"}):
+            assert {port for port in named if admitted(policies, pod, port, source)} == expected[name], (name, source)
+    # The Service Prometheus scrapes and the console's Service point at an open port.
+    for service in of_kind(docs, "Service"):
+        (pod,) = [t for t in templates.values() if _selects({"matchLabels": service["spec"]["selector"]}, t["metadata"]["labels"])]
+        assert all(admitted(policies, pod, p["targetPort"], None) for p in service["spec"]["ports"]), service["metadata"]["name"]
+    # Redis, applied beside an overlay: Forum Sentinel's pods reach it; another pod, here or elsewhere, does not.
+    redis = render(REDIS_EXAMPLE)
+    (_, redis_pod), = pod_templates(redis)
+    both = policies + of_kind(redis, "NetworkPolicy")
+    assert all(p["metadata"]["namespace"] == NAMESPACE for p in both)
+    for _, pod in pod_templates(docs):
+        assert admitted(both, redis_pod, "redis", pod["metadata"]["labels"])
+    assert not admitted(both, redis_pod, "redis", {"app.kubernetes.io/name": "something-else"})
+    assert not admitted(both, redis_pod, "redis", None) and not admitted(both, redis_pod, "other", {"app.kubernetes.io/name": "forum-sentinel"})
+    # Alone (no overlay's default deny), its own policy still closes it to everything else.
+    assert not admitted(of_kind(redis, "NetworkPolicy"), redis_pod, "redis", None)
+
+
 def test_graceful_shutdown_fits_the_grace_period(overlay: tuple[str, list[dict[str, Any]]]) -> None:
     _, docs = overlay
     grace = int(float(config(docs)["SENTINEL_SHUTDOWN_GRACE"]))
