@@ -1757,6 +1757,27 @@ def console(
 def announce_console(settings: Settings) -> None:
     mode = "read-only" if not settings.console_operator_token else "operators may acknowledge and silence"
     out.print(f"console on {console_address(settings)}/ ({mode}); Ctrl-C to stop")
+    if warning := open_reads(settings):
+        err.print(Text.assemble(("warning:", "yellow"), " ", warning))
+
+
+def open_reads(settings: Settings) -> str | None:
+    """Why the console's pages are open to whoever reaches them, or None: no read token while it
+    listens beyond this machine. Said, not refused: an operator may put a proxy's login in front."""
+    if settings.console_read_token or loopback(settings.console_host):
+        return None
+    return (f"anyone who reaches port {settings.console_port} on {settings.console_host or 'every interface'} may read the console "
+            "(scopes, incidents, sample posts, the audit log's names and reasons): set SENTINEL_CONSOLE_READ_TOKEN, "
+            "or SENTINEL_CONSOLE_HOST=127.0.0.1 behind a proxy that signs callers in")
+
+
+def loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def console_address(settings: Settings) -> str:

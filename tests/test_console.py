@@ -455,6 +455,29 @@ class Console:
         self._log.close()
 
 
+@pytest.mark.parametrize("extra, open_to_all", [
+    ({}, True),  # the default: every interface, no read token
+    ({"SENTINEL_CONSOLE_HOST": "localhost"}, False),
+    ({"SENTINEL_CONSOLE_READ_TOKEN": VIEWER}, False),
+    ({"SENTINEL_CONSOLE_HOST": "127.0.0.1"}, False),
+])
+def test_a_console_that_anyone_may_read_says_so_at_start(tmp_path, redis_server, extra, open_to_all):
+    """A bank's security review: with its defaults (every interface, no read token) the console
+    served scopes, sample posts and the audit log's names to whoever reached its port, and its start
+    said only "read-only". Now it warns, without a token in the line; a read token or loopback is quiet."""
+    console = Console(console_env(redis_server, SENTINEL_CONSOLE_OPERATOR_TOKEN=OPERATOR, **extra), tmp_path / "console.log")
+    try:
+        reads = console.call("GET", "/api/incidents")[0]
+    finally:
+        console.close()
+    log = console.log.read_text()
+    warned = [line for line in log.splitlines() if line.startswith("warning: anyone who reaches")]
+    assert reads == (200 if open_to_all else 401) or "SENTINEL_CONSOLE_HOST" in extra, (reads, log)
+    assert len(warned) == int(open_to_all), log
+    assert all(f"port {console.port}" in line and "set SENTINEL_CONSOLE_READ_TOKEN" in line for line in warned), warned
+    assert OPERATOR not in log and VIEWER not in log
+
+
 def test_a_console_whose_redis_is_away_starts_and_says_so_on_readyz(tmp_path):
     """The start-up's Redis Cluster check refuses a cluster node only (tests/test_redis_cluster.py):
     a Redis that is away is no refusal, the console serves and its readiness says why it is not ready."""
