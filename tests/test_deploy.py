@@ -499,6 +499,14 @@ def test_resources(overlay: tuple[str, list[dict[str, Any]]]) -> None:
         assert cfg["SENTINEL_BASE"] == "smollm2"
 
 
+def test_no_worker_fetches_weights_from_the_hub_at_start(overlay: tuple[str, list[dict[str, Any]]]) -> None:
+    """A security review: the cpu overlay let the Hugging Face libraries reach the Hub, so an adapter
+    or base named like a hub id (a path missing its ./) downloaded unreviewed weights at pod start.
+    Every overlay's workers run offline, from the image or the mounted volume."""
+    _, docs = overlay
+    assert config(docs).get("HF_HUB_OFFLINE") == "1"
+
+
 def test_time_slicing_example_gives_two_slices_of_each_gpu() -> None:
     """The device plugin config that docs/operations.md applies for two workers per GPU: it must
     parse as the plugin's config, share nvidia.com/gpu two ways, and the overlay must take one slice."""
