@@ -31,12 +31,12 @@ def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def make_pki(where: Path) -> Path:
-    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate, all signed by the CA."""
+def make_pki(where: Path, san: str = "DNS:localhost,IP:127.0.0.1") -> Path:
+    """A CA, a server certificate for `san` (localhost/127.0.0.1) and a client certificate, all signed by the CA."""
     where.mkdir()
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=sentinel-test-ca",
             "-keyout", "ca.key", "-out", "ca.pem", cwd=where)
-    (where / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    (where / "san.ext").write_text(f"subjectAltName={san}\n")
     for name in ("server", "client"):
         openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=where)
         extra = ["-extfile", "san.ext"] if name == "server" else []
@@ -47,10 +47,20 @@ def make_pki(where: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory):
+    yield from tls_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def foreign_tls_redis(tmp_path_factory: pytest.TempPathFactory):
+    """A server whose certificate, signed by the trusted CA, names another host."""
+    yield from tls_server(tmp_path_factory, san="DNS:elsewhere.example")
+
+
+def tls_server(tmp_path_factory: pytest.TempPathFactory, **pki_options: str):
     if not os.access(SERVER, os.X_OK):
         pytest.skip(f"no TLS-capable redis-server at {SERVER}: run `make redis-tls` (Debian's redis-server, extracted)")
     work = tmp_path_factory.mktemp("redis-tls")
-    pki = make_pki(work / "pki")
+    pki = make_pki(work / "pki", **pki_options)
     port = free_port()
     argv = [str(SERVER), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             *tls_args(pki)]
@@ -140,6 +150,19 @@ def test_a_client_without_a_certificate_is_refused_clearly(kafka_server, tls_red
     out = done.stdout + done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr  # one line, not a dump
     assert "Redis" in out and ("certificate" in out.lower() or "ssl" in out.lower()), out[-2000:]
+    assert "tls-secret-pw" not in out and "Traceback" not in out
+
+
+def test_a_server_whose_certificate_names_another_host_is_refused(kafka_server, foreign_tls_redis, cache_dir):
+    """A bank's security review: redis-py before 6.0 checked the chain but not the host name, so any
+    certificate the CA signed (another service's) could stand in for Redis; pyproject allowed 5.x.
+    Now it needs 6.2 or later, and the certificate must name the host the URL gives."""
+    port, pki = foreign_tls_redis
+    env = worker_env("redis-tls-foreign", kafka_server, tls_url(port, pki), cache_dir)
+    done = sentinel(["windows"], env)
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out[-2000:]  # refused as a configuration error, in one line
+    assert len(done.stderr.strip().splitlines()) == 1 and "Redis" in out, done.stderr
     assert "tls-secret-pw" not in out and "Traceback" not in out
 
 
