@@ -1281,6 +1281,10 @@ CLEAR_PASSWORD = "ClearPw8Jq2Wz5Rt"  # distinctive: a hit in any output is a lea
     ("mailto://ops:PW@smtp.example.com:465?to=a@example.com&from=s@example.com&mode=ssl", None),
     ("mailto://ops:PW@gmail.com", None),  # a provider Apprise knows: STARTTLS on its own
     ("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ", None),  # HTTPS whatever its `secure` says
+    ("jsons://h.example.com/hook?verify=no", "TLS without checking the certificate (verify=no): whoever stands in between reads it; "
+     "remove verify=no"),
+    ("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ?verify=no",
+     "TLS without checking the certificate (verify=no): whoever stands in between reads it; remove verify=no"),
 ])
 def test_a_service_that_sends_in_clear_text_is_named_without_its_secrets(url, why):
     from stream.alerts.notify import cleartext_services

@@ -401,12 +401,15 @@ def cleartext(server: NotifyBase) -> str | None:
     """Why a service sends in clear text, or None: a custom webhook over http (`json://`, `xml://`,
     `form://`, not their `s` forms), or SMTP that never starts TLS (`mailto://` to a host Apprise
     does not know, or `mode=insecure`), whose login then crosses the network as it was typed. Other
-    plugins talk HTTPS to their service whatever their scheme (a Slack URL's `secure` is False)."""
+    plugins talk HTTPS to their service whatever their scheme (a Slack URL's `secure` is False). And
+    TLS that checks no certificate (`verify=no`), as good as clear text to whoever can intercept it."""
     if isinstance(server, (NotifyJSON, NotifyXML, NotifyForm)) and not server.secure:
         return f"a webhook over plain http: use {min(_schemes(server), key=len)}s:// (https)"
     if isinstance(server, NotifyEmail) and str(getattr(server, "secure_mode", "")).lower() == "insecure":
         login = " with its user and password in clear text" if getattr(server, "password", None) else ""
         return f"SMTP without TLS{login}: use mailtos:// (STARTTLS, or mode=ssl on port 465)"
+    if getattr(server, "verify_certificate", True) is False:  # any plugin's `verify=no`
+        return "TLS without checking the certificate (verify=no): whoever stands in between reads it; remove verify=no"
     return None
 
 
