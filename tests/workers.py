@@ -68,12 +68,27 @@ def sentinel(args: list[str], env: dict[str, str], timeout: float = 600) -> subp
     return subprocess.run([sys.executable, "-m", "sentinel.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def outward_address() -> str | None:
+    """An IPv4 address of this machine other than loopback (None: it has none): a server bound there
+    is reached like one on another host, which the clear-text warnings tell from a local relay."""
+    import ipaddress
+    import socket
+
+    import psutil
+
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and not ipaddress.ip_address(address.address).is_loopback:
+                return address.address
+    return None
+
+
 class Hook:
     """An Apprise json:// receiver that keeps every notification it accepted; answers 500 while
     `failing` is set (a notification endpoint that is down). `on_accept`, when set, runs after a
     notification is kept and before the answer goes back (a fault injected at that instant)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.failing = False
         self.on_accept: Callable[[], None] | None = None
         self.accepted: list[dict] = []
@@ -111,9 +126,9 @@ class Hook:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.url = f"json://{host}:{self.server.server_address[1]}/hook"
 
     def keys(self, since: int = 0) -> list[tuple[str, str, str]]:
         """(alert_id, state, window_end) of every accepted notification (from the `since`-th on),

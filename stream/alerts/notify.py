@@ -26,6 +26,7 @@ import contextlib
 import contextvars
 import copy
 import hashlib
+import ipaddress
 import logging
 import re
 import shutil
@@ -402,7 +403,12 @@ def cleartext(server: NotifyBase) -> str | None:
     `form://`, not their `s` forms), or SMTP that never starts TLS (`mailto://` to a host Apprise
     does not know, or `mode=insecure`), whose login then crosses the network as it was typed. Other
     plugins talk HTTPS to their service whatever their scheme (a Slack URL's `secure` is False). And
-    TLS that checks no certificate (`verify=no`), as good as clear text to whoever can intercept it."""
+    TLS that checks no certificate (`verify=no`), as good as clear text to whoever can intercept it.
+    None for a webhook or SMTP server on loopback (`127.0.0.1`, `::1`, `localhost`): a local MTA or
+    a relay in the same pod, whose traffic crosses no network, was warned of at every start, which
+    made the ordinary run of such an install log a WARNING (and `sentinel run` keep its log)."""
+    if loopback(destination(server)):
+        return None
     if isinstance(server, (NotifyJSON, NotifyXML, NotifyForm)) and not server.secure:
         return f"a webhook over plain http: use {min(_schemes(server), key=len)}s:// (https)"
     if isinstance(server, NotifyEmail) and str(getattr(server, "secure_mode", "")).lower() == "insecure":
@@ -411,6 +417,28 @@ def cleartext(server: NotifyBase) -> str | None:
     if getattr(server, "verify_certificate", True) is False:  # any plugin's `verify=no`
         return "TLS without checking the certificate (verify=no): whoever stands in between reads it; remove verify=no"
     return None
+
+
+def destination(server: NotifyBase) -> str | None:
+    """The host a custom webhook or an SMTP service connects to (an email's `smtp=` over its URL's
+    host), or None for any other plugin, whose host part may be a token and not where it sends."""
+    if isinstance(server, (NotifyJSON, NotifyXML, NotifyForm)):
+        return str(server.host or "") or None
+    if isinstance(server, NotifyEmail):
+        return str(getattr(server, "smtp_host", "") or server.host or "") or None
+    return None
+
+
+def loopback(host: str | None) -> bool:
+    """Whether `host` is this machine's loopback (`localhost`, 127.0.0.0/8, `::1`, bracketed or not).
+    A name other than `localhost` may resolve anywhere: not loopback."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def cleartext_services(servers: Iterable[NotifyBase]) -> list[str]:
