@@ -80,6 +80,10 @@ _ERROR_LINE = re.compile(r'^(?:\S+ (?:ERROR|CRITICAL) |\{"ts": "[^"]*", "level":
 # on why a run stood still (worth_keeping). The demo stream's two bad lines log one each.
 DEAD_LETTERED = "dead-lettered"
 DEAD_LETTER_CUT = "dead letter cut to fit the producer's max request size"
+# What stream.worker logs at WARNING at start of each alert service that sends in clear text
+# (stream.alerts.notify.cleartext): the configuration's choice, said at every start, and no word on
+# why a run stood still either; a plain-http relay made every stopped run keep its log (session 57).
+CLEARTEXT_SERVICE = "alert service sends in clear text"
 
 
 # A WARNING record of the project's own loggers in either format (a library's, such as Faust's
@@ -87,7 +91,7 @@ DEAD_LETTER_CUT = "dead letter cut to fit the producer's max request size"
 # line that says a stop began: the worker's `shutting down` (worker.Shutdown), the SIGTERM line of a
 # command still starting (tools.services), a bare `interrupted`/`terminated` (sentinel.main).
 _OWN = r"(?:stream|sentinel)(?:\.[\w.]+)?"
-_INPUT_NOTICE = "|".join(re.escape(text) for text in (DEAD_LETTERED, DEAD_LETTER_CUT))
+_INPUT_NOTICE = "|".join(re.escape(text) for text in (DEAD_LETTERED, DEAD_LETTER_CUT, CLEARTEXT_SERVICE))
 _WARNING_LINE = re.compile(rf'^(?:\S+ WARNING {_OWN}: (?!(?:{_INPUT_NOTICE})(?: |$))'
                            rf'|\{{"ts": "[^"]*", "level": "WARNING", "logger": "{_OWN}", "msg": "(?!(?:{_INPUT_NOTICE})"))')
 _STOPPING = r"(?:shutting down|SIGTERM: stopping what this command started)"
@@ -103,7 +107,8 @@ def worth_keeping(lines: Iterable[str]) -> bool:
     retrying`) stopped on exactly what those lines say, and deleting them left nothing to read
     (until session 55). Warnings the stop itself causes (leaving the group as the broker goes)
     come after `shutting down` and do not count, nor do the notices of posts the input got wrong
-    (DEAD_LETTERED: the demo stream logs two); an ordinary run logs no other WARNING."""
+    (DEAD_LETTERED: the demo stream logs two), nor the start's CLEARTEXT_SERVICE; an ordinary run
+    logs no other WARNING."""
     stopping = False
     for line in lines:
         if _ERROR_LINE.match(line):

@@ -38,6 +38,7 @@ from stream.alerts.notify import Notifier, cleartext_services, retry_delays
 from stream.assets import load_aliases
 from stream.batch import RawMessage
 from stream.contracts import Limits
+from stream.logs import CLEARTEXT_SERVICE
 from stream.kafka import (Deliveries, broker_credentials, broker_url, group_member, guard_undecodable_batches, leave_group, max_request_bytes, partition_count,
                           publish_records, ssl_context, stall_checks_from_assignment, undecodable_reason)
 from stream.model_thread import ModelThread
@@ -533,7 +534,7 @@ def build_worker(
     )
     notifier = Notifier.from_settings(settings)
     for line in cleartext_services(notifier.targets):  # alerts (and an SMTP login) readable on the way: said, not refused
-        log.warning("alert service sends in clear text", extra={"service": line})
+        log.warning(CLEARTEXT_SERVICE, extra={"service": line})
     metrics.watch_notifier(notifier)
     worker_id = f"{socket.gethostname()}-{os.getpid()}"
     delivery = AlertDelivery(

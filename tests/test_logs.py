@@ -124,6 +124,26 @@ def test_a_stopped_runs_log_is_not_kept_for_a_post_dead_lettered_before_the_stop
         assert not worth_keeping([calm, line(logging.WARNING, "x", "streamlit"), stopping]), formatter
 
 
+def test_a_stopped_runs_log_is_not_kept_for_an_alert_service_in_clear_text():
+    """The worker names at every start an alert service that sends in clear text (a plain-http
+    relay): the configuration's choice, which says nothing of why a run stood still. Taken for such
+    a word, every Ctrl-C of `sentinel run` with that relay kept the temp worker log and named it."""
+    from stream.logs import CLEARTEXT_SERVICE
+
+    for formatter in (KeyValueFormatter(), JsonFormatter()):
+        def line(level: int, msg: str, name: str, formatter: logging.Formatter = formatter, **extra) -> str:
+            rec = logging.LogRecord(name, level, __file__, 1, msg, (), None)
+            for key, value in extra.items():
+                setattr(rec, key, value)
+            return formatter.format(rec) + "\n"
+
+        clear = line(logging.WARNING, CLEARTEXT_SERVICE, "stream.worker", service="json://relay.internal/hook: a webhook over plain http")
+        stopping = line(logging.INFO, "shutting down", "stream.worker", grace_s=45.0, batch_in_flight=False)
+        assert not worth_keeping([clear, stopping]), formatter
+        stuck = line(logging.WARNING, "dependency unreachable", "stream.ops.http", dependency="redis", error="ConnectionError")
+        assert worth_keeping([clear, stuck, stopping]), formatter
+
+
 def test_a_library_line_repeated_within_the_window_is_held_back_and_counted():
     now = [0.0]
     repeats = RepeatFilter(window_s=60, clock=lambda: now[0])
