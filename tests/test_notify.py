@@ -1295,6 +1295,16 @@ CLEAR_PASSWORD = "ClearPw8Jq2Wz5Rt"  # distinctive: a hit in any output is a lea
     ("json://localhost.example.com/hook", "a webhook over plain http: use jsons:// (https)"),  # a name: may resolve anywhere
     ("mailto://ops:PW@localhost?smtp=smtp.example.com&to=a@example.com&from=s@example.com",
      "SMTP without TLS with its user and password in clear text: use mailtos:// (STARTTLS, or mode=ssl on port 465)"),
+    # A self-hosted chat or push server on its plain scheme is http, its token or login in the
+    # request: a bank's Mattermost webhook was not named. Their `s` forms, ntfy's cloud, loopback: not.
+    ("mmost://mm.corp.example/3ccdd113474722377935511fc85d3dd4", "a self-hosted service over plain http: use mmosts:// (https)"),
+    ("gotify://g.corp.example/ABCDEFGHIJKLM", "a self-hosted service over plain http: use gotifys:// (https)"),
+    ("rocket://ops:PW@rc.corp.example/#alerts", "a self-hosted service over plain http: use rockets:// (https)"),
+    ("ntfy://ops:PW@ntfy.corp.example/alerts", "a self-hosted service over plain http: use ntfys:// (https)"),
+    ("mmosts://mm.corp.example/3ccdd113474722377935511fc85d3dd4", None), ("gotifys://g.corp.example/ABCDEFGHIJKLM", None),
+    ("rockets://ops:PW@rc.corp.example/#alerts", None), ("ntfys://ops:PW@ntfy.corp.example/alerts", None),
+    ("ntfy://alerts", None),  # ntfy.sh itself: https whatever the scheme
+    ("mmost://127.0.0.1:8065/3ccdd113474722377935511fc85d3dd4", None),
 ])
 def test_a_service_that_sends_in_clear_text_is_named_without_its_secrets(url, why):
     from stream.alerts.notify import cleartext_services

@@ -44,6 +44,10 @@ from apprise.plugins.custom_form import NotifyForm
 from apprise.plugins.custom_json import NotifyJSON
 from apprise.plugins.custom_xml import NotifyXML
 from apprise.plugins.email import NotifyEmail
+from apprise.plugins.gotify import NotifyGotify
+from apprise.plugins.mattermost import NotifyMattermost
+from apprise.plugins.ntfy import NotifyNtfy, NtfyMode
+from apprise.plugins.rocketchat import NotifyRocketChat
 
 from stream.logs import redact
 from stream.alerts import message
@@ -401,10 +405,13 @@ def describe(server: NotifyBase) -> str:
 def cleartext(server: NotifyBase) -> str | None:
     """Why a service sends in clear text, or None: a custom webhook over http (`json://`, `xml://`,
     `form://`, not their `s` forms), or SMTP that never starts TLS (`mailto://` to a host Apprise
-    does not know, or `mode=insecure`), whose login then crosses the network as it was typed. Other
-    plugins talk HTTPS to their service whatever their scheme (a Slack URL's `secure` is False). And
-    TLS that checks no certificate (`verify=no`), as good as clear text to whoever can intercept it.
-    None for a webhook or SMTP server on loopback (`127.0.0.1`, `::1`, `localhost`): a local MTA or
+    does not know, or `mode=insecure`), whose login then crosses the network as it was typed; a
+    self-hosted chat or push server on its http scheme (`mmost://`, `gotify://`, `rocket://`,
+    `ntfy://HOST`: SELF_HOSTED), its webhook token or login in the request. The cloud services'
+    plugins talk HTTPS whatever their scheme (a Slack URL's `secure` is False); a few other
+    self-hosted plugins have an http scheme too and are not named. And TLS that checks no
+    certificate (`verify=no`), as good as clear text to whoever can intercept it.
+    None for a webhook, self-hosted or SMTP server on loopback (`127.0.0.1`, `::1`, `localhost`): a local MTA or
     a relay in the same pod, whose traffic crosses no network, was warned of at every start, which
     made the ordinary run of such an install log a WARNING (and `sentinel run` keep its log)."""
     if loopback(destination(server)):
@@ -414,15 +421,28 @@ def cleartext(server: NotifyBase) -> str | None:
     if isinstance(server, NotifyEmail) and str(getattr(server, "secure_mode", "")).lower() == "insecure":
         login = " with its user and password in clear text" if getattr(server, "password", None) else ""
         return f"SMTP without TLS{login}: use mailtos:// (STARTTLS, or mode=ssl on port 465)"
+    if self_hosted_over_http(server):
+        return f"a self-hosted service over plain http: use {type(server).secure_protocol}:// (https)"
     if getattr(server, "verify_certificate", True) is False:  # any plugin's `verify=no`
         return "TLS without checking the certificate (verify=no): whoever stands in between reads it; remove verify=no"
     return None
 
 
+# Self-hosted servers whose plugin sends over http on its plain scheme (Apprise 2.x: `self.schema =
+# "https" if self.secure else "http"`); ntfy only to a server of its own (its cloud mode is https).
+SELF_HOSTED = (NotifyMattermost, NotifyGotify, NotifyRocketChat, NotifyNtfy)
+
+
+def self_hosted_over_http(server: NotifyBase) -> bool:
+    if not isinstance(server, SELF_HOSTED) or server.secure:
+        return False
+    return not (isinstance(server, NotifyNtfy) and server.mode == NtfyMode.CLOUD)
+
+
 def destination(server: NotifyBase) -> str | None:
-    """The host a custom webhook or an SMTP service connects to (an email's `smtp=` over its URL's
-    host), or None for any other plugin, whose host part may be a token and not where it sends."""
-    if isinstance(server, (NotifyJSON, NotifyXML, NotifyForm)):
+    """The host a custom webhook, a self-hosted server or an SMTP service connects to (an email's
+    `smtp=` over its URL's host), or None for any other plugin, whose host part may be a token."""
+    if isinstance(server, (NotifyJSON, NotifyXML, NotifyForm)) or self_hosted_over_http(server):
         return str(server.host or "") or None
     if isinstance(server, NotifyEmail):
         return str(getattr(server, "smtp_host", "") or server.host or "") or None
