@@ -457,7 +457,8 @@ def test_assets_are_found_in_linear_time_whatever_the_texts_characters(name: str
 # ending in no TLD (`a.a.a...`, with `%2E` or an ignored character beside each dot), one long label,
 # a long run of ignored characters in a link's host. Each cost 5.6 s at 10,000 characters in
 # `message.defang` when its domain pattern was tried at each position.
-HOSTILE_HOSTS = {"a.": _run("a."), "a%2E": _run("a%2E"), "1.": _run("1."), "a": _run("a"), "a-": _run("a-"),
+HOSTILE_HOSTS = {"a.": _run("a."), "a%2E": _run("a%2E"), "a%252E": _run("a%252E"), "0x": _run("0x0."), "[1:": _run("[1:"),
+                 "http://0x": lambda n: "http://0x" + "1" * (n - 9), "http://": _run("http://x"), "1.": _run("1."), "a": _run("a"), "a-": _run("a-"),
                  "a\ufe0f.": _run("a\ufe0f."), "a.\u00ad": _run("a.\u00ad"), "xn--": _run("xn--"),
                  "1.1.1.1.": _run("1.1.1.1."), "http:// and ignored": lambda n: "http://" + "\ufe0f" * (n - 7)}
 

@@ -168,9 +168,9 @@ def test_an_address_after_dots_that_end_no_number_is_defanged(text: str, shown: 
 
 # The domain pattern `defang` once ran as one regex (quadratic: each try read a chain of labels to
 # its end); its one-pass replacement must find the same domains. Short texts, where the regex is fast.
-_DOT = r"[\u00ad\u034f\u180b-\u180f\u200c\u200d\u2060-\u2064\ufe00-\ufe0f]*(?:[.\u3002\uff0e\uff61]|%2[eE])[\u00ad\u034f\u180b-\u180f\u200c\u200d\u2060-\u2064\ufe00-\ufe0f]*"
+_DOT = r"[\u00ad\u034f\u180b-\u180f\u200c\u200d\u2060-\u2064\ufe00-\ufe0f]*(?:[.\u3002\uff0e\uff61]|%(?:25)?2[eE])[\u00ad\u034f\u180b-\u180f\u200c\u200d\u2060-\u2064\ufe00-\ufe0f]*"
 REGEX_DOMAIN = re.compile(rf"(?:[^\W_](?:[\w-]*[^\W_])?{_DOT})+(?:[^\W\d_]{{2,63}}|xn--[a-z0-9-]+)(?![^\W_])", re.IGNORECASE)
-HOST_PIECES = st.lists(st.sampled_from(["a", "b", "Z", "é", "1", "9", "_", "-", ".", "\u3002", "%2E", "%2e", "%2", "\u00ad",
+HOST_PIECES = st.lists(st.sampled_from(["a", "b", "Z", "é", "1", "9", "_", "-", ".", "\u3002", "%2E", "%2e", "%2", "%25", "%252E", "252", "\u00ad",
                                         "\ufe0f", " ", "/", "@", "xn--", "com", "ex", "x" * 63, "²", "\u017f", "K"]), max_size=14).map("".join)
 
 
@@ -178,5 +178,80 @@ HOST_PIECES = st.lists(st.sampled_from(["a", "b", "Z", "é", "1", "9", "_", "-",
 @given(HOST_PIECES)
 @example("a.b.com-x.y_.c.de")
 @example("a.com.b.c and a.\ufe0f.b.cc and 1.2.xn--p1ai9")
+@example("a%252Ecom a%252E%252Ecom a%252E2Ecom a%25%2Ecom")
 def test_domains_are_found_where_the_one_regex_found_them(text: str) -> None:
     assert message._domain_spans(text) == [m.span() for m in REGEX_DOMAIN.finditer(text)]
+
+
+# -- session 57: IPv6 hosts, numeric IPv4 hosts, double-encoded dots, a host run into a second URL --
+
+@pytest.mark.parametrize("text, shown", [
+    # A browser opens a bracketed IPv6 host (`[2001:db8::1]:8080/x` too, typed bare); each colon as `[:]`.
+    ("http://[2001:db8::1]/x", "hxxp://[2001[:]db8[:][:]1]/x"),
+    ("claim at [2001:db8::1]:8080/claim", "claim at [2001[:]db8[:][:]1]:8080/claim"),
+    ("https://[::ffff:185.2.3.4]/x", "hxxps://[[:][:]ffff[:]185[.]2[.]3[.]4]/x"),
+    ("http://[fe80::1%25eth0]/", "hxxp://[fe80[:][:]1%25eth0]/"),
+])
+def test_bracketed_ipv6_hosts_are_defanged(text: str, shown: str) -> None:
+    assert post(text) == shown
+    assert not re.search(r"\[[0-9a-f.]*:[0-9a-f.]*:[0-9a-f:.%]*\]", shown, re.IGNORECASE), shown  # `[:]` holds one colon
+    assert post(shown) == shown  # twice is once
+
+
+@pytest.mark.parametrize("text", [
+    "2001:db8::1 is a documentation prefix",  # unbracketed: no URL host, no client links it
+    "at 12:30:45, ratio 3:1, [a:b] and [12:30]",
+    "see [1:2] and [a:b:c]",  # brackets that hold no IPv6 address
+])
+def test_unbracketed_ipv6_times_and_ratios_are_left_alone(text: str) -> None:
+    assert post(text) == text
+
+
+@pytest.mark.parametrize("text, shown", [
+    # A browser reads a host of one number, or hex or octal parts, as an IPv4 address (WHATWG URL).
+    ("http://3232235777/", "hxxp://3232235777[=192[.]168[.]1[.]1]/"),
+    ("http://0xC0A80101/claim", "hxxp://0xC0A80101[=192[.]168[.]1[.]1]/claim"),
+    ("https://user@030052000401:8080/x", "hxxps://user\uff20030052000401[=192[.]168[.]1[.]1]:8080/x"),
+    ("http://0300.0250.1.1/", "hxxp://0300[.]0250[.]1[.]1/"),
+    ("node at 0300.0250.1.1 and 0xC0.0xA8.0x1.0x1", "node at 0300[.]0250[.]1[.]1 and 0xC0[.]0xA8[.]0x1[.]0x1"),
+])
+def test_numeric_and_hex_ipv4_hosts_are_defanged(text: str, shown: str) -> None:
+    assert post(text) == shown
+    assert not LIVE_ADDRESS.search(shown) and not re.search(r"(?i)://(?:0x[0-9a-f]+|\d+)(?:[:/]|$)", shown), shown
+    assert post(shown) == shown
+
+
+@pytest.mark.parametrize("text", [
+    "3232235777 tokens burned, 0xC0A80101 is a hash prefix",  # bare numbers are no hosts
+    "http://4294967296/ is past the last address",  # 2**32: no address, left with its scheme defanged
+    "v0400.1.2.3 and 0x1FF.1.1.1",  # a part over 255 in any base
+])
+def test_bare_numbers_and_out_of_range_hosts_are_not_mangled(text: str) -> None:
+    assert post(text) == text.replace("http://", "hxxp://")
+
+
+def test_a_number_past_what_python_converts_is_no_address_and_no_error() -> None:
+    text = "9" * 5000 + ".1.1.1 and http://" + "9" * 5000 + "/"
+    assert message.defang(text) == text.replace("http://", "hxxp://")
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("see evil%252Ecom/claim", "see evil[.]com/claim"),  # a client that decodes twice reads evil.com
+    ("https://evil%252eexample/x", "hxxps://evil[.]example/x"),
+    ("10%252E0%252E0%252E1/x", "10[.]0[.]0[.]1/x"),
+])
+def test_double_encoded_dots_are_defanged(text: str, shown: str) -> None:
+    assert post(text) == shown
+    assert post(shown) == shown
+
+
+@pytest.mark.parametrize("text", [
+    "http://x\u3002http://evil.com",  # the first host runs into a second URL
+    "http://xhttp://evil.com",
+    "https://a.b.chttps://evil.com/x",
+    "ftp://xftp://evil.com",
+])
+def test_a_host_that_runs_into_a_second_url_leaves_no_live_scheme(text: str) -> None:
+    shown = post(text)
+    assert not LIVE.search(shown) and not re.search(r"(?i)(?:https?|ftp):[/\\]", shown), shown
+    assert post(shown) == shown

@@ -8,6 +8,7 @@ that came from a forum post is untrusted: `escape_post_text` makes it inert befo
 from __future__ import annotations
 
 import html
+import ipaddress
 import re
 import shlex
 from dataclasses import asdict
@@ -48,7 +49,9 @@ _SAFE_AT = "\uff20"
 # Defanging (`defang`): a web scheme, and the host after it. `hxxp` and `[.]` are no match, so
 # defanging twice changes nothing. No look-behind: a linkifier finds `https://` after a hyphen, a
 # dot or a letter too (`-https://`, `xhttps://`), and a browser reads `https:/\` as `https://`.
-_URL = re.compile(r"(https?|ftp)(:[/\\]+)([^\s/\\?#<>\u2039\u203a]*)", re.IGNORECASE)
+# A host ends where a second scheme begins (`http://xhttp://evil.com`, `http://x。http://evil.com`):
+# read into the first host, the second URL's scheme stayed live.
+_URL = re.compile(r"(https?|ftp)(:[/\\]+)((?:(?!(?:https?|ftp):)[^\s/\\?#<>\u2039\u203a])*)", re.IGNORECASE)
 # A bare domain or a `www.` host: dot-separated labels (letters of any script, digits, hyphens; an
 # IDN's own dots too) ending in a label of two or more letters, or a punycode one (`xn--p1ai`).
 # Not a decimal (`1.5`: its last label is digits), not `e.g.` (one-letter labels), not a
@@ -62,7 +65,8 @@ _IGNORED_CHAR = r"[\u00ad\u034f\u180b-\u180f\u200c\u200d\u2060-\u2064\ufe00-\ufe
 _IGNORED = rf"{_IGNORED_CHAR}*"
 # A percent-encoded dot (`%2E`, `%2e`) is a dot too: a browser decodes it in a host name
 # (`http://evil%2Ecom/` opens evil.com), and a reader takes `evil%2Ecom` for the domain it spells.
-_DOT_CHARS = r"[.\u3002\uff0e\uff61]|%2[eE]"
+# Encoded twice too (`%252E`: a redirector or a mail gateway that decodes once hands a browser `%2E`).
+_DOT_CHARS = r"[.\u3002\uff0e\uff61]|%(?:25)?2[eE]"
 _DOT = rf"{_IGNORED}(?:{_DOT_CHARS}){_IGNORED}"
 # As one pattern, `(?:label DOT)+ TLD`, this was tried at each position and each try read the
 # chain of labels to its end: quadratic (`a.a.a...` of 10,000 characters took 5.6 s). `_domain_spans`
@@ -84,7 +88,20 @@ _HOST_DOTS = re.compile(rf"(?:(?<!{_IGNORED_CHAR}){_IGNORED_CHAR}+)?(?:{_DOT_CHA
 # two apart, `1[.]2[.]3[.]4` still reads as the version, and a live address costs more than a
 # bracket. Dates (`2023.01.05`), versions of three parts (`1.2.3`, `v2.0.1`), prices and times
 # (`$1.5k`, `12.30`) have too few parts or a part over 255, and are left alone.
-_IPV4 = re.compile(rf"(?<!\d)(?<!\d[.\u3002\uff0e\uff61])(?<!\d%2[eE])\d{{1,3}}(?:{_DOT}\d{{1,3}}){{3}}(?!\d|(?:{_DOT_CHARS})\d)")
+# A part may be written in hex (`0xC0`) or octal (`0300`), as a browser reads it (WHATWG URL):
+# `0300.0250.1.1` opens 192.168.1.1 (`_address` reads each part so).
+_IPV4_PART = r"(?:0[xX][0-9a-fA-F]*|\d+)"
+_IPV4 = re.compile(rf"(?<!\d)(?<!\d[.\u3002\uff0e\uff61])(?<!\d%2[eE])(?<!\d%252[eE]){_IPV4_PART}(?:{_DOT}{_IPV4_PART}){{3}}"
+                   rf"(?!\d|(?:{_DOT_CHARS})\d)")
+# A URL's host of one number (`http://3232235777/`, `http://0xC0A80101/`, octal `017752200401`),
+# after any user info: a browser opens it as the IPv4 address it encodes. It has no dot to bracket;
+# the address it stands for is said after it, defanged (`3232235777[=192[.]168[.]1[.]1]`), which
+# also makes the host no longer a number. A bare number (`3232235777 tokens`) is no host and is left.
+_NUMBER_HOST = re.compile(r"(?:^|(?<=@))(0[xX][0-9a-fA-F]*|\d+)(?=(?::\d*)?$)")
+# A bracketed IPv6 address (`[2001:db8::1]`, with a zone `%25eth0`): the form a URL gives an IPv6
+# host, and a browser opens typed bare (`[2001:db8::1]:8080/x`). Each colon as `[:]`. An unbracketed
+# one (`2001:db8::1`) is no URL host, and no client links it: left, as times and ratios are.
+_IPV6 = re.compile(r"\[([0-9A-Fa-f:.]+)((?:%(?:25)?[\w.~-]+)?)\]")
 
 
 def escape_post_text(text: str, limit: int = POST_CHARS, links: bool = True) -> str:
@@ -123,7 +140,10 @@ def defang(text: str) -> str:
     click from the risk team. An address's domain too (`a＠b[.]com`: its `@` is a look-alike, and
     the domain after it reads bare), whatever stands next to a domain (`...evil[.]com`), and an
     invisible character beside a dot goes into the `[.]`. Not a decimal (`1.5`) or a cashtag. A
-    `word.Word` with no space reads as a domain and gets its `[.]` too: readable, and no link."""
+    `word.Word` with no space reads as a domain and gets its `[.]` too: readable, and no link. IPv4
+    addresses (hex and octal parts too, a link's one-number host), bracketed IPv6 ones
+    (`[2001[:]db8[:][:]1]`) and dots encoded once or twice (`%2E`, `%252E`) as well."""
+    text = _IPV6.sub(_ipv6_address, text)  # first: an IPv4 address inside one keeps its dots for `_ipv6_address`
     text = _URL.sub(_defanged_url, text)
     text = _IPV4.sub(_address, text)
     out, last = [], 0
@@ -144,10 +164,11 @@ def _domain_spans(text: str) -> list[tuple[int, int]]:
     run_at = {start: i for i, (start, _) in enumerate(runs)}
     furthest: list[int | None] = [None] * len(runs)  # the furthest TLD after the DOT after each run
 
-    def reach(node: int) -> int | None:
-        """The furthest TLD from `node` (a position after a DOT): on through its label, or here."""
-        # After a DOT stands a run's start, or the rest of a run after a `%2E`'s `2E`.
-        i = run_at.get(node, run_at.get(node - 2, -1))
+    def reach(node: int, encoded: int) -> int | None:
+        """The furthest TLD from `node` (a position after a DOT): on through its label, or here.
+        `encoded`: where the run a `%2E`'s (`%252E`'s) digits begin, or -1."""
+        # After a DOT stands a run's start, or the rest of a run after a `%2E`'s `2E` (`%252E`'s `252E`).
+        i = run_at.get(node, run_at.get(encoded, -1))
         whole = i >= 0 and node < runs[i][1] and _LABEL_START.match(text, node) and _LABEL_START.match(text, runs[i][1] - 1)
         if whole and furthest[i] is not None:
             return furthest[i]
@@ -155,7 +176,8 @@ def _domain_spans(text: str) -> list[tuple[int, int]]:
 
     for i in range(len(runs) - 1, -1, -1):
         dot = _DOT_AT.match(text, runs[i][1])
-        furthest[i] = reach(dot.end()) if dot else None
+        percent = dot.group(0).rfind("%") if dot else -1
+        furthest[i] = reach(dot.end(), dot.start() + percent + 1 if percent >= 0 else -1) if dot else None
     spans, resume = [], 0
     for i, (start, end) in enumerate(runs):
         # A label begins at the first letter or digit not yet in a domain (the rest of a TLD's run
@@ -173,14 +195,42 @@ def _domain_spans(text: str) -> list[tuple[int, int]]:
 def _address(match: re.Match[str]) -> str:
     """An IPv4 address defanged; four dotted numbers with one over 255 (no address) as they were."""
     found = match.group(0)
-    return _HOST_DOTS.sub("[.]", found) if all(int(part) <= 255 for part in _HOST_DOTS.split(found)) else found
+    return _HOST_DOTS.sub("[.]", found) if all(_ipv4_number(part) <= 255 for part in _HOST_DOTS.split(found)) else found
+
+
+def _ipv4_number(part: str) -> int:
+    """A part of an IPv4 host as a browser reads it (WHATWG URL): `0x` hex, a leading 0 octal
+    (decimal where it holds an 8 or a 9: no browser opens it, and it was read so before), else decimal."""
+    if part[:2] in ("0x", "0X"):
+        return int(part[2:] or "0", 16)
+    if len(part) > 1 and part[0] == "0" and set(part) <= set("01234567"):
+        return int(part, 8)
+    # A long run of digits is past any address: never converted (Python refuses past 4,300 digits).
+    return int(part) if len(part.lstrip("0")) <= 12 else 1 << 64
+
+
+def _ipv6_address(match: re.Match[str]) -> str:
+    """A bracketed IPv6 address with each colon as `[:]`; brackets holding no address as they were."""
+    try:
+        ipaddress.IPv6Address(match.group(1))
+    except ValueError:
+        return match.group(0)
+    return "[" + match.group(1).replace(":", "[:]") + match.group(2) + "]"
+
+
+def _number_host(match: re.Match[str]) -> str:
+    """A host of one number followed by the IPv4 address it encodes, defanged; past 2**32 as it was."""
+    value = _ipv4_number(match.group(1))
+    if value > 0xFFFFFFFF:
+        return match.group(0)
+    return f"{match.group(1)}[={'[.]'.join(str(b) for b in value.to_bytes(4, 'big'))}]"
 
 
 def _defanged_url(match: re.Match[str]) -> str:
     scheme, host = match.group(1), match.group(3)
     # http -> hxxp, https -> hxxps, ftp -> fxp, in the post's own case.
     scheme = scheme[0] + ("xx" if scheme[1] in "tT" and len(scheme) > 3 else "x") + scheme[3 if len(scheme) > 3 else 2:]
-    return scheme + match.group(2) + _HOST_DOTS.sub("[.]", host)
+    return scheme + match.group(2) + _NUMBER_HOST.sub(_number_host, _HOST_DOTS.sub("[.]", host), count=1)
 
 
 def _slack_special_text(match: re.Match[str]) -> str:
