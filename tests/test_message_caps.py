@@ -211,3 +211,24 @@ def test_the_operators_body_max_caps_a_service_below_its_own_limit_never_above()
     assert any(line.startswith("... and ") and "more related scopes (see the console link)" in line for line in capped.splitlines())
     # Discord's own 2,000 (less its title) is below the setting: it stays the limit.
     assert fitted(discord, head, text, 4_000) == fitted(discord, head, text)
+
+
+def test_where_fitting_raises_the_body_is_still_one_of_the_services_format_and_it_is_logged(caplog) -> None:
+    """Fitting may fail (a plugin's bug in its sizing): the notice goes out unfitted rather than not
+    at all. It went as plain text to a mail service that sends HTML too, for Apprise to convert its
+    own way (no line wrapped) or, under Apprise 1.9, not at all. The fallback is the service's own
+    format, escaped (`message.html_text`), and the failure is logged with the service's name."""
+    import logging
+
+    def broken(text: str, limit: int, size) -> str:
+        raise RuntimeError("a plugin's sizing bug")
+
+    mail, hook = build_apprise("mailto://u:p@example.com?format=html json://127.0.0.1:9/x", None)
+    text = "Incident on channel:<b>x</b> & co is firing (critical).\nconsole: https://s.example.com/incidents/i1"
+    with caplog.at_level(logging.WARNING, logger="stream.alerts.notify"):
+        sent, body_format = fitted(mail, "[CRITICAL] x", text, 100, fit=broken)
+    assert (sent, body_format) == (message.html_text(text), "html")
+    assert "&lt;b&gt;x&lt;/b&gt; &amp; co" in sent and "<br/>console: " in sent
+    said = [r for r in caplog.records if "could not fit" in r.getMessage()]
+    assert said and said[0].service == mail.service_name and said[0].error == "RuntimeError" and said[0].format == "html"
+    assert fitted(hook, "[CRITICAL] x", text, 100, fit=broken) == (text, "text")  # plain text stays plain

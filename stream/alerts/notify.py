@@ -784,14 +784,27 @@ def fitted(server: NotifyBase, head: str, text: str, body_max: int = 0,
     most it takes for the title `head` (`body_limit`, `body_for`), or `body_max` where that is less
     (`capped_limit`, SENTINEL_NOTIFY_BODY_MAX). TEXT: the body is plain text. Each
     plugin then converts it for its medium (Slack escapes `& < >`), and nothing is read as markup.
-    A mail sent as HTML gets ours (`message.html_text`). The text as it is where fitting fails (a
-    plugin's bug): a sizing must never cost the notification. `fit`: as `body_for`'s (a report's
-    own)."""
+    A mail sent as HTML gets ours (`message.html_text`). The text unfitted where fitting fails (a
+    plugin's bug): a sizing must never cost the notification. Still in the service's format: sent as
+    TEXT to a mail that sends HTML, Apprise converted it its own way (every space non-breaking, so no
+    line wrapped) or, an API's under Apprise 1.9, not at all (its lines run together, an `&` read as
+    markup); it is our escaped HTML there as when it fits. `fit`: as `body_for`'s (a report's own)."""
     try:
         return body_for(server, text, capped_limit(body_limit(server, head), body_max), head, fit)
-    except Exception:  # noqa: BLE001 - the service may still take it whole
-        log.warning("could not fit a notification to its service; sending it as it is", extra={"service": getattr(server, "service_name", "")})
-        return text, NotifyFormat.TEXT
+    except Exception as exc:  # noqa: BLE001 - the service may still take it whole
+        unfitted = _unfitted(server, text)
+        log.warning("could not fit a notification to its service; sending it unfitted",
+                    extra={"service": getattr(server, "service_name", ""), "error": type(exc).__name__, "format": unfitted[1].value})
+        return unfitted
+
+
+def _unfitted(server: NotifyBase, text: str) -> tuple[str, NotifyFormat]:
+    """`text` whole, in the format the service is sent (`body_for`'s, without the fitting)."""
+    try:
+        html = sends_html(server)
+    except Exception:  # noqa: BLE001 - a plugin that cannot say its format: plain text, which every one takes
+        html = False
+    return (message.html_text(text), NotifyFormat.HTML) if html else (text, NotifyFormat.TEXT)
 
 
 def capped_limit(limit: int, body_max: int) -> int:
