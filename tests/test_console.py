@@ -1859,7 +1859,8 @@ def test_the_silence_form_is_filled_in_for_a_root_named_like_a_domain(api_consol
     """Since session 56 a notice shows its scopes defanged and offers no `sentinel silence` for a root
     named like a domain (`source:bitcointalk.org`: a live link in the command); the console shows it
     exactly and links nothing, and is where the notice sends the reader: its form came back empty
-    there too, so such a scope was the one a notice could not be silenced from in a click."""
+    there too, so such a scope was the one a notice could not be silenced from in a click. (Since
+    session 57 the notice offers the command with its dots bracketed, a pattern; here, the name.)"""
     console, _ = api_console
     put_incident(redis_server, "incdomain", "source:bitcointalk.org")
     browser_op = {"Authorization": basic("alice", OPERATOR), "Accept": HTML}
@@ -2031,7 +2032,7 @@ def test_a_read_only_console_refuses_every_write(redis_server, tmp_path):
     put_incident(redis_server, "inc2", "asset:SOL")
     put_incident(redis_server, "inc3", "channel:off topic")
     put_incident(redis_server, "inc4", "all")
-    put_incident(redis_server, "inc5", "source:bitcointalk.org")  # no silence line in its notices (defanged); here exact
+    put_incident(redis_server, "inc5", "source:bitcointalk.org")  # defanged in its notices (their silence a bracketed pattern); here exact
     console = Console(console_env(redis_server), tmp_path / "console.log")
     try:
         assert console.call("GET", "/api/overview")[0] == 200  # anonymous reads: no read token set

@@ -627,20 +627,57 @@ def test_a_channel_named_as_a_domain_or_a_post_id_that_is_a_link_is_no_live_link
     `claim-airdrop.example` made the title and body of every notice about its (easily swung)
     sentiment carry a domain Slack and mail clients link, and an id `https://evil.example/claim` was a
     live link in each sample line. Both are defanged as a post's text is; a scope the escaping
-    changed offers no `sentinel silence` command (it would name another scope)."""
+    changed offers no `sentinel silence` command of its name (a live link), but since session 57 one
+    of a pattern with its dots bracketed, which matches it alone and links nothing."""
     from stream.alerts.grouping import Notice
 
     scope = "channel:claim-airdrop.example"
     record = make_record(scope=scope, samples=[Sample("https://evil.example/claim", "bad news", "negative", -0.9)])
     shown = message.title(record) + "\n" + message.body(record)
     assert "claim-airdrop[.]example" in message.title(record) and "evil[.]example/claim" in shown
-    assert "airdrop.example" not in shown and "evil.example" not in shown and "sentinel silence" not in shown
+    assert "airdrop.example" not in shown and "evil.example" not in shown
+    assert "sentinel silence 'channel:claim-airdrop[.]example' --kind sentiment_drop --for 2h" in shown
     member = {"scope": scope, "kind": "sentiment_drop", "firing": True, "severity": "warning", "onset": None,
               "metric": "negative_share", "value": 0.5, "baseline": 0.2}
     notice = Notice("inc1", scope, "firing", "new", "warning", "2026-10-02T12:20:00Z", "2026-10-02T12:00:00Z", False, [member])
     told = message.notice_title(notice) + "\n" + message.notice_body(notice, [record])
     assert "claim-airdrop[.]example" in message.notice_title(notice) and "airdrop.example" not in told and "evil.example" not in told
     assert "sentinel silence channel:general " in message.body(make_record(scope="channel:general"))  # left as it is: offered
+
+
+@pytest.mark.parametrize("scope, offered", [
+    ("channel:価格。速報", "channel:価格[。]速報"),  # an ideographic full stop in a channel's name
+    ("channel:ニュース｡速報", "channel:ニュース[｡]速報"),
+    ("channel:news．alerts", "channel:news[．]alerts"),
+    ("source:bitcointalk.org", "source:bitcointalk[.]org"),
+])
+def test_a_scope_shown_with_its_dots_bracketed_is_offered_a_silence_that_matches_it_alone(scope, offered):
+    """A root whose name holds a dot (`。`, `．`, `｡` or `.`) before letters is shown defanged
+    (`channel:価格[.]速報`), and its notice offered no `sentinel silence` line, where the console offers
+    one. The notice gives it as a pattern with each dot in brackets: it reads as no link, `sentinel
+    silence` takes it as a glob matching that one scope (each bracket one character), and shell
+    quoting keeps the shell from reading the brackets."""
+    import shlex
+
+    from stream.alerts.grouping import Notice
+    from stream.alerts.silences import Silence, silence_request
+    from stream.windows import matches_scope
+
+    member = {"scope": scope, "kind": "sentiment_drop", "firing": True, "severity": "warning"}
+    notice = Notice("cc08e3ebdfdb671ccafc", scope, "firing", "new", "warning", "2026-10-02T12:20:00Z", "2026-10-02T12:00:00Z", False, [member])
+    for text, tail in ((message.notice_body(notice), ["--for", "2h"]),
+                       (message.body(make_record(scope=scope)), ["--kind", "sentiment_drop", "--for", "2h"])):
+        line = next((line for line in text.splitlines() if line.startswith("silence its notices: ")), None)
+        assert line is not None, text
+        argv = shlex.split(line.split(": ", 1)[1])
+        assert argv == ["sentinel", "silence", offered, *tail]
+        assert message.scope_text(line, limit=0) == line  # nothing in it reads as a link
+        stored = silence_request(argv[2], 7200)
+        assert Silence("s1", stored, None, 7200.0, "", 0.0).matches(scope, "sentiment_drop", 1.0)
+        for other in (scope.replace(".", "x").replace("。", "x").replace("．", "x").replace("｡", "x"), scope + "x", "channel:other"):
+            assert not matches_scope(other, stored), other
+    # The console offers the name itself, as before (it shows and links nothing).
+    assert message.root_silence(scope, defanged=False) == f"sentinel silence {shlex.quote(scope)} --for 2h"
 
 
 def test_json_webhook_receives_title_and_body(http):

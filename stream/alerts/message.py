@@ -766,7 +766,8 @@ def root_silence(root: str, *, defanged: bool = True) -> str | None:
     console (`defanged=False`) shows a scope exactly and links nothing in it, so it still offers
     the command, and fills in its silence form, for a root named like a domain
     (`source:bitcointalk.org`), which a notice leaves out."""
-    return f"sentinel silence {shlex.quote(root)} --for 2h" if root != "all" and _silenceable(root, defanged=defanged) else None
+    pattern = silence_pattern(root, defanged=defanged)
+    return f"sentinel silence {shlex.quote(pattern)} --for 2h" if root != "all" and pattern else None
 
 
 def given(verdict: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
@@ -796,9 +797,29 @@ def record_actions(record: AlertRecord) -> list[str]:
     "no open incident" (saying why, where grouping is off). Nothing once resolved. `all` is
     offered: with --kind, the silence holds back `all`'s alerts of that kind alone, as it matches
     no other scope."""
-    if record.state == "resolved" or not _silenceable(record.scope):
+    pattern = silence_pattern(record.scope)
+    if record.state == "resolved" or not pattern:
         return []
-    return [f"silence its notices: sentinel silence {shlex.quote(record.scope)} --kind {shlex.quote(record.kind)} --for 2h"]
+    return [f"silence its notices: sentinel silence {shlex.quote(pattern)} --kind {shlex.quote(record.kind)} --for 2h"]
+
+
+# The dots a scope's name may hold that defanging brackets: each as a glob's one-character class.
+_BRACKETED_DOTS = str.maketrans({dot: f"[{dot}]" for dot in ".\u3002\uff0e\uff61"})
+
+
+def silence_pattern(scope: str, *, defanged: bool = True) -> str | None:
+    """What a notice gives `sentinel silence` to hold back `scope` alone: the scope itself where it
+    is shown as it is (`_silenceable`), else (`defanged`: a notice) where the defanging changed only
+    its dots (`channel:価格。速報` shown `channel:価格[.]速報`, `source:bitcointalk.org`), the scope with
+    each dot in brackets (`channel:価格[。]速報`): a glob that matches that one scope (each bracket
+    one character), and reads as no link. A notice before session 57 offered none for such a root,
+    where the console offers its name. None where neither holds."""
+    if _silenceable(scope, defanged=defanged):
+        return scope
+    if not defanged or any(c in scope for c in "*?["):
+        return None
+    pattern = scope.translate(_BRACKETED_DOTS)
+    return pattern if pattern != scope and escape_post_text(pattern, limit=0, links=False) == pattern else None
 
 
 def _silenceable(scope: str, *, defanged: bool = True) -> bool:
