@@ -105,6 +105,36 @@ def test_a_cascade_is_one_incident_rooted_at_the_asset_and_notified_once():
     assert not state.incidents
 
 
+def test_a_grouped_notice_gives_each_members_z_and_baseline_posts_as_a_single_alert_does():
+    """A single alert's notice says "z +6.8 over 57 posts (1200 in the baseline)"; an incident's said
+    the root's level and the posts behind it but neither its z nor how many posts its baseline held,
+    and a risk analyst could not tell a move of 8 sigma over a thick baseline from 3 over a thin one.
+    Each member's are kept with its level (`Incident.judged`) and said in its line, where known."""
+    from stream.alerts import message
+
+    def weighed(scope: str, kind: str, at: int, z: float, baseline_posts: int) -> AlertRecord:
+        return replace(transition(scope, kind, "firing", at), zscore=z, baseline_posts=baseline_posts)
+
+    events = {B0: [weighed("asset:ETH", "sentiment_drop", B0, 6.8, 1200)],
+              B0 + 2 * MIN: [weighed("channel:trading", "sentiment_drop", B0 + 2 * MIN, 3.1, 140)]}
+    _, notices, state = run(events, {("channel:trading", "sentiment_drop"): Explanation(asset="asset:ETH")}, until=B0 + 10 * MIN)
+    (first,) = notices
+    root, member = first.members
+    assert (root["zscore"], root["baseline_posts"], member["zscore"], member["baseline_posts"]) == (6.8, 1200, 3.1, 140)
+    lines = message.notice_body(first).splitlines()
+    assert any(line.startswith("sentiment_drop on asset:ETH (warning, firing): ") and line.endswith(
+        f"(40 posts by {iso(B0)}; z +6.8, 1200 in the baseline)") for line in lines), lines
+    assert any(line.startswith("- sentiment_drop on channel:trading ") and line.endswith("; z +3.1, 140 in the baseline)")
+               for line in lines), lines
+    # Stored with the incident (a restart keeps them), and an entry from before session 57 (two
+    # elements) still reads: level and posts, no z.
+    (incident,) = GroupState.from_json(state.to_json()).incidents.values()
+    assert incident.judged["asset:ETH|sentiment_drop"] == [iso(B0), 40, 6.8, 1200]
+    old = {**root, "judged": iso(B0), "posts": 40}
+    del old["zscore"], old["baseline_posts"]
+    assert message.judged_text(old, weight=True) == f" (40 posts by {iso(B0)})"
+
+
 def test_a_parent_not_explained_by_the_asset_is_its_own_incident():
     events = {B0: [transition("asset:ETH", "sentiment_drop", "firing", B0)],
               B0 + MIN: [transition("channel:general", "sentiment_drop", "firing", B0 + MIN)]}
@@ -280,7 +310,7 @@ def test_a_member_that_leaves_an_incident_takes_its_judged_level_along():
     old = stored[notices[0].incident_id]
     assert old.over_told is not None and set(old.judged) == set(old.members) == {"asset:ETH|sentiment_drop", "channel:general|sentiment_drop"}
     trading = stored[notices[2].incident_id]
-    assert trading.judged == {"channel:trading|sentiment_drop": [iso(B0 + MIN), 40]}
+    assert trading.judged == {"channel:trading|sentiment_drop": [iso(B0 + MIN), 40, 5.0, 0]}
     (anew,) = [i for i in stored.values() if i.root == "channel:general"]  # the volume spike fired again at 65: news
     assert set(anew.judged) == set(anew.members) == {"channel:general|volume_spike"}
 

@@ -326,7 +326,8 @@ class Incident:
     # When it was told over while its tail still fired (see `_split`); it stays only to take the
     # tail's records and checks, and tells nobody anything more.
     over_told: int | None = None
-    # Per member key, [event time (ISO), posts] of the judgement its level is from: a member's level
+    # Per member key, [event time (ISO), posts, z, baseline posts] of the judgement its level is from
+    # (z and baseline posts since session 57: an older entry has two elements): a member's level
     # is updated by its own records only, so an update hours in showed a member's level at its
     # first firing as if it held to the notice's time. Beside the members, not in `Member`: a
     # worker before session 46 drops an unknown incident field (`from_json`) but not a member's.
@@ -616,8 +617,9 @@ def _member(t: AlertRecord) -> Member:
 
 
 def _judged(incident: Incident, t: AlertRecord) -> None:
-    """Note when, and on how many posts, a member's level was judged (`Incident.judged`)."""
-    incident.judged[member_key(t.scope, t.kind)] = [t.window_end, t.posts]
+    """Note when, and on how many posts, a member's level was judged (`Incident.judged`), and since
+    session 57 its z and its baseline's posts, which its notice line says as a single alert's does."""
+    incident.judged[member_key(t.scope, t.kind)] = [t.window_end, t.posts, t.zscore, t.baseline_posts]
 
 
 def _onset_of(t: AlertRecord) -> int:
@@ -862,9 +864,13 @@ def _notice(incident: Incident, reason: str, boundary: int) -> Notice:
 
 
 def judged_fields(incident: Incident, m: Member) -> dict[str, Any]:
-    """A notice member's `judged` (event time of its level) and `posts` (behind it), where known."""
-    at, posts = (incident.judged.get(m.key) or [None, None])[:2]
-    return {"judged": at, "posts": posts} if at else {}
+    """A notice member's `judged` (event time of its level) and `posts` (behind it), where known, with
+    `zscore` and `baseline_posts` where kept (an entry written before session 57 holds the first two)."""
+    entry = list(incident.judged.get(m.key) or [])
+    if not entry or not entry[0]:
+        return {}
+    weight = {"zscore": entry[2], "baseline_posts": entry[3]} if len(entry) >= 4 else {}
+    return {"judged": entry[0], "posts": entry[1] if len(entry) > 1 else None, **weight}
 
 
 def _root_resolved_field(incident: Incident, m: Member, resolved: bool) -> dict[str, Any]:

@@ -844,7 +844,7 @@ def track_line(track: TrackRecord) -> str:
 def _member_line(m: dict, window: str, bullet: bool = False, recent: Mapping[str, Sequence[float]] | None = None) -> str:
     # A member keeps the level of its last firing judgement: once resolved, that is what it had
     # reached, not where it is now.
-    level = measure(m, window=window) + judged_text(m)
+    level = measure(m, window=window) + judged_text(m, weight=True)
     if m["firing"]:
         text = f"{m['kind']} on {scope_text(m['scope'])} ({m['severity']}, firing)" + (f": {level}" if level else "")
         if recent is not None and m["scope"] in recent:
@@ -854,17 +854,29 @@ def _member_line(m: dict, window: str, bullet: bool = False, recent: Mapping[str
     return f"- {text}" if bullet else text
 
 
-def judged_text(member: Mapping[str, Any]) -> str:
+def judged_text(member: Mapping[str, Any], weight: bool = False) -> str:
     """' (11 posts by 2026-03-04T12:02:00Z)': how many posts a notice member's level rests on, and
     up to when. A member's level is its last judgement's: an update an hour in said '330 posts per
     1h since 12:00' of a level judged at 12:02 on 11 posts, which over the hour was 138. Empty for
     a member without them (notices before 2026-12) or without a level. The console says it too,
-    from the incident's summary (summaries written since session 47)."""
+    from the incident's summary (summaries written since session 47). `weight`: a notice's, with the
+    member's z and baseline posts inside the parentheses where kept (`weight_text`)."""
     at, posts = member.get("judged"), member.get("posts")
     if not at or not measure(member):
         return ""
     count = f"{posts} post{'' if posts == 1 else 's'} " if isinstance(posts, int) else ""
-    return f" ({count}by {at})"
+    return f" ({count}by {at}{weight_text(member) if weight else ''})"
+
+
+def weight_text(member: Mapping[str, Any]) -> str:
+    """'; z +6.8, 1200 in the baseline': how far a notice member's level stood from its baseline and
+    how many posts that baseline held, as a single alert's notice says them ("z +6.8 over 57 posts
+    (1200 in the baseline)"). An incident's notice said neither, and a move of 8 sigma over a thick
+    baseline read as one of 3 over a thin one. Empty where not kept (notices before session 57)."""
+    z, baseline = member.get("zscore"), member.get("baseline_posts")
+    if not isinstance(z, (int, float)) or isinstance(z, bool) or not isinstance(baseline, int) or isinstance(baseline, bool):
+        return ""
+    return f"; z {z:+.1f}, {baseline} in the baseline"
 
 
 def measure(record: Mapping[str, Any], since: bool = True, window: str = "window") -> str:
