@@ -680,6 +680,30 @@ def test_a_scope_shown_with_its_dots_bracketed_is_offered_a_silence_that_matches
     assert message.root_silence(scope, defanged=False) == f"sentinel silence {shlex.quote(scope)} --for 2h"
 
 
+@pytest.mark.parametrize("name", ["a" * 60 + "." + "b" * 67, "news.alerts.daily." + "x" * 109, "価格。速報" + "x" * 122])
+def test_a_silence_a_notice_offers_for_a_long_name_is_one_sentinel_silence_takes(name: str) -> None:
+    """A scope's name may hold 128 characters (`contracts.MAX_NAME_CHARS`: a Telegram group's title),
+    and `sentinel silence` refuses a longer one. Each bracketed dot adds two: a 128-character
+    `claim-airdrop.example...` was offered `sentinel silence 'channel:...[.]...'` of 130, which
+    answered "is 130 characters, over the cap of 128". Where the pattern would be past the cap the
+    notice offers none (its console link names the scope, and there its silence form is filled in)."""
+    import shlex
+
+    from stream.alerts.grouping import Notice
+    from stream.alerts.silences import silence_request
+
+    scope = f"channel:{name}"
+    member = {"scope": scope, "kind": "sentiment_drop", "firing": True, "severity": "warning"}
+    notice = Notice("cc08e3ebdfdb671ccafc", scope, "firing", "new", "warning", "2026-10-02T12:20:00Z", "2026-10-02T12:00:00Z", False, [member])
+    for text in (message.notice_body(notice), message.body(make_record(scope=scope))):
+        for line in (line for line in text.splitlines() if line.startswith("silence its notices: ")):
+            pattern = shlex.split(line.split(": ", 1)[1])[2]
+            assert silence_request(pattern, 7200) == pattern, line  # refused: ValueError
+    # One that fits, as before: offered, and taken.
+    fits = "channel:" + name[:100].replace("x", "y", 1)
+    assert message.silence_pattern(fits) is not None and silence_request(message.silence_pattern(fits), 7200)
+
+
 def test_json_webhook_receives_title_and_body(http):
     result = run(notifier(http.url("/hook")).deliver(make_record(), None))
     assert result.notified and result.targeted == 1

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from stream.alerts.grouping import Notice
 from stream.alerts.incidents import AlertRecord, ranked
 from stream.alerts.precision import VERDICTS, TrackRecord
+from stream.contracts import name_problem
 from stream.timefmt import epoch, iso
 from stream.windows import Sample, SliceCol, distinct_samples, sample_key
 
@@ -813,12 +814,17 @@ def silence_pattern(scope: str, *, defanged: bool = True) -> str | None:
     its dots (`channel:価格。速報` shown `channel:価格[.]速報`, `source:bitcointalk.org`), the scope with
     each dot in brackets (`channel:価格[。]速報`): a glob that matches that one scope (each bracket
     one character), and reads as no link. A notice before session 57 offered none for such a root,
-    where the console offers its name. None where neither holds."""
+    where the console offers its name. None where neither holds, and where the brackets (two
+    characters more a dot) take the name past what `sentinel silence` takes (`name_problem`:
+    `MAX_NAME_CHARS`), which would refuse the command offered."""
     if _silenceable(scope, defanged=defanged):
         return scope
     if not defanged or any(c in scope for c in "*?["):
         return None
     pattern = scope.translate(_BRACKETED_DOTS)
+    prefix, _, name = pattern.partition(":")
+    if name_problem(name, joiners=prefix != "asset") is not None:
+        return None
     return pattern if pattern != scope and escape_post_text(pattern, limit=0, links=False) == pattern else None
 
 
