@@ -255,3 +255,19 @@ def test_a_host_that_runs_into_a_second_url_leaves_no_live_scheme(text: str) -> 
     shown = post(text)
     assert not LIVE.search(shown) and not re.search(r"(?i)(?:https?|ftp):[/\\]", shown), shown
     assert post(shown) == shown
+
+
+@pytest.mark.parametrize("text", [
+    "BTC 43,250.5 at 12:30 UTC (12:30:45 on the tape), longs 3:1, funding 0.0001, gas 0.000021",
+    "geth v1.13.14 and v1.2.3 out; burned 1e18 wei; block 19000000. next",
+    "tx 0x5c504ed432cb51138bcf09aa5e8a410dd4a1e204ef84bfed1be16dfba1b22060. confirmed",
+    "send to 0x742d35Cc6634C0532925a3b844Bc454e4438f44e. USDT is 0xdAC17F958D2ee523a2206206994597C13D831ec7.",
+    "chain id 0x1. mainnet, 0x89. polygon; nonce 0x10. gas 0x5208.",
+    "slice [1:2] and arr[0:10] at [12:30]; bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+    "price 4294967295. wow, 3232235777 tokens, 0x1234. then 0x0.",
+])
+def test_ordinary_crypto_chatter_is_left_as_it_is(text: str) -> None:
+    """A risk team reads the posts: times, ratios, versions, prices, tx hashes and wallet addresses
+    (`0x...` followed by a sentence's dot) are no links and get no brackets, nor a `[=...]` address."""
+    assert message.defang(text) == text
+    assert post(text, limit=0) == text
