@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 # Not context: the record's own attributes, and uvicorn's terminal-coloured copy of its message.
@@ -84,6 +85,65 @@ DEAD_LETTER_CUT = "dead letter cut to fit the producer's max request size"
 # (stream.alerts.notify.cleartext): the configuration's choice, said at every start, and no word on
 # why a run stood still either; a plain-http relay made every stopped run keep its log (session 57).
 CLEARTEXT_SERVICE = "alert service sends in clear text"
+# The periodic count of the dead letters of one reason that logged no line of their own (DeadLetterLog).
+DEAD_LETTERS_HELD = "dead letters held back"
+
+
+@dataclass
+class _Reason:
+    opened: float  # when this reason's window began (its first dead letter since the last summary)
+    shown: int = 0  # lines of its own in this window
+    held: int = 0  # dead letters past `first` in this window, logged by count only
+    example: str | None = None  # the first held one's post id (None: it had none, or none held)
+
+
+@dataclass(frozen=True)
+class HeldLetters:
+    """One reason's summary: how many dead letters logged no line of their own over `window_s`."""
+
+    reason: str
+    held_back: int
+    example_post_id: str | None
+    window_s: float
+
+
+class DeadLetterLog:
+    """Which dead letters log a line of their own: the first `first` of each reason in a window of
+    `window_s`, then only a count, said once the window has passed (`due`). A flood of 50,000 bad
+    messages logged 50,000 WARNING lines, one per message (until session 57): log volume linear in
+    hostile input, which buried every other line and filled the node's disk. The DLQ and the
+    metric (sentinel_posts_dead_lettered_total) still count every one; the log names a few, and an
+    example post id of the rest, to start reading the DLQ from. Pure: the caller logs (stream.processor)."""
+
+    def __init__(self, first: int = 5, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.first = first
+        self.window_s = window_s
+        self.clock = clock
+        self._reasons: dict[str, _Reason] = {}
+
+    def admit(self, reason: str, post_id: str | None) -> bool:
+        """Whether this dead letter logs its own line; if not, it is counted for the summary.
+        Call `due` first: a window that has passed starts over."""
+        state = self._reasons.setdefault(reason, _Reason(self.clock()))
+        if state.shown < self.first:
+            state.shown += 1
+            return True
+        if not state.held:
+            state.example = post_id
+        state.held += 1
+        return False
+
+    def due(self, *, final: bool = False) -> list[HeldLetters]:
+        """The summaries of every reason whose window has passed (`final`: all, the worker is
+        stopping), each reason's window starting over at its next dead letter. A reason that held
+        none back has no summary: its lines said it all."""
+        now, said = self.clock(), []
+        for reason, state in list(self._reasons.items()):
+            if final or now - state.opened >= self.window_s:
+                del self._reasons[reason]
+                if state.held:
+                    said.append(HeldLetters(reason, state.held, state.example, round(now - state.opened, 3)))
+        return said
 
 
 # A WARNING record of the project's own loggers in either format (a library's, such as Faust's
@@ -91,7 +151,7 @@ CLEARTEXT_SERVICE = "alert service sends in clear text"
 # line that says a stop began: the worker's `shutting down` (worker.Shutdown), the SIGTERM line of a
 # command still starting (tools.services), a bare `interrupted`/`terminated` (sentinel.main).
 _OWN = r"(?:stream|sentinel)(?:\.[\w.]+)?"
-_INPUT_NOTICE = "|".join(re.escape(text) for text in (DEAD_LETTERED, DEAD_LETTER_CUT, CLEARTEXT_SERVICE))
+_INPUT_NOTICE = "|".join(re.escape(text) for text in (DEAD_LETTERED, DEAD_LETTER_CUT, DEAD_LETTERS_HELD, CLEARTEXT_SERVICE))
 _WARNING_LINE = re.compile(rf'^(?:\S+ WARNING {_OWN}: (?!(?:{_INPUT_NOTICE})(?: |$))'
                            rf'|\{{"ts": "[^"]*", "level": "WARNING", "logger": "{_OWN}", "msg": "(?!(?:{_INPUT_NOTICE})"))')
 _STOPPING = r"(?:shutting down|SIGTERM: stopping what this command started)"

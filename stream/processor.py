@@ -32,7 +32,7 @@ from stream.assets import DEFAULT_ALIASES, AliasTable
 from stream.batch import Admitted, BatchOutcome, Prepared, RawMessage, partition_lags
 from stream.contracts import DLQ_MAX_VALUE_BYTES, Limits, Post, Rejection, dlq_record, parse_post, sentiment_record
 from stream.kafka import record_bytes
-from stream.logs import DEAD_LETTER_CUT, DEAD_LETTERED
+from stream.logs import DEAD_LETTER_CUT, DEAD_LETTERED, DEAD_LETTERS_HELD, DeadLetterLog
 from stream.model_thread import ModelThread
 from stream.redis_client import retry_transient
 from stream.store import Scored, WindowStore
@@ -118,6 +118,7 @@ class BatchProcessor:
         # another), and each partition's redeliveries find their ids, which are kept a window
         # behind the slowest one. Made on a partition's first batch, from its stored watermark.
         self.max_ahead_s = max_ahead_s  # SENTINEL_MAX_AHEAD
+        self.letter_log = DeadLetterLog()  # a few lines per reason, then counts: a flood's log stays small
         # The posts a partition's first watermark, and a jump of it, need behind them
         # (PartitionClock.jump_posts): a partition with no stored watermark has none, and holds no
         # judging back, until it has read that many (its first post may be a fast source's).
@@ -196,6 +197,7 @@ class BatchProcessor:
                 posts.append((parsed, msg))
         # In one publish: each publish of a partition's records waits for its previous one to leave.
         await self._dead_letter(rejected)
+        self.say_dead_letters()  # on every batch: a flood's count is said within a batch of its window's end
         outcome.dlq += len(rejected)
         outcome.valid = len(posts)
         if posts and (time.time() - self.stats_read_at > self.idle_s or any(m.partition not in self.clocks for _, m in posts)):
@@ -336,16 +338,26 @@ class BatchProcessor:
     async def _dead_letter(self, rejected: Sequence[tuple[RawMessage, Rejection]]) -> None:
         if not rejected:
             return
+        self.say_dead_letters()  # a window that has passed starts over before these are counted in it
         records = []
         for msg, rejection in rejected:
-            log.warning(
-                DEAD_LETTERED,
-                extra={"reason": rejection.reason, "post_id": rejection.post_id, "partition": msg.partition, "offset": msg.offset},
-            )
+            if self.letter_log.admit(rejection.reason, rejection.post_id):
+                log.warning(
+                    DEAD_LETTERED,
+                    extra={"reason": rejection.reason, "post_id": rejection.post_id, "partition": msg.partition, "offset": msg.offset},
+                )
             records.append((rejection.post_id, self._dead_letter_value(msg, rejection)))
         await self.publish(self.dlq_topic, records)
         for _, rejection in rejected:  # once published: the metric never runs ahead of the DLQ
             self.metrics.dead_lettered(rejection.reason)
+
+    def say_dead_letters(self, *, final: bool = False) -> None:
+        """Log, per reason, how many dead letters logged no line of their own over a window that has
+        passed (`final`: every count held, the worker is stopping). The reason and a post id only:
+        never the message, which holds the post's text."""
+        for held in self.letter_log.due(final=final):
+            log.warning(DEAD_LETTERS_HELD, extra={"reason": held.reason, "held_back": held.held_back,
+                                                  "example_post_id": held.example_post_id, "window_s": held.window_s})
 
     def _dead_letter_value(self, msg: RawMessage, rejection: Rejection) -> bytes:
         """The dead letter, under the producer's max_record_bytes. Escaping can make up to 768 KiB

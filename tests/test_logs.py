@@ -290,3 +290,25 @@ def test_a_fetch_offset_out_of_range_is_said_as_a_warning_and_the_fetchers_chatt
     assert result.returncode == 0 and len(lines) == 1, result.stderr
     assert " WARNING aiokafka.consumer.fetcher: Fetch offset 1000 is out of range for partition TopicPartition(topic=forum-posts, partition=0)" in lines[0]
     assert "the topic recreated" in lines[0] and "Backup and disaster recovery" in lines[0], lines[0]
+
+
+def test_dead_letters_log_the_first_few_per_reason_then_one_count_per_window():
+    """Pure: the first `first` of a reason each log a line, the rest only a count with the first
+    held one's post id, said once the window has passed; each reason on its own."""
+    from stream.logs import DeadLetterLog, HeldLetters
+
+    now = [0.0]
+    letters = DeadLetterLog(first=3, window_s=60, clock=lambda: now[0])
+    shown = [letters.admit("invalid_json", None) for _ in range(3)]
+    held = [letters.admit("invalid_json", f"p{i}") for i in range(1000)]
+    assert shown == [True] * 3 and not any(held)
+    assert letters.admit("empty_text", "e1")  # another reason has lines of its own
+    now[0] = 59.9
+    assert letters.due() == []  # not before the window has passed
+    now[0] = 60.0
+    assert letters.due() == [HeldLetters("invalid_json", 1000, "p0", 60.0)]  # empty_text held none: no summary
+    assert letters.due() == []  # said once
+    # The next window starts over: a few lines again, then counts, all said at the end.
+    assert [letters.admit("invalid_json", "q") for _ in range(4)] == [True, True, True, False]
+    now[0] = 61.0
+    assert letters.due(final=True) == [HeldLetters("invalid_json", 1, "q", 1.0)]  # over the second it ran

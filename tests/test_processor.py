@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import pytest
@@ -755,3 +756,45 @@ def test_a_replay_leaves_the_same_buckets_whether_or_not_the_partition_that_ende
     # baseline (40 min) before it.
     assert kept["channel:early"] == list(range(T + 49 * step, T + 90 * step, step))
 
+
+
+def test_a_flood_of_bad_messages_logs_a_few_lines_and_a_count_but_counts_every_one(redis_server, caplog):
+    """A 5,000-message flood logged 5,000 WARNING lines (one per dead letter) before session 57. Now
+    the first few of each reason log a line; the rest a count per window, with an example post id;
+    the DLQ and the metric still get every one, and no line holds a post's text."""
+    from stream.logs import DEAD_LETTERED, DEAD_LETTERS_HELD, DeadLetterLog
+
+    counted: dict[str, int] = {}
+    dlq: list[dict] = []
+
+    async def publish(topic, records):
+        dlq.extend(json.loads(value) for _, value in records)
+
+    class Observer:
+        def dead_lettered(self, reason):
+            counted[reason] = counted.get(reason, 0) + 1
+
+    now = [0.0]
+    flood = [RawMessage(json.dumps({"id": f"x{i}", "text": f"SECRET-TEXT-{i}"}).encode(), "forum-posts", 0, i) for i in range(5000)]
+
+    async def go():
+        proc = BatchProcessor(lambda texts: [], WindowStore.from_url(redis_server), publish, sentiment_topic="out",
+                              dlq_topic="dlq", model_base="m", model_adapter=None, metrics=Observer())
+        proc.letter_log = DeadLetterLog(clock=lambda: now[0])
+        for start in range(0, len(flood), 500):
+            await proc.admit([*flood[start:start + 500], RawMessage(b"not json", "forum-posts", 1, start)])
+        now[0] = 61.0  # the window has passed: the next batch, a calm one, says the counts
+        await proc.admit([message(9, "fine")])
+
+    with caplog.at_level(logging.INFO, logger="stream.processor"):
+        asyncio.run(go())
+    assert counted == {"missing_field": 5000, "invalid_json": 10} and len(dlq) == 5010
+    lines = [r for r in caplog.records if r.name == "stream.processor"]
+    each = [r for r in lines if r.getMessage() == DEAD_LETTERED]
+    assert sorted(r.reason for r in each) == ["invalid_json"] * 5 + ["missing_field"] * 5, len(each)
+    summaries = {r.reason: r for r in lines if r.getMessage() == DEAD_LETTERS_HELD}
+    assert set(summaries) == {"invalid_json", "missing_field"}
+    assert (summaries["missing_field"].held_back, summaries["missing_field"].example_post_id) == (4995, "x5")
+    assert (summaries["invalid_json"].held_back, summaries["invalid_json"].example_post_id) == (5, None)
+    assert all(r.levelno == logging.WARNING for r in [*each, *summaries.values()])
+    assert not any("SECRET-TEXT" in str(vars(r)) for r in caplog.records)
