@@ -24,6 +24,8 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
+from dataclasses import replace
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 from model.scorer import Judgement, ModelGone, finite_judgement
@@ -36,7 +38,9 @@ from stream.logs import DEAD_LETTER_CUT, DEAD_LETTERED, DEAD_LETTERS_HELD, DeadL
 from stream.model_thread import ModelThread
 from stream.redis_client import retry_transient
 from stream.store import Scored, WindowStore
-from stream.windows import CLOCK_JUMP_POSTS, LAGGING_IDLE_S, Kept, PartitionClock, frontier, is_late, scopes_for, trim_horizon
+from stream.windows import (
+    CLOCK_JUMP_POSTS, LAGGING_IDLE_S, OVERFLOW_NAME, Folded, Kept, PartitionClock, ScopeBudget, frontier, is_late, scopes_for, trim_horizon,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,8 @@ class BatchObserver(Protocol):
 
     def dead_lettered(self, reason: str) -> None: ...
 
+    def scope_folded(self, kind: str, posts: int) -> None: ...
+
     def alert(self, record: AlertRecord) -> None: ...
 
 
@@ -68,6 +74,9 @@ class _NoObserver:
         pass
 
     def dead_lettered(self, reason: str) -> None:
+        pass
+
+    def scope_folded(self, kind: str, posts: int) -> None:
         pass
 
     def alert(self, record: AlertRecord) -> None:
@@ -97,6 +106,7 @@ class BatchProcessor:
         lagging_idle_s: float = LAGGING_IDLE_S,
         max_ahead_s: float = 3600.0,
         clock_jump_posts: int = CLOCK_JUMP_POSTS,
+        new_scopes_per_hour: int = 0,
     ):
         self.classify = classify
         self.store = store
@@ -119,6 +129,10 @@ class BatchProcessor:
         # behind the slowest one. Made on a partition's first batch, from its stored watermark.
         self.max_ahead_s = max_ahead_s  # SENTINEL_MAX_AHEAD
         self.letter_log = DeadLetterLog()  # a few lines per reason, then counts: a flood's log stays small
+        # SENTINEL_NEW_SCOPES_PER_HOUR: new channel and source scopes past it count in the overflow scope
+        self.scope_budget = ScopeBudget(new_scopes_per_hour)
+        self._folded_said = float("-inf")  # when the last `new scopes folded` line was logged (monotonic)
+        self._folded_unsaid: Counter[str] = Counter()  # posts folded since, per kind
         # The posts a partition's first watermark, and a jump of it, need behind them
         # (PartitionClock.jump_posts): a partition with no stored watermark has none, and holds no
         # judging back, until it has read that many (its first post may be a fast source's).
@@ -239,6 +253,8 @@ class BatchProcessor:
             "classify_ms": round(outcome.classify_s * 1000),  # how busy the model is: for benchmarks and capacity
         }
         items = [Scored(p, j.label, j.score) for p, j in scored]
+        # Decided once per batch, before the write: a retried write counts the same scopes.
+        items = await self._with_redis(lambda: self._fold_new_scopes(items))
         marks = batch.marks
         # What each partition has left to read: one with a backlog holds judging and trimming back
         # however long it goes unwritten (windows.frontier).
@@ -310,6 +326,35 @@ class BatchProcessor:
                    "total_s": round(outcome.total_s, 3)},
         )
         return outcome
+
+    async def _fold_new_scopes(self, items: list[Scored]) -> list[Scored]:
+        """The batch's posts as they are counted: a new channel or source name past its kind's budget
+        (SENTINEL_NEW_SCOPES_PER_HOUR) counted in that kind's overflow scope. The published record
+        keeps the name (the caller publishes from the classified posts)."""
+        if self.scope_budget.per_hour <= 0 or not items:
+            return items
+        posts = [item.post for item in items]
+        known = await self.store.known_scopes(ScopeBudget.candidates(posts))
+        decided = self.scope_budget.fold(posts, known)
+        if decided.posts_folded:
+            self._say_folded(decided)
+        return [item if post is item.post else replace(item, post=post) for item, post in zip(items, decided.posts)]
+
+    def _say_folded(self, decided: Folded) -> None:
+        """Count the folded posts (exact) and log them at most once a minute: a flood of new names
+        would otherwise log a line a batch. Counts only: the names are the flood's own text."""
+        for kind, posts in decided.posts_folded.items():
+            self.metrics.scope_folded(kind, posts)
+        self._folded_unsaid.update(decided.posts_folded)
+        now = time.monotonic()
+        if now - self._folded_said < 60.0:
+            return
+        self._folded_said = now
+        for kind, posts in sorted(self._folded_unsaid.items()):
+            log.warning("new scopes folded into the overflow scope",
+                        extra={"kind": kind, "overflow_scope": f"{kind}:{OVERFLOW_NAME}", "posts": posts,
+                               "names_in_batch": decided.names_folded.get(kind, 0), "per_hour": self.scope_budget.per_hour})
+        self._folded_unsaid.clear()
 
     def _drop_late(self, posts: list[tuple[Post, RawMessage]], outcome: BatchOutcome) -> list[tuple[Post, RawMessage]]:
         """Advance the watermarks post by post, in offset order, so lateness depends only on the

@@ -145,6 +145,12 @@ class Settings(BaseSettings):
         3, ge=0, description="posts one author counts per scope and event-time hour (the rest are classified and published, not "
                              "counted), so one account cannot make a swing alone; the same name on two sources is two authors; 0: no cap"
     )
+    new_scopes_per_hour: int = Field(
+        1000, ge=0, description="new channel scopes, and new source scopes, each worker admits per event-time hour; past "
+                                "that a new name's posts count in `channel: (other)` or `source: (other)` (and still in `all` "
+                                "and their assets), so a flood of invented names cannot grow Redis, judging and the console "
+                                "by a scope a post; scopes already written are never folded; 0: no budget"
+    )
     text_cap: int = Field(
         0, ge=0, description="posts with one text (case, punctuation, links and mentions aside) that count per scope, label and "
                              "event-time hour, so a copy-paste raid from many accounts counts as a few voices; texts under 16 "

@@ -853,6 +853,15 @@ class WindowStore:
             replies = await pipe.execute()
         return {scope: float(found[0][1]) for scope, found in zip(scopes, replies) if found}
 
+    async def known_scopes(self, scopes: Iterable[str]) -> set[str]:
+        """Which of `scopes` the registry holds (written within retention): the scopes a ScopeBudget
+        never folds. One key, in the `all` slot: a Redis Cluster answers it from one node."""
+        asked = sorted(set(scopes))
+        if not asked:
+            return set()
+        scores = await self.redis.zmscore(SCOPES_KEY, asked)
+        return {scope for scope, score in zip(asked, scores) if score is not None}
+
     async def scopes(self, pattern: str = "*") -> list[str]:
         """Scopes with posts within retention, from the registry the `all` script keeps; windows
         written before the registry existed are found by a SCAN of the index keys (slow with many

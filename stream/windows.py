@@ -15,7 +15,7 @@ import math
 import re
 import unicodedata
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Hashable, Iterable, Mapping, Sequence
 
@@ -146,6 +146,79 @@ def channel_member(post: Post) -> str | None:
         return None
     hour = bucket_start(post.created_at, 3600)
     return f"{hour}|source:{post.source}|channel:{post.channel}" if post.source else f"{hour}|channel:{post.channel}"
+
+
+# The scope a channel or source name is counted under once its kind's budget of new scopes is spent
+# (ScopeBudget): `channel: (other)`, `source: (other)`. The leading space is what no post's name can
+# hold (contracts.normal_name strips names), so no real channel or source is it; `(other)` alone is
+# one (a name `{other}` becomes it).
+OVERFLOW_NAME = " (other)"
+FOLDED_KINDS = ("channel", "source")
+
+
+@dataclass(frozen=True)
+class Folded:
+    """What a ScopeBudget did to one batch: the posts to count (names folded where the budget was
+    spent; the others unchanged) and, per kind, how many posts and how many distinct names it folded."""
+
+    posts: list[Post]
+    posts_folded: dict[str, int]
+    names_folded: dict[str, int]
+
+
+class ScopeBudget:
+    """How many new channel and source scopes each kind may gain per event-time hour, `per_hour`.
+    Each name a post gives becomes a scope, with its buckets, roll-ups, ids and judging state in
+    Redis, a judgement on every detector round and a row on the console and in the daily report: a
+    flood of distinct names (a bot posting under a fresh channel name each time) grows every one of
+    those by one scope a post. Past the budget a new name's posts count in its kind's overflow
+    scope (OVERFLOW_NAME) instead, and still in `all`, their assets and their other kind's scope;
+    scopes already written (`known`) are never folded, and the published record keeps the name.
+    Per worker and per event-time hour, so a replay of one input folds the same names. 0: no budget."""
+
+    HOURS_KEPT = 3  # hours of admitted names remembered behind the newest seen: posts that far late still find theirs
+
+    def __init__(self, per_hour: int) -> None:
+        self.per_hour = per_hour
+        self._admitted: dict[tuple[str, int], set[str]] = {}  # (kind, event-time hour) -> new scopes admitted
+
+    @staticmethod
+    def candidates(posts: Iterable[Post]) -> set[str]:
+        """The scopes a budget may fold: which of them exist is the caller's to ask (WindowStore.known_scopes)."""
+        return {f"{kind}:{name}" for post in posts for kind in FOLDED_KINDS if (name := getattr(post, kind))}
+
+    def fold(self, posts: Sequence[Post], known: Iterable[str]) -> Folded:
+        if self.per_hour <= 0:
+            return Folded(list(posts), {}, {})
+        known = set(known)
+        out: list[Post] = []
+        counts: Counter[str] = Counter()
+        names: dict[str, set[str]] = {}
+        for post in posts:
+            hour = bucket_start(post.created_at, 3600)
+            changes: dict[str, str | None] = {}
+            for kind in FOLDED_KINDS:
+                name = getattr(post, kind)
+                scope = f"{kind}:{name}"
+                if not name or name == OVERFLOW_NAME or scope in known:
+                    continue
+                admitted = self._admitted.setdefault((kind, hour), set())
+                if scope in admitted:
+                    continue
+                if len(admitted) < self.per_hour:
+                    admitted.add(scope)
+                    continue
+                changes[kind] = OVERFLOW_NAME
+                counts[kind] += 1
+                names.setdefault(kind, set()).add(name)
+            out.append(replace(post, channel=changes.get("channel", post.channel), source=changes.get("source", post.source)) if changes else post)
+        self._forget_old()
+        return Folded(out, dict(counts), {kind: len(found) for kind, found in names.items()})
+
+    def _forget_old(self) -> None:
+        if self._admitted:
+            newest = max(hour for _, hour in self._admitted)
+            self._admitted = {k: v for k, v in self._admitted.items() if k[1] > newest - self.HOURS_KEPT * 3600}
 
 
 def is_pair_scope(scope: str) -> bool:

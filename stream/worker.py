@@ -532,6 +532,7 @@ def build_worker(
         idle_s=engine.config.idle_s,
         lagging_idle_s=engine.config.lagging_idle_s,
         max_ahead_s=setting_duration("max_ahead", settings.max_ahead),
+        new_scopes_per_hour=settings.new_scopes_per_hour,
     )
     notifier = Notifier.from_settings(settings)
     for line in cleartext_services(notifier.targets):  # alerts (and an SMTP login) readable on the way: said, not refused

@@ -798,3 +798,62 @@ def test_a_flood_of_bad_messages_logs_a_few_lines_and_a_count_but_counts_every_o
     assert (summaries["invalid_json"].held_back, summaries["invalid_json"].example_post_id) == (5, None)
     assert all(r.levelno == logging.WARNING for r in [*each, *summaries.values()])
     assert not any("SECRET-TEXT" in str(vars(r)) for r in caplog.records)
+
+
+def test_a_flood_of_new_channel_names_folds_past_the_budget_and_counts_every_post(redis_server, caplog):
+    """SENTINEL_NEW_SCOPES_PER_HOUR: a bot inventing a channel name per post made a scope per post
+    (buckets, roll-ups, ids, a judgement each round, a console row) until session 57. With a budget of
+    3, three new names get scopes; the other posts count in `channel: (other)`, and every post in
+    `all` and its source; a channel written before keeps counting as itself; the published records
+    keep the names; the metric counts each folded post; one log line says it, not one a batch."""
+    from stream.windows import OVERFLOW_NAME
+
+    redis.Redis.from_url(redis_server).flushdb()
+    folded: dict[str, int] = {}
+    published: list[dict] = []
+
+    async def publish(topic, records):
+        published.extend(json.loads(value) for _, value in records if topic == "out")
+
+    class Observer:
+        def observe_batch(self, outcome):
+            pass
+
+        def dead_lettered(self, reason):
+            pass
+
+        def scope_folded(self, kind, posts):
+            folded[kind] = folded.get(kind, 0) + posts
+
+        def alert(self, record):
+            pass
+
+    def post(i: int, channel: str, ts: float) -> RawMessage:
+        value = {"id": f"p{i}", "text": "gm", "created_at": ts, "channel": channel, "source": "forum"}
+        return RawMessage(json.dumps(value).encode(), "forum-posts", 0, i)
+
+    async def go():
+        store = WindowStore.from_url(redis_server)
+        proc = BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], store, publish,
+                              sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None, metrics=Observer(),
+                              new_scopes_per_hour=3, clock_jump_posts=1)
+        await proc.start()
+        await proc.handle([post(0, "general", T - 3600)])  # written the hour before the flood
+        for start in range(1, 201, 50):
+            await proc.handle([post(i, f"flood-{i}", T + i) for i in range(start, start + 50)] + [post(1000 + start, "general", T + start)])
+        await proc.handle([post(2000, "flood-1", T + 300)])  # a name admitted earlier this hour: itself
+        scopes = await store.scopes()
+        counts = {scope: (await store.window(scope, 7200, T + 600)).posts for scope in scopes}
+        await store.close()
+        return scopes, counts
+
+    with caplog.at_level(logging.INFO, logger="stream.processor"):
+        scopes, counts = asyncio.run(go())
+    other = f"channel:{OVERFLOW_NAME}"
+    assert sorted(scopes) == sorted(["all", "source:forum", "channel:general", "channel:flood-1", "channel:flood-2", "channel:flood-3", other]), scopes
+    assert counts["all"] == counts["source:forum"] == 206  # 1 + 4 x 51 + 1: every post
+    assert counts[other] == 197 and counts["channel:general"] == 5 and counts["channel:flood-1"] == 2
+    assert folded == {"channel": 197}
+    assert {r["channel"] for r in published} == {"general", *(f"flood-{i}" for i in range(1, 201))}
+    lines = [r for r in caplog.records if r.getMessage() == "new scopes folded into the overflow scope"]
+    assert [(r.kind, r.overflow_scope, r.posts, r.per_hour) for r in lines] == [("channel", other, 47, 3)], lines

@@ -363,3 +363,38 @@ def test_partitions_outgrown_names_the_topic_count_when_it_is_more_than_configur
     assert partitions_outgrown(4, [5], 8) == 8
     assert partitions_outgrown(4, [2, 3], None) is None
     assert partitions_outgrown(8, [0], 4) is None  # fewer is a stale read; start-up refuses a count set too high
+
+
+def test_a_scope_budget_folds_new_names_past_its_hourly_budget_and_never_a_known_one():
+    """Pure: per kind and event-time hour, `per_hour` new channel (and source) scopes are admitted;
+    the rest of the new names fold into the overflow scope, which no real name can be; a known
+    scope, or one admitted earlier that hour, is never folded; the next hour has a budget again."""
+    from stream.contracts import normal_name
+    from stream.windows import OVERFLOW_NAME, ScopeBudget, scopes_for
+
+    budget = ScopeBudget(2)
+    t = 1_767_225_600
+    posts = [Post(f"p{i}", "gm", t + i, ("BTC",), "forum", f"new-{i}") for i in range(5)]
+    posts.append(Post("old", "gm", t + 9, (), "forum", "general"))
+    posts.append(Post("again", "gm", t + 10, (), "forum", "new-1"))  # admitted above: still itself
+    assert ScopeBudget.candidates(posts) == {"source:forum", *(f"channel:new-{i}" for i in range(5)), "channel:general"}
+    decided = budget.fold(posts, known={"channel:general", "source:forum"})
+    assert [p.channel for p in decided.posts] == ["new-0", "new-1", OVERFLOW_NAME, OVERFLOW_NAME, OVERFLOW_NAME, "general", "new-1"]
+    assert decided.posts_folded == {"channel": 3} and decided.names_folded == {"channel": 3}
+    # The rest of the post is as it was: it still counts in `all`, its asset and its source.
+    assert scopes_for(decided.posts[2]) == ["all", "asset:BTC", f"channel:{OVERFLOW_NAME}", "source:forum"]
+    assert (decided.posts[2].id, decided.posts[2].created_at, decided.posts[2].source) == ("p2", t + 2, "forum")
+    # No post's name normalises to the overflow name: a real `(other)` is its own scope.
+    assert normal_name(OVERFLOW_NAME) != OVERFLOW_NAME and normal_name("{other}") == "(other)"
+    # ... and a silence or an override that names the overflow scope names it, not `channel:(other)`.
+    from stream.alerts.detector import _counted_as
+    from stream.alerts.silences import scope_name
+
+    assert scope_name(f"channel:{OVERFLOW_NAME}") == f"channel:{OVERFLOW_NAME}" == _counted_as(f"channel:{OVERFLOW_NAME}")
+    assert scope_name("channel:(other)") == "channel:(other)"
+    # Sources have a budget of their own; the next event-time hour has a fresh one.
+    later = [Post(f"q{i}", "gm", t + 3600 + i, (), f"src-{i}", f"next-{i}") for i in range(3)]
+    decided = budget.fold(later, known=set())
+    assert [(p.source, p.channel) for p in decided.posts] == [("src-0", "next-0"), ("src-1", "next-1"), (OVERFLOW_NAME, OVERFLOW_NAME)]
+    assert decided.posts_folded == {"channel": 1, "source": 1}
+    assert ScopeBudget(0).fold(posts, known=set()).posts == posts  # 0: no budget

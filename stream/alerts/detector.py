@@ -33,7 +33,7 @@ from typing import Literal, Mapping, Sequence
 import numpy as np
 
 from stream.contracts import normal_name
-from stream.windows import SLICE_FIELDS, SliceCol, matches_scope
+from stream.windows import OVERFLOW_NAME, SLICE_FIELDS, SliceCol, matches_scope
 
 Kind = Literal["sentiment_drop", "sentiment_surge", "volume_spike"]
 KINDS: tuple[Kind, ...] = ("sentiment_drop", "sentiment_surge", "volume_spike")
@@ -236,7 +236,7 @@ def _counted_as(pattern: str) -> str:
     """A channel's or source's pattern as posts' names are counted (`contracts.normal_name`), so an
     override for `channel:Crypto | Signals` matches the scope `channel:Crypto ¦ Signals`."""
     prefix, sep, name = pattern.partition(":")
-    return f"{prefix}:{normal_name(name)}" if sep and prefix in ("channel", "source") else pattern
+    return f"{prefix}:{normal_name(name)}" if sep and prefix in ("channel", "source") and name != OVERFLOW_NAME else pattern
 
 
 def parse_overrides(spec: str) -> dict[str, dict[str, float]]:

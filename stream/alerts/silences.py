@@ -18,7 +18,7 @@ from stream.alerts.grouping import root_kinds
 from stream.contracts import name_problem, normal_name
 from stream.keys import AUDIT_KEY, SILENCE_AUTHORS_KEY, SILENCES_KEY
 from stream.timefmt import shown
-from stream.windows import matches_scope
+from stream.windows import OVERFLOW_NAME, matches_scope
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def scope_name(scope: str) -> str:
     prefix = prefix.strip().lower()
     if not sep or prefix not in SCOPE_PREFIXES or not name.strip():
         raise ValueError(f"scope: {SCOPE_FORMS}")
-    if prefix != "asset":
+    if prefix != "asset" and name != OVERFLOW_NAME:  # the overflow scope's name is its own, leading space and all
         name = normal_name(name)  # as a post's channel or source name is counted: `Crypto | Signals` as `Crypto ¦ Signals`
     problem = name_problem(name, joiners=prefix != "asset")
     if problem:

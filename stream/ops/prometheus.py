@@ -136,6 +136,9 @@ class WorkerMetrics:
                              "sources agree on than SENTINEL_MAX_AHEAD (a source's clock running fast, or one post from the future): counted at "
                              "their own time, moving no watermark", registry=r)
         self.dead_letter = Counter("sentinel_posts_dead_lettered", "Messages sent to the DLQ, by reason", ["reason"], registry=r)
+        self.scope_folded_posts = Counter(
+            "sentinel_posts_scope_folded", "Posts whose new channel or source name was past SENTINEL_NEW_SCOPES_PER_HOUR and "
+            "counted in that kind's overflow scope (`channel: (other)`), by kind", ["kind"], registry=r)
         self.batch_size = Histogram("sentinel_batch_size", "Messages per micro-batch", buckets=BATCH_SIZE_BUCKETS, registry=r)
         self.batch_seconds = Histogram("sentinel_batch_seconds", "Wall time of one micro-batch, end to end", buckets=CLASSIFY_BUCKETS, registry=r)
         self.classify_seconds = Histogram(
@@ -226,6 +229,9 @@ class WorkerMetrics:
 
     def dead_lettered(self, reason: str) -> None:
         self.dead_letter.labels(reason=reason).inc()
+
+    def scope_folded(self, kind: str, posts: int) -> None:
+        self.scope_folded_posts.labels(kind=kind).inc(posts)
 
     def alert(self, record: AlertRecord) -> None:
         self.alert_transitions.labels(kind=record.kind, state=record.state).inc()
