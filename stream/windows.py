@@ -174,13 +174,17 @@ class ScopeBudget:
     those by one scope a post. Past the budget a new name's posts count in its kind's overflow
     scope (OVERFLOW_NAME) instead, and still in `all`, their assets and their other kind's scope;
     scopes already written (`known`) are never folded, and the published record keeps the name.
-    Per worker and per event-time hour, so a replay of one input folds the same names. 0: no budget."""
+    Per worker and per hour of its event-time frontier (the newest post it has seen), so a replay of
+    one input folds the same names however fast it runs. The frontier's hour, not each post's own:
+    posts stamped across the last two days (all on time within the dedupe window) would otherwise
+    get a budget for each of those hours. 0: no budget."""
 
-    HOURS_KEPT = 3  # hours of admitted names remembered behind the newest seen: posts that far late still find theirs
+    HOURS_KEPT = 3  # hours of admitted names remembered behind the frontier's
 
     def __init__(self, per_hour: int) -> None:
         self.per_hour = per_hour
-        self._admitted: dict[tuple[str, int], set[str]] = {}  # (kind, event-time hour) -> new scopes admitted
+        self._admitted: dict[tuple[str, int], set[str]] = {}  # (kind, frontier hour) -> new scopes admitted
+        self._newest = -math.inf  # the newest event time seen
 
     @staticmethod
     def candidates(posts: Iterable[Post]) -> set[str]:
@@ -195,7 +199,8 @@ class ScopeBudget:
         counts: Counter[str] = Counter()
         names: dict[str, set[str]] = {}
         for post in posts:
-            hour = bucket_start(post.created_at, 3600)
+            self._newest = max(self._newest, post.created_at)
+            hour = bucket_start(self._newest, 3600)
             changes: dict[str, str | None] = {}
             for kind in FOLDED_KINDS:
                 name = getattr(post, kind)

@@ -398,3 +398,8 @@ def test_a_scope_budget_folds_new_names_past_its_hourly_budget_and_never_a_known
     assert [(p.source, p.channel) for p in decided.posts] == [("src-0", "next-0"), ("src-1", "next-1"), (OVERFLOW_NAME, OVERFLOW_NAME)]
     assert decided.posts_folded == {"channel": 1, "source": 1}
     assert ScopeBudget(0).fold(posts, known=set()).posts == posts  # 0: no budget
+    # Posts stamped hours back, on time within the dedupe window, spend the frontier's hour's budget:
+    # one hour each would give a flood spread over two days 48 budgets.
+    back = [Post(f"r{h}", "gm", t + 3600 - h * 3600, (), "forum", f"late-{h}") for h in range(1, 6)]
+    decided = budget.fold(back, known={"source:forum"})
+    assert [p.channel for p in decided.posts] == [OVERFLOW_NAME] * 5 and decided.posts_folded == {"channel": 5}
