@@ -103,7 +103,7 @@ def test_a_stopped_runs_log_is_not_kept_for_a_post_dead_lettered_before_the_stop
     two): a notice of the input's own fault, which a finished run's summary names, not why a run
     stood still. Taken for one, every Ctrl-C of `make demo` past its line 1001 kept the temp worker
     log and named it (session 55's first cut), where session 54 kept only a log that says an error."""
-    from stream.logs import DEAD_LETTER_CUT, DEAD_LETTERED
+    from stream.logs import DEAD_LETTER_CUT, DEAD_LETTERED, DEAD_LETTERS_HELD
 
     for formatter in (KeyValueFormatter(), JsonFormatter()):
         def line(level: int, msg: str, name: str, formatter: logging.Formatter = formatter, **extra) -> str:
@@ -117,6 +117,9 @@ def test_a_stopped_runs_log_is_not_kept_for_a_post_dead_lettered_before_the_stop
         cut = line(logging.WARNING, DEAD_LETTER_CUT, "stream.processor", post_id="p1", bytes=2_000_000)
         stopping = line(logging.INFO, "shutting down", "stream.worker", grace_s=45.0, batch_in_flight=False)
         assert not worth_keeping([calm, bad, cut, stopping]), formatter
+        # Nor the count of a flood's dead letters held back (session 57): the same notice, summed.
+        held = line(logging.WARNING, DEAD_LETTERS_HELD, "stream.processor", reason="invalid_json", held_back=4995, example_post_id="x5")
+        assert not worth_keeping([calm, bad, held, stopping]), formatter
         # A warning that says what went wrong beside them still keeps it.
         stuck = line(logging.WARNING, "dependency unreachable", "stream.ops.http", dependency="redis", error="ConnectionError")
         assert worth_keeping([calm, bad, stuck, stopping]), formatter
