@@ -254,7 +254,7 @@ class BatchProcessor:
         }
         items = [Scored(p, j.label, j.score) for p, j in scored]
         # Decided once per batch, before the write: a retried write counts the same scopes.
-        items = await self._with_redis(lambda: self._fold_new_scopes(items))
+        items, folded = await self._with_redis(lambda: self._fold_new_scopes(items))
         marks = batch.marks
         # What each partition has left to read: one with a backlog holds judging and trimming back
         # however long it goes unwritten (windows.frontier).
@@ -300,6 +300,8 @@ class BatchProcessor:
             outcome.replicas_s = time.perf_counter() - mark
 
         await self._with_redis(write)
+        if folded.posts_folded:  # once written, as the dead letters once published: a batch redelivered counts once
+            self._say_folded(folded)
         if outcome.replicas_short:
             log.warning("redis replicas short: batch committed with writes on a master alone", extra={"batch": batch.number})
         outcome.alerts = len(committed)
@@ -327,18 +329,16 @@ class BatchProcessor:
         )
         return outcome
 
-    async def _fold_new_scopes(self, items: list[Scored]) -> list[Scored]:
+    async def _fold_new_scopes(self, items: list[Scored]) -> tuple[list[Scored], Folded]:
         """The batch's posts as they are counted: a new channel or source name past its kind's budget
         (SENTINEL_NEW_SCOPES_PER_HOUR) counted in that kind's overflow scope. The published record
         keeps the name (the caller publishes from the classified posts)."""
         if self.scope_budget.per_hour <= 0 or not items:
-            return items
+            return items, Folded([item.post for item in items], {}, {})
         posts = [item.post for item in items]
         known = await self.store.known_scopes(ScopeBudget.candidates(posts))
         decided = self.scope_budget.fold(posts, known)
-        if decided.posts_folded:
-            self._say_folded(decided)
-        return [item if post is item.post else replace(item, post=post) for item, post in zip(items, decided.posts)]
+        return [item if post is item.post else replace(item, post=post) for item, post in zip(items, decided.posts)], decided
 
     def _say_folded(self, decided: Folded) -> None:
         """Count the folded posts (exact) and log them at most once a minute: a flood of new names
@@ -347,14 +347,22 @@ class BatchProcessor:
             self.metrics.scope_folded(kind, posts)
         self._folded_unsaid.update(decided.posts_folded)
         now = time.monotonic()
-        if now - self._folded_said < 60.0:
-            return
-        self._folded_said = now
+        if now - self._folded_said >= 60.0:
+            self._folded_said = now
+            self._say_folded_counts()
+
+    def _say_folded_counts(self) -> None:
         for kind, posts in sorted(self._folded_unsaid.items()):
             log.warning("new scopes folded into the overflow scope",
                         extra={"kind": kind, "overflow_scope": f"{kind}:{OVERFLOW_NAME}", "posts": posts,
-                               "names_in_batch": decided.names_folded.get(kind, 0), "per_hour": self.scope_budget.per_hour})
+                               "per_hour": self.scope_budget.per_hour})
         self._folded_unsaid.clear()
+
+    def say_held(self) -> None:
+        """The worker is stopping: log the counts still held back (dead letters, folded posts), which
+        no later batch will say."""
+        self.say_dead_letters(final=True)
+        self._say_folded_counts()
 
     def _drop_late(self, posts: list[tuple[Post, RawMessage]], outcome: BatchOutcome) -> list[tuple[Post, RawMessage]]:
         """Advance the watermarks post by post, in offset order, so lateness depends only on the

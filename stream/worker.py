@@ -403,7 +403,7 @@ class Shutdown:
         left = finished and await self._leave_group(deadline)
         log.info("shutdown complete" if finished else "shutdown: grace ran out before the batch in flight and its outputs settled (it will be redelivered)",
                  extra={"committed": finished, "notifications_finished": delivered, "left_group": left})
-        self.pipeline.processor.say_dead_letters(final=True)  # the dead letters held back: no later batch says them
+        self.pipeline.processor.say_held()  # the dead letters and folded posts held back: no later batch says them
         logging.shutdown()  # before os._exit, which skips it: flushed, and held log counts said (stream/logs.py)
         # Exit here rather than through Faust's stop: its take() would ack a held batch on the way
         # out and the consumer would commit it unprocessed.
