@@ -390,3 +390,41 @@ def test_a_moved_answer_to_the_cluster_client_is_not_called_a_missing_flag(capsy
         get_settings.cache_clear()
     said = capsys.readouterr().err
     assert "SENTINEL_REDIS_CLUSTER is not set" not in said and "MovedError" in said, said
+
+
+def test_a_flood_of_new_channel_names_folds_on_the_cluster(redis_cluster):
+    """SENTINEL_NEW_SCOPES_PER_HOUR on Redis Cluster: the registry read (one key, the `{all}` slot)
+    answers from its master, and the overflow scope's keys carry its own hash tag, leading space and
+    all, so its window script runs on one master like any scope's."""
+    from model.scorer import judgement_from_probs
+    from stream.processor import BatchProcessor
+    from stream.store import WindowStore
+    from stream.windows import OVERFLOW_NAME
+
+    async def discard(topic, records):
+        pass
+
+    def post(i: int, channel: str) -> RawMessage:
+        return RawMessage(json.dumps({"id": f"p{i}", "text": "gm", "created_at": T0 + i, "channel": channel}).encode(), "forum-posts", 0, i)
+
+    async def go():
+        client = open_redis(redis_cluster.url, cluster=True)
+        await client.flushall()
+        store = WindowStore(client)
+        proc = BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], store, discard, sentiment_topic="out",
+                              dlq_topic="dlq", model_base="m", model_adapter=None, new_scopes_per_hour=2, clock_jump_posts=1)
+        await proc.start()
+        await proc.handle([post(i, f"flood-{i}") for i in range(10)])
+        await proc.handle([post(10, "flood-0"), post(11, "flood-11")])
+        scopes = await store.scopes()
+        counts = {scope: (await store.window(scope, 3600, T0 + 60)).posts for scope in scopes}
+        known = await store.known_scopes(["channel:flood-0", "channel:flood-5", f"channel:{OVERFLOW_NAME}"])
+        await client.aclose()
+        return scopes, counts, known
+
+    other = f"channel:{OVERFLOW_NAME}"
+    scopes, counts, known = asyncio.run(go())
+    assert sorted(scopes) == sorted(["all", "channel:flood-0", "channel:flood-1", other]), scopes
+    assert counts == {"all": 12, "channel:flood-0": 2, "channel:flood-1": 1, other: 9}
+    assert known == {"channel:flood-0", other}
+    assert key_slot(index_key(other).encode()) == key_slot(bucket_key(other, T0).encode()) != key_slot(index_key("all").encode())
