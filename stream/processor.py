@@ -228,19 +228,20 @@ class BatchProcessor:
                 if msg.partition not in self.clocks:
                     self.clocks[msg.partition] = PartitionClock(self.max_ahead_s, mark=stats.get(f"pwm:{msg.partition}", float("-inf")),
                                                                    jump_posts=self.clock_jump_posts)
-        on_time = self._drop_late(posts, outcome)
+        frontiers: dict[str, float] = {}
+        on_time = self._drop_late(posts, outcome, frontiers)
         outcome.late_dropped = len(posts) - len(on_time)
         # Captured: the next batch's admit may advance them before this commits.
         marks = {p: self.clocks[p].mark for p in {m.partition for _, m in posts} if self.clocks[p].mark > float("-inf")}
         # The horizon its posts were judged against goes with it to the write, which trims no further.
-        return Admitted(self.batches, messages, posts, on_time, self.watermark, outcome, started, self.horizon, marks)
+        return Admitted(self.batches, messages, posts, on_time, self.watermark, outcome, started, self.horizon, marks, frontiers)
 
     async def classify_batch(self, batch: Admitted) -> Prepared:
         """The model's part. Batches may queue for it; `classify_s` counts only the model's time."""
         scored = await self._classify(batch.on_time, batch.outcome)
         batch.outcome.dlq += len(batch.on_time) - len(scored)
         return Prepared(batch.number, batch.messages, batch.posts, scored, batch.watermark, batch.outcome, batch.started,
-                        batch.horizon, batch.marks)
+                        batch.horizon, batch.marks, batch.frontiers)
 
     async def commit(self, batch: Prepared) -> BatchOutcome:
         """Write windows and counters, judge the touched scopes, publish the results. Calls must
@@ -254,7 +255,7 @@ class BatchProcessor:
         }
         items = [Scored(p, j.label, j.score) for p, j in scored]
         # Decided once per batch, before the write: a retried write counts the same scopes.
-        items, folded = await self._with_redis(lambda: self._fold_new_scopes(items))
+        items, folded = await self._with_redis(lambda: self._fold_new_scopes(items, batch.frontiers))
         marks = batch.marks
         # What each partition has left to read: one with a backlog holds judging and trimming back
         # however long it goes unwritten (windows.frontier).
@@ -329,7 +330,7 @@ class BatchProcessor:
         )
         return outcome
 
-    async def _fold_new_scopes(self, items: list[Scored]) -> tuple[list[Scored], Folded]:
+    async def _fold_new_scopes(self, items: list[Scored], frontiers: Mapping[str, float]) -> tuple[list[Scored], Folded]:
         """The batch's posts as they are counted: a new channel or source name past its kind's budget
         (SENTINEL_NEW_SCOPES_PER_HOUR) counted in that kind's overflow scope. The published record
         keeps the name (the caller publishes from the classified posts)."""
@@ -337,7 +338,7 @@ class BatchProcessor:
             return items, Folded([item.post for item in items], {}, {})
         posts = [item.post for item in items]
         known = await self.store.known_scopes(ScopeBudget.candidates(posts))
-        decided = self.scope_budget.fold(posts, known)
+        decided = self.scope_budget.fold(posts, known, [frontiers.get(post.id, float("-inf")) for post in posts])
         return [item if post is item.post else replace(item, post=post) for item, post in zip(items, decided.posts)], decided
 
     def _say_folded(self, decided: Folded) -> None:
@@ -364,7 +365,8 @@ class BatchProcessor:
         self.say_dead_letters(final=True)
         self._say_folded_counts()
 
-    def _drop_late(self, posts: list[tuple[Post, RawMessage]], outcome: BatchOutcome) -> list[tuple[Post, RawMessage]]:
+    def _drop_late(self, posts: list[tuple[Post, RawMessage]], outcome: BatchOutcome,
+                   frontiers: dict[str, float]) -> list[tuple[Post, RawMessage]]:
         """Advance the watermarks post by post, in offset order, so lateness depends only on the
         order of the partition and never on where a micro-batch happened to be cut. Late: further
         behind its partition's watermark than the dedupe window (its id may be gone), or before
@@ -372,7 +374,8 @@ class BatchProcessor:
         which this batch's write trims to and no further, not behind the newest post of any (a
         partition read days behind another would lose its posts). Posts found stamped ahead of
         what most of their partition's sources agree on (PartitionClock.observe) keep their time and are counted in
-        `ahead`: one source's clock running fast is visible, never silent."""
+        `ahead`: one source's clock running fast is visible, never silent. `frontiers` gets each
+        on-time post's frontier, the worker's watermark once it was read (ScopeBudget.fold)."""
         on_time = []
         for post, msg in posts:
             clock = self.clocks[msg.partition]
@@ -386,6 +389,7 @@ class BatchProcessor:
                 log.info("late post dropped", extra={"post_id": post.id, "partition": msg.partition, "offset": msg.offset})
             else:
                 on_time.append((post, msg))
+                frontiers[post.id] = self.watermark
         return on_time
 
     async def _dead_letter(self, rejected: Sequence[tuple[RawMessage, Rejection]]) -> None:

@@ -174,7 +174,8 @@ class ScopeBudget:
     those by one scope a post. Past the budget a new name's posts count in its kind's overflow
     scope (OVERFLOW_NAME) instead, and still in `all`, their assets and their other kind's scope;
     scopes already written (`known`) are never folded, and the published record keeps the name.
-    Per worker and per hour of its event-time frontier (the newest post it has seen), so a replay of
+    Per worker and per hour of its event-time frontier (its watermark as each post was read, which a
+    post stamped ahead does not move; `fold`), so a replay of
     one input folds the same names however fast it runs. The frontier's hour, not each post's own:
     posts stamped across the last two days (all on time within the dedupe window) would otherwise
     get a budget for each of those hours. 0: no budget."""
@@ -191,15 +192,20 @@ class ScopeBudget:
         """The scopes a budget may fold: which of them exist is the caller's to ask (WindowStore.known_scopes)."""
         return {f"{kind}:{name}" for post in posts for kind in FOLDED_KINDS if (name := getattr(post, kind))}
 
-    def fold(self, posts: Sequence[Post], known: Iterable[str]) -> Folded:
+    def fold(self, posts: Sequence[Post], known: Iterable[str], frontiers: Sequence[float] | None = None) -> Folded:
+        """`frontiers`: each post's event-time frontier, the worker's watermark once it was read
+        (BatchProcessor), which a post stamped ahead of its partition's clock does not move; one
+        stamped a day ahead would otherwise put the budget's hour there for that day. Without one
+        (-inf: no watermark yet, or none given) the post's own time stands in."""
         if self.per_hour <= 0:
             return Folded(list(posts), {}, {})
         known = set(known)
         out: list[Post] = []
         counts: Counter[str] = Counter()
         names: dict[str, set[str]] = {}
-        for post in posts:
-            self._newest = max(self._newest, post.created_at)
+        for i, post in enumerate(posts):
+            at = frontiers[i] if frontiers is not None else -math.inf
+            self._newest = max(self._newest, at if at > -math.inf else post.created_at)
             hour = bucket_start(self._newest, 3600)
             changes: dict[str, str | None] = {}
             for kind in FOLDED_KINDS:

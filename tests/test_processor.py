@@ -838,7 +838,7 @@ def test_a_flood_of_new_channel_names_folds_past_the_budget_and_counts_every_pos
                               sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None, metrics=Observer(),
                               new_scopes_per_hour=3, clock_jump_posts=1)
         await proc.start()
-        await proc.handle([post(0, "general", T - 3600)])  # written the hour before the flood
+        await proc.handle([post(0, "general", T - 60)])  # written the hour before the flood (a minute: no clock jump to wait for)
         for start in range(1, 201, 50):
             await proc.handle([post(i, f"flood-{i}", T + i) for i in range(start, start + 50)] + [post(1000 + start, "general", T + start)])
         await proc.handle([post(2000, "flood-1", T + 300)])  # a name admitted earlier this hour: itself
@@ -858,3 +858,37 @@ def test_a_flood_of_new_channel_names_folds_past_the_budget_and_counts_every_pos
     assert {r["channel"] for r in published} == {"general", *(f"flood-{i}" for i in range(1, 201))}
     lines = [r for r in caplog.records if r.getMessage() == "new scopes folded into the overflow scope"]
     assert [(r.kind, r.overflow_scope, r.posts, r.per_hour) for r in lines] == [("channel", other, 47, 3), ("channel", other, 150, 3)], lines
+
+
+def test_a_post_stamped_hours_ahead_does_not_spend_the_scope_budget_of_hours_to_come(redis_server):
+    """The scope budget's hour is the worker's event-time frontier's, which a post stamped ahead of
+    its partition's clock (SENTINEL_MAX_AHEAD) does not move. Counted from the newest post's own
+    time, one post stamped 20 h ahead (a source's clock, or a hostile poster) put the budget in that
+    hour for the next 20 hours: every new channel of those hours shared one hour's budget."""
+    from stream.windows import OVERFLOW_NAME
+
+    redis.Redis.from_url(redis_server).flushdb()
+
+    async def publish(topic, records):
+        pass
+
+    def post(i: int, channel: str, ts: float) -> RawMessage:
+        value = {"id": f"p{i}", "text": "gm", "created_at": ts, "channel": channel, "source": "forum"}
+        return RawMessage(json.dumps(value).encode(), "forum-posts", 0, i)
+
+    async def go():
+        store = WindowStore.from_url(redis_server)
+        proc = BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], store, publish,
+                              sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None,
+                              new_scopes_per_hour=2, clock_jump_posts=1)
+        await proc.start()
+        await proc.handle([post(i, "general", T + i) for i in range(5)])
+        outcome = await proc.handle([post(10, "from-the-future", T + 20 * 3600), post(11, "general", T + 60)])
+        assert outcome.ahead == 1
+        await proc.handle([post(20 + i, f"new-{i}", T + 3600 + i) for i in range(2)])  # the next hour: two new
+        scopes = await store.scopes()
+        await store.close()
+        return scopes
+
+    scopes = asyncio.run(go())
+    assert {"channel:new-0", "channel:new-1"} <= set(scopes) and f"channel:{OVERFLOW_NAME}" not in scopes, scopes
