@@ -214,7 +214,9 @@ class ScopeBudget:
                 if not name or name == OVERFLOW_NAME or scope in known:
                     continue
                 admitted = self._admitted.setdefault((kind, hour), set())
-                if scope in admitted:
+                # Admitted this hour or in one remembered before it: a scope already, whether or not
+                # its write has registered it yet (`known`), so batching changes nothing.
+                if any(scope in names for (held, _), names in self._admitted.items() if held == kind):
                     continue
                 if len(admitted) < self.per_hour:
                     admitted.add(scope)
