@@ -347,10 +347,20 @@ class BatchProcessor:
         for kind, posts in decided.posts_folded.items():
             self.metrics.scope_folded(kind, posts)
         self._folded_unsaid.update(decided.posts_folded)
-        now = time.monotonic()
-        if now - self._folded_said >= 60.0:
+        self._say_folded_if_due()
+
+    def _say_folded_if_due(self) -> None:
+        now = self.letter_log.clock()  # monotonic, as the dead letters' windows
+        if self._folded_unsaid and now - self._folded_said >= 60.0:
             self._folded_said = now
             self._say_folded_counts()
+
+    def say_due(self) -> None:
+        """The counts whose minute has passed (dead letters held back, posts folded since the last
+        line), said by the worker's timer: after a flood a quiet stream brings no batch to say them,
+        and they would wait for the worker's stop."""
+        self.say_dead_letters()
+        self._say_folded_if_due()
 
     def _say_folded_counts(self) -> None:
         for kind, posts in sorted(self._folded_unsaid.items()):

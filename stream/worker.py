@@ -592,6 +592,12 @@ def build_worker(
                 log.info("stream silent: scopes with posts judged and waiting incidents announced",
                          extra={"silent_s": settings.alert_settle_after, "written": written})
 
+    @app.timer(interval=15.0)
+    async def say_held_counts() -> None:
+        # A flood's counts held back (dead letters, folded posts) are said by the next batch; a
+        # stream gone quiet after it has none, and would keep them unsaid until the worker stops.
+        processor.say_due()
+
     @app.agent(posts, name="classify-posts")
     async def classify_posts(stream: faust.Stream) -> None:
         await processor.start()

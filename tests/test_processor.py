@@ -892,3 +892,45 @@ def test_a_post_stamped_hours_ahead_does_not_spend_the_scope_budget_of_hours_to_
 
     scopes = asyncio.run(go())
     assert {"channel:new-0", "channel:new-1"} <= set(scopes) and f"channel:{OVERFLOW_NAME}" not in scopes, scopes
+
+
+def test_a_flood_followed_by_a_quiet_stream_has_its_counts_said_without_another_batch(redis_server, caplog):
+    """The counts held back (dead letters past the first 5 of a reason, posts folded since the last
+    `new scopes folded` line) were said only by a later batch or at shutdown: a flood followed by a
+    quiet stream left them unsaid for as long as the stream stayed quiet. The worker's timer calls
+    `say_due`, which says those whose minute has passed, with no batch."""
+    from stream.logs import DEAD_LETTERS_HELD, DeadLetterLog
+
+    redis.Redis.from_url(redis_server).flushdb()
+    now = [0.0]
+
+    async def publish(topic, records):
+        pass
+
+    def post(i: int, channel: str) -> RawMessage:
+        value = {"id": f"p{i}", "text": "gm", "created_at": T + i, "channel": channel, "source": "forum"}
+        return RawMessage(json.dumps(value).encode(), "forum-posts", 0, i)
+
+    async def go():
+        store = WindowStore.from_url(redis_server)
+        proc = BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], store, publish,
+                              sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None,
+                              new_scopes_per_hour=1, clock_jump_posts=1)
+        proc.letter_log = DeadLetterLog(clock=lambda: now[0])
+        await proc.start()
+        await proc.handle([post(i, f"flood-{i}") for i in range(10)])  # 9 folded: said at once (the first line)
+        now[0] = 10.0
+        bad = [RawMessage(json.dumps({"id": f"x{i}"}).encode(), "forum-posts", 1, i) for i in range(20)]
+        await proc.handle([*bad, *(post(i, f"flood-{i}") for i in range(10, 20))])  # 15 held back, 10 more folded
+        await store.close()
+        caplog.clear()
+        proc.say_due()  # the quiet stream's timer, before the minute has passed: nothing yet
+        assert not [r for r in caplog.records if r.name == "stream.processor"]
+        now[0] = 75.0
+        proc.say_due()
+        proc.say_due()  # said once
+
+    with caplog.at_level(logging.INFO, logger="stream.processor"):
+        asyncio.run(go())
+    said = [(r.getMessage(), getattr(r, "held_back", None), getattr(r, "posts", None)) for r in caplog.records if r.name == "stream.processor"]
+    assert sorted(said, key=str) == sorted([(DEAD_LETTERS_HELD, 15, None), ("new scopes folded into the overflow scope", None, 10)], key=str), said
