@@ -226,3 +226,15 @@ def test_the_runbook_commands_name_the_alerts_namespace_not_the_shipped_one():
         if commands:
             assert re.match(r"\| `(\w+)`", row).group(1) in labelled, row[:60]
     assert "NAMESPACE" in text[text.index("| alert | fires when | what to do |") - 600:text.index("| alert | fires when | what to do |")]
+
+
+def test_the_scope_fold_counter_starts_at_zero_for_each_kind_so_a_first_burst_fires_its_rule():
+    """SentinelScopesFolded reads increase() of sentinel_posts_scope_folded_total{kind}. A labelled
+    series shows only once set: a worker whose posts were folded before its first scrape (a first
+    start on an install with more channels than the budget folds in its first batches) showed the
+    series at its count, with no zero before it, and increase() over it was 0: no alert for the one
+    burst the runbook's `raise the setting` is about. Both kinds are there at 0 from the start."""
+    metrics = WorkerMetrics()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for family in metrics.registry.collect() for s in family.samples}
+    for kind in ("channel", "source"):
+        assert samples.get(("sentinel_posts_scope_folded_total", (("kind", kind),))) == 0.0, kind

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from stream.alerts.incidents import AlertRecord
 from stream.batch import BatchOutcome
+from stream.windows import FOLDED_KINDS
 
 # A micro-batch holds 1..max_batch posts (64 by default; benchmarks go to 1024).
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -203,6 +204,10 @@ class WorkerMetrics:
         # Pre-create the delivery results so a dashboard's rate() has a zero to start from.
         for result in ("notified", "failed", "capped", "silenced"):
             self.deliveries.labels(result=result)
+        # And the folded kinds: SentinelScopesFolded's increase() needs a zero before a first burst,
+        # which on a first start comes in the first batches, before any scrape.
+        for kind in FOLDED_KINDS:
+            self.scope_folded_posts.labels(kind=kind)
 
     # --- updates (called by the processor, the delivery loop and the HTTP shell) ---
 
