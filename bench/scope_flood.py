@@ -2,8 +2,8 @@
 
 On a real redis-server (started as the tests start it), `--posts` posts each naming a channel no
 other post names (a bot inventing a channel per post), over one hour of event time, beside a calm
-stream of 20 channels, written as the worker writes them (WindowStore.apply, batches of 500, with
-incident grouping's pair scopes), through the scope budget as the processor applies it. Then one
+stream (a post every tenth: 2 channels, `calm-0` and `calm-10`, and 5 authors), written as the
+worker writes them (WindowStore.apply, batches of 500, with incident grouping's pair scopes), through the scope budget as the processor applies it. Then one
 detector round over every scope the flood touched (AlertEngine.judge, as the next batch does), the
 console's overview (/api/scopes) and the daily report's collection, each timed once.
 
@@ -46,6 +46,7 @@ async def case(url: str, flood: int, budget: int) -> dict:
         t = T0 + 3600 * i / flood
         posts.append(Post(f"f{i}", "gm ser", t, ("BTC",), "forum", f"flood-{i}", f"bot{i}"))
         if i % 10 == 0:
+            # i is a multiple of 10 here: 2 channels and 5 authors (the stored results' 10,006 scopes)
             posts.append(Post(f"c{i}", "calm day", t, ("ETH",), "forum", f"calm-{i % 20}", f"u{i % 50}"))
     base = (await client.info("memory"))["used_memory"]
     started, folded, touched_all = time.perf_counter(), 0, {}
