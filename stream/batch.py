@@ -70,7 +70,7 @@ class Admitted:
     started: float
     horizon: float = float("-inf")  # where its write may trim buckets (BatchProcessor.horizon when it was admitted)
     marks: dict[int, float] = field(default_factory=dict)  # each partition's watermark after the batch's posts
-    # Each on-time post's id -> the worker's watermark once it was read: the event-time frontier a
+    # Each on-time post's id -> its worker's partitions' newest watermark once it was read: the event-time frontier a
     # ScopeBudget counts its hour by, which a post stamped ahead of its partition's clock does not move.
     frontiers: dict[str, float] = field(default_factory=dict)
 
@@ -90,6 +90,6 @@ class Prepared:
     started: float
     horizon: float = float("-inf")  # where its write may trim buckets (BatchProcessor.horizon when it was admitted)
     marks: dict[int, float] = field(default_factory=dict)  # each partition's watermark after the batch's posts
-    # Each on-time post's id -> the worker's watermark once it was read: the event-time frontier a
+    # Each on-time post's id -> its worker's partitions' newest watermark once it was read: the event-time frontier a
     # ScopeBudget counts its hour by, which a post stamped ahead of its partition's clock does not move.
     frontiers: dict[str, float] = field(default_factory=dict)

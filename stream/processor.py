@@ -131,6 +131,7 @@ class BatchProcessor:
         self.letter_log = DeadLetterLog()  # a few lines per reason, then counts: a flood's log stays small
         # SENTINEL_NEW_SCOPES_PER_HOUR: new channel and source scopes past it count in the overflow scope
         self.scope_budget = ScopeBudget(new_scopes_per_hour)
+        self._own_frontier = float("-inf")  # the newest of this worker's partitions' watermarks (ScopeBudget's hour)
         self._folded_said = float("-inf")  # when the last `new scopes folded` line was logged (monotonic)
         self._folded_unsaid: Counter[str] = Counter()  # posts folded since, per kind
         # The posts a partition's first watermark, and a jump of it, need behind them
@@ -385,7 +386,8 @@ class BatchProcessor:
         partition read days behind another would lose its posts). Posts found stamped ahead of
         what most of their partition's sources agree on (PartitionClock.observe) keep their time and are counted in
         `ahead`: one source's clock running fast is visible, never silent. `frontiers` gets each
-        on-time post's frontier, the worker's watermark once it was read (ScopeBudget.fold)."""
+        on-time post's frontier, the newest of this worker's partitions' watermarks once it was read
+        (ScopeBudget.fold)."""
         on_time = []
         for post, msg in posts:
             clock = self.clocks[msg.partition]
@@ -399,7 +401,11 @@ class BatchProcessor:
                 log.info("late post dropped", extra={"post_id": post.id, "partition": msg.partition, "offset": msg.offset})
             else:
                 on_time.append((post, msg))
-                frontiers[post.id] = self.watermark
+                # This worker's own partitions' newest watermark, not self.watermark, which a write
+                # moves to every worker's: a worker catching up hours behind the others would share
+                # one budget hour across all the hours it reads.
+                self._own_frontier = max(self._own_frontier, clock.mark)
+                frontiers[post.id] = self._own_frontier
         return on_time
 
     async def _dead_letter(self, rejected: Sequence[tuple[RawMessage, Rejection]]) -> None:

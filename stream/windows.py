@@ -193,8 +193,8 @@ class ScopeBudget:
         return {f"{kind}:{name}" for post in posts for kind in FOLDED_KINDS if (name := getattr(post, kind))}
 
     def fold(self, posts: Sequence[Post], known: Iterable[str], frontiers: Sequence[float] | None = None) -> Folded:
-        """`frontiers`: each post's event-time frontier, the worker's watermark once it was read
-        (BatchProcessor), which a post stamped ahead of its partition's clock does not move; one
+        """`frontiers`: each post's event-time frontier, the newest of its worker's partitions'
+        watermarks once it was read (BatchProcessor), which a post stamped ahead of its partition's clock does not move; one
         stamped a day ahead would otherwise put the budget's hour there for that day. Without one
         (-inf: no watermark yet, or none given) the post's own time stands in."""
         if self.per_hour <= 0:

@@ -934,3 +934,39 @@ def test_a_flood_followed_by_a_quiet_stream_has_its_counts_said_without_another_
         asyncio.run(go())
     said = [(r.getMessage(), getattr(r, "held_back", None), getattr(r, "posts", None)) for r in caplog.records if r.name == "stream.processor"]
     assert sorted(said, key=str) == sorted([(DEAD_LETTERS_HELD, 15, None), ("new scopes folded into the overflow scope", None, 10)], key=str), said
+
+
+def test_a_worker_catching_up_behind_another_gets_a_scope_budget_for_each_hour_it_reads(redis_server):
+    """The budget's hour is this worker's own partitions' frontier: the watermark a write brings back
+    is every worker's, and a worker reading hours behind another (a catch-up) would share that
+    far hour's one budget across every hour it reads."""
+    from stream.windows import OVERFLOW_NAME
+
+    redis.Redis.from_url(redis_server).flushdb()
+
+    async def publish(topic, records):
+        pass
+
+    def post(i: int, channel: str, ts: float, partition: int) -> RawMessage:
+        value = {"id": f"p{i}", "text": "gm", "created_at": ts, "channel": channel, "source": "forum"}
+        return RawMessage(json.dumps(value).encode(), "forum-posts", partition, i)
+
+    def processor(store):
+        return BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], store, publish,
+                              sentiment_topic="out", dlq_topic="dlq", model_base="m", model_adapter=None,
+                              new_scopes_per_hour=1, clock_jump_posts=1)
+
+    async def go():
+        store = WindowStore.from_url(redis_server)
+        ahead, behind = processor(store), processor(store)
+        await ahead.start()
+        await ahead.handle([post(100 + i, "live", T + 10 * 3600 + i, 1) for i in range(3)])  # another worker, 10 h on
+        await behind.start()
+        for hour in range(3):  # this one reads partition 0 from 10 h back: a new channel an hour
+            await behind.handle([post(hour, f"old-{hour}", T + hour * 3600 + 60, 0)])
+        scopes = await store.scopes()
+        await store.close()
+        return scopes
+
+    scopes = asyncio.run(go())
+    assert {"channel:old-0", "channel:old-1", "channel:old-2"} <= set(scopes) and f"channel:{OVERFLOW_NAME}" not in scopes, scopes
