@@ -2450,7 +2450,7 @@ def report(
         help="as --notify where an Apprise service is configured; where none is, write the report, say it was not sent, exit 0 (the CronJob)",
     )] = False,
     resend: Annotated[bool, typer.Option(
-        "--resend", help="with --notify: send also to the services that already accepted this report's days (a run again sends to the others only)",
+        "--resend", help="with --notify or --notify-if-configured (an error without them): send also to the services that already accepted this report's days (a run again sends to the others only)",
     )] = False,
 ) -> None:
     """Daily report per asset and UTC day: posts, label shares, sentiment index, incidents; one offline file."""
@@ -2463,6 +2463,8 @@ def report(
 
     if day is not None and since is not None:
         raise fail("--day or --since, not both: --day is one UTC day, --since counts back from the newest post")
+    if resend and not (notify or notify_if_configured):  # it only chooses whom a sent report goes to
+        raise fail("--resend only with --notify or --notify-if-configured: without them the report is not sent at all")
     try:
         first_day = parse_day(day) if day is not None else None
     except ValueError as exc:

@@ -781,6 +781,17 @@ def test_a_retry_after_one_service_refused_sends_to_that_one_only(loaded, redis_
         risk.close()
 
 
+def test_resend_without_notify_is_an_error_not_ignored():
+    """Session 56's `--resend` only chooses whom a sent report goes to: given alone it was ignored,
+    and the user who asked for a resend got a report on stdout and nothing sent. Refused before
+    anything connects (no Redis here), naming the flags it needs."""
+    for args in (["report", "--resend"], ["report", "--since", "1d", "--format", "csv", "--resend"]):
+        refused = cli(args, None)
+        assert refused.returncode == 2, refused.stderr
+        assert "--resend only with --notify or --notify-if-configured" in refused.stderr.replace("\n", ""), refused.stderr
+        assert refused.stdout == ""
+
+
 def test_a_service_is_marked_as_it_accepts_so_a_run_killed_in_a_later_retry_does_not_resend_it(loaded, redis_server, tmp_path):
     """Session 56 review: the marks were written once every service had been tried. A pod killed
     while a later service's retries waited (an eviction; the Job then retries) left the desk that had
