@@ -36,6 +36,7 @@ from stream.reporting.prices import (
     MEANINGFUL_PAIRS, LagResult, PriceError, daily_returns, fisher_interval, fisher_p, lead_lag, parse_prices, verdict,
 )
 from stream.reporting.render import format_for, md_escape, render_csv, render_html, render_markdown, summary_text
+from stream.reporting.render import shown as displayed
 from stream.store import Scored, WindowStore
 from stream.timefmt import iso
 from workers import Hook
@@ -287,6 +288,52 @@ def test_rendering_escapes_hostile_scopes_and_incident_text():
     rows = list(csv.reader(io.StringIO(render_csv(report))))
     (hostile_row,) = [r for r in rows if r[1] == f"asset:{HOSTILE}"]
     assert hostile_row[11].startswith("'=HYPERLINK")  # a spreadsheet shows it; it does not run it
+
+
+class Texts(HTMLParser):
+    """Every piece of text an HTML report shows (what a mail client may linkify), attributes aside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def handle_data(self, data):
+        self.texts.append(data)
+
+
+def test_scopes_and_tickers_are_defanged_where_the_report_shows_them_and_exact_in_csv():
+    """Session 57: a Telegram group named `claim-airdrop.example` rooted incidents; notices showed
+    it defanged, but the daily report only escaped it, and a mail client opening the HTML (or the
+    Markdown, or the mail's own text) inline linked it. Every output a person reads shows it as
+    `claim-airdrop[.]example`: scope cells, headings, charts, incident lists and tables, the
+    quiet assets' line; CSV and the data- attributes (for machines) keep the names exact."""
+    channel, asset, quiet = "channel:claim-airdrop.example", "asset:CLAIM.EXAMPLE", "FREE.EXAMPLE"
+    tables = {"all": [[3, 1, 1, 1, 0, 0.72]], asset: [[2, 1, 1, 0, 0, 0.5]]}
+    found = [incident("i1", channel, T0 + 60, (asset,)), incident("i0", channel, T0 - 600, (asset,))]  # one carried
+    report = build_report(T0, 1, tables, found, watermark=T0 + 3600, generated_at=T0 + 7200, expected=["CLAIM.EXAMPLE", quiet])
+    assert report.carried and report.incidents
+
+    page = render_html(report)
+    texts = Texts()
+    texts.feed(page)
+    shown = " ".join(texts.texts)
+    for live in ("airdrop.example", "CLAIM.EXAMPLE", "FREE.EXAMPLE"):
+        assert live.lower() not in shown.lower(), (live, [t for t in texts.texts if live.lower() in t.lower()])
+    assert "channel:claim-airdrop[.]example" in shown and "asset:CLAIM[.]EXAMPLE" in shown and "FREE[.]EXAMPLE" in shown
+    assert f'aria-label="{asset} daily chart"' not in page  # the chart's label too
+    assert (asset, "period") in html_rows(page) and f'data-quiet="asset:{quiet}"' in page  # exact, for machines
+
+    md = render_markdown(report)
+    assert "airdrop.example" not in md and "CLAIM.EXAMPLE" not in md and "FREE.EXAMPLE" not in md
+    assert r"claim\-airdrop\[.\]example" in md and r"## asset:CLAIM\[.\]EXAMPLE" in md
+
+    mail = summary_text(report)
+    assert "airdrop.example" not in mail and "CLAIM.EXAMPLE" not in mail and "FREE.EXAMPLE" not in mail
+    assert "FREE[.]EXAMPLE" in mail and "channel:claim-airdrop[.]example (open)" in mail
+
+    rows = list(csv.DictReader(io.StringIO(render_csv(report))))
+    assert {r["scope"] for r in rows} == {"all", asset, f"asset:{quiet}"}
+    assert {r["incident_list"] for r in rows if r["scope"] == asset} == {f"i1 {channel} warning open"}
 
 
 def test_the_html_report_is_one_self_contained_file():
@@ -591,7 +638,7 @@ def test_report_cli_numbers_match_an_independent_count(loaded, redis_server, tmp
     md = (tmp_path / "r.md").read_text(encoding="utf-8")
     sections = re.split(r"^## ", md, flags=re.M)
     for scope in scopes:
-        heading = "all (whole market)" if scope == "all" else md_escape(scope)
+        heading = "all (whole market)" if scope == "all" else md_escape(displayed(scope))  # as notices show it (`<` a look-alike)
         (section,) = [s for s in sections if s.startswith(heading + "\n")]
         dated = [line for line in section.splitlines() if re.match(r"^\| 2026-", line)]
         assert len(dated) == days

@@ -4,7 +4,9 @@ scripts, no fetched fonts or styles, so it reads offline and as a mail attachmen
 Scopes, incident ids, kinds and acknowledgement reasons come from posts and operators: untrusted.
 HTML escapes them with `html.escape`, Markdown with `md_escape` (HTML entities plus backslash
 escapes, so a `|` cannot break a table and `[x](y)` is no link), CSV quotes them and defuses
-spreadsheet formulas, and the plain-text notification body uses the alerts' `scope_text` (links defanged).
+spreadsheet formulas. Where HTML, Markdown and the plain-text notification body show a scope, a
+ticker or an incident id, it goes through `shown` (the alerts' `scope_text`: links and domains
+defanged, as a notice shows it) before that escaping; CSV and the data- attributes keep it exact.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import io
 import re
 from typing import Callable, Sequence
 
-from stream.alerts.message import escape_post_text, fit_body, largest_fitting, scope_text
+from stream.alerts.message import fit_body, largest_fitting, scope_text
 from stream.reporting.daily import ALL, LABELS, DayRow, IncidentRow, Report, day_label, ticker
 from stream.reporting.prices import MEANINGFUL_PAIRS, AssetPrices, LagResult, noise_level, verdict
 from stream.reporting.svg import day_chart, lag_chart
@@ -83,8 +85,17 @@ def signed(value: float | None, digits: int = 3) -> str:
     return "" if value is None else f"{value:+.{digits}f}"
 
 
-def incident_text(inc: IncidentRow) -> str:
-    return f"{inc.incident_id} {inc.root_scope} {inc.severity} {inc.state}"
+def shown(name: str) -> str:
+    """A scope, ticker or incident id as a reader of the report sees it: whole, made inert as a
+    notice makes it (`scope_text`). A Telegram group named `claim-airdrop.example` was escaped in
+    the HTML report but not defanged, and some mail clients link a bare domain in an attachment
+    opened inline (until session 57)."""
+    return scope_text(name, limit=0)
+
+
+def incident_text(inc: IncidentRow, name: Callable[[str], str] = str) -> str:
+    """An incident in one line; `name` shows its id and root scope (`shown`, CSV: as they are)."""
+    return f"{name(inc.incident_id)} {name(inc.root_scope)} {inc.severity} {inc.state}"
 
 
 def period_row(report: Report, scope: str) -> DayRow:
@@ -145,7 +156,7 @@ DAY_COLUMNS = ["date", "posts", "positive", "negative", "neutral", "index", "inc
 
 
 def _day_cells(row: DayRow, incidents: Sequence[IncidentRow], first: tuple[str, str]) -> list[tuple[str, str]]:
-    listed = "<br>".join(_e(incident_text(i)) for i in incidents)
+    listed = "<br>".join(_e(incident_text(i, shown)) for i in incidents)
     return [first, ("posts", str(row.posts)), *((label, pct(row.share(label))) for label in LABELS),
             ("index", signed(row.index)), ("incidents text", f"{len(incidents)}" + (f": {listed}" if incidents else ""))]
 
@@ -178,7 +189,7 @@ def silent(report: Report) -> list[str]:
 def quiet_line(report: Report, escape: Callable[[str], str] = str) -> str:
     """'No posts in these days: ADA, AVAX, ...' (the assets of `silent`, `escape`d), or '' where
     there are none."""
-    names = [ticker(s) or s for s in silent(report)]
+    names = [shown(ticker(s) or s) for s in silent(report)]
     return f"No posts in these days: {escape(', '.join(names))}." if names else ""
 
 
@@ -191,7 +202,7 @@ def _html_summary(report: Report) -> list[str]:
             continue
         total = period_row(report, scope)
         found = [i for i in report.incidents if i.involves(scope)]
-        out.append(_tr(_day_cells(total, found, ("scope text", _e(scope))), f' data-scope="{_e(scope)}" data-date="period"'))
+        out.append(_tr(_day_cells(total, found, ("scope text", _e(shown(scope)))), f' data-scope="{_e(scope)}" data-date="period"'))
     out.append("</table>")
     if left:
         out.append(f'<p class="note" id="quiet" data-quiet="{_e(" ".join(sorted(left)))}">{quiet_line(report, _e)}</p>')
@@ -201,8 +212,8 @@ def _html_summary(report: Report) -> list[str]:
 def _html_scope(report: Report, scope: str) -> list[str]:
     rows = report.rows[scope]
     by_day = [report.incidents_on(scope, r.day) for r in rows]
-    heading = "all (whole market)" if scope == ALL else scope
-    out = [f"<h3>{_e(heading)}</h3>", day_chart(scope, rows, by_day), "<table>",
+    heading = "all (whole market)" if scope == ALL else shown(scope)
+    out = [f"<h3>{_e(heading)}</h3>", day_chart(scope, rows, by_day, name=shown), "<table>",
            _tr([("date text", "date"), *((c, c) for c in DAY_COLUMNS[1:])], head=True)]
     for row, found in zip(rows, by_day):
         out.append(_tr(_day_cells(row, found, ("date text", row.date)), f' data-scope="{_e(scope)}" data-date="{row.date}"'))
@@ -228,9 +239,9 @@ def state_text(inc: IncidentRow) -> str:
 def _html_incident_table(incidents: Sequence[IncidentRow]) -> list[str]:
     out = ["<table>", _tr([("text", h) for h in INCIDENT_COLUMNS], head=True)]
     for inc in incidents:
-        root = _e(inc.root_scope) + (" (market-wide)" if inc.market else "")
-        out.append(_tr([("text", iso(inc.opened)), ("text", _e(inc.incident_id)), ("text", root), ("text", _e(inc.severity)),
-                        ("text", _e(state_text(inc))), ("text", _e(", ".join(inc.kinds))), ("text", _e(", ".join(inc.scopes))),
+        root = _e(shown(inc.root_scope)) + (" (market-wide)" if inc.market else "")
+        out.append(_tr([("text", iso(inc.opened)), ("text", _e(shown(inc.incident_id))), ("text", root), ("text", _e(inc.severity)),
+                        ("text", _e(state_text(inc))), ("text", _e(", ".join(inc.kinds))), ("text", _e(", ".join(map(shown, inc.scopes)))),
                         ("text", _e(inc.acked or "")), ("text", _e(inc.verdict or ""))], f' data-incident="{_e(inc.incident_id)}"'))
     return out + ["</table>"]
 
@@ -252,9 +263,9 @@ def _html_prices(report: Report) -> list[str]:
     # An asset without posts has no index to set against prices: not named missing them.
     missing = [t for s in report.scopes if (t := ticker(s)) and t not in prices and s not in report.quiet]
     if missing:
-        out.append(f'<p class="note">No prices in the file for: {_e(", ".join(missing))}.</p>')
+        out.append(f'<p class="note">No prices in the file for: {_e(", ".join(map(shown, missing)))}.</p>')
     for tick, found in prices.items():
-        out += [f"<h3>{_e(tick)}</h3>", lag_chart(tick, found.lags), "<table>", _tr([("text", h) for h in LAG_HEAD], head=True)]
+        out += [f"<h3>{_e(shown(tick))}</h3>", lag_chart(shown(tick), found.lags), "<table>", _tr([("text", h) for h in LAG_HEAD], head=True)]
         out += [_tr([*(("num", _e(c)) for c in lag_cells(res)[:-1]), ("text", _e(lag_cells(res)[-1]))],
                     f' data-asset="{_e(tick)}" data-lag="{res.lag}"') for res in found.lags]
         out += ["</table>", "<table>", _tr([("text", h) for h in ("date", "close", "return", "index")], head=True)]
@@ -288,15 +299,16 @@ def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _md_day_cells(row: DayRow, incidents: Sequence[IncidentRow], first: str) -> list[str]:
-    listed = "; ".join(md_escape(incident_text(i)) for i in incidents)
+    listed = "; ".join(md_escape(incident_text(i, shown)) for i in incidents)
     return [first, str(row.posts), *(pct(row.share(label)) for label in LABELS), signed(row.index),
             f"{len(incidents)}" + (f": {listed}" if incidents else "")]
 
 
 def _md_incident_table(incidents: Sequence[IncidentRow]) -> list[str]:
     return _md_table(INCIDENT_COLUMNS, [
-        [iso(i.opened), md_escape(i.incident_id), md_escape(i.root_scope) + (" (market-wide)" if i.market else ""), md_escape(i.severity),
-         md_escape(i.state) + (f" {iso(i.ended)}" if i.ended is not None else ""), md_escape(", ".join(i.kinds)), md_escape(", ".join(i.scopes)), md_escape(i.acked or ""),
+        [iso(i.opened), md_escape(shown(i.incident_id)), md_escape(shown(i.root_scope)) + (" (market-wide)" if i.market else ""), md_escape(i.severity),
+         md_escape(i.state) + (f" {iso(i.ended)}" if i.ended is not None else ""), md_escape(", ".join(i.kinds)),
+         md_escape(", ".join(map(shown, i.scopes))), md_escape(i.acked or ""),
          md_escape(i.verdict or "")]
         for i in incidents])
 
@@ -306,14 +318,14 @@ def render_markdown(report: Report) -> str:
     out = [f"# {title(report)}", "", *(line + "  " for line in meta_lines(report)), "", ABOUT, ""]
     out += ["## Period summary", ""]
     left = set(silent(report))  # said once, under the summary
-    shown = [s for s in report.scopes if s not in left]
+    listed = [s for s in report.scopes if s not in left]
     out += _md_table(["scope", *DAY_COLUMNS[1:]], [
-        _md_day_cells(period_row(report, s), [i for i in report.incidents if i.involves(s)], md_escape(s)) for s in shown])
+        _md_day_cells(period_row(report, s), [i for i in report.incidents if i.involves(s)], md_escape(shown(s))) for s in listed])
     if left:
         out += [quiet_line(report, md_escape), ""]
-    for scope in shown:
+    for scope in listed:
         rows = report.rows[scope]
-        out += [f"## {'all (whole market)' if scope == ALL else md_escape(scope)}", ""]
+        out += [f"## {'all (whole market)' if scope == ALL else md_escape(shown(scope))}", ""]
         out += _md_table(DAY_COLUMNS, [_md_day_cells(r, report.incidents_on(scope, r.day), r.date) for r in rows])
     out += ["## Incidents opened", ""]
     if report.incidents:
@@ -327,9 +339,9 @@ def render_markdown(report: Report) -> str:
         out += ["## Sentiment and prices", "", PRICES_ABOUT, ""]
         missing = [t for s in report.scopes if (t := ticker(s)) and t not in (report.prices or {}) and s not in report.quiet]
         if missing:
-            out += [f"No prices in the file for: {md_escape(', '.join(missing))}.", ""]
+            out += [f"No prices in the file for: {md_escape(', '.join(map(shown, missing)))}.", ""]
         for tick, found in (report.prices or {}).items():
-            out += [f"### {md_escape(tick)}", ""]
+            out += [f"### {md_escape(shown(tick))}", ""]
             # The reading says "|r|": escaped, or its bars would split the table's cells.
             out += _md_table(LAG_HEAD, [[*lag_cells(res)[:-1], md_escape(lag_cells(res)[-1])] for res in found.lags])
             index = report.index_by_day(f"asset:{tick}")
@@ -420,7 +432,7 @@ def summary_text(report: Report, maxlen: int = 0, size: Callable[[str], int] = l
         if shown < len(assets):
             lines.append(_more(len(assets) - shown, "asset"))
         if quiet:  # the configured assets nobody wrote of: said, not missing (one line, however many)
-            listed = ", ".join(escape_post_text(t, limit=80) for t in quiet[:named])
+            listed = ", ".join(scope_text(t, limit=80) for t in quiet[:named])  # defanged: a ticker is the alias file's
             if named < len(quiet):
                 listed += (" " if listed else "") + _more(len(quiet) - named, "asset")
             lines.append("No posts in these days: " + listed)

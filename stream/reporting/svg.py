@@ -7,7 +7,7 @@ Every text that came from data (scopes, incident ids) goes through `html.escape`
 from __future__ import annotations
 
 import html
-from typing import Sequence
+from typing import Callable, Sequence
 
 from stream.reporting.daily import DayRow, IncidentRow
 from stream.reporting.prices import LagResult, noise_level
@@ -25,16 +25,18 @@ def _svg(width: int, height: int, label: str, body: list[str]) -> str:
             f'role="img" aria-label="{_esc(label)}">' + "".join(body) + "</svg>")
 
 
-def day_chart(scope: str, rows: Sequence[DayRow], incidents_by_day: Sequence[Sequence[IncidentRow]], width: int = 640, height: int = 230) -> str:
+def day_chart(scope: str, rows: Sequence[DayRow], incidents_by_day: Sequence[Sequence[IncidentRow]], width: int = 640, height: int = 230,
+              name: Callable[[str], str] = str) -> str:
     """Posts per day as bars stacked by label (left axis), the sentiment index as a line (right
-    axis, -1..+1), and a marker over each day that opened an incident."""
+    axis, -1..+1), and a marker over each day that opened an incident. `name` shows the scope and
+    the incidents' ids and root scopes (the report's `shown`: defanged)."""
     left, right, top, bottom = 44, 44, 24, 36
     plot_w, plot_h = width - left - right, height - top - bottom
     days = max(len(rows), 1)
     slot = plot_w / days
     peak = max([r.posts for r in rows] + [1])
     body = [f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
-            f'<text x="{left}" y="14" {FONT} font-weight="bold">{_esc(scope)}: posts per day by label, sentiment index</text>']
+            f'<text x="{left}" y="14" {FONT} font-weight="bold">{_esc(name(scope))}: posts per day by label, sentiment index</text>']
     body += _axes(left, top, plot_w, plot_h, peak)
     every = max(1, round(days / 10))  # at most ~10 date labels
     for i, row in enumerate(rows):
@@ -44,13 +46,13 @@ def day_chart(scope: str, rows: Sequence[DayRow], incidents_by_day: Sequence[Seq
             body.append(f'<text x="{x + slot / 2:.1f}" y="{top + plot_h + 14}" {FONT} text-anchor="middle">{_esc(row.date[5:])}</text>')
         found = incidents_by_day[i] if i < len(incidents_by_day) else ()
         if found:
-            tip = "; ".join(f"{inc.incident_id} {inc.root_scope} {inc.severity} {inc.state}" for inc in found)
+            tip = "; ".join(f"{name(inc.incident_id)} {name(inc.root_scope)} {inc.severity} {inc.state}" for inc in found)
             cx = x + slot / 2
             body.append(f'<path d="M{cx - 5:.1f},{top - 9} L{cx + 5:.1f},{top - 9} L{cx:.1f},{top - 1} Z" fill="{COLOURS["incident"]}">'
                         f'<title>{_esc(f"{len(found)} incident(s): {tip}")}</title></path>')
     body.append(_index_line(rows, left, top, slot, plot_h))
     body.append(_legend(left, height - 6))
-    return _svg(width, height, f"{scope} daily chart", body)
+    return _svg(width, height, f"{name(scope)} daily chart", body)
 
 
 def _axes(left: int, top: int, plot_w: float, plot_h: float, peak: int) -> list[str]:
