@@ -3504,7 +3504,7 @@ def test_the_silences_over_a_member_scope_hold_back_no_incident_only_those_over_
     """What a scope's page says each silence over it holds back (`holds_over`): with grouping, only
     a silence over an incident's root, for every kind it is about, holds its notices (delivery's
     `silence_of_incident`); one over a member scope holds none. Without grouping, each alert's."""
-    from stream.alerts.silences import Silence, holds_over
+    from stream.alerts.silences import Silence, holding, holds_over
 
     now = 1_000.0
     incidents = [
@@ -3537,8 +3537,13 @@ def test_the_silences_over_a_member_scope_hold_back_no_incident_only_those_over_
     assert holds(volume, "asset:ETH", [volume])["eth"] == (False, False, False, True)
     drop = silence("drop", "asset:ETH", "sentiment_drop")
     assert holds(volume, "asset:ETH", [volume, drop])["eth"] == (True, True, False, True)
-    # Held by another silence over the root, not by the one over the member.
+    # Held by another silence over the root, not by the one over the member: named (session 57), one per kind where they differ.
     assert holds(member, "channel:trading", [member, own])["eth"] == (True, False, True, False)
+    named = {i["incident_id"]: i["held_by"] for i in holds_over(member, "channel:trading", "incidents", incidents, [member, own], now)["incidents"]}
+    assert named == {"eth": [{"id": "own", "scope": "asset:ETH", "kind": None}]}
+    named = {i["incident_id"]: i["held_by"] for i in holds_over(member, "channel:trading", "incidents", incidents, [member, volume, drop], now)["incidents"]}
+    assert named == {"eth": [{"id": "drop", "scope": "asset:ETH", "kind": "sentiment_drop"}, {"id": "volume", "scope": "asset:ETH", "kind": "volume_spike"}]}
+    assert holding([member, volume], "asset:ETH", incidents[0]["members"], now) == []  # drop unsilenced: nothing holds it
     # A glob over the member that also matches the root holds it: it is over the root as well.
     glob = silence("glob", "asset:*")
     assert holds(glob, "asset:ETH", [glob])["eth"] == (True, True, False, True)

@@ -817,7 +817,7 @@ def test_a_scopes_page_says_what_each_silence_over_it_holds_back_in_truth(api_co
     sol = console.json("/api/scopes/asset:SOL")["silences"]
     assert [(s["id"], s["holds"]) for s in sol] == [(made["sol"], {"grouping": "incidents", "incidents": [
         {"incident_id": "mkt1", "root_scope": "all", "member": True, "kinds": ["volume_spike"], "held": False, "by_this": False,
-         "over_root": False}]})], sol
+         "over_root": False, "held_by": []}]})], sol
     page = console.call("GET", "/scope/asset:SOL", headers=viewer)[1]
     said = silenced_items(page)[made["sol"]]
     assert ("holds back an incident's notices only where it is over the incident's root: over a member of an incident alone, it holds none of "
@@ -829,7 +829,7 @@ def test_a_scopes_page_says_what_each_silence_over_it_holds_back_in_truth(api_co
     said = silenced_items(page)
     assert "inc1: its notices are held back (root asset:ETH)." in said[made["eth"]], said
     assert "and the incident is about volume_spike alone, or its other kinds are silenced there too" in said[made["eth_volume"]]
-    assert ("inc1: not held back by it: the incident is about sentiment_drop, and another silence holds its notices."
+    assert (f"inc1: not held back by it: the incident is about sentiment_drop, and silence {made['eth']} over asset:ETH holds its notices."
             in said[made["eth_volume"]]), said
     # Lifted, the silence of all kinds no longer holds inc1: the one of volume alone says its notices go.
     assert console.call("POST", f"/api/silences/{made['eth']}/delete", {}, headers=bearer)[0] == 200
@@ -870,8 +870,58 @@ def test_a_glob_over_a_member_and_its_root_is_not_said_to_hold_none_of_the_incid
     assert "ethsol: its notices are held back (root asset:ETH)." in glob, glob
     assert "alone, it holds none" in glob and "not held back" not in glob, glob
     # Over the member alone: it holds none of the incident's notices, and the page says so.
-    assert "ethsol: not held back by it: this scope is a member; its root is asset:ETH, and another silence over that root holds" in own, own
+    assert (f"ethsol: not held back by it: this scope is a member; its root is asset:ETH, and silence {made['asset:*']} over asset:* holds its notices"
+            in own), own
     assert "over a member of an incident alone, it holds none of that incident's notices" in own, own
+
+
+def test_a_scopes_page_names_the_silence_holding_an_incident_and_the_incidents_page_says_it_in_the_same_words(api_console, redis_server, browser):
+    """Session 57: a scope's page said an incident's notices were held by "another silence" without
+    naming it, and with several in force the analyst could not tell which to lift; the incidents
+    page listed each silence's bare fields, not what it holds back, in other words than the scope
+    page. Now the scope page names each silence holding the incident (id, pattern, kind) with a link
+    to its row on /incidents, and that row says the scope page's rule and the incidents it holds now."""
+    console, _ = api_console
+    viewer = {"Authorization": f"Bearer {VIEWER}"}
+    bearer = {"Authorization": f"Bearer {OPERATOR}"}
+    made = {}
+    for name, body in (("volume", {"scope": "asset:ETH", "duration": "2h", "kind": "volume_spike"}),  # inc1 is about sentiment_drop
+                       ("glob", {"scope": "asset:E*", "duration": "1h"})):  # over inc1's root, every kind: holds it
+        status, answer, _ = console.call("POST", "/api/silences", body, headers=bearer)
+        assert status == 200, answer
+        made[name] = json.loads(answer)["id"]
+    page = console.call("GET", "/scope/asset:ETH", headers=viewer)[1]
+    said = silenced_items(page)
+    assert (f"inc1: not held back by it: the incident is about sentiment_drop, and silence {made['glob']} over asset:E* holds its notices."
+            in said[made["volume"]]), said
+    assert f'<a href="/incidents#silence-{made["glob"]}">{made["glob"]}</a> over asset:E*' in page
+    (held,) = console.json("/api/scopes/asset:ETH")["silences"][0]["holds"]["incidents"]
+    assert held["held_by"] == [{"id": made["glob"], "scope": "asset:E*", "kind": None}], held
+
+    listed = console.call("GET", "/incidents", headers=viewer)[1]
+    cells = {}
+    for ident in made.values():
+        row = re.search(rf'<tr data-silence="{ident}" id="silence-{ident}">(.*?)</tr>', listed, re.S)
+        assert row, listed
+        cells[ident] = html_lib.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", row.group(1)))).strip()
+    rule = ("Alerts are notified per incident: it holds back an incident's notices only where it is over the incident's root: "
+            "over a member of an incident alone, it holds none of that incident's notices.")
+    assert rule in said[made["glob"]] and f"{rule} Holding now: inc1." in cells[made["glob"]], cells
+    assert "and the incident is about volume_spike alone, or its other kinds are silenced there too" in cells[made["volume"]], cells
+    assert "Holding no open incident's notices now." in cells[made["volume"]], cells
+    assert "<th>over (a scope or a pattern)</th>" in listed and "<th>what it holds back</th>" in listed
+    api = {s["id"]: s["holding"] for s in console.json("/api/incidents")["silences"]}
+    assert api == {made["glob"]: ["inc1"], made["volume"]: []}, api
+
+    # In Chromium the name is a link to the silence's row, where it can be lifted.
+    page = signed_in(browser, console)
+    page.goto(console.url + "/scope/asset:ETH")
+    page.locator(f'#silenced li[data-incident="inc1"] a[href="/incidents#silence-{made["glob"]}"]').first.click()
+    page.wait_for_url(f"**/incidents#silence-{made['glob']}")
+    target = page.locator(f"#silence-{made['glob']}")
+    assert page.evaluate("document.querySelector(':target') && document.querySelector(':target').id") == f"silence-{made['glob']}"
+    assert target.is_visible() and target.locator("button", has_text="Lift").count() == 1
+    page.context.close()
 
 
 def test_what_a_silence_holds_back_follows_the_workers_outbox_not_the_consoles_own_setting(api_console, redis_server, tmp_path):

@@ -101,6 +101,16 @@ def silence_of_incident(silences: list[Silence], root_scope: str, members: Seque
     return found[0] if found and all(found) else None
 
 
+def holding(silences: list[Silence], root_scope: str, members: Sequence[Mapping[str, Any]], now: float) -> list[Silence]:
+    """Every silence that holds an incident's notices back, one per kind it is about where they
+    differ (`silence_of_incident`'s rule; empty where not every kind is silenced over its root):
+    what a page names when it says another silence holds them."""
+    found = [silenced_by(silences, root_scope, kind, now) for kind in root_kinds(root_scope, members)]
+    if not found or not all(found):
+        return []
+    return list({s.id: s for s in found if s is not None}.values())
+
+
 def holds_over(silence: Silence, scope: str, grouping: str, incidents: Sequence[Mapping[str, Any]],
                silences: list[Silence], now: float) -> dict[str, Any]:
     """What `silence`, in force over `scope`, holds back in truth, for the scope's page. Without
@@ -109,7 +119,9 @@ def holds_over(silence: Silence, scope: str, grouping: str, incidents: Sequence[
     root (`silence_of_incident`): a silence over a scope that is a member of another root's incident
     holds none of its notices. So, per open incident this scope is the root or a member of: whether
     its notices are held (`held`, by whatever silences), whether this silence is one that holds them
-    (`by_this`), the kinds it is about, and its root (a member's incident is `member`)."""
+    (`by_this`), the kinds it is about, and its root (a member's incident is `member`); `held_by`:
+    the id, pattern and kind of each silence holding them (`holding`), so "another silence" is
+    named (until session 57 the page did not say which)."""
     if grouping == "none":
         return {"grouping": "none", "incidents": []}
     found: list[dict[str, Any]] = []
@@ -118,10 +130,12 @@ def holds_over(silence: Silence, scope: str, grouping: str, incidents: Sequence[
         if incident.get("state") != "open" or (root != scope and all(m["scope"] != scope for m in members)):
             continue
         kinds = root_kinds(root, members)
-        held = silence_of_incident(silences, root, members, now) is not None
+        by = holding(silences, root, members, now)
+        held = bool(by)
         found.append({"incident_id": incident["incident_id"], "root_scope": root, "member": root != scope, "kinds": kinds,
                       "held": held, "by_this": held and any(silence.matches(root, kind, now) for kind in kinds),
-                      "over_root": any(silence.matches(root, kind, now) for kind in kinds)})
+                      "over_root": any(silence.matches(root, kind, now) for kind in kinds),
+                      "held_by": [{"id": s.id, "scope": s.scope, "kind": s.kind} for s in by]})
     return {"grouping": grouping, "incidents": found}
 
 

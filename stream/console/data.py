@@ -20,7 +20,7 @@ import numpy as np
 from stream.alerts import audit
 from stream.alerts.correlator import acknowledge, acknowledgements, incident_id, incident_summary, list_incidents
 from stream.alerts.judging import AlertConfig, table_bins
-from stream.alerts.silences import add_silence, holds_over, list_silences, remove_silence, scope_name, silence_of_incident, silences_over
+from stream.alerts.silences import add_silence, holding, holds_over, list_silences, remove_silence, scope_name, silence_of_incident, silences_over
 from stream.alerts.precision import tally, with_interval
 from stream.alerts.verdicts import give_verdict
 from stream.console import views
@@ -183,8 +183,14 @@ class ConsoleData:
         found = await list_incidents(self.redis, since=since)
         silences = await list_silences(self.redis)
         now = time.time()
-        return {"open": [i for i in found if i["state"] == "open"], "recent": [i for i in found if i["state"] != "open"],
-                "silences": [asdict(s) for s in silences], "now": now, "precision": await self.precision(now)}
+        opened = [i for i in found if i["state"] == "open"]
+        # Said in the scope page's words (session 57): the rule that applies and the incidents each holds now.
+        grouping = workers_grouping(await self.redis.xrevrange(OUTBOX_KEY, count=1), self.grouping) if silences else self.grouping
+        held = {i["incident_id"]: {s.id for s in holding(silences, i["root_scope"], i.get("members", []), now)} for i in opened}
+        shown = [asdict(s) | {"holding": [ident for ident, by in held.items() if s.id in by] if grouping != "none" else []}
+                 for s in silences]
+        return {"open": opened, "recent": [i for i in found if i["state"] != "open"], "grouping": grouping,
+                "silences": shown, "now": now, "precision": await self.precision(now)}
 
     async def precision(self, now: float) -> list[dict[str, Any]]:
         """The alerts' precision over the last 30 days of verdicts. Read again only when the audit log
