@@ -244,6 +244,104 @@ def matches_scope(scope: str, pattern: str) -> bool:
     return scope == pattern or fnmatch.fnmatchcase(scope, pattern)
 
 
+class TooIntertwined(ValueError):
+    """The patterns' common matches take more states than `common_matches` reads."""
+
+
+def _glob_tokens(pattern: str) -> list[str]:
+    """A glob as fnmatch reads it, one token per character it consumes: `*`, `?`, a bracket
+    expression (its source, `[a-c]`, `[!x]`, found as `fnmatch.translate` finds its end), or a
+    literal character (an unclosed `[` is one)."""
+    tokens, i, n = [], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "[":
+            j = i + 1
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j < n:
+                tokens.append(pattern[i:j + 1])
+                i = j + 1
+                continue
+        if not (c == "*" and tokens and tokens[-1] == "*"):  # `**` is `*`
+            tokens.append(c)
+        i += 1
+    return tokens
+
+
+def _takes(token: str, char: str) -> bool:
+    if token in ("*", "?"):
+        return True
+    if len(token) > 1:  # a bracket expression: fnmatch itself says whether it takes the character
+        return fnmatch.fnmatchcase(char, token)
+    return token == char
+
+
+def _closed(tokens: list[str], places: Iterable[int]) -> frozenset[int]:
+    """The places in `tokens` reachable without a character: past each `*` (it takes none too)."""
+    out, todo = set(), list(places)
+    while todo:
+        k = todo.pop()
+        if k not in out:
+            out.add(k)
+            if k < len(tokens) and tokens[k] == "*":
+                todo.append(k + 1)
+    return frozenset(out)
+
+
+def common_matches(patterns: Sequence[str], limit: int = 50_000) -> list[tuple[frozenset[str], str]]:
+    """Every set of `patterns` that one name matches together as globs (fnmatch: `*`, `?`, `[..]`),
+    each with the shortest such name: `asset:B*` and `*:BTC` share `asset:B:BTC`-like names and
+    `asset:BTC`, though neither pattern matches the other as written. Exact, not a guess from the
+    patterns' own names: the globs are read as one automaton (a set of places in each pattern per
+    state), over one character of each class that tells the patterns' characters and brackets
+    apart (each character they name, one between each two of those, one beyond). A name equal to
+    a pattern matches it as well (`matches_scope`): that case is the pattern's own name's, not
+    this. TooIntertwined past `limit` states (no real override list comes near: 60 patterns of
+    three prefixes reach a few hundred)."""
+    tokens = [_glob_tokens(p) for p in patterns]
+    named = sorted({ord(c) for p in patterns for c in p} | {ord("a")})
+    probes = set(named)
+    for low, high in zip(named, named[1:]):
+        if high - low > 1:
+            probes.add(low + 1)
+    probes.add(named[-1] + 1)
+    alphabet = [chr(c) for c in sorted(probes) if c <= 0x10FFFF and not 0xD800 <= c <= 0xDFFF]
+    start = tuple(_closed(t, [0]) for t in tokens)
+    seen: dict[tuple[frozenset[int], ...], str] = {start: ""}
+    queue = deque([start])
+    found: dict[frozenset[str], str] = {}
+    moves: list[dict[tuple[frozenset[int], str], frozenset[int]]] = [{} for _ in tokens]  # each pattern's steps, read once
+
+    def move(i: int, places: frozenset[int], char: str) -> frozenset[int]:
+        if not places:
+            return places
+        key = (places, char)
+        if key not in moves[i]:
+            t = tokens[i]
+            moves[i][key] = _closed(t, [k + (t[k] != "*") for k in places if k < len(t) and _takes(t[k], char)])
+        return moves[i][key]
+
+    while queue:
+        state = queue.popleft()
+        name = seen[state]
+        matched = frozenset(p for p, t, places in zip(patterns, tokens, state) if len(t) in places)
+        if matched and matched not in found:
+            found[matched] = name
+        for char in alphabet:
+            step = tuple(move(i, places, char) for i, places in enumerate(state))
+            if step not in seen and any(step):
+                if len(seen) >= limit:
+                    raise TooIntertwined(f"{len(patterns)} patterns overlap in more than {limit} ways")
+                seen[step] = name + char
+                queue.append(step)
+    return list(found.items())
+
+
 def bucket_start(ts: float, bucket_s: int) -> int:
     return int(ts // bucket_s) * bucket_s
 

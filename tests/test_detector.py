@@ -139,6 +139,46 @@ def test_the_hysteresis_of_an_override_is_judged_with_the_patterns_beneath_it():
         AlertConfig(overrides=broken)
 
 
+def test_globs_that_meet_on_other_names_only_are_judged_together_for_the_hysteresis():
+    """Session 57: `asset:B*` and `*:BTC` both match asset:BTC, yet neither matches the other's
+    name, and each was judged alone over the settings: asset:B*'s resolve_z 2 and *:BTC's fire_z 1.8
+    passed, and asset:BTC got fire 1.8 under resolve 2 (an incident that could never calm). Every
+    set of patterns one scope can match at once is judged now, with a scope that shows it."""
+    broken = parse_overrides('{"asset:B*": {"resolve_z": 2}, "*:BTC": {"fire_z": 1.8}}')
+    assert thresholds_for("asset:BTC", Thresholds(), broken) == Thresholds(fire_z=1.8, resolve_z=2.0)  # what the scope would get
+    with pytest.raises(ValueError, match=r"overrides for '\*:BTC', 'asset:B\*' together \(a scope such as 'asset:BTC' matches each\)"):
+        AlertConfig(overrides=broken)
+    # Brackets and `?` too: `source:[rx]*` and `source:?eddit` meet on source:reddit alone.
+    with pytest.raises(ValueError, match=r"a scope such as 'source:reddit'"):
+        AlertConfig(overrides=parse_overrides('{"source:[rx]*": {"fire_z": 1.6}, "source:?eddit": {"resolve_z": 1.7}}'))
+    # Globs that meet nowhere, or meet with the hysteresis kept, are fine.
+    AlertConfig(overrides=parse_overrides('{"asset:B*": {"fire_z": 1.8}, "channel:*": {"resolve_z": 2}}'))
+    AlertConfig(overrides=parse_overrides('{"source:[x]*y": {"fire_z": 1.6}, "source:?eddit": {"resolve_z": 1.7}}'))
+    AlertConfig(overrides=parse_overrides('{"asset:B*": {"fire_z": 5}, "*:BTC": {"resolve_z": 2}}'))
+
+
+def test_the_sets_of_globs_one_name_matches_together_are_all_found_and_each_shown_by_a_name():
+    """`windows.common_matches` against brute force: every name over a small alphabet up to 5
+    characters, matched by fnmatch, gives a set it found, and each name it gives matches its set."""
+    import fnmatch
+    import itertools
+    import random
+
+    from stream.windows import common_matches
+
+    rng = random.Random(57)
+    pieces = ["a", "b", ":", "*", "?", "[ab]", "[!a]", "[a-b]", "[", "]"]
+    for _ in range(60):
+        patterns = sorted({"".join(rng.choice(pieces) for _ in range(rng.randint(1, 4))) for _ in range(rng.randint(2, 4))})
+        found = dict(common_matches(patterns))
+        for name, matched in found.items():
+            assert name == frozenset(p for p in patterns if fnmatch.fnmatchcase(matched, p)), (patterns, name, matched)
+        for length in range(6):
+            for chars in itertools.product("ab:c[]", repeat=length):
+                together = frozenset(p for p in patterns if fnmatch.fnmatchcase("".join(chars), p))
+                assert not together or together in found, (patterns, "".join(chars), together)
+
+
 class FakeSignal:
     def __init__(self, strength: float, kind: str = "sentiment_drop"):
         self.kind, self.metric, self.strength, self.zscore = kind, "negative_share", strength, strength

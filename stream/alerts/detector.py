@@ -33,7 +33,7 @@ from typing import Literal, Mapping, Sequence
 import numpy as np
 
 from stream.contracts import normal_name
-from stream.windows import OVERFLOW_NAME, SLICE_FIELDS, SliceCol, matches_scope
+from stream.windows import OVERFLOW_NAME, SLICE_FIELDS, SliceCol, TooIntertwined, common_matches, matches_scope
 
 Kind = Literal["sentiment_drop", "sentiment_surge", "volume_spike"]
 KINDS: tuple[Kind, ...] = ("sentiment_drop", "sentiment_surge", "volume_spike")
@@ -269,13 +269,33 @@ def override_problems(base: Thresholds, overrides: Mapping[str, Mapping[str, flo
     matches it beneath (thresholds_for): `asset:*` setting fire_z 5 and `asset:BTC` resolve_z 4 give
     asset:BTC fire 5 / resolve 4, which holds, and `asset:*` setting resolve_z 2 under an
     `asset:BTC` fire_z of 1.8 breaks it there. (Each pattern alone over the settings refused the
-    first and let the second through.) Two globs that only overlap on other names are not seen."""
+    first and let the second through.) Globs that overlap on other names only (`asset:B*` and
+    `*:BTC`, both over asset:BTC) are judged together too, for every set of patterns a name can
+    match at once (`windows.common_matches`, exact: until session 57 only a pattern's own name was
+    judged, and asset:BTC could get fire_z 1.8 under resolve_z 2 unrefused). Refused at start, not
+    found at match time: a worker judging that scope would hold its incidents firing for ever."""
     problems = []
     for pattern in overrides:
         th = thresholds_for(pattern, base, overrides)
         if th.resolve_z >= th.fire_z:
             problems.append(f"SENTINEL_ALERT_OVERRIDES: override for {pattern!r}: its resolve_z must be below its fire_z (hysteresis; one it does not "
                             "set is that of the patterns it also matches, or SENTINEL_ALERT_RESOLVE_Z's or SENTINEL_ALERT_FIRE_Z's)")
+    # Only the patterns that set either threshold can break it together: a list of 40 tickers'
+    # min_posts is not read as one automaton (0.3 s on a loaded 2-core machine; a few ms without).
+    hysteresis = [p for p in overrides if {"fire_z", "resolve_z"} & set(overrides[p])]
+    try:
+        together = common_matches(hysteresis)
+    except TooIntertwined as exc:
+        return [*problems, f"SENTINEL_ALERT_OVERRIDES: {exc}: too many to check the hysteresis of each scope they meet on; "
+                           "name fewer overlapping globs"]
+    for matched, example in sorted(together, key=lambda found: (len(found[1]), found[1])):
+        if len(matched) < 2:
+            continue  # one pattern alone over the settings: judged above, as its own name
+        th = _laid(base, overrides, matched)
+        if th.resolve_z >= th.fire_z:
+            names = ", ".join(repr(p) for p in _by_specificity(matched))
+            problems.append(f"SENTINEL_ALERT_OVERRIDES: overrides for {names} together (a scope such as {example!r} matches each): "
+                            "the resolve_z they give must be below the fire_z (hysteresis; the more specific pattern's, as thresholds_for lays them)")
     return problems
 
 
@@ -307,9 +327,17 @@ def _check_override(pattern: str, name: str, value: object) -> None:
 
 def thresholds_for(scope: str, base: Thresholds, overrides: Mapping[str, Mapping[str, float]]) -> Thresholds:
     """Apply every matching pattern, least specific first, so `channel:announcements` beats `channel:*`."""
-    matching = [p for p in overrides if matches_scope(scope, p)]
-    matching.sort(key=lambda p: (len(p.replace("*", "").replace("?", "")), p))
+    return _laid(base, overrides, [p for p in overrides if matches_scope(scope, p)])
+
+
+def _by_specificity(patterns: Sequence[str] | frozenset[str]) -> list[str]:
+    """Least specific first: fewer literal characters (`*` and `?` not counted), then by name."""
+    return sorted(patterns, key=lambda p: (len(p.replace("*", "").replace("?", "")), p))
+
+
+def _laid(base: Thresholds, overrides: Mapping[str, Mapping[str, float]], matching: Sequence[str] | frozenset[str]) -> Thresholds:
+    """`base` with the overrides of `matching` laid over it, the more specific last."""
     th = base
-    for pattern in matching:
+    for pattern in _by_specificity(matching):
         th = replace(th, **{k: type(getattr(base, k))(v) for k, v in overrides[pattern].items()})
     return th
