@@ -86,7 +86,7 @@ def test_overrides_apply_most_specific_last_and_reject_unknown_names():
     ('{"fire_z": 0}', "fire_z for 'asset:\\*' must be above 0$"),
     ('{"min_volume_ratio": 0.5}', "must be at least 1"),
     ('{"min_baseline_coverage": 1.5}', "at most 1"),
-    ('{"min_baseline_coverage": 0}', "min_baseline_coverage for 'asset:\\*' must be above 0 and at most 1$"),
+    ('{"min_baseline_coverage": -0.1}', "min_baseline_coverage for 'asset:\\*' must be at least 0 and at most 1$"),
 ])
 def test_an_overrides_value_is_checked_when_the_overrides_are_read(values, says):
     """SENTINEL_ALERT_OVERRIDES checked its threshold names only: a value of "high" or null raised
@@ -113,6 +113,25 @@ def test_every_threshold_an_override_may_set_has_its_bounds():
     for name in _OVERRIDE_BOUNDS:
         low = _OVERRIDE_BOUNDS[name][0]
         parse_overrides('{"asset:*": {"%s": %s}}' % (name, int(low) + 1))  # a value in bounds is taken
+
+
+def test_a_min_baseline_coverage_of_0_is_the_window_detectors_one_known_bin_and_refused_for_the_sequential_one():
+    """Session 57: 0 was refused for both detectors. For the window detector (zscore) it means any
+    known baseline bin is enough: `signals` judges no empty baseline whatever the share, and
+    `min_baseline_posts` still holds. For the sequential one it would start the charts with no bin
+    known, against a prior of half a post a bin (a new scope's first busy minute judged against it):
+    refused there, naming the pattern and the detector."""
+    zero = parse_overrides('{"asset:*": {"min_baseline_coverage": 0}}')
+    config = AlertConfig(overrides=zero, detector="zscore")
+    th = thresholds_for("asset:BTC", config.thresholds, config.overrides)
+    assert th.min_baseline_coverage == 0
+    # Two bins of 24 known (120 posts: min_baseline_posts' 100 still holds): judged, where the default 0.75 waits.
+    assert signals(counts(60, 0.1, 0.6), BASELINE[:2], th, expected_bins=24)["sentiment_drop"].fires(th)
+    assert not signals(counts(60, 0.1, 0.6), BASELINE[:2], TH, expected_bins=24)["sentiment_drop"].fires(TH)
+    assert not any(s.enough_data for s in signals(counts(60, 0.1, 0.6), [], th, expected_bins=24).values())  # none known: no judgement
+    with pytest.raises(ValueError, match=r"min_baseline_coverage for 'asset:\*' must be above 0 with the sequential detector"):
+        AlertConfig(overrides=zero)
+    AlertConfig(overrides=parse_overrides('{"asset:*": {"min_baseline_coverage": 0.01}}'))  # above 0: the sequential one's too
 
 
 def test_an_override_keeps_the_hysteresis_with_the_settings_it_lies_over():

@@ -304,8 +304,12 @@ def override_problems(base: Thresholds, overrides: Mapping[str, Mapping[str, flo
 _OVERRIDE_BOUNDS: dict[str, tuple[float, float, bool]] = {
     "fire_z": (0.0, math.inf, False), "resolve_z": (0.0, math.inf, True), "critical_z": (0.0, math.inf, False),
     "min_posts": (1, math.inf, True), "min_baseline_posts": (1, math.inf, True), "min_share_delta": (0.0, math.inf, True),
-    "min_score_effect": (0.0, math.inf, True), "min_volume_ratio": (1.0, math.inf, True), "min_baseline_coverage": (0.0, 1.0, False),
+    "min_score_effect": (0.0, math.inf, True), "min_volume_ratio": (1.0, math.inf, True), "min_baseline_coverage": (0.0, 1.0, True),
 }
+# min_baseline_coverage 0 is the window detector's "one known baseline bin is enough" (`signals`
+# judges no empty baseline whatever the share); the sequential detector would start its charts with
+# no bin known, against a prior of half a post a bin (a new scope's first busy minute judged against
+# that). So 0 is refused where the detector is known (judging.AlertConfig), not here.
 
 
 def _check_override(pattern: str, name: str, value: object) -> None:

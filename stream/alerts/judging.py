@@ -71,6 +71,12 @@ class AlertConfig:
         problems = override_problems(self.thresholds, self.overrides)
         if problems:
             raise ValueError("; ".join(problems))
+        if self.detector == "sequential":
+            for pattern, values in self.overrides.items():
+                if values.get("min_baseline_coverage") == 0:
+                    raise ValueError(f"SENTINEL_ALERT_OVERRIDES: override min_baseline_coverage for {pattern!r} must be above 0 with the "
+                                     "sequential detector (its charts would start with no baseline bin known); 0 is for "
+                                     "SENTINEL_ALERT_DETECTOR=zscore, where it means one known bin is enough")
         for name in ("window_s", "baseline_s"):
             if getattr(self, name) % self.step_s:
                 raise ValueError(f"alert {name[:-2]} must be a multiple of the step ({self.step_s} s)")
