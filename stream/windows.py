@@ -244,6 +244,11 @@ def matches_scope(scope: str, pattern: str) -> bool:
     return scope == pattern or fnmatch.fnmatchcase(scope, pattern)
 
 
+# The most steps (one pattern on one character, from one state) `common_matches` takes: about 3 s
+# of a loaded 2-core machine, about 1 s of an idle one.
+COMMON_MATCHES_WORK = 30_000_000
+
+
 class TooIntertwined(ValueError):
     """The patterns' common matches take more states than `common_matches` reads."""
 
@@ -293,7 +298,7 @@ def _closed(tokens: list[str], places: Iterable[int]) -> frozenset[int]:
     return frozenset(out)
 
 
-def common_matches(patterns: Sequence[str], limit: int = 50_000) -> list[tuple[frozenset[str], str]]:
+def common_matches(patterns: Sequence[str], limit: int = 50_000, work: int = COMMON_MATCHES_WORK) -> list[tuple[frozenset[str], str]]:
     """Every set of `patterns` that one name matches together as globs (fnmatch: `*`, `?`, `[..]`),
     each with the shortest such name: `asset:B*` and `*:BTC` share `asset:B:BTC`-like names and
     `asset:BTC`, though neither pattern matches the other as written. Exact, not a guess from the
@@ -301,8 +306,11 @@ def common_matches(patterns: Sequence[str], limit: int = 50_000) -> list[tuple[f
     state), over one character of each class that tells the patterns' characters and brackets
     apart (each character they name, one between each two of those, one beyond). A name equal to
     a pattern matches it as well (`matches_scope`): that case is the pattern's own name's, not
-    this. TooIntertwined past `limit` states (no real override list comes near: 60 patterns of
-    three prefixes reach a few hundred)."""
+    this. TooIntertwined past `limit` states, or past `work` steps of one pattern on one character:
+    the states alone bound neither the time nor the memory (each is tried with every character of
+    the alphabet, for every pattern), and 16 keyword globs (`channel:*pump*`...) reached 50,000 states
+    in 45 s of a worker's start on a loaded machine before this bound (session 57's review). A
+    realistic list of 56 patterns of three prefixes takes about a tenth of it."""
     tokens = [_glob_tokens(p) for p in patterns]
     named = sorted({ord(c) for p in patterns for c in p} | {ord("a")})
     probes = set(named)
@@ -326,9 +334,13 @@ def common_matches(patterns: Sequence[str], limit: int = 50_000) -> list[tuple[f
             moves[i][key] = _closed(t, [k + (t[k] != "*") for k in places if k < len(t) and _takes(t[k], char)])
         return moves[i][key]
 
+    spent = 0
     while queue:
         state = queue.popleft()
         name = seen[state]
+        spent += len(alphabet) * len(tokens)
+        if spent > work:
+            raise TooIntertwined(f"{len(patterns)} patterns overlap in more ways than {work} steps read")
         matched = frozenset(p for p, t, places in zip(patterns, tokens, state) if len(t) in places)
         if matched and matched not in found:
             found[matched] = name

@@ -198,6 +198,34 @@ def test_the_sets_of_globs_one_name_matches_together_are_all_found_and_each_show
                 assert not together or together in found, (patterns, "".join(chars), together)
 
 
+def test_keyword_globs_that_cannot_break_the_hysteresis_start_at_once_and_the_automaton_is_bounded_in_steps():
+    """Session 57's review: 16 keyword globs each raising fire_z (`channel:*pump*`...), resolve_z left
+    to the setting, took 45 s of a loaded machine's start to reach 50,000 states and were then refused
+    as too intertwined, though no scope can get a resolve_z at its fire_z, and the list had started
+    before. And 50,000 states did not bound the time: 60 globs over a wide alphabet (CJK channel
+    names) ran for more than ten minutes; steps are counted now."""
+    import random
+    import time
+
+    from stream.windows import TooIntertwined, common_matches
+
+    keywords = {f"channel:*{word}*": {"fire_z": 4.0} for word in "abcdefghijklmnop"}
+    began = time.monotonic()
+    config = AlertConfig(overrides=keywords)
+    assert time.monotonic() - began < 5.0
+    assert thresholds_for("channel:xaby", config.thresholds, config.overrides).fire_z == 4.0
+    # Where values can meet, the automaton still reads them (and refuses a list it cannot read).
+    with pytest.raises(ValueError, match="too many to check"):
+        AlertConfig(overrides={**keywords, "channel:*q*": {"resolve_z": 4.5, "fire_z": 5.0}})
+    rng = random.Random(57)
+    wide = [chr(c) for c in range(0x4E00, 0x4E00 + 400)]
+    globs = ["*" + "".join(rng.choice(wide) for _ in range(5)) + "*" for _ in range(60)]
+    began = time.monotonic()
+    with pytest.raises(TooIntertwined, match="steps"):
+        common_matches(globs, work=2_000_000)
+    assert time.monotonic() - began < 30.0
+
+
 class FakeSignal:
     def __init__(self, strength: float, kind: str = "sentiment_drop"):
         self.kind, self.metric, self.strength, self.zscore = kind, "negative_share", strength, strength

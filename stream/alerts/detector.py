@@ -283,6 +283,15 @@ def override_problems(base: Thresholds, overrides: Mapping[str, Mapping[str, flo
     # Only the patterns that set either threshold can break it together: a list of 40 tickers'
     # min_posts is not read as one automaton (0.3 s on a loaded 2-core machine; a few ms without).
     hysteresis = [p for p in overrides if {"fire_z", "resolve_z"} & set(overrides[p])]
+    # A set breaks it only where a resolve_z one scope can get reaches a fire_z one can get: where no
+    # resolve_z given (the setting's or an override's) reaches the lowest fire_z given, none can, and
+    # the automaton is not read. The usual list (fire_z raised per channel, resolve_z left alone)
+    # took seconds of every worker's start for nothing, and 16 keyword globs were refused as too
+    # intertwined, a list that had started before session 57 (session 57's review).
+    fires = [base.fire_z, *(overrides[p]["fire_z"] for p in hysteresis if "fire_z" in overrides[p])]
+    resolves = [base.resolve_z, *(overrides[p]["resolve_z"] for p in hysteresis if "resolve_z" in overrides[p])]
+    if max(resolves) < min(fires):
+        return problems
     try:
         together = common_matches(hysteresis)
     except TooIntertwined as exc:
