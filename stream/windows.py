@@ -244,8 +244,9 @@ def matches_scope(scope: str, pattern: str) -> bool:
     return scope == pattern or fnmatch.fnmatchcase(scope, pattern)
 
 
-# The most steps (one pattern on one character, from one state) `common_matches` takes: about 3 s
-# of a loaded 2-core machine, about 1 s of an idle one.
+# The most steps (one pattern on one character, from one state) `common_matches` takes: 17 s of a
+# loaded 2-core machine (load 3) for 60 globs over a wide alphabet, which ran past ten minutes with
+# the 50,000 states alone; a list of 56 patterns over three prefixes needs about half of it (5.6 s there).
 COMMON_MATCHES_WORK = 30_000_000
 
 
@@ -309,8 +310,8 @@ def common_matches(patterns: Sequence[str], limit: int = 50_000, work: int = COM
     this. TooIntertwined past `limit` states, or past `work` steps of one pattern on one character:
     the states alone bound neither the time nor the memory (each is tried with every character of
     the alphabet, for every pattern), and 16 keyword globs (`channel:*pump*`...) reached 50,000 states
-    in 45 s of a worker's start on a loaded machine before this bound (session 57's review). A
-    realistic list of 56 patterns of three prefixes takes about a tenth of it."""
+    in 45 s of a worker's start on a loaded machine before this bound (session 57's review).
+    `detector.override_problems` reads it only where the values given can break the hysteresis."""
     tokens = [_glob_tokens(p) for p in patterns]
     named = sorted({ord(c) for p in patterns for c in p} | {ord("a")})
     probes = set(named)
