@@ -953,6 +953,12 @@ def test_what_a_silence_holds_back_follows_the_workers_outbox_not_the_consoles_o
         assert console.json("/api/scopes/asset:ETH")["silences"][0]["holds"] == {"grouping": "none", "incidents": []}
         said = silenced_items(console.call("GET", "/scope/asset:ETH", headers=viewer)[1])[ident]
         assert "alert grouping is off" in said and "inc1" not in said, said
+        assert console.json("/api/incidents")["grouping"] == "none"
+        # With no silence in force, /api/incidents' `grouping` still says the workers' way, not the
+        # console's own setting (incidents), as the session-57 review found it did.
+        assert console.call("POST", f"/api/silences/{ident}/delete", {}, headers=bearer)[0] == 200
+        listed = console.json("/api/incidents")
+        assert listed["silences"] == [] and listed["grouping"] == "none", listed
     finally:
         plain.close()
 

@@ -185,7 +185,9 @@ class ConsoleData:
         now = time.time()
         opened = [i for i in found if i["state"] == "open"]
         # Said in the scope page's words (session 57): the rule that applies and the incidents each holds now.
-        grouping = workers_grouping(await self.redis.xrevrange(OUTBOX_KEY, count=1), self.grouping) if silences else self.grouping
+        # The workers' way whether or not a silence is in force: `grouping` is the API's field too, and
+        # without silences it gave the console's own setting where the workers' differed.
+        grouping = workers_grouping(await self.redis.xrevrange(OUTBOX_KEY, count=1), self.grouping)
         held = {i["incident_id"]: {s.id for s in holding(silences, i["root_scope"], i.get("members", []), now)} for i in opened}
         shown = [asdict(s) | {"holding": [ident for ident, by in held.items() if s.id in by] if grouping != "none" else []}
                  for s in silences]
