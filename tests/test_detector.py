@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, judged_share, simulate
-from stream.alerts.detector import Counts, Thresholds, parse_overrides, signals, thresholds_for
+from stream.alerts.detector import Counts, Thresholds, override_problems, parse_overrides, signals, thresholds_for
 from stream.alerts.judging import AlertConfig, boundaries, frontier
 from stream.alerts.incidents import alert_id, heard_later, heard_previous, marks_behind, step, told_fate, told_routes, told_through
 
@@ -156,6 +156,13 @@ def test_the_hysteresis_of_an_override_is_judged_with_the_patterns_beneath_it():
     broken = parse_overrides('{"asset:*": {"resolve_z": 2}, "asset:BTC": {"fire_z": 1.8}}')
     with pytest.raises(ValueError, match=r"SENTINEL_ALERT_OVERRIDES: override for 'asset:BTC': its resolve_z must be below its fire_z"):
         AlertConfig(overrides=broken)
+    # Said once (session 57's review): the sets of globs read since then found the same pair again,
+    # as `overrides for 'asset:*', 'asset:BTC' together (a scope such as 'asset:BTC' ...)`.
+    assert len(override_problems(Thresholds(), broken)) == 1, override_problems(Thresholds(), broken)
+    # The same where the set's first name is no pattern: asset:[B]* matches the name `asset:B*`.
+    apart = parse_overrides('{"asset:[B]*": {"resolve_z": 2}, "asset:B*": {"fire_z": 1.8}}')
+    (said,) = override_problems(Thresholds(), apart)
+    assert "override for 'asset:B*': its resolve_z must be below its fire_z" in said, said
 
 
 def test_globs_that_meet_on_other_names_only_are_judged_together_for_the_hysteresis():

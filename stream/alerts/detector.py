@@ -297,9 +297,13 @@ def override_problems(base: Thresholds, overrides: Mapping[str, Mapping[str, flo
     except TooIntertwined as exc:
         return [*problems, f"SENTINEL_ALERT_OVERRIDES: {exc}: too many to check the hysteresis of each scope they meet on; "
                            "name fewer overlapping globs"]
+    judged = {frozenset(q for q in hysteresis if matches_scope(p, q)) for p in overrides}
     for matched, example in sorted(together, key=lambda found: (len(found[1]), found[1])):
-        if len(matched) < 2:
-            continue  # one pattern alone over the settings: judged above, as its own name
+        if len(matched) < 2 or matched in judged:
+            # One pattern alone over the settings, or the very set a pattern's own name takes
+            # (`asset:*` under `asset:BTC`): judged above as that name. Said twice, the worker's
+            # `invalid settings` line gave one broken pair as two problems (session 57's review).
+            continue
         th = _laid(base, overrides, matched)
         if th.resolve_z >= th.fire_z:
             names = ", ".join(repr(p) for p in _by_specificity(matched))
