@@ -24,6 +24,9 @@ DATA_MARKER_KEY = f"{KEY_PREFIX}:{{all}}:marker"
 # each channel held posts of, hour by hour (same script; written only with incident grouping, which
 # reads it: a channel explains a source's move only while its posts are that source's alone)
 CHANNELS_KEY = f"{KEY_PREFIX}:{{all}}:channels"
+# list, oldest first: the classifiers that labelled the buckets, each a JSON object {identity, since, at}
+# (stream/alerts/epochs.py); one key, appended by a compare-and-set on its length (WindowStore.append_epoch)
+MODEL_EPOCHS_KEY = f"{KEY_PREFIX}:{{all}}:model-epochs"
 
 
 def bucket_key(scope: str, bucket: int) -> str:

@@ -23,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import replace
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 from model.scorer import Judgement, ModelGone, finite_judgement
+from stream.alerts.epochs import Epoch, claim, model_identity, parse
 from stream.alerts.incidents import AlertRecord
 from stream.assets import DEFAULT_ALIASES, AliasTable
 from stream.batch import Admitted, BatchOutcome, Prepared, RawMessage, partition_lags
@@ -38,8 +40,10 @@ from stream.logs import DEAD_LETTER_CUT, DEAD_LETTERED, DEAD_LETTERS_HELD, DeadL
 from stream.model_thread import ModelThread
 from stream.redis_client import retry_transient
 from stream.store import Scored, WindowStore
+from stream.timefmt import iso
 from stream.windows import (
-    CLOCK_JUMP_POSTS, LAGGING_IDLE_S, OVERFLOW_NAME, Folded, Kept, PartitionClock, ScopeBudget, frontier, is_late, scopes_for, trim_horizon,
+    CLOCK_JUMP_POSTS, LAGGING_IDLE_S, OVERFLOW_NAME, Folded, Kept, PartitionClock, ScopeBudget, bucket_start, frontier, is_late, scopes_for,
+    trim_horizon,
 )
 
 log = logging.getLogger(__name__)
@@ -68,6 +72,8 @@ class BatchObserver(Protocol):
 
     def alert(self, record: AlertRecord) -> None: ...
 
+    def sentiment_judged_from(self, at: float | None) -> None: ...
+
 
 class _NoObserver:
     def observe_batch(self, outcome: BatchOutcome) -> None:
@@ -80,6 +86,9 @@ class _NoObserver:
         pass
 
     def alert(self, record: AlertRecord) -> None:
+        pass
+
+    def sentiment_judged_from(self, at: float | None) -> None:
         pass
 
 
@@ -159,6 +168,7 @@ class BatchProcessor:
         # The producer's max_request_size (stream.kafka.max_request_bytes): a dead letter over it is
         # cut to fit. A post-sentiment record holds no text and stays far under its 64 KiB floor.
         self.max_record_bytes = max_record_bytes
+        self.epoch_claimed = False  # this worker's classifier recorded as the newest model epoch (_claim_epoch)
 
     async def start(self) -> None:
         stats = await self._with_redis(self.store.stats)  # Redis may be away as the agent starts
@@ -271,6 +281,8 @@ class BatchProcessor:
         async def write() -> None:
             # Windows, then judging, then the replicas: all idempotent, so a failure anywhere
             # (Redis away, a failover, replicas behind) writes the whole batch again.
+            if not self.epoch_claimed and items:
+                await self._claim_epoch(min(item.post.created_at for item in items))
             mark = time.perf_counter()
             # What judging and grouping will still read of these scopes: the write trims no further,
             # however far the partitions ran ahead of judging (windows.Kept says why).
@@ -496,6 +508,45 @@ class BatchProcessor:
             log.warning("classification failed, splitting batch", extra={"size": len(posts), "error": type(exc).__name__})
             half = len(posts) // 2
             return await self._classify(posts[:half], outcome) + await self._classify(posts[half:], outcome)
+
+    async def _claim_epoch(self, first_post: float) -> None:
+        """Before this worker's first write: record its classifier as the newest model epoch if it
+        is not (stream/alerts/epochs.py), so judging weighs the sentiment kinds against the buckets
+        it labels alone. Once per worker; a compare-and-set, re-read when another worker appended
+        first (two new-model pods starting together append one epoch)."""
+        identity = model_identity(self.model_base, self.model_adapter)
+        first_bucket = bucket_start(first_post, self.store.bucket_s)
+        newest: Epoch | None = None
+        for _ in range(3):
+            raw = await self.store.epochs()
+            epochs = parse(raw)
+            newest = epochs[-1] if epochs else None
+            epoch = claim(epochs, identity, first_bucket, time.time())
+            if epoch is None:
+                break
+            if await self.store.append_epoch(epoch.to_json(), raw[-1] if raw else None):
+                newest = epoch
+                if epochs:
+                    self._log_switch(epochs[-1].identity, epoch)
+                break
+        self.epoch_claimed = True
+        # Every worker, not only the one that recorded the switch, shows when the blind spot ends.
+        self.metrics.sentiment_judged_from(self._warm_until(newest.since) if newest is not None else None)
+
+    def _warm_until(self, since: float) -> float | None:
+        """When the engine judges the sentiment kinds again after a switch at `since` (None: no
+        switch, or no engine)."""
+        warm = getattr(self.alerts, "warm_until", None)  # the Judge protocol's fakes need not have it
+        until = warm(since) if callable(warm) else None
+        return until if until is not None and math.isfinite(until) else None
+
+    def _log_switch(self, previous: str, epoch: Epoch) -> None:
+        """The blind spot, said where operators look: which kinds wait, and until when (event time)."""
+        until = self._warm_until(epoch.since)
+        log.warning("model switch: sentiment kinds warm up on the new classifier", extra={
+            "model": epoch.identity, "previous_model": previous, "labels_since": iso(epoch.since),
+            "sentiment_judged_from": iso(until) if until is not None else None,
+            "kinds_waiting": ["sentiment_drop", "sentiment_surge"], "kinds_judged": ["volume_spike"]})
 
     async def _with_redis(self, call: Callable[[], Awaitable[T]]) -> T:
         # Redis is down (or a cluster is promoting a replica): keep the batch (its offsets stay

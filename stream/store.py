@@ -20,7 +20,7 @@ from redis.crc import key_slot
 from stream.contracts import Post
 from stream.redis_client import ReplicaWait, ScriptCall, is_cluster, run_scripts
 from stream.keys import (
-    BATCHES_KEY, CHANNELS_KEY, SCOPES_KEY, STATS_KEY, bucket_key, bucket_prefix, day_index_pattern, index_key, index_pattern, rollup_index_key,
+    BATCHES_KEY, CHANNELS_KEY, MODEL_EPOCHS_KEY, SCOPES_KEY, STATS_KEY, bucket_key, bucket_prefix, day_index_pattern, index_key, index_pattern, rollup_index_key,
     rollup_prefix, sample_key, scope_of_day_index, scope_of_index, seen_key,
 )
 from stream.windows import (
@@ -573,6 +573,18 @@ class ApplyResult:
         return min((v for k, v in self.marks.items() if k.startswith("pwm:")), default=float("-inf"))
 
 
+# KEYS: the model epochs. ARGV: the entry, the newest entry expected ('' = none), how many to keep.
+# Returns 1 when appended, 0 when another worker appended first.
+_APPEND_EPOCH = """
+local newest = redis.call('LINDEX', KEYS[1], -1) or ''
+if newest ~= ARGV[2] then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+return 1
+"""
+MAX_EPOCHS = 16  # model epochs kept: judging reads the newest alone, the rest say what ran before
+
+
 class WindowStore:
     def __init__(
         self, client: Any, *, bucket_s: int = 60, retention_s: int = 2 * 86400, pairs: bool = False,
@@ -614,6 +626,7 @@ class WindowStore:
         self._apply_scopes = client.register_script(_APPLY_SCOPES)
         self._read_slices = client.register_script(_READ_SLICES)
         self._read_rollup = client.register_script(_READ_ROLLUP)
+        self._append_epoch = client.register_script(_APPEND_EPOCH)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "WindowStore":
@@ -637,6 +650,17 @@ class WindowStore:
 
     async def stats(self) -> dict[str, float]:
         return parse_stats(await self.redis.hgetall(STATS_KEY))
+
+    async def epochs(self) -> list[str]:
+        """The model epochs as stored (MODEL_EPOCHS_KEY), oldest first: JSON, for stream/alerts/epochs.py."""
+        return list(await self.redis.lrange(MODEL_EPOCHS_KEY, 0, -1))
+
+    async def append_epoch(self, entry: str, newest: str | None) -> bool:
+        """Append a model epoch if the newest is still `newest` (None: there is none), so two
+        workers that start at once with the same new model append it once: the second re-reads
+        and finds it. Kept without a TTL (a few entries, the last MAX_EPOCHS): an epoch must
+        outlive an idle spell of the stream, or the next worker would take the old labels for its own."""
+        return bool(await self._append_epoch(keys=[MODEL_EPOCHS_KEY], args=[entry, newest or "", str(MAX_EPOCHS)]))
 
     async def apply(
         self, scored: Sequence[Scored], counters: Mapping[str, int], watermark: float,

@@ -36,12 +36,12 @@ LAYERS: list[set[str]] = [
     {"stream.timefmt", "stream.stored"},
 ]
 # Inside stream/alerts/, the pure modules never import the I/O ones.
-ALERTS_PURE = {"stream.alerts.comparison", "stream.alerts.precision", "stream.alerts.detector", "stream.alerts.sequential", "stream.alerts.incidents", "stream.alerts.judging", "stream.alerts.grouping", "stream.alerts.message", "stream.alerts.chart"}
+ALERTS_PURE = {"stream.alerts.epochs", "stream.alerts.comparison", "stream.alerts.precision", "stream.alerts.detector", "stream.alerts.sequential", "stream.alerts.incidents", "stream.alerts.judging", "stream.alerts.grouping", "stream.alerts.message", "stream.alerts.chart"}
 ALERTS_IO = {"stream.alerts.engine", "stream.alerts.correlator", "stream.alerts.audit", "stream.alerts.verdicts", "stream.alerts.delivery", "stream.alerts.silences", "stream.alerts.notify"}
 
 PURE = {
     "stream.contracts", "stream.stored", "stream.windows", "stream.assets", "stream.timefmt", "stream.keys", "stream.batch",
-    "stream.alerts.comparison", "stream.alerts.precision", "stream.alerts.detector", "stream.alerts.sequential", "stream.alerts.incidents", "stream.alerts.judging", "stream.alerts.grouping", "stream.alerts.message",
+    "stream.alerts.epochs", "stream.alerts.comparison", "stream.alerts.precision", "stream.alerts.detector", "stream.alerts.sequential", "stream.alerts.incidents", "stream.alerts.judging", "stream.alerts.grouping", "stream.alerts.message",
     "model.labels", "model.prompt", "model.scorer", "model.lexicon", "model.csvquotes", "model.ngram", "model.fusion",
     "stream.console.views", "stream.console.auth",
     "stream.reporting.daily", "stream.reporting.prices", "stream.reporting.svg", "stream.reporting.render",

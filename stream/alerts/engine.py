@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from stream.alerts.correlator import Correlator
+from stream.alerts.epochs import label_since, parse, warm_until
 from stream.alerts.incidents import AlertRecord, Incident, last_notified_through, told_through
 from stream.alerts.judging import (
     AlertConfig,
@@ -40,8 +41,8 @@ from stream.alerts.sequential import SeqState
 from stream.redis_client import run_scripts
 from stream.store import WindowStore, parse_stats
 from stream.keys import (
-    ALERT_STATS_KEY, ASSETS_KEY, CORRELATION_KEY, DIRTY_KEY, JUDGED_KEY, OPEN_KEY, OUTBOX_KEY, STAGING_KEY, STATS_KEY, incident_key,
-    index_key,
+    ALERT_STATS_KEY, ASSETS_KEY, CORRELATION_KEY, DIRTY_KEY, JUDGED_KEY, MODEL_EPOCHS_KEY, OPEN_KEY, OUTBOX_KEY, STAGING_KEY, STATS_KEY,
+    incident_key, index_key,
 )
 from stream.timefmt import epoch, iso
 from stream.windows import Kept, distinct_samples, ended_kept, is_pair_scope, trim_horizon
@@ -213,8 +214,11 @@ class AlertEngine:
                     pipe.expire(ASSETS_KEY, self.store.idle_ttl_s)
             pipe.hgetall(STATS_KEY)
             pipe.smembers(OPEN_KEY)
-            *_, raw_stats, open_ = await pipe.execute()
+            pipe.lindex(MODEL_EPOCHS_KEY, -1)
+            *_, raw_stats, open_, newest_epoch = await pipe.execute()
         stats = parse_stats(raw_stats)
+        # The sentiment kinds are judged against the current classifier's buckets alone (epochs.py).
+        labels_from = label_since(parse([newest_epoch] if newest_epoch else []))
         now = self.clock()
         until = frontier(stats, self.partitions, now, self.config.idle_s, ended, self.config.lagging_idle_s) - self.config.grace_s
         if until == float("-inf"):
@@ -235,7 +239,7 @@ class AlertEngine:
         lost: list[str] = []
         short: list[float] = []  # where scopes too far behind to catch up in one call stopped
         for _ in range(3):  # a lost compare-and-set means another worker moved on: re-read and continue
-            lost = await self._judge_once(scopes, until, history, iso(now), committed, short)
+            lost = await self._judge_once(scopes, until, history, iso(now), committed, short, labels_from)
             if not lost:
                 break
             scopes = lost
@@ -245,6 +249,13 @@ class AlertEngine:
         if short:
             return committed, min(short)
         return committed, float("-inf") if lost else None  # lost three times over: not through either
+
+    def warm_until(self, since: float) -> float:
+        """The first boundary (event time) at which the sentiment kinds are judged again after a
+        classifier switch at `since` (epochs.warm_until, at the default coverage: a scope with its
+        own min_baseline_coverage waits by that instead)."""
+        bin_s = self.config.step_s if self.config.detector == "sequential" else self.config.window_s
+        return warm_until(since, self.config.window_s, self.config.baseline_s, self.config.thresholds.min_baseline_coverage, bin_s)
 
     async def kept(self, scopes: Iterable[str]) -> Kept:
         """How far back judging and grouping will still read these scopes (windows.Kept), for the
@@ -332,7 +343,7 @@ class AlertEngine:
 
     async def _judge_once(
         self, scopes: list[str], until: float, history: tuple[float, float], now_iso: str, committed: list[AlertRecord],
-        short: list[float],
+        short: list[float], labels_from: float = float("-inf"),
     ) -> list[str]:
         replies = await self._states(scopes)
         # The earliest bucket of scopes never judged (where judging starts), and of scopes whose own
@@ -385,10 +396,10 @@ class AlertEngine:
             notified = {incident.alert_id: incident.last_notified for incident in open_before}
             if self.config.detector == "sequential":
                 after, state, records = judge_sequential(scope, incidents, state, _bins_from(tables, step, start),
-                                                         todo, self.config, now_iso)
+                                                         todo, self.config, now_iso, labels_from)
             else:
                 (first, slices), = tables
-                after, records = judge_series(scope, incidents, slices, first, todo, start, self.config, now_iso)
+                after, records = judge_series(scope, incidents, slices, first, todo, start, self.config, now_iso, labels_from)
             records = [await self._with_samples(r) for r in records]
             commits.append((scope, expected, todo[-1], after, state, records, new_since, *self._told(told, records, after, held),
                             self._last_notified(records, notified)))

@@ -18,6 +18,7 @@ are read, and a slower partition's posts are not dropped as late.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
@@ -28,6 +29,10 @@ from stream.alerts.incidents import AlertRecord, Incident, step
 from stream.alerts.sequential import SeqConfig, SeqState, advance, quiet, verdicts
 # frontier lives with the windows: the batch processor trims buckets by the same partitions it counts.
 from stream.windows import LAGGING_IDLE_S, SLICE_FIELDS, Kept, SliceCol, frontier  # noqa: F401 - judging's rule, imported from here too
+
+
+# The kinds judged from the labels, which a classifier switch moves (volume is the posts': it does not).
+SENTIMENT_KINDS = tuple(kind for kind in KINDS if kind != "volume_spike")
 
 
 def silent(stats: Mapping[str, float], now: float, quiet_s: float) -> bool:
@@ -132,9 +137,12 @@ def judge_series(
     history_start: float,
     config: AlertConfig,
     now_iso: str,
+    label_since: float = float("-inf"),
 ) -> tuple[dict[str, Incident], list[AlertRecord]]:
     """Judge one scope at each boundary in order, from step-wide slices starting at `first` (a slice
-    table, windows.SLICE_FIELDS, as WindowStore.slices returns it).
+    table, windows.SLICE_FIELDS, as WindowStore.slices returns it). `label_since`: where the current
+    classifier's labels begin (epochs.label_since): the sentiment kinds are judged against the
+    baseline bins it labelled whole, volume against all.
 
     Returns the incidents after the last boundary and the records of every transition."""
     th = thresholds_for(scope, config.thresholds, config.overrides)
@@ -155,6 +163,11 @@ def judge_series(
         known = (first + los * config.step_s + config.step_s > history_start) & (los >= 0)
         bins = sums[his[known]] - sums[los[known]]
         judged: dict[str, Signal] = dict(signals(current, bins, th, expected_bins=config.bins).items())  # keyed by Kind, read as str
+        if math.isfinite(label_since):
+            # A bin that straddles the switch holds both classifiers' labels: only whole bins count.
+            labelled = known & (first + los * config.step_s >= label_since)
+            clipped = signals(current, sums[his[labelled]] - sums[los[labelled]], th, expected_bins=config.bins)
+            judged.update({kind: clipped[kind] for kind in SENTIMENT_KINDS})
         records += _step_kinds(scope, incidents, judged, {}, th, boundary, config, config.for_s, now_iso)
     return incidents, records
 
@@ -242,11 +255,13 @@ def judge_sequential(
     boundaries_: Sequence[int],
     config: AlertConfig,
     now_iso: str,
+    label_since: float = float("-inf"),
 ) -> tuple[dict[str, Incident], SeqState | None, list[AlertRecord]]:
     """judge_series for the sequential detector: the state moves one step bin per boundary. A scope
     without state first takes its whole baseline (so `bin_at` must then cover the lookback); after
     that each boundary needs three bins, the new one, the one entering the baseline and the one
-    leaving it (`sequential_reads`), so the cost does not grow with the history."""
+    leaving it (`sequential_reads`), so the cost does not grow with the history. `label_since` as
+    for judge_series (sequential.advance)."""
     th = thresholds_for(scope, config.thresholds, config.overrides)
     step_s, per_window, base_bins = config.step_s, config.window_s // config.step_s, config.baseline_s // config.step_s
     seq = config.sequential
@@ -263,12 +278,14 @@ def judge_sequential(
             state, leaving = SeqState.fresh(boundary), None
             for start in range(entering - config.baseline_s + step_s, entering, step_s):
                 state = advance(state, empty, bin_at(start), None, at=boundary, baseline_bins=base_bins,
-                                config=seq, frozen=False, min_coverage=2.0, step_s=step_s)
+                                config=seq, frozen=False, min_coverage=2.0, step_s=step_s, label_since=label_since,
+                                entering_start=start)
         is_open = any(not inc.pending for inc in incidents.values())
         new = bin_at(new_start)
         state = advance(state, new if new is not None else empty, bin_at(entering), leaving,
                         at=boundary, baseline_bins=base_bins, config=seq, frozen=is_open,
-                        min_coverage=th.min_baseline_coverage, step_s=step_s)
+                        min_coverage=th.min_baseline_coverage, step_s=step_s, label_since=label_since,
+                        entering_start=entering)
         if not incidents and quiet(state, seq, th.fire_z):
             continue
         judged = verdicts(state, at=boundary, step_s=step_s, per_window=per_window, config=seq, fire_z=th.fire_z)

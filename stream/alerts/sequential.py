@@ -239,6 +239,11 @@ class SeqState:
     exact: bool = True
     silent: int = 0  # step bins since the scope's last post
     frozen_bins: int = 0  # step bins the baseline has been frozen for (`SeqConfig.thaw_bins`)
+    # After a classifier switch (stream/alerts/epochs.py): the rolling sums of `base` over the
+    # baseline bins the current classifier labelled (those starting at or after `labels_since`),
+    # which the sentiment kinds are judged against; None: no switch, `base` serves both.
+    labels: list[float] | None = None
+    labels_since: float | None = None
 
     @classmethod
     def fresh(cls, at: int) -> "SeqState":
@@ -255,7 +260,8 @@ class SeqState:
         # clamped, until its own ring covers the baseline), where a text under `ring` would crash it.
         return {"base": self.base, "frozen": self.frozen, "banks": banks, "after": self.after, "back": self.back, "latched": self.latched,
                 "entered": {"runs": self.ring.text(), "bins": self.ring_bins, "exact": self.exact}, "silent": self.silent,
-                "frozen_bins": self.frozen_bins}
+                "frozen_bins": self.frozen_bins,
+                **({"labels": {"base": self.labels, "since": self.labels_since}} if self.labels is not None else {})}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> "SeqState | None":
@@ -269,9 +275,14 @@ class SeqState:
         else:
             ring, bins, exact = Ring(listed or ()), data.get("ring_bins"), data.get("exact", listed is not None)
         frozen = data.get("frozen")
+        # A worker before the epochs drops `labels` when it writes the state back: the next
+        # judgement rebuilds them from the ring (`advance`).
+        labels = data.get("labels") or {}
         return cls(list(data["base"]), _total(frozen) if frozen else None, {k: from_stored(Bank, v) for k, v in data["banks"].items()},
                    dict(data.get("after") or {}), dict(data.get("back") or {}), list(data.get("latched") or []),
-                   ring, int(bins or 0), bool(exact), int(data.get("silent") or 0), int(data.get("frozen_bins") or 0))
+                   ring, int(bins or 0), bool(exact), int(data.get("silent") or 0), int(data.get("frozen_bins") or 0),
+                   list(labels["base"]) if labels.get("base") is not None else None,
+                   float(labels["since"]) if labels.get("since") is not None else None)
 
 
 def baseline_params(base: Sequence[float]) -> dict[str, float]:
@@ -334,17 +345,29 @@ DIRECTIONS: tuple[tuple[Kind, str, int], ...] = (("sentiment_drop", "negative", 
 
 
 def advance(state: SeqState | None, new: np.ndarray, entering: np.ndarray | None, leaving: np.ndarray | None, *,
-            at: int, baseline_bins: int, config: SeqConfig, frozen: bool, min_coverage: float = 0.75, step_s: int = 60) -> SeqState:
+            at: int, baseline_bins: int, config: SeqConfig, frozen: bool, min_coverage: float = 0.75, step_s: int = 60,
+            label_since: float = -math.inf, entering_start: int | None = None) -> SeqState:
     """One step: the bin ending at `at` (`new`), the bin entering the baseline and the one leaving it
     (None where the bin is before the stream began: unknown, not counted). `frozen`: the scope has
-    an open incident. The charts start once `min_coverage` of the baseline's bins are known."""
+    an open incident. The charts start once `min_coverage` of the baseline's bins are known.
+
+    `label_since`: where the current classifier's labels begin (stream/alerts/epochs.py; -inf: no
+    switch), with `entering_start`, the start of the bin entering: the sentiment charts are then
+    weighed against the baseline bins starting at or after it alone, and stay at zero until
+    `min_coverage` of a baseline of those has entered. Volume keeps the whole baseline."""
     state = state or SeqState.fresh(at)
-    _shift_baseline(state, entering, leaving, baseline_bins)
+    clip = math.isfinite(label_since) and entering_start is not None
+    if clip and (state.labels is None or state.labels_since != label_since):
+        _relabel(state, label_since, int(entering_start or 0), step_s)
+    elif not clip:
+        state.labels = state.labels_since = None
+    _shift_baseline(state, entering, leaving, baseline_bins, entering_start, step_s)
     if state.base[4] < min_coverage * baseline_bins:
         for bank in state.banks.values():  # no baseline yet: nothing to compare with, no onset
             bank.zero_at = [at] * len(bank.s)
         return state
-    live = baseline_params(state.base)
+    warm = state.labels is None or state.labels[4] >= min_coverage * baseline_bins
+    live = _with_labels(baseline_params(state.base), state.labels)
     if frozen and state.frozen is None:
         state.frozen, state.frozen_bins = live, 0
     elif not frozen:
@@ -355,6 +378,10 @@ def advance(state: SeqState | None, new: np.ndarray, entering: np.ndarray | None
     cap = config.cap
     n = float(new[SliceCol.N])
     for _, label, col in DIRECTIONS:
+        if not warm:  # the current classifier has too little baseline yet: no evidence, no onset
+            for name in (f"{label}_share", f"{label}_rate"):
+                state.banks[name] = Bank.new(len(state.banks[name].s), at)
+            continue
         hits = float(new[col])
         if n > 0:
             state.banks[f"{label}_share"].update(share_increments(p[f"p_{label}"], hits, n), n, hits, at, cap)
@@ -373,7 +400,43 @@ def judging_params(state: SeqState, config: SeqConfig, live: dict[str, float] | 
     return live if live is not None else baseline_params(state.base)
 
 
-def _shift_baseline(state: SeqState, entering: np.ndarray | None, leaving: np.ndarray | None, baseline_bins: int) -> None:
+def _with_labels(live: dict[str, float], labels: Sequence[float] | None) -> dict[str, float]:
+    """The live parameters with the label shares and label rates (and the posts they were measured
+    on: `label_posts`) from the current classifier's bins alone, after a switch."""
+    if labels is None:
+        return live
+    lp = baseline_params(labels)
+    return {**live, **{key: lp[key] for key in ("p_negative", "p_positive", "rate_negative", "rate_positive")}, "label_posts": lp["posts"]}
+
+
+def _relabel(state: SeqState, since: float, entering_start: int, step_s: int) -> None:
+    """A classifier switch the state has not seen: its label sums become those of the ring's bins
+    that start at or after `since` (the newest bins: the ring's newest started a step before
+    `entering_start`), and the sentiment charts restart, since what they hold was weighed against
+    the old classifier's baseline."""
+    first = math.ceil(since / step_s) * step_s
+    count = max(0, min(state.ring_bins, (entering_start - first) // step_s))
+    state.labels, state.labels_since = _ring_sums(state.ring, newest=count), since
+    for _, label, _ in DIRECTIONS:
+        for name in (f"{label}_share", f"{label}_rate"):
+            state.banks[name] = Bank.new(len(state.banks[name].s), state.banks[name].zero_at[0])
+        for key in (label, f"{label}_rate"):
+            state.after.pop(key, None)
+            state.back.pop(key, None)
+        if label in state.latched:
+            state.latched.remove(label)
+
+
+def _add(sums: list[float], n: float, neg: float, pos: float, sign: int) -> None:
+    sums[0] += sign * n
+    sums[1] += sign * neg
+    sums[2] += sign * pos
+    sums[3] += sign * n * n
+    sums[4] += sign
+
+
+def _shift_baseline(state: SeqState, entering: np.ndarray | None, leaving: np.ndarray | None, baseline_bins: int,
+                    entering_start: int | None = None, step_s: int = 60) -> None:
     """The entering bin goes into the sums and onto the ring as it is now; the bin leaving takes out
     what it brought (the ring's oldest), not what the store holds for it now: a post that arrived
     after the bin entered (later than the grace) is in the store's bin but was never added. Boundaries
@@ -382,27 +445,25 @@ def _shift_baseline(state: SeqState, entering: np.ndarray | None, leaving: np.nd
     full, before its first leaving bin). Only a state stored before the ring, whose ring is still
     shorter than the baseline, takes the store's bin out, clamped at zero, and its sums are rebuilt
     from the ring once that covers the baseline."""
-    base = state.base
+    base, labels, since = state.base, state.labels, state.labels_since
     if entering is not None:
         n, neg, pos = _count(entering[SliceCol.N]), _count(entering[SliceCol.NEGATIVE]), _count(entering[SliceCol.POSITIVE])
-        base[0] += n
-        base[1] += neg
-        base[2] += pos
-        base[3] += n * n
-        base[4] += 1
+        _add(base, n, neg, pos, 1)
+        if labels is not None and since is not None and entering_start is not None and entering_start >= since:
+            _add(labels, n, neg, pos, 1)
     else:
         n = neg = pos = -1
     state.ring.push(n, neg, pos)
     state.ring_bins += 1
     if state.ring_bins > baseline_bins:
         while state.ring_bins > baseline_bins:
+            # The oldest bin of the ring, once the entering one is on it: it started `ring_bins - 1` steps before that.
+            left_start = None if entering_start is None else entering_start - (state.ring_bins - 1) * step_s
             n, neg, pos = state.ring.pop()
             if n >= 0:
-                base[0] -= n
-                base[1] -= neg
-                base[2] -= pos
-                base[3] -= n * n
-                base[4] -= 1
+                _add(base, n, neg, pos, -1)
+                if labels is not None and since is not None and left_start is not None and left_start >= since:
+                    _add(labels, n, neg, pos, -1)
             state.ring_bins -= 1
         if not state.exact:  # the ring now holds the whole baseline: its sums are the baseline's
             state.base, state.exact = _ring_sums(state.ring), True
@@ -420,11 +481,16 @@ def _count(value: Any) -> float | int:
     return int(value) if value.is_integer() else value
 
 
-def _ring_sums(ring: Ring) -> list[float]:
+def _ring_sums(ring: Ring, newest: int | None = None) -> list[float]:
+    """The sums over the ring's bins, or over its `newest` bins only."""
     base = [0.0, 0.0, 0.0, 0.0, 0.0]
     runs = ring.runs()
+    skip = 0 if newest is None else max(sum(runs[i] for i in range(0, len(runs), 4)) - newest, 0)
     for i in range(0, len(runs), 4):
         count, n, neg, pos = runs[i:i + 4]
+        dropped = min(count, skip)
+        skip -= dropped
+        count -= dropped
         if n >= 0:
             base[0] += count * n
             base[1] += count * neg
@@ -602,7 +668,8 @@ def verdicts(state: SeqState, *, at: int, step_s: int, per_window: int, config: 
         value = hits / posts if posts else p0
         z = _share_z(hits, posts, p0)
         enough = posts >= config.min_posts
-        out[kind] = Verdict(_signal(kind, f"{label}_share", value, p0, z, stat, config, fire_z, enough, int(posts), p["posts"]),
+        out[kind] = Verdict(_signal(kind, f"{label}_share", value, p0, z, stat, config, fire_z, enough, int(posts),
+                                    p.get("label_posts", p["posts"])),
                             bank.zero_at[k])
     vol = state.banks["volume"]
     k = vol.best()

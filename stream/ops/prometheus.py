@@ -182,6 +182,11 @@ class WorkerMetrics:
             "deleted past its committed offset",
             ["topic", "partition"], registry=r,
         )
+        # After a classifier switch (stream/alerts/epochs.py) drop and surge wait for the new
+        # classifier's baseline: the event time they are judged from again (0: no switch recorded).
+        self.judged_from = Gauge("sentinel_sentiment_judged_from_seconds", "Event time (Unix seconds) from which sentiment_drop and "
+                                 "sentiment_surge are judged again after the newest classifier switch this worker saw at its first "
+                                 "batch; 0: none recorded", registry=r)
         self.model = Gauge("sentinel_model_info", "The loaded classifier (always 1)", ["base", "adapter", "device", "quantize", "dtype"], registry=r)
         self.loop_lag = Gauge("sentinel_event_loop_lag_seconds", "How late the last event-loop heartbeat woke up", registry=r)
         self.dependency_up = Gauge("sentinel_dependency_up", "1 if the dependency answered the worker's last probe, else 0", ["dependency"], registry=r)
@@ -240,6 +245,9 @@ class WorkerMetrics:
 
     def alert(self, record: AlertRecord) -> None:
         self.alert_transitions.labels(kind=record.kind, state=record.state).inc()
+
+    def sentiment_judged_from(self, at: float | None) -> None:
+        self.judged_from.set(at if at is not None else 0.0)
 
     def delivery(self, notified: bool) -> None:
         self.deliveries.labels(result="notified" if notified else "failed").inc()

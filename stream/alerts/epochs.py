@@ -1,0 +1,101 @@
+"""Model epochs (pure): which classifier labelled which buckets, so that the sentiment kinds are
+judged only against buckets the current classifier labelled.
+
+A switch of classifier moves every label share at once (docs/results/model_switch_s56.json: the
+keyword scorer to the shipped classifier raised a market-wide incident of 13 members, open 27 h 52
+min after the switch), because a baseline of the old model's labels is no baseline for the new
+one's. The posts themselves do not change: volume keeps its whole history.
+
+The epochs are a list, oldest first, in one Redis key (keys.MODEL_EPOCHS_KEY): each the identity of
+a classifier and the start of the first bucket it labelled. A worker appends one at its first batch
+when its identity differs from the newest (`claim`); judging clips the sentiment kinds' history to
+the newest epoch's start (`label_since`), and the coverage rule (min_baseline_coverage) keeps them
+unjudged until the new classifier has labelled enough of a baseline (`warm_until`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+# A worker of the model before the newest epoch's that starts within this long (wall clock) of that
+# epoch being recorded is the old side of a rolling update (a pod restarted, or not yet replaced):
+# it labels under the newest epoch rather than start one, so a rollout that flaps between the two
+# models for minutes clips history once, not at every restart. A rollback later than this is a
+# switch of its own and starts an epoch.
+ROLLOUT_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Epoch:
+    identity: str  # model_identity of the classifier
+    since: float  # start of the first bucket it labelled; -inf for the first epoch recorded
+    at: float  # wall clock when it was recorded
+
+    def to_json(self) -> str:
+        # -inf is no JSON number: the first epoch is written with since null.
+        since = None if math.isinf(self.since) else self.since
+        return json.dumps({"identity": self.identity, "since": since, "at": self.at}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "Epoch | None":
+        """An epoch as to_json wrote it; None for anything else (a hand-edited or foreign entry is
+        ignored, never a crash)."""
+        try:
+            data: Any = json.loads(raw)
+            since = float("-inf") if data.get("since") is None else float(data["since"])
+            return cls(str(data["identity"]), since, float(data.get("at") or 0.0))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+
+def model_identity(base: str, adapter: str | None) -> str:
+    """What decides the labels: the base model and the adapter, whose name carries the n-gram head's
+    tag (`+ngram`, `+ngram-<sha>`: model/fusion.py), exactly as every post-sentiment record names
+    its model. Device, dtype, quantisation and the token limit are left out: they move a label at
+    the margin, not the label shares, and a move from CPU to GPU (bf16) must not blind the
+    sentiment kinds for a day."""
+    return f"{base}+{adapter}" if adapter else base
+
+
+def parse(raw: Sequence[str | bytes]) -> list[Epoch]:
+    return [epoch for epoch in (Epoch.from_json(r) for r in raw) if epoch is not None]
+
+
+def claim(epochs: Sequence[Epoch], identity: str, first_bucket: float, now: float, rollout_s: float = ROLLOUT_S) -> Epoch | None:
+    """The epoch a worker labelling with `identity` must append before its first batch (whose
+    earliest post is in the bucket starting `first_bucket`), or None where the newest one is its own.
+
+    - no epoch yet: the first covers the whole history (since -inf): a fresh Redis, a replay, or
+      the first start of this version on data labelled before it, which is taken to be this model's
+      (switch the model after the upgrade, not with it: docs/operations.md);
+    - newest of another identity: a switch, since the first bucket this worker labels;
+    - but the identity of the epoch before the newest, recorded less than `rollout_s` ago: the old
+      side of a rolling update, which labels under the newest (no new epoch, no second reset)."""
+    if not epochs:
+        return Epoch(identity, float("-inf"), now)
+    newest = epochs[-1]
+    if newest.identity == identity:
+        return None
+    if len(epochs) >= 2 and epochs[-2].identity == identity and now - newest.at < rollout_s:
+        return None
+    return Epoch(identity, max(float(first_bucket), newest.since), now)
+
+
+def label_since(epochs: Sequence[Epoch]) -> float:
+    """Where the current labels' history begins: the newest epoch's start (-inf: none recorded, or
+    only the first, which covers everything)."""
+    return epochs[-1].since if epochs else float("-inf")
+
+
+def warm_until(since: float, window_s: int, baseline_s: int, coverage: float, bin_s: int) -> float:
+    """The first boundary at which the sentiment kinds are judged again after a switch at `since`
+    (-inf: never blind): the baseline lags the current window, so the new classifier's bins
+    (`bin_s` wide: the step for the sequential detector, the window for the window detector) enter
+    it a window after `since`, and `coverage` of a baseline of them must have entered."""
+    if math.isinf(since):
+        return since
+    return since + window_s + math.ceil(coverage * baseline_s / bin_s - 1e-9) * bin_s
+

@@ -1,0 +1,290 @@
+"""A classifier switch (stream/alerts/epochs.py, docs/operations.md "Roll out a new adapter"): the
+sentiment kinds are judged against the buckets the current classifier labelled alone, volume
+against the whole history. Pure tests of the epoch rule and the clipped baseline, then a switch on
+a real redis-server: no sentiment kind fires while the new classifier warms up, a volume spike does."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import redis
+
+from scenarios import T0, Episode, Scenario, generate
+from stream.alerts.engine import AlertEngine
+from stream.alerts.epochs import ROLLOUT_S, Epoch, claim, label_since, model_identity, parse, warm_until
+from stream.alerts.judging import AlertConfig, judge_series
+from stream.alerts.sequential import SeqConfig, _ring_sums, advance
+from stream.contracts import Post
+from stream.store import Scored, WindowStore
+from stream.timefmt import epoch
+from stream.windows import SLICE_FIELDS, SliceCol
+
+SCORES = {"positive": 0.6, "negative": -0.6, "neutral": 0.0}
+NOW = 2_000_000_000.0
+
+
+# --- the epoch rule ---------------------------------------------------------------------------
+
+def test_the_identity_is_what_each_record_names_its_model_by() -> None:
+    assert model_identity("smollm2", "default+ngram") == "smollm2+default+ngram"
+    assert model_identity("lexicon", None) == "lexicon"
+    assert model_identity("smollm2", "default") != model_identity("smollm2", "default+ngram")  # the head changes labels
+
+
+def test_the_first_epoch_covers_the_history_and_a_worker_of_the_newest_model_appends_none() -> None:
+    first = claim([], "lexicon", 600.0, NOW)
+    assert first is not None and first.since == -math.inf
+    assert label_since([first]) == -math.inf  # a replay on a fresh Redis, or an upgrade: nothing clipped
+    assert claim([first], "lexicon", 9_000.0, NOW + 10) is None
+    assert parse([first.to_json(), "not json", '{"since": 1}']) == [first]  # foreign entries are ignored
+
+
+def test_a_switch_starts_an_epoch_at_the_first_bucket_it_labels() -> None:
+    old = Epoch("lexicon", -math.inf, NOW - 86400)
+    new = claim([old], "smollm2+default+ngram", 7_200.0, NOW)
+    assert new == Epoch("smollm2+default+ngram", 7_200.0, NOW)
+    assert label_since([old, new]) == 7_200.0
+
+
+def test_a_rolling_update_that_flaps_clips_history_once_and_a_later_rollback_clips_again() -> None:
+    old = Epoch("lexicon", -math.inf, NOW - 86400)
+    new = Epoch("smollm2", 7_200.0, NOW)
+    # An old-model pod (re)starting during the rollout labels under the new epoch: no second reset...
+    assert claim([old, new], "lexicon", 7_260.0, NOW + 300) is None
+    # ... nor does the new model's next pod.
+    assert claim([old, new], "smollm2", 7_320.0, NOW + 400) is None
+    # A rollback after the rollout is a switch of its own.
+    back = claim([old, new], "lexicon", 90_000.0, NOW + ROLLOUT_S + 1)
+    assert back == Epoch("lexicon", 90_000.0, NOW + ROLLOUT_S + 1)
+    # An epoch never starts before the newest (a lagging partition's old post).
+    assert claim([old, new], "third", 60.0, NOW + 10).since == 7_200.0
+
+
+def test_the_sentiment_kinds_wait_a_window_and_three_quarters_of_a_baseline() -> None:
+    assert warm_until(3600.0, 3600, 86400, 0.75, 60) == 3600 + 3600 + 0.75 * 86400
+    assert warm_until(-math.inf, 3600, 86400, 0.75, 60) == -math.inf
+
+
+# --- the clipped baseline (sequential.advance) -------------------------------------------------
+
+def _bin(n: int, neg: int, pos: int) -> np.ndarray:
+    row = np.zeros(len(SLICE_FIELDS))
+    row[SliceCol.N], row[SliceCol.NEGATIVE], row[SliceCol.POSITIVE] = n, neg, pos
+    return row
+
+
+def _run(switch_at: int, clip: bool, bins: int = 3000) -> tuple[list[float], list[int], object]:
+    """Step bins of 10 posts, 2 negative / 3 positive before `switch_at` (the bin's start, in steps)
+    and 4 / 5 after it (a classifier that calls far fewer posts neutral); a baseline of 1440 steps
+    lagged by a 60-step window. Returns the sentiment charts' maxima per step, the steps where the
+    volume chart moved, and the final state."""
+    step, window, base_bins = 60, 3600, 1440
+    config = SeqConfig()
+    state = None
+    sentiment, volume = [], []
+    since = switch_at * step if clip else -math.inf
+    for k in range(window // step + 1, bins):
+        at = k * step
+        new_start = at - step
+        entering = new_start - window
+        new = _bin(10, 4, 5) if new_start >= switch_at * step else _bin(10, 2, 3)
+        enter = None if entering < 0 else (_bin(10, 4, 5) if entering >= switch_at * step else _bin(10, 2, 3))
+        if k in range(2600, 2660):  # an hour of three times the posts, the new mix
+            new = _bin(30, 12, 15)
+        state = advance(state, new, enter, None, at=at, baseline_bins=base_bins, config=config, frozen=False,
+                        label_since=since, entering_start=entering)
+        sentiment.append(max(max(state.banks[b].s) for b in ("negative_share", "negative_rate", "positive_share", "positive_rate")))
+        volume.append(max(state.banks["volume"].s))
+    return sentiment, volume, state
+
+
+def test_after_a_switch_the_sentiment_charts_stay_at_zero_and_volume_is_judged() -> None:
+    switch = 1600  # steps: a full baseline of the old mix, then the new one
+    clipped, volume, state = _run(switch, clip=True)
+    first = 61  # the index of step k is k - 61
+    b = SeqConfig().b
+    # The label shares moved at the switch: judged against the old labels, the charts fire.
+    unclipped, _, _ = _run(switch, clip=False)
+    assert max(unclipped[switch - first:]) >= b
+    # Clipped: nothing from the switch until 75% of a baseline of the new labels has entered.
+    warm = switch + 60 + math.ceil(0.75 * 1440)
+    assert max(clipped[switch - first:warm - first]) == 0.0
+    # The hour of three times the posts (steps 2600-2659, inside the warm-up) still fires volume.
+    assert max(volume[2600 - first:2660 - first]) >= b
+    # The label sums are those of the baseline's bins the new classifier labelled.
+    # At the last step (k = 2999) the baseline holds the bins starting at steps 1499-2938, 1339 of them the new classifier's.
+    labelled = 2938 - switch + 1
+    assert state.labels_since == switch * 60 and state.base[4] == 1440
+    assert state.labels == [10.0 * labelled, 4.0 * labelled, 5.0 * labelled, 100.0 * labelled, float(labelled)]
+
+
+def test_a_state_that_missed_the_switch_takes_its_label_sums_from_the_ring() -> None:
+    """A state written back by a worker before the epochs (no `labels`) or judged first after
+    the switch reached the baseline: its ring says which bins the new classifier labelled."""
+    _, _, full = _run(1600, clip=False, bins=2000)
+    # At the last step (k=1999) the bin entering started at (1999 - 1 - 60) * 60; bins from step 1600 on are the new mix.
+    entering = (1999 - 1 - 60) * 60
+    from stream.alerts.sequential import _relabel
+    _relabel(full, 1600 * 60, entering + 60, 60)
+    count = (entering + 60 - 1600 * 60) // 60
+    assert full.labels == [10.0 * count, 4.0 * count, 5.0 * count, 100.0 * count, float(count)]
+    assert _ring_sums(full.ring, newest=count) == full.labels
+
+
+# --- the window detector (judging.judge_series) -------------------------------------------------
+
+def test_the_window_detector_judges_sentiment_on_the_new_labels_alone() -> None:
+    config = replace(AlertConfig(), detector="zscore")
+    step, first = config.step_s, 0
+    switch = 30 * 3600
+    rng = np.random.default_rng(3)
+
+    def noisy(share_neg: float, share_pos: float) -> np.ndarray:
+        n = int(rng.integers(8, 13))
+        neg = int(rng.binomial(n, share_neg))
+        row = _bin(n, neg, pos := int(rng.binomial(n - neg, share_pos / (1 - share_neg))))
+        row[SliceCol.NEUTRAL] = n - neg - pos
+        row[SliceCol.SCORE_SUM], row[SliceCol.SCORE_SQ] = 0.6 * (pos - neg), 0.36 * (pos + neg)
+        return row
+
+    # The new classifier calls many neutral posts negative: a drop, by share and by score.
+    slices = np.array([noisy(0.45, 0.3) if first + i * step >= switch else noisy(0.2, 0.3) for i in range(36 * 60)])
+    boundary = list(range(34 * 3600, 35 * 3600 + 1, step))
+    _, unclipped = judge_series("all", {}, slices, first, boundary, 0.0, replace(config, for_s=0), "now")
+    assert {r.kind for r in unclipped if r.state == "firing"} & {"sentiment_drop", "sentiment_surge"}
+    _, clipped = judge_series("all", {}, slices, first, boundary, 0.0, replace(config, for_s=0), "now", label_since=switch)
+    assert not [r for r in clipped if r.kind != "volume_spike"]
+
+
+# --- a switch on a real redis-server ----------------------------------------------------------
+
+SWITCH_H, SPIKE_H, END_H = 30, 34, 40
+
+
+def relabelled(stream: list, switch: float, seed: int = 11) -> list:
+    """The posts after `switch` as a classifier that calls most neutral posts positive or negative
+    labels them (as the shipped classifier did the keyword scorer's: docs/results/model_switch_s56.json)."""
+    rng = random.Random(seed)
+    out = []
+    for p in stream:
+        if p.created_at >= switch and p.label == "neutral" and rng.random() < 0.7:
+            p = replace(p, label=rng.choice(("positive", "negative")))
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("detector", ["sequential", "zscore"])
+def test_a_switch_fires_no_sentiment_kind_while_a_volume_spike_still_fires(redis_server, detector) -> None:
+    redis.Redis.from_url(redis_server).flushdb()
+    switch = T0 + SWITCH_H * 3600
+    scenario = Scenario(days=2, episodes=(Episode("ETH", SPIKE_H * 3600, volume=5.0),))
+    stream = relabelled([p for p in generate(scenario, seed=7) if p.created_at < T0 + END_H * 3600], switch)
+    config = replace(AlertConfig(), detector=detector)
+
+    async def go() -> list:
+        store = WindowStore.from_url(redis_server, retention_s=48 * 3600)
+        engine = AlertEngine(store, config, partitions=1, samples=0)
+        committed: list = []
+        epochs: list[Epoch] = []
+
+        async def claim_as(identity: str, first_post: float) -> None:
+            # What BatchProcessor._claim_epoch does at a worker's first batch.
+            found = claim(parse(await store.epochs()), identity, first_post // 60 * 60, NOW)
+            if found is not None:
+                raw = await store.epochs()
+                assert await store.append_epoch(found.to_json(), raw[-1] if raw else None)
+                epochs.append(found)
+
+        for i in range(0, len(stream), 200):
+            batch = stream[i:i + 200]
+            old = [p for p in batch if p.created_at < switch]
+            for part, identity in ((old, "lexicon"), ([p for p in batch if p.created_at >= switch], "smollm2+default+ngram")):
+                if not part:
+                    continue
+                await claim_as(identity, part[0].created_at)
+                items = [Scored(Post(p.id, f"${p.asset} {p.label} #{p.id}", p.created_at, (p.asset,), "forum", p.channel), p.label,
+                                SCORES[p.label]) for p in part]
+                await store.apply(items, {}, part[-1].created_at, {0: part[-1].created_at})
+                touched: dict[str, float] = {}
+                for p in part:
+                    for scope in ("all", "source:forum", f"asset:{p.asset}", f"channel:{p.channel}"):
+                        touched[scope] = max(touched.get(scope, 0.0), p.created_at)
+                committed += await engine.judge(touched)
+        assert [e.identity for e in epochs] == ["lexicon", "smollm2+default+ngram"]
+        assert epochs[1].since == switch
+        await store.close()
+        return committed
+
+    committed = asyncio.run(go())
+    firing = {(r.scope, r.kind) for r in committed if r.state == "firing"}
+    sentiment = sorted((r.scope, r.kind, r.window_end) for r in committed if r.kind != "volume_spike" and r.state == "firing")
+    assert sentiment == []
+    assert ("asset:ETH", "volume_spike") in firing
+    spikes = [epoch(r.window_end) for r in committed if (r.scope, r.kind, r.state) == ("asset:ETH", "volume_spike", "firing")]
+    assert min(spikes) >= T0 + SPIKE_H * 3600
+
+
+def test_each_worker_records_its_classifier_at_its_first_batch(redis_server, caplog) -> None:
+    """Through the batch processor: the first worker's classifier covers the history, a worker of
+    another classifier starts an epoch at its first post's bucket and says so in a warning, and an
+    old-model worker restarting during the rollout starts none."""
+    import json
+    import logging
+
+    from model.scorer import judgement_from_probs
+    from stream.batch import RawMessage
+    from stream.processor import BatchProcessor
+
+    redis.Redis.from_url(redis_server).flushdb()
+
+    async def discard(topic, records):
+        pass
+
+    shown: list[float | None] = []  # what each worker's sentinel_sentiment_judged_from_seconds says
+
+    class Metrics:
+        def observe_batch(self, outcome) -> None:
+            pass
+
+        def dead_lettered(self, reason) -> None:
+            pass
+
+        def alert(self, record) -> None:
+            pass
+
+        def sentiment_judged_from(self, at: float | None) -> None:
+            shown.append(at)
+
+    def worker(store: WindowStore, base: str, adapter: str | None, engine: AlertEngine | None = None) -> BatchProcessor:
+        return BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], store, discard, sentiment_topic="out",
+                              dlq_topic="dlq", model_base=base, model_adapter=adapter, alerts=engine, metrics=Metrics())
+
+    def post(i: int, ts: float) -> RawMessage:
+        return RawMessage(json.dumps({"id": f"p{i}", "text": "post", "created_at": ts}).encode(), "forum-posts", 0, i)
+
+    async def go() -> list[Epoch]:
+        store = WindowStore.from_url(redis_server)
+        engine = AlertEngine(store, AlertConfig(), partitions=1, samples=0)
+        for i, (base, adapter) in enumerate((("lexicon", None), ("lexicon", None), ("smollm2", "default+ngram"), ("lexicon", None))):
+            proc = worker(store, base, adapter, engine)
+            await proc.start()
+            await proc.handle([post(i, T0 + 3600 * i + 61)])
+            await proc.handle([post(10 + i, T0 + 3600 * i + 120)])  # once per worker: a second batch reads nothing
+        found = parse(await store.epochs())
+        await store.close()
+        return found
+
+    with caplog.at_level(logging.WARNING, logger="stream.processor"):
+        found = asyncio.run(go())
+    assert [(e.identity, e.since) for e in found] == [("lexicon", -math.inf), ("smollm2+default+ngram", T0 + 2 * 3600 + 60)]
+    (switch,) = [r for r in caplog.records if r.getMessage().startswith("model switch")]
+    assert switch.model == "smollm2+default+ngram" and switch.previous_model == "lexicon"
+    assert switch.sentiment_judged_from == "2026-10-01T21:01:00Z"  # 19 h after 02:01: a window and 75% of a day
+    # The metric, once per worker: none before the switch; the switch's end on the new worker and on
+    # the old-model worker that restarted during the rollout.
+    assert shown == [None, None, epoch("2026-10-01T21:01:00Z"), epoch("2026-10-01T21:01:00Z")]
