@@ -1,8 +1,12 @@
-"""A classifier rollout (docs/operations.md, "Roll out a new adapter"): the silences the runbook
-has operators set before a switch hold back every alert the measured switch raised
-(docs/results/model_switch_s56.json, bench/model_switch.py), for as long as the baselines mix the
-two models, and no volume spike; and the figures the runbook states are that run's. Pure: the
-runbook's own commands are parsed and matched as delivery matches silences."""
+"""A classifier rollout (docs/operations.md, "Roll out a new adapter"). Since session 57 the model
+epochs judge the sentiment kinds on the new classifier's buckets alone: the measured switch raised
+no record (docs/results/model_switch_s57.json) and a volume spike during the warm-up was told as
+with no switch, so the runbook's silences are needed only where a worker before session 57 judges.
+For that case, the silences the runbook has operators set before a switch hold back every alert
+the session 56 switch raised (docs/results/model_switch_s56.json, bench/model_switch.py), for as
+long as the baselines mix the two models, and no volume spike; and the figures the runbook states
+are those runs'. Pure: the runbook's own commands are parsed and matched as delivery matches
+silences."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from stream.timefmt import parse_duration
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = json.loads((ROOT / "docs/results/model_switch_s56.json").read_text())
+RUN57 = json.loads((ROOT / "docs/results/model_switch_s57.json").read_text())
 NOW = 1_000_000.0
 
 
@@ -142,3 +147,31 @@ def test_a_volume_spike_under_the_runbooks_silences_tells_the_switchs_incident()
     text = " ".join(_section().split())
     assert "a real sentiment move is recorded and shown in the console but nobody is told" not in text
     assert "`real_swing_under_silences`" in text
+
+
+def test_with_the_model_epochs_the_measured_switch_raised_nothing_and_its_volume_spike_was_told() -> None:
+    """The session 56 switch again (the same labels per model): no record where session 56 had 192,
+    and a real swing during the warm-up kept every volume record of the run with no switch, losing
+    only its sentiment drop, which the runbook must state as the price."""
+    switch, before = RUN57["switch"], RUN["switch"]
+    assert switch["labels_per_model"] == before["labels_per_model"] and before["alert_records"] == 192
+    assert switch["alert_records"] == 0 == RUN57["no_switch"]["alert_records"]
+    assert "model switch: sentiment kinds warm up" in switch["switch_log"]
+    swing = RUN57["volume_during_warm_up"]
+    volume = lambda records: [r for r in records if " volume_spike " in r]  # noqa: E731
+    assert volume(swing["switch"]["records"]) == volume(swing["no_switch"]["records"]) != []
+    assert [r for r in swing["switch"]["records"] if " volume_spike " not in r] == []
+    lost = [r for r in swing["no_switch"]["records"] if " sentiment_drop " in r]
+    assert swing["compare_alerts"]["members"]["lost"] == 5 and len(lost) == 8
+    text = " ".join(_section().split())
+    assert "0 alert records, where session 56 had 192" in text
+    assert f"the same {len(volume(swing['switch']['records'])) - 5} firing and 5 resolved records" in text
+    assert f"its sentiment drop ({len(lost)} records, 5 members with no switch) was not judged" in text
+
+
+def test_the_runbook_makes_the_silences_optional_and_says_when_they_are_needed() -> None:
+    text = " ".join(_section().split())
+    assert "So a switch needs no silences" in text
+    assert "(the silences loop, optional otherwise)" in text
+    assert "with every worker at session 57 or later it is unnecessary" in text
+    assert "tell the risk team" in text and "sentinel_sentiment_judged_from_seconds" in text
