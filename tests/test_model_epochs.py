@@ -18,7 +18,7 @@ from scenarios import T0, Episode, Scenario, generate
 from stream.alerts.engine import AlertEngine
 from stream.alerts.epochs import ROLLOUT_S, Epoch, claim, label_since, model_identity, parse, warm_until
 from stream.alerts.judging import AlertConfig, judge_series
-from stream.alerts.sequential import SeqConfig, _ring_sums, advance
+from stream.alerts.sequential import SeqConfig, _ring_sums, advance, verdicts
 from stream.contracts import Post
 from stream.store import Scored, WindowStore
 from stream.timefmt import epoch
@@ -121,6 +121,11 @@ def test_after_a_switch_the_sentiment_charts_stay_at_zero_and_volume_is_judged()
     labelled = 2938 - switch + 1
     assert state.labels_since == switch * 60 and state.base[4] == 1440
     assert state.labels == [10.0 * labelled, 4.0 * labelled, 5.0 * labelled, 100.0 * labelled, float(labelled)]
+    # What a verdict (and the console's evidence) names as the baseline share is the new labels' too,
+    # not the whole baseline's (101 bins of 20% negative among them).
+    found = verdicts(state, at=2999 * 60, step_s=60, per_window=60, config=SeqConfig(), fire_z=3.0)
+    assert found["sentiment_drop"].signal.baseline == pytest.approx((4 * labelled + 1) / (10 * labelled + 4))
+    assert found["sentiment_drop"].signal.baseline_posts == 10 * labelled
 
 
 def test_a_state_that_missed_the_switch_takes_its_label_sums_from_the_ring() -> None:

@@ -397,7 +397,7 @@ def judging_params(state: SeqState, config: SeqConfig, live: dict[str, float] | 
     incident for at most `thaw_bins` step bins, else the live one."""
     if state.frozen is not None and state.frozen_bins <= config.thaw_bins:
         return state.frozen
-    return live if live is not None else baseline_params(state.base)
+    return live if live is not None else _with_labels(baseline_params(state.base), state.labels)
 
 
 def _with_labels(live: dict[str, float], labels: Sequence[float] | None) -> dict[str, float]:
