@@ -526,7 +526,10 @@ class BatchProcessor:
                 break
             if await self.store.append_epoch(epoch.to_json(), raw[-1] if raw else None):
                 newest = epoch
-                if epochs:
+                if epochs and epoch.since == epochs[-1].since:  # a rolling update's other side: no new warm-up
+                    log.info("model epoch: a rolling update's other classifier labels under the current epoch",
+                             extra={"model": epoch.identity, "previous_model": epochs[-1].identity, "labels_since": iso(epoch.since)})
+                elif epochs:
                     self._log_switch(epochs[-1].identity, epoch)
                 break
         self.epoch_claimed = True

@@ -54,13 +54,19 @@ def test_a_switch_starts_an_epoch_at_the_first_bucket_it_labels() -> None:
 def test_a_rolling_update_that_flaps_clips_history_once_and_a_later_rollback_clips_again() -> None:
     old = Epoch("lexicon", -math.inf, NOW - 86400)
     new = Epoch("smollm2", 7_200.0, NOW)
-    # An old-model pod (re)starting during the rollout labels under the new epoch: no second reset...
-    assert claim([old, new], "lexicon", 7_260.0, NOW + 300) is None
-    # ... nor does the new model's next pod.
+    # An old-model pod (re)starting during the rollout keeps the new epoch's start: no second reset...
+    flap = claim([old, new], "lexicon", 7_260.0, NOW + 300)
+    assert flap == Epoch("lexicon", 7_200.0, NOW + 300)
+    # ... nor does the new model's next pod, nor any after it while the rollout flaps.
     assert claim([old, new], "smollm2", 7_320.0, NOW + 400) is None
+    again = claim([old, new, flap], "smollm2", 7_380.0, NOW + 500)
+    assert again == Epoch("smollm2", 7_200.0, NOW + 500)
+    assert claim([old, new, flap, again], "lexicon", 7_440.0, NOW + 600).since == 7_200.0
     # A rollback after the rollout is a switch of its own.
     back = claim([old, new], "lexicon", 90_000.0, NOW + ROLLOUT_S + 1)
     assert back == Epoch("lexicon", 90_000.0, NOW + ROLLOUT_S + 1)
+    # After a quick rollback (the flap above), the new model rolled out again later is a switch.
+    assert claim([old, new, flap], "smollm2", 95_000.0, NOW + 300 + ROLLOUT_S + 1).since == 95_000.0
     # An epoch never starts before the newest (a lagging partition's old post).
     assert claim([old, new], "third", 60.0, NOW + 10).since == 7_200.0
 
@@ -286,7 +292,9 @@ def test_each_worker_records_its_classifier_at_its_first_batch(redis_server, cap
 
     with caplog.at_level(logging.WARNING, logger="stream.processor"):
         found = asyncio.run(go())
-    assert [(e.identity, e.since) for e in found] == [("lexicon", -math.inf), ("smollm2+default+ngram", T0 + 2 * 3600 + 60)]
+    # The old-model worker restarting within the hour keeps the switch's start (a rolling update flapping).
+    assert [(e.identity, e.since) for e in found] == [("lexicon", -math.inf), ("smollm2+default+ngram", T0 + 2 * 3600 + 60),
+                                                      ("lexicon", T0 + 2 * 3600 + 60)]
     (switch,) = [r for r in caplog.records if r.getMessage().startswith("model switch")]
     assert switch.model == "smollm2+default+ngram" and switch.previous_model == "lexicon"
     assert switch.sentiment_judged_from == "2026-10-01T21:01:00Z"  # 19 h after 02:01: a window and 75% of a day

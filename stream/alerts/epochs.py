@@ -22,9 +22,8 @@ from typing import Any, Sequence
 
 # A worker of the model before the newest epoch's that starts within this long (wall clock) of that
 # epoch being recorded is the old side of a rolling update (a pod restarted, or not yet replaced):
-# it labels under the newest epoch rather than start one, so a rollout that flaps between the two
-# models for minutes clips history once, not at every restart. A rollback later than this is a
-# switch of its own and starts an epoch.
+# its epoch keeps the newest one's start, so a rollout that flaps between the two models for minutes
+# clips history once, not at every restart. A rollback later than this is a switch of its own.
 ROLLOUT_S = 3600.0
 
 
@@ -73,14 +72,16 @@ def claim(epochs: Sequence[Epoch], identity: str, first_bucket: float, now: floa
       (switch the model after the upgrade, not with it: docs/operations.md);
     - newest of another identity: a switch, since the first bucket this worker labels;
     - but the identity of the epoch before the newest, recorded less than `rollout_s` ago: the old
-      side of a rolling update, which labels under the newest (no new epoch, no second reset)."""
+      side of a rolling update. Its epoch starts where the newest does (no second reset of the
+      history), and is recorded all the same, so that the newest names the classifier that started
+      last: after a quick rollback, rolling the new one out again later is seen as a switch."""
     if not epochs:
         return Epoch(identity, float("-inf"), now)
     newest = epochs[-1]
     if newest.identity == identity:
         return None
     if len(epochs) >= 2 and epochs[-2].identity == identity and now - newest.at < rollout_s:
-        return None
+        return Epoch(identity, newest.since, now)
     return Epoch(identity, max(float(first_bucket), newest.since), now)
 
 
