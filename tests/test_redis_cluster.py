@@ -428,3 +428,33 @@ def test_a_flood_of_new_channel_names_folds_on_the_cluster(redis_cluster):
     assert counts == {"all": 12, "channel:flood-0": 2, "channel:flood-1": 1, other: 9}
     assert known == {"channel:flood-0", other}
     assert key_slot(index_key(other).encode()) == key_slot(bucket_key(other, T0).encode()) != key_slot(index_key("all").encode())
+
+
+def test_model_epochs_are_appended_once_and_read_by_judging_on_the_cluster(redis_cluster):
+    """The model epochs (stream/alerts/epochs.py) are one key, appended by a compare-and-set script
+    and read by the engine's round pipeline beside keys of other slots: both run on a cluster, and
+    of two workers starting with the same new classifier only one appends."""
+    from stream.alerts.engine import AlertEngine
+    from stream.alerts.epochs import Epoch, label_since, parse
+    from stream.alerts.judging import AlertConfig
+    from stream.keys import MODEL_EPOCHS_KEY
+    from stream.store import WindowStore
+
+    async def go() -> tuple[list[bool], list[Epoch]]:
+        client = open_redis(redis_cluster.url, cluster=True)
+        store = WindowStore(client)
+        try:
+            await client.delete(MODEL_EPOCHS_KEY)
+            first = Epoch("lexicon", float("-inf"), 1.0).to_json()
+            assert await store.append_epoch(first, None)
+            new = Epoch("smollm2+default+ngram", float(T0), 2.0).to_json()
+            raced = [await store.append_epoch(new, first), await store.append_epoch(new, first)]
+            engine = AlertEngine(store, AlertConfig(), partitions=1, samples=0)
+            await engine.judge({})  # the round's pipeline reads the newest epoch on the cluster
+            return raced, parse(await store.epochs())
+        finally:
+            await client.aclose()
+
+    raced, epochs = asyncio.run(go())
+    assert raced == [True, False]
+    assert [e.identity for e in epochs] == ["lexicon", "smollm2+default+ngram"] and label_since(epochs) == T0
