@@ -19,6 +19,11 @@ the workers' logs.
     .venv/bin/python bench/model_switch.py /tmp/ms/n-plain --stream /tmp/ms/to-d2noon.jsonl --first SENTINEL_BASE=lexicon --second SENTINEL_BASE=smollm2 --webhook
     .venv/bin/python bench/model_switch.py /tmp/ms/n-silenced --stream /tmp/ms/to-d2noon.jsonl --first SENTINEL_BASE=lexicon --second SENTINEL_BASE=smollm2 --webhook --runbook-silences
 
+    # session 57 (docs/results/model_switch_s57.json): the same commands with the model epochs, and
+    # the switch at the start of the ETH sell-off's day (a volume spike inside the warm-up)
+    head -n 2689 examples/demo-stream.jsonl > /tmp/ms57/d3-to-14h.jsonl
+    .venv/bin/python bench/model_switch.py /tmp/ms57/d3-lexicon-smollm2 --stream /tmp/ms57/d3-to-14h.jsonl --split 1944 --first SENTINEL_BASE=lexicon --second SENTINEL_BASE=smollm2
+
 --runbook-silences runs the `sentinel silence` loop of docs/operations.md ("Roll out a new adapter")
 as written, before the second worker joins. OUT/summary.json also counts each model's labels, read from `post-sentiment` (every record names its model).
 """
