@@ -301,3 +301,18 @@ def test_each_worker_records_its_classifier_at_its_first_batch(redis_server, cap
     # The metric, once per worker: none before the switch; the switch's end on the new worker and on
     # the old-model worker that restarted during the rollout.
     assert shown == [None, None, epoch("2026-10-01T21:01:00Z"), epoch("2026-10-01T21:01:00Z")]
+
+
+def test_the_blind_spot_is_on_metrics() -> None:
+    from stream.ops.prometheus import WorkerMetrics
+
+    m = WorkerMetrics()
+    def shown() -> float:
+        (line,) = [x for x in m.render().decode().splitlines() if x.startswith("sentinel_sentiment_judged_from_seconds ")]
+        return float(line.split()[1])
+
+    assert shown() == 0.0  # no switch recorded
+    m.sentiment_judged_from(float(T0 + 19 * 3600))
+    assert shown() == T0 + 19 * 3600
+    m.sentiment_judged_from(None)
+    assert shown() == 0.0
