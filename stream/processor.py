@@ -30,7 +30,7 @@ from dataclasses import replace
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 from model.scorer import Judgement, ModelGone, finite_judgement
-from stream.alerts.epochs import Epoch, claim, model_identity, parse
+from stream.alerts.epochs import REASSERT_S, Epoch, claim, first_bucket, model_identity, parse
 from stream.alerts.incidents import AlertRecord
 from stream.assets import DEFAULT_ALIASES, AliasTable
 from stream.batch import Admitted, BatchOutcome, Prepared, RawMessage, partition_lags
@@ -42,7 +42,7 @@ from stream.redis_client import retry_transient
 from stream.store import Scored, WindowStore
 from stream.timefmt import iso
 from stream.windows import (
-    CLOCK_JUMP_POSTS, LAGGING_IDLE_S, OVERFLOW_NAME, Folded, Kept, PartitionClock, ScopeBudget, bucket_start, frontier, is_late, scopes_for,
+    CLOCK_JUMP_POSTS, LAGGING_IDLE_S, OVERFLOW_NAME, Folded, Kept, PartitionClock, ScopeBudget, frontier, is_late, scopes_for,
     trim_horizon,
 )
 
@@ -168,7 +168,10 @@ class BatchProcessor:
         # The producer's max_request_size (stream.kafka.max_request_bytes): a dead letter over it is
         # cut to fit. A post-sentiment record holds no text and stays far under its 64 KiB floor.
         self.max_record_bytes = max_record_bytes
-        self.epoch_claimed = False  # this worker's classifier recorded as the newest model epoch (_claim_epoch)
+        # When (time.monotonic) this worker last checked its classifier against the newest model
+        # epoch (_claim_epoch): at its first batch, then every `epoch_reassert_s` while it labels.
+        self.epoch_checked_at: float | None = None
+        self.epoch_reassert_s = REASSERT_S
 
     async def start(self) -> None:
         stats = await self._with_redis(self.store.stats)  # Redis may be away as the agent starts
@@ -281,7 +284,7 @@ class BatchProcessor:
         async def write() -> None:
             # Windows, then judging, then the replicas: all idempotent, so a failure anywhere
             # (Redis away, a failover, replicas behind) writes the whole batch again.
-            if not self.epoch_claimed and items:
+            if items and (self.epoch_checked_at is None or time.monotonic() - self.epoch_checked_at >= self.epoch_reassert_s):
                 await self._claim_epoch(min(item.post.created_at for item in items))
             mark = time.perf_counter()
             # What judging and grouping will still read of these scopes: the write trims no further,
@@ -510,18 +513,19 @@ class BatchProcessor:
             return await self._classify(posts[:half], outcome) + await self._classify(posts[half:], outcome)
 
     async def _claim_epoch(self, first_post: float) -> None:
-        """Before this worker's first write: record its classifier as the newest model epoch if it
-        is not (stream/alerts/epochs.py), so judging weighs the sentiment kinds against the buckets
-        it labels alone. Once per worker; a compare-and-set, re-read when another worker appended
-        first (two new-model pods starting together append one epoch)."""
+        """Before this worker's first write, and every `epoch_reassert_s` after (epochs.REASSERT_S
+        says why): record its classifier as the newest model epoch if it is not
+        (stream/alerts/epochs.py), so judging weighs the sentiment kinds against the buckets it
+        labels alone. A compare-and-set, re-read when another worker appended first (two
+        new-model pods starting together append one epoch)."""
         identity = model_identity(self.model_base, self.model_adapter)
-        first_bucket = bucket_start(first_post, self.store.bucket_s)
+        start = first_bucket(first_post, await self.store.stats(), self.store.bucket_s)
         newest: Epoch | None = None
         for _ in range(3):
             raw = await self.store.epochs()
             epochs = parse(raw)
             newest = epochs[-1] if epochs else None
-            epoch = claim(epochs, identity, first_bucket, time.time())
+            epoch = claim(epochs, identity, start, time.time())
             if epoch is None:
                 break
             if await self.store.append_epoch(epoch.to_json(), raw[-1] if raw else None):
@@ -532,7 +536,7 @@ class BatchProcessor:
                 elif epochs:
                     self._log_switch(epochs[-1].identity, epoch)
                 break
-        self.epoch_claimed = True
+        self.epoch_checked_at = time.monotonic()
         # Every worker, not only the one that recorded the switch, shows when the blind spot ends.
         self.metrics.sentiment_judged_from(self._warm_until(newest.since) if newest is not None else None)
 

@@ -16,7 +16,7 @@ import redis
 
 from scenarios import T0, Episode, Scenario, generate
 from stream.alerts.engine import AlertEngine
-from stream.alerts.epochs import ROLLOUT_S, Epoch, claim, label_since, model_identity, parse, warm_until
+from stream.alerts.epochs import REASSERT_S, ROLLOUT_S, Epoch, claim, first_bucket, label_since, model_identity, parse, warm_until
 from stream.alerts.judging import AlertConfig, judge_series
 from stream.alerts.sequential import SeqConfig, _ring_sums, advance, verdicts
 from stream.contracts import Post
@@ -69,6 +69,66 @@ def test_a_rolling_update_that_flaps_clips_history_once_and_a_later_rollback_cli
     assert claim([old, new, flap], "smollm2", 95_000.0, NOW + 300 + ROLLOUT_S + 1).since == 95_000.0
     # An epoch never starts before the newest (a lagging partition's old post).
     assert claim([old, new], "third", 60.0, NOW + 10).since == 7_200.0
+
+
+def _fleet(checks: list[tuple[float, str]]) -> list[Epoch]:
+    """Workers checking their classifier against the newest epoch (claim) at these wall times, in
+    order; event time keeps up with the wall clock."""
+    epochs: list[Epoch] = []
+    for at, identity in sorted(checks):
+        found = claim(epochs, identity, at // 60 * 60, at)
+        if found is not None:
+            epochs.append(found)
+    return epochs
+
+
+def _running(identity: str, start: float, stop: float, every: float | None = REASSERT_S) -> list[tuple[float, str]]:
+    """A worker's checks: at its first batch, then every `every` (None: the first batch alone) while it labels."""
+    if every is None:
+        return [(start, identity)]
+    return [(start + k * every, identity) for k in range(int((stop - start) // every) + 1)]
+
+
+def test_a_canary_removed_and_rolled_out_later_clips_history_once_each_and_the_newest_names_a_running_model() -> None:
+    """A fleet of the old model, a canary of the new one for six hours (an old pod restarting two
+    hours in), then, two days later, the new model rolled out to all. Checked at the first batch
+    alone the newest epoch went on naming the canary's model after it was removed, and the rollout
+    two days later recorded nothing: the sentiment kinds were judged on the old model's baseline
+    against the new one's labels (session 56's market-wide incident), with no warning. An old pod
+    restarting more than an hour into the canary clipped history a second time."""
+    old, new = "lexicon", "smollm2+default+ngram"
+    first = Epoch(old, -math.inf, NOW - 86400)
+    canary = NOW - NOW % 60
+    rollout, end = canary + 2 * 86400, canary + 3 * 86400
+
+    def fleet(every: float | None, restart: bool) -> list[Epoch]:
+        checks = _running(old, canary - 3600, rollout + 600, every) + _running(old, canary - 3600, rollout + 600, every)
+        if restart:  # an old pod restarted two hours into the canary
+            checks += _running(old, canary + 2 * 3600, rollout + 600, every)
+        checks += _running(new, canary, canary + 6 * 3600, every)  # the canary, removed six hours on
+        checks += _running(new, rollout, end, every) + _running(new, rollout + 300, end, every)
+        return _fleet([(first.at, old)] + checks)
+
+    # Checked at the first batch alone: the rollout recorded nothing...
+    assert [e.since for e in fleet(None, restart=False)[1:]] == [canary]
+    # ... or an old pod's restart clipped history a second time during the canary.
+    assert [e.since for e in fleet(None, restart=True)[1:]] == [canary, canary + 2 * 3600, rollout]
+
+    for restart in (False, True):
+        epochs = fleet(REASSERT_S, restart)
+        assert sorted({e.since for e in epochs[1:]}) == [canary, rollout]  # once for the canary, once for the rollout
+        between = [e for e in epochs if e.at < rollout]
+        assert between[-1].identity == old  # the canary gone, the newest names the model that runs
+        assert epochs[-1].identity == new and label_since(epochs) == rollout
+
+
+def test_a_switch_never_starts_before_what_the_partitions_have_written() -> None:
+    """A worker of the new model whose first batch is a lagging partition's (or a replay's)
+    hours-old posts: the buckets since then hold the old model's labels on every other partition."""
+    stats = {"pwm:0": NOW, "pwm:1": NOW - 5 * 3600, "pseen:0": NOW, "processed": 10.0}
+    assert first_bucket(NOW - 5 * 3600 + 7, stats, 60) == NOW // 60 * 60
+    assert first_bucket(NOW + 61, stats, 60) == (NOW + 61) // 60 * 60  # a worker ahead of all: its own post
+    assert first_bucket(NOW - 100, {}, 60) == (NOW - 100) // 60 * 60  # nothing written yet
 
 
 def test_the_sentiment_kinds_wait_a_window_and_three_quarters_of_a_baseline() -> None:
@@ -301,6 +361,57 @@ def test_each_worker_records_its_classifier_at_its_first_batch(redis_server, cap
     # The metric, once per worker: none before the switch; the switch's end on the new worker and on
     # the old-model worker that restarted during the rollout.
     assert shown == [None, None, epoch("2026-10-01T21:01:00Z"), epoch("2026-10-01T21:01:00Z")]
+
+
+def test_a_worker_checks_its_classifier_again_and_a_switch_starts_after_what_is_written(redis_server) -> None:
+    """Through the batch processor. A new-model worker whose first batch is a lagging partition's
+    five-hour-old posts starts the epoch where the old model's worker had written to, not at its
+    own old posts. An old-model pod restarting during the rollout records itself as the newest;
+    the new-model worker, checking again while it labels, records itself back, so the newest epoch
+    names the model that runs (checked at its first batch alone, it named the old one for good)."""
+    import json
+
+    from model.scorer import judgement_from_probs
+    from stream.batch import RawMessage
+    from stream.processor import BatchProcessor
+
+    redis.Redis.from_url(redis_server).flushdb()
+
+    async def discard(topic, records):
+        pass
+
+    def worker(store: WindowStore, base: str, adapter: str | None) -> BatchProcessor:
+        return BatchProcessor(lambda texts: [judgement_from_probs([0.1, 0.8, 0.1]) for _ in texts], store, discard, sentiment_topic="out",
+                              dlq_topic="dlq", model_base=base, model_adapter=adapter)
+
+    def post(i: int, ts: float, partition: int) -> RawMessage:
+        return RawMessage(json.dumps({"id": f"p{i}", "text": "post", "created_at": ts}).encode(), "forum-posts", partition, i)
+
+    async def go() -> list[list[Epoch]]:
+        store = WindowStore.from_url(redis_server)
+        seen = []
+        old = worker(store, "lexicon", None)
+        await old.start()
+        await old.handle([post(i, T0 + 6 * 3600 - 60 + i, 0) for i in range(50)])
+        assert (await store.stats())["pwm:0"] >= T0 + 6 * 3600 - 20  # partition 0 is written to the sixth hour
+        new = worker(store, "smollm2", "default+ngram")
+        await new.start()
+        await new.handle([post(100, T0 + 3600 + 5, 1)])  # partition 1, five hours behind
+        seen.append(parse(await store.epochs()))
+        restarted = worker(store, "lexicon", None)
+        await restarted.start()
+        await restarted.handle([post(101, T0 + 6 * 3600 + 65, 0)])
+        seen.append(parse(await store.epochs()))
+        new.epoch_reassert_s = 0.0  # its next check is due
+        await new.handle([post(102, T0 + 3600 + 65, 1)])
+        seen.append(parse(await store.epochs()))
+        await store.close()
+        return seen
+
+    switched, flapped, rechecked = asyncio.run(go())
+    assert [(e.identity, e.since) for e in switched] == [("lexicon", -math.inf), ("smollm2+default+ngram", T0 + 6 * 3600 - 60)]
+    assert flapped[-1].identity == "lexicon" and flapped[-1].since == T0 + 6 * 3600 - 60  # the rollout flaps: no second reset
+    assert rechecked[-1].identity == "smollm2+default+ngram" and label_since(rechecked) == T0 + 6 * 3600 - 60
 
 
 def test_the_blind_spot_is_on_metrics() -> None:

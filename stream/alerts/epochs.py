@@ -7,8 +7,8 @@ min after the switch), because a baseline of the old model's labels is no baseli
 one's. The posts themselves do not change: volume keeps its whole history.
 
 The epochs are a list, oldest first, in one Redis key (keys.MODEL_EPOCHS_KEY): each the identity of
-a classifier and the start of the first bucket it labelled. A worker appends one at its first batch
-when its identity differs from the newest (`claim`); judging clips the sentiment kinds' history to
+a classifier and the start of the first bucket it labelled. A worker appends one at its first batch,
+and at each check after (REASSERT_S), when its identity differs from the newest (`claim`); judging clips the sentiment kinds' history to
 the newest epoch's start (`label_since`), and the coverage rule (min_baseline_coverage) keeps them
 unjudged until the new classifier has labelled enough of a baseline (`warm_until`).
 """
@@ -18,13 +18,24 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
+
+from stream.windows import bucket_start
 
 # A worker of the model before the newest epoch's that starts within this long (wall clock) of that
 # epoch being recorded is the old side of a rolling update (a pod restarted, or not yet replaced):
 # its epoch keeps the newest one's start, so a rollout that flaps between the two models for minutes
 # clips history once, not at every restart. A rollback later than this is a switch of its own.
 ROLLOUT_S = 3600.0
+
+# A worker checks its classifier against the newest epoch at its first batch and again this often
+# (wall clock) while it labels, so that the newest epoch names a classifier that runs: while two
+# models label side by side (a rollout, a canary) the newest alternates between them, each record
+# well within ROLLOUT_S of the one before, so history is clipped once however long they share; and
+# once one side is gone the other is the newest within this long. Checked only at the first batch,
+# the newest could name a model no worker ran any more (an old pod restarted during the rollout,
+# a canary removed), and a later switch to it went unrecorded.
+REASSERT_S = ROLLOUT_S / 4
 
 
 @dataclass(frozen=True)
@@ -59,22 +70,32 @@ def model_identity(base: str, adapter: str | None) -> str:
     return f"{base}+{adapter}" if adapter else base
 
 
+def first_bucket(first_post: float, stats: Mapping[str, float], bucket_s: int) -> float:
+    """Where a switch starts: the bucket of the batch's earliest post, but never before the newest
+    post any partition has written (pwm:<p> in the stats hash): a bucket before that holds the
+    labels other workers (the old model's) wrote there, and a worker that reads a lagging
+    partition, or a replay's old posts, must not count those as its own."""
+    written = max((v for k, v in stats.items() if k.startswith("pwm:")), default=float("-inf"))
+    return float(bucket_start(max(first_post, written), bucket_s))
+
+
 def parse(raw: Sequence[str | bytes]) -> list[Epoch]:
     return [epoch for epoch in (Epoch.from_json(r) for r in raw) if epoch is not None]
 
 
 def claim(epochs: Sequence[Epoch], identity: str, first_bucket: float, now: float, rollout_s: float = ROLLOUT_S) -> Epoch | None:
-    """The epoch a worker labelling with `identity` must append before its first batch (whose
-    earliest post is in the bucket starting `first_bucket`), or None where the newest one is its own.
+    """The epoch a worker labelling with `identity` must append before its first batch, or at a
+    check after (REASSERT_S), whose earliest post is in the bucket starting `first_bucket`,, or None where the newest one is its own.
 
     - no epoch yet: the first covers the whole history (since -inf): a fresh Redis, a replay, or
       the first start of this version on data labelled before it, which is taken to be this model's
       (switch the model after the upgrade, not with it: docs/operations.md);
     - newest of another identity: a switch, since the first bucket this worker labels;
-    - but the identity of the epoch before the newest, recorded less than `rollout_s` ago: the old
-      side of a rolling update. Its epoch starts where the newest does (no second reset of the
-      history), and is recorded all the same, so that the newest names the classifier that started
-      last: after a quick rollback, rolling the new one out again later is seen as a switch."""
+    - but the identity of the epoch before the newest, recorded less than `rollout_s` ago: the
+      other side of a rolling update or a canary. Its epoch starts where the newest does (no second
+      reset of the history), and is recorded all the same, so that the newest names a classifier
+      that runs (the two alternate while both label): once one side is gone, switching to it
+      again is seen as a switch."""
     if not epochs:
         return Epoch(identity, float("-inf"), now)
     newest = epochs[-1]

@@ -185,8 +185,8 @@ class WorkerMetrics:
         # After a classifier switch (stream/alerts/epochs.py) drop and surge wait for the new
         # classifier's baseline: the event time they are judged from again (0: no switch recorded).
         self.judged_from = Gauge("sentinel_sentiment_judged_from_seconds", "Event time (Unix seconds) from which sentiment_drop and "
-                                 "sentiment_surge are judged again after the newest classifier switch this worker saw at its first "
-                                 "batch; 0: none recorded", registry=r)
+                                 "sentiment_surge are judged again after the newest classifier switch this worker saw when it last "
+                                 "checked (its first batch, then every quarter hour); 0: none recorded", registry=r)
         self.model = Gauge("sentinel_model_info", "The loaded classifier (always 1)", ["base", "adapter", "device", "quantize", "dtype"], registry=r)
         self.loop_lag = Gauge("sentinel_event_loop_lag_seconds", "How late the last event-loop heartbeat woke up", registry=r)
         self.dependency_up = Gauge("sentinel_dependency_up", "1 if the dependency answered the worker's last probe, else 0", ["dependency"], registry=r)
