@@ -232,6 +232,43 @@ def test_the_window_detector_judges_sentiment_on_the_new_labels_alone() -> None:
     assert not [r for r in clipped if r.kind != "volume_spike"]
 
 
+@pytest.mark.parametrize("detector", ["sequential", "zscore"])
+def test_a_window_that_ends_before_the_switch_is_judged_on_the_old_labels(detector: str) -> None:
+    """Judging lags the newest posts (the grace, a lagging partition), so when a switch is recorded
+    the boundaries it catches up on are before it: their windows hold the old classifier's labels
+    alone. Judged with the switch's clip, a real drop there went unjudged (nothing fired), and a
+    drop already firing resolved at a boundary before the switch."""
+    from stream.alerts.judging import judge_sequential
+
+    config = replace(AlertConfig(), detector=detector, for_s=0)
+    rng = np.random.default_rng(5)
+
+    def noisy(share_neg: float, share_pos: float) -> np.ndarray:
+        n = int(rng.integers(8, 13))
+        neg = int(rng.binomial(n, share_neg))
+        row = _bin(n, neg, pos := int(rng.binomial(n - neg, share_pos / (1 - share_neg))))
+        row[SliceCol.NEUTRAL] = n - neg - pos
+        row[SliceCol.SCORE_SUM], row[SliceCol.SCORE_SQ] = 0.6 * (pos - neg), 0.36 * (pos + neg)
+        return row
+
+    drop, switch = 28 * 3600, 31 * 3600  # a real drop from hour 28; the classifier switched at hour 31
+    slices = np.array([noisy(0.5, 0.15) if i * 60 >= drop else noisy(0.2, 0.3) for i in range(36 * 60)])
+    before = list(range(drop + 60, switch + 1, 60))  # every window ends by the switch
+
+    def judge(since: float) -> list:
+        if detector == "zscore":
+            return judge_series("all", {}, slices, 0, before, 0.0, config, "now", label_since=since)[1]
+        bin_at = lambda start: slices[start // 60] if 0 <= start // 60 < len(slices) else None  # noqa: E731
+        return judge_sequential("all", {}, None, bin_at, before, config, "now", label_since=since)[2]
+
+    def sentiment(records: list) -> list:
+        return [(r.kind, r.state, r.window_end) for r in records if r.kind != "volume_spike"]
+
+    unclipped = sentiment(judge(-math.inf))
+    assert ("sentiment_drop", "firing") in {(k, s) for k, s, _ in unclipped}
+    assert sentiment(judge(switch)) == unclipped
+
+
 # --- a switch on a real redis-server ----------------------------------------------------------
 
 SWITCH_H, SPIKE_H, END_H = 30, 34, 40

@@ -163,8 +163,11 @@ def judge_series(
         known = (first + los * config.step_s + config.step_s > history_start) & (los >= 0)
         bins = sums[his[known]] - sums[los[known]]
         judged: dict[str, Signal] = dict(signals(current, bins, th, expected_bins=config.bins).items())  # keyed by Kind, read as str
-        if math.isfinite(label_since):
+        if math.isfinite(label_since) and boundary > label_since:
             # A bin that straddles the switch holds both classifiers' labels: only whole bins count.
+            # A window that ends by the switch holds the old classifier's labels alone, and is
+            # judged as they were (judging lags the newest posts, by the grace at least: the
+            # boundaries it catches up on when the switch is recorded are mostly before it).
             labelled = known & (first + los * config.step_s >= label_since)
             clipped = signals(current, sums[his[labelled]] - sums[los[labelled]], th, expected_bins=config.bins)
             judged.update({kind: clipped[kind] for kind in SENTIMENT_KINDS})
@@ -271,6 +274,8 @@ def judge_sequential(
     records: list[AlertRecord] = []
     empty = np.zeros(len(SLICE_FIELDS))
     for boundary in boundaries_:
+        # As in judge_series: a window that ends by the switch is the old classifier's alone.
+        clip = label_since if boundary > label_since else float("-inf")
         new_start = boundary - step_s
         entering = new_start - config.window_s
         leaving = bin_at(entering - config.baseline_s)
@@ -278,13 +283,13 @@ def judge_sequential(
             state, leaving = SeqState.fresh(boundary), None
             for start in range(entering - config.baseline_s + step_s, entering, step_s):
                 state = advance(state, empty, bin_at(start), None, at=boundary, baseline_bins=base_bins,
-                                config=seq, frozen=False, min_coverage=2.0, step_s=step_s, label_since=label_since,
+                                config=seq, frozen=False, min_coverage=2.0, step_s=step_s, label_since=clip,
                                 entering_start=start)
         is_open = any(not inc.pending for inc in incidents.values())
         new = bin_at(new_start)
         state = advance(state, new if new is not None else empty, bin_at(entering), leaving,
                         at=boundary, baseline_bins=base_bins, config=seq, frozen=is_open,
-                        min_coverage=th.min_baseline_coverage, step_s=step_s, label_since=label_since,
+                        min_coverage=th.min_baseline_coverage, step_s=step_s, label_since=clip,
                         entering_start=entering)
         if not incidents and quiet(state, seq, th.fire_z):
             continue
