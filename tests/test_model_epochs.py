@@ -269,6 +269,38 @@ def test_a_window_that_ends_before_the_switch_is_judged_on_the_old_labels(detect
     assert sentiment(judge(switch)) == unclipped
 
 
+def test_a_sentiment_incident_open_at_the_switch_is_told_resolved_though_the_move_goes_on_and_the_runbook_says_so() -> None:
+    """The drop goes on past the switch, but it is no longer judged: the incident resolves at the
+    first boundary past the switch (a [RESOLVED] notice, against the new classifier's baseline of no
+    bins). Not an all-clear, which the docs and the runbook must say to the risk team."""
+    from pathlib import Path
+
+    config = replace(AlertConfig(), detector="zscore", for_s=0)
+    rng = np.random.default_rng(3)
+
+    def noisy(share_neg: float, share_pos: float) -> np.ndarray:
+        n = int(rng.integers(8, 13))
+        neg = int(rng.binomial(n, share_neg))
+        row = _bin(n, neg, pos := int(rng.binomial(n - neg, share_pos / (1 - share_neg))))
+        row[SliceCol.NEUTRAL] = n - neg - pos
+        row[SliceCol.SCORE_SUM], row[SliceCol.SCORE_SQ] = 0.6 * (pos - neg), 0.36 * (pos + neg)
+        return row
+
+    drop, switch = 28 * 3600, 30 * 3600
+    slices = np.array([noisy(0.5, 0.15) if drop <= i * 60 < 36 * 3600 else noisy(0.2, 0.3) for i in range(37 * 60)])
+    opened, _ = judge_series("all", {}, slices, 0, list(range(drop + 3600, switch + 1, 60)), 0.0, config, "now", label_since=switch)
+    assert not opened["sentiment_drop"].pending
+    _, after = judge_series("all", opened, slices, 0, list(range(switch + 60, switch + 3601, 60)), 0.0, config, "now", label_since=switch)
+    (resolved,) = [r for r in after if r.kind == "sentiment_drop"]
+    assert (resolved.state, epoch(resolved.window_end)) == ("resolved", switch + 60)
+    assert resolved.value > 0.45 and resolved.baseline == 0.0  # the drop goes on; no baseline measured it
+    root = Path(__file__).resolve().parents[1]
+    alerts = " ".join((root / "docs/alerts.md").read_text(encoding="utf-8").split())
+    runbook = " ".join((root / "docs/operations.md").read_text(encoding="utf-8").split())
+    assert "It stopped being judged; it was not judged over." in alerts
+    assert "that notice is no all-clear" in runbook
+
+
 # --- a switch on a real redis-server ----------------------------------------------------------
 
 SWITCH_H, SPIKE_H, END_H = 30, 34, 40
