@@ -519,7 +519,7 @@ class BatchProcessor:
         labels alone. A compare-and-set, re-read when another worker appended first (two
         new-model pods starting together append one epoch)."""
         identity = model_identity(self.model_base, self.model_adapter)
-        start = first_bucket(first_post, await self.store.stats(), self.store.bucket_s)
+        start = first_bucket(first_post, await self.store.stats(), self.store.bucket_s, time.time())
         newest: Epoch | None = None
         for _ in range(3):
             raw = await self.store.epochs()

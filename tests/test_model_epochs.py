@@ -126,9 +126,16 @@ def test_a_switch_never_starts_before_what_the_partitions_have_written() -> None
     """A worker of the new model whose first batch is a lagging partition's (or a replay's)
     hours-old posts: the buckets since then hold the old model's labels on every other partition."""
     stats = {"pwm:0": NOW, "pwm:1": NOW - 5 * 3600, "pseen:0": NOW, "processed": 10.0}
-    assert first_bucket(NOW - 5 * 3600 + 7, stats, 60) == NOW // 60 * 60
-    assert first_bucket(NOW + 61, stats, 60) == (NOW + 61) // 60 * 60  # a worker ahead of all: its own post
-    assert first_bucket(NOW - 100, {}, 60) == (NOW - 100) // 60 * 60  # nothing written yet
+    assert first_bucket(NOW - 5 * 3600 + 7, stats, 60, NOW + 30) == NOW // 60 * 60
+    assert first_bucket(NOW + 61, stats, 60, NOW + 90) == (NOW + 61) // 60 * 60  # a worker ahead of all: its own post
+    assert first_bucket(NOW - 100, {}, 60, NOW) == (NOW - 100) // 60 * 60  # nothing written yet
+
+
+def test_a_switch_never_starts_after_the_wall_clock() -> None:
+    """A new-model worker whose first batch is one source's posts stamped five hours ahead (let in
+    up to a day: SENTINEL_MAX_FUTURE; counted as `ahead`)."""
+    stats = {"pwm:0": NOW - 20}
+    assert first_bucket(NOW + 5 * 3600, stats, 60, NOW) == NOW // 60 * 60
 
 
 def test_the_sentiment_kinds_wait_a_window_and_three_quarters_of_a_baseline() -> None:

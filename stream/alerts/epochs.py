@@ -70,13 +70,16 @@ def model_identity(base: str, adapter: str | None) -> str:
     return f"{base}+{adapter}" if adapter else base
 
 
-def first_bucket(first_post: float, stats: Mapping[str, float], bucket_s: int) -> float:
+def first_bucket(first_post: float, stats: Mapping[str, float], bucket_s: int, now: float) -> float:
     """Where a switch starts: the bucket of the batch's earliest post, but never before the newest
     post any partition has written (pwm:<p> in the stats hash): a bucket before that holds the
     labels other workers (the old model's) wrote there, and a worker that reads a lagging
-    partition, or a replay's old posts, must not count those as its own."""
+    partition, or a replay's old posts, must not count those as its own. Nor after `now` (wall
+    clock): a first batch of one source stamping hours ahead (SENTINEL_MAX_AHEAD lets such posts
+    in) would leave the new classifier's labels until then out of its baseline and the sentiment
+    kinds blind that much longer."""
     written = max((v for k, v in stats.items() if k.startswith("pwm:")), default=float("-inf"))
-    return float(bucket_start(max(first_post, written), bucket_s))
+    return float(bucket_start(min(max(first_post, written), now), bucket_s))
 
 
 def parse(raw: Sequence[str | bytes]) -> list[Epoch]:
