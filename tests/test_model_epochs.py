@@ -36,6 +36,16 @@ def test_the_identity_is_what_each_record_names_its_model_by() -> None:
     assert model_identity("smollm2", "default") != model_identity("smollm2", "default+ngram")  # the head changes labels
 
 
+def test_the_docs_claim_no_unmeasured_label_shares_for_what_the_identity_leaves_out() -> None:
+    """Quantisation, device and dtype are left out of the identity; only bf16's batch shapes were
+    measured (docs/benchmarks.md), so the docs must not say 4-bit moves labels at the margin only."""
+    from pathlib import Path
+
+    text = " ".join((Path(__file__).resolve().parents[1] / "docs/alerts.md").read_text(encoding="utf-8").split())
+    assert "(they move a label at the margin, not the shares," not in text
+    assert "8-bit or 4-bit quantisation against full precision, and a GPU's kernels against a CPU's, are not measured" in text
+
+
 def test_the_first_epoch_covers_the_history_and_a_worker_of_the_newest_model_appends_none() -> None:
     first = claim([], "lexicon", 600.0, NOW)
     assert first is not None and first.since == -math.inf

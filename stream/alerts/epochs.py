@@ -64,9 +64,10 @@ class Epoch:
 def model_identity(base: str, adapter: str | None) -> str:
     """What decides the labels: the base model and the adapter, whose name carries the n-gram head's
     tag (`+ngram`, `+ngram-<sha>`: model/fusion.py), exactly as every post-sentiment record names
-    its model. Device, dtype, quantisation and the token limit are left out: they move a label at
-    the margin, not the label shares, and a move from CPU to GPU (bf16) must not blind the
-    sentiment kinds for a day."""
+    its model. Device, dtype, quantisation and the token limit are left out, so that a move from
+    CPU to GPU does not blind the sentiment kinds for a day; that they move labels at the margin
+    alone is measured for bf16's batch shapes only (docs/benchmarks.md), not for 8-bit or 4-bit
+    quantisation (docs/alerts.md says what an operator checks first)."""
     return f"{base}+{adapter}" if adapter else base
 
 
