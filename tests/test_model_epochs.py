@@ -132,6 +132,24 @@ def test_a_canary_removed_and_rolled_out_later_clips_history_once_each_and_the_n
         assert epochs[-1].identity == new and label_since(epochs) == rollout
 
 
+def test_a_new_pod_restarting_hours_after_a_flapping_rollout_does_not_clip_history_again() -> None:
+    """The rollout's old pod restarted ten minutes in (recorded with the switch's start), then the
+    old pods went; a new pod restarting three hours later found the old model newest and, checked
+    at the first batch alone, clipped history a second time (19 h more of warm-up)."""
+    old, new = "lexicon", "smollm2+default+ngram"
+    first = Epoch(old, -math.inf, NOW - 86400)
+    switch = NOW - NOW % 60
+
+    def fleet(every: float | None) -> list[Epoch]:
+        checks = _running(old, switch - 3600, switch + 1200, every) + _running(old, switch + 600, switch + 1200, every)
+        checks += _running(new, switch, switch + 6 * 3600, every) + _running(new, switch + 3 * 3600, switch + 6 * 3600, every)
+        return _fleet([(first.at, old)] + checks)
+
+    assert [e.since for e in fleet(None)[1:]] == [switch, switch, switch + 3 * 3600]
+    epochs = fleet(REASSERT_S)
+    assert {e.since for e in epochs[1:]} == {switch} and epochs[-1].identity == new
+
+
 def test_a_switch_never_starts_before_what_the_partitions_have_written() -> None:
     """A worker of the new model whose first batch is a lagging partition's (or a replay's)
     hours-old posts: the buckets since then hold the old model's labels on every other partition."""
