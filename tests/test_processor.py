@@ -828,6 +828,9 @@ def test_a_flood_of_new_channel_names_folds_past_the_budget_and_counts_every_pos
         def alert(self, record):
             pass
 
+        def sentiment_judged_from(self, at):
+            pass
+
     def post(i: int, channel: str, ts: float) -> RawMessage:
         value = {"id": f"p{i}", "text": "gm", "created_at": ts, "channel": channel, "source": "forum"}
         return RawMessage(json.dumps(value).encode(), "forum-posts", 0, i)
