@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,14 @@ def test_a_stopped_runs_log_is_kept_where_it_warned_before_the_stop():
     assert not worth_keeping([KeyValueFormatter().format(at(logging.INFO, "post", text="x\n2026-01-01T00:00:00 WARNING y"))])
 
 
+def _formatted_line(formatter: logging.Formatter, level: int, msg: str, name: str, **extra: object) -> str:
+    """One log line as `formatter` writes it, `extra` as the record's fields."""
+    rec = logging.LogRecord(name, level, __file__, 1, msg, (), None)
+    for key, value in extra.items():
+        setattr(rec, key, value)
+    return formatter.format(rec) + "\n"
+
+
 def test_a_stopped_runs_log_is_not_kept_for_a_post_dead_lettered_before_the_stop():
     """A line of the input that is no post logs `dead-lettered` at WARNING (the demo stream has
     two): a notice of the input's own fault, which a finished run's summary names, not why a run
@@ -106,11 +115,7 @@ def test_a_stopped_runs_log_is_not_kept_for_a_post_dead_lettered_before_the_stop
     from stream.logs import DEAD_LETTER_CUT, DEAD_LETTERED, DEAD_LETTERS_HELD
 
     for formatter in (KeyValueFormatter(), JsonFormatter()):
-        def line(level: int, msg: str, name: str, formatter: logging.Formatter = formatter, **extra) -> str:
-            rec = logging.LogRecord(name, level, __file__, 1, msg, (), None)
-            for key, value in extra.items():
-                setattr(rec, key, value)
-            return formatter.format(rec) + "\n"
+        line = partial(_formatted_line, formatter)
 
         calm = line(logging.INFO, "partitions assigned", "stream.worker", partitions=[0, 1])
         bad = line(logging.WARNING, DEAD_LETTERED, "stream.processor", reason="invalid_json", post_id=None, partition=0, offset=1000)
@@ -134,11 +139,7 @@ def test_a_stopped_runs_log_is_not_kept_for_an_alert_service_in_clear_text():
     from stream.logs import CLEARTEXT_SERVICE
 
     for formatter in (KeyValueFormatter(), JsonFormatter()):
-        def line(level: int, msg: str, name: str, formatter: logging.Formatter = formatter, **extra) -> str:
-            rec = logging.LogRecord(name, level, __file__, 1, msg, (), None)
-            for key, value in extra.items():
-                setattr(rec, key, value)
-            return formatter.format(rec) + "\n"
+        line = partial(_formatted_line, formatter)
 
         clear = line(logging.WARNING, CLEARTEXT_SERVICE, "stream.worker", service="json://relay.internal/hook: a webhook over plain http")
         stopping = line(logging.INFO, "shutting down", "stream.worker", grace_s=45.0, batch_in_flight=False)

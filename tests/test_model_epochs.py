@@ -9,6 +9,7 @@ import asyncio
 import math
 import random
 from dataclasses import replace
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -179,6 +180,20 @@ def _bin(n: int, neg: int, pos: int) -> np.ndarray:
     return row
 
 
+def _noisy_bins(rng: np.random.Generator) -> Callable[[float, float], np.ndarray]:
+    """A bin of 8-12 posts drawn with these negative and positive shares, scores to match."""
+
+    def noisy(share_neg: float, share_pos: float) -> np.ndarray:
+        n = int(rng.integers(8, 13))
+        neg = int(rng.binomial(n, share_neg))
+        row = _bin(n, neg, pos := int(rng.binomial(n - neg, share_pos / (1 - share_neg))))
+        row[SliceCol.NEUTRAL] = n - neg - pos
+        row[SliceCol.SCORE_SUM], row[SliceCol.SCORE_SQ] = 0.6 * (pos - neg), 0.36 * (pos + neg)
+        return row
+
+    return noisy
+
+
 def _run(switch_at: int, clip: bool, bins: int = 3000) -> tuple[list[float], list[int], object]:
     """Step bins of 10 posts, 2 negative / 3 positive before `switch_at` (the bin's start, in steps)
     and 4 / 5 after it (a classifier that calls far fewer posts neutral); a baseline of 1440 steps
@@ -250,13 +265,7 @@ def test_the_window_detector_judges_sentiment_on_the_new_labels_alone() -> None:
     switch = 30 * 3600
     rng = np.random.default_rng(3)
 
-    def noisy(share_neg: float, share_pos: float) -> np.ndarray:
-        n = int(rng.integers(8, 13))
-        neg = int(rng.binomial(n, share_neg))
-        row = _bin(n, neg, pos := int(rng.binomial(n - neg, share_pos / (1 - share_neg))))
-        row[SliceCol.NEUTRAL] = n - neg - pos
-        row[SliceCol.SCORE_SUM], row[SliceCol.SCORE_SQ] = 0.6 * (pos - neg), 0.36 * (pos + neg)
-        return row
+    noisy = _noisy_bins(rng)
 
     # The new classifier calls many neutral posts negative: a drop, by share and by score.
     slices = np.array([noisy(0.45, 0.3) if first + i * step >= switch else noisy(0.2, 0.3) for i in range(36 * 60)])
@@ -278,13 +287,7 @@ def test_a_window_that_ends_before_the_switch_is_judged_on_the_old_labels(detect
     config = replace(AlertConfig(), detector=detector, for_s=0)
     rng = np.random.default_rng(5)
 
-    def noisy(share_neg: float, share_pos: float) -> np.ndarray:
-        n = int(rng.integers(8, 13))
-        neg = int(rng.binomial(n, share_neg))
-        row = _bin(n, neg, pos := int(rng.binomial(n - neg, share_pos / (1 - share_neg))))
-        row[SliceCol.NEUTRAL] = n - neg - pos
-        row[SliceCol.SCORE_SUM], row[SliceCol.SCORE_SQ] = 0.6 * (pos - neg), 0.36 * (pos + neg)
-        return row
+    noisy = _noisy_bins(rng)
 
     drop, switch = 28 * 3600, 31 * 3600  # a real drop from hour 28; the classifier switched at hour 31
     slices = np.array([noisy(0.5, 0.15) if i * 60 >= drop else noisy(0.2, 0.3) for i in range(36 * 60)])
@@ -313,13 +316,7 @@ def test_a_sentiment_incident_open_at_the_switch_is_told_resolved_though_the_mov
     config = replace(AlertConfig(), detector="zscore", for_s=0)
     rng = np.random.default_rng(3)
 
-    def noisy(share_neg: float, share_pos: float) -> np.ndarray:
-        n = int(rng.integers(8, 13))
-        neg = int(rng.binomial(n, share_neg))
-        row = _bin(n, neg, pos := int(rng.binomial(n - neg, share_pos / (1 - share_neg))))
-        row[SliceCol.NEUTRAL] = n - neg - pos
-        row[SliceCol.SCORE_SUM], row[SliceCol.SCORE_SQ] = 0.6 * (pos - neg), 0.36 * (pos + neg)
-        return row
+    noisy = _noisy_bins(rng)
 
     drop, switch = 28 * 3600, 30 * 3600
     slices = np.array([noisy(0.5, 0.15) if drop <= i * 60 < 36 * 3600 else noisy(0.2, 0.3) for i in range(37 * 60)])

@@ -800,6 +800,12 @@ def test_a_flood_of_bad_messages_logs_a_few_lines_and_a_count_but_counts_every_o
     assert not any("SECRET-TEXT" in str(vars(r)) for r in caplog.records)
 
 
+def _channel_post(i: int, channel: str, ts: float) -> RawMessage:
+    """A post `p<i>` saying "gm" in `channel` of source `forum`, on partition 0 at offset i."""
+    value = {"id": f"p{i}", "text": "gm", "created_at": ts, "channel": channel, "source": "forum"}
+    return RawMessage(json.dumps(value).encode(), "forum-posts", 0, i)
+
+
 def test_a_flood_of_new_channel_names_folds_past_the_budget_and_counts_every_post(redis_server, caplog):
     """SENTINEL_NEW_SCOPES_PER_HOUR: a bot inventing a channel name per post made a scope per post
     (buckets, roll-ups, ids, a judgement each round, a console row) until session 57. With a budget of
@@ -831,9 +837,7 @@ def test_a_flood_of_new_channel_names_folds_past_the_budget_and_counts_every_pos
         def sentiment_judged_from(self, at):
             pass
 
-    def post(i: int, channel: str, ts: float) -> RawMessage:
-        value = {"id": f"p{i}", "text": "gm", "created_at": ts, "channel": channel, "source": "forum"}
-        return RawMessage(json.dumps(value).encode(), "forum-posts", 0, i)
+    post = _channel_post
 
     async def go():
         store = WindowStore.from_url(redis_server)
@@ -875,9 +879,7 @@ def test_a_post_stamped_hours_ahead_does_not_spend_the_scope_budget_of_hours_to_
     async def publish(topic, records):
         pass
 
-    def post(i: int, channel: str, ts: float) -> RawMessage:
-        value = {"id": f"p{i}", "text": "gm", "created_at": ts, "channel": channel, "source": "forum"}
-        return RawMessage(json.dumps(value).encode(), "forum-posts", 0, i)
+    post = _channel_post
 
     async def go():
         store = WindowStore.from_url(redis_server)
