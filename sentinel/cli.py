@@ -2344,6 +2344,29 @@ def since_seconds(since: str) -> int:
         raise fail(f"--since: {exc}") from None
 
 
+def wall_time(option: str, text: str) -> float:
+    """A command's ISO 8601 time option as epoch seconds, or its one-line error naming it."""
+    from stream.timefmt import epoch
+
+    try:
+        return epoch(text)
+    except ValueError as exc:
+        reason = "not an ISO 8601 time" if "Invalid isoformat string" in str(exc) else str(exc)
+        raise fail(f"{option} {text}: {reason}") from None
+
+
+def _iso_or(ts: float | None, given: str | None) -> str:
+    """How a span's end is shown: ISO in UTC, `now` when open, the text itself past year 9999."""
+    from stream.timefmt import iso
+
+    if ts is None:
+        return "now"
+    try:
+        return iso(ts)
+    except (ValueError, OverflowError, OSError):
+        return given or str(ts)
+
+
 def operator_name(by: str | None) -> str:
     """Who runs an operator command, for the audit log: --by, else (omitted, empty or blank) the
     login name."""
@@ -2396,7 +2419,9 @@ async def incident_id_of(client: Any, given: str) -> str:
 
 @app.command()
 def audit(
-    since: Annotated[str, typer.Option("--since", help="actions within this much wall-clock time, e.g. 7d")] = "7d",
+    since: Annotated[Optional[str], typer.Option("--since", help="actions within this much wall-clock time before --until (default: now), e.g. 7d (default 7d)")] = None,
+    start: Annotated[Optional[str], typer.Option("--from", help="actions from this wall-clock time on (ISO 8601, UTC unless it says otherwise; not with --since)")] = None,
+    end: Annotated[Optional[str], typer.Option("--until", help="actions before this wall-clock time (ISO 8601): with --from, one past day, e.g. --from 2026-09-01 --until 2026-09-02")] = None,
     by: Annotated[Optional[str], typer.Option("--by", help="only this person's actions")] = None,
     action: Annotated[Optional[list[str]], typer.Option("--action", help="acknowledge | verdict | silence | unsilence (repeatable; default: all)")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many, newest first")] = 200,
@@ -2407,18 +2432,24 @@ def audit(
 
     from stream.alerts import audit as audit_log
 
-    span = since_seconds(since)
+    if start is not None and since is not None:
+        raise fail("--from or --since, not both: --from is a time, --since counts back from --until (or now)")
+    hi = wall_time("--until", end) if end is not None else None
+    lo = wall_time("--from", start) if start is not None else (time.time() if hi is None else hi) - since_seconds(since or "7d")
+    if hi is not None and lo > hi:  # an empty export read as a quiet day
+        raise fail(f"--from {start} is after --until {end}: no time lies between them (swapped?)")
+    span = f"from {_iso_or(lo, start)} to {_iso_or(hi, end)}" if start is not None or end is not None else f"the last {since or '7d'}"
     unknown = sorted(set(action or ()) - set(audit_log.ACTIONS))
     if unknown:
         raise fail(f"--action: unknown {', '.join(unknown)}; use {', '.join(audit_log.ACTIONS)}")
     person = by.strip() if by and by.strip() else None  # --by "" filters nobody out, as the console's empty field
     # One more than asked: `more` says the span holds older entries than --limit let through, which
     # read as the whole span (200 entries of a busy week, or a daily --json export cut short).
-    found = with_redis(lambda client: audit_log.read(client, since=time.time() - span, by=person, actions=action or (), limit=limit + 1))
+    found = with_redis(lambda client: audit_log.read(client, since=lo, until=hi, by=person, actions=action or (), limit=limit + 1))
     more, found = len(found) > limit, found[:limit]
     if more:  # stderr: --json's stdout stays one entry a line
-        err.print(f"only the newest {limit} shown: the last {escape(since)} holds older entries, from before {found[-1]['at']}; "
-                  "raise --limit or narrow --since, --by or --action", highlight=False, soft_wrap=True)
+        err.print(f"only the newest {limit} shown: {escape(span)} holds older entries, from before {found[-1]['at']}; "
+                  "raise --limit or narrow --since, --from, --by or --action", highlight=False, soft_wrap=True)
     if as_json:
         for item in found:
             print(json.dumps(item, ensure_ascii=False))
@@ -2426,9 +2457,9 @@ def audit(
     if not found:  # an empty table read as a failed query
         whose = f" by {person}" if person else ""
         which = f" ({', '.join(action)})" if action else ""
-        out.print(f"no actions{escape(whose)}{which} in the audit log in the last {since} (wall clock)")
+        out.print(f"no actions{escape(whose)}{which} in the audit log {'in ' if span.startswith('the last') else ''}{escape(span)} (wall clock)")
         return
-    table = Table(title=f"audit log, newest first (wall clock, the last {since})")
+    table = Table(title=f"audit log, newest first (wall clock, {escape(span)})")
     # Folded, not cut: on 80 columns the time was cut to "2026-12-06T14:…" and the silence's end in "what" too.
     for col in ("at (UTC)", "by", "action", "what", "reason"):
         table.add_column(col, overflow="fold")

@@ -113,10 +113,39 @@ def test_reading_filters_across_chunks_and_stops_at_the_limit_and_the_start(redi
     assert [e["target"] for e in run(redis_server, lambda c: audit.read(c, by="dana", limit=2))] == ["inc16", "inc12"]
     # From 1,008 s on (wall clock): inc8 onwards, the entry at the start included.
     assert [e["target"] for e in run(redis_server, lambda c: audit.read(c, since=1008, by="dana"))] == ["inc16", "inc12", "inc8"]
+    # Before 1,008 s (wall clock): the entry at the end left out, for the next span to take.
+    assert [e["target"] for e in run(redis_server, lambda c: audit.read(c, until=1008, by="dana"))] == ["inc4", "inc0"]
+    assert [e["target"] for e in run(redis_server, lambda c: audit.read(c, since=1004, until=1008.5))] == [f"inc{i}" for i in (8, 7, 6, 5, 4)]
+    assert run(redis_server, lambda c: audit.read(c, until=-5)) == []
     assert dana[-1]["at"] == "1970-01-01T00:16:40.000Z"  # always to the millisecond: one format parses every entry
     # A span longer than the epoch reads everything (a negative stream id would be an error).
     assert len(run(redis_server, lambda c: audit.read(c, since=-1e12))) == 20
     assert run(redis_server, lambda c: audit.read(c, actions=["silence"])) == []
+
+
+def test_an_auditor_exports_one_past_day_by_from_and_until(redis_server):
+    """An auditor asks months later what operators did on one day. `--since` only counted back
+    from now, so a day's export was everything since then, cut by hand. `--from`/`--until`
+    (wall clock, ISO 8601) give the day alone: from its first millisecond, up to but not including
+    the next day's, so consecutive days' exports neither overlap nor miss an entry."""
+    r = redis.Redis.from_url(redis_server, decode_responses=True)
+    r.flushdb()
+    day = epoch("2026-09-01T00:00:00Z")
+    for target, at in (("before", day - 0.001), ("first", day), ("last", day + 86399.999), ("next", day + 86400)):
+        r.xadd(AUDIT_KEY, audit.entry("acknowledge", by="dana", via="cli", target=target, scope="all", reason=""), id=f"{round(at * 1000)}-0")
+    that_day = ["--from", "2026-09-01T00:00:00Z", "--until", "2026-09-02T00:00:00Z"]
+    assert [e["target"] for e in lines(cli(["audit", "--json", *that_day], redis_server))] == ["last", "first"]
+    assert [e["target"] for e in lines(cli(["audit", "--json", "--from", "2026-09-02"], redis_server))] == ["next"]
+    # --since counts back from --until when there is no --from: the day before it.
+    assert [e["target"] for e in lines(cli(["audit", "--json", "--since", "1d", "--until", "2026-09-02"], redis_server))] == ["last", "first"]
+    table = cli(["audit", *that_day], redis_server)
+    assert table.returncode == 0 and "2026-09-01T00:00:00Z to 2026-09-02T00:00:00Z" in " ".join(table.stdout.split()), table.stdout
+    quiet = cli(["audit", "--from", "2026-08-01", "--until", "2026-08-02"], redis_server)
+    assert quiet.returncode == 0 and "no actions in the audit log from 2026-08-01T00:00:00Z to 2026-08-02T00:00:00Z" in " ".join(quiet.stdout.split())
+    for bad, says in ((["--from", "2026-13-01"], "--from 2026-13-01"), (["--until", "yesterday"], "--until yesterday: not an ISO 8601 time"),
+                      (["--from", "2026-09-02", "--until", "2026-09-01"], "is after --until"), (["--from", "2026-09-01", "--since", "1d"], "not both")):
+        refused = cli(["audit", *bad], redis_server)
+        assert refused.returncode != 0 and says in " ".join(refused.stderr.split()) and "Traceback" not in refused.stderr, (bad, refused.stderr)
 
 
 def test_the_log_is_trimmed_to_its_latest_entries(redis_server, monkeypatch):

@@ -11,6 +11,7 @@ acknowledgement log (`correlator.acknowledgements`) does.
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -94,12 +95,17 @@ async def verdicts_within(client: Any, seconds: float) -> list[dict[str, Any]]:
     return await read(client, since=time.time() - seconds, actions=["verdict"], limit=AUDIT_ENTRIES)
 
 
-async def read(client: Any, *, since: float | None = None, by: str | None = None, actions: Sequence[str] = (),
-               limit: int = 200) -> list[dict[str, Any]]:
-    """Entries newest first: from wall-clock `since` (epoch seconds) on, by one person, of the given
-    actions, at most `limit`. A `client` that decodes responses."""
+async def read(client: Any, *, since: float | None = None, until: float | None = None, by: str | None = None,
+               actions: Sequence[str] = (), limit: int = 200) -> list[dict[str, Any]]:
+    """Entries newest first: from wall-clock `since` (epoch seconds) on and before `until` (the
+    span is half-open, so one day's export and the next's neither overlap nor leave a gap), by one
+    person, of the given actions, at most `limit`. A `client` that decodes responses."""
     # A span longer than the epoch (`--since 30000d`) reads everything; a negative id is an error.
-    newest, oldest = "+", f"{max(0, int(since * 1000))}" if since is not None else "-"
+    oldest = f"{max(0, int(since * 1000))}" if since is not None else "-"
+    # The last millisecond before `until`, inclusive: `(ms` would still take entries `ms-0`, `ms-1`...
+    newest = "+" if until is None else f"{max(0, math.ceil(until * 1000) - 1)}"
+    if until is not None and until <= 0:
+        return []
     found: list[dict[str, Any]] = []
     while len(found) < limit:
         chunk = await client.xrevrange(AUDIT_KEY, max=newest, min=oldest, count=READ_CHUNK)
