@@ -5,7 +5,8 @@ setting's, every `sentinel COMMAND --option` they show is in the CLI, the README
 are tests/test_layers.py's, and the README's `make demo` figures are those of the stored run
 (docs/results/demo_summary.json, demo_notices_s49.json). The map of the code (docs/architecture.md)
 names every package, gives every module a row of its own and names only real paths, the README's
-Layout has a row for each package naming its modules, and `make help` lists every target.
+Layout has a row for each package naming its modules, `make help` lists every target, and
+operations.md's "What is kept" table states the topics' retention and the audit log's length as deployed.
 
 Only links inside the repository are checked (no network), anchors against the target page's headings.
 """
@@ -469,3 +470,24 @@ def test_make_help_lists_every_target() -> None:
     listed = set(re.findall(r"^  make (\S+)", shown.stdout, re.M))
     assert {"setup", "demo", "test", "check", "help"} <= phony
     assert listed == phony, f"in .PHONY but not in `make help`: {sorted(phony - listed)}; listed, not phony: {sorted(listed - phony)}"
+
+
+def kept_table() -> dict[str, str]:
+    """docs/operations.md "What is kept, and for how long": record's `where` cell -> its `kept` cell."""
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8").split("## What is kept, and for how long", 1)[1]
+    rows = [line.split(" | ") for line in text.split("\n## ", 1)[0].splitlines() if line.startswith("| ") and "---" not in line]
+    return {where: kept.rstrip(" |") for _, where, kept in rows[1:]}
+
+
+def test_what_is_kept_states_the_topics_retention_and_the_audit_logs_length() -> None:
+    """An auditor reads in one place how long each record survives; the figures are the manifests' and the code's."""
+    from stream.alerts.audit import AUDIT_ENTRIES
+    from stream.keys import AUDIT_KEY
+
+    kept = kept_table()
+    manifest = (ROOT / "deploy" / "k8s" / "base" / "kafka-topics.yaml").read_text(encoding="utf-8")
+    topics = dict(re.findall(r"name: (\S+)\n(?:.*\n)*?\s+retention\.ms: \"(\d+)\"", manifest))
+    assert set(topics) == {"forum-posts", "post-sentiment", "forum-posts-dlq", "sentiment-alerts"}, topics
+    for topic, ms in topics.items():
+        assert kept[f"topic `{topic}`"] == f"{int(ms) // 86_400_000} d", topic
+    assert kept[f"Redis stream `{AUDIT_KEY}`"].startswith(f"the latest {AUDIT_ENTRIES:,} entries"), kept
