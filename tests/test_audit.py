@@ -117,6 +117,11 @@ def test_reading_filters_across_chunks_and_stops_at_the_limit_and_the_start(redi
     assert [e["target"] for e in run(redis_server, lambda c: audit.read(c, until=1008, by="dana"))] == ["inc4", "inc0"]
     assert [e["target"] for e in run(redis_server, lambda c: audit.read(c, since=1004, until=1008.5))] == [f"inc{i}" for i in (8, 7, 6, 5, 4)]
     assert run(redis_server, lambda c: audit.read(c, until=-5)) == []
+    # A bound between two milliseconds (`--until`/`--from ...:08.0005Z`): the span before it and the
+    # one from it split the entries, none in both (the one at 1,008.000 s is before the bound).
+    before = run(redis_server, lambda c: audit.read(c, until=1008.0005, limit=100))
+    after = run(redis_server, lambda c: audit.read(c, since=1008.0005, limit=100))
+    assert [e["target"] for e in after][-1] == "inc9" and "inc8" in [e["target"] for e in before], (before, after)
     assert dana[-1]["at"] == "1970-01-01T00:16:40.000Z"  # always to the millisecond: one format parses every entry
     # A span longer than the epoch reads everything (a negative stream id would be an error).
     assert len(run(redis_server, lambda c: audit.read(c, since=-1e12))) == 20

@@ -101,7 +101,9 @@ async def read(client: Any, *, since: float | None = None, until: float | None =
     span is half-open, so one day's export and the next's neither overlap nor leave a gap), by one
     person, of the given actions, at most `limit`. A `client` that decodes responses."""
     # A span longer than the epoch (`--since 30000d`) reads everything; a negative id is an error.
-    oldest = f"{max(0, int(since * 1000))}" if since is not None else "-"
+    # The first whole millisecond from `since` on: a bound between two milliseconds (`--from
+    # ...00.0005Z`) takes neither the one before it, as `--until` at the same bound does not.
+    oldest = f"{max(0, math.ceil(since * 1000))}" if since is not None else "-"
     # The last millisecond before `until`, inclusive: `(ms` would still take entries `ms-0`, `ms-1`...
     newest = "+" if until is None else f"{max(0, math.ceil(until * 1000) - 1)}"
     if until is not None and until <= 0:
