@@ -2438,6 +2438,9 @@ def audit(
     lo = wall_time("--from", start) if start is not None else (time.time() if hi is None else hi) - since_seconds(since or "7d")
     if hi is not None and lo > hi:  # an empty export read as a quiet day
         raise fail(f"--from {start} is after --until {end}: no time lies between them (swapped?)")
+    if start is not None and lo == hi:  # `--from 2026-09-01 --until 2026-09-01` read as that day, found quiet
+        raise fail(f"--from {start} is --until {end}: --until is left out, so no time lies between them; "
+                   "for one day give the next one's start as --until")
     span = f"from {_iso_or(lo, start)} to {_iso_or(hi, end)}" if start is not None or end is not None else f"the last {since or '7d'}"
     unknown = sorted(set(action or ()) - set(audit_log.ACTIONS))
     if unknown:

@@ -148,7 +148,9 @@ def test_an_auditor_exports_one_past_day_by_from_and_until(redis_server):
     quiet = cli(["audit", "--from", "2026-08-01", "--until", "2026-08-02"], redis_server)
     assert quiet.returncode == 0 and "no actions in the audit log from 2026-08-01T00:00:00Z to 2026-08-02T00:00:00Z" in " ".join(quiet.stdout.split())
     for bad, says in ((["--from", "2026-13-01"], "--from 2026-13-01"), (["--until", "yesterday"], "--until yesterday: not an ISO 8601 time"),
-                      (["--from", "2026-09-02", "--until", "2026-09-01"], "is after --until"), (["--from", "2026-09-01", "--since", "1d"], "not both")):
+                      (["--from", "2026-09-02", "--until", "2026-09-01"], "is after --until"), (["--from", "2026-09-01", "--since", "1d"], "not both"),
+                      # The day written twice, read as "through that day": [from, until) holds no time, not a quiet day.
+                      (["--from", "2026-09-01", "--until", "2026-09-01"], "--until is left out")):
         refused = cli(["audit", *bad], redis_server)
         assert refused.returncode != 0 and says in " ".join(refused.stderr.split()) and "Traceback" not in refused.stderr, (bad, refused.stderr)
 
