@@ -491,3 +491,23 @@ def test_what_is_kept_states_the_topics_retention_and_the_audit_logs_length() ->
     for topic, ms in topics.items():
         assert kept[f"topic `{topic}`"] == f"{int(ms) // 86_400_000} d", topic
     assert kept[f"Redis stream `{AUDIT_KEY}`"].startswith(f"the latest {AUDIT_ENTRIES:,} entries"), kept
+
+
+def test_what_is_kept_says_when_the_incidents_expire_with_no_grouping_round() -> None:
+    """The incidents, their acknowledgements and verdicts are pruned by event time, and also expire
+    (the alert keys' idle TTL, renewed by each grouping round) once no round writes: workers stopped
+    for that long lose them all, which an auditor reading only "a retention behind" would not expect.
+    The figures are the deployed retention's and the store's."""
+    from types import SimpleNamespace
+
+    from stream.store import WindowStore
+    from stream.timefmt import parse_duration
+
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8").split("## What is kept, and for how long", 1)[1]
+    env = (ROOT / "deploy" / "k8s" / "base" / "sentinel.env").read_text(encoding="utf-8")
+    retention = re.search(r"^SENTINEL_RETENTION=(\S+)$", env, re.M).group(1)
+    assert f"`SENTINEL_RETENTION` is {retention})" in " ".join(text.split()), retention
+    # No Redis is reached: the store only registers its scripts on the client when made.
+    idle_h = WindowStore(SimpleNamespace(register_script=lambda script: None), retention_s=parse_duration(retention)).idle_ttl_s // 3600
+    incidents = next(kept for where, kept in kept_table().items() if "incidents" in where)
+    assert f"{idle_h} h" in incidents and "idle TTL" in incidents, incidents
