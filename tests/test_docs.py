@@ -488,8 +488,8 @@ def test_what_is_kept_states_the_topics_retention_and_the_audit_logs_length() ->
     manifest = (ROOT / "deploy" / "k8s" / "base" / "kafka-topics.yaml").read_text(encoding="utf-8")
     topics = dict(re.findall(r"name: (\S+)\n(?:.*\n)*?\s+retention\.ms: \"(\d+)\"", manifest))
     assert set(topics) == {"forum-posts", "post-sentiment", "forum-posts-dlq", "sentiment-alerts"}, topics
-    for topic, ms in topics.items():
-        assert kept[f"topic `{topic}`"] == f"{int(ms) // 86_400_000} d", topic
+    for topic, ms in topics.items():  # whole days, or "7 d" would pass for 7.5 days
+        assert int(ms) % 86_400_000 == 0 and kept[f"topic `{topic}`"] == f"{int(ms) // 86_400_000} d", (topic, ms)
     assert kept[f"Redis stream `{AUDIT_KEY}`"].startswith(f"the latest {AUDIT_ENTRIES:,} entries"), kept
 
 
@@ -511,3 +511,16 @@ def test_what_is_kept_says_when_the_incidents_expire_with_no_grouping_round() ->
     idle_h = WindowStore(SimpleNamespace(register_script=lambda script: None), retention_s=parse_duration(retention)).idle_ttl_s // 3600
     incidents = next(kept for where, kept in kept_table().items() if "incidents" in where)
     assert f"{idle_h} h" in incidents and "idle TTL" in incidents, incidents
+
+
+def test_what_is_kept_states_the_daily_reports_figures() -> None:
+    """`sentinel report --day` for a past day reads the daily roll-ups; whether a service took that
+    report, the sent marks. Their rows' figures are the code's defaults."""
+    from stream.reporting.sent import SENT_TTL_S
+    from stream.store import DAY_RETENTION_S
+
+    kept = kept_table()
+    rollups = next(kept for where, kept in kept.items() if "daily roll-ups" in where)
+    assert rollups.startswith(f"{DAY_RETENTION_S // 86400} d of event time (`SENTINEL_REPORT_RETENTION`)"), rollups
+    sent = next(kept for where, kept in kept.items() if "report:sent" in where)
+    assert SENT_TTL_S % 86400 == 0 and sent.startswith(f"{SENT_TTL_S // 86400} d after its last mark"), sent
