@@ -26,7 +26,9 @@ import redis
 from aiokafka.partitioner import murmur2
 
 from scenarios import SWING_MIX, T0, Episode, Scenario, generate, to_posts
+from stream.keys import MODEL_EPOCHS_KEY
 from stream.settings import Settings
+from stream.store import MAX_EPOCHS
 from stream.timefmt import iso
 from stream.windows import CLOCK_JUMP_POSTS
 from workers import Hook, worker_env
@@ -313,10 +315,13 @@ def test_one_incident_per_event_with_one_worker_or_two(tmp_path, kafka_server, r
     refused = subprocess.run([sys.executable, "-m", "sentinel.cli", "ack", "no-such-incident"], env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "no open incident" in refused.stdout + refused.stderr
     # Every key the run left expires (docs/contracts.md): windows by retention, everything else when
-    # nothing has written it for twice the retention, so no key accumulates for good.
+    # nothing has written it for twice the retention, so no key accumulates for good. But the model
+    # epochs (session 57), kept without a TTL on purpose (they must outlive an idle spell) and
+    # bounded instead: the last MAX_EPOCHS entries.
     r = redis.Redis.from_url(redis_server, decode_responses=True)
     keys = list(r.scan_iter(count=1000))
-    assert len(keys) > 100 and [k for k in keys if r.ttl(k) == -1] == []
+    assert len(keys) > 100 and [k for k in keys if r.ttl(k) == -1] == [MODEL_EPOCHS_KEY]
+    assert 1 <= r.llen(MODEL_EPOCHS_KEY) <= MAX_EPOCHS
 
     notices = sorted(webhook.notices())
     webhook.accepted.clear()
