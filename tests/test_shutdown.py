@@ -143,8 +143,10 @@ class Exited(Exception):
 
 
 def run_shutdown(monkeypatch, flush, outputs, grace_s: float) -> tuple[int, list[str], float]:
-    """Shutdown.run with a producer whose flush is `flush(events)` and a consumer that records its
-    commit; returns the exit code, the events in order and the seconds it took."""
+    """Shutdown.run with a producer whose flush is `flush(events)`, a consumer that records its
+    commit and a processor that records the held-back log counts said (`say_held`: dead letters
+    and folded posts no later batch will say); returns the exit code, the events in order and the
+    seconds it took."""
     from types import SimpleNamespace
 
     from stream import worker
@@ -160,7 +162,8 @@ def run_shutdown(monkeypatch, flush, outputs, grace_s: float) -> tuple[int, list
     monkeypatch.setattr(worker.os, "_exit", lambda code: (_ for _ in ()).throw(Exited(code)))
     monkeypatch.setattr(worker.logging, "shutdown", lambda: None)  # pytest's log capture stays open
     app = SimpleNamespace(producer=SimpleNamespace(flush=lambda: flush(events)), consumer=SimpleNamespace(commit=commit))
-    shutdown = worker.Shutdown(app, SimpleNamespace(in_flight=0), SimpleNamespace(stop=stop), outputs)
+    processor = SimpleNamespace(say_held=lambda: events.append("say_held"))
+    shutdown = worker.Shutdown(app, SimpleNamespace(in_flight=0, processor=processor), SimpleNamespace(stop=stop), outputs)
     started = time.monotonic()
     with pytest.raises(Exited) as exited:
         asyncio.run(shutdown.run(grace_s))
@@ -173,8 +176,8 @@ def test_shutdown_commits_only_after_every_published_batch_settled(monkeypatch):
     async def quick(events: list[str]) -> None:
         events.append("flush")
 
-    # Everything delivered: flush, commit, exit 0.
-    assert run_shutdown(monkeypatch, quick, Deliveries(), 5)[:2] == (0, ["flush", "commit"])
+    # Everything delivered: flush, commit, the held counts said, exit 0.
+    assert run_shutdown(monkeypatch, quick, Deliveries(), 5)[:2] == (0, ["flush", "commit", "say_held"])
 
     # A batch still in doubt when the grace runs out (the broker has not answered): no commit,
     # exit 75, and the batch is redelivered.
@@ -185,7 +188,7 @@ def test_shutdown_commits_only_after_every_published_batch_settled(monkeypatch):
         events.append("flush")
 
     code, events, took = run_shutdown(monkeypatch, flush_leaving_one_in_doubt, outputs, 0.5)
-    assert (code, events) == (75, ["flush"]) and took < 5
+    assert (code, events) == (75, ["flush", "say_held"]) and took < 5
 
     # A flush that would wait for the producer's own timeout (the broker away): cut at the grace.
     async def hangs(events: list[str]) -> None:
@@ -193,7 +196,7 @@ def test_shutdown_commits_only_after_every_published_batch_settled(monkeypatch):
         await asyncio.sleep(600)
 
     code, events, took = run_shutdown(monkeypatch, hangs, Deliveries(), 0.5)
-    assert (code, events) == (75, ["flush"]) and took < 5
+    assert (code, events) == (75, ["flush", "say_held"]) and took < 5
 
 
 def test_a_batch_given_up_on_as_the_flush_returns_stops_the_worker_before_the_commit(monkeypatch):
@@ -214,7 +217,7 @@ def test_a_batch_given_up_on_as_the_flush_returns_stops_the_worker_before_the_co
         events.append("flush")
 
     code, events, _ = run_shutdown(monkeypatch, gives_up, outputs, 5)
-    assert events == ["flush", "on_lost", "commit"], events
+    assert events == ["flush", "on_lost", "commit", "say_held"], events
 
 
 # --- The `sentinel` command's own stops, before its work begins and after its stop line -----------
