@@ -216,7 +216,7 @@ class ScopeBudget:
                 admitted = self._admitted.setdefault((kind, hour), set())
                 # Admitted this hour or in one remembered before it: a scope already, whether or not
                 # its write has registered it yet (`known`), so batching changes nothing.
-                if any(scope in names for (held, _), names in self._admitted.items() if held == kind):
+                if any(scope in earlier for (held, _), earlier in self._admitted.items() if held == kind):
                     continue
                 if len(admitted) < self.per_hour:
                     admitted.add(scope)
